@@ -1,0 +1,361 @@
+// Package agent is the otaflow device agent: it takes update jobs over the AWS IoT Jobs MQTT
+// API, applies them one at a time, and reports the outcome.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/rs/zerolog"
+
+	"github.com/otaflow/otaflow/internal/jobdoc"
+)
+
+// Config configures one agent.
+type Config struct {
+	ThingName string
+	BrokerURL string
+	Username  string
+	Password  string
+	// StateDir holds the agent's persistent state.
+	StateDir string
+	// InitialVersion is reported as installed before the first update.
+	InitialVersion string
+	// InstallTime is how long a simulated install takes unless the job document says.
+	InstallTime time.Duration
+	// RequestTimeout bounds each Jobs API request.
+	RequestTimeout time.Duration
+	Logger         zerolog.Logger
+}
+
+// Agent is one device's agent.
+type Agent struct {
+	cfg    Config
+	log    zerolog.Logger
+	client paho.Client
+
+	mu      sync.Mutex
+	state   *State
+	waiters map[string]chan reply
+	seq     atomic.Uint64
+	wake    chan struct{}
+}
+
+type reply struct {
+	accepted bool
+	payload  []byte
+}
+
+// New prepares an agent; Run connects it.
+func New(cfg Config) (*Agent, error) {
+	if cfg.ThingName == "" {
+		return nil, errors.New("agent: thing name is required (--thing-name)")
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("agent: state directory is required (--state-dir)")
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 30 * time.Second
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+		return nil, fmt.Errorf("agent: create state dir: %w", err)
+	}
+	st, err := loadState(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := st.Installed[jobdoc.SoftwareCore]; !ok && cfg.InitialVersion != "" {
+		st.Installed[jobdoc.SoftwareCore] = Installed{Version: cfg.InitialVersion}
+		if err := saveState(cfg.StateDir, st); err != nil {
+			return nil, fmt.Errorf("agent: write state: %w", err)
+		}
+	}
+	return &Agent{
+		cfg: cfg, log: cfg.Logger.With().Str("thing", cfg.ThingName).Logger(), state: st,
+		waiters: map[string]chan reply{}, wake: make(chan struct{}, 1),
+	}, nil
+}
+
+// InstalledVersion returns the installed version of a piece of software ("core", "ota_agent").
+func (a *Agent) InstalledVersion(software string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.state.Installed[software].Version
+}
+
+func (a *Agent) topic(suffix string) string {
+	return "$aws/things/" + a.cfg.ThingName + "/jobs/" + suffix
+}
+
+// Run connects to the broker and processes jobs until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	opts := paho.NewClientOptions().
+		AddBroker(a.cfg.BrokerURL).
+		SetClientID(a.cfg.ThingName).
+		SetUsername(a.cfg.Username).
+		SetPassword(a.cfg.Password).
+		SetCleanSession(true).
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(time.Second).
+		SetMaxReconnectInterval(10 * time.Second).
+		SetOrderMatters(false).
+		SetOnConnectHandler(a.onConnect).
+		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			a.log.Warn().Err(err).Msg("lost broker connection; reconnecting")
+		})
+	a.client = paho.NewClient(opts)
+	tok := a.client.Connect()
+	select {
+	case <-tok.Done():
+		if err := tok.Error(); err != nil {
+			return fmt.Errorf("agent %s: connect to %s: %w", a.cfg.ThingName, a.cfg.BrokerURL, err)
+		}
+	case <-ctx.Done():
+		a.client.Disconnect(0)
+		return nil
+	}
+	defer a.client.Disconnect(250)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.wake:
+		}
+		for ctx.Err() == nil {
+			more, err := a.processNext(ctx)
+			if err != nil {
+				a.log.Warn().Err(err).Msg("job processing interrupted; will retry on the next notification")
+				break
+			}
+			if !more {
+				break
+			}
+		}
+	}
+}
+
+func (a *Agent) signal() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) onConnect(c paho.Client) {
+	subs := map[string]byte{
+		a.topic("notify-next"):         1,
+		a.topic("start-next/accepted"): 1,
+		a.topic("start-next/rejected"): 1,
+		a.topic("+/update/accepted"):   1,
+		a.topic("+/update/rejected"):   1,
+	}
+	tok := c.SubscribeMultiple(subs, a.onMessage)
+	if !tok.WaitTimeout(a.cfg.RequestTimeout) || tok.Error() != nil {
+		a.log.Error().Err(tok.Error()).Msg("subscribe to jobs topics failed")
+		return
+	}
+	a.log.Debug().Msg("connected; checking for pending jobs")
+	a.signal()
+}
+
+func (a *Agent) onMessage(_ paho.Client, m paho.Message) {
+	t := m.Topic()
+	if strings.HasSuffix(t, "/notify-next") {
+		a.signal()
+		return
+	}
+	var tok struct {
+		ClientToken string `json:"clientToken"`
+	}
+	if json.Unmarshal(m.Payload(), &tok) != nil || tok.ClientToken == "" {
+		return
+	}
+	a.mu.Lock()
+	ch := a.waiters[tok.ClientToken]
+	delete(a.waiters, tok.ClientToken)
+	a.mu.Unlock()
+	if ch != nil {
+		ch <- reply{accepted: strings.HasSuffix(t, "/accepted"), payload: m.Payload()}
+	}
+}
+
+// rejection is a Jobs API rejected reply.
+type rejection struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (r *rejection) Error() string { return r.Code + ": " + r.Message }
+
+// request publishes a Jobs API request and waits for its accepted or rejected reply.
+func (a *Agent) request(ctx context.Context, suffix string, body map[string]any) ([]byte, error) {
+	token := fmt.Sprintf("%s-%d", a.cfg.ThingName, a.seq.Add(1))
+	body["clientToken"] = token
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan reply, 1)
+	a.mu.Lock()
+	a.waiters[token] = ch
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.waiters, token)
+		a.mu.Unlock()
+	}()
+	pub := a.client.Publish(a.topic(suffix), 1, false, raw)
+	timer := time.NewTimer(a.cfg.RequestTimeout)
+	defer timer.Stop()
+	select {
+	case <-pub.Done():
+		if err := pub.Error(); err != nil {
+			return nil, fmt.Errorf("publish %s: %w", suffix, err)
+		}
+	case <-timer.C:
+		return nil, fmt.Errorf("publish %s: timed out", suffix)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case r := <-ch:
+		if !r.accepted {
+			var rej rejection
+			json.Unmarshal(r.payload, &rej)
+			return nil, &rej
+		}
+		return r.payload, nil
+	case <-timer.C:
+		return nil, fmt.Errorf("%s: no reply within %s", suffix, a.cfg.RequestTimeout)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+type execution struct {
+	JobID           string            `json:"jobId"`
+	JobDocument     json.RawMessage   `json:"jobDocument"`
+	Status          string            `json:"status"`
+	StatusDetails   map[string]string `json:"statusDetails"`
+	VersionNumber   int64             `json:"versionNumber"`
+	ExecutionNumber int64             `json:"executionNumber"`
+}
+
+// processNext starts the next pending execution and sees it through. It reports whether
+// there was one.
+func (a *Agent) processNext(ctx context.Context) (bool, error) {
+	raw, err := a.request(ctx, "start-next", map[string]any{})
+	if err != nil {
+		return false, err
+	}
+	var resp struct {
+		Execution *execution `json:"execution"`
+	}
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		return false, fmt.Errorf("start-next reply: %w", err)
+	}
+	if resp.Execution == nil {
+		return false, nil
+	}
+	return true, a.process(ctx, resp.Execution)
+}
+
+func (a *Agent) process(ctx context.Context, e *execution) error {
+	log := a.log.With().Str("job", e.JobID).Logger()
+	if !jobdoc.IsOtaflow(e.JobDocument) {
+		// start-next hands out every job; one that is not ours is refused with a reason rather
+		// than left IN_PROGRESS forever.
+		log.Warn().Msg("job is not an otaflow update; rejecting it")
+		return a.finish(ctx, e, "REJECTED", map[string]string{"reason": "not an otaflow update job (type " + jobdoc.Type + " expected)"})
+	}
+	doc, err := jobdoc.Parse(e.JobDocument)
+	if err != nil {
+		log.Warn().Err(err).Msg("rejecting invalid job document")
+		return a.finish(ctx, e, "REJECTED", map[string]string{"reason": err.Error()})
+	}
+	log = log.With().Str("software", doc.SoftwareToUpdate).Str("version", doc.Version).Logger()
+
+	a.mu.Lock()
+	cur := a.state.Installed[doc.SoftwareToUpdate]
+	resumed := a.state.CurrentJob == e.JobID && a.state.Step == "installed"
+	a.mu.Unlock()
+	if resumed && cur.Version == doc.Version {
+		log.Info().Msg("update was installed before a restart; reporting it")
+		return a.finish(ctx, e, "SUCCEEDED", map[string]string{"installedVersion": cur.Version, "previousVersion": cur.Previous})
+	}
+
+	if err := a.setState(func(s *State) { s.CurrentJob, s.Step = e.JobID, "installing" }); err != nil {
+		return err
+	}
+	if _, err := a.request(ctx, e.JobID+"/update", map[string]any{
+		"status": "IN_PROGRESS", "statusDetails": map[string]string{"step": "installing", "version": doc.Version},
+		"expectedVersion": e.VersionNumber,
+	}); err != nil {
+		return fmt.Errorf("report IN_PROGRESS: %w", err)
+	}
+	e.VersionNumber++
+	log.Info().Str("from", cur.Version).Msg("installing")
+
+	wait := a.cfg.InstallTime
+	if doc.Simulate != nil && doc.Simulate.InstallMillis > 0 {
+		wait = time.Duration(doc.Simulate.InstallMillis) * time.Millisecond
+	}
+	select {
+	case <-time.After(wait):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if doc.Simulate.FailsOn(a.cfg.ThingName) {
+		log.Warn().Msg("simulated install failure; the installed version is unchanged")
+		if err := a.setState(func(s *State) { s.CurrentJob, s.Step = "", "" }); err != nil {
+			return err
+		}
+		return a.finish(ctx, e, "FAILED", map[string]string{
+			"reason": "simulated install failure requested by the job document", "installedVersion": cur.Version,
+		})
+	}
+	if err := a.setState(func(s *State) {
+		s.Installed[doc.SoftwareToUpdate] = Installed{Version: doc.Version, Previous: cur.Version}
+		s.Step = "installed"
+	}); err != nil {
+		return err
+	}
+	log.Info().Msg("installed")
+	return a.finish(ctx, e, "SUCCEEDED", map[string]string{"installedVersion": doc.Version, "previousVersion": cur.Version})
+}
+
+func (a *Agent) setState(change func(*State)) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	change(a.state)
+	if err := saveState(a.cfg.StateDir, a.state); err != nil {
+		return fmt.Errorf("write agent state: %w", err)
+	}
+	return nil
+}
+
+// finish reports a terminal status and clears the current job.
+func (a *Agent) finish(ctx context.Context, e *execution, status string, details map[string]string) error {
+	_, err := a.request(ctx, e.JobID+"/update", map[string]any{
+		"status": status, "statusDetails": details, "expectedVersion": e.VersionNumber,
+	})
+	var rej *rejection
+	if errors.As(err, &rej) && rej.Code == "TerminalStateReached" {
+		// Already final (e.g. canceled meanwhile): nothing more to report.
+		err = nil
+	}
+	if err != nil {
+		return fmt.Errorf("report %s: %w", status, err)
+	}
+	a.log.Info().Str("job", e.JobID).Str("status", status).Msg("reported")
+	return a.setState(func(s *State) { s.CurrentJob, s.Step = "", "" })
+}

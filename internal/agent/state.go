@@ -1,0 +1,82 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// State is what the agent keeps on disk: the installed version of each piece of software it
+// manages, and the job it is working on, so a restart resumes instead of starting over.
+type State struct {
+	Installed map[string]Installed `json:"installed"`
+	// CurrentJob is the job being applied; empty when idle.
+	CurrentJob string `json:"currentJob,omitempty"`
+	// Step is where CurrentJob is: "installing" or "installed" (reported next).
+	Step string `json:"step,omitempty"`
+}
+
+// Installed is one piece of software's version and the one before it.
+type Installed struct {
+	Version  string `json:"version"`
+	Previous string `json:"previous,omitempty"`
+}
+
+const stateFile = "state.json"
+
+func loadState(dir string) (*State, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return &State{Installed: map[string]Installed{}}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read agent state: %w", err)
+	}
+	var s State
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, fmt.Errorf("agent state %s is corrupt (%v); restore it from backup or remove it to start from the initial version", filepath.Join(dir, stateFile), err)
+	}
+	if s.Installed == nil {
+		s.Installed = map[string]Installed{}
+	}
+	return &s, nil
+}
+
+// saveState writes the state atomically: a crash leaves either the old or the new file.
+func saveState(dir string, s *State) error {
+	raw, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, stateFile), raw)
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

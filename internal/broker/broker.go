@@ -1,0 +1,143 @@
+// Package broker runs otaflow's embedded MQTT broker (mochi-mqtt) with the AWS IoT policy
+// devices get in production: a device connects with its thing name as client ID and may only
+// use its own $aws/things/{thing}/ topics; only the jobs service may use every thing's.
+package broker
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/rs/zerolog"
+)
+
+// Options configure the broker.
+type Options struct {
+	// Addr is the TCP listen address, e.g. 127.0.0.1:1883.
+	Addr string
+	// ServiceUser and ServicePassword are the credentials of the privileged jobs service.
+	ServiceUser     string
+	ServicePassword string
+	// MaxPacketBytes bounds every packet (and so a client's memory cost); 0 means 256 KiB.
+	MaxPacketBytes uint32
+	Logger         zerolog.Logger
+}
+
+// Broker is a running embedded broker.
+type Broker struct {
+	srv  *mqtt.Server
+	addr string
+}
+
+// Start listens on o.Addr and serves until Close.
+func Start(o Options) (*Broker, error) {
+	if o.ServiceUser == "" || o.ServicePassword == "" {
+		return nil, fmt.Errorf("broker: the jobs service's MQTT user and password must be set")
+	}
+	if o.MaxPacketBytes == 0 {
+		o.MaxPacketBytes = 256 * 1024
+	}
+	// Probe the port ourselves: mochi reports a busy port only from its serve goroutine.
+	ln, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("MQTT broker cannot listen on %s: %w (choose another address with --mqtt-addr)", o.Addr, err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = o.MaxPacketBytes
+	srv := mqtt.New(&mqtt.Options{
+		Capabilities: caps,
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err := srv.AddHook(&policyHook{user: []byte(o.ServiceUser), pass: []byte(o.ServicePassword), log: o.Logger}, nil); err != nil {
+		return nil, err
+	}
+	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: addr})); err != nil {
+		return nil, fmt.Errorf("MQTT broker listener on %s: %w", addr, err)
+	}
+	if err := srv.Serve(); err != nil {
+		return nil, fmt.Errorf("start MQTT broker: %w", err)
+	}
+	o.Logger.Info().Str("addr", addr).Msg("MQTT broker listening")
+	return &Broker{srv: srv, addr: addr}, nil
+}
+
+// Addr is the address the broker listens on.
+func (b *Broker) Addr() string { return b.addr }
+
+// URL is the broker's address as an MQTT client URL.
+func (b *Broker) URL() string { return "tcp://" + b.addr }
+
+// Close stops the broker and disconnects every client.
+func (b *Broker) Close() error { return b.srv.Close() }
+
+// policyHook authenticates clients and enforces the per-thing topic policy.
+type policyHook struct {
+	mqtt.HookBase
+	user, pass []byte
+	log        zerolog.Logger
+}
+
+func (h *policyHook) ID() string { return "otaflow-policy" }
+
+func (h *policyHook) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+
+func (h *policyHook) isService(cl *mqtt.Client) bool {
+	return bytes.Equal(cl.Properties.Username, h.user)
+}
+
+// OnConnectAuthenticate admits the service with its password, and devices whose client ID is
+// a valid thing name. A device may not pose as the service.
+func (h *policyHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	if h.isService(cl) {
+		ok := subtle.ConstantTimeCompare(pk.Connect.Password, h.pass) == 1
+		if !ok {
+			h.log.Warn().Str("client", cl.ID).Msg("MQTT connect refused: wrong password for the jobs service user")
+		}
+		return ok
+	}
+	if !ValidThingName(cl.ID) {
+		h.log.Warn().Str("client", cl.ID).Msg("MQTT connect refused: client ID must be the device's thing name")
+		return false
+	}
+	return true
+}
+
+// OnACLCheck lets a device use only $aws/things/{its client ID}/...; the service may use
+// every thing's topics.
+func (h *policyHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if h.isService(cl) {
+		return strings.HasPrefix(topic, "$aws/things/")
+	}
+	ok := strings.HasPrefix(topic, "$aws/things/"+cl.ID+"/")
+	if !ok {
+		h.log.Warn().Str("client", cl.ID).Str("topic", topic).Bool("write", write).Msg("MQTT access refused: a device may only use its own $aws/things/{thing}/ topics")
+	}
+	return ok
+}
+
+// ValidThingName reports whether s is a valid AWS IoT thing name.
+func ValidThingName(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for _, c := range s {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == ':', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,114 @@
+// Package jobdoc defines the otaflow update job document: what the rollout puts in an IoT job
+// and what the device agent accepts. It is versioned; an agent rejects versions it does not know.
+package jobdoc
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+)
+
+// Type marks a job document as an otaflow update; the agent leaves other jobs alone.
+const Type = "otaflow.update"
+
+// SchemaVersion is the document version this code writes and reads.
+const SchemaVersion = "1"
+
+// Operations.
+const (
+	OpUpdate   = "update"
+	OpRollback = "rollback"
+)
+
+// Software that can be updated (the seed's --software-to-update).
+const (
+	SoftwareCore     = "core"
+	SoftwareOTAAgent = "ota_agent"
+)
+
+// LogLevels are the seed's --update-agent-log-level values.
+var LogLevels = []string{"NONE", "TRACE", "DEBUG", "VERBOSE", "INFO", "WARN", "ERROR", "FATAL"}
+
+// Document is one update job's instructions to a device.
+type Document struct {
+	Type             string `json:"type"`
+	SchemaVersion    string `json:"schemaVersion"`
+	Operation        string `json:"operation"`
+	RolloutID        string `json:"rolloutId"`
+	SoftwareToUpdate string `json:"softwareToUpdate"`
+	Version          string `json:"version"`
+	// UpdateAgentLogLevel is the log level the agent uses while it runs this job.
+	UpdateAgentLogLevel string `json:"updateAgentLogLevel,omitempty"`
+	// Simulate steers simulated devices (the demo and tests); real installs ignore it.
+	Simulate *Simulation `json:"simulate,omitempty"`
+}
+
+// Simulation asks simulated devices to behave in a given way.
+type Simulation struct {
+	// FailThings lists the things whose install fails.
+	FailThings []string `json:"failThings,omitempty"`
+	// InstallMillis is how long a simulated install takes.
+	InstallMillis int `json:"installMillis,omitempty"`
+}
+
+// FailsOn reports whether the document asks thing's simulated install to fail.
+func (s *Simulation) FailsOn(thing string) bool {
+	return s != nil && slices.Contains(s.FailThings, thing)
+}
+
+// IsOtaflow reports whether raw looks like an otaflow document at all (of any version), so
+// agents can ignore other job types as the seed requires.
+func IsOtaflow(raw []byte) bool {
+	var probe struct {
+		Type string `json:"type"`
+	}
+	return json.Unmarshal(raw, &probe) == nil && probe.Type == Type
+}
+
+// Parse decodes and validates a document. Unknown fields and schema versions are errors, so a
+// device never acts on instructions it does not understand.
+func Parse(raw []byte) (*Document, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var d Document
+	if err := dec.Decode(&d); err != nil {
+		return nil, fmt.Errorf("job document is not a valid otaflow document: %w", err)
+	}
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+// Validate checks every field.
+func (d *Document) Validate() error {
+	if d.Type != Type {
+		return fmt.Errorf("job document type is %q, not %q", d.Type, Type)
+	}
+	if d.SchemaVersion != SchemaVersion {
+		return fmt.Errorf("job document schema version %q is not supported by this agent (it knows %q); update the agent first", d.SchemaVersion, SchemaVersion)
+	}
+	if d.Operation != OpUpdate && d.Operation != OpRollback {
+		return fmt.Errorf("job document operation %q is invalid: use %q or %q", d.Operation, OpUpdate, OpRollback)
+	}
+	if d.SoftwareToUpdate != SoftwareCore && d.SoftwareToUpdate != SoftwareOTAAgent {
+		return fmt.Errorf("softwareToUpdate %q is invalid: use %q or %q", d.SoftwareToUpdate, SoftwareCore, SoftwareOTAAgent)
+	}
+	if d.Version == "" {
+		return fmt.Errorf("job document has no version to install")
+	}
+	if d.UpdateAgentLogLevel != "" && !slices.Contains(LogLevels, d.UpdateAgentLogLevel) {
+		return fmt.Errorf("updateAgentLogLevel %q is invalid: use one of %v", d.UpdateAgentLogLevel, LogLevels)
+	}
+	return nil
+}
+
+// Marshal encodes a document after validating it.
+func (d *Document) Marshal() (string, error) {
+	if err := d.Validate(); err != nil {
+		return "", err
+	}
+	raw, err := json.Marshal(d)
+	return string(raw), err
+}

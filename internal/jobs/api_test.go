@@ -1,0 +1,174 @@
+package jobs_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
+	"github.com/aws/aws-sdk-go-v2/service/iot/types"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otaflow/otaflow/internal/jobs"
+)
+
+var testCreds = jobs.Credentials{AccessKeyID: "otaflow", SecretAccessKey: "otaflow-secret"}
+
+func openService(t *testing.T, dir string) *jobs.Service {
+	t.Helper()
+	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(dir, "jobs.db"), Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	return svc
+}
+
+func serve(t *testing.T, svc *jobs.Service) string {
+	t.Helper()
+	srv := httptest.NewServer(svc.HTTPHandler(&jobs.SigV4Verifier{Creds: testCreds, Region: "us-east-1"}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func iotClient(url string, creds jobs.Credentials) *iot.Client {
+	return iot.New(iot.Options{
+		Region:           "us-east-1",
+		BaseEndpoint:     aws.String(url),
+		Credentials:      credentials.NewStaticCredentialsProvider(creds.AccessKeyID, creds.SecretAccessKey, ""),
+		RetryMaxAttempts: 1,
+	})
+}
+
+func TestControlPlaneThroughAWSSDK(t *testing.T) {
+	ctx := context.Background()
+	svc := openService(t, t.TempDir())
+	defer svc.Close()
+	c := iotClient(serve(t, svc), testCreds)
+
+	for _, name := range []string{"dev-1", "dev-2"} {
+		out, err := c.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String(name)})
+		require.NoError(t, err)
+		require.Equal(t, "arn:aws:iot:us-east-1:000000000000:thing/"+name, aws.ToString(out.ThingArn))
+	}
+	th, err := c.DescribeThing(ctx, &iot.DescribeThingInput{ThingName: aws.String("dev-1")})
+	require.NoError(t, err)
+	require.Equal(t, "dev-1", aws.ToString(th.ThingName))
+
+	_, err = c.DescribeThing(ctx, &iot.DescribeThingInput{ThingName: aws.String("nope")})
+	var notFound *types.ResourceNotFoundException
+	require.ErrorAs(t, err, &notFound)
+
+	created, err := c.CreateJob(ctx, &iot.CreateJobInput{
+		JobId:    aws.String("job-1"),
+		Targets:  []string{"arn:aws:iot:us-east-1:000000000000:thing/dev-1", "arn:aws:iot:us-east-1:000000000000:thing/dev-2"},
+		Document: aws.String(`{"type":"x"}`),
+	})
+	require.NoError(t, err)
+	require.Equal(t, "arn:aws:iot:us-east-1:000000000000:job/job-1", aws.ToString(created.JobArn))
+
+	_, err = c.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("job-1"), Targets: []string{"dev-1"}, Document: aws.String(`{}`)})
+	var exists *types.ResourceAlreadyExistsException
+	require.ErrorAs(t, err, &exists)
+
+	_, err = c.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("job-2"), Targets: []string{"dev-1", "ghost"}, Document: aws.String(`{}`)})
+	var invalid *types.InvalidRequestException
+	require.ErrorAs(t, err, &invalid)
+	require.Contains(t, aws.ToString(invalid.Message), "ghost")
+	_, err = c.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String("job-2")})
+	require.ErrorAs(t, err, &notFound, "an invalid request must create no job")
+
+	d, err := c.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String("job-1")})
+	require.NoError(t, err)
+	require.Equal(t, types.JobStatusInProgress, d.Job.Status)
+	require.EqualValues(t, 2, aws.ToInt32(d.Job.JobProcessDetails.NumberOfQueuedThings))
+	require.NotNil(t, d.Job.CreatedAt)
+
+	// A device starts dev-1's execution; cancel without force leaves it, with force cancels it.
+	_, _, err = svc.StartNext("dev-1", nil)
+	require.NoError(t, err)
+	ex, err := c.DescribeJobExecution(ctx, &iot.DescribeJobExecutionInput{JobId: aws.String("job-1"), ThingName: aws.String("dev-1")})
+	require.NoError(t, err)
+	require.Equal(t, types.JobExecutionStatusInProgress, ex.Execution.Status)
+	require.EqualValues(t, 1, aws.ToInt64(ex.Execution.ExecutionNumber))
+
+	_, err = c.CancelJob(ctx, &iot.CancelJobInput{JobId: aws.String("job-1")})
+	require.NoError(t, err)
+	list, err := c.ListJobExecutionsForJob(ctx, &iot.ListJobExecutionsForJobInput{JobId: aws.String("job-1")})
+	require.NoError(t, err)
+	require.Len(t, list.ExecutionSummaries, 2)
+	byThing := map[string]types.JobExecutionStatus{}
+	for _, s := range list.ExecutionSummaries {
+		byThing[aws.ToString(s.ThingArn)[strings.LastIndex(aws.ToString(s.ThingArn), "/")+1:]] = s.JobExecutionSummary.Status
+	}
+	require.Equal(t, map[string]types.JobExecutionStatus{"dev-1": types.JobExecutionStatusInProgress, "dev-2": types.JobExecutionStatusCanceled}, byThing)
+
+	_, err = c.CancelJob(ctx, &iot.CancelJobInput{JobId: aws.String("job-1"), Force: true})
+	require.NoError(t, err)
+	d, err = c.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String("job-1")})
+	require.NoError(t, err)
+	require.Equal(t, types.JobStatusCanceled, d.Job.Status)
+	require.EqualValues(t, 2, aws.ToInt32(d.Job.JobProcessDetails.NumberOfCanceledThings))
+	require.True(t, aws.ToBool(d.Job.ForceCanceled))
+
+	// Paging.
+	page, err := c.ListJobExecutionsForJob(ctx, &iot.ListJobExecutionsForJobInput{JobId: aws.String("job-1"), MaxResults: aws.Int32(1)})
+	require.NoError(t, err)
+	require.Len(t, page.ExecutionSummaries, 1)
+	require.NotNil(t, page.NextToken)
+	page, err = c.ListJobExecutionsForJob(ctx, &iot.ListJobExecutionsForJobInput{JobId: aws.String("job-1"), MaxResults: aws.Int32(1), NextToken: page.NextToken})
+	require.NoError(t, err)
+	require.Len(t, page.ExecutionSummaries, 1)
+	require.Nil(t, page.NextToken)
+}
+
+func TestRequestsMustBeSigned(t *testing.T) {
+	ctx := context.Background()
+	svc := openService(t, t.TempDir())
+	defer svc.Close()
+	url := serve(t, svc)
+
+	_, err := iotClient(url, jobs.Credentials{AccessKeyID: "otaflow", SecretAccessKey: "wrong"}).
+		CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String("dev-1")})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "signature does not match")
+
+	_, err = iotClient(url, jobs.Credentials{AccessKeyID: "someone", SecretAccessKey: "otaflow-secret"}).
+		CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String("dev-1")})
+	require.Error(t, err)
+
+	resp, err := http.Post(url+"/things/dev-1", "application/json", strings.NewReader(`{}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+
+	_, err = svc.DescribeThing("dev-1")
+	var jerr *jobs.Error
+	require.True(t, errors.As(err, &jerr))
+	require.Equal(t, jobs.CodeResourceNotFound, jerr.Code, "no unsigned or badly signed write may land")
+}
+
+func TestStateSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	svc := openService(t, dir)
+	_, err := svc.CreateThing("dev-1", nil)
+	require.NoError(t, err)
+	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "j", Targets: []string{"dev-1"}, Document: `{}`})
+	require.NoError(t, err)
+	_, _, err = svc.StartNext("dev-1", nil)
+	require.NoError(t, err)
+	require.NoError(t, svc.Close())
+
+	svc = openService(t, dir)
+	defer svc.Close()
+	e, err := svc.DescribeJobExecution("j", "dev-1")
+	require.NoError(t, err)
+	require.Equal(t, jobs.ExecInProgress, e.Status)
+	j, err := svc.DescribeJob("j")
+	require.NoError(t, err)
+	require.Equal(t, 1, j.Counts.InProgress)
+}

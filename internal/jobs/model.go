@@ -1,0 +1,152 @@
+// Package jobs is otaflow's local stand-in for AWS IoT Jobs: the same REST control plane
+// (so aws-sdk-go-v2's iot client and the AWS CLI work against it unchanged) and the same MQTT
+// Jobs topics for devices. State is persisted in a bbolt file, so a restart loses nothing.
+package jobs
+
+import (
+	"fmt"
+	"time"
+)
+
+// ExecutionStatus is the status of one thing's execution of a job, with AWS's names.
+type ExecutionStatus string
+
+const (
+	ExecQueued     ExecutionStatus = "QUEUED"
+	ExecInProgress ExecutionStatus = "IN_PROGRESS"
+	ExecSucceeded  ExecutionStatus = "SUCCEEDED"
+	ExecFailed     ExecutionStatus = "FAILED"
+	ExecTimedOut   ExecutionStatus = "TIMED_OUT"
+	ExecRejected   ExecutionStatus = "REJECTED"
+	ExecRemoved    ExecutionStatus = "REMOVED"
+	ExecCanceled   ExecutionStatus = "CANCELED"
+)
+
+// Terminal reports whether no further transition is allowed from s.
+func (s ExecutionStatus) Terminal() bool {
+	switch s {
+	case ExecQueued, ExecInProgress:
+		return false
+	}
+	return true
+}
+
+// JobStatus is the status of a whole job, with AWS's names.
+type JobStatus string
+
+const (
+	JobInProgress JobStatus = "IN_PROGRESS"
+	JobCanceled   JobStatus = "CANCELED"
+	JobCompleted  JobStatus = "COMPLETED"
+)
+
+// Thing is a registered device.
+type Thing struct {
+	Name       string            `json:"thingName"`
+	Arn        string            `json:"thingArn"`
+	ID         string            `json:"thingId"`
+	Attributes map[string]string `json:"attributes,omitempty"`
+	Version    int64             `json:"version"`
+	CreatedAt  time.Time         `json:"createdAt"`
+}
+
+// ProcessDetails are a job's per-state execution counters (AWS's jobProcessDetails).
+type ProcessDetails struct {
+	Canceled   int `json:"numberOfCanceledThings"`
+	Succeeded  int `json:"numberOfSucceededThings"`
+	Failed     int `json:"numberOfFailedThings"`
+	Rejected   int `json:"numberOfRejectedThings"`
+	Queued     int `json:"numberOfQueuedThings"`
+	InProgress int `json:"numberOfInProgressThings"`
+	Removed    int `json:"numberOfRemovedThings"`
+	TimedOut   int `json:"numberOfTimedOutThings"`
+}
+
+func (p *ProcessDetails) add(s ExecutionStatus, n int) {
+	switch s {
+	case ExecQueued:
+		p.Queued += n
+	case ExecInProgress:
+		p.InProgress += n
+	case ExecSucceeded:
+		p.Succeeded += n
+	case ExecFailed:
+		p.Failed += n
+	case ExecTimedOut:
+		p.TimedOut += n
+	case ExecRejected:
+		p.Rejected += n
+	case ExecRemoved:
+		p.Removed += n
+	case ExecCanceled:
+		p.Canceled += n
+	}
+}
+
+// Pending is how many executions have not reached a terminal state.
+func (p ProcessDetails) Pending() int { return p.Queued + p.InProgress }
+
+// Job is one IoT job and its targets.
+type Job struct {
+	ID              string         `json:"jobId"`
+	Arn             string         `json:"jobArn"`
+	Document        string         `json:"document"`
+	Description     string         `json:"description,omitempty"`
+	Targets         []string       `json:"targets"`
+	TargetSelection string         `json:"targetSelection"`
+	Status          JobStatus      `json:"status"`
+	ForceCanceled   bool           `json:"forceCanceled,omitempty"`
+	Comment         string         `json:"comment,omitempty"`
+	ReasonCode      string         `json:"reasonCode,omitempty"`
+	CreatedAt       time.Time      `json:"createdAt"`
+	LastUpdatedAt   time.Time      `json:"lastUpdatedAt"`
+	CompletedAt     time.Time      `json:"completedAt,omitzero"`
+	Counts          ProcessDetails `json:"jobProcessDetails"`
+}
+
+// Execution is one thing's execution of one job.
+type Execution struct {
+	JobID           string            `json:"jobId"`
+	ThingName       string            `json:"thingName"`
+	Status          ExecutionStatus   `json:"status"`
+	StatusDetails   map[string]string `json:"statusDetails,omitempty"`
+	QueuedAt        time.Time         `json:"queuedAt"`
+	StartedAt       time.Time         `json:"startedAt,omitzero"`
+	LastUpdatedAt   time.Time         `json:"lastUpdatedAt"`
+	VersionNumber   int64             `json:"versionNumber"`
+	ExecutionNumber int64             `json:"executionNumber"`
+	ForceCanceled   bool              `json:"forceCanceled,omitempty"`
+	// seq orders a thing's queue: jobs are offered in the order they were queued.
+	Seq uint64 `json:"seq"`
+}
+
+// ErrorCode names an error the way AWS does. The REST plane sends the exception name, the MQTT
+// plane the Jobs error code.
+type ErrorCode string
+
+const (
+	CodeInvalidRequest         ErrorCode = "InvalidRequest"
+	CodeResourceNotFound       ErrorCode = "ResourceNotFound"
+	CodeAlreadyExists          ErrorCode = "ResourceAlreadyExists"
+	CodeInvalidStateTransition ErrorCode = "InvalidStateTransition"
+	CodeVersionMismatch        ErrorCode = "VersionMismatch"
+	CodeTerminalStateReached   ErrorCode = "TerminalStateReached"
+	CodeInternal               ErrorCode = "InternalError"
+	CodeUnauthorized           ErrorCode = "Unauthorized"
+	CodeConflict               ErrorCode = "Conflict"
+)
+
+// Error is a service error that both planes know how to send.
+type Error struct {
+	Code    ErrorCode
+	Message string
+	// State is the execution's current state, sent with VersionMismatch and friends so a device
+	// can resynchronise.
+	State *Execution
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
+
+func errorf(code ErrorCode, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}

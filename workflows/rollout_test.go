@@ -1,0 +1,178 @@
+package workflows_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/mock"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/otaflow/otaflow/workflows"
+)
+
+func validRequest() workflows.RolloutRequest {
+	return workflows.RolloutRequest{
+		RolloutID: "r1", Targets: []string{"dev-1", "dev-2", "dev-3"},
+		Architecture: "x86_64", OperatingSystem: "ubuntu", SoftwareToUpdate: "core", Version: "1.11.0",
+		S3URLSignerRole: "arn:aws:iam::000000000000:role/signer", Timeout: 10 * time.Minute, PollInterval: time.Second,
+	}
+}
+
+// fakeJobs plays the jobs service for the activities: a fixed sequence of counts.
+type fakeJobs struct {
+	created  []workflows.CreateJobInput
+	canceled []string
+	progress []workflows.AwaitJobResult
+	calls    int
+}
+
+func (f *fakeJobs) register(env *testsuite.TestWorkflowEnvironment) {
+	env.RegisterActivityWithOptions(func(ctx context.Context, req workflows.RolloutRequest) (*workflows.ResolveTargetsResult, error) {
+		var arns []string
+		for _, t := range req.Targets {
+			if t == "ghost" {
+				return nil, temporal.NewNonRetryableApplicationError("thing ghost is not registered", workflows.ErrInvalidRequest, nil)
+			}
+			arns = append(arns, "arn:aws:iot:us-east-1:000000000000:thing/"+t)
+		}
+		return &workflows.ResolveTargetsResult{ThingArns: arns}, nil
+	}, activity.RegisterOptions{Name: workflows.ActivityResolveTargets})
+	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.CreateJobInput) (*workflows.CreateJobResult, error) {
+		f.created = append(f.created, in)
+		return &workflows.CreateJobResult{JobID: in.JobID, JobArn: "arn:aws:iot:us-east-1:000000000000:job/" + in.JobID}, nil
+	}, activity.RegisterOptions{Name: workflows.ActivityCreateJob})
+	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.AwaitJobInputMax) (*workflows.AwaitJobResult, error) {
+		p := f.progress[min(f.calls, len(f.progress)-1)]
+		f.calls++
+		return &p, nil
+	}, activity.RegisterOptions{Name: workflows.ActivityAwaitJob})
+	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.CancelJobInput) (*workflows.Counts, error) {
+		f.canceled = append(f.canceled, in.JobID)
+		return &workflows.Counts{Succeeded: 1, Canceled: 2}, nil
+	}, activity.RegisterOptions{Name: workflows.ActivityCancelJob})
+}
+
+func resultOf(t *testing.T, err error) (string, workflows.RolloutResult) {
+	t.Helper()
+	var appErr *temporal.ApplicationError
+	require.True(t, errors.As(err, &appErr), "want an application error, got %v", err)
+	var res workflows.RolloutResult
+	require.NoError(t, appErr.Details(&res))
+	return appErr.Type(), res
+}
+
+func TestRolloutSucceeds(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	f := &fakeJobs{progress: []workflows.AwaitJobResult{
+		{Counts: workflows.Counts{Queued: 2, InProgress: 1}},
+		{Counts: workflows.Counts{Succeeded: 3}, Done: true},
+	}}
+	f.register(env)
+	env.ExecuteWorkflow(workflows.Rollout, validRequest())
+	require.True(t, env.IsWorkflowCompleted())
+	require.NoError(t, env.GetWorkflowError())
+	var res workflows.RolloutResult
+	require.NoError(t, env.GetWorkflowResult(&res))
+	require.Equal(t, workflows.StateSucceeded, res.State)
+	require.Equal(t, 3, res.Devices)
+	require.Equal(t, workflows.Counts{Succeeded: 3}, res.Counts)
+	require.Equal(t, "otaflow-r1", res.JobID)
+	require.Len(t, f.created, 1)
+	require.Len(t, f.created[0].ThingArns, 3)
+	require.Empty(t, f.canceled)
+}
+
+func TestRolloutFailsWhenDevicesFail(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	f := &fakeJobs{progress: []workflows.AwaitJobResult{{Counts: workflows.Counts{Succeeded: 1, Failed: 2}, Done: true}}}
+	f.register(env)
+	env.ExecuteWorkflow(workflows.Rollout, validRequest())
+	require.True(t, env.IsWorkflowCompleted())
+	typ, res := resultOf(t, env.GetWorkflowError())
+	require.Equal(t, workflows.ErrRolloutFailed, typ)
+	require.Equal(t, workflows.StateFailed, res.State)
+	require.Equal(t, workflows.Counts{Succeeded: 1, Failed: 2}, res.Counts)
+	require.Contains(t, res.Message, "2 of 3 devices did not update")
+}
+
+func TestRolloutTimesOutAndCancelsTheJob(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	f := &fakeJobs{}
+	f.register(env)
+	// Every poll runs out its wait (on the test clock) with the devices still busy.
+	env.OnActivity(workflows.ActivityAwaitJob, mock.Anything, mock.Anything).
+		Return(&workflows.AwaitJobResult{Counts: workflows.Counts{InProgress: 3}}, nil).After(30 * time.Second)
+	req := validRequest()
+	req.Timeout = 2 * time.Minute
+	env.ExecuteWorkflow(workflows.Rollout, req)
+	require.True(t, env.IsWorkflowCompleted())
+	typ, res := resultOf(t, env.GetWorkflowError())
+	require.Equal(t, workflows.ErrRolloutTimedOut, typ)
+	require.Equal(t, workflows.StateTimedOut, res.State)
+	require.Equal(t, []string{"otaflow-r1"}, f.canceled)
+	require.Equal(t, workflows.Counts{Succeeded: 1, Canceled: 2}, res.Counts)
+}
+
+func TestInvalidRequestCreatesNoJob(t *testing.T) {
+	cases := map[string]func(*workflows.RolloutRequest){
+		"unsupported combination": func(r *workflows.RolloutRequest) { r.OperatingSystem, r.Architecture = "raspbian", "x86_64" },
+		"no signer role":          func(r *workflows.RolloutRequest) { r.S3URLSignerRole = "" },
+		"bad software":            func(r *workflows.RolloutRequest) { r.SoftwareToUpdate = "kernel" },
+		"bad log level":           func(r *workflows.RolloutRequest) { r.UpdateAgentLogLevel = "LOUD" },
+		"unknown thing":           func(r *workflows.RolloutRequest) { r.Targets = append(r.Targets, "ghost") },
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			var s testsuite.WorkflowTestSuite
+			env := s.NewTestWorkflowEnvironment()
+			f := &fakeJobs{progress: []workflows.AwaitJobResult{{Done: true}}}
+			f.register(env)
+			req := validRequest()
+			mutate(&req)
+			env.ExecuteWorkflow(workflows.Rollout, req)
+			typ, res := resultOf(t, env.GetWorkflowError())
+			require.Equal(t, workflows.ErrInvalidRequest, typ)
+			require.Equal(t, workflows.StateInvalid, res.State)
+			require.Empty(t, f.created, "an invalid request must create no job")
+		})
+	}
+}
+
+func TestValidateNamesEveryProblem(t *testing.T) {
+	req := workflows.RolloutRequest{RolloutID: "r1", Architecture: "x86_64", OperatingSystem: "raspbian"}
+	err := req.Validate()
+	require.Error(t, err)
+	for _, want := range []string{"no update targets", "raspbian/x86_64 is not a supported combination", "software to update", "no version", "no S3 URL signer role"} {
+		require.Contains(t, err.Error(), want)
+	}
+}
+
+func TestStatusQueryWhileRunning(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	f := &fakeJobs{}
+	f.register(env)
+	env.OnActivity(workflows.ActivityAwaitJob, mock.Anything, mock.Anything).
+		Return(&workflows.AwaitJobResult{Counts: workflows.Counts{Queued: 1, InProgress: 2}}, nil).After(30 * time.Second).Once()
+	env.OnActivity(workflows.ActivityAwaitJob, mock.Anything, mock.Anything).
+		Return(&workflows.AwaitJobResult{Counts: workflows.Counts{Succeeded: 3}, Done: true}, nil).After(30 * time.Second).Once()
+	var seen workflows.RolloutResult
+	env.RegisterDelayedCallback(func() {
+		v, err := env.QueryWorkflow(workflows.QueryStatus)
+		require.NoError(t, err)
+		require.NoError(t, v.Get(&seen))
+	}, 45*time.Second)
+	env.ExecuteWorkflow(workflows.Rollout, validRequest())
+	require.NoError(t, env.GetWorkflowError())
+	require.Equal(t, workflows.StateRunning, seen.State)
+	require.Equal(t, 3, seen.Devices)
+	require.Equal(t, workflows.Counts{Queued: 1, InProgress: 2}, seen.Counts)
+}
