@@ -1,0 +1,268 @@
+// Package stack starts otaflow's whole local system in one process: the embedded Temporal
+// server and web UI, the MQTT broker, the jobs service, the rollout worker and simulated
+// devices. `starter demo`, `starter dev` and the end-to-end tests all use it.
+package stack
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
+	"github.com/rs/zerolog"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/otaflow/otaflow/activities"
+	"github.com/otaflow/otaflow/internal/agent"
+	"github.com/otaflow/otaflow/internal/broker"
+	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/devserver"
+	"github.com/otaflow/otaflow/internal/iotclient"
+	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/rolloutworker"
+	"github.com/otaflow/otaflow/internal/tlog"
+	"github.com/otaflow/otaflow/workflows"
+)
+
+// Options configure the local stack. Zero ports pick free ones (tests); the CLI passes the
+// documented defaults.
+type Options struct {
+	// DataDir holds the Temporal SQLite file, the jobs database and the devices' state.
+	DataDir string
+	// InMemoryTemporal keeps Temporal's state in memory instead of DataDir.
+	InMemoryTemporal bool
+	TemporalPort     int
+	UIPort           int // -1: no web UI
+	MQTTAddr         string
+	JobsAddr         string
+	Region           string
+	AccessKeyID      string
+	SecretAccessKey  string
+	// NoWorker leaves the rollout worker out (run `worker` separately).
+	NoWorker bool
+	Logger   zerolog.Logger
+}
+
+// Stack is a running local system.
+type Stack struct {
+	opts     Options
+	Temporal *devserver.Server
+	Broker   *broker.Broker
+	Jobs     *jobs.Service
+	JobsURL  string
+	Client   client.Client
+	IoT      *iot.Client
+
+	httpSrv *http.Server
+	mqtt    *jobs.MQTTPlane
+	worker  worker.Worker
+
+	mu       sync.Mutex
+	agents   []*agent.Agent
+	agentCtx context.Context
+	cancel   context.CancelFunc
+	agentWG  sync.WaitGroup
+}
+
+func randomSecret() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Start brings every part up, in dependency order; on any failure it stops what it started.
+func Start(ctx context.Context, o Options) (s *Stack, err error) {
+	if o.DataDir == "" {
+		return nil, errors.New("stack: a data directory is required")
+	}
+	if o.Region == "" {
+		o.Region = cliconfig.DefaultRegion
+	}
+	if o.AccessKeyID == "" {
+		o.AccessKeyID, o.SecretAccessKey = cliconfig.DefaultAccessKeyID, cliconfig.DefaultSecretKey
+	}
+	if o.MQTTAddr == "" {
+		o.MQTTAddr = "127.0.0.1:0"
+	}
+	if o.JobsAddr == "" {
+		o.JobsAddr = "127.0.0.1:0"
+	}
+	log := o.Logger
+	s = &Stack{opts: o}
+	defer func() {
+		if err != nil {
+			s.Close()
+			s = nil
+		}
+	}()
+
+	dbPath := filepath.Join(o.DataDir, "temporal.db")
+	if o.InMemoryTemporal {
+		dbPath = ""
+	}
+	s.Temporal, err = devserver.Start(ctx, devserver.Options{
+		DBPath: dbPath, FrontendPort: o.TemporalPort, UIPort: o.UIPort,
+		SearchAttributes: rolloutworker.SearchAttributes(), Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	servicePassword := randomSecret()
+	s.Broker, err = broker.Start(broker.Options{
+		Addr: o.MQTTAddr, ServiceUser: cliconfig.DefaultMQTTServiceUser, ServicePassword: servicePassword,
+		Logger: log.With().Str("component", "broker").Logger(),
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	jlog := log.With().Str("component", "jobs").Logger()
+	s.Jobs, err = jobs.Open(jobs.Options{Path: filepath.Join(o.DataDir, "jobs.db"), Region: o.Region, Logger: jlog})
+	if err != nil {
+		return nil, err
+	}
+	s.mqtt, err = s.Jobs.ServeMQTT(jobs.MQTTOptions{
+		BrokerURL: s.Broker.URL(), Username: cliconfig.DefaultMQTTServiceUser, Password: servicePassword, Logger: jlog,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", o.JobsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("jobs API cannot listen on %s: %w (choose another address with --jobs-addr)", o.JobsAddr, err)
+	}
+	s.JobsURL = "http://" + ln.Addr().String()
+	s.httpSrv = &http.Server{
+		Handler:           s.Jobs.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey}, Region: o.Region}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go s.httpSrv.Serve(ln)
+	jlog.Info().Str("url", s.JobsURL).Msg("jobs API listening")
+
+	s.IoT, err = iotclient.NewIoT(ctx, iotclient.Config{Endpoint: s.JobsURL, Region: o.Region, AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey})
+	if err != nil {
+		return nil, err
+	}
+	s.Client, err = client.DialContext(ctx, client.Options{
+		HostPort: s.Temporal.FrontendAddr(), Namespace: s.Temporal.Namespace(),
+		Logger: tlog.New(log.With().Str("component", "temporal-client").Logger().Level(max(log.GetLevel(), zerolog.WarnLevel))),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to the embedded Temporal server: %w", err)
+	}
+	if !o.NoWorker {
+		if err := s.StartWorker(); err != nil {
+			return nil, err
+		}
+	}
+	s.agentCtx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// StartWorker starts the in-process rollout worker (again, after StopWorker).
+func (s *Stack) StartWorker() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.worker != nil {
+		return nil
+	}
+	if err := rolloutworker.EnsureSearchAttributes(context.Background(), s.Client, s.Temporal.Namespace()); err != nil {
+		return err
+	}
+	w := rolloutworker.New(s.Client, workflows.TaskQueue, &activities.Activities{IoT: s.IoT})
+	if err := w.Start(); err != nil {
+		return fmt.Errorf("start rollout worker: %w", err)
+	}
+	s.worker = w
+	return nil
+}
+
+// StopWorker stops the in-process worker; running rollouts wait, durably, for one to return.
+func (s *Stack) StopWorker() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.worker != nil {
+		s.worker.Stop()
+		s.worker = nil
+	}
+}
+
+// Device names a simulated device.
+func Device(i int) string { return fmt.Sprintf("device-%04d", i) }
+
+// StartDevices registers n things and starts a simulated agent for each, all reporting
+// initialVersion until updated. It returns their thing ARNs.
+func (s *Stack) StartDevices(ctx context.Context, n int, initialVersion string, installTime time.Duration) ([]string, error) {
+	var arns []string
+	for i := 1; i <= n; i++ {
+		name := Device(i)
+		out, err := s.IoT.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String(name)})
+		if err != nil {
+			return nil, fmt.Errorf("register thing %s: %w", name, err)
+		}
+		arns = append(arns, aws.ToString(out.ThingArn))
+		a, err := agent.New(agent.Config{
+			ThingName: name, BrokerURL: s.Broker.URL(), StateDir: filepath.Join(s.opts.DataDir, "devices", name),
+			InitialVersion: initialVersion, InstallTime: installTime,
+			Logger: s.opts.Logger.With().Str("component", "agent").Logger().Level(max(s.opts.Logger.GetLevel(), zerolog.WarnLevel)),
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		s.agents = append(s.agents, a)
+		s.mu.Unlock()
+		s.agentWG.Add(1)
+		go func() {
+			defer s.agentWG.Done()
+			if err := a.Run(s.agentCtx); err != nil {
+				s.opts.Logger.Error().Err(err).Str("thing", name).Msg("agent stopped")
+			}
+		}()
+	}
+	return arns, nil
+}
+
+// Agents are the simulated devices started so far.
+func (s *Stack) Agents() []*agent.Agent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*agent.Agent(nil), s.agents...)
+}
+
+// Close stops everything, in reverse order.
+func (s *Stack) Close() {
+	if s.cancel != nil {
+		s.cancel()
+		s.agentWG.Wait()
+	}
+	s.StopWorker()
+	if s.Client != nil {
+		s.Client.Close()
+	}
+	if s.httpSrv != nil {
+		s.httpSrv.Close()
+	}
+	if s.mqtt != nil {
+		s.mqtt.Close()
+	}
+	if s.Jobs != nil {
+		s.Jobs.Close()
+	}
+	if s.Broker != nil {
+		s.Broker.Close()
+	}
+	if s.Temporal != nil {
+		s.Temporal.Stop()
+	}
+}
