@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -55,6 +56,7 @@ type Server struct {
 	frontendAddr string
 	uiURL        string
 	namespace    string
+	stopping     *atomic.Bool
 }
 
 // FrontendAddr is the host:port clients dial.
@@ -152,10 +154,11 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	stopping := new(atomic.Bool)
 	srv, err := temporal.NewServer(
 		temporal.WithConfig(cfg),
 		temporal.ForServices(temporal.DefaultServices),
-		temporal.WithLogger(newLogger(o.Logger)),
+		temporal.WithLogger(newLogger(o.Logger, stopping)),
 		temporal.WithAuthorizer(authorizer),
 		temporal.WithClaimMapper(func(*config.Config) authorization.ClaimMapper { return claimMapper }),
 		temporal.WithCustomMetricsHandler(metrics.NoopMetricsHandler),
@@ -169,7 +172,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err := srv.Start(); err != nil {
 		return nil, fmt.Errorf("start Temporal server: %w", err)
 	}
-	s := &Server{srv: srv, frontendAddr: net.JoinHostPort(o.IP, fmt.Sprint(fport)), namespace: o.Namespace}
+	s := &Server{srv: srv, frontendAddr: net.JoinHostPort(o.IP, fmt.Sprint(fport)), namespace: o.Namespace, stopping: stopping}
 	if err := s.waitReady(ctx); err != nil {
 		s.Stop()
 		return nil, err
@@ -296,5 +299,6 @@ func (s *Server) Stop() {
 	if s.ui != nil {
 		s.ui.Stop()
 	}
+	s.stopping.Store(true)
 	s.srv.Stop()
 }

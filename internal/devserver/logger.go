@@ -2,6 +2,7 @@ package devserver
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"github.com/rs/zerolog"
 	"go.temporal.io/server/common/log"
@@ -13,13 +14,18 @@ import (
 type serverLogger struct {
 	z    zerolog.Logger
 	tags []tag.Tag
+	// stopping silences the complaints every service makes while its peers shut down.
+	stopping *atomic.Bool
 }
 
-func newLogger(z zerolog.Logger) log.Logger {
-	return &serverLogger{z: z.With().Str("component", "temporal").Logger()}
+func newLogger(z zerolog.Logger, stopping *atomic.Bool) log.Logger {
+	return &serverLogger{z: z.With().Str("component", "temporal").Logger(), stopping: stopping}
 }
 
 func (l *serverLogger) emit(e *zerolog.Event, msg string, tags []tag.Tag) {
+	if l.stopping.Load() {
+		return
+	}
 	for _, t := range append(l.tags, tags...) {
 		e = e.Str(t.Key(), fmt.Sprint(t.Value()))
 	}
@@ -37,6 +43,6 @@ func (l *serverLogger) Panic(msg string, tags ...tag.Tag) { l.emit(l.z.Error(), 
 func (l *serverLogger) Fatal(msg string, tags ...tag.Tag) { l.emit(l.z.Fatal(), msg, tags) }
 
 func (l *serverLogger) With(tags ...tag.Tag) log.Logger {
-	return &serverLogger{z: l.z, tags: append(append([]tag.Tag{}, l.tags...), tags...)}
+	return &serverLogger{z: l.z, tags: append(append([]tag.Tag{}, l.tags...), tags...), stopping: l.stopping}
 }
 

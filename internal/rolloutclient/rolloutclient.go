@@ -1,0 +1,97 @@
+// Package rolloutclient starts rollouts and reads their outcome: what the CLI and the tests
+// share on the client side of Temporal.
+package rolloutclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/otaflow/otaflow/workflows"
+)
+
+// Start validates req and starts its rollout workflow. The workflow ID comes from the
+// rollout ID, so starting the same rollout twice returns the running one instead of a second.
+func Start(ctx context.Context, c client.Client, taskQueue string, req workflows.RolloutRequest) (client.WorkflowRun, error) {
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	id := workflows.RolloutWorkflowID(req.RolloutID)
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                       id,
+		TaskQueue:                taskQueue,
+		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+		TypedSearchAttributes: temporal.NewSearchAttributes(
+			workflows.SearchRolloutID.ValueSet(req.RolloutID),
+			workflows.SearchTargetVersion.ValueSet(req.Version),
+			workflows.SearchState.ValueSet(workflows.StateValidating),
+		),
+		StaticSummary: fmt.Sprintf("Update %s to %s on %d target(s)", req.SoftwareToUpdate, req.Version, len(req.Targets)),
+	}, "Rollout", req)
+	var started *serviceerror.WorkflowExecutionAlreadyStarted
+	if errors.As(err, &started) {
+		// The rollout ran before and has ended: hand back that one rather than a second.
+		return c.GetWorkflow(ctx, id, ""), nil
+	}
+	return run, err
+}
+
+// Result waits for the rollout to end and returns its result. A rollout that failed, timed out
+// or was canceled still has a result (its counts), returned with the error.
+func Result(ctx context.Context, run client.WorkflowRun) (workflows.RolloutResult, error) {
+	var res workflows.RolloutResult
+	err := run.Get(ctx, &res)
+	if err == nil {
+		return res, nil
+	}
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) && appErr.HasDetails() {
+		if derr := appErr.Details(&res); derr == nil {
+			return res, errors.New(appErr.Message())
+		}
+	}
+	var canceled *temporal.CanceledError
+	if errors.As(err, &canceled) && canceled.HasDetails() {
+		if derr := canceled.Details(&res); derr == nil {
+			return res, errors.New(res.Message)
+		}
+	}
+	return res, err
+}
+
+// Status queries a running (or finished) rollout's progress.
+func Status(ctx context.Context, c client.Client, rolloutID string) (workflows.RolloutResult, error) {
+	var res workflows.RolloutResult
+	v, err := c.QueryWorkflow(ctx, workflows.RolloutWorkflowID(rolloutID), "", workflows.QueryStatus)
+	if err != nil {
+		return res, fmt.Errorf("query rollout %s: %w", rolloutID, err)
+	}
+	return res, v.Get(&res)
+}
+
+// WaitForJob polls the status query until the rollout has created its IoT job or ended.
+func WaitForJob(ctx context.Context, c client.Client, rolloutID string, timeout time.Duration) (workflows.RolloutResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		res, err := Status(ctx, c, rolloutID)
+		if err == nil && (res.JobID != "" || res.State == workflows.StateInvalid || res.State == workflows.StateFailed) {
+			return res, nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = fmt.Errorf("rollout %s is still %s after %s: is a worker running on the task queue?", rolloutID, res.State, timeout)
+			}
+			return res, err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,106 @@
+package stack_test
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/stack"
+	"github.com/otaflow/otaflow/workflows"
+)
+
+func testLogger() zerolog.Logger {
+	if os.Getenv("OTAFLOW_TEST_LOG") != "" {
+		return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).With().Timestamp().Logger()
+	}
+	return zerolog.Nop()
+}
+
+func startStack(t *testing.T) *stack.Stack {
+	t.Helper()
+	s, err := stack.Start(context.Background(), stack.Options{DataDir: t.TempDir(), Logger: testLogger()})
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	return s
+}
+
+func request(id string, targets []string) workflows.RolloutRequest {
+	return workflows.RolloutRequest{
+		RolloutID: id, Targets: targets, Architecture: "x86_64", OperatingSystem: "ubuntu",
+		SoftwareToUpdate: "core", Version: "1.11.6", S3URLSignerRole: "arn:aws:iam::000000000000:role/otaflow-local-signer",
+		PollInterval: 200 * time.Millisecond, Timeout: 2 * time.Minute,
+	}
+}
+
+// TestEndToEnd runs real rollouts through every real part: Temporal server, broker, jobs
+// service, worker and 20 agents.
+func TestEndToEnd(t *testing.T) {
+	ctx := context.Background()
+	s := startStack(t)
+	arns, err := s.StartDevices(ctx, 20, "1.10.2", 10*time.Millisecond)
+	require.NoError(t, err)
+	require.Len(t, arns, 20)
+
+	resp, err := http.Get(s.Temporal.UIURL())
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "the web UI answers")
+
+	t.Run("all devices succeed", func(t *testing.T) {
+		run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, request("e2e-ok", arns))
+		require.NoError(t, err)
+		res, err := rolloutclient.Result(ctx, run)
+		require.NoError(t, err)
+		require.Equal(t, workflows.StateSucceeded, res.State)
+		require.Equal(t, workflows.Counts{Succeeded: 20}, res.Counts)
+		for _, a := range s.Agents() {
+			require.Equal(t, "1.11.6", a.InstalledVersion("core"), "a device reports the new version")
+		}
+	})
+
+	t.Run("two devices fail", func(t *testing.T) {
+		req := request("e2e-fail", arns)
+		req.Version = "1.11.7"
+		req.SimulateFailures = []string{stack.Device(3), stack.Device(17)}
+		run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+		require.NoError(t, err)
+		res, err := rolloutclient.Result(ctx, run)
+		require.Error(t, err)
+		require.Equal(t, workflows.StateFailed, res.State)
+		require.Equal(t, workflows.Counts{Succeeded: 18, Failed: 2}, res.Counts)
+		for i, a := range s.Agents() {
+			want := "1.11.7"
+			if i+1 == 3 || i+1 == 17 {
+				want = "1.11.6" // a failed install leaves the device on its old version
+			}
+			require.Equal(t, want, a.InstalledVersion("core"), stack.Device(i+1))
+		}
+	})
+
+	t.Run("unknown target creates no job", func(t *testing.T) {
+		run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, request("e2e-bad", append(arns[:1:1], "arn:aws:iot:us-east-1:000000000000:thing/ghost")))
+		require.NoError(t, err)
+		res, err := rolloutclient.Result(ctx, run)
+		require.ErrorContains(t, err, "ghost")
+		require.Equal(t, workflows.StateInvalid, res.State)
+		_, err = s.Jobs.DescribeJob(workflows.RolloutJobID("e2e-bad"))
+		require.ErrorContains(t, err, "does not exist")
+	})
+
+	t.Run("same rollout ID starts no second rollout", func(t *testing.T) {
+		first, err := s.Client.DescribeWorkflowExecution(ctx, workflows.RolloutWorkflowID("e2e-ok"), "")
+		require.NoError(t, err)
+		run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, request("e2e-ok", arns))
+		require.NoError(t, err)
+		require.Equal(t, first.WorkflowExecutionInfo.Execution.RunId, run.GetRunID())
+		res, err := rolloutclient.Result(ctx, run)
+		require.NoError(t, err)
+		require.Equal(t, workflows.Counts{Succeeded: 20}, res.Counts)
+	})
+}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/stack"
+	"github.com/otaflow/otaflow/workflows"
+)
+
+// demoSummary is what `starter demo -o json` prints.
+type demoSummary struct {
+	RolloutID        string           `json:"rolloutId"`
+	WorkflowID       string           `json:"workflowId"`
+	State            string           `json:"state"`
+	Message          string           `json:"message,omitempty"`
+	FromVersion      string           `json:"fromVersion"`
+	Version          string           `json:"version"`
+	Devices          int              `json:"devices"`
+	Counts           workflows.Counts `json:"counts"`
+	DevicesOnVersion int              `json:"devicesOnVersion"`
+	JobID            string           `json:"jobId"`
+	JobArn           string           `json:"jobArn"`
+	DurationSeconds  float64          `json:"durationSeconds"`
+	WebUI            string           `json:"webUI,omitempty"`
+}
+
+func demoCmd() *cobra.Command {
+	var (
+		sf          stackFlags
+		devices     int
+		fail        int
+		keep        bool
+		output      string
+		fromVersion string
+		version     string
+		installTime time.Duration
+		timeout     time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run the whole local stack and one rollout to simulated devices, end to end",
+		Long: `demo starts everything in this process: an embedded Temporal server with its web UI, an
+MQTT broker, the jobs service (AWS IoT Jobs API), the rollout worker and N simulated devices.
+It then rolls a new core version out to every device, shows progress, and prints a summary.
+It exits 0 only if every device updated.`,
+		Example: "  starter demo --devices 50\n  starter demo --devices 20 --fail 2 -o json\n  starter demo --keep   # keep the stack and web UI up afterwards",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if devices < 1 {
+				return fmt.Errorf("--devices must be at least 1")
+			}
+			if fail < 0 || fail > devices {
+				return fmt.Errorf("--fail must be between 0 and --devices (%d)", devices)
+			}
+			if output != "text" && output != "json" {
+				return fmt.Errorf("-o must be text or json")
+			}
+			log, err := cliconfig.Logger(sf.logLevel, false)
+			if err != nil {
+				return err
+			}
+			if sf.dataDir == "" {
+				dir, err := os.MkdirTemp("", "otaflow-demo-")
+				if err != nil {
+					return err
+				}
+				sf.dataDir = dir
+				defer os.RemoveAll(dir)
+			}
+			ctx := cmd.Context()
+			errOut := os.Stderr
+			fmt.Fprintf(errOut, "starting the local stack (Temporal, web UI, MQTT broker, jobs service, worker) in %s\n", sf.dataDir)
+			s, err := stack.Start(ctx, sf.options(log))
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			fmt.Fprintf(errOut, "registering %d devices and starting their agents (on %s)\n", devices, fromVersion)
+			arns, err := s.StartDevices(ctx, devices, fromVersion, installTime)
+			if err != nil {
+				return err
+			}
+
+			rolloutID := "demo-" + time.Now().UTC().Format("20060102-150405")
+			req := workflows.RolloutRequest{
+				RolloutID: rolloutID, Targets: arns, Architecture: "x86_64", OperatingSystem: "ubuntu",
+				SoftwareToUpdate: "core", Version: version, UpdateAgentLogLevel: "INFO",
+				S3URLSignerRole: "arn:aws:iam::000000000000:role/otaflow-local-signer",
+				Timeout: timeout, PollInterval: 250 * time.Millisecond,
+			}
+			for i := devices - fail + 1; i <= devices; i++ {
+				req.SimulateFailures = append(req.SimulateFailures, stack.Device(i))
+			}
+			start := time.Now()
+			run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(errOut, "rollout %s started: updating core %s -> %s on %d devices\n", rolloutID, fromVersion, version, devices)
+			stop := make(chan struct{})
+			watched := make(chan struct{})
+			go func() {
+				watchJob(ctx, s.IoT, workflows.RolloutJobID(rolloutID), devices, errOut, stop)
+				close(watched)
+			}()
+			res, runErr := rolloutclient.Result(ctx, run)
+			close(stop)
+			<-watched
+
+			onVersion := 0
+			for _, a := range s.Agents() {
+				if a.InstalledVersion("core") == version {
+					onVersion++
+				}
+			}
+			sum := demoSummary{
+				RolloutID: rolloutID, WorkflowID: run.GetID(), State: res.State, Message: res.Message,
+				FromVersion: fromVersion, Version: version, Devices: res.Devices, Counts: res.Counts,
+				DevicesOnVersion: onVersion, JobID: res.JobID, JobArn: res.JobArn,
+				DurationSeconds: time.Since(start).Round(time.Millisecond).Seconds(),
+			}
+			if ui := s.Temporal.UIURL(); ui != "" {
+				sum.WebUI = fmt.Sprintf("%s/namespaces/%s/workflows/%s/%s/history", ui, s.Temporal.Namespace(), url.PathEscape(run.GetID()), run.GetRunID())
+			}
+			if runErr != nil && res.State == "" {
+				return fmt.Errorf("rollout %s: %w", rolloutID, runErr)
+			}
+			printDemoSummary(sum, output)
+			if keep {
+				fmt.Fprintf(errOut, "\nthe stack stays up: web UI %s, Temporal %s, MQTT tcp://%s, jobs API %s (access key %s).\npress Ctrl-C to stop.\n",
+					s.Temporal.UIURL(), s.Temporal.FrontendAddr(), s.Broker.Addr(), s.JobsURL, cliconfig.DefaultAccessKeyID)
+				waitForInterrupt()
+			}
+			if res.State != workflows.StateSucceeded {
+				return exitError{code: 1}
+			}
+			return nil
+		},
+	}
+	sf.bind(cmd.Flags(), "", "warn")
+	cmd.Flags().IntVar(&devices, "devices", 10, "number of simulated devices")
+	cmd.Flags().IntVar(&fail, "fail", 0, "make this many devices' installs fail (to see a failed rollout)")
+	cmd.Flags().BoolVar(&keep, "keep", false, "keep the stack and web UI running after the rollout, until Ctrl-C")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "summary format: text or json")
+	cmd.Flags().StringVar(&fromVersion, "from-version", "1.10.2", "core version the devices start on")
+	cmd.Flags().StringVar(&version, "version", "1.11.6", "core version to roll out")
+	cmd.Flags().DurationVar(&installTime, "install-time", 200*time.Millisecond, "how long each simulated install takes")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait for the devices before canceling the job")
+	return cmd
+}
+
+func printDemoSummary(s demoSummary, output string) {
+	if output == "json" {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(s)
+		return
+	}
+	fmt.Printf("\nRollout %s: %s\n", s.RolloutID, s.State)
+	if s.Message != "" {
+		fmt.Printf("  %s\n", s.Message)
+	}
+	fmt.Printf("  core %s -> %s on %d devices (ubuntu/x86_64)\n", s.FromVersion, s.Version, s.Devices)
+	fmt.Printf("  IoT job:  %s\n", s.JobArn)
+	fmt.Printf("  devices:  %s\n", countsLine(s.Counts))
+	fmt.Printf("  on %s: %d of %d (read from each device's own state)\n", s.Version, s.DevicesOnVersion, s.Devices)
+	fmt.Printf("  took %.1fs\n", s.DurationSeconds)
+	if s.WebUI != "" {
+		fmt.Printf("  web UI:   %s\n", s.WebUI)
+	}
+}

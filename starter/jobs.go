@@ -1,0 +1,172 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
+	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
+
+	"github.com/otaflow/otaflow/activities"
+	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/iotclient"
+	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/tlog"
+	"github.com/otaflow/otaflow/workflows"
+)
+
+// parseTargets accepts the seed's JSON list (["arn:...","arn:..."]) or a comma-separated list.
+func parseTargets(s string) ([]string, error) {
+	s = strings.TrimSpace(s)
+	if strings.HasPrefix(s, "[") {
+		var out []string
+		if err := json.Unmarshal([]byte(s), &out); err != nil {
+			return nil, fmt.Errorf("--update-targets is not a JSON list of ARNs: %w", err)
+		}
+		return out, nil
+	}
+	var out []string
+	for _, t := range strings.Split(s, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+func createSoftwareUpdateJobCmd() *cobra.Command {
+	var (
+		tc                            cliconfig.Temporal
+		ic                            cliconfig.IoT
+		arch, targets, osName, sw     string
+		signer, logLevel, clientToken string
+		version                       string
+		timeout                       time.Duration
+		simulateFailures              []string
+		wait                          bool
+	)
+	cmd := &cobra.Command{
+		Use:   "create-software-update-job",
+		Short: "Start an OTA update of core devices (Greengrass CreateSoftwareUpdateJob) as a durable rollout",
+		Example: `  starter create-software-update-job \
+    --update-targets-architecture x86_64 \
+    --update-targets '["arn:aws:iot:us-east-1:000000000000:thing/device-0001"]' \
+    --update-targets-operating-system ubuntu \
+    --software-to-update core \
+    --s3-url-signer-role arn:aws:iam::000000000000:role/myS3UrlSignerRole \
+    --update-agent-log-level WARN \
+    --amzn-client-token myClientToken1`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			tgts, err := parseTargets(targets)
+			if err != nil {
+				return err
+			}
+			rolloutID := clientToken
+			if rolloutID == "" {
+				rolloutID = "update-" + time.Now().UTC().Format("20060102-150405.000")
+				rolloutID = strings.ReplaceAll(rolloutID, ".", "-")
+			}
+			req := workflows.RolloutRequest{
+				RolloutID: rolloutID, Targets: tgts, Architecture: arch, OperatingSystem: osName,
+				SoftwareToUpdate: sw, Version: version, S3URLSignerRole: signer, UpdateAgentLogLevel: logLevel,
+				Timeout: timeout, SimulateFailures: simulateFailures,
+			}
+			if err := req.Validate(); err != nil {
+				return err
+			}
+			c, err := client.DialContext(ctx, client.Options{HostPort: tc.Address, Namespace: tc.Namespace, Logger: tlog.New(quietLogger())})
+			if err != nil {
+				return fmt.Errorf("connect to Temporal at %s: %w (start a local stack with 'starter dev' or set --temporal-address)", tc.Address, err)
+			}
+			defer c.Close()
+			run, err := rolloutclient.Start(ctx, c, tc.TaskQueue, req)
+			if err != nil {
+				return err
+			}
+			res, err := rolloutclient.WaitForJob(ctx, c, rolloutID, time.Minute)
+			if err != nil {
+				return err
+			}
+			if res.JobID == "" {
+				return fmt.Errorf("rollout %s was not started: %s", rolloutID, res.Message)
+			}
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "    ")
+			enc.Encode(map[string]string{"IotJobId": res.JobID, "IotJobArn": res.JobArn, "PlatformSoftwareVersion": version})
+			if wait {
+				res, err := rolloutclient.Result(ctx, run)
+				fmt.Fprintf(os.Stderr, "rollout %s: %s: %s\n", rolloutID, res.State, countsLine(res.Counts))
+				if err != nil {
+					return exitError{code: 1}
+				}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	tc.Bind(f)
+	ic.Bind(f)
+	f.StringVar(&arch, "update-targets-architecture", "", "architecture of the core devices: armv7l, armv6l, x86_64 or aarch64")
+	f.StringVar(&targets, "update-targets", "", `the cores to update: a JSON list of thing ARNs (["arn:aws:iot:REGION:ACCOUNT:thing/NAME"]) or a comma-separated list`)
+	f.StringVar(&osName, "update-targets-operating-system", "", "operating system of the core devices: ubuntu, amazon_linux, raspbian or openwrt")
+	f.StringVar(&sw, "software-to-update", "", "core or ota_agent")
+	f.StringVar(&signer, "s3-url-signer-role", "", "ARN of the IAM role that presigns artifact URLs")
+	f.StringVar(&logLevel, "update-agent-log-level", "ERROR", "agent log level during the update: NONE, TRACE, DEBUG, VERBOSE, INFO, WARN, ERROR or FATAL")
+	f.StringVar(&clientToken, "amzn-client-token", "", "idempotency token: the same token never starts a second update")
+	f.StringVar(&version, "software-version", "1.11.6", "version to install")
+	f.DurationVar(&timeout, "rollout-timeout", 30*time.Minute, "cancel the job and fail the rollout if devices have not finished by then")
+	f.StringSliceVar(&simulateFailures, "simulate-failures", nil, "things whose simulated install should fail (local testing)")
+	f.BoolVar(&wait, "wait", false, "wait for the rollout to finish; exit 1 unless every device updated")
+	return cmd
+}
+
+func describeJobCmd() *cobra.Command {
+	var (
+		ic    cliconfig.IoT
+		jobID string
+	)
+	cmd := &cobra.Command{
+		Use:     "describe-job",
+		Short:   "Show an IoT job's status and per-state device counts (aws iot describe-job)",
+		Example: "  starter describe-job --job-id otaflow-myClientToken1",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if jobID == "" {
+				return fmt.Errorf("--job-id is required")
+			}
+			ic.Resolve()
+			c, err := iotclient.NewIoT(cmd.Context(), iotclient.Config{Endpoint: ic.Endpoint, Region: ic.Region, AccessKeyID: ic.AccessKeyID, SecretAccessKey: ic.SecretAccessKey})
+			if err != nil {
+				return err
+			}
+			out, err := c.DescribeJob(cmd.Context(), &iot.DescribeJobInput{JobId: aws.String(jobID)})
+			if err != nil {
+				return fmt.Errorf("describe job %s at %s: %w", jobID, ic.Endpoint, err)
+			}
+			j := out.Job
+			counts := activities.CountsOf(j.JobProcessDetails)
+			doc := map[string]any{"job": map[string]any{
+				"jobArn": aws.ToString(j.JobArn), "jobId": aws.ToString(j.JobId), "targetSelection": j.TargetSelection,
+				"status": j.Status, "targets": j.Targets, "description": aws.ToString(j.Description),
+				"createdAt": j.CreatedAt, "lastUpdatedAt": j.LastUpdatedAt, "completedAt": j.CompletedAt,
+				"jobProcessDetails": map[string]int{
+					"numberOfCanceledThings": counts.Canceled, "numberOfSucceededThings": counts.Succeeded,
+					"numberOfFailedThings": counts.Failed, "numberOfRejectedThings": counts.Rejected,
+					"numberOfQueuedThings": counts.Queued, "numberOfInProgressThings": counts.InProgress,
+					"numberOfRemovedThings": counts.Removed, "numberOfTimedOutThings": counts.TimedOut,
+				},
+			}}
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "    ")
+			return enc.Encode(doc)
+		},
+	}
+	ic.Bind(cmd.Flags())
+	cmd.Flags().StringVar(&jobID, "job-id", "", "the IoT job ID (IotJobId from create-software-update-job)")
+	return cmd
+}

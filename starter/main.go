@@ -1,0 +1,35 @@
+// Command starter is otaflow's CLI: it runs the local stack (demo, dev), starts rollouts
+// (create-software-update-job, as in the AWS Greengrass API) and reports on them.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// exitError carries a chosen exit status without printing anything more.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func main() {
+	root := &cobra.Command{
+		Use:           "starter",
+		Short:         "otaflow: durable over-the-air updates for fleets of devices",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(demoCmd(), devCmd(), createSoftwareUpdateJobCmd(), describeJobCmd())
+	if err := root.ExecuteContext(context.Background()); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		fmt.Fprintln(os.Stderr, "starter:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
+
+	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/stack"
+)
+
+// stackFlags are the settings of the in-process local stack (demo and dev).
+type stackFlags struct {
+	dataDir      string
+	temporalPort int
+	uiPort       int
+	mqttAddr     string
+	jobsAddr     string
+	logLevel     string
+}
+
+func (f *stackFlags) bind(fs *pflag.FlagSet, defaultDataDir, defaultLogLevel string) {
+	fs.StringVar(&f.dataDir, "data-dir", defaultDataDir, "where the stack keeps Temporal's SQLite file, the jobs database and device state")
+	fs.IntVar(&f.temporalPort, "temporal-port", 7233, "Temporal frontend port (0 picks a free one)")
+	fs.IntVar(&f.uiPort, "ui-port", cliconfig.DefaultUIPort, "Temporal web UI port (0 picks a free one, -1 disables the UI)")
+	fs.StringVar(&f.mqttAddr, "mqtt-addr", cliconfig.DefaultMQTTAddr, "MQTT broker listen address")
+	fs.StringVar(&f.jobsAddr, "jobs-addr", "127.0.0.1:4566", "jobs API (AWS IoT REST) listen address")
+	fs.StringVar(&f.logLevel, "log-level", defaultLogLevel, "log level: trace, debug, info, warn, error")
+}
+
+func (f *stackFlags) options(log zerolog.Logger) stack.Options {
+	return stack.Options{
+		DataDir: f.dataDir, TemporalPort: f.temporalPort, UIPort: f.uiPort,
+		MQTTAddr: f.mqttAddr, JobsAddr: f.jobsAddr, Logger: log,
+	}
+}
+
+// waitForInterrupt blocks until Ctrl-C or SIGTERM.
+func waitForInterrupt() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	<-ch
+	signal.Stop(ch)
+}
+
+// quietLogger is for SDK clients in short CLI commands: warnings and errors only.
+func quietLogger() zerolog.Logger {
+	log, _ := cliconfig.Logger("warn", false)
+	return log
+}
