@@ -93,7 +93,7 @@ It exits 0 only if every device updated.`,
 				RolloutID: rolloutID, Targets: arns, Architecture: "x86_64", OperatingSystem: "ubuntu",
 				SoftwareToUpdate: "core", Version: version, UpdateAgentLogLevel: "INFO",
 				S3URLSignerRole: "arn:aws:iam::000000000000:role/otaflow-local-signer",
-				Timeout: timeout, PollInterval: 250 * time.Millisecond,
+				Timeout:         timeout, PollInterval: 250 * time.Millisecond,
 			}
 			for i := devices - fail + 1; i <= devices; i++ {
 				req.SimulateFailures = append(req.SimulateFailures, stack.Device(i))

@@ -45,4 +45,3 @@ func (l *serverLogger) Fatal(msg string, tags ...tag.Tag) { l.emit(l.z.Fatal(), 
 func (l *serverLogger) With(tags ...tag.Tag) log.Logger {
 	return &serverLogger{z: l.z, tags: append(append([]tag.Tag{}, l.tags...), tags...), stopping: l.stopping}
 }
-

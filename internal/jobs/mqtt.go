@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -28,6 +29,9 @@ type MQTTPlane struct {
 	svc    *Service
 	client paho.Client
 	log    zerolog.Logger
+	// lastNext is the job each thing was last told is next, so notify-next goes out only when
+	// that changes, as AWS does. Lost on restart, which costs at most one repeated notice.
+	lastNext sync.Map
 }
 
 const topicPrefix = "$aws/things/"
@@ -273,11 +277,17 @@ func (p *MQTTPlane) notify(things []string) {
 			continue
 		}
 		now := p.svc.clock().Unix()
-		out := map[string]any{"timestamp": now}
+		next := ""
 		if e != nil {
-			out["execution"] = toExecutionJSON(e, j, true)
+			next = e.JobID
 		}
-		p.publish(JobsTopic(thing, "notify-next"), out)
+		if prev, ok := p.lastNext.Swap(thing, next); !ok || prev.(string) != next {
+			out := map[string]any{"timestamp": now}
+			if e != nil {
+				out["execution"] = toExecutionJSON(e, j, true)
+			}
+			p.publish(JobsTopic(thing, "notify-next"), out)
+		}
 
 		inProgress, queued, err := p.svc.PendingExecutions(thing)
 		if err != nil {

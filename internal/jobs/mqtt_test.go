@@ -1,0 +1,200 @@
+package jobs_test
+
+import (
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/mqtttest"
+)
+
+// device is a bare MQTT client acting as a device, recording what it receives.
+type device struct {
+	t      *testing.T
+	name   string
+	client paho.Client
+	mu     sync.Mutex
+	msgs   []paho.Message
+}
+
+func connectDevice(t *testing.T, url, name string) *device {
+	t.Helper()
+	d := &device{t: t, name: name}
+	d.client = paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(name).SetCleanSession(true))
+	tok := d.client.Connect()
+	require.True(t, tok.WaitTimeout(10*time.Second))
+	require.NoError(t, tok.Error())
+	t.Cleanup(func() { d.client.Disconnect(0) })
+	return d
+}
+
+// subscribe returns the granted QoS (0x80 means refused).
+func (d *device) subscribe(filter string) byte {
+	tok := d.client.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) {
+		d.mu.Lock()
+		d.msgs = append(d.msgs, m)
+		d.mu.Unlock()
+	})
+	require.True(d.t, tok.WaitTimeout(10*time.Second))
+	return tok.(*paho.SubscribeToken).Result()[filter]
+}
+
+func (d *device) publish(suffix string, body any) {
+	raw, ok := body.([]byte)
+	if !ok {
+		raw, _ = json.Marshal(body)
+	}
+	tok := d.client.Publish("$aws/things/"+d.name+"/jobs/"+suffix, 1, false, raw)
+	require.True(d.t, tok.WaitTimeout(10*time.Second))
+}
+
+// await returns the first message received on the exact topic suffix after index from.
+func (d *device) await(suffix string) map[string]any {
+	d.t.Helper()
+	topic := "$aws/things/" + d.name + "/jobs/" + suffix
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		d.mu.Lock()
+		for i, m := range d.msgs {
+			if m.Topic() == topic {
+				d.msgs = append(d.msgs[:i:i], d.msgs[i+1:]...)
+				d.mu.Unlock()
+				var out map[string]any
+				require.NoError(d.t, json.Unmarshal(m.Payload(), &out))
+				return out
+			}
+		}
+		d.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
+	}
+	d.t.Fatalf("%s: nothing on %s", d.name, topic)
+	return nil
+}
+
+func (d *device) received(prefix string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, m := range d.msgs {
+		if strings.HasPrefix(m.Topic(), prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestMQTTJobsAPI(t *testing.T) {
+	for _, start := range mqtttest.All() {
+		b := start(t)
+		t.Run(b.Name, func(t *testing.T) {
+			svc := openService(t, t.TempDir())
+			defer svc.Close()
+			plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+			require.NoError(t, err)
+			defer plane.Close()
+			for _, n := range []string{"dev-1", "dev-2"} {
+				_, err := svc.CreateThing(n, nil)
+				require.NoError(t, err)
+			}
+
+			dev := connectDevice(t, b.URL, "dev-1")
+			require.EqualValues(t, 1, dev.subscribe("$aws/things/dev-1/jobs/#"))
+			other := connectDevice(t, b.URL, "dev-2")
+			refused := other.subscribe("$aws/things/dev-1/jobs/#")
+			if b.Name == "embedded" {
+				// mosquitto grants the subscription but delivers nothing (checked at the end).
+				require.EqualValues(t, 0x80, refused, "a device may not subscribe to another's topics")
+			}
+			require.EqualValues(t, 1, other.subscribe("$aws/things/dev-2/jobs/#"))
+
+			_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "job-1", Targets: []string{"dev-1"}, Document: `{"step":"one"}`})
+			require.NoError(t, err)
+			n := dev.await("notify-next")
+			exec := n["execution"].(map[string]any)
+			require.Equal(t, "job-1", exec["jobId"])
+			require.Equal(t, "QUEUED", exec["status"])
+			require.Equal(t, map[string]any{"step": "one"}, exec["jobDocument"], "the document arrives as a JSON object")
+
+			// Another device publishing on dev-1's topics changes nothing.
+			tok := other.client.Publish("$aws/things/dev-1/jobs/start-next", 1, false, []byte(`{"clientToken":"evil"}`))
+			tok.WaitTimeout(5 * time.Second)
+			time.Sleep(200 * time.Millisecond)
+			e, err := svc.DescribeJobExecution("job-1", "dev-1")
+			require.NoError(t, err)
+			require.Equal(t, jobs.ExecQueued, e.Status)
+
+			dev.publish("get", map[string]any{"clientToken": "g1"})
+			got := dev.await("get/accepted")
+			require.Equal(t, "g1", got["clientToken"])
+			require.Len(t, got["queuedJobs"], 1)
+
+			dev.publish("start-next", map[string]any{"clientToken": "s1", "statusDetails": map[string]string{"step": "starting"}})
+			started := dev.await("start-next/accepted")
+			require.Equal(t, "s1", started["clientToken"])
+			sx := started["execution"].(map[string]any)
+			require.Equal(t, "IN_PROGRESS", sx["status"])
+			require.EqualValues(t, 2, sx["versionNumber"])
+
+			dev.publish("job-1/update", map[string]any{"clientToken": "u0", "status": "IN_PROGRESS", "expectedVersion": 1})
+			rej := dev.await("job-1/update/rejected")
+			require.Equal(t, "VersionMismatch", rej["code"])
+			require.EqualValues(t, 2, rej["executionState"].(map[string]any)["versionNumber"])
+
+			dev.publish("job-1/update", map[string]any{"clientToken": "u1", "status": "BOGUS"})
+			require.Equal(t, "InvalidRequest", dev.await("job-1/update/rejected")["code"])
+
+			dev.publish("job-1/update", []byte(`{not json`))
+			require.Equal(t, "InvalidJson", dev.await("job-1/update/rejected")["code"])
+
+			dev.publish("$next/get", map[string]any{"clientToken": "n1"})
+			nx := dev.await("$next/get/accepted")
+			require.Equal(t, "job-1", nx["execution"].(map[string]any)["jobId"])
+
+			dev.publish("job-1/update", map[string]any{"clientToken": "u2", "status": "SUCCEEDED", "expectedVersion": 2,
+				"statusDetails": map[string]string{"installedVersion": "2"}, "includeJobExecutionState": true})
+			acc := dev.await("job-1/update/accepted")
+			require.Equal(t, "SUCCEEDED", acc["executionState"].(map[string]any)["status"])
+			empty := dev.await("notify-next")
+			require.NotContains(t, empty, "execution", "nothing is pending any more")
+
+			dev.publish("job-1/update", map[string]any{"clientToken": "u3", "status": "FAILED"})
+			require.Equal(t, "TerminalStateReached", dev.await("job-1/update/rejected")["code"])
+
+			j, err := svc.DescribeJob("job-1")
+			require.NoError(t, err)
+			require.Equal(t, jobs.JobCompleted, j.Status)
+			require.Equal(t, 1, j.Counts.Succeeded)
+
+			// Queued job rejected straight away by the device.
+			_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "job-2", Targets: []string{"dev-1"}, Document: `{}`})
+			require.NoError(t, err)
+			dev.await("notify-next")
+			dev.publish("job-2/update", map[string]any{"clientToken": "u4", "status": "SUCCEEDED"})
+			require.Equal(t, "InvalidStateTransition", dev.await("job-2/update/rejected")["code"])
+			dev.publish("job-2/update", map[string]any{"clientToken": "u5", "status": "REJECTED", "statusDetails": map[string]string{"reason": "no"}})
+			dev.await("job-2/update/accepted")
+
+			require.Zero(t, other.received("$aws/things/dev-1/"), "dev-2 saw nothing of dev-1's")
+		})
+	}
+}
+
+func TestBrokerRefusesServiceImpostor(t *testing.T) {
+	for _, start := range mqtttest.All() {
+		b := start(t)
+		t.Run(b.Name, func(t *testing.T) {
+			c := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL).SetClientID("impostor").
+				SetUsername(mqtttest.ServiceUser).SetPassword("guess"))
+			tok := c.Connect()
+			require.True(t, tok.WaitTimeout(10*time.Second))
+			require.Error(t, tok.Error())
+		})
+	}
+}
