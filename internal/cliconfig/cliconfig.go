@@ -9,8 +9,6 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
-
-	"github.com/otaflow/otaflow/workflows"
 )
 
 // Local defaults: what `starter dev` and `starter demo` serve.
@@ -23,7 +21,7 @@ const (
 	DefaultAccessKeyID     = "otaflow"
 	DefaultSecretKey       = "otaflow-secret"
 	DefaultNamespace       = "default"
-	DefaultTaskQueue       = workflows.TaskQueue
+	DefaultTaskQueue       = "otaflow-rollouts" // workflows.TaskQueue; a test keeps them equal
 	// DefaultMQTTServiceUser is the broker identity of the jobs service.
 	DefaultMQTTServiceUser = "otaflow-jobs"
 )

@@ -5,6 +5,7 @@ package devserver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -129,7 +130,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			fresh = false
 		}
 	}
-	if fresh {
+	if fresh && o.DBPath != "" {
 		if err := sqliteschema.SetupSchema(sqlCfg); err != nil {
 			return nil, fmt.Errorf("create Temporal schema in %s: %w", o.DBPath, err)
 		}
@@ -142,7 +143,11 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		return nil, fmt.Errorf("create namespace %s: %w", o.Namespace, err)
 	}
 
-	cfg, err := serverConfig(o.IP, fport, sqlCfg)
+	ports, err := internalPorts(o.IP, o.DBPath)
+	if err != nil {
+		return nil, err
+	}
+	cfg := serverConfig(o.IP, fport, ports, sqlCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -199,27 +204,72 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	return s, nil
 }
 
-func serverConfig(ip string, frontendPort int, sqlCfg *config.SQL) (*config.Config, error) {
-	svc := func(grpcPort int) (config.Service, error) {
+// servicePorts are the ports of the server's internal services.
+type servicePorts struct {
+	GRPC       map[string]int `json:"grpc"`
+	Membership map[string]int `json:"membership"`
+}
+
+var serviceNames = []string{"frontend", "history", "matching", "worker"}
+
+// internalPorts picks ports for the internal services. With a database file they are kept in
+// a file beside it and reused on restart: the database remembers the cluster's members by
+// address, and a restarted server on new ports would wait for the old members to expire.
+func internalPorts(ip, dbPath string) (servicePorts, error) {
+	var p servicePorts
+	path := ""
+	if dbPath != "" {
+		path = dbPath + ".ports.json"
+		if raw, err := os.ReadFile(path); err == nil && json.Unmarshal(raw, &p) == nil && portsFree(ip, p) {
+			return p, nil
+		}
+	}
+	p = servicePorts{GRPC: map[string]int{}, Membership: map[string]int{}}
+	for _, name := range serviceNames {
 		var err error
-		if grpcPort == 0 {
-			if grpcPort, err = freePort(ip); err != nil {
-				return config.Service{}, err
+		if name != "frontend" {
+			if p.GRPC[name], err = freePort(ip); err != nil {
+				return p, err
 			}
 		}
-		member, err := freePort(ip)
-		if err != nil {
-			return config.Service{}, err
+		if p.Membership[name], err = freePort(ip); err != nil {
+			return p, err
 		}
-		return config.Service{RPC: config.RPC{GRPCPort: grpcPort, MembershipPort: member, BindOnIP: ip}}, nil
 	}
-	services := map[string]config.Service{}
-	for name, port := range map[string]int{"frontend": frontendPort, "history": 0, "matching": 0, "worker": 0} {
-		s, err := svc(port)
-		if err != nil {
-			return nil, fmt.Errorf("allocate ports: %w", err)
+	if path != "" {
+		raw, _ := json.Marshal(p)
+		if err := os.WriteFile(path, raw, 0o644); err != nil {
+			return p, fmt.Errorf("record Temporal's ports: %w", err)
 		}
-		services[name] = s
+	}
+	return p, nil
+}
+
+func portsFree(ip string, p servicePorts) bool {
+	for _, name := range serviceNames {
+		for _, port := range []int{p.GRPC[name], p.Membership[name]} {
+			if name == "frontend" && port == p.GRPC[name] {
+				continue
+			}
+			if port == 0 {
+				return false
+			}
+			if _, err := claimPort(ip, port, ""); err != nil {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func serverConfig(ip string, frontendPort int, ports servicePorts, sqlCfg *config.SQL) *config.Config {
+	services := map[string]config.Service{}
+	for _, name := range serviceNames {
+		grpc := ports.GRPC[name]
+		if name == "frontend" {
+			grpc = frontendPort
+		}
+		services[name] = config.Service{RPC: config.RPC{GRPCPort: grpc, MembershipPort: ports.Membership[name], BindOnIP: ip}}
 	}
 	frontend := net.JoinHostPort(ip, fmt.Sprint(frontendPort))
 	return &config.Config{
@@ -252,7 +302,7 @@ func serverConfig(ip string, frontendPort int, sqlCfg *config.SQL) (*config.Conf
 			Visibility: config.VisibilityArchivalNamespaceDefaults{State: "disabled"},
 		}},
 		PublicClient: config.PublicClient{HostPort: frontend},
-	}, nil
+	}
 }
 
 // waitReady dials the frontend until it answers a health check.

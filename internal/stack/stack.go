@@ -80,7 +80,7 @@ func randomSecret() string {
 }
 
 // Start brings every part up, in dependency order; on any failure it stops what it started.
-func Start(ctx context.Context, o Options) (s *Stack, err error) {
+func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if o.DataDir == "" {
 		return nil, errors.New("stack: a data directory is required")
 	}
@@ -97,11 +97,10 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 		o.JobsAddr = "127.0.0.1:0"
 	}
 	log := o.Logger
-	s = &Stack{opts: o}
+	s := &Stack{opts: o}
 	defer func() {
 		if err != nil {
 			s.Close()
-			s = nil
 		}
 	}()
 

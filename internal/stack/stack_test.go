@@ -104,3 +104,69 @@ func TestEndToEnd(t *testing.T) {
 		require.Equal(t, workflows.Counts{Succeeded: 20}, res.Counts)
 	})
 }
+
+// TestRestartKeepsEverything stops the whole stack and starts it again on the same data dir:
+// the rollout, its job and the devices' versions are all still there.
+func TestRestartKeepsEverything(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := stack.Start(ctx, stack.Options{DataDir: dir, UIPort: -1, Logger: testLogger()})
+	require.NoError(t, err)
+	arns, err := s.StartDevices(ctx, 3, "1.10.2", 0)
+	require.NoError(t, err)
+	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, request("persist", arns))
+	require.NoError(t, err)
+	_, err = rolloutclient.Result(ctx, run)
+	require.NoError(t, err)
+	s.Close()
+
+	s, err = stack.Start(ctx, stack.Options{DataDir: dir, UIPort: -1, Logger: testLogger()})
+	require.NoError(t, err)
+	defer s.Close()
+	desc, err := s.Client.DescribeWorkflowExecution(ctx, workflows.RolloutWorkflowID("persist"), "")
+	require.NoError(t, err)
+	require.Equal(t, run.GetRunID(), desc.WorkflowExecutionInfo.Execution.RunId)
+	res, err := rolloutclient.Status(ctx, s.Client, "persist")
+	require.NoError(t, err)
+	require.Equal(t, workflows.StateSucceeded, res.State)
+	job, err := s.Jobs.DescribeJob(workflows.RolloutJobID("persist"))
+	require.NoError(t, err)
+	require.Equal(t, 3, job.Counts.Succeeded)
+	_, err = s.StartDevices(ctx, 3, "1.10.2", 0)
+	require.NoError(t, err)
+	for _, a := range s.Agents() {
+		require.Equal(t, "1.11.6", a.InstalledVersion("core"))
+	}
+}
+
+// TestWorkerStoppedMidRollout stops the only worker while devices are installing and starts a
+// new one later: the rollout carries on from where it was and the outcome is unchanged.
+func TestWorkerStoppedMidRollout(t *testing.T) {
+	ctx := context.Background()
+	s, err := stack.Start(ctx, stack.Options{DataDir: t.TempDir(), InMemoryTemporal: true, UIPort: -1, Logger: testLogger()})
+	require.NoError(t, err)
+	defer s.Close()
+	arns, err := s.StartDevices(ctx, 10, "1.10.2", 0)
+	require.NoError(t, err)
+	req := request("worker-restart", arns)
+	req.SimulateInstallTime = 3 * time.Second
+	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		j, err := s.Jobs.DescribeJob(workflows.RolloutJobID("worker-restart"))
+		return err == nil && j.Counts.InProgress > 0
+	}, 30*time.Second, 50*time.Millisecond)
+	s.StopWorker()
+	// Devices finish while no worker runs; the rollout must notice once one is back.
+	require.Eventually(t, func() bool {
+		j, _ := s.Jobs.DescribeJob(workflows.RolloutJobID("worker-restart"))
+		return j.Counts.Succeeded == 10
+	}, 30*time.Second, 50*time.Millisecond)
+	require.NoError(t, s.StartWorker())
+	res, err := rolloutclient.Result(ctx, run)
+	require.NoError(t, err)
+	require.Equal(t, workflows.Counts{Succeeded: 10}, res.Counts)
+	j, err := s.Jobs.DescribeJob(workflows.RolloutJobID("worker-restart"))
+	require.NoError(t, err)
+	require.Equal(t, 10, j.Counts.Succeeded, "no device was updated twice or left out")
+}

@@ -1,0 +1,106 @@
+package agent_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otaflow/otaflow/internal/agent"
+	"github.com/otaflow/otaflow/internal/jobdoc"
+	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/mqtttest"
+)
+
+func doc(t *testing.T, version string, sim *jobdoc.Simulation) string {
+	d := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate,
+		RolloutID: "r", SoftwareToUpdate: jobdoc.SoftwareCore, Version: version, Simulate: sim}
+	s, err := d.Marshal()
+	require.NoError(t, err)
+	return s
+}
+
+func waitTerminal(t *testing.T, svc *jobs.Service, jobID, thing string) *jobs.Execution {
+	t.Helper()
+	var e *jobs.Execution
+	require.Eventually(t, func() bool {
+		var err error
+		e, err = svc.DescribeJobExecution(jobID, thing)
+		return err == nil && e.Status.Terminal()
+	}, 15*time.Second, 20*time.Millisecond, "job %s on %s did not finish", jobID, thing)
+	return e
+}
+
+func startAgent(t *testing.T, url, dir string) (*agent.Agent, context.CancelFunc) {
+	t.Helper()
+	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: url, StateDir: dir, InitialVersion: "1.0.0", Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	stop := func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return a, stop
+}
+
+// TestAgentThroughBrokers runs the agent against the jobs service through the embedded
+// broker and through Debian's mosquitto.
+func TestAgentThroughBrokers(t *testing.T) {
+	for _, start := range mqtttest.All() {
+		b := start(t)
+		t.Run(b.Name, func(t *testing.T) {
+			svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
+			require.NoError(t, err)
+			defer svc.Close()
+			plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+			require.NoError(t, err)
+			defer plane.Close()
+			_, err = svc.CreateThing("dev-1", nil)
+			require.NoError(t, err)
+
+			// Jobs queued before the agent starts are picked up when it connects, in order.
+			for _, j := range []struct{ id, doc string }{
+				{"a-update", doc(t, "1.1.0", nil)},
+				{"b-bad-schema", `{"type":"otaflow.update","schemaVersion":"9","operation":"update","softwareToUpdate":"core","version":"2"}`},
+				{"c-not-ours", `{"operation":"reboot"}`},
+				{"d-fails", doc(t, "1.2.0", &jobdoc.Simulation{FailThings: []string{"dev-1"}})},
+			} {
+				_, err := svc.CreateJob(jobs.CreateJobInput{JobID: j.id, Targets: []string{"dev-1"}, Document: j.doc})
+				require.NoError(t, err)
+			}
+			dir := t.TempDir()
+			a, stop := startAgent(t, b.URL, dir)
+
+			e := waitTerminal(t, svc, "a-update", "dev-1")
+			require.Equal(t, jobs.ExecSucceeded, e.Status)
+			require.Equal(t, "1.1.0", e.StatusDetails["installedVersion"])
+			require.Equal(t, "1.0.0", e.StatusDetails["previousVersion"])
+
+			e = waitTerminal(t, svc, "b-bad-schema", "dev-1")
+			require.Equal(t, jobs.ExecRejected, e.Status)
+			require.Contains(t, e.StatusDetails["reason"], `schema version "9" is not supported`)
+
+			e = waitTerminal(t, svc, "c-not-ours", "dev-1")
+			require.Equal(t, jobs.ExecRejected, e.Status)
+			require.Contains(t, e.StatusDetails["reason"], "not an otaflow update job")
+
+			e = waitTerminal(t, svc, "d-fails", "dev-1")
+			require.Equal(t, jobs.ExecFailed, e.Status)
+			require.Contains(t, e.StatusDetails["reason"], "simulated install failure")
+			require.Equal(t, "1.1.0", a.InstalledVersion("core"), "a failed install leaves the old version")
+
+			// The installed version survives a restart of the agent.
+			stop()
+			a2, _ := startAgent(t, b.URL, dir)
+			require.Equal(t, "1.1.0", a2.InstalledVersion("core"))
+			_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "e-after-restart", Targets: []string{"dev-1"}, Document: doc(t, "1.3.0", nil)})
+			require.NoError(t, err)
+			e = waitTerminal(t, svc, "e-after-restart", "dev-1")
+			require.Equal(t, jobs.ExecSucceeded, e.Status)
+			require.Equal(t, "1.3.0", a2.InstalledVersion("core"))
+		})
+	}
+}
