@@ -1,0 +1,47 @@
+# otaflow: `make demo` runs the whole system locally; `make test` runs every test.
+SHELL := /bin/bash
+GO ?= go
+# Packages that do not link the Temporal server get the race detector; the server-linking
+# end-to-end package builds once, without it (it is the slow build).
+RACE_PKGS = $(shell $(GO) list ./... | grep -v /internal/stack)
+
+.PHONY: demo test deps vet unit e2e compose-check build
+
+demo:
+	$(GO) run ./starter demo --devices 50
+
+# deps installs what the tests need beyond Go: Debian's mosquitto (a real broker to test
+# against), the AWS CLI and docker-compose (to validate docker-compose.yml without an engine).
+deps:
+	@missing=""; \
+	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	[ -x /usr/bin/aws ] || missing="$$missing awscli"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 $(RACE_PKGS)
+
+e2e:
+	$(GO) test -count=1 -timeout 20m ./internal/stack/...
+
+compose-check:
+	MQTT_SERVICE_PASSWORD=check docker-compose -f docker-compose.yml config -q
+	@echo "docker-compose.yml is valid"
+
+test: deps vet compose-check
+	export PATH="/usr/sbin:$$PATH"; $(GO) test -race -count=1 $(RACE_PKGS) && $(GO) test -count=1 -timeout 20m ./internal/stack/...
+
+build:
+	mkdir -p bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o bin/otaflow-agent ./agent
+	$(GO) build -o bin/starter ./starter
+	$(GO) build -o bin/worker ./worker
