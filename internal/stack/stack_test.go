@@ -2,6 +2,7 @@ package stack_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"os"
 	"testing"
@@ -62,6 +63,15 @@ func TestEndToEnd(t *testing.T) {
 		for _, a := range s.Agents() {
 			require.Equal(t, "1.11.6", a.InstalledVersion("core"), "a device reports the new version")
 		}
+	})
+
+	t.Run("web UI lists the rollout", func(t *testing.T) {
+		resp, err := http.Get(s.Temporal.UIURL() + "/api/v1/namespaces/default/workflows")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+		require.Contains(t, string(body), workflows.RolloutWorkflowID("e2e-ok"))
 	})
 
 	t.Run("two devices fail", func(t *testing.T) {

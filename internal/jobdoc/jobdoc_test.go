@@ -1,0 +1,34 @@
+package jobdoc_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/otaflow/otaflow/internal/jobdoc"
+)
+
+func TestParse(t *testing.T) {
+	good := `{"type":"otaflow.update","schemaVersion":"1","operation":"update","rolloutId":"r","softwareToUpdate":"core","version":"1.2.3","updateAgentLogLevel":"WARN"}`
+	d, err := jobdoc.Parse([]byte(good))
+	require.NoError(t, err)
+	require.Equal(t, "1.2.3", d.Version)
+	require.True(t, jobdoc.IsOtaflow([]byte(good)))
+
+	for name, tc := range map[string]struct{ doc, want string }{
+		"not json":       {`{`, "not a valid otaflow document"},
+		"unknown field":  {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core","version":"1","rm":"-rf"}`, "unknown field"},
+		"future schema":  {`{"type":"otaflow.update","schemaVersion":"2","operation":"update","softwareToUpdate":"core","version":"1"}`, "update the agent first"},
+		"bad operation":  {`{"type":"otaflow.update","schemaVersion":"1","operation":"wipe","softwareToUpdate":"core","version":"1"}`, "operation"},
+		"bad software":   {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"kernel","version":"1"}`, "softwareToUpdate"},
+		"no version":     {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core"}`, "no version"},
+		"bad log level":  {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core","version":"1","updateAgentLogLevel":"LOUD"}`, "updateAgentLogLevel"},
+		"other job type": {`{"type":"firmware","schemaVersion":"1"}`, "not \"otaflow.update\""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := jobdoc.Parse([]byte(tc.doc))
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+	require.False(t, jobdoc.IsOtaflow([]byte(`{"operation":"reboot"}`)))
+}
