@@ -89,7 +89,7 @@ func TestControlPlaneThroughAWSSDK(t *testing.T) {
 	require.NotNil(t, d.Job.CreatedAt)
 
 	// A device starts dev-1's execution; cancel without force leaves it, with force cancels it.
-	_, _, err = svc.StartNext("dev-1", nil)
+	_, _, err = svc.StartNext("dev-1", nil, 0)
 	require.NoError(t, err)
 	ex, err := c.DescribeJobExecution(ctx, &iot.DescribeJobExecutionInput{JobId: aws.String("job-1"), ThingName: aws.String("dev-1")})
 	require.NoError(t, err)
@@ -159,7 +159,7 @@ func TestStateSurvivesReopen(t *testing.T) {
 	require.NoError(t, err)
 	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "j", Targets: []string{"dev-1"}, Document: `{}`})
 	require.NoError(t, err)
-	_, _, err = svc.StartNext("dev-1", nil)
+	_, _, err = svc.StartNext("dev-1", nil, 0)
 	require.NoError(t, err)
 	require.NoError(t, svc.Close())
 

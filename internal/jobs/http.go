@@ -23,6 +23,17 @@ func (s *Service) HTTPHandler(auth *SigV4Verifier) http.Handler {
 	mux.HandleFunc("GET /jobs/{jobId}/things", s.handleListJobExecutionsForJob)
 	mux.HandleFunc("PUT /jobs/{jobId}/cancel", s.handleCancelJob)
 	mux.HandleFunc("GET /things/{thingName}/jobs/{jobId}", s.handleDescribeJobExecution)
+	mux.HandleFunc("GET /jobs", s.handleListJobs)
+	mux.HandleFunc("DELETE /jobs/{jobId}", s.handleDeleteJob)
+	mux.HandleFunc("GET /things/{thingName}/jobs", s.handleListJobExecutionsForThing)
+	mux.HandleFunc("PUT /things/{thingName}/jobs/{jobId}/cancel", s.handleCancelJobExecution)
+	mux.HandleFunc("GET /things", s.handleListThings)
+	mux.HandleFunc("DELETE /things/{thingName}", s.handleDeleteThing)
+	mux.HandleFunc("POST /thing-groups/{thingGroupName}", s.handleCreateThingGroup)
+	mux.HandleFunc("GET /thing-groups/{thingGroupName}", s.handleDescribeThingGroup)
+	mux.HandleFunc("PUT /thing-groups/addThingToThingGroup", s.handleThingGroupMembership(true))
+	mux.HandleFunc("PUT /thing-groups/removeThingFromThingGroup", s.handleThingGroupMembership(false))
+	mux.HandleFunc("GET /thing-groups/{thingGroupName}/things", s.handleListThingsInThingGroup)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(CodeInvalidRequest, "%s %s is not an operation this jobs service serves", r.Method, r.URL.Path))
 	})
@@ -150,6 +161,13 @@ func (s *Service) handleCreateJob(w http.ResponseWriter, r *http.Request) {
 		Description     string   `json:"description"`
 		Targets         []string `json:"targets"`
 		TargetSelection string   `json:"targetSelection"`
+		TimeoutConfig   struct {
+			InProgressTimeoutInMinutes int64 `json:"inProgressTimeoutInMinutes"`
+		} `json:"timeoutConfig"`
+		RetryConfig *struct {
+			CriteriaList []RetryCriteria `json:"criteriaList"`
+		} `json:"jobExecutionsRetryConfig"`
+		PresignedURLConfig *PresignConfig `json:"presignedUrlConfig"`
 	}
 	if err := readJSON(r, &in); err != nil {
 		writeError(w, err)
@@ -162,6 +180,9 @@ func (s *Service) handleCreateJob(w http.ResponseWriter, r *http.Request) {
 	job, err := s.CreateJob(CreateJobInput{
 		JobID: r.PathValue("jobId"), Document: in.Document, Description: in.Description,
 		Targets: in.Targets, TargetSelection: in.TargetSelection,
+		InProgressTimeoutMinutes: in.TimeoutConfig.InProgressTimeoutInMinutes,
+		Retry:                    retryList(in.RetryConfig),
+		Presign:                  in.PresignedURLConfig,
 	})
 	if err != nil {
 		writeError(w, err)
@@ -184,16 +205,37 @@ type jobJSON struct {
 	LastUpdatedAt     *awsTime       `json:"lastUpdatedAt,omitempty"`
 	CompletedAt       *awsTime       `json:"completedAt,omitempty"`
 	JobProcessDetails ProcessDetails `json:"jobProcessDetails"`
+	TimeoutConfig     map[string]any `json:"timeoutConfig"`
+	PresignedURL      *PresignConfig `json:"presignedUrlConfig,omitempty"`
+	RetryConfig       map[string]any `json:"jobExecutionsRetryConfig,omitempty"`
+}
+
+func retryList(c *struct {
+	CriteriaList []RetryCriteria `json:"criteriaList"`
+}) []RetryCriteria {
+	if c == nil {
+		return nil
+	}
+	return c.CriteriaList
 }
 
 func toJobJSON(j *Job) jobJSON {
-	return jobJSON{
+	out := jobJSON{
 		JobArn: j.Arn, JobID: j.ID, TargetSelection: j.TargetSelection, Status: j.Status,
 		ForceCanceled: j.ForceCanceled, Comment: j.Comment, ReasonCode: j.ReasonCode,
 		Description: j.Description, Targets: j.Targets,
 		CreatedAt: ptime(j.CreatedAt), LastUpdatedAt: ptime(j.LastUpdatedAt), CompletedAt: ptime(j.CompletedAt),
 		JobProcessDetails: j.Counts,
+		TimeoutConfig:     map[string]any{},
+		PresignedURL:      j.Presign,
 	}
+	if j.InProgressTimeout > 0 {
+		out.TimeoutConfig["inProgressTimeoutInMinutes"] = int64(j.InProgressTimeout / time.Minute)
+	}
+	if len(j.Retry) > 0 {
+		out.RetryConfig = map[string]any{"criteriaList": j.Retry}
+	}
+	return out
 }
 
 func (s *Service) handleDescribeJob(w http.ResponseWriter, r *http.Request) {
@@ -210,13 +252,18 @@ type statusDetailsJSON struct {
 }
 
 func (s *Service) handleDescribeJobExecution(w http.ResponseWriter, r *http.Request) {
-	e, err := s.DescribeJobExecution(r.PathValue("jobId"), r.PathValue("thingName"))
+	var number int64
+	if n := r.URL.Query().Get("executionNumber"); n != "" {
+		v, err := strconv.ParseInt(n, 10, 64)
+		if err != nil {
+			writeError(w, errorf(CodeInvalidRequest, "executionNumber must be a number"))
+			return
+		}
+		number = v
+	}
+	e, err := s.DescribeJobExecution(r.PathValue("jobId"), r.PathValue("thingName"), number)
 	if err != nil {
 		writeError(w, err)
-		return
-	}
-	if n := r.URL.Query().Get("executionNumber"); n != "" && n != strconv.FormatInt(e.ExecutionNumber, 10) {
-		writeError(w, errorf(CodeResourceNotFound, "no execution number %s of job %s on thing %s", n, e.JobID, e.ThingName))
 		return
 	}
 	writeJSON(w, map[string]any{"execution": map[string]any{
@@ -227,16 +274,33 @@ func (s *Service) handleDescribeJobExecution(w http.ResponseWriter, r *http.Requ
 	}})
 }
 
+// maxResults reads the maxResults query parameter (0: the default page size).
+func maxResults(r *http.Request) (int, error) {
+	v := r.URL.Query().Get("maxResults")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 250 {
+		return 0, errorf(CodeInvalidRequest, "maxResults must be a number from 1 to 250")
+	}
+	return n, nil
+}
+
+// page adds nextToken to a list response when there is a next page.
+func page(out map[string]any, next string) map[string]any {
+	if next != "" {
+		out["nextToken"] = next
+	}
+	return out
+}
+
 func (s *Service) handleListJobExecutionsForJob(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	max := 0
-	if v := q.Get("maxResults"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 250 {
-			writeError(w, errorf(CodeInvalidRequest, "maxResults must be a number from 1 to 250"))
-			return
-		}
-		max = n
+	max, err := maxResults(r)
+	if err != nil {
+		writeError(w, err)
+		return
 	}
 	status := ExecutionStatus(strings.ToUpper(q.Get("status")))
 	execs, next, err := s.ListJobExecutionsForJob(r.PathValue("jobId"), status, max, q.Get("nextToken"))
@@ -248,17 +312,204 @@ func (s *Service) handleListJobExecutionsForJob(w http.ResponseWriter, r *http.R
 	for _, e := range execs {
 		summaries = append(summaries, map[string]any{
 			"thingArn": s.ThingArn(e.ThingName),
-			"jobExecutionSummary": map[string]any{
-				"status": e.Status, "queuedAt": ptime(e.QueuedAt), "startedAt": ptime(e.StartedAt),
-				"lastUpdatedAt": ptime(e.LastUpdatedAt), "executionNumber": e.ExecutionNumber,
-			},
+			"jobExecutionSummary": execSummary(e),
 		})
 	}
-	out := map[string]any{"executionSummaries": summaries}
-	if next != "" {
-		out["nextToken"] = next
+	writeJSON(w, page(map[string]any{"executionSummaries": summaries}, next))
+}
+
+func execSummary(e *Execution) map[string]any {
+	return map[string]any{
+		"status": e.Status, "queuedAt": ptime(e.QueuedAt), "startedAt": ptime(e.StartedAt),
+		"lastUpdatedAt": ptime(e.LastUpdatedAt), "executionNumber": e.ExecutionNumber, "retryAttempt": e.RetryAttempt,
 	}
-	writeJSON(w, out)
+}
+
+func (s *Service) handleListJobExecutionsForThing(w http.ResponseWriter, r *http.Request) {
+	max, err := maxResults(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	q := r.URL.Query()
+	execs, next, err := s.ListJobExecutionsForThing(r.PathValue("thingName"), ExecutionStatus(strings.ToUpper(q.Get("status"))), max, q.Get("nextToken"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	summaries := make([]map[string]any, 0, len(execs))
+	for _, e := range execs {
+		summaries = append(summaries, map[string]any{"jobId": e.JobID, "jobExecutionSummary": execSummary(e)})
+	}
+	writeJSON(w, page(map[string]any{"executionSummaries": summaries}, next))
+}
+
+func (s *Service) handleListJobs(w http.ResponseWriter, r *http.Request) {
+	max, err := maxResults(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	q := r.URL.Query()
+	jobs, next, err := s.ListJobs(JobStatus(q.Get("status")), q.Get("targetSelection"), q.Get("thingGroupName"), max, q.Get("nextToken"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	list := make([]map[string]any, 0, len(jobs))
+	for _, j := range jobs {
+		list = append(list, map[string]any{
+			"jobArn": j.Arn, "jobId": j.ID, "status": j.Status, "targetSelection": j.TargetSelection,
+			"createdAt": ptime(j.CreatedAt), "lastUpdatedAt": ptime(j.LastUpdatedAt), "completedAt": ptime(j.CompletedAt),
+		})
+	}
+	writeJSON(w, page(map[string]any{"jobs": list}, next))
+}
+
+func (s *Service) handleDeleteJob(w http.ResponseWriter, r *http.Request) {
+	if err := s.DeleteJob(r.PathValue("jobId"), r.URL.Query().Get("force") == "true"); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Service) handleCancelJobExecution(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		ExpectedVersion int64             `json:"expectedVersion"`
+		StatusDetails   map[string]string `json:"statusDetails"`
+	}
+	if err := readJSON(r, &in); err != nil {
+		writeError(w, err)
+		return
+	}
+	err := s.CancelJobExecution(r.PathValue("jobId"), r.PathValue("thingName"), r.URL.Query().Get("force") == "true", in.ExpectedVersion, in.StatusDetails)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Service) handleListThings(w http.ResponseWriter, r *http.Request) {
+	max, err := maxResults(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	q := r.URL.Query()
+	things, next, err := s.ListThings(q.Get("attributeName"), q.Get("attributeValue"), max, q.Get("nextToken"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	list := make([]map[string]any, 0, len(things))
+	for _, th := range things {
+		list = append(list, map[string]any{"thingName": th.Name, "thingArn": th.Arn, "attributes": th.Attributes, "version": th.Version})
+	}
+	writeJSON(w, page(map[string]any{"things": list}, next))
+}
+
+func (s *Service) handleDeleteThing(w http.ResponseWriter, r *http.Request) {
+	var expected int64
+	if v := r.URL.Query().Get("expectedVersion"); v != "" {
+		expected, _ = strconv.ParseInt(v, 10, 64)
+	}
+	if err := s.DeleteThing(r.PathValue("thingName"), expected); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Service) handleCreateThingGroup(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		ParentGroupName string `json:"parentGroupName"`
+	}
+	if err := readJSON(r, &in); err != nil {
+		writeError(w, err)
+		return
+	}
+	g, err := s.CreateThingGroup(r.PathValue("thingGroupName"), in.ParentGroupName)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, map[string]string{"thingGroupName": g.Name, "thingGroupArn": g.Arn, "thingGroupId": g.ID})
+}
+
+func (s *Service) handleDescribeThingGroup(w http.ResponseWriter, r *http.Request) {
+	g, err := s.DescribeThingGroup(r.PathValue("thingGroupName"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	meta := map[string]any{"creationDate": ptime(g.CreatedAt)}
+	if g.Parent != "" {
+		meta["parentGroupName"] = g.Parent
+	}
+	writeJSON(w, map[string]any{"thingGroupName": g.Name, "thingGroupArn": g.Arn, "thingGroupId": g.ID,
+		"version": g.Version, "thingGroupMetadata": meta})
+}
+
+// nameFromArn returns the resource name of an ARN such as arn:aws:iot:r:a:thing/NAME.
+func nameFromArn(arn string) string {
+	if i := strings.LastIndex(arn, "/"); i >= 0 {
+		return arn[i+1:]
+	}
+	return arn
+}
+
+func (s *Service) handleThingGroupMembership(add bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var in struct {
+			ThingGroupName string `json:"thingGroupName"`
+			ThingGroupArn  string `json:"thingGroupArn"`
+			ThingName      string `json:"thingName"`
+			ThingArn       string `json:"thingArn"`
+		}
+		if err := readJSON(r, &in); err != nil {
+			writeError(w, err)
+			return
+		}
+		group, thing := in.ThingGroupName, in.ThingName
+		if group == "" {
+			group = nameFromArn(in.ThingGroupArn)
+		}
+		if thing == "" {
+			thing = nameFromArn(in.ThingArn)
+		}
+		if group == "" || thing == "" {
+			writeError(w, errorf(CodeInvalidRequest, "name the thing group (thingGroupName or thingGroupArn) and the thing (thingName or thingArn)"))
+			return
+		}
+		var err error
+		if add {
+			err = s.AddThingToThingGroup(group, thing)
+		} else {
+			err = s.RemoveThingFromThingGroup(group, thing)
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, map[string]any{})
+	}
+}
+
+func (s *Service) handleListThingsInThingGroup(w http.ResponseWriter, r *http.Request) {
+	max, err := maxResults(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	q := r.URL.Query()
+	things, next, err := s.ListThingsInThingGroup(r.PathValue("thingGroupName"), q.Get("recursive") == "true", max, q.Get("nextToken"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, page(map[string]any{"things": things}, next))
 }
 
 func (s *Service) handleCancelJob(w http.ResponseWriter, r *http.Request) {

@@ -102,6 +102,37 @@ type Job struct {
 	LastUpdatedAt   time.Time      `json:"lastUpdatedAt"`
 	CompletedAt     time.Time      `json:"completedAt,omitzero"`
 	Counts          ProcessDetails `json:"jobProcessDetails"`
+	// TargetGroups are the thing groups among the targets; a CONTINUOUS job queues an
+	// execution for a thing that joins one of them later.
+	TargetGroups []string `json:"targetGroups,omitempty"`
+	// InProgressTimeout moves an execution that stays IN_PROGRESS longer to TIMED_OUT.
+	InProgressTimeout time.Duration `json:"inProgressTimeout,omitempty"`
+	// Retry says how many times a FAILED or TIMED_OUT execution is queued again.
+	Retry []RetryCriteria `json:"retry,omitempty"`
+	// Presign configures ${aws:iot:s3-presigned-url:...} substitution in the document.
+	Presign *PresignConfig `json:"presign,omitempty"`
+}
+
+// RetryCriteria is one entry of jobExecutionsRetryConfig.criteriaList.
+type RetryCriteria struct {
+	FailureType     string `json:"failureType"` // FAILED, TIMED_OUT or ALL
+	NumberOfRetries int    `json:"numberOfRetries"`
+}
+
+// PresignConfig is a job's presignedUrlConfig.
+type PresignConfig struct {
+	RoleArn      string `json:"roleArn"`
+	ExpiresInSec int64  `json:"expiresInSec"`
+}
+
+// ThingGroup is a static thing group; groups nest through Parent.
+type ThingGroup struct {
+	Name      string    `json:"thingGroupName"`
+	Arn       string    `json:"thingGroupArn"`
+	ID        string    `json:"thingGroupId"`
+	Parent    string    `json:"parentGroupName,omitempty"`
+	CreatedAt time.Time `json:"creationDate"`
+	Version   int64     `json:"version"`
 }
 
 // Execution is one thing's execution of one job.
@@ -118,6 +149,32 @@ type Execution struct {
 	ForceCanceled   bool              `json:"forceCanceled,omitempty"`
 	// seq orders a thing's queue: jobs are offered in the order they were queued.
 	Seq uint64 `json:"seq"`
+	// InProgressDeadline and StepDeadline, when set, time the execution out.
+	InProgressDeadline time.Time `json:"inProgressDeadline,omitzero"`
+	StepDeadline       time.Time `json:"stepDeadline,omitzero"`
+	// RetryAttempt counts the retries so far; Previous keeps the earlier executions.
+	RetryAttempt int                 `json:"retryAttempt,omitempty"`
+	Previous     []PreviousExecution `json:"previous,omitempty"`
+}
+
+// PreviousExecution is an execution that a retry replaced.
+type PreviousExecution struct {
+	ExecutionNumber int64             `json:"executionNumber"`
+	Status          ExecutionStatus   `json:"status"`
+	StatusDetails   map[string]string `json:"statusDetails,omitempty"`
+	QueuedAt        time.Time         `json:"queuedAt"`
+	StartedAt       time.Time         `json:"startedAt,omitzero"`
+	LastUpdatedAt   time.Time         `json:"lastUpdatedAt"`
+	VersionNumber   int64             `json:"versionNumber"`
+}
+
+// deadline is when the execution times out, or zero.
+func (e *Execution) deadline() time.Time {
+	d := e.InProgressDeadline
+	if !e.StepDeadline.IsZero() && (d.IsZero() || e.StepDeadline.Before(d)) {
+		d = e.StepDeadline
+	}
+	return d
 }
 
 // ErrorCode names an error the way AWS does. The REST plane sends the exception name, the MQTT

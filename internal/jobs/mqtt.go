@@ -170,7 +170,7 @@ func (p *MQTTPlane) handle(_ paho.Client, m paho.Message) {
 	now := p.svc.clock().Unix()
 	switch {
 	case op == "start-next":
-		e, j, err := p.svc.StartNext(thing, req.StatusDetails)
+		e, j, err := p.svc.StartNext(thing, req.StatusDetails, time.Duration(req.StepTimeoutInMinutes)*time.Minute)
 		if err != nil {
 			p.reject(topic, req.ClientToken, err)
 			return
@@ -198,12 +198,9 @@ func (p *MQTTPlane) handle(_ paho.Client, m paho.Message) {
 		if jobID == "$next" {
 			e, j, err = p.svc.NextExecution(thing)
 		} else {
-			e, err = p.svc.DescribeJobExecution(jobID, thing)
+			e, err = p.svc.DescribeJobExecution(jobID, thing, req.ExecutionNumber)
 			if err == nil {
 				j, err = p.svc.DescribeJob(jobID)
-			}
-			if err == nil && req.ExecutionNumber != 0 && req.ExecutionNumber != e.ExecutionNumber {
-				err = errorf(CodeResourceNotFound, "no execution number %d of job %s on thing %s", req.ExecutionNumber, jobID, thing)
 			}
 		}
 		if err != nil {
@@ -220,6 +217,7 @@ func (p *MQTTPlane) handle(_ paho.Client, m paho.Message) {
 		e, j, err := p.svc.UpdateExecution(UpdateInput{
 			Thing: thing, JobID: jobID, Status: req.Status, StatusDetails: req.StatusDetails,
 			ExpectedVersion: req.ExpectedVersion, ExecutionNumber: req.ExecutionNumber,
+			StepTimeout: time.Duration(req.StepTimeoutInMinutes) * time.Minute,
 		})
 		if err != nil {
 			p.reject(topic, req.ClientToken, err)

@@ -23,6 +23,8 @@ type Options struct {
 	Logger  zerolog.Logger
 	// Now is the clock; tests may replace it.
 	Now func() time.Time
+	// SweepInterval is how often overdue executions are timed out (default 1 s).
+	SweepInterval time.Duration
 }
 
 // Service holds the jobs state and the operations both planes share.
@@ -35,6 +37,9 @@ type Service struct {
 
 	mu        sync.RWMutex
 	listeners []func(things []string)
+
+	stopSweep chan struct{}
+	swept     sync.WaitGroup
 }
 
 // MaxDocumentBytes is AWS IoT's limit on a job document.
@@ -55,11 +60,38 @@ func Open(o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{st: st, region: o.Region, account: o.Account, log: o.Logger, now: o.Now}, nil
+	s := &Service{st: st, region: o.Region, account: o.Account, log: o.Logger, now: o.Now, stopSweep: make(chan struct{})}
+	s.swept.Add(1)
+	go s.sweepLoop(o.SweepInterval)
+	return s, nil
 }
 
-// Close closes the database.
-func (s *Service) Close() error { return s.st.close() }
+// sweepLoop times out overdue executions until Close.
+func (s *Service) sweepLoop(every time.Duration) {
+	defer s.swept.Done()
+	if every <= 0 {
+		every = time.Second
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stopSweep:
+			return
+		case <-tick.C:
+			if _, err := s.sweepTimeouts(s.clock()); err != nil {
+				s.log.Error().Err(err).Msg("timing out executions failed; will retry")
+			}
+		}
+	}
+}
+
+// Close stops the timeout sweeper and closes the database.
+func (s *Service) Close() error {
+	close(s.stopSweep)
+	s.swept.Wait()
+	return s.st.close()
+}
 
 // OnQueueChange registers fn to be told which things' pending jobs changed, after the change
 // is durable. The MQTT plane uses it to send notify and notify-next.
@@ -149,10 +181,14 @@ type CreateJobInput struct {
 	Description     string
 	Targets         []string
 	TargetSelection string
+	// InProgressTimeoutMinutes times out executions that stay IN_PROGRESS longer.
+	InProgressTimeoutMinutes int64
+	Retry                    []RetryCriteria
+	Presign                  *PresignConfig
 }
 
-// CreateJob creates a job and queues one execution per target thing. Nothing is written if any
-// part of the request is invalid.
+// CreateJob creates a job and queues one execution per target thing (the members of target
+// groups included). Nothing is written if any part of the request is invalid.
 func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 	if !jobIDRE.MatchString(in.JobID) {
 		return nil, errorf(CodeInvalidRequest, "job ID %q is invalid: use 1-64 characters from a-z A-Z 0-9 _ -", in.JobID)
@@ -172,21 +208,48 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 	switch in.TargetSelection {
 	case "":
 		in.TargetSelection = "SNAPSHOT"
-	case "SNAPSHOT":
+	case "SNAPSHOT", "CONTINUOUS":
 	default:
-		return nil, errorf(CodeInvalidRequest, "targetSelection %q is not supported here yet; use SNAPSHOT", in.TargetSelection)
+		return nil, errorf(CodeInvalidRequest, "targetSelection %q is invalid: use SNAPSHOT or CONTINUOUS", in.TargetSelection)
 	}
-	var things []string
+	if in.InProgressTimeoutMinutes < 0 || in.InProgressTimeoutMinutes > 10080 {
+		return nil, errorf(CodeInvalidRequest, "timeoutConfig.inProgressTimeoutInMinutes must be from 1 to 10080")
+	}
+	for _, c := range in.Retry {
+		if c.FailureType != "FAILED" && c.FailureType != "TIMED_OUT" && c.FailureType != "ALL" {
+			return nil, errorf(CodeInvalidRequest, "retry failureType %q is invalid: use FAILED, TIMED_OUT or ALL", c.FailureType)
+		}
+		if c.NumberOfRetries < 0 || c.NumberOfRetries > 10 {
+			return nil, errorf(CodeInvalidRequest, "retry numberOfRetries must be from 0 to 10")
+		}
+	}
+	if in.Presign != nil {
+		if in.Presign.ExpiresInSec == 0 {
+			in.Presign.ExpiresInSec = 3600
+		}
+		if in.Presign.ExpiresInSec < 60 || in.Presign.ExpiresInSec > 3600 {
+			return nil, errorf(CodeInvalidRequest, "presignedUrlConfig.expiresInSec must be from 60 to 3600")
+		}
+	}
+	var things, groups []string
 	for _, target := range in.Targets {
-		name, err := s.thingNameFromTarget(target)
+		kind, name, err := s.parseTarget(target)
 		if err != nil {
 			return nil, err
 		}
-		if !slices.Contains(things, name) {
-			things = append(things, name)
+		list := &things
+		if kind == "thinggroup" {
+			list = &groups
+		}
+		if !slices.Contains(*list, name) {
+			*list = append(*list, name)
 		}
 	}
+	if in.TargetSelection == "CONTINUOUS" && len(groups) == 0 {
+		return nil, errorf(CodeInvalidRequest, "a CONTINUOUS job must target at least one thing group")
+	}
 	var job *Job
+	var queued []string
 	err := s.st.db.Update(func(tx *bolt.Tx) error {
 		t := txn{tx}
 		existing, err := t.job(in.JobID)
@@ -196,69 +259,171 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 		if existing != nil {
 			return errorf(CodeAlreadyExists, "job %s already exists", in.JobID)
 		}
+		var missing []string
 		for _, name := range things {
 			th, err := t.thing(name)
 			if err != nil {
 				return err
 			}
 			if th == nil {
-				return errorf(CodeInvalidRequest, "target thing %s does not exist; register it first (CreateThing)", name)
+				missing = append(missing, name)
+			}
+		}
+		if len(missing) > 0 {
+			return errorf(CodeInvalidRequest, "target thing(s) %s do not exist; register them first (CreateThing)", strings.Join(missing, ", "))
+		}
+		all := slices.Clone(things)
+		for _, g := range groups {
+			grp, err := t.group(g)
+			if err != nil {
+				return err
+			}
+			if grp == nil {
+				return errorf(CodeInvalidRequest, "target thing group %s does not exist", g)
+			}
+			for _, th := range t.members(g, true) {
+				if !slices.Contains(all, th) {
+					all = append(all, th)
+				}
 			}
 		}
 		now := s.clock()
 		job = &Job{
 			ID: in.JobID, Arn: s.JobArn(in.JobID), Document: in.Document, Description: in.Description,
 			Targets: in.Targets, TargetSelection: in.TargetSelection, Status: JobInProgress,
-			CreatedAt: now, LastUpdatedAt: now,
+			CreatedAt: now, LastUpdatedAt: now, TargetGroups: groups,
+			InProgressTimeout: time.Duration(in.InProgressTimeoutMinutes) * time.Minute,
+			Retry: in.Retry, Presign: in.Presign,
 		}
-		for _, name := range things {
-			seq, err := tx.Bucket(bucketQueue).NextSequence()
-			if err != nil {
+		for _, name := range all {
+			if err := s.queueExecution(t, job, name, now); err != nil {
 				return err
 			}
-			e := &Execution{JobID: in.JobID, ThingName: name, Status: ExecQueued, QueuedAt: now, LastUpdatedAt: now,
-				VersionNumber: 1, ExecutionNumber: 1, Seq: seq}
-			if err := t.putExecution(e); err != nil {
-				return err
-			}
-			job.Counts.add(ExecQueued, 1)
 		}
+		if job.TargetSelection == "CONTINUOUS" {
+			for _, g := range groups {
+				if err := tx.Bucket(bucketGroupJobs).Put([]byte(g+"\x00"+job.ID), nil); err != nil {
+					return err
+				}
+			}
+		}
+		queued = all
 		return t.putJob(job)
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.log.Info().Str("job", job.ID).Int("things", len(things)).Msg("job created")
-	s.queueChanged(things)
+	s.log.Info().Str("job", job.ID).Int("things", len(queued)).Str("targetSelection", job.TargetSelection).Msg("job created")
+	s.queueChanged(queued)
 	return job, nil
 }
 
-// thingNameFromTarget accepts a thing ARN of this region and account, or a bare thing name.
-func (s *Service) thingNameFromTarget(target string) (string, error) {
+// queueExecution queues a new execution of j on thing (the caller writes j).
+func (s *Service) queueExecution(t txn, j *Job, thing string, now time.Time) error {
+	seq, err := t.tx.Bucket(bucketQueue).NextSequence()
+	if err != nil {
+		return err
+	}
+	e := &Execution{JobID: j.ID, ThingName: thing, Status: ExecQueued, QueuedAt: now, LastUpdatedAt: now,
+		VersionNumber: 1, ExecutionNumber: 1, Seq: seq}
+	if old, err := t.execution(j.ID, thing); err != nil {
+		return err
+	} else if old != nil {
+		// A thing that left and rejoined a CONTINUOUS job's group gets a fresh execution.
+		j.Counts.add(old.Status, -1)
+		e.ExecutionNumber = old.ExecutionNumber + 1
+		e.Previous = append(old.Previous, archive(old))
+	}
+	j.Counts.add(ExecQueued, 1)
+	j.LastUpdatedAt = now
+	return t.putExecution(e)
+}
+
+func archive(e *Execution) PreviousExecution {
+	return PreviousExecution{ExecutionNumber: e.ExecutionNumber, Status: e.Status, StatusDetails: e.StatusDetails,
+		QueuedAt: e.QueuedAt, StartedAt: e.StartedAt, LastUpdatedAt: e.LastUpdatedAt, VersionNumber: e.VersionNumber}
+}
+
+// setStatus moves an execution to a new status, keeping the job's counters, applying the
+// job's retry policy to FAILED and TIMED_OUT, and completing a SNAPSHOT job whose executions
+// have all ended. It writes both records.
+func (s *Service) setStatus(t txn, j *Job, e *Execution, status ExecutionStatus, details map[string]string, now time.Time) error {
+	old := e.Status
+	if old == ExecQueued && status == ExecInProgress {
+		e.StartedAt = now
+		if j.InProgressTimeout > 0 {
+			e.InProgressDeadline = now.Add(j.InProgressTimeout)
+		}
+	}
+	e.Status = status
+	if details != nil {
+		e.StatusDetails = details
+	}
+	e.LastUpdatedAt = now
+	e.VersionNumber++
+	if status.Terminal() {
+		e.StepDeadline, e.InProgressDeadline = time.Time{}, time.Time{}
+	}
+	if old != status {
+		j.Counts.add(old, -1)
+		j.Counts.add(status, 1)
+	}
+	if (status == ExecFailed || status == ExecTimedOut) && j.Status == JobInProgress && e.RetryAttempt < j.retriesFor(status) {
+		j.Counts.add(status, -1)
+		j.Counts.add(ExecQueued, 1)
+		e.Previous = append(e.Previous, archive(e))
+		e.RetryAttempt++
+		e.ExecutionNumber++
+		e.Status, e.VersionNumber, e.QueuedAt, e.StartedAt = ExecQueued, 1, now, time.Time{}
+		e.StepDeadline, e.InProgressDeadline = time.Time{}, time.Time{}
+		seq, err := t.tx.Bucket(bucketQueue).NextSequence()
+		if err != nil {
+			return err
+		}
+		e.Seq = seq
+	}
+	j.LastUpdatedAt = now
+	if j.Status == JobInProgress && j.TargetSelection == "SNAPSHOT" && j.Counts.Pending() == 0 {
+		j.Status = JobCompleted
+		j.CompletedAt = now
+	}
+	if err := t.putExecution(e); err != nil {
+		return err
+	}
+	return t.putJob(j)
+}
+
+// retriesFor is how many retries the job allows after an execution ends in status.
+func (j *Job) retriesFor(status ExecutionStatus) int {
+	n := 0
+	for _, c := range j.Retry {
+		if c.FailureType == "ALL" || c.FailureType == string(status) {
+			n = max(n, c.NumberOfRetries)
+		}
+	}
+	return n
+}
+
+// parseTarget accepts a thing or thing-group ARN of this region, or a bare thing name.
+func (s *Service) parseTarget(target string) (kind, name string, err error) {
 	if !strings.HasPrefix(target, "arn:") {
 		if thingNameRE.MatchString(target) {
-			return target, nil
+			return "thing", target, nil
 		}
-		return "", errorf(CodeInvalidRequest, "target %q is neither a thing ARN nor a thing name", target)
+		return "", "", errorf(CodeInvalidRequest, "target %q is neither a thing ARN nor a thing name", target)
 	}
 	parts := strings.SplitN(target, ":", 6)
 	if len(parts) != 6 || parts[2] != "iot" {
-		return "", errorf(CodeInvalidRequest, "target %q is not an AWS IoT ARN (arn:aws:iot:REGION:ACCOUNT:thing/NAME)", target)
+		return "", "", errorf(CodeInvalidRequest, "target %q is not an AWS IoT ARN (arn:aws:iot:REGION:ACCOUNT:thing/NAME)", target)
 	}
 	if parts[3] != s.region {
-		return "", errorf(CodeInvalidRequest, "target %q is in region %s; this service serves %s", target, parts[3], s.region)
+		return "", "", errorf(CodeInvalidRequest, "target %q is in region %s; this service serves %s", target, parts[3], s.region)
 	}
-	kind, name, _ := strings.Cut(parts[5], "/")
-	switch kind {
-	case "thing":
-		if !thingNameRE.MatchString(name) {
-			return "", errorf(CodeInvalidRequest, "target %q has an invalid thing name", target)
-		}
-		return name, nil
-	case "thinggroup":
-		return "", errorf(CodeInvalidRequest, "target %q is a thing group; thing groups are not supported by this jobs service yet, list the things", target)
+	kind, name, _ = strings.Cut(parts[5], "/")
+	if (kind != "thing" && kind != "thinggroup") || !thingNameRE.MatchString(name) {
+		return "", "", errorf(CodeInvalidRequest, "target %q is neither a thing nor a thing group ARN", target)
 	}
-	return "", errorf(CodeInvalidRequest, "target %q is neither a thing nor a thing group ARN", target)
+	return kind, name, nil
 }
 
 // DescribeJob returns a job with its counters.
@@ -278,8 +443,9 @@ func (s *Service) DescribeJob(id string) (*Job, error) {
 	return out, err
 }
 
-// DescribeJobExecution returns one thing's execution of a job.
-func (s *Service) DescribeJobExecution(jobID, thing string) (*Execution, error) {
+// DescribeJobExecution returns one thing's execution of a job: the latest, or the one with
+// executionNumber when it is not 0 (an earlier one a retry replaced).
+func (s *Service) DescribeJobExecution(jobID, thing string, executionNumber ...int64) (*Execution, error) {
 	var out *Execution
 	err := s.st.db.View(func(tx *bolt.Tx) error {
 		e, err := txn{tx}.execution(jobID, thing)
@@ -288,6 +454,17 @@ func (s *Service) DescribeJobExecution(jobID, thing string) (*Execution, error) 
 		}
 		if e == nil {
 			return errorf(CodeResourceNotFound, "no execution of job %s on thing %s", jobID, thing)
+		}
+		if len(executionNumber) > 0 && executionNumber[0] != 0 && executionNumber[0] != e.ExecutionNumber {
+			for _, p := range e.Previous {
+				if p.ExecutionNumber == executionNumber[0] {
+					out = &Execution{JobID: jobID, ThingName: thing, Status: p.Status, StatusDetails: p.StatusDetails,
+						QueuedAt: p.QueuedAt, StartedAt: p.StartedAt, LastUpdatedAt: p.LastUpdatedAt,
+						VersionNumber: p.VersionNumber, ExecutionNumber: p.ExecutionNumber}
+					return nil
+				}
+			}
+			return errorf(CodeResourceNotFound, "no execution number %d of job %s on thing %s", executionNumber[0], jobID, thing)
 		}
 		out = e
 		return nil
@@ -368,13 +545,8 @@ func (s *Service) CancelJob(jobID string, force bool, comment, reasonCode string
 			return err
 		}
 		for _, e := range toCancel {
-			j.Counts.add(e.Status, -1)
-			j.Counts.add(ExecCanceled, 1)
 			e.ForceCanceled = e.Status == ExecInProgress
-			e.Status = ExecCanceled
-			e.LastUpdatedAt = now
-			e.VersionNumber++
-			if err := t.putExecution(e); err != nil {
+			if err := s.setStatus(t, j, e, ExecCanceled, nil, now); err != nil {
 				return err
 			}
 			changed = append(changed, e.ThingName)
@@ -447,8 +619,9 @@ func nextOf(t txn, thing string) (*Execution, error) {
 }
 
 // StartNext moves the thing's next execution to IN_PROGRESS (or returns the one already in
-// progress) and returns it with its job; nil when nothing is pending.
-func (s *Service) StartNext(thing string, details map[string]string) (*Execution, *Job, error) {
+// progress) and returns it with its job; nil when nothing is pending. stepTimeout, when
+// positive, times the execution out unless the device updates it sooner.
+func (s *Service) StartNext(thing string, details map[string]string, stepTimeout time.Duration) (*Execution, *Job, error) {
 	var exec *Execution
 	var job *Job
 	changed := false
@@ -467,21 +640,11 @@ func (s *Service) StartNext(thing string, details map[string]string) (*Execution
 			return nil
 		}
 		now := s.clock()
-		e.Status = ExecInProgress
-		e.StartedAt = now
-		e.LastUpdatedAt = now
-		e.VersionNumber++
-		if details != nil {
-			e.StatusDetails = details
+		if stepTimeout > 0 {
+			e.StepDeadline = now.Add(stepTimeout)
 		}
-		j.Counts.add(ExecQueued, -1)
-		j.Counts.add(ExecInProgress, 1)
-		j.LastUpdatedAt = now
 		changed = true
-		if err := t.putExecution(e); err != nil {
-			return err
-		}
-		return t.putJob(j)
+		return s.setStatus(t, j, e, ExecInProgress, details, now)
 	})
 	if changed {
 		s.queueChanged([]string{thing})
@@ -497,6 +660,8 @@ type UpdateInput struct {
 	StatusDetails   map[string]string
 	ExpectedVersion int64 // 0: not checked
 	ExecutionNumber int64 // 0: the latest
+	// StepTimeout, when positive, restarts the step timer; negative cancels it.
+	StepTimeout time.Duration
 }
 
 var deviceStatuses = []ExecutionStatus{ExecInProgress, ExecSucceeded, ExecFailed, ExecRejected}
@@ -526,39 +691,26 @@ func (s *Service) UpdateExecution(in UpdateInput) (*Execution, *Job, error) {
 		if in.ExpectedVersion != 0 && in.ExpectedVersion != e.VersionNumber {
 			return &Error{Code: CodeVersionMismatch, Message: fmt.Sprintf("expected version %d, current version is %d", in.ExpectedVersion, e.VersionNumber), State: e}
 		}
+		if e.Status == ExecQueued && in.Status != ExecInProgress && in.Status != ExecRejected {
+			return &Error{Code: CodeInvalidStateTransition, Message: fmt.Sprintf("execution of job %s on %s is QUEUED; start it (IN_PROGRESS) before reporting %s", in.JobID, in.Thing, in.Status), State: e}
+		}
 		j, err := t.job(in.JobID)
 		if err != nil {
 			return err
 		}
 		now := s.clock()
-		old := e.Status
-		if old == ExecQueued && in.Status != ExecInProgress && in.Status != ExecRejected {
-			return &Error{Code: CodeInvalidStateTransition, Message: fmt.Sprintf("execution of job %s on %s is QUEUED; start it (IN_PROGRESS) before reporting %s", in.JobID, in.Thing, in.Status), State: e}
+		switch {
+		case in.StepTimeout > 0:
+			e.StepDeadline = now.Add(in.StepTimeout)
+		case in.StepTimeout < 0:
+			e.StepDeadline = time.Time{}
 		}
-		if old == ExecQueued && in.Status == ExecInProgress {
-			e.StartedAt = now
-		}
-		e.Status = in.Status
-		if in.StatusDetails != nil {
-			e.StatusDetails = in.StatusDetails
-		}
-		e.LastUpdatedAt = now
-		e.VersionNumber++
-		if err := t.putExecution(e); err != nil {
+		queueMoved = e.Status != in.Status
+		if err := s.setStatus(t, j, e, in.Status, in.StatusDetails, now); err != nil {
 			return err
 		}
-		if old != e.Status {
-			j.Counts.add(old, -1)
-			j.Counts.add(e.Status, 1)
-			queueMoved = true
-		}
-		j.LastUpdatedAt = now
-		if j.Status == JobInProgress && j.TargetSelection == "SNAPSHOT" && j.Counts.Pending() == 0 {
-			j.Status = JobCompleted
-			j.CompletedAt = now
-		}
 		exec, job = e, j
-		return t.putJob(j)
+		return nil
 	})
 	if err != nil {
 		return nil, nil, err
@@ -567,6 +719,262 @@ func (s *Service) UpdateExecution(in UpdateInput) (*Execution, *Job, error) {
 		s.queueChanged([]string{in.Thing})
 	}
 	return exec, job, nil
+}
+
+// CancelJobExecution cancels one thing's execution: QUEUED always, IN_PROGRESS only with force.
+func (s *Service) CancelJobExecution(jobID, thing string, force bool, expectedVersion int64, details map[string]string) error {
+	err := s.st.db.Update(func(tx *bolt.Tx) error {
+		t := txn{tx}
+		e, err := t.execution(jobID, thing)
+		if err != nil {
+			return err
+		}
+		if e == nil {
+			return errorf(CodeResourceNotFound, "no execution of job %s on thing %s", jobID, thing)
+		}
+		if e.Status.Terminal() {
+			return errorf(CodeInvalidStateTransition, "execution of job %s on %s is already %s", jobID, thing, e.Status)
+		}
+		if e.Status == ExecInProgress && !force {
+			return errorf(CodeInvalidStateTransition, "execution of job %s on %s is IN_PROGRESS; cancel it with force", jobID, thing)
+		}
+		if expectedVersion != 0 && expectedVersion != e.VersionNumber {
+			return errorf(CodeVersionMismatch, "expected version %d, current version is %d", expectedVersion, e.VersionNumber)
+		}
+		j, err := t.job(jobID)
+		if err != nil {
+			return err
+		}
+		e.ForceCanceled = e.Status == ExecInProgress
+		return s.setStatus(t, j, e, ExecCanceled, details, s.clock())
+	})
+	if err == nil {
+		s.queueChanged([]string{thing})
+	}
+	return err
+}
+
+// DeleteJob deletes a job and its executions. A job still IN_PROGRESS needs force.
+func (s *Service) DeleteJob(jobID string, force bool) error {
+	var things []string
+	err := s.st.db.Update(func(tx *bolt.Tx) error {
+		t := txn{tx}
+		j, err := t.job(jobID)
+		if err != nil {
+			return err
+		}
+		if j == nil {
+			return errorf(CodeResourceNotFound, "job %s does not exist", jobID)
+		}
+		if j.Status == JobInProgress && !force {
+			return errorf(CodeInvalidStateTransition, "job %s is IN_PROGRESS; cancel it first or delete with force", jobID)
+		}
+		var execs []*Execution
+		if err := t.jobExecutions(jobID, func(e *Execution) error { execs = append(execs, e); return nil }); err != nil {
+			return err
+		}
+		for _, e := range execs {
+			if err := t.deleteExecution(e); err != nil {
+				return err
+			}
+			if !e.Status.Terminal() {
+				things = append(things, e.ThingName)
+			}
+		}
+		for _, g := range j.TargetGroups {
+			if err := tx.Bucket(bucketGroupJobs).Delete([]byte(g + "\x00" + jobID)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketJobs).Delete([]byte(jobID))
+	})
+	if err == nil {
+		s.queueChanged(things)
+	}
+	return err
+}
+
+// DeleteThing deletes a thing; its pending executions become REMOVED.
+func (s *Service) DeleteThing(name string, expectedVersion int64) error {
+	err := s.st.db.Update(func(tx *bolt.Tx) error {
+		t := txn{tx}
+		th, err := t.thing(name)
+		if err != nil {
+			return err
+		}
+		if th == nil {
+			return nil // deleting a thing that does not exist succeeds, as in AWS
+		}
+		if expectedVersion != 0 && expectedVersion != th.Version {
+			return errorf(CodeVersionMismatch, "thing %s is at version %d, not %d", name, th.Version, expectedVersion)
+		}
+		execs, err := t.thingExecutions(name)
+		if err != nil {
+			return err
+		}
+		now := s.clock()
+		for _, e := range execs {
+			if e.Status.Terminal() {
+				continue
+			}
+			j, err := t.job(e.JobID)
+			if err != nil {
+				return err
+			}
+			if err := s.setStatus(t, j, e, ExecRemoved, nil, now); err != nil {
+				return err
+			}
+		}
+		for _, g := range t.keysWithPrefix(bucketMemberships, name+"\x00") {
+			tx.Bucket(bucketMembers).Delete([]byte(g + "\x00" + name))
+			tx.Bucket(bucketMemberships).Delete([]byte(name + "\x00" + g))
+		}
+		return tx.Bucket(bucketThings).Delete([]byte(name))
+	})
+	return err
+}
+
+// ListJobs pages through jobs in ID order, filtered by status, target selection and group.
+func (s *Service) ListJobs(status JobStatus, selection, group string, max int, token string) ([]*Job, string, error) {
+	var out []*Job
+	var ids []string
+	err := s.st.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
+			var j Job
+			if err := json.Unmarshal(v, &j); err != nil {
+				return err
+			}
+			if (status != "" && j.Status != status) || (selection != "" && j.TargetSelection != selection) {
+				return nil
+			}
+			if group != "" && !slices.Contains(j.TargetGroups, group) {
+				return nil
+			}
+			ids = append(ids, j.ID)
+			out = append(out, &j)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	page, next := pageStrings(ids, max, token)
+	byID := map[string]*Job{}
+	for _, j := range out {
+		byID[j.ID] = j
+	}
+	jobs := make([]*Job, 0, len(page))
+	for _, id := range page {
+		jobs = append(jobs, byID[id])
+	}
+	return jobs, next, nil
+}
+
+// ListJobExecutionsForThing pages through a thing's executions in job-ID order.
+func (s *Service) ListJobExecutionsForThing(thing string, status ExecutionStatus, max int, token string) ([]*Execution, string, error) {
+	var all []*Execution
+	err := s.st.db.View(func(tx *bolt.Tx) error {
+		t := txn{tx}
+		th, err := t.thing(thing)
+		if err != nil {
+			return err
+		}
+		if th == nil {
+			return errorf(CodeResourceNotFound, "thing %s does not exist", thing)
+		}
+		all, err = t.thingExecutions(thing)
+		return err
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	var ids []string
+	byID := map[string]*Execution{}
+	for _, e := range all {
+		if status == "" || e.Status == status {
+			ids = append(ids, e.JobID)
+			byID[e.JobID] = e
+		}
+	}
+	slices.Sort(ids)
+	page, next := pageStrings(ids, max, token)
+	out := make([]*Execution, 0, len(page))
+	for _, id := range page {
+		out = append(out, byID[id])
+	}
+	return out, next, nil
+}
+
+// ListThings pages through things in name order, optionally those with an attribute value.
+func (s *Service) ListThings(attrName, attrValue string, max int, token string) ([]*Thing, string, error) {
+	var names []string
+	byName := map[string]*Thing{}
+	err := s.st.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketThings).ForEach(func(k, v []byte) error {
+			var th Thing
+			if err := json.Unmarshal(v, &th); err != nil {
+				return err
+			}
+			if attrName != "" && th.Attributes[attrName] != attrValue {
+				return nil
+			}
+			names = append(names, th.Name)
+			byName[th.Name] = &th
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	page, next := pageStrings(names, max, token)
+	out := make([]*Thing, 0, len(page))
+	for _, n := range page {
+		out = append(out, byName[n])
+	}
+	return out, next, nil
+}
+
+// sweepTimeouts moves every IN_PROGRESS execution whose deadline has passed to TIMED_OUT
+// (or, under a retry policy, back to QUEUED). It returns how many it timed out.
+func (s *Service) sweepTimeouts(now time.Time) (int, error) {
+	var things []string
+	err := s.st.db.Update(func(tx *bolt.Tx) error {
+		t := txn{tx}
+		c := tx.Bucket(bucketTimeouts).Cursor()
+		var due [][]byte
+		limit := seqBytes(uint64(now.UnixNano()))
+		for k, _ := c.First(); k != nil && string(k[:8]) <= string(limit); k, _ = c.Next() {
+			due = append(due, append([]byte(nil), k...))
+		}
+		for _, k := range due {
+			jobID, thing, _ := strings.Cut(string(k[8:]), "\x00")
+			e, err := t.execution(jobID, thing)
+			if err != nil {
+				return err
+			}
+			if e == nil || e.Status != ExecInProgress || e.deadline().After(now) {
+				tx.Bucket(bucketTimeouts).Delete(k)
+				continue
+			}
+			j, err := t.job(jobID)
+			if err != nil {
+				return err
+			}
+			if err := s.setStatus(t, j, e, ExecTimedOut, nil, s.clock()); err != nil {
+				return err
+			}
+			things = append(things, thing)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if len(things) > 0 {
+		s.log.Info().Int("executions", len(things)).Msg("executions timed out")
+	}
+	s.queueChanged(things)
+	return len(things), nil
 }
 
 func mapsEqual(a, b map[string]string) bool {

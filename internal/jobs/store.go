@@ -17,6 +17,16 @@ var (
 	bucketJobs   = []byte("jobs")
 	bucketExecs  = []byte("executions")   // jobID \x00 thing → Execution
 	bucketQueue  = []byte("thing-queues") // thing \x00 jobID → seq, a thing's jobs
+	bucketGroups = []byte("thing-groups")
+	// group \x00 thing → ∅ (members) and thing \x00 group → ∅ (memberships)
+	bucketMembers     = []byte("group-members")
+	bucketMemberships = []byte("thing-memberships")
+	// group \x00 jobID → ∅: CONTINUOUS jobs that target a group
+	bucketGroupJobs = []byte("group-jobs")
+	// deadline (8 bytes, unix ns) ‖ jobID \x00 thing → ∅: executions that may time out
+	bucketTimeouts = []byte("timeouts")
+	// client token → tokenRecord, for idempotent creation requests
+	bucketTokens = []byte("client-tokens")
 )
 
 // store is the persistent state. Every write is one bbolt transaction, fsynced before it
@@ -37,7 +47,8 @@ func openStore(path string) (*store, error) {
 		return nil, fmt.Errorf("open jobs database %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketThings, bucketJobs, bucketExecs, bucketQueue} {
+		for _, b := range [][]byte{bucketThings, bucketJobs, bucketExecs, bucketQueue, bucketGroups,
+			bucketMembers, bucketMemberships, bucketGroupJobs, bucketTimeouts, bucketTokens} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -66,6 +77,8 @@ func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
 	}
 	return true, nil
 }
+
+func getJSONRaw(raw []byte, v any) bool { return json.Unmarshal(raw, v) == nil }
 
 func putJSON(b *bolt.Bucket, key []byte, v any) error {
 	raw, err := json.Marshal(v)
@@ -119,11 +132,63 @@ func (t txn) execution(jobID, thing string) (*Execution, error) {
 	return &e, nil
 }
 
+func timeoutKey(deadline time.Time, jobID, thing string) []byte {
+	return append(seqBytes(uint64(deadline.UnixNano())), execKey(jobID, thing)...)
+}
+
+// putExecution writes an execution and keeps the timeout index in step with it.
 func (t txn) putExecution(e *Execution) error {
+	old, err := t.execution(e.JobID, e.ThingName)
+	if err != nil {
+		return err
+	}
+	tb := t.tx.Bucket(bucketTimeouts)
+	if old != nil && !old.deadline().IsZero() {
+		if err := tb.Delete(timeoutKey(old.deadline(), e.JobID, e.ThingName)); err != nil {
+			return err
+		}
+	}
+	if e.Status == ExecInProgress && !e.deadline().IsZero() {
+		if err := tb.Put(timeoutKey(e.deadline(), e.JobID, e.ThingName), nil); err != nil {
+			return err
+		}
+	}
 	if err := putJSON(t.tx.Bucket(bucketExecs), execKey(e.JobID, e.ThingName), e); err != nil {
 		return err
 	}
 	return t.tx.Bucket(bucketQueue).Put(queueKey(e.ThingName, e.JobID), seqBytes(e.Seq))
+}
+
+func (t txn) deleteExecution(e *Execution) error {
+	if !e.deadline().IsZero() {
+		if err := t.tx.Bucket(bucketTimeouts).Delete(timeoutKey(e.deadline(), e.JobID, e.ThingName)); err != nil {
+			return err
+		}
+	}
+	if err := t.tx.Bucket(bucketExecs).Delete(execKey(e.JobID, e.ThingName)); err != nil {
+		return err
+	}
+	return t.tx.Bucket(bucketQueue).Delete(queueKey(e.ThingName, e.JobID))
+}
+
+func (t txn) group(name string) (*ThingGroup, error) {
+	var g ThingGroup
+	ok, err := getJSON(t.tx.Bucket(bucketGroups), []byte(name), &g)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &g, nil
+}
+
+// keysWithPrefix returns what follows prefix in every key of bucket that starts with it.
+func (t txn) keysWithPrefix(bucket []byte, prefix string) []string {
+	var out []string
+	p := []byte(prefix)
+	c := t.tx.Bucket(bucket).Cursor()
+	for k, _ := c.Seek(p); k != nil && hasPrefix(k, p); k, _ = c.Next() {
+		out = append(out, string(k[len(p):]))
+	}
+	return out
 }
 
 // thingExecutions returns every execution of a thing, in queue order.
