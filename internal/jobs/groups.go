@@ -37,7 +37,7 @@ func (s *Service) CreateThingGroup(name, parent string) (*ThingGroup, error) {
 				return err
 			}
 			if p == nil {
-				return errorf(CodeResourceNotFound, "parent thing group %s does not exist", parent)
+				return errorf(CodeInvalidRequest, "parent thing group %s does not exist; create it first", parent)
 			}
 		}
 		seq, _ := tx.Bucket(bucketGroups).NextSequence()
