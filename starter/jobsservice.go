@@ -10,10 +10,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
 
 	"github.com/otaflow/otaflow/internal/broker"
 	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/greengrass"
 	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/tlog"
 )
 
 func jobsServiceCmd() *cobra.Command {
@@ -21,6 +25,7 @@ func jobsServiceCmd() *cobra.Command {
 		dataDir, addr, brokerURL, mqttAddr   string
 		mqttUser, mqttPassword, region       string
 		accessKey, secretKey, logLevel, acct string
+		tc                                   cliconfig.Temporal
 	)
 	cmd := &cobra.Command{
 		Use:   "jobs-service",
@@ -58,12 +63,24 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 				return err
 			}
 			defer plane.Close()
+			// Greengrass CreateSoftwareUpdateJob starts rollouts, so it needs Temporal; the client
+			// connects lazily, so the IoT API works while Temporal is still coming up.
+			gg := &greengrass.Handler{Jobs: svc, Log: log}
+			if tc.Address != "" {
+				c, err := client.NewLazyClient(client.Options{HostPort: tc.Address, Namespace: tc.Namespace, Logger: tlog.New(log)})
+				if err != nil {
+					return fmt.Errorf("temporal client for %s: %w", tc.Address, err)
+				}
+				defer c.Close()
+				gg.Starter = rolloutclient.Starter{Client: c, TaskQueue: tc.TaskQueue}
+			}
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("jobs API cannot listen on %s: %w (choose another address with --jobs-addr)", addr, err)
 			}
 			srv := &http.Server{
-				Handler:           svc.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: accessKey, SecretAccessKey: secretKey}, Region: region}),
+				Handler: svc.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: accessKey, SecretAccessKey: secretKey}, Region: region},
+					jobs.Route{Pattern: "POST /greengrass/updates", Handler: gg}),
 				ReadHeaderTimeout: 10 * time.Second,
 			}
 			go srv.Serve(ln)
@@ -90,5 +107,6 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 	f.StringVar(&accessKey, "access-key-id", env("OTAFLOW_ACCESS_KEY_ID", cliconfig.DefaultAccessKeyID), "the access key clients sign with [OTAFLOW_ACCESS_KEY_ID]")
 	f.StringVar(&secretKey, "secret-access-key", env("OTAFLOW_SECRET_ACCESS_KEY", cliconfig.DefaultSecretKey), "its secret [OTAFLOW_SECRET_ACCESS_KEY]")
 	f.StringVar(&logLevel, "log-level", env("OTAFLOW_LOG_LEVEL", "info"), "log level [OTAFLOW_LOG_LEVEL]")
+	tc.Bind(f)
 	return cmd
 }

@@ -12,10 +12,19 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// HTTPHandler serves the AWS IoT REST control plane. Every request must carry a SigV4
-// signature made with the configured credentials.
-func (s *Service) HTTPHandler(auth *SigV4Verifier) http.Handler {
+// Route is an extra handler served beside the IoT paths, behind the same authentication.
+type Route struct {
+	Pattern string
+	Handler http.Handler
+}
+
+// HTTPHandler serves the AWS IoT REST control plane (and any extra routes). Every request
+// must carry a SigV4 signature made with the configured credentials.
+func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler {
 	mux := http.NewServeMux()
+	for _, r := range extra {
+		mux.Handle(r.Pattern, r.Handler)
+	}
 	mux.HandleFunc("POST /things/{thingName}", s.handleCreateThing)
 	mux.HandleFunc("GET /things/{thingName}", s.handleDescribeThing)
 	mux.HandleFunc("PUT /jobs/{jobId}", s.handleCreateJob)
@@ -311,7 +320,7 @@ func (s *Service) handleListJobExecutionsForJob(w http.ResponseWriter, r *http.R
 	summaries := make([]map[string]any, 0, len(execs))
 	for _, e := range execs {
 		summaries = append(summaries, map[string]any{
-			"thingArn": s.ThingArn(e.ThingName),
+			"thingArn":            s.ThingArn(e.ThingName),
 			"jobExecutionSummary": execSummary(e),
 		})
 	}

@@ -293,7 +293,7 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 			Targets: in.Targets, TargetSelection: in.TargetSelection, Status: JobInProgress,
 			CreatedAt: now, LastUpdatedAt: now, TargetGroups: groups,
 			InProgressTimeout: time.Duration(in.InProgressTimeoutMinutes) * time.Minute,
-			Retry: in.Retry, Presign: in.Presign,
+			Retry:             in.Retry, Presign: in.Presign,
 		}
 		for _, name := range all {
 			if err := s.queueExecution(t, job, name, now); err != nil {

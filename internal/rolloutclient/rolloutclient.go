@@ -95,3 +95,28 @@ func WaitForJob(ctx context.Context, c client.Client, rolloutID string, timeout 
 		}
 	}
 }
+
+// Starter starts rollouts through Temporal and waits until each has created its IoT job, for
+// APIs that answer with the job (Greengrass CreateSoftwareUpdateJob).
+type Starter struct {
+	Client    client.Client
+	TaskQueue string
+}
+
+// ErrInvalid is returned (wrapped) when the rollout refused its request.
+var ErrInvalid = errors.New("invalid request")
+
+// StartUpdate starts req's rollout (or finds the one already started) and returns its job.
+func (s Starter) StartUpdate(ctx context.Context, req workflows.RolloutRequest) (string, string, error) {
+	if _, err := Start(ctx, s.Client, s.TaskQueue, req); err != nil {
+		return "", "", err
+	}
+	res, err := WaitForJob(ctx, s.Client, req.RolloutID, time.Minute)
+	if err != nil {
+		return "", "", err
+	}
+	if res.JobID == "" {
+		return "", "", fmt.Errorf("%w: %s", ErrInvalid, res.Message)
+	}
+	return res.JobID, res.JobArn, nil
+}

@@ -26,8 +26,10 @@ import (
 	"github.com/otaflow/otaflow/internal/broker"
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/devserver"
+	"github.com/otaflow/otaflow/internal/greengrass"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/rolloutworker"
 	"github.com/otaflow/otaflow/internal/tlog"
 	"github.com/otaflow/otaflow/workflows"
@@ -116,6 +118,14 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 
+	s.Client, err = client.DialContext(ctx, client.Options{
+		HostPort: s.Temporal.FrontendAddr(), Namespace: s.Temporal.Namespace(),
+		Logger: tlog.New(log.With().Str("component", "temporal-client").Logger().Level(max(log.GetLevel(), zerolog.WarnLevel))),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to the embedded Temporal server: %w", err)
+	}
+
 	servicePassword := randomSecret()
 	s.Broker, err = broker.Start(broker.Options{
 		Addr: o.MQTTAddr, ServiceUser: cliconfig.DefaultMQTTServiceUser, ServicePassword: servicePassword,
@@ -142,7 +152,10 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}
 	s.JobsURL = "http://" + ln.Addr().String()
 	s.httpSrv = &http.Server{
-		Handler:           s.Jobs.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey}, Region: o.Region}),
+		Handler: s.Jobs.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey}, Region: o.Region},
+			jobs.Route{Pattern: "POST /greengrass/updates", Handler: &greengrass.Handler{
+				Jobs: s.Jobs, Starter: rolloutclient.Starter{Client: s.Client, TaskQueue: workflows.TaskQueue}, Log: jlog,
+			}}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	go s.httpSrv.Serve(ln)
@@ -151,13 +164,6 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.IoT, err = iotclient.NewIoT(ctx, iotclient.Config{Endpoint: s.JobsURL, Region: o.Region, AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey})
 	if err != nil {
 		return nil, err
-	}
-	s.Client, err = client.DialContext(ctx, client.Options{
-		HostPort: s.Temporal.FrontendAddr(), Namespace: s.Temporal.Namespace(),
-		Logger: tlog.New(log.With().Str("component", "temporal-client").Logger().Level(max(log.GetLevel(), zerolog.WarnLevel))),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("connect to the embedded Temporal server: %w", err)
 	}
 	if !o.NoWorker {
 		if err := s.StartWorker(); err != nil {

@@ -1,0 +1,123 @@
+// Package greengrass serves AWS IoT Greengrass (v1) CreateSoftwareUpdateJob on the local jobs
+// service: the seed's API, validated exactly as the seed says, starting an otaflow rollout.
+package greengrass
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/workflows"
+)
+
+// LatestCoreVersion is the software version an update installs (the seed's
+// PlatformSoftwareVersion): the last Greengrass v1 release.
+const LatestCoreVersion = "1.11.6"
+
+// Starter starts a rollout and returns the IoT job it created.
+type Starter interface {
+	StartUpdate(ctx context.Context, req workflows.RolloutRequest) (jobID, jobArn string, err error)
+}
+
+// Handler serves POST /greengrass/updates.
+type Handler struct {
+	Jobs    *jobs.Service
+	Starter Starter // nil: the endpoint answers that Temporal is not configured
+	Version string
+	Log     zerolog.Logger
+}
+
+// request is CreateSoftwareUpdateJob's body.
+type request struct {
+	S3UrlSignerRole              string   `json:"S3UrlSignerRole"`
+	SoftwareToUpdate             string   `json:"SoftwareToUpdate"`
+	UpdateAgentLogLevel          string   `json:"UpdateAgentLogLevel"`
+	UpdateTargets                []string `json:"UpdateTargets"`
+	UpdateTargetsArchitecture    string   `json:"UpdateTargetsArchitecture"`
+	UpdateTargetsOperatingSystem string   `json:"UpdateTargetsOperatingSystem"`
+}
+
+func writeError(w http.ResponseWriter, status int, kind, msg string) {
+	w.Header().Set("X-Amzn-Errortype", kind)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]string{"message": msg})
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "BadRequestException", "could not read the request body")
+		return
+	}
+	var in request
+	if err := json.Unmarshal(body, &in); err != nil {
+		writeError(w, http.StatusBadRequest, "BadRequestException", "request body is not valid JSON: "+err.Error())
+		return
+	}
+	version := h.Version
+	if version == "" {
+		version = LatestCoreVersion
+	}
+	req := workflows.RolloutRequest{
+		Targets: in.UpdateTargets, Architecture: in.UpdateTargetsArchitecture, OperatingSystem: in.UpdateTargetsOperatingSystem,
+		SoftwareToUpdate: in.SoftwareToUpdate, Version: version, S3URLSignerRole: in.S3UrlSignerRole,
+		UpdateAgentLogLevel: in.UpdateAgentLogLevel,
+	}
+	token := r.Header.Get("X-Amzn-Client-Token")
+	if token != "" {
+		sum := sha256.Sum256([]byte(token))
+		req.RolloutID = "gg-" + hex.EncodeToString(sum[:10])
+	} else {
+		b := make([]byte, 10)
+		rand.Read(b)
+		req.RolloutID = "gg-" + hex.EncodeToString(b)
+	}
+	if err := req.Validate(); err != nil {
+		writeError(w, http.StatusBadRequest, "BadRequestException", strings.TrimPrefix(err.Error(), "invalid rollout request: "))
+		return
+	}
+	if h.Starter == nil {
+		writeError(w, http.StatusServiceUnavailable, "InternalServerErrorException", "this jobs service cannot start updates: run it with --temporal-address (as starter dev does)")
+		return
+	}
+	if token != "" {
+		fp := sha256.Sum256(body)
+		rec, err := h.Jobs.ClaimToken("greengrass:"+token, hex.EncodeToString(fp[:]), req.RolloutID)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "InternalServerErrorException", err.Error())
+			return
+		}
+		if rec.Fingerprint != hex.EncodeToString(fp[:]) {
+			writeError(w, http.StatusBadRequest, "BadRequestException",
+				fmt.Sprintf("client token %q was already used for a different request; use a new token", token))
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
+	defer cancel()
+	jobID, jobArn, err := h.Starter.StartUpdate(ctx, req)
+	if errors.Is(err, rolloutclient.ErrInvalid) {
+		writeError(w, http.StatusBadRequest, "BadRequestException", err.Error())
+		return
+	}
+	if err != nil {
+		h.Log.Error().Err(err).Str("rollout", req.RolloutID).Msg("start software update")
+		writeError(w, http.StatusInternalServerError, "InternalServerErrorException", err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]string{"IotJobId": jobID, "IotJobArn": jobArn, "PlatformSoftwareVersion": version})
+}

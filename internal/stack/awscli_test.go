@@ -1,0 +1,116 @@
+package stack_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/otaflow/otaflow/internal/cliconfig"
+)
+
+// awsCLI runs Debian's AWS CLI (never a pyenv shim) against the local jobs service.
+func awsCLI(t *testing.T, endpoint string, args ...string) ([]byte, []byte, error) {
+	t.Helper()
+	if _, err := os.Stat("/usr/bin/aws"); err != nil {
+		t.Fatalf("the AWS CLI is not installed at /usr/bin/aws: run `make deps` (apt-get install awscli)")
+	}
+	cmd := exec.Command("/usr/bin/aws", append([]string{"--endpoint-url", endpoint, "--output", "json"}, args...)...)
+	home := t.TempDir()
+	cmd.Env = []string{
+		"HOME=" + home, "PATH=/usr/bin:/bin",
+		"AWS_ACCESS_KEY_ID=" + cliconfig.DefaultAccessKeyID, "AWS_SECRET_ACCESS_KEY=" + cliconfig.DefaultSecretKey,
+		"AWS_DEFAULT_REGION=us-east-1", "AWS_PAGER=", "AWS_EC2_METADATA_DISABLED=true",
+		"AWS_CONFIG_FILE=" + home + "/config", "AWS_SHARED_CREDENTIALS_FILE=" + home + "/credentials",
+	}
+	var stdout, stderr stdBuf
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return stdout.b, stderr.b, err
+}
+
+type stdBuf struct{ b []byte }
+
+func (s *stdBuf) Write(p []byte) (int, error) { s.b = append(s.b, p...); return len(p), nil }
+
+// TestSeedCommandsThroughAWSCLI runs the seed's create-software-update-job and describe-job
+// with the real AWS CLI.
+func TestSeedCommandsThroughAWSCLI(t *testing.T) {
+	ctx := context.Background()
+	s := startStack(t)
+	_, err := s.StartDevices(ctx, 1, "1.10.2", 0)
+	require.NoError(t, err)
+
+	seed := []string{"greengrass", "create-software-update-job",
+		"--update-targets-architecture", "x86_64",
+		"--update-targets", `["arn:aws:iot:us-east-1:123456789012:thing/device-0001"]`,
+		"--update-targets-operating-system", "ubuntu",
+		"--software-to-update", "core",
+		"--s3-url-signer-role", "arn:aws:iam::123456789012:role/myS3UrlSignerRole",
+		"--update-agent-log-level", "WARN",
+		"--amzn-client-token", "myClientToken1"}
+	out, stderr, err := awsCLI(t, s.JobsURL, seed...)
+	require.NoError(t, err, string(stderr))
+	var created struct{ IotJobId, IotJobArn, PlatformSoftwareVersion string }
+	require.NoError(t, json.Unmarshal(out, &created), string(out))
+	require.NotEmpty(t, created.IotJobId)
+	require.Equal(t, "arn:aws:iot:us-east-1:000000000000:job/"+created.IotJobId, created.IotJobArn)
+	require.Equal(t, "1.11.6", created.PlatformSoftwareVersion)
+
+	var job struct {
+		Job struct {
+			JobID             string `json:"jobId"`
+			Status            string `json:"status"`
+			TargetSelection   string `json:"targetSelection"`
+			JobProcessDetails struct {
+				Succeeded int `json:"numberOfSucceededThings"`
+				Queued    int `json:"numberOfQueuedThings"`
+			} `json:"jobProcessDetails"`
+		} `json:"job"`
+	}
+	require.Eventually(t, func() bool {
+		out, stderr, err := awsCLI(t, s.JobsURL, "iot", "describe-job", "--job-id", created.IotJobId)
+		require.NoError(t, err, string(stderr))
+		require.NoError(t, json.Unmarshal(out, &job))
+		return job.Job.Status == "COMPLETED"
+	}, 60*time.Second, 500*time.Millisecond)
+	require.Equal(t, created.IotJobId, job.Job.JobID)
+	require.Equal(t, "SNAPSHOT", job.Job.TargetSelection)
+	require.Equal(t, 1, job.Job.JobProcessDetails.Succeeded)
+
+	// The same token returns the same job; a different request with it is refused.
+	out, stderr, err = awsCLI(t, s.JobsURL, seed...)
+	require.NoError(t, err, string(stderr))
+	var again struct{ IotJobId string }
+	require.NoError(t, json.Unmarshal(out, &again))
+	require.Equal(t, created.IotJobId, again.IotJobId)
+	changed := append([]string{}, seed...)
+	changed[len(changed)-3] = "ERROR"
+	_, stderr, err = awsCLI(t, s.JobsURL, changed...)
+	require.Error(t, err)
+	require.Contains(t, string(stderr), "already used for a different request")
+
+	// An unsupported combination fails with a message that says what is allowed.
+	_, stderr, err = awsCLI(t, s.JobsURL, "greengrass", "create-software-update-job",
+		"--update-targets-architecture", "x86_64", "--update-targets", `["arn:aws:iot:us-east-1:123456789012:thing/device-0001"]`,
+		"--update-targets-operating-system", "raspbian", "--software-to-update", "core",
+		"--s3-url-signer-role", "arn:aws:iam::123456789012:role/myS3UrlSignerRole")
+	require.Error(t, err)
+	require.Contains(t, string(stderr), "BadRequestException")
+	require.Contains(t, string(stderr), "raspbian/x86_64 is not a supported combination")
+
+	// An unregistered core is refused and creates no job.
+	_, stderr, err = awsCLI(t, s.JobsURL, "greengrass", "create-software-update-job",
+		"--update-targets-architecture", "aarch64", "--update-targets", `["arn:aws:iot:us-east-1:123456789012:thing/ghost"]`,
+		"--update-targets-operating-system", "ubuntu", "--software-to-update", "ota_agent",
+		"--s3-url-signer-role", "arn:aws:iam::123456789012:role/myS3UrlSignerRole", "--amzn-client-token", "ghost-token")
+	require.Error(t, err)
+	require.Contains(t, string(stderr), "ghost")
+	jobs, _, err := s.Jobs.ListJobs("", "", "", 0, "")
+	require.NoError(t, err)
+	require.Len(t, jobs, 1, "only the valid update created a job")
+}
