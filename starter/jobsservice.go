@@ -25,6 +25,7 @@ func jobsServiceCmd() *cobra.Command {
 		dataDir, addr, brokerURL, mqttAddr   string
 		mqttUser, mqttPassword, region       string
 		accessKey, secretKey, logLevel, acct string
+		publicURL                            string
 		tc                                   cliconfig.Temporal
 	)
 	cmd := &cobra.Command{
@@ -78,6 +79,10 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 			if err != nil {
 				return fmt.Errorf("jobs API cannot listen on %s: %w (choose another address with --jobs-addr)", addr, err)
 			}
+			if publicURL == "" {
+				publicURL = "http://" + ln.Addr().String()
+			}
+			svc.SetBaseURL(publicURL)
 			srv := &http.Server{
 				Handler: svc.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: accessKey, SecretAccessKey: secretKey}, Region: region},
 					jobs.Route{Pattern: "POST /greengrass/updates", Handler: gg}),
@@ -107,6 +112,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 	f.StringVar(&accessKey, "access-key-id", env("OTAFLOW_ACCESS_KEY_ID", cliconfig.DefaultAccessKeyID), "the access key clients sign with [OTAFLOW_ACCESS_KEY_ID]")
 	f.StringVar(&secretKey, "secret-access-key", env("OTAFLOW_SECRET_ACCESS_KEY", cliconfig.DefaultSecretKey), "its secret [OTAFLOW_SECRET_ACCESS_KEY]")
 	f.StringVar(&logLevel, "log-level", env("OTAFLOW_LOG_LEVEL", "info"), "log level [OTAFLOW_LOG_LEVEL]")
+	f.StringVar(&publicURL, "public-url", env("OTAFLOW_PUBLIC_URL", ""), "the address devices reach this service at, for presigned artifact URLs (default: the listen address) [OTAFLOW_PUBLIC_URL]")
 	tc.Bind(f)
 	return cmd
 }

@@ -43,10 +43,15 @@ func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler 
 	mux.HandleFunc("PUT /thing-groups/addThingToThingGroup", s.handleThingGroupMembership(true))
 	mux.HandleFunc("PUT /thing-groups/removeThingFromThingGroup", s.handleThingGroupMembership(false))
 	mux.HandleFunc("GET /thing-groups/{thingGroupName}/things", s.handleListThingsInThingGroup)
+	mux.HandleFunc("PUT /artifacts/{bucket}/{key...}", s.handleArtifactUpload)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(CodeInvalidRequest, "%s %s is not an operation this jobs service serves", r.Method, r.URL.Path))
 	})
-	return auth.Middleware(logRequests(s.log, mux))
+	// Artifact downloads carry their own signature (a presigned URL), not SigV4.
+	outer := http.NewServeMux()
+	outer.HandleFunc("GET /artifacts/{bucket}/{key...}", s.handleArtifactDownload)
+	outer.Handle("/", auth.Middleware(mux))
+	return logRequests(s.log, outer)
 }
 
 func logRequests(log zerolog.Logger, next http.Handler) http.Handler {

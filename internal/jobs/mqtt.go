@@ -111,14 +111,14 @@ func epoch(t time.Time) int64 {
 	return t.Unix()
 }
 
-func toExecutionJSON(e *Execution, j *Job, withDoc bool) *executionJSON {
+func (p *MQTTPlane) toExecutionJSON(e *Execution, j *Job, withDoc bool) *executionJSON {
 	out := &executionJSON{
 		JobID: e.JobID, ThingName: e.ThingName, Status: e.Status, StatusDetails: e.StatusDetails,
 		QueuedAt: epoch(e.QueuedAt), StartedAt: epoch(e.StartedAt), LastUpdatedAt: epoch(e.LastUpdatedAt),
 		VersionNumber: e.VersionNumber, ExecutionNumber: e.ExecutionNumber,
 	}
 	if withDoc && j != nil {
-		out.JobDocument = json.RawMessage(j.Document)
+		out.JobDocument = json.RawMessage(p.svc.documentFor(j))
 	}
 	return out
 }
@@ -177,7 +177,7 @@ func (p *MQTTPlane) handle(_ paho.Client, m paho.Message) {
 		}
 		out := map[string]any{"timestamp": now, "clientToken": req.ClientToken}
 		if e != nil {
-			out["execution"] = toExecutionJSON(e, j, true)
+			out["execution"] = p.toExecutionJSON(e, j, true)
 		}
 		p.publish(topic+"/accepted", out)
 	case op == "get":
@@ -209,7 +209,7 @@ func (p *MQTTPlane) handle(_ paho.Client, m paho.Message) {
 		}
 		out := map[string]any{"timestamp": now, "clientToken": req.ClientToken}
 		if e != nil {
-			out["execution"] = toExecutionJSON(e, j, req.IncludeJobDocument == nil || *req.IncludeJobDocument)
+			out["execution"] = p.toExecutionJSON(e, j, req.IncludeJobDocument == nil || *req.IncludeJobDocument)
 		}
 		p.publish(topic+"/accepted", out)
 	case strings.HasSuffix(op, "/update"):
@@ -228,7 +228,7 @@ func (p *MQTTPlane) handle(_ paho.Client, m paho.Message) {
 			out["executionState"] = map[string]any{"status": e.Status, "statusDetails": e.StatusDetails, "versionNumber": e.VersionNumber}
 		}
 		if req.IncludeJobDocument != nil && *req.IncludeJobDocument {
-			out["jobDocument"] = json.RawMessage(j.Document)
+			out["jobDocument"] = json.RawMessage(p.svc.documentFor(j))
 		}
 		p.publish(topic+"/accepted", out)
 	default:
@@ -282,7 +282,7 @@ func (p *MQTTPlane) notify(things []string) {
 		if prev, ok := p.lastNext.Swap(thing, next); !ok || prev.(string) != next {
 			out := map[string]any{"timestamp": now}
 			if e != nil {
-				out["execution"] = toExecutionJSON(e, j, true)
+				out["execution"] = p.toExecutionJSON(e, j, true)
 			}
 			p.publish(JobsTopic(thing, "notify-next"), out)
 		}

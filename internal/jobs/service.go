@@ -25,6 +25,8 @@ type Options struct {
 	Now func() time.Time
 	// SweepInterval is how often overdue executions are timed out (default 1 s).
 	SweepInterval time.Duration
+	// BaseURL is this service's address as devices reach it, for presigned artifact URLs.
+	BaseURL string
 }
 
 // Service holds the jobs state and the operations both planes share.
@@ -40,6 +42,10 @@ type Service struct {
 
 	stopSweep chan struct{}
 	swept     sync.WaitGroup
+
+	path       string
+	baseURL    string
+	presignKey []byte
 }
 
 // MaxDocumentBytes is AWS IoT's limit on a job document.
@@ -60,7 +66,12 @@ func Open(o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{st: st, region: o.Region, account: o.Account, log: o.Logger, now: o.Now, stopSweep: make(chan struct{})}
+	s := &Service{st: st, region: o.Region, account: o.Account, log: o.Logger, now: o.Now, stopSweep: make(chan struct{}),
+		path: o.Path, baseURL: o.BaseURL}
+	if s.presignKey, err = s.loadPresignSecret(); err != nil {
+		st.close()
+		return nil, fmt.Errorf("artifact signing key: %w", err)
+	}
 	s.swept.Add(1)
 	go s.sweepLoop(o.SweepInterval)
 	return s, nil
@@ -85,6 +96,9 @@ func (s *Service) sweepLoop(every time.Duration) {
 		}
 	}
 }
+
+// SetBaseURL sets the address devices reach this service at, once it is listening.
+func (s *Service) SetBaseURL(u string) { s.baseURL = u }
 
 // Close stops the timeout sweeper and closes the database.
 func (s *Service) Close() error {

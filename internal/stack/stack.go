@@ -151,6 +151,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, fmt.Errorf("jobs API cannot listen on %s: %w (choose another address with --jobs-addr)", o.JobsAddr, err)
 	}
 	s.JobsURL = "http://" + ln.Addr().String()
+	s.Jobs.SetBaseURL(s.JobsURL)
 	s.httpSrv = &http.Server{
 		Handler: s.Jobs.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey}, Region: o.Region},
 			jobs.Route{Pattern: "POST /greengrass/updates", Handler: &greengrass.Handler{
