@@ -198,3 +198,56 @@ func TestBrokerRefusesServiceImpostor(t *testing.T) {
 		})
 	}
 }
+
+func TestMQTTTimeoutsAndRetries(t *testing.T) {
+	for _, start := range mqtttest.All() {
+		b := start(t)
+		t.Run(b.Name, func(t *testing.T) {
+			svc, clock := openWithClock(t)
+			plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+			require.NoError(t, err)
+			defer plane.Close()
+			_, err = svc.CreateThing("dev-1", nil)
+			require.NoError(t, err)
+			dev := connectDevice(t, b.URL, "dev-1")
+			dev.subscribe("$aws/things/dev-1/jobs/#")
+
+			_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "j", Targets: []string{"dev-1"}, Document: `{}`,
+				Retry: []jobs.RetryCriteria{{FailureType: "TIMED_OUT", NumberOfRetries: 1}}})
+			require.NoError(t, err)
+			dev.await("notify-next")
+
+			// A step timeout the device sets itself on start-next, then lets run out.
+			dev.publish("start-next", map[string]any{"clientToken": "s1", "stepTimeoutInMinutes": 1})
+			first := dev.await("start-next/accepted")["execution"].(map[string]any)
+			require.EqualValues(t, 1, first["executionNumber"])
+			clock.Advance(2 * time.Minute)
+			// The retry queues execution 2 of the same job.
+			require.Eventually(t, func() bool {
+				e, _ := svc.DescribeJobExecution("j", "dev-1")
+				return e.ExecutionNumber == 2 && e.Status == jobs.ExecQueued
+			}, 5*time.Second, 5*time.Millisecond)
+			dev.publish("j/update", map[string]any{"clientToken": "late", "status": "SUCCEEDED", "executionNumber": 1})
+			require.Equal(t, "ResourceNotFound", dev.await("j/update/rejected")["code"], "the timed-out execution is gone")
+
+			dev.publish("start-next", map[string]any{"clientToken": "s2", "stepTimeoutInMinutes": 1})
+			second := dev.await("start-next/accepted")["execution"].(map[string]any)
+			require.EqualValues(t, 2, second["executionNumber"])
+			// Extending the step timer keeps it alive past the first deadline.
+			dev.publish("j/update", map[string]any{"clientToken": "u1", "status": "IN_PROGRESS", "stepTimeoutInMinutes": 5})
+			dev.await("j/update/accepted")
+			clock.Advance(2 * time.Minute)
+			time.Sleep(50 * time.Millisecond)
+			dev.publish("j/update", map[string]any{"clientToken": "u2", "status": "SUCCEEDED"})
+			dev.await("j/update/accepted")
+
+			dev.publish("j/get", map[string]any{"clientToken": "g", "executionNumber": 1})
+			old := dev.await("j/get/accepted")["execution"].(map[string]any)
+			require.Equal(t, "TIMED_OUT", old["status"])
+			j, err := svc.DescribeJob("j")
+			require.NoError(t, err)
+			require.Equal(t, jobs.JobCompleted, j.Status)
+			require.Equal(t, 1, j.Counts.Succeeded)
+		})
+	}
+}
