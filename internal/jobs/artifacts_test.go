@@ -14,7 +14,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/jobs"
@@ -52,14 +51,10 @@ func TestPresignedArtifactURLs(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 
 	b := mqtttest.Embedded(t)
-	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	defer plane.Close()
-	_, err = svc.CreateThing("dev-1", nil)
-	require.NoError(t, err)
+	servePlane(t, svc, b.URL, "dev-1")
 	dev := connectDevice(t, b.URL, "dev-1")
 	dev.subscribe("$aws/things/dev-1/jobs/#")
-	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "j", Targets: []string{"dev-1"},
+	_, err := svc.CreateJob(jobs.CreateJobInput{JobID: "j", Targets: []string{"dev-1"},
 		Document: `{"url":"${aws:iot:s3-presigned-url:https://s3.amazonaws.com/releases/core/1.11.6.tar.gz}"}`,
 		Presign:  &jobs.PresignConfig{RoleArn: "arn:aws:iam::1:role/signer", ExpiresInSec: 60}})
 	require.NoError(t, err)

@@ -49,19 +49,7 @@ func (s *Service) CreateThingGroup(name, parent string) (*ThingGroup, error) {
 
 // DescribeThingGroup returns a thing group.
 func (s *Service) DescribeThingGroup(name string) (*ThingGroup, error) {
-	var out *ThingGroup
-	err := s.st.db.View(func(tx *bolt.Tx) error {
-		g, err := txn{tx}.group(name)
-		if err != nil {
-			return err
-		}
-		if g == nil {
-			return errorf(CodeResourceNotFound, "thing group %s does not exist", name)
-		}
-		out = g
-		return nil
-	})
-	return out, err
+	return viewOne(s, func(t txn) (*ThingGroup, error) { return t.group(name) }, errorf(CodeResourceNotFound, "thing group %s does not exist", name))
 }
 
 // ancestors returns the group and every group above it.

@@ -90,19 +90,25 @@ func (d *device) received(prefix string) int {
 	return n
 }
 
+// servePlane connects svc to the broker at url and registers things.
+func servePlane(t *testing.T, svc *jobs.Service, url string, things ...string) {
+	t.Helper()
+	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: url, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	t.Cleanup(plane.Close)
+	for _, n := range things {
+		_, err := svc.CreateThing(n, nil)
+		require.NoError(t, err)
+	}
+}
+
 func TestMQTTJobsAPI(t *testing.T) {
 	for _, start := range mqtttest.All() {
 		b := start(t)
 		t.Run(b.Name, func(t *testing.T) {
 			svc := openService(t, t.TempDir())
 			defer svc.Close()
-			plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
-			require.NoError(t, err)
-			defer plane.Close()
-			for _, n := range []string{"dev-1", "dev-2"} {
-				_, err := svc.CreateThing(n, nil)
-				require.NoError(t, err)
-			}
+			servePlane(t, svc, b.URL, "dev-1", "dev-2")
 
 			dev := connectDevice(t, b.URL, "dev-1")
 			require.EqualValues(t, 1, dev.subscribe("$aws/things/dev-1/jobs/#"))
@@ -114,7 +120,7 @@ func TestMQTTJobsAPI(t *testing.T) {
 			}
 			require.EqualValues(t, 1, other.subscribe("$aws/things/dev-2/jobs/#"))
 
-			_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "job-1", Targets: []string{"dev-1"}, Document: `{"step":"one"}`})
+			_, err := svc.CreateJob(jobs.CreateJobInput{JobID: "job-1", Targets: []string{"dev-1"}, Document: `{"step":"one"}`})
 			require.NoError(t, err)
 			n := dev.await("notify-next")
 			exec := n["execution"].(map[string]any)
@@ -204,15 +210,11 @@ func TestMQTTTimeoutsAndRetries(t *testing.T) {
 		b := start(t)
 		t.Run(b.Name, func(t *testing.T) {
 			svc, clock := openWithClock(t)
-			plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
-			require.NoError(t, err)
-			defer plane.Close()
-			_, err = svc.CreateThing("dev-1", nil)
-			require.NoError(t, err)
+			servePlane(t, svc, b.URL, "dev-1")
 			dev := connectDevice(t, b.URL, "dev-1")
 			dev.subscribe("$aws/things/dev-1/jobs/#")
 
-			_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "j", Targets: []string{"dev-1"}, Document: `{}`,
+			_, err := svc.CreateJob(jobs.CreateJobInput{JobID: "j", Targets: []string{"dev-1"}, Document: `{}`,
 				Retry: []jobs.RetryCriteria{{FailureType: "TIMED_OUT", NumberOfRetries: 1}}})
 			require.NoError(t, err)
 			dev.await("notify-next")

@@ -171,21 +171,27 @@ func (s *Service) CreateThing(name string, attrs map[string]string) (*Thing, err
 	return out, err
 }
 
-// DescribeThing returns a registered thing.
-func (s *Service) DescribeThing(name string) (*Thing, error) {
-	var out *Thing
+// viewOne loads one record in a read transaction; a missing record is notFound.
+func viewOne[T any](s *Service, load func(txn) (*T, error), notFound *Error) (*T, error) {
+	var out *T
 	err := s.st.db.View(func(tx *bolt.Tx) error {
-		th, err := txn{tx}.thing(name)
+		v, err := load(txn{tx})
 		if err != nil {
 			return err
 		}
-		if th == nil {
-			return errorf(CodeResourceNotFound, "thing %s does not exist; register it first (CreateThing)", name)
+		if v == nil {
+			return notFound
 		}
-		out = th
+		out = v
 		return nil
 	})
 	return out, err
+}
+
+// DescribeThing returns a registered thing.
+func (s *Service) DescribeThing(name string) (*Thing, error) {
+	return viewOne(s, func(t txn) (*Thing, error) { return t.thing(name) },
+		errorf(CodeResourceNotFound, "thing %s does not exist; register it first (CreateThing)", name))
 }
 
 // CreateJobInput is what CreateJob needs.
@@ -442,19 +448,7 @@ func (s *Service) parseTarget(target string) (kind, name string, err error) {
 
 // DescribeJob returns a job with its counters.
 func (s *Service) DescribeJob(id string) (*Job, error) {
-	var out *Job
-	err := s.st.db.View(func(tx *bolt.Tx) error {
-		j, err := txn{tx}.job(id)
-		if err != nil {
-			return err
-		}
-		if j == nil {
-			return errorf(CodeResourceNotFound, "job %s does not exist", id)
-		}
-		out = j
-		return nil
-	})
-	return out, err
+	return viewOne(s, func(t txn) (*Job, error) { return t.job(id) }, errorf(CodeResourceNotFound, "job %s does not exist", id))
 }
 
 // DescribeJobExecution returns one thing's execution of a job: the latest, or the one with
@@ -632,6 +626,9 @@ func nextOf(t txn, thing string) (*Execution, error) {
 	return nil, nil
 }
 
+// Device requests (StartNext, UpdateExecution) arrive from many devices at once; bbolt's
+// Batch commits them together, one fsync for many acknowledged writes.
+
 // StartNext moves the thing's next execution to IN_PROGRESS (or returns the one already in
 // progress) and returns it with its job; nil when nothing is pending. stepTimeout, when
 // positive, times the execution out unless the device updates it sooner.
@@ -639,7 +636,7 @@ func (s *Service) StartNext(thing string, details map[string]string, stepTimeout
 	var exec *Execution
 	var job *Job
 	changed := false
-	err := s.st.db.Update(func(tx *bolt.Tx) error {
+	err := s.st.db.Batch(func(tx *bolt.Tx) error {
 		t := txn{tx}
 		e, err := nextOf(t, thing)
 		if err != nil || e == nil {
@@ -690,7 +687,7 @@ func (s *Service) UpdateExecution(in UpdateInput) (*Execution, *Job, error) {
 	var exec *Execution
 	var job *Job
 	queueMoved := false
-	err := s.st.db.Update(func(tx *bolt.Tx) error {
+	err := s.st.db.Batch(func(tx *bolt.Tx) error {
 		t := txn{tx}
 		e, err := t.execution(in.JobID, in.Thing)
 		if err != nil {
