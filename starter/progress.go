@@ -36,7 +36,6 @@ func watchJob(ctx context.Context, client *iot.Client, jobID string, devices int
 			progressbar.OptionSetDescription("waiting for devices"),
 			progressbar.OptionShowCount(),
 			progressbar.OptionSetWidth(30),
-			progressbar.OptionThrottle(100*time.Millisecond),
 			progressbar.OptionClearOnFinish(),
 		)
 	}
@@ -56,8 +55,8 @@ func watchJob(ctx context.Context, client *iot.Client, jobID string, devices int
 			c := activities.CountsOf(d.Job.JobProcessDetails)
 			done := c.Total() - c.Pending()
 			if bar != nil {
-				bar.Describe(fmt.Sprintf("ok %d  failed %d  running %d", c.Succeeded, c.Failed+c.Rejected+c.TimedOut, c.InProgress))
 				bar.Set(done)
+				bar.Describe(fmt.Sprintf("ok %d  failed %d  running %d", c.Succeeded, c.Failed+c.Rejected+c.TimedOut, c.InProgress))
 			} else if c != last || time.Since(lastPrint) > 10*time.Second {
 				fmt.Fprintf(out, "%s  %d/%d done  %s\n", time.Now().Format("15:04:05"), done, devices, countsLine(c))
 				last, lastPrint = c, time.Now()

@@ -3,6 +3,7 @@ package stack_test
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"testing"
@@ -179,4 +180,28 @@ func TestWorkerStoppedMidRollout(t *testing.T) {
 	j, err := s.Jobs.DescribeJob(workflows.RolloutJobID("worker-restart"))
 	require.NoError(t, err)
 	require.Equal(t, 10, j.Counts.Succeeded, "no device was updated twice or left out")
+}
+
+// TestBusyPortsNameTheFlag: a port in use is reported with the flag that changes it, and
+// nothing is left running.
+func TestBusyPortsNameTheFlag(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	for flag, o := range map[string]stack.Options{
+		"--temporal-port": {TemporalPort: port, UIPort: -1},
+		"--ui-port":       {UIPort: port},
+		"--mqtt-addr":     {UIPort: -1, MQTTAddr: l.Addr().String()},
+		"--jobs-addr":     {UIPort: -1, JobsAddr: l.Addr().String()},
+	} {
+		t.Run(flag, func(t *testing.T) {
+			o.DataDir, o.InMemoryTemporal, o.Logger = t.TempDir(), true, testLogger()
+			s, err := stack.Start(context.Background(), o)
+			if s != nil {
+				s.Close()
+			}
+			require.ErrorContains(t, err, flag)
+		})
+	}
 }
