@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,6 +27,9 @@ type IoT interface {
 	CreateJob(context.Context, *iot.CreateJobInput, ...func(*iot.Options)) (*iot.CreateJobOutput, error)
 	DescribeJob(context.Context, *iot.DescribeJobInput, ...func(*iot.Options)) (*iot.DescribeJobOutput, error)
 	CancelJob(context.Context, *iot.CancelJobInput, ...func(*iot.Options)) (*iot.CancelJobOutput, error)
+	ListThingsInThingGroup(context.Context, *iot.ListThingsInThingGroupInput, ...func(*iot.Options)) (*iot.ListThingsInThingGroupOutput, error)
+	ListJobExecutionsForJob(context.Context, *iot.ListJobExecutionsForJobInput, ...func(*iot.Options)) (*iot.ListJobExecutionsForJobOutput, error)
+	DescribeJobExecution(context.Context, *iot.DescribeJobExecutionInput, ...func(*iot.Options)) (*iot.DescribeJobExecutionOutput, error)
 }
 
 var _ IoT = (*iot.Client)(nil)
@@ -41,18 +45,44 @@ func (a *Activities) Register(w worker.ActivityRegistry) {
 	w.RegisterActivityWithOptions(a.CreateJob, activity.RegisterOptions{Name: workflows.ActivityCreateJob})
 	w.RegisterActivityWithOptions(a.AwaitJob, activity.RegisterOptions{Name: workflows.ActivityAwaitJob})
 	w.RegisterActivityWithOptions(a.CancelJob, activity.RegisterOptions{Name: workflows.ActivityCancelJob})
+	w.RegisterActivityWithOptions(a.CreateRollbackJobs, activity.RegisterOptions{Name: workflows.ActivityRollback})
 }
 
-// ResolveTargets checks that every target thing exists and returns their ARNs, so an invalid
-// request creates no job.
+// ResolveTargets checks that every target exists and returns the things' ARNs, thing groups
+// expanded (recursively) and sorted by name, so waves are the same on every replay and retry.
+// An invalid request creates no job.
 func (a *Activities) ResolveTargets(ctx context.Context, req workflows.RolloutRequest) (*workflows.ResolveTargetsResult, error) {
-	var arns, missing []string
-	seen := map[string]bool{}
+	var missing []string
+	names := map[string]bool{}
 	for _, target := range req.Targets {
-		name, err := thingName(target)
+		kind, name, err := parseTarget(target)
 		if err != nil {
 			return nil, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrInvalidRequest, nil)
 		}
+		if kind == "thinggroup" {
+			members, err := a.groupMembers(ctx, name)
+			var notFound *types.ResourceNotFoundException
+			if errors.As(err, &notFound) {
+				missing = append(missing, "thing group "+name)
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("list things in group %s: %w", name, err)
+			}
+			for _, m := range members {
+				names[m] = true
+			}
+			continue
+		}
+		names[name] = true
+	}
+	var arns []string
+	sorted := make([]string, 0, len(names))
+	for n := range names {
+		sorted = append(sorted, n)
+	}
+	slices.Sort(sorted)
+	for i, name := range sorted {
 		out, err := a.IoT.DescribeThing(ctx, &iot.DescribeThingInput{ThingName: aws.String(name)})
 		var notFound *types.ResourceNotFoundException
 		if errors.As(err, &notFound) {
@@ -62,34 +92,47 @@ func (a *Activities) ResolveTargets(ctx context.Context, req workflows.RolloutRe
 		if err != nil {
 			return nil, fmt.Errorf("describe thing %s: %w", name, err)
 		}
-		arn := aws.ToString(out.ThingArn)
-		if !seen[arn] {
-			seen[arn] = true
-			arns = append(arns, arn)
+		arns = append(arns, aws.ToString(out.ThingArn))
+		if i%100 == 0 {
+			activity.RecordHeartbeat(ctx, i)
 		}
 	}
 	if len(missing) > 0 {
-		msg := fmt.Sprintf("%d target thing(s) are not registered: %s; register them (CreateThing) or remove them from the targets", len(missing), strings.Join(missing, ", "))
+		msg := fmt.Sprintf("%d target(s) are not registered: %s; register them (CreateThing) or remove them from the targets", len(missing), strings.Join(missing, ", "))
 		return nil, temporal.NewNonRetryableApplicationError(msg, workflows.ErrInvalidRequest, nil)
+	}
+	if len(arns) == 0 {
+		return nil, temporal.NewNonRetryableApplicationError("the targets hold no things (empty thing groups?)", workflows.ErrInvalidRequest, nil)
 	}
 	return &workflows.ResolveTargetsResult{ThingArns: arns}, nil
 }
 
-// thingName takes a thing ARN or name and returns the name.
-func thingName(target string) (string, error) {
+func (a *Activities) groupMembers(ctx context.Context, group string) ([]string, error) {
+	var out []string
+	p := iot.NewListThingsInThingGroupPaginator(a.IoT, &iot.ListThingsInThingGroupInput{ThingGroupName: aws.String(group), Recursive: true})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page.Things...)
+	}
+	return out, nil
+}
+
+// parseTarget takes a thing ARN, thing-group ARN or thing name.
+func parseTarget(target string) (kind, name string, err error) {
 	if !strings.HasPrefix(target, "arn:") {
-		return target, nil
+		return "thing", target, nil
 	}
 	parts := strings.SplitN(target, ":", 6)
 	if len(parts) == 6 && parts[2] == "iot" {
-		if name, ok := strings.CutPrefix(parts[5], "thing/"); ok && name != "" {
-			return name, nil
-		}
-		if strings.HasPrefix(parts[5], "thinggroup/") {
-			return "", fmt.Errorf("target %s is a thing group; thing-group targets are not supported yet, list its things", target)
+		kind, name, _ := strings.Cut(parts[5], "/")
+		if (kind == "thing" || kind == "thinggroup") && name != "" {
+			return kind, name, nil
 		}
 	}
-	return "", fmt.Errorf("target %q is not a thing ARN (arn:aws:iot:REGION:ACCOUNT:thing/NAME)", target)
+	return "", "", fmt.Errorf("target %q is not a thing or thing-group ARN (arn:aws:iot:REGION:ACCOUNT:thing/NAME)", target)
 }
 
 // CreateJob creates the rollout's IoT job. The job ID is deterministic, so a retry (or a
@@ -109,30 +152,47 @@ func (a *Activities) CreateJob(ctx context.Context, in workflows.CreateJobInput)
 		return nil, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrInvalidRequest, nil)
 	}
 	desc := fmt.Sprintf("otaflow rollout %s: update %s to %s on %s/%s", req.RolloutID, req.SoftwareToUpdate, req.Version, req.OperatingSystem, req.Architecture)
-	out, err := a.IoT.CreateJob(ctx, &iot.CreateJobInput{
-		JobId:           aws.String(in.JobID),
-		Targets:         in.ThingArns,
+	if in.Wave > 0 {
+		desc += fmt.Sprintf(" (wave %d)", in.Wave)
+	}
+	return a.createJob(ctx, in.JobID, in.ThingArns, body, desc, req)
+}
+
+func (a *Activities) createJob(ctx context.Context, jobID string, things []string, body, desc string, req workflows.RolloutRequest) (*workflows.CreateJobResult, error) {
+	in := &iot.CreateJobInput{
+		JobId:           aws.String(jobID),
+		Targets:         things,
 		Document:        aws.String(body),
 		Description:     aws.String(desc),
 		TargetSelection: types.TargetSelectionSnapshot,
 		PresignedUrlConfig: &types.PresignedUrlConfig{
 			RoleArn: aws.String(req.S3URLSignerRole), ExpiresInSec: aws.Int64(3600),
 		},
-	})
+	}
+	if req.DeviceTimeout > 0 {
+		in.TimeoutConfig = &types.TimeoutConfig{InProgressTimeoutInMinutes: aws.Int64(int64(req.DeviceTimeout / time.Minute))}
+	}
+	if req.Retries > 0 {
+		in.JobExecutionsRetryConfig = &types.JobExecutionsRetryConfig{CriteriaList: []types.RetryCriteria{
+			{FailureType: types.RetryableFailureTypeFailed, NumberOfRetries: aws.Int32(int32(req.Retries))},
+			{FailureType: types.RetryableFailureTypeTimedOut, NumberOfRetries: aws.Int32(int32(req.Retries))},
+		}}
+	}
+	out, err := a.IoT.CreateJob(ctx, in)
 	var exists *types.ResourceAlreadyExistsException
 	if errors.As(err, &exists) {
-		d, derr := a.IoT.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(in.JobID)})
+		d, derr := a.IoT.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(jobID)})
 		if derr != nil {
-			return nil, fmt.Errorf("job %s exists but cannot be described: %w", in.JobID, derr)
+			return nil, fmt.Errorf("job %s exists but cannot be described: %w", jobID, derr)
 		}
-		return &workflows.CreateJobResult{JobID: in.JobID, JobArn: aws.ToString(d.Job.JobArn)}, nil
+		return &workflows.CreateJobResult{JobID: jobID, JobArn: aws.ToString(d.Job.JobArn)}, nil
 	}
 	var invalid *types.InvalidRequestException
 	if errors.As(err, &invalid) {
 		return nil, temporal.NewNonRetryableApplicationError("the jobs service refused the job: "+aws.ToString(invalid.Message), workflows.ErrInvalidRequest, nil)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create job %s: %w", in.JobID, err)
+		return nil, fmt.Errorf("create job %s: %w", jobID, err)
 	}
 	return &workflows.CreateJobResult{JobID: aws.ToString(out.JobId), JobArn: aws.ToString(out.JobArn)}, nil
 }
@@ -151,6 +211,9 @@ func (a *Activities) AwaitJob(ctx context.Context, in workflows.AwaitJobInputMax
 			return nil, err
 		}
 		activity.RecordHeartbeat(ctx, counts)
+		if crossed, why := in.Abort.Crossed(counts); crossed {
+			return &workflows.AwaitJobResult{Counts: counts, Aborted: why}, nil
+		}
 		if counts.Total() > 0 && counts.Pending() == 0 {
 			return &workflows.AwaitJobResult{Counts: counts, Done: true}, nil
 		}
@@ -165,15 +228,82 @@ func (a *Activities) AwaitJob(ctx context.Context, in workflows.AwaitJobInputMax
 	}
 }
 
+// CreateRollbackJobs finds every device that succeeded in the rollout's jobs and creates one
+// rollback job per previous version (the agent reports it in statusDetails.previousVersion).
+// Job IDs are deterministic, so a retry finds the jobs it made before.
+func (a *Activities) CreateRollbackJobs(ctx context.Context, in workflows.RollbackInput) (*workflows.RollbackResult, error) {
+	byVersion := map[string][]string{}
+	var unknown []string
+	devices := 0
+	for _, jobID := range in.JobIDs {
+		p := iot.NewListJobExecutionsForJobPaginator(a.IoT, &iot.ListJobExecutionsForJobInput{JobId: aws.String(jobID), Status: types.JobExecutionStatusSucceeded})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("list succeeded devices of %s: %w", jobID, err)
+			}
+			for _, s := range page.ExecutionSummaries {
+				arn := aws.ToString(s.ThingArn)
+				name := arn[strings.LastIndex(arn, "/")+1:]
+				ex, err := a.IoT.DescribeJobExecution(ctx, &iot.DescribeJobExecutionInput{JobId: aws.String(jobID), ThingName: aws.String(name)})
+				if err != nil {
+					return nil, fmt.Errorf("describe %s's execution of %s: %w", name, jobID, err)
+				}
+				devices++
+				prev := ""
+				if ex.Execution.StatusDetails != nil {
+					prev = ex.Execution.StatusDetails.DetailsMap["previousVersion"]
+				}
+				if prev == "" {
+					unknown = append(unknown, name)
+					continue
+				}
+				byVersion[prev] = append(byVersion[prev], arn)
+				activity.RecordHeartbeat(ctx, devices)
+			}
+		}
+	}
+	versions := make([]string, 0, len(byVersion))
+	for v := range byVersion {
+		versions = append(versions, v)
+	}
+	slices.Sort(versions)
+	out := &workflows.RollbackResult{Devices: devices}
+	for k, v := range versions {
+		req := in.Request
+		doc := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpRollback,
+			RolloutID: req.RolloutID, SoftwareToUpdate: req.SoftwareToUpdate, Version: v, UpdateAgentLogLevel: req.UpdateAgentLogLevel}
+		body, err := doc.Marshal()
+		if err != nil {
+			return nil, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrInvalidRequest, nil)
+		}
+		id := workflows.RollbackJobID(req.RolloutID, k+1)
+		desc := fmt.Sprintf("otaflow rollout %s: roll %s back to %s on %d devices", req.RolloutID, req.SoftwareToUpdate, v, len(byVersion[v]))
+		req.Retries, req.DeviceTimeout = 0, 0
+		if _, err := a.createJob(ctx, id, byVersion[v], body, desc, req); err != nil {
+			return nil, err
+		}
+		out.JobIDs = append(out.JobIDs, id)
+	}
+	if len(unknown) > 0 {
+		out.Failed = len(unknown)
+		out.Message = fmt.Sprintf("%d device(s) did not report their previous version and were not rolled back: %s", len(unknown), strings.Join(unknown, ", "))
+	}
+	return out, nil
+}
+
 // CancelJob cancels the job, force-canceling executions in progress, and returns the counts
 // after cancellation.
 func (a *Activities) CancelJob(ctx context.Context, in workflows.CancelJobInput) (*workflows.Counts, error) {
 	_, err := a.IoT.CancelJob(ctx, &iot.CancelJobInput{
 		JobId: aws.String(in.JobID), Force: true, Comment: aws.String(truncate(in.Reason, 2028)), ReasonCode: aws.String("OTAFLOW_ABORT"),
 	})
-	var conflict *types.InvalidStateTransitionException
-	if err != nil && !errors.As(err, &conflict) { // a job that completed meanwhile is fine
-		return nil, fmt.Errorf("cancel job %s: %w", in.JobID, err)
+	if err != nil {
+		// A job whose devices all finished meanwhile cannot be canceled, and needs not be.
+		d, derr := a.IoT.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(in.JobID)})
+		if derr != nil || d.Job.Status != types.JobStatusCompleted {
+			return nil, fmt.Errorf("cancel job %s: %w", in.JobID, err)
+		}
 	}
 	counts, err := a.counts(ctx, in.JobID)
 	if err != nil {

@@ -15,15 +15,23 @@ const (
 	ActivityCreateJob      = "CreateJob"
 	ActivityAwaitJob       = "AwaitJob"
 	ActivityCancelJob      = "CancelJob"
+	ActivityRollback       = "CreateRollbackJobs"
 )
 
-// QueryStatus returns the rollout's RolloutResult so far.
-const QueryStatus = "status"
+// Query and update names.
+const (
+	QueryStatus   = "status"
+	UpdatePause   = "pause"
+	UpdateResume  = "resume"
+	UpdateApprove = "approve"
+	UpdateCancel  = "cancel"
+)
 
 // Error types a rollout fails with; a caller can read the RolloutResult from the details.
 const (
 	ErrInvalidRequest  = "InvalidRequest"
 	ErrRolloutFailed   = "RolloutFailed"
+	ErrRolloutAborted  = "RolloutAborted"
 	ErrRolloutTimedOut = "RolloutTimedOut"
 )
 
@@ -37,10 +45,12 @@ var (
 // reportEvery bounds one AwaitJob call, so the status query sees progress at least this often.
 const reportEvery = 30 * time.Second
 
-// AwaitJobResult is AwaitJob's answer: the counts, and whether every execution is terminal.
+// AwaitJobResult is AwaitJob's answer: the counts, whether every execution is terminal, and
+// whether the abort criteria were crossed (with why).
 type AwaitJobResult struct {
-	Counts Counts `json:"counts"`
-	Done   bool   `json:"done"`
+	Counts  Counts `json:"counts"`
+	Done    bool   `json:"done"`
+	Aborted string `json:"aborted,omitempty"`
 }
 
 // AwaitJobInputMax is AwaitJobInput with the longest the activity may wait this call.
@@ -49,19 +59,106 @@ type AwaitJobInputMax struct {
 	MaxWait time.Duration `json:"maxWait"`
 }
 
-// Rollout runs one over-the-air update: validate, create the IoT job, wait for the devices,
-// and end with their counts. On timeout or cancellation it cancels the job.
+// Rollout runs one over-the-air update in waves: validate, resolve the targets, then for each
+// wave create its IoT job, wait for the devices and check the gate. It can be paused, resumed,
+// approved between waves and canceled (Temporal Updates); on abort or cancel it cancels the
+// current job and, under the ROLLBACK policy, puts updated devices back on their old version.
 func Rollout(ctx workflow.Context, req RolloutRequest) (*RolloutResult, error) {
 	r := &rollout{req: req, res: RolloutResult{RolloutID: req.RolloutID, Version: req.Version, State: StateValidating}}
-	if err := workflow.SetQueryHandler(ctx, QueryStatus, func() (RolloutResult, error) { return r.res, nil }); err != nil {
+	if err := r.setup(ctx); err != nil {
 		return nil, err
 	}
 	return r.run(ctx)
 }
 
 type rollout struct {
-	req RolloutRequest
-	res RolloutResult
+	req       RolloutRequest
+	res       RolloutResult
+	approved  int // the highest wave approved to start
+	waiting   bool
+	cancelReq *CancelRequest
+	// canceled wakes a wave's poll when a cancel update arrives.
+	canceled workflow.Channel
+	// failedWave is the wave whose failures aborted the rollout, if any.
+	failedWave int
+}
+
+func (r *rollout) finished() bool {
+	switch r.res.State {
+	case StateSucceeded, StateFailed, StateAborted, StateCanceled, StateTimedOut, StateInvalid:
+		return true
+	}
+	return false
+}
+
+func (r *rollout) setup(ctx workflow.Context) error {
+	r.canceled = workflow.NewBufferedChannel(ctx, 1)
+	if err := workflow.SetQueryHandler(ctx, QueryStatus, func() (RolloutResult, error) { return r.res, nil }); err != nil {
+		return err
+	}
+	active := func() error {
+		if r.finished() || r.res.State == StateRollingBack {
+			return fmt.Errorf("rollout %s is %s", r.req.RolloutID, r.res.State)
+		}
+		return nil
+	}
+	handlers := []struct {
+		name     string
+		fn       any
+		validate any
+	}{
+		{UpdatePause, func(ctx workflow.Context) (RolloutResult, error) {
+			r.res.Paused = true
+			r.setState(ctx, r.res.State, "paused by operator: no new wave starts until resumed")
+			return r.res, nil
+		}, func() error {
+			if err := active(); err != nil {
+				return err
+			}
+			if r.res.Paused {
+				return errors.New("rollout is already paused")
+			}
+			return nil
+		}},
+		{UpdateResume, func(ctx workflow.Context) (RolloutResult, error) {
+			r.res.Paused = false
+			r.setState(ctx, r.res.State, "resumed by operator")
+			return r.res, nil
+		}, func() error {
+			if !r.res.Paused {
+				return errors.New("rollout is not paused")
+			}
+			return nil
+		}},
+		{UpdateApprove, func(ctx workflow.Context) (RolloutResult, error) {
+			r.approved = r.res.CurrentWave + 1
+			return r.res, nil
+		}, func() error {
+			if !r.waiting {
+				return fmt.Errorf("nothing waits for approval: the rollout is %s", r.res.State)
+			}
+			return nil
+		}},
+		{UpdateCancel, func(ctx workflow.Context, c CancelRequest) (RolloutResult, error) {
+			r.cancelReq = &c
+			r.canceled.SendAsync(true)
+			return r.res, nil
+		}, func(c CancelRequest) error {
+			if err := active(); err != nil {
+				return err
+			}
+			if r.cancelReq != nil {
+				return errors.New("rollout is already being canceled")
+			}
+			return nil
+		}},
+	}
+	for _, h := range handlers {
+		if err := workflow.SetUpdateHandlerWithOptions(ctx, h.name, h.fn, workflow.UpdateHandlerOptions{Validator: h.validate}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
@@ -71,7 +168,8 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 		return nil, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidRequest, nil, r.res)
 	}
 	short := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: 30 * time.Second,
+		StartToCloseTimeout: 5 * time.Minute,
+		HeartbeatTimeout:    time.Minute,
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second,
 			MaximumAttempts: 20, NonRetryableErrorTypes: []string{ErrInvalidRequest},
@@ -83,90 +181,277 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 		r.setState(ctx, StateInvalid, "targets could not be resolved: "+rootMessage(err))
 		return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrInvalidRequest, err, r.res)
 	}
-	r.res.Devices = len(targets.ThingArns)
-
-	jobID := RolloutJobID(r.req.RolloutID)
-	var created CreateJobResult
-	err := workflow.ExecuteActivity(short, ActivityCreateJob, CreateJobInput{JobID: jobID, ThingArns: targets.ThingArns, Request: r.req}).Get(ctx, &created)
-	if err != nil {
-		r.setState(ctx, StateFailed, "the IoT job could not be created: "+rootMessage(err))
-		return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrRolloutFailed, err, r.res)
+	things := targets.ThingArns
+	r.res.Devices = len(things)
+	sizes, _ := ParseWaves(r.req.Waves) // validated above
+	plan := PlanWaves(len(things), sizes)
+	prev := 0
+	for i, cum := range plan {
+		r.res.Waves = append(r.res.Waves, WaveResult{Wave: i + 1, Devices: cum - prev, State: WavePending})
+		prev = cum
 	}
-	r.res.JobID, r.res.JobArn = created.JobID, created.JobArn
 	r.res.Counts = Counts{Queued: r.res.Devices}
-	r.setState(ctx, StateRunning, "")
-	log.Info("rollout job created", "job", jobID, "devices", r.res.Devices)
+	r.approved = 1
+	r.setState(ctx, StateRunning, fmt.Sprintf("%d devices in %d wave(s)", r.res.Devices, len(plan)))
 
 	deadline := workflow.Now(ctx).Add(r.req.Timeout)
-	for {
-		remaining := deadline.Sub(workflow.Now(ctx))
-		if remaining <= 0 {
-			return r.abort(ctx, StateTimedOut, fmt.Sprintf("devices did not finish within %s", r.req.Timeout))
+	start := 0
+	for i := range r.res.Waves {
+		wave := &r.res.Waves[i]
+		// Gates before the wave: a pause, an approval.
+		if i > 0 && r.req.ApproveWaves {
+			r.waiting = true
+			r.setState(ctx, StateAwaiting, fmt.Sprintf("wave %d of %d (%d devices) waits for approval", wave.Wave, len(r.res.Waves), wave.Devices))
 		}
-		wait := min(remaining, reportEvery)
-		actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-			StartToCloseTimeout: wait + 30*time.Second,
-			HeartbeatTimeout:    max(30*time.Second, 3*r.req.PollInterval),
-			RetryPolicy: &temporal.RetryPolicy{
-				InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second,
-			},
-		})
-		var progress AwaitJobResult
-		err := workflow.ExecuteActivity(actx, ActivityAwaitJob, AwaitJobInputMax{
-			AwaitJobInput: AwaitJobInput{JobID: jobID, PollInterval: r.req.PollInterval}, MaxWait: wait,
-		}).Get(ctx, &progress)
-		if err != nil {
-			var canceled *temporal.CanceledError
-			if errors.As(err, &canceled) || ctx.Err() != nil {
-				return r.abort(ctx, StateCanceled, "rollout canceled")
-			}
-			return nil, err
+		if err := workflow.Await(ctx, func() bool {
+			return r.cancelReq != nil || (!r.res.Paused && (!r.req.ApproveWaves || r.approved >= wave.Wave))
+		}); err != nil {
+			return r.abort(ctx, StateCanceled, "rollout canceled")
 		}
-		r.res.Counts = progress.Counts
-		if progress.Done {
-			break
+		r.waiting = false
+		if r.cancelReq != nil {
+			return r.abort(ctx, StateCanceled, "canceled by operator: "+r.cancelReq.Reason)
 		}
-	}
+		r.res.CurrentWave = wave.Wave
+		r.setState(ctx, StateRunning, fmt.Sprintf("wave %d of %d: %d devices", wave.Wave, len(r.res.Waves), wave.Devices))
 
-	c := r.res.Counts
-	if c.Succeeded == r.res.Devices {
-		r.setState(ctx, StateSucceeded, fmt.Sprintf("all %d devices updated to %s", c.Succeeded, r.req.Version))
-		return &r.res, nil
+		wave.JobID = WaveJobID(r.req.RolloutID, wave.Wave)
+		wave.State = WaveRunning
+		var created CreateJobResult
+		err := workflow.ExecuteActivity(short, ActivityCreateJob, CreateJobInput{
+			JobID: wave.JobID, ThingArns: things[start : start+wave.Devices], Request: r.req, Wave: wave.Wave,
+		}).Get(ctx, &created)
+		start += wave.Devices
+		if err != nil {
+			r.setState(ctx, StateFailed, fmt.Sprintf("the IoT job for wave %d could not be created: %s", wave.Wave, rootMessage(err)))
+			return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrRolloutFailed, err, r.res)
+		}
+		if i == 0 {
+			r.res.JobID, r.res.JobArn = created.JobID, created.JobArn
+		}
+		wave.Counts = Counts{Queued: wave.Devices}
+		log.Info("wave started", "wave", wave.Wave, "job", wave.JobID, "devices", wave.Devices)
+
+		outcome, why := r.awaitWave(ctx, wave, deadline)
+		switch outcome {
+		case waveTimedOut:
+			return r.abort(ctx, StateTimedOut, why)
+		case waveCanceled:
+			return r.abort(ctx, StateCanceled, why)
+		case waveAborted:
+			r.failedWave = wave.Wave
+			return r.abort(ctx, StateAborted, why)
+		}
+		c := wave.Counts
+		pct := 100 * float64(c.Succeeded) / float64(max(wave.Devices, 1))
+		if pct < r.req.SuccessThresholdPercent {
+			wave.State = WaveFailed
+			why := fmt.Sprintf("wave %d: %d of %d devices updated (%.0f%%), below the %.0f%% success threshold (failed %d, rejected %d, timed out %d, canceled %d, removed %d)",
+				wave.Wave, c.Succeeded, wave.Devices, pct, r.req.SuccessThresholdPercent, c.Failed, c.Rejected, c.TimedOut, c.Canceled, c.Removed)
+			last := i == len(r.res.Waves)-1
+			if last && r.req.OnFailure != OnFailureRollback {
+				r.setState(ctx, StateFailed, why)
+				return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrRolloutFailed, nil, r.res)
+			}
+			return r.abort(ctx, StateAborted, why)
+		}
+		wave.State = WavePassed
 	}
-	r.setState(ctx, StateFailed, fmt.Sprintf("%d of %d devices did not update (failed %d, rejected %d, timed out %d, canceled %d, removed %d)",
-		r.res.Devices-c.Succeeded, r.res.Devices, c.Failed, c.Rejected, c.TimedOut, c.Canceled, c.Removed))
-	return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrRolloutFailed, nil, r.res)
+	c := r.res.Counts
+	msg := fmt.Sprintf("all %d devices updated to %s", c.Succeeded, r.req.Version)
+	if c.Succeeded < r.res.Devices {
+		msg = fmt.Sprintf("%d of %d devices updated to %s; every wave met its %.0f%% threshold", c.Succeeded, r.res.Devices, r.req.Version, r.req.SuccessThresholdPercent)
+	}
+	r.setState(ctx, StateSucceeded, msg)
+	return &r.res, nil
 }
 
-// abort cancels the job (on a disconnected context, so workflow cancellation cannot skip it)
-// and ends the rollout in state.
+type waveOutcome int
+
+const (
+	waveDone waveOutcome = iota
+	waveAborted
+	waveTimedOut
+	waveCanceled
+)
+
+// awaitWave polls the wave's job until it is done, crosses the abort criteria, runs past the
+// rollout's deadline or the rollout is canceled.
+func (r *rollout) awaitWave(ctx workflow.Context, wave *WaveResult, deadline time.Time) (waveOutcome, string) {
+	for {
+		if r.cancelReq != nil {
+			return waveCanceled, "canceled by operator: " + r.cancelReq.Reason
+		}
+		remaining := deadline.Sub(workflow.Now(ctx))
+		if remaining <= 0 {
+			return waveTimedOut, fmt.Sprintf("devices did not finish within %s", r.req.Timeout)
+		}
+		wait := min(remaining, reportEvery)
+		actx, cancelPoll := workflow.WithCancel(ctx)
+		actx = workflow.WithActivityOptions(actx, workflow.ActivityOptions{
+			StartToCloseTimeout: wait + 30*time.Second,
+			HeartbeatTimeout:    max(30*time.Second, 3*r.req.PollInterval),
+			WaitForCancellation: true,
+			RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second},
+		})
+		fut := workflow.ExecuteActivity(actx, ActivityAwaitJob, AwaitJobInputMax{
+			AwaitJobInput: AwaitJobInput{JobID: wave.JobID, PollInterval: r.req.PollInterval, Abort: r.req.Abort}, MaxWait: wait,
+		})
+		var progress AwaitJobResult
+		var err error
+		interrupted := false
+		sel := workflow.NewSelector(ctx)
+		sel.AddFuture(fut, func(f workflow.Future) { err = f.Get(ctx, &progress) })
+		sel.AddReceive(r.canceled, func(c workflow.ReceiveChannel, _ bool) { interrupted = true })
+		sel.Select(ctx)
+		cancelPoll()
+		if interrupted {
+			_ = fut.Get(ctx, nil) // the poll stops at once; wait so its cancellation is recorded
+			return waveCanceled, "canceled by operator: " + r.cancelReq.Reason
+		}
+		if ctx.Err() != nil {
+			return waveCanceled, "rollout canceled"
+		}
+		if err != nil {
+			return waveTimedOut, "waiting for devices failed: " + rootMessage(err)
+		}
+		r.updateCounts(wave, progress.Counts)
+		if progress.Aborted != "" {
+			return waveAborted, fmt.Sprintf("wave %d crossed the abort criteria: %s", wave.Wave, progress.Aborted)
+		}
+		if progress.Done {
+			return waveDone, ""
+		}
+	}
+}
+
+// updateCounts records a wave's counts and recomputes the totals: devices of later waves are
+// still to be queued.
+func (r *rollout) updateCounts(wave *WaveResult, c Counts) {
+	wave.Counts = c
+	var total Counts
+	for _, w := range r.res.Waves {
+		if w.State == WavePending {
+			total.Queued += w.Devices
+			continue
+		}
+		total.Queued += w.Counts.Queued
+		total.InProgress += w.Counts.InProgress
+		total.Succeeded += w.Counts.Succeeded
+		total.Failed += w.Counts.Failed
+		total.Rejected += w.Counts.Rejected
+		total.TimedOut += w.Counts.TimedOut
+		total.Canceled += w.Counts.Canceled
+		total.Removed += w.Counts.Removed
+	}
+	r.res.Counts = total
+}
+
+// abort ends the rollout in state: it cancels the running wave's job and, under the ROLLBACK
+// policy, puts every device that took the update back on its previous version. It runs on a
+// disconnected context, so canceling the workflow cannot skip it.
 func (r *rollout) abort(ctx workflow.Context, state, why string) (*RolloutResult, error) {
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
 	dctx = workflow.WithActivityOptions(dctx, workflow.ActivityOptions{
-		StartToCloseTimeout: 30 * time.Second,
+		StartToCloseTimeout: 5 * time.Minute,
+		HeartbeatTimeout:    time.Minute,
 		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 30 * time.Second, MaximumAttempts: 20},
 	})
-	var counts Counts
-	if err := workflow.ExecuteActivity(dctx, ActivityCancelJob, CancelJobInput{JobID: r.res.JobID, Reason: why}).Get(dctx, &counts); err != nil {
-		why += "; canceling the IoT job failed: " + rootMessage(err)
-	} else {
-		r.res.Counts = counts
+	var jobs []string
+	for i := range r.res.Waves {
+		w := &r.res.Waves[i]
+		if w.JobID == "" {
+			continue
+		}
+		jobs = append(jobs, w.JobID)
+		if w.State != WaveRunning {
+			continue
+		}
+		var counts Counts
+		if err := workflow.ExecuteActivity(dctx, ActivityCancelJob, CancelJobInput{JobID: w.JobID, Reason: why}).Get(dctx, &counts); err != nil {
+			why += "; canceling job " + w.JobID + " failed: " + rootMessage(err)
+		} else {
+			r.updateCounts(w, counts)
+		}
+		w.State = WaveCanceled
+		if w.Wave == r.failedWave {
+			w.State = WaveFailed
+		}
 	}
-	r.setState(dctx, state, fmt.Sprintf("%s: %d of %d devices updated, the rest canceled", why, r.res.Counts.Succeeded, r.res.Devices))
-	if state == StateCanceled {
+	rollback := r.req.OnFailure == OnFailureRollback
+	if r.cancelReq != nil && r.cancelReq.Rollback != nil {
+		rollback = *r.cancelReq.Rollback
+	}
+	msg := fmt.Sprintf("%s: %d of %d devices updated", why, r.res.Counts.Succeeded, r.res.Devices)
+	if rollback && r.res.Counts.Succeeded > 0 {
+		r.setState(dctx, StateRollingBack, why+"; rolling back")
+		rb := r.rollback(dctx, jobs)
+		r.res.Rollback = &rb
+		msg = fmt.Sprintf("%s; rolled back %d of %d updated devices", why, rb.RolledBack, rb.Devices)
+		if rb.Failed > 0 {
+			msg += fmt.Sprintf(" (%d failed to roll back)", rb.Failed)
+		}
+	}
+	r.setState(dctx, state, msg)
+	switch state {
+	case StateCanceled:
 		return nil, temporal.NewCanceledError(r.res)
+	case StateTimedOut:
+		return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrRolloutTimedOut, nil, r.res)
 	}
-	return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrRolloutTimedOut, nil, r.res)
+	return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrRolloutAborted, nil, r.res)
+}
+
+// rollback creates the rollback jobs (one per previous version, so per-device data stays in
+// the jobs service) and waits for them.
+func (r *rollout) rollback(ctx workflow.Context, jobs []string) RollbackResult {
+	var rb RollbackResult
+	if err := workflow.ExecuteActivity(ctx, ActivityRollback, RollbackInput{RolloutID: r.req.RolloutID, JobIDs: jobs, Request: r.req}).Get(ctx, &rb); err != nil {
+		rb.Message = "creating rollback jobs failed: " + rootMessage(err)
+		return rb
+	}
+	for _, id := range rb.JobIDs {
+		deadline := workflow.Now(ctx).Add(r.req.Timeout)
+		for {
+			wait := min(deadline.Sub(workflow.Now(ctx)), reportEvery)
+			if wait <= 0 {
+				rb.Message = "rollback job " + id + " did not finish in time"
+				break
+			}
+			actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+				StartToCloseTimeout: wait + 30*time.Second,
+				HeartbeatTimeout:    max(30*time.Second, 3*r.req.PollInterval),
+				RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 30 * time.Second},
+			})
+			var p AwaitJobResult
+			if err := workflow.ExecuteActivity(actx, ActivityAwaitJob, AwaitJobInputMax{
+				AwaitJobInput: AwaitJobInput{JobID: id, PollInterval: r.req.PollInterval}, MaxWait: wait,
+			}).Get(ctx, &p); err != nil {
+				rb.Message = "waiting for rollback job " + id + " failed: " + rootMessage(err)
+				break
+			}
+			if p.Done {
+				rb.RolledBack += p.Counts.Succeeded
+				rb.Failed += p.Counts.Total() - p.Counts.Succeeded
+				break
+			}
+		}
+	}
+	return rb
 }
 
 func (r *rollout) setState(ctx workflow.Context, state, msg string) {
 	r.res.State, r.res.Message = state, msg
+	shown := state
+	if r.res.Paused && state == StateRunning {
+		shown = StatePaused
+	}
 	err := workflow.UpsertTypedSearchAttributes(ctx,
-		SearchRolloutID.ValueSet(r.req.RolloutID), SearchTargetVersion.ValueSet(r.req.Version), SearchState.ValueSet(state))
+		SearchRolloutID.ValueSet(r.req.RolloutID), SearchTargetVersion.ValueSet(r.req.Version), SearchState.ValueSet(shown))
 	if err != nil {
 		workflow.GetLogger(ctx).Warn("could not update search attributes", "error", err)
 	}
-	workflow.GetLogger(ctx).Info("rollout state", "state", state, "message", msg)
+	workflow.GetLogger(ctx).Info("rollout state", "state", shown, "message", msg)
 }
 
 // rootMessage is the innermost error's message: what actually went wrong.

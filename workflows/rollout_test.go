@@ -99,7 +99,7 @@ func TestRolloutFailsWhenDevicesFail(t *testing.T) {
 	require.Equal(t, workflows.ErrRolloutFailed, typ)
 	require.Equal(t, workflows.StateFailed, res.State)
 	require.Equal(t, workflows.Counts{Succeeded: 1, Failed: 2}, res.Counts)
-	require.Contains(t, res.Message, "2 of 3 devices did not update")
+	require.Contains(t, res.Message, "1 of 3 devices updated (33%), below the 100% success threshold")
 }
 
 func TestRolloutTimesOutAndCancelsTheJob(t *testing.T) {
@@ -176,3 +176,5 @@ func TestStatusQueryWhileRunning(t *testing.T) {
 	require.Equal(t, 3, seen.Devices)
 	require.Equal(t, workflows.Counts{Queued: 1, InProgress: 2}, seen.Counts)
 }
+
+var mockAny = mock.Anything

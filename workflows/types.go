@@ -4,7 +4,9 @@ package workflows
 
 import (
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -15,8 +17,22 @@ const TaskQueue = "otaflow-rollouts"
 // RolloutWorkflowID is the workflow ID of a rollout: one rollout ID, one workflow.
 func RolloutWorkflowID(rolloutID string) string { return "rollout-" + rolloutID }
 
-// RolloutJobID is the IoT job a rollout creates. Deterministic, so creating it is idempotent.
+// RolloutJobID is the IoT job of a rollout's first wave (the only one, by default).
+// Deterministic, so creating it is idempotent.
 func RolloutJobID(rolloutID string) string { return "otaflow-" + rolloutID }
+
+// WaveJobID is the IoT job of wave i (1-based).
+func WaveJobID(rolloutID string, wave int) string {
+	if wave <= 1 {
+		return RolloutJobID(rolloutID)
+	}
+	return fmt.Sprintf("otaflow-%s-w%d", rolloutID, wave)
+}
+
+// RollbackJobID is the k-th rollback job of a rollout.
+func RollbackJobID(rolloutID string, k int) string {
+	return fmt.Sprintf("otaflow-%s-rb%d", rolloutID, k)
+}
 
 // RolloutRequest asks for one over-the-air update of a set of devices (the seed's
 // CreateSoftwareUpdateJob, plus otaflow's own controls).
@@ -44,6 +60,120 @@ type RolloutRequest struct {
 	SimulateFailures []string `json:"simulateFailures,omitempty"`
 	// SimulateInstallTime is how long simulated installs take.
 	SimulateInstallTime time.Duration `json:"simulateInstallTime,omitempty"`
+
+	// Waves splits the targets: a comma-separated list of cumulative counts or percentages,
+	// e.g. "1,10%,50%,100%" (a canary, then 10 %, half, everything). Default: one wave.
+	Waves string `json:"waves,omitempty"`
+	// SuccessThresholdPercent is the share of a wave's devices that must succeed before the
+	// next wave starts (default 100).
+	SuccessThresholdPercent float64 `json:"successThresholdPercent,omitempty"`
+	// Abort stops the rollout as soon as a wave crosses it, without waiting for the wave.
+	Abort *AbortCriteria `json:"abort,omitempty"`
+	// ApproveWaves makes the rollout wait for an approval before every wave after the first.
+	ApproveWaves bool `json:"approveWaves,omitempty"`
+	// OnFailure is what happens to devices already updated when the rollout aborts or is
+	// canceled: ROLLBACK to the version each had, or DO_NOTHING (default).
+	OnFailure string `json:"onFailure,omitempty"`
+	// DeviceTimeout moves a device that stays IN_PROGRESS longer to TIMED_OUT (0: none).
+	DeviceTimeout time.Duration `json:"deviceTimeout,omitempty"`
+	// Retries is how many times a FAILED or TIMED_OUT device is retried.
+	Retries int `json:"retries,omitempty"`
+}
+
+// AbortCriteria abort a rollout when, in a wave, at least MinExecuted devices have finished
+// and ThresholdPercent of them ended in FailureType (FAILED, REJECTED, TIMED_OUT or ALL).
+type AbortCriteria struct {
+	FailureType      string  `json:"failureType"`
+	ThresholdPercent float64 `json:"thresholdPercent"`
+	MinExecuted      int     `json:"minExecuted"`
+}
+
+// Failure policies.
+const (
+	OnFailureRollback  = "ROLLBACK"
+	OnFailureDoNothing = "DO_NOTHING"
+)
+
+// Crossed reports whether counts cross the criteria.
+func (a *AbortCriteria) Crossed(c Counts) (bool, string) {
+	if a == nil {
+		return false, ""
+	}
+	executed := c.Succeeded + c.Failed + c.Rejected + c.TimedOut
+	if executed == 0 || executed < a.MinExecuted {
+		return false, ""
+	}
+	var bad int
+	switch a.FailureType {
+	case "FAILED":
+		bad = c.Failed
+	case "REJECTED":
+		bad = c.Rejected
+	case "TIMED_OUT":
+		bad = c.TimedOut
+	default:
+		bad = c.Failed + c.Rejected + c.TimedOut
+	}
+	pct := 100 * float64(bad) / float64(executed)
+	if pct >= a.ThresholdPercent {
+		return true, fmt.Sprintf("%d of %d finished devices ended %s (%.0f%%, abort threshold %.0f%%)", bad, executed, a.FailureType, pct, a.ThresholdPercent)
+	}
+	return false, ""
+}
+
+// WaveSize is one step of a wave plan: an absolute count, or a percentage of the targets.
+type WaveSize struct {
+	Count   int     `json:"count,omitempty"`
+	Percent float64 `json:"percent,omitempty"`
+}
+
+// ParseWaves reads a wave list such as "1,10%,50%,100%".
+func ParseWaves(spec string) ([]WaveSize, error) {
+	if strings.TrimSpace(spec) == "" {
+		return []WaveSize{{Percent: 100}}, nil
+	}
+	var out []WaveSize
+	for _, part := range strings.Split(spec, ",") {
+		part = strings.TrimSpace(part)
+		var w WaveSize
+		if p, ok := strings.CutSuffix(part, "%"); ok {
+			v, err := strconv.ParseFloat(p, 64)
+			if err != nil || v <= 0 || v > 100 {
+				return nil, fmt.Errorf("wave %q: a percentage must be above 0%% and at most 100%%", part)
+			}
+			w.Percent = v
+		} else {
+			v, err := strconv.Atoi(part)
+			if err != nil || v <= 0 {
+				return nil, fmt.Errorf("wave %q: use a device count (e.g. 1) or a percentage (e.g. 10%%)", part)
+			}
+			w.Count = v
+		}
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+// PlanWaves turns a wave list into the cumulative number of devices updated after each wave,
+// for n targets. Waves that add no device are dropped; the last wave always reaches n.
+func PlanWaves(n int, sizes []WaveSize) []int {
+	var cum []int
+	last := 0
+	for _, w := range sizes {
+		c := w.Count
+		if w.Percent > 0 {
+			c = int(math.Ceil(w.Percent * float64(n) / 100))
+		}
+		c = min(c, n)
+		if c > last {
+			cum = append(cum, c)
+			last = c
+		}
+	}
+	if last < n {
+		cum = append(cum, n)
+	}
+	return cum
 }
 
 // Platform is an operating system and architecture pair.
@@ -121,6 +251,39 @@ func (r *RolloutRequest) Validate() error {
 	if r.Timeout == 0 {
 		r.Timeout = 30 * time.Minute
 	}
+	if _, err := ParseWaves(r.Waves); err != nil {
+		add("%v", err)
+	}
+	if r.SuccessThresholdPercent < 0 || r.SuccessThresholdPercent > 100 {
+		add("success threshold must be from 0 to 100 percent")
+	}
+	if r.SuccessThresholdPercent == 0 {
+		r.SuccessThresholdPercent = 100
+	}
+	if a := r.Abort; a != nil {
+		if !slices.Contains([]string{"FAILED", "REJECTED", "TIMED_OUT", "ALL"}, a.FailureType) {
+			add("abort failure type %q is invalid: use FAILED, REJECTED, TIMED_OUT or ALL", a.FailureType)
+		}
+		if a.ThresholdPercent <= 0 || a.ThresholdPercent > 100 {
+			add("abort threshold must be above 0 and at most 100 percent")
+		}
+		if a.MinExecuted < 0 {
+			add("abort minimum executed must not be negative")
+		}
+	}
+	switch r.OnFailure {
+	case "":
+		r.OnFailure = OnFailureDoNothing
+	case OnFailureRollback, OnFailureDoNothing:
+	default:
+		add("on-failure policy %q is invalid: use ROLLBACK or DO_NOTHING", r.OnFailure)
+	}
+	if r.Retries < 0 || r.Retries > 10 {
+		add("retries must be from 0 to 10")
+	}
+	if r.DeviceTimeout < 0 || (r.DeviceTimeout > 0 && r.DeviceTimeout < time.Minute) {
+		add("device timeout must be at least one minute (AWS IoT counts it in minutes)")
+	}
 	if r.PollInterval == 0 {
 		r.PollInterval = 2 * time.Second
 	}
@@ -164,13 +327,17 @@ func (c Counts) Pending() int { return c.Queued + c.InProgress }
 
 // Rollout states.
 const (
-	StateValidating = "VALIDATING"
-	StateRunning    = "RUNNING"
-	StateSucceeded  = "SUCCEEDED"
-	StateFailed     = "FAILED"
-	StateTimedOut   = "TIMED_OUT"
-	StateCanceled   = "CANCELED"
-	StateInvalid    = "INVALID"
+	StateValidating  = "VALIDATING"
+	StateRunning     = "RUNNING"
+	StatePaused      = "PAUSED"
+	StateAwaiting    = "AWAITING_APPROVAL"
+	StateAborted     = "ABORTED"
+	StateRollingBack = "ROLLING_BACK"
+	StateSucceeded   = "SUCCEEDED"
+	StateFailed      = "FAILED"
+	StateTimedOut    = "TIMED_OUT"
+	StateCanceled    = "CANCELED"
+	StateInvalid     = "INVALID"
 )
 
 // RolloutResult is a rollout's outcome, and its progress while it runs (the status query).
@@ -183,6 +350,46 @@ type RolloutResult struct {
 	Devices   int    `json:"devices"`
 	Counts    Counts `json:"counts"`
 	Message   string `json:"message,omitempty"`
+	// Waves holds each wave's plan and counts; CurrentWave is 1-based (0 before the first).
+	Waves       []WaveResult `json:"waves,omitempty"`
+	CurrentWave int          `json:"currentWave"`
+	Paused      bool         `json:"paused,omitempty"`
+	// Rollback reports the compensation after an abort or cancel.
+	Rollback *RollbackResult `json:"rollback,omitempty"`
+}
+
+// WaveResult is one wave of a rollout.
+type WaveResult struct {
+	Wave    int    `json:"wave"`
+	Devices int    `json:"devices"`
+	JobID   string `json:"jobId,omitempty"`
+	State   string `json:"state"`
+	Counts  Counts `json:"counts"`
+}
+
+// Wave states.
+const (
+	WavePending  = "PENDING"
+	WaveRunning  = "RUNNING"
+	WavePassed   = "PASSED"
+	WaveFailed   = "FAILED"
+	WaveCanceled = "CANCELED"
+)
+
+// RollbackResult says how the devices already updated were put back.
+type RollbackResult struct {
+	JobIDs     []string `json:"jobIds,omitempty"`
+	Devices    int      `json:"devices"`
+	RolledBack int      `json:"rolledBack"`
+	Failed     int      `json:"failed"`
+	Message    string   `json:"message,omitempty"`
+}
+
+// CancelRequest is the cancel update's argument.
+type CancelRequest struct {
+	Reason string `json:"reason"`
+	// Rollback overrides the request's OnFailure policy when set.
+	Rollback *bool `json:"rollback,omitempty"`
 }
 
 // Activity inputs and outputs.
@@ -196,6 +403,14 @@ type (
 		JobID     string         `json:"jobId"`
 		ThingArns []string       `json:"thingArns"`
 		Request   RolloutRequest `json:"request"`
+		// Wave is the wave this job serves (for its description).
+		Wave int `json:"wave,omitempty"`
+	}
+	// RollbackInput asks for rollback jobs for every device that succeeded in JobIDs.
+	RollbackInput struct {
+		RolloutID string         `json:"rolloutId"`
+		JobIDs    []string       `json:"jobIds"`
+		Request   RolloutRequest `json:"request"`
 	}
 	// CreateJobResult names the created job.
 	CreateJobResult struct {
@@ -206,6 +421,8 @@ type (
 	AwaitJobInput struct {
 		JobID        string        `json:"jobId"`
 		PollInterval time.Duration `json:"pollInterval"`
+		// Abort, when set, ends the wait early once the counts cross it.
+		Abort *AbortCriteria `json:"abort,omitempty"`
 	}
 	// CancelJobInput cancels a job, force-canceling executions in progress.
 	CancelJobInput struct {

@@ -343,6 +343,21 @@ func (a *Agent) setState(change func(*State)) error {
 	return nil
 }
 
+// revert puts the software back on previous after a job was canceled under it.
+func (a *Agent) revert(jobID, previous, installed string) {
+	if previous == "" {
+		return
+	}
+	a.setState(func(s *State) {
+		for sw, inst := range s.Installed {
+			if inst.Version == installed {
+				s.Installed[sw] = Installed{Version: previous}
+			}
+		}
+	})
+	a.log.Warn().Str("job", jobID).Str("version", previous).Msg("job was canceled while installing; reverted to the previous version")
+}
+
 // finish reports a terminal status and clears the current job.
 func (a *Agent) finish(ctx context.Context, e *execution, status string, details map[string]string) error {
 	_, err := a.request(ctx, e.JobID+"/update", map[string]any{
@@ -350,7 +365,11 @@ func (a *Agent) finish(ctx context.Context, e *execution, status string, details
 	})
 	var rej *rejection
 	if errors.As(err, &rej) && rej.Code == "TerminalStateReached" {
-		// Already final (e.g. canceled meanwhile): nothing more to report.
+		// The job ended meanwhile (canceled by the rollout): the fleet counts this device as
+		// not updated, so an install it just finished must not stand.
+		if status == "SUCCEEDED" {
+			a.revert(e.JobID, details["previousVersion"], details["installedVersion"])
+		}
 		err = nil
 	}
 	if err != nil {

@@ -535,7 +535,7 @@ func (s *Service) CancelJob(jobID string, force bool, comment, reasonCode string
 			return errorf(CodeResourceNotFound, "job %s does not exist", jobID)
 		}
 		if j.Status == JobCompleted {
-			return errorf(CodeInvalidStateTransition, "job %s is already COMPLETED and cannot be canceled", jobID)
+			return errorf(CodeInvalidRequest, "job %s is already COMPLETED and cannot be canceled", jobID)
 		}
 		if j.Status == JobCanceled && (!force || j.ForceCanceled) {
 			job = j

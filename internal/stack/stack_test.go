@@ -205,3 +205,35 @@ func TestBusyPortsNameTheFlag(t *testing.T) {
 		})
 	}
 }
+
+// TestWaveAbortRollsBack: the second wave crosses the abort threshold; the rollout aborts and
+// every device that took the update is back on its previous version.
+func TestWaveAbortRollsBack(t *testing.T) {
+	ctx := context.Background()
+	s, err := stack.Start(ctx, stack.Options{DataDir: t.TempDir(), InMemoryTemporal: true, UIPort: -1, Logger: testLogger()})
+	require.NoError(t, err)
+	defer s.Close()
+	arns, err := s.StartDevices(ctx, 10, "1.10.2", 20*time.Millisecond)
+	require.NoError(t, err)
+	req := request("abort-rollback", arns)
+	req.Waves = "3,100%"
+	req.Abort = &workflows.AbortCriteria{FailureType: "FAILED", ThresholdPercent: 30, MinExecuted: 3}
+	req.OnFailure = workflows.OnFailureRollback
+	for i := 4; i <= 7; i++ {
+		req.SimulateFailures = append(req.SimulateFailures, stack.Device(i))
+	}
+	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+	require.NoError(t, err)
+	res, err := rolloutclient.Result(ctx, run)
+	require.Error(t, err)
+	require.Equal(t, workflows.StateAborted, res.State, res.Message)
+	require.Len(t, res.Waves, 2)
+	require.Equal(t, workflows.WavePassed, res.Waves[0].State)
+	require.Equal(t, workflows.WaveFailed, res.Waves[1].State)
+	require.NotNil(t, res.Rollback)
+	require.Zero(t, res.Rollback.Failed, res.Rollback.Message)
+	require.GreaterOrEqual(t, res.Rollback.RolledBack, 3, "at least wave one's devices were rolled back")
+	for i, a := range s.Agents() {
+		require.Equal(t, "1.10.2", a.InstalledVersion("core"), "%s is back on its previous version", stack.Device(i+1))
+	}
+}

@@ -18,6 +18,10 @@ func New(z zerolog.Logger) Logger { return Logger{z: z} }
 
 func (l Logger) emit(e *zerolog.Event, msg string, kv []any) {
 	for i := 0; i+1 < len(kv); i += 2 {
+		if err, ok := kv[i+1].(error); ok {
+			e = e.Str(fmt.Sprint(kv[i]), err.Error())
+			continue
+		}
 		e = e.Interface(fmt.Sprint(kv[i]), kv[i+1])
 	}
 	e.Msg(msg)

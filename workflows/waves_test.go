@@ -1,0 +1,266 @@
+package workflows_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/otaflow/otaflow/workflows"
+)
+
+func TestPlanWaves(t *testing.T) {
+	for _, tc := range []struct {
+		spec string
+		n    int
+		want []int
+	}{
+		{"", 10, []int{10}},
+		{"1,10%,50%,100%", 100, []int{1, 10, 50, 100}},
+		{"1,10%,50%,100%", 5, []int{1, 3, 5}},
+		{"2,5", 20, []int{2, 5, 20}},
+		{"50%", 3, []int{2, 3}},
+		{"100", 3, []int{3}},
+	} {
+		sizes, err := workflows.ParseWaves(tc.spec)
+		require.NoError(t, err, tc.spec)
+		require.Equal(t, tc.want, workflows.PlanWaves(tc.n, sizes), "%s of %d", tc.spec, tc.n)
+	}
+	for _, bad := range []string{"0", "150%", "x", "-1", "10%,"} {
+		_, err := workflows.ParseWaves(bad)
+		require.Error(t, err, bad)
+	}
+}
+
+// fleet plays the jobs service for wave tests: each job's final counts come from outcome.
+type fleet struct {
+	devices int
+	outcome func(jobID string, size int) workflows.AwaitJobResult
+	slow    bool // polls take 30 s of test time and report devices still running
+	// cancelCounts are the job's counts after CancelJob.
+	cancelCounts workflows.Counts
+	created      []workflows.CreateJobInput
+	canceled     []string
+	rollbacks    []workflows.RollbackInput
+}
+
+func (f *fleet) register(env *testsuite.TestWorkflowEnvironment) {
+	env.RegisterActivityWithOptions(func(ctx context.Context, req workflows.RolloutRequest) (*workflows.ResolveTargetsResult, error) {
+		var arns []string
+		for i := 1; i <= f.devices; i++ {
+			arns = append(arns, fmt.Sprintf("arn:aws:iot:us-east-1:0:thing/d%02d", i))
+		}
+		return &workflows.ResolveTargetsResult{ThingArns: arns}, nil
+	}, activity.RegisterOptions{Name: workflows.ActivityResolveTargets})
+	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.CreateJobInput) (*workflows.CreateJobResult, error) {
+		f.created = append(f.created, in)
+		return &workflows.CreateJobResult{JobID: in.JobID, JobArn: "arn:job/" + in.JobID}, nil
+	}, activity.RegisterOptions{Name: workflows.ActivityCreateJob})
+	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.AwaitJobInputMax) (*workflows.AwaitJobResult, error) {
+		size := 0
+		for _, c := range f.created {
+			if c.JobID == in.JobID {
+				size = len(c.ThingArns)
+			}
+		}
+		if f.slow {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+			return &workflows.AwaitJobResult{Counts: workflows.Counts{InProgress: size}}, nil
+		}
+		r := f.outcome(in.JobID, size)
+		return &r, nil
+	}, activity.RegisterOptions{Name: workflows.ActivityAwaitJob})
+	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.CancelJobInput) (*workflows.Counts, error) {
+		f.canceled = append(f.canceled, in.JobID)
+		c := f.cancelCounts
+		return &c, nil
+	}, activity.RegisterOptions{Name: workflows.ActivityCancelJob})
+	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.RollbackInput) (*workflows.RollbackResult, error) {
+		f.rollbacks = append(f.rollbacks, in)
+		return &workflows.RollbackResult{JobIDs: []string{workflows.RollbackJobID(in.RolloutID, 1)}, Devices: 3}, nil
+	}, activity.RegisterOptions{Name: workflows.ActivityRollback})
+}
+
+func allSucceed(jobID string, size int) workflows.AwaitJobResult {
+	return workflows.AwaitJobResult{Counts: workflows.Counts{Succeeded: size}, Done: true}
+}
+
+func waveRequest() workflows.RolloutRequest {
+	r := validRequest()
+	r.Waves = "1,50%,100%"
+	return r
+}
+
+func sizes(f *fleet) []int {
+	var out []int
+	for _, c := range f.created {
+		out = append(out, len(c.ThingArns))
+	}
+	return out
+}
+
+func TestWavesRunInOrder(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	f := &fleet{devices: 10, outcome: allSucceed}
+	f.register(env)
+	env.ExecuteWorkflow(workflows.Rollout, waveRequest())
+	require.NoError(t, env.GetWorkflowError())
+	var res workflows.RolloutResult
+	require.NoError(t, env.GetWorkflowResult(&res))
+	require.Equal(t, []int{1, 4, 5}, sizes(f))
+	require.Equal(t, []string{"otaflow-r1", "otaflow-r1-w2", "otaflow-r1-w3"}, []string{f.created[0].JobID, f.created[1].JobID, f.created[2].JobID})
+	require.Equal(t, workflows.Counts{Succeeded: 10}, res.Counts)
+	require.Len(t, res.Waves, 3)
+	for _, w := range res.Waves {
+		require.Equal(t, workflows.WavePassed, w.State)
+	}
+}
+
+func TestWaveBelowThresholdAbortsAndRollsBack(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	f := &fleet{devices: 10, outcome: func(jobID string, size int) workflows.AwaitJobResult {
+		if jobID == "otaflow-r1-rb1" {
+			return workflows.AwaitJobResult{Counts: workflows.Counts{Succeeded: 3}, Done: true}
+		}
+		if jobID == "otaflow-r1-w2" {
+			return workflows.AwaitJobResult{Counts: workflows.Counts{Succeeded: 2, Failed: 2}, Done: true}
+		}
+		return allSucceed(jobID, size)
+	}}
+	f.register(env)
+	req := waveRequest()
+	req.SuccessThresholdPercent = 75
+	req.OnFailure = workflows.OnFailureRollback
+	env.ExecuteWorkflow(workflows.Rollout, req)
+	var appErr *temporal.ApplicationError
+	require.True(t, errors.As(env.GetWorkflowError(), &appErr))
+	require.Equal(t, workflows.ErrRolloutAborted, appErr.Type())
+	var res workflows.RolloutResult
+	require.NoError(t, appErr.Details(&res))
+	require.Equal(t, workflows.StateAborted, res.State)
+	require.Equal(t, []int{1, 4}, sizes(f), "wave 3 never starts")
+	require.Len(t, f.rollbacks, 1)
+	require.Equal(t, []string{"otaflow-r1", "otaflow-r1-w2"}, f.rollbacks[0].JobIDs)
+	require.Equal(t, &workflows.RollbackResult{JobIDs: []string{"otaflow-r1-rb1"}, Devices: 3, RolledBack: 3}, res.Rollback)
+	require.Contains(t, res.Message, "below the 75% success threshold")
+	require.Contains(t, res.Message, "rolled back 3 of 3")
+	require.Empty(t, f.canceled, "the failed wave had already finished")
+}
+
+func TestAbortCriteriaStopTheWave(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	f := &fleet{devices: 10, outcome: func(jobID string, size int) workflows.AwaitJobResult {
+		if jobID == "otaflow-r1-w2" {
+			return workflows.AwaitJobResult{Counts: workflows.Counts{Failed: 2, InProgress: 2}, Aborted: "2 of 2 finished devices ended FAILED"}
+		}
+		return allSucceed(jobID, size)
+	}}
+	f.register(env)
+	req := waveRequest()
+	req.Abort = &workflows.AbortCriteria{FailureType: "FAILED", ThresholdPercent: 50, MinExecuted: 2}
+	env.ExecuteWorkflow(workflows.Rollout, req)
+	_, res := resultOf(t, env.GetWorkflowError())
+	require.Equal(t, workflows.StateAborted, res.State)
+	require.Equal(t, []string{"otaflow-r1-w2"}, f.canceled, "the running wave's job is canceled")
+	require.Empty(t, f.rollbacks, "DO_NOTHING leaves updated devices alone")
+	require.Contains(t, res.Message, "crossed the abort criteria")
+}
+
+func TestApprovalPauseAndResume(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	f := &fleet{devices: 10, outcome: allSucceed}
+	f.register(env)
+	req := waveRequest()
+	req.ApproveWaves = true
+	var seen []workflows.RolloutResult
+	var rejections []string
+	n := 0
+	update := func(name string, args ...any) {
+		n++
+		env.UpdateWorkflow(name, fmt.Sprintf("%s-%d", name, n), &testsuite.TestUpdateCallback{
+			OnReject:   func(err error) { rejections = append(rejections, name+": "+err.Error()) },
+			OnAccept:   func() {},
+			OnComplete: func(any, error) {},
+		}, args...)
+	}
+	query := func() {
+		v, err := env.QueryWorkflow(workflows.QueryStatus)
+		require.NoError(t, err)
+		var r workflows.RolloutResult
+		require.NoError(t, v.Get(&r))
+		seen = append(seen, r)
+	}
+	env.RegisterDelayedCallback(func() {
+		query() // waiting for approval of wave 2
+		update(workflows.UpdateResume)
+		update(workflows.UpdatePause)
+		update(workflows.UpdatePause) // rejected: already paused
+		update(workflows.UpdateApprove)
+	}, time.Minute)
+	env.RegisterDelayedCallback(func() {
+		query() // approved but paused: still waiting
+		update(workflows.UpdateResume)
+	}, 2*time.Minute)
+	env.RegisterDelayedCallback(func() {
+		query() // wave 2 done, wave 3 waits for approval
+		update(workflows.UpdateApprove)
+	}, 3*time.Minute)
+	env.ExecuteWorkflow(workflows.Rollout, req)
+	require.NoError(t, env.GetWorkflowError())
+	require.Equal(t, []int{1, 4, 5}, sizes(f))
+	require.Equal(t, workflows.StateAwaiting, seen[0].State)
+	require.Equal(t, 1, seen[0].CurrentWave)
+	require.True(t, seen[1].Paused)
+	require.Equal(t, 1, seen[1].CurrentWave, "a paused rollout starts no wave")
+	require.Equal(t, 2, seen[2].CurrentWave)
+	require.Equal(t, workflows.StateAwaiting, seen[2].State)
+	require.Len(t, rejections, 2)
+	require.Contains(t, rejections[0], "resume: rollout is not paused")
+	require.Contains(t, rejections[1], "pause: rollout is already paused")
+}
+
+func TestCancelUpdateCancelsTheJobAndRollsBack(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	f := &fleet{devices: 4, outcome: allSucceed, cancelCounts: workflows.Counts{Succeeded: 2, Canceled: 2}}
+	f.register(env)
+	// Every poll of the (only) wave runs 30 s with devices still busy, until canceled.
+	env.OnActivity(workflows.ActivityAwaitJob, mockAny, mockAny).Return(
+		func(ctx context.Context, in workflows.AwaitJobInputMax) (*workflows.AwaitJobResult, error) {
+			if in.JobID == "otaflow-r1-rb1" {
+				return &workflows.AwaitJobResult{Counts: workflows.Counts{Succeeded: 1, Failed: 1}, Done: true}, nil
+			}
+			return &workflows.AwaitJobResult{Counts: workflows.Counts{Succeeded: 2, InProgress: 2}}, nil
+		}).After(30 * time.Second)
+	rollback := true
+	env.RegisterDelayedCallback(func() {
+		env.UpdateWorkflow(workflows.UpdateCancel, "c1", &testsuite.TestUpdateCallback{
+			OnReject: func(err error) { t.Errorf("cancel rejected: %v", err) }, OnAccept: func() {}, OnComplete: func(any, error) {},
+		}, workflows.CancelRequest{Reason: "bad build", Rollback: &rollback})
+	}, 45*time.Second)
+	env.ExecuteWorkflow(workflows.Rollout, validRequest())
+	var canceled *temporal.CanceledError
+	require.True(t, errors.As(env.GetWorkflowError(), &canceled), "got %v", env.GetWorkflowError())
+	var res workflows.RolloutResult
+	require.NoError(t, canceled.Details(&res))
+	require.Equal(t, workflows.StateCanceled, res.State)
+	require.Equal(t, []string{"otaflow-r1"}, f.canceled)
+	require.Len(t, f.rollbacks, 1)
+	require.Equal(t, 1, res.Rollback.RolledBack)
+	require.Equal(t, 1, res.Rollback.Failed)
+	require.Contains(t, res.Message, "canceled by operator: bad build")
+}
