@@ -93,7 +93,7 @@ func (a *Activities) ResolveTargets(ctx context.Context, req workflows.RolloutRe
 			return nil, fmt.Errorf("describe thing %s: %w", name, err)
 		}
 		arns = append(arns, aws.ToString(out.ThingArn))
-		if i%100 == 0 {
+		if i%100 == 0 && activity.IsActivity(ctx) { // also called outside Temporal, for dry runs
 			activity.RecordHeartbeat(ctx, i)
 		}
 	}

@@ -17,19 +17,20 @@ import (
 
 // demoSummary is what `starter demo -o json` prints.
 type demoSummary struct {
-	RolloutID        string           `json:"rolloutId"`
-	WorkflowID       string           `json:"workflowId"`
-	State            string           `json:"state"`
-	Message          string           `json:"message,omitempty"`
-	FromVersion      string           `json:"fromVersion"`
-	Version          string           `json:"version"`
-	Devices          int              `json:"devices"`
-	Counts           workflows.Counts `json:"counts"`
-	DevicesOnVersion int              `json:"devicesOnVersion"`
-	JobID            string           `json:"jobId"`
-	JobArn           string           `json:"jobArn"`
-	DurationSeconds  float64          `json:"durationSeconds"`
-	WebUI            string           `json:"webUI,omitempty"`
+	RolloutID        string                 `json:"rolloutId"`
+	WorkflowID       string                 `json:"workflowId"`
+	State            string                 `json:"state"`
+	Message          string                 `json:"message,omitempty"`
+	FromVersion      string                 `json:"fromVersion"`
+	Version          string                 `json:"version"`
+	Devices          int                    `json:"devices"`
+	Counts           workflows.Counts       `json:"counts"`
+	DevicesOnVersion int                    `json:"devicesOnVersion"`
+	JobID            string                 `json:"jobId"`
+	JobArn           string                 `json:"jobArn"`
+	DurationSeconds  float64                `json:"durationSeconds"`
+	Waves            []workflows.WaveResult `json:"waves"`
+	WebUI            string                 `json:"webUI,omitempty"`
 }
 
 func demoCmd() *cobra.Command {
@@ -42,7 +43,7 @@ func demoCmd() *cobra.Command {
 		fromVersion string
 		version     string
 		installTime time.Duration
-		timeout     time.Duration
+		rf          rolloutFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -93,8 +94,9 @@ It exits 0 only if every device updated.`,
 				RolloutID: rolloutID, Targets: arns, Architecture: "x86_64", OperatingSystem: "ubuntu",
 				SoftwareToUpdate: "core", Version: version, UpdateAgentLogLevel: "INFO",
 				S3URLSignerRole: "arn:aws:iam::000000000000:role/otaflow-local-signer",
-				Timeout:         timeout, PollInterval: 250 * time.Millisecond,
+				PollInterval:    250 * time.Millisecond,
 			}
+			rf.apply(&req)
 			for i := devices - fail + 1; i <= devices; i++ {
 				req.SimulateFailures = append(req.SimulateFailures, stack.Device(i))
 			}
@@ -107,7 +109,7 @@ It exits 0 only if every device updated.`,
 			stop := make(chan struct{})
 			watched := make(chan struct{})
 			go func() {
-				watchJob(ctx, s.IoT, workflows.RolloutJobID(rolloutID), devices, errOut, stop)
+				watchRollout(ctx, s.Client, s.IoT, rolloutID, devices, errOut, stop)
 				close(watched)
 			}()
 			res, runErr := rolloutclient.Result(ctx, run)
@@ -123,7 +125,7 @@ It exits 0 only if every device updated.`,
 			sum := demoSummary{
 				RolloutID: rolloutID, WorkflowID: run.GetID(), State: res.State, Message: res.Message,
 				FromVersion: fromVersion, Version: version, Devices: res.Devices, Counts: res.Counts,
-				DevicesOnVersion: onVersion, JobID: res.JobID, JobArn: res.JobArn,
+				DevicesOnVersion: onVersion, JobID: res.JobID, JobArn: res.JobArn, Waves: res.Waves,
 				DurationSeconds: time.Since(start).Round(time.Millisecond).Seconds(),
 			}
 			if ui := s.Temporal.UIURL(); ui != "" {
@@ -152,7 +154,9 @@ It exits 0 only if every device updated.`,
 	cmd.Flags().StringVar(&fromVersion, "from-version", "1.10.2", "core version the devices start on")
 	cmd.Flags().StringVar(&version, "version", "1.11.6", "core version to roll out")
 	cmd.Flags().DurationVar(&installTime, "install-time", 200*time.Millisecond, "how long each simulated install takes")
-	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait for the devices before canceling the job")
+	rf.bind(cmd.Flags(), 5*time.Minute)
+	cmd.Flags().Lookup("waves").DefValue = "1,10%,50%,100%"
+	cmd.Flags().Set("waves", "1,10%,50%,100%")
 	return cmd
 }
 
@@ -168,8 +172,10 @@ func printDemoSummary(s demoSummary, output string) {
 		fmt.Printf("  %s\n", s.Message)
 	}
 	fmt.Printf("  core %s -> %s on %d devices (ubuntu/x86_64)\n", s.FromVersion, s.Version, s.Devices)
-	fmt.Printf("  IoT job:  %s\n", s.JobArn)
 	fmt.Printf("  devices:  %s\n", countsLine(s.Counts))
+	for _, w := range s.Waves {
+		fmt.Printf("  wave %d:   %-8s %3d devices  job %s  (%s)\n", w.Wave, w.State, w.Devices, w.JobID, countsLine(w.Counts))
+	}
 	fmt.Printf("  on %s: %d of %d (read from each device's own state)\n", s.Version, s.DevicesOnVersion, s.Devices)
 	fmt.Printf("  took %.1fs\n", s.DurationSeconds)
 	if s.WebUI != "" {

@@ -10,13 +10,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 	"github.com/spf13/cobra"
-	"go.temporal.io/sdk/client"
 
 	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
-	"github.com/otaflow/otaflow/internal/tlog"
 	"github.com/otaflow/otaflow/workflows"
 )
 
@@ -46,9 +44,10 @@ func createSoftwareUpdateJobCmd() *cobra.Command {
 		arch, targets, osName, sw     string
 		signer, logLevel, clientToken string
 		version                       string
-		timeout                       time.Duration
+		rf                            rolloutFlags
 		simulateFailures              []string
-		wait                          bool
+		wait, dryRun                  bool
+		output                        string
 	)
 	cmd := &cobra.Command{
 		Use:   "create-software-update-job",
@@ -75,14 +74,18 @@ func createSoftwareUpdateJobCmd() *cobra.Command {
 			req := workflows.RolloutRequest{
 				RolloutID: rolloutID, Targets: tgts, Architecture: arch, OperatingSystem: osName,
 				SoftwareToUpdate: sw, Version: version, S3URLSignerRole: signer, UpdateAgentLogLevel: logLevel,
-				Timeout: timeout, SimulateFailures: simulateFailures,
+				SimulateFailures: simulateFailures,
 			}
+			rf.apply(&req)
 			if err := req.Validate(); err != nil {
 				return err
 			}
-			c, err := client.DialContext(ctx, client.Options{HostPort: tc.Address, Namespace: tc.Namespace, Logger: tlog.New(quietLogger())})
+			if dryRun {
+				return printPlan(ctx, ic, req, output)
+			}
+			c, err := dialTemporal(ctx, tc)
 			if err != nil {
-				return fmt.Errorf("connect to Temporal at %s: %w (start a local stack with 'starter dev' or set --temporal-address)", tc.Address, err)
+				return err
 			}
 			defer c.Close()
 			run, err := rolloutclient.Start(ctx, c, tc.TaskQueue, req)
@@ -120,7 +123,9 @@ func createSoftwareUpdateJobCmd() *cobra.Command {
 	f.StringVar(&logLevel, "update-agent-log-level", "ERROR", "agent log level during the update: NONE, TRACE, DEBUG, VERBOSE, INFO, WARN, ERROR or FATAL")
 	f.StringVar(&clientToken, "amzn-client-token", "", "idempotency token: the same token never starts a second update")
 	f.StringVar(&version, "software-version", "1.11.6", "version to install")
-	f.DurationVar(&timeout, "rollout-timeout", 30*time.Minute, "cancel the job and fail the rollout if devices have not finished by then")
+	rf.bind(f, 30*time.Minute)
+	f.BoolVar(&dryRun, "dry-run", false, "resolve targets, versions and waves and print the plan; create nothing")
+	f.StringVarP(&output, "output", "o", "text", "dry-run plan format: text or json")
 	f.StringSliceVar(&simulateFailures, "simulate-failures", nil, "things whose simulated install should fail (local testing)")
 	f.BoolVar(&wait, "wait", false, "wait for the rollout to finish; exit 1 unless every device updated")
 	return cmd

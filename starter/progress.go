@@ -12,8 +12,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iot/types"
 	"github.com/mattn/go-isatty"
 	"github.com/schollz/progressbar/v3"
+	"go.temporal.io/sdk/client"
 
 	"github.com/otaflow/otaflow/activities"
+	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/workflows"
 )
 
@@ -26,9 +28,10 @@ func countsLine(c workflows.Counts) string {
 		c.Succeeded, c.Failed, c.Rejected, c.TimedOut, c.Canceled, c.InProgress, c.Queued)
 }
 
-// watchJob shows a job's progress until stop is closed: a progress bar on a terminal, a plain
-// line whenever the counts change (and every 10 s while they do not) otherwise.
-func watchJob(ctx context.Context, client *iot.Client, jobID string, devices int, out *os.File, stop <-chan struct{}) {
+// watchRollout shows a rollout's progress until stop is closed: a progress bar on a terminal,
+// a plain line whenever the counts change (and every 10 s while they do not) otherwise. Counts
+// come live from the waves' jobs; the wave plan from the rollout's status query.
+func watchRollout(ctx context.Context, tc client.Client, iotc *iot.Client, rolloutID string, devices int, out *os.File, stop <-chan struct{}) {
 	var bar *progressbar.ProgressBar
 	if isTerminal(out) {
 		bar = progressbar.NewOptions(devices,
@@ -40,26 +43,40 @@ func watchJob(ctx context.Context, client *iot.Client, jobID string, devices int
 		)
 	}
 	var last workflows.Counts
+	lastWave := 0
 	lastPrint := time.Time{}
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		d, err := client.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(jobID)})
-		var notFound *types.ResourceNotFoundException
-		switch {
-		case errors.As(err, &notFound):
-			// not created yet: the rollout is still validating
-		case err != nil:
-			fmt.Fprintf(out, "progress: %v\n", err)
-		default:
-			c := activities.CountsOf(d.Job.JobProcessDetails)
+		status, err := rolloutclient.Status(ctx, tc, rolloutID)
+		if err == nil {
+			var c workflows.Counts
+			for _, w := range status.Waves {
+				if w.JobID == "" {
+					continue
+				}
+				d, err := iotc.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(w.JobID)})
+				var notFound *types.ResourceNotFoundException
+				if errors.As(err, &notFound) || err != nil {
+					continue
+				}
+				jc := activities.CountsOf(d.Job.JobProcessDetails)
+				c.Succeeded += jc.Succeeded
+				c.Failed += jc.Failed
+				c.Rejected += jc.Rejected
+				c.TimedOut += jc.TimedOut
+				c.Canceled += jc.Canceled
+				c.InProgress += jc.InProgress
+				c.Queued += jc.Queued
+			}
 			done := c.Total() - c.Pending()
+			wave := fmt.Sprintf("wave %d/%d", status.CurrentWave, len(status.Waves))
 			if bar != nil {
 				bar.Set(done)
-				bar.Describe(fmt.Sprintf("ok %d  failed %d  running %d", c.Succeeded, c.Failed+c.Rejected+c.TimedOut, c.InProgress))
-			} else if c != last || time.Since(lastPrint) > 10*time.Second {
-				fmt.Fprintf(out, "%s  %d/%d done  %s\n", time.Now().Format("15:04:05"), done, devices, countsLine(c))
-				last, lastPrint = c, time.Now()
+				bar.Describe(fmt.Sprintf("%s  ok %d  failed %d  running %d", wave, c.Succeeded, c.Failed+c.Rejected+c.TimedOut, c.InProgress))
+			} else if c != last || status.CurrentWave != lastWave || time.Since(lastPrint) > 10*time.Second {
+				fmt.Fprintf(out, "%s  %s  %d/%d done  %s\n", time.Now().Format("15:04:05"), wave, done, devices, countsLine(c))
+				last, lastWave, lastPrint = c, status.CurrentWave, time.Now()
 			}
 		}
 		select {

@@ -329,10 +329,19 @@ func (r *rollout) awaitWave(ctx workflow.Context, wave *WaveResult, deadline tim
 // still to be queued.
 func (r *rollout) updateCounts(wave *WaveResult, c Counts) {
 	wave.Counts = c
+	r.recount()
+}
+
+// recount sums the waves into the totals.
+func (r *rollout) recount() {
 	var total Counts
 	for _, w := range r.res.Waves {
-		if w.State == WavePending {
-			total.Queued += w.Devices
+		if w.JobID == "" {
+			if w.State == WavePending {
+				total.Queued += w.Devices
+			} else {
+				total.Canceled += w.Devices
+			}
 			continue
 		}
 		total.Queued += w.Counts.Queued
@@ -360,6 +369,10 @@ func (r *rollout) abort(ctx workflow.Context, state, why string) (*RolloutResult
 	var jobs []string
 	for i := range r.res.Waves {
 		w := &r.res.Waves[i]
+		if w.State == WavePending {
+			w.State = WaveCanceled // never started: its devices keep their version
+			continue
+		}
 		if w.JobID == "" {
 			continue
 		}
@@ -378,6 +391,7 @@ func (r *rollout) abort(ctx workflow.Context, state, why string) (*RolloutResult
 			w.State = WaveFailed
 		}
 	}
+	r.recount()
 	rollback := r.req.OnFailure == OnFailureRollback
 	if r.cancelReq != nil && r.cancelReq.Rollback != nil {
 		rollback = *r.cancelReq.Rollback

@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+
+	"github.com/otaflow/otaflow/activities"
+	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/iotclient"
+	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/tlog"
+	"github.com/otaflow/otaflow/workflows"
+)
+
+// rolloutFlags are the staged-rollout controls shared by every command that starts one.
+type rolloutFlags struct {
+	waves            string
+	threshold        float64
+	abortType        string
+	abortThreshold   float64
+	abortMinExecuted int
+	approveWaves     bool
+	onFailure        string
+	deviceTimeout    time.Duration
+	retries          int
+	timeout          time.Duration
+}
+
+func (f *rolloutFlags) bind(fs *pflag.FlagSet, defaultTimeout time.Duration) {
+	fs.StringVar(&f.waves, "waves", "", `waves as cumulative counts or percentages, e.g. "1,10%,50%,100%" (default: one wave)`)
+	fs.Float64Var(&f.threshold, "success-threshold", 100, "percent of a wave's devices that must succeed before the next wave starts")
+	fs.StringVar(&f.abortType, "abort-failure-type", "", "abort a wave early on this outcome: FAILED, REJECTED, TIMED_OUT or ALL")
+	fs.Float64Var(&f.abortThreshold, "abort-threshold", 20, "abort when this percent of a wave's finished devices ended in --abort-failure-type")
+	fs.IntVar(&f.abortMinExecuted, "abort-min-executed", 1, "...once at least this many devices of the wave have finished")
+	fs.BoolVar(&f.approveWaves, "approve-waves", false, "wait for `starter rollout approve` before every wave after the first")
+	fs.StringVar(&f.onFailure, "on-failure", workflows.OnFailureDoNothing, "on abort or cancel: ROLLBACK updated devices to their previous version, or DO_NOTHING")
+	fs.DurationVar(&f.deviceTimeout, "device-timeout", 0, "a device IN_PROGRESS longer than this is TIMED_OUT (minutes; 0: no limit)")
+	fs.IntVar(&f.retries, "retries", 0, "retries for a device that FAILED or TIMED_OUT")
+	fs.DurationVar(&f.timeout, "rollout-timeout", defaultTimeout, "cancel the job and end the rollout if devices have not finished by then")
+}
+
+func (f *rolloutFlags) apply(r *workflows.RolloutRequest) {
+	r.Waves, r.SuccessThresholdPercent, r.ApproveWaves = f.waves, f.threshold, f.approveWaves
+	r.OnFailure, r.DeviceTimeout, r.Retries, r.Timeout = strings.ToUpper(f.onFailure), f.deviceTimeout, f.retries, f.timeout
+	if f.abortType != "" {
+		r.Abort = &workflows.AbortCriteria{FailureType: strings.ToUpper(f.abortType), ThresholdPercent: f.abortThreshold, MinExecuted: f.abortMinExecuted}
+	}
+}
+
+// printPlan resolves the targets and prints what the rollout would do, creating nothing.
+func printPlan(ctx context.Context, ic cliconfig.IoT, req workflows.RolloutRequest, output string) error {
+	ic.Resolve()
+	c, err := iotclient.NewIoT(ctx, iotclient.Config{Endpoint: ic.Endpoint, Region: ic.Region, AccessKeyID: ic.AccessKeyID, SecretAccessKey: ic.SecretAccessKey})
+	if err != nil {
+		return err
+	}
+	targets, err := (&activities.Activities{IoT: c}).ResolveTargets(ctx, req)
+	if err != nil {
+		return err
+	}
+	sizes, _ := workflows.ParseWaves(req.Waves)
+	plan := workflows.PlanWaves(len(targets.ThingArns), sizes)
+	type wavePlan struct {
+		Wave    int      `json:"wave"`
+		JobID   string   `json:"jobId"`
+		Devices []string `json:"devices"`
+		Gate    string   `json:"gate"`
+	}
+	var waves []wavePlan
+	prev := 0
+	for i, cum := range plan {
+		gate := fmt.Sprintf("≥ %.0f%% succeed", req.SuccessThresholdPercent)
+		if req.Abort != nil {
+			gate += fmt.Sprintf("; abort at %.0f%% %s once %d finished", req.Abort.ThresholdPercent, req.Abort.FailureType, req.Abort.MinExecuted)
+		}
+		if req.ApproveWaves && i > 0 {
+			gate = "approval, then " + gate
+		}
+		var names []string
+		for _, arn := range targets.ThingArns[prev:cum] {
+			names = append(names, arn[strings.LastIndex(arn, "/")+1:])
+		}
+		waves = append(waves, wavePlan{Wave: i + 1, JobID: workflows.WaveJobID(req.RolloutID, i+1), Devices: names, Gate: gate})
+		prev = cum
+	}
+	if output == "json" {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(map[string]any{"rolloutId": req.RolloutID, "software": req.SoftwareToUpdate, "version": req.Version,
+			"devices": len(targets.ThingArns), "onFailure": req.OnFailure, "waves": waves})
+	}
+	fmt.Printf("dry run: rollout %s would update %s to %s on %d devices (%s/%s), on failure %s; nothing was created\n",
+		req.RolloutID, req.SoftwareToUpdate, req.Version, len(targets.ThingArns), req.OperatingSystem, req.Architecture, req.OnFailure)
+	for _, w := range waves {
+		shown := w.Devices
+		if len(shown) > 8 {
+			shown = append(shown[:8:8], fmt.Sprintf("… %d more", len(w.Devices)-8))
+		}
+		fmt.Printf("  wave %d  %-28s %4d devices  gate: %s\n           %s\n", w.Wave, w.JobID, len(w.Devices), w.Gate, strings.Join(shown, " "))
+	}
+	return nil
+}
+
+func dialTemporal(ctx context.Context, tc cliconfig.Temporal) (client.Client, error) {
+	c, err := client.DialContext(ctx, client.Options{HostPort: tc.Address, Namespace: tc.Namespace, Logger: tlog.New(quietLogger())})
+	if err != nil {
+		return nil, fmt.Errorf("connect to Temporal at %s: %w (start a local stack with 'starter dev' or set --temporal-address)", tc.Address, err)
+	}
+	return c, nil
+}
+
+func printStatus(res workflows.RolloutResult, output string) {
+	if output == "json" {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(res)
+		return
+	}
+	state := res.State
+	if res.Paused {
+		state += " (paused)"
+	}
+	fmt.Printf("rollout %s: %s  version %s  wave %d of %d\n", res.RolloutID, state, res.Version, res.CurrentWave, len(res.Waves))
+	if res.Message != "" {
+		fmt.Printf("  %s\n", res.Message)
+	}
+	fmt.Printf("  total %d devices: %s\n", res.Devices, countsLine(res.Counts))
+	for _, w := range res.Waves {
+		fmt.Printf("  wave %d  %-9s %4d devices  %s\n", w.Wave, w.State, w.Devices, countsLine(w.Counts))
+	}
+	if rb := res.Rollback; rb != nil {
+		fmt.Printf("  rollback: %d of %d devices rolled back, %d failed %s\n", rb.RolledBack, rb.Devices, rb.Failed, rb.Message)
+	}
+}
+
+func rolloutCmd() *cobra.Command {
+	var tc cliconfig.Temporal
+	var output string
+	cmd := &cobra.Command{Use: "rollout", Short: "Watch and steer running rollouts"}
+	tc.Bind(cmd.PersistentFlags())
+	cmd.PersistentFlags().StringVarP(&output, "output", "o", "text", "text or json")
+
+	var watch bool
+	status := &cobra.Command{
+		Use: "status ROLLOUT_ID", Short: "Show a rollout's state, waves and device counts", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := dialTemporal(cmd.Context(), tc)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for {
+				res, err := rolloutclient.Status(cmd.Context(), c, args[0])
+				if err != nil {
+					return err
+				}
+				if watch && output == "text" {
+					fmt.Print("\033[H\033[2J")
+				}
+				printStatus(res, output)
+				if !watch || res.State == workflows.StateSucceeded || res.State == workflows.StateFailed ||
+					res.State == workflows.StateAborted || res.State == workflows.StateCanceled ||
+					res.State == workflows.StateTimedOut || res.State == workflows.StateInvalid {
+					return nil
+				}
+				time.Sleep(time.Second)
+			}
+		},
+	}
+	status.Flags().BoolVarP(&watch, "watch", "w", false, "refresh every second until the rollout ends")
+
+	list := &cobra.Command{
+		Use: "list", Short: "List rollouts, newest first",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := dialTemporal(cmd.Context(), tc)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			resp, err := c.ListWorkflow(cmd.Context(), &workflowservice.ListWorkflowExecutionsRequest{Namespace: tc.Namespace, Query: "WorkflowType = 'Rollout'", PageSize: 100})
+			if err != nil {
+				return fmt.Errorf("list rollouts: %w", err)
+			}
+			type row struct {
+				RolloutID string `json:"rolloutId"`
+				Version   string `json:"version"`
+				State     string `json:"state"`
+				Status    string `json:"workflowStatus"`
+				Started   string `json:"started"`
+			}
+			var rows []row
+			for _, e := range resp.Executions {
+				r := row{Status: e.Status.String(), Started: e.StartTime.AsTime().Format(time.RFC3339)}
+				if f := e.SearchAttributes.GetIndexedFields(); f != nil {
+					r.RolloutID = decodeKeyword(f[workflows.SearchRolloutID.GetName()].GetData())
+					r.Version = decodeKeyword(f[workflows.SearchTargetVersion.GetName()].GetData())
+					r.State = decodeKeyword(f[workflows.SearchState.GetName()].GetData())
+				}
+				rows = append(rows, r)
+			}
+			if output == "json" {
+				return json.NewEncoder(os.Stdout).Encode(rows)
+			}
+			fmt.Printf("%-36s %-10s %-18s %-12s %s\n", "ROLLOUT", "VERSION", "STATE", "WORKFLOW", "STARTED")
+			for _, r := range rows {
+				fmt.Printf("%-36s %-10s %-18s %-12s %s\n", r.RolloutID, r.Version, r.State, strings.TrimPrefix(r.Status, "WORKFLOW_EXECUTION_STATUS_"), r.Started)
+			}
+			return nil
+		},
+	}
+
+	control := func(name, short string, arg func(cmd *cobra.Command) []any) *cobra.Command {
+		return &cobra.Command{
+			Use: name + " ROLLOUT_ID", Short: short, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, err := dialTemporal(cmd.Context(), tc)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				handle, err := c.UpdateWorkflow(cmd.Context(), client.UpdateWorkflowOptions{
+					WorkflowID: workflows.RolloutWorkflowID(args[0]), UpdateName: name,
+					Args: arg(cmd), WaitForStage: client.WorkflowUpdateStageCompleted,
+				})
+				if err != nil {
+					return fmt.Errorf("%s rollout %s: %w", name, args[0], errors.Unwrap(err))
+				}
+				var res workflows.RolloutResult
+				if err := handle.Get(cmd.Context(), &res); err != nil {
+					return fmt.Errorf("%s rollout %s: %w", name, args[0], err)
+				}
+				fmt.Printf("%s: done\n", name)
+				return nil
+			},
+		}
+	}
+	none := func(*cobra.Command) []any { return nil }
+	var reason string
+	var rollback, noRollback bool
+	cancel := control(workflows.UpdateCancel, "Cancel a rollout (and, with --rollback, put updated devices back)", func(*cobra.Command) []any {
+		req := workflows.CancelRequest{Reason: reason}
+		if rollback || noRollback {
+			v := rollback
+			req.Rollback = &v
+		}
+		return []any{req}
+	})
+	cancel.Flags().StringVar(&reason, "reason", "canceled from the CLI", "why, recorded in the rollout and the jobs")
+	cancel.Flags().BoolVar(&rollback, "rollback", false, "roll updated devices back, whatever the rollout's policy")
+	cancel.Flags().BoolVar(&noRollback, "no-rollback", false, "leave updated devices as they are, whatever the rollout's policy")
+	cmd.AddCommand(status, list,
+		control(workflows.UpdatePause, "Pause: no new wave starts until resumed", none),
+		control(workflows.UpdateResume, "Resume a paused rollout", none),
+		control(workflows.UpdateApprove, "Approve the next wave of a rollout that waits for approval", none),
+		cancel)
+	return cmd
+}
+
+// decodeKeyword reads a keyword search attribute's JSON payload.
+func decodeKeyword(data []byte) string {
+	var s string
+	if json.Unmarshal(data, &s) != nil {
+		return ""
+	}
+	return s
+}
