@@ -28,6 +28,8 @@ deps:
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	# workflows/ must stay deterministic (no time.Now, goroutines, map ranging, I/O)
+	$(GO) run go.temporal.io/sdk/contrib/tools/workflowcheck@v0.6.0 ./workflows/...
 
 unit:
 	$(GO) test -race -count=1 $(RACE_PKGS)
