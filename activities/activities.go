@@ -46,6 +46,7 @@ func (a *Activities) Register(w worker.ActivityRegistry) {
 	w.RegisterActivityWithOptions(a.AwaitJob, activity.RegisterOptions{Name: workflows.ActivityAwaitJob})
 	w.RegisterActivityWithOptions(a.CancelJob, activity.RegisterOptions{Name: workflows.ActivityCancelJob})
 	w.RegisterActivityWithOptions(a.CreateRollbackJobs, activity.RegisterOptions{Name: workflows.ActivityRollback})
+	w.RegisterActivityWithOptions(a.MaintenanceWindow, activity.RegisterOptions{Name: workflows.ActivityWindow})
 }
 
 // ResolveTargets checks that every target exists and returns the things' ARNs, thing groups

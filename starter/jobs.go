@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/cliconfig"
@@ -37,17 +38,61 @@ func parseTargets(s string) ([]string, error) {
 	return out, nil
 }
 
+// updateFlags describe one update: the seed's CreateSoftwareUpdateJob flags plus otaflow's
+// rollout controls. create-software-update-job and schedule create share them.
+type updateFlags struct {
+	arch, targets, osName, sw string
+	signer, logLevel, version string
+	rf                        rolloutFlags
+	simulateFailures          []string
+	windowCron, windowTZ      string
+	windowDuration            time.Duration
+}
+
+func (u *updateFlags) bind(f *pflag.FlagSet) {
+	f.StringVar(&u.arch, "update-targets-architecture", "", "architecture of the core devices: armv7l, armv6l, x86_64 or aarch64")
+	f.StringVar(&u.targets, "update-targets", "", `the cores to update: a JSON list of thing or thing-group ARNs (["arn:aws:iot:REGION:ACCOUNT:thing/NAME"]) or a comma-separated list`)
+	f.StringVar(&u.osName, "update-targets-operating-system", "", "operating system of the core devices: ubuntu, amazon_linux, raspbian or openwrt")
+	f.StringVar(&u.sw, "software-to-update", "", "core or ota_agent")
+	f.StringVar(&u.signer, "s3-url-signer-role", "", "ARN of the IAM role that presigns artifact URLs")
+	f.StringVar(&u.logLevel, "update-agent-log-level", "ERROR", "agent log level during the update: NONE, TRACE, DEBUG, VERBOSE, INFO, WARN, ERROR or FATAL")
+	f.StringVar(&u.version, "software-version", "1.11.6", "version to install")
+	u.rf.bind(f, 30*time.Minute)
+	f.StringSliceVar(&u.simulateFailures, "simulate-failures", nil, "things whose simulated install should fail (local testing)")
+	f.StringVar(&u.windowCron, "window-cron", "", `maintenance windows: waves start only inside them (five-field cron, e.g. "0 2 * * *")`)
+	f.DurationVar(&u.windowDuration, "window-duration", 2*time.Hour, "how long each maintenance window stays open")
+	f.StringVar(&u.windowTZ, "window-time-zone", "UTC", "time zone of --window-cron (IANA name, e.g. Europe/Berlin)")
+}
+
+// request builds and validates the rollout request, the maintenance window included.
+func (u *updateFlags) request(rolloutID string) (workflows.RolloutRequest, error) {
+	tgts, err := parseTargets(u.targets)
+	if err != nil {
+		return workflows.RolloutRequest{}, err
+	}
+	req := workflows.RolloutRequest{
+		RolloutID: rolloutID, Targets: tgts, Architecture: u.arch, OperatingSystem: u.osName,
+		SoftwareToUpdate: u.sw, Version: u.version, S3URLSignerRole: u.signer, UpdateAgentLogLevel: u.logLevel,
+		SimulateFailures: u.simulateFailures,
+	}
+	u.rf.apply(&req)
+	if u.windowCron != "" {
+		req.Window = &workflows.MaintenanceWindow{Cron: u.windowCron, Duration: u.windowDuration, TimeZone: u.windowTZ}
+		if _, err := activities.WindowAt(*req.Window, time.Now()); err != nil {
+			return req, err
+		}
+	}
+	return req, req.Validate()
+}
+
 func createSoftwareUpdateJobCmd() *cobra.Command {
 	var (
-		tc                            cliconfig.Temporal
-		ic                            cliconfig.IoT
-		arch, targets, osName, sw     string
-		signer, logLevel, clientToken string
-		version                       string
-		rf                            rolloutFlags
-		simulateFailures              []string
-		wait, dryRun                  bool
-		output                        string
+		tc           cliconfig.Temporal
+		ic           cliconfig.IoT
+		u            updateFlags
+		clientToken  string
+		wait, dryRun bool
+		output       string
 	)
 	cmd := &cobra.Command{
 		Use:   "create-software-update-job",
@@ -62,22 +107,13 @@ func createSoftwareUpdateJobCmd() *cobra.Command {
     --amzn-client-token myClientToken1`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			tgts, err := parseTargets(targets)
-			if err != nil {
-				return err
-			}
 			rolloutID := clientToken
 			if rolloutID == "" {
 				rolloutID = "update-" + time.Now().UTC().Format("20060102-150405.000")
 				rolloutID = strings.ReplaceAll(rolloutID, ".", "-")
 			}
-			req := workflows.RolloutRequest{
-				RolloutID: rolloutID, Targets: tgts, Architecture: arch, OperatingSystem: osName,
-				SoftwareToUpdate: sw, Version: version, S3URLSignerRole: signer, UpdateAgentLogLevel: logLevel,
-				SimulateFailures: simulateFailures,
-			}
-			rf.apply(&req)
-			if err := req.Validate(); err != nil {
+			req, err := u.request(rolloutID)
+			if err != nil {
 				return err
 			}
 			if dryRun {
@@ -93,15 +129,19 @@ func createSoftwareUpdateJobCmd() *cobra.Command {
 				return err
 			}
 			res, err := rolloutclient.WaitForJob(ctx, c, rolloutID, time.Minute)
-			if err != nil {
+			if err != nil && req.Window == nil {
 				return err
 			}
-			if res.JobID == "" {
+			if res.JobID == "" && req.Window == nil {
 				return fmt.Errorf("rollout %s was not started: %s", rolloutID, res.Message)
 			}
-			enc := json.NewEncoder(os.Stdout)
-			enc.SetIndent("", "    ")
-			enc.Encode(map[string]string{"IotJobId": res.JobID, "IotJobArn": res.JobArn, "PlatformSoftwareVersion": version})
+			if res.JobID == "" {
+				fmt.Fprintf(os.Stderr, "rollout %s started; it waits for its maintenance window: %s\n", rolloutID, res.Message)
+			} else {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "    ")
+				enc.Encode(map[string]string{"IotJobId": res.JobID, "IotJobArn": res.JobArn, "PlatformSoftwareVersion": u.version})
+			}
 			if wait {
 				res, err := rolloutclient.Result(ctx, run)
 				fmt.Fprintf(os.Stderr, "rollout %s: %s: %s\n", rolloutID, res.State, countsLine(res.Counts))
@@ -115,19 +155,11 @@ func createSoftwareUpdateJobCmd() *cobra.Command {
 	f := cmd.Flags()
 	tc.Bind(f)
 	ic.Bind(f)
-	f.StringVar(&arch, "update-targets-architecture", "", "architecture of the core devices: armv7l, armv6l, x86_64 or aarch64")
-	f.StringVar(&targets, "update-targets", "", `the cores to update: a JSON list of thing ARNs (["arn:aws:iot:REGION:ACCOUNT:thing/NAME"]) or a comma-separated list`)
-	f.StringVar(&osName, "update-targets-operating-system", "", "operating system of the core devices: ubuntu, amazon_linux, raspbian or openwrt")
-	f.StringVar(&sw, "software-to-update", "", "core or ota_agent")
-	f.StringVar(&signer, "s3-url-signer-role", "", "ARN of the IAM role that presigns artifact URLs")
-	f.StringVar(&logLevel, "update-agent-log-level", "ERROR", "agent log level during the update: NONE, TRACE, DEBUG, VERBOSE, INFO, WARN, ERROR or FATAL")
+	u.bind(f)
 	f.StringVar(&clientToken, "amzn-client-token", "", "idempotency token: the same token never starts a second update")
-	f.StringVar(&version, "software-version", "1.11.6", "version to install")
-	rf.bind(f, 30*time.Minute)
+	f.BoolVar(&wait, "wait", false, "wait for the rollout to finish; exit 1 unless every device updated")
 	f.BoolVar(&dryRun, "dry-run", false, "resolve targets, versions and waves and print the plan; create nothing")
 	f.StringVarP(&output, "output", "o", "text", "dry-run plan format: text or json")
-	f.StringSliceVar(&simulateFailures, "simulate-failures", nil, "things whose simulated install should fail (local testing)")
-	f.BoolVar(&wait, "wait", false, "wait for the rollout to finish; exit 1 unless every device updated")
 	return cmd
 }
 

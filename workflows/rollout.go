@@ -16,6 +16,7 @@ const (
 	ActivityAwaitJob       = "AwaitJob"
 	ActivityCancelJob      = "CancelJob"
 	ActivityRollback       = "CreateRollbackJobs"
+	ActivityWindow         = "MaintenanceWindow"
 )
 
 // Query and update names.
@@ -163,6 +164,10 @@ func (r *rollout) setup(ctx workflow.Context) error {
 
 func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 	log := workflow.GetLogger(ctx)
+	if r.req.RolloutIDFromWorkflowID {
+		r.req.RolloutID = RolloutIDFor(workflow.GetInfo(ctx).WorkflowExecution.ID)
+		r.res.RolloutID = r.req.RolloutID
+	}
 	if err := r.req.Validate(); err != nil {
 		r.setState(ctx, StateInvalid, err.Error())
 		return nil, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidRequest, nil, r.res)
@@ -209,6 +214,11 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 			return r.abort(ctx, StateCanceled, "rollout canceled")
 		}
 		r.waiting = false
+		if r.cancelReq == nil && r.req.Window != nil {
+			if err := r.awaitWindow(ctx, short, wave.Wave); err != nil {
+				return nil, err
+			}
+		}
 		if r.cancelReq != nil {
 			return r.abort(ctx, StateCanceled, "canceled by operator: "+r.cancelReq.Reason)
 		}
@@ -264,6 +274,32 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 	}
 	r.setState(ctx, StateSucceeded, msg)
 	return &r.res, nil
+}
+
+// awaitWindow returns once the maintenance window is open (or a cancel arrives).
+func (r *rollout) awaitWindow(ctx, actx workflow.Context, wave int) error {
+	for r.cancelReq == nil {
+		var w WindowState
+		if err := workflow.ExecuteActivity(actx, ActivityWindow, WindowInput{Window: *r.req.Window, At: workflow.Now(ctx)}).Get(ctx, &w); err != nil {
+			r.setState(ctx, StateInvalid, "maintenance window: "+rootMessage(err))
+			return temporal.NewNonRetryableApplicationError(r.res.Message, ErrInvalidRequest, err, r.res)
+		}
+		if w.Open {
+			return nil
+		}
+		r.setState(ctx, StateWaitingWindow, fmt.Sprintf("wave %d waits for the maintenance window opening at %s", wave, w.OpensAt.Format(time.RFC3339)))
+		timerCtx, stop := workflow.WithCancel(ctx)
+		timer := workflow.NewTimer(timerCtx, w.OpensAt.Sub(workflow.Now(ctx)))
+		sel := workflow.NewSelector(ctx)
+		sel.AddFuture(timer, func(workflow.Future) {})
+		sel.AddReceive(r.canceled, func(workflow.ReceiveChannel, bool) {})
+		sel.Select(ctx)
+		stop()
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+	return nil
 }
 
 type waveOutcome int

@@ -78,6 +78,48 @@ type RolloutRequest struct {
 	DeviceTimeout time.Duration `json:"deviceTimeout,omitempty"`
 	// Retries is how many times a FAILED or TIMED_OUT device is retried.
 	Retries int `json:"retries,omitempty"`
+	// Window, when set, lets waves start only inside maintenance windows.
+	Window *MaintenanceWindow `json:"window,omitempty"`
+	// RolloutIDFromWorkflowID derives the rollout ID from the workflow ID, so that every run of
+	// a Temporal Schedule (whose workflow IDs get the run's time appended) is its own rollout.
+	RolloutIDFromWorkflowID bool `json:"rolloutIdFromWorkflowId,omitempty"`
+}
+
+// MaintenanceWindow opens at every activation of Cron (in TimeZone) for Duration.
+type MaintenanceWindow struct {
+	Cron     string        `json:"cron"`
+	Duration time.Duration `json:"duration"`
+	TimeZone string        `json:"timeZone,omitempty"`
+}
+
+// WindowState says whether a maintenance window is open at a moment, and when it next
+// opens or closes.
+type WindowState struct {
+	Open     bool      `json:"open"`
+	OpensAt  time.Time `json:"opensAt"`
+	ClosesAt time.Time `json:"closesAt"`
+}
+
+// WindowInput asks for the window's state at At.
+type WindowInput struct {
+	Window MaintenanceWindow `json:"window"`
+	At     time.Time         `json:"at"`
+}
+
+// RolloutIDFor turns a workflow ID into a valid rollout ID: "rollout-" dropped, characters
+// outside a-z A-Z 0-9 _ - replaced, at most 56 characters kept (from the end, where a
+// schedule's run time is).
+func RolloutIDFor(workflowID string) string {
+	id := []byte(strings.TrimPrefix(workflowID, "rollout-"))
+	for i, c := range id {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			id[i] = '-'
+		}
+	}
+	if len(id) > 56 {
+		id = id[len(id)-56:]
+	}
+	return string(id)
 }
 
 // AbortCriteria abort a rollout when, in a wave, at least MinExecuted devices have finished
@@ -278,6 +320,9 @@ func (r *RolloutRequest) Validate() error {
 	default:
 		add("on-failure policy %q is invalid: use ROLLBACK or DO_NOTHING", r.OnFailure)
 	}
+	if w := r.Window; w != nil && (w.Cron == "" || w.Duration < time.Minute) {
+		add("a maintenance window needs a cron expression and a duration of at least a minute")
+	}
 	if r.Retries < 0 || r.Retries > 10 {
 		add("retries must be from 0 to 10")
 	}
@@ -327,17 +372,18 @@ func (c Counts) Pending() int { return c.Queued + c.InProgress }
 
 // Rollout states.
 const (
-	StateValidating  = "VALIDATING"
-	StateRunning     = "RUNNING"
-	StatePaused      = "PAUSED"
-	StateAwaiting    = "AWAITING_APPROVAL"
-	StateAborted     = "ABORTED"
-	StateRollingBack = "ROLLING_BACK"
-	StateSucceeded   = "SUCCEEDED"
-	StateFailed      = "FAILED"
-	StateTimedOut    = "TIMED_OUT"
-	StateCanceled    = "CANCELED"
-	StateInvalid     = "INVALID"
+	StateValidating    = "VALIDATING"
+	StateRunning       = "RUNNING"
+	StatePaused        = "PAUSED"
+	StateAwaiting      = "AWAITING_APPROVAL"
+	StateAborted       = "ABORTED"
+	StateRollingBack   = "ROLLING_BACK"
+	StateWaitingWindow = "WAITING_FOR_WINDOW"
+	StateSucceeded     = "SUCCEEDED"
+	StateFailed        = "FAILED"
+	StateTimedOut      = "TIMED_OUT"
+	StateCanceled      = "CANCELED"
+	StateInvalid       = "INVALID"
 )
 
 // RolloutResult is a rollout's outcome, and its progress while it runs (the status query).

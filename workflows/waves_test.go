@@ -45,6 +45,9 @@ type fleet struct {
 	slow    bool // polls take 30 s of test time and report devices still running
 	// cancelCounts are the job's counts after CancelJob.
 	cancelCounts workflows.Counts
+	// windowOpens is when the maintenance window opens (test time).
+	windowOpens time.Time
+	jobTimes    []time.Time
 	created      []workflows.CreateJobInput
 	canceled     []string
 	rollbacks    []workflows.RollbackInput
@@ -58,8 +61,15 @@ func (f *fleet) register(env *testsuite.TestWorkflowEnvironment) {
 		}
 		return &workflows.ResolveTargetsResult{ThingArns: arns}, nil
 	}, activity.RegisterOptions{Name: workflows.ActivityResolveTargets})
+	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.WindowInput) (*workflows.WindowState, error) {
+		if in.At.Before(f.windowOpens) {
+			return &workflows.WindowState{OpensAt: f.windowOpens, ClosesAt: f.windowOpens.Add(time.Hour)}, nil
+		}
+		return &workflows.WindowState{Open: true, OpensAt: f.windowOpens, ClosesAt: f.windowOpens.Add(time.Hour)}, nil
+	}, activity.RegisterOptions{Name: workflows.ActivityWindow})
 	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.CreateJobInput) (*workflows.CreateJobResult, error) {
 		f.created = append(f.created, in)
+		f.jobTimes = append(f.jobTimes, env.Now())
 		return &workflows.CreateJobResult{JobID: in.JobID, JobArn: "arn:job/" + in.JobID}, nil
 	}, activity.RegisterOptions{Name: workflows.ActivityCreateJob})
 	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.AwaitJobInputMax) (*workflows.AwaitJobResult, error) {
@@ -263,4 +273,31 @@ func TestCancelUpdateCancelsTheJobAndRollsBack(t *testing.T) {
 	require.Equal(t, 1, res.Rollback.RolledBack)
 	require.Equal(t, 1, res.Rollback.Failed)
 	require.Contains(t, res.Message, "canceled by operator: bad build")
+}
+
+func TestWavesWaitForTheMaintenanceWindow(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	start := env.Now()
+	f := &fleet{devices: 4, outcome: allSucceed, windowOpens: start.Add(2 * time.Hour)}
+	f.register(env)
+	req := validRequest()
+	req.Timeout = 5 * time.Hour
+	req.Window = &workflows.MaintenanceWindow{Cron: "0 2 * * *", Duration: time.Hour}
+	var waiting workflows.RolloutResult
+	env.RegisterDelayedCallback(func() {
+		v, err := env.QueryWorkflow(workflows.QueryStatus)
+		require.NoError(t, err)
+		require.NoError(t, v.Get(&waiting))
+	}, time.Hour)
+	env.ExecuteWorkflow(workflows.Rollout, req)
+	require.NoError(t, env.GetWorkflowError())
+	require.Equal(t, workflows.StateWaitingWindow, waiting.State)
+	require.Empty(t, waiting.JobID, "no job before the window opens")
+	require.Len(t, f.jobTimes, 1)
+	require.False(t, f.jobTimes[0].Before(f.windowOpens), "the wave started inside the window")
+}
+
+func TestRolloutIDFor(t *testing.T) {
+	require.Equal(t, "nightly-2026-11-23T02-00-00Z", workflows.RolloutIDFor("rollout-nightly-2026-11-23T02:00:00Z"))
 }

@@ -120,3 +120,27 @@ func (s Starter) StartUpdate(ctx context.Context, req workflows.RolloutRequest) 
 	}
 	return res.JobID, res.JobArn, nil
 }
+
+// CreateSchedule creates a Temporal Schedule that starts req's rollout at every activation of
+// cronExpr in timeZone. Each run gets its own rollout ID (the schedule ID plus the run time).
+func CreateSchedule(ctx context.Context, c client.Client, taskQueue, scheduleID, cronExpr, timeZone string, paused bool, req workflows.RolloutRequest) (client.ScheduleHandle, error) {
+	req.RolloutIDFromWorkflowID = true
+	if req.RolloutID == "" {
+		req.RolloutID = workflows.RolloutIDFor(scheduleID)
+	}
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	h, err := c.ScheduleClient().Create(ctx, client.ScheduleOptions{
+		ID:     scheduleID,
+		Spec:   client.ScheduleSpec{CronExpressions: []string{cronExpr}, TimeZoneName: timeZone},
+		Paused: paused,
+		Action: &client.ScheduleWorkflowAction{
+			ID: workflows.RolloutWorkflowID(scheduleID), Workflow: "Rollout", Args: []any{req}, TaskQueue: taskQueue,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create schedule %s: %w", scheduleID, err)
+	}
+	return h, nil
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
 
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/stack"
@@ -236,4 +237,39 @@ func TestWaveAbortRollsBack(t *testing.T) {
 	for i, a := range s.Agents() {
 		require.Equal(t, "1.10.2", a.InstalledVersion("core"), "%s is back on its previous version", stack.Device(i+1))
 	}
+}
+
+// TestScheduledRollout: a Temporal Schedule starts rollouts, each with its own rollout ID and
+// jobs, which run to completion.
+func TestScheduledRollout(t *testing.T) {
+	ctx := context.Background()
+	s, err := stack.Start(ctx, stack.Options{DataDir: t.TempDir(), InMemoryTemporal: true, UIPort: -1, Logger: testLogger()})
+	require.NoError(t, err)
+	defer s.Close()
+	arns, err := s.StartDevices(ctx, 3, "1.10.2", 0)
+	require.NoError(t, err)
+	req := request("", arns)
+	req.Waves = "1,100%"
+	h, err := rolloutclient.CreateSchedule(ctx, s.Client, workflows.TaskQueue, "nightly", "0 3 * * *", "Europe/Berlin", true, req)
+	require.NoError(t, err)
+	desc, err := h.Describe(ctx)
+	require.NoError(t, err)
+	require.NotEmpty(t, desc.Info.NextActionTimes)
+	require.NoError(t, h.Trigger(ctx, client.ScheduleTriggerOptions{}))
+	var runID, wfID string
+	require.Eventually(t, func() bool {
+		d, err := h.Describe(ctx)
+		if err != nil || len(d.Info.RecentActions) == 0 {
+			return false
+		}
+		wfID, runID = d.Info.RecentActions[0].StartWorkflowResult.WorkflowID, d.Info.RecentActions[0].StartWorkflowResult.FirstExecutionRunID
+		return true
+	}, 30*time.Second, 100*time.Millisecond)
+	res, err := rolloutclient.Result(ctx, s.Client.GetWorkflow(ctx, wfID, runID))
+	require.NoError(t, err)
+	require.Equal(t, workflows.RolloutIDFor(wfID), res.RolloutID)
+	require.NotEqual(t, "nightly", res.RolloutID, "each run is its own rollout")
+	require.Equal(t, workflows.Counts{Succeeded: 3}, res.Counts)
+	require.Len(t, res.Waves, 2)
+	require.NoError(t, h.Delete(ctx))
 }

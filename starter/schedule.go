@@ -1,0 +1,130 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
+
+	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/workflows"
+)
+
+func scheduleCmd() *cobra.Command {
+	var tc cliconfig.Temporal
+	cmd := &cobra.Command{Use: "schedule", Short: "Scheduled staged rollouts (Temporal Schedules)"}
+	tc.Bind(cmd.PersistentFlags())
+
+	var (
+		u        updateFlags
+		cronExpr string
+		tz       string
+		paused   bool
+	)
+	create := &cobra.Command{
+		Use:   "create SCHEDULE_ID",
+		Short: "Run a rollout on a schedule; each run is its own rollout (ID: SCHEDULE_ID plus the run time)",
+		Example: `  starter schedule create nightly-core --cron "0 1 * * *" --time-zone Europe/Berlin \\
+    --update-targets arn:aws:iot:us-east-1:000000000000:thinggroup/fleet --update-targets-architecture x86_64 \\
+    --update-targets-operating-system ubuntu --software-to-update core \\
+    --s3-url-signer-role arn:aws:iam::000000000000:role/signer --waves 1,10%,100% --on-failure ROLLBACK \\
+    --window-cron "0 2 * * *" --window-duration 3h --window-time-zone Europe/Berlin`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cronExpr == "" {
+				return fmt.Errorf("--cron is required (five fields, e.g. \"0 1 * * *\")")
+			}
+			req, err := u.request(workflows.RolloutIDFor(args[0]))
+			if err != nil {
+				return err
+			}
+			c, err := dialTemporal(cmd.Context(), tc)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if _, err := rolloutclient.CreateSchedule(cmd.Context(), c, tc.TaskQueue, args[0], cronExpr, tz, paused, req); err != nil {
+				return err
+			}
+			fmt.Printf("schedule %s created: %q (%s)\n", args[0], cronExpr, tz)
+			return nil
+		},
+	}
+	u.bind(create.Flags())
+	create.Flags().StringVar(&cronExpr, "cron", "", "when to start a rollout (five-field cron)")
+	create.Flags().StringVar(&tz, "time-zone", "UTC", "time zone of --cron")
+	create.Flags().BoolVar(&paused, "paused", false, "create the schedule paused")
+
+	var output string
+	list := &cobra.Command{
+		Use: "list", Short: "List rollout schedules and their next runs",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := dialTemporal(cmd.Context(), tc)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			it, err := c.ScheduleClient().List(cmd.Context(), client.ScheduleListOptions{PageSize: 100})
+			if err != nil {
+				return fmt.Errorf("list schedules: %w", err)
+			}
+			type row struct {
+				ID   string   `json:"scheduleId"`
+				Cron []string `json:"cron"`
+				Next []string `json:"nextRuns"`
+			}
+			var rows []row
+			for it.HasNext() {
+				e, err := it.Next()
+				if err != nil {
+					return err
+				}
+				if e.WorkflowType.Name != "Rollout" {
+					continue
+				}
+				r := row{ID: e.ID}
+				if e.Spec != nil {
+					for _, cal := range e.Spec.Calendars {
+						r.Cron = append(r.Cron, fmt.Sprintf("%v", cal))
+					}
+				}
+				for _, t := range e.NextActionTimes {
+					r.Next = append(r.Next, t.Format(time.RFC3339))
+				}
+				rows = append(rows, r)
+			}
+			if output == "json" {
+				return json.NewEncoder(os.Stdout).Encode(rows)
+			}
+			fmt.Printf("%-30s %s\n", "SCHEDULE", "NEXT RUNS")
+			for _, r := range rows {
+				fmt.Printf("%-30s %s\n", r.ID, strings.Join(r.Next, " "))
+			}
+			return nil
+		},
+	}
+	list.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+
+	del := &cobra.Command{
+		Use: "delete SCHEDULE_ID", Short: "Delete a rollout schedule (rollouts it started keep running)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := dialTemporal(cmd.Context(), tc)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := c.ScheduleClient().GetHandle(cmd.Context(), args[0]).Delete(cmd.Context()); err != nil {
+				return fmt.Errorf("delete schedule %s: %w", args[0], err)
+			}
+			fmt.Printf("schedule %s deleted\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(create, list, del)
+	return cmd
+}
