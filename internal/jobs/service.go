@@ -490,15 +490,11 @@ func (s *Service) ListJobExecutionsForJob(jobID string, status ExecutionStatus, 
 	var next string
 	err := s.st.db.View(func(tx *bolt.Tx) error {
 		t := txn{tx}
-		j, err := t.job(jobID)
-		if err != nil {
+		if _, err := t.mustJob(jobID); err != nil {
 			return err
 		}
-		if j == nil {
-			return errorf(CodeResourceNotFound, "job %s does not exist", jobID)
-		}
 		errStop := fmt.Errorf("page full")
-		err = t.jobExecutions(jobID, func(e *Execution) error {
+		err := t.jobExecutions(jobID, func(e *Execution) error {
 			if token != "" && e.ThingName <= token {
 				return nil
 			}
@@ -527,12 +523,9 @@ func (s *Service) CancelJob(jobID string, force bool, comment, reasonCode string
 	var changed []string
 	err := s.st.db.Update(func(tx *bolt.Tx) error {
 		t := txn{tx}
-		j, err := t.job(jobID)
+		j, err := t.mustJob(jobID)
 		if err != nil {
 			return err
-		}
-		if j == nil {
-			return errorf(CodeResourceNotFound, "job %s does not exist", jobID)
 		}
 		if j.Status == JobCompleted {
 			return errorf(CodeInvalidRequest, "job %s is already COMPLETED and cannot be canceled", jobID)
@@ -736,12 +729,9 @@ func (s *Service) UpdateExecution(in UpdateInput) (*Execution, *Job, error) {
 func (s *Service) CancelJobExecution(jobID, thing string, force bool, expectedVersion int64, details map[string]string) error {
 	err := s.st.db.Update(func(tx *bolt.Tx) error {
 		t := txn{tx}
-		e, err := t.execution(jobID, thing)
+		e, err := t.mustExecution(jobID, thing)
 		if err != nil {
 			return err
-		}
-		if e == nil {
-			return errorf(CodeResourceNotFound, "no execution of job %s on thing %s", jobID, thing)
 		}
 		if e.Status.Terminal() {
 			return errorf(CodeInvalidStateTransition, "execution of job %s on %s is already %s", jobID, thing, e.Status)
@@ -770,12 +760,9 @@ func (s *Service) DeleteJob(jobID string, force bool) error {
 	var things []string
 	err := s.st.db.Update(func(tx *bolt.Tx) error {
 		t := txn{tx}
-		j, err := t.job(jobID)
+		j, err := t.mustJob(jobID)
 		if err != nil {
 			return err
-		}
-		if j == nil {
-			return errorf(CodeResourceNotFound, "job %s does not exist", jobID)
 		}
 		if j.Status == JobInProgress && !force {
 			return errorf(CodeInvalidStateTransition, "job %s is IN_PROGRESS; cancel it first or delete with force", jobID)

@@ -121,6 +121,24 @@ func (t txn) job(id string) (*Job, error) {
 	return &j, nil
 }
 
+// mustJob is job, with a missing job an error.
+func (t txn) mustJob(id string) (*Job, error) {
+	j, err := t.job(id)
+	if err == nil && j == nil {
+		err = errorf(CodeResourceNotFound, "job %s does not exist", id)
+	}
+	return j, err
+}
+
+// mustExecution is execution, with a missing execution an error.
+func (t txn) mustExecution(jobID, thing string) (*Execution, error) {
+	e, err := t.execution(jobID, thing)
+	if err == nil && e == nil {
+		err = errorf(CodeResourceNotFound, "no execution of job %s on thing %s", jobID, thing)
+	}
+	return e, err
+}
+
 func (t txn) putJob(j *Job) error { return putJSON(t.tx.Bucket(bucketJobs), []byte(j.ID), j) }
 
 func (t txn) execution(jobID, thing string) (*Execution, error) {
