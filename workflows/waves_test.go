@@ -48,9 +48,9 @@ type fleet struct {
 	// windowOpens is when the maintenance window opens (test time).
 	windowOpens time.Time
 	jobTimes    []time.Time
-	created      []workflows.CreateJobInput
-	canceled     []string
-	rollbacks    []workflows.RollbackInput
+	created     []workflows.CreateJobInput
+	canceled    []string
+	rollbacks   []workflows.RollbackInput
 }
 
 func (f *fleet) register(env *testsuite.TestWorkflowEnvironment) {
