@@ -17,6 +17,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 
+	"github.com/otaflow/otaflow/internal/components"
 	"github.com/otaflow/otaflow/internal/jobdoc"
 	"github.com/otaflow/otaflow/workflows"
 )
@@ -30,6 +31,7 @@ type IoT interface {
 	ListThingsInThingGroup(context.Context, *iot.ListThingsInThingGroupInput, ...func(*iot.Options)) (*iot.ListThingsInThingGroupOutput, error)
 	ListJobExecutionsForJob(context.Context, *iot.ListJobExecutionsForJobInput, ...func(*iot.Options)) (*iot.ListJobExecutionsForJobOutput, error)
 	DescribeJobExecution(context.Context, *iot.DescribeJobExecutionInput, ...func(*iot.Options)) (*iot.DescribeJobExecutionOutput, error)
+	ListJobExecutionsForThing(context.Context, *iot.ListJobExecutionsForThingInput, ...func(*iot.Options)) (*iot.ListJobExecutionsForThingOutput, error)
 }
 
 var _ IoT = (*iot.Client)(nil)
@@ -37,6 +39,8 @@ var _ IoT = (*iot.Client)(nil)
 // Activities holds the activities' dependencies.
 type Activities struct {
 	IoT IoT
+	// Catalog holds component recipes for deployments.
+	Catalog *components.Catalog
 }
 
 // Register registers every activity under its API name.
@@ -47,6 +51,7 @@ func (a *Activities) Register(w worker.ActivityRegistry) {
 	w.RegisterActivityWithOptions(a.CancelJob, activity.RegisterOptions{Name: workflows.ActivityCancelJob})
 	w.RegisterActivityWithOptions(a.CreateRollbackJobs, activity.RegisterOptions{Name: workflows.ActivityRollback})
 	w.RegisterActivityWithOptions(a.MaintenanceWindow, activity.RegisterOptions{Name: workflows.ActivityWindow})
+	w.RegisterActivityWithOptions(a.SyncDeployment, activity.RegisterOptions{Name: workflows.ActivitySyncDeployment})
 }
 
 // ResolveTargets checks that every target exists and returns the things' ARNs, thing groups

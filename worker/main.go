@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/otaflow/otaflow/activities"
+	"github.com/otaflow/otaflow/internal/components"
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/rolloutworker"
@@ -24,6 +25,7 @@ func main() {
 		tc       cliconfig.Temporal
 		ic       cliconfig.IoT
 		logLevel string
+		catalog  string
 	)
 	cmd := &cobra.Command{
 		Use:           "worker",
@@ -51,12 +53,17 @@ func main() {
 			if err != nil {
 				return err
 			}
-			return rolloutworker.Run(ctx, c, tc.Namespace, tc.TaskQueue, &activities.Activities{IoT: iotc}, log)
+			cat, err := components.Open(catalog)
+			if err != nil {
+				return err
+			}
+			return rolloutworker.Run(ctx, c, tc.Namespace, tc.TaskQueue, &activities.Activities{IoT: iotc, Catalog: cat}, log)
 		},
 	}
 	tc.Bind(cmd.Flags())
 	ic.Bind(cmd.Flags())
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
+	cmd.Flags().StringVar(&catalog, "catalog", ".otaflow/components.json", "component catalog for deployments (created with the AWS defaults if missing)")
 	if err := cmd.ExecuteContext(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		os.Exit(1)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -283,6 +284,9 @@ func (a *Agent) process(ctx context.Context, e *execution) error {
 		return a.finish(ctx, e, "REJECTED", map[string]string{"reason": err.Error()})
 	}
 	log = log.With().Str("software", doc.SoftwareToUpdate).Str("version", doc.Version).Logger()
+	if doc.SoftwareToUpdate == jobdoc.SoftwareComponents {
+		return a.deploy(ctx, e, doc)
+	}
 
 	a.mu.Lock()
 	cur := a.state.Installed[doc.SoftwareToUpdate]
@@ -331,6 +335,38 @@ func (a *Agent) process(ctx context.Context, e *execution) error {
 	}
 	log.Info().Msg("installed")
 	return a.finish(ctx, e, "SUCCEEDED", map[string]string{"installedVersion": doc.Version, "previousVersion": cur.Version})
+}
+
+// deploy applies a components deployment: every component to its version, all at once.
+func (a *Agent) deploy(ctx context.Context, e *execution, doc *jobdoc.Document) error {
+	if _, err := a.request(ctx, e.JobID+"/update", map[string]any{
+		"status": "IN_PROGRESS", "statusDetails": map[string]string{"step": "deploying"}, "expectedVersion": e.VersionNumber,
+	}); err != nil {
+		return fmt.Errorf("report IN_PROGRESS: %w", err)
+	}
+	e.VersionNumber++
+	select {
+	case <-time.After(a.cfg.InstallTime):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if doc.Simulate.FailsOn(a.cfg.ThingName) {
+		return a.finish(ctx, e, "FAILED", map[string]string{"reason": "simulated deployment failure requested by the job document"})
+	}
+	var parts []string
+	if err := a.setState(func(s *State) {
+		for name, v := range doc.Components {
+			s.Installed[name] = Installed{Version: v, Previous: s.Installed[name].Version}
+		}
+	}); err != nil {
+		return err
+	}
+	for name, v := range doc.Components {
+		parts = append(parts, name+"="+v)
+	}
+	slices.Sort(parts)
+	a.log.Info().Str("job", e.JobID).Strs("components", parts).Msg("deployed")
+	return a.finish(ctx, e, "SUCCEEDED", map[string]string{"components": strings.Join(parts, ",")})
 }
 
 func (a *Agent) setState(change func(*State)) error {

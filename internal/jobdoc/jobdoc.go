@@ -25,6 +25,8 @@ const (
 const (
 	SoftwareCore     = "core"
 	SoftwareOTAAgent = "ota_agent"
+	// SoftwareComponents is a Greengrass v2-style deployment: a set of components.
+	SoftwareComponents = "components"
 )
 
 // LogLevels are the seed's --update-agent-log-level values.
@@ -38,6 +40,8 @@ type Document struct {
 	RolloutID        string `json:"rolloutId"`
 	SoftwareToUpdate string `json:"softwareToUpdate"`
 	Version          string `json:"version"`
+	// Components, for SoftwareComponents, maps each component to the version to install.
+	Components map[string]string `json:"components,omitempty"`
 	// UpdateAgentLogLevel is the log level the agent uses while it runs this job.
 	UpdateAgentLogLevel string `json:"updateAgentLogLevel,omitempty"`
 	// Simulate steers simulated devices (the demo and tests); real installs ignore it.
@@ -92,11 +96,22 @@ func (d *Document) Validate() error {
 	if d.Operation != OpUpdate && d.Operation != OpRollback {
 		return fmt.Errorf("job document operation %q is invalid: use %q or %q", d.Operation, OpUpdate, OpRollback)
 	}
-	if d.SoftwareToUpdate != SoftwareCore && d.SoftwareToUpdate != SoftwareOTAAgent {
-		return fmt.Errorf("softwareToUpdate %q is invalid: use %q or %q", d.SoftwareToUpdate, SoftwareCore, SoftwareOTAAgent)
-	}
-	if d.Version == "" {
-		return fmt.Errorf("job document has no version to install")
+	switch d.SoftwareToUpdate {
+	case SoftwareCore, SoftwareOTAAgent:
+		if d.Version == "" {
+			return fmt.Errorf("job document has no version to install")
+		}
+	case SoftwareComponents:
+		if len(d.Components) == 0 {
+			return fmt.Errorf("a components deployment names no components")
+		}
+		for name, v := range d.Components {
+			if name == "" || v == "" {
+				return fmt.Errorf("component %q has no version", name)
+			}
+		}
+	default:
+		return fmt.Errorf("softwareToUpdate %q is invalid: use %q, %q or %q", d.SoftwareToUpdate, SoftwareCore, SoftwareOTAAgent, SoftwareComponents)
 	}
 	if d.UpdateAgentLogLevel != "" && !slices.Contains(LogLevels, d.UpdateAgentLogLevel) {
 		return fmt.Errorf("updateAgentLogLevel %q is invalid: use one of %v", d.UpdateAgentLogLevel, LogLevels)

@@ -144,3 +144,40 @@ func CreateSchedule(ctx context.Context, c client.Client, taskQueue, scheduleID,
 	}
 	return h, nil
 }
+
+// StartDeployment starts (or finds running) the continuous deployment to a thing group.
+func StartDeployment(ctx context.Context, c client.Client, taskQueue string, req workflows.DeploymentRequest) (client.WorkflowRun, error) {
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	return c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                       workflows.DeploymentWorkflowID(req.DeploymentID),
+		TaskQueue:                taskQueue,
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+		StaticSummary:            fmt.Sprintf("Deployment %s to thing group %s", req.DeploymentID, req.ThingGroup),
+	}, "Deployment", req)
+}
+
+// ReviseDeployment replaces a deployment's components: every device of the group gets the
+// new revision.
+func ReviseDeployment(ctx context.Context, c client.Client, deploymentID string, components map[string]string) (workflows.DeploymentStatus, error) {
+	var st workflows.DeploymentStatus
+	h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+		WorkflowID: workflows.DeploymentWorkflowID(deploymentID), UpdateName: workflows.UpdateRevise,
+		Args: []any{components}, WaitForStage: client.WorkflowUpdateStageCompleted,
+	})
+	if err != nil {
+		return st, fmt.Errorf("revise deployment %s: %w", deploymentID, err)
+	}
+	return st, h.Get(ctx, &st)
+}
+
+// DeploymentStatus queries a deployment.
+func DeploymentStatus(ctx context.Context, c client.Client, deploymentID string) (workflows.DeploymentStatus, error) {
+	var st workflows.DeploymentStatus
+	v, err := c.QueryWorkflow(ctx, workflows.DeploymentWorkflowID(deploymentID), "", workflows.QueryStatus)
+	if err != nil {
+		return st, fmt.Errorf("query deployment %s: %w", deploymentID, err)
+	}
+	return st, v.Get(&st)
+}

@@ -45,6 +45,7 @@ func EnsureSearchAttributes(ctx context.Context, c client.Client, namespace stri
 func New(c client.Client, taskQueue string, acts *activities.Activities) worker.Worker {
 	w := worker.New(c, taskQueue, worker.Options{})
 	w.RegisterWorkflowWithOptions(workflows.Rollout, workflow.RegisterOptions{Name: "Rollout"})
+	w.RegisterWorkflowWithOptions(workflows.Deployment, workflow.RegisterOptions{Name: "Deployment"})
 	acts.Register(w)
 	return w
 }

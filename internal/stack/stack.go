@@ -24,6 +24,7 @@ import (
 	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/broker"
+	"github.com/otaflow/otaflow/internal/components"
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/devserver"
 	"github.com/otaflow/otaflow/internal/greengrass"
@@ -63,6 +64,8 @@ type Stack struct {
 	JobsURL  string
 	Client   client.Client
 	IoT      *iot.Client
+	// Catalog is the component catalog deployments resolve against.
+	Catalog *components.Catalog
 
 	httpSrv *http.Server
 	mqtt    *jobs.MQTTPlane
@@ -118,6 +121,10 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 
+	s.Catalog, err = components.Open(filepath.Join(o.DataDir, "components.json"))
+	if err != nil {
+		return nil, err
+	}
 	s.Client, err = client.DialContext(ctx, client.Options{
 		HostPort: s.Temporal.FrontendAddr(), Namespace: s.Temporal.Namespace(),
 		Logger: tlog.New(log.With().Str("component", "temporal-client").Logger().Level(max(log.GetLevel(), zerolog.WarnLevel))),
@@ -185,7 +192,7 @@ func (s *Stack) StartWorker() error {
 	if err := rolloutworker.EnsureSearchAttributes(context.Background(), s.Client, s.Temporal.Namespace()); err != nil {
 		return err
 	}
-	w := rolloutworker.New(s.Client, workflows.TaskQueue, &activities.Activities{IoT: s.IoT})
+	w := rolloutworker.New(s.Client, workflows.TaskQueue, &activities.Activities{IoT: s.IoT, Catalog: s.Catalog})
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start rollout worker: %w", err)
 	}
