@@ -23,7 +23,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(demoCmd(), devCmd(), jobsServiceCmd(), createSoftwareUpdateJobCmd(), describeJobCmd(), rolloutCmd(), scheduleCmd())
+	root.AddCommand(demoCmd(), devCmd(), jobsServiceCmd(), createSoftwareUpdateJobCmd(), describeJobCmd(), rolloutCmd(), scheduleCmd(), deploymentCmd(), componentCmd())
 	if err := root.ExecuteContext(context.Background()); err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {

@@ -13,8 +13,8 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/otaflow/otaflow/activities"
-	"github.com/otaflow/otaflow/internal/components"
 	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/components"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/rolloutworker"
 	"github.com/otaflow/otaflow/internal/tlog"

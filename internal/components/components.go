@@ -70,23 +70,36 @@ func Defaults() []Recipe {
 // Open loads the catalog at path; a missing file starts from Defaults.
 func Open(path string) (*Catalog, error) {
 	c := &Catalog{path: path}
-	raw, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		c.recipes = Defaults()
-		return c, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read component catalog: %w", err)
-	}
-	if err := json.Unmarshal(raw, &c.recipes); err != nil {
-		return nil, fmt.Errorf("component catalog %s is not a JSON list of recipes: %w", path, err)
-	}
-	for _, r := range c.recipes {
-		if err := r.Validate(); err != nil {
-			return nil, fmt.Errorf("component catalog %s: %w", path, err)
-		}
+	if err := c.reload(); err != nil {
+		return nil, err
 	}
 	return c, nil
+}
+
+// reload reads the file again, so recipes another process added (starter component add)
+// count from the next resolution on.
+func (c *Catalog) reload() error {
+	raw, err := os.ReadFile(c.path)
+	if errors.Is(err, os.ErrNotExist) {
+		if c.recipes == nil {
+			c.recipes = Defaults()
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read component catalog: %w", err)
+	}
+	var recipes []Recipe
+	if err := json.Unmarshal(raw, &recipes); err != nil {
+		return fmt.Errorf("component catalog %s is not a JSON list of recipes: %w", c.path, err)
+	}
+	for _, r := range recipes {
+		if err := r.Validate(); err != nil {
+			return fmt.Errorf("component catalog %s: %w", c.path, err)
+		}
+	}
+	c.recipes = recipes
+	return nil
 }
 
 // Recipes lists the catalog, by name then version.
@@ -156,6 +169,9 @@ func (c *Catalog) recipe(name string, v *semver.Version) Recipe {
 func (c *Catalog) Resolve(requested map[string]string) (map[string]string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.reload(); err != nil {
+		return nil, err
+	}
 	if len(requested) == 0 {
 		return nil, errors.New("the deployment names no components")
 	}

@@ -18,7 +18,7 @@ func TestResolve(t *testing.T) {
 		req  map[string]string
 		want map[string]string
 	}{
-		"unpinned: newest of everything that fits":    {map[string]string{sm: ""}, map[string]string{sm: "2.0.8", components.Nucleus: "2.1.1"}},
+		"unpinned: newest of everything that fits":     {map[string]string{sm: ""}, map[string]string{sm: "2.0.8", components.Nucleus: "2.1.1"}},
 		"a pinned component bounds its dependency":     {map[string]string{sm: "2.0.7"}, map[string]string{sm: "2.0.7", components.Nucleus: "2.0.6"}},
 		"a pinned nucleus picks a stream manager":      {map[string]string{components.Nucleus: "2.1.0", sm: ""}, map[string]string{sm: "2.0.8", components.Nucleus: "2.1.0"}},
 		"nucleus alone, unpinned":                      {map[string]string{components.Nucleus: ""}, map[string]string{components.Nucleus: "2.1.1"}},

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/components"
+	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/workflows"
+)
+
+// parseComponents reads NAME[=VERSION] pairs; no version means "the newest that fits".
+func parseComponents(list []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, item := range list {
+		name, version, _ := strings.Cut(item, "=")
+		if name == "" {
+			return nil, fmt.Errorf("--component %q: use NAME or NAME=VERSION", item)
+		}
+		out[name] = version
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("name at least one --component (NAME, or NAME=VERSION to pin it)")
+	}
+	return out, nil
+}
+
+func deploymentCmd() *cobra.Command {
+	var tc cliconfig.Temporal
+	var catalogPath string
+	cmd := &cobra.Command{Use: "deployment", Short: "Continuous deployments of components to thing groups (Greengrass v2 style)"}
+	tc.Bind(cmd.PersistentFlags())
+	cmd.PersistentFlags().StringVar(&catalogPath, "catalog", ".otaflow/components.json", "component catalog, to check versions before starting")
+
+	check := func(comps map[string]string) error {
+		cat, err := components.Open(catalogPath)
+		if err != nil {
+			return err
+		}
+		resolved, err := cat.Resolve(comps)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "resolves now to: %s\n", describeComponents(resolved))
+		return nil
+	}
+	var group string
+	var comps []string
+	var interval time.Duration
+	create := &cobra.Command{
+		Use: "create DEPLOYMENT_ID", Short: "Deploy components to a thing group, now and to every device that joins later", Args: cobra.ExactArgs(1),
+		Example: `  starter deployment create fleet-sm --thing-group fleet --component aws.greengrass.StreamManager
+  starter deployment create fleet-nucleus --thing-group fleet --component aws.greengrass.Nucleus=2.1.0`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := parseComponents(comps)
+			if err != nil {
+				return err
+			}
+			if err := check(m); err != nil {
+				return err
+			}
+			c, err := dialTemporal(cmd.Context(), tc)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if _, err := rolloutclient.StartDeployment(cmd.Context(), c, tc.TaskQueue, workflows.DeploymentRequest{
+				DeploymentID: args[0], ThingGroup: group, Components: m, SyncInterval: interval,
+			}); err != nil {
+				return err
+			}
+			fmt.Printf("deployment %s to %s started\n", args[0], group)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&group, "thing-group", "", "the thing group to deploy to")
+	create.Flags().StringSliceVar(&comps, "component", nil, "NAME or NAME=VERSION (repeat); without a version the newest that fits is used")
+	create.Flags().DurationVar(&interval, "sync-interval", 30*time.Second, "how often to look for devices that joined the group")
+
+	var reviseComps []string
+	revise := &cobra.Command{
+		Use: "revise DEPLOYMENT_ID", Short: "Replace a deployment's components; every device of the group gets the revision", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := parseComponents(reviseComps)
+			if err != nil {
+				return err
+			}
+			if err := check(m); err != nil {
+				return err
+			}
+			c, err := dialTemporal(cmd.Context(), tc)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			st, err := rolloutclient.ReviseDeployment(cmd.Context(), c, args[0], m)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("deployment %s is at revision %d\n", args[0], st.Revision)
+			return nil
+		},
+	}
+	revise.Flags().StringSliceVar(&reviseComps, "component", nil, "NAME or NAME=VERSION (repeat)")
+
+	status := &cobra.Command{
+		Use: "status DEPLOYMENT_ID", Short: "Show a deployment's revision, members and last resolution", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := dialTemporal(cmd.Context(), tc)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			st, err := rolloutclient.DeploymentStatus(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(st)
+		},
+	}
+	cmd.AddCommand(create, revise, status)
+	return cmd
+}
+
+func describeComponents(m map[string]string) string {
+	var parts []string
+	for k, v := range m {
+		parts = append(parts, k+" "+v)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func componentCmd() *cobra.Command {
+	var catalogPath string
+	cmd := &cobra.Command{Use: "component", Short: "The component catalog deployments resolve against"}
+	cmd.PersistentFlags().StringVar(&catalogPath, "catalog", ".otaflow/components.json", "catalog file (the worker reads the same one)")
+	list := &cobra.Command{
+		Use: "list", Short: "List component versions and their dependency ranges",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cat, err := components.Open(catalogPath)
+			if err != nil {
+				return err
+			}
+			for _, r := range cat.Recipes() {
+				var deps []string
+				for d, rng := range r.Dependencies {
+					deps = append(deps, d+" "+rng)
+				}
+				fmt.Printf("%-34s %-8s %s\n", r.Name, r.Version, strings.Join(deps, "; "))
+			}
+			return nil
+		},
+	}
+	add := &cobra.Command{
+		Use: "add RECIPE.json", Short: `Add a component version: {"name": ..., "version": "1.2.3", "dependencies": {"aws.greengrass.Nucleus": ">=2.0.3 <2.2.0"}}`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			raw, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			var r components.Recipe
+			if err := json.Unmarshal(raw, &r); err != nil {
+				return fmt.Errorf("%s is not a JSON recipe: %w", args[0], err)
+			}
+			cat, err := components.Open(catalogPath)
+			if err != nil {
+				return err
+			}
+			if err := cat.Add(r); err != nil {
+				return err
+			}
+			fmt.Printf("added %s %s\n", r.Name, r.Version)
+			return nil
+		},
+	}
+	cmd.AddCommand(list, add)
+	return cmd
+}
