@@ -150,8 +150,10 @@ func (a *Activities) CreateJob(ctx context.Context, in workflows.CreateJobInput)
 		RolloutID: req.RolloutID, SoftwareToUpdate: req.SoftwareToUpdate, Version: req.Version,
 		UpdateAgentLogLevel: req.UpdateAgentLogLevel,
 	}
-	if len(req.SimulateFailures) > 0 || req.SimulateInstallTime > 0 {
-		doc.Simulate = &jobdoc.Simulation{FailThings: req.SimulateFailures, InstallMillis: int(req.SimulateInstallTime / time.Millisecond)}
+	doc.BakeSeconds = int(req.BakeTime / time.Second)
+	if len(req.SimulateFailures) > 0 || req.SimulateInstallTime > 0 || len(req.SimulateUnhealthy) > 0 {
+		doc.Simulate = &jobdoc.Simulation{FailThings: req.SimulateFailures, InstallMillis: int(req.SimulateInstallTime / time.Millisecond),
+			UnhealthyThings: req.SimulateUnhealthy}
 	}
 	body, err := doc.Marshal()
 	if err != nil {

@@ -38,6 +38,7 @@ func demoCmd() *cobra.Command {
 		sf          stackFlags
 		devices     int
 		fail        int
+		unhealthy   int
 		keep        bool
 		output      string
 		fromVersion string
@@ -57,8 +58,11 @@ It exits 0 only if every device updated.`,
 			if devices < 1 {
 				return fmt.Errorf("--devices must be at least 1")
 			}
-			if fail < 0 || fail > devices {
-				return fmt.Errorf("--fail must be between 0 and --devices (%d)", devices)
+			if fail < 0 || unhealthy < 0 || fail+unhealthy > devices {
+				return fmt.Errorf("--fail plus --unhealthy must be between 0 and --devices (%d)", devices)
+			}
+			if unhealthy > 0 && rf.bake == 0 {
+				rf.bake = 2 * time.Second
 			}
 			if output != "text" && output != "json" {
 				return fmt.Errorf("-o must be text or json")
@@ -99,6 +103,9 @@ It exits 0 only if every device updated.`,
 			rf.apply(&req)
 			for i := devices - fail + 1; i <= devices; i++ {
 				req.SimulateFailures = append(req.SimulateFailures, stack.Device(i))
+			}
+			for i := devices - fail - unhealthy + 1; i <= devices-fail; i++ {
+				req.SimulateUnhealthy = append(req.SimulateUnhealthy, stack.Device(i))
 			}
 			start := time.Now()
 			run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
@@ -149,6 +156,7 @@ It exits 0 only if every device updated.`,
 	sf.bind(cmd.Flags(), "", "warn")
 	cmd.Flags().IntVar(&devices, "devices", 10, "number of simulated devices")
 	cmd.Flags().IntVar(&fail, "fail", 0, "make this many devices' installs fail (to see a failed rollout)")
+	cmd.Flags().IntVar(&unhealthy, "unhealthy", 0, "make this many devices fail their health check during --bake-time (they roll themselves back)")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the stack and web UI running after the rollout, until Ctrl-C")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "summary format: text or json")
 	cmd.Flags().StringVar(&fromVersion, "from-version", "1.10.2", "core version the devices start on")

@@ -60,6 +60,11 @@ type RolloutRequest struct {
 	SimulateFailures []string `json:"simulateFailures,omitempty"`
 	// SimulateInstallTime is how long simulated installs take.
 	SimulateInstallTime time.Duration `json:"simulateInstallTime,omitempty"`
+	// SimulateUnhealthy lists things whose health check fails during the bake time.
+	SimulateUnhealthy []string `json:"simulateUnhealthy,omitempty"`
+	// BakeTime: a device counts as updated only after it stayed healthy this long after
+	// installing; one that fails its health check rolls itself back and reports FAILED.
+	BakeTime time.Duration `json:"bakeTime,omitempty"`
 
 	// Waves splits the targets: a comma-separated list of cumulative counts or percentages,
 	// e.g. "1,10%,50%,100%" (a canary, then 10 %, half, everything). Default: one wave.
@@ -322,6 +327,9 @@ func (r *RolloutRequest) Validate() error {
 	}
 	if w := r.Window; w != nil && (w.Cron == "" || w.Duration < time.Minute) {
 		add("a maintenance window needs a cron expression and a duration of at least a minute")
+	}
+	if r.BakeTime < 0 || r.BakeTime > 7*24*time.Hour {
+		add("bake time must be from 0 to a week")
 	}
 	if r.Retries < 0 || r.Retries > 10 {
 		add("retries must be from 0 to 10")

@@ -334,7 +334,53 @@ func (a *Agent) process(ctx context.Context, e *execution) error {
 		return err
 	}
 	log.Info().Msg("installed")
+	if doc.BakeSeconds > 0 {
+		healthy, err := a.bake(ctx, e, doc)
+		if err != nil {
+			return err
+		}
+		if !healthy {
+			log.Warn().Str("to", cur.Version).Msg("health check failed during bake; rolled back")
+			if err := a.setState(func(s *State) {
+				s.Installed[doc.SoftwareToUpdate] = cur
+				s.CurrentJob, s.Step = "", ""
+			}); err != nil {
+				return err
+			}
+			return a.finish(ctx, e, "FAILED", map[string]string{
+				"reason": "health check failed during the bake time; rolled back", "installedVersion": cur.Version, "rolledBackFrom": doc.Version,
+			})
+		}
+	}
 	return a.finish(ctx, e, "SUCCEEDED", map[string]string{"installedVersion": doc.Version, "previousVersion": cur.Version})
+}
+
+// bake watches the device's health for the bake time after an install, reporting progress.
+// The simulated health check fails for the things the job document names.
+func (a *Agent) bake(ctx context.Context, e *execution, doc *jobdoc.Document) (bool, error) {
+	if _, err := a.request(ctx, e.JobID+"/update", map[string]any{
+		"status": "IN_PROGRESS", "statusDetails": map[string]string{"step": "baking", "version": doc.Version, "bakeSeconds": fmt.Sprint(doc.BakeSeconds)},
+		"expectedVersion": e.VersionNumber,
+	}); err != nil {
+		return false, fmt.Errorf("report baking: %w", err)
+	}
+	e.VersionNumber++
+	bake := time.Duration(doc.BakeSeconds) * time.Second
+	check := time.NewTicker(min(bake/4+time.Millisecond, 10*time.Second))
+	defer check.Stop()
+	deadline := time.After(bake)
+	for {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-deadline:
+			return true, nil
+		case <-check.C:
+			if doc.Simulate.UnhealthyOn(a.cfg.ThingName) {
+				return false, nil
+			}
+		}
+	}
 }
 
 // deploy applies a components deployment: every component to its version, all at once.

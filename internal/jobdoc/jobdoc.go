@@ -42,6 +42,9 @@ type Document struct {
 	Version          string `json:"version"`
 	// Components, for SoftwareComponents, maps each component to the version to install.
 	Components map[string]string `json:"components,omitempty"`
+	// BakeSeconds is how long the device must stay healthy after installing before it counts
+	// as updated; an unhealthy device rolls itself back and reports FAILED.
+	BakeSeconds int `json:"bakeSeconds,omitempty"`
 	// UpdateAgentLogLevel is the log level the agent uses while it runs this job.
 	UpdateAgentLogLevel string `json:"updateAgentLogLevel,omitempty"`
 	// Simulate steers simulated devices (the demo and tests); real installs ignore it.
@@ -54,6 +57,13 @@ type Simulation struct {
 	FailThings []string `json:"failThings,omitempty"`
 	// InstallMillis is how long a simulated install takes.
 	InstallMillis int `json:"installMillis,omitempty"`
+	// UnhealthyThings lists the things whose health check fails after the install.
+	UnhealthyThings []string `json:"unhealthyThings,omitempty"`
+}
+
+// UnhealthyOn reports whether the document asks thing's health check to fail.
+func (s *Simulation) UnhealthyOn(thing string) bool {
+	return s != nil && slices.Contains(s.UnhealthyThings, thing)
 }
 
 // FailsOn reports whether the document asks thing's simulated install to fail.
@@ -112,6 +122,9 @@ func (d *Document) Validate() error {
 		}
 	default:
 		return fmt.Errorf("softwareToUpdate %q is invalid: use %q, %q or %q", d.SoftwareToUpdate, SoftwareCore, SoftwareOTAAgent, SoftwareComponents)
+	}
+	if d.BakeSeconds < 0 || d.BakeSeconds > 7*24*3600 {
+		return fmt.Errorf("bakeSeconds must be from 0 to a week")
 	}
 	if d.UpdateAgentLogLevel != "" && !slices.Contains(LogLevels, d.UpdateAgentLogLevel) {
 		return fmt.Errorf("updateAgentLogLevel %q is invalid: use one of %v", d.UpdateAgentLogLevel, LogLevels)

@@ -273,3 +273,34 @@ func TestScheduledRollout(t *testing.T) {
 	require.Len(t, res.Waves, 2)
 	require.NoError(t, h.Delete(ctx))
 }
+
+// TestBakeTime: a device counts only after staying healthy for the bake time; one whose health
+// check fails rolls itself back and is counted FAILED.
+func TestBakeTime(t *testing.T) {
+	ctx := context.Background()
+	s, err := stack.Start(ctx, stack.Options{DataDir: t.TempDir(), InMemoryTemporal: true, UIPort: -1, Logger: testLogger()})
+	require.NoError(t, err)
+	defer s.Close()
+	arns, err := s.StartDevices(ctx, 6, "1.10.2", 0)
+	require.NoError(t, err)
+	req := request("bake", arns)
+	req.BakeTime = time.Second
+	req.SuccessThresholdPercent = 80
+	req.SimulateUnhealthy = []string{stack.Device(2)}
+	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+	require.NoError(t, err)
+	res, err := rolloutclient.Result(ctx, run)
+	require.NoError(t, err, res.Message)
+	require.Equal(t, workflows.StateSucceeded, res.State)
+	require.Equal(t, workflows.Counts{Succeeded: 5, Failed: 1}, res.Counts)
+	e, err := s.Jobs.DescribeJobExecution(workflows.RolloutJobID("bake"), stack.Device(2))
+	require.NoError(t, err)
+	require.Contains(t, e.StatusDetails["reason"], "health check failed")
+	for i, a := range s.Agents() {
+		want := "1.11.6"
+		if i == 1 {
+			want = "1.10.2"
+		}
+		require.Equal(t, want, a.InstalledVersion("core"), stack.Device(i+1))
+	}
+}
