@@ -180,6 +180,9 @@ func (a *Activities) createJob(ctx context.Context, jobID string, things []strin
 	if req.DeviceTimeout > 0 {
 		in.TimeoutConfig = &types.TimeoutConfig{InProgressTimeoutInMinutes: aws.Int64(int64(req.DeviceTimeout / time.Minute))}
 	}
+	if req.RateLimitPerMinute > 0 {
+		in.JobExecutionsRolloutConfig = &types.JobExecutionsRolloutConfig{MaximumPerMinute: aws.Int32(int32(req.RateLimitPerMinute))}
+	}
 	if req.Retries > 0 {
 		in.JobExecutionsRetryConfig = &types.JobExecutionsRetryConfig{CriteriaList: []types.RetryCriteria{
 			{FailureType: types.RetryableFailureTypeFailed, NumberOfRetries: aws.Int32(int32(req.Retries))},

@@ -35,6 +35,7 @@ type rolloutFlags struct {
 	retries          int
 	timeout          time.Duration
 	bake             time.Duration
+	rate             int
 }
 
 func (f *rolloutFlags) bind(fs *pflag.FlagSet, defaultTimeout time.Duration) {
@@ -48,13 +49,14 @@ func (f *rolloutFlags) bind(fs *pflag.FlagSet, defaultTimeout time.Duration) {
 	fs.DurationVar(&f.deviceTimeout, "device-timeout", 0, "a device IN_PROGRESS longer than this is TIMED_OUT (minutes; 0: no limit)")
 	fs.IntVar(&f.retries, "retries", 0, "retries for a device that FAILED or TIMED_OUT")
 	fs.DurationVar(&f.timeout, "rollout-timeout", defaultTimeout, "cancel the job and end the rollout if devices have not finished by then")
+	fs.IntVar(&f.rate, "rate-limit", 0, "at most this many devices per minute per wave (0: no limit)")
 	fs.DurationVar(&f.bake, "bake-time", 0, "a device counts as updated only after staying healthy this long after installing")
 }
 
 func (f *rolloutFlags) apply(r *workflows.RolloutRequest) {
 	r.Waves, r.SuccessThresholdPercent, r.ApproveWaves = f.waves, f.threshold, f.approveWaves
 	r.OnFailure, r.DeviceTimeout, r.Retries, r.Timeout = strings.ToUpper(f.onFailure), f.deviceTimeout, f.retries, f.timeout
-	r.BakeTime = f.bake
+	r.BakeTime, r.RateLimitPerMinute = f.bake, f.rate
 	if f.abortType != "" {
 		r.Abort = &workflows.AbortCriteria{FailureType: strings.ToUpper(f.abortType), ThresholdPercent: f.abortThreshold, MinExecuted: f.abortMinExecuted}
 	}

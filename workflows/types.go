@@ -83,6 +83,8 @@ type RolloutRequest struct {
 	DeviceTimeout time.Duration `json:"deviceTimeout,omitempty"`
 	// Retries is how many times a FAILED or TIMED_OUT device is retried.
 	Retries int `json:"retries,omitempty"`
+	// RateLimitPerMinute caps how many devices per minute each wave's job reaches (0: no cap).
+	RateLimitPerMinute int `json:"rateLimitPerMinute,omitempty"`
 	// Window, when set, lets waves start only inside maintenance windows.
 	Window *MaintenanceWindow `json:"window,omitempty"`
 	// RolloutIDFromWorkflowID derives the rollout ID from the workflow ID, so that every run of
@@ -327,6 +329,9 @@ func (r *RolloutRequest) Validate() error {
 	}
 	if w := r.Window; w != nil && (w.Cron == "" || w.Duration < time.Minute) {
 		add("a maintenance window needs a cron expression and a duration of at least a minute")
+	}
+	if r.RateLimitPerMinute < 0 || r.RateLimitPerMinute > 1000 {
+		add("rate limit must be from 1 to 1000 devices per minute (AWS IoT's range)")
 	}
 	if r.BakeTime < 0 || r.BakeTime > 7*24*time.Hour {
 		add("bake time must be from 0 to a week")

@@ -182,6 +182,9 @@ func (s *Service) handleCreateJob(w http.ResponseWriter, r *http.Request) {
 			CriteriaList []RetryCriteria `json:"criteriaList"`
 		} `json:"jobExecutionsRetryConfig"`
 		PresignedURLConfig *PresignConfig `json:"presignedUrlConfig"`
+		RolloutConfig      struct {
+			MaximumPerMinute int `json:"maximumPerMinute"`
+		} `json:"jobExecutionsRolloutConfig"`
 	}
 	if err := readJSON(r, &in); err != nil {
 		writeError(w, err)
@@ -197,6 +200,7 @@ func (s *Service) handleCreateJob(w http.ResponseWriter, r *http.Request) {
 		InProgressTimeoutMinutes: in.TimeoutConfig.InProgressTimeoutInMinutes,
 		Retry:                    retryList(in.RetryConfig),
 		Presign:                  in.PresignedURLConfig,
+		MaxPerMinute:             in.RolloutConfig.MaximumPerMinute,
 	})
 	if err != nil {
 		writeError(w, err)
@@ -222,6 +226,7 @@ type jobJSON struct {
 	TimeoutConfig     map[string]any `json:"timeoutConfig"`
 	PresignedURL      *PresignConfig `json:"presignedUrlConfig,omitempty"`
 	RetryConfig       map[string]any `json:"jobExecutionsRetryConfig,omitempty"`
+	RolloutConfig     map[string]any `json:"jobExecutionsRolloutConfig"`
 }
 
 func retryList(c *struct {
@@ -248,6 +253,10 @@ func toJobJSON(j *Job) jobJSON {
 	}
 	if len(j.Retry) > 0 {
 		out.RetryConfig = map[string]any{"criteriaList": j.Retry}
+	}
+	out.RolloutConfig = map[string]any{}
+	if j.MaxPerMinute > 0 {
+		out.RolloutConfig["maximumPerMinute"] = j.MaxPerMinute
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -212,4 +213,40 @@ func TestTimeoutsAndRetries(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, jobs.JobCompleted, j.Status)
 	require.Equal(t, 1, j.Counts.Failed)
+}
+
+func TestRateLimitReleasesPerMinute(t *testing.T) {
+	ctx := context.Background()
+	svc, clock := openWithClock(t)
+	c := iotClient(serve(t, svc), testCreds)
+	var targets []string
+	for i := 1; i <= 5; i++ {
+		n := fmt.Sprintf("r%d", i)
+		_, err := svc.CreateThing(n, nil)
+		require.NoError(t, err)
+		targets = append(targets, n)
+	}
+	_, err := c.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("slow"), Targets: targets, Document: aws.String(`{}`),
+		JobExecutionsRolloutConfig: &types.JobExecutionsRolloutConfig{MaximumPerMinute: aws.Int32(2)}})
+	require.NoError(t, err)
+	d, err := c.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String("slow")})
+	require.NoError(t, err)
+	require.EqualValues(t, 2, aws.ToInt32(d.Job.JobExecutionsRolloutConfig.MaximumPerMinute))
+	require.EqualValues(t, 5, aws.ToInt32(d.Job.JobProcessDetails.NumberOfQueuedThings), "held executions are QUEUED, as in AWS")
+
+	offered := func() []string {
+		var out []string
+		for _, n := range targets {
+			if e, _, err := svc.NextExecution(n); err == nil && e != nil {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	time.Sleep(50 * time.Millisecond)
+	require.Equal(t, []string{"r1", "r2"}, offered())
+	clock.Advance(61 * time.Second)
+	require.Eventually(t, func() bool { return len(offered()) == 4 }, 5*time.Second, 5*time.Millisecond)
+	clock.Advance(61 * time.Second)
+	require.Eventually(t, func() bool { return len(offered()) == 5 }, 5*time.Second, 5*time.Millisecond)
 }

@@ -111,6 +111,12 @@ type Job struct {
 	Retry []RetryCriteria `json:"retry,omitempty"`
 	// Presign configures ${aws:iot:s3-presigned-url:...} substitution in the document.
 	Presign *PresignConfig `json:"presign,omitempty"`
+	// MaxPerMinute (jobExecutionsRolloutConfig.maximumPerMinute) limits how many executions
+	// are released to devices per minute; the rest wait, QUEUED but not offered.
+	MaxPerMinute int       `json:"maxPerMinute,omitempty"`
+	RateWindow   time.Time `json:"rateWindow,omitzero"`
+	RateReleased int       `json:"rateReleased,omitempty"`
+	HeldCount    int       `json:"held,omitempty"`
 }
 
 // RetryCriteria is one entry of jobExecutionsRetryConfig.criteriaList.
@@ -152,6 +158,8 @@ type Execution struct {
 	// InProgressDeadline and StepDeadline, when set, time the execution out.
 	InProgressDeadline time.Time `json:"inProgressDeadline,omitzero"`
 	StepDeadline       time.Time `json:"stepDeadline,omitzero"`
+	// Held executions wait for the job's rate limit to release them.
+	Held bool `json:"held,omitempty"`
 	// RetryAttempt counts the retries so far; Previous keeps the earlier executions.
 	RetryAttempt int                 `json:"retryAttempt,omitempty"`
 	Previous     []PreviousExecution `json:"previous,omitempty"`

@@ -93,6 +93,11 @@ func (s *Service) sweepLoop(every time.Duration) {
 			if _, err := s.sweepTimeouts(s.clock()); err != nil {
 				s.log.Error().Err(err).Msg("timing out executions failed; will retry")
 			}
+			released, err := s.releaseHeld(s.clock())
+			if err != nil {
+				s.log.Error().Err(err).Msg("releasing rate-limited executions failed; will retry")
+			}
+			s.queueChanged(released)
 		}
 	}
 }
@@ -205,6 +210,8 @@ type CreateJobInput struct {
 	InProgressTimeoutMinutes int64
 	Retry                    []RetryCriteria
 	Presign                  *PresignConfig
+	// MaxPerMinute limits executions released per minute (0: no limit).
+	MaxPerMinute int
 }
 
 // CreateJob creates a job and queues one execution per target thing (the members of target
@@ -242,6 +249,9 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 		if c.NumberOfRetries < 0 || c.NumberOfRetries > 10 {
 			return nil, errorf(CodeInvalidRequest, "retry numberOfRetries must be from 0 to 10")
 		}
+	}
+	if in.MaxPerMinute < 0 || in.MaxPerMinute > 1000 {
+		return nil, errorf(CodeInvalidRequest, "jobExecutionsRolloutConfig.maximumPerMinute must be from 1 to 1000")
 	}
 	if in.Presign != nil {
 		if in.Presign.ExpiresInSec == 0 {
@@ -313,7 +323,7 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 			Targets: in.Targets, TargetSelection: in.TargetSelection, Status: JobInProgress,
 			CreatedAt: now, LastUpdatedAt: now, TargetGroups: groups,
 			InProgressTimeout: time.Duration(in.InProgressTimeoutMinutes) * time.Minute,
-			Retry:             in.Retry, Presign: in.Presign,
+			Retry:             in.Retry, Presign: in.Presign, MaxPerMinute: in.MaxPerMinute, RateWindow: now,
 		}
 		for _, name := range all {
 			if err := s.queueExecution(t, job, name, now); err != nil {
@@ -328,6 +338,9 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 			}
 		}
 		queued = all
+		if job.MaxPerMinute > 0 && len(all) > job.MaxPerMinute {
+			queued = all[:job.MaxPerMinute]
+		}
 		return t.putJob(job)
 	})
 	if err != nil {
@@ -356,6 +369,17 @@ func (s *Service) queueExecution(t txn, j *Job, thing string, now time.Time) err
 	}
 	j.Counts.add(ExecQueued, 1)
 	j.LastUpdatedAt = now
+	if j.MaxPerMinute > 0 {
+		if j.RateReleased >= j.MaxPerMinute {
+			e.Held = true
+			key := append(append([]byte(j.ID+"\x00"), seqBytes(seq)...), []byte("\x00"+thing)...)
+			if err := t.tx.Bucket(bucketHeld).Put(key, nil); err != nil {
+				return err
+			}
+		} else {
+			j.RateReleased++
+		}
+	}
 	return t.putExecution(e)
 }
 
@@ -579,7 +603,9 @@ func (s *Service) PendingExecutions(thing string) (inProgress, queued []*Executi
 			case ExecInProgress:
 				inProgress = append(inProgress, e)
 			case ExecQueued:
-				queued = append(queued, e)
+				if !e.Held {
+					queued = append(queued, e)
+				}
 			}
 		}
 		return nil
@@ -611,7 +637,7 @@ func nextOf(t txn, thing string) (*Execution, error) {
 	}
 	for _, want := range []ExecutionStatus{ExecInProgress, ExecQueued} {
 		for _, e := range all {
-			if e.Status == want {
+			if e.Status == want && !e.Held {
 				return e, nil
 			}
 		}
@@ -930,6 +956,68 @@ func (s *Service) ListThings(attrName, attrValue string, max int, token string) 
 		out = append(out, byName[n])
 	}
 	return out, next, nil
+}
+
+// releaseHeld releases held executions of rate-limited jobs: up to each job's maximum per
+// minute. It returns the things whose queue changed.
+func (s *Service) releaseHeld(now time.Time) ([]string, error) {
+	var things []string
+	err := s.st.db.Update(func(tx *bolt.Tx) error {
+		t := txn{tx}
+		c := tx.Bucket(bucketHeld).Cursor()
+		var jobIDs []string
+		for k, _ := c.First(); k != nil; {
+			id, _, _ := strings.Cut(string(k), "\x00")
+			jobIDs = append(jobIDs, id)
+			k, _ = c.Seek([]byte(id + "\x01")) // next job
+		}
+		for _, id := range jobIDs {
+			j, err := t.job(id)
+			if err != nil {
+				return err
+			}
+			if j == nil {
+				continue
+			}
+			if now.Sub(j.RateWindow) >= time.Minute {
+				j.RateWindow, j.RateReleased = now, 0
+			}
+			for _, key := range t.keysWithPrefix(bucketHeld, id+"\x00") {
+				if j.RateReleased >= j.MaxPerMinute && j.Status == JobInProgress {
+					break
+				}
+				thing := key[9:]
+				if err := tx.Bucket(bucketHeld).Delete([]byte(id + "\x00" + key)); err != nil {
+					return err
+				}
+				e, err := t.execution(id, thing)
+				if err != nil {
+					return err
+				}
+				if e == nil || !e.Held {
+					continue
+				}
+				if e.Status != ExecQueued { // canceled or removed while held
+					e.Held = false
+					if err := t.putExecution(e); err != nil {
+						return err
+					}
+					continue
+				}
+				e.Held = false
+				j.RateReleased++
+				if err := t.putExecution(e); err != nil {
+					return err
+				}
+				things = append(things, thing)
+			}
+			if err := t.putJob(j); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return things, err
 }
 
 // sweepTimeouts moves every IN_PROGRESS execution whose deadline has passed to TIMED_OUT

@@ -27,6 +27,8 @@ var (
 	bucketTimeouts = []byte("timeouts")
 	// client token → tokenRecord, for idempotent creation requests
 	bucketTokens = []byte("client-tokens")
+	// jobID \x00 seq(8) \x00 thing → ∅: executions held back by a rate limit, in queue order
+	bucketHeld = []byte("held")
 )
 
 // store is the persistent state. Every write is one bbolt transaction, fsynced before it
@@ -48,7 +50,7 @@ func openStore(path string) (*store, error) {
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketThings, bucketJobs, bucketExecs, bucketQueue, bucketGroups,
-			bucketMembers, bucketMemberships, bucketGroupJobs, bucketTimeouts, bucketTokens} {
+			bucketMembers, bucketMemberships, bucketGroupJobs, bucketTimeouts, bucketTokens, bucketHeld} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
