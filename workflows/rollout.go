@@ -163,7 +163,6 @@ func (r *rollout) setup(ctx workflow.Context) error {
 }
 
 func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
-	log := workflow.GetLogger(ctx)
 	if r.req.RolloutIDFromWorkflowID {
 		r.req.RolloutID = RolloutIDFor(workflow.GetInfo(ctx).WorkflowExecution.ID)
 		r.res.RolloutID = r.req.RolloutID
@@ -187,63 +186,49 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 		return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrInvalidRequest, err, r.res)
 	}
 	things := targets.ThingArns
-	r.res.Devices = len(things)
-	sizes, _ := ParseWaves(r.req.Waves) // validated above
-	plan := PlanWaves(len(things), sizes)
-	prev := 0
-	for i, cum := range plan {
-		r.res.Waves = append(r.res.Waves, WaveResult{Wave: i + 1, Devices: cum - prev, State: WavePending})
-		prev = cum
-	}
-	r.res.Counts = Counts{Queued: r.res.Devices}
-	r.approved = 1
-	r.setState(ctx, StateRunning, fmt.Sprintf("%d devices in %d wave(s)", r.res.Devices, len(plan)))
-
 	deadline := workflow.Now(ctx).Add(r.req.Timeout)
+	if rs := r.req.Resume; rs != nil {
+		// A continued run: the waves, their jobs and the approvals so far carry over.
+		r.res, r.approved, deadline = rs.Result, rs.Approved, rs.Deadline
+		r.req.Resume = nil
+	} else {
+		r.res.Devices = len(things)
+		sizes, _ := ParseWaves(r.req.Waves) // validated above
+		plan := PlanWaves(len(things), sizes)
+		prev := 0
+		for i, cum := range plan {
+			r.res.Waves = append(r.res.Waves, WaveResult{Wave: i + 1, Devices: cum - prev, State: WavePending})
+			prev = cum
+		}
+		r.res.Counts = Counts{Queued: r.res.Devices}
+		r.approved = 1
+		r.setState(ctx, StateRunning, fmt.Sprintf("%d devices in %d wave(s)", r.res.Devices, len(plan)))
+	}
+
 	start := 0
 	for i := range r.res.Waves {
 		wave := &r.res.Waves[i]
-		// Gates before the wave: a pause, an approval.
-		if i > 0 && r.req.ApproveWaves {
-			r.waiting = true
-			r.setState(ctx, StateAwaiting, fmt.Sprintf("wave %d of %d (%d devices) waits for approval", wave.Wave, len(r.res.Waves), wave.Devices))
+		if wave.State == WavePassed {
+			start += wave.Devices
+			continue
 		}
-		if err := workflow.Await(ctx, func() bool {
-			return r.cancelReq != nil || (!r.res.Paused && (!r.req.ApproveWaves || r.approved >= wave.Wave))
-		}); err != nil {
-			return r.abort(ctx, StateCanceled, "rollout canceled")
-		}
-		r.waiting = false
-		if r.cancelReq == nil && r.req.Window != nil {
-			if err := r.awaitWindow(ctx, short, wave.Wave); err != nil {
-				return nil, err
+		if wave.State != WaveRunning { // a wave resumed after continue-as-new is running already
+			end := min(start+wave.Devices, len(things))
+			if res, err := r.startWave(ctx, short, i, wave, things[min(start, end):end]); res != nil || err != nil {
+				return res, err
 			}
 		}
-		if r.cancelReq != nil {
-			return r.abort(ctx, StateCanceled, "canceled by operator: "+r.cancelReq.Reason)
-		}
-		r.res.CurrentWave = wave.Wave
-		r.setState(ctx, StateRunning, fmt.Sprintf("wave %d of %d: %d devices", wave.Wave, len(r.res.Waves), wave.Devices))
-
-		wave.JobID = WaveJobID(r.req.RolloutID, wave.Wave)
-		wave.State = WaveRunning
-		var created CreateJobResult
-		err := workflow.ExecuteActivity(short, ActivityCreateJob, CreateJobInput{
-			JobID: wave.JobID, ThingArns: things[start : start+wave.Devices], Request: r.req, Wave: wave.Wave,
-		}).Get(ctx, &created)
 		start += wave.Devices
-		if err != nil {
-			r.setState(ctx, StateFailed, fmt.Sprintf("the IoT job for wave %d could not be created: %s", wave.Wave, rootMessage(err)))
-			return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrRolloutFailed, err, r.res)
-		}
-		if i == 0 {
-			r.res.JobID, r.res.JobArn = created.JobID, created.JobArn
-		}
-		wave.Counts = Counts{Queued: wave.Devices}
-		log.Info("wave started", "wave", wave.Wave, "job", wave.JobID, "devices", wave.Devices)
-
 		outcome, why := r.awaitWave(ctx, wave, deadline)
 		switch outcome {
+		case waveContinueAsNew:
+			// The history is long: carry on in a fresh run (the wave's job keeps going meanwhile).
+			if err := workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) }); err != nil {
+				return nil, err
+			}
+			next := r.req
+			next.Resume = &RolloutResume{Result: r.res, Approved: r.approved, Deadline: deadline}
+			return nil, workflow.NewContinueAsNewError(ctx, Rollout, next)
 		case waveTimedOut:
 			return r.abort(ctx, StateTimedOut, why)
 		case waveCanceled:
@@ -302,6 +287,49 @@ func (r *rollout) awaitWindow(ctx, actx workflow.Context, wave int) error {
 	return nil
 }
 
+// startWave passes the gates before a wave (cancel, pause, approval, maintenance window) and
+// creates its job. A non-nil result or error ends the rollout.
+func (r *rollout) startWave(ctx, short workflow.Context, i int, wave *WaveResult, things []string) (*RolloutResult, error) {
+	// Gates before the wave: a pause, an approval.
+	if i > 0 && r.req.ApproveWaves {
+		r.waiting = true
+		r.setState(ctx, StateAwaiting, fmt.Sprintf("wave %d of %d (%d devices) waits for approval", wave.Wave, len(r.res.Waves), wave.Devices))
+	}
+	if err := workflow.Await(ctx, func() bool {
+		return r.cancelReq != nil || (!r.res.Paused && (!r.req.ApproveWaves || r.approved >= wave.Wave))
+	}); err != nil {
+		return r.abort(ctx, StateCanceled, "rollout canceled")
+	}
+	r.waiting = false
+	if r.cancelReq == nil && r.req.Window != nil {
+		if err := r.awaitWindow(ctx, short, wave.Wave); err != nil {
+			return nil, err
+		}
+	}
+	if r.cancelReq != nil {
+		return r.abort(ctx, StateCanceled, "canceled by operator: "+r.cancelReq.Reason)
+	}
+	r.res.CurrentWave = wave.Wave
+	r.setState(ctx, StateRunning, fmt.Sprintf("wave %d of %d: %d devices", wave.Wave, len(r.res.Waves), wave.Devices))
+
+	wave.JobID = WaveJobID(r.req.RolloutID, wave.Wave)
+	wave.State = WaveRunning
+	var created CreateJobResult
+	err := workflow.ExecuteActivity(short, ActivityCreateJob, CreateJobInput{
+		JobID: wave.JobID, ThingArns: things, Request: r.req, Wave: wave.Wave,
+	}).Get(ctx, &created)
+	if err != nil {
+		r.setState(ctx, StateFailed, fmt.Sprintf("the IoT job for wave %d could not be created: %s", wave.Wave, rootMessage(err)))
+		return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrRolloutFailed, err, r.res)
+	}
+	if i == 0 {
+		r.res.JobID, r.res.JobArn = created.JobID, created.JobArn
+	}
+	wave.Counts = Counts{Queued: wave.Devices}
+	workflow.GetLogger(ctx).Info("wave started", "wave", wave.Wave, "job", wave.JobID, "devices", wave.Devices)
+	return nil, nil
+}
+
 type waveOutcome int
 
 const (
@@ -309,6 +337,7 @@ const (
 	waveAborted
 	waveTimedOut
 	waveCanceled
+	waveContinueAsNew
 )
 
 // awaitWave polls the wave's job until it is done, crosses the abort criteria, runs past the
@@ -357,6 +386,9 @@ func (r *rollout) awaitWave(ctx workflow.Context, wave *WaveResult, deadline tim
 		}
 		if progress.Done {
 			return waveDone, ""
+		}
+		if workflow.GetInfo(ctx).GetContinueAsNewSuggested() && r.cancelReq == nil {
+			return waveContinueAsNew, ""
 		}
 	}
 }

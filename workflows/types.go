@@ -90,6 +90,15 @@ type RolloutRequest struct {
 	// RolloutIDFromWorkflowID derives the rollout ID from the workflow ID, so that every run of
 	// a Temporal Schedule (whose workflow IDs get the run's time appended) is its own rollout.
 	RolloutIDFromWorkflowID bool `json:"rolloutIdFromWorkflowId,omitempty"`
+	// Resume carries a rollout's progress across continue-as-new; users leave it empty.
+	Resume *RolloutResume `json:"resume,omitempty"`
+}
+
+// RolloutResume is the state a rollout hands to its next run when it continues as new.
+type RolloutResume struct {
+	Result   RolloutResult `json:"result"`
+	Approved int           `json:"approved"`
+	Deadline time.Time     `json:"deadline"`
 }
 
 // MaintenanceWindow opens at every activation of Cron (in TimeZone) for Duration.

@@ -9,8 +9,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/otaflow/otaflow/workflows"
 )
@@ -300,4 +302,43 @@ func TestWavesWaitForTheMaintenanceWindow(t *testing.T) {
 
 func TestRolloutIDFor(t *testing.T) {
 	require.Equal(t, "nightly-2026-11-23T02-00-00Z", workflows.RolloutIDFor("rollout-nightly-2026-11-23T02:00:00Z"))
+}
+
+func TestContinueAsNewCarriesTheRolloutOn(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	f := &fleet{devices: 4, outcome: allSucceed}
+	f.register(env)
+	env.OnActivity(workflows.ActivityAwaitJob, mockAny, mockAny).
+		Return(&workflows.AwaitJobResult{Counts: workflows.Counts{InProgress: 1}}, nil).After(30 * time.Second)
+	env.SetContinueAsNewSuggested(true)
+	req := validRequest()
+	req.Waves = "1,100%"
+	env.ExecuteWorkflow(workflows.Rollout, req)
+	var can *workflow.ContinueAsNewError
+	require.True(t, errors.As(env.GetWorkflowError(), &can), "got %v", env.GetWorkflowError())
+	var next workflows.RolloutRequest
+	require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(can.Input, &next))
+	require.NotNil(t, next.Resume)
+	require.Equal(t, workflows.WaveRunning, next.Resume.Result.Waves[0].State)
+	require.Equal(t, "otaflow-r1", next.Resume.Result.Waves[0].JobID)
+	require.Len(t, f.created, 1)
+
+	// The next run picks up wave 1 where it was, without creating its job again.
+	env2 := s.NewTestWorkflowEnvironment()
+	f2 := &fleet{devices: 4, outcome: func(jobID string, size int) workflows.AwaitJobResult {
+		if jobID == "otaflow-r1" { // created by the first run
+			size = 1
+		}
+		return allSucceed(jobID, size)
+	}}
+	f2.register(env2)
+	env2.ExecuteWorkflow(workflows.Rollout, next)
+	require.NoError(t, env2.GetWorkflowError())
+	var res workflows.RolloutResult
+	require.NoError(t, env2.GetWorkflowResult(&res))
+	require.Equal(t, []string{"otaflow-r1-w2"}, []string{f2.created[0].JobID})
+	require.Len(t, f2.created, 1)
+	require.Equal(t, 3, len(f2.created[0].ThingArns), "wave 2 gets the devices after wave 1's")
+	require.Equal(t, workflows.Counts{Succeeded: 4}, res.Counts)
 }
