@@ -52,6 +52,7 @@ func (a *Activities) Register(w worker.ActivityRegistry) {
 	w.RegisterActivityWithOptions(a.CreateRollbackJobs, activity.RegisterOptions{Name: workflows.ActivityRollback})
 	w.RegisterActivityWithOptions(a.MaintenanceWindow, activity.RegisterOptions{Name: workflows.ActivityWindow})
 	w.RegisterActivityWithOptions(a.SyncDeployment, activity.RegisterOptions{Name: workflows.ActivitySyncDeployment})
+	w.RegisterActivityWithOptions(a.FailedDevices, activity.RegisterOptions{Name: workflows.ActivityFailedDevices})
 }
 
 // ResolveTargets checks that every target exists and returns the things' ARNs, thing groups
@@ -299,6 +300,27 @@ func (a *Activities) CreateRollbackJobs(ctx context.Context, in workflows.Rollba
 	if len(unknown) > 0 {
 		out.Failed = len(unknown)
 		out.Message = fmt.Sprintf("%d device(s) did not report their previous version and were not rolled back: %s", len(unknown), strings.Join(unknown, ", "))
+	}
+	return out, nil
+}
+
+// FailedDevices lists (up to Limit) the devices whose execution of the jobs did not succeed.
+func (a *Activities) FailedDevices(ctx context.Context, in workflows.FailedDevicesInput) ([]string, error) {
+	var out []string
+	for _, jobID := range in.JobIDs {
+		p := iot.NewListJobExecutionsForJobPaginator(a.IoT, &iot.ListJobExecutionsForJobInput{JobId: aws.String(jobID)})
+		for p.HasMorePages() && len(out) < in.Limit {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("list executions of %s: %w", jobID, err)
+			}
+			for _, s := range page.ExecutionSummaries {
+				if s.JobExecutionSummary.Status != types.JobExecutionStatusSucceeded && len(out) < in.Limit {
+					arn := aws.ToString(s.ThingArn)
+					out = append(out, arn[strings.LastIndex(arn, "/")+1:])
+				}
+			}
+		}
 	}
 	return out, nil
 }

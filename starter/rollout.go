@@ -144,7 +144,7 @@ func printStatus(res workflows.RolloutResult, output string) {
 		fmt.Printf("  wave %d  %-9s %4d devices  %s\n", w.Wave, w.State, w.Devices, countsLine(w.Counts))
 	}
 	if rb := res.Rollback; rb != nil {
-		fmt.Printf("  rollback: %d of %d devices rolled back, %d failed %s\n", rb.RolledBack, rb.Devices, rb.Failed, rb.Message)
+		fmt.Printf("  rollback: %d of %d devices rolled back, %d failed %s %s\n", rb.RolledBack, rb.Devices, rb.Failed, strings.Join(rb.FailedDevices, " "), rb.Message)
 	}
 }
 

@@ -17,6 +17,7 @@ const (
 	ActivityCancelJob      = "CancelJob"
 	ActivityRollback       = "CreateRollbackJobs"
 	ActivityWindow         = "MaintenanceWindow"
+	ActivityFailedDevices  = "FailedDevices"
 )
 
 // Query and update names.
@@ -517,6 +518,12 @@ func (r *rollout) rollback(ctx workflow.Context, jobs []string) RollbackResult {
 				rb.Failed += p.Counts.Total() - p.Counts.Succeeded
 				break
 			}
+		}
+	}
+	if rb.Failed > 0 && len(rb.JobIDs) > 0 {
+		var names []string
+		if err := workflow.ExecuteActivity(ctx, ActivityFailedDevices, FailedDevicesInput{JobIDs: rb.JobIDs, Limit: 100}).Get(ctx, &names); err == nil {
+			rb.FailedDevices = append(rb.FailedDevices, names...)
 		}
 	}
 	return rb

@@ -450,7 +450,15 @@ type RollbackResult struct {
 	Devices    int      `json:"devices"`
 	RolledBack int      `json:"rolledBack"`
 	Failed     int      `json:"failed"`
-	Message    string   `json:"message,omitempty"`
+	// FailedDevices names the devices that did not roll back (at most 100).
+	FailedDevices []string `json:"failedDevices,omitempty"`
+	Message       string   `json:"message,omitempty"`
+}
+
+// FailedDevicesInput asks which devices did not succeed in the given jobs.
+type FailedDevicesInput struct {
+	JobIDs []string `json:"jobIds"`
+	Limit  int      `json:"limit"`
 }
 
 // CancelRequest is the cancel update's argument.

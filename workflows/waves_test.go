@@ -97,6 +97,9 @@ func (f *fleet) register(env *testsuite.TestWorkflowEnvironment) {
 		c := f.cancelCounts
 		return &c, nil
 	}, activity.RegisterOptions{Name: workflows.ActivityCancelJob})
+	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.FailedDevicesInput) ([]string, error) {
+		return []string{"d02"}, nil
+	}, activity.RegisterOptions{Name: workflows.ActivityFailedDevices})
 	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.RollbackInput) (*workflows.RollbackResult, error) {
 		f.rollbacks = append(f.rollbacks, in)
 		return &workflows.RollbackResult{JobIDs: []string{workflows.RollbackJobID(in.RolloutID, 1)}, Devices: 3}, nil
@@ -274,6 +277,7 @@ func TestCancelUpdateCancelsTheJobAndRollsBack(t *testing.T) {
 	require.Len(t, f.rollbacks, 1)
 	require.Equal(t, 1, res.Rollback.RolledBack)
 	require.Equal(t, 1, res.Rollback.Failed)
+	require.Equal(t, []string{"d02"}, res.Rollback.FailedDevices, "the result names who failed to roll back")
 	require.Contains(t, res.Message, "canceled by operator: bad build")
 }
 

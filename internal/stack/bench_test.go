@@ -3,6 +3,7 @@ package stack_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -17,7 +18,11 @@ import (
 // devices updated per minute, and the rollout's workflow history length (which must not
 // grow with the fleet).
 func BenchmarkRollout(b *testing.B) {
-	for _, n := range []int{100, 1000} {
+	sizes := []int{100, 1000}
+	if os.Getenv("OTAFLOW_BENCH_10K") != "" {
+		sizes = append(sizes, 10000)
+	}
+	for _, n := range sizes {
 		b.Run(fmt.Sprintf("devices=%d", n), func(b *testing.B) {
 			ctx := context.Background()
 			s, err := stack.Start(ctx, stack.Options{DataDir: b.TempDir(), InMemoryTemporal: true, UIPort: -1, Logger: testLogger()})
