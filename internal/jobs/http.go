@@ -124,10 +124,16 @@ func writeJSON(w http.ResponseWriter, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
+// maxRequestBytes bounds a request body (a job for a whole wave lists every device's ARN).
+const maxRequestBytes = 16 << 20
+
 func readJSON(r *http.Request, v any) error {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 4*MaxDocumentBytes))
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBytes+1))
 	if err != nil {
 		return errorf(CodeInvalidRequest, "read request body: %v", err)
+	}
+	if len(body) > maxRequestBytes {
+		return errorf(CodeInvalidRequest, "request body exceeds %d bytes", maxRequestBytes)
 	}
 	if len(body) == 0 {
 		return nil

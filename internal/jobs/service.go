@@ -652,6 +652,10 @@ func nextOf(t txn, thing string) (*Execution, error) {
 // progress) and returns it with its job; nil when nothing is pending. stepTimeout, when
 // positive, times the execution out unless the device updates it sooner.
 func (s *Service) StartNext(thing string, details map[string]string, stepTimeout time.Duration) (*Execution, *Job, error) {
+	// Most asks find nothing pending; answer those from a read transaction, with no commit.
+	if e, j, err := s.NextExecution(thing); err != nil || e == nil || e.Status == ExecInProgress {
+		return e, j, err
+	}
 	var exec *Execution
 	var job *Job
 	changed := false

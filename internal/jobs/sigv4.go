@@ -31,7 +31,7 @@ type SigV4Verifier struct {
 	MaxSkew time.Duration
 }
 
-const maxSignedBody = 1 << 20
+const maxSignedBody = maxRequestBytes
 
 // Middleware rejects any request whose signature does not verify.
 func (v *SigV4Verifier) Middleware(next http.Handler) http.Handler {
@@ -98,9 +98,12 @@ func (v *SigV4Verifier) Verify(r *http.Request) error {
 		return fmt.Errorf("credential date %s does not match X-Amz-Date %s", scope[1], amzDate)
 	}
 
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxSignedBody))
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxSignedBody+1))
 	if err != nil {
 		return fmt.Errorf("read request body: %w", err)
+	}
+	if len(body) > maxSignedBody {
+		return fmt.Errorf("request body exceeds %d bytes", maxSignedBody)
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	sum := sha256.Sum256(body)
