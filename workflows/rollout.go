@@ -42,6 +42,7 @@ var (
 	SearchRolloutID     = temporal.NewSearchAttributeKeyKeyword("OtaflowRolloutId")
 	SearchTargetVersion = temporal.NewSearchAttributeKeyKeyword("OtaflowTargetVersion")
 	SearchState         = temporal.NewSearchAttributeKeyKeyword("OtaflowState")
+	SearchWave          = temporal.NewSearchAttributeKeyInt64("OtaflowWave")
 )
 
 // reportEvery bounds one AwaitJob call, so the status query sees progress at least this often.
@@ -536,10 +537,14 @@ func (r *rollout) setState(ctx workflow.Context, state, msg string) {
 		shown = StatePaused
 	}
 	err := workflow.UpsertTypedSearchAttributes(ctx,
-		SearchRolloutID.ValueSet(r.req.RolloutID), SearchTargetVersion.ValueSet(r.req.Version), SearchState.ValueSet(shown))
+		SearchRolloutID.ValueSet(r.req.RolloutID), SearchTargetVersion.ValueSet(r.req.Version), SearchState.ValueSet(shown),
+		SearchWave.ValueSet(int64(r.res.CurrentWave)))
 	if err != nil {
 		workflow.GetLogger(ctx).Warn("could not update search attributes", "error", err)
 	}
+	// What the web UI shows for the rollout, in words.
+	workflow.SetCurrentDetails(ctx, fmt.Sprintf("**%s** — %s to %s, wave %d of %d, %d of %d devices updated. %s",
+		shown, r.req.SoftwareToUpdate, r.req.Version, r.res.CurrentWave, len(r.res.Waves), r.res.Counts.Succeeded, r.res.Devices, msg))
 	workflow.GetLogger(ctx).Info("rollout state", "state", shown, "message", msg)
 }
 

@@ -25,6 +25,7 @@ func SearchAttributes() map[string]enumspb.IndexedValueType {
 		workflows.SearchRolloutID.GetName():     enumspb.INDEXED_VALUE_TYPE_KEYWORD,
 		workflows.SearchTargetVersion.GetName(): enumspb.INDEXED_VALUE_TYPE_KEYWORD,
 		workflows.SearchState.GetName():         enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+		workflows.SearchWave.GetName():          enumspb.INDEXED_VALUE_TYPE_INT,
 	}
 }
 
