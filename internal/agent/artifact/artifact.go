@@ -1,0 +1,191 @@
+// Package artifact downloads update artifacts the way a device must: resumably (HTTP Range,
+// so a flaky link never restarts a large download from zero), in constant memory, with the
+// SHA-256 checked as the bytes stream in and an ed25519 signature over the digest checked
+// against the fleet's public key before anything is installed.
+package artifact
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+)
+
+// Spec is what the job document says about the artifact.
+type Spec struct {
+	URL    string
+	Size   int64
+	SHA256 string // hex
+	// Signature is the ed25519 signature (hex) of the raw SHA-256 digest.
+	Signature string
+}
+
+// Options bound a download.
+type Options struct {
+	// PublicKey verifies Signature; nil refuses every artifact (an unsigned fleet is a bug).
+	PublicKey ed25519.PublicKey
+	// MaxSize refuses artifacts larger than this (0: 4 GiB).
+	MaxSize int64
+	// BytesPerSecond caps the bandwidth (0: no cap).
+	BytesPerSecond int64
+	// Attempts is how many times a broken transfer is resumed (0: 5).
+	Attempts int
+	Client   *http.Client
+}
+
+// ErrVerify marks an artifact that arrived but is not what the document promised: fatal,
+// never retried.
+var ErrVerify = errors.New("artifact verification failed")
+
+// Download fetches spec into path (resuming a partial file left by an earlier attempt) and
+// verifies it. On a verification failure the file is removed.
+func Download(ctx context.Context, spec Spec, path string, o Options) error {
+	if o.MaxSize == 0 {
+		o.MaxSize = 4 << 30
+	}
+	if o.Attempts == 0 {
+		o.Attempts = 5
+	}
+	if o.Client == nil {
+		o.Client = &http.Client{Timeout: 0}
+	}
+	if spec.Size <= 0 || spec.Size > o.MaxSize {
+		return fmt.Errorf("%w: size %d is outside 1..%d bytes", ErrVerify, spec.Size, o.MaxSize)
+	}
+	want, err := hex.DecodeString(spec.SHA256)
+	if err != nil || len(want) != sha256.Size {
+		return fmt.Errorf("%w: sha256 %q is not a hex SHA-256 digest", ErrVerify, spec.SHA256)
+	}
+	sig, err := hex.DecodeString(spec.Signature)
+	if err != nil || len(sig) != ed25519.SignatureSize {
+		return fmt.Errorf("%w: signature is not a hex ed25519 signature", ErrVerify)
+	}
+	if len(o.PublicKey) != ed25519.PublicKeySize {
+		return fmt.Errorf("%w: no fleet public key is configured, so no artifact can be trusted", ErrVerify)
+	}
+	if !ed25519.Verify(o.PublicKey, want, sig) {
+		return fmt.Errorf("%w: the signature does not match the digest and the fleet key", ErrVerify)
+	}
+
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	// Hash what an earlier attempt left, then resume after it.
+	have, err := io.Copy(h, f)
+	if err != nil {
+		return fmt.Errorf("read partial download: %w", err)
+	}
+	if have > spec.Size {
+		have = 0
+		h.Reset()
+		if err := f.Truncate(0); err != nil {
+			return err
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+	}
+	var lastErr error
+	for attempt := 0; have < spec.Size && attempt < o.Attempts; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
+			}
+		}
+		n, err := fetch(ctx, o, spec, have, f, h)
+		have += n
+		lastErr = err
+		if errors.Is(err, ErrVerify) {
+			break
+		}
+	}
+	if have < spec.Size {
+		return fmt.Errorf("download %s: got %d of %d bytes: %w", spec.URL, have, spec.Size, lastErr)
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if got := h.Sum(nil); hex.EncodeToString(got) != hex.EncodeToString(want) {
+		f.Close()
+		os.Remove(path)
+		return fmt.Errorf("%w: sha256 is %x, the job document says %s", ErrVerify, got, spec.SHA256)
+	}
+	return nil
+}
+
+// fetch copies from offset to the end (or until the connection breaks) into f and h.
+func fetch(ctx context.Context, o Options, spec Spec, offset int64, f *os.File, h hash.Hash) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, spec.URL, nil)
+	if err != nil {
+		return 0, err
+	}
+	if offset > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
+	}
+	resp, err := o.Client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	switch {
+	case offset > 0 && resp.StatusCode == http.StatusPartialContent:
+	case resp.StatusCode == http.StatusOK:
+		if offset > 0 { // the server ignores Range: start over
+			if err := f.Truncate(0); err != nil {
+				return 0, err
+			}
+			h.Reset()
+			offset = 0
+		}
+	case resp.StatusCode == http.StatusForbidden:
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return 0, fmt.Errorf("artifact URL refused (%s): %s; the presigned URL may have expired", resp.Status, body)
+	default:
+		return 0, fmt.Errorf("artifact download: %s", resp.Status)
+	}
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return 0, err
+	}
+	var r io.Reader = io.LimitReader(resp.Body, spec.Size-offset+1)
+	if o.BytesPerSecond > 0 {
+		r = &throttled{r: r, rate: o.BytesPerSecond, start: time.Now()}
+	}
+	n, err := io.Copy(io.MultiWriter(f, h), r)
+	if offset+n > spec.Size {
+		return n, fmt.Errorf("%w: the server sent more than the %d bytes the document promised", ErrVerify, spec.Size)
+	}
+	return n, err
+}
+
+// throttled paces reads to a byte rate.
+type throttled struct {
+	r     io.Reader
+	rate  int64
+	start time.Time
+	n     int64
+}
+
+func (t *throttled) Read(p []byte) (int, error) {
+	if len(p) > int(t.rate) {
+		p = p[:t.rate]
+	}
+	n, err := t.r.Read(p)
+	t.n += int64(n)
+	if due := time.Duration(float64(t.n) / float64(t.rate) * float64(time.Second)); due > time.Since(t.start) {
+		time.Sleep(due - time.Since(t.start))
+	}
+	return n, err
+}
