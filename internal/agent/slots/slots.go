@@ -1,0 +1,165 @@
+// Package slots installs software versions side by side and switches between them
+// atomically, so a device is always on exactly one complete version:
+//
+//	ROOT/versions/<version>/   one directory per installed version (the inactive slots)
+//	ROOT/current  -> versions/<version>   the running version (a symlink, replaced by rename)
+//	ROOT/previous -> versions/<version>   what to go back to
+//
+// Configuration, local state and logs live outside versions/, so they survive every update.
+package slots
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Slots manages one piece of software under Root.
+type Slots struct {
+	Root string
+}
+
+func (s Slots) versionDir(v string) string { return filepath.Join(s.Root, "versions", v) }
+
+// Current is the version the current link points at ("" when none).
+func (s Slots) Current() string { return s.link("current") }
+
+// Previous is the version the previous link points at ("" when none).
+func (s Slots) Previous() string { return s.link("previous") }
+
+func (s Slots) link(name string) string {
+	target, err := os.Readlink(filepath.Join(s.Root, name))
+	if err != nil {
+		return ""
+	}
+	return filepath.Base(target)
+}
+
+func validVersion(v string) error {
+	if v == "" || v == "." || v == ".." || strings.ContainsAny(v, `/\`) {
+		return fmt.Errorf("version %q cannot name a directory", v)
+	}
+	return nil
+}
+
+// Install unpacks a .tar.gz artifact into the version's slot. Nothing outside the slot can be
+// written: absolute paths, "..", links and special files in the archive are refused. A slot
+// that already holds the version is replaced only once the new one is complete.
+func (s Slots) Install(version, tarGz string) error {
+	if err := validVersion(version); err != nil {
+		return err
+	}
+	f, err := os.Open(tarGz)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	gz, err := gzip.NewReader(f)
+	if err != nil {
+		return fmt.Errorf("artifact is not gzip: %w", err)
+	}
+	staging := s.versionDir(version) + ".staging"
+	os.RemoveAll(staging)
+	if err := os.MkdirAll(staging, 0o755); err != nil {
+		return err
+	}
+	defer os.RemoveAll(staging)
+	tr := tar.NewReader(gz)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("artifact is not a valid tar: %w", err)
+		}
+		name := filepath.Clean(filepath.FromSlash(h.Name))
+		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, ".."+string(filepath.Separator)) {
+			return fmt.Errorf("artifact entry %q points outside the install directory; refusing the artifact", h.Name)
+		}
+		dest := filepath.Join(staging, name)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(dest, 0o755); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+				return err
+			}
+			out, err := os.OpenFile(dest, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, os.FileMode(h.Mode)&0o755)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(out, tr)
+			if cerr := out.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return fmt.Errorf("unpack %s: %w", h.Name, err)
+			}
+		default:
+			return fmt.Errorf("artifact entry %q is a link or special file; only files and directories are installed", h.Name)
+		}
+	}
+	final := s.versionDir(version)
+	if s.Current() == version {
+		return fmt.Errorf("version %s is running; it cannot be reinstalled in place", version)
+	}
+	os.RemoveAll(final)
+	return os.Rename(staging, final)
+}
+
+// Installed reports whether a version's slot exists.
+func (s Slots) Installed(version string) bool {
+	st, err := os.Stat(s.versionDir(version))
+	return err == nil && st.IsDir()
+}
+
+// Switch makes version current (and the old current previous) by renaming symlinks, which is
+// atomic: a crash leaves either the old or the new link.
+func (s Slots) Switch(version string) error {
+	if err := validVersion(version); err != nil {
+		return err
+	}
+	if !s.Installed(version) {
+		return fmt.Errorf("version %s is not installed", version)
+	}
+	if cur := s.Current(); cur != "" && cur != version {
+		if err := s.setLink("previous", cur); err != nil {
+			return err
+		}
+	}
+	return s.setLink("current", version)
+}
+
+// Rollback switches back to the previous version.
+func (s Slots) Rollback() (string, error) {
+	prev := s.Previous()
+	if prev == "" {
+		return "", errors.New("there is no previous version to roll back to")
+	}
+	return prev, s.setLink("current", prev)
+}
+
+func (s Slots) setLink(name, version string) error {
+	tmp := filepath.Join(s.Root, "."+name+".tmp")
+	os.Remove(tmp)
+	if err := os.Symlink(filepath.Join("versions", version), tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(s.Root, name)); err != nil {
+		return err
+	}
+	d, err := os.Open(s.Root)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
