@@ -34,7 +34,9 @@ type Config struct {
 	InstallTime time.Duration
 	// RequestTimeout bounds each Jobs API request.
 	RequestTimeout time.Duration
-	Logger         zerolog.Logger
+	// Installer, when Root is set, performs real installs of documents with an artifact.
+	Installer Installer
+	Logger    zerolog.Logger
 }
 
 // Agent is one device's agent.
@@ -299,6 +301,32 @@ func (a *Agent) process(ctx context.Context, e *execution) error {
 
 	if err := a.setState(func(s *State) { s.CurrentJob, s.Step = e.JobID, "installing" }); err != nil {
 		return err
+	}
+	if doc.Artifact != nil && a.cfg.Installer.Root != "" {
+		running, err := a.installReal(ctx, e, doc, cur)
+		var ie *installError
+		if errors.As(err, &ie) {
+			status := "FAILED"
+			if ie.rejected {
+				status = "REJECTED"
+			}
+			log.Warn().Str("status", status).Msg(ie.reason)
+			if err := a.setState(func(s *State) { s.Installed[doc.SoftwareToUpdate] = cur }); err != nil {
+				return err
+			}
+			return a.finish(ctx, e, status, map[string]string{"reason": ie.reason, "installedVersion": running})
+		}
+		if err != nil {
+			return err
+		}
+		if err := a.setState(func(s *State) {
+			s.Installed[doc.SoftwareToUpdate] = Installed{Version: doc.Version, Previous: cur.Version}
+			s.Step = "installed"
+		}); err != nil {
+			return err
+		}
+		log.Info().Msg("installed, healthy, committed")
+		return a.finish(ctx, e, "SUCCEEDED", map[string]string{"installedVersion": doc.Version, "previousVersion": cur.Version})
 	}
 	if _, err := a.request(ctx, e.JobID+"/update", map[string]any{
 		"status": "IN_PROGRESS", "statusDetails": map[string]string{"step": "installing", "version": doc.Version},

@@ -34,6 +34,14 @@ func waitTerminal(t *testing.T, svc *jobs.Service, jobID, thing string) *jobs.Ex
 	return e
 }
 
+// runAgent runs a until the test ends.
+func runAgent(t *testing.T, a *agent.Agent) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 func startAgent(t *testing.T, url, dir string) (*agent.Agent, context.CancelFunc) {
 	t.Helper()
 	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: url, StateDir: dir, InitialVersion: "1.0.0", Logger: zerolog.Nop()})

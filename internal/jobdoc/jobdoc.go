@@ -47,8 +47,28 @@ type Document struct {
 	BakeSeconds int `json:"bakeSeconds,omitempty"`
 	// UpdateAgentLogLevel is the log level the agent uses while it runs this job.
 	UpdateAgentLogLevel string `json:"updateAgentLogLevel,omitempty"`
+	// Artifact is the software to install; without it the agent simulates the install.
+	Artifact *Artifact `json:"artifact,omitempty"`
+	// HealthCheck runs after the switch (and through the bake time); failing it rolls back.
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
 	// Simulate steers simulated devices (the demo and tests); real installs ignore it.
 	Simulate *Simulation `json:"simulate,omitempty"`
+}
+
+// Artifact is a signed, downloadable .tar.gz.
+type Artifact struct {
+	// URL is usually ${aws:iot:s3-presigned-url:...}, replaced by the jobs service.
+	URL    string `json:"url"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+	// Signature is the ed25519 signature (hex) of the SHA-256 digest by the fleet's key.
+	Signature string `json:"signature"`
+}
+
+// HealthCheck is a command that exits 0 while the new version is healthy.
+type HealthCheck struct {
+	Command        []string `json:"command"`
+	TimeoutSeconds int      `json:"timeoutSeconds,omitempty"`
 }
 
 // Simulation asks simulated devices to behave in a given way.
@@ -122,6 +142,12 @@ func (d *Document) Validate() error {
 		}
 	default:
 		return fmt.Errorf("softwareToUpdate %q is invalid: use %q, %q or %q", d.SoftwareToUpdate, SoftwareCore, SoftwareOTAAgent, SoftwareComponents)
+	}
+	if a := d.Artifact; a != nil && (a.URL == "" || a.Size <= 0 || len(a.SHA256) != 64 || len(a.Signature) != 128) {
+		return fmt.Errorf("artifact needs a url, a size, a hex sha256 and a hex ed25519 signature")
+	}
+	if h := d.HealthCheck; h != nil && len(h.Command) == 0 {
+		return fmt.Errorf("healthCheck has no command")
 	}
 	if d.BakeSeconds < 0 || d.BakeSeconds > 7*24*3600 {
 		return fmt.Errorf("bakeSeconds must be from 0 to a week")

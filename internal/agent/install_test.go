@@ -1,0 +1,112 @@
+package agent_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otaflow/otaflow/internal/agent"
+	"github.com/otaflow/otaflow/internal/agent/slots"
+	"github.com/otaflow/otaflow/internal/jobdoc"
+	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/mqtttest"
+)
+
+func coreTarball(t *testing.T, version string) []byte {
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	body := []byte("#!/bin/sh\necho core " + version + "\n")
+	require.NoError(t, tw.WriteHeader(&tar.Header{Name: "bin/core", Mode: 0o755, Size: int64(len(body)), Typeflag: tar.TypeReg}))
+	tw.Write(body)
+	tw.Close()
+	gz.Close()
+	return buf.Bytes()
+}
+
+// TestRealInstallPath runs the agent's real install path against the jobs service's artifact
+// store: signed download, slot install, atomic switch, health check, rollback.
+func TestRealInstallPath(t *testing.T) {
+	b := mqtttest.Embedded(t)
+	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	defer svc.Close()
+	srv := httptest.NewServer(svc.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: "k", SecretAccessKey: "s"}, Region: "us-east-1"}))
+	defer srv.Close()
+	svc.SetBaseURL(srv.URL)
+	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	defer plane.Close()
+	_, err = svc.CreateThing("dev-1", nil)
+	require.NoError(t, err)
+
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	artifactFor := func(version string, tamper bool) *jobdoc.Artifact {
+		data := coreTarball(t, version)
+		_, err := svc.PutArtifact("releases", "core-"+version+".tar.gz", bytes.NewReader(data))
+		require.NoError(t, err)
+		sum := sha256.Sum256(data)
+		sig := ed25519.Sign(priv, sum[:])
+		if tamper {
+			sig[0] ^= 0xff
+		}
+		return &jobdoc.Artifact{URL: "${aws:iot:s3-presigned-url:https://s3.amazonaws.com/releases/core-" + version + ".tar.gz}",
+			Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:]), Signature: hex.EncodeToString(sig)}
+	}
+	job := func(id, version string, art *jobdoc.Artifact, health ...string) *jobs.Execution {
+		d := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "r",
+			SoftwareToUpdate: jobdoc.SoftwareCore, Version: version, Artifact: art}
+		if len(health) > 0 {
+			d.HealthCheck = &jobdoc.HealthCheck{Command: health}
+		}
+		body, err := d.Marshal()
+		require.NoError(t, err)
+		_, err = svc.CreateJob(jobs.CreateJobInput{JobID: id, Targets: []string{"dev-1"}, Document: body,
+			Presign: &jobs.PresignConfig{RoleArn: "arn:aws:iam::0:role/s", ExpiresInSec: 600}})
+		require.NoError(t, err)
+		return waitTerminal(t, svc, id, "dev-1")
+	}
+
+	root := t.TempDir()
+	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: b.URL, StateDir: t.TempDir(), InitialVersion: "1.0.0", Logger: zerolog.Nop(),
+		Installer: agent.Installer{Root: root, PublicKey: pub, Env: []string{"INVOCATION_ID=test"}}})
+	require.NoError(t, err)
+	runAgent(t, a)
+	core := slots.Slots{Root: filepath.Join(root, "core")}
+
+	e := job("good", "2.0.0", artifactFor("2.0.0", false), "true")
+	require.Equal(t, jobs.ExecSucceeded, e.Status, e.StatusDetails["reason"])
+	require.Equal(t, "2.0.0", core.Current())
+	out, err := os.ReadFile(filepath.Join(root, "core", "current", "bin", "core"))
+	require.NoError(t, err)
+	require.Contains(t, string(out), "core 2.0.0")
+
+	e = job("unhealthy", "3.0.0", artifactFor("3.0.0", false), "false")
+	require.Equal(t, jobs.ExecFailed, e.Status)
+	require.Contains(t, e.StatusDetails["reason"], "health check of 3.0.0 failed")
+	require.Contains(t, e.StatusDetails["reason"], "rolled back to 2.0.0")
+	require.Equal(t, "2.0.0", core.Current(), "the device is back on the old version")
+	require.Equal(t, "2.0.0", a.InstalledVersion("core"))
+
+	e = job("forged", "3.1.0", artifactFor("3.1.0", true), "true")
+	require.Equal(t, jobs.ExecFailed, e.Status)
+	require.Contains(t, e.StatusDetails["reason"], "signature does not match")
+	require.Equal(t, "2.0.0", core.Current(), "nothing was switched")
+
+	e = job("downgrade", "1.5.0", artifactFor("1.5.0", false), "true")
+	require.Equal(t, jobs.ExecRejected, e.Status)
+	require.Contains(t, e.StatusDetails["reason"], "downgrade needs a rollback job")
+	require.Equal(t, "2.0.0", core.Current())
+}
