@@ -69,6 +69,22 @@ func (a *Agent) installReal(ctx context.Context, e *execution, doc *jobdoc.Docum
 	}); err != nil {
 		return cur.Version, reject("requirements not met: %v", err)
 	}
+	pre, post := "ggc_pre_update.sh", "ggc_post_update.sh"
+	if doc.SoftwareToUpdate == jobdoc.SoftwareOTAAgent {
+		pre, post = "ota_pre_update.sh", "ota_post_update.sh"
+	}
+	back := func(why string) (string, error) {
+		if _, err := sl.Rollback(); err != nil {
+			return doc.Version, fail("%s; rolling back also failed: %v", why, err)
+		}
+		a.restart()
+		return cur.Version, fail("%s; rolled back to %s", why, cur.Version)
+	}
+	if sl.Current() == doc.Version && sl.Current() != cur.Version {
+		// A restart after the switch (crash, power cut): the new version is in place but was
+		// never confirmed healthy. Check it now rather than installing again.
+		return a.confirm(ctx, e, doc, cur, post, back)
+	}
 	if err := a.progress(ctx, e, "downloading", doc.Version); err != nil {
 		return cur.Version, err
 	}
@@ -81,10 +97,6 @@ func (a *Agent) installReal(ctx context.Context, e *execution, doc *jobdoc.Docum
 			return cur.Version, fail("%v", err)
 		}
 		return cur.Version, fail("download failed: %v", err)
-	}
-	pre, post := "ggc_pre_update.sh", "ggc_post_update.sh"
-	if doc.SoftwareToUpdate == jobdoc.SoftwareOTAAgent {
-		pre, post = "ota_pre_update.sh", "ota_post_update.sh"
 	}
 	if in.ManagedRespawn {
 		if err := preflight.RunScript(in.ScriptsDir, pre); err != nil {
@@ -106,28 +118,27 @@ func (a *Agent) installReal(ctx context.Context, e *execution, doc *jobdoc.Docum
 	if err := a.setState(func(s *State) { s.Step = "switched" }); err != nil {
 		return doc.Version, err
 	}
-	back := func(why string) (string, error) {
-		if _, err := sl.Rollback(); err != nil {
-			return doc.Version, fail("%s; rolling back also failed: %v", why, err)
-		}
-		a.restart()
-		return cur.Version, fail("%s; rolled back to %s", why, cur.Version)
-	}
 	if err := a.restart(); err != nil {
 		return back(fmt.Sprintf("restarting %s failed: %v", doc.Version, err))
 	}
+	os.Remove(file)
+	return a.confirm(ctx, e, doc, cur, post, back)
+}
+
+// confirm health-checks the switched version through the bake time and runs the post script;
+// a failure switches back.
+func (a *Agent) confirm(ctx context.Context, e *execution, doc *jobdoc.Document, cur Installed, post string, back func(string) (string, error)) (string, error) {
 	if err := a.progress(ctx, e, "health-check", doc.Version); err != nil {
 		return doc.Version, err
 	}
 	if err := healthy(ctx, doc); err != nil {
 		return back(fmt.Sprintf("health check of %s failed: %v", doc.Version, err))
 	}
-	if in.ManagedRespawn {
+	if in := a.cfg.Installer; in.ManagedRespawn {
 		if err := preflight.RunScript(in.ScriptsDir, post); err != nil {
 			return back(err.Error())
 		}
 	}
-	os.Remove(file)
 	return doc.Version, nil
 }
 
