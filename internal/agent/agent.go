@@ -155,11 +155,14 @@ func (a *Agent) signal() {
 
 func (a *Agent) onConnect(c paho.Client) {
 	subs := map[string]byte{
-		a.topic("notify-next"):         1,
-		a.topic("start-next/accepted"): 1,
-		a.topic("start-next/rejected"): 1,
-		a.topic("+/update/accepted"):   1,
-		a.topic("+/update/rejected"):   1,
+		a.topic("notify-next"):       1,
+		a.topic("notify"):            1,
+		a.topic("get/accepted"):      1,
+		a.topic("get/rejected"):      1,
+		a.topic("+/get/accepted"):    1,
+		a.topic("+/get/rejected"):    1,
+		a.topic("+/update/accepted"): 1,
+		a.topic("+/update/rejected"): 1,
 	}
 	tok := c.SubscribeMultiple(subs, a.onMessage)
 	if !tok.WaitTimeout(a.cfg.RequestTimeout) || tok.Error() != nil {
@@ -172,7 +175,9 @@ func (a *Agent) onConnect(c paho.Client) {
 
 func (a *Agent) onMessage(_ paho.Client, m paho.Message) {
 	t := m.Topic()
-	if strings.HasSuffix(t, "/notify-next") {
+	// notify-next says the next job changed; notify, that any pending job did (a new job
+	// behind another software's job changes only the latter).
+	if strings.HasSuffix(t, "/notify-next") || strings.HasSuffix(t, "/notify") {
 		a.signal()
 		return
 	}
@@ -256,30 +261,66 @@ type execution struct {
 // processNext starts the next pending execution and sees it through. It reports whether
 // there was one.
 func (a *Agent) processNext(ctx context.Context) (bool, error) {
-	raw, err := a.request(ctx, "start-next", map[string]any{})
+	// Look at the pending jobs instead of taking whatever start-next hands out: jobs that are
+	// not otaflow updates belong to other software on the device and are left alone (seed v1).
+	raw, err := a.request(ctx, "get", map[string]any{})
 	if err != nil {
 		return false, err
 	}
-	var resp struct {
-		Execution *execution `json:"execution"`
+	var pending struct {
+		InProgress []struct {
+			JobID string `json:"jobId"`
+		} `json:"inProgressJobs"`
+		Queued []struct {
+			JobID string `json:"jobId"`
+		} `json:"queuedJobs"`
 	}
-	if err := json.Unmarshal(raw, &resp); err != nil {
-		return false, fmt.Errorf("start-next reply: %w", err)
+	if err := json.Unmarshal(raw, &pending); err != nil {
+		return false, fmt.Errorf("get reply: %w", err)
 	}
-	if resp.Execution == nil {
-		return false, nil
+	ids := make([]string, 0, len(pending.InProgress)+len(pending.Queued))
+	for _, j := range append(pending.InProgress, pending.Queued...) {
+		ids = append(ids, j.JobID)
 	}
-	return true, a.process(ctx, resp.Execution)
+	for _, id := range ids {
+		raw, err := a.request(ctx, id+"/get", map[string]any{"includeJobDocument": true})
+		if err != nil {
+			return false, err
+		}
+		var resp struct {
+			Execution *execution `json:"execution"`
+		}
+		if err := json.Unmarshal(raw, &resp); err != nil || resp.Execution == nil {
+			continue
+		}
+		e := resp.Execution
+		if !jobdoc.IsOtaflow(e.JobDocument) {
+			a.log.Debug().Str("job", id).Msg("not an otaflow update; left for other software")
+			continue
+		}
+		if e.Status == "QUEUED" {
+			raw, err := a.request(ctx, id+"/update", map[string]any{
+				"status": "IN_PROGRESS", "statusDetails": map[string]string{"step": "accepted"},
+				"expectedVersion": e.VersionNumber, "includeJobExecutionState": true,
+			})
+			if err != nil {
+				return false, fmt.Errorf("start job %s: %w", id, err)
+			}
+			var st struct {
+				State struct {
+					VersionNumber int64 `json:"versionNumber"`
+				} `json:"executionState"`
+			}
+			json.Unmarshal(raw, &st)
+			e.VersionNumber = st.State.VersionNumber
+		}
+		return true, a.process(ctx, e)
+	}
+	return false, nil
 }
 
 func (a *Agent) process(ctx context.Context, e *execution) error {
 	log := a.log.With().Str("job", e.JobID).Logger()
-	if !jobdoc.IsOtaflow(e.JobDocument) {
-		// start-next hands out every job; one that is not ours is refused with a reason rather
-		// than left IN_PROGRESS forever.
-		log.Warn().Msg("job is not an otaflow update; rejecting it")
-		return a.finish(ctx, e, "REJECTED", map[string]string{"reason": "not an otaflow update job (type " + jobdoc.Type + " expected)"})
-	}
 	doc, err := jobdoc.Parse(e.JobDocument)
 	if err != nil {
 		log.Warn().Err(err).Msg("rejecting invalid job document")
