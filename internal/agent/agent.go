@@ -36,6 +36,9 @@ type Config struct {
 	RequestTimeout time.Duration
 	// Installer, when Root is set, performs real installs of documents with an artifact.
 	Installer Installer
+	// MaxStarts is how many times the agent may start with an unconfirmed new version
+	// before it rolls the update back (default 3).
+	MaxStarts int
 	Logger    zerolog.Logger
 }
 
@@ -74,6 +77,12 @@ func New(cfg Config) (*Agent, error) {
 	st, err := loadState(cfg.StateDir)
 	if err != nil {
 		return nil, err
+	}
+	if st.CurrentJob != "" && (st.Step == "switched" || st.Step == "health-check") {
+		st.Starts++
+		if err := saveState(cfg.StateDir, st); err != nil {
+			return nil, fmt.Errorf("agent: write state: %w", err)
+		}
 	}
 	if _, ok := st.Installed[jobdoc.SoftwareCore]; !ok && cfg.InitialVersion != "" {
 		st.Installed[jobdoc.SoftwareCore] = Installed{Version: cfg.InitialVersion}
@@ -527,5 +536,5 @@ func (a *Agent) finish(ctx context.Context, e *execution, status string, details
 		return fmt.Errorf("report %s: %w", status, err)
 	}
 	a.log.Info().Str("job", e.JobID).Str("status", status).Msg("reported")
-	return a.setState(func(s *State) { s.CurrentJob, s.Step = "", "" })
+	return a.setState(func(s *State) { s.CurrentJob, s.Step, s.Starts = "", "", 0 })
 }

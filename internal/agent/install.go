@@ -82,7 +82,18 @@ func (a *Agent) installReal(ctx context.Context, e *execution, doc *jobdoc.Docum
 	}
 	if sl.Current() == doc.Version && sl.Current() != cur.Version {
 		// A restart after the switch (crash, power cut): the new version is in place but was
-		// never confirmed healthy. Check it now rather than installing again.
+		// never confirmed healthy. Check it now rather than installing again, unless it keeps
+		// taking the device down.
+		a.mu.Lock()
+		starts := a.state.Starts
+		a.mu.Unlock()
+		limit := a.cfg.MaxStarts
+		if limit == 0 {
+			limit = 3
+		}
+		if starts > limit {
+			return back(fmt.Sprintf("%s did not confirm healthy across %d restarts (a reboot loop)", doc.Version, starts))
+		}
 		return a.confirm(ctx, e, doc, cur, post, back)
 	}
 	if err := a.progress(ctx, e, "downloading", doc.Version); err != nil {

@@ -16,6 +16,9 @@ type State struct {
 	CurrentJob string `json:"currentJob,omitempty"`
 	// Step is where CurrentJob is: "installing" or "installed" (reported next).
 	Step string `json:"step,omitempty"`
+	// Starts counts agent starts while a switched version awaits confirmation; past the
+	// limit the update is rolled back, which breaks reboot loops.
+	Starts int `json:"starts,omitempty"`
 }
 
 // Installed is one piece of software's version and the one before it.
