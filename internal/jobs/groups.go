@@ -3,6 +3,7 @@ package jobs
 import (
 	"fmt"
 	"slices"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -98,70 +99,61 @@ func (t txn) members(group string, recursive bool) []string {
 // AddThingToThingGroup adds a thing to a group. Every IN_PROGRESS CONTINUOUS job that targets
 // the group (or a group above it) queues an execution for the thing.
 func (s *Service) AddThingToThingGroup(group, thing string) error {
-	var notify []string
-	err := s.st.db.Update(func(tx *bolt.Tx) error {
-		t := txn{tx}
-		if err := s.requireGroupAndThing(t, group, thing); err != nil {
-			return err
+	return s.changeMembership(group, thing, true, func(t txn, jobID string, now time.Time) (bool, error) {
+		j, err := t.job(jobID)
+		if err != nil || j == nil || j.Status != JobInProgress {
+			return false, err
 		}
-		if err := tx.Bucket(bucketMembers).Put([]byte(group+"\x00"+thing), nil); err != nil {
-			return err
+		existing, err := t.execution(jobID, thing)
+		if err != nil || (existing != nil && existing.Status != ExecRemoved) {
+			return false, err
 		}
-		if err := tx.Bucket(bucketMemberships).Put([]byte(thing+"\x00"+group), nil); err != nil {
-			return err
+		if err := s.queueExecution(t, j, thing, now); err != nil {
+			return false, err
 		}
-		groups, err := t.ancestors(group)
-		if err != nil {
-			return err
-		}
-		now := s.clock()
-		for _, g := range groups {
-			for _, jobID := range t.keysWithPrefix(bucketGroupJobs, g+"\x00") {
-				j, err := t.job(jobID)
-				if err != nil {
-					return err
-				}
-				if j == nil || j.Status != JobInProgress {
-					continue
-				}
-				existing, err := t.execution(jobID, thing)
-				if err != nil {
-					return err
-				}
-				if existing != nil && existing.Status != ExecRemoved {
-					continue
-				}
-				if err := s.queueExecution(t, j, thing, now); err != nil {
-					return err
-				}
-				if err := t.putJob(j); err != nil {
-					return err
-				}
-				notify = append(notify, thing)
-			}
-		}
-		return nil
+		return true, t.putJob(j)
 	})
-	if err == nil {
-		s.queueChanged(notify)
-	}
-	return err
 }
 
 // RemoveThingFromThingGroup removes a thing from a group. Its QUEUED executions of CONTINUOUS
 // jobs that reached it through that group become REMOVED.
 func (s *Service) RemoveThingFromThingGroup(group, thing string) error {
-	var notify []string
+	return s.changeMembership(group, thing, false, func(t txn, jobID string, now time.Time) (bool, error) {
+		e, err := t.execution(jobID, thing)
+		if err != nil || e == nil || e.Status != ExecQueued {
+			return false, err
+		}
+		j, err := t.job(jobID)
+		if err != nil {
+			return false, err
+		}
+		return true, s.setStatus(t, j, e, ExecRemoved, nil, now)
+	})
+}
+
+// changeMembership adds (join) or removes a thing's membership of a group, then calls apply
+// for every CONTINUOUS job that targets the group or a group above it; apply reports whether
+// the thing's queue changed, so it is notified once the change is durable.
+func (s *Service) changeMembership(group, thing string, join bool, apply func(t txn, jobID string, now time.Time) (bool, error)) error {
+	changed := false
 	err := s.st.db.Update(func(tx *bolt.Tx) error {
 		t := txn{tx}
 		if err := s.requireGroupAndThing(t, group, thing); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketMembers).Delete([]byte(group + "\x00" + thing)); err != nil {
-			return err
-		}
-		if err := tx.Bucket(bucketMemberships).Delete([]byte(thing + "\x00" + group)); err != nil {
-			return err
+		member, membership := []byte(group+"\x00"+thing), []byte(thing+"\x00"+group)
+		for _, kv := range []struct {
+			bucket, key []byte
+		}{{bucketMembers, member}, {bucketMemberships, membership}} {
+			var err error
+			if join {
+				err = tx.Bucket(kv.bucket).Put(kv.key, nil)
+			} else {
+				err = tx.Bucket(kv.bucket).Delete(kv.key)
+			}
+			if err != nil {
+				return err
+			}
 		}
 		groups, err := t.ancestors(group)
 		if err != nil {
@@ -170,27 +162,17 @@ func (s *Service) RemoveThingFromThingGroup(group, thing string) error {
 		now := s.clock()
 		for _, g := range groups {
 			for _, jobID := range t.keysWithPrefix(bucketGroupJobs, g+"\x00") {
-				e, err := t.execution(jobID, thing)
+				c, err := apply(t, jobID, now)
 				if err != nil {
 					return err
 				}
-				if e == nil || e.Status != ExecQueued {
-					continue
-				}
-				j, err := t.job(jobID)
-				if err != nil {
-					return err
-				}
-				if err := s.setStatus(t, j, e, ExecRemoved, nil, now); err != nil {
-					return err
-				}
-				notify = append(notify, thing)
+				changed = changed || c
 			}
 		}
 		return nil
 	})
-	if err == nil {
-		s.queueChanged(notify)
+	if err == nil && changed {
+		s.queueChanged([]string{thing})
 	}
 	return err
 }
