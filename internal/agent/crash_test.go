@@ -1,14 +1,10 @@
 package agent_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,9 +17,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/agent/slots"
-	"github.com/otaflow/otaflow/internal/jobdoc"
 	"github.com/otaflow/otaflow/internal/jobs"
-	"github.com/otaflow/otaflow/internal/mqtttest"
 )
 
 const crashEnv = "OTAFLOW_AGENT_CRASH_CHILD"
@@ -44,53 +38,27 @@ func TestAgentCrashChild(t *testing.T) {
 	a.Run(context.Background())
 }
 
-// crashRig is a jobs service, a broker and an agent that runs as a child process.
+// crashRig is an installRig whose agent runs as a child process, to be killed.
 type crashRig struct {
-	t     *testing.T
-	svc   *jobs.Service
+	*installRig
 	start func() *exec.Cmd
 	job   func(jobID, version string)
 	core  slots.Slots
 }
 
 func newCrashRig(t *testing.T) *crashRig {
-	b := mqtttest.Embedded(t)
-	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop(), SweepInterval: 50 * time.Millisecond})
-	require.NoError(t, err)
-	t.Cleanup(func() { svc.Close() })
-	srv := httptest.NewServer(svc.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: "k", SecretAccessKey: "s"}, Region: "us-east-1"}))
-	t.Cleanup(srv.Close)
-	svc.SetBaseURL(srv.URL)
-	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	t.Cleanup(plane.Close)
-	_, err = svc.CreateThing("dev-1", nil)
-	require.NoError(t, err)
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	ir := newInstallRig(t)
 	root, state := t.TempDir(), t.TempDir()
-	r := &crashRig{t: t, svc: svc, core: slots.Slots{Root: filepath.Join(root, "core")}}
+	r := &crashRig{installRig: ir, core: slots.Slots{Root: filepath.Join(root, "core")}}
 	r.start = func() *exec.Cmd {
 		cmd := exec.Command(os.Args[0], "-test.run", "^TestAgentCrashChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), crashEnv+"=1", "CRASH_KEY="+hex.EncodeToString(pub), "CRASH_BROKER="+b.URL,
+		cmd.Env = append(os.Environ(), crashEnv+"=1", "CRASH_KEY="+hex.EncodeToString(ir.pub), "CRASH_BROKER="+ir.brokerURL,
 			"CRASH_STATE="+state, "CRASH_ROOT="+root)
 		require.NoError(t, cmd.Start())
 		return cmd
 	}
 	r.job = func(jobID, version string) {
-		data := coreTarball(t, version)
-		_, err := svc.PutArtifact("releases", version+".tar.gz", bytes.NewReader(data))
-		require.NoError(t, err)
-		sum := sha256.Sum256(data)
-		d := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "r",
-			SoftwareToUpdate: jobdoc.SoftwareCore, Version: version, BakeSeconds: 1,
-			HealthCheck: &jobdoc.HealthCheck{Command: []string{"sleep", "0.3"}},
-			Artifact: &jobdoc.Artifact{URL: "${aws:iot:s3-presigned-url:https://s3.amazonaws.com/releases/" + version + ".tar.gz}",
-				Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:]), Signature: hex.EncodeToString(ed25519.Sign(priv, sum[:]))}}
-		body, err := d.Marshal()
-		require.NoError(t, err)
-		_, err = svc.CreateJob(jobs.CreateJobInput{JobID: jobID, Targets: []string{"dev-1"}, Document: body,
-			Presign: &jobs.PresignConfig{RoleArn: "arn:aws:iam::0:role/s", ExpiresInSec: 600}})
-		require.NoError(t, err)
+		r.create(jobID, version, r.artifact(version, false), 1, "sleep", "0.3")
 	}
 	return r
 }

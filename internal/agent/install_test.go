@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -35,53 +36,75 @@ func coreTarball(t *testing.T, version string) []byte {
 	return buf.Bytes()
 }
 
-// TestRealInstallPath runs the agent's real install path against the jobs service's artifact
-// store: signed download, slot install, atomic switch, health check, rollback.
-func TestRealInstallPath(t *testing.T) {
+// installRig is a jobs service with its artifact store and a broker, and the fleet's
+// signing key: what a device's real installs talk to.
+type installRig struct {
+	t         *testing.T
+	svc       *jobs.Service
+	brokerURL string
+	pub       ed25519.PublicKey
+	priv      ed25519.PrivateKey
+}
+
+func newInstallRig(t *testing.T) *installRig {
 	b := mqtttest.Embedded(t)
-	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
+	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop(), SweepInterval: 50 * time.Millisecond})
 	require.NoError(t, err)
-	defer svc.Close()
+	t.Cleanup(func() { svc.Close() })
 	srv := httptest.NewServer(svc.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: "k", SecretAccessKey: "s"}, Region: "us-east-1"}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	svc.SetBaseURL(srv.URL)
 	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
 	require.NoError(t, err)
-	defer plane.Close()
+	t.Cleanup(plane.Close)
 	_, err = svc.CreateThing("dev-1", nil)
 	require.NoError(t, err)
-
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)
-	artifactFor := func(version string, tamper bool) *jobdoc.Artifact {
-		data := coreTarball(t, version)
-		_, err := svc.PutArtifact("releases", "core-"+version+".tar.gz", bytes.NewReader(data))
-		require.NoError(t, err)
-		sum := sha256.Sum256(data)
-		sig := ed25519.Sign(priv, sum[:])
-		if tamper {
-			sig[0] ^= 0xff
-		}
-		return &jobdoc.Artifact{URL: "${aws:iot:s3-presigned-url:https://s3.amazonaws.com/releases/core-" + version + ".tar.gz}",
-			Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:]), Signature: hex.EncodeToString(sig)}
+	return &installRig{t: t, svc: svc, brokerURL: b.URL, pub: pub, priv: priv}
+}
+
+// artifact uploads a core tarball for version and describes it, signed (or forged).
+func (r *installRig) artifact(version string, forged bool) *jobdoc.Artifact {
+	data := coreTarball(r.t, version)
+	_, err := r.svc.PutArtifact("releases", "core-"+version+".tar.gz", bytes.NewReader(data))
+	require.NoError(r.t, err)
+	sum := sha256.Sum256(data)
+	sig := ed25519.Sign(r.priv, sum[:])
+	if forged {
+		sig[0] ^= 0xff
 	}
+	return &jobdoc.Artifact{URL: "${aws:iot:s3-presigned-url:https://s3.amazonaws.com/releases/core-" + version + ".tar.gz}",
+		Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:]), Signature: hex.EncodeToString(sig)}
+}
+
+// create queues a core update job for dev-1.
+func (r *installRig) create(jobID, version string, art *jobdoc.Artifact, bakeSeconds int, health ...string) {
+	d := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "r",
+		SoftwareToUpdate: jobdoc.SoftwareCore, Version: version, Artifact: art, BakeSeconds: bakeSeconds}
+	if len(health) > 0 {
+		d.HealthCheck = &jobdoc.HealthCheck{Command: health}
+	}
+	body, err := d.Marshal()
+	require.NoError(r.t, err)
+	_, err = r.svc.CreateJob(jobs.CreateJobInput{JobID: jobID, Targets: []string{"dev-1"}, Document: body,
+		Presign: &jobs.PresignConfig{RoleArn: "arn:aws:iam::0:role/s", ExpiresInSec: 600}})
+	require.NoError(r.t, err)
+}
+
+// TestRealInstallPath runs the agent's real install path against the jobs service's artifact
+// store: signed download, slot install, atomic switch, health check, rollback.
+func TestRealInstallPath(t *testing.T) {
+	r := newInstallRig(t)
+	artifactFor := r.artifact
 	job := func(id, version string, art *jobdoc.Artifact, health ...string) *jobs.Execution {
-		d := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "r",
-			SoftwareToUpdate: jobdoc.SoftwareCore, Version: version, Artifact: art}
-		if len(health) > 0 {
-			d.HealthCheck = &jobdoc.HealthCheck{Command: health}
-		}
-		body, err := d.Marshal()
-		require.NoError(t, err)
-		_, err = svc.CreateJob(jobs.CreateJobInput{JobID: id, Targets: []string{"dev-1"}, Document: body,
-			Presign: &jobs.PresignConfig{RoleArn: "arn:aws:iam::0:role/s", ExpiresInSec: 600}})
-		require.NoError(t, err)
-		return waitTerminal(t, svc, id, "dev-1")
+		r.create(id, version, art, 0, health...)
+		return waitTerminal(t, r.svc, id, "dev-1")
 	}
 
 	root := t.TempDir()
-	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: b.URL, StateDir: t.TempDir(), InitialVersion: "1.0.0", Logger: zerolog.Nop(),
-		Installer: agent.Installer{Root: root, PublicKey: pub, Env: []string{"INVOCATION_ID=test"}}})
+	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: r.brokerURL, StateDir: t.TempDir(), InitialVersion: "1.0.0", Logger: zerolog.Nop(),
+		Installer: agent.Installer{Root: root, PublicKey: r.pub, Env: []string{"INVOCATION_ID=test"}}})
 	require.NoError(t, err)
 	runAgent(t, a)
 	core := slots.Slots{Root: filepath.Join(root, "core")}
