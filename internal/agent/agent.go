@@ -4,6 +4,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +27,8 @@ type Config struct {
 	BrokerURL string
 	Username  string
 	Password  string
+	// TLS, for ssl:// broker URLs, holds the device certificate for mutual TLS.
+	TLS *tls.Config
 	// StateDir holds the agent's persistent state.
 	StateDir string
 	// InitialVersion is reported as installed before the first update.
@@ -39,7 +42,26 @@ type Config struct {
 	// MaxStarts is how many times the agent may start with an unconfirmed new version
 	// before it rolls the update back (default 3).
 	MaxStarts int
-	Logger    zerolog.Logger
+
+	// AgentVersion is this agent's own version, reported as the installed ota_agent.
+	AgentVersion string
+	// HandoverTimeout bounds how long a new agent may take to show it works (default 1m).
+	HandoverTimeout time.Duration
+	// Args and Environ start a new agent on self-update (default: this process's).
+	Args    []string
+	Environ []string
+	// ProbeReady, when set, makes this a probe started by an older agent's self-update: it
+	// connects, subscribes, calls ProbeReady and returns.
+	ProbeReady func()
+
+	// IPCSocket is the unix socket local components use to defer updates ("" turns it off).
+	IPCSocket string
+	// DeferralResponseTimeout is how long components have to answer (default 5s);
+	// MaxDeferral caps how long they may hold an update back in total (default 1h).
+	DeferralResponseTimeout time.Duration
+	MaxDeferral             time.Duration
+
+	Logger zerolog.Logger
 }
 
 // Agent is one device's agent.
@@ -53,6 +75,8 @@ type Agent struct {
 	waiters map[string]chan reply
 	seq     atomic.Uint64
 	wake    chan struct{}
+	ready   chan struct{}
+	ipc     *ipcServer
 }
 
 type reply struct {
@@ -71,6 +95,18 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = 30 * time.Second
 	}
+	if cfg.Args == nil {
+		cfg.Args = os.Args[1:]
+	}
+	if cfg.Environ == nil {
+		cfg.Environ = os.Environ()
+	}
+	if cfg.DeferralResponseTimeout == 0 {
+		cfg.DeferralResponseTimeout = 5 * time.Second
+	}
+	if cfg.MaxDeferral == 0 {
+		cfg.MaxDeferral = time.Hour
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("agent: create state dir: %w", err)
 	}
@@ -84,15 +120,17 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("agent: write state: %w", err)
 		}
 	}
-	if _, ok := st.Installed[jobdoc.SoftwareCore]; !ok && cfg.InitialVersion != "" {
-		st.Installed[jobdoc.SoftwareCore] = Installed{Version: cfg.InitialVersion}
-		if err := saveState(cfg.StateDir, st); err != nil {
-			return nil, fmt.Errorf("agent: write state: %w", err)
+	for sw, v := range map[string]string{jobdoc.SoftwareCore: cfg.InitialVersion, jobdoc.SoftwareOTAAgent: cfg.AgentVersion} {
+		if _, ok := st.Installed[sw]; !ok && v != "" {
+			st.Installed[sw] = Installed{Version: v}
+			if err := saveState(cfg.StateDir, st); err != nil {
+				return nil, fmt.Errorf("agent: write state: %w", err)
+			}
 		}
 	}
 	return &Agent{
 		cfg: cfg, log: cfg.Logger.With().Str("thing", cfg.ThingName).Logger(), state: st,
-		waiters: map[string]chan reply{}, wake: make(chan struct{}, 1),
+		waiters: map[string]chan reply{}, wake: make(chan struct{}, 1), ready: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -116,26 +154,52 @@ func (a *Agent) Run(ctx context.Context) error {
 		SetPassword(a.cfg.Password).
 		SetCleanSession(true).
 		SetAutoReconnect(true).
-		SetConnectRetry(true).
-		SetConnectRetryInterval(time.Second).
 		SetMaxReconnectInterval(10 * time.Second).
 		SetOrderMatters(false).
+		SetTLSConfig(a.cfg.TLS).
 		SetOnConnectHandler(a.onConnect).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			a.log.Warn().Err(err).Msg("lost broker connection; reconnecting")
 		})
 	a.client = paho.NewClient(opts)
-	tok := a.client.Connect()
-	select {
-	case <-tok.Done():
-		if err := tok.Error(); err != nil {
-			return fmt.Errorf("agent %s: connect to %s: %w", a.cfg.ThingName, a.cfg.BrokerURL, err)
+	// Connect ourselves rather than with paho's ConnectRetry, which retries silently: an
+	// operator must see why a device cannot connect (wrong certificate, policy, address).
+	for backoff := time.Second; ; backoff = min(backoff*2, 30*time.Second) {
+		tok := a.client.Connect()
+		select {
+		case <-tok.Done():
+		case <-ctx.Done():
+			a.client.Disconnect(0)
+			return nil
 		}
-	case <-ctx.Done():
-		a.client.Disconnect(0)
-		return nil
+		if tok.Error() == nil {
+			break
+		}
+		a.log.Warn().Err(tok.Error()).Str("broker", a.cfg.BrokerURL).Dur("retryIn", backoff).Msg("cannot connect to the broker; retrying")
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil
+		}
 	}
 	defer a.client.Disconnect(250)
+	if a.cfg.ProbeReady != nil {
+		select {
+		case <-a.ready:
+			a.log.Info().Msg("probe: connected and subscribed; reporting ready")
+			a.cfg.ProbeReady()
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	if a.cfg.IPCSocket != "" {
+		ipc, err := listenIPC(a.cfg.IPCSocket, a.cfg.DeferralResponseTimeout, a.log)
+		if err != nil {
+			return err
+		}
+		a.ipc = ipc
+		defer ipc.Close()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -179,6 +243,10 @@ func (a *Agent) onConnect(c paho.Client) {
 		return
 	}
 	a.log.Debug().Msg("connected; checking for pending jobs")
+	select {
+	case a.ready <- struct{}{}:
+	default:
+	}
 	a.signal()
 }
 
@@ -265,6 +333,8 @@ type execution struct {
 	StatusDetails   map[string]string `json:"statusDetails"`
 	VersionNumber   int64             `json:"versionNumber"`
 	ExecutionNumber int64             `json:"executionNumber"`
+	// notes are added to the final statusDetails (e.g. deferrals).
+	notes map[string]string
 }
 
 // processNext starts the next pending execution and sees it through. It reports whether
@@ -335,7 +405,10 @@ func (a *Agent) process(ctx context.Context, e *execution) error {
 		log.Warn().Err(err).Msg("rejecting invalid job document")
 		return a.finish(ctx, e, "REJECTED", map[string]string{"reason": err.Error()})
 	}
-	log = log.With().Str("software", doc.SoftwareToUpdate).Str("version", doc.Version).Logger()
+	log = jobLogLevel(log, doc.UpdateAgentLogLevel).With().Str("software", doc.SoftwareToUpdate).Str("version", doc.Version).Logger()
+	if err := a.awaitDeferrals(ctx, e, doc, log); err != nil {
+		return err
+	}
 	if doc.SoftwareToUpdate == jobdoc.SoftwareComponents {
 		return a.deploy(ctx, e, doc)
 	}
@@ -520,6 +593,9 @@ func (a *Agent) revert(jobID, previous, installed string) {
 
 // finish reports a terminal status and clears the current job.
 func (a *Agent) finish(ctx context.Context, e *execution, status string, details map[string]string) error {
+	for k, v := range e.notes {
+		details[k] = v
+	}
 	_, err := a.request(ctx, e.JobID+"/update", map[string]any{
 		"status": status, "statusDetails": details, "expectedVersion": e.VersionNumber,
 	})
@@ -536,5 +612,71 @@ func (a *Agent) finish(ctx context.Context, e *execution, status string, details
 		return fmt.Errorf("report %s: %w", status, err)
 	}
 	a.log.Info().Str("job", e.JobID).Str("status", status).Msg("reported")
-	return a.setState(func(s *State) { s.CurrentJob, s.Step, s.Starts = "", "", 0 })
+	return a.setState(func(s *State) { s.CurrentJob, s.Step, s.Starts, s.DeferredSince = "", "", 0, time.Time{} })
+}
+
+// awaitDeferrals asks local components (over the IPC socket) whether the update may go ahead,
+// and waits while they defer it, up to MaxDeferral in total (counted across agent restarts).
+func (a *Agent) awaitDeferrals(ctx context.Context, e *execution, doc *jobdoc.Document, log zerolog.Logger) error {
+	if a.ipc == nil {
+		return nil
+	}
+	a.mu.Lock()
+	started := a.state.CurrentJob == e.JobID && a.state.Step != "" && a.state.Step != "deferred"
+	since := a.state.DeferredSince
+	if a.state.CurrentJob != e.JobID {
+		since = time.Time{}
+	}
+	a.mu.Unlock()
+	if started {
+		return nil // the install began before a restart: too late to defer
+	}
+	deferrals := 0
+	for {
+		d := a.ipc.ask(ctx, IPCMessage{JobID: e.JobID, Software: doc.SoftwareToUpdate, Version: doc.Version})
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d == nil {
+			break
+		}
+		if since.IsZero() {
+			since = time.Now()
+		}
+		if time.Since(since)+d.After > a.cfg.MaxDeferral {
+			log.Warn().Str("component", d.Component).Dur("maxDeferral", a.cfg.MaxDeferral).Msg("deferral limit reached; updating now")
+			e.note("deferralLimitReached", fmt.Sprintf("%s asked to defer again after %s; the limit is %s", d.Component, time.Since(since).Round(time.Millisecond), a.cfg.MaxDeferral))
+			break
+		}
+		deferrals++
+		log.Info().Str("component", d.Component).Str("message", d.Message).Dur("recheckAfter", d.After).Msg("update deferred by a component")
+		if err := a.setState(func(s *State) { s.CurrentJob, s.Step, s.DeferredSince = e.JobID, "deferred", since }); err != nil {
+			return err
+		}
+		if _, err := a.request(ctx, e.JobID+"/update", map[string]any{
+			"status": "IN_PROGRESS", "expectedVersion": e.VersionNumber,
+			"statusDetails": map[string]string{"step": "deferred", "version": doc.Version, "deferredBy": d.Component,
+				"message": d.Message, "recheckAfterMs": fmt.Sprint(d.After.Milliseconds())},
+		}); err != nil {
+			return fmt.Errorf("report deferral: %w", err)
+		}
+		e.VersionNumber++
+		select {
+		case <-time.After(d.After):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if deferrals > 0 {
+		e.note("deferrals", fmt.Sprint(deferrals))
+		e.note("deferredMs", fmt.Sprint(time.Since(since).Milliseconds()))
+	}
+	return nil
+}
+
+func (e *execution) note(k, v string) {
+	if e.notes == nil {
+		e.notes = map[string]string{}
+	}
+	e.notes[k] = v
 }

@@ -32,6 +32,8 @@ type Installer struct {
 	Restart []string
 	// Env is what preflight checks see (default: the process environment).
 	Env []string
+	// FreeDiskFactor is the free disk needed, as a multiple of the artifact (default 3).
+	FreeDiskFactor float64
 }
 
 // installError is an update that failed; Rejected ones changed nothing.
@@ -63,8 +65,9 @@ func (a *Agent) installReal(ctx context.Context, e *execution, doc *jobdoc.Docum
 			return cur.Version, reject("%s %s is older than the installed %s: a downgrade needs a rollback job", doc.SoftwareToUpdate, doc.Version, cur.Version)
 		}
 	}
+	os.MkdirAll(sl.Root, 0o755)
 	if err := preflight.Check(preflight.Config{
-		InstallDir: sl.Root, ArtifactSize: doc.Artifact.Size, ManagedRespawn: in.ManagedRespawn,
+		InstallDir: sl.Root, ArtifactSize: doc.Artifact.Size, FreeFactor: in.FreeDiskFactor, ManagedRespawn: in.ManagedRespawn,
 		ScriptsDir: in.ScriptsDir, OwnerUID: in.ScriptsOwner, Env: in.Env,
 	}); err != nil {
 		return cur.Version, reject("requirements not met: %v", err)
@@ -113,6 +116,9 @@ func (a *Agent) installReal(ctx context.Context, e *execution, doc *jobdoc.Docum
 		if err := preflight.RunScript(in.ScriptsDir, pre); err != nil {
 			return cur.Version, fail("%v", err)
 		}
+	}
+	if doc.SoftwareToUpdate == jobdoc.SoftwareOTAAgent {
+		return a.handover(ctx, e, doc, cur, sl, file)
 	}
 	if err := a.progress(ctx, e, "installing", doc.Version); err != nil {
 		return cur.Version, err

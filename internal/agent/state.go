@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // State is what the agent keeps on disk: the installed version of each piece of software it
@@ -19,6 +20,9 @@ type State struct {
 	// Starts counts agent starts while a switched version awaits confirmation; past the
 	// limit the update is rolled back, which breaks reboot loops.
 	Starts int `json:"starts,omitempty"`
+	// DeferredSince is when components first deferred CurrentJob; the deferral limit counts
+	// from it, across restarts.
+	DeferredSince time.Time `json:"deferredSince,omitzero"`
 }
 
 // Installed is one piece of software's version and the one before it.

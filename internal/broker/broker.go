@@ -6,6 +6,7 @@ package broker
 import (
 	"bytes"
 	"crypto/subtle"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,13 +28,28 @@ type Options struct {
 	ServicePassword string
 	// MaxPacketBytes bounds every packet (and so a client's memory cost); 0 means 256 KiB.
 	MaxPacketBytes uint32
-	Logger         zerolog.Logger
+	// TLSAddr, with TLS, adds a mutual-TLS listener like AWS IoT Core's (8883, or 443 with
+	// ALPN x-amzn-mqtt-ca): a device's certificate common name must be its client ID.
+	TLSAddr string
+	TLS     *tls.Config
+	Logger  zerolog.Logger
 }
 
 // Broker is a running embedded broker.
 type Broker struct {
-	srv  *mqtt.Server
-	addr string
+	srv     *mqtt.Server
+	addr    string
+	tlsAddr string
+}
+
+func probe(addr, flag string) (string, error) {
+	// Probe the port ourselves: mochi reports a busy port only from its serve goroutine.
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("MQTT broker cannot listen on %s: %w (choose another address with %s)", addr, err, flag)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 // Start listens on o.Addr and serves until Close.
@@ -44,13 +60,10 @@ func Start(o Options) (*Broker, error) {
 	if o.MaxPacketBytes == 0 {
 		o.MaxPacketBytes = 256 * 1024
 	}
-	// Probe the port ourselves: mochi reports a busy port only from its serve goroutine.
-	ln, err := net.Listen("tcp", o.Addr)
+	addr, err := probe(o.Addr, "--mqtt-addr")
 	if err != nil {
-		return nil, fmt.Errorf("MQTT broker cannot listen on %s: %w (choose another address with --mqtt-addr)", o.Addr, err)
+		return nil, err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = o.MaxPacketBytes
@@ -64,11 +77,28 @@ func Start(o Options) (*Broker, error) {
 	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: addr})); err != nil {
 		return nil, fmt.Errorf("MQTT broker listener on %s: %w", addr, err)
 	}
+	b := &Broker{srv: srv, addr: addr}
+	if o.TLS != nil {
+		if b.tlsAddr, err = probe(o.TLSAddr, "--mqtt-tls-addr"); err != nil {
+			return nil, err
+		}
+		if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "tls", Address: b.tlsAddr, TLSConfig: o.TLS})); err != nil {
+			return nil, fmt.Errorf("MQTT broker TLS listener on %s: %w", b.tlsAddr, err)
+		}
+	}
 	if err := srv.Serve(); err != nil {
 		return nil, fmt.Errorf("start MQTT broker: %w", err)
 	}
-	o.Logger.Info().Str("addr", addr).Msg("MQTT broker listening")
-	return &Broker{srv: srv, addr: addr}, nil
+	o.Logger.Info().Str("addr", addr).Str("tlsAddr", b.tlsAddr).Msg("MQTT broker listening")
+	return b, nil
+}
+
+// TLSURL is the mutual-TLS listener's client URL ("" without one).
+func (b *Broker) TLSURL() string {
+	if b.tlsAddr == "" {
+		return ""
+	}
+	return "ssl://" + b.tlsAddr
 }
 
 // Addr is the address the broker listens on.
@@ -110,6 +140,14 @@ func (h *policyHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 	if !ValidThingName(cl.ID) {
 		h.log.Warn().Str("client", cl.ID).Msg("MQTT connect refused: client ID must be the device's thing name")
 		return false
+	}
+	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
+		// As an AWS IoT policy with iot:Connection.Thing.ThingName: the certificate names the thing.
+		certs := tc.ConnectionState().PeerCertificates
+		if len(certs) == 0 || certs[0].Subject.CommonName != cl.ID {
+			h.log.Warn().Str("client", cl.ID).Msg("MQTT connect refused: the device certificate's common name is not the client ID")
+			return false
+		}
 	}
 	return true
 }

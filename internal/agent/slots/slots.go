@@ -26,6 +26,9 @@ type Slots struct {
 
 func (s Slots) versionDir(v string) string { return filepath.Join(s.Root, "versions", v) }
 
+// Dir is the directory a version is unpacked into.
+func (s Slots) Dir(v string) string { return s.versionDir(v) }
+
 // Current is the version the current link points at ("" when none).
 func (s Slots) Current() string { return s.link("current") }
 
@@ -138,11 +141,19 @@ func (s Slots) Switch(version string) error {
 	return s.setLink("current", version)
 }
 
-// Rollback switches back to the previous version.
+// Rollback switches back to the previous version. After the first install there is none: the
+// current link is removed, which restores the tree as it was before (the software that was
+// running came from outside the slots).
 func (s Slots) Rollback() (string, error) {
 	prev := s.Previous()
 	if prev == "" {
-		return "", errors.New("there is no previous version to roll back to")
+		if s.Current() == "" {
+			return "", errors.New("there is no previous version to roll back to")
+		}
+		if err := os.Remove(filepath.Join(s.Root, "current")); err != nil {
+			return "", err
+		}
+		return "", syncDir(s.Root)
 	}
 	return prev, s.setLink("current", prev)
 }
@@ -156,7 +167,11 @@ func (s Slots) setLink(name, version string) error {
 	if err := os.Rename(tmp, filepath.Join(s.Root, name)); err != nil {
 		return err
 	}
-	d, err := os.Open(s.Root)
+	return syncDir(s.Root)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}

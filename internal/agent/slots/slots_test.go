@@ -62,6 +62,22 @@ func TestInstallSwitchRollback(t *testing.T) {
 	require.ErrorContains(t, s.Switch("3.0.0"), "not installed")
 }
 
+// TestRollbackOfFirstInstall: before the first install the software came from outside the
+// slots; rolling back removes the current link, restoring exactly that.
+func TestRollbackOfFirstInstall(t *testing.T) {
+	s := slots.Slots{Root: t.TempDir()}
+	_, err := s.Rollback()
+	require.ErrorContains(t, err, "no previous version")
+	require.NoError(t, s.Install("1.0.0", tarball(t, entry{name: "bin/core", body: "v1"})))
+	require.NoError(t, s.Switch("1.0.0"))
+	prev, err := s.Rollback()
+	require.NoError(t, err)
+	require.Equal(t, "", prev)
+	require.Equal(t, "", s.Current())
+	_, err = os.Lstat(filepath.Join(s.Root, "current"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
 func TestInstallRefusesHostileArchives(t *testing.T) {
 	root := t.TempDir()
 	s := slots.Slots{Root: filepath.Join(root, "core")}
