@@ -28,9 +28,13 @@ func TestAgentCrashChild(t *testing.T) {
 		t.Skip("run by TestAgentSurvivesSIGKILL")
 	}
 	key, _ := hex.DecodeString(os.Getenv("CRASH_KEY"))
-	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: os.Getenv("CRASH_BROKER"), StateDir: os.Getenv("CRASH_STATE"),
-		InitialVersion: "1.0.0", Logger: zerolog.Nop(),
-		Installer: agent.Installer{Root: os.Getenv("CRASH_ROOT"), PublicKey: ed25519.PublicKey(key), Env: []string{"INVOCATION_ID=crash"}}})
+	cfg := agent.Config{ThingName: "dev-1", BrokerURL: os.Getenv("CRASH_BROKER"), StateDir: os.Getenv("CRASH_STATE"),
+		InitialVersion: "1.0.0", AgentVersion: "1.0.0", HandoverTimeout: 5 * time.Second, Logger: zerolog.New(os.Stderr),
+		Installer: agent.Installer{Root: os.Getenv("CRASH_ROOT"), PublicKey: ed25519.PublicKey(key), Env: []string{"INVOCATION_ID=crash"}}}
+	if ready, ok := agent.ProbeReady(); ok {
+		cfg.ProbeReady = ready
+	}
+	a, err := agent.New(cfg)
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)
@@ -41,7 +45,10 @@ func TestAgentCrashChild(t *testing.T) {
 // crashRig is an installRig whose agent runs as a child process, to be killed.
 type crashRig struct {
 	*installRig
+	root  string
 	start func() *exec.Cmd
+	// startBinary starts the agent from another copy of the test binary.
+	startBinary func(bin string) *exec.Cmd
 	job   func(jobID, version string)
 	core  slots.Slots
 }
@@ -49,11 +56,22 @@ type crashRig struct {
 func newCrashRig(t *testing.T) *crashRig {
 	ir := newInstallRig(t)
 	root, state := t.TempDir(), t.TempDir()
-	r := &crashRig{installRig: ir, core: slots.Slots{Root: filepath.Join(root, "core")}}
-	r.start = func() *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run", "^TestAgentCrashChild$", "-test.count=1")
+	logs, err := os.Create(filepath.Join(t.TempDir(), "agent.log"))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := os.ReadFile(logs.Name())
+			t.Logf("agent log:\n%s", tail(string(out), 6000))
+		}
+		logs.Close()
+	})
+	r := &crashRig{installRig: ir, root: root, core: slots.Slots{Root: filepath.Join(root, "core")}}
+	r.start = func() *exec.Cmd { return r.startBinary(os.Args[0]) }
+	r.startBinary = func(bin string) *exec.Cmd {
+		cmd := exec.Command(bin, "-test.run", "^TestAgentCrashChild$", "-test.count=1")
 		cmd.Env = append(os.Environ(), crashEnv+"=1", "CRASH_KEY="+hex.EncodeToString(ir.pub), "CRASH_BROKER="+ir.brokerURL,
 			"CRASH_STATE="+state, "CRASH_ROOT="+root)
+		cmd.Stderr = logs
 		require.NoError(t, cmd.Start())
 		return cmd
 	}
@@ -131,4 +149,11 @@ func TestAgentSurvivesSIGKILL(t *testing.T) {
 	require.Equal(t, jobs.ExecFailed, e.Status)
 	require.Contains(t, e.StatusDetails["reason"], "reboot loop")
 	require.Equal(t, installed, r.core.Current(), "back on the version before the loop")
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }

@@ -25,14 +25,19 @@ import (
 )
 
 func coreTarball(t *testing.T, version string) []byte {
+	return tarGz(t, "bin/core", []byte("#!/bin/sh\necho core "+version+"\n"))
+}
+
+// tarGz packs one executable file.
+func tarGz(t *testing.T, name string, body []byte) []byte {
 	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
+	gz, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
 	tw := tar.NewWriter(gz)
-	body := []byte("#!/bin/sh\necho core " + version + "\n")
-	require.NoError(t, tw.WriteHeader(&tar.Header{Name: "bin/core", Mode: 0o755, Size: int64(len(body)), Typeflag: tar.TypeReg}))
-	tw.Write(body)
-	tw.Close()
-	gz.Close()
+	require.NoError(t, tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Size: int64(len(body)), Typeflag: tar.TypeReg}))
+	_, err := tw.Write(body)
+	require.NoError(t, err)
+	require.NoError(t, tw.Close())
+	require.NoError(t, gz.Close())
 	return buf.Bytes()
 }
 
@@ -66,15 +71,19 @@ func newInstallRig(t *testing.T) *installRig {
 
 // artifact uploads a core tarball for version and describes it, signed (or forged).
 func (r *installRig) artifact(version string, forged bool) *jobdoc.Artifact {
-	data := coreTarball(r.t, version)
-	_, err := r.svc.PutArtifact("releases", "core-"+version+".tar.gz", bytes.NewReader(data))
+	return r.upload("core-"+version+".tar.gz", coreTarball(r.t, version), forged)
+}
+
+// upload puts data in the artifact store and describes it as a job document's artifact.
+func (r *installRig) upload(key string, data []byte, forged bool) *jobdoc.Artifact {
+	_, err := r.svc.PutArtifact("releases", key, bytes.NewReader(data))
 	require.NoError(r.t, err)
 	sum := sha256.Sum256(data)
 	sig := ed25519.Sign(r.priv, sum[:])
 	if forged {
 		sig[0] ^= 0xff
 	}
-	return &jobdoc.Artifact{URL: "${aws:iot:s3-presigned-url:https://s3.amazonaws.com/releases/core-" + version + ".tar.gz}",
+	return &jobdoc.Artifact{URL: "${aws:iot:s3-presigned-url:https://s3.amazonaws.com/releases/" + key + "}",
 		Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:]), Signature: hex.EncodeToString(sig)}
 }
 
@@ -85,6 +94,11 @@ func (r *installRig) create(jobID, version string, art *jobdoc.Artifact, bakeSec
 	if len(health) > 0 {
 		d.HealthCheck = &jobdoc.HealthCheck{Command: health}
 	}
+	r.createDoc(jobID, d)
+}
+
+// createDoc queues a job with document d for dev-1.
+func (r *installRig) createDoc(jobID string, d jobdoc.Document) {
 	body, err := d.Marshal()
 	require.NoError(r.t, err)
 	_, err = r.svc.CreateJob(jobs.CreateJobInput{JobID: jobID, Targets: []string{"dev-1"}, Document: body,
