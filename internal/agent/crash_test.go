@@ -49,8 +49,8 @@ type crashRig struct {
 	start func() *exec.Cmd
 	// startBinary starts the agent from another copy of the test binary.
 	startBinary func(bin string) *exec.Cmd
-	job   func(jobID, version string)
-	core  slots.Slots
+	job         func(jobID, version string)
+	core        slots.Slots
 }
 
 func newCrashRig(t *testing.T) *crashRig {
