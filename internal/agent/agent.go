@@ -61,6 +61,9 @@ type Config struct {
 	DeferralResponseTimeout time.Duration
 	MaxDeferral             time.Duration
 
+	// OnStateChange, when set, sees every state the agent persists (metrics, tests).
+	OnStateChange func(State)
+
 	Logger zerolog.Logger
 }
 
@@ -572,6 +575,9 @@ func (a *Agent) setState(change func(*State)) error {
 	change(a.state)
 	if err := saveState(a.cfg.StateDir, a.state); err != nil {
 		return fmt.Errorf("write agent state: %w", err)
+	}
+	if a.cfg.OnStateChange != nil {
+		a.cfg.OnStateChange(a.state.clone())
 	}
 	return nil
 }

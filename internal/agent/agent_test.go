@@ -1,11 +1,13 @@
 package agent_test
 
 import (
+	"bytes"
 	"context"
 	"path/filepath"
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -110,4 +112,42 @@ func TestAgentThroughBrokers(t *testing.T) {
 			require.Equal(t, "1.3.0", a2.InstalledVersion("core"))
 		})
 	}
+}
+
+// TestAgentSurvivesMalformedMessages floods the agent's topics with malformed JSON, wrong
+// types and an oversize payload; it keeps taking jobs.
+func TestAgentSurvivesMalformedMessages(t *testing.T) {
+	b := mqtttest.Embedded(t)
+	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	t.Cleanup(func() { svc.Close() })
+	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	t.Cleanup(plane.Close)
+	_, err = svc.CreateThing("dev-1", nil)
+	require.NoError(t, err)
+	a, _ := startAgent(t, b.URL, t.TempDir())
+
+	// Only the service may publish on a device's jobs topics; use its credentials.
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL).SetClientID("flood").
+		SetUsername(mqtttest.ServiceUser).SetPassword(mqtttest.ServicePassword))
+	tok := c.Connect()
+	require.True(t, tok.WaitTimeout(5*time.Second))
+	require.NoError(t, tok.Error())
+	defer c.Disconnect(0)
+	junk := [][]byte{[]byte("{"), []byte("null"), []byte(`{"clientToken":42}`), []byte(`{"clientToken":"dev-1-1","execution":7}`),
+		[]byte(`{"execution":{"jobId":"ghost","jobDocument":"not an object"}}`), bytes.Repeat([]byte("x"), 200<<10), {}}
+	topics := []string{"notify-next", "notify", "get/accepted", "get/rejected", "ghost/get/accepted", "ghost/update/accepted", "ghost/update/rejected"}
+	for i := 0; i < 20; i++ {
+		for _, topic := range topics {
+			for _, p := range junk {
+				c.Publish("$aws/things/dev-1/jobs/"+topic, 0, false, p)
+			}
+		}
+	}
+	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "after-flood", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0", nil)})
+	require.NoError(t, err)
+	e := waitTerminal(t, svc, "after-flood", "dev-1")
+	require.Equal(t, jobs.ExecSucceeded, e.Status)
+	require.Equal(t, "1.1.0", a.InstalledVersion("core"))
 }

@@ -33,6 +33,15 @@ type Installed struct {
 
 const stateFile = "state.json"
 
+func (s *State) clone() State {
+	c := *s
+	c.Installed = make(map[string]Installed, len(s.Installed))
+	for k, v := range s.Installed {
+		c.Installed[k] = v
+	}
+	return c
+}
+
 func loadState(dir string) (*State, error) {
 	raw, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if errors.Is(err, os.ErrNotExist) {

@@ -100,9 +100,15 @@ func IsOtaflow(raw []byte) bool {
 	return json.Unmarshal(raw, &probe) == nil && probe.Type == Type
 }
 
+// MaxBytes is the largest document an agent accepts: AWS IoT's job document limit.
+const MaxBytes = 32 * 1024
+
 // Parse decodes and validates a document. Unknown fields and schema versions are errors, so a
 // device never acts on instructions it does not understand.
 func Parse(raw []byte) (*Document, error) {
+	if len(raw) > MaxBytes {
+		return nil, fmt.Errorf("job document is %d bytes; the limit is %d", len(raw), MaxBytes)
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	var d Document

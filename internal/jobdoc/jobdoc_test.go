@@ -1,6 +1,7 @@
 package jobdoc_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -24,6 +25,7 @@ func TestParse(t *testing.T) {
 		"no version":     {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core"}`, "no version"},
 		"bad log level":  {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core","version":"1","updateAgentLogLevel":"LOUD"}`, "updateAgentLogLevel"},
 		"other job type": {`{"type":"firmware","schemaVersion":"1"}`, "not \"otaflow.update\""},
+		"oversize":       {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core","version":"1","rolloutId":"` + strings.Repeat("x", jobdoc.MaxBytes) + `"}`, "the limit is 32768"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := jobdoc.Parse([]byte(tc.doc))

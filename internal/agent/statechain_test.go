@@ -1,0 +1,179 @@
+package agent_test
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otaflow/otaflow/internal/agent"
+	"github.com/otaflow/otaflow/internal/agent/preflight"
+	"github.com/otaflow/otaflow/internal/agent/slots"
+	"github.com/otaflow/otaflow/internal/jobdoc"
+	"github.com/otaflow/otaflow/internal/jobs"
+)
+
+// writeScripts creates the four managedRespawn scripts; the one named failing exits 1.
+func writeScripts(t *testing.T, dir, failing string, mode os.FileMode) {
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	for _, name := range preflight.Scripts {
+		body := "#!/bin/sh\necho " + name + " >> " + filepath.Join(dir, "ran.log") + "\n"
+		if name == failing {
+			body += "echo '" + name + ": service would not stop' >&2\nexit 1\n"
+		}
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(body), mode))
+		require.NoError(t, os.Chmod(filepath.Join(dir, name), mode))
+	}
+}
+
+// TestStateChain drives one real update per case and checks the chain of persisted states,
+// the job's final status and reason, and the version the device ends on.
+func TestStateChain(t *testing.T) {
+	r := newInstallRig(t)
+	sign := func(a *jobdoc.Artifact, digest []byte) {
+		a.SHA256 = hex.EncodeToString(digest)
+		a.Signature = hex.EncodeToString(ed25519.Sign(r.priv, digest))
+	}
+	type setup struct {
+		in      *agent.Installer
+		doc     *jobdoc.Document
+		scripts string
+		deferTo bool // a local component defers the update once
+	}
+	// Every case starts on core 2.0.0, installed through otaflow (so there is a previous slot).
+	const full = "installing downloading installing switching switched health-check installed"
+	for _, tc := range []struct {
+		name    string
+		arrange func(s *setup)
+		status  jobs.ExecutionStatus
+		reason  string
+		chain   string
+		ends    string
+		ran     string // managedRespawn scripts that ran, in order
+	}{
+		{name: "success", status: jobs.ExecSucceeded, chain: full, ends: "3.0.0"},
+		{name: "success with managedRespawn scripts", arrange: func(s *setup) { s.in.ManagedRespawn = true },
+			status: jobs.ExecSucceeded, chain: full, ends: "3.0.0", ran: "ggc_pre_update.sh ggc_post_update.sh"},
+		{name: "wrong sha256", arrange: func(s *setup) { sum := sha256.Sum256([]byte("other")); sign(s.doc.Artifact, sum[:]) },
+			status: jobs.ExecFailed, reason: "sha256", chain: "installing downloading", ends: "2.0.0"},
+		{name: "bad signature", arrange: func(s *setup) { s.doc.Artifact.Signature = strings.Repeat("ab", 64) },
+			status: jobs.ExecFailed, reason: "signature does not match", chain: "installing downloading", ends: "2.0.0"},
+		{name: "truncated download", arrange: func(s *setup) {
+			s.doc.Artifact.Size += 100 // the store holds fewer bytes than the document promises
+		}, status: jobs.ExecFailed, reason: "download failed", chain: "installing downloading", ends: "2.0.0"},
+		{name: "path traversal in the artifact", arrange: func(s *setup) {
+			s.doc.Artifact = r.upload("evil.tar.gz", tarGz(t, "../../../etc/evil", []byte("x")), false)
+		}, status: jobs.ExecFailed, reason: "install into a new slot failed", chain: "installing downloading installing", ends: "2.0.0"},
+		{name: "pre-update script fails", arrange: func(s *setup) { s.in.ManagedRespawn, s.scripts = true, "ggc_pre_update.sh" },
+			status: jobs.ExecFailed, reason: "service would not stop", chain: "installing downloading", ends: "2.0.0", ran: "ggc_pre_update.sh"},
+		{name: "restart fails", arrange: func(s *setup) { s.in.Restart = []string{"sh", "-c", "echo unit not found; exit 5"} },
+			status: jobs.ExecFailed, reason: "restarting 3.0.0 failed", chain: "installing downloading installing switching switched", ends: "2.0.0"},
+		{name: "health check fails", arrange: func(s *setup) { s.doc.HealthCheck.Command = []string{"false"} },
+			status: jobs.ExecFailed, reason: "health check of 3.0.0 failed", chain: "installing downloading installing switching switched health-check", ends: "2.0.0"},
+		{name: "post-update script fails", arrange: func(s *setup) { s.in.ManagedRespawn, s.scripts = true, "ggc_post_update.sh" },
+			status: jobs.ExecFailed, reason: "rolled back to 2.0.0", chain: "installing downloading installing switching switched health-check", ends: "2.0.0",
+			ran: "ggc_pre_update.sh ggc_post_update.sh"},
+		{name: "rejected: proxy configured", arrange: func(s *setup) { s.in.Env = append(s.in.Env, "HTTPS_PROXY=http://proxy:3128") },
+			status: jobs.ExecRejected, reason: "proxy", chain: "installing", ends: "2.0.0"},
+		{name: "rejected: scripts writable by others", arrange: func(s *setup) { s.in.ManagedRespawn, s.scripts = true, "mode" },
+			status: jobs.ExecRejected, reason: "writable by nobody else", chain: "installing", ends: "2.0.0"},
+		{name: "rejected: downgrade", arrange: func(s *setup) { s.doc.Version, s.doc.Artifact = "1.5.0", r.artifact("1.5.0", false) },
+			status: jobs.ExecRejected, reason: "downgrade needs a rollback job", chain: "installing", ends: "2.0.0"},
+		{name: "rollback job may go back", arrange: func(s *setup) {
+			s.doc.Operation, s.doc.Version, s.doc.Artifact = jobdoc.OpRollback, "1.5.0", r.artifact("1.5.0", false)
+		}, status: jobs.ExecSucceeded, chain: full, ends: "1.5.0"},
+		{name: "deferred once by a component", arrange: func(s *setup) { s.deferTo = true },
+			status: jobs.ExecSucceeded, chain: "deferred " + full, ends: "3.0.0"},
+		{name: "invalid document", arrange: func(s *setup) { s.doc.SchemaVersion = "7" },
+			status: jobs.ExecRejected, reason: "update the agent first", chain: "", ends: "2.0.0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root, scripts := t.TempDir(), t.TempDir()
+			s := &setup{in: &agent.Installer{Root: root, PublicKey: r.pub, Env: []string{"INVOCATION_ID=test"}, ScriptsDir: scripts, ScriptsOwner: os.Getuid()},
+				doc: &jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "r",
+					SoftwareToUpdate: jobdoc.SoftwareCore, Version: "3.0.0", Artifact: r.artifact("3.0.0", false),
+					HealthCheck: &jobdoc.HealthCheck{Command: []string{"true"}}}}
+			if tc.arrange != nil {
+				tc.arrange(s)
+			}
+			mode := os.FileMode(0o700)
+			if s.scripts == "mode" {
+				mode = 0o777
+			}
+			writeScripts(t, scripts, s.scripts, mode)
+			// Start from 2.0.0 installed in its slot.
+			core := slots.Slots{Root: filepath.Join(root, "core")}
+			require.NoError(t, os.MkdirAll(core.Dir("2.0.0"), 0o755))
+			require.NoError(t, core.Switch("2.0.0"))
+			state := t.TempDir()
+			require.NoError(t, os.WriteFile(filepath.Join(state, "state.json"), []byte(`{"installed":{"core":{"version":"2.0.0"}}}`), 0o600))
+
+			var mu sync.Mutex
+			var chain []string
+			socket := ""
+			if s.deferTo {
+				socket = filepath.Join(state, "agent.sock")
+			}
+			a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: r.brokerURL, StateDir: state, Logger: zerolog.Nop(), Installer: *s.in, IPCSocket: socket,
+				OnStateChange: func(st agent.State) {
+					mu.Lock()
+					defer mu.Unlock()
+					if len(chain) == 0 || chain[len(chain)-1] != st.Step {
+						chain = append(chain, st.Step)
+					}
+				}})
+			require.NoError(t, err)
+			runAgent(t, a)
+			if s.deferTo {
+				c := dialComponent(t, socket, "com.example.Cache")
+				go func() {
+					n := c.next()
+					c.send(agent.IPCMessage{Op: "defer", JobID: n.JobID, RecheckAfterMs: 100, Message: "writing cache"})
+					n = c.next()
+					c.send(agent.IPCMessage{Op: "ack", JobID: n.JobID})
+				}()
+			}
+			jobID := strings.NewReplacer(" ", "-", ":", "").Replace(tc.name)
+			if tc.name == "invalid document" {
+				body := `{"type":"otaflow.update","schemaVersion":"7","operation":"update","rolloutId":"r","softwareToUpdate":"core","version":"3.0.0"}`
+				_, err := r.svc.CreateJob(jobs.CreateJobInput{JobID: jobID, Targets: []string{"dev-1"}, Document: body})
+				require.NoError(t, err)
+			} else {
+				r.createDoc(jobID, *s.doc)
+			}
+			e := waitTerminal(t, r.svc, jobID, "dev-1")
+			require.Equal(t, tc.status, e.Status, "reason: %s", e.StatusDetails["reason"])
+			require.Contains(t, e.StatusDetails["reason"], tc.reason)
+			require.Equal(t, tc.ends, core.Current(), "the device runs exactly one version")
+			require.Equal(t, tc.ends, a.InstalledVersion("core"))
+			if tc.status == jobs.ExecSucceeded {
+				require.Equal(t, tc.ends, e.StatusDetails["installedVersion"])
+			}
+			// The report goes out before the state is cleared: wait for the clear.
+			var got []string
+			require.Eventually(t, func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				got = slices.Clone(chain)
+				return len(got) > 0 && got[len(got)-1] == ""
+			}, 5*time.Second, time.Millisecond)
+			want := []string{}
+			if tc.chain != "" {
+				want = strings.Fields(tc.chain)
+			}
+			// Every job ends with the state cleared for the next one.
+			require.Equal(t, append(want, ""), got)
+			ran, _ := os.ReadFile(filepath.Join(scripts, "ran.log"))
+			require.Equal(t, tc.ran, strings.Join(strings.Fields(string(ran)), " "))
+		})
+	}
+}
