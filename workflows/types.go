@@ -62,6 +62,12 @@ type RolloutRequest struct {
 	SimulateInstallTime time.Duration `json:"simulateInstallTime,omitempty"`
 	// SimulateUnhealthy lists things whose health check fails during the bake time.
 	SimulateUnhealthy []string `json:"simulateUnhealthy,omitempty"`
+	// Artifact is the signed package devices download and install; without one, devices
+	// simulate the install (demo and tests). `starter release publish` produces it.
+	Artifact *Artifact `json:"artifact,omitempty"`
+	// HealthCheck is a command each device runs after switching to the new version (and
+	// through BakeTime); a non-zero exit rolls the device back.
+	HealthCheck []string `json:"healthCheck,omitempty"`
 	// BakeTime: a device counts as updated only after it stayed healthy this long after
 	// installing; one that fails its health check rolls itself back and reports FAILED.
 	BakeTime time.Duration `json:"bakeTime,omitempty"`
@@ -258,6 +264,29 @@ func platformList() string {
 	return strings.Join(s, ", ")
 }
 
+// Artifact is a signed .tar.gz that devices download through a presigned URL.
+type Artifact struct {
+	// URL is an S3 URL (s3://bucket/key or https://s3.amazonaws.com/bucket/key); the job
+	// document carries it as ${aws:iot:s3-presigned-url:URL}.
+	URL    string `json:"url"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+	// Signature is the fleet key's ed25519 signature of the SHA-256 digest, in hex.
+	Signature string `json:"signature"`
+}
+
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for _, c := range s {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", c) {
+			return false
+		}
+	}
+	return true
+}
+
 // Validate checks a request without any I/O; it fills in defaults. Every problem is reported
 // at once, each saying what to change.
 func (r *RolloutRequest) Validate() error {
@@ -297,6 +326,23 @@ func (r *RolloutRequest) Validate() error {
 		add("no S3 URL signer role: give the ARN of the role that presigns artifact URLs (arn:aws:iam::ACCOUNT:role/NAME)")
 	} else if !strings.HasPrefix(r.S3URLSignerRole, "arn:") || !strings.Contains(r.S3URLSignerRole, ":role/") {
 		add("S3 URL signer role %q is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)", r.S3URLSignerRole)
+	}
+	if a := r.Artifact; a != nil {
+		if !strings.HasPrefix(a.URL, "s3://") && !strings.HasPrefix(a.URL, "https://") {
+			add("artifact URL %q must be an S3 URL (s3://BUCKET/KEY or https://s3.amazonaws.com/BUCKET/KEY)", a.URL)
+		}
+		if a.Size <= 0 {
+			add("artifact size must be positive")
+		}
+		if !isHex(a.SHA256, 64) {
+			add("artifact sha256 must be 64 hex digits")
+		}
+		if !isHex(a.Signature, 128) {
+			add("artifact signature must be a 64-byte ed25519 signature in hex (starter release publish makes one)")
+		}
+	}
+	if len(r.HealthCheck) > 0 && r.HealthCheck[0] == "" {
+		add("health check command is empty")
 	}
 	if r.UpdateAgentLogLevel == "" {
 		r.UpdateAgentLogLevel = "ERROR"

@@ -428,7 +428,7 @@ func (a *Agent) process(ctx context.Context, e *execution) error {
 	if err := a.setState(func(s *State) { s.CurrentJob, s.Step = e.JobID, "installing" }); err != nil {
 		return err
 	}
-	if doc.Artifact != nil && a.cfg.Installer.Root != "" {
+	if a.cfg.Installer.Root != "" {
 		running, err := a.installReal(ctx, e, doc, cur)
 		var ie *installError
 		if errors.As(err, &ie) {

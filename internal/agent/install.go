@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/Masterminds/semver/v3"
@@ -65,9 +66,15 @@ func (a *Agent) installReal(ctx context.Context, e *execution, doc *jobdoc.Docum
 			return cur.Version, reject("%s %s is older than the installed %s: a downgrade needs a rollback job", doc.SoftwareToUpdate, doc.Version, cur.Version)
 		}
 	}
+	var size int64
+	if doc.Artifact != nil {
+		size = doc.Artifact.Size
+	} else if !sl.Installed(doc.Version) {
+		return cur.Version, reject("the job has no artifact and %s %s is not installed on this device to switch to", doc.SoftwareToUpdate, doc.Version)
+	}
 	os.MkdirAll(sl.Root, 0o755)
 	if err := preflight.Check(preflight.Config{
-		InstallDir: sl.Root, ArtifactSize: doc.Artifact.Size, FreeFactor: in.FreeDiskFactor, ManagedRespawn: in.ManagedRespawn,
+		InstallDir: sl.Root, ArtifactSize: size, FreeFactor: in.FreeDiskFactor, ManagedRespawn: in.ManagedRespawn,
 		ScriptsDir: in.ScriptsDir, OwnerUID: in.ScriptsOwner, Env: in.Env,
 	}); err != nil {
 		return cur.Version, reject("requirements not met: %v", err)
@@ -99,18 +106,21 @@ func (a *Agent) installReal(ctx context.Context, e *execution, doc *jobdoc.Docum
 		}
 		return a.confirm(ctx, e, doc, cur, post, back)
 	}
-	if err := a.progress(ctx, e, "downloading", doc.Version); err != nil {
-		return cur.Version, err
-	}
-	downloads := filepath.Join(in.Root, "downloads")
-	os.MkdirAll(downloads, 0o755)
-	file := filepath.Join(downloads, doc.SoftwareToUpdate+"-"+doc.Version+".tar.gz")
-	spec := artifact.Spec{URL: doc.Artifact.URL, Size: doc.Artifact.Size, SHA256: doc.Artifact.SHA256, Signature: doc.Artifact.Signature}
-	if err := artifact.Download(ctx, spec, file, artifact.Options{PublicKey: in.PublicKey}); err != nil {
-		if errors.Is(err, artifact.ErrVerify) {
-			return cur.Version, fail("%v", err)
+	file := ""
+	if doc.Artifact != nil {
+		if err := a.progress(ctx, e, "downloading", doc.Version); err != nil {
+			return cur.Version, err
 		}
-		return cur.Version, fail("download failed: %v", err)
+		downloads := filepath.Join(in.Root, "downloads")
+		os.MkdirAll(downloads, 0o755)
+		file = filepath.Join(downloads, doc.SoftwareToUpdate+"-"+doc.Version+".tar.gz")
+		spec := artifact.Spec{URL: doc.Artifact.URL, Size: doc.Artifact.Size, SHA256: doc.Artifact.SHA256, Signature: doc.Artifact.Signature}
+		if err := artifact.Download(ctx, spec, file, artifact.Options{PublicKey: in.PublicKey}); err != nil {
+			if errors.Is(err, artifact.ErrVerify) {
+				return cur.Version, fail("%v", err)
+			}
+			return cur.Version, fail("download failed: %v", err)
+		}
 	}
 	if in.ManagedRespawn {
 		if err := preflight.RunScript(in.ScriptsDir, pre); err != nil {
@@ -123,8 +133,10 @@ func (a *Agent) installReal(ctx context.Context, e *execution, doc *jobdoc.Docum
 	if err := a.progress(ctx, e, "installing", doc.Version); err != nil {
 		return cur.Version, err
 	}
-	if err := sl.Install(doc.Version, file); err != nil {
-		return cur.Version, fail("install into a new slot failed: %v", err)
+	if file != "" {
+		if err := sl.Install(doc.Version, file); err != nil {
+			return cur.Version, fail("install into a new slot failed: %v", err)
+		}
 	}
 	if err := a.setState(func(s *State) { s.Step = "switching" }); err != nil {
 		return cur.Version, err
@@ -148,7 +160,8 @@ func (a *Agent) confirm(ctx context.Context, e *execution, doc *jobdoc.Document,
 	if err := a.progress(ctx, e, "health-check", doc.Version); err != nil {
 		return doc.Version, err
 	}
-	if err := healthy(ctx, doc); err != nil {
+	env := append(os.Environ(), "OTAFLOW_THING_NAME="+a.cfg.ThingName, "OTAFLOW_SOFTWARE="+doc.SoftwareToUpdate, "OTAFLOW_VERSION="+doc.Version)
+	if err := healthy(ctx, doc, slots.Slots{Root: filepath.Join(a.cfg.Installer.Root, doc.SoftwareToUpdate)}.Dir(doc.Version), env); err != nil {
 		return back(fmt.Sprintf("health check of %s failed: %v", doc.Version, err))
 	}
 	if in := a.cfg.Installer; in.ManagedRespawn {
@@ -186,8 +199,9 @@ func (a *Agent) restart() error {
 	return nil
 }
 
-// healthy runs the document's health check, repeatedly through the bake time.
-func healthy(ctx context.Context, doc *jobdoc.Document) error {
+// healthy runs the document's health check, repeatedly through the bake time, in the new
+// version's directory with the thing name and version in its environment.
+func healthy(ctx context.Context, doc *jobdoc.Document, dir string, env []string) error {
 	if doc.HealthCheck == nil {
 		return nil
 	}
@@ -198,9 +212,11 @@ func healthy(ctx context.Context, doc *jobdoc.Document) error {
 	check := func() error {
 		cctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		out, err := exec.CommandContext(cctx, doc.HealthCheck.Command[0], doc.HealthCheck.Command[1:]...).CombinedOutput()
+		cmd := exec.CommandContext(cctx, doc.HealthCheck.Command[0], doc.HealthCheck.Command[1:]...)
+		cmd.Dir, cmd.Env = dir, env
+		out, err := cmd.CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("%v: %s", err, out)
+			return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
 		}
 		return nil
 	}

@@ -91,6 +91,11 @@ func TestStateChain(t *testing.T) {
 		{name: "rollback job may go back", arrange: func(s *setup) {
 			s.doc.Operation, s.doc.Version, s.doc.Artifact = jobdoc.OpRollback, "1.5.0", r.artifact("1.5.0", false)
 		}, status: jobs.ExecSucceeded, chain: full, ends: "1.5.0"},
+		{name: "rollback to a version still in its slot", arrange: func(s *setup) {
+			s.doc.Operation, s.doc.Version, s.doc.Artifact = jobdoc.OpRollback, "1.9.0", nil
+		}, status: jobs.ExecSucceeded, chain: "installing switching switched health-check installed", ends: "1.9.0"},
+		{name: "rejected: no artifact and not installed", arrange: func(s *setup) { s.doc.Version, s.doc.Artifact = "4.0.0", nil },
+			status: jobs.ExecRejected, reason: "not installed on this device", chain: "installing", ends: "2.0.0"},
 		{name: "deferred once by a component", arrange: func(s *setup) { s.deferTo = true },
 			status: jobs.ExecSucceeded, chain: "deferred " + full, ends: "3.0.0"},
 		{name: "invalid document", arrange: func(s *setup) { s.doc.SchemaVersion = "7" },
@@ -112,6 +117,7 @@ func TestStateChain(t *testing.T) {
 			writeScripts(t, scripts, s.scripts, mode)
 			// Start from 2.0.0 installed in its slot.
 			core := slots.Slots{Root: filepath.Join(root, "core")}
+			require.NoError(t, os.MkdirAll(core.Dir("1.9.0"), 0o755))
 			require.NoError(t, os.MkdirAll(core.Dir("2.0.0"), 0o755))
 			require.NoError(t, core.Switch("2.0.0"))
 			state := t.TempDir()
