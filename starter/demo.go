@@ -44,6 +44,7 @@ func demoCmd() *cobra.Command {
 		fromVersion string
 		version     string
 		installTime time.Duration
+		simulate    bool
 		rf          rolloutFlags
 	)
 	cmd := &cobra.Command{
@@ -52,7 +53,13 @@ func demoCmd() *cobra.Command {
 		Long: `demo starts everything in this process: an embedded Temporal server with its web UI, an
 MQTT broker, the jobs service (AWS IoT Jobs API), the rollout worker and N simulated devices.
 It then rolls a new core version out to every device, shows progress, and prints a summary.
-It exits 0 only if every device updated.`,
+It exits 0 only if every device updated.
+
+Devices install for real, each in its own directory under the data directory: the new version
+is packed, signed with a fresh fleet key and published to the jobs service's artifact store;
+each device downloads it through a presigned URL, checks its SHA-256 and signature, runs its
+managedRespawn scripts, unpacks it into a new slot, switches, and health-checks it (rolling
+back on failure). --simulate skips all of that and only pretends to install.`,
 		Example: "  starter demo --devices 50\n  starter demo --devices 20 --fail 2 -o json\n  starter demo --keep   # keep the stack and web UI up afterwards",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if devices < 1 {
@@ -87,6 +94,19 @@ It exits 0 only if every device updated.`,
 				return err
 			}
 			defer s.Close()
+			var failing, sick []string
+			for i := devices - fail + 1; i <= devices; i++ {
+				failing = append(failing, stack.Device(i))
+			}
+			for i := devices - fail - unhealthy + 1; i <= devices-fail; i++ {
+				sick = append(sick, stack.Device(i))
+			}
+			var fleet *stack.RealFleet
+			if !simulate {
+				if fleet, err = s.UseRealInstalls(ctx, fromVersion, failing); err != nil {
+					return err
+				}
+			}
 			fmt.Fprintf(errOut, "registering %d devices and starting their agents (on %s)\n", devices, fromVersion)
 			arns, err := s.StartDevices(ctx, devices, fromVersion, installTime)
 			if err != nil {
@@ -96,16 +116,19 @@ It exits 0 only if every device updated.`,
 			rolloutID := "demo-" + time.Now().UTC().Format("20060102-150405")
 			req := workflows.RolloutRequest{
 				RolloutID: rolloutID, Targets: arns, Architecture: "x86_64", OperatingSystem: "ubuntu",
-				SoftwareToUpdate: "core", Version: version, UpdateAgentLogLevel: "INFO",
+				SoftwareToUpdate: "core", Version: version, UpdateAgentLogLevel: "WARN",
 				S3URLSignerRole: "arn:aws:iam::000000000000:role/otaflow-local-signer",
 				PollInterval:    250 * time.Millisecond,
 			}
 			rf.apply(&req)
-			for i := devices - fail + 1; i <= devices; i++ {
-				req.SimulateFailures = append(req.SimulateFailures, stack.Device(i))
-			}
-			for i := devices - fail - unhealthy + 1; i <= devices-fail; i++ {
-				req.SimulateUnhealthy = append(req.SimulateUnhealthy, stack.Device(i))
+			if fleet != nil {
+				if req.Artifact, err = fleet.Publish(ctx, version); err != nil {
+					return err
+				}
+				req.HealthCheck = stack.HealthCheck(version, sick)
+				fmt.Fprintf(errOut, "published core %s: %s (%d bytes, sha256 %s…, signed)\n", version, req.Artifact.URL, req.Artifact.Size, req.Artifact.SHA256[:12])
+			} else {
+				req.SimulateFailures, req.SimulateUnhealthy = failing, sick
 			}
 			start := time.Now()
 			run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
@@ -155,13 +178,14 @@ It exits 0 only if every device updated.`,
 	}
 	sf.bind(cmd.Flags(), "", "warn")
 	cmd.Flags().IntVar(&devices, "devices", 10, "number of simulated devices")
-	cmd.Flags().IntVar(&fail, "fail", 0, "make this many devices' installs fail (to see a failed rollout)")
-	cmd.Flags().IntVar(&unhealthy, "unhealthy", 0, "make this many devices fail their health check during --bake-time (they roll themselves back)")
+	cmd.Flags().IntVar(&fail, "fail", 0, "make this many devices' updates fail (their pre-update script fails; to see a failed rollout)")
+	cmd.Flags().IntVar(&unhealthy, "unhealthy", 0, "make this many devices fail their health check on the new version (they roll themselves back)")
+	cmd.Flags().BoolVar(&simulate, "simulate", false, "simulate installs (no artifacts, slots or scripts)")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the stack and web UI running after the rollout, until Ctrl-C")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "summary format: text or json")
 	cmd.Flags().StringVar(&fromVersion, "from-version", "1.10.2", "core version the devices start on")
 	cmd.Flags().StringVar(&version, "version", "1.11.6", "core version to roll out")
-	cmd.Flags().DurationVar(&installTime, "install-time", 200*time.Millisecond, "how long each simulated install takes")
+	cmd.Flags().DurationVar(&installTime, "install-time", 200*time.Millisecond, "how long each install takes with --simulate")
 	rf.bind(cmd.Flags(), 5*time.Minute)
 	cmd.Flags().Lookup("waves").DefValue = "1,10%,50%,100%"
 	cmd.Flags().Set("waves", "1,10%,50%,100%")

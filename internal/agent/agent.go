@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/rs/zerolog"
 
+	"github.com/otaflow/otaflow/internal/agent/slots"
 	"github.com/otaflow/otaflow/internal/jobdoc"
 )
 
@@ -424,6 +426,12 @@ func (a *Agent) process(ctx context.Context, e *execution) error {
 		log.Info().Msg("update was installed before a restart; reporting it")
 		return a.finish(ctx, e, "SUCCEEDED", map[string]string{"installedVersion": cur.Version, "previousVersion": cur.Previous})
 	}
+	if !resumed && cur.Version == doc.Version && a.onDisk(doc) {
+		// Re-running a rollout over a partly updated fleet: nothing to do. The previous
+		// version is this one, so a compensating rollback leaves the device as it is.
+		log.Info().Msg("already on this version")
+		return a.finish(ctx, e, "SUCCEEDED", map[string]string{"installedVersion": cur.Version, "previousVersion": cur.Version, "note": "already installed"})
+	}
 
 	if err := a.setState(func(s *State) { s.CurrentJob, s.Step = e.JobID, "installing" }); err != nil {
 		return err
@@ -507,6 +515,15 @@ func (a *Agent) process(ctx context.Context, e *execution) error {
 		}
 	}
 	return a.finish(ctx, e, "SUCCEEDED", map[string]string{"installedVersion": doc.Version, "previousVersion": cur.Version})
+}
+
+// onDisk reports whether the document's version is what the device runs: for real installs
+// the current slot must agree with the state (a crash between the two is finished elsewhere).
+func (a *Agent) onDisk(doc *jobdoc.Document) bool {
+	if a.cfg.Installer.Root == "" {
+		return true
+	}
+	return slots.Slots{Root: filepath.Join(a.cfg.Installer.Root, doc.SoftwareToUpdate)}.Current() == doc.Version
 }
 
 // bake watches the device's health for the bake time after an install, reporting progress.

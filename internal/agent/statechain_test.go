@@ -98,6 +98,8 @@ func TestStateChain(t *testing.T) {
 			status: jobs.ExecRejected, reason: "not installed on this device", chain: "installing", ends: "2.0.0"},
 		{name: "deferred once by a component", arrange: func(s *setup) { s.deferTo = true },
 			status: jobs.ExecSucceeded, chain: "deferred " + full, ends: "3.0.0"},
+		{name: "already on the version", arrange: func(s *setup) { s.doc.Version = "2.0.0" },
+			status: jobs.ExecSucceeded, chain: "", ends: "2.0.0"},
 		{name: "invalid document", arrange: func(s *setup) { s.doc.SchemaVersion = "7" },
 			status: jobs.ExecRejected, reason: "update the agent first", chain: "", ends: "2.0.0"},
 	} {

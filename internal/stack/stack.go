@@ -30,6 +30,7 @@ import (
 	"github.com/otaflow/otaflow/internal/greengrass"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/rolloutworker"
 	"github.com/otaflow/otaflow/internal/tlog"
@@ -66,6 +67,10 @@ type Stack struct {
 	IoT      *iot.Client
 	// Catalog is the component catalog deployments resolve against.
 	Catalog *components.Catalog
+	// DeviceInstaller, when set before StartDevices, gives each simulated device a real
+	// installer (slots on disk, signed artifacts, scripts, health checks) instead of
+	// simulated installs.
+	DeviceInstaller func(thing string) (agent.Installer, error)
 
 	httpSrv *http.Server
 	mqtt    *jobs.MQTTPlane
@@ -224,11 +229,17 @@ func (s *Stack) StartDevices(ctx context.Context, n int, initialVersion string, 
 			return nil, fmt.Errorf("register thing %s: %w", name, err)
 		}
 		arns = append(arns, aws.ToString(out.ThingArn))
-		a, err := agent.New(agent.Config{
+		cfg := agent.Config{
 			ThingName: name, BrokerURL: s.Broker.URL(), StateDir: filepath.Join(s.opts.DataDir, "devices", name),
 			InitialVersion: initialVersion, InstallTime: installTime,
 			Logger: s.opts.Logger.With().Str("component", "agent").Logger().Level(max(s.opts.Logger.GetLevel(), zerolog.WarnLevel)),
-		})
+		}
+		if s.DeviceInstaller != nil {
+			if cfg.Installer, err = s.DeviceInstaller(name); err != nil {
+				return nil, fmt.Errorf("prepare device %s: %w", name, err)
+			}
+		}
+		a, err := agent.New(cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -244,6 +255,11 @@ func (s *Stack) StartDevices(ctx context.Context, n int, initialVersion string, 
 		}()
 	}
 	return arns, nil
+}
+
+// ArtifactStore is the jobs service's artifact store, with the stack's credentials.
+func (s *Stack) ArtifactStore() release.Store {
+	return release.Store{Endpoint: s.JobsURL, Region: s.opts.Region, AccessKeyID: s.opts.AccessKeyID, SecretAccessKey: s.opts.SecretAccessKey}
 }
 
 // Agents are the simulated devices started so far.
