@@ -47,6 +47,7 @@ type updateFlags struct {
 	simulateFailures          []string
 	windowCron, windowTZ      string
 	windowDuration            time.Duration
+	releaseFile, healthCheck  string
 }
 
 func (u *updateFlags) bind(f *pflag.FlagSet) {
@@ -56,7 +57,9 @@ func (u *updateFlags) bind(f *pflag.FlagSet) {
 	f.StringVar(&u.sw, "software-to-update", "", "core or ota_agent")
 	f.StringVar(&u.signer, "s3-url-signer-role", "", "ARN of the IAM role that presigns artifact URLs")
 	f.StringVar(&u.logLevel, "update-agent-log-level", "ERROR", "agent log level during the update: NONE, TRACE, DEBUG, VERBOSE, INFO, WARN, ERROR or FATAL")
-	f.StringVar(&u.version, "software-version", "1.11.6", "version to install")
+	f.StringVar(&u.version, "software-version", "", "version to install (default: the --release file's, else 1.11.6)")
+	f.StringVar(&u.releaseFile, "release", "", "release file from `starter release publish`: devices install its signed artifact (without it they simulate)")
+	f.StringVar(&u.healthCheck, "health-check", "", "shell command each device runs after switching (and through --bake-time); failing it rolls the device back")
 	u.rf.bind(f, 30*time.Minute)
 	f.StringSliceVar(&u.simulateFailures, "simulate-failures", nil, "things whose simulated install should fail (local testing)")
 	f.StringVar(&u.windowCron, "window-cron", "", `maintenance windows: waves start only inside them (five-field cron, e.g. "0 2 * * *")`)
@@ -76,6 +79,28 @@ func (u *updateFlags) request(rolloutID string) (workflows.RolloutRequest, error
 		SimulateFailures: u.simulateFailures,
 	}
 	u.rf.apply(&req)
+	if u.releaseFile != "" {
+		rel, err := readRelease(u.releaseFile)
+		if err != nil {
+			return req, err
+		}
+		if req.SoftwareToUpdate == "" {
+			req.SoftwareToUpdate = rel.Software
+		}
+		if req.Version == "" {
+			req.Version = rel.Version
+		}
+		if req.SoftwareToUpdate != rel.Software || req.Version != rel.Version {
+			return req, fmt.Errorf("--release %s is %s %s, but the flags ask for %s %s", u.releaseFile, rel.Software, rel.Version, req.SoftwareToUpdate, req.Version)
+		}
+		req.Artifact = rel.Artifact
+	}
+	if req.Version == "" {
+		req.Version = "1.11.6"
+	}
+	if u.healthCheck != "" {
+		req.HealthCheck = []string{"sh", "-c", u.healthCheck}
+	}
 	if u.windowCron != "" {
 		req.Window = &workflows.MaintenanceWindow{Cron: u.windowCron, Duration: u.windowDuration, TimeZone: u.windowTZ}
 		if _, err := activities.WindowAt(*req.Window, time.Now()); err != nil {
@@ -140,7 +165,7 @@ func createSoftwareUpdateJobCmd() *cobra.Command {
 			} else {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "    ")
-				enc.Encode(map[string]string{"IotJobId": res.JobID, "IotJobArn": res.JobArn, "PlatformSoftwareVersion": u.version})
+				enc.Encode(map[string]string{"IotJobId": res.JobID, "IotJobArn": res.JobArn, "PlatformSoftwareVersion": req.Version})
 			}
 			if wait {
 				res, err := rolloutclient.Result(ctx, run)

@@ -1,9 +1,7 @@
 package agent_test
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -22,6 +20,7 @@ import (
 	"github.com/otaflow/otaflow/internal/jobdoc"
 	"github.com/otaflow/otaflow/internal/jobs"
 	"github.com/otaflow/otaflow/internal/mqtttest"
+	"github.com/otaflow/otaflow/internal/release"
 )
 
 func coreTarball(t *testing.T, version string) []byte {
@@ -30,15 +29,9 @@ func coreTarball(t *testing.T, version string) []byte {
 
 // tarGz packs one executable file.
 func tarGz(t *testing.T, name string, body []byte) []byte {
-	var buf bytes.Buffer
-	gz, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-	tw := tar.NewWriter(gz)
-	require.NoError(t, tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Size: int64(len(body)), Typeflag: tar.TypeReg}))
-	_, err := tw.Write(body)
+	data, err := release.Pack(release.File{Name: name, Mode: 0o755, Body: body})
 	require.NoError(t, err)
-	require.NoError(t, tw.Close())
-	require.NoError(t, gz.Close())
-	return buf.Bytes()
+	return data
 }
 
 // installRig is a jobs service with its artifact store and a broker, and the fleet's
