@@ -149,7 +149,7 @@ func (a *Activities) CreateJob(ctx context.Context, in workflows.CreateJobInput)
 	doc := jobdoc.Document{
 		Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate,
 		RolloutID: req.RolloutID, SoftwareToUpdate: req.SoftwareToUpdate, Version: req.Version,
-		UpdateAgentLogLevel: req.UpdateAgentLogLevel,
+		UpdateAgentLogLevel: req.UpdateAgentLogLevel, RestartPolicy: req.RestartPolicy,
 	}
 	doc.BakeSeconds = int(req.BakeTime / time.Second)
 	if a := req.Artifact; a != nil {

@@ -72,7 +72,7 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 	}
 	s := &settings{}
 	cfg := &s.cfg
-	var publicKey, restart, maxDeferral, handover, ipc string
+	var publicKey, restart, maxDeferral, handover, ipc, stepTimeout string
 	var managed bool
 	fs := pflag.NewFlagSet("agent", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -103,6 +103,8 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 	fs.StringVar(&ipc, "ipc-socket", pick("OTAFLOW_AGENT_IPC_SOCKET", fc.IPCSocket, ""), "unix socket where local components may defer updates (default <state-dir>/agent.sock; \"off\" disables) [OTAFLOW_AGENT_IPC_SOCKET]")
 	fs.StringVar(&maxDeferral, "max-deferral", pick("OTAFLOW_AGENT_MAX_DEFERRAL", fc.MaxDeferral, "1h"), "longest time components may defer one update [OTAFLOW_AGENT_MAX_DEFERRAL]")
 	fs.StringVar(&handover, "handover-timeout", pick("OTAFLOW_AGENT_HANDOVER_TIMEOUT", fc.HandoverTimeout, "1m"), "how long a new agent has to show it works on self-update [OTAFLOW_AGENT_HANDOVER_TIMEOUT]")
+	fs.StringVar(&stepTimeout, "step-timeout", pick("OTAFLOW_AGENT_STEP_TIMEOUT", fc.StepTimeout, "30m"), "a step that shows no progress this long times the job out (sent as stepTimeoutInMinutes; 0 disables) [OTAFLOW_AGENT_STEP_TIMEOUT]")
+	fs.Int64Var(&cfg.Installer.DownloadBytesPerSecond, "download-bytes-per-second", fc.DownloadBytesPerSecond, "cap the artifact download bandwidth (0: no cap)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -112,6 +114,9 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 	var err error
 	if cfg.MaxDeferral, err = time.ParseDuration(maxDeferral); err != nil {
 		return nil, fmt.Errorf("--max-deferral: %w", err)
+	}
+	if cfg.StepTimeout, err = time.ParseDuration(stepTimeout); err != nil {
+		return nil, fmt.Errorf("--step-timeout: %w", err)
 	}
 	if cfg.HandoverTimeout, err = time.ParseDuration(handover); err != nil {
 		return nil, fmt.Errorf("--handover-timeout: %w", err)

@@ -48,6 +48,7 @@ type updateFlags struct {
 	windowCron, windowTZ      string
 	windowDuration            time.Duration
 	releaseFile, healthCheck  string
+	restartPolicy             string
 }
 
 func (u *updateFlags) bind(f *pflag.FlagSet) {
@@ -59,6 +60,7 @@ func (u *updateFlags) bind(f *pflag.FlagSet) {
 	f.StringVar(&u.logLevel, "update-agent-log-level", "ERROR", "agent log level during the update: NONE, TRACE, DEBUG, VERBOSE, INFO, WARN, ERROR or FATAL")
 	f.StringVar(&u.version, "software-version", "", "version to install (default: the --release file's, else 1.11.6)")
 	f.StringVar(&u.releaseFile, "release", "", "release file from `starter release publish`: devices install its signed artifact (without it they simulate)")
+	f.StringVar(&u.restartPolicy, "restart-policy", "", "after the switch: service (the agent's restart command; default) or none")
 	f.StringVar(&u.healthCheck, "health-check", "", "shell command each device runs after switching (and through --bake-time); failing it rolls the device back")
 	u.rf.bind(f, 30*time.Minute)
 	f.StringSliceVar(&u.simulateFailures, "simulate-failures", nil, "things whose simulated install should fail (local testing)")
@@ -98,6 +100,7 @@ func (u *updateFlags) request(rolloutID string) (workflows.RolloutRequest, error
 	if req.Version == "" {
 		req.Version = "1.11.6"
 	}
+	req.RestartPolicy = u.restartPolicy
 	if u.healthCheck != "" {
 		req.HealthCheck = []string{"sh", "-c", u.healthCheck}
 	}

@@ -68,6 +68,9 @@ type RolloutRequest struct {
 	// HealthCheck is a command each device runs after switching to the new version (and
 	// through BakeTime); a non-zero exit rolls the device back.
 	HealthCheck []string `json:"healthCheck,omitempty"`
+	// RestartPolicy after the switch: "service" (default: the agent's restart command) or
+	// "none".
+	RestartPolicy string `json:"restartPolicy,omitempty"`
 	// BakeTime: a device counts as updated only after it stayed healthy this long after
 	// installing; one that fails its health check rolls itself back and reports FAILED.
 	BakeTime time.Duration `json:"bakeTime,omitempty"`
@@ -340,6 +343,9 @@ func (r *RolloutRequest) Validate() error {
 		if !isHex(a.Signature, 128) {
 			add("artifact signature must be a 64-byte ed25519 signature in hex (starter release publish makes one)")
 		}
+	}
+	if r.RestartPolicy != "" && r.RestartPolicy != "service" && r.RestartPolicy != "none" {
+		add("restart policy %q is invalid: use service or none", r.RestartPolicy)
 	}
 	if len(r.HealthCheck) > 0 && r.HealthCheck[0] == "" {
 		add("health check command is empty")

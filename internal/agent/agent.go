@@ -44,6 +44,9 @@ type Config struct {
 	// MaxStarts is how many times the agent may start with an unconfirmed new version
 	// before it rolls the update back (default 3).
 	MaxStarts int
+	// StepTimeout, when set, is sent with each step (stepTimeoutInMinutes, rounded up; the
+	// health-check step adds the bake time): a device that stops mid-step times out.
+	StepTimeout time.Duration
 
 	// AgentVersion is this agent's own version, reported as the installed ota_agent.
 	AgentVersion string
@@ -339,7 +342,8 @@ type execution struct {
 	VersionNumber   int64             `json:"versionNumber"`
 	ExecutionNumber int64             `json:"executionNumber"`
 	// notes are added to the final statusDetails (e.g. deferrals).
-	notes map[string]string
+	notes       map[string]string
+	bakeSeconds int
 }
 
 // processNext starts the next pending execution and sees it through. It reports whether
@@ -410,6 +414,7 @@ func (a *Agent) process(ctx context.Context, e *execution) error {
 		log.Warn().Err(err).Msg("rejecting invalid job document")
 		return a.finish(ctx, e, "REJECTED", map[string]string{"reason": err.Error()})
 	}
+	e.bakeSeconds = doc.BakeSeconds
 	log = jobLogLevel(log, doc.UpdateAgentLogLevel).With().Str("software", doc.SoftwareToUpdate).Str("version", doc.Version).Logger()
 	if err := a.awaitDeferrals(ctx, e, doc, log); err != nil {
 		return err

@@ -33,9 +33,11 @@ type FileConfig struct {
 	RestartCommand string   `json:"restartCommand,omitempty"`
 	FreeDiskFactor float64  `json:"freeDiskFactor,omitempty"`
 	IPCSocket      string   `json:"ipcSocket,omitempty"`
-	// MaxDeferral and HandoverTimeout are durations such as "30m".
-	MaxDeferral     string `json:"maxDeferral,omitempty"`
-	HandoverTimeout string `json:"handoverTimeout,omitempty"`
+	// MaxDeferral, HandoverTimeout and StepTimeout are durations such as "30m".
+	MaxDeferral            string `json:"maxDeferral,omitempty"`
+	HandoverTimeout        string `json:"handoverTimeout,omitempty"`
+	StepTimeout            string `json:"stepTimeout,omitempty"`
+	DownloadBytesPerSecond int64  `json:"downloadBytesPerSecond,omitempty"`
 }
 
 // LoadFile reads a configuration file. Unknown keys are errors: a misspelt setting must not

@@ -29,7 +29,7 @@ func TestAgentCrashChild(t *testing.T) {
 	}
 	key, _ := hex.DecodeString(os.Getenv("CRASH_KEY"))
 	cfg := agent.Config{ThingName: "dev-1", BrokerURL: os.Getenv("CRASH_BROKER"), StateDir: os.Getenv("CRASH_STATE"),
-		InitialVersion: "1.0.0", AgentVersion: "1.0.0", HandoverTimeout: 5 * time.Second, Logger: zerolog.New(os.Stderr),
+		InitialVersion: "1.0.0", AgentVersion: "1.0.0", HandoverTimeout: 5 * time.Second, StepTimeout: 10 * time.Minute, Logger: zerolog.New(os.Stderr),
 		Installer: agent.Installer{Root: os.Getenv("CRASH_ROOT"), PublicKey: ed25519.PublicKey(key), Env: []string{"INVOCATION_ID=crash"}}}
 	if ready, ok := agent.ProbeReady(); ok {
 		cfg.ProbeReady = ready
@@ -119,6 +119,10 @@ func TestAgentSurvivesSIGKILL(t *testing.T) {
 			time.Sleep(600 * time.Millisecond)
 		}
 		r.killAtStep(cmd, jobID, step, 0)
+		if e, err := r.svc.DescribeJobExecution(jobID, "dev-1"); err == nil && !e.Status.Terminal() {
+			// The agent's step timeout stands while it is down: a dead device would time out.
+			require.WithinDuration(t, time.Now().Add(10*time.Minute), e.StepDeadline, 2*time.Minute, "killed at %s", killAt)
+		}
 
 		cmd = r.start()
 		e := waitTerminal(t, r.svc, jobID, "dev-1")

@@ -35,6 +35,8 @@ type Installer struct {
 	Env []string
 	// FreeDiskFactor is the free disk needed, as a multiple of the artifact (default 3).
 	FreeDiskFactor float64
+	// DownloadBytesPerSecond caps the download bandwidth (0: no cap).
+	DownloadBytesPerSecond int64
 }
 
 // installError is an update that failed; Rejected ones changed nothing.
@@ -115,7 +117,8 @@ func (a *Agent) installReal(ctx context.Context, e *execution, doc *jobdoc.Docum
 		os.MkdirAll(downloads, 0o755)
 		file = filepath.Join(downloads, doc.SoftwareToUpdate+"-"+doc.Version+".tar.gz")
 		spec := artifact.Spec{URL: doc.Artifact.URL, Size: doc.Artifact.Size, SHA256: doc.Artifact.SHA256, Signature: doc.Artifact.Signature}
-		if err := artifact.Download(ctx, spec, file, artifact.Options{PublicKey: in.PublicKey}); err != nil {
+		if err := artifact.Download(ctx, spec, file, artifact.Options{PublicKey: in.PublicKey, BytesPerSecond: in.DownloadBytesPerSecond,
+			Progress: a.downloadProgress(ctx, e, doc.Version)}); err != nil {
 			if errors.Is(err, artifact.ErrVerify) {
 				return cur.Version, fail("%v", err)
 			}
@@ -147,8 +150,10 @@ func (a *Agent) installReal(ctx context.Context, e *execution, doc *jobdoc.Docum
 	if err := a.setState(func(s *State) { s.Step = "switched" }); err != nil {
 		return doc.Version, err
 	}
-	if err := a.restart(); err != nil {
-		return back(fmt.Sprintf("restarting %s failed: %v", doc.Version, err))
+	if doc.RestartPolicy != jobdoc.RestartNone {
+		if err := a.restart(); err != nil {
+			return back(fmt.Sprintf("restarting %s failed: %v", doc.Version, err))
+		}
 	}
 	os.Remove(file)
 	return a.confirm(ctx, e, doc, cur, post, back)
@@ -172,14 +177,45 @@ func (a *Agent) confirm(ctx context.Context, e *execution, doc *jobdoc.Document,
 	return doc.Version, nil
 }
 
+// downloadProgress reports the download's progress in statusDetails.progress, at most every
+// tenth of the artifact or every five seconds.
+func (a *Agent) downloadProgress(ctx context.Context, e *execution, version string) func(done, total int64) {
+	var lastPct int64 = -1
+	var last time.Time
+	return func(done, total int64) {
+		pct := done * 100 / max(total, 1)
+		if pct < 100 && pct < lastPct+10 && time.Since(last) < 5*time.Second {
+			return
+		}
+		lastPct, last = pct, time.Now()
+		if _, err := a.request(ctx, e.JobID+"/update", a.stepUpdate(e, "downloading", version, map[string]string{"progress": fmt.Sprintf("%d%%", pct)})); err == nil {
+			e.VersionNumber++
+		}
+	}
+}
+
+// stepUpdate is an IN_PROGRESS update for step, with the step timer restarted when the agent
+// has a step timeout: a device that dies mid-step times out instead of holding its wave.
+func (a *Agent) stepUpdate(e *execution, step, version string, extra map[string]string) map[string]any {
+	details := map[string]string{"step": step, "version": version}
+	for k, v := range extra {
+		details[k] = v
+	}
+	u := map[string]any{"status": "IN_PROGRESS", "statusDetails": details, "expectedVersion": e.VersionNumber}
+	if t := a.cfg.StepTimeout; t > 0 {
+		if step == "health-check" {
+			t += time.Duration(e.bakeSeconds) * time.Second
+		}
+		u["stepTimeoutInMinutes"] = int64((t + time.Minute - 1) / time.Minute)
+	}
+	return u
+}
+
 func (a *Agent) progress(ctx context.Context, e *execution, step, version string) error {
 	if err := a.setState(func(s *State) { s.Step = step }); err != nil {
 		return err
 	}
-	_, err := a.request(ctx, e.JobID+"/update", map[string]any{
-		"status": "IN_PROGRESS", "statusDetails": map[string]string{"step": step, "version": version},
-		"expectedVersion": e.VersionNumber,
-	})
+	_, err := a.request(ctx, e.JobID+"/update", a.stepUpdate(e, step, version, nil))
 	if err != nil {
 		return fmt.Errorf("report %s: %w", step, err)
 	}

@@ -77,6 +77,10 @@ func TestStateChain(t *testing.T) {
 			status: jobs.ExecFailed, reason: "service would not stop", chain: "installing downloading", ends: "2.0.0", ran: "ggc_pre_update.sh"},
 		{name: "restart fails", arrange: func(s *setup) { s.in.Restart = []string{"sh", "-c", "echo unit not found; exit 5"} },
 			status: jobs.ExecFailed, reason: "restarting 3.0.0 failed", chain: "installing downloading installing switching switched", ends: "2.0.0"},
+		{name: "restart policy none skips the restart", arrange: func(s *setup) {
+			s.in.Restart = []string{"sh", "-c", "exit 5"}
+			s.doc.RestartPolicy = jobdoc.RestartNone
+		}, status: jobs.ExecSucceeded, chain: full, ends: "3.0.0"},
 		{name: "health check fails", arrange: func(s *setup) { s.doc.HealthCheck.Command = []string{"false"} },
 			status: jobs.ExecFailed, reason: "health check of 3.0.0 failed", chain: "installing downloading installing switching switched health-check", ends: "2.0.0"},
 		{name: "post-update script fails", arrange: func(s *setup) { s.in.ManagedRespawn, s.scripts = true, "ggc_post_update.sh" },

@@ -29,6 +29,12 @@ const (
 	SoftwareComponents = "components"
 )
 
+// Restart policies.
+const (
+	RestartService = "service"
+	RestartNone    = "none"
+)
+
 // LogLevels are the seed's --update-agent-log-level values.
 var LogLevels = []string{"NONE", "TRACE", "DEBUG", "VERBOSE", "INFO", "WARN", "ERROR", "FATAL"}
 
@@ -51,6 +57,10 @@ type Document struct {
 	Artifact *Artifact `json:"artifact,omitempty"`
 	// HealthCheck runs after the switch (and through the bake time); failing it rolls back.
 	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
+	// RestartPolicy says what follows the switch: "service" (default) runs the agent's
+	// configured restart command for the software; "none" restarts nothing (the new files take
+	// effect on their own, e.g. a config bundle or a binary started per request).
+	RestartPolicy string `json:"restartPolicy,omitempty"`
 	// Simulate steers simulated devices (the demo and tests); real installs ignore it.
 	Simulate *Simulation `json:"simulate,omitempty"`
 }
@@ -157,6 +167,9 @@ func (d *Document) Validate() error {
 	}
 	if d.BakeSeconds < 0 || d.BakeSeconds > 7*24*3600 {
 		return fmt.Errorf("bakeSeconds must be from 0 to a week")
+	}
+	if d.RestartPolicy != "" && d.RestartPolicy != RestartService && d.RestartPolicy != RestartNone {
+		return fmt.Errorf("restartPolicy %q is invalid: use %q or %q", d.RestartPolicy, RestartService, RestartNone)
 	}
 	if d.UpdateAgentLogLevel != "" && !slices.Contains(LogLevels, d.UpdateAgentLogLevel) {
 		return fmt.Errorf("updateAgentLogLevel %q is invalid: use one of %v", d.UpdateAgentLogLevel, LogLevels)

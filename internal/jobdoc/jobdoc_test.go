@@ -23,6 +23,7 @@ func TestParse(t *testing.T) {
 		"bad operation":  {`{"type":"otaflow.update","schemaVersion":"1","operation":"wipe","softwareToUpdate":"core","version":"1"}`, "operation"},
 		"bad software":   {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"kernel","version":"1"}`, "softwareToUpdate"},
 		"no version":     {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core"}`, "no version"},
+		"bad restart":    {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core","version":"1","restartPolicy":"reboot-twice"}`, "restartPolicy"},
 		"bad log level":  {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core","version":"1","updateAgentLogLevel":"LOUD"}`, "updateAgentLogLevel"},
 		"other job type": {`{"type":"firmware","schemaVersion":"1"}`, "not \"otaflow.update\""},
 		"oversize":       {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core","version":"1","rolloutId":"` + strings.Repeat("x", jobdoc.MaxBytes) + `"}`, "the limit is 32768"},

@@ -39,6 +39,21 @@ type Options struct {
 	// Attempts is how many times a broken transfer is resumed (0: 5).
 	Attempts int
 	Client   *http.Client
+	// Progress, when set, is called as bytes arrive with the total so far.
+	Progress func(done, total int64)
+}
+
+// progressWriter reports every write's running total.
+type progressWriter struct {
+	done  int64
+	total int64
+	fn    func(done, total int64)
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	p.done += int64(len(b))
+	p.fn(p.done, p.total)
+	return len(b), nil
 }
 
 // ErrVerify marks an artifact that arrived but is not what the document promised: fatal,
@@ -163,7 +178,11 @@ func fetch(ctx context.Context, o Options, spec Spec, offset int64, f *os.File, 
 	if o.BytesPerSecond > 0 {
 		r = &throttled{r: r, rate: o.BytesPerSecond, start: time.Now()}
 	}
-	n, err := io.Copy(io.MultiWriter(f, h), r)
+	var w io.Writer = io.MultiWriter(f, h)
+	if o.Progress != nil {
+		w = io.MultiWriter(f, h, &progressWriter{done: offset, total: spec.Size, fn: o.Progress})
+	}
+	n, err := io.Copy(w, r)
 	if offset+n > spec.Size {
 		return n, fmt.Errorf("%w: the server sent more than the %d bytes the document promised", ErrVerify, spec.Size)
 	}

@@ -56,11 +56,20 @@ func TestDownloadResumesAndVerifies(t *testing.T) {
 	url, calls := serve(t, data, 300_000)
 	spec.URL = url
 	path := filepath.Join(t.TempDir(), "a.bin")
-	require.NoError(t, artifact.Download(context.Background(), spec, path, artifact.Options{PublicKey: pub}))
+	var last, reports int64
+	progress := func(done, total int64) {
+		require.Equal(t, int64(len(data)), total)
+		require.GreaterOrEqual(t, done, last, "progress never goes back across a resume")
+		last = done
+		reports++
+	}
+	require.NoError(t, artifact.Download(context.Background(), spec, path, artifact.Options{PublicKey: pub, Progress: progress}))
 	got, err := os.ReadFile(path)
 	require.NoError(t, err)
 	require.Equal(t, data, got)
 	require.EqualValues(t, 2, calls.Load(), "the second request resumed with Range")
+	require.Equal(t, int64(len(data)), last)
+	require.Greater(t, reports, int64(1))
 }
 
 func TestDownloadRefusesWhatDoesNotVerify(t *testing.T) {
