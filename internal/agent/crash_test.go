@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -34,6 +35,18 @@ func TestAgentCrashChild(t *testing.T) {
 	if ready, ok := agent.ProbeReady(); ok {
 		cfg.ProbeReady = ready
 	}
+	if at, _ := strconv.Atoi(os.Getenv("CRASH_AT")); at > 0 {
+		// Die like a power cut right after the at-th state change reaches the disk.
+		n, prev := 0, "-"
+		cfg.OnStateChange = func(st agent.State) {
+			if st.Step != prev {
+				prev = st.Step
+				if n++; n == at {
+					syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				}
+			}
+		}
+	}
 	a, err := agent.New(cfg)
 	if err != nil {
 		fmt.Println("error", err)
@@ -49,6 +62,7 @@ type crashRig struct {
 	start func() *exec.Cmd
 	// startBinary starts the agent from another copy of the test binary.
 	startBinary func(bin string) *exec.Cmd
+	startEnv    func(bin string, env ...string) *exec.Cmd
 	job         func(jobID, version string)
 	core        slots.Slots
 }
@@ -67,9 +81,10 @@ func newCrashRig(t *testing.T) *crashRig {
 	})
 	r := &crashRig{installRig: ir, root: root, core: slots.Slots{Root: filepath.Join(root, "core")}}
 	r.start = func() *exec.Cmd { return r.startBinary(os.Args[0]) }
-	r.startBinary = func(bin string) *exec.Cmd {
+	r.startBinary = func(bin string) *exec.Cmd { return r.startEnv(bin) }
+	r.startEnv = func(bin string, env ...string) *exec.Cmd {
 		cmd := exec.Command(bin, "-test.run", "^TestAgentCrashChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), crashEnv+"=1", "CRASH_KEY="+hex.EncodeToString(ir.pub), "CRASH_BROKER="+ir.brokerURL,
+		cmd.Env = append(append(os.Environ(), env...), crashEnv+"=1", "CRASH_KEY="+hex.EncodeToString(ir.pub), "CRASH_BROKER="+ir.brokerURL,
 			"CRASH_STATE="+state, "CRASH_ROOT="+root)
 		cmd.Stderr = logs
 		require.NoError(t, cmd.Start())
@@ -160,4 +175,37 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// TestAgentKilledAtEveryState kills the agent right after each state of a real update reaches
+// the disk (the moment a power cut hurts most), restarts it, and checks that the device ends on
+// exactly the old or the new version and that the job's final status says which.
+func TestAgentKilledAtEveryState(t *testing.T) {
+	r := newCrashRig(t)
+	installed := "1.0.0"
+	// installing downloading installing switching switched health-check installed (cleared)
+	states := []string{"installing", "downloading", "installing(unpack)", "switching", "switched", "health-check", "installed", "cleared"}
+	for i, state := range states {
+		version := fmt.Sprintf("4.%d.0", i)
+		jobID := fmt.Sprintf("kill-%d", i)
+		cmd := r.startEnv(os.Args[0], "CRASH_AT="+strconv.Itoa(i+1))
+		r.job(jobID, version)
+		err := cmd.Wait()
+		require.Error(t, err, "the agent killed itself at %s", state)
+
+		cmd = r.start()
+		e := waitTerminal(t, r.svc, jobID, "dev-1")
+		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+		cmd.Wait()
+		switch e.Status {
+		case jobs.ExecSucceeded:
+			installed = version
+		case jobs.ExecFailed:
+		default:
+			t.Fatalf("killed at %s: job ended %s (%v)", state, e.Status, e.StatusDetails)
+		}
+		require.Equal(t, installed, r.core.Current(), "killed at %s: the device runs exactly the version the job reports (%s, %v)", state, e.Status, e.StatusDetails)
+		require.Equal(t, installed, e.StatusDetails["installedVersion"], "killed at %s", state)
+		t.Logf("killed at %s: %s, running %s", state, e.Status, r.core.Current())
+	}
 }
