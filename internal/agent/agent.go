@@ -66,6 +66,11 @@ type Config struct {
 	DeferralResponseTimeout time.Duration
 	MaxDeferral             time.Duration
 
+	// Fault, when set, decides how each simulated install goes (the fleet simulator): fail it,
+	// make the device unhealthy during the bake time, or nothing. A simulated crash is the
+	// caller canceling the agent's context from inside Fault.
+	Fault func(jobID string) Fault
+
 	// OnStateChange, when set, sees every state the agent persists (metrics, tests).
 	OnStateChange func(State)
 
@@ -85,12 +90,28 @@ type Agent struct {
 	wake    chan struct{}
 	ready   chan struct{}
 	ipc     *ipcServer
+	// connected is true while subscribed to the jobs topics.
+	connected atomic.Bool
 }
+
+// Connected reports whether the agent is connected and subscribed.
+func (a *Agent) Connected() bool { return a.connected.Load() }
 
 type reply struct {
 	accepted bool
 	payload  []byte
 }
+
+// Fault is a simulated install's outcome.
+type Fault int
+
+// Faults the fleet simulator injects.
+const (
+	FaultNone Fault = iota
+	FaultFail
+	FaultUnhealthy
+	FaultCrash
+)
 
 // New prepares an agent; Run connects it.
 func New(cfg Config) (*Agent, error) {
@@ -167,6 +188,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		SetTLSConfig(a.cfg.TLS).
 		SetOnConnectHandler(a.onConnect).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			a.connected.Store(false)
 			a.log.Warn().Err(err).Msg("lost broker connection; reconnecting")
 		})
 	a.client = paho.NewClient(opts)
@@ -216,6 +238,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		for ctx.Err() == nil {
 			more, err := a.processNext(ctx)
+			if err != nil && ctx.Err() != nil {
+				return nil // stopping
+			}
 			if err != nil {
 				a.log.Warn().Err(err).Msg("job processing interrupted; will retry on the next notification")
 				break
@@ -250,6 +275,7 @@ func (a *Agent) onConnect(c paho.Client) {
 		a.log.Error().Err(tok.Error()).Msg("subscribe to jobs topics failed")
 		return
 	}
+	a.connected.Store(true)
 	a.log.Debug().Msg("connected; checking for pending jobs")
 	select {
 	case a.ready <- struct{}{}:
@@ -480,12 +506,16 @@ func (a *Agent) process(ctx context.Context, e *execution) error {
 	if doc.Simulate != nil && doc.Simulate.InstallMillis > 0 {
 		wait = time.Duration(doc.Simulate.InstallMillis) * time.Millisecond
 	}
+	fault := FaultNone
+	if a.cfg.Fault != nil {
+		fault = a.cfg.Fault(e.JobID)
+	}
 	select {
 	case <-time.After(wait):
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if doc.Simulate.FailsOn(a.cfg.ThingName) {
+	if doc.Simulate.FailsOn(a.cfg.ThingName) || fault == FaultFail {
 		log.Warn().Msg("simulated install failure; the installed version is unchanged")
 		if err := a.setState(func(s *State) { s.CurrentJob, s.Step = "", "" }); err != nil {
 			return err
@@ -501,8 +531,11 @@ func (a *Agent) process(ctx context.Context, e *execution) error {
 		return err
 	}
 	log.Info().Msg("installed")
+	if fault == FaultUnhealthy && doc.BakeSeconds == 0 {
+		doc.BakeSeconds = 1 // an unhealthy device shows it in its first health check
+	}
 	if doc.BakeSeconds > 0 {
-		healthy, err := a.bake(ctx, e, doc)
+		healthy, err := a.bake(ctx, e, doc, fault == FaultUnhealthy)
 		if err != nil {
 			return err
 		}
@@ -533,7 +566,7 @@ func (a *Agent) onDisk(doc *jobdoc.Document) bool {
 
 // bake watches the device's health for the bake time after an install, reporting progress.
 // The simulated health check fails for the things the job document names.
-func (a *Agent) bake(ctx context.Context, e *execution, doc *jobdoc.Document) (bool, error) {
+func (a *Agent) bake(ctx context.Context, e *execution, doc *jobdoc.Document, unhealthy bool) (bool, error) {
 	if _, err := a.request(ctx, e.JobID+"/update", map[string]any{
 		"status": "IN_PROGRESS", "statusDetails": map[string]string{"step": "baking", "version": doc.Version, "bakeSeconds": fmt.Sprint(doc.BakeSeconds)},
 		"expectedVersion": e.VersionNumber,
@@ -552,7 +585,7 @@ func (a *Agent) bake(ctx context.Context, e *execution, doc *jobdoc.Document) (b
 		case <-deadline:
 			return true, nil
 		case <-check.C:
-			if doc.Simulate.UnhealthyOn(a.cfg.ThingName) {
+			if unhealthy || doc.Simulate.UnhealthyOn(a.cfg.ThingName) {
 				return false, nil
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"net/url"
@@ -98,18 +99,27 @@ func (v *SigV4Verifier) Verify(r *http.Request) error {
 		return fmt.Errorf("credential date %s does not match X-Amz-Date %s", scope[1], amzDate)
 	}
 
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxSignedBody+1))
-	if err != nil {
-		return fmt.Errorf("read request body: %w", err)
-	}
-	if len(body) > maxSignedBody {
-		return fmt.Errorf("request body exceeds %d bytes", maxSignedBody)
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	sum := sha256.Sum256(body)
-	payloadHash := hex.EncodeToString(sum[:])
-	if h := r.Header.Get("X-Amz-Content-Sha256"); h != "" && h != "UNSIGNED-PAYLOAD" && h != payloadHash {
-		return fmt.Errorf("x-amz-content-sha256 does not match the request body")
+	var payloadHash string
+	if h := strings.ToLower(r.Header.Get("X-Amz-Content-Sha256")); len(h) == 64 && isHex(h) {
+		// The client states the body's hash (as S3 uploads do): the signature covers the
+		// claim, and the body is checked against it as it streams, so artifacts of any size
+		// are never held in memory. A body that does not match fails the read.
+		payloadHash = h
+		r.Body = &hashCheckingBody{r: r.Body, h: sha256.New(), want: h}
+	} else {
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxSignedBody+1))
+		if err != nil {
+			return fmt.Errorf("read request body: %w", err)
+		}
+		if len(body) > maxSignedBody {
+			return fmt.Errorf("request body exceeds %d bytes; for large uploads send x-amz-content-sha256 with the body's SHA-256", maxSignedBody)
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		sum := sha256.Sum256(body)
+		payloadHash = hex.EncodeToString(sum[:])
+		if h != "" && h != "unsigned-payload" && h != payloadHash {
+			return fmt.Errorf("x-amz-content-sha256 does not match the request body")
+		}
 	}
 
 	signed := strings.Split(fields["SignedHeaders"], ";")
@@ -198,3 +208,27 @@ func canonicalQuery(raw string) string {
 	sort.Strings(pairs)
 	return strings.Join(pairs, "&")
 }
+
+func isHex(s string) bool {
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// hashCheckingBody passes a request body through and fails at its end if it does not hash to
+// the signed x-amz-content-sha256.
+type hashCheckingBody struct {
+	r    io.ReadCloser
+	h    hash.Hash
+	want string
+}
+
+func (b *hashCheckingBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.h.Write(p[:n])
+	if err == io.EOF && hex.EncodeToString(b.h.Sum(nil)) != b.want {
+		return n, fmt.Errorf("request body does not match x-amz-content-sha256")
+	}
+	return n, err
+}
+
+func (b *hashCheckingBody) Close() error { return b.r.Close() }

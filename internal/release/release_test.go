@@ -58,6 +58,23 @@ func TestPublishAndDownload(t *testing.T) {
 	store.SecretAccessKey = "s"
 	require.NoError(t, store.Upload(ctx, a, file))
 
+	// Past the 16 MiB limit of buffered requests, the stated hash is checked as the body
+	// streams; a body that does not match it is refused and nothing is stored.
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<20+1)
+	bigFile := filepath.Join(dir, "big.bin")
+	require.NoError(t, os.WriteFile(bigFile, big, 0o644))
+	bigArt, err := release.Sign(bytes.NewReader(big), key, "s3://releases/big.bin")
+	require.NoError(t, err)
+	require.NoError(t, store.Upload(ctx, bigArt, bigFile))
+	n, err := os.Stat(filepath.Join(dir, "artifacts", "releases", "big.bin"))
+	require.NoError(t, err)
+	require.Equal(t, int64(len(big)), n.Size())
+	lying := *bigArt
+	lying.URL, lying.SHA256 = "s3://releases/lying.bin", a.SHA256
+	require.Error(t, store.Upload(ctx, &lying, bigFile))
+	_, err = os.Stat(filepath.Join(dir, "artifacts", "releases", "lying.bin"))
+	require.ErrorIs(t, err, os.ErrNotExist, "a body that does not match its signed hash is not stored")
+
 	url := svc.PresignURL("releases", "core/2.0.0.tar.gz", time.Minute)
 	raw, err := os.ReadFile(pubPath)
 	require.NoError(t, err)

@@ -27,6 +27,7 @@ import (
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/components"
 	"github.com/otaflow/otaflow/internal/devserver"
+	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/greengrass"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/jobs"
@@ -76,11 +77,11 @@ type Stack struct {
 	mqtt    *jobs.MQTTPlane
 	worker  worker.Worker
 
-	mu       sync.Mutex
-	agents   []*agent.Agent
-	agentCtx context.Context
-	cancel   context.CancelFunc
-	agentWG  sync.WaitGroup
+	servicePassword string
+
+	mu      sync.Mutex
+	fleets  []*fleet.Fleet
+	devices int
 }
 
 func randomSecret() string {
@@ -139,6 +140,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}
 
 	servicePassword := randomSecret()
+	s.servicePassword = servicePassword
 	s.Broker, err = broker.Start(broker.Options{
 		Addr: o.MQTTAddr, ServiceUser: cliconfig.DefaultMQTTServiceUser, ServicePassword: servicePassword,
 		Logger: log.With().Str("component", "broker").Logger(),
@@ -183,7 +185,6 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			return nil, err
 		}
 	}
-	s.agentCtx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
 
@@ -218,43 +219,61 @@ func (s *Stack) StopWorker() {
 // Device names a simulated device.
 func Device(i int) string { return fmt.Sprintf("device-%04d", i) }
 
-// StartDevices registers n things and starts a simulated agent for each, all reporting
-// initialVersion until updated. It returns their thing ARNs.
+// StartDevices registers n things and starts a simulated device (an agent with its own
+// MQTT connection, from internal/fleet) for each, all reporting initialVersion until updated.
+// It returns their thing ARNs.
 func (s *Stack) StartDevices(ctx context.Context, n int, initialVersion string, installTime time.Duration) ([]string, error) {
+	return s.StartFleet(ctx, n, fleet.Options{InitialVersion: initialVersion, InstallTime: installTime})
+}
+
+// StartFleet registers n more things and starts a fleet for them with o (its broker, things,
+// state directory and installer are filled in). It returns their thing ARNs.
+func (s *Stack) StartFleet(ctx context.Context, n int, o fleet.Options) ([]string, error) {
+	s.mu.Lock()
+	first := s.devices + 1
+	s.devices += n
+	s.mu.Unlock()
 	var arns []string
-	for i := 1; i <= n; i++ {
+	o.Things = nil
+	for i := first; i < first+n; i++ {
 		name := Device(i)
 		out, err := s.IoT.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String(name)})
 		if err != nil {
 			return nil, fmt.Errorf("register thing %s: %w", name, err)
 		}
 		arns = append(arns, aws.ToString(out.ThingArn))
-		cfg := agent.Config{
-			ThingName: name, BrokerURL: s.Broker.URL(), StateDir: filepath.Join(s.opts.DataDir, "devices", name),
-			InitialVersion: initialVersion, InstallTime: installTime,
-			Logger: s.opts.Logger.With().Str("component", "agent").Logger().Level(max(s.opts.Logger.GetLevel(), zerolog.WarnLevel)),
-		}
-		if s.DeviceInstaller != nil {
-			if cfg.Installer, err = s.DeviceInstaller(name); err != nil {
-				return nil, fmt.Errorf("prepare device %s: %w", name, err)
-			}
-		}
-		a, err := agent.New(cfg)
-		if err != nil {
-			return nil, err
-		}
-		s.mu.Lock()
-		s.agents = append(s.agents, a)
-		s.mu.Unlock()
-		s.agentWG.Add(1)
-		go func() {
-			defer s.agentWG.Done()
-			if err := a.Run(s.agentCtx); err != nil {
-				s.opts.Logger.Error().Err(err).Str("thing", name).Msg("agent stopped")
-			}
-		}()
+		o.Things = append(o.Things, name)
 	}
+	o.BrokerURL, o.StateDir = s.Broker.URL(), filepath.Join(s.opts.DataDir, "devices")
+	if o.Installer == nil {
+		o.Installer = s.DeviceInstaller
+	}
+	o.Logger = s.opts.Logger.Level(max(s.opts.Logger.GetLevel(), zerolog.WarnLevel))
+	f, err := fleet.Start(o)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.fleets = append(s.fleets, f)
+	s.mu.Unlock()
 	return arns, nil
+}
+
+// Agents are the simulated devices' agents, in the order they were started.
+func (s *Stack) Agents() []*agent.Agent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*agent.Agent
+	for _, f := range s.fleets {
+		out = append(out, f.Agents()...)
+	}
+	return out
+}
+
+// MQTTServiceCredentials are the broker credentials of the jobs service, which may publish on
+// every thing's topics (benchmarks and fault tests use them).
+func (s *Stack) MQTTServiceCredentials() (user, password string) {
+	return cliconfig.DefaultMQTTServiceUser, s.servicePassword
 }
 
 // ArtifactStore is the jobs service's artifact store, with the stack's credentials.
@@ -262,18 +281,14 @@ func (s *Stack) ArtifactStore() release.Store {
 	return release.Store{Endpoint: s.JobsURL, Region: s.opts.Region, AccessKeyID: s.opts.AccessKeyID, SecretAccessKey: s.opts.SecretAccessKey}
 }
 
-// Agents are the simulated devices started so far.
-func (s *Stack) Agents() []*agent.Agent {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]*agent.Agent(nil), s.agents...)
-}
-
 // Close stops everything, in reverse order.
 func (s *Stack) Close() {
-	if s.cancel != nil {
-		s.cancel()
-		s.agentWG.Wait()
+	s.mu.Lock()
+	fleets := s.fleets
+	s.fleets = nil
+	s.mu.Unlock()
+	for _, f := range fleets {
+		f.Close()
 	}
 	s.StopWorker()
 	if s.Client != nil {

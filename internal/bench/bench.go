@@ -1,0 +1,333 @@
+// Package bench measures otaflow on the machine it runs on, each figure beside a baseline
+// measured in the same run: rollout throughput against the jobs service alone, workflow
+// history length by fleet size, job notification latency against a raw MQTT round trip, the
+// agent's footprint, and the agent's download speed against curl. `starter bench` prints it.
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/otaflow/otaflow/internal/jobdoc"
+	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/stack"
+	"github.com/otaflow/otaflow/workflows"
+)
+
+// Options say what to measure.
+type Options struct {
+	// Sizes are the fleet sizes for throughput and history length.
+	Sizes []int
+	// Repeat runs each throughput measurement this many times; the median is reported.
+	Repeat int
+	// Samples is the number of notify-latency samples.
+	Samples int
+	// ArtifactMB is the size of the artifact for the install and download figures (0 skips).
+	ArtifactMB int
+	// Starter is the starter binary, run as `starter fleet` child processes.
+	Starter string
+	// AgentPackage is built for the footprint figures ("" skips them).
+	AgentPackage string
+	// DevicesPerProcess bounds each fleet process (one process holds at most ~20,000 files).
+	DevicesPerProcess int
+	// Progress gets one line per step.
+	Progress io.Writer
+	Logger   zerolog.Logger
+}
+
+// Results are every figure, for the table and -o json.
+type Results struct {
+	Machine    Machine       `json:"machine"`
+	Throughput []Throughput  `json:"throughput"`
+	Notify     *Latency      `json:"notifyLatency,omitempty"`
+	Agent      *AgentFigures `json:"agent,omitempty"`
+	Download   *Download     `json:"download,omitempty"`
+}
+
+// Machine describes where the figures were measured.
+type Machine struct {
+	Date      string `json:"date"`
+	CPUs      int    `json:"cpus"`
+	GoVersion string `json:"goVersion"`
+	OS        string `json:"os"`
+	Model     string `json:"cpuModel"`
+}
+
+// Throughput is one fleet size: a whole rollout (Temporal, worker, jobs service, devices over
+// MQTT) beside the same devices given one job by the jobs service alone.
+type Throughput struct {
+	Devices          int     `json:"devices"`
+	RolloutPerMin    float64 `json:"rolloutDevicesPerMinute"`
+	BaselinePerMin   float64 `json:"baselineDevicesPerMinute"`
+	Ratio            float64 `json:"rolloutToBaseline"`
+	HistoryEvents    int     `json:"historyEvents"`
+	RolloutSeconds   float64 `json:"rolloutSeconds"`
+	BaselineSeconds  float64 `json:"baselineSeconds"`
+	FleetProcesses   int     `json:"fleetProcesses"`
+	RepeatsEachSide  int     `json:"repeats"`
+	ConnectedSeconds float64 `json:"devicesConnectedSeconds"`
+}
+
+// Latency is job created → device notified, beside a raw MQTT publish → receive.
+type Latency struct {
+	Samples  int     `json:"samples"`
+	P50ms    float64 `json:"p50ms"`
+	P99ms    float64 `json:"p99ms"`
+	RawP50ms float64 `json:"rawMqttP50ms"`
+	RawP99ms float64 `json:"rawMqttP99ms"`
+}
+
+// AgentFigures are the device agent's costs.
+type AgentFigures struct {
+	BinaryBytes       int64   `json:"strippedBinaryBytes"`
+	IdleRSSKiB        int64   `json:"idleRssKiB"`
+	IdleCPUPercent    float64 `json:"idleCpuPercent"`
+	IdleSeconds       float64 `json:"idleSeconds"`
+	InstallPeakRSSKiB int64   `json:"installPeakRssKiB"`
+	InstallMB         int     `json:"installArtifactMB"`
+	InstallSeconds    float64 `json:"installSeconds"`
+}
+
+// Download is the agent's downloader beside curl on the same presigned URL.
+type Download struct {
+	MB        int     `json:"artifactMB"`
+	AgentMBps float64 `json:"agentMBps"`
+	CurlMBps  float64 `json:"curlMBps"`
+	Ratio     float64 `json:"agentToCurl"`
+}
+
+func (o *Options) say(format string, args ...any) {
+	if o.Progress != nil {
+		fmt.Fprintf(o.Progress, time.Now().Format("15:04:05")+"  "+format+"\n", args...)
+	}
+}
+
+// Run measures everything Options ask for.
+func Run(ctx context.Context, o Options) (*Results, error) {
+	if o.Repeat < 1 {
+		o.Repeat = 1
+	}
+	if o.DevicesPerProcess == 0 {
+		o.DevicesPerProcess = 5000
+	}
+	res := &Results{Machine: machine()}
+	for _, n := range o.Sizes {
+		t, err := throughput(ctx, &o, n)
+		if err != nil {
+			return res, fmt.Errorf("throughput at %d devices: %w", n, err)
+		}
+		res.Throughput = append(res.Throughput, *t)
+	}
+	if o.Samples > 0 {
+		l, err := notifyLatency(ctx, &o)
+		if err != nil {
+			return res, fmt.Errorf("notify latency: %w", err)
+		}
+		res.Notify = l
+	}
+	if o.AgentPackage != "" || o.ArtifactMB > 0 {
+		a, d, err := agentFigures(ctx, &o)
+		if err != nil {
+			return res, fmt.Errorf("agent figures: %w", err)
+		}
+		res.Agent, res.Download = a, d
+	}
+	return res, nil
+}
+
+func machine() Machine {
+	m := Machine{Date: time.Now().UTC().Format("2006-01-02"), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH}
+	if raw, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(raw), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.Model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return m
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func percentile(xs []float64, p float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	i := int(p/100*float64(len(s)) + 0.5)
+	return s[min(max(i-1, 0), len(s)-1)]
+}
+
+func newStack(ctx context.Context, o *Options) (*stack.Stack, string, error) {
+	dir, err := os.MkdirTemp("", "otaflow-bench-")
+	if err != nil {
+		return nil, "", err
+	}
+	s, err := stack.Start(ctx, stack.Options{DataDir: dir, InMemoryTemporal: true, UIPort: -1, Logger: o.Logger})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, "", err
+	}
+	return s, dir, nil
+}
+
+// fleetProcs starts `starter fleet` processes for devices 1..n and waits until every device
+// is connected.
+func fleetProcs(ctx context.Context, o *Options, brokerURL, dir string, n int) (stop func(), procs int, err error) {
+	var cmds []*exec.Cmd
+	stop = func() {
+		for _, c := range cmds {
+			c.Process.Signal(syscall.SIGTERM)
+		}
+		for _, c := range cmds {
+			c.Wait()
+		}
+	}
+	ready := make(chan error, n/o.DevicesPerProcess+1)
+	for first := 1; first <= n; first += o.DevicesPerProcess {
+		k := min(o.DevicesPerProcess, n-first+1)
+		cmd := exec.CommandContext(ctx, o.Starter, "fleet", "--broker", brokerURL, "--devices", fmt.Sprint(k), "--first", fmt.Sprint(first),
+			"--install-time", "0s", "--initial-version", "1.0.0", "--state-dir", filepath.Join(dir, fmt.Sprintf("fleet-%d", first)), "--connect-timeout", "5m")
+		cmd.Stderr = os.Stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			stop()
+			return nil, 0, err
+		}
+		if err := cmd.Start(); err != nil {
+			stop()
+			return nil, 0, fmt.Errorf("start %s fleet: %w", o.Starter, err)
+		}
+		cmds = append(cmds, cmd)
+		go func() {
+			line, err := bufio.NewReader(out).ReadString('\n')
+			if err == nil && !strings.HasPrefix(line, "connected") {
+				err = fmt.Errorf("fleet said %q", line)
+			}
+			ready <- err
+			io.Copy(io.Discard, out)
+		}()
+	}
+	for range cmds {
+		if err := <-ready; err != nil {
+			stop()
+			return nil, 0, fmt.Errorf("fleet process: %w", err)
+		}
+	}
+	return stop, len(cmds), nil
+}
+
+func throughput(ctx context.Context, o *Options, n int) (*Throughput, error) {
+	s, dir, err := newStack(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	defer s.Close()
+	var arns, things []string
+	for i := 1; i <= n; i++ {
+		th, err := s.Jobs.CreateThing(stack.Device(i), nil)
+		if err != nil {
+			return nil, err
+		}
+		arns, things = append(arns, th.Arn), append(things, th.Name)
+	}
+	o.say("%d devices: starting the fleet (one MQTT connection per device)", n)
+	start := time.Now()
+	stop, procs, err := fleetProcs(ctx, o, s.Broker.URL(), dir, n)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	t := &Throughput{Devices: n, FleetProcesses: procs, RepeatsEachSide: o.Repeat, ConnectedSeconds: time.Since(start).Seconds()}
+	var rollout, baseline []float64
+	for r := 0; r < o.Repeat; r++ {
+		// Rollout: Temporal workflow, worker, activities through the AWS SDK, jobs service.
+		req := workflows.RolloutRequest{
+			RolloutID: fmt.Sprintf("bench-%d-%d", n, r), Targets: arns, Architecture: "x86_64", OperatingSystem: "ubuntu",
+			SoftwareToUpdate: "core", Version: fmt.Sprintf("2.%d.0", r), S3URLSignerRole: "arn:aws:iam::000000000000:role/bench",
+			PollInterval: 100 * time.Millisecond, Timeout: 30 * time.Minute,
+		}
+		began := time.Now()
+		run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+		if err != nil {
+			return nil, err
+		}
+		res, err := rolloutclient.Result(ctx, run)
+		if err != nil {
+			return nil, fmt.Errorf("rollout: %w (%s)", err, res.Message)
+		}
+		took := time.Since(began)
+		rollout = append(rollout, took.Seconds())
+		it := s.Client.GetWorkflowHistory(ctx, run.GetID(), run.GetRunID(), false, 0)
+		events := 0
+		for it.HasNext() {
+			if _, err := it.Next(); err != nil {
+				return nil, err
+			}
+			events++
+		}
+		t.HistoryEvents = events
+		o.say("%d devices: rollout %d/%d took %.2fs (%d history events)", n, r+1, o.Repeat, took.Seconds(), events)
+
+		// Baseline: the same devices, one job straight from the jobs service.
+		d := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "baseline",
+			SoftwareToUpdate: jobdoc.SoftwareCore, Version: fmt.Sprintf("3.%d.0", r)}
+		body, _ := d.Marshal()
+		jobID := fmt.Sprintf("baseline-%d-%d", n, r)
+		began = time.Now()
+		if _, err := s.Jobs.CreateJob(jobs.CreateJobInput{JobID: jobID, Targets: things, Document: body}); err != nil {
+			return nil, err
+		}
+		for {
+			j, err := s.Jobs.DescribeJob(jobID)
+			if err != nil {
+				return nil, err
+			}
+			if j.Counts.Succeeded == n {
+				break
+			}
+			if done := j.Counts.Failed + j.Counts.Rejected + j.Counts.TimedOut + j.Counts.Canceled; done > 0 {
+				return nil, fmt.Errorf("baseline job: %d devices did not succeed", done)
+			}
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		took = time.Since(began)
+		baseline = append(baseline, took.Seconds())
+		o.say("%d devices: baseline %d/%d took %.2fs", n, r+1, o.Repeat, took.Seconds())
+	}
+	t.RolloutSeconds, t.BaselineSeconds = median(rollout), median(baseline)
+	t.RolloutPerMin = float64(n) / t.RolloutSeconds * 60
+	t.BaselinePerMin = float64(n) / t.BaselineSeconds * 60
+	t.Ratio = t.RolloutPerMin / t.BaselinePerMin
+	return t, nil
+}

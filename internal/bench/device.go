@@ -1,0 +1,289 @@
+package bench
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/otaflow/otaflow/internal/agent/artifact"
+	"github.com/otaflow/otaflow/internal/jobdoc"
+	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/release"
+)
+
+func connect(url, id, user, pass string) (paho.Client, error) {
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(id).SetUsername(user).SetPassword(pass).SetCleanSession(true))
+	tok := c.Connect()
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		return nil, fmt.Errorf("connect %s: %v", id, tok.Error())
+	}
+	return c, nil
+}
+
+// notifyLatency measures job created (the CreateJob call through the AWS SDK) → the device's
+// notify-next message, and beside it a raw MQTT publish → receive on the same broker.
+func notifyLatency(ctx context.Context, o *Options) (*Latency, error) {
+	s, dir, err := newStack(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	defer s.Close()
+	svcUser, svcPass := s.MQTTServiceCredentials()
+	pub, err := connect(s.Broker.URL(), "bench-publisher", svcUser, svcPass)
+	if err != nil {
+		return nil, err
+	}
+	defer pub.Disconnect(0)
+	o.say("notify latency: %d samples", o.Samples)
+	var viaJobs, raw []float64
+	for i := 0; i < o.Samples; i++ {
+		thing := fmt.Sprintf("latency-%04d", i)
+		if _, err := s.Jobs.CreateThing(thing, nil); err != nil {
+			return nil, err
+		}
+		dev, err := connect(s.Broker.URL(), thing, "", "")
+		if err != nil {
+			return nil, err
+		}
+		got := make(chan time.Time, 4)
+		base := "$aws/things/" + thing + "/jobs/"
+		tok := dev.SubscribeMultiple(map[string]byte{base + "notify-next": 1, base + "probe": 1}, func(_ paho.Client, m paho.Message) {
+			got <- time.Now()
+		})
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			return nil, fmt.Errorf("subscribe: %v", tok.Error())
+		}
+		wait := func() (time.Time, error) {
+			select {
+			case at := <-got:
+				return at, nil
+			case <-time.After(10 * time.Second):
+				return time.Time{}, fmt.Errorf("%s got nothing within 10s", thing)
+			}
+		}
+		// Raw MQTT: the service's client publishes straight to the device.
+		start := time.Now()
+		pub.Publish(base+"probe", 1, false, []byte("x"))
+		at, err := wait()
+		if err != nil {
+			return nil, err
+		}
+		raw = append(raw, float64(at.Sub(start).Microseconds())/1000)
+		// A job: CreateJob over HTTP through the AWS SDK, then the jobs service's notify-next.
+		start = time.Now()
+		if _, err := s.IoT.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("latency-" + strconv.Itoa(i)), Targets: []string{thing},
+			Document: aws.String(`{"type":"other"}`)}); err != nil {
+			return nil, err
+		}
+		at, err = wait()
+		if err != nil {
+			return nil, err
+		}
+		viaJobs = append(viaJobs, float64(at.Sub(start).Microseconds())/1000)
+		dev.Disconnect(0)
+	}
+	return &Latency{Samples: o.Samples, P50ms: percentile(viaJobs, 50), P99ms: percentile(viaJobs, 99),
+		RawP50ms: percentile(raw, 50), RawP99ms: percentile(raw, 99)}, nil
+}
+
+// procStatus reads a field of /proc/<pid>/status in KiB.
+func procStatus(pid int, field string) int64 {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// cpuTicks is a process's user+system clock ticks.
+func cpuTicks(pid int) int64 {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + st
+}
+
+// writeArtifact writes a .tar.gz holding one incompressible file of mb MiB, in constant
+// memory (stored, not compressed: the figure is about bytes moved, not gzip).
+func writeArtifact(path string, mb int) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	gz, _ := gzip.NewWriterLevel(f, gzip.NoCompression)
+	tw := tar.NewWriter(gz)
+	size := int64(mb) << 20
+	if err := tw.WriteHeader(&tar.Header{Name: "bin/payload", Mode: 0o644, Size: size, Typeflag: tar.TypeReg}); err != nil {
+		return err
+	}
+	var seed [32]byte
+	rand.Read(seed[:])
+	if _, err := io.CopyN(tw, mrand.NewChaCha8(seed), size); err != nil {
+		return err
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	if err := gz.Close(); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// agentFigures builds the agent, measures it idle on the local stack and while it installs
+// an ArtifactMB artifact for real, then times its downloader against curl on the same URL.
+func agentFigures(ctx context.Context, o *Options) (*AgentFigures, *Download, error) {
+	s, dir, err := newStack(ctx, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(dir)
+	defer s.Close()
+	var fig *AgentFigures
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	var agentCmd *exec.Cmd
+	if o.AgentPackage != "" {
+		bin := filepath.Join(dir, "otaflow-agent")
+		o.say("agent: building %s (static, stripped)", o.AgentPackage)
+		build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, o.AgentPackage)
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			return nil, nil, fmt.Errorf("build the agent (run the benchmark from the repository): %v: %s", err, out)
+		}
+		st, err := os.Stat(bin)
+		if err != nil {
+			return nil, nil, err
+		}
+		fig = &AgentFigures{BinaryBytes: st.Size()}
+		if _, err := s.Jobs.CreateThing("footprint-1", nil); err != nil {
+			return nil, nil, err
+		}
+		agentCmd = exec.Command(bin, "--thing-name", "footprint-1", "--broker", s.Broker.URL(), "--state-dir", filepath.Join(dir, "agent-state"),
+			"--install-root", filepath.Join(dir, "agent-root"), "--public-key", hex.EncodeToString(pub), "--initial-version", "1.0.0",
+			"--ipc-socket", "off", "--log-level", "warn")
+		agentCmd.Env = append(os.Environ(), "INVOCATION_ID=bench") // as under systemd
+		agentCmd.Stderr = os.Stderr
+		if err := agentCmd.Start(); err != nil {
+			return nil, nil, err
+		}
+		defer func() { agentCmd.Process.Signal(syscall.SIGTERM); agentCmd.Wait() }()
+		pid := agentCmd.Process.Pid
+		time.Sleep(3 * time.Second) // connected and subscribed
+		o.say("agent: measuring idle for 10s")
+		t0, c0 := time.Now(), cpuTicks(pid)
+		time.Sleep(10 * time.Second)
+		fig.IdleSeconds = time.Since(t0).Seconds()
+		fig.IdleCPUPercent = float64(cpuTicks(pid)-c0) / 100 / fig.IdleSeconds * 100 // USER_HZ is 100 on Linux
+		fig.IdleRSSKiB = procStatus(pid, "VmRSS")
+	}
+	if o.ArtifactMB == 0 {
+		return fig, nil, nil
+	}
+	o.say("artifact: writing and publishing %d MiB", o.ArtifactMB)
+	file := filepath.Join(dir, "big.tar.gz")
+	if err := writeArtifact(file, o.ArtifactMB); err != nil {
+		return nil, nil, err
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, nil, err
+	}
+	art, err := release.Sign(f, priv, release.S3URL("bench", "core", "9.0.0"))
+	f.Close()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.ArtifactStore().Upload(ctx, art, file); err != nil {
+		return nil, nil, err
+	}
+	os.Remove(file)
+
+	if agentCmd != nil {
+		o.say("agent: installing the %d MiB artifact", o.ArtifactMB)
+		d := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "bench",
+			SoftwareToUpdate: jobdoc.SoftwareCore, Version: "9.0.0",
+			Artifact: &jobdoc.Artifact{URL: "${aws:iot:s3-presigned-url:" + art.URL + "}", Size: art.Size, SHA256: art.SHA256, Signature: art.Signature}}
+		body, err := d.Marshal()
+		if err != nil {
+			return nil, nil, err
+		}
+		began := time.Now()
+		if _, err := s.Jobs.CreateJob(jobs.CreateJobInput{JobID: "big-install", Targets: []string{"footprint-1"}, Document: body,
+			Presign: &jobs.PresignConfig{RoleArn: "arn:aws:iam::0:role/bench", ExpiresInSec: 3600}}); err != nil {
+			return nil, nil, err
+		}
+		for {
+			e, err := s.Jobs.DescribeJobExecution("big-install", "footprint-1")
+			if err != nil {
+				return nil, nil, err
+			}
+			if e.Status.Terminal() {
+				if e.Status != jobs.ExecSucceeded {
+					return nil, nil, fmt.Errorf("the %d MiB install ended %s: %s", o.ArtifactMB, e.Status, e.StatusDetails["reason"])
+				}
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		fig.InstallSeconds = time.Since(began).Seconds()
+		fig.InstallPeakRSSKiB = procStatus(agentCmd.Process.Pid, "VmHWM")
+		fig.InstallMB = o.ArtifactMB
+		os.RemoveAll(filepath.Join(dir, "agent-root"))
+	}
+
+	// The agent's downloader (the same code path) against curl, alternating, 3 runs each.
+	bucket, key := "bench", "core/9.0.0.tar.gz"
+	spec := artifact.Spec{Size: art.Size, SHA256: art.SHA256, Signature: art.Signature}
+	var agentS, curlS []float64
+	for r := 0; r < 3; r++ {
+		o.say("download: run %d/3 (agent downloader, then curl)", r+1)
+		spec.URL = s.Jobs.PresignURL(bucket, key, time.Hour)
+		out := filepath.Join(dir, "dl-agent")
+		began := time.Now()
+		if err := artifact.Download(ctx, spec, out, artifact.Options{PublicKey: pub}); err != nil {
+			return nil, nil, err
+		}
+		agentS = append(agentS, time.Since(began).Seconds())
+		os.Remove(out)
+		out = filepath.Join(dir, "dl-curl")
+		began = time.Now()
+		if b, err := exec.CommandContext(ctx, "curl", "-sSf", "-o", out, spec.URL).CombinedOutput(); err != nil {
+			return nil, nil, fmt.Errorf("curl: %v: %s", err, b)
+		}
+		curlS = append(curlS, time.Since(began).Seconds())
+		os.Remove(out)
+	}
+	mb := float64(art.Size) / (1 << 20)
+	dl := &Download{MB: o.ArtifactMB, AgentMBps: mb / median(agentS), CurlMBps: mb / median(curlS)}
+	dl.Ratio = dl.AgentMBps / dl.CurlMBps
+	return fig, dl, nil
+}

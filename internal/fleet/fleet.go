@@ -1,0 +1,245 @@
+// Package fleet simulates a fleet of devices: N otaflow agents in one process, each with its
+// own MQTT connection and state directory, speaking the real AWS IoT Jobs MQTT protocol. Each
+// simulated install takes a configurable time and may fail, leave the device unhealthy (it
+// rolls itself back) or crash the device mid-install (it "reboots" and resumes). The demo,
+// the benchmarks and the tests use it; `starter fleet` runs one as its own process, which is
+// how a benchmark gets past one process's open-file limit.
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/otaflow/otaflow/internal/agent"
+)
+
+// Options configure a fleet.
+type Options struct {
+	BrokerURL string
+	Things    []string
+	// StateDir holds one directory per device.
+	StateDir       string
+	InitialVersion string
+	InstallTime    time.Duration
+	// FailureRate, UnhealthyRate and CrashRate are the chances (0 to 1) that one install
+	// fails, leaves the device unhealthy, or crashes the device before it reports.
+	FailureRate, UnhealthyRate, CrashRate float64
+	// RebootTime is how long a crashed device stays down (default 500ms).
+	RebootTime time.Duration
+	// Seed makes the faults reproducible: the same seed, thing and job give the same fault.
+	Seed uint64
+	// Installer, when set, gives a device a real installer instead of simulated installs.
+	Installer func(thing string) (agent.Installer, error)
+	// OnStateChange sees every device's persisted states.
+	OnStateChange func(thing string, st agent.State)
+	Logger        zerolog.Logger
+}
+
+// Fleet is a running fleet.
+type Fleet struct {
+	o       Options
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	devices map[string]*device
+	order   []string
+	crashes atomic.Int64
+}
+
+type device struct {
+	mu      sync.Mutex
+	agent   *agent.Agent
+	crashed map[string]bool // jobs this device crashed in (once each)
+}
+
+// Start starts every device; they connect in the background.
+func Start(o Options) (*Fleet, error) {
+	if o.RebootTime == 0 {
+		o.RebootTime = 500 * time.Millisecond
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &Fleet{o: o, ctx: ctx, cancel: cancel, devices: map[string]*device{}}
+	for _, thing := range o.Things {
+		if err := f.add(thing); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+// roll is the fault decision for (thing, job): deterministic in the seed.
+func (f *Fleet) roll(thing, jobID string) float64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d/%s/%s", f.o.Seed, thing, jobID)
+	return float64(h.Sum64()%1_000_000) / 1_000_000
+}
+
+func (f *Fleet) add(thing string) error {
+	d := &device{crashed: map[string]bool{}}
+	f.mu.Lock()
+	f.devices[thing] = d
+	f.order = append(f.order, thing)
+	f.mu.Unlock()
+	first := make(chan error, 1)
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		for boot := 0; ; boot++ {
+			runCtx, crash := context.WithCancel(f.ctx)
+			cfg := agent.Config{
+				ThingName: thing, BrokerURL: f.o.BrokerURL, StateDir: filepath.Join(f.o.StateDir, thing),
+				InitialVersion: f.o.InitialVersion, InstallTime: f.o.InstallTime,
+				Logger: f.o.Logger.With().Str("component", "agent").Logger(),
+				Fault: func(jobID string) agent.Fault {
+					r := f.roll(thing, jobID)
+					switch {
+					case r < f.o.FailureRate:
+						return agent.FaultFail
+					case r < f.o.FailureRate+f.o.UnhealthyRate:
+						return agent.FaultUnhealthy
+					case r < f.o.FailureRate+f.o.UnhealthyRate+f.o.CrashRate:
+						d.mu.Lock()
+						again := d.crashed[jobID]
+						d.crashed[jobID] = true
+						d.mu.Unlock()
+						if !again {
+							f.crashes.Add(1)
+							crash() // power cut: the agent stops where it is
+						}
+					}
+					return agent.FaultNone
+				},
+			}
+			if f.o.OnStateChange != nil {
+				cfg.OnStateChange = func(st agent.State) { f.o.OnStateChange(thing, st) }
+			}
+			if f.o.Installer != nil {
+				in, err := f.o.Installer(thing)
+				if err != nil {
+					crash()
+					if boot == 0 {
+						first <- fmt.Errorf("prepare device %s: %w", thing, err)
+					}
+					return
+				}
+				cfg.Installer = in
+			}
+			a, err := agent.New(cfg)
+			if boot == 0 {
+				first <- err
+			}
+			if err != nil {
+				crash()
+				if boot > 0 {
+					f.o.Logger.Error().Err(err).Str("thing", thing).Msg("device did not come back after a crash")
+				}
+				return
+			}
+			d.mu.Lock()
+			d.agent = a
+			d.mu.Unlock()
+			if err := a.Run(runCtx); err != nil {
+				f.o.Logger.Error().Err(err).Str("thing", thing).Msg("agent stopped")
+			}
+			crash()
+			if f.ctx.Err() != nil {
+				return
+			}
+			select { // crashed: reboot after a while
+			case <-time.After(f.o.RebootTime):
+			case <-f.ctx.Done():
+				return
+			}
+		}
+	}()
+	return <-first
+}
+
+// Add starts more devices.
+func (f *Fleet) Add(things ...string) error {
+	for _, t := range things {
+		if err := f.add(t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WaitConnected waits until every device is connected and subscribed.
+func (f *Fleet) WaitConnected(ctx context.Context) error {
+	for {
+		if n, total := f.Connected(); n == total {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			n, total := f.Connected()
+			return fmt.Errorf("%d of %d devices connected: %w", n, total, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Connected counts connected devices.
+func (f *Fleet) Connected() (n, total int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, d := range f.devices {
+		d.mu.Lock()
+		if d.agent != nil && d.agent.Connected() {
+			n++
+		}
+		d.mu.Unlock()
+	}
+	return n, len(f.devices)
+}
+
+// InstalledVersion is a device's installed version of software ("" for unknown devices).
+func (f *Fleet) InstalledVersion(thing, software string) string {
+	f.mu.Lock()
+	d := f.devices[thing]
+	f.mu.Unlock()
+	if d == nil {
+		return ""
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.agent == nil {
+		return ""
+	}
+	return d.agent.InstalledVersion(software)
+}
+
+// Agents are the devices' current agents, in the order they were added (a device that
+// crashed has a new one).
+func (f *Fleet) Agents() []*agent.Agent {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]*agent.Agent, 0, len(f.order))
+	for _, t := range f.order {
+		d := f.devices[t]
+		d.mu.Lock()
+		out = append(out, d.agent)
+		d.mu.Unlock()
+	}
+	return out
+}
+
+// Crashes counts the simulated crashes so far.
+func (f *Fleet) Crashes() int64 { return f.crashes.Load() }
+
+// Close stops every device and waits for them.
+func (f *Fleet) Close() error {
+	f.cancel()
+	f.wg.Wait()
+	return nil
+}

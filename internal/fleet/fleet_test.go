@@ -1,0 +1,72 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otaflow/otaflow/internal/jobdoc"
+	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/mqtttest"
+)
+
+// TestFleetFaults runs 60 devices over real MQTT with failures, unhealthy devices and crashes
+// mid-install; every device ends as its (seeded) fault says, and crashed devices resume.
+func TestFleetFaults(t *testing.T) {
+	b := mqtttest.Embedded(t)
+	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	defer svc.Close()
+	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	defer plane.Close()
+	var things []string
+	for i := 0; i < 60; i++ {
+		things = append(things, fmt.Sprintf("sim-%02d", i))
+		_, err := svc.CreateThing(things[i], nil)
+		require.NoError(t, err)
+	}
+	f, err := Start(Options{BrokerURL: b.URL, Things: things, StateDir: t.TempDir(), InitialVersion: "1.0.0", InstallTime: 20 * time.Millisecond,
+		FailureRate: 0.2, UnhealthyRate: 0.1, CrashRate: 0.2, RebootTime: 100 * time.Millisecond, Seed: 7, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, f.WaitConnected(ctx))
+
+	d := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "r",
+		SoftwareToUpdate: jobdoc.SoftwareCore, Version: "2.0.0"}
+	body, err := d.Marshal()
+	require.NoError(t, err)
+	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "fleet-job", Targets: things, Document: body})
+	require.NoError(t, err)
+
+	wantCrashes := 0
+	for _, th := range things {
+		var e *jobs.Execution
+		require.Eventually(t, func() bool {
+			e, err = svc.DescribeJobExecution("fleet-job", th)
+			return err == nil && e.Status.Terminal()
+		}, 20*time.Second, 10*time.Millisecond, th)
+		r := f.roll(th, "fleet-job")
+		want, version := jobs.ExecSucceeded, "2.0.0"
+		switch {
+		case r < 0.2:
+			want, version = jobs.ExecFailed, "1.0.0"
+		case r < 0.3:
+			want, version = jobs.ExecFailed, "1.0.0"
+			require.Contains(t, e.StatusDetails["reason"], "health check failed")
+		case r < 0.5:
+			wantCrashes++
+		}
+		require.Equal(t, want, e.Status, "%s (roll %.2f): %v", th, r, e.StatusDetails)
+		require.Eventually(t, func() bool { return f.InstalledVersion(th, "core") == version }, 5*time.Second, 10*time.Millisecond, th)
+	}
+	require.Positive(t, wantCrashes)
+	require.EqualValues(t, wantCrashes, f.Crashes())
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/otaflow/otaflow/internal/bench"
+	"github.com/otaflow/otaflow/internal/cliconfig"
+)
+
+func benchCmd() *cobra.Command {
+	var (
+		sizes, output string
+		o             bench.Options
+		quick         bool
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure otaflow on this machine, each figure beside a baseline, and print one table",
+		Long: `bench starts the local stack (in memory) and measures:
+  - rollout throughput (devices/min) for each --sizes, zero-time installs, every device its own
+    agent and MQTT connection (in "starter fleet" child processes), beside the same devices given
+    one job by the jobs service alone (no Temporal): the ratio is the orchestration's cost;
+  - the rollout's workflow history length at each size;
+  - notify latency, CreateJob → the device's notify-next, beside a raw MQTT publish → receive;
+  - the agent: stripped binary size, idle RSS and CPU, peak RSS while installing an
+    --artifact-mb artifact for real;
+  - download throughput of that artifact through the agent's downloader beside curl.
+Throughput figures are medians of --repeat runs. Run it from the repository (it builds ./agent).`,
+		Example: "  starter bench                 # 100, 1,000 and 10,000 devices; 500 MiB artifact\n  starter bench --quick -o json",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if quick {
+				sizes, o.Repeat, o.Samples, o.ArtifactMB = "100,1000", 1, 50, 50
+			}
+			for _, f := range strings.Split(sizes, ",") {
+				n, err := strconv.Atoi(strings.TrimSpace(f))
+				if err != nil || n < 1 {
+					return fmt.Errorf("--sizes %q: give device counts like 100,1000,10000", sizes)
+				}
+				o.Sizes = append(o.Sizes, n)
+			}
+			if output != "text" && output != "json" {
+				return fmt.Errorf("-o must be text or json")
+			}
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			o.Starter, o.Progress = exe, os.Stderr
+			if o.Logger, err = cliconfig.Logger("error", false); err != nil {
+				return err
+			}
+			res, err := bench.Run(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(res)
+			}
+			printBench(os.Stdout, res)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&sizes, "sizes", "100,1000,10000", "fleet sizes for throughput and history length")
+	f.IntVar(&o.Repeat, "repeat", 3, "runs per throughput figure (the median is reported)")
+	f.IntVar(&o.Samples, "samples", 200, "notify latency samples (0 skips)")
+	f.IntVar(&o.ArtifactMB, "artifact-mb", 500, "artifact size for the install and download figures (0 skips)")
+	f.StringVar(&o.AgentPackage, "agent-package", "./agent", "agent package to build for its footprint (\"\" skips)")
+	f.IntVar(&o.DevicesPerProcess, "devices-per-process", 5000, "simulated devices per fleet process")
+	f.BoolVar(&quick, "quick", false, "a short run: 100 and 1,000 devices once, 50 samples, 50 MiB")
+	f.StringVarP(&output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+func printBench(w io.Writer, r *bench.Results) {
+	m := r.Machine
+	fmt.Fprintf(w, "otaflow benchmark, %s, %d CPUs (%s), %s, %s\n\n", m.Date, m.CPUs, m.Model, m.OS, m.GoVersion)
+	if len(r.Throughput) > 0 {
+		fmt.Fprintf(w, "%-9s %16s %18s %8s %15s %8s %8s\n", "devices", "rollout dev/min", "baseline dev/min", "ratio", "history events", "rollout", "baseline")
+		for _, t := range r.Throughput {
+			fmt.Fprintf(w, "%-9d %16.0f %18.0f %8.2f %15d %7.1fs %7.1fs\n", t.Devices, t.RolloutPerMin, t.BaselinePerMin, t.Ratio, t.HistoryEvents, t.RolloutSeconds, t.BaselineSeconds)
+		}
+		fmt.Fprintf(w, "(medians of %d runs; baseline = the same devices given one job by the jobs service alone)\n\n", r.Throughput[0].RepeatsEachSide)
+	}
+	if l := r.Notify; l != nil {
+		fmt.Fprintf(w, "notify latency (%d samples)   job created → notify-next  p50 %.2f ms  p99 %.2f ms\n", l.Samples, l.P50ms, l.P99ms)
+		fmt.Fprintf(w, "                              raw MQTT publish → receive p50 %.2f ms  p99 %.2f ms\n\n", l.RawP50ms, l.RawP99ms)
+	}
+	if a := r.Agent; a != nil {
+		fmt.Fprintf(w, "agent   stripped binary %.1f MB   idle RSS %.1f MiB   idle CPU %.2f%% (%.0fs)\n", float64(a.BinaryBytes)/1e6, float64(a.IdleRSSKiB)/1024, a.IdleCPUPercent, a.IdleSeconds)
+		if a.InstallMB > 0 {
+			fmt.Fprintf(w, "        peak RSS %.1f MiB while installing a %d MiB artifact (%.1fs: download, verify, unpack, switch)\n", float64(a.InstallPeakRSSKiB)/1024, a.InstallMB, a.InstallSeconds)
+		}
+		fmt.Fprintln(w)
+	}
+	if d := r.Download; d != nil {
+		fmt.Fprintf(w, "download of %d MiB   agent %.0f MB/s   curl %.0f MB/s   ratio %.2f (medians of 3)\n", d.MB, d.AgentMBps, d.CurlMBps, d.Ratio)
+	}
+}
