@@ -230,6 +230,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.ipc = ipc
 		defer ipc.Close()
 	}
+	// A failed pass (a request that timed out, a broker that went away) is retried after a
+	// growing pause: a device must not wait for a notification that may never come.
+	retry := time.Duration(0)
 	for {
 		select {
 		case <-ctx.Done():
@@ -242,9 +245,12 @@ func (a *Agent) Run(ctx context.Context) error {
 				return nil // stopping
 			}
 			if err != nil {
-				a.log.Warn().Err(err).Msg("job processing interrupted; will retry on the next notification")
+				retry = min(max(2*retry, 2*time.Second), time.Minute)
+				a.log.Warn().Err(err).Dur("retryIn", retry).Msg("job processing interrupted; retrying")
+				time.AfterFunc(retry, a.signal)
 				break
 			}
+			retry = 0
 			if !more {
 				break
 			}

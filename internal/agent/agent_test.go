@@ -136,7 +136,7 @@ func TestAgentSurvivesMalformedMessages(t *testing.T) {
 	require.NoError(t, tok.Error())
 	defer c.Disconnect(0)
 	junk := [][]byte{[]byte("{"), []byte("null"), []byte(`{"clientToken":42}`), []byte(`{"clientToken":"dev-1-1","execution":7}`),
-		[]byte(`{"execution":{"jobId":"ghost","jobDocument":"not an object"}}`), bytes.Repeat([]byte("x"), 200<<10), {}}
+		[]byte(`{"execution":{"jobId":"ghost","jobDocument":"not an object"}}`), bytes.Repeat([]byte("x"), 100<<10), {}}
 	topics := []string{"notify-next", "notify", "get/accepted", "get/rejected", "ghost/get/accepted", "ghost/update/accepted", "ghost/update/rejected"}
 	for i := 0; i < 20; i++ {
 		for _, topic := range topics {

@@ -12,11 +12,14 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 )
 
 // Options configure the broker.
@@ -26,13 +29,20 @@ type Options struct {
 	// ServiceUser and ServicePassword are the credentials of the privileged jobs service.
 	ServiceUser     string
 	ServicePassword string
-	// MaxPacketBytes bounds every packet (and so a client's memory cost); 0 means 256 KiB.
+	// MaxPacketBytes bounds every packet (and so a client's memory cost); 0 means 128 KiB,
+	// AWS IoT Core's message size limit.
 	MaxPacketBytes uint32
 	// TLSAddr, with TLS, adds a mutual-TLS listener like AWS IoT Core's (8883, or 443 with
 	// ALPN x-amzn-mqtt-ca): a device's certificate common name must be its client ID.
 	TLSAddr string
 	TLS     *tls.Config
-	Logger  zerolog.Logger
+	// PublishesPerSecond and BytesPerSecond cap each device connection's inbound publishes,
+	// as AWS IoT Core does (100 publishes and 512 KiB per second per connection; 0 means
+	// those). Excess publishes are dropped, so a runaway device can neither starve the fleet's
+	// jobs traffic nor fill the broker's queues. The jobs service is exempt.
+	PublishesPerSecond float64
+	BytesPerSecond     int
+	Logger             zerolog.Logger
 }
 
 // Broker is a running embedded broker.
@@ -58,7 +68,7 @@ func Start(o Options) (*Broker, error) {
 		return nil, fmt.Errorf("broker: the jobs service's MQTT user and password must be set")
 	}
 	if o.MaxPacketBytes == 0 {
-		o.MaxPacketBytes = 256 * 1024
+		o.MaxPacketBytes = 128 * 1024
 	}
 	addr, err := probe(o.Addr, "--mqtt-addr")
 	if err != nil {
@@ -67,11 +77,23 @@ func Start(o Options) (*Broker, error) {
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = o.MaxPacketBytes
+	// Bound what waits to be written to one client (the jobs service, when devices outpace
+	// it): at most this many packets of at most MaxPacketBytes; the rest are dropped and the
+	// devices retry.
+	caps.MaximumClientWritesPending = 1024
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
-	if err := srv.AddHook(&policyHook{user: []byte(o.ServiceUser), pass: []byte(o.ServicePassword), log: o.Logger}, nil); err != nil {
+	if o.PublishesPerSecond == 0 {
+		o.PublishesPerSecond = 100
+	}
+	if o.BytesPerSecond == 0 {
+		o.BytesPerSecond = 512 * 1024
+	}
+	hook := &policyHook{user: []byte(o.ServiceUser), pass: []byte(o.ServicePassword), log: o.Logger,
+		rate: o.PublishesPerSecond, byteRate: o.BytesPerSecond, maxPacket: int(o.MaxPacketBytes)}
+	if err := srv.AddHook(hook, nil); err != nil {
 		return nil, err
 	}
 	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: addr})); err != nil {
@@ -115,13 +137,41 @@ type policyHook struct {
 	mqtt.HookBase
 	user, pass []byte
 	log        zerolog.Logger
+	rate       float64
+	byteRate   int
+	maxPacket  int
+	limiters   sync.Map // *mqtt.Client → *limits
 }
+
+// limits are one connection's publish budgets.
+type limits struct{ publishes, bytes *rate.Limiter }
 
 func (h *policyHook) ID() string { return "otaflow-policy" }
 
 func (h *policyHook) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnPublish || b == mqtt.OnDisconnect
 }
+
+// OnPublish drops a device's publishes beyond its rate.
+func (h *policyHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if h.isService(cl) {
+		return pk, nil
+	}
+	v, ok := h.limiters.Load(cl)
+	if !ok {
+		v, _ = h.limiters.LoadOrStore(cl, &limits{
+			publishes: rate.NewLimiter(rate.Limit(h.rate), int(h.rate)),
+			bytes:     rate.NewLimiter(rate.Limit(h.byteRate), max(h.byteRate, h.maxPacket)),
+		})
+	}
+	l := v.(*limits)
+	if !l.publishes.Allow() || !l.bytes.AllowN(time.Now(), len(pk.Payload)) {
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, nil
+}
+
+func (h *policyHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.limiters.Delete(cl) }
 
 func (h *policyHook) isService(cl *mqtt.Client) bool {
 	return bytes.Equal(cl.Properties.Username, h.user)

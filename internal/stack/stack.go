@@ -78,6 +78,7 @@ type Stack struct {
 	worker  worker.Worker
 
 	servicePassword string
+	brokerOpts      broker.Options
 
 	mu      sync.Mutex
 	fleets  []*fleet.Fleet
@@ -141,13 +142,15 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 
 	servicePassword := randomSecret()
 	s.servicePassword = servicePassword
-	s.Broker, err = broker.Start(broker.Options{
+	s.brokerOpts = broker.Options{
 		Addr: o.MQTTAddr, ServiceUser: cliconfig.DefaultMQTTServiceUser, ServicePassword: servicePassword,
 		Logger: log.With().Str("component", "broker").Logger(),
-	})
+	}
+	s.Broker, err = broker.Start(s.brokerOpts)
 	if err != nil {
 		return nil, err
 	}
+	s.brokerOpts.Addr = s.Broker.Addr() // a restart comes back on the same port
 
 	jlog := log.With().Str("component", "jobs").Logger()
 	s.Jobs, err = jobs.Open(jobs.Options{Path: filepath.Join(o.DataDir, "jobs.db"), Region: o.Region, Logger: jlog})
@@ -268,6 +271,19 @@ func (s *Stack) Agents() []*agent.Agent {
 		out = append(out, f.Agents()...)
 	}
 	return out
+}
+
+// StopBroker stops the MQTT broker, dropping every connection (fault tests).
+func (s *Stack) StopBroker() { s.Broker.Close() }
+
+// StartBroker starts the broker again on the same address; clients reconnect by themselves.
+func (s *Stack) StartBroker() error {
+	b, err := broker.Start(s.brokerOpts)
+	if err != nil {
+		return err
+	}
+	s.Broker = b
+	return nil
 }
 
 // MQTTServiceCredentials are the broker credentials of the jobs service, which may publish on
