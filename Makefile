@@ -7,7 +7,7 @@ export PATH := /usr/sbin:$(PATH)
 # end-to-end package builds once, without it (it is the slow build).
 RACE_PKGS = $(shell $(GO) list ./... | grep -vE '/internal/(stack|devserver)$$|/starter$$')
 
-.PHONY: demo test deps vet unit e2e compose-check build bench
+.PHONY: bench-quick demo test deps vet unit e2e compose-check build bench
 
 demo:
 	$(GO) run ./starter demo --devices 50
@@ -51,8 +51,9 @@ build:
 	$(GO) build -o bin/starter ./starter
 	$(GO) build -o bin/worker ./worker
 
-# bench measures whole rollouts on the local stack (devices/min, history events per rollout).
+# bench prints the measured figures with their baselines (docs/benchmarks.md); bench-quick is
+# a two-minute version.
 bench:
-	$(GO) test -run '^$$' -bench BenchmarkRollout -benchtime 3x ./internal/stack
-	@CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o /tmp/otaflow-agent-size ./agent && \
-	  echo "agent binary (stripped): $$(stat -c %s /tmp/otaflow-agent-size) bytes"
+	$(GO) run ./starter bench
+bench-quick:
+	$(GO) run ./starter bench --quick

@@ -17,6 +17,7 @@ import (
 func benchCmd() *cobra.Command {
 	var (
 		sizes, output string
+		save          string
 		o             bench.Options
 		quick         bool
 	)
@@ -60,6 +61,12 @@ Throughput figures are medians of --repeat runs. Run it from the repository (it 
 			if err != nil {
 				return err
 			}
+			if save != "" {
+				raw, _ := json.MarshalIndent(res, "", "  ")
+				if err := os.WriteFile(save, append(raw, '\n'), 0o644); err != nil {
+					return err
+				}
+			}
 			if output == "json" {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
@@ -78,6 +85,7 @@ Throughput figures are medians of --repeat runs. Run it from the repository (it 
 	f.IntVar(&o.DevicesPerProcess, "devices-per-process", 5000, "simulated devices per fleet process")
 	f.BoolVar(&quick, "quick", false, "a short run: 100 and 1,000 devices once, 50 samples, 50 MiB")
 	f.StringVarP(&output, "output", "o", "text", "text or json")
+	f.StringVar(&save, "save", "", "also write the results as JSON to this file")
 	return cmd
 }
 

@@ -88,11 +88,13 @@ func (p ProcessDetails) Pending() int { return p.Queued + p.InProgress }
 
 // Job is one IoT job and its targets.
 type Job struct {
-	ID              string         `json:"jobId"`
-	Arn             string         `json:"jobArn"`
-	Document        string         `json:"document"`
-	Description     string         `json:"description,omitempty"`
-	Targets         []string       `json:"targets"`
+	ID          string `json:"jobId"`
+	Arn         string `json:"jobArn"`
+	Document    string `json:"document"`
+	Description string `json:"description,omitempty"`
+	// Targets are stored apart from the job (see txn.putJobTargets): every device operation
+	// reads the job, and decoding thousands of targets each time made a wave quadratic.
+	Targets         []string       `json:"-"`
 	TargetSelection string         `json:"targetSelection"`
 	Status          JobStatus      `json:"status"`
 	ForceCanceled   bool           `json:"forceCanceled,omitempty"`

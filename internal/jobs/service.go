@@ -341,6 +341,9 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 		if job.MaxPerMinute > 0 && len(all) > job.MaxPerMinute {
 			queued = all[:job.MaxPerMinute]
 		}
+		if err := t.putJobTargets(job.ID, job.Targets); err != nil {
+			return err
+		}
 		return t.putJob(job)
 	})
 	if err != nil {
@@ -472,7 +475,7 @@ func (s *Service) parseTarget(target string) (kind, name string, err error) {
 
 // DescribeJob returns a job with its counters.
 func (s *Service) DescribeJob(id string) (*Job, error) {
-	return viewOne(s, func(t txn) (*Job, error) { return t.job(id) }, errorf(CodeResourceNotFound, "job %s does not exist", id))
+	return viewOne(s, func(t txn) (*Job, error) { return t.jobWithTargets(id) }, errorf(CodeResourceNotFound, "job %s does not exist", id))
 }
 
 // DescribeJobExecution returns one thing's execution of a job: the latest, or the one with
@@ -813,6 +816,9 @@ func (s *Service) DeleteJob(jobID string, force bool) error {
 			if err := tx.Bucket(bucketGroupJobs).Delete([]byte(g + "\x00" + jobID)); err != nil {
 				return err
 			}
+		}
+		if err := tx.Bucket(bucketJobTargets).Delete([]byte(jobID)); err != nil {
+			return err
 		}
 		return tx.Bucket(bucketJobs).Delete([]byte(jobID))
 	})

@@ -15,9 +15,11 @@ import (
 var (
 	bucketThings = []byte("things")
 	bucketJobs   = []byte("jobs")
-	bucketExecs  = []byte("executions")   // jobID \x00 thing → Execution
-	bucketQueue  = []byte("thing-queues") // thing \x00 jobID → seq, a thing's jobs
-	bucketGroups = []byte("thing-groups")
+	// bucketJobTargets holds each job's target list, read only by DescribeJob.
+	bucketJobTargets = []byte("jobTargets")
+	bucketExecs      = []byte("executions")   // jobID \x00 thing → Execution
+	bucketQueue      = []byte("thing-queues") // thing \x00 jobID → seq, a thing's jobs
+	bucketGroups     = []byte("thing-groups")
 	// group \x00 thing → ∅ (members) and thing \x00 group → ∅ (memberships)
 	bucketMembers     = []byte("group-members")
 	bucketMemberships = []byte("thing-memberships")
@@ -50,7 +52,7 @@ func openStore(path string) (*store, error) {
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketThings, bucketJobs, bucketExecs, bucketQueue, bucketGroups,
-			bucketMembers, bucketMemberships, bucketGroupJobs, bucketTimeouts, bucketTokens, bucketHeld} {
+			bucketMembers, bucketMemberships, bucketGroupJobs, bucketTimeouts, bucketTokens, bucketHeld, bucketJobTargets} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -142,6 +144,28 @@ func (t txn) mustExecution(jobID, thing string) (*Execution, error) {
 }
 
 func (t txn) putJob(j *Job) error { return putJSON(t.tx.Bucket(bucketJobs), []byte(j.ID), j) }
+
+func (t txn) putJobTargets(id string, targets []string) error {
+	return putJSON(t.tx.Bucket(bucketJobTargets), []byte(id), targets)
+}
+
+// jobWithTargets is job with its targets, for DescribeJob. Jobs written before targets were
+// stored apart still hold them in their own record.
+func (t txn) jobWithTargets(id string) (*Job, error) {
+	j, err := t.job(id)
+	if err != nil || j == nil {
+		return j, err
+	}
+	ok, err := getJSON(t.tx.Bucket(bucketJobTargets), []byte(id), &j.Targets)
+	if err == nil && !ok {
+		var old struct {
+			Targets []string `json:"targets"`
+		}
+		_, err = getJSON(t.tx.Bucket(bucketJobs), []byte(id), &old)
+		j.Targets = old.Targets
+	}
+	return j, err
+}
 
 func (t txn) execution(jobID, thing string) (*Execution, error) {
 	var e Execution
