@@ -16,8 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iot/types"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
-	"golang.org/x/sync/errgroup"
 	"go.temporal.io/sdk/worker"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/otaflow/otaflow/internal/components"
 	"github.com/otaflow/otaflow/internal/jobdoc"

@@ -71,6 +71,10 @@ type Config struct {
 	// caller canceling the agent's context from inside Fault.
 	Fault func(jobID string) Fault
 
+	// NoSync skips fsync of the state file. Only simulated fleets use it: their devices stand
+	// for other machines, whose disks should not load the machine under test.
+	NoSync bool
+
 	// OnStateChange, when set, sees every state the agent persists (metrics, tests).
 	OnStateChange func(State)
 
@@ -634,7 +638,7 @@ func (a *Agent) setState(change func(*State)) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	change(a.state)
-	if err := saveState(a.cfg.StateDir, a.state); err != nil {
+	if err := saveStateSync(a.cfg.StateDir, a.state, !a.cfg.NoSync); err != nil {
 		return fmt.Errorf("write agent state: %w", err)
 	}
 	if a.cfg.OnStateChange != nil {

@@ -61,15 +61,19 @@ func loadState(dir string) (*State, error) {
 }
 
 // saveState writes the state atomically: a crash leaves either the old or the new file.
-func saveState(dir string, s *State) error {
+func saveState(dir string, s *State) error { return saveStateSync(dir, s, true) }
+
+func saveStateSync(dir string, s *State, sync bool) error {
 	raw, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, stateFile), raw)
+	return writeFileAtomic(filepath.Join(dir, stateFile), raw, sync)
 }
 
-func writeFileAtomic(path string, data []byte) error {
+// writeFileAtomic replaces path by renaming a temporary file over it; with sync, the data and
+// the rename reach the disk before it returns (a power cut leaves the old or the new file).
+func writeFileAtomic(path string, data []byte, sync bool) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
 	if err != nil {
 		return err
@@ -79,15 +83,20 @@ func writeFileAtomic(path string, data []byte) error {
 		tmp.Close()
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
+	if sync {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return err
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
+	}
+	if !sync {
+		return nil
 	}
 	d, err := os.Open(filepath.Dir(path))
 	if err != nil {

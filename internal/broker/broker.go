@@ -42,6 +42,9 @@ type Options struct {
 	// jobs traffic nor fill the broker's queues. The jobs service is exempt.
 	PublishesPerSecond float64
 	BytesPerSecond     int
+	// DevicePayloadBytes caps one device publish (0: 16 KiB). Jobs API requests are small
+	// (statusDetails is at most 10 short pairs); only the service sends documents.
+	DevicePayloadBytes int
 	Logger             zerolog.Logger
 }
 
@@ -78,9 +81,9 @@ func Start(o Options) (*Broker, error) {
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = o.MaxPacketBytes
 	// Bound what waits to be written to one client (the jobs service, when devices outpace
-	// it): at most this many packets of at most MaxPacketBytes; the rest are dropped and the
-	// devices retry.
-	caps.MaximumClientWritesPending = 1024
+	// it): at most this many packets, each at most DevicePayloadBytes from a device (256 MiB
+	// in the worst case, a few MiB in practice); the rest are dropped and the devices retry.
+	caps.MaximumClientWritesPending = 16384
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -91,8 +94,11 @@ func Start(o Options) (*Broker, error) {
 	if o.BytesPerSecond == 0 {
 		o.BytesPerSecond = 512 * 1024
 	}
+	if o.DevicePayloadBytes == 0 {
+		o.DevicePayloadBytes = 16 * 1024
+	}
 	hook := &policyHook{user: []byte(o.ServiceUser), pass: []byte(o.ServicePassword), log: o.Logger,
-		rate: o.PublishesPerSecond, byteRate: o.BytesPerSecond, maxPacket: int(o.MaxPacketBytes)}
+		rate: o.PublishesPerSecond, byteRate: o.BytesPerSecond, maxPacket: int(o.MaxPacketBytes), maxPayload: o.DevicePayloadBytes}
 	if err := srv.AddHook(hook, nil); err != nil {
 		return nil, err
 	}
@@ -140,6 +146,7 @@ type policyHook struct {
 	rate       float64
 	byteRate   int
 	maxPacket  int
+	maxPayload int
 	limiters   sync.Map // *mqtt.Client → *limits
 }
 
@@ -165,7 +172,7 @@ func (h *policyHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		})
 	}
 	l := v.(*limits)
-	if !l.publishes.Allow() || !l.bytes.AllowN(time.Now(), len(pk.Payload)) {
+	if len(pk.Payload) > h.maxPayload || !l.publishes.Allow() || !l.bytes.AllowN(time.Now(), len(pk.Payload)) {
 		return pk, packets.ErrRejectPacket
 	}
 	return pk, nil

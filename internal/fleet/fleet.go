@@ -97,7 +97,7 @@ func (f *Fleet) add(thing string) error {
 			runCtx, crash := context.WithCancel(f.ctx)
 			cfg := agent.Config{
 				ThingName: thing, BrokerURL: f.o.BrokerURL, StateDir: filepath.Join(f.o.StateDir, thing),
-				InitialVersion: f.o.InitialVersion, InstallTime: f.o.InstallTime,
+				InitialVersion: f.o.InitialVersion, InstallTime: f.o.InstallTime, NoSync: f.o.Installer == nil,
 				Logger: f.o.Logger.With().Str("component", "agent").Logger(),
 				Fault: func(jobID string) agent.Fault {
 					r := f.roll(thing, jobID)
