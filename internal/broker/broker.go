@@ -84,6 +84,11 @@ func Start(o Options) (*Broker, error) {
 	// it): at most this many packets, each at most DevicePayloadBytes from a device (256 MiB
 	// in the worst case, a few MiB in practice); the rest are dropped and the devices retry.
 	caps.MaximumClientWritesPending = 16384
+	// The jobs service takes every device's requests at QoS 1: with the default 8,192
+	// unacknowledged messages a 10,000-device wave starting at once overflowed it and
+	// requests were dropped (devices waited out their request timeout). 65,535 is MQTT's
+	// packet ID space.
+	caps.MaximumInflight = 65535
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),

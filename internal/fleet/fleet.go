@@ -33,6 +33,10 @@ type Options struct {
 	FailureRate, UnhealthyRate, CrashRate float64
 	// RebootTime is how long a crashed device stays down (default 500ms).
 	RebootTime time.Duration
+	// RequestTimeout bounds each device's Jobs API requests (default 2m: when thousands of
+	// devices start at once the requests queue at the jobs service, and a device that gives
+	// up and asks again only adds to the queue).
+	RequestTimeout time.Duration
 	// Seed makes the faults reproducible: the same seed, thing and job give the same fault.
 	Seed uint64
 	// Installer, when set, gives a device a real installer instead of simulated installs.
@@ -64,6 +68,9 @@ type device struct {
 func Start(o Options) (*Fleet, error) {
 	if o.RebootTime == 0 {
 		o.RebootTime = 500 * time.Millisecond
+	}
+	if o.RequestTimeout == 0 {
+		o.RequestTimeout = 2 * time.Minute
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &Fleet{o: o, ctx: ctx, cancel: cancel, devices: map[string]*device{}}
@@ -97,7 +104,7 @@ func (f *Fleet) add(thing string) error {
 			runCtx, crash := context.WithCancel(f.ctx)
 			cfg := agent.Config{
 				ThingName: thing, BrokerURL: f.o.BrokerURL, StateDir: filepath.Join(f.o.StateDir, thing),
-				InitialVersion: f.o.InitialVersion, InstallTime: f.o.InstallTime, NoSync: f.o.Installer == nil,
+				InitialVersion: f.o.InitialVersion, InstallTime: f.o.InstallTime, NoSync: f.o.Installer == nil, RequestTimeout: f.o.RequestTimeout,
 				Logger: f.o.Logger.With().Str("component", "agent").Logger(),
 				Fault: func(jobID string) agent.Fault {
 					r := f.roll(thing, jobID)
