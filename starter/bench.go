@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 
@@ -18,6 +19,7 @@ func benchCmd() *cobra.Command {
 	var (
 		sizes, output string
 		save          string
+		cpuProfile    string
 		o             bench.Options
 		quick         bool
 	)
@@ -57,6 +59,17 @@ Throughput figures are medians of --repeat runs. Run it from the repository (it 
 			if o.Logger, err = cliconfig.Logger("error", false); err != nil {
 				return err
 			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			res, err := bench.Run(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -86,6 +99,7 @@ Throughput figures are medians of --repeat runs. Run it from the repository (it 
 	f.BoolVar(&quick, "quick", false, "a short run: 100 and 1,000 devices once, 50 samples, 50 MiB")
 	f.StringVarP(&output, "output", "o", "text", "text or json")
 	f.StringVar(&save, "save", "", "also write the results as JSON to this file")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the stack's process (Temporal, worker, jobs service, broker) to this file")
 	return cmd
 }
 

@@ -182,7 +182,8 @@ func fetch(ctx context.Context, o Options, spec Spec, offset int64, f *os.File, 
 	if o.Progress != nil {
 		w = io.MultiWriter(f, h, &progressWriter{done: offset, total: spec.Size, fn: o.Progress})
 	}
-	n, err := io.Copy(w, r)
+	// Large reads: with 32 KiB ones the download ran at half the speed of curl.
+	n, err := io.CopyBuffer(w, r, make([]byte, 1<<20))
 	if offset+n > spec.Size {
 		return n, fmt.Errorf("%w: the server sent more than the %d bytes the document promised", ErrVerify, spec.Size)
 	}
