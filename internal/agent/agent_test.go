@@ -36,6 +36,21 @@ func waitTerminal(t *testing.T, svc *jobs.Service, jobID, thing string) *jobs.Ex
 	return e
 }
 
+// jobsOverBroker starts a jobs service serving the MQTT Jobs API through an embedded broker,
+// with thing dev-1 registered.
+func jobsOverBroker(t *testing.T) (*jobs.Service, mqtttest.Broker) {
+	b := mqtttest.Embedded(t)
+	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	t.Cleanup(func() { svc.Close() })
+	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	t.Cleanup(plane.Close)
+	_, err = svc.CreateThing("dev-1", nil)
+	require.NoError(t, err)
+	return svc, b
+}
+
 // runAgent runs a until the test ends.
 func runAgent(t *testing.T, a *agent.Agent) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -117,15 +132,7 @@ func TestAgentThroughBrokers(t *testing.T) {
 // TestAgentSurvivesMalformedMessages floods the agent's topics with malformed JSON, wrong
 // types and an oversize payload; it keeps taking jobs.
 func TestAgentSurvivesMalformedMessages(t *testing.T) {
-	b := mqtttest.Embedded(t)
-	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	t.Cleanup(func() { svc.Close() })
-	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	t.Cleanup(plane.Close)
-	_, err = svc.CreateThing("dev-1", nil)
-	require.NoError(t, err)
+	svc, b := jobsOverBroker(t)
 	a, _ := startAgent(t, b.URL, t.TempDir())
 
 	// Only the service may publish on a device's jobs topics; use its credentials.
@@ -145,7 +152,7 @@ func TestAgentSurvivesMalformedMessages(t *testing.T) {
 			}
 		}
 	}
-	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "after-flood", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0", nil)})
+	_, err := svc.CreateJob(jobs.CreateJobInput{JobID: "after-flood", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0", nil)})
 	require.NoError(t, err)
 	e := waitTerminal(t, svc, "after-flood", "dev-1")
 	require.Equal(t, jobs.ExecSucceeded, e.Status)

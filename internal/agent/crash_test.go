@@ -113,6 +113,27 @@ func (r *crashRig) killAtStep(cmd *exec.Cmd, jobID, step string, after int64) in
 	return seen
 }
 
+// finishAfterKill restarts the agent after it was killed at point, lets the job end, and
+// checks the device runs exactly the version the job's final status reports. It returns the
+// version now installed.
+func (r *crashRig) finishAfterKill(jobID, version, installed, point string) string {
+	t := r.t
+	cmd := r.start()
+	e := waitTerminal(t, r.svc, jobID, "dev-1")
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	cmd.Wait()
+	switch e.Status {
+	case jobs.ExecSucceeded:
+		installed = version
+	case jobs.ExecFailed:
+	default:
+		t.Fatalf("killed at %s: job ended %s (%v)", point, e.Status, e.StatusDetails)
+	}
+	require.Equal(t, installed, r.core.Current(), "killed at %s: the device runs exactly the version the job reports (%s, %v)", point, e.Status, e.StatusDetails)
+	t.Logf("killed at %s: %s, running %s", point, e.Status, r.core.Current())
+	return installed
+}
+
 // TestAgentSurvivesSIGKILL kills the agent process in each step of a real update, starts it
 // again, and checks that the device ends on exactly the old or the new version and that the
 // job's final status says which.
@@ -139,19 +160,7 @@ func TestAgentSurvivesSIGKILL(t *testing.T) {
 			require.WithinDuration(t, time.Now().Add(10*time.Minute), e.StepDeadline, 2*time.Minute, "killed at %s", killAt)
 		}
 
-		cmd = r.start()
-		e := waitTerminal(t, r.svc, jobID, "dev-1")
-		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-		cmd.Wait()
-		switch e.Status {
-		case jobs.ExecSucceeded:
-			installed = version
-		case jobs.ExecFailed:
-		default:
-			t.Fatalf("killed at %s: job ended %s (%v)", killAt, e.Status, e.StatusDetails)
-		}
-		require.Equal(t, installed, r.core.Current(), "killed at %s: the device runs exactly the version the job reports (%s, %v)", killAt, e.Status, e.StatusDetails)
-		t.Logf("killed at %s: %s, running %s", killAt, e.Status, r.core.Current())
+		installed = r.finishAfterKill(jobID, version, installed, killAt)
 	}
 
 	// A version that takes the device down during every health check is rolled back after
@@ -193,19 +202,9 @@ func TestAgentKilledAtEveryState(t *testing.T) {
 		err := cmd.Wait()
 		require.Error(t, err, "the agent killed itself at %s", state)
 
-		cmd = r.start()
-		e := waitTerminal(t, r.svc, jobID, "dev-1")
-		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-		cmd.Wait()
-		switch e.Status {
-		case jobs.ExecSucceeded:
-			installed = version
-		case jobs.ExecFailed:
-		default:
-			t.Fatalf("killed at %s: job ended %s (%v)", state, e.Status, e.StatusDetails)
-		}
-		require.Equal(t, installed, r.core.Current(), "killed at %s: the device runs exactly the version the job reports (%s, %v)", state, e.Status, e.StatusDetails)
+		installed = r.finishAfterKill(jobID, version, installed, state)
+		e, err := r.svc.DescribeJobExecution(jobID, "dev-1")
+		require.NoError(t, err)
 		require.Equal(t, installed, e.StatusDetails["installedVersion"], "killed at %s", state)
-		t.Logf("killed at %s: %s, running %s", state, e.Status, r.core.Current())
 	}
 }

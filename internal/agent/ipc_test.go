@@ -13,7 +13,6 @@ import (
 
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/jobs"
-	"github.com/otaflow/otaflow/internal/mqtttest"
 )
 
 // component is a local program on the device speaking the deferral protocol.
@@ -55,15 +54,7 @@ func (c *component) next() agent.IPCMessage {
 // deferral while it waits and in its final details. A component that keeps deferring is
 // overridden at the configured limit. Garbage on the socket gets an error, not a crash.
 func TestDeferral(t *testing.T) {
-	b := mqtttest.Embedded(t)
-	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	t.Cleanup(func() { svc.Close() })
-	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	t.Cleanup(plane.Close)
-	_, err = svc.CreateThing("dev-1", nil)
-	require.NoError(t, err)
+	svc, b := jobsOverBroker(t)
 
 	socket := filepath.Join(t.TempDir(), "agent.sock")
 	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: b.URL, StateDir: t.TempDir(), InitialVersion: "1.0.0", Logger: zerolog.Nop(),
