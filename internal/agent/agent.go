@@ -96,6 +96,9 @@ type Agent struct {
 	ipc     *ipcServer
 	// connected is true while subscribed to the jobs topics.
 	connected atomic.Bool
+	// subscribed is closed (and replaced) each time the agent has (re)subscribed: requests
+	// in flight across a reconnect are sent again, since a clean session loses them.
+	subscribed chan struct{}
 }
 
 // Connected reports whether the agent is connected and subscribed.
@@ -163,7 +166,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	return &Agent{
 		cfg: cfg, log: cfg.Logger.With().Str("thing", cfg.ThingName).Logger(), state: st,
-		waiters: map[string]chan reply{}, wake: make(chan struct{}, 1), ready: make(chan struct{}, 1),
+		waiters: map[string]chan reply{}, wake: make(chan struct{}, 1), ready: make(chan struct{}, 1), subscribed: make(chan struct{}),
 	}, nil
 }
 
@@ -286,6 +289,10 @@ func (a *Agent) onConnect(c paho.Client) {
 		return
 	}
 	a.connected.Store(true)
+	a.mu.Lock()
+	close(a.subscribed)
+	a.subscribed = make(chan struct{})
+	a.mu.Unlock()
 	a.log.Debug().Msg("connected; checking for pending jobs")
 	select {
 	case a.ready <- struct{}{}:
@@ -326,6 +333,13 @@ type rejection struct {
 func (r *rejection) Error() string { return r.Code + ": " + r.Message }
 
 // request publishes a Jobs API request and waits for its accepted or rejected reply.
+//
+// A request or its reply can be lost without an error: the broker restarts, or the device
+// reconnects before the jobs service has subscribed again. So the request goes out again,
+// with the same client token, when the agent resubscribes and after every resend interval
+// of silence, until RequestTimeout. Repeats are harmless: reads are idempotent, updates
+// carry expectedVersion (a repeat of an applied update is rejected, and its reply comes
+// after the accepted one, which has already been taken).
 func (a *Agent) request(ctx context.Context, suffix string, body map[string]any) ([]byte, error) {
 	token := fmt.Sprintf("%s-%d", a.cfg.ThingName, a.seq.Add(1))
 	body["clientToken"] = token
@@ -342,31 +356,62 @@ func (a *Agent) request(ctx context.Context, suffix string, body map[string]any)
 		delete(a.waiters, token)
 		a.mu.Unlock()
 	}()
-	pub := a.client.Publish(a.topic(suffix), 1, false, raw)
-	timer := time.NewTimer(a.cfg.RequestTimeout)
-	defer timer.Stop()
-	select {
-	case <-pub.Done():
-		if err := pub.Error(); err != nil {
-			return nil, fmt.Errorf("publish %s: %w", suffix, err)
+	deadline := time.NewTimer(a.cfg.RequestTimeout)
+	defer deadline.Stop()
+	resendEvery := resendInterval(a.cfg.RequestTimeout)
+	var lastErr error
+	for sends := 1; ; sends++ {
+		a.mu.Lock()
+		resubscribed := a.subscribed
+		a.mu.Unlock()
+		pub := a.client.Publish(a.topic(suffix), 1, false, raw)
+		resend := time.NewTimer(resendEvery)
+		select {
+		case r := <-ch:
+			resend.Stop()
+			if !r.accepted {
+				var rej rejection
+				json.Unmarshal(r.payload, &rej)
+				return nil, &rej
+			}
+			return r.payload, nil
+		case <-resubscribed:
+		case <-resend.C:
+		case <-deadline.C:
+			resend.Stop()
+			if err := pubError(pub); err != nil {
+				lastErr = err
+			}
+			if lastErr != nil {
+				return nil, fmt.Errorf("%s: no reply within %s (%d sends; last publish error: %w)", suffix, a.cfg.RequestTimeout, sends, lastErr)
+			}
+			return nil, fmt.Errorf("%s: no reply within %s (%d sends)", suffix, a.cfg.RequestTimeout, sends)
+		case <-ctx.Done():
+			resend.Stop()
+			return nil, ctx.Err()
 		}
-	case <-timer.C:
-		return nil, fmt.Errorf("publish %s: timed out", suffix)
-	case <-ctx.Done():
-		return nil, ctx.Err()
+		resend.Stop()
+		if err := pubError(pub); err != nil {
+			lastErr = err
+		}
+		a.log.Debug().Str("request", suffix).Str("clientToken", token).Int("sends", sends).Msg("no reply yet; sending the request again")
 	}
+}
+
+// resendInterval is how long a request waits for its reply before it is sent again: a
+// quarter of the request timeout, within 1s to 30s (long enough not to add to a busy jobs
+// service's queue, short enough that a lost request does not stall a device for minutes).
+func resendInterval(timeout time.Duration) time.Duration {
+	return min(max(timeout/4, time.Second), 30*time.Second)
+}
+
+// pubError is a publish's error if it has completed with one.
+func pubError(t paho.Token) error {
 	select {
-	case r := <-ch:
-		if !r.accepted {
-			var rej rejection
-			json.Unmarshal(r.payload, &rej)
-			return nil, &rej
-		}
-		return r.payload, nil
-	case <-timer.C:
-		return nil, fmt.Errorf("%s: no reply within %s", suffix, a.cfg.RequestTimeout)
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	case <-t.Done():
+		return t.Error()
+	default:
+		return nil
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -157,4 +159,53 @@ func TestAgentSurvivesMalformedMessages(t *testing.T) {
 	e := waitTerminal(t, svc, "after-flood", "dev-1")
 	require.Equal(t, jobs.ExecSucceeded, e.Status)
 	require.Equal(t, "1.1.0", a.InstalledVersion("core"))
+}
+
+// lockedLog collects an agent's log lines.
+type lockedLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// TestAgentResendsLostRequests starts the agent while the jobs service is not yet subscribed
+// to the broker (as after a broker restart, when devices come back first): its first request
+// is lost without an error. The agent sends it again and takes the job without ever letting
+// the request time out.
+func TestAgentResendsLostRequests(t *testing.T) {
+	b := mqtttest.Embedded(t)
+	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	defer svc.Close()
+	_, err = svc.CreateThing("dev-1", nil)
+	require.NoError(t, err)
+	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "update", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0", nil)})
+	require.NoError(t, err)
+
+	var logs lockedLog
+	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: b.URL, StateDir: t.TempDir(), InitialVersion: "1.0.0",
+		RequestTimeout: 20 * time.Second, Logger: zerolog.New(&logs).Level(zerolog.DebugLevel)})
+	require.NoError(t, err)
+	runAgent(t, a)
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "checking for pending jobs") }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // the first get is out, and lost: nobody serves the Jobs API yet
+
+	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	defer plane.Close()
+	e := waitTerminal(t, svc, "update", "dev-1")
+	require.Equal(t, jobs.ExecSucceeded, e.Status)
+	require.Contains(t, logs.String(), "sending the request again")
+	require.NotContains(t, logs.String(), "no reply within", "the lost request was sent again before it timed out")
 }
