@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -379,11 +380,8 @@ func (a *Agent) request(ctx context.Context, suffix string, body map[string]any)
 		case <-resend.C:
 		case <-deadline.C:
 			resend.Stop()
-			if err := pubError(pub); err != nil {
-				lastErr = err
-			}
-			if lastErr != nil {
-				return nil, fmt.Errorf("%s: no reply within %s (%d sends; last publish error: %w)", suffix, a.cfg.RequestTimeout, sends, lastErr)
+			if err := cmp.Or(pubError(pub), lastErr); err != nil {
+				return nil, fmt.Errorf("%s: no reply within %s (%d sends; last publish error: %w)", suffix, a.cfg.RequestTimeout, sends, err)
 			}
 			return nil, fmt.Errorf("%s: no reply within %s (%d sends)", suffix, a.cfg.RequestTimeout, sends)
 		case <-ctx.Done():
@@ -391,9 +389,7 @@ func (a *Agent) request(ctx context.Context, suffix string, body map[string]any)
 			return nil, ctx.Err()
 		}
 		resend.Stop()
-		if err := pubError(pub); err != nil {
-			lastErr = err
-		}
+		lastErr = cmp.Or(pubError(pub), lastErr)
 		a.log.Debug().Str("request", suffix).Str("clientToken", token).Int("sends", sends).Msg("no reply yet; sending the request again")
 	}
 }
