@@ -53,16 +53,57 @@ type Broker struct {
 	srv     *mqtt.Server
 	addr    string
 	tlsAddr string
+	conns   []*connTracker
 }
 
-func probe(addr, flag string) (string, error) {
-	// Probe the port ourselves: mochi reports a busy port only from its serve goroutine.
+// listen opens a listener for the broker. We listen ourselves rather than let mochi do it:
+// mochi reports a busy port only from its serve goroutine, and Close needs the connections.
+func listen(addr, flag string) (*connTracker, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return "", fmt.Errorf("MQTT broker cannot listen on %s: %w (choose another address with %s)", addr, err, flag)
+		return nil, fmt.Errorf("MQTT broker cannot listen on %s: %w (choose another address with %s)", addr, err, flag)
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return &connTracker{Listener: ln, conns: map[net.Conn]struct{}{}}, nil
+}
+
+// connTracker is a listener that knows its open connections, so Close can end them all.
+type connTracker struct {
+	net.Listener
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func (l *connTracker) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.conns[c] = struct{}{}
+	l.mu.Unlock()
+	return &trackedConn{Conn: c, l: l}, nil
+}
+
+// closeConns closes every connection accepted so far.
+func (l *connTracker) closeConns() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c := range l.conns {
+		c.Close()
+		delete(l.conns, c)
+	}
+}
+
+type trackedConn struct {
+	net.Conn
+	l *connTracker
+}
+
+func (c *trackedConn) Close() error {
+	c.l.mu.Lock()
+	delete(c.l.conns, c.Conn)
+	c.l.mu.Unlock()
+	return c.Conn.Close()
 }
 
 // Start listens on o.Addr and serves until Close.
@@ -73,7 +114,7 @@ func Start(o Options) (*Broker, error) {
 	if o.MaxPacketBytes == 0 {
 		o.MaxPacketBytes = 128 * 1024
 	}
-	addr, err := probe(o.Addr, "--mqtt-addr")
+	ln, err := listen(o.Addr, "--mqtt-addr")
 	if err != nil {
 		return nil, err
 	}
@@ -105,24 +146,32 @@ func Start(o Options) (*Broker, error) {
 	hook := &policyHook{user: []byte(o.ServiceUser), pass: []byte(o.ServicePassword), log: o.Logger,
 		rate: o.PublishesPerSecond, byteRate: o.BytesPerSecond, maxPacket: int(o.MaxPacketBytes), maxPayload: o.DevicePayloadBytes}
 	if err := srv.AddHook(hook, nil); err != nil {
+		ln.Close()
 		return nil, err
 	}
-	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: addr})); err != nil {
-		return nil, fmt.Errorf("MQTT broker listener on %s: %w", addr, err)
+	b := &Broker{srv: srv, addr: ln.Addr().String(), conns: []*connTracker{ln}}
+	if err := srv.AddListener(listeners.NewNet("tcp", ln)); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("MQTT broker listener on %s: %w", b.addr, err)
 	}
-	b := &Broker{srv: srv, addr: addr}
 	if o.TLS != nil {
-		if b.tlsAddr, err = probe(o.TLSAddr, "--mqtt-tls-addr"); err != nil {
+		tln, err := listen(o.TLSAddr, "--mqtt-tls-addr")
+		if err != nil {
+			ln.Close()
 			return nil, err
 		}
-		if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "tls", Address: b.tlsAddr, TLSConfig: o.TLS})); err != nil {
+		b.tlsAddr, b.conns = tln.Addr().String(), append(b.conns, tln)
+		if err := srv.AddListener(listeners.NewNet("tls", tls.NewListener(tln, o.TLS))); err != nil {
+			ln.Close()
+			tln.Close()
 			return nil, fmt.Errorf("MQTT broker TLS listener on %s: %w", b.tlsAddr, err)
 		}
 	}
 	if err := srv.Serve(); err != nil {
+		b.Close()
 		return nil, fmt.Errorf("start MQTT broker: %w", err)
 	}
-	o.Logger.Info().Str("addr", addr).Str("tlsAddr", b.tlsAddr).Msg("MQTT broker listening")
+	o.Logger.Info().Str("addr", b.addr).Str("tlsAddr", b.tlsAddr).Msg("MQTT broker listening")
 	return b, nil
 }
 
@@ -141,7 +190,31 @@ func (b *Broker) Addr() string { return b.addr }
 func (b *Broker) URL() string { return "tcp://" + b.addr }
 
 // Close stops the broker and disconnects every client.
-func (b *Broker) Close() error { return b.srv.Close() }
+//
+// mochi's own Close sweeps clients with Clients.GetByListener, which takes the clients' read
+// lock twice, so a client connecting or leaving in between deadlocks the broker for good
+// (mochi-mqtt/server#488, unfixed in v2.7.9; it hung CI while a fleet reconnected). And a
+// client that lost a race for its client ID can be connected without being in mochi's client
+// list, which left mochi's Close waiting for it. So the listeners are closed first with a
+// no-op sweep (mochi then skips its own), and every accepted connection is closed here until
+// mochi's Close has seen every client goroutine end.
+func (b *Broker) Close() error {
+	for _, id := range []string{"tcp", "tls"} {
+		b.srv.Listeners.Close(id, func(string) {})
+	}
+	done := make(chan error, 1)
+	go func() { done <- b.srv.Close() }()
+	for {
+		for _, l := range b.conns {
+			l.closeConns()
+		}
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
 
 // policyHook authenticates clients and enforces the per-thing topic policy.
 type policyHook struct {

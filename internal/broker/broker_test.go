@@ -1,6 +1,8 @@
 package broker_test
 
 import (
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -53,4 +55,49 @@ func TestDevicePublishRateIsCapped(t *testing.T) {
 	require.LessOrEqual(t, fromDevice.Load(), allowed, "the device got past its rate")
 	require.GreaterOrEqual(t, fromDevice.Load(), int64(90), "the device's first burst goes through")
 	require.Eventually(t, func() bool { return fromService.Load() == 1000 }, 5*time.Second, 10*time.Millisecond, "the service is not capped")
+}
+
+// TestCloseWhileClientsChurn closes brokers while devices keep connecting, taking over each
+// other's client IDs and leaving: Close returns and every client is disconnected. (mochi's own
+// Close could deadlock here: mochi-mqtt/server#488.)
+func TestCloseWhileClientsChurn(t *testing.T) {
+	for round := 0; round < 10; round++ {
+		b, err := broker.Start(broker.Options{Addr: "127.0.0.1:0", ServiceUser: "svc", ServicePassword: "pw", Logger: zerolog.Nop()})
+		require.NoError(t, err)
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		var connected atomic.Int64
+		for g := 0; g < 8; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					c := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID(fmt.Sprintf("dev-%d", i%4)).
+						SetAutoReconnect(false).SetConnectTimeout(2 * time.Second))
+					if tok := c.Connect(); tok.WaitTimeout(3*time.Second) && tok.Error() == nil {
+						connected.Add(1)
+						if i%2 == 0 {
+							c.Disconnect(0)
+						}
+					}
+				}
+			}()
+		}
+		require.Eventually(t, func() bool { return connected.Load() > 20 }, 10*time.Second, time.Millisecond)
+		closed := make(chan error, 1)
+		go func() { closed <- b.Close() }()
+		select {
+		case err := <-closed:
+			require.NoError(t, err)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("round %d: broker Close did not return with clients connecting and leaving", round)
+		}
+		close(stop)
+		wg.Wait()
+	}
 }
