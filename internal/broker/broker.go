@@ -50,53 +50,87 @@ type Options struct {
 
 // Broker is a running embedded broker.
 type Broker struct {
-	srv     *mqtt.Server
-	addr    string
-	tlsAddr string
-	conns   []*connTracker
+	srv       *mqtt.Server
+	addr      string
+	tlsAddr   string
+	listeners []*listener
 }
 
 // listen opens a listener for the broker. We listen ourselves rather than let mochi do it:
 // mochi reports a busy port only from its serve goroutine, and Close needs the connections.
-func listen(addr, flag string) (*connTracker, error) {
+func listen(id, addr, flag string, tlsConfig *tls.Config) (*listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("MQTT broker cannot listen on %s: %w (choose another address with %s)", addr, err, flag)
 	}
-	return &connTracker{Listener: ln, conns: map[net.Conn]struct{}{}}, nil
+	return &listener{id: id, addr: ln.Addr().String(), ln: ln, tls: tlsConfig, conns: map[net.Conn]struct{}{}}, nil
 }
 
-// connTracker is a listener that knows its open connections, so Close can end them all.
-type connTracker struct {
-	net.Listener
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+// listener is our mochi listener. Unlike mochi's own it knows its open connections and the
+// goroutines handing them to the server, so that Close can end them all and wait for them
+// before mochi's Close waits on its client WaitGroup: a connection accepted just before the
+// listener closed would otherwise call that WaitGroup's Add while Close waits on it (a data
+// race the race detector caught in CI).
+type listener struct {
+	id, addr string
+	ln       net.Listener
+	tls      *tls.Config // nil: plain TCP
+	mu       sync.Mutex
+	closed   bool
+	conns    map[net.Conn]struct{}
+	serving  sync.WaitGroup // one per connection being served
 }
 
-func (l *connTracker) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+func (l *listener) Init(*slog.Logger) error { return nil }
+func (l *listener) ID() string              { return l.id }
+func (l *listener) Address() string         { return l.addr }
+func (l *listener) Protocol() string        { return "tcp" }
+
+// Serve hands every accepted connection to the server until the listener closes.
+func (l *listener) Serve(establish listeners.EstablishFn) {
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			return
+		}
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			c.Close()
+			return
+		}
+		l.conns[c] = struct{}{}
+		l.serving.Add(1)
+		l.mu.Unlock()
+		var conn net.Conn = &trackedConn{Conn: c, l: l}
+		if l.tls != nil {
+			conn = tls.Server(conn, l.tls)
+		}
+		go func() {
+			defer l.serving.Done()
+			_ = establish(l.id, conn) // the client's fate is logged by the hooks
+		}()
 	}
-	l.mu.Lock()
-	l.conns[c] = struct{}{}
-	l.mu.Unlock()
-	return &trackedConn{Conn: c, l: l}, nil
 }
 
-// closeConns closes every connection accepted so far.
-func (l *connTracker) closeConns() {
+// Close stops accepting and closes every open connection; mochi's client sweep is not used
+// (see Broker.Close).
+func (l *listener) Close(listeners.CloseFn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	l.closed = true
+	l.ln.Close()
 	for c := range l.conns {
 		c.Close()
-		delete(l.conns, c)
 	}
 }
 
 type trackedConn struct {
 	net.Conn
-	l *connTracker
+	l *listener
 }
 
 func (c *trackedConn) Close() error {
@@ -114,7 +148,7 @@ func Start(o Options) (*Broker, error) {
 	if o.MaxPacketBytes == 0 {
 		o.MaxPacketBytes = 128 * 1024
 	}
-	ln, err := listen(o.Addr, "--mqtt-addr")
+	ln, err := listen("tcp", o.Addr, "--mqtt-addr", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -146,25 +180,22 @@ func Start(o Options) (*Broker, error) {
 	hook := &policyHook{user: []byte(o.ServiceUser), pass: []byte(o.ServicePassword), log: o.Logger,
 		rate: o.PublishesPerSecond, byteRate: o.BytesPerSecond, maxPacket: int(o.MaxPacketBytes), maxPayload: o.DevicePayloadBytes}
 	if err := srv.AddHook(hook, nil); err != nil {
-		ln.Close()
+		ln.Close(nil)
 		return nil, err
 	}
-	b := &Broker{srv: srv, addr: ln.Addr().String(), conns: []*connTracker{ln}}
-	if err := srv.AddListener(listeners.NewNet("tcp", ln)); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("MQTT broker listener on %s: %w", b.addr, err)
-	}
+	b := &Broker{srv: srv, addr: ln.addr, listeners: []*listener{ln}}
 	if o.TLS != nil {
-		tln, err := listen(o.TLSAddr, "--mqtt-tls-addr")
+		tln, err := listen("tls", o.TLSAddr, "--mqtt-tls-addr", o.TLS)
 		if err != nil {
-			ln.Close()
+			ln.Close(nil)
 			return nil, err
 		}
-		b.tlsAddr, b.conns = tln.Addr().String(), append(b.conns, tln)
-		if err := srv.AddListener(listeners.NewNet("tls", tls.NewListener(tln, o.TLS))); err != nil {
-			ln.Close()
-			tln.Close()
-			return nil, fmt.Errorf("MQTT broker TLS listener on %s: %w", b.tlsAddr, err)
+		b.tlsAddr, b.listeners = tln.addr, append(b.listeners, tln)
+	}
+	for _, l := range b.listeners {
+		if err := srv.AddListener(l); err != nil {
+			b.closeListeners()
+			return nil, fmt.Errorf("MQTT broker listener on %s: %w", l.addr, err)
 		}
 	}
 	if err := srv.Serve(); err != nil {
@@ -195,24 +226,22 @@ func (b *Broker) URL() string { return "tcp://" + b.addr }
 // lock twice, so a client connecting or leaving in between deadlocks the broker for good
 // (mochi-mqtt/server#488, unfixed in v2.7.9; it hung CI while a fleet reconnected). And a
 // client that lost a race for its client ID can be connected without being in mochi's client
-// list, which left mochi's Close waiting for it. So the listeners are closed first with a
-// no-op sweep (mochi then skips its own), and every accepted connection is closed here until
-// mochi's Close has seen every client goroutine end.
+// list, which left mochi's Close waiting for it. So our listeners skip mochi's sweep: they
+// close every connection themselves, and mochi's Close runs only once every connection's
+// goroutine has ended.
 func (b *Broker) Close() error {
-	for _, id := range []string{"tcp", "tls"} {
-		b.srv.Listeners.Close(id, func(string) {})
+	b.closeListeners()
+	return b.srv.Close()
+}
+
+// closeListeners stops accepting, closes every connection and waits until the server is done
+// with each.
+func (b *Broker) closeListeners() {
+	for _, l := range b.listeners {
+		l.Close(nil)
 	}
-	done := make(chan error, 1)
-	go func() { done <- b.srv.Close() }()
-	for {
-		for _, l := range b.conns {
-			l.closeConns()
-		}
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(50 * time.Millisecond):
-		}
+	for _, l := range b.listeners {
+		l.serving.Wait()
 	}
 }
 
