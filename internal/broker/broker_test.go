@@ -9,9 +9,11 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/broker"
+	"github.com/otaflow/otaflow/internal/mqtttest"
 )
 
 func connect(t *testing.T, url, id, user, pass string) paho.Client {
@@ -99,5 +101,48 @@ func TestCloseWhileClientsChurn(t *testing.T) {
 		}
 		close(stop)
 		wg.Wait()
+	}
+}
+
+// TestBrokerLimits runs on the embedded broker and on mosquitto with the shipped
+// configuration: a device sending a packet over AWS IoT Core's 128 KiB limit is disconnected,
+// and the jobs service gets every one of a burst of QoS 1 requests it cannot take as fast as
+// they come (mosquitto's defaults would keep about 1,000 of them).
+func TestBrokerLimits(t *testing.T) {
+	for _, start := range mqtttest.All() {
+		b := start(t)
+		t.Run(b.Name, func(t *testing.T) {
+			lost := make(chan error, 1)
+			dev := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL).SetClientID("dev-big").SetAutoReconnect(false).
+				SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err }))
+			require.True(t, dev.Connect().WaitTimeout(5*time.Second))
+			dev.Publish("$aws/things/dev-big/jobs/get", 0, false, make([]byte, 129<<10))
+			select {
+			case <-lost:
+			case <-time.After(10 * time.Second):
+				t.Fatal("a device that sent a 129 KiB packet is still connected")
+			}
+
+			const burst = 5000
+			var got atomic.Int64
+			release := make(chan struct{})
+			svc := connect(t, b.URL, "otaflow-jobs-service", mqtttest.ServiceUser, mqtttest.ServicePassword)
+			require.True(t, svc.Subscribe("$aws/things/+/jobs/get", 1, func(paho.Client, paho.Message) {
+				<-release // the service is busy: nothing is acknowledged until the burst is in
+				got.Add(1)
+			}).WaitTimeout(5*time.Second))
+			pub := connect(t, b.URL, "otaflow-jobs-burst", mqtttest.ServiceUser, mqtttest.ServicePassword)
+			var toks []paho.Token
+			for i := 0; i < burst; i++ {
+				toks = append(toks, pub.Publish(fmt.Sprintf("$aws/things/dev-%d/jobs/get", i), 1, false, []byte(`{"clientToken":"x"}`)))
+			}
+			for _, tok := range toks {
+				require.True(t, tok.WaitTimeout(30*time.Second))
+				require.NoError(t, tok.Error())
+			}
+			close(release)
+			assert.Eventually(t, func() bool { return got.Load() == burst }, 30*time.Second, 20*time.Millisecond)
+			require.EqualValues(t, burst, got.Load(), "requests the jobs service got")
+		})
 	}
 }

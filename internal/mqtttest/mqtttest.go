@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,7 +53,27 @@ func repoFile(rel string) string {
 	return filepath.Join(filepath.Dir(here), "..", "..", rel)
 }
 
-// Mosquitto starts Debian's mosquitto with deploy/mosquitto/acl. It fails (never skips) when
+// shippedSettings is deploy/mosquitto/mosquitto.conf without what a test sets itself (the
+// listener, files, persistence and logging), so tests run with the shipped limits.
+func shippedSettings(t *testing.T) string {
+	data, err := os.ReadFile(repoFile("deploy/mosquitto/mosquitto.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	for _, line := range strings.Split(string(data), "\n") {
+		switch f := strings.Fields(line); {
+		case len(f) == 0 || strings.HasPrefix(f[0], "#"):
+		case f[0] == "listener" || f[0] == "allow_anonymous" || f[0] == "password_file" || f[0] == "acl_file" ||
+			strings.HasPrefix(f[0], "persistence") || strings.HasPrefix(f[0], "log_"):
+		default:
+			out.WriteString(line + "\n")
+		}
+	}
+	return out.String()
+}
+
+// Mosquitto starts Debian's mosquitto with deploy/mosquitto/acl and the shipped limits. It fails (never skips) when
 // mosquitto is missing: `make deps` installs it.
 func Mosquitto(t *testing.T) Broker {
 	t.Helper()
@@ -79,7 +100,7 @@ acl_file %s
 persistence false
 user root
 log_dest stderr
-`, port, passwd, repoFile("deploy/mosquitto/acl"))), 0o600)
+%s`, port, passwd, repoFile("deploy/mosquitto/acl"), shippedSettings(t))), 0o600)
 	cmd := exec.Command(bin, "-c", conf)
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
