@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
 
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/components"
@@ -50,6 +51,15 @@ func deploymentCmd() *cobra.Command {
 		fmt.Fprintf(os.Stderr, "resolves now to: %s\n", describeComponents(resolved))
 		return nil
 	}
+	// checkedComponents parses --component values and resolves them against the catalog, so
+	// a request that cannot be met is refused before anything starts.
+	checkedComponents := func(list []string) (map[string]string, error) {
+		m, err := parseComponents(list)
+		if err != nil {
+			return nil, err
+		}
+		return m, check(m)
+	}
 	var group string
 	var comps []string
 	var interval time.Duration
@@ -58,25 +68,19 @@ func deploymentCmd() *cobra.Command {
 		Example: `  starter deployment create fleet-sm --thing-group fleet --component aws.greengrass.StreamManager
   starter deployment create fleet-nucleus --thing-group fleet --component aws.greengrass.Nucleus=2.1.0`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := parseComponents(comps)
+			m, err := checkedComponents(comps)
 			if err != nil {
 				return err
 			}
-			if err := check(m); err != nil {
-				return err
-			}
-			c, err := dialTemporal(cmd.Context(), tc)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if _, err := rolloutclient.StartDeployment(cmd.Context(), c, tc.TaskQueue, workflows.DeploymentRequest{
-				DeploymentID: args[0], ThingGroup: group, Components: m, SyncInterval: interval,
-			}); err != nil {
-				return err
-			}
-			fmt.Printf("deployment %s to %s started\n", args[0], group)
-			return nil
+			return withTemporal(cmd.Context(), tc, func(c client.Client) error {
+				if _, err := rolloutclient.StartDeployment(cmd.Context(), c, tc.TaskQueue, workflows.DeploymentRequest{
+					DeploymentID: args[0], ThingGroup: group, Components: m, SyncInterval: interval,
+				}); err != nil {
+					return err
+				}
+				fmt.Printf("deployment %s to %s started\n", args[0], group)
+				return nil
+			})
 		},
 	}
 	create.Flags().StringVar(&group, "thing-group", "", "the thing group to deploy to")
@@ -87,24 +91,18 @@ func deploymentCmd() *cobra.Command {
 	revise := &cobra.Command{
 		Use: "revise DEPLOYMENT_ID", Short: "Replace a deployment's components; every device of the group gets the revision", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := parseComponents(reviseComps)
+			m, err := checkedComponents(reviseComps)
 			if err != nil {
 				return err
 			}
-			if err := check(m); err != nil {
-				return err
-			}
-			c, err := dialTemporal(cmd.Context(), tc)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			st, err := rolloutclient.ReviseDeployment(cmd.Context(), c, args[0], m)
-			if err != nil {
-				return err
-			}
-			fmt.Printf("deployment %s is at revision %d\n", args[0], st.Revision)
-			return nil
+			return withTemporal(cmd.Context(), tc, func(c client.Client) error {
+				st, err := rolloutclient.ReviseDeployment(cmd.Context(), c, args[0], m)
+				if err != nil {
+					return err
+				}
+				fmt.Printf("deployment %s is at revision %d\n", args[0], st.Revision)
+				return nil
+			})
 		},
 	}
 	revise.Flags().StringSliceVar(&reviseComps, "component", nil, "NAME or NAME=VERSION (repeat)")
@@ -112,18 +110,15 @@ func deploymentCmd() *cobra.Command {
 	status := &cobra.Command{
 		Use: "status DEPLOYMENT_ID", Short: "Show a deployment's revision, members and last resolution", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := dialTemporal(cmd.Context(), tc)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			st, err := rolloutclient.DeploymentStatus(cmd.Context(), c, args[0])
-			if err != nil {
-				return err
-			}
-			enc := json.NewEncoder(os.Stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(st)
+			return withTemporal(cmd.Context(), tc, func(c client.Client) error {
+				st, err := rolloutclient.DeploymentStatus(cmd.Context(), c, args[0])
+				if err != nil {
+					return err
+				}
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			})
 		},
 	}
 	cmd.AddCommand(create, revise, status)

@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.temporal.io/sdk/client"
 
 	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/cliconfig"
@@ -147,37 +148,34 @@ func createSoftwareUpdateJobCmd() *cobra.Command {
 			if dryRun {
 				return printPlan(ctx, ic, req, output)
 			}
-			c, err := dialTemporal(ctx, tc)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			run, err := rolloutclient.Start(ctx, c, tc.TaskQueue, req)
-			if err != nil {
-				return err
-			}
-			res, err := rolloutclient.WaitForJob(ctx, c, rolloutID, time.Minute)
-			if err != nil && req.Window == nil {
-				return err
-			}
-			if res.JobID == "" && req.Window == nil {
-				return fmt.Errorf("rollout %s was not started: %s", rolloutID, res.Message)
-			}
-			if res.JobID == "" {
-				fmt.Fprintf(os.Stderr, "rollout %s started; it waits for its maintenance window: %s\n", rolloutID, res.Message)
-			} else {
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "    ")
-				enc.Encode(map[string]string{"IotJobId": res.JobID, "IotJobArn": res.JobArn, "PlatformSoftwareVersion": req.Version})
-			}
-			if wait {
-				res, err := rolloutclient.Result(ctx, run)
-				fmt.Fprintf(os.Stderr, "rollout %s: %s: %s\n", rolloutID, res.State, countsLine(res.Counts))
+			return withTemporal(ctx, tc, func(c client.Client) error {
+				run, err := rolloutclient.Start(ctx, c, tc.TaskQueue, req)
 				if err != nil {
-					return exitError{code: 1}
+					return err
 				}
-			}
-			return nil
+				res, err := rolloutclient.WaitForJob(ctx, c, rolloutID, time.Minute)
+				if err != nil && req.Window == nil {
+					return err
+				}
+				if res.JobID == "" && req.Window == nil {
+					return fmt.Errorf("rollout %s was not started: %s", rolloutID, res.Message)
+				}
+				if res.JobID == "" {
+					fmt.Fprintf(os.Stderr, "rollout %s started; it waits for its maintenance window: %s\n", rolloutID, res.Message)
+				} else {
+					enc := json.NewEncoder(os.Stdout)
+					enc.SetIndent("", "    ")
+					enc.Encode(map[string]string{"IotJobId": res.JobID, "IotJobArn": res.JobArn, "PlatformSoftwareVersion": req.Version})
+				}
+				if wait {
+					res, err := rolloutclient.Result(ctx, run)
+					fmt.Fprintf(os.Stderr, "rollout %s: %s: %s\n", rolloutID, res.State, countsLine(res.Counts))
+					if err != nil {
+						return exitError{code: 1}
+					}
+				}
+				return nil
+			})
 		},
 	}
 	f := cmd.Flags()

@@ -159,27 +159,24 @@ func rolloutCmd() *cobra.Command {
 	status := &cobra.Command{
 		Use: "status ROLLOUT_ID", Short: "Show a rollout's state, waves and device counts", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := dialTemporal(cmd.Context(), tc)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			for {
-				res, err := rolloutclient.Status(cmd.Context(), c, args[0])
-				if err != nil {
-					return err
+			return withTemporal(cmd.Context(), tc, func(c client.Client) error {
+				for {
+					res, err := rolloutclient.Status(cmd.Context(), c, args[0])
+					if err != nil {
+						return err
+					}
+					if watch && output == "text" {
+						fmt.Print("\033[H\033[2J")
+					}
+					printStatus(res, output)
+					if !watch || res.State == workflows.StateSucceeded || res.State == workflows.StateFailed ||
+						res.State == workflows.StateAborted || res.State == workflows.StateCanceled ||
+						res.State == workflows.StateTimedOut || res.State == workflows.StateInvalid {
+						return nil
+					}
+					time.Sleep(time.Second)
 				}
-				if watch && output == "text" {
-					fmt.Print("\033[H\033[2J")
-				}
-				printStatus(res, output)
-				if !watch || res.State == workflows.StateSucceeded || res.State == workflows.StateFailed ||
-					res.State == workflows.StateAborted || res.State == workflows.StateCanceled ||
-					res.State == workflows.StateTimedOut || res.State == workflows.StateInvalid {
-					return nil
-				}
-				time.Sleep(time.Second)
-			}
+			})
 		},
 	}
 	status.Flags().BoolVarP(&watch, "watch", "w", false, "refresh every second until the rollout ends")
@@ -187,40 +184,37 @@ func rolloutCmd() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List rollouts, newest first",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := dialTemporal(cmd.Context(), tc)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			resp, err := c.ListWorkflow(cmd.Context(), &workflowservice.ListWorkflowExecutionsRequest{Namespace: tc.Namespace, Query: "WorkflowType = 'Rollout'", PageSize: 100})
-			if err != nil {
-				return fmt.Errorf("list rollouts: %w", err)
-			}
-			type row struct {
-				RolloutID string `json:"rolloutId"`
-				Version   string `json:"version"`
-				State     string `json:"state"`
-				Status    string `json:"workflowStatus"`
-				Started   string `json:"started"`
-			}
-			var rows []row
-			for _, e := range resp.Executions {
-				r := row{Status: e.Status.String(), Started: e.StartTime.AsTime().Format(time.RFC3339)}
-				if f := e.SearchAttributes.GetIndexedFields(); f != nil {
-					r.RolloutID = decodeKeyword(f[workflows.SearchRolloutID.GetName()].GetData())
-					r.Version = decodeKeyword(f[workflows.SearchTargetVersion.GetName()].GetData())
-					r.State = decodeKeyword(f[workflows.SearchState.GetName()].GetData())
+			return withTemporal(cmd.Context(), tc, func(c client.Client) error {
+				resp, err := c.ListWorkflow(cmd.Context(), &workflowservice.ListWorkflowExecutionsRequest{Namespace: tc.Namespace, Query: "WorkflowType = 'Rollout'", PageSize: 100})
+				if err != nil {
+					return fmt.Errorf("list rollouts: %w", err)
 				}
-				rows = append(rows, r)
-			}
-			if output == "json" {
-				return json.NewEncoder(os.Stdout).Encode(rows)
-			}
-			fmt.Printf("%-36s %-10s %-18s %-12s %s\n", "ROLLOUT", "VERSION", "STATE", "WORKFLOW", "STARTED")
-			for _, r := range rows {
-				fmt.Printf("%-36s %-10s %-18s %-12s %s\n", r.RolloutID, r.Version, r.State, strings.TrimPrefix(r.Status, "WORKFLOW_EXECUTION_STATUS_"), r.Started)
-			}
-			return nil
+				type row struct {
+					RolloutID string `json:"rolloutId"`
+					Version   string `json:"version"`
+					State     string `json:"state"`
+					Status    string `json:"workflowStatus"`
+					Started   string `json:"started"`
+				}
+				var rows []row
+				for _, e := range resp.Executions {
+					r := row{Status: e.Status.String(), Started: e.StartTime.AsTime().Format(time.RFC3339)}
+					if f := e.SearchAttributes.GetIndexedFields(); f != nil {
+						r.RolloutID = decodeKeyword(f[workflows.SearchRolloutID.GetName()].GetData())
+						r.Version = decodeKeyword(f[workflows.SearchTargetVersion.GetName()].GetData())
+						r.State = decodeKeyword(f[workflows.SearchState.GetName()].GetData())
+					}
+					rows = append(rows, r)
+				}
+				if output == "json" {
+					return json.NewEncoder(os.Stdout).Encode(rows)
+				}
+				fmt.Printf("%-36s %-10s %-18s %-12s %s\n", "ROLLOUT", "VERSION", "STATE", "WORKFLOW", "STARTED")
+				for _, r := range rows {
+					fmt.Printf("%-36s %-10s %-18s %-12s %s\n", r.RolloutID, r.Version, r.State, strings.TrimPrefix(r.Status, "WORKFLOW_EXECUTION_STATUS_"), r.Started)
+				}
+				return nil
+			})
 		},
 	}
 
@@ -228,24 +222,21 @@ func rolloutCmd() *cobra.Command {
 		return &cobra.Command{
 			Use: name + " ROLLOUT_ID", Short: short, Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				c, err := dialTemporal(cmd.Context(), tc)
-				if err != nil {
-					return err
-				}
-				defer c.Close()
-				handle, err := c.UpdateWorkflow(cmd.Context(), client.UpdateWorkflowOptions{
-					WorkflowID: workflows.RolloutWorkflowID(args[0]), UpdateName: name,
-					Args: arg(cmd), WaitForStage: client.WorkflowUpdateStageCompleted,
+				return withTemporal(cmd.Context(), tc, func(c client.Client) error {
+					handle, err := c.UpdateWorkflow(cmd.Context(), client.UpdateWorkflowOptions{
+						WorkflowID: workflows.RolloutWorkflowID(args[0]), UpdateName: name,
+						Args: arg(cmd), WaitForStage: client.WorkflowUpdateStageCompleted,
+					})
+					if err != nil {
+						return fmt.Errorf("%s rollout %s: %w", name, args[0], errors.Unwrap(err))
+					}
+					var res workflows.RolloutResult
+					if err := handle.Get(cmd.Context(), &res); err != nil {
+						return fmt.Errorf("%s rollout %s: %w", name, args[0], err)
+					}
+					fmt.Printf("%s: done\n", name)
+					return nil
 				})
-				if err != nil {
-					return fmt.Errorf("%s rollout %s: %w", name, args[0], errors.Unwrap(err))
-				}
-				var res workflows.RolloutResult
-				if err := handle.Get(cmd.Context(), &res); err != nil {
-					return fmt.Errorf("%s rollout %s: %w", name, args[0], err)
-				}
-				fmt.Printf("%s: done\n", name)
-				return nil
 			},
 		}
 	}
@@ -278,4 +269,14 @@ func decodeKeyword(data []byte) string {
 		return ""
 	}
 	return s
+}
+
+// withTemporal runs fn with a client connected to Temporal as tc says, and closes it after.
+func withTemporal(ctx context.Context, tc cliconfig.Temporal, fn func(c client.Client) error) error {
+	c, err := dialTemporal(ctx, tc)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return fn(c)
 }

@@ -43,16 +43,13 @@ func scheduleCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := dialTemporal(cmd.Context(), tc)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if _, err := rolloutclient.CreateSchedule(cmd.Context(), c, tc.TaskQueue, args[0], cronExpr, tz, paused, req); err != nil {
-				return err
-			}
-			fmt.Printf("schedule %s created: %q (%s)\n", args[0], cronExpr, tz)
-			return nil
+			return withTemporal(cmd.Context(), tc, func(c client.Client) error {
+				if _, err := rolloutclient.CreateSchedule(cmd.Context(), c, tc.TaskQueue, args[0], cronExpr, tz, paused, req); err != nil {
+					return err
+				}
+				fmt.Printf("schedule %s created: %q (%s)\n", args[0], cronExpr, tz)
+				return nil
+			})
 		},
 	}
 	u.bind(create.Flags())
@@ -64,48 +61,45 @@ func scheduleCmd() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List rollout schedules and their next runs",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := dialTemporal(cmd.Context(), tc)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			it, err := c.ScheduleClient().List(cmd.Context(), client.ScheduleListOptions{PageSize: 100})
-			if err != nil {
-				return fmt.Errorf("list schedules: %w", err)
-			}
-			type row struct {
-				ID   string   `json:"scheduleId"`
-				Cron []string `json:"cron"`
-				Next []string `json:"nextRuns"`
-			}
-			var rows []row
-			for it.HasNext() {
-				e, err := it.Next()
+			return withTemporal(cmd.Context(), tc, func(c client.Client) error {
+				it, err := c.ScheduleClient().List(cmd.Context(), client.ScheduleListOptions{PageSize: 100})
 				if err != nil {
-					return err
+					return fmt.Errorf("list schedules: %w", err)
 				}
-				if e.WorkflowType.Name != "Rollout" {
-					continue
+				type row struct {
+					ID   string   `json:"scheduleId"`
+					Cron []string `json:"cron"`
+					Next []string `json:"nextRuns"`
 				}
-				r := row{ID: e.ID}
-				if e.Spec != nil {
-					for _, cal := range e.Spec.Calendars {
-						r.Cron = append(r.Cron, fmt.Sprintf("%v", cal))
+				var rows []row
+				for it.HasNext() {
+					e, err := it.Next()
+					if err != nil {
+						return err
 					}
+					if e.WorkflowType.Name != "Rollout" {
+						continue
+					}
+					r := row{ID: e.ID}
+					if e.Spec != nil {
+						for _, cal := range e.Spec.Calendars {
+							r.Cron = append(r.Cron, fmt.Sprintf("%v", cal))
+						}
+					}
+					for _, t := range e.NextActionTimes {
+						r.Next = append(r.Next, t.Format(time.RFC3339))
+					}
+					rows = append(rows, r)
 				}
-				for _, t := range e.NextActionTimes {
-					r.Next = append(r.Next, t.Format(time.RFC3339))
+				if output == "json" {
+					return json.NewEncoder(os.Stdout).Encode(rows)
 				}
-				rows = append(rows, r)
-			}
-			if output == "json" {
-				return json.NewEncoder(os.Stdout).Encode(rows)
-			}
-			fmt.Printf("%-30s %s\n", "SCHEDULE", "NEXT RUNS")
-			for _, r := range rows {
-				fmt.Printf("%-30s %s\n", r.ID, strings.Join(r.Next, " "))
-			}
-			return nil
+				fmt.Printf("%-30s %s\n", "SCHEDULE", "NEXT RUNS")
+				for _, r := range rows {
+					fmt.Printf("%-30s %s\n", r.ID, strings.Join(r.Next, " "))
+				}
+				return nil
+			})
 		},
 	}
 	list.Flags().StringVarP(&output, "output", "o", "text", "text or json")
@@ -113,16 +107,13 @@ func scheduleCmd() *cobra.Command {
 	del := &cobra.Command{
 		Use: "delete SCHEDULE_ID", Short: "Delete a rollout schedule (rollouts it started keep running)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := dialTemporal(cmd.Context(), tc)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := c.ScheduleClient().GetHandle(cmd.Context(), args[0]).Delete(cmd.Context()); err != nil {
-				return fmt.Errorf("delete schedule %s: %w", args[0], err)
-			}
-			fmt.Printf("schedule %s deleted\n", args[0])
-			return nil
+			return withTemporal(cmd.Context(), tc, func(c client.Client) error {
+				if err := c.ScheduleClient().GetHandle(cmd.Context(), args[0]).Delete(cmd.Context()); err != nil {
+					return fmt.Errorf("delete schedule %s: %w", args[0], err)
+				}
+				fmt.Printf("schedule %s deleted\n", args[0])
+				return nil
+			})
 		},
 	}
 	cmd.AddCommand(create, list, del)

@@ -1,0 +1,149 @@
+package stack_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otaflow/otaflow/internal/stack"
+)
+
+var starterBuild struct {
+	once sync.Once
+	path string
+	out  []byte
+	err  error
+}
+
+// starterCLI builds the starter CLI once for this test binary.
+func starterCLI(t *testing.T) string {
+	t.Helper()
+	starterBuild.once.Do(func() {
+		dir, err := os.MkdirTemp("", "otaflow-starter-")
+		if err != nil {
+			starterBuild.err = err
+			return
+		}
+		starterBuild.path = filepath.Join(dir, "starter")
+		cmd := exec.Command("go", "build", "-o", starterBuild.path, "github.com/otaflow/otaflow/starter")
+		starterBuild.out, starterBuild.err = cmd.CombinedOutput()
+	})
+	require.NoError(t, starterBuild.err, "go build ./starter: %s", starterBuild.out)
+	return starterBuild.path
+}
+
+// TestStarterCLI drives a rollout, a schedule and a deployment through the starter CLI as a
+// user would, against a local stack, and checks that bad input is refused with a clear error
+// before anything is created.
+func TestStarterCLI(t *testing.T) {
+	bin := starterCLI(t)
+	ctx := context.Background()
+	dataDir := t.TempDir()
+	s, err := stack.Start(ctx, stack.Options{DataDir: dataDir, InMemoryTemporal: true, UIPort: -1, Logger: testLogger()})
+	require.NoError(t, err)
+	defer s.Close()
+	arns, err := s.StartDevices(ctx, 3, "1.10.2", 0)
+	require.NoError(t, err)
+	targets, _ := json.Marshal(arns)
+
+	run := func(args ...string) (string, string, error) {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "TEMPORAL_ADDRESS="+s.Temporal.FrontendAddr(), "OTAFLOW_JOBS_ENDPOINT="+s.JobsURL)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		done := make(chan error, 1)
+		require.NoError(t, cmd.Start())
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			return stdout.String(), stderr.String(), err
+		case <-time.After(2 * time.Minute):
+			cmd.Process.Kill()
+			t.Fatalf("starter %s did not finish in 2 minutes: %s %s", strings.Join(args, " "), stdout.String(), stderr.String())
+			return "", "", nil
+		}
+	}
+	update := []string{"--update-targets", string(targets), "--update-targets-architecture", "x86_64",
+		"--update-targets-operating-system", "ubuntu", "--software-to-update", "core",
+		"--s3-url-signer-role", "arn:aws:iam::000000000000:role/signer"}
+
+	// Bad input: a clear error, a non-zero exit, and no job.
+	bad := slices.Clone(update)
+	bad[slices.Index(bad, "x86_64")] = "sparc"
+	_, stderr, err := run(append([]string{"create-software-update-job", "--amzn-client-token", "bad-arch"}, bad...)...)
+	require.Error(t, err)
+	require.Contains(t, stderr, "sparc")
+	jobs, err := s.IoT.ListJobs(ctx, &iot.ListJobsInput{})
+	require.NoError(t, err)
+	require.Empty(t, jobs.Jobs, "an invalid request created a job")
+
+	// A rollout, waited for: the seed's output, then the outcome on stderr.
+	out, stderr, err := run(append([]string{"create-software-update-job", "--amzn-client-token", "cli-1", "--wait"}, update...)...)
+	require.NoError(t, err, stderr)
+	var created struct{ IotJobId, IotJobArn, PlatformSoftwareVersion string }
+	require.NoError(t, json.Unmarshal([]byte(out), &created), out)
+	require.NotEmpty(t, created.IotJobId)
+	require.Equal(t, "1.11.6", created.PlatformSoftwareVersion)
+	require.Contains(t, stderr, "SUCCEEDED")
+
+	out, stderr, err = run("rollout", "status", "cli-1", "-o", "json")
+	require.NoError(t, err, stderr)
+	var status struct {
+		State  string
+		Counts struct{ Succeeded int }
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &status), out)
+	require.Equal(t, "SUCCEEDED", status.State)
+	require.Equal(t, 3, status.Counts.Succeeded)
+
+	require.Eventually(t, func() bool { // the visibility store catches up
+		out, _, err := run("rollout", "list", "-o", "json")
+		return err == nil && strings.Contains(out, `"rolloutId":"cli-1"`)
+	}, 30*time.Second, 500*time.Millisecond)
+
+	// A rollout schedule: created, listed with its next runs, deleted.
+	_, stderr, err = run(append([]string{"schedule", "create", "nightly", "--cron", "0 3 * * *", "--paused"}, update...)...)
+	require.NoError(t, err, stderr)
+	require.Eventually(t, func() bool {
+		out, _, err := run("schedule", "list", "-o", "json")
+		return err == nil && strings.Contains(out, `"scheduleId":"nightly"`)
+	}, 30*time.Second, 500*time.Millisecond)
+	out, stderr, err = run("schedule", "delete", "nightly")
+	require.NoError(t, err, stderr)
+	require.Contains(t, out, "schedule nightly deleted")
+
+	// A deployment to a thing group: created, revised, its status read.
+	_, err = s.IoT.CreateThingGroup(ctx, &iot.CreateThingGroupInput{ThingGroupName: aws.String("fleet")})
+	require.NoError(t, err)
+	_, err = s.IoT.AddThingToThingGroup(ctx, &iot.AddThingToThingGroupInput{ThingGroupName: aws.String("fleet"), ThingName: aws.String(stack.Device(1))})
+	require.NoError(t, err)
+	catalog := filepath.Join(dataDir, "components.json")
+	_, stderr, err = run("deployment", "create", "fleet-sm", "--catalog", catalog, "--thing-group", "fleet", "--component", "aws.greengrass.Nucleus=9.9.9")
+	require.Error(t, err, "a version the catalog lacks is refused before anything starts")
+	require.Contains(t, stderr, "9.9.9")
+	_, stderr, err = run("deployment", "create", "fleet-sm", "--catalog", catalog, "--thing-group", "fleet", "--component", streamManager)
+	require.NoError(t, err, stderr)
+	out, stderr, err = run("deployment", "revise", "fleet-sm", "--catalog", catalog, "--component", streamManager, "--component", "aws.greengrass.Nucleus=2.1.0")
+	require.NoError(t, err, stderr)
+	require.Contains(t, out, "revision 2")
+	require.Eventually(t, func() bool {
+		out, _, err := run("deployment", "status", "fleet-sm", "--catalog", catalog)
+		var st struct {
+			Revision, Members int
+		}
+		return err == nil && json.Unmarshal([]byte(out), &st) == nil && st.Revision == 2 && st.Members == 1
+	}, 30*time.Second, 500*time.Millisecond)
+}
