@@ -21,7 +21,7 @@ import (
 
 var testCreds = jobs.Credentials{AccessKeyID: "otaflow", SecretAccessKey: "otaflow-secret"}
 
-func openService(t *testing.T, dir string) *jobs.Service {
+func openService(t testing.TB, dir string) *jobs.Service {
 	t.Helper()
 	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(dir, "jobs.db"), Logger: zerolog.Nop()})
 	require.NoError(t, err)

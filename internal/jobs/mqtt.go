@@ -200,7 +200,7 @@ func (p *MQTTPlane) handle(_ paho.Client, m paho.Message) {
 		} else {
 			e, err = p.svc.DescribeJobExecution(jobID, thing, req.ExecutionNumber)
 			if err == nil {
-				j, err = p.svc.DescribeJob(jobID)
+				j, err = p.svc.jobWithoutTargets(jobID)
 			}
 		}
 		if err != nil {

@@ -1,7 +1,10 @@
 package jobs_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -11,20 +14,21 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/otaflow/otaflow/internal/broker"
 	"github.com/otaflow/otaflow/internal/jobs"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 )
 
 // device is a bare MQTT client acting as a device, recording what it receives.
 type device struct {
-	t      *testing.T
+	t      testing.TB
 	name   string
 	client paho.Client
 	mu     sync.Mutex
 	msgs   []paho.Message
 }
 
-func connectDevice(t *testing.T, url, name string) *device {
+func connectDevice(t testing.TB, url, name string) *device {
 	t.Helper()
 	d := &device{t: t, name: name}
 	d.client = paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(name).SetCleanSession(true))
@@ -91,7 +95,7 @@ func (d *device) received(prefix string) int {
 }
 
 // servePlane connects svc to the broker at url and registers things.
-func servePlane(t *testing.T, svc *jobs.Service, url string, things ...string) {
+func servePlane(t testing.TB, svc *jobs.Service, url string, things ...string) {
 	t.Helper()
 	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: url, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
 	require.NoError(t, err)
@@ -250,6 +254,47 @@ func TestMQTTTimeoutsAndRetries(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, jobs.JobCompleted, j.Status)
 			require.Equal(t, 1, j.Counts.Succeeded)
+		})
+	}
+}
+
+// BenchmarkDeviceDescribeExecution is one device's DescribeJobExecution round trip over MQTT
+// ($aws/things/{thing}/jobs/{jobId}/get, with the job document) for a job targeting a fleet
+// of -targets things: a device's view of a job must not cost more with the fleet's size.
+func BenchmarkDeviceDescribeExecution(b *testing.B) {
+	for _, n := range []int{100, 10000} {
+		b.Run(fmt.Sprintf("targets=%d", n), func(b *testing.B) {
+			// AWS IoT Core's 100 publishes per second per device would cap the benchmark itself.
+			br, err := broker.Start(broker.Options{Addr: "127.0.0.1:0", ServiceUser: mqtttest.ServiceUser,
+				ServicePassword: mqtttest.ServicePassword, PublishesPerSecond: 1e6, Logger: zerolog.Nop()})
+			require.NoError(b, err)
+			defer br.Close()
+			svc := openService(b, b.TempDir())
+			defer svc.Close()
+			things := make([]string, n)
+			for i := range things {
+				things[i] = fmt.Sprintf("dev-%d", i)
+			}
+			servePlane(b, svc, br.URL(), things...)
+			_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "job-1", Targets: things, Document: `{"operation":"update"}`})
+			require.NoError(b, err)
+			dev := connectDevice(b, br.URL(), "dev-0")
+			replies := make(chan []byte, 1)
+			require.True(b, dev.client.Subscribe("$aws/things/dev-0/jobs/job-1/get/+", 1, func(_ paho.Client, m paho.Message) {
+				replies <- m.Payload()
+			}).WaitTimeout(10*time.Second))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				dev.publish("job-1/get", map[string]any{"clientToken": strconv.Itoa(i)})
+				select {
+				case r := <-replies:
+					if !bytes.Contains(r, []byte(`"jobDocument"`)) {
+						b.Fatalf("reply without the job document: %s", r)
+					}
+				case <-time.After(10 * time.Second):
+					b.Fatal("no reply to job-1/get")
+				}
+			}
 		})
 	}
 }

@@ -478,6 +478,12 @@ func (s *Service) DescribeJob(id string) (*Job, error) {
 	return viewOne(s, func(t txn) (*Job, error) { return t.jobWithTargets(id) }, errorf(CodeResourceNotFound, "job %s does not exist", id))
 }
 
+// jobWithoutTargets is DescribeJob without the target list, for a device's view of a job: the
+// list can be 10,000 ARNs long, and decoding it for every device made a wave quadratic.
+func (s *Service) jobWithoutTargets(id string) (*Job, error) {
+	return viewOne(s, func(t txn) (*Job, error) { return t.job(id) }, errorf(CodeResourceNotFound, "job %s does not exist", id))
+}
+
 // DescribeJobExecution returns one thing's execution of a job: the latest, or the one with
 // executionNumber when it is not 0 (an earlier one a retry replaced).
 func (s *Service) DescribeJobExecution(jobID, thing string, executionNumber ...int64) (*Execution, error) {

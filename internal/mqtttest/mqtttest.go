@@ -33,12 +33,12 @@ type Broker struct {
 }
 
 // Start returns a factory for each broker kind, for table tests.
-func All() []func(t *testing.T) Broker {
-	return []func(t *testing.T) Broker{Embedded, Mosquitto}
+func All() []func(t testing.TB) Broker {
+	return []func(t testing.TB) Broker{Embedded, Mosquitto}
 }
 
 // Embedded starts otaflow's embedded broker.
-func Embedded(t *testing.T) Broker {
+func Embedded(t testing.TB) Broker {
 	t.Helper()
 	b, err := broker.Start(broker.Options{Addr: "127.0.0.1:0", ServiceUser: ServiceUser, ServicePassword: ServicePassword, Logger: zerolog.Nop()})
 	if err != nil {
@@ -55,7 +55,7 @@ func repoFile(rel string) string {
 
 // shippedSettings is deploy/mosquitto/mosquitto.conf without what a test sets itself (the
 // listener, files, persistence and logging), so tests run with the shipped limits.
-func shippedSettings(t *testing.T) string {
+func shippedSettings(t testing.TB) string {
 	data, err := os.ReadFile(repoFile("deploy/mosquitto/mosquitto.conf"))
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +75,7 @@ func shippedSettings(t *testing.T) string {
 
 // Mosquitto starts Debian's mosquitto with deploy/mosquitto/acl and the shipped limits. It fails (never skips) when
 // mosquitto is missing: `make deps` installs it.
-func Mosquitto(t *testing.T) Broker {
+func Mosquitto(t testing.TB) Broker {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
