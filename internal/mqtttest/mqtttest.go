@@ -32,7 +32,7 @@ type Broker struct {
 	URL  string
 }
 
-// Start returns a factory for each broker kind, for table tests.
+// All returns a starter for each broker kind, for table tests.
 func All() []func(t testing.TB) Broker {
 	return []func(t testing.TB) Broker{Embedded, Mosquitto}
 }
