@@ -39,26 +39,23 @@ func deploymentCmd() *cobra.Command {
 	tc.Bind(cmd.PersistentFlags())
 	cmd.PersistentFlags().StringVar(&catalogPath, "catalog", ".otaflow/components.json", "component catalog, to check versions before starting")
 
-	check := func(comps map[string]string) error {
-		cat, err := components.Open(catalogPath)
-		if err != nil {
-			return err
-		}
-		resolved, err := cat.Resolve(comps)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "resolves now to: %s\n", describeComponents(resolved))
-		return nil
-	}
 	// checkedComponents parses --component values and resolves them against the catalog, so
 	// a request that cannot be met is refused before anything starts.
 	checkedComponents := func(list []string) (map[string]string, error) {
-		m, err := parseComponents(list)
+		comps, err := parseComponents(list)
 		if err != nil {
 			return nil, err
 		}
-		return m, check(m)
+		cat, err := components.Open(catalogPath)
+		if err != nil {
+			return nil, err
+		}
+		resolved, err := cat.Resolve(comps)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(os.Stderr, "resolves now to: %s\n", describeComponents(resolved))
+		return comps, nil
 	}
 	var group string
 	var comps []string

@@ -73,8 +73,8 @@ func shippedSettings(t testing.TB) string {
 	return out.String()
 }
 
-// Mosquitto starts Debian's mosquitto with deploy/mosquitto/acl and the shipped limits. It fails (never skips) when
-// mosquitto is missing: `make deps` installs it.
+// Mosquitto starts Debian's mosquitto with deploy/mosquitto/acl and the shipped limits. It
+// fails (never skips) when mosquitto is missing: `make deps` installs it.
 func Mosquitto(t testing.TB) Broker {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
