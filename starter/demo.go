@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -88,12 +89,17 @@ back on failure). --simulate skips all of that and only pretends to install.`,
 			}
 			ctx := cmd.Context()
 			errOut := os.Stderr
+			for _, m := range sf.freeDefaults(cmd.Flags()) {
+				fmt.Fprintln(errOut, m)
+			}
 			fmt.Fprintf(errOut, "starting the local stack (Temporal, web UI, MQTT broker, jobs service, worker) in %s\n", sf.dataDir)
 			s, err := stack.Start(ctx, sf.options(log))
 			if err != nil {
 				return err
 			}
 			defer s.Close()
+			fmt.Fprintf(errOut, "stack up: Temporal %s, web UI %s, MQTT tcp://%s, jobs API %s\n",
+				s.Temporal.FrontendAddr(), cmp.Or(s.Temporal.UIURL(), "off"), s.Broker.Addr(), s.JobsURL)
 			var failing, sick []string
 			for i := devices - fail + 1; i <= devices; i++ {
 				failing = append(failing, stack.Device(i))

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -36,6 +38,41 @@ func (f *stackFlags) options(log zerolog.Logger) stack.Options {
 		DataDir: f.dataDir, TemporalPort: f.temporalPort, UIPort: f.uiPort,
 		MQTTAddr: f.mqttAddr, JobsAddr: f.jobsAddr, Logger: log,
 	}
+}
+
+// freeDefaults moves every port the user did not choose off its default when that default is
+// taken (a machine that already runs mosquitto or a Temporal dev server), so that the demo
+// runs anyway. It returns a line for each port it moved.
+func (f *stackFlags) freeDefaults(fs *pflag.FlagSet) []string {
+	var moved []string
+	taken := func(addr string) bool {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return true
+		}
+		l.Close()
+		return false
+	}
+	port := func(flag string, p *int) {
+		if fs.Changed(flag) || *p <= 0 || !taken(net.JoinHostPort("127.0.0.1", fmt.Sprint(*p))) {
+			return
+		}
+		moved = append(moved, fmt.Sprintf("port %d is taken: --%s picks a free one", *p, flag))
+		*p = 0
+	}
+	addr := func(flag string, a *string) {
+		host, _, err := net.SplitHostPort(*a)
+		if fs.Changed(flag) || err != nil || !taken(*a) {
+			return
+		}
+		moved = append(moved, fmt.Sprintf("%s is taken: --%s picks a free port", *a, flag))
+		*a = net.JoinHostPort(host, "0")
+	}
+	port("temporal-port", &f.temporalPort)
+	port("ui-port", &f.uiPort)
+	addr("mqtt-addr", &f.mqttAddr)
+	addr("jobs-addr", &f.jobsAddr)
+	return moved
 }
 
 // waitForInterrupt blocks until Ctrl-C or SIGTERM.

@@ -5,13 +5,13 @@ package devserver
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -25,8 +25,11 @@ import (
 	"go.temporal.io/server/common/cluster"
 	"go.temporal.io/server/common/config"
 	"go.temporal.io/server/common/dynamicconfig"
+	"go.temporal.io/server/common/log"
+	"go.temporal.io/server/common/membership/static"
 	"go.temporal.io/server/common/metrics"
 	sqliteplugin "go.temporal.io/server/common/persistence/sql/sqlplugin/sqlite"
+	"go.temporal.io/server/common/primitives"
 	sqliteschema "go.temporal.io/server/schema/sqlite"
 	"go.temporal.io/server/temporal"
 
@@ -58,7 +61,12 @@ type Server struct {
 	uiURL        string
 	namespace    string
 	stopping     *atomic.Bool
+	fatals       chan string
 }
+
+// Failed receives the first fatal error of the running server: it no longer works and should
+// be stopped. The process goes on (see serverLogger.Fatal).
+func (s *Server) Failed() <-chan string { return s.fatals }
 
 // FrontendAddr is the host:port clients dial.
 func (s *Server) FrontendAddr() string { return s.frontendAddr }
@@ -68,29 +76,6 @@ func (s *Server) UIURL() string { return s.uiURL }
 
 // Namespace is the namespace the server was started with.
 func (s *Server) Namespace() string { return s.namespace }
-
-// freePort asks the kernel for an unused port.
-func freePort(ip string) (int, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// claimPort returns port, or a free one when port is 0, failing clearly when it is taken.
-func claimPort(ip string, port int, flag string) (int, error) {
-	if port == 0 {
-		return freePort(ip)
-	}
-	l, err := net.Listen("tcp", net.JoinHostPort(ip, fmt.Sprint(port)))
-	if err != nil {
-		return 0, fmt.Errorf("port %d on %s is not free (%v); pick another with %s", port, ip, err, flag)
-	}
-	l.Close()
-	return port, nil
-}
 
 // Start starts the server and waits until it answers.
 func Start(ctx context.Context, o Options) (*Server, error) {
@@ -143,41 +128,30 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		return nil, fmt.Errorf("create namespace %s: %w", o.Namespace, err)
 	}
 
-	ports, err := internalPorts(o.IP, o.DBPath)
+	var srv temporal.Server
+	var hosts map[primitives.ServiceName]static.Hosts
+	var cfg *config.Config
+	stopping, running := new(atomic.Bool), new(atomic.Bool)
+	fatals := make(chan string, 1)
+	// A port reserved for an internal service can still be taken by a process that binds
+	// it by number; the server then fails to listen. That is retried on other ports a few
+	// times, never turned into a process exit.
+	for attempt := 1; ; attempt++ {
+		if hosts, err = internalHosts(o.IP, fport); err != nil {
+			return nil, err
+		}
+		cfg = serverConfig(o.IP, hosts, sqlCfg)
+		srv, err = newServer(cfg, hosts, newLogger(o.Logger, stopping, running, fatals))
+		if err == nil || !errors.Is(err, errFatal) || attempt == 3 {
+			break
+		}
+		o.Logger.Warn().Err(err).Int("attempt", attempt).Msg("Temporal server could not start; retrying on other internal ports")
+	}
 	if err != nil {
 		return nil, err
 	}
-	cfg := serverConfig(o.IP, fport, ports, sqlCfg)
-	if err != nil {
-		return nil, err
-	}
-	authorizer, err := authorization.GetAuthorizerFromConfig(&cfg.Global.Authorization)
-	if err != nil {
-		return nil, err
-	}
-	claimMapper, err := authorization.GetClaimMapperFromConfig(&cfg.Global.Authorization, nil)
-	if err != nil {
-		return nil, err
-	}
-	stopping := new(atomic.Bool)
-	srv, err := temporal.NewServer(
-		temporal.WithConfig(cfg),
-		temporal.ForServices(temporal.DefaultServices),
-		temporal.WithLogger(newLogger(o.Logger, stopping)),
-		temporal.WithAuthorizer(authorizer),
-		temporal.WithClaimMapper(func(*config.Config) authorization.ClaimMapper { return claimMapper }),
-		temporal.WithCustomMetricsHandler(metrics.NoopMetricsHandler),
-		temporal.WithDynamicConfigClient(dynamicconfig.StaticClient{
-			dynamicconfig.ForceSearchAttributesCacheRefreshOnRead.Key(): true,
-		}),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("create Temporal server: %w", err)
-	}
-	if err := srv.Start(); err != nil {
-		return nil, fmt.Errorf("start Temporal server: %w", err)
-	}
-	s := &Server{srv: srv, frontendAddr: net.JoinHostPort(o.IP, fmt.Sprint(fport)), namespace: o.Namespace, stopping: stopping}
+	running.Store(true)
+	s := &Server{srv: srv, frontendAddr: net.JoinHostPort(o.IP, fmt.Sprint(fport)), namespace: o.Namespace, stopping: stopping, fatals: fatals}
 	if err := s.waitReady(ctx); err != nil {
 		s.Stop()
 		return nil, err
@@ -204,77 +178,86 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	return s, nil
 }
 
-// servicePorts are the ports of the server's internal services.
-type servicePorts struct {
-	GRPC       map[string]int `json:"grpc"`
-	Membership map[string]int `json:"membership"`
-}
+var serviceNames = []primitives.ServiceName{primitives.FrontendService, primitives.HistoryService, primitives.MatchingService, primitives.WorkerService}
 
-var serviceNames = []string{"frontend", "history", "matching", "worker"}
-
-// internalPorts picks ports for the internal services. With a database file they are kept in
-// a file beside it and reused on restart: the database remembers the cluster's members by
-// address, and a restarted server on new ports would wait for the old members to expire.
-func internalPorts(ip, dbPath string) (servicePorts, error) {
-	var p servicePorts
-	path := ""
-	if dbPath != "" {
-		path = dbPath + ".ports.json"
-		if raw, err := os.ReadFile(path); err == nil && json.Unmarshal(raw, &p) == nil && portsFree(ip, p) {
-			return p, nil
-		}
-	}
-	p = servicePorts{GRPC: map[string]int{}, Membership: map[string]int{}}
+// internalHosts gives each service its address: the frontend on its port, the others on
+// reserved ports. The server resolves its services from this static list instead of
+// ringpop membership, so there are no membership ports to pick, and a restart on new ports
+// does not wait for the old members recorded in the database to expire.
+func internalHosts(ip string, frontendPort int) (map[primitives.ServiceName]static.Hosts, error) {
+	hosts := map[primitives.ServiceName]static.Hosts{}
 	for _, name := range serviceNames {
-		var err error
-		if name != "frontend" {
-			if p.GRPC[name], err = freePort(ip); err != nil {
-				return p, err
+		port := frontendPort
+		if name != primitives.FrontendService {
+			var err error
+			if port, err = reservePort(ip); err != nil {
+				return nil, err
 			}
 		}
-		if p.Membership[name], err = freePort(ip); err != nil {
-			return p, err
-		}
+		hosts[name] = static.SingleLocalHost(net.JoinHostPort(ip, fmt.Sprint(port)))
 	}
-	if path != "" {
-		raw, _ := json.Marshal(p)
-		if err := os.WriteFile(path, raw, 0o644); err != nil {
-			return p, fmt.Errorf("record Temporal's ports: %w", err)
-		}
-	}
-	return p, nil
+	return hosts, nil
 }
 
-func portsFree(ip string, p servicePorts) bool {
-	for _, name := range serviceNames {
-		for _, port := range []int{p.GRPC[name], p.Membership[name]} {
-			if name == "frontend" && port == p.GRPC[name] {
-				continue
-			}
-			if port == 0 {
-				return false
-			}
-			if _, err := claimPort(ip, port, ""); err != nil {
-				return false
-			}
-		}
-	}
-	return true
+func hostPort(h static.Hosts) int {
+	_, p, _ := net.SplitHostPort(h.Self)
+	n, _ := strconv.Atoi(p)
+	return n
 }
 
-func serverConfig(ip string, frontendPort int, ports servicePorts, sqlCfg *config.SQL) *config.Config {
+// errFatal is a fatal log of the server while it starts: the server cannot run, but the
+// process that embeds it must not exit.
+var errFatal = errors.New("temporal server failed to start")
+
+// newServer creates the server, turning a fatal log during its construction into an error.
+func newServer(cfg *config.Config, hosts map[primitives.ServiceName]static.Hosts, logger log.Logger) (srv temporal.Server, err error) {
+	authorizer, err := authorization.GetAuthorizerFromConfig(&cfg.Global.Authorization)
+	if err != nil {
+		return nil, err
+	}
+	claimMapper, err := authorization.GetClaimMapperFromConfig(&cfg.Global.Authorization, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(fatal)
+			if !ok {
+				panic(r)
+			}
+			srv, err = nil, fmt.Errorf("%w: %s", errFatal, string(f))
+		}
+	}()
+	srv, err = temporal.NewServer(
+		temporal.WithConfig(cfg),
+		temporal.ForServices(temporal.DefaultServices),
+		temporal.WithStaticHosts(hosts),
+		temporal.WithLogger(logger),
+		temporal.WithAuthorizer(authorizer),
+		temporal.WithClaimMapper(func(*config.Config) authorization.ClaimMapper { return claimMapper }),
+		temporal.WithCustomMetricsHandler(metrics.NoopMetricsHandler),
+		temporal.WithDynamicConfigClient(dynamicconfig.StaticClient{
+			dynamicconfig.ForceSearchAttributesCacheRefreshOnRead.Key(): true,
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("create Temporal server: %w", err)
+	}
+	if err := srv.Start(); err != nil {
+		return nil, fmt.Errorf("start Temporal server: %w", err)
+	}
+	return srv, nil
+}
+
+func serverConfig(ip string, hosts map[primitives.ServiceName]static.Hosts, sqlCfg *config.SQL) *config.Config {
 	services := map[string]config.Service{}
 	for _, name := range serviceNames {
-		grpc := ports.GRPC[name]
-		if name == "frontend" {
-			grpc = frontendPort
-		}
-		services[name] = config.Service{RPC: config.RPC{GRPCPort: grpc, MembershipPort: ports.Membership[name], BindOnIP: ip}}
+		services[string(name)] = config.Service{RPC: config.RPC{GRPCPort: hostPort(hosts[name]), BindOnIP: ip}}
 	}
-	frontend := net.JoinHostPort(ip, fmt.Sprint(frontendPort))
+	frontend := hosts[primitives.FrontendService].Self
 	return &config.Config{
 		Global: config.Global{
-			Membership: config.Membership{MaxJoinDuration: 30 * time.Second, BroadcastAddress: ip},
+			Membership: config.Membership{BroadcastAddress: ip},
 		},
 		Persistence: config.Persistence{
 			DefaultStore:     sqliteplugin.PluginName,

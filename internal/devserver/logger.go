@@ -2,6 +2,7 @@ package devserver
 
 import (
 	"fmt"
+	"runtime"
 	"sync/atomic"
 
 	"github.com/rs/zerolog"
@@ -16,10 +17,16 @@ type serverLogger struct {
 	tags []tag.Tag
 	// stopping silences the complaints every service makes while its peers shut down.
 	stopping *atomic.Bool
+	// fatals receives the server's fatal logs once it runs (see Fatal).
+	fatals  chan<- string
+	running *atomic.Bool
 }
 
-func newLogger(z zerolog.Logger, stopping *atomic.Bool) log.Logger {
-	return &serverLogger{z: z.With().Str("component", "temporal").Logger(), stopping: stopping}
+// fatal is the panic value of a fatal log while the server is being built.
+type fatal string
+
+func newLogger(z zerolog.Logger, stopping, running *atomic.Bool, fatals chan<- string) log.Logger {
+	return &serverLogger{z: z.With().Str("component", "temporal").Logger(), stopping: stopping, running: running, fatals: fatals}
 }
 
 func (l *serverLogger) emit(e *zerolog.Event, msg string, tags []tag.Tag) {
@@ -40,8 +47,31 @@ func (l *serverLogger) DPanic(msg string, tags ...tag.Tag) {
 	l.emit(l.z.Error(), msg, tags)
 }
 func (l *serverLogger) Panic(msg string, tags ...tag.Tag) { l.emit(l.z.Error(), msg, tags); panic(msg) }
-func (l *serverLogger) Fatal(msg string, tags ...tag.Tag) { l.emit(l.z.Fatal(), msg, tags) }
+
+// Fatal never exits the process (zerolog's Fatal would, and so would the server's own
+// logger): otaflow embeds the server beside the broker and the jobs service, whose state must
+// be closed cleanly. While the server is being built it panics with a fatal, which Start turns
+// into an error; once the server runs, it reports the failure through Server.Failed and ends
+// only the goroutine that cannot go on.
+func (l *serverLogger) Fatal(msg string, tags ...tag.Tag) {
+	l.emit(l.z.Error(), msg, tags)
+	for _, t := range tags {
+		if t.Key() == "error" {
+			msg += ": " + fmt.Sprint(t.Value())
+		}
+	}
+	if !l.running.Load() {
+		panic(fatal(msg))
+	}
+	select {
+	case l.fatals <- msg:
+	default:
+	}
+	runtime.Goexit()
+}
 
 func (l *serverLogger) With(tags ...tag.Tag) log.Logger {
-	return &serverLogger{z: l.z, tags: append(append([]tag.Tag{}, l.tags...), tags...), stopping: l.stopping}
+	c := *l
+	c.tags = append(append([]tag.Tag{}, l.tags...), tags...)
+	return &c
 }
