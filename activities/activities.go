@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/otaflow/otaflow/internal/arn"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 	"github.com/aws/aws-sdk-go-v2/service/iot/types"
@@ -64,11 +66,12 @@ func (a *Activities) ResolveTargets(ctx context.Context, req workflows.RolloutRe
 	var missing []string
 	names := map[string]bool{}
 	for _, target := range req.Targets {
-		kind, name, err := parseTarget(target)
+		t, err := arn.ParseTarget(target)
 		if err != nil {
 			return nil, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrInvalidRequest, nil)
 		}
-		if kind == "thinggroup" {
+		kind, name := t.Type, t.Name
+		if kind == arn.TypeThingGroup {
 			members, err := a.groupMembers(ctx, name)
 			var notFound *types.ResourceNotFoundException
 			if errors.As(err, &notFound) {
@@ -151,21 +154,6 @@ func (a *Activities) groupMembers(ctx context.Context, group string) ([]string, 
 
 // describeConcurrency is how many DescribeThing calls ResolveTargets makes at once.
 const describeConcurrency = 8
-
-// parseTarget takes a thing ARN, thing-group ARN or thing name.
-func parseTarget(target string) (kind, name string, err error) {
-	if !strings.HasPrefix(target, "arn:") {
-		return "thing", target, nil
-	}
-	parts := strings.SplitN(target, ":", 6)
-	if len(parts) == 6 && parts[2] == "iot" {
-		kind, name, _ := strings.Cut(parts[5], "/")
-		if (kind == "thing" || kind == "thinggroup") && name != "" {
-			return kind, name, nil
-		}
-	}
-	return "", "", fmt.Errorf("target %q is not a thing or thing-group ARN (arn:aws:iot:REGION:ACCOUNT:thing/NAME)", target)
-}
 
 // CreateJob creates the rollout's IoT job. The job ID is deterministic, so a retry (or a
 // replayed workflow) that finds the job already there takes it as created.

@@ -60,14 +60,7 @@ func watchRollout(ctx context.Context, tc client.Client, iotc *iot.Client, rollo
 				if errors.As(err, &notFound) || err != nil {
 					continue
 				}
-				jc := activities.CountsOf(d.Job.JobProcessDetails)
-				c.Succeeded += jc.Succeeded
-				c.Failed += jc.Failed
-				c.Rejected += jc.Rejected
-				c.TimedOut += jc.TimedOut
-				c.Canceled += jc.Canceled
-				c.InProgress += jc.InProgress
-				c.Queued += jc.Queued
+				c = c.Add(activities.CountsOf(d.Job.JobProcessDetails))
 			}
 			done := c.Total() - c.Pending()
 			wave := fmt.Sprintf("wave %d/%d", status.CurrentWave, len(status.Waves))

@@ -414,14 +414,7 @@ func (r *rollout) recount() {
 			}
 			continue
 		}
-		total.Queued += w.Counts.Queued
-		total.InProgress += w.Counts.InProgress
-		total.Succeeded += w.Counts.Succeeded
-		total.Failed += w.Counts.Failed
-		total.Rejected += w.Counts.Rejected
-		total.TimedOut += w.Counts.TimedOut
-		total.Canceled += w.Counts.Canceled
-		total.Removed += w.Counts.Removed
+		total = total.Add(w.Counts)
 	}
 	r.res.Counts = total
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/otaflow/otaflow/internal/arn"
 )
 
 // TaskQueue is where rollout workflows and their activities run.
@@ -304,8 +306,8 @@ func (r *RolloutRequest) Validate() error {
 		add("no update targets: give at least one thing ARN (arn:aws:iot:REGION:ACCOUNT:thing/NAME) or thing name")
 	}
 	for _, t := range r.Targets {
-		if t == "" {
-			add("an update target is empty")
+		if _, err := arn.ParseTarget(t); err != nil {
+			add("%v", err)
 		}
 	}
 	archOK := slices.Contains(architectures, r.Architecture)
@@ -327,7 +329,7 @@ func (r *RolloutRequest) Validate() error {
 	}
 	if r.S3URLSignerRole == "" {
 		add("no S3 URL signer role: give the ARN of the role that presigns artifact URLs (arn:aws:iam::ACCOUNT:role/NAME)")
-	} else if !strings.HasPrefix(r.S3URLSignerRole, "arn:") || !strings.Contains(r.S3URLSignerRole, ":role/") {
+	} else if !arn.IsRole(r.S3URLSignerRole) {
 		add("S3 URL signer role %q is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)", r.S3URLSignerRole)
 	}
 	if a := r.Artifact; a != nil {
@@ -434,6 +436,15 @@ type Counts struct {
 	TimedOut   int `json:"timedOut"`
 	Canceled   int `json:"canceled"`
 	Removed    int `json:"removed"`
+}
+
+// Add returns the sum of c and o: the one place counts of several jobs or waves are summed.
+func (c Counts) Add(o Counts) Counts {
+	return Counts{
+		Queued: c.Queued + o.Queued, InProgress: c.InProgress + o.InProgress, Succeeded: c.Succeeded + o.Succeeded,
+		Failed: c.Failed + o.Failed, Rejected: c.Rejected + o.Rejected, TimedOut: c.TimedOut + o.TimedOut,
+		Canceled: c.Canceled + o.Canceled, Removed: c.Removed + o.Removed,
+	}
 }
 
 // Total is the number of executions counted.

@@ -5,12 +5,14 @@ import (
 	"slices"
 	"time"
 
+	"github.com/otaflow/otaflow/internal/arn"
+
 	bolt "go.etcd.io/bbolt"
 )
 
 // ThingGroupArn is the ARN of a thing group.
 func (s *Service) ThingGroupArn(name string) string {
-	return fmt.Sprintf("arn:aws:iot:%s:%s:thinggroup/%s", s.region, s.account, name)
+	return arn.IoT(s.region, s.account, arn.TypeThingGroup, name)
 }
 
 // CreateThingGroup creates a static thing group, optionally inside a parent group.

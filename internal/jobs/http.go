@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/otaflow/otaflow/internal/arn"
+
 	"github.com/rs/zerolog"
 )
 
@@ -481,14 +483,6 @@ func (s *Service) handleDescribeThingGroup(w http.ResponseWriter, r *http.Reques
 		"version": g.Version, "thingGroupMetadata": meta})
 }
 
-// nameFromArn returns the resource name of an ARN such as arn:aws:iot:r:a:thing/NAME.
-func nameFromArn(arn string) string {
-	if i := strings.LastIndex(arn, "/"); i >= 0 {
-		return arn[i+1:]
-	}
-	return arn
-}
-
 func (s *Service) handleThingGroupMembership(add bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var in struct {
@@ -503,10 +497,10 @@ func (s *Service) handleThingGroupMembership(add bool) http.HandlerFunc {
 		}
 		group, thing := in.ThingGroupName, in.ThingName
 		if group == "" {
-			group = nameFromArn(in.ThingGroupArn)
+			group = arn.Name(in.ThingGroupArn)
 		}
 		if thing == "" {
-			thing = nameFromArn(in.ThingArn)
+			thing = arn.Name(in.ThingArn)
 		}
 		if group == "" || thing == "" {
 			writeError(w, errorf(CodeInvalidRequest, "name the thing group (thingGroupName or thingGroupArn) and the thing (thingName or thingArn)"))

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/otaflow/otaflow/internal/arn"
+
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 )
@@ -136,12 +138,12 @@ func (s *Service) clock() time.Time { return s.now().UTC().Truncate(time.Millise
 
 // ThingArn is the ARN of a thing in this service's region and account.
 func (s *Service) ThingArn(name string) string {
-	return fmt.Sprintf("arn:aws:iot:%s:%s:thing/%s", s.region, s.account, name)
+	return arn.IoT(s.region, s.account, arn.TypeThing, name)
 }
 
 // JobArn is the ARN of a job in this service's region and account.
 func (s *Service) JobArn(id string) string {
-	return fmt.Sprintf("arn:aws:iot:%s:%s:job/%s", s.region, s.account, id)
+	return arn.IoT(s.region, s.account, arn.TypeJob, id)
 }
 
 var (
@@ -453,24 +455,17 @@ func (j *Job) retriesFor(status ExecutionStatus) int {
 
 // parseTarget accepts a thing or thing-group ARN of this region, or a bare thing name.
 func (s *Service) parseTarget(target string) (kind, name string, err error) {
-	if !strings.HasPrefix(target, "arn:") {
-		if thingNameRE.MatchString(target) {
-			return "thing", target, nil
-		}
-		return "", "", errorf(CodeInvalidRequest, "target %q is neither a thing ARN nor a thing name", target)
+	t, err := arn.ParseTarget(target)
+	if err != nil {
+		return "", "", errorf(CodeInvalidRequest, "%v", err)
 	}
-	parts := strings.SplitN(target, ":", 6)
-	if len(parts) != 6 || parts[2] != "iot" {
-		return "", "", errorf(CodeInvalidRequest, "target %q is not an AWS IoT ARN (arn:aws:iot:REGION:ACCOUNT:thing/NAME)", target)
+	if t.ARN.Region != "" && t.ARN.Region != s.region {
+		return "", "", errorf(CodeInvalidRequest, "target %q is in region %s; this service serves %s", target, t.ARN.Region, s.region)
 	}
-	if parts[3] != s.region {
-		return "", "", errorf(CodeInvalidRequest, "target %q is in region %s; this service serves %s", target, parts[3], s.region)
+	if !thingNameRE.MatchString(t.Name) {
+		return "", "", errorf(CodeInvalidRequest, "target %q names no valid thing or thing group (letters, digits, _ - :, at most 128)", target)
 	}
-	kind, name, _ = strings.Cut(parts[5], "/")
-	if (kind != "thing" && kind != "thinggroup") || !thingNameRE.MatchString(name) {
-		return "", "", errorf(CodeInvalidRequest, "target %q is neither a thing nor a thing group ARN", target)
-	}
-	return kind, name, nil
+	return t.Type, t.Name, nil
 }
 
 // DescribeJob returns a job with its counters.
