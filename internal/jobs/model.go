@@ -6,30 +6,23 @@ package jobs
 import (
 	"fmt"
 	"time"
+
+	"github.com/otaflow/otaflow/internal/iotjobs"
 )
 
 // ExecutionStatus is the status of one thing's execution of a job, with AWS's names.
-type ExecutionStatus string
+type ExecutionStatus = iotjobs.Status
 
 const (
-	ExecQueued     ExecutionStatus = "QUEUED"
-	ExecInProgress ExecutionStatus = "IN_PROGRESS"
-	ExecSucceeded  ExecutionStatus = "SUCCEEDED"
-	ExecFailed     ExecutionStatus = "FAILED"
-	ExecTimedOut   ExecutionStatus = "TIMED_OUT"
-	ExecRejected   ExecutionStatus = "REJECTED"
-	ExecRemoved    ExecutionStatus = "REMOVED"
-	ExecCanceled   ExecutionStatus = "CANCELED"
+	ExecQueued     = iotjobs.StatusQueued
+	ExecInProgress = iotjobs.StatusInProgress
+	ExecSucceeded  = iotjobs.StatusSucceeded
+	ExecFailed     = iotjobs.StatusFailed
+	ExecTimedOut   = iotjobs.StatusTimedOut
+	ExecRejected   = iotjobs.StatusRejected
+	ExecRemoved    = iotjobs.StatusRemoved
+	ExecCanceled   = iotjobs.StatusCanceled
 )
-
-// Terminal reports whether no further transition is allowed from s.
-func (s ExecutionStatus) Terminal() bool {
-	switch s {
-	case ExecQueued, ExecInProgress:
-		return false
-	}
-	return true
-}
 
 // JobStatus is the status of a whole job, with AWS's names.
 type JobStatus string
@@ -189,18 +182,19 @@ func (e *Execution) deadline() time.Time {
 
 // ErrorCode names an error the way AWS does. The REST plane sends the exception name, the MQTT
 // plane the Jobs error code.
-type ErrorCode string
+type ErrorCode = iotjobs.ErrorCode
 
 const (
-	CodeInvalidRequest         ErrorCode = "InvalidRequest"
-	CodeResourceNotFound       ErrorCode = "ResourceNotFound"
-	CodeAlreadyExists          ErrorCode = "ResourceAlreadyExists"
-	CodeInvalidStateTransition ErrorCode = "InvalidStateTransition"
-	CodeVersionMismatch        ErrorCode = "VersionMismatch"
-	CodeTerminalStateReached   ErrorCode = "TerminalStateReached"
-	CodeInternal               ErrorCode = "InternalError"
-	CodeUnauthorized           ErrorCode = "Unauthorized"
-	CodeConflict               ErrorCode = "Conflict"
+	CodeInvalidRequest         = iotjobs.CodeInvalidRequest
+	CodeResourceNotFound       = iotjobs.CodeResourceNotFound
+	CodeInvalidStateTransition = iotjobs.CodeInvalidStateTransition
+	CodeVersionMismatch        = iotjobs.CodeVersionMismatch
+	CodeTerminalStateReached   = iotjobs.CodeTerminalStateReached
+	CodeInternal               = iotjobs.CodeInternal
+	// REST-only codes: the MQTT plane answers them as InvalidRequest.
+	CodeAlreadyExists ErrorCode = "ResourceAlreadyExists"
+	CodeUnauthorized  ErrorCode = "Unauthorized"
+	CodeConflict      ErrorCode = "Conflict"
 )
 
 // Error is a service error that both planes know how to send.

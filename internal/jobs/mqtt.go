@@ -4,9 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/otaflow/otaflow/internal/iotjobs"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/rs/zerolog"
@@ -34,11 +35,6 @@ type MQTTPlane struct {
 	lastNext sync.Map
 }
 
-const topicPrefix = "$aws/things/"
-
-// JobsTopic is the topic $aws/things/{thing}/jobs/{suffix}.
-func JobsTopic(thing, suffix string) string { return topicPrefix + thing + "/jobs/" + suffix }
-
 // ServeMQTT connects the service to the broker and answers the Jobs topics until Close.
 func (s *Service) ServeMQTT(o MQTTOptions) (*MQTTPlane, error) {
 	p := &MQTTPlane{svc: s, log: o.Logger}
@@ -46,10 +42,10 @@ func (s *Service) ServeMQTT(o MQTTOptions) (*MQTTPlane, error) {
 		o.ClientID = "otaflow-jobs-service"
 	}
 	subs := map[string]byte{
-		topicPrefix + "+/jobs/start-next": 1,
-		topicPrefix + "+/jobs/get":        1,
-		topicPrefix + "+/jobs/+/get":      1,
-		topicPrefix + "+/jobs/+/update":   1,
+		iotjobs.Topic("+", iotjobs.SuffixStartNext):     1,
+		iotjobs.Topic("+", iotjobs.SuffixGetPending):    1,
+		iotjobs.Topic("+", iotjobs.DescribeSuffix("+")): 1,
+		iotjobs.Topic("+", iotjobs.UpdateSuffix("+")):   1,
 	}
 	opts := paho.NewClientOptions().
 		AddBroker(o.BrokerURL).
@@ -90,20 +86,6 @@ func (s *Service) ServeMQTT(o MQTTOptions) (*MQTTPlane, error) {
 // Close disconnects from the broker.
 func (p *MQTTPlane) Close() { p.client.Disconnect(250) }
 
-// executionJSON is a job execution as the MQTT Jobs API sends it.
-type executionJSON struct {
-	JobID           string            `json:"jobId"`
-	ThingName       string            `json:"thingName"`
-	JobDocument     json.RawMessage   `json:"jobDocument,omitempty"`
-	Status          ExecutionStatus   `json:"status"`
-	StatusDetails   map[string]string `json:"statusDetails,omitempty"`
-	QueuedAt        int64             `json:"queuedAt"`
-	StartedAt       int64             `json:"startedAt,omitempty"`
-	LastUpdatedAt   int64             `json:"lastUpdatedAt"`
-	VersionNumber   int64             `json:"versionNumber"`
-	ExecutionNumber int64             `json:"executionNumber"`
-}
-
 func epoch(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
@@ -111,8 +93,8 @@ func epoch(t time.Time) int64 {
 	return t.Unix()
 }
 
-func (p *MQTTPlane) toExecutionJSON(e *Execution, j *Job, withDoc bool) *executionJSON {
-	out := &executionJSON{
+func (p *MQTTPlane) toExecution(e *Execution, j *Job, withDoc bool) *iotjobs.JobExecution {
+	out := &iotjobs.JobExecution{
 		JobID: e.JobID, ThingName: e.ThingName, Status: e.Status, StatusDetails: e.StatusDetails,
 		QueuedAt: epoch(e.QueuedAt), StartedAt: epoch(e.StartedAt), LastUpdatedAt: epoch(e.LastUpdatedAt),
 		VersionNumber: e.VersionNumber, ExecutionNumber: e.ExecutionNumber,
@@ -123,117 +105,124 @@ func (p *MQTTPlane) toExecutionJSON(e *Execution, j *Job, withDoc bool) *executi
 	return out
 }
 
-type summaryJSON struct {
-	JobID           string `json:"jobId"`
-	QueuedAt        int64  `json:"queuedAt"`
-	StartedAt       int64  `json:"startedAt,omitempty"`
-	LastUpdatedAt   int64  `json:"lastUpdatedAt"`
-	VersionNumber   int64  `json:"versionNumber"`
-	ExecutionNumber int64  `json:"executionNumber"`
+func executionState(e *Execution) *iotjobs.ExecutionState {
+	return &iotjobs.ExecutionState{Status: e.Status, StatusDetails: e.StatusDetails, VersionNumber: e.VersionNumber}
 }
 
-func toSummaries(es []*Execution) []summaryJSON {
-	out := make([]summaryJSON, 0, len(es))
+func toSummaries(es []*Execution) []iotjobs.JobExecutionSummary {
+	out := make([]iotjobs.JobExecutionSummary, 0, len(es))
 	for _, e := range es {
-		out = append(out, summaryJSON{e.JobID, epoch(e.QueuedAt), epoch(e.StartedAt), epoch(e.LastUpdatedAt), e.VersionNumber, e.ExecutionNumber})
+		out = append(out, iotjobs.JobExecutionSummary{JobID: e.JobID, QueuedAt: epoch(e.QueuedAt), StartedAt: epoch(e.StartedAt),
+			LastUpdatedAt: epoch(e.LastUpdatedAt), VersionNumber: e.VersionNumber, ExecutionNumber: e.ExecutionNumber})
 	}
 	return out
 }
 
-// request is the union of the fields device requests carry.
-type request struct {
-	ClientToken              string            `json:"clientToken,omitempty"`
-	Status                   ExecutionStatus   `json:"status"`
-	StatusDetails            map[string]string `json:"statusDetails"`
-	ExpectedVersion          int64             `json:"expectedVersion"`
-	ExecutionNumber          int64             `json:"executionNumber"`
-	IncludeJobExecutionState bool              `json:"includeJobExecutionState"`
-	IncludeJobDocument       *bool             `json:"includeJobDocument"`
-	StepTimeoutInMinutes     int64             `json:"stepTimeoutInMinutes"`
+// decode reads a request's payload; an empty payload is an empty request.
+func decode(payload []byte, v any) error {
+	if len(payload) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(payload, v); err != nil {
+		return errorf(iotjobs.CodeInvalidJSON, "payload is not valid JSON for this request: %v", err)
+	}
+	return nil
 }
 
 func (p *MQTTPlane) handle(_ paho.Client, m paho.Message) {
 	topic := m.Topic()
-	rest, ok := strings.CutPrefix(topic, topicPrefix)
+	r, ok := iotjobs.ParseRequestTopic(topic)
 	if !ok {
 		return
 	}
-	thing, op, ok := strings.Cut(rest, "/jobs/")
-	if !ok || thing == "" {
-		return
-	}
-	var req request
-	if err := json.Unmarshal(m.Payload(), &req); err != nil && len(m.Payload()) > 0 {
-		p.reject(topic, "", errorf("InvalidJson", "payload is not valid JSON: %v", err))
-		return
-	}
+	// The client token is read on its own first, so that a request whose other members do not
+	// decode is still rejected with its token.
+	var tok iotjobs.Token
+	json.Unmarshal(m.Payload(), &tok)
 	now := p.svc.clock().Unix()
-	switch {
-	case op == "start-next":
-		e, j, err := p.svc.StartNext(thing, req.StatusDetails, time.Duration(req.StepTimeoutInMinutes)*time.Minute)
-		if err != nil {
-			p.reject(topic, req.ClientToken, err)
-			return
+	reply, err := p.answer(topic, r, m.Payload(), now)
+	if err != nil {
+		p.reject(topic, tok.ClientToken, err)
+		return
+	}
+	reply.SetClientToken(tok.ClientToken)
+	p.publish(iotjobs.Accepted(topic), reply)
+}
+
+// answer serves one request.
+func (p *MQTTPlane) answer(topic string, r iotjobs.Request, payload []byte, now int64) (iotjobs.Message, error) {
+	switch r.Op {
+	case iotjobs.OpStartNext:
+		var req iotjobs.StartNextRequest
+		if err := decode(payload, &req); err != nil {
+			return nil, err
 		}
-		out := map[string]any{"timestamp": now, "clientToken": req.ClientToken}
+		e, j, err := p.svc.StartNext(r.Thing, req.StatusDetails, time.Duration(req.StepTimeoutInMinutes)*time.Minute)
+		if err != nil {
+			return nil, err
+		}
+		out := &iotjobs.ExecutionReply{Timestamp: now}
 		if e != nil {
-			out["execution"] = p.toExecutionJSON(e, j, true)
+			out.Execution = p.toExecution(e, j, true)
 		}
-		p.publish(topic+"/accepted", out)
-	case op == "get":
-		inProgress, queued, err := p.svc.PendingExecutions(thing)
+		return out, nil
+	case iotjobs.OpGetPending:
+		var req iotjobs.GetPendingRequest
+		if err := decode(payload, &req); err != nil {
+			return nil, err
+		}
+		inProgress, queued, err := p.svc.PendingExecutions(r.Thing)
 		if err != nil {
-			p.reject(topic, req.ClientToken, err)
-			return
+			return nil, err
 		}
-		p.publish(topic+"/accepted", map[string]any{
-			"inProgressJobs": toSummaries(inProgress), "queuedJobs": toSummaries(queued),
-			"timestamp": now, "clientToken": req.ClientToken,
-		})
-	case strings.HasSuffix(op, "/get"):
-		jobID := strings.TrimSuffix(op, "/get")
+		return &iotjobs.GetPendingReply{InProgressJobs: toSummaries(inProgress), QueuedJobs: toSummaries(queued), Timestamp: now}, nil
+	case iotjobs.OpDescribe:
+		var req iotjobs.DescribeRequest
+		if err := decode(payload, &req); err != nil {
+			return nil, err
+		}
 		var e *Execution
 		var j *Job
 		var err error
-		if jobID == "$next" {
-			e, j, err = p.svc.NextExecution(thing)
+		if r.JobID == iotjobs.NextJobID {
+			e, j, err = p.svc.NextExecution(r.Thing)
 		} else {
-			e, err = p.svc.DescribeJobExecution(jobID, thing, req.ExecutionNumber)
+			e, err = p.svc.DescribeJobExecution(r.JobID, r.Thing, req.ExecutionNumber)
 			if err == nil {
-				j, err = p.svc.jobWithoutTargets(jobID)
+				j, err = p.svc.jobWithoutTargets(r.JobID)
 			}
 		}
 		if err != nil {
-			p.reject(topic, req.ClientToken, err)
-			return
+			return nil, err
 		}
-		out := map[string]any{"timestamp": now, "clientToken": req.ClientToken}
+		out := &iotjobs.ExecutionReply{Timestamp: now}
 		if e != nil {
-			out["execution"] = p.toExecutionJSON(e, j, req.IncludeJobDocument == nil || *req.IncludeJobDocument)
+			out.Execution = p.toExecution(e, j, req.IncludeJobDocument == nil || *req.IncludeJobDocument)
 		}
-		p.publish(topic+"/accepted", out)
-	case strings.HasSuffix(op, "/update"):
-		jobID := strings.TrimSuffix(op, "/update")
+		return out, nil
+	case iotjobs.OpUpdate:
+		var req iotjobs.UpdateRequest
+		if err := decode(payload, &req); err != nil {
+			return nil, err
+		}
 		e, j, err := p.svc.UpdateExecution(UpdateInput{
-			Thing: thing, JobID: jobID, Status: req.Status, StatusDetails: req.StatusDetails,
+			Thing: r.Thing, JobID: r.JobID, Status: req.Status, StatusDetails: req.StatusDetails,
 			ExpectedVersion: req.ExpectedVersion, ExecutionNumber: req.ExecutionNumber,
 			StepTimeout: time.Duration(req.StepTimeoutInMinutes) * time.Minute,
 		})
 		if err != nil {
-			p.reject(topic, req.ClientToken, err)
-			return
+			return nil, err
 		}
-		out := map[string]any{"timestamp": now, "clientToken": req.ClientToken}
+		out := &iotjobs.UpdateReply{Timestamp: now}
 		if req.IncludeJobExecutionState {
-			out["executionState"] = map[string]any{"status": e.Status, "statusDetails": e.StatusDetails, "versionNumber": e.VersionNumber}
+			out.ExecutionState = executionState(e)
 		}
-		if req.IncludeJobDocument != nil && *req.IncludeJobDocument {
-			out["jobDocument"] = json.RawMessage(p.svc.documentFor(j))
+		if req.IncludeJobDocument {
+			out.JobDocument = json.RawMessage(p.svc.documentFor(j))
 		}
-		p.publish(topic+"/accepted", out)
-	default:
-		p.reject(topic, req.ClientToken, errorf("InvalidTopic", "%s is not a Jobs API topic", topic))
+		return out, nil
 	}
+	return nil, errorf(iotjobs.CodeInvalidTopic, "%s is not a Jobs API topic", topic)
 }
 
 func (p *MQTTPlane) reject(topic, clientToken string, err error) {
@@ -246,14 +235,12 @@ func (p *MQTTPlane) reject(topic, clientToken string, err error) {
 	if code == CodeAlreadyExists || code == CodeConflict || code == CodeUnauthorized {
 		code = CodeInvalidRequest
 	}
-	out := map[string]any{"code": code, "message": e.Message, "timestamp": p.svc.clock().Unix()}
-	if clientToken != "" {
-		out["clientToken"] = clientToken
-	}
+	out := &iotjobs.ErrorReply{Code: code, Message: e.Message, Timestamp: p.svc.clock().Unix()}
+	out.ClientToken = clientToken
 	if e.State != nil {
-		out["executionState"] = map[string]any{"status": e.State.Status, "statusDetails": e.State.StatusDetails, "versionNumber": e.State.VersionNumber}
+		out.ExecutionState = executionState(e.State)
 	}
-	p.publish(topic+"/rejected", out)
+	p.publish(iotjobs.Rejected(topic), out)
 }
 
 func (p *MQTTPlane) publish(topic string, v any) {
@@ -280,24 +267,24 @@ func (p *MQTTPlane) notify(things []string) {
 			next = e.JobID
 		}
 		if prev, ok := p.lastNext.Swap(thing, next); !ok || prev.(string) != next {
-			out := map[string]any{"timestamp": now}
+			out := iotjobs.NotifyNext{Timestamp: now}
 			if e != nil {
-				out["execution"] = p.toExecutionJSON(e, j, true)
+				out.Execution = p.toExecution(e, j, true)
 			}
-			p.publish(JobsTopic(thing, "notify-next"), out)
+			p.publish(iotjobs.Topic(thing, iotjobs.SuffixNotifyNext), out)
 		}
 
 		inProgress, queued, err := p.svc.PendingExecutions(thing)
 		if err != nil {
 			continue
 		}
-		jobs := map[string][]summaryJSON{}
+		jobs := map[iotjobs.Status][]iotjobs.JobExecutionSummary{}
 		if len(inProgress) > 0 {
-			jobs["IN_PROGRESS"] = toSummaries(inProgress)
+			jobs[ExecInProgress] = toSummaries(inProgress)
 		}
 		if len(queued) > 0 {
-			jobs["QUEUED"] = toSummaries(queued)
+			jobs[ExecQueued] = toSummaries(queued)
 		}
-		p.publish(JobsTopic(thing, "notify"), map[string]any{"timestamp": now, "jobs": jobs})
+		p.publish(iotjobs.Topic(thing, iotjobs.SuffixNotify), iotjobs.Notify{Timestamp: now, Jobs: jobs})
 	}
 }
