@@ -171,10 +171,6 @@ func (a *Activities) CreateJob(ctx context.Context, in workflows.CreateJobInput)
 	if len(req.HealthCheck) > 0 {
 		doc.HealthCheck = &jobdoc.HealthCheck{Command: req.HealthCheck}
 	}
-	if len(req.SimulateFailures) > 0 || req.SimulateInstallTime > 0 || len(req.SimulateUnhealthy) > 0 {
-		doc.Simulate = &jobdoc.Simulation{FailThings: req.SimulateFailures, InstallMillis: int(req.SimulateInstallTime / time.Millisecond),
-			UnhealthyThings: req.SimulateUnhealthy}
-	}
 	body, err := doc.Marshal()
 	if err != nil {
 		return nil, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrInvalidRequest, nil)

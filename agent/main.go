@@ -34,6 +34,7 @@ func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
 // settings is everything the command line, environment and config file say.
 type settings struct {
 	cfg     agent.Config
+	slots   agent.SlotInstaller
 	log     agent.LogOutput
 	probe   bool
 	showVer bool
@@ -89,22 +90,21 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 	fs.BoolVar(&tlsFiles.ALPN, "alpn", pick("OTAFLOW_AGENT_ALPN", fmt.Sprint(fc.TLS.ALPN), "false") == "true", "offer ALPN x-amzn-mqtt-ca, for AWS IoT Core on port 443 [OTAFLOW_AGENT_ALPN]")
 	fs.StringVar(&cfg.StateDir, "state-dir", pick("OTAFLOW_AGENT_STATE_DIR", fc.StateDir, "/var/lib/otaflow-agent"), "where the agent keeps its state [OTAFLOW_AGENT_STATE_DIR]")
 	fs.StringVar(&cfg.InitialVersion, "initial-version", pick("OTAFLOW_AGENT_INITIAL_VERSION", fc.InitialVersion, ""), "core version to report before the first update [OTAFLOW_AGENT_INITIAL_VERSION]")
-	fs.DurationVar(&cfg.InstallTime, "install-time", time.Second, "how long a simulated install takes (jobs without an artifact)")
 	fs.StringVar(&s.log.Level, "log-level", pick("OTAFLOW_AGENT_LOG_LEVEL", fc.LogLevel, "info"), "log level: trace, debug, info, warn, error; a job's updateAgentLogLevel applies while it runs [OTAFLOW_AGENT_LOG_LEVEL]")
 	fs.StringVar(&s.log.File, "log-file", pick("OTAFLOW_AGENT_LOG_FILE", fc.LogFile, ""), "also log to this file (JSON lines), rotated and gzipped [OTAFLOW_AGENT_LOG_FILE]")
 	fs.IntVar(&s.log.MaxSizeMB, "log-max-size-mb", fc.LogMaxSizeMB, "rotate the log file at this size (default 10)")
 	fs.IntVar(&s.log.MaxBackups, "log-max-backups", fc.LogMaxBackups, "rotated log files to keep (default 5)")
-	fs.StringVar(&cfg.Installer.Root, "install-root", pick("OTAFLOW_AGENT_INSTALL_ROOT", fc.InstallRoot, ""), "where versions are installed side by side; empty: simulated installs only [OTAFLOW_AGENT_INSTALL_ROOT]")
+	fs.StringVar(&s.slots.Root, "install-root", pick("OTAFLOW_AGENT_INSTALL_ROOT", fc.InstallRoot, "/var/lib/otaflow"), "where versions are installed side by side, one slot each [OTAFLOW_AGENT_INSTALL_ROOT]")
 	fs.StringVar(&publicKey, "public-key", pick("OTAFLOW_AGENT_PUBLIC_KEY", fc.PublicKey, ""), "the fleet's ed25519 public key (hex, or a file holding it) that signs artifacts [OTAFLOW_AGENT_PUBLIC_KEY]")
 	fs.BoolVar(&managed, "managed-respawn", pick("OTAFLOW_AGENT_MANAGED_RESPAWN", fmt.Sprint(fc.ManagedRespawn), "false") == "true", "run {ggc,ota}_{pre,post}_update.sh from --scripts-dir around updates [OTAFLOW_AGENT_MANAGED_RESPAWN]")
-	fs.StringVar(&cfg.Installer.ScriptsDir, "scripts-dir", pick("OTAFLOW_AGENT_SCRIPTS_DIR", fc.ScriptsDir, "/greengrass/usr/scripts"), "managedRespawn scripts directory [OTAFLOW_AGENT_SCRIPTS_DIR]")
+	fs.StringVar(&s.slots.ScriptsDir, "scripts-dir", pick("OTAFLOW_AGENT_SCRIPTS_DIR", fc.ScriptsDir, "/greengrass/usr/scripts"), "managedRespawn scripts directory [OTAFLOW_AGENT_SCRIPTS_DIR]")
 	fs.StringVar(&restart, "restart-command", pick("OTAFLOW_AGENT_RESTART_COMMAND", fc.RestartCommand, ""), "command that restarts the managed software after a switch, e.g. 'systemctl restart greengrass' [OTAFLOW_AGENT_RESTART_COMMAND]")
-	fs.Float64Var(&cfg.Installer.FreeDiskFactor, "free-disk-factor", fc.FreeDiskFactor, "free disk needed, as a multiple of the artifact size (default 3)")
+	fs.Float64Var(&s.slots.FreeDiskFactor, "free-disk-factor", fc.FreeDiskFactor, "free disk needed, as a multiple of the artifact size (default 3)")
 	fs.StringVar(&ipc, "ipc-socket", pick("OTAFLOW_AGENT_IPC_SOCKET", fc.IPCSocket, ""), "unix socket where local components may defer updates (default <state-dir>/agent.sock; \"off\" disables) [OTAFLOW_AGENT_IPC_SOCKET]")
 	fs.StringVar(&maxDeferral, "max-deferral", pick("OTAFLOW_AGENT_MAX_DEFERRAL", fc.MaxDeferral, "1h"), "longest time components may defer one update [OTAFLOW_AGENT_MAX_DEFERRAL]")
 	fs.StringVar(&handover, "handover-timeout", pick("OTAFLOW_AGENT_HANDOVER_TIMEOUT", fc.HandoverTimeout, "1m"), "how long a new agent has to show it works on self-update [OTAFLOW_AGENT_HANDOVER_TIMEOUT]")
 	fs.StringVar(&stepTimeout, "step-timeout", pick("OTAFLOW_AGENT_STEP_TIMEOUT", fc.StepTimeout, "30m"), "a step that shows no progress this long times the job out (sent as stepTimeoutInMinutes; 0 disables) [OTAFLOW_AGENT_STEP_TIMEOUT]")
-	fs.Int64Var(&cfg.Installer.DownloadBytesPerSecond, "download-bytes-per-second", fc.DownloadBytesPerSecond, "cap the artifact download bandwidth (0: no cap)")
+	fs.Int64Var(&s.slots.DownloadBytesPerSecond, "download-bytes-per-second", fc.DownloadBytesPerSecond, "cap the artifact download bandwidth (0: no cap)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -136,13 +136,15 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 			return nil, fmt.Errorf("--cert/--key are set but --broker %s is plain TCP: use ssl://<endpoint>:8883 (or :443 with --alpn)", cfg.BrokerURL)
 		}
 	}
-	cfg.Installer.ManagedRespawn = managed
-	if cfg.Installer.Root != "" {
-		if cfg.Installer.PublicKey, err = readPublicKey(publicKey); err != nil {
-			return nil, err
-		}
-		cfg.Installer.Restart = strings.Fields(restart)
+	s.slots.ManagedRespawn = managed
+	if s.slots.Root == "" {
+		return nil, fmt.Errorf("--install-root is empty: the agent installs into slots under it (default /var/lib/otaflow)")
 	}
+	if s.slots.PublicKey, err = readPublicKey(publicKey); err != nil {
+		return nil, err
+	}
+	s.slots.Restart = strings.Fields(restart)
+	cfg.Installer = &s.slots
 	cfg.AgentVersion = version
 	if ready, ok := agent.ProbeReady(); ok {
 		cfg.ProbeReady, s.probe = ready, true
@@ -188,7 +190,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	cliconfig.Describe(log, "agent", map[string]string{
 		"version": version, "thingName": cfg.ThingName, "broker": cfg.BrokerURL, "username": cfg.Username, "password": cfg.Password,
-		"stateDir": cfg.StateDir, "installRoot": cfg.Installer.Root, "ipcSocket": cfg.IPCSocket, "logFile": s.log.File,
+		"stateDir": cfg.StateDir, "installRoot": s.slots.Root, "ipcSocket": cfg.IPCSocket, "logFile": s.log.File,
 	})
 	a, err := agent.New(cfg)
 	if err != nil {

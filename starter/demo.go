@@ -134,7 +134,7 @@ back on failure). --simulate skips all of that and only pretends to install.`,
 				req.HealthCheck = stack.HealthCheck(version, sick)
 				fmt.Fprintf(errOut, "published core %s: %s (%d bytes, sha256 %s…, signed)\n", version, req.Artifact.URL, req.Artifact.Size, req.Artifact.SHA256[:12])
 			} else {
-				req.SimulateFailures, req.SimulateUnhealthy = failing, sick
+				s.SetDeviceFaults(failing, sick)
 			}
 			start := time.Now()
 			run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)

@@ -45,7 +45,6 @@ type updateFlags struct {
 	arch, targets, osName, sw string
 	signer, logLevel, version string
 	rf                        rolloutFlags
-	simulateFailures          []string
 	windowCron, windowTZ      string
 	windowDuration            time.Duration
 	releaseFile, healthCheck  string
@@ -64,7 +63,6 @@ func (u *updateFlags) bind(f *pflag.FlagSet) {
 	f.StringVar(&u.restartPolicy, "restart-policy", "", "after the switch: service (the agent's restart command; default) or none")
 	f.StringVar(&u.healthCheck, "health-check", "", "shell command each device runs after switching (and through --bake-time); failing it rolls the device back")
 	u.rf.bind(f, 30*time.Minute)
-	f.StringSliceVar(&u.simulateFailures, "simulate-failures", nil, "things whose simulated install should fail (local testing)")
 	f.StringVar(&u.windowCron, "window-cron", "", `maintenance windows: waves start only inside them (five-field cron, e.g. "0 2 * * *")`)
 	f.DurationVar(&u.windowDuration, "window-duration", 2*time.Hour, "how long each maintenance window stays open")
 	f.StringVar(&u.windowTZ, "window-time-zone", "UTC", "time zone of --window-cron (IANA name, e.g. Europe/Berlin)")
@@ -79,7 +77,6 @@ func (u *updateFlags) request(rolloutID string) (workflows.RolloutRequest, error
 	req := workflows.RolloutRequest{
 		RolloutID: rolloutID, Targets: tgts, Architecture: u.arch, OperatingSystem: u.osName,
 		SoftwareToUpdate: u.sw, Version: u.version, S3URLSignerRole: u.signer, UpdateAgentLogLevel: u.logLevel,
-		SimulateFailures: u.simulateFailures,
 	}
 	u.rf.apply(&req)
 	if u.releaseFile != "" {

@@ -58,12 +58,6 @@ type RolloutRequest struct {
 	Timeout time.Duration `json:"timeout,omitempty"`
 	// PollInterval is how often device progress is read. Default 2 seconds.
 	PollInterval time.Duration `json:"pollInterval,omitempty"`
-	// SimulateFailures lists things whose simulated install should fail (demo and tests).
-	SimulateFailures []string `json:"simulateFailures,omitempty"`
-	// SimulateInstallTime is how long simulated installs take.
-	SimulateInstallTime time.Duration `json:"simulateInstallTime,omitempty"`
-	// SimulateUnhealthy lists things whose health check fails during the bake time.
-	SimulateUnhealthy []string `json:"simulateUnhealthy,omitempty"`
 	// Artifact is the signed package devices download and install; without one, devices
 	// simulate the install (demo and tests). `starter release publish` produces it.
 	Artifact *Artifact `json:"artifact,omitempty"`

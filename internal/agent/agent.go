@@ -10,17 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/otaflow/otaflow/internal/iotjobs"
+
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/rs/zerolog"
 
-	"github.com/otaflow/otaflow/internal/agent/slots"
 	"github.com/otaflow/otaflow/internal/jobdoc"
 )
 
@@ -36,11 +34,10 @@ type Config struct {
 	StateDir string
 	// InitialVersion is reported as installed before the first update.
 	InitialVersion string
-	// InstallTime is how long a simulated install takes unless the job document says.
-	InstallTime time.Duration
 	// RequestTimeout bounds each Jobs API request.
 	RequestTimeout time.Duration
-	// Installer, when Root is set, performs real installs of documents with an artifact.
+	// Installer applies updates: a *SlotInstaller on a device, a simulated one in the fleet
+	// simulator. Required.
 	Installer Installer
 	// MaxStarts is how many times the agent may start with an unconfirmed new version
 	// before it rolls the update back (default 3).
@@ -66,11 +63,6 @@ type Config struct {
 	// MaxDeferral caps how long they may hold an update back in total (default 1h).
 	DeferralResponseTimeout time.Duration
 	MaxDeferral             time.Duration
-
-	// Fault, when set, decides how each simulated install goes (the fleet simulator): fail it,
-	// make the device unhealthy during the bake time, or nothing. A simulated crash is the
-	// caller canceling the agent's context from inside Fault.
-	Fault func(jobID string) Fault
 
 	// NoSync skips fsync of the state file. Only simulated fleets use it: their devices stand
 	// for other machines, whose disks should not load the machine under test.
@@ -110,17 +102,6 @@ type reply struct {
 	payload  []byte
 }
 
-// Fault is a simulated install's outcome.
-type Fault int
-
-// Faults the fleet simulator injects.
-const (
-	FaultNone Fault = iota
-	FaultFail
-	FaultUnhealthy
-	FaultCrash
-)
-
 // New prepares an agent; Run connects it.
 func New(cfg Config) (*Agent, error) {
 	if cfg.ThingName == "" {
@@ -128,6 +109,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.StateDir == "" {
 		return nil, errors.New("agent: state directory is required (--state-dir)")
+	}
+	if cfg.Installer == nil {
+		return nil, errors.New("agent: an installer is required (--install-root)")
 	}
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = 30 * time.Second
@@ -151,7 +135,7 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	if st.CurrentJob != "" && (st.Step == "switched" || st.Step == "health-check") {
+	if st.CurrentJob != "" && resumption[st.Step].countsStart {
 		st.Starts++
 		if err := saveState(cfg.StateDir, st); err != nil {
 			return nil, fmt.Errorf("agent: write state: %w", err)
@@ -178,9 +162,7 @@ func (a *Agent) InstalledVersion(software string) string {
 	return a.state.Installed[software].Version
 }
 
-func (a *Agent) topic(suffix string) string {
-	return "$aws/things/" + a.cfg.ThingName + "/jobs/" + suffix
-}
+func (a *Agent) topic(suffix string) string { return iotjobs.Topic(a.cfg.ThingName, suffix) }
 
 // Run connects to the broker and processes jobs until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
@@ -275,14 +257,12 @@ func (a *Agent) signal() {
 
 func (a *Agent) onConnect(c paho.Client) {
 	subs := map[string]byte{
-		a.topic("notify-next"):       1,
-		a.topic("notify"):            1,
-		a.topic("get/accepted"):      1,
-		a.topic("get/rejected"):      1,
-		a.topic("+/get/accepted"):    1,
-		a.topic("+/get/rejected"):    1,
-		a.topic("+/update/accepted"): 1,
-		a.topic("+/update/rejected"): 1,
+		a.topic(iotjobs.SuffixNotifyNext): 1,
+		a.topic(iotjobs.SuffixNotify):     1,
+	}
+	for _, req := range []string{iotjobs.SuffixGetPending, iotjobs.DescribeSuffix("+"), iotjobs.UpdateSuffix("+")} {
+		subs[iotjobs.Accepted(a.topic(req))] = 1
+		subs[iotjobs.Rejected(a.topic(req))] = 1
 	}
 	tok := c.SubscribeMultiple(subs, a.onMessage)
 	if !tok.WaitTimeout(a.cfg.RequestTimeout) || tok.Error() != nil {
@@ -306,14 +286,13 @@ func (a *Agent) onMessage(_ paho.Client, m paho.Message) {
 	t := m.Topic()
 	// notify-next says the next job changed; notify, that any pending job did (a new job
 	// behind another software's job changes only the latter).
-	if strings.HasSuffix(t, "/notify-next") || strings.HasSuffix(t, "/notify") {
+	if t == a.topic(iotjobs.SuffixNotifyNext) || t == a.topic(iotjobs.SuffixNotify) {
 		a.signal()
 		return
 	}
-	var tok struct {
-		ClientToken string `json:"clientToken"`
-	}
-	if json.Unmarshal(m.Payload(), &tok) != nil || tok.ClientToken == "" {
+	_, accepted, ok := iotjobs.ReplyTopic(t)
+	var tok iotjobs.Token
+	if !ok || json.Unmarshal(m.Payload(), &tok) != nil || tok.ClientToken == "" {
 		return
 	}
 	a.mu.Lock()
@@ -321,17 +300,9 @@ func (a *Agent) onMessage(_ paho.Client, m paho.Message) {
 	delete(a.waiters, tok.ClientToken)
 	a.mu.Unlock()
 	if ch != nil {
-		ch <- reply{accepted: strings.HasSuffix(t, "/accepted"), payload: m.Payload()}
+		ch <- reply{accepted: accepted, payload: m.Payload()}
 	}
 }
-
-// rejection is a Jobs API rejected reply.
-type rejection struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-func (r *rejection) Error() string { return r.Code + ": " + r.Message }
 
 // request publishes a Jobs API request and waits for its accepted or rejected reply.
 //
@@ -341,10 +312,10 @@ func (r *rejection) Error() string { return r.Code + ": " + r.Message }
 // of silence, until RequestTimeout. Repeats are harmless: reads are idempotent, updates
 // carry expectedVersion (a repeat of an applied update is rejected, and its reply comes
 // after the accepted one, which has already been taken).
-func (a *Agent) request(ctx context.Context, suffix string, body map[string]any) ([]byte, error) {
+func (a *Agent) request(ctx context.Context, suffix string, msg iotjobs.Message) ([]byte, error) {
 	token := fmt.Sprintf("%s-%d", a.cfg.ThingName, a.seq.Add(1))
-	body["clientToken"] = token
-	raw, err := json.Marshal(body)
+	msg.SetClientToken(token)
+	raw, err := json.Marshal(msg)
 	if err != nil {
 		return nil, err
 	}
@@ -371,7 +342,7 @@ func (a *Agent) request(ctx context.Context, suffix string, body map[string]any)
 		case r := <-ch:
 			resend.Stop()
 			if !r.accepted {
-				var rej rejection
+				var rej iotjobs.ErrorReply
 				json.Unmarshal(r.payload, &rej)
 				return nil, &rej
 			}
@@ -411,268 +382,50 @@ func pubError(t paho.Token) error {
 	}
 }
 
-type execution struct {
-	JobID           string            `json:"jobId"`
-	JobDocument     json.RawMessage   `json:"jobDocument"`
-	Status          string            `json:"status"`
-	StatusDetails   map[string]string `json:"statusDetails"`
-	VersionNumber   int64             `json:"versionNumber"`
-	ExecutionNumber int64             `json:"executionNumber"`
-	// notes are added to the final statusDetails (e.g. deferrals).
-	notes       map[string]string
-	bakeSeconds int
-}
-
 // processNext starts the next pending execution and sees it through. It reports whether
 // there was one.
 func (a *Agent) processNext(ctx context.Context) (bool, error) {
 	// Look at the pending jobs instead of taking whatever start-next hands out: jobs that are
 	// not otaflow updates belong to other software on the device and are left alone (seed v1).
-	raw, err := a.request(ctx, "get", map[string]any{})
+	raw, err := a.request(ctx, iotjobs.SuffixGetPending, &iotjobs.GetPendingRequest{})
 	if err != nil {
 		return false, err
 	}
-	var pending struct {
-		InProgress []struct {
-			JobID string `json:"jobId"`
-		} `json:"inProgressJobs"`
-		Queued []struct {
-			JobID string `json:"jobId"`
-		} `json:"queuedJobs"`
-	}
+	var pending iotjobs.GetPendingReply
 	if err := json.Unmarshal(raw, &pending); err != nil {
 		return false, fmt.Errorf("get reply: %w", err)
 	}
-	ids := make([]string, 0, len(pending.InProgress)+len(pending.Queued))
-	for _, j := range append(pending.InProgress, pending.Queued...) {
-		ids = append(ids, j.JobID)
-	}
-	for _, id := range ids {
-		raw, err := a.request(ctx, id+"/get", map[string]any{"includeJobDocument": true})
+	for _, j := range append(pending.InProgressJobs, pending.QueuedJobs...) {
+		include := true
+		raw, err := a.request(ctx, iotjobs.DescribeSuffix(j.JobID), &iotjobs.DescribeRequest{IncludeJobDocument: &include})
 		if err != nil {
 			return false, err
 		}
-		var resp struct {
-			Execution *execution `json:"execution"`
-		}
+		var resp iotjobs.ExecutionReply
 		if err := json.Unmarshal(raw, &resp); err != nil || resp.Execution == nil {
 			continue
 		}
-		e := resp.Execution
+		e := &execution{JobExecution: *resp.Execution}
 		if !jobdoc.IsOtaflow(e.JobDocument) {
-			a.log.Debug().Str("job", id).Msg("not an otaflow update; left for other software")
+			a.log.Debug().Str("job", j.JobID).Msg("not an otaflow update; left for other software")
 			continue
 		}
-		if e.Status == "QUEUED" {
-			raw, err := a.request(ctx, id+"/update", map[string]any{
-				"status": "IN_PROGRESS", "statusDetails": map[string]string{"step": "accepted"},
-				"expectedVersion": e.VersionNumber, "includeJobExecutionState": true,
+		if e.Status == iotjobs.StatusQueued {
+			raw, err := a.request(ctx, iotjobs.UpdateSuffix(e.JobID), &iotjobs.UpdateRequest{
+				Status: iotjobs.StatusInProgress, StatusDetails: map[string]string{"step": "accepted"},
+				ExpectedVersion: e.VersionNumber, IncludeJobExecutionState: true,
 			})
 			if err != nil {
-				return false, fmt.Errorf("start job %s: %w", id, err)
+				return false, fmt.Errorf("start job %s: %w", e.JobID, err)
 			}
-			var st struct {
-				State struct {
-					VersionNumber int64 `json:"versionNumber"`
-				} `json:"executionState"`
+			var st iotjobs.UpdateReply
+			if json.Unmarshal(raw, &st) == nil && st.ExecutionState != nil {
+				e.VersionNumber = st.ExecutionState.VersionNumber
 			}
-			json.Unmarshal(raw, &st)
-			e.VersionNumber = st.State.VersionNumber
 		}
 		return true, a.process(ctx, e)
 	}
 	return false, nil
-}
-
-func (a *Agent) process(ctx context.Context, e *execution) error {
-	log := a.log.With().Str("job", e.JobID).Logger()
-	doc, err := jobdoc.Parse(e.JobDocument)
-	if err != nil {
-		log.Warn().Err(err).Msg("rejecting invalid job document")
-		return a.finish(ctx, e, "REJECTED", map[string]string{"reason": err.Error()})
-	}
-	e.bakeSeconds = doc.BakeSeconds
-	log = jobLogLevel(log, doc.UpdateAgentLogLevel).With().Str("software", doc.SoftwareToUpdate).Str("version", doc.Version).Logger()
-	if err := a.awaitDeferrals(ctx, e, doc, log); err != nil {
-		return err
-	}
-	if doc.SoftwareToUpdate == jobdoc.SoftwareComponents {
-		return a.deploy(ctx, e, doc)
-	}
-
-	a.mu.Lock()
-	cur := a.state.Installed[doc.SoftwareToUpdate]
-	resumed := a.state.CurrentJob == e.JobID && a.state.Step == "installed"
-	a.mu.Unlock()
-	if resumed && cur.Version == doc.Version {
-		log.Info().Msg("update was installed before a restart; reporting it")
-		return a.finish(ctx, e, "SUCCEEDED", map[string]string{"installedVersion": cur.Version, "previousVersion": cur.Previous})
-	}
-	if !resumed && cur.Version == doc.Version && a.onDisk(doc) {
-		// Re-running a rollout over a partly updated fleet: nothing to do. The previous
-		// version is this one, so a compensating rollback leaves the device as it is.
-		log.Info().Msg("already on this version")
-		return a.finish(ctx, e, "SUCCEEDED", map[string]string{"installedVersion": cur.Version, "previousVersion": cur.Version, "note": "already installed"})
-	}
-
-	if err := a.setState(func(s *State) { s.CurrentJob, s.Step = e.JobID, "installing" }); err != nil {
-		return err
-	}
-	if a.cfg.Installer.Root != "" {
-		running, err := a.installReal(ctx, e, doc, cur)
-		var ie *installError
-		if errors.As(err, &ie) {
-			status := "FAILED"
-			if ie.rejected {
-				status = "REJECTED"
-			}
-			log.Warn().Str("status", status).Msg(ie.reason)
-			if err := a.setState(func(s *State) { s.Installed[doc.SoftwareToUpdate] = cur }); err != nil {
-				return err
-			}
-			return a.finish(ctx, e, status, map[string]string{"reason": ie.reason, "installedVersion": running})
-		}
-		if err != nil {
-			return err
-		}
-		if err := a.setState(func(s *State) {
-			s.Installed[doc.SoftwareToUpdate] = Installed{Version: doc.Version, Previous: cur.Version}
-			s.Step = "installed"
-		}); err != nil {
-			return err
-		}
-		log.Info().Msg("installed, healthy, committed")
-		return a.finish(ctx, e, "SUCCEEDED", map[string]string{"installedVersion": doc.Version, "previousVersion": cur.Version})
-	}
-	if _, err := a.request(ctx, e.JobID+"/update", map[string]any{
-		"status": "IN_PROGRESS", "statusDetails": map[string]string{"step": "installing", "version": doc.Version},
-		"expectedVersion": e.VersionNumber,
-	}); err != nil {
-		return fmt.Errorf("report IN_PROGRESS: %w", err)
-	}
-	e.VersionNumber++
-	log.Info().Str("from", cur.Version).Msg("installing")
-
-	wait := a.cfg.InstallTime
-	if doc.Simulate != nil && doc.Simulate.InstallMillis > 0 {
-		wait = time.Duration(doc.Simulate.InstallMillis) * time.Millisecond
-	}
-	fault := FaultNone
-	if a.cfg.Fault != nil {
-		fault = a.cfg.Fault(e.JobID)
-	}
-	select {
-	case <-time.After(wait):
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	if doc.Simulate.FailsOn(a.cfg.ThingName) || fault == FaultFail {
-		log.Warn().Msg("simulated install failure; the installed version is unchanged")
-		if err := a.setState(func(s *State) { s.CurrentJob, s.Step = "", "" }); err != nil {
-			return err
-		}
-		return a.finish(ctx, e, "FAILED", map[string]string{
-			"reason": "simulated install failure requested by the job document", "installedVersion": cur.Version,
-		})
-	}
-	if err := a.setState(func(s *State) {
-		s.Installed[doc.SoftwareToUpdate] = Installed{Version: doc.Version, Previous: cur.Version}
-		s.Step = "installed"
-	}); err != nil {
-		return err
-	}
-	log.Info().Msg("installed")
-	if fault == FaultUnhealthy && doc.BakeSeconds == 0 {
-		doc.BakeSeconds = 1 // an unhealthy device shows it in its first health check
-	}
-	if doc.BakeSeconds > 0 {
-		healthy, err := a.bake(ctx, e, doc, fault == FaultUnhealthy)
-		if err != nil {
-			return err
-		}
-		if !healthy {
-			log.Warn().Str("to", cur.Version).Msg("health check failed during bake; rolled back")
-			if err := a.setState(func(s *State) {
-				s.Installed[doc.SoftwareToUpdate] = cur
-				s.CurrentJob, s.Step = "", ""
-			}); err != nil {
-				return err
-			}
-			return a.finish(ctx, e, "FAILED", map[string]string{
-				"reason": "health check failed during the bake time; rolled back", "installedVersion": cur.Version, "rolledBackFrom": doc.Version,
-			})
-		}
-	}
-	return a.finish(ctx, e, "SUCCEEDED", map[string]string{"installedVersion": doc.Version, "previousVersion": cur.Version})
-}
-
-// onDisk reports whether the document's version is what the device runs: for real installs
-// the current slot must agree with the state (a crash between the two is finished elsewhere).
-func (a *Agent) onDisk(doc *jobdoc.Document) bool {
-	if a.cfg.Installer.Root == "" {
-		return true
-	}
-	return slots.Slots{Root: filepath.Join(a.cfg.Installer.Root, doc.SoftwareToUpdate)}.Current() == doc.Version
-}
-
-// bake watches the device's health for the bake time after an install, reporting progress.
-// The simulated health check fails for the things the job document names.
-func (a *Agent) bake(ctx context.Context, e *execution, doc *jobdoc.Document, unhealthy bool) (bool, error) {
-	if _, err := a.request(ctx, e.JobID+"/update", map[string]any{
-		"status": "IN_PROGRESS", "statusDetails": map[string]string{"step": "baking", "version": doc.Version, "bakeSeconds": fmt.Sprint(doc.BakeSeconds)},
-		"expectedVersion": e.VersionNumber,
-	}); err != nil {
-		return false, fmt.Errorf("report baking: %w", err)
-	}
-	e.VersionNumber++
-	bake := time.Duration(doc.BakeSeconds) * time.Second
-	check := time.NewTicker(min(bake/4+time.Millisecond, 10*time.Second))
-	defer check.Stop()
-	deadline := time.After(bake)
-	for {
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-deadline:
-			return true, nil
-		case <-check.C:
-			if unhealthy || doc.Simulate.UnhealthyOn(a.cfg.ThingName) {
-				return false, nil
-			}
-		}
-	}
-}
-
-// deploy applies a components deployment: every component to its version, all at once.
-func (a *Agent) deploy(ctx context.Context, e *execution, doc *jobdoc.Document) error {
-	if _, err := a.request(ctx, e.JobID+"/update", map[string]any{
-		"status": "IN_PROGRESS", "statusDetails": map[string]string{"step": "deploying"}, "expectedVersion": e.VersionNumber,
-	}); err != nil {
-		return fmt.Errorf("report IN_PROGRESS: %w", err)
-	}
-	e.VersionNumber++
-	select {
-	case <-time.After(a.cfg.InstallTime):
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	if doc.Simulate.FailsOn(a.cfg.ThingName) {
-		return a.finish(ctx, e, "FAILED", map[string]string{"reason": "simulated deployment failure requested by the job document"})
-	}
-	var parts []string
-	if err := a.setState(func(s *State) {
-		for name, v := range doc.Components {
-			s.Installed[name] = Installed{Version: v, Previous: s.Installed[name].Version}
-		}
-	}); err != nil {
-		return err
-	}
-	for name, v := range doc.Components {
-		parts = append(parts, name+"="+v)
-	}
-	slices.Sort(parts)
-	a.log.Info().Str("job", e.JobID).Strs("components", parts).Msg("deployed")
-	return a.finish(ctx, e, "SUCCEEDED", map[string]string{"components": strings.Join(parts, ",")})
 }
 
 func (a *Agent) setState(change func(*State)) error {
@@ -688,107 +441,13 @@ func (a *Agent) setState(change func(*State)) error {
 	return nil
 }
 
-// revert puts the software back on previous after a job was canceled under it.
-func (a *Agent) revert(jobID, previous, installed string) {
-	if previous == "" {
-		return
-	}
-	a.setState(func(s *State) {
-		for sw, inst := range s.Installed {
-			if inst.Version == installed {
-				s.Installed[sw] = Installed{Version: previous}
-			}
-		}
-	})
-	a.log.Warn().Str("job", jobID).Str("version", previous).Msg("job was canceled while installing; reverted to the previous version")
-}
-
-// finish reports a terminal status and clears the current job.
-func (a *Agent) finish(ctx context.Context, e *execution, status string, details map[string]string) error {
-	for k, v := range e.notes {
-		details[k] = v
-	}
-	_, err := a.request(ctx, e.JobID+"/update", map[string]any{
-		"status": status, "statusDetails": details, "expectedVersion": e.VersionNumber,
-	})
-	var rej *rejection
-	if errors.As(err, &rej) && rej.Code == "TerminalStateReached" {
-		// The job ended meanwhile (canceled by the rollout): the fleet counts this device as
-		// not updated, so an install it just finished must not stand.
-		if status == "SUCCEEDED" {
-			a.revert(e.JobID, details["previousVersion"], details["installedVersion"])
-		}
-		err = nil
-	}
-	if err != nil {
-		return fmt.Errorf("report %s: %w", status, err)
-	}
-	a.log.Info().Str("job", e.JobID).Str("status", status).Msg("reported")
-	return a.setState(func(s *State) { s.CurrentJob, s.Step, s.Starts, s.DeferredSince = "", "", 0, time.Time{} })
-}
-
-// awaitDeferrals asks local components (over the IPC socket) whether the update may go ahead,
-// and waits while they defer it, up to MaxDeferral in total (counted across agent restarts).
-func (a *Agent) awaitDeferrals(ctx context.Context, e *execution, doc *jobdoc.Document, log zerolog.Logger) error {
-	if a.ipc == nil {
+// setStep persists the current job's step (no write when it is unchanged).
+func (a *Agent) setStep(step Step) error {
+	a.mu.Lock()
+	same := a.state.Step == step
+	a.mu.Unlock()
+	if same {
 		return nil
 	}
-	a.mu.Lock()
-	started := a.state.CurrentJob == e.JobID && a.state.Step != "" && a.state.Step != "deferred"
-	since := a.state.DeferredSince
-	if a.state.CurrentJob != e.JobID {
-		since = time.Time{}
-	}
-	a.mu.Unlock()
-	if started {
-		return nil // the install began before a restart: too late to defer
-	}
-	deferrals := 0
-	for {
-		d := a.ipc.ask(ctx, IPCMessage{JobID: e.JobID, Software: doc.SoftwareToUpdate, Version: doc.Version})
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if d == nil {
-			break
-		}
-		if since.IsZero() {
-			since = time.Now()
-		}
-		if time.Since(since)+d.After > a.cfg.MaxDeferral {
-			log.Warn().Str("component", d.Component).Dur("maxDeferral", a.cfg.MaxDeferral).Msg("deferral limit reached; updating now")
-			e.note("deferralLimitReached", fmt.Sprintf("%s asked to defer again after %s; the limit is %s", d.Component, time.Since(since).Round(time.Millisecond), a.cfg.MaxDeferral))
-			break
-		}
-		deferrals++
-		log.Info().Str("component", d.Component).Str("message", d.Message).Dur("recheckAfter", d.After).Msg("update deferred by a component")
-		if err := a.setState(func(s *State) { s.CurrentJob, s.Step, s.DeferredSince = e.JobID, "deferred", since }); err != nil {
-			return err
-		}
-		if _, err := a.request(ctx, e.JobID+"/update", map[string]any{
-			"status": "IN_PROGRESS", "expectedVersion": e.VersionNumber,
-			"statusDetails": map[string]string{"step": "deferred", "version": doc.Version, "deferredBy": d.Component,
-				"message": d.Message, "recheckAfterMs": fmt.Sprint(d.After.Milliseconds())},
-		}); err != nil {
-			return fmt.Errorf("report deferral: %w", err)
-		}
-		e.VersionNumber++
-		select {
-		case <-time.After(d.After):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	if deferrals > 0 {
-		e.note("deferrals", fmt.Sprint(deferrals))
-		e.note("deferredMs", fmt.Sprint(time.Since(since).Milliseconds()))
-	}
-	return nil
-}
-
-func (e *execution) note(k, v string) {
-	if e.notes == nil {
-		e.notes = map[string]string{}
-	}
-	e.notes[k] = v
+	return a.setState(func(s *State) { s.Step = step })
 }

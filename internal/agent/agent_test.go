@@ -14,14 +14,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/agent"
+	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/jobdoc"
 	"github.com/otaflow/otaflow/internal/jobs"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 )
 
-func doc(t *testing.T, version string, sim *jobdoc.Simulation) string {
+func doc(t *testing.T, version string) string {
 	d := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate,
-		RolloutID: "r", SoftwareToUpdate: jobdoc.SoftwareCore, Version: version, Simulate: sim}
+		RolloutID: "r", SoftwareToUpdate: jobdoc.SoftwareCore, Version: version}
 	s, err := d.Marshal()
 	require.NoError(t, err)
 	return s
@@ -63,7 +64,14 @@ func runAgent(t *testing.T, a *agent.Agent) {
 
 func startAgent(t *testing.T, url, dir string) (*agent.Agent, context.CancelFunc) {
 	t.Helper()
-	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: url, StateDir: dir, InitialVersion: "1.0.0", Logger: zerolog.Nop()})
+	// The job "d-fails" fails on this device, as the fleet simulator scripts it.
+	in := fleet.SimulatedInstaller(0, func(jobID string) fleet.Fault {
+		if jobID == "d-fails" {
+			return fleet.FaultFail
+		}
+		return fleet.FaultNone
+	})
+	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: url, StateDir: dir, InitialVersion: "1.0.0", Installer: in, Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -90,10 +98,10 @@ func TestAgentThroughBrokers(t *testing.T) {
 
 			// Jobs queued before the agent starts are picked up when it connects, in order.
 			for _, j := range []struct{ id, doc string }{
-				{"a-update", doc(t, "1.1.0", nil)},
+				{"a-update", doc(t, "1.1.0")},
 				{"b-bad-schema", `{"type":"otaflow.update","schemaVersion":"9","operation":"update","softwareToUpdate":"core","version":"2"}`},
 				{"c-not-ours", `{"operation":"reboot"}`},
-				{"d-fails", doc(t, "1.2.0", &jobdoc.Simulation{FailThings: []string{"dev-1"}})},
+				{"d-fails", doc(t, "1.2.0")},
 			} {
 				_, err := svc.CreateJob(jobs.CreateJobInput{JobID: j.id, Targets: []string{"dev-1"}, Document: j.doc})
 				require.NoError(t, err)
@@ -122,7 +130,7 @@ func TestAgentThroughBrokers(t *testing.T) {
 			stop()
 			a2, _ := startAgent(t, b.URL, dir)
 			require.Equal(t, "1.1.0", a2.InstalledVersion("core"))
-			_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "e-after-restart", Targets: []string{"dev-1"}, Document: doc(t, "1.3.0", nil)})
+			_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "e-after-restart", Targets: []string{"dev-1"}, Document: doc(t, "1.3.0")})
 			require.NoError(t, err)
 			e = waitTerminal(t, svc, "e-after-restart", "dev-1")
 			require.Equal(t, jobs.ExecSucceeded, e.Status)
@@ -154,7 +162,7 @@ func TestAgentSurvivesMalformedMessages(t *testing.T) {
 			}
 		}
 	}
-	_, err := svc.CreateJob(jobs.CreateJobInput{JobID: "after-flood", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0", nil)})
+	_, err := svc.CreateJob(jobs.CreateJobInput{JobID: "after-flood", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0")})
 	require.NoError(t, err)
 	e := waitTerminal(t, svc, "after-flood", "dev-1")
 	require.Equal(t, jobs.ExecSucceeded, e.Status)
@@ -190,12 +198,12 @@ func TestAgentResendsLostRequests(t *testing.T) {
 	defer svc.Close()
 	_, err = svc.CreateThing("dev-1", nil)
 	require.NoError(t, err)
-	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "update", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0", nil)})
+	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "update", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0")})
 	require.NoError(t, err)
 
 	var logs lockedLog
 	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: b.URL, StateDir: t.TempDir(), InitialVersion: "1.0.0",
-		RequestTimeout: 20 * time.Second, Logger: zerolog.New(&logs).Level(zerolog.DebugLevel)})
+		RequestTimeout: 20 * time.Second, Installer: fleet.SimulatedInstaller(0, nil), Logger: zerolog.New(&logs).Level(zerolog.DebugLevel)})
 	require.NoError(t, err)
 	runAgent(t, a)
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "checking for pending jobs") }, 10*time.Second, 10*time.Millisecond)

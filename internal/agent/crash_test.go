@@ -31,13 +31,13 @@ func TestAgentCrashChild(t *testing.T) {
 	key, _ := hex.DecodeString(os.Getenv("CRASH_KEY"))
 	cfg := agent.Config{ThingName: "dev-1", BrokerURL: os.Getenv("CRASH_BROKER"), StateDir: os.Getenv("CRASH_STATE"),
 		InitialVersion: "1.0.0", AgentVersion: "1.0.0", HandoverTimeout: 5 * time.Second, StepTimeout: 10 * time.Minute, Logger: zerolog.New(os.Stderr),
-		Installer: agent.Installer{Root: os.Getenv("CRASH_ROOT"), PublicKey: ed25519.PublicKey(key), Env: []string{"INVOCATION_ID=crash"}}}
+		Installer: &agent.SlotInstaller{Root: os.Getenv("CRASH_ROOT"), PublicKey: ed25519.PublicKey(key), Env: []string{"INVOCATION_ID=crash"}}}
 	if ready, ok := agent.ProbeReady(); ok {
 		cfg.ProbeReady = ready
 	}
 	if at, _ := strconv.Atoi(os.Getenv("CRASH_AT")); at > 0 {
 		// Die like a power cut right after the at-th state change reaches the disk.
-		n, prev := 0, "-"
+		n, prev := 0, agent.Step("-")
 		cfg.OnStateChange = func(st agent.State) {
 			if st.Step != prev {
 				prev = st.Step

@@ -111,7 +111,7 @@ func TestRealInstallPath(t *testing.T) {
 
 	root := t.TempDir()
 	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: r.brokerURL, StateDir: t.TempDir(), InitialVersion: "1.0.0", Logger: zerolog.Nop(),
-		Installer: agent.Installer{Root: root, PublicKey: r.pub, Env: []string{"INVOCATION_ID=test"}}})
+		Installer: &agent.SlotInstaller{Root: root, PublicKey: r.pub, Env: []string{"INVOCATION_ID=test"}}})
 	require.NoError(t, err)
 	runAgent(t, a)
 	core := slots.Slots{Root: filepath.Join(root, "core")}

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/agent"
+	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/jobs"
 )
 
@@ -58,7 +59,7 @@ func TestDeferral(t *testing.T) {
 
 	socket := filepath.Join(t.TempDir(), "agent.sock")
 	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: b.URL, StateDir: t.TempDir(), InitialVersion: "1.0.0", Logger: zerolog.Nop(),
-		IPCSocket: socket, DeferralResponseTimeout: 2 * time.Second, MaxDeferral: 1500 * time.Millisecond})
+		Installer: fleet.SimulatedInstaller(0, nil), IPCSocket: socket, DeferralResponseTimeout: 2 * time.Second, MaxDeferral: 1500 * time.Millisecond})
 	require.NoError(t, err)
 	runAgent(t, a)
 	c := dialComponent(t, socket, "com.example.Logger")
@@ -69,7 +70,7 @@ func TestDeferral(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, c.next().Error, "not a JSON message")
 
-	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "deferred", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0", nil)})
+	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "deferred", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0")})
 	require.NoError(t, err)
 	for i := 0; i < 2; i++ {
 		n := c.next()
@@ -96,7 +97,7 @@ func TestDeferral(t *testing.T) {
 	require.Equal(t, "1.1.0", a.InstalledVersion("core"))
 
 	// A component that never lets go is overridden at MaxDeferral.
-	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "stubborn", Targets: []string{"dev-1"}, Document: doc(t, "1.2.0", nil)})
+	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "stubborn", Targets: []string{"dev-1"}, Document: doc(t, "1.2.0")})
 	require.NoError(t, err)
 	go func() {
 		for {

@@ -10,9 +10,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/otaflow/otaflow/internal/agent/slots"
-	"github.com/otaflow/otaflow/internal/jobdoc"
 )
 
 // Self-update (softwareToUpdate "ota_agent"). The new agent is unpacked into its own slot
@@ -50,22 +47,22 @@ func ProbeReady() (ready func(), ok bool) {
 	}, true
 }
 
-// handover installs a new agent and hands over to it. It returns only on failure: on success
-// the process image is replaced.
-func (a *Agent) handover(ctx context.Context, e *execution, doc *jobdoc.Document, cur Installed, sl slots.Slots, file string) (string, error) {
-	if err := a.progress(ctx, e, "installing", doc.Version); err != nil {
-		return cur.Version, err
+// handover installs a new agent and hands over to it. It returns only on failure (an
+// UpdateError: the device keeps the agent it had): on success the process image is replaced.
+func (a *Agent) handover(ctx context.Context, u *Update, in *SlotInstaller) error {
+	if err := u.Report(ctx, StepInstalling, nil); err != nil {
+		return err
 	}
-	if err := sl.Install(doc.Version, file); err != nil {
-		return cur.Version, fail("install into a new slot failed: %v", err)
+	if err := in.Install(ctx, u); err != nil {
+		return err
 	}
-	os.Remove(file)
-	bin := sl.Dir(doc.Version) + "/" + AgentBinary
+	sl, cur := in.slots(u.Software()), u.From
+	bin := sl.Dir(u.Version()) + "/" + AgentBinary
 	if st, err := os.Stat(bin); err != nil || st.Mode()&0o100 == 0 {
-		return cur.Version, fail("the ota_agent artifact has no executable %s at its top level", AgentBinary)
+		return Fail("the ota_agent artifact has no executable %s at its top level", AgentBinary)
 	}
-	if err := a.progress(ctx, e, "handover", doc.Version); err != nil {
-		return cur.Version, err
+	if err := u.Report(ctx, StepHandover, nil); err != nil {
+		return err
 	}
 	timeout := a.cfg.HandoverTimeout
 	if timeout == 0 {
@@ -80,24 +77,24 @@ func (a *Agent) handover(ctx context.Context, e *execution, doc *jobdoc.Document
 	}
 	if err := a.probe(ctx, bin, timeout); err != nil {
 		reconnect()
-		return cur.Version, fail("new agent %s did not start: %v; kept agent %s", doc.Version, err, cur.Version)
+		return Fail("new agent %s did not start: %v; kept agent %s", u.Version(), err, cur.Version)
 	}
-	if err := sl.Switch(doc.Version); err != nil {
+	if err := sl.Switch(u.Version()); err != nil {
 		reconnect()
-		return cur.Version, fail("switch to agent %s failed: %v", doc.Version, err)
+		return Fail("switch to agent %s failed: %v", u.Version(), err)
 	}
-	if err := a.setState(func(s *State) { s.Step, s.Starts = "switched", 0 }); err != nil {
+	if err := a.setState(func(s *State) { s.Step, s.Starts = StepSwitched, 0 }); err != nil {
 		sl.Rollback()
 		reconnect()
-		return cur.Version, err
+		return err
 	}
 	a.log.Info().Str("binary", bin).Msg("handing over to the new agent")
 	err := syscall.Exec(bin, append([]string{bin}, a.cfg.Args...), a.cfg.Environ)
 	// Still here: exec failed and this agent carries on.
 	sl.Rollback()
-	a.setState(func(s *State) { s.Step = "handover" })
+	a.setStep(StepHandover)
 	reconnect()
-	return cur.Version, fail("exec of agent %s failed: %v; kept agent %s", doc.Version, err, cur.Version)
+	return Fail("exec of agent %s failed: %v; kept agent %s", u.Version(), err, cur.Version)
 }
 
 // probe starts bin as a probe and waits for it to say ready.

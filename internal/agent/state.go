@@ -15,8 +15,8 @@ type State struct {
 	Installed map[string]Installed `json:"installed"`
 	// CurrentJob is the job being applied; empty when idle.
 	CurrentJob string `json:"currentJob,omitempty"`
-	// Step is where CurrentJob is: "installing" or "installed" (reported next).
-	Step string `json:"step,omitempty"`
+	// Step is where CurrentJob is (step.go).
+	Step Step `json:"step,omitempty"`
 	// Starts counts agent starts while a switched version awaits confirmation; past the
 	// limit the update is rolled back, which breaks reboot loops.
 	Starts int `json:"starts,omitempty"`

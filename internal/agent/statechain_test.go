@@ -44,7 +44,7 @@ func TestStateChain(t *testing.T) {
 		a.Signature = hex.EncodeToString(ed25519.Sign(r.priv, digest))
 	}
 	type setup struct {
-		in      *agent.Installer
+		in      *agent.SlotInstaller
 		doc     *jobdoc.Document
 		scripts string
 		deferTo bool // a local component defers the update once
@@ -109,7 +109,7 @@ func TestStateChain(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root, scripts := t.TempDir(), t.TempDir()
-			s := &setup{in: &agent.Installer{Root: root, PublicKey: r.pub, Env: []string{"INVOCATION_ID=test"}, ScriptsDir: scripts, ScriptsOwner: os.Getuid()},
+			s := &setup{in: &agent.SlotInstaller{Root: root, PublicKey: r.pub, Env: []string{"INVOCATION_ID=test"}, ScriptsDir: scripts, ScriptsOwner: os.Getuid()},
 				doc: &jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "r",
 					SoftwareToUpdate: jobdoc.SoftwareCore, Version: "3.0.0", Artifact: r.artifact("3.0.0", false),
 					HealthCheck: &jobdoc.HealthCheck{Command: []string{"true"}}}}
@@ -135,12 +135,12 @@ func TestStateChain(t *testing.T) {
 			if s.deferTo {
 				socket = filepath.Join(state, "agent.sock")
 			}
-			a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: r.brokerURL, StateDir: state, Logger: zerolog.Nop(), Installer: *s.in, IPCSocket: socket,
+			a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: r.brokerURL, StateDir: state, Logger: zerolog.Nop(), Installer: s.in, IPCSocket: socket,
 				OnStateChange: func(st agent.State) {
 					mu.Lock()
 					defer mu.Unlock()
-					if len(chain) == 0 || chain[len(chain)-1] != st.Step {
-						chain = append(chain, st.Step)
+					if len(chain) == 0 || chain[len(chain)-1] != string(st.Step) {
+						chain = append(chain, string(st.Step))
 					}
 				}})
 			require.NoError(t, err)

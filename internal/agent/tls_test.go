@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/agent"
+	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/broker"
 	"github.com/otaflow/otaflow/internal/jobs"
 	"github.com/otaflow/otaflow/internal/mqtttest"
@@ -108,7 +109,7 @@ func TestAgentMutualTLSWithALPN(t *testing.T) {
 	t.Cleanup(plane.Close)
 	_, err = svc.CreateThing("dev-1", nil)
 	require.NoError(t, err)
-	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "over-tls", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0", nil)})
+	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "over-tls", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0")})
 	require.NoError(t, err)
 
 	newAgent := func(certCN string, log zerolog.Logger) *agent.Agent {
@@ -116,7 +117,7 @@ func TestAgentMutualTLSWithALPN(t *testing.T) {
 		tc, err := agent.TLSFiles{CAFile: filepath.Join(ca.dir, "ca.pem"), CertFile: cert, KeyFile: key, ALPN: true}.Config()
 		require.NoError(t, err)
 		a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: b.TLSURL(), TLS: tc, StateDir: t.TempDir(),
-			InitialVersion: "1.0.0", RequestTimeout: 2 * time.Second, Logger: log})
+			InitialVersion: "1.0.0", RequestTimeout: 2 * time.Second, Installer: fleet.SimulatedInstaller(0, nil), Logger: log})
 		require.NoError(t, err)
 		return a
 	}

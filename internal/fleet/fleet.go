@@ -39,7 +39,11 @@ type Options struct {
 	RequestTimeout time.Duration
 	// Seed makes the faults reproducible: the same seed, thing and job give the same fault.
 	Seed uint64
-	// Installer, when set, gives a device a real installer instead of simulated installs.
+	// Faults script the outcome of every install of the named things (before the rates
+	// apply); SetFaults changes them while the fleet runs.
+	Faults map[string]Fault
+	// Installer, when set, gives a device a real installer (an agent.SlotInstaller) instead of
+	// simulated installs.
 	Installer func(thing string) (agent.Installer, error)
 	// OnStateChange sees every device's persisted states.
 	OnStateChange func(thing string, st agent.State)
@@ -56,12 +60,41 @@ type Fleet struct {
 	devices map[string]*device
 	order   []string
 	crashes atomic.Int64
+	faults  map[string]Fault // guarded by mu
 }
 
 type device struct {
 	mu      sync.Mutex
 	agent   *agent.Agent
 	crashed map[string]bool // jobs this device crashed in (once each)
+}
+
+// SetFaults scripts the outcome of every later install of the named things (nil: only the
+// rates decide).
+func (f *Fleet) SetFaults(faults map[string]Fault) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.faults = faults
+}
+
+// fault is the outcome of thing's install of jobID: scripted, else rolled from the rates.
+func (f *Fleet) fault(thing, jobID string) Fault {
+	f.mu.Lock()
+	scripted, ok := f.faults[thing]
+	f.mu.Unlock()
+	if ok {
+		return scripted
+	}
+	r := f.roll(thing, jobID)
+	switch {
+	case r < f.o.FailureRate:
+		return FaultFail
+	case r < f.o.FailureRate+f.o.UnhealthyRate:
+		return FaultUnhealthy
+	case r < f.o.FailureRate+f.o.UnhealthyRate+f.o.CrashRate:
+		return FaultCrash
+	}
+	return FaultNone
 }
 
 // Start starts every device; they connect in the background.
@@ -73,7 +106,7 @@ func Start(o Options) (*Fleet, error) {
 		o.RequestTimeout = 2 * time.Minute
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &Fleet{o: o, ctx: ctx, cancel: cancel, devices: map[string]*device{}}
+	f := &Fleet{o: o, ctx: ctx, cancel: cancel, devices: map[string]*device{}, faults: o.Faults}
 	for _, thing := range o.Things {
 		if err := f.add(thing); err != nil {
 			f.Close()
@@ -98,33 +131,17 @@ func (f *Fleet) add(thing string) error {
 	f.mu.Unlock()
 	first := make(chan error, 1)
 	f.wg.Add(1)
+	// The simulated installer outlives the device's reboots: it is its disk.
+	sim := &simInstaller{installTime: f.o.InstallTime, fault: func(jobID string) Fault { return f.fault(thing, jobID) },
+		active: map[string]string{}}
 	go func() {
 		defer f.wg.Done()
 		for boot := 0; ; boot++ {
 			runCtx, crash := context.WithCancel(f.ctx)
 			cfg := agent.Config{
 				ThingName: thing, BrokerURL: f.o.BrokerURL, StateDir: filepath.Join(f.o.StateDir, thing),
-				InitialVersion: f.o.InitialVersion, InstallTime: f.o.InstallTime, NoSync: f.o.Installer == nil, RequestTimeout: f.o.RequestTimeout,
-				Logger: f.o.Logger.With().Str("component", "agent").Logger(),
-				Fault: func(jobID string) agent.Fault {
-					r := f.roll(thing, jobID)
-					switch {
-					case r < f.o.FailureRate:
-						return agent.FaultFail
-					case r < f.o.FailureRate+f.o.UnhealthyRate:
-						return agent.FaultUnhealthy
-					case r < f.o.FailureRate+f.o.UnhealthyRate+f.o.CrashRate:
-						d.mu.Lock()
-						again := d.crashed[jobID]
-						d.crashed[jobID] = true
-						d.mu.Unlock()
-						if !again {
-							f.crashes.Add(1)
-							crash() // power cut: the agent stops where it is
-						}
-					}
-					return agent.FaultNone
-				},
+				InitialVersion: f.o.InitialVersion, NoSync: f.o.Installer == nil, RequestTimeout: f.o.RequestTimeout,
+				Logger: f.o.Logger.With().Str("component", "agent").Logger(), Installer: sim,
 			}
 			if f.o.OnStateChange != nil {
 				cfg.OnStateChange = func(st agent.State) { f.o.OnStateChange(thing, st) }
@@ -139,6 +156,16 @@ func (f *Fleet) add(thing string) error {
 					return
 				}
 				cfg.Installer = in
+			}
+			sim.crash = func(jobID string) {
+				d.mu.Lock()
+				again := d.crashed[jobID]
+				d.crashed[jobID] = true
+				d.mu.Unlock()
+				if !again {
+					f.crashes.Add(1)
+					crash() // power cut: the agent stops where it is
+				}
 			}
 			a, err := agent.New(cfg)
 			if boot == 0 {

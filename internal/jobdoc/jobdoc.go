@@ -53,7 +53,8 @@ type Document struct {
 	BakeSeconds int `json:"bakeSeconds,omitempty"`
 	// UpdateAgentLogLevel is the log level the agent uses while it runs this job.
 	UpdateAgentLogLevel string `json:"updateAgentLogLevel,omitempty"`
-	// Artifact is the software to install; without it the agent simulates the install.
+	// Artifact is the software to install; without it the device switches to the version if
+	// it is still in its slot (a rollback), and refuses the job otherwise.
 	Artifact *Artifact `json:"artifact,omitempty"`
 	// HealthCheck runs after the switch (and through the bake time); failing it rolls back.
 	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
@@ -61,8 +62,6 @@ type Document struct {
 	// configured restart command for the software; "none" restarts nothing (the new files take
 	// effect on their own, e.g. a config bundle or a binary started per request).
 	RestartPolicy string `json:"restartPolicy,omitempty"`
-	// Simulate steers simulated devices (the demo and tests); real installs ignore it.
-	Simulate *Simulation `json:"simulate,omitempty"`
 }
 
 // Artifact is a signed, downloadable .tar.gz.
@@ -79,26 +78,6 @@ type Artifact struct {
 type HealthCheck struct {
 	Command        []string `json:"command"`
 	TimeoutSeconds int      `json:"timeoutSeconds,omitempty"`
-}
-
-// Simulation asks simulated devices to behave in a given way.
-type Simulation struct {
-	// FailThings lists the things whose install fails.
-	FailThings []string `json:"failThings,omitempty"`
-	// InstallMillis is how long a simulated install takes.
-	InstallMillis int `json:"installMillis,omitempty"`
-	// UnhealthyThings lists the things whose health check fails after the install.
-	UnhealthyThings []string `json:"unhealthyThings,omitempty"`
-}
-
-// UnhealthyOn reports whether the document asks thing's health check to fail.
-func (s *Simulation) UnhealthyOn(thing string) bool {
-	return s != nil && slices.Contains(s.UnhealthyThings, thing)
-}
-
-// FailsOn reports whether the document asks thing's simulated install to fail.
-func (s *Simulation) FailsOn(thing string) bool {
-	return s != nil && slices.Contains(s.FailThings, thing)
 }
 
 // IsOtaflow reports whether raw looks like an otaflow document at all (of any version), so

@@ -52,7 +52,7 @@ func (c *installCounter) observe(thing string, st agent.State) {
 	if st.Step == "installed" && c.prev[thing] != "installed" {
 		c.count[thing]++
 	}
-	c.prev[thing] = st.Step
+	c.prev[thing] = string(st.Step)
 }
 
 // requireExactlyOnce checks that each of the n devices installed exactly once and that the

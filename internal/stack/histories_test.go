@@ -36,8 +36,13 @@ func TestRecordHistories(t *testing.T) {
 	aborted.Version = "1.11.7"
 	aborted.Waves = "2,100%"
 	aborted.OnFailure = workflows.OnFailureRollback
-	aborted.SimulateFailures = []string{stack.Device(3), stack.Device(4), stack.Device(5)}
-	for name, req := range map[string]workflows.RolloutRequest{"waves-succeeded.json": ok, "abort-rollback.json": aborted} {
+	for _, r := range []struct {
+		name string
+		req  workflows.RolloutRequest
+		fail []string
+	}{{"waves-succeeded.json", ok, nil}, {"abort-rollback.json", aborted, []string{stack.Device(3), stack.Device(4), stack.Device(5)}}} {
+		name, req := r.name, r.req
+		s.SetDeviceFaults(r.fail, nil)
 		run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
 		require.NoError(t, err)
 		rolloutclient.Result(ctx, run)

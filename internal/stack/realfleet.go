@@ -48,7 +48,7 @@ func (s *Stack) UseRealInstalls(ctx context.Context, fromVersion string, failPre
 		root := filepath.Join(s.opts.DataDir, "devices", thing, "root")
 		scripts := filepath.Join(root, "usr", "scripts")
 		if err := os.MkdirAll(scripts, 0o755); err != nil {
-			return agent.Installer{}, err
+			return nil, err
 		}
 		for _, name := range preflight.Scripts {
 			body := "#!/bin/sh\nexit 0\n"
@@ -56,19 +56,19 @@ func (s *Stack) UseRealInstalls(ctx context.Context, fromVersion string, failPre
 				body = "#!/bin/sh\necho \"demo: the core service on " + thing + " would not stop\" >&2\nexit 1\n"
 			}
 			if err := os.WriteFile(filepath.Join(scripts, name), []byte(body), 0o700); err != nil {
-				return agent.Installer{}, err
+				return nil, err
 			}
 		}
 		core := slots.Slots{Root: filepath.Join(root, "core")}
 		if core.Current() == "" {
 			if err := core.Install(fromVersion, initial); err != nil {
-				return agent.Installer{}, err
+				return nil, err
 			}
 			if err := core.Switch(fromVersion); err != nil {
-				return agent.Installer{}, err
+				return nil, err
 			}
 		}
-		return agent.Installer{Root: root, PublicKey: key.Public().(ed25519.PublicKey), ManagedRespawn: true,
+		return &agent.SlotInstaller{Root: root, PublicKey: key.Public().(ed25519.PublicKey), ManagedRespawn: true,
 			ScriptsDir: scripts, ScriptsOwner: os.Getuid(), Env: []string{"PATH=" + os.Getenv("PATH")}}, nil
 	}
 	return f, nil

@@ -229,6 +229,24 @@ func (s *Stack) StartDevices(ctx context.Context, n int, initialVersion string, 
 	return s.StartFleet(ctx, n, fleet.Options{InitialVersion: initialVersion, InstallTime: installTime})
 }
 
+// SetDeviceFaults scripts every later install of the simulated devices: those in fail fail
+// before the switch, those in unhealthy fail their health check and roll back, the others
+// succeed. It applies to every fleet the stack started.
+func (s *Stack) SetDeviceFaults(fail, unhealthy []string) {
+	faults := map[string]fleet.Fault{}
+	for _, t := range fail {
+		faults[t] = fleet.FaultFail
+	}
+	for _, t := range unhealthy {
+		faults[t] = fleet.FaultUnhealthy
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range s.fleets {
+		f.SetFaults(faults)
+	}
+}
+
 // StartFleet registers n more things and starts a fleet for them with o (its broker, things,
 // state directory and installer are filled in). It returns their thing ARNs.
 func (s *Stack) StartFleet(ctx context.Context, n int, o fleet.Options) ([]string, error) {

@@ -79,7 +79,8 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("two devices fail", func(t *testing.T) {
 		req := request("e2e-fail", arns)
 		req.Version = "1.11.7"
-		req.SimulateFailures = []string{stack.Device(3), stack.Device(17)}
+		s.SetDeviceFaults([]string{stack.Device(3), stack.Device(17)}, nil)
+		t.Cleanup(func() { s.SetDeviceFaults(nil, nil) })
 		run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
 		require.NoError(t, err)
 		res, err := rolloutclient.Result(ctx, run)
@@ -158,10 +159,9 @@ func TestWorkerStoppedMidRollout(t *testing.T) {
 	s, err := stack.Start(ctx, stack.Options{DataDir: t.TempDir(), InMemoryTemporal: true, UIPort: -1, Logger: testLogger()})
 	require.NoError(t, err)
 	defer s.Close()
-	arns, err := s.StartDevices(ctx, 10, "1.10.2", 0)
+	arns, err := s.StartDevices(ctx, 10, "1.10.2", 3*time.Second)
 	require.NoError(t, err)
 	req := request("worker-restart", arns)
-	req.SimulateInstallTime = 3 * time.Second
 	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
@@ -220,9 +220,11 @@ func TestWaveAbortRollsBack(t *testing.T) {
 	req.Waves = "3,100%"
 	req.Abort = &workflows.AbortCriteria{FailureType: "FAILED", ThresholdPercent: 30, MinExecuted: 3}
 	req.OnFailure = workflows.OnFailureRollback
+	var failing []string
 	for i := 4; i <= 7; i++ {
-		req.SimulateFailures = append(req.SimulateFailures, stack.Device(i))
+		failing = append(failing, stack.Device(i))
 	}
+	s.SetDeviceFaults(failing, nil)
 	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
 	require.NoError(t, err)
 	res, err := rolloutclient.Result(ctx, run)
@@ -286,7 +288,7 @@ func TestBakeTime(t *testing.T) {
 	req := request("bake", arns)
 	req.BakeTime = time.Second
 	req.SuccessThresholdPercent = 80
-	req.SimulateUnhealthy = []string{stack.Device(2)}
+	s.SetDeviceFaults(nil, []string{stack.Device(2)})
 	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
 	require.NoError(t, err)
 	res, err := rolloutclient.Result(ctx, run)

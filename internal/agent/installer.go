@@ -1,0 +1,76 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/otaflow/otaflow/internal/jobdoc"
+)
+
+// Installer applies an update to the device. The agent calls its steps in order, persisting
+// the step it reached before each (see Step), and reports every outcome:
+//
+//	Prepare → Install → Switch → Start → Verify → Commit
+//
+// An error from Prepare or Install leaves the running version untouched. After Switch has
+// been called, any error makes the agent call Rollback, which must leave the device running
+// u.From again. An *UpdateError says why in words an operator reads in the job's statusDetails;
+// any other error is transient (the agent retries the job later).
+//
+// The agent's own implementation is SlotInstaller (versions side by side, an atomic link
+// switch); the fleet simulator has a simulated one.
+type Installer interface {
+	// Prepare checks the device's requirements and fetches and verifies what the update
+	// needs. It may report StepDownloading (with progress) through u.Report.
+	Prepare(ctx context.Context, u *Update) error
+	// Install places the new version beside the running one, inactive.
+	Install(ctx context.Context, u *Update) error
+	// Switch makes the new version the active one, atomically.
+	Switch(ctx context.Context, u *Update) error
+	// Start (re)starts the software on its active version, as the restart policy says.
+	Start(ctx context.Context, u *Update) error
+	// Verify checks the new version's health through the bake time.
+	Verify(ctx context.Context, u *Update) error
+	// Commit makes the update final (post-update scripts, clean-up).
+	Commit(ctx context.Context, u *Update) error
+	// Rollback makes u.From the active version again and starts it.
+	Rollback(ctx context.Context, u *Update) error
+	// Active is the version of software that is active on the device, "" when the
+	// installer does not know (the agent's state then stands).
+	Active(software string) string
+}
+
+// Update is one job's update as an Installer sees it.
+type Update struct {
+	JobID string
+	Thing string
+	Doc   *jobdoc.Document
+	// From is what the device ran before the update.
+	From Installed
+	// Report persists step and reports it as the job's progress (statusDetails.step) with
+	// details; an installer calls it for the steps within its own work.
+	Report func(ctx context.Context, step Step, details map[string]string) error
+}
+
+// Software and Version are what the update installs.
+func (u *Update) Software() string { return u.Doc.SoftwareToUpdate }
+func (u *Update) Version() string  { return u.Doc.Version }
+
+// UpdateError is an update that cannot succeed. A rejected one changed nothing on the device
+// (the job ends REJECTED); any other ends FAILED.
+type UpdateError struct {
+	Rejected bool
+	Reason   string
+}
+
+func (e *UpdateError) Error() string { return e.Reason }
+
+// Reject is an UpdateError for an update the device refuses before touching anything.
+func Reject(format string, args ...any) error {
+	return &UpdateError{Rejected: true, Reason: fmt.Sprintf(format, args...)}
+}
+
+// Fail is an UpdateError for an update that failed.
+func Fail(format string, args ...any) error {
+	return &UpdateError{Reason: fmt.Sprintf(format, args...)}
+}

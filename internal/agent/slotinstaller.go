@@ -1,0 +1,247 @@
+package agent
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/Masterminds/semver/v3"
+
+	"github.com/otaflow/otaflow/internal/agent/artifact"
+	"github.com/otaflow/otaflow/internal/agent/preflight"
+	"github.com/otaflow/otaflow/internal/agent/slots"
+	"github.com/otaflow/otaflow/internal/jobdoc"
+)
+
+// SlotInstaller is the agent's installer: each software's versions live side by side in
+// slots under Root (<Root>/core, <Root>/ota_agent), and a switch is one atomic rename of the
+// "current" link. Artifacts are downloaded, checked against their SHA-256 and the fleet key's
+// signature, and unpacked into a new slot; the seed's managedRespawn scripts run around the
+// update.
+type SlotInstaller struct {
+	// Root holds one slot tree per software and the downloads.
+	Root string
+	// PublicKey verifies artifact signatures.
+	PublicKey ed25519.PublicKey
+	// ManagedRespawn runs the seed's pre/post scripts from ScriptsDir, owned by ScriptsOwner.
+	ManagedRespawn bool
+	ScriptsDir     string
+	ScriptsOwner   int
+	// Restart restarts the managed software after a switch (e.g. systemctl restart ...).
+	Restart []string
+	// Env is what preflight checks see (default: the process environment).
+	Env []string
+	// FreeDiskFactor is the free disk needed, as a multiple of the artifact (default 3).
+	FreeDiskFactor float64
+	// DownloadBytesPerSecond caps the download bandwidth (0: no cap).
+	DownloadBytesPerSecond int64
+}
+
+var _ Installer = (*SlotInstaller)(nil)
+
+func (in *SlotInstaller) slots(software string) slots.Slots {
+	return slots.Slots{Root: filepath.Join(in.Root, software)}
+}
+
+func (in *SlotInstaller) download(u *Update) string {
+	return filepath.Join(in.Root, "downloads", u.Software()+"-"+u.Version()+".tar.gz")
+}
+
+// scripts are the managedRespawn scripts around an update of software (seed v1).
+func scripts(software string) (pre, post string) {
+	if software == jobdoc.SoftwareOTAAgent {
+		return "ota_pre_update.sh", "ota_post_update.sh"
+	}
+	return "ggc_pre_update.sh", "ggc_post_update.sh"
+}
+
+// Active is the version in the software's current slot.
+func (in *SlotInstaller) Active(software string) string { return in.slots(software).Current() }
+
+// Prepare refuses downgrades outside rollback jobs and devices that do not meet the
+// requirements, then downloads and verifies the artifact and runs the pre-update script.
+func (in *SlotInstaller) Prepare(ctx context.Context, u *Update) error {
+	doc, sl := u.Doc, in.slots(u.Software())
+	if doc.Operation == jobdoc.OpUpdate && u.From.Version != "" {
+		newV, err1 := semver.NewVersion(doc.Version)
+		oldV, err2 := semver.NewVersion(u.From.Version)
+		if err1 == nil && err2 == nil && newV.LessThan(oldV) {
+			return Reject("%s %s is older than the installed %s: a downgrade needs a rollback job", u.Software(), doc.Version, u.From.Version)
+		}
+	}
+	var size int64
+	if doc.Artifact != nil {
+		size = doc.Artifact.Size
+	} else if !sl.Installed(doc.Version) {
+		return Reject("the job has no artifact and %s %s is not installed on this device to switch to", u.Software(), doc.Version)
+	}
+	os.MkdirAll(sl.Root, 0o755)
+	if err := preflight.Check(preflight.Config{
+		InstallDir: sl.Root, ArtifactSize: size, FreeFactor: in.FreeDiskFactor, ManagedRespawn: in.ManagedRespawn,
+		ScriptsDir: in.ScriptsDir, OwnerUID: in.ScriptsOwner, Env: in.Env,
+	}); err != nil {
+		return Reject("requirements not met: %v", err)
+	}
+	if doc.Artifact != nil {
+		if err := u.Report(ctx, StepDownloading, nil); err != nil {
+			return err
+		}
+		file := in.download(u)
+		os.MkdirAll(filepath.Dir(file), 0o755)
+		spec := artifact.Spec{URL: doc.Artifact.URL, Size: doc.Artifact.Size, SHA256: doc.Artifact.SHA256, Signature: doc.Artifact.Signature}
+		if err := artifact.Download(ctx, spec, file, artifact.Options{PublicKey: in.PublicKey, BytesPerSecond: in.DownloadBytesPerSecond,
+			Progress: downloadProgress(ctx, u)}); err != nil {
+			if errors.Is(err, artifact.ErrVerify) {
+				return Fail("%v", err)
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return Fail("download failed: %v", err)
+		}
+	}
+	if in.ManagedRespawn {
+		pre, _ := scripts(u.Software())
+		if err := preflight.RunScript(in.ScriptsDir, pre); err != nil {
+			return Fail("%v", err)
+		}
+	}
+	return nil
+}
+
+// Install unpacks the downloaded artifact into a new slot (a rollback to a version still in
+// its slot has nothing to unpack).
+func (in *SlotInstaller) Install(_ context.Context, u *Update) error {
+	if u.Doc.Artifact == nil {
+		return nil
+	}
+	file := in.download(u)
+	if err := in.slots(u.Software()).Install(u.Version(), file); err != nil {
+		return Fail("install into a new slot failed: %v", err)
+	}
+	os.Remove(file)
+	return nil
+}
+
+// Switch points the current link at the new slot.
+func (in *SlotInstaller) Switch(_ context.Context, u *Update) error {
+	if err := in.slots(u.Software()).Switch(u.Version()); err != nil {
+		return Fail("switch to %s failed: %v", u.Version(), err)
+	}
+	return nil
+}
+
+// Start runs the restart command, unless the job's restart policy is none.
+func (in *SlotInstaller) Start(_ context.Context, u *Update) error {
+	if u.Doc.RestartPolicy == jobdoc.RestartNone {
+		return nil
+	}
+	if err := in.restart(); err != nil {
+		return Fail("restarting %s failed: %v", u.Version(), err)
+	}
+	return nil
+}
+
+// Verify runs the job's health check in the new version's directory through the bake time.
+func (in *SlotInstaller) Verify(ctx context.Context, u *Update) error {
+	env := append(os.Environ(), "OTAFLOW_THING_NAME="+u.Thing, "OTAFLOW_SOFTWARE="+u.Software(), "OTAFLOW_VERSION="+u.Version())
+	if err := healthy(ctx, u.Doc, in.slots(u.Software()).Dir(u.Version()), env); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return Fail("health check of %s failed: %v", u.Version(), err)
+	}
+	return nil
+}
+
+// Commit runs the post-update script.
+func (in *SlotInstaller) Commit(_ context.Context, u *Update) error {
+	if !in.ManagedRespawn {
+		return nil
+	}
+	_, post := scripts(u.Software())
+	if err := preflight.RunScript(in.ScriptsDir, post); err != nil {
+		return Fail("%v", err)
+	}
+	return nil
+}
+
+// Rollback switches back to the previous slot and restarts it.
+func (in *SlotInstaller) Rollback(_ context.Context, u *Update) error {
+	if _, err := in.slots(u.Software()).Rollback(); err != nil {
+		return err
+	}
+	in.restart()
+	return nil
+}
+
+// downloadProgress reports the download's progress in statusDetails.progress, at most every
+// tenth of the artifact or every five seconds. A lost report is not an error: the next one
+// carries the newer figure.
+func downloadProgress(ctx context.Context, u *Update) func(done, total int64) {
+	var lastPct int64 = -1
+	var last time.Time
+	return func(done, total int64) {
+		pct := done * 100 / max(total, 1)
+		if pct < 100 && pct < lastPct+10 && time.Since(last) < 5*time.Second {
+			return
+		}
+		lastPct, last = pct, time.Now()
+		u.Report(ctx, StepDownloading, map[string]string{"progress": fmt.Sprintf("%d%%", pct)})
+	}
+}
+
+func (in *SlotInstaller) restart() error {
+	r := in.Restart
+	if len(r) == 0 {
+		return nil
+	}
+	out, err := exec.Command(r[0], r[1:]...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	return nil
+}
+
+// healthy runs the document's health check, repeatedly through the bake time, in the new
+// version's directory with the thing name and version in its environment.
+func healthy(ctx context.Context, doc *jobdoc.Document, dir string, env []string) error {
+	if doc.HealthCheck == nil {
+		return nil
+	}
+	timeout := time.Duration(doc.HealthCheck.TimeoutSeconds) * time.Second
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	check := func() error {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		cmd := exec.CommandContext(cctx, doc.HealthCheck.Command[0], doc.HealthCheck.Command[1:]...)
+		cmd.Dir, cmd.Env = dir, env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	deadline := time.Now().Add(time.Duration(doc.BakeSeconds) * time.Second)
+	for {
+		if err := check(); err != nil {
+			return err
+		}
+		if !time.Now().Before(deadline) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(time.Until(deadline)+time.Millisecond, 5*time.Second)):
+		}
+	}
+}

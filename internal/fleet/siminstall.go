@@ -1,0 +1,112 @@
+package fleet
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/otaflow/otaflow/internal/agent"
+)
+
+// Fault is how one simulated install goes.
+type Fault int
+
+// The faults the simulator injects.
+const (
+	FaultNone Fault = iota
+	// FaultFail fails the install before the switch: the device keeps its version.
+	FaultFail
+	// FaultUnhealthy makes the new version fail its health check: the device rolls back.
+	FaultUnhealthy
+	// FaultCrash cuts the device's power mid-install, once per job: it reboots and resumes.
+	FaultCrash
+)
+
+// simInstaller is a device's pretend installer: it takes InstallTime, keeps the active
+// versions in memory (the device's "disk", which survives its simulated reboots) and fails
+// as its fault says.
+type simInstaller struct {
+	installTime time.Duration
+	// fault decides the install of a job; crash cuts the power (cancels the agent) the first
+	// time a job's install crashes.
+	fault func(jobID string) Fault
+	crash func(jobID string)
+
+	mu     sync.Mutex
+	active map[string]string
+}
+
+var _ agent.Installer = (*simInstaller)(nil)
+
+func (s *simInstaller) Active(software string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active[software]
+}
+
+func (s *simInstaller) setActive(software, version string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.active[software] = version
+}
+
+func (s *simInstaller) Prepare(context.Context, *agent.Update) error { return nil }
+
+func (s *simInstaller) Install(ctx context.Context, u *agent.Update) error {
+	fault := s.fault(u.JobID)
+	if fault == FaultCrash {
+		s.crash(u.JobID)
+	}
+	select {
+	case <-time.After(s.installTime):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if fault == FaultFail {
+		return agent.Fail("simulated install failure (the fleet simulator's fault for this device)")
+	}
+	return nil
+}
+
+func (s *simInstaller) Switch(_ context.Context, u *agent.Update) error {
+	s.setActive(u.Software(), u.Version())
+	return nil
+}
+
+func (s *simInstaller) Start(context.Context, *agent.Update) error { return nil }
+
+// Verify watches the bake time; an unhealthy device shows it at its first check (so even
+// without a bake time).
+func (s *simInstaller) Verify(ctx context.Context, u *agent.Update) error {
+	if s.fault(u.JobID) == FaultUnhealthy {
+		bake := time.Duration(u.Doc.BakeSeconds) * time.Second
+		select {
+		case <-time.After(min(bake/4, 10*time.Second)):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return agent.Fail("health check failed during the bake time (the fleet simulator's fault for this device)")
+	}
+	select {
+	case <-time.After(time.Duration(u.Doc.BakeSeconds) * time.Second):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *simInstaller) Commit(context.Context, *agent.Update) error { return nil }
+
+func (s *simInstaller) Rollback(_ context.Context, u *agent.Update) error {
+	s.setActive(u.Software(), u.From.Version)
+	return nil
+}
+
+// SimulatedInstaller is one simulated device's installer, for tests of a single agent: each
+// install takes installTime and goes as fault says for its job (nil: always well).
+func SimulatedInstaller(installTime time.Duration, fault func(jobID string) Fault) agent.Installer {
+	if fault == nil {
+		fault = func(string) Fault { return FaultNone }
+	}
+	return &simInstaller{installTime: installTime, fault: fault, crash: func(string) {}, active: map[string]string{}}
+}
