@@ -38,7 +38,7 @@ e2e:
 	$(GO) test -count=1 -timeout 20m ./internal/stack/...
 
 compose-check:
-	MQTT_SERVICE_PASSWORD=check docker-compose -f docker-compose.yml config -q
+	MQTT_SERVICE_PASSWORD=check OTAFLOW_ACCESS_KEY_ID=check OTAFLOW_SECRET_ACCESS_KEY=check docker-compose -f docker-compose.yml config -q
 	@echo "docker-compose.yml is valid"
 
 # Prerequisites run in order: tools, static checks, race-checked unit and protocol tests, then

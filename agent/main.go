@@ -40,73 +40,65 @@ type settings struct {
 	showVer bool
 }
 
-// pick returns the environment variable's value, else the file's, else the default.
-func pick(envName, file, def string) string {
-	if v := os.Getenv(envName); v != "" {
-		return v
-	}
-	if file != "" {
-		return file
-	}
-	return def
-}
-
-// configPath finds --config before the other flags are defined, since the file supplies
-// their defaults.
-func configPath(args []string) string {
-	fs := pflag.NewFlagSet("pre", pflag.ContinueOnError)
-	fs.ParseErrorsAllowlist.UnknownFlags = true
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
-	p := fs.String("config", os.Getenv("OTAFLOW_AGENT_CONFIG"), "")
-	fs.Parse(args)
-	return *p
-}
-
 func parse(args []string, stderr io.Writer) (*settings, error) {
-	var fc agent.FileConfig
-	if p := configPath(args); p != "" {
-		var err error
-		if fc, err = agent.LoadFile(p); err != nil {
-			return nil, err
-		}
-	}
 	s := &settings{}
 	cfg := &s.cfg
-	var publicKey, restart, maxDeferral, handover, ipc, stepTimeout string
+	var publicKey, restart, maxDeferral, handover, ipc, stepTimeout, configFile string
 	var managed bool
+	var tlsFiles agent.TLSFiles
+	// Defaults are constants: the environment and the config file are applied after parsing,
+	// so --help never shows a password or key from them.
 	fs := pflag.NewFlagSet("agent", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.String("config", "", "configuration file, JSON or YAML (see README.md) [OTAFLOW_AGENT_CONFIG]")
+	fs.StringVar(&configFile, "config", "", "configuration file, JSON or YAML (deploy/agent/agent.yaml lists every key)")
 	fs.BoolVar(&s.showVer, "version", false, "print the agent's version and exit")
-	fs.StringVar(&cfg.ThingName, "thing-name", pick("OTAFLOW_AGENT_THING_NAME", fc.ThingName, ""), "this device's thing name, also its MQTT client ID [OTAFLOW_AGENT_THING_NAME]")
-	fs.StringVar(&cfg.BrokerURL, "broker", pick("OTAFLOW_AGENT_BROKER", fc.Broker, "tcp://"+cliconfig.DefaultMQTTAddr), "MQTT broker URL; ssl://<endpoint>:8883 or :443 for AWS IoT Core [OTAFLOW_AGENT_BROKER]")
-	fs.StringVar(&cfg.Username, "username", pick("OTAFLOW_AGENT_USERNAME", fc.Username, ""), "MQTT user name, if the broker wants one [OTAFLOW_AGENT_USERNAME]")
-	fs.StringVar(&cfg.Password, "password", pick("OTAFLOW_AGENT_PASSWORD", fc.Password, ""), "MQTT password [OTAFLOW_AGENT_PASSWORD]")
-	var tlsFiles agent.TLSFiles
-	fs.StringVar(&tlsFiles.CAFile, "ca", pick("OTAFLOW_AGENT_CA", fc.TLS.CAFile, ""), "CA certificate that signed the broker's (AWS: AmazonRootCA1.pem) [OTAFLOW_AGENT_CA]")
-	fs.StringVar(&tlsFiles.CertFile, "cert", pick("OTAFLOW_AGENT_CERT", fc.TLS.CertFile, ""), "device certificate for mutual TLS [OTAFLOW_AGENT_CERT]")
-	fs.StringVar(&tlsFiles.KeyFile, "key", pick("OTAFLOW_AGENT_KEY", fc.TLS.KeyFile, ""), "device private key for mutual TLS [OTAFLOW_AGENT_KEY]")
-	fs.BoolVar(&tlsFiles.ALPN, "alpn", pick("OTAFLOW_AGENT_ALPN", fmt.Sprint(fc.TLS.ALPN), "false") == "true", "offer ALPN x-amzn-mqtt-ca, for AWS IoT Core on port 443 [OTAFLOW_AGENT_ALPN]")
-	fs.StringVar(&cfg.StateDir, "state-dir", pick("OTAFLOW_AGENT_STATE_DIR", fc.StateDir, "/var/lib/otaflow-agent"), "where the agent keeps its state [OTAFLOW_AGENT_STATE_DIR]")
-	fs.StringVar(&cfg.InitialVersion, "initial-version", pick("OTAFLOW_AGENT_INITIAL_VERSION", fc.InitialVersion, ""), "core version to report before the first update [OTAFLOW_AGENT_INITIAL_VERSION]")
-	fs.StringVar(&s.log.Level, "log-level", pick("OTAFLOW_AGENT_LOG_LEVEL", fc.LogLevel, "info"), "log level: trace, debug, info, warn, error; a job's updateAgentLogLevel applies while it runs [OTAFLOW_AGENT_LOG_LEVEL]")
-	fs.StringVar(&s.log.File, "log-file", pick("OTAFLOW_AGENT_LOG_FILE", fc.LogFile, ""), "also log to this file (JSON lines), rotated and gzipped [OTAFLOW_AGENT_LOG_FILE]")
-	fs.IntVar(&s.log.MaxSizeMB, "log-max-size-mb", fc.LogMaxSizeMB, "rotate the log file at this size (default 10)")
-	fs.IntVar(&s.log.MaxBackups, "log-max-backups", fc.LogMaxBackups, "rotated log files to keep (default 5)")
-	fs.StringVar(&s.slots.Root, "install-root", pick("OTAFLOW_AGENT_INSTALL_ROOT", fc.InstallRoot, "/var/lib/otaflow"), "where versions are installed side by side, one slot each [OTAFLOW_AGENT_INSTALL_ROOT]")
-	fs.StringVar(&publicKey, "public-key", pick("OTAFLOW_AGENT_PUBLIC_KEY", fc.PublicKey, ""), "the fleet's ed25519 public key (hex, or a file holding it) that signs artifacts [OTAFLOW_AGENT_PUBLIC_KEY]")
-	fs.BoolVar(&managed, "managed-respawn", pick("OTAFLOW_AGENT_MANAGED_RESPAWN", fmt.Sprint(fc.ManagedRespawn), "false") == "true", "run {ggc,ota}_{pre,post}_update.sh from --scripts-dir around updates [OTAFLOW_AGENT_MANAGED_RESPAWN]")
-	fs.StringVar(&s.slots.ScriptsDir, "scripts-dir", pick("OTAFLOW_AGENT_SCRIPTS_DIR", fc.ScriptsDir, "/greengrass/usr/scripts"), "managedRespawn scripts directory [OTAFLOW_AGENT_SCRIPTS_DIR]")
-	fs.StringVar(&restart, "restart-command", pick("OTAFLOW_AGENT_RESTART_COMMAND", fc.RestartCommand, ""), "command that restarts the managed software after a switch, e.g. 'systemctl restart greengrass' [OTAFLOW_AGENT_RESTART_COMMAND]")
-	fs.Float64Var(&s.slots.FreeDiskFactor, "free-disk-factor", fc.FreeDiskFactor, "free disk needed, as a multiple of the artifact size (default 3)")
-	fs.StringVar(&ipc, "ipc-socket", pick("OTAFLOW_AGENT_IPC_SOCKET", fc.IPCSocket, ""), "unix socket where local components may defer updates (default <state-dir>/agent.sock; \"off\" disables) [OTAFLOW_AGENT_IPC_SOCKET]")
-	fs.StringVar(&maxDeferral, "max-deferral", pick("OTAFLOW_AGENT_MAX_DEFERRAL", fc.MaxDeferral, "1h"), "longest time components may defer one update [OTAFLOW_AGENT_MAX_DEFERRAL]")
-	fs.StringVar(&handover, "handover-timeout", pick("OTAFLOW_AGENT_HANDOVER_TIMEOUT", fc.HandoverTimeout, "1m"), "how long a new agent has to show it works on self-update [OTAFLOW_AGENT_HANDOVER_TIMEOUT]")
-	fs.StringVar(&stepTimeout, "step-timeout", pick("OTAFLOW_AGENT_STEP_TIMEOUT", fc.StepTimeout, "30m"), "a step that shows no progress this long times the job out (sent as stepTimeoutInMinutes; 0 disables) [OTAFLOW_AGENT_STEP_TIMEOUT]")
-	fs.Int64Var(&s.slots.DownloadBytesPerSecond, "download-bytes-per-second", fc.DownloadBytesPerSecond, "cap the artifact download bandwidth (0: no cap)")
+	fs.StringVar(&cfg.ThingName, "thing-name", "", "this device's thing name, also its MQTT client ID")
+	fs.StringVar(&cfg.BrokerURL, "broker", "tcp://"+cliconfig.DefaultMQTTAddr, "MQTT broker URL; ssl://<endpoint>:8883 or :443 for AWS IoT Core")
+	fs.StringVar(&cfg.Username, "username", "", "MQTT user name, if the broker wants one")
+	fs.StringVar(&cfg.Password, "password", "", "MQTT password")
+	fs.StringVar(&tlsFiles.CAFile, "ca", "", "CA certificate that signed the broker's (AWS: AmazonRootCA1.pem)")
+	fs.StringVar(&tlsFiles.CertFile, "cert", "", "device certificate for mutual TLS")
+	fs.StringVar(&tlsFiles.KeyFile, "key", "", "device private key for mutual TLS")
+	fs.BoolVar(&tlsFiles.ALPN, "alpn", false, "offer ALPN x-amzn-mqtt-ca, for AWS IoT Core on port 443")
+	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/otaflow-agent", "where the agent keeps its state")
+	fs.StringVar(&cfg.InitialVersion, "initial-version", "", "core version to report before the first update")
+	fs.StringVar(&s.log.Level, "log-level", "info", "log level: trace, debug, info, warn, error; a job's updateAgentLogLevel applies while it runs")
+	fs.StringVar(&s.log.File, "log-file", "", "also log to this file (JSON lines), rotated and gzipped")
+	fs.IntVar(&s.log.MaxSizeMB, "log-max-size-mb", 0, "rotate the log file at this size (default 10)")
+	fs.IntVar(&s.log.MaxBackups, "log-max-backups", 0, "rotated log files to keep (default 5)")
+	fs.StringVar(&s.slots.Root, "install-root", "/var/lib/otaflow", "where versions are installed side by side, one slot each")
+	fs.StringVar(&publicKey, "public-key", "", "the fleet's ed25519 public key (hex, or a file holding it) that signs artifacts (required)")
+	fs.BoolVar(&managed, "managed-respawn", false, "run {ggc,ota}_{pre,post}_update.sh from --scripts-dir around updates")
+	fs.StringVar(&s.slots.ScriptsDir, "scripts-dir", "/greengrass/usr/scripts", "managedRespawn scripts directory")
+	fs.StringVar(&restart, "restart-command", "", "command that restarts the managed software after a switch, e.g. 'systemctl restart greengrass'")
+	fs.Float64Var(&s.slots.FreeDiskFactor, "free-disk-factor", 0, "free disk needed, as a multiple of the artifact size (default 3)")
+	fs.StringVar(&ipc, "ipc-socket", "", "unix socket where local components may defer updates (default <state-dir>/agent.sock; \"off\" disables)")
+	fs.StringVar(&maxDeferral, "max-deferral", "1h", "longest time components may defer one update")
+	fs.StringVar(&handover, "handover-timeout", "1m", "how long a new agent has to show it works on self-update")
+	fs.StringVar(&stepTimeout, "step-timeout", "30m", "a step that shows no progress this long times the job out (sent as stepTimeoutInMinutes; 0 disables)")
+	fs.Int64Var(&s.slots.DownloadBytesPerSecond, "download-bytes-per-second", 0, "cap the artifact download bandwidth (0: no cap)")
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Name != "version" {
+			cliconfig.Env(fs, f.Name, "OTAFLOW_AGENT_"+strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_")))
+		}
+	})
+	for flag, key := range map[string]string{"ca": "tls.caFile", "cert": "tls.certFile", "key": "tls.keyFile", "alpn": "tls.alpn", "log-max-size-mb": "logMaxSizeMB"} {
+		cliconfig.FileKey(fs, flag, key)
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if err := cliconfig.Apply(fs, nil, "", nil); err != nil { // --config may come from the environment
+		return nil, err
+	}
+	if configFile != "" {
+		file, err := cliconfig.ReadFile(configFile)
+		if err != nil {
+			return nil, fmt.Errorf("read agent config: %w", err)
+		}
+		if err := cliconfig.Apply(fs, file, configFile, nil); err != nil {
+			return nil, err
+		}
 	}
 	if s.showVer {
 		return s, nil

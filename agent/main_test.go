@@ -5,16 +5,21 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 )
 
+// testKey is an ed25519 public key in hex (the agent requires the fleet key).
+var testKey = strings.Repeat("ab", 32)
+
 func TestConfigFileFlagsAndEnvironment(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "agent.yaml")
-	require.NoError(t, os.WriteFile(file, []byte("thingName: from-file\nbroker: tcp://file:1883\nstateDir: "+dir+"\nmaxDeferral: 5m\nlogLevel: debug\n"), 0o600))
+	require.NoError(t, os.WriteFile(file, []byte("thingName: from-file\nbroker: tcp://file:1883\nstateDir: "+dir+"\nmaxDeferral: 5m\nlogLevel: debug\n"+
+		"publicKey: "+testKey+"\ntls:\n  alpn: true\nlogMaxSizeMB: 7\n"), 0o600))
 
 	s, err := parse([]string{"--config", file}, os.Stderr)
 	require.NoError(t, err)
@@ -24,6 +29,8 @@ func TestConfigFileFlagsAndEnvironment(t *testing.T) {
 	require.Equal(t, "debug", s.log.Level)
 	require.Equal(t, filepath.Join(dir, "agent.sock"), s.cfg.IPCSocket)
 	require.Equal(t, version, s.cfg.AgentVersion)
+	require.Equal(t, 7, s.log.MaxSizeMB, "a key that is not the flag's camelCase name")
+	require.Equal(t, "/var/lib/otaflow", s.slots.Root, "the default stands where nothing says otherwise")
 
 	// The environment beats the file; a flag beats both.
 	t.Setenv("OTAFLOW_AGENT_THING_NAME", "from-env")
@@ -37,7 +44,7 @@ func TestConfigFileFlagsAndEnvironment(t *testing.T) {
 
 	// JSON works too: YAML is a superset.
 	jsonFile := filepath.Join(dir, "agent.json")
-	require.NoError(t, os.WriteFile(jsonFile, []byte(`{"thingName":"j","broker":"tcp://j:1883"}`), 0o600))
+	require.NoError(t, os.WriteFile(jsonFile, []byte(`{"thingName":"j","broker":"tcp://j:1883","publicKey":"`+testKey+`"}`), 0o600))
 	t.Setenv("OTAFLOW_AGENT_THING_NAME", "")
 	s, err = parse([]string{"--config", jsonFile}, os.Stderr)
 	require.NoError(t, err)
@@ -53,6 +60,7 @@ func TestBadConfigIsRefusedWithTheReason(t *testing.T) {
 		require.NoError(t, os.WriteFile(p, []byte(body), 0o600))
 		return p
 	}
+	t.Setenv("OTAFLOW_AGENT_LOG_MAX_BACKUPS", "")
 	for name, tc := range map[string]struct {
 		args []string
 		want string
@@ -62,9 +70,14 @@ func TestBadConfigIsRefusedWithTheReason(t *testing.T) {
 		"bad duration":     {[]string{"--max-deferral", "soon"}, "--max-deferral"},
 		"cert over tcp":    {[]string{"--cert", write("x"), "--key", write("x")}, "load device certificate"},
 		"no key for roots": {[]string{"--install-root", dir}, "--public-key is required"},
-		"bad log level":    {[]string{"--log-level", "loud", "--thing-name", "d", "--state-dir", dir, "--ipc-socket", "off"}, "log level"},
+		"bad log level":    {[]string{"--log-level", "loud", "--thing-name", "d", "--state-dir", dir, "--ipc-socket", "off", "--public-key", testKey}, "log level"},
+		"no fleet key":     {[]string{"--thing-name", "d"}, "--public-key is required"},
+		"bad env value":    {[]string{"--public-key", testKey}, "OTAFLOW_AGENT_LOG_MAX_BACKUPS: invalid value"},
 	} {
 		t.Run(name, func(t *testing.T) {
+			if name == "bad env value" {
+				t.Setenv("OTAFLOW_AGENT_LOG_MAX_BACKUPS", "many")
+			}
 			var stderr bytes.Buffer
 			require.Equal(t, 2, run(tc.args, &stderr))
 			require.Contains(t, stderr.String(), tc.want)
@@ -77,9 +90,25 @@ func TestLogFileIsWritten(t *testing.T) {
 	logFile := filepath.Join(dir, "logs", "agent.log")
 	var stderr bytes.Buffer
 	// No thing name: the agent stops at New, after logging its settings to both outputs.
-	require.Equal(t, 2, run([]string{"--state-dir", dir, "--log-file", logFile, "--ipc-socket", "off"}, &stderr))
+	require.Equal(t, 2, run([]string{"--state-dir", dir, "--log-file", logFile, "--ipc-socket", "off", "--public-key", testKey}, &stderr))
 	raw, err := os.ReadFile(logFile)
 	require.NoError(t, err)
 	require.Contains(t, string(raw), `"stateDir":"`+dir+`"`)
 	require.Contains(t, stderr.String(), "thing name is required")
+}
+
+// TestHelpShowsNoSecret: --help prints the flags' constant defaults, never a value the
+// environment or the config file holds (a password, say), and names each flag's variable.
+func TestHelpShowsNoSecret(t *testing.T) {
+	t.Setenv("OTAFLOW_AGENT_PASSWORD", "s3cret-from-env")
+	file := filepath.Join(t.TempDir(), "agent.yaml")
+	require.NoError(t, os.WriteFile(file, []byte("password: s3cret-from-file\n"), 0o600))
+	var stderr bytes.Buffer
+	require.Equal(t, 0, run([]string{"--config", file, "--help"}, &stderr))
+	require.Contains(t, stderr.String(), "[OTAFLOW_AGENT_PASSWORD]")
+	require.NotContains(t, stderr.String(), "s3cret")
+
+	s, err := parse([]string{"--config", file, "--public-key", testKey}, os.Stderr)
+	require.NoError(t, err)
+	require.Equal(t, "s3cret-from-env", s.cfg.Password, "the environment wins over the file")
 }

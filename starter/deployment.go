@@ -10,9 +10,9 @@ import (
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
 
-	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/components"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/temporalconf"
 	"github.com/otaflow/otaflow/workflows"
 )
 
@@ -33,7 +33,7 @@ func parseComponents(list []string) (map[string]string, error) {
 }
 
 func deploymentCmd() *cobra.Command {
-	var tc cliconfig.Temporal
+	var tc temporalconf.Temporal
 	var catalogPath string
 	cmd := &cobra.Command{Use: "deployment", Short: "Continuous deployments of components to thing groups (Greengrass v2 style)"}
 	tc.Bind(cmd.PersistentFlags())
@@ -69,7 +69,7 @@ func deploymentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return withTemporal(cmd.Context(), tc, func(c client.Client) error {
+			return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
 				if _, err := rolloutclient.StartDeployment(cmd.Context(), c, tc.TaskQueue, workflows.DeploymentRequest{
 					DeploymentID: args[0], ThingGroup: group, Components: m, SyncInterval: interval,
 				}); err != nil {
@@ -92,7 +92,7 @@ func deploymentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return withTemporal(cmd.Context(), tc, func(c client.Client) error {
+			return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
 				st, err := rolloutclient.ReviseDeployment(cmd.Context(), c, args[0], m)
 				if err != nil {
 					return err
@@ -107,7 +107,7 @@ func deploymentCmd() *cobra.Command {
 	status := &cobra.Command{
 		Use: "status DEPLOYMENT_ID", Short: "Show a deployment's revision, members and last resolution", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withTemporal(cmd.Context(), tc, func(c client.Client) error {
+			return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
 				st, err := rolloutclient.DeploymentStatus(cmd.Context(), c, args[0])
 				if err != nil {
 					return err

@@ -17,6 +17,7 @@ import (
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/temporalconf"
 	"github.com/otaflow/otaflow/workflows"
 )
 
@@ -113,7 +114,7 @@ func (u *updateFlags) request(rolloutID string) (workflows.RolloutRequest, error
 
 func createSoftwareUpdateJobCmd() *cobra.Command {
 	var (
-		tc           cliconfig.Temporal
+		tc           temporalconf.Temporal
 		ic           cliconfig.IoT
 		u            updateFlags
 		clientToken  string
@@ -145,7 +146,7 @@ func createSoftwareUpdateJobCmd() *cobra.Command {
 			if dryRun {
 				return printPlan(ctx, ic, req, output)
 			}
-			return withTemporal(ctx, tc, func(c client.Client) error {
+			return withTemporal(ctx, &tc, func(c client.Client) error {
 				run, err := rolloutclient.Start(ctx, c, tc.TaskQueue, req)
 				if err != nil {
 					return err

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/otaflow/otaflow/internal/greengrass"
 	"github.com/otaflow/otaflow/internal/jobs"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/temporalconf"
 	"github.com/otaflow/otaflow/internal/tlog"
 )
 
@@ -26,7 +26,7 @@ func jobsServiceCmd() *cobra.Command {
 		mqttUser, mqttPassword, region       string
 		accessKey, secretKey, logLevel, acct string
 		publicURL                            string
-		tc                                   cliconfig.Temporal
+		tc                                   temporalconf.Temporal
 	)
 	cmd := &cobra.Command{
 		Use:   "jobs-service",
@@ -42,9 +42,16 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 			if mqttPassword == "" {
 				return errors.New("--mqtt-password (or OTAFLOW_MQTT_PASSWORD) is required: the broker admits the jobs service with it")
 			}
-			cliconfig.Describe(log, "jobs service", map[string]string{
+			if accessKey == "" || secretKey == "" {
+				return errors.New("--access-key-id and --secret-access-key (or OTAFLOW_ACCESS_KEY_ID, OTAFLOW_SECRET_ACCESS_KEY) are required: clients sign their requests with them; `starter dev` runs a local stack with development keys")
+			}
+			topts, err := tc.ClientOptions()
+			if err != nil {
+				return err
+			}
+			cliconfig.Describe(log, "jobs service", tc.Settings(), map[string]string{
 				"dataDir": dataDir, "addr": addr, "broker": brokerURL, "mqttAddr": mqttAddr, "mqttUser": mqttUser,
-				"mqttPassword": mqttPassword, "region": region, "accessKeyId": accessKey, "secretAccessKey": secretKey,
+				"mqttPassword": mqttPassword, "region": region, "accessKeyId": accessKey, "secretAccessKey": secretKey, "publicURL": publicURL,
 			})
 			if brokerURL == "" {
 				b, err := broker.Start(broker.Options{Addr: mqttAddr, ServiceUser: mqttUser, ServicePassword: mqttPassword, Logger: log})
@@ -67,14 +74,13 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 			// Greengrass CreateSoftwareUpdateJob starts rollouts, so it needs Temporal; the client
 			// connects lazily, so the IoT API works while Temporal is still coming up.
 			gg := &greengrass.Handler{Jobs: svc, Log: log}
-			if tc.Address != "" {
-				c, err := client.NewLazyClient(client.Options{HostPort: tc.Address, Namespace: tc.Namespace, Logger: tlog.New(log)})
-				if err != nil {
-					return fmt.Errorf("temporal client for %s: %w", tc.Address, err)
-				}
-				defer c.Close()
-				gg.Starter = rolloutclient.Starter{Client: c, TaskQueue: tc.TaskQueue}
+			topts.Logger = tlog.New(log)
+			c, err := client.NewLazyClient(topts)
+			if err != nil {
+				return fmt.Errorf("temporal client for %s: %w", tc.Address, err)
 			}
+			defer c.Close()
+			gg.Starter = rolloutclient.Starter{Client: c, TaskQueue: tc.TaskQueue}
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("jobs API cannot listen on %s: %w (choose another address with --jobs-addr)", addr, err)
@@ -95,24 +101,24 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 		},
 	}
 	f := cmd.Flags()
-	env := func(name, def string) string {
-		if v := os.Getenv(name); v != "" {
-			return v
-		}
-		return def
+	f.StringVar(&dataDir, "data-dir", ".otaflow", "where the jobs database lives")
+	f.StringVar(&addr, "jobs-addr", "127.0.0.1:4566", "REST listen address")
+	f.StringVar(&brokerURL, "broker", "", "external MQTT broker URL; empty runs the embedded broker")
+	f.StringVar(&mqttAddr, "mqtt-addr", cliconfig.DefaultMQTTAddr, "embedded broker listen address")
+	f.StringVar(&mqttUser, "mqtt-user", cliconfig.DefaultMQTTServiceUser, "the service's MQTT user name")
+	f.StringVar(&mqttPassword, "mqtt-password", "", "the service's MQTT password (required)")
+	f.StringVar(&region, "region", cliconfig.DefaultRegion, "region in ARNs and signatures")
+	f.StringVar(&acct, "account", "000000000000", "account ID in ARNs")
+	f.StringVar(&accessKey, "access-key-id", "", "the access key clients sign with (required)")
+	f.StringVar(&secretKey, "secret-access-key", "", "its secret (required)")
+	f.StringVar(&logLevel, "log-level", "info", "log level")
+	f.StringVar(&publicURL, "public-url", "", "the address devices reach this service at, for presigned artifact URLs (default: the listen address)")
+	for flag, env := range map[string]string{"data-dir": "OTAFLOW_DATA_DIR", "jobs-addr": "OTAFLOW_JOBS_ADDR", "broker": "OTAFLOW_BROKER",
+		"mqtt-addr": "OTAFLOW_MQTT_ADDR", "mqtt-user": "OTAFLOW_MQTT_USER", "mqtt-password": "OTAFLOW_MQTT_PASSWORD", "region": "AWS_REGION",
+		"account": "OTAFLOW_ACCOUNT", "access-key-id": "OTAFLOW_ACCESS_KEY_ID", "secret-access-key": "OTAFLOW_SECRET_ACCESS_KEY",
+		"log-level": "OTAFLOW_LOG_LEVEL", "public-url": "OTAFLOW_PUBLIC_URL"} {
+		cliconfig.Env(f, flag, env)
 	}
-	f.StringVar(&dataDir, "data-dir", env("OTAFLOW_DATA_DIR", ".otaflow"), "where the jobs database lives [OTAFLOW_DATA_DIR]")
-	f.StringVar(&addr, "jobs-addr", env("OTAFLOW_JOBS_ADDR", "127.0.0.1:4566"), "REST listen address [OTAFLOW_JOBS_ADDR]")
-	f.StringVar(&brokerURL, "broker", env("OTAFLOW_BROKER", ""), "external MQTT broker URL; empty runs the embedded broker [OTAFLOW_BROKER]")
-	f.StringVar(&mqttAddr, "mqtt-addr", env("OTAFLOW_MQTT_ADDR", cliconfig.DefaultMQTTAddr), "embedded broker listen address [OTAFLOW_MQTT_ADDR]")
-	f.StringVar(&mqttUser, "mqtt-user", env("OTAFLOW_MQTT_USER", cliconfig.DefaultMQTTServiceUser), "the service's MQTT user name [OTAFLOW_MQTT_USER]")
-	f.StringVar(&mqttPassword, "mqtt-password", env("OTAFLOW_MQTT_PASSWORD", ""), "the service's MQTT password [OTAFLOW_MQTT_PASSWORD]")
-	f.StringVar(&region, "region", env("AWS_REGION", cliconfig.DefaultRegion), "region in ARNs and signatures [AWS_REGION]")
-	f.StringVar(&acct, "account", env("OTAFLOW_ACCOUNT", "000000000000"), "account ID in ARNs [OTAFLOW_ACCOUNT]")
-	f.StringVar(&accessKey, "access-key-id", env("OTAFLOW_ACCESS_KEY_ID", cliconfig.DefaultAccessKeyID), "the access key clients sign with [OTAFLOW_ACCESS_KEY_ID]")
-	f.StringVar(&secretKey, "secret-access-key", env("OTAFLOW_SECRET_ACCESS_KEY", cliconfig.DefaultSecretKey), "its secret [OTAFLOW_SECRET_ACCESS_KEY]")
-	f.StringVar(&logLevel, "log-level", env("OTAFLOW_LOG_LEVEL", "info"), "log level [OTAFLOW_LOG_LEVEL]")
-	f.StringVar(&publicURL, "public-url", env("OTAFLOW_PUBLIC_URL", ""), "the address devices reach this service at, for presigned artifact URLs (default: the listen address) [OTAFLOW_PUBLIC_URL]")
 	tc.Bind(f)
 	return cmd
 }

@@ -9,6 +9,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/otaflow/otaflow/internal/cliconfig"
 )
 
 // exitError carries a chosen exit status without printing anything more.
@@ -23,6 +25,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	cliconfig.Command(root, "OTAFLOW_CONFIG")
 	root.AddCommand(demoCmd(), devCmd(), jobsServiceCmd(), createSoftwareUpdateJobCmd(), describeJobCmd(), rolloutCmd(), scheduleCmd(), deploymentCmd(), componentCmd(), releaseCmd(), fleetCmd(), benchCmd())
 	if err := root.ExecuteContext(context.Background()); err != nil {
 		var ee exitError

@@ -18,7 +18,7 @@ import (
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
-	"github.com/otaflow/otaflow/internal/tlog"
+	"github.com/otaflow/otaflow/internal/temporalconf"
 	"github.com/otaflow/otaflow/workflows"
 )
 
@@ -116,14 +116,6 @@ func printPlan(ctx context.Context, ic cliconfig.IoT, req workflows.RolloutReque
 	return nil
 }
 
-func dialTemporal(ctx context.Context, tc cliconfig.Temporal) (client.Client, error) {
-	c, err := client.DialContext(ctx, client.Options{HostPort: tc.Address, Namespace: tc.Namespace, Logger: tlog.New(quietLogger())})
-	if err != nil {
-		return nil, fmt.Errorf("connect to Temporal at %s: %w (start a local stack with 'starter dev' or set --temporal-address)", tc.Address, err)
-	}
-	return c, nil
-}
-
 func printStatus(res workflows.RolloutResult, output string) {
 	if output == "json" {
 		enc := json.NewEncoder(os.Stdout)
@@ -149,7 +141,7 @@ func printStatus(res workflows.RolloutResult, output string) {
 }
 
 func rolloutCmd() *cobra.Command {
-	var tc cliconfig.Temporal
+	var tc temporalconf.Temporal
 	var output string
 	cmd := &cobra.Command{Use: "rollout", Short: "Watch and steer running rollouts"}
 	tc.Bind(cmd.PersistentFlags())
@@ -159,7 +151,7 @@ func rolloutCmd() *cobra.Command {
 	status := &cobra.Command{
 		Use: "status ROLLOUT_ID", Short: "Show a rollout's state, waves and device counts", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withTemporal(cmd.Context(), tc, func(c client.Client) error {
+			return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
 				for {
 					res, err := rolloutclient.Status(cmd.Context(), c, args[0])
 					if err != nil {
@@ -184,7 +176,7 @@ func rolloutCmd() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List rollouts, newest first",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withTemporal(cmd.Context(), tc, func(c client.Client) error {
+			return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
 				resp, err := c.ListWorkflow(cmd.Context(), &workflowservice.ListWorkflowExecutionsRequest{Namespace: tc.Namespace, Query: "WorkflowType = 'Rollout'", PageSize: 100})
 				if err != nil {
 					return fmt.Errorf("list rollouts: %w", err)
@@ -222,7 +214,7 @@ func rolloutCmd() *cobra.Command {
 		return &cobra.Command{
 			Use: name + " ROLLOUT_ID", Short: short, Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				return withTemporal(cmd.Context(), tc, func(c client.Client) error {
+				return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
 					handle, err := c.UpdateWorkflow(cmd.Context(), client.UpdateWorkflowOptions{
 						WorkflowID: workflows.RolloutWorkflowID(args[0]), UpdateName: name,
 						Args: arg(cmd), WaitForStage: client.WorkflowUpdateStageCompleted,
@@ -272,8 +264,8 @@ func decodeKeyword(data []byte) string {
 }
 
 // withTemporal runs fn with a client connected to Temporal as tc says, and closes it after.
-func withTemporal(ctx context.Context, tc cliconfig.Temporal, fn func(c client.Client) error) error {
-	c, err := dialTemporal(ctx, tc)
+func withTemporal(ctx context.Context, tc *temporalconf.Temporal, fn func(c client.Client) error) error {
+	c, err := tc.Dial(ctx, quietLogger())
 	if err != nil {
 		return err
 	}

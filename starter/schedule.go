@@ -10,13 +10,13 @@ import (
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
 
-	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/temporalconf"
 	"github.com/otaflow/otaflow/workflows"
 )
 
 func scheduleCmd() *cobra.Command {
-	var tc cliconfig.Temporal
+	var tc temporalconf.Temporal
 	cmd := &cobra.Command{Use: "schedule", Short: "Scheduled staged rollouts (Temporal Schedules)"}
 	tc.Bind(cmd.PersistentFlags())
 
@@ -43,7 +43,7 @@ func scheduleCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return withTemporal(cmd.Context(), tc, func(c client.Client) error {
+			return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
 				if _, err := rolloutclient.CreateSchedule(cmd.Context(), c, tc.TaskQueue, args[0], cronExpr, tz, paused, req); err != nil {
 					return err
 				}
@@ -61,7 +61,7 @@ func scheduleCmd() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List rollout schedules and their next runs",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withTemporal(cmd.Context(), tc, func(c client.Client) error {
+			return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
 				it, err := c.ScheduleClient().List(cmd.Context(), client.ScheduleListOptions{PageSize: 100})
 				if err != nil {
 					return fmt.Errorf("list schedules: %w", err)
@@ -107,7 +107,7 @@ func scheduleCmd() *cobra.Command {
 	del := &cobra.Command{
 		Use: "delete SCHEDULE_ID", Short: "Delete a rollout schedule (rollouts it started keep running)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withTemporal(cmd.Context(), tc, func(c client.Client) error {
+			return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
 				if err := c.ScheduleClient().GetHandle(cmd.Context(), args[0]).Delete(cmd.Context()); err != nil {
 					return fmt.Errorf("delete schedule %s: %w", args[0], err)
 				}

@@ -10,19 +10,18 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"go.temporal.io/sdk/client"
 
 	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/components"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/rolloutworker"
-	"github.com/otaflow/otaflow/internal/tlog"
+	"github.com/otaflow/otaflow/internal/temporalconf"
 )
 
 func main() {
 	var (
-		tc       cliconfig.Temporal
+		tc       temporalconf.Temporal
 		ic       cliconfig.IoT
 		logLevel string
 		catalog  string
@@ -38,15 +37,15 @@ func main() {
 				return err
 			}
 			ic.Resolve()
-			cliconfig.Describe(log, "worker", map[string]string{
-				"temporalAddress": tc.Address, "namespace": tc.Namespace, "taskQueue": tc.TaskQueue,
-				"jobsEndpoint": ic.Endpoint, "region": ic.Region, "accessKeyId": ic.AccessKeyID, "secretAccessKey": ic.SecretAccessKey,
-			})
+			if _, err := tc.ClientOptions(); err != nil {
+				return err
+			}
+			cliconfig.Describe(log, "worker", tc.Settings(), ic.Settings(), map[string]string{"catalog": catalog})
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			c, err := client.DialContext(ctx, client.Options{HostPort: tc.Address, Namespace: tc.Namespace, Logger: tlog.New(log)})
+			c, err := tc.Dial(ctx, log)
 			if err != nil {
-				return fmt.Errorf("connect to Temporal at %s: %w (is it running? start a local one with 'starter dev', or set --temporal-address)", tc.Address, err)
+				return err
 			}
 			defer c.Close()
 			iotc, err := iotclient.NewIoT(ctx, iotclient.Config{Endpoint: ic.Endpoint, Region: ic.Region, AccessKeyID: ic.AccessKeyID, SecretAccessKey: ic.SecretAccessKey})
@@ -64,6 +63,9 @@ func main() {
 	ic.Bind(cmd.Flags())
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	cmd.Flags().StringVar(&catalog, "catalog", ".otaflow/components.json", "component catalog for deployments (created with the AWS defaults if missing)")
+	cliconfig.Env(cmd.Flags(), "log-level", "OTAFLOW_LOG_LEVEL")
+	cliconfig.Env(cmd.Flags(), "catalog", "OTAFLOW_CATALOG")
+	cliconfig.Command(cmd, "OTAFLOW_WORKER_CONFIG")
 	if err := cmd.ExecuteContext(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		os.Exit(1)

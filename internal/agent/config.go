@@ -8,51 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"gopkg.in/natefinch/lumberjack.v2"
-	"sigs.k8s.io/yaml"
 )
-
-// FileConfig is the agent's configuration file, JSON or YAML (e.g. /etc/otaflow/agent.yaml).
-// Flags and OTAFLOW_AGENT_* environment variables override it. Field names match the flags
-// in camelCase; README.md has an example.
-type FileConfig struct {
-	ThingName      string   `json:"thingName,omitempty"`
-	Broker         string   `json:"broker,omitempty"`
-	Username       string   `json:"username,omitempty"`
-	Password       string   `json:"password,omitempty"`
-	TLS            TLSFiles `json:"tls,omitempty"`
-	StateDir       string   `json:"stateDir,omitempty"`
-	InitialVersion string   `json:"initialVersion,omitempty"`
-	LogLevel       string   `json:"logLevel,omitempty"`
-	LogFile        string   `json:"logFile,omitempty"`
-	LogMaxSizeMB   int      `json:"logMaxSizeMB,omitempty"`
-	LogMaxBackups  int      `json:"logMaxBackups,omitempty"`
-	InstallRoot    string   `json:"installRoot,omitempty"`
-	PublicKey      string   `json:"publicKey,omitempty"`
-	ManagedRespawn bool     `json:"managedRespawn,omitempty"`
-	ScriptsDir     string   `json:"scriptsDir,omitempty"`
-	RestartCommand string   `json:"restartCommand,omitempty"`
-	FreeDiskFactor float64  `json:"freeDiskFactor,omitempty"`
-	IPCSocket      string   `json:"ipcSocket,omitempty"`
-	// MaxDeferral, HandoverTimeout and StepTimeout are durations such as "30m".
-	MaxDeferral            string `json:"maxDeferral,omitempty"`
-	HandoverTimeout        string `json:"handoverTimeout,omitempty"`
-	StepTimeout            string `json:"stepTimeout,omitempty"`
-	DownloadBytesPerSecond int64  `json:"downloadBytesPerSecond,omitempty"`
-}
-
-// LoadFile reads a configuration file. Unknown keys are errors: a misspelt setting must not
-// be silently ignored on a device nobody can reach.
-func LoadFile(path string) (FileConfig, error) {
-	var c FileConfig
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return c, fmt.Errorf("read agent config: %w", err)
-	}
-	if err := yaml.UnmarshalStrict(raw, &c); err != nil {
-		return c, fmt.Errorf("agent config %s: %w", path, err)
-	}
-	return c, nil
-}
 
 // LogOutput is where the agent logs: stderr (for journald) and, with File set, a rotated
 // JSON log file (the seed's agent log).

@@ -1,9 +1,11 @@
-// Package cliconfig holds the settings otaflow's binaries share. Each setting comes from a
-// flag, else an environment variable, else a default; Describe prints them with secrets masked.
+// Package cliconfig holds the settings otaflow's binaries share and the one way each binary
+// reads its settings (apply.go): flag, else environment variable, else config file, else
+// default. Describe prints them with secrets masked.
 package cliconfig
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"strings"
 
@@ -26,27 +28,6 @@ const (
 	DefaultMQTTServiceUser = "otaflow-jobs"
 )
 
-func env(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok && v != "" {
-		return v
-	}
-	return def
-}
-
-// Temporal is how to reach Temporal.
-type Temporal struct {
-	Address   string
-	Namespace string
-	TaskQueue string
-}
-
-// Bind registers the Temporal flags.
-func (t *Temporal) Bind(fs *pflag.FlagSet) {
-	fs.StringVar(&t.Address, "temporal-address", env("TEMPORAL_ADDRESS", DefaultTemporalAddress), "Temporal frontend host:port [TEMPORAL_ADDRESS]")
-	fs.StringVar(&t.Namespace, "namespace", env("TEMPORAL_NAMESPACE", DefaultNamespace), "Temporal namespace [TEMPORAL_NAMESPACE]")
-	fs.StringVar(&t.TaskQueue, "task-queue", env("OTAFLOW_TASK_QUEUE", DefaultTaskQueue), "task queue of the rollout worker [OTAFLOW_TASK_QUEUE]")
-}
-
 // IoT is how to reach the AWS IoT control plane (or the local jobs service).
 type IoT struct {
 	Endpoint        string
@@ -57,10 +38,19 @@ type IoT struct {
 
 // Bind registers the IoT flags.
 func (i *IoT) Bind(fs *pflag.FlagSet) {
-	fs.StringVar(&i.Endpoint, "jobs-endpoint", env("OTAFLOW_JOBS_ENDPOINT", DefaultJobsEndpoint), "AWS IoT endpoint URL; 'aws' for AWS's own endpoint [OTAFLOW_JOBS_ENDPOINT]")
-	fs.StringVar(&i.Region, "region", env("AWS_REGION", DefaultRegion), "AWS region [AWS_REGION]")
-	fs.StringVar(&i.AccessKeyID, "access-key-id", env("OTAFLOW_ACCESS_KEY_ID", ""), "access key for the jobs API; empty: the local default for a local endpoint, the AWS credential chain for AWS [OTAFLOW_ACCESS_KEY_ID]")
-	fs.StringVar(&i.SecretAccessKey, "secret-access-key", env("OTAFLOW_SECRET_ACCESS_KEY", ""), "secret key for the jobs API [OTAFLOW_SECRET_ACCESS_KEY]")
+	fs.StringVar(&i.Endpoint, "jobs-endpoint", DefaultJobsEndpoint, "AWS IoT endpoint URL; 'aws' for AWS's own endpoint")
+	fs.StringVar(&i.Region, "region", DefaultRegion, "AWS region")
+	fs.StringVar(&i.AccessKeyID, "access-key-id", "", "access key for the jobs API; empty: the local default for a local endpoint, the AWS credential chain for AWS")
+	fs.StringVar(&i.SecretAccessKey, "secret-access-key", "", "secret key for the jobs API")
+	Env(fs, "jobs-endpoint", "OTAFLOW_JOBS_ENDPOINT")
+	Env(fs, "region", "AWS_REGION")
+	Env(fs, "access-key-id", "OTAFLOW_ACCESS_KEY_ID")
+	Env(fs, "secret-access-key", "OTAFLOW_SECRET_ACCESS_KEY")
+}
+
+// Settings are the IoT settings for Describe.
+func (i *IoT) Settings() map[string]string {
+	return map[string]string{"jobsEndpoint": i.Endpoint, "region": i.Region, "accessKeyId": i.AccessKeyID, "secretAccessKey": i.SecretAccessKey}
 }
 
 // Resolve fills in defaults that depend on other settings.
@@ -83,10 +73,14 @@ func Mask(s string) string {
 }
 
 // Describe logs every setting of a binary on start, secrets masked.
-func Describe(log zerolog.Logger, what string, settings map[string]string) {
+func Describe(log zerolog.Logger, what string, settings ...map[string]string) {
+	all := map[string]string{}
+	for _, s := range settings {
+		maps.Copy(all, s)
+	}
 	e := log.Info()
-	for k, v := range settings {
-		if strings.Contains(strings.ToLower(k), "secret") || strings.Contains(strings.ToLower(k), "password") {
+	for k, v := range all {
+		if l := strings.ToLower(k); strings.Contains(l, "secret") || strings.Contains(l, "password") || strings.Contains(l, "apikey") {
 			v = Mask(v)
 		}
 		e = e.Str(k, v)
