@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -16,8 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // The local artifact store stands in for S3: artifacts are uploaded with a signed PUT to
@@ -26,8 +23,7 @@ import (
 // replaced by an expiring signed URL, as AWS IoT does with presignedUrlConfig.
 
 var (
-	bucketMeta     = []byte("meta")
-	presignSecret  = []byte("presign-secret")
+	presignSecret  = "presign-secret"
 	placeholderRE  = regexp.MustCompile(`\$\{aws:iot:s3-presigned-url:([^}]+)\}`)
 	artifactPrefix = "/artifacts/"
 )
@@ -41,20 +37,10 @@ const (
 // in the database so URLs stay valid across restarts.
 func (s *Service) loadPresignSecret() ([]byte, error) {
 	var key []byte
-	err := s.st.db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
-			return err
-		}
-		if v := b.Get(presignSecret); v != nil {
-			key = append([]byte(nil), v...)
-			return nil
-		}
-		key = make([]byte, 32)
-		if _, err := rand.Read(key); err != nil {
-			return err
-		}
-		return b.Put(presignSecret, key)
+	err := s.st.Update(func(t Tx) error {
+		var err error
+		key, err = t.secret(presignSecret, 32)
+		return err
 	})
 	return key, err
 }

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/otaflow/otaflow/internal/arn"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // ThingGroupArn is the ARN of a thing group.
@@ -21,8 +19,7 @@ func (s *Service) CreateThingGroup(name, parent string) (*ThingGroup, error) {
 		return nil, errorf(CodeInvalidRequest, "thing group name %q is invalid: use 1-128 characters from a-z A-Z 0-9 : _ -", name)
 	}
 	var out *ThingGroup
-	err := s.st.db.Update(func(tx *bolt.Tx) error {
-		t := txn{tx}
+	err := s.st.Update(func(t Tx) error {
 		existing, err := t.group(name)
 		if err != nil {
 			return err
@@ -43,20 +40,23 @@ func (s *Service) CreateThingGroup(name, parent string) (*ThingGroup, error) {
 				return errorf(CodeInvalidRequest, "parent thing group %s does not exist; create it first", parent)
 			}
 		}
-		seq, _ := tx.Bucket(bucketGroups).NextSequence()
+		seq, err := t.nextID("group")
+		if err != nil {
+			return err
+		}
 		out = &ThingGroup{Name: name, Arn: s.ThingGroupArn(name), ID: fmt.Sprintf("g%015x", seq), Parent: parent, CreatedAt: s.clock(), Version: 1}
-		return putJSON(tx.Bucket(bucketGroups), []byte(name), out)
+		return t.putGroup(out)
 	})
 	return out, err
 }
 
 // DescribeThingGroup returns a thing group.
 func (s *Service) DescribeThingGroup(name string) (*ThingGroup, error) {
-	return viewOne(s, func(t txn) (*ThingGroup, error) { return t.group(name) }, errorf(CodeResourceNotFound, "thing group %s does not exist", name))
+	return viewOne(s, func(t Tx) (*ThingGroup, error) { return t.group(name) }, errorf(CodeResourceNotFound, "thing group %s does not exist", name))
 }
 
 // ancestors returns the group and every group above it.
-func (t txn) ancestors(name string) ([]string, error) {
+func ancestors(t Tx, name string) ([]string, error) {
 	var out []string
 	for name != "" && !slices.Contains(out, name) {
 		out = append(out, name)
@@ -70,38 +70,48 @@ func (t txn) ancestors(name string) ([]string, error) {
 }
 
 // members returns a group's things, and with recursive those of every group below it.
-func (t txn) members(group string, recursive bool) []string {
-	things := t.keysWithPrefix(bucketMembers, group+"\x00")
-	if !recursive {
-		return things
+func members(t Tx, group string, recursive bool) ([]string, error) {
+	things, err := t.groupThings(group)
+	if err != nil || !recursive {
+		return things, err
+	}
+	children := map[string][]string{}
+	if err := t.forEachGroup(func(g *ThingGroup) error {
+		children[g.Parent] = append(children[g.Parent], g.Name)
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	seen := map[string]bool{group: true}
 	queue := []string{group}
 	for len(queue) > 0 {
 		g := queue[0]
 		queue = queue[1:]
-		c := t.tx.Bucket(bucketGroups).Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			var child ThingGroup
-			if getJSONRaw(v, &child) && child.Parent == g && !seen[child.Name] {
-				seen[child.Name] = true
-				queue = append(queue, child.Name)
-				for _, th := range t.keysWithPrefix(bucketMembers, child.Name+"\x00") {
-					if !slices.Contains(things, th) {
-						things = append(things, th)
-					}
+		for _, child := range children[g] {
+			if seen[child] {
+				continue
+			}
+			seen[child] = true
+			queue = append(queue, child)
+			more, err := t.groupThings(child)
+			if err != nil {
+				return nil, err
+			}
+			for _, th := range more {
+				if !slices.Contains(things, th) {
+					things = append(things, th)
 				}
 			}
 		}
 	}
 	slices.Sort(things)
-	return things
+	return things, nil
 }
 
 // AddThingToThingGroup adds a thing to a group. Every IN_PROGRESS CONTINUOUS job that targets
 // the group (or a group above it) queues an execution for the thing.
 func (s *Service) AddThingToThingGroup(group, thing string) error {
-	return s.changeMembership(group, thing, true, func(t txn, jobID string, now time.Time) (bool, error) {
+	return s.changeMembership(group, thing, true, func(t Tx, jobID string, now time.Time) (bool, error) {
 		j, err := t.job(jobID)
 		if err != nil || j == nil || j.Status != JobInProgress {
 			return false, err
@@ -120,7 +130,7 @@ func (s *Service) AddThingToThingGroup(group, thing string) error {
 // RemoveThingFromThingGroup removes a thing from a group. Its QUEUED executions of CONTINUOUS
 // jobs that reached it through that group become REMOVED.
 func (s *Service) RemoveThingFromThingGroup(group, thing string) error {
-	return s.changeMembership(group, thing, false, func(t txn, jobID string, now time.Time) (bool, error) {
+	return s.changeMembership(group, thing, false, func(t Tx, jobID string, now time.Time) (bool, error) {
 		e, err := t.execution(jobID, thing)
 		if err != nil || e == nil || e.Status != ExecQueued {
 			return false, err
@@ -136,34 +146,26 @@ func (s *Service) RemoveThingFromThingGroup(group, thing string) error {
 // changeMembership adds (join) or removes a thing's membership of a group, then calls apply
 // for every CONTINUOUS job that targets the group or a group above it; apply reports whether
 // the thing's queue changed, so it is notified once the change is durable.
-func (s *Service) changeMembership(group, thing string, join bool, apply func(t txn, jobID string, now time.Time) (bool, error)) error {
+func (s *Service) changeMembership(group, thing string, join bool, apply func(t Tx, jobID string, now time.Time) (bool, error)) error {
 	changed := false
-	err := s.st.db.Update(func(tx *bolt.Tx) error {
-		t := txn{tx}
+	err := s.st.Update(func(t Tx) error {
 		if err := s.requireGroupAndThing(t, group, thing); err != nil {
 			return err
 		}
-		member, membership := []byte(group+"\x00"+thing), []byte(thing+"\x00"+group)
-		for _, kv := range []struct {
-			bucket, key []byte
-		}{{bucketMembers, member}, {bucketMemberships, membership}} {
-			var err error
-			if join {
-				err = tx.Bucket(kv.bucket).Put(kv.key, nil)
-			} else {
-				err = tx.Bucket(kv.bucket).Delete(kv.key)
-			}
-			if err != nil {
-				return err
-			}
+		if err := t.setMember(group, thing, join); err != nil {
+			return err
 		}
-		groups, err := t.ancestors(group)
+		groups, err := ancestors(t, group)
 		if err != nil {
 			return err
 		}
 		now := s.clock()
 		for _, g := range groups {
-			for _, jobID := range t.keysWithPrefix(bucketGroupJobs, g+"\x00") {
+			jobIDs, err := t.continuousJobs(g)
+			if err != nil {
+				return err
+			}
+			for _, jobID := range jobIDs {
 				c, err := apply(t, jobID, now)
 				if err != nil {
 					return err
@@ -179,7 +181,7 @@ func (s *Service) changeMembership(group, thing string, join bool, apply func(t 
 	return err
 }
 
-func (s *Service) requireGroupAndThing(t txn, group, thing string) error {
+func (s *Service) requireGroupAndThing(t Tx, group, thing string) error {
 	g, err := t.group(group)
 	if err != nil {
 		return err
@@ -200,8 +202,7 @@ func (s *Service) requireGroupAndThing(t txn, group, thing string) error {
 // ListThingsInThingGroup pages through a group's things in name order.
 func (s *Service) ListThingsInThingGroup(group string, recursive bool, max int, token string) ([]string, string, error) {
 	var all []string
-	err := s.st.db.View(func(tx *bolt.Tx) error {
-		t := txn{tx}
+	err := s.st.View(func(t Tx) error {
 		g, err := t.group(group)
 		if err != nil {
 			return err
@@ -209,8 +210,8 @@ func (s *Service) ListThingsInThingGroup(group string, recursive bool, max int, 
 		if g == nil {
 			return errorf(CodeResourceNotFound, "thing group %s does not exist", group)
 		}
-		all = t.members(group, recursive)
-		return nil
+		all, err = members(t, group, recursive)
+		return err
 	})
 	if err != nil {
 		return nil, "", err

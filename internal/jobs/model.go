@@ -85,7 +85,7 @@ type Job struct {
 	Arn         string `json:"jobArn"`
 	Document    string `json:"document"`
 	Description string `json:"description,omitempty"`
-	// Targets are stored apart from the job (see txn.putJobTargets): every device operation
+	// Targets are stored apart from the job (see Tx.putJobTargets): every device operation
 	// reads the job, and decoding thousands of targets each time made a wave quadratic.
 	Targets         []string       `json:"-"`
 	TargetSelection string         `json:"targetSelection"`

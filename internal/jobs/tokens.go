@@ -1,9 +1,5 @@
 package jobs
 
-import (
-	bolt "go.etcd.io/bbolt"
-)
-
 // TokenRecord is what an idempotency token was first used for.
 type TokenRecord struct {
 	// Fingerprint identifies the request the token came with.
@@ -17,14 +13,16 @@ type TokenRecord struct {
 // caller compares fingerprints: the same token with a different request is a conflict.
 func (s *Service) ClaimToken(token, fingerprint, value string) (TokenRecord, error) {
 	var out TokenRecord
-	err := s.st.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketTokens)
-		ok, err := getJSON(b, []byte(token), &out)
-		if err != nil || ok {
+	err := s.st.Update(func(t Tx) error {
+		existing, err := t.token(token)
+		if err != nil || existing != nil {
+			if existing != nil {
+				out = *existing
+			}
 			return err
 		}
 		out = TokenRecord{Fingerprint: fingerprint, Value: value}
-		return putJSON(b, []byte(token), out)
+		return t.putToken(token, out)
 	})
 	return out, err
 }

@@ -1,0 +1,135 @@
+package jobs
+
+import "time"
+
+// The background sweeps: rate-limited executions released each minute, and executions past their
+// step or in-progress deadline timed out.
+
+// sweepLoop times out overdue executions until Close.
+func (s *Service) sweepLoop(every time.Duration) {
+	defer s.swept.Done()
+	if every <= 0 {
+		every = time.Second
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stopSweep:
+			return
+		case <-tick.C:
+			if _, err := s.sweepTimeouts(s.clock()); err != nil {
+				s.log.Error().Err(err).Msg("timing out executions failed; will retry")
+			}
+			released, err := s.releaseHeld(s.clock())
+			if err != nil {
+				s.log.Error().Err(err).Msg("releasing rate-limited executions failed; will retry")
+			}
+			s.queueChanged(released)
+		}
+	}
+}
+
+// releaseHeld releases held executions of rate-limited jobs: up to each job's maximum per
+// minute. It returns the things whose queue changed.
+func (s *Service) releaseHeld(now time.Time) ([]string, error) {
+	var things []string
+	err := s.st.Update(func(t Tx) error {
+		jobIDs, err := t.heldJobs()
+		if err != nil {
+			return err
+		}
+		for _, id := range jobIDs {
+			j, err := t.job(id)
+			if err != nil {
+				return err
+			}
+			if j == nil {
+				continue
+			}
+			if now.Sub(j.RateWindow) >= time.Minute {
+				j.RateWindow, j.RateReleased = now, 0
+			}
+			held, err := t.held(id)
+			if err != nil {
+				return err
+			}
+			for _, h := range held {
+				if j.RateReleased >= j.MaxPerMinute && j.Status == JobInProgress {
+					break
+				}
+				thing := h.thing
+				if err := t.release(id, h); err != nil {
+					return err
+				}
+				e, err := t.execution(id, thing)
+				if err != nil {
+					return err
+				}
+				if e == nil || !e.Held {
+					continue
+				}
+				if e.Status != ExecQueued { // canceled or removed while held
+					e.Held = false
+					if err := t.putExecution(e); err != nil {
+						return err
+					}
+					continue
+				}
+				e.Held = false
+				j.RateReleased++
+				if err := t.putExecution(e); err != nil {
+					return err
+				}
+				things = append(things, thing)
+			}
+			if err := t.putJob(j); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return things, err
+}
+
+// sweepTimeouts moves every IN_PROGRESS execution whose deadline has passed to TIMED_OUT
+// (or, under a retry policy, back to QUEUED). It returns how many it timed out.
+func (s *Service) sweepTimeouts(now time.Time) (int, error) {
+	var things []string
+	err := s.st.Update(func(t Tx) error {
+		due, err := t.dueTimeouts(now)
+		if err != nil {
+			return err
+		}
+		for _, k := range due {
+			jobID, thing := k.jobID, k.thing
+			e, err := t.execution(jobID, thing)
+			if err != nil {
+				return err
+			}
+			if e == nil || e.Status != ExecInProgress || e.deadline().After(now) {
+				if err := t.deleteTimeout(k); err != nil {
+					return err
+				}
+				continue
+			}
+			j, err := t.job(jobID)
+			if err != nil {
+				return err
+			}
+			if err := s.setStatus(t, j, e, ExecTimedOut, nil, s.clock()); err != nil {
+				return err
+			}
+			things = append(things, thing)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if len(things) > 0 {
+		s.log.Info().Int("executions", len(things)).Msg("executions timed out")
+	}
+	s.queueChanged(things)
+	return len(things), nil
+}
