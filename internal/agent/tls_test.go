@@ -22,8 +22,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/agent"
-	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/broker"
+	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/jobs"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 )

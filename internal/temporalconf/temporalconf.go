@@ -70,4 +70,3 @@ func (t *Temporal) Dial(ctx context.Context, log zerolog.Logger) (client.Client,
 func (t *Temporal) Settings() map[string]string {
 	return map[string]string{"temporalAddress": t.Address, "namespace": t.Namespace, "temporalProfile": t.Profile, "taskQueue": t.TaskQueue}
 }
-
