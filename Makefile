@@ -35,7 +35,7 @@ unit:
 	$(GO) test -race -count=1 $(RACE_PKGS)
 
 e2e:
-	$(GO) test -count=1 -timeout 20m ./internal/stack/...
+	$(GO) test -count=1 -timeout 20m ./internal/stack/... ./internal/devserver/
 
 compose-check:
 	MQTT_SERVICE_PASSWORD=check OTAFLOW_ACCESS_KEY_ID=check OTAFLOW_SECRET_ACCESS_KEY=check docker-compose -f docker-compose.yml config -q

@@ -190,7 +190,7 @@ func internalHosts(ip string, frontendPort int) (map[primitives.ServiceName]stat
 		port := frontendPort
 		if name != primitives.FrontendService {
 			var err error
-			if port, err = reservePort(ip); err != nil {
+			if port, err = reserve(ip); err != nil {
 				return nil, err
 			}
 		}

@@ -44,6 +44,9 @@ func reservePort(ip string) (int, error) {
 	return port, nil
 }
 
+// reserve is reservePort; a test makes it hand out a taken port.
+var reserve = reservePort
+
 // checkPortFree fails, naming flag, when port is already bound on ip.
 func checkPortFree(ip string, port int, flag string) error {
 	l, err := net.Listen("tcp", net.JoinHostPort(ip, fmt.Sprint(port)))
