@@ -45,6 +45,9 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 			if accessKey == "" || secretKey == "" {
 				return errors.New("--access-key-id and --secret-access-key (or OTAFLOW_ACCESS_KEY_ID, OTAFLOW_SECRET_ACCESS_KEY) are required: clients sign their requests with them; `starter dev` runs a local stack with development keys")
 			}
+			if secretKey == cliconfig.DefaultSecretKey {
+				return fmt.Errorf("--secret-access-key is the development key every copy of otaflow knows (%s's documented default): anyone could sign requests and update every device; choose a secret of your own (`openssl rand -hex 32`)", "starter dev")
+			}
 			topts, err := tc.ClientOptions()
 			if err != nil {
 				return err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -220,7 +221,8 @@ func rolloutCmd() *cobra.Command {
 						Args: arg(cmd), WaitForStage: client.WorkflowUpdateStageCompleted,
 					})
 					if err != nil {
-						return fmt.Errorf("%s rollout %s: %w", name, args[0], errors.Unwrap(err))
+						// The SDK's error wraps the server's; the server's says what is wrong.
+						return fmt.Errorf("%s rollout %s: %w", name, args[0], cmp.Or(errors.Unwrap(err), err))
 					}
 					var res workflows.RolloutResult
 					if err := handle.Get(cmd.Context(), &res); err != nil {

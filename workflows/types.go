@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/otaflow/otaflow/internal/jobdoc"
+
 	"github.com/otaflow/otaflow/internal/arn"
 )
 
@@ -320,6 +322,8 @@ func (r *RolloutRequest) Validate() error {
 	}
 	if r.Version == "" {
 		add("no version to install")
+	} else if err := jobdoc.ValidVersion(r.Version); err != nil {
+		add("%v", err)
 	}
 	if r.S3URLSignerRole == "" {
 		add("no S3 URL signer role: give the ARN of the role that presigns artifact URLs (arn:aws:iam::ACCOUNT:role/NAME)")

@@ -5,7 +5,9 @@ package agent
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,9 +86,11 @@ type Agent struct {
 	state   *State
 	waiters map[string]chan reply
 	seq     atomic.Uint64
-	wake    chan struct{}
-	ready   chan struct{}
-	ipc     *ipcServer
+	// tokenPrefix starts every client token: random per agent start.
+	tokenPrefix string
+	wake        chan struct{}
+	ready       chan struct{}
+	ipc         *ipcServer
 	// connected is true while subscribed to the jobs topics.
 	connected atomic.Bool
 	// subscribed is closed (and replaced) each time the agent has (re)subscribed: requests
@@ -149,8 +153,13 @@ func New(cfg Config) (*Agent, error) {
 			}
 		}
 	}
+	var r [16]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return nil, fmt.Errorf("agent: random client tokens: %w", err)
+	}
 	return &Agent{
-		cfg: cfg, log: cfg.Logger.With().Str("thing", cfg.ThingName).Logger(), state: st,
+		tokenPrefix: hex.EncodeToString(r[:]),
+		cfg:         cfg, log: cfg.Logger.With().Str("thing", cfg.ThingName).Logger(), state: st,
 		waiters: map[string]chan reply{}, wake: make(chan struct{}, 1), ready: make(chan struct{}, 1), subscribed: make(chan struct{}),
 	}, nil
 }
@@ -313,7 +322,8 @@ func (a *Agent) onMessage(_ paho.Client, m paho.Message) {
 // carry expectedVersion (a repeat of an applied update is rejected, and its reply comes
 // after the accepted one, which has already been taken).
 func (a *Agent) request(ctx context.Context, suffix string, msg iotjobs.Message) ([]byte, error) {
-	token := fmt.Sprintf("%s-%d", a.cfg.ThingName, a.seq.Add(1))
+	// Unpredictable: a reply is taken only if it carries a token nobody else could guess.
+	token := fmt.Sprintf("%s-%d", a.tokenPrefix, a.seq.Add(1))
 	msg.SetClientToken(token)
 	raw, err := json.Marshal(msg)
 	if err != nil {

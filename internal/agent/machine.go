@@ -90,6 +90,14 @@ func (a *Agent) process(ctx context.Context, e *execution) error {
 		return a.finish(ctx, e, iotjobs.StatusSucceeded, map[string]string{"installedVersion": cur.Version, "previousVersion": cur.Version, "note": "already installed"})
 	}
 
+	if doc.Operation == jobdoc.OpRollback && doc.Version != cur.Previous {
+		// A rollback may go down a version, so it may only go where this device came from: a
+		// rollback job to any other version is how an attacker would force a downgrade.
+		reason := fmt.Sprintf("a rollback may only return %s to the version it ran before this one (%s); %s is not it",
+			doc.SoftwareToUpdate, cmp.Or(cur.Previous, "none recorded"), doc.Version)
+		log.Warn().Msg(reason)
+		return a.finish(ctx, e, iotjobs.StatusRejected, map[string]string{"reason": reason, "installedVersion": cur.Version})
+	}
 	if err := a.setState(func(s *State) { s.CurrentJob, s.Step = e.JobID, StepInstalling }); err != nil {
 		return err
 	}

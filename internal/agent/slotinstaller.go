@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -97,18 +98,22 @@ func (in *SlotInstaller) Prepare(ctx context.Context, u *Update) error {
 		spec := artifact.Spec{URL: doc.Artifact.URL, Size: doc.Artifact.Size, SHA256: doc.Artifact.SHA256, Signature: doc.Artifact.Signature}
 		if err := artifact.Download(ctx, spec, file, artifact.Options{PublicKey: in.PublicKey, BytesPerSecond: in.DownloadBytesPerSecond,
 			Progress: downloadProgress(ctx, u)}); err != nil {
-			if errors.Is(err, artifact.ErrVerify) {
-				return Fail("%v", err)
-			}
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return ctx.Err() // resumed on the next start, from the bytes already here
 			}
-			return Fail("download failed: %v", err)
+			// A download that failed or did not verify is not kept: the next attempt must not
+			// find the disk filled by it.
+			os.Remove(file)
+			if errors.Is(err, artifact.ErrVerify) {
+				return Fail("%s", redactURLs(err.Error()))
+			}
+			return Fail("download failed: %s", redactURLs(err.Error()))
 		}
 	}
 	if in.ManagedRespawn {
 		pre, _ := scripts(u.Software())
 		if err := preflight.RunScript(in.ScriptsDir, pre); err != nil {
+			os.Remove(in.download(u))
 			return Fail("%v", err)
 		}
 	}
@@ -122,10 +127,11 @@ func (in *SlotInstaller) Install(_ context.Context, u *Update) error {
 		return nil
 	}
 	file := in.download(u)
-	if err := in.slots(u.Software()).Install(u.Version(), file); err != nil {
+	err := in.slots(u.Software()).Install(u.Version(), file)
+	os.Remove(file) // installed, or refused: either way it is not needed again
+	if err != nil {
 		return Fail("install into a new slot failed: %v", err)
 	}
-	os.Remove(file)
 	return nil
 }
 
@@ -160,15 +166,18 @@ func (in *SlotInstaller) Verify(ctx context.Context, u *Update) error {
 	return nil
 }
 
-// Commit runs the post-update script.
+// Commit runs the post-update script, then removes the slots of versions older than the one
+// the device can roll back to.
 func (in *SlotInstaller) Commit(_ context.Context, u *Update) error {
-	if !in.ManagedRespawn {
-		return nil
+	if in.ManagedRespawn {
+		_, post := scripts(u.Software())
+		if err := preflight.RunScript(in.ScriptsDir, post); err != nil {
+			return Fail("%v", err)
+		}
 	}
-	_, post := scripts(u.Software())
-	if err := preflight.RunScript(in.ScriptsDir, post); err != nil {
-		return Fail("%v", err)
-	}
+	// Pruning is housekeeping: the update stands even if an old slot cannot be removed (the
+	// next update tries again).
+	in.slots(u.Software()).Prune()
 	return nil
 }
 
@@ -180,6 +189,12 @@ func (in *SlotInstaller) Rollback(_ context.Context, u *Update) error {
 	in.restart()
 	return nil
 }
+
+var urlQueryRE = regexp.MustCompile(`(https?://[^\s"'?]+)\?[^\s"']*`)
+
+// redactURLs drops the query of every URL in s: a presigned URL's signature is a credential,
+// and FAILED reasons are read by anyone who may list job executions.
+func redactURLs(s string) string { return urlQueryRE.ReplaceAllString(s, "$1?…") }
 
 // downloadProgress reports the download's progress in statusDetails.progress, at most every
 // tenth of the artifact or every five seconds. A lost report is not an error: the next one

@@ -49,7 +49,7 @@ func TestStateChain(t *testing.T) {
 		scripts string
 		deferTo bool // a local component defers the update once
 	}
-	// Every case starts on core 2.0.0, installed through otaflow (so there is a previous slot).
+	// Every case starts on core 2.0.0, updated by otaflow from 1.9.0 (still in its slot).
 	const full = "installing downloading installing switching switched health-check installed"
 	for _, tc := range []struct {
 		name    string
@@ -92,9 +92,12 @@ func TestStateChain(t *testing.T) {
 			status: jobs.ExecRejected, reason: "writable by nobody else", chain: "installing", ends: "2.0.0"},
 		{name: "rejected: downgrade", arrange: func(s *setup) { s.doc.Version, s.doc.Artifact = "1.5.0", r.artifact("1.5.0", false) },
 			status: jobs.ExecRejected, reason: "downgrade needs a rollback job", chain: "installing", ends: "2.0.0"},
-		{name: "rollback job may go back", arrange: func(s *setup) {
+		{name: "rollback job may go back to the previous version", arrange: func(s *setup) {
+			s.doc.Operation, s.doc.Version, s.doc.Artifact = jobdoc.OpRollback, "1.9.0", r.artifact("1.9.0", false)
+		}, status: jobs.ExecSucceeded, chain: full, ends: "1.9.0"},
+		{name: "rejected: rollback to a version the device did not run before", arrange: func(s *setup) {
 			s.doc.Operation, s.doc.Version, s.doc.Artifact = jobdoc.OpRollback, "1.5.0", r.artifact("1.5.0", false)
-		}, status: jobs.ExecSucceeded, chain: full, ends: "1.5.0"},
+		}, status: jobs.ExecRejected, reason: "may only return core to the version it ran before this one (1.9.0)", chain: "", ends: "2.0.0"},
 		{name: "rollback to a version still in its slot", arrange: func(s *setup) {
 			s.doc.Operation, s.doc.Version, s.doc.Artifact = jobdoc.OpRollback, "1.9.0", nil
 		}, status: jobs.ExecSucceeded, chain: "installing switching switched health-check installed", ends: "1.9.0"},
@@ -127,7 +130,7 @@ func TestStateChain(t *testing.T) {
 			require.NoError(t, os.MkdirAll(core.Dir("2.0.0"), 0o755))
 			require.NoError(t, core.Switch("2.0.0"))
 			state := t.TempDir()
-			require.NoError(t, os.WriteFile(filepath.Join(state, "state.json"), []byte(`{"installed":{"core":{"version":"2.0.0"}}}`), 0o600))
+			require.NoError(t, os.WriteFile(filepath.Join(state, "state.json"), []byte(`{"installed":{"core":{"version":"2.0.0","previous":"1.9.0"}}}`), 0o600))
 
 			var mu sync.Mutex
 			var chain []string
@@ -165,6 +168,11 @@ func TestStateChain(t *testing.T) {
 			e := waitTerminal(t, r.svc, jobID, "dev-1")
 			require.Equal(t, tc.status, e.Status, "reason: %s", e.StatusDetails["reason"])
 			require.Contains(t, e.StatusDetails["reason"], tc.reason)
+			require.NotContains(t, e.StatusDetails["reason"], "Signature=", "a reason never holds a presigned URL's credentials")
+			if tc.status != jobs.ExecSucceeded {
+				left, _ := os.ReadDir(filepath.Join(root, "downloads"))
+				require.Empty(t, left, "a failed update leaves no download behind")
+			}
 			require.Equal(t, tc.ends, core.Current(), "the device runs exactly one version")
 			require.Equal(t, tc.ends, a.InstalledVersion("core"))
 			if tc.status == jobs.ExecSucceeded {

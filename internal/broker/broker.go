@@ -305,6 +305,12 @@ func (h *policyHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 		h.log.Warn().Str("client", cl.ID).Msg("MQTT connect refused: client ID must be the device's thing name")
 		return false
 	}
+	if strings.HasPrefix(cl.ID, ReservedClientIDPrefix) {
+		// A device connecting with the service's client ID would take its session over: the
+		// service would stay connected to nothing and rollouts would stall.
+		h.log.Warn().Str("client", cl.ID).Msg("MQTT connect refused: client IDs starting with " + ReservedClientIDPrefix + " are the jobs service's")
+		return false
+	}
 	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
 		// As an AWS IoT policy with iot:Connection.Thing.ThingName: the certificate names the thing.
 		certs := tc.ConnectionState().PeerCertificates
@@ -328,6 +334,9 @@ func (h *policyHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 	}
 	return ok
 }
+
+// ReservedClientIDPrefix starts the client IDs only the authenticated jobs service may use.
+const ReservedClientIDPrefix = "otaflow-jobs"
 
 // ValidThingName reports whether s is a valid AWS IoT thing name.
 func ValidThingName(s string) bool {

@@ -146,3 +146,27 @@ func TestBrokerLimits(t *testing.T) {
 		})
 	}
 }
+
+// TestServiceClientIDIsReserved: a client without the service's credentials cannot connect
+// with the jobs service's client ID, which would take the service's session over and leave it
+// deaf; the service stays connected and keeps getting requests.
+func TestServiceClientIDIsReserved(t *testing.T) {
+	b := mqtttest.Embedded(t)
+	got := make(chan struct{}, 10)
+	svc := connect(t, b.URL, "otaflow-jobs-service", mqtttest.ServiceUser, mqtttest.ServicePassword)
+	require.True(t, svc.Subscribe("$aws/things/+/jobs/get", 1, func(paho.Client, paho.Message) { got <- struct{}{} }).WaitTimeout(5*time.Second))
+	for _, id := range []string{"otaflow-jobs-service", "otaflow-jobs-other"} {
+		thief := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL).SetClientID(id).SetAutoReconnect(false).SetConnectRetry(false))
+		tok := thief.Connect()
+		require.True(t, tok.WaitTimeout(5*time.Second))
+		require.Error(t, tok.Error(), "a device may not connect as %s", id)
+	}
+	dev := connect(t, b.URL, "dev-1", "", "")
+	require.True(t, dev.Publish("$aws/things/dev-1/jobs/get", 1, false, []byte(`{}`)).WaitTimeout(5*time.Second))
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the jobs service lost its session to a device that used its client ID")
+	}
+	require.True(t, svc.IsConnected())
+}

@@ -3,10 +3,15 @@
 package jobdoc
 
 import (
+	"regexp"
+	"strings"
+
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
+
+	"github.com/Masterminds/semver/v3"
 )
 
 // Type marks a job document as an otaflow update; the agent leaves other jobs alone.
@@ -121,18 +126,30 @@ func (d *Document) Validate() error {
 	if d.Operation != OpUpdate && d.Operation != OpRollback {
 		return fmt.Errorf("job document operation %q is invalid: use %q or %q", d.Operation, OpUpdate, OpRollback)
 	}
+	if d.RolloutID != "" && !idRE.MatchString(d.RolloutID) {
+		return fmt.Errorf("rolloutId %q is invalid: use 1-64 of a-z A-Z 0-9 _ -", d.RolloutID)
+	}
 	switch d.SoftwareToUpdate {
 	case SoftwareCore, SoftwareOTAAgent:
 		if d.Version == "" {
 			return fmt.Errorf("job document has no version to install")
+		}
+		if err := ValidVersion(d.Version); err != nil {
+			return err
 		}
 	case SoftwareComponents:
 		if len(d.Components) == 0 {
 			return fmt.Errorf("a components deployment names no components")
 		}
 		for name, v := range d.Components {
-			if name == "" || v == "" {
+			if !componentRE.MatchString(name) {
+				return fmt.Errorf("component name %q is invalid: use 1-128 of a-z A-Z 0-9 . _ -", name)
+			}
+			if v == "" {
 				return fmt.Errorf("component %q has no version", name)
+			}
+			if err := ValidVersion(v); err != nil {
+				return fmt.Errorf("component %s: %w", name, err)
 			}
 		}
 	default:
@@ -152,6 +169,25 @@ func (d *Document) Validate() error {
 	}
 	if d.UpdateAgentLogLevel != "" && !slices.Contains(LogLevels, d.UpdateAgentLogLevel) {
 		return fmt.Errorf("updateAgentLogLevel %q is invalid: use one of %v", d.UpdateAgentLogLevel, LogLevels)
+	}
+	return nil
+}
+
+var (
+	idRE        = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
+	componentRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,128}$`)
+	versionRE   = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z.+-]{0,63}$`)
+)
+
+// ValidVersion checks that v is a semantic version (MAJOR.MINOR.PATCH, with optional
+// pre-release and build parts) made only of characters that are safe in a file name: the
+// agent names slots and downloads after it, so "../../x" must never get that far.
+func ValidVersion(v string) error {
+	if !versionRE.MatchString(v) || strings.Contains(v, "..") {
+		return fmt.Errorf("version %q is invalid: use a semantic version such as 1.11.6", v)
+	}
+	if _, err := semver.StrictNewVersion(v); err != nil {
+		return fmt.Errorf("version %q is not a semantic version (MAJOR.MINOR.PATCH): %v", v, err)
 	}
 	return nil
 }

@@ -17,16 +17,21 @@ func TestParse(t *testing.T) {
 	require.True(t, jobdoc.IsOtaflow([]byte(good)))
 
 	for name, tc := range map[string]struct{ doc, want string }{
-		"not json":       {`{`, "not a valid otaflow document"},
-		"unknown field":  {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core","version":"1","rm":"-rf"}`, "unknown field"},
-		"future schema":  {`{"type":"otaflow.update","schemaVersion":"2","operation":"update","softwareToUpdate":"core","version":"1"}`, "update the agent first"},
-		"bad operation":  {`{"type":"otaflow.update","schemaVersion":"1","operation":"wipe","softwareToUpdate":"core","version":"1"}`, "operation"},
-		"bad software":   {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"kernel","version":"1"}`, "softwareToUpdate"},
-		"no version":     {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core"}`, "no version"},
-		"bad restart":    {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core","version":"1","restartPolicy":"reboot-twice"}`, "restartPolicy"},
-		"bad log level":  {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core","version":"1","updateAgentLogLevel":"LOUD"}`, "updateAgentLogLevel"},
-		"other job type": {`{"type":"firmware","schemaVersion":"1"}`, "not \"otaflow.update\""},
-		"oversize":       {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core","version":"1","rolloutId":"` + strings.Repeat("x", jobdoc.MaxBytes) + `"}`, "the limit is 32768"},
+		"not json":             {`{`, "not a valid otaflow document"},
+		"unknown field":        {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core","version":"1","rm":"-rf"}`, "unknown field"},
+		"future schema":        {`{"type":"otaflow.update","schemaVersion":"2","operation":"update","softwareToUpdate":"core","version":"1"}`, "update the agent first"},
+		"bad operation":        {`{"type":"otaflow.update","schemaVersion":"1","operation":"wipe","softwareToUpdate":"core","version":"1"}`, "operation"},
+		"bad software":         {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"kernel","version":"1"}`, "softwareToUpdate"},
+		"no version":           {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core"}`, "no version"},
+		"bad restart":          {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core","version":"1.0.0","restartPolicy":"reboot-twice"}`, "restartPolicy"},
+		"bad log level":        {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core","version":"1.0.0","updateAgentLogLevel":"LOUD"}`, "updateAgentLogLevel"},
+		"traversal in version": {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core","version":"../../../OUTSIDE"}`, "version \"../../../OUTSIDE\" is invalid"},
+		"slash in version":     {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core","version":"1.0.0/x"}`, "is invalid"},
+		"not semver":           {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core","version":"9"}`, "not a semantic version"},
+		"bad rollout id":       {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","rolloutId":"a/b","softwareToUpdate":"core","version":"1.0.0"}`, "rolloutId"},
+		"bad component":        {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"components","components":{"../x":"1.0.0"}}`, "component name"},
+		"other job type":       {`{"type":"firmware","schemaVersion":"1"}`, "not \"otaflow.update\""},
+		"oversize":             {`{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"core","version":"1","rolloutId":"` + strings.Repeat("x", jobdoc.MaxBytes) + `"}`, "the limit is 32768"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := jobdoc.Parse([]byte(tc.doc))

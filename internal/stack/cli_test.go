@@ -80,10 +80,22 @@ func TestStarterCLI(t *testing.T) {
 		"--update-targets-operating-system", "ubuntu", "--software-to-update", "core",
 		"--s3-url-signer-role", "arn:aws:iam::000000000000:role/signer"}
 
+	// A mistyped command fails instead of printing help with exit 0; steering a rollout that
+	// does not exist says why.
+	for _, args := range [][]string{{"rollout", "statsu", "x"}, {"nonsense"}, {"schedule", "lst"}} {
+		_, stderr, err := run(args...)
+		require.Error(t, err, "starter %v", args)
+		require.Contains(t, stderr, "unknown command", "starter %v", args)
+	}
+	_, stderr, err := run("rollout", "cancel", "no-such-rollout")
+	require.Error(t, err)
+	require.NotContains(t, stderr, "%!", "a formatting error instead of the reason")
+	require.Contains(t, stderr, "not found")
+
 	// Bad input: a clear error, a non-zero exit, and no job.
 	bad := slices.Clone(update)
 	bad[slices.Index(bad, "x86_64")] = "sparc"
-	_, stderr, err := run(append([]string{"create-software-update-job", "--amzn-client-token", "bad-arch"}, bad...)...)
+	_, stderr, err = run(append([]string{"create-software-update-job", "--amzn-client-token", "bad-arch"}, bad...)...)
 	require.Error(t, err)
 	require.Contains(t, stderr, "sparc")
 	jobs, err := s.IoT.ListJobs(ctx, &iot.ListJobsInput{})

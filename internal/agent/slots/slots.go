@@ -178,3 +178,28 @@ func syncDir(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// Prune removes every version's slot but the current and the previous one: a device keeps
+// what it runs and what it can roll back to, and old versions do not fill its disk. It
+// returns the versions it removed.
+func (s Slots) Prune() ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(s.Root, "versions"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	keep := map[string]bool{s.Current(): true, s.Previous(): true}
+	var removed []string
+	for _, e := range entries {
+		if keep[e.Name()] || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if err := os.RemoveAll(s.versionDir(e.Name())); err != nil {
+			return removed, err
+		}
+		removed = append(removed, e.Name())
+	}
+	return removed, nil
+}

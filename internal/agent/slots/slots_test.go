@@ -97,3 +97,20 @@ func TestInstallRefusesHostileArchives(t *testing.T) {
 	}
 	require.Error(t, s.Install("../x", tarball(t, entry{name: "a", body: "b"})), "a version cannot name a path")
 }
+
+func TestPruneKeepsCurrentAndPrevious(t *testing.T) {
+	s := slots.Slots{Root: t.TempDir()}
+	for _, v := range []string{"1.0.0", "1.1.0", "1.2.0", "1.3.0"} {
+		require.NoError(t, os.MkdirAll(s.Dir(v), 0o755))
+	}
+	require.NoError(t, s.Switch("1.1.0"))
+	require.NoError(t, s.Switch("1.2.0"))
+	removed, err := s.Prune()
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"1.0.0", "1.3.0"}, removed)
+	require.True(t, s.Installed("1.1.0"))
+	require.True(t, s.Installed("1.2.0"))
+	_, err = s.Rollback()
+	require.NoError(t, err)
+	require.Equal(t, "1.1.0", s.Current(), "what it can roll back to is still there")
+}
