@@ -170,3 +170,46 @@ func TestServiceClientIDIsReserved(t *testing.T) {
 	}
 	require.True(t, svc.IsConnected())
 }
+
+// TestForgedReplyThroughClientID: a client whose ID embeds another thing's topic path
+// ("victim/jobs/j1") must neither read that thing's replies nor forge them. mosquitto with
+// the shipped ACL accepts the ID, so the ACL must hold; the embedded broker refuses the ID. The
+// jobs service's own reply reaches the victim (the subscription works), the forgery does not.
+func TestForgedReplyThroughClientID(t *testing.T) {
+	for _, start := range mqtttest.All() {
+		b := start(t)
+		t.Run(b.Name, func(t *testing.T) {
+			reply := "$aws/things/victim/jobs/j1/get/accepted"
+			got := make(chan string, 10)
+			victim := connect(t, b.URL, "victim", "", "")
+			require.True(t, victim.Subscribe("$aws/things/victim/jobs/+/get/accepted", 1, func(_ paho.Client, m paho.Message) {
+				got <- string(m.Payload())
+			}).WaitTimeout(5*time.Second))
+
+			thief := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL).SetClientID("victim/jobs/j1").SetAutoReconnect(false))
+			if tok := thief.Connect(); tok.WaitTimeout(5*time.Second) && tok.Error() == nil {
+				defer thief.Disconnect(0)
+				stolen := make(chan string, 10)
+				thief.Subscribe("$aws/things/victim/jobs/+/get/accepted", 0, func(_ paho.Client, m paho.Message) { stolen <- string(m.Payload()) }).WaitTimeout(5 * time.Second)
+				thief.Publish(reply, 0, false, `{"forged":true}`).WaitTimeout(5 * time.Second)
+				svc := connect(t, b.URL, "otaflow-jobs-service", mqtttest.ServiceUser, mqtttest.ServicePassword)
+				require.True(t, svc.Publish(reply, 1, false, `{"genuine":true}`).WaitTimeout(5*time.Second))
+				select {
+				case m := <-got:
+					require.Equal(t, `{"genuine":true}`, m, "the victim got a forged reply")
+				case <-time.After(10 * time.Second):
+					t.Fatal("the jobs service's reply did not reach the victim")
+				}
+				select {
+				case m := <-got:
+					t.Fatalf("the victim got a second reply: %s", m)
+				case m := <-stolen:
+					t.Fatalf("the thief read the victim's reply: %s", m)
+				case <-time.After(500 * time.Millisecond):
+				}
+			} else {
+				require.Equal(t, "embedded", b.Name, "only the embedded broker refuses the client ID")
+			}
+		})
+	}
+}
