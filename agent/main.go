@@ -76,6 +76,7 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 	fs.StringVar(&maxDeferral, "max-deferral", "1h", "longest time components may defer one update")
 	fs.StringVar(&handover, "handover-timeout", "1m", "how long a new agent has to show it works on self-update")
 	fs.StringVar(&stepTimeout, "step-timeout", "30m", "a step that shows no progress this long times the job out (sent as stepTimeoutInMinutes; 0 disables)")
+	fs.DurationVar(&cfg.IdleRecheck, "idle-recheck", 10*time.Minute, "how often an idle agent asks for pending jobs without a notification (a lost one must not strand the device)")
 	fs.Int64Var(&s.slots.DownloadBytesPerSecond, "download-bytes-per-second", 0, "cap the artifact download bandwidth (0: no cap)")
 	fs.VisitAll(func(f *pflag.Flag) {
 		if f.Name != "version" {

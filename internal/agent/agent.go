@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,9 @@ type Config struct {
 	// StepTimeout, when set, is sent with each step (stepTimeoutInMinutes, rounded up; the
 	// health-check step adds the bake time): a device that stops mid-step times out.
 	StepTimeout time.Duration
+	// IdleRecheck is how often an idle agent asks for pending jobs even without a
+	// notification (default 10m, plus up to a fifth at random).
+	IdleRecheck time.Duration
 
 	// AgentVersion is this agent's own version, reported as the installed ota_agent.
 	AgentVersion string
@@ -125,6 +129,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.Environ == nil {
 		cfg.Environ = os.Environ()
+	}
+	if cfg.IdleRecheck == 0 {
+		cfg.IdleRecheck = 10 * time.Minute
 	}
 	if cfg.DeferralResponseTimeout == 0 {
 		cfg.DeferralResponseTimeout = 5 * time.Second
@@ -233,11 +240,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	// growing pause: a device must not wait for a notification that may never come.
 	retry := time.Duration(0)
 	for {
+		// An idle device also looks for jobs now and then: a notification can be lost (a
+		// broker that dropped it under load, a reconnect at the wrong moment), and a device
+		// must not wait forever for one that never comes. The jitter keeps a fleet from asking
+		// all at once.
+		idle := time.NewTimer(jitter(a.cfg.IdleRecheck))
 		select {
 		case <-ctx.Done():
+			idle.Stop()
 			return nil
 		case <-a.wake:
+		case <-idle.C:
+			a.log.Debug().Msg("idle recheck: looking for pending jobs")
 		}
+		idle.Stop()
 		for ctx.Err() == nil {
 			more, err := a.processNext(ctx)
 			if err != nil && ctx.Err() != nil {
@@ -255,6 +271,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// jitter is d plus up to a fifth more, at random.
+func jitter(d time.Duration) time.Duration {
+	return d + time.Duration(mrand.Int64N(int64(d/5)+1))
 }
 
 func (a *Agent) signal() {

@@ -217,3 +217,34 @@ func TestAgentResendsLostRequests(t *testing.T) {
 	require.Contains(t, logs.String(), "sending the request again")
 	require.NotContains(t, logs.String(), "no reply within", "the lost request was sent again before it timed out")
 }
+
+// TestIdleRecheckFindsJobWithoutNotification: a job queued while the jobs service could not
+// tell the device (its MQTT plane was down, so no notify-next went out) is still taken, by the
+// idle agent's own periodic look.
+func TestIdleRecheckFindsJobWithoutNotification(t *testing.T) {
+	b := mqtttest.Embedded(t)
+	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	defer svc.Close()
+	_, err = svc.CreateThing("dev-1", nil)
+	require.NoError(t, err)
+	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	var logs lockedLog
+	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: b.URL, StateDir: t.TempDir(), InitialVersion: "1.0.0",
+		Installer: fleet.SimulatedInstaller(0, nil), IdleRecheck: 500 * time.Millisecond, Logger: zerolog.New(&logs).Level(zerolog.DebugLevel)})
+	require.NoError(t, err)
+	runAgent(t, a)
+	require.Eventually(t, a.Connected, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // its first look, at connect, found nothing
+
+	plane.Close()
+	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "quiet", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0")})
+	require.NoError(t, err)
+	plane, err = svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	defer plane.Close()
+	e := waitTerminal(t, svc, "quiet", "dev-1")
+	require.Equal(t, jobs.ExecSucceeded, e.Status)
+	require.Contains(t, logs.String(), "idle recheck")
+}

@@ -37,6 +37,9 @@ type Options struct {
 	// devices start at once the requests queue at the jobs service, and a device that gives
 	// up and asks again only adds to the queue).
 	RequestTimeout time.Duration
+	// IdleRecheck is how often an idle device asks for jobs without a notification (0: the
+	// agent's default).
+	IdleRecheck time.Duration
 	// Seed makes the faults reproducible: the same seed, thing and job give the same fault.
 	Seed uint64
 	// Faults script the outcome of every install of the named things (before the rates
@@ -140,7 +143,7 @@ func (f *Fleet) add(thing string) error {
 			runCtx, crash := context.WithCancel(f.ctx)
 			cfg := agent.Config{
 				ThingName: thing, BrokerURL: f.o.BrokerURL, StateDir: filepath.Join(f.o.StateDir, thing),
-				InitialVersion: f.o.InitialVersion, NoSync: f.o.Installer == nil, RequestTimeout: f.o.RequestTimeout,
+				InitialVersion: f.o.InitialVersion, NoSync: f.o.Installer == nil, RequestTimeout: f.o.RequestTimeout, IdleRecheck: f.o.IdleRecheck,
 				Logger: f.o.Logger.With().Str("component", "agent").Logger(), Installer: sim,
 			}
 			if f.o.OnStateChange != nil {
