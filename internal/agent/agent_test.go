@@ -42,16 +42,28 @@ func waitTerminal(t *testing.T, svc *jobs.Service, jobID, thing string) *jobs.Ex
 // jobsOverBroker starts a jobs service serving the MQTT Jobs API through an embedded broker,
 // with thing dev-1 registered.
 func jobsOverBroker(t *testing.T) (*jobs.Service, mqtttest.Broker) {
+	svc, b := jobsBeside(t)
+	t.Cleanup(servePlane(t, svc, b).Close)
+	return svc, b
+}
+
+// jobsBeside starts an embedded broker and a jobs service, with thing dev-1 registered, that
+// does not serve the broker yet (see servePlane).
+func jobsBeside(t *testing.T) (*jobs.Service, mqtttest.Broker) {
 	b := mqtttest.Embedded(t)
 	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	t.Cleanup(func() { svc.Close() })
-	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	t.Cleanup(plane.Close)
 	_, err = svc.CreateThing("dev-1", nil)
 	require.NoError(t, err)
 	return svc, b
+}
+
+// servePlane connects the jobs service's MQTT plane to the broker.
+func servePlane(t *testing.T, svc *jobs.Service, b mqtttest.Broker) *jobs.MQTTPlane {
+	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	return plane
 }
 
 // runAgent runs a until the test ends.
@@ -192,13 +204,8 @@ func (l *lockedLog) String() string {
 // is lost without an error. The agent sends it again and takes the job without ever letting
 // the request time out.
 func TestAgentResendsLostRequests(t *testing.T) {
-	b := mqtttest.Embedded(t)
-	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	defer svc.Close()
-	_, err = svc.CreateThing("dev-1", nil)
-	require.NoError(t, err)
-	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "update", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0")})
+	svc, b := jobsBeside(t)
+	_, err := svc.CreateJob(jobs.CreateJobInput{JobID: "update", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0")})
 	require.NoError(t, err)
 
 	var logs lockedLog
@@ -209,9 +216,7 @@ func TestAgentResendsLostRequests(t *testing.T) {
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "checking for pending jobs") }, 10*time.Second, 10*time.Millisecond)
 	time.Sleep(200 * time.Millisecond) // the first get is out, and lost: nobody serves the Jobs API yet
 
-	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	defer plane.Close()
+	defer servePlane(t, svc, b).Close()
 	e := waitTerminal(t, svc, "update", "dev-1")
 	require.Equal(t, jobs.ExecSucceeded, e.Status)
 	require.Contains(t, logs.String(), "sending the request again")
@@ -222,14 +227,8 @@ func TestAgentResendsLostRequests(t *testing.T) {
 // tell the device (its MQTT plane was down, so no notify-next went out) is still taken, by the
 // idle agent's own periodic look.
 func TestIdleRecheckFindsJobWithoutNotification(t *testing.T) {
-	b := mqtttest.Embedded(t)
-	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	defer svc.Close()
-	_, err = svc.CreateThing("dev-1", nil)
-	require.NoError(t, err)
-	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
-	require.NoError(t, err)
+	svc, b := jobsBeside(t)
+	plane := servePlane(t, svc, b)
 	var logs lockedLog
 	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: b.URL, StateDir: t.TempDir(), InitialVersion: "1.0.0",
 		Installer: fleet.SimulatedInstaller(0, nil), IdleRecheck: 500 * time.Millisecond, Logger: zerolog.New(&logs).Level(zerolog.DebugLevel)})
@@ -241,9 +240,7 @@ func TestIdleRecheckFindsJobWithoutNotification(t *testing.T) {
 	plane.Close()
 	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "quiet", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0")})
 	require.NoError(t, err)
-	plane, err = svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	defer plane.Close()
+	defer servePlane(t, svc, b).Close()
 	e := waitTerminal(t, svc, "quiet", "dev-1")
 	require.Equal(t, jobs.ExecSucceeded, e.Status)
 	require.Contains(t, logs.String(), "idle recheck")
