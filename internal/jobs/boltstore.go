@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -104,7 +105,7 @@ func (t boltTx) b(name []byte) *bolt.Bucket { return t.tx.Bucket(name) }
 func (t boltTx) suffixes(bucket, prefix []byte) []string {
 	var out []string
 	c := t.b(bucket).Cursor()
-	for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 		out = append(out, string(k[len(prefix):]))
 	}
 	return out
@@ -211,7 +212,7 @@ func (t boltTx) thingExecutions(thing string) ([]*Execution, error) {
 func (t boltTx) jobExecutions(jobID string, fn func(*Execution) error) error {
 	prefix := pairPrefix(jobID)
 	c := t.b(bucketExecs).Cursor()
-	for k, v := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, v = c.Next() {
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		var e Execution
 		if err := json.Unmarshal(v, &e); err != nil {
 			return fmt.Errorf("corrupt execution %q: %w", k, err)
@@ -247,20 +248,11 @@ func (t boltTx) heldJobs() ([]string, error) {
 	var ids []string
 	c := t.b(bucketHeld).Cursor()
 	for k, _ := c.First(); k != nil; {
-		id := string(k[:max(0, indexByte(k, 0))])
-		ids = append(ids, id)
-		k, _ = c.Seek([]byte(id + "\x01")) // the next job's first key
+		id, _, _ := bytes.Cut(k, []byte{0})
+		ids = append(ids, string(id))
+		k, _ = c.Seek(append(append([]byte(nil), id...), 1)) // the next job's first key
 	}
 	return ids, nil
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return len(b)
 }
 
 func (t boltTx) held(jobID string) ([]heldEntry, error) {

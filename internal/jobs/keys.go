@@ -73,7 +73,3 @@ func parseHeldSuffix(rest []byte) (heldEntry, bool) {
 	}
 	return heldEntry{seq: binary.BigEndian.Uint64(rest[:8]), thing: string(rest[9:])}, true
 }
-
-func hasPrefix(b, prefix []byte) bool {
-	return len(b) >= len(prefix) && string(b[:len(prefix)]) == string(prefix)
-}
