@@ -266,9 +266,12 @@ func (a *Agent) finish(ctx context.Context, e *execution, status iotjobs.Status,
 	})
 	var rej *iotjobs.ErrorReply
 	if errors.As(err, &rej) && rej.Code == iotjobs.CodeTerminalStateReached {
-		// The job ended meanwhile (canceled by the rollout): the fleet counts this device as
-		// not updated, so an install it just finished must not stand.
-		if status == iotjobs.StatusSucceeded {
+		// Either this very report was applied and only its reply was lost (a resend then
+		// finds the execution in the status it asked for), or the job ended meanwhile (the
+		// rollout canceled it): then the fleet counts this device as not updated, so an
+		// install it just finished must not stand.
+		applied := rej.ExecutionState != nil && rej.ExecutionState.Status == status
+		if status == iotjobs.StatusSucceeded && !applied {
 			a.revert(ctx, e, details["previousVersion"], details["installedVersion"])
 		}
 		err = nil
