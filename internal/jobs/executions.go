@@ -127,14 +127,18 @@ func (s *Service) ListJobExecutionsForJob(jobID string, status ExecutionStatus, 
 	return out, next, err
 }
 
-// PendingExecutions returns a thing's IN_PROGRESS and QUEUED executions, each in queue order.
-func (s *Service) PendingExecutions(thing string) (inProgress, queued []*Execution, err error) {
+// PendingExecutions returns a thing's IN_PROGRESS and QUEUED executions, each in queue order:
+// the oldest limit of them together (AWS lists at most ten), or all when limit is 0.
+func (s *Service) PendingExecutions(thing string, limit int) (inProgress, queued []*Execution, err error) {
 	err = s.st.View(func(t Tx) error {
 		all, err := t.thingExecutions(thing)
 		if err != nil {
 			return err
 		}
 		for _, e := range all {
+			if limit > 0 && len(inProgress)+len(queued) == limit {
+				break
+			}
 			switch e.Status {
 			case ExecInProgress:
 				inProgress = append(inProgress, e)

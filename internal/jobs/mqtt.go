@@ -25,6 +25,24 @@ type MQTTOptions struct {
 	Logger   zerolog.Logger
 }
 
+// The plane's limits. AWS lists at most ten pending executions in a notify message and a
+// get-pending reply (the Jobs developer guide, "Job executions limits"); the rest keep one
+// flooding client from starving the fleet or the service's broker session.
+const (
+	maxPendingListed = 10
+	// planeWorkers serve device requests; planeQueue requests wait for them, at most
+	// perThingQueued of them from one thing. Beyond that a request is refused with
+	// RequestThrottled (devices retry) rather than queued without bound.
+	planeWorkers   = 16
+	planeQueue     = 8192
+	perThingQueued = 8
+	// maxInflight QoS 1 publishes await the broker's PUBACK at once (MQTT allows 65,535).
+	// A publisher that waits longer than publishWait for room drops the reply: the device asks
+	// again, and the session's packet identifiers never run out.
+	maxInflight = 2048
+	publishWait = 5 * time.Second
+)
+
 // MQTTPlane serves the AWS IoT Jobs MQTT API for devices over any MQTT broker.
 type MQTTPlane struct {
 	svc    *Service
@@ -33,11 +51,32 @@ type MQTTPlane struct {
 	// lastNext is the job each thing was last told is next, so notify-next goes out only when
 	// that changes, as AWS does. Lost on restart, which costs at most one repeated notice.
 	lastNext sync.Map
+
+	requests chan planeRequest
+	inflight chan struct{}
+	wake     chan struct{}
+	done     chan struct{}
+	closing  sync.Once
+	workers  sync.WaitGroup
+	mu       sync.Mutex
+	queued   map[string]int      // requests waiting per thing
+	dirty    map[string]struct{} // things whose pending jobs changed since the last notify
+}
+
+type planeRequest struct {
+	topic   string
+	payload []byte
+	r       iotjobs.Request
+}
+
+func newPlane(s *Service, log zerolog.Logger) *MQTTPlane {
+	return &MQTTPlane{svc: s, log: log, requests: make(chan planeRequest, planeQueue), inflight: make(chan struct{}, maxInflight),
+		wake: make(chan struct{}, 1), done: make(chan struct{}), queued: map[string]int{}, dirty: map[string]struct{}{}}
 }
 
 // ServeMQTT connects the service to the broker and answers the Jobs topics until Close.
 func (s *Service) ServeMQTT(o MQTTOptions) (*MQTTPlane, error) {
-	p := &MQTTPlane{svc: s, log: o.Logger}
+	p := newPlane(s, o.Logger)
 	if o.ClientID == "" {
 		o.ClientID = "otaflow-jobs-service"
 	}
@@ -57,15 +96,9 @@ func (s *Service) ServeMQTT(o MQTTOptions) (*MQTTPlane, error) {
 		SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
 		SetMaxReconnectInterval(5 * time.Second).
-		SetOrderMatters(false).
-		SetOnConnectHandler(func(c paho.Client) {
-			tok := c.SubscribeMultiple(subs, p.handle)
-			if tok.WaitTimeout(10*time.Second) && tok.Error() != nil {
-				p.log.Error().Err(tok.Error()).Msg("subscribe to jobs topics failed")
-				return
-			}
-			p.log.Info().Str("broker", o.BrokerURL).Msg("jobs MQTT plane connected")
-		}).
+		// handle only queues, so paho's router never waits on the store.
+		SetOrderMatters(true).
+		SetOnConnectHandler(func(c paho.Client) { p.subscribe(c, subs, o.BrokerURL) }).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			p.log.Warn().Err(err).Msg("jobs MQTT plane lost its broker connection; reconnecting")
 		})
@@ -79,12 +112,47 @@ func (s *Service) ServeMQTT(o MQTTOptions) (*MQTTPlane, error) {
 		p.client.Disconnect(0)
 		return nil, fmt.Errorf("connect to MQTT broker %s: %w", o.BrokerURL, err)
 	}
-	s.OnQueueChange(p.notify)
+	p.workers.Add(planeWorkers + 1)
+	for range planeWorkers {
+		go p.serve()
+	}
+	go p.notifier()
+	s.OnQueueChange(p.changed)
 	return p, nil
 }
 
-// Close disconnects from the broker.
-func (p *MQTTPlane) Close() { p.client.Disconnect(250) }
+// subscribe (re)subscribes after every connect. A plane connected but not subscribed is deaf,
+// so a failed subscription is retried for as long as the connection lasts.
+func (p *MQTTPlane) subscribe(c paho.Client, subs map[string]byte, broker string) {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		tok := c.SubscribeMultiple(subs, p.handle)
+		if !tok.WaitTimeout(10 * time.Second) {
+			p.log.Error().Msg("subscribe to jobs topics: no SUBACK within 10s; retrying")
+		} else if err := tok.Error(); err != nil {
+			p.log.Error().Err(err).Msg("subscribe to jobs topics failed; retrying")
+		} else {
+			p.log.Info().Str("broker", broker).Msg("jobs MQTT plane connected")
+			return
+		}
+		select {
+		case <-p.done:
+			return
+		case <-time.After(wait):
+		}
+		if !c.IsConnectionOpen() {
+			return // the next connect subscribes again
+		}
+	}
+}
+
+// Close disconnects from the broker and stops serving.
+func (p *MQTTPlane) Close() {
+	p.closing.Do(func() {
+		close(p.done)
+		p.client.Disconnect(250)
+		p.workers.Wait()
+	})
+}
 
 func epoch(t time.Time) int64 {
 	if t.IsZero() {
@@ -129,18 +197,57 @@ func decode(payload []byte, v any) error {
 	return nil
 }
 
+// handle queues a device request for the workers. It never blocks paho's router: a thing with
+// perThingQueued requests already waiting, or a full queue, is told RequestThrottled.
 func (p *MQTTPlane) handle(_ paho.Client, m paho.Message) {
 	topic := m.Topic()
 	r, ok := iotjobs.ParseRequestTopic(topic)
 	if !ok {
 		return
 	}
+	p.mu.Lock()
+	full := p.queued[r.Thing] >= perThingQueued
+	if !full {
+		select {
+		case p.requests <- planeRequest{topic: topic, payload: m.Payload(), r: r}:
+			p.queued[r.Thing]++
+		default:
+			full = true
+		}
+	}
+	p.mu.Unlock()
+	if full {
+		var tok iotjobs.Token
+		json.Unmarshal(m.Payload(), &tok)
+		p.tryPublish(iotjobs.Rejected(topic), &iotjobs.ErrorReply{Code: iotjobs.CodeRequestThrottled,
+			Message: "too many requests from this thing at once; retry shortly", Timestamp: p.svc.clock().Unix(), Token: tok})
+	}
+}
+
+func (p *MQTTPlane) serve() {
+	defer p.workers.Done()
+	for {
+		select {
+		case <-p.done:
+			return
+		case req := <-p.requests:
+			p.mu.Lock()
+			if p.queued[req.r.Thing]--; p.queued[req.r.Thing] <= 0 {
+				delete(p.queued, req.r.Thing)
+			}
+			p.mu.Unlock()
+			p.serveOne(req.topic, req.r, req.payload)
+		}
+	}
+}
+
+func (p *MQTTPlane) serveOne(topic string, r iotjobs.Request, payload []byte) {
 	// The client token is read on its own first, so that a request whose other members do not
 	// decode is still rejected with its token.
 	var tok iotjobs.Token
-	json.Unmarshal(m.Payload(), &tok)
+	json.Unmarshal(payload, &tok)
 	now := p.svc.clock().Unix()
-	reply, err := p.answer(topic, r, m.Payload(), now)
+	reply, err := p.answer(topic, r, payload, now)
 	if err != nil {
 		p.reject(topic, tok.ClientToken, err)
 		return
@@ -171,7 +278,7 @@ func (p *MQTTPlane) answer(topic string, r iotjobs.Request, payload []byte, now 
 		if err := decode(payload, &req); err != nil {
 			return nil, err
 		}
-		inProgress, queued, err := p.svc.PendingExecutions(r.Thing)
+		inProgress, queued, err := p.svc.PendingExecutions(r.Thing, maxPendingListed)
 		if err != nil {
 			return nil, err
 		}
@@ -243,48 +350,125 @@ func (p *MQTTPlane) reject(topic, clientToken string, err error) {
 	p.publish(iotjobs.Rejected(topic), out)
 }
 
+// publish sends a reply or notification at QoS 1 once fewer than maxInflight publishes await
+// their PUBACK; it drops the message after publishWait without room (the device asks again).
 func (p *MQTTPlane) publish(topic string, v any) {
 	raw, err := json.Marshal(v)
 	if err != nil {
 		p.log.Error().Err(err).Str("topic", topic).Msg("encode reply")
 		return
 	}
-	p.client.Publish(topic, 1, false, raw)
+	t := time.NewTimer(publishWait)
+	defer t.Stop()
+	select {
+	case p.inflight <- struct{}{}:
+	case <-p.done:
+		return
+	case <-t.C:
+		p.log.Warn().Str("topic", topic).Msg("broker is not acknowledging publishes; reply dropped (the device will ask again)")
+		return
+	}
+	p.send(topic, raw)
 }
 
-// notify tells each thing what is now pending for it: notify-next with its next execution
-// (or none), and notify with the summary lists.
-func (p *MQTTPlane) notify(things []string) {
-	for _, thing := range things {
-		e, j, err := p.svc.NextExecution(thing)
-		if err != nil {
-			p.log.Error().Err(err).Str("thing", thing).Msg("read next execution for notify-next")
-			continue
-		}
-		now := p.svc.clock().Unix()
-		next := ""
-		if e != nil {
-			next = e.JobID
-		}
-		if prev, ok := p.lastNext.Swap(thing, next); !ok || prev.(string) != next {
-			out := iotjobs.NotifyNext{Timestamp: now}
-			if e != nil {
-				out.Execution = p.toExecution(e, j, true)
-			}
-			p.publish(iotjobs.Topic(thing, iotjobs.SuffixNotifyNext), out)
-		}
-
-		inProgress, queued, err := p.svc.PendingExecutions(thing)
-		if err != nil {
-			continue
-		}
-		jobs := map[iotjobs.Status][]iotjobs.JobExecutionSummary{}
-		if len(inProgress) > 0 {
-			jobs[ExecInProgress] = toSummaries(inProgress)
-		}
-		if len(queued) > 0 {
-			jobs[ExecQueued] = toSummaries(queued)
-		}
-		p.publish(iotjobs.Topic(thing, iotjobs.SuffixNotify), iotjobs.Notify{Timestamp: now, Jobs: jobs})
+// tryPublish publishes only if there is room now: for replies to requests that were refused
+// for load, which must not add to it.
+func (p *MQTTPlane) tryPublish(topic string, v any) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return
 	}
+	select {
+	case p.inflight <- struct{}{}:
+		p.send(topic, raw)
+	default:
+	}
+}
+
+func (p *MQTTPlane) send(topic string, raw []byte) {
+	tok := p.client.Publish(topic, 1, false, raw)
+	go func() {
+		tok.Wait()
+		<-p.inflight
+	}()
+}
+
+// changed records that things' pending jobs changed; the notifier tells them. Changes that
+// arrive while it works are coalesced, so a burst of jobs for one thing costs one notice.
+func (p *MQTTPlane) changed(things []string) {
+	p.mu.Lock()
+	for _, t := range things {
+		p.dirty[t] = struct{}{}
+	}
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// notifyWorkers tell things in parallel: a wave of CreateJob touches many things at once.
+const notifyWorkers = 4
+
+func (p *MQTTPlane) notifier() {
+	defer p.workers.Done()
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-p.wake:
+		}
+		p.mu.Lock()
+		batch := make([]string, 0, len(p.dirty))
+		for t := range p.dirty {
+			batch = append(batch, t)
+		}
+		clear(p.dirty)
+		p.mu.Unlock()
+		var wg sync.WaitGroup
+		for w := range min(notifyWorkers, len(batch)) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w; i < len(batch); i += notifyWorkers {
+					p.notifyThing(batch[i])
+				}
+			}()
+		}
+		wg.Wait()
+	}
+}
+
+// notifyThing tells a thing what is now pending for it: notify-next with its next execution
+// (or none) when that changed, and notify with the summary lists (at most ten, as AWS).
+func (p *MQTTPlane) notifyThing(thing string) {
+	e, j, err := p.svc.NextExecution(thing)
+	if err != nil {
+		p.log.Error().Err(err).Str("thing", thing).Msg("read next execution for notify-next")
+		return
+	}
+	now := p.svc.clock().Unix()
+	next := ""
+	if e != nil {
+		next = e.JobID
+	}
+	if prev, ok := p.lastNext.Swap(thing, next); !ok || prev.(string) != next {
+		out := iotjobs.NotifyNext{Timestamp: now}
+		if e != nil {
+			out.Execution = p.toExecution(e, j, true)
+		}
+		p.publish(iotjobs.Topic(thing, iotjobs.SuffixNotifyNext), out)
+	}
+	inProgress, queued, err := p.svc.PendingExecutions(thing, maxPendingListed)
+	if err != nil {
+		return
+	}
+	jobs := map[iotjobs.Status][]iotjobs.JobExecutionSummary{}
+	if len(inProgress) > 0 {
+		jobs[ExecInProgress] = toSummaries(inProgress)
+	}
+	if len(queued) > 0 {
+		jobs[ExecQueued] = toSummaries(queued)
+	}
+	p.publish(iotjobs.Topic(thing, iotjobs.SuffixNotify), iotjobs.Notify{Timestamp: now, Jobs: jobs})
 }

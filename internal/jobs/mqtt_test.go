@@ -298,3 +298,44 @@ func BenchmarkDeviceDescribeExecution(b *testing.B) {
 		})
 	}
 }
+
+// TestFloodingThingLeavesOthersServed: while one thing sends a burst of requests another is
+// served as usual, and every request of the burst that reaches the service is answered;
+// pending lists hold at most ten executions, as AWS's.
+func TestFloodingThingLeavesOthersServed(t *testing.T) {
+	for _, start := range mqtttest.All() {
+		b := start(t)
+		t.Run(b.Name, func(t *testing.T) {
+			svc := openService(t, t.TempDir())
+			defer svc.Close()
+			servePlane(t, svc, b.URL, "rogue", "dev-1")
+			for i := range 12 {
+				_, err := svc.CreateJob(jobs.CreateJobInput{JobID: fmt.Sprintf("j%02d", i), Targets: []string{"rogue"}, Document: `{}`})
+				require.NoError(t, err)
+			}
+			rogue := connectDevice(t, b.URL, "rogue")
+			require.EqualValues(t, 1, rogue.subscribe("$aws/things/rogue/jobs/#"))
+			dev := connectDevice(t, b.URL, "dev-1")
+			require.EqualValues(t, 1, dev.subscribe("$aws/things/dev-1/jobs/#"))
+
+			_, err := svc.CreateJob(jobs.CreateJobInput{JobID: "j12", Targets: []string{"rogue"}, Document: `{}`})
+			require.NoError(t, err)
+			n := rogue.await("notify")
+			require.Len(t, n["jobs"].(map[string]any)["QUEUED"], 10, "a notify lists at most ten pending executions")
+
+			// The embedded broker passes 100 publishes a second from one client (AWS IoT
+			// Core's per-connection quota); mosquitto passes all of them.
+			for i := range 2000 {
+				rogue.client.Publish("$aws/things/rogue/jobs/get", 0, false, []byte(`{"clientToken":"r`+strconv.Itoa(i)+`"}`))
+			}
+			dev.publish("get", map[string]any{"clientToken": "mine"})
+			got := dev.await("get/accepted")
+			require.Equal(t, "mine", got["clientToken"], "the other thing is served during the flood")
+
+			require.Eventually(t, func() bool { return rogue.received("$aws/things/rogue/jobs/get/") >= 100 }, 10*time.Second, 50*time.Millisecond,
+				"%d replies", rogue.received("$aws/things/rogue/jobs/get/"))
+			a := rogue.await("get/accepted")
+			require.Len(t, a["queuedJobs"], 10, "get-pending lists at most ten executions")
+		})
+	}
+}
