@@ -1,0 +1,470 @@
+// Package tuf is otaflow's use of The Update Framework (go-tuf/v2): the release repository
+// that `starter release` keeps (root, targets, snapshot and timestamp roles, each with its own
+// ed25519 keys) and the device-side check that every update is a signed target.
+//
+// A target is named <software>/<version>.tar.gz. Its signed custom data carries everything a
+// device acts on besides the bytes: the software and version, the health check it runs, the
+// restart policy and the oldest version it may be installed over. The job document only names
+// the target; nothing the agent runs comes from it.
+package tuf
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+)
+
+// Roles, in the order a change cascades: a new targets needs a new snapshot, which needs a
+// new timestamp.
+const (
+	RoleRoot      = metadata.ROOT
+	RoleTargets   = metadata.TARGETS
+	RoleSnapshot  = metadata.SNAPSHOT
+	RoleTimestamp = metadata.TIMESTAMP
+)
+
+// Roles lists the four top-level roles.
+var Roles = []string{RoleRoot, RoleTargets, RoleSnapshot, RoleTimestamp}
+
+// DefaultExpiry is how long each role's metadata stays valid once signed. The timestamp is
+// re-signed on every publish and by `starter release timestamp` (run it daily from cron, or
+// devices refuse updates once it expires: that is what stops a freeze attack).
+var DefaultExpiry = map[string]time.Duration{
+	RoleRoot:      365 * 24 * time.Hour,
+	RoleTargets:   90 * 24 * time.Hour,
+	RoleSnapshot:  30 * 24 * time.Hour,
+	RoleTimestamp: 7 * 24 * time.Hour,
+}
+
+// HealthCheck is a command that exits 0 while the new version is healthy.
+type HealthCheck struct {
+	Command        []string `json:"command"`
+	TimeoutSeconds int      `json:"timeoutSeconds,omitempty"`
+}
+
+// Custom is the signed instructions a target carries.
+type Custom struct {
+	Software string `json:"software"`
+	Version  string `json:"version"`
+	// HealthCheck runs after the switch and through the bake time; failing it rolls back.
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
+	// RestartPolicy is "service" (the agent's restart command; the default) or "none".
+	RestartPolicy string `json:"restartPolicy,omitempty"`
+	// MinimumVersion is the oldest installed version this release may be installed over.
+	MinimumVersion string `json:"minimumVersion,omitempty"`
+}
+
+// TargetName is the target path of software at version.
+func TargetName(software, version string) string { return software + "/" + version + ".tar.gz" }
+
+// Options shape a new repository.
+type Options struct {
+	// RootKeys is how many root keys to make and RootThreshold how many must sign a root
+	// (default 1 of 1). With 3 of 2, any two key holders can rotate keys.
+	RootKeys, RootThreshold int
+	// Expiry overrides DefaultExpiry per role.
+	Expiry map[string]time.Duration
+	// Now is the clock (tests move it).
+	Now func() time.Time
+}
+
+// Repo is a TUF repository on disk: metadata/ holds what devices fetch, keys/ the private
+// keys. Root keys belong offline: move keys/root-*.key to removable media and pass that
+// directory (KeyDirs) only when root must be signed.
+type Repo struct {
+	Dir     string
+	KeyDirs []string
+	expiry  map[string]time.Duration
+	now     func() time.Time
+
+	root      *metadata.Metadata[metadata.RootType]
+	targets   *metadata.Metadata[metadata.TargetsType]
+	snapshot  *metadata.Metadata[metadata.SnapshotType]
+	timestamp *metadata.Metadata[metadata.TimestampType]
+	signers   map[string]signature.Signer // by key ID
+}
+
+func (r *Repo) metaPath(name string) string { return filepath.Join(r.Dir, "metadata", name) }
+func (r *Repo) keyDir() string              { return filepath.Join(r.Dir, "keys") }
+
+// Init creates a repository in dir with new keys for every role and empty targets.
+func Init(dir string, o Options) (*Repo, error) {
+	if _, err := os.Stat(filepath.Join(dir, "metadata", "root.json")); err == nil {
+		return nil, fmt.Errorf("%s already holds a TUF repository; devices trust its root, so it is not replaced (use `starter release rotate` to change keys)", dir)
+	}
+	o.RootKeys, o.RootThreshold = max(o.RootKeys, 1), max(o.RootThreshold, 1)
+	if o.RootThreshold > o.RootKeys {
+		return nil, fmt.Errorf("a root threshold of %d needs at least %d root keys, not %d", o.RootThreshold, o.RootThreshold, o.RootKeys)
+	}
+	r := newRepo(dir, nil, o)
+	for _, d := range []string{r.keyDir(), filepath.Join(dir, "metadata")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	r.root = metadata.Root(r.expires(RoleRoot))
+	r.root.Signed.ConsistentSnapshot = false
+	for _, role := range Roles {
+		n := 1
+		if role == RoleRoot {
+			n = o.RootKeys
+			r.root.Signed.Roles[role].Threshold = o.RootThreshold
+		}
+		for range n {
+			if err := r.newKey(role); err != nil {
+				return nil, err
+			}
+		}
+	}
+	r.targets = metadata.Targets(r.expires(RoleTargets))
+	r.snapshot = metadata.Snapshot(r.expires(RoleSnapshot))
+	r.timestamp = metadata.Timestamp(r.expires(RoleTimestamp))
+	// commit counts each from here to version 1.
+	r.targets.Signed.Version, r.snapshot.Signed.Version, r.timestamp.Signed.Version = 0, 0, 0
+	if err := r.signRoot(nil); err != nil {
+		return nil, err
+	}
+	return r, r.commit(RoleTargets)
+}
+
+func newRepo(dir string, keyDirs []string, o Options) *Repo {
+	r := &Repo{Dir: dir, KeyDirs: keyDirs, expiry: map[string]time.Duration{}, now: o.Now, signers: map[string]signature.Signer{}}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	for role, d := range DefaultExpiry {
+		r.expiry[role] = d
+	}
+	for role, d := range o.Expiry {
+		r.expiry[role] = d
+	}
+	return r
+}
+
+func (r *Repo) expires(role string) time.Time {
+	return r.now().UTC().Add(r.expiry[role]).Truncate(time.Second)
+}
+
+// Open loads the repository in dir with the keys in dir/keys and keyDirs.
+func Open(dir string, keyDirs []string, o Options) (*Repo, error) {
+	r := newRepo(dir, keyDirs, o)
+	var err error
+	if r.root, err = metadata.Root().FromFile(r.metaPath("root.json")); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s is not a TUF repository: create one with `starter release init --repo %s`", dir, dir)
+		}
+		return nil, fmt.Errorf("read %s: %w", r.metaPath("root.json"), err)
+	}
+	if r.targets, err = metadata.Targets().FromFile(r.metaPath("targets.json")); err != nil {
+		return nil, fmt.Errorf("read targets metadata: %w", err)
+	}
+	if r.snapshot, err = metadata.Snapshot().FromFile(r.metaPath("snapshot.json")); err != nil {
+		return nil, fmt.Errorf("read snapshot metadata: %w", err)
+	}
+	if r.timestamp, err = metadata.Timestamp().FromFile(r.metaPath("timestamp.json")); err != nil {
+		return nil, fmt.Errorf("read timestamp metadata: %w", err)
+	}
+	for _, d := range append([]string{r.keyDir()}, keyDirs...) {
+		files, _ := filepath.Glob(filepath.Join(d, "*.key"))
+		for _, f := range files {
+			if err := r.loadKey(f); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return r, nil
+}
+
+// Root returns the current root metadata: what devices are given to trust (agent
+// --trusted-root). A device with an older root follows the chain of N.root.json to this one.
+func (r *Repo) Root() ([]byte, error) { return r.root.ToBytes(true) }
+
+func (r *Repo) loadKey(path string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	seed, err := hex.DecodeString(strings.TrimSpace(string(raw)))
+	if err != nil || len(seed) != ed25519.PrivateKeySize {
+		return fmt.Errorf("%s is not an ed25519 private key in hex", path)
+	}
+	s, err := signature.LoadED25519Signer(ed25519.PrivateKey(seed))
+	if err != nil {
+		return err
+	}
+	id, err := keyID(ed25519.PrivateKey(seed).Public())
+	if err != nil {
+		return err
+	}
+	r.signers[id] = s
+	return nil
+}
+
+func keyID(pub any) (string, error) {
+	k, err := metadata.KeyFromPublicKey(pub)
+	if err != nil {
+		return "", err
+	}
+	return k.ID()
+}
+
+// newKey makes a key for role, stores it in keys/ (mode 0600) and adds it to root.
+func (r *Repo) newKey(role string) error {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	k, err := metadata.KeyFromPublicKey(pub)
+	if err != nil {
+		return err
+	}
+	id, err := k.ID()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(r.keyDir(), role+"-"+id[:12]+".key"), []byte(hex.EncodeToString(priv)+"\n"), 0o600); err != nil {
+		return err
+	}
+	s, err := signature.LoadED25519Signer(priv)
+	if err != nil {
+		return err
+	}
+	r.signers[id] = s
+	return r.root.Signed.AddKey(k, role)
+}
+
+// sign signs m with the keys of role in root, failing unless at least the threshold of them
+// is at hand.
+func sign[T metadata.Roles](r *Repo, m *metadata.Metadata[T], root *metadata.RootType, role string) error {
+	rr := root.Roles[role]
+	n := 0
+	for _, id := range rr.KeyIDs {
+		s, ok := r.signers[id]
+		if !ok {
+			continue
+		}
+		if slices.ContainsFunc(m.Signatures, func(sig metadata.Signature) bool { return sig.KeyID == id }) {
+			n++
+			continue
+		}
+		if _, err := m.Sign(s); err != nil {
+			return fmt.Errorf("sign %s: %w", role, err)
+		}
+		n++
+	}
+	if n < rr.Threshold {
+		return fmt.Errorf("%s metadata needs %d signatures but only %d of its keys are at hand (looked in %s): pass the directory that holds the others with --keys",
+			role, rr.Threshold, n, strings.Join(append([]string{r.keyDir()}, r.KeyDirs...), ", "))
+	}
+	return nil
+}
+
+// signRoot signs the root with its own keys and, after a rotation, with the previous root's
+// (prev), as TUF requires for devices to accept the new root; it then writes N.root.json.
+func (r *Repo) signRoot(prev *metadata.RootType) error {
+	r.root.ClearSignatures()
+	if prev != nil {
+		if err := sign(r, r.root, prev, RoleRoot); err != nil {
+			return fmt.Errorf("the new root must also be signed by the current root's keys: %w", err)
+		}
+	}
+	if err := sign(r, r.root, &r.root.Signed, RoleRoot); err != nil {
+		return err
+	}
+	if err := r.root.ToFile(r.metaPath(strconv.FormatInt(r.root.Signed.Version, 10)+".root.json"), true); err != nil {
+		return err
+	}
+	return r.root.ToFile(r.metaPath("root.json"), true)
+}
+
+// commit re-signs role and every role after it in the cascade (targets → snapshot →
+// timestamp), each with a new version and expiry, and writes them.
+func (r *Repo) commit(from string) error {
+	steps := []string{RoleTargets, RoleSnapshot, RoleTimestamp}
+	i := slices.Index(steps, from)
+	for _, role := range steps[i:] {
+		var err error
+		switch role {
+		case RoleTargets:
+			t := &r.targets.Signed
+			t.Version, t.Expires = t.Version+1, r.expires(role)
+			r.targets.ClearSignatures()
+			if err = sign(r, r.targets, &r.root.Signed, role); err == nil {
+				err = r.targets.ToFile(r.metaPath("targets.json"), true)
+			}
+		case RoleSnapshot:
+			s := &r.snapshot.Signed
+			s.Version, s.Expires = s.Version+1, r.expires(role)
+			s.Meta["targets.json"] = metadata.MetaFile(r.targets.Signed.Version)
+			r.snapshot.ClearSignatures()
+			if err = sign(r, r.snapshot, &r.root.Signed, role); err == nil {
+				err = r.snapshot.ToFile(r.metaPath("snapshot.json"), true)
+			}
+		case RoleTimestamp:
+			ts := &r.timestamp.Signed
+			ts.Version, ts.Expires = ts.Version+1, r.expires(role)
+			ts.Meta["snapshot.json"] = metadata.MetaFile(r.snapshot.Signed.Version)
+			r.timestamp.ClearSignatures()
+			if err = sign(r, r.timestamp, &r.root.Signed, role); err == nil {
+				err = r.timestamp.ToFile(r.metaPath("timestamp.json"), true)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var targetRE = regexp.MustCompile(`^[a-z_]+/[0-9A-Za-z][0-9A-Za-z.+-]{0,63}\.tar\.gz$`)
+
+// AddTarget signs the file at path as target name with its custom data and publishes new
+// targets, snapshot and timestamp. A target already signed with other content is refused:
+// devices that installed it would differ from those that install it now.
+func (r *Repo) AddTarget(name, path string, c Custom) (*metadata.TargetFiles, error) {
+	if !targetRE.MatchString(name) || strings.Contains(name, "..") {
+		return nil, fmt.Errorf("target name %q is invalid: use <software>/<version>.tar.gz", name)
+	}
+	if name != TargetName(c.Software, c.Version) {
+		return nil, fmt.Errorf("target %s does not match its software %q and version %q", name, c.Software, c.Version)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("%s is empty", path)
+	}
+	raw, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	custom := json.RawMessage(raw)
+	tf := &metadata.TargetFiles{Length: n, Hashes: metadata.Hashes{"sha256": h.Sum(nil)}, Custom: &custom, Path: name}
+	if old, ok := r.targets.Signed.Targets[name]; ok {
+		if old.Length != tf.Length || !old.Hashes.Equal(tf.Hashes) {
+			return nil, fmt.Errorf("%s is already signed with other content (%d bytes, sha256 %x); publish a new version instead", name, old.Length, old.Hashes["sha256"])
+		}
+		if old.Custom != nil && string(*old.Custom) == string(raw) {
+			return old, r.commit(RoleTimestamp)
+		}
+	}
+	r.targets.Signed.Targets[name] = tf
+	return tf, r.commit(RoleTargets)
+}
+
+// Targets lists the signed target names.
+func (r *Repo) Targets() []string {
+	out := make([]string, 0, len(r.targets.Signed.Targets))
+	for n := range r.targets.Signed.Targets {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// RefreshTimestamp re-signs the timestamp with a new expiry.
+func (r *Repo) RefreshTimestamp() error { return r.commit(RoleTimestamp) }
+
+// Rotate replaces role's keys with a new one: a new root version signed by the old and the
+// new root keys, then role's metadata re-signed with the new key. The old key files move to
+// keys/revoked/.
+func (r *Repo) Rotate(role string) error {
+	if !slices.Contains(Roles, role) {
+		return fmt.Errorf("role %q is not one of %v", role, Roles)
+	}
+	prevRaw, err := r.root.ToBytes(false)
+	if err != nil {
+		return err
+	}
+	prev, err := metadata.Root().FromBytes(prevRaw)
+	if err != nil {
+		return err
+	}
+	old := slices.Clone(r.root.Signed.Roles[role].KeyIDs)
+	for _, id := range old {
+		if err := r.root.Signed.RevokeKey(id, role); err != nil {
+			return err
+		}
+	}
+	n := 1
+	if role == RoleRoot {
+		n = max(len(old), r.root.Signed.Roles[role].Threshold)
+	}
+	for range n {
+		if err := r.newKey(role); err != nil {
+			return err
+		}
+	}
+	r.root.Signed.Version++
+	r.root.Signed.Expires = r.expires(RoleRoot)
+	if err := r.signRoot(&prev.Signed); err != nil {
+		return err
+	}
+	r.retire(old)
+	switch role {
+	case RoleRoot:
+		return nil
+	case RoleTargets:
+		return r.commit(RoleTargets)
+	case RoleSnapshot:
+		return r.commit(RoleSnapshot)
+	}
+	return r.commit(RoleTimestamp)
+}
+
+// retire moves the key files of ids out of the way (they may no longer sign anything).
+func (r *Repo) retire(ids []string) {
+	os.MkdirAll(filepath.Join(r.keyDir(), "revoked"), 0o700)
+	for _, d := range append([]string{r.keyDir()}, r.KeyDirs...) {
+		for _, id := range ids {
+			files, _ := filepath.Glob(filepath.Join(d, "*-"+id[:12]+".key"))
+			for _, f := range files {
+				os.Rename(f, filepath.Join(r.keyDir(), "revoked", filepath.Base(f)))
+			}
+		}
+	}
+	for _, id := range ids {
+		delete(r.signers, id)
+	}
+}
+
+// Files are the metadata files devices fetch: every N.root.json, root.json, targets.json,
+// snapshot.json and timestamp.json.
+func (r *Repo) Files() (map[string][]byte, error) {
+	names, err := filepath.Glob(r.metaPath("*.json"))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{}
+	for _, p := range names {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		out[filepath.Base(p)] = raw
+	}
+	return out, nil
+}
