@@ -162,14 +162,11 @@ func (a *Activities) CreateJob(ctx context.Context, in workflows.CreateJobInput)
 	doc := jobdoc.Document{
 		Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate,
 		RolloutID: req.RolloutID, SoftwareToUpdate: req.SoftwareToUpdate, Version: req.Version,
-		UpdateAgentLogLevel: req.UpdateAgentLogLevel, RestartPolicy: req.RestartPolicy,
+		UpdateAgentLogLevel: req.UpdateAgentLogLevel,
 	}
 	doc.BakeSeconds = int(req.BakeTime / time.Second)
 	if a := req.Artifact; a != nil {
-		doc.Artifact = &jobdoc.Artifact{URL: "${aws:iot:s3-presigned-url:" + a.URL + "}", Size: a.Size, SHA256: strings.ToLower(a.SHA256), Signature: strings.ToLower(a.Signature)}
-	}
-	if len(req.HealthCheck) > 0 {
-		doc.HealthCheck = &jobdoc.HealthCheck{Command: req.HealthCheck}
+		doc.Artifact = &jobdoc.Artifact{URL: "${aws:iot:s3-presigned-url:" + a.URL + "}"}
 	}
 	body, err := doc.Marshal()
 	if err != nil {
@@ -300,10 +297,8 @@ func (a *Activities) CreateRollbackJobs(ctx context.Context, in workflows.Rollba
 		req := in.Request
 		doc := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpRollback,
 			RolloutID: req.RolloutID, SoftwareToUpdate: req.SoftwareToUpdate, Version: v, UpdateAgentLogLevel: req.UpdateAgentLogLevel}
-		if len(req.HealthCheck) > 0 {
-			// The version rolled back to is still in its slot on the device: no artifact.
-			doc.HealthCheck = &jobdoc.HealthCheck{Command: req.HealthCheck}
-		}
+		// The version rolled back to is still in its slot on the device: no artifact; its
+		// health check is the one signed with that release.
 		body, err := doc.Marshal()
 		if err != nil {
 			return nil, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrInvalidRequest, nil)

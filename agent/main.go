@@ -7,11 +7,11 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,6 +24,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/agent/preflight"
 	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/tuf"
 )
 
 // version is this agent's version, set at build time with -ldflags "-X main.version=…".
@@ -43,7 +44,7 @@ type settings struct {
 func parse(args []string, stderr io.Writer) (*settings, error) {
 	s := &settings{}
 	cfg := &s.cfg
-	var publicKey, restart, maxDeferral, handover, ipc, stepTimeout, configFile string
+	var trustedRoot, tufURL, restart, maxDeferral, handover, ipc, stepTimeout, configFile string
 	var managed bool
 	var tlsFiles agent.TLSFiles
 	// Defaults are constants: the environment and the config file are applied after parsing,
@@ -67,7 +68,8 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 	fs.IntVar(&s.log.MaxSizeMB, "log-max-size-mb", 0, "rotate the log file at this size (default 10)")
 	fs.IntVar(&s.log.MaxBackups, "log-max-backups", 0, "rotated log files to keep (default 5)")
 	fs.StringVar(&s.slots.Root, "install-root", "/var/lib/otaflow", "where versions are installed side by side, one slot each")
-	fs.StringVar(&publicKey, "public-key", "", "the fleet's ed25519 public key (hex, or a file holding it) that signs artifacts (required)")
+	fs.StringVar(&trustedRoot, "trusted-root", "", "the release repository's root.json this device trusts (`starter release root`; required): every update is verified through TUF")
+	fs.StringVar(&tufURL, "tuf-url", "", "where the release repository's metadata is served, e.g. http://jobs:4566/tuf/otaflow-releases/ (required)")
 	fs.BoolVar(&managed, "managed-respawn", false, "run {ggc,ota}_{pre,post}_update.sh from --scripts-dir around updates")
 	fs.StringVar(&s.slots.ScriptsDir, "scripts-dir", "/greengrass/usr/scripts", "managedRespawn scripts directory")
 	fs.StringVar(&restart, "restart-command", "", "command that restarts the managed software after a switch, e.g. 'systemctl restart greengrass'")
@@ -133,7 +135,7 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 	if s.slots.Root == "" {
 		return nil, fmt.Errorf("--install-root is empty: the agent installs into slots under it (default /var/lib/otaflow)")
 	}
-	if s.slots.PublicKey, err = readPublicKey(publicKey); err != nil {
+	if s.slots.Trust, err = trust(trustedRoot, tufURL, cfg.StateDir); err != nil {
 		return nil, err
 	}
 	s.slots.Restart = strings.Fields(restart)
@@ -204,17 +206,18 @@ func run(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// readPublicKey takes a hex key, or a file that holds one.
-func readPublicKey(v string) (ed25519.PublicKey, error) {
-	if v == "" {
-		return nil, fmt.Errorf("--public-key is required with --install-root: artifacts are installed only if signed by the fleet key")
+// trust is the device's TUF client: the provisioned root, the metadata URL, and the verified
+// metadata kept under the state directory.
+func trust(rootFile, metadataURL, stateDir string) (*tuf.Client, error) {
+	if rootFile == "" {
+		return nil, fmt.Errorf("--trusted-root is required: the device installs only releases signed in the fleet's TUF repository (copy its root.json from `starter release root`)")
 	}
-	if raw, err := os.ReadFile(v); err == nil {
-		v = strings.TrimSpace(string(raw))
+	root, err := os.ReadFile(rootFile)
+	if err != nil {
+		return nil, fmt.Errorf("--trusted-root: %w", err)
 	}
-	key, err := hex.DecodeString(v)
-	if err != nil || len(key) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("--public-key must be a %d-byte ed25519 public key in hex", ed25519.PublicKeySize)
+	if u, err := url.Parse(metadataURL); metadataURL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("--tuf-url %q must be the http(s) URL the release metadata is served from (the jobs service serves it at /tuf/BUCKET/)", metadataURL)
 	}
-	return ed25519.PublicKey(key), nil
+	return &tuf.Client{MetadataURL: metadataURL, TrustedRoot: root, Dir: filepath.Join(stateDir, "tuf"), HTTP: &http.Client{Timeout: time.Minute}}, nil
 }

@@ -5,21 +5,29 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 )
 
-// testKey is an ed25519 public key in hex (the agent requires the fleet key).
-var testKey = strings.Repeat("ab", 32)
+// trustFlags are the TUF settings the agent requires (parse only reads the root file).
+func trustFlags(t *testing.T) []string {
+	p := filepath.Join(t.TempDir(), "root.json")
+	require.NoError(t, os.WriteFile(p, []byte(`{"signed":{}}`), 0o644))
+	return []string{"--trusted-root", p, "--tuf-url", "http://127.0.0.1:4566/tuf/otaflow-releases/"}
+}
+
+func trustYAML(t *testing.T) string {
+	f := trustFlags(t)
+	return "trustedRoot: " + f[1] + "\ntufUrl: " + f[3] + "\n"
+}
 
 func TestConfigFileFlagsAndEnvironment(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "agent.yaml")
 	require.NoError(t, os.WriteFile(file, []byte("thingName: from-file\nbroker: tcp://file:1883\nstateDir: "+dir+"\nmaxDeferral: 5m\nlogLevel: debug\n"+
-		"publicKey: "+testKey+"\ntls:\n  alpn: true\nlogMaxSizeMB: 7\n"), 0o600))
+		trustYAML(t)+"tls:\n  alpn: true\nlogMaxSizeMB: 7\n"), 0o600))
 
 	s, err := parse([]string{"--config", file}, os.Stderr)
 	require.NoError(t, err)
@@ -44,7 +52,7 @@ func TestConfigFileFlagsAndEnvironment(t *testing.T) {
 
 	// JSON works too: YAML is a superset.
 	jsonFile := filepath.Join(dir, "agent.json")
-	require.NoError(t, os.WriteFile(jsonFile, []byte(`{"thingName":"j","broker":"tcp://j:1883","publicKey":"`+testKey+`"}`), 0o600))
+	require.NoError(t, os.WriteFile(jsonFile, []byte(`{"thingName":"j","broker":"tcp://j:1883","trustedRoot":"`+trustFlags(t)[1]+`","tufUrl":"http://x/tuf/b/"}`), 0o600))
 	t.Setenv("OTAFLOW_AGENT_THING_NAME", "")
 	s, err = parse([]string{"--config", jsonFile}, os.Stderr)
 	require.NoError(t, err)
@@ -61,6 +69,7 @@ func TestBadConfigIsRefusedWithTheReason(t *testing.T) {
 		return p
 	}
 	t.Setenv("OTAFLOW_AGENT_LOG_MAX_BACKUPS", "")
+	trust := trustFlags(t)
 	for name, tc := range map[string]struct {
 		args []string
 		want string
@@ -69,10 +78,10 @@ func TestBadConfigIsRefusedWithTheReason(t *testing.T) {
 		"missing file":     {[]string{"--config", filepath.Join(dir, "nope.yaml")}, "read agent config"},
 		"bad duration":     {[]string{"--max-deferral", "soon"}, "--max-deferral"},
 		"cert over tcp":    {[]string{"--cert", write("x"), "--key", write("x")}, "load device certificate"},
-		"no key for roots": {[]string{"--install-root", dir}, "--public-key is required"},
-		"bad log level":    {[]string{"--log-level", "loud", "--thing-name", "d", "--state-dir", dir, "--ipc-socket", "off", "--public-key", testKey}, "log level"},
-		"no fleet key":     {[]string{"--thing-name", "d"}, "--public-key is required"},
-		"bad env value":    {[]string{"--public-key", testKey}, "OTAFLOW_AGENT_LOG_MAX_BACKUPS: invalid value"},
+		"no trusted root":  {[]string{"--install-root", dir}, "--trusted-root is required"},
+		"bad log level":    {append([]string{"--log-level", "loud", "--thing-name", "d", "--state-dir", dir, "--ipc-socket", "off"}, trust...), "log level"},
+		"no tuf url":       {[]string{"--thing-name", "d", "--trusted-root", trust[1]}, "--tuf-url"},
+		"bad env value":    {trust, "OTAFLOW_AGENT_LOG_MAX_BACKUPS: invalid value"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if name == "bad env value" {
@@ -90,7 +99,7 @@ func TestLogFileIsWritten(t *testing.T) {
 	logFile := filepath.Join(dir, "logs", "agent.log")
 	var stderr bytes.Buffer
 	// No thing name: the agent stops at New, after logging its settings to both outputs.
-	require.Equal(t, 2, run([]string{"--state-dir", dir, "--log-file", logFile, "--ipc-socket", "off", "--public-key", testKey}, &stderr))
+	require.Equal(t, 2, run(append([]string{"--state-dir", dir, "--log-file", logFile, "--ipc-socket", "off"}, trustFlags(t)...), &stderr))
 	raw, err := os.ReadFile(logFile)
 	require.NoError(t, err)
 	require.Contains(t, string(raw), `"stateDir":"`+dir+`"`)
@@ -108,7 +117,7 @@ func TestHelpShowsNoSecret(t *testing.T) {
 	require.Contains(t, stderr.String(), "[OTAFLOW_AGENT_PASSWORD]")
 	require.NotContains(t, stderr.String(), "s3cret")
 
-	s, err := parse([]string{"--config", file, "--public-key", testKey}, os.Stderr)
+	s, err := parse(append([]string{"--config", file}, trustFlags(t)...), os.Stderr)
 	require.NoError(t, err)
 	require.Equal(t, "s3cret-from-env", s.cfg.Password, "the environment wins over the file")
 }

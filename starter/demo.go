@@ -128,11 +128,12 @@ back on failure). --simulate skips all of that and only pretends to install.`,
 			}
 			rf.apply(&req)
 			if fleet != nil {
-				if req.Artifact, err = fleet.Publish(ctx, version); err != nil {
+				rel, err := fleet.Publish(ctx, version, stack.HealthCheck(version, sick))
+				if err != nil {
 					return err
 				}
-				req.HealthCheck = stack.HealthCheck(version, sick)
-				fmt.Fprintf(errOut, "published core %s: %s (%d bytes, sha256 %s…, signed)\n", version, req.Artifact.URL, req.Artifact.Size, req.Artifact.SHA256[:12])
+				req.Artifact = rel.Artifact
+				fmt.Fprintf(errOut, "published core %s: %s (%d bytes, sha256 %s…, signed as a TUF target with its health check)\n", version, rel.Artifact.URL, rel.Length, rel.SHA256[:12])
 			} else {
 				s.SetDeviceFaults(failing, sick)
 			}

@@ -48,8 +48,7 @@ type updateFlags struct {
 	rf                        rolloutFlags
 	windowCron, windowTZ      string
 	windowDuration            time.Duration
-	releaseFile, healthCheck  string
-	restartPolicy             string
+	releaseFile               string
 }
 
 func (u *updateFlags) bind(f *pflag.FlagSet) {
@@ -60,9 +59,7 @@ func (u *updateFlags) bind(f *pflag.FlagSet) {
 	f.StringVar(&u.signer, "s3-url-signer-role", "", "ARN of the IAM role that presigns artifact URLs")
 	f.StringVar(&u.logLevel, "update-agent-log-level", "ERROR", "agent log level during the update: NONE, TRACE, DEBUG, VERBOSE, INFO, WARN, ERROR or FATAL")
 	f.StringVar(&u.version, "software-version", "", "version to install (default: the --release file's, else 1.11.6)")
-	f.StringVar(&u.releaseFile, "release", "", "release file from `starter release publish`: devices install its signed artifact (without it they simulate)")
-	f.StringVar(&u.restartPolicy, "restart-policy", "", "after the switch: service (the agent's restart command; default) or none")
-	f.StringVar(&u.healthCheck, "health-check", "", "shell command each device runs after switching (and through --bake-time); failing it rolls the device back")
+	f.StringVar(&u.releaseFile, "release", "", "release file from `starter release publish`: devices verify it through TUF and install it (its health check and restart policy are signed with it)")
 	u.rf.bind(f, 30*time.Minute)
 	f.StringVar(&u.windowCron, "window-cron", "", `maintenance windows: waves start only inside them (five-field cron, e.g. "0 2 * * *")`)
 	f.DurationVar(&u.windowDuration, "window-duration", 2*time.Hour, "how long each maintenance window stays open")
@@ -98,10 +95,6 @@ func (u *updateFlags) request(rolloutID string) (workflows.RolloutRequest, error
 	}
 	if req.Version == "" {
 		req.Version = "1.11.6"
-	}
-	req.RestartPolicy = u.restartPolicy
-	if u.healthCheck != "" {
-		req.HealthCheck = []string{"sh", "-c", u.healthCheck}
 	}
 	if u.windowCron != "" {
 		req.Window = &workflows.MaintenanceWindow{Cron: u.windowCron, Duration: u.windowDuration, TimeZone: u.windowTZ}

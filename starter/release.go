@@ -4,28 +4,25 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/jobdoc"
 	"github.com/otaflow/otaflow/internal/release"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/internal/tuf"
 )
 
-// releaseFile is what `release publish` writes and `create-software-update-job --release`
-// reads.
-type releaseFile struct {
-	Software string              `json:"software"`
-	Version  string              `json:"version"`
-	Artifact *workflows.Artifact `json:"artifact"`
-}
-
-func readRelease(path string) (*releaseFile, error) {
+// readRelease reads what `release publish` writes and `create-software-update-job --release`
+// takes.
+func readRelease(path string) (*release.Release, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("--release: %w", err)
 	}
-	var r releaseFile
+	var r release.Release
 	if err := json.Unmarshal(raw, &r); err != nil || r.Artifact == nil {
 		return nil, fmt.Errorf("--release %s is not a release file written by `starter release publish`", path)
 	}
@@ -35,86 +32,195 @@ func readRelease(path string) (*releaseFile, error) {
 func releaseCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "release",
-		Short: "Sign and publish software for rollouts (fleet key, artifacts)",
-		Long: `Devices install only artifacts signed by the fleet key. Make the key once with keygen, give
-the .pub file to every agent (--public-key), keep the .key file safe, and publish each release:
-it is signed and uploaded to the local jobs service's artifact store (with --no-upload, copy it
-to S3 yourself). Pass the written release file to create-software-update-job --release.`,
+		Short: "Sign and publish software for rollouts (the fleet's TUF repository)",
+		Long: `Devices install only releases signed in the fleet's TUF repository (The Update Framework):
+root, targets, snapshot and timestamp roles, each with its own keys. Make the repository once
+with init and give its root.json to every agent (--trusted-root). Each publish signs a package
+as the target <software>/<version>.tar.gz, with the health check and restart policy devices
+will use, and uploads it and the metadata to the jobs service (with --no-upload, copy
+metadata/ to BUCKET/tuf/ and the package to S3 yourself). Pass the written release file to
+create-software-update-job --release.
+
+Keys live in REPO/keys, mode 0600. Root keys belong offline: move keys/root-*.key to removable
+media and pass that directory with --keys only for rotate. The timestamp expires after a week:
+run "starter release timestamp" daily (cron), or devices refuse updates (that is what defeats a
+freeze attack).`,
 	}
-	var out string
-	keygen := &cobra.Command{
-		Use:     "keygen",
-		Short:   "Create the fleet's ed25519 signing key pair (<out>.key and <out>.pub)",
-		Example: "  starter release keygen --out ./fleet",
+	var (
+		repoDir string
+		keyDirs []string
+	)
+	open := func() (*tuf.Repo, error) { return tuf.Open(repoDir, keyDirs, tuf.Options{}) }
+	addRepo := func(c *cobra.Command) {
+		c.Flags().StringVar(&repoDir, "repo", "otaflow-release", "the TUF repository directory")
+		c.Flags().StringSliceVar(&keyDirs, "keys", nil, "more directories holding private keys (e.g. the offline root keys)")
+	}
+
+	var rootKeys, threshold int
+	initCmd := &cobra.Command{
+		Use:     "init",
+		Short:   "Create the fleet's TUF repository: keys for every role and the first root",
+		Example: "  starter release init --repo ./otaflow-release --root-keys 3 --root-threshold 2",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			pub, key, err := release.GenerateKey(out)
+			r, err := tuf.Init(repoDir, tuf.Options{RootKeys: rootKeys, RootThreshold: threshold})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "wrote %s (keep it secret) and %s (give it to every agent with --public-key)\n", key, pub)
+			fmt.Fprintf(os.Stderr, "created %s: give %s to every agent (--trusted-root); keep %s secret, the root keys offline\n",
+				r.Dir, filepath.Join(r.Dir, "metadata", "root.json"), filepath.Join(r.Dir, "keys"))
 			return nil
 		},
 	}
-	keygen.Flags().StringVar(&out, "out", "fleet", "path prefix of the key files")
+	addRepo(initCmd)
+	initCmd.Flags().IntVar(&rootKeys, "root-keys", 1, "how many root keys to make")
+	initCmd.Flags().IntVar(&threshold, "root-threshold", 1, "how many root keys must sign a new root")
+
+	rootCmd := &cobra.Command{
+		Use:   "root",
+		Short: "Print the current root metadata (what agents trust with --trusted-root)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := open()
+			if err != nil {
+				return err
+			}
+			raw, err := r.Root()
+			if err != nil {
+				return err
+			}
+			fmt.Println(string(raw))
+			return nil
+		},
+	}
+	addRepo(rootCmd)
 
 	var (
-		ic                               cliconfig.IoT
-		file, software, version, keyPath string
-		bucket, releaseOut               string
-		noUpload                         bool
+		ic                                      cliconfig.IoT
+		file, software, version, bucket, outArg string
+		healthCheck, restartPolicy, minVersion  string
+		noUpload                                bool
 	)
 	publish := &cobra.Command{
 		Use:   "publish",
-		Short: "Sign a .tar.gz and upload it to the artifact store; write the release file",
-		Example: `  starter release publish --file core-1.11.6.tar.gz --software core --version 1.11.6 --key fleet.key -o release.json
+		Short: "Sign a .tar.gz as a TUF target and upload it with the metadata; write the release file",
+		Example: `  starter release publish --file core-1.11.6.tar.gz --software core --version 1.11.6 --health-check './bin/core --check' -o release.json
   starter create-software-update-job --release release.json --update-targets device-0001 ...`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if file == "" || software == "" || version == "" || keyPath == "" {
-				return fmt.Errorf("--file, --software, --version and --key are required")
+			if file == "" || version == "" {
+				return fmt.Errorf("--file and --version are required")
 			}
-			if software != "core" && software != "ota_agent" {
+			if software != jobdoc.SoftwareCore && software != jobdoc.SoftwareOTAAgent {
 				return fmt.Errorf("--software %q: use core or ota_agent", software)
 			}
-			key, err := release.LoadPrivateKey(keyPath)
+			if err := jobdoc.ValidVersion(version); err != nil {
+				return fmt.Errorf("--version: %w", err)
+			}
+			if minVersion != "" {
+				if err := jobdoc.ValidVersion(minVersion); err != nil {
+					return fmt.Errorf("--minimum-version: %w", err)
+				}
+			}
+			if restartPolicy != "" && restartPolicy != jobdoc.RestartService && restartPolicy != jobdoc.RestartNone {
+				return fmt.Errorf("--restart-policy %q: use service or none", restartPolicy)
+			}
+			c := tuf.Custom{Software: software, Version: version, RestartPolicy: restartPolicy, MinimumVersion: minVersion}
+			if strings.TrimSpace(healthCheck) != "" {
+				c.HealthCheck = &tuf.HealthCheck{Command: []string{"sh", "-c", healthCheck}}
+			}
+			r, err := open()
 			if err != nil {
 				return err
 			}
-			f, err := os.Open(file)
-			if err != nil {
-				return err
-			}
-			a, err := release.Sign(f, key, release.S3URL(bucket, software, version))
-			f.Close()
-			if err != nil {
-				return fmt.Errorf("%s: %w", file, err)
-			}
+			var store *release.Store
 			if !noUpload {
 				ic.Resolve()
-				store := release.Store{Endpoint: ic.Endpoint, Region: ic.Region, AccessKeyID: ic.AccessKeyID, SecretAccessKey: ic.SecretAccessKey}
-				if err := store.Upload(cmd.Context(), a, file); err != nil {
-					return err
-				}
-				fmt.Fprintf(os.Stderr, "uploaded %s (%d bytes) to %s\n", file, a.Size, a.URL)
-			} else {
-				fmt.Fprintf(os.Stderr, "not uploaded: copy %s to %s\n", file, a.URL)
+				store = &release.Store{Endpoint: ic.Endpoint, Region: ic.Region, AccessKeyID: ic.AccessKeyID, SecretAccessKey: ic.SecretAccessKey}
 			}
-			raw, _ := json.MarshalIndent(releaseFile{Software: software, Version: version, Artifact: a}, "", "  ")
-			if releaseOut == "" || releaseOut == "-" {
+			rel, err := release.Publish(cmd.Context(), r, store, bucket, file, c)
+			if err != nil {
+				return err
+			}
+			if store != nil {
+				fmt.Fprintf(os.Stderr, "signed %s and uploaded it (%d bytes) to %s; metadata at %s\n", tuf.TargetName(software, version),
+					rel.Length, rel.Artifact.URL, release.MetadataURL(ic.Endpoint, bucket))
+			} else {
+				fmt.Fprintf(os.Stderr, "signed, not uploaded: copy %s to %s and %s to s3://%s/tuf/\n", file, rel.Artifact.URL, filepath.Join(repoDir, "metadata"), bucket)
+			}
+			raw, _ := json.MarshalIndent(rel, "", "  ")
+			if outArg == "" || outArg == "-" {
 				fmt.Println(string(raw))
 				return nil
 			}
-			return os.WriteFile(releaseOut, append(raw, '\n'), 0o644)
+			return os.WriteFile(outArg, append(raw, '\n'), 0o644)
 		},
 	}
+	addRepo(publish)
 	pf := publish.Flags()
 	ic.Bind(pf)
 	pf.StringVar(&file, "file", "", "the release package (.tar.gz; for ota_agent it holds otaflow-agent at its top)")
 	pf.StringVar(&software, "software", "core", "core or ota_agent")
 	pf.StringVar(&version, "version", "", "the version it installs")
-	pf.StringVar(&keyPath, "key", "", "the fleet's private key (from release keygen)")
+	pf.StringVar(&healthCheck, "health-check", "", "shell command devices run in the new version's directory after switching (and through the bake time); failing it rolls back. Signed with the release")
+	pf.StringVar(&restartPolicy, "restart-policy", "", "after the switch: service (the agent's restart command; default) or none. Signed with the release")
+	pf.StringVar(&minVersion, "minimum-version", "", "oldest installed version this release may be installed over. Signed with the release")
 	pf.StringVar(&bucket, "bucket", "otaflow-releases", "artifact store (S3) bucket")
-	pf.BoolVar(&noUpload, "no-upload", false, "only sign and print; upload to S3 yourself")
-	pf.StringVarP(&releaseOut, "output", "o", "-", "where to write the release file (- for stdout)")
-	cmd.AddCommand(keygen, publish)
+	pf.BoolVar(&noUpload, "no-upload", false, "only sign; upload the package and metadata yourself")
+	pf.StringVarP(&outArg, "output", "o", "-", "where to write the release file (- for stdout)")
+
+	var upload bool
+	timestamp := &cobra.Command{
+		Use:   "timestamp",
+		Short: "Re-sign the timestamp (it expires after a week: run daily) and upload the metadata",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := open()
+			if err != nil {
+				return err
+			}
+			if err := r.RefreshTimestamp(); err != nil {
+				return err
+			}
+			return uploadMetadata(cmd, r, &ic, bucket, upload)
+		},
+	}
+	addRepo(timestamp)
+	var role string
+	rotate := &cobra.Command{
+		Use:   "rotate",
+		Short: "Replace a role's keys: a new root signed by the old and new root keys, then the role re-signed",
+		Example: `  starter release rotate --role targets
+  starter release rotate --role root --keys /media/offline-root-keys`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := open()
+			if err != nil {
+				return err
+			}
+			if err := r.Rotate(role); err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "rotated the %s keys; devices follow the new root from their current one\n", role)
+			return uploadMetadata(cmd, r, &ic, bucket, upload)
+		},
+	}
+	addRepo(rotate)
+	rotate.Flags().StringVar(&role, "role", "", "root, targets, snapshot or timestamp")
+	for _, c := range []*cobra.Command{timestamp, rotate} {
+		ic.Bind(c.Flags())
+		c.Flags().StringVar(&bucket, "bucket", "otaflow-releases", "artifact store (S3) bucket")
+		c.Flags().BoolVar(&upload, "upload", true, "upload the metadata to the jobs service")
+	}
+	cmd.AddCommand(initCmd, rootCmd, publish, timestamp, rotate)
 	return cmd
+}
+
+func uploadMetadata(cmd *cobra.Command, r *tuf.Repo, ic *cliconfig.IoT, bucket string, upload bool) error {
+	if !upload {
+		fmt.Fprintf(os.Stderr, "not uploaded: copy %s to s3://%s/tuf/\n", filepath.Join(r.Dir, "metadata"), bucket)
+		return nil
+	}
+	ic.Resolve()
+	store := release.Store{Endpoint: ic.Endpoint, Region: ic.Region, AccessKeyID: ic.AccessKeyID, SecretAccessKey: ic.SecretAccessKey}
+	if err := store.PutMetadata(cmd.Context(), r, bucket); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "uploaded the metadata to %s\n", release.MetadataURL(ic.Endpoint, bucket))
+	return nil
 }

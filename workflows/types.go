@@ -60,15 +60,10 @@ type RolloutRequest struct {
 	Timeout time.Duration `json:"timeout,omitempty"`
 	// PollInterval is how often device progress is read. Default 2 seconds.
 	PollInterval time.Duration `json:"pollInterval,omitempty"`
-	// Artifact is the signed package devices download and install; without one, devices
-	// simulate the install (demo and tests). `starter release publish` produces it.
+	// Artifact is where devices download the release; without one, a device switches to the
+	// version only if it is still in its slot. `starter release publish` signs the release
+	// (with its health check and restart policy) as a TUF target and uploads it.
 	Artifact *Artifact `json:"artifact,omitempty"`
-	// HealthCheck is a command each device runs after switching to the new version (and
-	// through BakeTime); a non-zero exit rolls the device back.
-	HealthCheck []string `json:"healthCheck,omitempty"`
-	// RestartPolicy after the switch: "service" (default: the agent's restart command) or
-	// "none".
-	RestartPolicy string `json:"restartPolicy,omitempty"`
 	// BakeTime: a device counts as updated only after it stayed healthy this long after
 	// installing; one that fails its health check rolls itself back and reports FAILED.
 	BakeTime time.Duration `json:"bakeTime,omitempty"`
@@ -265,15 +260,12 @@ func platformList() string {
 	return strings.Join(s, ", ")
 }
 
-// Artifact is a signed .tar.gz that devices download through a presigned URL.
+// Artifact is a release's .tar.gz that devices download through a presigned URL. What they
+// check it against (length, digest) comes from the signed TUF metadata, not from here.
 type Artifact struct {
 	// URL is an S3 URL (s3://bucket/key or https://s3.amazonaws.com/bucket/key); the job
 	// document carries it as ${aws:iot:s3-presigned-url:URL}.
-	URL    string `json:"url"`
-	Size   int64  `json:"size"`
-	SHA256 string `json:"sha256"`
-	// Signature is the fleet key's ed25519 signature of the SHA-256 digest, in hex.
-	Signature string `json:"signature"`
+	URL string `json:"url"`
 }
 
 func isHex(s string, n int) bool {
@@ -334,21 +326,6 @@ func (r *RolloutRequest) Validate() error {
 		if !strings.HasPrefix(a.URL, "s3://") && !strings.HasPrefix(a.URL, "https://") {
 			add("artifact URL %q must be an S3 URL (s3://BUCKET/KEY or https://s3.amazonaws.com/BUCKET/KEY)", a.URL)
 		}
-		if a.Size <= 0 {
-			add("artifact size must be positive")
-		}
-		if !isHex(a.SHA256, 64) {
-			add("artifact sha256 must be 64 hex digits")
-		}
-		if !isHex(a.Signature, 128) {
-			add("artifact signature must be a 64-byte ed25519 signature in hex (starter release publish makes one)")
-		}
-	}
-	if r.RestartPolicy != "" && r.RestartPolicy != "service" && r.RestartPolicy != "none" {
-		add("restart policy %q is invalid: use service or none", r.RestartPolicy)
-	}
-	if len(r.HealthCheck) > 0 && r.HealthCheck[0] == "" {
-		add("health check command is empty")
 	}
 	if r.UpdateAgentLogLevel == "" {
 		r.UpdateAgentLogLevel = "ERROR"

@@ -2,8 +2,6 @@ package agent_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -19,6 +17,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/agent/slots"
 	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/tuf"
 )
 
 const crashEnv = "OTAFLOW_AGENT_CRASH_CHILD"
@@ -28,10 +27,10 @@ func TestAgentCrashChild(t *testing.T) {
 	if os.Getenv(crashEnv) == "" {
 		t.Skip("run by TestAgentSurvivesSIGKILL")
 	}
-	key, _ := hex.DecodeString(os.Getenv("CRASH_KEY"))
+	trust := &tuf.Client{MetadataURL: os.Getenv("CRASH_TUF_URL"), TrustedRoot: []byte(os.Getenv("CRASH_TUF_ROOT")), Dir: filepath.Join(os.Getenv("CRASH_STATE"), "tuf")}
 	cfg := agent.Config{ThingName: "dev-1", BrokerURL: os.Getenv("CRASH_BROKER"), StateDir: os.Getenv("CRASH_STATE"),
 		InitialVersion: "1.0.0", AgentVersion: "1.0.0", HandoverTimeout: 5 * time.Second, StepTimeout: 10 * time.Minute, Logger: zerolog.New(os.Stderr),
-		Installer: &agent.SlotInstaller{Root: os.Getenv("CRASH_ROOT"), PublicKey: ed25519.PublicKey(key), Env: []string{"INVOCATION_ID=crash"}}}
+		Installer: &agent.SlotInstaller{Root: os.Getenv("CRASH_ROOT"), Trust: trust, Env: []string{"INVOCATION_ID=crash"}}}
 	if ready, ok := agent.ProbeReady(); ok {
 		cfg.ProbeReady = ready
 	}
@@ -82,16 +81,17 @@ func newCrashRig(t *testing.T) *crashRig {
 	r := &crashRig{installRig: ir, root: root, core: slots.Slots{Root: filepath.Join(root, "core")}}
 	r.start = func() *exec.Cmd { return r.startBinary(os.Args[0]) }
 	r.startBinary = func(bin string) *exec.Cmd { return r.startEnv(bin) }
+	trust := ir.trust()
 	r.startEnv = func(bin string, env ...string) *exec.Cmd {
 		cmd := exec.Command(bin, "-test.run", "^TestAgentCrashChild$", "-test.count=1")
-		cmd.Env = append(append(os.Environ(), env...), crashEnv+"=1", "CRASH_KEY="+hex.EncodeToString(ir.pub), "CRASH_BROKER="+ir.brokerURL,
+		cmd.Env = append(append(os.Environ(), env...), crashEnv+"=1", "CRASH_TUF_URL="+trust.MetadataURL, "CRASH_TUF_ROOT="+string(trust.TrustedRoot), "CRASH_BROKER="+ir.brokerURL,
 			"CRASH_STATE="+state, "CRASH_ROOT="+root)
 		cmd.Stderr = logs
 		require.NoError(t, cmd.Start())
 		return cmd
 	}
 	r.job = func(jobID, version string) {
-		r.create(jobID, version, r.artifact(version, false), 1, "sleep", "0.3")
+		r.create(jobID, version, r.artifact(version, "sleep", "0.3"), 1)
 	}
 	return r
 }

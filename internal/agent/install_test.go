@@ -2,10 +2,6 @@ package agent_test
 
 import (
 	"bytes"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -21,6 +17,7 @@ import (
 	"github.com/otaflow/otaflow/internal/jobs"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 	"github.com/otaflow/otaflow/internal/release"
+	"github.com/otaflow/otaflow/internal/tuf"
 )
 
 func coreTarball(t *testing.T, version string) []byte {
@@ -34,14 +31,14 @@ func tarGz(t *testing.T, name string, body []byte) []byte {
 	return data
 }
 
-// installRig is a jobs service with its artifact store and a broker, and the fleet's
-// signing key: what a device's real installs talk to.
+// installRig is a jobs service with its artifact store and a broker, and the fleet's TUF
+// release repository: what a device's real installs talk to.
 type installRig struct {
 	t         *testing.T
 	svc       *jobs.Service
 	brokerURL string
-	pub       ed25519.PublicKey
-	priv      ed25519.PrivateKey
+	httpURL   string
+	repo      *tuf.Repo
 }
 
 func newInstallRig(t *testing.T) *installRig {
@@ -57,37 +54,60 @@ func newInstallRig(t *testing.T) *installRig {
 	t.Cleanup(plane.Close)
 	_, err = svc.CreateThing("dev-1", nil)
 	require.NoError(t, err)
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	repo, err := tuf.Init(filepath.Join(t.TempDir(), "release"), tuf.Options{})
 	require.NoError(t, err)
-	return &installRig{t: t, svc: svc, brokerURL: b.URL, pub: pub, priv: priv}
+	return &installRig{t: t, svc: svc, brokerURL: b.URL, httpURL: srv.URL, repo: repo}
 }
 
-// artifact uploads a core tarball for version and describes it, signed (or forged).
-func (r *installRig) artifact(version string, forged bool) *jobdoc.Artifact {
-	return r.upload("core-"+version+".tar.gz", coreTarball(r.t, version), forged)
+// trust is a device's TUF client (its own metadata cache) for the rig's repository.
+func (r *installRig) trust() *tuf.Client {
+	root, err := r.repo.Root()
+	require.NoError(r.t, err)
+	return &tuf.Client{MetadataURL: release.MetadataURL(r.httpURL, "releases"), TrustedRoot: root, Dir: r.t.TempDir()}
 }
 
-// upload puts data in the artifact store and describes it as a job document's artifact.
-func (r *installRig) upload(key string, data []byte, forged bool) *jobdoc.Artifact {
+// installer is the agent's real installer on root, trusting the rig's repository.
+func (r *installRig) installer(root string) *agent.SlotInstaller {
+	return &agent.SlotInstaller{Root: root, Trust: r.trust(), Env: []string{"INVOCATION_ID=test"}}
+}
+
+// artifact signs and uploads a core release of version with the health check.
+func (r *installRig) artifact(version string, health ...string) *jobdoc.Artifact {
+	c := tuf.Custom{Software: jobdoc.SoftwareCore, Version: version}
+	if len(health) > 0 {
+		c.HealthCheck = &tuf.HealthCheck{Command: health}
+	}
+	return r.sign(coreTarball(r.t, version), c)
+}
+
+// sign signs data as the release c names, uploads it and the repository's metadata, and
+// returns the job document's artifact for it.
+func (r *installRig) sign(data []byte, c tuf.Custom) *jobdoc.Artifact {
+	file := filepath.Join(r.t.TempDir(), "release.tar.gz")
+	require.NoError(r.t, os.WriteFile(file, data, 0o644))
+	_, err := r.repo.AddTarget(tuf.TargetName(c.Software, c.Version), file, c)
+	require.NoError(r.t, err)
+	files, err := r.repo.Files()
+	require.NoError(r.t, err)
+	for name, raw := range files {
+		_, err := r.svc.PutArtifact("releases", release.MetadataKey(name), bytes.NewReader(raw))
+		require.NoError(r.t, err)
+	}
+	return r.upload(c.Software+"/"+c.Version+".tar.gz", data)
+}
+
+// upload puts data in the artifact store, unsigned, and returns a job document's artifact
+// pointing at it.
+func (r *installRig) upload(key string, data []byte) *jobdoc.Artifact {
 	_, err := r.svc.PutArtifact("releases", key, bytes.NewReader(data))
 	require.NoError(r.t, err)
-	sum := sha256.Sum256(data)
-	sig := ed25519.Sign(r.priv, sum[:])
-	if forged {
-		sig[0] ^= 0xff
-	}
-	return &jobdoc.Artifact{URL: "${aws:iot:s3-presigned-url:https://s3.amazonaws.com/releases/" + key + "}",
-		Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:]), Signature: hex.EncodeToString(sig)}
+	return &jobdoc.Artifact{URL: "${aws:iot:s3-presigned-url:https://s3.amazonaws.com/releases/" + key + "}"}
 }
 
 // create queues a core update job for dev-1.
-func (r *installRig) create(jobID, version string, art *jobdoc.Artifact, bakeSeconds int, health ...string) {
-	d := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "r",
-		SoftwareToUpdate: jobdoc.SoftwareCore, Version: version, Artifact: art, BakeSeconds: bakeSeconds}
-	if len(health) > 0 {
-		d.HealthCheck = &jobdoc.HealthCheck{Command: health}
-	}
-	r.createDoc(jobID, d)
+func (r *installRig) create(jobID, version string, art *jobdoc.Artifact, bakeSeconds int) {
+	r.createDoc(jobID, jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "r",
+		SoftwareToUpdate: jobdoc.SoftwareCore, Version: version, Artifact: art, BakeSeconds: bakeSeconds})
 }
 
 // createDoc queues a job with document d for dev-1.
@@ -100,43 +120,46 @@ func (r *installRig) createDoc(jobID string, d jobdoc.Document) {
 }
 
 // TestRealInstallPath runs the agent's real install path against the jobs service's artifact
-// store: signed download, slot install, atomic switch, health check, rollback.
+// store: TUF-verified download, slot install, atomic switch, signed health check, rollback.
 func TestRealInstallPath(t *testing.T) {
 	r := newInstallRig(t)
-	artifactFor := r.artifact
-	job := func(id, version string, art *jobdoc.Artifact, health ...string) *jobs.Execution {
-		r.create(id, version, art, 0, health...)
+	job := func(id, version string, art *jobdoc.Artifact) *jobs.Execution {
+		r.create(id, version, art, 0)
 		return waitTerminal(t, r.svc, id, "dev-1")
 	}
 
 	root := t.TempDir()
 	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: r.brokerURL, StateDir: t.TempDir(), InitialVersion: "1.0.0", Logger: zerolog.Nop(),
-		Installer: &agent.SlotInstaller{Root: root, PublicKey: r.pub, Env: []string{"INVOCATION_ID=test"}}})
+		Installer: r.installer(root)})
 	require.NoError(t, err)
 	runAgent(t, a)
 	core := slots.Slots{Root: filepath.Join(root, "core")}
 
-	e := job("good", "2.0.0", artifactFor("2.0.0", false), "true")
+	e := job("good", "2.0.0", r.artifact("2.0.0", "true"))
 	require.Equal(t, jobs.ExecSucceeded, e.Status, e.StatusDetails["reason"])
 	require.Equal(t, "2.0.0", core.Current())
 	out, err := os.ReadFile(filepath.Join(root, "core", "current", "bin", "core"))
 	require.NoError(t, err)
 	require.Contains(t, string(out), "core 2.0.0")
 
-	e = job("unhealthy", "3.0.0", artifactFor("3.0.0", false), "false")
+	e = job("unhealthy", "3.0.0", r.artifact("3.0.0", "false"))
 	require.Equal(t, jobs.ExecFailed, e.Status)
 	require.Contains(t, e.StatusDetails["reason"], "health check of 3.0.0 failed")
 	require.Contains(t, e.StatusDetails["reason"], "rolled back to 2.0.0")
 	require.Equal(t, "2.0.0", core.Current(), "the device is back on the old version")
 	require.Equal(t, "2.0.0", a.InstalledVersion("core"))
 
-	e = job("forged", "3.1.0", artifactFor("3.1.0", true), "true")
-	require.Equal(t, jobs.ExecFailed, e.Status)
-	require.Contains(t, e.StatusDetails["reason"], "signature does not match")
+	// Relabelling: the signed 2.0.0 package offered as 9.9.9, a version nobody signed, is
+	// refused before anything is downloaded; the real newer release still installs after.
+	e = job("relabelled", "9.9.9", r.upload("core/9.9.9.tar.gz", coreTarball(t, "2.0.0")))
+	require.Equal(t, jobs.ExecRejected, e.Status)
+	require.Contains(t, e.StatusDetails["reason"], "not a signed target")
 	require.Equal(t, "2.0.0", core.Current(), "nothing was switched")
+	e = job("real-newer", "3.1.0", r.artifact("3.1.0", "true"))
+	require.Equal(t, jobs.ExecSucceeded, e.Status, e.StatusDetails["reason"])
 
-	e = job("downgrade", "1.5.0", artifactFor("1.5.0", false), "true")
+	e = job("downgrade", "1.5.0", r.artifact("1.5.0", "true"))
 	require.Equal(t, jobs.ExecRejected, e.Status)
 	require.Contains(t, e.StatusDetails["reason"], "downgrade needs a rollback job")
-	require.Equal(t, "2.0.0", core.Current())
+	require.Equal(t, "3.1.0", core.Current())
 }

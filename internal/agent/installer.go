@@ -31,6 +31,8 @@ type Installer interface {
 	Start(ctx context.Context, u *Update) error
 	// Verify checks the new version's health through the bake time.
 	Verify(ctx context.Context, u *Update) error
+	// Checks reports whether Verify has a health check to run for u.
+	Checks(u *Update) bool
 	// Commit makes the update final (post-update scripts, clean-up).
 	Commit(ctx context.Context, u *Update) error
 	// Rollback makes u.From the active version again and starts it.

@@ -136,7 +136,7 @@ func (a *Agent) process(ctx context.Context, e *execution) error {
 func (a *Agent) confirm(ctx context.Context, e *execution, u *Update, done map[string]string, log zerolog.Logger) error {
 	in := a.cfg.Installer
 	report := u.Report
-	if u.Doc.HealthCheck == nil && u.Doc.BakeSeconds == 0 {
+	if !in.Checks(u) && u.Doc.BakeSeconds == 0 {
 		// Nothing to watch: the step is recorded, not announced (one control-plane call per
 		// device fewer, which a large wave feels).
 		report = func(_ context.Context, s Step, _ map[string]string) error { return a.setStep(s) }

@@ -13,6 +13,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent/slots"
 	"github.com/otaflow/otaflow/internal/jobdoc"
 	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/tuf"
 )
 
 // TestSelfUpdate updates the agent itself (ota_agent) end to end: the agent runs as a process
@@ -36,7 +37,7 @@ func TestSelfUpdate(t *testing.T) {
 		return p
 	}
 	selfUpdate := func(jobID, version string, binary []byte) *jobs.Execution {
-		art := r.upload("agent-"+version+".tar.gz", tarGz(t, agent.AgentBinary, binary), false)
+		art := r.sign(tarGz(t, agent.AgentBinary, binary), tuf.Custom{Software: jobdoc.SoftwareOTAAgent, Version: version})
 		r.createDoc(jobID, jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "r",
 			SoftwareToUpdate: jobdoc.SoftwareOTAAgent, Version: version, Artifact: art})
 		return waitTerminal(t, r.svc, jobID, "dev-1")

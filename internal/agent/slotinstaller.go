@@ -2,7 +2,7 @@ package agent
 
 import (
 	"context"
-	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -18,18 +18,20 @@ import (
 	"github.com/otaflow/otaflow/internal/agent/preflight"
 	"github.com/otaflow/otaflow/internal/agent/slots"
 	"github.com/otaflow/otaflow/internal/jobdoc"
+	"github.com/otaflow/otaflow/internal/tuf"
 )
 
 // SlotInstaller is the agent's installer: each software's versions live side by side in
 // slots under Root (<Root>/core, <Root>/ota_agent), and a switch is one atomic rename of the
-// "current" link. Artifacts are downloaded, checked against their SHA-256 and the fleet key's
-// signature, and unpacked into a new slot; the seed's managedRespawn scripts run around the
-// update.
+// "current" link. Every release is first verified through TUF (Trust): its signed target gives
+// the artifact's length and digest, the health check and the restart policy. Artifacts are
+// downloaded, checked against the signed length and SHA-256, and unpacked into a new slot; the
+// seed's managedRespawn scripts run around the update.
 type SlotInstaller struct {
 	// Root holds one slot tree per software and the downloads.
 	Root string
-	// PublicKey verifies artifact signatures.
-	PublicKey ed25519.PublicKey
+	// Trust is the release repository's metadata, verified on the device.
+	Trust *tuf.Client
 	// ManagedRespawn runs the seed's pre/post scripts from ScriptsDir, owned by ScriptsOwner.
 	ManagedRespawn bool
 	ScriptsDir     string
@@ -65,8 +67,67 @@ func scripts(software string) (pre, post string) {
 // Active is the version in the software's current slot.
 func (in *SlotInstaller) Active(software string) string { return in.slots(software).Current() }
 
+// signedPath is where the verified target of an installed version is kept: what Start and
+// Verify act on, after a restart too, and what a rollback to that version uses.
+func (in *SlotInstaller) signedPath(software, version string) string {
+	return filepath.Join(in.Root, software, "signed", version+".json")
+}
+
+// signed is the verified target of software at version; nil for a version installed without
+// one (the device's initial version).
+func (in *SlotInstaller) signed(software, version string) *tuf.Target {
+	raw, err := os.ReadFile(in.signedPath(software, version))
+	if err != nil {
+		return nil
+	}
+	var t tuf.Target
+	if json.Unmarshal(raw, &t) != nil {
+		return nil
+	}
+	return &t
+}
+
+// verify checks the job's release through TUF before a byte of it is downloaded, and keeps
+// the verified target.
+func (in *SlotInstaller) verify(u *Update) (*tuf.Target, error) {
+	if in.Trust == nil {
+		return nil, Reject("this device has no trusted release root (--trusted-root), so it installs nothing")
+	}
+	t, err := in.Trust.Target(tuf.TargetName(u.Software(), u.Version()))
+	var ve *tuf.VerifyError
+	if errors.As(err, &ve) {
+		return nil, Reject("release %s %s refused: %s", u.Software(), u.Version(), ve.Reason)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fetch the release metadata: %s", redactURLs(err.Error()))
+	}
+	if t.MinimumVersion != "" && u.From.Version != "" {
+		minV, err1 := semver.NewVersion(t.MinimumVersion)
+		fromV, err2 := semver.NewVersion(u.From.Version)
+		if err1 != nil || err2 != nil || fromV.LessThan(minV) {
+			return nil, Reject("%s %s must be installed over %s or newer; this device runs %s", u.Software(), u.Version(), t.MinimumVersion, u.From.Version)
+		}
+	}
+	raw, err := json.Marshal(t)
+	if err != nil {
+		return nil, err
+	}
+	p := in.signedPath(u.Software(), u.Version())
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return nil, err
+	}
+	return t, writeFileAtomic(p, raw, true)
+}
+
+// Checks reports whether Verify runs a health check for u (the signed one of its version).
+func (in *SlotInstaller) Checks(u *Update) bool {
+	t := in.signed(u.Software(), u.Version())
+	return t != nil && t.HealthCheck != nil
+}
+
 // Prepare refuses downgrades outside rollback jobs and devices that do not meet the
-// requirements, then downloads and verifies the artifact and runs the pre-update script.
+// requirements, verifies the release through TUF, then downloads and checks the artifact and
+// runs the pre-update script.
 func (in *SlotInstaller) Prepare(ctx context.Context, u *Update) error {
 	doc, sl := u.Doc, in.slots(u.Software())
 	if doc.Operation == jobdoc.OpUpdate && u.From.Version != "" {
@@ -76,11 +137,18 @@ func (in *SlotInstaller) Prepare(ctx context.Context, u *Update) error {
 			return Reject("%s %s is older than the installed %s: a downgrade needs a rollback job", u.Software(), doc.Version, u.From.Version)
 		}
 	}
-	var size int64
+	var target *tuf.Target
 	if doc.Artifact != nil {
-		size = doc.Artifact.Size
+		var err error
+		if target, err = in.verify(u); err != nil {
+			return err
+		}
 	} else if !sl.Installed(doc.Version) {
 		return Reject("the job has no artifact and %s %s is not installed on this device to switch to", u.Software(), doc.Version)
+	}
+	var size int64
+	if target != nil {
+		size = target.Length
 	}
 	os.MkdirAll(sl.Root, 0o755)
 	if err := preflight.Check(preflight.Config{
@@ -89,14 +157,14 @@ func (in *SlotInstaller) Prepare(ctx context.Context, u *Update) error {
 	}); err != nil {
 		return Reject("requirements not met: %v", err)
 	}
-	if doc.Artifact != nil {
+	if target != nil {
 		if err := u.Report(ctx, StepDownloading, nil); err != nil {
 			return err
 		}
 		file := in.download(u)
 		os.MkdirAll(filepath.Dir(file), 0o755)
-		spec := artifact.Spec{URL: doc.Artifact.URL, Size: doc.Artifact.Size, SHA256: doc.Artifact.SHA256, Signature: doc.Artifact.Signature}
-		if err := artifact.Download(ctx, spec, file, artifact.Options{PublicKey: in.PublicKey, BytesPerSecond: in.DownloadBytesPerSecond,
+		spec := artifact.Spec{URL: doc.Artifact.URL, Size: target.Length, SHA256: target.SHA256}
+		if err := artifact.Download(ctx, spec, file, artifact.Options{BytesPerSecond: in.DownloadBytesPerSecond,
 			Progress: downloadProgress(ctx, u)}); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err() // resumed on the next start, from the bytes already here
@@ -143,9 +211,9 @@ func (in *SlotInstaller) Switch(_ context.Context, u *Update) error {
 	return nil
 }
 
-// Start runs the restart command, unless the job's restart policy is none.
+// Start runs the restart command, unless the release's signed restart policy is none.
 func (in *SlotInstaller) Start(_ context.Context, u *Update) error {
-	if u.Doc.RestartPolicy == jobdoc.RestartNone {
+	if t := in.signed(u.Software(), u.Version()); t != nil && t.RestartPolicy == jobdoc.RestartNone {
 		return nil
 	}
 	if err := in.restart(); err != nil {
@@ -157,7 +225,7 @@ func (in *SlotInstaller) Start(_ context.Context, u *Update) error {
 // Verify runs the job's health check in the new version's directory through the bake time.
 func (in *SlotInstaller) Verify(ctx context.Context, u *Update) error {
 	env := append(os.Environ(), "OTAFLOW_THING_NAME="+u.Thing, "OTAFLOW_SOFTWARE="+u.Software(), "OTAFLOW_VERSION="+u.Version())
-	if err := healthy(ctx, u.Doc, in.slots(u.Software()).Dir(u.Version()), env); err != nil {
+	if err := healthy(ctx, in.signed(u.Software(), u.Version()), u.Doc.BakeSeconds, in.slots(u.Software()).Dir(u.Version()), env); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -177,7 +245,14 @@ func (in *SlotInstaller) Commit(_ context.Context, u *Update) error {
 	}
 	// Pruning is housekeeping: the update stands even if an old slot cannot be removed (the
 	// next update tries again).
-	in.slots(u.Software()).Prune()
+	sl := in.slots(u.Software())
+	sl.Prune()
+	kept, _ := filepath.Glob(filepath.Join(in.Root, u.Software(), "signed", "*.json"))
+	for _, f := range kept {
+		if v := strings.TrimSuffix(filepath.Base(f), ".json"); v != sl.Current() && v != sl.Previous() {
+			os.Remove(f)
+		}
+	}
 	return nil
 }
 
@@ -224,20 +299,21 @@ func (in *SlotInstaller) restart() error {
 	return nil
 }
 
-// healthy runs the document's health check, repeatedly through the bake time, in the new
-// version's directory with the thing name and version in its environment.
-func healthy(ctx context.Context, doc *jobdoc.Document, dir string, env []string) error {
-	if doc.HealthCheck == nil {
+// healthy runs the release's signed health check, repeatedly through the bake time, in the
+// new version's directory with the thing name and version in its environment.
+func healthy(ctx context.Context, t *tuf.Target, bakeSeconds int, dir string, env []string) error {
+	if t == nil || t.HealthCheck == nil || len(t.HealthCheck.Command) == 0 {
 		return nil
 	}
-	timeout := time.Duration(doc.HealthCheck.TimeoutSeconds) * time.Second
+	hc := t.HealthCheck
+	timeout := time.Duration(hc.TimeoutSeconds) * time.Second
 	if timeout == 0 {
 		timeout = 30 * time.Second
 	}
 	check := func() error {
 		cctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		cmd := exec.CommandContext(cctx, doc.HealthCheck.Command[0], doc.HealthCheck.Command[1:]...)
+		cmd := exec.CommandContext(cctx, hc.Command[0], hc.Command[1:]...)
 		cmd.Dir, cmd.Env = dir, env
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -245,7 +321,7 @@ func healthy(ctx context.Context, doc *jobdoc.Document, dir string, env []string
 		}
 		return nil
 	}
-	deadline := time.Now().Add(time.Duration(doc.BakeSeconds) * time.Second)
+	deadline := time.Now().Add(time.Duration(bakeSeconds) * time.Second)
 	for {
 		if err := check(); err != nil {
 			return err

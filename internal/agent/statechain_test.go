@@ -1,9 +1,6 @@
 package agent_test
 
 import (
-	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/hex"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,6 +17,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent/slots"
 	"github.com/otaflow/otaflow/internal/jobdoc"
 	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/tuf"
 )
 
 // writeScripts creates the four managedRespawn scripts; the one named failing exits 1.
@@ -39,15 +37,13 @@ func writeScripts(t *testing.T, dir, failing string, mode os.FileMode) {
 // the job's final status and reason, and the version the device ends on.
 func TestStateChain(t *testing.T) {
 	r := newInstallRig(t)
-	sign := func(a *jobdoc.Artifact, digest []byte) {
-		a.SHA256 = hex.EncodeToString(digest)
-		a.Signature = hex.EncodeToString(ed25519.Sign(r.priv, digest))
-	}
 	type setup struct {
 		in      *agent.SlotInstaller
 		doc     *jobdoc.Document
+		custom  tuf.Custom // the signed instructions of 3.0.0
 		scripts string
-		deferTo bool // a local component defers the update once
+		deferTo bool   // a local component defers the update once
+		raw     string // a document sent as is
 	}
 	// Every case starts on core 2.0.0, updated by otaflow from 1.9.0 (still in its slot).
 	const full = "installing downloading installing switching switched health-check installed"
@@ -63,15 +59,25 @@ func TestStateChain(t *testing.T) {
 		{name: "success", status: jobs.ExecSucceeded, chain: full, ends: "3.0.0"},
 		{name: "success with managedRespawn scripts", arrange: func(s *setup) { s.in.ManagedRespawn = true },
 			status: jobs.ExecSucceeded, chain: full, ends: "3.0.0", ran: "ggc_pre_update.sh ggc_post_update.sh"},
-		{name: "wrong sha256", arrange: func(s *setup) { sum := sha256.Sum256([]byte("other")); sign(s.doc.Artifact, sum[:]) },
-			status: jobs.ExecFailed, reason: "sha256", chain: "installing downloading", ends: "2.0.0"},
-		{name: "bad signature", arrange: func(s *setup) { s.doc.Artifact.Signature = strings.Repeat("ab", 64) },
-			status: jobs.ExecFailed, reason: "signature does not match", chain: "installing downloading", ends: "2.0.0"},
+		{name: "tampered package: other bytes than signed", arrange: func(s *setup) {
+			s.doc.Artifact = r.upload("core/3.0.0-other.tar.gz", coreTarball(t, "3.0.0-evil"))
+		}, status: jobs.ExecFailed, reason: "sha256", chain: "installing downloading", ends: "2.0.0"},
+		{name: "rejected: unsigned release", arrange: func(s *setup) {
+			s.doc.Version, s.doc.Artifact = "3.2.0", r.upload("core/3.2.0.tar.gz", coreTarball(t, "3.2.0"))
+		}, status: jobs.ExecRejected, reason: "core/3.2.0.tar.gz is not a signed target", chain: "installing", ends: "2.0.0"},
+		{name: "rejected: below the signed minimum version", arrange: func(s *setup) { s.custom.MinimumVersion = "2.5.0" },
+			status: jobs.ExecRejected, reason: "must be installed over 2.5.0 or newer; this device runs 2.0.0", chain: "installing", ends: "2.0.0"},
+		{name: "rejected: a health check in the job document", arrange: func(s *setup) {
+			s.raw = `{"type":"otaflow.update","schemaVersion":"1","operation":"update","rolloutId":"r","softwareToUpdate":"core","version":"3.0.0",` +
+				`"healthCheck":{"command":["sh","-c","id > /tmp/pwned"]}}`
+		}, status: jobs.ExecRejected, reason: `unknown field "healthCheck"`, chain: "", ends: "2.0.0"},
 		{name: "truncated download", arrange: func(s *setup) {
-			s.doc.Artifact.Size += 100 // the store holds fewer bytes than the document promises
+			s.doc.Artifact = r.upload("core/3.0.0-short.tar.gz", coreTarball(t, "3.0.0")[:100]) // fewer bytes than signed
 		}, status: jobs.ExecFailed, reason: "download failed", chain: "installing downloading", ends: "2.0.0"},
 		{name: "path traversal in the artifact", arrange: func(s *setup) {
-			s.doc.Artifact = r.upload("evil.tar.gz", tarGz(t, "../../../etc/evil", []byte("x")), false)
+			s.custom.Version = "3.0.0"
+			s.doc.Version = "3.0.1"
+			s.doc.Artifact = r.sign(tarGz(t, "../../../etc/evil", []byte("x")), tuf.Custom{Software: "core", Version: "3.0.1"})
 		}, status: jobs.ExecFailed, reason: "install into a new slot failed", chain: "installing downloading installing", ends: "2.0.0"},
 		{name: "pre-update script fails", arrange: func(s *setup) { s.in.ManagedRespawn, s.scripts = true, "ggc_pre_update.sh" },
 			status: jobs.ExecFailed, reason: "service would not stop", chain: "installing downloading", ends: "2.0.0", ran: "ggc_pre_update.sh"},
@@ -79,9 +85,9 @@ func TestStateChain(t *testing.T) {
 			status: jobs.ExecFailed, reason: "restarting 3.0.0 failed", chain: "installing downloading installing switching switched", ends: "2.0.0"},
 		{name: "restart policy none skips the restart", arrange: func(s *setup) {
 			s.in.Restart = []string{"sh", "-c", "exit 5"}
-			s.doc.RestartPolicy = jobdoc.RestartNone
+			s.custom.RestartPolicy = jobdoc.RestartNone
 		}, status: jobs.ExecSucceeded, chain: full, ends: "3.0.0"},
-		{name: "health check fails", arrange: func(s *setup) { s.doc.HealthCheck.Command = []string{"false"} },
+		{name: "health check fails", arrange: func(s *setup) { s.custom.HealthCheck.Command = []string{"false"} },
 			status: jobs.ExecFailed, reason: "health check of 3.0.0 failed", chain: "installing downloading installing switching switched health-check", ends: "2.0.0"},
 		{name: "post-update script fails", arrange: func(s *setup) { s.in.ManagedRespawn, s.scripts = true, "ggc_post_update.sh" },
 			status: jobs.ExecFailed, reason: "rolled back to 2.0.0", chain: "installing downloading installing switching switched health-check", ends: "2.0.0",
@@ -90,13 +96,13 @@ func TestStateChain(t *testing.T) {
 			status: jobs.ExecRejected, reason: "proxy", chain: "installing", ends: "2.0.0"},
 		{name: "rejected: scripts writable by others", arrange: func(s *setup) { s.in.ManagedRespawn, s.scripts = true, "mode" },
 			status: jobs.ExecRejected, reason: "writable by nobody else", chain: "installing", ends: "2.0.0"},
-		{name: "rejected: downgrade", arrange: func(s *setup) { s.doc.Version, s.doc.Artifact = "1.5.0", r.artifact("1.5.0", false) },
+		{name: "rejected: downgrade", arrange: func(s *setup) { s.doc.Version, s.doc.Artifact = "1.5.0", r.artifact("1.5.0") },
 			status: jobs.ExecRejected, reason: "downgrade needs a rollback job", chain: "installing", ends: "2.0.0"},
 		{name: "rollback job may go back to the previous version", arrange: func(s *setup) {
-			s.doc.Operation, s.doc.Version, s.doc.Artifact = jobdoc.OpRollback, "1.9.0", r.artifact("1.9.0", false)
+			s.doc.Operation, s.doc.Version, s.doc.Artifact = jobdoc.OpRollback, "1.9.0", r.artifact("1.9.0")
 		}, status: jobs.ExecSucceeded, chain: full, ends: "1.9.0"},
 		{name: "rejected: rollback to a version the device did not run before", arrange: func(s *setup) {
-			s.doc.Operation, s.doc.Version, s.doc.Artifact = jobdoc.OpRollback, "1.5.0", r.artifact("1.5.0", false)
+			s.doc.Operation, s.doc.Version, s.doc.Artifact = jobdoc.OpRollback, "1.5.0", r.artifact("1.5.0")
 		}, status: jobs.ExecRejected, reason: "may only return core to the version it ran before this one (1.9.0)", chain: "", ends: "2.0.0"},
 		{name: "rollback to a version still in its slot", arrange: func(s *setup) {
 			s.doc.Operation, s.doc.Version, s.doc.Artifact = jobdoc.OpRollback, "1.9.0", nil
@@ -107,17 +113,25 @@ func TestStateChain(t *testing.T) {
 			status: jobs.ExecSucceeded, chain: "deferred " + full, ends: "3.0.0"},
 		{name: "already on the version", arrange: func(s *setup) { s.doc.Version = "2.0.0" },
 			status: jobs.ExecSucceeded, chain: "", ends: "2.0.0"},
-		{name: "invalid document", arrange: func(s *setup) { s.doc.SchemaVersion = "7" },
+		{name: "invalid document", arrange: func(s *setup) {
+			s.raw = `{"type":"otaflow.update","schemaVersion":"7","operation":"update","rolloutId":"r","softwareToUpdate":"core","version":"3.0.0"}`
+		},
 			status: jobs.ExecRejected, reason: "update the agent first", chain: "", ends: "2.0.0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root, scripts := t.TempDir(), t.TempDir()
-			s := &setup{in: &agent.SlotInstaller{Root: root, PublicKey: r.pub, Env: []string{"INVOCATION_ID=test"}, ScriptsDir: scripts, ScriptsOwner: os.Getuid()},
+			in := r.installer(root)
+			in.ScriptsDir, in.ScriptsOwner = scripts, os.Getuid()
+			s := &setup{in: in, custom: tuf.Custom{Software: "core", Version: "3.0.0", HealthCheck: &tuf.HealthCheck{Command: []string{"true"}}},
 				doc: &jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "r",
-					SoftwareToUpdate: jobdoc.SoftwareCore, Version: "3.0.0", Artifact: r.artifact("3.0.0", false),
-					HealthCheck: &jobdoc.HealthCheck{Command: []string{"true"}}}}
+					SoftwareToUpdate: jobdoc.SoftwareCore, Version: "3.0.0"}}
 			if tc.arrange != nil {
 				tc.arrange(s)
+			}
+			// 3.0.0 is signed with this case's instructions; a case may point elsewhere.
+			signed := r.sign(coreTarball(t, "3.0.0"), s.custom)
+			if s.doc.Artifact == nil && s.doc.Version == "3.0.0" {
+				s.doc.Artifact = signed
 			}
 			mode := os.FileMode(0o700)
 			if s.scripts == "mode" {
@@ -158,9 +172,8 @@ func TestStateChain(t *testing.T) {
 				}()
 			}
 			jobID := strings.NewReplacer(" ", "-", ":", "").Replace(tc.name)
-			if tc.name == "invalid document" {
-				body := `{"type":"otaflow.update","schemaVersion":"7","operation":"update","rolloutId":"r","softwareToUpdate":"core","version":"3.0.0"}`
-				_, err := r.svc.CreateJob(jobs.CreateJobInput{JobID: jobID, Targets: []string{"dev-1"}, Document: body})
+			if s.raw != "" {
+				_, err := r.svc.CreateJob(jobs.CreateJobInput{JobID: jobID, Targets: []string{"dev-1"}, Document: s.raw})
 				require.NoError(t, err)
 			} else {
 				r.createDoc(jobID, *s.doc)

@@ -4,9 +4,7 @@ import (
 	"archive/tar"
 	"compress/gzip"
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
@@ -26,6 +24,7 @@ import (
 	"github.com/otaflow/otaflow/internal/jobdoc"
 	"github.com/otaflow/otaflow/internal/jobs"
 	"github.com/otaflow/otaflow/internal/release"
+	"github.com/otaflow/otaflow/internal/tuf"
 )
 
 func connect(url, id, user, pass string) (paho.Client, error) {
@@ -169,7 +168,12 @@ func agentFigures(ctx context.Context, o *Options) (*AgentFigures, *Download, er
 	defer os.RemoveAll(dir)
 	defer s.Close()
 	var fig *AgentFigures
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	repo, err := tuf.Init(filepath.Join(dir, "release-repo"), tuf.Options{})
+	if err != nil {
+		return nil, nil, err
+	}
+	rootFile := filepath.Join(dir, "release-repo", "metadata", "root.json")
+	store := s.ArtifactStore()
 	var agentCmd *exec.Cmd
 	if o.AgentPackage != "" {
 		bin := filepath.Join(dir, "otaflow-agent")
@@ -188,7 +192,7 @@ func agentFigures(ctx context.Context, o *Options) (*AgentFigures, *Download, er
 			return nil, nil, err
 		}
 		agentCmd = exec.Command(bin, "--thing-name", "footprint-1", "--broker", s.Broker.URL(), "--state-dir", filepath.Join(dir, "agent-state"),
-			"--install-root", filepath.Join(dir, "agent-root"), "--public-key", hex.EncodeToString(pub), "--initial-version", "1.0.0",
+			"--install-root", filepath.Join(dir, "agent-root"), "--trusted-root", rootFile, "--tuf-url", release.MetadataURL(store.Endpoint, "bench"), "--initial-version", "1.0.0",
 			"--ipc-socket", "off", "--log-level", "warn")
 		agentCmd.Env = append(os.Environ(), "INVOCATION_ID=bench") // as under systemd
 		agentCmd.Stderr = os.Stderr
@@ -213,16 +217,8 @@ func agentFigures(ctx context.Context, o *Options) (*AgentFigures, *Download, er
 	if err := writeArtifact(file, o.ArtifactMB); err != nil {
 		return nil, nil, err
 	}
-	f, err := os.Open(file)
+	rel, err := release.Publish(ctx, repo, &store, "bench", file, tuf.Custom{Software: jobdoc.SoftwareCore, Version: "9.0.0"})
 	if err != nil {
-		return nil, nil, err
-	}
-	art, err := release.Sign(f, priv, release.S3URL("bench", "core", "9.0.0"))
-	f.Close()
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := s.ArtifactStore().Upload(ctx, art, file); err != nil {
 		return nil, nil, err
 	}
 	os.Remove(file)
@@ -231,7 +227,7 @@ func agentFigures(ctx context.Context, o *Options) (*AgentFigures, *Download, er
 		o.say("agent: installing the %d MiB artifact", o.ArtifactMB)
 		d := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "bench",
 			SoftwareToUpdate: jobdoc.SoftwareCore, Version: "9.0.0",
-			Artifact: &jobdoc.Artifact{URL: "${aws:iot:s3-presigned-url:" + art.URL + "}", Size: art.Size, SHA256: art.SHA256, Signature: art.Signature}}
+			Artifact: &jobdoc.Artifact{URL: "${aws:iot:s3-presigned-url:" + rel.Artifact.URL + "}"}}
 		body, err := d.Marshal()
 		if err != nil {
 			return nil, nil, err
@@ -262,14 +258,14 @@ func agentFigures(ctx context.Context, o *Options) (*AgentFigures, *Download, er
 
 	// The agent's downloader (the same code path) against curl, alternating, 3 runs each.
 	bucket, key := "bench", "core/9.0.0.tar.gz"
-	spec := artifact.Spec{Size: art.Size, SHA256: art.SHA256, Signature: art.Signature}
+	spec := artifact.Spec{Size: rel.Length, SHA256: rel.SHA256}
 	var agentS, curlS []float64
 	for r := 0; r < 3; r++ {
 		o.say("download: run %d/3 (agent downloader, then curl)", r+1)
 		spec.URL = s.Jobs.PresignURL(bucket, key, time.Hour)
 		out := filepath.Join(dir, "dl-agent")
 		began := time.Now()
-		if err := artifact.Download(ctx, spec, out, artifact.Options{PublicKey: pub}); err != nil {
+		if err := artifact.Download(ctx, spec, out, artifact.Options{}); err != nil {
 			return nil, nil, err
 		}
 		agentS = append(agentS, time.Since(began).Seconds())
@@ -282,7 +278,7 @@ func agentFigures(ctx context.Context, o *Options) (*AgentFigures, *Download, er
 		curlS = append(curlS, time.Since(began).Seconds())
 		os.Remove(out)
 	}
-	mb := float64(art.Size) / (1 << 20)
+	mb := float64(rel.Length) / (1 << 20)
 	dl := &Download{MB: o.ArtifactMB, AgentMBps: mb / median(agentS), CurlMBps: mb / median(curlS)}
 	dl.Ratio = dl.AgentMBps / dl.CurlMBps
 	return fig, dl, nil

@@ -97,6 +97,10 @@ func (s *simInstaller) Verify(ctx context.Context, u *agent.Update) error {
 
 func (s *simInstaller) Commit(context.Context, *agent.Update) error { return nil }
 
+// Checks: simulated devices have no health check to announce (a simulated unhealthy device
+// fails in Verify all the same).
+func (s *simInstaller) Checks(*agent.Update) bool { return false }
+
 func (s *simInstaller) Rollback(_ context.Context, u *agent.Update) error {
 	s.setActive(u.Software(), u.From.Version)
 	return nil

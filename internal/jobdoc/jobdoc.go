@@ -34,7 +34,7 @@ const (
 	SoftwareComponents = "components"
 )
 
-// Restart policies.
+// Restart policies (signed in the release's TUF target, never in the job document).
 const (
 	RestartService = "service"
 	RestartNone    = "none"
@@ -58,31 +58,19 @@ type Document struct {
 	BakeSeconds int `json:"bakeSeconds,omitempty"`
 	// UpdateAgentLogLevel is the log level the agent uses while it runs this job.
 	UpdateAgentLogLevel string `json:"updateAgentLogLevel,omitempty"`
-	// Artifact is the software to install; without it the device switches to the version if
-	// it is still in its slot (a rollback), and refuses the job otherwise.
+	// Artifact is where to download the software; without it the device switches to the
+	// version if it is still in its slot (a rollback), and refuses the job otherwise.
+	//
+	// The document names the release (software and version: the TUF target
+	// <software>/<version>.tar.gz) and nothing else the device acts on: the artifact's length
+	// and digest, its health check and restart policy are read from the signed TUF metadata.
 	Artifact *Artifact `json:"artifact,omitempty"`
-	// HealthCheck runs after the switch (and through the bake time); failing it rolls back.
-	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
-	// RestartPolicy says what follows the switch: "service" (default) runs the agent's
-	// configured restart command for the software; "none" restarts nothing (the new files take
-	// effect on their own, e.g. a config bundle or a binary started per request).
-	RestartPolicy string `json:"restartPolicy,omitempty"`
 }
 
-// Artifact is a signed, downloadable .tar.gz.
+// Artifact says where a release's package is.
 type Artifact struct {
 	// URL is usually ${aws:iot:s3-presigned-url:...}, replaced by the jobs service.
-	URL    string `json:"url"`
-	Size   int64  `json:"size"`
-	SHA256 string `json:"sha256"`
-	// Signature is the ed25519 signature (hex) of the SHA-256 digest by the fleet's key.
-	Signature string `json:"signature"`
-}
-
-// HealthCheck is a command that exits 0 while the new version is healthy.
-type HealthCheck struct {
-	Command        []string `json:"command"`
-	TimeoutSeconds int      `json:"timeoutSeconds,omitempty"`
+	URL string `json:"url"`
 }
 
 // IsOtaflow reports whether raw looks like an otaflow document at all (of any version), so
@@ -155,17 +143,11 @@ func (d *Document) Validate() error {
 	default:
 		return fmt.Errorf("softwareToUpdate %q is invalid: use %q, %q or %q", d.SoftwareToUpdate, SoftwareCore, SoftwareOTAAgent, SoftwareComponents)
 	}
-	if a := d.Artifact; a != nil && (a.URL == "" || a.Size <= 0 || len(a.SHA256) != 64 || len(a.Signature) != 128) {
-		return fmt.Errorf("artifact needs a url, a size, a hex sha256 and a hex ed25519 signature")
-	}
-	if h := d.HealthCheck; h != nil && len(h.Command) == 0 {
-		return fmt.Errorf("healthCheck has no command")
+	if a := d.Artifact; a != nil && a.URL == "" {
+		return fmt.Errorf("artifact has no url")
 	}
 	if d.BakeSeconds < 0 || d.BakeSeconds > 7*24*3600 {
 		return fmt.Errorf("bakeSeconds must be from 0 to a week")
-	}
-	if d.RestartPolicy != "" && d.RestartPolicy != RestartService && d.RestartPolicy != RestartNone {
-		return fmt.Errorf("restartPolicy %q is invalid: use %q or %q", d.RestartPolicy, RestartService, RestartNone)
 	}
 	if d.UpdateAgentLogLevel != "" && !slices.Contains(LogLevels, d.UpdateAgentLogLevel) {
 		return fmt.Errorf("updateAgentLogLevel %q is invalid: use one of %v", d.UpdateAgentLogLevel, LogLevels)

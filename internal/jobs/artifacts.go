@@ -174,3 +174,29 @@ func (s *Service) handleArtifactDownload(w http.ResponseWriter, r *http.Request)
 	}
 	http.ServeContent(w, r, path.Base(key), st.ModTime(), f)
 }
+
+var tufFileRE = regexp.MustCompile(`^([1-9][0-9]{0,8}\.)?(root|targets|snapshot|timestamp)\.json$`)
+
+// handleTUFMetadata serves the release repository's metadata that `starter release publish`
+// uploaded to bucket/tuf/, to anyone: devices check its signatures themselves.
+func (s *Service) handleTUFMetadata(w http.ResponseWriter, r *http.Request) {
+	bucket, file := r.PathValue("bucket"), r.PathValue("file")
+	if !tufFileRE.MatchString(file) {
+		http.Error(w, "NoSuchKey: only TUF metadata (N.root.json, timestamp.json, snapshot.json, targets.json) is served here", http.StatusNotFound)
+		return
+	}
+	p, err := s.artifactPath(bucket, "tuf/"+file)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		http.Error(w, "NoSuchKey: "+bucket+"/tuf/"+file+" (publish a release with `starter release publish`)", http.StatusNotFound)
+		return
+	}
+	defer f.Close()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-cache")
+	io.Copy(w, f)
+}

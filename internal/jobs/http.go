@@ -52,6 +52,8 @@ func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler 
 	// Artifact downloads carry their own signature (a presigned URL), not SigV4.
 	outer := http.NewServeMux()
 	outer.HandleFunc("GET /artifacts/{bucket}/{key...}", s.handleArtifactDownload)
+	// TUF metadata is signed, not secret: devices fetch it from here without credentials.
+	outer.HandleFunc("GET /tuf/{bucket}/{file}", s.handleTUFMetadata)
 	outer.Handle("/", auth.Middleware(mux))
 	return logRequests(s.log, outer)
 }

@@ -1,6 +1,6 @@
-// Package release prepares software for otaflow rollouts: the fleet's ed25519 signing key,
-// signed artifacts (a .tar.gz, its size, SHA-256 and the signature of that digest), and their
-// upload to the local jobs service's artifact store, which stands in for S3.
+// Package release prepares software for otaflow rollouts: each release is signed as a target
+// of the fleet's TUF repository (package tuf) and uploaded, with the repository's metadata, to
+// the local jobs service's artifact store, which stands in for S3.
 package release
 
 import (
@@ -8,8 +8,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -23,51 +21,50 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
+	"github.com/otaflow/otaflow/internal/tuf"
 	"github.com/otaflow/otaflow/workflows"
 )
 
-// GenerateKey writes a new fleet key pair: <prefix>.key (private, mode 0600) and
-// <prefix>.pub (public; give it to every agent with --public-key). Existing files are kept.
-func GenerateKey(prefix string) (pubPath, keyPath string, err error) {
-	pubPath, keyPath = prefix+".pub", prefix+".key"
-	if _, err := os.Stat(keyPath); err == nil {
-		return "", "", fmt.Errorf("%s already exists; remove it first if you really mean to replace the fleet key (devices would refuse artifacts signed by a new one)", keyPath)
-	}
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return "", "", err
-	}
-	if err := os.WriteFile(keyPath, []byte(hex.EncodeToString(priv)+"\n"), 0o600); err != nil {
-		return "", "", err
-	}
-	return pubPath, keyPath, os.WriteFile(pubPath, []byte(hex.EncodeToString(pub)+"\n"), 0o644)
+// Release is a published release: what a rollout names.
+type Release struct {
+	Software string              `json:"software"`
+	Version  string              `json:"version"`
+	Artifact *workflows.Artifact `json:"artifact"`
+	// Length and SHA256 are what the signed target says (for the operator's record).
+	Length int64  `json:"length"`
+	SHA256 string `json:"sha256"`
 }
 
-// LoadPrivateKey reads a key written by GenerateKey.
-func LoadPrivateKey(path string) (ed25519.PrivateKey, error) {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read signing key: %w", err)
-	}
-	key, err := hex.DecodeString(strings.TrimSpace(string(raw)))
-	if err != nil || len(key) != ed25519.PrivateKeySize {
-		return nil, fmt.Errorf("%s is not an ed25519 private key in hex (make one with `starter release keygen`)", path)
-	}
-	return ed25519.PrivateKey(key), nil
-}
-
-// Sign describes the artifact in r, signed with key, to be fetched from s3URL.
-func Sign(r io.Reader, key ed25519.PrivateKey, s3URL string) (*workflows.Artifact, error) {
-	h := sha256.New()
-	n, err := io.Copy(h, r)
+// Publish signs file as the target of c.Software at c.Version in repo and, unless store is
+// nil, uploads the package and then the repository's metadata to bucket.
+func Publish(ctx context.Context, repo *tuf.Repo, store *Store, bucket, file string, c tuf.Custom) (*Release, error) {
+	tf, err := repo.AddTarget(tuf.TargetName(c.Software, c.Version), file, c)
 	if err != nil {
 		return nil, err
 	}
-	if n == 0 {
-		return nil, fmt.Errorf("the artifact is empty")
+	rel := &Release{Software: c.Software, Version: c.Version, Artifact: &workflows.Artifact{URL: S3URL(bucket, c.Software, c.Version)},
+		Length: tf.Length, SHA256: hex.EncodeToString(tf.Hashes["sha256"])}
+	if store == nil {
+		return rel, nil
 	}
-	sum := h.Sum(nil)
-	return &workflows.Artifact{URL: s3URL, Size: n, SHA256: hex.EncodeToString(sum), Signature: hex.EncodeToString(ed25519.Sign(key, sum))}, nil
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if err := store.Put(ctx, bucket, c.Software+"/"+c.Version+".tar.gz", f, rel.Length, rel.SHA256); err != nil {
+		return nil, err
+	}
+	return rel, store.PutMetadata(ctx, repo, bucket)
+}
+
+// MetadataKey is where a TUF metadata file lives in the bucket; the jobs service serves
+// bucket/tuf/* to anyone at /tuf/BUCKET/FILE (it is signed, not secret).
+func MetadataKey(file string) string { return "tuf/" + file }
+
+// MetadataURL is the base URL devices fetch the repository's metadata from (agent --tuf-url).
+func MetadataURL(endpoint, bucket string) string {
+	return strings.TrimSuffix(endpoint, "/") + "/tuf/" + bucket + "/"
 }
 
 // S3URL is where an artifact of software at version lives in bucket.
@@ -84,26 +81,43 @@ type Store struct {
 	HTTP            *http.Client
 }
 
-// Upload PUTs the file to the store at the artifact's S3 URL, signed with SigV4.
-func (s Store) Upload(ctx context.Context, a *workflows.Artifact, file string) error {
-	u, err := url.Parse(a.URL)
-	if err != nil || u.Scheme != "s3" || u.Host == "" {
-		return fmt.Errorf("artifact URL %q is not s3://BUCKET/KEY", a.URL)
-	}
-	f, err := os.Open(file)
+// PutMetadata uploads every metadata file of repo, timestamp.json last: a device that sees
+// the new timestamp finds everything it points at already there.
+func (s Store) PutMetadata(ctx context.Context, repo *tuf.Repo, bucket string) error {
+	files, err := repo.Files()
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, strings.TrimSuffix(s.Endpoint, "/")+"/artifacts/"+u.Host+u.Path, f)
+	for name, raw := range files {
+		if name == "timestamp.json" {
+			continue
+		}
+		if err := s.PutBytes(ctx, bucket, MetadataKey(name), raw); err != nil {
+			return err
+		}
+	}
+	return s.PutBytes(ctx, bucket, MetadataKey("timestamp.json"), files["timestamp.json"])
+}
+
+// PutBytes uploads raw to bucket/key.
+func (s Store) PutBytes(ctx context.Context, bucket, key string, raw []byte) error {
+	sum := sha256.Sum256(raw)
+	return s.Put(ctx, bucket, key, bytes.NewReader(raw), int64(len(raw)), hex.EncodeToString(sum[:]))
+}
+
+// Put uploads size bytes from body, whose SHA-256 is sha256Hex, to bucket/key with a SigV4
+// signed PUT.
+func (s Store) Put(ctx context.Context, bucket, key string, body io.Reader, size int64, sha256Hex string) error {
+	u := strings.TrimSuffix(s.Endpoint, "/") + "/artifacts/" + bucket + "/" + (&url.URL{Path: key}).EscapedPath()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, body)
 	if err != nil {
 		return err
 	}
-	req.ContentLength = a.Size
+	req.ContentLength = size
 	// Stated up front, the hash lets the store check the body as it streams (any size).
-	req.Header.Set("X-Amz-Content-Sha256", a.SHA256)
+	req.Header.Set("X-Amz-Content-Sha256", sha256Hex)
 	creds := aws.Credentials{AccessKeyID: s.AccessKeyID, SecretAccessKey: s.SecretAccessKey}
-	if err := v4.NewSigner().SignHTTP(ctx, creds, req, a.SHA256, "iot", s.Region, time.Now()); err != nil {
+	if err := v4.NewSigner().SignHTTP(ctx, creds, req, sha256Hex, "iot", s.Region, time.Now()); err != nil {
 		return err
 	}
 	hc := s.HTTP
@@ -117,7 +131,7 @@ func (s Store) Upload(ctx context.Context, a *workflows.Artifact, file string) e
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("upload to %s: %s: %s", s.Endpoint, resp.Status, strings.TrimSpace(string(body)))
+		return fmt.Errorf("upload %s/%s to %s: %s: %s", bucket, key, s.Endpoint, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return nil
 }

@@ -3,8 +3,7 @@ package release_test
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"encoding/hex"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -17,34 +16,30 @@ import (
 	"github.com/otaflow/otaflow/internal/agent/artifact"
 	"github.com/otaflow/otaflow/internal/jobs"
 	"github.com/otaflow/otaflow/internal/release"
+	"github.com/otaflow/otaflow/internal/tuf"
 )
 
-// TestPublishAndDownload: a key made by GenerateKey signs a package; Upload puts it in the
-// jobs service's store with SigV4; a device downloads it through a presigned URL and verifies
-// it with the public key file.
+// TestPublishAndDownload: a release is signed as a TUF target and uploaded with SigV4, with
+// the repository's metadata; a device verifies it through the jobs service's /tuf/ path and
+// downloads it through a presigned URL, checked against the signed length and digest.
 func TestPublishAndDownload(t *testing.T) {
 	dir := t.TempDir()
-	pubPath, keyPath, err := release.GenerateKey(filepath.Join(dir, "fleet"))
+	repo, err := tuf.Init(filepath.Join(dir, "repo"), tuf.Options{})
 	require.NoError(t, err)
-	_, _, err = release.GenerateKey(filepath.Join(dir, "fleet"))
-	require.ErrorContains(t, err, "already exists", "the fleet key is never overwritten")
-	st, err := os.Stat(keyPath)
-	require.NoError(t, err)
-	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
-	key, err := release.LoadPrivateKey(keyPath)
-	require.NoError(t, err)
-	_, err = release.LoadPrivateKey(pubPath)
-	require.ErrorContains(t, err, "not an ed25519 private key")
+	_, err = tuf.Init(filepath.Join(dir, "repo"), tuf.Options{})
+	require.ErrorContains(t, err, "already holds", "the fleet's root is never overwritten")
+	keys, _ := filepath.Glob(filepath.Join(dir, "repo", "keys", "*.key"))
+	require.Len(t, keys, 4)
+	for _, k := range keys {
+		st, err := os.Stat(k)
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+	}
 
 	data, err := release.Pack(release.File{Name: "bin/core", Mode: 0o755, Body: bytes.Repeat([]byte("core "), 50000)})
 	require.NoError(t, err)
 	file := filepath.Join(dir, "core.tar.gz")
 	require.NoError(t, os.WriteFile(file, data, 0o644))
-	a, err := release.Sign(bytes.NewReader(data), key, release.S3URL("releases", "core", "2.0.0"))
-	require.NoError(t, err)
-	require.Equal(t, "s3://releases/core/2.0.0.tar.gz", a.URL)
-	_, err = release.Sign(bytes.NewReader(nil), key, a.URL)
-	require.ErrorContains(t, err, "empty")
 
 	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(dir, "jobs.db"), Logger: zerolog.Nop()})
 	require.NoError(t, err)
@@ -53,37 +48,43 @@ func TestPublishAndDownload(t *testing.T) {
 	defer srv.Close()
 	svc.SetBaseURL(srv.URL)
 	ctx := context.Background()
-	store := release.Store{Endpoint: srv.URL, Region: "us-east-1", AccessKeyID: "k", SecretAccessKey: "wrong"}
-	require.ErrorContains(t, store.Upload(ctx, a, file), "403")
+	custom := tuf.Custom{Software: "core", Version: "2.0.0", HealthCheck: &tuf.HealthCheck{Command: []string{"bin/core", "--version"}}}
+	store := &release.Store{Endpoint: srv.URL, Region: "us-east-1", AccessKeyID: "k", SecretAccessKey: "wrong"}
+	_, err = release.Publish(ctx, repo, store, "releases", file, custom)
+	require.ErrorContains(t, err, "403")
 	store.SecretAccessKey = "s"
-	require.NoError(t, store.Upload(ctx, a, file))
+	rel, err := release.Publish(ctx, repo, store, "releases", file, custom)
+	require.NoError(t, err)
+	require.Equal(t, "s3://releases/core/2.0.0.tar.gz", rel.Artifact.URL)
 
 	// Past the 16 MiB limit of buffered requests, the stated hash is checked as the body
 	// streams; a body that does not match it is refused and nothing is stored.
 	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<20+1)
-	bigFile := filepath.Join(dir, "big.bin")
-	require.NoError(t, os.WriteFile(bigFile, big, 0o644))
-	bigArt, err := release.Sign(bytes.NewReader(big), key, "s3://releases/big.bin")
-	require.NoError(t, err)
-	require.NoError(t, store.Upload(ctx, bigArt, bigFile))
+	require.NoError(t, store.PutBytes(ctx, "releases", "big.bin", big))
 	n, err := os.Stat(filepath.Join(dir, "artifacts", "releases", "big.bin"))
 	require.NoError(t, err)
 	require.Equal(t, int64(len(big)), n.Size())
-	lying := *bigArt
-	lying.URL, lying.SHA256 = "s3://releases/lying.bin", a.SHA256
-	require.Error(t, store.Upload(ctx, &lying, bigFile))
+	require.Error(t, store.Put(ctx, "releases", "lying.bin", bytes.NewReader(big), int64(len(big)), rel.SHA256))
 	_, err = os.Stat(filepath.Join(dir, "artifacts", "releases", "lying.bin"))
-	require.ErrorIs(t, err, os.ErrNotExist, "a body that does not match its signed hash is not stored")
+	require.ErrorIs(t, err, os.ErrNotExist, "a body that does not match its stated hash is not stored")
+
+	root, err := repo.Root()
+	require.NoError(t, err)
+	client := &tuf.Client{MetadataURL: release.MetadataURL(srv.URL, "releases"), TrustedRoot: root, Dir: filepath.Join(dir, "device-tuf")}
+	target, err := client.Target("core/2.0.0.tar.gz")
+	require.NoError(t, err)
+	require.Equal(t, custom, target.Custom)
+	require.Equal(t, rel.SHA256, target.SHA256)
 
 	url := svc.PresignURL("releases", "core/2.0.0.tar.gz", time.Minute)
-	raw, err := os.ReadFile(pubPath)
-	require.NoError(t, err)
-	pub, err := hex.DecodeString(string(bytes.TrimSpace(raw)))
-	require.NoError(t, err)
 	got := filepath.Join(dir, "got.tar.gz")
-	require.NoError(t, artifact.Download(ctx, artifact.Spec{URL: url, Size: a.Size, SHA256: a.SHA256, Signature: a.Signature}, got,
-		artifact.Options{PublicKey: ed25519.PublicKey(pub)}))
+	require.NoError(t, artifact.Download(ctx, artifact.Spec{URL: url, Size: target.Length, SHA256: target.SHA256}, got, artifact.Options{}))
 	back, err := os.ReadFile(got)
 	require.NoError(t, err)
 	require.Equal(t, data, back)
+
+	resp, err := http.Get(srv.URL + "/tuf/releases/keys.json")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusNotFound, resp.StatusCode, "only metadata is public under /tuf/")
 }

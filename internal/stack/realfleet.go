@@ -2,8 +2,6 @@ package stack
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +12,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent/preflight"
 	"github.com/otaflow/otaflow/internal/agent/slots"
 	"github.com/otaflow/otaflow/internal/release"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/internal/tuf"
 )
 
 // ReleaseBucket is where the local stack keeps published releases.
@@ -22,28 +20,39 @@ const ReleaseBucket = "otaflow-releases"
 
 // RealFleet makes the stack's simulated devices install for real: each device gets its own
 // install root with the starting version unpacked in a slot, the managedRespawn scripts and the
-// fleet's public key; releases are packed, signed and uploaded to the artifact store.
+// root of the stack's TUF release repository; releases are packed, signed as TUF targets and
+// uploaded with the repository's metadata to the artifact store.
 type RealFleet struct {
-	s   *Stack
-	key ed25519.PrivateKey
-	dir string
+	s    *Stack
+	repo *tuf.Repo
+	dir  string
 }
 
 // UseRealInstalls prepares devices (started afterwards) on fromVersion. Devices named in
 // failPreUpdate get a ggc_pre_update.sh that fails, as a device whose service will not stop.
 func (s *Stack) UseRealInstalls(ctx context.Context, fromVersion string, failPreUpdate []string) (*RealFleet, error) {
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
+	f := &RealFleet{s: s, dir: filepath.Join(s.opts.DataDir, "releases")}
+	if err := os.MkdirAll(f.dir, 0o755); err != nil {
 		return nil, err
 	}
-	f := &RealFleet{s: s, key: key, dir: filepath.Join(s.opts.DataDir, "releases")}
-	if err := os.MkdirAll(f.dir, 0o755); err != nil {
+	// The stack's own repository: new keys per data directory (never a shared default).
+	repoDir := filepath.Join(s.opts.DataDir, "release-repo")
+	repo, err := tuf.Open(repoDir, nil, tuf.Options{})
+	if err != nil {
+		if repo, err = tuf.Init(repoDir, tuf.Options{}); err != nil {
+			return nil, err
+		}
+	}
+	f.repo = repo
+	root, err := repo.Root()
+	if err != nil {
 		return nil, err
 	}
 	initial, err := f.pack(fromVersion)
 	if err != nil {
 		return nil, err
 	}
+	trusted := root
 	s.DeviceInstaller = func(thing string) (agent.Installer, error) {
 		root := filepath.Join(s.opts.DataDir, "devices", thing, "root")
 		scripts := filepath.Join(root, "usr", "scripts")
@@ -68,7 +77,9 @@ func (s *Stack) UseRealInstalls(ctx context.Context, fromVersion string, failPre
 				return nil, err
 			}
 		}
-		return &agent.SlotInstaller{Root: root, PublicKey: key.Public().(ed25519.PublicKey), ManagedRespawn: true,
+		trust := &tuf.Client{MetadataURL: release.MetadataURL(s.ArtifactStore().Endpoint, ReleaseBucket), TrustedRoot: trusted,
+			Dir: filepath.Join(s.opts.DataDir, "devices", thing, "tuf")}
+		return &agent.SlotInstaller{Root: root, Trust: trust, ManagedRespawn: true,
 			ScriptsDir: scripts, ScriptsOwner: os.Getuid(), Env: []string{"PATH=" + os.Getenv("PATH")}}, nil
 	}
 	return f, nil
@@ -86,25 +97,23 @@ func (f *RealFleet) pack(version string) (string, error) {
 	return file, os.WriteFile(file, data, 0o644)
 }
 
-// Publish packs, signs and uploads core at version, and returns the rollout's artifact.
-func (f *RealFleet) Publish(ctx context.Context, version string) (*workflows.Artifact, error) {
+// Publish packs core at version, signs it as a TUF target with the health check, uploads it
+// and the repository's metadata, and returns the rollout's artifact.
+func (f *RealFleet) Publish(ctx context.Context, version string, healthCheck []string) (*release.Release, error) {
 	file, err := f.pack(version)
 	if err != nil {
 		return nil, err
 	}
-	r, err := os.Open(file)
-	if err != nil {
-		return nil, err
+	c := tuf.Custom{Software: "core", Version: version}
+	if len(healthCheck) > 0 {
+		c.HealthCheck = &tuf.HealthCheck{Command: healthCheck}
 	}
-	defer r.Close()
-	a, err := release.Sign(r, f.key, release.S3URL(ReleaseBucket, "core", version))
+	store := f.s.ArtifactStore()
+	rel, err := release.Publish(ctx, f.repo, &store, ReleaseBucket, file, c)
 	if err != nil {
-		return nil, err
-	}
-	if err := f.s.ArtifactStore().Upload(ctx, a, file); err != nil {
 		return nil, fmt.Errorf("publish core %s: %w", version, err)
 	}
-	return a, nil
+	return rel, nil
 }
 
 // HealthCheck is the demo's health check: the new version's bin/core runs and reports the

@@ -44,9 +44,9 @@ func TestRealInstallRollouts(t *testing.T) {
 	req := request("real-ok", arns[:7])
 	req.Version = "1.11.6"
 	req.Waves = "2,100%"
-	req.Artifact, err = fleet.Publish(ctx, "1.11.6")
+	rel, err := fleet.Publish(ctx, "1.11.6", stack.HealthCheck("1.11.6", nil))
 	require.NoError(t, err)
-	req.HealthCheck = stack.HealthCheck("1.11.6", nil)
+	req.Artifact = rel.Artifact
 	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
 	require.NoError(t, err)
 	res, err := rolloutclient.Result(ctx, run)
@@ -65,9 +65,9 @@ func TestRealInstallRollouts(t *testing.T) {
 	req.Version = "1.12.0"
 	req.Waves = "3,100%"
 	req.OnFailure = workflows.OnFailureRollback
-	req.Artifact, err = fleet.Publish(ctx, "1.12.0")
+	rel, err = fleet.Publish(ctx, "1.12.0", stack.HealthCheck("1.12.0", []string{stack.Device(5)}))
 	require.NoError(t, err)
-	req.HealthCheck = stack.HealthCheck("1.12.0", []string{stack.Device(5)})
+	req.Artifact = rel.Artifact
 	run, err = rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
 	require.NoError(t, err)
 	res, err = rolloutclient.Result(ctx, run)

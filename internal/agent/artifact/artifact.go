@@ -1,12 +1,11 @@
 // Package artifact downloads update artifacts the way a device must: resumably (HTTP Range,
 // so a flaky link never restarts a large download from zero), in constant memory, with the
-// SHA-256 checked as the bytes stream in and an ed25519 signature over the digest checked
-// against the fleet's public key before anything is installed.
+// length and SHA-256 that the release's signed TUF metadata gives checked as the bytes stream
+// in, before anything is installed.
 package artifact
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -19,19 +18,16 @@ import (
 	"time"
 )
 
-// Spec is what the job document says about the artifact.
+// Spec is the artifact to fetch: where (the job document) and what it must be (the signed
+// TUF target).
 type Spec struct {
 	URL    string
 	Size   int64
 	SHA256 string // hex
-	// Signature is the ed25519 signature (hex) of the raw SHA-256 digest.
-	Signature string
 }
 
 // Options bound a download.
 type Options struct {
-	// PublicKey verifies Signature; nil refuses every artifact (an unsigned fleet is a bug).
-	PublicKey ed25519.PublicKey
 	// MaxSize refuses artifacts larger than this (0: 4 GiB).
 	MaxSize int64
 	// BytesPerSecond caps the bandwidth (0: no cap).
@@ -78,16 +74,6 @@ func Download(ctx context.Context, spec Spec, path string, o Options) error {
 	want, err := hex.DecodeString(spec.SHA256)
 	if err != nil || len(want) != sha256.Size {
 		return fmt.Errorf("%w: sha256 %q is not a hex SHA-256 digest", ErrVerify, spec.SHA256)
-	}
-	sig, err := hex.DecodeString(spec.Signature)
-	if err != nil || len(sig) != ed25519.SignatureSize {
-		return fmt.Errorf("%w: signature is not a hex ed25519 signature", ErrVerify)
-	}
-	if len(o.PublicKey) != ed25519.PublicKeySize {
-		return fmt.Errorf("%w: no fleet public key is configured, so no artifact can be trusted", ErrVerify)
-	}
-	if !ed25519.Verify(o.PublicKey, want, sig) {
-		return fmt.Errorf("%w: the signature does not match the digest and the fleet key", ErrVerify)
 	}
 
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)

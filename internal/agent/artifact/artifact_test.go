@@ -3,8 +3,6 @@ package artifact_test
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
@@ -12,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,11 +19,10 @@ import (
 	"github.com/otaflow/otaflow/internal/agent/artifact"
 )
 
-func signed(t *testing.T, data []byte) (artifact.Spec, ed25519.PublicKey) {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	require.NoError(t, err)
+// specOf is what signed TUF metadata says of data.
+func specOf(data []byte) artifact.Spec {
 	sum := sha256.Sum256(data)
-	return artifact.Spec{Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:]), Signature: hex.EncodeToString(ed25519.Sign(priv, sum[:]))}, pub
+	return artifact.Spec{Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}
 }
 
 func serve(t *testing.T, data []byte, cutFirstAfter int) (string, *atomic.Int32) {
@@ -52,7 +48,7 @@ func fmtInt(n int) string { return strconv.Itoa(n) }
 
 func TestDownloadResumesAndVerifies(t *testing.T) {
 	data := bytes.Repeat([]byte("0123456789abcdef"), 64*1024) // 1 MiB
-	spec, pub := signed(t, data)
+	spec := specOf(data)
 	url, calls := serve(t, data, 300_000)
 	spec.URL = url
 	path := filepath.Join(t.TempDir(), "a.bin")
@@ -63,7 +59,7 @@ func TestDownloadResumesAndVerifies(t *testing.T) {
 		last = done
 		reports++
 	}
-	require.NoError(t, artifact.Download(context.Background(), spec, path, artifact.Options{PublicKey: pub, Progress: progress}))
+	require.NoError(t, artifact.Download(context.Background(), spec, path, artifact.Options{Progress: progress}))
 	got, err := os.ReadFile(path)
 	require.NoError(t, err)
 	require.Equal(t, data, got)
@@ -74,11 +70,10 @@ func TestDownloadResumesAndVerifies(t *testing.T) {
 
 func TestDownloadRefusesWhatDoesNotVerify(t *testing.T) {
 	data := []byte("the real artifact")
-	spec, pub := signed(t, data)
+	spec := specOf(data)
 	url, _ := serve(t, data, 0)
 	spec.URL = url
 	dir := t.TempDir()
-	otherPub, _, _ := ed25519.GenerateKey(rand.Reader)
 
 	for name, tc := range map[string]struct {
 		mutate func(*artifact.Spec, *artifact.Options)
@@ -87,28 +82,26 @@ func TestDownloadRefusesWhatDoesNotVerify(t *testing.T) {
 		"wrong sha256": {func(s *artifact.Spec, _ *artifact.Options) {
 			sum := sha256.Sum256([]byte("something else"))
 			s.SHA256 = hex.EncodeToString(sum[:])
-		}, "signature does not match"},
-		"bad signature":    {func(s *artifact.Spec, _ *artifact.Options) { s.Signature = strings.Repeat("00", 64) }, "signature does not match"},
-		"other fleet key":  {func(_ *artifact.Spec, o *artifact.Options) { o.PublicKey = otherPub }, "signature does not match"},
-		"no key":           {func(_ *artifact.Spec, o *artifact.Options) { o.PublicKey = nil }, "no fleet public key"},
+		}, "sha256 is"},
+		"not a digest":     {func(s *artifact.Spec, _ *artifact.Options) { s.SHA256 = "abc" }, "not a hex SHA-256"},
 		"oversize":         {func(_ *artifact.Spec, o *artifact.Options) { o.MaxSize = 4 }, "outside"},
 		"truncated source": {func(s *artifact.Spec, _ *artifact.Options) { s.Size = int64(len(data)) + 10 }, "got"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			s, o := spec, artifact.Options{PublicKey: pub, Attempts: 2}
+			s, o := spec, artifact.Options{Attempts: 2}
 			tc.mutate(&s, &o)
 			err := artifact.Download(context.Background(), s, filepath.Join(dir, name), o)
 			require.ErrorContains(t, err, tc.want)
 		})
 	}
 
-	// A signed digest whose bytes do not arrive intact is refused, and the file removed.
+	// A digest whose bytes do not arrive intact is refused, and the file removed.
 	liar := []byte("the real artifacT")
 	lurl, _ := serve(t, liar, 0)
 	s := spec
 	s.URL = lurl
 	p := filepath.Join(dir, "tampered")
-	err := artifact.Download(context.Background(), s, p, artifact.Options{PublicKey: pub})
+	err := artifact.Download(context.Background(), s, p, artifact.Options{})
 	require.ErrorIs(t, err, artifact.ErrVerify)
 	require.ErrorContains(t, err, "sha256 is")
 	_, statErr := os.Stat(p)
