@@ -74,14 +74,14 @@ func TestBadConfigIsRefusedWithTheReason(t *testing.T) {
 		args []string
 		want string
 	}{
-		"misspelt key":     {[]string{"--config", write("thingNme: x\n")}, `unknown field "thingNme"`},
-		"missing file":     {[]string{"--config", filepath.Join(dir, "nope.yaml")}, "read agent config"},
-		"bad duration":     {[]string{"--max-deferral", "soon"}, "--max-deferral"},
-		"cert over tcp":    {[]string{"--cert", write("x"), "--key", write("x")}, "load device certificate"},
-		"no trusted root":  {[]string{"--install-root", dir}, "--trusted-root is required"},
-		"bad log level":    {append([]string{"--log-level", "loud", "--thing-name", "d", "--state-dir", dir, "--ipc-socket", "off"}, trust...), "log level"},
-		"no tuf url":       {[]string{"--thing-name", "d", "--trusted-root", trust[1]}, "--tuf-url"},
-		"bad env value":    {trust, "OTAFLOW_AGENT_LOG_MAX_BACKUPS: invalid value"},
+		"misspelt key":    {[]string{"--config", write("thingNme: x\n")}, `unknown field "thingNme"`},
+		"missing file":    {[]string{"--config", filepath.Join(dir, "nope.yaml")}, "read agent config"},
+		"bad duration":    {[]string{"--max-deferral", "soon"}, "--max-deferral"},
+		"cert over tcp":   {[]string{"--cert", write("x"), "--key", write("x")}, "load device certificate"},
+		"no trusted root": {[]string{"--install-root", dir}, "--trusted-root is required"},
+		"bad log level":   {append([]string{"--log-level", "loud", "--thing-name", "d", "--state-dir", dir, "--ipc-socket", "off"}, trust...), "log level"},
+		"no tuf url":      {[]string{"--thing-name", "d", "--trusted-root", trust[1]}, "--tuf-url"},
+		"bad env value":   {trust, "OTAFLOW_AGENT_LOG_MAX_BACKUPS: invalid value"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if name == "bad env value" {
