@@ -98,8 +98,8 @@ back on failure). --simulate skips all of that and only pretends to install.`,
 				return err
 			}
 			defer s.Close()
-			fmt.Fprintf(errOut, "stack up: Temporal %s, web UI %s, MQTT tcp://%s, jobs API %s\n",
-				s.Temporal.FrontendAddr(), cmp.Or(s.Temporal.UIURL(), "off"), s.Broker.Addr(), s.JobsURL)
+			fmt.Fprintf(errOut, "stack up: Temporal %s, web UI %s, MQTT %s (mutual TLS, local CA %s) and tcp://%s (plain: local use only), jobs API %s\n",
+				s.Temporal.FrontendAddr(), cmp.Or(s.Temporal.UIURL(), "off"), s.Broker.TLSURL(), s.CA.CertFile(), s.Broker.Addr(), s.JobsURL)
 			var failing, sick []string
 			for i := devices - fail + 1; i <= devices; i++ {
 				failing = append(failing, stack.Device(i))

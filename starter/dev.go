@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/stack"
 )
 
@@ -44,26 +45,35 @@ and every rollout, job and device is still there.`,
 			if noWorker {
 				worker = "not started: run `go run ./worker`"
 			}
-			fmt.Printf(`otaflow local stack is up (data in %s)
+			tufURL := release.MetadataURL(s.JobsURL, stack.ReleaseBucket)
+			fmt.Printf(`otaflow local stack is up (data in %[1]s)
 
-  Temporal frontend  %s   (namespace %s, task queue %s)
-  Temporal web UI    %s
-  MQTT broker        tcp://%s   (devices connect with their thing name as client ID)
-  Jobs API (AWS IoT) %s   (region %s)
-  Credentials        AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s
-  Worker             %s
-  Simulated devices  %d (%s .. %s)
+  Temporal frontend  %[2]s   (namespace %[3]s, task queue %[4]s)
+  Temporal web UI    %[5]s
+  MQTT broker        %[6]s   (mutual TLS: a device's certificate names its thing; CA %[7]s)
+                     tcp://%[8]s   (plain: the client ID is the identity, for local use only)
+  Jobs API (AWS IoT) %[9]s   (region %[10]s; release metadata at %[11]s)
+  Credentials        AWS_ACCESS_KEY_ID=%[12]s AWS_SECRET_ACCESS_KEY=%[13]s (the dev key: jobs-service refuses it)
+  Worker             %[14]s
+  Simulated devices  %[15]d (%[16]s .. %[17]s)
 
 Try:
   go run ./starter create-software-update-job --update-targets-architecture x86_64 \
-      --update-targets '["arn:aws:iot:%s:000000000000:thing/%s"]' --update-targets-operating-system ubuntu \
+      --update-targets '["arn:aws:iot:%[10]s:000000000000:thing/%[16]s"]' --update-targets-operating-system ubuntu \
       --software-to-update core --s3-url-signer-role arn:aws:iam::000000000000:role/signer
-  go run ./agent --thing-name my-device --state-dir /tmp/my-device   (after registering it)
+
+A real agent (register the thing first; releases come from starter release publish):
+  go run ./starter release init --repo %[1]s/release
+  go run ./starter device-cert --data-dir %[1]s --thing my-device --out /tmp/my-device
+  go run ./agent --thing-name my-device --broker %[6]s --ca %[7]s \
+      --cert /tmp/my-device/my-device.crt --key /tmp/my-device/my-device.key \
+      --trusted-root %[1]s/release/metadata/root.json --tuf-url %[11]s \
+      --state-dir /tmp/my-device/state --install-root /tmp/my-device/root
 
 Press Ctrl-C to stop.
 `, sf.dataDir, s.Temporal.FrontendAddr(), s.Temporal.Namespace(), cliconfig.DefaultTaskQueue, s.Temporal.UIURL(),
-				s.Broker.Addr(), s.JobsURL, cliconfig.DefaultRegion, cliconfig.DefaultAccessKeyID, cliconfig.DefaultSecretKey,
-				worker, devices, stack.Device(1), stack.Device(max(devices, 1)), cliconfig.DefaultRegion, stack.Device(1))
+				s.Broker.TLSURL(), s.CA.CertFile(), s.Broker.Addr(), s.JobsURL, cliconfig.DefaultRegion, tufURL,
+				cliconfig.DefaultAccessKeyID, cliconfig.DefaultSecretKey, worker, devices, stack.Device(1), stack.Device(max(devices, 1)))
 			waitForInterrupt()
 			fmt.Println("stopping")
 			return nil

@@ -44,7 +44,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	cliconfig.Command(root, "OTAFLOW_CONFIG")
-	root.AddCommand(demoCmd(), devCmd(), jobsServiceCmd(), createSoftwareUpdateJobCmd(), describeJobCmd(), rolloutCmd(), scheduleCmd(), deploymentCmd(), componentCmd(), releaseCmd(), fleetCmd(), benchCmd())
+	root.AddCommand(demoCmd(), devCmd(), jobsServiceCmd(), createSoftwareUpdateJobCmd(), describeJobCmd(), rolloutCmd(), scheduleCmd(), deploymentCmd(), componentCmd(), releaseCmd(), deviceCertCmd(), fleetCmd(), benchCmd())
 	refuseUnknownSubcommands(root)
 	if err := root.ExecuteContext(context.Background()); err != nil {
 		var ee exitError

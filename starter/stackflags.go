@@ -20,6 +20,7 @@ type stackFlags struct {
 	temporalPort int
 	uiPort       int
 	mqttAddr     string
+	mqttTLSAddr  string
 	jobsAddr     string
 	logLevel     string
 }
@@ -28,7 +29,8 @@ func (f *stackFlags) bind(fs *pflag.FlagSet, defaultDataDir, defaultLogLevel str
 	fs.StringVar(&f.dataDir, "data-dir", defaultDataDir, "where the stack keeps Temporal's SQLite file, the jobs database and device state")
 	fs.IntVar(&f.temporalPort, "temporal-port", 7233, "Temporal frontend port (0 picks a free one)")
 	fs.IntVar(&f.uiPort, "ui-port", cliconfig.DefaultUIPort, "Temporal web UI port (0 picks a free one, -1 disables the UI)")
-	fs.StringVar(&f.mqttAddr, "mqtt-addr", cliconfig.DefaultMQTTAddr, "MQTT broker listen address")
+	fs.StringVar(&f.mqttAddr, "mqtt-addr", cliconfig.DefaultMQTTAddr, "MQTT broker listen address (plain: the client ID is the identity; for local use only)")
+	fs.StringVar(&f.mqttTLSAddr, "mqtt-tls-addr", "127.0.0.1:8883", "MQTT mutual-TLS listen address: devices present a certificate from the local CA (starter device-cert)")
 	fs.StringVar(&f.jobsAddr, "jobs-addr", "127.0.0.1:4566", "jobs API (AWS IoT REST) listen address")
 	fs.StringVar(&f.logLevel, "log-level", defaultLogLevel, "log level: trace, debug, info, warn, error")
 }
@@ -36,7 +38,7 @@ func (f *stackFlags) bind(fs *pflag.FlagSet, defaultDataDir, defaultLogLevel str
 func (f *stackFlags) options(log zerolog.Logger) stack.Options {
 	return stack.Options{
 		DataDir: f.dataDir, TemporalPort: f.temporalPort, UIPort: f.uiPort,
-		MQTTAddr: f.mqttAddr, JobsAddr: f.jobsAddr, Logger: log,
+		MQTTAddr: f.mqttAddr, MQTTTLSAddr: f.mqttTLSAddr, JobsAddr: f.jobsAddr, Logger: log,
 	}
 }
 
@@ -71,6 +73,7 @@ func (f *stackFlags) freeDefaults(fs *pflag.FlagSet) []string {
 	port("temporal-port", &f.temporalPort)
 	port("ui-port", &f.uiPort)
 	addr("mqtt-addr", &f.mqttAddr)
+	addr("mqtt-tls-addr", &f.mqttTLSAddr)
 	addr("jobs-addr", &f.jobsAddr)
 	return moved
 }

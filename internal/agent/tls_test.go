@@ -3,16 +3,7 @@ package agent_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -26,78 +17,28 @@ import (
 	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/jobs"
 	"github.com/otaflow/otaflow/internal/mqtttest"
+	"github.com/otaflow/otaflow/internal/pki"
 )
-
-// testCA issues certificates as AWS IoT does: a CA, the broker's server certificate and one
-// certificate per device whose common name is the thing name.
-type testCA struct {
-	t    *testing.T
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	dir  string
-}
-
-func newTestCA(t *testing.T) *testCA {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "otaflow test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(der)
-	require.NoError(t, err)
-	ca := &testCA{t: t, cert: cert, key: key, dir: t.TempDir()}
-	ca.write("ca.pem", "CERTIFICATE", der)
-	return ca
-}
-
-func (ca *testCA) write(name, kind string, der []byte) string {
-	p := filepath.Join(ca.dir, name)
-	require.NoError(ca.t, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600))
-	return p
-}
-
-// issue returns the certificate and key files for cn.
-func (ca *testCA) issue(cn string, server bool) (certFile, keyFile string) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(ca.t, err)
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	require.NoError(ca.t, err)
-	kder, err := x509.MarshalECPrivateKey(key)
-	require.NoError(ca.t, err)
-	return ca.write(cn+".crt", "CERTIFICATE", der), ca.write(cn+".key", "EC PRIVATE KEY", kder)
-}
 
 // TestAgentMutualTLSWithALPN connects the agent as it connects to AWS IoT Core: mutual TLS
 // with its device certificate, offering ALPN x-amzn-mqtt-ca (port 443 style). A certificate
 // issued to another thing is refused.
 func TestAgentMutualTLSWithALPN(t *testing.T) {
-	ca := newTestCA(t)
-	srvCert, srvKey := ca.issue("broker", true)
-	pair, err := tls.LoadX509KeyPair(srvCert, srvKey)
+	ca, err := pki.Open(t.TempDir())
 	require.NoError(t, err)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
+	serverTLS, err := ca.ServerTLS("127.0.0.1")
+	require.NoError(t, err)
 	var mu sync.Mutex
 	var negotiated []string
+	serverTLS.NextProtos = []string{agent.ALPNProtocol}
+	serverTLS.VerifyConnection = func(cs tls.ConnectionState) error {
+		mu.Lock()
+		negotiated = append(negotiated, cs.NegotiatedProtocol)
+		mu.Unlock()
+		return nil
+	}
 	b, err := broker.Start(broker.Options{Addr: "127.0.0.1:0", TLSAddr: "127.0.0.1:0", ServiceUser: mqtttest.ServiceUser, ServicePassword: mqtttest.ServicePassword,
-		Logger: zerolog.Nop(), TLS: &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert,
-			NextProtos: []string{agent.ALPNProtocol},
-			VerifyConnection: func(cs tls.ConnectionState) error {
-				mu.Lock()
-				negotiated = append(negotiated, cs.NegotiatedProtocol)
-				mu.Unlock()
-				return nil
-			}}})
+		Logger: zerolog.Nop(), TLS: serverTLS})
 	require.NoError(t, err)
 	t.Cleanup(func() { b.Close() })
 
@@ -113,8 +54,9 @@ func TestAgentMutualTLSWithALPN(t *testing.T) {
 	require.NoError(t, err)
 
 	newAgent := func(certCN string, log zerolog.Logger) *agent.Agent {
-		cert, key := ca.issue(certCN, false)
-		tc, err := agent.TLSFiles{CAFile: filepath.Join(ca.dir, "ca.pem"), CertFile: cert, KeyFile: key, ALPN: true}.Config()
+		cert, key, err := ca.IssueFiles(t.TempDir(), certCN, false)
+		require.NoError(t, err)
+		tc, err := agent.TLSFiles{CAFile: ca.CertFile(), CertFile: cert, KeyFile: key, ALPN: true}.Config()
 		require.NoError(t, err)
 		a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: b.TLSURL(), TLS: tc, StateDir: t.TempDir(),
 			InitialVersion: "1.0.0", RequestTimeout: 2 * time.Second, Installer: fleet.SimulatedInstaller(0, nil), Logger: log})

@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +33,7 @@ import (
 	"github.com/otaflow/otaflow/internal/greengrass"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/pki"
 	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/rolloutworker"
@@ -48,10 +51,14 @@ type Options struct {
 	TemporalPort     int
 	UIPort           int // -1: no web UI
 	MQTTAddr         string
-	JobsAddr         string
-	Region           string
-	AccessKeyID      string
-	SecretAccessKey  string
+	// MQTTTLSAddr is the broker's mutual-TLS listener: devices present a certificate from the
+	// stack's local CA (DataDir/pki) whose common name is their thing name. The plain
+	// MQTTAddr listener takes the thing name from the client ID: for local use only.
+	MQTTTLSAddr     string
+	JobsAddr        string
+	Region          string
+	AccessKeyID     string
+	SecretAccessKey string
 	// NoWorker leaves the rollout worker out (run `worker` separately).
 	NoWorker bool
 	Logger   zerolog.Logger
@@ -66,6 +73,8 @@ type Stack struct {
 	JobsURL  string
 	Client   client.Client
 	IoT      *iot.Client
+	// CA is the local certificate authority that issues device certificates.
+	CA *pki.CA
 	// Catalog is the component catalog deployments resolve against.
 	Catalog *components.Catalog
 	// DeviceInstaller, when set before StartDevices, gives each simulated device a real
@@ -108,6 +117,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if o.JobsAddr == "" {
 		o.JobsAddr = "127.0.0.1:0"
 	}
+	if o.MQTTTLSAddr == "" {
+		o.MQTTTLSAddr = "127.0.0.1:0"
+	}
 	log := o.Logger
 	s := &Stack{opts: o}
 	defer func() {
@@ -142,15 +154,26 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 
 	servicePassword := randomSecret()
 	s.servicePassword = servicePassword
+	if s.CA, err = pki.Open(filepath.Join(o.DataDir, "pki")); err != nil {
+		return nil, err
+	}
+	tlsHost, _, _ := net.SplitHostPort(o.MQTTTLSAddr)
+	serverTLS, err := s.CA.ServerTLS(uniq("127.0.0.1", "localhost", tlsHost)...)
+	if err != nil {
+		return nil, err
+	}
 	s.brokerOpts = broker.Options{
-		Addr: o.MQTTAddr, ServiceUser: cliconfig.DefaultMQTTServiceUser, ServicePassword: servicePassword,
+		Addr: o.MQTTAddr, TLSAddr: o.MQTTTLSAddr, TLS: serverTLS,
+		ServiceUser: cliconfig.DefaultMQTTServiceUser, ServicePassword: servicePassword,
 		Logger: log.With().Str("component", "broker").Logger(),
 	}
 	s.Broker, err = broker.Start(s.brokerOpts)
 	if err != nil {
 		return nil, err
 	}
-	s.brokerOpts.Addr = s.Broker.Addr() // a restart comes back on the same port
+	// A restart comes back on the same ports.
+	s.brokerOpts.Addr = s.Broker.Addr()
+	s.brokerOpts.TLSAddr = strings.TrimPrefix(s.Broker.TLSURL(), "ssl://")
 
 	jlog := log.With().Str("component", "jobs").Logger()
 	s.Jobs, err = jobs.Open(jobs.Options{Path: filepath.Join(o.DataDir, "jobs.db"), Region: o.Region, Logger: jlog})
@@ -343,4 +366,18 @@ func (s *Stack) Close() {
 	if s.Temporal != nil {
 		s.Temporal.Stop()
 	}
+}
+
+// uniq drops empty and repeated hosts.
+func uniq(hosts ...string) []string {
+	var out []string
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); h == "" || (ip != nil && ip.IsUnspecified()) || slices.Contains(out, h) {
+			continue
+		}
+		{
+			out = append(out, h)
+		}
+	}
+	return out
 }

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/otaflow/otaflow/internal/broker"
+	"github.com/otaflow/otaflow/internal/pki"
+)
+
+// deviceCertCmd issues a device certificate from the local stack's CA.
+func deviceCertCmd() *cobra.Command {
+	var dataDir, thing, out string
+	cmd := &cobra.Command{
+		Use:   "device-cert",
+		Short: "Issue a device certificate from the local stack's CA (its common name is the thing name)",
+		Long: `The local stack's broker (starter dev, starter demo) takes a device's identity from its
+certificate on the mutual-TLS listener, as AWS IoT Core does: the certificate's common name is
+the thing name, and the device may use only that thing's topics. This writes <thing>.crt and
+<thing>.key (mode 0600) for the agent's --cert and --key; its --ca is <data-dir>/pki/ca.pem.`,
+		Example: "  starter device-cert --thing my-device --out /tmp/my-device",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !broker.ValidThingName(thing) {
+				return fmt.Errorf("--thing %q is not a thing name (1-128 of a-z A-Z 0-9 : _ -)", thing)
+			}
+			ca, err := pki.Open(filepath.Join(dataDir, "pki"))
+			if err != nil {
+				return err
+			}
+			cert, key, err := ca.IssueFiles(out, thing, false)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "wrote %s and %s (secret); the broker's CA is %s\n", cert, key, ca.CertFile())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", ".otaflow", "the local stack's data directory (its CA is in pki/)")
+	cmd.Flags().StringVar(&thing, "thing", "", "the thing name the certificate is for (required)")
+	cmd.Flags().StringVar(&out, "out", ".", "directory to write the certificate and key to")
+	return cmd
+}
