@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -13,7 +14,7 @@ import (
 
 // deviceCertCmd issues a device certificate from the local stack's CA.
 func deviceCertCmd() *cobra.Command {
-	var dataDir, thing, out string
+	var dataDir, thing, out, brokerHost string
 	cmd := &cobra.Command{
 		Use:   "device-cert",
 		Short: "Issue a device certificate from the local stack's CA (its common name is the thing name)",
@@ -21,14 +22,33 @@ func deviceCertCmd() *cobra.Command {
 certificate on the mutual-TLS listener, as AWS IoT Core does: the certificate's common name is
 the thing name, and the device may use only that thing's topics. This writes <thing>.crt and
 <thing>.key (mode 0600) for the agent's --cert and --key; its --ca is <data-dir>/pki/ca.pem.`,
-		Example: "  starter device-cert --thing my-device --out /tmp/my-device",
+		Example: "  starter device-cert --thing my-device --out /tmp/my-device\n  starter device-cert --broker-host mqtt.example.com --out deploy/certs   # mosquitto's server certificate",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !broker.ValidThingName(thing) {
-				return fmt.Errorf("--thing %q is not a thing name (1-128 of a-z A-Z 0-9 : _ -)", thing)
-			}
 			ca, err := pki.Open(filepath.Join(dataDir, "pki"))
 			if err != nil {
 				return err
+			}
+			if brokerHost != "" {
+				cert, key, err := ca.IssueFiles(out, "server", true, brokerHost)
+				if err != nil {
+					return err
+				}
+				caOut := filepath.Join(out, "ca.pem")
+				raw, err := os.ReadFile(ca.CertFile())
+				if err == nil {
+					err = os.WriteFile(caOut, raw, 0o644)
+				}
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(os.Stderr, "wrote %s, %s (secret) and %s for a broker at %s\n", cert, key, caOut, brokerHost)
+				return nil
+			}
+			if !broker.ValidThingName(thing) {
+				return fmt.Errorf("--thing %q is not a thing name (1-128 of a-z A-Z 0-9 : _ -)", thing)
+			}
+			if strings.HasPrefix(thing, broker.ReservedClientIDPrefix) {
+				return fmt.Errorf("--thing %q: names starting with %s are the jobs service's; a device certificate must not carry one", thing, broker.ReservedClientIDPrefix)
 			}
 			cert, key, err := ca.IssueFiles(out, thing, false)
 			if err != nil {
@@ -41,5 +61,6 @@ the thing name, and the device may use only that thing's topics. This writes <th
 	cmd.Flags().StringVar(&dataDir, "data-dir", ".otaflow", "the local stack's data directory (its CA is in pki/)")
 	cmd.Flags().StringVar(&thing, "thing", "", "the thing name the certificate is for (required)")
 	cmd.Flags().StringVar(&out, "out", ".", "directory to write the certificate and key to")
+	cmd.Flags().StringVar(&brokerHost, "broker-host", "", "instead, issue the broker's server certificate for this host name or IP (server.crt, server.key, ca.pem: what deploy/mosquitto expects)")
 	return cmd
 }

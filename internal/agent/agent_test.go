@@ -74,7 +74,7 @@ func runAgent(t *testing.T, a *agent.Agent) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-func startAgent(t *testing.T, url, dir string) (*agent.Agent, context.CancelFunc) {
+func startAgent(t *testing.T, b mqtttest.Broker, dir string) (*agent.Agent, context.CancelFunc) {
 	t.Helper()
 	// The job "d-fails" fails on this device, as the fleet simulator scripts it.
 	in := fleet.SimulatedInstaller(0, func(jobID string) fleet.Fault {
@@ -83,7 +83,7 @@ func startAgent(t *testing.T, url, dir string) (*agent.Agent, context.CancelFunc
 		}
 		return fleet.FaultNone
 	})
-	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: url, StateDir: dir, InitialVersion: "1.0.0", Installer: in, Logger: zerolog.Nop()})
+	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: b.DeviceURL, TLS: b.DeviceTLS(t, "dev-1"), StateDir: dir, InitialVersion: "1.0.0", Installer: in, Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -119,7 +119,7 @@ func TestAgentThroughBrokers(t *testing.T) {
 				require.NoError(t, err)
 			}
 			dir := t.TempDir()
-			a, stop := startAgent(t, b.URL, dir)
+			a, stop := startAgent(t, b, dir)
 
 			e := waitTerminal(t, svc, "a-update", "dev-1")
 			require.Equal(t, jobs.ExecSucceeded, e.Status)
@@ -140,7 +140,7 @@ func TestAgentThroughBrokers(t *testing.T) {
 
 			// The installed version survives a restart of the agent.
 			stop()
-			a2, _ := startAgent(t, b.URL, dir)
+			a2, _ := startAgent(t, b, dir)
 			require.Equal(t, "1.1.0", a2.InstalledVersion("core"))
 			_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "e-after-restart", Targets: []string{"dev-1"}, Document: doc(t, "1.3.0")})
 			require.NoError(t, err)
@@ -155,7 +155,7 @@ func TestAgentThroughBrokers(t *testing.T) {
 // types and an oversize payload; it keeps taking jobs.
 func TestAgentSurvivesMalformedMessages(t *testing.T) {
 	svc, b := jobsOverBroker(t)
-	a, _ := startAgent(t, b.URL, t.TempDir())
+	a, _ := startAgent(t, b, t.TempDir())
 
 	// Only the service may publish on a device's jobs topics; use its credentials.
 	c := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL).SetClientID("flood").

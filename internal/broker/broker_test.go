@@ -113,7 +113,7 @@ func TestBrokerLimits(t *testing.T) {
 		b := start(t)
 		t.Run(b.Name, func(t *testing.T) {
 			lost := make(chan error, 1)
-			dev := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL).SetClientID("dev-big").SetAutoReconnect(false).
+			dev := paho.NewClient(b.DeviceOptions(t, "dev-big", "dev-big").SetAutoReconnect(false).
 				SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err }))
 			require.True(t, dev.Connect().WaitTimeout(5*time.Second))
 			dev.Publish("$aws/things/dev-big/jobs/get", 0, false, make([]byte, 129<<10))
@@ -172,26 +172,35 @@ func TestServiceClientIDIsReserved(t *testing.T) {
 }
 
 // TestForgedReplyThroughClientID: a client whose ID embeds another thing's topic path
-// ("victim/jobs/j1") must neither read that thing's replies nor forge them. mosquitto with
-// the shipped ACL accepts the ID, so the ACL must hold; the embedded broker refuses the ID. The
-// jobs service's own reply reaches the victim (the subscription works), the forgery does not.
+// ("victim/jobs/j1") must neither read that thing's replies nor forge them. The embedded
+// broker refuses the ID; mosquitto with the shipped configuration takes the identity from the
+// thief's certificate instead (and a certificate named like the jobs service gets no more than
+// any device). The jobs service's own reply reaches the victim (the subscription works), the
+// forgery does not.
 func TestForgedReplyThroughClientID(t *testing.T) {
 	for _, start := range mqtttest.All() {
 		b := start(t)
 		t.Run(b.Name, func(t *testing.T) {
 			reply := "$aws/things/victim/jobs/j1/get/accepted"
 			got := make(chan string, 10)
-			victim := connect(t, b.URL, "victim", "", "")
+			victim := paho.NewClient(b.DeviceOptions(t, "victim", "victim").SetAutoReconnect(false))
+			require.True(t, victim.Connect().WaitTimeout(5*time.Second))
+			t.Cleanup(func() { victim.Disconnect(0) })
 			require.True(t, victim.Subscribe("$aws/things/victim/jobs/+/get/accepted", 1, func(_ paho.Client, m paho.Message) {
 				got <- string(m.Payload())
 			}).WaitTimeout(5*time.Second))
 
-			thief := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL).SetClientID("victim/jobs/j1").SetAutoReconnect(false))
+			thief := paho.NewClient(b.DeviceOptions(t, "victim/jobs/j1", "thief").SetAutoReconnect(false))
 			if tok := thief.Connect(); tok.WaitTimeout(5*time.Second) && tok.Error() == nil {
 				defer thief.Disconnect(0)
 				stolen := make(chan string, 10)
 				thief.Subscribe("$aws/things/victim/jobs/+/get/accepted", 0, func(_ paho.Client, m paho.Message) { stolen <- string(m.Payload()) }).WaitTimeout(5 * time.Second)
 				thief.Publish(reply, 0, false, `{"forged":true}`).WaitTimeout(5 * time.Second)
+				posing := paho.NewClient(b.DeviceOptions(t, "otaflow-jobs-service", mqtttest.ServiceUser).SetAutoReconnect(false))
+				if posing.Connect().WaitTimeout(5*time.Second) && posing.IsConnected() {
+					posing.Publish(reply, 0, false, `{"forged":"as the service"}`).WaitTimeout(5 * time.Second)
+					defer posing.Disconnect(0)
+				}
 				svc := connect(t, b.URL, "otaflow-jobs-service", mqtttest.ServiceUser, mqtttest.ServicePassword)
 				require.True(t, svc.Publish(reply, 1, false, `{"genuine":true}`).WaitTimeout(5*time.Second))
 				select {

@@ -52,7 +52,7 @@ func TestPresignedArtifactURLs(t *testing.T) {
 
 	b := mqtttest.Embedded(t)
 	servePlane(t, svc, b.URL, "dev-1")
-	dev := connectDevice(t, b.URL, "dev-1")
+	dev := connectDevice(t, b, "dev-1")
 	dev.subscribe("$aws/things/dev-1/jobs/#")
 	_, err := svc.CreateJob(jobs.CreateJobInput{JobID: "j", Targets: []string{"dev-1"},
 		Document: `{"url":"${aws:iot:s3-presigned-url:https://s3.amazonaws.com/releases/core/1.11.6.tar.gz}"}`,

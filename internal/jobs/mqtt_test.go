@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -28,10 +29,10 @@ type device struct {
 	msgs   []paho.Message
 }
 
-func connectDevice(t testing.TB, url, name string) *device {
+func connectDevice(t testing.TB, b mqtttest.Broker, name string) *device {
 	t.Helper()
 	d := &device{t: t, name: name}
-	d.client = paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(name).SetCleanSession(true))
+	d.client = paho.NewClient(b.DeviceOptions(t, name, name).SetCleanSession(true))
 	tok := d.client.Connect()
 	require.True(t, tok.WaitTimeout(10*time.Second))
 	require.NoError(t, tok.Error())
@@ -114,9 +115,9 @@ func TestMQTTJobsAPI(t *testing.T) {
 			defer svc.Close()
 			servePlane(t, svc, b.URL, "dev-1", "dev-2")
 
-			dev := connectDevice(t, b.URL, "dev-1")
+			dev := connectDevice(t, b, "dev-1")
 			require.EqualValues(t, 1, dev.subscribe("$aws/things/dev-1/jobs/#"))
-			other := connectDevice(t, b.URL, "dev-2")
+			other := connectDevice(t, b, "dev-2")
 			refused := other.subscribe("$aws/things/dev-1/jobs/#")
 			if b.Name == "embedded" {
 				// mosquitto grants the subscription but delivers nothing (checked at the end).
@@ -205,6 +206,14 @@ func TestBrokerRefusesServiceImpostor(t *testing.T) {
 			tok := c.Connect()
 			require.True(t, tok.WaitTimeout(10*time.Second))
 			require.Error(t, tok.Error())
+			if b.CA != nil {
+				// The device listener takes no client without a certificate from its CA.
+				c := paho.NewClient(paho.NewClientOptions().AddBroker(b.DeviceURL).SetClientID("dev-1").
+					SetTLSConfig(&tls.Config{RootCAs: b.CA.Pool()}).SetConnectRetry(false))
+				tok := c.Connect()
+				require.True(t, tok.WaitTimeout(10*time.Second))
+				require.Error(t, tok.Error(), "an anonymous device is refused")
+			}
 		})
 	}
 }
@@ -215,7 +224,7 @@ func TestMQTTTimeoutsAndRetries(t *testing.T) {
 		t.Run(b.Name, func(t *testing.T) {
 			svc, clock := openWithClock(t)
 			servePlane(t, svc, b.URL, "dev-1")
-			dev := connectDevice(t, b.URL, "dev-1")
+			dev := connectDevice(t, b, "dev-1")
 			dev.subscribe("$aws/things/dev-1/jobs/#")
 
 			_, err := svc.CreateJob(jobs.CreateJobInput{JobID: "j", Targets: []string{"dev-1"}, Document: `{}`,
@@ -278,7 +287,7 @@ func BenchmarkDeviceDescribeExecution(b *testing.B) {
 			servePlane(b, svc, br.URL(), things...)
 			_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "job-1", Targets: things, Document: `{"operation":"update"}`})
 			require.NoError(b, err)
-			dev := connectDevice(b, br.URL(), "dev-0")
+			dev := connectDevice(b, mqtttest.Broker{URL: br.URL(), DeviceURL: br.URL()}, "dev-0")
 			replies := make(chan []byte, 1)
 			require.True(b, dev.client.Subscribe("$aws/things/dev-0/jobs/job-1/get/+", 1, func(_ paho.Client, m paho.Message) {
 				replies <- m.Payload()
@@ -313,9 +322,9 @@ func TestFloodingThingLeavesOthersServed(t *testing.T) {
 				_, err := svc.CreateJob(jobs.CreateJobInput{JobID: fmt.Sprintf("j%02d", i), Targets: []string{"rogue"}, Document: `{}`})
 				require.NoError(t, err)
 			}
-			rogue := connectDevice(t, b.URL, "rogue")
+			rogue := connectDevice(t, b, "rogue")
 			require.EqualValues(t, 1, rogue.subscribe("$aws/things/rogue/jobs/#"))
-			dev := connectDevice(t, b.URL, "dev-1")
+			dev := connectDevice(t, b, "dev-1")
 			require.EqualValues(t, 1, dev.subscribe("$aws/things/dev-1/jobs/#"))
 
 			_, err := svc.CreateJob(jobs.CreateJobInput{JobID: "j12", Targets: []string{"rogue"}, Document: `{}`})

@@ -5,6 +5,7 @@ package mqtttest
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -15,9 +16,11 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/rs/zerolog"
 
 	"github.com/otaflow/otaflow/internal/broker"
+	"github.com/otaflow/otaflow/internal/pki"
 )
 
 // ServiceUser and ServicePassword are the jobs service's broker credentials in tests.
@@ -29,7 +32,34 @@ const (
 // Broker is a started broker.
 type Broker struct {
 	Name string
-	URL  string
+	// URL is where the jobs service connects (with ServiceUser and ServicePassword).
+	URL string
+	// DeviceURL is where devices connect: on mosquitto the mutual-TLS listener, where a
+	// device's identity is its certificate (issued by CA); on the embedded broker, URL.
+	DeviceURL string
+	CA        *pki.CA
+}
+
+// DeviceTLS is the TLS configuration of a device whose certificate names cn; nil on a broker
+// without a TLS device listener.
+func (b Broker) DeviceTLS(t testing.TB, cn string) *tls.Config {
+	if b.CA == nil {
+		return nil
+	}
+	c, err := b.CA.ClientTLS(cn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// DeviceOptions are a device's paho options: its client ID, and a certificate naming cn.
+func (b Broker) DeviceOptions(t testing.TB, clientID, cn string) *paho.ClientOptions {
+	o := paho.NewClientOptions().AddBroker(b.DeviceURL).SetClientID(clientID)
+	if c := b.DeviceTLS(t, cn); c != nil {
+		o.SetTLSConfig(c)
+	}
+	return o
 }
 
 // All returns a starter for each broker kind, for table tests.
@@ -45,7 +75,7 @@ func Embedded(t testing.TB) Broker {
 		t.Fatalf("start embedded broker: %v", err)
 	}
 	t.Cleanup(func() { b.Close() })
-	return Broker{Name: "embedded", URL: b.URL()}
+	return Broker{Name: "embedded", URL: b.URL(), DeviceURL: b.URL()}
 }
 
 func repoFile(rel string) string {
@@ -53,27 +83,54 @@ func repoFile(rel string) string {
 	return filepath.Join(filepath.Dir(here), "..", "..", rel)
 }
 
-// shippedSettings is deploy/mosquitto/mosquitto.conf without what a test sets itself (the
-// listener, files, persistence and logging), so tests run with the shipped limits.
-func shippedSettings(t testing.TB) string {
+// shippedConfig is deploy/mosquitto/mosquitto.conf as shipped, with only its two listeners'
+// ports, the file paths, persistence and logging rewritten for a test.
+func shippedConfig(t testing.TB, devicePort, servicePort int, certs map[string]string, passwd string) string {
 	data, err := os.ReadFile(repoFile("deploy/mosquitto/mosquitto.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out strings.Builder
+	out.WriteString("user root\n")
 	for _, line := range strings.Split(string(data), "\n") {
-		switch f := strings.Fields(line); {
+		f := strings.Fields(line)
+		switch {
 		case len(f) == 0 || strings.HasPrefix(f[0], "#"):
-		case f[0] == "listener" || f[0] == "allow_anonymous" || f[0] == "password_file" || f[0] == "acl_file" ||
-			strings.HasPrefix(f[0], "persistence") || strings.HasPrefix(f[0], "log_"):
-		default:
-			out.WriteString(line + "\n")
+			continue
+		case f[0] == "listener" && f[1] == "8883":
+			line = fmt.Sprintf("listener %d 127.0.0.1", devicePort)
+		case f[0] == "listener" && f[1] == "1883":
+			line = fmt.Sprintf("listener %d 127.0.0.1", servicePort)
+		case f[0] == "cafile" || f[0] == "certfile" || f[0] == "keyfile":
+			line = f[0] + " " + certs[f[0]]
+		case f[0] == "acl_file":
+			line = "acl_file " + repoFile("deploy/mosquitto/"+filepath.Base(f[1]))
+		case f[0] == "password_file":
+			line = "password_file " + passwd
+		case f[0] == "persistence":
+			line = "persistence false"
+		case f[0] == "persistence_location":
+			continue
+		case f[0] == "log_dest":
+			line = "log_dest stderr"
 		}
+		out.WriteString(line + "\n")
 	}
 	return out.String()
 }
 
-// Mosquitto starts Debian's mosquitto with deploy/mosquitto/acl and the shipped limits. It
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Mosquitto starts Debian's mosquitto with the shipped configuration: devices on a mutual-TLS
+// listener whose certificates (from the broker's CA) are their identity, the jobs service on a
+// password listener. It
 // fails (never skips) when mosquitto is missing: `make deps` installs it.
 func Mosquitto(t testing.TB) Broker {
 	t.Helper()
@@ -86,21 +143,17 @@ func Mosquitto(t testing.TB) Broker {
 	if out, err := exec.Command("mosquitto_passwd", "-c", "-b", passwd, ServiceUser, ServicePassword).CombinedOutput(); err != nil {
 		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ca, err := pki.Open(filepath.Join(dir, "ca"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	certFile, keyFile, err := ca.IssueFiles(filepath.Join(dir, "ca"), "mosquitto", true, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	devicePort, port := freePort(t), freePort(t)
 	conf := filepath.Join(dir, "mosquitto.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf(`listener %d 127.0.0.1
-allow_anonymous true
-password_file %s
-acl_file %s
-persistence false
-user root
-log_dest stderr
-%s`, port, passwd, repoFile("deploy/mosquitto/acl"), shippedSettings(t))), 0o600)
+	os.WriteFile(conf, []byte(shippedConfig(t, devicePort, port, map[string]string{"cafile": ca.CertFile(), "certfile": certFile, "keyfile": keyFile}, passwd)), 0o600)
 	cmd := exec.Command(bin, "-c", conf)
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -117,18 +170,20 @@ log_dest stderr
 			}
 		}
 	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	addr, deviceAddr := fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", devicePort)
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
+	for _, a := range []string{addr, deviceAddr} {
+		for {
+			c, err := net.Dial("tcp", a)
+			if err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("mosquitto did not listen on %s: %s", a, logs.String())
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto did not listen on %s: %s", addr, logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
-	return Broker{Name: "mosquitto", URL: "tcp://" + addr}
+	return Broker{Name: "mosquitto", URL: "tcp://" + addr, DeviceURL: "ssl://" + deviceAddr, CA: ca}
 }
