@@ -13,12 +13,14 @@ demo:
 	$(GO) run ./starter demo --devices 50
 
 # deps installs what the tests need beyond Go: Debian's mosquitto (a real broker to test
-# against), the AWS CLI and docker-compose (to validate docker-compose.yml without an engine).
+# against), the AWS CLI, docker-compose (to validate docker-compose.yml without an engine) and
+# systemd's systemd-analyze (to rate the agent unit's sandbox).
 deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	[ -x /usr/bin/aws ] || missing="$$missing awscli"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
