@@ -454,7 +454,7 @@ func (a *Agent) processNext(ctx context.Context) (bool, error) {
 				e.VersionNumber = st.ExecutionState.VersionNumber
 			}
 		}
-		return true, a.process(ctx, e)
+		return true, a.processOrFail(ctx, e)
 	}
 	return false, nil
 }
@@ -462,9 +462,12 @@ func (a *Agent) processNext(ctx context.Context) (bool, error) {
 func (a *Agent) setState(change func(*State)) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	before := a.state.clone()
 	change(a.state)
 	if err := saveStateSync(a.cfg.StateDir, a.state, !a.cfg.NoSync); err != nil {
-		return fmt.Errorf("write agent state: %w", err)
+		// What is in memory stays what is on disk: the change did not happen.
+		*a.state = before
+		return &stateWriteError{dir: a.cfg.StateDir, err: err}
 	}
 	if a.cfg.OnStateChange != nil {
 		a.cfg.OnStateChange(a.state.clone())

@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -33,6 +34,14 @@ func TestAgentCrashChild(t *testing.T) {
 		Installer: &agent.SlotInstaller{Root: os.Getenv("CRASH_ROOT"), Trust: trust, Env: []string{"INVOCATION_ID=crash"}}}
 	if ready, ok := agent.ProbeReady(); ok {
 		cfg.ProbeReady = ready
+	}
+	if full := os.Getenv("FULL_AT"); full != "" {
+		// The state directory's file system fills up once the update reaches this step.
+		cfg.OnStateChange = func(st agent.State) {
+			if string(st.Step) == full {
+				fillDisk(filepath.Join(os.Getenv("CRASH_STATE"), "filler"))
+			}
+		}
 	}
 	if at, _ := strconv.Atoi(os.Getenv("CRASH_AT")); at > 0 {
 		// Die like a power cut right after the at-th state change reaches the disk.
@@ -207,4 +216,61 @@ func TestAgentKilledAtEveryState(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, installed, e.StatusDetails["installedVersion"], "killed at %s", state)
 	}
+}
+
+// fillDisk writes path until its file system has no space left.
+func fillDisk(path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			return
+		}
+	}
+}
+
+// TestFullStateDiskEndsFailed: the file system under the agent's state directory fills up
+// in the middle of an update, after the switch. The job ends FAILED at once, saying so, with
+// the device switched back to the version it ran, rather than IN_PROGRESS until it times out.
+// The state directory is a small tmpfs in the agent's own mount namespace (unshare -m).
+func TestFullStateDiskEndsFailed(t *testing.T) {
+	ir := newInstallRig(t)
+	root, state := t.TempDir(), t.TempDir()
+	core := slots.Slots{Root: filepath.Join(root, "core")}
+	require.NoError(t, os.MkdirAll(core.Dir("1.0.0"), 0o755))
+	require.NoError(t, core.Switch("1.0.0"))
+	require.NoError(t, os.WriteFile(filepath.Join(state, "state.json"), []byte(`{"installed":{"core":{"version":"1.0.0"}}}`), 0o600))
+	trust := ir.trust()
+	unshare := []string{"unshare", "-m"}
+	if os.Getuid() != 0 {
+		unshare = []string{"unshare", "-r", "-m"} // a user namespace lets an unprivileged user mount
+	}
+	script := `mount -t tmpfs -o size=256k tmpfs "$CRASH_STATE" && cp "$STATE_SEED" "$CRASH_STATE/state.json" && exec "$0" -test.run '^TestAgentCrashChild$' -test.count=1`
+	seed := filepath.Join(t.TempDir(), "state.json")
+	require.NoError(t, os.Rename(filepath.Join(state, "state.json"), seed))
+	cmd := exec.Command(unshare[0], append(unshare[1:], "sh", "-c", script, os.Args[0])...)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	cmd.Env = append(os.Environ(), crashEnv+"=1", "FULL_AT=switched", "STATE_SEED="+seed, "CRASH_TUF_URL="+trust.MetadataURL,
+		"CRASH_TUF_ROOT="+string(trust.TrustedRoot), "CRASH_BROKER="+ir.brokerURL, "CRASH_STATE="+state, "CRASH_ROOT="+root)
+	require.NoError(t, cmd.Start(), "unshare (util-linux) runs the agent with its own tmpfs")
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("agent:\n%s", tail(logs.String(), 6000))
+		}
+	})
+	ir.create("full-disk", "2.0.0", ir.artifact("2.0.0", "true"), 0)
+	e := waitTerminal(t, ir.svc, "full-disk", "dev-1")
+	require.Equal(t, jobs.ExecFailed, e.Status, "%s", logs.String())
+	require.Contains(t, e.StatusDetails["reason"], "cannot write its state")
+	require.Contains(t, e.StatusDetails["reason"], "no space left on device")
+	require.Contains(t, e.StatusDetails["reason"], "switched back to 1.0.0")
+	require.Equal(t, "1.0.0", e.StatusDetails["installedVersion"])
+	require.Equal(t, "1.0.0", core.Current(), "the device runs the version it ran before")
 }

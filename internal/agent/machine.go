@@ -33,6 +33,50 @@ func (e *execution) note(k, v string) {
 	e.notes[k] = v
 }
 
+// processOrFail processes e; when the state directory cannot be written (a full disk), the
+// job ends FAILED, with the device switched back to the version it ran if the update had got
+// that far, rather than being retried in vain until it times out.
+func (a *Agent) processOrFail(ctx context.Context, e *execution) error {
+	err := a.process(ctx, e)
+	var se *stateWriteError
+	if !errors.As(err, &se) || !se.unwritable() || ctx.Err() != nil {
+		return err
+	}
+	reason := fmt.Sprintf("the agent cannot write its state in %s (%v): free space there, then retry the job", se.dir, se.err)
+	details := map[string]string{}
+	if doc, perr := jobdoc.Parse(e.JobDocument); perr == nil && doc.SoftwareToUpdate != jobdoc.SoftwareComponents {
+		a.mu.Lock()
+		cur := a.state.Installed[doc.SoftwareToUpdate] // the last state on disk: before this job
+		a.mu.Unlock()
+		in := a.cfg.Installer
+		if active := in.Active(doc.SoftwareToUpdate); active != "" && active != cur.Version {
+			u := &Update{JobID: e.JobID, Thing: a.cfg.ThingName, Doc: doc, From: cur, Report: func(context.Context, Step, map[string]string) error { return nil }}
+			if rerr := in.Rollback(ctx, u); rerr != nil {
+				reason += fmt.Sprintf("; switching back to %s failed: %v", cur.Version, rerr)
+			} else {
+				reason += "; switched back to " + cmp.Or(cur.Version, "what ran before")
+			}
+		}
+		details["installedVersion"] = cur.Version
+	}
+	details["reason"] = reason
+	a.log.Error().Str("job", e.JobID).Msg(reason)
+	_, rerr := a.request(ctx, iotjobs.UpdateSuffix(e.JobID), &iotjobs.UpdateRequest{Status: iotjobs.StatusFailed, StatusDetails: details, ExpectedVersion: e.VersionNumber})
+	var rej *iotjobs.ErrorReply
+	if errors.As(rerr, &rej) && rej.Code == iotjobs.CodeTerminalStateReached {
+		rerr = nil
+	}
+	if rerr != nil {
+		return fmt.Errorf("report FAILED: %w", rerr)
+	}
+	// The disk still holds the step this job reached; in memory the agent is idle, and a
+	// restart finds the job ended and leaves it.
+	a.mu.Lock()
+	a.state.CurrentJob, a.state.Step = "", StepIdle
+	a.mu.Unlock()
+	return nil
+}
+
 func (a *Agent) process(ctx context.Context, e *execution) error {
 	log := a.log.With().Str("job", e.JobID).Logger()
 	doc, err := jobdoc.Parse(e.JobDocument)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -104,4 +105,19 @@ func writeFileAtomic(path string, data []byte, sync bool) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// stateWriteError is a state change that did not reach the disk.
+type stateWriteError struct {
+	dir string
+	err error
+}
+
+func (e *stateWriteError) Error() string { return "write agent state: " + e.err.Error() }
+func (e *stateWriteError) Unwrap() error { return e.err }
+
+// unwritable reports whether the state directory cannot take writes at all (full, over
+// quota, read-only): retrying the job would not help.
+func (e *stateWriteError) unwritable() bool {
+	return errors.Is(e.err, syscall.ENOSPC) || errors.Is(e.err, syscall.EDQUOT) || errors.Is(e.err, syscall.EROFS)
 }
