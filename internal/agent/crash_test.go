@@ -267,7 +267,7 @@ func TestFullStateDiskEndsFailed(t *testing.T) {
 	})
 	ir.create("full-disk", "2.0.0", ir.artifact("2.0.0", "true"), 0)
 	e := waitTerminal(t, ir.svc, "full-disk", "dev-1")
-	require.Equal(t, jobs.ExecFailed, e.Status, "%s", logs.String())
+	require.Equal(t, jobs.ExecFailed, e.Status, e.StatusDetails["reason"])
 	require.Contains(t, e.StatusDetails["reason"], "cannot write its state")
 	require.Contains(t, e.StatusDetails["reason"], "no space left on device")
 	require.Contains(t, e.StatusDetails["reason"], "switched back to 1.0.0")

@@ -219,6 +219,15 @@ func TestForgedReplyThroughClientID(t *testing.T) {
 			} else {
 				require.Equal(t, "embedded", b.Name, "only the embedded broker refuses the client ID")
 			}
+			if b.CA != nil {
+				// Session takeover: another device's certificate with the victim's client ID.
+				// mosquitto names the session after the certificate, so the victim stays.
+				taker := paho.NewClient(b.DeviceOptions(t, "victim", "thief").SetAutoReconnect(false))
+				require.True(t, taker.Connect().WaitTimeout(5*time.Second))
+				defer taker.Disconnect(0)
+				time.Sleep(300 * time.Millisecond)
+				require.True(t, victim.IsConnectionOpen(), "a device with another's client ID took its session over")
+			}
 		})
 	}
 }
