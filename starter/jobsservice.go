@@ -15,6 +15,7 @@ import (
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/greengrass"
 	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/pki"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/temporalconf"
 	"github.com/otaflow/otaflow/internal/tlog"
@@ -26,6 +27,8 @@ func jobsServiceCmd() *cobra.Command {
 		mqttUser, mqttPassword, region       string
 		accessKey, secretKey, logLevel, acct string
 		publicURL                            string
+		tlsAddr, tlsCert, tlsKey, tlsCA      string
+		plainDevices                         bool
 		tc                                   temporalconf.Temporal
 	)
 	cmd := &cobra.Command{
@@ -57,7 +60,19 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 				"mqttPassword": mqttPassword, "region": region, "accessKeyId": accessKey, "secretAccessKey": secretKey, "publicURL": publicURL,
 			})
 			if brokerURL == "" {
-				b, err := broker.Start(broker.Options{Addr: mqttAddr, ServiceUser: mqttUser, ServicePassword: mqttPassword, Logger: log})
+				bo := broker.Options{Addr: mqttAddr, ServiceUser: mqttUser, ServicePassword: mqttPassword, Logger: log}
+				switch {
+				case tlsCert != "" || tlsKey != "" || tlsCA != "":
+					if bo.TLS, err = pki.ServerTLSFiles(tlsCert, tlsKey, tlsCA); err != nil {
+						return err
+					}
+					bo.TLSAddr, bo.DevicesOnTLSOnly = tlsAddr, !plainDevices
+				case !plainDevices:
+					return errors.New("the embedded broker needs --mqtt-tls-cert, --mqtt-tls-key and --mqtt-tls-ca: devices prove who they are with certificates " +
+						"(the CA's, common name = thing name; `starter device-cert` issues them from a local CA). " +
+						"--insecure-plain-devices lets the client ID a device sends be its identity instead: only on a network where every client is trusted")
+				}
+				b, err := broker.Start(bo)
 				if err != nil {
 					return err
 				}
@@ -107,7 +122,12 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 	f.StringVar(&dataDir, "data-dir", ".otaflow", "where the jobs database lives")
 	f.StringVar(&addr, "jobs-addr", "127.0.0.1:4566", "REST listen address")
 	f.StringVar(&brokerURL, "broker", "", "external MQTT broker URL; empty runs the embedded broker")
-	f.StringVar(&mqttAddr, "mqtt-addr", cliconfig.DefaultMQTTAddr, "embedded broker listen address")
+	f.StringVar(&mqttAddr, "mqtt-addr", cliconfig.DefaultMQTTAddr, "embedded broker's plain listen address (the service itself; devices only with --insecure-plain-devices)")
+	f.StringVar(&tlsAddr, "mqtt-tls-addr", ":8883", "embedded broker's mutual-TLS listen address for devices")
+	f.StringVar(&tlsCert, "mqtt-tls-cert", "", "embedded broker's server certificate (PEM)")
+	f.StringVar(&tlsKey, "mqtt-tls-key", "", "its private key (PEM)")
+	f.StringVar(&tlsCA, "mqtt-tls-ca", "", "CA that signs device certificates (PEM); a certificate's common name is the thing name")
+	f.BoolVar(&plainDevices, "insecure-plain-devices", false, "let devices connect to the plain listener with their client ID as identity (trusted networks only)")
 	f.StringVar(&mqttUser, "mqtt-user", cliconfig.DefaultMQTTServiceUser, "the service's MQTT user name")
 	f.StringVar(&mqttPassword, "mqtt-password", "", "the service's MQTT password (required)")
 	f.StringVar(&region, "region", cliconfig.DefaultRegion, "region in ARNs and signatures")
@@ -119,7 +139,8 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 	for flag, env := range map[string]string{"data-dir": "OTAFLOW_DATA_DIR", "jobs-addr": "OTAFLOW_JOBS_ADDR", "broker": "OTAFLOW_BROKER",
 		"mqtt-addr": "OTAFLOW_MQTT_ADDR", "mqtt-user": "OTAFLOW_MQTT_USER", "mqtt-password": "OTAFLOW_MQTT_PASSWORD", "region": "AWS_REGION",
 		"account": "OTAFLOW_ACCOUNT", "access-key-id": "OTAFLOW_ACCESS_KEY_ID", "secret-access-key": "OTAFLOW_SECRET_ACCESS_KEY",
-		"log-level": "OTAFLOW_LOG_LEVEL", "public-url": "OTAFLOW_PUBLIC_URL"} {
+		"log-level": "OTAFLOW_LOG_LEVEL", "public-url": "OTAFLOW_PUBLIC_URL", "mqtt-tls-addr": "OTAFLOW_MQTT_TLS_ADDR",
+		"mqtt-tls-cert": "OTAFLOW_MQTT_TLS_CERT", "mqtt-tls-key": "OTAFLOW_MQTT_TLS_KEY", "mqtt-tls-ca": "OTAFLOW_MQTT_TLS_CA"} {
 		cliconfig.Env(f, flag, env)
 	}
 	tc.Bind(f)

@@ -36,6 +36,9 @@ type Options struct {
 	// ALPN x-amzn-mqtt-ca): a device's certificate common name must be its client ID.
 	TLSAddr string
 	TLS     *tls.Config
+	// DevicesOnTLSOnly refuses devices on the plain listener, which then serves only the jobs
+	// service: a device's identity is its certificate, never a client ID it chose.
+	DevicesOnTLSOnly bool
 	// PublishesPerSecond and BytesPerSecond cap each device connection's inbound publishes,
 	// as AWS IoT Core does (100 publishes and 512 KiB per second per connection; 0 means
 	// those). Excess publishes are dropped, so a runaway device can neither starve the fleet's
@@ -177,7 +180,7 @@ func Start(o Options) (*Broker, error) {
 	if o.DevicePayloadBytes == 0 {
 		o.DevicePayloadBytes = 16 * 1024
 	}
-	hook := &policyHook{user: []byte(o.ServiceUser), pass: []byte(o.ServicePassword), log: o.Logger,
+	hook := &policyHook{user: []byte(o.ServiceUser), pass: []byte(o.ServicePassword), log: o.Logger, tlsOnly: o.DevicesOnTLSOnly,
 		rate: o.PublishesPerSecond, byteRate: o.BytesPerSecond, maxPacket: int(o.MaxPacketBytes), maxPayload: o.DevicePayloadBytes}
 	if err := srv.AddHook(hook, nil); err != nil {
 		ln.Close(nil)
@@ -255,6 +258,7 @@ type policyHook struct {
 	maxPacket  int
 	maxPayload int
 	limiters   sync.Map // *mqtt.Client → *limits
+	tlsOnly    bool
 }
 
 // limits are one connection's publish budgets.
@@ -318,6 +322,9 @@ func (h *policyHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 			h.log.Warn().Str("client", cl.ID).Msg("MQTT connect refused: the device certificate's common name is not the client ID")
 			return false
 		}
+	} else if h.tlsOnly {
+		h.log.Warn().Str("client", cl.ID).Msg("MQTT connect refused: devices connect with their certificate on the TLS listener")
+		return false
 	}
 	return true
 }

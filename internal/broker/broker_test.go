@@ -14,6 +14,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/broker"
 	"github.com/otaflow/otaflow/internal/mqtttest"
+	"github.com/otaflow/otaflow/internal/pki"
 )
 
 func connect(t *testing.T, url, id, user, pass string) paho.Client {
@@ -230,4 +231,30 @@ func TestForgedReplyThroughClientID(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDevicesOnTLSOnly: with DevicesOnTLSOnly (the jobs service's embedded broker in
+// production) a device may not connect on the plain listener, where only the client ID would
+// name it; the service may, and a device with its certificate connects on the TLS listener.
+func TestDevicesOnTLSOnly(t *testing.T) {
+	ca, err := pki.Open(t.TempDir())
+	require.NoError(t, err)
+	serverTLS, err := ca.ServerTLS("127.0.0.1")
+	require.NoError(t, err)
+	b, err := broker.Start(broker.Options{Addr: "127.0.0.1:0", TLSAddr: "127.0.0.1:0", TLS: serverTLS, DevicesOnTLSOnly: true,
+		ServiceUser: "svc", ServicePassword: "pw", Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	defer b.Close()
+	connect(t, b.URL(), "service", "svc", "pw")
+	plain := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("dev-1").SetAutoReconnect(false).SetConnectRetry(false))
+	tok := plain.Connect()
+	require.True(t, tok.WaitTimeout(5*time.Second))
+	require.Error(t, tok.Error(), "a device on the plain listener is refused")
+	devTLS, err := ca.ClientTLS("dev-1")
+	require.NoError(t, err)
+	dev := paho.NewClient(paho.NewClientOptions().AddBroker(b.TLSURL()).SetClientID("dev-1").SetTLSConfig(devTLS).SetAutoReconnect(false))
+	tok = dev.Connect()
+	require.True(t, tok.WaitTimeout(5*time.Second))
+	require.NoError(t, tok.Error())
+	dev.Disconnect(0)
 }

@@ -178,3 +178,24 @@ func (ca *CA) ClientTLS(thing string) (*tls.Config, error) {
 	}
 	return &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}, nil
 }
+
+// ServerTLSFiles is a broker's mutual-TLS configuration from files: its certificate and key,
+// and the CA whose client certificates it accepts.
+func ServerTLSFiles(certFile, keyFile, caFile string) (*tls.Config, error) {
+	if certFile == "" || keyFile == "" || caFile == "" {
+		return nil, errors.New("the broker's TLS listener needs its certificate, its key and the CA of device certificates")
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load the broker's certificate %s and key %s: %w", certFile, keyFile, err)
+	}
+	raw, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("read the device CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(raw) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}, nil
+}

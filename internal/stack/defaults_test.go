@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,4 +44,8 @@ func TestNoSecretInHelpAndNoDefaultKey(t *testing.T) {
 		"jobs-service", "--data-dir", dir, "--jobs-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0")
 	require.Error(t, err)
 	require.Contains(t, out, "the development key every copy of otaflow knows")
+	out, err = run([]string{"OTAFLOW_MQTT_PASSWORD=pw", "OTAFLOW_ACCESS_KEY_ID=fleet", "OTAFLOW_SECRET_ACCESS_KEY=" + strings.Repeat("k", 32)},
+		"jobs-service", "--data-dir", dir, "--jobs-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0")
+	require.Error(t, err)
+	require.Contains(t, out, "the embedded broker needs --mqtt-tls-cert, --mqtt-tls-key and --mqtt-tls-ca", "devices are not named by their client ID by default")
 }
