@@ -144,7 +144,7 @@ func createSoftwareUpdateJobCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				res, err := rolloutclient.WaitForJob(ctx, c, rolloutID, time.Minute)
+				res, err := rolloutclient.WaitForJob(ctx, c, rolloutID, tc.TaskQueue, time.Minute)
 				if err != nil && req.Window == nil {
 					return err
 				}

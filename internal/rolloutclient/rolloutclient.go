@@ -3,12 +3,15 @@
 package rolloutclient
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
+	failurepb "go.temporal.io/api/failure/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
@@ -76,24 +79,73 @@ func Status(ctx context.Context, c client.Client, rolloutID string) (workflows.R
 	return res, v.Get(&res)
 }
 
-// WaitForJob polls the status query until the rollout has created its IoT job or ended.
-func WaitForJob(ctx context.Context, c client.Client, rolloutID string, timeout time.Duration) (workflows.RolloutResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+// WaitForJob polls the status query until the rollout has created its IoT job or ended. A
+// rollout still waiting after timeout is diagnosed (see Stalled).
+func WaitForJob(ctx context.Context, c client.Client, rolloutID, taskQueue string, timeout time.Duration) (workflows.RolloutResult, error) {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
-		res, err := Status(ctx, c, rolloutID)
+		res, err := Status(wctx, c, rolloutID)
 		if err == nil && (res.JobID != "" || res.State == workflows.StateInvalid || res.State == workflows.StateFailed) {
 			return res, nil
 		}
 		select {
-		case <-ctx.Done():
-			if err == nil {
-				err = fmt.Errorf("rollout %s is still %s after %s: is a worker running on the task queue?", rolloutID, res.State, timeout)
+		case <-wctx.Done():
+			if err == nil || wctx.Err() != nil {
+				dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+				defer dcancel()
+				state := cmp.Or(res.State, "not started")
+				err = fmt.Errorf("rollout %s is still %s after %s: %s", rolloutID, state, timeout, Stalled(dctx, c, rolloutID, taskQueue))
 			}
 			return res, err
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// Stalled says why a rollout's workflow is not getting on: an activity that keeps failing
+// (with its last failure), or no worker polling the task queue (only when that is so), or
+// what it waits for.
+func Stalled(ctx context.Context, c client.Client, rolloutID, taskQueue string) string {
+	d, err := c.DescribeWorkflowExecution(ctx, workflows.RolloutWorkflowID(rolloutID), "")
+	if err != nil {
+		return fmt.Sprintf("its workflow cannot be described (%v)", err)
+	}
+	for _, a := range d.GetPendingActivities() {
+		if f := a.GetLastFailure(); f != nil && a.GetAttempt() > 1 {
+			return fmt.Sprintf("activity %s keeps failing (attempt %d, next at %s): %s", a.GetActivityType().GetName(), a.GetAttempt(),
+				a.GetScheduledTime().AsTime().Local().Format(time.TimeOnly), rootFailure(f))
+		}
+	}
+	if pollers, err := polling(ctx, c, taskQueue); err == nil && pollers == 0 {
+		return fmt.Sprintf("no worker polls task queue %s: start one (`go run ./worker`, or `starter dev` runs one)", taskQueue)
+	}
+	for _, a := range d.GetPendingActivities() {
+		return fmt.Sprintf("activity %s is running (attempt %d, state %s)", a.GetActivityType().GetName(), a.GetAttempt(),
+			strings.ToLower(strings.TrimPrefix(a.GetState().String(), "PENDING_ACTIVITY_STATE_")))
+	}
+	return "a worker polls the task queue but the workflow has no activity pending: see its history in the Temporal web UI"
+}
+
+// rootFailure is a failure's innermost message.
+func rootFailure(f *failurepb.Failure) string {
+	for f.GetCause() != nil {
+		f = f.GetCause()
+	}
+	return f.GetMessage()
+}
+
+// polling counts the workers that polled taskQueue (workflow and activity pollers) lately.
+func polling(ctx context.Context, c client.Client, taskQueue string) (int, error) {
+	n := 0
+	for _, kind := range []enumspb.TaskQueueType{enumspb.TASK_QUEUE_TYPE_WORKFLOW, enumspb.TASK_QUEUE_TYPE_ACTIVITY} {
+		r, err := c.DescribeTaskQueue(ctx, taskQueue, kind)
+		if err != nil {
+			return 0, err
+		}
+		n += len(r.GetPollers())
+	}
+	return n, nil
 }
 
 // Starter starts rollouts through Temporal and waits until each has created its IoT job, for
@@ -111,7 +163,7 @@ func (s Starter) StartUpdate(ctx context.Context, req workflows.RolloutRequest) 
 	if _, err := Start(ctx, s.Client, s.TaskQueue, req); err != nil {
 		return "", "", err
 	}
-	res, err := WaitForJob(ctx, s.Client, req.RolloutID, time.Minute)
+	res, err := WaitForJob(ctx, s.Client, req.RolloutID, s.TaskQueue, time.Minute)
 	if err != nil {
 		return "", "", err
 	}
