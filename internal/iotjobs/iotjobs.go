@@ -170,16 +170,19 @@ type UpdateRequest struct {
 
 // JobExecution is one thing's execution of a job.
 type JobExecution struct {
-	JobID           string            `json:"jobId"`
-	ThingName       string            `json:"thingName"`
-	JobDocument     json.RawMessage   `json:"jobDocument,omitempty"`
-	Status          Status            `json:"status"`
-	StatusDetails   map[string]string `json:"statusDetails,omitempty"`
-	QueuedAt        int64             `json:"queuedAt"`
-	StartedAt       int64             `json:"startedAt,omitempty"`
-	LastUpdatedAt   int64             `json:"lastUpdatedAt"`
-	VersionNumber   int64             `json:"versionNumber"`
-	ExecutionNumber int64             `json:"executionNumber"`
+	JobID         string            `json:"jobId"`
+	ThingName     string            `json:"thingName"`
+	JobDocument   json.RawMessage   `json:"jobDocument,omitempty"`
+	Status        Status            `json:"status"`
+	StatusDetails map[string]string `json:"statusDetails,omitempty"`
+	QueuedAt      int64             `json:"queuedAt"`
+	StartedAt     int64             `json:"startedAt,omitempty"`
+	LastUpdatedAt int64             `json:"lastUpdatedAt"`
+	// ApproximateSecondsBeforeTimedOut is how long an IN_PROGRESS execution has before it
+	// times out, when it has a timeout.
+	ApproximateSecondsBeforeTimedOut int64 `json:"approximateSecondsBeforeTimedOut,omitempty"`
+	VersionNumber                    int64 `json:"versionNumber"`
+	ExecutionNumber                  int64 `json:"executionNumber"`
 }
 
 // JobExecutionSummary is an entry of the pending lists.

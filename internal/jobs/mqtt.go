@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -167,6 +168,9 @@ func (p *MQTTPlane) toExecution(e *Execution, j *Job, withDoc bool) *iotjobs.Job
 		QueuedAt: epoch(e.QueuedAt), StartedAt: epoch(e.StartedAt), LastUpdatedAt: epoch(e.LastUpdatedAt),
 		VersionNumber: e.VersionNumber, ExecutionNumber: e.ExecutionNumber,
 	}
+	if d := e.deadline(); e.Status == ExecInProgress && !d.IsZero() {
+		out.ApproximateSecondsBeforeTimedOut = max(int64(d.Sub(p.svc.clock()).Seconds()), 0)
+	}
 	if withDoc && j != nil {
 		out.JobDocument = json.RawMessage(p.svc.documentFor(j))
 	}
@@ -192,6 +196,12 @@ func decode(payload []byte, v any) error {
 		return nil
 	}
 	if err := json.Unmarshal(payload, v); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			// Well-formed JSON with a member of the wrong type (say a number in statusDetails):
+			// AWS calls that an invalid request, not invalid JSON.
+			return errorf(iotjobs.CodeInvalidRequest, "%s must be of type %s: %v", cmp.Or(typeErr.Field, "the payload"), typeErr.Type, err)
+		}
 		return errorf(iotjobs.CodeInvalidJSON, "payload is not valid JSON for this request: %v", err)
 	}
 	return nil

@@ -348,3 +348,36 @@ func TestFloodingThingLeavesOthersServed(t *testing.T) {
 		})
 	}
 }
+
+// TestDeviceProtocolDetails: what AWS's Jobs MQTT API does in the small: an IN_PROGRESS
+// execution with a timeout says how long it has left, a member of the wrong type is an
+// InvalidRequest that keeps the client token, and a request without a token gets a reply
+// without one.
+func TestDeviceProtocolDetails(t *testing.T) {
+	for _, start := range mqtttest.All() {
+		b := start(t)
+		t.Run(b.Name, func(t *testing.T) {
+			svc := openService(t, t.TempDir())
+			defer svc.Close()
+			servePlane(t, svc, b.URL, "dev-1")
+			dev := connectDevice(t, b, "dev-1")
+			require.EqualValues(t, 1, dev.subscribe("$aws/things/dev-1/jobs/#"))
+			_, err := svc.CreateJob(jobs.CreateJobInput{JobID: "j1", Targets: []string{"dev-1"}, Document: `{}`})
+			require.NoError(t, err)
+
+			dev.publish("start-next", map[string]any{"clientToken": "s1", "stepTimeoutInMinutes": 5})
+			exec := dev.await("start-next/accepted")["execution"].(map[string]any)
+			left := exec["approximateSecondsBeforeTimedOut"].(float64)
+			require.InDelta(t, 300, left, 5, "seconds before the step times out")
+
+			dev.publish("j1/update", []byte(`{"clientToken":"u1","status":"IN_PROGRESS","statusDetails":{"progress":7}}`))
+			rej := dev.await("j1/update/rejected")
+			require.Equal(t, "InvalidRequest", rej["code"], "a number in statusDetails is an invalid request, as AWS answers")
+			require.Equal(t, "u1", rej["clientToken"])
+
+			dev.publish("get", []byte(`{}`))
+			got := dev.await("get/accepted")
+			require.NotContains(t, got, "clientToken", "no token sent, none echoed")
+		})
+	}
+}
