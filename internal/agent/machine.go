@@ -62,8 +62,7 @@ func (a *Agent) processOrFail(ctx context.Context, e *execution) error {
 	details["reason"] = reason
 	a.log.Error().Str("job", e.JobID).Msg(reason)
 	_, rerr := a.request(ctx, iotjobs.UpdateSuffix(e.JobID), &iotjobs.UpdateRequest{Status: iotjobs.StatusFailed, StatusDetails: details, ExpectedVersion: e.VersionNumber})
-	var rej *iotjobs.ErrorReply
-	if errors.As(rerr, &rej) && rej.Code == iotjobs.CodeTerminalStateReached {
+	if ended(rerr) != nil {
 		rerr = nil
 	}
 	if rerr != nil {
@@ -308,13 +307,12 @@ func (a *Agent) finish(ctx context.Context, e *execution, status iotjobs.Status,
 	_, err := a.request(ctx, iotjobs.UpdateSuffix(e.JobID), &iotjobs.UpdateRequest{
 		Status: status, StatusDetails: details, ExpectedVersion: e.VersionNumber,
 	})
-	var rej *iotjobs.ErrorReply
-	if errors.As(err, &rej) && rej.Code == iotjobs.CodeTerminalStateReached {
+	if rej := ended(err); rej != nil {
 		// Either this very report was applied and only its reply was lost (a resend then
 		// finds the execution in the status it asked for), or the job ended meanwhile (the
 		// rollout canceled it): then the fleet counts this device as not updated, so an
 		// install it just finished must not stand.
-		applied := rej.ExecutionState != nil && rej.ExecutionState.Status == status
+		applied := rej.ExecutionState.Status == status
 		if status == iotjobs.StatusSucceeded && !applied {
 			a.revert(ctx, e, details["previousVersion"], details["installedVersion"])
 		}
@@ -325,6 +323,20 @@ func (a *Agent) finish(ctx context.Context, e *execution, status iotjobs.Status,
 	}
 	a.log.Info().Str("job", e.JobID).Str("status", string(status)).Msg("reported")
 	return a.setState(func(s *State) { s.CurrentJob, s.Step, s.Starts, s.DeferredSince = "", StepIdle, 0, time.Time{} })
+}
+
+// ended is the rejection of an update to an execution that has already ended: AWS answers
+// InvalidStateTransition with the execution's (terminal) state; older otaflow services
+// answered TerminalStateReached.
+func ended(err error) *iotjobs.ErrorReply {
+	var rej *iotjobs.ErrorReply
+	if !errors.As(err, &rej) || (rej.Code != iotjobs.CodeInvalidStateTransition && rej.Code != iotjobs.CodeTerminalStateReached) {
+		return nil
+	}
+	if rej.ExecutionState == nil || !rej.ExecutionState.Status.Terminal() {
+		return nil
+	}
+	return rej
 }
 
 // revert puts the software back on previous after a job was canceled under it: on disk

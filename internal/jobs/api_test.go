@@ -172,3 +172,20 @@ func TestStateSurvivesReopen(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, j.Counts.InProgress)
 }
+
+// TestSnapshotJobOnEmptyGroupCompletes: a SNAPSHOT job whose target group has no members has
+// nothing to roll out and is COMPLETED at once, as on AWS, instead of IN_PROGRESS forever.
+func TestSnapshotJobOnEmptyGroupCompletes(t *testing.T) {
+	ctx := context.Background()
+	svc := openService(t, t.TempDir())
+	defer svc.Close()
+	c := iotClient(serve(t, svc), testCreds)
+	g, err := c.CreateThingGroup(ctx, &iot.CreateThingGroupInput{ThingGroupName: aws.String("empty")})
+	require.NoError(t, err)
+	_, err = c.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("nothing"), Targets: []string{aws.ToString(g.ThingGroupArn)}, Document: aws.String(`{}`)})
+	require.NoError(t, err)
+	d, err := c.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String("nothing")})
+	require.NoError(t, err)
+	require.Equal(t, types.JobStatusCompleted, d.Job.Status)
+	require.NotNil(t, d.Job.CompletedAt)
+}

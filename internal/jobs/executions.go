@@ -258,7 +258,8 @@ func (s *Service) UpdateExecution(in UpdateInput) (*Execution, *Job, error) {
 			return errorf(CodeResourceNotFound, "no execution of job %s on thing %s", in.JobID, in.Thing)
 		}
 		if e.Status.Terminal() {
-			return &Error{Code: CodeTerminalStateReached, Message: fmt.Sprintf("execution of job %s on %s is already %s", in.JobID, in.Thing, e.Status), State: e}
+			// AWS answers an update of an ended execution InvalidStateTransition, with its state.
+			return &Error{Code: CodeInvalidStateTransition, Message: fmt.Sprintf("execution of job %s on %s is already %s", in.JobID, in.Thing, e.Status), State: e}
 		}
 		if in.ExpectedVersion != 0 && in.ExpectedVersion != e.VersionNumber {
 			return &Error{Code: CodeVersionMismatch, Message: fmt.Sprintf("expected version %d, current version is %d", in.ExpectedVersion, e.VersionNumber), State: e}

@@ -146,6 +146,10 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 				return err
 			}
 		}
+		if len(all) == 0 && job.TargetSelection == "SNAPSHOT" {
+			// Nothing to roll out (the target groups are empty): the job is complete at once.
+			job.Status, job.CompletedAt = JobCompleted, now
+		}
 		if job.TargetSelection == "CONTINUOUS" {
 			for _, g := range groups {
 				if err := t.setContinuousJob(g, job.ID, true); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -460,7 +461,8 @@ func (p *MQTTPlane) notifyThing(thing string) {
 	now := p.svc.clock().Unix()
 	next := ""
 	if e != nil {
-		next = e.JobID
+		// A retry's new execution of the same job is news too.
+		next = e.JobID + "#" + strconv.FormatInt(e.ExecutionNumber, 10)
 	}
 	if prev, ok := p.lastNext.Swap(thing, next); !ok || prev.(string) != next {
 		out := iotjobs.NotifyNext{Timestamp: now}

@@ -176,7 +176,9 @@ func TestMQTTJobsAPI(t *testing.T) {
 			require.NotContains(t, empty, "execution", "nothing is pending any more")
 
 			dev.publish("job-1/update", map[string]any{"clientToken": "u3", "status": "FAILED"})
-			require.Equal(t, "TerminalStateReached", dev.await("job-1/update/rejected")["code"])
+			ended := dev.await("job-1/update/rejected")
+			require.Equal(t, "InvalidStateTransition", ended["code"], "as AWS answers an update of an ended execution")
+			require.Equal(t, "SUCCEEDED", ended["executionState"].(map[string]any)["status"])
 
 			j, err := svc.DescribeJob("job-1")
 			require.NoError(t, err)
@@ -242,6 +244,17 @@ func TestMQTTTimeoutsAndRetries(t *testing.T) {
 				e, _ := svc.DescribeJobExecution("j", "dev-1")
 				return e.ExecutionNumber == 2 && e.Status == jobs.ExecQueued
 			}, 5*time.Second, 5*time.Millisecond)
+			// ... and tells the device: its next execution changed, though the job did not.
+			require.Eventually(t, func() bool {
+				dev.mu.Lock()
+				defer dev.mu.Unlock()
+				for _, m := range dev.msgs {
+					if m.Topic() == "$aws/things/dev-1/jobs/notify-next" && strings.Contains(string(m.Payload()), `"executionNumber":2`) {
+						return true
+					}
+				}
+				return false
+			}, 5*time.Second, 10*time.Millisecond, "notify-next for execution 2")
 			dev.publish("j/update", map[string]any{"clientToken": "late", "status": "SUCCEEDED", "executionNumber": 1})
 			require.Equal(t, "ResourceNotFound", dev.await("j/update/rejected")["code"], "the timed-out execution is gone")
 
