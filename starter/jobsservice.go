@@ -28,7 +28,7 @@ func jobsServiceCmd() *cobra.Command {
 		accessKey, secretKey, logLevel, acct string
 		publicURL                            string
 		tlsAddr, tlsCert, tlsKey, tlsCA      string
-		plainDevices                         bool
+		plainDevices, noQuotas               bool
 		tc                                   temporalconf.Temporal
 	)
 	cmd := &cobra.Command{
@@ -79,7 +79,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 				defer b.Close()
 				brokerURL = b.URL()
 			}
-			svc, err := jobs.Open(jobs.Options{Path: filepath.Join(dataDir, "jobs.db"), Region: region, Account: acct, Logger: log})
+			svc, err := jobs.Open(jobs.Options{Path: filepath.Join(dataDir, "jobs.db"), Region: region, Account: acct, Logger: log, NoAWSQuotas: noQuotas})
 			if err != nil {
 				return err
 			}
@@ -127,6 +127,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 	f.StringVar(&tlsCert, "mqtt-tls-cert", "", "embedded broker's server certificate (PEM)")
 	f.StringVar(&tlsKey, "mqtt-tls-key", "", "its private key (PEM)")
 	f.StringVar(&tlsCA, "mqtt-tls-ca", "", "CA that signs device certificates (PEM); a certificate's common name is the thing name")
+	f.BoolVar(&noQuotas, "no-aws-quotas", false, "lift the AWS IoT quotas the service enforces (thing groups per thing, status details, client tokens): what works then may fail on AWS")
 	f.BoolVar(&plainDevices, "insecure-plain-devices", false, "let devices connect to the plain listener with their client ID as identity (trusted networks only)")
 	f.StringVar(&mqttUser, "mqtt-user", cliconfig.DefaultMQTTServiceUser, "the service's MQTT user name")
 	f.StringVar(&mqttPassword, "mqtt-password", "", "the service's MQTT password (required)")

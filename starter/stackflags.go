@@ -23,6 +23,7 @@ type stackFlags struct {
 	mqttTLSAddr  string
 	jobsAddr     string
 	logLevel     string
+	noQuotas     bool
 }
 
 func (f *stackFlags) bind(fs *pflag.FlagSet, defaultDataDir, defaultLogLevel string) {
@@ -33,12 +34,13 @@ func (f *stackFlags) bind(fs *pflag.FlagSet, defaultDataDir, defaultLogLevel str
 	fs.StringVar(&f.mqttTLSAddr, "mqtt-tls-addr", "127.0.0.1:8883", "MQTT mutual-TLS listen address: devices present a certificate from the local CA (starter device-cert)")
 	fs.StringVar(&f.jobsAddr, "jobs-addr", "127.0.0.1:4566", "jobs API (AWS IoT REST) listen address")
 	fs.StringVar(&f.logLevel, "log-level", defaultLogLevel, "log level: trace, debug, info, warn, error")
+	fs.BoolVar(&f.noQuotas, "no-aws-quotas", false, "lift the AWS IoT quotas the jobs service enforces: what works then may fail on AWS")
 }
 
 func (f *stackFlags) options(log zerolog.Logger) stack.Options {
 	return stack.Options{
 		DataDir: f.dataDir, TemporalPort: f.temporalPort, UIPort: f.uiPort,
-		MQTTAddr: f.mqttAddr, MQTTTLSAddr: f.mqttTLSAddr, JobsAddr: f.jobsAddr, Logger: log,
+		MQTTAddr: f.mqttAddr, MQTTTLSAddr: f.mqttTLSAddr, JobsAddr: f.jobsAddr, Logger: log, NoAWSQuotas: f.noQuotas,
 	}
 }
 

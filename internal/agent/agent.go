@@ -13,9 +13,11 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/otaflow/otaflow/internal/iotjobs"
 
@@ -346,6 +348,9 @@ func (a *Agent) request(ctx context.Context, suffix string, msg iotjobs.Message)
 	// Unpredictable: a reply is taken only if it carries a token nobody else could guess.
 	token := fmt.Sprintf("%s-%d", a.tokenPrefix, a.seq.Add(1))
 	msg.SetClientToken(token)
+	if u, ok := msg.(*iotjobs.UpdateRequest); ok {
+		u.StatusDetails = fitDetails(u.StatusDetails)
+	}
 	raw, err := json.Marshal(msg)
 	if err != nil {
 		return nil, err
@@ -484,4 +489,31 @@ func (a *Agent) setStep(step Step) error {
 		return nil
 	}
 	return a.setState(func(s *State) { s.Step = step })
+}
+
+// maxDetailsValue is the longest statusDetails value AWS IoT takes (1,024 characters, no
+// control characters, none empty).
+const maxDetailsValue = 1024
+
+// fitDetails makes statusDetails acceptable to AWS IoT: a failure reason with a script's
+// output loses its line breaks and is cut to the limit, and empty values are left out (a
+// report AWS refuses would be resent forever).
+func fitDetails(d map[string]string) map[string]string {
+	for k, v := range d {
+		v = strings.Map(func(r rune) rune {
+			if unicode.IsControl(r) {
+				return ' '
+			}
+			return r
+		}, v)
+		if rs := []rune(v); len(rs) > maxDetailsValue {
+			v = string(rs[:maxDetailsValue-1]) + "…"
+		}
+		if strings.TrimSpace(v) == "" {
+			delete(d, k)
+			continue
+		}
+		d[k] = v
+	}
+	return d
 }

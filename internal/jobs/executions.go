@@ -192,6 +192,9 @@ func nextOf(t Tx, thing string) (*Execution, error) {
 // progress) and returns it with its job; nil when nothing is pending. stepTimeout, when
 // positive, times the execution out unless the device updates it sooner.
 func (s *Service) StartNext(thing string, details map[string]string, stepTimeout time.Duration) (*Execution, *Job, error) {
+	if err := s.checkStatusDetails(details); err != nil {
+		return nil, nil, err
+	}
 	// Most asks find nothing pending; answer those from a read transaction, with no commit.
 	if e, j, err := s.NextExecution(thing); err != nil || e == nil || e.Status == ExecInProgress {
 		return e, j, err
@@ -245,6 +248,9 @@ var deviceStatuses = []ExecutionStatus{ExecInProgress, ExecSucceeded, ExecFailed
 func (s *Service) UpdateExecution(in UpdateInput) (*Execution, *Job, error) {
 	if !slices.Contains(deviceStatuses, in.Status) {
 		return nil, nil, errorf(CodeInvalidRequest, "status %q is not one a device may set; use IN_PROGRESS, SUCCEEDED, FAILED or REJECTED", in.Status)
+	}
+	if err := s.checkStatusDetails(in.StatusDetails); err != nil {
+		return nil, nil, err
 	}
 	var exec *Execution
 	var job *Job

@@ -152,6 +152,11 @@ func (s *Service) changeMembership(group, thing string, join bool, apply func(t 
 		if err := s.requireGroupAndThing(t, group, thing); err != nil {
 			return err
 		}
+		if join {
+			if err := s.checkJoin(t, group, thing); err != nil {
+				return err
+			}
+		}
 		if err := t.setMember(group, thing, join); err != nil {
 			return err
 		}

@@ -258,6 +258,10 @@ func (p *MQTTPlane) serveOne(topic string, r iotjobs.Request, payload []byte) {
 	var tok iotjobs.Token
 	json.Unmarshal(payload, &tok)
 	now := p.svc.clock().Unix()
+	if err := p.svc.checkClientToken(tok.ClientToken); err != nil {
+		p.reject(topic, tok.ClientToken, err)
+		return
+	}
 	reply, err := p.answer(topic, r, payload, now)
 	if err != nil {
 		p.reject(topic, tok.ClientToken, err)

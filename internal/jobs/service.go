@@ -25,6 +25,9 @@ type Options struct {
 	SweepInterval time.Duration
 	// BaseURL is this service's address as devices reach it, for presigned artifact URLs.
 	BaseURL string
+	// NoAWSQuotas lifts the AWS IoT quotas the service enforces by default (quotas.go), for
+	// users who only ever run locally. With them, what works here works on AWS.
+	NoAWSQuotas bool
 }
 
 // Service holds the jobs state and the operations both planes share.
@@ -44,6 +47,7 @@ type Service struct {
 	path       string
 	baseURL    string
 	presignKey []byte
+	quotas     bool
 }
 
 // MaxDocumentBytes is AWS IoT's limit on a job document.
@@ -65,7 +69,7 @@ func Open(o Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{st: st, region: o.Region, account: o.Account, log: o.Logger, now: o.Now, stopSweep: make(chan struct{}),
-		path: o.Path, baseURL: o.BaseURL}
+		path: o.Path, baseURL: o.BaseURL, quotas: !o.NoAWSQuotas}
 	if s.presignKey, err = s.loadPresignSecret(); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("artifact signing key: %w", err)

@@ -61,7 +61,9 @@ type Options struct {
 	SecretAccessKey string
 	// NoWorker leaves the rollout worker out (run `worker` separately).
 	NoWorker bool
-	Logger   zerolog.Logger
+	// NoAWSQuotas lifts the AWS IoT quotas the jobs service enforces.
+	NoAWSQuotas bool
+	Logger      zerolog.Logger
 }
 
 // Stack is a running local system.
@@ -176,7 +178,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.brokerOpts.TLSAddr = strings.TrimPrefix(s.Broker.TLSURL(), "ssl://")
 
 	jlog := log.With().Str("component", "jobs").Logger()
-	s.Jobs, err = jobs.Open(jobs.Options{Path: filepath.Join(o.DataDir, "jobs.db"), Region: o.Region, Logger: jlog})
+	s.Jobs, err = jobs.Open(jobs.Options{Path: filepath.Join(o.DataDir, "jobs.db"), Region: o.Region, Logger: jlog, NoAWSQuotas: o.NoAWSQuotas})
 	if err != nil {
 		return nil, err
 	}

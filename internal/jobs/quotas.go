@@ -1,0 +1,86 @@
+package jobs
+
+import (
+	"fmt"
+	"slices"
+	"unicode"
+)
+
+// AWS IoT's documented quotas that the service enforces unless Options.NoAWSQuotas: a rollout
+// that passes here passes on AWS.
+const (
+	// MaxGroupsPerThing: a thing can belong to at most 10 static thing groups (AWS IoT Core
+	// quotas, "Thing groups").
+	MaxGroupsPerThing = 10
+	// Status details (iot-jobs-data service model: DetailsKey 1-128 of [a-zA-Z0-9:_-],
+	// DetailsValue 1-1024 characters without control characters).
+	maxDetailsKey   = 128
+	maxDetailsValue = 1024
+	// maxClientToken is the Jobs MQTT API's clientToken limit: 64 bytes.
+	maxClientToken = 64
+)
+
+// checkJoin refuses a membership AWS would refuse: an 11th static group, or a second group of
+// one hierarchy (a thing may belong to a group or to one of its descendants, not both).
+func (s *Service) checkJoin(t Tx, group, thing string) error {
+	if !s.quotas {
+		return nil
+	}
+	have, err := t.thingGroups(thing)
+	if err != nil || slices.Contains(have, group) {
+		return err
+	}
+	if len(have) >= MaxGroupsPerThing {
+		return errorf(CodeInvalidRequest, "thing %s already belongs to %d thing groups, AWS IoT's limit: remove it from one first", thing, len(have))
+	}
+	mine, err := ancestors(t, group)
+	if err != nil {
+		return err
+	}
+	for _, h := range have {
+		theirs, err := ancestors(t, h)
+		if err != nil {
+			return err
+		}
+		if slices.ContainsFunc(theirs, func(g string) bool { return slices.Contains(mine, g) }) {
+			return errorf(CodeInvalidRequest, "thing %s is in group %s of the same hierarchy as %s: a thing may belong to only one group of a hierarchy", thing, h, group)
+		}
+	}
+	return nil
+}
+
+// checkStatusDetails applies the service model's limits on statusDetails.
+func (s *Service) checkStatusDetails(details map[string]string) error {
+	if !s.quotas {
+		return nil
+	}
+	for k, v := range details {
+		if len(k) == 0 || len(k) > maxDetailsKey || !thingNameRE.MatchString(k) /* the same character set and length */ {
+			return errorf(CodeInvalidRequest, "statusDetails key %q is invalid: use 1-%d of a-z A-Z 0-9 : _ -", trim(k, 40), maxDetailsKey)
+		}
+		if len([]rune(v)) == 0 || len([]rune(v)) > maxDetailsValue {
+			return errorf(CodeInvalidRequest, "statusDetails value of %s is %d characters: the limit is 1-%d", k, len([]rune(v)), maxDetailsValue)
+		}
+		for _, r := range v {
+			if unicode.IsControl(r) {
+				return errorf(CodeInvalidRequest, "statusDetails value of %s holds a control character (%U)", k, r)
+			}
+		}
+	}
+	return nil
+}
+
+// checkClientToken applies the Jobs MQTT API's clientToken limit.
+func (s *Service) checkClientToken(token string) error {
+	if s.quotas && len(token) > maxClientToken {
+		return errorf(CodeInvalidRequest, "clientToken is %d bytes: the limit is %d", len(token), maxClientToken)
+	}
+	return nil
+}
+
+func trim(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return fmt.Sprintf("%s…", s[:n])
+}
