@@ -36,6 +36,11 @@ type IoT interface {
 	ListJobExecutionsForJob(context.Context, *iot.ListJobExecutionsForJobInput, ...func(*iot.Options)) (*iot.ListJobExecutionsForJobOutput, error)
 	DescribeJobExecution(context.Context, *iot.DescribeJobExecutionInput, ...func(*iot.Options)) (*iot.DescribeJobExecutionOutput, error)
 	ListJobExecutionsForThing(context.Context, *iot.ListJobExecutionsForThingInput, ...func(*iot.Options)) (*iot.ListJobExecutionsForThingOutput, error)
+	CreateThingGroup(context.Context, *iot.CreateThingGroupInput, ...func(*iot.Options)) (*iot.CreateThingGroupOutput, error)
+	DescribeThingGroup(context.Context, *iot.DescribeThingGroupInput, ...func(*iot.Options)) (*iot.DescribeThingGroupOutput, error)
+	DeleteThingGroup(context.Context, *iot.DeleteThingGroupInput, ...func(*iot.Options)) (*iot.DeleteThingGroupOutput, error)
+	AddThingToThingGroup(context.Context, *iot.AddThingToThingGroupInput, ...func(*iot.Options)) (*iot.AddThingToThingGroupOutput, error)
+	RemoveThingFromThingGroup(context.Context, *iot.RemoveThingFromThingGroupInput, ...func(*iot.Options)) (*iot.RemoveThingFromThingGroupOutput, error)
 }
 
 var _ IoT = (*iot.Client)(nil)
@@ -50,6 +55,8 @@ type Activities struct {
 // Register registers every activity under its API name.
 func (a *Activities) Register(w worker.ActivityRegistry) {
 	w.RegisterActivityWithOptions(a.ResolveTargets, activity.RegisterOptions{Name: workflows.ActivityResolveTargets})
+	w.RegisterActivityWithOptions(a.FreezeTargets, activity.RegisterOptions{Name: workflows.ActivityFreezeTargets})
+	w.RegisterActivityWithOptions(a.ReleaseTargets, activity.RegisterOptions{Name: workflows.ActivityReleaseTargets})
 	w.RegisterActivityWithOptions(a.CreateJob, activity.RegisterOptions{Name: workflows.ActivityCreateJob})
 	w.RegisterActivityWithOptions(a.AwaitJob, activity.RegisterOptions{Name: workflows.ActivityAwaitJob})
 	w.RegisterActivityWithOptions(a.CancelJob, activity.RegisterOptions{Name: workflows.ActivityCancelJob})
@@ -139,9 +146,120 @@ func (a *Activities) ResolveTargets(ctx context.Context, req workflows.RolloutRe
 	return &workflows.ResolveTargetsResult{ThingArns: arns}, nil
 }
 
+// FreezeTargets resolves the rollout's targets once and puts each wave's devices in its own
+// static thing group: the frozen plan, in the jobs service rather than in the workflow's
+// history. Each wave's job then targets one group (CreateJob takes at most 100 targets). A
+// retry makes each group hold exactly its wave's devices again.
+func (a *Activities) FreezeTargets(ctx context.Context, in workflows.FreezeTargetsInput) (*workflows.FreezeTargetsResult, error) {
+	targets, err := a.ResolveTargets(ctx, in.Request)
+	if err != nil {
+		return nil, err
+	}
+	sizes, err := workflows.ParseWaves(in.Request.Waves)
+	if err != nil {
+		return nil, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrInvalidRequest, nil)
+	}
+	things := targets.ThingArns
+	out := &workflows.FreezeTargetsResult{Devices: len(things)}
+	prev := 0
+	for i, cum := range workflows.PlanWaves(len(things), sizes) {
+		name := workflows.WaveGroup(in.Request.RolloutID, i+1)
+		groupArn, err := a.fillGroup(ctx, name, things[prev:cum])
+		if err != nil {
+			return nil, err
+		}
+		out.Waves = append(out.Waves, workflows.FrozenWave{Devices: cum - prev, Group: name, GroupArn: groupArn})
+		prev = cum
+	}
+	return out, nil
+}
+
+// ReleaseTargets deletes the rollout's thing groups; its devices leave them. A group that is
+// gone already is fine.
+func (a *Activities) ReleaseTargets(ctx context.Context, in workflows.ReleaseTargetsInput) error {
+	for _, g := range in.Groups {
+		_, err := a.IoT.DeleteThingGroup(ctx, &iot.DeleteThingGroupInput{ThingGroupName: aws.String(g)})
+		var notFound *types.ResourceNotFoundException
+		if err != nil && !errors.As(err, &notFound) {
+			return fmt.Errorf("delete thing group %s: %w", g, err)
+		}
+	}
+	return nil
+}
+
+// fillGroup makes the static thing group name hold exactly things (ARNs) and returns its ARN.
+func (a *Activities) fillGroup(ctx context.Context, name string, things []string) (string, error) {
+	var groupArn string
+	created, err := a.IoT.CreateThingGroup(ctx, &iot.CreateThingGroupInput{ThingGroupName: aws.String(name)})
+	var exists *types.ResourceAlreadyExistsException
+	switch {
+	case errors.As(err, &exists):
+		d, err := a.IoT.DescribeThingGroup(ctx, &iot.DescribeThingGroupInput{ThingGroupName: aws.String(name)})
+		if err != nil {
+			return "", fmt.Errorf("describe thing group %s: %w", name, err)
+		}
+		groupArn = aws.ToString(d.ThingGroupArn)
+	case err != nil:
+		return "", fmt.Errorf("create thing group %s: %w", name, err)
+	default:
+		groupArn = aws.ToString(created.ThingGroupArn)
+	}
+	want := make(map[string]bool, len(things))
+	for _, t := range things {
+		want[arn.Name(t)] = true
+	}
+	current, err := a.listGroup(ctx, name, false)
+	if err != nil {
+		return "", fmt.Errorf("list things in group %s: %w", name, err)
+	}
+	for _, t := range current {
+		if want[t] {
+			delete(want, t) // already in
+			continue
+		}
+		if _, err := a.IoT.RemoveThingFromThingGroup(ctx, &iot.RemoveThingFromThingGroupInput{ThingGroupName: aws.String(name), ThingName: aws.String(t)}); err != nil {
+			return "", fmt.Errorf("remove %s from group %s: %w", t, name, err)
+		}
+	}
+	var done atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(describeConcurrency)
+	for _, t := range things {
+		thing := arn.Name(t)
+		if !want[thing] {
+			continue
+		}
+		g.Go(func() error {
+			_, err := a.IoT.AddThingToThingGroup(gctx, &iot.AddThingToThingGroupInput{ThingGroupName: aws.String(name), ThingName: aws.String(thing)})
+			var invalid *types.InvalidRequestException
+			if errors.As(err, &invalid) {
+				// A thing already in 10 groups, or in another group of this one's hierarchy.
+				return temporal.NewNonRetryableApplicationError(fmt.Sprintf("device %s cannot join the rollout's group %s: %s", thing, name, aws.ToString(invalid.Message)),
+					workflows.ErrInvalidRequest, nil)
+			}
+			if err != nil {
+				return fmt.Errorf("add %s to group %s: %w", thing, name, err)
+			}
+			if n := done.Add(1); n%100 == 0 && activity.IsActivity(ctx) {
+				activity.RecordHeartbeat(ctx, n)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return "", err
+	}
+	return groupArn, nil
+}
+
 func (a *Activities) groupMembers(ctx context.Context, group string) ([]string, error) {
+	return a.listGroup(ctx, group, true)
+}
+
+// listGroup lists a group's things (with recursive, those of its descendants too).
+func (a *Activities) listGroup(ctx context.Context, group string, recursive bool) ([]string, error) {
 	var out []string
-	p := iot.NewListThingsInThingGroupPaginator(a.IoT, &iot.ListThingsInThingGroupInput{ThingGroupName: aws.String(group), Recursive: true})
+	p := iot.NewListThingsInThingGroupPaginator(a.IoT, &iot.ListThingsInThingGroupInput{ThingGroupName: aws.String(group), Recursive: recursive})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
@@ -152,8 +270,12 @@ func (a *Activities) groupMembers(ctx context.Context, group string) ([]string, 
 	return out, nil
 }
 
-// describeConcurrency is how many DescribeThing calls ResolveTargets makes at once.
+// describeConcurrency is how many DescribeThing calls ResolveTargets (and group membership
+// calls FreezeTargets) makes at once.
 const describeConcurrency = 8
+
+// maxJobTargets is AWS IoT's limit on a job's targets; more devices go in a thing group.
+const maxJobTargets = 100
 
 // CreateJob creates the rollout's IoT job. The job ID is deterministic, so a retry (or a
 // replayed workflow) that finds the job already there takes it as created.
@@ -176,7 +298,11 @@ func (a *Activities) CreateJob(ctx context.Context, in workflows.CreateJobInput)
 	if in.Wave > 0 {
 		desc += fmt.Sprintf(" (wave %d)", in.Wave)
 	}
-	return a.createJob(ctx, in.JobID, in.ThingArns, body, desc, req)
+	targets := in.ThingArns
+	if in.GroupArn != "" {
+		targets = []string{in.GroupArn}
+	}
+	return a.createJob(ctx, in.JobID, targets, body, desc, req)
 }
 
 func (a *Activities) createJob(ctx context.Context, jobID string, things []string, body, desc string, req workflows.RolloutRequest) (*workflows.CreateJobResult, error) {
@@ -306,7 +432,17 @@ func (a *Activities) CreateRollbackJobs(ctx context.Context, in workflows.Rollba
 		id := workflows.RollbackJobID(req.RolloutID, k+1)
 		desc := fmt.Sprintf("otaflow rollout %s: roll %s back to %s on %d devices", req.RolloutID, req.SoftwareToUpdate, v, len(byVersion[v]))
 		req.Retries, req.DeviceTimeout = 0, 0
-		if _, err := a.createJob(ctx, id, byVersion[v], body, desc, req); err != nil {
+		targets := byVersion[v]
+		if len(targets) > maxJobTargets {
+			group := workflows.RollbackGroup(req.RolloutID, k+1)
+			groupArn, err := a.fillGroup(ctx, group, targets)
+			if err != nil {
+				return nil, err
+			}
+			targets = []string{groupArn}
+			out.Groups = append(out.Groups, group)
+		}
+		if _, err := a.createJob(ctx, id, targets, body, desc, req); err != nil {
 			return nil, err
 		}
 		out.JobIDs = append(out.JobIDs, id)

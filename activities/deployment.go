@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -63,17 +64,18 @@ func (a *Activities) SyncDeployment(ctx context.Context, in workflows.SyncInput)
 	if err != nil {
 		return nil, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrInvalidRequest, nil)
 	}
-	var arns []string
-	for _, t := range todo {
-		arns = append(arns, t)
-	}
-	jobID := fmt.Sprintf("%s%d", prefix, jobs+1)
-	_, err = a.IoT.CreateJob(ctx, &iot.CreateJobInput{
-		JobId: aws.String(jobID), Targets: arns, Document: aws.String(body), TargetSelection: types.TargetSelectionSnapshot,
-		Description: aws.String(fmt.Sprintf("otaflow deployment %s revision %d to %s: %s", in.DeploymentID, in.Revision, in.ThingGroup, describe(resolved))),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create deployment job %s: %w", jobID, err)
+	// A job takes at most 100 targets (AWS IoT): more devices get more jobs of the revision.
+	var jobID string
+	for chunk := range slices.Chunk(todo, maxJobTargets) {
+		jobs++
+		jobID = fmt.Sprintf("%s%d", prefix, jobs)
+		_, err = a.IoT.CreateJob(ctx, &iot.CreateJobInput{
+			JobId: aws.String(jobID), Targets: chunk, Document: aws.String(body), TargetSelection: types.TargetSelectionSnapshot,
+			Description: aws.String(fmt.Sprintf("otaflow deployment %s revision %d to %s: %s", in.DeploymentID, in.Revision, in.ThingGroup, describe(resolved))),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("create deployment job %s: %w", jobID, err)
+		}
 	}
 	out.Deployed, out.JobID, out.Resolved = len(todo), jobID, resolved
 	return out, nil

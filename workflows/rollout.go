@@ -12,6 +12,8 @@ import (
 // Activity names are API: a live workflow calls them by these names.
 const (
 	ActivityResolveTargets = "ResolveTargets"
+	ActivityFreezeTargets  = "FreezeTargets"
+	ActivityReleaseTargets = "ReleaseTargets"
 	ActivityCreateJob      = "CreateJob"
 	ActivityAwaitJob       = "AwaitJob"
 	ActivityCancelJob      = "CancelJob"
@@ -71,7 +73,43 @@ func Rollout(ctx workflow.Context, req RolloutRequest) (*RolloutResult, error) {
 	if err := r.setup(ctx); err != nil {
 		return nil, err
 	}
-	return r.run(ctx)
+	res, err := r.run(ctx)
+	var can *workflow.ContinueAsNewError
+	if !errors.As(err, &can) {
+		r.release(ctx) // a continued run still needs the groups
+	}
+	return res, err
+}
+
+// versionFrozenTargets: from this version on, a rollout resolves its targets once into one
+// static thing group per wave (FreezeTargets) and the workflow keeps only the groups; before
+// it, every run resolved them again and carried the device list. Recorded histories of the
+// old behaviour still replay.
+const versionFrozenTargets = 1
+
+// release deletes the rollout's thing groups once it has ended, so no device keeps a group
+// membership (AWS allows a thing ten) after its rollout.
+func (r *rollout) release(ctx workflow.Context) {
+	var groups []string
+	for _, w := range r.res.Waves {
+		if w.Group != "" {
+			groups = append(groups, w.Group)
+		}
+	}
+	if rb := r.res.Rollback; rb != nil {
+		groups = append(groups, rb.Groups...)
+	}
+	if len(groups) == 0 {
+		return
+	}
+	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	dctx = workflow.WithActivityOptions(dctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 5 * time.Minute,
+		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 30 * time.Second, MaximumAttempts: 10},
+	})
+	if err := workflow.ExecuteActivity(dctx, ActivityReleaseTargets, ReleaseTargetsInput{Groups: groups}).Get(dctx, nil); err != nil {
+		workflow.GetLogger(ctx).Warn("could not delete the rollout's thing groups", "groups", groups, "error", err)
+	}
 }
 
 type rollout struct {
@@ -182,29 +220,53 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 		},
 	})
 
-	var targets ResolveTargetsResult
-	if err := workflow.ExecuteActivity(short, ActivityResolveTargets, r.req).Get(ctx, &targets); err != nil {
-		r.setState(ctx, StateInvalid, "targets could not be resolved: "+rootMessage(err))
-		return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrInvalidRequest, err, r.res)
-	}
-	things := targets.ThingArns
 	deadline := workflow.Now(ctx).Add(r.req.Timeout)
-	if rs := r.req.Resume; rs != nil {
+	frozen := workflow.GetVersion(ctx, "frozen-targets", workflow.DefaultVersion, versionFrozenTargets) == versionFrozenTargets
+	resumed := r.req.Resume != nil
+	if resumed {
 		// A continued run: the waves, their jobs and the approvals so far carry over.
+		rs := r.req.Resume
 		r.res, r.approved, deadline = rs.Result, rs.Approved, rs.Deadline
 		r.req.Resume = nil
-	} else {
-		r.res.Devices = len(things)
-		sizes, _ := ParseWaves(r.req.Waves) // validated above
-		plan := PlanWaves(len(things), sizes)
-		prev := 0
-		for i, cum := range plan {
-			r.res.Waves = append(r.res.Waves, WaveResult{Wave: i + 1, Devices: cum - prev, State: WavePending})
-			prev = cum
+		// Its waves' groups hold the devices frozen when the rollout began: nothing is resolved
+		// again, so a membership change since can neither skip nor repeat a device.
+		frozen = frozen && len(r.res.Waves) > 0 && r.res.Waves[0].Group != ""
+	}
+	// things is the device list of rollouts started before targets were frozen.
+	var things []string
+	switch {
+	case frozen && !resumed:
+		var f FreezeTargetsResult
+		if err := workflow.ExecuteActivity(short, ActivityFreezeTargets, FreezeTargetsInput{Request: r.req}).Get(ctx, &f); err != nil {
+			r.setState(ctx, StateInvalid, "targets could not be resolved: "+rootMessage(err))
+			return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrInvalidRequest, err, r.res)
 		}
+		r.res.Devices = f.Devices
+		for i, w := range f.Waves {
+			r.res.Waves = append(r.res.Waves, WaveResult{Wave: i + 1, Devices: w.Devices, Group: w.Group, GroupArn: w.GroupArn, State: WavePending})
+		}
+	case !frozen:
+		var targets ResolveTargetsResult
+		if err := workflow.ExecuteActivity(short, ActivityResolveTargets, r.req).Get(ctx, &targets); err != nil {
+			r.setState(ctx, StateInvalid, "targets could not be resolved: "+rootMessage(err))
+			return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrInvalidRequest, err, r.res)
+		}
+		things = targets.ThingArns
+		if !resumed {
+			r.res.Devices = len(things)
+			sizes, _ := ParseWaves(r.req.Waves) // validated above
+			plan := PlanWaves(len(things), sizes)
+			prev := 0
+			for i, cum := range plan {
+				r.res.Waves = append(r.res.Waves, WaveResult{Wave: i + 1, Devices: cum - prev, State: WavePending})
+				prev = cum
+			}
+		}
+	}
+	if !resumed {
 		r.res.Counts = Counts{Queued: r.res.Devices}
 		r.approved = 1
-		r.setState(ctx, StateRunning, fmt.Sprintf("%d devices in %d wave(s)", r.res.Devices, len(plan)))
+		r.setState(ctx, StateRunning, fmt.Sprintf("%d devices in %d wave(s)", r.res.Devices, len(r.res.Waves)))
 	}
 
 	start := 0
@@ -215,8 +277,12 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 			continue
 		}
 		if wave.State != WaveRunning { // a wave resumed after continue-as-new is running already
-			end := min(start+wave.Devices, len(things))
-			if res, err := r.startWave(ctx, short, i, wave, things[min(start, end):end]); res != nil || err != nil {
+			var waveThings []string
+			if wave.Group == "" {
+				end := min(start+wave.Devices, len(things))
+				waveThings = things[min(start, end):end]
+			}
+			if res, err := r.startWave(ctx, short, i, wave, waveThings); res != nil || err != nil {
 				return res, err
 			}
 		}
@@ -318,7 +384,7 @@ func (r *rollout) startWave(ctx, short workflow.Context, i int, wave *WaveResult
 	wave.State = WaveRunning
 	var created CreateJobResult
 	err := workflow.ExecuteActivity(short, ActivityCreateJob, CreateJobInput{
-		JobID: wave.JobID, ThingArns: things, Request: r.req, Wave: wave.Wave,
+		JobID: wave.JobID, ThingArns: things, GroupArn: wave.GroupArn, Devices: wave.Devices, Request: r.req, Wave: wave.Wave,
 	}).Get(ctx, &created)
 	if err != nil {
 		r.setState(ctx, StateFailed, fmt.Sprintf("the IoT job for wave %d could not be created: %s", wave.Wave, rootMessage(err)))

@@ -29,10 +29,12 @@ type fakeJobs struct {
 	canceled []string
 	progress []workflows.AwaitJobResult
 	calls    int
+	frozen   int
+	released []string
 }
 
 func (f *fakeJobs) register(env *testsuite.TestWorkflowEnvironment) {
-	env.RegisterActivityWithOptions(func(ctx context.Context, req workflows.RolloutRequest) (*workflows.ResolveTargetsResult, error) {
+	registerFreeze(env, func(req workflows.RolloutRequest) ([]string, error) {
 		var arns []string
 		for _, t := range req.Targets {
 			if t == "ghost" {
@@ -40,8 +42,8 @@ func (f *fakeJobs) register(env *testsuite.TestWorkflowEnvironment) {
 			}
 			arns = append(arns, "arn:aws:iot:us-east-1:000000000000:thing/"+t)
 		}
-		return &workflows.ResolveTargetsResult{ThingArns: arns}, nil
-	}, activity.RegisterOptions{Name: workflows.ActivityResolveTargets})
+		return arns, nil
+	}, &f.frozen, &f.released)
 	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.CreateJobInput) (*workflows.CreateJobResult, error) {
 		f.created = append(f.created, in)
 		return &workflows.CreateJobResult{JobID: in.JobID, JobArn: "arn:aws:iot:us-east-1:000000000000:job/" + in.JobID}, nil
@@ -84,7 +86,8 @@ func TestRolloutSucceeds(t *testing.T) {
 	require.Equal(t, workflows.Counts{Succeeded: 3}, res.Counts)
 	require.Equal(t, "otaflow-r1", res.JobID)
 	require.Len(t, f.created, 1)
-	require.Len(t, f.created[0].ThingArns, 3)
+	require.Equal(t, 3, f.created[0].Devices)
+	require.Equal(t, []string{"otaflow-r1-w1"}, f.released)
 	require.Empty(t, f.canceled)
 }
 

@@ -38,6 +38,17 @@ func RollbackJobID(rolloutID string, k int) string {
 	return fmt.Sprintf("otaflow-%s-rb%d", rolloutID, k)
 }
 
+// WaveGroup is the static thing group that holds a wave's devices, frozen when the rollout
+// starts and deleted when it ends.
+func WaveGroup(rolloutID string, wave int) string {
+	return fmt.Sprintf("otaflow-%s-w%d", rolloutID, wave)
+}
+
+// RollbackGroup holds the devices of a rollback job too large to list in the job.
+func RollbackGroup(rolloutID string, k int) string {
+	return fmt.Sprintf("otaflow-%s-rb%d", rolloutID, k)
+}
+
 // RolloutRequest asks for one over-the-air update of a set of devices (the seed's
 // CreateSoftwareUpdateJob, plus otaflow's own controls).
 type RolloutRequest struct {
@@ -466,11 +477,15 @@ type RolloutResult struct {
 
 // WaveResult is one wave of a rollout.
 type WaveResult struct {
-	Wave    int    `json:"wave"`
-	Devices int    `json:"devices"`
-	JobID   string `json:"jobId,omitempty"`
-	State   string `json:"state"`
-	Counts  Counts `json:"counts"`
+	Wave    int `json:"wave"`
+	Devices int `json:"devices"`
+	// Group and GroupArn are the static thing group that holds the wave's devices (frozen
+	// when the rollout started); empty in rollouts started before targets were frozen.
+	Group    string `json:"group,omitempty"`
+	GroupArn string `json:"groupArn,omitempty"`
+	JobID    string `json:"jobId,omitempty"`
+	State    string `json:"state"`
+	Counts   Counts `json:"counts"`
 }
 
 // Wave states.
@@ -491,6 +506,8 @@ type RollbackResult struct {
 	// FailedDevices names the devices that did not roll back (at most 100).
 	FailedDevices []string `json:"failedDevices,omitempty"`
 	Message       string   `json:"message,omitempty"`
+	// Groups hold the devices of rollback jobs too large to list them (deleted at the end).
+	Groups []string `json:"groups,omitempty"`
 }
 
 // FailedDevicesInput asks which devices did not succeed in the given jobs.
@@ -512,10 +529,33 @@ type (
 	ResolveTargetsResult struct {
 		ThingArns []string `json:"thingArns"`
 	}
-	// CreateJobInput creates a rollout's IoT job.
+	// FreezeTargetsInput resolves a rollout's targets once and puts each wave's devices in its
+	// own static thing group (WaveGroup).
+	FreezeTargetsInput struct {
+		Request RolloutRequest `json:"request"`
+	}
+	// FreezeTargetsResult is the frozen plan: the number of devices and each wave's group.
+	FreezeTargetsResult struct {
+		Devices int          `json:"devices"`
+		Waves   []FrozenWave `json:"waves"`
+	}
+	// FrozenWave is one wave's devices, in their group.
+	FrozenWave struct {
+		Devices  int    `json:"devices"`
+		Group    string `json:"group"`
+		GroupArn string `json:"groupArn"`
+	}
+	// ReleaseTargetsInput deletes a rollout's groups (its devices leave them).
+	ReleaseTargetsInput struct {
+		Groups []string `json:"groups"`
+	}
+	// CreateJobInput creates a rollout's IoT job, for a wave's group (or, in rollouts started
+	// before targets were frozen, its things).
 	CreateJobInput struct {
 		JobID     string         `json:"jobId"`
-		ThingArns []string       `json:"thingArns"`
+		ThingArns []string       `json:"thingArns,omitempty"`
+		GroupArn  string         `json:"groupArn,omitempty"`
+		Devices   int            `json:"devices,omitempty"`
 		Request   RolloutRequest `json:"request"`
 		// Wave is the wave this job serves (for its description).
 		Wave int `json:"wave,omitempty"`

@@ -53,16 +53,50 @@ type fleet struct {
 	created     []workflows.CreateJobInput
 	canceled    []string
 	rollbacks   []workflows.RollbackInput
+	frozen      int      // FreezeTargets calls
+	released    []string // groups ReleaseTargets deleted
+}
+
+// registerFreeze plays the jobs service's side of FreezeTargets and ReleaseTargets: resolve
+// gives the devices, each wave gets a group named as the real activity names it.
+func registerFreeze(env *testsuite.TestWorkflowEnvironment, resolve func(workflows.RolloutRequest) ([]string, error), frozen *int, released *[]string) {
+	env.RegisterActivityWithOptions(func(ctx context.Context, req workflows.RolloutRequest) (*workflows.ResolveTargetsResult, error) {
+		arns, err := resolve(req)
+		return &workflows.ResolveTargetsResult{ThingArns: arns}, err
+	}, activity.RegisterOptions{Name: workflows.ActivityResolveTargets})
+	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.FreezeTargetsInput) (*workflows.FreezeTargetsResult, error) {
+		*frozen++
+		arns, err := resolve(in.Request)
+		if err != nil {
+			return nil, err
+		}
+		sizes, err := workflows.ParseWaves(in.Request.Waves)
+		if err != nil {
+			return nil, err
+		}
+		out := &workflows.FreezeTargetsResult{Devices: len(arns)}
+		prev := 0
+		for i, cum := range workflows.PlanWaves(len(arns), sizes) {
+			g := workflows.WaveGroup(in.Request.RolloutID, i+1)
+			out.Waves = append(out.Waves, workflows.FrozenWave{Devices: cum - prev, Group: g, GroupArn: "arn:aws:iot:us-east-1:0:thinggroup/" + g})
+			prev = cum
+		}
+		return out, nil
+	}, activity.RegisterOptions{Name: workflows.ActivityFreezeTargets})
+	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.ReleaseTargetsInput) error {
+		*released = append(*released, in.Groups...)
+		return nil
+	}, activity.RegisterOptions{Name: workflows.ActivityReleaseTargets})
 }
 
 func (f *fleet) register(env *testsuite.TestWorkflowEnvironment) {
-	env.RegisterActivityWithOptions(func(ctx context.Context, req workflows.RolloutRequest) (*workflows.ResolveTargetsResult, error) {
+	registerFreeze(env, func(workflows.RolloutRequest) ([]string, error) {
 		var arns []string
 		for i := 1; i <= f.devices; i++ {
 			arns = append(arns, fmt.Sprintf("arn:aws:iot:us-east-1:0:thing/d%02d", i))
 		}
-		return &workflows.ResolveTargetsResult{ThingArns: arns}, nil
-	}, activity.RegisterOptions{Name: workflows.ActivityResolveTargets})
+		return arns, nil
+	}, &f.frozen, &f.released)
 	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.WindowInput) (*workflows.WindowState, error) {
 		if in.At.Before(f.windowOpens) {
 			return &workflows.WindowState{OpensAt: f.windowOpens, ClosesAt: f.windowOpens.Add(time.Hour)}, nil
@@ -78,7 +112,7 @@ func (f *fleet) register(env *testsuite.TestWorkflowEnvironment) {
 		size := 0
 		for _, c := range f.created {
 			if c.JobID == in.JobID {
-				size = len(c.ThingArns)
+				size = c.Devices
 			}
 		}
 		if f.slow {
@@ -119,7 +153,7 @@ func waveRequest() workflows.RolloutRequest {
 func sizes(f *fleet) []int {
 	var out []int
 	for _, c := range f.created {
-		out = append(out, len(c.ThingArns))
+		out = append(out, c.Devices)
 	}
 	return out
 }
@@ -328,9 +362,14 @@ func TestContinueAsNewCarriesTheRolloutOn(t *testing.T) {
 	require.Equal(t, "otaflow-r1", next.Resume.Result.Waves[0].JobID)
 	require.Len(t, f.created, 1)
 
-	// The next run picks up wave 1 where it was, without creating its job again.
+	require.Equal(t, 1, f.frozen)
+	require.Empty(t, f.released, "a continued rollout keeps its groups")
+
+	// The next run picks up wave 1 where it was, without creating its job again, and without
+	// resolving the targets again: two devices joined the target group meanwhile, and the
+	// frozen waves do not take them.
 	env2 := s.NewTestWorkflowEnvironment()
-	f2 := &fleet{devices: 4, outcome: func(jobID string, size int) workflows.AwaitJobResult {
+	f2 := &fleet{devices: 6, outcome: func(jobID string, size int) workflows.AwaitJobResult {
 		if jobID == "otaflow-r1" { // created by the first run
 			size = 1
 		}
@@ -343,6 +382,10 @@ func TestContinueAsNewCarriesTheRolloutOn(t *testing.T) {
 	require.NoError(t, env2.GetWorkflowResult(&res))
 	require.Equal(t, []string{"otaflow-r1-w2"}, []string{f2.created[0].JobID})
 	require.Len(t, f2.created, 1)
-	require.Equal(t, 3, len(f2.created[0].ThingArns), "wave 2 gets the devices after wave 1's")
+	require.Equal(t, 3, f2.created[0].Devices, "wave 2 gets the devices after wave 1's")
+	require.Equal(t, "arn:aws:iot:us-east-1:0:thinggroup/otaflow-r1-w2", f2.created[0].GroupArn)
+	require.Empty(t, f2.created[0].ThingArns, "no device list travels through the workflow")
+	require.Zero(t, f2.frozen, "the continued run uses the frozen groups")
 	require.Equal(t, workflows.Counts{Succeeded: 4}, res.Counts)
+	require.Equal(t, []string{"otaflow-r1-w1", "otaflow-r1-w2"}, f2.released, "the groups go when the rollout ends")
 }

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -300,8 +301,21 @@ func throughput(ctx context.Context, o *Options, n int) (*Throughput, error) {
 			SoftwareToUpdate: jobdoc.SoftwareCore, Version: fmt.Sprintf("3.%d.0", r)}
 		body, _ := d.Marshal()
 		jobID := fmt.Sprintf("baseline-%d-%d", n, r)
+		// As on AWS, a job takes at most 100 targets: the devices go in a thing group first
+		// (the rollout does the same, inside its timed run).
+		group := "baseline-" + strconv.Itoa(n) + "-" + strconv.Itoa(r)
+		g, err := s.Jobs.CreateThingGroup(group, "")
+		if err != nil {
+			return nil, err
+		}
+		defer s.Jobs.DeleteThingGroup(group) // its devices may join the next size's
 		began = time.Now()
-		if _, err := s.Jobs.CreateJob(jobs.CreateJobInput{JobID: jobID, Targets: things, Document: body}); err != nil {
+		for _, th := range things {
+			if err := s.Jobs.AddThingToThingGroup(group, th); err != nil {
+				return nil, err
+			}
+		}
+		if _, err := s.Jobs.CreateJob(jobs.CreateJobInput{JobID: jobID, Targets: []string{g.Arn}, Document: body}); err != nil {
 			return nil, err
 		}
 		for {

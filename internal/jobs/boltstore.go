@@ -274,6 +274,19 @@ func (t boltTx) group(name string) (*ThingGroup, error) {
 	return get[ThingGroup](t.b(bucketGroups), nameKey(name))
 }
 func (t boltTx) putGroup(g *ThingGroup) error { return putJSON(t.b(bucketGroups), nameKey(g.Name), g) }
+func (t boltTx) deleteGroup(name string) error {
+	for _, thing := range t.suffixes(bucketMembers, pairPrefix(name)) {
+		if err := t.setMember(name, thing, false); err != nil {
+			return err
+		}
+	}
+	for _, jobID := range t.suffixes(bucketGroupJobs, pairPrefix(name)) {
+		if err := t.setContinuousJob(name, jobID, false); err != nil {
+			return err
+		}
+	}
+	return t.b(bucketGroups).Delete(nameKey(name))
+}
 func (t boltTx) forEachGroup(fn func(*ThingGroup) error) error {
 	return forEach(t.b(bucketGroups), fn)
 }

@@ -3,6 +3,7 @@ package jobs
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/otaflow/otaflow/internal/arn"
@@ -106,6 +107,30 @@ func members(t Tx, group string, recursive bool) ([]string, error) {
 	}
 	slices.Sort(things)
 	return things, nil
+}
+
+// DeleteThingGroup deletes a group; its things leave it. A group with child groups is refused
+// (delete those first), as on AWS. Deleting a group that does not exist succeeds.
+func (s *Service) DeleteThingGroup(name string) error {
+	return s.st.Update(func(t Tx) error {
+		g, err := t.group(name)
+		if err != nil || g == nil {
+			return err
+		}
+		var children []string
+		if err := t.forEachGroup(func(c *ThingGroup) error {
+			if c.Parent == name {
+				children = append(children, c.Name)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if len(children) > 0 {
+			return errorf(CodeInvalidRequest, "thing group %s has child groups (%s): delete them first", name, strings.Join(children, ", "))
+		}
+		return t.deleteGroup(name)
+	})
 }
 
 // AddThingToThingGroup adds a thing to a group. Every IN_PROGRESS CONTINUOUS job that targets

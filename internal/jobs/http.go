@@ -42,6 +42,13 @@ func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler 
 	mux.HandleFunc("DELETE /things/{thingName}", s.handleDeleteThing)
 	mux.HandleFunc("POST /thing-groups/{thingGroupName}", s.handleCreateThingGroup)
 	mux.HandleFunc("GET /thing-groups/{thingGroupName}", s.handleDescribeThingGroup)
+	mux.HandleFunc("DELETE /thing-groups/{thingGroupName}", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.DeleteThingGroup(r.PathValue("thingGroupName")); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, map[string]any{})
+	})
 	mux.HandleFunc("PUT /thing-groups/addThingToThingGroup", s.handleThingGroupMembership(true))
 	mux.HandleFunc("PUT /thing-groups/removeThingFromThingGroup", s.handleThingGroupMembership(false))
 	mux.HandleFunc("GET /thing-groups/{thingGroupName}/things", s.handleListThingsInThingGroup)
@@ -107,6 +114,8 @@ func exceptionFor(code ErrorCode) (string, int) {
 		return "VersionConflictException", http.StatusConflict
 	case CodeUnauthorized:
 		return "UnauthorizedException", http.StatusForbidden
+	case CodeLimitExceeded:
+		return "LimitExceededException", http.StatusGone
 	}
 	return "InternalFailureException", http.StatusInternalServerError
 }

@@ -33,6 +33,9 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 	if !jobIDRE.MatchString(in.JobID) {
 		return nil, errorf(CodeInvalidRequest, "job ID %q is invalid: use 1-64 characters from a-z A-Z 0-9 _ -", in.JobID)
 	}
+	if err := s.checkTargets(in.Targets); err != nil {
+		return nil, err
+	}
 	if in.Document == "" {
 		return nil, errorf(CodeInvalidRequest, "job %s has no document", in.JobID)
 	}

@@ -195,6 +195,7 @@ const (
 	CodeAlreadyExists ErrorCode = "ResourceAlreadyExists"
 	CodeUnauthorized  ErrorCode = "Unauthorized"
 	CodeConflict      ErrorCode = "Conflict"
+	CodeLimitExceeded ErrorCode = "LimitExceeded"
 )
 
 // Error is a service error that both planes know how to send.

@@ -18,7 +18,18 @@ const (
 	maxDetailsValue = 1024
 	// maxClientToken is the Jobs MQTT API's clientToken limit: 64 bytes.
 	maxClientToken = 64
+	// MaxJobTargets: CreateJob takes at most 100 targets (things or thing groups); larger
+	// fleets are reached through thing groups.
+	MaxJobTargets = 100
 )
+
+// checkTargets applies CreateJob's target limit.
+func (s *Service) checkTargets(targets []string) error {
+	if s.quotas && len(targets) > MaxJobTargets {
+		return errorf(CodeLimitExceeded, "a job takes at most %d targets, not %d: put the things in a thing group and target the group", MaxJobTargets, len(targets))
+	}
+	return nil
+}
 
 // checkJoin refuses a membership AWS would refuse: an 11th static group, or a second group of
 // one hierarchy (a thing may belong to a group or to one of its descendants, not both).

@@ -56,6 +56,8 @@ type Tx interface {
 
 	group(name string) (*ThingGroup, error)
 	putGroup(g *ThingGroup) error
+	// deleteGroup removes a group with its memberships and CONTINUOUS job links.
+	deleteGroup(name string) error
 	forEachGroup(fn func(*ThingGroup) error) error
 	// groupThings are a group's direct members, thingGroups a thing's groups, both by name.
 	groupThings(group string) ([]string, error)
