@@ -46,7 +46,7 @@ func TestStalledRolloutIsExplained(t *testing.T) {
 	_, err = rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, request("stalled-failing", arns))
 	require.NoError(t, err)
 	_, err = rolloutclient.WaitForJob(ctx, s.Client, "stalled-failing", workflows.TaskQueue, 8*time.Second)
-	require.ErrorContains(t, err, "activity ResolveTargets keeps failing")
+	require.ErrorContains(t, err, "activity FreezeTargets keeps failing")
 	require.ErrorContains(t, err, "connection refused")
 	require.NotContains(t, err.Error(), "no worker polls")
 }
