@@ -68,10 +68,14 @@ func (a *Activities) Register(w worker.ActivityRegistry) {
 
 // ResolveTargets checks that every target exists and returns the things' ARNs, thing groups
 // expanded (recursively) and sorted by name, so waves are the same on every replay and retry.
-// An invalid request creates no job.
+// An invalid request creates no job. A thing listed in a target group exists (the listing
+// proves it): only things named directly are described.
 func (a *Activities) ResolveTargets(ctx context.Context, req workflows.RolloutRequest) (*workflows.ResolveTargetsResult, error) {
 	var missing []string
 	names := map[string]bool{}
+	// listed are the things of target groups, with their ARNs (in the group's account and
+	// region).
+	listed := map[string]string{}
 	for _, target := range req.Targets {
 		t, err := arn.ParseTarget(target)
 		if err != nil {
@@ -89,7 +93,11 @@ func (a *Activities) ResolveTargets(ctx context.Context, req workflows.RolloutRe
 				return nil, fmt.Errorf("list things in group %s: %w", name, err)
 			}
 			for _, m := range members {
-				names[m] = true
+				if t.ARN.Account != "" {
+					listed[m] = arn.IoT(t.ARN.Region, t.ARN.Account, arn.TypeThing, m)
+				} else {
+					names[m] = true
+				}
 			}
 			continue
 		}
@@ -97,7 +105,9 @@ func (a *Activities) ResolveTargets(ctx context.Context, req workflows.RolloutRe
 	}
 	sorted := make([]string, 0, len(names))
 	for n := range names {
-		sorted = append(sorted, n)
+		if _, ok := listed[n]; !ok {
+			sorted = append(sorted, n)
+		}
 	}
 	slices.Sort(sorted)
 	// Describe the things a few at a time (well inside AWS IoT's DescribeThing rate): one at a
@@ -136,6 +146,11 @@ func (a *Activities) ResolveTargets(ctx context.Context, req workflows.RolloutRe
 			arns = append(arns, found[i])
 		}
 	}
+	for _, a := range listed {
+		arns = append(arns, a)
+	}
+	// One order, by thing name, whichever way a thing was found.
+	slices.SortFunc(arns, func(x, y string) int { return strings.Compare(arn.Name(x), arn.Name(y)) })
 	if len(missing) > 0 {
 		msg := fmt.Sprintf("%d target(s) are not registered: %s; register them (CreateThing) or remove them from the targets", len(missing), strings.Join(missing, ", "))
 		return nil, temporal.NewNonRetryableApplicationError(msg, workflows.ErrInvalidRequest, nil)

@@ -111,7 +111,11 @@ func printBench(w io.Writer, r *bench.Results) {
 		for _, t := range r.Throughput {
 			fmt.Fprintf(w, "%-9d %16.0f %18.0f %8.2f %15d %7.1fs %7.1fs\n", t.Devices, t.RolloutPerMin, t.BaselinePerMin, t.Ratio, t.HistoryEvents, t.RolloutSeconds, t.BaselineSeconds)
 		}
-		fmt.Fprintf(w, "(medians of %d runs; baseline = the same devices given one job by the jobs service alone)\n\n", r.Throughput[0].RepeatsEachSide)
+		fmt.Fprintf(w, "(medians of %d runs; baseline = the same devices given one job by the jobs service alone)\n", r.Throughput[0].RepeatsEachSide)
+		for _, t := range r.Throughput {
+			fmt.Fprintf(w, "%-9d control-plane calls per device %.2f, device (MQTT) calls per device %.2f\n", t.Devices, t.ControlCallsPerDevice, t.DeviceCallsPerDevice)
+		}
+		fmt.Fprintln(w)
 	}
 	if l := r.Notify; l != nil {
 		fmt.Fprintf(w, "notify latency (%d samples)   job created → notify-next  p50 %.2f ms  p99 %.2f ms\n", l.Samples, l.P50ms, l.P99ms)

@@ -80,6 +80,11 @@ type Throughput struct {
 	FleetProcesses   int     `json:"fleetProcesses"`
 	RepeatsEachSide  int     `json:"repeats"`
 	ConnectedSeconds float64 `json:"devicesConnectedSeconds"`
+	// ControlCallsPerDevice and DeviceCallsPerDevice are the jobs service's REST and MQTT
+	// requests during one rollout, per device; ControlCalls breaks the REST ones down.
+	ControlCallsPerDevice float64          `json:"controlPlaneCallsPerDevice"`
+	DeviceCallsPerDevice  float64          `json:"deviceCallsPerDevice"`
+	ControlCalls          map[string]int64 `json:"controlPlaneCalls"`
 }
 
 // Latency is job created → device notified, beside a raw MQTT publish → receive.
@@ -274,6 +279,7 @@ func throughput(ctx context.Context, o *Options, n int) (*Throughput, error) {
 			SoftwareToUpdate: "core", Version: fmt.Sprintf("2.%d.0", r), S3URLSignerRole: "arn:aws:iam::000000000000:role/bench",
 			PollInterval: 100 * time.Millisecond, Timeout: 30 * time.Minute,
 		}
+		before := s.Jobs.APICalls()
 		began := time.Now()
 		run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
 		if err != nil {
@@ -284,6 +290,18 @@ func throughput(ctx context.Context, o *Options, n int) (*Throughput, error) {
 			return nil, fmt.Errorf("rollout: %w (%s)", err, res.Message)
 		}
 		took := time.Since(began)
+		t.ControlCalls = map[string]int64{}
+		var control, device int64
+		for op, c := range s.Jobs.APICalls() {
+			d := c - before[op]
+			if strings.HasPrefix(op, "mqtt ") {
+				device += d
+			} else if d > 0 {
+				control += d
+				t.ControlCalls[op] = d
+			}
+		}
+		t.ControlCallsPerDevice, t.DeviceCallsPerDevice = float64(control)/float64(n), float64(device)/float64(n)
 		rollout = append(rollout, took.Seconds())
 		it := s.Client.GetWorkflowHistory(ctx, run.GetID(), run.GetRunID(), false, 0)
 		events := 0
@@ -294,7 +312,8 @@ func throughput(ctx context.Context, o *Options, n int) (*Throughput, error) {
 			events++
 		}
 		t.HistoryEvents = events
-		o.say("%d devices: rollout %d/%d took %.2fs (%d history events)", n, r+1, o.Repeat, took.Seconds(), events)
+		o.say("%d devices: rollout %d/%d took %.2fs (%d history events, %.2f control-plane and %.2f device calls per device)", n, r+1, o.Repeat,
+			took.Seconds(), events, t.ControlCallsPerDevice, t.DeviceCallsPerDevice)
 
 		// Baseline: the same devices, one job straight from the jobs service.
 		d := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "baseline",

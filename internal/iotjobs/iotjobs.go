@@ -46,6 +46,21 @@ const (
 	OpUpdate        // {jobId}/update
 )
 
+// String names the request as the Jobs MQTT API does.
+func (o Op) String() string {
+	switch o {
+	case OpGetPending:
+		return "get"
+	case OpStartNext:
+		return "start-next"
+	case OpDescribe:
+		return "describe"
+	case OpUpdate:
+		return "update"
+	}
+	return "unknown"
+}
+
 // Request is a parsed request topic.
 type Request struct {
 	Thing string

@@ -189,3 +189,21 @@ func TestSnapshotJobOnEmptyGroupCompletes(t *testing.T) {
 	require.Equal(t, types.JobStatusCompleted, d.Job.Status)
 	require.NotNil(t, d.Job.CompletedAt)
 }
+
+// TestAPICallsAreCounted: the service counts its requests by operation, which the benchmark
+// reports per device.
+func TestAPICallsAreCounted(t *testing.T) {
+	ctx := context.Background()
+	svc := openService(t, t.TempDir())
+	defer svc.Close()
+	c := iotClient(serve(t, svc), testCreds)
+	for _, name := range []string{"a", "b"} {
+		_, err := c.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String(name)})
+		require.NoError(t, err)
+	}
+	_, err := c.DescribeThing(ctx, &iot.DescribeThingInput{ThingName: aws.String("a")})
+	require.NoError(t, err)
+	calls := svc.APICalls()
+	require.EqualValues(t, 2, calls["POST /things/{thingName}"])
+	require.EqualValues(t, 1, calls["GET /things/{thingName}"])
+}

@@ -7,12 +7,49 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/otaflow/otaflow/internal/arn"
 
 	"github.com/rs/zerolog"
 )
+
+// countingMux counts the calls of each operation (APICalls).
+type countingMux struct {
+	*http.ServeMux
+	s *Service
+}
+
+func (m countingMux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	n := m.s.counter(pattern)
+	m.ServeMux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		h(w, r)
+	})
+}
+
+func (s *Service) counter(op string) *atomic.Int64 {
+	v, ok := s.calls.Load(op)
+	if !ok {
+		v, _ = s.calls.LoadOrStore(op, new(atomic.Int64))
+	}
+	return v.(*atomic.Int64)
+}
+
+// APICalls counts the control-plane requests served so far, by operation ("PUT /jobs/{jobId}"),
+// and the device requests over MQTT ("mqtt get", "mqtt update", ...): what a benchmark divides
+// by the fleet size.
+func (s *Service) APICalls() map[string]int64 {
+	out := map[string]int64{}
+	s.calls.Range(func(k, v any) bool {
+		if n := v.(*atomic.Int64).Load(); n > 0 {
+			out[k.(string)] = n
+		}
+		return true
+	})
+	return out
+}
 
 // Route is an extra handler served beside the IoT paths, behind the same authentication.
 type Route struct {
@@ -23,7 +60,7 @@ type Route struct {
 // HTTPHandler serves the AWS IoT REST control plane (and any extra routes). Every request
 // must carry a SigV4 signature made with the configured credentials.
 func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler {
-	mux := http.NewServeMux()
+	mux := countingMux{ServeMux: http.NewServeMux(), s: s}
 	for _, r := range extra {
 		mux.Handle(r.Pattern, r.Handler)
 	}

@@ -253,6 +253,7 @@ func (p *MQTTPlane) serve() {
 }
 
 func (p *MQTTPlane) serveOne(topic string, r iotjobs.Request, payload []byte) {
+	p.svc.counter("mqtt " + r.Op.String()).Add(1)
 	// The client token is read on its own first, so that a request whose other members do not
 	// decode is still rejected with its token.
 	var tok iotjobs.Token

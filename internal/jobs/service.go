@@ -48,6 +48,7 @@ type Service struct {
 	baseURL    string
 	presignKey []byte
 	quotas     bool
+	calls      sync.Map // operation → *atomic.Int64 (APICalls)
 }
 
 // MaxDocumentBytes is AWS IoT's limit on a job document.
