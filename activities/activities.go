@@ -176,8 +176,15 @@ func (a *Activities) FreezeTargets(ctx context.Context, in workflows.FreezeTarge
 	}
 	things := targets.ThingArns
 	out := &workflows.FreezeTargetsResult{Devices: len(things)}
+	plan := workflows.PlanWaves(len(things), sizes)
+	if len(plan) == 1 && onlyGroups(in.Request.Targets) {
+		// One wave over thing groups: its job targets them as they are (a SNAPSHOT job takes
+		// their members once, when it is created), with no group and no call per device.
+		out.Waves = []workflows.FrozenWave{{Devices: len(things), Targets: in.Request.Targets}}
+		return out, nil
+	}
 	prev := 0
-	for i, cum := range workflows.PlanWaves(len(things), sizes) {
+	for i, cum := range plan {
 		name := workflows.WaveGroup(in.Request.RolloutID, i+1)
 		groupArn, err := a.fillGroup(ctx, name, things[prev:cum])
 		if err != nil {
@@ -187,6 +194,16 @@ func (a *Activities) FreezeTargets(ctx context.Context, in workflows.FreezeTarge
 		prev = cum
 	}
 	return out, nil
+}
+
+// onlyGroups reports whether targets are thing-group ARNs only, few enough for one job.
+func onlyGroups(targets []string) bool {
+	for _, t := range targets {
+		if p, err := arn.ParseTarget(t); err != nil || p.Type != arn.TypeThingGroup {
+			return false
+		}
+	}
+	return len(targets) > 0 && len(targets) <= maxJobTargets
 }
 
 // ReleaseTargets deletes the rollout's thing groups; its devices leave them. A group that is
@@ -238,7 +255,7 @@ func (a *Activities) fillGroup(ctx context.Context, name string, things []string
 	}
 	var done atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(describeConcurrency)
+	g.SetLimit(membershipConcurrency)
 	for _, t := range things {
 		thing := arn.Name(t)
 		if !want[thing] {
@@ -288,6 +305,10 @@ func (a *Activities) listGroup(ctx context.Context, group string, recursive bool
 // describeConcurrency is how many DescribeThing calls ResolveTargets (and group membership
 // calls FreezeTargets) makes at once.
 const describeConcurrency = 8
+
+// membershipConcurrency is how many AddThingToThingGroup calls FreezeTargets makes at once
+// (the jobs service commits concurrent ones together).
+const membershipConcurrency = 32
 
 // maxJobTargets is AWS IoT's limit on a job's targets; more devices go in a thing group.
 const maxJobTargets = 100

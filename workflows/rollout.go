@@ -230,7 +230,7 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 		r.req.Resume = nil
 		// Its waves' groups hold the devices frozen when the rollout began: nothing is resolved
 		// again, so a membership change since can neither skip nor repeat a device.
-		frozen = frozen && len(r.res.Waves) > 0 && r.res.Waves[0].Group != ""
+		frozen = frozen && len(r.res.Waves) > 0 && (r.res.Waves[0].Group != "" || len(r.res.Waves[0].Targets) > 0)
 	}
 	// things is the device list of rollouts started before targets were frozen.
 	var things []string
@@ -243,7 +243,7 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 		}
 		r.res.Devices = f.Devices
 		for i, w := range f.Waves {
-			r.res.Waves = append(r.res.Waves, WaveResult{Wave: i + 1, Devices: w.Devices, Group: w.Group, GroupArn: w.GroupArn, State: WavePending})
+			r.res.Waves = append(r.res.Waves, WaveResult{Wave: i + 1, Devices: w.Devices, Group: w.Group, GroupArn: w.GroupArn, Targets: w.Targets, State: WavePending})
 		}
 	case !frozen:
 		var targets ResolveTargetsResult
@@ -277,8 +277,8 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 			continue
 		}
 		if wave.State != WaveRunning { // a wave resumed after continue-as-new is running already
-			var waveThings []string
-			if wave.Group == "" {
+			waveThings := wave.Targets
+			if wave.Group == "" && len(wave.Targets) == 0 {
 				end := min(start+wave.Devices, len(things))
 				waveThings = things[min(start, end):end]
 			}

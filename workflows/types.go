@@ -483,9 +483,12 @@ type WaveResult struct {
 	// when the rollout started); empty in rollouts started before targets were frozen.
 	Group    string `json:"group,omitempty"`
 	GroupArn string `json:"groupArn,omitempty"`
-	JobID    string `json:"jobId,omitempty"`
-	State    string `json:"state"`
-	Counts   Counts `json:"counts"`
+	// Targets, set instead of a group, are the thing groups the wave's job targets as they are
+	// (a one-wave rollout of thing groups needs no group of its own).
+	Targets []string `json:"targets,omitempty"`
+	JobID   string   `json:"jobId,omitempty"`
+	State   string   `json:"state"`
+	Counts  Counts   `json:"counts"`
 }
 
 // Wave states.
@@ -542,8 +545,10 @@ type (
 	// FrozenWave is one wave's devices, in their group.
 	FrozenWave struct {
 		Devices  int    `json:"devices"`
-		Group    string `json:"group"`
-		GroupArn string `json:"groupArn"`
+		Group    string `json:"group,omitempty"`
+		GroupArn string `json:"groupArn,omitempty"`
+		// Targets, instead of a group: the request's thing groups, for a one-wave rollout.
+		Targets []string `json:"targets,omitempty"`
 	}
 	// ReleaseTargetsInput deletes a rollout's groups (its devices leave them).
 	ReleaseTargetsInput struct {

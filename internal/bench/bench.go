@@ -14,12 +14,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/otaflow/otaflow/internal/jobdoc"
 	"github.com/otaflow/otaflow/internal/jobs"
@@ -255,14 +255,24 @@ func throughput(ctx context.Context, o *Options, n int) (*Throughput, error) {
 	}
 	defer os.RemoveAll(dir)
 	defer s.Close()
-	var arns, things []string
+	// The fleet is a thing group, as an operator's is: rollout and baseline target it.
+	fleetGroup, err := s.Jobs.CreateThingGroup(fmt.Sprintf("bench-fleet-%d", n), "")
+	if err != nil {
+		return nil, err
+	}
+	var eg errgroup.Group
+	eg.SetLimit(32)
 	for i := 1; i <= n; i++ {
 		th, err := s.Jobs.CreateThing(stack.Device(i), nil)
 		if err != nil {
 			return nil, err
 		}
-		arns, things = append(arns, th.Arn), append(things, th.Name)
+		eg.Go(func() error { return s.Jobs.AddThingToThingGroup(fleetGroup.Name, th.Name) })
 	}
+	if err := eg.Wait(); err != nil {
+		return nil, err
+	}
+	arns := []string{fleetGroup.Arn}
 	o.say("%d devices: starting the fleet (one MQTT connection per device)", n)
 	start := time.Now()
 	stop, procs, err := fleetProcs(ctx, o, s.Broker.URL(), dir, n)
@@ -320,21 +330,8 @@ func throughput(ctx context.Context, o *Options, n int) (*Throughput, error) {
 			SoftwareToUpdate: jobdoc.SoftwareCore, Version: fmt.Sprintf("3.%d.0", r)}
 		body, _ := d.Marshal()
 		jobID := fmt.Sprintf("baseline-%d-%d", n, r)
-		// As on AWS, a job takes at most 100 targets: the devices go in a thing group first
-		// (the rollout does the same, inside its timed run).
-		group := "baseline-" + strconv.Itoa(n) + "-" + strconv.Itoa(r)
-		g, err := s.Jobs.CreateThingGroup(group, "")
-		if err != nil {
-			return nil, err
-		}
-		defer s.Jobs.DeleteThingGroup(group) // its devices may join the next size's
 		began = time.Now()
-		for _, th := range things {
-			if err := s.Jobs.AddThingToThingGroup(group, th); err != nil {
-				return nil, err
-			}
-		}
-		if _, err := s.Jobs.CreateJob(jobs.CreateJobInput{JobID: jobID, Targets: []string{g.Arn}, Document: body}); err != nil {
+		if _, err := s.Jobs.CreateJob(jobs.CreateJobInput{JobID: jobID, Targets: arns, Document: body}); err != nil {
 			return nil, err
 		}
 		for {

@@ -173,7 +173,10 @@ func (s *Service) RemoveThingFromThingGroup(group, thing string) error {
 // the thing's queue changed, so it is notified once the change is durable.
 func (s *Service) changeMembership(group, thing string, join bool, apply func(t Tx, jobID string, now time.Time) (bool, error)) error {
 	changed := false
-	err := s.st.Update(func(t Tx) error {
+	// Batched: a rollout adds a wave's devices to its group many at a time, and one fsync
+	// then serves many memberships.
+	err := s.st.Batch(func(t Tx) error {
+		changed = false // a batch may run this again
 		if err := s.requireGroupAndThing(t, group, thing); err != nil {
 			return err
 		}

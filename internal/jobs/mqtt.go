@@ -32,10 +32,12 @@ type MQTTOptions struct {
 // flooding client from starving the fleet or the service's broker session.
 const (
 	maxPendingListed = 10
-	// planeWorkers serve device requests; planeQueue requests wait for them, at most
+	// planeWorkers serve device requests (many: the store commits concurrent writes
+	// together, so more workers mean fewer fsyncs per request); planeQueue requests wait for
+	// them, at most
 	// perThingQueued of them from one thing. Beyond that a request is refused with
 	// RequestThrottled (devices retry) rather than queued without bound.
-	planeWorkers   = 16
+	planeWorkers   = 1024
 	planeQueue     = 8192
 	perThingQueued = 8
 	// maxInflight QoS 1 publishes await the broker's PUBACK at once (MQTT allows 65,535).

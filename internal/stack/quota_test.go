@@ -47,4 +47,24 @@ func TestWavesLargerThanAJobsTargets(t *testing.T) {
 		var gone *types.ResourceNotFoundException
 		require.ErrorAs(t, err, &gone, "group %s is deleted when the rollout ends", w.Group)
 	}
+
+	// One wave over a thing group of 150: its job targets the group as it is, with no group
+	// of the rollout's own (no call per device).
+	g, err := s.IoT.CreateThingGroup(ctx, &iot.CreateThingGroupInput{ThingGroupName: aws.String("fleet")})
+	require.NoError(t, err)
+	for _, a := range arns[:150] {
+		_, err := s.IoT.AddThingToThingGroup(ctx, &iot.AddThingToThingGroupInput{ThingGroupName: aws.String("fleet"), ThingArn: aws.String(a)})
+		require.NoError(t, err)
+	}
+	one := request("one-wave-group", []string{aws.ToString(g.ThingGroupArn)})
+	one.Version = "1.12.0"
+	run, err = rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, one)
+	require.NoError(t, err)
+	res, err = rolloutclient.Result(ctx, run)
+	require.NoError(t, err, res.Message)
+	require.Equal(t, 150, res.Counts.Succeeded)
+	j, err := s.IoT.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(res.Waves[0].JobID)})
+	require.NoError(t, err)
+	require.Equal(t, []string{aws.ToString(g.ThingGroupArn)}, j.Job.Targets)
+	require.Empty(t, res.Waves[0].Group)
 }
