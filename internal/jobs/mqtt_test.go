@@ -370,13 +370,7 @@ func TestDeviceProtocolDetails(t *testing.T) {
 	for _, start := range mqtttest.All() {
 		b := start(t)
 		t.Run(b.Name, func(t *testing.T) {
-			svc := openService(t, t.TempDir())
-			defer svc.Close()
-			servePlane(t, svc, b.URL, "dev-1")
-			dev := connectDevice(t, b, "dev-1")
-			require.EqualValues(t, 1, dev.subscribe("$aws/things/dev-1/jobs/#"))
-			_, err := svc.CreateJob(jobs.CreateJobInput{JobID: "j1", Targets: []string{"dev-1"}, Document: `{}`})
-			require.NoError(t, err)
+			dev := deviceWithJob(t, b)
 
 			dev.publish("start-next", map[string]any{"clientToken": "s1", "stepTimeoutInMinutes": 5})
 			exec := dev.await("start-next/accepted")["execution"].(map[string]any)
@@ -393,4 +387,17 @@ func TestDeviceProtocolDetails(t *testing.T) {
 			require.NotContains(t, got, "clientToken", "no token sent, none echoed")
 		})
 	}
+}
+
+// deviceWithJob serves the Jobs API on b for dev-1, connects dev-1 (subscribed to its topics)
+// and queues job j1 for it.
+func deviceWithJob(t *testing.T, b mqtttest.Broker) *device {
+	svc := openService(t, t.TempDir())
+	t.Cleanup(func() { svc.Close() })
+	servePlane(t, svc, b.URL, "dev-1")
+	dev := connectDevice(t, b, "dev-1")
+	require.EqualValues(t, 1, dev.subscribe("$aws/things/dev-1/jobs/#"))
+	_, err := svc.CreateJob(jobs.CreateJobInput{JobID: "j1", Targets: []string{"dev-1"}, Document: `{}`})
+	require.NoError(t, err)
+	return dev
 }

@@ -69,14 +69,7 @@ func TestThingGroupQuotas(t *testing.T) {
 // details AWS would refuse (a control character, a value over 1,024 characters, a key outside
 // its character set) and a client token over 64 bytes.
 func TestDeviceRequestLimits(t *testing.T) {
-	b := mqtttest.Embedded(t)
-	svc := openService(t, t.TempDir())
-	defer svc.Close()
-	servePlane(t, svc, b.URL, "dev-1")
-	dev := connectDevice(t, b, "dev-1")
-	require.EqualValues(t, 1, dev.subscribe("$aws/things/dev-1/jobs/#"))
-	_, err := svc.CreateJob(jobs.CreateJobInput{JobID: "j1", Targets: []string{"dev-1"}, Document: `{}`})
-	require.NoError(t, err)
+	dev := deviceWithJob(t, mqtttest.Embedded(t))
 	dev.publish("start-next", map[string]any{"clientToken": "s"})
 	dev.await("start-next/accepted")
 	for i, details := range []map[string]string{

@@ -303,33 +303,31 @@ func (r *Repo) commit(from string) error {
 		switch role {
 		case RoleTargets:
 			t := &r.targets.Signed
-			t.Version, t.Expires = t.Version+1, r.expires(role)
-			r.targets.ClearSignatures()
-			if err = sign(r, r.targets, &r.root.Signed, role); err == nil {
-				err = r.targets.ToFile(r.metaPath("targets.json"), true)
-			}
+			err = resign(r, r.targets, &t.Version, &t.Expires, role, "targets.json")
 		case RoleSnapshot:
 			s := &r.snapshot.Signed
-			s.Version, s.Expires = s.Version+1, r.expires(role)
 			s.Meta["targets.json"] = metadata.MetaFile(r.targets.Signed.Version)
-			r.snapshot.ClearSignatures()
-			if err = sign(r, r.snapshot, &r.root.Signed, role); err == nil {
-				err = r.snapshot.ToFile(r.metaPath("snapshot.json"), true)
-			}
+			err = resign(r, r.snapshot, &s.Version, &s.Expires, role, "snapshot.json")
 		case RoleTimestamp:
 			ts := &r.timestamp.Signed
-			ts.Version, ts.Expires = ts.Version+1, r.expires(role)
 			ts.Meta["snapshot.json"] = metadata.MetaFile(r.snapshot.Signed.Version)
-			r.timestamp.ClearSignatures()
-			if err = sign(r, r.timestamp, &r.root.Signed, role); err == nil {
-				err = r.timestamp.ToFile(r.metaPath("timestamp.json"), true)
-			}
+			err = resign(r, r.timestamp, &ts.Version, &ts.Expires, role, "timestamp.json")
 		}
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// resign gives m (of role) its next version and a new expiry, signs it and writes it to file.
+func resign[T metadata.Roles](r *Repo, m *metadata.Metadata[T], version *int64, expires *time.Time, role, file string) error {
+	*version, *expires = *version+1, r.expires(role)
+	m.ClearSignatures()
+	if err := sign(r, m, &r.root.Signed, role); err != nil {
+		return err
+	}
+	return m.ToFile(r.metaPath(file), true)
 }
 
 var targetRE = regexp.MustCompile(`^[a-z_]+/[0-9A-Za-z][0-9A-Za-z.+-]{0,63}\.tar\.gz$`)
