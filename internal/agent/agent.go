@@ -491,10 +491,6 @@ func (a *Agent) setStep(step Step) error {
 	return a.setState(func(s *State) { s.Step = step })
 }
 
-// maxDetailsValue is the longest statusDetails value AWS IoT takes (1,024 characters, no
-// control characters, none empty).
-const maxDetailsValue = 1024
-
 // fitDetails makes statusDetails acceptable to AWS IoT: a failure reason with a script's
 // output loses its line breaks and is cut to the limit, and empty values are left out (a
 // report AWS refuses would be resent forever).
@@ -506,8 +502,8 @@ func fitDetails(d map[string]string) map[string]string {
 			}
 			return r
 		}, v)
-		if rs := []rune(v); len(rs) > maxDetailsValue {
-			v = string(rs[:maxDetailsValue-1]) + "…"
+		if rs := []rune(v); len(rs) > iotjobs.MaxDetailsValue {
+			v = string(rs[:iotjobs.MaxDetailsValue-1]) + "…"
 		}
 		if strings.TrimSpace(v) == "" {
 			delete(d, k)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/otaflow/otaflow/internal/iotjobs"
 	"github.com/stretchr/testify/require"
 )
 
@@ -18,6 +19,6 @@ func TestFitDetails(t *testing.T) {
 	})
 	require.Equal(t, "pre-update script failed: service would not stop  ", got["reason"])
 	require.NotContains(t, got, "previousVersion", "an empty value is left out")
-	require.Equal(t, maxDetailsValue, utf8.RuneCountInString(got["output"]))
+	require.Equal(t, iotjobs.MaxDetailsValue, utf8.RuneCountInString(got["output"]))
 	require.True(t, strings.HasSuffix(got["output"], "…"))
 }

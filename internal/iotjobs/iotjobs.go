@@ -125,6 +125,16 @@ const (
 // Terminal reports whether no further transition is allowed from s.
 func (s Status) Terminal() bool { return s != StatusQueued && s != StatusInProgress }
 
+// Limits of the Jobs device API (iot-jobs-data service model and AWS's MQTT Jobs API): a
+// statusDetails key is 1-128 of [a-zA-Z0-9:_-], a value 1-1,024 characters without control
+// characters; a clientToken is at most 64 bytes. The service enforces them, the agent fits its
+// reports to them.
+const (
+	MaxDetailsKey   = 128
+	MaxDetailsValue = 1024
+	MaxClientToken  = 64
+)
+
 // ErrorCode is the code of a rejected reply.
 type ErrorCode string
 

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"unicode"
+
+	"github.com/otaflow/otaflow/internal/iotjobs"
 )
 
 // AWS IoT's documented quotas that the service enforces unless Options.NoAWSQuotas: a rollout
@@ -12,12 +14,6 @@ const (
 	// MaxGroupsPerThing: a thing can belong to at most 10 static thing groups (AWS IoT Core
 	// quotas, "Thing groups").
 	MaxGroupsPerThing = 10
-	// Status details (iot-jobs-data service model: DetailsKey 1-128 of [a-zA-Z0-9:_-],
-	// DetailsValue 1-1024 characters without control characters).
-	maxDetailsKey   = 128
-	maxDetailsValue = 1024
-	// maxClientToken is the Jobs MQTT API's clientToken limit: 64 bytes.
-	maxClientToken = 64
 	// MaxJobTargets: CreateJob takes at most 100 targets (things or thing groups); larger
 	// fleets are reached through thing groups.
 	MaxJobTargets = 100
@@ -66,11 +62,11 @@ func (s *Service) checkStatusDetails(details map[string]string) error {
 		return nil
 	}
 	for k, v := range details {
-		if len(k) == 0 || len(k) > maxDetailsKey || !thingNameRE.MatchString(k) /* the same character set and length */ {
-			return errorf(CodeInvalidRequest, "statusDetails key %q is invalid: use 1-%d of a-z A-Z 0-9 : _ -", trim(k, 40), maxDetailsKey)
+		if len(k) == 0 || len(k) > iotjobs.MaxDetailsKey || !thingNameRE.MatchString(k) /* the same character set and length */ {
+			return errorf(CodeInvalidRequest, "statusDetails key %q is invalid: use 1-%d of a-z A-Z 0-9 : _ -", trim(k, 40), iotjobs.MaxDetailsKey)
 		}
-		if len([]rune(v)) == 0 || len([]rune(v)) > maxDetailsValue {
-			return errorf(CodeInvalidRequest, "statusDetails value of %s is %d characters: the limit is 1-%d", k, len([]rune(v)), maxDetailsValue)
+		if len([]rune(v)) == 0 || len([]rune(v)) > iotjobs.MaxDetailsValue {
+			return errorf(CodeInvalidRequest, "statusDetails value of %s is %d characters: the limit is 1-%d", k, len([]rune(v)), iotjobs.MaxDetailsValue)
 		}
 		for _, r := range v {
 			if unicode.IsControl(r) {
@@ -83,8 +79,8 @@ func (s *Service) checkStatusDetails(details map[string]string) error {
 
 // checkClientToken applies the Jobs MQTT API's clientToken limit.
 func (s *Service) checkClientToken(token string) error {
-	if s.quotas && len(token) > maxClientToken {
-		return errorf(CodeInvalidRequest, "clientToken is %d bytes: the limit is %d", len(token), maxClientToken)
+	if s.quotas && len(token) > iotjobs.MaxClientToken {
+		return errorf(CodeInvalidRequest, "clientToken is %d bytes: the limit is %d", len(token), iotjobs.MaxClientToken)
 	}
 	return nil
 }
