@@ -17,15 +17,53 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/pgtest"
 )
 
 var testCreds = jobs.Credentials{AccessKeyID: "otaflow", SecretAccessKey: "otaflow-secret"}
 
 func openService(t testing.TB, dir string) *jobs.Service {
 	t.Helper()
-	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(dir, "jobs.db"), Logger: zerolog.Nop()})
+	svc, err := jobs.Open(storeOptions(t, dir, jobs.Options{Logger: zerolog.Nop()}))
 	require.NoError(t, err)
 	return svc
+}
+
+// onPostgres switches the service tests to the PostgreSQL store (TestServiceOnPostgres);
+// they run on bbolt otherwise.
+var (
+	onPostgres  bool
+	postgresDBs = map[string]string{} // data dir → database, so a reopened service finds its state
+)
+
+// storeOptions fills in o's store: a bbolt file in dir, or a PostgreSQL database for dir.
+func storeOptions(t testing.TB, dir string, o jobs.Options) jobs.Options {
+	if !onPostgres {
+		o.Path = filepath.Join(dir, "jobs.db")
+		return o
+	}
+	if postgresDBs[dir] == "" {
+		postgresDBs[dir] = pgtest.DB(t)
+	}
+	o.PostgresURL, o.ArtifactDir = postgresDBs[dir], filepath.Join(dir, "artifacts")
+	return o
+}
+
+// TestServiceOnPostgres runs the service's contract tests (REST through the AWS SDK, device
+// protocol over both brokers, timeouts, retries, rate limits, groups, quotas) on the
+// PostgreSQL store; the same tests run on bbolt on their own.
+func TestServiceOnPostgres(t *testing.T) {
+	onPostgres = true
+	defer func() { onPostgres = false }()
+	for name, test := range map[string]func(*testing.T){
+		"ControlPlaneThroughAWSSDK": TestControlPlaneThroughAWSSDK, "StateSurvivesReopen": TestStateSurvivesReopen,
+		"SnapshotJobOnEmptyGroupCompletes": TestSnapshotJobOnEmptyGroupCompletes, "ThingGroupsAndContinuousJobs": TestThingGroupsAndContinuousJobs,
+		"TimeoutsAndRetries": TestTimeoutsAndRetries, "RateLimitReleasesPerMinute": TestRateLimitReleasesPerMinute,
+		"MQTTJobsAPI": TestMQTTJobsAPI, "MQTTTimeoutsAndRetries": TestMQTTTimeoutsAndRetries, "DeviceProtocolDetails": TestDeviceProtocolDetails,
+		"ThingGroupQuotas": TestThingGroupQuotas, "PresignedArtifactURLs": TestPresignedArtifactURLs,
+	} {
+		t.Run(name, test)
+	}
 }
 
 func serve(t *testing.T, svc *jobs.Service) string {

@@ -45,7 +45,7 @@ func (s *Service) loadPresignSecret() ([]byte, error) {
 	return key, err
 }
 
-func (s *Service) artifactDir() string { return filepath.Join(filepath.Dir(s.path), "artifacts") }
+func (s *Service) artifactDir() string { return s.artifacts }
 
 // artifactPath maps bucket/key to a file under the store, refusing anything that would
 // escape it.

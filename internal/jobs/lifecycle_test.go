@@ -3,7 +3,6 @@ package jobs_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -32,7 +31,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 func openWithClock(t *testing.T) (*jobs.Service, *fakeClock) {
 	t.Helper()
 	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop(), Now: clock.Now, SweepInterval: 5 * time.Millisecond})
+	svc, err := jobs.Open(storeOptions(t, t.TempDir(), jobs.Options{Logger: zerolog.Nop(), Now: clock.Now, SweepInterval: 5 * time.Millisecond}))
 	require.NoError(t, err)
 	t.Cleanup(func() { svc.Close() })
 	return svc, clock

@@ -3,7 +3,6 @@ package jobs_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -23,7 +22,7 @@ func TestThingGroupQuotas(t *testing.T) {
 	ctx := context.Background()
 	for _, lifted := range []bool{false, true} {
 		t.Run(fmt.Sprintf("lifted=%v", lifted), func(t *testing.T) {
-			svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop(), NoAWSQuotas: lifted})
+			svc, err := jobs.Open(storeOptions(t, t.TempDir(), jobs.Options{Logger: zerolog.Nop(), NoAWSQuotas: lifted}))
 			require.NoError(t, err)
 			defer svc.Close()
 			c := iotClient(serve(t, svc), testCreds)

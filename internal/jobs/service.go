@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -13,8 +14,14 @@ import (
 
 // Options configure a Service.
 type Options struct {
-	// Path of the bbolt database file.
+	// Path of the bbolt database file (the embedded store).
 	Path string
+	// PostgresURL, when set, keeps the state in PostgreSQL instead (postgres://…), so that
+	// several replicas serve one fleet; Path is then not used.
+	PostgresURL string
+	// ArtifactDir holds uploaded artifacts and TUF metadata (default: "artifacts" beside
+	// Path). Replicas share it (a shared volume). Required with PostgresURL.
+	ArtifactDir string
 	// Region and Account appear in ARNs.
 	Region  string
 	Account string
@@ -44,7 +51,7 @@ type Service struct {
 	stopSweep chan struct{}
 	swept     sync.WaitGroup
 
-	path       string
+	artifacts  string
 	baseURL    string
 	presignKey []byte
 	quotas     bool
@@ -65,12 +72,27 @@ func Open(o Options) (*Service, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	st, err := openBoltStore(o.Path)
+	var st Store
+	var err error
+	switch {
+	case o.PostgresURL != "":
+		if o.ArtifactDir == "" {
+			return nil, fmt.Errorf("a jobs service on PostgreSQL needs an artifact directory that every replica shares (--artifact-dir)")
+		}
+		st, err = openPgStore(o.PostgresURL)
+	case o.Path == "":
+		return nil, fmt.Errorf("jobs service: give a database file (Path) or a PostgreSQL URL")
+	default:
+		st, err = openBoltStore(o.Path)
+		if o.ArtifactDir == "" {
+			o.ArtifactDir = filepath.Join(filepath.Dir(o.Path), "artifacts")
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{st: st, region: o.Region, account: o.Account, log: o.Logger, now: o.Now, stopSweep: make(chan struct{}),
-		path: o.Path, baseURL: o.BaseURL, quotas: !o.NoAWSQuotas}
+		artifacts: o.ArtifactDir, baseURL: o.BaseURL, quotas: !o.NoAWSQuotas}
 	if s.presignKey, err = s.loadPresignSecret(); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("artifact signing key: %w", err)
