@@ -50,7 +50,10 @@ type Options struct {
 	Namespace string
 	// SearchAttributes are registered on the namespace when it is created.
 	SearchAttributes map[string]enumspb.IndexedValueType
-	Logger           zerolog.Logger
+	// Postgres, when set, keeps Temporal's state in PostgreSQL instead of SQLite (DBPath is
+	// then not used).
+	Postgres *Postgres
+	Logger   zerolog.Logger
 }
 
 // Server is a running embedded Temporal server.
@@ -96,36 +99,13 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		}
 	}
 
-	sqlCfg := &config.SQL{PluginName: sqliteplugin.PluginName, ConnectAttributes: map[string]string{}}
-	if o.DBPath == "" {
-		sqlCfg.DatabaseName = fmt.Sprintf("otaflow-%d", time.Now().UnixNano())
-		sqlCfg.ConnectAttributes["mode"] = "memory"
-		sqlCfg.ConnectAttributes["cache"] = "shared"
-	} else {
-		if err := os.MkdirAll(filepath.Dir(o.DBPath), 0o755); err != nil {
-			return nil, fmt.Errorf("temporal data dir: %w", err)
+	var sqlCfg, visCfg *config.SQL
+	if o.Postgres != nil {
+		if sqlCfg, visCfg, err = setupPostgres(o.Postgres, log.NewNoopLogger()); err != nil {
+			return nil, err
 		}
-		sqlCfg.DatabaseName = o.DBPath
-		sqlCfg.ConnectAttributes["mode"] = "rwc"
-		sqlCfg.ConnectAttributes["_journal_mode"] = "wal"
-	}
-	fresh := true
-	if o.DBPath != "" {
-		if _, err := os.Stat(o.DBPath); err == nil {
-			fresh = false
-		}
-	}
-	if fresh && o.DBPath != "" {
-		if err := sqliteschema.SetupSchema(sqlCfg); err != nil {
-			return nil, fmt.Errorf("create Temporal schema in %s: %w", o.DBPath, err)
-		}
-	}
-	ns, err := sqliteschema.NewNamespaceConfig("active", o.Namespace, false, o.SearchAttributes)
-	if err != nil {
-		return nil, fmt.Errorf("namespace config: %w", err)
-	}
-	if err := sqliteschema.CreateNamespaces(sqlCfg, ns); err != nil {
-		return nil, fmt.Errorf("create namespace %s: %w", o.Namespace, err)
+	} else if sqlCfg, err = setupSQLite(o); err != nil {
+		return nil, err
 	}
 
 	var srv temporal.Server
@@ -140,7 +120,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		if hosts, err = internalHosts(o.IP, fport); err != nil {
 			return nil, err
 		}
-		cfg = serverConfig(o.IP, hosts, sqlCfg)
+		cfg = serverConfig(o.IP, hosts, sqlCfg, visCfg)
 		srv, err = newServer(cfg, hosts, newLogger(o.Logger, stopping, running, fatals))
 		if err == nil || !errors.Is(err, errFatal) || attempt == 3 {
 			break
@@ -155,6 +135,12 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err := s.waitReady(ctx); err != nil {
 		s.Stop()
 		return nil, err
+	}
+	if o.Postgres != nil {
+		if err := s.registerNamespace(ctx, o); err != nil {
+			s.Stop()
+			return nil, err
+		}
 	}
 	if uiPort >= 0 {
 		s.ui = uiserver.NewServer(uioptions.WithConfigProvider(&uiconfig.Config{
@@ -249,7 +235,16 @@ func newServer(cfg *config.Config, hosts map[primitives.ServiceName]static.Hosts
 	return srv, nil
 }
 
-func serverConfig(ip string, hosts map[primitives.ServiceName]static.Hosts, sqlCfg *config.SQL) *config.Config {
+// serverConfig is the server's configuration: one SQL store for everything, or (visCfg set)
+// separate persistence and visibility databases.
+func serverConfig(ip string, hosts map[primitives.ServiceName]static.Hosts, sqlCfg, visCfg *config.SQL) *config.Config {
+	persistence := config.Persistence{DefaultStore: "default", VisibilityStore: "default", NumHistoryShards: 1,
+		DataStores: map[string]config.DataStore{"default": {SQL: sqlCfg}}}
+	if visCfg != nil {
+		persistence.VisibilityStore = "visibility"
+		persistence.DataStores["visibility"] = config.DataStore{SQL: visCfg}
+		persistence.NumHistoryShards = 4
+	}
 	services := map[string]config.Service{}
 	for _, name := range serviceNames {
 		services[string(name)] = config.Service{RPC: config.RPC{GRPCPort: hostPort(hosts[name]), BindOnIP: ip}}
@@ -259,12 +254,7 @@ func serverConfig(ip string, hosts map[primitives.ServiceName]static.Hosts, sqlC
 		Global: config.Global{
 			Membership: config.Membership{BroadcastAddress: ip},
 		},
-		Persistence: config.Persistence{
-			DefaultStore:     sqliteplugin.PluginName,
-			VisibilityStore:  sqliteplugin.PluginName,
-			NumHistoryShards: 1,
-			DataStores:       map[string]config.DataStore{sqliteplugin.PluginName: {SQL: sqlCfg}},
-		},
+		Persistence: persistence,
 		ClusterMetadata: &cluster.Config{
 			EnableGlobalNamespace:    false,
 			FailoverVersionIncrement: 10,
@@ -334,4 +324,42 @@ func (s *Server) Stop() {
 	}
 	s.stopping.Store(true)
 	s.srv.Stop()
+}
+
+// setupSQLite is the persistence of the embedded default: a SQLite file (or memory), its
+// schema and namespace written before the server starts.
+func setupSQLite(o Options) (*config.SQL, error) {
+	sqlCfg := &config.SQL{PluginName: sqliteplugin.PluginName, ConnectAttributes: map[string]string{}}
+	if o.DBPath == "" {
+		sqlCfg.DatabaseName = fmt.Sprintf("otaflow-%d", time.Now().UnixNano())
+		sqlCfg.ConnectAttributes["mode"] = "memory"
+		sqlCfg.ConnectAttributes["cache"] = "shared"
+	} else {
+		if err := os.MkdirAll(filepath.Dir(o.DBPath), 0o755); err != nil {
+			return nil, fmt.Errorf("temporal data dir: %w", err)
+		}
+		sqlCfg.DatabaseName = o.DBPath
+		sqlCfg.ConnectAttributes["mode"] = "rwc"
+		sqlCfg.ConnectAttributes["_journal_mode"] = "wal"
+	}
+	fresh := true
+	if o.DBPath != "" {
+		if _, err := os.Stat(o.DBPath); err == nil {
+			fresh = false
+		}
+	}
+	if fresh && o.DBPath != "" {
+		if err := sqliteschema.SetupSchema(sqlCfg); err != nil {
+			return nil, fmt.Errorf("create Temporal schema in %s: %w", o.DBPath, err)
+		}
+	}
+	ns, err := sqliteschema.NewNamespaceConfig("active", o.Namespace, false, o.SearchAttributes)
+	if err != nil {
+		return nil, fmt.Errorf("namespace config: %w", err)
+	}
+	if err := sqliteschema.CreateNamespaces(sqlCfg, ns); err != nil {
+		return nil, fmt.Errorf("create namespace %s: %w", o.Namespace, err)
+	}
+
+	return sqlCfg, nil
 }
