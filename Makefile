@@ -13,14 +13,16 @@ demo:
 	$(GO) run ./starter demo --devices 50
 
 # deps installs what the tests need beyond Go: Debian's mosquitto (a real broker to test
-# against), the AWS CLI, docker-compose (to validate docker-compose.yml without an engine) and
-# systemd's systemd-analyze (to rate the agent unit's sandbox).
+# against), PostgreSQL (the production store, for the jobs service and Temporal), the AWS CLI,
+# docker-compose (to validate docker-compose.yml without an engine) and systemd's
+# systemd-analyze (to rate the agent unit's sandbox).
 deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	[ -x /usr/bin/aws ] || missing="$$missing awscli"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
@@ -43,15 +45,18 @@ compose-check:
 	MQTT_SERVICE_PASSWORD=check OTAFLOW_ACCESS_KEY_ID=check OTAFLOW_SECRET_ACCESS_KEY=check docker-compose -f docker-compose.yml config -q
 	@echo "docker-compose.yml is valid"
 
-# Prerequisites run in order: tools, static checks, race-checked unit and protocol tests, then
-# the end-to-end tests on the real stack.
-test: deps vet compose-check unit e2e
+# Prerequisites run in order: tools, static checks, then race-checked unit and protocol tests
+# and the end-to-end tests on the real stack, beside one PostgreSQL server that every test
+# package shares (withpg starts it and passes its address in OTAFLOW_TEST_POSTGRES).
+test: deps vet compose-check
+	$(GO) run ./internal/pgtest/withpg -- $(MAKE) --no-print-directory unit e2e
 
 build:
 	mkdir -p bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o bin/otaflow-agent ./agent
 	$(GO) build -o bin/starter ./starter
 	$(GO) build -o bin/worker ./worker
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o bin/jobs-service ./jobs-service
 
 # bench prints the measured figures with their baselines (docs/benchmarks.md); bench-quick is
 # a two-minute version.

@@ -175,7 +175,7 @@ back on failure). --simulate skips all of that and only pretends to install.`,
 			if keep {
 				fmt.Fprintf(errOut, "\nthe stack stays up: web UI %s, Temporal %s, MQTT tcp://%s, jobs API %s (access key %s).\npress Ctrl-C to stop.\n",
 					s.Temporal.UIURL(), s.Temporal.FrontendAddr(), s.Broker.Addr(), s.JobsURL, cliconfig.DefaultAccessKeyID)
-				waitForInterrupt()
+				cliconfig.WaitForInterrupt()
 			}
 			if res.State != workflows.StateSucceeded {
 				return exitError{code: 1}

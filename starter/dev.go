@@ -74,7 +74,7 @@ Press Ctrl-C to stop.
 `, sf.dataDir, s.Temporal.FrontendAddr(), s.Temporal.Namespace(), cliconfig.DefaultTaskQueue, s.Temporal.UIURL(),
 				s.Broker.TLSURL(), s.CA.CertFile(), s.Broker.Addr(), s.JobsURL, cliconfig.DefaultRegion, tufURL,
 				cliconfig.DefaultAccessKeyID, cliconfig.DefaultSecretKey, worker, devices, stack.Device(1), stack.Device(max(devices, 1)))
-			waitForInterrupt()
+			cliconfig.WaitForInterrupt()
 			fmt.Println("stopping")
 			return nil
 		},

@@ -3,9 +3,6 @@ package main
 import (
 	"fmt"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
@@ -78,14 +75,6 @@ func (f *stackFlags) freeDefaults(fs *pflag.FlagSet) []string {
 	addr("mqtt-tls-addr", &f.mqttTLSAddr)
 	addr("jobs-addr", &f.jobsAddr)
 	return moved
-}
-
-// waitForInterrupt blocks until Ctrl-C or SIGTERM.
-func waitForInterrupt() {
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
-	<-ch
-	signal.Stop(ch)
 }
 
 // quietLogger is for SDK clients in short CLI commands: warnings and errors only.

@@ -331,7 +331,16 @@ func (h *policyHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 
 // OnACLCheck lets a device use only $aws/things/{its client ID}/...; the service may use
 // every thing's topics.
+// A shared subscription ($share/{group}/{filter}) is checked as its filter: that is what it
+// receives.
 func (h *policyHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if rest, ok := strings.CutPrefix(topic, "$share/"); ok && !write {
+		group, filter, found := strings.Cut(rest, "/")
+		if !found || group == "" || strings.ContainsAny(group, "+#") {
+			return false
+		}
+		topic = filter
+	}
 	if h.isService(cl) {
 		return strings.HasPrefix(topic, "$aws/things/")
 	}

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
@@ -88,11 +90,21 @@ func Describe(log zerolog.Logger, what string, settings ...map[string]string) {
 	e.Msg(fmt.Sprintf("%s configuration", what))
 }
 
-// Logger returns the console or JSON logger binaries use.
+// Logger returns the logger binaries use: readable lines on a terminal, one JSON object per
+// line otherwise (a container's log collector, a file, a pipe), never colour codes there.
+// OTAFLOW_LOG_FORMAT=json or text overrides the choice; json forces JSON.
 func Logger(level string, json bool) (zerolog.Logger, error) {
 	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
 	if err != nil {
 		return zerolog.Logger{}, fmt.Errorf("log level %q: use trace, debug, info, warn or error", level)
+	}
+	switch format := os.Getenv("OTAFLOW_LOG_FORMAT"); format {
+	case "json":
+		json = true
+	case "text", "":
+		json = json || (format == "" && !isTerminal(os.Stderr))
+	default:
+		return zerolog.Logger{}, fmt.Errorf("OTAFLOW_LOG_FORMAT=%q: use json or text", format)
 	}
 	var z zerolog.Logger
 	if json {
@@ -101,4 +113,17 @@ func Logger(level string, json bool) (zerolog.Logger, error) {
 		z = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05"})
 	}
 	return z.Level(lvl).With().Timestamp().Logger(), nil
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// WaitForInterrupt blocks until Ctrl-C or SIGTERM.
+func WaitForInterrupt() {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	<-ch
+	signal.Stop(ch)
 }

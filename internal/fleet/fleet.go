@@ -8,6 +8,7 @@ package fleet
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"hash/fnv"
 	"path/filepath"
@@ -23,7 +24,10 @@ import (
 // Options configure a fleet.
 type Options struct {
 	BrokerURL string
-	Things    []string
+	// TLS, for an ssl:// BrokerURL, gives each device its certificate (mutual TLS: the
+	// broker takes the thing name from it).
+	TLS    func(thing string) (*tls.Config, error)
+	Things []string
 	// StateDir holds one directory per device.
 	StateDir       string
 	InitialVersion string
@@ -141,10 +145,20 @@ func (f *Fleet) add(thing string) error {
 		defer f.wg.Done()
 		for boot := 0; ; boot++ {
 			runCtx, crash := context.WithCancel(f.ctx)
+			var err error
 			cfg := agent.Config{
 				ThingName: thing, BrokerURL: f.o.BrokerURL, StateDir: filepath.Join(f.o.StateDir, thing),
 				InitialVersion: f.o.InitialVersion, NoSync: f.o.Installer == nil, RequestTimeout: f.o.RequestTimeout, IdleRecheck: f.o.IdleRecheck,
 				Logger: f.o.Logger.With().Str("component", "agent").Logger(), Installer: sim,
+			}
+			if f.o.TLS != nil {
+				if cfg.TLS, err = f.o.TLS(thing); err != nil {
+					crash()
+					if boot == 0 {
+						first <- fmt.Errorf("device %s certificate: %w", thing, err)
+					}
+					return
+				}
 			}
 			if f.o.OnStateChange != nil {
 				cfg.OnStateChange = func(st agent.State) { f.o.OnStateChange(thing, st) }

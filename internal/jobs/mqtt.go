@@ -2,11 +2,15 @@ package jobs
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/otaflow/otaflow/internal/iotjobs"
@@ -22,9 +26,19 @@ type MQTTOptions struct {
 	// ClientID, Username and Password identify the service to the broker, which lets it (and
 	// only it) use every thing's $aws/things/+/jobs topics.
 	ClientID string
-	Username string
-	Password string
-	Logger   zerolog.Logger
+	// SharedGroup, when set, receives device requests through the MQTT shared subscription
+	// $share/SharedGroup/…: with several replicas on one broker, each request goes to one of
+	// them. Replies and notifications are plain publishes either way.
+	SharedGroup string
+	// Exclusive lets one replica at a time serve device requests: the one holding the store's
+	// leader lock (PostgreSQL). The others stand by, still publishing the notifications their
+	// own changes cause, and one of them takes over within about a second of the leader's end.
+	// It works on any broker; SharedGroup spreads the requests instead, on brokers that
+	// deliver $aws topics to shared subscriptions.
+	Exclusive bool
+	Username  string
+	Password  string
+	Logger    zerolog.Logger
 }
 
 // The plane's limits. AWS lists at most ten pending executions in a notify message and a
@@ -61,6 +75,7 @@ type MQTTPlane struct {
 	wake     chan struct{}
 	done     chan struct{}
 	closing  sync.Once
+	leading  atomic.Bool // holds the leader lock (Exclusive)
 	workers  sync.WaitGroup
 	mu       sync.Mutex
 	queued   map[string]int      // requests waiting per thing
@@ -84,11 +99,13 @@ func (s *Service) ServeMQTT(o MQTTOptions) (*MQTTPlane, error) {
 	if o.ClientID == "" {
 		o.ClientID = "otaflow-jobs-service"
 	}
-	subs := map[string]byte{
-		iotjobs.Topic("+", iotjobs.SuffixStartNext):     1,
-		iotjobs.Topic("+", iotjobs.SuffixGetPending):    1,
-		iotjobs.Topic("+", iotjobs.DescribeSuffix("+")): 1,
-		iotjobs.Topic("+", iotjobs.UpdateSuffix("+")):   1,
+	subs := map[string]byte{}
+	for _, topic := range []string{iotjobs.Topic("+", iotjobs.SuffixStartNext), iotjobs.Topic("+", iotjobs.SuffixGetPending),
+		iotjobs.Topic("+", iotjobs.DescribeSuffix("+")), iotjobs.Topic("+", iotjobs.UpdateSuffix("+"))} {
+		if o.SharedGroup != "" {
+			topic = "$share/" + o.SharedGroup + "/" + topic
+		}
+		subs[topic] = 1
 	}
 	opts := paho.NewClientOptions().
 		AddBroker(o.BrokerURL).
@@ -102,7 +119,11 @@ func (s *Service) ServeMQTT(o MQTTOptions) (*MQTTPlane, error) {
 		SetMaxReconnectInterval(5 * time.Second).
 		// handle only queues, so paho's router never waits on the store.
 		SetOrderMatters(true).
-		SetOnConnectHandler(func(c paho.Client) { p.subscribe(c, subs, o.BrokerURL) }).
+		SetOnConnectHandler(func(c paho.Client) {
+			if !o.Exclusive || p.leading.Load() {
+				p.subscribe(c, subs, o.BrokerURL)
+			}
+		}).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			p.log.Warn().Err(err).Msg("jobs MQTT plane lost its broker connection; reconnecting")
 		})
@@ -115,6 +136,15 @@ func (s *Service) ServeMQTT(o MQTTOptions) (*MQTTPlane, error) {
 	if err := tok.Error(); err != nil {
 		p.client.Disconnect(0)
 		return nil, fmt.Errorf("connect to MQTT broker %s: %w", o.BrokerURL, err)
+	}
+	if o.Exclusive {
+		ls, ok := s.st.(leaderStore)
+		if !ok {
+			p.client.Disconnect(0)
+			return nil, errors.New("an exclusive jobs MQTT plane needs a store with a leader lock (PostgreSQL)")
+		}
+		p.workers.Add(1)
+		go p.lead(ls, subs, o.BrokerURL)
 	}
 	p.workers.Add(planeWorkers + 1)
 	for range planeWorkers {
@@ -134,6 +164,8 @@ func (p *MQTTPlane) subscribe(c paho.Client, subs map[string]byte, broker string
 			p.log.Error().Msg("subscribe to jobs topics: no SUBACK within 10s; retrying")
 		} else if err := tok.Error(); err != nil {
 			p.log.Error().Err(err).Msg("subscribe to jobs topics failed; retrying")
+		} else if refused := refusedFilters(tok.(*paho.SubscribeToken).Result()); len(refused) > 0 {
+			p.log.Error().Strs("filters", refused).Msg("the broker refused the jobs topics (check its ACL for the service's user); retrying")
 		} else {
 			p.log.Info().Str("broker", broker).Msg("jobs MQTT plane connected")
 			return
@@ -147,6 +179,52 @@ func (p *MQTTPlane) subscribe(c paho.Client, subs map[string]byte, broker string
 			return // the next connect subscribes again
 		}
 	}
+}
+
+// leaderStore is a store that can elect the one replica that serves device requests.
+type leaderStore interface {
+	lead(ctx context.Context) (lost <-chan struct{}, release func(), err error)
+}
+
+// lead serves device requests while this replica holds the leader lock, and waits for it
+// otherwise.
+func (p *MQTTPlane) lead(ls leaderStore, subs map[string]byte, broker string) {
+	defer p.workers.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-p.done; cancel() }()
+	for {
+		lost, release, err := ls.lead(ctx)
+		if err != nil {
+			return // closing
+		}
+		p.log.Info().Msg("this replica now serves device requests (leader)")
+		p.leading.Store(true)
+		if p.client.IsConnectionOpen() {
+			p.subscribe(p.client, subs, broker)
+		}
+		select {
+		case <-p.done:
+			release()
+			return
+		case <-lost:
+		}
+		p.leading.Store(false)
+		p.client.Unsubscribe(slices.Collect(maps.Keys(subs))...).WaitTimeout(5 * time.Second)
+		release()
+		p.log.Warn().Msg("lost the leader lock (database connection failed): another replica serves device requests; waiting to lead again")
+	}
+}
+
+// refusedFilters are the filters a SUBACK refused (return code 0x80).
+func refusedFilters(granted map[string]byte) []string {
+	var out []string
+	for f, qos := range granted {
+		if qos == 0x80 {
+			out = append(out, f)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Close disconnects from the broker and stops serving.

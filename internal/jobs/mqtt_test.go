@@ -401,3 +401,102 @@ func deviceWithJob(t *testing.T, b mqtttest.Broker) *device {
 	require.NoError(t, err)
 	return dev
 }
+
+// startReplicas opens two services on one PostgreSQL database, each with its MQTT plane.
+func startReplicas(t *testing.T, b mqtttest.Broker, o jobs.MQTTOptions) ([]*jobs.Service, []*jobs.MQTTPlane) {
+	onPostgres = true
+	defer func() { onPostgres = false }()
+	dir := t.TempDir()
+	var svcs []*jobs.Service
+	var planes []*jobs.MQTTPlane
+	for i := range 2 {
+		svc := openService(t, dir) // the same database
+		t.Cleanup(func() { svc.Close() })
+		o := o
+		o.BrokerURL, o.ClientID, o.Username, o.Password = b.URL, fmt.Sprintf("otaflow-jobs-replica-%d", i), mqtttest.ServiceUser, mqtttest.ServicePassword
+		o.Logger = zerolog.New(zerolog.NewTestWriter(t)).With().Int("replica", i).Logger()
+		plane, err := svc.ServeMQTT(o)
+		require.NoError(t, err)
+		t.Cleanup(plane.Close)
+		svcs, planes = append(svcs, svc), append(planes, plane)
+	}
+	_, err := svcs[0].CreateThing("dev-1", nil)
+	require.NoError(t, err)
+	return svcs, planes
+}
+
+// getsAnsweredOnce sends n get requests and checks each is answered exactly once; it returns
+// how many each replica served.
+func getsAnsweredOnce(t *testing.T, dev *device, svcs []*jobs.Service, n int) []int64 {
+	t.Helper()
+	before := make([]int64, len(svcs))
+	for i, s := range svcs {
+		before[i] = s.APICalls()["mqtt get"]
+	}
+	base := dev.received("$aws/things/dev-1/jobs/get/accepted")
+	for i := range n {
+		dev.publish("get", map[string]any{"clientToken": fmt.Sprint(i)})
+	}
+	require.Eventually(t, func() bool { return dev.received("$aws/things/dev-1/jobs/get/accepted")-base >= n }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // a second answer to any request would arrive by now
+	require.Equal(t, n, dev.received("$aws/things/dev-1/jobs/get/accepted")-base, "each request answered once")
+	served := make([]int64, len(svcs))
+	var total int64
+	for i, s := range svcs {
+		served[i] = s.APICalls()["mqtt get"] - before[i]
+		total += served[i]
+	}
+	require.EqualValues(t, n, total, "each request handled by one replica")
+	return served
+}
+
+// Replicas on one PostgreSQL database share a broker through a shared subscription: each
+// device request is handled by one of them. (Debian's mosquitto 2.0.11 delivers no $aws topic
+// to a shared subscription, so there the replicas elect a leader instead: next test.)
+func TestReplicasShareDeviceRequests(t *testing.T) {
+	b := mqtttest.Embedded(t)
+	svcs, _ := startReplicas(t, b, jobs.MQTTOptions{SharedGroup: "otaflow-jobs"})
+	dev := connectDevice(t, b, "dev-1")
+	require.EqualValues(t, 1, dev.subscribe("$aws/things/dev-1/jobs/#"))
+	getsAnsweredOnce(t, dev, svcs, 40)
+}
+
+// With Exclusive planes one replica, the holder of PostgreSQL's leader lock, serves devices;
+// when it ends another takes over, and every request is still answered once.
+func TestOneLeaderServesDevices(t *testing.T) {
+	for _, start := range mqtttest.All() {
+		b := start(t)
+		t.Run(b.Name, func(t *testing.T) {
+			svcs, planes := startReplicas(t, b, jobs.MQTTOptions{Exclusive: true})
+			dev := connectDevice(t, b, "dev-1")
+			require.EqualValues(t, 1, dev.subscribe("$aws/things/dev-1/jobs/#"))
+			var served []int64
+			require.Eventually(t, func() bool { // the leader subscribes once it holds the lock
+				dev.publish("get", map[string]any{"clientToken": "probe"})
+				time.Sleep(100 * time.Millisecond)
+				return dev.received("$aws/things/dev-1/jobs/get/accepted") > 0
+			}, 10*time.Second, 10*time.Millisecond)
+			time.Sleep(200 * time.Millisecond)
+			served = getsAnsweredOnce(t, dev, svcs, 30)
+			leader := 0
+			if served[1] > 0 {
+				leader = 1
+			}
+			require.Zero(t, served[1-leader], "only the leader serves: %v", served)
+
+			planes[leader].Close()
+			require.NoError(t, svcs[leader].Close())
+			base := dev.received("$aws/things/dev-1/jobs/get/accepted")
+			require.Eventually(t, func() bool { // the other replica takes over
+				dev.publish("get", map[string]any{"clientToken": "probe-2"})
+				time.Sleep(100 * time.Millisecond)
+				return dev.received("$aws/things/dev-1/jobs/get/accepted") > base
+			}, 15*time.Second, 10*time.Millisecond)
+			time.Sleep(200 * time.Millisecond)
+			other := svcs[1-leader]
+			before := other.APICalls()["mqtt get"]
+			getsAnsweredOnce(t, dev, []*jobs.Service{other}, 30)
+			require.EqualValues(t, 30, other.APICalls()["mqtt get"]-before)
+		})
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -520,4 +521,76 @@ func (t *pgTx) secret(name string, size int) ([]byte, error) {
 		return nil, err
 	}
 	return key, t.exec("INSERT INTO secrets (name, value) VALUES ($1, $2)", name, key)
+}
+
+// pgLeaderLock is the session advisory lock the replica serving device requests holds.
+const pgLeaderLock = 0x6f74616c
+
+// lead waits until this process holds the leader lock, on a connection of its own; the lock
+// is PostgreSQL's, so it ends with that connection: when the process dies, the database
+// releases it at once and another replica takes over. lost is closed when the connection
+// fails; release gives the lock up.
+func (s *pgStore) lead(ctx context.Context) (lost <-chan struct{}, release func(), err error) {
+	for {
+		conn, err := s.acquireLeader(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		if conn != nil {
+			gone, stop := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			go func() { // a lock on a dead connection is no lock
+				defer close(gone)
+				tick := time.NewTicker(time.Second)
+				defer tick.Stop()
+				for {
+					select {
+					case <-stop:
+						return
+					case <-tick.C:
+						pctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+						err := conn.Ping(pctx)
+						cancel()
+						if err != nil {
+							return
+						}
+					}
+				}
+			}()
+			return gone, func() {
+				once.Do(func() {
+					close(stop)
+					<-gone
+					cctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+					defer cancel()
+					conn.Close(cctx) // closing the session releases the lock
+				})
+			}, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// acquireLeader tries the lock once: a connection holding it, or nil when another has it.
+func (s *pgStore) acquireLeader(ctx context.Context) (*pgx.Conn, error) {
+	pc, err := s.pool.Acquire(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, nil // the database is away: try again
+	}
+	conn := pc.Hijack() // the lock lives and dies with this session, never back in the pool
+	var got bool
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := conn.QueryRow(qctx, "SELECT pg_try_advisory_lock($1)", pgLeaderLock).Scan(&got); err != nil || !got {
+		conn.Close(context.Background())
+		return nil, nil
+	}
+	return conn, nil
 }

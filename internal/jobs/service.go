@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -49,6 +50,7 @@ type Service struct {
 	listeners []func(things []string)
 
 	stopSweep chan struct{}
+	closeOnce sync.Once
 	swept     sync.WaitGroup
 
 	artifacts  string
@@ -107,9 +109,13 @@ func (s *Service) SetBaseURL(u string) { s.baseURL = u }
 
 // Close stops the timeout sweeper and closes the database.
 func (s *Service) Close() error {
-	close(s.stopSweep)
-	s.swept.Wait()
-	return s.st.Close()
+	err := errors.New("jobs service already closed")
+	s.closeOnce.Do(func() {
+		close(s.stopSweep)
+		s.swept.Wait()
+		err = s.st.Close()
+	})
+	return err
 }
 
 // OnQueueChange registers fn to be told which things' pending jobs changed, after the change

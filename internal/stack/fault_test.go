@@ -2,6 +2,7 @@ package stack_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -94,7 +95,7 @@ func TestWorkerChild(t *testing.T) {
 		os.Exit(1)
 	}
 	iotc, err := iotclient.NewIoT(ctx, iotclient.Config{Endpoint: os.Getenv("WORKER_JOBS"), Region: cliconfig.DefaultRegion,
-		AccessKeyID: cliconfig.DefaultAccessKeyID, SecretAccessKey: cliconfig.DefaultSecretKey})
+		AccessKeyID: cliconfig.DefaultAccessKeyID, SecretAccessKey: cmp.Or(os.Getenv("WORKER_SECRET_KEY"), cliconfig.DefaultSecretKey)})
 	if err != nil {
 		fmt.Println("iot:", err)
 		os.Exit(1)

@@ -1,0 +1,203 @@
+// Package jobsservice is the jobs-service command: the local AWS IoT Jobs service on its own,
+// on bbolt (one process) or PostgreSQL (replicas). It links no Temporal server, so the lean
+// jobs-service binary and `starter jobs-service` share it.
+package jobsservice
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.temporal.io/sdk/client"
+
+	"github.com/otaflow/otaflow/internal/broker"
+	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/greengrass"
+	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/pki"
+	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/temporalconf"
+	"github.com/otaflow/otaflow/internal/tlog"
+)
+
+// Command is the jobs-service command.
+func Command() *cobra.Command {
+	var (
+		dataDir, addr, brokerURL, mqttAddr   string
+		mqttUser, mqttPassword, region       string
+		accessKey, secretKey, logLevel, acct string
+		publicURL                            string
+		tlsAddr, tlsCert, tlsKey, tlsCA      string
+		plainDevices, noQuotas               bool
+		postgresURL, artifactDir, clientID   string
+		shareGroup                           string
+		tc                                   temporalconf.Temporal
+	)
+	cmd := &cobra.Command{
+		Use:   "jobs-service",
+		Short: "Run the local AWS IoT Jobs service on its own (REST control plane + MQTT Jobs API)",
+		Long: `jobs-service serves the AWS IoT REST paths otaflow uses and answers devices on the MQTT Jobs
+topics. With --broker it connects to an external broker (mosquitto, EMQX); without, it runs
+the embedded broker on --mqtt-addr. State persists in --data-dir.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := cliconfig.Logger(logLevel, false)
+			if err != nil {
+				return err
+			}
+			if mqttPassword == "" {
+				return errors.New("--mqtt-password (or OTAFLOW_MQTT_PASSWORD) is required: the broker admits the jobs service with it")
+			}
+			if accessKey == "" || secretKey == "" {
+				return errors.New("--access-key-id and --secret-access-key (or OTAFLOW_ACCESS_KEY_ID, OTAFLOW_SECRET_ACCESS_KEY) are required: clients sign their requests with them; `starter dev` runs a local stack with development keys")
+			}
+			if secretKey == cliconfig.DefaultSecretKey {
+				return fmt.Errorf("--secret-access-key is the development key every copy of otaflow knows (%s's documented default): anyone could sign requests and update every device; choose a secret of your own (`openssl rand -hex 32`)", "starter dev")
+			}
+			topts, err := tc.ClientOptions()
+			if err != nil {
+				return err
+			}
+			cliconfig.Describe(log, "jobs service", tc.Settings(), map[string]string{
+				"dataDir": dataDir, "addr": addr, "broker": brokerURL, "mqttAddr": mqttAddr, "mqttUser": mqttUser,
+				"mqttPassword": mqttPassword, "region": region, "accessKeyId": accessKey, "secretAccessKey": secretKey, "publicURL": publicURL,
+				"postgres": redactURL(postgresURL), "artifactDir": artifactDir,
+			})
+			if publicURL == "" {
+				log.Warn().Msg("--public-url is not set: presigned artifact URLs name the listen address, which devices on other machines cannot reach; set it to the address devices use (OTAFLOW_PUBLIC_URL)")
+			}
+			if postgresURL != "" {
+				// Replicas: each needs its own MQTT session, and each device request goes to one
+				// of them: the leader's (a PostgreSQL lock), or with a shared subscription group
+				// to any one.
+				if !cmd.Flags().Changed("mqtt-client-id") {
+					clientID = replicaClientID()
+				}
+				if artifactDir == "" {
+					return errors.New("--artifact-dir is required with --postgres-url: every replica serves the same artifacts and TUF metadata, so point them all at one shared volume")
+				}
+			}
+			if brokerURL == "" {
+				bo := broker.Options{Addr: mqttAddr, ServiceUser: mqttUser, ServicePassword: mqttPassword, Logger: log}
+				switch {
+				case tlsCert != "" || tlsKey != "" || tlsCA != "":
+					if bo.TLS, err = pki.ServerTLSFiles(tlsCert, tlsKey, tlsCA); err != nil {
+						return err
+					}
+					bo.TLSAddr, bo.DevicesOnTLSOnly = tlsAddr, !plainDevices
+				case !plainDevices:
+					return errors.New("the embedded broker needs --mqtt-tls-cert, --mqtt-tls-key and --mqtt-tls-ca: devices prove who they are with certificates " +
+						"(the CA's, common name = thing name; `starter device-cert` issues them from a local CA). " +
+						"--insecure-plain-devices lets the client ID a device sends be its identity instead: only on a network where every client is trusted")
+				}
+				b, err := broker.Start(bo)
+				if err != nil {
+					return err
+				}
+				defer b.Close()
+				brokerURL = b.URL()
+			}
+			svc, err := jobs.Open(jobs.Options{Path: filepath.Join(dataDir, "jobs.db"), PostgresURL: postgresURL, ArtifactDir: artifactDir,
+				Region: region, Account: acct, Logger: log, NoAWSQuotas: noQuotas})
+			if err != nil {
+				return err
+			}
+			defer svc.Close()
+			plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: brokerURL, ClientID: clientID, SharedGroup: shareGroup,
+				Exclusive: postgresURL != "" && shareGroup == "",
+				Username: mqttUser, Password: mqttPassword, Logger: log})
+			if err != nil {
+				return err
+			}
+			defer plane.Close()
+			// Greengrass CreateSoftwareUpdateJob starts rollouts, so it needs Temporal; the client
+			// connects lazily, so the IoT API works while Temporal is still coming up.
+			gg := &greengrass.Handler{Jobs: svc, Log: log}
+			topts.Logger = tlog.New(log)
+			c, err := client.NewLazyClient(topts)
+			if err != nil {
+				return fmt.Errorf("temporal client for %s: %w", tc.Address, err)
+			}
+			defer c.Close()
+			gg.Starter = rolloutclient.Starter{Client: c, TaskQueue: tc.TaskQueue}
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("jobs API cannot listen on %s: %w (choose another address with --jobs-addr)", addr, err)
+			}
+			if publicURL == "" {
+				publicURL = "http://" + ln.Addr().String()
+			}
+			svc.SetBaseURL(publicURL)
+			srv := &http.Server{
+				Handler: svc.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: accessKey, SecretAccessKey: secretKey}, Region: region},
+					jobs.Route{Pattern: "POST /greengrass/updates", Handler: gg}),
+				ReadHeaderTimeout: 10 * time.Second,
+			}
+			go srv.Serve(ln)
+			log.Info().Str("url", "http://"+ln.Addr().String()).Str("broker", brokerURL).Msg("jobs service ready")
+			cliconfig.WaitForInterrupt()
+			return srv.Close()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data-dir", ".otaflow", "where the embedded jobs database (bbolt) lives")
+	f.StringVar(&postgresURL, "postgres-url", "", "keep the jobs state in PostgreSQL (postgres://user:pass@host:5432/db) so that several replicas serve one fleet; empty uses bbolt in --data-dir")
+	f.StringVar(&artifactDir, "artifact-dir", "", "artifacts and TUF metadata (default: --data-dir/artifacts; with --postgres-url, a volume every replica shares)")
+	f.StringVar(&clientID, "mqtt-client-id", "otaflow-jobs-service", "the service's MQTT client ID (with --postgres-url: unique per replica by default)")
+	f.StringVar(&shareGroup, "shared-subscription-group", "", "with --postgres-url: spread device requests over the replicas through the MQTT shared subscription $share/GROUP/… (EMQX, HiveMQ, the embedded broker; not Debian's mosquitto 2.0.11, which delivers no $aws topic to shared subscriptions); empty: the replica holding a PostgreSQL leader lock serves them, on any broker")
+	f.StringVar(&addr, "jobs-addr", "127.0.0.1:4566", "REST listen address")
+	f.StringVar(&brokerURL, "broker", "", "external MQTT broker URL; empty runs the embedded broker")
+	f.StringVar(&mqttAddr, "mqtt-addr", cliconfig.DefaultMQTTAddr, "embedded broker's plain listen address (the service itself; devices only with --insecure-plain-devices)")
+	f.StringVar(&tlsAddr, "mqtt-tls-addr", ":8883", "embedded broker's mutual-TLS listen address for devices")
+	f.StringVar(&tlsCert, "mqtt-tls-cert", "", "embedded broker's server certificate (PEM)")
+	f.StringVar(&tlsKey, "mqtt-tls-key", "", "its private key (PEM)")
+	f.StringVar(&tlsCA, "mqtt-tls-ca", "", "CA that signs device certificates (PEM); a certificate's common name is the thing name")
+	f.BoolVar(&noQuotas, "no-aws-quotas", false, "lift the AWS IoT quotas the service enforces (thing groups per thing, status details, client tokens): what works then may fail on AWS")
+	f.BoolVar(&plainDevices, "insecure-plain-devices", false, "let devices connect to the plain listener with their client ID as identity (trusted networks only)")
+	f.StringVar(&mqttUser, "mqtt-user", cliconfig.DefaultMQTTServiceUser, "the service's MQTT user name")
+	f.StringVar(&mqttPassword, "mqtt-password", "", "the service's MQTT password (required)")
+	f.StringVar(&region, "region", cliconfig.DefaultRegion, "region in ARNs and signatures")
+	f.StringVar(&acct, "account", "000000000000", "account ID in ARNs")
+	f.StringVar(&accessKey, "access-key-id", "", "the access key clients sign with (required)")
+	f.StringVar(&secretKey, "secret-access-key", "", "its secret (required)")
+	f.StringVar(&logLevel, "log-level", "info", "log level")
+	f.StringVar(&publicURL, "public-url", "", "the address devices reach this service at, for presigned artifact URLs (default: the listen address)")
+	for flag, env := range map[string]string{"data-dir": "OTAFLOW_DATA_DIR", "jobs-addr": "OTAFLOW_JOBS_ADDR", "broker": "OTAFLOW_BROKER",
+		"mqtt-addr": "OTAFLOW_MQTT_ADDR", "mqtt-user": "OTAFLOW_MQTT_USER", "mqtt-password": "OTAFLOW_MQTT_PASSWORD", "region": "AWS_REGION",
+		"account": "OTAFLOW_ACCOUNT", "access-key-id": "OTAFLOW_ACCESS_KEY_ID", "secret-access-key": "OTAFLOW_SECRET_ACCESS_KEY",
+		"log-level": "OTAFLOW_LOG_LEVEL", "public-url": "OTAFLOW_PUBLIC_URL", "mqtt-tls-addr": "OTAFLOW_MQTT_TLS_ADDR",
+		"mqtt-tls-cert": "OTAFLOW_MQTT_TLS_CERT", "mqtt-tls-key": "OTAFLOW_MQTT_TLS_KEY", "mqtt-tls-ca": "OTAFLOW_MQTT_TLS_CA",
+		"postgres-url": "OTAFLOW_POSTGRES_URL", "artifact-dir": "OTAFLOW_ARTIFACT_DIR", "mqtt-client-id": "OTAFLOW_MQTT_CLIENT_ID",
+		"shared-subscription-group": "OTAFLOW_SHARED_SUBSCRIPTION_GROUP"} {
+		cliconfig.Env(f, flag, env)
+	}
+	tc.Bind(f)
+	return cmd
+}
+
+// replicaClientID is an MQTT client ID of this replica alone: a broker disconnects the older
+// of two sessions with one ID.
+func replicaClientID() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 3)
+	rand.Read(b)
+	return fmt.Sprintf("otaflow-jobs-%s-%x", host, b)
+}
+
+// redactURL is u without its password, for logs.
+func redactURL(u string) string {
+	if u == "" {
+		return ""
+	}
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return p.Redacted()
+}

@@ -1,0 +1,223 @@
+package stack_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
+
+	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/devserver"
+	"github.com/otaflow/otaflow/internal/fleet"
+	"github.com/otaflow/otaflow/internal/iotclient"
+	"github.com/otaflow/otaflow/internal/mqtttest"
+	"github.com/otaflow/otaflow/internal/pgtest"
+	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/rolloutworker"
+	"github.com/otaflow/otaflow/internal/stack"
+	"github.com/otaflow/otaflow/internal/tlog"
+	"github.com/otaflow/otaflow/workflows"
+)
+
+var (
+	jobsServiceBinOnce sync.Once
+	jobsServiceBin     string
+	jobsServiceBinErr  error
+)
+
+// leanJobsService builds ./jobs-service, the production container's binary, once.
+func leanJobsService(t *testing.T) string {
+	jobsServiceBinOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "otaflow-jobs-service-")
+		if err != nil {
+			jobsServiceBinErr = err
+			return
+		}
+		jobsServiceBin = filepath.Join(dir, "jobs-service")
+		out, err := exec.Command("go", "build", "-o", jobsServiceBin, "../../jobs-service").CombinedOutput()
+		if err != nil {
+			jobsServiceBinErr = fmt.Errorf("go build ./jobs-service: %v: %s", err, out)
+		}
+	})
+	require.NoError(t, jobsServiceBinErr)
+	return jobsServiceBin
+}
+
+// replica is one jobs-service process.
+type replica struct {
+	t    *testing.T
+	name string
+	args []string
+	env  []string
+	cmd  *exec.Cmd
+	done chan struct{}
+	logs *lockedBuffer
+	URL  string
+}
+
+func (r *replica) start() {
+	r.t.Helper()
+	r.cmd = exec.Command(leanJobsService(r.t), r.args...)
+	r.cmd.Env = append(os.Environ(), r.env...)
+	r.logs = &lockedBuffer{}
+	r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
+	require.NoError(r.t, r.cmd.Start())
+	r.done = make(chan struct{})
+	go func() { r.cmd.Wait(); close(r.done) }()
+	deadline := time.After(30 * time.Second)
+	for !strings.Contains(r.logs.String(), `"jobs service ready"`) {
+		select {
+		case <-r.done:
+			r.t.Fatalf("%s exited at start: %s", r.name, r.logs)
+		case <-deadline:
+			r.t.Fatalf("%s not ready after 30s: %s", r.name, r.logs)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (r *replica) kill() {
+	r.cmd.Process.Signal(syscall.SIGKILL)
+	<-r.done
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// TestProductionShape runs a rollout on the production topology: Temporal on PostgreSQL (its
+// schema set up by Temporal's tool), two lean jobs-service replicas sharing one PostgreSQL
+// database behind Debian's mosquitto with the shipped configuration (devices on mutual TLS),
+// and two workers on one task queue. In wave 2 one worker and one replica are SIGKILLed, and
+// started again two seconds later. The rollout succeeds with every device updated exactly
+// once; the replicas' logs are JSON (not a terminal).
+func TestProductionShape(t *testing.T) {
+	ctx := context.Background()
+	admin, err := url.Parse(pgtest.AdminURL(t))
+	require.NoError(t, err)
+	suffix := fmt.Sprint(os.Getpid())
+	temporal, err := devserver.Start(ctx, devserver.Options{UIPort: -1, Logger: zerolog.Nop(),
+		Postgres:         &devserver.Postgres{Addr: admin.Host, User: admin.User.Username(), Database: "prod_temporal_" + suffix, VisibilityDatabase: "prod_visibility_" + suffix},
+		SearchAttributes: rolloutworker.SearchAttributes()})
+	require.NoError(t, err)
+	defer temporal.Stop()
+	tc, err := client.Dial(client.Options{HostPort: temporal.FrontendAddr(), Logger: tlog.New(zerolog.Nop())})
+	require.NoError(t, err)
+	defer tc.Close()
+
+	broker := mqtttest.Mosquitto(t)
+	jobsDB, artifacts := pgtest.DB(t), t.TempDir()
+	const secret = "production-shape-secret-key"
+	replicas := make([]*replica, 2)
+	for i := range replicas {
+		addr := freeAddr(t)
+		replicas[i] = &replica{t: t, name: fmt.Sprintf("replica-%d", i+1), URL: "http://" + addr,
+			args: []string{"--postgres-url", jobsDB, "--artifact-dir", artifacts, "--broker", broker.URL, "--jobs-addr", addr,
+				"--public-url", "http://" + addr, "--temporal-address", temporal.FrontendAddr(), "--log-level", "info"},
+			env: []string{"OTAFLOW_MQTT_USER=" + mqtttest.ServiceUser, "OTAFLOW_MQTT_PASSWORD=" + mqtttest.ServicePassword,
+				"OTAFLOW_ACCESS_KEY_ID=" + cliconfig.DefaultAccessKeyID, "OTAFLOW_SECRET_ACCESS_KEY=" + secret}}
+		replicas[i].start()
+		defer replicas[i].kill()
+		r := replicas[i]
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("%s logs:\n%s", r.name, r.logs)
+			}
+		})
+	}
+	for _, r := range replicas {
+		require.Contains(t, r.logs.String(), `"level":"info"`, "%s logs JSON when not on a terminal", r.name)
+		require.NotContains(t, r.logs.String(), "\x1b[", "no colour codes in %s's logs", r.name)
+		require.NotContains(t, r.logs.String(), secret, "no secret in %s's logs", r.name)
+	}
+
+	const n = 150
+	iotc, err := iotclient.NewIoT(ctx, iotclient.Config{Endpoint: replicas[1].URL, Region: cliconfig.DefaultRegion,
+		AccessKeyID: cliconfig.DefaultAccessKeyID, SecretAccessKey: secret})
+	require.NoError(t, err)
+	var arns, things []string
+	for i := 1; i <= n; i++ {
+		out, err := iotc.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String(stack.Device(i))})
+		require.NoError(t, err)
+		arns, things = append(arns, aws.ToString(out.ThingArn)), append(things, aws.ToString(out.ThingName))
+	}
+	counter := newInstallCounter()
+	f, err := fleet.Start(fleet.Options{BrokerURL: broker.DeviceURL, TLS: broker.CA.ClientTLS, Things: things, StateDir: t.TempDir(),
+		InitialVersion: "1.0.0", InstallTime: 100 * time.Millisecond, OnStateChange: counter.observe,
+		// A request that reached the replica that was killed is asked again after this long.
+		RequestTimeout: 5 * time.Second, IdleRecheck: 10 * time.Second, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	defer f.Close()
+	require.NoError(t, f.WaitConnected(ctx))
+
+	workers := make([]*exec.Cmd, 2)
+	startWorker := func(i int) {
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestWorkerChild$", "-test.count=1")
+		cmd.Env = append(os.Environ(), workerChildEnv+"=1", "WORKER_TEMPORAL="+temporal.FrontendAddr(), "WORKER_JOBS="+replicas[i].URL,
+			"WORKER_SECRET_KEY="+secret)
+		require.NoError(t, cmd.Start())
+		workers[i] = cmd
+	}
+	for i := range workers {
+		startWorker(i)
+	}
+	defer func() {
+		for _, w := range workers {
+			w.Process.Kill()
+			w.Wait()
+		}
+	}()
+
+	run, err := rolloutclient.Start(ctx, tc, workflows.TaskQueue, faultRequest("production-shape", arns, 600))
+	require.NoError(t, err)
+	var last string
+	require.Eventually(t, func() bool {
+		st, err := rolloutclient.Status(ctx, tc, "production-shape")
+		last = fmt.Sprintf("%+v %v", st, err)
+		return err == nil && len(st.Waves) >= 2 && st.Counts.Succeeded > 20
+	}, 2*time.Minute, 50*time.Millisecond, "wave 2 under way: %s", &last)
+	// Kill the replica that serves the devices (the leader) and the worker that uses it.
+	const leads = "now serves device requests (leader)"
+	victim := 0
+	if strings.Contains(replicas[1].logs.String(), leads) {
+		victim = 1
+	}
+	require.NotContains(t, replicas[1-victim].logs.String(), leads, "one leader at a time")
+	workers[victim].Process.Signal(syscall.SIGKILL)
+	workers[victim].Wait()
+	replicas[victim].kill()
+	t.Logf("SIGKILLed %s (the leader) and its worker in wave 2", replicas[victim].name)
+	require.Eventually(t, func() bool { return strings.Contains(replicas[1-victim].logs.String(), leads) }, 10*time.Second, 20*time.Millisecond,
+		"%s takes over the devices", replicas[1-victim].name)
+	time.Sleep(2 * time.Second)
+	replicas[victim].start()
+	startWorker(victim)
+
+	res, err := rolloutclient.Result(ctx, run)
+	require.NoError(t, err, res.Message)
+	require.Equal(t, workflows.StateSucceeded, res.State, res.Message)
+	require.Len(t, res.Waves, 3)
+	counter.requireExactlyOnce(t, n, &res, func(th string) string { return f.InstalledVersion(th, "core") })
+}
