@@ -111,7 +111,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 			defer svc.Close()
 			plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: brokerURL, ClientID: clientID, SharedGroup: shareGroup,
 				Exclusive: postgresURL != "" && shareGroup == "",
-				Username: mqttUser, Password: mqttPassword, Logger: log})
+				Username:  mqttUser, Password: mqttPassword, Logger: log})
 			if err != nil {
 				return err
 			}
