@@ -41,9 +41,13 @@ unit:
 e2e:
 	$(GO) test -count=1 -timeout 20m ./internal/stack/... ./internal/devserver/
 
+# compose-check validates docker-compose.yml without an engine and checks each image tag
+# against its pin (internal/deploycheck).
 compose-check:
-	MQTT_SERVICE_PASSWORD=check OTAFLOW_ACCESS_KEY_ID=check OTAFLOW_SECRET_ACCESS_KEY=check docker-compose -f docker-compose.yml config -q
-	@echo "docker-compose.yml is valid"
+	POSTGRES_PASSWORD=check MQTT_SERVICE_PASSWORD=check OTAFLOW_ACCESS_KEY_ID=check OTAFLOW_SECRET_ACCESS_KEY=check \
+	  OTAFLOW_PUBLIC_URL=https://ota.example.com docker-compose -f docker-compose.yml config -q
+	$(GO) test -count=1 ./internal/deploycheck/
+	@echo "docker-compose.yml is valid and its images are the pinned ones"
 
 # Prerequisites run in order: tools, static checks, then race-checked unit and protocol tests
 # and the end-to-end tests on the real stack, beside one PostgreSQL server that every test

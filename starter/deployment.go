@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
 
+	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/components"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/temporalconf"
@@ -38,6 +39,7 @@ func deploymentCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "deployment", Short: "Continuous deployments of components to thing groups (Greengrass v2 style)"}
 	tc.Bind(cmd.PersistentFlags())
 	cmd.PersistentFlags().StringVar(&catalogPath, "catalog", ".otaflow/components.json", "component catalog, to check versions before starting")
+	cliconfig.Env(cmd.PersistentFlags(), "catalog", "OTAFLOW_CATALOG")
 
 	// checkedComponents parses --component values and resolves them against the catalog, so
 	// a request that cannot be met is refused before anything starts.
@@ -134,6 +136,7 @@ func componentCmd() *cobra.Command {
 	var catalogPath string
 	cmd := &cobra.Command{Use: "component", Short: "The component catalog deployments resolve against"}
 	cmd.PersistentFlags().StringVar(&catalogPath, "catalog", ".otaflow/components.json", "catalog file (the worker reads the same one)")
+	cliconfig.Env(cmd.PersistentFlags(), "catalog", "OTAFLOW_CATALOG")
 	list := &cobra.Command{
 		Use: "list", Short: "List component versions and their dependency ranges",
 		RunE: func(cmd *cobra.Command, _ []string) error {

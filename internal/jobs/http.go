@@ -98,6 +98,16 @@ func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler 
 	outer.HandleFunc("GET /artifacts/{bucket}/{key...}", s.handleArtifactDownload)
 	// TUF metadata is signed, not secret: devices fetch it from here without credentials.
 	outer.HandleFunc("GET /tuf/{bucket}/{file}", s.handleTUFMetadata)
+	// Health, for container health checks and load balancers: it reveals nothing but "the
+	// store answers".
+	outer.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.Healthy(); err != nil {
+			http.Error(w, "jobs store unavailable", http.StatusServiceUnavailable)
+			s.log.Warn().Err(err).Msg("health check: the jobs store does not answer")
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
 	outer.Handle("/", auth.Middleware(mux))
 	return logRequests(s.log, outer)
 }

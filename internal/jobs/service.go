@@ -104,6 +104,14 @@ func Open(o Options) (*Service, error) {
 	return s, nil
 }
 
+// Healthy reports whether the store answers a read.
+func (s *Service) Healthy() error {
+	return s.st.View(func(t Tx) error {
+		_, err := t.thing("")
+		return err
+	})
+}
+
 // SetBaseURL sets the address devices reach this service at, once it is listening.
 func (s *Service) SetBaseURL(u string) { s.baseURL = u }
 

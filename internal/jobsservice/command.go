@@ -178,6 +178,35 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 		cliconfig.Env(f, flag, env)
 	}
 	tc.Bind(f)
+	cmd.AddCommand(healthcheckCmd())
+	return cmd
+}
+
+// healthcheckCmd asks a running jobs service whether it is healthy: the container image's
+// HEALTHCHECK (distroless images have no curl).
+func healthcheckCmd() *cobra.Command {
+	var url string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "healthcheck",
+		Short: "Exit 0 when the jobs service at --url answers its health check, 1 otherwise",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c := &http.Client{Timeout: timeout}
+			resp, err := c.Get(url)
+			if err != nil {
+				return fmt.Errorf("jobs service health check %s: %w", url, err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("jobs service health check %s: %s", url, resp.Status)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "ok")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&url, "url", "http://127.0.0.1:4566/healthz", "the service's health URL")
+	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Second, "give up after this long")
 	return cmd
 }
 

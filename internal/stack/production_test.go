@@ -147,6 +147,11 @@ func TestProductionShape(t *testing.T) {
 			}
 		})
 	}
+	out, err := exec.Command(leanJobsService(t), "healthcheck", "--url", replicas[0].URL+"/healthz").CombinedOutput()
+	require.NoError(t, err, "the image's HEALTHCHECK: %s", out)
+	out, err = exec.Command(leanJobsService(t), "healthcheck", "--url", "http://"+freeAddr(t)+"/healthz", "--timeout", "2s").CombinedOutput()
+	require.Error(t, err, "nothing listens there")
+	require.Contains(t, string(out), "health check")
 	for _, r := range replicas {
 		require.Contains(t, r.logs.String(), `"level":"info"`, "%s logs JSON when not on a terminal", r.name)
 		require.NotContains(t, r.logs.String(), "\x1b[", "no colour codes in %s's logs", r.name)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 
+	"github.com/otaflow/otaflow/internal/pgserver"
 	"github.com/otaflow/otaflow/internal/pgtest"
 )
 
@@ -31,7 +32,7 @@ func run(args []string) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	s, err := pgtest.Start(dir, pgtest.Options{})
+	s, err := pgserver.Start(dir, pgserver.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "withpg:", err)
 		return 1
