@@ -57,7 +57,9 @@ func TestComposeImagesArePinned(t *testing.T) {
 		"temporalio/admin-tools": func(tag string) bool { return tag == moduleVersion(t, gomod, "go.temporal.io/server") },
 		"temporalio/ui":          func(tag string) bool { return tag == moduleVersion(t, gomod, "github.com/temporalio/ui-server/v2") },
 		"postgres":               func(tag string) bool { return regexp.MustCompile(`^` + pgMajor + `\.\d+$`).MatchString(tag) },
-		"eclipse-mosquitto":      func(tag string) bool { return regexp.MustCompile(`^` + regexp.QuoteMeta(string(mm[1])) + `\.\d+$`).MatchString(tag) },
+		"eclipse-mosquitto": func(tag string) bool {
+			return regexp.MustCompile(`^` + regexp.QuoteMeta(string(mm[1])) + `\.\d+$`).MatchString(tag)
+		},
 	}
 	seen := map[string]bool{}
 	require.NotEmpty(t, c.Services)
