@@ -13,6 +13,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/bench"
 	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/pgserver"
 )
 
 func benchCmd() *cobra.Command {
@@ -22,6 +23,7 @@ func benchCmd() *cobra.Command {
 		cpuProfile    string
 		o             bench.Options
 		quick         bool
+		postgres      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -70,6 +72,20 @@ Throughput figures are medians of --repeat runs. Run it from the repository (it 
 				}
 				defer pprof.StopCPUProfile()
 			}
+			if postgres {
+				dir, err := os.MkdirTemp("", "otaflow-bench-pg-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(dir)
+				fmt.Fprintln(os.Stderr, "starting Debian's PostgreSQL (fsync on) for the jobs service's store")
+				pg, err := pgserver.Start(dir, pgserver.Options{Durable: true})
+				if err != nil {
+					return err
+				}
+				defer pg.Stop()
+				o.PostgresURL, o.PostgresPIDs = pg.URL, pg.PIDs
+			}
 			res, err := bench.Run(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -96,6 +112,7 @@ Throughput figures are medians of --repeat runs. Run it from the repository (it 
 	f.IntVar(&o.ArtifactMB, "artifact-mb", 500, "artifact size for the install and download figures (0 skips)")
 	f.StringVar(&o.AgentPackage, "agent-package", "./agent", "agent package to build for its footprint (\"\" skips)")
 	f.IntVar(&o.DevicesPerProcess, "devices-per-process", 5000, "simulated devices per fleet process")
+	f.BoolVar(&postgres, "postgres", false, "keep the jobs service's state in PostgreSQL (Debian's, started for the run, fsync on) instead of bbolt")
 	f.BoolVar(&quick, "quick", false, "a short run: 100 and 1,000 devices once, 50 samples, 50 MiB")
 	f.StringVarP(&output, "output", "o", "text", "text or json")
 	f.StringVar(&save, "save", "", "also write the results as JSON to this file")
@@ -114,6 +131,12 @@ func printBench(w io.Writer, r *bench.Results) {
 		fmt.Fprintf(w, "(medians of %d runs; baseline = the same devices given one job by the jobs service alone)\n", r.Throughput[0].RepeatsEachSide)
 		for _, t := range r.Throughput {
 			fmt.Fprintf(w, "%-9d control-plane calls per device %.2f, device (MQTT) calls per device %.2f\n", t.Devices, t.ControlCallsPerDevice, t.DeviceCallsPerDevice)
+			pg := ""
+			if t.PostgresCPUSecondsPerDevice > 0 {
+				pg = fmt.Sprintf(", PostgreSQL %.2f ms", t.PostgresCPUSecondsPerDevice*1000)
+			}
+			fmt.Fprintf(w, "%-9d jobs store %s; stack CPU per device %.2f ms%s; stack peak RSS %.0f MiB; history %d events, %d bytes; at AWS's 1,000/min: %.1f min\n",
+				t.Devices, t.Store, t.StackCPUSecondsPerDevice*1000, pg, t.StackPeakRSSMiB, t.HistoryEvents, t.HistoryBytes, t.AWSRolloutMinutes)
 		}
 		fmt.Fprintln(w)
 	}

@@ -14,15 +14,18 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/otaflow/otaflow/internal/jobdoc"
 	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/pgserver"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/stack"
 	"github.com/otaflow/otaflow/workflows"
@@ -44,6 +47,11 @@ type Options struct {
 	AgentPackage string
 	// DevicesPerProcess bounds each fleet process (one process holds at most ~20,000 files).
 	DevicesPerProcess int
+	// PostgresURL, an admin URL, puts the jobs service on PostgreSQL: each throughput run gets
+	// a database of its own there. PostgresPIDs are the server's processes, whose CPU time is
+	// reported beside the stack's.
+	PostgresURL  string
+	PostgresPIDs func() []int
 	// Progress gets one line per step.
 	Progress io.Writer
 	Logger   zerolog.Logger
@@ -85,6 +93,19 @@ type Throughput struct {
 	ControlCallsPerDevice float64          `json:"controlPlaneCallsPerDevice"`
 	DeviceCallsPerDevice  float64          `json:"deviceCallsPerDevice"`
 	ControlCalls          map[string]int64 `json:"controlPlaneCalls"`
+	// StackCPUSecondsPerDevice is the CPU time (user + system) of the stack's process
+	// (Temporal, worker, jobs service, broker; not the devices) during the rollout, per device;
+	// PostgresCPUSecondsPerDevice is the PostgreSQL server's, when the jobs service is on it.
+	StackCPUSecondsPerDevice    float64 `json:"stackCpuSecondsPerDevice"`
+	PostgresCPUSecondsPerDevice float64 `json:"postgresCpuSecondsPerDevice,omitempty"`
+	// StackPeakRSSMiB is the stack process's peak resident memory so far (VmHWM).
+	StackPeakRSSMiB float64 `json:"stackPeakRssMiB"`
+	// HistoryBytes is the rollout workflow's history size (the events' encoded size).
+	HistoryBytes int `json:"historyBytes"`
+	// AWSRolloutMinutes is how long the same rollout takes at AWS IoT Jobs' highest rollout
+	// rate (1,000 executions per minute per job): arithmetic, not a simulation.
+	AWSRolloutMinutes float64 `json:"awsRolloutMinutes"`
+	Store             string  `json:"jobsStore"`
 }
 
 // Latency is job created → device notified, beside a raw MQTT publish → receive.
@@ -194,7 +215,16 @@ func newStack(ctx context.Context, o *Options) (*stack.Stack, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	s, err := stack.Start(ctx, stack.Options{DataDir: dir, InMemoryTemporal: true, UIPort: -1, Logger: o.Logger})
+	so := stack.Options{DataDir: dir, InMemoryTemporal: true, UIPort: -1, Logger: o.Logger}
+	if o.PostgresURL != "" {
+		dbURL, err := pgserver.CreateDatabase(ctx, o.PostgresURL, "bench_"+strings.ReplaceAll(filepath.Base(dir), "-", "_"))
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, "", err
+		}
+		so.JobsPostgresURL = dbURL
+	}
+	s, err := stack.Start(ctx, so)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, "", err
@@ -280,7 +310,10 @@ func throughput(ctx context.Context, o *Options, n int) (*Throughput, error) {
 		return nil, err
 	}
 	defer stop()
-	t := &Throughput{Devices: n, FleetProcesses: procs, RepeatsEachSide: o.Repeat, ConnectedSeconds: time.Since(start).Seconds()}
+	t := &Throughput{Devices: n, FleetProcesses: procs, RepeatsEachSide: o.Repeat, ConnectedSeconds: time.Since(start).Seconds(), Store: "bbolt"}
+	if o.PostgresURL != "" {
+		t.Store = "postgres"
+	}
 	var rollout, baseline []float64
 	for r := 0; r < o.Repeat; r++ {
 		// Rollout: Temporal workflow, worker, activities through the AWS SDK, jobs service.
@@ -290,6 +323,7 @@ func throughput(ctx context.Context, o *Options, n int) (*Throughput, error) {
 			PollInterval: 100 * time.Millisecond, Timeout: 30 * time.Minute,
 		}
 		before := s.Jobs.APICalls()
+		cpuBefore, pgBefore := selfCPU(), pidsCPU(o.PostgresPIDs)
 		began := time.Now()
 		run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
 		if err != nil {
@@ -300,6 +334,12 @@ func throughput(ctx context.Context, o *Options, n int) (*Throughput, error) {
 			return nil, fmt.Errorf("rollout: %w (%s)", err, res.Message)
 		}
 		took := time.Since(began)
+		t.StackCPUSecondsPerDevice = (selfCPU() - cpuBefore) / float64(n)
+		if o.PostgresPIDs != nil {
+			t.PostgresCPUSecondsPerDevice = (pidsCPU(o.PostgresPIDs) - pgBefore) / float64(n)
+		}
+		t.StackPeakRSSMiB = float64(peakRSSKiB()) / 1024
+		t.AWSRolloutMinutes = float64(n) / 1000
 		t.ControlCalls = map[string]int64{}
 		var control, device int64
 		for op, c := range s.Jobs.APICalls() {
@@ -314,14 +354,16 @@ func throughput(ctx context.Context, o *Options, n int) (*Throughput, error) {
 		t.ControlCallsPerDevice, t.DeviceCallsPerDevice = float64(control)/float64(n), float64(device)/float64(n)
 		rollout = append(rollout, took.Seconds())
 		it := s.Client.GetWorkflowHistory(ctx, run.GetID(), run.GetRunID(), false, 0)
-		events := 0
+		events, size := 0, 0
 		for it.HasNext() {
-			if _, err := it.Next(); err != nil {
+			ev, err := it.Next()
+			if err != nil {
 				return nil, err
 			}
 			events++
+			size += proto.Size(ev)
 		}
-		t.HistoryEvents = events
+		t.HistoryEvents, t.HistoryBytes = events, size
 		o.say("%d devices: rollout %d/%d took %.2fs (%d history events, %.2f control-plane and %.2f device calls per device)", n, r+1, o.Repeat,
 			took.Seconds(), events, t.ControlCallsPerDevice, t.DeviceCallsPerDevice)
 
@@ -360,4 +402,52 @@ func throughput(ctx context.Context, o *Options, n int) (*Throughput, error) {
 	t.BaselinePerMin = float64(n) / t.BaselineSeconds * 60
 	t.Ratio = t.RolloutPerMin / t.BaselinePerMin
 	return t, nil
+}
+
+// selfCPU is this process's CPU time so far (user + system), in seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// pidsCPU is the CPU time so far of the processes pids lists (from /proc), in seconds.
+func pidsCPU(pids func() []int) float64 {
+	if pids == nil {
+		return 0
+	}
+	var ticks int64
+	for _, pid := range pids() {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name (which may hold spaces): utime is the 14th, stime the 15th.
+		rest := string(raw)
+		if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+			rest = rest[i+2:]
+		}
+		f := strings.Fields(rest)
+		if len(f) > 12 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			st, _ := strconv.ParseInt(f[12], 10, 64)
+			ticks += u + st
+		}
+	}
+	return float64(ticks) / 100 // USER_HZ
+}
+
+// peakRSSKiB is this process's peak resident set (VmHWM).
+func peakRSSKiB() int64 {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
 }

@@ -183,3 +183,28 @@ func WithDatabase(url, db string) string {
 	i := strings.LastIndex(base, "/")
 	return base[:i+1] + db + "?" + query
 }
+
+// PIDs are the server's processes: the postmaster and its children (backends, writers), for
+// measuring the CPU time they use.
+func (s *Server) PIDs() []int {
+	root := s.cmd.Process.Pid
+	pids := []int{root}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		rest := string(raw)
+		if i := strings.LastIndexByte(rest, ')'); i >= 0 && i+2 < len(rest) {
+			if f := strings.Fields(rest[i+2:]); len(f) > 1 && f[1] == strconv.Itoa(root) {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}

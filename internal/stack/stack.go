@@ -63,7 +63,10 @@ type Options struct {
 	NoWorker bool
 	// NoAWSQuotas lifts the AWS IoT quotas the jobs service enforces.
 	NoAWSQuotas bool
-	Logger      zerolog.Logger
+	// JobsPostgresURL keeps the jobs service's state in this PostgreSQL database instead of
+	// bbolt in DataDir (artifacts stay in DataDir).
+	JobsPostgresURL string
+	Logger          zerolog.Logger
 }
 
 // Stack is a running local system.
@@ -178,7 +181,8 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.brokerOpts.TLSAddr = strings.TrimPrefix(s.Broker.TLSURL(), "ssl://")
 
 	jlog := log.With().Str("component", "jobs").Logger()
-	s.Jobs, err = jobs.Open(jobs.Options{Path: filepath.Join(o.DataDir, "jobs.db"), Region: o.Region, Logger: jlog, NoAWSQuotas: o.NoAWSQuotas})
+	s.Jobs, err = jobs.Open(jobs.Options{Path: filepath.Join(o.DataDir, "jobs.db"), PostgresURL: o.JobsPostgresURL, ArtifactDir: filepath.Join(o.DataDir, "artifacts"),
+		Region: o.Region, Logger: jlog, NoAWSQuotas: o.NoAWSQuotas})
 	if err != nil {
 		return nil, err
 	}
