@@ -319,6 +319,17 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 			return r.abort(ctx, StateAborted, why)
 		}
 		wave.State = WavePassed
+		// Between waves is the cheapest place to start a fresh run when the history is long:
+		// no job is in flight, and the next run starts the next wave from the frozen groups.
+		if i < len(r.res.Waves)-1 && r.cancelReq == nil && workflow.GetInfo(ctx).GetContinueAsNewSuggested() &&
+			workflow.GetVersion(ctx, "continue-as-new-between-waves", workflow.DefaultVersion, 1) >= 1 {
+			if err := workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) }); err != nil {
+				return nil, err
+			}
+			next := r.req
+			next.Resume = &RolloutResume{Result: r.res, Approved: r.approved, Deadline: deadline}
+			return nil, workflow.NewContinueAsNewError(ctx, Rollout, next)
+		}
 	}
 	c := r.res.Counts
 	msg := fmt.Sprintf("all %d devices updated to %s", c.Succeeded, r.req.Version)

@@ -50,6 +50,9 @@ type Options struct {
 	Namespace string
 	// SearchAttributes are registered on the namespace when it is created.
 	SearchAttributes map[string]enumspb.IndexedValueType
+	// DynamicConfig overrides server settings by their dynamic-config name, e.g.
+	// "limit.historyCount.suggestContinueAsNew" (tests make rare paths common with it).
+	DynamicConfig map[string]any
 	// Postgres, when set, keeps Temporal's state in PostgreSQL instead of SQLite (DBPath is
 	// then not used).
 	Postgres *Postgres
@@ -121,7 +124,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			return nil, err
 		}
 		cfg = serverConfig(o.IP, hosts, sqlCfg, visCfg)
-		srv, err = newServer(cfg, hosts, newLogger(o.Logger, stopping, running, fatals))
+		srv, err = newServer(cfg, hosts, o.DynamicConfig, newLogger(o.Logger, stopping, running, fatals))
 		if err == nil || !errors.Is(err, errFatal) || attempt == 3 {
 			break
 		}
@@ -196,7 +199,11 @@ func hostPort(h static.Hosts) int {
 var errFatal = errors.New("temporal server failed to start")
 
 // newServer creates the server, turning a fatal log during its construction into an error.
-func newServer(cfg *config.Config, hosts map[primitives.ServiceName]static.Hosts, logger log.Logger) (srv temporal.Server, err error) {
+func newServer(cfg *config.Config, hosts map[primitives.ServiceName]static.Hosts, overrides map[string]any, logger log.Logger) (srv temporal.Server, err error) {
+	dc := dynamicconfig.StaticClient{dynamicconfig.ForceSearchAttributesCacheRefreshOnRead.Key(): true}
+	for k, v := range overrides {
+		dc[dynamicconfig.MakeKey(k)] = v
+	}
 	authorizer, err := authorization.GetAuthorizerFromConfig(&cfg.Global.Authorization)
 	if err != nil {
 		return nil, err
@@ -222,9 +229,7 @@ func newServer(cfg *config.Config, hosts map[primitives.ServiceName]static.Hosts
 		temporal.WithAuthorizer(authorizer),
 		temporal.WithClaimMapper(func(*config.Config) authorization.ClaimMapper { return claimMapper }),
 		temporal.WithCustomMetricsHandler(metrics.NoopMetricsHandler),
-		temporal.WithDynamicConfigClient(dynamicconfig.StaticClient{
-			dynamicconfig.ForceSearchAttributesCacheRefreshOnRead.Key(): true,
-		}),
+		temporal.WithDynamicConfigClient(dc),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("create Temporal server: %w", err)

@@ -63,6 +63,8 @@ type Options struct {
 	NoWorker bool
 	// NoAWSQuotas lifts the AWS IoT quotas the jobs service enforces.
 	NoAWSQuotas bool
+	// TemporalDynamicConfig overrides Temporal server settings by name (devserver.Options).
+	TemporalDynamicConfig map[string]any
 	// JobsPostgresURL keeps the jobs service's state in this PostgreSQL database instead of
 	// bbolt in DataDir (artifacts stay in DataDir).
 	JobsPostgresURL string
@@ -139,7 +141,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}
 	s.Temporal, err = devserver.Start(ctx, devserver.Options{
 		DBPath: dbPath, FrontendPort: o.TemporalPort, UIPort: o.UIPort,
-		SearchAttributes: rolloutworker.SearchAttributes(), Logger: log,
+		SearchAttributes: rolloutworker.SearchAttributes(), DynamicConfig: o.TemporalDynamicConfig, Logger: log,
 	})
 	if err != nil {
 		return nil, err
