@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ func benchCmd() *cobra.Command {
 		o             bench.Options
 		quick         bool
 		postgres      bool
+		memProfile    string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -86,6 +88,16 @@ Throughput figures are medians of --repeat runs. Run it from the repository (it 
 				defer pg.Stop()
 				o.PostgresURL, o.PostgresPIDs = pg.URL, pg.PIDs
 			}
+			if memProfile != "" {
+				o.AfterRollout = func() {
+					f, err := os.Create(memProfile)
+					if err == nil {
+						runtime.GC()
+						pprof.WriteHeapProfile(f)
+						f.Close()
+					}
+				}
+			}
 			res, err := bench.Run(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -116,6 +128,7 @@ Throughput figures are medians of --repeat runs. Run it from the repository (it 
 	f.BoolVar(&quick, "quick", false, "a short run: 100 and 1,000 devices once, 50 samples, 50 MiB")
 	f.StringVarP(&output, "output", "o", "text", "text or json")
 	f.StringVar(&save, "save", "", "also write the results as JSON to this file")
+	f.StringVar(&memProfile, "memprofile", "", "write a heap profile of the stack's process to this file after each rollout (with every device still connected)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the stack's process (Temporal, worker, jobs service, broker) to this file")
 	return cmd
 }

@@ -52,6 +52,9 @@ type Options struct {
 	// reported beside the stack's.
 	PostgresURL  string
 	PostgresPIDs func() []int
+	// AfterRollout, when set, runs after each rollout while the devices are still connected
+	// (a heap profile, say).
+	AfterRollout func()
 	// Progress gets one line per step.
 	Progress io.Writer
 	Logger   zerolog.Logger
@@ -339,6 +342,9 @@ func throughput(ctx context.Context, o *Options, n int) (*Throughput, error) {
 			t.PostgresCPUSecondsPerDevice = (pidsCPU(o.PostgresPIDs) - pgBefore) / float64(n)
 		}
 		t.StackPeakRSSMiB = float64(peakRSSKiB()) / 1024
+		if o.AfterRollout != nil {
+			o.AfterRollout()
+		}
 		t.AWSRolloutMinutes = float64(n) / 1000
 		t.ControlCalls = map[string]int64{}
 		var control, device int64
