@@ -20,6 +20,7 @@ import (
 func benchCmd() *cobra.Command {
 	var (
 		sizes, output string
+		simSizes      string
 		save          string
 		cpuProfile    string
 		o             bench.Options
@@ -45,12 +46,12 @@ Throughput figures are medians of --repeat runs. Run it from the repository (it 
 			if quick {
 				sizes, o.Repeat, o.Samples, o.ArtifactMB = "100,1000", 1, 50, 50
 			}
-			for _, f := range strings.Split(sizes, ",") {
-				n, err := strconv.Atoi(strings.TrimSpace(f))
-				if err != nil || n < 1 {
-					return fmt.Errorf("--sizes %q: give device counts like 100,1000,10000", sizes)
-				}
-				o.Sizes = append(o.Sizes, n)
+			var err error
+			if o.Sizes, err = deviceCounts("--sizes", sizes); err != nil {
+				return err
+			}
+			if o.SimulatedSizes, err = deviceCounts("--simulated-sizes", simSizes); err != nil {
+				return err
 			}
 			if output != "text" && output != "json" {
 				return fmt.Errorf("-o must be text or json")
@@ -119,6 +120,7 @@ Throughput figures are medians of --repeat runs. Run it from the repository (it 
 	}
 	f := cmd.Flags()
 	f.StringVar(&sizes, "sizes", "100,1000,10000", "fleet sizes for throughput and history length")
+	f.StringVar(&simSizes, "simulated-sizes", "", "fleet sizes driven by the light protocol-level simulator (8 MQTT sessions for all devices, no agents), e.g. 100000,1000000")
 	f.IntVar(&o.Repeat, "repeat", 3, "runs per throughput figure (the median is reported)")
 	f.IntVar(&o.Samples, "samples", 200, "notify latency samples (0 skips)")
 	f.IntVar(&o.ArtifactMB, "artifact-mb", 500, "artifact size for the install and download figures (0 skips)")
@@ -131,6 +133,22 @@ Throughput figures are medians of --repeat runs. Run it from the repository (it 
 	f.StringVar(&memProfile, "memprofile", "", "write a heap profile of the stack's process to this file after each rollout (with every device still connected)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the stack's process (Temporal, worker, jobs service, broker) to this file")
 	return cmd
+}
+
+// deviceCounts parses a comma-separated list of fleet sizes ("" is none).
+func deviceCounts(flag, list string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(list, ",") {
+		if strings.TrimSpace(f) == "" {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%s %q: give device counts like 100,1000,10000", flag, list)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func printBench(w io.Writer, r *bench.Results) {
@@ -148,8 +166,12 @@ func printBench(w io.Writer, r *bench.Results) {
 			if t.PostgresCPUSecondsPerDevice > 0 {
 				pg = fmt.Sprintf(", PostgreSQL %.2f ms", t.PostgresCPUSecondsPerDevice*1000)
 			}
-			fmt.Fprintf(w, "%-9d jobs store %s; stack CPU per device %.2f ms%s; stack peak RSS %.0f MiB; history %d events, %d bytes; at AWS's 1,000/min: %.1f min\n",
-				t.Devices, t.Store, t.StackCPUSecondsPerDevice*1000, pg, t.StackPeakRSSMiB, t.HistoryEvents, t.HistoryBytes, t.AWSRolloutMinutes)
+			kind := "agents"
+			if t.Simulated {
+				kind = "simulated"
+			}
+			fmt.Fprintf(w, "%-9d %s; jobs store %s; stack CPU per device %.2f ms%s; stack peak RSS %.0f MiB; history %d events, %d bytes; at AWS's 1,000/min: %.1f min\n",
+				t.Devices, kind, t.Store, t.StackCPUSecondsPerDevice*1000, pg, t.StackPeakRSSMiB, t.HistoryEvents, t.HistoryBytes, t.AWSRolloutMinutes)
 		}
 		fmt.Fprintln(w)
 	}

@@ -35,6 +35,9 @@ import (
 type Options struct {
 	// Sizes are the fleet sizes for throughput and history length.
 	Sizes []int
+	// SimulatedSizes are fleet sizes measured with the light protocol-level simulator
+	// (simfleet.go) instead of one agent and MQTT connection per device.
+	SimulatedSizes []int
 	// Repeat runs each throughput measurement this many times; the median is reported.
 	Repeat int
 	// Samples is the number of notify-latency samples.
@@ -96,6 +99,8 @@ type Throughput struct {
 	ControlCallsPerDevice float64          `json:"controlPlaneCallsPerDevice"`
 	DeviceCallsPerDevice  float64          `json:"deviceCallsPerDevice"`
 	ControlCalls          map[string]int64 `json:"controlPlaneCalls"`
+	// Simulated: the devices were the protocol-level simulator, not agents.
+	Simulated bool `json:"simulated,omitempty"`
 	// StackCPUSecondsPerDevice is the CPU time (user + system) of the stack's process
 	// (Temporal, worker, jobs service, broker; not the devices) during the rollout, per device;
 	// PostgresCPUSecondsPerDevice is the PostgreSQL server's, when the jobs service is on it.
@@ -155,9 +160,16 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 	}
 	res := &Results{Machine: machine()}
 	for _, n := range o.Sizes {
-		t, err := throughput(ctx, &o, n)
+		t, err := throughput(ctx, &o, n, false)
 		if err != nil {
 			return res, fmt.Errorf("throughput at %d devices: %w", n, err)
+		}
+		res.Throughput = append(res.Throughput, *t)
+	}
+	for _, n := range o.SimulatedSizes {
+		t, err := throughput(ctx, &o, n, true)
+		if err != nil {
+			return res, fmt.Errorf("throughput at %d simulated devices: %w", n, err)
 		}
 		res.Throughput = append(res.Throughput, *t)
 	}
@@ -281,7 +293,7 @@ func fleetProcs(ctx context.Context, o *Options, brokerURL, dir string, n int) (
 	return stop, len(cmds), nil
 }
 
-func throughput(ctx context.Context, o *Options, n int) (*Throughput, error) {
+func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throughput, error) {
 	s, dir, err := newStack(ctx, o)
 	if err != nil {
 		return nil, err
@@ -294,26 +306,43 @@ func throughput(ctx context.Context, o *Options, n int) (*Throughput, error) {
 		return nil, err
 	}
 	var eg errgroup.Group
-	eg.SetLimit(32)
+	eg.SetLimit(64)
+	registered := time.Now()
 	for i := 1; i <= n; i++ {
-		th, err := s.Jobs.CreateThing(stack.Device(i), nil)
-		if err != nil {
-			return nil, err
+		eg.Go(func() error {
+			th, err := s.Jobs.CreateThing(stack.Device(i), nil)
+			if err != nil {
+				return err
+			}
+			return s.Jobs.AddThingToThingGroup(fleetGroup.Name, th.Name)
+		})
+		if i%100000 == 0 {
+			o.say("%d devices: %d registered (%.0fs)", n, i, time.Since(registered).Seconds())
 		}
-		eg.Go(func() error { return s.Jobs.AddThingToThingGroup(fleetGroup.Name, th.Name) })
 	}
 	if err := eg.Wait(); err != nil {
 		return nil, err
 	}
 	arns := []string{fleetGroup.Arn}
-	o.say("%d devices: starting the fleet (one MQTT connection per device)", n)
 	start := time.Now()
-	stop, procs, err := fleetProcs(ctx, o, s.Broker.URL(), dir, n)
-	if err != nil {
-		return nil, err
+	var stop func()
+	procs := 0
+	if simulated {
+		o.say("%d devices: starting the protocol-level simulator (%d MQTT sessions for all devices)", n, simSessions)
+		user, password := s.MQTTServiceCredentials()
+		sim, err := startSimFleet(s.Broker.URL(), user, password)
+		if err != nil {
+			return nil, err
+		}
+		stop = sim.close
+	} else {
+		o.say("%d devices: starting the fleet (one MQTT connection per device)", n)
+		if stop, procs, err = fleetProcs(ctx, o, s.Broker.URL(), dir, n); err != nil {
+			return nil, err
+		}
 	}
 	defer stop()
-	t := &Throughput{Devices: n, FleetProcesses: procs, RepeatsEachSide: o.Repeat, ConnectedSeconds: time.Since(start).Seconds(), Store: "bbolt"}
+	t := &Throughput{Devices: n, FleetProcesses: procs, RepeatsEachSide: o.Repeat, ConnectedSeconds: time.Since(start).Seconds(), Store: "bbolt", Simulated: simulated}
 	if o.PostgresURL != "" {
 		t.Store = "postgres"
 	}

@@ -20,7 +20,9 @@ func (s *Service) CreateThing(name string, attrs map[string]string) (*Thing, err
 		return nil, errorf(CodeInvalidRequest, "thing name %q is invalid: use 1-128 characters from a-z A-Z 0-9 : _ -", name)
 	}
 	var out *Thing
-	err := s.st.Update(func(t Tx) error {
+	// Batch: fleets are registered by scripts and provisioning services that create many
+	// things at once; they share commits (fn may run again, and sets out each time).
+	err := s.st.Batch(func(t Tx) error {
 		existing, err := t.thing(name)
 		if err != nil {
 			return err

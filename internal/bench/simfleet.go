@@ -1,0 +1,113 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/otaflow/otaflow/internal/iotjobs"
+)
+
+// simFleet is the light, protocol-level device simulator for fleets too large for one agent
+// (and one MQTT connection) per device: a few MQTT sessions speak the AWS IoT Jobs device
+// protocol for every thing. Each thing does what AWS documents as the minimal job run:
+// notify-next names an execution, the thing updates it to IN_PROGRESS, then to SUCCEEDED, on
+// its own $aws/things/{thing}/jobs topics, with versions checked by the service. Nothing is
+// installed. The sessions use the jobs service's broker credentials (the only identity the
+// broker lets use every thing's topics), and receive through a shared subscription, so each
+// reply reaches one of them.
+type simFleet struct {
+	clients  []paho.Client
+	inflight chan struct{} // requests awaiting their reply
+	next     atomic.Uint64
+	rejected atomic.Int64
+	mu       sync.Mutex
+	started  map[string]bool // thing/job pairs moved to IN_PROGRESS
+}
+
+const simSessions = 8
+
+func startSimFleet(brokerURL, user, password string) (*simFleet, error) {
+	f := &simFleet{inflight: make(chan struct{}, 8192), started: map[string]bool{}}
+	subs := map[string]byte{}
+	for _, suffix := range []string{iotjobs.SuffixNotifyNext, "+/update/accepted", "+/update/rejected"} {
+		subs["$share/otaflow-sim/"+iotjobs.Topic("+", suffix)] = 1
+	}
+	for i := range simSessions {
+		opts := paho.NewClientOptions().AddBroker(brokerURL).SetClientID(fmt.Sprintf("otaflow-jobs-sim-%d", i)).
+			SetUsername(user).SetPassword(password).SetCleanSession(true).SetOrderMatters(false).SetAutoReconnect(true)
+		c := paho.NewClient(opts)
+		if tok := c.Connect(); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
+			f.close()
+			return nil, fmt.Errorf("simulator session %d: connect to %s: %v", i, brokerURL, tok.Error())
+		}
+		f.clients = append(f.clients, c)
+		if tok := c.SubscribeMultiple(subs, f.handle); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
+			f.close()
+			return nil, fmt.Errorf("simulator session %d: subscribe: %v", i, tok.Error())
+		}
+	}
+	return f, nil
+}
+
+func (f *simFleet) close() {
+	for _, c := range f.clients {
+		c.Disconnect(100)
+	}
+}
+
+// update asks the service to move thing's execution of job to status, from version.
+func (f *simFleet) update(thing, job string, status iotjobs.Status, version int64) {
+	f.inflight <- struct{}{}
+	body, _ := json.Marshal(iotjobs.UpdateRequest{Status: status, ExpectedVersion: version, IncludeJobExecutionState: true})
+	c := f.clients[f.next.Add(1)%uint64(len(f.clients))]
+	c.Publish(iotjobs.Topic(thing, iotjobs.UpdateSuffix(job)), 1, false, body)
+}
+
+func (f *simFleet) done() {
+	select {
+	case <-f.inflight:
+	default:
+	}
+}
+
+func (f *simFleet) handle(_ paho.Client, m paho.Message) {
+	rest := strings.TrimPrefix(m.Topic(), iotjobs.TopicPrefix)
+	thing, suffix, ok := strings.Cut(rest, "/jobs/")
+	if !ok {
+		return
+	}
+	switch {
+	case suffix == iotjobs.SuffixNotifyNext:
+		var n iotjobs.NotifyNext
+		if json.Unmarshal(m.Payload(), &n) != nil || n.Execution == nil || n.Execution.Status != iotjobs.StatusQueued {
+			return
+		}
+		key := thing + "/" + n.Execution.JobID
+		f.mu.Lock()
+		again := f.started[key]
+		f.started[key] = true
+		f.mu.Unlock()
+		if !again {
+			f.update(thing, n.Execution.JobID, iotjobs.StatusInProgress, n.Execution.VersionNumber)
+		}
+	case strings.HasSuffix(suffix, "/update/accepted"):
+		f.done()
+		var r iotjobs.UpdateReply
+		if json.Unmarshal(m.Payload(), &r) != nil || r.ExecutionState == nil {
+			return
+		}
+		if r.ExecutionState.Status == iotjobs.StatusInProgress {
+			job := strings.TrimSuffix(suffix, "/update/accepted")
+			f.update(thing, job, iotjobs.StatusSucceeded, r.ExecutionState.VersionNumber)
+		}
+	case strings.HasSuffix(suffix, "/update/rejected"):
+		f.done()
+		f.rejected.Add(1)
+	}
+}
