@@ -293,6 +293,18 @@ func (t boltTx) forEachGroup(fn func(*ThingGroup) error) error {
 func (t boltTx) groupThings(group string) ([]string, error) {
 	return t.suffixes(bucketMembers, pairPrefix(group)), nil
 }
+func (t boltTx) groupThingsAfter(group, after string, limit int) ([]string, error) {
+	prefix := pairPrefix(group)
+	var out []string
+	c := t.b(bucketMembers).Cursor()
+	k, _ := c.Seek(memberKey(group, after))
+	for ; k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, _ = c.Next() {
+		if name := string(k[len(prefix):]); name != after {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
 func (t boltTx) thingGroups(thing string) ([]string, error) {
 	return t.suffixes(bucketMemberships, pairPrefix(thing)), nil
 }

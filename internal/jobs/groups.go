@@ -83,6 +83,10 @@ func members(t Tx, group string, recursive bool) ([]string, error) {
 	}); err != nil {
 		return nil, err
 	}
+	have := make(map[string]bool, len(things)) // a thing in two groups of the tree counts once
+	for _, th := range things {
+		have[th] = true
+	}
 	seen := map[string]bool{group: true}
 	queue := []string{group}
 	for len(queue) > 0 {
@@ -99,7 +103,8 @@ func members(t Tx, group string, recursive bool) ([]string, error) {
 				return nil, err
 			}
 			for _, th := range more {
-				if !slices.Contains(things, th) {
+				if !have[th] {
+					have[th] = true
 					things = append(things, th)
 				}
 			}
@@ -243,21 +248,39 @@ func (s *Service) ListThingsInThingGroup(group string, recursive bool, max int, 
 		if g == nil {
 			return errorf(CodeResourceNotFound, "thing group %s does not exist", group)
 		}
+		if !recursive {
+			// One page from the index: paging through a million members reads each once,
+			// where collecting them all for every page made the walk quadratic.
+			all, err = t.groupThingsAfter(group, token, pageSize(max)+1)
+			return err
+		}
 		all, err = members(t, group, recursive)
 		return err
 	})
 	if err != nil {
 		return nil, "", err
 	}
+	if !recursive {
+		if n := pageSize(max); len(all) > n {
+			return all[:n], all[n-1], nil
+		}
+		return all, "", nil
+	}
 	page, next := pageStrings(all, max, token)
 	return page, next, nil
 }
 
+// pageSize is a list call's page size: maxResults, at most 250 (AWS's limit).
+func pageSize(max int) int {
+	if max <= 0 || max > 250 {
+		return 250
+	}
+	return max
+}
+
 // pageStrings cuts a sorted list into a page after token.
 func pageStrings(all []string, max int, token string) ([]string, string) {
-	if max <= 0 || max > 250 {
-		max = 250
-	}
+	max = pageSize(max)
 	start := 0
 	if token != "" {
 		start, _ = slices.BinarySearch(all, token)

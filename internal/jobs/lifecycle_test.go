@@ -71,6 +71,27 @@ func TestThingGroupsAndContinuousJobs(t *testing.T) {
 	all, err := c.ListThingsInThingGroup(ctx, &iot.ListThingsInThingGroupInput{ThingGroupName: aws.String("fleet"), Recursive: true})
 	require.NoError(t, err)
 	require.Equal(t, []string{"a", "b"}, all.Things)
+	// Pages of one, read with the token: a group of its own (another hierarchy), then gone.
+	_, err = c.CreateThingGroup(ctx, &iot.CreateThingGroupInput{ThingGroupName: aws.String("paging")})
+	require.NoError(t, err)
+	for _, n := range []string{"c", "a", "b"} {
+		_, err = c.AddThingToThingGroup(ctx, &iot.AddThingToThingGroupInput{ThingGroupName: aws.String("paging"), ThingName: aws.String(n)})
+		require.NoError(t, err)
+	}
+	var paged []string
+	var token *string
+	for pages := 0; ; pages++ {
+		require.Less(t, pages, 4)
+		p, err := c.ListThingsInThingGroup(ctx, &iot.ListThingsInThingGroupInput{ThingGroupName: aws.String("paging"), MaxResults: aws.Int32(1), NextToken: token})
+		require.NoError(t, err)
+		paged = append(paged, p.Things...)
+		if token = p.NextToken; token == nil {
+			break
+		}
+	}
+	require.Equal(t, []string{"a", "b", "c"}, paged)
+	_, err = c.DeleteThingGroup(ctx, &iot.DeleteThingGroupInput{ThingGroupName: aws.String("paging")})
+	require.NoError(t, err)
 
 	snap, err := c.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("snap"), Targets: []string{groupArn("fleet")}, Document: aws.String(`{}`)})
 	require.NoError(t, err)

@@ -481,6 +481,9 @@ func (t *pgTx) forEachGroup(fn func(*ThingGroup) error) error {
 func (t *pgTx) groupThings(group string) ([]string, error) {
 	return t.strings("SELECT thing FROM group_members WHERE group_name = $1 ORDER BY thing", group)
 }
+func (t *pgTx) groupThingsAfter(group, after string, limit int) ([]string, error) {
+	return t.strings("SELECT thing FROM group_members WHERE group_name = $1 AND thing > $2 ORDER BY thing LIMIT $3", group, after, limit)
+}
 func (t *pgTx) thingGroups(thing string) ([]string, error) {
 	return t.strings("SELECT group_name FROM group_members WHERE thing = $1 ORDER BY group_name", thing)
 }

@@ -61,6 +61,9 @@ type Tx interface {
 	forEachGroup(fn func(*ThingGroup) error) error
 	// groupThings are a group's direct members, thingGroups a thing's groups, both by name.
 	groupThings(group string) ([]string, error)
+	// groupThingsAfter is at most limit of a group's direct members, by name, after the
+	// member after (all from the start when empty): one page without reading the others.
+	groupThingsAfter(group, after string, limit int) ([]string, error)
 	thingGroups(thing string) ([]string, error)
 	setMember(group, thing string, member bool) error
 	// continuousJobs are the CONTINUOUS jobs that target a group.
