@@ -248,6 +248,16 @@ func (s *Service) ListThingsInThingGroup(group string, recursive bool, max int, 
 		if g == nil {
 			return errorf(CodeResourceNotFound, "thing group %s does not exist", group)
 		}
+		if recursive { // a group without child groups lists the same either way
+			hasChildren := false
+			if err := t.forEachGroup(func(c *ThingGroup) error {
+				hasChildren = hasChildren || c.Parent == group
+				return nil
+			}); err != nil {
+				return err
+			}
+			recursive = hasChildren
+		}
 		if !recursive {
 			// One page from the index: paging through a million members reads each once,
 			// where collecting them all for every page made the walk quadratic.

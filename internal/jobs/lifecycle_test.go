@@ -71,7 +71,8 @@ func TestThingGroupsAndContinuousJobs(t *testing.T) {
 	all, err := c.ListThingsInThingGroup(ctx, &iot.ListThingsInThingGroupInput{ThingGroupName: aws.String("fleet"), Recursive: true})
 	require.NoError(t, err)
 	require.Equal(t, []string{"a", "b"}, all.Things)
-	// Pages of one, read with the token: a group of its own (another hierarchy), then gone.
+	// Pages of one, read with the token (recursive: a group without children pages from the
+	// index): a group of its own (another hierarchy), then gone.
 	_, err = c.CreateThingGroup(ctx, &iot.CreateThingGroupInput{ThingGroupName: aws.String("paging")})
 	require.NoError(t, err)
 	for _, n := range []string{"c", "a", "b"} {
@@ -82,7 +83,7 @@ func TestThingGroupsAndContinuousJobs(t *testing.T) {
 	var token *string
 	for pages := 0; ; pages++ {
 		require.Less(t, pages, 4)
-		p, err := c.ListThingsInThingGroup(ctx, &iot.ListThingsInThingGroupInput{ThingGroupName: aws.String("paging"), MaxResults: aws.Int32(1), NextToken: token})
+		p, err := c.ListThingsInThingGroup(ctx, &iot.ListThingsInThingGroupInput{ThingGroupName: aws.String("paging"), Recursive: true, MaxResults: aws.Int32(1), NextToken: token})
 		require.NoError(t, err)
 		paged = append(paged, p.Things...)
 		if token = p.NextToken; token == nil {
