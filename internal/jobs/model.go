@@ -1,6 +1,7 @@
 // Package jobs is otaflow's local stand-in for AWS IoT Jobs: the same REST control plane
 // (so aws-sdk-go-v2's iot client and the AWS CLI work against it unchanged) and the same MQTT
-// Jobs topics for devices. State is persisted in a bbolt file, so a restart loses nothing.
+// Jobs topics for devices. State is persisted in a bbolt file (or, for replicas, PostgreSQL),
+// so a restart loses nothing.
 package jobs
 
 import (

@@ -5,8 +5,8 @@ import "time"
 // Store is where the jobs service keeps its state. Each call runs fn as one transaction:
 // atomic, and durable (fsynced) when it returns without error, so an acknowledged write
 // survives SIGKILL. Batch may commit several concurrent calls together (one fsync for many
-// device requests) and may run fn more than once. bbolt (boltStore) is the embedded backend;
-// a second backend implements the same two interfaces and runs the same contract tests.
+// device requests) and may run fn more than once. bbolt (boltStore) is the embedded backend,
+// PostgreSQL (pgStore) the one replicas share; both pass store_contract_test.go.
 type Store interface {
 	View(fn func(Tx) error) error
 	Update(fn func(Tx) error) error

@@ -95,6 +95,11 @@ func (r *replica) kill() {
 	<-r.done
 }
 
+// lazyString is formatted when a failure message is printed, so it shows the last state seen.
+type lazyString func() string
+
+func (l lazyString) String() string { return l() }
+
 type lockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -202,7 +207,7 @@ func TestProductionShape(t *testing.T) {
 		st, err := rolloutclient.Status(ctx, tc, "production-shape")
 		last = fmt.Sprintf("%+v %v", st, err)
 		return err == nil && len(st.Waves) >= 2 && st.Counts.Succeeded > 20
-	}, 2*time.Minute, 50*time.Millisecond, "wave 2 under way: %s", &last)
+	}, 2*time.Minute, 50*time.Millisecond, "wave 2 under way: %s", lazyString(func() string { return last }))
 	// Kill the replica that serves the devices (the leader) and the worker that uses it.
 	const leads = "now serves device requests (leader)"
 	victim := 0
