@@ -14,7 +14,6 @@ import (
 
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/fleet"
-	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/stack"
 )
 
@@ -55,7 +54,7 @@ benchmark does. It prints "connected N" when every device is connected.`,
 			}
 			if register {
 				ic.Resolve()
-				c, err := iotclient.NewIoT(ctx, iotclient.Config{Endpoint: ic.Endpoint, Region: ic.Region, AccessKeyID: ic.AccessKeyID, SecretAccessKey: ic.SecretAccessKey})
+				c, err := ic.Client(ctx)
 				if err != nil {
 					return err
 				}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -15,7 +16,6 @@ import (
 
 	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/cliconfig"
-	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/temporalconf"
 	"github.com/otaflow/otaflow/workflows"
@@ -159,11 +159,7 @@ func createSoftwareUpdateJobCmd() *cobra.Command {
 					enc.Encode(map[string]string{"IotJobId": res.JobID, "IotJobArn": res.JobArn, "PlatformSoftwareVersion": req.Version})
 				}
 				if wait {
-					res, err := rolloutclient.Result(ctx, run)
-					fmt.Fprintf(os.Stderr, "rollout %s: %s: %s\n", rolloutID, res.State, countsLine(res.Counts))
-					if err != nil {
-						return exitError{code: 1}
-					}
+					return waitForRollout(ctx, c, &ic, run, rolloutID, res.Devices)
 				}
 				return nil
 			})
@@ -194,7 +190,7 @@ func describeJobCmd() *cobra.Command {
 				return fmt.Errorf("--job-id is required")
 			}
 			ic.Resolve()
-			c, err := iotclient.NewIoT(cmd.Context(), iotclient.Config{Endpoint: ic.Endpoint, Region: ic.Region, AccessKeyID: ic.AccessKeyID, SecretAccessKey: ic.SecretAccessKey})
+			c, err := ic.Client(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -223,4 +219,37 @@ func describeJobCmd() *cobra.Command {
 	ic.Bind(cmd.Flags())
 	cmd.Flags().StringVar(&jobID, "job-id", "", "the IoT job ID (IotJobId from create-software-update-job)")
 	return cmd
+}
+
+// waitForRollout shows the rollout's progress on stderr until it ends, then its outcome and
+// the devices that did not update, each with the reason its agent gave. Exit status 1 unless
+// every device updated.
+func waitForRollout(ctx context.Context, c client.Client, ic *cliconfig.IoT, run client.WorkflowRun, rolloutID string, devices int) error {
+	iotc, err := ic.Client(ctx)
+	if err != nil {
+		return err
+	}
+	stop, watched := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watched)
+		watchRollout(ctx, c, iotc, rolloutID, devices, os.Stderr, stop)
+	}()
+	res, err := rolloutclient.Result(ctx, run)
+	close(stop)
+	<-watched
+	fmt.Fprintf(os.Stderr, "rollout %s: %s: %s\n", rolloutID, res.State, countsLine(res.Counts))
+	if res.Message != "" {
+		fmt.Fprintf(os.Stderr, "  %s\n", res.Message)
+	}
+	if c := res.Counts; c.Failed+c.Rejected+c.TimedOut > 0 {
+		failed, ferr := rolloutclient.DeviceResults(ctx, iotc, res, true, failedShown)
+		printFailed(os.Stderr, failed)
+		if ferr != nil {
+			fmt.Fprintf(os.Stderr, "  (could not list every failed device: %v)\n", ferr)
+		}
+	}
+	if err != nil {
+		return exitError{code: 1}
+	}
+	return nil
 }

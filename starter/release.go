@@ -102,7 +102,7 @@ freeze attack).`,
 	publish := &cobra.Command{
 		Use:   "publish",
 		Short: "Sign a .tar.gz as a TUF target and upload it with the metadata; write the release file",
-		Example: `  starter release publish --file core-1.11.6.tar.gz --software core --version 1.11.6 --health-check './bin/core --check' -o release.json
+		Example: `  starter release publish --file core-1.11.6.tar.gz --software core --version 1.11.6 --health-check './bin/core --check' --release-file release.json
   starter create-software-update-job --release release.json --update-targets device-0001 ...`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" || version == "" {
@@ -150,7 +150,15 @@ freeze attack).`,
 				fmt.Println(string(raw))
 				return nil
 			}
-			return os.WriteFile(outArg, append(raw, '\n'), 0o644)
+			if err := os.WriteFile(outArg, append(raw, '\n'), 0o644); err != nil {
+				return err
+			}
+			if cmd.Flag("output").Value.String() == "json" {
+				fmt.Println(string(raw))
+			} else {
+				fmt.Printf("release %s %s written to %s\n", software, version, outArg)
+			}
+			return nil
 		},
 	}
 	addRepo(publish)
@@ -164,7 +172,7 @@ freeze attack).`,
 	pf.StringVar(&minVersion, "minimum-version", "", "oldest installed version this release may be installed over. Signed with the release")
 	pf.StringVar(&bucket, "bucket", "otaflow-releases", "artifact store (S3) bucket")
 	pf.BoolVar(&noUpload, "no-upload", false, "only sign; upload the package and metadata yourself")
-	pf.StringVarP(&outArg, "output", "o", "-", "where to write the release file (- for stdout)")
+	pf.StringVarP(&outArg, "release-file", "f", "-", "where to write the release file (- for stdout)")
 
 	var upload bool
 	timestamp := &cobra.Command{

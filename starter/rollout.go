@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -12,12 +11,10 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 
 	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/cliconfig"
-	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/temporalconf"
 	"github.com/otaflow/otaflow/workflows"
@@ -66,7 +63,7 @@ func (f *rolloutFlags) apply(r *workflows.RolloutRequest) {
 // printPlan resolves the targets and prints what the rollout would do, creating nothing.
 func printPlan(ctx context.Context, ic cliconfig.IoT, req workflows.RolloutRequest, output string) error {
 	ic.Resolve()
-	c, err := iotclient.NewIoT(ctx, iotclient.Config{Endpoint: ic.Endpoint, Region: ic.Region, AccessKeyID: ic.AccessKeyID, SecretAccessKey: ic.SecretAccessKey})
+	c, err := ic.Client(ctx)
 	if err != nil {
 		return err
 	}
@@ -117,11 +114,15 @@ func printPlan(ctx context.Context, ic cliconfig.IoT, req workflows.RolloutReque
 	return nil
 }
 
-func printStatus(res workflows.RolloutResult, output string) {
+func printStatus(res workflows.RolloutResult, output string, failed []rolloutclient.DeviceResult, stale []string) {
 	if output == "json" {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
-		enc.Encode(res)
+		enc.Encode(struct {
+			workflows.RolloutResult
+			FailedDevices []rolloutclient.DeviceResult `json:"failedDevices,omitempty"`
+			StaleJobs     []string                     `json:"staleJobs,omitempty"`
+		}{res, failed, stale})
 		return
 	}
 	state := res.State
@@ -136,35 +137,70 @@ func printStatus(res workflows.RolloutResult, output string) {
 	for _, w := range res.Waves {
 		fmt.Printf("  wave %d  %-9s %4d devices  %s\n", w.Wave, w.State, w.Devices, countsLine(w.Counts))
 	}
+	if len(stale) > 0 {
+		fmt.Printf("  (counts of %s are the rollout's last poll: the jobs service did not answer)\n", strings.Join(stale, ", "))
+	}
 	if rb := res.Rollback; rb != nil {
 		fmt.Printf("  rollback: %d of %d devices rolled back, %d failed %s %s\n", rb.RolledBack, rb.Devices, rb.Failed, strings.Join(rb.FailedDevices, " "), rb.Message)
 	}
+	printFailed(os.Stdout, failed)
 }
+
+// printFailed lists devices that did not update, each with the reason its agent gave.
+func printFailed(out *os.File, failed []rolloutclient.DeviceResult) {
+	if len(failed) == 0 {
+		return
+	}
+	fmt.Fprintf(out, "  devices that did not update (%d shown):\n", len(failed))
+	for _, d := range failed {
+		fmt.Fprintf(out, "    %-28s %-10s %s\n", d.Thing, d.Status, cmp.Or(d.Reason, "(no reason reported)"))
+	}
+}
+
+// terminal reports whether a rollout state is final.
+func terminal(state string) bool {
+	switch state {
+	case workflows.StateSucceeded, workflows.StateFailed, workflows.StateAborted, workflows.StateCanceled, workflows.StateTimedOut, workflows.StateInvalid:
+		return true
+	}
+	return false
+}
+
+// failedShown is how many failed devices status and --wait list with their reasons.
+const failedShown = 20
 
 func rolloutCmd() *cobra.Command {
 	var tc temporalconf.Temporal
+	var ic cliconfig.IoT
 	var output string
 	cmd := &cobra.Command{Use: "rollout", Short: "Watch and steer running rollouts"}
 	tc.Bind(cmd.PersistentFlags())
+	ic.Bind(cmd.PersistentFlags())
 	cmd.PersistentFlags().StringVarP(&output, "output", "o", "text", "text or json")
 
 	var watch bool
 	status := &cobra.Command{
-		Use: "status ROLLOUT_ID", Short: "Show a rollout's state, waves and device counts", Args: cobra.ExactArgs(1),
+		Use: "status ROLLOUT_ID", Short: "Show a rollout's state, waves, live device counts and failed devices with their reasons", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			iotc, err := ic.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
 			return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
 				for {
-					res, err := rolloutclient.Status(cmd.Context(), c, args[0])
+					res, stale, err := rolloutclient.LiveStatus(cmd.Context(), c, iotc, args[0])
 					if err != nil {
 						return err
+					}
+					var failed []rolloutclient.DeviceResult
+					if res.Counts.Failed+res.Counts.Rejected+res.Counts.TimedOut > 0 {
+						failed, _ = rolloutclient.DeviceResults(cmd.Context(), iotc, res, true, failedShown)
 					}
 					if watch && output == "text" {
 						fmt.Print("\033[H\033[2J")
 					}
-					printStatus(res, output)
-					if !watch || res.State == workflows.StateSucceeded || res.State == workflows.StateFailed ||
-						res.State == workflows.StateAborted || res.State == workflows.StateCanceled ||
-						res.State == workflows.StateTimedOut || res.State == workflows.StateInvalid {
+					printStatus(res, output, failed, stale)
+					if !watch || terminal(res.State) {
 						return nil
 					}
 					time.Sleep(time.Second)
@@ -172,39 +208,22 @@ func rolloutCmd() *cobra.Command {
 			})
 		},
 	}
-	status.Flags().BoolVarP(&watch, "watch", "w", false, "refresh every second until the rollout ends")
+	status.Flags().BoolVarP(&watch, "watch", "w", false, "refresh every second (counts read live from the jobs service) until the rollout ends")
 
 	list := &cobra.Command{
-		Use: "list", Short: "List rollouts, newest first",
+		Use: "list", Short: "List rollouts, newest first (scheduled runs included)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
-				resp, err := c.ListWorkflow(cmd.Context(), &workflowservice.ListWorkflowExecutionsRequest{Namespace: tc.Namespace, Query: "WorkflowType = 'Rollout'", PageSize: 100})
+				rows, err := rolloutclient.List(cmd.Context(), c, 100)
 				if err != nil {
-					return fmt.Errorf("list rollouts: %w", err)
-				}
-				type row struct {
-					RolloutID string `json:"rolloutId"`
-					Version   string `json:"version"`
-					State     string `json:"state"`
-					Status    string `json:"workflowStatus"`
-					Started   string `json:"started"`
-				}
-				var rows []row
-				for _, e := range resp.Executions {
-					r := row{Status: e.Status.String(), Started: e.StartTime.AsTime().Format(time.RFC3339)}
-					if f := e.SearchAttributes.GetIndexedFields(); f != nil {
-						r.RolloutID = decodeKeyword(f[workflows.SearchRolloutID.GetName()].GetData())
-						r.Version = decodeKeyword(f[workflows.SearchTargetVersion.GetName()].GetData())
-						r.State = decodeKeyword(f[workflows.SearchState.GetName()].GetData())
-					}
-					rows = append(rows, r)
+					return err
 				}
 				if output == "json" {
 					return json.NewEncoder(os.Stdout).Encode(rows)
 				}
 				fmt.Printf("%-36s %-10s %-18s %-12s %s\n", "ROLLOUT", "VERSION", "STATE", "WORKFLOW", "STARTED")
 				for _, r := range rows {
-					fmt.Printf("%-36s %-10s %-18s %-12s %s\n", r.RolloutID, r.Version, r.State, strings.TrimPrefix(r.Status, "WORKFLOW_EXECUTION_STATUS_"), r.Started)
+					fmt.Printf("%-36s %-10s %-18s %-12s %s\n", r.RolloutID, r.Version, r.State, r.Status, r.Started.Format(time.RFC3339))
 				}
 				return nil
 			})
@@ -216,19 +235,14 @@ func rolloutCmd() *cobra.Command {
 			Use: name + " ROLLOUT_ID", Short: short, Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
-					handle, err := c.UpdateWorkflow(cmd.Context(), client.UpdateWorkflowOptions{
-						WorkflowID: workflows.RolloutWorkflowID(args[0]), UpdateName: name,
-						Args: arg(cmd), WaitForStage: client.WorkflowUpdateStageCompleted,
-					})
+					res, err := rolloutclient.Control(cmd.Context(), c, args[0], name, arg(cmd)...)
 					if err != nil {
-						// The SDK's error wraps the server's; the server's says what is wrong.
-						return fmt.Errorf("%s rollout %s: %w", name, args[0], cmp.Or(errors.Unwrap(err), err))
+						return err
 					}
-					var res workflows.RolloutResult
-					if err := handle.Get(cmd.Context(), &res); err != nil {
-						return fmt.Errorf("%s rollout %s: %w", name, args[0], err)
+					if output == "json" {
+						return json.NewEncoder(os.Stdout).Encode(res)
 					}
-					fmt.Printf("%s: done\n", name)
+					fmt.Printf("%s: done; rollout %s is %s: %s\n", name, res.RolloutID, res.State, res.Message)
 					return nil
 				})
 			},
@@ -237,7 +251,7 @@ func rolloutCmd() *cobra.Command {
 	none := func(*cobra.Command) []any { return nil }
 	var reason string
 	var rollback, noRollback bool
-	cancel := control(workflows.UpdateCancel, "Cancel a rollout (and, with --rollback, put updated devices back)", func(*cobra.Command) []any {
+	cancel := control(workflows.UpdateCancel, "Cancel a rollout: no device starts the update once this returns (with --rollback, updated devices go back)", func(*cobra.Command) []any {
 		req := workflows.CancelRequest{Reason: reason}
 		if rollback || noRollback {
 			v := rollback
@@ -248,11 +262,53 @@ func rolloutCmd() *cobra.Command {
 	cancel.Flags().StringVar(&reason, "reason", "canceled from the CLI", "why, recorded in the rollout and the jobs")
 	cancel.Flags().BoolVar(&rollback, "rollback", false, "roll updated devices back, whatever the rollout's policy")
 	cancel.Flags().BoolVar(&noRollback, "no-rollback", false, "leave updated devices as they are, whatever the rollout's policy")
+	cancel.MarkFlagsMutuallyExclusive("rollback", "no-rollback")
+
+	var rbWait bool
+	var rbReason string
+	rollbackCmd := &cobra.Command{
+		Use:   "rollback ROLLOUT_ID",
+		Short: "Put every device a finished rollout updated back on the version it had before",
+		Long: `Rolls a finished rollout back: for every device that succeeded in its waves, a rollback job
+returns it to the version its agent reported having before (the one still in its other slot).
+One rollback per rollout: asking again shows the first. A running rollout is refused: use
+'rollout cancel --rollback' for it.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
+				run, err := rolloutclient.StartRollback(cmd.Context(), c, tc.TaskQueue, args[0], rbReason)
+				if err != nil {
+					return err
+				}
+				if !rbWait {
+					if output == "json" {
+						return json.NewEncoder(os.Stdout).Encode(map[string]string{"workflowId": run.GetID(), "runId": run.GetRunID()})
+					}
+					fmt.Printf("rollback of %s started (workflow %s); `starter rollout rollback --wait %s` waits for it\n", args[0], run.GetID(), args[0])
+					return nil
+				}
+				rb, err := rolloutclient.RollbackResult(cmd.Context(), run)
+				if output == "json" {
+					json.NewEncoder(os.Stdout).Encode(rb)
+				} else {
+					fmt.Printf("rollback of %s: %d of %d devices rolled back, %d failed %s %s\n", args[0], rb.RolledBack, rb.Devices, rb.Failed, strings.Join(rb.FailedDevices, " "), rb.Message)
+				}
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "starter:", err)
+					return exitError{code: 1}
+				}
+				return nil
+			})
+		},
+	}
+	rollbackCmd.Flags().BoolVar(&rbWait, "wait", false, "wait for the rollback to finish; exit 1 unless every device rolled back")
+	rollbackCmd.Flags().StringVar(&rbReason, "reason", "rolled back from the CLI", "why, recorded in the rollback")
+
 	cmd.AddCommand(status, list,
 		control(workflows.UpdatePause, "Pause: no new wave starts until resumed", none),
 		control(workflows.UpdateResume, "Resume a paused rollout", none),
 		control(workflows.UpdateApprove, "Approve the next wave of a rollout that waits for approval", none),
-		cancel)
+		cancel, rollbackCmd)
 	return cmd
 }
 

@@ -122,7 +122,21 @@ type rollout struct {
 	canceled workflow.Channel
 	// failedWave is the wave whose failures aborted the rollout, if any.
 	failedWave int
+	// deadline ends the wait for devices: the rollout's timeout of device work, pushed back by
+	// every wait at a gate (approval, pause, maintenance window) when gatesExcluded.
+	deadline time.Time
+	// live: this run (not a replayed older one) excludes gate waits from the timeout, stops
+	// watching a wave at once on a cancel, and answers a cancel once its jobs are canceled.
+	live bool
+	// jobsCanceled is set once an abort has canceled the running wave's job.
+	jobsCanceled bool
 }
+
+// versionOperatorView: from this version on, the timeout counts device work only (waits for
+// approval, a pause or a maintenance window push the deadline back), a cancel stops the wave's
+// poll without waiting for the poll to notice, and the cancel update returns once the jobs are
+// canceled (state CANCELING or ROLLING_BACK) rather than before anything happened.
+const versionOperatorView = 1
 
 func (r *rollout) finished() bool {
 	switch r.res.State {
@@ -138,7 +152,7 @@ func (r *rollout) setup(ctx workflow.Context) error {
 		return err
 	}
 	active := func() error {
-		if r.finished() || r.res.State == StateRollingBack {
+		if r.finished() || r.res.State == StateRollingBack || r.res.State == StateCanceling {
 			return fmt.Errorf("rollout %s is %s", r.req.RolloutID, r.res.State)
 		}
 		return nil
@@ -183,6 +197,12 @@ func (r *rollout) setup(ctx workflow.Context) error {
 		{UpdateCancel, func(ctx workflow.Context, c CancelRequest) (RolloutResult, error) {
 			r.cancelReq = &c
 			r.canceled.SendAsync(true)
+			if r.live {
+				// Answer once no device can start the update any more.
+				if err := workflow.Await(ctx, func() bool { return r.jobsCanceled || r.finished() }); err != nil {
+					return r.res, err
+				}
+			}
 			return r.res, nil
 		}, func(c CancelRequest) error {
 			if err := active(); err != nil {
@@ -220,13 +240,14 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 		},
 	})
 
-	deadline := workflow.Now(ctx).Add(r.req.Timeout)
+	r.live = workflow.GetVersion(ctx, "operator-view", workflow.DefaultVersion, versionOperatorView) == versionOperatorView
+	r.deadline = workflow.Now(ctx).Add(r.req.Timeout)
 	frozen := workflow.GetVersion(ctx, "frozen-targets", workflow.DefaultVersion, versionFrozenTargets) == versionFrozenTargets
 	resumed := r.req.Resume != nil
 	if resumed {
 		// A continued run: the waves, their jobs and the approvals so far carry over.
 		rs := r.req.Resume
-		r.res, r.approved, deadline = rs.Result, rs.Approved, rs.Deadline
+		r.res, r.approved, r.deadline = rs.Result, rs.Approved, rs.Deadline
 		r.req.Resume = nil
 		// Its waves' groups hold the devices frozen when the rollout began: nothing is resolved
 		// again, so a membership change since can neither skip nor repeat a device.
@@ -287,7 +308,7 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 			}
 		}
 		start += wave.Devices
-		outcome, why := r.awaitWave(ctx, wave, deadline)
+		outcome, why := r.awaitWave(ctx, wave)
 		switch outcome {
 		case waveContinueAsNew:
 			// The history is long: carry on in a fresh run (the wave's job keeps going meanwhile).
@@ -295,7 +316,7 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 				return nil, err
 			}
 			next := r.req
-			next.Resume = &RolloutResume{Result: r.res, Approved: r.approved, Deadline: deadline}
+			next.Resume = &RolloutResume{Result: r.res, Approved: r.approved, Deadline: r.deadline}
 			return nil, workflow.NewContinueAsNewError(ctx, Rollout, next)
 		case waveTimedOut:
 			return r.abort(ctx, StateTimedOut, why)
@@ -327,7 +348,7 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 				return nil, err
 			}
 			next := r.req
-			next.Resume = &RolloutResume{Result: r.res, Approved: r.approved, Deadline: deadline}
+			next.Resume = &RolloutResume{Result: r.res, Approved: r.approved, Deadline: r.deadline}
 			return nil, workflow.NewContinueAsNewError(ctx, Rollout, next)
 		}
 	}
@@ -369,7 +390,8 @@ func (r *rollout) awaitWindow(ctx, actx workflow.Context, wave int) error {
 // startWave passes the gates before a wave (cancel, pause, approval, maintenance window) and
 // creates its job. A non-nil result or error ends the rollout.
 func (r *rollout) startWave(ctx, short workflow.Context, i int, wave *WaveResult, things []string) (*RolloutResult, error) {
-	// Gates before the wave: a pause, an approval.
+	// Gates before the wave: a pause, an approval. Time spent at them is not device work.
+	gateStart := workflow.Now(ctx)
 	if i > 0 && r.req.ApproveWaves {
 		r.waiting = true
 		r.setState(ctx, StateAwaiting, fmt.Sprintf("wave %d of %d (%d devices) waits for approval", wave.Wave, len(r.res.Waves), wave.Devices))
@@ -387,6 +409,9 @@ func (r *rollout) startWave(ctx, short workflow.Context, i int, wave *WaveResult
 	}
 	if r.cancelReq != nil {
 		return r.abort(ctx, StateCanceled, "canceled by operator: "+r.cancelReq.Reason)
+	}
+	if r.live {
+		r.deadline = r.deadline.Add(workflow.Now(ctx).Sub(gateStart))
 	}
 	r.res.CurrentWave = wave.Wave
 	r.setState(ctx, StateRunning, fmt.Sprintf("wave %d of %d: %d devices", wave.Wave, len(r.res.Waves), wave.Devices))
@@ -421,21 +446,27 @@ const (
 
 // awaitWave polls the wave's job until it is done, crosses the abort criteria, runs past the
 // rollout's deadline or the rollout is canceled.
-func (r *rollout) awaitWave(ctx workflow.Context, wave *WaveResult, deadline time.Time) (waveOutcome, string) {
+func (r *rollout) awaitWave(ctx workflow.Context, wave *WaveResult) (waveOutcome, string) {
 	for {
 		if r.cancelReq != nil {
 			return waveCanceled, "canceled by operator: " + r.cancelReq.Reason
 		}
-		remaining := deadline.Sub(workflow.Now(ctx))
+		remaining := r.deadline.Sub(workflow.Now(ctx))
 		if remaining <= 0 {
-			return waveTimedOut, fmt.Sprintf("devices did not finish within %s", r.req.Timeout)
+			why := fmt.Sprintf("devices did not finish within %s", r.req.Timeout)
+			if r.live {
+				why += " of device work (waits for approval, pauses and maintenance windows not counted)"
+			}
+			return waveTimedOut, why
 		}
 		wait := min(remaining, reportEvery)
 		actx, cancelPoll := workflow.WithCancel(ctx)
 		actx = workflow.WithActivityOptions(actx, workflow.ActivityOptions{
 			StartToCloseTimeout: wait + 30*time.Second,
 			HeartbeatTimeout:    max(30*time.Second, 3*r.req.PollInterval),
-			WaitForCancellation: true,
+			// An older run waited for the poll to acknowledge a cancel (up to 24 s, the heartbeat
+			// throttle) before canceling the job; devices kept starting meanwhile.
+			WaitForCancellation: !r.live,
 			RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second},
 		})
 		fut := workflow.ExecuteActivity(actx, ActivityAwaitJob, AwaitJobInputMax{
@@ -450,7 +481,9 @@ func (r *rollout) awaitWave(ctx workflow.Context, wave *WaveResult, deadline tim
 		sel.Select(ctx)
 		cancelPoll()
 		if interrupted {
-			_ = fut.Get(ctx, nil) // the poll stops at once; wait so its cancellation is recorded
+			if !r.live {
+				_ = fut.Get(ctx, nil)
+			}
 			return waveCanceled, "canceled by operator: " + r.cancelReq.Reason
 		}
 		if ctx.Err() != nil {
@@ -506,6 +539,9 @@ func (r *rollout) abort(ctx workflow.Context, state, why string) (*RolloutResult
 		HeartbeatTimeout:    time.Minute,
 		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 30 * time.Second, MaximumAttempts: 20},
 	})
+	if r.live && state == StateCanceled {
+		r.setState(dctx, StateCanceling, why+"; canceling the running job")
+	}
 	var jobs []string
 	for i := range r.res.Waves {
 		w := &r.res.Waves[i]
@@ -532,6 +568,7 @@ func (r *rollout) abort(ctx workflow.Context, state, why string) (*RolloutResult
 		}
 	}
 	r.recount()
+	r.jobsCanceled = true
 	rollback := r.req.OnFailure == OnFailureRollback
 	if r.cancelReq != nil && r.cancelReq.Rollback != nil {
 		rollback = *r.cancelReq.Rollback

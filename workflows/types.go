@@ -66,8 +66,9 @@ type RolloutRequest struct {
 	S3URLSignerRole string `json:"s3UrlSignerRole"`
 	// UpdateAgentLogLevel is the agent's log level during the update; default ERROR.
 	UpdateAgentLogLevel string `json:"updateAgentLogLevel,omitempty"`
-	// Timeout bounds the wait for devices; when it passes the job is canceled and the
-	// rollout fails. Default 30 minutes.
+	// Timeout bounds the device work: the time waves run. Waits for approval, a pause or a
+	// maintenance window do not count. When it passes the job is canceled and the rollout
+	// ends TIMED_OUT. Default 30 minutes.
 	Timeout time.Duration `json:"timeout,omitempty"`
 	// PollInterval is how often device progress is read. Default 2 seconds.
 	PollInterval time.Duration `json:"pollInterval,omitempty"`
@@ -449,6 +450,7 @@ const (
 	StateAwaiting      = "AWAITING_APPROVAL"
 	StateAborted       = "ABORTED"
 	StateRollingBack   = "ROLLING_BACK"
+	StateCanceling     = "CANCELING"
 	StateWaitingWindow = "WAITING_FOR_WINDOW"
 	StateSucceeded     = "SUCCEEDED"
 	StateFailed        = "FAILED"

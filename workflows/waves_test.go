@@ -52,6 +52,7 @@ type fleet struct {
 	jobTimes    []time.Time
 	created     []workflows.CreateJobInput
 	canceled    []string
+	cancelTimes []time.Time
 	rollbacks   []workflows.RollbackInput
 	frozen      int      // FreezeTargets calls
 	released    []string // groups ReleaseTargets deleted
@@ -128,6 +129,7 @@ func (f *fleet) register(env *testsuite.TestWorkflowEnvironment) {
 	}, activity.RegisterOptions{Name: workflows.ActivityAwaitJob})
 	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.CancelJobInput) (*workflows.Counts, error) {
 		f.canceled = append(f.canceled, in.JobID)
+		f.cancelTimes = append(f.cancelTimes, env.Now())
 		c := f.cancelCounts
 		return &c, nil
 	}, activity.RegisterOptions{Name: workflows.ActivityCancelJob})
@@ -296,12 +298,23 @@ func TestCancelUpdateCancelsTheJobAndRollsBack(t *testing.T) {
 			return &workflows.AwaitJobResult{Counts: workflows.Counts{Succeeded: 2, InProgress: 2}}, nil
 		}).After(30 * time.Second)
 	rollback := true
+	start := env.Now()
+	var answer workflows.RolloutResult
 	env.RegisterDelayedCallback(func() {
 		env.UpdateWorkflow(workflows.UpdateCancel, "c1", &testsuite.TestUpdateCallback{
-			OnReject: func(err error) { t.Errorf("cancel rejected: %v", err) }, OnAccept: func() {}, OnComplete: func(any, error) {},
+			OnReject: func(err error) { t.Errorf("cancel rejected: %v", err) }, OnAccept: func() {},
+			OnComplete: func(v any, err error) {
+				require.NoError(t, err)
+				answer = v.(workflows.RolloutResult)
+			},
 		}, workflows.CancelRequest{Reason: "bad build", Rollback: &rollback})
 	}, 45*time.Second)
 	env.ExecuteWorkflow(workflows.Rollout, validRequest())
+	// The job is canceled when the cancel arrives, not when the 30 s poll would have ended;
+	// the cancel's answer comes after that, and says what the rollout now does.
+	require.Len(t, f.cancelTimes, 1)
+	require.Equal(t, 45*time.Second, f.cancelTimes[0].Sub(start))
+	require.Equal(t, workflows.StateRollingBack, answer.State, "the cancel answers once the job is canceled")
 	var canceled *temporal.CanceledError
 	require.True(t, errors.As(env.GetWorkflowError(), &canceled), "got %v", env.GetWorkflowError())
 	var res workflows.RolloutResult
@@ -336,6 +349,53 @@ func TestWavesWaitForTheMaintenanceWindow(t *testing.T) {
 	require.Empty(t, waiting.JobID, "no job before the window opens")
 	require.Len(t, f.jobTimes, 1)
 	require.False(t, f.jobTimes[0].Before(f.windowOpens), "the wave started inside the window")
+}
+
+// The rollout's timeout counts device work: a maintenance window two hours away and an
+// approval given 40 minutes after wave 1 do not time out a 30-minute rollout whose two waves take 12
+// minutes each, while a wave that itself runs past 30 minutes of device work does.
+func TestTimeoutExcludesWaitsAtGates(t *testing.T) {
+	run := func(t *testing.T, waveMinutes int) (*fleet, error) {
+		var s testsuite.WorkflowTestSuite
+		env := s.NewTestWorkflowEnvironment()
+		start := env.Now()
+		f := &fleet{devices: 4, outcome: allSucceed, windowOpens: start.Add(2 * time.Hour)}
+		f.register(env)
+		// A wave's devices finish waveMinutes after its job was created; every poll takes 30 s.
+		env.OnActivity(workflows.ActivityAwaitJob, mockAny, mockAny).Return(
+			func(ctx context.Context, in workflows.AwaitJobInputMax) (*workflows.AwaitJobResult, error) {
+				created := f.jobTimes[len(f.jobTimes)-1]
+				if env.Now().Sub(created) >= time.Duration(waveMinutes)*time.Minute {
+					return &workflows.AwaitJobResult{Counts: workflows.Counts{Succeeded: 2}, Done: true}, nil
+				}
+				return &workflows.AwaitJobResult{Counts: workflows.Counts{InProgress: 2}}, nil
+			}).After(30 * time.Second)
+		req := validRequest()
+		req.Waves = "50%,100%"
+		req.ApproveWaves = true
+		req.Timeout = 30 * time.Minute
+		req.Window = &workflows.MaintenanceWindow{Cron: "0 2 * * *", Duration: 8 * time.Hour}
+		env.RegisterDelayedCallback(func() {
+			env.UpdateWorkflow(workflows.UpdateApprove, "a1", &testsuite.TestUpdateCallback{
+				OnReject: func(err error) { t.Errorf("approve rejected: %v", err) }, OnAccept: func() {}, OnComplete: func(any, error) {},
+			})
+		}, 2*time.Hour+(time.Duration(waveMinutes)+40)*time.Minute)
+		env.ExecuteWorkflow(workflows.Rollout, req)
+		return f, env.GetWorkflowError()
+	}
+	t.Run("gates do not count", func(t *testing.T) {
+		f, err := run(t, 12)
+		require.NoError(t, err)
+		require.Len(t, f.created, 2, "both waves ran")
+	})
+	t.Run("device work does", func(t *testing.T) {
+		f, err := run(t, 35)
+		var appErr *temporal.ApplicationError
+		require.True(t, errors.As(err, &appErr), "got %v", err)
+		require.Equal(t, workflows.ErrRolloutTimedOut, appErr.Type())
+		require.Contains(t, appErr.Message(), "of device work")
+		require.Len(t, f.created, 1)
+	})
 }
 
 func TestRolloutIDFor(t *testing.T) {

@@ -5,8 +5,11 @@ package iotclient
 import (
 	"context"
 	"fmt"
+	"net"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
@@ -20,7 +23,12 @@ type Config struct {
 	// AccessKeyID and SecretAccessKey, when set, are used instead of the default chain.
 	AccessKeyID     string
 	SecretAccessKey string
+	// Timeout bounds each HTTP request (default DefaultTimeout).
+	Timeout time.Duration
 }
+
+// DefaultTimeout bounds one request to the IoT control plane.
+const DefaultTimeout = 30 * time.Second
 
 // AWSConfig loads the aws.Config for cfg.
 func AWSConfig(ctx context.Context, cfg Config) (aws.Config, error) {
@@ -34,6 +42,15 @@ func AWSConfig(ctx context.Context, cfg Config) (aws.Config, error) {
 	if cfg.Endpoint != "" {
 		opts = append(opts, config.WithBaseEndpoint(cfg.Endpoint))
 	}
+	// Every call is bounded: an endpoint that accepts the connection and never answers ends
+	// the call (and its retries) instead of hanging the CLI or an activity.
+	timeout := cfg.Timeout
+	if timeout == 0 {
+		timeout = DefaultTimeout
+	}
+	opts = append(opts, config.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(timeout).WithDialerOptions(func(d *net.Dialer) {
+		d.Timeout = min(timeout, 10*time.Second)
+	})))
 	ac, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return aws.Config{}, fmt.Errorf("load AWS configuration: %w", err)

@@ -72,7 +72,11 @@ func Result(ctx context.Context, run client.WorkflowRun) (workflows.RolloutResul
 // Status queries a running (or finished) rollout's progress.
 func Status(ctx context.Context, c client.Client, rolloutID string) (workflows.RolloutResult, error) {
 	var res workflows.RolloutResult
-	v, err := c.QueryWorkflow(ctx, workflows.RolloutWorkflowID(rolloutID), "", workflows.QueryStatus)
+	wid, err := WorkflowID(ctx, c, rolloutID)
+	if err != nil {
+		return res, err
+	}
+	v, err := c.QueryWorkflow(ctx, wid, "", workflows.QueryStatus)
 	if err != nil {
 		return res, fmt.Errorf("query rollout %s: %w", rolloutID, err)
 	}

@@ -47,6 +47,7 @@ func New(c client.Client, taskQueue string, acts *activities.Activities) worker.
 	w := worker.New(c, taskQueue, worker.Options{})
 	w.RegisterWorkflowWithOptions(workflows.Rollout, workflow.RegisterOptions{Name: "Rollout"})
 	w.RegisterWorkflowWithOptions(workflows.Deployment, workflow.RegisterOptions{Name: "Deployment"})
+	w.RegisterWorkflowWithOptions(workflows.RollbackRollout, workflow.RegisterOptions{Name: workflows.WorkflowRollback})
 	acts.Register(w)
 	return w
 }

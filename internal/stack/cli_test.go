@@ -90,7 +90,7 @@ func TestStarterCLI(t *testing.T) {
 	_, stderr, err := run("rollout", "cancel", "no-such-rollout")
 	require.Error(t, err)
 	require.NotContains(t, stderr, "%!", "a formatting error instead of the reason")
-	require.Contains(t, stderr, "not found")
+	require.Contains(t, stderr, "no such rollout")
 
 	// Bad input: a clear error, a non-zero exit, and no job.
 	bad := slices.Clone(update)

@@ -1,0 +1,329 @@
+package rolloutclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
+	commonpb "go.temporal.io/api/common/v1"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/otaflow/otaflow/activities"
+	"github.com/otaflow/otaflow/workflows"
+)
+
+// ErrNoRollout is returned (wrapped) when no rollout has the ID asked for.
+var ErrNoRollout = errors.New("no such rollout")
+
+// WorkflowID finds the workflow of a rollout ID: the one every command accepts, as `rollout
+// list` prints it. A rollout started by hand runs as "rollout-ID"; a scheduled run's workflow
+// ID carries the run's time in a form the rollout ID cannot (the schedule's "rollout-nightly-
+// 2026-12-01T01:00:00Z" runs rollout "nightly-2026-12-01T01-00-00Z"), so that one is found
+// by its OtaflowRolloutId search attribute. A workflow ID is accepted as well.
+func WorkflowID(ctx context.Context, c client.Client, rolloutID string) (string, error) {
+	candidates := []string{workflows.RolloutWorkflowID(rolloutID)}
+	if strings.HasPrefix(rolloutID, "rollout-") {
+		candidates = append(candidates, rolloutID)
+	}
+	for _, id := range candidates {
+		_, err := c.DescribeWorkflowExecution(ctx, id, "")
+		if err == nil {
+			return id, nil
+		}
+		var nf *serviceerror.NotFound
+		if !errors.As(err, &nf) {
+			return "", fmt.Errorf("look up rollout %s: %w", rolloutID, err)
+		}
+	}
+	resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+		Query:    fmt.Sprintf("WorkflowType = 'Rollout' AND %s = %q", workflows.SearchRolloutID.GetName(), rolloutID),
+		PageSize: 1,
+	})
+	if err != nil {
+		return "", fmt.Errorf("look up rollout %s: %w", rolloutID, err)
+	}
+	if len(resp.Executions) == 0 {
+		return "", fmt.Errorf("%w %q: `starter rollout list` shows the rollout IDs", ErrNoRollout, rolloutID)
+	}
+	return resp.Executions[0].GetExecution().GetWorkflowId(), nil
+}
+
+// JobDescriber is the one IoT call live status needs (an *iot.Client has it).
+type JobDescriber interface {
+	DescribeJob(ctx context.Context, in *iot.DescribeJobInput, opts ...func(*iot.Options)) (*iot.DescribeJobOutput, error)
+}
+
+// LiveStatus is the rollout's status with every started wave's counts read from the jobs
+// service now, not from the rollout's last poll (which may be up to 30 s old). A job that
+// cannot be read keeps the rollout's counts for it; Stale says which.
+func LiveStatus(ctx context.Context, c client.Client, iotc JobDescriber, rolloutID string) (workflows.RolloutResult, []string, error) {
+	res, err := Status(ctx, c, rolloutID)
+	if err != nil || iotc == nil {
+		return res, nil, err
+	}
+	var stale []string
+	var total workflows.Counts
+	for i := range res.Waves {
+		w := &res.Waves[i]
+		if w.JobID == "" {
+			if w.State == workflows.WavePending {
+				total.Queued += w.Devices
+			} else {
+				total.Canceled += w.Devices
+			}
+			continue
+		}
+		if w.State == workflows.WaveRunning || w.State == workflows.WaveCanceled || w.State == workflows.WaveFailed {
+			d, err := iotc.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(w.JobID)})
+			if err == nil && d.Job != nil {
+				w.Counts = activities.CountsOf(d.Job.JobProcessDetails)
+			} else {
+				stale = append(stale, w.JobID)
+			}
+		}
+		total = total.Add(w.Counts)
+	}
+	res.Counts = total
+	return res, stale, nil
+}
+
+// Control sends one of the rollout's updates (pause, resume, approve, cancel) and returns the
+// rollout as the update left it. The error is the rollout's own refusal when it refuses.
+func Control(ctx context.Context, c client.Client, rolloutID, update string, args ...any) (workflows.RolloutResult, error) {
+	var res workflows.RolloutResult
+	wid, err := WorkflowID(ctx, c, rolloutID)
+	if err != nil {
+		return res, err
+	}
+	h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+		WorkflowID: wid, UpdateName: update, Args: args, WaitForStage: client.WorkflowUpdateStageCompleted,
+	})
+	if err != nil {
+		return res, fmt.Errorf("%s rollout %s: %s", update, rolloutID, serverMessage(err))
+	}
+	if err := h.Get(ctx, &res); err != nil {
+		return res, fmt.Errorf("%s rollout %s: %s", update, rolloutID, serverMessage(err))
+	}
+	return res, nil
+}
+
+// serverMessage is what the server said: the SDK wraps the server's error in its own, and the
+// innermost one names the actual problem (a validator's refusal, a finished workflow).
+func serverMessage(err error) string {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err.Error()
+		}
+		err = next
+	}
+}
+
+// IoTReader is what reading a rollout's jobs needs (an *iot.Client has it).
+type IoTReader interface {
+	JobDescriber
+	ListJobExecutionsForJob(ctx context.Context, in *iot.ListJobExecutionsForJobInput, opts ...func(*iot.Options)) (*iot.ListJobExecutionsForJobOutput, error)
+	DescribeJobExecution(ctx context.Context, in *iot.DescribeJobExecutionInput, opts ...func(*iot.Options)) (*iot.DescribeJobExecutionOutput, error)
+}
+
+// DeviceResult is one device's execution of one of a rollout's jobs.
+type DeviceResult struct {
+	Thing   string `json:"thing"`
+	JobID   string `json:"jobId"`
+	Wave    int    `json:"wave,omitempty"`
+	Status  string `json:"status"`
+	Reason  string `json:"reason,omitempty"`
+	Version string `json:"installedVersion,omitempty"`
+	// Previous is the version the device had before (what a rollback returns it to).
+	Previous  string    `json:"previousVersion,omitempty"`
+	UpdatedAt time.Time `json:"updatedAt,omitempty"`
+}
+
+// DeviceResults lists the devices of the rollout's started waves (and rollback jobs) with
+// their status; with failedOnly, only those that did not succeed, each with the reason its
+// agent reported. At most limit devices (0: no limit) are read in full.
+func DeviceResults(ctx context.Context, iotc IoTReader, res workflows.RolloutResult, failedOnly bool, limit int) ([]DeviceResult, error) {
+	type job struct {
+		id   string
+		wave int
+	}
+	var jobs []job
+	for _, w := range res.Waves {
+		if w.JobID != "" {
+			jobs = append(jobs, job{w.JobID, w.Wave})
+		}
+	}
+	if rb := res.Rollback; rb != nil {
+		for _, id := range rb.JobIDs {
+			jobs = append(jobs, job{id, 0})
+		}
+	}
+	var out []DeviceResult
+	for _, j := range jobs {
+		p := iot.NewListJobExecutionsForJobPaginator(iotc, &iot.ListJobExecutionsForJobInput{JobId: aws.String(j.id)})
+		for p.HasMorePages() {
+			if limit > 0 && len(out) >= limit {
+				return out, nil
+			}
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return out, fmt.Errorf("list the devices of job %s: %w", j.id, err)
+			}
+			for _, s := range page.ExecutionSummaries {
+				st := string(s.JobExecutionSummary.Status)
+				if failedOnly && (st == "SUCCEEDED" || st == "QUEUED" || st == "IN_PROGRESS") {
+					continue
+				}
+				if limit > 0 && len(out) >= limit {
+					return out, nil
+				}
+				thing := aws.ToString(s.ThingArn)
+				thing = thing[strings.LastIndex(thing, "/")+1:]
+				d := DeviceResult{Thing: thing, JobID: j.id, Wave: j.wave, Status: st, UpdatedAt: aws.ToTime(s.JobExecutionSummary.LastUpdatedAt)}
+				e, err := iotc.DescribeJobExecution(ctx, &iot.DescribeJobExecutionInput{JobId: aws.String(j.id), ThingName: aws.String(thing)})
+				if err == nil && e.Execution != nil {
+					if sd := e.Execution.StatusDetails; sd != nil {
+						d.Reason, d.Version, d.Previous = sd.DetailsMap["reason"], sd.DetailsMap["installedVersion"], sd.DetailsMap["previousVersion"]
+					}
+				}
+				out = append(out, d)
+			}
+		}
+	}
+	return out, nil
+}
+
+// Request reads the request a rollout was started with, from its workflow's first event.
+func Request(ctx context.Context, c client.Client, workflowID string) (workflows.RolloutRequest, error) {
+	var req workflows.RolloutRequest
+	it := c.GetWorkflowHistory(ctx, workflowID, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	if !it.HasNext() {
+		return req, fmt.Errorf("rollout workflow %s has no history", workflowID)
+	}
+	ev, err := it.Next()
+	if err != nil {
+		return req, fmt.Errorf("read rollout workflow %s: %w", workflowID, err)
+	}
+	attrs := ev.GetWorkflowExecutionStartedEventAttributes()
+	if attrs == nil {
+		return req, fmt.Errorf("rollout workflow %s does not start with its request", workflowID)
+	}
+	if err := converter.GetDefaultDataConverter().FromPayloads(attrs.GetInput(), &req); err != nil {
+		return req, fmt.Errorf("read rollout %s's request: %w", workflowID, err)
+	}
+	req.Resume = nil
+	return req, nil
+}
+
+// StartRollback starts rolling a finished rollout back to each device's previous version (or
+// finds the rollback already started). A rollout still running is refused: cancel it with
+// rollback instead.
+func StartRollback(ctx context.Context, c client.Client, taskQueue, rolloutID, reason string) (client.WorkflowRun, error) {
+	wid, err := WorkflowID(ctx, c, rolloutID)
+	if err != nil {
+		return nil, err
+	}
+	res, err := Status(ctx, c, rolloutID)
+	if err != nil {
+		return nil, err
+	}
+	switch res.State {
+	case workflows.StateSucceeded, workflows.StateFailed, workflows.StateAborted, workflows.StateCanceled, workflows.StateTimedOut:
+	case workflows.StateInvalid:
+		return nil, fmt.Errorf("rollout %s was invalid and updated no device: nothing to roll back", rolloutID)
+	default:
+		return nil, fmt.Errorf("rollout %s is %s: cancel it with rollback (`starter rollout cancel --rollback %s`) rather than rolling back a running rollout", rolloutID, res.State, rolloutID)
+	}
+	req, err := Request(ctx, c, wid)
+	if err != nil {
+		return nil, err
+	}
+	req.RolloutID = res.RolloutID
+	var jobIDs []string
+	for _, w := range res.Waves {
+		if w.JobID != "" {
+			jobIDs = append(jobIDs, w.JobID)
+		}
+	}
+	if len(jobIDs) == 0 {
+		return nil, fmt.Errorf("rollout %s started no job: nothing to roll back", rolloutID)
+	}
+	return c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                       workflows.RollbackWorkflowID(res.RolloutID),
+		TaskQueue:                taskQueue,
+		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+		StaticSummary:            fmt.Sprintf("Roll rollout %s back from %s", res.RolloutID, res.Version),
+	}, workflows.WorkflowRollback, workflows.RollbackRolloutRequest{RolloutID: res.RolloutID, Request: req, JobIDs: jobIDs, Reason: reason})
+}
+
+// RollbackResult waits for a rollback and returns its result (also when it failed).
+func RollbackResult(ctx context.Context, run client.WorkflowRun) (workflows.RollbackResult, error) {
+	var rb workflows.RollbackResult
+	err := run.Get(ctx, &rb)
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) && appErr.HasDetails() {
+		_ = appErr.Details(&rb)
+		return rb, errors.New(appErr.Message())
+	}
+	return rb, err
+}
+
+// Row is one rollout in a listing.
+type Row struct {
+	RolloutID  string    `json:"rolloutId"`
+	WorkflowID string    `json:"workflowId"`
+	Version    string    `json:"version"`
+	State      string    `json:"state"`
+	Status     string    `json:"workflowStatus"`
+	Started    time.Time `json:"started"`
+	Closed     time.Time `json:"closed,omitempty"`
+}
+
+// List lists rollouts, newest first, with the IDs every command accepts.
+func List(ctx context.Context, c client.Client, limit int) ([]Row, error) {
+	resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Query: "WorkflowType = 'Rollout'", PageSize: int32(limit)})
+	if err != nil {
+		return nil, fmt.Errorf("list rollouts: %w", err)
+	}
+	var rows []Row
+	for _, e := range resp.Executions {
+		r := Row{WorkflowID: e.GetExecution().GetWorkflowId(), Status: strings.TrimPrefix(e.Status.String(), "WORKFLOW_EXECUTION_STATUS_"), Started: e.StartTime.AsTime()}
+		if e.CloseTime != nil {
+			r.Closed = e.CloseTime.AsTime()
+		}
+		if f := e.SearchAttributes.GetIndexedFields(); f != nil {
+			r.RolloutID = keyword(f[workflows.SearchRolloutID.GetName()])
+			r.Version = keyword(f[workflows.SearchTargetVersion.GetName()])
+			r.State = keyword(f[workflows.SearchState.GetName()])
+		}
+		if r.RolloutID == "" {
+			r.RolloutID = workflows.RolloutIDFor(r.WorkflowID)
+		}
+		// A rollout ended outside otaflow (terminated, timed out in Temporal) never recorded
+		// its end: say so rather than show its last state.
+		if r.Status == "TERMINATED" || r.Status == "TIMED_OUT" {
+			r.State = r.Status
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
+
+func keyword(p *commonpb.Payload) string {
+	var s string
+	if p == nil || json.Unmarshal(p.GetData(), &s) != nil {
+		return ""
+	}
+	return s
+}

@@ -1,0 +1,71 @@
+package workflows
+
+import (
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+)
+
+// WorkflowRollback is the workflow type of `starter rollout rollback`.
+const WorkflowRollback = "RollbackRollout"
+
+// ErrNothingToRollBack: the rollout updated no device, or every updated device failed to
+// report the version it had.
+const ErrNothingToRollBack = "NothingToRollBack"
+
+// RollbackWorkflowID is the workflow that rolls a finished rollout back: one per rollout, so
+// asking twice finds the first.
+func RollbackWorkflowID(rolloutID string) string { return "rollback-" + rolloutID }
+
+// RollbackRolloutID names a rollback's own jobs and groups ("rb-" and the rollout ID, cut so
+// the job IDs stay within AWS's 64 characters).
+func RollbackRolloutID(rolloutID string) string {
+	id := "rb-" + rolloutID
+	if len(id) > 48 {
+		id = id[:48]
+	}
+	return id
+}
+
+// RollbackRolloutRequest puts every device a finished rollout updated back on the version it
+// had before (as reported by its agent in the job execution).
+type RollbackRolloutRequest struct {
+	RolloutID string `json:"rolloutId"`
+	// Request is the rollout's own request (software, platform, timeouts).
+	Request RolloutRequest `json:"request"`
+	// JobIDs are the rollout's wave jobs.
+	JobIDs []string `json:"jobIds"`
+	Reason string   `json:"reason,omitempty"`
+}
+
+// RollbackRollout rolls a finished rollout back: one job per previous version for the devices
+// that succeeded in its jobs, awaited like a rollout's compensation, then its groups deleted.
+func RollbackRollout(ctx workflow.Context, in RollbackRolloutRequest) (*RollbackResult, error) {
+	req := in.Request
+	if err := req.Validate(); err != nil {
+		return nil, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidRequest, nil)
+	}
+	req.RolloutID = RollbackRolloutID(in.RolloutID)
+	r := &rollout{req: req}
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 5 * time.Minute,
+		HeartbeatTimeout:    time.Minute,
+		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 30 * time.Second, MaximumAttempts: 20},
+	})
+	rb := r.rollback(actx, in.JobIDs)
+	r.res.Rollback = &rb
+	r.release(ctx)
+	if len(rb.JobIDs) == 0 {
+		msg := "no device to roll back: rollout " + in.RolloutID + " updated none that reported its previous version"
+		if rb.Message != "" {
+			msg += " (" + rb.Message + ")"
+		}
+		return &rb, temporal.NewNonRetryableApplicationError(msg, ErrNothingToRollBack, nil, rb)
+	}
+	if rb.Failed > 0 {
+		return &rb, temporal.NewNonRetryableApplicationError(fmt.Sprintf("%d of %d devices rolled back, %d failed: %v", rb.RolledBack, rb.Devices, rb.Failed, rb.FailedDevices), ErrRolloutFailed, nil, rb)
+	}
+	return &rb, nil
+}
