@@ -50,6 +50,8 @@ type Config struct {
 	// StepTimeout, when set, is sent with each step (stepTimeoutInMinutes, rounded up; the
 	// health-check step adds the bake time): a device that stops mid-step times out.
 	StepTimeout time.Duration
+	// NoInventory stops the agent from keeping its inventory in its named shadow.
+	NoInventory bool
 	// IdleRecheck is how often an idle agent asks for pending jobs even without a
 	// notification (default 10m, plus up to a fifth at random).
 	IdleRecheck time.Duration
@@ -88,8 +90,10 @@ type Agent struct {
 	log    zerolog.Logger
 	client paho.Client
 
-	mu      sync.Mutex
-	state   *State
+	mu    sync.Mutex
+	state *State
+	// lastJob is the last job this agent finished (for its inventory shadow).
+	lastJob map[string]any
 	waiters map[string]chan reply
 	seq     atomic.Uint64
 	// tokenPrefix starts every client token: random per agent start.
@@ -221,6 +225,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	defer a.client.Disconnect(250)
+	defer a.reportInventory(false) // a clean stop says so; a crash shows as a stale check-in
 	if a.cfg.ProbeReady != nil {
 		select {
 		case <-a.ready:
@@ -254,6 +259,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-a.wake:
 		case <-idle.C:
 			a.log.Debug().Msg("idle recheck: looking for pending jobs")
+			a.reportInventory(true)
 		}
 		idle.Stop()
 		for ctx.Err() == nil {
@@ -272,6 +278,35 @@ func (a *Agent) Run(ctx context.Context) error {
 				break
 			}
 		}
+	}
+}
+
+// reportInventory publishes the agent's inventory to its named shadow (iotjobs.InventoryShadow):
+// installed versions, the last job's outcome, and connected with how often it checks in, so
+// a console can tell a device that went away from one that is idle. It does not wait: the
+// shadow is a report, not a request the agent depends on.
+func (a *Agent) reportInventory(connected bool) {
+	if a.cfg.NoInventory || a.client == nil || !a.client.IsConnectionOpen() {
+		return
+	}
+	a.mu.Lock()
+	software := map[string]any{}
+	for sw, in := range a.state.Installed {
+		software[sw] = in.Version
+	}
+	reported := map[string]any{"software": software, "connected": connected,
+		"checkInSeconds": int(a.cfg.IdleRecheck.Seconds()) * 6 / 5, "agentVersion": a.cfg.AgentVersion}
+	if a.lastJob != nil {
+		reported["lastJob"] = a.lastJob
+	}
+	a.mu.Unlock()
+	raw, err := json.Marshal(map[string]any{"state": map[string]any{"reported": reported}})
+	if err != nil {
+		return
+	}
+	tok := a.client.Publish(iotjobs.ShadowTopic(a.cfg.ThingName, iotjobs.InventoryShadow, "update"), 1, false, raw)
+	if !connected {
+		tok.WaitTimeout(time.Second)
 	}
 }
 
@@ -307,6 +342,7 @@ func (a *Agent) onConnect(c paho.Client) {
 	a.subscribed = make(chan struct{})
 	a.mu.Unlock()
 	a.log.Debug().Msg("connected; checking for pending jobs")
+	a.reportInventory(true)
 	select {
 	case a.ready <- struct{}{}:
 	default:

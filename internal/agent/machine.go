@@ -322,7 +322,13 @@ func (a *Agent) finish(ctx context.Context, e *execution, status iotjobs.Status,
 		return fmt.Errorf("report %s: %w", status, err)
 	}
 	a.log.Info().Str("job", e.JobID).Str("status", string(status)).Msg("reported")
-	return a.setState(func(s *State) { s.CurrentJob, s.Step, s.Starts, s.DeferredSince = "", StepIdle, 0, time.Time{} })
+	a.mu.Lock()
+	a.lastJob = map[string]any{"jobId": e.JobID, "status": string(status), "reason": details["reason"],
+		"version": details["installedVersion"], "at": time.Now().UTC().Format(time.RFC3339)}
+	a.mu.Unlock()
+	err = a.setState(func(s *State) { s.CurrentJob, s.Step, s.Starts, s.DeferredSince = "", StepIdle, 0, time.Time{} })
+	a.reportInventory(true)
+	return err
 }
 
 // ended is the rejection of an update to an execution that has already ended: AWS answers

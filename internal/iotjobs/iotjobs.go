@@ -27,6 +27,16 @@ const (
 // Topic is $aws/things/{thing}/jobs/{suffix}.
 func Topic(thing, suffix string) string { return TopicPrefix + thing + "/jobs/" + suffix }
 
+// ShadowTopic is the topic of an operation ("update", "get", "update/accepted"…) on a thing's
+// named shadow (the Device Shadow service's MQTT API).
+func ShadowTopic(thing, name, op string) string {
+	return TopicPrefix + thing + "/shadow/name/" + name + "/" + op
+}
+
+// InventoryShadow is the named shadow in which otaflow's agent keeps its inventory: installed
+// versions, its last job's outcome, and when it last checked in.
+const InventoryShadow = "otaflow"
+
 // DescribeSuffix is {jobId}/get; UpdateSuffix is {jobId}/update.
 func DescribeSuffix(jobID string) string { return jobID + "/get" }
 func UpdateSuffix(jobID string) string   { return jobID + "/update" }

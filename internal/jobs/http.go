@@ -76,6 +76,8 @@ func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler 
 	mux.HandleFunc("GET /things/{thingName}/jobs", s.handleListJobExecutionsForThing)
 	mux.HandleFunc("PUT /things/{thingName}/jobs/{jobId}/cancel", s.handleCancelJobExecution)
 	mux.HandleFunc("GET /things", s.handleListThings)
+	mux.HandleFunc("GET /things/{thingName}/shadow", s.handleGetThingShadow)
+	mux.HandleFunc("POST /things/{thingName}/shadow", s.handleUpdateThingShadow)
 	mux.HandleFunc("DELETE /things/{thingName}", s.handleDeleteThing)
 	mux.HandleFunc("POST /thing-groups/{thingGroupName}", s.handleCreateThingGroup)
 	mux.HandleFunc("GET /thing-groups/{thingGroupName}", s.handleDescribeThingGroup)

@@ -42,6 +42,8 @@ type Thing struct {
 	Attributes map[string]string `json:"attributes,omitempty"`
 	Version    int64             `json:"version"`
 	CreatedAt  time.Time         `json:"createdAt"`
+	// Shadows are the thing's named device shadows (shadow.go).
+	Shadows map[string]*Shadow `json:"shadows,omitempty"`
 }
 
 // ProcessDetails are a job's per-state execution counters (AWS's jobProcessDetails).

@@ -86,6 +86,8 @@ type planeRequest struct {
 	topic   string
 	payload []byte
 	r       iotjobs.Request
+	// shadow and shadowOp are set for a named shadow's update or get instead of a Jobs request.
+	shadow, shadowOp string
 }
 
 func newPlane(s *Service, log zerolog.Logger) *MQTTPlane {
@@ -101,7 +103,8 @@ func (s *Service) ServeMQTT(o MQTTOptions) (*MQTTPlane, error) {
 	}
 	subs := map[string]byte{}
 	for _, topic := range []string{iotjobs.Topic("+", iotjobs.SuffixStartNext), iotjobs.Topic("+", iotjobs.SuffixGetPending),
-		iotjobs.Topic("+", iotjobs.DescribeSuffix("+")), iotjobs.Topic("+", iotjobs.UpdateSuffix("+"))} {
+		iotjobs.Topic("+", iotjobs.DescribeSuffix("+")), iotjobs.Topic("+", iotjobs.UpdateSuffix("+")),
+		ShadowTopic("+", "+", "update"), ShadowTopic("+", "+", "get")} {
 		if o.SharedGroup != "" {
 			topic = "$share/" + o.SharedGroup + "/" + topic
 		}
@@ -292,15 +295,20 @@ func decode(payload []byte, v any) error {
 // perThingQueued requests already waiting, or a full queue, is told RequestThrottled.
 func (p *MQTTPlane) handle(_ paho.Client, m paho.Message) {
 	topic := m.Topic()
-	r, ok := iotjobs.ParseRequestTopic(topic)
-	if !ok {
+	req := planeRequest{topic: topic, payload: m.Payload()}
+	if thing, name, op, ok := parseShadowTopic(topic); ok {
+		req.r.Thing, req.shadow, req.shadowOp = thing, name, op
+	} else if r, ok := iotjobs.ParseRequestTopic(topic); ok {
+		req.r = r
+	} else {
 		return
 	}
+	r := req.r
 	p.mu.Lock()
 	full := p.queued[r.Thing] >= perThingQueued
 	if !full {
 		select {
-		case p.requests <- planeRequest{topic: topic, payload: m.Payload(), r: r}:
+		case p.requests <- req:
 			p.queued[r.Thing]++
 		default:
 			full = true
@@ -327,6 +335,10 @@ func (p *MQTTPlane) serve() {
 				delete(p.queued, req.r.Thing)
 			}
 			p.mu.Unlock()
+			if req.shadow != "" {
+				p.serveShadow(req)
+				continue
+			}
 			p.serveOne(req.topic, req.r, req.payload)
 		}
 	}
@@ -350,6 +362,46 @@ func (p *MQTTPlane) serveOne(topic string, r iotjobs.Request, payload []byte) {
 	}
 	reply.SetClientToken(tok.ClientToken)
 	p.publish(iotjobs.Accepted(topic), reply)
+}
+
+// serveShadow answers a named shadow's update or get with its accepted or rejected reply (the
+// Device Shadow service's error document: code, message, timestamp, clientToken).
+func (p *MQTTPlane) serveShadow(req planeRequest) {
+	p.svc.counter("mqtt shadow " + req.shadowOp).Add(1)
+	var tok iotjobs.Token
+	json.Unmarshal(req.payload, &tok)
+	var doc map[string]any
+	var err error
+	if req.shadowOp == "update" {
+		doc, err = p.svc.UpdateShadow(req.r.Thing, req.shadow, req.payload)
+	} else if doc, err = p.svc.GetShadow(req.r.Thing, req.shadow); err == nil && tok.ClientToken != "" {
+		doc["clientToken"] = tok.ClientToken
+	}
+	if err != nil {
+		var e *Error
+		if !errors.As(err, &e) {
+			p.log.Error().Err(err).Str("topic", req.topic).Msg("shadow request failed")
+			e = &Error{Code: CodeInternal, Message: "internal error; see the jobs service log"}
+		}
+		status := 400
+		switch e.Code {
+		case CodeResourceNotFound:
+			status = 404
+		case CodeConflict:
+			status = 409
+		case CodeLimitExceeded:
+			status = 413
+		case CodeInternal:
+			status = 500
+		}
+		out := map[string]any{"code": status, "message": e.Message, "timestamp": p.svc.clock().Unix()}
+		if tok.ClientToken != "" {
+			out["clientToken"] = tok.ClientToken
+		}
+		p.publish(req.topic+"/rejected", out)
+		return
+	}
+	p.publish(req.topic+"/accepted", doc)
 }
 
 // answer serves one request.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 	"github.com/rs/zerolog"
 	"go.temporal.io/sdk/client"
@@ -28,6 +29,7 @@ import (
 	"github.com/otaflow/otaflow/internal/broker"
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/components"
+	"github.com/otaflow/otaflow/internal/console"
 	"github.com/otaflow/otaflow/internal/devserver"
 	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/greengrass"
@@ -68,6 +70,8 @@ type Options struct {
 	// JobsPostgresURL keeps the jobs service's state in this PostgreSQL database instead of
 	// bbolt in DataDir (artifacts stay in DataDir).
 	JobsPostgresURL string
+	// ConsolePassword, when set, is the fleet console's password (HTTP basic auth).
+	ConsolePassword string
 	Logger          zerolog.Logger
 }
 
@@ -78,8 +82,10 @@ type Stack struct {
 	Broker   *broker.Broker
 	Jobs     *jobs.Service
 	JobsURL  string
-	Client   client.Client
-	IoT      *iot.Client
+	// ConsoleURL is the fleet console's page.
+	ConsoleURL string
+	Client     client.Client
+	IoT        *iot.Client
 	// CA is the local certificate authority that issues device certificates.
 	CA *pki.CA
 	// Catalog is the component catalog deployments resolve against.
@@ -200,20 +206,28 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}
 	s.JobsURL = "http://" + ln.Addr().String()
 	s.Jobs.SetBaseURL(s.JobsURL)
-	s.httpSrv = &http.Server{
-		Handler: s.Jobs.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey}, Region: o.Region},
-			jobs.Route{Pattern: "POST /greengrass/updates", Handler: &greengrass.Handler{
-				Jobs: s.Jobs, Starter: rolloutclient.Starter{Client: s.Client, TaskQueue: workflows.TaskQueue}, Log: jlog,
-			}}),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
-	go s.httpSrv.Serve(ln)
-	jlog.Info().Str("url", s.JobsURL).Msg("jobs API listening")
-
 	s.IoT, err = iotclient.NewIoT(ctx, iotclient.Config{Endpoint: s.JobsURL, Region: o.Region, AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey})
 	if err != nil {
+		ln.Close()
 		return nil, err
 	}
+	// The fleet console, beside the jobs API: on the loopback address of a local stack it
+	// needs no password (like the Temporal dev server's UI); ConsolePassword sets one.
+	s.ConsoleURL = s.JobsURL + "/console/"
+	con := console.New(console.Options{
+		Temporal: s.Client, IoT: s.IoT, TemporalUI: s.Temporal.UIURL(), Password: o.ConsolePassword, Logger: jlog,
+		Shadows: &console.ShadowReader{Endpoint: s.JobsURL, Region: o.Region,
+			Credentials: credentials.NewStaticCredentialsProvider(o.AccessKeyID, o.SecretAccessKey, "")},
+	})
+	top := http.NewServeMux()
+	top.Handle("/console/", con.Handler("/console/"))
+	top.Handle("/", s.Jobs.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey}, Region: o.Region},
+		jobs.Route{Pattern: "POST /greengrass/updates", Handler: &greengrass.Handler{
+			Jobs: s.Jobs, Starter: rolloutclient.Starter{Client: s.Client, TaskQueue: workflows.TaskQueue}, Log: jlog,
+		}}))
+	s.httpSrv = &http.Server{Handler: top, ReadHeaderTimeout: 10 * time.Second}
+	go s.httpSrv.Serve(ln)
+	jlog.Info().Str("url", s.JobsURL).Str("console", s.ConsoleURL).Msg("jobs API and fleet console listening")
 	if !o.NoWorker {
 		if err := s.StartWorker(); err != nil {
 			return nil, err

@@ -1,0 +1,354 @@
+// Package console is otaflow's fleet console: a web page an operator works from. It shows the
+// device inventory (installed version per software, last check-in, connected, last job result
+// and reason) from the agents' inventory shadows, the version distribution, the rollouts with
+// live per-wave counts read from the jobs service, each rollout's devices with their results
+// and reasons, and buttons that steer a rollout through the same Temporal updates as the CLI.
+// It works the same against AWS IoT (ListThings, the Device Shadow service, DescribeJob) as
+// against the local jobs service.
+package console
+
+import (
+	"context"
+	"crypto/subtle"
+	"embed"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
+	"github.com/rs/zerolog"
+	"go.temporal.io/sdk/client"
+
+	"github.com/otaflow/otaflow/internal/iotjobs"
+	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/workflows"
+)
+
+//go:embed static
+var static embed.FS
+
+// Options configure the console.
+type Options struct {
+	Temporal  client.Client
+	TaskQueue string
+	IoT       *iot.Client
+	Shadows   *ShadowReader
+	// TemporalUI is the Temporal web UI's URL, for links to a rollout's history (empty: none).
+	TemporalUI string
+	Namespace  string
+	// Password, when set, is required (HTTP basic auth, any user name) for every page and call.
+	// Outside a local development stack it must be set: the console steers rollouts.
+	Password string
+	// MaxInventory bounds how many things the inventory reads (default 5000).
+	MaxInventory int
+	Logger       zerolog.Logger
+}
+
+// Console serves the fleet console under its prefix (Handler).
+type Console struct {
+	o  Options
+	mu sync.Mutex
+	// inv is the last inventory read, reused for at most a second.
+	inv    *inventory
+	invErr error
+}
+
+// New makes a console.
+func New(o Options) *Console {
+	if o.MaxInventory == 0 {
+		o.MaxInventory = 5000
+	}
+	if o.TaskQueue == "" {
+		o.TaskQueue = workflows.TaskQueue
+	}
+	return &Console{o: o}
+}
+
+// Handler serves the console at prefix (e.g. "/console/").
+func (c *Console) Handler(prefix string) http.Handler {
+	mux := http.NewServeMux()
+	sub, _ := fs.Sub(static, "static")
+	mux.Handle("GET /", http.FileServerFS(sub))
+	mux.HandleFunc("GET /api/overview", c.handleOverview)
+	mux.HandleFunc("GET /api/rollouts/{id}", c.handleRollout)
+	mux.HandleFunc("POST /api/rollouts/{id}/{action}", c.handleAction)
+	h := http.StripPrefix(strings.TrimSuffix(prefix, "/"), mux)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Cache-Control", "no-store")
+		if c.o.Password != "" {
+			_, pw, ok := r.BasicAuth()
+			if !ok || subtle.ConstantTimeCompare([]byte(pw), []byte(c.o.Password)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Basic realm="otaflow console"`)
+				http.Error(w, "the otaflow console needs its password", http.StatusUnauthorized)
+				return
+			}
+		}
+		if r.Method == http.MethodPost {
+			// A steering call must come from the console's own page: a custom header no
+			// cross-site form can set, and an Origin (when sent) naming this host.
+			if r.Header.Get("X-Otaflow-Console") != "1" {
+				http.Error(w, "steering calls must come from the console page (X-Otaflow-Console header missing)", http.StatusForbidden)
+				return
+			}
+			if o := r.Header.Get("Origin"); o != "" && o != "http://"+r.Host && o != "https://"+r.Host {
+				http.Error(w, "cross-origin steering call refused", http.StatusForbidden)
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Device is one thing in the inventory.
+type Device struct {
+	Thing     string            `json:"thing"`
+	Software  map[string]string `json:"software,omitempty"`
+	LastSeen  time.Time         `json:"lastSeen,omitempty"`
+	Connected bool              `json:"connected"`
+	// Reported is false for a thing whose agent never wrote its inventory shadow.
+	Reported bool           `json:"reported"`
+	LastJob  map[string]any `json:"lastJob,omitempty"`
+}
+
+type inventory struct {
+	at        time.Time
+	devices   []Device
+	versions  map[string]map[string]int
+	truncated bool
+}
+
+// readInventory lists things and reads each one's inventory shadow (16 at a time), at most
+// once a second however many pages poll.
+func (c *Console) readInventory(ctx context.Context) (*inventory, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inv != nil && time.Since(c.inv.at) < time.Second {
+		return c.inv, c.invErr
+	}
+	inv := &inventory{at: time.Now(), versions: map[string]map[string]int{}}
+	var names []string
+	p := iot.NewListThingsPaginator(c.o.IoT, &iot.ListThingsInput{MaxResults: aws.Int32(250)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			c.inv, c.invErr = inv, err
+			return inv, err
+		}
+		for _, t := range page.Things {
+			// The rollouts' own wave groups are not devices; things are.
+			names = append(names, aws.ToString(t.ThingName))
+		}
+		if len(names) >= c.o.MaxInventory {
+			names, inv.truncated = names[:c.o.MaxInventory], true
+			break
+		}
+	}
+	inv.devices = make([]Device, len(names))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	now := time.Now()
+	for i, n := range names {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			d := Device{Thing: n}
+			if c.o.Shadows != nil {
+				if sh, err := c.o.Shadows.Get(ctx, n, iotjobs.InventoryShadow); err == nil {
+					d = deviceFrom(n, sh, now)
+				} else if !errors.Is(err, ErrNoShadow) {
+					c.o.Logger.Debug().Err(err).Str("thing", n).Msg("console: inventory shadow unreadable")
+				}
+			}
+			inv.devices[i] = d
+		}()
+	}
+	wg.Wait()
+	for _, d := range inv.devices {
+		for sw, v := range d.Software {
+			if inv.versions[sw] == nil {
+				inv.versions[sw] = map[string]int{}
+			}
+			inv.versions[sw][v]++
+		}
+	}
+	c.inv, c.invErr = inv, nil
+	return inv, nil
+}
+
+// deviceFrom reads an inventory shadow. A device counts as connected when it said so and its
+// last check-in is within twice the interval it promised plus a minute: an agent that lost
+// power cannot say goodbye, so silence past its check-in interval means gone.
+func deviceFrom(thing string, sh *Shadow, now time.Time) Device {
+	rep := sh.State.Reported
+	d := Device{Thing: thing, Reported: true, Software: map[string]string{}, LastSeen: time.Unix(sh.Timestamp, 0).UTC()}
+	if sw, ok := rep["software"].(map[string]any); ok {
+		for k, v := range sw {
+			if s, ok := v.(string); ok {
+				d.Software[k] = s
+			}
+		}
+	}
+	if lj, ok := rep["lastJob"].(map[string]any); ok {
+		d.LastJob = lj
+	}
+	connected, _ := rep["connected"].(bool)
+	every, _ := rep["checkInSeconds"].(float64)
+	if every <= 0 {
+		every = 720
+	}
+	d.Connected = connected && now.Sub(d.LastSeen) <= 2*time.Duration(every)*time.Second+time.Minute
+	return d
+}
+
+type rolloutRow struct {
+	rolloutclient.Row
+	Live    *workflows.RolloutResult `json:"live,omitempty"`
+	History string                   `json:"history,omitempty"`
+}
+
+func (c *Console) history(workflowID string) string {
+	if c.o.TemporalUI == "" {
+		return ""
+	}
+	ns := c.o.Namespace
+	if ns == "" {
+		ns = "default"
+	}
+	return strings.TrimSuffix(c.o.TemporalUI, "/") + "/namespaces/" + ns + "/workflows/" + workflowID
+}
+
+func (c *Console) handleOverview(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
+	defer cancel()
+	out := map[string]any{"at": time.Now().UTC(), "temporalUI": c.o.TemporalUI}
+	var problems []string
+	inv, err := c.readInventory(ctx)
+	if err != nil {
+		problems = append(problems, "inventory: "+err.Error())
+	}
+	if inv != nil {
+		out["devices"], out["versions"], out["truncated"] = inv.devices, inv.versions, inv.truncated
+	}
+	rows, err := rolloutclient.List(ctx, c.o.Temporal, 50)
+	if err != nil {
+		problems = append(problems, "rollouts: "+err.Error())
+	}
+	list := make([]rolloutRow, 0, len(rows))
+	for _, row := range rows {
+		rr := rolloutRow{Row: row, History: c.history(row.WorkflowID)}
+		if row.Status == "RUNNING" || len(list) < 10 {
+			if res, _, err := rolloutclient.LiveStatus(ctx, c.o.Temporal, c.o.IoT, row.RolloutID); err == nil {
+				rr.Live = &res
+				rr.State = res.State
+				if res.Paused && res.State == workflows.StateRunning {
+					rr.State = workflows.StatePaused
+				}
+			}
+		}
+		list = append(list, rr)
+	}
+	out["rollouts"] = list
+	out["problems"] = problems
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (c *Console) handleRollout(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
+	defer cancel()
+	id := r.PathValue("id")
+	res, stale, err := rolloutclient.LiveStatus(ctx, c.o.Temporal, c.o.IoT, id)
+	if err != nil {
+		status := http.StatusBadGateway
+		if errors.Is(err, rolloutclient.ErrNoRollout) {
+			status = http.StatusNotFound
+		}
+		writeJSON(w, status, map[string]string{"error": err.Error()})
+		return
+	}
+	devices, derr := rolloutclient.DeviceResults(ctx, c.o.IoT, res, false, 1000)
+	slices.SortStableFunc(devices, func(a, b rolloutclient.DeviceResult) int { return rank(a.Status) - rank(b.Status) })
+	out := map[string]any{"status": res, "devices": devices, "staleJobs": stale}
+	if wid, err := rolloutclient.WorkflowID(ctx, c.o.Temporal, id); err == nil {
+		out["history"] = c.history(wid)
+	}
+	if derr != nil {
+		out["problem"] = derr.Error()
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// rank puts the devices an operator must look at first: failures, then running, then done.
+func rank(status string) int {
+	switch status {
+	case "FAILED", "TIMED_OUT", "REJECTED":
+		return 0
+	case "IN_PROGRESS":
+		return 1
+	case "QUEUED":
+		return 2
+	}
+	return 3
+}
+
+func (c *Console) handleAction(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
+	defer cancel()
+	id, action := r.PathValue("id"), r.PathValue("action")
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&body)
+	reason := body.Reason
+	if reason == "" {
+		reason = "from the console"
+	}
+	var res workflows.RolloutResult
+	var err error
+	switch action {
+	case workflows.UpdatePause, workflows.UpdateResume, workflows.UpdateApprove:
+		res, err = rolloutclient.Control(ctx, c.o.Temporal, id, action)
+	case "cancel", "cancel-rollback":
+		rollback := action == "cancel-rollback"
+		req := workflows.CancelRequest{Reason: reason}
+		if rollback {
+			req.Rollback = &rollback
+		}
+		res, err = rolloutclient.Control(ctx, c.o.Temporal, id, workflows.UpdateCancel, req)
+	case "rollback":
+		var run client.WorkflowRun
+		run, err = rolloutclient.StartRollback(ctx, c.o.Temporal, c.o.TaskQueue, id, reason)
+		if err == nil {
+			c.o.Logger.Info().Str("rollout", id).Str("workflow", run.GetID()).Msg("console: rollback started")
+			writeJSON(w, http.StatusOK, map[string]string{"message": "rollback started: workflow " + run.GetID()})
+			return
+		}
+	default:
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "unknown action " + action + ": use pause, resume, approve, cancel, cancel-rollback or rollback"})
+		return
+	}
+	if err != nil {
+		status := http.StatusConflict
+		if errors.Is(err, rolloutclient.ErrNoRollout) {
+			status = http.StatusNotFound
+		}
+		writeJSON(w, status, map[string]string{"error": err.Error()})
+		return
+	}
+	c.o.Logger.Info().Str("rollout", id).Str("action", action).Str("state", res.State).Msg("console: rollout steered")
+	writeJSON(w, http.StatusOK, map[string]any{"message": action + ": done; rollout is " + res.State, "status": res})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,149 @@
+// otaflow fleet console: polls the console API every second and renders it. No framework:
+// the page is small, and plain DOM keeps it readable and dependency-free.
+"use strict";
+
+const api = (path, opts) => fetch("api/" + path, opts).then(async (r) => {
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(body.error || r.statusText);
+  return body;
+});
+
+let selected = null;      // rollout ID shown in the detail panel
+let selectedStatus = null; // its last status
+
+const el = (tag, attrs = {}, ...children) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v; else if (k.startsWith("data-")) e.setAttribute(k, v); else e[k] = v;
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(c ?? ""));
+  return e;
+};
+
+const ago = (iso) => {
+  if (!iso || iso.startsWith("0001")) return "never";
+  const s = Math.max(0, Math.round((Date.now() - new Date(iso)) / 1000));
+  if (s < 60) return s + " s ago";
+  if (s < 3600) return Math.round(s / 60) + " min ago";
+  return Math.round(s / 3600) + " h ago";
+};
+
+function fill(tbody, rows) {
+  tbody.replaceChildren(...rows);
+}
+
+function progress(live) {
+  if (!live) return "";
+  const c = live.counts, total = Math.max(live.devices, 1);
+  const done = c.succeeded;
+  const bar = el("span", { class: "bar" }, el("span"));
+  bar.firstChild.style.width = (100 * done / total).toFixed(1) + "%";
+  const bad = c.failed + c.rejected + c.timedOut;
+  return el("span", {}, bar, ` ${done}/${live.devices} updated` + (bad ? `, ${bad} failed` : "") + (c.inProgress ? `, ${c.inProgress} running` : ""));
+}
+
+function renderOverview(o) {
+  document.getElementById("updated").textContent = "updated " + new Date(o.at).toLocaleTimeString();
+  const link = document.getElementById("temporal-link");
+  if (o.temporalUI) { link.href = o.temporalUI; link.hidden = false; }
+  const problems = document.getElementById("problems");
+  problems.hidden = !(o.problems && o.problems.length);
+  problems.textContent = (o.problems || []).join("; ");
+
+  fill(document.querySelector("#rollouts tbody"), (o.rollouts || []).map((r) => {
+    const tr = el("tr", { class: "clickable" + (r.rolloutId === selected ? " selected" : ""), "data-rollout": r.rolloutId },
+      el("td", {}, r.rolloutId), el("td", {}, r.version),
+      el("td", { class: "state " + r.state }, r.state),
+      el("td", {}, r.live ? `${r.live.currentWave} of ${(r.live.waves || []).length}` : ""),
+      el("td", {}, progress(r.live)), el("td", {}, ago(r.started)));
+    tr.addEventListener("click", () => { selected = r.rolloutId; refreshDetail(); });
+    return tr;
+  }));
+
+  const versions = document.getElementById("versions");
+  versions.replaceChildren(...Object.entries(o.versions || {}).sort().map(([sw, vs]) =>
+    el("table", { class: "version-table", "data-software": sw },
+      el("thead", {}, el("tr", {}, el("th", {}, sw), el("th", {}, "devices"))),
+      el("tbody", {}, ...Object.entries(vs).sort().map(([v, n]) =>
+        el("tr", { "data-version": v }, el("td", {}, v), el("td", { class: "count" }, String(n))))))));
+
+  const devices = o.devices || [];
+  document.getElementById("device-count").textContent = `${devices.length}${o.truncated ? "+" : ""} things`;
+  fill(document.querySelector("#devices tbody"), devices.map((d) => {
+    const sw = d.software || {}, lj = d.lastJob || {};
+    return el("tr", { "data-thing": d.thing },
+      el("td", {}, d.thing), el("td", { class: "v-core" }, sw.core || "—"), el("td", {}, sw.ota_agent || "—"),
+      el("td", {}, d.reported ? (d.connected ? "yes" : "no") : "never reported"),
+      el("td", {}, d.reported ? ago(d.lastSeen) : ""),
+      el("td", { class: "state " + (lj.status || "") }, lj.status ? `${lj.status} (${lj.jobId})` : ""),
+      el("td", {}, lj.reason || ""));
+  }));
+}
+
+const allowed = {
+  approve: (s) => s.state === "AWAITING_APPROVAL",
+  pause: (s) => !s.paused && ["RUNNING", "AWAITING_APPROVAL", "WAITING_FOR_WINDOW"].includes(s.state),
+  resume: (s) => !!s.paused,
+  cancel: (s) => ["RUNNING", "AWAITING_APPROVAL", "WAITING_FOR_WINDOW", "VALIDATING"].includes(s.state),
+  "cancel-rollback": (s) => ["RUNNING", "AWAITING_APPROVAL", "WAITING_FOR_WINDOW"].includes(s.state),
+  rollback: (s) => ["SUCCEEDED", "FAILED", "ABORTED", "CANCELED", "TIMED_OUT"].includes(s.state),
+};
+
+function renderDetail(d) {
+  const s = d.status;
+  selectedStatus = s;
+  document.getElementById("detail").hidden = false;
+  document.getElementById("detail-id").textContent = s.rolloutId;
+  const st = document.getElementById("detail-state");
+  st.textContent = s.paused ? s.state + " (paused)" : s.state;
+  st.className = "state " + s.state;
+  document.getElementById("detail-message").textContent = s.message || "";
+  const h = document.getElementById("detail-history");
+  h.hidden = !d.history; if (d.history) h.href = d.history;
+  for (const b of document.querySelectorAll(".actions button")) b.disabled = !allowed[b.dataset.action](s);
+  fill(document.querySelector("#waves tbody"), (s.waves || []).map((w) => el("tr", { "data-wave": w.wave },
+    el("td", {}, String(w.wave)), el("td", { class: "state " + w.state }, w.state), el("td", {}, String(w.devices)),
+    el("td", {}, String(w.counts.succeeded)), el("td", {}, String(w.counts.failed + w.counts.rejected + w.counts.timedOut)),
+    el("td", {}, String(w.counts.inProgress)), el("td", {}, String(w.counts.queued)), el("td", {}, String(w.counts.canceled)))));
+  fill(document.querySelector("#results tbody"), (d.devices || []).map((r) => el("tr", { "data-thing": r.thing },
+    el("td", {}, r.thing), el("td", {}, r.wave ? String(r.wave) : "rollback"), el("td", { class: "state " + r.status }, r.status),
+    el("td", {}, r.installedVersion || ""), el("td", {}, r.previousVersion || ""), el("td", {}, r.reason || ""))));
+}
+
+function flash(msg, error) {
+  const f = document.getElementById("flash");
+  f.textContent = msg; f.hidden = false; f.className = "flash" + (error ? " error" : "");
+}
+
+async function act(action) {
+  if (!selected) return;
+  if (action !== "approve" && action !== "pause" && action !== "resume" &&
+      !confirm(`${action} rollout ${selected}?`)) return;
+  for (const b of document.querySelectorAll(".actions button")) b.disabled = true;
+  try {
+    const r = await api(`rollouts/${encodeURIComponent(selected)}/${action}`, {
+      method: "POST", headers: { "Content-Type": "application/json", "X-Otaflow-Console": "1" },
+      body: JSON.stringify({ reason: "from the console" }),
+    });
+    flash(r.message);
+  } catch (e) {
+    flash(`${action} refused: ${e.message}`, true);
+  }
+  refreshDetail();
+}
+
+async function refreshDetail() {
+  if (!selected) return;
+  try { renderDetail(await api("rollouts/" + encodeURIComponent(selected))); } catch (e) { flash(e.message, true); }
+}
+
+async function tick() {
+  try { renderOverview(await api("overview")); } catch (e) { flash("console API: " + e.message, true); }
+  await refreshDetail();
+  setTimeout(tick, 1000);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const b of document.querySelectorAll(".actions button")) b.addEventListener("click", () => act(b.dataset.action));
+  tick();
+});

@@ -1,0 +1,121 @@
+package stack_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/stack"
+	"github.com/otaflow/otaflow/workflows"
+)
+
+var browser struct {
+	once   sync.Once
+	ctx    context.Context
+	cancel context.CancelFunc
+	err    error
+}
+
+// chromium is one headless Debian Chromium for every browser test of this package; each test
+// gets its own tab.
+func chromium(t *testing.T) context.Context {
+	t.Helper()
+	browser.once.Do(func() {
+		path := "/usr/bin/chromium"
+		if _, err := os.Stat(path); err != nil {
+			browser.err = fmt.Errorf("Debian's chromium is not installed (%v): `make deps` installs it", err)
+			return
+		}
+		opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.DisableGPU,
+			chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+			chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true))
+		actx, _ := chromedp.NewExecAllocator(context.Background(), opts...)
+		browser.ctx, browser.cancel = chromedp.NewContext(actx)
+		browser.err = chromedp.Do(browser.ctx) // starts the browser
+	})
+	require.NoError(t, browser.err)
+	tab, cancel := chromedp.NewContext(browser.ctx)
+	t.Cleanup(cancel)
+	return tab
+}
+
+// TestConsoleDrivesARollout loads the fleet console in a real Chromium while a staged rollout
+// runs: the inventory shows every device's version (from the agents' shadows), the first
+// wave's device changes version, the rollout waits for approval, the Approve button releases
+// the next wave, and the page ends with every device on the new version.
+func TestConsoleDrivesARollout(t *testing.T) {
+	ctx := context.Background()
+	s, err := stack.Start(ctx, stack.Options{DataDir: t.TempDir(), InMemoryTemporal: true, UIPort: 0, Logger: testLogger()})
+	require.NoError(t, err)
+	defer s.Close()
+	arns, err := s.StartDevices(ctx, 3, "1.10.2", 0)
+	require.NoError(t, err)
+
+	// Unauthenticated steering is refused: a POST without the console's header.
+	resp, err := http.Post(s.ConsoleURL+"api/rollouts/x/approve", "application/json", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusForbidden, resp.StatusCode)
+
+	tab := chromium(t)
+	tab, cancel := context.WithTimeout(tab, 3*time.Minute)
+	defer cancel()
+	require.NoError(t, chromedp.Do(tab, chromedp.Navigate(s.ConsoleURL)))
+	// text is what an element shows ("" while it is not there).
+	text := func(sel string) string {
+		out, err := chromedp.Run(tab, chromedp.Evaluate[string](fmt.Sprintf(`(document.querySelector(%q) || {textContent: ""}).textContent.trim()`, sel)))
+		if err != nil {
+			return ""
+		}
+		return out
+	}
+	eventually := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(90 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				page := text("body")
+				t.Fatalf("the console never showed %s; the page reads:\n%s", what, page)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	count := func(software, version string) string {
+		return text(fmt.Sprintf(`table[data-software=%q] tr[data-version=%q] td.count`, software, version))
+	}
+	eventually("3 devices on 1.10.2", func() bool { return count("core", "1.10.2") == "3" })
+	require.Contains(t, text(`#devices tr[data-thing="`+stack.Device(1)+`"]`), "yes", "the device is shown connected")
+
+	req := request("console-1", arns)
+	req.Waves, req.ApproveWaves = "1,100%", true
+	_, err = rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+	require.NoError(t, err)
+
+	eventually("the rollout in the list", func() bool { return strings.Contains(text("#rollouts"), "console-1") })
+	require.NoError(t, chromedp.Do(tab, chromedp.Click(`#rollouts tr[data-rollout="console-1"] td`)))
+	eventually("the rollout waiting for approval", func() bool { return text("#detail-state") == workflows.StateAwaiting })
+	eventually("the first wave's device on 1.11.6", func() bool { return count("core", "1.11.6") == "1" && count("core", "1.10.2") == "2" })
+	require.Contains(t, text(`#results`), "SUCCEEDED", "the wave's device result is listed")
+
+	eventually("approve offered", func() bool {
+		disabled, err := chromedp.Run(tab, chromedp.Evaluate[bool](`document.querySelector('button[data-action="approve"]').disabled`))
+		return err == nil && !disabled
+	})
+	require.NoError(t, chromedp.Do(tab, chromedp.Click(`button[data-action="approve"]`)))
+	eventually("the approval's answer", func() bool { return strings.Contains(text("#flash"), "approve: done") })
+	eventually("the rollout succeeded", func() bool { return text("#detail-state") == workflows.StateSucceeded })
+	eventually("every device on 1.11.6", func() bool { return count("core", "1.11.6") == "3" })
+	require.Contains(t, text(`#devices tr[data-thing="`+stack.Device(2)+`"]`), "SUCCEEDED", "the device's last job result")
+	href, err := chromedp.Run(tab, chromedp.Evaluate[string](`document.querySelector("#detail-history").href`))
+	require.NoError(t, err)
+	require.Contains(t, href, s.Temporal.UIURL()+"/namespaces/default/workflows/"+workflows.RolloutWorkflowID("console-1"), "a link to the rollout's history")
+}
