@@ -63,7 +63,12 @@ func (d *device) publish(suffix string, body any) {
 // await returns the first message received on the exact topic suffix after index from.
 func (d *device) await(suffix string) map[string]any {
 	d.t.Helper()
-	topic := "$aws/things/" + d.name + "/jobs/" + suffix
+	return d.awaitTopic("$aws/things/" + d.name + "/jobs/" + suffix)
+}
+
+// awaitTopic returns (and takes) the first message received on topic.
+func (d *device) awaitTopic(topic string) map[string]any {
+	d.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		d.mu.Lock()

@@ -114,3 +114,40 @@ func TestSeedCommandsThroughAWSCLI(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, jobs, 1, "only the valid update created a job")
 }
+
+// TestInventoryShadowThroughAWSCLI reads the agent's inventory shadow, and writes a shadow,
+// with the AWS CLI's iot-data commands: the Device Shadow service's REST API as AWS serves it.
+func TestInventoryShadowThroughAWSCLI(t *testing.T) {
+	ctx := context.Background()
+	s := startStack(t)
+	_, err := s.StartDevices(ctx, 1, "1.10.2", 0)
+	require.NoError(t, err)
+	out := t.TempDir() + "/shadow.json"
+	var doc struct {
+		State struct {
+			Reported struct {
+				Software  map[string]string
+				Connected bool
+			}
+		}
+		Version int
+	}
+	require.Eventually(t, func() bool {
+		_, _, err := awsCLI(t, s.JobsURL, "iot-data", "get-thing-shadow", "--thing-name", "device-0001", "--shadow-name", "otaflow", out)
+		if err != nil {
+			return false
+		}
+		raw, _ := os.ReadFile(out)
+		return json.Unmarshal(raw, &doc) == nil && doc.State.Reported.Software["core"] == "1.10.2"
+	}, 30*time.Second, 200*time.Millisecond, "the agent's inventory shadow")
+	require.True(t, doc.State.Reported.Connected)
+
+	_, stderr, err := awsCLI(t, s.JobsURL, "iot-data", "update-thing-shadow", "--thing-name", "device-0001", "--shadow-name", "ops",
+		"--cli-binary-format", "raw-in-base64-out", "--payload", `{"state":{"desired":{"led":"on"}}}`, out)
+	require.NoError(t, err, string(stderr))
+	raw, _ := os.ReadFile(out)
+	require.Contains(t, string(raw), `"led":"on"`)
+	_, stderr, err = awsCLI(t, s.JobsURL, "iot-data", "get-thing-shadow", "--thing-name", "device-0001", "--shadow-name", "missing", out)
+	require.Error(t, err)
+	require.Contains(t, string(stderr), "ResourceNotFoundException")
+}
