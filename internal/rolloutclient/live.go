@@ -298,7 +298,7 @@ func List(ctx context.Context, c client.Client, limit int) ([]Row, error) {
 	}
 	var rows []Row
 	for _, e := range resp.Executions {
-		r := Row{WorkflowID: e.GetExecution().GetWorkflowId(), Status: strings.TrimPrefix(e.Status.String(), "WORKFLOW_EXECUTION_STATUS_"), Started: e.StartTime.AsTime()}
+		r := Row{WorkflowID: e.GetExecution().GetWorkflowId(), Status: workflowStatus(e.Status), Started: e.StartTime.AsTime()}
 		if e.CloseTime != nil {
 			r.Closed = e.CloseTime.AsTime()
 		}
@@ -318,6 +318,12 @@ func List(ctx context.Context, c client.Client, limit int) ([]Row, error) {
 		rows = append(rows, r)
 	}
 	return rows, nil
+}
+
+// workflowStatus names a workflow's status as the Temporal CLI prints it, upper case.
+func workflowStatus(s enumspb.WorkflowExecutionStatus) string {
+	name := enumspb.WorkflowExecutionStatus_name[int32(s)]
+	return strings.ToUpper(strings.TrimPrefix(name, "WORKFLOW_EXECUTION_STATUS_"))
 }
 
 func keyword(p *commonpb.Payload) string {

@@ -62,6 +62,7 @@ func Run(ctx context.Context, c client.Client, namespace, taskQueue string, acts
 		return fmt.Errorf("start worker on task queue %s: %w", taskQueue, err)
 	}
 	log.Info().Str("namespace", namespace).Str("taskQueue", taskQueue).Msg("worker running")
+	go (&Reconciler{Client: c, Acts: acts, Log: log}).Run(ctx)
 	<-ctx.Done()
 	w.Stop()
 	return nil

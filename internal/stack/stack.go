@@ -70,6 +70,9 @@ type Options struct {
 	// JobsPostgresURL keeps the jobs service's state in this PostgreSQL database instead of
 	// bbolt in DataDir (artifacts stay in DataDir).
 	JobsPostgresURL string
+	// ReconcileEvery is how often the worker looks for rollouts ended outside otaflow (default
+	// 30 s).
+	ReconcileEvery time.Duration
 	// ConsolePassword, when set, is the fleet console's password (HTTP basic auth).
 	ConsolePassword string
 	Logger          zerolog.Logger
@@ -98,6 +101,8 @@ type Stack struct {
 	httpSrv *http.Server
 	mqtt    *jobs.MQTTPlane
 	worker  worker.Worker
+	// stopReconciler stops the worker's check for rollouts ended outside otaflow.
+	stopReconciler context.CancelFunc
 
 	servicePassword string
 	brokerOpts      broker.Options
@@ -246,11 +251,15 @@ func (s *Stack) StartWorker() error {
 	if err := rolloutworker.EnsureSearchAttributes(context.Background(), s.Client, s.Temporal.Namespace()); err != nil {
 		return err
 	}
-	w := rolloutworker.New(s.Client, workflows.TaskQueue, &activities.Activities{IoT: s.IoT, Catalog: s.Catalog})
+	acts := &activities.Activities{IoT: s.IoT, Catalog: s.Catalog}
+	w := rolloutworker.New(s.Client, workflows.TaskQueue, acts)
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start rollout worker: %w", err)
 	}
 	s.worker = w
+	rctx, stop := context.WithCancel(context.Background())
+	s.stopReconciler = stop
+	go (&rolloutworker.Reconciler{Client: s.Client, Acts: acts, Every: s.opts.ReconcileEvery, Log: s.opts.Logger}).Run(rctx)
 	return nil
 }
 
@@ -259,6 +268,7 @@ func (s *Stack) StopWorker() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.worker != nil {
+		s.stopReconciler()
 		s.worker.Stop()
 		s.worker = nil
 	}
