@@ -50,6 +50,7 @@ and every rollout, job and device is still there.`,
 
   Temporal frontend  %[2]s   (namespace %[3]s, task queue %[4]s)
   Temporal web UI    %[5]s
+  Fleet console      %[18]s
   MQTT broker        %[6]s   (mutual TLS: a device's certificate names its thing; CA %[7]s)
                      tcp://%[8]s   (plain: the client ID is the identity, for local use only)
   Jobs API (AWS IoT) %[9]s   (region %[10]s; release metadata at %[11]s)
@@ -57,7 +58,8 @@ and every rollout, job and device is still there.`,
   Worker             %[14]s
   Simulated devices  %[15]d (%[16]s .. %[17]s)
 
-Try:
+Try (the exports point the CLI at the ports this stack uses):
+  export TEMPORAL_ADDRESS=%[2]s OTAFLOW_JOBS_ENDPOINT=%[9]s
   go run ./starter create-software-update-job --update-targets-architecture x86_64 \
       --update-targets '["arn:aws:iot:%[10]s:000000000000:thing/%[16]s"]' --update-targets-operating-system ubuntu \
       --software-to-update core --s3-url-signer-role arn:aws:iam::000000000000:role/signer
@@ -73,7 +75,7 @@ A real agent (register the thing first; releases come from starter release publi
 Press Ctrl-C to stop.
 `, sf.dataDir, s.Temporal.FrontendAddr(), s.Temporal.Namespace(), cliconfig.DefaultTaskQueue, s.Temporal.UIURL(),
 				s.Broker.TLSURL(), s.CA.CertFile(), s.Broker.Addr(), s.JobsURL, cliconfig.DefaultRegion, tufURL,
-				cliconfig.DefaultAccessKeyID, cliconfig.DefaultSecretKey, worker, devices, stack.Device(1), stack.Device(max(devices, 1)))
+				cliconfig.DefaultAccessKeyID, cliconfig.DefaultSecretKey, worker, devices, stack.Device(1), stack.Device(max(devices, 1)), s.ConsoleURL)
 			cliconfig.WaitForInterrupt()
 			fmt.Println("stopping")
 			return nil

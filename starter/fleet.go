@@ -14,6 +14,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/fleet"
+	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/stack"
 )
 
@@ -54,7 +55,7 @@ benchmark does. It prints "connected N" when every device is connected.`,
 			}
 			if register {
 				ic.Resolve()
-				c, err := ic.Client(ctx)
+				c, err := iotclient.ForCLI(ctx, &ic)
 				if err != nil {
 					return err
 				}

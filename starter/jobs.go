@@ -16,6 +16,7 @@ import (
 
 	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/temporalconf"
 	"github.com/otaflow/otaflow/workflows"
@@ -190,7 +191,7 @@ func describeJobCmd() *cobra.Command {
 				return fmt.Errorf("--job-id is required")
 			}
 			ic.Resolve()
-			c, err := ic.Client(cmd.Context())
+			c, err := iotclient.ForCLI(cmd.Context(), &ic)
 			if err != nil {
 				return err
 			}
@@ -225,7 +226,7 @@ func describeJobCmd() *cobra.Command {
 // the devices that did not update, each with the reason its agent gave. Exit status 1 unless
 // every device updated.
 func waitForRollout(ctx context.Context, c client.Client, ic *cliconfig.IoT, run client.WorkflowRun, rolloutID string, devices int) error {
-	iotc, err := ic.Client(ctx)
+	iotc, err := iotclient.ForCLI(ctx, ic)
 	if err != nil {
 		return err
 	}

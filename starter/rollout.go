@@ -15,6 +15,7 @@ import (
 
 	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/temporalconf"
 	"github.com/otaflow/otaflow/workflows"
@@ -63,7 +64,7 @@ func (f *rolloutFlags) apply(r *workflows.RolloutRequest) {
 // printPlan resolves the targets and prints what the rollout would do, creating nothing.
 func printPlan(ctx context.Context, ic cliconfig.IoT, req workflows.RolloutRequest, output string) error {
 	ic.Resolve()
-	c, err := ic.Client(ctx)
+	c, err := iotclient.ForCLI(ctx, &ic)
 	if err != nil {
 		return err
 	}
@@ -182,7 +183,7 @@ func rolloutCmd() *cobra.Command {
 	status := &cobra.Command{
 		Use: "status ROLLOUT_ID", Short: "Show a rollout's state, waves, live device counts and failed devices with their reasons", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			iotc, err := ic.Client(cmd.Context())
+			iotc, err := iotclient.ForCLI(cmd.Context(), &ic)
 			if err != nil {
 				return err
 			}

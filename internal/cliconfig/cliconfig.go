@@ -4,7 +4,6 @@
 package cliconfig
 
 import (
-	"context"
 	"fmt"
 	"maps"
 	"os"
@@ -12,8 +11,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/aws/aws-sdk-go-v2/service/iot"
-	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
 )
@@ -67,12 +64,6 @@ func (i *IoT) Resolve() {
 	if i.AccessKeyID == "" && i.Endpoint != "" {
 		i.AccessKeyID, i.SecretAccessKey = DefaultAccessKeyID, DefaultSecretKey
 	}
-}
-
-// Client is an IoT control-plane client for these settings (Resolve applied).
-func (i *IoT) Client(ctx context.Context) (*iot.Client, error) {
-	i.Resolve()
-	return iotclient.NewIoT(ctx, iotclient.Config{Endpoint: i.Endpoint, Region: i.Region, AccessKeyID: i.AccessKeyID, SecretAccessKey: i.SecretAccessKey})
 }
 
 // Mask hides a secret but its length class.

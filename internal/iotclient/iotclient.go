@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
+	"github.com/otaflow/otaflow/internal/cliconfig"
 )
 
 // Config selects the IoT control plane.
@@ -68,4 +69,10 @@ func NewIoT(ctx context.Context, cfg Config) (*iot.Client, error) {
 		return nil, err
 	}
 	return iot.NewFromConfig(ac), nil
+}
+
+// ForCLI is a client for the IoT settings of a command (cliconfig.IoT, Resolve applied).
+func ForCLI(ctx context.Context, i *cliconfig.IoT) (*iot.Client, error) {
+	i.Resolve()
+	return NewIoT(ctx, Config{Endpoint: i.Endpoint, Region: i.Region, AccessKeyID: i.AccessKeyID, SecretAccessKey: i.SecretAccessKey})
 }

@@ -8,6 +8,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
@@ -52,6 +53,9 @@ func (t *Temporal) ClientOptions() (client.Options, error) {
 	return o, nil
 }
 
+// DialTimeout bounds connecting to Temporal.
+const DialTimeout = 15 * time.Second
+
 // Dial connects to Temporal.
 func (t *Temporal) Dial(ctx context.Context, log zerolog.Logger) (client.Client, error) {
 	o, err := t.ClientOptions()
@@ -59,7 +63,11 @@ func (t *Temporal) Dial(ctx context.Context, log zerolog.Logger) (client.Client,
 		return nil, err
 	}
 	o.Logger = tlog.New(log)
-	c, err := client.DialContext(ctx, o)
+	// A frontend that accepts the connection and never answers ends the dial, not the CLI's
+	// patience (the SDK bounds each later call itself).
+	dctx, cancel := context.WithTimeout(ctx, DialTimeout)
+	defer cancel()
+	c, err := client.DialContext(dctx, o)
 	if err != nil {
 		return nil, fmt.Errorf("connect to Temporal at %s (namespace %s): %w (start a local stack with 'starter dev', or set --temporal-address / TEMPORAL_ADDRESS)", o.HostPort, o.Namespace, err)
 	}
