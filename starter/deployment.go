@@ -2,16 +2,21 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
+	"github.com/aws/aws-sdk-go-v2/service/iot/types"
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
 
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/components"
+	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/temporalconf"
 	"github.com/otaflow/otaflow/workflows"
@@ -60,6 +65,7 @@ func deploymentCmd() *cobra.Command {
 		return comps, nil
 	}
 	var group string
+	var ic cliconfig.IoT
 	var comps []string
 	var interval time.Duration
 	create := &cobra.Command{
@@ -71,18 +77,32 @@ func deploymentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if group == "" {
+				return fmt.Errorf("--thing-group is required")
+			}
+			iotc, err := iotclient.ForCLI(cmd.Context(), &ic)
+			if err != nil {
+				return err
+			}
+			if _, err := iotc.DescribeThingGroup(cmd.Context(), &iot.DescribeThingGroupInput{ThingGroupName: aws.String(group)}); err != nil {
+				var nf *types.ResourceNotFoundException
+				if errors.As(err, &nf) {
+					return fmt.Errorf("thing group %s does not exist at %s: create it first (aws iot create-thing-group --thing-group-name %s) or fix --thing-group; nothing was started", group, ic.Endpoint, group)
+				}
+				return fmt.Errorf("check thing group %s: %w", group, err)
+			}
 			return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
 				if _, err := rolloutclient.StartDeployment(cmd.Context(), c, tc.TaskQueue, workflows.DeploymentRequest{
 					DeploymentID: args[0], ThingGroup: group, Components: m, SyncInterval: interval,
 				}); err != nil {
 					return err
 				}
-				fmt.Printf("deployment %s to %s started\n", args[0], group)
-				return nil
+				return emit(cmd, map[string]string{"deploymentId": args[0], "thingGroup": group, "state": "started"}, "deployment %s to %s started\n", args[0], group)
 			})
 		},
 	}
 	create.Flags().StringVar(&group, "thing-group", "", "the thing group to deploy to")
+	ic.Bind(create.Flags())
 	create.Flags().StringSliceVar(&comps, "component", nil, "NAME or NAME=VERSION (repeat); without a version the newest that fits is used")
 	create.Flags().DurationVar(&interval, "sync-interval", 30*time.Second, "how often to look for devices that joined the group")
 
@@ -99,8 +119,7 @@ func deploymentCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Printf("deployment %s is at revision %d\n", args[0], st.Revision)
-				return nil
+				return emit(cmd, st, "deployment %s is at revision %d\n", args[0], st.Revision)
 			})
 		},
 	}
@@ -114,9 +133,12 @@ func deploymentCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				text := fmt.Sprintf("deployment %s to thing group %s: revision %d, %d members, %d jobs\n  components: %s\n",
+					st.DeploymentID, st.ThingGroup, st.Revision, st.Members, st.Jobs, describeComponents(st.Components))
+				if st.LastError != "" {
+					text += "  last error: " + st.LastError + "\n"
+				}
+				return emit(cmd, st, "%s", text)
 			})
 		},
 	}
@@ -143,6 +165,9 @@ func componentCmd() *cobra.Command {
 			cat, err := components.Open(catalogPath)
 			if err != nil {
 				return err
+			}
+			if outputJSON(cmd) {
+				return json.NewEncoder(os.Stdout).Encode(cat.Recipes())
 			}
 			for _, r := range cat.Recipes() {
 				var deps []string
@@ -173,7 +198,7 @@ func componentCmd() *cobra.Command {
 			if err := cat.Add(r); err != nil {
 				return err
 			}
-			fmt.Printf("added %s %s\n", r.Name, r.Version)
+			return emit(cmd, r, "added %s %s\n", r.Name, r.Version)
 			return nil
 		},
 	}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -25,7 +27,7 @@ can run as separate processes against it. State persists in --data-dir: stop and
 and every rollout, job and device is still there.`,
 		Example: "  starter dev\n  starter dev --devices 5          # also run 5 simulated devices\n  starter dev --no-worker          # run ./worker yourself",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := cliconfig.Logger(sf.logLevel, false)
+			log, err := cliconfig.Logger(sf.logLevel, outputJSON(cmd))
 			if err != nil {
 				return err
 			}
@@ -46,6 +48,14 @@ and every rollout, job and device is still there.`,
 				worker = "not started: run `go run ./worker`"
 			}
 			tufURL := release.MetadataURL(s.JobsURL, stack.ReleaseBucket)
+			if outputJSON(cmd) {
+				json.NewEncoder(os.Stdout).Encode(map[string]any{"dataDir": sf.dataDir, "temporal": s.Temporal.FrontendAddr(), "namespace": s.Temporal.Namespace(),
+					"taskQueue": cliconfig.DefaultTaskQueue, "temporalUI": s.Temporal.UIURL(), "console": s.ConsoleURL, "mqttTLS": s.Broker.TLSURL(),
+					"mqtt": "tcp://" + s.Broker.Addr(), "ca": s.CA.CertFile(), "jobsEndpoint": s.JobsURL, "region": cliconfig.DefaultRegion,
+					"tufURL": tufURL, "devices": devices, "worker": !noWorker})
+				cliconfig.WaitForInterrupt()
+				return nil
+			}
 			fmt.Printf(`otaflow local stack is up (data in %[1]s)
 
   Temporal frontend  %[2]s   (namespace %[3]s, task queue %[4]s)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -41,6 +42,9 @@ the thing name, and the device may use only that thing's topics. This writes <th
 				if err != nil {
 					return err
 				}
+				if outputJSON(cmd) {
+					return json.NewEncoder(os.Stdout).Encode(map[string]string{"cert": cert, "key": key, "ca": caOut})
+				}
 				fmt.Fprintf(os.Stderr, "wrote %s, %s (secret) and %s for a broker at %s\n", cert, key, caOut, brokerHost)
 				return nil
 			}
@@ -53,6 +57,9 @@ the thing name, and the device may use only that thing's topics. This writes <th
 			cert, key, err := ca.IssueFiles(out, thing, false)
 			if err != nil {
 				return err
+			}
+			if outputJSON(cmd) {
+				return json.NewEncoder(os.Stdout).Encode(map[string]string{"cert": cert, "key": key, "ca": ca.CertFile()})
 			}
 			fmt.Fprintf(os.Stderr, "wrote %s and %s (secret); the broker's CA is %s\n", cert, key, ca.CertFile())
 			return nil

@@ -45,7 +45,7 @@ benchmark does. It prints "connected N" when every device is connected.`,
 					return fmt.Errorf("rates must be from 0 to 1")
 				}
 			}
-			log, err := cliconfig.Logger(logLevel, false)
+			log, err := cliconfig.Logger(logLevel, outputJSON(cmd))
 			if err != nil {
 				return err
 			}
@@ -82,7 +82,7 @@ benchmark does. It prints "connected N" when every device is connected.`,
 			if err := f.WaitConnected(wctx); err != nil {
 				return fmt.Errorf("devices did not connect to %s: %w", o.BrokerURL, err)
 			}
-			fmt.Printf("connected %d\n", devices)
+			emit(cmd, map[string]int{"connected": devices}, "connected %d\n", devices)
 			sig := make(chan os.Signal, 1)
 			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 			<-sig

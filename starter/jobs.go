@@ -128,8 +128,8 @@ func createSoftwareUpdateJobCmd() *cobra.Command {
     --amzn-client-token myClientToken1`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			rolloutID := clientToken
-			if rolloutID == "" {
+			rolloutID := rolloutclient.RolloutIDForToken(clientToken)
+			if clientToken == "" {
 				rolloutID = "update-" + time.Now().UTC().Format("20060102-150405.000")
 				rolloutID = strings.ReplaceAll(rolloutID, ".", "-")
 			}
@@ -212,12 +212,17 @@ func describeJobCmd() *cobra.Command {
 					"numberOfRemovedThings": counts.Removed, "numberOfTimedOutThings": counts.TimedOut,
 				},
 			}}
+			if !outputJSON(cmd) {
+				fmt.Printf("job %s: %s  %s\n  %s\n", aws.ToString(j.JobId), j.Status, aws.ToString(j.Description), countsLine(counts))
+				return nil
+			}
 			enc := json.NewEncoder(os.Stdout)
 			enc.SetIndent("", "    ")
 			return enc.Encode(doc)
 		},
 	}
 	ic.Bind(cmd.Flags())
+	cmd.Flags().StringP("output", "o", "json", "json (aws iot describe-job's document) or text")
 	cmd.Flags().StringVar(&jobID, "job-id", "", "the IoT job ID (IotJobId from create-software-update-job)")
 	return cmd
 }

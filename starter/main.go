@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -36,6 +37,41 @@ func refuseUnknownSubcommands(c *cobra.Command) {
 	}
 }
 
+// checkOutput makes every command refuse an --output it does not have, before it runs: `-o
+// yaml` must not print text, nor `-o json` a file named json.
+func checkOutput(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		checkOutput(sub)
+	}
+	if c.RunE == nil {
+		return
+	}
+	run := c.RunE
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if f := cmd.Flag("output"); f != nil {
+			if v := f.Value.String(); v != "text" && v != "json" {
+				return fmt.Errorf("--output %q: use text or json", v)
+			}
+		}
+		return run(cmd, args)
+	}
+}
+
+// outputJSON reports whether the command was asked for JSON (-o json).
+func outputJSON(cmd *cobra.Command) bool {
+	f := cmd.Flag("output")
+	return f != nil && f.Value.String() == "json"
+}
+
+// emit prints a command's result: v as JSON with -o json, else text.
+func emit(cmd *cobra.Command, v any, text string, args ...any) error {
+	if outputJSON(cmd) {
+		return json.NewEncoder(os.Stdout).Encode(v)
+	}
+	_, err := fmt.Printf(text, args...)
+	return err
+}
+
 func main() {
 	root := &cobra.Command{
 		Use:           "starter",
@@ -44,8 +80,10 @@ func main() {
 		SilenceErrors: true,
 	}
 	cliconfig.Command(root, "OTAFLOW_CONFIG")
+	root.PersistentFlags().StringP("output", "o", "text", "output format: text or json")
 	root.AddCommand(demoCmd(), devCmd(), jobsServiceCmd(), createSoftwareUpdateJobCmd(), describeJobCmd(), rolloutCmd(), scheduleCmd(), deploymentCmd(), componentCmd(), releaseCmd(), deviceCertCmd(), fleetCmd(), benchCmd())
 	refuseUnknownSubcommands(root)
+	checkOutput(root)
 	if err := root.ExecuteContext(context.Background()); err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {

@@ -66,8 +66,11 @@ freeze attack).`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "created %s: give %s to every agent (--trusted-root); keep %s secret, the root keys offline\n",
-				r.Dir, filepath.Join(r.Dir, "metadata", "root.json"), filepath.Join(r.Dir, "keys"))
+			root, keys := filepath.Join(r.Dir, "metadata", "root.json"), filepath.Join(r.Dir, "keys")
+			if outputJSON(cmd) {
+				return json.NewEncoder(os.Stdout).Encode(map[string]string{"repo": r.Dir, "trustedRoot": root, "keys": keys})
+			}
+			fmt.Fprintf(os.Stderr, "created %s: give %s to every agent (--trusted-root); keep %s secret, the root keys offline\n", r.Dir, root, keys)
 			return nil
 		},
 	}

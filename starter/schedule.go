@@ -10,6 +10,9 @@ import (
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
 
+	"github.com/otaflow/otaflow/activities"
+	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/temporalconf"
 	"github.com/otaflow/otaflow/workflows"
@@ -25,6 +28,7 @@ func scheduleCmd() *cobra.Command {
 		cronExpr string
 		tz       string
 		paused   bool
+		ic       cliconfig.IoT
 	)
 	create := &cobra.Command{
 		Use:   "create SCHEDULE_ID",
@@ -43,21 +47,30 @@ func scheduleCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Targets that do not resolve now would fail every night: refuse them now. An
+			// existing group that is empty today is fine (devices may join it by then).
+			iotc, err := iotclient.ForCLI(cmd.Context(), &ic)
+			if err != nil {
+				return err
+			}
+			if _, err := (&activities.Activities{IoT: iotc}).ResolveTargets(cmd.Context(), req); err != nil && !strings.Contains(err.Error(), "hold no things") {
+				return fmt.Errorf("schedule %s not created: its targets do not resolve: %s", args[0], rolloutclient.RootMessage(err))
+			}
 			return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
 				if _, err := rolloutclient.CreateSchedule(cmd.Context(), c, tc.TaskQueue, args[0], cronExpr, tz, paused, req); err != nil {
 					return err
 				}
-				fmt.Printf("schedule %s created: %q (%s)\n", args[0], cronExpr, tz)
-				return nil
+				return emit(cmd, map[string]any{"scheduleId": args[0], "cron": cronExpr, "timeZone": tz, "paused": paused},
+					"schedule %s created: %q (%s)\n", args[0], cronExpr, tz)
 			})
 		},
 	}
 	u.bind(create.Flags())
+	ic.Bind(create.Flags())
 	create.Flags().StringVar(&cronExpr, "cron", "", "when to start a rollout (five-field cron)")
 	create.Flags().StringVar(&tz, "time-zone", "UTC", "time zone of --cron")
 	create.Flags().BoolVar(&paused, "paused", false, "create the schedule paused")
 
-	var output string
 	list := &cobra.Command{
 		Use: "list", Short: "List rollout schedules and their next runs",
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -91,7 +104,7 @@ func scheduleCmd() *cobra.Command {
 					}
 					rows = append(rows, r)
 				}
-				if output == "json" {
+				if outputJSON(cmd) {
 					return json.NewEncoder(os.Stdout).Encode(rows)
 				}
 				fmt.Printf("%-30s %s\n", "SCHEDULE", "NEXT RUNS")
@@ -102,7 +115,6 @@ func scheduleCmd() *cobra.Command {
 			})
 		},
 	}
-	list.Flags().StringVarP(&output, "output", "o", "text", "text or json")
 
 	del := &cobra.Command{
 		Use: "delete SCHEDULE_ID", Short: "Delete a rollout schedule (rollouts it started keep running)", Args: cobra.ExactArgs(1),
@@ -111,8 +123,7 @@ func scheduleCmd() *cobra.Command {
 				if err := c.ScheduleClient().GetHandle(cmd.Context(), args[0]).Delete(cmd.Context()); err != nil {
 					return fmt.Errorf("delete schedule %s: %w", args[0], err)
 				}
-				fmt.Printf("schedule %s deleted\n", args[0])
-				return nil
+				return emit(cmd, map[string]string{"scheduleId": args[0], "state": "deleted"}, "schedule %s deleted\n", args[0])
 			})
 		},
 	}

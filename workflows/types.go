@@ -401,6 +401,9 @@ func (r *RolloutRequest) Validate() error {
 	return nil
 }
 
+// ValidID reports whether the request's rollout ID is one a rollout can have.
+func (r *RolloutRequest) ValidID() bool { return r.RolloutID != "" && validID(r.RolloutID) }
+
 func validID(s string) bool {
 	if len(s) > 56 {
 		return false

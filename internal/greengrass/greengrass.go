@@ -78,8 +78,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	token := r.Header.Get("X-Amzn-Client-Token")
 	if token != "" {
-		sum := sha256.Sum256([]byte(token))
-		req.RolloutID = "gg-" + hex.EncodeToString(sum[:10])
+		req.RolloutID = rolloutclient.RolloutIDForToken(token)
 	} else {
 		b := make([]byte, 10)
 		rand.Read(b)
@@ -109,7 +108,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
 	defer cancel()
 	jobID, jobArn, err := h.Starter.StartUpdate(ctx, req)
-	if errors.Is(err, rolloutclient.ErrInvalid) {
+	if errors.Is(err, rolloutclient.ErrInvalid) || errors.Is(err, rolloutclient.ErrTokenReused) {
 		writeError(w, http.StatusBadRequest, "BadRequestException", err.Error())
 		return
 	}

@@ -47,7 +47,7 @@ func Command() *cobra.Command {
 topics. With --broker it connects to an external broker (mosquitto, EMQX); without, it runs
 the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := cliconfig.Logger(logLevel, false)
+			log, err := cliconfig.Logger(logLevel, cmd.Flag("output") != nil && cmd.Flag("output").Value.String() == "json")
 			if err != nil {
 				return err
 			}

@@ -117,6 +117,9 @@ func Control(ctx context.Context, c client.Client, rolloutID, update string, arg
 	return res, nil
 }
 
+// RootMessage is an error's innermost message: what actually went wrong.
+func RootMessage(err error) string { return serverMessage(err) }
+
 // serverMessage is what the server said: the SDK wraps the server's error in its own, and the
 // innermost one names the actual problem (a validator's refusal, a finished workflow).
 func serverMessage(err error) string {

@@ -5,6 +5,9 @@ package rolloutclient
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -41,9 +44,45 @@ func Start(ctx context.Context, c client.Client, taskQueue string, req workflows
 	var started *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &started) {
 		// The rollout ran before and has ended: hand back that one rather than a second.
-		return c.GetWorkflow(ctx, id, ""), nil
+		run, err = c.GetWorkflow(ctx, id, ""), nil
 	}
-	return run, err
+	if err != nil {
+		return nil, err
+	}
+	// One rollout ID (one client token) is one update: the same request again finds the
+	// rollout it started; a different request under a used ID is refused, on every path.
+	prev, err := Request(ctx, c, id)
+	if err != nil {
+		return nil, err
+	}
+	if !sameRequest(prev, req) {
+		return nil, fmt.Errorf("%w: rollout ID (client token) %q was already used for a different request; use a new one", ErrTokenReused, req.RolloutID)
+	}
+	return run, nil
+}
+
+// ErrTokenReused is returned (wrapped) when a rollout ID or client token already started a
+// different update.
+var ErrTokenReused = errors.New("client token reused")
+
+// sameRequest compares two validated requests, ignoring what a run adds on its own.
+func sameRequest(a, b workflows.RolloutRequest) bool {
+	a.Resume, b.Resume = nil, nil
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
+
+// RolloutIDForToken is the rollout of a client token, the same on every path (the CLI's
+// --amzn-client-token, the REST API's X-Amzn-Client-Token): the token itself when it is a
+// valid rollout ID, else "t-" and a digest of it.
+func RolloutIDForToken(token string) string {
+	probe := workflows.RolloutRequest{RolloutID: token}
+	if probe.ValidID() {
+		return token
+	}
+	sum := sha256.Sum256([]byte(token))
+	return "t-" + hex.EncodeToString(sum[:12])
 }
 
 // Result waits for the rollout to end and returns its result. A rollout that failed, timed out

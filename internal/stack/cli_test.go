@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
 
 	"github.com/otaflow/otaflow/internal/stack"
 )
@@ -126,6 +127,55 @@ func TestStarterCLI(t *testing.T) {
 		return err == nil && strings.Contains(out, `"rolloutId":"cli-1"`)
 	}, 30*time.Second, 500*time.Millisecond)
 
+	// One client token, one update, on every path: the same token with other targets is
+	// refused by the CLI, and the REST API (the AWS CLI's greengrass command) answers the same
+	// request with the CLI's own job.
+	one, _ := json.Marshal(arns[:1])
+	other := slices.Clone(update)
+	other[slices.Index(other, string(targets))] = string(one)
+	_, stderr, err = run(append([]string{"create-software-update-job", "--amzn-client-token", "cli-1"}, other...)...)
+	require.Error(t, err, "a used token with other targets")
+	require.Contains(t, stderr, "already used for a different request")
+	got, stderr2, err := awsCLI(t, s.JobsURL, "greengrass", "create-software-update-job", "--update-targets-architecture", "x86_64",
+		"--update-targets", string(targets), "--update-targets-operating-system", "ubuntu", "--software-to-update", "core",
+		"--s3-url-signer-role", "arn:aws:iam::000000000000:role/signer", "--amzn-client-token", "cli-1")
+	require.NoError(t, err, string(stderr2))
+	var again struct{ IotJobId string }
+	require.NoError(t, json.Unmarshal(got, &again), string(got))
+	require.Equal(t, created.IotJobId, again.IotJobId, "the REST path found the CLI's update")
+	_, stderr2, err = awsCLI(t, s.JobsURL, "greengrass", "create-software-update-job", "--update-targets-architecture", "x86_64",
+		"--update-targets", string(one), "--update-targets-operating-system", "ubuntu", "--software-to-update", "core",
+		"--s3-url-signer-role", "arn:aws:iam::000000000000:role/signer", "--amzn-client-token", "cli-1")
+	require.Error(t, err, "the REST path refuses the token with other targets too")
+	require.Contains(t, string(stderr2), "already used")
+
+	// An output format the command does not have is refused, not ignored.
+	_, stderr, err = run("rollout", "status", "cli-1", "-o", "yaml")
+	require.Error(t, err)
+	require.Contains(t, stderr, "use text or json")
+
+	// Roll the finished rollout back: every device returns to the version it had.
+	out, stderr, err = run("rollout", "rollback", "cli-1", "--wait")
+	require.NoError(t, err, stderr)
+	require.Contains(t, out, "3 of 3 devices rolled back")
+	for _, a := range s.Agents() {
+		require.Equal(t, "1.10.2", a.InstalledVersion("core"))
+	}
+	_, stderr, err = run("rollout", "rollback", "no-such-rollout")
+	require.Error(t, err)
+	require.Contains(t, stderr, "no such rollout")
+
+	// A failing device: --wait shows progress, then names the device and its reason.
+	s.SetDeviceFaults([]string{stack.Device(2)}, nil)
+	_, stderr, err = run(append([]string{"create-software-update-job", "--amzn-client-token", "cli-2", "--wait"}, update...)...)
+	require.Error(t, err, "exit 1 unless every device updated")
+	require.Contains(t, stderr, "devices that did not update")
+	require.Regexp(t, stack.Device(2)+`\s+FAILED\s+\S`, stderr, "the failed device with its reason")
+	out, _, err = run("rollout", "status", "cli-2")
+	require.NoError(t, err)
+	require.Contains(t, out, stack.Device(2))
+	s.SetDeviceFaults(nil, nil)
+
 	// A rollout schedule: created, listed with its next runs, deleted.
 	_, stderr, err = run(append([]string{"schedule", "create", "nightly", "--cron", "0 3 * * *", "--paused"}, update...)...)
 	require.NoError(t, err, stderr)
@@ -133,6 +183,32 @@ func TestStarterCLI(t *testing.T) {
 		out, _, err := run("schedule", "list", "-o", "json")
 		return err == nil && strings.Contains(out, `"scheduleId":"nightly"`)
 	}, 30*time.Second, 500*time.Millisecond)
+	// A scheduled run is steered by the ID `rollout list` prints.
+	require.NoError(t, s.Client.ScheduleClient().GetHandle(ctx, "nightly").Trigger(ctx, client.ScheduleTriggerOptions{}))
+	var scheduled string
+	require.Eventually(t, func() bool {
+		out, _, err := run("rollout", "list", "-o", "json")
+		var rows []struct{ RolloutID string }
+		if err != nil || json.Unmarshal([]byte(out), &rows) != nil {
+			return false
+		}
+		for _, r := range rows {
+			if strings.HasPrefix(r.RolloutID, "nightly-") {
+				scheduled = r.RolloutID
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 500*time.Millisecond, "the scheduled run is listed")
+	out, stderr, err = run("rollout", "status", scheduled, "-o", "json")
+	require.NoError(t, err, "status of scheduled run %s: %s", scheduled, stderr)
+	require.Contains(t, out, `"rolloutId": "`+scheduled+`"`)
+	// Targets that do not resolve are refused when the schedule is created, not every night.
+	missing := slices.Clone(update)
+	missing[slices.Index(missing, string(targets))] = `["no-such-device"]`
+	_, stderr, err = run(append([]string{"schedule", "create", "broken", "--cron", "0 3 * * *"}, missing...)...)
+	require.Error(t, err)
+	require.Contains(t, stderr, "no-such-device")
 	out, stderr, err = run("schedule", "delete", "nightly")
 	require.NoError(t, err, stderr)
 	require.Contains(t, out, "schedule nightly deleted")
@@ -146,13 +222,16 @@ func TestStarterCLI(t *testing.T) {
 	_, stderr, err = run("deployment", "create", "fleet-sm", "--catalog", catalog, "--thing-group", "fleet", "--component", "aws.greengrass.Nucleus=9.9.9")
 	require.Error(t, err, "a version the catalog lacks is refused before anything starts")
 	require.Contains(t, stderr, "9.9.9")
+	_, stderr, err = run("deployment", "create", "nowhere-sm", "--catalog", catalog, "--thing-group", "no-such-group", "--component", streamManager)
+	require.Error(t, err, "a deployment to a missing group is refused")
+	require.Contains(t, stderr, "thing group no-such-group does not exist")
 	_, stderr, err = run("deployment", "create", "fleet-sm", "--catalog", catalog, "--thing-group", "fleet", "--component", streamManager)
 	require.NoError(t, err, stderr)
 	out, stderr, err = run("deployment", "revise", "fleet-sm", "--catalog", catalog, "--component", streamManager, "--component", "aws.greengrass.Nucleus=2.1.0")
 	require.NoError(t, err, stderr)
 	require.Contains(t, out, "revision 2")
 	require.Eventually(t, func() bool {
-		out, _, err := run("deployment", "status", "fleet-sm", "--catalog", catalog)
+		out, _, err := run("deployment", "status", "fleet-sm", "--catalog", catalog, "-o", "json")
 		var st struct {
 			Revision, Members int
 		}
