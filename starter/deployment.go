@@ -199,7 +199,6 @@ func componentCmd() *cobra.Command {
 				return err
 			}
 			return emit(cmd, r, "added %s %s\n", r.Name, r.Version)
-			return nil
 		},
 	}
 	cmd.AddCommand(list, add)
