@@ -14,12 +14,15 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
 
 	"github.com/otaflow/otaflow/internal/broker"
 	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/console"
 	"github.com/otaflow/otaflow/internal/greengrass"
+	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/jobs"
 	"github.com/otaflow/otaflow/internal/pki"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
@@ -38,6 +41,7 @@ func Command() *cobra.Command {
 		plainDevices, noQuotas               bool
 		postgresURL, artifactDir, clientID   string
 		shareGroup                           string
+		consolePassword, temporalUI          string
 		tc                                   temporalconf.Temporal
 	)
 	cmd := &cobra.Command{
@@ -67,7 +71,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 			cliconfig.Describe(log, "jobs service", tc.Settings(), map[string]string{
 				"dataDir": dataDir, "addr": addr, "broker": brokerURL, "mqttAddr": mqttAddr, "mqttUser": mqttUser,
 				"mqttPassword": mqttPassword, "region": region, "accessKeyId": accessKey, "secretAccessKey": secretKey, "publicURL": publicURL,
-				"postgres": redactURL(postgresURL), "artifactDir": artifactDir,
+				"postgres": redactURL(postgresURL), "artifactDir": artifactDir, "consolePassword": consolePassword,
 			})
 			if publicURL == "" {
 				log.Warn().Msg("--public-url is not set: presigned artifact URLs name the listen address, which devices on other machines cannot reach; set it to the address devices use (OTAFLOW_PUBLIC_URL)")
@@ -134,11 +138,26 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 				publicURL = "http://" + ln.Addr().String()
 			}
 			svc.SetBaseURL(publicURL)
-			srv := &http.Server{
-				Handler: svc.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: accessKey, SecretAccessKey: secretKey}, Region: region},
-					jobs.Route{Pattern: "POST /greengrass/updates", Handler: gg}),
-				ReadHeaderTimeout: 10 * time.Second,
+			top := http.NewServeMux()
+			top.Handle("/", svc.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: accessKey, SecretAccessKey: secretKey}, Region: region},
+				jobs.Route{Pattern: "POST /greengrass/updates", Handler: gg}))
+			if consolePassword == "" {
+				log.Info().Msg("fleet console off: set --console-password (OTAFLOW_CONSOLE_PASSWORD) to serve it at /console/")
+			} else {
+				// The console reads this very service (over loopback, signed like any client)
+				// and steers rollouts through Temporal.
+				self := "http://" + ln.Addr().String()
+				iotc, err := iotclient.NewIoT(cmd.Context(), iotclient.Config{Endpoint: self, Region: region, AccessKeyID: accessKey, SecretAccessKey: secretKey})
+				if err != nil {
+					return err
+				}
+				con := console.New(console.Options{Temporal: c, TaskQueue: tc.TaskQueue, IoT: iotc, TemporalUI: temporalUI, Namespace: tc.Namespace,
+					Password: consolePassword, Logger: log,
+					Shadows: &console.ShadowReader{Endpoint: self, Region: region, Credentials: credentials.NewStaticCredentialsProvider(accessKey, secretKey, "")}})
+				top.Handle("/console/", con.Handler("/console/"))
+				log.Info().Str("url", publicURL+"/console/").Msg("fleet console served (password required)")
 			}
+			srv := &http.Server{Handler: top, ReadHeaderTimeout: 10 * time.Second}
 			go srv.Serve(ln)
 			log.Info().Str("url", "http://"+ln.Addr().String()).Str("broker", brokerURL).Msg("jobs service ready")
 			cliconfig.WaitForInterrupt()
@@ -167,6 +186,8 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 	f.StringVar(&accessKey, "access-key-id", "", "the access key clients sign with (required)")
 	f.StringVar(&secretKey, "secret-access-key", "", "its secret (required)")
 	f.StringVar(&logLevel, "log-level", "info", "log level")
+	f.StringVar(&consolePassword, "console-password", "", "serve the fleet console at /console/, behind this password (HTTP basic auth; empty: no console)")
+	f.StringVar(&temporalUI, "temporal-ui-url", "", "the Temporal web UI's URL, for the console's links to rollout histories")
 	f.StringVar(&publicURL, "public-url", "", "the address devices reach this service at, for presigned artifact URLs (default: the listen address)")
 	for flag, env := range map[string]string{"data-dir": "OTAFLOW_DATA_DIR", "jobs-addr": "OTAFLOW_JOBS_ADDR", "broker": "OTAFLOW_BROKER",
 		"mqtt-addr": "OTAFLOW_MQTT_ADDR", "mqtt-user": "OTAFLOW_MQTT_USER", "mqtt-password": "OTAFLOW_MQTT_PASSWORD", "region": "AWS_REGION",
@@ -174,7 +195,8 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 		"log-level": "OTAFLOW_LOG_LEVEL", "public-url": "OTAFLOW_PUBLIC_URL", "mqtt-tls-addr": "OTAFLOW_MQTT_TLS_ADDR",
 		"mqtt-tls-cert": "OTAFLOW_MQTT_TLS_CERT", "mqtt-tls-key": "OTAFLOW_MQTT_TLS_KEY", "mqtt-tls-ca": "OTAFLOW_MQTT_TLS_CA",
 		"postgres-url": "OTAFLOW_POSTGRES_URL", "artifact-dir": "OTAFLOW_ARTIFACT_DIR", "mqtt-client-id": "OTAFLOW_MQTT_CLIENT_ID",
-		"shared-subscription-group": "OTAFLOW_SHARED_SUBSCRIPTION_GROUP"} {
+		"shared-subscription-group": "OTAFLOW_SHARED_SUBSCRIPTION_GROUP", "console-password": "OTAFLOW_CONSOLE_PASSWORD",
+		"temporal-ui-url": "OTAFLOW_TEMPORAL_UI_URL"} {
 		cliconfig.Env(f, flag, env)
 	}
 	tc.Bind(f)

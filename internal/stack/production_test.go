@@ -3,7 +3,9 @@ package stack_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -135,6 +137,7 @@ func TestProductionShape(t *testing.T) {
 	broker := mqtttest.Mosquitto(t)
 	jobsDB, artifacts := pgtest.DB(t), t.TempDir()
 	const secret = "production-shape-secret-key"
+	const consolePassword = "production-console-password"
 	replicas := make([]*replica, 2)
 	for i := range replicas {
 		addr := freeAddr(t)
@@ -142,7 +145,8 @@ func TestProductionShape(t *testing.T) {
 			args: []string{"--postgres-url", jobsDB, "--artifact-dir", artifacts, "--broker", broker.URL, "--jobs-addr", addr,
 				"--public-url", "http://" + addr, "--temporal-address", temporal.FrontendAddr(), "--log-level", "info"},
 			env: []string{"OTAFLOW_MQTT_USER=" + mqtttest.ServiceUser, "OTAFLOW_MQTT_PASSWORD=" + mqtttest.ServicePassword,
-				"OTAFLOW_ACCESS_KEY_ID=" + cliconfig.DefaultAccessKeyID, "OTAFLOW_SECRET_ACCESS_KEY=" + secret}}
+				"OTAFLOW_ACCESS_KEY_ID=" + cliconfig.DefaultAccessKeyID, "OTAFLOW_SECRET_ACCESS_KEY=" + secret,
+				"OTAFLOW_CONSOLE_PASSWORD=" + consolePassword}}
 		replicas[i].start()
 		defer replicas[i].kill()
 		r := replicas[i]
@@ -161,6 +165,7 @@ func TestProductionShape(t *testing.T) {
 		require.Contains(t, r.logs.String(), `"level":"info"`, "%s logs JSON when not on a terminal", r.name)
 		require.NotContains(t, r.logs.String(), "\x1b[", "no colour codes in %s's logs", r.name)
 		require.NotContains(t, r.logs.String(), secret, "no secret in %s's logs", r.name)
+		require.NotContains(t, r.logs.String(), consolePassword, "no console password in %s's logs", r.name)
 	}
 
 	const n = 150
@@ -230,4 +235,28 @@ func TestProductionShape(t *testing.T) {
 	require.Equal(t, workflows.StateSucceeded, res.State, res.Message)
 	require.Len(t, res.Waves, 3)
 	counter.requireExactlyOnce(t, n, &res, func(th string) string { return f.InstalledVersion(th, "core") })
+
+	// The console each replica serves: behind its password, with every device's inventory
+	// (written by the agents through mosquitto's ACL into the shared database).
+	resp, err := http.Get(replicas[0].URL + "/console/api/overview")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "the console needs its password")
+	var overview struct {
+		Versions map[string]map[string]int
+		Rollouts []struct{ RolloutID, State string }
+	}
+	require.Eventually(t, func() bool {
+		req, _ := http.NewRequest(http.MethodGet, replicas[1].URL+"/console/api/overview", nil)
+		req.SetBasicAuth("operator", consolePassword)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&overview) == nil && overview.Versions["core"][res.Version] == n
+	}, 30*time.Second, 200*time.Millisecond, "the console shows all %d devices on %s: %+v", n, res.Version, lazyString(func() string { return fmt.Sprint(overview.Versions) }))
+	require.NotEmpty(t, overview.Rollouts)
+	require.Equal(t, "production-shape", overview.Rollouts[0].RolloutID)
+	require.Equal(t, workflows.StateSucceeded, overview.Rollouts[0].State)
 }

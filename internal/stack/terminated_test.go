@@ -46,3 +46,32 @@ func TestTerminatedRolloutIsCleanedUp(t *testing.T) {
 		return err == nil && len(rows) > 0 && rows[0].RolloutID == "terminated-1" && rows[0].State == "TERMINATED"
 	}, 30*time.Second, 200*time.Millisecond, "the listing says TERMINATED")
 }
+
+// TestCancelAnswersOnceTheJobIsCanceled: when `rollout cancel` returns, the job is already
+// canceled (no device can start the update any more) and the rollout says so; it does not
+// stay RUNNING while the wave's poll notices.
+func TestCancelAnswersOnceTheJobIsCanceled(t *testing.T) {
+	ctx := context.Background()
+	s, err := stack.Start(ctx, stack.Options{DataDir: t.TempDir(), InMemoryTemporal: true, UIPort: -1, Logger: testLogger()})
+	require.NoError(t, err)
+	defer s.Close()
+	arns, err := s.StartDevices(ctx, 3, "1.10.2", time.Minute)
+	require.NoError(t, err)
+	_, err = rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, request("cancel-1", arns))
+	require.NoError(t, err)
+	res, err := rolloutclient.WaitForJob(ctx, s.Client, "cancel-1", workflows.TaskQueue, time.Minute)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { // the wave's poll is under way
+		st, err := rolloutclient.Status(ctx, s.Client, "cancel-1")
+		return err == nil && st.State == workflows.StateRunning && st.CurrentWave == 1
+	}, 30*time.Second, 50*time.Millisecond)
+
+	after, err := rolloutclient.Control(ctx, s.Client, "cancel-1", workflows.UpdateCancel, workflows.CancelRequest{Reason: "bad build"})
+	require.NoError(t, err)
+	require.Contains(t, []string{workflows.StateCanceling, workflows.StateCanceled}, after.State, "the cancel's answer says the rollout is ending")
+	d, err := s.IoT.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(res.JobID)})
+	require.NoError(t, err)
+	require.Equal(t, types.JobStatusCanceled, d.Job.Status, "the job is canceled when cancel returns")
+	_, err = rolloutclient.Control(ctx, s.Client, "cancel-1", workflows.UpdatePause)
+	require.Error(t, err, "a canceling rollout cannot be paused")
+}
