@@ -50,6 +50,9 @@ type Activities struct {
 	IoT IoT
 	// Catalog holds component recipes for deployments.
 	Catalog *components.Catalog
+	// ReleaseMetadataURL is where a bucket's TUF metadata is read from (for rollouts of "the
+	// newest published release"); nil: such rollouts are refused.
+	ReleaseMetadataURL func(bucket string) string
 }
 
 // Register registers every activity under its API name.
@@ -64,6 +67,7 @@ func (a *Activities) Register(w worker.ActivityRegistry) {
 	w.RegisterActivityWithOptions(a.MaintenanceWindow, activity.RegisterOptions{Name: workflows.ActivityWindow})
 	w.RegisterActivityWithOptions(a.SyncDeployment, activity.RegisterOptions{Name: workflows.ActivitySyncDeployment})
 	w.RegisterActivityWithOptions(a.FailedDevices, activity.RegisterOptions{Name: workflows.ActivityFailedDevices})
+	w.RegisterActivityWithOptions(a.LatestRelease, activity.RegisterOptions{Name: workflows.ActivityLatestRelease})
 }
 
 // ResolveTargets checks that every target exists and returns the things' ARNs, thing groups

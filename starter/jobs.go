@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -50,6 +51,7 @@ type updateFlags struct {
 	windowCron, windowTZ      string
 	windowDuration            time.Duration
 	releaseFile               string
+	releaseBucket             string
 }
 
 func (u *updateFlags) bind(f *pflag.FlagSet) {
@@ -59,7 +61,8 @@ func (u *updateFlags) bind(f *pflag.FlagSet) {
 	f.StringVar(&u.sw, "software-to-update", "", "core or ota_agent")
 	f.StringVar(&u.signer, "s3-url-signer-role", "", "ARN of the IAM role that presigns artifact URLs")
 	f.StringVar(&u.logLevel, "update-agent-log-level", "ERROR", "agent log level during the update: NONE, TRACE, DEBUG, VERBOSE, INFO, WARN, ERROR or FATAL")
-	f.StringVar(&u.version, "software-version", "", "version to install (default: the --release file's, else 1.11.6)")
+	f.StringVar(&u.version, "software-version", "", `version to install (default: the --release file's, else 1.11.6); "latest": the newest release published to --release-bucket when the rollout starts (a schedule's every run)`)
+	f.StringVar(&u.releaseBucket, "release-bucket", "otaflow-releases", "the bucket releases are published to (starter release publish --bucket), for --software-version latest")
 	f.StringVar(&u.releaseFile, "release", "", "release file from `starter release publish`: devices verify it through TUF and install it (its health check and restart policy are signed with it)")
 	u.rf.bind(f, 30*time.Minute)
 	f.StringVar(&u.windowCron, "window-cron", "", `maintenance windows: waves start only inside them (five-field cron, e.g. "0 2 * * *")`)
@@ -78,7 +81,12 @@ func (u *updateFlags) request(rolloutID string) (workflows.RolloutRequest, error
 		SoftwareToUpdate: u.sw, Version: u.version, S3URLSignerRole: u.signer, UpdateAgentLogLevel: u.logLevel,
 	}
 	u.rf.apply(&req)
-	if u.releaseFile != "" {
+	if u.version == "latest" {
+		if u.releaseFile != "" {
+			return req, fmt.Errorf("--software-version latest and --release exclude each other: the newest release brings its own artifact")
+		}
+		req.Version, req.LatestReleaseBucket = "", u.releaseBucket
+	} else if u.releaseFile != "" {
 		rel, err := readRelease(u.releaseFile)
 		if err != nil {
 			return req, err
@@ -94,7 +102,7 @@ func (u *updateFlags) request(rolloutID string) (workflows.RolloutRequest, error
 		}
 		req.Artifact = rel.Artifact
 	}
-	if req.Version == "" {
+	if req.Version == "" && req.LatestReleaseBucket == "" {
 		req.Version = "1.11.6"
 	}
 	if u.windowCron != "" {
@@ -157,7 +165,7 @@ func createSoftwareUpdateJobCmd() *cobra.Command {
 				} else {
 					enc := json.NewEncoder(os.Stdout)
 					enc.SetIndent("", "    ")
-					enc.Encode(map[string]string{"IotJobId": res.JobID, "IotJobArn": res.JobArn, "PlatformSoftwareVersion": req.Version})
+					enc.Encode(map[string]string{"IotJobId": res.JobID, "IotJobArn": res.JobArn, "PlatformSoftwareVersion": cmp.Or(res.Version, req.Version)})
 				}
 				if wait {
 					return waitForRollout(ctx, c, &ic, run, rolloutID, res.Devices)

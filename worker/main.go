@@ -25,6 +25,7 @@ func main() {
 		ic       cliconfig.IoT
 		logLevel string
 		catalog  string
+		metaURL  string
 	)
 	cmd := &cobra.Command{
 		Use:           "worker",
@@ -56,13 +57,16 @@ func main() {
 			if err != nil {
 				return err
 			}
-			return rolloutworker.Run(ctx, c, tc.Namespace, tc.TaskQueue, &activities.Activities{IoT: iotc, Catalog: cat}, log)
+			acts := &activities.Activities{IoT: iotc, Catalog: cat, ReleaseMetadataURL: activities.MetadataURLs(metaURL, ic.Endpoint)}
+			return rolloutworker.Run(ctx, c, tc.Namespace, tc.TaskQueue, acts, log)
 		},
 	}
 	tc.Bind(cmd.Flags())
 	ic.Bind(cmd.Flags())
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	cmd.Flags().StringVar(&catalog, "catalog", ".otaflow/components.json", "component catalog for deployments (created with the AWS defaults if missing)")
+	cmd.Flags().StringVar(&metaURL, "release-metadata-url", "", `where a bucket's TUF metadata is read, for rollouts of the newest published release; "{bucket}" is replaced (default: the local jobs service's /tuf/{bucket}/; with AWS e.g. https://{bucket}.s3.amazonaws.com/tuf/)`)
+	cliconfig.Env(cmd.Flags(), "release-metadata-url", "OTAFLOW_RELEASE_METADATA_URL")
 	cliconfig.Env(cmd.Flags(), "log-level", "OTAFLOW_LOG_LEVEL")
 	cliconfig.Env(cmd.Flags(), "catalog", "OTAFLOW_CATALOG")
 	cliconfig.Command(cmd, "OTAFLOW_WORKER_CONFIG")

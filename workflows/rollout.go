@@ -20,6 +20,7 @@ const (
 	ActivityRollback       = "CreateRollbackJobs"
 	ActivityWindow         = "MaintenanceWindow"
 	ActivityFailedDevices  = "FailedDevices"
+	ActivityLatestRelease  = "LatestRelease"
 )
 
 // Query and update names.
@@ -241,6 +242,17 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 	})
 
 	r.live = workflow.GetVersion(ctx, "operator-view", workflow.DefaultVersion, versionOperatorView) == versionOperatorView
+	if r.req.Version == "" && r.req.LatestReleaseBucket != "" {
+		// "The newest published release": which one is decided now, once, and kept.
+		var latest LatestReleaseResult
+		if err := workflow.ExecuteActivity(short, ActivityLatestRelease, LatestReleaseInput{Software: r.req.SoftwareToUpdate, Bucket: r.req.LatestReleaseBucket}).Get(ctx, &latest); err != nil {
+			r.setState(ctx, StateInvalid, "the newest published release could not be found: "+rootMessage(err))
+			return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrInvalidRequest, err, r.res)
+		}
+		r.req.Version, r.req.Artifact = latest.Version, &Artifact{URL: latest.ArtifactURL}
+		r.res.Version = latest.Version
+		workflow.GetLogger(ctx).Info("rolling out the newest published release", "version", latest.Version, "bucket", r.req.LatestReleaseBucket)
+	}
 	r.deadline = workflow.Now(ctx).Add(r.req.Timeout)
 	frozen := workflow.GetVersion(ctx, "frozen-targets", workflow.DefaultVersion, versionFrozenTargets) == versionFrozenTargets
 	resumed := r.req.Resume != nil

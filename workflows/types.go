@@ -60,8 +60,12 @@ type RolloutRequest struct {
 	OperatingSystem string `json:"operatingSystem"`
 	// SoftwareToUpdate is "core" or "ota_agent".
 	SoftwareToUpdate string `json:"softwareToUpdate"`
-	// Version to install.
+	// Version to install. Empty with LatestReleaseBucket: the newest release published there
+	// when the rollout starts (what a schedule wants: every run the latest).
 	Version string `json:"version"`
+	// LatestReleaseBucket, with no Version, makes the rollout install the newest release of
+	// SoftwareToUpdate published (signed as a TUF target) to this bucket when it starts.
+	LatestReleaseBucket string `json:"latestReleaseBucket,omitempty"`
 	// S3URLSignerRole is the role ARN that signs artifact URLs (required, as in the seed).
 	S3URLSignerRole string `json:"s3UrlSignerRole"`
 	// UpdateAgentLogLevel is the agent's log level during the update; default ERROR.
@@ -324,8 +328,12 @@ func (r *RolloutRequest) Validate() error {
 	if !slices.Contains(softwares, r.SoftwareToUpdate) {
 		add("software to update %q is invalid: use core or ota_agent", r.SoftwareToUpdate)
 	}
-	if r.Version == "" {
-		add("no version to install")
+	if r.Version == "" && r.LatestReleaseBucket == "" {
+		add("no version to install: give one, or roll out the newest published release (latest)")
+	} else if r.Version == "" {
+		if r.Artifact != nil {
+			add("an artifact needs its version: the newest published release brings its own artifact")
+		}
 	} else if err := jobdoc.ValidVersion(r.Version); err != nil {
 		add("%v", err)
 	}
@@ -587,6 +595,16 @@ type (
 		PollInterval time.Duration `json:"pollInterval"`
 		// Abort, when set, ends the wait early once the counts cross it.
 		Abort *AbortCriteria `json:"abort,omitempty"`
+	}
+	// LatestReleaseInput asks for the newest release of Software published to Bucket.
+	LatestReleaseInput struct {
+		Software string `json:"software"`
+		Bucket   string `json:"bucket"`
+	}
+	// LatestReleaseResult is that release: its version and where devices download it.
+	LatestReleaseResult struct {
+		Version     string `json:"version"`
+		ArtifactURL string `json:"artifactUrl"`
 	}
 	// CancelJobInput cancels a job, force-canceling executions in progress.
 	CancelJobInput struct {

@@ -449,3 +449,31 @@ func TestContinueAsNewCarriesTheRolloutOn(t *testing.T) {
 	require.Equal(t, workflows.Counts{Succeeded: 4}, res.Counts)
 	require.Equal(t, []string{"otaflow-r1-w1", "otaflow-r1-w2"}, f2.released, "the groups go when the rollout ends")
 }
+
+// A rollout of "the newest published release" decides the version once, when it starts, and
+// every wave installs that one with its artifact.
+func TestLatestReleaseIsDecidedAtStart(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	f := &fleet{devices: 4, outcome: allSucceed}
+	f.register(env)
+	asked := 0
+	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.LatestReleaseInput) (*workflows.LatestReleaseResult, error) {
+		asked++
+		require.Equal(t, workflows.LatestReleaseInput{Software: "core", Bucket: "fleet-releases"}, in)
+		return &workflows.LatestReleaseResult{Version: "2.3.0", ArtifactURL: "s3://fleet-releases/core/2.3.0.tar.gz"}, nil
+	}, activity.RegisterOptions{Name: workflows.ActivityLatestRelease})
+	req := waveRequest()
+	req.Version, req.LatestReleaseBucket = "", "fleet-releases"
+	env.ExecuteWorkflow(workflows.Rollout, req)
+	require.NoError(t, env.GetWorkflowError())
+	var res workflows.RolloutResult
+	require.NoError(t, env.GetWorkflowResult(&res))
+	require.Equal(t, "2.3.0", res.Version)
+	require.Equal(t, 1, asked)
+	require.Len(t, f.created, 3)
+	for _, c := range f.created {
+		require.Equal(t, "2.3.0", c.Request.Version)
+		require.Equal(t, "s3://fleet-releases/core/2.3.0.tar.gz", c.Request.Artifact.URL)
+	}
+}

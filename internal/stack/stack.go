@@ -251,7 +251,7 @@ func (s *Stack) StartWorker() error {
 	if err := rolloutworker.EnsureSearchAttributes(context.Background(), s.Client, s.Temporal.Namespace()); err != nil {
 		return err
 	}
-	acts := &activities.Activities{IoT: s.IoT, Catalog: s.Catalog}
+	acts := &activities.Activities{IoT: s.IoT, Catalog: s.Catalog, ReleaseMetadataURL: activities.MetadataURLs("", s.JobsURL)}
 	w := rolloutworker.New(s.Client, workflows.TaskQueue, acts)
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start rollout worker: %w", err)

@@ -1,0 +1,87 @@
+package activities
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/Masterminds/semver/v3"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/otaflow/otaflow/internal/release"
+	"github.com/otaflow/otaflow/workflows"
+)
+
+// LatestRelease finds the newest release of a software published to a bucket: the highest
+// version among the TUF targets "SOFTWARE/VERSION.tar.gz" in the bucket's targets metadata.
+// The worker only picks the version here; every device still verifies the release it is sent
+// against its own trusted root, so a forged targets.json cannot get anything installed.
+func (a *Activities) LatestRelease(ctx context.Context, in workflows.LatestReleaseInput) (*workflows.LatestReleaseResult, error) {
+	if a.ReleaseMetadataURL == nil {
+		return nil, temporal.NewNonRetryableApplicationError("this worker cannot read published releases: start it with --release-metadata-url (the jobs service's does by default)", workflows.ErrInvalidRequest, nil)
+	}
+	base := a.ReleaseMetadataURL(in.Bucket)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/targets.json", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("read the releases published to %s: %w", base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("no release was ever published to bucket %s (%s): publish one with `starter release publish --bucket %s`", in.Bucket, base, in.Bucket), workflows.ErrInvalidRequest, nil)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("read the releases published to %s: %s", base, resp.Status)
+	}
+	var meta struct {
+		Signed struct {
+			Targets map[string]json.RawMessage `json:"targets"`
+		} `json:"signed"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 32<<20)).Decode(&meta); err != nil {
+		return nil, fmt.Errorf("read %s/targets.json: %w", base, err)
+	}
+	var best *semver.Version
+	for name := range meta.Signed.Targets {
+		v, ok := strings.CutPrefix(name, in.Software+"/")
+		if !ok {
+			continue
+		}
+		v, ok = strings.CutSuffix(v, ".tar.gz")
+		if !ok {
+			continue
+		}
+		sv, err := semver.StrictNewVersion(v)
+		if err != nil {
+			continue
+		}
+		if best == nil || sv.GreaterThan(best) {
+			best = sv
+		}
+	}
+	if best == nil {
+		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("bucket %s has no published release of %s: publish one with `starter release publish --software %s --bucket %s`", in.Bucket, in.Software, in.Software, in.Bucket), workflows.ErrInvalidRequest, nil)
+	}
+	v := best.Original()
+	return &workflows.LatestReleaseResult{Version: v, ArtifactURL: release.S3URL(in.Bucket, in.Software, v)}, nil
+}
+
+// MetadataURLs turns a --release-metadata-url template ("{bucket}" replaced) into
+// Activities.ReleaseMetadataURL; an empty template means the local jobs service at
+// jobsEndpoint (none when that is AWS, whose buckets have no such service).
+func MetadataURLs(template, jobsEndpoint string) func(bucket string) string {
+	switch {
+	case template != "":
+		return func(bucket string) string { return strings.ReplaceAll(template, "{bucket}", bucket) }
+	case jobsEndpoint != "":
+		return func(bucket string) string { return release.MetadataURL(jobsEndpoint, bucket) }
+	}
+	return nil
+}
