@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -66,11 +65,14 @@ func TestServiceOnPostgres(t *testing.T) {
 	}
 }
 
+// serve serves svc's REST API on loopback; when the test ends, every answer it gave is checked
+// against the AWS IoT service model (servicemodel_test.go).
 func serve(t *testing.T, svc *jobs.Service) string {
 	t.Helper()
-	srv := httptest.NewServer(svc.HTTPHandler(&jobs.SigV4Verifier{Creds: testCreds, Region: "us-east-1"}))
-	t.Cleanup(srv.Close)
-	return srv.URL
+	url, rec := serveRecorded(t, svc)
+	model := loadIoTModel(t)
+	t.Cleanup(func() { rec.checkAgainstModel(t, model) })
+	return url
 }
 
 func iotClient(url string, creds jobs.Credentials) *iot.Client {

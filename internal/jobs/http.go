@@ -3,8 +3,10 @@ package jobs
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -76,6 +78,14 @@ func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler 
 	mux.HandleFunc("GET /things/{thingName}/jobs", s.handleListJobExecutionsForThing)
 	mux.HandleFunc("PUT /things/{thingName}/jobs/{jobId}/cancel", s.handleCancelJobExecution)
 	mux.HandleFunc("GET /things", s.handleListThings)
+	mux.HandleFunc("PATCH /things/{thingName}", s.handleUpdateThing)
+	mux.HandleFunc("GET /endpoint", s.handleDescribeEndpoint)
+	mux.HandleFunc("GET /things/{thingName}/thing-groups", s.handleListThingGroupsForThing)
+	mux.HandleFunc("GET /thing-groups", s.handleListThingGroups)
+	mux.HandleFunc("PUT /thing-groups/updateThingGroupsForThing", s.handleUpdateThingGroupsForThing)
+	mux.HandleFunc("GET /jobs/{jobId}/job-document", s.handleGetJobDocument)
+	mux.HandleFunc("DELETE /things/{thingName}/jobs/{jobId}/executionNumber/{executionNumber}", s.handleDeleteJobExecution)
+	mux.HandleFunc("PATCH /jobs/{jobId}", s.handleUpdateJob)
 	mux.HandleFunc("GET /things/{thingName}/shadow", s.handleGetThingShadow)
 	mux.HandleFunc("POST /things/{thingName}/shadow", s.handleUpdateThingShadow)
 	mux.HandleFunc("DELETE /things/{thingName}", s.handleDeleteThing)
@@ -93,7 +103,11 @@ func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler 
 	mux.HandleFunc("GET /thing-groups/{thingGroupName}/things", s.handleListThingsInThingGroup)
 	mux.HandleFunc("PUT /artifacts/{bucket}/{key...}", s.handleArtifactUpload)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, errorf(CodeInvalidRequest, "%s %s is not an operation this jobs service serves", r.Method, r.URL.Path))
+		// As AWS answers a request for no operation it has (README lists what is served).
+		w.Header().Set("X-Amzn-Errortype", "UnknownOperationException")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		json.NewEncoder(w).Encode(map[string]string{"message": fmt.Sprintf("Unknown operation: %s %s is not an operation this jobs service serves (README lists them)", r.Method, r.URL.Path)})
 	})
 	// Artifact downloads carry their own signature (a presigned URL), not SigV4.
 	outer := http.NewServeMux()
@@ -181,6 +195,29 @@ func writeError(w http.ResponseWriter, err error) {
 	json.NewEncoder(w).Encode(map[string]string{"message": e.Message})
 }
 
+// executionStatuses are the JobExecutionStatus values a filter may name.
+var executionStatuses = []string{"QUEUED", "IN_PROGRESS", "SUCCEEDED", "FAILED", "TIMED_OUT", "REJECTED", "REMOVED", "CANCELED"}
+
+// oneOf refuses a filter value outside AWS's enum (AWS answers InvalidRequestException, not an
+// empty list a script would take for "none").
+func oneOf(name, v string, allowed ...string) error {
+	if v == "" || slices.Contains(allowed, v) {
+		return nil
+	}
+	return errorf(CodeInvalidRequest, "%s %q: use one of %s", name, v, strings.Join(allowed, ", "))
+}
+
+// onlyQuery refuses query parameters a handler does not act on: a filter silently ignored
+// returns everything, and a script that picks targets by it would update the whole fleet.
+func onlyQuery(r *http.Request, known ...string) error {
+	for k := range r.URL.Query() {
+		if !slices.Contains(known, k) {
+			return errorf(CodeInvalidRequest, "query parameter %q is not supported by this jobs service", k)
+		}
+	}
+	return nil
+}
+
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(v)
@@ -211,8 +248,22 @@ func (s *Service) handleCreateThing(w http.ResponseWriter, r *http.Request) {
 		AttributePayload struct {
 			Attributes map[string]string `json:"attributes"`
 		} `json:"attributePayload"`
+		ThingTypeName    string `json:"thingTypeName"`
+		BillingGroupName string `json:"billingGroupName"`
 	}
 	if err := readJSON(r, &in); err != nil {
+		writeError(w, err)
+		return
+	}
+	if in.ThingTypeName != "" {
+		writeError(w, errorf(CodeResourceNotFound, "thing type %s does not exist (this jobs service keeps no thing types)", in.ThingTypeName))
+		return
+	}
+	if in.BillingGroupName != "" {
+		writeError(w, errorf(CodeResourceNotFound, "billing group %s does not exist (this jobs service keeps no billing groups)", in.BillingGroupName))
+		return
+	}
+	if err := checkAttributes(in.AttributePayload.Attributes); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -393,7 +444,15 @@ func (s *Service) handleListJobExecutionsForJob(w http.ResponseWriter, r *http.R
 		writeError(w, err)
 		return
 	}
-	status := ExecutionStatus(strings.ToUpper(q.Get("status")))
+	if err := onlyQuery(r, "status", "maxResults", "nextToken"); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := oneOf("status", q.Get("status"), executionStatuses...); err != nil {
+		writeError(w, err)
+		return
+	}
+	status := ExecutionStatus(q.Get("status"))
 	execs, next, err := s.ListJobExecutionsForJob(r.PathValue("jobId"), status, max, q.Get("nextToken"))
 	if err != nil {
 		writeError(w, err)
@@ -423,13 +482,24 @@ func (s *Service) handleListJobExecutionsForThing(w http.ResponseWriter, r *http
 		return
 	}
 	q := r.URL.Query()
-	execs, next, err := s.ListJobExecutionsForThing(r.PathValue("thingName"), ExecutionStatus(strings.ToUpper(q.Get("status"))), max, q.Get("nextToken"))
+	if err := onlyQuery(r, "status", "maxResults", "nextToken", "jobId"); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := oneOf("status", q.Get("status"), executionStatuses...); err != nil {
+		writeError(w, err)
+		return
+	}
+	execs, next, err := s.ListJobExecutionsForThing(r.PathValue("thingName"), ExecutionStatus(q.Get("status")), max, q.Get("nextToken"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	summaries := make([]map[string]any, 0, len(execs))
 	for _, e := range execs {
+		if id := q.Get("jobId"); id != "" && e.JobID != id {
+			continue
+		}
 		summaries = append(summaries, map[string]any{"jobId": e.JobID, "jobExecutionSummary": execSummary(e)})
 	}
 	writeJSON(w, page(map[string]any{"executionSummaries": summaries}, next))
@@ -442,7 +512,32 @@ func (s *Service) handleListJobs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	jobs, next, err := s.ListJobs(JobStatus(q.Get("status")), q.Get("targetSelection"), q.Get("thingGroupName"), max, q.Get("nextToken"))
+	if err := onlyQuery(r, "status", "targetSelection", "maxResults", "nextToken", "thingGroupName", "thingGroupId"); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := oneOf("status", q.Get("status"), "IN_PROGRESS", "CANCELED", "COMPLETED", "DELETION_IN_PROGRESS", "SCHEDULED"); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := oneOf("targetSelection", q.Get("targetSelection"), "CONTINUOUS", "SNAPSHOT"); err != nil {
+		writeError(w, err)
+		return
+	}
+	group := q.Get("thingGroupName")
+	if id := q.Get("thingGroupId"); id != "" {
+		name, err := s.groupNameByID(id)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if group != "" && group != name {
+			writeJSON(w, map[string]any{"jobs": []any{}})
+			return
+		}
+		group = name
+	}
+	jobs, next, err := s.ListJobs(JobStatus(q.Get("status")), q.Get("targetSelection"), group, max, q.Get("nextToken"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -489,7 +584,17 @@ func (s *Service) handleListThings(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	things, next, err := s.ListThings(q.Get("attributeName"), q.Get("attributeValue"), max, q.Get("nextToken"))
+	if err := onlyQuery(r, "nextToken", "maxResults", "attributeName", "attributeValue", "thingTypeName", "usePrefixAttributeValue"); err != nil {
+		writeError(w, err)
+		return
+	}
+	if q.Get("thingTypeName") != "" {
+		// No thing has a type here (thing types are not kept): the filter matches none,
+		// never everything.
+		writeJSON(w, map[string]any{"things": []any{}})
+		return
+	}
+	things, next, err := s.ListThings(q.Get("attributeName"), q.Get("attributeValue"), q.Get("usePrefixAttributeValue") == "true", max, q.Get("nextToken"))
 	if err != nil {
 		writeError(w, err)
 		return

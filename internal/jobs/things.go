@@ -3,6 +3,7 @@ package jobs
 import (
 	"fmt"
 	"regexp"
+	"strings"
 )
 
 // Things: registration, lookup, deletion and listing (AWS IoT CreateThing, DescribeThing,
@@ -86,13 +87,16 @@ func (s *Service) DeleteThing(name string, expectedVersion int64) error {
 }
 
 // ListThings pages through things in name order, optionally those with an attribute value.
-func (s *Service) ListThings(attrName, attrValue string, max int, token string) ([]*Thing, string, error) {
+func (s *Service) ListThings(attrName, attrValue string, prefix bool, max int, token string) ([]*Thing, string, error) {
 	var names []string
 	byName := map[string]*Thing{}
 	err := s.st.View(func(t Tx) error {
 		return t.forEachThing(func(th *Thing) error {
-			if attrName != "" && th.Attributes[attrName] != attrValue {
-				return nil
+			if attrName != "" {
+				v, ok := th.Attributes[attrName]
+				if !ok || (prefix && !strings.HasPrefix(v, attrValue)) || (!prefix && attrValue != "" && v != attrValue) {
+					return nil
+				}
 			}
 			names = append(names, th.Name)
 			byName[th.Name] = th

@@ -151,3 +151,34 @@ func TestInventoryShadowThroughAWSCLI(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, string(stderr), "ResourceNotFoundException")
 }
+
+// TestControlPlaneThroughAWSCLI: the operations OTA scripts call, through the real AWS CLI.
+func TestControlPlaneThroughAWSCLI(t *testing.T) {
+	s := startStack(t)
+	run := func(args ...string) string {
+		t.Helper()
+		out, stderr, err := awsCLI(t, s.JobsURL, append([]string{"iot"}, args...)...)
+		require.NoError(t, err, "aws iot %v: %s", args, stderr)
+		return string(out)
+	}
+	run("create-thing", "--thing-name", "cli-dev", "--attribute-payload", `{"attributes":{"model":"m1"}}`)
+	run("update-thing", "--thing-name", "cli-dev", "--attribute-payload", `{"attributes":{"site":"berlin"},"merge":true}`)
+	require.Contains(t, run("describe-thing", "--thing-name", "cli-dev"), `"site": "berlin"`)
+	require.Contains(t, run("list-things", "--attribute-name", "site", "--attribute-value", "berlin"), "cli-dev")
+	require.NotContains(t, run("list-things", "--thing-type-name", "gateway"), "cli-dev", "a type filter never matches everything")
+	run("create-thing-group", "--thing-group-name", "cli-fleet")
+	run("update-thing-groups-for-thing", "--thing-name", "cli-dev", "--thing-groups-to-add", "cli-fleet")
+	require.Contains(t, run("list-thing-groups-for-thing", "--thing-name", "cli-dev"), "cli-fleet")
+	require.Contains(t, run("list-thing-groups"), "cli-fleet")
+	run("create-job", "--job-id", "cli-job", "--targets", "arn:aws:iot:us-east-1:000000000000:thing/cli-dev", "--document", `{"operation":"x"}`)
+	require.Contains(t, run("get-job-document", "--job-id", "cli-job"), `{\"operation\":\"x\"}`)
+	run("update-job", "--job-id", "cli-job", "--description", "from the CLI")
+	require.Contains(t, run("describe-job", "--job-id", "cli-job"), "from the CLI")
+	require.Contains(t, run("describe-endpoint", "--endpoint-type", "iot:Data-ATS"), "endpointAddress")
+	_, stderr, err := awsCLI(t, s.JobsURL, "iot", "list-policies")
+	require.Error(t, err, "an operation not served")
+	require.Contains(t, string(stderr), "UnknownOperationException")
+	_, stderr, err = awsCLI(t, s.JobsURL, "iot", "list-jobs", "--status", "RUNNING")
+	require.Error(t, err)
+	require.Contains(t, string(stderr), "InvalidRequestException")
+}

@@ -1,0 +1,443 @@
+package jobs
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// More of the AWS IoT control plane that OTA tooling calls: UpdateThing, DescribeEndpoint,
+// ListThingGroups, ListThingGroupsForThing, UpdateThingGroupsForThing, GetJobDocument,
+// DeleteJobExecution and UpdateJob, each with AWS's request validation, response members and
+// error types (servicemodel_test.go checks the members against the service model).
+
+// UpdateThing changes a thing's attributes (AWS's attributePayload: with merge, the given
+// attributes are added or replaced and an empty value removes one; without, they replace all).
+func (s *Service) UpdateThing(name string, attrs map[string]string, merge bool, expectedVersion int64) error {
+	return s.st.Update(func(t Tx) error {
+		th, err := t.thing(name)
+		if err != nil {
+			return err
+		}
+		if th == nil {
+			return errorf(CodeResourceNotFound, "thing %s does not exist; register it first (CreateThing)", name)
+		}
+		if expectedVersion != 0 && expectedVersion != th.Version {
+			return errorf(CodeConflict, "thing %s is at version %d, not the expected %d", name, th.Version, expectedVersion)
+		}
+		next := map[string]string{}
+		if merge {
+			for k, v := range th.Attributes {
+				next[k] = v
+			}
+		}
+		for k, v := range attrs {
+			if v == "" {
+				delete(next, k)
+				continue
+			}
+			next[k] = v
+		}
+		if err := checkAttributes(next); err != nil {
+			return err
+		}
+		th.Attributes = next
+		th.Version++
+		return t.putThing(th)
+	})
+}
+
+// AWS's limits on thing attributes: at most 50 (for a thing without a type: 3 searchable, but
+// every attribute is searchable here), names to 128 and values to 800 of [a-zA-Z0-9_.,@/:#=\[\]-].
+func checkAttributes(attrs map[string]string) error {
+	if len(attrs) > 50 {
+		return errorf(CodeInvalidRequest, "a thing has at most 50 attributes, not %d", len(attrs))
+	}
+	for k, v := range attrs {
+		if len(k) == 0 || len(k) > 128 || !attrCharsOK(k) {
+			return errorf(CodeInvalidRequest, "attribute name %q: use 1 to 128 of a-z A-Z 0-9 _ . , @ / : # - [ ] =", k)
+		}
+		if len(v) > 800 || !attrCharsOK(v) {
+			return errorf(CodeInvalidRequest, "attribute %s's value: at most 800 of a-z A-Z 0-9 _ . , @ / : # - [ ] =", k)
+		}
+	}
+	return nil
+}
+
+func attrCharsOK(s string) bool {
+	for _, c := range s {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune("_.,@/:#-[]=", c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// ThingGroupsForThing lists the groups a thing belongs to directly, by name.
+func (s *Service) ThingGroupsForThing(thing string) ([]string, error) {
+	var out []string
+	err := s.st.View(func(t Tx) error {
+		th, err := t.thing(thing)
+		if err != nil {
+			return err
+		}
+		if th == nil {
+			return errorf(CodeResourceNotFound, "thing %s does not exist", thing)
+		}
+		out, err = t.thingGroups(thing)
+		return err
+	})
+	slices.Sort(out)
+	return out, err
+}
+
+// ListThingGroups lists groups by name: all, or the children of parent (recursive: all its
+// descendants), optionally only names starting with prefix.
+func (s *Service) ListThingGroups(parent, prefix string, recursive bool) ([]*ThingGroup, error) {
+	var out []*ThingGroup
+	err := s.st.View(func(t Tx) error {
+		if parent != "" {
+			g, err := t.group(parent)
+			if err != nil {
+				return err
+			}
+			if g == nil {
+				return errorf(CodeResourceNotFound, "thing group %s does not exist", parent)
+			}
+		}
+		return t.forEachGroup(func(g *ThingGroup) error {
+			if prefix != "" && !strings.HasPrefix(g.Name, prefix) {
+				return nil
+			}
+			if parent != "" {
+				anc, err := ancestors(t, g.Name)
+				if err != nil {
+					return err
+				}
+				if g.Name == parent || (g.Parent != parent && !(recursive && slices.Contains(anc, parent))) {
+					return nil
+				}
+			}
+			out = append(out, g)
+			return nil
+		})
+	})
+	slices.SortFunc(out, func(a, b *ThingGroup) int { return strings.Compare(a.Name, b.Name) })
+	return out, err
+}
+
+// GetJobDocument returns a job's document, as the devices get it before substitution.
+func (s *Service) GetJobDocument(id string) (string, error) {
+	j, err := s.jobWithoutTargets(id)
+	if err != nil {
+		return "", err
+	}
+	return j.Document, nil
+}
+
+// DeleteJobExecution deletes one execution of a job on a thing. As on AWS, an execution that
+// is QUEUED or IN_PROGRESS needs force (and a device may then be left mid-update: the agent
+// treats the vanished execution as canceled).
+func (s *Service) DeleteJobExecution(jobID, thing string, executionNumber int64, force bool) error {
+	var touched bool
+	err := s.st.Update(func(t Tx) error {
+		e, err := mustExecution(t, jobID, thing)
+		if err != nil {
+			return err
+		}
+		if e.ExecutionNumber != executionNumber {
+			return errorf(CodeResourceNotFound, "thing %s has no execution number %d of job %s (it is at %d)", thing, executionNumber, jobID, e.ExecutionNumber)
+		}
+		if !e.Status.Terminal() && !force {
+			return errorf(CodeInvalidStateTransition, "the execution of job %s on %s is %s: delete it with force, or cancel it first", jobID, thing, e.Status)
+		}
+		j, err := mustJob(t, jobID)
+		if err != nil {
+			return err
+		}
+		j.Counts.add(e.Status, -1)
+		if err := t.putJob(j); err != nil {
+			return err
+		}
+		touched = true
+		return t.deleteExecution(e)
+	})
+	if err == nil && touched {
+		s.queueChanged([]string{thing})
+	}
+	return err
+}
+
+// UpdateJob changes what AWS lets an update change: the description, the presigned URL
+// configuration, the rollout rate, the in-progress timeout and the retry configuration.
+func (s *Service) UpdateJob(id string, in UpdateJobInput) error {
+	if in.Description != nil && len(*in.Description) > 2028 {
+		return errorf(CodeInvalidRequest, "description: at most 2028 characters")
+	}
+	return s.st.Update(func(t Tx) error {
+		j, err := mustJob(t, id)
+		if err != nil {
+			return err
+		}
+		if j.Status == JobCompleted || j.Status == JobCanceled {
+			return errorf(CodeInvalidStateTransition, "job %s is %s: only a job in progress can be updated", id, j.Status)
+		}
+		if in.Description != nil {
+			j.Description = *in.Description
+		}
+		if in.MaxPerMinute != nil {
+			if *in.MaxPerMinute < 1 || *in.MaxPerMinute > 1000 {
+				return errorf(CodeInvalidRequest, "jobExecutionsRolloutConfig.maximumPerMinute must be from 1 to 1000")
+			}
+			j.MaxPerMinute = *in.MaxPerMinute
+		}
+		if in.InProgressMinutes != nil {
+			if *in.InProgressMinutes < 1 || *in.InProgressMinutes > 10080 {
+				return errorf(CodeInvalidRequest, "timeoutConfig.inProgressTimeoutInMinutes must be from 1 to 10080")
+			}
+			j.InProgressTimeout = time.Duration(*in.InProgressMinutes) * time.Minute
+		}
+		if in.Presign != nil {
+			j.Presign = in.Presign
+		}
+		if in.Retry != nil {
+			j.Retry = in.Retry
+		}
+		j.LastUpdatedAt = s.clock()
+		return t.putJob(j)
+	})
+}
+
+// UpdateJobInput is UpdateJob's request; nil members stay as they are.
+type UpdateJobInput struct {
+	Description       *string
+	MaxPerMinute      *int
+	InProgressMinutes *int64
+	Presign           *PresignConfig
+	Retry             []RetryCriteria
+}
+
+func (s *Service) handleUpdateThing(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		AttributePayload *struct {
+			Attributes map[string]string `json:"attributes"`
+			Merge      bool              `json:"merge"`
+		} `json:"attributePayload"`
+		ExpectedVersion int64  `json:"expectedVersion"`
+		ThingTypeName   string `json:"thingTypeName"`
+		RemoveThingType bool   `json:"removeThingType"`
+	}
+	if err := readJSON(r, &in); err != nil {
+		writeError(w, err)
+		return
+	}
+	if in.ThingTypeName != "" {
+		writeError(w, errorf(CodeResourceNotFound, "thing type %s does not exist (this jobs service keeps no thing types)", in.ThingTypeName))
+		return
+	}
+	var attrs map[string]string
+	merge := false
+	if p := in.AttributePayload; p != nil {
+		attrs, merge = p.Attributes, p.Merge
+	}
+	if err := s.UpdateThing(r.PathValue("thingName"), attrs, merge, in.ExpectedVersion); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, map[string]any{})
+}
+
+// endpointTypes are DescribeEndpoint's endpoint types.
+var endpointTypes = []string{"iot:Data", "iot:Data-ATS", "iot:CredentialProvider", "iot:Jobs"}
+
+func (s *Service) handleDescribeEndpoint(w http.ResponseWriter, r *http.Request) {
+	typ := r.URL.Query().Get("endpointType")
+	if typ != "" && !slices.Contains(endpointTypes, typ) {
+		writeError(w, errorf(CodeInvalidRequest, "endpointType %q: use one of %s", typ, strings.Join(endpointTypes, ", ")))
+		return
+	}
+	// One address serves every plane here (REST, shadows, jobs); AWS answers a host name.
+	host := r.Host
+	if u, err := url.Parse(s.baseURL); err == nil && u.Host != "" {
+		host = u.Host
+	}
+	writeJSON(w, map[string]string{"endpointAddress": host})
+}
+
+func (s *Service) handleListThingGroupsForThing(w http.ResponseWriter, r *http.Request) {
+	max, err := maxResults(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	names, err := s.ThingGroupsForThing(r.PathValue("thingName"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	names, next := pageStrings(names, max, r.URL.Query().Get("nextToken"))
+	list := make([]map[string]string, 0, len(names))
+	for _, n := range names {
+		list = append(list, map[string]string{"groupName": n, "groupArn": s.ThingGroupArn(n)})
+	}
+	writeJSON(w, page(map[string]any{"thingGroups": list}, next))
+}
+
+func (s *Service) handleListThingGroups(w http.ResponseWriter, r *http.Request) {
+	max, err := maxResults(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	q := r.URL.Query()
+	groups, err := s.ListThingGroups(q.Get("parentGroup"), q.Get("namePrefixFilter"), q.Get("recursive") == "true")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	names := make([]string, len(groups))
+	for i, g := range groups {
+		names[i] = g.Name
+	}
+	names, next := pageStrings(names, max, q.Get("nextToken"))
+	list := make([]map[string]string, 0, len(names))
+	for _, n := range names {
+		list = append(list, map[string]string{"groupName": n, "groupArn": s.ThingGroupArn(n)})
+	}
+	writeJSON(w, page(map[string]any{"thingGroups": list}, next))
+}
+
+func (s *Service) handleUpdateThingGroupsForThing(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		ThingName             string   `json:"thingName"`
+		ThingGroupsToAdd      []string `json:"thingGroupsToAdd"`
+		ThingGroupsToRemove   []string `json:"thingGroupsToRemove"`
+		OverrideDynamicGroups bool     `json:"overrideDynamicGroups"`
+	}
+	if err := readJSON(r, &in); err != nil {
+		writeError(w, err)
+		return
+	}
+	if in.ThingName == "" {
+		writeError(w, errorf(CodeInvalidRequest, "thingName is required"))
+		return
+	}
+	if len(in.ThingGroupsToAdd) > 10 || len(in.ThingGroupsToRemove) > 10 {
+		writeError(w, errorf(CodeInvalidRequest, "at most 10 groups to add and 10 to remove in one call"))
+		return
+	}
+	// Check everything first, so that a bad name changes nothing.
+	for _, g := range append(slices.Clone(in.ThingGroupsToAdd), in.ThingGroupsToRemove...) {
+		if _, err := s.DescribeThingGroup(g); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	if _, err := s.DescribeThing(in.ThingName); err != nil {
+		writeError(w, err)
+		return
+	}
+	for _, g := range in.ThingGroupsToRemove {
+		if err := s.RemoveThingFromThingGroup(g, in.ThingName); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	for _, g := range in.ThingGroupsToAdd {
+		if err := s.AddThingToThingGroup(g, in.ThingName); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	writeJSON(w, map[string]any{})
+}
+
+func (s *Service) handleGetJobDocument(w http.ResponseWriter, r *http.Request) {
+	doc, err := s.GetJobDocument(r.PathValue("jobId"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, map[string]string{"document": doc})
+}
+
+func (s *Service) handleDeleteJobExecution(w http.ResponseWriter, r *http.Request) {
+	n, err := strconv.ParseInt(r.PathValue("executionNumber"), 10, 64)
+	if err != nil || n < 1 {
+		writeError(w, errorf(CodeInvalidRequest, "executionNumber %q: a positive number", r.PathValue("executionNumber")))
+		return
+	}
+	if err := s.DeleteJobExecution(r.PathValue("jobId"), r.PathValue("thingName"), n, r.URL.Query().Get("force") == "true"); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Service) handleUpdateJob(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Description                *string `json:"description"`
+		JobExecutionsRolloutConfig *struct {
+			MaximumPerMinute *int            `json:"maximumPerMinute"`
+			ExponentialRate  json.RawMessage `json:"exponentialRate"`
+		} `json:"jobExecutionsRolloutConfig"`
+		TimeoutConfig *struct {
+			InProgressTimeoutInMinutes *int64 `json:"inProgressTimeoutInMinutes"`
+		} `json:"timeoutConfig"`
+		PresignedURLConfig *PresignConfig  `json:"presignedUrlConfig"`
+		AbortConfig        json.RawMessage `json:"abortConfig"`
+		RetryConfig        *struct {
+			CriteriaList []RetryCriteria `json:"criteriaList"`
+		} `json:"jobExecutionsRetryConfig"`
+	}
+	if err := readJSON(r, &in); err != nil {
+		writeError(w, err)
+		return
+	}
+	// Refused rather than ignored: a caller must not believe a job will abort, or ramp up,
+	// when it will not.
+	if len(in.AbortConfig) > 0 && string(in.AbortConfig) != "null" {
+		writeError(w, errorf(CodeInvalidRequest, "abortConfig is not supported by this jobs service; otaflow rollouts abort waves themselves (--abort-failure-type)"))
+		return
+	}
+	u := UpdateJobInput{Description: in.Description, Presign: in.PresignedURLConfig}
+	if rc := in.JobExecutionsRolloutConfig; rc != nil {
+		if len(rc.ExponentialRate) > 0 && string(rc.ExponentialRate) != "null" {
+			writeError(w, errorf(CodeInvalidRequest, "jobExecutionsRolloutConfig.exponentialRate is not supported by this jobs service; use maximumPerMinute (otaflow rollouts ramp up in waves)"))
+			return
+		}
+		u.MaxPerMinute = rc.MaximumPerMinute
+	}
+	if tc := in.TimeoutConfig; tc != nil {
+		u.InProgressMinutes = tc.InProgressTimeoutInMinutes
+	}
+	if rc := in.RetryConfig; rc != nil {
+		u.Retry = rc.CriteriaList
+	}
+	if err := s.UpdateJob(r.PathValue("jobId"), u); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// groupNameByID finds a thing group by its ID (ListJobs' thingGroupId filter).
+func (s *Service) groupNameByID(id string) (string, error) {
+	name := ""
+	err := s.st.View(func(t Tx) error {
+		return t.forEachGroup(func(g *ThingGroup) error {
+			if g.ID == id {
+				name = g.Name
+			}
+			return nil
+		})
+	})
+	if err == nil && name == "" {
+		err = errorf(CodeResourceNotFound, "no thing group has ID %s", id)
+	}
+	return name, err
+}

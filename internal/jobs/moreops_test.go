@@ -1,0 +1,178 @@
+package jobs_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
+	"github.com/aws/aws-sdk-go-v2/service/iot/types"
+	"github.com/stretchr/testify/require"
+)
+
+// TestControlPlaneMatchesTheServiceModel drives every REST operation the jobs service serves
+// through aws-sdk-go-v2 (successes and AWS's errors), and checks every answer against the AWS
+// IoT service model: a member AWS does not define, or of another type, fails it.
+func TestControlPlaneMatchesTheServiceModel(t *testing.T) {
+	ctx := context.Background()
+	model := loadIoTModel(t)
+	svc := openService(t, t.TempDir())
+	defer svc.Close()
+	url, rec := serveRecorded(t, svc)
+	svc.SetBaseURL(url)
+	c := iotClient(url, testCreds)
+	var notFound *types.ResourceNotFoundException
+	var invalid *types.InvalidRequestException
+	var conflict *types.VersionConflictException
+
+	// Things, attributes and their filters.
+	for _, n := range []string{"dev-1", "dev-2", "dev-3"} {
+		_, err := c.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String(n),
+			AttributePayload: &types.AttributePayload{Attributes: map[string]string{"model": "m1", "site": "berlin-" + n}}})
+		require.NoError(t, err)
+	}
+	_, err := c.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String("typed"), ThingTypeName: aws.String("gateway")})
+	require.ErrorAs(t, err, &notFound, "a thing type that does not exist")
+	_, err = c.UpdateThing(ctx, &iot.UpdateThingInput{ThingName: aws.String("dev-1"), ExpectedVersion: aws.Int64(1),
+		AttributePayload: &types.AttributePayload{Attributes: map[string]string{"model": "m2", "site": ""}, Merge: true}})
+	require.NoError(t, err)
+	_, err = c.UpdateThing(ctx, &iot.UpdateThingInput{ThingName: aws.String("dev-1"), ExpectedVersion: aws.Int64(1),
+		AttributePayload: &types.AttributePayload{Attributes: map[string]string{"model": "m3"}}})
+	require.ErrorAs(t, err, &conflict, "a stale expectedVersion")
+	th, err := c.DescribeThing(ctx, &iot.DescribeThingInput{ThingName: aws.String("dev-1")})
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"model": "m2"}, th.Attributes, "merged; an empty value removes")
+	require.EqualValues(t, 2, th.Version)
+	names := func(in *iot.ListThingsInput) []string {
+		out, err := c.ListThings(ctx, in)
+		require.NoError(t, err)
+		var n []string
+		for _, th := range out.Things {
+			n = append(n, aws.ToString(th.ThingName))
+		}
+		return n
+	}
+	require.Equal(t, []string{"dev-2", "dev-3"}, names(&iot.ListThingsInput{AttributeName: aws.String("model"), AttributeValue: aws.String("m1")}))
+	require.Equal(t, []string{"dev-2", "dev-3"}, names(&iot.ListThingsInput{AttributeName: aws.String("site"), AttributeValue: aws.String("berlin"), UsePrefixAttributeValue: true}))
+	require.Empty(t, names(&iot.ListThingsInput{ThingTypeName: aws.String("gateway")}), "a type filter matches none here, never everything")
+
+	// Groups.
+	for _, g := range []struct{ name, parent string }{{"fleet", ""}, {"eu", "fleet"}, {"berlin", "eu"}, {"lab", ""}} {
+		in := &iot.CreateThingGroupInput{ThingGroupName: aws.String(g.name)}
+		if g.parent != "" {
+			in.ParentGroupName = aws.String(g.parent)
+		}
+		_, err := c.CreateThingGroup(ctx, in)
+		require.NoError(t, err)
+	}
+	_, err = c.AddThingToThingGroup(ctx, &iot.AddThingToThingGroupInput{ThingGroupName: aws.String("berlin"), ThingName: aws.String("dev-1")})
+	require.NoError(t, err)
+	_, err = c.UpdateThingGroupsForThing(ctx, &iot.UpdateThingGroupsForThingInput{ThingName: aws.String("dev-1"),
+		ThingGroupsToAdd: []string{"lab"}, ThingGroupsToRemove: []string{"berlin"}})
+	require.NoError(t, err)
+	_, err = c.UpdateThingGroupsForThing(ctx, &iot.UpdateThingGroupsForThingInput{ThingName: aws.String("dev-1"), ThingGroupsToAdd: []string{"nope"}})
+	require.ErrorAs(t, err, &notFound)
+	fg, err := c.ListThingGroupsForThing(ctx, &iot.ListThingGroupsForThingInput{ThingName: aws.String("dev-1")})
+	require.NoError(t, err)
+	require.Len(t, fg.ThingGroups, 1)
+	require.Equal(t, "lab", aws.ToString(fg.ThingGroups[0].GroupName))
+	groups := func(in *iot.ListThingGroupsInput) []string {
+		out, err := c.ListThingGroups(ctx, in)
+		require.NoError(t, err)
+		var n []string
+		for _, g := range out.ThingGroups {
+			n = append(n, aws.ToString(g.GroupName))
+		}
+		return n
+	}
+	require.Equal(t, []string{"berlin", "eu", "fleet", "lab"}, groups(&iot.ListThingGroupsInput{}))
+	require.Equal(t, []string{"eu"}, groups(&iot.ListThingGroupsInput{ParentGroup: aws.String("fleet")}))
+	require.Equal(t, []string{"berlin", "eu"}, groups(&iot.ListThingGroupsInput{ParentGroup: aws.String("fleet"), Recursive: aws.Bool(true)}))
+	require.Equal(t, []string{"berlin"}, groups(&iot.ListThingGroupsInput{NamePrefixFilter: aws.String("be")}))
+	dg, err := c.DescribeThingGroup(ctx, &iot.DescribeThingGroupInput{ThingGroupName: aws.String("berlin")})
+	require.NoError(t, err)
+	_, err = c.ListThingsInThingGroup(ctx, &iot.ListThingsInThingGroupInput{ThingGroupName: aws.String("fleet"), Recursive: true})
+	require.NoError(t, err)
+
+	// Jobs.
+	_, err = c.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("job-1"), Targets: []string{aws.ToString(th.ThingArn)},
+		Document: aws.String(`{"operation":"update"}`), Description: aws.String("first")})
+	require.NoError(t, err)
+	_, err = c.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("job-2"), Targets: []string{aws.ToString(dg.ThingGroupArn)},
+		Document: aws.String(`{}`), TargetSelection: types.TargetSelectionContinuous})
+	require.NoError(t, err)
+	doc, err := c.GetJobDocument(ctx, &iot.GetJobDocumentInput{JobId: aws.String("job-1")})
+	require.NoError(t, err)
+	require.Equal(t, `{"operation":"update"}`, aws.ToString(doc.Document))
+	_, err = c.UpdateJob(ctx, &iot.UpdateJobInput{JobId: aws.String("job-1"), Description: aws.String("second"),
+		JobExecutionsRolloutConfig: &types.JobExecutionsRolloutConfig{MaximumPerMinute: aws.Int32(50)}})
+	require.NoError(t, err)
+	_, err = c.UpdateJob(ctx, &iot.UpdateJobInput{JobId: aws.String("job-1"), AbortConfig: &types.AbortConfig{CriteriaList: []types.AbortCriteria{{
+		Action: types.AbortActionCancel, FailureType: types.JobExecutionFailureTypeFailed, MinNumberOfExecutedThings: aws.Int32(1), ThresholdPercentage: aws.Float64(10)}}}})
+	require.ErrorAs(t, err, &invalid, "an abort config is refused, not ignored")
+	d, err := c.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String("job-1")})
+	require.NoError(t, err)
+	require.Equal(t, "second", aws.ToString(d.Job.Description))
+	require.EqualValues(t, 50, aws.ToInt32(d.Job.JobExecutionsRolloutConfig.MaximumPerMinute))
+	jobs := func(in *iot.ListJobsInput) []string {
+		out, err := c.ListJobs(ctx, in)
+		require.NoError(t, err)
+		var n []string
+		for _, j := range out.Jobs {
+			n = append(n, aws.ToString(j.JobId))
+		}
+		return n
+	}
+	require.Equal(t, []string{"job-2"}, jobs(&iot.ListJobsInput{ThingGroupId: dg.ThingGroupId}), "the thingGroupId filter")
+	require.Equal(t, []string{"job-2"}, jobs(&iot.ListJobsInput{TargetSelection: types.TargetSelectionContinuous}))
+	_, err = c.ListJobs(ctx, &iot.ListJobsInput{Status: types.JobStatus("RUNNING")})
+	require.ErrorAs(t, err, &invalid, "an enum value AWS does not have")
+	_, err = c.ListJobExecutionsForThing(ctx, &iot.ListJobExecutionsForThingInput{ThingName: aws.String("dev-1"), Status: types.JobExecutionStatus("DONE")})
+	require.ErrorAs(t, err, &invalid)
+	fe, err := c.ListJobExecutionsForThing(ctx, &iot.ListJobExecutionsForThingInput{ThingName: aws.String("dev-1"), JobId: aws.String("job-1")})
+	require.NoError(t, err)
+	require.Len(t, fe.ExecutionSummaries, 1)
+	_, err = c.ListJobExecutionsForJob(ctx, &iot.ListJobExecutionsForJobInput{JobId: aws.String("job-1")})
+	require.NoError(t, err)
+	_, err = c.DescribeJobExecution(ctx, &iot.DescribeJobExecutionInput{JobId: aws.String("job-1"), ThingName: aws.String("dev-1")})
+	require.NoError(t, err)
+
+	// An execution in flight is deleted only with force.
+	_, err = c.DeleteJobExecution(ctx, &iot.DeleteJobExecutionInput{JobId: aws.String("job-1"), ThingName: aws.String("dev-1"), ExecutionNumber: aws.Int64(1)})
+	var state *types.InvalidStateTransitionException
+	require.ErrorAs(t, err, &state)
+	_, err = c.DeleteJobExecution(ctx, &iot.DeleteJobExecutionInput{JobId: aws.String("job-1"), ThingName: aws.String("dev-1"), ExecutionNumber: aws.Int64(1), Force: true})
+	require.NoError(t, err)
+	_, err = c.DescribeJobExecution(ctx, &iot.DescribeJobExecutionInput{JobId: aws.String("job-1"), ThingName: aws.String("dev-1")})
+	require.ErrorAs(t, err, &notFound)
+
+	ep, err := c.DescribeEndpoint(ctx, &iot.DescribeEndpointInput{EndpointType: aws.String("iot:Data-ATS")})
+	require.NoError(t, err)
+	require.NotEmpty(t, aws.ToString(ep.EndpointAddress))
+	_, err = c.DescribeEndpoint(ctx, &iot.DescribeEndpointInput{EndpointType: aws.String("iot:Nope")})
+	require.ErrorAs(t, err, &invalid)
+
+	// An operation this service does not serve answers as AWS answers an unknown one.
+	_, err = c.ListPolicies(ctx, &iot.ListPoliciesInput{})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "UnknownOperationException")
+
+	_, err = c.CancelJob(ctx, &iot.CancelJobInput{JobId: aws.String("job-2")})
+	require.NoError(t, err)
+	_, err = c.DeleteJob(ctx, &iot.DeleteJobInput{JobId: aws.String("job-2"), Force: true})
+	require.NoError(t, err)
+	_, err = c.RemoveThingFromThingGroup(ctx, &iot.RemoveThingFromThingGroupInput{ThingGroupName: aws.String("lab"), ThingName: aws.String("dev-1")})
+	require.NoError(t, err)
+	_, err = c.DeleteThingGroup(ctx, &iot.DeleteThingGroupInput{ThingGroupName: aws.String("lab")})
+	require.NoError(t, err)
+	_, err = c.DeleteThing(ctx, &iot.DeleteThingInput{ThingName: aws.String("dev-3")})
+	require.NoError(t, err)
+
+	served := rec.checkAgainstModel(t, model)
+	t.Logf("operations checked against the service model: %v", served)
+	require.Subset(t, served, []string{"CreateThing", "DescribeThing", "UpdateThing", "ListThings", "DeleteThing", "CreateThingGroup",
+		"DescribeThingGroup", "ListThingGroups", "ListThingGroupsForThing", "UpdateThingGroupsForThing", "AddThingToThingGroup",
+		"RemoveThingFromThingGroup", "ListThingsInThingGroup", "DeleteThingGroup", "CreateJob", "DescribeJob", "UpdateJob",
+		"GetJobDocument", "ListJobs", "CancelJob", "DeleteJob", "ListJobExecutionsForJob", "ListJobExecutionsForThing",
+		"DescribeJobExecution", "DeleteJobExecution", "DescribeEndpoint"})
+}
