@@ -195,6 +195,9 @@ func writeError(w http.ResponseWriter, err error) {
 	json.NewEncoder(w).Encode(map[string]string{"message": e.Message})
 }
 
+// present reports whether an optional JSON member was sent with a value.
+func present(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
+
 // executionStatuses are the JobExecutionStatus values a filter may name.
 var executionStatuses = []string{"QUEUED", "IN_PROGRESS", "SUCCEEDED", "FAILED", "TIMED_OUT", "REJECTED", "REMOVED", "CANCELED"}
 
@@ -302,12 +305,32 @@ func (s *Service) handleCreateJob(w http.ResponseWriter, r *http.Request) {
 		} `json:"jobExecutionsRetryConfig"`
 		PresignedURLConfig *PresignConfig `json:"presignedUrlConfig"`
 		RolloutConfig      struct {
-			MaximumPerMinute int `json:"maximumPerMinute"`
+			MaximumPerMinute int             `json:"maximumPerMinute"`
+			ExponentialRate  json.RawMessage `json:"exponentialRate"`
 		} `json:"jobExecutionsRolloutConfig"`
+		AbortConfig      json.RawMessage `json:"abortConfig"`
+		SchedulingConfig json.RawMessage `json:"schedulingConfig"`
+		JobTemplateArn   string          `json:"jobTemplateArn"`
 	}
 	if err := readJSON(r, &in); err != nil {
 		writeError(w, err)
 		return
+	}
+	// What this service does not do is refused, never accepted and ignored: a job past its
+	// abort threshold must not keep running, nor a job meant for 2030 start now.
+	for _, u := range []struct {
+		set  bool
+		what string
+	}{
+		{present(in.AbortConfig), "abortConfig (otaflow rollouts abort waves themselves: --abort-failure-type)"},
+		{present(in.SchedulingConfig), "schedulingConfig (otaflow rollouts wait for maintenance windows: --window-cron; schedules start them: starter schedule create)"},
+		{present(in.RolloutConfig.ExponentialRate), "jobExecutionsRolloutConfig.exponentialRate (use maximumPerMinute; otaflow rollouts ramp up in waves)"},
+		{in.JobTemplateArn != "", "jobTemplateArn (job templates)"},
+	} {
+		if u.set {
+			writeError(w, errorf(CodeInvalidRequest, "%s is not supported by this jobs service", u.what))
+			return
+		}
 	}
 	if in.DocumentSource != "" {
 		writeError(w, errorf(CodeInvalidRequest, "documentSource is not supported by this jobs service; send the document inline"))

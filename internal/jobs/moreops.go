@@ -400,13 +400,13 @@ func (s *Service) handleUpdateJob(w http.ResponseWriter, r *http.Request) {
 	}
 	// Refused rather than ignored: a caller must not believe a job will abort, or ramp up,
 	// when it will not.
-	if len(in.AbortConfig) > 0 && string(in.AbortConfig) != "null" {
+	if present(in.AbortConfig) {
 		writeError(w, errorf(CodeInvalidRequest, "abortConfig is not supported by this jobs service; otaflow rollouts abort waves themselves (--abort-failure-type)"))
 		return
 	}
 	u := UpdateJobInput{Description: in.Description, Presign: in.PresignedURLConfig}
 	if rc := in.JobExecutionsRolloutConfig; rc != nil {
-		if len(rc.ExponentialRate) > 0 && string(rc.ExponentialRate) != "null" {
+		if present(rc.ExponentialRate) {
 			writeError(w, errorf(CodeInvalidRequest, "jobExecutionsRolloutConfig.exponentialRate is not supported by this jobs service; use maximumPerMinute (otaflow rollouts ramp up in waves)"))
 			return
 		}

@@ -101,6 +101,9 @@ func TestControlPlaneMatchesTheServiceModel(t *testing.T) {
 	_, err = c.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("job-2"), Targets: []string{aws.ToString(dg.ThingGroupArn)},
 		Document: aws.String(`{}`), TargetSelection: types.TargetSelectionContinuous})
 	require.NoError(t, err)
+	_, err = c.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("job-2030"), Targets: []string{aws.ToString(th.ThingArn)}, Document: aws.String(`{}`),
+		SchedulingConfig: &types.SchedulingConfig{StartTime: aws.String("2030-01-01T00:00")}})
+	require.ErrorAs(t, err, &invalid, "a schedule is refused, not ignored (the job would start now)")
 	doc, err := c.GetJobDocument(ctx, &iot.GetJobDocumentInput{JobId: aws.String("job-1")})
 	require.NoError(t, err)
 	require.Equal(t, `{"operation":"update"}`, aws.ToString(doc.Document))
