@@ -42,8 +42,8 @@ func TestDevicePublishRateIsCapped(t *testing.T) {
 	dev := connect(t, b.URL(), "dev-1", "", "")
 	require.True(t, dev.Subscribe("$aws/things/dev-1/jobs/notify", 0, func(paho.Client, paho.Message) { fromService.Add(1) }).WaitTimeout(5*time.Second))
 
-	// A device publish over 16 KiB is dropped: only the service sends large messages.
-	dev.Publish("$aws/things/dev-1/jobs/get", 0, false, make([]byte, 17<<10)).Wait()
+	// A device publish over 128 KiB (AWS IoT Core's limit) is dropped.
+	dev.Publish("$aws/things/dev-1/jobs/get", 0, false, make([]byte, 129<<10)).Wait()
 	time.Sleep(100 * time.Millisecond)
 	require.Zero(t, fromDevice.Load())
 

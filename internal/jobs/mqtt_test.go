@@ -390,6 +390,13 @@ func TestDeviceProtocolDetails(t *testing.T) {
 			dev.publish("get", []byte(`{}`))
 			got := dev.await("get/accepted")
 			require.NotContains(t, got, "clientToken", "no token sent, none echoed")
+
+			// A 17 KB update is answered with the reason, not dropped without a reply.
+			big := `{"clientToken":"u2","status":"IN_PROGRESS","statusDetails":{"log":"` + strings.Repeat("x", 17<<10) + `"}}`
+			dev.publish("j1/update", []byte(big))
+			rej = dev.await("j1/update/rejected")
+			require.Equal(t, "u2", rej["clientToken"])
+			require.NotEmpty(t, rej["message"])
 		})
 	}
 }
