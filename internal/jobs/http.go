@@ -124,7 +124,14 @@ func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler 
 		}
 		w.Write([]byte("ok\n"))
 	})
-	outer.Handle("/", auth.Middleware(mux))
+	data := s.jobsDataHandler()
+	outer.Handle("/", auth.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if signedFor(r) == "iot-jobs-data" {
+			data.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})))
 	return logRequests(s.log, outer)
 }
 

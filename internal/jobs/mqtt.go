@@ -247,18 +247,7 @@ func epoch(t time.Time) int64 {
 }
 
 func (p *MQTTPlane) toExecution(e *Execution, j *Job, withDoc bool) *iotjobs.JobExecution {
-	out := &iotjobs.JobExecution{
-		JobID: e.JobID, ThingName: e.ThingName, Status: e.Status, StatusDetails: e.StatusDetails,
-		QueuedAt: epoch(e.QueuedAt), StartedAt: epoch(e.StartedAt), LastUpdatedAt: epoch(e.LastUpdatedAt),
-		VersionNumber: e.VersionNumber, ExecutionNumber: e.ExecutionNumber,
-	}
-	if d := e.deadline(); e.Status == ExecInProgress && !d.IsZero() {
-		out.ApproximateSecondsBeforeTimedOut = max(int64(d.Sub(p.svc.clock()).Seconds()), 0)
-	}
-	if withDoc && j != nil {
-		out.JobDocument = json.RawMessage(p.svc.documentFor(j))
-	}
-	return out
+	return p.svc.execution(e, j, withDoc)
 }
 
 func executionState(e *Execution) *iotjobs.ExecutionState {

@@ -3,11 +3,14 @@ package stack_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/cliconfig"
@@ -181,4 +184,41 @@ func TestControlPlaneThroughAWSCLI(t *testing.T) {
 	_, stderr, err = awsCLI(t, s.JobsURL, "iot", "list-jobs", "--status", "RUNNING")
 	require.Error(t, err)
 	require.Contains(t, string(stderr), "InvalidRequestException")
+}
+
+// TestJobsDeviceAPIOverHTTPS: the iot-jobs-data plane (a device that polls over HTTPS instead
+// of MQTT) through the AWS CLI: pending, start next, update, describe.
+func TestJobsDeviceAPIOverHTTPS(t *testing.T) {
+	ctx := context.Background()
+	s := startStack(t)
+	_, err := s.IoT.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String("poller")})
+	require.NoError(t, err)
+	_, err = s.IoT.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("https-job"), Targets: []string{"arn:aws:iot:us-east-1:000000000000:thing/poller"},
+		Document: aws.String(`{"operation":"noop"}`)})
+	require.NoError(t, err)
+	run := func(args ...string) map[string]any {
+		t.Helper()
+		out, stderr, err := awsCLI(t, s.JobsURL, append([]string{"iot-jobs-data"}, args...)...)
+		require.NoError(t, err, "aws iot-jobs-data %v: %s", args, stderr)
+		var v map[string]any
+		if len(out) > 0 {
+			require.NoError(t, json.Unmarshal(out, &v), string(out))
+		}
+		return v
+	}
+	pending := run("get-pending-job-executions", "--thing-name", "poller")
+	require.Len(t, pending["queuedJobs"], 1)
+	exec := run("start-next-pending-job-execution", "--thing-name", "poller", "--status-details", "step=download")["execution"].(map[string]any)
+	require.Equal(t, "https-job", exec["jobId"])
+	require.Equal(t, "IN_PROGRESS", exec["status"])
+	require.Equal(t, `{"operation":"noop"}`, exec["jobDocument"], "the document, as a string on this plane")
+	upd := run("update-job-execution", "--thing-name", "poller", "--job-id", "https-job", "--status", "SUCCEEDED",
+		"--expected-version", fmt.Sprint(exec["versionNumber"]), "--include-job-execution-state")
+	require.Equal(t, "SUCCEEDED", upd["executionState"].(map[string]any)["status"])
+	got := run("describe-job-execution", "--thing-name", "poller", "--job-id", "https-job")["execution"].(map[string]any)
+	require.Equal(t, "SUCCEEDED", got["status"])
+	// The control plane on the same paths is still the control plane.
+	list, err := s.IoT.ListJobExecutionsForThing(ctx, &iot.ListJobExecutionsForThingInput{ThingName: aws.String("poller")})
+	require.NoError(t, err)
+	require.Len(t, list.ExecutionSummaries, 1)
 }
