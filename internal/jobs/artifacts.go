@@ -200,3 +200,33 @@ func (s *Service) handleTUFMetadata(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-cache")
 	io.Copy(w, f)
 }
+
+// documentFromSource reads a job document from the artifact store, as AWS reads a
+// documentSource from S3: https://s3.amazonaws.com/BUCKET/KEY, https://BUCKET.s3.amazonaws.com/KEY
+// (any region's S3 host) or s3://BUCKET/KEY.
+func (s *Service) documentFromSource(src string) (string, error) {
+	if len(src) > 1350 {
+		return "", errorf(CodeInvalidRequest, "documentSource is longer than 1350 characters")
+	}
+	bucket, key, ok := s3Location(src)
+	if !ok {
+		return "", errorf(CodeInvalidRequest, "documentSource %q is not an S3 URL (https://s3.amazonaws.com/BUCKET/KEY or s3://BUCKET/KEY)", src)
+	}
+	p, err := s.artifactPath(bucket, key)
+	if err != nil {
+		return "", err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return "", errorf(CodeInvalidRequest, "documentSource %s: no such object in the artifact store (upload it first)", src)
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, MaxDocumentBytes+1))
+	if err != nil {
+		return "", err
+	}
+	if len(raw) > MaxDocumentBytes {
+		return "", errorf(CodeInvalidRequest, "the job document at %s is larger than %d bytes", src, MaxDocumentBytes)
+	}
+	return string(raw), nil
+}

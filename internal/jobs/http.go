@@ -340,8 +340,16 @@ func (s *Service) handleCreateJob(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if in.DocumentSource != "" {
-		writeError(w, errorf(CodeInvalidRequest, "documentSource is not supported by this jobs service; send the document inline"))
-		return
+		if in.Document != "" {
+			writeError(w, errorf(CodeInvalidRequest, "give document or documentSource, not both"))
+			return
+		}
+		doc, err := s.documentFromSource(in.DocumentSource)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		in.Document = doc
 	}
 	job, err := s.CreateJob(CreateJobInput{
 		JobID: r.PathValue("jobId"), Document: in.Document, Description: in.Description,

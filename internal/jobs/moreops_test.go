@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -178,4 +179,27 @@ func TestControlPlaneMatchesTheServiceModel(t *testing.T) {
 		"RemoveThingFromThingGroup", "ListThingsInThingGroup", "DeleteThingGroup", "CreateJob", "DescribeJob", "UpdateJob",
 		"GetJobDocument", "ListJobs", "CancelJob", "DeleteJob", "ListJobExecutionsForJob", "ListJobExecutionsForThing",
 		"DescribeJobExecution", "DeleteJobExecution", "DescribeEndpoint"})
+}
+
+// A job document can come from the artifact store, as AWS reads documentSource from S3.
+func TestJobDocumentFromSource(t *testing.T) {
+	ctx := context.Background()
+	svc := openService(t, t.TempDir())
+	defer svc.Close()
+	c := iotClient(serve(t, svc), testCreds)
+	_, err := svc.CreateThing("dev-1", nil)
+	require.NoError(t, err)
+	_, err = svc.PutArtifact("docs", "jobs/update.json", strings.NewReader(`{"operation":"from-s3"}`))
+	require.NoError(t, err)
+	_, err = c.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("src-1"), Targets: []string{"dev-1"},
+		DocumentSource: aws.String("https://s3.amazonaws.com/docs/jobs/update.json")})
+	require.NoError(t, err)
+	doc, err := c.GetJobDocument(ctx, &iot.GetJobDocumentInput{JobId: aws.String("src-1")})
+	require.NoError(t, err)
+	require.Equal(t, `{"operation":"from-s3"}`, aws.ToString(doc.Document))
+	var invalid *types.InvalidRequestException
+	_, err = c.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("src-2"), Targets: []string{"dev-1"},
+		DocumentSource: aws.String("s3://docs/jobs/missing.json")})
+	require.ErrorAs(t, err, &invalid)
+	require.Contains(t, aws.ToString(invalid.Message), "no such object")
 }
