@@ -82,6 +82,7 @@ func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler 
 	mux.HandleFunc("GET /endpoint", s.handleDescribeEndpoint)
 	mux.HandleFunc("GET /things/{thingName}/thing-groups", s.handleListThingGroupsForThing)
 	mux.HandleFunc("GET /thing-groups", s.handleListThingGroups)
+	mux.HandleFunc("PATCH /thing-groups/{thingGroupName}", s.handleUpdateThingGroup)
 	mux.HandleFunc("PUT /thing-groups/updateThingGroupsForThing", s.handleUpdateThingGroupsForThing)
 	mux.HandleFunc("GET /jobs/{jobId}/job-document", s.handleGetJobDocument)
 	mux.HandleFunc("DELETE /things/{thingName}/jobs/{jobId}/executionNumber/{executionNumber}", s.handleDeleteJobExecution)
@@ -658,7 +659,8 @@ func (s *Service) handleDeleteThing(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) handleCreateThingGroup(w http.ResponseWriter, r *http.Request) {
 	var in struct {
-		ParentGroupName string `json:"parentGroupName"`
+		ParentGroupName      string               `json:"parentGroupName"`
+		ThingGroupProperties *thingGroupPropsJSON `json:"thingGroupProperties"`
 	}
 	if err := readJSON(r, &in); err != nil {
 		writeError(w, err)
@@ -668,6 +670,12 @@ func (s *Service) handleCreateThingGroup(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		writeError(w, err)
 		return
+	}
+	if p := in.ThingGroupProperties; p != nil {
+		if _, err := s.UpdateThingGroup(g.Name, p.Description, p.attributes(), p.merge(), 0); err != nil {
+			writeError(w, err)
+			return
+		}
 	}
 	writeJSON(w, map[string]string{"thingGroupName": g.Name, "thingGroupArn": g.Arn, "thingGroupId": g.ID})
 }
@@ -681,9 +689,27 @@ func (s *Service) handleDescribeThingGroup(w http.ResponseWriter, r *http.Reques
 	meta := map[string]any{"creationDate": ptime(g.CreatedAt)}
 	if g.Parent != "" {
 		meta["parentGroupName"] = g.Parent
+		anc, err := s.GroupAncestors(g.Name)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		// From the root down to the parent, as AWS lists them.
+		var chain []map[string]string
+		for i := len(anc) - 1; i >= 1; i-- {
+			chain = append(chain, map[string]string{"groupName": anc[i], "groupArn": s.ThingGroupArn(anc[i])})
+		}
+		meta["rootToParentThingGroups"] = chain
+	}
+	props := map[string]any{}
+	if g.Description != "" {
+		props["thingGroupDescription"] = g.Description
+	}
+	if len(g.Attributes) > 0 {
+		props["attributePayload"] = map[string]any{"attributes": g.Attributes}
 	}
 	writeJSON(w, map[string]any{"thingGroupName": g.Name, "thingGroupArn": g.Arn, "thingGroupId": g.ID,
-		"version": g.Version, "thingGroupMetadata": meta})
+		"version": g.Version, "thingGroupMetadata": meta, "thingGroupProperties": props})
 }
 
 func (s *Service) handleThingGroupMembership(add bool) http.HandlerFunc {

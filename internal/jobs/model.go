@@ -137,6 +137,9 @@ type ThingGroup struct {
 	Parent    string    `json:"parentGroupName,omitempty"`
 	CreatedAt time.Time `json:"creationDate"`
 	Version   int64     `json:"version"`
+	// Description and Attributes are the group's thingGroupProperties.
+	Description string            `json:"thingGroupDescription,omitempty"`
+	Attributes  map[string]string `json:"attributes,omitempty"`
 }
 
 // Execution is one thing's execution of one job.

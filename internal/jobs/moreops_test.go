@@ -90,8 +90,21 @@ func TestControlPlaneMatchesTheServiceModel(t *testing.T) {
 	require.Equal(t, []string{"eu"}, groups(&iot.ListThingGroupsInput{ParentGroup: aws.String("fleet")}))
 	require.Equal(t, []string{"berlin", "eu"}, groups(&iot.ListThingGroupsInput{ParentGroup: aws.String("fleet"), Recursive: aws.Bool(true)}))
 	require.Equal(t, []string{"berlin"}, groups(&iot.ListThingGroupsInput{NamePrefixFilter: aws.String("be")}))
+	ug, err := c.UpdateThingGroup(ctx, &iot.UpdateThingGroupInput{ThingGroupName: aws.String("berlin"), ExpectedVersion: aws.Int64(1),
+		ThingGroupProperties: &types.ThingGroupProperties{ThingGroupDescription: aws.String("the Berlin lab"),
+			AttributePayload: &types.AttributePayload{Attributes: map[string]string{"site": "ber"}}}})
+	require.NoError(t, err)
+	require.EqualValues(t, 2, ug.Version)
+	_, err = c.UpdateThingGroup(ctx, &iot.UpdateThingGroupInput{ThingGroupName: aws.String("berlin"), ExpectedVersion: aws.Int64(1),
+		ThingGroupProperties: &types.ThingGroupProperties{ThingGroupDescription: aws.String("stale")}})
+	require.ErrorAs(t, err, &conflict)
 	dg, err := c.DescribeThingGroup(ctx, &iot.DescribeThingGroupInput{ThingGroupName: aws.String("berlin")})
 	require.NoError(t, err)
+	require.Equal(t, "the Berlin lab", aws.ToString(dg.ThingGroupProperties.ThingGroupDescription))
+	require.Equal(t, map[string]string{"site": "ber"}, dg.ThingGroupProperties.AttributePayload.Attributes)
+	require.Len(t, dg.ThingGroupMetadata.RootToParentThingGroups, 2)
+	require.Equal(t, "fleet", aws.ToString(dg.ThingGroupMetadata.RootToParentThingGroups[0].GroupName), "root first")
+	require.Equal(t, "eu", aws.ToString(dg.ThingGroupMetadata.RootToParentThingGroups[1].GroupName))
 	_, err = c.ListThingsInThingGroup(ctx, &iot.ListThingsInThingGroupInput{ThingGroupName: aws.String("fleet"), Recursive: true})
 	require.NoError(t, err)
 
@@ -175,7 +188,7 @@ func TestControlPlaneMatchesTheServiceModel(t *testing.T) {
 	served := rec.checkAgainstModel(t, model)
 	t.Logf("operations checked against the service model: %v", served)
 	require.Subset(t, served, []string{"CreateThing", "DescribeThing", "UpdateThing", "ListThings", "DeleteThing", "CreateThingGroup",
-		"DescribeThingGroup", "ListThingGroups", "ListThingGroupsForThing", "UpdateThingGroupsForThing", "AddThingToThingGroup",
+		"DescribeThingGroup", "UpdateThingGroup", "ListThingGroups", "ListThingGroupsForThing", "UpdateThingGroupsForThing", "AddThingToThingGroup",
 		"RemoveThingFromThingGroup", "ListThingsInThingGroup", "DeleteThingGroup", "CreateJob", "DescribeJob", "UpdateJob",
 		"GetJobDocument", "ListJobs", "CancelJob", "DeleteJob", "ListJobExecutionsForJob", "ListJobExecutionsForThing",
 		"DescribeJobExecution", "DeleteJobExecution", "DescribeEndpoint"})
