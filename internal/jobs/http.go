@@ -87,6 +87,7 @@ func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler 
 	mux.HandleFunc("GET /jobs/{jobId}/job-document", s.handleGetJobDocument)
 	mux.HandleFunc("DELETE /things/{thingName}/jobs/{jobId}/executionNumber/{executionNumber}", s.handleDeleteJobExecution)
 	mux.HandleFunc("PATCH /jobs/{jobId}", s.handleUpdateJob)
+	mux.HandleFunc("POST /jobs/{jobId}/targets", s.handleAssociateTargetsWithJob)
 	mux.HandleFunc("GET /things/{thingName}/shadow", s.handleGetThingShadow)
 	mux.HandleFunc("POST /things/{thingName}/shadow", s.handleUpdateThingShadow)
 	mux.HandleFunc("DELETE /things/{thingName}", s.handleDeleteThing)

@@ -535,3 +535,130 @@ func (s *Service) handleUpdateThingGroup(w http.ResponseWriter, r *http.Request)
 	}
 	writeJSON(w, map[string]int64{"version": v})
 }
+
+// AssociateTargetsWithJob adds targets to a CONTINUOUS job in progress (AWS's rule): a thing
+// gets an execution now, a group's members now and whoever joins it later.
+func (s *Service) AssociateTargetsWithJob(jobID string, targets []string, comment string) (*Job, error) {
+	if len(targets) == 0 {
+		return nil, errorf(CodeInvalidRequest, "targets: give at least one thing or thing-group ARN")
+	}
+	if len(comment) > 2028 {
+		return nil, errorf(CodeInvalidRequest, "comment: at most 2028 characters")
+	}
+	type target struct{ kind, name string }
+	var parsed []target
+	for _, tg := range targets {
+		kind, name, err := s.parseTarget(tg)
+		if err != nil {
+			return nil, err
+		}
+		parsed = append(parsed, target{kind, name})
+	}
+	var job *Job
+	var queued []string
+	err := s.st.Update(func(t Tx) error {
+		j, err := t.jobWithTargets(jobID)
+		if err != nil {
+			return err
+		}
+		if j == nil {
+			return errorf(CodeResourceNotFound, "job %s does not exist", jobID)
+		}
+		if j.TargetSelection != "CONTINUOUS" {
+			return errorf(CodeInvalidRequest, "job %s is a SNAPSHOT job: targets can be associated only with a CONTINUOUS job", jobID)
+		}
+		if j.Status != JobInProgress {
+			return errorf(CodeInvalidStateTransition, "job %s is %s: targets can be associated only with a job in progress", jobID, j.Status)
+		}
+		all := slices.Clone(j.Targets)
+		for _, tg := range targets {
+			if !slices.Contains(all, tg) {
+				all = append(all, tg)
+			}
+		}
+		if err := s.checkTargets(all); err != nil {
+			return err
+		}
+		now := s.clock()
+		queue := func(thing string) error {
+			if e, err := t.execution(jobID, thing); err != nil || e != nil {
+				return err
+			}
+			queued = append(queued, thing)
+			return s.queueExecution(t, j, thing, now)
+		}
+		for _, tg := range parsed {
+			if tg.kind != "thinggroup" {
+				th, err := t.thing(tg.name)
+				if err != nil {
+					return err
+				}
+				if th == nil {
+					return errorf(CodeInvalidRequest, "target thing %s does not exist; register it first (CreateThing)", tg.name)
+				}
+				if err := queue(tg.name); err != nil {
+					return err
+				}
+				continue
+			}
+			g, err := t.group(tg.name)
+			if err != nil {
+				return err
+			}
+			if g == nil {
+				return errorf(CodeInvalidRequest, "target thing group %s does not exist", tg.name)
+			}
+			ms, err := members(t, tg.name, true)
+			if err != nil {
+				return err
+			}
+			for _, m := range ms {
+				if err := queue(m); err != nil {
+					return err
+				}
+			}
+			if !slices.Contains(j.TargetGroups, tg.name) {
+				j.TargetGroups = append(j.TargetGroups, tg.name)
+				if err := t.setContinuousJob(tg.name, jobID, true); err != nil {
+					return err
+				}
+			}
+		}
+		j.Targets = all
+		if comment != "" {
+			j.Comment = comment
+		}
+		j.LastUpdatedAt = now
+		job = j
+		if err := t.putJobTargets(jobID, all); err != nil {
+			return err
+		}
+		return t.putJob(j)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.queueChanged(queued)
+	return job, nil
+}
+
+func (s *Service) handleAssociateTargetsWithJob(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Targets []string `json:"targets"`
+		Comment string   `json:"comment"`
+	}
+	if err := readJSON(r, &in); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := onlyQuery(r, "namespaceId"); err != nil || r.URL.Query().Get("namespaceId") != "" {
+		writeError(w, errorf(CodeInvalidRequest, "namespaceId is not supported by this jobs service"))
+		return
+	}
+	j, err := s.AssociateTargetsWithJob(r.PathValue("jobId"), in.Targets, in.Comment)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, map[string]string{"jobArn": j.Arn, "jobId": j.ID, "description": j.Description})
+}

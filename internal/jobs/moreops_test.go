@@ -118,6 +118,14 @@ func TestControlPlaneMatchesTheServiceModel(t *testing.T) {
 	_, err = c.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("job-2030"), Targets: []string{aws.ToString(th.ThingArn)}, Document: aws.String(`{}`),
 		SchedulingConfig: &types.SchedulingConfig{StartTime: aws.String("2030-01-01T00:00")}})
 	require.ErrorAs(t, err, &invalid, "a schedule is refused, not ignored (the job would start now)")
+	// Targets join a continuous job; a snapshot job refuses them.
+	at, err := c.AssociateTargetsWithJob(ctx, &iot.AssociateTargetsWithJobInput{JobId: aws.String("job-2"), Targets: []string{"arn:aws:iot:us-east-1:000000000000:thing/dev-2"}, Comment: aws.String("one more")})
+	require.NoError(t, err)
+	require.Equal(t, "job-2", aws.ToString(at.JobId))
+	_, err = c.DescribeJobExecution(ctx, &iot.DescribeJobExecutionInput{JobId: aws.String("job-2"), ThingName: aws.String("dev-2")})
+	require.NoError(t, err, "the associated thing has its execution")
+	_, err = c.AssociateTargetsWithJob(ctx, &iot.AssociateTargetsWithJobInput{JobId: aws.String("job-1"), Targets: []string{"arn:aws:iot:us-east-1:000000000000:thing/dev-2"}})
+	require.ErrorAs(t, err, &invalid, "a snapshot job takes no more targets")
 	doc, err := c.GetJobDocument(ctx, &iot.GetJobDocumentInput{JobId: aws.String("job-1")})
 	require.NoError(t, err)
 	require.Equal(t, `{"operation":"update"}`, aws.ToString(doc.Document))
@@ -190,7 +198,7 @@ func TestControlPlaneMatchesTheServiceModel(t *testing.T) {
 	require.Subset(t, served, []string{"CreateThing", "DescribeThing", "UpdateThing", "ListThings", "DeleteThing", "CreateThingGroup",
 		"DescribeThingGroup", "UpdateThingGroup", "ListThingGroups", "ListThingGroupsForThing", "UpdateThingGroupsForThing", "AddThingToThingGroup",
 		"RemoveThingFromThingGroup", "ListThingsInThingGroup", "DeleteThingGroup", "CreateJob", "DescribeJob", "UpdateJob",
-		"GetJobDocument", "ListJobs", "CancelJob", "DeleteJob", "ListJobExecutionsForJob", "ListJobExecutionsForThing",
+		"GetJobDocument", "AssociateTargetsWithJob", "ListJobs", "CancelJob", "DeleteJob", "ListJobExecutionsForJob", "ListJobExecutionsForThing",
 		"DescribeJobExecution", "DeleteJobExecution", "DescribeEndpoint"})
 }
 
