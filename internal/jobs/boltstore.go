@@ -330,6 +330,29 @@ func (t boltTx) setContinuousJob(group, jobID string, on bool) error {
 	return t.b(bucketGroupJobs).Delete(groupJobKey(group, jobID))
 }
 
+func (t boltTx) record(kind, name string) ([]byte, error) {
+	v := t.b(bucketRecords).Get(pairKey(kind, name))
+	if v == nil {
+		return nil, nil
+	}
+	return bytes.Clone(v), nil
+}
+func (t boltTx) putRecord(kind, name string, body []byte) error {
+	return t.b(bucketRecords).Put(pairKey(kind, name), body)
+}
+func (t boltTx) deleteRecord(kind, name string) error {
+	return t.b(bucketRecords).Delete(pairKey(kind, name))
+}
+func (t boltTx) records(kind string) ([][]byte, error) {
+	var out [][]byte
+	c := t.b(bucketRecords).Cursor()
+	prefix := pairPrefix(kind)
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		out = append(out, bytes.Clone(v))
+	}
+	return out, nil
+}
+
 func (t boltTx) token(token string) (*TokenRecord, error) {
 	return get[TokenRecord](t.b(bucketTokens), nameKey(token))
 }

@@ -25,9 +25,10 @@ var (
 	bucketTimeouts    = []byte("timeouts")          // deadline(8, unix ns) ‖ jobID \x00 thing → ∅
 	bucketTokens      = []byte("client-tokens")     // client token → TokenRecord
 	bucketHeld        = []byte("held")              // jobID \x00 seq(8) \x00 thing → ∅, in queue order
+	bucketRecords     = []byte("records")           // kind \x00 name → JSON (thing types, job templates)
 
 	allBuckets = [][]byte{bucketMeta, bucketThings, bucketJobs, bucketJobTargets, bucketExecs, bucketQueue, bucketGroups,
-		bucketMembers, bucketMemberships, bucketGroupJobs, bucketTimeouts, bucketTokens, bucketHeld}
+		bucketMembers, bucketMemberships, bucketGroupJobs, bucketTimeouts, bucketTokens, bucketHeld, bucketRecords}
 
 	keySchemaVersion = []byte("schemaVersion")
 )

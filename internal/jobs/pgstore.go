@@ -503,6 +503,37 @@ func (t *pgTx) setContinuousJob(group, jobID string, on bool) error {
 	return t.exec("DELETE FROM group_jobs WHERE group_name = $1 AND job_id = $2", group, jobID)
 }
 
+func (t *pgTx) record(kind, name string) ([]byte, error) {
+	var raw []byte
+	err := t.tx.QueryRow(t.ctx, "SELECT body FROM records WHERE kind = $1 AND name = $2", kind, name).Scan(&raw)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	return raw, err
+}
+func (t *pgTx) putRecord(kind, name string, body []byte) error {
+	return t.exec("INSERT INTO records (kind, name, body) VALUES ($1, $2, $3) ON CONFLICT (kind, name) DO UPDATE SET body = EXCLUDED.body", kind, name, body)
+}
+func (t *pgTx) deleteRecord(kind, name string) error {
+	return t.exec("DELETE FROM records WHERE kind = $1 AND name = $2", kind, name)
+}
+func (t *pgTx) records(kind string) ([][]byte, error) {
+	rows, err := t.tx.Query(t.ctx, "SELECT body FROM records WHERE kind = $1 ORDER BY name", kind)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][]byte
+	for rows.Next() {
+		var raw []byte
+		if err := rows.Scan(&raw); err != nil {
+			return nil, err
+		}
+		out = append(out, raw)
+	}
+	return out, rows.Err()
+}
+
 func (t *pgTx) token(token string) (*TokenRecord, error) {
 	return pgGet[TokenRecord](t, "SELECT body FROM client_tokens WHERE token = $1", token)
 }

@@ -70,6 +70,13 @@ type Tx interface {
 	continuousJobs(group string) ([]string, error)
 	setContinuousJob(group, jobID string, on bool) error
 
+	// Records are the service's smaller kinds (thing types, job templates): a JSON body by
+	// kind and name; records lists a kind's bodies in name order.
+	record(kind, name string) ([]byte, error)
+	putRecord(kind, name string, body []byte) error
+	deleteRecord(kind, name string) error
+	records(kind string) ([][]byte, error)
+
 	token(token string) (*TokenRecord, error)
 	putToken(token string, r TokenRecord) error
 	// secret is a named random secret, created on first use.

@@ -455,3 +455,32 @@ func TestPostgresSchemaFromANewerOtaflowIsRefused(t *testing.T) {
 	_, err = openPgStore(url)
 	require.ErrorContains(t, err, "schema version 999, written by a newer otaflow")
 }
+
+// Records: by kind and name, listed in name order per kind, durable, deletable.
+func TestStoreRecords(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st Store, reopen func() Store) {
+		update(t, st, func(tx Tx) error {
+			for _, r := range []struct{ kind, name string }{{"type", "b"}, {"type", "a"}, {"template", "a"}, {"type", "c"}} {
+				if err := tx.putRecord(r.kind, r.name, []byte(`{"n":"`+r.kind+"/"+r.name+`"}`)); err != nil {
+					return err
+				}
+			}
+			return tx.deleteRecord("type", "c")
+		})
+		st = reopen()
+		require.NoError(t, st.View(func(tx Tx) error {
+			all, err := tx.records("type")
+			require.NoError(t, err)
+			require.Len(t, all, 2)
+			require.JSONEq(t, `{"n":"type/a"}`, string(all[0]), "name order")
+			require.JSONEq(t, `{"n":"type/b"}`, string(all[1]))
+			one, err := tx.record("template", "a")
+			require.NoError(t, err)
+			require.JSONEq(t, `{"n":"template/a"}`, string(one))
+			none, err := tx.record("type", "c")
+			require.NoError(t, err)
+			require.Nil(t, none, "deleted")
+			return nil
+		}))
+	})
+}
