@@ -60,6 +60,7 @@ func TestServiceOnPostgres(t *testing.T) {
 		"TimeoutsAndRetries": TestTimeoutsAndRetries, "RateLimitReleasesPerMinute": TestRateLimitReleasesPerMinute,
 		"MQTTJobsAPI": TestMQTTJobsAPI, "MQTTTimeoutsAndRetries": TestMQTTTimeoutsAndRetries, "DeviceProtocolDetails": TestDeviceProtocolDetails,
 		"ThingGroupQuotas": TestThingGroupQuotas, "PresignedArtifactURLs": TestPresignedArtifactURLs,
+		"ControlPlaneMatchesTheServiceModel": TestControlPlaneMatchesTheServiceModel, "NamedShadowOverMQTT": TestNamedShadowOverMQTT,
 	} {
 		t.Run(name, test)
 	}

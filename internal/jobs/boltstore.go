@@ -131,6 +131,8 @@ func (t boltTx) nextID(kind string) (uint64, error) {
 		return t.b(bucketThings).NextSequence()
 	case "group":
 		return t.b(bucketGroups).NextSequence()
+	case "record":
+		return t.b(bucketRecords).NextSequence()
 	}
 	return 0, fmt.Errorf("no ID sequence for %q", kind)
 }

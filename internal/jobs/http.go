@@ -79,6 +79,11 @@ func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler 
 	mux.HandleFunc("PUT /things/{thingName}/jobs/{jobId}/cancel", s.handleCancelJobExecution)
 	mux.HandleFunc("GET /things", s.handleListThings)
 	mux.HandleFunc("PATCH /things/{thingName}", s.handleUpdateThing)
+	mux.HandleFunc("POST /thing-types/{thingTypeName}", s.handleCreateThingType)
+	mux.HandleFunc("GET /thing-types/{thingTypeName}", s.handleDescribeThingType)
+	mux.HandleFunc("GET /thing-types", s.handleListThingTypes)
+	mux.HandleFunc("POST /thing-types/{thingTypeName}/deprecate", s.handleDeprecateThingType)
+	mux.HandleFunc("DELETE /thing-types/{thingTypeName}", s.handleDeleteThingType)
 	mux.HandleFunc("GET /endpoint", s.handleDescribeEndpoint)
 	mux.HandleFunc("GET /things/{thingName}/thing-groups", s.handleListThingGroupsForThing)
 	mux.HandleFunc("GET /thing-groups", s.handleListThingGroups)
@@ -267,10 +272,6 @@ func (s *Service) handleCreateThing(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if in.ThingTypeName != "" {
-		writeError(w, errorf(CodeResourceNotFound, "thing type %s does not exist (this jobs service keeps no thing types)", in.ThingTypeName))
-		return
-	}
 	if in.BillingGroupName != "" {
 		writeError(w, errorf(CodeResourceNotFound, "billing group %s does not exist (this jobs service keeps no billing groups)", in.BillingGroupName))
 		return
@@ -279,7 +280,7 @@ func (s *Service) handleCreateThing(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	th, err := s.CreateThing(r.PathValue("thingName"), in.AttributePayload.Attributes)
+	th, err := s.CreateTypedThing(r.PathValue("thingName"), in.ThingTypeName, in.AttributePayload.Attributes)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -293,10 +294,14 @@ func (s *Service) handleDescribeThing(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, map[string]any{
+	out := map[string]any{
 		"thingName": th.Name, "thingArn": th.Arn, "thingId": th.ID,
 		"attributes": th.Attributes, "version": th.Version, "defaultClientId": th.Name,
-	})
+	}
+	if th.TypeName != "" {
+		out["thingTypeName"] = th.TypeName
+	}
+	writeJSON(w, out)
 }
 
 func (s *Service) handleCreateJob(w http.ResponseWriter, r *http.Request) {
@@ -628,20 +633,18 @@ func (s *Service) handleListThings(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if q.Get("thingTypeName") != "" {
-		// No thing has a type here (thing types are not kept): the filter matches none,
-		// never everything.
-		writeJSON(w, map[string]any{"things": []any{}})
-		return
-	}
-	things, next, err := s.ListThings(q.Get("attributeName"), q.Get("attributeValue"), q.Get("usePrefixAttributeValue") == "true", max, q.Get("nextToken"))
+	things, next, err := s.ListThings(q.Get("attributeName"), q.Get("attributeValue"), q.Get("usePrefixAttributeValue") == "true", q.Get("thingTypeName"), max, q.Get("nextToken"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	list := make([]map[string]any, 0, len(things))
 	for _, th := range things {
-		list = append(list, map[string]any{"thingName": th.Name, "thingArn": th.Arn, "attributes": th.Attributes, "version": th.Version})
+		item := map[string]any{"thingName": th.Name, "thingArn": th.Arn, "attributes": th.Attributes, "version": th.Version}
+		if th.TypeName != "" {
+			item["thingTypeName"] = th.TypeName
+		}
+		list = append(list, item)
 	}
 	writeJSON(w, page(map[string]any{"things": list}, next))
 }

@@ -40,8 +40,10 @@ type Thing struct {
 	Arn        string            `json:"thingArn"`
 	ID         string            `json:"thingId"`
 	Attributes map[string]string `json:"attributes,omitempty"`
-	Version    int64             `json:"version"`
-	CreatedAt  time.Time         `json:"createdAt"`
+	// TypeName is the thing's thing type, if any.
+	TypeName  string    `json:"thingTypeName,omitempty"`
+	Version   int64     `json:"version"`
+	CreatedAt time.Time `json:"createdAt"`
 	// Shadows are the thing's named device shadows (shadow.go).
 	Shadows map[string]*Shadow `json:"shadows,omitempty"`
 }

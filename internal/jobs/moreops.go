@@ -17,7 +17,7 @@ import (
 
 // UpdateThing changes a thing's attributes (AWS's attributePayload: with merge, the given
 // attributes are added or replaced and an empty value removes one; without, they replace all).
-func (s *Service) UpdateThing(name string, attrs map[string]string, merge bool, expectedVersion int64) error {
+func (s *Service) UpdateThing(name string, attrs map[string]string, merge bool, expectedVersion int64, typeChange ...string) error {
 	return s.st.Update(func(t Tx) error {
 		th, err := t.thing(name)
 		if err != nil {
@@ -44,6 +44,14 @@ func (s *Service) UpdateThing(name string, attrs map[string]string, merge bool, 
 		}
 		if err := checkAttributes(next); err != nil {
 			return err
+		}
+		if len(typeChange) > 0 { // a new type, or "" to remove it
+			if typeChange[0] != "" {
+				if err := usableThingType(t, typeChange[0]); err != nil {
+					return err
+				}
+			}
+			th.TypeName = typeChange[0]
 		}
 		th.Attributes = next
 		th.Version++
@@ -235,16 +243,23 @@ func (s *Service) handleUpdateThing(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if in.ThingTypeName != "" {
-		writeError(w, errorf(CodeResourceNotFound, "thing type %s does not exist (this jobs service keeps no thing types)", in.ThingTypeName))
+	if in.ThingTypeName != "" && in.RemoveThingType {
+		writeError(w, errorf(CodeInvalidRequest, "give thingTypeName or removeThingType, not both"))
 		return
 	}
+	var typeChange []string
+	switch {
+	case in.ThingTypeName != "":
+		typeChange = []string{in.ThingTypeName}
+	case in.RemoveThingType:
+		typeChange = []string{""}
+	}
 	var attrs map[string]string
-	merge := false
+	merge := in.AttributePayload == nil // no payload: the attributes stay
 	if p := in.AttributePayload; p != nil {
 		attrs, merge = p.Attributes, p.Merge
 	}
-	if err := s.UpdateThing(r.PathValue("thingName"), attrs, merge, in.ExpectedVersion); err != nil {
+	if err := s.UpdateThing(r.PathValue("thingName"), attrs, merge, in.ExpectedVersion, typeChange...); err != nil {
 		writeError(w, err)
 		return
 	}

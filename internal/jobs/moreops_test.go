@@ -55,7 +55,37 @@ func TestControlPlaneMatchesTheServiceModel(t *testing.T) {
 	}
 	require.Equal(t, []string{"dev-2", "dev-3"}, names(&iot.ListThingsInput{AttributeName: aws.String("model"), AttributeValue: aws.String("m1")}))
 	require.Equal(t, []string{"dev-2", "dev-3"}, names(&iot.ListThingsInput{AttributeName: aws.String("site"), AttributeValue: aws.String("berlin"), UsePrefixAttributeValue: true}))
-	require.Empty(t, names(&iot.ListThingsInput{ThingTypeName: aws.String("gateway")}), "a type filter matches none here, never everything")
+	require.Empty(t, names(&iot.ListThingsInput{ThingTypeName: aws.String("gateway")}), "a type filter never matches everything")
+
+	// Thing types: a thing takes one, the filter finds it, a deprecated type takes no new thing,
+	// and a type in use cannot be deleted.
+	_, err = c.CreateThingType(ctx, &iot.CreateThingTypeInput{ThingTypeName: aws.String("gateway"),
+		ThingTypeProperties: &types.ThingTypeProperties{ThingTypeDescription: aws.String("edge gateways"), SearchableAttributes: []string{"model"}}})
+	require.NoError(t, err)
+	_, err = c.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String("gw-1"), ThingTypeName: aws.String("gateway")})
+	require.NoError(t, err)
+	require.Equal(t, []string{"gw-1"}, names(&iot.ListThingsInput{ThingTypeName: aws.String("gateway")}))
+	gw, err := c.DescribeThing(ctx, &iot.DescribeThingInput{ThingName: aws.String("gw-1")})
+	require.NoError(t, err)
+	require.Equal(t, "gateway", aws.ToString(gw.ThingTypeName))
+	tt, err := c.DescribeThingType(ctx, &iot.DescribeThingTypeInput{ThingTypeName: aws.String("gateway")})
+	require.NoError(t, err)
+	require.Equal(t, "edge gateways", aws.ToString(tt.ThingTypeProperties.ThingTypeDescription))
+	ltt, err := c.ListThingTypes(ctx, &iot.ListThingTypesInput{})
+	require.NoError(t, err)
+	require.Len(t, ltt.ThingTypes, 1)
+	_, err = c.DeprecateThingType(ctx, &iot.DeprecateThingTypeInput{ThingTypeName: aws.String("gateway")})
+	require.NoError(t, err)
+	_, err = c.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String("gw-2"), ThingTypeName: aws.String("gateway")})
+	require.ErrorAs(t, err, &invalid, "a deprecated type takes no new thing")
+	_, err = c.DeleteThingType(ctx, &iot.DeleteThingTypeInput{ThingTypeName: aws.String("gateway")})
+	require.ErrorAs(t, err, &invalid, "a type still in use")
+	_, err = c.UpdateThing(ctx, &iot.UpdateThingInput{ThingName: aws.String("gw-1"), RemoveThingType: true})
+	require.NoError(t, err)
+	_, err = c.DeleteThingType(ctx, &iot.DeleteThingTypeInput{ThingTypeName: aws.String("gateway")})
+	require.NoError(t, err)
+	_, err = c.DeleteThing(ctx, &iot.DeleteThingInput{ThingName: aws.String("gw-1")})
+	require.NoError(t, err)
 
 	// Groups.
 	for _, g := range []struct{ name, parent string }{{"fleet", ""}, {"eu", "fleet"}, {"berlin", "eu"}, {"lab", ""}} {
@@ -199,7 +229,8 @@ func TestControlPlaneMatchesTheServiceModel(t *testing.T) {
 		"DescribeThingGroup", "UpdateThingGroup", "ListThingGroups", "ListThingGroupsForThing", "UpdateThingGroupsForThing", "AddThingToThingGroup",
 		"RemoveThingFromThingGroup", "ListThingsInThingGroup", "DeleteThingGroup", "CreateJob", "DescribeJob", "UpdateJob",
 		"GetJobDocument", "AssociateTargetsWithJob", "ListJobs", "CancelJob", "DeleteJob", "ListJobExecutionsForJob", "ListJobExecutionsForThing",
-		"DescribeJobExecution", "DeleteJobExecution", "DescribeEndpoint"})
+		"DescribeJobExecution", "DeleteJobExecution", "DescribeEndpoint", "CreateThingType", "DescribeThingType", "ListThingTypes",
+		"DeprecateThingType", "DeleteThingType"})
 }
 
 // A job document can come from the artifact store, as AWS reads documentSource from S3.

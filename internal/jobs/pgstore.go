@@ -337,6 +337,8 @@ func (t *pgTx) nextID(kind string) (uint64, error) {
 		return t.nextval("thing_ids")
 	case "group":
 		return t.nextval("group_ids")
+	case "record":
+		return t.nextval("record_ids")
 	}
 	return 0, fmt.Errorf("no ID sequence for %q", kind)
 }

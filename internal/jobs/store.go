@@ -21,7 +21,8 @@ type Tx interface {
 	putThing(th *Thing) error
 	deleteThing(name string) error
 	forEachThing(fn func(*Thing) error) error
-	// nextID is a new number for an ID of kind ("thing", "group"), never handed out before.
+	// nextID is a new number for an ID of kind ("thing", "group", "record"), never handed out
+	// before.
 	nextID(kind string) (uint64, error)
 
 	job(id string) (*Job, error)

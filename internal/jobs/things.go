@@ -17,6 +17,11 @@ var (
 // CreateThing registers a thing. Creating an existing thing with the same attributes is a
 // no-op, as in AWS; different attributes are a conflict.
 func (s *Service) CreateThing(name string, attrs map[string]string) (*Thing, error) {
+	return s.CreateTypedThing(name, "", attrs)
+}
+
+// CreateTypedThing is CreateThing with a thing type (which must exist and not be deprecated).
+func (s *Service) CreateTypedThing(name, typeName string, attrs map[string]string) (*Thing, error) {
 	if !thingNameRE.MatchString(name) {
 		return nil, errorf(CodeInvalidRequest, "thing name %q is invalid: use 1-128 characters from a-z A-Z 0-9 : _ -", name)
 	}
@@ -29,17 +34,22 @@ func (s *Service) CreateThing(name string, attrs map[string]string) (*Thing, err
 			return err
 		}
 		if existing != nil {
-			if !mapsEqual(existing.Attributes, attrs) {
-				return errorf(CodeAlreadyExists, "thing %s already exists with different attributes", name)
+			if !mapsEqual(existing.Attributes, attrs) || existing.TypeName != typeName {
+				return errorf(CodeAlreadyExists, "thing %s already exists with different attributes or type", name)
 			}
 			out = existing
 			return nil
+		}
+		if typeName != "" {
+			if err := usableThingType(t, typeName); err != nil {
+				return err
+			}
 		}
 		seq, err := t.nextID("thing")
 		if err != nil {
 			return err
 		}
-		out = &Thing{Name: name, Arn: s.ThingArn(name), ID: fmt.Sprintf("%016x", seq), Attributes: attrs, Version: 1, CreatedAt: s.clock()}
+		out = &Thing{Name: name, Arn: s.ThingArn(name), ID: fmt.Sprintf("%016x", seq), Attributes: attrs, TypeName: typeName, Version: 1, CreatedAt: s.clock()}
 		return t.putThing(out)
 	})
 	return out, err
@@ -87,11 +97,14 @@ func (s *Service) DeleteThing(name string, expectedVersion int64) error {
 }
 
 // ListThings pages through things in name order, optionally those with an attribute value.
-func (s *Service) ListThings(attrName, attrValue string, prefix bool, max int, token string) ([]*Thing, string, error) {
+func (s *Service) ListThings(attrName, attrValue string, prefix bool, typeName string, max int, token string) ([]*Thing, string, error) {
 	var names []string
 	byName := map[string]*Thing{}
 	err := s.st.View(func(t Tx) error {
 		return t.forEachThing(func(th *Thing) error {
+			if typeName != "" && th.TypeName != typeName {
+				return nil
+			}
 			if attrName != "" {
 				v, ok := th.Attributes[attrName]
 				if !ok || (prefix && !strings.HasPrefix(v, attrValue)) || (!prefix && attrValue != "" && v != attrValue) {

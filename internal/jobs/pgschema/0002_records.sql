@@ -6,3 +6,6 @@ CREATE TABLE records (
     body jsonb NOT NULL,
     PRIMARY KEY (kind, name)
 );
+
+-- IDs of records (a thing type's thingTypeId).
+CREATE SEQUENCE record_ids;
