@@ -93,6 +93,10 @@ func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler 
 	mux.HandleFunc("DELETE /things/{thingName}/jobs/{jobId}/executionNumber/{executionNumber}", s.handleDeleteJobExecution)
 	mux.HandleFunc("PATCH /jobs/{jobId}", s.handleUpdateJob)
 	mux.HandleFunc("POST /jobs/{jobId}/targets", s.handleAssociateTargetsWithJob)
+	mux.HandleFunc("PUT /job-templates/{jobTemplateId}", s.handleCreateJobTemplate)
+	mux.HandleFunc("GET /job-templates/{jobTemplateId}", s.handleDescribeJobTemplate)
+	mux.HandleFunc("GET /job-templates", s.handleListJobTemplates)
+	mux.HandleFunc("DELETE /job-templates/{jobTemplateId}", s.handleDeleteJobTemplate)
 	mux.HandleFunc("GET /things/{thingName}/shadow", s.handleGetThingShadow)
 	mux.HandleFunc("POST /things/{thingName}/shadow", s.handleUpdateThingShadow)
 	mux.HandleFunc("DELETE /things/{thingName}", s.handleDeleteThing)
@@ -189,6 +193,8 @@ func exceptionFor(code ErrorCode) (string, int) {
 		return "InvalidStateTransitionException", http.StatusConflict
 	case CodeVersionMismatch, CodeConflict:
 		return "VersionConflictException", http.StatusConflict
+	case CodeResourceConflict:
+		return "ConflictException", http.StatusConflict
 	case CodeUnauthorized:
 		return "UnauthorizedException", http.StatusForbidden
 	case CodeLimitExceeded:
@@ -339,7 +345,6 @@ func (s *Service) handleCreateJob(w http.ResponseWriter, r *http.Request) {
 		{present(in.AbortConfig), "abortConfig (otaflow rollouts abort waves themselves: --abort-failure-type)"},
 		{present(in.SchedulingConfig), "schedulingConfig (otaflow rollouts wait for maintenance windows: --window-cron; schedules start them: starter schedule create)"},
 		{present(in.RolloutConfig.ExponentialRate), "jobExecutionsRolloutConfig.exponentialRate (use maximumPerMinute; otaflow rollouts ramp up in waves)"},
-		{in.JobTemplateArn != "", "jobTemplateArn (job templates)"},
 	} {
 		if u.set {
 			writeError(w, errorf(CodeInvalidRequest, "%s is not supported by this jobs service", u.what))
@@ -358,14 +363,21 @@ func (s *Service) handleCreateJob(w http.ResponseWriter, r *http.Request) {
 		}
 		in.Document = doc
 	}
-	job, err := s.CreateJob(CreateJobInput{
+	cj := CreateJobInput{
 		JobID: r.PathValue("jobId"), Document: in.Document, Description: in.Description,
 		Targets: in.Targets, TargetSelection: in.TargetSelection,
 		InProgressTimeoutMinutes: in.TimeoutConfig.InProgressTimeoutInMinutes,
 		Retry:                    retryList(in.RetryConfig),
 		Presign:                  in.PresignedURLConfig,
 		MaxPerMinute:             in.RolloutConfig.MaximumPerMinute,
-	})
+	}
+	if in.JobTemplateArn != "" {
+		if err := s.fromTemplate(&cj, in.JobTemplateArn); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	job, err := s.CreateJob(cj)
 	if err != nil {
 		writeError(w, err)
 		return

@@ -203,7 +203,9 @@ const (
 	CodeAlreadyExists ErrorCode = "ResourceAlreadyExists"
 	CodeUnauthorized  ErrorCode = "Unauthorized"
 	CodeConflict      ErrorCode = "Conflict"
-	CodeLimitExceeded ErrorCode = "LimitExceeded"
+	// CodeResourceConflict is AWS's ConflictException (a job template that exists).
+	CodeResourceConflict ErrorCode = "ResourceConflict"
+	CodeLimitExceeded    ErrorCode = "LimitExceeded"
 )
 
 // Error is a service error that both planes know how to send.

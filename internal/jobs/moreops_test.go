@@ -156,6 +156,32 @@ func TestControlPlaneMatchesTheServiceModel(t *testing.T) {
 	require.NoError(t, err, "the associated thing has its execution")
 	_, err = c.AssociateTargetsWithJob(ctx, &iot.AssociateTargetsWithJobInput{JobId: aws.String("job-1"), Targets: []string{"arn:aws:iot:us-east-1:000000000000:thing/dev-2"}})
 	require.ErrorAs(t, err, &invalid, "a snapshot job takes no more targets")
+	// Job templates: from a job, from a document; a job made from a template.
+	_, err = c.CreateJobTemplate(ctx, &iot.CreateJobTemplateInput{JobTemplateId: aws.String("tpl-1"), JobArn: aws.String("job-1"), Description: aws.String("as job-1")})
+	require.NoError(t, err)
+	_, err = c.CreateJobTemplate(ctx, &iot.CreateJobTemplateInput{JobTemplateId: aws.String("tpl-2"), Document: aws.String(`{"operation":"tpl"}`),
+		Description: aws.String("nightly"), TimeoutConfig: &types.TimeoutConfig{InProgressTimeoutInMinutes: aws.Int64(30)}})
+	require.NoError(t, err)
+	_, err = c.CreateJobTemplate(ctx, &iot.CreateJobTemplateInput{JobTemplateId: aws.String("tpl-1"), Document: aws.String(`{}`), Description: aws.String("again")})
+	var exists *types.ConflictException
+	require.ErrorAs(t, err, &exists, "a template ID is used once")
+	tpl, err := c.DescribeJobTemplate(ctx, &iot.DescribeJobTemplateInput{JobTemplateId: aws.String("tpl-1")})
+	require.NoError(t, err)
+	require.Equal(t, `{"operation":"update"}`, aws.ToString(tpl.Document))
+	lt, err := c.ListJobTemplates(ctx, &iot.ListJobTemplatesInput{})
+	require.NoError(t, err)
+	require.Len(t, lt.JobTemplates, 2)
+	tplOut, err := c.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("from-tpl"), Targets: []string{"dev-3"},
+		JobTemplateArn: aws.String("arn:aws:iot:us-east-1:000000000000:jobtemplate/tpl-2")})
+	require.NoError(t, err)
+	ft, err := c.DescribeJob(ctx, &iot.DescribeJobInput{JobId: tplOut.JobId})
+	require.NoError(t, err)
+	require.Equal(t, "nightly", aws.ToString(ft.Job.Description))
+	require.EqualValues(t, 30, aws.ToInt64(ft.Job.TimeoutConfig.InProgressTimeoutInMinutes))
+	_, err = c.DeleteJobTemplate(ctx, &iot.DeleteJobTemplateInput{JobTemplateId: aws.String("tpl-2")})
+	require.NoError(t, err)
+	_, err = c.DescribeJobTemplate(ctx, &iot.DescribeJobTemplateInput{JobTemplateId: aws.String("tpl-2")})
+	require.ErrorAs(t, err, &notFound)
 	doc, err := c.GetJobDocument(ctx, &iot.GetJobDocumentInput{JobId: aws.String("job-1")})
 	require.NoError(t, err)
 	require.Equal(t, `{"operation":"update"}`, aws.ToString(doc.Document))
@@ -230,7 +256,7 @@ func TestControlPlaneMatchesTheServiceModel(t *testing.T) {
 		"RemoveThingFromThingGroup", "ListThingsInThingGroup", "DeleteThingGroup", "CreateJob", "DescribeJob", "UpdateJob",
 		"GetJobDocument", "AssociateTargetsWithJob", "ListJobs", "CancelJob", "DeleteJob", "ListJobExecutionsForJob", "ListJobExecutionsForThing",
 		"DescribeJobExecution", "DeleteJobExecution", "DescribeEndpoint", "CreateThingType", "DescribeThingType", "ListThingTypes",
-		"DeprecateThingType", "DeleteThingType"})
+		"DeprecateThingType", "DeleteThingType", "CreateJobTemplate", "DescribeJobTemplate", "ListJobTemplates", "DeleteJobTemplate"})
 }
 
 // A job document can come from the artifact store, as AWS reads documentSource from S3.
