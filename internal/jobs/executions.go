@@ -333,13 +333,10 @@ func (s *Service) CancelJobExecution(jobID, thing string, force bool, expectedVe
 func (s *Service) ListJobExecutionsForThing(thing string, status ExecutionStatus, max int, token string) ([]*Execution, string, error) {
 	var all []*Execution
 	err := s.st.View(func(t Tx) error {
-		th, err := t.thing(thing)
-		if err != nil {
+		if _, err := mustThing(t, thing); err != nil {
 			return err
 		}
-		if th == nil {
-			return errorf(CodeResourceNotFound, "thing %s does not exist", thing)
-		}
+		var err error
 		all, err = t.thingExecutions(thing)
 		return err
 	})

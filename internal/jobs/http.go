@@ -114,11 +114,7 @@ func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler 
 	mux.HandleFunc("GET /thing-groups/{thingGroupName}/things", s.handleListThingsInThingGroup)
 	mux.HandleFunc("PUT /artifacts/{bucket}/{key...}", s.handleArtifactUpload)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		// As AWS answers a request for no operation it has (README lists what is served).
-		w.Header().Set("X-Amzn-Errortype", "UnknownOperationException")
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusNotFound)
-		json.NewEncoder(w).Encode(map[string]string{"message": fmt.Sprintf("Unknown operation: %s %s is not an operation this jobs service serves (README lists them)", r.Method, r.URL.Path)})
+		writeUnknownOperation(w, fmt.Sprintf("%s %s is not an operation this jobs service serves (README lists them)", r.Method, r.URL.Path))
 	})
 	// Artifact downloads carry their own signature (a presigned URL), not SigV4.
 	outer := http.NewServeMux()
@@ -213,6 +209,14 @@ func writeError(w http.ResponseWriter, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(map[string]string{"message": e.Message})
+}
+
+// writeUnknownOperation answers as AWS answers a request for an operation it does not have.
+func writeUnknownOperation(w http.ResponseWriter, msg string) {
+	w.Header().Set("X-Amzn-Errortype", "UnknownOperationException")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusNotFound)
+	json.NewEncoder(w).Encode(map[string]string{"message": "Unknown operation: " + msg})
 }
 
 // present reports whether an optional JSON member was sent with a value.

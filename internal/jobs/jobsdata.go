@@ -40,10 +40,7 @@ func (s *Service) jobsDataHandler() http.Handler {
 	mux.HandleFunc("GET /things/{thingName}/jobs/{jobId}", s.handleDataDescribeJobExecution)
 	mux.HandleFunc("POST /things/{thingName}/jobs/{jobId}", s.handleDataUpdateJobExecution)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("X-Amzn-Errortype", "UnknownOperationException")
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusNotFound)
-		json.NewEncoder(w).Encode(map[string]string{"message": "Unknown operation: " + r.Method + " " + r.URL.Path + " is not an iot-jobs-data operation"})
+		writeUnknownOperation(w, r.Method+" "+r.URL.Path+" is not an iot-jobs-data operation")
 	})
 	return mux
 }

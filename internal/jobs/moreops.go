@@ -89,13 +89,10 @@ func attrCharsOK(s string) bool {
 func (s *Service) ThingGroupsForThing(thing string) ([]string, error) {
 	var out []string
 	err := s.st.View(func(t Tx) error {
-		th, err := t.thing(thing)
-		if err != nil {
+		if _, err := mustThing(t, thing); err != nil {
 			return err
 		}
-		if th == nil {
-			return errorf(CodeResourceNotFound, "thing %s does not exist", thing)
-		}
+		var err error
 		out, err = t.thingGroups(thing)
 		return err
 	})

@@ -106,6 +106,15 @@ func mustJob(t Tx, id string) (*Job, error) {
 	return j, err
 }
 
+// mustThing is thing, with a missing thing an error.
+func mustThing(t Tx, name string) (*Thing, error) {
+	th, err := t.thing(name)
+	if err == nil && th == nil {
+		err = errorf(CodeResourceNotFound, "thing %s does not exist", name)
+	}
+	return th, err
+}
+
 // mustExecution is execution, with a missing execution an error.
 func mustExecution(t Tx, jobID, thing string) (*Execution, error) {
 	e, err := t.execution(jobID, thing)
