@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -29,19 +30,7 @@ func (s *Service) UpdateThing(name string, attrs map[string]string, merge bool, 
 		if expectedVersion != 0 && expectedVersion != th.Version {
 			return errorf(CodeConflict, "thing %s is at version %d, not the expected %d", name, th.Version, expectedVersion)
 		}
-		next := map[string]string{}
-		if merge {
-			for k, v := range th.Attributes {
-				next[k] = v
-			}
-		}
-		for k, v := range attrs {
-			if v == "" {
-				delete(next, k)
-				continue
-			}
-			next[k] = v
-		}
+		next := mergeAttributes(th.Attributes, attrs, merge)
 		if err := checkAttributes(next); err != nil {
 			return err
 		}
@@ -57,6 +46,23 @@ func (s *Service) UpdateThing(name string, attrs map[string]string, merge bool, 
 		th.Version++
 		return t.putThing(th)
 	})
+}
+
+// mergeAttributes applies an attributePayload: with merge, attrs are added to or replace the
+// current ones; without, they replace them all. An empty value removes an attribute.
+func mergeAttributes(current, attrs map[string]string, merge bool) map[string]string {
+	next := map[string]string{}
+	if merge {
+		maps.Copy(next, current)
+	}
+	for k, v := range attrs {
+		if v == "" {
+			delete(next, k)
+			continue
+		}
+		next[k] = v
+	}
+	return next
 }
 
 // AWS's limits on thing attributes: at most 50 (for a thing without a type: 3 searchable, but
@@ -472,19 +478,7 @@ func (s *Service) UpdateThingGroup(name, description string, attrs map[string]st
 		if expectedVersion != 0 && expectedVersion != g.Version {
 			return errorf(CodeConflict, "thing group %s is at version %d, not the expected %d", name, g.Version, expectedVersion)
 		}
-		next := map[string]string{}
-		if merge {
-			for k, v := range g.Attributes {
-				next[k] = v
-			}
-		}
-		for k, v := range attrs {
-			if v == "" {
-				delete(next, k)
-			} else {
-				next[k] = v
-			}
-		}
+		next := mergeAttributes(g.Attributes, attrs, merge)
 		if err := checkAttributes(next); err != nil {
 			return err
 		}

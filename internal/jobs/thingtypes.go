@@ -121,12 +121,9 @@ func (s *Service) ListThingTypes(name string) ([]*ThingType, error) {
 // DeprecateThingType deprecates a thing type (no new thing may take it) or undoes that.
 func (s *Service) DeprecateThingType(name string, undo bool) error {
 	return s.st.Update(func(t Tx) error {
-		tt, err := getRecord[ThingType](t, recordThingType, name)
+		tt, err := mustThingType(t, name)
 		if err != nil {
 			return err
-		}
-		if tt == nil {
-			return errorf(CodeResourceNotFound, "thing type %s does not exist", name)
 		}
 		tt.Deprecated = !undo
 		tt.DeprecatedAt = time.Time{}
@@ -141,12 +138,9 @@ func (s *Service) DeprecateThingType(name string, undo bool) error {
 // five minutes after the deprecation; this service does not).
 func (s *Service) DeleteThingType(name string) error {
 	return s.st.Update(func(t Tx) error {
-		tt, err := getRecord[ThingType](t, recordThingType, name)
+		tt, err := mustThingType(t, name)
 		if err != nil {
 			return err
-		}
-		if tt == nil {
-			return errorf(CodeResourceNotFound, "thing type %s does not exist", name)
 		}
 		if !tt.Deprecated {
 			return errorf(CodeInvalidRequest, "thing type %s is not deprecated: deprecate it first (DeprecateThingType)", name)
@@ -167,14 +161,20 @@ func (s *Service) DeleteThingType(name string) error {
 	})
 }
 
+// mustThingType is a thing type, with a missing one an error.
+func mustThingType(t Tx, name string) (*ThingType, error) {
+	tt, err := getRecord[ThingType](t, recordThingType, name)
+	if err == nil && tt == nil {
+		err = errorf(CodeResourceNotFound, "thing type %s does not exist; create it first (CreateThingType)", name)
+	}
+	return tt, err
+}
+
 // usableThingType checks that a thing may take the type: it exists and is not deprecated.
 func usableThingType(t Tx, name string) error {
-	tt, err := getRecord[ThingType](t, recordThingType, name)
+	tt, err := mustThingType(t, name)
 	if err != nil {
 		return err
-	}
-	if tt == nil {
-		return errorf(CodeResourceNotFound, "thing type %s does not exist; create it first (CreateThingType)", name)
 	}
 	if tt.Deprecated {
 		return errorf(CodeInvalidRequest, "thing type %s is deprecated: no thing may take it", name)
