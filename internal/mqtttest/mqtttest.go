@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -119,13 +120,39 @@ func shippedConfig(t testing.TB, devicePort, servicePort int, certs map[string]s
 	return out.String()
 }
 
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+func freePort(t testing.TB) int { return freePorts(t, 1)[0] }
+
+// freePorts returns n distinct free ports: each is held until all are chosen, so two calls in a
+// row cannot hand out the same one (mosquitto once got one port for both its listeners).
+func freePorts(t testing.TB, n int) []int {
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports
+}
+
+// syncBuffer is a buffer a child process writes while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // Mosquitto starts Debian's mosquitto with the shipped configuration: devices on a mutual-TLS
@@ -151,11 +178,12 @@ func Mosquitto(t testing.TB) Broker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	devicePort, port := freePort(t), freePort(t)
+	ports := freePorts(t, 2)
+	devicePort, port := ports[0], ports[1]
 	conf := filepath.Join(dir, "mosquitto.conf")
 	os.WriteFile(conf, []byte(shippedConfig(t, devicePort, port, map[string]string{"cafile": ca.CertFile(), "certfile": certFile, "keyfile": keyFile}, passwd)), 0o600)
 	cmd := exec.Command(bin, "-c", conf)
-	var logs bytes.Buffer
+	var logs syncBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start mosquitto: %v", err)
@@ -164,7 +192,7 @@ func Mosquitto(t testing.TB) Broker {
 		cmd.Process.Kill()
 		cmd.Wait()
 		if t.Failed() {
-			s := bufio.NewScanner(&logs)
+			s := bufio.NewScanner(strings.NewReader(logs.String()))
 			for s.Scan() {
 				t.Log("mosquitto: " + s.Text())
 			}
