@@ -57,6 +57,11 @@ func (s *Service) setStatus(t Tx, j *Job, e *Execution, status ExecutionStatus, 
 		j.Status = JobCompleted
 		j.CompletedAt = now
 	}
+	if old != status && e.Status.Terminal() {
+		if err := s.abortIfDue(t, j, now); err != nil {
+			return err
+		}
+	}
 	if err := t.putExecution(e); err != nil {
 		return err
 	}

@@ -150,10 +150,11 @@ func (s *Service) AddThingToThingGroup(group, thing string) error {
 		if err != nil || (existing != nil && existing.Status != ExecRemoved) {
 			return false, err
 		}
-		if err := s.queueExecution(t, j, thing, now); err != nil {
+		held, err := s.queueExecution(t, j, thing, now)
+		if err != nil {
 			return false, err
 		}
-		return true, t.putJob(j)
+		return !held, t.putJob(j)
 	})
 }
 

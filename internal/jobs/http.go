@@ -332,28 +332,27 @@ func (s *Service) handleCreateJob(w http.ResponseWriter, r *http.Request) {
 			MaximumPerMinute int             `json:"maximumPerMinute"`
 			ExponentialRate  json.RawMessage `json:"exponentialRate"`
 		} `json:"jobExecutionsRolloutConfig"`
-		AbortConfig      json.RawMessage `json:"abortConfig"`
-		SchedulingConfig json.RawMessage `json:"schedulingConfig"`
-		JobTemplateArn   string          `json:"jobTemplateArn"`
+		AbortConfig      *abortConfigJSON `json:"abortConfig"`
+		SchedulingConfig *Scheduling      `json:"schedulingConfig"`
+		JobTemplateArn   string           `json:"jobTemplateArn"`
 	}
 	if err := readJSON(r, &in); err != nil {
 		writeError(w, err)
 		return
 	}
-	// What this service does not do is refused, never accepted and ignored: a job past its
-	// abort threshold must not keep running, nor a job meant for 2030 start now.
-	for _, u := range []struct {
-		set  bool
-		what string
-	}{
-		{present(in.AbortConfig), "abortConfig (otaflow rollouts abort waves themselves: --abort-failure-type)"},
-		{present(in.SchedulingConfig), "schedulingConfig (otaflow rollouts wait for maintenance windows: --window-cron; schedules start them: starter schedule create)"},
-		{present(in.RolloutConfig.ExponentialRate), "jobExecutionsRolloutConfig.exponentialRate (use maximumPerMinute; otaflow rollouts ramp up in waves)"},
-	} {
-		if u.set {
-			writeError(w, errorf(CodeInvalidRequest, "%s is not supported by this jobs service", u.what))
-			return
-		}
+	// What this service does not do is refused, never accepted and ignored: a caller must not
+	// believe a job will ramp up when it will not.
+	if present(in.RolloutConfig.ExponentialRate) {
+		writeError(w, errorf(CodeInvalidRequest, "jobExecutionsRolloutConfig.exponentialRate is not supported by this jobs service (use maximumPerMinute; otaflow rollouts ramp up in waves)"))
+		return
+	}
+	abort, err := in.AbortConfig.criteria()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if sc := in.SchedulingConfig; sc != nil {
+		sc.Start, sc.End, sc.Ended = time.Time{}, time.Time{}, false // set by checkScheduling only
 	}
 	if in.DocumentSource != "" {
 		if in.Document != "" {
@@ -374,6 +373,8 @@ func (s *Service) handleCreateJob(w http.ResponseWriter, r *http.Request) {
 		Retry:                    retryList(in.RetryConfig),
 		Presign:                  in.PresignedURLConfig,
 		MaxPerMinute:             in.RolloutConfig.MaximumPerMinute,
+		Abort:                    abort,
+		Scheduling:               in.SchedulingConfig,
 	}
 	if in.JobTemplateArn != "" {
 		if err := s.fromTemplate(&cj, in.JobTemplateArn); err != nil {
@@ -407,6 +408,26 @@ type jobJSON struct {
 	PresignedURL      *PresignConfig `json:"presignedUrlConfig,omitempty"`
 	RetryConfig       map[string]any `json:"jobExecutionsRetryConfig,omitempty"`
 	RolloutConfig     map[string]any `json:"jobExecutionsRolloutConfig"`
+	AbortConfig       map[string]any `json:"abortConfig,omitempty"`
+	SchedulingConfig  map[string]any `json:"schedulingConfig,omitempty"`
+	// ScheduledRollouts are the next starts of the maintenance windows.
+	ScheduledRollouts []map[string]string `json:"scheduledJobRollouts,omitempty"`
+}
+
+// abortConfigJSON is abortConfig as requests carry it.
+type abortConfigJSON struct {
+	CriteriaList []AbortCriteria `json:"criteriaList"`
+}
+
+// criteria is the list, refusing an abortConfig without one (the member is required).
+func (a *abortConfigJSON) criteria() ([]AbortCriteria, error) {
+	if a == nil {
+		return nil, nil
+	}
+	if len(a.CriteriaList) == 0 {
+		return nil, errorf(CodeInvalidRequest, "abortConfig.criteriaList needs at least one criterion")
+	}
+	return a.CriteriaList, nil
 }
 
 func retryList(c *struct {
@@ -418,7 +439,7 @@ func retryList(c *struct {
 	return c.CriteriaList
 }
 
-func toJobJSON(j *Job) jobJSON {
+func toJobJSON(j *Job, now time.Time) jobJSON {
 	out := jobJSON{
 		JobArn: j.Arn, JobID: j.ID, TargetSelection: j.TargetSelection, Status: j.Status,
 		ForceCanceled: j.ForceCanceled, Comment: j.Comment, ReasonCode: j.ReasonCode,
@@ -438,6 +459,25 @@ func toJobJSON(j *Job) jobJSON {
 	if j.MaxPerMinute > 0 {
 		out.RolloutConfig["maximumPerMinute"] = j.MaxPerMinute
 	}
+	if len(j.Abort) > 0 {
+		out.AbortConfig = map[string]any{"criteriaList": j.Abort}
+	}
+	if sc := j.Scheduling; sc != nil {
+		out.SchedulingConfig = map[string]any{}
+		for k, v := range map[string]string{"startTime": sc.StartTime, "endTime": sc.EndTime, "endBehavior": sc.EndBehavior} {
+			if v != "" {
+				out.SchedulingConfig[k] = v
+			}
+		}
+		if len(sc.MaintenanceWindows) > 0 {
+			out.SchedulingConfig["maintenanceWindows"] = sc.MaintenanceWindows
+			if j.Status == JobInProgress || j.Status == JobScheduled {
+				for _, at := range sc.nextRollouts(now, 7) {
+					out.ScheduledRollouts = append(out.ScheduledRollouts, map[string]string{"startTime": at})
+				}
+			}
+		}
+	}
 	return out
 }
 
@@ -447,7 +487,7 @@ func (s *Service) handleDescribeJob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, map[string]any{"job": toJobJSON(j)})
+	writeJSON(w, map[string]any{"job": toJobJSON(j, s.clock())})
 }
 
 type statusDetailsJSON struct {

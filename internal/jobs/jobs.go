@@ -25,6 +25,10 @@ type CreateJobInput struct {
 	Presign                  *PresignConfig
 	// MaxPerMinute limits executions released per minute (0: no limit).
 	MaxPerMinute int
+	// Abort is abortConfig.criteriaList (abort.go).
+	Abort []AbortCriteria
+	// Scheduling is schedulingConfig (schedule.go).
+	Scheduling *Scheduling
 }
 
 // CreateJob creates a job and queues one execution per target thing (the members of target
@@ -66,6 +70,9 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 			return nil, errorf(CodeInvalidRequest, "retry numberOfRetries must be from 0 to 10")
 		}
 	}
+	if err := checkAbort(in.Abort); err != nil {
+		return nil, err
+	}
 	if in.MaxPerMinute < 0 || in.MaxPerMinute > 1000 {
 		return nil, errorf(CodeInvalidRequest, "jobExecutionsRolloutConfig.maximumPerMinute must be from 1 to 1000")
 	}
@@ -77,26 +84,22 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 			return nil, errorf(CodeInvalidRequest, "presignedUrlConfig.expiresInSec must be from 60 to 3600")
 		}
 	}
-	var things, groups []string
-	for _, target := range in.Targets {
-		kind, name, err := s.parseTarget(target)
-		if err != nil {
+	now := s.clock()
+	if in.Scheduling != nil {
+		if err := s.checkScheduling(in.Scheduling, now); err != nil {
 			return nil, err
 		}
-		list := &things
-		if kind == "thinggroup" {
-			list = &groups
-		}
-		if !slices.Contains(*list, name) {
-			*list = append(*list, name)
-		}
+	}
+	things, groups, err := s.splitTargets(in.Targets)
+	if err != nil {
+		return nil, err
 	}
 	if in.TargetSelection == "CONTINUOUS" && len(groups) == 0 {
 		return nil, errorf(CodeInvalidRequest, "a CONTINUOUS job must target at least one thing group")
 	}
 	var job *Job
 	var queued []string
-	err := s.st.Update(func(t Tx) error {
+	err = s.st.Update(func(t Tx) error {
 		existing, err := t.job(in.JobID)
 		if err != nil {
 			return err
@@ -117,7 +120,6 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 		if len(missing) > 0 {
 			return errorf(CodeInvalidRequest, "target thing(s) %s do not exist; register them first (CreateThing)", strings.Join(missing, ", "))
 		}
-		all := slices.Clone(things)
 		for _, g := range groups {
 			grp, err := t.group(g)
 			if err != nil {
@@ -126,32 +128,14 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 			if grp == nil {
 				return errorf(CodeInvalidRequest, "target thing group %s does not exist", g)
 			}
-			ms, err := members(t, g, true)
-			if err != nil {
-				return err
-			}
-			for _, th := range ms {
-				if !slices.Contains(all, th) {
-					all = append(all, th)
-				}
-			}
 		}
-		now := s.clock()
 		job = &Job{
 			ID: in.JobID, Arn: s.JobArn(in.JobID), Document: in.Document, Description: in.Description,
 			Targets: in.Targets, TargetSelection: in.TargetSelection, Status: JobInProgress,
 			CreatedAt: now, LastUpdatedAt: now, TargetGroups: groups,
 			InProgressTimeout: time.Duration(in.InProgressTimeoutMinutes) * time.Minute,
 			Retry:             in.Retry, Presign: in.Presign, MaxPerMinute: in.MaxPerMinute, RateWindow: now,
-		}
-		for _, name := range all {
-			if err := s.queueExecution(t, job, name, now); err != nil {
-				return err
-			}
-		}
-		if len(all) == 0 && job.TargetSelection == "SNAPSHOT" {
-			// Nothing to roll out (the target groups are empty): the job is complete at once.
-			job.Status, job.CompletedAt = JobCompleted, now
+			Abort: in.Abort, Scheduling: in.Scheduling,
 		}
 		if job.TargetSelection == "CONTINUOUS" {
 			for _, g := range groups {
@@ -160,11 +144,24 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 				}
 			}
 		}
-		queued = all
-		if job.MaxPerMinute > 0 && len(all) > job.MaxPerMinute {
-			queued = all[:job.MaxPerMinute]
+		if sc := job.Scheduling; sc != nil && (sc.Start.After(now) || !sc.End.IsZero()) {
+			if err := putRecord(t, recordJobSchedule, job.ID, job.ID); err != nil {
+				return err
+			}
 		}
 		if err := t.putJobTargets(job.ID, job.Targets); err != nil {
+			return err
+		}
+		if sc := job.Scheduling; sc != nil && sc.Start.After(now) {
+			// Rolled out at the start (sweepSchedules), to the groups' members as of then.
+			job.Status = JobScheduled
+			return t.putJob(job)
+		}
+		all, err := resolveGroups(t, things, groups)
+		if err != nil {
+			return err
+		}
+		if queued, err = s.rollOut(t, job, all, now); err != nil {
 			return err
 		}
 		return t.putJob(job)
@@ -177,16 +174,72 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 	return job, nil
 }
 
-// queueExecution queues a new execution of j on thing (the caller writes j).
-func (s *Service) queueExecution(t Tx, j *Job, thing string, now time.Time) error {
+// splitTargets parses a job's target ARNs into thing names and thing group names.
+func (s *Service) splitTargets(targets []string) (things, groups []string, err error) {
+	for _, target := range targets {
+		kind, name, err := s.parseTarget(target)
+		if err != nil {
+			return nil, nil, err
+		}
+		list := &things
+		if kind == "thinggroup" {
+			list = &groups
+		}
+		if !slices.Contains(*list, name) {
+			*list = append(*list, name)
+		}
+	}
+	return things, groups, nil
+}
+
+// resolveGroups is things and the members of groups (and of their descendants), each once.
+func resolveGroups(t Tx, things, groups []string) ([]string, error) {
+	all := slices.Clone(things)
+	for _, g := range groups {
+		ms, err := members(t, g, true)
+		if err != nil {
+			return nil, err
+		}
+		for _, th := range ms {
+			if !slices.Contains(all, th) {
+				all = append(all, th)
+			}
+		}
+	}
+	return all, nil
+}
+
+// rollOut queues one execution of j per thing (the caller writes j) and returns the things
+// offered the job now, not held for the rate limit or a maintenance window. A SNAPSHOT job with
+// nothing to roll out (its groups are empty) is complete at once.
+func (s *Service) rollOut(t Tx, j *Job, things []string, now time.Time) ([]string, error) {
+	var offered []string
+	for _, name := range things {
+		held, err := s.queueExecution(t, j, name, now)
+		if err != nil {
+			return nil, err
+		}
+		if !held {
+			offered = append(offered, name)
+		}
+	}
+	if len(things) == 0 && j.TargetSelection == "SNAPSHOT" {
+		j.Status, j.CompletedAt = JobCompleted, now
+	}
+	return offered, nil
+}
+
+// queueExecution queues a new execution of j on thing (the caller writes j) and says whether
+// it is held.
+func (s *Service) queueExecution(t Tx, j *Job, thing string, now time.Time) (bool, error) {
 	seq, err := t.nextQueueSeq()
 	if err != nil {
-		return err
+		return false, err
 	}
 	e := &Execution{JobID: j.ID, ThingName: thing, Status: ExecQueued, QueuedAt: now, LastUpdatedAt: now,
 		VersionNumber: 1, ExecutionNumber: 1, Seq: seq}
 	if old, err := t.execution(j.ID, thing); err != nil {
-		return err
+		return false, err
 	} else if old != nil {
 		// A thing that left and rejoined a CONTINUOUS job's group gets a fresh execution.
 		j.Counts.add(old.Status, -1)
@@ -195,17 +248,15 @@ func (s *Service) queueExecution(t Tx, j *Job, thing string, now time.Time) erro
 	}
 	j.Counts.add(ExecQueued, 1)
 	j.LastUpdatedAt = now
-	if j.MaxPerMinute > 0 {
-		if j.RateReleased >= j.MaxPerMinute {
-			e.Held = true
-			if err := t.hold(j.ID, seq, thing); err != nil {
-				return err
-			}
-		} else {
-			j.RateReleased++
+	if j.holds(now) {
+		e.Held = true
+		if err := t.hold(j.ID, seq, thing); err != nil {
+			return false, err
 		}
+	} else if j.MaxPerMinute > 0 {
+		j.RateReleased++
 	}
-	return t.putExecution(e)
+	return e.Held, t.putExecution(e)
 }
 
 // retriesFor is how many retries the job allows after an execution ends in status.
@@ -262,30 +313,9 @@ func (s *Service) CancelJob(jobID string, force bool, comment, reasonCode string
 			job = j
 			return nil
 		}
-		now := s.clock()
-		var toCancel []*Execution
-		err = t.jobExecutions(jobID, func(e *Execution) error {
-			if e.Status == ExecQueued || (force && e.Status == ExecInProgress) {
-				toCancel = append(toCancel, e)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, e := range toCancel {
-			e.ForceCanceled = e.Status == ExecInProgress
-			if err := s.setStatus(t, j, e, ExecCanceled, nil, now); err != nil {
-				return err
-			}
-			changed = append(changed, e.ThingName)
-		}
-		j.Status = JobCanceled
-		j.ForceCanceled = j.ForceCanceled || force
-		j.Comment, j.ReasonCode = comment, reasonCode
-		j.LastUpdatedAt = now
+		changed, err = s.cancelInTx(t, j, force, comment, reasonCode, s.clock())
 		job = j
-		return t.putJob(j)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -293,6 +323,36 @@ func (s *Service) CancelJob(jobID string, force bool, comment, reasonCode string
 	s.log.Info().Str("job", jobID).Bool("force", force).Int("canceled", len(changed)).Msg("job canceled")
 	s.queueChanged(changed)
 	return job, nil
+}
+
+// cancelInTx cancels j within t: its QUEUED executions, and its IN_PROGRESS ones when force
+// is set, become CANCELED. It returns the things whose queue changed. CancelJob, an abort
+// (abort.go) and a scheduled end (schedule.go) share it.
+func (s *Service) cancelInTx(t Tx, j *Job, force bool, comment, reasonCode string, now time.Time) ([]string, error) {
+	var toCancel []*Execution
+	err := t.jobExecutions(j.ID, func(e *Execution) error {
+		if e.Status == ExecQueued || (force && e.Status == ExecInProgress) {
+			toCancel = append(toCancel, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The job is CANCELED before its executions are, so that no retry queues them again.
+	j.Status = JobCanceled
+	j.ForceCanceled = j.ForceCanceled || force
+	j.Comment, j.ReasonCode = comment, reasonCode
+	j.LastUpdatedAt = now
+	var changed []string
+	for _, e := range toCancel {
+		e.ForceCanceled = e.Status == ExecInProgress
+		if err := s.setStatus(t, j, e, ExecCanceled, nil, now); err != nil {
+			return nil, err
+		}
+		changed = append(changed, e.ThingName)
+	}
+	return changed, t.putJob(j)
 }
 
 // DeleteJob deletes a job and its executions. A job still IN_PROGRESS needs force.

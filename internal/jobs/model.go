@@ -117,6 +117,10 @@ type Job struct {
 	RateWindow   time.Time `json:"rateWindow,omitzero"`
 	RateReleased int       `json:"rateReleased,omitempty"`
 	HeldCount    int       `json:"held,omitempty"`
+	// Abort is abortConfig.criteriaList (abort.go).
+	Abort []AbortCriteria `json:"abort,omitempty"`
+	// Scheduling is schedulingConfig (schedule.go).
+	Scheduling *Scheduling `json:"scheduling,omitempty"`
 }
 
 // RetryCriteria is one entry of jobExecutionsRetryConfig.criteriaList.

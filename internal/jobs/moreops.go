@@ -218,7 +218,18 @@ func (s *Service) UpdateJob(id string, in UpdateJobInput) error {
 		if in.Retry != nil {
 			j.Retry = in.Retry
 		}
-		j.LastUpdatedAt = s.clock()
+		if in.Abort != nil {
+			if err := checkAbort(in.Abort); err != nil {
+				return err
+			}
+			j.Abort = in.Abort
+		}
+		now := s.clock()
+		j.LastUpdatedAt = now
+		// A tighter abortConfig may already be met.
+		if err := s.abortIfDue(t, j, now); err != nil {
+			return err
+		}
 		return t.putJob(j)
 	})
 }
@@ -230,6 +241,7 @@ type UpdateJobInput struct {
 	InProgressMinutes *int64
 	Presign           *PresignConfig
 	Retry             []RetryCriteria
+	Abort             []AbortCriteria
 }
 
 func (s *Service) handleUpdateThing(w http.ResponseWriter, r *http.Request) {
@@ -406,8 +418,8 @@ func (s *Service) handleUpdateJob(w http.ResponseWriter, r *http.Request) {
 		TimeoutConfig *struct {
 			InProgressTimeoutInMinutes *int64 `json:"inProgressTimeoutInMinutes"`
 		} `json:"timeoutConfig"`
-		PresignedURLConfig *PresignConfig  `json:"presignedUrlConfig"`
-		AbortConfig        json.RawMessage `json:"abortConfig"`
+		PresignedURLConfig *PresignConfig   `json:"presignedUrlConfig"`
+		AbortConfig        *abortConfigJSON `json:"abortConfig"`
 		RetryConfig        *struct {
 			CriteriaList []RetryCriteria `json:"criteriaList"`
 		} `json:"jobExecutionsRetryConfig"`
@@ -416,13 +428,12 @@ func (s *Service) handleUpdateJob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	// Refused rather than ignored: a caller must not believe a job will abort, or ramp up,
-	// when it will not.
-	if present(in.AbortConfig) {
-		writeError(w, errorf(CodeInvalidRequest, "abortConfig is not supported by this jobs service; otaflow rollouts abort waves themselves (--abort-failure-type)"))
+	abort, err := in.AbortConfig.criteria()
+	if err != nil {
+		writeError(w, err)
 		return
 	}
-	u := UpdateJobInput{Description: in.Description, Presign: in.PresignedURLConfig}
+	u := UpdateJobInput{Description: in.Description, Presign: in.PresignedURLConfig, Abort: abort}
 	if rc := in.JobExecutionsRolloutConfig; rc != nil {
 		if present(rc.ExponentialRate) {
 			writeError(w, errorf(CodeInvalidRequest, "jobExecutionsRolloutConfig.exponentialRate is not supported by this jobs service; use maximumPerMinute (otaflow rollouts ramp up in waves)"))
@@ -590,8 +601,11 @@ func (s *Service) AssociateTargetsWithJob(jobID string, targets []string, commen
 			if e, err := t.execution(jobID, thing); err != nil || e != nil {
 				return err
 			}
-			queued = append(queued, thing)
-			return s.queueExecution(t, j, thing, now)
+			held, err := s.queueExecution(t, j, thing, now)
+			if !held {
+				queued = append(queued, thing)
+			}
+			return err
 		}
 		for _, tg := range parsed {
 			if tg.kind != "thinggroup" {

@@ -48,6 +48,8 @@ type Service struct {
 
 	mu        sync.RWMutex
 	listeners []func(things []string)
+	// later are things to notify at the next sweep (notifyLater).
+	later []string
 
 	stopSweep chan struct{}
 	closeOnce sync.Once

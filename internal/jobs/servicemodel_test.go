@@ -35,19 +35,21 @@ type serviceModel struct {
 }
 
 type modelShape struct {
-	Type    string `json:"type"`
-	Members map[string]struct {
-		Shape        string `json:"shape"`
-		Location     string `json:"location"`
-		LocationName string `json:"locationName"`
-	} `json:"members"`
-	Member *struct {
-		Shape string `json:"shape"`
-	} `json:"member"`
-	Value *struct {
-		Shape string `json:"shape"`
-	} `json:"value"`
-	Payload string `json:"payload"`
+	Type    string                 `json:"type"`
+	Members map[string]modelMember `json:"members"`
+	Member  *modelRef              `json:"member"`
+	Value   *modelRef              `json:"value"`
+	Payload string                 `json:"payload"`
+}
+
+type modelMember struct {
+	Shape        string `json:"shape"`
+	Location     string `json:"location"`
+	LocationName string `json:"locationName"`
+}
+
+type modelRef struct {
+	Shape string `json:"shape"`
 }
 
 func loadIoTModel(t *testing.T) *serviceModel {
@@ -56,7 +58,35 @@ func loadIoTModel(t *testing.T) *serviceModel {
 	require.NoError(t, err, "the AWS IoT service model comes with Debian's awscli: run `make deps`")
 	var m serviceModel
 	require.NoError(t, json.Unmarshal(raw, &m))
+	m.addNewerMembers()
 	return &m
+}
+
+// addNewerMembers adds what AWS's current IoT model has and Debian's older awscli model lacks:
+// maintenance windows (types.SchedulingConfig.MaintenanceWindows and Job.ScheduledJobRollouts
+// in aws-sdk-go-v2's iot v1.75). Only these; every other member must be in the file.
+func (m *serviceModel) addNewerMembers() {
+	member := func(shape, name, of string) {
+		s := m.Shapes[shape]
+		if _, ok := s.Members[name]; ok {
+			return
+		}
+		s.Members[name] = modelMember{Shape: of}
+		m.Shapes[shape] = s
+	}
+	shape := func(name string, s modelShape) {
+		if _, ok := m.Shapes[name]; !ok {
+			m.Shapes[name] = s
+		}
+	}
+	shape("otaflowString", modelShape{Type: "string"})
+	shape("otaflowInteger", modelShape{Type: "integer"})
+	shape("MaintenanceWindow", modelShape{Type: "structure", Members: map[string]modelMember{"startTime": {Shape: "otaflowString"}, "durationInMinutes": {Shape: "otaflowInteger"}}})
+	shape("MaintenanceWindows", modelShape{Type: "list", Member: &modelRef{Shape: "MaintenanceWindow"}})
+	shape("ScheduledJobRollout", modelShape{Type: "structure", Members: map[string]modelMember{"startTime": {Shape: "otaflowString"}}})
+	shape("ScheduledJobRolloutList", modelShape{Type: "list", Member: &modelRef{Shape: "ScheduledJobRollout"}})
+	member("SchedulingConfig", "maintenanceWindows", "MaintenanceWindows")
+	member("Job", "scheduledJobRollouts", "ScheduledJobRolloutList")
 }
 
 // operation finds the model operation a request was for: the one whose method matches and

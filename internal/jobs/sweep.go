@@ -21,11 +21,17 @@ func (s *Service) sweepLoop(every time.Duration) {
 			if _, err := s.sweepTimeouts(s.clock()); err != nil {
 				s.log.Error().Err(err).Msg("timing out executions failed; will retry")
 			}
+			started, err := s.sweepSchedules(s.clock())
+			if err != nil {
+				s.log.Error().Err(err).Msg("starting or ending scheduled jobs failed; will retry")
+			}
+			s.queueChanged(started)
 			released, err := s.releaseHeld(s.clock())
 			if err != nil {
 				s.log.Error().Err(err).Msg("releasing rate-limited executions failed; will retry")
 			}
 			s.queueChanged(released)
+			s.flushLater()
 		}
 	}
 }
@@ -47,6 +53,9 @@ func (s *Service) releaseHeld(now time.Time) ([]string, error) {
 			if j == nil {
 				continue
 			}
+			if j.Status == JobInProgress && !j.Scheduling.inWindow(now) {
+				continue // outside its maintenance windows: nothing is released
+			}
 			if now.Sub(j.RateWindow) >= time.Minute {
 				j.RateWindow, j.RateReleased = now, 0
 			}
@@ -55,7 +64,7 @@ func (s *Service) releaseHeld(now time.Time) ([]string, error) {
 				return err
 			}
 			for _, h := range held {
-				if j.RateReleased >= j.MaxPerMinute && j.Status == JobInProgress {
+				if j.Status == JobInProgress && j.holds(now) {
 					break
 				}
 				thing := h.thing

@@ -26,6 +26,7 @@ type JobTemplate struct {
 	MaxPerMinute      int             `json:"maxPerMinute,omitempty"`
 	InProgressMinutes int64           `json:"inProgressMinutes,omitempty"`
 	Retry             []RetryCriteria `json:"retry,omitempty"`
+	Abort             []AbortCriteria `json:"abort,omitempty"`
 	CreatedAt         time.Time       `json:"createdAt"`
 }
 
@@ -48,8 +49,11 @@ func (s *Service) CreateJobTemplate(tpl JobTemplate, fromJob string) (*JobTempla
 		if err != nil {
 			return nil, err
 		}
-		tpl.Document, tpl.Presign, tpl.MaxPerMinute, tpl.Retry = j.Document, j.Presign, j.MaxPerMinute, j.Retry
+		tpl.Document, tpl.Presign, tpl.MaxPerMinute, tpl.Retry, tpl.Abort = j.Document, j.Presign, j.MaxPerMinute, j.Retry, j.Abort
 		tpl.InProgressMinutes = int64(j.InProgressTimeout / time.Minute)
+	}
+	if err := checkAbort(tpl.Abort); err != nil {
+		return nil, err
 	}
 	if tpl.Document == "" {
 		return nil, errorf(CodeInvalidRequest, "a job template needs a document, a documentSource or a jobArn")
@@ -142,17 +146,20 @@ func (s *Service) fromTemplate(in *CreateJobInput, templateArn string) error {
 	if in.Retry == nil {
 		in.Retry = tpl.Retry
 	}
+	if in.Abort == nil {
+		in.Abort = tpl.Abort
+	}
 	return nil
 }
 
 func (s *Service) handleCreateJobTemplate(w http.ResponseWriter, r *http.Request) {
 	var in struct {
-		JobArn             string          `json:"jobArn"`
-		Document           string          `json:"document"`
-		DocumentSource     string          `json:"documentSource"`
-		Description        string          `json:"description"`
-		PresignedURLConfig *PresignConfig  `json:"presignedUrlConfig"`
-		AbortConfig        json.RawMessage `json:"abortConfig"`
+		JobArn             string           `json:"jobArn"`
+		Document           string           `json:"document"`
+		DocumentSource     string           `json:"documentSource"`
+		Description        string           `json:"description"`
+		PresignedURLConfig *PresignConfig   `json:"presignedUrlConfig"`
+		AbortConfig        *abortConfigJSON `json:"abortConfig"`
 		RolloutConfig      *struct {
 			MaximumPerMinute int             `json:"maximumPerMinute"`
 			ExponentialRate  json.RawMessage `json:"exponentialRate"`
@@ -168,12 +175,17 @@ func (s *Service) handleCreateJobTemplate(w http.ResponseWriter, r *http.Request
 		writeError(w, err)
 		return
 	}
-	if present(in.AbortConfig) || (in.RolloutConfig != nil && present(in.RolloutConfig.ExponentialRate)) {
-		writeError(w, errorf(CodeInvalidRequest, "abortConfig and exponentialRate are not supported by this jobs service"))
+	if in.RolloutConfig != nil && present(in.RolloutConfig.ExponentialRate) {
+		writeError(w, errorf(CodeInvalidRequest, "jobExecutionsRolloutConfig.exponentialRate is not supported by this jobs service (use maximumPerMinute)"))
+		return
+	}
+	abort, err := in.AbortConfig.criteria()
+	if err != nil {
+		writeError(w, err)
 		return
 	}
 	tpl := JobTemplate{ID: r.PathValue("jobTemplateId"), Description: in.Description, Document: in.Document,
-		DocumentSource: in.DocumentSource, Presign: in.PresignedURLConfig, Retry: retryList(in.RetryConfig)}
+		DocumentSource: in.DocumentSource, Presign: in.PresignedURLConfig, Retry: retryList(in.RetryConfig), Abort: abort}
 	if in.DocumentSource != "" {
 		doc, err := s.documentFromSource(in.DocumentSource)
 		if err != nil {
@@ -220,6 +232,9 @@ func (s *Service) handleDescribeJobTemplate(w http.ResponseWriter, r *http.Reque
 	}
 	if len(tpl.Retry) > 0 {
 		out["jobExecutionsRetryConfig"] = map[string]any{"criteriaList": tpl.Retry}
+	}
+	if len(tpl.Abort) > 0 {
+		out["abortConfig"] = map[string]any{"criteriaList": tpl.Abort}
 	}
 	writeJSON(w, out)
 }

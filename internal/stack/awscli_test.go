@@ -177,6 +177,20 @@ func TestControlPlaneThroughAWSCLI(t *testing.T) {
 	require.Contains(t, run("get-job-document", "--job-id", "cli-job"), `{\"operation\":\"x\"}`)
 	run("update-job", "--job-id", "cli-job", "--description", "from the CLI")
 	require.Contains(t, run("describe-job", "--job-id", "cli-job"), "from the CLI")
+	// A job for later, with an abort threshold: SCHEDULED until its start, and cancelable.
+	start := time.Now().UTC().Add(2 * time.Hour)
+	run("create-job", "--job-id", "cli-later", "--targets", "arn:aws:iot:us-east-1:000000000000:thinggroup/cli-fleet",
+		"--document", `{"operation":"x"}`,
+		"--scheduling-config", fmt.Sprintf("startTime=%s,endTime=%s,endBehavior=CANCEL",
+			start.Format("2006-01-02T15:04"), start.Add(time.Hour).Format("2006-01-02T15:04")),
+		"--abort-config", `{"criteriaList":[{"failureType":"FAILED","action":"CANCEL","thresholdPercentage":20,"minNumberOfExecutedThings":10}]}`)
+	later := run("describe-job", "--job-id", "cli-later")
+	require.Contains(t, later, `"status": "SCHEDULED"`)
+	require.Contains(t, later, `"endBehavior": "CANCEL"`)
+	require.Contains(t, later, `"thresholdPercentage": 20`)
+	require.Contains(t, run("list-jobs", "--status", "SCHEDULED"), "cli-later")
+	run("cancel-job", "--job-id", "cli-later")
+	require.Contains(t, run("describe-job", "--job-id", "cli-later"), `"status": "CANCELED"`)
 	require.Contains(t, run("describe-endpoint", "--endpoint-type", "iot:Data-ATS"), "endpointAddress")
 	_, stderr, err := awsCLI(t, s.JobsURL, "iot", "list-policies")
 	require.Error(t, err, "an operation not served")
