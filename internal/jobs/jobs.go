@@ -279,6 +279,9 @@ func (s *Service) parseTarget(target string) (kind, name string, err error) {
 	if t.ARN.Region != "" && t.ARN.Region != s.region {
 		return "", "", errorf(CodeInvalidRequest, "target %q is in region %s; this service serves %s", target, t.ARN.Region, s.region)
 	}
+	if t.ARN.Account != "" && t.ARN.Account != s.account {
+		return "", "", errorf(CodeInvalidRequest, "target %q belongs to account %s; this service is account %s (a job reaches only its own account's things)", target, t.ARN.Account, s.account)
+	}
 	if !thingNameRE.MatchString(t.Name) {
 		return "", "", errorf(CodeInvalidRequest, "target %q names no valid thing or thing group (letters, digits, _ - :, at most 128)", target)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
@@ -17,8 +18,7 @@ import (
 func TestControlPlaneMatchesTheServiceModel(t *testing.T) {
 	ctx := context.Background()
 	model := loadIoTModel(t)
-	svc := openService(t, t.TempDir())
-	defer svc.Close()
+	svc, clock := openWithClock(t)
 	url, rec := serveRecorded(t, svc)
 	svc.SetBaseURL(url)
 	c := iotClient(url, testCreds)
@@ -82,6 +82,10 @@ func TestControlPlaneMatchesTheServiceModel(t *testing.T) {
 	require.ErrorAs(t, err, &invalid, "a type still in use")
 	_, err = c.UpdateThing(ctx, &iot.UpdateThingInput{ThingName: aws.String("gw-1"), RemoveThingType: true})
 	require.NoError(t, err)
+	_, err = c.DeleteThingType(ctx, &iot.DeleteThingTypeInput{ThingTypeName: aws.String("gateway")})
+	require.ErrorAs(t, err, &invalid, "AWS deletes a type only five minutes after its deprecation")
+	require.ErrorContains(t, err, "try again after")
+	clock.Advance(5 * time.Minute)
 	_, err = c.DeleteThingType(ctx, &iot.DeleteThingTypeInput{ThingTypeName: aws.String("gateway")})
 	require.NoError(t, err)
 	_, err = c.DeleteThing(ctx, &iot.DeleteThingInput{ThingName: aws.String("gw-1")})
@@ -281,4 +285,23 @@ func TestJobDocumentFromSource(t *testing.T) {
 		DocumentSource: aws.String("s3://docs/jobs/missing.json")})
 	require.ErrorAs(t, err, &invalid)
 	require.Contains(t, aws.ToString(invalid.Message), "no such object")
+}
+
+// TestTargetsOfAnotherAccountAreRefused: an ARN of another account or region is never mapped
+// onto a local thing of the same name.
+func TestTargetsOfAnotherAccountAreRefused(t *testing.T) {
+	ctx := context.Background()
+	svc := openService(t, t.TempDir())
+	defer svc.Close()
+	_, err := svc.CreateThing("dev-1", nil)
+	require.NoError(t, err)
+	c := iotClient(serve(t, svc), testCreds)
+	var invalid *types.InvalidRequestException
+	for _, target := range []string{"arn:aws:iot:us-east-1:111122223333:thing/dev-1", "arn:aws:iot:eu-west-1:000000000000:thing/dev-1"} {
+		_, err = c.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("j"), Document: aws.String(`{}`), Targets: []string{target}})
+		require.ErrorAs(t, err, &invalid, target)
+	}
+	require.ErrorContains(t, err, "region eu-west-1")
+	_, err = c.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("j"), Document: aws.String(`{}`), Targets: []string{thingArn("dev-1")}})
+	require.NoError(t, err)
 }

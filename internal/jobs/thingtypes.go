@@ -145,6 +145,11 @@ func (s *Service) DeleteThingType(name string) error {
 		if !tt.Deprecated {
 			return errorf(CodeInvalidRequest, "thing type %s is not deprecated: deprecate it first (DeprecateThingType)", name)
 		}
+		// AWS IoT deletes a thing type only five minutes after it was deprecated.
+		if ready := tt.DeprecatedAt.Add(5 * time.Minute); s.quotas && s.clock().Before(ready) {
+			return errorf(CodeInvalidRequest, "thing type %s was deprecated at %s; AWS IoT deletes a type five minutes after its deprecation: try again after %s",
+				name, tt.DeprecatedAt.Format(time.RFC3339), ready.Format(time.RFC3339))
+		}
 		var users []string
 		if err := t.forEachThing(func(th *Thing) error {
 			if th.TypeName == name && len(users) < 5 {
