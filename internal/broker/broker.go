@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"crypto/subtle"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +21,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
+
+	"github.com/otaflow/otaflow/internal/iotjobs"
 )
 
 // Options configure the broker.
@@ -176,6 +179,8 @@ func Start(o Options) (*Broker, error) {
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// The broker answers an oversized Jobs request itself (policyHook.tooLarge).
+		InlineClient: true,
 	})
 	if o.PublishesPerSecond == 0 {
 		o.PublishesPerSecond = 100
@@ -187,7 +192,7 @@ func Start(o Options) (*Broker, error) {
 		o.DevicePayloadBytes = 16 * 1024
 	}
 	hook := &policyHook{user: []byte(o.ServiceUser), pass: []byte(o.ServicePassword), log: o.Logger, tlsOnly: o.DevicesOnTLSOnly,
-		rate: o.PublishesPerSecond, byteRate: o.BytesPerSecond, maxPacket: int(o.MaxPacketBytes), maxPayload: o.DevicePayloadBytes}
+		rate: o.PublishesPerSecond, byteRate: o.BytesPerSecond, maxPacket: int(o.MaxPacketBytes), maxPayload: o.DevicePayloadBytes, srv: srv}
 	if err := srv.AddHook(hook, nil); err != nil {
 		ln.Close(nil)
 		return nil, err
@@ -263,6 +268,7 @@ type policyHook struct {
 	byteRate   int
 	maxPacket  int
 	maxPayload int
+	srv        *mqtt.Server
 	limiters   sync.Map // *mqtt.Client → *limits
 	tlsOnly    bool
 }
@@ -278,7 +284,7 @@ func (h *policyHook) Provides(b byte) bool {
 
 // OnPublish drops a device's publishes beyond its rate.
 func (h *policyHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if h.isService(cl) {
+	if h.isService(cl) || cl.Net.Inline { // the broker's own client sends only tooLarge's replies
 		return pk, nil
 	}
 	v, ok := h.limiters.Load(cl)
@@ -289,10 +295,43 @@ func (h *policyHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		})
 	}
 	l := v.(*limits)
-	if len(pk.Payload) > h.maxPayload || !l.publishes.Allow() || !l.bytes.AllowN(time.Now(), len(pk.Payload)) {
+	if len(pk.Payload) > h.maxPayload {
+		// Answered, not dropped in silence, within the device's publish rate (so a flood of
+		// oversized requests gets no more replies than it may send requests).
+		if l.publishes.Allow() {
+			h.tooLarge(pk)
+		}
+		// Acknowledged but not delivered: a device waiting on its PUBACK is not left hanging.
+		return pk, packets.CodeSuccessIgnore
+	}
+	if !l.publishes.Allow() || !l.bytes.AllowN(time.Now(), len(pk.Payload)) {
 		return pk, packets.ErrRejectPacket
 	}
 	return pk, nil
+}
+
+// tooLarge answers a Jobs request over the device payload cap on its rejected topic, as the
+// jobs service answers a request it refuses: InvalidRequest with the request's clientToken.
+// Other topics get no reply (AWS IoT has none to give).
+func (h *policyHook) tooLarge(pk packets.Packet) {
+	if _, ok := iotjobs.ParseRequestTopic(pk.TopicName); !ok {
+		return
+	}
+	var tok iotjobs.Token
+	_ = json.Unmarshal(pk.Payload, &tok) // no token when it is not JSON
+	raw, err := json.Marshal(&iotjobs.ErrorReply{Code: iotjobs.CodeInvalidRequest, Timestamp: time.Now().Unix(), Token: tok,
+		Message: fmt.Sprintf("the request is %d bytes; a device may send at most %d (a Jobs request needs a few hundred: statusDetails holds at most 10 short pairs)", len(pk.Payload), h.maxPayload)})
+	if err != nil {
+		return
+	}
+	topic := iotjobs.Rejected(pk.TopicName)
+	// Not from within the hook: the publish is delivered by the broker's own client, which
+	// must not wait on the connection whose packet is being processed.
+	go func() {
+		if err := h.srv.Publish(topic, raw, false, 0); err != nil {
+			h.log.Warn().Err(err).Str("topic", topic).Msg("answering an oversized request failed")
+		}
+	}()
 }
 
 func (h *policyHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.limiters.Delete(cl) }
