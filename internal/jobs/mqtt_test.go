@@ -403,6 +403,16 @@ func TestDeviceProtocolDetails(t *testing.T) {
 			require.NotEmpty(t, rej["message"])
 			dev.publish("get", []byte(`{"clientToken":"after"}`))
 			require.Equal(t, "after", dev.await("get/accepted")["clientToken"], "the device is still served")
+
+			// A topic in the Jobs namespace that is no Jobs API: the embedded broker answers
+			// InvalidTopic, as AWS does. (mosquitto has no hook to answer it from, and the
+			// service does not subscribe to the whole namespace: it would get its own replies.)
+			if b.Name == "embedded" {
+				dev.publish("j1/frobnicate", []byte(`{"clientToken":"f1"}`))
+				rej = dev.await("j1/frobnicate/rejected")
+				require.Equal(t, "InvalidTopic", rej["code"])
+				require.Equal(t, "f1", rej["clientToken"])
+			}
 		})
 	}
 }
