@@ -219,9 +219,6 @@ func writeUnknownOperation(w http.ResponseWriter, msg string) {
 	json.NewEncoder(w).Encode(map[string]string{"message": "Unknown operation: " + msg})
 }
 
-// present reports whether an optional JSON member was sent with a value.
-func present(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
-
 // executionStatuses are the JobExecutionStatus values a filter may name.
 var executionStatuses = []string{"QUEUED", "IN_PROGRESS", "SUCCEEDED", "FAILED", "TIMED_OUT", "REJECTED", "REMOVED", "CANCELED"}
 
@@ -329,8 +326,8 @@ func (s *Service) handleCreateJob(w http.ResponseWriter, r *http.Request) {
 		} `json:"jobExecutionsRetryConfig"`
 		PresignedURLConfig *PresignConfig `json:"presignedUrlConfig"`
 		RolloutConfig      struct {
-			MaximumPerMinute int             `json:"maximumPerMinute"`
-			ExponentialRate  json.RawMessage `json:"exponentialRate"`
+			MaximumPerMinute int              `json:"maximumPerMinute"`
+			ExponentialRate  *ExponentialRate `json:"exponentialRate"`
 		} `json:"jobExecutionsRolloutConfig"`
 		AbortConfig      *abortConfigJSON `json:"abortConfig"`
 		SchedulingConfig *Scheduling      `json:"schedulingConfig"`
@@ -338,12 +335,6 @@ func (s *Service) handleCreateJob(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := readJSON(r, &in); err != nil {
 		writeError(w, err)
-		return
-	}
-	// What this service does not do is refused, never accepted and ignored: a caller must not
-	// believe a job will ramp up when it will not.
-	if present(in.RolloutConfig.ExponentialRate) {
-		writeError(w, errorf(CodeInvalidRequest, "jobExecutionsRolloutConfig.exponentialRate is not supported by this jobs service (use maximumPerMinute; otaflow rollouts ramp up in waves)"))
 		return
 	}
 	abort, err := in.AbortConfig.criteria()
@@ -375,6 +366,7 @@ func (s *Service) handleCreateJob(w http.ResponseWriter, r *http.Request) {
 		MaxPerMinute:             in.RolloutConfig.MaximumPerMinute,
 		Abort:                    abort,
 		Scheduling:               in.SchedulingConfig,
+		Exponential:              in.RolloutConfig.ExponentialRate,
 	}
 	if in.JobTemplateArn != "" {
 		if err := s.fromTemplate(&cj, in.JobTemplateArn); err != nil {
@@ -458,6 +450,9 @@ func toJobJSON(j *Job, now time.Time) jobJSON {
 	out.RolloutConfig = map[string]any{}
 	if j.MaxPerMinute > 0 {
 		out.RolloutConfig["maximumPerMinute"] = j.MaxPerMinute
+	}
+	if j.Exponential != nil {
+		out.RolloutConfig["exponentialRate"] = j.Exponential
 	}
 	if len(j.Abort) > 0 {
 		out.AbortConfig = map[string]any{"criteriaList": j.Abort}

@@ -25,6 +25,8 @@ type CreateJobInput struct {
 	Presign                  *PresignConfig
 	// MaxPerMinute limits executions released per minute (0: no limit).
 	MaxPerMinute int
+	// Exponential is jobExecutionsRolloutConfig.exponentialRate (rate.go).
+	Exponential *ExponentialRate
 	// Abort is abortConfig.criteriaList (abort.go).
 	Abort []AbortCriteria
 	// Scheduling is schedulingConfig (schedule.go).
@@ -71,6 +73,9 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 		}
 	}
 	if err := checkAbort(in.Abort); err != nil {
+		return nil, err
+	}
+	if err := checkExponentialRate(in.Exponential); err != nil {
 		return nil, err
 	}
 	if in.MaxPerMinute < 0 || in.MaxPerMinute > 1000 {
@@ -135,7 +140,7 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 			CreatedAt: now, LastUpdatedAt: now, TargetGroups: groups,
 			InProgressTimeout: time.Duration(in.InProgressTimeoutMinutes) * time.Minute,
 			Retry:             in.Retry, Presign: in.Presign, MaxPerMinute: in.MaxPerMinute, RateWindow: now,
-			Abort: in.Abort, Scheduling: in.Scheduling,
+			Abort: in.Abort, Scheduling: in.Scheduling, Exponential: in.Exponential,
 		}
 		if job.TargetSelection == "CONTINUOUS" {
 			for _, g := range groups {
@@ -253,8 +258,8 @@ func (s *Service) queueExecution(t Tx, j *Job, thing string, now time.Time) (boo
 		if err := t.hold(j.ID, seq, thing); err != nil {
 			return false, err
 		}
-	} else if j.MaxPerMinute > 0 {
-		j.RateReleased++
+	} else {
+		j.offered()
 	}
 	return e.Held, t.putExecution(e)
 }

@@ -121,6 +121,9 @@ type Job struct {
 	Abort []AbortCriteria `json:"abort,omitempty"`
 	// Scheduling is schedulingConfig (schedule.go).
 	Scheduling *Scheduling `json:"scheduling,omitempty"`
+	// Exponential is jobExecutionsRolloutConfig.exponentialRate; Ramp its progress (rate.go).
+	Exponential *ExponentialRate `json:"exponentialRate,omitempty"`
+	Ramp        rampState        `json:"ramp,omitzero"`
 }
 
 // RetryCriteria is one entry of jobExecutionsRetryConfig.criteriaList.

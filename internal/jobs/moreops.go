@@ -1,7 +1,6 @@
 package jobs
 
 import (
-	"encoding/json"
 	"maps"
 	"net/http"
 	"net/url"
@@ -218,6 +217,12 @@ func (s *Service) UpdateJob(id string, in UpdateJobInput) error {
 		if in.Retry != nil {
 			j.Retry = in.Retry
 		}
+		if in.Exponential != nil {
+			if err := checkExponentialRate(in.Exponential); err != nil {
+				return err
+			}
+			j.Exponential = in.Exponential
+		}
 		if in.Abort != nil {
 			if err := checkAbort(in.Abort); err != nil {
 				return err
@@ -242,6 +247,7 @@ type UpdateJobInput struct {
 	Presign           *PresignConfig
 	Retry             []RetryCriteria
 	Abort             []AbortCriteria
+	Exponential       *ExponentialRate
 }
 
 func (s *Service) handleUpdateThing(w http.ResponseWriter, r *http.Request) {
@@ -412,8 +418,8 @@ func (s *Service) handleUpdateJob(w http.ResponseWriter, r *http.Request) {
 	var in struct {
 		Description                *string `json:"description"`
 		JobExecutionsRolloutConfig *struct {
-			MaximumPerMinute *int            `json:"maximumPerMinute"`
-			ExponentialRate  json.RawMessage `json:"exponentialRate"`
+			MaximumPerMinute *int             `json:"maximumPerMinute"`
+			ExponentialRate  *ExponentialRate `json:"exponentialRate"`
 		} `json:"jobExecutionsRolloutConfig"`
 		TimeoutConfig *struct {
 			InProgressTimeoutInMinutes *int64 `json:"inProgressTimeoutInMinutes"`
@@ -435,11 +441,7 @@ func (s *Service) handleUpdateJob(w http.ResponseWriter, r *http.Request) {
 	}
 	u := UpdateJobInput{Description: in.Description, Presign: in.PresignedURLConfig, Abort: abort}
 	if rc := in.JobExecutionsRolloutConfig; rc != nil {
-		if present(rc.ExponentialRate) {
-			writeError(w, errorf(CodeInvalidRequest, "jobExecutionsRolloutConfig.exponentialRate is not supported by this jobs service; use maximumPerMinute (otaflow rollouts ramp up in waves)"))
-			return
-		}
-		u.MaxPerMinute = rc.MaximumPerMinute
+		u.MaxPerMinute, u.Exponential = rc.MaximumPerMinute, rc.ExponentialRate
 	}
 	if tc := in.TimeoutConfig; tc != nil {
 		u.InProgressMinutes = tc.InProgressTimeoutInMinutes

@@ -242,7 +242,8 @@ func (sc *Scheduling) nextRollouts(now time.Time, n int) []string {
 // holds says whether a newly queued execution of j must wait: for the rate limit, or for a
 // maintenance window.
 func (j *Job) holds(now time.Time) bool {
-	return (j.MaxPerMinute > 0 && j.RateReleased >= j.MaxPerMinute) || !j.Scheduling.inWindow(now)
+	lim := j.rateLimit()
+	return (lim > 0 && j.RateReleased >= lim) || !j.Scheduling.inWindow(now)
 }
 
 // sweepSchedules starts SCHEDULED jobs whose startTime has come and applies the end behavior

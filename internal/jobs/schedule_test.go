@@ -269,3 +269,63 @@ func TestMaintenanceWindowsHoldExecutionsOutsideThem(t *testing.T) {
 	}, 10*time.Second, 5*time.Millisecond, "inside the window the executions are released")
 	require.Equal(t, "sunday", e.JobID)
 }
+
+// TestExponentialRolloutRate: the rate starts at baseRatePerMinute and is multiplied by
+// incrementFactor at each minute after rateIncreaseCriteria was met, up to maximumPerMinute.
+func TestExponentialRolloutRate(t *testing.T) {
+	ctx := context.Background()
+	svc, clock, c := fleetWithClock(t, 20)
+	rate := func(base int32, factor float64, notified, succeeded int32) *types.JobExecutionsRolloutConfig {
+		crit := &types.RateIncreaseCriteria{}
+		if notified > 0 {
+			crit.NumberOfNotifiedThings = aws.Int32(notified)
+		}
+		if succeeded > 0 {
+			crit.NumberOfSucceededThings = aws.Int32(succeeded)
+		}
+		return &types.JobExecutionsRolloutConfig{MaximumPerMinute: aws.Int32(8), ExponentialRate: &types.ExponentialRolloutRate{
+			BaseRatePerMinute: aws.Int32(base), IncrementFactor: aws.Float64(factor), RateIncreaseCriteria: crit}}
+	}
+	var invalid *types.InvalidRequestException
+	for what, rc := range map[string]*types.JobExecutionsRolloutConfig{
+		"a factor below 1.1":             rate(2, 1.05, 2, 0),
+		"a factor with two decimals":     rate(2, 1.25, 2, 0),
+		"a base rate of 0":               rate(0, 2, 2, 0),
+		"both increase criteria":         rate(2, 2, 2, 2),
+		"neither increase criterion set": rate(2, 2, 0, 0),
+	} {
+		_, err := c.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("bad"), Document: aws.String(`{}`),
+			Targets: []string{groupArn("fleet")}, JobExecutionsRolloutConfig: rc})
+		require.ErrorAs(t, err, &invalid, what)
+	}
+	_, err := c.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("ramp"), Document: aws.String(`{}`),
+		Targets: []string{groupArn("fleet")}, JobExecutionsRolloutConfig: rate(2, 2, 2, 0)})
+	require.NoError(t, err)
+	j := describe(t, c, "ramp")
+	require.EqualValues(t, 2, aws.ToInt32(j.JobExecutionsRolloutConfig.ExponentialRate.BaseRatePerMinute))
+
+	started := map[string]bool{}
+	offered := func() int {
+		for i := range 20 {
+			d := fmt.Sprintf("d%d", i)
+			if started[d] {
+				continue
+			}
+			e, _, err := svc.StartNext(d, nil, 0)
+			require.NoError(t, err)
+			if e != nil {
+				started[d] = true
+			}
+		}
+		return len(started)
+	}
+	// 2 in the first minute; then 4 (2 notified: ×2), 8 (×2), and 8 again (the maximum).
+	for minute, want := range []int{2, 6, 14, 20} {
+		if minute > 0 {
+			clock.Advance(time.Minute)
+		}
+		require.Eventually(t, func() bool { return offered() >= want }, 10*time.Second, 5*time.Millisecond, "minute %d", minute)
+		time.Sleep(30 * time.Millisecond) // several sweeps: no more is released this minute
+		require.Equal(t, want, offered(), "offered by minute %d", minute)
+	}
+}

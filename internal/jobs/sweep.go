@@ -58,6 +58,7 @@ func (s *Service) releaseHeld(now time.Time) ([]string, error) {
 			}
 			if now.Sub(j.RateWindow) >= time.Minute {
 				j.RateWindow, j.RateReleased = now, 0
+				j.rampUp()
 			}
 			held, err := t.held(id)
 			if err != nil {
@@ -86,7 +87,7 @@ func (s *Service) releaseHeld(now time.Time) ([]string, error) {
 					continue
 				}
 				e.Held = false
-				j.RateReleased++
+				j.offered()
 				if err := t.putExecution(e); err != nil {
 					return err
 				}

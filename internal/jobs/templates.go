@@ -17,17 +17,18 @@ const recordJobTemplate = "job-template"
 
 // JobTemplate is one job template.
 type JobTemplate struct {
-	ID                string          `json:"jobTemplateId"`
-	Arn               string          `json:"jobTemplateArn"`
-	Description       string          `json:"description,omitempty"`
-	Document          string          `json:"document"`
-	DocumentSource    string          `json:"documentSource,omitempty"`
-	Presign           *PresignConfig  `json:"presign,omitempty"`
-	MaxPerMinute      int             `json:"maxPerMinute,omitempty"`
-	InProgressMinutes int64           `json:"inProgressMinutes,omitempty"`
-	Retry             []RetryCriteria `json:"retry,omitempty"`
-	Abort             []AbortCriteria `json:"abort,omitempty"`
-	CreatedAt         time.Time       `json:"createdAt"`
+	ID                string           `json:"jobTemplateId"`
+	Arn               string           `json:"jobTemplateArn"`
+	Description       string           `json:"description,omitempty"`
+	Document          string           `json:"document"`
+	DocumentSource    string           `json:"documentSource,omitempty"`
+	Presign           *PresignConfig   `json:"presign,omitempty"`
+	MaxPerMinute      int              `json:"maxPerMinute,omitempty"`
+	InProgressMinutes int64            `json:"inProgressMinutes,omitempty"`
+	Retry             []RetryCriteria  `json:"retry,omitempty"`
+	Abort             []AbortCriteria  `json:"abort,omitempty"`
+	Exponential       *ExponentialRate `json:"exponentialRate,omitempty"`
+	CreatedAt         time.Time        `json:"createdAt"`
 }
 
 // JobTemplateArn is the ARN of a job template.
@@ -50,9 +51,13 @@ func (s *Service) CreateJobTemplate(tpl JobTemplate, fromJob string) (*JobTempla
 			return nil, err
 		}
 		tpl.Document, tpl.Presign, tpl.MaxPerMinute, tpl.Retry, tpl.Abort = j.Document, j.Presign, j.MaxPerMinute, j.Retry, j.Abort
+		tpl.Exponential = j.Exponential
 		tpl.InProgressMinutes = int64(j.InProgressTimeout / time.Minute)
 	}
 	if err := checkAbort(tpl.Abort); err != nil {
+		return nil, err
+	}
+	if err := checkExponentialRate(tpl.Exponential); err != nil {
 		return nil, err
 	}
 	if tpl.Document == "" {
@@ -149,6 +154,9 @@ func (s *Service) fromTemplate(in *CreateJobInput, templateArn string) error {
 	if in.Abort == nil {
 		in.Abort = tpl.Abort
 	}
+	if in.Exponential == nil {
+		in.Exponential = tpl.Exponential
+	}
 	return nil
 }
 
@@ -161,8 +169,8 @@ func (s *Service) handleCreateJobTemplate(w http.ResponseWriter, r *http.Request
 		PresignedURLConfig *PresignConfig   `json:"presignedUrlConfig"`
 		AbortConfig        *abortConfigJSON `json:"abortConfig"`
 		RolloutConfig      *struct {
-			MaximumPerMinute int             `json:"maximumPerMinute"`
-			ExponentialRate  json.RawMessage `json:"exponentialRate"`
+			MaximumPerMinute int              `json:"maximumPerMinute"`
+			ExponentialRate  *ExponentialRate `json:"exponentialRate"`
 		} `json:"jobExecutionsRolloutConfig"`
 		TimeoutConfig *struct {
 			InProgressTimeoutInMinutes int64 `json:"inProgressTimeoutInMinutes"`
@@ -173,10 +181,6 @@ func (s *Service) handleCreateJobTemplate(w http.ResponseWriter, r *http.Request
 	}
 	if err := readJSON(r, &in); err != nil {
 		writeError(w, err)
-		return
-	}
-	if in.RolloutConfig != nil && present(in.RolloutConfig.ExponentialRate) {
-		writeError(w, errorf(CodeInvalidRequest, "jobExecutionsRolloutConfig.exponentialRate is not supported by this jobs service (use maximumPerMinute)"))
 		return
 	}
 	abort, err := in.AbortConfig.criteria()
@@ -195,7 +199,7 @@ func (s *Service) handleCreateJobTemplate(w http.ResponseWriter, r *http.Request
 		tpl.Document = doc
 	}
 	if in.RolloutConfig != nil {
-		tpl.MaxPerMinute = in.RolloutConfig.MaximumPerMinute
+		tpl.MaxPerMinute, tpl.Exponential = in.RolloutConfig.MaximumPerMinute, in.RolloutConfig.ExponentialRate
 	}
 	if in.TimeoutConfig != nil {
 		tpl.InProgressMinutes = in.TimeoutConfig.InProgressTimeoutInMinutes
@@ -224,8 +228,14 @@ func (s *Service) handleDescribeJobTemplate(w http.ResponseWriter, r *http.Reque
 	if tpl.Presign != nil {
 		out["presignedUrlConfig"] = tpl.Presign
 	}
-	if tpl.MaxPerMinute > 0 {
-		out["jobExecutionsRolloutConfig"] = map[string]int{"maximumPerMinute": tpl.MaxPerMinute}
+	if rc := map[string]any{}; tpl.MaxPerMinute > 0 || tpl.Exponential != nil {
+		if tpl.MaxPerMinute > 0 {
+			rc["maximumPerMinute"] = tpl.MaxPerMinute
+		}
+		if tpl.Exponential != nil {
+			rc["exponentialRate"] = tpl.Exponential
+		}
+		out["jobExecutionsRolloutConfig"] = rc
 	}
 	if tpl.InProgressMinutes > 0 {
 		out["timeoutConfig"] = map[string]int64{"inProgressTimeoutInMinutes": tpl.InProgressMinutes}
