@@ -405,8 +405,9 @@ func TestDeviceProtocolDetails(t *testing.T) {
 			require.Equal(t, "after", dev.await("get/accepted")["clientToken"], "the device is still served")
 
 			// A topic in the Jobs namespace that is no Jobs API: the embedded broker answers
-			// InvalidTopic, as AWS does. (mosquitto has no hook to answer it from, and the
-			// service does not subscribe to the whole namespace: it would get its own replies.)
+			// InvalidTopic, as AWS does under a policy allowing jobs/*. Through mosquitto,
+			// deploy/mosquitto/acl lets a device publish only the four Jobs requests (as an AWS
+			// policy written topic by topic would), so the broker refuses it.
 			if b.Name == "embedded" {
 				dev.publish("j1/frobnicate", []byte(`{"clientToken":"f1"}`))
 				rej = dev.await("j1/frobnicate/rejected")
