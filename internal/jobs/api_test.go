@@ -61,6 +61,8 @@ func TestServiceOnPostgres(t *testing.T) {
 		"MQTTJobsAPI": TestMQTTJobsAPI, "MQTTTimeoutsAndRetries": TestMQTTTimeoutsAndRetries, "DeviceProtocolDetails": TestDeviceProtocolDetails,
 		"ThingGroupQuotas": TestThingGroupQuotas, "PresignedArtifactURLs": TestPresignedArtifactURLs,
 		"ControlPlaneMatchesTheServiceModel": TestControlPlaneMatchesTheServiceModel, "NamedShadowOverMQTT": TestNamedShadowOverMQTT,
+		"AbortConfig": TestAbortConfigCancelsTheJobAtItsThreshold, "SchedulingConfig": TestSchedulingConfigStartsAndEndsJobs,
+		"MaintenanceWindows": TestMaintenanceWindowsHoldExecutionsOutsideThem, "ExponentialRolloutRate": TestExponentialRolloutRate,
 	} {
 		t.Run(name, test)
 	}

@@ -18,15 +18,18 @@ func (s *Service) sweepLoop(every time.Duration) {
 		case <-s.stopSweep:
 			return
 		case <-tick.C:
-			if _, err := s.sweepTimeouts(s.clock()); err != nil {
+			// One time for the whole tick: a job's end is applied before the same minute's
+			// release, never after a later one.
+			now := s.clock()
+			if _, err := s.sweepTimeouts(now); err != nil {
 				s.log.Error().Err(err).Msg("timing out executions failed; will retry")
 			}
-			started, err := s.sweepSchedules(s.clock())
+			started, err := s.sweepSchedules(now)
 			if err != nil {
 				s.log.Error().Err(err).Msg("starting or ending scheduled jobs failed; will retry")
 			}
 			s.queueChanged(started)
-			released, err := s.releaseHeld(s.clock())
+			released, err := s.releaseHeld(now)
 			if err != nil {
 				s.log.Error().Err(err).Msg("releasing rate-limited executions failed; will retry")
 			}
