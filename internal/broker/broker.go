@@ -299,7 +299,9 @@ func (h *policyHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		// Answered, not dropped in silence, within the device's publish rate (so a flood of
 		// oversized requests gets no more replies than it may send requests).
 		if l.publishes.Allow() {
-			h.tooLarge(pk)
+			if _, ok := iotjobs.ParseRequestTopic(pk.TopicName); ok {
+				h.reject(pk, iotjobs.CodeInvalidRequest, fmt.Sprintf("the request is %d bytes; a device may send at most %d (a Jobs request needs a few hundred: statusDetails holds at most 10 short pairs)", len(pk.Payload), h.maxPayload))
+			}
 		}
 		// Acknowledged but not delivered: a device waiting on its PUBACK is not left hanging.
 		return pk, packets.CodeSuccessIgnore
@@ -307,20 +309,22 @@ func (h *policyHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if !l.publishes.Allow() || !l.bytes.AllowN(time.Now(), len(pk.Payload)) {
 		return pk, packets.ErrRejectPacket
 	}
+	if r, ok := iotjobs.ParseRequestTopic(pk.TopicName); ok && r.Op == iotjobs.OpUnknown {
+		// In the Jobs namespace but no Jobs API: AWS answers InvalidTopic.
+		h.reject(pk, iotjobs.CodeInvalidTopic, iotjobs.InvalidTopicMessage(pk.TopicName))
+		return pk, packets.CodeSuccessIgnore
+	}
 	return pk, nil
 }
 
-// tooLarge answers a Jobs request over the device payload cap on its rejected topic, as the
-// jobs service answers a request it refuses: InvalidRequest with the request's clientToken.
-// Other topics get no reply (AWS IoT has none to give).
-func (h *policyHook) tooLarge(pk packets.Packet) {
-	if _, ok := iotjobs.ParseRequestTopic(pk.TopicName); !ok {
-		return
-	}
+// reject answers a device's publish on its rejected topic, as the jobs service answers a
+// request it refuses: the code, a message and the request's clientToken. The broker answers
+// these itself: an oversized request (which the service never sees) and a topic in the Jobs
+// namespace that is no Jobs API (which the service does not subscribe to).
+func (h *policyHook) reject(pk packets.Packet, code iotjobs.ErrorCode, message string) {
 	var tok iotjobs.Token
 	_ = json.Unmarshal(pk.Payload, &tok) // no token when it is not JSON
-	raw, err := json.Marshal(&iotjobs.ErrorReply{Code: iotjobs.CodeInvalidRequest, Timestamp: time.Now().Unix(), Token: tok,
-		Message: fmt.Sprintf("the request is %d bytes; a device may send at most %d (a Jobs request needs a few hundred: statusDetails holds at most 10 short pairs)", len(pk.Payload), h.maxPayload)})
+	raw, err := json.Marshal(&iotjobs.ErrorReply{Code: code, Timestamp: time.Now().Unix(), Token: tok, Message: message})
 	if err != nil {
 		return
 	}

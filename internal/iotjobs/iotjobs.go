@@ -41,6 +41,12 @@ const InventoryShadow = "otaflow"
 func DescribeSuffix(jobID string) string { return jobID + "/get" }
 func UpdateSuffix(jobID string) string   { return jobID + "/update" }
 
+// InvalidTopicMessage is the message of the InvalidTopic reply to a publish on topic, a topic
+// in the Jobs namespace that is no Jobs API.
+func InvalidTopicMessage(topic string) string {
+	return topic + " is not a Jobs API topic: use jobs/get, jobs/start-next, jobs/{jobId}/get or jobs/{jobId}/update"
+}
+
 // Accepted and Rejected are a request topic's reply topics.
 func Accepted(topic string) string { return topic + accepted }
 func Rejected(topic string) string { return topic + rejected }

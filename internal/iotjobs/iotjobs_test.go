@@ -67,3 +67,14 @@ func TestWireNames(t *testing.T) {
 	require.True(t, StatusRejected.Terminal())
 	require.False(t, StatusQueued.Terminal())
 }
+
+// BenchmarkParseRequestTopic is what the embedded broker adds to each device publish to tell
+// a topic that is no Jobs API (answered InvalidTopic).
+func BenchmarkParseRequestTopic(b *testing.B) {
+	topics := []string{"$aws/things/dev-1/jobs/j1/update", "$aws/things/dev-1/jobs/start-next",
+		"$aws/things/dev-1/jobs/j1/frobnicate", "$aws/things/dev-1/shadow/name/otaflow/update"}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		ParseRequestTopic(topics[i%len(topics)])
+	}
+}

@@ -466,7 +466,7 @@ func (p *MQTTPlane) answer(topic string, r iotjobs.Request, payload []byte, now 
 		}
 		return out, nil
 	}
-	return nil, errorf(iotjobs.CodeInvalidTopic, "%s is not a Jobs API topic", topic)
+	return nil, errorf(iotjobs.CodeInvalidTopic, "%s", iotjobs.InvalidTopicMessage(topic))
 }
 
 func (p *MQTTPlane) reject(topic, clientToken string, err error) {

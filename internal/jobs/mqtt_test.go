@@ -403,6 +403,47 @@ func TestDeviceProtocolDetails(t *testing.T) {
 			require.NotEmpty(t, rej["message"])
 			dev.publish("get", []byte(`{"clientToken":"after"}`))
 			require.Equal(t, "after", dev.await("get/accepted")["clientToken"], "the device is still served")
+
+			// A topic in the Jobs namespace that is no Jobs API reaches nobody. The embedded
+			// broker answers it InvalidTopic, as AWS does under a policy allowing
+			// $aws/things/{thing}/jobs/*. Through mosquitto, deploy/mosquitto/acl lets a device
+			// publish only the four Jobs requests (as an AWS policy written topic by topic does),
+			// so the broker refuses it. An observer with the service's rights, which may read
+			// every thing's topics, would see it were it forwarded; the device's next request,
+			// sent after it on the same connection, tells the observer has had its chance.
+			observer := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL).SetClientID("otaflow-jobs-observer").
+				SetUsername(mqtttest.ServiceUser).SetPassword(mqtttest.ServicePassword))
+			tok := observer.Connect()
+			require.True(t, tok.WaitTimeout(10*time.Second))
+			require.NoError(t, tok.Error())
+			defer observer.Disconnect(0)
+			var seen sync.Map
+			tok = observer.SubscribeMultiple(map[string]byte{"$aws/things/dev-1/jobs/j1/frobnicate": 1, "$aws/things/dev-1/jobs/get": 1},
+				func(_ paho.Client, m paho.Message) { seen.Store(m.Topic(), true) })
+			require.True(t, tok.WaitTimeout(10*time.Second))
+			require.NoError(t, tok.Error())
+
+			dev.publish("j1/frobnicate", []byte(`{"clientToken":"f1"}`))
+			if b.Name == "embedded" {
+				rej = dev.await("j1/frobnicate/rejected")
+				require.Equal(t, "InvalidTopic", rej["code"])
+				require.Equal(t, "f1", rej["clientToken"])
+				require.Contains(t, rej["message"], "jobs/{jobId}/update", "the message names the topics that are")
+			}
+			dev.publish("get", []byte(`{"clientToken":"after-topic"}`))
+			require.Equal(t, "after-topic", dev.await("get/accepted")["clientToken"], "the device is still served")
+			require.Eventually(t, func() bool { _, ok := seen.Load("$aws/things/dev-1/jobs/get"); return ok }, 10*time.Second, 10*time.Millisecond)
+			_, forwarded := seen.Load("$aws/things/dev-1/jobs/j1/frobnicate")
+			require.False(t, forwarded, "a topic that is no Jobs API is not passed on")
+			require.Zero(t, dev.received("$aws/things/dev-1/jobs/j1/frobnicate/accepted"))
+
+			// An update with an empty job ID is within the ACL's jobs/+/update, so it reaches the
+			// jobs service through mosquitto too; both answer it InvalidTopic.
+			dev.publish("/update", []byte(`{"clientToken":"e1","status":"SUCCEEDED"}`))
+			rej = dev.await("/update/rejected")
+			require.Equal(t, "InvalidTopic", rej["code"])
+			require.Equal(t, "e1", rej["clientToken"])
+			require.Contains(t, rej["message"], "jobs/{jobId}/update")
 		})
 	}
 }
