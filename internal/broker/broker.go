@@ -282,9 +282,11 @@ func (h *policyHook) Provides(b byte) bool {
 	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnPublish || b == mqtt.OnDisconnect
 }
 
-// OnPublish drops a device's publishes beyond its rate.
+// OnPublish drops a device's publishes beyond its rate, and answers itself those the jobs
+// service never sees: oversized ones, and topics in the Jobs namespace that are no Jobs API
+// (replies and notifications included: only the service sends those).
 func (h *policyHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if h.isService(cl) || cl.Net.Inline { // the broker's own client sends only tooLarge's replies
+	if h.isService(cl) || cl.Net.Inline { // the broker's own client sends only reject's replies
 		return pk, nil
 	}
 	v, ok := h.limiters.Load(cl)
@@ -333,7 +335,7 @@ func (h *policyHook) reject(pk packets.Packet, code iotjobs.ErrorCode, message s
 	// must not wait on the connection whose packet is being processed.
 	go func() {
 		if err := h.srv.Publish(topic, raw, false, 0); err != nil {
-			h.log.Warn().Err(err).Str("topic", topic).Msg("answering an oversized request failed")
+			h.log.Warn().Err(err).Str("topic", topic).Str("code", string(code)).Msg("answering a refused device publish failed")
 		}
 	}()
 }

@@ -404,7 +404,8 @@ func TestDeviceProtocolDetails(t *testing.T) {
 			dev.publish("get", []byte(`{"clientToken":"after"}`))
 			require.Equal(t, "after", dev.await("get/accepted")["clientToken"], "the device is still served")
 
-			// A topic in the Jobs namespace that is no Jobs API reaches nobody. The embedded
+			// A topic in the Jobs namespace that is no Jobs API reaches nobody, nor does a reply a
+			// device forges (only the service answers). The embedded
 			// broker answers it InvalidTopic, as AWS does under a policy allowing
 			// $aws/things/{thing}/jobs/*. Through mosquitto, deploy/mosquitto/acl lets a device
 			// publish only the four Jobs requests (as an AWS policy written topic by topic does),
@@ -418,23 +419,28 @@ func TestDeviceProtocolDetails(t *testing.T) {
 			require.NoError(t, tok.Error())
 			defer observer.Disconnect(0)
 			var seen sync.Map
-			tok = observer.SubscribeMultiple(map[string]byte{"$aws/things/dev-1/jobs/j1/frobnicate": 1, "$aws/things/dev-1/jobs/get": 1},
+			tok = observer.SubscribeMultiple(map[string]byte{"$aws/things/dev-1/jobs/j1/frobnicate": 1,
+				"$aws/things/dev-1/jobs/j1/get/accepted": 1, "$aws/things/dev-1/jobs/get": 1},
 				func(_ paho.Client, m paho.Message) { seen.Store(m.Topic(), true) })
 			require.True(t, tok.WaitTimeout(10*time.Second))
 			require.NoError(t, tok.Error())
 
 			dev.publish("j1/frobnicate", []byte(`{"clientToken":"f1"}`))
+			dev.publish("j1/get/accepted", []byte(`{"clientToken":"f2","execution":{"jobId":"j1","status":"SUCCEEDED"}}`))
 			if b.Name == "embedded" {
 				rej = dev.await("j1/frobnicate/rejected")
 				require.Equal(t, "InvalidTopic", rej["code"])
 				require.Equal(t, "f1", rej["clientToken"])
 				require.Contains(t, rej["message"], "jobs/{jobId}/update", "the message names the topics that are")
+				require.Equal(t, "InvalidTopic", dev.await("j1/get/accepted/rejected")["code"])
 			}
 			dev.publish("get", []byte(`{"clientToken":"after-topic"}`))
 			require.Equal(t, "after-topic", dev.await("get/accepted")["clientToken"], "the device is still served")
 			require.Eventually(t, func() bool { _, ok := seen.Load("$aws/things/dev-1/jobs/get"); return ok }, 10*time.Second, 10*time.Millisecond)
 			_, forwarded := seen.Load("$aws/things/dev-1/jobs/j1/frobnicate")
 			require.False(t, forwarded, "a topic that is no Jobs API is not passed on")
+			_, forwarded = seen.Load("$aws/things/dev-1/jobs/j1/get/accepted")
+			require.False(t, forwarded, "a reply forged by a device is not passed on")
 			require.Zero(t, dev.received("$aws/things/dev-1/jobs/j1/frobnicate/accepted"))
 
 			// An update with an empty job ID is within the ACL's jobs/+/update, so it reaches the
