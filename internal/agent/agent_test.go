@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -158,12 +157,7 @@ func TestAgentSurvivesMalformedMessages(t *testing.T) {
 	a, _ := startAgent(t, b, t.TempDir())
 
 	// Only the service may publish on a device's jobs topics; use its credentials.
-	c := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL).SetClientID("flood").
-		SetUsername(mqtttest.ServiceUser).SetPassword(mqtttest.ServicePassword))
-	tok := c.Connect()
-	require.True(t, tok.WaitTimeout(5*time.Second))
-	require.NoError(t, tok.Error())
-	defer c.Disconnect(0)
+	c := b.ServiceClient(t, "flood")
 	junk := [][]byte{[]byte("{"), []byte("null"), []byte(`{"clientToken":42}`), []byte(`{"clientToken":"dev-1-1","execution":7}`),
 		[]byte(`{"execution":{"jobId":"ghost","jobDocument":"not an object"}}`), bytes.Repeat([]byte("x"), 100<<10), {}}
 	topics := []string{"notify-next", "notify", "get/accepted", "get/rejected", "ghost/get/accepted", "ghost/update/accepted", "ghost/update/rejected"}

@@ -412,14 +412,9 @@ func TestDeviceProtocolDetails(t *testing.T) {
 			// so the broker refuses it. An observer with the service's rights, which may read
 			// every thing's topics, would see it were it forwarded; the device's next request,
 			// sent after it on the same connection, tells the observer has had its chance.
-			observer := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL).SetClientID("otaflow-jobs-observer").
-				SetUsername(mqtttest.ServiceUser).SetPassword(mqtttest.ServicePassword))
-			tok := observer.Connect()
-			require.True(t, tok.WaitTimeout(10*time.Second))
-			require.NoError(t, tok.Error())
-			defer observer.Disconnect(0)
+			observer := b.ServiceClient(t, "otaflow-jobs-observer")
 			var seen sync.Map
-			tok = observer.SubscribeMultiple(map[string]byte{"$aws/things/dev-1/jobs/j1/frobnicate": 1,
+			tok := observer.SubscribeMultiple(map[string]byte{"$aws/things/dev-1/jobs/j1/frobnicate": 1,
 				"$aws/things/dev-1/jobs/j1/get/accepted": 1, "$aws/things/dev-1/jobs/get": 1},
 				func(_ paho.Client, m paho.Message) { seen.Store(m.Topic(), true) })
 			require.True(t, tok.WaitTimeout(10*time.Second))

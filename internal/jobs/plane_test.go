@@ -38,10 +38,7 @@ func TestThrottledBeyondThingsShare(t *testing.T) {
 	require.NoError(t, err)
 	defer svc.Close()
 	p := newPlane(svc, zerolog.Nop()) // no workers: nothing leaves the queue
-	p.client = paho.NewClient(paho.NewClientOptions().AddBroker(b.URL).SetClientID("svc").
-		SetUsername(mqtttest.ServiceUser).SetPassword(mqtttest.ServicePassword))
-	require.True(t, p.client.Connect().WaitTimeout(10*time.Second))
-	defer p.client.Disconnect(0)
+	p.client = b.ServiceClient(t, "svc")
 
 	var mu sync.Mutex
 	var codes, tokens []string

@@ -63,6 +63,23 @@ func (b Broker) DeviceOptions(t testing.TB, clientID, cn string) *paho.ClientOpt
 	return o
 }
 
+// ServiceClient connects a client with the jobs service's credentials (which may read and
+// write every thing's topics) to b's service listener, and disconnects it when the test ends.
+func (b Broker) ServiceClient(t testing.TB, clientID string) paho.Client {
+	t.Helper()
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL).SetClientID(clientID).
+		SetUsername(ServiceUser).SetPassword(ServicePassword))
+	tok := c.Connect()
+	if !tok.WaitTimeout(10 * time.Second) {
+		t.Fatalf("connect %s to %s: no CONNACK within 10s", clientID, b.URL)
+	}
+	if err := tok.Error(); err != nil {
+		t.Fatalf("connect %s to %s: %v", clientID, b.URL, err)
+	}
+	t.Cleanup(func() { c.Disconnect(0) })
+	return c
+}
+
 // All returns a starter for each broker kind, for table tests.
 func All() []func(t testing.TB) Broker {
 	return []func(t testing.TB) Broker{Embedded, Mosquitto}
