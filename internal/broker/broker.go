@@ -179,7 +179,7 @@ func Start(o Options) (*Broker, error) {
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		// The broker answers an oversized Jobs request itself (policyHook.tooLarge).
+		// The broker answers some device publishes itself (policyHook.reject).
 		InlineClient: true,
 	})
 	if o.PublishesPerSecond == 0 {
@@ -297,11 +297,12 @@ func (h *policyHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		})
 	}
 	l := v.(*limits)
+	req, inJobs := iotjobs.ParseRequestTopic(pk.TopicName)
 	if len(pk.Payload) > h.maxPayload {
 		// Answered, not dropped in silence, within the device's publish rate (so a flood of
 		// oversized requests gets no more replies than it may send requests).
 		if l.publishes.Allow() {
-			if _, ok := iotjobs.ParseRequestTopic(pk.TopicName); ok {
+			if inJobs {
 				h.reject(pk, iotjobs.CodeInvalidRequest, fmt.Sprintf("the request is %d bytes; a device may send at most %d (a Jobs request needs a few hundred: statusDetails holds at most 10 short pairs)", len(pk.Payload), h.maxPayload))
 			}
 		}
@@ -311,7 +312,7 @@ func (h *policyHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if !l.publishes.Allow() || !l.bytes.AllowN(time.Now(), len(pk.Payload)) {
 		return pk, packets.ErrRejectPacket
 	}
-	if r, ok := iotjobs.ParseRequestTopic(pk.TopicName); ok && r.Op == iotjobs.OpUnknown {
+	if inJobs && req.Op == iotjobs.OpUnknown {
 		// In the Jobs namespace but no Jobs API: AWS answers InvalidTopic.
 		h.reject(pk, iotjobs.CodeInvalidTopic, iotjobs.InvalidTopicMessage(pk.TopicName))
 		return pk, packets.CodeSuccessIgnore

@@ -33,7 +33,7 @@ func checkAbort(list []AbortCriteria) error {
 		if c.ThresholdPercentage <= 0 || c.ThresholdPercentage > 100 {
 			return errorf(CodeInvalidRequest, "abortConfig thresholdPercentage %v must be above 0 and at most 100", c.ThresholdPercentage)
 		}
-		if scaled := c.ThresholdPercentage * 100; math.Abs(scaled-math.Round(scaled)) > 1e-6 {
+		if !atMostDecimals(c.ThresholdPercentage, 2) {
 			return errorf(CodeInvalidRequest, "abortConfig thresholdPercentage %v has more than two digits after the decimal point", c.ThresholdPercentage)
 		}
 		if c.MinNumberOfExecutedThings < 1 {
@@ -41,6 +41,13 @@ func checkAbort(list []AbortCriteria) error {
 		}
 	}
 	return nil
+}
+
+// atMostDecimals reports whether v has at most n digits after the decimal point (the service
+// model's limit on thresholdPercentage and incrementFactor), within float error.
+func atMostDecimals(v float64, n int) bool {
+	scaled := v * math.Pow10(n)
+	return math.Abs(scaled-math.Round(scaled)) <= 1e-6
 }
 
 // abortReason says why j must be aborted now, or "" when no criterion is met. Executed things

@@ -431,6 +431,18 @@ func retryList(c *struct {
 	return c.CriteriaList
 }
 
+// rolloutConfigJSON is jobExecutionsRolloutConfig as a job or a job template describes it.
+func rolloutConfigJSON(maxPerMinute int, exp *ExponentialRate) map[string]any {
+	rc := map[string]any{}
+	if maxPerMinute > 0 {
+		rc["maximumPerMinute"] = maxPerMinute
+	}
+	if exp != nil {
+		rc["exponentialRate"] = exp
+	}
+	return rc
+}
+
 func toJobJSON(j *Job, now time.Time) jobJSON {
 	out := jobJSON{
 		JobArn: j.Arn, JobID: j.ID, TargetSelection: j.TargetSelection, Status: j.Status,
@@ -447,13 +459,7 @@ func toJobJSON(j *Job, now time.Time) jobJSON {
 	if len(j.Retry) > 0 {
 		out.RetryConfig = map[string]any{"criteriaList": j.Retry}
 	}
-	out.RolloutConfig = map[string]any{}
-	if j.MaxPerMinute > 0 {
-		out.RolloutConfig["maximumPerMinute"] = j.MaxPerMinute
-	}
-	if j.Exponential != nil {
-		out.RolloutConfig["exponentialRate"] = j.Exponential
-	}
+	out.RolloutConfig = rolloutConfigJSON(j.MaxPerMinute, j.Exponential)
 	if len(j.Abort) > 0 {
 		out.AbortConfig = map[string]any{"criteriaList": j.Abort}
 	}

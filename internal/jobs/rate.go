@@ -20,8 +20,8 @@ type ExponentialRate struct {
 // rampState is how far a job's exponential rate has come.
 type rampState struct {
 	Rate int `json:"rate"`
-	// Notified and Succeeded count since the job started; the *At fields are their values at
-	// the last increase.
+	// Notified counts the executions offered since the job started; NotifiedAt and
+	// SucceededAt are it and the job's succeeded count at the last increase.
 	Notified    int `json:"notified,omitempty"`
 	NotifiedAt  int `json:"notifiedAt,omitempty"`
 	SucceededAt int `json:"succeededAt,omitempty"`
@@ -38,7 +38,7 @@ func checkExponentialRate(e *ExponentialRate) error {
 	if e.IncrementFactor < 1.1 || e.IncrementFactor > 5 {
 		return errorf(CodeInvalidRequest, "exponentialRate.incrementFactor must be from 1.1 to 5")
 	}
-	if scaled := e.IncrementFactor * 10; math.Abs(scaled-math.Round(scaled)) > 1e-9 {
+	if !atMostDecimals(e.IncrementFactor, 1) {
 		return errorf(CodeInvalidRequest, "exponentialRate.incrementFactor %v has more than one digit after the decimal point", e.IncrementFactor)
 	}
 	c := e.RateIncreaseCriteria

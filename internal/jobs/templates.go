@@ -228,13 +228,7 @@ func (s *Service) handleDescribeJobTemplate(w http.ResponseWriter, r *http.Reque
 	if tpl.Presign != nil {
 		out["presignedUrlConfig"] = tpl.Presign
 	}
-	if rc := map[string]any{}; tpl.MaxPerMinute > 0 || tpl.Exponential != nil {
-		if tpl.MaxPerMinute > 0 {
-			rc["maximumPerMinute"] = tpl.MaxPerMinute
-		}
-		if tpl.Exponential != nil {
-			rc["exponentialRate"] = tpl.Exponential
-		}
+	if rc := rolloutConfigJSON(tpl.MaxPerMinute, tpl.Exponential); len(rc) > 0 {
 		out["jobExecutionsRolloutConfig"] = rc
 	}
 	if tpl.InProgressMinutes > 0 {
