@@ -26,7 +26,7 @@ func TestLatestReleaseReadsTheSignedTargets(t *testing.T) {
 	pkg := filepath.Join(dir, "pkg.tar.gz")
 	require.NoError(t, os.WriteFile(pkg, []byte("package"), 0o644))
 	for _, r := range []struct{ sw, v string }{{"core", "1.2.0"}, {"core", "1.10.0"}, {"core", "1.9.3"}, {"ota_agent", "9.0.0"}} {
-		_, err := repo.AddTarget(tuf.TargetName(r.sw, r.v), pkg, tuf.Custom{Software: r.sw, Version: r.v})
+		_, err := repo.AddTarget(tuf.TargetName(r.sw, r.v), pkg, tuf.Custom{Software: r.sw, Version: r.v, OS: "ubuntu", Architecture: "x86_64"})
 		require.NoError(t, err)
 	}
 	files, err := repo.Files()

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,6 +23,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/agent/preflight"
 	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/platform"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
 
@@ -47,6 +47,7 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 	var trustedRoot, tufURL, restart, maxDeferral, handover, ipc, stepTimeout, configFile string
 	var managed bool
 	var tlsFiles agent.TLSFiles
+	detected := platform.Detect()
 	// Defaults are constants: the environment and the config file are applied after parsing,
 	// so --help never shows a password or key from them.
 	fs := pflag.NewFlagSet("agent", pflag.ContinueOnError)
@@ -79,6 +80,9 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 	fs.StringVar(&handover, "handover-timeout", "1m", "how long a new agent has to show it works on self-update")
 	fs.StringVar(&stepTimeout, "step-timeout", "30m", "a step that shows no progress this long times the job out (sent as stepTimeoutInMinutes; 0 disables)")
 	fs.DurationVar(&cfg.IdleRecheck, "idle-recheck", 10*time.Minute, "how often an idle agent asks for pending jobs without a notification (a lost one must not strand the device)")
+	fs.StringVar(&s.slots.Platform.OS, "os", detected.OS, "this device's operating system, as releases name it (ubuntu, amazon_linux, raspbian, openwrt); default read from /etc/os-release")
+	fs.StringVar(&s.slots.Platform.Arch, "architecture", detected.Arch, "this device's architecture, as releases name it (x86_64, aarch64, armv7l, armv6l); default from uname")
+	fs.BoolVar(&s.slots.AllowHTTP, "dev", false, "development only: accept release metadata and artifacts over plain HTTP (starter dev, the demo)")
 	fs.Int64Var(&s.slots.DownloadBytesPerSecond, "download-bytes-per-second", 0, "cap the artifact download bandwidth (0: no cap)")
 	fs.VisitAll(func(f *pflag.Flag) {
 		if f.Name != "version" {
@@ -135,8 +139,11 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 	if s.slots.Root == "" {
 		return nil, fmt.Errorf("--install-root is empty: the agent installs into slots under it (default /var/lib/otaflow)")
 	}
-	if s.slots.Trust, err = trust(trustedRoot, tufURL, cfg.StateDir); err != nil {
+	if s.slots.Trust, err = trust(trustedRoot, tufURL, cfg.StateDir, s.slots.AllowHTTP); err != nil {
 		return nil, err
+	}
+	if err := platform.Validate(s.slots.Platform.OS, s.slots.Platform.Arch); err != nil {
+		return nil, fmt.Errorf("this device's platform (--os %q, --architecture %q): %w", s.slots.Platform.OS, s.slots.Platform.Arch, err)
 	}
 	s.slots.Restart = strings.Fields(restart)
 	cfg.Installer = &s.slots
@@ -208,7 +215,7 @@ func run(args []string, stderr io.Writer) int {
 
 // trust is the device's TUF client: the provisioned root, the metadata URL, and the verified
 // metadata kept under the state directory.
-func trust(rootFile, metadataURL, stateDir string) (*tuf.Client, error) {
+func trust(rootFile, metadataURL, stateDir string, allowHTTP bool) (*tuf.Client, error) {
 	if rootFile == "" {
 		return nil, fmt.Errorf("--trusted-root is required: the device installs only releases signed in the fleet's TUF repository (copy its root.json from `starter release root`)")
 	}
@@ -216,8 +223,11 @@ func trust(rootFile, metadataURL, stateDir string) (*tuf.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--trusted-root: %w", err)
 	}
-	if u, err := url.Parse(metadataURL); metadataURL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, fmt.Errorf("--tuf-url %q must be the http(s) URL the release metadata is served from (the jobs service serves it at /tuf/BUCKET/)", metadataURL)
+	if metadataURL == "" {
+		return nil, fmt.Errorf("--tuf-url is required: the https:// URL the release metadata is served from (the jobs service serves it at /tuf/BUCKET/), or a local directory")
+	}
+	if err := tuf.CheckLocation("--tuf-url", metadataURL, allowHTTP); err != nil {
+		return nil, err
 	}
 	return &tuf.Client{MetadataURL: metadataURL, TrustedRoot: root, Dir: filepath.Join(stateDir, "tuf"), HTTP: &http.Client{Timeout: time.Minute}}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -15,12 +16,12 @@ import (
 func trustFlags(t *testing.T) []string {
 	p := filepath.Join(t.TempDir(), "root.json")
 	require.NoError(t, os.WriteFile(p, []byte(`{"signed":{}}`), 0o644))
-	return []string{"--trusted-root", p, "--tuf-url", "http://127.0.0.1:4566/tuf/otaflow-releases/"}
+	return []string{"--trusted-root", p, "--tuf-url", "https://127.0.0.1:4566/tuf/otaflow-releases/", "--os", "ubuntu", "--architecture", "x86_64"}
 }
 
 func trustYAML(t *testing.T) string {
 	f := trustFlags(t)
-	return "trustedRoot: " + f[1] + "\ntufUrl: " + f[3] + "\n"
+	return "trustedRoot: " + f[1] + "\ntufUrl: " + f[3] + "\nos: ubuntu\narchitecture: x86_64\n"
 }
 
 func TestConfigFileFlagsAndEnvironment(t *testing.T) {
@@ -52,7 +53,7 @@ func TestConfigFileFlagsAndEnvironment(t *testing.T) {
 
 	// JSON works too: YAML is a superset.
 	jsonFile := filepath.Join(dir, "agent.json")
-	require.NoError(t, os.WriteFile(jsonFile, []byte(`{"thingName":"j","broker":"tcp://j:1883","trustedRoot":"`+trustFlags(t)[1]+`","tufUrl":"http://x/tuf/b/"}`), 0o600))
+	require.NoError(t, os.WriteFile(jsonFile, []byte(`{"thingName":"j","broker":"tcp://j:1883","trustedRoot":"`+trustFlags(t)[1]+`","tufUrl":"https://x/tuf/b/","os":"raspbian","architecture":"armv7l"}`), 0o600))
 	t.Setenv("OTAFLOW_AGENT_THING_NAME", "")
 	s, err = parse([]string{"--config", jsonFile}, os.Stderr)
 	require.NoError(t, err)
@@ -82,6 +83,10 @@ func TestBadConfigIsRefusedWithTheReason(t *testing.T) {
 		"bad log level":   {append([]string{"--log-level", "loud", "--thing-name", "d", "--state-dir", dir, "--ipc-socket", "off"}, trust...), "log level"},
 		"no tuf url":      {[]string{"--thing-name", "d", "--trusted-root", trust[1]}, "--tuf-url"},
 		"bad env value":   {trust, "OTAFLOW_AGENT_LOG_MAX_BACKUPS: invalid value"},
+		"plain http metadata outside dev": {[]string{"--thing-name", "d", "--trusted-root", trust[1], "--tuf-url", "http://jobs:4566/tuf/b/"},
+			"--tuf-url http://jobs:4566/tuf/b/ is plain HTTP: serve it over HTTPS"},
+		"a platform releases do not name": {append(slices.Clone(trust), "--os", "debian"), `operating system "debian" is invalid`},
+		"an unsupported combination":      {append(slices.Clone(trust), "--os", "raspbian"), "raspbian/x86_64 is not a supported combination"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if name == "bad env value" {
@@ -92,6 +97,19 @@ func TestBadConfigIsRefusedWithTheReason(t *testing.T) {
 			require.Contains(t, stderr.String(), tc.want)
 		})
 	}
+}
+
+// TestDevAllowsPlainHTTP: --dev (starter dev, the demo) takes plain HTTP metadata and
+// artifacts; the platform is the one given.
+func TestDevAllowsPlainHTTP(t *testing.T) {
+	trust := trustFlags(t)
+	s, err := parse([]string{"--dev", "--trusted-root", trust[1], "--tuf-url", "http://127.0.0.1:4566/tuf/b/", "--os", "raspbian", "--architecture", "armv6l"}, os.Stderr)
+	require.NoError(t, err)
+	require.True(t, s.slots.AllowHTTP)
+	require.Equal(t, "raspbian/armv6l", s.slots.Platform.String())
+	s, err = parse(trust, os.Stderr)
+	require.NoError(t, err)
+	require.False(t, s.slots.AllowHTTP)
 }
 
 func TestLogFileIsWritten(t *testing.T) {

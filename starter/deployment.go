@@ -17,8 +17,10 @@ import (
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/components"
 	"github.com/otaflow/otaflow/internal/iotclient"
+	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/temporalconf"
+	"github.com/otaflow/otaflow/internal/tuf"
 	"github.com/otaflow/otaflow/workflows"
 )
 
@@ -179,8 +181,17 @@ func componentCmd() *cobra.Command {
 			return nil
 		},
 	}
+	var (
+		repoDir, bucket string
+		keyDirs         []string
+		ic              cliconfig.IoT
+		noUpload        bool
+	)
 	add := &cobra.Command{
 		Use: "add RECIPE.json", Short: `Add a component version: {"name": ..., "version": "1.2.3", "dependencies": {"aws.greengrass.Nucleus": ">=2.0.3 <2.2.0"}}`,
+		Long: `Add a component version to the catalog deployments resolve against. With --repo, also sign
+its recipe in the fleet's TUF repository (the target components/NAME/VERSION.json) and upload the
+metadata: real devices record a component version only when its recipe is signed.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			raw, err := os.ReadFile(args[0])
@@ -195,12 +206,36 @@ func componentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := r.Validate(); err != nil {
+				return err
+			}
+			if repoDir != "" {
+				repo, err := tuf.Open(repoDir, keyDirs, tuf.Options{})
+				if err != nil {
+					return err
+				}
+				var store *release.Store
+				if !noUpload {
+					ic.Resolve()
+					store = &release.Store{Endpoint: ic.Endpoint, Region: ic.Region, AccessKeyID: ic.AccessKeyID, SecretAccessKey: ic.SecretAccessKey}
+				}
+				if err := release.PublishComponent(cmd.Context(), repo, store, bucket, r.Name, r.Version, raw); err != nil {
+					return err
+				}
+				fmt.Fprintf(os.Stderr, "signed the recipe of %s %s as %s\n", r.Name, r.Version, tuf.ComponentTargetName(r.Name, r.Version))
+			}
 			if err := cat.Add(r); err != nil {
 				return err
 			}
 			return emit(cmd, r, "added %s %s\n", r.Name, r.Version)
 		},
 	}
+	af := add.Flags()
+	af.StringVar(&repoDir, "repo", "", "also sign the recipe in this TUF repository (starter release init) and upload the metadata")
+	af.StringSliceVar(&keyDirs, "keys", nil, "more directories holding private keys")
+	af.StringVar(&bucket, "bucket", "otaflow-releases", "artifact store (S3) bucket for the metadata")
+	af.BoolVar(&noUpload, "no-upload", false, "only sign; upload the metadata yourself")
+	ic.Bind(af)
 	cmd.AddCommand(list, add)
 	return cmd
 }

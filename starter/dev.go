@@ -80,7 +80,8 @@ A real agent (register the thing first; releases come from starter release publi
   go run ./agent --thing-name my-device --broker %[6]s --ca %[7]s \
       --cert /tmp/my-device/my-device.crt --key /tmp/my-device/my-device.key \
       --trusted-root %[1]s/release/metadata/root.json --tuf-url %[11]s \
-      --state-dir /tmp/my-device/state --install-root /tmp/my-device/root
+      --state-dir /tmp/my-device/state --install-root /tmp/my-device/root \
+      --dev --os ubuntu --architecture x86_64   (--dev: this stack serves plain HTTP)
 
 Press Ctrl-C to stop.
 `, sf.dataDir, s.Temporal.FrontendAddr(), s.Temporal.Namespace(), cliconfig.DefaultTaskQueue, s.Temporal.UIURL(),

@@ -11,6 +11,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/jobdoc"
+	"github.com/otaflow/otaflow/internal/platform"
 	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
@@ -100,12 +101,13 @@ freeze attack).`,
 		ic                                      cliconfig.IoT
 		file, software, version, bucket, outArg string
 		healthCheck, restartPolicy, minVersion  string
+		osName, arch                            string
 		noUpload                                bool
 	)
 	publish := &cobra.Command{
 		Use:   "publish",
 		Short: "Sign a .tar.gz as a TUF target and upload it with the metadata; write the release file",
-		Example: `  starter release publish --file core-1.11.6.tar.gz --software core --version 1.11.6 --health-check './bin/core --check' --release-file release.json
+		Example: `  starter release publish --file core-1.11.6.tar.gz --software core --version 1.11.6 --os ubuntu --architecture x86_64 --health-check './bin/core --check' --release-file release.json
   starter create-software-update-job --release release.json --update-targets device-0001 ...`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" || version == "" {
@@ -125,7 +127,13 @@ freeze attack).`,
 			if restartPolicy != "" && restartPolicy != jobdoc.RestartService && restartPolicy != jobdoc.RestartNone {
 				return fmt.Errorf("--restart-policy %q: use service or none", restartPolicy)
 			}
-			c := tuf.Custom{Software: software, Version: version, RestartPolicy: restartPolicy, MinimumVersion: minVersion}
+			if osName == "" || arch == "" {
+				return fmt.Errorf("--os and --architecture are required: the platform the package is built for (devices on any other refuse it); use one of %s", platform.List())
+			}
+			if err := platform.Validate(osName, arch); err != nil {
+				return fmt.Errorf("--os/--architecture: %w", err)
+			}
+			c := tuf.Custom{Software: software, Version: version, RestartPolicy: restartPolicy, MinimumVersion: minVersion, OS: osName, Architecture: arch}
 			if strings.TrimSpace(healthCheck) != "" {
 				c.HealthCheck = &tuf.HealthCheck{Command: []string{"sh", "-c", healthCheck}}
 			}
@@ -173,6 +181,8 @@ freeze attack).`,
 	pf.StringVar(&healthCheck, "health-check", "", "shell command devices run in the new version's directory after switching (and through the bake time); failing it rolls back. Signed with the release")
 	pf.StringVar(&restartPolicy, "restart-policy", "", "after the switch: service (the agent's restart command; default) or none. Signed with the release")
 	pf.StringVar(&minVersion, "minimum-version", "", "oldest installed version this release may be installed over. Signed with the release")
+	pf.StringVar(&osName, "os", "", "operating system the package is built for: ubuntu, amazon_linux, raspbian or openwrt. Signed with the release")
+	pf.StringVar(&arch, "architecture", "", "architecture the package is built for: x86_64, aarch64, armv7l or armv6l. Signed with the release")
 	pf.StringVar(&bucket, "bucket", "otaflow-releases", "artifact store (S3) bucket")
 	pf.BoolVar(&noUpload, "no-upload", false, "only sign; upload the package and metadata yourself")
 	pf.StringVarP(&outArg, "release-file", "f", "-", "where to write the release file (- for stdout)")
@@ -193,26 +203,32 @@ freeze attack).`,
 		},
 	}
 	addRepo(timestamp)
-	var role string
+	var roles []string
 	rotate := &cobra.Command{
 		Use:   "rotate",
-		Short: "Replace a role's keys: a new root signed by the old and new root keys, then the role re-signed",
-		Example: `  starter release rotate --role targets
+		Short: "Replace roles' keys: a new root signed by the old and new root keys, then the roles re-signed",
+		Long: `Replace the keys of one or more roles in one new root version. After a key of an online role
+may have been copied, rotate all three online roles (they usually live together); docs/production.md
+says what to do for a lost or stolen key of each role.`,
+		Example: `  starter release rotate --role targets,snapshot,timestamp
   starter release rotate --role root --keys /media/offline-root-keys`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(roles) == 0 {
+				return fmt.Errorf("--role is required: root, targets, snapshot, timestamp, or several (targets,snapshot,timestamp)")
+			}
 			r, err := open()
 			if err != nil {
 				return err
 			}
-			if err := r.Rotate(role); err != nil {
+			if err := r.Rotate(roles...); err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "rotated the %s keys; devices follow the new root from their current one\n", role)
+			fmt.Fprintf(os.Stderr, "rotated the %s keys; devices follow the new root from their current one\n", strings.Join(roles, ", "))
 			return uploadMetadata(cmd, r, &ic, bucket, upload)
 		},
 	}
 	addRepo(rotate)
-	rotate.Flags().StringVar(&role, "role", "", "root, targets, snapshot or timestamp")
+	rotate.Flags().StringSliceVar(&roles, "role", nil, "root, targets, snapshot or timestamp; several separated by commas")
 	for _, c := range []*cobra.Command{timestamp, rotate} {
 		ic.Bind(c.Flags())
 		c.Flags().StringVar(&bucket, "bucket", "otaflow-releases", "artifact store (S3) bucket")

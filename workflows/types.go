@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/otaflow/otaflow/internal/jobdoc"
-
 	"github.com/otaflow/otaflow/internal/arn"
+	"github.com/otaflow/otaflow/internal/jobdoc"
+	"github.com/otaflow/otaflow/internal/platform"
 )
 
 // TaskQueue is where rollout workflows and their activities run.
@@ -55,7 +55,7 @@ type RolloutRequest struct {
 	RolloutID string `json:"rolloutId"`
 	// Targets are thing ARNs or thing names.
 	Targets []string `json:"targets"`
-	// Architecture and OperatingSystem of the targets; see SupportedPlatforms.
+	// Architecture and OperatingSystem of the targets; see platform.Supported.
 	Architecture    string `json:"architecture"`
 	OperatingSystem string `json:"operatingSystem"`
 	// SoftwareToUpdate is "core" or "ota_agent".
@@ -252,29 +252,10 @@ func PlanWaves(n int, sizes []WaveSize) []int {
 	return cum
 }
 
-// Platform is an operating system and architecture pair.
-type Platform struct{ OS, Arch string }
-
-// SupportedPlatforms are the combinations CreateSoftwareUpdateJob accepts (seed v1).
-var SupportedPlatforms = []Platform{
-	{"ubuntu", "x86_64"}, {"ubuntu", "aarch64"}, {"amazon_linux", "x86_64"},
-	{"raspbian", "armv7l"}, {"raspbian", "armv6l"}, {"openwrt", "aarch64"}, {"openwrt", "armv7l"},
-}
-
 var (
-	architectures = []string{"armv7l", "armv6l", "x86_64", "aarch64"}
-	systems       = []string{"ubuntu", "amazon_linux", "raspbian", "openwrt"}
-	softwares     = []string{"core", "ota_agent"}
-	logLevels     = []string{"NONE", "TRACE", "DEBUG", "VERBOSE", "INFO", "WARN", "ERROR", "FATAL"}
+	softwares = []string{"core", "ota_agent"}
+	logLevels = []string{"NONE", "TRACE", "DEBUG", "VERBOSE", "INFO", "WARN", "ERROR", "FATAL"}
 )
-
-func platformList() string {
-	var s []string
-	for _, p := range SupportedPlatforms {
-		s = append(s, p.OS+"/"+p.Arch)
-	}
-	return strings.Join(s, ", ")
-}
 
 // Artifact is a release's .tar.gz that devices download through a presigned URL. What they
 // check it against (length, digest) comes from the signed TUF metadata, not from here.
@@ -314,16 +295,8 @@ func (r *RolloutRequest) Validate() error {
 			add("%v", err)
 		}
 	}
-	archOK := slices.Contains(architectures, r.Architecture)
-	osOK := slices.Contains(systems, r.OperatingSystem)
-	if !archOK {
-		add("architecture %q is invalid: use one of %s", r.Architecture, strings.Join(architectures, ", "))
-	}
-	if !osOK {
-		add("operating system %q is invalid: use one of %s", r.OperatingSystem, strings.Join(systems, ", "))
-	}
-	if archOK && osOK && !slices.Contains(SupportedPlatforms, Platform{r.OperatingSystem, r.Architecture}) {
-		add("%s/%s is not a supported combination: use one of %s", r.OperatingSystem, r.Architecture, platformList())
+	for _, p := range platform.Problems(r.OperatingSystem, r.Architecture) {
+		add("%s", p)
 	}
 	if !slices.Contains(softwares, r.SoftwareToUpdate) {
 		add("software to update %q is invalid: use core or ota_agent", r.SoftwareToUpdate)

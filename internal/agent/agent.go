@@ -181,7 +181,10 @@ func New(cfg Config) (*Agent, error) {
 func (a *Agent) InstalledVersion(software string) string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.state.Installed[software].Version
+	if software == jobdoc.SoftwareCore || software == jobdoc.SoftwareOTAAgent {
+		return a.state.Installed[software].Version
+	}
+	return a.state.Components[software].Version
 }
 
 func (a *Agent) topic(suffix string) string { return iotjobs.Topic(a.cfg.ThingName, suffix) }
@@ -290,14 +293,20 @@ func (a *Agent) reportInventory(connected bool) {
 		return
 	}
 	a.mu.Lock()
-	software := map[string]any{}
+	software, comps := map[string]any{}, map[string]any{}
 	for sw, in := range a.state.Installed {
 		software[sw] = in.Version
+	}
+	for name, in := range a.state.Components {
+		comps[name] = in.Version
 	}
 	reported := map[string]any{"software": software, "connected": connected,
 		"checkInSeconds": int(a.cfg.IdleRecheck.Seconds()) * 6 / 5, "agentVersion": a.cfg.AgentVersion}
 	if a.lastJob != nil {
 		reported["lastJob"] = a.lastJob
+	}
+	if len(comps) > 0 {
+		reported["components"] = comps
 	}
 	a.mu.Unlock()
 	raw, err := json.Marshal(map[string]any{"state": map[string]any{"reported": reported}})

@@ -18,6 +18,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/agent/slots"
 	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/platform"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
 
@@ -31,7 +32,7 @@ func TestAgentCrashChild(t *testing.T) {
 	trust := &tuf.Client{MetadataURL: os.Getenv("CRASH_TUF_URL"), TrustedRoot: []byte(os.Getenv("CRASH_TUF_ROOT")), Dir: filepath.Join(os.Getenv("CRASH_STATE"), "tuf")}
 	cfg := agent.Config{ThingName: "dev-1", BrokerURL: os.Getenv("CRASH_BROKER"), StateDir: os.Getenv("CRASH_STATE"),
 		InitialVersion: "1.0.0", AgentVersion: "1.0.0", HandoverTimeout: 5 * time.Second, StepTimeout: 10 * time.Minute, Logger: zerolog.New(os.Stderr),
-		Installer: &agent.SlotInstaller{Root: os.Getenv("CRASH_ROOT"), Trust: trust, Env: []string{"INVOCATION_ID=crash"}}}
+		Installer: &agent.SlotInstaller{Root: os.Getenv("CRASH_ROOT"), Trust: trust, Platform: platform.Platform{OS: "ubuntu", Arch: "x86_64"}, AllowHTTP: true, Env: []string{"INVOCATION_ID=crash"}}}
 	if ready, ok := agent.ProbeReady(); ok {
 		cfg.ProbeReady = ready
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/otaflow/otaflow/internal/jobdoc"
 	"github.com/otaflow/otaflow/internal/jobs"
 	"github.com/otaflow/otaflow/internal/mqtttest"
+	"github.com/otaflow/otaflow/internal/platform"
 	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
@@ -68,12 +69,12 @@ func (r *installRig) trust() *tuf.Client {
 
 // installer is the agent's real installer on root, trusting the rig's repository.
 func (r *installRig) installer(root string) *agent.SlotInstaller {
-	return &agent.SlotInstaller{Root: root, Trust: r.trust(), Env: []string{"INVOCATION_ID=test"}}
+	return &agent.SlotInstaller{Root: root, Trust: r.trust(), Platform: platform.Platform{OS: "ubuntu", Arch: "x86_64"}, AllowHTTP: true, Env: []string{"INVOCATION_ID=test"}}
 }
 
 // artifact signs and uploads a core release of version with the health check.
 func (r *installRig) artifact(version string, health ...string) *jobdoc.Artifact {
-	c := tuf.Custom{Software: jobdoc.SoftwareCore, Version: version}
+	c := tuf.Custom{Software: jobdoc.SoftwareCore, Version: version, OS: "ubuntu", Architecture: "x86_64"}
 	if len(health) > 0 {
 		c.HealthCheck = &tuf.HealthCheck{Command: health}
 	}
@@ -87,13 +88,18 @@ func (r *installRig) sign(data []byte, c tuf.Custom) *jobdoc.Artifact {
 	require.NoError(r.t, os.WriteFile(file, data, 0o644))
 	_, err := r.repo.AddTarget(tuf.TargetName(c.Software, c.Version), file, c)
 	require.NoError(r.t, err)
+	r.publishMetadata()
+	return r.upload(c.Software+"/"+c.Version+".tar.gz", data)
+}
+
+// publishMetadata puts the repository's metadata where devices fetch it.
+func (r *installRig) publishMetadata() {
 	files, err := r.repo.Files()
 	require.NoError(r.t, err)
 	for name, raw := range files {
 		_, err := r.svc.PutArtifact("releases", release.MetadataKey(name), bytes.NewReader(raw))
 		require.NoError(r.t, err)
 	}
-	return r.upload(c.Software+"/"+c.Version+".tar.gz", data)
 }
 
 // upload puts data in the artifact store, unsigned, and returns a job document's artifact

@@ -42,6 +42,13 @@ type Installer interface {
 	Active(software string) string
 }
 
+// ComponentVerifier is an Installer that checks a components deployment before the agent
+// records it: every component version must be signed (its recipe a TUF target). An
+// *UpdateError rejects the deployment; the agent then records nothing.
+type ComponentVerifier interface {
+	VerifyComponents(ctx context.Context, components map[string]string) error
+}
+
 // Update is one job's update as an Installer sees it.
 type Update struct {
 	JobID string

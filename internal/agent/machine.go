@@ -275,7 +275,8 @@ func (a *Agent) stepUpdate(e *execution, step Step, version string, extra map[st
 	return u
 }
 
-// deploy applies a components deployment: every component to its version, all at once.
+// deploy applies a components deployment: every component to its version, all at once, once
+// the installer has checked each against its signed recipe (ComponentVerifier).
 func (a *Agent) deploy(ctx context.Context, e *execution, doc *jobdoc.Document) error {
 	if _, err := a.request(ctx, iotjobs.UpdateSuffix(e.JobID), &iotjobs.UpdateRequest{
 		Status: iotjobs.StatusInProgress, StatusDetails: map[string]string{"step": "deploying"}, ExpectedVersion: e.VersionNumber,
@@ -283,10 +284,23 @@ func (a *Agent) deploy(ctx context.Context, e *execution, doc *jobdoc.Document) 
 		return fmt.Errorf("report IN_PROGRESS: %w", err)
 	}
 	e.VersionNumber++
+	if v, ok := a.cfg.Installer.(ComponentVerifier); ok {
+		if err := v.VerifyComponents(ctx, doc.Components); err != nil {
+			var ue *UpdateError
+			if !errors.As(err, &ue) {
+				return err
+			}
+			a.log.Warn().Str("job", e.JobID).Msg(ue.Reason)
+			return a.finish(ctx, e, iotjobs.StatusRejected, map[string]string{"reason": ue.Reason})
+		}
+	}
 	var parts []string
 	if err := a.setState(func(s *State) {
+		if s.Components == nil {
+			s.Components = map[string]Installed{}
+		}
 		for name, v := range doc.Components {
-			s.Installed[name] = Installed{Version: v, Previous: s.Installed[name].Version}
+			s.Components[name] = Installed{Version: v, Previous: s.Components[name].Version}
 		}
 	}); err != nil {
 		return err

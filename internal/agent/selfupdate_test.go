@@ -37,7 +37,7 @@ func TestSelfUpdate(t *testing.T) {
 		return p
 	}
 	selfUpdate := func(jobID, version string, binary []byte) *jobs.Execution {
-		art := r.sign(tarGz(t, agent.AgentBinary, binary), tuf.Custom{Software: jobdoc.SoftwareOTAAgent, Version: version})
+		art := r.sign(tarGz(t, agent.AgentBinary, binary), tuf.Custom{Software: jobdoc.SoftwareOTAAgent, Version: version, OS: "ubuntu", Architecture: "x86_64"})
 		r.createDoc(jobID, jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "r",
 			SoftwareToUpdate: jobdoc.SoftwareOTAAgent, Version: version, Artifact: art})
 		return waitTerminal(t, r.svc, jobID, "dev-1")

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent/preflight"
 	"github.com/otaflow/otaflow/internal/agent/slots"
 	"github.com/otaflow/otaflow/internal/jobdoc"
+	"github.com/otaflow/otaflow/internal/platform"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
 
@@ -44,6 +47,11 @@ type SlotInstaller struct {
 	FreeDiskFactor float64
 	// DownloadBytesPerSecond caps the download bandwidth (0: no cap).
 	DownloadBytesPerSecond int64
+	// Platform is this device's OS and architecture: a release signed for another is refused.
+	Platform platform.Platform
+	// AllowHTTP lets artifacts come over plain HTTP (development only); otherwise an artifact
+	// URL must be HTTPS.
+	AllowHTTP bool
 }
 
 var _ Installer = (*SlotInstaller)(nil)
@@ -101,6 +109,12 @@ func (in *SlotInstaller) verify(u *Update) (*tuf.Target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fetch the release metadata: %s", redactURLs(err.Error()))
 	}
+	if t.OS == "" || t.Architecture == "" {
+		return nil, Reject("release %s %s names no platform in its signed target; publish it again with --os and --architecture", u.Software(), u.Version())
+	}
+	if t.OS != in.Platform.OS || t.Architecture != in.Platform.Arch {
+		return nil, Reject("release %s %s is built for %s/%s; this device is %s (the agent's --os and --architecture)", u.Software(), u.Version(), t.OS, t.Architecture, in.Platform)
+	}
 	if t.MinimumVersion != "" && u.From.Version != "" {
 		minV, err1 := semver.NewVersion(t.MinimumVersion)
 		fromV, err2 := semver.NewVersion(u.From.Version)
@@ -117,6 +131,31 @@ func (in *SlotInstaller) verify(u *Update) (*tuf.Target, error) {
 		return nil, err
 	}
 	return t, writeFileAtomic(p, raw, true)
+}
+
+// VerifyComponents checks that every component version of a deployment is a signed recipe
+// (the TUF target components/NAME/VERSION.json), so the agent records only versions the
+// release repository vouches for.
+func (in *SlotInstaller) VerifyComponents(_ context.Context, components map[string]string) error {
+	if in.Trust == nil {
+		return Reject("this device has no trusted release root (--trusted-root), so it records no component versions")
+	}
+	names := slices.Sorted(maps.Keys(components))
+	for _, name := range names {
+		v := components[name]
+		t, err := in.Trust.Target(tuf.ComponentTargetName(name, v))
+		var ve *tuf.VerifyError
+		if errors.As(err, &ve) {
+			return Reject("component %s %s refused: %s (sign its recipe with `starter component add --repo`)", name, v, ve.Reason)
+		}
+		if err != nil {
+			return fmt.Errorf("fetch the release metadata: %s", redactURLs(err.Error()))
+		}
+		if t.Component != name || t.Version != v {
+			return Reject("component %s %s refused: its signed recipe names %s %s", name, v, t.Component, t.Version)
+		}
+	}
+	return nil
 }
 
 // Checks reports whether Verify runs a health check for u (the signed one of its version).
@@ -142,6 +181,9 @@ func (in *SlotInstaller) Prepare(ctx context.Context, u *Update) error {
 		var err error
 		if target, err = in.verify(u); err != nil {
 			return err
+		}
+		if err := tuf.CheckLocation("the artifact URL", doc.Artifact.URL, in.AllowHTTP); err != nil {
+			return Reject("%s", redactURLs(err.Error()))
 		}
 	} else if !sl.Installed(doc.Version) {
 		return Reject("the job has no artifact and %s %s is not installed on this device to switch to", u.Software(), doc.Version)

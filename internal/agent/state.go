@@ -4,16 +4,23 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/otaflow/otaflow/internal/jobdoc"
 )
 
 // State is what the agent keeps on disk: the installed version of each piece of software it
 // manages, and the job it is working on, so a restart resumes instead of starting over.
 type State struct {
+	// Installed holds core and ota_agent only: what signed releases installed.
 	Installed map[string]Installed `json:"installed"`
+	// Components holds the versions components deployments set, each checked against its
+	// signed recipe; never core or ota_agent.
+	Components map[string]Installed `json:"components,omitempty"`
 	// CurrentJob is the job being applied; empty when idle.
 	CurrentJob string `json:"currentJob,omitempty"`
 	// Step is where CurrentJob is (step.go).
@@ -36,10 +43,8 @@ const stateFile = "state.json"
 
 func (s *State) clone() State {
 	c := *s
-	c.Installed = make(map[string]Installed, len(s.Installed))
-	for k, v := range s.Installed {
-		c.Installed[k] = v
-	}
+	c.Installed = maps.Clone(s.Installed)
+	c.Components = maps.Clone(s.Components)
 	return c
 }
 
@@ -57,6 +62,19 @@ func loadState(dir string) (*State, error) {
 	}
 	if s.Installed == nil {
 		s.Installed = map[string]Installed{}
+	}
+	// Earlier agents kept component versions beside core and ota_agent: move them out, so
+	// a component can never stand for the software the agent updates.
+	for name, in := range s.Installed {
+		if name != jobdoc.SoftwareCore && name != jobdoc.SoftwareOTAAgent {
+			if s.Components == nil {
+				s.Components = map[string]Installed{}
+			}
+			if jobdoc.ValidComponentName(name) == nil {
+				s.Components[name] = in
+			}
+			delete(s.Installed, name)
+		}
 	}
 	return &s, nil
 }

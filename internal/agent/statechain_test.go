@@ -77,7 +77,7 @@ func TestStateChain(t *testing.T) {
 		{name: "path traversal in the artifact", arrange: func(s *setup) {
 			s.custom.Version = "3.0.0"
 			s.doc.Version = "3.0.1"
-			s.doc.Artifact = r.sign(tarGz(t, "../../../etc/evil", []byte("x")), tuf.Custom{Software: "core", Version: "3.0.1"})
+			s.doc.Artifact = r.sign(tarGz(t, "../../../etc/evil", []byte("x")), tuf.Custom{Software: "core", Version: "3.0.1", OS: "ubuntu", Architecture: "x86_64"})
 		}, status: jobs.ExecFailed, reason: "install into a new slot failed", chain: "installing downloading installing", ends: "2.0.0"},
 		{name: "pre-update script fails", arrange: func(s *setup) { s.in.ManagedRespawn, s.scripts = true, "ggc_pre_update.sh" },
 			status: jobs.ExecFailed, reason: "service would not stop", chain: "installing downloading", ends: "2.0.0", ran: "ggc_pre_update.sh"},
@@ -122,7 +122,7 @@ func TestStateChain(t *testing.T) {
 			root, scripts := t.TempDir(), t.TempDir()
 			in := r.installer(root)
 			in.ScriptsDir, in.ScriptsOwner = scripts, os.Getuid()
-			s := &setup{in: in, custom: tuf.Custom{Software: "core", Version: "3.0.0", HealthCheck: &tuf.HealthCheck{Command: []string{"true"}}},
+			s := &setup{in: in, custom: tuf.Custom{Software: "core", Version: "3.0.0", OS: "ubuntu", Architecture: "x86_64", HealthCheck: &tuf.HealthCheck{Command: []string{"true"}}},
 				doc: &jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "r",
 					SoftwareToUpdate: jobdoc.SoftwareCore, Version: "3.0.0"}}
 			if tc.arrange != nil {

@@ -193,7 +193,7 @@ func agentFigures(ctx context.Context, o *Options) (*AgentFigures, *Download, er
 		}
 		agentCmd = exec.Command(bin, "--thing-name", "footprint-1", "--broker", s.Broker.URL(), "--state-dir", filepath.Join(dir, "agent-state"),
 			"--install-root", filepath.Join(dir, "agent-root"), "--trusted-root", rootFile, "--tuf-url", release.MetadataURL(store.Endpoint, "bench"), "--initial-version", "1.0.0",
-			"--ipc-socket", "off", "--log-level", "warn")
+			"--ipc-socket", "off", "--log-level", "warn", "--dev", "--os", "ubuntu", "--architecture", "x86_64")
 		agentCmd.Env = append(os.Environ(), "INVOCATION_ID=bench") // as under systemd
 		agentCmd.Stderr = os.Stderr
 		if err := agentCmd.Start(); err != nil {
@@ -217,7 +217,7 @@ func agentFigures(ctx context.Context, o *Options) (*AgentFigures, *Download, er
 	if err := writeArtifact(file, o.ArtifactMB); err != nil {
 		return nil, nil, err
 	}
-	rel, err := release.Publish(ctx, repo, &store, "bench", file, tuf.Custom{Software: jobdoc.SoftwareCore, Version: "9.0.0"})
+	rel, err := release.Publish(ctx, repo, &store, "bench", file, tuf.Custom{Software: jobdoc.SoftwareCore, Version: "9.0.0", OS: "ubuntu", Architecture: "x86_64"})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -51,7 +52,11 @@ type Options struct {
 	// DevicePayloadBytes caps one device publish (0: 16 KiB). Jobs API requests are small
 	// (statusDetails is at most 10 short pairs); only the service sends documents.
 	DevicePayloadBytes int
-	Logger             zerolog.Logger
+	// DeviceShadows are the named shadows a device may use on its own thing (default: the
+	// agent's inventory shadow); any other shadow topic is refused, as AWS IoT's policy
+	// variables scope them.
+	DeviceShadows []string
+	Logger        zerolog.Logger
 }
 
 // Broker is a running embedded broker.
@@ -191,7 +196,10 @@ func Start(o Options) (*Broker, error) {
 	if o.DevicePayloadBytes == 0 {
 		o.DevicePayloadBytes = 16 * 1024
 	}
-	hook := &policyHook{user: []byte(o.ServiceUser), pass: []byte(o.ServicePassword), log: o.Logger, tlsOnly: o.DevicesOnTLSOnly,
+	if len(o.DeviceShadows) == 0 {
+		o.DeviceShadows = []string{iotjobs.InventoryShadow}
+	}
+	hook := &policyHook{user: []byte(o.ServiceUser), pass: []byte(o.ServicePassword), log: o.Logger, tlsOnly: o.DevicesOnTLSOnly, shadows: o.DeviceShadows,
 		rate: o.PublishesPerSecond, byteRate: o.BytesPerSecond, maxPacket: int(o.MaxPacketBytes), maxPayload: o.DevicePayloadBytes, srv: srv}
 	if err := srv.AddHook(hook, nil); err != nil {
 		ln.Close(nil)
@@ -271,6 +279,7 @@ type policyHook struct {
 	srv        *mqtt.Server
 	limiters   sync.Map // *mqtt.Client → *limits
 	tlsOnly    bool
+	shadows    []string
 }
 
 // limits are one connection's publish budgets.
@@ -396,11 +405,19 @@ func (h *policyHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 	if h.isService(cl) {
 		return strings.HasPrefix(topic, "$aws/things/")
 	}
-	ok := strings.HasPrefix(topic, "$aws/things/"+cl.ID+"/")
+	rest, ok := strings.CutPrefix(topic, "$aws/things/"+cl.ID+"/")
 	if !ok {
 		h.log.Warn().Str("client", cl.ID).Str("topic", topic).Bool("write", write).Msg("MQTT access refused: a device may only use its own $aws/things/{thing}/ topics")
+		return false
 	}
-	return ok
+	if shadow, isShadow := strings.CutPrefix(rest, "shadow/"); isShadow || rest == "shadow" {
+		name, _, _ := strings.Cut(strings.TrimPrefix(shadow, "name/"), "/")
+		if !strings.HasPrefix(shadow, "name/") || !slices.Contains(h.shadows, name) {
+			h.log.Warn().Str("client", cl.ID).Str("topic", topic).Bool("write", write).Strs("allowed", h.shadows).Msg("MQTT access refused: a device may only use its named shadows the policy allows")
+			return false
+		}
+	}
+	return true
 }
 
 // ReservedClientIDPrefix starts the client IDs only the authenticated jobs service may use.

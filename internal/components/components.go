@@ -16,6 +16,8 @@ import (
 	"sync"
 
 	"github.com/Masterminds/semver/v3"
+
+	"github.com/otaflow/otaflow/internal/jobdoc"
 )
 
 // Nucleus is the Greengrass nucleus component.
@@ -34,6 +36,9 @@ type Recipe struct {
 func (r Recipe) Validate() error {
 	if r.Name == "" {
 		return errors.New("recipe has no component name")
+	}
+	if err := jobdoc.ValidComponentName(r.Name); err != nil {
+		return err
 	}
 	if _, err := semver.StrictNewVersion(r.Version); err != nil {
 		return fmt.Errorf("%s: version %q is not semver (MAJOR.MINOR.PATCH): %v", r.Name, r.Version, err)

@@ -57,6 +57,7 @@ type Console struct {
 	// inv is the last inventory read, reused for at most a second.
 	inv    *inventory
 	invErr error
+	guard  *guard
 }
 
 // New makes a console.
@@ -67,8 +68,11 @@ func New(o Options) *Console {
 	if o.TaskQueue == "" {
 		o.TaskQueue = workflows.TaskQueue
 	}
-	return &Console{o: o}
+	return &Console{o: o, guard: newGuard()}
 }
+
+// equalSecret compares in constant time (for equal lengths).
+func equalSecret(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
 
 // Handler serves the console at prefix (e.g. "/console/").
 func (c *Console) Handler(prefix string) http.Handler {
@@ -83,13 +87,8 @@ func (c *Console) Handler(prefix string) http.Handler {
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("Cache-Control", "no-store")
-		if c.o.Password != "" {
-			_, pw, ok := r.BasicAuth()
-			if !ok || subtle.ConstantTimeCompare([]byte(pw), []byte(c.o.Password)) != 1 {
-				w.Header().Set("WWW-Authenticate", `Basic realm="otaflow console"`)
-				http.Error(w, "the otaflow console needs its password", http.StatusUnauthorized)
-				return
-			}
+		if c.o.Password != "" && !c.authorize(w, r) {
+			return
 		}
 		if r.Method == http.MethodPost {
 			// A steering call must come from the console's own page: a custom header no

@@ -130,8 +130,8 @@ func (d *Document) Validate() error {
 			return fmt.Errorf("a components deployment names no components")
 		}
 		for name, v := range d.Components {
-			if !componentRE.MatchString(name) {
-				return fmt.Errorf("component name %q is invalid: use 1-128 of a-z A-Z 0-9 . _ -", name)
+			if err := ValidComponentName(name); err != nil {
+				return err
 			}
 			if v == "" {
 				return fmt.Errorf("component %q has no version", name)
@@ -160,6 +160,21 @@ var (
 	componentRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,128}$`)
 	versionRE   = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z.+-]{0,63}$`)
 )
+
+// ValidComponentName checks a component's name: 1-128 of a-z A-Z 0-9 . _ -, and never the
+// name of software the agent updates itself (core, ota_agent) or of a deployment
+// (components), in any case: a component deployment must not be able to change what the
+// device says it runs, which only a signed release may.
+func ValidComponentName(name string) error {
+	if !componentRE.MatchString(name) {
+		return fmt.Errorf("component name %q is invalid: use 1-128 of a-z A-Z 0-9 . _ -", name)
+	}
+	switch strings.ToLower(name) {
+	case SoftwareCore, SoftwareOTAAgent, SoftwareComponents:
+		return fmt.Errorf("component name %q is reserved: %s and %s are updated only by signed releases (create-software-update-job), never by a components deployment", name, SoftwareCore, SoftwareOTAAgent)
+	}
+	return nil
+}
 
 // ValidVersion checks that v is a semantic version (MAJOR.MINOR.PATCH, with optional
 // pre-release and build parts) made only of characters that are safe in a file name: the

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/otaflow/otaflow/internal/tuf"
 )
 
 // The local artifact store stands in for S3: artifacts are uploaded with a signed PUT to
@@ -132,8 +135,13 @@ func (s *Service) documentFor(j *Job) string {
 	})
 }
 
-// handleArtifactUpload stores an artifact (behind SigV4).
+// handleArtifactUpload stores an artifact (behind SigV4). The release metadata under tuf/ is
+// not an artifact: only handleTUFUpload writes it, after verifying it.
 func (s *Service) handleArtifactUpload(w http.ResponseWriter, r *http.Request) {
+	if key := path.Clean(r.PathValue("key")); key == "tuf" || strings.HasPrefix(key, "tuf/") {
+		writeError(w, errorf(CodeUnauthorized, "%s/%s is release metadata: it is written only by `starter release` (PUT /tuf/BUCKET/FILE), which the store verifies against the published root", r.PathValue("bucket"), key))
+		return
+	}
 	n, err := s.PutArtifact(r.PathValue("bucket"), r.PathValue("key"), r.Body)
 	if err != nil {
 		writeError(w, err)
@@ -173,6 +181,43 @@ func (s *Service) handleArtifactDownload(w http.ResponseWriter, r *http.Request)
 		return
 	}
 	http.ServeContent(w, r, path.Base(key), st.ModTime(), f)
+}
+
+// handleTUFUpload stores one file of the release repository's metadata (behind SigV4), but
+// only what `starter release` produces: tuf.CheckUpload verifies it against the metadata
+// already published, so the REST key alone can neither re-sign nor replace it.
+func (s *Service) handleTUFUpload(w http.ResponseWriter, r *http.Request) {
+	bucket, file := r.PathValue("bucket"), r.PathValue("file")
+	raw, err := io.ReadAll(io.LimitReader(r.Body, tuf.MaxMetadataBytes+1))
+	if err != nil {
+		writeError(w, errorf(CodeInvalidRequest, "read %s: %v", file, err))
+		return
+	}
+	s.tufMu.Lock()
+	defer s.tufMu.Unlock()
+	stored := func(name string) []byte {
+		p, err := s.artifactPath(bucket, "tuf/"+name)
+		if err != nil {
+			return nil
+		}
+		b, _ := os.ReadFile(p)
+		return b
+	}
+	if _, err := s.artifactPath(bucket, "tuf/"+file); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := tuf.CheckUpload(file, raw, stored); err != nil {
+		s.log.Warn().Str("bucket", bucket).Str("file", file).Err(err).Msg("release metadata upload refused")
+		writeError(w, errorf(CodeInvalidRequest, "%v", err))
+		return
+	}
+	n, err := s.PutArtifact(bucket, "tuf/"+file, bytes.NewReader(raw))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, map[string]any{"bucket": bucket, "key": "tuf/" + file, "size": n})
 }
 
 var tufFileRE = regexp.MustCompile(`^([1-9][0-9]{0,8}\.)?(root|targets|snapshot|timestamp)\.json$`)

@@ -25,6 +25,7 @@ func signedPut(t *testing.T, url string, body []byte, creds jobs.Credentials) *h
 	req, err := http.NewRequest(http.MethodPut, url, bytes.NewReader(body))
 	require.NoError(t, err)
 	sum := sha256.Sum256(body)
+	req.Header.Set("X-Amz-Content-Sha256", hex.EncodeToString(sum[:])) // as the release store states it
 	err = v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: creds.AccessKeyID, SecretAccessKey: creds.SecretAccessKey},
 		req, hex.EncodeToString(sum[:]), "iot", "us-east-1", time.Now())
 	require.NoError(t, err)

@@ -113,6 +113,7 @@ func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler 
 	mux.HandleFunc("PUT /thing-groups/removeThingFromThingGroup", s.handleThingGroupMembership(false))
 	mux.HandleFunc("GET /thing-groups/{thingGroupName}/things", s.handleListThingsInThingGroup)
 	mux.HandleFunc("PUT /artifacts/{bucket}/{key...}", s.handleArtifactUpload)
+	mux.HandleFunc("PUT /tuf/{bucket}/{file}", s.handleTUFUpload)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeUnknownOperation(w, fmt.Sprintf("%s %s is not an operation this jobs service serves (README lists them)", r.Method, r.URL.Path))
 	})
@@ -247,7 +248,8 @@ func writeJSON(w http.ResponseWriter, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// maxRequestBytes bounds a request body (a job for a whole wave lists every device's ARN).
+// maxRequestBytes bounds the body of an authenticated request (a job for a whole wave lists
+// every device's ARN); before authentication, SigV4Verifier's much smaller bounds apply.
 const maxRequestBytes = 16 << 20
 
 func readJSON(r *http.Request, v any) error {

@@ -56,6 +56,7 @@ type Service struct {
 	swept     sync.WaitGroup
 
 	artifacts  string
+	tufMu      sync.Mutex // one release metadata upload at a time (check, then write)
 	baseURL    string
 	presignKey []byte
 	quotas     bool

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/otaflow/otaflow/internal/iotjobs"
@@ -15,10 +16,13 @@ import (
 // here. Devices update their shadow over MQTT ($aws/things/THING/shadow/name/NAME/update and
 // /get, with /accepted and /rejected replies); services read it over REST (GET
 // /things/THING/shadow?name=NAME, the iot-data GetThingShadow call, and POST for
-// UpdateThingShadow). A shadow is kept with its thing, so deleting the thing deletes it.
+// UpdateThingShadow). A shadow is stored apart from its thing record (one record per shadow),
+// so a device's shadow writes never rewrite the thing, and a large shadow slows no other
+// device; deleting the thing deletes its shadows.
 
 // Shadow is one named shadow: reported and desired state with AWS's per-leaf metadata.
 type Shadow struct {
+	Name         string         `json:"name,omitempty"`
 	Reported     map[string]any `json:"reported,omitempty"`
 	Desired      map[string]any `json:"desired,omitempty"`
 	ReportedMeta map[string]any `json:"reportedMeta,omitempty"`
@@ -37,10 +41,69 @@ type ShadowUpdate struct {
 	Version     *int64 `json:"version,omitempty"`
 }
 
-// AWS's limits: a shadow name of at most 64 of these characters, a state document of 8 KB.
+// AWS's limits: a shadow name of at most 64 of these characters; a shadow's state of 8 KB
+// (AWS counts the desired and reported sections of the stored document; the metadata it adds
+// does not count). MaxNamedShadows is otaflow's own bound on a thing's named shadows (AWS
+// sets none), so no device can fill the store with shadows.
 var shadowNameRE = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,64}$`)
 
-const maxShadowState = 8 * 1024
+const (
+	maxShadowState  = 8 * 1024
+	MaxNamedShadows = 10
+)
+
+// shadowKind is the store's record kind for a thing's shadows.
+func shadowKind(thing string) string { return "shadow/" + thing }
+
+// shadowOf reads a thing's named shadow: its own record, or (written by earlier versions)
+// the copy kept in the thing record.
+func shadowOf(t Tx, th *Thing, name string) (*Shadow, error) {
+	raw, err := t.record(shadowKind(th.Name), name)
+	if err != nil || raw == nil {
+		return th.Shadows[name], err
+	}
+	var sh Shadow
+	if err := json.Unmarshal(raw, &sh); err != nil {
+		return nil, fmt.Errorf("corrupt shadow %s of %s: %w", name, th.Name, err)
+	}
+	return &sh, nil
+}
+
+// shadowNames lists a thing's named shadows.
+func shadowNames(t Tx, th *Thing) ([]string, error) {
+	bodies, err := t.records(shadowKind(th.Name))
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, raw := range bodies {
+		var sh Shadow
+		if json.Unmarshal(raw, &sh) == nil && sh.Name != "" {
+			names = append(names, sh.Name)
+		}
+	}
+	for name := range th.Shadows {
+		if !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// deleteShadows removes every shadow of a thing (with the thing).
+func deleteShadows(t Tx, th *Thing) error {
+	names, err := shadowNames(t, th)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if err := t.deleteRecord(shadowKind(th.Name), name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // ShadowTopic is the topic of a named shadow's operation (iotjobs.ShadowTopic).
 var ShadowTopic = iotjobs.ShadowTopic
@@ -91,10 +154,21 @@ func (s *Service) UpdateShadow(thing, name string, payload []byte) (map[string]a
 		if th == nil {
 			return errorf(CodeResourceNotFound, "thing %s does not exist; register it first (CreateThing)", thing)
 		}
-		sh := th.Shadows[name]
+		sh, err := shadowOf(t, th, name)
+		if err != nil {
+			return err
+		}
 		if sh == nil {
+			names, err := shadowNames(t, th)
+			if err != nil {
+				return err
+			}
+			if len(names) >= MaxNamedShadows {
+				return errorf(CodeLimitExceeded, "thing %s already has %d named shadows (%s), the most otaflow keeps for one thing; delete one or use an existing name", thing, len(names), strings.Join(names, ", "))
+			}
 			sh = &Shadow{}
 		}
+		sh.Name = name
 		if u.Version != nil && *u.Version != sh.Version {
 			return errorf(CodeConflict, "Version conflict: shadow %s is at version %d, not %d", name, sh.Version, *u.Version)
 		}
@@ -107,17 +181,25 @@ func (s *Service) UpdateShadow(thing, name string, payload []byte) (map[string]a
 			sh.Desired, sh.DesiredMeta = mergeState(sh.Desired, sh.DesiredMeta, desired, now)
 			state["desired"], meta["desired"] = desired, stamp(desired, now)
 		}
-		if raw, _ := json.Marshal(sh.Reported); len(raw) > maxShadowState {
-			return errorf(CodeLimitExceeded, "The state of shadow %s would be larger than %d bytes", name, maxShadowState)
+		// AWS's limit is on the document as stored: desired and reported together.
+		if raw, _ := json.Marshal(map[string]any{"desired": sh.Desired, "reported": sh.Reported}); len(raw) > maxShadowState {
+			return errorf(CodeLimitExceeded, "The state of shadow %s would be %d bytes, larger than %d (desired and reported together); remove keys with null or use another shadow", name, len(raw), maxShadowState)
 		}
 		sh.Version++
 		sh.Timestamp = now
-		if th.Shadows == nil {
-			th.Shadows = map[string]*Shadow{}
-		}
-		th.Shadows[name] = sh
-		if err := t.putThing(th); err != nil {
+		raw, err := json.Marshal(sh)
+		if err != nil {
 			return err
+		}
+		if err := t.putRecord(shadowKind(thing), name, raw); err != nil {
+			return err
+		}
+		if _, old := th.Shadows[name]; old {
+			// Written by an earlier version inside the thing record: it lives apart now.
+			delete(th.Shadows, name)
+			if err := t.putThing(th); err != nil {
+				return err
+			}
 		}
 		out = map[string]any{"state": state, "metadata": meta, "version": sh.Version, "timestamp": now}
 		return nil
@@ -184,11 +266,21 @@ func (s *Service) GetShadow(thing, name string) (map[string]any, error) {
 	if !shadowNameRE.MatchString(name) {
 		return nil, errorf(CodeInvalidRequest, "shadow name %q: use 1 to 64 of a-z A-Z 0-9 : _ -", name)
 	}
-	th, err := s.DescribeThing(thing)
+	var sh *Shadow
+	err := s.st.View(func(t Tx) error {
+		th, err := t.thing(thing)
+		if err != nil {
+			return err
+		}
+		if th == nil {
+			return errorf(CodeResourceNotFound, "thing %s does not exist; register it first (CreateThing)", thing)
+		}
+		sh, err = shadowOf(t, th, name)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	sh := th.Shadows[name]
 	if sh == nil {
 		return nil, errorf(CodeResourceNotFound, "No shadow exists with name: '%s~%s'", thing, name)
 	}

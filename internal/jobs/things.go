@@ -91,6 +91,9 @@ func (s *Service) DeleteThing(name string, expectedVersion int64) error {
 				return err
 			}
 		}
+		if err := deleteShadows(t, th); err != nil {
+			return err
+		}
 		return t.deleteThing(name)
 	})
 	return err

@@ -5,6 +5,8 @@ package jobsservice
 
 import (
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -42,6 +44,8 @@ func Command() *cobra.Command {
 		postgresURL, artifactDir, clientID   string
 		shareGroup                           string
 		consolePassword, temporalUI          string
+		restCert, restKey                    string
+		maxConns                             int
 		tc                                   temporalconf.Temporal
 	)
 	cmd := &cobra.Command{
@@ -63,6 +67,11 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 			}
 			if secretKey == cliconfig.DefaultSecretKey {
 				return fmt.Errorf("--secret-access-key is the development key every copy of otaflow knows (%s's documented default): anyone could sign requests and update every device; choose a secret of your own (`openssl rand -hex 32`)", "starter dev")
+			}
+			if consolePassword != "" {
+				if err := console.CheckPassword(consolePassword); err != nil {
+					return fmt.Errorf("--console-password: %w", err)
+				}
 			}
 			topts, err := tc.ClientOptions()
 			if err != nil {
@@ -134,32 +143,41 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 			if err != nil {
 				return fmt.Errorf("jobs API cannot listen on %s: %w (choose another address with --jobs-addr)", addr, err)
 			}
+			top := http.NewServeMux()
+			srv, err := jobs.NewServer(ln, top, jobs.ServerOptions{MaxConnections: maxConns, CertFile: restCert, KeyFile: restKey})
+			if err != nil {
+				ln.Close()
+				return err
+			}
 			if publicURL == "" {
-				publicURL = "http://" + ln.Addr().String()
+				publicURL = srv.Scheme() + "://" + ln.Addr().String()
+			}
+			if srv.Scheme() == "http" {
+				log.Warn().Msg("the REST API, artifacts, release metadata and console are served over plain HTTP: signed requests can be replayed for 5 minutes and the console password crosses in clear text; serve TLS with --tls-cert/--tls-key (or terminate TLS in front), and devices refuse plain HTTP outside development")
 			}
 			svc.SetBaseURL(publicURL)
-			top := http.NewServeMux()
-			top.Handle("/", svc.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: accessKey, SecretAccessKey: secretKey}, Region: region},
-				jobs.Route{Pattern: "POST /greengrass/updates", Handler: gg}))
+			api := svc.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: accessKey, SecretAccessKey: secretKey}, Region: region},
+				jobs.Route{Pattern: "POST /greengrass/updates", Handler: gg})
+			top.Handle("/", api)
 			if consolePassword == "" {
 				log.Info().Msg("fleet console off: set --console-password (OTAFLOW_CONSOLE_PASSWORD) to serve it at /console/")
 			} else {
-				// The console reads this very service (over loopback, signed like any client)
-				// and steers rollouts through Temporal.
-				self := "http://" + ln.Addr().String()
-				iotc, err := iotclient.NewIoT(cmd.Context(), iotclient.Config{Endpoint: self, Region: region, AccessKeyID: accessKey, SecretAccessKey: secretKey})
+				// The console reads this very service (in process, signed like any client) and
+				// steers rollouts through Temporal.
+				const self = "http://jobs-service.in-process"
+				hc := jobs.InProcessClient(api)
+				iotc, err := iotclient.NewIoT(cmd.Context(), iotclient.Config{Endpoint: self, Region: region, AccessKeyID: accessKey, SecretAccessKey: secretKey, HTTP: hc})
 				if err != nil {
 					return err
 				}
 				con := console.New(console.Options{Temporal: c, TaskQueue: tc.TaskQueue, IoT: iotc, TemporalUI: temporalUI, Namespace: tc.Namespace,
 					Password: consolePassword, Logger: log,
-					Shadows: &console.ShadowReader{Endpoint: self, Region: region, Credentials: credentials.NewStaticCredentialsProvider(accessKey, secretKey, "")}})
+					Shadows: &console.ShadowReader{Endpoint: self, Region: region, Credentials: credentials.NewStaticCredentialsProvider(accessKey, secretKey, ""), HTTP: hc}})
 				top.Handle("/console/", con.Handler("/console/"))
 				log.Info().Str("url", publicURL+"/console/").Msg("fleet console served (password required)")
 			}
-			srv := &http.Server{Handler: top, ReadHeaderTimeout: 10 * time.Second}
-			go srv.Serve(ln)
-			log.Info().Str("url", "http://"+ln.Addr().String()).Str("broker", brokerURL).Msg("jobs service ready")
+			go srv.Serve()
+			log.Info().Str("url", srv.Scheme()+"://"+ln.Addr().String()).Str("broker", brokerURL).Msg("jobs service ready")
 			cliconfig.WaitForInterrupt()
 			return srv.Close()
 		},
@@ -188,6 +206,9 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 	f.StringVar(&logLevel, "log-level", "info", "log level")
 	f.StringVar(&consolePassword, "console-password", "", "serve the fleet console at /console/, behind this password (HTTP basic auth; empty: no console)")
 	f.StringVar(&temporalUI, "temporal-ui-url", "", "the Temporal web UI's URL, for the console's links to rollout histories")
+	f.StringVar(&restCert, "tls-cert", "", "serve the REST API, artifacts, release metadata and console over HTTPS with this certificate (PEM, with its chain)")
+	f.StringVar(&restKey, "tls-key", "", "the private key of --tls-cert (PEM)")
+	f.IntVar(&maxConns, "max-connections", jobs.DefaultMaxConnections, "most concurrent REST connections; more wait to be accepted")
 	f.StringVar(&publicURL, "public-url", "", "the address devices reach this service at, for presigned artifact URLs (default: the listen address)")
 	for flag, env := range map[string]string{"data-dir": "OTAFLOW_DATA_DIR", "jobs-addr": "OTAFLOW_JOBS_ADDR", "broker": "OTAFLOW_BROKER",
 		"mqtt-addr": "OTAFLOW_MQTT_ADDR", "mqtt-user": "OTAFLOW_MQTT_USER", "mqtt-password": "OTAFLOW_MQTT_PASSWORD", "region": "AWS_REGION",
@@ -196,7 +217,8 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 		"mqtt-tls-cert": "OTAFLOW_MQTT_TLS_CERT", "mqtt-tls-key": "OTAFLOW_MQTT_TLS_KEY", "mqtt-tls-ca": "OTAFLOW_MQTT_TLS_CA",
 		"postgres-url": "OTAFLOW_POSTGRES_URL", "artifact-dir": "OTAFLOW_ARTIFACT_DIR", "mqtt-client-id": "OTAFLOW_MQTT_CLIENT_ID",
 		"shared-subscription-group": "OTAFLOW_SHARED_SUBSCRIPTION_GROUP", "console-password": "OTAFLOW_CONSOLE_PASSWORD",
-		"temporal-ui-url": "OTAFLOW_TEMPORAL_UI_URL"} {
+		"temporal-ui-url": "OTAFLOW_TEMPORAL_UI_URL", "tls-cert": "OTAFLOW_TLS_CERT", "tls-key": "OTAFLOW_TLS_KEY",
+		"max-connections": "OTAFLOW_MAX_CONNECTIONS"} {
 		cliconfig.Env(f, flag, env)
 	}
 	tc.Bind(f)
@@ -207,7 +229,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 // healthcheckCmd asks a running jobs service whether it is healthy: the container image's
 // HEALTHCHECK (distroless images have no curl).
 func healthcheckCmd() *cobra.Command {
-	var url string
+	var url, caFile, serverName string
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "healthcheck",
@@ -215,6 +237,20 @@ func healthcheckCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c := &http.Client{Timeout: timeout}
+			if caFile != "" || serverName != "" {
+				cfg := &tls.Config{ServerName: serverName, MinVersion: tls.VersionTLS12}
+				if caFile != "" {
+					pem, err := os.ReadFile(caFile)
+					if err != nil {
+						return fmt.Errorf("--ca: %w", err)
+					}
+					cfg.RootCAs = x509.NewCertPool()
+					if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+						return fmt.Errorf("--ca %s holds no PEM certificate", caFile)
+					}
+				}
+				c.Transport = &http.Transport{TLSClientConfig: cfg}
+			}
 			resp, err := c.Get(url)
 			if err != nil {
 				return fmt.Errorf("jobs service health check %s: %w", url, err)
@@ -229,6 +265,8 @@ func healthcheckCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&url, "url", "http://127.0.0.1:4566/healthz", "the service's health URL")
 	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Second, "give up after this long")
+	cmd.Flags().StringVar(&caFile, "ca", "", "with an https:// --url: the CA (or the certificate itself) to trust")
+	cmd.Flags().StringVar(&serverName, "server-name", "", "with an https:// --url on a loopback address: the name the certificate carries")
 	return cmd
 }
 

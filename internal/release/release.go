@@ -15,6 +15,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,6 +60,32 @@ func Publish(ctx context.Context, repo *tuf.Repo, store *Store, bucket, file str
 	return rel, store.PutMetadata(ctx, repo, bucket)
 }
 
+// PublishComponent signs a component version's recipe (its JSON, as the catalog holds it) as
+// the target components/NAME/VERSION.json, so devices record that version when a deployment
+// names it, and uploads the metadata unless store is nil.
+func PublishComponent(ctx context.Context, repo *tuf.Repo, store *Store, bucket, name, version string, recipe []byte) error {
+	f, err := os.CreateTemp("", "recipe-*.json")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(recipe); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	c := tuf.Custom{Software: tuf.SoftwareComponents, Component: name, Version: version}
+	if _, err := repo.AddTarget(c.Name(), f.Name(), c); err != nil {
+		return err
+	}
+	if store == nil {
+		return nil
+	}
+	return store.PutMetadata(ctx, repo, bucket)
+}
+
 // MetadataKey is where a TUF metadata file lives in the bucket; the jobs service serves
 // bucket/tuf/* to anyone at /tuf/BUCKET/FILE (it is signed, not secret).
 func MetadataKey(file string) string { return "tuf/" + file }
@@ -81,22 +109,44 @@ type Store struct {
 	HTTP            *http.Client
 }
 
-// PutMetadata uploads every metadata file of repo, timestamp.json last: a device that sees
-// the new timestamp finds everything it points at already there.
+// PutMetadata uploads every metadata file of repo in the order the store verifies them: the
+// numbered roots oldest first, root.json, targets, snapshot, and timestamp last (a device that
+// sees the new timestamp finds everything it points at already there).
 func (s Store) PutMetadata(ctx context.Context, repo *tuf.Repo, bucket string) error {
 	files, err := repo.Files()
 	if err != nil {
 		return err
 	}
-	for name, raw := range files {
-		if name == "timestamp.json" {
+	var roots []int
+	for name := range files {
+		if n, ok := strings.CutSuffix(name, ".root.json"); ok {
+			if v, err := strconv.Atoi(n); err == nil {
+				roots = append(roots, v)
+			}
+		}
+	}
+	slices.Sort(roots)
+	var order []string
+	for _, v := range roots {
+		order = append(order, strconv.Itoa(v)+".root.json")
+	}
+	order = append(order, "root.json", "targets.json", "snapshot.json", "timestamp.json")
+	for _, name := range order {
+		raw, ok := files[name]
+		if !ok {
 			continue
 		}
-		if err := s.PutBytes(ctx, bucket, MetadataKey(name), raw); err != nil {
+		if err := s.putMetadataFile(ctx, bucket, name, raw); err != nil {
 			return err
 		}
 	}
-	return s.PutBytes(ctx, bucket, MetadataKey("timestamp.json"), files["timestamp.json"])
+	return nil
+}
+
+// putMetadataFile uploads one metadata file to the store's verifying endpoint.
+func (s Store) putMetadataFile(ctx context.Context, bucket, name string, raw []byte) error {
+	sum := sha256.Sum256(raw)
+	return s.put(ctx, strings.TrimSuffix(s.Endpoint, "/")+"/tuf/"+bucket+"/"+name, bytes.NewReader(raw), int64(len(raw)), hex.EncodeToString(sum[:]))
 }
 
 // PutBytes uploads raw to bucket/key.
@@ -108,7 +158,10 @@ func (s Store) PutBytes(ctx context.Context, bucket, key string, raw []byte) err
 // Put uploads size bytes from body, whose SHA-256 is sha256Hex, to bucket/key with a SigV4
 // signed PUT.
 func (s Store) Put(ctx context.Context, bucket, key string, body io.Reader, size int64, sha256Hex string) error {
-	u := strings.TrimSuffix(s.Endpoint, "/") + "/artifacts/" + bucket + "/" + (&url.URL{Path: key}).EscapedPath()
+	return s.put(ctx, strings.TrimSuffix(s.Endpoint, "/")+"/artifacts/"+bucket+"/"+(&url.URL{Path: key}).EscapedPath(), body, size, sha256Hex)
+}
+
+func (s Store) put(ctx context.Context, u string, body io.Reader, size int64, sha256Hex string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, body)
 	if err != nil {
 		return err
@@ -131,7 +184,7 @@ func (s Store) Put(ctx context.Context, bucket, key string, body io.Reader, size
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("upload %s/%s to %s: %s: %s", bucket, key, s.Endpoint, resp.Status, strings.TrimSpace(string(body)))
+		return fmt.Errorf("upload %s: %s: %s", u, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return nil
 }

@@ -48,7 +48,7 @@ func TestPublishAndDownload(t *testing.T) {
 	defer srv.Close()
 	svc.SetBaseURL(srv.URL)
 	ctx := context.Background()
-	custom := tuf.Custom{Software: "core", Version: "2.0.0", HealthCheck: &tuf.HealthCheck{Command: []string{"bin/core", "--version"}}}
+	custom := tuf.Custom{Software: "core", Version: "2.0.0", OS: "ubuntu", Architecture: "x86_64", HealthCheck: &tuf.HealthCheck{Command: []string{"bin/core", "--version"}}}
 	store := &release.Store{Endpoint: srv.URL, Region: "us-east-1", AccessKeyID: "k", SecretAccessKey: "wrong"}
 	_, err = release.Publish(ctx, repo, store, "releases", file, custom)
 	require.ErrorContains(t, err, "403")

@@ -11,6 +11,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/agent/preflight"
 	"github.com/otaflow/otaflow/internal/agent/slots"
+	"github.com/otaflow/otaflow/internal/platform"
 	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
@@ -79,11 +80,15 @@ func (s *Stack) UseRealInstalls(ctx context.Context, fromVersion string, failPre
 		}
 		trust := &tuf.Client{MetadataURL: release.MetadataURL(s.ArtifactStore().Endpoint, ReleaseBucket), TrustedRoot: trusted,
 			Dir: filepath.Join(s.opts.DataDir, "devices", thing, "tuf")}
-		return &agent.SlotInstaller{Root: root, Trust: trust, ManagedRespawn: true,
+		return &agent.SlotInstaller{Root: root, Trust: trust, ManagedRespawn: true, Platform: DevicePlatform, AllowHTTP: true,
 			ScriptsDir: scripts, ScriptsOwner: os.Getuid(), Env: []string{"PATH=" + os.Getenv("PATH")}}, nil
 	}
 	return f, nil
 }
+
+// DevicePlatform is what the stack's real devices say they are (the demo's rollouts target
+// it): they run on this machine whatever its OS, as ubuntu/x86_64 devices would.
+var DevicePlatform = platform.Platform{OS: "ubuntu", Arch: "x86_64"}
 
 // pack builds the demo's core software at version: bin/core prints its version.
 func (f *RealFleet) pack(version string) (string, error) {
@@ -104,7 +109,7 @@ func (f *RealFleet) Publish(ctx context.Context, version string, healthCheck []s
 	if err != nil {
 		return nil, err
 	}
-	c := tuf.Custom{Software: "core", Version: version}
+	c := tuf.Custom{Software: "core", Version: version, OS: DevicePlatform.OS, Architecture: DevicePlatform.Arch}
 	if len(healthCheck) > 0 {
 		c.HealthCheck = &tuf.HealthCheck{Command: healthCheck}
 	}

@@ -230,8 +230,12 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		jobs.Route{Pattern: "POST /greengrass/updates", Handler: &greengrass.Handler{
 			Jobs: s.Jobs, Starter: rolloutclient.Starter{Client: s.Client, TaskQueue: workflows.TaskQueue}, Log: jlog,
 		}}))
-	s.httpSrv = &http.Server{Handler: top, ReadHeaderTimeout: 10 * time.Second}
-	go s.httpSrv.Serve(ln)
+	srv, err := jobs.NewServer(ln, hostCheck(top), jobs.ServerOptions{})
+	if err != nil {
+		return nil, err
+	}
+	s.httpSrv = srv.Server
+	go srv.Serve()
 	jlog.Info().Str("url", s.JobsURL).Str("console", s.ConsoleURL).Msg("jobs API and fleet console listening")
 	if !o.NoWorker {
 		if err := s.StartWorker(); err != nil {
@@ -239,6 +243,25 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		}
 	}
 	return s, nil
+}
+
+// hostCheck refuses a request whose Host names neither an IP address nor localhost: the dev
+// stack answers without the production credentials' protection (a known key, a console
+// without password), and a web page could otherwise reach it from the operator's browser by
+// DNS rebinding (its own name resolved to 127.0.0.1). An IP literal cannot be rebound.
+func hostCheck(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+		if net.ParseIP(host) == nil && !strings.EqualFold(host, "localhost") && !strings.HasSuffix(strings.ToLower(host), ".localhost") {
+			http.Error(w, fmt.Sprintf("host %q is not this development stack's address: use http://127.0.0.1 or http://localhost (requests under other names are refused, so that no web page can reach the stack by DNS rebinding)", r.Host), http.StatusMisdirectedRequest)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // StartWorker starts the in-process rollout worker (again, after StopWorker).

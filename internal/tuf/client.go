@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,15 +65,23 @@ func (c *Client) Target(name string) (*Target, error) {
 	if len(root) == 0 {
 		return nil, &VerifyError{"no trusted root: provision the device with the release repository's root.json (--trusted-root)"}
 	}
-	cfg, err := config.New(strings.TrimSuffix(c.MetadataURL, "/")+"/", root)
+	base, hc := c.MetadataURL, c.HTTP
+	if local, ok := localPath(base); ok {
+		// Metadata from a local directory (a mounted medium, a directory another process
+		// syncs): read through a file transport, verified exactly as if fetched.
+		tr := &http.Transport{}
+		tr.RegisterProtocol("file", http.NewFileTransport(http.Dir(local)))
+		base, hc = "file:///", &http.Client{Transport: tr}
+	}
+	cfg, err := config.New(strings.TrimSuffix(base, "/")+"/", root)
 	if err != nil {
 		return nil, err
 	}
 	cfg.LocalMetadataDir = c.Dir
 	cfg.LocalTargetsDir = filepath.Join(c.Dir, "targets")
 	cfg.PrefixTargetsWithHash = false
-	if c.HTTP != nil {
-		if err := cfg.SetDefaultFetcherHTTPClient(c.HTTP); err != nil {
+	if hc != nil {
+		if err := cfg.SetDefaultFetcherHTTPClient(hc); err != nil {
 			return nil, err
 		}
 	}
@@ -95,6 +104,41 @@ func (c *Client) Target(name string) (*Target, error) {
 	return parseTarget(name, tf)
 }
 
+// localPath reports whether a metadata location is a local directory (an absolute path or a
+// file:// URL) and which.
+func localPath(raw string) (string, bool) {
+	if strings.HasPrefix(raw, "/") {
+		return raw, true
+	}
+	if u, err := url.Parse(raw); err == nil && u.Scheme == "file" && u.Path != "" {
+		return u.Path, true
+	}
+	return "", false
+}
+
+// CheckLocation checks where a device fetches metadata or artifacts from: HTTPS or a local
+// path. Plain HTTP lets anyone on the path hide a new root or delay updates, so it is refused
+// unless allowHTTP (development only: `starter dev` and the demo).
+func CheckLocation(what, raw string, allowHTTP bool) error {
+	if _, ok := localPath(raw); ok {
+		return nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%s %q is not an https:// URL or a local path", what, raw)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if allowHTTP {
+			return nil
+		}
+		return fmt.Errorf("%s %s is plain HTTP: serve it over HTTPS (jobs-service --tls-cert/--tls-key) or give a local path; plain HTTP is for development only (--dev)", what, u.Redacted())
+	}
+	return fmt.Errorf("%s %q is not an https:// URL or a local path", what, raw)
+}
+
 func parseTarget(name string, tf *metadata.TargetFiles) (*Target, error) {
 	sum, ok := tf.Hashes["sha256"]
 	if !ok || len(sum) != 32 || tf.Length <= 0 {
@@ -107,8 +151,8 @@ func parseTarget(name string, tf *metadata.TargetFiles) (*Target, error) {
 	if err := json.Unmarshal(*tf.Custom, &t.Custom); err != nil {
 		return nil, &VerifyError{fmt.Sprintf("signed target %s has unreadable instructions: %v", name, err)}
 	}
-	if TargetName(t.Software, t.Version) != name {
-		return nil, &VerifyError{fmt.Sprintf("signed target %s says it is %s %s", name, t.Software, t.Version)}
+	if t.Custom.Name() != name {
+		return nil, &VerifyError{fmt.Sprintf("signed target %s says it is %s", name, t.Custom.Name())}
 	}
 	return t, nil
 }

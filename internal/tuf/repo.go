@@ -28,6 +28,8 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/otaflow/otaflow/internal/platform"
 )
 
 // Roles, in the order a change cascades: a new targets needs a new snapshot, which needs a
@@ -62,6 +64,14 @@ type HealthCheck struct {
 type Custom struct {
 	Software string `json:"software"`
 	Version  string `json:"version"`
+	// Component names the component of a component target (Software is then
+	// SoftwareComponents): a signed recipe, not a package.
+	Component string `json:"component,omitempty"`
+	// OS and Architecture are the platform the release is built for (the seed's names:
+	// ubuntu, amazon_linux, raspbian, openwrt; x86_64, aarch64, armv7l, armv6l). A device on
+	// another platform refuses it. Component recipes carry none.
+	OS           string `json:"os,omitempty"`
+	Architecture string `json:"architecture,omitempty"`
 	// HealthCheck runs after the switch and through the bake time; failing it rolls back.
 	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
 	// RestartPolicy is "service" (the agent's restart command; the default) or "none".
@@ -72,6 +82,24 @@ type Custom struct {
 
 // TargetName is the target path of software at version.
 func TargetName(software, version string) string { return software + "/" + version + ".tar.gz" }
+
+// SoftwareComponents is the Software of component targets.
+const SoftwareComponents = "components"
+
+// ComponentTargetName is the target path of a component version's signed recipe. It lives
+// under components/, apart from the software targets, so no component can pass for core or
+// ota_agent.
+func ComponentTargetName(component, version string) string {
+	return SoftwareComponents + "/" + component + "/" + version + ".json"
+}
+
+// Name is the target path these instructions belong to.
+func (c Custom) Name() string {
+	if c.Software == SoftwareComponents {
+		return ComponentTargetName(c.Component, c.Version)
+	}
+	return TargetName(c.Software, c.Version)
+}
 
 // Options shape a new repository.
 type Options struct {
@@ -306,18 +334,34 @@ func (r *Repo) commit(from string) error {
 			err = resign(r, r.targets, &t.Version, &t.Expires, role, "targets.json")
 		case RoleSnapshot:
 			s := &r.snapshot.Signed
-			s.Meta["targets.json"] = metadata.MetaFile(r.targets.Signed.Version)
-			err = resign(r, r.snapshot, &s.Version, &s.Expires, role, "snapshot.json")
+			if s.Meta["targets.json"], err = r.pin("targets.json", r.targets.Signed.Version); err == nil {
+				err = resign(r, r.snapshot, &s.Version, &s.Expires, role, "snapshot.json")
+			}
 		case RoleTimestamp:
 			ts := &r.timestamp.Signed
-			ts.Meta["snapshot.json"] = metadata.MetaFile(r.snapshot.Signed.Version)
-			err = resign(r, r.timestamp, &ts.Version, &ts.Expires, role, "timestamp.json")
+			if ts.Meta["snapshot.json"], err = r.pin("snapshot.json", r.snapshot.Signed.Version); err == nil {
+				err = resign(r, r.timestamp, &ts.Version, &ts.Expires, role, "timestamp.json")
+			}
 		}
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// pin is the snapshot's (or timestamp's) entry for a metadata file: its version, length and
+// SHA-256, so that a file re-signed at the same version (with only the targets key, say) no
+// longer matches what the other roles signed, and devices refuse it.
+func (r *Repo) pin(file string, version int64) (*metadata.MetaFiles, error) {
+	raw, err := os.ReadFile(r.metaPath(file))
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(raw)
+	m := metadata.MetaFile(version)
+	m.Length, m.Hashes = int64(len(raw)), metadata.Hashes{"sha256": sum[:]}
+	return m, nil
 }
 
 // resign gives m (of role) its next version and a new expiry, signs it and writes it to file.
@@ -330,17 +374,28 @@ func resign[T metadata.Roles](r *Repo, m *metadata.Metadata[T], version *int64, 
 	return m.ToFile(r.metaPath(file), true)
 }
 
-var targetRE = regexp.MustCompile(`^[a-z_]+/[0-9A-Za-z][0-9A-Za-z.+-]{0,63}\.tar\.gz$`)
+var (
+	targetRE    = regexp.MustCompile(`^(core|ota_agent)/[0-9A-Za-z][0-9A-Za-z.+-]{0,63}\.tar\.gz$`)
+	componentRE = regexp.MustCompile(`^components/[a-zA-Z0-9._-]{1,128}/[0-9A-Za-z][0-9A-Za-z.+-]{0,63}\.json$`)
+)
 
 // AddTarget signs the file at path as target name with its custom data and publishes new
 // targets, snapshot and timestamp. A target already signed with other content is refused:
 // devices that installed it would differ from those that install it now.
 func (r *Repo) AddTarget(name, path string, c Custom) (*metadata.TargetFiles, error) {
-	if !targetRE.MatchString(name) || strings.Contains(name, "..") {
-		return nil, fmt.Errorf("target name %q is invalid: use <software>/<version>.tar.gz", name)
+	if !(targetRE.MatchString(name) || componentRE.MatchString(name)) || strings.Contains(name, "..") {
+		return nil, fmt.Errorf("target name %q is invalid: use <software>/<version>.tar.gz (core or ota_agent) or components/<name>/<version>.json", name)
 	}
-	if name != TargetName(c.Software, c.Version) {
-		return nil, fmt.Errorf("target %s does not match its software %q and version %q", name, c.Software, c.Version)
+	if name != c.Name() {
+		return nil, fmt.Errorf("target %s does not match its software %q, component %q and version %q", name, c.Software, c.Component, c.Version)
+	}
+	if c.Software != SoftwareComponents {
+		if c.OS == "" || c.Architecture == "" {
+			return nil, fmt.Errorf("target %s names no operating system and architecture: say which platform it is built for (--os, --architecture)", name)
+		}
+		if err := platform.Validate(c.OS, c.Architecture); err != nil {
+			return nil, fmt.Errorf("target %s: %w", name, err)
+		}
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -386,12 +441,19 @@ func (r *Repo) Targets() []string {
 // RefreshTimestamp re-signs the timestamp with a new expiry.
 func (r *Repo) RefreshTimestamp() error { return r.commit(RoleTimestamp) }
 
-// Rotate replaces role's keys with a new one: a new root version signed by the old and the
-// new root keys, then role's metadata re-signed with the new key. The old key files move to
-// keys/revoked/.
-func (r *Repo) Rotate(role string) error {
-	if !slices.Contains(Roles, role) {
-		return fmt.Errorf("role %q is not one of %v", role, Roles)
+// Rotate replaces the keys of roles with new ones in one new root version, signed by the old
+// and the new root keys, then re-signs the rotated roles' metadata (and what follows them in
+// the cascade) with the new keys. The old key files move to keys/revoked/. Rotate the online
+// roles together (targets, snapshot, timestamp) when one of their keys may be known to
+// someone else: they are usually kept on the same machine.
+func (r *Repo) Rotate(roles ...string) error {
+	if len(roles) == 0 {
+		return fmt.Errorf("name at least one role to rotate: %v", Roles)
+	}
+	for _, role := range roles {
+		if !slices.Contains(Roles, role) {
+			return fmt.Errorf("role %q is not one of %v", role, Roles)
+		}
 	}
 	prevRaw, err := r.root.ToBytes(false)
 	if err != nil {
@@ -401,20 +463,24 @@ func (r *Repo) Rotate(role string) error {
 	if err != nil {
 		return err
 	}
-	old := slices.Clone(r.root.Signed.Roles[role].KeyIDs)
-	for _, id := range old {
-		if err := r.root.Signed.RevokeKey(id, role); err != nil {
-			return err
+	var old []string
+	for _, role := range roles {
+		ids := slices.Clone(r.root.Signed.Roles[role].KeyIDs)
+		for _, id := range ids {
+			if err := r.root.Signed.RevokeKey(id, role); err != nil {
+				return err
+			}
 		}
-	}
-	n := 1
-	if role == RoleRoot {
-		n = max(len(old), r.root.Signed.Roles[role].Threshold)
-	}
-	for range n {
-		if err := r.newKey(role); err != nil {
-			return err
+		n := 1
+		if role == RoleRoot {
+			n = max(len(ids), r.root.Signed.Roles[role].Threshold)
 		}
+		for range n {
+			if err := r.newKey(role); err != nil {
+				return err
+			}
+		}
+		old = append(old, ids...)
 	}
 	r.root.Signed.Version++
 	r.root.Signed.Expires = r.expires(RoleRoot)
@@ -422,15 +488,13 @@ func (r *Repo) Rotate(role string) error {
 		return err
 	}
 	r.retire(old)
-	switch role {
-	case RoleRoot:
-		return nil
-	case RoleTargets:
-		return r.commit(RoleTargets)
-	case RoleSnapshot:
-		return r.commit(RoleSnapshot)
+	// Re-sign from the earliest rotated role of the cascade: its successors pin it anew.
+	for _, role := range []string{RoleTargets, RoleSnapshot, RoleTimestamp} {
+		if slices.Contains(roles, role) {
+			return r.commit(role)
+		}
 	}
-	return r.commit(RoleTimestamp)
+	return nil
 }
 
 // retire moves the key files of ids out of the way (they may no longer sign anything).
