@@ -214,12 +214,7 @@ metadata: real devices record a component version only when its recipe is signed
 				if err != nil {
 					return err
 				}
-				var store *release.Store
-				if !noUpload {
-					ic.Resolve()
-					store = &release.Store{Endpoint: ic.Endpoint, Region: ic.Region, AccessKeyID: ic.AccessKeyID, SecretAccessKey: ic.SecretAccessKey}
-				}
-				if err := release.PublishComponent(cmd.Context(), repo, store, bucket, r.Name, r.Version, raw); err != nil {
+				if err := release.PublishComponent(cmd.Context(), repo, artifactStore(&ic, !noUpload), bucket, r.Name, r.Version, raw); err != nil {
 					return err
 				}
 				fmt.Fprintf(os.Stderr, "signed the recipe of %s %s as %s\n", r.Name, r.Version, tuf.ComponentTargetName(r.Name, r.Version))

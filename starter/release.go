@@ -141,11 +141,7 @@ freeze attack).`,
 			if err != nil {
 				return err
 			}
-			var store *release.Store
-			if !noUpload {
-				ic.Resolve()
-				store = &release.Store{Endpoint: ic.Endpoint, Region: ic.Region, AccessKeyID: ic.AccessKeyID, SecretAccessKey: ic.SecretAccessKey}
-			}
+			store := artifactStore(&ic, !noUpload)
 			rel, err := release.Publish(cmd.Context(), r, store, bucket, file, c)
 			if err != nil {
 				return err
@@ -243,11 +239,20 @@ func uploadMetadata(cmd *cobra.Command, r *tuf.Repo, ic *cliconfig.IoT, bucket s
 		fmt.Fprintf(os.Stderr, "not uploaded: copy %s to s3://%s/tuf/\n", filepath.Join(r.Dir, "metadata"), bucket)
 		return nil
 	}
-	ic.Resolve()
-	store := release.Store{Endpoint: ic.Endpoint, Region: ic.Region, AccessKeyID: ic.AccessKeyID, SecretAccessKey: ic.SecretAccessKey}
+	store := artifactStore(ic, true)
 	if err := store.PutMetadata(cmd.Context(), r, bucket); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "uploaded the metadata to %s\n", release.MetadataURL(ic.Endpoint, bucket))
 	return nil
+}
+
+// artifactStore is the jobs service's artifact store the IoT settings name; nil when nothing
+// is to be uploaded.
+func artifactStore(ic *cliconfig.IoT, upload bool) *release.Store {
+	if !upload {
+		return nil
+	}
+	ic.Resolve()
+	return &release.Store{Endpoint: ic.Endpoint, Region: ic.Region, AccessKeyID: ic.AccessKeyID, SecretAccessKey: ic.SecretAccessKey}
 }

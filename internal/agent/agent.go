@@ -166,6 +166,21 @@ func New(cfg Config) (*Agent, error) {
 			}
 		}
 	}
+	// Between jobs, what the installer has active is what the device runs: a state that says
+	// otherwise (written by an earlier agent that let a components job name core) is corrected,
+	// so the inventory reports only what is installed.
+	if st.CurrentJob == "" {
+		for _, sw := range []string{jobdoc.SoftwareCore, jobdoc.SoftwareOTAAgent} {
+			if active := cfg.Installer.Active(sw); active != "" && active != st.Installed[sw].Version {
+				cfg.Logger.Warn().Str("software", sw).Str("recorded", st.Installed[sw].Version).Str("active", active).
+					Msg("the recorded version is not the one installed; recording the installed one")
+				st.Installed[sw] = Installed{Version: active, Previous: st.Installed[sw].Previous}
+				if err := saveState(cfg.StateDir, st); err != nil {
+					return nil, fmt.Errorf("agent: write state: %w", err)
+				}
+			}
+		}
+	}
 	var r [16]byte
 	if _, err := rand.Read(r[:]); err != nil {
 		return nil, fmt.Errorf("agent: random client tokens: %w", err)

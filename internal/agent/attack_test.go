@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -118,4 +119,26 @@ func TestForeignPlatformReleaseIsRejected(t *testing.T) {
 	require.Contains(t, e.StatusDetails["reason"], "plain HTTP")
 	require.NotContains(t, e.StatusDetails["reason"], "X-Otaflow-Signature", "the presigned URL's signature is not shown")
 	require.Equal(t, "1.0.0", a.InstalledVersion("core"))
+}
+
+// TestAPoisonedStateIsCorrected: a device whose state an earlier agent let a components job
+// poison (core "0.0.1" recorded while 3.0.0 is installed) records what is installed again at
+// the next start, and its component versions move apart from core.
+func TestAPoisonedStateIsCorrected(t *testing.T) {
+	root, stateDir := t.TempDir(), t.TempDir()
+	pkg := filepath.Join(t.TempDir(), "core.tar.gz")
+	require.NoError(t, os.WriteFile(pkg, coreTarball(t, "3.0.0"), 0o644))
+	core := slots.Slots{Root: filepath.Join(root, "core")}
+	require.NoError(t, core.Install("3.0.0", pkg))
+	require.NoError(t, core.Switch("3.0.0"))
+	require.NoError(t, os.WriteFile(filepath.Join(stateDir, "state.json"),
+		[]byte(`{"installed":{"core":{"version":"0.0.1","previous":"3.0.0"},"aws.greengrass.Nucleus":{"version":"2.1.0"}}}`), 0o644))
+	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: "tcp://127.0.0.1:1", StateDir: stateDir, Logger: zerolog.Nop(),
+		Installer: &agent.SlotInstaller{Root: root}})
+	require.NoError(t, err)
+	require.Equal(t, "3.0.0", a.InstalledVersion("core"))
+	require.Equal(t, "2.1.0", a.InstalledVersion("aws.greengrass.Nucleus"))
+	raw, err := os.ReadFile(filepath.Join(stateDir, "state.json"))
+	require.NoError(t, err)
+	require.NotContains(t, string(raw), "0.0.1")
 }

@@ -285,3 +285,22 @@ func TestDeviceShadowNamesFollowThePolicy(t *testing.T) {
 	_, err := svc.GetShadow("dev-1", "junk")
 	require.ErrorContains(t, err, "No shadow exists")
 }
+
+// TestInProcessClient: the console's way to the service (jobs-service) is signed and checked
+// like any other client's.
+func TestInProcessClient(t *testing.T) {
+	ctx := context.Background()
+	svc := openService(t, t.TempDir())
+	defer svc.Close()
+	h := svc.HTTPHandler(&jobs.SigV4Verifier{Creds: testCreds, Region: "us-east-1"})
+	c, err := iotclient.NewIoT(ctx, iotclient.Config{Endpoint: "http://jobs-service.in-process", Region: "us-east-1",
+		AccessKeyID: testCreds.AccessKeyID, SecretAccessKey: testCreds.SecretAccessKey, HTTP: jobs.InProcessClient(h)})
+	require.NoError(t, err)
+	_, err = c.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String("dev-1")})
+	require.NoError(t, err)
+	bad, err := iotclient.NewIoT(ctx, iotclient.Config{Endpoint: "http://jobs-service.in-process", Region: "us-east-1",
+		AccessKeyID: testCreds.AccessKeyID, SecretAccessKey: "wrong", HTTP: jobs.InProcessClient(h)})
+	require.NoError(t, err)
+	_, err = bad.DescribeThing(ctx, &iot.DescribeThingInput{ThingName: aws.String("dev-1")})
+	require.ErrorContains(t, err, "signature does not match")
+}

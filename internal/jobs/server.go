@@ -84,6 +84,9 @@ func (t inProcess) RoundTrip(req *http.Request) (*http.Response, error) {
 		r.Body = http.NoBody
 	}
 	r.RemoteAddr = "in-process"
+	if r.Host == "" {
+		r.Host = r.URL.Host // as a server sees it: the signature covers the host
+	}
 	t.h.ServeHTTP(rec, r)
 	resp := rec.Result()
 	resp.Request = req
