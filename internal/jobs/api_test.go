@@ -63,6 +63,7 @@ func TestServiceOnPostgres(t *testing.T) {
 		"ControlPlaneMatchesTheServiceModel": TestControlPlaneMatchesTheServiceModel, "NamedShadowOverMQTT": TestNamedShadowOverMQTT,
 		"AbortConfig": TestAbortConfigCancelsTheJobAtItsThreshold, "SchedulingConfig": TestSchedulingConfigStartsAndEndsJobs,
 		"MaintenanceWindows": TestMaintenanceWindowsHoldExecutionsOutsideThem, "ExponentialRolloutRate": TestExponentialRolloutRate,
+		"FleetIndex": TestFleetIndexThroughAWSSDK, "FleetIndexSurvivesReopen": TestFleetIndexSurvivesReopen,
 	} {
 		t.Run(name, test)
 	}

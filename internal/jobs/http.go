@@ -114,6 +114,15 @@ func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler 
 	mux.HandleFunc("GET /thing-groups/{thingGroupName}/things", s.handleListThingsInThingGroup)
 	mux.HandleFunc("PUT /artifacts/{bucket}/{key...}", s.handleArtifactUpload)
 	mux.HandleFunc("PUT /tuf/{bucket}/{file}", s.handleTUFUpload)
+	mux.HandleFunc("POST /indexing/config", s.handleUpdateIndexingConfiguration)
+	mux.HandleFunc("GET /indexing/config", s.handleGetIndexingConfiguration)
+	mux.HandleFunc("GET /indices", s.handleListIndices)
+	mux.HandleFunc("GET /indices/{indexName}", s.handleDescribeIndex)
+	mux.HandleFunc("POST /indices/search", s.handleSearchIndex)
+	mux.HandleFunc("POST /indices/statistics", s.handleGetStatistics)
+	mux.HandleFunc("POST /indices/percentiles", s.handleGetPercentiles)
+	mux.HandleFunc("POST /indices/cardinality", s.handleGetCardinality)
+	mux.HandleFunc("POST /indices/buckets", s.handleGetBucketsAggregation)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeUnknownOperation(w, fmt.Sprintf("%s %s is not an operation this jobs service serves (README lists them)", r.Method, r.URL.Path))
 	})
@@ -194,6 +203,10 @@ func exceptionFor(code ErrorCode) (string, int) {
 		return "ConflictException", http.StatusConflict
 	case CodeUnauthorized:
 		return "UnauthorizedException", http.StatusForbidden
+	case CodeInvalidQuery:
+		return "InvalidQueryException", http.StatusBadRequest
+	case CodeInvalidAggregation:
+		return "InvalidAggregationException", http.StatusBadRequest
 	case CodeLimitExceeded:
 		return "LimitExceededException", http.StatusGone
 	}

@@ -213,6 +213,9 @@ const (
 	// CodeResourceConflict is AWS's ConflictException (a job template that exists).
 	CodeResourceConflict ErrorCode = "ResourceConflict"
 	CodeLimitExceeded    ErrorCode = "LimitExceeded"
+	// Fleet indexing's: a query the syntax refuses, an aggregation on a field it cannot use.
+	CodeInvalidQuery       ErrorCode = "InvalidQuery"
+	CodeInvalidAggregation ErrorCode = "InvalidAggregation"
 )
 
 // Error is a service error that both planes know how to send.

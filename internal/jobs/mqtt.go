@@ -141,7 +141,7 @@ func (s *Service) ServeMQTT(o MQTTOptions) (*MQTTPlane, error) {
 		return nil, fmt.Errorf("connect to MQTT broker %s: %w", o.BrokerURL, err)
 	}
 	if o.Exclusive {
-		ls, ok := s.st.(leaderStore)
+		ls, ok := s.raw.(leaderStore)
 		if !ok {
 			p.client.Disconnect(0)
 			return nil, errors.New("an exclusive jobs MQTT plane needs a store with a leader lock (PostgreSQL)")

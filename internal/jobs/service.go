@@ -36,11 +36,16 @@ type Options struct {
 	// NoAWSQuotas lifts the AWS IoT quotas the service enforces by default (quotas.go), for
 	// users who only ever run locally. With them, what works here works on AWS.
 	NoAWSQuotas bool
+	// FleetIndexing turns thing indexing on (registry, and the otaflow and health named
+	// shadows) when the store holds no indexing configuration yet; AWS starts with it off.
+	FleetIndexing bool
 }
 
 // Service holds the jobs state and the operations both planes share.
 type Service struct {
+	// st is the store as the service uses it (indexingStore); raw is the store itself.
 	st      Store
+	raw     Store
 	region  string
 	account string
 	log     zerolog.Logger
@@ -61,6 +66,7 @@ type Service struct {
 	presignKey []byte
 	quotas     bool
 	calls      sync.Map // operation → *atomic.Int64 (APICalls)
+	index      fleetIndex
 }
 
 // MaxDocumentBytes is AWS IoT's limit on a job document.
@@ -96,11 +102,16 @@ func Open(o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{st: st, region: o.Region, account: o.Account, log: o.Logger, now: o.Now, stopSweep: make(chan struct{}),
+	s := &Service{region: o.Region, account: o.Account, log: o.Logger, now: o.Now, stopSweep: make(chan struct{}),
 		artifacts: o.ArtifactDir, baseURL: o.BaseURL, quotas: !o.NoAWSQuotas}
+	s.st, s.raw = indexingStore{Store: st, s: s}, st
 	if s.presignKey, err = s.loadPresignSecret(); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("artifact signing key: %w", err)
+	}
+	if err := s.loadIndex(o.FleetIndexing); err != nil {
+		st.Close()
+		return nil, err
 	}
 	s.swept.Add(1)
 	go s.sweepLoop(o.SweepInterval)

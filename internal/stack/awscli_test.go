@@ -236,3 +236,42 @@ func TestJobsDeviceAPIOverHTTPS(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, list.ExecutionSummaries, 1)
 }
+
+// TestFleetIndexThroughAWSCLI: `aws iot update-indexing-configuration`, `search-index` and
+// `get-statistics` work against the local service unchanged (AWS's own query syntax).
+func TestFleetIndexThroughAWSCLI(t *testing.T) {
+	s := startStack(t)
+	run := func(args ...string) string {
+		t.Helper()
+		out, stderr, err := awsCLI(t, s.JobsURL, append([]string{"iot"}, args...)...)
+		require.NoError(t, err, "aws iot %v: %s", args, stderr)
+		return string(out)
+	}
+	for i, site := range []string{"berlin", "berlin", "paris"} {
+		name := fmt.Sprintf("idx-%d", i)
+		run("create-thing", "--thing-name", name, "--attribute-payload", fmt.Sprintf(`{"attributes":{"site":%q,"load":"%d"}}`, site, 10*(i+1)))
+	}
+	_, stderr, err := awsCLI(t, s.JobsURL, "iot", "search-index", "--query-string", "*")
+	require.Error(t, err, "off until configured")
+	require.Contains(t, string(stderr), "ResourceNotFoundException")
+	run("update-indexing-configuration", "--thing-indexing-configuration",
+		`{"thingIndexingMode":"REGISTRY","customFields":[{"name":"attributes.load","type":"Number"}]}`)
+	require.Contains(t, run("describe-index", "--index-name", "AWS_Things"), `"indexStatus": "ACTIVE"`)
+	var found struct{ Things []struct{ ThingName string } }
+	require.NoError(t, json.Unmarshal([]byte(run("search-index", "--query-string", "attributes.site:berlin AND attributes.load>10")), &found))
+	require.Len(t, found.Things, 1)
+	require.Equal(t, "idx-1", found.Things[0].ThingName)
+	var stats struct {
+		Statistics struct {
+			Count            int
+			Average, Maximum float64
+		}
+	}
+	require.NoError(t, json.Unmarshal([]byte(run("get-statistics", "--query-string", "thingName:idx-*", "--aggregation-field", "attributes.load")), &stats))
+	require.Equal(t, 3, stats.Statistics.Count)
+	require.InDelta(t, 20, stats.Statistics.Average, 1e-9)
+	require.InDelta(t, 30, stats.Statistics.Maximum, 1e-9)
+	_, stderr, err = awsCLI(t, s.JobsURL, "iot", "search-index", "--query-string", "thingName:(idx")
+	require.Error(t, err)
+	require.Contains(t, string(stderr), "InvalidQueryException")
+}
