@@ -239,6 +239,7 @@ func Parse(q string) (Node, error) {
 }
 
 func (p *parser) peek() token { return p.toks[p.pos] }
+
 // next consumes a token; at the end it keeps returning EOF.
 func (p *parser) next() token {
 	t := p.toks[p.pos]
