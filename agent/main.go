@@ -82,6 +82,9 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 	fs.DurationVar(&cfg.IdleRecheck, "idle-recheck", 10*time.Minute, "how often an idle agent asks for pending jobs without a notification (a lost one must not strand the device)")
 	fs.StringVar(&s.slots.Platform.OS, "os", detected.OS, "this device's operating system, as releases name it (ubuntu, amazon_linux, raspbian, openwrt); default read from /etc/os-release")
 	fs.StringVar(&s.slots.Platform.Arch, "architecture", detected.Arch, "this device's architecture, as releases name it (x86_64, aarch64, armv7l, armv6l); default from uname")
+	fs.DurationVar(&cfg.HealthInterval, "health-interval", time.Minute, "after an update, re-run the release's health check and report health this often")
+	fs.DurationVar(&cfg.HealthWindow, "health-window", time.Hour, "how long after an update health is reported every --health-interval (then every 15m)")
+	fs.StringVar(&cfg.ServiceUnit, "service-unit", "", "the managed software's systemd unit, whose restarts the health record counts (e.g. greengrass.service)")
 	fs.BoolVar(&s.slots.AllowHTTP, "dev", false, "development only: accept release metadata and artifacts over plain HTTP (starter dev, the demo)")
 	fs.Int64Var(&s.slots.DownloadBytesPerSecond, "download-bytes-per-second", 0, "cap the artifact download bandwidth (0: no cap)")
 	fs.VisitAll(func(f *pflag.Flag) {
@@ -146,6 +149,7 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 		return nil, fmt.Errorf("this device's platform (--os %q, --architecture %q): %w", s.slots.Platform.OS, s.slots.Platform.Arch, err)
 	}
 	s.slots.Restart = strings.Fields(restart)
+	cfg.HealthDiskPath = s.slots.Root
 	cfg.Installer = &s.slots
 	cfg.AgentVersion = version
 	if ready, ok := agent.ProbeReady(); ok {

@@ -81,6 +81,18 @@ type Config struct {
 	// OnStateChange, when set, sees every state the agent persists (metrics, tests).
 	OnStateChange func(State)
 
+	// HealthInterval is how often the agent re-runs the health check and reports its health
+	// within HealthWindow of an update (defaults 1m and 1h); HealthIdle how often otherwise
+	// (default 15m). NoHealth turns health reports off.
+	HealthInterval, HealthWindow, HealthIdle time.Duration
+	NoHealth                                 bool
+	// ServiceUnit is the managed software's systemd unit, whose restarts are reported.
+	ServiceUnit string
+	// HealthDiskPath is where free space is reported for (the install root).
+	HealthDiskPath string
+	// BootID identifies this boot (default: /proc/sys/kernel/random/boot_id); tests replace it.
+	BootID func() string
+
 	Logger zerolog.Logger
 }
 
@@ -103,6 +115,12 @@ type Agent struct {
 	ipc         *ipcServer
 	// connected is true while subscribed to the jobs topics.
 	connected atomic.Bool
+	// connectedOnce: a later connection counts as a reconnect in the health record;
+	// firstConnect closes at the first.
+	connectedOnce bool
+	firstConnect  chan struct{}
+	// healthReset restarts the health report interval after an update.
+	healthReset chan struct{}
 	// subscribed is closed (and replaced) each time the agent has (re)subscribed: requests
 	// in flight across a reconnect are sent again, since a clean session loses them.
 	subscribed chan struct{}
@@ -145,6 +163,15 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.MaxDeferral == 0 {
 		cfg.MaxDeferral = time.Hour
 	}
+	if cfg.HealthInterval == 0 {
+		cfg.HealthInterval = time.Minute
+	}
+	if cfg.HealthWindow == 0 {
+		cfg.HealthWindow = time.Hour
+	}
+	if cfg.HealthIdle == 0 {
+		cfg.HealthIdle = 15 * time.Minute
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("agent: create state dir: %w", err)
 	}
@@ -181,6 +208,15 @@ func New(cfg Config) (*Agent, error) {
 			}
 		}
 	}
+	boot := bootID()
+	if cfg.BootID != nil {
+		boot = cfg.BootID()
+	}
+	if st.noteBoot(boot) {
+		if err := saveState(cfg.StateDir, st); err != nil {
+			return nil, fmt.Errorf("agent: write state: %w", err)
+		}
+	}
 	var r [16]byte
 	if _, err := rand.Read(r[:]); err != nil {
 		return nil, fmt.Errorf("agent: random client tokens: %w", err)
@@ -189,6 +225,7 @@ func New(cfg Config) (*Agent, error) {
 		tokenPrefix: hex.EncodeToString(r[:]),
 		cfg:         cfg, log: cfg.Logger.With().Str("thing", cfg.ThingName).Logger(), state: st,
 		waiters: map[string]chan reply{}, wake: make(chan struct{}, 1), ready: make(chan struct{}, 1), subscribed: make(chan struct{}),
+		firstConnect: make(chan struct{}), healthReset: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -258,9 +295,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		ipc.onMetric = a.SetMetric
 		a.ipc = ipc
 		defer ipc.Close()
 	}
+	hctx, stopHealth := context.WithCancel(ctx)
+	healthDone := make(chan struct{})
+	go func() { defer close(healthDone); a.healthLoop(hctx) }()
+	defer func() { stopHealth(); <-healthDone }()
 	// A failed pass (a request that timed out, a broker that went away) is retried after a
 	// growing pause: a device must not wait for a notification that may never come.
 	retry := time.Duration(0)
@@ -362,6 +404,12 @@ func (a *Agent) onConnect(c paho.Client) {
 	}
 	a.connected.Store(true)
 	a.mu.Lock()
+	if a.connectedOnce {
+		a.state.Health.Reconnects++ // persisted with the next state change
+	} else {
+		close(a.firstConnect)
+	}
+	a.connectedOnce = true
 	close(a.subscribed)
 	a.subscribed = make(chan struct{})
 	a.mu.Unlock()

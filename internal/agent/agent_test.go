@@ -66,11 +66,16 @@ func servePlane(t *testing.T, svc *jobs.Service, b mqtttest.Broker) *jobs.MQTTPl
 }
 
 // runAgent runs a until the test ends.
-func runAgent(t *testing.T, a *agent.Agent) {
+func runAgent(t *testing.T, a *agent.Agent) { runAgentStoppable(t, a) }
+
+// runAgentStoppable runs a until the test ends or stop is called (which waits for it).
+func runAgentStoppable(t *testing.T, a *agent.Agent) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { a.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
 }
 
 func startAgent(t *testing.T, b mqtttest.Broker, dir string) (*agent.Agent, context.CancelFunc) {

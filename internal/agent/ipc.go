@@ -23,6 +23,13 @@ import (
 //	→ {"op":"defer","jobId":"…","recheckAfterMs":60000,"message":"flushing buffers"}
 //	→ {"op":"ack","jobId":"…"}      (or defer with recheckAfterMs 0: go ahead)
 //
+// Local software may also report application metrics, which the agent adds to its health
+// record (health.go) for the rollout's health gates; no subscription is needed:
+//
+//	→ {"op":"metric","name":"errors","value":1,"add":true}    (a counter: added)
+//	→ {"op":"metric","name":"queueDepth","value":12}          (a gauge: replaced)
+//	← {"type":"ok"}   or   {"type":"error","error":"…"}
+//
 // A component that does not answer within the response timeout is taken to agree.
 
 // IPCMessage is one line of the deferral protocol, in either direction.
@@ -36,6 +43,10 @@ type IPCMessage struct {
 	RecheckAfterMs int64  `json:"recheckAfterMs,omitempty"`
 	Message        string `json:"message,omitempty"`
 	Error          string `json:"error,omitempty"`
+	// Name, Value and Add are a metric report.
+	Name  string   `json:"name,omitempty"`
+	Value *float64 `json:"value,omitempty"`
+	Add   bool     `json:"add,omitempty"`
 }
 
 // Deferral is a component's request to wait.
@@ -52,6 +63,8 @@ type ipcServer struct {
 
 	mu   sync.Mutex
 	subs map[*ipcConn]struct{}
+	// onMetric records a metric report (the agent's SetMetric).
+	onMetric func(name string, value float64, add bool) error
 }
 
 type ipcConn struct {
@@ -143,8 +156,23 @@ func (s *ipcServer) serve(conn net.Conn) {
 			case c.replies <- m:
 			default:
 			}
+		case "metric":
+			var err error
+			switch {
+			case m.Value == nil:
+				err = errors.New("a metric needs a numeric value")
+			case s.onMetric == nil:
+				err = errors.New("this agent keeps no metrics")
+			default:
+				err = s.onMetric(m.Name, *m.Value, m.Add)
+			}
+			if err != nil {
+				c.send(IPCMessage{Type: "error", Error: err.Error()})
+				continue
+			}
+			c.send(IPCMessage{Type: "ok"})
 		default:
-			c.send(IPCMessage{Type: "error", Error: fmt.Sprintf("unknown op %q: use subscribe, defer or ack", m.Op)})
+			c.send(IPCMessage{Type: "error", Error: fmt.Sprintf("unknown op %q: use subscribe, defer, ack or metric", m.Op)})
 		}
 	}
 	if errors.Is(sc.Err(), bufio.ErrTooLong) {

@@ -200,6 +200,11 @@ func (a *Agent) confirm(ctx context.Context, e *execution, u *Update, done map[s
 		return err
 	}
 	log.Info().Msg("installed, healthy, committed")
+	if u.Software() == jobdoc.SoftwareCore && u.Doc.Operation == jobdoc.OpUpdate {
+		if err := a.resetHealth(u.Version()); err != nil {
+			return err
+		}
+	}
 	return a.finish(ctx, e, iotjobs.StatusSucceeded, done)
 }
 

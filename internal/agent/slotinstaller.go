@@ -276,6 +276,19 @@ func (in *SlotInstaller) Verify(ctx context.Context, u *Update) error {
 	return nil
 }
 
+// CheckHealth re-runs the active version's signed health check once (HealthChecker).
+func (in *SlotInstaller) CheckHealth(ctx context.Context, thing, software string) error {
+	v := in.Active(software)
+	t := in.signed(software, v)
+	if v == "" || t == nil || t.HealthCheck == nil {
+		return nil
+	}
+	env := append(os.Environ(), "OTAFLOW_THING_NAME="+thing, "OTAFLOW_SOFTWARE="+software, "OTAFLOW_VERSION="+v)
+	return healthy(ctx, t, 0, in.slots(software).Dir(v), env)
+}
+
+var _ HealthChecker = (*SlotInstaller)(nil)
+
 // Commit runs the post-update script, then removes the slots of versions older than the one
 // the device can roll back to.
 func (in *SlotInstaller) Commit(_ context.Context, u *Update) error {

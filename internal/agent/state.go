@@ -31,6 +31,8 @@ type State struct {
 	// DeferredSince is when components first deferred CurrentJob; the deferral limit counts
 	// from it, across restarts.
 	DeferredSince time.Time `json:"deferredSince,omitzero"`
+	// Health is the health record since core was last updated (health.go).
+	Health HealthState `json:"health,omitzero"`
 }
 
 // Installed is one piece of software's version and the one before it.
@@ -45,6 +47,7 @@ func (s *State) clone() State {
 	c := *s
 	c.Installed = maps.Clone(s.Installed)
 	c.Components = maps.Clone(s.Components)
+	c.Health.Metrics = maps.Clone(s.Health.Metrics)
 	return c
 }
 

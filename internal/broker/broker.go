@@ -53,7 +53,7 @@ type Options struct {
 	// (statusDetails is at most 10 short pairs); only the service sends documents.
 	DevicePayloadBytes int
 	// DeviceShadows are the named shadows a device may use on its own thing (default: the
-	// agent's inventory shadow); any other shadow topic is refused, as AWS IoT's policy
+	// agent's inventory and health shadows); any other shadow topic is refused, as AWS IoT's policy
 	// variables scope them.
 	DeviceShadows []string
 	Logger        zerolog.Logger
@@ -197,7 +197,7 @@ func Start(o Options) (*Broker, error) {
 		o.DevicePayloadBytes = 16 * 1024
 	}
 	if len(o.DeviceShadows) == 0 {
-		o.DeviceShadows = []string{iotjobs.InventoryShadow}
+		o.DeviceShadows = []string{iotjobs.InventoryShadow, iotjobs.HealthShadow}
 	}
 	hook := &policyHook{user: []byte(o.ServiceUser), pass: []byte(o.ServicePassword), log: o.Logger, tlsOnly: o.DevicesOnTLSOnly, shadows: o.DeviceShadows,
 		rate: o.PublishesPerSecond, byteRate: o.BytesPerSecond, maxPacket: int(o.MaxPacketBytes), maxPayload: o.DevicePayloadBytes, srv: srv}

@@ -37,6 +37,10 @@ func ShadowTopic(thing, name, op string) string {
 // versions, its last job's outcome, and when it last checked in.
 const InventoryShadow = "otaflow"
 
+// HealthShadow is the named shadow in which the agent reports its health after an update
+// (restarts, boots, health checks, application metrics), for the rollout's health gates.
+const HealthShadow = "health"
+
 // DescribeSuffix is {jobId}/get; UpdateSuffix is {jobId}/update.
 func DescribeSuffix(jobID string) string { return jobID + "/get" }
 func UpdateSuffix(jobID string) string   { return jobID + "/update" }
