@@ -41,6 +41,8 @@ type IoT interface {
 	DeleteThingGroup(context.Context, *iot.DeleteThingGroupInput, ...func(*iot.Options)) (*iot.DeleteThingGroupOutput, error)
 	AddThingToThingGroup(context.Context, *iot.AddThingToThingGroupInput, ...func(*iot.Options)) (*iot.AddThingToThingGroupOutput, error)
 	RemoveThingFromThingGroup(context.Context, *iot.RemoveThingFromThingGroupInput, ...func(*iot.Options)) (*iot.RemoveThingFromThingGroupOutput, error)
+	GetStatistics(context.Context, *iot.GetStatisticsInput, ...func(*iot.Options)) (*iot.GetStatisticsOutput, error)
+	GetPercentiles(context.Context, *iot.GetPercentilesInput, ...func(*iot.Options)) (*iot.GetPercentilesOutput, error)
 }
 
 var _ IoT = (*iot.Client)(nil)
@@ -68,6 +70,7 @@ func (a *Activities) Register(w worker.ActivityRegistry) {
 	w.RegisterActivityWithOptions(a.SyncDeployment, activity.RegisterOptions{Name: workflows.ActivitySyncDeployment})
 	w.RegisterActivityWithOptions(a.FailedDevices, activity.RegisterOptions{Name: workflows.ActivityFailedDevices})
 	w.RegisterActivityWithOptions(a.LatestRelease, activity.RegisterOptions{Name: workflows.ActivityLatestRelease})
+	w.RegisterActivityWithOptions(a.EvaluateHealth, activity.RegisterOptions{Name: workflows.ActivityEvaluateHealth})
 }
 
 // ResolveTargets checks that every target exists and returns the things' ARNs, thing groups

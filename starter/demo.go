@@ -46,6 +46,8 @@ func demoCmd() *cobra.Command {
 		version     string
 		installTime time.Duration
 		simulate    bool
+		degrade     int
+		degradeIn   time.Duration
 		rf          rolloutFlags
 	)
 	cmd := &cobra.Command{
@@ -61,13 +63,23 @@ is packed, signed with a fresh fleet key and published to the jobs service's art
 each device downloads it through a presigned URL, checks its SHA-256 and signature, runs its
 managedRespawn scripts, unpacks it into a new slot, switches, and health-checks it (rolling
 back on failure). --simulate skips all of that and only pretends to install.`,
-		Example: "  starter demo --devices 50\n  starter demo --devices 20 --fail 2 -o json\n  starter demo --keep   # keep the stack and web UI up afterwards",
+		Example: "  starter demo --devices 50\n  starter demo --devices 20 --fail 2 -o json\n  starter demo --degrade 2 --on-failure ROLLBACK   # a release that misbehaves after installing\n  starter demo --keep   # keep the stack and web UI up afterwards",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if devices < 1 {
 				return fmt.Errorf("--devices must be at least 1")
 			}
-			if fail < 0 || unhealthy < 0 || fail+unhealthy > devices {
-				return fmt.Errorf("--fail plus --unhealthy must be between 0 and --devices (%d)", devices)
+			if fail < 0 || unhealthy < 0 || degrade < 0 || fail+unhealthy+degrade > devices {
+				return fmt.Errorf("--fail, --unhealthy and --degrade together must be between 0 and --devices (%d)", devices)
+			}
+			if degrade > 0 && simulate {
+				return fmt.Errorf("--degrade needs real installs: the degraded release fails its signed health check after a while (drop --simulate)")
+			}
+			if !cmd.Flags().Changed("health-action") {
+				rf.healthAction = workflows.HealthAbort // nobody is there to override a held demo
+			}
+			if degrade > 0 && rf.healthWindow == 0 {
+				// A health gate that watches each wave long enough to see the release degrade.
+				rf.healthWindow, rf.healthInterval = 3*degradeIn, time.Second
 			}
 			if unhealthy > 0 && rf.bake == 0 {
 				rf.bake = 2 * time.Second
@@ -93,19 +105,28 @@ back on failure). --simulate skips all of that and only pretends to install.`,
 				fmt.Fprintln(errOut, m)
 			}
 			fmt.Fprintf(errOut, "starting the local stack (Temporal, web UI, MQTT broker, jobs service, worker) in %s\n", sf.dataDir)
-			s, err := stack.Start(ctx, sf.options(log))
+			so := sf.options(log)
+			if rf.healthWindow > 0 {
+				so.DeviceHealthInterval = min(rf.healthInterval, time.Minute)
+			}
+			s, err := stack.Start(ctx, so)
 			if err != nil {
 				return err
 			}
 			defer s.Close()
 			fmt.Fprintf(errOut, "stack up: Temporal %s, web UI %s, MQTT %s (mutual TLS, local CA %s) and tcp://%s (plain: local use only), jobs API %s\n",
 				s.Temporal.FrontendAddr(), cmp.Or(s.Temporal.UIURL(), "off"), s.Broker.TLSURL(), s.CA.CertFile(), s.Broker.Addr(), s.JobsURL)
-			var failing, sick []string
+			var failing, sick, degrading []string
 			for i := devices - fail + 1; i <= devices; i++ {
 				failing = append(failing, stack.Device(i))
 			}
 			for i := devices - fail - unhealthy + 1; i <= devices-fail; i++ {
 				sick = append(sick, stack.Device(i))
+			}
+			// The degrading devices are the first after the canary: the rollout should stop at
+			// the second wave, not reach the fleet.
+			for i := 2; i < 2+degrade; i++ {
+				degrading = append(degrading, stack.Device(i))
 			}
 			var fleet *stack.RealFleet
 			if !simulate {
@@ -126,9 +147,11 @@ back on failure). --simulate skips all of that and only pretends to install.`,
 				S3URLSignerRole: "arn:aws:iam::000000000000:role/otaflow-local-signer",
 				PollInterval:    250 * time.Millisecond,
 			}
-			rf.apply(&req)
+			if err := rf.apply(&req); err != nil {
+				return err
+			}
 			if fleet != nil {
-				rel, err := fleet.Publish(ctx, version, stack.HealthCheck(version, sick))
+				rel, err := fleet.Publish(ctx, version, stack.DegradingHealthCheck(version, sick, degrading, degradeIn))
 				if err != nil {
 					return err
 				}
@@ -187,6 +210,8 @@ back on failure). --simulate skips all of that and only pretends to install.`,
 	cmd.Flags().IntVar(&devices, "devices", 10, "number of simulated devices")
 	cmd.Flags().IntVar(&fail, "fail", 0, "make this many devices' updates fail (their pre-update script fails; to see a failed rollout)")
 	cmd.Flags().IntVar(&unhealthy, "unhealthy", 0, "make this many devices fail their health check on the new version (they roll themselves back)")
+	cmd.Flags().IntVar(&degrade, "degrade", 0, "make this many devices' new version install cleanly, then fail its health check after --degrade-after: the health gate stops the rollout (adds --health-window if not given)")
+	cmd.Flags().DurationVar(&degradeIn, "degrade-after", 3*time.Second, "how long the degrading devices' new version stays healthy")
 	cmd.Flags().BoolVar(&simulate, "simulate", false, "simulate installs (no artifacts, slots or scripts)")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the stack and web UI running after the rollout, until Ctrl-C")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "summary format: text or json")
@@ -214,6 +239,7 @@ func printDemoSummary(s demoSummary, output string) {
 	fmt.Printf("  devices:  %s\n", countsLine(s.Counts))
 	for _, w := range s.Waves {
 		fmt.Printf("  wave %d:   %-8s %3d devices  job %s  (%s)\n", w.Wave, w.State, w.Devices, w.JobID, countsLine(w.Counts))
+		printHealth(w.Health)
 	}
 	fmt.Printf("  on %s: %d of %d (read from each device's own state)\n", s.Version, s.DevicesOnVersion, s.Devices)
 	fmt.Printf("  took %.1fs\n", s.DurationSeconds)

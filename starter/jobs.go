@@ -80,7 +80,9 @@ func (u *updateFlags) request(rolloutID string) (workflows.RolloutRequest, error
 		RolloutID: rolloutID, Targets: tgts, Architecture: u.arch, OperatingSystem: u.osName,
 		SoftwareToUpdate: u.sw, Version: u.version, S3URLSignerRole: u.signer, UpdateAgentLogLevel: u.logLevel,
 	}
-	u.rf.apply(&req)
+	if err := u.rf.apply(&req); err != nil {
+		return req, err
+	}
 	if u.version == "latest" {
 		if u.releaseFile != "" {
 			return req, fmt.Errorf("--software-version latest and --release exclude each other: the newest release brings its own artifact")

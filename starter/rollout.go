@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"go.temporal.io/sdk/client"
+	"sigs.k8s.io/yaml"
 
 	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/cliconfig"
@@ -35,6 +36,11 @@ type rolloutFlags struct {
 	timeout          time.Duration
 	bake             time.Duration
 	rate             int
+	healthWindow     time.Duration
+	healthInterval   time.Duration
+	healthAction     string
+	healthCriteria   string
+	noHealthDefaults bool
 }
 
 func (f *rolloutFlags) bind(fs *pflag.FlagSet, defaultTimeout time.Duration) {
@@ -50,15 +56,47 @@ func (f *rolloutFlags) bind(fs *pflag.FlagSet, defaultTimeout time.Duration) {
 	fs.DurationVar(&f.timeout, "rollout-timeout", defaultTimeout, "cancel the job and end the rollout if devices have not finished by then")
 	fs.IntVar(&f.rate, "rate-limit", 0, "at most this many devices per minute per wave (0: no limit)")
 	fs.DurationVar(&f.bake, "bake-time", 0, "a device counts as updated only after staying healthy this long after installing")
+	fs.DurationVar(&f.healthWindow, "health-window", 0, "after each wave, watch the updated devices' health this long before the next (0: no health gate); docs/health.md")
+	fs.DurationVar(&f.healthInterval, "health-interval", time.Minute, "evaluate the health criteria this often during --health-window")
+	fs.StringVar(&f.healthAction, "health-action", workflows.HealthPause, "on a health breach: pause (for `starter rollout override-health` or cancel) or abort (with --on-failure ROLLBACK, updated devices go back)")
+	fs.StringVar(&f.healthCriteria, "health-criteria", "", "JSON or YAML file with health criteria (a list of {name, metric, statistic, over, max, maxRatio, minSample})")
+	fs.BoolVar(&f.noHealthDefaults, "no-health-defaults", false, "judge only --health-criteria, not the defaults (offline since the update, reboot loops, failing health checks)")
 }
 
-func (f *rolloutFlags) apply(r *workflows.RolloutRequest) {
+// healthGate reads the health flags; nil without --health-window.
+func (f *rolloutFlags) healthGate() (*workflows.HealthGate, error) {
+	if f.healthWindow == 0 {
+		if f.healthCriteria != "" || f.noHealthDefaults {
+			return nil, fmt.Errorf("--health-criteria and --no-health-defaults need --health-window: how long to watch each wave")
+		}
+		return nil, nil
+	}
+	g := &workflows.HealthGate{Window: f.healthWindow, Interval: f.healthInterval, Action: strings.ToLower(f.healthAction), NoDefaults: f.noHealthDefaults}
+	if f.healthCriteria != "" {
+		raw, err := os.ReadFile(f.healthCriteria)
+		if err != nil {
+			return nil, fmt.Errorf("--health-criteria: %w", err)
+		}
+		if err := yaml.UnmarshalStrict(raw, &g.Criteria); err != nil {
+			return nil, fmt.Errorf("--health-criteria %s is not a list of criteria ({name, metric, statistic, over, max, maxRatio, minSample}): %w", f.healthCriteria, err)
+		}
+	}
+	return g, nil
+}
+
+func (f *rolloutFlags) apply(r *workflows.RolloutRequest) error {
+	g, err := f.healthGate()
+	if err != nil {
+		return err
+	}
+	r.Health = g
 	r.Waves, r.SuccessThresholdPercent, r.ApproveWaves = f.waves, f.threshold, f.approveWaves
 	r.OnFailure, r.DeviceTimeout, r.Retries, r.Timeout = strings.ToUpper(f.onFailure), f.deviceTimeout, f.retries, f.timeout
 	r.BakeTime, r.RateLimitPerMinute = f.bake, f.rate
 	if f.abortType != "" {
 		r.Abort = &workflows.AbortCriteria{FailureType: strings.ToUpper(f.abortType), ThresholdPercent: f.abortThreshold, MinExecuted: f.abortMinExecuted}
 	}
+	return nil
 }
 
 // printPlan resolves the targets and prints what the rollout would do, creating nothing.
@@ -137,6 +175,7 @@ func printStatus(res workflows.RolloutResult, output string, failed []rolloutcli
 	fmt.Printf("  total %d devices: %s\n", res.Devices, countsLine(res.Counts))
 	for _, w := range res.Waves {
 		fmt.Printf("  wave %d  %-9s %4d devices  %s\n", w.Wave, w.State, w.Devices, countsLine(w.Counts))
+		printHealth(w.Health)
 	}
 	if len(stale) > 0 {
 		fmt.Printf("  (counts of %s are the rollout's last poll: the jobs service did not answer)\n", strings.Join(stale, ", "))
@@ -145,6 +184,32 @@ func printStatus(res workflows.RolloutResult, output string, failed []rolloutcli
 		fmt.Printf("  rollback: %d of %d devices rolled back, %d failed %s %s\n", rb.RolledBack, rb.Devices, rb.Failed, strings.Join(rb.FailedDevices, " "), rb.Message)
 	}
 	printFailed(os.Stdout, failed)
+}
+
+// printHealth shows a wave's health gate: its state, and each criterion's updated and
+// control values.
+func printHealth(h *workflows.HealthGateResult) {
+	if h == nil {
+		return
+	}
+	line := fmt.Sprintf("    health gate %s after %d evaluations", h.State, h.Evaluations)
+	if h.State == workflows.HealthObserving {
+		line += " (until " + h.Until.Format(time.Kitchen) + ")"
+	}
+	fmt.Println(line)
+	if h.Reason != "" {
+		fmt.Printf("      %s\n", h.Reason)
+	}
+	if o := h.Override; o != nil {
+		fmt.Printf("      overridden by %s at %s: %s\n", o.By, o.At.Format(time.RFC3339), o.Reason)
+	}
+	for _, v := range h.Last {
+		verdict := "ok"
+		if v.Breached {
+			verdict = "BREACHED"
+		}
+		fmt.Printf("      %-36s updated %g (n=%d)  control %g (n=%d)  %s %s\n", v.Criterion, v.Updated, v.UpdatedN, v.Control, v.ControlN, verdict, v.Note)
+	}
 }
 
 // printFailed lists devices that did not update, each with the reason its agent gave.
@@ -305,7 +370,13 @@ One rollback per rollout: asking again shows the first. A running rollout is ref
 	rollbackCmd.Flags().BoolVar(&rbWait, "wait", false, "wait for the rollback to finish; exit 1 unless every device rolled back")
 	rollbackCmd.Flags().StringVar(&rbReason, "reason", "rolled back from the CLI", "why, recorded in the rollback")
 
-	cmd.AddCommand(status, list,
+	var ovReason, ovBy string
+	override := control(workflows.UpdateOverrideHealth, "Go on past a breached health gate (recorded with who and why)", func(*cobra.Command) []any {
+		return []any{workflows.OverrideRequest{By: ovBy, Reason: ovReason}}
+	})
+	override.Flags().StringVar(&ovReason, "reason", "", "why the breach may be ignored (required; recorded with the rollout)")
+	override.Flags().StringVar(&ovBy, "by", os.Getenv("USER"), "who decides (recorded with the rollout)")
+	cmd.AddCommand(status, list, override,
 		control(workflows.UpdatePause, "Pause: no new wave starts until resumed", none),
 		control(workflows.UpdateResume, "Resume a paused rollout", none),
 		control(workflows.UpdateApprove, "Approve the next wave of a rollout that waits for approval", none),

@@ -3,6 +3,7 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -21,6 +22,7 @@ const (
 	ActivityWindow         = "MaintenanceWindow"
 	ActivityFailedDevices  = "FailedDevices"
 	ActivityLatestRelease  = "LatestRelease"
+	ActivityEvaluateHealth = "EvaluateHealth"
 )
 
 // Query and update names.
@@ -30,6 +32,8 @@ const (
 	UpdateResume  = "resume"
 	UpdateApprove = "approve"
 	UpdateCancel  = "cancel"
+	// UpdateOverrideHealth goes on past a breached health gate (OverrideRequest).
+	UpdateOverrideHealth = "override-health"
 )
 
 // Error types a rollout fails with; a caller can read the RolloutResult from the details.
@@ -215,6 +219,26 @@ func (r *rollout) setup(ctx workflow.Context) error {
 			return nil
 		}},
 	}
+	handlers = append(handlers, struct {
+		name     string
+		fn       any
+		validate any
+	}{UpdateOverrideHealth, func(ctx workflow.Context, o OverrideRequest) (RolloutResult, error) {
+		if w := r.breachedWave(); w != nil {
+			w.Health.State = HealthOverridden
+			w.Health.Override = &Override{By: o.By, Reason: o.Reason, At: workflow.Now(ctx)}
+			r.setState(ctx, StateRunning, fmt.Sprintf("wave %d: health gate overridden by %s: %s", w.Wave, o.By, o.Reason))
+		}
+		return r.res, nil
+	}, func(o OverrideRequest) error {
+		if r.breachedWave() == nil {
+			return errors.New("no health gate is breached: there is nothing to override")
+		}
+		if strings.TrimSpace(o.Reason) == "" {
+			return errors.New("say why the breach may be ignored (--reason): it is recorded with the rollout")
+		}
+		return nil
+	}})
 	for _, h := range handlers {
 		if err := workflow.SetUpdateHandlerWithOptions(ctx, h.name, h.fn, workflow.UpdateHandlerOptions{Validator: h.validate}); err != nil {
 			return err
@@ -352,6 +376,11 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 			return r.abort(ctx, StateAborted, why)
 		}
 		wave.State = WavePassed
+		if r.req.Health != nil {
+			if res, err := r.observeHealth(ctx, short, i); res != nil || err != nil {
+				return res, err
+			}
+		}
 		// Between waves is the cheapest place to start a fresh run when the history is long:
 		// no job is in flight, and the next run starts the next wave from the frozen groups.
 		if i < len(r.res.Waves)-1 && r.cancelReq == nil && workflow.GetInfo(ctx).GetContinueAsNewSuggested() &&
@@ -371,6 +400,125 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 	}
 	r.setState(ctx, StateSucceeded, msg)
 	return &r.res, nil
+}
+
+// breachedWave is the wave whose health gate is breached and waits for the operator.
+func (r *rollout) breachedWave() *WaveResult {
+	for i := range r.res.Waves {
+		if h := r.res.Waves[i].Health; h != nil && h.State == HealthBreached && r.req.Health.Action != HealthAbort {
+			return &r.res.Waves[i]
+		}
+	}
+	return nil
+}
+
+// observeHealth watches the health of the devices of waves 1..i+1 for the gate's window,
+// evaluating its criteria every interval (durable timers: a worker restart keeps the window).
+// A breach aborts the rollout or waits for the operator's override or cancel.
+func (r *rollout) observeHealth(ctx, short workflow.Context, i int) (*RolloutResult, error) {
+	g := r.req.Health
+	wave := &r.res.Waves[i]
+	if wave.Health == nil {
+		wave.Health = &HealthGateResult{State: HealthObserving, Until: workflow.Now(ctx).Add(g.Window)}
+	}
+	var updated, control []string
+	for j, w := range r.res.Waves {
+		groups := waveGroups(w)
+		if j <= i {
+			updated = append(updated, groups...)
+		} else {
+			control = append(control, groups...)
+		}
+	}
+	waves := fmt.Sprintf("wave %d", wave.Wave)
+	if i > 0 {
+		waves = fmt.Sprintf("waves 1-%d", wave.Wave)
+	}
+	criteria := g.All()
+	observing := func() {
+		r.setState(ctx, StateObserving, fmt.Sprintf("%s: watching the health of the updated devices until %s (%d criteria, every %s)",
+			waves, wave.Health.Until.Format(time.RFC3339), len(criteria), g.Interval))
+	}
+	observing()
+	for wave.Health.State == HealthObserving {
+		left := wave.Health.Until.Sub(workflow.Now(ctx))
+		if left <= 0 {
+			wave.Health.State = HealthPassed
+			break
+		}
+		timerCtx, stop := workflow.WithCancel(ctx)
+		timer := workflow.NewTimer(timerCtx, min(g.Interval, left))
+		sel := workflow.NewSelector(ctx)
+		sel.AddFuture(timer, func(workflow.Future) {})
+		sel.AddReceive(r.canceled, func(workflow.ReceiveChannel, bool) {})
+		sel.Select(ctx)
+		stop()
+		if r.cancelReq != nil {
+			return r.abort(ctx, StateCanceled, "canceled by operator: "+r.cancelReq.Reason)
+		}
+		now := workflow.Now(ctx)
+		var res EvaluateHealthResult
+		err := workflow.ExecuteActivity(short, ActivityEvaluateHealth, EvaluateHealthInput{
+			Criteria: criteria, Version: r.req.Version, Waves: waves, UpdatedGroups: updated, ControlGroups: control,
+			StaleBefore: now.Add(-3 * g.Interval).Unix(),
+		}).Get(ctx, &res)
+		if err != nil {
+			// The gate cannot see: that is no reason to go on.
+			res.Breach = "the health gate could not be evaluated: " + rootMessage(err)
+		}
+		h := wave.Health
+		h.Evaluations++
+		h.Last = res.Values
+		if len(res.Values) > 0 {
+			p := res.Values[0]
+			for _, v := range res.Values {
+				if v.Breached {
+					p = v
+					break
+				}
+			}
+			h.History = append(h.History, HealthPoint{At: now, Criterion: p.Criterion, Updated: p.Updated, Control: p.Control})
+			if len(h.History) > maxHealthHistory {
+				h.History = h.History[len(h.History)-maxHealthHistory:]
+			}
+		}
+		if res.Breach == "" {
+			continue
+		}
+		h.State, h.Reason = HealthBreached, res.Breach
+		workflow.GetLogger(ctx).Warn("health gate breached", "wave", wave.Wave, "reason", res.Breach)
+		if g.Action == HealthAbort {
+			wave.State = WaveFailed
+			r.failedWave = wave.Wave
+			return r.abort(ctx, StateAborted, "health gate breached: "+res.Breach)
+		}
+		r.setState(ctx, StateObserving, fmt.Sprintf("health gate breached, rollout held: %s. Override with `starter rollout override-health %s --reason ...`, or cancel (with --rollback to put the updated devices back)",
+			res.Breach, r.req.RolloutID))
+		if err := workflow.Await(ctx, func() bool { return r.cancelReq != nil || h.State != HealthBreached }); err != nil {
+			return nil, err
+		}
+		if r.cancelReq != nil {
+			return r.abort(ctx, StateCanceled, "canceled by operator after the health gate breached: "+r.cancelReq.Reason)
+		}
+	}
+	if wave.Health.State == HealthPassed {
+		r.setState(ctx, StateRunning, fmt.Sprintf("%s: health gate passed after %d evaluations", waves, wave.Health.Evaluations))
+	}
+	return nil, nil
+}
+
+// waveGroups are the thing groups that hold a wave's devices.
+func waveGroups(w WaveResult) []string {
+	if w.Group != "" {
+		return []string{w.Group}
+	}
+	var out []string
+	for _, t := range w.Targets {
+		if _, name, ok := strings.Cut(t, ":thinggroup/"); ok {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // awaitWindow returns once the maintenance window is open (or a cancel arrives).

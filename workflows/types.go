@@ -105,6 +105,9 @@ type RolloutRequest struct {
 	RateLimitPerMinute int `json:"rateLimitPerMinute,omitempty"`
 	// Window, when set, lets waves start only inside maintenance windows.
 	Window *MaintenanceWindow `json:"window,omitempty"`
+	// Health, when set, watches each wave's devices after they updated and stops the rollout
+	// when their health breaches its criteria (health.go).
+	Health *HealthGate `json:"health,omitempty"`
 	// RolloutIDFromWorkflowID derives the rollout ID from the workflow ID, so that every run of
 	// a Temporal Schedule (whose workflow IDs get the run's time appended) is its own rollout.
 	RolloutIDFromWorkflowID bool `json:"rolloutIdFromWorkflowId,omitempty"`
@@ -376,6 +379,12 @@ func (r *RolloutRequest) Validate() error {
 	if r.PollInterval == 0 {
 		r.PollInterval = 2 * time.Second
 	}
+	if r.Health != nil {
+		sizes, _ := ParseWaves(r.Waves)
+		for _, p := range r.Health.Validate(max(len(sizes), 1)) {
+			add("%s", p)
+		}
+	}
 	if len(problems) > 0 {
 		return fmt.Errorf("invalid rollout request: %s", strings.Join(problems, "; "))
 	}
@@ -436,6 +445,7 @@ const (
 	StateRollingBack   = "ROLLING_BACK"
 	StateCanceling     = "CANCELING"
 	StateWaitingWindow = "WAITING_FOR_WINDOW"
+	StateObserving     = "OBSERVING_HEALTH"
 	StateSucceeded     = "SUCCEEDED"
 	StateFailed        = "FAILED"
 	StateTimedOut      = "TIMED_OUT"
@@ -475,6 +485,8 @@ type WaveResult struct {
 	JobID   string   `json:"jobId,omitempty"`
 	State   string   `json:"state"`
 	Counts  Counts   `json:"counts"`
+	// Health is the wave's health gate, when the rollout has one.
+	Health *HealthGateResult `json:"health,omitempty"`
 }
 
 // Wave states.

@@ -230,7 +230,7 @@ func newStack(ctx context.Context, o *Options) (*stack.Stack, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	so := stack.Options{DataDir: dir, InMemoryTemporal: true, UIPort: -1, Logger: o.Logger}
+	so := stack.Options{DataDir: dir, InMemoryTemporal: true, UIPort: -1, Logger: o.Logger, NoFleetIndex: true}
 	if o.PostgresURL != "" {
 		dbURL, err := pgserver.CreateDatabase(ctx, o.PostgresURL, "bench_"+strings.ReplaceAll(filepath.Base(dir), "-", "_"))
 		if err != nil {

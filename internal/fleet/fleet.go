@@ -44,6 +44,9 @@ type Options struct {
 	// IdleRecheck is how often an idle device asks for jobs without a notification (0: the
 	// agent's default).
 	IdleRecheck time.Duration
+	// HealthInterval is how often a device reports its health after an update (0: the
+	// agent's default).
+	HealthInterval time.Duration
 	// Seed makes the faults reproducible: the same seed, thing and job give the same fault.
 	Seed uint64
 	// Faults script the outcome of every install of the named things (before the rates
@@ -149,6 +152,7 @@ func (f *Fleet) add(thing string) error {
 			cfg := agent.Config{
 				ThingName: thing, BrokerURL: f.o.BrokerURL, StateDir: filepath.Join(f.o.StateDir, thing),
 				InitialVersion: f.o.InitialVersion, NoSync: f.o.Installer == nil, RequestTimeout: f.o.RequestTimeout, IdleRecheck: f.o.IdleRecheck,
+				HealthInterval: f.o.HealthInterval,
 				Logger: f.o.Logger.With().Str("component", "agent").Logger(), Installer: sim,
 			}
 			if f.o.TLS != nil {

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/otaflow/otaflow/internal/fleetindex"
+	"github.com/otaflow/otaflow/internal/iotjobs"
 )
 
 // Fleet indexing, as AWS IoT serves it: UpdateIndexingConfiguration and
@@ -85,8 +86,7 @@ func (s *Service) loadIndex(on bool) error {
 	if cfg.ThingIndexingMode == "" {
 		cfg.ThingIndexingMode = "OFF"
 		if on {
-			cfg = IndexingConfiguration{ThingIndexingMode: "REGISTRY_AND_SHADOW", NamedShadowIndexingMode: "ON",
-				Filter: &IndexFilter{NamedShadowNames: []string{"otaflow", "health"}}}
+			cfg = HealthIndexing()
 		}
 	}
 	return s.applyIndexing(cfg)
@@ -114,6 +114,17 @@ func (s *Service) applyIndexing(cfg IndexingConfiguration) error {
 	s.index.cfg, s.index.ix = cfg, ix
 	s.index.mu.Unlock()
 	return nil
+}
+
+// HealthIndexing is the configuration the health gates need: registry and the agents'
+// inventory and health shadows, with the health record's numbers as Number fields.
+func HealthIndexing() IndexingConfiguration {
+	cfg := IndexingConfiguration{ThingIndexingMode: "REGISTRY_AND_SHADOW", NamedShadowIndexingMode: "ON",
+		Filter: &IndexFilter{NamedShadowNames: []string{iotjobs.InventoryShadow, iotjobs.HealthShadow}}}
+	for _, f := range []string{"reportedAt", "updatedAt", "bootsSinceUpdate", "restarts", "healthChecks", "healthCheckFailures", "reconnects", "freeBytes"} {
+		cfg.CustomFields = append(cfg.CustomFields, IndexField{Name: "shadow.name.health.reported." + f, Type: "Number"})
+	}
+	return cfg
 }
 
 // indexDoc is a thing as the index sees it under cfg.

@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/agent/preflight"
@@ -123,6 +125,20 @@ func (f *RealFleet) Publish(ctx context.Context, version string, healthCheck []s
 
 // HealthCheck is the demo's health check: the new version's bin/core runs and reports the
 // version the job installs, and the devices named unhealthy fail on that version.
+// DegradingHealthCheck adds devices whose new version passes its checks for the first
+// degradeAfter after it was installed and fails every one after: a release that installs
+// cleanly and then misbehaves.
+func DegradingHealthCheck(version string, unhealthy, degrading []string, degradeAfter time.Duration) []string {
+	hc := HealthCheck(version, unhealthy)
+	if len(degrading) == 0 {
+		return hc
+	}
+	script := hc[2] + `; if [ "$OTAFLOW_VERSION" = "` + version + `" ]; then case "$OTAFLOW_THING_NAME" in ` + strings.Join(degrading, "|") +
+		`) age=$(( $(date +%s) - $(stat -c %Y .) )); if [ "$age" -ge ` + strconv.Itoa(int(degradeAfter.Seconds())) +
+		` ]; then echo "demo: $OTAFLOW_THING_NAME degraded on $OTAFLOW_VERSION after ${age}s" >&2; exit 1; fi;; esac; fi`
+	return []string{"sh", "-c", script}
+}
+
 func HealthCheck(version string, unhealthy []string) []string {
 	script := `./bin/core | grep -qF "$OTAFLOW_VERSION" || { echo "bin/core does not report $OTAFLOW_VERSION" >&2; exit 1; }`
 	if len(unhealthy) > 0 {

@@ -65,6 +65,13 @@ type Options struct {
 	NoWorker bool
 	// NoAWSQuotas lifts the AWS IoT quotas the jobs service enforces.
 	NoAWSQuotas bool
+	// NoFleetIndex leaves fleet indexing off (AWS's default), as benchmarks of the rollout
+	// path do; the stack turns it on otherwise, with the agents' health fields, for health
+	// gates.
+	NoFleetIndex bool
+	// DeviceHealthInterval is how often the stack's devices report their health after an
+	// update (0: the agent's default, a minute).
+	DeviceHealthInterval time.Duration
 	// TemporalDynamicConfig overrides Temporal server settings by name (devserver.Options).
 	TemporalDynamicConfig map[string]any
 	// JobsPostgresURL keeps the jobs service's state in this PostgreSQL database instead of
@@ -194,7 +201,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.brokerOpts.TLSAddr = strings.TrimPrefix(s.Broker.TLSURL(), "ssl://")
 
 	jlog := log.With().Str("component", "jobs").Logger()
-	s.Jobs, err = jobs.Open(jobs.Options{Path: filepath.Join(o.DataDir, "jobs.db"), PostgresURL: o.JobsPostgresURL, ArtifactDir: filepath.Join(o.DataDir, "artifacts"),
+	s.Jobs, err = jobs.Open(jobs.Options{FleetIndexing: !o.NoFleetIndex, Path: filepath.Join(o.DataDir, "jobs.db"), PostgresURL: o.JobsPostgresURL, ArtifactDir: filepath.Join(o.DataDir, "artifacts"),
 		Region: o.Region, Logger: jlog, NoAWSQuotas: o.NoAWSQuotas})
 	if err != nil {
 		return nil, err
@@ -328,6 +335,9 @@ func (s *Stack) SetDeviceFaults(fail, unhealthy []string) {
 // StartFleet registers n more things and starts a fleet for them with o (its broker, things,
 // state directory and installer are filled in). It returns their thing ARNs.
 func (s *Stack) StartFleet(ctx context.Context, n int, o fleet.Options) ([]string, error) {
+	if o.HealthInterval == 0 {
+		o.HealthInterval = s.opts.DeviceHealthInterval
+	}
 	s.mu.Lock()
 	first := s.devices + 1
 	s.devices += n
