@@ -79,7 +79,7 @@ func TestHealthAfterAnUpdate(t *testing.T) {
 	require.Contains(t, send(`{"op":"metric","name":"bad name!","value":1}`)["error"], "metric name")
 	require.Contains(t, send(`{"op":"metric","name":"nov"}`)["error"], "numeric value")
 	for i := 0; i < agent.MaxMetrics-2; i++ {
-		require.Equal(t, "ok", send(`{"op":"metric","name":"m`+string(rune('a'+i))+`","value":1}`)["type"])
+		require.Equal(t, "ok", send(`{"op":"metric","name":"m` + string(rune('a'+i)) + `","value":1}`)["type"])
 	}
 	require.Contains(t, send(`{"op":"metric","name":"oneTooMany","value":1}`)["error"], "at most 16 metrics")
 

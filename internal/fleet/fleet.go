@@ -153,7 +153,7 @@ func (f *Fleet) add(thing string) error {
 				ThingName: thing, BrokerURL: f.o.BrokerURL, StateDir: filepath.Join(f.o.StateDir, thing),
 				InitialVersion: f.o.InitialVersion, NoSync: f.o.Installer == nil, RequestTimeout: f.o.RequestTimeout, IdleRecheck: f.o.IdleRecheck,
 				HealthInterval: f.o.HealthInterval,
-				Logger: f.o.Logger.With().Str("component", "agent").Logger(), Installer: sim,
+				Logger:         f.o.Logger.With().Str("component", "agent").Logger(), Installer: sim,
 			}
 			if f.o.TLS != nil {
 				if cfg.TLS, err = f.o.TLS(thing); err != nil {
