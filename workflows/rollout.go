@@ -435,6 +435,13 @@ func (r *rollout) observeHealth(ctx, short workflow.Context, i int) (*RolloutRes
 		waves = fmt.Sprintf("waves 1-%d", wave.Wave)
 	}
 	criteria := g.All()
+	// Watching is a gate, not device work: it does not count against the rollout's timeout.
+	gateStart := workflow.Now(ctx)
+	defer func() {
+		if r.live {
+			r.deadline = r.deadline.Add(workflow.Now(ctx).Sub(gateStart))
+		}
+	}()
 	observing := func() {
 		r.setState(ctx, StateObserving, fmt.Sprintf("%s: watching the health of the updated devices until %s (%d criteria, every %s)",
 			waves, wave.Health.Until.Format(time.RFC3339), len(criteria), g.Interval))
