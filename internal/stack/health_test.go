@@ -1,0 +1,81 @@
+package stack_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/stack"
+	"github.com/otaflow/otaflow/workflows"
+)
+
+// TestReleaseHealthGates: on the real stack with real installs and agents, a release that
+// installs cleanly and then fails its health check on two devices stops at the wave that
+// holds them and puts the updated devices back; a good release passes every gate, and its
+// window survives the worker being stopped and started again mid-window.
+func TestReleaseHealthGates(t *testing.T) {
+	ctx := context.Background()
+	s, err := stack.Start(ctx, stack.Options{DataDir: t.TempDir(), InMemoryTemporal: true, UIPort: -1, Logger: testLogger(),
+		DeviceHealthInterval: 300 * time.Millisecond})
+	require.NoError(t, err)
+	defer s.Close()
+	fleet, err := s.UseRealInstalls(ctx, "1.10.2", nil)
+	require.NoError(t, err)
+	arns, err := s.StartDevices(ctx, 8, "1.10.2", 0)
+	require.NoError(t, err)
+	gate := &workflows.HealthGate{Window: 6 * time.Second, Interval: 500 * time.Millisecond, Action: workflows.HealthAbort}
+
+	// The bad release: devices 2 and 3 (the second wave) degrade 2 s after installing.
+	req := request("degrade", arns)
+	req.Version, req.Waves, req.OnFailure, req.Health = "1.11.6", "1,3,100%", workflows.OnFailureRollback, gate
+	rel, err := fleet.Publish(ctx, "1.11.6", stack.DegradingHealthCheck("1.11.6", nil, []string{stack.Device(2), stack.Device(3)}, 2*time.Second))
+	require.NoError(t, err)
+	req.Artifact = rel.Artifact
+	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+	require.NoError(t, err)
+	res, err := rolloutclient.Result(ctx, run)
+	require.Error(t, err)
+	require.Equal(t, workflows.StateAborted, res.State, res.Message)
+	require.Contains(t, res.Message, "health gate breached: devices failing their health check")
+	require.Contains(t, res.Message, "in waves 1-2")
+	require.Equal(t, workflows.HealthPassed, res.Waves[0].Health.State)
+	require.Equal(t, workflows.HealthBreached, res.Waves[1].Health.State)
+	require.Equal(t, workflows.WaveCanceled, res.Waves[2].State, "the fleet never got it")
+	require.NotNil(t, res.Rollback)
+	require.Equal(t, 3, res.Rollback.RolledBack, res.Rollback.Message)
+	for i, a := range s.Agents() {
+		require.Equal(t, "1.10.2", a.InstalledVersion("core"), "device %d", i+1)
+	}
+
+	// The good release passes every gate; the worker stops and starts during wave 1's window.
+	req = request("healthy", arns)
+	req.Version, req.Waves, req.OnFailure, req.Health = "1.12.0", "1,3,100%", workflows.OnFailureRollback, gate
+	rel, err = fleet.Publish(ctx, "1.12.0", stack.HealthCheck("1.12.0", nil))
+	require.NoError(t, err)
+	req.Artifact = rel.Artifact
+	run, err = rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+	require.NoError(t, err)
+	var before workflows.RolloutResult
+	require.Eventually(t, func() bool {
+		before, err = rolloutclient.Status(ctx, s.Client, "healthy")
+		return err == nil && before.State == workflows.StateObserving
+	}, 30*time.Second, 50*time.Millisecond)
+	s.StopWorker()
+	time.Sleep(time.Second)
+	require.NoError(t, s.StartWorker())
+	res, err = rolloutclient.Result(ctx, run)
+	require.NoError(t, err, res.Message)
+	require.Equal(t, workflows.StateSucceeded, res.State)
+	for _, w := range res.Waves {
+		require.Equal(t, workflows.HealthPassed, w.Health.State, "wave %d", w.Wave)
+		require.GreaterOrEqual(t, w.Health.Evaluations, 1)
+	}
+	w := before.CurrentWave - 1
+	require.Equal(t, before.Waves[w].Health.Until, res.Waves[w].Health.Until, "one window, kept across the restart")
+	for i, a := range s.Agents() {
+		require.Equal(t, "1.12.0", a.InstalledVersion("core"), "device %d", i+1)
+	}
+}
