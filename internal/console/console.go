@@ -8,6 +8,7 @@
 package console
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"embed"
@@ -322,6 +323,14 @@ func (c *Console) handleAction(w http.ResponseWriter, r *http.Request) {
 			req.Rollback = &rollback
 		}
 		res, err = rolloutclient.Control(ctx, c.o.Temporal, id, workflows.UpdateCancel, req)
+	case "override-health":
+		if body.Reason == "" {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "say why the breach may be ignored: it is recorded with the rollout"})
+			return
+		}
+		user, _, _ := r.BasicAuth()
+		res, err = rolloutclient.Control(ctx, c.o.Temporal, id, workflows.UpdateOverrideHealth,
+			workflows.OverrideRequest{By: cmp.Or(user, "console"), Reason: body.Reason})
 	case "rollback":
 		var run client.WorkflowRun
 		run, err = rolloutclient.StartRollback(ctx, c.o.Temporal, c.o.TaskQueue, id, reason)
@@ -331,7 +340,7 @@ func (c *Console) handleAction(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	default:
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "unknown action " + action + ": use pause, resume, approve, cancel, cancel-rollback or rollback"})
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "unknown action " + action + ": use pause, resume, approve, cancel, cancel-rollback, rollback or override-health"})
 		return
 	}
 	if err != nil {

@@ -2,9 +2,11 @@ package stack_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/rolloutclient"
@@ -49,6 +51,26 @@ func TestReleaseHealthGates(t *testing.T) {
 	for i, a := range s.Agents() {
 		require.Equal(t, "1.10.2", a.InstalledVersion("core"), "device %d", i+1)
 	}
+
+	// The console shows each wave's gate, with its chart, in a real Chromium.
+	tab := chromium(t)
+	tab, cancel := context.WithTimeout(tab, time.Minute)
+	defer cancel()
+	require.NoError(t, chromedp.Do(tab, chromedp.Navigate(s.ConsoleURL)))
+	require.NoError(t, chromedp.Do(tab, chromedp.WaitVisible(`#rollouts tr[data-rollout="degrade"] td`)))
+	require.NoError(t, chromedp.Do(tab, chromedp.Click(`#rollouts tr[data-rollout="degrade"] td`)))
+	require.NoError(t, chromedp.Do(tab, chromedp.WaitVisible(`#waves tr[data-wave="2"] td.health`)))
+	cell := func(wave, sel string) string {
+		out, err := chromedp.Run(tab, chromedp.Evaluate[string](fmt.Sprintf(`(document.querySelector('#waves tr[data-wave="%s"] %s') || {textContent: ""}).textContent`, wave, sel)))
+		require.NoError(t, err)
+		return out
+	}
+	require.Contains(t, cell("2", "td.health"), "BREACHED")
+	require.Contains(t, cell("2", "td.health"), "devices failing their health check")
+	require.Contains(t, cell("1", "td.health"), "PASSED")
+	charts, err := chromedp.Run(tab, chromedp.Evaluate[int](`document.querySelectorAll('#waves td.health svg.chart polyline').length`))
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, charts, 2, "updated and control lines")
 
 	// The good release passes every gate; the worker stops and starts during wave 1's window.
 	req = request("healthy", arns)

@@ -87,7 +87,36 @@ const allowed = {
   cancel: (s) => ["RUNNING", "AWAITING_APPROVAL", "WAITING_FOR_WINDOW", "VALIDATING"].includes(s.state),
   "cancel-rollback": (s) => ["RUNNING", "AWAITING_APPROVAL", "WAITING_FOR_WINDOW"].includes(s.state),
   rollback: (s) => ["SUCCEEDED", "FAILED", "ABORTED", "CANCELED", "TIMED_OUT"].includes(s.state),
+  "override-health": (s) => s.state === "OBSERVING_HEALTH" && (s.waves || []).some((w) => w.health && w.health.state === "BREACHED"),
 };
+
+// healthCell shows a wave's health gate: its state, the criteria against control, and a
+// small chart of the updated (solid) and control (dashed) values over the window.
+function healthCell(h) {
+  if (!h) return el("td", {}, "");
+  const td = el("td", { class: "health" }, el("span", { class: "state " + h.state }, h.state));
+  if (h.reason) td.append(el("div", { class: "reason" }, h.reason));
+  if (h.override) td.append(el("div", { class: "reason" }, `overridden by ${h.override.by}: ${h.override.reason}`));
+  for (const v of h.last || []) {
+    td.append(el("div", { class: v.breached ? "criterion breached" : "criterion" },
+      `${v.criterion}: ${v.updated} (n=${v.updatedN}) vs control ${v.control} (n=${v.controlN})`));
+  }
+  const pts = h.history || [];
+  if (pts.length > 1) {
+    const ns = "http://www.w3.org/2000/svg", W = 160, H = 32;
+    const top = Math.max(...pts.map((p) => Math.max(p.updated, p.control)), 1e-9);
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("width", W); svg.setAttribute("height", H); svg.setAttribute("class", "chart");
+    for (const [key, cls] of [["updated", "updated"], ["control", "control"]]) {
+      const line = document.createElementNS(ns, "polyline");
+      line.setAttribute("points", pts.map((p, i) => `${(i * (W - 2)) / (pts.length - 1) + 1},${H - 1 - (p[key] / top) * (H - 2)}`).join(" "));
+      line.setAttribute("class", cls);
+      svg.append(line);
+    }
+    td.append(svg);
+  }
+  return td;
+}
 
 function renderDetail(d) {
   const s = d.status;
@@ -104,7 +133,8 @@ function renderDetail(d) {
   fill(document.querySelector("#waves tbody"), (s.waves || []).map((w) => el("tr", { "data-wave": w.wave },
     el("td", {}, String(w.wave)), el("td", { class: "state " + w.state }, w.state), el("td", {}, String(w.devices)),
     el("td", {}, String(w.counts.succeeded)), el("td", {}, String(w.counts.failed + w.counts.rejected + w.counts.timedOut)),
-    el("td", {}, String(w.counts.inProgress)), el("td", {}, String(w.counts.queued)), el("td", {}, String(w.counts.canceled)))));
+    el("td", {}, String(w.counts.inProgress)), el("td", {}, String(w.counts.queued)), el("td", {}, String(w.counts.canceled)),
+    healthCell(w.health))));
   fill(document.querySelector("#results tbody"), (d.devices || []).map((r) => el("tr", { "data-thing": r.thing },
     el("td", {}, r.thing), el("td", {}, r.wave ? String(r.wave) : "rollback"), el("td", { class: "state " + r.status }, r.status),
     el("td", {}, r.installedVersion || ""), el("td", {}, r.previousVersion || ""), el("td", {}, r.reason || ""))));
@@ -117,13 +147,17 @@ function flash(msg, error) {
 
 async function act(action) {
   if (!selected) return;
-  if (action !== "approve" && action !== "pause" && action !== "resume" &&
+  let reason = "from the console";
+  if (action === "override-health") {
+    reason = prompt("Why may the rollout go on past its breached health gate? (recorded with the rollout)");
+    if (!reason) return;
+  } else if (action !== "approve" && action !== "pause" && action !== "resume" &&
       !confirm(`${action} rollout ${selected}?`)) return;
   for (const b of document.querySelectorAll(".actions button")) b.disabled = true;
   try {
     const r = await api(`rollouts/${encodeURIComponent(selected)}/${action}`, {
       method: "POST", headers: { "Content-Type": "application/json", "X-Otaflow-Console": "1" },
-      body: JSON.stringify({ reason: "from the console" }),
+      body: JSON.stringify({ reason }),
     });
     flash(r.message);
   } catch (e) {
