@@ -186,4 +186,3 @@ func TestHealthBreachHoldsForTheOperator(t *testing.T) {
 	require.Equal(t, workflows.HealthOverridden, res.Waves[0].Health.State)
 	require.Len(t, f.created, 3)
 }
-
