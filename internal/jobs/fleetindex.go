@@ -1,6 +1,9 @@
 package jobs
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -61,6 +64,59 @@ type fleetIndex struct {
 	mu  sync.RWMutex
 	cfg IndexingConfiguration
 	ix  *fleetindex.Index // nil while thing indexing is OFF
+	// replica names this process in change notices; stop ends the listener (PostgreSQL).
+	replica string
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+// configChanged is the change notice of the indexing configuration.
+const configChanged = "!config"
+
+// listenForChanges keeps the index current with what other replicas change: on PostgreSQL,
+// each replica tells the others which things a committed transaction touched (NOTIFY), and
+// each rereads them; after a lost connection, the index is rebuilt.
+func (s *Service) listenForChanges() {
+	pg, ok := s.raw.(*pgStore)
+	if !ok {
+		return
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	s.index.replica = hex.EncodeToString(b)
+	ctx, stop := context.WithCancel(context.Background())
+	s.index.stop, s.index.done = stop, make(chan struct{})
+	go func() {
+		defer close(s.index.done)
+		pg.listenThings(ctx, s.index.replica, func(names []string) {
+			if names == nil || slices.Contains(names, configChanged) {
+				if err := s.loadIndex(false); err != nil {
+					s.log.Warn().Err(err).Msg("fleet index: could not reload after another replica's change")
+				}
+				return
+			}
+			s.reindex(names)
+		})
+	}()
+}
+
+// stopListening ends the change listener.
+func (s *Service) stopListening() {
+	if s.index.stop != nil {
+		s.index.stop()
+		<-s.index.done
+	}
+}
+
+// announce tells the other replicas which things this one changed.
+func (s *Service) announce(names []string) {
+	pg, ok := s.raw.(*pgStore)
+	if !ok || len(names) == 0 {
+		return
+	}
+	if err := pg.notifyThings(s.index.replica, names); err != nil {
+		s.log.Warn().Err(err).Msg("fleet index: could not tell the other replicas what changed")
+	}
 }
 
 func (f *fleetIndex) current() (IndexingConfiguration, *fleetindex.Index) {
@@ -235,8 +291,11 @@ func (st indexingStore) run(do func(func(Tx) error) error, fn func(Tx) error) er
 		touched = touched[:0]
 		return fn(touchingTx{Tx: t, touched: &touched})
 	})
-	if err == nil {
-		st.s.reindex(touched)
+	if err == nil && len(touched) > 0 {
+		if _, ix := st.s.index.current(); ix != nil {
+			st.s.reindex(touched)
+			st.s.announce(touched)
+		}
 	}
 	return err
 }
@@ -296,7 +355,11 @@ func (s *Service) UpdateIndexingConfiguration(cfg IndexingConfiguration) error {
 	if err := s.st.Update(func(t Tx) error { return t.putRecord(indexConfigKind, indexConfigName, raw) }); err != nil {
 		return err
 	}
-	return s.applyIndexing(cfg)
+	if err := s.applyIndexing(cfg); err != nil {
+		return err
+	}
+	s.announce([]string{configChanged})
+	return nil
 }
 
 // GetIndexingConfiguration returns the configuration, with the managed fields filled in.
@@ -321,6 +384,19 @@ func (s *Service) indexFor(name string) (IndexingConfiguration, *fleetindex.Inde
 		return cfg, nil, errorf(CodeResourceNotFound, "index %s does not exist: turn thing indexing on with UpdateIndexingConfiguration (aws iot update-indexing-configuration --thing-indexing-configuration thingIndexingMode=REGISTRY)", ThingsIndex)
 	}
 	return cfg, ix, nil
+}
+
+// CountIndex is how many things a query matches (for tests and tools).
+func (s *Service) CountIndex(query string) (int, error) {
+	_, ix, err := s.indexFor(ThingsIndex)
+	if err != nil {
+		return 0, err
+	}
+	n, err := parseQuery(query)
+	if err != nil {
+		return 0, err
+	}
+	return ix.Count(n), nil
 }
 
 // fieldType is the declared type of an aggregation field (managed or custom); "" when the

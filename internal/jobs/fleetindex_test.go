@@ -5,11 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 	"github.com/aws/aws-sdk-go-v2/service/iot/types"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/pgtest"
 )
 
 // TestFleetIndexThroughAWSSDK: fleet indexing as AWS serves it, through aws-sdk-go-v2: off
@@ -153,4 +158,36 @@ func TestFleetIndexSurvivesReopen(t *testing.T) {
 	out, err := c.SearchIndex(ctx, &iot.SearchIndexInput{QueryString: aws.String("thingName:kep*")})
 	require.NoError(t, err)
 	require.Len(t, out.Things, 1)
+}
+
+// TestFleetIndexAcrossReplicas: on PostgreSQL, what one replica changes (a configuration, a
+// thing, a shadow) reaches the other replica's index within moments.
+func TestFleetIndexAcrossReplicas(t *testing.T) {
+	url := pgtest.DB(t)
+	open := func() *jobs.Service {
+		svc, err := jobs.Open(jobs.Options{PostgresURL: url, ArtifactDir: t.TempDir(), Logger: zerolog.Nop()})
+		require.NoError(t, err)
+		t.Cleanup(func() { svc.Close() })
+		return svc
+	}
+	a, b := open(), open()
+	require.NoError(t, a.UpdateIndexingConfiguration(jobs.HealthIndexing()))
+	search := func(svc *jobs.Service, q string) int {
+		n, err := svc.CountIndex(q)
+		if err != nil {
+			return -1
+		}
+		return n
+	}
+	require.Eventually(t, func() bool { return search(b, "*") == 0 }, 10*time.Second, 20*time.Millisecond, "b turned its index on")
+	_, err := a.CreateThing("dev-1", map[string]string{"site": "berlin"})
+	require.NoError(t, err)
+	_, err = a.UpdateShadow("dev-1", "health", []byte(`{"state":{"reported":{"restarts":3}}}`))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return search(b, "attributes.site:berlin AND shadow.name.health.reported.restarts:3") == 1
+	},
+		10*time.Second, 20*time.Millisecond, "a's writes reach b's index")
+	require.NoError(t, b.DeleteThing("dev-1", 0))
+	require.Eventually(t, func() bool { return search(a, "*") == 0 }, 10*time.Second, 20*time.Millisecond, "and b's reach a's")
 }

@@ -630,3 +630,70 @@ func (s *pgStore) acquireLeader(ctx context.Context) (*pgx.Conn, error) {
 	}
 	return conn, nil
 }
+
+// pgThingsChannel carries the names of things a replica changed, so that every replica's
+// fleet index rereads them (fleetindex.go).
+const pgThingsChannel = "otaflow_things"
+
+// notifyThings tells the other replicas which things changed; from names the payload they
+// skip their own notices by.
+func (s *pgStore) notifyThings(from string, names []string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	payload := from
+	flush := func() error {
+		if payload == from {
+			return nil
+		}
+		_, err := s.pool.Exec(ctx, "SELECT pg_notify($1, $2)", pgThingsChannel, payload)
+		payload = from
+		return err
+	}
+	for _, n := range names {
+		if len(payload)+len(n)+1 > 7000 { // PostgreSQL's limit is 8000 bytes
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		payload += "\n" + n
+	}
+	return flush()
+}
+
+// listenThings calls changed with the things other replicas changed, until ctx ends. After a
+// lost connection it calls changed with nil (everything may have changed meanwhile).
+func (s *pgStore) listenThings(ctx context.Context, self string, changed func(names []string)) {
+	for first := true; ctx.Err() == nil; first = false {
+		if !first {
+			changed(nil)
+		}
+		s.listenOnce(ctx, self, changed)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (s *pgStore) listenOnce(ctx context.Context, self string, changed func([]string)) {
+	pc, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return
+	}
+	conn := pc.Hijack() // a LISTENing session is nobody else's
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN "+pgThingsChannel); err != nil {
+		return
+	}
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return
+		}
+		parts := strings.Split(n.Payload, "\n")
+		if len(parts) < 2 || parts[0] == self {
+			continue
+		}
+		changed(parts[1:])
+	}
+}

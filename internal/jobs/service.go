@@ -113,6 +113,7 @@ func Open(o Options) (*Service, error) {
 		st.Close()
 		return nil, err
 	}
+	s.listenForChanges()
 	s.swept.Add(1)
 	go s.sweepLoop(o.SweepInterval)
 	return s, nil
@@ -133,6 +134,7 @@ func (s *Service) SetBaseURL(u string) { s.baseURL = u }
 func (s *Service) Close() error {
 	err := errors.New("jobs service already closed")
 	s.closeOnce.Do(func() {
+		s.stopListening()
 		close(s.stopSweep)
 		s.swept.Wait()
 		err = s.st.Close()
