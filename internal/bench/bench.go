@@ -48,6 +48,8 @@ type Options struct {
 	Starter string
 	// AgentPackage is built for the footprint figures ("" skips them).
 	AgentPackage string
+	// GateSizes are the fleet sizes one health gate evaluation is timed at (gate.go).
+	GateSizes []int
 	// DevicesPerProcess bounds each fleet process (one process holds at most ~20,000 files).
 	DevicesPerProcess int
 	// PostgresURL, an admin URL, puts the jobs service on PostgreSQL: each throughput run gets
@@ -70,6 +72,7 @@ type Results struct {
 	Notify     *Latency      `json:"notifyLatency,omitempty"`
 	Agent      *AgentFigures `json:"agent,omitempty"`
 	Download   *Download     `json:"download,omitempty"`
+	Gates      []Gate        `json:"healthGates,omitempty"`
 }
 
 // Machine describes where the figures were measured.
@@ -179,6 +182,15 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 			return res, fmt.Errorf("notify latency: %w", err)
 		}
 		res.Notify = l
+	}
+	for _, n := range o.GateSizes {
+		for _, pg := range gateStores(&o) {
+			g, err := gateFigure(ctx, &o, n, pg)
+			if err != nil {
+				return res, fmt.Errorf("health gate at %d things: %w", n, err)
+			}
+			res.Gates = append(res.Gates, *g)
+		}
 	}
 	if o.AgentPackage != "" || o.ArtifactMB > 0 {
 		a, d, err := agentFigures(ctx, &o)
