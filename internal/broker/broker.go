@@ -8,6 +8,7 @@ import (
 	"crypto/subtle"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -288,7 +289,7 @@ type limits struct{ publishes, bytes *rate.Limiter }
 func (h *policyHook) ID() string { return "otaflow-policy" }
 
 func (h *policyHook) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnPublish || b == mqtt.OnDisconnect
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnPublish || b == mqtt.OnDisconnect || b == mqtt.OnSessionEstablished
 }
 
 // OnPublish drops a device's publishes beyond its rate, and answers itself those the jobs
@@ -350,7 +351,39 @@ func (h *policyHook) reject(pk packets.Packet, code iotjobs.ErrorCode, message s
 	}()
 }
 
-func (h *policyHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.limiters.Delete(cl) }
+func (h *policyHook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
+	h.limiters.Delete(cl)
+	if !h.isService(cl) {
+		reason := "CLIENT_INITIATED_DISCONNECT"
+		if err != nil && !errors.Is(err, io.EOF) {
+			reason = "CONNECTION_LOST"
+		}
+		h.presence(cl, "disconnected", reason)
+	}
+}
+
+// OnSessionEstablished announces a device's connection.
+func (h *policyHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	if !h.isService(cl) {
+		h.presence(cl, "connected", "")
+	}
+}
+
+// PresenceTopic is where the broker announces a client's connection or disconnection
+// (eventType "connected" or "disconnected"), as AWS IoT Core's lifecycle events do.
+func PresenceTopic(event, clientID string) string { return "$aws/events/presence/" + event + "/" + clientID }
+
+// presence publishes AWS's lifecycle event for a device (only the service may read them).
+func (h *policyHook) presence(cl *mqtt.Client, event, reason string) {
+	ev := map[string]any{"clientId": cl.ID, "timestamp": time.Now().UnixMilli(), "eventType": event}
+	if reason != "" {
+		ev["disconnectReason"] = reason
+	}
+	raw, _ := json.Marshal(ev)
+	if err := h.srv.Publish(PresenceTopic(event, cl.ID), raw, false, 1); err != nil {
+		h.log.Debug().Err(err).Str("client", cl.ID).Msg("presence event not published")
+	}
+}
 
 func (h *policyHook) isService(cl *mqtt.Client) bool {
 	return bytes.Equal(cl.Properties.Username, h.user)
@@ -403,7 +436,7 @@ func (h *policyHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 		topic = filter
 	}
 	if h.isService(cl) {
-		return strings.HasPrefix(topic, "$aws/things/")
+		return strings.HasPrefix(topic, "$aws/things/") || (!write && strings.HasPrefix(topic, "$aws/events/presence/"))
 	}
 	rest, ok := strings.CutPrefix(topic, "$aws/things/"+cl.ID+"/")
 	if !ok {

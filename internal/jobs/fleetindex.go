@@ -183,6 +183,51 @@ func HealthIndexing() IndexingConfiguration {
 	return cfg
 }
 
+// Connectivity comes from the broker's lifecycle events, as on AWS IoT Core.
+const (
+	presencePrefix = "$aws/events/presence/"
+	presenceFilter = presencePrefix + "+/+"
+	presenceKind   = "presence"
+)
+
+type presenceEvent struct {
+	ClientID         string `json:"clientId"`
+	Timestamp        int64  `json:"timestamp"`
+	EventType        string `json:"eventType"`
+	DisconnectReason string `json:"disconnectReason,omitempty"`
+}
+
+// presence records a device's connection or disconnection, when the index keeps
+// connectivity (thingConnectivityIndexingMode STATUS); otherwise it costs nothing. The
+// record is written in the background: the MQTT router must not wait for the store.
+func (s *Service) presence(payload []byte) {
+	if cfg, ix := s.index.current(); ix == nil || cfg.ThingConnectivityIndexingMode != "STATUS" {
+		return
+	}
+	var ev presenceEvent
+	if json.Unmarshal(payload, &ev) != nil || ev.ClientID == "" || (ev.EventType != "connected" && ev.EventType != "disconnected") {
+		return
+	}
+	go func() {
+		err := s.st.Batch(func(t Tx) error {
+			th, err := t.thing(ev.ClientID)
+			if err != nil || th == nil {
+				return err // a client that is no thing has no connectivity to index
+			}
+			if raw, _ := t.record(presenceKind, ev.ClientID); raw != nil {
+				var last presenceEvent
+				if json.Unmarshal(raw, &last) == nil && last.Timestamp > ev.Timestamp {
+					return nil // events may arrive out of order
+				}
+			}
+			return t.putRecord(presenceKind, ev.ClientID, payload)
+		})
+		if err != nil {
+			s.log.Warn().Err(err).Str("thing", ev.ClientID).Msg("fleet index: could not record connectivity")
+		}
+	}()
+}
+
 // indexDoc is a thing as the index sees it under cfg.
 func indexDoc(t Tx, th *Thing, cfg IndexingConfiguration) (fleetindex.Doc, error) {
 	d := fleetindex.Doc{ThingName: th.Name, ThingID: th.ID, ThingTypeName: th.TypeName, Attributes: th.Attributes}
@@ -191,6 +236,17 @@ func indexDoc(t Tx, th *Thing, cfg IndexingConfiguration) (fleetindex.Doc, error
 		return d, err
 	}
 	d.Groups = groups
+	if cfg.ThingConnectivityIndexingMode == "STATUS" {
+		raw, err := t.record(presenceKind, th.Name)
+		if err != nil {
+			return d, err
+		}
+		var ev presenceEvent
+		if raw != nil && json.Unmarshal(raw, &ev) == nil {
+			connected := ev.EventType == "connected"
+			d.Connected, d.ConnectedAt = &connected, ev.Timestamp
+		}
+	}
 	if cfg.ThingIndexingMode == "REGISTRY_AND_SHADOW" && cfg.NamedShadowIndexingMode == "ON" && cfg.Filter != nil {
 		for _, name := range cfg.Filter.NamedShadowNames {
 			sh, err := shadowOf(t, th, name)
@@ -275,6 +331,9 @@ func (t touchingTx) deleteGroup(name string) error {
 func (t touchingTx) putRecord(kind, name string, body []byte) error {
 	if thing, ok := strings.CutPrefix(kind, "shadow/"); ok {
 		*t.touched = append(*t.touched, thing)
+	}
+	if kind == presenceKind {
+		*t.touched = append(*t.touched, name)
 	}
 	return t.Tx.putRecord(kind, name, body)
 }

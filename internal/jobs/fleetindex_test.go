@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/mqtttest"
 	"github.com/otaflow/otaflow/internal/pgtest"
 )
 
@@ -190,4 +191,28 @@ func TestFleetIndexAcrossReplicas(t *testing.T) {
 		10*time.Second, 20*time.Millisecond, "a's writes reach b's index")
 	require.NoError(t, b.DeleteThing("dev-1", 0))
 	require.Eventually(t, func() bool { return search(a, "*") == 0 }, 10*time.Second, 20*time.Millisecond, "and b's reach a's")
+}
+
+// TestConnectivityIsIndexed: with thingConnectivityIndexingMode STATUS, the broker's lifecycle
+// events (AWS's $aws/events/presence/…, which the embedded broker publishes) keep
+// connectivity.connected current.
+func TestConnectivityIsIndexed(t *testing.T) {
+	b := mqtttest.Embedded(t)
+	svc := openService(t, t.TempDir())
+	defer svc.Close()
+	servePlane(t, svc, b.URL, "dev-1", "dev-2")
+	cfg := jobs.HealthIndexing()
+	cfg.ThingConnectivityIndexingMode = "STATUS"
+	require.NoError(t, svc.UpdateIndexingConfiguration(cfg))
+	count := func(q string) int {
+		n, err := svc.CountIndex(q)
+		require.NoError(t, err)
+		return n
+	}
+	dev := connectDevice(t, b, "dev-1")
+	require.Eventually(t, func() bool { return count("connectivity.connected:true") == 1 }, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, 0, count("thingName:dev-2 AND connectivity.connected:*"), "a device never seen has no connectivity")
+	dev.client.Disconnect(100)
+	require.Eventually(t, func() bool { return count("connectivity.connected:false AND thingName:dev-1") == 1 }, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, 1, count("connectivity.timestamp>0"))
 }

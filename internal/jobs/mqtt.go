@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -110,6 +111,9 @@ func (s *Service) ServeMQTT(o MQTTOptions) (*MQTTPlane, error) {
 		}
 		subs[topic] = 1
 	}
+	// Devices' lifecycle events (AWS's $aws/events/presence/…; the embedded broker publishes
+	// them), for the fleet index's connectivity.
+	subs[presenceFilter] = 1
 	opts := paho.NewClientOptions().
 		AddBroker(o.BrokerURL).
 		SetClientID(o.ClientID).
@@ -284,6 +288,10 @@ func decode(payload []byte, v any) error {
 // perThingQueued requests already waiting, or a full queue, is told RequestThrottled.
 func (p *MQTTPlane) handle(_ paho.Client, m paho.Message) {
 	topic := m.Topic()
+	if strings.HasPrefix(topic, presencePrefix) {
+		p.svc.presence(m.Payload())
+		return
+	}
 	req := planeRequest{topic: topic, payload: m.Payload()}
 	if thing, name, op, ok := parseShadowTopic(topic); ok {
 		req.r.Thing, req.shadow, req.shadowOp = thing, name, op

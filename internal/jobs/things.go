@@ -94,6 +94,9 @@ func (s *Service) DeleteThing(name string, expectedVersion int64) error {
 		if err := deleteShadows(t, th); err != nil {
 			return err
 		}
+		if err := t.deleteRecord(presenceKind, name); err != nil {
+			return err
+		}
 		return t.deleteThing(name)
 	})
 	return err
