@@ -371,7 +371,9 @@ func (h *policyHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 
 // PresenceTopic is where the broker announces a client's connection or disconnection
 // (eventType "connected" or "disconnected"), as AWS IoT Core's lifecycle events do.
-func PresenceTopic(event, clientID string) string { return "$aws/events/presence/" + event + "/" + clientID }
+func PresenceTopic(event, clientID string) string {
+	return "$aws/events/presence/" + event + "/" + clientID
+}
 
 // presence publishes AWS's lifecycle event for a device (only the service may read them).
 func (h *policyHook) presence(cl *mqtt.Client, event, reason string) {
