@@ -38,6 +38,10 @@ type Index struct {
 	mu   sync.RWMutex
 	docs map[string]*entry
 	post map[string]map[string]map[string]struct{} // field → value → things
+	// cols are every field's values by thing, nums the first numeric value: what the
+	// aggregations read, one lookup per matched thing.
+	cols map[string]map[string][]string
+	nums map[string]map[string]float64
 }
 
 type entry struct {
@@ -47,7 +51,8 @@ type entry struct {
 
 // New returns an empty index.
 func New() *Index {
-	return &Index{docs: map[string]*entry{}, post: map[string]map[string]map[string]struct{}{}}
+	return &Index{docs: map[string]*entry{}, post: map[string]map[string]map[string]struct{}{},
+		cols: map[string]map[string][]string{}, nums: map[string]map[string]float64{}}
 }
 
 // Len is how many things the index holds.
@@ -67,6 +72,23 @@ func (ix *Index) Put(d Doc) {
 	}
 	ix.docs[d.ThingName] = e
 	for f, vals := range e.fields {
+		col := ix.cols[f]
+		if col == nil {
+			col = map[string][]string{}
+			ix.cols[f] = col
+		}
+		col[d.ThingName] = vals
+		for _, v := range vals {
+			if n, err := strconv.ParseFloat(v, 64); err == nil {
+				num := ix.nums[f]
+				if num == nil {
+					num = map[string]float64{}
+					ix.nums[f] = num
+				}
+				num[d.ThingName] = n
+				break
+			}
+		}
 		byVal := ix.post[f]
 		if byVal == nil {
 			byVal = map[string]map[string]struct{}{}
@@ -95,6 +117,14 @@ func (ix *Index) Delete(name string) {
 
 func (ix *Index) unpost(name string, e *entry) {
 	for f, vals := range e.fields {
+		delete(ix.cols[f], name)
+		if len(ix.cols[f]) == 0 {
+			delete(ix.cols, f)
+		}
+		delete(ix.nums[f], name)
+		if len(ix.nums[f]) == 0 {
+			delete(ix.nums, f)
+		}
 		for _, v := range vals {
 			if set := ix.post[f][v]; set != nil {
 				delete(set, name)
@@ -174,40 +204,8 @@ type set = map[string]struct{}
 func (ix *Index) match(n Node) set {
 	switch n := n.(type) {
 	case And:
-		// Intersect, smallest first; NOT parts subtract.
-		var pos []set
-		var neg []set
-		for _, p := range n.Parts {
-			if not, ok := p.(Not); ok {
-				neg = append(neg, ix.match(not.Part))
-				continue
-			}
-			pos = append(pos, ix.match(p))
-		}
-		var out set
-		if len(pos) == 0 {
-			out = ix.all()
-		} else {
-			slices.SortFunc(pos, func(a, b set) int { return len(a) - len(b) })
-			out = set{}
-			for k := range pos[0] {
-				in := true
-				for _, s := range pos[1:] {
-					if _, ok := s[k]; !ok {
-						in = false
-						break
-					}
-				}
-				if in {
-					out[k] = struct{}{}
-				}
-			}
-		}
-		for _, s := range neg {
-			for k := range s {
-				delete(out, k)
-			}
-		}
+		out := set{}
+		ix.each(n, func(k string) { out[k] = struct{}{} })
 		return out
 	case Or:
 		out := set{}
@@ -229,6 +227,149 @@ func (ix *Index) match(n Node) set {
 		return ix.rangeOf(n)
 	}
 	return set{}
+}
+
+// each calls fn with every thing n matches. An AND materializes only the part likely to match
+// least and tests the others thing by thing (no intermediate sets).
+func (ix *Index) each(n Node, fn func(string)) {
+	and, ok := n.(And)
+	if !ok {
+		for k := range ix.match(n) {
+			fn(k)
+		}
+		return
+	}
+	best, size := -1, 0
+	for i, p := range and.Parts {
+		if est, ok := ix.estimate(p); ok && (best < 0 || est < size) {
+			best, size = i, est
+		}
+	}
+	var base set
+	if best < 0 {
+		base = ix.all()
+	} else {
+		base = ix.match(and.Parts[best])
+	}
+	tests := make([]func(string) bool, 0, len(and.Parts))
+	for i, p := range and.Parts {
+		if i != best {
+			tests = append(tests, ix.member(p))
+		}
+	}
+things:
+	for k := range base {
+		for _, test := range tests {
+			if !test(k) {
+				continue things
+			}
+		}
+		fn(k)
+	}
+}
+
+// estimate is how many things n matches at most, when that is cheap to tell (a NOT is not:
+// it is best tested, not materialized).
+func (ix *Index) estimate(n Node) (int, bool) {
+	switch n := n.(type) {
+	case Term:
+		if n.Field != "" && !n.Pattern {
+			return len(ix.post[n.Field][norm(n.Value)]), true
+		}
+		if n.Field != "" {
+			return len(ix.cols[n.Field]), true
+		}
+		return len(ix.docs), true
+	case Range:
+		if n.Field != "" {
+			return len(ix.cols[n.Field]), true
+		}
+		return len(ix.docs), true
+	case Or:
+		sum := 0
+		for _, p := range n.Parts {
+			e, ok := ix.estimate(p)
+			if !ok {
+				return 0, false
+			}
+			sum += e
+		}
+		return sum, true
+	case And:
+		best, found := 0, false
+		for _, p := range n.Parts {
+			if e, ok := ix.estimate(p); ok && (!found || e < best) {
+				best, found = e, true
+			}
+		}
+		return best, found
+	}
+	return 0, false
+}
+
+// member is a test of whether a thing matches n, without building the set of all that do.
+func (ix *Index) member(n Node) func(string) bool {
+	switch n := n.(type) {
+	case Term:
+		if n.Field != "" && !n.Pattern {
+			things := ix.post[n.Field][norm(n.Value)]
+			return func(k string) bool { _, ok := things[k]; return ok }
+		}
+		if n.Field != "" {
+			col, pat, any := ix.cols[n.Field], strings.ToLower(n.Value), n.Value == "*"
+			return func(k string) bool {
+				for _, v := range col[k] {
+					if any || matchPattern(pat, v) {
+						return true
+					}
+				}
+				return false
+			}
+		}
+	case Range:
+		if n.Field != "" {
+			col := ix.cols[n.Field]
+			return func(k string) bool {
+				for _, v := range col[k] {
+					if n.holds(v) {
+						return true
+					}
+				}
+				return false
+			}
+		}
+	case Or:
+		tests := make([]func(string) bool, len(n.Parts))
+		for i, p := range n.Parts {
+			tests[i] = ix.member(p)
+		}
+		return func(k string) bool {
+			for _, t := range tests {
+				if t(k) {
+					return true
+				}
+			}
+			return false
+		}
+	case Not:
+		t := ix.member(n.Part)
+		return func(k string) bool { return !t(k) }
+	case And:
+		tests := make([]func(string) bool, len(n.Parts))
+		for i, p := range n.Parts {
+			tests[i] = ix.member(p)
+		}
+		return func(k string) bool {
+			for _, t := range tests {
+				if !t(k) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	s := ix.match(n) // a term of every field: materialize once
+	return func(k string) bool { _, ok := s[k]; return ok }
 }
 
 func (ix *Index) all() set {
@@ -359,21 +500,43 @@ func (ix *Index) Search(q Node, after string, max int) ([]Doc, bool) {
 func (ix *Index) Count(q Node) int {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	return len(ix.match(q))
+	n := 0
+	ix.each(q, func(string) { n++ })
+	return n
 }
 
 // values returns the values of field held by the things q matches (one list per thing).
 func (ix *Index) values(q Node, field string) [][]string {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
-	hits := ix.match(q)
-	out := make([][]string, 0, len(hits))
-	for k := range hits {
-		if vs := ix.docs[k].fields[field]; len(vs) > 0 {
+	col := ix.cols[field]
+	var out [][]string
+	ix.each(q, func(k string) {
+		if vs, ok := col[k]; ok {
 			out = append(out, vs)
 		}
-	}
+	})
 	return out
+}
+
+// numbers returns field's numeric values over the things q matches, and how many of them
+// hold the field at all.
+func (ix *Index) numbers(q Node, field string) ([]float64, int) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	col, num := ix.cols[field], ix.nums[field]
+	var out []float64
+	n := 0
+	ix.each(q, func(k string) {
+		if _, ok := col[k]; !ok {
+			return
+		}
+		n++
+		if v, ok := num[k]; ok {
+			out = append(out, v)
+		}
+	})
+	return out, n
 }
 
 // Statistics are GetStatistics' figures. For a field that is not a number only Count is set.
@@ -387,20 +550,13 @@ type Statistics struct {
 // numbers, the moments AWS returns (population variance).
 func (ix *Index) Stats(q Node, field string, numeric bool) Statistics {
 	var st Statistics
-	var nums []float64
-	for _, vs := range ix.values(q, field) {
-		st.Count++
-		if !numeric {
-			continue
-		}
-		for _, v := range vs {
-			if f, err := strconv.ParseFloat(v, 64); err == nil {
-				nums = append(nums, f)
-				break
-			}
-		}
+	if !numeric {
+		st.Count = len(ix.values(q, field))
+		return st
 	}
-	if !numeric || len(nums) == 0 {
+	nums, n := ix.numbers(q, field)
+	st.Count = n
+	if len(nums) == 0 {
 		return st
 	}
 	st.Numeric, st.Count = true, len(nums)
@@ -410,9 +566,9 @@ func (ix *Index) Stats(q Node, field string, numeric bool) Statistics {
 		st.SumOfSquares += f * f
 		st.Minimum, st.Maximum = math.Min(st.Minimum, f), math.Max(st.Maximum, f)
 	}
-	n := float64(len(nums))
-	st.Average = st.Sum / n
-	st.Variance = math.Max(st.SumOfSquares/n-st.Average*st.Average, 0)
+	c := float64(len(nums))
+	st.Average = st.Sum / c
+	st.Variance = math.Max(st.SumOfSquares/c-st.Average*st.Average, 0)
 	st.StdDeviation = math.Sqrt(st.Variance)
 	return st
 }
@@ -420,15 +576,7 @@ func (ix *Index) Stats(q Node, field string, numeric bool) Statistics {
 // Percentiles are the values of a numeric field at each percent (linear interpolation
 // between the closest ranks), over the things q matches.
 func (ix *Index) Percentiles(q Node, field string, percents []float64) map[float64]float64 {
-	var nums []float64
-	for _, vs := range ix.values(q, field) {
-		for _, v := range vs {
-			if f, err := strconv.ParseFloat(v, 64); err == nil {
-				nums = append(nums, f)
-				break
-			}
-		}
-	}
+	nums, _ := ix.numbers(q, field)
 	out := map[float64]float64{}
 	if len(nums) == 0 {
 		return out
