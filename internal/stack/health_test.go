@@ -3,6 +3,8 @@ package stack_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -17,13 +19,21 @@ import (
 // TestReleaseHealthGates: on the real stack with real installs and agents, a release that
 // installs cleanly and then fails its health check on two devices stops at the wave that
 // holds them and puts the updated devices back; a good release passes every gate, and its
-// window survives the worker being stopped and started again mid-window.
+// window survives the worker (a process of its own) being SIGKILLed mid-window.
 func TestReleaseHealthGates(t *testing.T) {
 	ctx := context.Background()
 	s, err := stack.Start(ctx, stack.Options{DataDir: t.TempDir(), InMemoryTemporal: true, UIPort: -1, Logger: testLogger(),
-		DeviceHealthInterval: 300 * time.Millisecond})
+		DeviceHealthInterval: 300 * time.Millisecond, NoWorker: true})
 	require.NoError(t, err)
 	defer s.Close()
+	startWorker := func() *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestWorkerChild$", "-test.count=1")
+		cmd.Env = append(os.Environ(), workerChildEnv+"=1", "WORKER_TEMPORAL="+s.Temporal.FrontendAddr(), "WORKER_JOBS="+s.JobsURL)
+		require.NoError(t, cmd.Start())
+		return cmd
+	}
+	worker := startWorker()
+	defer func() { worker.Process.Kill(); worker.Wait() }()
 	fleet, err := s.UseRealInstalls(ctx, "1.10.2", nil)
 	require.NoError(t, err)
 	arns, err := s.StartDevices(ctx, 8, "1.10.2", 0)
@@ -85,9 +95,10 @@ func TestReleaseHealthGates(t *testing.T) {
 		before, err = rolloutclient.Status(ctx, s.Client, "healthy")
 		return err == nil && before.State == workflows.StateObserving
 	}, 30*time.Second, 50*time.Millisecond)
-	s.StopWorker()
+	require.NoError(t, worker.Process.Kill()) // SIGKILL: no goodbye
+	worker.Wait()
 	time.Sleep(time.Second)
-	require.NoError(t, s.StartWorker())
+	worker = startWorker()
 	res, err = rolloutclient.Result(ctx, run)
 	require.NoError(t, err, res.Message)
 	require.Equal(t, workflows.StateSucceeded, res.State)
