@@ -40,7 +40,7 @@ unit:
 	$(GO) test -race -count=1 $(RACE_PKGS)
 
 e2e:
-	$(GO) test -count=1 -timeout 20m ./internal/stack/... ./internal/devserver/
+	$(GO) test -count=1 -timeout 20m ./internal/stack/... ./internal/devserver/ ./starter/
 
 # compose-check validates docker-compose.yml without an engine and checks each image tag
 # against its pin (internal/deploycheck).

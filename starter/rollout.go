@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,6 +42,9 @@ type rolloutFlags struct {
 	healthAction     string
 	healthCriteria   string
 	noHealthDefaults bool
+	restartsRatio    float64
+	metricBounds     []string
+	healthMinSample  int
 }
 
 func (f *rolloutFlags) bind(fs *pflag.FlagSet, defaultTimeout time.Duration) {
@@ -60,26 +64,57 @@ func (f *rolloutFlags) bind(fs *pflag.FlagSet, defaultTimeout time.Duration) {
 	fs.DurationVar(&f.healthInterval, "health-interval", time.Minute, "evaluate the health criteria this often during --health-window")
 	fs.StringVar(&f.healthAction, "health-action", workflows.HealthPause, "on a health breach: pause (for `starter rollout override-health` or cancel) or abort (with --on-failure ROLLBACK, updated devices go back)")
 	fs.StringVar(&f.healthCriteria, "health-criteria", "", "JSON or YAML file with health criteria (a list of {name, metric, statistic, over, max, maxRatio, minSample})")
+	fs.Float64Var(&f.restartsRatio, "health-restarts-ratio", 0, "breach when the updated devices' restarts per device exceed this many times the control cohort's (e.g. 3; 0: not judged)")
+	fs.StringArrayVar(&f.metricBounds, "health-max", nil, "breach when a health metric's statistic exceeds a bound: METRIC[:STATISTIC]=MAX, e.g. metrics.errors:p95=10 or restarts=2 (statistic default average; repeatable)")
+	fs.IntVar(&f.healthMinSample, "health-min-sample", 10, "devices that must report a metric before --health-restarts-ratio and --health-max judge it")
 	fs.BoolVar(&f.noHealthDefaults, "no-health-defaults", false, "judge only --health-criteria, not the defaults (offline since the update, reboot loops, failing health checks)")
+}
+
+// parseMetricBound reads METRIC[:STATISTIC]=MAX.
+func parseMetricBound(b string) (workflows.HealthCriterion, error) {
+	lhs, rhs, ok := strings.Cut(b, "=")
+	max, err := strconv.ParseFloat(strings.TrimSpace(rhs), 64)
+	if !ok || err != nil {
+		return workflows.HealthCriterion{}, fmt.Errorf("--health-max %q: write METRIC[:STATISTIC]=MAX, e.g. metrics.errors:p95=10", b)
+	}
+	metric, stat, _ := strings.Cut(strings.TrimSpace(lhs), ":")
+	if stat == "" {
+		stat = "average"
+	}
+	return workflows.HealthCriterion{Name: stat + " of " + metric, Metric: metric, Statistic: stat, Max: &max}, nil
 }
 
 // healthGate reads the health flags; nil without --health-window.
 func (f *rolloutFlags) healthGate() (*workflows.HealthGate, error) {
 	if f.healthWindow == 0 {
-		if f.healthCriteria != "" || f.noHealthDefaults {
-			return nil, fmt.Errorf("--health-criteria and --no-health-defaults need --health-window: how long to watch each wave")
+		if f.healthCriteria != "" || f.noHealthDefaults || f.restartsRatio > 0 || len(f.metricBounds) > 0 {
+			return nil, fmt.Errorf("health criteria need --health-window: how long to watch each wave after it updated")
 		}
 		return nil, nil
 	}
 	g := &workflows.HealthGate{Window: f.healthWindow, Interval: f.healthInterval, Action: strings.ToLower(f.healthAction), NoDefaults: f.noHealthDefaults}
+	if f.restartsRatio > 0 {
+		g.Criteria = append(g.Criteria, workflows.HealthCriterion{Name: "restarts per device", Metric: "restarts", Statistic: "average",
+			MaxRatio: f.restartsRatio, MinSample: f.healthMinSample})
+	}
+	for _, b := range f.metricBounds {
+		c, err := parseMetricBound(b)
+		if err != nil {
+			return nil, err
+		}
+		c.MinSample = f.healthMinSample
+		g.Criteria = append(g.Criteria, c)
+	}
 	if f.healthCriteria != "" {
 		raw, err := os.ReadFile(f.healthCriteria)
 		if err != nil {
 			return nil, fmt.Errorf("--health-criteria: %w", err)
 		}
-		if err := yaml.UnmarshalStrict(raw, &g.Criteria); err != nil {
+		var fromFile []workflows.HealthCriterion
+		if err := yaml.UnmarshalStrict(raw, &fromFile); err != nil {
 			return nil, fmt.Errorf("--health-criteria %s is not a list of criteria ({name, metric, statistic, over, max, maxRatio, minSample}): %w", f.healthCriteria, err)
 		}
+		g.Criteria = append(g.Criteria, fromFile...)
 	}
 	return g, nil
 }
