@@ -124,7 +124,7 @@ Throughput figures are medians of --repeat runs. Run it from the repository (it 
 	}
 	f := cmd.Flags()
 	f.StringVar(&sizes, "sizes", "100,1000,10000", "fleet sizes for throughput and history length")
-	f.StringVar(&gateSizes, "gate-sizes", "", "fleet sizes at which one health gate evaluation is timed, on bbolt (and PostgreSQL with --postgres), e.g. 10000,100000")
+	f.StringVar(&gateSizes, "gate-sizes", "", "fleet sizes at which one health gate evaluation is timed, on bbolt (on PostgreSQL with --postgres), e.g. 10000,100000")
 	f.StringVar(&simSizes, "simulated-sizes", "", "fleet sizes driven by the light protocol-level simulator (8 MQTT sessions for all devices, no agents), e.g. 100000,1000000")
 	f.IntVar(&o.Repeat, "repeat", 3, "runs per throughput figure (the median is reported)")
 	f.IntVar(&o.Samples, "samples", 200, "notify latency samples (0 skips)")

@@ -133,10 +133,5 @@ func gateFigure(ctx context.Context, o *Options, n int, postgres bool) (*Gate, e
 	return g, nil
 }
 
-// gateStores is the stores a gate figure is measured on.
-func gateStores(o *Options) []bool {
-	if o.PostgresURL != "" {
-		return []bool{false, true}
-	}
-	return []bool{false}
-}
+// gateStores is the store a gate figure is measured on: the run's (PostgreSQL with --postgres).
+func gateStores(o *Options) []bool { return []bool{o.PostgresURL != ""} }
