@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -512,6 +513,28 @@ func (s *Service) readIndexQuery(r *http.Request) (indexQuery, IndexingConfigura
 	return q, cfg, ix, n, err
 }
 
+// aggregation is an aggregation request, read and checked: its query, its field (the
+// default when none is given) and the field's type.
+type aggregation struct {
+	q          indexQuery
+	ix         *fleetindex.Index
+	n          fleetindex.Node
+	field, typ string
+}
+
+func (s *Service) readAggregation(r *http.Request, defaultField string, numeric bool) (*aggregation, error) {
+	q, cfg, ix, n, err := s.readIndexQuery(r)
+	if err != nil {
+		return nil, err
+	}
+	field := cmp.Or(q.AggregationField, defaultField)
+	typ, err := aggregationField(cfg, field, numeric)
+	if err != nil {
+		return nil, err
+	}
+	return &aggregation{q: q, ix: ix, n: n, field: field, typ: typ}, nil
+}
+
 // aggregationField checks an aggregation's field: indexed (managed or custom) and, for
 // numeric aggregations, a Number.
 func aggregationField(cfg IndexingConfiguration, field string, numeric bool) (string, error) {
@@ -581,21 +604,12 @@ func thingDocument(cfg IndexingConfiguration, d fleetindex.Doc) map[string]any {
 }
 
 func (s *Service) handleGetStatistics(w http.ResponseWriter, r *http.Request) {
-	q, cfg, ix, n, err := s.readIndexQuery(r)
+	a, err := s.readAggregation(r, "thingName", false) // no field: AWS counts the things
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	field := q.AggregationField
-	if field == "" {
-		field = "thingName" // AWS's default: count the things
-	}
-	typ, err := aggregationField(cfg, field, false)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	st := ix.Stats(n, field, typ == "Number")
+	st := a.ix.Stats(a.n, a.field, a.typ == "Number")
 	out := map[string]any{"count": st.Count}
 	if st.Numeric {
 		for k, v := range map[string]float64{"average": st.Average, "sum": st.Sum, "minimum": st.Minimum, "maximum": st.Maximum,
@@ -607,16 +621,12 @@ func (s *Service) handleGetStatistics(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) handleGetPercentiles(w http.ResponseWriter, r *http.Request) {
-	q, cfg, ix, n, err := s.readIndexQuery(r)
+	a, err := s.readAggregation(r, "", true)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	if _, err := aggregationField(cfg, q.AggregationField, true); err != nil {
-		writeError(w, err)
-		return
-	}
-	percents := q.Percents
+	percents := a.q.Percents
 	if len(percents) == 0 {
 		percents = []float64{1, 5, 25, 50, 75, 95, 99} // AWS's default
 	}
@@ -626,7 +636,7 @@ func (s *Service) handleGetPercentiles(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	vals := ix.Percentiles(n, q.AggregationField, percents)
+	vals := a.ix.Percentiles(a.n, a.field, percents)
 	out := []map[string]any{}
 	for _, p := range percents {
 		if v, ok := vals[p]; ok {
@@ -637,32 +647,21 @@ func (s *Service) handleGetPercentiles(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) handleGetCardinality(w http.ResponseWriter, r *http.Request) {
-	q, cfg, ix, n, err := s.readIndexQuery(r)
+	a, err := s.readAggregation(r, "thingName", false)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	field := q.AggregationField
-	if field == "" {
-		field = "thingName"
-	}
-	if _, err := aggregationField(cfg, field, false); err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, map[string]any{"cardinality": ix.Cardinality(n, field)})
+	writeJSON(w, map[string]any{"cardinality": a.ix.Cardinality(a.n, a.field)})
 }
 
 func (s *Service) handleGetBucketsAggregation(w http.ResponseWriter, r *http.Request) {
-	q, cfg, ix, n, err := s.readIndexQuery(r)
+	a, err := s.readAggregation(r, "", false)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	if _, err := aggregationField(cfg, q.AggregationField, false); err != nil {
-		writeError(w, err)
-		return
-	}
+	q := a.q
 	if q.BucketsAggregationType == nil || q.BucketsAggregationType.TermsAggregation == nil {
 		writeError(w, errorf(CodeInvalidRequest, "bucketsAggregationType.termsAggregation is required"))
 		return
@@ -675,12 +674,12 @@ func (s *Service) handleGetBucketsAggregation(w http.ResponseWriter, r *http.Req
 		writeError(w, errorf(CodeInvalidRequest, "maxBuckets must be from 1 to 10000"))
 		return
 	}
-	buckets := ix.Buckets(n, q.AggregationField, max)
+	buckets := a.ix.Buckets(a.n, a.field, max)
 	out := make([]map[string]any, len(buckets))
 	for i, b := range buckets {
 		out[i] = map[string]any{"keyValue": b.Key, "count": b.Count}
 	}
-	writeJSON(w, map[string]any{"totalCount": ix.Count(n), "buckets": out})
+	writeJSON(w, map[string]any{"totalCount": a.ix.Count(a.n), "buckets": out})
 }
 
 func (s *Service) handleUpdateIndexingConfiguration(w http.ResponseWriter, r *http.Request) {

@@ -36,6 +36,16 @@ func awsCLI(t *testing.T, endpoint string, args ...string) ([]byte, []byte, erro
 	return stdout.b, stderr.b, err
 }
 
+// iotCLI is `aws iot ARGS...` against endpoint, failing the test when it fails.
+func iotCLI(t *testing.T, endpoint string) func(args ...string) string {
+	return func(args ...string) string {
+		t.Helper()
+		out, stderr, err := awsCLI(t, endpoint, append([]string{"iot"}, args...)...)
+		require.NoError(t, err, "aws iot %v: %s", args, stderr)
+		return string(out)
+	}
+}
+
 type stdBuf struct{ b []byte }
 
 func (s *stdBuf) Write(p []byte) (int, error) { s.b = append(s.b, p...); return len(p), nil }
@@ -158,12 +168,7 @@ func TestInventoryShadowThroughAWSCLI(t *testing.T) {
 // TestControlPlaneThroughAWSCLI: the operations OTA scripts call, through the real AWS CLI.
 func TestControlPlaneThroughAWSCLI(t *testing.T) {
 	s := startStack(t)
-	run := func(args ...string) string {
-		t.Helper()
-		out, stderr, err := awsCLI(t, s.JobsURL, append([]string{"iot"}, args...)...)
-		require.NoError(t, err, "aws iot %v: %s", args, stderr)
-		return string(out)
-	}
+	run := iotCLI(t, s.JobsURL)
 	run("create-thing", "--thing-name", "cli-dev", "--attribute-payload", `{"attributes":{"model":"m1"}}`)
 	run("update-thing", "--thing-name", "cli-dev", "--attribute-payload", `{"attributes":{"site":"berlin"},"merge":true}`)
 	require.Contains(t, run("describe-thing", "--thing-name", "cli-dev"), `"site": "berlin"`)
@@ -241,12 +246,7 @@ func TestJobsDeviceAPIOverHTTPS(t *testing.T) {
 // `get-statistics` work against the local service unchanged (AWS's own query syntax).
 func TestFleetIndexThroughAWSCLI(t *testing.T) {
 	s := startStack(t)
-	run := func(args ...string) string {
-		t.Helper()
-		out, stderr, err := awsCLI(t, s.JobsURL, append([]string{"iot"}, args...)...)
-		require.NoError(t, err, "aws iot %v: %s", args, stderr)
-		return string(out)
-	}
+	run := iotCLI(t, s.JobsURL)
 	for i, site := range []string{"berlin", "berlin", "paris"} {
 		name := fmt.Sprintf("idx-%d", i)
 		run("create-thing", "--thing-name", name, "--attribute-payload", fmt.Sprintf(`{"attributes":{"site":%q,"load":"%d"}}`, site, 10*(i+1)))

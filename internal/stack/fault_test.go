@@ -103,6 +103,16 @@ func TestWorkerChild(t *testing.T) {
 	rolloutworker.Run(ctx, c, cliconfig.DefaultNamespace, workflows.TaskQueue, &activities.Activities{IoT: iotc}, zerolog.Nop())
 }
 
+// startChildWorker starts the only worker of s in a process of its own (TestWorkerChild),
+// for tests that SIGKILL it.
+func startChildWorker(t *testing.T, s *stack.Stack) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestWorkerChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), workerChildEnv+"=1", "WORKER_TEMPORAL="+s.Temporal.FrontendAddr(), "WORKER_JOBS="+s.JobsURL)
+	require.NoError(t, cmd.Start())
+	return cmd
+}
+
 type nopTemporalLogger struct{}
 
 func (nopTemporalLogger) Debug(string, ...any) {}
@@ -122,12 +132,7 @@ func TestWorkerSIGKILLedTenTimes(t *testing.T) {
 	arns, err := s.StartFleet(ctx, 200, fleet.Options{InitialVersion: "1.0.0", InstallTime: 100 * time.Millisecond, OnStateChange: counter.observe})
 	require.NoError(t, err)
 
-	startWorker := func() *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run", "^TestWorkerChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), workerChildEnv+"=1", "WORKER_TEMPORAL="+s.Temporal.FrontendAddr(), "WORKER_JOBS="+s.JobsURL)
-		require.NoError(t, cmd.Start())
-		return cmd
-	}
+	startWorker := func() *exec.Cmd { return startChildWorker(t, s) }
 	worker := startWorker()
 	defer func() { worker.Process.Kill(); worker.Wait() }()
 	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, faultRequest("sigkill-worker", arns, 600))

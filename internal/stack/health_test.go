@@ -3,8 +3,6 @@ package stack_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -26,13 +24,7 @@ func TestReleaseHealthGates(t *testing.T) {
 		DeviceHealthInterval: 300 * time.Millisecond, NoWorker: true})
 	require.NoError(t, err)
 	defer s.Close()
-	startWorker := func() *exec.Cmd {
-		cmd := exec.Command(os.Args[0], "-test.run", "^TestWorkerChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), workerChildEnv+"=1", "WORKER_TEMPORAL="+s.Temporal.FrontendAddr(), "WORKER_JOBS="+s.JobsURL)
-		require.NoError(t, cmd.Start())
-		return cmd
-	}
-	worker := startWorker()
+	worker := startChildWorker(t, s)
 	defer func() { worker.Process.Kill(); worker.Wait() }()
 	fleet, err := s.UseRealInstalls(ctx, "1.10.2", nil)
 	require.NoError(t, err)
@@ -98,7 +90,7 @@ func TestReleaseHealthGates(t *testing.T) {
 	require.NoError(t, worker.Process.Kill()) // SIGKILL: no goodbye
 	worker.Wait()
 	time.Sleep(time.Second)
-	worker = startWorker()
+	worker = startChildWorker(t, s)
 	res, err = rolloutclient.Result(ctx, run)
 	require.NoError(t, err, res.Message)
 	require.Equal(t, workflows.StateSucceeded, res.State)
