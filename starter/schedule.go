@@ -90,7 +90,7 @@ func scheduleCmd() *cobra.Command {
 					if err != nil {
 						return err
 					}
-					if e.WorkflowType.Name != "Rollout" {
+					if e.WorkflowType.Name != workflows.WorkflowRollout {
 						continue
 					}
 					r := row{ID: e.ID}

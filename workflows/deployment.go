@@ -16,20 +16,6 @@ import (
 // fits every dependency range); devices already deployed are left alone. Revising the
 // deployment replaces it: every device gets the new revision.
 
-// Deployment names.
-const (
-	ActivitySyncDeployment = "SyncDeployment"
-	UpdateRevise           = "revise"
-)
-
-// DeploymentWorkflowID is the workflow ID of a deployment.
-func DeploymentWorkflowID(id string) string { return "deployment-" + id }
-
-// DeploymentJobPrefix prefixes every IoT job of one revision of a deployment.
-func DeploymentJobPrefix(id string, revision int) string {
-	return fmt.Sprintf("deploy-%s-r%d-", id, revision)
-}
-
 // DeploymentRequest describes a deployment to a thing group.
 type DeploymentRequest struct {
 	DeploymentID string `json:"deploymentId"`

@@ -8,27 +8,6 @@ import (
 	"go.temporal.io/sdk/workflow"
 )
 
-// WorkflowRollback is the workflow type of `starter rollout rollback`.
-const WorkflowRollback = "RollbackRollout"
-
-// ErrNothingToRollBack: the rollout updated no device, or every updated device failed to
-// report the version it had.
-const ErrNothingToRollBack = "NothingToRollBack"
-
-// RollbackWorkflowID is the workflow that rolls a finished rollout back: one per rollout, so
-// asking twice finds the first.
-func RollbackWorkflowID(rolloutID string) string { return "rollback-" + rolloutID }
-
-// RollbackRolloutID names a rollback's own jobs and groups ("rb-" and the rollout ID, cut so
-// the job IDs stay within AWS's 64 characters).
-func RollbackRolloutID(rolloutID string) string {
-	id := "rb-" + rolloutID
-	if len(id) > 48 {
-		id = id[:48]
-	}
-	return id
-}
-
 // RollbackRolloutRequest puts every device a finished rollout updated back on the version it
 // had before (as reported by its agent in the job execution).
 type RollbackRolloutRequest struct {

@@ -10,48 +10,6 @@ import (
 	"go.temporal.io/sdk/workflow"
 )
 
-// Activity names are API: a live workflow calls them by these names.
-const (
-	ActivityResolveTargets = "ResolveTargets"
-	ActivityFreezeTargets  = "FreezeTargets"
-	ActivityReleaseTargets = "ReleaseTargets"
-	ActivityCreateJob      = "CreateJob"
-	ActivityAwaitJob       = "AwaitJob"
-	ActivityCancelJob      = "CancelJob"
-	ActivityRollback       = "CreateRollbackJobs"
-	ActivityWindow         = "MaintenanceWindow"
-	ActivityFailedDevices  = "FailedDevices"
-	ActivityLatestRelease  = "LatestRelease"
-	ActivityEvaluateHealth = "EvaluateHealth"
-)
-
-// Query and update names.
-const (
-	QueryStatus   = "status"
-	UpdatePause   = "pause"
-	UpdateResume  = "resume"
-	UpdateApprove = "approve"
-	UpdateCancel  = "cancel"
-	// UpdateOverrideHealth goes on past a breached health gate (OverrideRequest).
-	UpdateOverrideHealth = "override-health"
-)
-
-// Error types a rollout fails with; a caller can read the RolloutResult from the details.
-const (
-	ErrInvalidRequest  = "InvalidRequest"
-	ErrRolloutFailed   = "RolloutFailed"
-	ErrRolloutAborted  = "RolloutAborted"
-	ErrRolloutTimedOut = "RolloutTimedOut"
-)
-
-// Search attributes the rollout keeps current, so the web UI can list and filter rollouts.
-var (
-	SearchRolloutID     = temporal.NewSearchAttributeKeyKeyword("OtaflowRolloutId")
-	SearchTargetVersion = temporal.NewSearchAttributeKeyKeyword("OtaflowTargetVersion")
-	SearchState         = temporal.NewSearchAttributeKeyKeyword("OtaflowState")
-	SearchWave          = temporal.NewSearchAttributeKeyInt64("OtaflowWave")
-)
-
 // reportEvery bounds one AwaitJob call, so the status query sees progress at least this often.
 const reportEvery = 30 * time.Second
 

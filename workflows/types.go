@@ -1,5 +1,6 @@
 // Package workflows holds otaflow's Temporal workflows. Everything here is deterministic: it
-// imports only the Temporal SDK and its own types.
+// imports the Temporal SDK and otaflow's pure packages (jobdoc, arn, platform) only. api.go is
+// the contract with everything that talks to the workflows.
 package workflows
 
 import (
@@ -14,40 +15,6 @@ import (
 	"github.com/otaflow/otaflow/internal/jobdoc"
 	"github.com/otaflow/otaflow/internal/platform"
 )
-
-// TaskQueue is where rollout workflows and their activities run.
-const TaskQueue = "otaflow-rollouts"
-
-// RolloutWorkflowID is the workflow ID of a rollout: one rollout ID, one workflow.
-func RolloutWorkflowID(rolloutID string) string { return "rollout-" + rolloutID }
-
-// RolloutJobID is the IoT job of a rollout's first wave (the only one, by default).
-// Deterministic, so creating it is idempotent.
-func RolloutJobID(rolloutID string) string { return "otaflow-" + rolloutID }
-
-// WaveJobID is the IoT job of wave i (1-based).
-func WaveJobID(rolloutID string, wave int) string {
-	if wave <= 1 {
-		return RolloutJobID(rolloutID)
-	}
-	return fmt.Sprintf("otaflow-%s-w%d", rolloutID, wave)
-}
-
-// RollbackJobID is the k-th rollback job of a rollout.
-func RollbackJobID(rolloutID string, k int) string {
-	return fmt.Sprintf("otaflow-%s-rb%d", rolloutID, k)
-}
-
-// WaveGroup is the static thing group that holds a wave's devices, frozen when the rollout
-// starts and deleted when it ends.
-func WaveGroup(rolloutID string, wave int) string {
-	return fmt.Sprintf("otaflow-%s-w%d", rolloutID, wave)
-}
-
-// RollbackGroup holds the devices of a rollback job too large to list in the job.
-func RollbackGroup(rolloutID string, k int) string {
-	return fmt.Sprintf("otaflow-%s-rb%d", rolloutID, k)
-}
 
 // RolloutRequest asks for one over-the-air update of a set of devices (the seed's
 // CreateSoftwareUpdateJob, plus otaflow's own controls).

@@ -40,7 +40,7 @@ func Start(ctx context.Context, c client.Client, taskQueue string, req workflows
 			workflows.SearchState.ValueSet(workflows.StateValidating),
 		),
 		StaticSummary: fmt.Sprintf("Update %s to %s on %d target(s)", req.SoftwareToUpdate, req.Version, len(req.Targets)),
-	}, "Rollout", req)
+	}, workflows.WorkflowRollout, req)
 	var started *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &started) {
 		// The rollout ran before and has ended: hand back that one rather than a second.
@@ -231,7 +231,7 @@ func CreateSchedule(ctx context.Context, c client.Client, taskQueue, scheduleID,
 		Spec:   client.ScheduleSpec{CronExpressions: []string{cronExpr}, TimeZoneName: timeZone},
 		Paused: paused,
 		Action: &client.ScheduleWorkflowAction{
-			ID: workflows.RolloutWorkflowID(scheduleID), Workflow: "Rollout", Args: []any{req}, TaskQueue: taskQueue,
+			ID: workflows.RolloutWorkflowID(scheduleID), Workflow: workflows.WorkflowRollout, Args: []any{req}, TaskQueue: taskQueue,
 		},
 	})
 	if err != nil {
@@ -250,7 +250,7 @@ func StartDeployment(ctx context.Context, c client.Client, taskQueue string, req
 		TaskQueue:                taskQueue,
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
 		StaticSummary:            fmt.Sprintf("Deployment %s to thing group %s", req.DeploymentID, req.ThingGroup),
-	}, "Deployment", req)
+	}, workflows.WorkflowDeployment, req)
 }
 
 // ReviseDeployment replaces a deployment's components: every device of the group gets the

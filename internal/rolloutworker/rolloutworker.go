@@ -45,8 +45,8 @@ func EnsureSearchAttributes(ctx context.Context, c client.Client, namespace stri
 // New returns a worker for the rollout task queue, with everything registered.
 func New(c client.Client, taskQueue string, acts *activities.Activities) worker.Worker {
 	w := worker.New(c, taskQueue, worker.Options{})
-	w.RegisterWorkflowWithOptions(workflows.Rollout, workflow.RegisterOptions{Name: "Rollout"})
-	w.RegisterWorkflowWithOptions(workflows.Deployment, workflow.RegisterOptions{Name: "Deployment"})
+	w.RegisterWorkflowWithOptions(workflows.Rollout, workflow.RegisterOptions{Name: workflows.WorkflowRollout})
+	w.RegisterWorkflowWithOptions(workflows.Deployment, workflow.RegisterOptions{Name: workflows.WorkflowDeployment})
 	w.RegisterWorkflowWithOptions(workflows.RollbackRollout, workflow.RegisterOptions{Name: workflows.WorkflowRollback})
 	acts.Register(w)
 	return w

@@ -1,0 +1,130 @@
+package workflows
+
+import (
+	"fmt"
+
+	"go.temporal.io/sdk/temporal"
+)
+
+// The contract between the workflows and everything that talks to them (the worker, the CLI,
+// the console, the REST API, schedules): every workflow, activity, query, update and search
+// attribute name, the task queue, the error types, and the IDs of workflows, jobs and groups.
+// A live workflow calls its activities by these names, and a client reaches a workflow by
+// them: changing one is a change of the API. No string literal of them is used elsewhere.
+
+// Workflow type names.
+const (
+	WorkflowRollout    = "Rollout"
+	WorkflowDeployment = "Deployment"
+)
+
+// Activity names are API: a live workflow calls them by these names.
+const (
+	ActivityResolveTargets = "ResolveTargets"
+	ActivityFreezeTargets  = "FreezeTargets"
+	ActivityReleaseTargets = "ReleaseTargets"
+	ActivityCreateJob      = "CreateJob"
+	ActivityAwaitJob       = "AwaitJob"
+	ActivityCancelJob      = "CancelJob"
+	ActivityRollback       = "CreateRollbackJobs"
+	ActivityWindow         = "MaintenanceWindow"
+	ActivityFailedDevices  = "FailedDevices"
+	ActivityLatestRelease  = "LatestRelease"
+	ActivityEvaluateHealth = "EvaluateHealth"
+)
+
+// Query and update names.
+const (
+	QueryStatus   = "status"
+	UpdatePause   = "pause"
+	UpdateResume  = "resume"
+	UpdateApprove = "approve"
+	UpdateCancel  = "cancel"
+	// UpdateOverrideHealth goes on past a breached health gate (OverrideRequest).
+	UpdateOverrideHealth = "override-health"
+)
+
+// Error types a rollout fails with; a caller can read the RolloutResult from the details.
+const (
+	ErrInvalidRequest  = "InvalidRequest"
+	ErrRolloutFailed   = "RolloutFailed"
+	ErrRolloutAborted  = "RolloutAborted"
+	ErrRolloutTimedOut = "RolloutTimedOut"
+)
+
+// Search attributes the rollout keeps current, so the web UI can list and filter rollouts.
+var (
+	SearchRolloutID     = temporal.NewSearchAttributeKeyKeyword("OtaflowRolloutId")
+	SearchTargetVersion = temporal.NewSearchAttributeKeyKeyword("OtaflowTargetVersion")
+	SearchState         = temporal.NewSearchAttributeKeyKeyword("OtaflowState")
+	SearchWave          = temporal.NewSearchAttributeKeyInt64("OtaflowWave")
+)
+
+// TaskQueue is where rollout workflows and their activities run.
+const TaskQueue = "otaflow-rollouts"
+
+// RolloutWorkflowID is the workflow ID of a rollout: one rollout ID, one workflow.
+func RolloutWorkflowID(rolloutID string) string { return "rollout-" + rolloutID }
+
+// RolloutJobID is the IoT job of a rollout's first wave (the only one, by default).
+// Deterministic, so creating it is idempotent.
+func RolloutJobID(rolloutID string) string { return "otaflow-" + rolloutID }
+
+// WaveJobID is the IoT job of wave i (1-based).
+func WaveJobID(rolloutID string, wave int) string {
+	if wave <= 1 {
+		return RolloutJobID(rolloutID)
+	}
+	return fmt.Sprintf("otaflow-%s-w%d", rolloutID, wave)
+}
+
+// RollbackJobID is the k-th rollback job of a rollout.
+func RollbackJobID(rolloutID string, k int) string {
+	return fmt.Sprintf("otaflow-%s-rb%d", rolloutID, k)
+}
+
+// WaveGroup is the static thing group that holds a wave's devices, frozen when the rollout
+// starts and deleted when it ends.
+func WaveGroup(rolloutID string, wave int) string {
+	return fmt.Sprintf("otaflow-%s-w%d", rolloutID, wave)
+}
+
+// RollbackGroup holds the devices of a rollback job too large to list in the job.
+func RollbackGroup(rolloutID string, k int) string {
+	return fmt.Sprintf("otaflow-%s-rb%d", rolloutID, k)
+}
+
+// WorkflowRollback is the workflow type of `starter rollout rollback`.
+const WorkflowRollback = "RollbackRollout"
+
+// ErrNothingToRollBack: the rollout updated no device, or every updated device failed to
+// report the version it had.
+const ErrNothingToRollBack = "NothingToRollBack"
+
+// RollbackWorkflowID is the workflow that rolls a finished rollout back: one per rollout, so
+// asking twice finds the first.
+func RollbackWorkflowID(rolloutID string) string { return "rollback-" + rolloutID }
+
+// RollbackRolloutID names a rollback's own jobs and groups ("rb-" and the rollout ID, cut so
+// the job IDs stay within AWS's 64 characters).
+func RollbackRolloutID(rolloutID string) string {
+	id := "rb-" + rolloutID
+	if len(id) > 48 {
+		id = id[:48]
+	}
+	return id
+}
+
+// Deployment names.
+const (
+	ActivitySyncDeployment = "SyncDeployment"
+	UpdateRevise           = "revise"
+)
+
+// DeploymentWorkflowID is the workflow ID of a deployment.
+func DeploymentWorkflowID(id string) string { return "deployment-" + id }
+
+// DeploymentJobPrefix prefixes every IoT job of one revision of a deployment.
+func DeploymentJobPrefix(id string, revision int) string {
+	return fmt.Sprintf("deploy-%s-r%d-", id, revision)
+}
