@@ -149,8 +149,8 @@ func (a *Agent) process(ctx context.Context, e *execution) error {
 		return a.failed(ctx, e, u, err, log)
 	}
 	if doc.SoftwareToUpdate == jobdoc.SoftwareOTAAgent {
-		if slot, ok := in.(*SlotInstaller); ok {
-			return a.failed(ctx, e, u, a.handover(ctx, u, slot), log)
+		if su, ok := in.(SelfUpdater); ok {
+			return a.failed(ctx, e, u, a.handover(ctx, u, su), log)
 		}
 	}
 	if err := u.Report(ctx, StepInstalling, nil); err != nil {

@@ -47,17 +47,43 @@ func ProbeReady() (ready func(), ok bool) {
 	}, true
 }
 
+// SelfUpdater is an Installer that can update the agent itself (softwareToUpdate ota_agent):
+// it installs the new agent beside the running one, says where its executable is, and makes
+// it, or again the one before, the active agent. An installer without it cannot self-update.
+type SelfUpdater interface {
+	Installer
+	// AgentExecutable is the installed new agent's executable.
+	AgentExecutable(u *Update) string
+	// SwitchAgent makes the new agent the active one; RestoreAgent the one before.
+	SwitchAgent(u *Update) error
+	RestoreAgent(u *Update) error
+}
+
+// AgentExecutable, SwitchAgent and RestoreAgent make the slot installer a SelfUpdater.
+func (in *SlotInstaller) AgentExecutable(u *Update) string {
+	return in.slots(u.Software()).Dir(u.Version()) + "/" + AgentBinary
+}
+func (in *SlotInstaller) SwitchAgent(u *Update) error {
+	return in.slots(u.Software()).Switch(u.Version())
+}
+func (in *SlotInstaller) RestoreAgent(u *Update) error {
+	_, err := in.slots(u.Software()).Rollback()
+	return err
+}
+
+var _ SelfUpdater = (*SlotInstaller)(nil)
+
 // handover installs a new agent and hands over to it. It returns only on failure (an
 // UpdateError: the device keeps the agent it had): on success the process image is replaced.
-func (a *Agent) handover(ctx context.Context, u *Update, in *SlotInstaller) error {
+func (a *Agent) handover(ctx context.Context, u *Update, in SelfUpdater) error {
 	if err := u.Report(ctx, StepInstalling, nil); err != nil {
 		return err
 	}
 	if err := in.Install(ctx, u); err != nil {
 		return err
 	}
-	sl, cur := in.slots(u.Software()), u.From
-	bin := sl.Dir(u.Version()) + "/" + AgentBinary
+	cur := u.From
+	bin := in.AgentExecutable(u)
 	if st, err := os.Stat(bin); err != nil || st.Mode()&0o100 == 0 {
 		return Fail("the ota_agent artifact has no executable %s at its top level", AgentBinary)
 	}
@@ -79,19 +105,19 @@ func (a *Agent) handover(ctx context.Context, u *Update, in *SlotInstaller) erro
 		reconnect()
 		return Fail("new agent %s did not start: %v; kept agent %s", u.Version(), err, cur.Version)
 	}
-	if err := sl.Switch(u.Version()); err != nil {
+	if err := in.SwitchAgent(u); err != nil {
 		reconnect()
 		return Fail("switch to agent %s failed: %v", u.Version(), err)
 	}
 	if err := a.setState(func(s *State) { s.Step, s.Starts = StepSwitched, 0 }); err != nil {
-		sl.Rollback()
+		in.RestoreAgent(u)
 		reconnect()
 		return err
 	}
 	a.log.Info().Str("binary", bin).Msg("handing over to the new agent")
 	err := syscall.Exec(bin, append([]string{bin}, a.cfg.Args...), a.cfg.Environ)
 	// Still here: exec failed and this agent carries on.
-	sl.Rollback()
+	in.RestoreAgent(u)
 	a.setStep(StepHandover)
 	reconnect()
 	return Fail("exec of agent %s failed: %v; kept agent %s", u.Version(), err, cur.Version)
