@@ -3,6 +3,7 @@ package workflows
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -134,7 +135,7 @@ func (g *HealthGate) Validate(waves int) []string {
 		if !metricRE.MatchString(c.Metric) || len(c.Metric) > 128 {
 			add("%s: metric %q is not a field name (e.g. restarts, healthCheckFailures, metrics.errors)", where, c.Metric)
 		}
-		if c.Percent() == 0 && !contains(statistics, c.Statistic) {
+		if c.Percent() == 0 && !slices.Contains(statistics, c.Statistic) {
 			add("%s: statistic %q: use average, sum, maximum, share, stale or p1 … p99", where, c.Statistic)
 		}
 		if c.Max == nil && c.MaxRatio <= 0 {
@@ -148,15 +149,6 @@ func (g *HealthGate) Validate(waves int) []string {
 		}
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Health gate states.

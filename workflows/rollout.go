@@ -176,27 +176,23 @@ func (r *rollout) setup(ctx workflow.Context) error {
 			}
 			return nil
 		}},
+		{UpdateOverrideHealth, func(ctx workflow.Context, o OverrideRequest) (RolloutResult, error) {
+			if w := r.breachedWave(); w != nil {
+				w.Health.State = HealthOverridden
+				w.Health.Override = &Override{By: o.By, Reason: o.Reason, At: workflow.Now(ctx)}
+				r.setState(ctx, StateRunning, fmt.Sprintf("wave %d: health gate overridden by %s: %s", w.Wave, o.By, o.Reason))
+			}
+			return r.res, nil
+		}, func(o OverrideRequest) error {
+			if r.breachedWave() == nil {
+				return errors.New("no health gate is breached: there is nothing to override")
+			}
+			if strings.TrimSpace(o.Reason) == "" {
+				return errors.New("say why the breach may be ignored (--reason): it is recorded with the rollout")
+			}
+			return nil
+		}},
 	}
-	handlers = append(handlers, struct {
-		name     string
-		fn       any
-		validate any
-	}{UpdateOverrideHealth, func(ctx workflow.Context, o OverrideRequest) (RolloutResult, error) {
-		if w := r.breachedWave(); w != nil {
-			w.Health.State = HealthOverridden
-			w.Health.Override = &Override{By: o.By, Reason: o.Reason, At: workflow.Now(ctx)}
-			r.setState(ctx, StateRunning, fmt.Sprintf("wave %d: health gate overridden by %s: %s", w.Wave, o.By, o.Reason))
-		}
-		return r.res, nil
-	}, func(o OverrideRequest) error {
-		if r.breachedWave() == nil {
-			return errors.New("no health gate is breached: there is nothing to override")
-		}
-		if strings.TrimSpace(o.Reason) == "" {
-			return errors.New("say why the breach may be ignored (--reason): it is recorded with the rollout")
-		}
-		return nil
-	}})
 	for _, h := range handlers {
 		if err := workflow.SetUpdateHandlerWithOptions(ctx, h.name, h.fn, workflow.UpdateHandlerOptions{Validator: h.validate}); err != nil {
 			return err
@@ -400,24 +396,15 @@ func (r *rollout) observeHealth(ctx, short workflow.Context, i int) (*RolloutRes
 			r.deadline = r.deadline.Add(workflow.Now(ctx).Sub(gateStart))
 		}
 	}()
-	observing := func() {
-		r.setState(ctx, StateObserving, fmt.Sprintf("%s: watching the health of the updated devices until %s (%d criteria, every %s)",
-			waves, wave.Health.Until.Format(time.RFC3339), len(criteria), g.Interval))
-	}
-	observing()
+	r.setState(ctx, StateObserving, fmt.Sprintf("%s: watching the health of the updated devices until %s (%d criteria, every %s)",
+		waves, wave.Health.Until.Format(time.RFC3339), len(criteria), g.Interval))
 	for wave.Health.State == HealthObserving {
 		left := wave.Health.Until.Sub(workflow.Now(ctx))
 		if left <= 0 {
 			wave.Health.State = HealthPassed
 			break
 		}
-		timerCtx, stop := workflow.WithCancel(ctx)
-		timer := workflow.NewTimer(timerCtx, min(g.Interval, left))
-		sel := workflow.NewSelector(ctx)
-		sel.AddFuture(timer, func(workflow.Future) {})
-		sel.AddReceive(r.canceled, func(workflow.ReceiveChannel, bool) {})
-		sel.Select(ctx)
-		stop()
+		r.sleepOrCancel(ctx, min(g.Interval, left))
 		if r.cancelReq != nil {
 			return r.abort(ctx, StateCanceled, "canceled by operator: "+r.cancelReq.Reason)
 		}
@@ -486,6 +473,17 @@ func waveGroups(w WaveResult) []string {
 	return out
 }
 
+// sleepOrCancel waits d (a durable timer) or until a cancel arrives, whichever is first.
+func (r *rollout) sleepOrCancel(ctx workflow.Context, d time.Duration) {
+	timerCtx, stop := workflow.WithCancel(ctx)
+	defer stop()
+	timer := workflow.NewTimer(timerCtx, d)
+	sel := workflow.NewSelector(ctx)
+	sel.AddFuture(timer, func(workflow.Future) {})
+	sel.AddReceive(r.canceled, func(workflow.ReceiveChannel, bool) {})
+	sel.Select(ctx)
+}
+
 // awaitWindow returns once the maintenance window is open (or a cancel arrives).
 func (r *rollout) awaitWindow(ctx, actx workflow.Context, wave int) error {
 	for r.cancelReq == nil {
@@ -498,13 +496,7 @@ func (r *rollout) awaitWindow(ctx, actx workflow.Context, wave int) error {
 			return nil
 		}
 		r.setState(ctx, StateWaitingWindow, fmt.Sprintf("wave %d waits for the maintenance window opening at %s", wave, w.OpensAt.Format(time.RFC3339)))
-		timerCtx, stop := workflow.WithCancel(ctx)
-		timer := workflow.NewTimer(timerCtx, w.OpensAt.Sub(workflow.Now(ctx)))
-		sel := workflow.NewSelector(ctx)
-		sel.AddFuture(timer, func(workflow.Future) {})
-		sel.AddReceive(r.canceled, func(workflow.ReceiveChannel, bool) {})
-		sel.Select(ctx)
-		stop()
+		r.sleepOrCancel(ctx, w.OpensAt.Sub(workflow.Now(ctx)))
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -208,11 +208,7 @@ func New(cfg Config) (*Agent, error) {
 			}
 		}
 	}
-	boot := bootID()
-	if cfg.BootID != nil {
-		boot = cfg.BootID()
-	}
-	if st.noteBoot(boot) {
+	if st.noteBoot(bootIDOf(cfg)) {
 		if err := saveState(cfg.StateDir, st); err != nil {
 			return nil, fmt.Errorf("agent: write state: %w", err)
 		}

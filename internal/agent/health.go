@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -63,13 +62,6 @@ const (
 
 var metricNameRE = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_]{0,31}$`)
 
-// health is the agent's health reporter.
-type health struct {
-	a         *Agent
-	mu        sync.Mutex
-	lastCheck time.Time
-}
-
 // bootID is this boot's identity (Linux); "" elsewhere.
 func bootID() string {
 	raw, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
@@ -92,9 +84,12 @@ func (a *Agent) resetHealth(version string) error {
 	return err
 }
 
-func (a *Agent) bootID() string {
-	if a.cfg.BootID != nil {
-		return a.cfg.BootID()
+func (a *Agent) bootID() string { return bootIDOf(a.cfg) }
+
+// bootIDOf is this boot's identity as cfg tells it (tests replace it).
+func bootIDOf(cfg Config) string {
+	if cfg.BootID != nil {
+		return cfg.BootID()
 	}
 	return bootID()
 }

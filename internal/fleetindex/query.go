@@ -84,6 +84,9 @@ type token struct {
 	pattern bool
 }
 
+// punctuation are the one-character tokens (tokKind 0, tWord, is none of them).
+var punctuation = map[rune]tokKind{'(': tLParen, ')': tRParen, '[': tLBrack, ']': tRBrack, '{': tLBrace, '}': tRBrace, ':': tColon}
+
 // unsupported are the characters AWS's query syntax refuses (outside phrases and escapes).
 const unsupported = "`@#%/';,"
 
@@ -95,26 +98,8 @@ func tokenize(q string) ([]token, error) {
 		switch {
 		case unicode.IsSpace(r):
 			i++
-		case r == '(':
-			out = append(out, token{kind: tLParen})
-			i++
-		case r == ')':
-			out = append(out, token{kind: tRParen})
-			i++
-		case r == '[':
-			out = append(out, token{kind: tLBrack})
-			i++
-		case r == ']':
-			out = append(out, token{kind: tRBrack})
-			i++
-		case r == '{':
-			out = append(out, token{kind: tLBrace})
-			i++
-		case r == '}':
-			out = append(out, token{kind: tRBrace})
-			i++
-		case r == ':':
-			out = append(out, token{kind: tColon})
+		case punctuation[r] != 0:
+			out = append(out, token{kind: punctuation[r]})
 			i++
 		case r == '<' || r == '>':
 			op := string(r)

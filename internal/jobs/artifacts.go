@@ -220,13 +220,11 @@ func (s *Service) handleTUFUpload(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, map[string]any{"bucket": bucket, "key": "tuf/" + file, "size": n})
 }
 
-var tufFileRE = regexp.MustCompile(`^([1-9][0-9]{0,8}\.)?(root|targets|snapshot|timestamp)\.json$`)
-
 // handleTUFMetadata serves the release repository's metadata that `starter release publish`
 // uploaded to bucket/tuf/, to anyone: devices check its signatures themselves.
 func (s *Service) handleTUFMetadata(w http.ResponseWriter, r *http.Request) {
 	bucket, file := r.PathValue("bucket"), r.PathValue("file")
-	if !tufFileRE.MatchString(file) {
+	if !tuf.IsMetadataFile(file) {
 		http.Error(w, "NoSuchKey: only TUF metadata (N.root.json, timestamp.json, snapshot.json, targets.json) is served here", http.StatusNotFound)
 		return
 	}

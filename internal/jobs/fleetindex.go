@@ -330,19 +330,21 @@ func (t touchingTx) deleteGroup(name string) error {
 	return t.Tx.deleteGroup(name)
 }
 func (t touchingTx) putRecord(kind, name string, body []byte) error {
-	if thing, ok := strings.CutPrefix(kind, "shadow/"); ok {
-		*t.touched = append(*t.touched, thing)
-	}
-	if kind == presenceKind {
-		*t.touched = append(*t.touched, name)
-	}
+	t.touchRecord(kind, name)
 	return t.Tx.putRecord(kind, name, body)
 }
 func (t touchingTx) deleteRecord(kind, name string) error {
+	t.touchRecord(kind, name)
+	return t.Tx.deleteRecord(kind, name)
+}
+
+// touchRecord notes the thing a record belongs to: its shadows and its presence.
+func (t touchingTx) touchRecord(kind, name string) {
 	if thing, ok := strings.CutPrefix(kind, "shadow/"); ok {
 		*t.touched = append(*t.touched, thing)
+	} else if kind == presenceKind {
+		*t.touched = append(*t.touched, name)
 	}
-	return t.Tx.deleteRecord(kind, name)
 }
 
 func (st indexingStore) run(do func(func(Tx) error) error, fn func(Tx) error) error {

@@ -15,6 +15,10 @@ const MaxMetadataBytes = 4 << 20
 
 var uploadRE = regexp.MustCompile(`^(?:([1-9][0-9]{0,8})\.)?(root|targets|snapshot|timestamp)\.json$`)
 
+// IsMetadataFile reports whether name is a file of the repository's metadata (N.root.json,
+// root.json, targets.json, snapshot.json, timestamp.json).
+func IsMetadataFile(name string) bool { return uploadRE.MatchString(name) }
+
 // CheckUpload decides whether the store may replace (or create) the metadata file with raw,
 // given what it holds (stored returns a file's bytes, or nil). Only what `starter release`
 // produces passes: a file signed by the threshold of its role's keys in the stored root (a
