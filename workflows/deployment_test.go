@@ -3,6 +3,7 @@ package workflows_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,14 +18,20 @@ import (
 func TestDeploymentSyncsRevisesAndReportsConflicts(t *testing.T) {
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
+	// The activity runs on the test environment's own goroutines, and one
+	// may still be running when the workflow is canceled: guard what it records.
+	var mu sync.Mutex
 	var syncs []workflows.SyncInput
 	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.SyncInput) (*workflows.SyncResult, error) {
+		mu.Lock()
 		syncs = append(syncs, in)
+		first := len(syncs) == 1 || syncs[len(syncs)-2].Revision != in.Revision
+		mu.Unlock()
 		if in.Components["bad"] != "" {
 			return nil, temporal.NewNonRetryableApplicationError("conflicting versions: bad", workflows.ErrInvalidRequest, nil)
 		}
 		deployed := 0
-		if len(syncs) == 1 || (len(syncs) > 1 && syncs[len(syncs)-2].Revision != in.Revision) {
+		if first {
 			deployed = 2 // the first sync of a revision reaches every member
 		}
 		return &workflows.SyncResult{Members: 2, Deployed: deployed, JobID: "j", Resolved: map[string]string{"n": "1"}}, nil
@@ -71,10 +78,17 @@ func TestDeploymentSyncsRevisesAndReportsConflicts(t *testing.T) {
 	require.Error(t, rejected, "a revision without components is refused")
 	require.Equal(t, 2, seen[1].Revision)
 	require.Equal(t, 2, seen[1].Jobs, "a revision deploys to every member again")
-	require.Equal(t, map[string]string{"n": "2"}, syncs[len(syncs)-3].Components)
 	require.Equal(t, 3, seen[2].Revision)
 	require.Contains(t, seen[2].LastError, "conflicting versions")
+	mu.Lock()
+	defer mu.Unlock()
+	revised := false
 	for _, in := range syncs {
 		require.Equal(t, "fleet", in.ThingGroup)
+		if in.Revision == 2 {
+			require.Equal(t, map[string]string{"n": "2"}, in.Components, "revision 2 syncs the revised components")
+			revised = true
+		}
 	}
+	require.True(t, revised, "revision 2 was synced")
 }
