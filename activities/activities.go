@@ -23,7 +23,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/components"
 	"github.com/otaflow/otaflow/internal/jobdoc"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // IoT is the part of the AWS IoT API the activities use; *iot.Client satisfies it.
@@ -59,25 +59,25 @@ type Activities struct {
 
 // Register registers every activity under its API name.
 func (a *Activities) Register(w worker.ActivityRegistry) {
-	w.RegisterActivityWithOptions(a.ResolveTargets, activity.RegisterOptions{Name: workflows.ActivityResolveTargets})
-	w.RegisterActivityWithOptions(a.FreezeTargets, activity.RegisterOptions{Name: workflows.ActivityFreezeTargets})
-	w.RegisterActivityWithOptions(a.ReleaseTargets, activity.RegisterOptions{Name: workflows.ActivityReleaseTargets})
-	w.RegisterActivityWithOptions(a.CreateJob, activity.RegisterOptions{Name: workflows.ActivityCreateJob})
-	w.RegisterActivityWithOptions(a.AwaitJob, activity.RegisterOptions{Name: workflows.ActivityAwaitJob})
-	w.RegisterActivityWithOptions(a.CancelJob, activity.RegisterOptions{Name: workflows.ActivityCancelJob})
-	w.RegisterActivityWithOptions(a.CreateRollbackJobs, activity.RegisterOptions{Name: workflows.ActivityRollback})
-	w.RegisterActivityWithOptions(a.MaintenanceWindow, activity.RegisterOptions{Name: workflows.ActivityWindow})
-	w.RegisterActivityWithOptions(a.SyncDeployment, activity.RegisterOptions{Name: workflows.ActivitySyncDeployment})
-	w.RegisterActivityWithOptions(a.FailedDevices, activity.RegisterOptions{Name: workflows.ActivityFailedDevices})
-	w.RegisterActivityWithOptions(a.LatestRelease, activity.RegisterOptions{Name: workflows.ActivityLatestRelease})
-	w.RegisterActivityWithOptions(a.EvaluateHealth, activity.RegisterOptions{Name: workflows.ActivityEvaluateHealth})
+	w.RegisterActivityWithOptions(a.ResolveTargets, activity.RegisterOptions{Name: contract.ActivityResolveTargets})
+	w.RegisterActivityWithOptions(a.FreezeTargets, activity.RegisterOptions{Name: contract.ActivityFreezeTargets})
+	w.RegisterActivityWithOptions(a.ReleaseTargets, activity.RegisterOptions{Name: contract.ActivityReleaseTargets})
+	w.RegisterActivityWithOptions(a.CreateJob, activity.RegisterOptions{Name: contract.ActivityCreateJob})
+	w.RegisterActivityWithOptions(a.AwaitJob, activity.RegisterOptions{Name: contract.ActivityAwaitJob})
+	w.RegisterActivityWithOptions(a.CancelJob, activity.RegisterOptions{Name: contract.ActivityCancelJob})
+	w.RegisterActivityWithOptions(a.CreateRollbackJobs, activity.RegisterOptions{Name: contract.ActivityRollback})
+	w.RegisterActivityWithOptions(a.MaintenanceWindow, activity.RegisterOptions{Name: contract.ActivityWindow})
+	w.RegisterActivityWithOptions(a.SyncDeployment, activity.RegisterOptions{Name: contract.ActivitySyncDeployment})
+	w.RegisterActivityWithOptions(a.FailedDevices, activity.RegisterOptions{Name: contract.ActivityFailedDevices})
+	w.RegisterActivityWithOptions(a.LatestRelease, activity.RegisterOptions{Name: contract.ActivityLatestRelease})
+	w.RegisterActivityWithOptions(a.EvaluateHealth, activity.RegisterOptions{Name: contract.ActivityEvaluateHealth})
 }
 
 // ResolveTargets checks that every target exists and returns the things' ARNs, thing groups
 // expanded (recursively) and sorted by name, so waves are the same on every replay and retry.
 // An invalid request creates no job. A thing listed in a target group exists (the listing
 // proves it): only things named directly are described.
-func (a *Activities) ResolveTargets(ctx context.Context, req workflows.RolloutRequest) (*workflows.ResolveTargetsResult, error) {
+func (a *Activities) ResolveTargets(ctx context.Context, req contract.RolloutRequest) (*contract.ResolveTargetsResult, error) {
 	var missing []string
 	names := map[string]bool{}
 	// listed are the things of target groups, with their ARNs (in the group's account and
@@ -86,7 +86,7 @@ func (a *Activities) ResolveTargets(ctx context.Context, req workflows.RolloutRe
 	for _, target := range req.Targets {
 		t, err := arn.ParseTarget(target)
 		if err != nil {
-			return nil, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrInvalidRequest, nil)
+			return nil, temporal.NewNonRetryableApplicationError(err.Error(), contract.ErrInvalidRequest, nil)
 		}
 		kind, name := t.Type, t.Name
 		if kind == arn.TypeThingGroup {
@@ -160,44 +160,44 @@ func (a *Activities) ResolveTargets(ctx context.Context, req workflows.RolloutRe
 	slices.SortFunc(arns, func(x, y string) int { return strings.Compare(arn.Name(x), arn.Name(y)) })
 	if len(missing) > 0 {
 		msg := fmt.Sprintf("%d target(s) are not registered: %s; register them (CreateThing) or remove them from the targets", len(missing), strings.Join(missing, ", "))
-		return nil, temporal.NewNonRetryableApplicationError(msg, workflows.ErrInvalidRequest, nil)
+		return nil, temporal.NewNonRetryableApplicationError(msg, contract.ErrInvalidRequest, nil)
 	}
 	if len(arns) == 0 {
-		return nil, temporal.NewNonRetryableApplicationError("the targets hold no things (empty thing groups?)", workflows.ErrInvalidRequest, nil)
+		return nil, temporal.NewNonRetryableApplicationError("the targets hold no things (empty thing groups?)", contract.ErrInvalidRequest, nil)
 	}
-	return &workflows.ResolveTargetsResult{ThingArns: arns}, nil
+	return &contract.ResolveTargetsResult{ThingArns: arns}, nil
 }
 
 // FreezeTargets resolves the rollout's targets once and puts each wave's devices in its own
 // static thing group: the frozen plan, in the jobs service rather than in the workflow's
 // history. Each wave's job then targets one group (CreateJob takes at most 100 targets). A
 // retry makes each group hold exactly its wave's devices again.
-func (a *Activities) FreezeTargets(ctx context.Context, in workflows.FreezeTargetsInput) (*workflows.FreezeTargetsResult, error) {
+func (a *Activities) FreezeTargets(ctx context.Context, in contract.FreezeTargetsInput) (*contract.FreezeTargetsResult, error) {
 	targets, err := a.ResolveTargets(ctx, in.Request)
 	if err != nil {
 		return nil, err
 	}
-	sizes, err := workflows.ParseWaves(in.Request.Waves)
+	sizes, err := contract.ParseWaves(in.Request.Waves)
 	if err != nil {
-		return nil, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrInvalidRequest, nil)
+		return nil, temporal.NewNonRetryableApplicationError(err.Error(), contract.ErrInvalidRequest, nil)
 	}
 	things := targets.ThingArns
-	out := &workflows.FreezeTargetsResult{Devices: len(things)}
-	plan := workflows.PlanWaves(len(things), sizes)
+	out := &contract.FreezeTargetsResult{Devices: len(things)}
+	plan := contract.PlanWaves(len(things), sizes)
 	if len(plan) == 1 && onlyGroups(in.Request.Targets) {
 		// One wave over thing groups: its job targets them as they are (a SNAPSHOT job takes
 		// their members once, when it is created), with no group and no call per device.
-		out.Waves = []workflows.FrozenWave{{Devices: len(things), Targets: in.Request.Targets}}
+		out.Waves = []contract.FrozenWave{{Devices: len(things), Targets: in.Request.Targets}}
 		return out, nil
 	}
 	prev := 0
 	for i, cum := range plan {
-		name := workflows.WaveGroup(in.Request.RolloutID, i+1)
+		name := contract.WaveGroup(in.Request.RolloutID, i+1)
 		groupArn, err := a.fillGroup(ctx, name, things[prev:cum])
 		if err != nil {
 			return nil, err
 		}
-		out.Waves = append(out.Waves, workflows.FrozenWave{Devices: cum - prev, Group: name, GroupArn: groupArn})
+		out.Waves = append(out.Waves, contract.FrozenWave{Devices: cum - prev, Group: name, GroupArn: groupArn})
 		prev = cum
 	}
 	return out, nil
@@ -215,7 +215,7 @@ func onlyGroups(targets []string) bool {
 
 // ReleaseTargets deletes the rollout's thing groups; its devices leave them. A group that is
 // gone already is fine.
-func (a *Activities) ReleaseTargets(ctx context.Context, in workflows.ReleaseTargetsInput) error {
+func (a *Activities) ReleaseTargets(ctx context.Context, in contract.ReleaseTargetsInput) error {
 	for _, g := range in.Groups {
 		_, err := a.IoT.DeleteThingGroup(ctx, &iot.DeleteThingGroupInput{ThingGroupName: aws.String(g)})
 		var notFound *types.ResourceNotFoundException
@@ -274,7 +274,7 @@ func (a *Activities) fillGroup(ctx context.Context, name string, things []string
 			if errors.As(err, &invalid) {
 				// A thing already in 10 groups, or in another group of this one's hierarchy.
 				return temporal.NewNonRetryableApplicationError(fmt.Sprintf("device %s cannot join the rollout's group %s: %s", thing, name, aws.ToString(invalid.Message)),
-					workflows.ErrInvalidRequest, nil)
+					contract.ErrInvalidRequest, nil)
 			}
 			if err != nil {
 				return fmt.Errorf("add %s to group %s: %w", thing, name, err)
@@ -322,7 +322,7 @@ const maxJobTargets = 100
 
 // CreateJob creates the rollout's IoT job. The job ID is deterministic, so a retry (or a
 // replayed workflow) that finds the job already there takes it as created.
-func (a *Activities) CreateJob(ctx context.Context, in workflows.CreateJobInput) (*workflows.CreateJobResult, error) {
+func (a *Activities) CreateJob(ctx context.Context, in contract.CreateJobInput) (*contract.CreateJobResult, error) {
 	req := in.Request
 	doc := jobdoc.Document{
 		Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate,
@@ -335,7 +335,7 @@ func (a *Activities) CreateJob(ctx context.Context, in workflows.CreateJobInput)
 	}
 	body, err := doc.Marshal()
 	if err != nil {
-		return nil, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrInvalidRequest, nil)
+		return nil, temporal.NewNonRetryableApplicationError(err.Error(), contract.ErrInvalidRequest, nil)
 	}
 	desc := fmt.Sprintf("otaflow rollout %s: update %s to %s on %s/%s", req.RolloutID, req.SoftwareToUpdate, req.Version, req.OperatingSystem, req.Architecture)
 	if in.Wave > 0 {
@@ -348,7 +348,7 @@ func (a *Activities) CreateJob(ctx context.Context, in workflows.CreateJobInput)
 	return a.createJob(ctx, in.JobID, targets, body, desc, req)
 }
 
-func (a *Activities) createJob(ctx context.Context, jobID string, things []string, body, desc string, req workflows.RolloutRequest) (*workflows.CreateJobResult, error) {
+func (a *Activities) createJob(ctx context.Context, jobID string, things []string, body, desc string, req contract.RolloutRequest) (*contract.CreateJobResult, error) {
 	in := &iot.CreateJobInput{
 		JobId:           aws.String(jobID),
 		Targets:         things,
@@ -378,21 +378,21 @@ func (a *Activities) createJob(ctx context.Context, jobID string, things []strin
 		if derr != nil {
 			return nil, fmt.Errorf("job %s exists but cannot be described: %w", jobID, derr)
 		}
-		return &workflows.CreateJobResult{JobID: jobID, JobArn: aws.ToString(d.Job.JobArn)}, nil
+		return &contract.CreateJobResult{JobID: jobID, JobArn: aws.ToString(d.Job.JobArn)}, nil
 	}
 	var invalid *types.InvalidRequestException
 	if errors.As(err, &invalid) {
-		return nil, temporal.NewNonRetryableApplicationError("the jobs service refused the job: "+aws.ToString(invalid.Message), workflows.ErrInvalidRequest, nil)
+		return nil, temporal.NewNonRetryableApplicationError("the jobs service refused the job: "+aws.ToString(invalid.Message), contract.ErrInvalidRequest, nil)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("create job %s: %w", jobID, err)
 	}
-	return &workflows.CreateJobResult{JobID: aws.ToString(out.JobId), JobArn: aws.ToString(out.JobArn)}, nil
+	return &contract.CreateJobResult{JobID: aws.ToString(out.JobId), JobArn: aws.ToString(out.JobArn)}, nil
 }
 
 // AwaitJob polls the job until every execution is terminal or MaxWait passes, heartbeating the
 // counts. It returns aggregates only: per-device state stays in the jobs service.
-func (a *Activities) AwaitJob(ctx context.Context, in workflows.AwaitJobInputMax) (*workflows.AwaitJobResult, error) {
+func (a *Activities) AwaitJob(ctx context.Context, in contract.AwaitJobInputMax) (*contract.AwaitJobResult, error) {
 	poll := in.PollInterval
 	if poll <= 0 {
 		poll = 2 * time.Second
@@ -405,13 +405,13 @@ func (a *Activities) AwaitJob(ctx context.Context, in workflows.AwaitJobInputMax
 		}
 		activity.RecordHeartbeat(ctx, counts)
 		if crossed, why := in.Abort.Crossed(counts); crossed {
-			return &workflows.AwaitJobResult{Counts: counts, Aborted: why}, nil
+			return &contract.AwaitJobResult{Counts: counts, Aborted: why}, nil
 		}
 		if counts.Total() > 0 && counts.Pending() == 0 {
-			return &workflows.AwaitJobResult{Counts: counts, Done: true}, nil
+			return &contract.AwaitJobResult{Counts: counts, Done: true}, nil
 		}
 		if !time.Now().Add(poll).Before(deadline) {
-			return &workflows.AwaitJobResult{Counts: counts}, nil
+			return &contract.AwaitJobResult{Counts: counts}, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -424,7 +424,7 @@ func (a *Activities) AwaitJob(ctx context.Context, in workflows.AwaitJobInputMax
 // CreateRollbackJobs finds every device that succeeded in the rollout's jobs and creates one
 // rollback job per previous version (the agent reports it in statusDetails.previousVersion).
 // Job IDs are deterministic, so a retry finds the jobs it made before.
-func (a *Activities) CreateRollbackJobs(ctx context.Context, in workflows.RollbackInput) (*workflows.RollbackResult, error) {
+func (a *Activities) CreateRollbackJobs(ctx context.Context, in contract.RollbackInput) (*contract.RollbackResult, error) {
 	byVersion := map[string][]string{}
 	var unknown []string
 	devices := 0
@@ -461,7 +461,7 @@ func (a *Activities) CreateRollbackJobs(ctx context.Context, in workflows.Rollba
 		versions = append(versions, v)
 	}
 	slices.Sort(versions)
-	out := &workflows.RollbackResult{Devices: devices}
+	out := &contract.RollbackResult{Devices: devices}
 	for k, v := range versions {
 		req := in.Request
 		doc := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpRollback,
@@ -470,14 +470,14 @@ func (a *Activities) CreateRollbackJobs(ctx context.Context, in workflows.Rollba
 		// health check is the one signed with that release.
 		body, err := doc.Marshal()
 		if err != nil {
-			return nil, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrInvalidRequest, nil)
+			return nil, temporal.NewNonRetryableApplicationError(err.Error(), contract.ErrInvalidRequest, nil)
 		}
-		id := workflows.RollbackJobID(req.RolloutID, k+1)
+		id := contract.RollbackJobID(req.RolloutID, k+1)
 		desc := fmt.Sprintf("otaflow rollout %s: roll %s back to %s on %d devices", req.RolloutID, req.SoftwareToUpdate, v, len(byVersion[v]))
 		req.Retries, req.DeviceTimeout = 0, 0
 		targets := byVersion[v]
 		if len(targets) > maxJobTargets {
-			group := workflows.RollbackGroup(req.RolloutID, k+1)
+			group := contract.RollbackGroup(req.RolloutID, k+1)
 			groupArn, err := a.fillGroup(ctx, group, targets)
 			if err != nil {
 				return nil, err
@@ -498,7 +498,7 @@ func (a *Activities) CreateRollbackJobs(ctx context.Context, in workflows.Rollba
 }
 
 // FailedDevices lists (up to Limit) the devices whose execution of the jobs did not succeed.
-func (a *Activities) FailedDevices(ctx context.Context, in workflows.FailedDevicesInput) ([]string, error) {
+func (a *Activities) FailedDevices(ctx context.Context, in contract.FailedDevicesInput) ([]string, error) {
 	var out []string
 	for _, jobID := range in.JobIDs {
 		p := iot.NewListJobExecutionsForJobPaginator(a.IoT, &iot.ListJobExecutionsForJobInput{JobId: aws.String(jobID)})
@@ -520,7 +520,7 @@ func (a *Activities) FailedDevices(ctx context.Context, in workflows.FailedDevic
 
 // CancelJob cancels the job, force-canceling executions in progress, and returns the counts
 // after cancellation.
-func (a *Activities) CancelJob(ctx context.Context, in workflows.CancelJobInput) (*workflows.Counts, error) {
+func (a *Activities) CancelJob(ctx context.Context, in contract.CancelJobInput) (*contract.Counts, error) {
 	_, err := a.IoT.CancelJob(ctx, &iot.CancelJobInput{
 		JobId: aws.String(in.JobID), Force: true, Comment: aws.String(truncate(in.Reason, 2028)), ReasonCode: aws.String("OTAFLOW_ABORT"),
 	})
@@ -538,21 +538,21 @@ func (a *Activities) CancelJob(ctx context.Context, in workflows.CancelJobInput)
 	return &counts, nil
 }
 
-func (a *Activities) counts(ctx context.Context, jobID string) (workflows.Counts, error) {
+func (a *Activities) counts(ctx context.Context, jobID string) (contract.Counts, error) {
 	out, err := a.IoT.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(jobID)})
 	if err != nil {
-		return workflows.Counts{}, fmt.Errorf("describe job %s: %w", jobID, err)
+		return contract.Counts{}, fmt.Errorf("describe job %s: %w", jobID, err)
 	}
 	return CountsOf(out.Job.JobProcessDetails), nil
 }
 
 // CountsOf converts AWS's jobProcessDetails.
-func CountsOf(p *types.JobProcessDetails) workflows.Counts {
+func CountsOf(p *types.JobProcessDetails) contract.Counts {
 	if p == nil {
-		return workflows.Counts{}
+		return contract.Counts{}
 	}
 	n := func(v *int32) int { return int(aws.ToInt32(v)) }
-	return workflows.Counts{
+	return contract.Counts{
 		Queued: n(p.NumberOfQueuedThings), InProgress: n(p.NumberOfInProgressThings),
 		Succeeded: n(p.NumberOfSucceededThings), Failed: n(p.NumberOfFailedThings),
 		Rejected: n(p.NumberOfRejectedThings), TimedOut: n(p.NumberOfTimedOutThings),

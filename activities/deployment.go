@@ -15,26 +15,26 @@ import (
 
 	"github.com/otaflow/otaflow/internal/components"
 	"github.com/otaflow/otaflow/internal/jobdoc"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // SyncDeployment brings every member of the group that has no job of this revision yet onto
 // it: it resolves the component versions now (so a device joining later gets the versions that
 // fit at that moment) and creates one IoT job for those devices. Devices already deployed are
 // left alone. Running it twice creates nothing twice: devices with a job are skipped.
-func (a *Activities) SyncDeployment(ctx context.Context, in workflows.SyncInput) (*workflows.SyncResult, error) {
+func (a *Activities) SyncDeployment(ctx context.Context, in contract.SyncInput) (*contract.SyncResult, error) {
 	if a.Catalog == nil {
-		return nil, temporal.NewNonRetryableApplicationError("this worker has no component catalog (--catalog)", workflows.ErrInvalidRequest, nil)
+		return nil, temporal.NewNonRetryableApplicationError("this worker has no component catalog (--catalog)", contract.ErrInvalidRequest, nil)
 	}
 	members, err := a.groupMembers(ctx, in.ThingGroup)
 	var notFound *types.ResourceNotFoundException
 	if errors.As(err, &notFound) {
-		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("thing group %s does not exist", in.ThingGroup), workflows.ErrInvalidRequest, nil)
+		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("thing group %s does not exist", in.ThingGroup), contract.ErrInvalidRequest, nil)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("list things in %s: %w", in.ThingGroup, err)
 	}
-	prefix := workflows.DeploymentJobPrefix(in.DeploymentID, in.Revision)
+	prefix := contract.DeploymentJobPrefix(in.DeploymentID, in.Revision)
 	var todo []string
 	jobs := 0
 	for i, thing := range members {
@@ -50,19 +50,19 @@ func (a *Activities) SyncDeployment(ctx context.Context, in workflows.SyncInput)
 			activity.RecordHeartbeat(ctx, i)
 		}
 	}
-	out := &workflows.SyncResult{Members: len(members)}
+	out := &contract.SyncResult{Members: len(members)}
 	if len(todo) == 0 {
 		return out, nil
 	}
 	resolved, err := a.Catalog.Resolve(in.Components)
 	if err != nil {
-		return nil, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrInvalidRequest, nil)
+		return nil, temporal.NewNonRetryableApplicationError(err.Error(), contract.ErrInvalidRequest, nil)
 	}
 	doc := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate,
 		RolloutID: in.DeploymentID, SoftwareToUpdate: jobdoc.SoftwareComponents, Components: resolved, Version: resolved[components.Nucleus]}
 	body, err := doc.Marshal()
 	if err != nil {
-		return nil, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrInvalidRequest, nil)
+		return nil, temporal.NewNonRetryableApplicationError(err.Error(), contract.ErrInvalidRequest, nil)
 	}
 	// A job takes at most 100 targets (AWS IoT): more devices get more jobs of the revision.
 	var jobID string

@@ -13,16 +13,16 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/otaflow/otaflow/internal/release"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // LatestRelease finds the newest release of a software published to a bucket: the highest
 // version among the TUF targets "SOFTWARE/VERSION.tar.gz" in the bucket's targets metadata.
 // The worker only picks the version here; every device still verifies the release it is sent
 // against its own trusted root, so a forged targets.json cannot get anything installed.
-func (a *Activities) LatestRelease(ctx context.Context, in workflows.LatestReleaseInput) (*workflows.LatestReleaseResult, error) {
+func (a *Activities) LatestRelease(ctx context.Context, in contract.LatestReleaseInput) (*contract.LatestReleaseResult, error) {
 	if a.ReleaseMetadataURL == nil {
-		return nil, temporal.NewNonRetryableApplicationError("this worker cannot read published releases: start it with --release-metadata-url (the jobs service's does by default)", workflows.ErrInvalidRequest, nil)
+		return nil, temporal.NewNonRetryableApplicationError("this worker cannot read published releases: start it with --release-metadata-url (the jobs service's does by default)", contract.ErrInvalidRequest, nil)
 	}
 	base := a.ReleaseMetadataURL(in.Bucket)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/targets.json", nil)
@@ -35,7 +35,7 @@ func (a *Activities) LatestRelease(ctx context.Context, in workflows.LatestRelea
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound {
-		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("no release was ever published to bucket %s (%s): publish one with `starter release publish --bucket %s`", in.Bucket, base, in.Bucket), workflows.ErrInvalidRequest, nil)
+		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("no release was ever published to bucket %s (%s): publish one with `starter release publish --bucket %s`", in.Bucket, base, in.Bucket), contract.ErrInvalidRequest, nil)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("read the releases published to %s: %s", base, resp.Status)
@@ -67,10 +67,10 @@ func (a *Activities) LatestRelease(ctx context.Context, in workflows.LatestRelea
 		}
 	}
 	if best == nil {
-		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("bucket %s has no published release of %s: publish one with `starter release publish --software %s --bucket %s`", in.Bucket, in.Software, in.Software, in.Bucket), workflows.ErrInvalidRequest, nil)
+		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("bucket %s has no published release of %s: publish one with `starter release publish --software %s --bucket %s`", in.Bucket, in.Software, in.Software, in.Bucket), contract.ErrInvalidRequest, nil)
 	}
 	v := best.Original()
-	return &workflows.LatestReleaseResult{Version: v, ArtifactURL: release.S3URL(in.Bucket, in.Software, v)}, nil
+	return &contract.LatestReleaseResult{Version: v, ArtifactURL: release.S3URL(in.Bucket, in.Software, v)}, nil
 }
 
 // MetadataURLs turns a --release-metadata-url template ("{bucket}" replaced) into

@@ -13,7 +13,7 @@ import (
 	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/tuf"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // TestLatestReleaseReadsTheSignedTargets publishes releases into a real TUF repository,
@@ -41,13 +41,13 @@ func TestLatestReleaseReadsTheSignedTargets(t *testing.T) {
 	}))
 	defer srv.Close()
 	a := &activities.Activities{ReleaseMetadataURL: activities.MetadataURLs("", srv.URL)}
-	got, err := a.LatestRelease(context.Background(), workflows.LatestReleaseInput{Software: "core", Bucket: "fleet"})
+	got, err := a.LatestRelease(context.Background(), contract.LatestReleaseInput{Software: "core", Bucket: "fleet"})
 	require.NoError(t, err)
 	require.Equal(t, "1.10.0", got.Version, "semantic order, not publish order or string order")
 	require.Equal(t, release.S3URL("fleet", "core", "1.10.0"), got.ArtifactURL)
 
-	_, err = a.LatestRelease(context.Background(), workflows.LatestReleaseInput{Software: "core", Bucket: "empty"})
+	_, err = a.LatestRelease(context.Background(), contract.LatestReleaseInput{Software: "core", Bucket: "empty"})
 	require.ErrorContains(t, err, "no release was ever published to bucket empty")
-	_, err = (&activities.Activities{}).LatestRelease(context.Background(), workflows.LatestReleaseInput{Software: "core", Bucket: "fleet"})
+	_, err = (&activities.Activities{}).LatestRelease(context.Background(), contract.LatestReleaseInput{Software: "core", Bucket: "fleet"})
 	require.ErrorContains(t, err, "--release-metadata-url")
 }

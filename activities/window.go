@@ -8,24 +8,24 @@ import (
 	"github.com/robfig/cron/v3"
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
 // MaintenanceWindow says whether the window is open at in.At and when it next opens or
 // closes. It is an activity because time zones come from the system's tz database.
-func (a *Activities) MaintenanceWindow(_ context.Context, in workflows.WindowInput) (*workflows.WindowState, error) {
+func (a *Activities) MaintenanceWindow(_ context.Context, in contract.WindowInput) (*contract.WindowState, error) {
 	s, err := WindowAt(in.Window, in.At)
 	if err != nil {
-		return nil, temporal.NewNonRetryableApplicationError(err.Error(), workflows.ErrInvalidRequest, nil)
+		return nil, temporal.NewNonRetryableApplicationError(err.Error(), contract.ErrInvalidRequest, nil)
 	}
 	return s, nil
 }
 
 // WindowAt computes a maintenance window's state at t (also used to validate a window before
 // a rollout starts).
-func WindowAt(w workflows.MaintenanceWindow, t time.Time) (*workflows.WindowState, error) {
+func WindowAt(w contract.MaintenanceWindow, t time.Time) (*contract.WindowState, error) {
 	loc := time.UTC
 	if w.TimeZone != "" {
 		l, err := time.LoadLocation(w.TimeZone)
@@ -45,10 +45,10 @@ func WindowAt(w workflows.MaintenanceWindow, t time.Time) (*workflows.WindowStat
 	// The latest opening not more than one duration ago decides whether we are inside.
 	start := sched.Next(local.Add(-w.Duration).Add(-time.Second))
 	if !start.After(local) && local.Before(start.Add(w.Duration)) {
-		return &workflows.WindowState{Open: true, OpensAt: start.UTC(), ClosesAt: start.Add(w.Duration).UTC()}, nil
+		return &contract.WindowState{Open: true, OpensAt: start.UTC(), ClosesAt: start.Add(w.Duration).UTC()}, nil
 	}
 	if !start.After(local) {
 		start = sched.Next(local)
 	}
-	return &workflows.WindowState{OpensAt: start.UTC(), ClosesAt: start.Add(w.Duration).UTC()}, nil
+	return &contract.WindowState{OpensAt: start.UTC(), ClosesAt: start.Add(w.Duration).UTC()}, nil
 }

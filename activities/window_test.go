@@ -7,11 +7,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/activities"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 func TestWindowAt(t *testing.T) {
-	w := workflows.MaintenanceWindow{Cron: "0 2 * * *", Duration: 3 * time.Hour, TimeZone: "Europe/Berlin"}
+	w := contract.MaintenanceWindow{Cron: "0 2 * * *", Duration: 3 * time.Hour, TimeZone: "Europe/Berlin"}
 	berlin, err := time.LoadLocation("Europe/Berlin")
 	require.NoError(t, err)
 	at := func(h, m int) time.Time { return time.Date(2026, 11, 23, h, m, 0, 0, berlin) }
@@ -35,8 +35,8 @@ func TestWindowAt(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, s.Open, "open from its first second")
 
-	_, err = activities.WindowAt(workflows.MaintenanceWindow{Cron: "every night", Duration: time.Hour}, at(1, 0))
+	_, err = activities.WindowAt(contract.MaintenanceWindow{Cron: "every night", Duration: time.Hour}, at(1, 0))
 	require.ErrorContains(t, err, "cron")
-	_, err = activities.WindowAt(workflows.MaintenanceWindow{Cron: "0 2 * * *", Duration: time.Hour, TimeZone: "Mars/Olympus"}, at(1, 0))
+	_, err = activities.WindowAt(contract.MaintenanceWindow{Cron: "0 2 * * *", Duration: time.Hour, TimeZone: "Mars/Olympus"}, at(1, 0))
 	require.ErrorContains(t, err, "time zone")
 }

@@ -13,25 +13,25 @@ import (
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/stack"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // demoSummary is what `starter demo -o json` prints.
 type demoSummary struct {
-	RolloutID        string                 `json:"rolloutId"`
-	WorkflowID       string                 `json:"workflowId"`
-	State            string                 `json:"state"`
-	Message          string                 `json:"message,omitempty"`
-	FromVersion      string                 `json:"fromVersion"`
-	Version          string                 `json:"version"`
-	Devices          int                    `json:"devices"`
-	Counts           workflows.Counts       `json:"counts"`
-	DevicesOnVersion int                    `json:"devicesOnVersion"`
-	JobID            string                 `json:"jobId"`
-	JobArn           string                 `json:"jobArn"`
-	DurationSeconds  float64                `json:"durationSeconds"`
-	Waves            []workflows.WaveResult `json:"waves"`
-	WebUI            string                 `json:"webUI,omitempty"`
+	RolloutID        string                `json:"rolloutId"`
+	WorkflowID       string                `json:"workflowId"`
+	State            string                `json:"state"`
+	Message          string                `json:"message,omitempty"`
+	FromVersion      string                `json:"fromVersion"`
+	Version          string                `json:"version"`
+	Devices          int                   `json:"devices"`
+	Counts           contract.Counts       `json:"counts"`
+	DevicesOnVersion int                   `json:"devicesOnVersion"`
+	JobID            string                `json:"jobId"`
+	JobArn           string                `json:"jobArn"`
+	DurationSeconds  float64               `json:"durationSeconds"`
+	Waves            []contract.WaveResult `json:"waves"`
+	WebUI            string                `json:"webUI,omitempty"`
 }
 
 func demoCmd() *cobra.Command {
@@ -75,7 +75,7 @@ back on failure). --simulate skips all of that and only pretends to install.`,
 				return fmt.Errorf("--degrade needs real installs: the degraded release fails its signed health check after a while (drop --simulate)")
 			}
 			if !cmd.Flags().Changed("health-action") {
-				rf.healthAction = workflows.HealthAbort // nobody is there to override a held demo
+				rf.healthAction = contract.HealthAbort // nobody is there to override a held demo
 			}
 			if degrade > 0 && rf.healthWindow == 0 {
 				// A health gate that watches each wave long enough to see the release degrade.
@@ -141,7 +141,7 @@ back on failure). --simulate skips all of that and only pretends to install.`,
 			}
 
 			rolloutID := "demo-" + time.Now().UTC().Format("20060102-150405")
-			req := workflows.RolloutRequest{
+			req := contract.RolloutRequest{
 				RolloutID: rolloutID, Targets: arns, Architecture: "x86_64", OperatingSystem: "ubuntu",
 				SoftwareToUpdate: "core", Version: version, UpdateAgentLogLevel: "WARN",
 				S3URLSignerRole: "arn:aws:iam::000000000000:role/otaflow-local-signer",
@@ -161,7 +161,7 @@ back on failure). --simulate skips all of that and only pretends to install.`,
 				s.SetDeviceFaults(failing, sick)
 			}
 			start := time.Now()
-			run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+			run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
 			if err != nil {
 				return err
 			}
@@ -200,7 +200,7 @@ back on failure). --simulate skips all of that and only pretends to install.`,
 					s.Temporal.UIURL(), s.Temporal.FrontendAddr(), s.Broker.Addr(), s.JobsURL, cliconfig.DefaultAccessKeyID)
 				cliconfig.WaitForInterrupt()
 			}
-			if res.State != workflows.StateSucceeded {
+			if res.State != contract.StateSucceeded {
 				return exitError{code: 1}
 			}
 			return nil

@@ -21,7 +21,7 @@ import (
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/temporalconf"
 	"github.com/otaflow/otaflow/internal/tuf"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // parseComponents reads NAME[=VERSION] pairs; no version means "the newest that fits".
@@ -94,7 +94,7 @@ func deploymentCmd() *cobra.Command {
 				return fmt.Errorf("check thing group %s: %w", group, err)
 			}
 			return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
-				if _, err := rolloutclient.StartDeployment(cmd.Context(), c, tc.TaskQueue, workflows.DeploymentRequest{
+				if _, err := rolloutclient.StartDeployment(cmd.Context(), c, tc.TaskQueue, contract.DeploymentRequest{
 					DeploymentID: args[0], ThingGroup: group, Components: m, SyncInterval: interval,
 				}); err != nil {
 					return err

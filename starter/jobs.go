@@ -20,7 +20,7 @@ import (
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/temporalconf"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // parseTargets accepts the seed's JSON list (["arn:...","arn:..."]) or a comma-separated list.
@@ -71,12 +71,12 @@ func (u *updateFlags) bind(f *pflag.FlagSet) {
 }
 
 // request builds and validates the rollout request, the maintenance window included.
-func (u *updateFlags) request(rolloutID string) (workflows.RolloutRequest, error) {
+func (u *updateFlags) request(rolloutID string) (contract.RolloutRequest, error) {
 	tgts, err := parseTargets(u.targets)
 	if err != nil {
-		return workflows.RolloutRequest{}, err
+		return contract.RolloutRequest{}, err
 	}
-	req := workflows.RolloutRequest{
+	req := contract.RolloutRequest{
 		RolloutID: rolloutID, Targets: tgts, Architecture: u.arch, OperatingSystem: u.osName,
 		SoftwareToUpdate: u.sw, Version: u.version, S3URLSignerRole: u.signer, UpdateAgentLogLevel: u.logLevel,
 	}
@@ -108,7 +108,7 @@ func (u *updateFlags) request(rolloutID string) (workflows.RolloutRequest, error
 		req.Version = "1.11.6"
 	}
 	if u.windowCron != "" {
-		req.Window = &workflows.MaintenanceWindow{Cron: u.windowCron, Duration: u.windowDuration, TimeZone: u.windowTZ}
+		req.Window = &contract.MaintenanceWindow{Cron: u.windowCron, Duration: u.windowDuration, TimeZone: u.windowTZ}
 		if _, err := activities.WindowAt(*req.Window, time.Now()); err != nil {
 			return req, err
 		}

@@ -16,14 +16,14 @@ import (
 
 	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 func isTerminal(f *os.File) bool {
 	return isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd())
 }
 
-func countsLine(c workflows.Counts) string {
+func countsLine(c contract.Counts) string {
 	return fmt.Sprintf("succeeded %d  failed %d  rejected %d  timed out %d  canceled %d  in progress %d  queued %d",
 		c.Succeeded, c.Failed, c.Rejected, c.TimedOut, c.Canceled, c.InProgress, c.Queued)
 }
@@ -42,7 +42,7 @@ func watchRollout(ctx context.Context, tc client.Client, iotc *iot.Client, rollo
 			progressbar.OptionClearOnFinish(),
 		)
 	}
-	var last workflows.Counts
+	var last contract.Counts
 	lastWave := 0
 	lastPrint := time.Time{}
 	tick := time.NewTicker(250 * time.Millisecond)
@@ -50,7 +50,7 @@ func watchRollout(ctx context.Context, tc client.Client, iotc *iot.Client, rollo
 	for {
 		status, err := rolloutclient.Status(ctx, tc, rolloutID)
 		if err == nil {
-			var c workflows.Counts
+			var c contract.Counts
 			for _, w := range status.Waves {
 				if w.JobID == "" {
 					continue

@@ -20,7 +20,7 @@ import (
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/temporalconf"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // rolloutFlags are the staged-rollout controls shared by every command that starts one.
@@ -54,7 +54,7 @@ func (f *rolloutFlags) bind(fs *pflag.FlagSet, defaultTimeout time.Duration) {
 	fs.Float64Var(&f.abortThreshold, "abort-threshold", 20, "abort when this percent of a wave's finished devices ended in --abort-failure-type")
 	fs.IntVar(&f.abortMinExecuted, "abort-min-executed", 1, "...once at least this many devices of the wave have finished")
 	fs.BoolVar(&f.approveWaves, "approve-waves", false, "wait for `starter rollout approve` before every wave after the first")
-	fs.StringVar(&f.onFailure, "on-failure", workflows.OnFailureDoNothing, "on abort or cancel: ROLLBACK updated devices to their previous version, or DO_NOTHING")
+	fs.StringVar(&f.onFailure, "on-failure", contract.OnFailureDoNothing, "on abort or cancel: ROLLBACK updated devices to their previous version, or DO_NOTHING")
 	fs.DurationVar(&f.deviceTimeout, "device-timeout", 0, "a device IN_PROGRESS longer than this is TIMED_OUT (minutes; 0: no limit)")
 	fs.IntVar(&f.retries, "retries", 0, "retries for a device that FAILED or TIMED_OUT")
 	fs.DurationVar(&f.timeout, "rollout-timeout", defaultTimeout, "cancel the job and end the rollout if devices have not finished by then")
@@ -62,7 +62,7 @@ func (f *rolloutFlags) bind(fs *pflag.FlagSet, defaultTimeout time.Duration) {
 	fs.DurationVar(&f.bake, "bake-time", 0, "a device counts as updated only after staying healthy this long after installing")
 	fs.DurationVar(&f.healthWindow, "health-window", 0, "after each wave, watch the updated devices' health this long before the next (0: no health gate); docs/health.md")
 	fs.DurationVar(&f.healthInterval, "health-interval", time.Minute, "evaluate the health criteria this often during --health-window")
-	fs.StringVar(&f.healthAction, "health-action", workflows.HealthPause, "on a health breach: pause (for `starter rollout override-health` or cancel) or abort (with --on-failure ROLLBACK, updated devices go back)")
+	fs.StringVar(&f.healthAction, "health-action", contract.HealthPause, "on a health breach: pause (for `starter rollout override-health` or cancel) or abort (with --on-failure ROLLBACK, updated devices go back)")
 	fs.StringVar(&f.healthCriteria, "health-criteria", "", "JSON or YAML file with health criteria (a list of {name, metric, statistic, over, max, maxRatio, minSample})")
 	fs.Float64Var(&f.restartsRatio, "health-restarts-ratio", 0, "breach when the updated devices' restarts per device exceed this many times the control cohort's (e.g. 3; 0: not judged)")
 	fs.StringArrayVar(&f.metricBounds, "health-max", nil, "breach when a health metric's statistic exceeds a bound: METRIC[:STATISTIC]=MAX, e.g. metrics.errors:p95=10 or restarts=2 (statistic default average; repeatable)")
@@ -71,30 +71,30 @@ func (f *rolloutFlags) bind(fs *pflag.FlagSet, defaultTimeout time.Duration) {
 }
 
 // parseMetricBound reads METRIC[:STATISTIC]=MAX.
-func parseMetricBound(b string) (workflows.HealthCriterion, error) {
+func parseMetricBound(b string) (contract.HealthCriterion, error) {
 	lhs, rhs, ok := strings.Cut(b, "=")
 	max, err := strconv.ParseFloat(strings.TrimSpace(rhs), 64)
 	if !ok || err != nil {
-		return workflows.HealthCriterion{}, fmt.Errorf("--health-max %q: write METRIC[:STATISTIC]=MAX, e.g. metrics.errors:p95=10", b)
+		return contract.HealthCriterion{}, fmt.Errorf("--health-max %q: write METRIC[:STATISTIC]=MAX, e.g. metrics.errors:p95=10", b)
 	}
 	metric, stat, _ := strings.Cut(strings.TrimSpace(lhs), ":")
 	if stat == "" {
 		stat = "average"
 	}
-	return workflows.HealthCriterion{Name: stat + " of " + metric, Metric: metric, Statistic: stat, Max: &max}, nil
+	return contract.HealthCriterion{Name: stat + " of " + metric, Metric: metric, Statistic: stat, Max: &max}, nil
 }
 
 // healthGate reads the health flags; nil without --health-window.
-func (f *rolloutFlags) healthGate() (*workflows.HealthGate, error) {
+func (f *rolloutFlags) healthGate() (*contract.HealthGate, error) {
 	if f.healthWindow == 0 {
 		if f.healthCriteria != "" || f.noHealthDefaults || f.restartsRatio > 0 || len(f.metricBounds) > 0 {
 			return nil, fmt.Errorf("health criteria need --health-window: how long to watch each wave after it updated")
 		}
 		return nil, nil
 	}
-	g := &workflows.HealthGate{Window: f.healthWindow, Interval: f.healthInterval, Action: strings.ToLower(f.healthAction), NoDefaults: f.noHealthDefaults}
+	g := &contract.HealthGate{Window: f.healthWindow, Interval: f.healthInterval, Action: strings.ToLower(f.healthAction), NoDefaults: f.noHealthDefaults}
 	if f.restartsRatio > 0 {
-		g.Criteria = append(g.Criteria, workflows.HealthCriterion{Name: "restarts per device", Metric: "restarts", Statistic: "average",
+		g.Criteria = append(g.Criteria, contract.HealthCriterion{Name: "restarts per device", Metric: "restarts", Statistic: "average",
 			MaxRatio: f.restartsRatio, MinSample: f.healthMinSample})
 	}
 	for _, b := range f.metricBounds {
@@ -110,7 +110,7 @@ func (f *rolloutFlags) healthGate() (*workflows.HealthGate, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--health-criteria: %w", err)
 		}
-		var fromFile []workflows.HealthCriterion
+		var fromFile []contract.HealthCriterion
 		if err := yaml.UnmarshalStrict(raw, &fromFile); err != nil {
 			return nil, fmt.Errorf("--health-criteria %s is not a list of criteria ({name, metric, statistic, over, max, maxRatio, minSample}): %w", f.healthCriteria, err)
 		}
@@ -119,7 +119,7 @@ func (f *rolloutFlags) healthGate() (*workflows.HealthGate, error) {
 	return g, nil
 }
 
-func (f *rolloutFlags) apply(r *workflows.RolloutRequest) error {
+func (f *rolloutFlags) apply(r *contract.RolloutRequest) error {
 	g, err := f.healthGate()
 	if err != nil {
 		return err
@@ -129,13 +129,13 @@ func (f *rolloutFlags) apply(r *workflows.RolloutRequest) error {
 	r.OnFailure, r.DeviceTimeout, r.Retries, r.Timeout = strings.ToUpper(f.onFailure), f.deviceTimeout, f.retries, f.timeout
 	r.BakeTime, r.RateLimitPerMinute = f.bake, f.rate
 	if f.abortType != "" {
-		r.Abort = &workflows.AbortCriteria{FailureType: strings.ToUpper(f.abortType), ThresholdPercent: f.abortThreshold, MinExecuted: f.abortMinExecuted}
+		r.Abort = &contract.AbortCriteria{FailureType: strings.ToUpper(f.abortType), ThresholdPercent: f.abortThreshold, MinExecuted: f.abortMinExecuted}
 	}
 	return nil
 }
 
 // printPlan resolves the targets and prints what the rollout would do, creating nothing.
-func printPlan(ctx context.Context, ic cliconfig.IoT, req workflows.RolloutRequest, output string) error {
+func printPlan(ctx context.Context, ic cliconfig.IoT, req contract.RolloutRequest, output string) error {
 	ic.Resolve()
 	c, err := iotclient.ForCLI(ctx, &ic)
 	if err != nil {
@@ -145,8 +145,8 @@ func printPlan(ctx context.Context, ic cliconfig.IoT, req workflows.RolloutReque
 	if err != nil {
 		return err
 	}
-	sizes, _ := workflows.ParseWaves(req.Waves)
-	plan := workflows.PlanWaves(len(targets.ThingArns), sizes)
+	sizes, _ := contract.ParseWaves(req.Waves)
+	plan := contract.PlanWaves(len(targets.ThingArns), sizes)
 	type wavePlan struct {
 		Wave    int      `json:"wave"`
 		JobID   string   `json:"jobId"`
@@ -167,7 +167,7 @@ func printPlan(ctx context.Context, ic cliconfig.IoT, req workflows.RolloutReque
 		for _, arn := range targets.ThingArns[prev:cum] {
 			names = append(names, arn[strings.LastIndex(arn, "/")+1:])
 		}
-		waves = append(waves, wavePlan{Wave: i + 1, JobID: workflows.WaveJobID(req.RolloutID, i+1), Devices: names, Gate: gate})
+		waves = append(waves, wavePlan{Wave: i + 1, JobID: contract.WaveJobID(req.RolloutID, i+1), Devices: names, Gate: gate})
 		prev = cum
 	}
 	if output == "json" {
@@ -188,12 +188,12 @@ func printPlan(ctx context.Context, ic cliconfig.IoT, req workflows.RolloutReque
 	return nil
 }
 
-func printStatus(res workflows.RolloutResult, output string, failed []rolloutclient.DeviceResult, stale []string) {
+func printStatus(res contract.RolloutResult, output string, failed []rolloutclient.DeviceResult, stale []string) {
 	if output == "json" {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		enc.Encode(struct {
-			workflows.RolloutResult
+			contract.RolloutResult
 			FailedDevices []rolloutclient.DeviceResult `json:"failedDevices,omitempty"`
 			StaleJobs     []string                     `json:"staleJobs,omitempty"`
 		}{res, failed, stale})
@@ -223,12 +223,12 @@ func printStatus(res workflows.RolloutResult, output string, failed []rolloutcli
 
 // printHealth shows a wave's health gate: its state, and each criterion's updated and
 // control values.
-func printHealth(h *workflows.HealthGateResult) {
+func printHealth(h *contract.HealthGateResult) {
 	if h == nil {
 		return
 	}
 	line := fmt.Sprintf("    health gate %s after %d evaluations", h.State, h.Evaluations)
-	if h.State == workflows.HealthObserving {
+	if h.State == contract.HealthObserving {
 		line += " (until " + h.Until.Format(time.Kitchen) + ")"
 	}
 	fmt.Println(line)
@@ -261,7 +261,7 @@ func printFailed(out *os.File, failed []rolloutclient.DeviceResult) {
 // terminal reports whether a rollout state is final.
 func terminal(state string) bool {
 	switch state {
-	case workflows.StateSucceeded, workflows.StateFailed, workflows.StateAborted, workflows.StateCanceled, workflows.StateTimedOut, workflows.StateInvalid:
+	case contract.StateSucceeded, contract.StateFailed, contract.StateAborted, contract.StateCanceled, contract.StateTimedOut, contract.StateInvalid:
 		return true
 	}
 	return false
@@ -352,8 +352,8 @@ func rolloutCmd() *cobra.Command {
 	none := func(*cobra.Command) []any { return nil }
 	var reason string
 	var rollback, noRollback bool
-	cancel := control(workflows.UpdateCancel, "Cancel a rollout: no device starts the update once this returns (with --rollback, updated devices go back)", func(*cobra.Command) []any {
-		req := workflows.CancelRequest{Reason: reason}
+	cancel := control(contract.UpdateCancel, "Cancel a rollout: no device starts the update once this returns (with --rollback, updated devices go back)", func(*cobra.Command) []any {
+		req := contract.CancelRequest{Reason: reason}
 		if rollback || noRollback {
 			v := rollback
 			req.Rollback = &v
@@ -406,15 +406,15 @@ One rollback per rollout: asking again shows the first. A running rollout is ref
 	rollbackCmd.Flags().StringVar(&rbReason, "reason", "rolled back from the CLI", "why, recorded in the rollback")
 
 	var ovReason, ovBy string
-	override := control(workflows.UpdateOverrideHealth, "Go on past a breached health gate (recorded with who and why)", func(*cobra.Command) []any {
-		return []any{workflows.OverrideRequest{By: ovBy, Reason: ovReason}}
+	override := control(contract.UpdateOverrideHealth, "Go on past a breached health gate (recorded with who and why)", func(*cobra.Command) []any {
+		return []any{contract.OverrideRequest{By: ovBy, Reason: ovReason}}
 	})
 	override.Flags().StringVar(&ovReason, "reason", "", "why the breach may be ignored (required; recorded with the rollout)")
 	override.Flags().StringVar(&ovBy, "by", os.Getenv("USER"), "who decides (recorded with the rollout)")
 	cmd.AddCommand(status, list, override,
-		control(workflows.UpdatePause, "Pause: no new wave starts until resumed", none),
-		control(workflows.UpdateResume, "Resume a paused rollout", none),
-		control(workflows.UpdateApprove, "Approve the next wave of a rollout that waits for approval", none),
+		control(contract.UpdatePause, "Pause: no new wave starts until resumed", none),
+		control(contract.UpdateResume, "Resume a paused rollout", none),
+		control(contract.UpdateApprove, "Approve the next wave of a rollout that waits for approval", none),
 		cancel, rollbackCmd)
 	return cmd
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
 
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // TestHealthFlags: the common criteria have flags, the rest a file; every criterion is
@@ -17,12 +17,12 @@ import (
 func TestHealthFlags(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "criteria.yaml")
 	require.NoError(t, os.WriteFile(file, []byte("- name: queue depth\n  metric: metrics.queueDepth\n  statistic: maximum\n  max: 100\n"), 0o644))
-	parse := func(args ...string) (*workflows.RolloutRequest, error) {
+	parse := func(args ...string) (*contract.RolloutRequest, error) {
 		var f rolloutFlags
 		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 		f.bind(fs, time.Hour)
 		require.NoError(t, fs.Parse(args))
-		req := &workflows.RolloutRequest{}
+		req := &contract.RolloutRequest{}
 		return req, f.apply(req)
 	}
 	req, err := parse("--health-window", "30m", "--health-restarts-ratio", "3", "--health-max", "metrics.errors:p95=10",
@@ -32,7 +32,7 @@ func TestHealthFlags(t *testing.T) {
 	require.Equal(t, 30*time.Minute, g.Window)
 	require.Equal(t, time.Minute, g.Interval)
 	require.Len(t, g.Criteria, 4)
-	require.Equal(t, workflows.HealthCriterion{Name: "restarts per device", Metric: "restarts", Statistic: "average", MaxRatio: 3, MinSample: 20}, g.Criteria[0])
+	require.Equal(t, contract.HealthCriterion{Name: "restarts per device", Metric: "restarts", Statistic: "average", MaxRatio: 3, MinSample: 20}, g.Criteria[0])
 	require.Equal(t, "p95", g.Criteria[1].Statistic)
 	require.Equal(t, 10.0, *g.Criteria[1].Max)
 	require.Equal(t, "average", g.Criteria[2].Statistic)

@@ -15,7 +15,7 @@ import (
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/temporalconf"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 func scheduleCmd() *cobra.Command {
@@ -43,7 +43,7 @@ func scheduleCmd() *cobra.Command {
 			if cronExpr == "" {
 				return fmt.Errorf("--cron is required (five fields, e.g. \"0 1 * * *\")")
 			}
-			req, err := u.request(workflows.RolloutIDFor(args[0]))
+			req, err := u.request(contract.RolloutIDFor(args[0]))
 			if err != nil {
 				return err
 			}
@@ -90,7 +90,7 @@ func scheduleCmd() *cobra.Command {
 					if err != nil {
 						return err
 					}
-					if e.WorkflowType.Name != workflows.WorkflowRollout {
+					if e.WorkflowType.Name != contract.WorkflowRollout {
 						continue
 					}
 					r := row{ID: e.ID}

@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 func TestDeploymentSyncsRevisesAndReportsConflicts(t *testing.T) {
@@ -21,40 +22,40 @@ func TestDeploymentSyncsRevisesAndReportsConflicts(t *testing.T) {
 	// The activity runs on the test environment's own goroutines, and one
 	// may still be running when the workflow is canceled: guard what it records.
 	var mu sync.Mutex
-	var syncs []workflows.SyncInput
-	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.SyncInput) (*workflows.SyncResult, error) {
+	var syncs []contract.SyncInput
+	env.RegisterActivityWithOptions(func(ctx context.Context, in contract.SyncInput) (*contract.SyncResult, error) {
 		mu.Lock()
 		syncs = append(syncs, in)
 		first := len(syncs) == 1 || syncs[len(syncs)-2].Revision != in.Revision
 		mu.Unlock()
 		if in.Components["bad"] != "" {
-			return nil, temporal.NewNonRetryableApplicationError("conflicting versions: bad", workflows.ErrInvalidRequest, nil)
+			return nil, temporal.NewNonRetryableApplicationError("conflicting versions: bad", contract.ErrInvalidRequest, nil)
 		}
 		deployed := 0
 		if first {
 			deployed = 2 // the first sync of a revision reaches every member
 		}
-		return &workflows.SyncResult{Members: 2, Deployed: deployed, JobID: "j", Resolved: map[string]string{"n": "1"}}, nil
-	}, activity.RegisterOptions{Name: workflows.ActivitySyncDeployment})
+		return &contract.SyncResult{Members: 2, Deployed: deployed, JobID: "j", Resolved: map[string]string{"n": "1"}}, nil
+	}, activity.RegisterOptions{Name: contract.ActivitySyncDeployment})
 
-	status := func() workflows.DeploymentStatus {
-		v, err := env.QueryWorkflow(workflows.QueryStatus)
+	status := func() contract.DeploymentStatus {
+		v, err := env.QueryWorkflow(contract.QueryStatus)
 		require.NoError(t, err)
-		var st workflows.DeploymentStatus
+		var st contract.DeploymentStatus
 		require.NoError(t, v.Get(&st))
 		return st
 	}
 	revise := func(id string, c map[string]string) {
-		env.UpdateWorkflow(workflows.UpdateRevise, id, &testsuite.TestUpdateCallback{
+		env.UpdateWorkflow(contract.UpdateRevise, id, &testsuite.TestUpdateCallback{
 			OnReject: func(err error) { t.Errorf("revise rejected: %v", err) }, OnAccept: func() {}, OnComplete: func(any, error) {},
 		}, c)
 	}
-	var seen []workflows.DeploymentStatus
+	var seen []contract.DeploymentStatus
 	var rejected error
 	env.RegisterDelayedCallback(func() {
 		seen = append(seen, status())
 		revise("r2", map[string]string{"n": "2"})
-		env.UpdateWorkflow(workflows.UpdateRevise, "empty", &testsuite.TestUpdateCallback{
+		env.UpdateWorkflow(contract.UpdateRevise, "empty", &testsuite.TestUpdateCallback{
 			OnReject: func(err error) { rejected = err }, OnAccept: func() {}, OnComplete: func(any, error) {},
 		}, map[string]string{})
 	}, 90*time.Second)
@@ -66,7 +67,7 @@ func TestDeploymentSyncsRevisesAndReportsConflicts(t *testing.T) {
 		seen = append(seen, status())
 		env.CancelWorkflow()
 	}, 210*time.Second)
-	env.ExecuteWorkflow(workflows.Deployment, workflows.DeploymentRequest{
+	env.ExecuteWorkflow(workflows.Deployment, contract.DeploymentRequest{
 		DeploymentID: "d", ThingGroup: "fleet", Components: map[string]string{"n": ""}, SyncInterval: time.Minute,
 	})
 	var canceled *temporal.CanceledError

@@ -12,6 +12,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 func f64(v float64) *float64 { return &v }
@@ -19,7 +20,7 @@ func f64(v float64) *float64 { return &v }
 // TestHealthCriteriaJudgement: a criterion is judged only on enough devices, against its
 // absolute bound and against the control cohort, and says why in the operator's words.
 func TestHealthCriteriaJudgement(t *testing.T) {
-	restarts := workflows.HealthCriterion{Name: "restarts per device", Metric: "restarts", Statistic: "average", MaxRatio: 3, MinSample: 20}
+	restarts := contract.HealthCriterion{Name: "restarts per device", Metric: "restarts", Statistic: "average", MaxRatio: 3, MinSample: 20}
 	v := restarts.Judge(4.1, 250, 0.1, 9750, "waves 1-2")
 	require.True(t, v.Breached)
 	require.Equal(t, "restarts per device 4.1 in waves 1-2 (n=250) against 0.1 in control (n=9750): over the 3x bound", v.Note)
@@ -31,21 +32,21 @@ func TestHealthCriteriaJudgement(t *testing.T) {
 	require.False(t, v.Breached)
 	require.Contains(t, v.Note, "not compared: 5 control devices")
 
-	share := workflows.HealthCriterion{Metric: "healthCheckFailures", Statistic: "share", Max: f64(0.1)}
+	share := contract.HealthCriterion{Metric: "healthCheckFailures", Statistic: "share", Max: f64(0.1)}
 	v = share.Judge(0.5, 2, 0, 0, "waves 1-2")
 	require.True(t, v.Breached)
 	require.Equal(t, "share of healthCheckFailures 50% in waves 1-2 (n=2): over the bound 10%", v.Note)
 	require.False(t, share.Judge(0.1, 10, 0, 0, "wave 1").Breached, "at the bound is within it")
-	require.Equal(t, "shadow.name.health.reported.metrics.errors", workflows.HealthCriterion{Metric: "metrics.errors"}.Field())
-	require.Equal(t, "shadow.name.app.reported.x", workflows.HealthCriterion{Metric: "shadow.name.app.reported.x"}.Field())
-	require.Equal(t, 95.0, workflows.HealthCriterion{Statistic: "p95"}.Percent())
+	require.Equal(t, "shadow.name.health.reported.metrics.errors", contract.HealthCriterion{Metric: "metrics.errors"}.Field())
+	require.Equal(t, "shadow.name.app.reported.x", contract.HealthCriterion{Metric: "shadow.name.app.reported.x"}.Field())
+	require.Equal(t, 95.0, contract.HealthCriterion{Statistic: "p95"}.Percent())
 }
 
 func TestHealthGateValidation(t *testing.T) {
 	req := validRequest()
 	req.Waves = "1,50%,100%"
-	req.Health = &workflows.HealthGate{Window: time.Minute, Interval: 2 * time.Minute, Action: "explode", NoDefaults: true,
-		Criteria: []workflows.HealthCriterion{
+	req.Health = &contract.HealthGate{Window: time.Minute, Interval: 2 * time.Minute, Action: "explode", NoDefaults: true,
+		Criteria: []contract.HealthCriterion{
 			{Metric: "rest arts", Statistic: "average", Max: f64(1)},
 			{Metric: "restarts", Statistic: "median", Max: f64(1)},
 			{Metric: "restarts", Statistic: "average"},
@@ -58,18 +59,18 @@ func TestHealthGateValidation(t *testing.T) {
 		"give a bound: max (absolute) and/or maxRatio", "a share's max is a fraction from 0 to 1, not 10"} {
 		require.Contains(t, err.Error(), want)
 	}
-	req.Health = &workflows.HealthGate{Window: time.Minute, Interval: time.Second}
+	req.Health = &contract.HealthGate{Window: time.Minute, Interval: time.Second}
 	require.NoError(t, req.Validate(), "the defaults alone")
 	req.Waves = "1,2,3,4,5,6,7,8,9,10,11"
 	require.ErrorContains(t, req.Validate(), "at most 10 waves")
 }
 
 // healthFleet is a fleet whose EvaluateHealth answers from verdict(wave evaluated, evaluation).
-func healthFleet(t *testing.T, env *testsuite.TestWorkflowEnvironment, verdict func(groups int, n int) string) (*fleet, *[]workflows.EvaluateHealthInput) {
+func healthFleet(t *testing.T, env *testsuite.TestWorkflowEnvironment, verdict func(groups int, n int) string) (*fleet, *[]contract.EvaluateHealthInput) {
 	f := &fleet{devices: 10, outcome: allSucceed}
 	f.register(env)
-	var calls []workflows.EvaluateHealthInput
-	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.EvaluateHealthInput) (*workflows.EvaluateHealthResult, error) {
+	var calls []contract.EvaluateHealthInput
+	env.RegisterActivityWithOptions(func(ctx context.Context, in contract.EvaluateHealthInput) (*contract.EvaluateHealthResult, error) {
 		calls = append(calls, in)
 		n := 0
 		for _, c := range calls {
@@ -77,13 +78,13 @@ func healthFleet(t *testing.T, env *testsuite.TestWorkflowEnvironment, verdict f
 				n++
 			}
 		}
-		res := &workflows.EvaluateHealthResult{Values: []workflows.CriterionValue{{Criterion: "devices failing their health check", UpdatedN: len(in.UpdatedGroups)}}}
+		res := &contract.EvaluateHealthResult{Values: []contract.CriterionValue{{Criterion: "devices failing their health check", UpdatedN: len(in.UpdatedGroups)}}}
 		if b := verdict(len(in.UpdatedGroups), n); b != "" {
 			res.Breach = b
 			res.Values[0].Breached = true
 		}
 		return res, nil
-	}, activity.RegisterOptions{Name: workflows.ActivityEvaluateHealth})
+	}, activity.RegisterOptions{Name: contract.ActivityEvaluateHealth})
 	return f, &calls
 }
 
@@ -95,23 +96,23 @@ func TestHealthGateWatchesEachWave(t *testing.T) {
 	env := s.NewTestWorkflowEnvironment()
 	f, calls := healthFleet(t, env, func(int, int) string { return "" })
 	req := waveRequest()
-	req.Health = &workflows.HealthGate{Window: 10 * time.Minute, Interval: time.Minute}
+	req.Health = &contract.HealthGate{Window: 10 * time.Minute, Interval: time.Minute}
 	start := env.Now()
 	env.ExecuteWorkflow(workflows.Rollout, req)
 	require.NoError(t, env.GetWorkflowError())
-	var res workflows.RolloutResult
+	var res contract.RolloutResult
 	require.NoError(t, env.GetWorkflowResult(&res))
-	require.Equal(t, workflows.StateSucceeded, res.State)
+	require.Equal(t, contract.StateSucceeded, res.State)
 	require.Len(t, *calls, 30, "ten evaluations per wave")
 	first, last := (*calls)[0], (*calls)[29]
-	require.Equal(t, []string{workflows.WaveGroup("r1", 1)}, first.UpdatedGroups)
-	require.Equal(t, []string{workflows.WaveGroup("r1", 2), workflows.WaveGroup("r1", 3)}, first.ControlGroups)
+	require.Equal(t, []string{contract.WaveGroup("r1", 1)}, first.UpdatedGroups)
+	require.Equal(t, []string{contract.WaveGroup("r1", 2), contract.WaveGroup("r1", 3)}, first.ControlGroups)
 	require.Len(t, last.UpdatedGroups, 3)
 	require.Empty(t, last.ControlGroups)
 	require.Len(t, first.Criteria, 3, "the defaults")
 	require.GreaterOrEqual(t, env.Now().Sub(start), 30*time.Minute, "three windows of test time")
 	for _, w := range res.Waves {
-		require.Equal(t, workflows.HealthPassed, w.Health.State)
+		require.Equal(t, contract.HealthPassed, w.Health.State)
 		require.Equal(t, 10, w.Health.Evaluations)
 		require.Len(t, w.Health.History, 10)
 	}
@@ -130,21 +131,21 @@ func TestHealthBreachAbortsAndRollsBack(t *testing.T) {
 		return ""
 	})
 	req := waveRequest()
-	req.OnFailure = workflows.OnFailureRollback
-	req.Health = &workflows.HealthGate{Window: 10 * time.Minute, Interval: time.Minute, Action: workflows.HealthAbort}
+	req.OnFailure = contract.OnFailureRollback
+	req.Health = &contract.HealthGate{Window: 10 * time.Minute, Interval: time.Minute, Action: contract.HealthAbort}
 	env.ExecuteWorkflow(workflows.Rollout, req)
 	var appErr *temporal.ApplicationError
 	require.True(t, errors.As(env.GetWorkflowError(), &appErr))
-	require.Equal(t, workflows.ErrRolloutAborted, appErr.Type())
-	var res workflows.RolloutResult
+	require.Equal(t, contract.ErrRolloutAborted, appErr.Type())
+	var res contract.RolloutResult
 	require.NoError(t, appErr.Details(&res))
 	require.Len(t, f.created, 2, "the third wave never started")
 	require.Len(t, f.rollbacks, 1)
 	require.Contains(t, res.Message, "health gate breached: devices failing their health check 50% in waves 1-2 (n=4)")
-	require.Equal(t, workflows.WaveFailed, res.Waves[1].State)
-	require.Equal(t, workflows.HealthBreached, res.Waves[1].Health.State)
+	require.Equal(t, contract.WaveFailed, res.Waves[1].State)
+	require.Equal(t, contract.HealthBreached, res.Waves[1].Health.State)
 	require.Equal(t, 3, res.Waves[1].Health.Evaluations)
-	require.Equal(t, workflows.WaveCanceled, res.Waves[2].State)
+	require.Equal(t, contract.WaveCanceled, res.Waves[2].State)
 }
 
 // TestHealthBreachHoldsForTheOperator: under the pause action a breach holds the rollout
@@ -159,30 +160,30 @@ func TestHealthBreachHoldsForTheOperator(t *testing.T) {
 		return ""
 	})
 	req := waveRequest()
-	req.Health = &workflows.HealthGate{Window: 5 * time.Minute, Interval: time.Minute}
+	req.Health = &contract.HealthGate{Window: 5 * time.Minute, Interval: time.Minute}
 	env.RegisterDelayedCallback(func() {
-		var res workflows.RolloutResult
-		v, err := env.QueryWorkflow(workflows.QueryStatus)
+		var res contract.RolloutResult
+		v, err := env.QueryWorkflow(contract.QueryStatus)
 		require.NoError(t, err)
 		require.NoError(t, v.Get(&res))
-		require.Equal(t, workflows.HealthBreached, res.Waves[0].Health.State)
+		require.Equal(t, contract.HealthBreached, res.Waves[0].Health.State)
 		require.Contains(t, res.Message, "health gate breached, rollout held")
 		require.Len(t, f.created, 1, "held: no second wave")
-		env.UpdateWorkflow(workflows.UpdateOverrideHealth, "u0", &testsuite.TestUpdateCallback{
+		env.UpdateWorkflow(contract.UpdateOverrideHealth, "u0", &testsuite.TestUpdateCallback{
 			OnReject: func(err error) { require.ErrorContains(t, err, "say why") }, OnAccept: func() { t.Fatal("accepted without a reason") }, OnComplete: func(any, error) {},
-		}, workflows.OverrideRequest{By: "alice"})
-		env.UpdateWorkflow(workflows.UpdateOverrideHealth, "u1", &testsuite.TestUpdateCallback{
+		}, contract.OverrideRequest{By: "alice"})
+		env.UpdateWorkflow(contract.UpdateOverrideHealth, "u1", &testsuite.TestUpdateCallback{
 			OnReject: func(err error) { t.Fatal(err) }, OnAccept: func() {}, OnComplete: func(any, error) {},
-		}, workflows.OverrideRequest{By: "alice", Reason: "restarts are the new watchdog's, expected"})
+		}, contract.OverrideRequest{By: "alice", Reason: "restarts are the new watchdog's, expected"})
 	}, time.Hour)
 	env.ExecuteWorkflow(workflows.Rollout, req)
 	require.NoError(t, env.GetWorkflowError())
-	var res workflows.RolloutResult
+	var res contract.RolloutResult
 	require.NoError(t, env.GetWorkflowResult(&res))
-	require.Equal(t, workflows.StateSucceeded, res.State)
+	require.Equal(t, contract.StateSucceeded, res.State)
 	o := res.Waves[0].Health.Override
 	require.NotNil(t, o)
 	require.Equal(t, "alice", o.By)
-	require.Equal(t, workflows.HealthOverridden, res.Waves[0].Health.State)
+	require.Equal(t, contract.HealthOverridden, res.Waves[0].Health.State)
 	require.Len(t, f.created, 3)
 }

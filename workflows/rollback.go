@@ -2,31 +2,21 @@ package workflows
 
 import (
 	"fmt"
+	"github.com/otaflow/otaflow/workflows/contract"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 )
 
-// RollbackRolloutRequest puts every device a finished rollout updated back on the version it
-// had before (as reported by its agent in the job execution).
-type RollbackRolloutRequest struct {
-	RolloutID string `json:"rolloutId"`
-	// Request is the rollout's own request (software, platform, timeouts).
-	Request RolloutRequest `json:"request"`
-	// JobIDs are the rollout's wave jobs.
-	JobIDs []string `json:"jobIds"`
-	Reason string   `json:"reason,omitempty"`
-}
-
 // RollbackRollout rolls a finished rollout back: one job per previous version for the devices
 // that succeeded in its jobs, awaited like a rollout's compensation, then its groups deleted.
-func RollbackRollout(ctx workflow.Context, in RollbackRolloutRequest) (*RollbackResult, error) {
+func RollbackRollout(ctx workflow.Context, in contract.RollbackRolloutRequest) (*contract.RollbackResult, error) {
 	req := in.Request
 	if err := req.Validate(); err != nil {
-		return nil, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidRequest, nil)
+		return nil, temporal.NewNonRetryableApplicationError(err.Error(), contract.ErrInvalidRequest, nil)
 	}
-	req.RolloutID = RollbackRolloutID(in.RolloutID)
+	req.RolloutID = contract.RollbackRolloutID(in.RolloutID)
 	r := &rollout{req: req}
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: 5 * time.Minute,
@@ -41,10 +31,10 @@ func RollbackRollout(ctx workflow.Context, in RollbackRolloutRequest) (*Rollback
 		if rb.Message != "" {
 			msg += " (" + rb.Message + ")"
 		}
-		return &rb, temporal.NewNonRetryableApplicationError(msg, ErrNothingToRollBack, nil, rb)
+		return &rb, temporal.NewNonRetryableApplicationError(msg, contract.ErrNothingToRollBack, nil, rb)
 	}
 	if rb.Failed > 0 {
-		return &rb, temporal.NewNonRetryableApplicationError(fmt.Sprintf("%d of %d devices rolled back, %d failed: %v", rb.RolledBack, rb.Devices, rb.Failed, rb.FailedDevices), ErrRolloutFailed, nil, rb)
+		return &rb, temporal.NewNonRetryableApplicationError(fmt.Sprintf("%d of %d devices rolled back, %d failed: %v", rb.RolledBack, rb.Devices, rb.Failed, rb.FailedDevices), contract.ErrRolloutFailed, nil, rb)
 	}
 	return &rb, nil
 }

@@ -3,6 +3,7 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"github.com/otaflow/otaflow/workflows/contract"
 	"strings"
 	"time"
 
@@ -13,26 +14,12 @@ import (
 // reportEvery bounds one AwaitJob call, so the status query sees progress at least this often.
 const reportEvery = 30 * time.Second
 
-// AwaitJobResult is AwaitJob's answer: the counts, whether every execution is terminal, and
-// whether the abort criteria were crossed (with why).
-type AwaitJobResult struct {
-	Counts  Counts `json:"counts"`
-	Done    bool   `json:"done"`
-	Aborted string `json:"aborted,omitempty"`
-}
-
-// AwaitJobInputMax is AwaitJobInput with the longest the activity may wait this call.
-type AwaitJobInputMax struct {
-	AwaitJobInput
-	MaxWait time.Duration `json:"maxWait"`
-}
-
 // Rollout runs one over-the-air update in waves: validate, resolve the targets, then for each
 // wave create its IoT job, wait for the devices and check the gate. It can be paused, resumed,
 // approved between waves and canceled (Temporal Updates); on abort or cancel it cancels the
 // current job and, under the ROLLBACK policy, puts updated devices back on their old version.
-func Rollout(ctx workflow.Context, req RolloutRequest) (*RolloutResult, error) {
-	r := &rollout{req: req, res: RolloutResult{RolloutID: req.RolloutID, Version: req.Version, State: StateValidating}}
+func Rollout(ctx workflow.Context, req contract.RolloutRequest) (*contract.RolloutResult, error) {
+	r := &rollout{req: req, res: contract.RolloutResult{RolloutID: req.RolloutID, Version: req.Version, State: contract.StateValidating}}
 	if err := r.setup(ctx); err != nil {
 		return nil, err
 	}
@@ -70,17 +57,17 @@ func (r *rollout) release(ctx workflow.Context) {
 		StartToCloseTimeout: 5 * time.Minute,
 		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 30 * time.Second, MaximumAttempts: 10},
 	})
-	if err := workflow.ExecuteActivity(dctx, ActivityReleaseTargets, ReleaseTargetsInput{Groups: groups}).Get(dctx, nil); err != nil {
+	if err := workflow.ExecuteActivity(dctx, contract.ActivityReleaseTargets, contract.ReleaseTargetsInput{Groups: groups}).Get(dctx, nil); err != nil {
 		workflow.GetLogger(ctx).Warn("could not delete the rollout's thing groups", "groups", groups, "error", err)
 	}
 }
 
 type rollout struct {
-	req       RolloutRequest
-	res       RolloutResult
+	req       contract.RolloutRequest
+	res       contract.RolloutResult
 	approved  int // the highest wave approved to start
 	waiting   bool
-	cancelReq *CancelRequest
+	cancelReq *contract.CancelRequest
 	// canceled wakes a wave's poll when a cancel update arrives.
 	canceled workflow.Channel
 	// failedWave is the wave whose failures aborted the rollout, if any.
@@ -103,7 +90,7 @@ const versionOperatorView = 1
 
 func (r *rollout) finished() bool {
 	switch r.res.State {
-	case StateSucceeded, StateFailed, StateAborted, StateCanceled, StateTimedOut, StateInvalid:
+	case contract.StateSucceeded, contract.StateFailed, contract.StateAborted, contract.StateCanceled, contract.StateTimedOut, contract.StateInvalid:
 		return true
 	}
 	return false
@@ -111,11 +98,11 @@ func (r *rollout) finished() bool {
 
 func (r *rollout) setup(ctx workflow.Context) error {
 	r.canceled = workflow.NewBufferedChannel(ctx, 1)
-	if err := workflow.SetQueryHandler(ctx, QueryStatus, func() (RolloutResult, error) { return r.res, nil }); err != nil {
+	if err := workflow.SetQueryHandler(ctx, contract.QueryStatus, func() (contract.RolloutResult, error) { return r.res, nil }); err != nil {
 		return err
 	}
 	active := func() error {
-		if r.finished() || r.res.State == StateRollingBack || r.res.State == StateCanceling {
+		if r.finished() || r.res.State == contract.StateRollingBack || r.res.State == contract.StateCanceling {
 			return fmt.Errorf("rollout %s is %s", r.req.RolloutID, r.res.State)
 		}
 		return nil
@@ -125,7 +112,7 @@ func (r *rollout) setup(ctx workflow.Context) error {
 		fn       any
 		validate any
 	}{
-		{UpdatePause, func(ctx workflow.Context) (RolloutResult, error) {
+		{contract.UpdatePause, func(ctx workflow.Context) (contract.RolloutResult, error) {
 			r.res.Paused = true
 			r.setState(ctx, r.res.State, "paused by operator: no new wave starts until resumed")
 			return r.res, nil
@@ -138,7 +125,7 @@ func (r *rollout) setup(ctx workflow.Context) error {
 			}
 			return nil
 		}},
-		{UpdateResume, func(ctx workflow.Context) (RolloutResult, error) {
+		{contract.UpdateResume, func(ctx workflow.Context) (contract.RolloutResult, error) {
 			r.res.Paused = false
 			r.setState(ctx, r.res.State, "resumed by operator")
 			return r.res, nil
@@ -148,7 +135,7 @@ func (r *rollout) setup(ctx workflow.Context) error {
 			}
 			return nil
 		}},
-		{UpdateApprove, func(ctx workflow.Context) (RolloutResult, error) {
+		{contract.UpdateApprove, func(ctx workflow.Context) (contract.RolloutResult, error) {
 			r.approved = r.res.CurrentWave + 1
 			return r.res, nil
 		}, func() error {
@@ -157,7 +144,7 @@ func (r *rollout) setup(ctx workflow.Context) error {
 			}
 			return nil
 		}},
-		{UpdateCancel, func(ctx workflow.Context, c CancelRequest) (RolloutResult, error) {
+		{contract.UpdateCancel, func(ctx workflow.Context, c contract.CancelRequest) (contract.RolloutResult, error) {
 			r.cancelReq = &c
 			r.canceled.SendAsync(true)
 			if r.live {
@@ -167,7 +154,7 @@ func (r *rollout) setup(ctx workflow.Context) error {
 				}
 			}
 			return r.res, nil
-		}, func(c CancelRequest) error {
+		}, func(c contract.CancelRequest) error {
 			if err := active(); err != nil {
 				return err
 			}
@@ -176,14 +163,14 @@ func (r *rollout) setup(ctx workflow.Context) error {
 			}
 			return nil
 		}},
-		{UpdateOverrideHealth, func(ctx workflow.Context, o OverrideRequest) (RolloutResult, error) {
+		{contract.UpdateOverrideHealth, func(ctx workflow.Context, o contract.OverrideRequest) (contract.RolloutResult, error) {
 			if w := r.breachedWave(); w != nil {
-				w.Health.State = HealthOverridden
-				w.Health.Override = &Override{By: o.By, Reason: o.Reason, At: workflow.Now(ctx)}
-				r.setState(ctx, StateRunning, fmt.Sprintf("wave %d: health gate overridden by %s: %s", w.Wave, o.By, o.Reason))
+				w.Health.State = contract.HealthOverridden
+				w.Health.Override = &contract.Override{By: o.By, Reason: o.Reason, At: workflow.Now(ctx)}
+				r.setState(ctx, contract.StateRunning, fmt.Sprintf("wave %d: health gate overridden by %s: %s", w.Wave, o.By, o.Reason))
 			}
 			return r.res, nil
-		}, func(o OverrideRequest) error {
+		}, func(o contract.OverrideRequest) error {
 			if r.breachedWave() == nil {
 				return errors.New("no health gate is breached: there is nothing to override")
 			}
@@ -201,33 +188,33 @@ func (r *rollout) setup(ctx workflow.Context) error {
 	return nil
 }
 
-func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
+func (r *rollout) run(ctx workflow.Context) (*contract.RolloutResult, error) {
 	if r.req.RolloutIDFromWorkflowID {
-		r.req.RolloutID = RolloutIDFor(workflow.GetInfo(ctx).WorkflowExecution.ID)
+		r.req.RolloutID = contract.RolloutIDFor(workflow.GetInfo(ctx).WorkflowExecution.ID)
 		r.res.RolloutID = r.req.RolloutID
 	}
 	if err := r.req.Validate(); err != nil {
-		r.setState(ctx, StateInvalid, err.Error())
-		return nil, temporal.NewNonRetryableApplicationError(err.Error(), ErrInvalidRequest, nil, r.res)
+		r.setState(ctx, contract.StateInvalid, err.Error())
+		return nil, temporal.NewNonRetryableApplicationError(err.Error(), contract.ErrInvalidRequest, nil, r.res)
 	}
 	short := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: 5 * time.Minute,
 		HeartbeatTimeout:    time.Minute,
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second,
-			MaximumAttempts: 20, NonRetryableErrorTypes: []string{ErrInvalidRequest},
+			MaximumAttempts: 20, NonRetryableErrorTypes: []string{contract.ErrInvalidRequest},
 		},
 	})
 
 	r.live = workflow.GetVersion(ctx, "operator-view", workflow.DefaultVersion, versionOperatorView) == versionOperatorView
 	if r.req.Version == "" && r.req.LatestReleaseBucket != "" {
 		// "The newest published release": which one is decided now, once, and kept.
-		var latest LatestReleaseResult
-		if err := workflow.ExecuteActivity(short, ActivityLatestRelease, LatestReleaseInput{Software: r.req.SoftwareToUpdate, Bucket: r.req.LatestReleaseBucket}).Get(ctx, &latest); err != nil {
-			r.setState(ctx, StateInvalid, "the newest published release could not be found: "+rootMessage(err))
-			return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrInvalidRequest, err, r.res)
+		var latest contract.LatestReleaseResult
+		if err := workflow.ExecuteActivity(short, contract.ActivityLatestRelease, contract.LatestReleaseInput{Software: r.req.SoftwareToUpdate, Bucket: r.req.LatestReleaseBucket}).Get(ctx, &latest); err != nil {
+			r.setState(ctx, contract.StateInvalid, "the newest published release could not be found: "+rootMessage(err))
+			return nil, temporal.NewNonRetryableApplicationError(r.res.Message, contract.ErrInvalidRequest, err, r.res)
 		}
-		r.req.Version, r.req.Artifact = latest.Version, &Artifact{URL: latest.ArtifactURL}
+		r.req.Version, r.req.Artifact = latest.Version, &contract.Artifact{URL: latest.ArtifactURL}
 		r.res.Version = latest.Version
 		workflow.GetLogger(ctx).Info("rolling out the newest published release", "version", latest.Version, "bucket", r.req.LatestReleaseBucket)
 	}
@@ -247,47 +234,47 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 	var things []string
 	switch {
 	case frozen && !resumed:
-		var f FreezeTargetsResult
-		if err := workflow.ExecuteActivity(short, ActivityFreezeTargets, FreezeTargetsInput{Request: r.req}).Get(ctx, &f); err != nil {
-			r.setState(ctx, StateInvalid, "targets could not be resolved: "+rootMessage(err))
-			return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrInvalidRequest, err, r.res)
+		var f contract.FreezeTargetsResult
+		if err := workflow.ExecuteActivity(short, contract.ActivityFreezeTargets, contract.FreezeTargetsInput{Request: r.req}).Get(ctx, &f); err != nil {
+			r.setState(ctx, contract.StateInvalid, "targets could not be resolved: "+rootMessage(err))
+			return nil, temporal.NewNonRetryableApplicationError(r.res.Message, contract.ErrInvalidRequest, err, r.res)
 		}
 		r.res.Devices = f.Devices
 		for i, w := range f.Waves {
-			r.res.Waves = append(r.res.Waves, WaveResult{Wave: i + 1, Devices: w.Devices, Group: w.Group, GroupArn: w.GroupArn, Targets: w.Targets, State: WavePending})
+			r.res.Waves = append(r.res.Waves, contract.WaveResult{Wave: i + 1, Devices: w.Devices, Group: w.Group, GroupArn: w.GroupArn, Targets: w.Targets, State: contract.WavePending})
 		}
 	case !frozen:
-		var targets ResolveTargetsResult
-		if err := workflow.ExecuteActivity(short, ActivityResolveTargets, r.req).Get(ctx, &targets); err != nil {
-			r.setState(ctx, StateInvalid, "targets could not be resolved: "+rootMessage(err))
-			return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrInvalidRequest, err, r.res)
+		var targets contract.ResolveTargetsResult
+		if err := workflow.ExecuteActivity(short, contract.ActivityResolveTargets, r.req).Get(ctx, &targets); err != nil {
+			r.setState(ctx, contract.StateInvalid, "targets could not be resolved: "+rootMessage(err))
+			return nil, temporal.NewNonRetryableApplicationError(r.res.Message, contract.ErrInvalidRequest, err, r.res)
 		}
 		things = targets.ThingArns
 		if !resumed {
 			r.res.Devices = len(things)
-			sizes, _ := ParseWaves(r.req.Waves) // validated above
-			plan := PlanWaves(len(things), sizes)
+			sizes, _ := contract.ParseWaves(r.req.Waves) // validated above
+			plan := contract.PlanWaves(len(things), sizes)
 			prev := 0
 			for i, cum := range plan {
-				r.res.Waves = append(r.res.Waves, WaveResult{Wave: i + 1, Devices: cum - prev, State: WavePending})
+				r.res.Waves = append(r.res.Waves, contract.WaveResult{Wave: i + 1, Devices: cum - prev, State: contract.WavePending})
 				prev = cum
 			}
 		}
 	}
 	if !resumed {
-		r.res.Counts = Counts{Queued: r.res.Devices}
+		r.res.Counts = contract.Counts{Queued: r.res.Devices}
 		r.approved = 1
-		r.setState(ctx, StateRunning, fmt.Sprintf("%d devices in %d wave(s)", r.res.Devices, len(r.res.Waves)))
+		r.setState(ctx, contract.StateRunning, fmt.Sprintf("%d devices in %d wave(s)", r.res.Devices, len(r.res.Waves)))
 	}
 
 	start := 0
 	for i := range r.res.Waves {
 		wave := &r.res.Waves[i]
-		if wave.State == WavePassed {
+		if wave.State == contract.WavePassed {
 			start += wave.Devices
 			continue
 		}
-		if wave.State != WaveRunning { // a wave resumed after continue-as-new is running already
+		if wave.State != contract.WaveRunning { // a wave resumed after continue-as-new is running already
 			waveThings := wave.Targets
 			if wave.Group == "" && len(wave.Targets) == 0 {
 				end := min(start+wave.Devices, len(things))
@@ -306,30 +293,30 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 				return nil, err
 			}
 			next := r.req
-			next.Resume = &RolloutResume{Result: r.res, Approved: r.approved, Deadline: r.deadline}
+			next.Resume = &contract.RolloutResume{Result: r.res, Approved: r.approved, Deadline: r.deadline}
 			return nil, workflow.NewContinueAsNewError(ctx, Rollout, next)
 		case waveTimedOut:
-			return r.abort(ctx, StateTimedOut, why)
+			return r.abort(ctx, contract.StateTimedOut, why)
 		case waveCanceled:
-			return r.abort(ctx, StateCanceled, why)
+			return r.abort(ctx, contract.StateCanceled, why)
 		case waveAborted:
 			r.failedWave = wave.Wave
-			return r.abort(ctx, StateAborted, why)
+			return r.abort(ctx, contract.StateAborted, why)
 		}
 		c := wave.Counts
 		pct := 100 * float64(c.Succeeded) / float64(max(wave.Devices, 1))
 		if pct < r.req.SuccessThresholdPercent {
-			wave.State = WaveFailed
+			wave.State = contract.WaveFailed
 			why := fmt.Sprintf("wave %d: %d of %d devices updated (%.0f%%), below the %.0f%% success threshold (failed %d, rejected %d, timed out %d, canceled %d, removed %d)",
 				wave.Wave, c.Succeeded, wave.Devices, pct, r.req.SuccessThresholdPercent, c.Failed, c.Rejected, c.TimedOut, c.Canceled, c.Removed)
 			last := i == len(r.res.Waves)-1
-			if last && r.req.OnFailure != OnFailureRollback {
-				r.setState(ctx, StateFailed, why)
-				return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrRolloutFailed, nil, r.res)
+			if last && r.req.OnFailure != contract.OnFailureRollback {
+				r.setState(ctx, contract.StateFailed, why)
+				return nil, temporal.NewNonRetryableApplicationError(r.res.Message, contract.ErrRolloutFailed, nil, r.res)
 			}
-			return r.abort(ctx, StateAborted, why)
+			return r.abort(ctx, contract.StateAborted, why)
 		}
-		wave.State = WavePassed
+		wave.State = contract.WavePassed
 		if r.req.Health != nil {
 			if res, err := r.observeHealth(ctx, short, i); res != nil || err != nil {
 				return res, err
@@ -343,7 +330,7 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 				return nil, err
 			}
 			next := r.req
-			next.Resume = &RolloutResume{Result: r.res, Approved: r.approved, Deadline: r.deadline}
+			next.Resume = &contract.RolloutResume{Result: r.res, Approved: r.approved, Deadline: r.deadline}
 			return nil, workflow.NewContinueAsNewError(ctx, Rollout, next)
 		}
 	}
@@ -352,14 +339,14 @@ func (r *rollout) run(ctx workflow.Context) (*RolloutResult, error) {
 	if c.Succeeded < r.res.Devices {
 		msg = fmt.Sprintf("%d of %d devices updated to %s; every wave met its %.0f%% threshold", c.Succeeded, r.res.Devices, r.req.Version, r.req.SuccessThresholdPercent)
 	}
-	r.setState(ctx, StateSucceeded, msg)
+	r.setState(ctx, contract.StateSucceeded, msg)
 	return &r.res, nil
 }
 
 // breachedWave is the wave whose health gate is breached and waits for the operator.
-func (r *rollout) breachedWave() *WaveResult {
+func (r *rollout) breachedWave() *contract.WaveResult {
 	for i := range r.res.Waves {
-		if h := r.res.Waves[i].Health; h != nil && h.State == HealthBreached && r.req.Health.Action != HealthAbort {
+		if h := r.res.Waves[i].Health; h != nil && h.State == contract.HealthBreached && r.req.Health.Action != contract.HealthAbort {
 			return &r.res.Waves[i]
 		}
 	}
@@ -369,11 +356,11 @@ func (r *rollout) breachedWave() *WaveResult {
 // observeHealth watches the health of the devices of waves 1..i+1 for the gate's window,
 // evaluating its criteria every interval (durable timers: a worker restart keeps the window).
 // A breach aborts the rollout or waits for the operator's override or cancel.
-func (r *rollout) observeHealth(ctx, short workflow.Context, i int) (*RolloutResult, error) {
+func (r *rollout) observeHealth(ctx, short workflow.Context, i int) (*contract.RolloutResult, error) {
 	g := r.req.Health
 	wave := &r.res.Waves[i]
 	if wave.Health == nil {
-		wave.Health = &HealthGateResult{State: HealthObserving, Until: workflow.Now(ctx).Add(g.Window)}
+		wave.Health = &contract.HealthGateResult{State: contract.HealthObserving, Until: workflow.Now(ctx).Add(g.Window)}
 	}
 	var updated, control []string
 	for j, w := range r.res.Waves {
@@ -396,21 +383,21 @@ func (r *rollout) observeHealth(ctx, short workflow.Context, i int) (*RolloutRes
 			r.deadline = r.deadline.Add(workflow.Now(ctx).Sub(gateStart))
 		}
 	}()
-	r.setState(ctx, StateObserving, fmt.Sprintf("%s: watching the health of the updated devices until %s (%d criteria, every %s)",
+	r.setState(ctx, contract.StateObserving, fmt.Sprintf("%s: watching the health of the updated devices until %s (%d criteria, every %s)",
 		waves, wave.Health.Until.Format(time.RFC3339), len(criteria), g.Interval))
-	for wave.Health.State == HealthObserving {
+	for wave.Health.State == contract.HealthObserving {
 		left := wave.Health.Until.Sub(workflow.Now(ctx))
 		if left <= 0 {
-			wave.Health.State = HealthPassed
+			wave.Health.State = contract.HealthPassed
 			break
 		}
 		r.sleepOrCancel(ctx, min(g.Interval, left))
 		if r.cancelReq != nil {
-			return r.abort(ctx, StateCanceled, "canceled by operator: "+r.cancelReq.Reason)
+			return r.abort(ctx, contract.StateCanceled, "canceled by operator: "+r.cancelReq.Reason)
 		}
 		now := workflow.Now(ctx)
-		var res EvaluateHealthResult
-		err := workflow.ExecuteActivity(short, ActivityEvaluateHealth, EvaluateHealthInput{
+		var res contract.EvaluateHealthResult
+		err := workflow.ExecuteActivity(short, contract.ActivityEvaluateHealth, contract.EvaluateHealthInput{
 			Criteria: criteria, Version: r.req.Version, Waves: waves, UpdatedGroups: updated, ControlGroups: control,
 			StaleBefore: now.Add(-3 * g.Interval).Unix(),
 		}).Get(ctx, &res)
@@ -429,38 +416,38 @@ func (r *rollout) observeHealth(ctx, short workflow.Context, i int) (*RolloutRes
 					break
 				}
 			}
-			h.History = append(h.History, HealthPoint{At: now, Criterion: p.Criterion, Updated: p.Updated, Control: p.Control})
-			if len(h.History) > maxHealthHistory {
-				h.History = h.History[len(h.History)-maxHealthHistory:]
+			h.History = append(h.History, contract.HealthPoint{At: now, Criterion: p.Criterion, Updated: p.Updated, Control: p.Control})
+			if len(h.History) > contract.MaxHealthHistory {
+				h.History = h.History[len(h.History)-contract.MaxHealthHistory:]
 			}
 		}
 		if res.Breach == "" {
 			continue
 		}
-		h.State, h.Reason = HealthBreached, res.Breach
+		h.State, h.Reason = contract.HealthBreached, res.Breach
 		workflow.GetLogger(ctx).Warn("health gate breached", "wave", wave.Wave, "reason", res.Breach)
-		if g.Action == HealthAbort {
-			wave.State = WaveFailed
+		if g.Action == contract.HealthAbort {
+			wave.State = contract.WaveFailed
 			r.failedWave = wave.Wave
-			return r.abort(ctx, StateAborted, "health gate breached: "+res.Breach)
+			return r.abort(ctx, contract.StateAborted, "health gate breached: "+res.Breach)
 		}
-		r.setState(ctx, StateObserving, fmt.Sprintf("health gate breached, rollout held: %s. Override with `starter rollout override-health %s --reason ...`, or cancel (with --rollback to put the updated devices back)",
+		r.setState(ctx, contract.StateObserving, fmt.Sprintf("health gate breached, rollout held: %s. Override with `starter rollout override-health %s --reason ...`, or cancel (with --rollback to put the updated devices back)",
 			res.Breach, r.req.RolloutID))
-		if err := workflow.Await(ctx, func() bool { return r.cancelReq != nil || h.State != HealthBreached }); err != nil {
+		if err := workflow.Await(ctx, func() bool { return r.cancelReq != nil || h.State != contract.HealthBreached }); err != nil {
 			return nil, err
 		}
 		if r.cancelReq != nil {
-			return r.abort(ctx, StateCanceled, "canceled by operator after the health gate breached: "+r.cancelReq.Reason)
+			return r.abort(ctx, contract.StateCanceled, "canceled by operator after the health gate breached: "+r.cancelReq.Reason)
 		}
 	}
-	if wave.Health.State == HealthPassed {
-		r.setState(ctx, StateRunning, fmt.Sprintf("%s: health gate passed after %d evaluations", waves, wave.Health.Evaluations))
+	if wave.Health.State == contract.HealthPassed {
+		r.setState(ctx, contract.StateRunning, fmt.Sprintf("%s: health gate passed after %d evaluations", waves, wave.Health.Evaluations))
 	}
 	return nil, nil
 }
 
 // waveGroups are the thing groups that hold a wave's devices.
-func waveGroups(w WaveResult) []string {
+func waveGroups(w contract.WaveResult) []string {
 	if w.Group != "" {
 		return []string{w.Group}
 	}
@@ -487,15 +474,15 @@ func (r *rollout) sleepOrCancel(ctx workflow.Context, d time.Duration) {
 // awaitWindow returns once the maintenance window is open (or a cancel arrives).
 func (r *rollout) awaitWindow(ctx, actx workflow.Context, wave int) error {
 	for r.cancelReq == nil {
-		var w WindowState
-		if err := workflow.ExecuteActivity(actx, ActivityWindow, WindowInput{Window: *r.req.Window, At: workflow.Now(ctx)}).Get(ctx, &w); err != nil {
-			r.setState(ctx, StateInvalid, "maintenance window: "+rootMessage(err))
-			return temporal.NewNonRetryableApplicationError(r.res.Message, ErrInvalidRequest, err, r.res)
+		var w contract.WindowState
+		if err := workflow.ExecuteActivity(actx, contract.ActivityWindow, contract.WindowInput{Window: *r.req.Window, At: workflow.Now(ctx)}).Get(ctx, &w); err != nil {
+			r.setState(ctx, contract.StateInvalid, "maintenance window: "+rootMessage(err))
+			return temporal.NewNonRetryableApplicationError(r.res.Message, contract.ErrInvalidRequest, err, r.res)
 		}
 		if w.Open {
 			return nil
 		}
-		r.setState(ctx, StateWaitingWindow, fmt.Sprintf("wave %d waits for the maintenance window opening at %s", wave, w.OpensAt.Format(time.RFC3339)))
+		r.setState(ctx, contract.StateWaitingWindow, fmt.Sprintf("wave %d waits for the maintenance window opening at %s", wave, w.OpensAt.Format(time.RFC3339)))
 		r.sleepOrCancel(ctx, w.OpensAt.Sub(workflow.Now(ctx)))
 		if ctx.Err() != nil {
 			return nil
@@ -506,17 +493,17 @@ func (r *rollout) awaitWindow(ctx, actx workflow.Context, wave int) error {
 
 // startWave passes the gates before a wave (cancel, pause, approval, maintenance window) and
 // creates its job. A non-nil result or error ends the rollout.
-func (r *rollout) startWave(ctx, short workflow.Context, i int, wave *WaveResult, things []string) (*RolloutResult, error) {
+func (r *rollout) startWave(ctx, short workflow.Context, i int, wave *contract.WaveResult, things []string) (*contract.RolloutResult, error) {
 	// Gates before the wave: a pause, an approval. Time spent at them is not device work.
 	gateStart := workflow.Now(ctx)
 	if i > 0 && r.req.ApproveWaves {
 		r.waiting = true
-		r.setState(ctx, StateAwaiting, fmt.Sprintf("wave %d of %d (%d devices) waits for approval", wave.Wave, len(r.res.Waves), wave.Devices))
+		r.setState(ctx, contract.StateAwaiting, fmt.Sprintf("wave %d of %d (%d devices) waits for approval", wave.Wave, len(r.res.Waves), wave.Devices))
 	}
 	if err := workflow.Await(ctx, func() bool {
 		return r.cancelReq != nil || (!r.res.Paused && (!r.req.ApproveWaves || r.approved >= wave.Wave))
 	}); err != nil {
-		return r.abort(ctx, StateCanceled, "rollout canceled")
+		return r.abort(ctx, contract.StateCanceled, "rollout canceled")
 	}
 	r.waiting = false
 	if r.cancelReq == nil && r.req.Window != nil {
@@ -525,28 +512,28 @@ func (r *rollout) startWave(ctx, short workflow.Context, i int, wave *WaveResult
 		}
 	}
 	if r.cancelReq != nil {
-		return r.abort(ctx, StateCanceled, "canceled by operator: "+r.cancelReq.Reason)
+		return r.abort(ctx, contract.StateCanceled, "canceled by operator: "+r.cancelReq.Reason)
 	}
 	if r.live {
 		r.deadline = r.deadline.Add(workflow.Now(ctx).Sub(gateStart))
 	}
 	r.res.CurrentWave = wave.Wave
-	r.setState(ctx, StateRunning, fmt.Sprintf("wave %d of %d: %d devices", wave.Wave, len(r.res.Waves), wave.Devices))
+	r.setState(ctx, contract.StateRunning, fmt.Sprintf("wave %d of %d: %d devices", wave.Wave, len(r.res.Waves), wave.Devices))
 
-	wave.JobID = WaveJobID(r.req.RolloutID, wave.Wave)
-	wave.State = WaveRunning
-	var created CreateJobResult
-	err := workflow.ExecuteActivity(short, ActivityCreateJob, CreateJobInput{
+	wave.JobID = contract.WaveJobID(r.req.RolloutID, wave.Wave)
+	wave.State = contract.WaveRunning
+	var created contract.CreateJobResult
+	err := workflow.ExecuteActivity(short, contract.ActivityCreateJob, contract.CreateJobInput{
 		JobID: wave.JobID, ThingArns: things, GroupArn: wave.GroupArn, Devices: wave.Devices, Request: r.req, Wave: wave.Wave,
 	}).Get(ctx, &created)
 	if err != nil {
-		r.setState(ctx, StateFailed, fmt.Sprintf("the IoT job for wave %d could not be created: %s", wave.Wave, rootMessage(err)))
-		return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrRolloutFailed, err, r.res)
+		r.setState(ctx, contract.StateFailed, fmt.Sprintf("the IoT job for wave %d could not be created: %s", wave.Wave, rootMessage(err)))
+		return nil, temporal.NewNonRetryableApplicationError(r.res.Message, contract.ErrRolloutFailed, err, r.res)
 	}
 	if i == 0 {
 		r.res.JobID, r.res.JobArn = created.JobID, created.JobArn
 	}
-	wave.Counts = Counts{Queued: wave.Devices}
+	wave.Counts = contract.Counts{Queued: wave.Devices}
 	workflow.GetLogger(ctx).Info("wave started", "wave", wave.Wave, "job", wave.JobID, "devices", wave.Devices)
 	return nil, nil
 }
@@ -563,7 +550,7 @@ const (
 
 // awaitWave polls the wave's job until it is done, crosses the abort criteria, runs past the
 // rollout's deadline or the rollout is canceled.
-func (r *rollout) awaitWave(ctx workflow.Context, wave *WaveResult) (waveOutcome, string) {
+func (r *rollout) awaitWave(ctx workflow.Context, wave *contract.WaveResult) (waveOutcome, string) {
 	for {
 		if r.cancelReq != nil {
 			return waveCanceled, "canceled by operator: " + r.cancelReq.Reason
@@ -586,10 +573,10 @@ func (r *rollout) awaitWave(ctx workflow.Context, wave *WaveResult) (waveOutcome
 			WaitForCancellation: !r.live,
 			RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second},
 		})
-		fut := workflow.ExecuteActivity(actx, ActivityAwaitJob, AwaitJobInputMax{
-			AwaitJobInput: AwaitJobInput{JobID: wave.JobID, PollInterval: r.req.PollInterval, Abort: r.req.Abort}, MaxWait: wait,
+		fut := workflow.ExecuteActivity(actx, contract.ActivityAwaitJob, contract.AwaitJobInputMax{
+			AwaitJobInput: contract.AwaitJobInput{JobID: wave.JobID, PollInterval: r.req.PollInterval, Abort: r.req.Abort}, MaxWait: wait,
 		})
-		var progress AwaitJobResult
+		var progress contract.AwaitJobResult
 		var err error
 		interrupted := false
 		sel := workflow.NewSelector(ctx)
@@ -624,17 +611,17 @@ func (r *rollout) awaitWave(ctx workflow.Context, wave *WaveResult) (waveOutcome
 
 // updateCounts records a wave's counts and recomputes the totals: devices of later waves are
 // still to be queued.
-func (r *rollout) updateCounts(wave *WaveResult, c Counts) {
+func (r *rollout) updateCounts(wave *contract.WaveResult, c contract.Counts) {
 	wave.Counts = c
 	r.recount()
 }
 
 // recount sums the waves into the totals.
 func (r *rollout) recount() {
-	var total Counts
+	var total contract.Counts
 	for _, w := range r.res.Waves {
 		if w.JobID == "" {
-			if w.State == WavePending {
+			if w.State == contract.WavePending {
 				total.Queued += w.Devices
 			} else {
 				total.Canceled += w.Devices
@@ -649,50 +636,50 @@ func (r *rollout) recount() {
 // abort ends the rollout in state: it cancels the running wave's job and, under the ROLLBACK
 // policy, puts every device that took the update back on its previous version. It runs on a
 // disconnected context, so canceling the workflow cannot skip it.
-func (r *rollout) abort(ctx workflow.Context, state, why string) (*RolloutResult, error) {
+func (r *rollout) abort(ctx workflow.Context, state, why string) (*contract.RolloutResult, error) {
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
 	dctx = workflow.WithActivityOptions(dctx, workflow.ActivityOptions{
 		StartToCloseTimeout: 5 * time.Minute,
 		HeartbeatTimeout:    time.Minute,
 		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 30 * time.Second, MaximumAttempts: 20},
 	})
-	if r.live && state == StateCanceled {
-		r.setState(dctx, StateCanceling, why+"; canceling the running job")
+	if r.live && state == contract.StateCanceled {
+		r.setState(dctx, contract.StateCanceling, why+"; canceling the running job")
 	}
 	var jobs []string
 	for i := range r.res.Waves {
 		w := &r.res.Waves[i]
-		if w.State == WavePending {
-			w.State = WaveCanceled // never started: its devices keep their version
+		if w.State == contract.WavePending {
+			w.State = contract.WaveCanceled // never started: its devices keep their version
 			continue
 		}
 		if w.JobID == "" {
 			continue
 		}
 		jobs = append(jobs, w.JobID)
-		if w.State != WaveRunning {
+		if w.State != contract.WaveRunning {
 			continue
 		}
-		var counts Counts
-		if err := workflow.ExecuteActivity(dctx, ActivityCancelJob, CancelJobInput{JobID: w.JobID, Reason: why}).Get(dctx, &counts); err != nil {
+		var counts contract.Counts
+		if err := workflow.ExecuteActivity(dctx, contract.ActivityCancelJob, contract.CancelJobInput{JobID: w.JobID, Reason: why}).Get(dctx, &counts); err != nil {
 			why += "; canceling job " + w.JobID + " failed: " + rootMessage(err)
 		} else {
 			r.updateCounts(w, counts)
 		}
-		w.State = WaveCanceled
+		w.State = contract.WaveCanceled
 		if w.Wave == r.failedWave {
-			w.State = WaveFailed
+			w.State = contract.WaveFailed
 		}
 	}
 	r.recount()
 	r.jobsCanceled = true
-	rollback := r.req.OnFailure == OnFailureRollback
+	rollback := r.req.OnFailure == contract.OnFailureRollback
 	if r.cancelReq != nil && r.cancelReq.Rollback != nil {
 		rollback = *r.cancelReq.Rollback
 	}
 	msg := fmt.Sprintf("%s: %d of %d devices updated", why, r.res.Counts.Succeeded, r.res.Devices)
 	if rollback && r.res.Counts.Succeeded > 0 {
-		r.setState(dctx, StateRollingBack, why+"; rolling back")
+		r.setState(dctx, contract.StateRollingBack, why+"; rolling back")
 		rb := r.rollback(dctx, jobs)
 		r.res.Rollback = &rb
 		msg = fmt.Sprintf("%s; rolled back %d of %d updated devices", why, rb.RolledBack, rb.Devices)
@@ -702,19 +689,19 @@ func (r *rollout) abort(ctx workflow.Context, state, why string) (*RolloutResult
 	}
 	r.setState(dctx, state, msg)
 	switch state {
-	case StateCanceled:
+	case contract.StateCanceled:
 		return nil, temporal.NewCanceledError(r.res)
-	case StateTimedOut:
-		return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrRolloutTimedOut, nil, r.res)
+	case contract.StateTimedOut:
+		return nil, temporal.NewNonRetryableApplicationError(r.res.Message, contract.ErrRolloutTimedOut, nil, r.res)
 	}
-	return nil, temporal.NewNonRetryableApplicationError(r.res.Message, ErrRolloutAborted, nil, r.res)
+	return nil, temporal.NewNonRetryableApplicationError(r.res.Message, contract.ErrRolloutAborted, nil, r.res)
 }
 
 // rollback creates the rollback jobs (one per previous version, so per-device data stays in
 // the jobs service) and waits for them.
-func (r *rollout) rollback(ctx workflow.Context, jobs []string) RollbackResult {
-	var rb RollbackResult
-	if err := workflow.ExecuteActivity(ctx, ActivityRollback, RollbackInput{RolloutID: r.req.RolloutID, JobIDs: jobs, Request: r.req}).Get(ctx, &rb); err != nil {
+func (r *rollout) rollback(ctx workflow.Context, jobs []string) contract.RollbackResult {
+	var rb contract.RollbackResult
+	if err := workflow.ExecuteActivity(ctx, contract.ActivityRollback, contract.RollbackInput{RolloutID: r.req.RolloutID, JobIDs: jobs, Request: r.req}).Get(ctx, &rb); err != nil {
 		rb.Message = "creating rollback jobs failed: " + rootMessage(err)
 		return rb
 	}
@@ -731,9 +718,9 @@ func (r *rollout) rollback(ctx workflow.Context, jobs []string) RollbackResult {
 				HeartbeatTimeout:    max(30*time.Second, 3*r.req.PollInterval),
 				RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 30 * time.Second},
 			})
-			var p AwaitJobResult
-			if err := workflow.ExecuteActivity(actx, ActivityAwaitJob, AwaitJobInputMax{
-				AwaitJobInput: AwaitJobInput{JobID: id, PollInterval: r.req.PollInterval}, MaxWait: wait,
+			var p contract.AwaitJobResult
+			if err := workflow.ExecuteActivity(actx, contract.ActivityAwaitJob, contract.AwaitJobInputMax{
+				AwaitJobInput: contract.AwaitJobInput{JobID: id, PollInterval: r.req.PollInterval}, MaxWait: wait,
 			}).Get(ctx, &p); err != nil {
 				rb.Message = "waiting for rollback job " + id + " failed: " + rootMessage(err)
 				break
@@ -747,7 +734,7 @@ func (r *rollout) rollback(ctx workflow.Context, jobs []string) RollbackResult {
 	}
 	if rb.Failed > 0 && len(rb.JobIDs) > 0 {
 		var names []string
-		if err := workflow.ExecuteActivity(ctx, ActivityFailedDevices, FailedDevicesInput{JobIDs: rb.JobIDs, Limit: 100}).Get(ctx, &names); err == nil {
+		if err := workflow.ExecuteActivity(ctx, contract.ActivityFailedDevices, contract.FailedDevicesInput{JobIDs: rb.JobIDs, Limit: 100}).Get(ctx, &names); err == nil {
 			rb.FailedDevices = append(rb.FailedDevices, names...)
 		}
 	}
@@ -757,12 +744,12 @@ func (r *rollout) rollback(ctx workflow.Context, jobs []string) RollbackResult {
 func (r *rollout) setState(ctx workflow.Context, state, msg string) {
 	r.res.State, r.res.Message = state, msg
 	shown := state
-	if r.res.Paused && state == StateRunning {
-		shown = StatePaused
+	if r.res.Paused && state == contract.StateRunning {
+		shown = contract.StatePaused
 	}
 	err := workflow.UpsertTypedSearchAttributes(ctx,
-		SearchRolloutID.ValueSet(r.req.RolloutID), SearchTargetVersion.ValueSet(r.req.Version), SearchState.ValueSet(shown),
-		SearchWave.ValueSet(int64(r.res.CurrentWave)))
+		contract.SearchRolloutID.ValueSet(r.req.RolloutID), contract.SearchTargetVersion.ValueSet(r.req.Version), contract.SearchState.ValueSet(shown),
+		contract.SearchWave.ValueSet(int64(r.res.CurrentWave)))
 	if err != nil {
 		workflow.GetLogger(ctx).Warn("could not update search attributes", "error", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 func TestPlanWaves(t *testing.T) {
@@ -30,12 +31,12 @@ func TestPlanWaves(t *testing.T) {
 		{"50%", 3, []int{2, 3}},
 		{"100", 3, []int{3}},
 	} {
-		sizes, err := workflows.ParseWaves(tc.spec)
+		sizes, err := contract.ParseWaves(tc.spec)
 		require.NoError(t, err, tc.spec)
-		require.Equal(t, tc.want, workflows.PlanWaves(tc.n, sizes), "%s of %d", tc.spec, tc.n)
+		require.Equal(t, tc.want, contract.PlanWaves(tc.n, sizes), "%s of %d", tc.spec, tc.n)
 	}
 	for _, bad := range []string{"0", "150%", "x", "-1", "10%,"} {
-		_, err := workflows.ParseWaves(bad)
+		_, err := contract.ParseWaves(bad)
 		require.Error(t, err, bad)
 	}
 }
@@ -43,73 +44,73 @@ func TestPlanWaves(t *testing.T) {
 // fleet plays the jobs service for wave tests: each job's final counts come from outcome.
 type fleet struct {
 	devices int
-	outcome func(jobID string, size int) workflows.AwaitJobResult
+	outcome func(jobID string, size int) contract.AwaitJobResult
 	slow    bool // polls take 30 s of test time and report devices still running
 	// cancelCounts are the job's counts after CancelJob.
-	cancelCounts workflows.Counts
+	cancelCounts contract.Counts
 	// windowOpens is when the maintenance window opens (test time).
 	windowOpens time.Time
 	jobTimes    []time.Time
-	created     []workflows.CreateJobInput
+	created     []contract.CreateJobInput
 	canceled    []string
 	cancelTimes []time.Time
-	rollbacks   []workflows.RollbackInput
+	rollbacks   []contract.RollbackInput
 	frozen      int      // FreezeTargets calls
 	released    []string // groups ReleaseTargets deleted
 }
 
 // registerFreeze plays the jobs service's side of FreezeTargets and ReleaseTargets: resolve
 // gives the devices, each wave gets a group named as the real activity names it.
-func registerFreeze(env *testsuite.TestWorkflowEnvironment, resolve func(workflows.RolloutRequest) ([]string, error), frozen *int, released *[]string) {
-	env.RegisterActivityWithOptions(func(ctx context.Context, req workflows.RolloutRequest) (*workflows.ResolveTargetsResult, error) {
+func registerFreeze(env *testsuite.TestWorkflowEnvironment, resolve func(contract.RolloutRequest) ([]string, error), frozen *int, released *[]string) {
+	env.RegisterActivityWithOptions(func(ctx context.Context, req contract.RolloutRequest) (*contract.ResolveTargetsResult, error) {
 		arns, err := resolve(req)
-		return &workflows.ResolveTargetsResult{ThingArns: arns}, err
-	}, activity.RegisterOptions{Name: workflows.ActivityResolveTargets})
-	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.FreezeTargetsInput) (*workflows.FreezeTargetsResult, error) {
+		return &contract.ResolveTargetsResult{ThingArns: arns}, err
+	}, activity.RegisterOptions{Name: contract.ActivityResolveTargets})
+	env.RegisterActivityWithOptions(func(ctx context.Context, in contract.FreezeTargetsInput) (*contract.FreezeTargetsResult, error) {
 		*frozen++
 		arns, err := resolve(in.Request)
 		if err != nil {
 			return nil, err
 		}
-		sizes, err := workflows.ParseWaves(in.Request.Waves)
+		sizes, err := contract.ParseWaves(in.Request.Waves)
 		if err != nil {
 			return nil, err
 		}
-		out := &workflows.FreezeTargetsResult{Devices: len(arns)}
+		out := &contract.FreezeTargetsResult{Devices: len(arns)}
 		prev := 0
-		for i, cum := range workflows.PlanWaves(len(arns), sizes) {
-			g := workflows.WaveGroup(in.Request.RolloutID, i+1)
-			out.Waves = append(out.Waves, workflows.FrozenWave{Devices: cum - prev, Group: g, GroupArn: "arn:aws:iot:us-east-1:0:thinggroup/" + g})
+		for i, cum := range contract.PlanWaves(len(arns), sizes) {
+			g := contract.WaveGroup(in.Request.RolloutID, i+1)
+			out.Waves = append(out.Waves, contract.FrozenWave{Devices: cum - prev, Group: g, GroupArn: "arn:aws:iot:us-east-1:0:thinggroup/" + g})
 			prev = cum
 		}
 		return out, nil
-	}, activity.RegisterOptions{Name: workflows.ActivityFreezeTargets})
-	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.ReleaseTargetsInput) error {
+	}, activity.RegisterOptions{Name: contract.ActivityFreezeTargets})
+	env.RegisterActivityWithOptions(func(ctx context.Context, in contract.ReleaseTargetsInput) error {
 		*released = append(*released, in.Groups...)
 		return nil
-	}, activity.RegisterOptions{Name: workflows.ActivityReleaseTargets})
+	}, activity.RegisterOptions{Name: contract.ActivityReleaseTargets})
 }
 
 func (f *fleet) register(env *testsuite.TestWorkflowEnvironment) {
-	registerFreeze(env, func(workflows.RolloutRequest) ([]string, error) {
+	registerFreeze(env, func(contract.RolloutRequest) ([]string, error) {
 		var arns []string
 		for i := 1; i <= f.devices; i++ {
 			arns = append(arns, fmt.Sprintf("arn:aws:iot:us-east-1:0:thing/d%02d", i))
 		}
 		return arns, nil
 	}, &f.frozen, &f.released)
-	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.WindowInput) (*workflows.WindowState, error) {
+	env.RegisterActivityWithOptions(func(ctx context.Context, in contract.WindowInput) (*contract.WindowState, error) {
 		if in.At.Before(f.windowOpens) {
-			return &workflows.WindowState{OpensAt: f.windowOpens, ClosesAt: f.windowOpens.Add(time.Hour)}, nil
+			return &contract.WindowState{OpensAt: f.windowOpens, ClosesAt: f.windowOpens.Add(time.Hour)}, nil
 		}
-		return &workflows.WindowState{Open: true, OpensAt: f.windowOpens, ClosesAt: f.windowOpens.Add(time.Hour)}, nil
-	}, activity.RegisterOptions{Name: workflows.ActivityWindow})
-	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.CreateJobInput) (*workflows.CreateJobResult, error) {
+		return &contract.WindowState{Open: true, OpensAt: f.windowOpens, ClosesAt: f.windowOpens.Add(time.Hour)}, nil
+	}, activity.RegisterOptions{Name: contract.ActivityWindow})
+	env.RegisterActivityWithOptions(func(ctx context.Context, in contract.CreateJobInput) (*contract.CreateJobResult, error) {
 		f.created = append(f.created, in)
 		f.jobTimes = append(f.jobTimes, env.Now())
-		return &workflows.CreateJobResult{JobID: in.JobID, JobArn: "arn:job/" + in.JobID}, nil
-	}, activity.RegisterOptions{Name: workflows.ActivityCreateJob})
-	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.AwaitJobInputMax) (*workflows.AwaitJobResult, error) {
+		return &contract.CreateJobResult{JobID: in.JobID, JobArn: "arn:job/" + in.JobID}, nil
+	}, activity.RegisterOptions{Name: contract.ActivityCreateJob})
+	env.RegisterActivityWithOptions(func(ctx context.Context, in contract.AwaitJobInputMax) (*contract.AwaitJobResult, error) {
 		size := 0
 		for _, c := range f.created {
 			if c.JobID == in.JobID {
@@ -122,31 +123,31 @@ func (f *fleet) register(env *testsuite.TestWorkflowEnvironment) {
 				return nil, ctx.Err()
 			case <-time.After(50 * time.Millisecond):
 			}
-			return &workflows.AwaitJobResult{Counts: workflows.Counts{InProgress: size}}, nil
+			return &contract.AwaitJobResult{Counts: contract.Counts{InProgress: size}}, nil
 		}
 		r := f.outcome(in.JobID, size)
 		return &r, nil
-	}, activity.RegisterOptions{Name: workflows.ActivityAwaitJob})
-	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.CancelJobInput) (*workflows.Counts, error) {
+	}, activity.RegisterOptions{Name: contract.ActivityAwaitJob})
+	env.RegisterActivityWithOptions(func(ctx context.Context, in contract.CancelJobInput) (*contract.Counts, error) {
 		f.canceled = append(f.canceled, in.JobID)
 		f.cancelTimes = append(f.cancelTimes, env.Now())
 		c := f.cancelCounts
 		return &c, nil
-	}, activity.RegisterOptions{Name: workflows.ActivityCancelJob})
-	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.FailedDevicesInput) ([]string, error) {
+	}, activity.RegisterOptions{Name: contract.ActivityCancelJob})
+	env.RegisterActivityWithOptions(func(ctx context.Context, in contract.FailedDevicesInput) ([]string, error) {
 		return []string{"d02"}, nil
-	}, activity.RegisterOptions{Name: workflows.ActivityFailedDevices})
-	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.RollbackInput) (*workflows.RollbackResult, error) {
+	}, activity.RegisterOptions{Name: contract.ActivityFailedDevices})
+	env.RegisterActivityWithOptions(func(ctx context.Context, in contract.RollbackInput) (*contract.RollbackResult, error) {
 		f.rollbacks = append(f.rollbacks, in)
-		return &workflows.RollbackResult{JobIDs: []string{workflows.RollbackJobID(in.RolloutID, 1)}, Devices: 3}, nil
-	}, activity.RegisterOptions{Name: workflows.ActivityRollback})
+		return &contract.RollbackResult{JobIDs: []string{contract.RollbackJobID(in.RolloutID, 1)}, Devices: 3}, nil
+	}, activity.RegisterOptions{Name: contract.ActivityRollback})
 }
 
-func allSucceed(jobID string, size int) workflows.AwaitJobResult {
-	return workflows.AwaitJobResult{Counts: workflows.Counts{Succeeded: size}, Done: true}
+func allSucceed(jobID string, size int) contract.AwaitJobResult {
+	return contract.AwaitJobResult{Counts: contract.Counts{Succeeded: size}, Done: true}
 }
 
-func waveRequest() workflows.RolloutRequest {
+func waveRequest() contract.RolloutRequest {
 	r := validRequest()
 	r.Waves = "1,50%,100%"
 	return r
@@ -167,44 +168,44 @@ func TestWavesRunInOrder(t *testing.T) {
 	f.register(env)
 	env.ExecuteWorkflow(workflows.Rollout, waveRequest())
 	require.NoError(t, env.GetWorkflowError())
-	var res workflows.RolloutResult
+	var res contract.RolloutResult
 	require.NoError(t, env.GetWorkflowResult(&res))
 	require.Equal(t, []int{1, 4, 5}, sizes(f))
 	require.Equal(t, []string{"otaflow-r1", "otaflow-r1-w2", "otaflow-r1-w3"}, []string{f.created[0].JobID, f.created[1].JobID, f.created[2].JobID})
-	require.Equal(t, workflows.Counts{Succeeded: 10}, res.Counts)
+	require.Equal(t, contract.Counts{Succeeded: 10}, res.Counts)
 	require.Len(t, res.Waves, 3)
 	for _, w := range res.Waves {
-		require.Equal(t, workflows.WavePassed, w.State)
+		require.Equal(t, contract.WavePassed, w.State)
 	}
 }
 
 func TestWaveBelowThresholdAbortsAndRollsBack(t *testing.T) {
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
-	f := &fleet{devices: 10, outcome: func(jobID string, size int) workflows.AwaitJobResult {
+	f := &fleet{devices: 10, outcome: func(jobID string, size int) contract.AwaitJobResult {
 		if jobID == "otaflow-r1-rb1" {
-			return workflows.AwaitJobResult{Counts: workflows.Counts{Succeeded: 3}, Done: true}
+			return contract.AwaitJobResult{Counts: contract.Counts{Succeeded: 3}, Done: true}
 		}
 		if jobID == "otaflow-r1-w2" {
-			return workflows.AwaitJobResult{Counts: workflows.Counts{Succeeded: 2, Failed: 2}, Done: true}
+			return contract.AwaitJobResult{Counts: contract.Counts{Succeeded: 2, Failed: 2}, Done: true}
 		}
 		return allSucceed(jobID, size)
 	}}
 	f.register(env)
 	req := waveRequest()
 	req.SuccessThresholdPercent = 75
-	req.OnFailure = workflows.OnFailureRollback
+	req.OnFailure = contract.OnFailureRollback
 	env.ExecuteWorkflow(workflows.Rollout, req)
 	var appErr *temporal.ApplicationError
 	require.True(t, errors.As(env.GetWorkflowError(), &appErr))
-	require.Equal(t, workflows.ErrRolloutAborted, appErr.Type())
-	var res workflows.RolloutResult
+	require.Equal(t, contract.ErrRolloutAborted, appErr.Type())
+	var res contract.RolloutResult
 	require.NoError(t, appErr.Details(&res))
-	require.Equal(t, workflows.StateAborted, res.State)
+	require.Equal(t, contract.StateAborted, res.State)
 	require.Equal(t, []int{1, 4}, sizes(f), "wave 3 never starts")
 	require.Len(t, f.rollbacks, 1)
 	require.Equal(t, []string{"otaflow-r1", "otaflow-r1-w2"}, f.rollbacks[0].JobIDs)
-	require.Equal(t, &workflows.RollbackResult{JobIDs: []string{"otaflow-r1-rb1"}, Devices: 3, RolledBack: 3}, res.Rollback)
+	require.Equal(t, &contract.RollbackResult{JobIDs: []string{"otaflow-r1-rb1"}, Devices: 3, RolledBack: 3}, res.Rollback)
 	require.Contains(t, res.Message, "below the 75% success threshold")
 	require.Contains(t, res.Message, "rolled back 3 of 3")
 	require.Empty(t, f.canceled, "the failed wave had already finished")
@@ -213,18 +214,18 @@ func TestWaveBelowThresholdAbortsAndRollsBack(t *testing.T) {
 func TestAbortCriteriaStopTheWave(t *testing.T) {
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
-	f := &fleet{devices: 10, outcome: func(jobID string, size int) workflows.AwaitJobResult {
+	f := &fleet{devices: 10, outcome: func(jobID string, size int) contract.AwaitJobResult {
 		if jobID == "otaflow-r1-w2" {
-			return workflows.AwaitJobResult{Counts: workflows.Counts{Failed: 2, InProgress: 2}, Aborted: "2 of 2 finished devices ended FAILED"}
+			return contract.AwaitJobResult{Counts: contract.Counts{Failed: 2, InProgress: 2}, Aborted: "2 of 2 finished devices ended FAILED"}
 		}
 		return allSucceed(jobID, size)
 	}}
 	f.register(env)
 	req := waveRequest()
-	req.Abort = &workflows.AbortCriteria{FailureType: "FAILED", ThresholdPercent: 50, MinExecuted: 2}
+	req.Abort = &contract.AbortCriteria{FailureType: "FAILED", ThresholdPercent: 50, MinExecuted: 2}
 	env.ExecuteWorkflow(workflows.Rollout, req)
 	_, res := resultOf(t, env.GetWorkflowError())
-	require.Equal(t, workflows.StateAborted, res.State)
+	require.Equal(t, contract.StateAborted, res.State)
 	require.Equal(t, []string{"otaflow-r1-w2"}, f.canceled, "the running wave's job is canceled")
 	require.Empty(t, f.rollbacks, "DO_NOTHING leaves updated devices alone")
 	require.Contains(t, res.Message, "crossed the abort criteria")
@@ -237,7 +238,7 @@ func TestApprovalPauseAndResume(t *testing.T) {
 	f.register(env)
 	req := waveRequest()
 	req.ApproveWaves = true
-	var seen []workflows.RolloutResult
+	var seen []contract.RolloutResult
 	var rejections []string
 	n := 0
 	update := func(name string, args ...any) {
@@ -249,36 +250,36 @@ func TestApprovalPauseAndResume(t *testing.T) {
 		}, args...)
 	}
 	query := func() {
-		v, err := env.QueryWorkflow(workflows.QueryStatus)
+		v, err := env.QueryWorkflow(contract.QueryStatus)
 		require.NoError(t, err)
-		var r workflows.RolloutResult
+		var r contract.RolloutResult
 		require.NoError(t, v.Get(&r))
 		seen = append(seen, r)
 	}
 	env.RegisterDelayedCallback(func() {
 		query() // waiting for approval of wave 2
-		update(workflows.UpdateResume)
-		update(workflows.UpdatePause)
-		update(workflows.UpdatePause) // rejected: already paused
-		update(workflows.UpdateApprove)
+		update(contract.UpdateResume)
+		update(contract.UpdatePause)
+		update(contract.UpdatePause) // rejected: already paused
+		update(contract.UpdateApprove)
 	}, time.Minute)
 	env.RegisterDelayedCallback(func() {
 		query() // approved but paused: still waiting
-		update(workflows.UpdateResume)
+		update(contract.UpdateResume)
 	}, 2*time.Minute)
 	env.RegisterDelayedCallback(func() {
 		query() // wave 2 done, wave 3 waits for approval
-		update(workflows.UpdateApprove)
+		update(contract.UpdateApprove)
 	}, 3*time.Minute)
 	env.ExecuteWorkflow(workflows.Rollout, req)
 	require.NoError(t, env.GetWorkflowError())
 	require.Equal(t, []int{1, 4, 5}, sizes(f))
-	require.Equal(t, workflows.StateAwaiting, seen[0].State)
+	require.Equal(t, contract.StateAwaiting, seen[0].State)
 	require.Equal(t, 1, seen[0].CurrentWave)
 	require.True(t, seen[1].Paused)
 	require.Equal(t, 1, seen[1].CurrentWave, "a paused rollout starts no wave")
 	require.Equal(t, 2, seen[2].CurrentWave)
-	require.Equal(t, workflows.StateAwaiting, seen[2].State)
+	require.Equal(t, contract.StateAwaiting, seen[2].State)
 	require.Len(t, rejections, 2)
 	require.Contains(t, rejections[0], "resume: rollout is not paused")
 	require.Contains(t, rejections[1], "pause: rollout is already paused")
@@ -287,39 +288,39 @@ func TestApprovalPauseAndResume(t *testing.T) {
 func TestCancelUpdateCancelsTheJobAndRollsBack(t *testing.T) {
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
-	f := &fleet{devices: 4, outcome: allSucceed, cancelCounts: workflows.Counts{Succeeded: 2, Canceled: 2}}
+	f := &fleet{devices: 4, outcome: allSucceed, cancelCounts: contract.Counts{Succeeded: 2, Canceled: 2}}
 	f.register(env)
 	// Every poll of the (only) wave runs 30 s with devices still busy, until canceled.
-	env.OnActivity(workflows.ActivityAwaitJob, mockAny, mockAny).Return(
-		func(ctx context.Context, in workflows.AwaitJobInputMax) (*workflows.AwaitJobResult, error) {
+	env.OnActivity(contract.ActivityAwaitJob, mockAny, mockAny).Return(
+		func(ctx context.Context, in contract.AwaitJobInputMax) (*contract.AwaitJobResult, error) {
 			if in.JobID == "otaflow-r1-rb1" {
-				return &workflows.AwaitJobResult{Counts: workflows.Counts{Succeeded: 1, Failed: 1}, Done: true}, nil
+				return &contract.AwaitJobResult{Counts: contract.Counts{Succeeded: 1, Failed: 1}, Done: true}, nil
 			}
-			return &workflows.AwaitJobResult{Counts: workflows.Counts{Succeeded: 2, InProgress: 2}}, nil
+			return &contract.AwaitJobResult{Counts: contract.Counts{Succeeded: 2, InProgress: 2}}, nil
 		}).After(30 * time.Second)
 	rollback := true
 	start := env.Now()
-	var answer workflows.RolloutResult
+	var answer contract.RolloutResult
 	env.RegisterDelayedCallback(func() {
-		env.UpdateWorkflow(workflows.UpdateCancel, "c1", &testsuite.TestUpdateCallback{
+		env.UpdateWorkflow(contract.UpdateCancel, "c1", &testsuite.TestUpdateCallback{
 			OnReject: func(err error) { t.Errorf("cancel rejected: %v", err) }, OnAccept: func() {},
 			OnComplete: func(v any, err error) {
 				require.NoError(t, err)
-				answer = v.(workflows.RolloutResult)
+				answer = v.(contract.RolloutResult)
 			},
-		}, workflows.CancelRequest{Reason: "bad build", Rollback: &rollback})
+		}, contract.CancelRequest{Reason: "bad build", Rollback: &rollback})
 	}, 45*time.Second)
 	env.ExecuteWorkflow(workflows.Rollout, validRequest())
 	// The job is canceled when the cancel arrives, not when the 30 s poll would have ended;
 	// the cancel's answer comes after that, and says what the rollout now does.
 	require.Len(t, f.cancelTimes, 1)
 	require.Equal(t, 45*time.Second, f.cancelTimes[0].Sub(start))
-	require.Equal(t, workflows.StateRollingBack, answer.State, "the cancel answers once the job is canceled")
+	require.Equal(t, contract.StateRollingBack, answer.State, "the cancel answers once the job is canceled")
 	var canceled *temporal.CanceledError
 	require.True(t, errors.As(env.GetWorkflowError(), &canceled), "got %v", env.GetWorkflowError())
-	var res workflows.RolloutResult
+	var res contract.RolloutResult
 	require.NoError(t, canceled.Details(&res))
-	require.Equal(t, workflows.StateCanceled, res.State)
+	require.Equal(t, contract.StateCanceled, res.State)
 	require.Equal(t, []string{"otaflow-r1"}, f.canceled)
 	require.Len(t, f.rollbacks, 1)
 	require.Equal(t, 1, res.Rollback.RolledBack)
@@ -336,16 +337,16 @@ func TestWavesWaitForTheMaintenanceWindow(t *testing.T) {
 	f.register(env)
 	req := validRequest()
 	req.Timeout = 5 * time.Hour
-	req.Window = &workflows.MaintenanceWindow{Cron: "0 2 * * *", Duration: time.Hour}
-	var waiting workflows.RolloutResult
+	req.Window = &contract.MaintenanceWindow{Cron: "0 2 * * *", Duration: time.Hour}
+	var waiting contract.RolloutResult
 	env.RegisterDelayedCallback(func() {
-		v, err := env.QueryWorkflow(workflows.QueryStatus)
+		v, err := env.QueryWorkflow(contract.QueryStatus)
 		require.NoError(t, err)
 		require.NoError(t, v.Get(&waiting))
 	}, time.Hour)
 	env.ExecuteWorkflow(workflows.Rollout, req)
 	require.NoError(t, env.GetWorkflowError())
-	require.Equal(t, workflows.StateWaitingWindow, waiting.State)
+	require.Equal(t, contract.StateWaitingWindow, waiting.State)
 	require.Empty(t, waiting.JobID, "no job before the window opens")
 	require.Len(t, f.jobTimes, 1)
 	require.False(t, f.jobTimes[0].Before(f.windowOpens), "the wave started inside the window")
@@ -362,21 +363,21 @@ func TestTimeoutExcludesWaitsAtGates(t *testing.T) {
 		f := &fleet{devices: 4, outcome: allSucceed, windowOpens: start.Add(2 * time.Hour)}
 		f.register(env)
 		// A wave's devices finish waveMinutes after its job was created; every poll takes 30 s.
-		env.OnActivity(workflows.ActivityAwaitJob, mockAny, mockAny).Return(
-			func(ctx context.Context, in workflows.AwaitJobInputMax) (*workflows.AwaitJobResult, error) {
+		env.OnActivity(contract.ActivityAwaitJob, mockAny, mockAny).Return(
+			func(ctx context.Context, in contract.AwaitJobInputMax) (*contract.AwaitJobResult, error) {
 				created := f.jobTimes[len(f.jobTimes)-1]
 				if env.Now().Sub(created) >= time.Duration(waveMinutes)*time.Minute {
-					return &workflows.AwaitJobResult{Counts: workflows.Counts{Succeeded: 2}, Done: true}, nil
+					return &contract.AwaitJobResult{Counts: contract.Counts{Succeeded: 2}, Done: true}, nil
 				}
-				return &workflows.AwaitJobResult{Counts: workflows.Counts{InProgress: 2}}, nil
+				return &contract.AwaitJobResult{Counts: contract.Counts{InProgress: 2}}, nil
 			}).After(30 * time.Second)
 		req := validRequest()
 		req.Waves = "50%,100%"
 		req.ApproveWaves = true
 		req.Timeout = 30 * time.Minute
-		req.Window = &workflows.MaintenanceWindow{Cron: "0 2 * * *", Duration: 8 * time.Hour}
+		req.Window = &contract.MaintenanceWindow{Cron: "0 2 * * *", Duration: 8 * time.Hour}
 		env.RegisterDelayedCallback(func() {
-			env.UpdateWorkflow(workflows.UpdateApprove, "a1", &testsuite.TestUpdateCallback{
+			env.UpdateWorkflow(contract.UpdateApprove, "a1", &testsuite.TestUpdateCallback{
 				OnReject: func(err error) { t.Errorf("approve rejected: %v", err) }, OnAccept: func() {}, OnComplete: func(any, error) {},
 			})
 		}, 2*time.Hour+(time.Duration(waveMinutes)+40)*time.Minute)
@@ -392,14 +393,14 @@ func TestTimeoutExcludesWaitsAtGates(t *testing.T) {
 		f, err := run(t, 35)
 		var appErr *temporal.ApplicationError
 		require.True(t, errors.As(err, &appErr), "got %v", err)
-		require.Equal(t, workflows.ErrRolloutTimedOut, appErr.Type())
+		require.Equal(t, contract.ErrRolloutTimedOut, appErr.Type())
 		require.Contains(t, appErr.Message(), "of device work")
 		require.Len(t, f.created, 1)
 	})
 }
 
 func TestRolloutIDFor(t *testing.T) {
-	require.Equal(t, "nightly-2026-11-23T02-00-00Z", workflows.RolloutIDFor("rollout-nightly-2026-11-23T02:00:00Z"))
+	require.Equal(t, "nightly-2026-11-23T02-00-00Z", contract.RolloutIDFor("rollout-nightly-2026-11-23T02:00:00Z"))
 }
 
 func TestContinueAsNewCarriesTheRolloutOn(t *testing.T) {
@@ -407,18 +408,18 @@ func TestContinueAsNewCarriesTheRolloutOn(t *testing.T) {
 	env := s.NewTestWorkflowEnvironment()
 	f := &fleet{devices: 4, outcome: allSucceed}
 	f.register(env)
-	env.OnActivity(workflows.ActivityAwaitJob, mockAny, mockAny).
-		Return(&workflows.AwaitJobResult{Counts: workflows.Counts{InProgress: 1}}, nil).After(30 * time.Second)
+	env.OnActivity(contract.ActivityAwaitJob, mockAny, mockAny).
+		Return(&contract.AwaitJobResult{Counts: contract.Counts{InProgress: 1}}, nil).After(30 * time.Second)
 	env.SetContinueAsNewSuggested(true)
 	req := validRequest()
 	req.Waves = "1,100%"
 	env.ExecuteWorkflow(workflows.Rollout, req)
 	var can *workflow.ContinueAsNewError
 	require.True(t, errors.As(env.GetWorkflowError(), &can), "got %v", env.GetWorkflowError())
-	var next workflows.RolloutRequest
+	var next contract.RolloutRequest
 	require.NoError(t, converter.GetDefaultDataConverter().FromPayloads(can.Input, &next))
 	require.NotNil(t, next.Resume)
-	require.Equal(t, workflows.WaveRunning, next.Resume.Result.Waves[0].State)
+	require.Equal(t, contract.WaveRunning, next.Resume.Result.Waves[0].State)
 	require.Equal(t, "otaflow-r1", next.Resume.Result.Waves[0].JobID)
 	require.Len(t, f.created, 1)
 
@@ -429,7 +430,7 @@ func TestContinueAsNewCarriesTheRolloutOn(t *testing.T) {
 	// resolving the targets again: two devices joined the target group meanwhile, and the
 	// frozen waves do not take them.
 	env2 := s.NewTestWorkflowEnvironment()
-	f2 := &fleet{devices: 6, outcome: func(jobID string, size int) workflows.AwaitJobResult {
+	f2 := &fleet{devices: 6, outcome: func(jobID string, size int) contract.AwaitJobResult {
 		if jobID == "otaflow-r1" { // created by the first run
 			size = 1
 		}
@@ -438,7 +439,7 @@ func TestContinueAsNewCarriesTheRolloutOn(t *testing.T) {
 	f2.register(env2)
 	env2.ExecuteWorkflow(workflows.Rollout, next)
 	require.NoError(t, env2.GetWorkflowError())
-	var res workflows.RolloutResult
+	var res contract.RolloutResult
 	require.NoError(t, env2.GetWorkflowResult(&res))
 	require.Equal(t, []string{"otaflow-r1-w2"}, []string{f2.created[0].JobID})
 	require.Len(t, f2.created, 1)
@@ -446,7 +447,7 @@ func TestContinueAsNewCarriesTheRolloutOn(t *testing.T) {
 	require.Equal(t, "arn:aws:iot:us-east-1:0:thinggroup/otaflow-r1-w2", f2.created[0].GroupArn)
 	require.Empty(t, f2.created[0].ThingArns, "no device list travels through the workflow")
 	require.Zero(t, f2.frozen, "the continued run uses the frozen groups")
-	require.Equal(t, workflows.Counts{Succeeded: 4}, res.Counts)
+	require.Equal(t, contract.Counts{Succeeded: 4}, res.Counts)
 	require.Equal(t, []string{"otaflow-r1-w1", "otaflow-r1-w2"}, f2.released, "the groups go when the rollout ends")
 }
 
@@ -458,16 +459,16 @@ func TestLatestReleaseIsDecidedAtStart(t *testing.T) {
 	f := &fleet{devices: 4, outcome: allSucceed}
 	f.register(env)
 	asked := 0
-	env.RegisterActivityWithOptions(func(ctx context.Context, in workflows.LatestReleaseInput) (*workflows.LatestReleaseResult, error) {
+	env.RegisterActivityWithOptions(func(ctx context.Context, in contract.LatestReleaseInput) (*contract.LatestReleaseResult, error) {
 		asked++
-		require.Equal(t, workflows.LatestReleaseInput{Software: "core", Bucket: "fleet-releases"}, in)
-		return &workflows.LatestReleaseResult{Version: "2.3.0", ArtifactURL: "s3://fleet-releases/core/2.3.0.tar.gz"}, nil
-	}, activity.RegisterOptions{Name: workflows.ActivityLatestRelease})
+		require.Equal(t, contract.LatestReleaseInput{Software: "core", Bucket: "fleet-releases"}, in)
+		return &contract.LatestReleaseResult{Version: "2.3.0", ArtifactURL: "s3://fleet-releases/core/2.3.0.tar.gz"}, nil
+	}, activity.RegisterOptions{Name: contract.ActivityLatestRelease})
 	req := waveRequest()
 	req.Version, req.LatestReleaseBucket = "", "fleet-releases"
 	env.ExecuteWorkflow(workflows.Rollout, req)
 	require.NoError(t, env.GetWorkflowError())
-	var res workflows.RolloutResult
+	var res contract.RolloutResult
 	require.NoError(t, env.GetWorkflowResult(&res))
 	require.Equal(t, "2.3.0", res.Version)
 	require.Equal(t, 1, asked)

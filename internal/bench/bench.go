@@ -28,7 +28,7 @@ import (
 	"github.com/otaflow/otaflow/internal/pgserver"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/stack"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // Options say what to measure.
@@ -361,7 +361,7 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 	var rollout, baseline []float64
 	for r := 0; r < o.Repeat; r++ {
 		// Rollout: Temporal workflow, worker, activities through the AWS SDK, jobs service.
-		req := workflows.RolloutRequest{
+		req := contract.RolloutRequest{
 			RolloutID: fmt.Sprintf("bench-%d-%d", n, r), Targets: arns, Architecture: "x86_64", OperatingSystem: "ubuntu",
 			SoftwareToUpdate: "core", Version: fmt.Sprintf("2.%d.0", r), S3URLSignerRole: "arn:aws:iam::000000000000:role/bench",
 			PollInterval: 100 * time.Millisecond, Timeout: 30 * time.Minute,
@@ -369,7 +369,7 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 		before := s.Jobs.APICalls()
 		cpuBefore, pgBefore := selfCPU(), pidsCPU(o.PostgresPIDs)
 		began := time.Now()
-		run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+		run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
 		if err != nil {
 			return nil, err
 		}

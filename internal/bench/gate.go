@@ -15,7 +15,7 @@ import (
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/jobs"
 	"github.com/otaflow/otaflow/internal/pgserver"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // Gate is one health gate evaluation at a fleet size on a store: the worker's activity, through
@@ -112,9 +112,9 @@ func gateFigure(ctx context.Context, o *Options, n int, postgres bool) (*Gate, e
 		return nil, err
 	}
 	acts := &activities.Activities{IoT: iotc}
-	criteria := append(workflows.DefaultHealthCriteria(),
-		workflows.HealthCriterion{Name: "restarts per device", Metric: "restarts", Statistic: "average", MaxRatio: 3, MinSample: 20})
-	in := workflows.EvaluateHealthInput{Criteria: criteria, Version: "2.0.0", Waves: "waves 1-2", UpdatedGroups: groups[:2], ControlGroups: groups[2:],
+	criteria := append(contract.DefaultHealthCriteria(),
+		contract.HealthCriterion{Name: "restarts per device", Metric: "restarts", Statistic: "average", MaxRatio: 3, MinSample: 20})
+	in := contract.EvaluateHealthInput{Criteria: criteria, Version: "2.0.0", Waves: "waves 1-2", UpdatedGroups: groups[:2], ControlGroups: groups[2:],
 		StaleBefore: time.Now().Add(-time.Hour).Unix()}
 	var times []float64
 	for range 5 {

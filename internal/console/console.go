@@ -28,7 +28,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/iotjobs"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 //go:embed static
@@ -67,7 +67,7 @@ func New(o Options) *Console {
 		o.MaxInventory = 5000
 	}
 	if o.TaskQueue == "" {
-		o.TaskQueue = workflows.TaskQueue
+		o.TaskQueue = contract.TaskQueue
 	}
 	return &Console{o: o, guard: newGuard()}
 }
@@ -211,8 +211,8 @@ func deviceFrom(thing string, sh *Shadow, now time.Time) Device {
 
 type rolloutRow struct {
 	rolloutclient.Row
-	Live    *workflows.RolloutResult `json:"live,omitempty"`
-	History string                   `json:"history,omitempty"`
+	Live    *contract.RolloutResult `json:"live,omitempty"`
+	History string                  `json:"history,omitempty"`
 }
 
 func (c *Console) history(workflowID string) string {
@@ -249,8 +249,8 @@ func (c *Console) handleOverview(w http.ResponseWriter, r *http.Request) {
 			if res, _, err := rolloutclient.LiveStatus(ctx, c.o.Temporal, c.o.IoT, row.RolloutID); err == nil {
 				rr.Live = &res
 				rr.State = res.State
-				if res.Paused && res.State == workflows.StateRunning {
-					rr.State = workflows.StatePaused
+				if res.Paused && res.State == contract.StateRunning {
+					rr.State = contract.StatePaused
 				}
 			}
 		}
@@ -311,26 +311,26 @@ func (c *Console) handleAction(w http.ResponseWriter, r *http.Request) {
 	if reason == "" {
 		reason = "from the console"
 	}
-	var res workflows.RolloutResult
+	var res contract.RolloutResult
 	var err error
 	switch action {
-	case workflows.UpdatePause, workflows.UpdateResume, workflows.UpdateApprove:
+	case contract.UpdatePause, contract.UpdateResume, contract.UpdateApprove:
 		res, err = rolloutclient.Control(ctx, c.o.Temporal, id, action)
 	case "cancel", "cancel-rollback":
 		rollback := action == "cancel-rollback"
-		req := workflows.CancelRequest{Reason: reason}
+		req := contract.CancelRequest{Reason: reason}
 		if rollback {
 			req.Rollback = &rollback
 		}
-		res, err = rolloutclient.Control(ctx, c.o.Temporal, id, workflows.UpdateCancel, req)
+		res, err = rolloutclient.Control(ctx, c.o.Temporal, id, contract.UpdateCancel, req)
 	case "override-health":
 		if body.Reason == "" {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "say why the breach may be ignored: it is recorded with the rollout"})
 			return
 		}
 		user, _, _ := r.BasicAuth()
-		res, err = rolloutclient.Control(ctx, c.o.Temporal, id, workflows.UpdateOverrideHealth,
-			workflows.OverrideRequest{By: cmp.Or(user, "console"), Reason: body.Reason})
+		res, err = rolloutclient.Control(ctx, c.o.Temporal, id, contract.UpdateOverrideHealth,
+			contract.OverrideRequest{By: cmp.Or(user, "console"), Reason: body.Reason})
 	case "rollback":
 		var run client.WorkflowRun
 		run, err = rolloutclient.StartRollback(ctx, c.o.Temporal, c.o.TaskQueue, id, reason)

@@ -19,7 +19,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/jobs"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // LatestCoreVersion is the software version an update installs (the seed's
@@ -28,7 +28,7 @@ const LatestCoreVersion = "1.11.6"
 
 // Starter starts a rollout and returns the IoT job it created.
 type Starter interface {
-	StartUpdate(ctx context.Context, req workflows.RolloutRequest) (jobID, jobArn string, err error)
+	StartUpdate(ctx context.Context, req contract.RolloutRequest) (jobID, jobArn string, err error)
 }
 
 // Handler serves POST /greengrass/updates.
@@ -71,7 +71,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if version == "" {
 		version = LatestCoreVersion
 	}
-	req := workflows.RolloutRequest{
+	req := contract.RolloutRequest{
 		Targets: in.UpdateTargets, Architecture: in.UpdateTargetsArchitecture, OperatingSystem: in.UpdateTargetsOperatingSystem,
 		SoftwareToUpdate: in.SoftwareToUpdate, Version: version, S3URLSignerRole: in.S3UrlSignerRole,
 		UpdateAgentLogLevel: in.UpdateAgentLogLevel,

@@ -24,14 +24,14 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
 	"github.com/otaflow/otaflow/internal/tuf"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // Release is a published release: what a rollout names.
 type Release struct {
-	Software string              `json:"software"`
-	Version  string              `json:"version"`
-	Artifact *workflows.Artifact `json:"artifact"`
+	Software string             `json:"software"`
+	Version  string             `json:"version"`
+	Artifact *contract.Artifact `json:"artifact"`
 	// Length and SHA256 are what the signed target says (for the operator's record).
 	Length int64  `json:"length"`
 	SHA256 string `json:"sha256"`
@@ -44,7 +44,7 @@ func Publish(ctx context.Context, repo *tuf.Repo, store *Store, bucket, file str
 	if err != nil {
 		return nil, err
 	}
-	rel := &Release{Software: c.Software, Version: c.Version, Artifact: &workflows.Artifact{URL: S3URL(bucket, c.Software, c.Version)},
+	rel := &Release{Software: c.Software, Version: c.Version, Artifact: &contract.Artifact{URL: S3URL(bucket, c.Software, c.Version)},
 		Length: tf.Length, SHA256: hex.EncodeToString(tf.Hashes["sha256"])}
 	if store == nil {
 		return rel, nil

@@ -19,7 +19,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/otaflow/otaflow/activities"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // ErrNoRollout is returned (wrapped) when no rollout has the ID asked for.
@@ -31,7 +31,7 @@ var ErrNoRollout = errors.New("no such rollout")
 // 2026-12-01T01:00:00Z" runs rollout "nightly-2026-12-01T01-00-00Z"), so that one is found
 // by its OtaflowRolloutId search attribute. A workflow ID is accepted as well.
 func WorkflowID(ctx context.Context, c client.Client, rolloutID string) (string, error) {
-	candidates := []string{workflows.RolloutWorkflowID(rolloutID)}
+	candidates := []string{contract.RolloutWorkflowID(rolloutID)}
 	if strings.HasPrefix(rolloutID, "rollout-") {
 		candidates = append(candidates, rolloutID)
 	}
@@ -46,7 +46,7 @@ func WorkflowID(ctx context.Context, c client.Client, rolloutID string) (string,
 		}
 	}
 	resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
-		Query:    fmt.Sprintf("WorkflowType = 'Rollout' AND %s = %q", workflows.SearchRolloutID.GetName(), rolloutID),
+		Query:    fmt.Sprintf("WorkflowType = 'Rollout' AND %s = %q", contract.SearchRolloutID.GetName(), rolloutID),
 		PageSize: 1,
 	})
 	if err != nil {
@@ -66,24 +66,24 @@ type JobDescriber interface {
 // LiveStatus is the rollout's status with every started wave's counts read from the jobs
 // service now, not from the rollout's last poll (which may be up to 30 s old). A job that
 // cannot be read keeps the rollout's counts for it; Stale says which.
-func LiveStatus(ctx context.Context, c client.Client, iotc JobDescriber, rolloutID string) (workflows.RolloutResult, []string, error) {
+func LiveStatus(ctx context.Context, c client.Client, iotc JobDescriber, rolloutID string) (contract.RolloutResult, []string, error) {
 	res, err := Status(ctx, c, rolloutID)
 	if err != nil || iotc == nil {
 		return res, nil, err
 	}
 	var stale []string
-	var total workflows.Counts
+	var total contract.Counts
 	for i := range res.Waves {
 		w := &res.Waves[i]
 		if w.JobID == "" {
-			if w.State == workflows.WavePending {
+			if w.State == contract.WavePending {
 				total.Queued += w.Devices
 			} else {
 				total.Canceled += w.Devices
 			}
 			continue
 		}
-		if w.State == workflows.WaveRunning || w.State == workflows.WaveCanceled || w.State == workflows.WaveFailed {
+		if w.State == contract.WaveRunning || w.State == contract.WaveCanceled || w.State == contract.WaveFailed {
 			d, err := iotc.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(w.JobID)})
 			if err == nil && d.Job != nil {
 				w.Counts = activities.CountsOf(d.Job.JobProcessDetails)
@@ -99,8 +99,8 @@ func LiveStatus(ctx context.Context, c client.Client, iotc JobDescriber, rollout
 
 // Control sends one of the rollout's updates (pause, resume, approve, cancel) and returns the
 // rollout as the update left it. The error is the rollout's own refusal when it refuses.
-func Control(ctx context.Context, c client.Client, rolloutID, update string, args ...any) (workflows.RolloutResult, error) {
-	var res workflows.RolloutResult
+func Control(ctx context.Context, c client.Client, rolloutID, update string, args ...any) (contract.RolloutResult, error) {
+	var res contract.RolloutResult
 	wid, err := WorkflowID(ctx, c, rolloutID)
 	if err != nil {
 		return res, err
@@ -155,7 +155,7 @@ type DeviceResult struct {
 // DeviceResults lists the devices of the rollout's started waves (and rollback jobs) with
 // their status; with failedOnly, only those that did not succeed, each with the reason its
 // agent reported. At most limit devices (0: no limit) are read in full.
-func DeviceResults(ctx context.Context, iotc IoTReader, res workflows.RolloutResult, failedOnly bool, limit int) ([]DeviceResult, error) {
+func DeviceResults(ctx context.Context, iotc IoTReader, res contract.RolloutResult, failedOnly bool, limit int) ([]DeviceResult, error) {
 	type job struct {
 		id   string
 		wave int
@@ -207,8 +207,8 @@ func DeviceResults(ctx context.Context, iotc IoTReader, res workflows.RolloutRes
 }
 
 // Request reads the request a rollout was started with, from its workflow's first event.
-func Request(ctx context.Context, c client.Client, workflowID string) (workflows.RolloutRequest, error) {
-	var req workflows.RolloutRequest
+func Request(ctx context.Context, c client.Client, workflowID string) (contract.RolloutRequest, error) {
+	var req contract.RolloutRequest
 	it := c.GetWorkflowHistory(ctx, workflowID, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 	if !it.HasNext() {
 		return req, fmt.Errorf("rollout workflow %s has no history", workflowID)
@@ -241,8 +241,8 @@ func StartRollback(ctx context.Context, c client.Client, taskQueue, rolloutID, r
 		return nil, err
 	}
 	switch res.State {
-	case workflows.StateSucceeded, workflows.StateFailed, workflows.StateAborted, workflows.StateCanceled, workflows.StateTimedOut:
-	case workflows.StateInvalid:
+	case contract.StateSucceeded, contract.StateFailed, contract.StateAborted, contract.StateCanceled, contract.StateTimedOut:
+	case contract.StateInvalid:
 		return nil, fmt.Errorf("rollout %s was invalid and updated no device: nothing to roll back", rolloutID)
 	default:
 		return nil, fmt.Errorf("rollout %s is %s: cancel it with rollback (`starter rollout cancel --rollback %s`) rather than rolling back a running rollout", rolloutID, res.State, rolloutID)
@@ -262,17 +262,17 @@ func StartRollback(ctx context.Context, c client.Client, taskQueue, rolloutID, r
 		return nil, fmt.Errorf("rollout %s started no job: nothing to roll back", rolloutID)
 	}
 	return c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:                       workflows.RollbackWorkflowID(res.RolloutID),
+		ID:                       contract.RollbackWorkflowID(res.RolloutID),
 		TaskQueue:                taskQueue,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
 		StaticSummary:            fmt.Sprintf("Roll rollout %s back from %s", res.RolloutID, res.Version),
-	}, workflows.WorkflowRollback, workflows.RollbackRolloutRequest{RolloutID: res.RolloutID, Request: req, JobIDs: jobIDs, Reason: reason})
+	}, contract.WorkflowRollback, contract.RollbackRolloutRequest{RolloutID: res.RolloutID, Request: req, JobIDs: jobIDs, Reason: reason})
 }
 
 // RollbackResult waits for a rollback and returns its result (also when it failed).
-func RollbackResult(ctx context.Context, run client.WorkflowRun) (workflows.RollbackResult, error) {
-	var rb workflows.RollbackResult
+func RollbackResult(ctx context.Context, run client.WorkflowRun) (contract.RollbackResult, error) {
+	var rb contract.RollbackResult
 	err := run.Get(ctx, &rb)
 	var appErr *temporal.ApplicationError
 	if errors.As(err, &appErr) && appErr.HasDetails() {
@@ -306,12 +306,12 @@ func List(ctx context.Context, c client.Client, limit int) ([]Row, error) {
 			r.Closed = e.CloseTime.AsTime()
 		}
 		if f := e.SearchAttributes.GetIndexedFields(); f != nil {
-			r.RolloutID = keyword(f[workflows.SearchRolloutID.GetName()])
-			r.Version = keyword(f[workflows.SearchTargetVersion.GetName()])
-			r.State = keyword(f[workflows.SearchState.GetName()])
+			r.RolloutID = keyword(f[contract.SearchRolloutID.GetName()])
+			r.Version = keyword(f[contract.SearchTargetVersion.GetName()])
+			r.State = keyword(f[contract.SearchState.GetName()])
 		}
 		if r.RolloutID == "" {
-			r.RolloutID = workflows.RolloutIDFor(r.WorkflowID)
+			r.RolloutID = contract.RolloutIDFor(r.WorkflowID)
 		}
 		// A rollout ended outside otaflow (terminated, timed out in Temporal) never recorded
 		// its end: say so rather than show its last state.

@@ -19,28 +19,28 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // Start validates req and starts its rollout workflow. The workflow ID comes from the
 // rollout ID, so starting the same rollout twice returns the running one instead of a second.
-func Start(ctx context.Context, c client.Client, taskQueue string, req workflows.RolloutRequest) (client.WorkflowRun, error) {
+func Start(ctx context.Context, c client.Client, taskQueue string, req contract.RolloutRequest) (client.WorkflowRun, error) {
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	id := workflows.RolloutWorkflowID(req.RolloutID)
+	id := contract.RolloutWorkflowID(req.RolloutID)
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                       id,
 		TaskQueue:                taskQueue,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
 		TypedSearchAttributes: temporal.NewSearchAttributes(
-			workflows.SearchRolloutID.ValueSet(req.RolloutID),
-			workflows.SearchTargetVersion.ValueSet(req.Version),
-			workflows.SearchState.ValueSet(workflows.StateValidating),
+			contract.SearchRolloutID.ValueSet(req.RolloutID),
+			contract.SearchTargetVersion.ValueSet(req.Version),
+			contract.SearchState.ValueSet(contract.StateValidating),
 		),
 		StaticSummary: fmt.Sprintf("Update %s to %s on %d target(s)", req.SoftwareToUpdate, req.Version, len(req.Targets)),
-	}, workflows.WorkflowRollout, req)
+	}, contract.WorkflowRollout, req)
 	var started *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &started) {
 		// The rollout ran before and has ended: hand back that one rather than a second.
@@ -66,7 +66,7 @@ func Start(ctx context.Context, c client.Client, taskQueue string, req workflows
 var ErrTokenReused = errors.New("client token reused")
 
 // sameRequest compares two validated requests, ignoring what a run adds on its own.
-func sameRequest(a, b workflows.RolloutRequest) bool {
+func sameRequest(a, b contract.RolloutRequest) bool {
 	a.Resume, b.Resume = nil, nil
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
@@ -77,7 +77,7 @@ func sameRequest(a, b workflows.RolloutRequest) bool {
 // --amzn-client-token, the REST API's X-Amzn-Client-Token): the token itself when it is a
 // valid rollout ID, else "t-" and a digest of it.
 func RolloutIDForToken(token string) string {
-	probe := workflows.RolloutRequest{RolloutID: token}
+	probe := contract.RolloutRequest{RolloutID: token}
 	if probe.ValidID() {
 		return token
 	}
@@ -87,8 +87,8 @@ func RolloutIDForToken(token string) string {
 
 // Result waits for the rollout to end and returns its result. A rollout that failed, timed out
 // or was canceled still has a result (its counts), returned with the error.
-func Result(ctx context.Context, run client.WorkflowRun) (workflows.RolloutResult, error) {
-	var res workflows.RolloutResult
+func Result(ctx context.Context, run client.WorkflowRun) (contract.RolloutResult, error) {
+	var res contract.RolloutResult
 	err := run.Get(ctx, &res)
 	if err == nil {
 		return res, nil
@@ -109,13 +109,13 @@ func Result(ctx context.Context, run client.WorkflowRun) (workflows.RolloutResul
 }
 
 // Status queries a running (or finished) rollout's progress.
-func Status(ctx context.Context, c client.Client, rolloutID string) (workflows.RolloutResult, error) {
-	var res workflows.RolloutResult
+func Status(ctx context.Context, c client.Client, rolloutID string) (contract.RolloutResult, error) {
+	var res contract.RolloutResult
 	wid, err := WorkflowID(ctx, c, rolloutID)
 	if err != nil {
 		return res, err
 	}
-	v, err := c.QueryWorkflow(ctx, wid, "", workflows.QueryStatus)
+	v, err := c.QueryWorkflow(ctx, wid, "", contract.QueryStatus)
 	if err != nil {
 		return res, fmt.Errorf("query rollout %s: %w", rolloutID, err)
 	}
@@ -124,12 +124,12 @@ func Status(ctx context.Context, c client.Client, rolloutID string) (workflows.R
 
 // WaitForJob polls the status query until the rollout has created its IoT job or ended. A
 // rollout still waiting after timeout is diagnosed (see Stalled).
-func WaitForJob(ctx context.Context, c client.Client, rolloutID, taskQueue string, timeout time.Duration) (workflows.RolloutResult, error) {
+func WaitForJob(ctx context.Context, c client.Client, rolloutID, taskQueue string, timeout time.Duration) (contract.RolloutResult, error) {
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
 		res, err := Status(wctx, c, rolloutID)
-		if err == nil && (res.JobID != "" || res.State == workflows.StateInvalid || res.State == workflows.StateFailed) {
+		if err == nil && (res.JobID != "" || res.State == contract.StateInvalid || res.State == contract.StateFailed) {
 			return res, nil
 		}
 		select {
@@ -150,7 +150,7 @@ func WaitForJob(ctx context.Context, c client.Client, rolloutID, taskQueue strin
 // (with its last failure), or no worker polling the task queue (only when that is so), or
 // what it waits for.
 func Stalled(ctx context.Context, c client.Client, rolloutID, taskQueue string) string {
-	d, err := c.DescribeWorkflowExecution(ctx, workflows.RolloutWorkflowID(rolloutID), "")
+	d, err := c.DescribeWorkflowExecution(ctx, contract.RolloutWorkflowID(rolloutID), "")
 	if err != nil {
 		return fmt.Sprintf("its workflow cannot be described (%v)", err)
 	}
@@ -202,7 +202,7 @@ type Starter struct {
 var ErrInvalid = errors.New("invalid request")
 
 // StartUpdate starts req's rollout (or finds the one already started) and returns its job.
-func (s Starter) StartUpdate(ctx context.Context, req workflows.RolloutRequest) (string, string, error) {
+func (s Starter) StartUpdate(ctx context.Context, req contract.RolloutRequest) (string, string, error) {
 	if _, err := Start(ctx, s.Client, s.TaskQueue, req); err != nil {
 		return "", "", err
 	}
@@ -218,10 +218,10 @@ func (s Starter) StartUpdate(ctx context.Context, req workflows.RolloutRequest) 
 
 // CreateSchedule creates a Temporal Schedule that starts req's rollout at every activation of
 // cronExpr in timeZone. Each run gets its own rollout ID (the schedule ID plus the run time).
-func CreateSchedule(ctx context.Context, c client.Client, taskQueue, scheduleID, cronExpr, timeZone string, paused bool, req workflows.RolloutRequest) (client.ScheduleHandle, error) {
+func CreateSchedule(ctx context.Context, c client.Client, taskQueue, scheduleID, cronExpr, timeZone string, paused bool, req contract.RolloutRequest) (client.ScheduleHandle, error) {
 	req.RolloutIDFromWorkflowID = true
 	if req.RolloutID == "" {
-		req.RolloutID = workflows.RolloutIDFor(scheduleID)
+		req.RolloutID = contract.RolloutIDFor(scheduleID)
 	}
 	if err := req.Validate(); err != nil {
 		return nil, err
@@ -231,7 +231,7 @@ func CreateSchedule(ctx context.Context, c client.Client, taskQueue, scheduleID,
 		Spec:   client.ScheduleSpec{CronExpressions: []string{cronExpr}, TimeZoneName: timeZone},
 		Paused: paused,
 		Action: &client.ScheduleWorkflowAction{
-			ID: workflows.RolloutWorkflowID(scheduleID), Workflow: workflows.WorkflowRollout, Args: []any{req}, TaskQueue: taskQueue,
+			ID: contract.RolloutWorkflowID(scheduleID), Workflow: contract.WorkflowRollout, Args: []any{req}, TaskQueue: taskQueue,
 		},
 	})
 	if err != nil {
@@ -241,24 +241,24 @@ func CreateSchedule(ctx context.Context, c client.Client, taskQueue, scheduleID,
 }
 
 // StartDeployment starts (or finds running) the continuous deployment to a thing group.
-func StartDeployment(ctx context.Context, c client.Client, taskQueue string, req workflows.DeploymentRequest) (client.WorkflowRun, error) {
+func StartDeployment(ctx context.Context, c client.Client, taskQueue string, req contract.DeploymentRequest) (client.WorkflowRun, error) {
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
 	return c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:                       workflows.DeploymentWorkflowID(req.DeploymentID),
+		ID:                       contract.DeploymentWorkflowID(req.DeploymentID),
 		TaskQueue:                taskQueue,
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
 		StaticSummary:            fmt.Sprintf("Deployment %s to thing group %s", req.DeploymentID, req.ThingGroup),
-	}, workflows.WorkflowDeployment, req)
+	}, contract.WorkflowDeployment, req)
 }
 
 // ReviseDeployment replaces a deployment's components: every device of the group gets the
 // new revision.
-func ReviseDeployment(ctx context.Context, c client.Client, deploymentID string, components map[string]string) (workflows.DeploymentStatus, error) {
-	var st workflows.DeploymentStatus
+func ReviseDeployment(ctx context.Context, c client.Client, deploymentID string, components map[string]string) (contract.DeploymentStatus, error) {
+	var st contract.DeploymentStatus
 	h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
-		WorkflowID: workflows.DeploymentWorkflowID(deploymentID), UpdateName: workflows.UpdateRevise,
+		WorkflowID: contract.DeploymentWorkflowID(deploymentID), UpdateName: contract.UpdateRevise,
 		Args: []any{components}, WaitForStage: client.WorkflowUpdateStageCompleted,
 	})
 	if err != nil {
@@ -268,9 +268,9 @@ func ReviseDeployment(ctx context.Context, c client.Client, deploymentID string,
 }
 
 // DeploymentStatus queries a deployment.
-func DeploymentStatus(ctx context.Context, c client.Client, deploymentID string) (workflows.DeploymentStatus, error) {
-	var st workflows.DeploymentStatus
-	v, err := c.QueryWorkflow(ctx, workflows.DeploymentWorkflowID(deploymentID), "", workflows.QueryStatus)
+func DeploymentStatus(ctx context.Context, c client.Client, deploymentID string) (contract.DeploymentStatus, error) {
+	var st contract.DeploymentStatus
+	v, err := c.QueryWorkflow(ctx, contract.DeploymentWorkflowID(deploymentID), "", contract.QueryStatus)
 	if err != nil {
 		return st, fmt.Errorf("query deployment %s: %w", deploymentID, err)
 	}

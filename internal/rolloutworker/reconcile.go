@@ -14,7 +14,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/otaflow/otaflow/activities"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // Reconciler finds rollouts that ended outside otaflow (terminated from the Temporal UI or
@@ -85,11 +85,11 @@ func (r *Reconciler) Once(ctx context.Context) (int, error) {
 }
 
 func (r *Reconciler) cleanUp(ctx context.Context, workflowID, runID string) error {
-	v, err := r.Client.QueryWorkflow(ctx, workflowID, runID, workflows.QueryStatus)
+	v, err := r.Client.QueryWorkflow(ctx, workflowID, runID, contract.QueryStatus)
 	if err != nil {
 		return fmt.Errorf("read the rollout's last status: %w", err)
 	}
-	var res workflows.RolloutResult
+	var res contract.RolloutResult
 	if err := v.Get(&res); err != nil {
 		return err
 	}
@@ -120,10 +120,10 @@ func (r *Reconciler) cleanUp(ctx context.Context, workflowID, runID string) erro
 			continue
 		}
 		reason := fmt.Sprintf("rollout %s was terminated outside otaflow; its job is canceled so no device starts an update nobody watches", res.RolloutID)
-		if _, err := r.Acts.CancelJob(ctx, workflows.CancelJobInput{JobID: id, Reason: reason}); err != nil {
+		if _, err := r.Acts.CancelJob(ctx, contract.CancelJobInput{JobID: id, Reason: reason}); err != nil {
 			return err
 		}
 		r.Log.Warn().Str("rollout", res.RolloutID).Str("job", id).Msg("rollout ended outside otaflow: canceled its job")
 	}
-	return r.Acts.ReleaseTargets(ctx, workflows.ReleaseTargetsInput{Groups: groups})
+	return r.Acts.ReleaseTargets(ctx, contract.ReleaseTargetsInput{Groups: groups})
 }

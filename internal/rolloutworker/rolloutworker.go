@@ -17,15 +17,16 @@ import (
 
 	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // SearchAttributes are the custom search attributes rollouts set.
 func SearchAttributes() map[string]enumspb.IndexedValueType {
 	return map[string]enumspb.IndexedValueType{
-		workflows.SearchRolloutID.GetName():     enumspb.INDEXED_VALUE_TYPE_KEYWORD,
-		workflows.SearchTargetVersion.GetName(): enumspb.INDEXED_VALUE_TYPE_KEYWORD,
-		workflows.SearchState.GetName():         enumspb.INDEXED_VALUE_TYPE_KEYWORD,
-		workflows.SearchWave.GetName():          enumspb.INDEXED_VALUE_TYPE_INT,
+		contract.SearchRolloutID.GetName():     enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+		contract.SearchTargetVersion.GetName(): enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+		contract.SearchState.GetName():         enumspb.INDEXED_VALUE_TYPE_KEYWORD,
+		contract.SearchWave.GetName():          enumspb.INDEXED_VALUE_TYPE_INT,
 	}
 }
 
@@ -45,9 +46,9 @@ func EnsureSearchAttributes(ctx context.Context, c client.Client, namespace stri
 // New returns a worker for the rollout task queue, with everything registered.
 func New(c client.Client, taskQueue string, acts *activities.Activities) worker.Worker {
 	w := worker.New(c, taskQueue, worker.Options{})
-	w.RegisterWorkflowWithOptions(workflows.Rollout, workflow.RegisterOptions{Name: workflows.WorkflowRollout})
-	w.RegisterWorkflowWithOptions(workflows.Deployment, workflow.RegisterOptions{Name: workflows.WorkflowDeployment})
-	w.RegisterWorkflowWithOptions(workflows.RollbackRollout, workflow.RegisterOptions{Name: workflows.WorkflowRollback})
+	w.RegisterWorkflowWithOptions(workflows.Rollout, workflow.RegisterOptions{Name: contract.WorkflowRollout})
+	w.RegisterWorkflowWithOptions(workflows.Deployment, workflow.RegisterOptions{Name: contract.WorkflowDeployment})
+	w.RegisterWorkflowWithOptions(workflows.RollbackRollout, workflow.RegisterOptions{Name: contract.WorkflowRollback})
 	acts.Register(w)
 	return w
 }

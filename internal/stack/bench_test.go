@@ -10,7 +10,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/stack"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // BenchmarkRollout measures whole rollouts on the local stack with zero-time installs:
@@ -34,7 +34,7 @@ func BenchmarkRollout(b *testing.B) {
 				req.Version = fmt.Sprintf("2.0.%d", i)
 				req.PollInterval = 100 * time.Millisecond
 				req.Timeout = 15 * time.Minute
-				run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+				run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
 				require.NoError(b, err)
 				res, err := rolloutclient.Result(ctx, run)
 				require.NoError(b, err)

@@ -15,7 +15,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/stack"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 var browser struct {
@@ -97,12 +97,12 @@ func TestConsoleDrivesARollout(t *testing.T) {
 
 	req := request("console-1", arns)
 	req.Waves, req.ApproveWaves = "1,100%", true
-	_, err = rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+	_, err = rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
 	require.NoError(t, err)
 
 	eventually("the rollout in the list", func() bool { return strings.Contains(text("#rollouts"), "console-1") })
 	require.NoError(t, chromedp.Do(tab, chromedp.Click(`#rollouts tr[data-rollout="console-1"] td`)))
-	eventually("the rollout waiting for approval", func() bool { return text("#detail-state") == workflows.StateAwaiting })
+	eventually("the rollout waiting for approval", func() bool { return text("#detail-state") == contract.StateAwaiting })
 	eventually("the first wave's device on 1.11.6", func() bool { return count("core", "1.11.6") == "1" && count("core", "1.10.2") == "2" })
 	require.Contains(t, text(`#results`), "SUCCEEDED", "the wave's device result is listed")
 
@@ -112,10 +112,10 @@ func TestConsoleDrivesARollout(t *testing.T) {
 	})
 	require.NoError(t, chromedp.Do(tab, chromedp.Click(`button[data-action="approve"]`)))
 	eventually("the approval's answer", func() bool { return strings.Contains(text("#flash"), "approve: done") })
-	eventually("the rollout succeeded", func() bool { return text("#detail-state") == workflows.StateSucceeded })
+	eventually("the rollout succeeded", func() bool { return text("#detail-state") == contract.StateSucceeded })
 	eventually("every device on 1.11.6", func() bool { return count("core", "1.11.6") == "3" })
 	require.Contains(t, text(`#devices tr[data-thing="`+stack.Device(2)+`"]`), "SUCCEEDED", "the device's last job result")
 	href, err := chromedp.Run(tab, chromedp.Evaluate[string](`document.querySelector("#detail-history").href`))
 	require.NoError(t, err)
-	require.Contains(t, href, s.Temporal.UIURL()+"/namespaces/default/workflows/"+workflows.RolloutWorkflowID("console-1"), "a link to the rollout's history")
+	require.Contains(t, href, s.Temporal.UIURL()+"/namespaces/default/workflows/"+contract.RolloutWorkflowID("console-1"), "a link to the rollout's history")
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/stack"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // TestContinueAsNewWithMembershipChanging: Temporal suggests continue-as-new every few dozen
@@ -39,7 +39,7 @@ func TestContinueAsNewWithMembershipChanging(t *testing.T) {
 	}
 
 	req := faultRequest("continue-as-new", []string{aws.ToString(g.ThingGroupArn)}, 240)
-	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+	run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
 	require.NoError(t, err)
 	first := run.GetRunID()
 	require.Eventually(t, func() bool {
@@ -48,7 +48,7 @@ func TestContinueAsNewWithMembershipChanging(t *testing.T) {
 	}, 2*time.Minute, 50*time.Millisecond, "the rollout continued as new")
 	st, err := rolloutclient.Status(ctx, s.Client, "continue-as-new")
 	require.NoError(t, err)
-	require.NotEqual(t, workflows.StateSucceeded, st.State, "the membership changes while the rollout runs")
+	require.NotEqual(t, contract.StateSucceeded, st.State, "the membership changes while the rollout runs")
 
 	// Ten devices leave the group, ten new ones join it.
 	for _, a := range arns[110:] {
@@ -64,7 +64,7 @@ func TestContinueAsNewWithMembershipChanging(t *testing.T) {
 
 	res, err := rolloutclient.Result(ctx, s.Client.GetWorkflow(ctx, run.GetID(), ""))
 	require.NoError(t, err, res.Message)
-	require.Equal(t, workflows.StateSucceeded, res.State, res.Message)
+	require.Equal(t, contract.StateSucceeded, res.State, res.Message)
 	require.Len(t, res.Waves, 3)
 	counter.requireExactlyOnce(t, 120, &res, func(th string) string { return agentVersion(s, th) })
 	for i := 121; i <= 130; i++ {

@@ -13,7 +13,7 @@ import (
 	"github.com/otaflow/otaflow/internal/components"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/stack"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 const streamManager = "aws.greengrass.StreamManager"
@@ -44,7 +44,7 @@ func TestContinuousDeploymentNucleusTable(t *testing.T) {
 
 	// Row 3: a new deployment that does not include the nucleus, but a component that depends
 	// on it: every device gets the newest nucleus that fits (stream manager 2.0.8: < 2.2.0).
-	_, err = rolloutclient.StartDeployment(ctx, s.Client, workflows.TaskQueue, workflows.DeploymentRequest{
+	_, err = rolloutclient.StartDeployment(ctx, s.Client, contract.TaskQueue, contract.DeploymentRequest{
 		DeploymentID: "fleet-sm", ThingGroup: "fleet", Components: map[string]string{streamManager: ""}, SyncInterval: 200 * time.Millisecond,
 	})
 	require.NoError(t, err)

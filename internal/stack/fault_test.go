@@ -33,7 +33,7 @@ import (
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/rolloutworker"
 	"github.com/otaflow/otaflow/internal/stack"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // installCounter counts, per device, how many times an install completed.
@@ -58,7 +58,7 @@ func (c *installCounter) observe(thing string, st agent.State) {
 
 // requireExactlyOnce checks that each of the n devices installed exactly once and that the
 // rollout's counts agree with the devices' own state.
-func (c *installCounter) requireExactlyOnce(t *testing.T, n int, res *workflows.RolloutResult, version func(thing string) string) {
+func (c *installCounter) requireExactlyOnce(t *testing.T, n int, res *contract.RolloutResult, version func(thing string) string) {
 	t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -71,7 +71,7 @@ func (c *installCounter) requireExactlyOnce(t *testing.T, n int, res *workflows.
 }
 
 // faultRequest is a 3-wave rollout paced by a rate limit, so faults land mid-rollout.
-func faultRequest(id string, arns []string, perMinute int) workflows.RolloutRequest {
+func faultRequest(id string, arns []string, perMinute int) contract.RolloutRequest {
 	req := request(id, arns)
 	req.Version = "2.0.0"
 	req.Waves = "10%,50%,100%"
@@ -100,7 +100,7 @@ func TestWorkerChild(t *testing.T) {
 		fmt.Println("iot:", err)
 		os.Exit(1)
 	}
-	rolloutworker.Run(ctx, c, cliconfig.DefaultNamespace, workflows.TaskQueue, &activities.Activities{IoT: iotc}, zerolog.Nop())
+	rolloutworker.Run(ctx, c, cliconfig.DefaultNamespace, contract.TaskQueue, &activities.Activities{IoT: iotc}, zerolog.Nop())
 }
 
 // startChildWorker starts the only worker of s in a process of its own (TestWorkerChild),
@@ -135,7 +135,7 @@ func TestWorkerSIGKILLedTenTimes(t *testing.T) {
 	startWorker := func() *exec.Cmd { return startChildWorker(t, s) }
 	worker := startWorker()
 	defer func() { worker.Process.Kill(); worker.Wait() }()
-	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, faultRequest("sigkill-worker", arns, 600))
+	run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, faultRequest("sigkill-worker", arns, 600))
 	require.NoError(t, err)
 
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -150,7 +150,7 @@ func TestWorkerSIGKILLedTenTimes(t *testing.T) {
 	}
 	res, err := rolloutclient.Result(ctx, run)
 	require.NoError(t, err, res.Message)
-	require.Equal(t, workflows.StateSucceeded, res.State)
+	require.Equal(t, contract.StateSucceeded, res.State)
 	require.Len(t, res.Waves, 3)
 	counter.requireExactlyOnce(t, 200, &res, func(th string) string { return agentVersion(s, th) })
 }
@@ -191,7 +191,7 @@ func TestTemporalAndJobsServiceRestartMidRollout(t *testing.T) {
 		InstallTime: 100 * time.Millisecond, OnStateChange: counter.observe, Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	defer f.Close()
-	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, faultRequest("restart-all", arns, 1000))
+	run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, faultRequest("restart-all", arns, 1000))
 	require.NoError(t, err)
 
 	require.Eventually(t, func() bool {
@@ -206,7 +206,7 @@ func TestTemporalAndJobsServiceRestartMidRollout(t *testing.T) {
 
 	res, err := rolloutclient.Result(ctx, s.Client.GetWorkflow(ctx, run.GetID(), run.GetRunID()))
 	require.NoError(t, err, res.Message)
-	require.Equal(t, workflows.StateSucceeded, res.State)
+	require.Equal(t, contract.StateSucceeded, res.State)
 	counter.requireExactlyOnce(t, 200, &res, func(th string) string { return f.InstalledVersion(th, "core") })
 }
 
@@ -223,7 +223,7 @@ func TestBrokerDownTenSeconds(t *testing.T) {
 	require.NoError(t, err)
 	req := faultRequest("broker-drop", arns, 600)
 	req.DeviceTimeout = 2 * time.Minute
-	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+	run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		st, err := rolloutclient.Status(ctx, s.Client, "broker-drop")
@@ -235,7 +235,7 @@ func TestBrokerDownTenSeconds(t *testing.T) {
 
 	res, err := rolloutclient.Result(ctx, run)
 	require.NoError(t, err, res.Message)
-	require.Equal(t, workflows.StateSucceeded, res.State)
+	require.Equal(t, contract.StateSucceeded, res.State)
 	require.Zero(t, res.Counts.TimedOut)
 	counter.requireExactlyOnce(t, 100, &res, func(th string) string { return agentVersion(s, th) })
 }
@@ -259,7 +259,7 @@ func TestMalformedFloodDuringRollout(t *testing.T) {
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
 
-	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, faultRequest("flood", arns, 1000))
+	run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, faultRequest("flood", arns, 1000))
 	require.NoError(t, err)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -330,7 +330,7 @@ func TestMalformedFloodDuringRollout(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	require.NoError(t, err, res.Message)
-	require.Equal(t, workflows.StateSucceeded, res.State)
+	require.Equal(t, contract.StateSucceeded, res.State)
 	counter.requireExactlyOnce(t, 100, &res, func(th string) string { return agentVersion(s, th) })
 	rounds := 0
 	sent.Range(func(_, v any) bool { rounds += v.(int) + 1; return true })

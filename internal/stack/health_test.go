@@ -11,7 +11,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/stack"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // TestReleaseHealthGates: on the real stack with real installs and agents, a release that
@@ -30,24 +30,24 @@ func TestReleaseHealthGates(t *testing.T) {
 	require.NoError(t, err)
 	arns, err := s.StartDevices(ctx, 8, "1.10.2", 0)
 	require.NoError(t, err)
-	gate := &workflows.HealthGate{Window: 6 * time.Second, Interval: 500 * time.Millisecond, Action: workflows.HealthAbort}
+	gate := &contract.HealthGate{Window: 6 * time.Second, Interval: 500 * time.Millisecond, Action: contract.HealthAbort}
 
 	// The bad release: devices 2 and 3 (the second wave) degrade 2 s after installing.
 	req := request("degrade", arns)
-	req.Version, req.Waves, req.OnFailure, req.Health = "1.11.6", "1,3,100%", workflows.OnFailureRollback, gate
+	req.Version, req.Waves, req.OnFailure, req.Health = "1.11.6", "1,3,100%", contract.OnFailureRollback, gate
 	rel, err := fleet.Publish(ctx, "1.11.6", stack.DegradingHealthCheck("1.11.6", nil, []string{stack.Device(2), stack.Device(3)}, 2*time.Second))
 	require.NoError(t, err)
 	req.Artifact = rel.Artifact
-	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+	run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
 	require.NoError(t, err)
 	res, err := rolloutclient.Result(ctx, run)
 	require.Error(t, err)
-	require.Equal(t, workflows.StateAborted, res.State, res.Message)
+	require.Equal(t, contract.StateAborted, res.State, res.Message)
 	require.Contains(t, res.Message, "health gate breached: devices failing their health check")
 	require.Contains(t, res.Message, "in waves 1-2")
-	require.Equal(t, workflows.HealthPassed, res.Waves[0].Health.State)
-	require.Equal(t, workflows.HealthBreached, res.Waves[1].Health.State)
-	require.Equal(t, workflows.WaveCanceled, res.Waves[2].State, "the fleet never got it")
+	require.Equal(t, contract.HealthPassed, res.Waves[0].Health.State)
+	require.Equal(t, contract.HealthBreached, res.Waves[1].Health.State)
+	require.Equal(t, contract.WaveCanceled, res.Waves[2].State, "the fleet never got it")
 	require.NotNil(t, res.Rollback)
 	require.Equal(t, 3, res.Rollback.RolledBack, res.Rollback.Message)
 	for i, a := range s.Agents() {
@@ -76,16 +76,16 @@ func TestReleaseHealthGates(t *testing.T) {
 
 	// The good release passes every gate; the worker stops and starts during wave 1's window.
 	req = request("healthy", arns)
-	req.Version, req.Waves, req.OnFailure, req.Health = "1.12.0", "1,3,100%", workflows.OnFailureRollback, gate
+	req.Version, req.Waves, req.OnFailure, req.Health = "1.12.0", "1,3,100%", contract.OnFailureRollback, gate
 	rel, err = fleet.Publish(ctx, "1.12.0", stack.HealthCheck("1.12.0", nil))
 	require.NoError(t, err)
 	req.Artifact = rel.Artifact
-	run, err = rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+	run, err = rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
 	require.NoError(t, err)
-	var before workflows.RolloutResult
+	var before contract.RolloutResult
 	require.Eventually(t, func() bool {
 		before, err = rolloutclient.Status(ctx, s.Client, "healthy")
-		return err == nil && before.State == workflows.StateObserving
+		return err == nil && before.State == contract.StateObserving
 	}, 30*time.Second, 50*time.Millisecond)
 	require.NoError(t, worker.Process.Kill()) // SIGKILL: no goodbye
 	worker.Wait()
@@ -93,9 +93,9 @@ func TestReleaseHealthGates(t *testing.T) {
 	worker = startChildWorker(t, s)
 	res, err = rolloutclient.Result(ctx, run)
 	require.NoError(t, err, res.Message)
-	require.Equal(t, workflows.StateSucceeded, res.State)
+	require.Equal(t, contract.StateSucceeded, res.State)
 	for _, w := range res.Waves {
-		require.Equal(t, workflows.HealthPassed, w.Health.State, "wave %d", w.Wave)
+		require.Equal(t, contract.HealthPassed, w.Health.State, "wave %d", w.Wave)
 		require.GreaterOrEqual(t, w.Health.Evaluations, 1)
 	}
 	w := before.CurrentWave - 1

@@ -13,7 +13,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/stack"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // TestRecordHistories records real rollout histories into workflows/testdata, which the
@@ -35,15 +35,15 @@ func TestRecordHistories(t *testing.T) {
 	aborted := request("history-abort-rollback", arns)
 	aborted.Version = "1.11.7"
 	aborted.Waves = "2,100%"
-	aborted.OnFailure = workflows.OnFailureRollback
+	aborted.OnFailure = contract.OnFailureRollback
 	for _, r := range []struct {
 		name string
-		req  workflows.RolloutRequest
+		req  contract.RolloutRequest
 		fail []string
 	}{{"waves-succeeded.json", ok, nil}, {"abort-rollback.json", aborted, []string{stack.Device(3), stack.Device(4), stack.Device(5)}}} {
 		name, req := r.name, r.req
 		s.SetDeviceFaults(r.fail, nil)
-		run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+		run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
 		require.NoError(t, err)
 		rolloutclient.Result(ctx, run)
 		var h historypb.History

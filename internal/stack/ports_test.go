@@ -14,7 +14,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/stack"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // TestTwoStacksAtOnce starts two whole stacks on one machine at the same time, each with a
@@ -41,12 +41,12 @@ func TestTwoStacksAtOnce(t *testing.T) {
 	for i, s := range stacks {
 		arns, err := s.StartDevices(ctx, 3, "1.10.2", 0)
 		require.NoError(t, err)
-		run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, request(fmt.Sprintf("two-stacks-%d", i), arns))
+		run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, request(fmt.Sprintf("two-stacks-%d", i), arns))
 		require.NoError(t, err)
 		res, err := rolloutclient.Result(ctx, run)
 		require.NoError(t, err)
-		require.Equal(t, workflows.StateSucceeded, res.State, res.Message)
-		require.Equal(t, workflows.Counts{Succeeded: 3}, res.Counts)
+		require.Equal(t, contract.StateSucceeded, res.State, res.Message)
+		require.Equal(t, contract.Counts{Succeeded: 3}, res.Counts)
 	}
 }
 

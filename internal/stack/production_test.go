@@ -32,7 +32,7 @@ import (
 	"github.com/otaflow/otaflow/internal/rolloutworker"
 	"github.com/otaflow/otaflow/internal/stack"
 	"github.com/otaflow/otaflow/internal/tlog"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 var (
@@ -205,7 +205,7 @@ func TestProductionShape(t *testing.T) {
 		}
 	}()
 
-	run, err := rolloutclient.Start(ctx, tc, workflows.TaskQueue, faultRequest("production-shape", arns, 600))
+	run, err := rolloutclient.Start(ctx, tc, contract.TaskQueue, faultRequest("production-shape", arns, 600))
 	require.NoError(t, err)
 	var last string
 	require.Eventually(t, func() bool {
@@ -232,7 +232,7 @@ func TestProductionShape(t *testing.T) {
 
 	res, err := rolloutclient.Result(ctx, run)
 	require.NoError(t, err, res.Message)
-	require.Equal(t, workflows.StateSucceeded, res.State, res.Message)
+	require.Equal(t, contract.StateSucceeded, res.State, res.Message)
 	require.Len(t, res.Waves, 3)
 	counter.requireExactlyOnce(t, n, &res, func(th string) string { return f.InstalledVersion(th, "core") })
 
@@ -258,5 +258,5 @@ func TestProductionShape(t *testing.T) {
 	}, 30*time.Second, 200*time.Millisecond, "the console shows all %d devices on %s: %+v", n, res.Version, lazyString(func() string { return fmt.Sprint(overview.Versions) }))
 	require.NotEmpty(t, overview.Rollouts)
 	require.Equal(t, "production-shape", overview.Rollouts[0].RolloutID)
-	require.Equal(t, workflows.StateSucceeded, overview.Rollouts[0].State)
+	require.Equal(t, contract.StateSucceeded, overview.Rollouts[0].State)
 }

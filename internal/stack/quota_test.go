@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/rolloutclient"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // TestWavesLargerThanAJobsTargets: under AWS IoT's quotas (enforced by default) a job takes
@@ -31,11 +31,11 @@ func TestWavesLargerThanAJobsTargets(t *testing.T) {
 	req := request("big-waves", arns)
 	req.Waves = "120,100%"
 	req.Timeout = 5 * time.Minute
-	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+	run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
 	require.NoError(t, err)
 	res, err := rolloutclient.Result(ctx, run)
 	require.NoError(t, err, res.Message)
-	require.Equal(t, workflows.StateSucceeded, res.State)
+	require.Equal(t, contract.StateSucceeded, res.State)
 	require.Equal(t, 250, res.Counts.Succeeded)
 	require.Len(t, res.Waves, 2)
 	require.Equal(t, 120, res.Waves[0].Devices)
@@ -58,7 +58,7 @@ func TestWavesLargerThanAJobsTargets(t *testing.T) {
 	}
 	one := request("one-wave-group", []string{aws.ToString(g.ThingGroupArn)})
 	one.Version = "1.12.0"
-	run, err = rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, one)
+	run, err = rolloutclient.Start(ctx, s.Client, contract.TaskQueue, one)
 	require.NoError(t, err)
 	res, err = rolloutclient.Result(ctx, run)
 	require.NoError(t, err, res.Message)

@@ -13,7 +13,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent/slots"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/stack"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // TestRealInstallRollouts runs rollouts whose devices install for real, as `starter demo`
@@ -47,11 +47,11 @@ func TestRealInstallRollouts(t *testing.T) {
 	rel, err := fleet.Publish(ctx, "1.11.6", stack.HealthCheck("1.11.6", nil))
 	require.NoError(t, err)
 	req.Artifact = rel.Artifact
-	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+	run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
 	require.NoError(t, err)
 	res, err := rolloutclient.Result(ctx, run)
 	require.NoError(t, err, res.Message)
-	require.Equal(t, workflows.StateSucceeded, res.State)
+	require.Equal(t, contract.StateSucceeded, res.State)
 	for i := 1; i <= 7; i++ {
 		require.Equal(t, "1.11.6", running(i))
 	}
@@ -64,17 +64,17 @@ func TestRealInstallRollouts(t *testing.T) {
 	req = request("real-rollback", arns)
 	req.Version = "1.12.0"
 	req.Waves = "3,100%"
-	req.OnFailure = workflows.OnFailureRollback
+	req.OnFailure = contract.OnFailureRollback
 	rel, err = fleet.Publish(ctx, "1.12.0", stack.HealthCheck("1.12.0", []string{stack.Device(5)}))
 	require.NoError(t, err)
 	req.Artifact = rel.Artifact
-	run, err = rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+	run, err = rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
 	require.NoError(t, err)
 	res, err = rolloutclient.Result(ctx, run)
 	require.Error(t, err)
-	require.Equal(t, workflows.StateAborted, res.State, res.Message)
+	require.Equal(t, contract.StateAborted, res.State, res.Message)
 	if res.Rollback == nil {
-		e, _ := s.Jobs.DescribeJobExecution(workflows.WaveJobID("real-rollback", 1), stack.Device(1))
+		e, _ := s.Jobs.DescribeJobExecution(contract.WaveJobID("real-rollback", 1), stack.Device(1))
 		t.Fatalf("%s: %v", res.Message, e.StatusDetails)
 	}
 	require.Zero(t, res.Rollback.Failed, res.Rollback.Message)
@@ -82,10 +82,10 @@ func TestRealInstallRollouts(t *testing.T) {
 		require.Equal(t, "1.11.6", running(i), "%s is back on 1.11.6", stack.Device(i))
 	}
 	require.Equal(t, "1.10.2", running(8))
-	e, err := s.Jobs.DescribeJobExecution(workflows.WaveJobID("real-rollback", 2), stack.Device(8))
+	e, err := s.Jobs.DescribeJobExecution(contract.WaveJobID("real-rollback", 2), stack.Device(8))
 	require.NoError(t, err)
 	require.True(t, strings.Contains(e.StatusDetails["reason"], "would not stop"), e.StatusDetails["reason"])
-	e, err = s.Jobs.DescribeJobExecution(workflows.WaveJobID("real-rollback", 2), stack.Device(5))
+	e, err = s.Jobs.DescribeJobExecution(contract.WaveJobID("real-rollback", 2), stack.Device(5))
 	require.NoError(t, err)
 	require.Contains(t, e.StatusDetails["reason"], "unhealthy on 1.12.0")
 }

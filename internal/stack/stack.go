@@ -40,7 +40,7 @@ import (
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/rolloutworker"
 	"github.com/otaflow/otaflow/internal/tlog"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // Options configure the local stack. Zero ports pick free ones (tests); the CLI passes the
@@ -235,7 +235,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	top.Handle("/console/", con.Handler("/console/"))
 	top.Handle("/", s.Jobs.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey}, Region: o.Region},
 		jobs.Route{Pattern: "POST /greengrass/updates", Handler: &greengrass.Handler{
-			Jobs: s.Jobs, Starter: rolloutclient.Starter{Client: s.Client, TaskQueue: workflows.TaskQueue}, Log: jlog,
+			Jobs: s.Jobs, Starter: rolloutclient.Starter{Client: s.Client, TaskQueue: contract.TaskQueue}, Log: jlog,
 		}}))
 	srv, err := jobs.NewServer(ln, hostCheck(top), jobs.ServerOptions{})
 	if err != nil {
@@ -282,7 +282,7 @@ func (s *Stack) StartWorker() error {
 		return err
 	}
 	acts := &activities.Activities{IoT: s.IoT, Catalog: s.Catalog, ReleaseMetadataURL: activities.MetadataURLs("", s.JobsURL)}
-	w := rolloutworker.New(s.Client, workflows.TaskQueue, acts)
+	w := rolloutworker.New(s.Client, contract.TaskQueue, acts)
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start rollout worker: %w", err)
 	}

@@ -15,7 +15,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/stack"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 func testLogger() zerolog.Logger {
@@ -33,8 +33,8 @@ func startStack(t *testing.T) *stack.Stack {
 	return s
 }
 
-func request(id string, targets []string) workflows.RolloutRequest {
-	return workflows.RolloutRequest{
+func request(id string, targets []string) contract.RolloutRequest {
+	return contract.RolloutRequest{
 		RolloutID: id, Targets: targets, Architecture: "x86_64", OperatingSystem: "ubuntu",
 		SoftwareToUpdate: "core", Version: "1.11.6", S3URLSignerRole: "arn:aws:iam::000000000000:role/otaflow-local-signer",
 		PollInterval: 200 * time.Millisecond, Timeout: 2 * time.Minute,
@@ -56,12 +56,12 @@ func TestEndToEnd(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode, "the web UI answers")
 
 	t.Run("all devices succeed", func(t *testing.T) {
-		run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, request("e2e-ok", arns))
+		run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, request("e2e-ok", arns))
 		require.NoError(t, err)
 		res, err := rolloutclient.Result(ctx, run)
 		require.NoError(t, err)
-		require.Equal(t, workflows.StateSucceeded, res.State)
-		require.Equal(t, workflows.Counts{Succeeded: 20}, res.Counts)
+		require.Equal(t, contract.StateSucceeded, res.State)
+		require.Equal(t, contract.Counts{Succeeded: 20}, res.Counts)
 		for _, a := range s.Agents() {
 			require.Equal(t, "1.11.6", a.InstalledVersion("core"), "a device reports the new version")
 		}
@@ -73,7 +73,7 @@ func TestEndToEnd(t *testing.T) {
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
 		require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
-		require.Contains(t, string(body), workflows.RolloutWorkflowID("e2e-ok"))
+		require.Contains(t, string(body), contract.RolloutWorkflowID("e2e-ok"))
 	})
 
 	t.Run("two devices fail", func(t *testing.T) {
@@ -81,12 +81,12 @@ func TestEndToEnd(t *testing.T) {
 		req.Version = "1.11.7"
 		s.SetDeviceFaults([]string{stack.Device(3), stack.Device(17)}, nil)
 		t.Cleanup(func() { s.SetDeviceFaults(nil, nil) })
-		run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+		run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
 		require.NoError(t, err)
 		res, err := rolloutclient.Result(ctx, run)
 		require.Error(t, err)
-		require.Equal(t, workflows.StateFailed, res.State)
-		require.Equal(t, workflows.Counts{Succeeded: 18, Failed: 2}, res.Counts)
+		require.Equal(t, contract.StateFailed, res.State)
+		require.Equal(t, contract.Counts{Succeeded: 18, Failed: 2}, res.Counts)
 		for i, a := range s.Agents() {
 			want := "1.11.7"
 			if i+1 == 3 || i+1 == 17 {
@@ -97,24 +97,24 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("unknown target creates no job", func(t *testing.T) {
-		run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, request("e2e-bad", append(arns[:1:1], "arn:aws:iot:us-east-1:000000000000:thing/ghost")))
+		run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, request("e2e-bad", append(arns[:1:1], "arn:aws:iot:us-east-1:000000000000:thing/ghost")))
 		require.NoError(t, err)
 		res, err := rolloutclient.Result(ctx, run)
 		require.ErrorContains(t, err, "ghost")
-		require.Equal(t, workflows.StateInvalid, res.State)
-		_, err = s.Jobs.DescribeJob(workflows.RolloutJobID("e2e-bad"))
+		require.Equal(t, contract.StateInvalid, res.State)
+		_, err = s.Jobs.DescribeJob(contract.RolloutJobID("e2e-bad"))
 		require.ErrorContains(t, err, "does not exist")
 	})
 
 	t.Run("same rollout ID starts no second rollout", func(t *testing.T) {
-		first, err := s.Client.DescribeWorkflowExecution(ctx, workflows.RolloutWorkflowID("e2e-ok"), "")
+		first, err := s.Client.DescribeWorkflowExecution(ctx, contract.RolloutWorkflowID("e2e-ok"), "")
 		require.NoError(t, err)
-		run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, request("e2e-ok", arns))
+		run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, request("e2e-ok", arns))
 		require.NoError(t, err)
 		require.Equal(t, first.WorkflowExecutionInfo.Execution.RunId, run.GetRunID())
 		res, err := rolloutclient.Result(ctx, run)
 		require.NoError(t, err)
-		require.Equal(t, workflows.Counts{Succeeded: 20}, res.Counts)
+		require.Equal(t, contract.Counts{Succeeded: 20}, res.Counts)
 	})
 }
 
@@ -127,7 +127,7 @@ func TestRestartKeepsEverything(t *testing.T) {
 	require.NoError(t, err)
 	arns, err := s.StartDevices(ctx, 3, "1.10.2", 0)
 	require.NoError(t, err)
-	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, request("persist", arns))
+	run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, request("persist", arns))
 	require.NoError(t, err)
 	_, err = rolloutclient.Result(ctx, run)
 	require.NoError(t, err)
@@ -136,13 +136,13 @@ func TestRestartKeepsEverything(t *testing.T) {
 	s, err = stack.Start(ctx, stack.Options{DataDir: dir, UIPort: -1, Logger: testLogger()})
 	require.NoError(t, err)
 	defer s.Close()
-	desc, err := s.Client.DescribeWorkflowExecution(ctx, workflows.RolloutWorkflowID("persist"), "")
+	desc, err := s.Client.DescribeWorkflowExecution(ctx, contract.RolloutWorkflowID("persist"), "")
 	require.NoError(t, err)
 	require.Equal(t, run.GetRunID(), desc.WorkflowExecutionInfo.Execution.RunId)
 	res, err := rolloutclient.Status(ctx, s.Client, "persist")
 	require.NoError(t, err)
-	require.Equal(t, workflows.StateSucceeded, res.State)
-	job, err := s.Jobs.DescribeJob(workflows.RolloutJobID("persist"))
+	require.Equal(t, contract.StateSucceeded, res.State)
+	job, err := s.Jobs.DescribeJob(contract.RolloutJobID("persist"))
 	require.NoError(t, err)
 	require.Equal(t, 3, job.Counts.Succeeded)
 	_, err = s.StartDevices(ctx, 3, "1.10.2", 0)
@@ -162,23 +162,23 @@ func TestWorkerStoppedMidRollout(t *testing.T) {
 	arns, err := s.StartDevices(ctx, 10, "1.10.2", 3*time.Second)
 	require.NoError(t, err)
 	req := request("worker-restart", arns)
-	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+	run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
-		j, err := s.Jobs.DescribeJob(workflows.RolloutJobID("worker-restart"))
+		j, err := s.Jobs.DescribeJob(contract.RolloutJobID("worker-restart"))
 		return err == nil && j.Counts.InProgress > 0
 	}, 30*time.Second, 50*time.Millisecond)
 	s.StopWorker()
 	// Devices finish while no worker runs; the rollout must notice once one is back.
 	require.Eventually(t, func() bool {
-		j, _ := s.Jobs.DescribeJob(workflows.RolloutJobID("worker-restart"))
+		j, _ := s.Jobs.DescribeJob(contract.RolloutJobID("worker-restart"))
 		return j.Counts.Succeeded == 10
 	}, 30*time.Second, 50*time.Millisecond)
 	require.NoError(t, s.StartWorker())
 	res, err := rolloutclient.Result(ctx, run)
 	require.NoError(t, err)
-	require.Equal(t, workflows.Counts{Succeeded: 10}, res.Counts)
-	j, err := s.Jobs.DescribeJob(workflows.RolloutJobID("worker-restart"))
+	require.Equal(t, contract.Counts{Succeeded: 10}, res.Counts)
+	j, err := s.Jobs.DescribeJob(contract.RolloutJobID("worker-restart"))
 	require.NoError(t, err)
 	require.Equal(t, 10, j.Counts.Succeeded, "no device was updated twice or left out")
 }
@@ -218,21 +218,21 @@ func TestWaveAbortRollsBack(t *testing.T) {
 	require.NoError(t, err)
 	req := request("abort-rollback", arns)
 	req.Waves = "3,100%"
-	req.Abort = &workflows.AbortCriteria{FailureType: "FAILED", ThresholdPercent: 30, MinExecuted: 3}
-	req.OnFailure = workflows.OnFailureRollback
+	req.Abort = &contract.AbortCriteria{FailureType: "FAILED", ThresholdPercent: 30, MinExecuted: 3}
+	req.OnFailure = contract.OnFailureRollback
 	var failing []string
 	for i := 4; i <= 7; i++ {
 		failing = append(failing, stack.Device(i))
 	}
 	s.SetDeviceFaults(failing, nil)
-	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+	run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
 	require.NoError(t, err)
 	res, err := rolloutclient.Result(ctx, run)
 	require.Error(t, err)
-	require.Equal(t, workflows.StateAborted, res.State, res.Message)
+	require.Equal(t, contract.StateAborted, res.State, res.Message)
 	require.Len(t, res.Waves, 2)
-	require.Equal(t, workflows.WavePassed, res.Waves[0].State)
-	require.Equal(t, workflows.WaveFailed, res.Waves[1].State)
+	require.Equal(t, contract.WavePassed, res.Waves[0].State)
+	require.Equal(t, contract.WaveFailed, res.Waves[1].State)
 	require.NotNil(t, res.Rollback)
 	require.Zero(t, res.Rollback.Failed, res.Rollback.Message)
 	require.GreaterOrEqual(t, res.Rollback.RolledBack, 3, "at least wave one's devices were rolled back")
@@ -252,7 +252,7 @@ func TestScheduledRollout(t *testing.T) {
 	require.NoError(t, err)
 	req := request("", arns)
 	req.Waves = "1,100%"
-	h, err := rolloutclient.CreateSchedule(ctx, s.Client, workflows.TaskQueue, "nightly", "0 3 * * *", "Europe/Berlin", true, req)
+	h, err := rolloutclient.CreateSchedule(ctx, s.Client, contract.TaskQueue, "nightly", "0 3 * * *", "Europe/Berlin", true, req)
 	require.NoError(t, err)
 	desc, err := h.Describe(ctx)
 	require.NoError(t, err)
@@ -269,9 +269,9 @@ func TestScheduledRollout(t *testing.T) {
 	}, 30*time.Second, 100*time.Millisecond)
 	res, err := rolloutclient.Result(ctx, s.Client.GetWorkflow(ctx, wfID, runID))
 	require.NoError(t, err)
-	require.Equal(t, workflows.RolloutIDFor(wfID), res.RolloutID)
+	require.Equal(t, contract.RolloutIDFor(wfID), res.RolloutID)
 	require.NotEqual(t, "nightly", res.RolloutID, "each run is its own rollout")
-	require.Equal(t, workflows.Counts{Succeeded: 3}, res.Counts)
+	require.Equal(t, contract.Counts{Succeeded: 3}, res.Counts)
 	require.Len(t, res.Waves, 2)
 	require.NoError(t, h.Delete(ctx))
 }
@@ -289,13 +289,13 @@ func TestBakeTime(t *testing.T) {
 	req.BakeTime = time.Second
 	req.SuccessThresholdPercent = 80
 	s.SetDeviceFaults(nil, []string{stack.Device(2)})
-	run, err := rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+	run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
 	require.NoError(t, err)
 	res, err := rolloutclient.Result(ctx, run)
 	require.NoError(t, err, res.Message)
-	require.Equal(t, workflows.StateSucceeded, res.State)
-	require.Equal(t, workflows.Counts{Succeeded: 5, Failed: 1}, res.Counts)
-	e, err := s.Jobs.DescribeJobExecution(workflows.RolloutJobID("bake"), stack.Device(2))
+	require.Equal(t, contract.StateSucceeded, res.State)
+	require.Equal(t, contract.Counts{Succeeded: 5, Failed: 1}, res.Counts)
+	e, err := s.Jobs.DescribeJobExecution(contract.RolloutJobID("bake"), stack.Device(2))
 	require.NoError(t, err)
 	require.Contains(t, e.StatusDetails["reason"], "health check failed")
 	for i, a := range s.Agents() {

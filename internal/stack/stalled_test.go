@@ -14,7 +14,7 @@ import (
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/rolloutworker"
 	"github.com/otaflow/otaflow/internal/stack"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // TestStalledRolloutIsExplained: a rollout that does not get going says why. With no worker
@@ -28,10 +28,10 @@ func TestStalledRolloutIsExplained(t *testing.T) {
 	arns, err := s.StartDevices(ctx, 1, "1.10.2", 0)
 	require.NoError(t, err)
 
-	_, err = rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, request("stalled-no-worker", arns))
+	_, err = rolloutclient.Start(ctx, s.Client, contract.TaskQueue, request("stalled-no-worker", arns))
 	require.NoError(t, err)
-	_, err = rolloutclient.WaitForJob(ctx, s.Client, "stalled-no-worker", workflows.TaskQueue, 2*time.Second)
-	require.ErrorContains(t, err, "no worker polls task queue "+workflows.TaskQueue)
+	_, err = rolloutclient.WaitForJob(ctx, s.Client, "stalled-no-worker", contract.TaskQueue, 2*time.Second)
+	require.ErrorContains(t, err, "no worker polls task queue "+contract.TaskQueue)
 
 	iotc, err := iotclient.NewIoT(ctx, iotclient.Config{Endpoint: "http://127.0.0.1:1", Region: cliconfig.DefaultRegion,
 		AccessKeyID: cliconfig.DefaultAccessKeyID, SecretAccessKey: cliconfig.DefaultSecretKey})
@@ -40,12 +40,12 @@ func TestStalledRolloutIsExplained(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		rolloutworker.Run(wctx, s.Client, s.Temporal.Namespace(), workflows.TaskQueue, &activities.Activities{IoT: iotc}, zerolog.Nop())
+		rolloutworker.Run(wctx, s.Client, s.Temporal.Namespace(), contract.TaskQueue, &activities.Activities{IoT: iotc}, zerolog.Nop())
 	}()
 	defer func() { stop(); <-done }()
-	_, err = rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, request("stalled-failing", arns))
+	_, err = rolloutclient.Start(ctx, s.Client, contract.TaskQueue, request("stalled-failing", arns))
 	require.NoError(t, err)
-	_, err = rolloutclient.WaitForJob(ctx, s.Client, "stalled-failing", workflows.TaskQueue, 8*time.Second)
+	_, err = rolloutclient.WaitForJob(ctx, s.Client, "stalled-failing", contract.TaskQueue, 8*time.Second)
 	require.ErrorContains(t, err, "activity FreezeTargets keeps failing")
 	require.ErrorContains(t, err, "connection refused")
 	require.NotContains(t, err.Error(), "no worker polls")

@@ -12,7 +12,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/stack"
-	"github.com/otaflow/otaflow/workflows"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // TestTerminatedRolloutIsCleanedUp: a rollout terminated from outside otaflow (the Temporal
@@ -27,18 +27,18 @@ func TestTerminatedRolloutIsCleanedUp(t *testing.T) {
 	require.NoError(t, err)
 	req := request("terminated-1", arns)
 	req.Waves = "2,100%"
-	_, err = rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, req)
+	_, err = rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
 	require.NoError(t, err)
-	res, err := rolloutclient.WaitForJob(ctx, s.Client, "terminated-1", workflows.TaskQueue, time.Minute)
+	res, err := rolloutclient.WaitForJob(ctx, s.Client, "terminated-1", contract.TaskQueue, time.Minute)
 	require.NoError(t, err)
-	require.NoError(t, s.Client.TerminateWorkflow(ctx, workflows.RolloutWorkflowID("terminated-1"), "", "operator pressed Terminate"))
+	require.NoError(t, s.Client.TerminateWorkflow(ctx, contract.RolloutWorkflowID("terminated-1"), "", "operator pressed Terminate"))
 
 	require.Eventually(t, func() bool {
 		d, err := s.IoT.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(res.JobID)})
 		return err == nil && d.Job.Status == types.JobStatusCanceled
 	}, 30*time.Second, 100*time.Millisecond, "the terminated rollout's job is canceled")
 	require.Eventually(t, func() bool {
-		_, err := s.IoT.DescribeThingGroup(ctx, &iot.DescribeThingGroupInput{ThingGroupName: aws.String(workflows.WaveGroup("terminated-1", 1))})
+		_, err := s.IoT.DescribeThingGroup(ctx, &iot.DescribeThingGroupInput{ThingGroupName: aws.String(contract.WaveGroup("terminated-1", 1))})
 		return err != nil
 	}, 30*time.Second, 100*time.Millisecond, "its wave groups are deleted")
 	require.Eventually(t, func() bool { // the visibility store catches up
@@ -57,21 +57,21 @@ func TestCancelAnswersOnceTheJobIsCanceled(t *testing.T) {
 	defer s.Close()
 	arns, err := s.StartDevices(ctx, 3, "1.10.2", time.Minute)
 	require.NoError(t, err)
-	_, err = rolloutclient.Start(ctx, s.Client, workflows.TaskQueue, request("cancel-1", arns))
+	_, err = rolloutclient.Start(ctx, s.Client, contract.TaskQueue, request("cancel-1", arns))
 	require.NoError(t, err)
-	res, err := rolloutclient.WaitForJob(ctx, s.Client, "cancel-1", workflows.TaskQueue, time.Minute)
+	res, err := rolloutclient.WaitForJob(ctx, s.Client, "cancel-1", contract.TaskQueue, time.Minute)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { // the wave's poll is under way
 		st, err := rolloutclient.Status(ctx, s.Client, "cancel-1")
-		return err == nil && st.State == workflows.StateRunning && st.CurrentWave == 1
+		return err == nil && st.State == contract.StateRunning && st.CurrentWave == 1
 	}, 30*time.Second, 50*time.Millisecond)
 
-	after, err := rolloutclient.Control(ctx, s.Client, "cancel-1", workflows.UpdateCancel, workflows.CancelRequest{Reason: "bad build"})
+	after, err := rolloutclient.Control(ctx, s.Client, "cancel-1", contract.UpdateCancel, contract.CancelRequest{Reason: "bad build"})
 	require.NoError(t, err)
-	require.Contains(t, []string{workflows.StateCanceling, workflows.StateCanceled}, after.State, "the cancel's answer says the rollout is ending")
+	require.Contains(t, []string{contract.StateCanceling, contract.StateCanceled}, after.State, "the cancel's answer says the rollout is ending")
 	d, err := s.IoT.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(res.JobID)})
 	require.NoError(t, err)
 	require.Equal(t, types.JobStatusCanceled, d.Job.Status, "the job is canceled when cancel returns")
-	_, err = rolloutclient.Control(ctx, s.Client, "cancel-1", workflows.UpdatePause)
+	_, err = rolloutclient.Control(ctx, s.Client, "cancel-1", contract.UpdatePause)
 	require.Error(t, err, "a canceling rollout cannot be paused")
 }

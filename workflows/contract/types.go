@@ -1,7 +1,4 @@
-// Package workflows holds otaflow's Temporal workflows. Everything here is deterministic: it
-// imports the Temporal SDK and otaflow's pure packages (jobdoc, arn, platform) only. api.go is
-// the contract with everything that talks to the workflows.
-package workflows
+package contract
 
 import (
 	"fmt"
@@ -564,3 +561,28 @@ type (
 		Reason string `json:"reason"`
 	}
 )
+
+// AwaitJobResult is AwaitJob's answer: the counts, whether every execution is terminal, and
+// whether the abort criteria were crossed (with why).
+type AwaitJobResult struct {
+	Counts  Counts `json:"counts"`
+	Done    bool   `json:"done"`
+	Aborted string `json:"aborted,omitempty"`
+}
+
+// AwaitJobInputMax is AwaitJobInput with the longest the activity may wait this call.
+type AwaitJobInputMax struct {
+	AwaitJobInput
+	MaxWait time.Duration `json:"maxWait"`
+}
+
+// RollbackRolloutRequest puts every device a finished rollout updated back on the version it
+// had before (as reported by its agent in the job execution).
+type RollbackRolloutRequest struct {
+	RolloutID string `json:"rolloutId"`
+	// Request is the rollout's own request (software, platform, timeouts).
+	Request RolloutRequest `json:"request"`
+	// JobIDs are the rollout's wave jobs.
+	JobIDs []string `json:"jobIds"`
+	Reason string   `json:"reason,omitempty"`
+}

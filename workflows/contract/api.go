@@ -1,4 +1,11 @@
-package workflows
+// Package contract is the rollout's contract with everything that talks to it: the worker,
+// the CLI, the console, the REST API, schedules. It holds every workflow, activity, query,
+// update and search-attribute name, the task queue, the error types, the ID builders, and the
+// requests, results and statuses that cross the boundary. It is plain Go: it imports the
+// Temporal SDK's temporal package (search attribute keys) and otaflow's pure packages
+// (jobdoc, arn, platform), never the workflow or activity code, so a client such as the jobs
+// service links only this.
+package contract
 
 import (
 	"fmt"
@@ -6,9 +13,6 @@ import (
 	"go.temporal.io/sdk/temporal"
 )
 
-// The contract between the workflows and everything that talks to them (the worker, the CLI,
-// the console, the REST API, schedules): every workflow, activity, query, update and search
-// attribute name, the task queue, the error types, and the IDs of workflows, jobs and groups.
 // A live workflow calls its activities by these names, and a client reaches a workflow by
 // them: changing one is a change of the API. No string literal of them is used elsewhere.
 

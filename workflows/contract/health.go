@@ -1,4 +1,4 @@
-package workflows
+package contract
 
 import (
 	"fmt"
@@ -167,12 +167,12 @@ type HealthGateResult struct {
 	Reason      string           `json:"reason,omitempty"`
 	Last        []CriterionValue `json:"last,omitempty"`
 	// History keeps each evaluation's first breached (or first) criterion, for a small chart
-	// (at most maxHealthHistory points).
+	// (at most MaxHealthHistory points).
 	History  []HealthPoint `json:"history,omitempty"`
 	Override *Override     `json:"override,omitempty"`
 }
 
-const maxHealthHistory = 60
+const MaxHealthHistory = 60
 
 // HealthPoint is one evaluation, for a chart.
 type HealthPoint struct {
