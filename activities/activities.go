@@ -1,568 +1,107 @@
-// Package activities are the rollout's side effects: every call to AWS IoT (or the local jobs
-// service, which speaks the same API) goes through aws-sdk-go-v2's iot client here.
+// Package activities are the rollout's side effects as Temporal activities: thin wrappers
+// around internal/rolloutops, which does the work through aws-sdk-go-v2's iot client. A
+// wrapper adds what only Temporal needs: heartbeats during long loops, and a request that can
+// never succeed (rolloutops.InvalidError) failing as non-retryable with the contract's
+// ErrInvalidRequest type, so the workflow stops instead of retrying.
 package activities
 
 import (
 	"context"
 	"errors"
-	"fmt"
-	"slices"
-	"strings"
-	"sync/atomic"
-	"time"
 
-	"github.com/otaflow/otaflow/internal/arn"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/iot"
-	"github.com/aws/aws-sdk-go-v2/service/iot/types"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
-	"golang.org/x/sync/errgroup"
 
-	"github.com/otaflow/otaflow/internal/components"
-	"github.com/otaflow/otaflow/internal/jobdoc"
+	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
 
-// IoT is the part of the AWS IoT API the activities use; *iot.Client satisfies it.
-type IoT interface {
-	DescribeThing(context.Context, *iot.DescribeThingInput, ...func(*iot.Options)) (*iot.DescribeThingOutput, error)
-	CreateJob(context.Context, *iot.CreateJobInput, ...func(*iot.Options)) (*iot.CreateJobOutput, error)
-	DescribeJob(context.Context, *iot.DescribeJobInput, ...func(*iot.Options)) (*iot.DescribeJobOutput, error)
-	CancelJob(context.Context, *iot.CancelJobInput, ...func(*iot.Options)) (*iot.CancelJobOutput, error)
-	ListThingsInThingGroup(context.Context, *iot.ListThingsInThingGroupInput, ...func(*iot.Options)) (*iot.ListThingsInThingGroupOutput, error)
-	ListJobExecutionsForJob(context.Context, *iot.ListJobExecutionsForJobInput, ...func(*iot.Options)) (*iot.ListJobExecutionsForJobOutput, error)
-	DescribeJobExecution(context.Context, *iot.DescribeJobExecutionInput, ...func(*iot.Options)) (*iot.DescribeJobExecutionOutput, error)
-	ListJobExecutionsForThing(context.Context, *iot.ListJobExecutionsForThingInput, ...func(*iot.Options)) (*iot.ListJobExecutionsForThingOutput, error)
-	CreateThingGroup(context.Context, *iot.CreateThingGroupInput, ...func(*iot.Options)) (*iot.CreateThingGroupOutput, error)
-	DescribeThingGroup(context.Context, *iot.DescribeThingGroupInput, ...func(*iot.Options)) (*iot.DescribeThingGroupOutput, error)
-	DeleteThingGroup(context.Context, *iot.DeleteThingGroupInput, ...func(*iot.Options)) (*iot.DeleteThingGroupOutput, error)
-	AddThingToThingGroup(context.Context, *iot.AddThingToThingGroupInput, ...func(*iot.Options)) (*iot.AddThingToThingGroupOutput, error)
-	RemoveThingFromThingGroup(context.Context, *iot.RemoveThingFromThingGroupInput, ...func(*iot.Options)) (*iot.RemoveThingFromThingGroupOutput, error)
-	GetStatistics(context.Context, *iot.GetStatisticsInput, ...func(*iot.Options)) (*iot.GetStatisticsOutput, error)
-	GetPercentiles(context.Context, *iot.GetPercentilesInput, ...func(*iot.Options)) (*iot.GetPercentilesOutput, error)
-}
-
-var _ IoT = (*iot.Client)(nil)
-
-// Activities holds the activities' dependencies.
+// Activities are the rollout's and the deployment's activities.
 type Activities struct {
-	IoT IoT
-	// Catalog holds component recipes for deployments.
-	Catalog *components.Catalog
-	// ReleaseMetadataURL is where a bucket's TUF metadata is read from (for rollouts of "the
-	// newest published release"); nil: such rollouts are refused.
-	ReleaseMetadataURL func(bucket string) string
+	ops *rolloutops.Ops
 }
 
-// Register registers every activity under its API name.
+// New wraps ops as activities.
+func New(ops *rolloutops.Ops) *Activities { return &Activities{ops: ops} }
+
+// Register registers every activity under its contract name.
 func (a *Activities) Register(w worker.ActivityRegistry) {
-	w.RegisterActivityWithOptions(a.ResolveTargets, activity.RegisterOptions{Name: contract.ActivityResolveTargets})
-	w.RegisterActivityWithOptions(a.FreezeTargets, activity.RegisterOptions{Name: contract.ActivityFreezeTargets})
-	w.RegisterActivityWithOptions(a.ReleaseTargets, activity.RegisterOptions{Name: contract.ActivityReleaseTargets})
-	w.RegisterActivityWithOptions(a.CreateJob, activity.RegisterOptions{Name: contract.ActivityCreateJob})
-	w.RegisterActivityWithOptions(a.AwaitJob, activity.RegisterOptions{Name: contract.ActivityAwaitJob})
-	w.RegisterActivityWithOptions(a.CancelJob, activity.RegisterOptions{Name: contract.ActivityCancelJob})
-	w.RegisterActivityWithOptions(a.CreateRollbackJobs, activity.RegisterOptions{Name: contract.ActivityRollback})
-	w.RegisterActivityWithOptions(a.MaintenanceWindow, activity.RegisterOptions{Name: contract.ActivityWindow})
-	w.RegisterActivityWithOptions(a.SyncDeployment, activity.RegisterOptions{Name: contract.ActivitySyncDeployment})
-	w.RegisterActivityWithOptions(a.FailedDevices, activity.RegisterOptions{Name: contract.ActivityFailedDevices})
-	w.RegisterActivityWithOptions(a.LatestRelease, activity.RegisterOptions{Name: contract.ActivityLatestRelease})
-	w.RegisterActivityWithOptions(a.EvaluateHealth, activity.RegisterOptions{Name: contract.ActivityEvaluateHealth})
+	for name, fn := range map[string]any{
+		contract.ActivityResolveTargets: a.ResolveTargets,
+		contract.ActivityFreezeTargets:  a.FreezeTargets,
+		contract.ActivityReleaseTargets: a.ReleaseTargets,
+		contract.ActivityCreateJob:      a.CreateJob,
+		contract.ActivityAwaitJob:       a.AwaitJob,
+		contract.ActivityCancelJob:      a.CancelJob,
+		contract.ActivityRollback:       a.CreateRollbackJobs,
+		contract.ActivityWindow:         a.MaintenanceWindow,
+		contract.ActivitySyncDeployment: a.SyncDeployment,
+		contract.ActivityFailedDevices:  a.FailedDevices,
+		contract.ActivityLatestRelease:  a.LatestRelease,
+		contract.ActivityEvaluateHealth: a.EvaluateHealth,
+	} {
+		w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
+	}
 }
 
-// ResolveTargets checks that every target exists and returns the things' ARNs, thing groups
-// expanded (recursively) and sorted by name, so waves are the same on every replay and retry.
-// An invalid request creates no job. A thing listed in a target group exists (the listing
-// proves it): only things named directly are described.
-func (a *Activities) ResolveTargets(ctx context.Context, req contract.RolloutRequest) (*contract.ResolveTargetsResult, error) {
-	var missing []string
-	names := map[string]bool{}
-	// listed are the things of target groups, with their ARNs (in the group's account and
-	// region).
-	listed := map[string]string{}
-	for _, target := range req.Targets {
-		t, err := arn.ParseTarget(target)
-		if err != nil {
-			return nil, temporal.NewNonRetryableApplicationError(err.Error(), contract.ErrInvalidRequest, nil)
-		}
-		kind, name := t.Type, t.Name
-		if kind == arn.TypeThingGroup {
-			members, err := a.groupMembers(ctx, name)
-			var notFound *types.ResourceNotFoundException
-			if errors.As(err, &notFound) {
-				missing = append(missing, "thing group "+name)
-				continue
-			}
-			if err != nil {
-				return nil, fmt.Errorf("list things in group %s: %w", name, err)
-			}
-			for _, m := range members {
-				if t.ARN.Account != "" {
-					listed[m] = arn.IoT(t.ARN.Region, t.ARN.Account, arn.TypeThing, m)
-				} else {
-					names[m] = true
-				}
-			}
-			continue
-		}
-		names[name] = true
-	}
-	sorted := make([]string, 0, len(names))
-	for n := range names {
-		if _, ok := listed[n]; !ok {
-			sorted = append(sorted, n)
-		}
-	}
-	slices.Sort(sorted)
-	// Describe the things a few at a time (well inside AWS IoT's DescribeThing rate): one at a
-	// time, 10,000 targets took longer than updating them.
-	found := make([]string, len(sorted))
-	absent := make([]bool, len(sorted))
-	var done atomic.Int64
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(describeConcurrency)
-	for i, name := range sorted {
-		g.Go(func() error {
-			out, err := a.IoT.DescribeThing(gctx, &iot.DescribeThingInput{ThingName: aws.String(name)})
-			var notFound *types.ResourceNotFoundException
-			if errors.As(err, &notFound) {
-				absent[i] = true
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("describe thing %s: %w", name, err)
-			}
-			found[i] = aws.ToString(out.ThingArn)
-			if n := done.Add(1); n%100 == 0 && activity.IsActivity(ctx) { // also called outside Temporal, for dry runs
-				activity.RecordHeartbeat(ctx, n)
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	var arns []string
-	for i, name := range sorted {
-		if absent[i] {
-			missing = append(missing, name)
-		} else {
-			arns = append(arns, found[i])
-		}
-	}
-	for _, a := range listed {
-		arns = append(arns, a)
-	}
-	// One order, by thing name, whichever way a thing was found.
-	slices.SortFunc(arns, func(x, y string) int { return strings.Compare(arn.Name(x), arn.Name(y)) })
-	if len(missing) > 0 {
-		msg := fmt.Sprintf("%d target(s) are not registered: %s; register them (CreateThing) or remove them from the targets", len(missing), strings.Join(missing, ", "))
-		return nil, temporal.NewNonRetryableApplicationError(msg, contract.ErrInvalidRequest, nil)
-	}
-	if len(arns) == 0 {
-		return nil, temporal.NewNonRetryableApplicationError("the targets hold no things (empty thing groups?)", contract.ErrInvalidRequest, nil)
-	}
-	return &contract.ResolveTargetsResult{ThingArns: arns}, nil
-}
-
-// FreezeTargets resolves the rollout's targets once and puts each wave's devices in its own
-// static thing group: the frozen plan, in the jobs service rather than in the workflow's
-// history. Each wave's job then targets one group (CreateJob takes at most 100 targets). A
-// retry makes each group hold exactly its wave's devices again.
-func (a *Activities) FreezeTargets(ctx context.Context, in contract.FreezeTargetsInput) (*contract.FreezeTargetsResult, error) {
-	targets, err := a.ResolveTargets(ctx, in.Request)
-	if err != nil {
-		return nil, err
-	}
-	sizes, err := contract.ParseWaves(in.Request.Waves)
-	if err != nil {
-		return nil, temporal.NewNonRetryableApplicationError(err.Error(), contract.ErrInvalidRequest, nil)
-	}
-	things := targets.ThingArns
-	out := &contract.FreezeTargetsResult{Devices: len(things)}
-	plan := contract.PlanWaves(len(things), sizes)
-	if len(plan) == 1 && onlyGroups(in.Request.Targets) {
-		// One wave over thing groups: its job targets them as they are (a SNAPSHOT job takes
-		// their members once, when it is created), with no group and no call per device.
-		out.Waves = []contract.FrozenWave{{Devices: len(things), Targets: in.Request.Targets}}
-		return out, nil
-	}
-	prev := 0
-	for i, cum := range plan {
-		name := contract.WaveGroup(in.Request.RolloutID, i+1)
-		groupArn, err := a.fillGroup(ctx, name, things[prev:cum])
-		if err != nil {
-			return nil, err
-		}
-		out.Waves = append(out.Waves, contract.FrozenWave{Devices: cum - prev, Group: name, GroupArn: groupArn})
-		prev = cum
-	}
-	return out, nil
-}
-
-// onlyGroups reports whether targets are thing-group ARNs only, few enough for one job.
-func onlyGroups(targets []string) bool {
-	for _, t := range targets {
-		if p, err := arn.ParseTarget(t); err != nil || p.Type != arn.TypeThingGroup {
-			return false
-		}
-	}
-	return len(targets) > 0 && len(targets) <= maxJobTargets
-}
-
-// ReleaseTargets deletes the rollout's thing groups; its devices leave them. A group that is
-// gone already is fine.
-func (a *Activities) ReleaseTargets(ctx context.Context, in contract.ReleaseTargetsInput) error {
-	for _, g := range in.Groups {
-		_, err := a.IoT.DeleteThingGroup(ctx, &iot.DeleteThingGroupInput{ThingGroupName: aws.String(g)})
-		var notFound *types.ResourceNotFoundException
-		if err != nil && !errors.As(err, &notFound) {
-			return fmt.Errorf("delete thing group %s: %w", g, err)
-		}
-	}
-	return nil
-}
-
-// fillGroup makes the static thing group name hold exactly things (ARNs) and returns its ARN.
-func (a *Activities) fillGroup(ctx context.Context, name string, things []string) (string, error) {
-	var groupArn string
-	created, err := a.IoT.CreateThingGroup(ctx, &iot.CreateThingGroupInput{ThingGroupName: aws.String(name)})
-	var exists *types.ResourceAlreadyExistsException
-	switch {
-	case errors.As(err, &exists):
-		d, err := a.IoT.DescribeThingGroup(ctx, &iot.DescribeThingGroupInput{ThingGroupName: aws.String(name)})
-		if err != nil {
-			return "", fmt.Errorf("describe thing group %s: %w", name, err)
-		}
-		groupArn = aws.ToString(d.ThingGroupArn)
-	case err != nil:
-		return "", fmt.Errorf("create thing group %s: %w", name, err)
-	default:
-		groupArn = aws.ToString(created.ThingGroupArn)
-	}
-	want := make(map[string]bool, len(things))
-	for _, t := range things {
-		want[arn.Name(t)] = true
-	}
-	current, err := a.listGroup(ctx, name, false)
-	if err != nil {
-		return "", fmt.Errorf("list things in group %s: %w", name, err)
-	}
-	for _, t := range current {
-		if want[t] {
-			delete(want, t) // already in
-			continue
-		}
-		if _, err := a.IoT.RemoveThingFromThingGroup(ctx, &iot.RemoveThingFromThingGroupInput{ThingGroupName: aws.String(name), ThingName: aws.String(t)}); err != nil {
-			return "", fmt.Errorf("remove %s from group %s: %w", t, name, err)
-		}
-	}
-	var done atomic.Int64
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(membershipConcurrency)
-	for _, t := range things {
-		thing := arn.Name(t)
-		if !want[thing] {
-			continue
-		}
-		g.Go(func() error {
-			_, err := a.IoT.AddThingToThingGroup(gctx, &iot.AddThingToThingGroupInput{ThingGroupName: aws.String(name), ThingName: aws.String(thing)})
-			var invalid *types.InvalidRequestException
-			if errors.As(err, &invalid) {
-				// A thing already in 10 groups, or in another group of this one's hierarchy.
-				return temporal.NewNonRetryableApplicationError(fmt.Sprintf("device %s cannot join the rollout's group %s: %s", thing, name, aws.ToString(invalid.Message)),
-					contract.ErrInvalidRequest, nil)
-			}
-			if err != nil {
-				return fmt.Errorf("add %s to group %s: %w", thing, name, err)
-			}
-			if n := done.Add(1); n%100 == 0 && activity.IsActivity(ctx) {
-				activity.RecordHeartbeat(ctx, n)
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return "", err
-	}
-	return groupArn, nil
-}
-
-func (a *Activities) groupMembers(ctx context.Context, group string) ([]string, error) {
-	return a.listGroup(ctx, group, true)
-}
-
-// listGroup lists a group's things (with recursive, those of its descendants too).
-func (a *Activities) listGroup(ctx context.Context, group string, recursive bool) ([]string, error) {
-	var out []string
-	p := iot.NewListThingsInThingGroupPaginator(a.IoT, &iot.ListThingsInThingGroupInput{ThingGroupName: aws.String(group), Recursive: recursive})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, page.Things...)
-	}
-	return out, nil
-}
-
-// describeConcurrency is how many DescribeThing calls ResolveTargets (and group membership
-// calls FreezeTargets) makes at once.
-const describeConcurrency = 8
-
-// membershipConcurrency is how many AddThingToThingGroup calls FreezeTargets makes at once
-// (the jobs service commits concurrent ones together).
-const membershipConcurrency = 32
-
-// maxJobTargets is AWS IoT's limit on a job's targets; more devices go in a thing group.
-const maxJobTargets = 100
-
-// CreateJob creates the rollout's IoT job. The job ID is deterministic, so a retry (or a
-// replayed workflow) that finds the job already there takes it as created.
-func (a *Activities) CreateJob(ctx context.Context, in contract.CreateJobInput) (*contract.CreateJobResult, error) {
-	req := in.Request
-	doc := jobdoc.Document{
-		Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate,
-		RolloutID: req.RolloutID, SoftwareToUpdate: req.SoftwareToUpdate, Version: req.Version,
-		UpdateAgentLogLevel: req.UpdateAgentLogLevel,
-	}
-	doc.BakeSeconds = int(req.BakeTime / time.Second)
-	if a := req.Artifact; a != nil {
-		doc.Artifact = &jobdoc.Artifact{URL: "${aws:iot:s3-presigned-url:" + a.URL + "}"}
-	}
-	body, err := doc.Marshal()
-	if err != nil {
-		return nil, temporal.NewNonRetryableApplicationError(err.Error(), contract.ErrInvalidRequest, nil)
-	}
-	desc := fmt.Sprintf("otaflow rollout %s: update %s to %s on %s/%s", req.RolloutID, req.SoftwareToUpdate, req.Version, req.OperatingSystem, req.Architecture)
-	if in.Wave > 0 {
-		desc += fmt.Sprintf(" (wave %d)", in.Wave)
-	}
-	targets := in.ThingArns
-	if in.GroupArn != "" {
-		targets = []string{in.GroupArn}
-	}
-	return a.createJob(ctx, in.JobID, targets, body, desc, req)
-}
-
-func (a *Activities) createJob(ctx context.Context, jobID string, things []string, body, desc string, req contract.RolloutRequest) (*contract.CreateJobResult, error) {
-	in := &iot.CreateJobInput{
-		JobId:           aws.String(jobID),
-		Targets:         things,
-		Document:        aws.String(body),
-		Description:     aws.String(desc),
-		TargetSelection: types.TargetSelectionSnapshot,
-		PresignedUrlConfig: &types.PresignedUrlConfig{
-			RoleArn: aws.String(req.S3URLSignerRole), ExpiresInSec: aws.Int64(3600),
-		},
-	}
-	if req.DeviceTimeout > 0 {
-		in.TimeoutConfig = &types.TimeoutConfig{InProgressTimeoutInMinutes: aws.Int64(int64(req.DeviceTimeout / time.Minute))}
-	}
-	if req.RateLimitPerMinute > 0 {
-		in.JobExecutionsRolloutConfig = &types.JobExecutionsRolloutConfig{MaximumPerMinute: aws.Int32(int32(req.RateLimitPerMinute))}
-	}
-	if req.Retries > 0 {
-		in.JobExecutionsRetryConfig = &types.JobExecutionsRetryConfig{CriteriaList: []types.RetryCriteria{
-			{FailureType: types.RetryableFailureTypeFailed, NumberOfRetries: aws.Int32(int32(req.Retries))},
-			{FailureType: types.RetryableFailureTypeTimedOut, NumberOfRetries: aws.Int32(int32(req.Retries))},
-		}}
-	}
-	out, err := a.IoT.CreateJob(ctx, in)
-	var exists *types.ResourceAlreadyExistsException
-	if errors.As(err, &exists) {
-		d, derr := a.IoT.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(jobID)})
-		if derr != nil {
-			return nil, fmt.Errorf("job %s exists but cannot be described: %w", jobID, derr)
-		}
-		return &contract.CreateJobResult{JobID: jobID, JobArn: aws.ToString(d.Job.JobArn)}, nil
-	}
-	var invalid *types.InvalidRequestException
+// run calls one operation as an activity: with heartbeats, and its InvalidError non-retryable.
+func run[I, O any](ctx context.Context, op func(context.Context, I) (O, error), in I) (O, error) {
+	out, err := op(rolloutops.WithProgress(ctx, func(details any) { activity.RecordHeartbeat(ctx, details) }), in)
+	var invalid *rolloutops.InvalidError
 	if errors.As(err, &invalid) {
-		return nil, temporal.NewNonRetryableApplicationError("the jobs service refused the job: "+aws.ToString(invalid.Message), contract.ErrInvalidRequest, nil)
+		err = temporal.NewNonRetryableApplicationError(invalid.Msg, contract.ErrInvalidRequest, invalid.Cause)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("create job %s: %w", jobID, err)
-	}
-	return &contract.CreateJobResult{JobID: aws.ToString(out.JobId), JobArn: aws.ToString(out.JobArn)}, nil
+	return out, err
 }
 
-// AwaitJob polls the job until every execution is terminal or MaxWait passes, heartbeating the
-// counts. It returns aggregates only: per-device state stays in the jobs service.
+func (a *Activities) ResolveTargets(ctx context.Context, req contract.RolloutRequest) (*contract.ResolveTargetsResult, error) {
+	return run(ctx, a.ops.ResolveTargets, req)
+}
+
+func (a *Activities) FreezeTargets(ctx context.Context, in contract.FreezeTargetsInput) (*contract.FreezeTargetsResult, error) {
+	return run(ctx, a.ops.FreezeTargets, in)
+}
+
+func (a *Activities) ReleaseTargets(ctx context.Context, in contract.ReleaseTargetsInput) error {
+	_, err := run(ctx, func(ctx context.Context, in contract.ReleaseTargetsInput) (struct{}, error) {
+		return struct{}{}, a.ops.ReleaseTargets(ctx, in)
+	}, in)
+	return err
+}
+
+func (a *Activities) CreateJob(ctx context.Context, in contract.CreateJobInput) (*contract.CreateJobResult, error) {
+	return run(ctx, a.ops.CreateJob, in)
+}
+
 func (a *Activities) AwaitJob(ctx context.Context, in contract.AwaitJobInputMax) (*contract.AwaitJobResult, error) {
-	poll := in.PollInterval
-	if poll <= 0 {
-		poll = 2 * time.Second
-	}
-	deadline := time.Now().Add(in.MaxWait)
-	for {
-		counts, err := a.counts(ctx, in.JobID)
-		if err != nil {
-			return nil, err
-		}
-		activity.RecordHeartbeat(ctx, counts)
-		if crossed, why := in.Abort.Crossed(counts); crossed {
-			return &contract.AwaitJobResult{Counts: counts, Aborted: why}, nil
-		}
-		if counts.Total() > 0 && counts.Pending() == 0 {
-			return &contract.AwaitJobResult{Counts: counts, Done: true}, nil
-		}
-		if !time.Now().Add(poll).Before(deadline) {
-			return &contract.AwaitJobResult{Counts: counts}, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(poll):
-		}
-	}
+	return run(ctx, a.ops.AwaitJob, in)
 }
 
-// CreateRollbackJobs finds every device that succeeded in the rollout's jobs and creates one
-// rollback job per previous version (the agent reports it in statusDetails.previousVersion).
-// Job IDs are deterministic, so a retry finds the jobs it made before.
-func (a *Activities) CreateRollbackJobs(ctx context.Context, in contract.RollbackInput) (*contract.RollbackResult, error) {
-	byVersion := map[string][]string{}
-	var unknown []string
-	devices := 0
-	for _, jobID := range in.JobIDs {
-		p := iot.NewListJobExecutionsForJobPaginator(a.IoT, &iot.ListJobExecutionsForJobInput{JobId: aws.String(jobID), Status: types.JobExecutionStatusSucceeded})
-		for p.HasMorePages() {
-			page, err := p.NextPage(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("list succeeded devices of %s: %w", jobID, err)
-			}
-			for _, s := range page.ExecutionSummaries {
-				arn := aws.ToString(s.ThingArn)
-				name := arn[strings.LastIndex(arn, "/")+1:]
-				ex, err := a.IoT.DescribeJobExecution(ctx, &iot.DescribeJobExecutionInput{JobId: aws.String(jobID), ThingName: aws.String(name)})
-				if err != nil {
-					return nil, fmt.Errorf("describe %s's execution of %s: %w", name, jobID, err)
-				}
-				devices++
-				prev := ""
-				if ex.Execution.StatusDetails != nil {
-					prev = ex.Execution.StatusDetails.DetailsMap["previousVersion"]
-				}
-				if prev == "" {
-					unknown = append(unknown, name)
-					continue
-				}
-				byVersion[prev] = append(byVersion[prev], arn)
-				activity.RecordHeartbeat(ctx, devices)
-			}
-		}
-	}
-	versions := make([]string, 0, len(byVersion))
-	for v := range byVersion {
-		versions = append(versions, v)
-	}
-	slices.Sort(versions)
-	out := &contract.RollbackResult{Devices: devices}
-	for k, v := range versions {
-		req := in.Request
-		doc := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpRollback,
-			RolloutID: req.RolloutID, SoftwareToUpdate: req.SoftwareToUpdate, Version: v, UpdateAgentLogLevel: req.UpdateAgentLogLevel}
-		// The version rolled back to is still in its slot on the device: no artifact; its
-		// health check is the one signed with that release.
-		body, err := doc.Marshal()
-		if err != nil {
-			return nil, temporal.NewNonRetryableApplicationError(err.Error(), contract.ErrInvalidRequest, nil)
-		}
-		id := contract.RollbackJobID(req.RolloutID, k+1)
-		desc := fmt.Sprintf("otaflow rollout %s: roll %s back to %s on %d devices", req.RolloutID, req.SoftwareToUpdate, v, len(byVersion[v]))
-		req.Retries, req.DeviceTimeout = 0, 0
-		targets := byVersion[v]
-		if len(targets) > maxJobTargets {
-			group := contract.RollbackGroup(req.RolloutID, k+1)
-			groupArn, err := a.fillGroup(ctx, group, targets)
-			if err != nil {
-				return nil, err
-			}
-			targets = []string{groupArn}
-			out.Groups = append(out.Groups, group)
-		}
-		if _, err := a.createJob(ctx, id, targets, body, desc, req); err != nil {
-			return nil, err
-		}
-		out.JobIDs = append(out.JobIDs, id)
-	}
-	if len(unknown) > 0 {
-		out.Failed = len(unknown)
-		out.Message = fmt.Sprintf("%d device(s) did not report their previous version and were not rolled back: %s", len(unknown), strings.Join(unknown, ", "))
-	}
-	return out, nil
-}
-
-// FailedDevices lists (up to Limit) the devices whose execution of the jobs did not succeed.
-func (a *Activities) FailedDevices(ctx context.Context, in contract.FailedDevicesInput) ([]string, error) {
-	var out []string
-	for _, jobID := range in.JobIDs {
-		p := iot.NewListJobExecutionsForJobPaginator(a.IoT, &iot.ListJobExecutionsForJobInput{JobId: aws.String(jobID)})
-		for p.HasMorePages() && len(out) < in.Limit {
-			page, err := p.NextPage(ctx)
-			if err != nil {
-				return nil, fmt.Errorf("list executions of %s: %w", jobID, err)
-			}
-			for _, s := range page.ExecutionSummaries {
-				if s.JobExecutionSummary.Status != types.JobExecutionStatusSucceeded && len(out) < in.Limit {
-					arn := aws.ToString(s.ThingArn)
-					out = append(out, arn[strings.LastIndex(arn, "/")+1:])
-				}
-			}
-		}
-	}
-	return out, nil
-}
-
-// CancelJob cancels the job, force-canceling executions in progress, and returns the counts
-// after cancellation.
 func (a *Activities) CancelJob(ctx context.Context, in contract.CancelJobInput) (*contract.Counts, error) {
-	_, err := a.IoT.CancelJob(ctx, &iot.CancelJobInput{
-		JobId: aws.String(in.JobID), Force: true, Comment: aws.String(truncate(in.Reason, 2028)), ReasonCode: aws.String("OTAFLOW_ABORT"),
-	})
-	if err != nil {
-		// A job whose devices all finished meanwhile cannot be canceled, and needs not be.
-		d, derr := a.IoT.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(in.JobID)})
-		if derr != nil || d.Job.Status != types.JobStatusCompleted {
-			return nil, fmt.Errorf("cancel job %s: %w", in.JobID, err)
-		}
-	}
-	counts, err := a.counts(ctx, in.JobID)
-	if err != nil {
-		return nil, err
-	}
-	return &counts, nil
+	return run(ctx, a.ops.CancelJob, in)
 }
 
-func (a *Activities) counts(ctx context.Context, jobID string) (contract.Counts, error) {
-	out, err := a.IoT.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(jobID)})
-	if err != nil {
-		return contract.Counts{}, fmt.Errorf("describe job %s: %w", jobID, err)
-	}
-	return CountsOf(out.Job.JobProcessDetails), nil
+func (a *Activities) CreateRollbackJobs(ctx context.Context, in contract.RollbackInput) (*contract.RollbackResult, error) {
+	return run(ctx, a.ops.CreateRollbackJobs, in)
 }
 
-// CountsOf converts AWS's jobProcessDetails.
-func CountsOf(p *types.JobProcessDetails) contract.Counts {
-	if p == nil {
-		return contract.Counts{}
-	}
-	n := func(v *int32) int { return int(aws.ToInt32(v)) }
-	return contract.Counts{
-		Queued: n(p.NumberOfQueuedThings), InProgress: n(p.NumberOfInProgressThings),
-		Succeeded: n(p.NumberOfSucceededThings), Failed: n(p.NumberOfFailedThings),
-		Rejected: n(p.NumberOfRejectedThings), TimedOut: n(p.NumberOfTimedOutThings),
-		Canceled: n(p.NumberOfCanceledThings), Removed: n(p.NumberOfRemovedThings),
-	}
+func (a *Activities) MaintenanceWindow(ctx context.Context, in contract.WindowInput) (*contract.WindowState, error) {
+	return run(ctx, a.ops.MaintenanceWindow, in)
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
+func (a *Activities) SyncDeployment(ctx context.Context, in contract.SyncInput) (*contract.SyncResult, error) {
+	return run(ctx, a.ops.SyncDeployment, in)
+}
+
+func (a *Activities) FailedDevices(ctx context.Context, in contract.FailedDevicesInput) ([]string, error) {
+	return run(ctx, a.ops.FailedDevices, in)
+}
+
+func (a *Activities) LatestRelease(ctx context.Context, in contract.LatestReleaseInput) (*contract.LatestReleaseResult, error) {
+	return run(ctx, a.ops.LatestRelease, in)
+}
+
+func (a *Activities) EvaluateHealth(ctx context.Context, in contract.EvaluateHealthInput) (*contract.EvaluateHealthResult, error) {
+	return run(ctx, a.ops.EvaluateHealth, in)
 }

@@ -15,10 +15,10 @@ import (
 	"github.com/spf13/pflag"
 	"go.temporal.io/sdk/client"
 
-	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/internal/temporalconf"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
@@ -109,7 +109,7 @@ func (u *updateFlags) request(rolloutID string) (contract.RolloutRequest, error)
 	}
 	if u.windowCron != "" {
 		req.Window = &contract.MaintenanceWindow{Cron: u.windowCron, Duration: u.windowDuration, TimeZone: u.windowTZ}
-		if _, err := activities.WindowAt(*req.Window, time.Now()); err != nil {
+		if _, err := rolloutops.WindowAt(*req.Window, time.Now()); err != nil {
 			return req, err
 		}
 	}
@@ -210,7 +210,7 @@ func describeJobCmd() *cobra.Command {
 				return fmt.Errorf("describe job %s at %s: %w", jobID, ic.Endpoint, err)
 			}
 			j := out.Job
-			counts := activities.CountsOf(j.JobProcessDetails)
+			counts := rolloutops.CountsOf(j.JobProcessDetails)
 			doc := map[string]any{"job": map[string]any{
 				"jobArn": aws.ToString(j.JobArn), "jobId": aws.ToString(j.JobId), "targetSelection": j.TargetSelection,
 				"status": j.Status, "targets": j.Targets, "description": aws.ToString(j.Description),

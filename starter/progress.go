@@ -14,8 +14,8 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"go.temporal.io/sdk/client"
 
-	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
 
@@ -60,7 +60,7 @@ func watchRollout(ctx context.Context, tc client.Client, iotc *iot.Client, rollo
 				if errors.As(err, &notFound) || err != nil {
 					continue
 				}
-				c = c.Add(activities.CountsOf(d.Job.JobProcessDetails))
+				c = c.Add(rolloutops.CountsOf(d.Job.JobProcessDetails))
 			}
 			done := c.Total() - c.Pending()
 			wave := fmt.Sprintf("wave %d/%d", status.CurrentWave, len(status.Waves))

@@ -15,10 +15,10 @@ import (
 	"go.temporal.io/sdk/client"
 	"sigs.k8s.io/yaml"
 
-	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/internal/temporalconf"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
@@ -141,7 +141,7 @@ func printPlan(ctx context.Context, ic cliconfig.IoT, req contract.RolloutReques
 	if err != nil {
 		return err
 	}
-	targets, err := (&activities.Activities{IoT: c}).ResolveTargets(ctx, req)
+	targets, err := (&rolloutops.Ops{IoT: c}).ResolveTargets(ctx, req)
 	if err != nil {
 		return err
 	}

@@ -10,10 +10,10 @@ import (
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
 
-	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/internal/temporalconf"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
@@ -53,7 +53,7 @@ func scheduleCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if _, err := (&activities.Activities{IoT: iotc}).ResolveTargets(cmd.Context(), req); err != nil && !strings.Contains(err.Error(), "hold no things") {
+			if _, err := (&rolloutops.Ops{IoT: iotc}).ResolveTargets(cmd.Context(), req); err != nil && !strings.Contains(err.Error(), "hold no things") {
 				return fmt.Errorf("schedule %s not created: its targets do not resolve: %s", args[0], rolloutclient.RootMessage(err))
 			}
 			return withTemporal(cmd.Context(), &tc, func(c client.Client) error {

@@ -11,10 +11,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/components"
 	"github.com/otaflow/otaflow/internal/iotclient"
+	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/internal/rolloutworker"
 	"github.com/otaflow/otaflow/internal/temporalconf"
 )
@@ -57,8 +57,8 @@ func main() {
 			if err != nil {
 				return err
 			}
-			acts := &activities.Activities{IoT: iotc, Catalog: cat, ReleaseMetadataURL: activities.MetadataURLs(metaURL, ic.Endpoint)}
-			return rolloutworker.Run(ctx, c, tc.Namespace, tc.TaskQueue, acts, log)
+			ops := &rolloutops.Ops{IoT: iotc, Catalog: cat, ReleaseMetadataURL: rolloutops.MetadataURLs(metaURL, ic.Endpoint)}
+			return rolloutworker.Run(ctx, c, tc.Namespace, tc.TaskQueue, ops, log)
 		},
 	}
 	tc.Bind(cmd.Flags())

@@ -11,10 +11,10 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/jobs"
 	"github.com/otaflow/otaflow/internal/pgserver"
+	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
 
@@ -111,7 +111,7 @@ func gateFigure(ctx context.Context, o *Options, n int, postgres bool) (*Gate, e
 	if err != nil {
 		return nil, err
 	}
-	acts := &activities.Activities{IoT: iotc}
+	acts := &rolloutops.Ops{IoT: iotc}
 	criteria := append(contract.DefaultHealthCriteria(),
 		contract.HealthCriterion{Name: "restarts per device", Metric: "restarts", Statistic: "average", MaxRatio: 3, MinSample: 20})
 	in := contract.EvaluateHealthInput{Criteria: criteria, Version: "2.0.0", Waves: "waves 1-2", UpdatedGroups: groups[:2], ControlGroups: groups[2:],

@@ -18,7 +18,7 @@ import (
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/otaflow/otaflow/activities"
+	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
 
@@ -86,7 +86,7 @@ func LiveStatus(ctx context.Context, c client.Client, iotc JobDescriber, rollout
 		if w.State == contract.WaveRunning || w.State == contract.WaveCanceled || w.State == contract.WaveFailed {
 			d, err := iotc.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(w.JobID)})
 			if err == nil && d.Job != nil {
-				w.Counts = activities.CountsOf(d.Job.JobProcessDetails)
+				w.Counts = rolloutops.CountsOf(d.Job.JobProcessDetails)
 			} else {
 				stale = append(stale, w.JobID)
 			}

@@ -13,7 +13,7 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 
-	"github.com/otaflow/otaflow/activities"
+	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
 
@@ -24,7 +24,7 @@ import (
 // rollout as TERMINATED (its last recorded state attribute cannot change once it has closed).
 type Reconciler struct {
 	Client client.Client
-	Acts   *activities.Activities
+	Ops    *rolloutops.Ops
 	// Every is how often it looks (default 30 s); Lookback how far back (default a day).
 	Every, Lookback time.Duration
 	Log             zerolog.Logger
@@ -108,7 +108,7 @@ func (r *Reconciler) cleanUp(ctx context.Context, workflowID, runID string) erro
 		groups = append(groups, rb.Groups...)
 	}
 	for _, id := range jobs {
-		d, err := r.Acts.IoT.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(id)})
+		d, err := r.Ops.IoT.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(id)})
 		if err != nil {
 			var nf *types.ResourceNotFoundException
 			if errors.As(err, &nf) {
@@ -120,10 +120,10 @@ func (r *Reconciler) cleanUp(ctx context.Context, workflowID, runID string) erro
 			continue
 		}
 		reason := fmt.Sprintf("rollout %s was terminated outside otaflow; its job is canceled so no device starts an update nobody watches", res.RolloutID)
-		if _, err := r.Acts.CancelJob(ctx, contract.CancelJobInput{JobID: id, Reason: reason}); err != nil {
+		if _, err := r.Ops.CancelJob(ctx, contract.CancelJobInput{JobID: id, Reason: reason}); err != nil {
 			return err
 		}
 		r.Log.Warn().Str("rollout", res.RolloutID).Str("job", id).Msg("rollout ended outside otaflow: canceled its job")
 	}
-	return r.Acts.ReleaseTargets(ctx, contract.ReleaseTargetsInput{Groups: groups})
+	return r.Ops.ReleaseTargets(ctx, contract.ReleaseTargetsInput{Groups: groups})
 }

@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/otaflow/otaflow/activities"
+	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/workflows"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
@@ -44,26 +45,26 @@ func EnsureSearchAttributes(ctx context.Context, c client.Client, namespace stri
 }
 
 // New returns a worker for the rollout task queue, with everything registered.
-func New(c client.Client, taskQueue string, acts *activities.Activities) worker.Worker {
+func New(c client.Client, taskQueue string, ops *rolloutops.Ops) worker.Worker {
 	w := worker.New(c, taskQueue, worker.Options{})
 	w.RegisterWorkflowWithOptions(workflows.Rollout, workflow.RegisterOptions{Name: contract.WorkflowRollout})
 	w.RegisterWorkflowWithOptions(workflows.Deployment, workflow.RegisterOptions{Name: contract.WorkflowDeployment})
 	w.RegisterWorkflowWithOptions(workflows.RollbackRollout, workflow.RegisterOptions{Name: contract.WorkflowRollback})
-	acts.Register(w)
+	activities.New(ops).Register(w)
 	return w
 }
 
 // Run runs a worker until ctx ends.
-func Run(ctx context.Context, c client.Client, namespace, taskQueue string, acts *activities.Activities, log zerolog.Logger) error {
+func Run(ctx context.Context, c client.Client, namespace, taskQueue string, ops *rolloutops.Ops, log zerolog.Logger) error {
 	if err := EnsureSearchAttributes(ctx, c, namespace); err != nil {
 		return err
 	}
-	w := New(c, taskQueue, acts)
+	w := New(c, taskQueue, ops)
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start worker on task queue %s: %w", taskQueue, err)
 	}
 	log.Info().Str("namespace", namespace).Str("taskQueue", taskQueue).Msg("worker running")
-	go (&Reconciler{Client: c, Acts: acts, Log: log}).Run(ctx)
+	go (&Reconciler{Client: c, Ops: ops, Log: log}).Run(ctx)
 	<-ctx.Done()
 	w.Stop()
 	return nil

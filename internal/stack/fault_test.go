@@ -24,13 +24,13 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
 
-	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/jobs"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/internal/rolloutworker"
 	"github.com/otaflow/otaflow/internal/stack"
 	"github.com/otaflow/otaflow/workflows/contract"
@@ -100,7 +100,7 @@ func TestWorkerChild(t *testing.T) {
 		fmt.Println("iot:", err)
 		os.Exit(1)
 	}
-	rolloutworker.Run(ctx, c, cliconfig.DefaultNamespace, contract.TaskQueue, &activities.Activities{IoT: iotc}, zerolog.Nop())
+	rolloutworker.Run(ctx, c, cliconfig.DefaultNamespace, contract.TaskQueue, &rolloutops.Ops{IoT: iotc}, zerolog.Nop())
 }
 
 // startChildWorker starts the only worker of s in a process of its own (TestWorkerChild),

@@ -24,7 +24,6 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
 
-	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/broker"
 	"github.com/otaflow/otaflow/internal/cliconfig"
@@ -38,6 +37,7 @@ import (
 	"github.com/otaflow/otaflow/internal/pki"
 	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/internal/rolloutworker"
 	"github.com/otaflow/otaflow/internal/tlog"
 	"github.com/otaflow/otaflow/workflows/contract"
@@ -281,15 +281,15 @@ func (s *Stack) StartWorker() error {
 	if err := rolloutworker.EnsureSearchAttributes(context.Background(), s.Client, s.Temporal.Namespace()); err != nil {
 		return err
 	}
-	acts := &activities.Activities{IoT: s.IoT, Catalog: s.Catalog, ReleaseMetadataURL: activities.MetadataURLs("", s.JobsURL)}
-	w := rolloutworker.New(s.Client, contract.TaskQueue, acts)
+	ops := &rolloutops.Ops{IoT: s.IoT, Catalog: s.Catalog, ReleaseMetadataURL: rolloutops.MetadataURLs("", s.JobsURL)}
+	w := rolloutworker.New(s.Client, contract.TaskQueue, ops)
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start rollout worker: %w", err)
 	}
 	s.worker = w
 	rctx, stop := context.WithCancel(context.Background())
 	s.stopReconciler = stop
-	go (&rolloutworker.Reconciler{Client: s.Client, Acts: acts, Every: s.opts.ReconcileEvery, Log: s.opts.Logger}).Run(rctx)
+	go (&rolloutworker.Reconciler{Client: s.Client, Ops: ops, Every: s.opts.ReconcileEvery, Log: s.opts.Logger}).Run(rctx)
 	return nil
 }
 

@@ -8,10 +8,10 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/internal/rolloutworker"
 	"github.com/otaflow/otaflow/internal/stack"
 	"github.com/otaflow/otaflow/workflows/contract"
@@ -40,7 +40,7 @@ func TestStalledRolloutIsExplained(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		rolloutworker.Run(wctx, s.Client, s.Temporal.Namespace(), contract.TaskQueue, &activities.Activities{IoT: iotc}, zerolog.Nop())
+		rolloutworker.Run(wctx, s.Client, s.Temporal.Namespace(), contract.TaskQueue, &rolloutops.Ops{IoT: iotc}, zerolog.Nop())
 	}()
 	defer func() { stop(); <-done }()
 	_, err = rolloutclient.Start(ctx, s.Client, contract.TaskQueue, request("stalled-failing", arns))

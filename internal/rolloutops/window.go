@@ -1,4 +1,4 @@
-package activities
+package rolloutops
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
-	"go.temporal.io/sdk/temporal"
 
 	"github.com/otaflow/otaflow/workflows/contract"
 )
@@ -15,10 +14,10 @@ var cronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month 
 
 // MaintenanceWindow says whether the window is open at in.At and when it next opens or
 // closes. It is an activity because time zones come from the system's tz database.
-func (a *Activities) MaintenanceWindow(_ context.Context, in contract.WindowInput) (*contract.WindowState, error) {
+func (a *Ops) MaintenanceWindow(_ context.Context, in contract.WindowInput) (*contract.WindowState, error) {
 	s, err := WindowAt(in.Window, in.At)
 	if err != nil {
-		return nil, temporal.NewNonRetryableApplicationError(err.Error(), contract.ErrInvalidRequest, nil)
+		return nil, invalidErr(err.Error(), nil)
 	}
 	return s, nil
 }

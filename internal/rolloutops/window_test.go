@@ -1,4 +1,4 @@
-package activities_test
+package rolloutops_test
 
 import (
 	"testing"
@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/otaflow/otaflow/activities"
+	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
 
@@ -16,27 +16,27 @@ func TestWindowAt(t *testing.T) {
 	require.NoError(t, err)
 	at := func(h, m int) time.Time { return time.Date(2026, 11, 23, h, m, 0, 0, berlin) }
 
-	s, err := activities.WindowAt(w, at(3, 30))
+	s, err := rolloutops.WindowAt(w, at(3, 30))
 	require.NoError(t, err)
 	require.True(t, s.Open)
 	require.Equal(t, at(5, 0).UTC(), s.ClosesAt)
 
-	s, err = activities.WindowAt(w, at(5, 0))
+	s, err = rolloutops.WindowAt(w, at(5, 0))
 	require.NoError(t, err)
 	require.False(t, s.Open, "the window closes at 05:00")
 	require.Equal(t, at(2, 0).Add(24*time.Hour).UTC(), s.OpensAt)
 
-	s, err = activities.WindowAt(w, at(1, 59))
+	s, err = rolloutops.WindowAt(w, at(1, 59))
 	require.NoError(t, err)
 	require.False(t, s.Open)
 	require.Equal(t, at(2, 0).UTC(), s.OpensAt)
 
-	s, err = activities.WindowAt(w, at(2, 0))
+	s, err = rolloutops.WindowAt(w, at(2, 0))
 	require.NoError(t, err)
 	require.True(t, s.Open, "open from its first second")
 
-	_, err = activities.WindowAt(contract.MaintenanceWindow{Cron: "every night", Duration: time.Hour}, at(1, 0))
+	_, err = rolloutops.WindowAt(contract.MaintenanceWindow{Cron: "every night", Duration: time.Hour}, at(1, 0))
 	require.ErrorContains(t, err, "cron")
-	_, err = activities.WindowAt(contract.MaintenanceWindow{Cron: "0 2 * * *", Duration: time.Hour, TimeZone: "Mars/Olympus"}, at(1, 0))
+	_, err = rolloutops.WindowAt(contract.MaintenanceWindow{Cron: "0 2 * * *", Duration: time.Hour, TimeZone: "Mars/Olympus"}, at(1, 0))
 	require.ErrorContains(t, err, "time zone")
 }

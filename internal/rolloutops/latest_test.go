@@ -1,4 +1,4 @@
-package activities_test
+package rolloutops_test
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/otaflow/otaflow/activities"
 	"github.com/otaflow/otaflow/internal/release"
+	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/internal/tuf"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
@@ -40,7 +40,7 @@ func TestLatestReleaseReadsTheSignedTargets(t *testing.T) {
 		w.Write(raw)
 	}))
 	defer srv.Close()
-	a := &activities.Activities{ReleaseMetadataURL: activities.MetadataURLs("", srv.URL)}
+	a := &rolloutops.Ops{ReleaseMetadataURL: rolloutops.MetadataURLs("", srv.URL)}
 	got, err := a.LatestRelease(context.Background(), contract.LatestReleaseInput{Software: "core", Bucket: "fleet"})
 	require.NoError(t, err)
 	require.Equal(t, "1.10.0", got.Version, "semantic order, not publish order or string order")
@@ -48,6 +48,6 @@ func TestLatestReleaseReadsTheSignedTargets(t *testing.T) {
 
 	_, err = a.LatestRelease(context.Background(), contract.LatestReleaseInput{Software: "core", Bucket: "empty"})
 	require.ErrorContains(t, err, "no release was ever published to bucket empty")
-	_, err = (&activities.Activities{}).LatestRelease(context.Background(), contract.LatestReleaseInput{Software: "core", Bucket: "fleet"})
+	_, err = (&rolloutops.Ops{}).LatestRelease(context.Background(), contract.LatestReleaseInput{Software: "core", Bucket: "fleet"})
 	require.ErrorContains(t, err, "--release-metadata-url")
 }

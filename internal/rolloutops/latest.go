@@ -1,4 +1,4 @@
-package activities
+package rolloutops
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/Masterminds/semver/v3"
-	"go.temporal.io/sdk/temporal"
 
 	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/workflows/contract"
@@ -20,9 +19,9 @@ import (
 // version among the TUF targets "SOFTWARE/VERSION.tar.gz" in the bucket's targets metadata.
 // The worker only picks the version here; every device still verifies the release it is sent
 // against its own trusted root, so a forged targets.json cannot get anything installed.
-func (a *Activities) LatestRelease(ctx context.Context, in contract.LatestReleaseInput) (*contract.LatestReleaseResult, error) {
+func (a *Ops) LatestRelease(ctx context.Context, in contract.LatestReleaseInput) (*contract.LatestReleaseResult, error) {
 	if a.ReleaseMetadataURL == nil {
-		return nil, temporal.NewNonRetryableApplicationError("this worker cannot read published releases: start it with --release-metadata-url (the jobs service's does by default)", contract.ErrInvalidRequest, nil)
+		return nil, invalidErr("this worker cannot read published releases: start it with --release-metadata-url (the jobs service's does by default)", nil)
 	}
 	base := a.ReleaseMetadataURL(in.Bucket)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/targets.json", nil)
@@ -35,7 +34,7 @@ func (a *Activities) LatestRelease(ctx context.Context, in contract.LatestReleas
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound {
-		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("no release was ever published to bucket %s (%s): publish one with `starter release publish --bucket %s`", in.Bucket, base, in.Bucket), contract.ErrInvalidRequest, nil)
+		return nil, invalidErr(fmt.Sprintf("no release was ever published to bucket %s (%s): publish one with `starter release publish --bucket %s`", in.Bucket, base, in.Bucket), nil)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("read the releases published to %s: %s", base, resp.Status)
@@ -67,14 +66,14 @@ func (a *Activities) LatestRelease(ctx context.Context, in contract.LatestReleas
 		}
 	}
 	if best == nil {
-		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("bucket %s has no published release of %s: publish one with `starter release publish --software %s --bucket %s`", in.Bucket, in.Software, in.Software, in.Bucket), contract.ErrInvalidRequest, nil)
+		return nil, invalidErr(fmt.Sprintf("bucket %s has no published release of %s: publish one with `starter release publish --software %s --bucket %s`", in.Bucket, in.Software, in.Software, in.Bucket), nil)
 	}
 	v := best.Original()
 	return &contract.LatestReleaseResult{Version: v, ArtifactURL: release.S3URL(in.Bucket, in.Software, v)}, nil
 }
 
 // MetadataURLs turns a --release-metadata-url template ("{bucket}" replaced) into
-// Activities.ReleaseMetadataURL; an empty template means the local jobs service at
+// Ops.ReleaseMetadataURL; an empty template means the local jobs service at
 // jobsEndpoint (none when that is AWS, whose buckets have no such service).
 func MetadataURLs(template, jobsEndpoint string) func(bucket string) string {
 	switch {

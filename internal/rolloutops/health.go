@@ -1,4 +1,4 @@
-package activities
+package rolloutops
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 	"github.com/aws/aws-sdk-go-v2/service/iot/types"
-	"go.temporal.io/sdk/temporal"
 
 	"github.com/otaflow/otaflow/workflows/contract"
 )
@@ -18,7 +17,7 @@ import (
 // (GetStatistics, GetPercentiles), so the same gate runs against AWS IoT with fleet indexing
 // on: the updated cohort is the devices of the given waves' groups whose health record says
 // they run the new version, the control cohort those of the later waves that do not.
-func (a *Activities) EvaluateHealth(ctx context.Context, in contract.EvaluateHealthInput) (*contract.EvaluateHealthResult, error) {
+func (a *Ops) EvaluateHealth(ctx context.Context, in contract.EvaluateHealthInput) (*contract.EvaluateHealthResult, error) {
 	version := "shadow.name.health.reported.version:" + quoteTerm(in.Version)
 	updated := groupsQuery(in.UpdatedGroups) + " AND " + version
 	control := ""
@@ -60,7 +59,7 @@ func quoteTerm(v string) string { return `"` + strings.ReplaceAll(v, `"`, `\"`) 
 
 // statistic is c's statistic over the devices query matches, and how many devices it
 // stands on (those with a value of the metric).
-func (a *Activities) statistic(ctx context.Context, query string, c contract.HealthCriterion, staleBefore int64) (float64, int, error) {
+func (a *Ops) statistic(ctx context.Context, query string, c contract.HealthCriterion, staleBefore int64) (float64, int, error) {
 	field := c.Field()
 	stats := func(q string) (*types.Statistics, error) {
 		out, err := a.IoT.GetStatistics(ctx, &iot.GetStatisticsInput{QueryString: aws.String(q), AggregationField: aws.String(field)})
@@ -114,11 +113,11 @@ func indexError(err error, field string) error {
 	var q *types.InvalidQueryException
 	switch {
 	case errors.As(err, &nf):
-		return temporal.NewNonRetryableApplicationError("fleet indexing is off: turn it on with the health shadow indexed (aws iot update-indexing-configuration; docs/health.md)", contract.ErrInvalidRequest, err)
+		return invalidErr("fleet indexing is off: turn it on with the health shadow indexed (aws iot update-indexing-configuration; docs/health.md)", err)
 	case errors.As(err, &agg):
-		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s is not indexed for aggregation: add it to the indexing configuration's customFields as a Number (docs/health.md)", field), contract.ErrInvalidRequest, err)
+		return invalidErr(fmt.Sprintf("%s is not indexed for aggregation: add it to the indexing configuration's customFields as a Number (docs/health.md)", field), err)
 	case errors.As(err, &q):
-		return temporal.NewNonRetryableApplicationError("the health gate's query was refused: "+err.Error(), contract.ErrInvalidRequest, err)
+		return invalidErr("the health gate's query was refused: "+err.Error(), err)
 	}
 	return err
 }

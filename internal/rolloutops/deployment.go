@@ -1,4 +1,4 @@
-package activities
+package rolloutops
 
 import (
 	"context"
@@ -10,8 +10,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 	"github.com/aws/aws-sdk-go-v2/service/iot/types"
-	"go.temporal.io/sdk/activity"
-	"go.temporal.io/sdk/temporal"
 
 	"github.com/otaflow/otaflow/internal/components"
 	"github.com/otaflow/otaflow/internal/jobdoc"
@@ -22,14 +20,14 @@ import (
 // it: it resolves the component versions now (so a device joining later gets the versions that
 // fit at that moment) and creates one IoT job for those devices. Devices already deployed are
 // left alone. Running it twice creates nothing twice: devices with a job are skipped.
-func (a *Activities) SyncDeployment(ctx context.Context, in contract.SyncInput) (*contract.SyncResult, error) {
+func (a *Ops) SyncDeployment(ctx context.Context, in contract.SyncInput) (*contract.SyncResult, error) {
 	if a.Catalog == nil {
-		return nil, temporal.NewNonRetryableApplicationError("this worker has no component catalog (--catalog)", contract.ErrInvalidRequest, nil)
+		return nil, invalidErr("this worker has no component catalog (--catalog)", nil)
 	}
 	members, err := a.groupMembers(ctx, in.ThingGroup)
 	var notFound *types.ResourceNotFoundException
 	if errors.As(err, &notFound) {
-		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("thing group %s does not exist", in.ThingGroup), contract.ErrInvalidRequest, nil)
+		return nil, invalidErr(fmt.Sprintf("thing group %s does not exist", in.ThingGroup), nil)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("list things in %s: %w", in.ThingGroup, err)
@@ -47,7 +45,7 @@ func (a *Activities) SyncDeployment(ctx context.Context, in contract.SyncInput) 
 			todo = append(todo, thing)
 		}
 		if i%100 == 0 {
-			activity.RecordHeartbeat(ctx, i)
+			progress(ctx, i)
 		}
 	}
 	out := &contract.SyncResult{Members: len(members)}
@@ -56,13 +54,13 @@ func (a *Activities) SyncDeployment(ctx context.Context, in contract.SyncInput) 
 	}
 	resolved, err := a.Catalog.Resolve(in.Components)
 	if err != nil {
-		return nil, temporal.NewNonRetryableApplicationError(err.Error(), contract.ErrInvalidRequest, nil)
+		return nil, invalidErr(err.Error(), nil)
 	}
 	doc := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate,
 		RolloutID: in.DeploymentID, SoftwareToUpdate: jobdoc.SoftwareComponents, Components: resolved, Version: resolved[components.Nucleus]}
 	body, err := doc.Marshal()
 	if err != nil {
-		return nil, temporal.NewNonRetryableApplicationError(err.Error(), contract.ErrInvalidRequest, nil)
+		return nil, invalidErr(err.Error(), nil)
 	}
 	// A job takes at most 100 targets (AWS IoT): more devices get more jobs of the revision.
 	var jobID string
@@ -83,7 +81,7 @@ func (a *Activities) SyncDeployment(ctx context.Context, in contract.SyncInput) 
 
 // hasJob reports whether thing has an execution of a job starting with prefix, and the
 // highest job number of that prefix it has seen.
-func (a *Activities) hasJob(ctx context.Context, thing, prefix string) (bool, int, error) {
+func (a *Ops) hasJob(ctx context.Context, thing, prefix string) (bool, int, error) {
 	p := iot.NewListJobExecutionsForThingPaginator(a.IoT, &iot.ListJobExecutionsForThingInput{ThingName: aws.String(thing)})
 	has, highest := false, 0
 	for p.HasMorePages() {
