@@ -101,6 +101,8 @@ type Agent struct {
 	cfg    Config
 	log    zerolog.Logger
 	client paho.Client
+	// jobs is the Jobs API the state machine reports through (mqttJobs over client).
+	jobs JobsAPI
 
 	mu    sync.Mutex
 	state *State
@@ -217,12 +219,14 @@ func New(cfg Config) (*Agent, error) {
 	if _, err := rand.Read(r[:]); err != nil {
 		return nil, fmt.Errorf("agent: random client tokens: %w", err)
 	}
-	return &Agent{
+	a := &Agent{
 		tokenPrefix: hex.EncodeToString(r[:]),
 		cfg:         cfg, log: cfg.Logger.With().Str("thing", cfg.ThingName).Logger(), state: st,
 		waiters: map[string]chan reply{}, wake: make(chan struct{}, 1), ready: make(chan struct{}, 1), subscribed: make(chan struct{}),
 		firstConnect: make(chan struct{}), healthReset: make(chan struct{}, 1),
-	}, nil
+	}
+	a.jobs = mqttJobs{a}
+	return a, nil
 }
 
 // InstalledVersion returns the installed version of a piece of software ("core", "ota_agent").
@@ -527,39 +531,32 @@ func pubError(t paho.Token) error {
 func (a *Agent) processNext(ctx context.Context) (bool, error) {
 	// Look at the pending jobs instead of taking whatever start-next hands out: jobs that are
 	// not otaflow updates belong to other software on the device and are left alone (seed v1).
-	raw, err := a.request(ctx, iotjobs.SuffixGetPending, &iotjobs.GetPendingRequest{})
+	pending, err := a.jobs.GetPending(ctx)
 	if err != nil {
 		return false, err
 	}
-	var pending iotjobs.GetPendingReply
-	if err := json.Unmarshal(raw, &pending); err != nil {
-		return false, fmt.Errorf("get reply: %w", err)
-	}
 	for _, j := range append(pending.InProgressJobs, pending.QueuedJobs...) {
-		include := true
-		raw, err := a.request(ctx, iotjobs.DescribeSuffix(j.JobID), &iotjobs.DescribeRequest{IncludeJobDocument: &include})
+		ex, err := a.jobs.Describe(ctx, j.JobID)
 		if err != nil {
 			return false, err
 		}
-		var resp iotjobs.ExecutionReply
-		if err := json.Unmarshal(raw, &resp); err != nil || resp.Execution == nil {
+		if ex == nil {
 			continue
 		}
-		e := &execution{JobExecution: *resp.Execution}
+		e := &execution{JobExecution: *ex}
 		if !jobdoc.IsOtaflow(e.JobDocument) {
 			a.log.Debug().Str("job", j.JobID).Msg("not an otaflow update; left for other software")
 			continue
 		}
 		if e.Status == iotjobs.StatusQueued {
-			raw, err := a.request(ctx, iotjobs.UpdateSuffix(e.JobID), &iotjobs.UpdateRequest{
+			st, err := a.jobs.Update(ctx, e.JobID, &iotjobs.UpdateRequest{
 				Status: iotjobs.StatusInProgress, StatusDetails: map[string]string{"step": "accepted"},
 				ExpectedVersion: e.VersionNumber, IncludeJobExecutionState: true,
 			})
 			if err != nil {
 				return false, fmt.Errorf("start job %s: %w", e.JobID, err)
 			}
-			var st iotjobs.UpdateReply
-			if json.Unmarshal(raw, &st) == nil && st.ExecutionState != nil {
+			if st.ExecutionState != nil {
 				e.VersionNumber = st.ExecutionState.VersionNumber
 			}
 		}

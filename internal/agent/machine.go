@@ -61,7 +61,7 @@ func (a *Agent) processOrFail(ctx context.Context, e *execution) error {
 	}
 	details["reason"] = reason
 	a.log.Error().Str("job", e.JobID).Msg(reason)
-	_, rerr := a.request(ctx, iotjobs.UpdateSuffix(e.JobID), &iotjobs.UpdateRequest{Status: iotjobs.StatusFailed, StatusDetails: details, ExpectedVersion: e.VersionNumber})
+	_, rerr := a.jobs.Update(ctx, e.JobID, &iotjobs.UpdateRequest{Status: iotjobs.StatusFailed, StatusDetails: details, ExpectedVersion: e.VersionNumber})
 	if ended(rerr) != nil {
 		rerr = nil
 	}
@@ -256,7 +256,7 @@ func (a *Agent) report(ctx context.Context, e *execution, step Step, version str
 	if err := a.setStep(step); err != nil {
 		return err
 	}
-	if _, err := a.request(ctx, iotjobs.UpdateSuffix(e.JobID), a.stepUpdate(e, step, version, extra)); err != nil {
+	if _, err := a.jobs.Update(ctx, e.JobID, a.stepUpdate(e, step, version, extra)); err != nil {
 		return fmt.Errorf("report %s: %w", step, err)
 	}
 	e.VersionNumber++
@@ -283,7 +283,7 @@ func (a *Agent) stepUpdate(e *execution, step Step, version string, extra map[st
 // deploy applies a components deployment: every component to its version, all at once, once
 // the installer has checked each against its signed recipe (ComponentVerifier).
 func (a *Agent) deploy(ctx context.Context, e *execution, doc *jobdoc.Document) error {
-	if _, err := a.request(ctx, iotjobs.UpdateSuffix(e.JobID), &iotjobs.UpdateRequest{
+	if _, err := a.jobs.Update(ctx, e.JobID, &iotjobs.UpdateRequest{
 		Status: iotjobs.StatusInProgress, StatusDetails: map[string]string{"step": "deploying"}, ExpectedVersion: e.VersionNumber,
 	}); err != nil {
 		return fmt.Errorf("report IN_PROGRESS: %w", err)
@@ -323,7 +323,7 @@ func (a *Agent) finish(ctx context.Context, e *execution, status iotjobs.Status,
 	for k, v := range e.notes {
 		details[k] = v
 	}
-	_, err := a.request(ctx, iotjobs.UpdateSuffix(e.JobID), &iotjobs.UpdateRequest{
+	_, err := a.jobs.Update(ctx, e.JobID, &iotjobs.UpdateRequest{
 		Status: status, StatusDetails: details, ExpectedVersion: e.VersionNumber,
 	})
 	if rej := ended(err); rej != nil {
@@ -427,7 +427,7 @@ func (a *Agent) awaitDeferrals(ctx context.Context, e *execution, doc *jobdoc.Do
 		if err := a.setState(func(s *State) { s.CurrentJob, s.Step, s.DeferredSince = e.JobID, StepDeferred, since }); err != nil {
 			return err
 		}
-		if _, err := a.request(ctx, iotjobs.UpdateSuffix(e.JobID), &iotjobs.UpdateRequest{
+		if _, err := a.jobs.Update(ctx, e.JobID, &iotjobs.UpdateRequest{
 			Status: iotjobs.StatusInProgress, ExpectedVersion: e.VersionNumber,
 			StatusDetails: map[string]string{"step": string(StepDeferred), "version": doc.Version, "deferredBy": d.Component,
 				"message": d.Message, "recheckAfterMs": fmt.Sprint(d.After.Milliseconds())},

@@ -1,0 +1,96 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/otaflow/otaflow/internal/iotjobs"
+	"github.com/otaflow/otaflow/internal/jobdoc"
+)
+
+// fakeJobs is a jobs service of one execution, in memory: the state machine is driven
+// through JobsAPI alone, with no broker.
+type fakeJobs struct {
+	mu      sync.Mutex
+	exec    iotjobs.JobExecution
+	updates []iotjobs.UpdateRequest
+}
+
+func (f *fakeJobs) GetPending(context.Context) (*iotjobs.GetPendingReply, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.exec.Status.Terminal() {
+		return &iotjobs.GetPendingReply{}, nil
+	}
+	return &iotjobs.GetPendingReply{QueuedJobs: []iotjobs.JobExecutionSummary{{JobID: f.exec.JobID}}}, nil
+}
+
+func (f *fakeJobs) Describe(_ context.Context, jobID string) (*iotjobs.JobExecution, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e := f.exec
+	return &e, nil
+}
+
+func (f *fakeJobs) Update(_ context.Context, jobID string, u *iotjobs.UpdateRequest) (*iotjobs.UpdateReply, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if u.ExpectedVersion != 0 && u.ExpectedVersion != f.exec.VersionNumber {
+		return nil, &iotjobs.ErrorReply{Code: iotjobs.CodeVersionMismatch, Message: "version mismatch"}
+	}
+	f.updates = append(f.updates, *u)
+	f.exec.Status, f.exec.VersionNumber = u.Status, f.exec.VersionNumber+1
+	return &iotjobs.UpdateReply{ExecutionState: &iotjobs.ExecutionState{Status: u.Status, VersionNumber: f.exec.VersionNumber}}, nil
+}
+
+// stepInstaller records the installer steps it is asked for.
+type stepInstaller struct{ steps []string }
+
+func (s *stepInstaller) step(name string) error                      { s.steps = append(s.steps, name); return nil }
+func (s *stepInstaller) Prepare(_ context.Context, u *Update) error  { return s.step("prepare") }
+func (s *stepInstaller) Install(_ context.Context, u *Update) error  { return s.step("install") }
+func (s *stepInstaller) Switch(_ context.Context, u *Update) error   { return s.step("switch") }
+func (s *stepInstaller) Start(_ context.Context, u *Update) error    { return s.step("start") }
+func (s *stepInstaller) Verify(_ context.Context, u *Update) error   { return s.step("verify") }
+func (s *stepInstaller) Checks(*Update) bool                         { return false }
+func (s *stepInstaller) Commit(_ context.Context, u *Update) error   { return s.step("commit") }
+func (s *stepInstaller) Rollback(_ context.Context, u *Update) error { return s.step("rollback") }
+func (s *stepInstaller) Active(string) string                        { return "" }
+
+// The state machine reaches the jobs service only through JobsAPI: with a fake in its place,
+// a queued update is started, reported step by step with expectedVersion, and SUCCEEDED.
+func TestStateMachineTalksThroughJobsAPI(t *testing.T) {
+	in := &stepInstaller{}
+	a, err := New(Config{ThingName: "dev-1", StateDir: t.TempDir(), Installer: in, InitialVersion: "1.0.0"})
+	require.NoError(t, err)
+	doc, err := (&jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate,
+		RolloutID: "r1", SoftwareToUpdate: jobdoc.SoftwareCore, Version: "2.0.0"}).Marshal()
+	require.NoError(t, err)
+	jobs := &fakeJobs{exec: iotjobs.JobExecution{JobID: "j1", ThingName: "dev-1", Status: iotjobs.StatusQueued, VersionNumber: 1, JobDocument: json.RawMessage(doc)}}
+	a.jobs = jobs
+
+	did, err := a.processNext(context.Background())
+	require.NoError(t, err)
+	require.True(t, did)
+	require.Equal(t, "2.0.0", a.InstalledVersion(jobdoc.SoftwareCore))
+	require.Equal(t, []string{"prepare", "install", "switch", "start", "verify", "commit"}, in.steps)
+
+	jobs.mu.Lock()
+	require.Equal(t, iotjobs.StatusSucceeded, jobs.exec.Status)
+	first, last := jobs.updates[0], jobs.updates[len(jobs.updates)-1]
+	require.Equal(t, "accepted", first.StatusDetails["step"])
+	require.Equal(t, "2.0.0", last.StatusDetails["installedVersion"])
+	require.Equal(t, "1.0.0", last.StatusDetails["previousVersion"])
+	for i, u := range jobs.updates {
+		require.EqualValues(t, i+1, u.ExpectedVersion, "update %d carries the version it expects", i)
+	}
+	jobs.mu.Unlock()
+
+	did, err = a.processNext(context.Background())
+	require.NoError(t, err)
+	require.False(t, did, "nothing is pending after the job ended")
+}
