@@ -15,7 +15,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/jobdoc"
-	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 )
 
@@ -27,9 +27,9 @@ func doc(t *testing.T, version string) string {
 	return s
 }
 
-func waitTerminal(t *testing.T, svc *jobs.Service, jobID, thing string) *jobs.Execution {
+func waitTerminal(t *testing.T, svc *localiot.Service, jobID, thing string) *localiot.Execution {
 	t.Helper()
-	var e *jobs.Execution
+	var e *localiot.Execution
 	require.Eventually(t, func() bool {
 		var err error
 		e, err = svc.DescribeJobExecution(jobID, thing)
@@ -40,7 +40,7 @@ func waitTerminal(t *testing.T, svc *jobs.Service, jobID, thing string) *jobs.Ex
 
 // jobsOverBroker starts a jobs service serving the MQTT Jobs API through an embedded broker,
 // with thing dev-1 registered.
-func jobsOverBroker(t *testing.T) (*jobs.Service, mqtttest.Broker) {
+func jobsOverBroker(t *testing.T) (*localiot.Service, mqtttest.Broker) {
 	svc, b := jobsBeside(t)
 	t.Cleanup(servePlane(t, svc, b).Close)
 	return svc, b
@@ -48,9 +48,9 @@ func jobsOverBroker(t *testing.T) (*jobs.Service, mqtttest.Broker) {
 
 // jobsBeside starts an embedded broker and a jobs service, with thing dev-1 registered, that
 // does not serve the broker yet (see servePlane).
-func jobsBeside(t *testing.T) (*jobs.Service, mqtttest.Broker) {
+func jobsBeside(t *testing.T) (*localiot.Service, mqtttest.Broker) {
 	b := mqtttest.Embedded(t)
-	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
+	svc, err := localiot.Open(localiot.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	t.Cleanup(func() { svc.Close() })
 	_, err = svc.CreateThing("dev-1", nil)
@@ -59,8 +59,8 @@ func jobsBeside(t *testing.T) (*jobs.Service, mqtttest.Broker) {
 }
 
 // servePlane connects the jobs service's MQTT plane to the broker.
-func servePlane(t *testing.T, svc *jobs.Service, b mqtttest.Broker) *jobs.MQTTPlane {
-	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+func servePlane(t *testing.T, svc *localiot.Service, b mqtttest.Broker) *localiot.MQTTPlane {
+	plane, err := svc.ServeMQTT(localiot.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	return plane
 }
@@ -103,10 +103,10 @@ func TestAgentThroughBrokers(t *testing.T) {
 	for _, start := range mqtttest.All() {
 		b := start(t)
 		t.Run(b.Name, func(t *testing.T) {
-			svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
+			svc, err := localiot.Open(localiot.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
 			require.NoError(t, err)
 			defer svc.Close()
-			plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+			plane, err := svc.ServeMQTT(localiot.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
 			require.NoError(t, err)
 			defer plane.Close()
 			_, err = svc.CreateThing("dev-1", nil)
@@ -119,37 +119,37 @@ func TestAgentThroughBrokers(t *testing.T) {
 				{"c-not-ours", `{"operation":"reboot"}`},
 				{"d-fails", doc(t, "1.2.0")},
 			} {
-				_, err := svc.CreateJob(jobs.CreateJobInput{JobID: j.id, Targets: []string{"dev-1"}, Document: j.doc})
+				_, err := svc.CreateJob(localiot.CreateJobInput{JobID: j.id, Targets: []string{"dev-1"}, Document: j.doc})
 				require.NoError(t, err)
 			}
 			dir := t.TempDir()
 			a, stop := startAgent(t, b, dir)
 
 			e := waitTerminal(t, svc, "a-update", "dev-1")
-			require.Equal(t, jobs.ExecSucceeded, e.Status)
+			require.Equal(t, localiot.ExecSucceeded, e.Status)
 			require.Equal(t, "1.1.0", e.StatusDetails["installedVersion"])
 			require.Equal(t, "1.0.0", e.StatusDetails["previousVersion"])
 
 			e = waitTerminal(t, svc, "b-bad-schema", "dev-1")
-			require.Equal(t, jobs.ExecRejected, e.Status)
+			require.Equal(t, localiot.ExecRejected, e.Status)
 			require.Contains(t, e.StatusDetails["reason"], `schema version "9" is not supported`)
 
 			e = waitTerminal(t, svc, "d-fails", "dev-1")
-			require.Equal(t, jobs.ExecFailed, e.Status)
+			require.Equal(t, localiot.ExecFailed, e.Status)
 			require.Contains(t, e.StatusDetails["reason"], "simulated install failure")
 			require.Equal(t, "1.1.0", a.InstalledVersion("core"), "a failed install leaves the old version")
 			e, err = svc.DescribeJobExecution("c-not-ours", "dev-1")
 			require.NoError(t, err)
-			require.Equal(t, jobs.ExecQueued, e.Status, "another software's job is left alone (seed: the agent ignores other job types)")
+			require.Equal(t, localiot.ExecQueued, e.Status, "another software's job is left alone (seed: the agent ignores other job types)")
 
 			// The installed version survives a restart of the agent.
 			stop()
 			a2, _ := startAgent(t, b, dir)
 			require.Equal(t, "1.1.0", a2.InstalledVersion("core"))
-			_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "e-after-restart", Targets: []string{"dev-1"}, Document: doc(t, "1.3.0")})
+			_, err = svc.CreateJob(localiot.CreateJobInput{JobID: "e-after-restart", Targets: []string{"dev-1"}, Document: doc(t, "1.3.0")})
 			require.NoError(t, err)
 			e = waitTerminal(t, svc, "e-after-restart", "dev-1")
-			require.Equal(t, jobs.ExecSucceeded, e.Status)
+			require.Equal(t, localiot.ExecSucceeded, e.Status)
 			require.Equal(t, "1.3.0", a2.InstalledVersion("core"))
 		})
 	}
@@ -173,10 +173,10 @@ func TestAgentSurvivesMalformedMessages(t *testing.T) {
 			}
 		}
 	}
-	_, err := svc.CreateJob(jobs.CreateJobInput{JobID: "after-flood", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0")})
+	_, err := svc.CreateJob(localiot.CreateJobInput{JobID: "after-flood", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0")})
 	require.NoError(t, err)
 	e := waitTerminal(t, svc, "after-flood", "dev-1")
-	require.Equal(t, jobs.ExecSucceeded, e.Status)
+	require.Equal(t, localiot.ExecSucceeded, e.Status)
 	require.Equal(t, "1.1.0", a.InstalledVersion("core"))
 }
 
@@ -204,7 +204,7 @@ func (l *lockedLog) String() string {
 // the request time out.
 func TestAgentResendsLostRequests(t *testing.T) {
 	svc, b := jobsBeside(t)
-	_, err := svc.CreateJob(jobs.CreateJobInput{JobID: "update", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0")})
+	_, err := svc.CreateJob(localiot.CreateJobInput{JobID: "update", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0")})
 	require.NoError(t, err)
 
 	var logs lockedLog
@@ -217,7 +217,7 @@ func TestAgentResendsLostRequests(t *testing.T) {
 
 	defer servePlane(t, svc, b).Close()
 	e := waitTerminal(t, svc, "update", "dev-1")
-	require.Equal(t, jobs.ExecSucceeded, e.Status)
+	require.Equal(t, localiot.ExecSucceeded, e.Status)
 	require.Contains(t, logs.String(), "sending the request again")
 	require.NotContains(t, logs.String(), "no reply within", "the lost request was sent again before it timed out")
 }
@@ -237,10 +237,10 @@ func TestIdleRecheckFindsJobWithoutNotification(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // its first look, at connect, found nothing
 
 	plane.Close()
-	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "quiet", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0")})
+	_, err = svc.CreateJob(localiot.CreateJobInput{JobID: "quiet", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0")})
 	require.NoError(t, err)
 	defer servePlane(t, svc, b).Close()
 	e := waitTerminal(t, svc, "quiet", "dev-1")
-	require.Equal(t, jobs.ExecSucceeded, e.Status)
+	require.Equal(t, localiot.ExecSucceeded, e.Status)
 	require.Contains(t, logs.String(), "idle recheck")
 }

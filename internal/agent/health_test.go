@@ -14,11 +14,11 @@ import (
 
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/iotjobs"
-	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/localiot"
 )
 
 // reportedHealth is the device's health shadow, as the service holds it.
-func reportedHealth(t *testing.T, svc *jobs.Service) map[string]any {
+func reportedHealth(t *testing.T, svc *localiot.Service) map[string]any {
 	doc, err := svc.GetShadow("dev-1", iotjobs.HealthShadow)
 	if err != nil {
 		return nil
@@ -54,7 +54,7 @@ func TestHealthAfterAnUpdate(t *testing.T) {
 	// The health check passes until the flag file appears.
 	r.create("up", "2.0.0", r.artifact("2.0.0", "sh", "-c", "test ! -e "+flag), 0)
 	e := waitTerminal(t, r.svc, "up", "dev-1")
-	require.Equal(t, jobs.ExecSucceeded, e.Status, e.StatusDetails["reason"])
+	require.Equal(t, localiot.ExecSucceeded, e.Status, e.StatusDetails["reason"])
 	require.Eventually(t, func() bool {
 		h := reportedHealth(t, r.svc)
 		return h != nil && h["version"] == "2.0.0" && h["healthChecks"].(float64) >= 1 && h["healthy"] == true

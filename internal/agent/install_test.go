@@ -14,7 +14,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/agent/slots"
 	"github.com/otaflow/otaflow/internal/jobdoc"
-	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 	"github.com/otaflow/otaflow/internal/platform"
 	"github.com/otaflow/otaflow/internal/release"
@@ -36,7 +36,7 @@ func tarGz(t *testing.T, name string, body []byte) []byte {
 // release repository: what a device's real installs talk to.
 type installRig struct {
 	t         *testing.T
-	svc       *jobs.Service
+	svc       *localiot.Service
 	brokerURL string
 	httpURL   string
 	repo      *tuf.Repo
@@ -44,13 +44,13 @@ type installRig struct {
 
 func newInstallRig(t *testing.T) *installRig {
 	b := mqtttest.Embedded(t)
-	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop(), SweepInterval: 50 * time.Millisecond})
+	svc, err := localiot.Open(localiot.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop(), SweepInterval: 50 * time.Millisecond})
 	require.NoError(t, err)
 	t.Cleanup(func() { svc.Close() })
-	srv := httptest.NewServer(svc.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: "k", SecretAccessKey: "s"}, Region: "us-east-1"}))
+	srv := httptest.NewServer(svc.HTTPHandler(&localiot.SigV4Verifier{Creds: localiot.Credentials{AccessKeyID: "k", SecretAccessKey: "s"}, Region: "us-east-1"}))
 	t.Cleanup(srv.Close)
 	svc.SetBaseURL(srv.URL)
-	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+	plane, err := svc.ServeMQTT(localiot.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	t.Cleanup(plane.Close)
 	_, err = svc.CreateThing("dev-1", nil)
@@ -120,8 +120,8 @@ func (r *installRig) create(jobID, version string, art *jobdoc.Artifact, bakeSec
 func (r *installRig) createDoc(jobID string, d jobdoc.Document) {
 	body, err := d.Marshal()
 	require.NoError(r.t, err)
-	_, err = r.svc.CreateJob(jobs.CreateJobInput{JobID: jobID, Targets: []string{"dev-1"}, Document: body,
-		Presign: &jobs.PresignConfig{RoleArn: "arn:aws:iam::0:role/s", ExpiresInSec: 600}})
+	_, err = r.svc.CreateJob(localiot.CreateJobInput{JobID: jobID, Targets: []string{"dev-1"}, Document: body,
+		Presign: &localiot.PresignConfig{RoleArn: "arn:aws:iam::0:role/s", ExpiresInSec: 600}})
 	require.NoError(r.t, err)
 }
 
@@ -129,7 +129,7 @@ func (r *installRig) createDoc(jobID string, d jobdoc.Document) {
 // store: TUF-verified download, slot install, atomic switch, signed health check, rollback.
 func TestRealInstallPath(t *testing.T) {
 	r := newInstallRig(t)
-	job := func(id, version string, art *jobdoc.Artifact) *jobs.Execution {
+	job := func(id, version string, art *jobdoc.Artifact) *localiot.Execution {
 		r.create(id, version, art, 0)
 		return waitTerminal(t, r.svc, id, "dev-1")
 	}
@@ -142,14 +142,14 @@ func TestRealInstallPath(t *testing.T) {
 	core := slots.Slots{Root: filepath.Join(root, "core")}
 
 	e := job("good", "2.0.0", r.artifact("2.0.0", "true"))
-	require.Equal(t, jobs.ExecSucceeded, e.Status, e.StatusDetails["reason"])
+	require.Equal(t, localiot.ExecSucceeded, e.Status, e.StatusDetails["reason"])
 	require.Equal(t, "2.0.0", core.Current())
 	out, err := os.ReadFile(filepath.Join(root, "core", "current", "bin", "core"))
 	require.NoError(t, err)
 	require.Contains(t, string(out), "core 2.0.0")
 
 	e = job("unhealthy", "3.0.0", r.artifact("3.0.0", "false"))
-	require.Equal(t, jobs.ExecFailed, e.Status)
+	require.Equal(t, localiot.ExecFailed, e.Status)
 	require.Contains(t, e.StatusDetails["reason"], "health check of 3.0.0 failed")
 	require.Contains(t, e.StatusDetails["reason"], "rolled back to 2.0.0")
 	require.Equal(t, "2.0.0", core.Current(), "the device is back on the old version")
@@ -158,14 +158,14 @@ func TestRealInstallPath(t *testing.T) {
 	// Relabelling: the signed 2.0.0 package offered as 9.9.9, a version nobody signed, is
 	// refused before anything is downloaded; the real newer release still installs after.
 	e = job("relabelled", "9.9.9", r.upload("core/9.9.9.tar.gz", coreTarball(t, "2.0.0")))
-	require.Equal(t, jobs.ExecRejected, e.Status)
+	require.Equal(t, localiot.ExecRejected, e.Status)
 	require.Contains(t, e.StatusDetails["reason"], "not a signed target")
 	require.Equal(t, "2.0.0", core.Current(), "nothing was switched")
 	e = job("real-newer", "3.1.0", r.artifact("3.1.0", "true"))
-	require.Equal(t, jobs.ExecSucceeded, e.Status, e.StatusDetails["reason"])
+	require.Equal(t, localiot.ExecSucceeded, e.Status, e.StatusDetails["reason"])
 
 	e = job("downgrade", "1.5.0", r.artifact("1.5.0", "true"))
-	require.Equal(t, jobs.ExecRejected, e.Status)
+	require.Equal(t, localiot.ExecRejected, e.Status)
 	require.Contains(t, e.StatusDetails["reason"], "downgrade needs a rollback job")
 	require.Equal(t, "3.1.0", core.Current())
 }

@@ -13,7 +13,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/fleet"
-	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/localiot"
 )
 
 // component is a local program on the device speaking the deferral protocol.
@@ -70,7 +70,7 @@ func TestDeferral(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, c.next().Error, "not a JSON message")
 
-	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "deferred", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0")})
+	_, err = svc.CreateJob(localiot.CreateJobInput{JobID: "deferred", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0")})
 	require.NoError(t, err)
 	for i := 0; i < 2; i++ {
 		n := c.next()
@@ -92,12 +92,12 @@ func TestDeferral(t *testing.T) {
 	n := c.next()
 	c.send(agent.IPCMessage{Op: "ack", JobID: n.JobID})
 	e := waitTerminal(t, svc, "deferred", "dev-1")
-	require.Equal(t, jobs.ExecSucceeded, e.Status)
+	require.Equal(t, localiot.ExecSucceeded, e.Status)
 	require.Equal(t, "2", e.StatusDetails["deferrals"])
 	require.Equal(t, "1.1.0", a.InstalledVersion("core"))
 
 	// A component that never lets go is overridden at MaxDeferral.
-	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "stubborn", Targets: []string{"dev-1"}, Document: doc(t, "1.2.0")})
+	_, err = svc.CreateJob(localiot.CreateJobInput{JobID: "stubborn", Targets: []string{"dev-1"}, Document: doc(t, "1.2.0")})
 	require.NoError(t, err)
 	go func() {
 		for {
@@ -112,7 +112,7 @@ func TestDeferral(t *testing.T) {
 		}
 	}()
 	e = waitTerminal(t, svc, "stubborn", "dev-1")
-	require.Equal(t, jobs.ExecSucceeded, e.Status)
+	require.Equal(t, localiot.ExecSucceeded, e.Status)
 	require.Contains(t, e.StatusDetails["deferralLimitReached"], "com.example.Logger asked to defer again")
 	require.Equal(t, "1.2.0", a.InstalledVersion("core"))
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/broker"
 	"github.com/otaflow/otaflow/internal/fleet"
-	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 	"github.com/otaflow/otaflow/internal/pki"
 )
@@ -42,15 +42,15 @@ func TestAgentMutualTLSWithALPN(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { b.Close() })
 
-	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
+	svc, err := localiot.Open(localiot.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	t.Cleanup(func() { svc.Close() })
-	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL(), Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+	plane, err := svc.ServeMQTT(localiot.MQTTOptions{BrokerURL: b.URL(), Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	t.Cleanup(plane.Close)
 	_, err = svc.CreateThing("dev-1", nil)
 	require.NoError(t, err)
-	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "over-tls", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0")})
+	_, err = svc.CreateJob(localiot.CreateJobInput{JobID: "over-tls", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0")})
 	require.NoError(t, err)
 
 	newAgent := func(certCN string, log zerolog.Logger) *agent.Agent {
@@ -74,11 +74,11 @@ func TestAgentMutualTLSWithALPN(t *testing.T) {
 	require.Contains(t, logs.String(), "not Authorized", "the log names the broker's reason")
 	e, err := svc.DescribeJobExecution("over-tls", "dev-1")
 	require.NoError(t, err)
-	require.Equal(t, jobs.ExecQueued, e.Status)
+	require.Equal(t, localiot.ExecQueued, e.Status)
 
 	runAgent(t, newAgent("dev-1", zerolog.Nop()))
 	e = waitTerminal(t, svc, "over-tls", "dev-1")
-	require.Equal(t, jobs.ExecSucceeded, e.Status)
+	require.Equal(t, localiot.ExecSucceeded, e.Status)
 	mu.Lock()
 	defer mu.Unlock()
 	require.Contains(t, negotiated, agent.ALPNProtocol)

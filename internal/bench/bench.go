@@ -24,7 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/otaflow/otaflow/internal/jobdoc"
-	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/pgserver"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/stack"
@@ -420,7 +420,7 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 		body, _ := d.Marshal()
 		jobID := fmt.Sprintf("baseline-%d-%d", n, r)
 		began = time.Now()
-		if _, err := s.Jobs.CreateJob(jobs.CreateJobInput{JobID: jobID, Targets: arns, Document: body}); err != nil {
+		if _, err := s.Jobs.CreateJob(localiot.CreateJobInput{JobID: jobID, Targets: arns, Document: body}); err != nil {
 			return nil, err
 		}
 		for {

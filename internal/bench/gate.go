@@ -12,7 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/otaflow/otaflow/internal/iotclient"
-	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/pgserver"
 	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/workflows/contract"
@@ -40,7 +40,7 @@ func gateFigure(ctx context.Context, o *Options, n int, postgres bool) (*Gate, e
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	jo := jobs.Options{Path: filepath.Join(dir, "jobs.db"), Logger: zerolog.Nop(), NoAWSQuotas: true}
+	jo := localiot.Options{Path: filepath.Join(dir, "jobs.db"), Logger: zerolog.Nop(), NoAWSQuotas: true}
 	g := &Gate{Things: n, Store: "bbolt"}
 	if postgres {
 		if o.PostgresURL == "" {
@@ -51,7 +51,7 @@ func gateFigure(ctx context.Context, o *Options, n int, postgres bool) (*Gate, e
 		}
 		jo.ArtifactDir, g.Store = filepath.Join(dir, "artifacts"), "postgres"
 	}
-	svc, err := jobs.Open(jo)
+	svc, err := localiot.Open(jo)
 	if err != nil {
 		return nil, err
 	}
@@ -100,12 +100,12 @@ func gateFigure(ctx context.Context, o *Options, n int, postgres bool) (*Gate, e
 	}
 	g.PopulateSeconds = time.Since(start).Seconds()
 	start = time.Now()
-	if err := svc.UpdateIndexingConfiguration(jobs.HealthIndexing()); err != nil {
+	if err := svc.UpdateIndexingConfiguration(localiot.HealthIndexing()); err != nil {
 		return nil, err
 	}
 	g.IndexBuildSeconds = time.Since(start).Seconds()
 
-	srv := httptest.NewServer(svc.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: "bench", SecretAccessKey: "bench-secret"}, Region: "us-east-1"}))
+	srv := httptest.NewServer(svc.HTTPHandler(&localiot.SigV4Verifier{Creds: localiot.Credentials{AccessKeyID: "bench", SecretAccessKey: "bench-secret"}, Region: "us-east-1"}))
 	defer srv.Close()
 	iotc, err := iotclient.NewIoT(ctx, iotclient.Config{Endpoint: srv.URL, Region: "us-east-1", AccessKeyID: "bench", SecretAccessKey: "bench-secret"})
 	if err != nil {

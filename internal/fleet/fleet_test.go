@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/jobdoc"
-	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 )
 
@@ -19,10 +19,10 @@ import (
 // mid-install; every device ends as its (seeded) fault says, and crashed devices resume.
 func TestFleetFaults(t *testing.T) {
 	b := mqtttest.Embedded(t)
-	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
+	svc, err := localiot.Open(localiot.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	defer svc.Close()
-	plane, err := svc.ServeMQTT(jobs.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+	plane, err := svc.ServeMQTT(localiot.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	defer plane.Close()
 	var things []string
@@ -43,23 +43,23 @@ func TestFleetFaults(t *testing.T) {
 		SoftwareToUpdate: jobdoc.SoftwareCore, Version: "2.0.0"}
 	body, err := d.Marshal()
 	require.NoError(t, err)
-	_, err = svc.CreateJob(jobs.CreateJobInput{JobID: "fleet-job", Targets: things, Document: body})
+	_, err = svc.CreateJob(localiot.CreateJobInput{JobID: "fleet-job", Targets: things, Document: body})
 	require.NoError(t, err)
 
 	wantCrashes := 0
 	for _, th := range things {
-		var e *jobs.Execution
+		var e *localiot.Execution
 		require.Eventually(t, func() bool {
 			e, err = svc.DescribeJobExecution("fleet-job", th)
 			return err == nil && e.Status.Terminal()
 		}, 20*time.Second, 10*time.Millisecond, th)
 		r := f.roll(th, "fleet-job")
-		want, version := jobs.ExecSucceeded, "2.0.0"
+		want, version := localiot.ExecSucceeded, "2.0.0"
 		switch {
 		case r < 0.2:
-			want, version = jobs.ExecFailed, "1.0.0"
+			want, version = localiot.ExecFailed, "1.0.0"
 		case r < 0.3:
-			want, version = jobs.ExecFailed, "1.0.0"
+			want, version = localiot.ExecFailed, "1.0.0"
 			require.Contains(t, e.StatusDetails["reason"], "health check failed")
 		case r < 0.5:
 			wantCrashes++

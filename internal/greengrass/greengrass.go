@@ -17,7 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
@@ -33,7 +33,7 @@ type Starter interface {
 
 // Handler serves POST /greengrass/updates.
 type Handler struct {
-	Jobs    *jobs.Service
+	Jobs    *localiot.Service
 	Starter Starter // nil: the endpoint answers that Temporal is not configured
 	Version string
 	Log     zerolog.Logger

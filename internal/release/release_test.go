@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/agent/artifact"
-	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
@@ -41,10 +41,10 @@ func TestPublishAndDownload(t *testing.T) {
 	file := filepath.Join(dir, "core.tar.gz")
 	require.NoError(t, os.WriteFile(file, data, 0o644))
 
-	svc, err := jobs.Open(jobs.Options{Path: filepath.Join(dir, "jobs.db"), Logger: zerolog.Nop()})
+	svc, err := localiot.Open(localiot.Options{Path: filepath.Join(dir, "jobs.db"), Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	defer svc.Close()
-	srv := httptest.NewServer(svc.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: "k", SecretAccessKey: "s"}, Region: "us-east-1"}))
+	srv := httptest.NewServer(svc.HTTPHandler(&localiot.SigV4Verifier{Creds: localiot.Credentials{AccessKeyID: "k", SecretAccessKey: "s"}, Region: "us-east-1"}))
 	defer srv.Close()
 	svc.SetBaseURL(srv.URL)
 	ctx := context.Background()

@@ -28,7 +28,7 @@ import (
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/iotclient"
-	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/internal/rolloutworker"
@@ -304,7 +304,7 @@ func TestMalformedFloodDuringRollout(t *testing.T) {
 				return
 			default:
 			}
-			doc := strings.Repeat("x", jobs.MaxDocumentBytes+n%1000)
+			doc := strings.Repeat("x", localiot.MaxDocumentBytes+n%1000)
 			if n%2 == 1 {
 				doc = `{"type":"otaflow.update",` // not JSON: devices reject it, the service stores it
 			}

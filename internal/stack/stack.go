@@ -33,7 +33,7 @@ import (
 	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/greengrass"
 	"github.com/otaflow/otaflow/internal/iotclient"
-	"github.com/otaflow/otaflow/internal/jobs"
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/pki"
 	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
@@ -90,7 +90,7 @@ type Stack struct {
 	opts     Options
 	Temporal *devserver.Server
 	Broker   *broker.Broker
-	Jobs     *jobs.Service
+	Jobs     *localiot.Service
 	JobsURL  string
 	// ConsoleURL is the fleet console's page.
 	ConsoleURL string
@@ -106,7 +106,7 @@ type Stack struct {
 	DeviceInstaller func(thing string) (agent.Installer, error)
 
 	httpSrv *http.Server
-	mqtt    *jobs.MQTTPlane
+	mqtt    *localiot.MQTTPlane
 	worker  worker.Worker
 	// stopReconciler stops the worker's check for rollouts ended outside otaflow.
 	stopReconciler context.CancelFunc
@@ -201,12 +201,12 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.brokerOpts.TLSAddr = strings.TrimPrefix(s.Broker.TLSURL(), "ssl://")
 
 	jlog := log.With().Str("component", "jobs").Logger()
-	s.Jobs, err = jobs.Open(jobs.Options{FleetIndexing: !o.NoFleetIndex, Path: filepath.Join(o.DataDir, "jobs.db"), PostgresURL: o.JobsPostgresURL, ArtifactDir: filepath.Join(o.DataDir, "artifacts"),
+	s.Jobs, err = localiot.Open(localiot.Options{FleetIndexing: !o.NoFleetIndex, Path: filepath.Join(o.DataDir, "jobs.db"), PostgresURL: o.JobsPostgresURL, ArtifactDir: filepath.Join(o.DataDir, "artifacts"),
 		Region: o.Region, Logger: jlog, NoAWSQuotas: o.NoAWSQuotas})
 	if err != nil {
 		return nil, err
 	}
-	s.mqtt, err = s.Jobs.ServeMQTT(jobs.MQTTOptions{
+	s.mqtt, err = s.Jobs.ServeMQTT(localiot.MQTTOptions{
 		BrokerURL: s.Broker.URL(), Username: cliconfig.DefaultMQTTServiceUser, Password: servicePassword, Logger: jlog,
 	})
 	if err != nil {
@@ -233,11 +233,11 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	})
 	top := http.NewServeMux()
 	top.Handle("/console/", con.Handler("/console/"))
-	top.Handle("/", s.Jobs.HTTPHandler(&jobs.SigV4Verifier{Creds: jobs.Credentials{AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey}, Region: o.Region},
-		jobs.Route{Pattern: "POST /greengrass/updates", Handler: &greengrass.Handler{
+	top.Handle("/", s.Jobs.HTTPHandler(&localiot.SigV4Verifier{Creds: localiot.Credentials{AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey}, Region: o.Region},
+		localiot.Route{Pattern: "POST /greengrass/updates", Handler: &greengrass.Handler{
 			Jobs: s.Jobs, Starter: rolloutclient.Starter{Client: s.Client, TaskQueue: contract.TaskQueue}, Log: jlog,
 		}}))
-	srv, err := jobs.NewServer(ln, hostCheck(top), jobs.ServerOptions{})
+	srv, err := localiot.NewServer(ln, hostCheck(top), localiot.ServerOptions{})
 	if err != nil {
 		return nil, err
 	}

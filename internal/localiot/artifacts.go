@@ -1,0 +1,275 @@
+package localiot
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/otaflow/otaflow/internal/tuf"
+)
+
+// The local artifact store stands in for S3: artifacts are uploaded with a signed PUT to
+// /artifacts/{bucket}/{key}, and job documents name them with AWS's placeholder
+// ${aws:iot:s3-presigned-url:https://s3.amazonaws.com/{bucket}/{key}}, which a device sees
+// replaced by an expiring signed URL, as AWS IoT does with presignedUrlConfig.
+
+var (
+	presignSecret  = "presign-secret"
+	placeholderRE  = regexp.MustCompile(`\$\{aws:iot:s3-presigned-url:([^}]+)\}`)
+	artifactPrefix = "/artifacts/"
+)
+
+const (
+	queryExpires   = "X-Otaflow-Expires"
+	querySignature = "X-Otaflow-Signature"
+)
+
+// loadPresignSecret returns the key that signs artifact URLs, created on first use and kept
+// in the database so URLs stay valid across restarts.
+func (s *Service) loadPresignSecret() ([]byte, error) {
+	var key []byte
+	err := s.st.Update(func(t Tx) error {
+		var err error
+		key, err = t.secret(presignSecret, 32)
+		return err
+	})
+	return key, err
+}
+
+func (s *Service) artifactDir() string { return s.artifacts }
+
+// artifactPath maps bucket/key to a file under the store, refusing anything that would
+// escape it.
+func (s *Service) artifactPath(bucket, key string) (string, error) {
+	if !thingNameRE.MatchString(bucket) || key == "" || strings.Contains(key, "..") || strings.HasPrefix(key, "/") || strings.Contains(key, "\\") {
+		return "", errorf(CodeInvalidRequest, "artifact %s/%s is not a valid bucket/key", bucket, key)
+	}
+	return filepath.Join(s.artifactDir(), bucket, filepath.FromSlash(path.Clean(key))), nil
+}
+
+// PutArtifact stores an artifact atomically.
+func (s *Service) PutArtifact(bucket, key string, r io.Reader) (int64, error) {
+	p, err := s.artifactPath(bucket, key)
+	if err != nil {
+		return 0, err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return 0, err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(p), ".upload-*")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(tmp.Name())
+	n, err := io.Copy(tmp, r)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store artifact %s/%s: %w", bucket, key, err)
+	}
+	return n, os.Rename(tmp.Name(), p)
+}
+
+// s3Location takes an S3 URL (https://s3.amazonaws.com/b/k, https://b.s3.REGION.amazonaws.com/k
+// or s3://b/k) and returns its bucket and key.
+func s3Location(raw string) (bucket, key string, ok bool) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", "", false
+	}
+	p := strings.TrimPrefix(u.Path, "/")
+	switch {
+	case u.Scheme == "s3":
+		return u.Host, p, u.Host != "" && p != ""
+	case strings.HasPrefix(u.Host, "s3.") || strings.HasPrefix(u.Host, "s3-"):
+		bucket, key, ok = strings.Cut(p, "/")
+		return bucket, key, ok && key != ""
+	case strings.Contains(u.Host, ".s3."):
+		return u.Host[:strings.Index(u.Host, ".s3.")], p, p != ""
+	}
+	return "", "", false
+}
+
+func (s *Service) sign(bucket, key string, expires int64) string {
+	m := hmac.New(sha256.New, s.presignKey)
+	fmt.Fprintf(m, "%s/%s\n%d", bucket, key, expires)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// PresignURL returns a URL to bucket/key on this service that expires after ttl.
+func (s *Service) PresignURL(bucket, key string, ttl time.Duration) string {
+	expires := s.clock().Add(ttl).Unix()
+	q := url.Values{queryExpires: {strconv.FormatInt(expires, 10)}, querySignature: {s.sign(bucket, key, expires)}}
+	return strings.TrimSuffix(s.baseURL, "/") + artifactPrefix + bucket + "/" + key + "?" + q.Encode()
+}
+
+// documentFor returns the job's document as a device gets it: placeholders replaced by
+// presigned URLs when the job has a presignedUrlConfig.
+func (s *Service) documentFor(j *Job) string {
+	if j.Presign == nil || !strings.Contains(j.Document, "${aws:iot:s3-presigned-url:") {
+		return j.Document
+	}
+	ttl := time.Duration(j.Presign.ExpiresInSec) * time.Second
+	return placeholderRE.ReplaceAllStringFunc(j.Document, func(m string) string {
+		bucket, key, ok := s3Location(placeholderRE.FindStringSubmatch(m)[1])
+		if !ok {
+			return m
+		}
+		return s.PresignURL(bucket, key, ttl)
+	})
+}
+
+// handleArtifactUpload stores an artifact (behind SigV4). The release metadata under tuf/ is
+// not an artifact: only handleTUFUpload writes it, after verifying it.
+func (s *Service) handleArtifactUpload(w http.ResponseWriter, r *http.Request) {
+	if key := path.Clean(r.PathValue("key")); key == "tuf" || strings.HasPrefix(key, "tuf/") {
+		writeError(w, errorf(CodeUnauthorized, "%s/%s is release metadata: it is written only by `starter release` (PUT /tuf/BUCKET/FILE), which the store verifies against the published root", r.PathValue("bucket"), key))
+		return
+	}
+	n, err := s.PutArtifact(r.PathValue("bucket"), r.PathValue("key"), r.Body)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, map[string]any{"bucket": r.PathValue("bucket"), "key": r.PathValue("key"), "size": n})
+}
+
+// handleArtifactDownload serves an artifact to whoever holds a valid, unexpired presigned URL.
+// Range requests are honoured, so downloads resume.
+func (s *Service) handleArtifactDownload(w http.ResponseWriter, r *http.Request) {
+	bucket, key := r.PathValue("bucket"), r.PathValue("key")
+	q := r.URL.Query()
+	expires, err := strconv.ParseInt(q.Get(queryExpires), 10, 64)
+	if err != nil || !hmac.Equal([]byte(q.Get(querySignature)), []byte(s.sign(bucket, key, expires))) {
+		http.Error(w, "AccessDenied: the URL's signature is missing or does not match; ask for a new job document", http.StatusForbidden)
+		return
+	}
+	if s.clock().Unix() > expires {
+		http.Error(w, "AccessDenied: the URL expired; ask for the job document again to get a fresh one", http.StatusForbidden)
+		return
+	}
+	p, err := s.artifactPath(bucket, key)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		http.Error(w, "NoSuchKey: "+bucket+"/"+key, http.StatusNotFound)
+		return
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	http.ServeContent(w, r, path.Base(key), st.ModTime(), f)
+}
+
+// handleTUFUpload stores one file of the release repository's metadata (behind SigV4), but
+// only what `starter release` produces: tuf.CheckUpload verifies it against the metadata
+// already published, so the REST key alone can neither re-sign nor replace it.
+func (s *Service) handleTUFUpload(w http.ResponseWriter, r *http.Request) {
+	bucket, file := r.PathValue("bucket"), r.PathValue("file")
+	raw, err := io.ReadAll(io.LimitReader(r.Body, tuf.MaxMetadataBytes+1))
+	if err != nil {
+		writeError(w, errorf(CodeInvalidRequest, "read %s: %v", file, err))
+		return
+	}
+	s.tufMu.Lock()
+	defer s.tufMu.Unlock()
+	stored := func(name string) []byte {
+		p, err := s.artifactPath(bucket, "tuf/"+name)
+		if err != nil {
+			return nil
+		}
+		b, _ := os.ReadFile(p)
+		return b
+	}
+	if _, err := s.artifactPath(bucket, "tuf/"+file); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := tuf.CheckUpload(file, raw, stored); err != nil {
+		s.log.Warn().Str("bucket", bucket).Str("file", file).Err(err).Msg("release metadata upload refused")
+		writeError(w, errorf(CodeInvalidRequest, "%v", err))
+		return
+	}
+	n, err := s.PutArtifact(bucket, "tuf/"+file, bytes.NewReader(raw))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, map[string]any{"bucket": bucket, "key": "tuf/" + file, "size": n})
+}
+
+// handleTUFMetadata serves the release repository's metadata that `starter release publish`
+// uploaded to bucket/tuf/, to anyone: devices check its signatures themselves.
+func (s *Service) handleTUFMetadata(w http.ResponseWriter, r *http.Request) {
+	bucket, file := r.PathValue("bucket"), r.PathValue("file")
+	if !tuf.IsMetadataFile(file) {
+		http.Error(w, "NoSuchKey: only TUF metadata (N.root.json, timestamp.json, snapshot.json, targets.json) is served here", http.StatusNotFound)
+		return
+	}
+	p, err := s.artifactPath(bucket, "tuf/"+file)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		http.Error(w, "NoSuchKey: "+bucket+"/tuf/"+file+" (publish a release with `starter release publish`)", http.StatusNotFound)
+		return
+	}
+	defer f.Close()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-cache")
+	io.Copy(w, f)
+}
+
+// documentFromSource reads a job document from the artifact store, as AWS reads a
+// documentSource from S3: https://s3.amazonaws.com/BUCKET/KEY, https://BUCKET.s3.amazonaws.com/KEY
+// (any region's S3 host) or s3://BUCKET/KEY.
+func (s *Service) documentFromSource(src string) (string, error) {
+	if len(src) > 1350 {
+		return "", errorf(CodeInvalidRequest, "documentSource is longer than 1350 characters")
+	}
+	bucket, key, ok := s3Location(src)
+	if !ok {
+		return "", errorf(CodeInvalidRequest, "documentSource %q is not an S3 URL (https://s3.amazonaws.com/BUCKET/KEY or s3://BUCKET/KEY)", src)
+	}
+	p, err := s.artifactPath(bucket, key)
+	if err != nil {
+		return "", err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return "", errorf(CodeInvalidRequest, "documentSource %s: no such object in the artifact store (upload it first)", src)
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, MaxDocumentBytes+1))
+	if err != nil {
+		return "", err
+	}
+	if len(raw) > MaxDocumentBytes {
+		return "", errorf(CodeInvalidRequest, "the job document at %s is larger than %d bytes", src, MaxDocumentBytes)
+	}
+	return string(raw), nil
+}

@@ -1,0 +1,375 @@
+package localiot
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// boltStore is the embedded Store: one bbolt file, every write fsynced before it returns.
+type boltStore struct {
+	db *bolt.DB
+}
+
+var (
+	_ Store = (*boltStore)(nil)
+	_ Tx    = boltTx{}
+)
+
+// openBoltStore opens (or creates) the database and brings its layout to schemaVersion.
+func openBoltStore(path string) (*boltStore, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create jobs data dir: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 3 * time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("open jobs database %s: another jobs service holds it; stop it or pass a different data dir", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open jobs database %s: %w", path, err)
+	}
+	if err := db.Update(migrate); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("jobs database %s: %w", path, err)
+	}
+	return &boltStore{db: db}, nil
+}
+
+func (s *boltStore) View(fn func(Tx) error) error {
+	return s.db.View(func(tx *bolt.Tx) error { return fn(boltTx{tx}) })
+}
+func (s *boltStore) Update(fn func(Tx) error) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return fn(boltTx{tx}) })
+}
+func (s *boltStore) Batch(fn func(Tx) error) error {
+	return s.db.Batch(func(tx *bolt.Tx) error { return fn(boltTx{tx}) })
+}
+func (s *boltStore) Close() error { return s.db.Close() }
+
+func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
+	raw := b.Get(key)
+	if raw == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return false, fmt.Errorf("corrupt record %q: %w", key, err)
+	}
+	return true, nil
+}
+
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, raw)
+}
+
+// get reads one JSON record into a new T; nil when absent.
+func get[T any](b *bolt.Bucket, key []byte) (*T, error) {
+	var v T
+	ok, err := getJSON(b, key, &v)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// forEach decodes every record of a bucket, in key order.
+func forEach[T any](b *bolt.Bucket, fn func(*T) error) error {
+	return b.ForEach(func(k, v []byte) error {
+		var rec T
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return fmt.Errorf("corrupt record %q: %w", k, err)
+		}
+		return fn(&rec)
+	})
+}
+
+// boltTx is one bbolt transaction.
+type boltTx struct {
+	tx *bolt.Tx
+}
+
+func (t boltTx) b(name []byte) *bolt.Bucket { return t.tx.Bucket(name) }
+
+// suffixes returns what follows prefix in every key of bucket that starts with it.
+func (t boltTx) suffixes(bucket, prefix []byte) []string {
+	var out []string
+	c := t.b(bucket).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		out = append(out, string(k[len(prefix):]))
+	}
+	return out
+}
+
+func (t boltTx) thing(name string) (*Thing, error) {
+	return get[Thing](t.b(bucketThings), nameKey(name))
+}
+func (t boltTx) putThing(th *Thing) error { return putJSON(t.b(bucketThings), nameKey(th.Name), th) }
+func (t boltTx) deleteThing(name string) error {
+	for _, g := range t.suffixes(bucketMemberships, pairPrefix(name)) {
+		if err := t.setMember(g, name, false); err != nil {
+			return err
+		}
+	}
+	return t.b(bucketThings).Delete(nameKey(name))
+}
+func (t boltTx) forEachThing(fn func(*Thing) error) error { return forEach(t.b(bucketThings), fn) }
+
+func (t boltTx) nextID(kind string) (uint64, error) {
+	switch kind {
+	case "thing":
+		return t.b(bucketThings).NextSequence()
+	case "group":
+		return t.b(bucketGroups).NextSequence()
+	case "record":
+		return t.b(bucketRecords).NextSequence()
+	}
+	return 0, fmt.Errorf("no ID sequence for %q", kind)
+}
+
+func (t boltTx) job(id string) (*Job, error) { return get[Job](t.b(bucketJobs), nameKey(id)) }
+func (t boltTx) putJob(j *Job) error         { return putJSON(t.b(bucketJobs), nameKey(j.ID), j) }
+func (t boltTx) putJobTargets(id string, targets []string) error {
+	return putJSON(t.b(bucketJobTargets), nameKey(id), targets)
+}
+func (t boltTx) jobWithTargets(id string) (*Job, error) {
+	j, err := t.job(id)
+	if err != nil || j == nil {
+		return j, err
+	}
+	_, err = getJSON(t.b(bucketJobTargets), nameKey(id), &j.Targets)
+	return j, err
+}
+func (t boltTx) deleteJob(id string) error {
+	if err := t.b(bucketJobTargets).Delete(nameKey(id)); err != nil {
+		return err
+	}
+	return t.b(bucketJobs).Delete(nameKey(id))
+}
+func (t boltTx) forEachJob(fn func(*Job) error) error { return forEach(t.b(bucketJobs), fn) }
+
+func (t boltTx) execution(jobID, thing string) (*Execution, error) {
+	return get[Execution](t.b(bucketExecs), execKey(jobID, thing))
+}
+
+func (t boltTx) putExecution(e *Execution) error {
+	old, err := t.execution(e.JobID, e.ThingName)
+	if err != nil {
+		return err
+	}
+	tb := t.b(bucketTimeouts)
+	if old != nil && !old.deadline().IsZero() {
+		if err := tb.Delete(timeoutKey(old.deadline(), e.JobID, e.ThingName)); err != nil {
+			return err
+		}
+	}
+	if e.Status == ExecInProgress && !e.deadline().IsZero() {
+		if err := tb.Put(timeoutKey(e.deadline(), e.JobID, e.ThingName), nil); err != nil {
+			return err
+		}
+	}
+	if err := putJSON(t.b(bucketExecs), execKey(e.JobID, e.ThingName), e); err != nil {
+		return err
+	}
+	return t.b(bucketQueue).Put(queueKey(e.ThingName, e.JobID), seqBytes(e.Seq))
+}
+
+func (t boltTx) deleteExecution(e *Execution) error {
+	if !e.deadline().IsZero() {
+		if err := t.b(bucketTimeouts).Delete(timeoutKey(e.deadline(), e.JobID, e.ThingName)); err != nil {
+			return err
+		}
+	}
+	if err := t.b(bucketExecs).Delete(execKey(e.JobID, e.ThingName)); err != nil {
+		return err
+	}
+	return t.b(bucketQueue).Delete(queueKey(e.ThingName, e.JobID))
+}
+
+func (t boltTx) thingExecutions(thing string) ([]*Execution, error) {
+	var out []*Execution
+	for _, jobID := range t.suffixes(bucketQueue, pairPrefix(thing)) {
+		e, err := t.execution(jobID, thing)
+		if err != nil {
+			return nil, err
+		}
+		if e != nil {
+			out = append(out, e)
+		}
+	}
+	sortBySeq(out)
+	return out, nil
+}
+
+func (t boltTx) jobExecutions(jobID string, fn func(*Execution) error) error {
+	prefix := pairPrefix(jobID)
+	c := t.b(bucketExecs).Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		var e Execution
+		if err := json.Unmarshal(v, &e); err != nil {
+			return fmt.Errorf("corrupt execution %q: %w", k, err)
+		}
+		if err := fn(&e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t boltTx) nextQueueSeq() (uint64, error) { return t.b(bucketQueue).NextSequence() }
+
+func (t boltTx) dueTimeouts(now time.Time) ([]timeoutEntry, error) {
+	var due []timeoutEntry
+	limit := string(seqBytes(uint64(now.UnixNano())))
+	c := t.b(bucketTimeouts).Cursor()
+	for k, _ := c.First(); k != nil && len(k) >= 8 && string(k[:8]) <= limit; k, _ = c.Next() {
+		if e, ok := parseTimeoutKey(k); ok {
+			due = append(due, e)
+		}
+	}
+	return due, nil
+}
+
+func (t boltTx) deleteTimeout(e timeoutEntry) error { return t.b(bucketTimeouts).Delete(e.key) }
+
+func (t boltTx) hold(jobID string, seq uint64, thing string) error {
+	return t.b(bucketHeld).Put(heldKey(jobID, seq, thing), nil)
+}
+
+func (t boltTx) heldJobs() ([]string, error) {
+	var ids []string
+	c := t.b(bucketHeld).Cursor()
+	for k, _ := c.First(); k != nil; {
+		id, _, _ := bytes.Cut(k, []byte{0})
+		ids = append(ids, string(id))
+		k, _ = c.Seek(append(append([]byte(nil), id...), 1)) // the next job's first key
+	}
+	return ids, nil
+}
+
+func (t boltTx) held(jobID string) ([]heldEntry, error) {
+	var out []heldEntry
+	for _, rest := range t.suffixes(bucketHeld, pairPrefix(jobID)) {
+		if h, ok := parseHeldSuffix([]byte(rest)); ok {
+			out = append(out, h)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].seq < out[j].seq })
+	return out, nil
+}
+
+func (t boltTx) release(jobID string, h heldEntry) error {
+	return t.b(bucketHeld).Delete(heldKey(jobID, h.seq, h.thing))
+}
+
+func (t boltTx) group(name string) (*ThingGroup, error) {
+	return get[ThingGroup](t.b(bucketGroups), nameKey(name))
+}
+func (t boltTx) putGroup(g *ThingGroup) error { return putJSON(t.b(bucketGroups), nameKey(g.Name), g) }
+func (t boltTx) deleteGroup(name string) error {
+	for _, thing := range t.suffixes(bucketMembers, pairPrefix(name)) {
+		if err := t.setMember(name, thing, false); err != nil {
+			return err
+		}
+	}
+	for _, jobID := range t.suffixes(bucketGroupJobs, pairPrefix(name)) {
+		if err := t.setContinuousJob(name, jobID, false); err != nil {
+			return err
+		}
+	}
+	return t.b(bucketGroups).Delete(nameKey(name))
+}
+func (t boltTx) forEachGroup(fn func(*ThingGroup) error) error {
+	return forEach(t.b(bucketGroups), fn)
+}
+func (t boltTx) groupThings(group string) ([]string, error) {
+	return t.suffixes(bucketMembers, pairPrefix(group)), nil
+}
+func (t boltTx) groupThingsAfter(group, after string, limit int) ([]string, error) {
+	prefix := pairPrefix(group)
+	var out []string
+	c := t.b(bucketMembers).Cursor()
+	k, _ := c.Seek(memberKey(group, after))
+	for ; k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, _ = c.Next() {
+		if name := string(k[len(prefix):]); name != after {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+func (t boltTx) thingGroups(thing string) ([]string, error) {
+	return t.suffixes(bucketMemberships, pairPrefix(thing)), nil
+}
+func (t boltTx) setMember(group, thing string, member bool) error {
+	if !member {
+		if err := t.b(bucketMembers).Delete(memberKey(group, thing)); err != nil {
+			return err
+		}
+		return t.b(bucketMemberships).Delete(membershipKey(thing, group))
+	}
+	if err := t.b(bucketMembers).Put(memberKey(group, thing), nil); err != nil {
+		return err
+	}
+	return t.b(bucketMemberships).Put(membershipKey(thing, group), nil)
+}
+func (t boltTx) continuousJobs(group string) ([]string, error) {
+	return t.suffixes(bucketGroupJobs, pairPrefix(group)), nil
+}
+func (t boltTx) setContinuousJob(group, jobID string, on bool) error {
+	if on {
+		return t.b(bucketGroupJobs).Put(groupJobKey(group, jobID), nil)
+	}
+	return t.b(bucketGroupJobs).Delete(groupJobKey(group, jobID))
+}
+
+func (t boltTx) record(kind, name string) ([]byte, error) {
+	v := t.b(bucketRecords).Get(pairKey(kind, name))
+	if v == nil {
+		return nil, nil
+	}
+	return bytes.Clone(v), nil
+}
+func (t boltTx) putRecord(kind, name string, body []byte) error {
+	return t.b(bucketRecords).Put(pairKey(kind, name), body)
+}
+func (t boltTx) deleteRecord(kind, name string) error {
+	return t.b(bucketRecords).Delete(pairKey(kind, name))
+}
+func (t boltTx) records(kind string) ([][]byte, error) {
+	var out [][]byte
+	c := t.b(bucketRecords).Cursor()
+	prefix := pairPrefix(kind)
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		out = append(out, bytes.Clone(v))
+	}
+	return out, nil
+}
+
+func (t boltTx) token(token string) (*TokenRecord, error) {
+	return get[TokenRecord](t.b(bucketTokens), nameKey(token))
+}
+func (t boltTx) putToken(token string, r TokenRecord) error {
+	return putJSON(t.b(bucketTokens), nameKey(token), r)
+}
+
+func (t boltTx) secret(name string, size int) ([]byte, error) {
+	b := t.b(bucketMeta)
+	if v := b.Get([]byte(name)); v != nil {
+		return append([]byte(nil), v...), nil
+	}
+	key := make([]byte, size)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	return key, b.Put([]byte(name), key)
+}

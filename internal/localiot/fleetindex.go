@@ -1,0 +1,738 @@
+package localiot
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/otaflow/otaflow/internal/fleetindex"
+	"github.com/otaflow/otaflow/internal/iotjobs"
+)
+
+// Fleet indexing, as AWS IoT serves it: UpdateIndexingConfiguration and
+// GetIndexingConfiguration, DescribeIndex and ListIndices, SearchIndex, and the aggregations
+// GetStatistics, GetPercentiles, GetCardinality and GetBucketsAggregation, with AWS's query
+// syntax (package fleetindex). The index is kept in memory, built from the store when indexing
+// is turned on (or the service starts with it on) and updated after every transaction that
+// touches a thing, its groups or its shadows. Only the AWS_Things index is served.
+
+// ThingsIndex is the name of the thing index.
+const ThingsIndex = "AWS_Things"
+
+// IndexingConfiguration is the thing index's configuration, as AWS's
+// ThingIndexingConfiguration (the members otaflow honours).
+type IndexingConfiguration struct {
+	ThingIndexingMode             string       `json:"thingIndexingMode"`
+	ThingConnectivityIndexingMode string       `json:"thingConnectivityIndexingMode,omitempty"`
+	NamedShadowIndexingMode       string       `json:"namedShadowIndexingMode,omitempty"`
+	DeviceDefenderIndexingMode    string       `json:"deviceDefenderIndexingMode,omitempty"`
+	ManagedFields                 []IndexField `json:"managedFields,omitempty"`
+	CustomFields                  []IndexField `json:"customFields,omitempty"`
+	Filter                        *IndexFilter `json:"filter,omitempty"`
+}
+
+// IndexField is a field and its type (Number, String, Boolean).
+type IndexField struct {
+	Name string `json:"name"`
+	Type string `json:"type,omitempty"`
+}
+
+// IndexFilter names the named shadows to index.
+type IndexFilter struct {
+	NamedShadowNames []string `json:"namedShadowNames,omitempty"`
+}
+
+// AWS's quota: at most 10 named shadows in the index's filter.
+const maxIndexedShadows = 10
+
+const indexConfigKind, indexConfigName = "indexing-config", "things"
+
+// managedFields are the fields AWS always indexes, with their types.
+var managedFields = []IndexField{
+	{"thingName", "String"}, {"thingId", "String"}, {"thingTypeName", "String"}, {"thingGroupNames", "String"},
+	{"registry.version", "Number"}, {"connectivity.connected", "Boolean"}, {"connectivity.timestamp", "Number"},
+}
+
+// fleetIndex is the service's index and its configuration.
+type fleetIndex struct {
+	mu  sync.RWMutex
+	cfg IndexingConfiguration
+	ix  *fleetindex.Index // nil while thing indexing is OFF
+	// replica names this process in change notices; stop ends the listener (PostgreSQL).
+	replica string
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+// configChanged is the change notice of the indexing configuration.
+const configChanged = "!config"
+
+// listenForChanges keeps the index current with what other replicas change: on PostgreSQL,
+// each replica tells the others which things a committed transaction touched (NOTIFY), and
+// each rereads them; after a lost connection, the index is rebuilt.
+func (s *Service) listenForChanges() {
+	pg, ok := s.raw.(*pgStore)
+	if !ok {
+		return
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	s.index.replica = hex.EncodeToString(b)
+	ctx, stop := context.WithCancel(context.Background())
+	s.index.stop, s.index.done = stop, make(chan struct{})
+	go func() {
+		defer close(s.index.done)
+		pg.listenThings(ctx, s.index.replica, func(names []string) {
+			if names == nil || slices.Contains(names, configChanged) {
+				if err := s.loadIndex(false); err != nil {
+					s.log.Warn().Err(err).Msg("fleet index: could not reload after another replica's change")
+				}
+				return
+			}
+			s.reindex(names)
+		})
+	}()
+}
+
+// stopListening ends the change listener.
+func (s *Service) stopListening() {
+	if s.index.stop != nil {
+		s.index.stop()
+		<-s.index.done
+	}
+}
+
+// announce tells the other replicas which things this one changed.
+func (s *Service) announce(names []string) {
+	pg, ok := s.raw.(*pgStore)
+	if !ok || len(names) == 0 {
+		return
+	}
+	if err := pg.notifyThings(s.index.replica, names); err != nil {
+		s.log.Warn().Err(err).Msg("fleet index: could not tell the other replicas what changed")
+	}
+}
+
+func (f *fleetIndex) current() (IndexingConfiguration, *fleetindex.Index) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.cfg, f.ix
+}
+
+// loadIndex reads the configuration and builds the index when it is on; on, the first time,
+// when on is set (Options.FleetIndexing).
+func (s *Service) loadIndex(on bool) error {
+	var cfg IndexingConfiguration
+	err := s.st.View(func(t Tx) error {
+		raw, err := t.record(indexConfigKind, indexConfigName)
+		if err != nil || raw == nil {
+			return err
+		}
+		return json.Unmarshal(raw, &cfg)
+	})
+	if err != nil {
+		return err
+	}
+	if cfg.ThingIndexingMode == "" {
+		cfg.ThingIndexingMode = "OFF"
+		if on {
+			cfg = HealthIndexing()
+		}
+	}
+	return s.applyIndexing(cfg)
+}
+
+// applyIndexing switches to cfg, building a new index from the store when it is on.
+func (s *Service) applyIndexing(cfg IndexingConfiguration) error {
+	var ix *fleetindex.Index
+	if cfg.ThingIndexingMode != "OFF" {
+		ix = fleetindex.New()
+		err := s.st.View(func(t Tx) error {
+			return t.forEachThing(func(th *Thing) error {
+				d, err := indexDoc(t, th, cfg)
+				if err == nil {
+					ix.Put(d)
+				}
+				return err
+			})
+		})
+		if err != nil {
+			return fmt.Errorf("build the fleet index: %w", err)
+		}
+	}
+	s.index.mu.Lock()
+	s.index.cfg, s.index.ix = cfg, ix
+	s.index.mu.Unlock()
+	return nil
+}
+
+// HealthIndexing is the configuration the health gates need: registry and the agents'
+// inventory and health shadows, with the health record's numbers as Number fields.
+func HealthIndexing() IndexingConfiguration {
+	cfg := IndexingConfiguration{ThingIndexingMode: "REGISTRY_AND_SHADOW", NamedShadowIndexingMode: "ON",
+		Filter: &IndexFilter{NamedShadowNames: []string{iotjobs.InventoryShadow, iotjobs.HealthShadow}}}
+	for _, f := range []string{"reportedAt", "updatedAt", "bootsSinceUpdate", "restarts", "healthChecks", "healthCheckFailures", "reconnects", "freeBytes"} {
+		cfg.CustomFields = append(cfg.CustomFields, IndexField{Name: "shadow.name.health.reported." + f, Type: "Number"})
+	}
+	return cfg
+}
+
+// Connectivity comes from the broker's lifecycle events, as on AWS IoT Core.
+const (
+	presencePrefix = "$aws/events/presence/"
+	presenceFilter = presencePrefix + "+/+"
+	presenceKind   = "presence"
+)
+
+type presenceEvent struct {
+	ClientID         string `json:"clientId"`
+	Timestamp        int64  `json:"timestamp"`
+	EventType        string `json:"eventType"`
+	DisconnectReason string `json:"disconnectReason,omitempty"`
+}
+
+// presence records a device's connection or disconnection, when the index keeps
+// connectivity (thingConnectivityIndexingMode STATUS); otherwise it costs nothing. The
+// record is written in the background: the MQTT router must not wait for the store.
+func (s *Service) presence(payload []byte) {
+	if cfg, ix := s.index.current(); ix == nil || cfg.ThingConnectivityIndexingMode != "STATUS" {
+		return
+	}
+	var ev presenceEvent
+	if json.Unmarshal(payload, &ev) != nil || ev.ClientID == "" || (ev.EventType != "connected" && ev.EventType != "disconnected") {
+		return
+	}
+	go func() {
+		err := s.st.Batch(func(t Tx) error {
+			th, err := t.thing(ev.ClientID)
+			if err != nil || th == nil {
+				return err // a client that is no thing has no connectivity to index
+			}
+			if raw, _ := t.record(presenceKind, ev.ClientID); raw != nil {
+				var last presenceEvent
+				if json.Unmarshal(raw, &last) == nil && last.Timestamp > ev.Timestamp {
+					return nil // events may arrive out of order
+				}
+			}
+			return t.putRecord(presenceKind, ev.ClientID, payload)
+		})
+		if err != nil {
+			s.log.Warn().Err(err).Str("thing", ev.ClientID).Msg("fleet index: could not record connectivity")
+		}
+	}()
+}
+
+// indexDoc is a thing as the index sees it under cfg.
+func indexDoc(t Tx, th *Thing, cfg IndexingConfiguration) (fleetindex.Doc, error) {
+	d := fleetindex.Doc{ThingName: th.Name, ThingID: th.ID, ThingTypeName: th.TypeName, Attributes: th.Attributes}
+	groups, err := t.thingGroups(th.Name)
+	if err != nil {
+		return d, err
+	}
+	d.Groups = groups
+	if cfg.ThingConnectivityIndexingMode == "STATUS" {
+		raw, err := t.record(presenceKind, th.Name)
+		if err != nil {
+			return d, err
+		}
+		var ev presenceEvent
+		if raw != nil && json.Unmarshal(raw, &ev) == nil {
+			connected := ev.EventType == "connected"
+			d.Connected, d.ConnectedAt = &connected, ev.Timestamp
+		}
+	}
+	if cfg.ThingIndexingMode == "REGISTRY_AND_SHADOW" && cfg.NamedShadowIndexingMode == "ON" && cfg.Filter != nil {
+		for _, name := range cfg.Filter.NamedShadowNames {
+			sh, err := shadowOf(t, th, name)
+			if err != nil {
+				return d, err
+			}
+			if sh == nil {
+				continue
+			}
+			if d.Shadows == nil {
+				d.Shadows = map[string]fleetindex.Shadow{}
+			}
+			d.Shadows[name] = fleetindex.Shadow{Reported: sh.Reported, Desired: sh.Desired, Version: sh.Version}
+		}
+	}
+	return d, nil
+}
+
+// reindex brings the index up to date for things a committed transaction touched.
+func (s *Service) reindex(things []string) {
+	cfg, ix := s.index.current()
+	if ix == nil || len(things) == 0 {
+		return
+	}
+	slices.Sort(things)
+	things = slices.Compact(things)
+	err := s.st.View(func(t Tx) error {
+		for _, name := range things {
+			th, err := t.thing(name)
+			if err != nil {
+				return err
+			}
+			if th == nil {
+				ix.Delete(name)
+				continue
+			}
+			d, err := indexDoc(t, th, cfg)
+			if err != nil {
+				return err
+			}
+			ix.Put(d)
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Warn().Err(err).Msg("fleet index: could not read changed things; they are indexed at the next change")
+	}
+}
+
+// indexingStore records which things each transaction touches, and reindexes them once it
+// has committed.
+type indexingStore struct {
+	Store
+	s *Service
+}
+
+type touchingTx struct {
+	Tx
+	touched *[]string
+}
+
+func (t touchingTx) putThing(th *Thing) error {
+	*t.touched = append(*t.touched, th.Name)
+	return t.Tx.putThing(th)
+}
+func (t touchingTx) deleteThing(name string) error {
+	*t.touched = append(*t.touched, name)
+	return t.Tx.deleteThing(name)
+}
+func (t touchingTx) setMember(group, thing string, member bool) error {
+	*t.touched = append(*t.touched, thing)
+	return t.Tx.setMember(group, thing, member)
+}
+func (t touchingTx) deleteGroup(name string) error {
+	members, err := t.Tx.groupThings(name)
+	if err != nil {
+		return err
+	}
+	*t.touched = append(*t.touched, members...)
+	return t.Tx.deleteGroup(name)
+}
+func (t touchingTx) putRecord(kind, name string, body []byte) error {
+	t.touchRecord(kind, name)
+	return t.Tx.putRecord(kind, name, body)
+}
+func (t touchingTx) deleteRecord(kind, name string) error {
+	t.touchRecord(kind, name)
+	return t.Tx.deleteRecord(kind, name)
+}
+
+// touchRecord notes the thing a record belongs to: its shadows and its presence.
+func (t touchingTx) touchRecord(kind, name string) {
+	if thing, ok := strings.CutPrefix(kind, "shadow/"); ok {
+		*t.touched = append(*t.touched, thing)
+	} else if kind == presenceKind {
+		*t.touched = append(*t.touched, name)
+	}
+}
+
+func (st indexingStore) run(do func(func(Tx) error) error, fn func(Tx) error) error {
+	var touched []string
+	err := do(func(t Tx) error {
+		touched = touched[:0]
+		return fn(touchingTx{Tx: t, touched: &touched})
+	})
+	if err == nil && len(touched) > 0 {
+		if _, ix := st.s.index.current(); ix != nil {
+			st.s.reindex(touched)
+			st.s.announce(touched)
+		}
+	}
+	return err
+}
+
+func (st indexingStore) Update(fn func(Tx) error) error { return st.run(st.Store.Update, fn) }
+
+// Batch may run fn more than once, and fns of several callers in one transaction: each
+// caller's touched things are its own.
+func (st indexingStore) Batch(fn func(Tx) error) error { return st.run(st.Store.Batch, fn) }
+
+// UpdateIndexingConfiguration validates and applies a thing indexing configuration.
+func (s *Service) UpdateIndexingConfiguration(cfg IndexingConfiguration) error {
+	switch cfg.ThingIndexingMode {
+	case "OFF", "REGISTRY", "REGISTRY_AND_SHADOW":
+	default:
+		return errorf(CodeInvalidRequest, "thingIndexingMode %q: use OFF, REGISTRY or REGISTRY_AND_SHADOW", cfg.ThingIndexingMode)
+	}
+	switch cfg.ThingConnectivityIndexingMode {
+	case "", "OFF", "STATUS":
+	default:
+		return errorf(CodeInvalidRequest, "thingConnectivityIndexingMode %q: use OFF or STATUS", cfg.ThingConnectivityIndexingMode)
+	}
+	switch cfg.NamedShadowIndexingMode {
+	case "", "OFF":
+	case "ON":
+		if cfg.ThingIndexingMode != "REGISTRY_AND_SHADOW" {
+			return errorf(CodeInvalidRequest, "namedShadowIndexingMode ON needs thingIndexingMode REGISTRY_AND_SHADOW")
+		}
+		if cfg.Filter == nil || len(cfg.Filter.NamedShadowNames) == 0 {
+			return errorf(CodeInvalidRequest, "namedShadowIndexingMode ON needs filter.namedShadowNames: the named shadows to index")
+		}
+	default:
+		return errorf(CodeInvalidRequest, "namedShadowIndexingMode %q: use OFF or ON", cfg.NamedShadowIndexingMode)
+	}
+	if cfg.Filter != nil {
+		if len(cfg.Filter.NamedShadowNames) > maxIndexedShadows {
+			return errorf(CodeInvalidRequest, "filter.namedShadowNames names %d shadows; at most %d may be indexed", len(cfg.Filter.NamedShadowNames), maxIndexedShadows)
+		}
+		for _, n := range cfg.Filter.NamedShadowNames {
+			if !shadowNameRE.MatchString(n) {
+				return errorf(CodeInvalidRequest, "filter.namedShadowNames: %q is not a shadow name", n)
+			}
+		}
+	}
+	for _, f := range cfg.CustomFields {
+		if f.Name == "" || (f.Type != "Number" && f.Type != "String" && f.Type != "Boolean") {
+			return errorf(CodeInvalidRequest, "customFields: %q of type %q: name a field, of type Number, String or Boolean", f.Name, f.Type)
+		}
+	}
+	if cfg.ThingIndexingMode == "OFF" {
+		cfg = IndexingConfiguration{ThingIndexingMode: "OFF"}
+	}
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	if err := s.st.Update(func(t Tx) error { return t.putRecord(indexConfigKind, indexConfigName, raw) }); err != nil {
+		return err
+	}
+	if err := s.applyIndexing(cfg); err != nil {
+		return err
+	}
+	s.announce([]string{configChanged})
+	return nil
+}
+
+// GetIndexingConfiguration returns the configuration, with the managed fields filled in.
+func (s *Service) GetIndexingConfiguration() IndexingConfiguration {
+	cfg, _ := s.index.current()
+	if cfg.ThingIndexingMode != "OFF" {
+		cfg.ManagedFields = managedFields
+	}
+	return cfg
+}
+
+// indexFor returns the index a query names, or AWS's errors.
+func (s *Service) indexFor(name string) (IndexingConfiguration, *fleetindex.Index, error) {
+	if name != "" && name != ThingsIndex {
+		if name == "AWS_ThingGroups" {
+			return IndexingConfiguration{}, nil, errorf(CodeInvalidRequest, "otaflow serves the thing index (%s) only, not %s", ThingsIndex, name)
+		}
+		return IndexingConfiguration{}, nil, errorf(CodeResourceNotFound, "index %s does not exist; the thing index is %s", name, ThingsIndex)
+	}
+	cfg, ix := s.index.current()
+	if ix == nil {
+		return cfg, nil, errorf(CodeResourceNotFound, "index %s does not exist: turn thing indexing on with UpdateIndexingConfiguration (aws iot update-indexing-configuration --thing-indexing-configuration thingIndexingMode=REGISTRY)", ThingsIndex)
+	}
+	return cfg, ix, nil
+}
+
+// CountIndex is how many things a query matches (for tests and tools).
+func (s *Service) CountIndex(query string) (int, error) {
+	_, ix, err := s.indexFor(ThingsIndex)
+	if err != nil {
+		return 0, err
+	}
+	n, err := parseQuery(query)
+	if err != nil {
+		return 0, err
+	}
+	return ix.Count(n), nil
+}
+
+// fieldType is the declared type of an aggregation field (managed or custom); "" when the
+// field is not indexed for aggregation.
+func fieldType(cfg IndexingConfiguration, field string) string {
+	for _, f := range slices.Concat(managedFields, cfg.CustomFields) {
+		if f.Name == field {
+			return f.Type
+		}
+	}
+	return ""
+}
+
+func parseQuery(q string) (fleetindex.Node, error) {
+	n, err := fleetindex.Parse(q)
+	if err != nil {
+		return nil, errorf(CodeInvalidQuery, "%v", err)
+	}
+	return n, nil
+}
+
+// --- REST ---
+
+type indexQuery struct {
+	IndexName              string          `json:"indexName"`
+	QueryString            string          `json:"queryString"`
+	NextToken              string          `json:"nextToken"`
+	MaxResults             int             `json:"maxResults"`
+	QueryVersion           string          `json:"queryVersion"`
+	AggregationField       string          `json:"aggregationField"`
+	Percents               []float64       `json:"percents"`
+	BucketsAggregationType *bucketsAggType `json:"bucketsAggregationType"`
+}
+
+type bucketsAggType struct {
+	TermsAggregation *struct {
+		MaxBuckets int `json:"maxBuckets"`
+	} `json:"termsAggregation"`
+}
+
+func (s *Service) readIndexQuery(r *http.Request) (indexQuery, IndexingConfiguration, *fleetindex.Index, fleetindex.Node, error) {
+	var q indexQuery
+	if err := readJSON(r, &q); err != nil {
+		return q, IndexingConfiguration{}, nil, nil, err
+	}
+	if q.QueryString == "" {
+		return q, IndexingConfiguration{}, nil, nil, errorf(CodeInvalidRequest, "queryString is required (* matches every thing)")
+	}
+	cfg, ix, err := s.indexFor(q.IndexName)
+	if err != nil {
+		return q, cfg, nil, nil, err
+	}
+	n, err := parseQuery(q.QueryString)
+	return q, cfg, ix, n, err
+}
+
+// aggregation is an aggregation request, read and checked: its query, its field (the
+// default when none is given) and the field's type.
+type aggregation struct {
+	q          indexQuery
+	ix         *fleetindex.Index
+	n          fleetindex.Node
+	field, typ string
+}
+
+func (s *Service) readAggregation(r *http.Request, defaultField string, numeric bool) (*aggregation, error) {
+	q, cfg, ix, n, err := s.readIndexQuery(r)
+	if err != nil {
+		return nil, err
+	}
+	field := cmp.Or(q.AggregationField, defaultField)
+	typ, err := aggregationField(cfg, field, numeric)
+	if err != nil {
+		return nil, err
+	}
+	return &aggregation{q: q, ix: ix, n: n, field: field, typ: typ}, nil
+}
+
+// aggregationField checks an aggregation's field: indexed (managed or custom) and, for
+// numeric aggregations, a Number.
+func aggregationField(cfg IndexingConfiguration, field string, numeric bool) (string, error) {
+	if field == "" {
+		return "", errorf(CodeInvalidAggregation, "aggregationField is required")
+	}
+	typ := fieldType(cfg, field)
+	if typ == "" {
+		return "", errorf(CodeInvalidAggregation, "%s is not an indexed field: add it to customFields (update-indexing-configuration) with its type", field)
+	}
+	if numeric && typ != "Number" {
+		return "", errorf(CodeInvalidAggregation, "%s is a %s field; this aggregation needs a Number field", field, typ)
+	}
+	return typ, nil
+}
+
+func (s *Service) handleSearchIndex(w http.ResponseWriter, r *http.Request) {
+	q, cfg, ix, n, err := s.readIndexQuery(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	max := q.MaxResults
+	if max == 0 {
+		max = 500
+	}
+	if max < 1 || max > 500 {
+		writeError(w, errorf(CodeInvalidRequest, "maxResults must be from 1 to 500"))
+		return
+	}
+	docs, more := ix.Search(n, q.NextToken, max)
+	things := make([]map[string]any, 0, len(docs))
+	for _, d := range docs {
+		things = append(things, thingDocument(cfg, d))
+	}
+	out := map[string]any{"things": things, "thingGroups": []any{}}
+	if more && len(docs) > 0 {
+		out["nextToken"] = docs[len(docs)-1].ThingName
+	}
+	writeJSON(w, out)
+}
+
+// thingDocument is AWS's ThingDocument for d.
+func thingDocument(cfg IndexingConfiguration, d fleetindex.Doc) map[string]any {
+	doc := map[string]any{"thingName": d.ThingName, "thingId": d.ThingID, "attributes": d.Attributes, "thingGroupNames": d.Groups}
+	if d.Attributes == nil {
+		doc["attributes"] = map[string]string{}
+	}
+	if d.Groups == nil {
+		doc["thingGroupNames"] = []string{}
+	}
+	if d.ThingTypeName != "" {
+		doc["thingTypeName"] = d.ThingTypeName
+	}
+	if len(d.Shadows) > 0 {
+		named := map[string]any{}
+		for name, sh := range d.Shadows {
+			named[name] = map[string]any{"reported": sh.Reported, "desired": sh.Desired, "version": sh.Version}
+		}
+		raw, _ := json.Marshal(map[string]any{"name": named})
+		doc["shadow"] = string(raw)
+	}
+	if cfg.ThingConnectivityIndexingMode == "STATUS" && d.Connected != nil {
+		doc["connectivity"] = map[string]any{"connected": *d.Connected, "timestamp": d.ConnectedAt}
+	}
+	return doc
+}
+
+func (s *Service) handleGetStatistics(w http.ResponseWriter, r *http.Request) {
+	a, err := s.readAggregation(r, "thingName", false) // no field: AWS counts the things
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	st := a.ix.Stats(a.n, a.field, a.typ == "Number")
+	out := map[string]any{"count": st.Count}
+	if st.Numeric {
+		for k, v := range map[string]float64{"average": st.Average, "sum": st.Sum, "minimum": st.Minimum, "maximum": st.Maximum,
+			"sumOfSquares": st.SumOfSquares, "variance": st.Variance, "stdDeviation": st.StdDeviation} {
+			out[k] = v
+		}
+	}
+	writeJSON(w, map[string]any{"statistics": out})
+}
+
+func (s *Service) handleGetPercentiles(w http.ResponseWriter, r *http.Request) {
+	a, err := s.readAggregation(r, "", true)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	percents := a.q.Percents
+	if len(percents) == 0 {
+		percents = []float64{1, 5, 25, 50, 75, 95, 99} // AWS's default
+	}
+	for _, p := range percents {
+		if p < 0 || p > 100 {
+			writeError(w, errorf(CodeInvalidRequest, "percents must be from 0 to 100, not %v", p))
+			return
+		}
+	}
+	vals := a.ix.Percentiles(a.n, a.field, percents)
+	out := []map[string]any{}
+	for _, p := range percents {
+		if v, ok := vals[p]; ok {
+			out = append(out, map[string]any{"percent": p, "value": v})
+		}
+	}
+	writeJSON(w, map[string]any{"percentiles": out})
+}
+
+func (s *Service) handleGetCardinality(w http.ResponseWriter, r *http.Request) {
+	a, err := s.readAggregation(r, "thingName", false)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, map[string]any{"cardinality": a.ix.Cardinality(a.n, a.field)})
+}
+
+func (s *Service) handleGetBucketsAggregation(w http.ResponseWriter, r *http.Request) {
+	a, err := s.readAggregation(r, "", false)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	q := a.q
+	if q.BucketsAggregationType == nil || q.BucketsAggregationType.TermsAggregation == nil {
+		writeError(w, errorf(CodeInvalidRequest, "bucketsAggregationType.termsAggregation is required"))
+		return
+	}
+	max := q.BucketsAggregationType.TermsAggregation.MaxBuckets
+	if max == 0 {
+		max = 10
+	}
+	if max < 1 || max > 10000 {
+		writeError(w, errorf(CodeInvalidRequest, "maxBuckets must be from 1 to 10000"))
+		return
+	}
+	buckets := a.ix.Buckets(a.n, a.field, max)
+	out := make([]map[string]any, len(buckets))
+	for i, b := range buckets {
+		out[i] = map[string]any{"keyValue": b.Key, "count": b.Count}
+	}
+	writeJSON(w, map[string]any{"totalCount": a.ix.Count(a.n), "buckets": out})
+}
+
+func (s *Service) handleUpdateIndexingConfiguration(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Thing *IndexingConfiguration `json:"thingIndexingConfiguration"`
+		Group *struct {
+			Mode string `json:"thingGroupIndexingMode"`
+		} `json:"thingGroupIndexingConfiguration"`
+	}
+	if err := readJSON(r, &body); err != nil {
+		writeError(w, err)
+		return
+	}
+	if body.Group != nil && body.Group.Mode != "OFF" {
+		writeError(w, errorf(CodeInvalidRequest, "otaflow indexes things only: thingGroupIndexingMode must be OFF"))
+		return
+	}
+	if body.Thing != nil {
+		if err := s.UpdateIndexingConfiguration(*body.Thing); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	writeJSON(w, map[string]any{})
+}
+
+func (s *Service) handleGetIndexingConfiguration(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, map[string]any{"thingIndexingConfiguration": s.GetIndexingConfiguration(),
+		"thingGroupIndexingConfiguration": map[string]any{"thingGroupIndexingMode": "OFF"}})
+}
+
+func (s *Service) handleDescribeIndex(w http.ResponseWriter, r *http.Request) {
+	cfg, _, err := s.indexFor(r.PathValue("indexName"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	schema := "REGISTRY"
+	if cfg.ThingIndexingMode == "REGISTRY_AND_SHADOW" {
+		schema = "REGISTRY_AND_SHADOW"
+	}
+	if cfg.ThingConnectivityIndexingMode == "STATUS" {
+		schema += "_AND_CONNECTIVITY_STATUS"
+	}
+	writeJSON(w, map[string]any{"indexName": ThingsIndex, "indexStatus": "ACTIVE", "schema": schema})
+}
+
+func (s *Service) handleListIndices(w http.ResponseWriter, r *http.Request) {
+	names := []string{}
+	if _, ix := s.index.current(); ix != nil {
+		names = append(names, ThingsIndex)
+	}
+	writeJSON(w, map[string]any{"indexNames": names})
+}

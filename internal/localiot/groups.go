@@ -1,0 +1,308 @@
+package localiot
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/otaflow/otaflow/internal/arn"
+)
+
+// ThingGroupArn is the ARN of a thing group.
+func (s *Service) ThingGroupArn(name string) string {
+	return arn.IoT(s.region, s.account, arn.TypeThingGroup, name)
+}
+
+// CreateThingGroup creates a static thing group, optionally inside a parent group.
+func (s *Service) CreateThingGroup(name, parent string) (*ThingGroup, error) {
+	if !thingNameRE.MatchString(name) {
+		return nil, errorf(CodeInvalidRequest, "thing group name %q is invalid: use 1-128 characters from a-z A-Z 0-9 : _ -", name)
+	}
+	var out *ThingGroup
+	err := s.st.Update(func(t Tx) error {
+		existing, err := t.group(name)
+		if err != nil {
+			return err
+		}
+		if existing != nil {
+			if existing.Parent != parent {
+				return errorf(CodeAlreadyExists, "thing group %s already exists with parent %q", name, existing.Parent)
+			}
+			out = existing
+			return nil
+		}
+		if parent != "" {
+			p, err := t.group(parent)
+			if err != nil {
+				return err
+			}
+			if p == nil {
+				return errorf(CodeInvalidRequest, "parent thing group %s does not exist; create it first", parent)
+			}
+		}
+		seq, err := t.nextID("group")
+		if err != nil {
+			return err
+		}
+		out = &ThingGroup{Name: name, Arn: s.ThingGroupArn(name), ID: fmt.Sprintf("g%015x", seq), Parent: parent, CreatedAt: s.clock(), Version: 1}
+		return t.putGroup(out)
+	})
+	return out, err
+}
+
+// DescribeThingGroup returns a thing group.
+func (s *Service) DescribeThingGroup(name string) (*ThingGroup, error) {
+	return viewOne(s, func(t Tx) (*ThingGroup, error) { return t.group(name) }, errorf(CodeResourceNotFound, "thing group %s does not exist", name))
+}
+
+// ancestors returns the group and every group above it.
+func ancestors(t Tx, name string) ([]string, error) {
+	var out []string
+	for name != "" && !slices.Contains(out, name) {
+		out = append(out, name)
+		g, err := t.group(name)
+		if err != nil || g == nil {
+			return out, err
+		}
+		name = g.Parent
+	}
+	return out, nil
+}
+
+// members returns a group's things, and with recursive those of every group below it.
+func members(t Tx, group string, recursive bool) ([]string, error) {
+	things, err := t.groupThings(group)
+	if err != nil || !recursive {
+		return things, err
+	}
+	children := map[string][]string{}
+	if err := t.forEachGroup(func(g *ThingGroup) error {
+		children[g.Parent] = append(children[g.Parent], g.Name)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	have := make(map[string]bool, len(things)) // a thing in two groups of the tree counts once
+	for _, th := range things {
+		have[th] = true
+	}
+	seen := map[string]bool{group: true}
+	queue := []string{group}
+	for len(queue) > 0 {
+		g := queue[0]
+		queue = queue[1:]
+		for _, child := range children[g] {
+			if seen[child] {
+				continue
+			}
+			seen[child] = true
+			queue = append(queue, child)
+			more, err := t.groupThings(child)
+			if err != nil {
+				return nil, err
+			}
+			for _, th := range more {
+				if !have[th] {
+					have[th] = true
+					things = append(things, th)
+				}
+			}
+		}
+	}
+	slices.Sort(things)
+	return things, nil
+}
+
+// DeleteThingGroup deletes a group; its things leave it. A group with child groups is refused
+// (delete those first), as on AWS. Deleting a group that does not exist succeeds.
+func (s *Service) DeleteThingGroup(name string) error {
+	return s.st.Update(func(t Tx) error {
+		g, err := t.group(name)
+		if err != nil || g == nil {
+			return err
+		}
+		var children []string
+		if err := t.forEachGroup(func(c *ThingGroup) error {
+			if c.Parent == name {
+				children = append(children, c.Name)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if len(children) > 0 {
+			return errorf(CodeInvalidRequest, "thing group %s has child groups (%s): delete them first", name, strings.Join(children, ", "))
+		}
+		return t.deleteGroup(name)
+	})
+}
+
+// AddThingToThingGroup adds a thing to a group. Every IN_PROGRESS CONTINUOUS job that targets
+// the group (or a group above it) queues an execution for the thing.
+func (s *Service) AddThingToThingGroup(group, thing string) error {
+	return s.changeMembership(group, thing, true, func(t Tx, jobID string, now time.Time) (bool, error) {
+		j, err := t.job(jobID)
+		if err != nil || j == nil || j.Status != JobInProgress {
+			return false, err
+		}
+		existing, err := t.execution(jobID, thing)
+		if err != nil || (existing != nil && existing.Status != ExecRemoved) {
+			return false, err
+		}
+		held, err := s.queueExecution(t, j, thing, now)
+		if err != nil {
+			return false, err
+		}
+		return !held, t.putJob(j)
+	})
+}
+
+// RemoveThingFromThingGroup removes a thing from a group. Its QUEUED executions of CONTINUOUS
+// jobs that reached it through that group become REMOVED.
+func (s *Service) RemoveThingFromThingGroup(group, thing string) error {
+	return s.changeMembership(group, thing, false, func(t Tx, jobID string, now time.Time) (bool, error) {
+		e, err := t.execution(jobID, thing)
+		if err != nil || e == nil || e.Status != ExecQueued {
+			return false, err
+		}
+		j, err := t.job(jobID)
+		if err != nil {
+			return false, err
+		}
+		return true, s.setStatus(t, j, e, ExecRemoved, nil, now)
+	})
+}
+
+// changeMembership adds (join) or removes a thing's membership of a group, then calls apply
+// for every CONTINUOUS job that targets the group or a group above it; apply reports whether
+// the thing's queue changed, so it is notified once the change is durable.
+func (s *Service) changeMembership(group, thing string, join bool, apply func(t Tx, jobID string, now time.Time) (bool, error)) error {
+	changed := false
+	// Batched: a rollout adds a wave's devices to its group many at a time, and one fsync
+	// then serves many memberships.
+	err := s.st.Batch(func(t Tx) error {
+		changed = false // a batch may run this again
+		if err := s.requireGroupAndThing(t, group, thing); err != nil {
+			return err
+		}
+		if join {
+			if err := s.checkJoin(t, group, thing); err != nil {
+				return err
+			}
+		}
+		if err := t.setMember(group, thing, join); err != nil {
+			return err
+		}
+		groups, err := ancestors(t, group)
+		if err != nil {
+			return err
+		}
+		now := s.clock()
+		for _, g := range groups {
+			jobIDs, err := t.continuousJobs(g)
+			if err != nil {
+				return err
+			}
+			for _, jobID := range jobIDs {
+				c, err := apply(t, jobID, now)
+				if err != nil {
+					return err
+				}
+				changed = changed || c
+			}
+		}
+		return nil
+	})
+	if err == nil && changed {
+		s.queueChanged([]string{thing})
+	}
+	return err
+}
+
+func (s *Service) requireGroupAndThing(t Tx, group, thing string) error {
+	g, err := t.group(group)
+	if err != nil {
+		return err
+	}
+	if g == nil {
+		return errorf(CodeResourceNotFound, "thing group %s does not exist", group)
+	}
+	th, err := t.thing(thing)
+	if err != nil {
+		return err
+	}
+	if th == nil {
+		return errorf(CodeResourceNotFound, "thing %s does not exist", thing)
+	}
+	return nil
+}
+
+// ListThingsInThingGroup pages through a group's things in name order.
+func (s *Service) ListThingsInThingGroup(group string, recursive bool, max int, token string) ([]string, string, error) {
+	var all []string
+	err := s.st.View(func(t Tx) error {
+		g, err := t.group(group)
+		if err != nil {
+			return err
+		}
+		if g == nil {
+			return errorf(CodeResourceNotFound, "thing group %s does not exist", group)
+		}
+		if recursive { // a group without child groups lists the same either way
+			hasChildren := false
+			if err := t.forEachGroup(func(c *ThingGroup) error {
+				hasChildren = hasChildren || c.Parent == group
+				return nil
+			}); err != nil {
+				return err
+			}
+			recursive = hasChildren
+		}
+		if !recursive {
+			// One page from the index: paging through a million members reads each once,
+			// where collecting them all for every page made the walk quadratic.
+			all, err = t.groupThingsAfter(group, token, pageSize(max)+1)
+			return err
+		}
+		all, err = members(t, group, recursive)
+		return err
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	if !recursive {
+		if n := pageSize(max); len(all) > n {
+			return all[:n], all[n-1], nil
+		}
+		return all, "", nil
+	}
+	page, next := pageStrings(all, max, token)
+	return page, next, nil
+}
+
+// pageSize is a list call's page size: maxResults, at most 250 (AWS's limit).
+func pageSize(max int) int {
+	if max <= 0 || max > 250 {
+		return 250
+	}
+	return max
+}
+
+// pageStrings cuts a sorted list into a page after token.
+func pageStrings(all []string, max int, token string) ([]string, string) {
+	max = pageSize(max)
+	start := 0
+	if token != "" {
+		start, _ = slices.BinarySearch(all, token)
+		if start < len(all) && all[start] == token {
+			start++
+		}
+	}
+	end := min(start+max, len(all))
+	page := all[start:end]
+	if end < len(all) {
+		return page, page[len(page)-1]
+	}
+	return page, ""
+}

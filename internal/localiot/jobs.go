@@ -1,0 +1,432 @@
+package localiot
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/otaflow/otaflow/internal/arn"
+)
+
+// Jobs: creation (targets resolved and one execution queued per thing), description,
+// cancellation, deletion and listing.
+
+// CreateJobInput is what CreateJob needs.
+type CreateJobInput struct {
+	JobID           string
+	Document        string
+	Description     string
+	Targets         []string
+	TargetSelection string
+	// InProgressTimeoutMinutes times out executions that stay IN_PROGRESS longer.
+	InProgressTimeoutMinutes int64
+	Retry                    []RetryCriteria
+	Presign                  *PresignConfig
+	// MaxPerMinute limits executions released per minute (0: no limit).
+	MaxPerMinute int
+	// Exponential is jobExecutionsRolloutConfig.exponentialRate (rate.go).
+	Exponential *ExponentialRate
+	// Abort is abortConfig.criteriaList (abort.go).
+	Abort []AbortCriteria
+	// Scheduling is schedulingConfig (schedule.go).
+	Scheduling *Scheduling
+}
+
+// CreateJob creates a job and queues one execution per target thing (the members of target
+// groups included). Nothing is written if any part of the request is invalid.
+func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
+	if !jobIDRE.MatchString(in.JobID) {
+		return nil, errorf(CodeInvalidRequest, "job ID %q is invalid: use 1-64 characters from a-z A-Z 0-9 _ -", in.JobID)
+	}
+	if err := s.checkTargets(in.Targets); err != nil {
+		return nil, err
+	}
+	if in.Document == "" {
+		return nil, errorf(CodeInvalidRequest, "job %s has no document", in.JobID)
+	}
+	if len(in.Document) > MaxDocumentBytes {
+		return nil, errorf(CodeInvalidRequest, "job document is %d bytes; the limit is %d", len(in.Document), MaxDocumentBytes)
+	}
+	if !json.Valid([]byte(in.Document)) {
+		return nil, errorf(CodeInvalidRequest, "job document is not valid JSON")
+	}
+	if len(in.Targets) == 0 {
+		return nil, errorf(CodeInvalidRequest, "job %s has no targets", in.JobID)
+	}
+	switch in.TargetSelection {
+	case "":
+		in.TargetSelection = "SNAPSHOT"
+	case "SNAPSHOT", "CONTINUOUS":
+	default:
+		return nil, errorf(CodeInvalidRequest, "targetSelection %q is invalid: use SNAPSHOT or CONTINUOUS", in.TargetSelection)
+	}
+	if in.InProgressTimeoutMinutes < 0 || in.InProgressTimeoutMinutes > 10080 {
+		return nil, errorf(CodeInvalidRequest, "timeoutConfig.inProgressTimeoutInMinutes must be from 1 to 10080")
+	}
+	for _, c := range in.Retry {
+		if c.FailureType != "FAILED" && c.FailureType != "TIMED_OUT" && c.FailureType != "ALL" {
+			return nil, errorf(CodeInvalidRequest, "retry failureType %q is invalid: use FAILED, TIMED_OUT or ALL", c.FailureType)
+		}
+		if c.NumberOfRetries < 0 || c.NumberOfRetries > 10 {
+			return nil, errorf(CodeInvalidRequest, "retry numberOfRetries must be from 0 to 10")
+		}
+	}
+	if err := checkAbort(in.Abort); err != nil {
+		return nil, err
+	}
+	if err := checkExponentialRate(in.Exponential); err != nil {
+		return nil, err
+	}
+	if in.MaxPerMinute < 0 || in.MaxPerMinute > 1000 {
+		return nil, errorf(CodeInvalidRequest, "jobExecutionsRolloutConfig.maximumPerMinute must be from 1 to 1000")
+	}
+	if in.Presign != nil {
+		if in.Presign.ExpiresInSec == 0 {
+			in.Presign.ExpiresInSec = 3600
+		}
+		if in.Presign.ExpiresInSec < 60 || in.Presign.ExpiresInSec > 3600 {
+			return nil, errorf(CodeInvalidRequest, "presignedUrlConfig.expiresInSec must be from 60 to 3600")
+		}
+	}
+	now := s.clock()
+	if in.Scheduling != nil {
+		if err := s.checkScheduling(in.Scheduling, now); err != nil {
+			return nil, err
+		}
+	}
+	things, groups, err := s.splitTargets(in.Targets)
+	if err != nil {
+		return nil, err
+	}
+	if in.TargetSelection == "CONTINUOUS" && len(groups) == 0 {
+		return nil, errorf(CodeInvalidRequest, "a CONTINUOUS job must target at least one thing group")
+	}
+	var job *Job
+	var queued []string
+	err = s.st.Update(func(t Tx) error {
+		existing, err := t.job(in.JobID)
+		if err != nil {
+			return err
+		}
+		if existing != nil {
+			return errorf(CodeAlreadyExists, "job %s already exists", in.JobID)
+		}
+		var missing []string
+		for _, name := range things {
+			th, err := t.thing(name)
+			if err != nil {
+				return err
+			}
+			if th == nil {
+				missing = append(missing, name)
+			}
+		}
+		if len(missing) > 0 {
+			return errorf(CodeInvalidRequest, "target thing(s) %s do not exist; register them first (CreateThing)", strings.Join(missing, ", "))
+		}
+		for _, g := range groups {
+			grp, err := t.group(g)
+			if err != nil {
+				return err
+			}
+			if grp == nil {
+				return errorf(CodeInvalidRequest, "target thing group %s does not exist", g)
+			}
+		}
+		job = &Job{
+			ID: in.JobID, Arn: s.JobArn(in.JobID), Document: in.Document, Description: in.Description,
+			Targets: in.Targets, TargetSelection: in.TargetSelection, Status: JobInProgress,
+			CreatedAt: now, LastUpdatedAt: now, TargetGroups: groups,
+			InProgressTimeout: time.Duration(in.InProgressTimeoutMinutes) * time.Minute,
+			Retry:             in.Retry, Presign: in.Presign, MaxPerMinute: in.MaxPerMinute, RateWindow: now,
+			Abort: in.Abort, Scheduling: in.Scheduling, Exponential: in.Exponential,
+		}
+		if job.TargetSelection == "CONTINUOUS" {
+			for _, g := range groups {
+				if err := t.setContinuousJob(g, job.ID, true); err != nil {
+					return err
+				}
+			}
+		}
+		if sc := job.Scheduling; sc != nil && (sc.Start.After(now) || !sc.End.IsZero()) {
+			if err := putRecord(t, recordJobSchedule, job.ID, job.ID); err != nil {
+				return err
+			}
+		}
+		if err := t.putJobTargets(job.ID, job.Targets); err != nil {
+			return err
+		}
+		if sc := job.Scheduling; sc != nil && sc.Start.After(now) {
+			// Rolled out at the start (sweepSchedules), to the groups' members as of then.
+			job.Status = JobScheduled
+			return t.putJob(job)
+		}
+		all, err := resolveGroups(t, things, groups)
+		if err != nil {
+			return err
+		}
+		if queued, err = s.rollOut(t, job, all, now); err != nil {
+			return err
+		}
+		return t.putJob(job)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info().Str("job", job.ID).Int("things", len(queued)).Str("targetSelection", job.TargetSelection).Msg("job created")
+	s.queueChanged(queued)
+	return job, nil
+}
+
+// splitTargets parses a job's target ARNs into thing names and thing group names.
+func (s *Service) splitTargets(targets []string) (things, groups []string, err error) {
+	for _, target := range targets {
+		kind, name, err := s.parseTarget(target)
+		if err != nil {
+			return nil, nil, err
+		}
+		list := &things
+		if kind == "thinggroup" {
+			list = &groups
+		}
+		if !slices.Contains(*list, name) {
+			*list = append(*list, name)
+		}
+	}
+	return things, groups, nil
+}
+
+// resolveGroups is things and the members of groups (and of their descendants), each once.
+func resolveGroups(t Tx, things, groups []string) ([]string, error) {
+	all := slices.Clone(things)
+	for _, g := range groups {
+		ms, err := members(t, g, true)
+		if err != nil {
+			return nil, err
+		}
+		for _, th := range ms {
+			if !slices.Contains(all, th) {
+				all = append(all, th)
+			}
+		}
+	}
+	return all, nil
+}
+
+// rollOut queues one execution of j per thing (the caller writes j) and returns the things
+// offered the job now, not held for the rate limit or a maintenance window. A SNAPSHOT job with
+// nothing to roll out (its groups are empty) is complete at once.
+func (s *Service) rollOut(t Tx, j *Job, things []string, now time.Time) ([]string, error) {
+	var offered []string
+	for _, name := range things {
+		held, err := s.queueExecution(t, j, name, now)
+		if err != nil {
+			return nil, err
+		}
+		if !held {
+			offered = append(offered, name)
+		}
+	}
+	if len(things) == 0 && j.TargetSelection == "SNAPSHOT" {
+		j.Status, j.CompletedAt = JobCompleted, now
+	}
+	return offered, nil
+}
+
+// queueExecution queues a new execution of j on thing (the caller writes j) and says whether
+// it is held.
+func (s *Service) queueExecution(t Tx, j *Job, thing string, now time.Time) (bool, error) {
+	seq, err := t.nextQueueSeq()
+	if err != nil {
+		return false, err
+	}
+	e := &Execution{JobID: j.ID, ThingName: thing, Status: ExecQueued, QueuedAt: now, LastUpdatedAt: now,
+		VersionNumber: 1, ExecutionNumber: 1, Seq: seq}
+	if old, err := t.execution(j.ID, thing); err != nil {
+		return false, err
+	} else if old != nil {
+		// A thing that left and rejoined a CONTINUOUS job's group gets a fresh execution.
+		j.Counts.add(old.Status, -1)
+		e.ExecutionNumber = old.ExecutionNumber + 1
+		e.Previous = append(old.Previous, archive(old))
+	}
+	j.Counts.add(ExecQueued, 1)
+	j.LastUpdatedAt = now
+	if j.holds(now) {
+		e.Held = true
+		if err := t.hold(j.ID, seq, thing); err != nil {
+			return false, err
+		}
+	} else {
+		j.offered()
+	}
+	return e.Held, t.putExecution(e)
+}
+
+// retriesFor is how many retries the job allows after an execution ends in status.
+func (j *Job) retriesFor(status ExecutionStatus) int {
+	n := 0
+	for _, c := range j.Retry {
+		if c.FailureType == "ALL" || c.FailureType == string(status) {
+			n = max(n, c.NumberOfRetries)
+		}
+	}
+	return n
+}
+
+// parseTarget accepts a thing or thing-group ARN of this region, or a bare thing name.
+func (s *Service) parseTarget(target string) (kind, name string, err error) {
+	t, err := arn.ParseTarget(target)
+	if err != nil {
+		return "", "", errorf(CodeInvalidRequest, "%v", err)
+	}
+	if t.ARN.Region != "" && t.ARN.Region != s.region {
+		return "", "", errorf(CodeInvalidRequest, "target %q is in region %s; this service serves %s", target, t.ARN.Region, s.region)
+	}
+	if t.ARN.Account != "" && t.ARN.Account != s.account {
+		return "", "", errorf(CodeInvalidRequest, "target %q belongs to account %s; this service is account %s (a job reaches only its own account's things)", target, t.ARN.Account, s.account)
+	}
+	if !thingNameRE.MatchString(t.Name) {
+		return "", "", errorf(CodeInvalidRequest, "target %q names no valid thing or thing group (letters, digits, _ - :, at most 128)", target)
+	}
+	return t.Type, t.Name, nil
+}
+
+// DescribeJob returns a job with its counters.
+func (s *Service) DescribeJob(id string) (*Job, error) {
+	return viewOne(s, func(t Tx) (*Job, error) { return t.jobWithTargets(id) }, errorf(CodeResourceNotFound, "job %s does not exist", id))
+}
+
+// jobWithoutTargets is DescribeJob without the target list, for a device's view of a job: the
+// list can be 10,000 ARNs long, and decoding it for every device made a wave quadratic.
+func (s *Service) jobWithoutTargets(id string) (*Job, error) {
+	return viewOne(s, func(t Tx) (*Job, error) { return t.job(id) }, errorf(CodeResourceNotFound, "job %s does not exist", id))
+}
+
+// CancelJob cancels a job: QUEUED executions become CANCELED, and IN_PROGRESS ones too when
+// force is set. Cancelling a cancelled job again is allowed (it may add force).
+func (s *Service) CancelJob(jobID string, force bool, comment, reasonCode string) (*Job, error) {
+	var job *Job
+	var changed []string
+	err := s.st.Update(func(t Tx) error {
+		j, err := mustJob(t, jobID)
+		if err != nil {
+			return err
+		}
+		if j.Status == JobCompleted {
+			return errorf(CodeInvalidRequest, "job %s is already COMPLETED and cannot be canceled", jobID)
+		}
+		if j.Status == JobCanceled && (!force || j.ForceCanceled) {
+			job = j
+			return nil
+		}
+		changed, err = s.cancelInTx(t, j, force, comment, reasonCode, s.clock())
+		job = j
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info().Str("job", jobID).Bool("force", force).Int("canceled", len(changed)).Msg("job canceled")
+	s.queueChanged(changed)
+	return job, nil
+}
+
+// cancelInTx cancels j within t: its QUEUED executions, and its IN_PROGRESS ones when force
+// is set, become CANCELED. It returns the things whose queue changed. CancelJob, an abort
+// (abort.go) and a scheduled end (schedule.go) share it.
+func (s *Service) cancelInTx(t Tx, j *Job, force bool, comment, reasonCode string, now time.Time) ([]string, error) {
+	var toCancel []*Execution
+	err := t.jobExecutions(j.ID, func(e *Execution) error {
+		if e.Status == ExecQueued || (force && e.Status == ExecInProgress) {
+			toCancel = append(toCancel, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The job is CANCELED before its executions are, so that no retry queues them again.
+	j.Status = JobCanceled
+	j.ForceCanceled = j.ForceCanceled || force
+	j.Comment, j.ReasonCode = comment, reasonCode
+	j.LastUpdatedAt = now
+	var changed []string
+	for _, e := range toCancel {
+		e.ForceCanceled = e.Status == ExecInProgress
+		if err := s.setStatus(t, j, e, ExecCanceled, nil, now); err != nil {
+			return nil, err
+		}
+		changed = append(changed, e.ThingName)
+	}
+	return changed, t.putJob(j)
+}
+
+// DeleteJob deletes a job and its executions. A job still IN_PROGRESS needs force.
+func (s *Service) DeleteJob(jobID string, force bool) error {
+	var things []string
+	err := s.st.Update(func(t Tx) error {
+		j, err := mustJob(t, jobID)
+		if err != nil {
+			return err
+		}
+		if j.Status == JobInProgress && !force {
+			return errorf(CodeInvalidStateTransition, "job %s is IN_PROGRESS; cancel it first or delete with force", jobID)
+		}
+		var execs []*Execution
+		if err := t.jobExecutions(jobID, func(e *Execution) error { execs = append(execs, e); return nil }); err != nil {
+			return err
+		}
+		for _, e := range execs {
+			if err := t.deleteExecution(e); err != nil {
+				return err
+			}
+			if !e.Status.Terminal() {
+				things = append(things, e.ThingName)
+			}
+		}
+		for _, g := range j.TargetGroups {
+			if err := t.setContinuousJob(g, jobID, false); err != nil {
+				return err
+			}
+		}
+		return t.deleteJob(jobID)
+	})
+	if err == nil {
+		s.queueChanged(things)
+	}
+	return err
+}
+
+// ListJobs pages through jobs in ID order, filtered by status, target selection and group.
+func (s *Service) ListJobs(status JobStatus, selection, group string, max int, token string) ([]*Job, string, error) {
+	var out []*Job
+	var ids []string
+	err := s.st.View(func(t Tx) error {
+		return t.forEachJob(func(j *Job) error {
+			if (status != "" && j.Status != status) || (selection != "" && j.TargetSelection != selection) {
+				return nil
+			}
+			if group != "" && !slices.Contains(j.TargetGroups, group) {
+				return nil
+			}
+			ids = append(ids, j.ID)
+			out = append(out, j)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	page, next := pageStrings(ids, max, token)
+	byID := map[string]*Job{}
+	for _, j := range out {
+		byID[j.ID] = j
+	}
+	jobs := make([]*Job, 0, len(page))
+	for _, id := range page {
+		jobs = append(jobs, byID[id])
+	}
+	return jobs, next, nil
+}

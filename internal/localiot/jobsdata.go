@@ -1,0 +1,155 @@
+package localiot
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/otaflow/otaflow/internal/iotjobs"
+)
+
+// The Jobs device API over HTTPS (the iot-jobs-data plane: GetPendingJobExecutions,
+// StartNextPendingJobExecution, DescribeJobExecution, UpdateJobExecution), for devices that
+// poll rather than hold an MQTT connection. On AWS it is its own endpoint; here it shares the
+// jobs service's address, and a request belongs to it when it is signed for "iot-jobs-data"
+// (its paths overlap the control plane's: GET /things/T/jobs is also ListJobExecutionsForThing).
+// Here it is signed with the service's own key, so it serves trusted tools and gateways, not
+// devices holding only their certificate (AWS authenticates those by mutual TLS).
+
+// signedFor is the service a request's SigV4 credential scope names ("iot", "iot-jobs-data").
+func signedFor(r *http.Request) string {
+	authz := r.Header.Get("Authorization")
+	i := strings.Index(authz, "Credential=")
+	if i < 0 {
+		return ""
+	}
+	cred, _, _ := strings.Cut(authz[i+len("Credential="):], ",")
+	parts := strings.Split(cred, "/")
+	if len(parts) != 5 {
+		return ""
+	}
+	return parts[3]
+}
+
+func (s *Service) jobsDataHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /things/{thingName}/jobs", s.handleGetPendingJobExecutions)
+	mux.HandleFunc("PUT /things/{thingName}/jobs/$next", s.handleStartNextPendingJobExecution)
+	mux.HandleFunc("GET /things/{thingName}/jobs/{jobId}", s.handleDataDescribeJobExecution)
+	mux.HandleFunc("POST /things/{thingName}/jobs/{jobId}", s.handleDataUpdateJobExecution)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeUnknownOperation(w, r.Method+" "+r.URL.Path+" is not an iot-jobs-data operation")
+	})
+	return mux
+}
+
+// execution is an execution as the Jobs device APIs show it (MQTT and HTTPS).
+func (s *Service) execution(e *Execution, j *Job, withDoc bool) *iotjobs.JobExecution {
+	out := &iotjobs.JobExecution{
+		JobID: e.JobID, ThingName: e.ThingName, Status: e.Status, StatusDetails: e.StatusDetails,
+		QueuedAt: epoch(e.QueuedAt), StartedAt: epoch(e.StartedAt), LastUpdatedAt: epoch(e.LastUpdatedAt),
+		VersionNumber: e.VersionNumber, ExecutionNumber: e.ExecutionNumber,
+	}
+	if d := e.deadline(); e.Status == ExecInProgress && !d.IsZero() {
+		out.ApproximateSecondsBeforeTimedOut = max(int64(d.Sub(s.clock()).Seconds()), 0)
+	}
+	if withDoc && j != nil {
+		out.JobDocument = json.RawMessage(s.documentFor(j))
+	}
+	return out
+}
+
+// httpExecution is the HTTPS plane's form: the same members, the job document as a string.
+func httpExecution(e *iotjobs.JobExecution) map[string]any {
+	raw, _ := json.Marshal(e)
+	var m map[string]any
+	json.Unmarshal(raw, &m)
+	if len(e.JobDocument) > 0 {
+		m["jobDocument"] = string(e.JobDocument)
+	}
+	return m
+}
+
+func (s *Service) handleGetPendingJobExecutions(w http.ResponseWriter, r *http.Request) {
+	inProgress, queued, err := s.PendingExecutions(r.PathValue("thingName"), maxPendingListed)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, map[string]any{"inProgressJobs": toSummaries(inProgress), "queuedJobs": toSummaries(queued)})
+}
+
+func (s *Service) handleStartNextPendingJobExecution(w http.ResponseWriter, r *http.Request) {
+	var in iotjobs.StartNextRequest
+	if err := readJSON(r, &in); err != nil {
+		writeError(w, err)
+		return
+	}
+	e, j, err := s.StartNext(r.PathValue("thingName"), in.StatusDetails, time.Duration(in.StepTimeoutInMinutes)*time.Minute)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := map[string]any{}
+	if e != nil {
+		out["execution"] = httpExecution(s.execution(e, j, true))
+	}
+	writeJSON(w, out)
+}
+
+func (s *Service) handleDataDescribeJobExecution(w http.ResponseWriter, r *http.Request) {
+	thing, jobID := r.PathValue("thingName"), r.PathValue("jobId")
+	var number []int64
+	if v := r.URL.Query().Get("executionNumber"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			writeError(w, errorf(CodeInvalidRequest, "executionNumber %q is not a number", v))
+			return
+		}
+		number = append(number, n)
+	}
+	var e *Execution
+	var j *Job
+	var err error
+	if jobID == iotjobs.NextJobID {
+		e, j, err = s.NextExecution(thing)
+	} else if e, err = s.DescribeJobExecution(jobID, thing, number...); err == nil {
+		j, err = s.jobWithoutTargets(jobID)
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := map[string]any{}
+	if e != nil {
+		out["execution"] = httpExecution(s.execution(e, j, r.URL.Query().Get("includeJobDocument") != "false"))
+	}
+	writeJSON(w, out)
+}
+
+func (s *Service) handleDataUpdateJobExecution(w http.ResponseWriter, r *http.Request) {
+	var in iotjobs.UpdateRequest
+	if err := readJSON(r, &in); err != nil {
+		writeError(w, err)
+		return
+	}
+	e, j, err := s.UpdateExecution(UpdateInput{
+		Thing: r.PathValue("thingName"), JobID: r.PathValue("jobId"), Status: in.Status, StatusDetails: in.StatusDetails,
+		ExpectedVersion: in.ExpectedVersion, ExecutionNumber: in.ExecutionNumber,
+		StepTimeout: time.Duration(in.StepTimeoutInMinutes) * time.Minute,
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := map[string]any{}
+	if in.IncludeJobExecutionState {
+		out["executionState"] = executionState(e)
+	}
+	if in.IncludeJobDocument {
+		out["jobDocument"] = s.documentFor(j)
+	}
+	writeJSON(w, out)
+}

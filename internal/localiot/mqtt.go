@@ -1,0 +1,620 @@
+package localiot
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/otaflow/otaflow/internal/iotjobs"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/rs/zerolog"
+)
+
+// MQTTOptions configure the device-facing plane.
+type MQTTOptions struct {
+	// BrokerURL is the broker to connect to, e.g. tcp://127.0.0.1:1883.
+	BrokerURL string
+	// ClientID, Username and Password identify the service to the broker, which lets it (and
+	// only it) use every thing's $aws/things/+/jobs topics.
+	ClientID string
+	// SharedGroup, when set, receives device requests through the MQTT shared subscription
+	// $share/SharedGroup/…: with several replicas on one broker, each request goes to one of
+	// them. Replies and notifications are plain publishes either way.
+	SharedGroup string
+	// Exclusive lets one replica at a time serve device requests: the one holding the store's
+	// leader lock (PostgreSQL). The others stand by, still publishing the notifications their
+	// own changes cause, and one of them takes over within about a second of the leader's end.
+	// It works on any broker; SharedGroup spreads the requests instead, on brokers that
+	// deliver $aws topics to shared subscriptions.
+	Exclusive bool
+	Username  string
+	Password  string
+	Logger    zerolog.Logger
+}
+
+// The plane's limits. AWS lists at most ten pending executions in a notify message and a
+// get-pending reply (the Jobs developer guide, "Job executions limits"); the rest keep one
+// flooding client from starving the fleet or the service's broker session.
+const (
+	maxPendingListed = 10
+	// planeWorkers serve device requests (many: the store commits concurrent writes
+	// together, so more workers mean fewer fsyncs per request); planeQueue requests wait for
+	// them, at most
+	// perThingQueued of them from one thing. Beyond that a request is refused with
+	// RequestThrottled (devices retry) rather than queued without bound.
+	planeWorkers   = 1024
+	planeQueue     = 8192
+	perThingQueued = 8
+	// maxInflight QoS 1 publishes await the broker's PUBACK at once (MQTT allows 65,535).
+	// A publisher that waits longer than publishWait for room drops the reply: the device asks
+	// again, and the session's packet identifiers never run out.
+	maxInflight = 2048
+	publishWait = 5 * time.Second
+)
+
+// MQTTPlane serves the AWS IoT Jobs MQTT API for devices over any MQTT broker.
+type MQTTPlane struct {
+	svc    *Service
+	client paho.Client
+	log    zerolog.Logger
+	// lastNext is the job each thing was last told is next, so notify-next goes out only when
+	// that changes, as AWS does. Lost on restart, which costs at most one repeated notice.
+	lastNext sync.Map
+
+	requests chan planeRequest
+	inflight chan struct{}
+	wake     chan struct{}
+	done     chan struct{}
+	closing  sync.Once
+	leading  atomic.Bool // holds the leader lock (Exclusive)
+	workers  sync.WaitGroup
+	mu       sync.Mutex
+	queued   map[string]int      // requests waiting per thing
+	dirty    map[string]struct{} // things whose pending jobs changed since the last notify
+}
+
+type planeRequest struct {
+	topic   string
+	payload []byte
+	r       iotjobs.Request
+	// shadow and shadowOp are set for a named shadow's update or get instead of a Jobs request.
+	shadow, shadowOp string
+}
+
+func newPlane(s *Service, log zerolog.Logger) *MQTTPlane {
+	return &MQTTPlane{svc: s, log: log, requests: make(chan planeRequest, planeQueue), inflight: make(chan struct{}, maxInflight),
+		wake: make(chan struct{}, 1), done: make(chan struct{}), queued: map[string]int{}, dirty: map[string]struct{}{}}
+}
+
+// ServeMQTT connects the service to the broker and answers the Jobs topics until Close.
+func (s *Service) ServeMQTT(o MQTTOptions) (*MQTTPlane, error) {
+	p := newPlane(s, o.Logger)
+	if o.ClientID == "" {
+		o.ClientID = "otaflow-jobs-service"
+	}
+	subs := map[string]byte{}
+	for _, topic := range []string{iotjobs.Topic("+", iotjobs.SuffixStartNext), iotjobs.Topic("+", iotjobs.SuffixGetPending),
+		iotjobs.Topic("+", iotjobs.DescribeSuffix("+")), iotjobs.Topic("+", iotjobs.UpdateSuffix("+")),
+		ShadowTopic("+", "+", "update"), ShadowTopic("+", "+", "get")} {
+		if o.SharedGroup != "" {
+			topic = "$share/" + o.SharedGroup + "/" + topic
+		}
+		subs[topic] = 1
+	}
+	// Devices' lifecycle events (AWS's $aws/events/presence/…; the embedded broker publishes
+	// them), for the fleet index's connectivity.
+	subs[presenceFilter] = 1
+	opts := paho.NewClientOptions().
+		AddBroker(o.BrokerURL).
+		SetClientID(o.ClientID).
+		SetUsername(o.Username).
+		SetPassword(o.Password).
+		SetCleanSession(true).
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(time.Second).
+		SetMaxReconnectInterval(5 * time.Second).
+		// handle only queues, so paho's router never waits on the store.
+		SetOrderMatters(true).
+		SetOnConnectHandler(func(c paho.Client) {
+			if !o.Exclusive || p.leading.Load() {
+				p.subscribe(c, subs, o.BrokerURL)
+			}
+		}).
+		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			p.log.Warn().Err(err).Msg("jobs MQTT plane lost its broker connection; reconnecting")
+		})
+	p.client = paho.NewClient(opts)
+	tok := p.client.Connect()
+	if !tok.WaitTimeout(15 * time.Second) {
+		p.client.Disconnect(0)
+		return nil, fmt.Errorf("connect to MQTT broker %s: timed out; is the broker running?", o.BrokerURL)
+	}
+	if err := tok.Error(); err != nil {
+		p.client.Disconnect(0)
+		return nil, fmt.Errorf("connect to MQTT broker %s: %w", o.BrokerURL, err)
+	}
+	if o.Exclusive {
+		ls, ok := s.raw.(leaderStore)
+		if !ok {
+			p.client.Disconnect(0)
+			return nil, errors.New("an exclusive jobs MQTT plane needs a store with a leader lock (PostgreSQL)")
+		}
+		p.workers.Add(1)
+		go p.lead(ls, subs, o.BrokerURL)
+	}
+	p.workers.Add(planeWorkers + 1)
+	for range planeWorkers {
+		go p.serve()
+	}
+	go p.notifier()
+	s.OnQueueChange(p.changed)
+	return p, nil
+}
+
+// subscribe (re)subscribes after every connect. A plane connected but not subscribed is deaf,
+// so a failed subscription is retried for as long as the connection lasts.
+func (p *MQTTPlane) subscribe(c paho.Client, subs map[string]byte, broker string) {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		tok := c.SubscribeMultiple(subs, p.handle)
+		if !tok.WaitTimeout(10 * time.Second) {
+			p.log.Error().Msg("subscribe to jobs topics: no SUBACK within 10s; retrying")
+		} else if err := tok.Error(); err != nil {
+			p.log.Error().Err(err).Msg("subscribe to jobs topics failed; retrying")
+		} else if refused := refusedFilters(tok.(*paho.SubscribeToken).Result()); len(refused) > 0 {
+			p.log.Error().Strs("filters", refused).Msg("the broker refused the jobs topics (check its ACL for the service's user); retrying")
+		} else {
+			p.log.Info().Str("broker", broker).Msg("jobs MQTT plane connected")
+			return
+		}
+		select {
+		case <-p.done:
+			return
+		case <-time.After(wait):
+		}
+		if !c.IsConnectionOpen() {
+			return // the next connect subscribes again
+		}
+	}
+}
+
+// leaderStore is a store that can elect the one replica that serves device requests.
+type leaderStore interface {
+	lead(ctx context.Context) (lost <-chan struct{}, release func(), err error)
+}
+
+// lead serves device requests while this replica holds the leader lock, and waits for it
+// otherwise.
+func (p *MQTTPlane) lead(ls leaderStore, subs map[string]byte, broker string) {
+	defer p.workers.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-p.done; cancel() }()
+	for {
+		lost, release, err := ls.lead(ctx)
+		if err != nil {
+			return // closing
+		}
+		p.log.Info().Msg("this replica now serves device requests (leader)")
+		p.leading.Store(true)
+		if p.client.IsConnectionOpen() {
+			p.subscribe(p.client, subs, broker)
+		}
+		select {
+		case <-p.done:
+			release()
+			return
+		case <-lost:
+		}
+		p.leading.Store(false)
+		p.client.Unsubscribe(slices.Collect(maps.Keys(subs))...).WaitTimeout(5 * time.Second)
+		release()
+		p.log.Warn().Msg("lost the leader lock (database connection failed): another replica serves device requests; waiting to lead again")
+	}
+}
+
+// refusedFilters are the filters a SUBACK refused (return code 0x80).
+func refusedFilters(granted map[string]byte) []string {
+	var out []string
+	for f, qos := range granted {
+		if qos == 0x80 {
+			out = append(out, f)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Close disconnects from the broker and stops serving.
+func (p *MQTTPlane) Close() {
+	p.closing.Do(func() {
+		close(p.done)
+		p.client.Disconnect(250)
+		p.workers.Wait()
+	})
+}
+
+func epoch(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}
+
+func (p *MQTTPlane) toExecution(e *Execution, j *Job, withDoc bool) *iotjobs.JobExecution {
+	return p.svc.execution(e, j, withDoc)
+}
+
+func executionState(e *Execution) *iotjobs.ExecutionState {
+	return &iotjobs.ExecutionState{Status: e.Status, StatusDetails: e.StatusDetails, VersionNumber: e.VersionNumber}
+}
+
+func toSummaries(es []*Execution) []iotjobs.JobExecutionSummary {
+	out := make([]iotjobs.JobExecutionSummary, 0, len(es))
+	for _, e := range es {
+		out = append(out, iotjobs.JobExecutionSummary{JobID: e.JobID, QueuedAt: epoch(e.QueuedAt), StartedAt: epoch(e.StartedAt),
+			LastUpdatedAt: epoch(e.LastUpdatedAt), VersionNumber: e.VersionNumber, ExecutionNumber: e.ExecutionNumber})
+	}
+	return out
+}
+
+// decode reads a request's payload; an empty payload is an empty request.
+func decode(payload []byte, v any) error {
+	if len(payload) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(payload, v); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			// Well-formed JSON with a member of the wrong type (say a number in statusDetails):
+			// AWS calls that an invalid request, not invalid JSON.
+			return errorf(iotjobs.CodeInvalidRequest, "%s must be of type %s: %v", cmp.Or(typeErr.Field, "the payload"), typeErr.Type, err)
+		}
+		return errorf(iotjobs.CodeInvalidJSON, "payload is not valid JSON for this request: %v", err)
+	}
+	return nil
+}
+
+// handle queues a device request for the workers. It never blocks paho's router: a thing with
+// perThingQueued requests already waiting, or a full queue, is told RequestThrottled.
+func (p *MQTTPlane) handle(_ paho.Client, m paho.Message) {
+	topic := m.Topic()
+	if strings.HasPrefix(topic, presencePrefix) {
+		p.svc.presence(m.Payload())
+		return
+	}
+	req := planeRequest{topic: topic, payload: m.Payload()}
+	if thing, name, op, ok := parseShadowTopic(topic); ok {
+		req.r.Thing, req.shadow, req.shadowOp = thing, name, op
+	} else if r, ok := iotjobs.ParseRequestTopic(topic); ok {
+		req.r = r
+	} else {
+		return
+	}
+	r := req.r
+	p.mu.Lock()
+	full := p.queued[r.Thing] >= perThingQueued
+	if !full {
+		select {
+		case p.requests <- req:
+			p.queued[r.Thing]++
+		default:
+			full = true
+		}
+	}
+	p.mu.Unlock()
+	if full {
+		var tok iotjobs.Token
+		json.Unmarshal(m.Payload(), &tok)
+		p.tryPublish(iotjobs.Rejected(topic), &iotjobs.ErrorReply{Code: iotjobs.CodeRequestThrottled,
+			Message: "too many requests from this thing at once; retry shortly", Timestamp: p.svc.clock().Unix(), Token: tok})
+	}
+}
+
+func (p *MQTTPlane) serve() {
+	defer p.workers.Done()
+	for {
+		select {
+		case <-p.done:
+			return
+		case req := <-p.requests:
+			p.mu.Lock()
+			if p.queued[req.r.Thing]--; p.queued[req.r.Thing] <= 0 {
+				delete(p.queued, req.r.Thing)
+			}
+			p.mu.Unlock()
+			if req.shadow != "" {
+				p.serveShadow(req)
+				continue
+			}
+			p.serveOne(req.topic, req.r, req.payload)
+		}
+	}
+}
+
+func (p *MQTTPlane) serveOne(topic string, r iotjobs.Request, payload []byte) {
+	p.svc.counter("mqtt " + r.Op.String()).Add(1)
+	// The client token is read on its own first, so that a request whose other members do not
+	// decode is still rejected with its token.
+	var tok iotjobs.Token
+	json.Unmarshal(payload, &tok)
+	now := p.svc.clock().Unix()
+	if err := p.svc.checkClientToken(tok.ClientToken); err != nil {
+		p.reject(topic, tok.ClientToken, err)
+		return
+	}
+	reply, err := p.answer(topic, r, payload, now)
+	if err != nil {
+		p.reject(topic, tok.ClientToken, err)
+		return
+	}
+	reply.SetClientToken(tok.ClientToken)
+	p.publish(iotjobs.Accepted(topic), reply)
+}
+
+// serveShadow answers a named shadow's update or get with its accepted or rejected reply (the
+// Device Shadow service's error document: code, message, timestamp, clientToken).
+func (p *MQTTPlane) serveShadow(req planeRequest) {
+	p.svc.counter("mqtt shadow " + req.shadowOp).Add(1)
+	var tok iotjobs.Token
+	json.Unmarshal(req.payload, &tok)
+	var doc map[string]any
+	var err error
+	if req.shadowOp == "update" {
+		doc, err = p.svc.UpdateShadow(req.r.Thing, req.shadow, req.payload)
+	} else if doc, err = p.svc.GetShadow(req.r.Thing, req.shadow); err == nil && tok.ClientToken != "" {
+		doc["clientToken"] = tok.ClientToken
+	}
+	if err != nil {
+		var e *Error
+		if !errors.As(err, &e) {
+			p.log.Error().Err(err).Str("topic", req.topic).Msg("shadow request failed")
+			e = &Error{Code: CodeInternal, Message: "internal error; see the jobs service log"}
+		}
+		status := 400
+		switch e.Code {
+		case CodeResourceNotFound:
+			status = 404
+		case CodeConflict:
+			status = 409
+		case CodeLimitExceeded:
+			status = 413
+		case CodeInternal:
+			status = 500
+		}
+		out := map[string]any{"code": status, "message": e.Message, "timestamp": p.svc.clock().Unix()}
+		if tok.ClientToken != "" {
+			out["clientToken"] = tok.ClientToken
+		}
+		p.publish(req.topic+"/rejected", out)
+		return
+	}
+	p.publish(req.topic+"/accepted", doc)
+}
+
+// answer serves one request.
+func (p *MQTTPlane) answer(topic string, r iotjobs.Request, payload []byte, now int64) (iotjobs.Message, error) {
+	switch r.Op {
+	case iotjobs.OpStartNext:
+		var req iotjobs.StartNextRequest
+		if err := decode(payload, &req); err != nil {
+			return nil, err
+		}
+		e, j, err := p.svc.StartNext(r.Thing, req.StatusDetails, time.Duration(req.StepTimeoutInMinutes)*time.Minute)
+		if err != nil {
+			return nil, err
+		}
+		out := &iotjobs.ExecutionReply{Timestamp: now}
+		if e != nil {
+			out.Execution = p.toExecution(e, j, true)
+		}
+		return out, nil
+	case iotjobs.OpGetPending:
+		var req iotjobs.GetPendingRequest
+		if err := decode(payload, &req); err != nil {
+			return nil, err
+		}
+		inProgress, queued, err := p.svc.PendingExecutions(r.Thing, maxPendingListed)
+		if err != nil {
+			return nil, err
+		}
+		return &iotjobs.GetPendingReply{InProgressJobs: toSummaries(inProgress), QueuedJobs: toSummaries(queued), Timestamp: now}, nil
+	case iotjobs.OpDescribe:
+		var req iotjobs.DescribeRequest
+		if err := decode(payload, &req); err != nil {
+			return nil, err
+		}
+		var e *Execution
+		var j *Job
+		var err error
+		if r.JobID == iotjobs.NextJobID {
+			e, j, err = p.svc.NextExecution(r.Thing)
+		} else {
+			e, err = p.svc.DescribeJobExecution(r.JobID, r.Thing, req.ExecutionNumber)
+			if err == nil {
+				j, err = p.svc.jobWithoutTargets(r.JobID)
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		out := &iotjobs.ExecutionReply{Timestamp: now}
+		if e != nil {
+			out.Execution = p.toExecution(e, j, req.IncludeJobDocument == nil || *req.IncludeJobDocument)
+		}
+		return out, nil
+	case iotjobs.OpUpdate:
+		var req iotjobs.UpdateRequest
+		if err := decode(payload, &req); err != nil {
+			return nil, err
+		}
+		e, j, err := p.svc.UpdateExecution(UpdateInput{
+			Thing: r.Thing, JobID: r.JobID, Status: req.Status, StatusDetails: req.StatusDetails,
+			ExpectedVersion: req.ExpectedVersion, ExecutionNumber: req.ExecutionNumber,
+			StepTimeout: time.Duration(req.StepTimeoutInMinutes) * time.Minute,
+		})
+		if err != nil {
+			return nil, err
+		}
+		out := &iotjobs.UpdateReply{Timestamp: now}
+		if req.IncludeJobExecutionState {
+			out.ExecutionState = executionState(e)
+		}
+		if req.IncludeJobDocument {
+			out.JobDocument = json.RawMessage(p.svc.documentFor(j))
+		}
+		return out, nil
+	}
+	return nil, errorf(iotjobs.CodeInvalidTopic, "%s", iotjobs.InvalidTopicMessage(topic))
+}
+
+func (p *MQTTPlane) reject(topic, clientToken string, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		p.log.Error().Err(err).Str("topic", topic).Msg("jobs request failed")
+		e = &Error{Code: CodeInternal, Message: "internal error; see the jobs service log"}
+	}
+	code := e.Code
+	if code == CodeAlreadyExists || code == CodeConflict || code == CodeUnauthorized {
+		code = CodeInvalidRequest
+	}
+	out := &iotjobs.ErrorReply{Code: code, Message: e.Message, Timestamp: p.svc.clock().Unix()}
+	out.ClientToken = clientToken
+	if e.State != nil {
+		out.ExecutionState = executionState(e.State)
+	}
+	p.publish(iotjobs.Rejected(topic), out)
+}
+
+// publish sends a reply or notification at QoS 1 once fewer than maxInflight publishes await
+// their PUBACK; it drops the message after publishWait without room (the device asks again).
+func (p *MQTTPlane) publish(topic string, v any) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		p.log.Error().Err(err).Str("topic", topic).Msg("encode reply")
+		return
+	}
+	t := time.NewTimer(publishWait)
+	defer t.Stop()
+	select {
+	case p.inflight <- struct{}{}:
+	case <-p.done:
+		return
+	case <-t.C:
+		p.log.Warn().Str("topic", topic).Msg("broker is not acknowledging publishes; reply dropped (the device will ask again)")
+		return
+	}
+	p.send(topic, raw)
+}
+
+// tryPublish publishes only if there is room now: for replies to requests that were refused
+// for load, which must not add to it.
+func (p *MQTTPlane) tryPublish(topic string, v any) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	select {
+	case p.inflight <- struct{}{}:
+		p.send(topic, raw)
+	default:
+	}
+}
+
+func (p *MQTTPlane) send(topic string, raw []byte) {
+	tok := p.client.Publish(topic, 1, false, raw)
+	go func() {
+		tok.Wait()
+		<-p.inflight
+	}()
+}
+
+// changed records that things' pending jobs changed; the notifier tells them. Changes that
+// arrive while it works are coalesced, so a burst of jobs for one thing costs one notice.
+func (p *MQTTPlane) changed(things []string) {
+	p.mu.Lock()
+	for _, t := range things {
+		p.dirty[t] = struct{}{}
+	}
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// notifyWorkers tell things in parallel: a wave of CreateJob touches many things at once.
+const notifyWorkers = 4
+
+func (p *MQTTPlane) notifier() {
+	defer p.workers.Done()
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-p.wake:
+		}
+		p.mu.Lock()
+		batch := make([]string, 0, len(p.dirty))
+		for t := range p.dirty {
+			batch = append(batch, t)
+		}
+		clear(p.dirty)
+		p.mu.Unlock()
+		var wg sync.WaitGroup
+		for w := range min(notifyWorkers, len(batch)) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w; i < len(batch); i += notifyWorkers {
+					p.notifyThing(batch[i])
+				}
+			}()
+		}
+		wg.Wait()
+	}
+}
+
+// notifyThing tells a thing what is now pending for it: notify-next with its next execution
+// (or none) when that changed, and notify with the summary lists (at most ten, as AWS).
+func (p *MQTTPlane) notifyThing(thing string) {
+	e, j, err := p.svc.NextExecution(thing)
+	if err != nil {
+		p.log.Error().Err(err).Str("thing", thing).Msg("read next execution for notify-next")
+		return
+	}
+	now := p.svc.clock().Unix()
+	next := ""
+	if e != nil {
+		// A retry's new execution of the same job is news too.
+		next = e.JobID + "#" + strconv.FormatInt(e.ExecutionNumber, 10)
+	}
+	if prev, ok := p.lastNext.Swap(thing, next); !ok || prev.(string) != next {
+		out := iotjobs.NotifyNext{Timestamp: now}
+		if e != nil {
+			out.Execution = p.toExecution(e, j, true)
+		}
+		p.publish(iotjobs.Topic(thing, iotjobs.SuffixNotifyNext), out)
+	}
+	inProgress, queued, err := p.svc.PendingExecutions(thing, maxPendingListed)
+	if err != nil {
+		return
+	}
+	jobs := map[iotjobs.Status][]iotjobs.JobExecutionSummary{}
+	if len(inProgress) > 0 {
+		jobs[ExecInProgress] = toSummaries(inProgress)
+	}
+	if len(queued) > 0 {
+		jobs[ExecQueued] = toSummaries(queued)
+	}
+	p.publish(iotjobs.Topic(thing, iotjobs.SuffixNotify), iotjobs.Notify{Timestamp: now, Jobs: jobs})
+}

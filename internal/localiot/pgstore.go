@@ -1,0 +1,699 @@
+package localiot
+
+import (
+	"context"
+	"crypto/rand"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// pgStore keeps the jobs service's state in PostgreSQL, so that several replicas serve one
+// fleet. Every writing transaction first takes one transaction-level advisory lock, so writers
+// run one at a time across all replicas, exactly as bbolt's single writer does: a transaction
+// sees everything committed before it and nothing commits beside it. That is what makes the
+// sweeps safe to run in every replica (the second to take an overdue execution finds it
+// already timed out) without SKIP LOCKED bookkeeping, and it keeps one implementation of the
+// service's logic for both stores. Batch commits many device requests in one transaction, each
+// in its own savepoint, which is where the throughput comes from. Reads run on REPEATABLE READ
+// snapshots and take no lock.
+type pgStore struct {
+	pool    *pgxpool.Pool
+	batches chan *pgBatchCall
+	stop    chan struct{}
+	stopped chan struct{}
+}
+
+var (
+	_ Store = (*pgStore)(nil)
+	_ Tx    = (*pgTx)(nil)
+)
+
+const (
+	// pgWriteLock is the advisory lock every writing transaction holds; pgMigrateLock guards
+	// schema upgrades.
+	pgWriteLock   = 0x6f746166 // "otaf"
+	pgMigrateLock = 0x6f74616d
+	// A transaction that takes longer than pgTxTimeout is rolled back (a stuck connection
+	// must not hold the write lock).
+	pgTxTimeout = 30 * time.Second
+	// pgMaxBatch device writes commit together at most; the batcher waits pgBatchWait for
+	// more after the first.
+	pgMaxBatch  = 256
+	pgBatchWait = time.Millisecond
+)
+
+//go:embed pgschema/*.sql
+var pgSchema embed.FS
+
+// openPgStore connects to url and brings the schema to the newest version this code knows.
+func openPgStore(url string) (*pgStore, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("PostgreSQL URL: %w (expected postgres://user:password@host:5432/db)", err)
+	}
+	if cfg.MaxConns < 16 {
+		cfg.MaxConns = 16
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), pgTxTimeout)
+	defer cancel()
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL %s: %w", cfg.ConnConfig.Host, err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to PostgreSQL at %s:%d: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
+	}
+	if err := pgMigrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("jobs database schema: %w", err)
+	}
+	s := &pgStore{pool: pool, batches: make(chan *pgBatchCall, pgMaxBatch), stop: make(chan struct{}), stopped: make(chan struct{})}
+	go s.batcher()
+	return s, nil
+}
+
+// pgMigrations are the embedded schema files, by version (the number their name starts with).
+func pgMigrations() (map[int]string, int, error) {
+	files, err := fs.Glob(pgSchema, "pgschema/*.sql")
+	if err != nil {
+		return nil, 0, err
+	}
+	out, newest := map[int]string{}, 0
+	for _, f := range files {
+		base := strings.TrimPrefix(f, "pgschema/")
+		n, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return nil, 0, fmt.Errorf("schema file %s: name must start with its version", base)
+		}
+		raw, err := pgSchema.ReadFile(f)
+		if err != nil {
+			return nil, 0, err
+		}
+		out[n], newest = string(raw), max(newest, n)
+	}
+	return out, newest, nil
+}
+
+// pgMigrate applies each schema version the database lacks, in order, each in its own
+// transaction, under a lock so that replicas starting together upgrade once.
+func pgMigrate(ctx context.Context, pool *pgxpool.Pool) error {
+	migrations, newest, err := pgMigrations()
+	if err != nil {
+		return err
+	}
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", pgMigrateLock); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return err
+		}
+		var have int
+		if err := tx.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM schema_migrations").Scan(&have); err != nil {
+			return err
+		}
+		if have > newest {
+			return fmt.Errorf("the database has schema version %d, written by a newer otaflow; this one knows up to %d: upgrade otaflow", have, newest)
+		}
+		for v := have + 1; v <= newest; v++ {
+			sql, ok := migrations[v]
+			if !ok {
+				return fmt.Errorf("schema version %d is missing from this build", v)
+			}
+			if _, err := tx.Exec(ctx, sql); err != nil {
+				return fmt.Errorf("apply schema version %d: %w", v, err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO schema_migrations (version) VALUES ($1)", v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (s *pgStore) View(fn func(Tx) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), pgTxTimeout)
+	defer cancel()
+	return pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		return fn(&pgTx{ctx: ctx, tx: tx})
+	})
+}
+
+func (s *pgStore) Update(fn func(Tx) error) error {
+	return s.write(func(t *pgTx) error { return fn(t) })
+}
+
+// write runs fn in a transaction holding the write lock.
+func (s *pgStore) write(fn func(*pgTx) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), pgTxTimeout)
+	defer cancel()
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", pgWriteLock); err != nil {
+			return err
+		}
+		return fn(&pgTx{ctx: ctx, tx: tx})
+	})
+}
+
+type pgBatchCall struct {
+	fn   func(Tx) error
+	done chan error
+}
+
+// Batch joins fn to the next batch: one transaction, one commit for up to pgMaxBatch calls.
+// Each call runs in its own savepoint, so one call's error undoes only its own changes.
+func (s *pgStore) Batch(fn func(Tx) error) error {
+	c := &pgBatchCall{fn: fn, done: make(chan error, 1)}
+	select {
+	case s.batches <- c:
+	case <-s.stop:
+		return errors.New("jobs store is closed")
+	}
+	return <-c.done
+}
+
+func (s *pgStore) batcher() {
+	defer close(s.stopped)
+	for {
+		var calls []*pgBatchCall
+		select {
+		case c := <-s.batches:
+			calls = append(calls, c)
+		case <-s.stop:
+			return
+		}
+		timer := time.NewTimer(pgBatchWait)
+	collect:
+		for len(calls) < pgMaxBatch {
+			select {
+			case c := <-s.batches:
+				calls = append(calls, c)
+			case <-timer.C:
+				break collect
+			}
+		}
+		timer.Stop()
+		s.runBatch(calls)
+	}
+}
+
+func (s *pgStore) runBatch(calls []*pgBatchCall) {
+	errs := make([]error, len(calls))
+	err := s.write(func(t *pgTx) error {
+		for i, c := range calls {
+			if _, err := t.tx.Exec(t.ctx, "SAVEPOINT call"); err != nil {
+				return err
+			}
+			if errs[i] = c.fn(t); errs[i] != nil {
+				if _, err := t.tx.Exec(t.ctx, "ROLLBACK TO SAVEPOINT call"); err != nil {
+					return err
+				}
+			}
+			if _, err := t.tx.Exec(t.ctx, "RELEASE SAVEPOINT call"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for i, c := range calls {
+		if err != nil {
+			c.done <- err // nothing committed: every call failed
+		} else {
+			c.done <- errs[i]
+		}
+	}
+}
+
+func (s *pgStore) Close() error {
+	close(s.stop)
+	<-s.stopped
+	s.pool.Close()
+	return nil
+}
+
+// pgTx is one PostgreSQL transaction.
+type pgTx struct {
+	ctx context.Context
+	tx  pgx.Tx
+}
+
+func (t *pgTx) exec(sql string, args ...any) error {
+	_, err := t.tx.Exec(t.ctx, sql, args...)
+	return err
+}
+
+// pgGet decodes the one JSON body sql selects into a new T; nil when there is no row.
+func pgGet[T any](t *pgTx, sql string, args ...any) (*T, error) {
+	var raw []byte
+	err := t.tx.QueryRow(t.ctx, sql, args...).Scan(&raw)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var v T
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, fmt.Errorf("corrupt record: %w", err)
+	}
+	return &v, nil
+}
+
+// pgAll decodes every JSON body sql selects. The rows are read before fn runs, because fn may
+// query the same transaction.
+func pgAll[T any](t *pgTx, fn func(*T) error, sql string, args ...any) error {
+	rows, err := t.tx.Query(t.ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	raws, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil {
+		return err
+	}
+	for _, raw := range raws {
+		var v T
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return fmt.Errorf("corrupt record: %w", err)
+		}
+		if err := fn(&v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *pgTx) strings(sql string, args ...any) ([]string, error) {
+	rows, err := t.tx.Query(t.ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+func (t *pgTx) upsertBody(table, key string, keyValue string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return t.exec("INSERT INTO "+table+" ("+key+", body) VALUES ($1, $2) ON CONFLICT ("+key+") DO UPDATE SET body = EXCLUDED.body", keyValue, raw)
+}
+
+func (t *pgTx) thing(name string) (*Thing, error) {
+	return pgGet[Thing](t, "SELECT body FROM things WHERE name = $1", name)
+}
+func (t *pgTx) putThing(th *Thing) error { return t.upsertBody("things", "name", th.Name, th) }
+func (t *pgTx) deleteThing(name string) error {
+	if err := t.exec("DELETE FROM group_members WHERE thing = $1", name); err != nil {
+		return err
+	}
+	return t.exec("DELETE FROM things WHERE name = $1", name)
+}
+func (t *pgTx) forEachThing(fn func(*Thing) error) error {
+	return pgAll(t, fn, "SELECT body FROM things ORDER BY name")
+}
+
+func (t *pgTx) nextval(seq string) (uint64, error) {
+	var n int64
+	err := t.tx.QueryRow(t.ctx, "SELECT nextval($1)", seq).Scan(&n)
+	return uint64(n), err
+}
+
+func (t *pgTx) nextID(kind string) (uint64, error) {
+	switch kind {
+	case "thing":
+		return t.nextval("thing_ids")
+	case "group":
+		return t.nextval("group_ids")
+	case "record":
+		return t.nextval("record_ids")
+	}
+	return 0, fmt.Errorf("no ID sequence for %q", kind)
+}
+
+func (t *pgTx) job(id string) (*Job, error) {
+	return pgGet[Job](t, "SELECT body FROM jobs WHERE id = $1", id)
+}
+func (t *pgTx) putJob(j *Job) error { return t.upsertBody("jobs", "id", j.ID, j) }
+func (t *pgTx) jobWithTargets(id string) (*Job, error) {
+	j, err := t.job(id)
+	if err != nil || j == nil {
+		return j, err
+	}
+	var raw []byte
+	err = t.tx.QueryRow(t.ctx, "SELECT targets FROM job_targets WHERE job_id = $1", id).Scan(&raw)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return j, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return j, json.Unmarshal(raw, &j.Targets)
+}
+func (t *pgTx) putJobTargets(id string, targets []string) error {
+	raw, err := json.Marshal(targets)
+	if err != nil {
+		return err
+	}
+	return t.exec("INSERT INTO job_targets (job_id, targets) VALUES ($1, $2) ON CONFLICT (job_id) DO UPDATE SET targets = EXCLUDED.targets", id, raw)
+}
+func (t *pgTx) deleteJob(id string) error {
+	if err := t.exec("DELETE FROM job_targets WHERE job_id = $1", id); err != nil {
+		return err
+	}
+	return t.exec("DELETE FROM jobs WHERE id = $1", id)
+}
+func (t *pgTx) forEachJob(fn func(*Job) error) error {
+	return pgAll(t, fn, "SELECT body FROM jobs ORDER BY id")
+}
+
+func (t *pgTx) execution(jobID, thing string) (*Execution, error) {
+	return pgGet[Execution](t, "SELECT body FROM executions WHERE job_id = $1 AND thing = $2", jobID, thing)
+}
+
+func (t *pgTx) putExecution(e *Execution) error {
+	raw, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	var deadline *int64
+	if d := e.deadline(); e.Status == ExecInProgress && !d.IsZero() {
+		ns := d.UnixNano()
+		deadline = &ns
+	}
+	return t.exec(`INSERT INTO executions (job_id, thing, seq, deadline_ns, body) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (job_id, thing) DO UPDATE SET seq = EXCLUDED.seq, deadline_ns = EXCLUDED.deadline_ns, body = EXCLUDED.body`,
+		e.JobID, e.ThingName, int64(e.Seq), deadline, raw)
+}
+
+func (t *pgTx) deleteExecution(e *Execution) error {
+	return t.exec("DELETE FROM executions WHERE job_id = $1 AND thing = $2", e.JobID, e.ThingName)
+}
+
+func (t *pgTx) thingExecutions(thing string) ([]*Execution, error) {
+	var out []*Execution
+	err := pgAll(t, func(e *Execution) error { out = append(out, e); return nil },
+		"SELECT body FROM executions WHERE thing = $1 ORDER BY seq", thing)
+	sortBySeq(out)
+	return out, err
+}
+
+func (t *pgTx) jobExecutions(jobID string, fn func(*Execution) error) error {
+	return pgAll(t, fn, "SELECT body FROM executions WHERE job_id = $1 ORDER BY thing", jobID)
+}
+
+func (t *pgTx) nextQueueSeq() (uint64, error) { return t.nextval("queue_seq") }
+
+func (t *pgTx) dueTimeouts(now time.Time) ([]timeoutEntry, error) {
+	rows, err := t.tx.Query(t.ctx, `SELECT deadline_ns, job_id, thing FROM executions
+		WHERE deadline_ns IS NOT NULL AND deadline_ns <= $1 ORDER BY deadline_ns`, now.UnixNano())
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (timeoutEntry, error) {
+		var ns int64
+		var e timeoutEntry
+		err := r.Scan(&ns, &e.jobID, &e.thing)
+		e.deadline = time.Unix(0, ns)
+		return e, err
+	})
+}
+
+func (t *pgTx) deleteTimeout(e timeoutEntry) error {
+	return t.exec("UPDATE executions SET deadline_ns = NULL WHERE job_id = $1 AND thing = $2 AND deadline_ns = $3",
+		e.jobID, e.thing, e.deadline.UnixNano())
+}
+
+func (t *pgTx) hold(jobID string, seq uint64, thing string) error {
+	return t.exec("INSERT INTO held (job_id, seq, thing) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", jobID, int64(seq), thing)
+}
+
+func (t *pgTx) heldJobs() ([]string, error) {
+	return t.strings("SELECT DISTINCT job_id FROM held ORDER BY job_id")
+}
+
+func (t *pgTx) held(jobID string) ([]heldEntry, error) {
+	rows, err := t.tx.Query(t.ctx, "SELECT seq, thing FROM held WHERE job_id = $1 ORDER BY seq, thing", jobID)
+	if err != nil {
+		return nil, err
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (heldEntry, error) {
+		var seq int64
+		var h heldEntry
+		err := r.Scan(&seq, &h.thing)
+		h.seq = uint64(seq)
+		return h, err
+	})
+	sort.SliceStable(out, func(i, j int) bool { return out[i].seq < out[j].seq })
+	return out, err
+}
+
+func (t *pgTx) release(jobID string, h heldEntry) error {
+	return t.exec("DELETE FROM held WHERE job_id = $1 AND seq = $2 AND thing = $3", jobID, int64(h.seq), h.thing)
+}
+
+func (t *pgTx) group(name string) (*ThingGroup, error) {
+	return pgGet[ThingGroup](t, "SELECT body FROM thing_groups WHERE name = $1", name)
+}
+func (t *pgTx) putGroup(g *ThingGroup) error { return t.upsertBody("thing_groups", "name", g.Name, g) }
+func (t *pgTx) deleteGroup(name string) error {
+	for _, sql := range []string{"DELETE FROM group_members WHERE group_name = $1", "DELETE FROM group_jobs WHERE group_name = $1",
+		"DELETE FROM thing_groups WHERE name = $1"} {
+		if err := t.exec(sql, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+func (t *pgTx) forEachGroup(fn func(*ThingGroup) error) error {
+	return pgAll(t, fn, "SELECT body FROM thing_groups ORDER BY name")
+}
+func (t *pgTx) groupThings(group string) ([]string, error) {
+	return t.strings("SELECT thing FROM group_members WHERE group_name = $1 ORDER BY thing", group)
+}
+func (t *pgTx) groupThingsAfter(group, after string, limit int) ([]string, error) {
+	return t.strings("SELECT thing FROM group_members WHERE group_name = $1 AND thing > $2 ORDER BY thing LIMIT $3", group, after, limit)
+}
+func (t *pgTx) thingGroups(thing string) ([]string, error) {
+	return t.strings("SELECT group_name FROM group_members WHERE thing = $1 ORDER BY group_name", thing)
+}
+func (t *pgTx) setMember(group, thing string, member bool) error {
+	if member {
+		return t.exec("INSERT INTO group_members (group_name, thing) VALUES ($1, $2) ON CONFLICT DO NOTHING", group, thing)
+	}
+	return t.exec("DELETE FROM group_members WHERE group_name = $1 AND thing = $2", group, thing)
+}
+func (t *pgTx) continuousJobs(group string) ([]string, error) {
+	return t.strings("SELECT job_id FROM group_jobs WHERE group_name = $1 ORDER BY job_id", group)
+}
+func (t *pgTx) setContinuousJob(group, jobID string, on bool) error {
+	if on {
+		return t.exec("INSERT INTO group_jobs (group_name, job_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", group, jobID)
+	}
+	return t.exec("DELETE FROM group_jobs WHERE group_name = $1 AND job_id = $2", group, jobID)
+}
+
+func (t *pgTx) record(kind, name string) ([]byte, error) {
+	var raw []byte
+	err := t.tx.QueryRow(t.ctx, "SELECT body FROM records WHERE kind = $1 AND name = $2", kind, name).Scan(&raw)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	return raw, err
+}
+func (t *pgTx) putRecord(kind, name string, body []byte) error {
+	return t.exec("INSERT INTO records (kind, name, body) VALUES ($1, $2, $3) ON CONFLICT (kind, name) DO UPDATE SET body = EXCLUDED.body", kind, name, body)
+}
+func (t *pgTx) deleteRecord(kind, name string) error {
+	return t.exec("DELETE FROM records WHERE kind = $1 AND name = $2", kind, name)
+}
+func (t *pgTx) records(kind string) ([][]byte, error) {
+	rows, err := t.tx.Query(t.ctx, "SELECT body FROM records WHERE kind = $1 ORDER BY name", kind)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][]byte
+	for rows.Next() {
+		var raw []byte
+		if err := rows.Scan(&raw); err != nil {
+			return nil, err
+		}
+		out = append(out, raw)
+	}
+	return out, rows.Err()
+}
+
+func (t *pgTx) token(token string) (*TokenRecord, error) {
+	return pgGet[TokenRecord](t, "SELECT body FROM client_tokens WHERE token = $1", token)
+}
+func (t *pgTx) putToken(token string, r TokenRecord) error {
+	return t.upsertBody("client_tokens", "token", token, r)
+}
+
+func (t *pgTx) secret(name string, size int) ([]byte, error) {
+	var v []byte
+	err := t.tx.QueryRow(t.ctx, "SELECT value FROM secrets WHERE name = $1", name).Scan(&v)
+	if err == nil {
+		return v, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return nil, err
+	}
+	key := make([]byte, size)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	return key, t.exec("INSERT INTO secrets (name, value) VALUES ($1, $2)", name, key)
+}
+
+// pgLeaderLock is the session advisory lock the replica serving device requests holds.
+const pgLeaderLock = 0x6f74616c
+
+// lead waits until this process holds the leader lock, on a connection of its own; the lock
+// is PostgreSQL's, so it ends with that connection: when the process dies, the database
+// releases it at once and another replica takes over. lost is closed when the connection
+// fails; release gives the lock up.
+func (s *pgStore) lead(ctx context.Context) (lost <-chan struct{}, release func(), err error) {
+	for {
+		conn, err := s.acquireLeader(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		if conn != nil {
+			gone, stop := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			go func() { // a lock on a dead connection is no lock
+				defer close(gone)
+				tick := time.NewTicker(time.Second)
+				defer tick.Stop()
+				for {
+					select {
+					case <-stop:
+						return
+					case <-tick.C:
+						pctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+						err := conn.Ping(pctx)
+						cancel()
+						if err != nil {
+							return
+						}
+					}
+				}
+			}()
+			return gone, func() {
+				once.Do(func() {
+					close(stop)
+					<-gone
+					cctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+					defer cancel()
+					conn.Close(cctx) // closing the session releases the lock
+				})
+			}, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// acquireLeader tries the lock once: a connection holding it, or nil when another has it.
+func (s *pgStore) acquireLeader(ctx context.Context) (*pgx.Conn, error) {
+	pc, err := s.pool.Acquire(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, nil // the database is away: try again
+	}
+	conn := pc.Hijack() // the lock lives and dies with this session, never back in the pool
+	var got bool
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := conn.QueryRow(qctx, "SELECT pg_try_advisory_lock($1)", pgLeaderLock).Scan(&got); err != nil || !got {
+		conn.Close(context.Background())
+		return nil, nil
+	}
+	return conn, nil
+}
+
+// pgThingsChannel carries the names of things a replica changed, so that every replica's
+// fleet index rereads them (fleetindex.go).
+const pgThingsChannel = "otaflow_things"
+
+// notifyThings tells the other replicas which things changed; from names the payload they
+// skip their own notices by.
+func (s *pgStore) notifyThings(from string, names []string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	payload := from
+	flush := func() error {
+		if payload == from {
+			return nil
+		}
+		_, err := s.pool.Exec(ctx, "SELECT pg_notify($1, $2)", pgThingsChannel, payload)
+		payload = from
+		return err
+	}
+	for _, n := range names {
+		if len(payload)+len(n)+1 > 7000 { // PostgreSQL's limit is 8000 bytes
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		payload += "\n" + n
+	}
+	return flush()
+}
+
+// listenThings calls changed with the things other replicas changed, until ctx ends. After a
+// lost connection it calls changed with nil (everything may have changed meanwhile).
+func (s *pgStore) listenThings(ctx context.Context, self string, changed func(names []string)) {
+	for first := true; ctx.Err() == nil; first = false {
+		if !first {
+			changed(nil)
+		}
+		s.listenOnce(ctx, self, changed)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (s *pgStore) listenOnce(ctx context.Context, self string, changed func([]string)) {
+	pc, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return
+	}
+	conn := pc.Hijack() // a LISTENing session is nobody else's
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN "+pgThingsChannel); err != nil {
+		return
+	}
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return
+		}
+		parts := strings.Split(n.Payload, "\n")
+		if len(parts) < 2 || parts[0] == self {
+			continue
+		}
+		changed(parts[1:])
+	}
+}

@@ -1,0 +1,204 @@
+package localiot
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/otaflow/otaflow/internal/arn"
+
+	"github.com/rs/zerolog"
+)
+
+// Options configure a Service.
+type Options struct {
+	// Path of the bbolt database file (the embedded store).
+	Path string
+	// PostgresURL, when set, keeps the state in PostgreSQL instead (postgres://…), so that
+	// several replicas serve one fleet; Path is then not used.
+	PostgresURL string
+	// ArtifactDir holds uploaded artifacts and TUF metadata (default: "artifacts" beside
+	// Path). Replicas share it (a shared volume). Required with PostgresURL.
+	ArtifactDir string
+	// Region and Account appear in ARNs.
+	Region  string
+	Account string
+	Logger  zerolog.Logger
+	// Now is the clock; tests may replace it.
+	Now func() time.Time
+	// SweepInterval is how often overdue executions are timed out (default 1 s).
+	SweepInterval time.Duration
+	// BaseURL is this service's address as devices reach it, for presigned artifact URLs.
+	BaseURL string
+	// NoAWSQuotas lifts the AWS IoT quotas the service enforces by default (quotas.go), for
+	// users who only ever run locally. With them, what works here works on AWS.
+	NoAWSQuotas bool
+	// FleetIndexing turns thing indexing on (registry, and the otaflow and health named
+	// shadows) when the store holds no indexing configuration yet; AWS starts with it off.
+	FleetIndexing bool
+}
+
+// Service holds the jobs state and the operations both planes share.
+type Service struct {
+	// st is the store as the service uses it (indexingStore); raw is the store itself.
+	st      Store
+	raw     Store
+	region  string
+	account string
+	log     zerolog.Logger
+	now     func() time.Time
+
+	mu        sync.RWMutex
+	listeners []func(things []string)
+	// later are things to notify at the next sweep (notifyLater).
+	later []string
+
+	stopSweep chan struct{}
+	closeOnce sync.Once
+	swept     sync.WaitGroup
+
+	artifacts  string
+	tufMu      sync.Mutex // one release metadata upload at a time (check, then write)
+	baseURL    string
+	presignKey []byte
+	quotas     bool
+	calls      sync.Map // operation → *atomic.Int64 (APICalls)
+	index      fleetIndex
+}
+
+// MaxDocumentBytes is AWS IoT's limit on a job document.
+const MaxDocumentBytes = 32 * 1024
+
+// Open opens (or creates) the jobs database.
+func Open(o Options) (*Service, error) {
+	if o.Region == "" {
+		o.Region = "us-east-1"
+	}
+	if o.Account == "" {
+		o.Account = "000000000000"
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	var st Store
+	var err error
+	switch {
+	case o.PostgresURL != "":
+		if o.ArtifactDir == "" {
+			return nil, fmt.Errorf("a jobs service on PostgreSQL needs an artifact directory that every replica shares (--artifact-dir)")
+		}
+		st, err = openPgStore(o.PostgresURL)
+	case o.Path == "":
+		return nil, fmt.Errorf("jobs service: give a database file (Path) or a PostgreSQL URL")
+	default:
+		st, err = openBoltStore(o.Path)
+		if o.ArtifactDir == "" {
+			o.ArtifactDir = filepath.Join(filepath.Dir(o.Path), "artifacts")
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{region: o.Region, account: o.Account, log: o.Logger, now: o.Now, stopSweep: make(chan struct{}),
+		artifacts: o.ArtifactDir, baseURL: o.BaseURL, quotas: !o.NoAWSQuotas}
+	s.st, s.raw = indexingStore{Store: st, s: s}, st
+	if s.presignKey, err = s.loadPresignSecret(); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("artifact signing key: %w", err)
+	}
+	if err := s.loadIndex(o.FleetIndexing); err != nil {
+		st.Close()
+		return nil, err
+	}
+	s.listenForChanges()
+	s.swept.Add(1)
+	go s.sweepLoop(o.SweepInterval)
+	return s, nil
+}
+
+// Healthy reports whether the store answers a read.
+func (s *Service) Healthy() error {
+	return s.st.View(func(t Tx) error {
+		_, err := t.thing("")
+		return err
+	})
+}
+
+// SetBaseURL sets the address devices reach this service at, once it is listening.
+func (s *Service) SetBaseURL(u string) { s.baseURL = u }
+
+// Close stops the timeout sweeper and closes the database.
+func (s *Service) Close() error {
+	err := errors.New("jobs service already closed")
+	s.closeOnce.Do(func() {
+		s.stopListening()
+		close(s.stopSweep)
+		s.swept.Wait()
+		err = s.st.Close()
+	})
+	return err
+}
+
+// OnQueueChange registers fn to be told which things' pending jobs changed, after the change
+// is durable. The MQTT plane uses it to send notify and notify-next.
+func (s *Service) OnQueueChange(fn func(things []string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.listeners = append(s.listeners, fn)
+}
+
+func (s *Service) queueChanged(things []string) {
+	if len(things) == 0 {
+		return
+	}
+	s.mu.RLock()
+	ls := slices.Clone(s.listeners)
+	s.mu.RUnlock()
+	for _, fn := range ls {
+		fn(things)
+	}
+}
+
+func (s *Service) clock() time.Time { return s.now().UTC().Truncate(time.Millisecond) }
+
+// ThingArn is the ARN of a thing in this service's region and account.
+func (s *Service) ThingArn(name string) string {
+	return arn.IoT(s.region, s.account, arn.TypeThing, name)
+}
+
+// JobArn is the ARN of a job in this service's region and account.
+func (s *Service) JobArn(id string) string {
+	return arn.IoT(s.region, s.account, arn.TypeJob, id)
+}
+
+// viewOne loads one record in a read transaction; a missing record is notFound.
+func viewOne[T any](s *Service, load func(Tx) (*T, error), notFound *Error) (*T, error) {
+	var out *T
+	err := s.st.View(func(t Tx) error {
+		v, err := load(t)
+		if err != nil {
+			return err
+		}
+		if v == nil {
+			return notFound
+		}
+		out = v
+		return nil
+	})
+	return out, err
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}

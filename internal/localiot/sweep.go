@@ -1,0 +1,148 @@
+package localiot
+
+import "time"
+
+// The background sweeps: rate-limited executions released each minute, and executions past their
+// step or in-progress deadline timed out.
+
+// sweepLoop times out overdue executions until Close.
+func (s *Service) sweepLoop(every time.Duration) {
+	defer s.swept.Done()
+	if every <= 0 {
+		every = time.Second
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stopSweep:
+			return
+		case <-tick.C:
+			// One time for the whole tick: a job's end is applied before the same minute's
+			// release, never after a later one.
+			now := s.clock()
+			if _, err := s.sweepTimeouts(now); err != nil {
+				s.log.Error().Err(err).Msg("timing out executions failed; will retry")
+			}
+			started, err := s.sweepSchedules(now)
+			if err != nil {
+				s.log.Error().Err(err).Msg("starting or ending scheduled jobs failed; will retry")
+			}
+			s.queueChanged(started)
+			released, err := s.releaseHeld(now)
+			if err != nil {
+				s.log.Error().Err(err).Msg("releasing rate-limited executions failed; will retry")
+			}
+			s.queueChanged(released)
+			s.flushLater()
+		}
+	}
+}
+
+// releaseHeld releases held executions of rate-limited jobs: up to each job's maximum per
+// minute. It returns the things whose queue changed.
+func (s *Service) releaseHeld(now time.Time) ([]string, error) {
+	var things []string
+	err := s.st.Update(func(t Tx) error {
+		jobIDs, err := t.heldJobs()
+		if err != nil {
+			return err
+		}
+		for _, id := range jobIDs {
+			j, err := t.job(id)
+			if err != nil {
+				return err
+			}
+			if j == nil {
+				continue
+			}
+			if j.Status == JobInProgress && !j.Scheduling.inWindow(now) {
+				continue // outside its maintenance windows: nothing is released
+			}
+			if now.Sub(j.RateWindow) >= time.Minute {
+				j.RateWindow, j.RateReleased = now, 0
+				j.rampUp()
+			}
+			held, err := t.held(id)
+			if err != nil {
+				return err
+			}
+			for _, h := range held {
+				if j.Status == JobInProgress && j.holds(now) {
+					break
+				}
+				thing := h.thing
+				if err := t.release(id, h); err != nil {
+					return err
+				}
+				e, err := t.execution(id, thing)
+				if err != nil {
+					return err
+				}
+				if e == nil || !e.Held {
+					continue
+				}
+				if e.Status != ExecQueued { // canceled or removed while held
+					e.Held = false
+					if err := t.putExecution(e); err != nil {
+						return err
+					}
+					continue
+				}
+				e.Held = false
+				j.offered()
+				if err := t.putExecution(e); err != nil {
+					return err
+				}
+				things = append(things, thing)
+			}
+			if err := t.putJob(j); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return things, err
+}
+
+// sweepTimeouts moves every IN_PROGRESS execution whose deadline has passed to TIMED_OUT
+// (or, under a retry policy, back to QUEUED). It returns how many it timed out.
+func (s *Service) sweepTimeouts(now time.Time) (int, error) {
+	var things []string
+	err := s.st.Update(func(t Tx) error {
+		due, err := t.dueTimeouts(now)
+		if err != nil {
+			return err
+		}
+		for _, k := range due {
+			jobID, thing := k.jobID, k.thing
+			e, err := t.execution(jobID, thing)
+			if err != nil {
+				return err
+			}
+			if e == nil || e.Status != ExecInProgress || e.deadline().After(now) {
+				if err := t.deleteTimeout(k); err != nil {
+					return err
+				}
+				continue
+			}
+			j, err := t.job(jobID)
+			if err != nil {
+				return err
+			}
+			if err := s.setStatus(t, j, e, ExecTimedOut, nil, s.clock()); err != nil {
+				return err
+			}
+			things = append(things, thing)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if len(things) > 0 {
+		s.log.Info().Int("executions", len(things)).Msg("executions timed out")
+	}
+	s.queueChanged(things)
+	return len(things), nil
+}

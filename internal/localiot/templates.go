@@ -1,0 +1,281 @@
+package localiot
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/otaflow/otaflow/internal/arn"
+)
+
+// Job templates (CreateJobTemplate, DescribeJobTemplate, ListJobTemplates, DeleteJobTemplate,
+// and CreateJob with jobTemplateArn): a job's document and configuration kept to start the
+// same job again.
+
+const recordJobTemplate = "job-template"
+
+// JobTemplate is one job template.
+type JobTemplate struct {
+	ID                string           `json:"jobTemplateId"`
+	Arn               string           `json:"jobTemplateArn"`
+	Description       string           `json:"description,omitempty"`
+	Document          string           `json:"document"`
+	DocumentSource    string           `json:"documentSource,omitempty"`
+	Presign           *PresignConfig   `json:"presign,omitempty"`
+	MaxPerMinute      int              `json:"maxPerMinute,omitempty"`
+	InProgressMinutes int64            `json:"inProgressMinutes,omitempty"`
+	Retry             []RetryCriteria  `json:"retry,omitempty"`
+	Abort             []AbortCriteria  `json:"abort,omitempty"`
+	Exponential       *ExponentialRate `json:"exponentialRate,omitempty"`
+	CreatedAt         time.Time        `json:"createdAt"`
+}
+
+// JobTemplateArn is the ARN of a job template.
+func (s *Service) JobTemplateArn(id string) string {
+	return fmt.Sprintf("arn:aws:iot:%s:%s:jobtemplate/%s", s.region, s.account, id)
+}
+
+// CreateJobTemplate stores a template; fromJob, when set, copies that job's document and
+// configuration (AWS's jobArn member).
+func (s *Service) CreateJobTemplate(tpl JobTemplate, fromJob string) (*JobTemplate, error) {
+	if !jobIDRE.MatchString(tpl.ID) {
+		return nil, errorf(CodeInvalidRequest, "job template ID %q: use 1-64 of a-z A-Z 0-9 _ -", tpl.ID)
+	}
+	if tpl.Description == "" || len(tpl.Description) > 2028 {
+		return nil, errorf(CodeInvalidRequest, "description is required (at most 2028 characters)")
+	}
+	if fromJob != "" {
+		j, err := s.jobWithoutTargets(arn.Name(fromJob))
+		if err != nil {
+			return nil, err
+		}
+		tpl.Document, tpl.Presign, tpl.MaxPerMinute, tpl.Retry, tpl.Abort = j.Document, j.Presign, j.MaxPerMinute, j.Retry, j.Abort
+		tpl.Exponential = j.Exponential
+		tpl.InProgressMinutes = int64(j.InProgressTimeout / time.Minute)
+	}
+	if err := checkAbort(tpl.Abort); err != nil {
+		return nil, err
+	}
+	if err := checkExponentialRate(tpl.Exponential); err != nil {
+		return nil, err
+	}
+	if tpl.Document == "" {
+		return nil, errorf(CodeInvalidRequest, "a job template needs a document, a documentSource or a jobArn")
+	}
+	if len(tpl.Document) > MaxDocumentBytes {
+		return nil, errorf(CodeInvalidRequest, "job document is %d bytes; the limit is %d", len(tpl.Document), MaxDocumentBytes)
+	}
+	tpl.Arn, tpl.CreatedAt = s.JobTemplateArn(tpl.ID), s.clock()
+	err := s.st.Update(func(t Tx) error {
+		existing, err := t.record(recordJobTemplate, tpl.ID)
+		if err != nil {
+			return err
+		}
+		if existing != nil {
+			return errorf(CodeResourceConflict, "job template %s already exists", tpl.ID)
+		}
+		return putRecord(t, recordJobTemplate, tpl.ID, &tpl)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &tpl, nil
+}
+
+// DescribeJobTemplate returns a template by ID or ARN.
+func (s *Service) DescribeJobTemplate(id string) (*JobTemplate, error) {
+	var out *JobTemplate
+	err := s.st.View(func(t Tx) (err error) {
+		out, err = getRecord[JobTemplate](t, recordJobTemplate, arn.Name(id))
+		return err
+	})
+	if err == nil && out == nil {
+		err = errorf(CodeResourceNotFound, "job template %s does not exist", arn.Name(id))
+	}
+	return out, err
+}
+
+// ListJobTemplates lists templates by ID.
+func (s *Service) ListJobTemplates() ([]*JobTemplate, error) {
+	var out []*JobTemplate
+	err := s.st.View(func(t Tx) error {
+		all, err := t.records(recordJobTemplate)
+		for _, raw := range all {
+			var tpl JobTemplate
+			if err := json.Unmarshal(raw, &tpl); err != nil {
+				return err
+			}
+			out = append(out, &tpl)
+		}
+		return err
+	})
+	return out, err
+}
+
+// DeleteJobTemplate deletes a template (jobs made from it stay).
+func (s *Service) DeleteJobTemplate(id string) error {
+	return s.st.Update(func(t Tx) error {
+		existing, err := t.record(recordJobTemplate, id)
+		if err != nil {
+			return err
+		}
+		if existing == nil {
+			return errorf(CodeResourceNotFound, "job template %s does not exist", id)
+		}
+		return t.deleteRecord(recordJobTemplate, id)
+	})
+}
+
+// fromTemplate fills what a CreateJob request left out from its template.
+func (s *Service) fromTemplate(in *CreateJobInput, templateArn string) error {
+	tpl, err := s.DescribeJobTemplate(templateArn)
+	if err != nil {
+		return err
+	}
+	if in.Document == "" {
+		in.Document = tpl.Document
+	}
+	if in.Description == "" {
+		in.Description = tpl.Description
+	}
+	if in.Presign == nil {
+		in.Presign = tpl.Presign
+	}
+	if in.MaxPerMinute == 0 {
+		in.MaxPerMinute = tpl.MaxPerMinute
+	}
+	if in.InProgressTimeoutMinutes == 0 {
+		in.InProgressTimeoutMinutes = tpl.InProgressMinutes
+	}
+	if in.Retry == nil {
+		in.Retry = tpl.Retry
+	}
+	if in.Abort == nil {
+		in.Abort = tpl.Abort
+	}
+	if in.Exponential == nil {
+		in.Exponential = tpl.Exponential
+	}
+	return nil
+}
+
+func (s *Service) handleCreateJobTemplate(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		JobArn             string           `json:"jobArn"`
+		Document           string           `json:"document"`
+		DocumentSource     string           `json:"documentSource"`
+		Description        string           `json:"description"`
+		PresignedURLConfig *PresignConfig   `json:"presignedUrlConfig"`
+		AbortConfig        *abortConfigJSON `json:"abortConfig"`
+		RolloutConfig      *struct {
+			MaximumPerMinute int              `json:"maximumPerMinute"`
+			ExponentialRate  *ExponentialRate `json:"exponentialRate"`
+		} `json:"jobExecutionsRolloutConfig"`
+		TimeoutConfig *struct {
+			InProgressTimeoutInMinutes int64 `json:"inProgressTimeoutInMinutes"`
+		} `json:"timeoutConfig"`
+		RetryConfig *struct {
+			CriteriaList []RetryCriteria `json:"criteriaList"`
+		} `json:"jobExecutionsRetryConfig"`
+	}
+	if err := readJSON(r, &in); err != nil {
+		writeError(w, err)
+		return
+	}
+	abort, err := in.AbortConfig.criteria()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	tpl := JobTemplate{ID: r.PathValue("jobTemplateId"), Description: in.Description, Document: in.Document,
+		DocumentSource: in.DocumentSource, Presign: in.PresignedURLConfig, Retry: retryList(in.RetryConfig), Abort: abort}
+	if in.DocumentSource != "" {
+		doc, err := s.documentFromSource(in.DocumentSource)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		tpl.Document = doc
+	}
+	if in.RolloutConfig != nil {
+		tpl.MaxPerMinute, tpl.Exponential = in.RolloutConfig.MaximumPerMinute, in.RolloutConfig.ExponentialRate
+	}
+	if in.TimeoutConfig != nil {
+		tpl.InProgressMinutes = in.TimeoutConfig.InProgressTimeoutInMinutes
+	}
+	out, err := s.CreateJobTemplate(tpl, in.JobArn)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, map[string]string{"jobTemplateArn": out.Arn, "jobTemplateId": out.ID})
+}
+
+func (s *Service) handleDescribeJobTemplate(w http.ResponseWriter, r *http.Request) {
+	tpl, err := s.DescribeJobTemplate(r.PathValue("jobTemplateId"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := map[string]any{"jobTemplateArn": tpl.Arn, "jobTemplateId": tpl.ID, "document": tpl.Document, "createdAt": ptime(tpl.CreatedAt)}
+	if tpl.Description != "" {
+		out["description"] = tpl.Description
+	}
+	if tpl.DocumentSource != "" {
+		out["documentSource"] = tpl.DocumentSource
+	}
+	if tpl.Presign != nil {
+		out["presignedUrlConfig"] = tpl.Presign
+	}
+	if rc := rolloutConfigJSON(tpl.MaxPerMinute, tpl.Exponential); len(rc) > 0 {
+		out["jobExecutionsRolloutConfig"] = rc
+	}
+	if tpl.InProgressMinutes > 0 {
+		out["timeoutConfig"] = map[string]int64{"inProgressTimeoutInMinutes": tpl.InProgressMinutes}
+	}
+	if len(tpl.Retry) > 0 {
+		out["jobExecutionsRetryConfig"] = map[string]any{"criteriaList": tpl.Retry}
+	}
+	if len(tpl.Abort) > 0 {
+		out["abortConfig"] = map[string]any{"criteriaList": tpl.Abort}
+	}
+	writeJSON(w, out)
+}
+
+func (s *Service) handleListJobTemplates(w http.ResponseWriter, r *http.Request) {
+	max, err := maxResults(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	all, err := s.ListJobTemplates()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ids := make([]string, len(all))
+	byID := map[string]*JobTemplate{}
+	for i, tpl := range all {
+		ids[i], byID[tpl.ID] = tpl.ID, tpl
+	}
+	ids, next := pageStrings(ids, max, r.URL.Query().Get("nextToken"))
+	list := make([]map[string]any, 0, len(ids))
+	for _, id := range ids {
+		tpl := byID[id]
+		item := map[string]any{"jobTemplateArn": tpl.Arn, "jobTemplateId": tpl.ID, "createdAt": ptime(tpl.CreatedAt)}
+		if tpl.Description != "" {
+			item["description"] = tpl.Description
+		}
+		list = append(list, item)
+	}
+	writeJSON(w, page(map[string]any{"jobTemplates": list}, next))
+}
+
+func (s *Service) handleDeleteJobTemplate(w http.ResponseWriter, r *http.Request) {
+	if err := s.DeleteJobTemplate(r.PathValue("jobTemplateId")); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
