@@ -16,6 +16,7 @@ import (
 	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/jobdoc"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 )
 
@@ -27,9 +28,9 @@ func doc(t *testing.T, version string) string {
 	return s
 }
 
-func waitTerminal(t *testing.T, svc *localiot.Service, jobID, thing string) *localiot.Execution {
+func waitTerminal(t *testing.T, svc *localiot.Service, jobID, thing string) *store.Execution {
 	t.Helper()
-	var e *localiot.Execution
+	var e *store.Execution
 	require.Eventually(t, func() bool {
 		var err error
 		e, err = svc.DescribeJobExecution(jobID, thing)
@@ -126,21 +127,21 @@ func TestAgentThroughBrokers(t *testing.T) {
 			a, stop := startAgent(t, b, dir)
 
 			e := waitTerminal(t, svc, "a-update", "dev-1")
-			require.Equal(t, localiot.ExecSucceeded, e.Status)
+			require.Equal(t, store.ExecSucceeded, e.Status)
 			require.Equal(t, "1.1.0", e.StatusDetails["installedVersion"])
 			require.Equal(t, "1.0.0", e.StatusDetails["previousVersion"])
 
 			e = waitTerminal(t, svc, "b-bad-schema", "dev-1")
-			require.Equal(t, localiot.ExecRejected, e.Status)
+			require.Equal(t, store.ExecRejected, e.Status)
 			require.Contains(t, e.StatusDetails["reason"], `schema version "9" is not supported`)
 
 			e = waitTerminal(t, svc, "d-fails", "dev-1")
-			require.Equal(t, localiot.ExecFailed, e.Status)
+			require.Equal(t, store.ExecFailed, e.Status)
 			require.Contains(t, e.StatusDetails["reason"], "simulated install failure")
 			require.Equal(t, "1.1.0", a.InstalledVersion("core"), "a failed install leaves the old version")
 			e, err = svc.DescribeJobExecution("c-not-ours", "dev-1")
 			require.NoError(t, err)
-			require.Equal(t, localiot.ExecQueued, e.Status, "another software's job is left alone (seed: the agent ignores other job types)")
+			require.Equal(t, store.ExecQueued, e.Status, "another software's job is left alone (seed: the agent ignores other job types)")
 
 			// The installed version survives a restart of the agent.
 			stop()
@@ -149,7 +150,7 @@ func TestAgentThroughBrokers(t *testing.T) {
 			_, err = svc.CreateJob(localiot.CreateJobInput{JobID: "e-after-restart", Targets: []string{"dev-1"}, Document: doc(t, "1.3.0")})
 			require.NoError(t, err)
 			e = waitTerminal(t, svc, "e-after-restart", "dev-1")
-			require.Equal(t, localiot.ExecSucceeded, e.Status)
+			require.Equal(t, store.ExecSucceeded, e.Status)
 			require.Equal(t, "1.3.0", a2.InstalledVersion("core"))
 		})
 	}
@@ -176,7 +177,7 @@ func TestAgentSurvivesMalformedMessages(t *testing.T) {
 	_, err := svc.CreateJob(localiot.CreateJobInput{JobID: "after-flood", Targets: []string{"dev-1"}, Document: doc(t, "1.1.0")})
 	require.NoError(t, err)
 	e := waitTerminal(t, svc, "after-flood", "dev-1")
-	require.Equal(t, localiot.ExecSucceeded, e.Status)
+	require.Equal(t, store.ExecSucceeded, e.Status)
 	require.Equal(t, "1.1.0", a.InstalledVersion("core"))
 }
 
@@ -217,7 +218,7 @@ func TestAgentResendsLostRequests(t *testing.T) {
 
 	defer servePlane(t, svc, b).Close()
 	e := waitTerminal(t, svc, "update", "dev-1")
-	require.Equal(t, localiot.ExecSucceeded, e.Status)
+	require.Equal(t, store.ExecSucceeded, e.Status)
 	require.Contains(t, logs.String(), "sending the request again")
 	require.NotContains(t, logs.String(), "no reply within", "the lost request was sent again before it timed out")
 }
@@ -241,6 +242,6 @@ func TestIdleRecheckFindsJobWithoutNotification(t *testing.T) {
 	require.NoError(t, err)
 	defer servePlane(t, svc, b).Close()
 	e := waitTerminal(t, svc, "quiet", "dev-1")
-	require.Equal(t, localiot.ExecSucceeded, e.Status)
+	require.Equal(t, store.ExecSucceeded, e.Status)
 	require.Contains(t, logs.String(), "idle recheck")
 }

@@ -15,13 +15,14 @@ import (
 	"github.com/otaflow/otaflow/internal/agent/slots"
 	"github.com/otaflow/otaflow/internal/iotjobs"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
 
 // rawJob queues a job whose document is exactly raw, as anyone holding the REST key can
 // (CreateJob takes any JSON; the rollout's own checks are not in the way).
-func (r *installRig) rawJob(jobID, raw string) *localiot.Execution {
+func (r *installRig) rawJob(jobID, raw string) *store.Execution {
 	_, err := r.svc.CreateJob(localiot.CreateJobInput{JobID: jobID, Targets: []string{"dev-1"}, Document: raw})
 	require.NoError(r.t, err)
 	return waitTerminal(r.t, r.svc, jobID, "dev-1")
@@ -56,18 +57,18 @@ func TestComponentsCannotDowngradeTheCore(t *testing.T) {
 	old := r.artifact("1.0.0", "true") // an old release, signed long ago
 	r.create("to-3", "3.0.0", r.artifact("3.0.0", "true"), 0)
 	e := waitTerminal(t, r.svc, "to-3", "dev-1")
-	require.Equal(t, localiot.ExecSucceeded, e.Status, e.StatusDetails["reason"])
+	require.Equal(t, store.ExecSucceeded, e.Status, e.StatusDetails["reason"])
 
 	for i, name := range []string{"core", "ota_agent", "Core", "components"} {
 		e = r.rawJob("lie-"+string(rune('a'+i)), `{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"components","components":{"`+name+`":"0.0.1"}}`)
-		require.Equal(t, localiot.ExecRejected, e.Status, name)
+		require.Equal(t, store.ExecRejected, e.Status, name)
 		require.Contains(t, e.StatusDetails["reason"], "reserved", name)
 	}
 	require.Equal(t, "3.0.0", a.InstalledVersion("core"))
 
 	r.create("down", "1.0.0", old, 0)
 	e = waitTerminal(t, r.svc, "down", "dev-1")
-	require.Equal(t, localiot.ExecRejected, e.Status)
+	require.Equal(t, store.ExecRejected, e.Status)
 	require.Contains(t, e.StatusDetails["reason"], "older than the installed 3.0.0")
 	require.Equal(t, "3.0.0", core.Current())
 	require.Eventually(t, func() bool { return r.reportedSoftware()["core"] == "3.0.0" }, 10*time.Second, 20*time.Millisecond)
@@ -75,13 +76,13 @@ func TestComponentsCannotDowngradeTheCore(t *testing.T) {
 	// A component version is recorded only when its recipe is signed, and apart from core.
 	comp := `{"type":"otaflow.update","schemaVersion":"1","operation":"update","softwareToUpdate":"components","components":{"com.example.Cache":"1.2.0"}}`
 	e = r.rawJob("unsigned-component", comp)
-	require.Equal(t, localiot.ExecRejected, e.Status)
+	require.Equal(t, store.ExecRejected, e.Status)
 	require.Contains(t, e.StatusDetails["reason"], "component com.example.Cache 1.2.0 refused")
 	require.Empty(t, a.InstalledVersion("com.example.Cache"))
 	require.NoError(t, release.PublishComponent(context.Background(), r.repo, nil, "", "com.example.Cache", "1.2.0", []byte(`{"name":"com.example.Cache","version":"1.2.0"}`)))
 	r.publishMetadata()
 	e = r.rawJob("signed-component", comp)
-	require.Equal(t, localiot.ExecSucceeded, e.Status, e.StatusDetails["reason"])
+	require.Equal(t, store.ExecSucceeded, e.Status, e.StatusDetails["reason"])
 	require.Equal(t, "1.2.0", a.InstalledVersion("com.example.Cache"))
 	require.Equal(t, "3.0.0", a.InstalledVersion("core"))
 	require.NotContains(t, r.reportedSoftware(), "com.example.Cache", "components are reported apart from the software")
@@ -101,7 +102,7 @@ func TestForeignPlatformReleaseIsRejected(t *testing.T) {
 	art := r.sign(coreTarball(t, "2.0.0"), tuf.Custom{Software: "core", Version: "2.0.0", OS: "raspbian", Architecture: "armv7l"})
 	r.create("arm", "2.0.0", art, 0)
 	e := waitTerminal(t, r.svc, "arm", "dev-1")
-	require.Equal(t, localiot.ExecRejected, e.Status)
+	require.Equal(t, store.ExecRejected, e.Status)
 	require.Contains(t, e.StatusDetails["reason"], "built for raspbian/armv7l; this device is ubuntu/x86_64")
 	require.Equal(t, "1.0.0", a.InstalledVersion("core"))
 	require.Empty(t, slots.Slots{Root: filepath.Join(root, "core")}.Current(), "nothing was installed")
@@ -115,7 +116,7 @@ func TestForeignPlatformReleaseIsRejected(t *testing.T) {
 	runAgent(t, a)
 	r.create("plain", "2.1.0", r.artifact("2.1.0", "true"), 0)
 	e = waitTerminal(t, r.svc, "plain", "dev-1")
-	require.Equal(t, localiot.ExecRejected, e.Status)
+	require.Equal(t, store.ExecRejected, e.Status)
 	require.Contains(t, e.StatusDetails["reason"], "plain HTTP")
 	require.NotContains(t, e.StatusDetails["reason"], "X-Otaflow-Signature", "the presigned URL's signature is not shown")
 	require.Equal(t, "1.0.0", a.InstalledVersion("core"))

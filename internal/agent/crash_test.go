@@ -17,7 +17,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/agent/slots"
-	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/platform"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
@@ -133,9 +133,9 @@ func (r *crashRig) finishAfterKill(jobID, version, installed, point string) stri
 	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 	cmd.Wait()
 	switch e.Status {
-	case localiot.ExecSucceeded:
+	case store.ExecSucceeded:
 		installed = version
-	case localiot.ExecFailed:
+	case store.ExecFailed:
 	default:
 		t.Fatalf("killed at %s: job ended %s (%v)", point, e.Status, e.StatusDetails)
 	}
@@ -184,7 +184,7 @@ func TestAgentSurvivesSIGKILL(t *testing.T) {
 	cmd = r.start()
 	defer func() { cmd.Process.Signal(syscall.SIGKILL); cmd.Wait() }()
 	e := waitTerminal(t, r.svc, "loop", "dev-1")
-	require.Equal(t, localiot.ExecFailed, e.Status)
+	require.Equal(t, store.ExecFailed, e.Status)
 	require.Contains(t, e.StatusDetails["reason"], "reboot loop")
 	require.Equal(t, installed, r.core.Current(), "back on the version before the loop")
 }
@@ -268,7 +268,7 @@ func TestFullStateDiskEndsFailed(t *testing.T) {
 	})
 	ir.create("full-disk", "2.0.0", ir.artifact("2.0.0", "true"), 0)
 	e := waitTerminal(t, ir.svc, "full-disk", "dev-1")
-	require.Equal(t, localiot.ExecFailed, e.Status, e.StatusDetails["reason"])
+	require.Equal(t, store.ExecFailed, e.Status, e.StatusDetails["reason"])
 	require.Contains(t, e.StatusDetails["reason"], "cannot write its state")
 	require.Contains(t, e.StatusDetails["reason"], "no space left on device")
 	require.Contains(t, e.StatusDetails["reason"], "switched back to 1.0.0")

@@ -15,6 +15,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/iotjobs"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // reportedHealth is the device's health shadow, as the service holds it.
@@ -54,7 +55,7 @@ func TestHealthAfterAnUpdate(t *testing.T) {
 	// The health check passes until the flag file appears.
 	r.create("up", "2.0.0", r.artifact("2.0.0", "sh", "-c", "test ! -e "+flag), 0)
 	e := waitTerminal(t, r.svc, "up", "dev-1")
-	require.Equal(t, localiot.ExecSucceeded, e.Status, e.StatusDetails["reason"])
+	require.Equal(t, store.ExecSucceeded, e.Status, e.StatusDetails["reason"])
 	require.Eventually(t, func() bool {
 		h := reportedHealth(t, r.svc)
 		return h != nil && h["version"] == "2.0.0" && h["healthChecks"].(float64) >= 1 && h["healthy"] == true

@@ -15,6 +15,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent/slots"
 	"github.com/otaflow/otaflow/internal/jobdoc"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 	"github.com/otaflow/otaflow/internal/platform"
 	"github.com/otaflow/otaflow/internal/release"
@@ -121,7 +122,7 @@ func (r *installRig) createDoc(jobID string, d jobdoc.Document) {
 	body, err := d.Marshal()
 	require.NoError(r.t, err)
 	_, err = r.svc.CreateJob(localiot.CreateJobInput{JobID: jobID, Targets: []string{"dev-1"}, Document: body,
-		Presign: &localiot.PresignConfig{RoleArn: "arn:aws:iam::0:role/s", ExpiresInSec: 600}})
+		Presign: &store.PresignConfig{RoleArn: "arn:aws:iam::0:role/s", ExpiresInSec: 600}})
 	require.NoError(r.t, err)
 }
 
@@ -129,7 +130,7 @@ func (r *installRig) createDoc(jobID string, d jobdoc.Document) {
 // store: TUF-verified download, slot install, atomic switch, signed health check, rollback.
 func TestRealInstallPath(t *testing.T) {
 	r := newInstallRig(t)
-	job := func(id, version string, art *jobdoc.Artifact) *localiot.Execution {
+	job := func(id, version string, art *jobdoc.Artifact) *store.Execution {
 		r.create(id, version, art, 0)
 		return waitTerminal(t, r.svc, id, "dev-1")
 	}
@@ -142,14 +143,14 @@ func TestRealInstallPath(t *testing.T) {
 	core := slots.Slots{Root: filepath.Join(root, "core")}
 
 	e := job("good", "2.0.0", r.artifact("2.0.0", "true"))
-	require.Equal(t, localiot.ExecSucceeded, e.Status, e.StatusDetails["reason"])
+	require.Equal(t, store.ExecSucceeded, e.Status, e.StatusDetails["reason"])
 	require.Equal(t, "2.0.0", core.Current())
 	out, err := os.ReadFile(filepath.Join(root, "core", "current", "bin", "core"))
 	require.NoError(t, err)
 	require.Contains(t, string(out), "core 2.0.0")
 
 	e = job("unhealthy", "3.0.0", r.artifact("3.0.0", "false"))
-	require.Equal(t, localiot.ExecFailed, e.Status)
+	require.Equal(t, store.ExecFailed, e.Status)
 	require.Contains(t, e.StatusDetails["reason"], "health check of 3.0.0 failed")
 	require.Contains(t, e.StatusDetails["reason"], "rolled back to 2.0.0")
 	require.Equal(t, "2.0.0", core.Current(), "the device is back on the old version")
@@ -158,14 +159,14 @@ func TestRealInstallPath(t *testing.T) {
 	// Relabelling: the signed 2.0.0 package offered as 9.9.9, a version nobody signed, is
 	// refused before anything is downloaded; the real newer release still installs after.
 	e = job("relabelled", "9.9.9", r.upload("core/9.9.9.tar.gz", coreTarball(t, "2.0.0")))
-	require.Equal(t, localiot.ExecRejected, e.Status)
+	require.Equal(t, store.ExecRejected, e.Status)
 	require.Contains(t, e.StatusDetails["reason"], "not a signed target")
 	require.Equal(t, "2.0.0", core.Current(), "nothing was switched")
 	e = job("real-newer", "3.1.0", r.artifact("3.1.0", "true"))
-	require.Equal(t, localiot.ExecSucceeded, e.Status, e.StatusDetails["reason"])
+	require.Equal(t, store.ExecSucceeded, e.Status, e.StatusDetails["reason"])
 
 	e = job("downgrade", "1.5.0", r.artifact("1.5.0", "true"))
-	require.Equal(t, localiot.ExecRejected, e.Status)
+	require.Equal(t, store.ExecRejected, e.Status)
 	require.Contains(t, e.StatusDetails["reason"], "downgrade needs a rollback job")
 	require.Equal(t, "3.1.0", core.Current())
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // component is a local program on the device speaking the deferral protocol.
@@ -92,7 +93,7 @@ func TestDeferral(t *testing.T) {
 	n := c.next()
 	c.send(agent.IPCMessage{Op: "ack", JobID: n.JobID})
 	e := waitTerminal(t, svc, "deferred", "dev-1")
-	require.Equal(t, localiot.ExecSucceeded, e.Status)
+	require.Equal(t, store.ExecSucceeded, e.Status)
 	require.Equal(t, "2", e.StatusDetails["deferrals"])
 	require.Equal(t, "1.1.0", a.InstalledVersion("core"))
 
@@ -112,7 +113,7 @@ func TestDeferral(t *testing.T) {
 		}
 	}()
 	e = waitTerminal(t, svc, "stubborn", "dev-1")
-	require.Equal(t, localiot.ExecSucceeded, e.Status)
+	require.Equal(t, store.ExecSucceeded, e.Status)
 	require.Contains(t, e.StatusDetails["deferralLimitReached"], "com.example.Logger asked to defer again")
 	require.Equal(t, "1.2.0", a.InstalledVersion("core"))
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/agent/slots"
 	"github.com/otaflow/otaflow/internal/jobdoc"
-	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
 
@@ -36,7 +36,7 @@ func TestSelfUpdate(t *testing.T) {
 		require.NoError(t, err)
 		return p
 	}
-	selfUpdate := func(jobID, version string, binary []byte) *localiot.Execution {
+	selfUpdate := func(jobID, version string, binary []byte) *store.Execution {
 		art := r.sign(tarGz(t, agent.AgentBinary, binary), tuf.Custom{Software: jobdoc.SoftwareOTAAgent, Version: version, OS: "ubuntu", Architecture: "x86_64"})
 		r.createDoc(jobID, jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "r",
 			SoftwareToUpdate: jobdoc.SoftwareOTAAgent, Version: version, Artifact: art})
@@ -44,13 +44,13 @@ func TestSelfUpdate(t *testing.T) {
 	}
 
 	e := selfUpdate("agent-2", "2.0.0", self)
-	require.Equal(t, localiot.ExecSucceeded, e.Status, e.StatusDetails["reason"])
+	require.Equal(t, store.ExecSucceeded, e.Status, e.StatusDetails["reason"])
 	require.Equal(t, "2.0.0", e.StatusDetails["installedVersion"])
 	require.Equal(t, "2.0.0", agentSlots.Current())
 	require.Equal(t, filepath.Join(agentSlots.Dir("2.0.0"), agent.AgentBinary), exe(), "the same process now runs the new agent")
 
 	e = selfUpdate("agent-3-broken", "3.0.0", []byte("#!/bin/sh\necho 'boom: cannot read config' >&2\nexit 3\n"))
-	require.Equal(t, localiot.ExecFailed, e.Status)
+	require.Equal(t, store.ExecFailed, e.Status)
 	require.Contains(t, e.StatusDetails["reason"], "new agent 3.0.0 did not start")
 	require.Contains(t, e.StatusDetails["reason"], "boom: cannot read config")
 	require.Contains(t, e.StatusDetails["reason"], "kept agent 2.0.0")
@@ -58,13 +58,13 @@ func TestSelfUpdate(t *testing.T) {
 	require.Equal(t, "2.0.0", agentSlots.Current(), "a broken agent is never switched to")
 
 	e = selfUpdate("agent-3-hangs", "3.0.1", []byte("#!/bin/sh\nexec sleep 60\n"))
-	require.Equal(t, localiot.ExecFailed, e.Status)
+	require.Equal(t, store.ExecFailed, e.Status)
 	require.Contains(t, e.StatusDetails["reason"], "not ready within 5s")
 	require.Equal(t, "2.0.0", agentSlots.Current())
 
 	// The agent that stayed still takes jobs.
 	r.job("core-after", "1.1.0")
 	e = waitTerminal(t, r.svc, "core-after", "dev-1")
-	require.Equal(t, localiot.ExecSucceeded, e.Status, e.StatusDetails["reason"])
+	require.Equal(t, store.ExecSucceeded, e.Status, e.StatusDetails["reason"])
 	require.Equal(t, filepath.Join(agentSlots.Dir("2.0.0"), agent.AgentBinary), exe())
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent/slots"
 	"github.com/otaflow/otaflow/internal/jobdoc"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
 
@@ -50,73 +51,73 @@ func TestStateChain(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		arrange func(s *setup)
-		status  localiot.ExecutionStatus
+		status  store.ExecutionStatus
 		reason  string
 		chain   string
 		ends    string
 		ran     string // managedRespawn scripts that ran, in order
 	}{
-		{name: "success", status: localiot.ExecSucceeded, chain: full, ends: "3.0.0"},
+		{name: "success", status: store.ExecSucceeded, chain: full, ends: "3.0.0"},
 		{name: "success with managedRespawn scripts", arrange: func(s *setup) { s.in.ManagedRespawn = true },
-			status: localiot.ExecSucceeded, chain: full, ends: "3.0.0", ran: "ggc_pre_update.sh ggc_post_update.sh"},
+			status: store.ExecSucceeded, chain: full, ends: "3.0.0", ran: "ggc_pre_update.sh ggc_post_update.sh"},
 		{name: "tampered package: other bytes than signed", arrange: func(s *setup) {
 			s.doc.Artifact = r.upload("core/3.0.0-other.tar.gz", coreTarball(t, "3.0.0-evil"))
-		}, status: localiot.ExecFailed, reason: "sha256", chain: "installing downloading", ends: "2.0.0"},
+		}, status: store.ExecFailed, reason: "sha256", chain: "installing downloading", ends: "2.0.0"},
 		{name: "rejected: unsigned release", arrange: func(s *setup) {
 			s.doc.Version, s.doc.Artifact = "3.2.0", r.upload("core/3.2.0.tar.gz", coreTarball(t, "3.2.0"))
-		}, status: localiot.ExecRejected, reason: "core/3.2.0.tar.gz is not a signed target", chain: "installing", ends: "2.0.0"},
+		}, status: store.ExecRejected, reason: "core/3.2.0.tar.gz is not a signed target", chain: "installing", ends: "2.0.0"},
 		{name: "rejected: below the signed minimum version", arrange: func(s *setup) { s.custom.MinimumVersion = "2.5.0" },
-			status: localiot.ExecRejected, reason: "must be installed over 2.5.0 or newer; this device runs 2.0.0", chain: "installing", ends: "2.0.0"},
+			status: store.ExecRejected, reason: "must be installed over 2.5.0 or newer; this device runs 2.0.0", chain: "installing", ends: "2.0.0"},
 		{name: "rejected: a health check in the job document", arrange: func(s *setup) {
 			s.raw = `{"type":"otaflow.update","schemaVersion":"1","operation":"update","rolloutId":"r","softwareToUpdate":"core","version":"3.0.0",` +
 				`"healthCheck":{"command":["sh","-c","id > /tmp/pwned"]}}`
-		}, status: localiot.ExecRejected, reason: `unknown field "healthCheck"`, chain: "", ends: "2.0.0"},
+		}, status: store.ExecRejected, reason: `unknown field "healthCheck"`, chain: "", ends: "2.0.0"},
 		{name: "truncated download", arrange: func(s *setup) {
 			s.doc.Artifact = r.upload("core/3.0.0-short.tar.gz", coreTarball(t, "3.0.0")[:100]) // fewer bytes than signed
-		}, status: localiot.ExecFailed, reason: "download failed", chain: "installing downloading", ends: "2.0.0"},
+		}, status: store.ExecFailed, reason: "download failed", chain: "installing downloading", ends: "2.0.0"},
 		{name: "path traversal in the artifact", arrange: func(s *setup) {
 			s.custom.Version = "3.0.0"
 			s.doc.Version = "3.0.1"
 			s.doc.Artifact = r.sign(tarGz(t, "../../../etc/evil", []byte("x")), tuf.Custom{Software: "core", Version: "3.0.1", OS: "ubuntu", Architecture: "x86_64"})
-		}, status: localiot.ExecFailed, reason: "install into a new slot failed", chain: "installing downloading installing", ends: "2.0.0"},
+		}, status: store.ExecFailed, reason: "install into a new slot failed", chain: "installing downloading installing", ends: "2.0.0"},
 		{name: "pre-update script fails", arrange: func(s *setup) { s.in.ManagedRespawn, s.scripts = true, "ggc_pre_update.sh" },
-			status: localiot.ExecFailed, reason: "service would not stop", chain: "installing downloading", ends: "2.0.0", ran: "ggc_pre_update.sh"},
+			status: store.ExecFailed, reason: "service would not stop", chain: "installing downloading", ends: "2.0.0", ran: "ggc_pre_update.sh"},
 		{name: "restart fails", arrange: func(s *setup) { s.in.Restart = []string{"sh", "-c", "echo unit not found; exit 5"} },
-			status: localiot.ExecFailed, reason: "restarting 3.0.0 failed", chain: "installing downloading installing switching switched", ends: "2.0.0"},
+			status: store.ExecFailed, reason: "restarting 3.0.0 failed", chain: "installing downloading installing switching switched", ends: "2.0.0"},
 		{name: "restart policy none skips the restart", arrange: func(s *setup) {
 			s.in.Restart = []string{"sh", "-c", "exit 5"}
 			s.custom.RestartPolicy = jobdoc.RestartNone
-		}, status: localiot.ExecSucceeded, chain: full, ends: "3.0.0"},
+		}, status: store.ExecSucceeded, chain: full, ends: "3.0.0"},
 		{name: "health check fails", arrange: func(s *setup) { s.custom.HealthCheck.Command = []string{"false"} },
-			status: localiot.ExecFailed, reason: "health check of 3.0.0 failed", chain: "installing downloading installing switching switched health-check", ends: "2.0.0"},
+			status: store.ExecFailed, reason: "health check of 3.0.0 failed", chain: "installing downloading installing switching switched health-check", ends: "2.0.0"},
 		{name: "post-update script fails", arrange: func(s *setup) { s.in.ManagedRespawn, s.scripts = true, "ggc_post_update.sh" },
-			status: localiot.ExecFailed, reason: "rolled back to 2.0.0", chain: "installing downloading installing switching switched health-check", ends: "2.0.0",
+			status: store.ExecFailed, reason: "rolled back to 2.0.0", chain: "installing downloading installing switching switched health-check", ends: "2.0.0",
 			ran: "ggc_pre_update.sh ggc_post_update.sh"},
 		{name: "rejected: proxy configured", arrange: func(s *setup) { s.in.Env = append(s.in.Env, "HTTPS_PROXY=http://proxy:3128") },
-			status: localiot.ExecRejected, reason: "proxy", chain: "installing", ends: "2.0.0"},
+			status: store.ExecRejected, reason: "proxy", chain: "installing", ends: "2.0.0"},
 		{name: "rejected: scripts writable by others", arrange: func(s *setup) { s.in.ManagedRespawn, s.scripts = true, "mode" },
-			status: localiot.ExecRejected, reason: "writable by nobody else", chain: "installing", ends: "2.0.0"},
+			status: store.ExecRejected, reason: "writable by nobody else", chain: "installing", ends: "2.0.0"},
 		{name: "rejected: downgrade", arrange: func(s *setup) { s.doc.Version, s.doc.Artifact = "1.5.0", r.artifact("1.5.0") },
-			status: localiot.ExecRejected, reason: "downgrade needs a rollback job", chain: "installing", ends: "2.0.0"},
+			status: store.ExecRejected, reason: "downgrade needs a rollback job", chain: "installing", ends: "2.0.0"},
 		{name: "rollback job may go back to the previous version", arrange: func(s *setup) {
 			s.doc.Operation, s.doc.Version, s.doc.Artifact = jobdoc.OpRollback, "1.9.0", r.artifact("1.9.0")
-		}, status: localiot.ExecSucceeded, chain: full, ends: "1.9.0"},
+		}, status: store.ExecSucceeded, chain: full, ends: "1.9.0"},
 		{name: "rejected: rollback to a version the device did not run before", arrange: func(s *setup) {
 			s.doc.Operation, s.doc.Version, s.doc.Artifact = jobdoc.OpRollback, "1.5.0", r.artifact("1.5.0")
-		}, status: localiot.ExecRejected, reason: "may only return core to the version it ran before this one (1.9.0)", chain: "", ends: "2.0.0"},
+		}, status: store.ExecRejected, reason: "may only return core to the version it ran before this one (1.9.0)", chain: "", ends: "2.0.0"},
 		{name: "rollback to a version still in its slot", arrange: func(s *setup) {
 			s.doc.Operation, s.doc.Version, s.doc.Artifact = jobdoc.OpRollback, "1.9.0", nil
-		}, status: localiot.ExecSucceeded, chain: "installing switching switched health-check installed", ends: "1.9.0"},
+		}, status: store.ExecSucceeded, chain: "installing switching switched health-check installed", ends: "1.9.0"},
 		{name: "rejected: no artifact and not installed", arrange: func(s *setup) { s.doc.Version, s.doc.Artifact = "4.0.0", nil },
-			status: localiot.ExecRejected, reason: "not installed on this device", chain: "installing", ends: "2.0.0"},
+			status: store.ExecRejected, reason: "not installed on this device", chain: "installing", ends: "2.0.0"},
 		{name: "deferred once by a component", arrange: func(s *setup) { s.deferTo = true },
-			status: localiot.ExecSucceeded, chain: "deferred " + full, ends: "3.0.0"},
+			status: store.ExecSucceeded, chain: "deferred " + full, ends: "3.0.0"},
 		{name: "already on the version", arrange: func(s *setup) { s.doc.Version = "2.0.0" },
-			status: localiot.ExecSucceeded, chain: "", ends: "2.0.0"},
+			status: store.ExecSucceeded, chain: "", ends: "2.0.0"},
 		{name: "invalid document", arrange: func(s *setup) {
 			s.raw = `{"type":"otaflow.update","schemaVersion":"7","operation":"update","rolloutId":"r","softwareToUpdate":"core","version":"3.0.0"}`
 		},
-			status: localiot.ExecRejected, reason: "update the agent first", chain: "", ends: "2.0.0"},
+			status: store.ExecRejected, reason: "update the agent first", chain: "", ends: "2.0.0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root, scripts := t.TempDir(), t.TempDir()
@@ -182,13 +183,13 @@ func TestStateChain(t *testing.T) {
 			require.Equal(t, tc.status, e.Status, "reason: %s", e.StatusDetails["reason"])
 			require.Contains(t, e.StatusDetails["reason"], tc.reason)
 			require.NotContains(t, e.StatusDetails["reason"], "Signature=", "a reason never holds a presigned URL's credentials")
-			if tc.status != localiot.ExecSucceeded {
+			if tc.status != store.ExecSucceeded {
 				left, _ := os.ReadDir(filepath.Join(root, "downloads"))
 				require.Empty(t, left, "a failed update leaves no download behind")
 			}
 			require.Equal(t, tc.ends, core.Current(), "the device runs exactly one version")
 			require.Equal(t, tc.ends, a.InstalledVersion("core"))
-			if tc.status == localiot.ExecSucceeded {
+			if tc.status == store.ExecSucceeded {
 				require.Equal(t, tc.ends, e.StatusDetails["installedVersion"])
 			}
 			// The report goes out before the state is cleared: wait for the clear.

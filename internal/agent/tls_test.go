@@ -16,6 +16,7 @@ import (
 	"github.com/otaflow/otaflow/internal/broker"
 	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 	"github.com/otaflow/otaflow/internal/pki"
 )
@@ -74,11 +75,11 @@ func TestAgentMutualTLSWithALPN(t *testing.T) {
 	require.Contains(t, logs.String(), "not Authorized", "the log names the broker's reason")
 	e, err := svc.DescribeJobExecution("over-tls", "dev-1")
 	require.NoError(t, err)
-	require.Equal(t, localiot.ExecQueued, e.Status)
+	require.Equal(t, store.ExecQueued, e.Status)
 
 	runAgent(t, newAgent("dev-1", zerolog.Nop()))
 	e = waitTerminal(t, svc, "over-tls", "dev-1")
-	require.Equal(t, localiot.ExecSucceeded, e.Status)
+	require.Equal(t, store.ExecSucceeded, e.Status)
 	mu.Lock()
 	defer mu.Unlock()
 	require.Contains(t, negotiated, agent.ALPNProtocol)

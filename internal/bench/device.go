@@ -23,6 +23,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent/artifact"
 	"github.com/otaflow/otaflow/internal/jobdoc"
 	"github.com/otaflow/otaflow/internal/localiot"
+	iotstore "github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
@@ -234,7 +235,7 @@ func agentFigures(ctx context.Context, o *Options) (*AgentFigures, *Download, er
 		}
 		began := time.Now()
 		if _, err := s.Jobs.CreateJob(localiot.CreateJobInput{JobID: "big-install", Targets: []string{"footprint-1"}, Document: body,
-			Presign: &localiot.PresignConfig{RoleArn: "arn:aws:iam::0:role/bench", ExpiresInSec: 3600}}); err != nil {
+			Presign: &iotstore.PresignConfig{RoleArn: "arn:aws:iam::0:role/bench", ExpiresInSec: 3600}}); err != nil {
 			return nil, nil, err
 		}
 		for {
@@ -243,7 +244,7 @@ func agentFigures(ctx context.Context, o *Options) (*AgentFigures, *Download, er
 				return nil, nil, err
 			}
 			if e.Status.Terminal() {
-				if e.Status != localiot.ExecSucceeded {
+				if e.Status != iotstore.ExecSucceeded {
 					return nil, nil, fmt.Errorf("the %d MiB install ended %s: %s", o.ArtifactMB, e.Status, e.StatusDetails["reason"])
 				}
 				break

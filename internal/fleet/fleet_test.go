@@ -12,6 +12,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/jobdoc"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 )
 
@@ -48,18 +49,18 @@ func TestFleetFaults(t *testing.T) {
 
 	wantCrashes := 0
 	for _, th := range things {
-		var e *localiot.Execution
+		var e *store.Execution
 		require.Eventually(t, func() bool {
 			e, err = svc.DescribeJobExecution("fleet-job", th)
 			return err == nil && e.Status.Terminal()
 		}, 20*time.Second, 10*time.Millisecond, th)
 		r := f.roll(th, "fleet-job")
-		want, version := localiot.ExecSucceeded, "2.0.0"
+		want, version := store.ExecSucceeded, "2.0.0"
 		switch {
 		case r < 0.2:
-			want, version = localiot.ExecFailed, "1.0.0"
+			want, version = store.ExecFailed, "1.0.0"
 		case r < 0.3:
-			want, version = localiot.ExecFailed, "1.0.0"
+			want, version = store.ExecFailed, "1.0.0"
 			require.Contains(t, e.StatusDetails["reason"], "health check failed")
 		case r < 0.5:
 			wantCrashes++

@@ -16,7 +16,7 @@ func TestJobsServiceBinaryIsLean(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "../../jobs-service").CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	deps := string(out)
-	require.Contains(t, deps, "github.com/otaflow/otaflow/internal/jobs\n", "the list is the binary's dependencies")
+	require.Contains(t, deps, "github.com/otaflow/otaflow/internal/localiot\n", "the list is the binary's dependencies")
 	for _, heavy := range []string{"go.temporal.io/server/", "github.com/temporalio/ui-server", "modernc.org/sqlite"} {
 		require.NotContains(t, deps, heavy, "jobs-service links %s", strings.TrimSuffix(heavy, "/"))
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // Job abort (CreateJob's and UpdateJob's abortConfig, kept in job templates too): once enough
@@ -11,16 +13,8 @@ import (
 // is canceled the way CancelJob cancels it: its QUEUED executions become CANCELED, and the
 // executions already IN_PROGRESS run to their end.
 
-// AbortCriteria is one entry of abortConfig.criteriaList.
-type AbortCriteria struct {
-	FailureType               string  `json:"failureType"` // FAILED, REJECTED, TIMED_OUT or ALL
-	Action                    string  `json:"action"`      // CANCEL
-	ThresholdPercentage       float64 `json:"thresholdPercentage"`
-	MinNumberOfExecutedThings int     `json:"minNumberOfExecutedThings"`
-}
-
 // checkAbort applies the service model's constraints to an abortConfig.criteriaList.
-func checkAbort(list []AbortCriteria) error {
+func checkAbort(list []store.AbortCriteria) error {
 	for _, c := range list {
 		switch c.FailureType {
 		case "FAILED", "REJECTED", "TIMED_OUT", "ALL":
@@ -52,7 +46,7 @@ func atMostDecimals(v float64, n int) bool {
 
 // abortReason says why j must be aborted now, or "" when no criterion is met. Executed things
 // are those that took the job: IN_PROGRESS or ended, not canceled or removed.
-func (j *Job) abortReason() string {
+func abortReason(j *store.Job) string {
 	c := j.Counts
 	executed := c.InProgress + c.Succeeded + c.Failed + c.Rejected + c.TimedOut
 	for _, a := range j.Abort {
@@ -72,11 +66,11 @@ func (j *Job) abortReason() string {
 // abortIfDue cancels j within t when an abort criterion is met, after an execution of j
 // ended. The things whose executions it cancels are notified once the sweep runs (notifyLater):
 // the caller's transaction has not committed yet.
-func (s *Service) abortIfDue(t Tx, j *Job, now time.Time) error {
-	if j.Status != JobInProgress || len(j.Abort) == 0 {
+func (s *Service) abortIfDue(t store.Tx, j *store.Job, now time.Time) error {
+	if j.Status != store.JobInProgress || len(j.Abort) == 0 {
 		return nil
 	}
-	reason := j.abortReason()
+	reason := abortReason(j)
 	if reason == "" {
 		return nil
 	}

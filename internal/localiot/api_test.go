@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/pgtest"
 )
 
@@ -211,7 +212,7 @@ func TestStateSurvivesReopen(t *testing.T) {
 	defer svc.Close()
 	e, err := svc.DescribeJobExecution("j", "dev-1")
 	require.NoError(t, err)
-	require.Equal(t, localiot.ExecInProgress, e.Status)
+	require.Equal(t, store.ExecInProgress, e.Status)
 	j, err := svc.DescribeJob("j")
 	require.NoError(t, err)
 	require.Equal(t, 1, j.Counts.InProgress)

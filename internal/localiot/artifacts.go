@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
 
@@ -40,9 +41,9 @@ const (
 // in the database so URLs stay valid across restarts.
 func (s *Service) loadPresignSecret() ([]byte, error) {
 	var key []byte
-	err := s.st.Update(func(t Tx) error {
+	err := s.st.Update(func(t store.Tx) error {
 		var err error
-		key, err = t.secret(presignSecret, 32)
+		key, err = t.Secret(presignSecret, 32)
 		return err
 	})
 	return key, err
@@ -121,7 +122,7 @@ func (s *Service) PresignURL(bucket, key string, ttl time.Duration) string {
 
 // documentFor returns the job's document as a device gets it: placeholders replaced by
 // presigned URLs when the job has a presignedUrlConfig.
-func (s *Service) documentFor(j *Job) string {
+func (s *Service) documentFor(j *store.Job) string {
 	if j.Presign == nil || !strings.Contains(j.Document, "${aws:iot:s3-presigned-url:") {
 		return j.Document
 	}

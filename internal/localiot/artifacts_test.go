@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 )
 
@@ -57,7 +58,7 @@ func TestPresignedArtifactURLs(t *testing.T) {
 	dev.subscribe("$aws/things/dev-1/jobs/#")
 	_, err := svc.CreateJob(localiot.CreateJobInput{JobID: "j", Targets: []string{"dev-1"},
 		Document: `{"url":"${aws:iot:s3-presigned-url:https://s3.amazonaws.com/releases/core/1.11.6.tar.gz}"}`,
-		Presign:  &localiot.PresignConfig{RoleArn: "arn:aws:iam::1:role/signer", ExpiresInSec: 60}})
+		Presign:  &store.PresignConfig{RoleArn: "arn:aws:iam::1:role/signer", ExpiresInSec: 60}})
 	require.NoError(t, err)
 	dev.publish("start-next", map[string]any{"clientToken": "s"})
 	doc := dev.await("start-next/accepted")["execution"].(map[string]any)["jobDocument"].(map[string]any)

@@ -4,22 +4,24 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // Job executions: the device-facing operations (start-next, update, pending lists) and per-
 // execution reads, with AWS's state transitions.
 
-func archive(e *Execution) PreviousExecution {
-	return PreviousExecution{ExecutionNumber: e.ExecutionNumber, Status: e.Status, StatusDetails: e.StatusDetails,
+func archive(e *store.Execution) store.PreviousExecution {
+	return store.PreviousExecution{ExecutionNumber: e.ExecutionNumber, Status: e.Status, StatusDetails: e.StatusDetails,
 		QueuedAt: e.QueuedAt, StartedAt: e.StartedAt, LastUpdatedAt: e.LastUpdatedAt, VersionNumber: e.VersionNumber}
 }
 
 // setStatus moves an execution to a new status, keeping the job's counters, applying the
 // job's retry policy to FAILED and TIMED_OUT, and completing a SNAPSHOT job whose executions
 // have all ended. It writes both records.
-func (s *Service) setStatus(t Tx, j *Job, e *Execution, status ExecutionStatus, details map[string]string, now time.Time) error {
+func (s *Service) setStatus(t store.Tx, j *store.Job, e *store.Execution, status store.ExecutionStatus, details map[string]string, now time.Time) error {
 	old := e.Status
-	if old == ExecQueued && status == ExecInProgress {
+	if old == store.ExecQueued && status == store.ExecInProgress {
 		e.StartedAt = now
 		if j.InProgressTimeout > 0 {
 			e.InProgressDeadline = now.Add(j.InProgressTimeout)
@@ -35,26 +37,26 @@ func (s *Service) setStatus(t Tx, j *Job, e *Execution, status ExecutionStatus, 
 		e.StepDeadline, e.InProgressDeadline = time.Time{}, time.Time{}
 	}
 	if old != status {
-		j.Counts.add(old, -1)
-		j.Counts.add(status, 1)
+		j.Counts.Add(old, -1)
+		j.Counts.Add(status, 1)
 	}
-	if (status == ExecFailed || status == ExecTimedOut) && j.Status == JobInProgress && e.RetryAttempt < j.retriesFor(status) {
-		j.Counts.add(status, -1)
-		j.Counts.add(ExecQueued, 1)
+	if (status == store.ExecFailed || status == store.ExecTimedOut) && j.Status == store.JobInProgress && e.RetryAttempt < retriesFor(j, status) {
+		j.Counts.Add(status, -1)
+		j.Counts.Add(store.ExecQueued, 1)
 		e.Previous = append(e.Previous, archive(e))
 		e.RetryAttempt++
 		e.ExecutionNumber++
-		e.Status, e.VersionNumber, e.QueuedAt, e.StartedAt = ExecQueued, 1, now, time.Time{}
+		e.Status, e.VersionNumber, e.QueuedAt, e.StartedAt = store.ExecQueued, 1, now, time.Time{}
 		e.StepDeadline, e.InProgressDeadline = time.Time{}, time.Time{}
-		seq, err := t.nextQueueSeq()
+		seq, err := t.NextQueueSeq()
 		if err != nil {
 			return err
 		}
 		e.Seq = seq
 	}
 	j.LastUpdatedAt = now
-	if j.Status == JobInProgress && j.TargetSelection == "SNAPSHOT" && j.Counts.Pending() == 0 {
-		j.Status = JobCompleted
+	if j.Status == store.JobInProgress && j.TargetSelection == "SNAPSHOT" && j.Counts.Pending() == 0 {
+		j.Status = store.JobCompleted
 		j.CompletedAt = now
 	}
 	if old != status && e.Status.Terminal() {
@@ -62,18 +64,18 @@ func (s *Service) setStatus(t Tx, j *Job, e *Execution, status ExecutionStatus, 
 			return err
 		}
 	}
-	if err := t.putExecution(e); err != nil {
+	if err := t.PutExecution(e); err != nil {
 		return err
 	}
-	return t.putJob(j)
+	return t.PutJob(j)
 }
 
 // DescribeJobExecution returns one thing's execution of a job: the latest, or the one with
 // executionNumber when it is not 0 (an earlier one a retry replaced).
-func (s *Service) DescribeJobExecution(jobID, thing string, executionNumber ...int64) (*Execution, error) {
-	var out *Execution
-	err := s.st.View(func(t Tx) error {
-		e, err := t.execution(jobID, thing)
+func (s *Service) DescribeJobExecution(jobID, thing string, executionNumber ...int64) (*store.Execution, error) {
+	var out *store.Execution
+	err := s.st.View(func(t store.Tx) error {
+		e, err := t.Execution(jobID, thing)
 		if err != nil {
 			return err
 		}
@@ -83,7 +85,7 @@ func (s *Service) DescribeJobExecution(jobID, thing string, executionNumber ...i
 		if len(executionNumber) > 0 && executionNumber[0] != 0 && executionNumber[0] != e.ExecutionNumber {
 			for _, p := range e.Previous {
 				if p.ExecutionNumber == executionNumber[0] {
-					out = &Execution{JobID: jobID, ThingName: thing, Status: p.Status, StatusDetails: p.StatusDetails,
+					out = &store.Execution{JobID: jobID, ThingName: thing, Status: p.Status, StatusDetails: p.StatusDetails,
 						QueuedAt: p.QueuedAt, StartedAt: p.StartedAt, LastUpdatedAt: p.LastUpdatedAt,
 						VersionNumber: p.VersionNumber, ExecutionNumber: p.ExecutionNumber}
 					return nil
@@ -99,18 +101,18 @@ func (s *Service) DescribeJobExecution(jobID, thing string, executionNumber ...i
 
 // ListJobExecutionsForJob pages through a job's executions in thing-name order. The token is
 // the last thing name of the previous page.
-func (s *Service) ListJobExecutionsForJob(jobID string, status ExecutionStatus, max int, token string) ([]*Execution, string, error) {
+func (s *Service) ListJobExecutionsForJob(jobID string, status store.ExecutionStatus, max int, token string) ([]*store.Execution, string, error) {
 	if max <= 0 || max > 250 {
 		max = 250
 	}
-	var out []*Execution
+	var out []*store.Execution
 	var next string
-	err := s.st.View(func(t Tx) error {
+	err := s.st.View(func(t store.Tx) error {
 		if _, err := mustJob(t, jobID); err != nil {
 			return err
 		}
 		errStop := fmt.Errorf("page full")
-		err := t.jobExecutions(jobID, func(e *Execution) error {
+		err := t.JobExecutions(jobID, func(e *store.Execution) error {
 			if token != "" && e.ThingName <= token {
 				return nil
 			}
@@ -134,9 +136,9 @@ func (s *Service) ListJobExecutionsForJob(jobID string, status ExecutionStatus, 
 
 // PendingExecutions returns a thing's IN_PROGRESS and QUEUED executions, each in queue order:
 // the oldest limit of them together (AWS lists at most ten), or all when limit is 0.
-func (s *Service) PendingExecutions(thing string, limit int) (inProgress, queued []*Execution, err error) {
-	err = s.st.View(func(t Tx) error {
-		all, err := t.thingExecutions(thing)
+func (s *Service) PendingExecutions(thing string, limit int) (inProgress, queued []*store.Execution, err error) {
+	err = s.st.View(func(t store.Tx) error {
+		all, err := t.ThingExecutions(thing)
 		if err != nil {
 			return err
 		}
@@ -145,9 +147,9 @@ func (s *Service) PendingExecutions(thing string, limit int) (inProgress, queued
 				break
 			}
 			switch e.Status {
-			case ExecInProgress:
+			case store.ExecInProgress:
 				inProgress = append(inProgress, e)
-			case ExecQueued:
+			case store.ExecQueued:
 				if !e.Held {
 					queued = append(queued, e)
 				}
@@ -160,27 +162,27 @@ func (s *Service) PendingExecutions(thing string, limit int) (inProgress, queued
 
 // NextExecution is the execution AWS calls `$next`: the oldest IN_PROGRESS one, else the
 // oldest QUEUED one; nil when nothing is pending.
-func (s *Service) NextExecution(thing string) (*Execution, *Job, error) {
-	var exec *Execution
-	var job *Job
-	err := s.st.View(func(t Tx) error {
+func (s *Service) NextExecution(thing string) (*store.Execution, *store.Job, error) {
+	var exec *store.Execution
+	var job *store.Job
+	err := s.st.View(func(t store.Tx) error {
 		var err error
 		exec, err = nextOf(t, thing)
 		if err != nil || exec == nil {
 			return err
 		}
-		job, err = t.job(exec.JobID)
+		job, err = t.Job(exec.JobID)
 		return err
 	})
 	return exec, job, err
 }
 
-func nextOf(t Tx, thing string) (*Execution, error) {
-	all, err := t.thingExecutions(thing)
+func nextOf(t store.Tx, thing string) (*store.Execution, error) {
+	all, err := t.ThingExecutions(thing)
 	if err != nil {
 		return nil, err
 	}
-	for _, want := range []ExecutionStatus{ExecInProgress, ExecQueued} {
+	for _, want := range []store.ExecutionStatus{store.ExecInProgress, store.ExecQueued} {
 		for _, e := range all {
 			if e.Status == want && !e.Held {
 				return e, nil
@@ -196,28 +198,28 @@ func nextOf(t Tx, thing string) (*Execution, error) {
 // StartNext moves the thing's next execution to IN_PROGRESS (or returns the one already in
 // progress) and returns it with its job; nil when nothing is pending. stepTimeout, when
 // positive, times the execution out unless the device updates it sooner.
-func (s *Service) StartNext(thing string, details map[string]string, stepTimeout time.Duration) (*Execution, *Job, error) {
+func (s *Service) StartNext(thing string, details map[string]string, stepTimeout time.Duration) (*store.Execution, *store.Job, error) {
 	if err := s.checkStatusDetails(details); err != nil {
 		return nil, nil, err
 	}
 	// Most asks find nothing pending; answer those from a read transaction, with no commit.
-	if e, j, err := s.NextExecution(thing); err != nil || e == nil || e.Status == ExecInProgress {
+	if e, j, err := s.NextExecution(thing); err != nil || e == nil || e.Status == store.ExecInProgress {
 		return e, j, err
 	}
-	var exec *Execution
-	var job *Job
+	var exec *store.Execution
+	var job *store.Job
 	changed := false
-	err := s.st.Batch(func(t Tx) error {
+	err := s.st.Batch(func(t store.Tx) error {
 		e, err := nextOf(t, thing)
 		if err != nil || e == nil {
 			return err
 		}
-		j, err := t.job(e.JobID)
+		j, err := t.Job(e.JobID)
 		if err != nil {
 			return err
 		}
 		exec, job = e, j
-		if e.Status == ExecInProgress {
+		if e.Status == store.ExecInProgress {
 			return nil
 		}
 		now := s.clock()
@@ -225,7 +227,7 @@ func (s *Service) StartNext(thing string, details map[string]string, stepTimeout
 			e.StepDeadline = now.Add(stepTimeout)
 		}
 		changed = true
-		return s.setStatus(t, j, e, ExecInProgress, details, now)
+		return s.setStatus(t, j, e, store.ExecInProgress, details, now)
 	})
 	if changed {
 		s.queueChanged([]string{thing})
@@ -237,7 +239,7 @@ func (s *Service) StartNext(thing string, details map[string]string, stepTimeout
 type UpdateInput struct {
 	Thing           string
 	JobID           string
-	Status          ExecutionStatus
+	Status          store.ExecutionStatus
 	StatusDetails   map[string]string
 	ExpectedVersion int64 // 0: not checked
 	ExecutionNumber int64 // 0: the latest
@@ -245,23 +247,23 @@ type UpdateInput struct {
 	StepTimeout time.Duration
 }
 
-var deviceStatuses = []ExecutionStatus{ExecInProgress, ExecSucceeded, ExecFailed, ExecRejected}
+var deviceStatuses = []store.ExecutionStatus{store.ExecInProgress, store.ExecSucceeded, store.ExecFailed, store.ExecRejected}
 
 // UpdateExecution applies a device's status update, with AWS's checks: the version must
 // match when given, terminal states are final, and a device may only report IN_PROGRESS,
 // SUCCEEDED, FAILED or REJECTED.
-func (s *Service) UpdateExecution(in UpdateInput) (*Execution, *Job, error) {
+func (s *Service) UpdateExecution(in UpdateInput) (*store.Execution, *store.Job, error) {
 	if !slices.Contains(deviceStatuses, in.Status) {
 		return nil, nil, errorf(CodeInvalidRequest, "status %q is not one a device may set; use IN_PROGRESS, SUCCEEDED, FAILED or REJECTED", in.Status)
 	}
 	if err := s.checkStatusDetails(in.StatusDetails); err != nil {
 		return nil, nil, err
 	}
-	var exec *Execution
-	var job *Job
+	var exec *store.Execution
+	var job *store.Job
 	queueMoved := false
-	err := s.st.Batch(func(t Tx) error {
-		e, err := t.execution(in.JobID, in.Thing)
+	err := s.st.Batch(func(t store.Tx) error {
+		e, err := t.Execution(in.JobID, in.Thing)
 		if err != nil {
 			return err
 		}
@@ -275,10 +277,10 @@ func (s *Service) UpdateExecution(in UpdateInput) (*Execution, *Job, error) {
 		if in.ExpectedVersion != 0 && in.ExpectedVersion != e.VersionNumber {
 			return &Error{Code: CodeVersionMismatch, Message: fmt.Sprintf("expected version %d, current version is %d", in.ExpectedVersion, e.VersionNumber), State: e}
 		}
-		if e.Status == ExecQueued && in.Status != ExecInProgress && in.Status != ExecRejected {
+		if e.Status == store.ExecQueued && in.Status != store.ExecInProgress && in.Status != store.ExecRejected {
 			return &Error{Code: CodeInvalidStateTransition, Message: fmt.Sprintf("execution of job %s on %s is QUEUED; start it (IN_PROGRESS) before reporting %s", in.JobID, in.Thing, in.Status), State: e}
 		}
-		j, err := t.job(in.JobID)
+		j, err := t.Job(in.JobID)
 		if err != nil {
 			return err
 		}
@@ -307,7 +309,7 @@ func (s *Service) UpdateExecution(in UpdateInput) (*Execution, *Job, error) {
 
 // CancelJobExecution cancels one thing's execution: QUEUED always, IN_PROGRESS only with force.
 func (s *Service) CancelJobExecution(jobID, thing string, force bool, expectedVersion int64, details map[string]string) error {
-	err := s.st.Update(func(t Tx) error {
+	err := s.st.Update(func(t store.Tx) error {
 		e, err := mustExecution(t, jobID, thing)
 		if err != nil {
 			return err
@@ -315,18 +317,18 @@ func (s *Service) CancelJobExecution(jobID, thing string, force bool, expectedVe
 		if e.Status.Terminal() {
 			return errorf(CodeInvalidStateTransition, "execution of job %s on %s is already %s", jobID, thing, e.Status)
 		}
-		if e.Status == ExecInProgress && !force {
+		if e.Status == store.ExecInProgress && !force {
 			return errorf(CodeInvalidStateTransition, "execution of job %s on %s is IN_PROGRESS; cancel it with force", jobID, thing)
 		}
 		if expectedVersion != 0 && expectedVersion != e.VersionNumber {
 			return errorf(CodeVersionMismatch, "expected version %d, current version is %d", expectedVersion, e.VersionNumber)
 		}
-		j, err := t.job(jobID)
+		j, err := t.Job(jobID)
 		if err != nil {
 			return err
 		}
-		e.ForceCanceled = e.Status == ExecInProgress
-		return s.setStatus(t, j, e, ExecCanceled, details, s.clock())
+		e.ForceCanceled = e.Status == store.ExecInProgress
+		return s.setStatus(t, j, e, store.ExecCanceled, details, s.clock())
 	})
 	if err == nil {
 		s.queueChanged([]string{thing})
@@ -335,21 +337,21 @@ func (s *Service) CancelJobExecution(jobID, thing string, force bool, expectedVe
 }
 
 // ListJobExecutionsForThing pages through a thing's executions in job-ID order.
-func (s *Service) ListJobExecutionsForThing(thing string, status ExecutionStatus, max int, token string) ([]*Execution, string, error) {
-	var all []*Execution
-	err := s.st.View(func(t Tx) error {
+func (s *Service) ListJobExecutionsForThing(thing string, status store.ExecutionStatus, max int, token string) ([]*store.Execution, string, error) {
+	var all []*store.Execution
+	err := s.st.View(func(t store.Tx) error {
 		if _, err := mustThing(t, thing); err != nil {
 			return err
 		}
 		var err error
-		all, err = t.thingExecutions(thing)
+		all, err = t.ThingExecutions(thing)
 		return err
 	})
 	if err != nil {
 		return nil, "", err
 	}
 	var ids []string
-	byID := map[string]*Execution{}
+	byID := map[string]*store.Execution{}
 	for _, e := range all {
 		if status == "" || e.Status == status {
 			ids = append(ids, e.JobID)
@@ -358,21 +360,9 @@ func (s *Service) ListJobExecutionsForThing(thing string, status ExecutionStatus
 	}
 	slices.Sort(ids)
 	page, next := pageStrings(ids, max, token)
-	out := make([]*Execution, 0, len(page))
+	out := make([]*store.Execution, 0, len(page))
 	for _, id := range page {
 		out = append(out, byID[id])
 	}
 	return out, next, nil
-}
-
-func sortBySeq(es []*Execution) {
-	slices.SortFunc(es, func(a, b *Execution) int {
-		switch {
-		case a.Seq < b.Seq:
-			return -1
-		case a.Seq > b.Seq:
-			return 1
-		}
-		return 0
-	})
 }

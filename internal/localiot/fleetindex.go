@@ -14,6 +14,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/fleetindex"
 	"github.com/otaflow/otaflow/internal/iotjobs"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // Fleet indexing, as AWS IoT serves it: UpdateIndexingConfiguration and
@@ -78,7 +79,7 @@ const configChanged = "!config"
 // each replica tells the others which things a committed transaction touched (NOTIFY), and
 // each rereads them; after a lost connection, the index is rebuilt.
 func (s *Service) listenForChanges() {
-	pg, ok := s.raw.(*pgStore)
+	pg, ok := s.raw.(store.Shared)
 	if !ok {
 		return
 	}
@@ -89,7 +90,7 @@ func (s *Service) listenForChanges() {
 	s.index.stop, s.index.done = stop, make(chan struct{})
 	go func() {
 		defer close(s.index.done)
-		pg.listenThings(ctx, s.index.replica, func(names []string) {
+		pg.ListenThings(ctx, s.index.replica, func(names []string) {
 			if names == nil || slices.Contains(names, configChanged) {
 				if err := s.loadIndex(false); err != nil {
 					s.log.Warn().Err(err).Msg("fleet index: could not reload after another replica's change")
@@ -111,11 +112,11 @@ func (s *Service) stopListening() {
 
 // announce tells the other replicas which things this one changed.
 func (s *Service) announce(names []string) {
-	pg, ok := s.raw.(*pgStore)
+	pg, ok := s.raw.(store.Shared)
 	if !ok || len(names) == 0 {
 		return
 	}
-	if err := pg.notifyThings(s.index.replica, names); err != nil {
+	if err := pg.NotifyThings(s.index.replica, names); err != nil {
 		s.log.Warn().Err(err).Msg("fleet index: could not tell the other replicas what changed")
 	}
 }
@@ -130,8 +131,8 @@ func (f *fleetIndex) current() (IndexingConfiguration, *fleetindex.Index) {
 // when on is set (Options.FleetIndexing).
 func (s *Service) loadIndex(on bool) error {
 	var cfg IndexingConfiguration
-	err := s.st.View(func(t Tx) error {
-		raw, err := t.record(indexConfigKind, indexConfigName)
+	err := s.st.View(func(t store.Tx) error {
+		raw, err := t.Record(indexConfigKind, indexConfigName)
 		if err != nil || raw == nil {
 			return err
 		}
@@ -154,8 +155,8 @@ func (s *Service) applyIndexing(cfg IndexingConfiguration) error {
 	var ix *fleetindex.Index
 	if cfg.ThingIndexingMode != "OFF" {
 		ix = fleetindex.New()
-		err := s.st.View(func(t Tx) error {
-			return t.forEachThing(func(th *Thing) error {
+		err := s.st.View(func(t store.Tx) error {
+			return t.ForEachThing(func(th *store.Thing) error {
 				d, err := indexDoc(t, th, cfg)
 				if err == nil {
 					ix.Put(d)
@@ -210,18 +211,18 @@ func (s *Service) presence(payload []byte) {
 		return
 	}
 	go func() {
-		err := s.st.Batch(func(t Tx) error {
-			th, err := t.thing(ev.ClientID)
+		err := s.st.Batch(func(t store.Tx) error {
+			th, err := t.Thing(ev.ClientID)
 			if err != nil || th == nil {
 				return err // a client that is no thing has no connectivity to index
 			}
-			if raw, _ := t.record(presenceKind, ev.ClientID); raw != nil {
+			if raw, _ := t.Record(presenceKind, ev.ClientID); raw != nil {
 				var last presenceEvent
 				if json.Unmarshal(raw, &last) == nil && last.Timestamp > ev.Timestamp {
 					return nil // events may arrive out of order
 				}
 			}
-			return t.putRecord(presenceKind, ev.ClientID, payload)
+			return t.PutRecord(presenceKind, ev.ClientID, payload)
 		})
 		if err != nil {
 			s.log.Warn().Err(err).Str("thing", ev.ClientID).Msg("fleet index: could not record connectivity")
@@ -230,15 +231,15 @@ func (s *Service) presence(payload []byte) {
 }
 
 // indexDoc is a thing as the index sees it under cfg.
-func indexDoc(t Tx, th *Thing, cfg IndexingConfiguration) (fleetindex.Doc, error) {
+func indexDoc(t store.Tx, th *store.Thing, cfg IndexingConfiguration) (fleetindex.Doc, error) {
 	d := fleetindex.Doc{ThingName: th.Name, ThingID: th.ID, ThingTypeName: th.TypeName, Attributes: th.Attributes}
-	groups, err := t.thingGroups(th.Name)
+	groups, err := t.ThingGroups(th.Name)
 	if err != nil {
 		return d, err
 	}
 	d.Groups = groups
 	if cfg.ThingConnectivityIndexingMode == "STATUS" {
-		raw, err := t.record(presenceKind, th.Name)
+		raw, err := t.Record(presenceKind, th.Name)
 		if err != nil {
 			return d, err
 		}
@@ -274,9 +275,9 @@ func (s *Service) reindex(things []string) {
 	}
 	slices.Sort(things)
 	things = slices.Compact(things)
-	err := s.st.View(func(t Tx) error {
+	err := s.st.View(func(t store.Tx) error {
 		for _, name := range things {
-			th, err := t.thing(name)
+			th, err := t.Thing(name)
 			if err != nil {
 				return err
 			}
@@ -300,42 +301,42 @@ func (s *Service) reindex(things []string) {
 // indexingStore records which things each transaction touches, and reindexes them once it
 // has committed.
 type indexingStore struct {
-	Store
+	store.Store
 	s *Service
 }
 
 type touchingTx struct {
-	Tx
+	store.Tx
 	touched *[]string
 }
 
-func (t touchingTx) putThing(th *Thing) error {
+func (t touchingTx) PutThing(th *store.Thing) error {
 	*t.touched = append(*t.touched, th.Name)
-	return t.Tx.putThing(th)
+	return t.Tx.PutThing(th)
 }
-func (t touchingTx) deleteThing(name string) error {
+func (t touchingTx) DeleteThing(name string) error {
 	*t.touched = append(*t.touched, name)
-	return t.Tx.deleteThing(name)
+	return t.Tx.DeleteThing(name)
 }
-func (t touchingTx) setMember(group, thing string, member bool) error {
+func (t touchingTx) SetMember(group, thing string, member bool) error {
 	*t.touched = append(*t.touched, thing)
-	return t.Tx.setMember(group, thing, member)
+	return t.Tx.SetMember(group, thing, member)
 }
-func (t touchingTx) deleteGroup(name string) error {
-	members, err := t.Tx.groupThings(name)
+func (t touchingTx) DeleteGroup(name string) error {
+	members, err := t.Tx.GroupThings(name)
 	if err != nil {
 		return err
 	}
 	*t.touched = append(*t.touched, members...)
-	return t.Tx.deleteGroup(name)
+	return t.Tx.DeleteGroup(name)
 }
-func (t touchingTx) putRecord(kind, name string, body []byte) error {
+func (t touchingTx) PutRecord(kind, name string, body []byte) error {
 	t.touchRecord(kind, name)
-	return t.Tx.putRecord(kind, name, body)
+	return t.Tx.PutRecord(kind, name, body)
 }
-func (t touchingTx) deleteRecord(kind, name string) error {
+func (t touchingTx) DeleteRecord(kind, name string) error {
 	t.touchRecord(kind, name)
-	return t.Tx.deleteRecord(kind, name)
+	return t.Tx.DeleteRecord(kind, name)
 }
 
 // touchRecord notes the thing a record belongs to: its shadows and its presence.
@@ -347,9 +348,9 @@ func (t touchingTx) touchRecord(kind, name string) {
 	}
 }
 
-func (st indexingStore) run(do func(func(Tx) error) error, fn func(Tx) error) error {
+func (st indexingStore) run(do func(func(store.Tx) error) error, fn func(store.Tx) error) error {
 	var touched []string
-	err := do(func(t Tx) error {
+	err := do(func(t store.Tx) error {
 		touched = touched[:0]
 		return fn(touchingTx{Tx: t, touched: &touched})
 	})
@@ -362,11 +363,11 @@ func (st indexingStore) run(do func(func(Tx) error) error, fn func(Tx) error) er
 	return err
 }
 
-func (st indexingStore) Update(fn func(Tx) error) error { return st.run(st.Store.Update, fn) }
+func (st indexingStore) Update(fn func(store.Tx) error) error { return st.run(st.Store.Update, fn) }
 
 // Batch may run fn more than once, and fns of several callers in one transaction: each
 // caller's touched things are its own.
-func (st indexingStore) Batch(fn func(Tx) error) error { return st.run(st.Store.Batch, fn) }
+func (st indexingStore) Batch(fn func(store.Tx) error) error { return st.run(st.Store.Batch, fn) }
 
 // UpdateIndexingConfiguration validates and applies a thing indexing configuration.
 func (s *Service) UpdateIndexingConfiguration(cfg IndexingConfiguration) error {
@@ -414,7 +415,7 @@ func (s *Service) UpdateIndexingConfiguration(cfg IndexingConfiguration) error {
 	if err != nil {
 		return err
 	}
-	if err := s.st.Update(func(t Tx) error { return t.putRecord(indexConfigKind, indexConfigName, raw) }); err != nil {
+	if err := s.st.Update(func(t store.Tx) error { return t.PutRecord(indexConfigKind, indexConfigName, raw) }); err != nil {
 		return err
 	}
 	if err := s.applyIndexing(cfg); err != nil {

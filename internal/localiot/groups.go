@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/otaflow/otaflow/internal/arn"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // ThingGroupArn is the ARN of a thing group.
@@ -15,13 +16,13 @@ func (s *Service) ThingGroupArn(name string) string {
 }
 
 // CreateThingGroup creates a static thing group, optionally inside a parent group.
-func (s *Service) CreateThingGroup(name, parent string) (*ThingGroup, error) {
+func (s *Service) CreateThingGroup(name, parent string) (*store.ThingGroup, error) {
 	if !thingNameRE.MatchString(name) {
 		return nil, errorf(CodeInvalidRequest, "thing group name %q is invalid: use 1-128 characters from a-z A-Z 0-9 : _ -", name)
 	}
-	var out *ThingGroup
-	err := s.st.Update(func(t Tx) error {
-		existing, err := t.group(name)
+	var out *store.ThingGroup
+	err := s.st.Update(func(t store.Tx) error {
+		existing, err := t.Group(name)
 		if err != nil {
 			return err
 		}
@@ -33,7 +34,7 @@ func (s *Service) CreateThingGroup(name, parent string) (*ThingGroup, error) {
 			return nil
 		}
 		if parent != "" {
-			p, err := t.group(parent)
+			p, err := t.Group(parent)
 			if err != nil {
 				return err
 			}
@@ -41,27 +42,27 @@ func (s *Service) CreateThingGroup(name, parent string) (*ThingGroup, error) {
 				return errorf(CodeInvalidRequest, "parent thing group %s does not exist; create it first", parent)
 			}
 		}
-		seq, err := t.nextID("group")
+		seq, err := t.NextID("group")
 		if err != nil {
 			return err
 		}
-		out = &ThingGroup{Name: name, Arn: s.ThingGroupArn(name), ID: fmt.Sprintf("g%015x", seq), Parent: parent, CreatedAt: s.clock(), Version: 1}
-		return t.putGroup(out)
+		out = &store.ThingGroup{Name: name, Arn: s.ThingGroupArn(name), ID: fmt.Sprintf("g%015x", seq), Parent: parent, CreatedAt: s.clock(), Version: 1}
+		return t.PutGroup(out)
 	})
 	return out, err
 }
 
 // DescribeThingGroup returns a thing group.
-func (s *Service) DescribeThingGroup(name string) (*ThingGroup, error) {
-	return viewOne(s, func(t Tx) (*ThingGroup, error) { return t.group(name) }, errorf(CodeResourceNotFound, "thing group %s does not exist", name))
+func (s *Service) DescribeThingGroup(name string) (*store.ThingGroup, error) {
+	return viewOne(s, func(t store.Tx) (*store.ThingGroup, error) { return t.Group(name) }, errorf(CodeResourceNotFound, "thing group %s does not exist", name))
 }
 
 // ancestors returns the group and every group above it.
-func ancestors(t Tx, name string) ([]string, error) {
+func ancestors(t store.Tx, name string) ([]string, error) {
 	var out []string
 	for name != "" && !slices.Contains(out, name) {
 		out = append(out, name)
-		g, err := t.group(name)
+		g, err := t.Group(name)
 		if err != nil || g == nil {
 			return out, err
 		}
@@ -71,13 +72,13 @@ func ancestors(t Tx, name string) ([]string, error) {
 }
 
 // members returns a group's things, and with recursive those of every group below it.
-func members(t Tx, group string, recursive bool) ([]string, error) {
-	things, err := t.groupThings(group)
+func members(t store.Tx, group string, recursive bool) ([]string, error) {
+	things, err := t.GroupThings(group)
 	if err != nil || !recursive {
 		return things, err
 	}
 	children := map[string][]string{}
-	if err := t.forEachGroup(func(g *ThingGroup) error {
+	if err := t.ForEachGroup(func(g *store.ThingGroup) error {
 		children[g.Parent] = append(children[g.Parent], g.Name)
 		return nil
 	}); err != nil {
@@ -98,7 +99,7 @@ func members(t Tx, group string, recursive bool) ([]string, error) {
 			}
 			seen[child] = true
 			queue = append(queue, child)
-			more, err := t.groupThings(child)
+			more, err := t.GroupThings(child)
 			if err != nil {
 				return nil, err
 			}
@@ -117,13 +118,13 @@ func members(t Tx, group string, recursive bool) ([]string, error) {
 // DeleteThingGroup deletes a group; its things leave it. A group with child groups is refused
 // (delete those first), as on AWS. Deleting a group that does not exist succeeds.
 func (s *Service) DeleteThingGroup(name string) error {
-	return s.st.Update(func(t Tx) error {
-		g, err := t.group(name)
+	return s.st.Update(func(t store.Tx) error {
+		g, err := t.Group(name)
 		if err != nil || g == nil {
 			return err
 		}
 		var children []string
-		if err := t.forEachGroup(func(c *ThingGroup) error {
+		if err := t.ForEachGroup(func(c *store.ThingGroup) error {
 			if c.Parent == name {
 				children = append(children, c.Name)
 			}
@@ -134,54 +135,54 @@ func (s *Service) DeleteThingGroup(name string) error {
 		if len(children) > 0 {
 			return errorf(CodeInvalidRequest, "thing group %s has child groups (%s): delete them first", name, strings.Join(children, ", "))
 		}
-		return t.deleteGroup(name)
+		return t.DeleteGroup(name)
 	})
 }
 
 // AddThingToThingGroup adds a thing to a group. Every IN_PROGRESS CONTINUOUS job that targets
 // the group (or a group above it) queues an execution for the thing.
 func (s *Service) AddThingToThingGroup(group, thing string) error {
-	return s.changeMembership(group, thing, true, func(t Tx, jobID string, now time.Time) (bool, error) {
-		j, err := t.job(jobID)
-		if err != nil || j == nil || j.Status != JobInProgress {
+	return s.changeMembership(group, thing, true, func(t store.Tx, jobID string, now time.Time) (bool, error) {
+		j, err := t.Job(jobID)
+		if err != nil || j == nil || j.Status != store.JobInProgress {
 			return false, err
 		}
-		existing, err := t.execution(jobID, thing)
-		if err != nil || (existing != nil && existing.Status != ExecRemoved) {
+		existing, err := t.Execution(jobID, thing)
+		if err != nil || (existing != nil && existing.Status != store.ExecRemoved) {
 			return false, err
 		}
 		held, err := s.queueExecution(t, j, thing, now)
 		if err != nil {
 			return false, err
 		}
-		return !held, t.putJob(j)
+		return !held, t.PutJob(j)
 	})
 }
 
 // RemoveThingFromThingGroup removes a thing from a group. Its QUEUED executions of CONTINUOUS
 // jobs that reached it through that group become REMOVED.
 func (s *Service) RemoveThingFromThingGroup(group, thing string) error {
-	return s.changeMembership(group, thing, false, func(t Tx, jobID string, now time.Time) (bool, error) {
-		e, err := t.execution(jobID, thing)
-		if err != nil || e == nil || e.Status != ExecQueued {
+	return s.changeMembership(group, thing, false, func(t store.Tx, jobID string, now time.Time) (bool, error) {
+		e, err := t.Execution(jobID, thing)
+		if err != nil || e == nil || e.Status != store.ExecQueued {
 			return false, err
 		}
-		j, err := t.job(jobID)
+		j, err := t.Job(jobID)
 		if err != nil {
 			return false, err
 		}
-		return true, s.setStatus(t, j, e, ExecRemoved, nil, now)
+		return true, s.setStatus(t, j, e, store.ExecRemoved, nil, now)
 	})
 }
 
 // changeMembership adds (join) or removes a thing's membership of a group, then calls apply
 // for every CONTINUOUS job that targets the group or a group above it; apply reports whether
 // the thing's queue changed, so it is notified once the change is durable.
-func (s *Service) changeMembership(group, thing string, join bool, apply func(t Tx, jobID string, now time.Time) (bool, error)) error {
+func (s *Service) changeMembership(group, thing string, join bool, apply func(t store.Tx, jobID string, now time.Time) (bool, error)) error {
 	changed := false
 	// Batched: a rollout adds a wave's devices to its group many at a time, and one fsync
 	// then serves many memberships.
-	err := s.st.Batch(func(t Tx) error {
+	err := s.st.Batch(func(t store.Tx) error {
 		changed = false // a batch may run this again
 		if err := s.requireGroupAndThing(t, group, thing); err != nil {
 			return err
@@ -191,7 +192,7 @@ func (s *Service) changeMembership(group, thing string, join bool, apply func(t 
 				return err
 			}
 		}
-		if err := t.setMember(group, thing, join); err != nil {
+		if err := t.SetMember(group, thing, join); err != nil {
 			return err
 		}
 		groups, err := ancestors(t, group)
@@ -200,7 +201,7 @@ func (s *Service) changeMembership(group, thing string, join bool, apply func(t 
 		}
 		now := s.clock()
 		for _, g := range groups {
-			jobIDs, err := t.continuousJobs(g)
+			jobIDs, err := t.ContinuousJobs(g)
 			if err != nil {
 				return err
 			}
@@ -220,15 +221,15 @@ func (s *Service) changeMembership(group, thing string, join bool, apply func(t 
 	return err
 }
 
-func (s *Service) requireGroupAndThing(t Tx, group, thing string) error {
-	g, err := t.group(group)
+func (s *Service) requireGroupAndThing(t store.Tx, group, thing string) error {
+	g, err := t.Group(group)
 	if err != nil {
 		return err
 	}
 	if g == nil {
 		return errorf(CodeResourceNotFound, "thing group %s does not exist", group)
 	}
-	th, err := t.thing(thing)
+	th, err := t.Thing(thing)
 	if err != nil {
 		return err
 	}
@@ -241,8 +242,8 @@ func (s *Service) requireGroupAndThing(t Tx, group, thing string) error {
 // ListThingsInThingGroup pages through a group's things in name order.
 func (s *Service) ListThingsInThingGroup(group string, recursive bool, max int, token string) ([]string, string, error) {
 	var all []string
-	err := s.st.View(func(t Tx) error {
-		g, err := t.group(group)
+	err := s.st.View(func(t store.Tx) error {
+		g, err := t.Group(group)
 		if err != nil {
 			return err
 		}
@@ -251,7 +252,7 @@ func (s *Service) ListThingsInThingGroup(group string, recursive bool, max int, 
 		}
 		if recursive { // a group without child groups lists the same either way
 			hasChildren := false
-			if err := t.forEachGroup(func(c *ThingGroup) error {
+			if err := t.ForEachGroup(func(c *store.ThingGroup) error {
 				hasChildren = hasChildren || c.Parent == group
 				return nil
 			}); err != nil {
@@ -262,7 +263,7 @@ func (s *Service) ListThingsInThingGroup(group string, recursive bool, max int, 
 		if !recursive {
 			// One page from the index: paging through a million members reads each once,
 			// where collecting them all for every page made the walk quadratic.
-			all, err = t.groupThingsAfter(group, token, pageSize(max)+1)
+			all, err = t.GroupThingsAfter(group, token, pageSize(max)+1)
 			return err
 		}
 		all, err = members(t, group, recursive)

@@ -12,9 +12,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/otaflow/otaflow/internal/arn"
-
 	"github.com/rs/zerolog"
+
+	"github.com/otaflow/otaflow/internal/arn"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // countingMux counts the calls of each operation (APICalls).
@@ -337,16 +338,16 @@ func (s *Service) handleCreateJob(w http.ResponseWriter, r *http.Request) {
 			InProgressTimeoutInMinutes int64 `json:"inProgressTimeoutInMinutes"`
 		} `json:"timeoutConfig"`
 		RetryConfig *struct {
-			CriteriaList []RetryCriteria `json:"criteriaList"`
+			CriteriaList []store.RetryCriteria `json:"criteriaList"`
 		} `json:"jobExecutionsRetryConfig"`
-		PresignedURLConfig *PresignConfig `json:"presignedUrlConfig"`
+		PresignedURLConfig *store.PresignConfig `json:"presignedUrlConfig"`
 		RolloutConfig      struct {
-			MaximumPerMinute int              `json:"maximumPerMinute"`
-			ExponentialRate  *ExponentialRate `json:"exponentialRate"`
+			MaximumPerMinute int                    `json:"maximumPerMinute"`
+			ExponentialRate  *store.ExponentialRate `json:"exponentialRate"`
 		} `json:"jobExecutionsRolloutConfig"`
-		AbortConfig      *abortConfigJSON `json:"abortConfig"`
-		SchedulingConfig *Scheduling      `json:"schedulingConfig"`
-		JobTemplateArn   string           `json:"jobTemplateArn"`
+		AbortConfig      *abortConfigJSON  `json:"abortConfig"`
+		SchedulingConfig *store.Scheduling `json:"schedulingConfig"`
+		JobTemplateArn   string            `json:"jobTemplateArn"`
 	}
 	if err := readJSON(r, &in); err != nil {
 		writeError(w, err)
@@ -398,36 +399,36 @@ func (s *Service) handleCreateJob(w http.ResponseWriter, r *http.Request) {
 }
 
 type jobJSON struct {
-	JobArn            string         `json:"jobArn"`
-	JobID             string         `json:"jobId"`
-	TargetSelection   string         `json:"targetSelection"`
-	Status            JobStatus      `json:"status"`
-	ForceCanceled     bool           `json:"forceCanceled"`
-	Comment           string         `json:"comment,omitempty"`
-	ReasonCode        string         `json:"reasonCode,omitempty"`
-	Description       string         `json:"description,omitempty"`
-	Targets           []string       `json:"targets"`
-	CreatedAt         *awsTime       `json:"createdAt,omitempty"`
-	LastUpdatedAt     *awsTime       `json:"lastUpdatedAt,omitempty"`
-	CompletedAt       *awsTime       `json:"completedAt,omitempty"`
-	JobProcessDetails ProcessDetails `json:"jobProcessDetails"`
-	TimeoutConfig     map[string]any `json:"timeoutConfig"`
-	PresignedURL      *PresignConfig `json:"presignedUrlConfig,omitempty"`
-	RetryConfig       map[string]any `json:"jobExecutionsRetryConfig,omitempty"`
-	RolloutConfig     map[string]any `json:"jobExecutionsRolloutConfig"`
-	AbortConfig       map[string]any `json:"abortConfig,omitempty"`
-	SchedulingConfig  map[string]any `json:"schedulingConfig,omitempty"`
+	JobArn            string               `json:"jobArn"`
+	JobID             string               `json:"jobId"`
+	TargetSelection   string               `json:"targetSelection"`
+	Status            store.JobStatus      `json:"status"`
+	ForceCanceled     bool                 `json:"forceCanceled"`
+	Comment           string               `json:"comment,omitempty"`
+	ReasonCode        string               `json:"reasonCode,omitempty"`
+	Description       string               `json:"description,omitempty"`
+	Targets           []string             `json:"targets"`
+	CreatedAt         *awsTime             `json:"createdAt,omitempty"`
+	LastUpdatedAt     *awsTime             `json:"lastUpdatedAt,omitempty"`
+	CompletedAt       *awsTime             `json:"completedAt,omitempty"`
+	JobProcessDetails store.ProcessDetails `json:"jobProcessDetails"`
+	TimeoutConfig     map[string]any       `json:"timeoutConfig"`
+	PresignedURL      *store.PresignConfig `json:"presignedUrlConfig,omitempty"`
+	RetryConfig       map[string]any       `json:"jobExecutionsRetryConfig,omitempty"`
+	RolloutConfig     map[string]any       `json:"jobExecutionsRolloutConfig"`
+	AbortConfig       map[string]any       `json:"abortConfig,omitempty"`
+	SchedulingConfig  map[string]any       `json:"schedulingConfig,omitempty"`
 	// ScheduledRollouts are the next starts of the maintenance windows.
 	ScheduledRollouts []map[string]string `json:"scheduledJobRollouts,omitempty"`
 }
 
 // abortConfigJSON is abortConfig as requests carry it.
 type abortConfigJSON struct {
-	CriteriaList []AbortCriteria `json:"criteriaList"`
+	CriteriaList []store.AbortCriteria `json:"criteriaList"`
 }
 
 // criteria is the list, refusing an abortConfig without one (the member is required).
-func (a *abortConfigJSON) criteria() ([]AbortCriteria, error) {
+func (a *abortConfigJSON) criteria() ([]store.AbortCriteria, error) {
 	if a == nil {
 		return nil, nil
 	}
@@ -438,8 +439,8 @@ func (a *abortConfigJSON) criteria() ([]AbortCriteria, error) {
 }
 
 func retryList(c *struct {
-	CriteriaList []RetryCriteria `json:"criteriaList"`
-}) []RetryCriteria {
+	CriteriaList []store.RetryCriteria `json:"criteriaList"`
+}) []store.RetryCriteria {
 	if c == nil {
 		return nil
 	}
@@ -447,7 +448,7 @@ func retryList(c *struct {
 }
 
 // rolloutConfigJSON is jobExecutionsRolloutConfig as a job or a job template describes it.
-func rolloutConfigJSON(maxPerMinute int, exp *ExponentialRate) map[string]any {
+func rolloutConfigJSON(maxPerMinute int, exp *store.ExponentialRate) map[string]any {
 	rc := map[string]any{}
 	if maxPerMinute > 0 {
 		rc["maximumPerMinute"] = maxPerMinute
@@ -458,7 +459,7 @@ func rolloutConfigJSON(maxPerMinute int, exp *ExponentialRate) map[string]any {
 	return rc
 }
 
-func toJobJSON(j *Job, now time.Time) jobJSON {
+func toJobJSON(j *store.Job, now time.Time) jobJSON {
 	out := jobJSON{
 		JobArn: j.Arn, JobID: j.ID, TargetSelection: j.TargetSelection, Status: j.Status,
 		ForceCanceled: j.ForceCanceled, Comment: j.Comment, ReasonCode: j.ReasonCode,
@@ -487,8 +488,8 @@ func toJobJSON(j *Job, now time.Time) jobJSON {
 		}
 		if len(sc.MaintenanceWindows) > 0 {
 			out.SchedulingConfig["maintenanceWindows"] = sc.MaintenanceWindows
-			if j.Status == JobInProgress || j.Status == JobScheduled {
-				for _, at := range sc.nextRollouts(now, 7) {
+			if j.Status == store.JobInProgress || j.Status == JobScheduled {
+				for _, at := range nextRollouts(sc, now, 7) {
 					out.ScheduledRollouts = append(out.ScheduledRollouts, map[string]string{"startTime": at})
 				}
 			}
@@ -569,7 +570,7 @@ func (s *Service) handleListJobExecutionsForJob(w http.ResponseWriter, r *http.R
 		writeError(w, err)
 		return
 	}
-	status := ExecutionStatus(q.Get("status"))
+	status := store.ExecutionStatus(q.Get("status"))
 	execs, next, err := s.ListJobExecutionsForJob(r.PathValue("jobId"), status, max, q.Get("nextToken"))
 	if err != nil {
 		writeError(w, err)
@@ -585,7 +586,7 @@ func (s *Service) handleListJobExecutionsForJob(w http.ResponseWriter, r *http.R
 	writeJSON(w, page(map[string]any{"executionSummaries": summaries}, next))
 }
 
-func execSummary(e *Execution) map[string]any {
+func execSummary(e *store.Execution) map[string]any {
 	return map[string]any{
 		"status": e.Status, "queuedAt": ptime(e.QueuedAt), "startedAt": ptime(e.StartedAt),
 		"lastUpdatedAt": ptime(e.LastUpdatedAt), "executionNumber": e.ExecutionNumber, "retryAttempt": e.RetryAttempt,
@@ -607,7 +608,7 @@ func (s *Service) handleListJobExecutionsForThing(w http.ResponseWriter, r *http
 		writeError(w, err)
 		return
 	}
-	execs, next, err := s.ListJobExecutionsForThing(r.PathValue("thingName"), ExecutionStatus(q.Get("status")), max, q.Get("nextToken"))
+	execs, next, err := s.ListJobExecutionsForThing(r.PathValue("thingName"), store.ExecutionStatus(q.Get("status")), max, q.Get("nextToken"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -654,7 +655,7 @@ func (s *Service) handleListJobs(w http.ResponseWriter, r *http.Request) {
 		}
 		group = name
 	}
-	jobs, next, err := s.ListJobs(JobStatus(q.Get("status")), q.Get("targetSelection"), group, max, q.Get("nextToken"))
+	jobs, next, err := s.ListJobs(store.JobStatus(q.Get("status")), q.Get("targetSelection"), group, max, q.Get("nextToken"))
 	if err != nil {
 		writeError(w, err)
 		return

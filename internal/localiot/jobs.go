@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/otaflow/otaflow/internal/arn"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // Jobs: creation (targets resolved and one execution queued per thing), description,
@@ -21,21 +22,21 @@ type CreateJobInput struct {
 	TargetSelection string
 	// InProgressTimeoutMinutes times out executions that stay IN_PROGRESS longer.
 	InProgressTimeoutMinutes int64
-	Retry                    []RetryCriteria
-	Presign                  *PresignConfig
+	Retry                    []store.RetryCriteria
+	Presign                  *store.PresignConfig
 	// MaxPerMinute limits executions released per minute (0: no limit).
 	MaxPerMinute int
 	// Exponential is jobExecutionsRolloutConfig.exponentialRate (rate.go).
-	Exponential *ExponentialRate
+	Exponential *store.ExponentialRate
 	// Abort is abortConfig.criteriaList (abort.go).
-	Abort []AbortCriteria
+	Abort []store.AbortCriteria
 	// Scheduling is schedulingConfig (schedule.go).
-	Scheduling *Scheduling
+	Scheduling *store.Scheduling
 }
 
 // CreateJob creates a job and queues one execution per target thing (the members of target
 // groups included). Nothing is written if any part of the request is invalid.
-func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
+func (s *Service) CreateJob(in CreateJobInput) (*store.Job, error) {
 	if !jobIDRE.MatchString(in.JobID) {
 		return nil, errorf(CodeInvalidRequest, "job ID %q is invalid: use 1-64 characters from a-z A-Z 0-9 _ -", in.JobID)
 	}
@@ -102,10 +103,10 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 	if in.TargetSelection == "CONTINUOUS" && len(groups) == 0 {
 		return nil, errorf(CodeInvalidRequest, "a CONTINUOUS job must target at least one thing group")
 	}
-	var job *Job
+	var job *store.Job
 	var queued []string
-	err = s.st.Update(func(t Tx) error {
-		existing, err := t.job(in.JobID)
+	err = s.st.Update(func(t store.Tx) error {
+		existing, err := t.Job(in.JobID)
 		if err != nil {
 			return err
 		}
@@ -114,7 +115,7 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 		}
 		var missing []string
 		for _, name := range things {
-			th, err := t.thing(name)
+			th, err := t.Thing(name)
 			if err != nil {
 				return err
 			}
@@ -126,7 +127,7 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 			return errorf(CodeInvalidRequest, "target thing(s) %s do not exist; register them first (CreateThing)", strings.Join(missing, ", "))
 		}
 		for _, g := range groups {
-			grp, err := t.group(g)
+			grp, err := t.Group(g)
 			if err != nil {
 				return err
 			}
@@ -134,9 +135,9 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 				return errorf(CodeInvalidRequest, "target thing group %s does not exist", g)
 			}
 		}
-		job = &Job{
+		job = &store.Job{
 			ID: in.JobID, Arn: s.JobArn(in.JobID), Document: in.Document, Description: in.Description,
-			Targets: in.Targets, TargetSelection: in.TargetSelection, Status: JobInProgress,
+			Targets: in.Targets, TargetSelection: in.TargetSelection, Status: store.JobInProgress,
 			CreatedAt: now, LastUpdatedAt: now, TargetGroups: groups,
 			InProgressTimeout: time.Duration(in.InProgressTimeoutMinutes) * time.Minute,
 			Retry:             in.Retry, Presign: in.Presign, MaxPerMinute: in.MaxPerMinute, RateWindow: now,
@@ -144,7 +145,7 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 		}
 		if job.TargetSelection == "CONTINUOUS" {
 			for _, g := range groups {
-				if err := t.setContinuousJob(g, job.ID, true); err != nil {
+				if err := t.SetContinuousJob(g, job.ID, true); err != nil {
 					return err
 				}
 			}
@@ -154,13 +155,13 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 				return err
 			}
 		}
-		if err := t.putJobTargets(job.ID, job.Targets); err != nil {
+		if err := t.PutJobTargets(job.ID, job.Targets); err != nil {
 			return err
 		}
 		if sc := job.Scheduling; sc != nil && sc.Start.After(now) {
 			// Rolled out at the start (sweepSchedules), to the groups' members as of then.
 			job.Status = JobScheduled
-			return t.putJob(job)
+			return t.PutJob(job)
 		}
 		all, err := resolveGroups(t, things, groups)
 		if err != nil {
@@ -169,7 +170,7 @@ func (s *Service) CreateJob(in CreateJobInput) (*Job, error) {
 		if queued, err = s.rollOut(t, job, all, now); err != nil {
 			return err
 		}
-		return t.putJob(job)
+		return t.PutJob(job)
 	})
 	if err != nil {
 		return nil, err
@@ -198,7 +199,7 @@ func (s *Service) splitTargets(targets []string) (things, groups []string, err e
 }
 
 // resolveGroups is things and the members of groups (and of their descendants), each once.
-func resolveGroups(t Tx, things, groups []string) ([]string, error) {
+func resolveGroups(t store.Tx, things, groups []string) ([]string, error) {
 	all := slices.Clone(things)
 	for _, g := range groups {
 		ms, err := members(t, g, true)
@@ -217,7 +218,7 @@ func resolveGroups(t Tx, things, groups []string) ([]string, error) {
 // rollOut queues one execution of j per thing (the caller writes j) and returns the things
 // offered the job now, not held for the rate limit or a maintenance window. A SNAPSHOT job with
 // nothing to roll out (its groups are empty) is complete at once.
-func (s *Service) rollOut(t Tx, j *Job, things []string, now time.Time) ([]string, error) {
+func (s *Service) rollOut(t store.Tx, j *store.Job, things []string, now time.Time) ([]string, error) {
 	var offered []string
 	for _, name := range things {
 		held, err := s.queueExecution(t, j, name, now)
@@ -229,43 +230,43 @@ func (s *Service) rollOut(t Tx, j *Job, things []string, now time.Time) ([]strin
 		}
 	}
 	if len(things) == 0 && j.TargetSelection == "SNAPSHOT" {
-		j.Status, j.CompletedAt = JobCompleted, now
+		j.Status, j.CompletedAt = store.JobCompleted, now
 	}
 	return offered, nil
 }
 
 // queueExecution queues a new execution of j on thing (the caller writes j) and says whether
 // it is held.
-func (s *Service) queueExecution(t Tx, j *Job, thing string, now time.Time) (bool, error) {
-	seq, err := t.nextQueueSeq()
+func (s *Service) queueExecution(t store.Tx, j *store.Job, thing string, now time.Time) (bool, error) {
+	seq, err := t.NextQueueSeq()
 	if err != nil {
 		return false, err
 	}
-	e := &Execution{JobID: j.ID, ThingName: thing, Status: ExecQueued, QueuedAt: now, LastUpdatedAt: now,
+	e := &store.Execution{JobID: j.ID, ThingName: thing, Status: store.ExecQueued, QueuedAt: now, LastUpdatedAt: now,
 		VersionNumber: 1, ExecutionNumber: 1, Seq: seq}
-	if old, err := t.execution(j.ID, thing); err != nil {
+	if old, err := t.Execution(j.ID, thing); err != nil {
 		return false, err
 	} else if old != nil {
 		// A thing that left and rejoined a CONTINUOUS job's group gets a fresh execution.
-		j.Counts.add(old.Status, -1)
+		j.Counts.Add(old.Status, -1)
 		e.ExecutionNumber = old.ExecutionNumber + 1
 		e.Previous = append(old.Previous, archive(old))
 	}
-	j.Counts.add(ExecQueued, 1)
+	j.Counts.Add(store.ExecQueued, 1)
 	j.LastUpdatedAt = now
-	if j.holds(now) {
+	if heldBySchedule(j, now) {
 		e.Held = true
-		if err := t.hold(j.ID, seq, thing); err != nil {
+		if err := t.Hold(j.ID, seq, thing); err != nil {
 			return false, err
 		}
 	} else {
-		j.offered()
+		markOffered(j)
 	}
-	return e.Held, t.putExecution(e)
+	return e.Held, t.PutExecution(e)
 }
 
 // retriesFor is how many retries the job allows after an execution ends in status.
-func (j *Job) retriesFor(status ExecutionStatus) int {
+func retriesFor(j *store.Job, status store.ExecutionStatus) int {
 	n := 0
 	for _, c := range j.Retry {
 		if c.FailureType == "ALL" || c.FailureType == string(status) {
@@ -294,30 +295,30 @@ func (s *Service) parseTarget(target string) (kind, name string, err error) {
 }
 
 // DescribeJob returns a job with its counters.
-func (s *Service) DescribeJob(id string) (*Job, error) {
-	return viewOne(s, func(t Tx) (*Job, error) { return t.jobWithTargets(id) }, errorf(CodeResourceNotFound, "job %s does not exist", id))
+func (s *Service) DescribeJob(id string) (*store.Job, error) {
+	return viewOne(s, func(t store.Tx) (*store.Job, error) { return t.JobWithTargets(id) }, errorf(CodeResourceNotFound, "job %s does not exist", id))
 }
 
 // jobWithoutTargets is DescribeJob without the target list, for a device's view of a job: the
 // list can be 10,000 ARNs long, and decoding it for every device made a wave quadratic.
-func (s *Service) jobWithoutTargets(id string) (*Job, error) {
-	return viewOne(s, func(t Tx) (*Job, error) { return t.job(id) }, errorf(CodeResourceNotFound, "job %s does not exist", id))
+func (s *Service) jobWithoutTargets(id string) (*store.Job, error) {
+	return viewOne(s, func(t store.Tx) (*store.Job, error) { return t.Job(id) }, errorf(CodeResourceNotFound, "job %s does not exist", id))
 }
 
 // CancelJob cancels a job: QUEUED executions become CANCELED, and IN_PROGRESS ones too when
 // force is set. Cancelling a cancelled job again is allowed (it may add force).
-func (s *Service) CancelJob(jobID string, force bool, comment, reasonCode string) (*Job, error) {
-	var job *Job
+func (s *Service) CancelJob(jobID string, force bool, comment, reasonCode string) (*store.Job, error) {
+	var job *store.Job
 	var changed []string
-	err := s.st.Update(func(t Tx) error {
+	err := s.st.Update(func(t store.Tx) error {
 		j, err := mustJob(t, jobID)
 		if err != nil {
 			return err
 		}
-		if j.Status == JobCompleted {
+		if j.Status == store.JobCompleted {
 			return errorf(CodeInvalidRequest, "job %s is already COMPLETED and cannot be canceled", jobID)
 		}
-		if j.Status == JobCanceled && (!force || j.ForceCanceled) {
+		if j.Status == store.JobCanceled && (!force || j.ForceCanceled) {
 			job = j
 			return nil
 		}
@@ -336,10 +337,10 @@ func (s *Service) CancelJob(jobID string, force bool, comment, reasonCode string
 // cancelInTx cancels j within t: its QUEUED executions, and its IN_PROGRESS ones when force
 // is set, become CANCELED. It returns the things whose queue changed. CancelJob, an abort
 // (abort.go) and a scheduled end (schedule.go) share it.
-func (s *Service) cancelInTx(t Tx, j *Job, force bool, comment, reasonCode string, now time.Time) ([]string, error) {
-	var toCancel []*Execution
-	err := t.jobExecutions(j.ID, func(e *Execution) error {
-		if e.Status == ExecQueued || (force && e.Status == ExecInProgress) {
+func (s *Service) cancelInTx(t store.Tx, j *store.Job, force bool, comment, reasonCode string, now time.Time) ([]string, error) {
+	var toCancel []*store.Execution
+	err := t.JobExecutions(j.ID, func(e *store.Execution) error {
+		if e.Status == store.ExecQueued || (force && e.Status == store.ExecInProgress) {
 			toCancel = append(toCancel, e)
 		}
 		return nil
@@ -348,38 +349,38 @@ func (s *Service) cancelInTx(t Tx, j *Job, force bool, comment, reasonCode strin
 		return nil, err
 	}
 	// The job is CANCELED before its executions are, so that no retry queues them again.
-	j.Status = JobCanceled
+	j.Status = store.JobCanceled
 	j.ForceCanceled = j.ForceCanceled || force
 	j.Comment, j.ReasonCode = comment, reasonCode
 	j.LastUpdatedAt = now
 	var changed []string
 	for _, e := range toCancel {
-		e.ForceCanceled = e.Status == ExecInProgress
-		if err := s.setStatus(t, j, e, ExecCanceled, nil, now); err != nil {
+		e.ForceCanceled = e.Status == store.ExecInProgress
+		if err := s.setStatus(t, j, e, store.ExecCanceled, nil, now); err != nil {
 			return nil, err
 		}
 		changed = append(changed, e.ThingName)
 	}
-	return changed, t.putJob(j)
+	return changed, t.PutJob(j)
 }
 
 // DeleteJob deletes a job and its executions. A job still IN_PROGRESS needs force.
 func (s *Service) DeleteJob(jobID string, force bool) error {
 	var things []string
-	err := s.st.Update(func(t Tx) error {
+	err := s.st.Update(func(t store.Tx) error {
 		j, err := mustJob(t, jobID)
 		if err != nil {
 			return err
 		}
-		if j.Status == JobInProgress && !force {
+		if j.Status == store.JobInProgress && !force {
 			return errorf(CodeInvalidStateTransition, "job %s is IN_PROGRESS; cancel it first or delete with force", jobID)
 		}
-		var execs []*Execution
-		if err := t.jobExecutions(jobID, func(e *Execution) error { execs = append(execs, e); return nil }); err != nil {
+		var execs []*store.Execution
+		if err := t.JobExecutions(jobID, func(e *store.Execution) error { execs = append(execs, e); return nil }); err != nil {
 			return err
 		}
 		for _, e := range execs {
-			if err := t.deleteExecution(e); err != nil {
+			if err := t.DeleteExecution(e); err != nil {
 				return err
 			}
 			if !e.Status.Terminal() {
@@ -387,11 +388,11 @@ func (s *Service) DeleteJob(jobID string, force bool) error {
 			}
 		}
 		for _, g := range j.TargetGroups {
-			if err := t.setContinuousJob(g, jobID, false); err != nil {
+			if err := t.SetContinuousJob(g, jobID, false); err != nil {
 				return err
 			}
 		}
-		return t.deleteJob(jobID)
+		return t.DeleteJob(jobID)
 	})
 	if err == nil {
 		s.queueChanged(things)
@@ -400,11 +401,11 @@ func (s *Service) DeleteJob(jobID string, force bool) error {
 }
 
 // ListJobs pages through jobs in ID order, filtered by status, target selection and group.
-func (s *Service) ListJobs(status JobStatus, selection, group string, max int, token string) ([]*Job, string, error) {
-	var out []*Job
+func (s *Service) ListJobs(status store.JobStatus, selection, group string, max int, token string) ([]*store.Job, string, error) {
+	var out []*store.Job
 	var ids []string
-	err := s.st.View(func(t Tx) error {
-		return t.forEachJob(func(j *Job) error {
+	err := s.st.View(func(t store.Tx) error {
+		return t.ForEachJob(func(j *store.Job) error {
 			if (status != "" && j.Status != status) || (selection != "" && j.TargetSelection != selection) {
 				return nil
 			}
@@ -420,11 +421,11 @@ func (s *Service) ListJobs(status JobStatus, selection, group string, max int, t
 		return nil, "", err
 	}
 	page, next := pageStrings(ids, max, token)
-	byID := map[string]*Job{}
+	byID := map[string]*store.Job{}
 	for _, j := range out {
 		byID[j.ID] = j
 	}
-	jobs := make([]*Job, 0, len(page))
+	jobs := make([]*store.Job, 0, len(page))
 	for _, id := range page {
 		jobs = append(jobs, byID[id])
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/otaflow/otaflow/internal/iotjobs"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // The Jobs device API over HTTPS (the iot-jobs-data plane: GetPendingJobExecutions,
@@ -46,13 +47,13 @@ func (s *Service) jobsDataHandler() http.Handler {
 }
 
 // execution is an execution as the Jobs device APIs show it (MQTT and HTTPS).
-func (s *Service) execution(e *Execution, j *Job, withDoc bool) *iotjobs.JobExecution {
+func (s *Service) execution(e *store.Execution, j *store.Job, withDoc bool) *iotjobs.JobExecution {
 	out := &iotjobs.JobExecution{
 		JobID: e.JobID, ThingName: e.ThingName, Status: e.Status, StatusDetails: e.StatusDetails,
 		QueuedAt: epoch(e.QueuedAt), StartedAt: epoch(e.StartedAt), LastUpdatedAt: epoch(e.LastUpdatedAt),
 		VersionNumber: e.VersionNumber, ExecutionNumber: e.ExecutionNumber,
 	}
-	if d := e.deadline(); e.Status == ExecInProgress && !d.IsZero() {
+	if d := e.Deadline(); e.Status == store.ExecInProgress && !d.IsZero() {
 		out.ApproximateSecondsBeforeTimedOut = max(int64(d.Sub(s.clock()).Seconds()), 0)
 	}
 	if withDoc && j != nil {
@@ -110,8 +111,8 @@ func (s *Service) handleDataDescribeJobExecution(w http.ResponseWriter, r *http.
 		}
 		number = append(number, n)
 	}
-	var e *Execution
-	var j *Job
+	var e *store.Execution
+	var j *store.Job
 	var err error
 	if jobID == iotjobs.NextJobID {
 		e, j, err = s.NextExecution(thing)

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 type fakeClock struct {
@@ -201,26 +202,26 @@ func TestTimeoutsAndRetries(t *testing.T) {
 	clock.Advance(3 * time.Minute)
 	require.Eventually(t, func() bool {
 		e, _ := svc.DescribeJobExecution("j", "b")
-		return e.Status == localiot.ExecTimedOut
+		return e.Status == store.ExecTimedOut
 	}, 5*time.Second, 5*time.Millisecond)
 	e, _ := svc.DescribeJobExecution("j", "a")
-	require.Equal(t, localiot.ExecInProgress, e.Status, "a's 10-minute timer has not run out")
+	require.Equal(t, store.ExecInProgress, e.Status, "a's 10-minute timer has not run out")
 	clock.Advance(8 * time.Minute)
 	require.Eventually(t, func() bool {
 		e, _ := svc.DescribeJobExecution("j", "a")
-		return e.Status == localiot.ExecTimedOut
+		return e.Status == store.ExecTimedOut
 	}, 5*time.Second, 5*time.Millisecond)
 
 	// Retries: FAILED gets one more execution, with a new execution number.
 	_, err = svc.CreateJob(localiot.CreateJobInput{JobID: "r", Targets: []string{"a"}, Document: `{}`,
-		Retry: []localiot.RetryCriteria{{FailureType: "FAILED", NumberOfRetries: 1}}})
+		Retry: []store.RetryCriteria{{FailureType: "FAILED", NumberOfRetries: 1}}})
 	require.NoError(t, err)
 	for attempt := 1; attempt <= 2; attempt++ {
 		ex, _, err := svc.StartNext("a", nil, 0)
 		require.NoError(t, err)
 		require.Equal(t, "r", ex.JobID)
 		require.EqualValues(t, attempt, ex.ExecutionNumber)
-		_, _, err = svc.UpdateExecution(localiot.UpdateInput{Thing: "a", JobID: "r", Status: localiot.ExecFailed, StatusDetails: map[string]string{"try": "x"}})
+		_, _, err = svc.UpdateExecution(localiot.UpdateInput{Thing: "a", JobID: "r", Status: store.ExecFailed, StatusDetails: map[string]string{"try": "x"}})
 		require.NoError(t, err)
 	}
 	last, err := c.DescribeJobExecution(ctx, &iot.DescribeJobExecutionInput{JobId: aws.String("r"), ThingName: aws.String("a")})
@@ -232,7 +233,7 @@ func TestTimeoutsAndRetries(t *testing.T) {
 	require.Equal(t, types.JobExecutionStatusFailed, first.Execution.Status)
 	j, err := svc.DescribeJob("r")
 	require.NoError(t, err)
-	require.Equal(t, localiot.JobCompleted, j.Status)
+	require.Equal(t, store.JobCompleted, j.Status)
 	require.Equal(t, 1, j.Counts.Failed)
 }
 

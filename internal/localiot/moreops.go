@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // More of the AWS IoT control plane that OTA tooling calls: UpdateThing, DescribeEndpoint,
@@ -18,8 +20,8 @@ import (
 // UpdateThing changes a thing's attributes (AWS's attributePayload: with merge, the given
 // attributes are added or replaced and an empty value removes one; without, they replace all).
 func (s *Service) UpdateThing(name string, attrs map[string]string, merge bool, expectedVersion int64, typeChange ...string) error {
-	return s.st.Update(func(t Tx) error {
-		th, err := t.thing(name)
+	return s.st.Update(func(t store.Tx) error {
+		th, err := t.Thing(name)
 		if err != nil {
 			return err
 		}
@@ -43,7 +45,7 @@ func (s *Service) UpdateThing(name string, attrs map[string]string, merge bool, 
 		}
 		th.Attributes = next
 		th.Version++
-		return t.putThing(th)
+		return t.PutThing(th)
 	})
 }
 
@@ -93,12 +95,12 @@ func attrCharsOK(s string) bool {
 // ThingGroupsForThing lists the groups a thing belongs to directly, by name.
 func (s *Service) ThingGroupsForThing(thing string) ([]string, error) {
 	var out []string
-	err := s.st.View(func(t Tx) error {
+	err := s.st.View(func(t store.Tx) error {
 		if _, err := mustThing(t, thing); err != nil {
 			return err
 		}
 		var err error
-		out, err = t.thingGroups(thing)
+		out, err = t.ThingGroups(thing)
 		return err
 	})
 	slices.Sort(out)
@@ -107,11 +109,11 @@ func (s *Service) ThingGroupsForThing(thing string) ([]string, error) {
 
 // ListThingGroups lists groups by name: all, or the children of parent (recursive: all its
 // descendants), optionally only names starting with prefix.
-func (s *Service) ListThingGroups(parent, prefix string, recursive bool) ([]*ThingGroup, error) {
-	var out []*ThingGroup
-	err := s.st.View(func(t Tx) error {
+func (s *Service) ListThingGroups(parent, prefix string, recursive bool) ([]*store.ThingGroup, error) {
+	var out []*store.ThingGroup
+	err := s.st.View(func(t store.Tx) error {
 		if parent != "" {
-			g, err := t.group(parent)
+			g, err := t.Group(parent)
 			if err != nil {
 				return err
 			}
@@ -119,7 +121,7 @@ func (s *Service) ListThingGroups(parent, prefix string, recursive bool) ([]*Thi
 				return errorf(CodeResourceNotFound, "thing group %s does not exist", parent)
 			}
 		}
-		return t.forEachGroup(func(g *ThingGroup) error {
+		return t.ForEachGroup(func(g *store.ThingGroup) error {
 			if prefix != "" && !strings.HasPrefix(g.Name, prefix) {
 				return nil
 			}
@@ -136,7 +138,7 @@ func (s *Service) ListThingGroups(parent, prefix string, recursive bool) ([]*Thi
 			return nil
 		})
 	})
-	slices.SortFunc(out, func(a, b *ThingGroup) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b *store.ThingGroup) int { return strings.Compare(a.Name, b.Name) })
 	return out, err
 }
 
@@ -154,7 +156,7 @@ func (s *Service) GetJobDocument(id string) (string, error) {
 // treats the vanished execution as canceled).
 func (s *Service) DeleteJobExecution(jobID, thing string, executionNumber int64, force bool) error {
 	var touched bool
-	err := s.st.Update(func(t Tx) error {
+	err := s.st.Update(func(t store.Tx) error {
 		e, err := mustExecution(t, jobID, thing)
 		if err != nil {
 			return err
@@ -169,12 +171,12 @@ func (s *Service) DeleteJobExecution(jobID, thing string, executionNumber int64,
 		if err != nil {
 			return err
 		}
-		j.Counts.add(e.Status, -1)
-		if err := t.putJob(j); err != nil {
+		j.Counts.Add(e.Status, -1)
+		if err := t.PutJob(j); err != nil {
 			return err
 		}
 		touched = true
-		return t.deleteExecution(e)
+		return t.DeleteExecution(e)
 	})
 	if err == nil && touched {
 		s.queueChanged([]string{thing})
@@ -188,12 +190,12 @@ func (s *Service) UpdateJob(id string, in UpdateJobInput) error {
 	if in.Description != nil && len(*in.Description) > 2028 {
 		return errorf(CodeInvalidRequest, "description: at most 2028 characters")
 	}
-	return s.st.Update(func(t Tx) error {
+	return s.st.Update(func(t store.Tx) error {
 		j, err := mustJob(t, id)
 		if err != nil {
 			return err
 		}
-		if j.Status == JobCompleted || j.Status == JobCanceled {
+		if j.Status == store.JobCompleted || j.Status == store.JobCanceled {
 			return errorf(CodeInvalidStateTransition, "job %s is %s: only a job in progress can be updated", id, j.Status)
 		}
 		if in.Description != nil {
@@ -235,7 +237,7 @@ func (s *Service) UpdateJob(id string, in UpdateJobInput) error {
 		if err := s.abortIfDue(t, j, now); err != nil {
 			return err
 		}
-		return t.putJob(j)
+		return t.PutJob(j)
 	})
 }
 
@@ -244,10 +246,10 @@ type UpdateJobInput struct {
 	Description       *string
 	MaxPerMinute      *int
 	InProgressMinutes *int64
-	Presign           *PresignConfig
-	Retry             []RetryCriteria
-	Abort             []AbortCriteria
-	Exponential       *ExponentialRate
+	Presign           *store.PresignConfig
+	Retry             []store.RetryCriteria
+	Abort             []store.AbortCriteria
+	Exponential       *store.ExponentialRate
 }
 
 func (s *Service) handleUpdateThing(w http.ResponseWriter, r *http.Request) {
@@ -418,16 +420,16 @@ func (s *Service) handleUpdateJob(w http.ResponseWriter, r *http.Request) {
 	var in struct {
 		Description                *string `json:"description"`
 		JobExecutionsRolloutConfig *struct {
-			MaximumPerMinute *int             `json:"maximumPerMinute"`
-			ExponentialRate  *ExponentialRate `json:"exponentialRate"`
+			MaximumPerMinute *int                   `json:"maximumPerMinute"`
+			ExponentialRate  *store.ExponentialRate `json:"exponentialRate"`
 		} `json:"jobExecutionsRolloutConfig"`
 		TimeoutConfig *struct {
 			InProgressTimeoutInMinutes *int64 `json:"inProgressTimeoutInMinutes"`
 		} `json:"timeoutConfig"`
-		PresignedURLConfig *PresignConfig   `json:"presignedUrlConfig"`
-		AbortConfig        *abortConfigJSON `json:"abortConfig"`
+		PresignedURLConfig *store.PresignConfig `json:"presignedUrlConfig"`
+		AbortConfig        *abortConfigJSON     `json:"abortConfig"`
 		RetryConfig        *struct {
-			CriteriaList []RetryCriteria `json:"criteriaList"`
+			CriteriaList []store.RetryCriteria `json:"criteriaList"`
 		} `json:"jobExecutionsRetryConfig"`
 	}
 	if err := readJSON(r, &in); err != nil {
@@ -459,8 +461,8 @@ func (s *Service) handleUpdateJob(w http.ResponseWriter, r *http.Request) {
 // groupNameByID finds a thing group by its ID (ListJobs' thingGroupId filter).
 func (s *Service) groupNameByID(id string) (string, error) {
 	name := ""
-	err := s.st.View(func(t Tx) error {
-		return t.forEachGroup(func(g *ThingGroup) error {
+	err := s.st.View(func(t store.Tx) error {
+		return t.ForEachGroup(func(g *store.ThingGroup) error {
 			if g.ID == id {
 				name = g.Name
 			}
@@ -480,8 +482,8 @@ func (s *Service) UpdateThingGroup(name, description string, attrs map[string]st
 		return 0, errorf(CodeInvalidRequest, "thingGroupDescription: at most 2028 characters")
 	}
 	var version int64
-	err := s.st.Update(func(t Tx) error {
-		g, err := t.group(name)
+	err := s.st.Update(func(t store.Tx) error {
+		g, err := t.Group(name)
 		if err != nil {
 			return err
 		}
@@ -498,7 +500,7 @@ func (s *Service) UpdateThingGroup(name, description string, attrs map[string]st
 		g.Description, g.Attributes = description, next
 		g.Version++
 		version = g.Version
-		return t.putGroup(g)
+		return t.PutGroup(g)
 	})
 	return version, err
 }
@@ -506,7 +508,7 @@ func (s *Service) UpdateThingGroup(name, description string, attrs map[string]st
 // GroupAncestors is a group and its ancestors, nearest first.
 func (s *Service) GroupAncestors(name string) ([]string, error) {
 	var out []string
-	err := s.st.View(func(t Tx) (err error) {
+	err := s.st.View(func(t store.Tx) (err error) {
 		out, err = ancestors(t, name)
 		return err
 	})
@@ -557,7 +559,7 @@ func (s *Service) handleUpdateThingGroup(w http.ResponseWriter, r *http.Request)
 
 // AssociateTargetsWithJob adds targets to a CONTINUOUS job in progress (AWS's rule): a thing
 // gets an execution now, a group's members now and whoever joins it later.
-func (s *Service) AssociateTargetsWithJob(jobID string, targets []string, comment string) (*Job, error) {
+func (s *Service) AssociateTargetsWithJob(jobID string, targets []string, comment string) (*store.Job, error) {
 	if len(targets) == 0 {
 		return nil, errorf(CodeInvalidRequest, "targets: give at least one thing or thing-group ARN")
 	}
@@ -573,10 +575,10 @@ func (s *Service) AssociateTargetsWithJob(jobID string, targets []string, commen
 		}
 		parsed = append(parsed, target{kind, name})
 	}
-	var job *Job
+	var job *store.Job
 	var queued []string
-	err := s.st.Update(func(t Tx) error {
-		j, err := t.jobWithTargets(jobID)
+	err := s.st.Update(func(t store.Tx) error {
+		j, err := t.JobWithTargets(jobID)
 		if err != nil {
 			return err
 		}
@@ -586,7 +588,7 @@ func (s *Service) AssociateTargetsWithJob(jobID string, targets []string, commen
 		if j.TargetSelection != "CONTINUOUS" {
 			return errorf(CodeInvalidRequest, "job %s is a SNAPSHOT job: targets can be associated only with a CONTINUOUS job", jobID)
 		}
-		if j.Status != JobInProgress {
+		if j.Status != store.JobInProgress {
 			return errorf(CodeInvalidStateTransition, "job %s is %s: targets can be associated only with a job in progress", jobID, j.Status)
 		}
 		all := slices.Clone(j.Targets)
@@ -600,7 +602,7 @@ func (s *Service) AssociateTargetsWithJob(jobID string, targets []string, commen
 		}
 		now := s.clock()
 		queue := func(thing string) error {
-			if e, err := t.execution(jobID, thing); err != nil || e != nil {
+			if e, err := t.Execution(jobID, thing); err != nil || e != nil {
 				return err
 			}
 			held, err := s.queueExecution(t, j, thing, now)
@@ -611,7 +613,7 @@ func (s *Service) AssociateTargetsWithJob(jobID string, targets []string, commen
 		}
 		for _, tg := range parsed {
 			if tg.kind != "thinggroup" {
-				th, err := t.thing(tg.name)
+				th, err := t.Thing(tg.name)
 				if err != nil {
 					return err
 				}
@@ -623,7 +625,7 @@ func (s *Service) AssociateTargetsWithJob(jobID string, targets []string, commen
 				}
 				continue
 			}
-			g, err := t.group(tg.name)
+			g, err := t.Group(tg.name)
 			if err != nil {
 				return err
 			}
@@ -641,7 +643,7 @@ func (s *Service) AssociateTargetsWithJob(jobID string, targets []string, commen
 			}
 			if !slices.Contains(j.TargetGroups, tg.name) {
 				j.TargetGroups = append(j.TargetGroups, tg.name)
-				if err := t.setContinuousJob(tg.name, jobID, true); err != nil {
+				if err := t.SetContinuousJob(tg.name, jobID, true); err != nil {
 					return err
 				}
 			}
@@ -652,10 +654,10 @@ func (s *Service) AssociateTargetsWithJob(jobID string, targets []string, commen
 		}
 		j.LastUpdatedAt = now
 		job = j
-		if err := t.putJobTargets(jobID, all); err != nil {
+		if err := t.PutJobTargets(jobID, all); err != nil {
 			return err
 		}
-		return t.putJob(j)
+		return t.PutJob(j)
 	})
 	if err != nil {
 		return nil, err

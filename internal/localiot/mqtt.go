@@ -14,10 +14,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/otaflow/otaflow/internal/iotjobs"
-
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/rs/zerolog"
+
+	"github.com/otaflow/otaflow/internal/iotjobs"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // MQTTOptions configure the device-facing plane.
@@ -145,7 +146,7 @@ func (s *Service) ServeMQTT(o MQTTOptions) (*MQTTPlane, error) {
 		return nil, fmt.Errorf("connect to MQTT broker %s: %w", o.BrokerURL, err)
 	}
 	if o.Exclusive {
-		ls, ok := s.raw.(leaderStore)
+		ls, ok := s.raw.(store.Shared)
 		if !ok {
 			p.client.Disconnect(0)
 			return nil, errors.New("an exclusive jobs MQTT plane needs a store with a leader lock (PostgreSQL)")
@@ -188,19 +189,14 @@ func (p *MQTTPlane) subscribe(c paho.Client, subs map[string]byte, broker string
 	}
 }
 
-// leaderStore is a store that can elect the one replica that serves device requests.
-type leaderStore interface {
-	lead(ctx context.Context) (lost <-chan struct{}, release func(), err error)
-}
-
 // lead serves device requests while this replica holds the leader lock, and waits for it
 // otherwise.
-func (p *MQTTPlane) lead(ls leaderStore, subs map[string]byte, broker string) {
+func (p *MQTTPlane) lead(ls store.Shared, subs map[string]byte, broker string) {
 	defer p.workers.Done()
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-p.done; cancel() }()
 	for {
-		lost, release, err := ls.lead(ctx)
+		lost, release, err := ls.Lead(ctx)
 		if err != nil {
 			return // closing
 		}
@@ -250,15 +246,15 @@ func epoch(t time.Time) int64 {
 	return t.Unix()
 }
 
-func (p *MQTTPlane) toExecution(e *Execution, j *Job, withDoc bool) *iotjobs.JobExecution {
+func (p *MQTTPlane) toExecution(e *store.Execution, j *store.Job, withDoc bool) *iotjobs.JobExecution {
 	return p.svc.execution(e, j, withDoc)
 }
 
-func executionState(e *Execution) *iotjobs.ExecutionState {
+func executionState(e *store.Execution) *iotjobs.ExecutionState {
 	return &iotjobs.ExecutionState{Status: e.Status, StatusDetails: e.StatusDetails, VersionNumber: e.VersionNumber}
 }
 
-func toSummaries(es []*Execution) []iotjobs.JobExecutionSummary {
+func toSummaries(es []*store.Execution) []iotjobs.JobExecutionSummary {
 	out := make([]iotjobs.JobExecutionSummary, 0, len(es))
 	for _, e := range es {
 		out = append(out, iotjobs.JobExecutionSummary{JobID: e.JobID, QueuedAt: epoch(e.QueuedAt), StartedAt: epoch(e.StartedAt),
@@ -433,8 +429,8 @@ func (p *MQTTPlane) answer(topic string, r iotjobs.Request, payload []byte, now 
 		if err := decode(payload, &req); err != nil {
 			return nil, err
 		}
-		var e *Execution
-		var j *Job
+		var e *store.Execution
+		var j *store.Job
 		var err error
 		if r.JobID == iotjobs.NextJobID {
 			e, j, err = p.svc.NextExecution(r.Thing)
@@ -611,10 +607,10 @@ func (p *MQTTPlane) notifyThing(thing string) {
 	}
 	jobs := map[iotjobs.Status][]iotjobs.JobExecutionSummary{}
 	if len(inProgress) > 0 {
-		jobs[ExecInProgress] = toSummaries(inProgress)
+		jobs[store.ExecInProgress] = toSummaries(inProgress)
 	}
 	if len(queued) > 0 {
-		jobs[ExecQueued] = toSummaries(queued)
+		jobs[store.ExecQueued] = toSummaries(queued)
 	}
 	p.publish(iotjobs.Topic(thing, iotjobs.SuffixNotify), iotjobs.Notify{Timestamp: now, Jobs: jobs})
 }

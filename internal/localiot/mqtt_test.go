@@ -17,6 +17,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/broker"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 )
 
@@ -144,7 +145,7 @@ func TestMQTTJobsAPI(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 			e, err := svc.DescribeJobExecution("job-1", "dev-1")
 			require.NoError(t, err)
-			require.Equal(t, localiot.ExecQueued, e.Status)
+			require.Equal(t, store.ExecQueued, e.Status)
 
 			dev.publish("get", map[string]any{"clientToken": "g1"})
 			got := dev.await("get/accepted")
@@ -187,7 +188,7 @@ func TestMQTTJobsAPI(t *testing.T) {
 
 			j, err := svc.DescribeJob("job-1")
 			require.NoError(t, err)
-			require.Equal(t, localiot.JobCompleted, j.Status)
+			require.Equal(t, store.JobCompleted, j.Status)
 			require.Equal(t, 1, j.Counts.Succeeded)
 
 			// Queued job rejected straight away by the device.
@@ -235,7 +236,7 @@ func TestMQTTTimeoutsAndRetries(t *testing.T) {
 			dev.subscribe("$aws/things/dev-1/jobs/#")
 
 			_, err := svc.CreateJob(localiot.CreateJobInput{JobID: "j", Targets: []string{"dev-1"}, Document: `{}`,
-				Retry: []localiot.RetryCriteria{{FailureType: "TIMED_OUT", NumberOfRetries: 1}}})
+				Retry: []store.RetryCriteria{{FailureType: "TIMED_OUT", NumberOfRetries: 1}}})
 			require.NoError(t, err)
 			dev.await("notify-next")
 
@@ -247,7 +248,7 @@ func TestMQTTTimeoutsAndRetries(t *testing.T) {
 			// The retry queues execution 2 of the same job.
 			require.Eventually(t, func() bool {
 				e, _ := svc.DescribeJobExecution("j", "dev-1")
-				return e.ExecutionNumber == 2 && e.Status == localiot.ExecQueued
+				return e.ExecutionNumber == 2 && e.Status == store.ExecQueued
 			}, 5*time.Second, 5*time.Millisecond)
 			// ... and tells the device: its next execution changed, though the job did not.
 			require.Eventually(t, func() bool {
@@ -279,7 +280,7 @@ func TestMQTTTimeoutsAndRetries(t *testing.T) {
 			require.Equal(t, "TIMED_OUT", old["status"])
 			j, err := svc.DescribeJob("j")
 			require.NoError(t, err)
-			require.Equal(t, localiot.JobCompleted, j.Status)
+			require.Equal(t, store.JobCompleted, j.Status)
 			require.Equal(t, 1, j.Counts.Succeeded)
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"unicode"
 
 	"github.com/otaflow/otaflow/internal/iotjobs"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // AWS IoT's documented quotas that the service enforces unless Options.NoAWSQuotas: a rollout
@@ -29,11 +30,11 @@ func (s *Service) checkTargets(targets []string) error {
 
 // checkJoin refuses a membership AWS would refuse: an 11th static group, or a second group of
 // one hierarchy (a thing may belong to a group or to one of its descendants, not both).
-func (s *Service) checkJoin(t Tx, group, thing string) error {
+func (s *Service) checkJoin(t store.Tx, group, thing string) error {
 	if !s.quotas {
 		return nil
 	}
-	have, err := t.thingGroups(thing)
+	have, err := t.ThingGroups(thing)
 	if err != nil || slices.Contains(have, group) {
 		return err
 	}

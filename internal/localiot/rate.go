@@ -1,5 +1,7 @@
 package localiot
 
+import "github.com/otaflow/otaflow/internal/localiot/store"
+
 import "math"
 
 // Rollout rates (jobExecutionsRolloutConfig): maximumPerMinute caps how many executions are
@@ -7,28 +9,8 @@ import "math"
 // rate by incrementFactor each time rateIncreaseCriteria is met (so many more things notified,
 // or so many more succeeded, since the last increase), up to maximumPerMinute (or AWS's 1,000).
 
-// ExponentialRate is jobExecutionsRolloutConfig.exponentialRate.
-type ExponentialRate struct {
-	BaseRatePerMinute    int     `json:"baseRatePerMinute"`
-	IncrementFactor      float64 `json:"incrementFactor"`
-	RateIncreaseCriteria struct {
-		NumberOfNotifiedThings  int `json:"numberOfNotifiedThings,omitempty"`
-		NumberOfSucceededThings int `json:"numberOfSucceededThings,omitempty"`
-	} `json:"rateIncreaseCriteria"`
-}
-
-// rampState is how far a job's exponential rate has come.
-type rampState struct {
-	Rate int `json:"rate"`
-	// Notified counts the executions offered since the job started; NotifiedAt and
-	// SucceededAt are it and the job's succeeded count at the last increase.
-	Notified    int `json:"notified,omitempty"`
-	NotifiedAt  int `json:"notifiedAt,omitempty"`
-	SucceededAt int `json:"succeededAt,omitempty"`
-}
-
 // checkExponentialRate applies the service model's constraints.
-func checkExponentialRate(e *ExponentialRate) error {
+func checkExponentialRate(e *store.ExponentialRate) error {
 	if e == nil {
 		return nil
 	}
@@ -49,7 +31,7 @@ func checkExponentialRate(e *ExponentialRate) error {
 }
 
 // rateLimit is how many executions j may offer per minute now; 0 is no limit.
-func (j *Job) rateLimit() int {
+func rateLimit(j *store.Job) int {
 	if j.Exponential == nil {
 		return j.MaxPerMinute
 	}
@@ -60,8 +42,8 @@ func (j *Job) rateLimit() int {
 }
 
 // offered counts one more execution offered to a device.
-func (j *Job) offered() {
-	if j.rateLimit() > 0 {
+func markOffered(j *store.Job) {
+	if rateLimit(j) > 0 {
 		j.RateReleased++
 	}
 	j.Ramp.Notified++
@@ -70,7 +52,7 @@ func (j *Job) offered() {
 // rampUp multiplies the rate when the increase criterion is met since the last increase. It
 // runs as a new minute of the rate window begins, so one minute never offers more than the
 // rate that minute began with.
-func (j *Job) rampUp() {
+func rampUp(j *store.Job) {
 	e := j.Exponential
 	if e == nil {
 		return
@@ -85,6 +67,6 @@ func (j *Job) rampUp() {
 	if j.MaxPerMinute > 0 {
 		ceiling = j.MaxPerMinute
 	}
-	r.Rate = min(ceiling, int(math.Ceil(float64(j.rateLimit())*e.IncrementFactor)))
+	r.Rate = min(ceiling, int(math.Ceil(float64(rateLimit(j))*e.IncrementFactor)))
 	r.NotifiedAt, r.SucceededAt = r.Notified, j.Counts.Succeeded
 }

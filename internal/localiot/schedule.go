@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
+
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // Scheduled jobs (CreateJob's schedulingConfig): a job with a startTime in the future is
@@ -19,30 +21,11 @@ import (
 // Times are UTC, as on AWS.
 
 // JobScheduled is the status of a job waiting for its startTime.
-const JobScheduled JobStatus = "SCHEDULED"
+const JobScheduled store.JobStatus = "SCHEDULED"
 
 // recordJobSchedule marks a job that still has a start or an end to act on; the sweep reads
 // only these, not every job.
 const recordJobSchedule = "job-schedule"
-
-// Scheduling is a job's schedulingConfig: the members as given, and what they mean.
-type Scheduling struct {
-	StartTime          string              `json:"startTime,omitempty"`
-	EndTime            string              `json:"endTime,omitempty"`
-	EndBehavior        string              `json:"endBehavior,omitempty"`
-	MaintenanceWindows []MaintenanceWindow `json:"maintenanceWindows,omitempty"`
-	Start              time.Time           `json:"start,omitzero"`
-	End                time.Time           `json:"end,omitzero"`
-	// Ended is set once the end behavior has been applied.
-	Ended bool `json:"ended,omitempty"`
-}
-
-// MaintenanceWindow is one recurring window: a cron expression (AWS's six fields, UTC) and a
-// duration.
-type MaintenanceWindow struct {
-	StartTime         string `json:"startTime"`
-	DurationInMinutes int    `json:"durationInMinutes"`
-}
 
 // awsTimeLayouts are the forms a schedulingConfig time may take: AWS's YYYY-MM-DDTHH:MM, with
 // seconds, or RFC 3339.
@@ -60,7 +43,7 @@ func parseScheduleTime(member, v string) (time.Time, error) {
 // checkScheduling validates sc and fills Start and End. Under AWS's quotas the start is 30
 // minutes to a year ahead, the end 30 minutes to two years ahead and 30 minutes to two years
 // after the start; without them any future time will do.
-func (s *Service) checkScheduling(sc *Scheduling, now time.Time) error {
+func (s *Service) checkScheduling(sc *store.Scheduling, now time.Time) error {
 	var err error
 	if sc.StartTime != "" {
 		if sc.Start, err = parseScheduleTime("startTime", sc.StartTime); err != nil {
@@ -195,7 +178,7 @@ func (c *windowCron) next(t time.Time) time.Time {
 
 // inWindow says whether now falls inside one of the job's maintenance windows; a job without
 // windows is always inside.
-func (sc *Scheduling) inWindow(now time.Time) bool {
+func inWindow(sc *store.Scheduling, now time.Time) bool {
 	if sc == nil || len(sc.MaintenanceWindows) == 0 {
 		return true
 	}
@@ -214,7 +197,7 @@ func (sc *Scheduling) inWindow(now time.Time) bool {
 
 // nextRollouts are the next n window starts after now over all windows (DescribeJob's
 // scheduledJobRollouts).
-func (sc *Scheduling) nextRollouts(now time.Time, n int) []string {
+func nextRollouts(sc *store.Scheduling, now time.Time, n int) []string {
 	var out []time.Time
 	for _, w := range sc.MaintenanceWindows {
 		c, err := parseWindowCron(w.StartTime)
@@ -241,18 +224,18 @@ func (sc *Scheduling) nextRollouts(now time.Time, n int) []string {
 
 // holds says whether a newly queued execution of j must wait: for the rate limit, or for a
 // maintenance window.
-func (j *Job) holds(now time.Time) bool {
-	lim := j.rateLimit()
-	return (lim > 0 && j.RateReleased >= lim) || !j.Scheduling.inWindow(now)
+func heldBySchedule(j *store.Job, now time.Time) bool {
+	lim := rateLimit(j)
+	return (lim > 0 && j.RateReleased >= lim) || !inWindow(j.Scheduling, now)
 }
 
 // sweepSchedules starts SCHEDULED jobs whose startTime has come and applies the end behavior
 // of jobs past their endTime. It returns the things whose queue changed.
 func (s *Service) sweepSchedules(now time.Time) ([]string, error) {
 	var things []string
-	err := s.st.Update(func(t Tx) error {
+	err := s.st.Update(func(t store.Tx) error {
 		things = nil
-		all, err := t.records(recordJobSchedule)
+		all, err := t.Records(recordJobSchedule)
 		if err != nil {
 			return err
 		}
@@ -261,12 +244,12 @@ func (s *Service) sweepSchedules(now time.Time) ([]string, error) {
 			if err := json.Unmarshal(raw, &id); err != nil {
 				return err
 			}
-			j, err := t.job(id)
+			j, err := t.Job(id)
 			if err != nil {
 				return err
 			}
 			if j == nil || j.Scheduling == nil {
-				if err := t.deleteRecord(recordJobSchedule, id); err != nil {
+				if err := t.DeleteRecord(recordJobSchedule, id); err != nil {
 					return err
 				}
 				continue
@@ -279,15 +262,15 @@ func (s *Service) sweepSchedules(now time.Time) ([]string, error) {
 				}
 				things = append(things, started...)
 			}
-			if j.Status == JobInProgress && !sc.End.IsZero() && !sc.Ended && !sc.End.After(now) {
+			if j.Status == store.JobInProgress && !sc.End.IsZero() && !sc.Ended && !sc.End.After(now) {
 				ended, err := s.endScheduled(t, j, now)
 				if err != nil {
 					return err
 				}
 				things = append(things, ended...)
 			}
-			if j.Status != JobScheduled && (sc.End.IsZero() || sc.Ended || j.Status != JobInProgress) {
-				if err := t.deleteRecord(recordJobSchedule, id); err != nil {
+			if j.Status != JobScheduled && (sc.End.IsZero() || sc.Ended || j.Status != store.JobInProgress) {
+				if err := t.DeleteRecord(recordJobSchedule, id); err != nil {
 					return err
 				}
 			}
@@ -299,8 +282,8 @@ func (s *Service) sweepSchedules(now time.Time) ([]string, error) {
 
 // startScheduled rolls a SCHEDULED job out: its targets are resolved now (a group's members
 // as of the start) and one execution queued per thing.
-func (s *Service) startScheduled(t Tx, j *Job, now time.Time) ([]string, error) {
-	withTargets, err := t.jobWithTargets(j.ID)
+func (s *Service) startScheduled(t store.Tx, j *store.Job, now time.Time) ([]string, error) {
+	withTargets, err := t.JobWithTargets(j.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -310,7 +293,7 @@ func (s *Service) startScheduled(t Tx, j *Job, now time.Time) ([]string, error) 
 	}
 	var present []string
 	for _, name := range things {
-		th, err := t.thing(name)
+		th, err := t.Thing(name)
 		if err != nil {
 			return nil, err
 		}
@@ -324,20 +307,20 @@ func (s *Service) startScheduled(t Tx, j *Job, now time.Time) ([]string, error) 
 	if err != nil {
 		return nil, err
 	}
-	j.Status = JobInProgress
+	j.Status = store.JobInProgress
 	queued, err := s.rollOut(t, j, all, now)
 	if err != nil {
 		return nil, err
 	}
 	s.log.Info().Str("job", j.ID).Int("things", len(all)).Msg("scheduled job started")
-	return queued, t.putJob(j)
+	return queued, t.PutJob(j)
 }
 
 // endScheduled applies a job's endBehavior at its endTime. STOP_ROLLOUT (the default) cancels
 // the executions not yet offered to a device (held by the rate limit or a maintenance window)
 // and stops a CONTINUOUS job from taking new members; those already offered run on. CANCEL and
 // FORCE_CANCEL cancel the job as CancelJob does.
-func (s *Service) endScheduled(t Tx, j *Job, now time.Time) ([]string, error) {
+func (s *Service) endScheduled(t store.Tx, j *store.Job, now time.Time) ([]string, error) {
 	j.Scheduling.Ended = true
 	reason := fmt.Sprintf("schedulingConfig.endTime %s reached", j.Scheduling.EndTime)
 	switch j.Scheduling.EndBehavior {
@@ -346,21 +329,21 @@ func (s *Service) endScheduled(t Tx, j *Job, now time.Time) ([]string, error) {
 		return s.cancelInTx(t, j, j.Scheduling.EndBehavior == "FORCE_CANCEL", reason, "", now)
 	}
 	for _, g := range j.TargetGroups {
-		if err := t.setContinuousJob(g, j.ID, false); err != nil {
+		if err := t.SetContinuousJob(g, j.ID, false); err != nil {
 			return nil, err
 		}
 	}
-	held, err := t.held(j.ID)
+	held, err := t.Held(j.ID)
 	if err != nil {
 		return nil, err
 	}
 	var stopped []string
 	for _, h := range held {
-		thing := h.thing
-		if err := t.release(j.ID, h); err != nil {
+		thing := h.Thing
+		if err := t.Release(j.ID, h); err != nil {
 			return nil, err
 		}
-		e, err := t.execution(j.ID, thing)
+		e, err := t.Execution(j.ID, thing)
 		if err != nil {
 			return nil, err
 		}
@@ -368,22 +351,22 @@ func (s *Service) endScheduled(t Tx, j *Job, now time.Time) ([]string, error) {
 			continue
 		}
 		e.Held = false
-		if e.Status == ExecQueued {
-			if err := s.setStatus(t, j, e, ExecCanceled, nil, now); err != nil {
+		if e.Status == store.ExecQueued {
+			if err := s.setStatus(t, j, e, store.ExecCanceled, nil, now); err != nil {
 				return nil, err
 			}
 			stopped = append(stopped, thing)
 			continue
 		}
-		if err := t.putExecution(e); err != nil {
+		if err := t.PutExecution(e); err != nil {
 			return nil, err
 		}
 	}
 	if j.TargetSelection == "CONTINUOUS" && j.Counts.Pending() == 0 {
-		j.Status, j.CompletedAt = JobCompleted, now
+		j.Status, j.CompletedAt = store.JobCompleted, now
 	}
 	j.Comment = reason + ": rollout stopped"
 	j.LastUpdatedAt = now
 	s.log.Info().Str("job", j.ID).Int("notRolledOut", len(stopped)).Msg(reason + ": rollout stopped")
-	return nil, t.putJob(j)
+	return nil, t.PutJob(j)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // fleetWithClock registers n things d0..d(n-1) in group "fleet" on a service with a fake
@@ -46,13 +47,13 @@ func waitStatus(t *testing.T, c *iot.Client, id string, want types.JobStatus) *t
 }
 
 // finish has thing take its next job and end it in status.
-func finish(t *testing.T, svc *localiot.Service, thing, job string, status localiot.ExecutionStatus) {
+func finish(t *testing.T, svc *localiot.Service, thing, job string, status store.ExecutionStatus) {
 	t.Helper()
 	e, _, err := svc.StartNext(thing, nil, 0)
 	require.NoError(t, err)
 	require.NotNil(t, e, "%s has no job to start", thing)
 	require.Equal(t, job, e.JobID)
-	if status != localiot.ExecInProgress {
+	if status != store.ExecInProgress {
 		_, _, err = svc.UpdateExecution(localiot.UpdateInput{Thing: thing, JobID: job, Status: status})
 		require.NoError(t, err)
 	}
@@ -87,25 +88,25 @@ func TestAbortConfigCancelsTheJobAtItsThreshold(t *testing.T) {
 	require.Len(t, j.AbortConfig.CriteriaList, 1)
 	require.InDelta(t, 30, aws.ToFloat64(j.AbortConfig.CriteriaList[0].ThresholdPercentage), 0)
 
-	finish(t, svc, "d0", "update", localiot.ExecSucceeded)
-	finish(t, svc, "d1", "update", localiot.ExecFailed) // 1 of 2 failed, but fewer than 3 executed
-	finish(t, svc, "d2", "update", localiot.ExecInProgress)
+	finish(t, svc, "d0", "update", store.ExecSucceeded)
+	finish(t, svc, "d1", "update", store.ExecFailed) // 1 of 2 failed, but fewer than 3 executed
+	finish(t, svc, "d2", "update", store.ExecInProgress)
 	// The check runs when an execution ends: d3's success makes 4 executed (d2 running counts),
 	// 1 failed: 25%.
-	finish(t, svc, "d3", "update", localiot.ExecSucceeded)
+	finish(t, svc, "d3", "update", store.ExecSucceeded)
 	require.Equal(t, types.JobStatusInProgress, describe(t, c, "update").Status)
-	finish(t, svc, "d4", "update", localiot.ExecFailed) // 5 executed, 2 failed: 40%
+	finish(t, svc, "d4", "update", store.ExecFailed) // 5 executed, 2 failed: 40%
 
 	j = describe(t, c, "update")
 	require.Equal(t, types.JobStatusCanceled, j.Status)
 	require.Contains(t, aws.ToString(j.Comment), "aborted by abortConfig: 2 of 5 executed things (40.00%) ended FAILED")
 	require.Equal(t, int32(5), aws.ToInt32(j.JobProcessDetails.NumberOfCanceledThings), "the five QUEUED executions are canceled")
 	// The execution already running runs to its end.
-	_, _, err = svc.UpdateExecution(localiot.UpdateInput{Thing: "d2", JobID: "update", Status: localiot.ExecSucceeded})
+	_, _, err = svc.UpdateExecution(localiot.UpdateInput{Thing: "d2", JobID: "update", Status: store.ExecSucceeded})
 	require.NoError(t, err)
 	ex, err := svc.DescribeJobExecution("update", "d9")
 	require.NoError(t, err)
-	require.Equal(t, localiot.ExecCanceled, ex.Status)
+	require.Equal(t, store.ExecCanceled, ex.Status)
 
 	// UpdateJob can add an abortConfig; one already met aborts at once. So does a job made
 	// from a template that carries it.
@@ -127,7 +128,7 @@ func TestAbortConfigCancelsTheJobAtItsThreshold(t *testing.T) {
 		for {
 			e, _, err := svc.StartNext(thing, nil, 0)
 			require.NoError(t, err)
-			_, _, err = svc.UpdateExecution(localiot.UpdateInput{Thing: thing, JobID: e.JobID, Status: localiot.ExecFailed})
+			_, _, err = svc.UpdateExecution(localiot.UpdateInput{Thing: thing, JobID: e.JobID, Status: store.ExecFailed})
 			require.NoError(t, err)
 			if e.JobID == "later" {
 				break
@@ -190,8 +191,8 @@ func TestSchedulingConfigStartsAndEndsJobs(t *testing.T) {
 	clock.Advance(time.Hour)
 	j = waitStatus(t, c, "tonight", types.JobStatusInProgress)
 	require.Equal(t, int32(4), aws.ToInt32(j.JobProcessDetails.NumberOfQueuedThings), "three things and the one that joined")
-	finish(t, svc, "d0", "tonight", localiot.ExecSucceeded)
-	finish(t, svc, "d1", "tonight", localiot.ExecInProgress)
+	finish(t, svc, "d0", "tonight", store.ExecSucceeded)
+	finish(t, svc, "d1", "tonight", store.ExecInProgress)
 
 	// At the end, CANCEL cancels what is QUEUED; what runs runs on.
 	clock.Advance(time.Hour)
@@ -199,7 +200,7 @@ func TestSchedulingConfigStartsAndEndsJobs(t *testing.T) {
 	require.Contains(t, aws.ToString(j.Comment), "endTime")
 	require.Equal(t, int32(2), aws.ToInt32(j.JobProcessDetails.NumberOfCanceledThings))
 	require.Equal(t, int32(1), aws.ToInt32(j.JobProcessDetails.NumberOfInProgressThings))
-	_, _, err = svc.UpdateExecution(localiot.UpdateInput{Thing: "d1", JobID: "tonight", Status: localiot.ExecSucceeded})
+	_, _, err = svc.UpdateExecution(localiot.UpdateInput{Thing: "d1", JobID: "tonight", Status: store.ExecSucceeded})
 	require.NoError(t, err)
 
 	// FORCE_CANCEL cancels the running ones too.
@@ -208,7 +209,7 @@ func TestSchedulingConfigStartsAndEndsJobs(t *testing.T) {
 			EndTime: at(time.Hour), EndBehavior: types.JobEndBehaviorForceCancel}})
 	require.NoError(t, err)
 	require.Equal(t, types.JobStatusInProgress, describe(t, c, "hard-stop").Status, "no startTime: it starts now")
-	finish(t, svc, "d0", "hard-stop", localiot.ExecInProgress)
+	finish(t, svc, "d0", "hard-stop", store.ExecInProgress)
 	clock.Advance(time.Hour)
 	j = waitStatus(t, c, "hard-stop", types.JobStatusCanceled)
 	require.True(t, aws.ToBool(j.ForceCanceled))
@@ -231,12 +232,12 @@ func TestSchedulingConfigStartsAndEndsJobs(t *testing.T) {
 	for _, d := range []string{"d0", "d1", "d2", "late"} {
 		ex, err := svc.DescribeJobExecution("slow", d)
 		require.NoError(t, err)
-		if ex.Status == localiot.ExecQueued {
+		if ex.Status == store.ExecQueued {
 			offered = d
 		}
 	}
 	require.NotEmpty(t, offered, "the one execution released before the end is still QUEUED")
-	finish(t, svc, offered, "slow", localiot.ExecSucceeded)
+	finish(t, svc, offered, "slow", store.ExecSucceeded)
 	require.Equal(t, types.JobStatusCompleted, describe(t, c, "slow").Status)
 }
 

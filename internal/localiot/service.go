@@ -8,9 +8,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/otaflow/otaflow/internal/arn"
-
 	"github.com/rs/zerolog"
+
+	"github.com/otaflow/otaflow/internal/arn"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // Options configure a Service.
@@ -44,8 +45,8 @@ type Options struct {
 // Service holds the jobs state and the operations both planes share.
 type Service struct {
 	// st is the store as the service uses it (indexingStore); raw is the store itself.
-	st      Store
-	raw     Store
+	st      store.Store
+	raw     store.Store
 	region  string
 	account string
 	log     zerolog.Logger
@@ -83,18 +84,18 @@ func Open(o Options) (*Service, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	var st Store
+	var st store.Store
 	var err error
 	switch {
 	case o.PostgresURL != "":
 		if o.ArtifactDir == "" {
 			return nil, fmt.Errorf("a jobs service on PostgreSQL needs an artifact directory that every replica shares (--artifact-dir)")
 		}
-		st, err = openPgStore(o.PostgresURL)
+		st, err = store.OpenPostgres(o.PostgresURL)
 	case o.Path == "":
 		return nil, fmt.Errorf("jobs service: give a database file (Path) or a PostgreSQL URL")
 	default:
-		st, err = openBoltStore(o.Path)
+		st, err = store.OpenBolt(o.Path)
 		if o.ArtifactDir == "" {
 			o.ArtifactDir = filepath.Join(filepath.Dir(o.Path), "artifacts")
 		}
@@ -121,8 +122,8 @@ func Open(o Options) (*Service, error) {
 
 // Healthy reports whether the store answers a read.
 func (s *Service) Healthy() error {
-	return s.st.View(func(t Tx) error {
-		_, err := t.thing("")
+	return s.st.View(func(t store.Tx) error {
+		_, err := t.Thing("")
 		return err
 	})
 }
@@ -175,9 +176,9 @@ func (s *Service) JobArn(id string) string {
 }
 
 // viewOne loads one record in a read transaction; a missing record is notFound.
-func viewOne[T any](s *Service, load func(Tx) (*T, error), notFound *Error) (*T, error) {
+func viewOne[T any](s *Service, load func(store.Tx) (*T, error), notFound *Error) (*T, error) {
 	var out *T
-	err := s.st.View(func(t Tx) error {
+	err := s.st.View(func(t store.Tx) error {
 		v, err := load(t)
 		if err != nil {
 			return err

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/otaflow/otaflow/internal/iotjobs"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // Named device shadows: the part of the AWS IoT Device Shadow service otaflow's agents use to
@@ -19,17 +20,6 @@ import (
 // UpdateThingShadow). A shadow is stored apart from its thing record (one record per shadow),
 // so a device's shadow writes never rewrite the thing, and a large shadow slows no other
 // device; deleting the thing deletes its shadows.
-
-// Shadow is one named shadow: reported and desired state with AWS's per-leaf metadata.
-type Shadow struct {
-	Name         string         `json:"name,omitempty"`
-	Reported     map[string]any `json:"reported,omitempty"`
-	Desired      map[string]any `json:"desired,omitempty"`
-	ReportedMeta map[string]any `json:"reportedMeta,omitempty"`
-	DesiredMeta  map[string]any `json:"desiredMeta,omitempty"`
-	Version      int64          `json:"version"`
-	Timestamp    int64          `json:"timestamp"`
-}
 
 // ShadowUpdate is an update request's document.
 type ShadowUpdate struct {
@@ -57,12 +47,12 @@ func shadowKind(thing string) string { return "shadow/" + thing }
 
 // shadowOf reads a thing's named shadow: its own record, or (written by earlier versions)
 // the copy kept in the thing record.
-func shadowOf(t Tx, th *Thing, name string) (*Shadow, error) {
-	raw, err := t.record(shadowKind(th.Name), name)
+func shadowOf(t store.Tx, th *store.Thing, name string) (*store.Shadow, error) {
+	raw, err := t.Record(shadowKind(th.Name), name)
 	if err != nil || raw == nil {
 		return th.Shadows[name], err
 	}
-	var sh Shadow
+	var sh store.Shadow
 	if err := json.Unmarshal(raw, &sh); err != nil {
 		return nil, fmt.Errorf("corrupt shadow %s of %s: %w", name, th.Name, err)
 	}
@@ -70,14 +60,14 @@ func shadowOf(t Tx, th *Thing, name string) (*Shadow, error) {
 }
 
 // shadowNames lists a thing's named shadows.
-func shadowNames(t Tx, th *Thing) ([]string, error) {
-	bodies, err := t.records(shadowKind(th.Name))
+func shadowNames(t store.Tx, th *store.Thing) ([]string, error) {
+	bodies, err := t.Records(shadowKind(th.Name))
 	if err != nil {
 		return nil, err
 	}
 	var names []string
 	for _, raw := range bodies {
-		var sh Shadow
+		var sh store.Shadow
 		if json.Unmarshal(raw, &sh) == nil && sh.Name != "" {
 			names = append(names, sh.Name)
 		}
@@ -92,13 +82,13 @@ func shadowNames(t Tx, th *Thing) ([]string, error) {
 }
 
 // deleteShadows removes every shadow of a thing (with the thing).
-func deleteShadows(t Tx, th *Thing) error {
+func deleteShadows(t store.Tx, th *store.Thing) error {
 	names, err := shadowNames(t, th)
 	if err != nil {
 		return err
 	}
 	for _, name := range names {
-		if err := t.deleteRecord(shadowKind(th.Name), name); err != nil {
+		if err := t.DeleteRecord(shadowKind(th.Name), name); err != nil {
 			return err
 		}
 	}
@@ -146,8 +136,8 @@ func (s *Service) UpdateShadow(thing, name string, payload []byte) (map[string]a
 	}
 	now := s.clock().Unix()
 	var out map[string]any
-	err := s.st.Batch(func(t Tx) error {
-		th, err := t.thing(thing)
+	err := s.st.Batch(func(t store.Tx) error {
+		th, err := t.Thing(thing)
 		if err != nil {
 			return err
 		}
@@ -166,7 +156,7 @@ func (s *Service) UpdateShadow(thing, name string, payload []byte) (map[string]a
 			if len(names) >= MaxNamedShadows {
 				return errorf(CodeLimitExceeded, "thing %s already has %d named shadows (%s), the most otaflow keeps for one thing; delete one or use an existing name", thing, len(names), strings.Join(names, ", "))
 			}
-			sh = &Shadow{}
+			sh = &store.Shadow{}
 		}
 		sh.Name = name
 		if u.Version != nil && *u.Version != sh.Version {
@@ -191,13 +181,13 @@ func (s *Service) UpdateShadow(thing, name string, payload []byte) (map[string]a
 		if err != nil {
 			return err
 		}
-		if err := t.putRecord(shadowKind(thing), name, raw); err != nil {
+		if err := t.PutRecord(shadowKind(thing), name, raw); err != nil {
 			return err
 		}
 		if _, old := th.Shadows[name]; old {
 			// Written by an earlier version inside the thing record: it lives apart now.
 			delete(th.Shadows, name)
-			if err := t.putThing(th); err != nil {
+			if err := t.PutThing(th); err != nil {
 				return err
 			}
 		}
@@ -266,9 +256,9 @@ func (s *Service) GetShadow(thing, name string) (map[string]any, error) {
 	if !shadowNameRE.MatchString(name) {
 		return nil, errorf(CodeInvalidRequest, "shadow name %q: use 1 to 64 of a-z A-Z 0-9 : _ -", name)
 	}
-	var sh *Shadow
-	err := s.st.View(func(t Tx) error {
-		th, err := t.thing(thing)
+	var sh *store.Shadow
+	err := s.st.View(func(t store.Tx) error {
+		th, err := t.Thing(thing)
 		if err != nil {
 			return err
 		}

@@ -1,5 +1,7 @@
 package localiot
 
+import "github.com/otaflow/otaflow/internal/localiot/store"
+
 import "time"
 
 // The background sweeps: rate-limited executions released each minute, and executions past their
@@ -43,60 +45,60 @@ func (s *Service) sweepLoop(every time.Duration) {
 // minute. It returns the things whose queue changed.
 func (s *Service) releaseHeld(now time.Time) ([]string, error) {
 	var things []string
-	err := s.st.Update(func(t Tx) error {
-		jobIDs, err := t.heldJobs()
+	err := s.st.Update(func(t store.Tx) error {
+		jobIDs, err := t.HeldJobs()
 		if err != nil {
 			return err
 		}
 		for _, id := range jobIDs {
-			j, err := t.job(id)
+			j, err := t.Job(id)
 			if err != nil {
 				return err
 			}
 			if j == nil {
 				continue
 			}
-			if j.Status == JobInProgress && !j.Scheduling.inWindow(now) {
+			if j.Status == store.JobInProgress && !inWindow(j.Scheduling, now) {
 				continue // outside its maintenance windows: nothing is released
 			}
 			if now.Sub(j.RateWindow) >= time.Minute {
 				j.RateWindow, j.RateReleased = now, 0
-				j.rampUp()
+				rampUp(j)
 			}
-			held, err := t.held(id)
+			held, err := t.Held(id)
 			if err != nil {
 				return err
 			}
 			for _, h := range held {
-				if j.Status == JobInProgress && j.holds(now) {
+				if j.Status == store.JobInProgress && heldBySchedule(j, now) {
 					break
 				}
-				thing := h.thing
-				if err := t.release(id, h); err != nil {
+				thing := h.Thing
+				if err := t.Release(id, h); err != nil {
 					return err
 				}
-				e, err := t.execution(id, thing)
+				e, err := t.Execution(id, thing)
 				if err != nil {
 					return err
 				}
 				if e == nil || !e.Held {
 					continue
 				}
-				if e.Status != ExecQueued { // canceled or removed while held
+				if e.Status != store.ExecQueued { // canceled or removed while held
 					e.Held = false
-					if err := t.putExecution(e); err != nil {
+					if err := t.PutExecution(e); err != nil {
 						return err
 					}
 					continue
 				}
 				e.Held = false
-				j.offered()
-				if err := t.putExecution(e); err != nil {
+				markOffered(j)
+				if err := t.PutExecution(e); err != nil {
 					return err
 				}
 				things = append(things, thing)
 			}
-			if err := t.putJob(j); err != nil {
+			if err := t.PutJob(j); err != nil {
 				return err
 			}
 		}
@@ -109,28 +111,28 @@ func (s *Service) releaseHeld(now time.Time) ([]string, error) {
 // (or, under a retry policy, back to QUEUED). It returns how many it timed out.
 func (s *Service) sweepTimeouts(now time.Time) (int, error) {
 	var things []string
-	err := s.st.Update(func(t Tx) error {
-		due, err := t.dueTimeouts(now)
+	err := s.st.Update(func(t store.Tx) error {
+		due, err := t.DueTimeouts(now)
 		if err != nil {
 			return err
 		}
 		for _, k := range due {
-			jobID, thing := k.jobID, k.thing
-			e, err := t.execution(jobID, thing)
+			jobID, thing := k.JobID, k.Thing
+			e, err := t.Execution(jobID, thing)
 			if err != nil {
 				return err
 			}
-			if e == nil || e.Status != ExecInProgress || e.deadline().After(now) {
-				if err := t.deleteTimeout(k); err != nil {
+			if e == nil || e.Status != store.ExecInProgress || e.Deadline().After(now) {
+				if err := t.DeleteTimeout(k); err != nil {
 					return err
 				}
 				continue
 			}
-			j, err := t.job(jobID)
+			j, err := t.Job(jobID)
 			if err != nil {
 				return err
 			}
-			if err := s.setStatus(t, j, e, ExecTimedOut, nil, s.clock()); err != nil {
+			if err := s.setStatus(t, j, e, store.ExecTimedOut, nil, s.clock()); err != nil {
 				return err
 			}
 			things = append(things, thing)

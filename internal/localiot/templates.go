@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/otaflow/otaflow/internal/arn"
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // Job templates (CreateJobTemplate, DescribeJobTemplate, ListJobTemplates, DeleteJobTemplate,
@@ -17,18 +18,18 @@ const recordJobTemplate = "job-template"
 
 // JobTemplate is one job template.
 type JobTemplate struct {
-	ID                string           `json:"jobTemplateId"`
-	Arn               string           `json:"jobTemplateArn"`
-	Description       string           `json:"description,omitempty"`
-	Document          string           `json:"document"`
-	DocumentSource    string           `json:"documentSource,omitempty"`
-	Presign           *PresignConfig   `json:"presign,omitempty"`
-	MaxPerMinute      int              `json:"maxPerMinute,omitempty"`
-	InProgressMinutes int64            `json:"inProgressMinutes,omitempty"`
-	Retry             []RetryCriteria  `json:"retry,omitempty"`
-	Abort             []AbortCriteria  `json:"abort,omitempty"`
-	Exponential       *ExponentialRate `json:"exponentialRate,omitempty"`
-	CreatedAt         time.Time        `json:"createdAt"`
+	ID                string                 `json:"jobTemplateId"`
+	Arn               string                 `json:"jobTemplateArn"`
+	Description       string                 `json:"description,omitempty"`
+	Document          string                 `json:"document"`
+	DocumentSource    string                 `json:"documentSource,omitempty"`
+	Presign           *store.PresignConfig   `json:"presign,omitempty"`
+	MaxPerMinute      int                    `json:"maxPerMinute,omitempty"`
+	InProgressMinutes int64                  `json:"inProgressMinutes,omitempty"`
+	Retry             []store.RetryCriteria  `json:"retry,omitempty"`
+	Abort             []store.AbortCriteria  `json:"abort,omitempty"`
+	Exponential       *store.ExponentialRate `json:"exponentialRate,omitempty"`
+	CreatedAt         time.Time              `json:"createdAt"`
 }
 
 // JobTemplateArn is the ARN of a job template.
@@ -67,8 +68,8 @@ func (s *Service) CreateJobTemplate(tpl JobTemplate, fromJob string) (*JobTempla
 		return nil, errorf(CodeInvalidRequest, "job document is %d bytes; the limit is %d", len(tpl.Document), MaxDocumentBytes)
 	}
 	tpl.Arn, tpl.CreatedAt = s.JobTemplateArn(tpl.ID), s.clock()
-	err := s.st.Update(func(t Tx) error {
-		existing, err := t.record(recordJobTemplate, tpl.ID)
+	err := s.st.Update(func(t store.Tx) error {
+		existing, err := t.Record(recordJobTemplate, tpl.ID)
 		if err != nil {
 			return err
 		}
@@ -86,7 +87,7 @@ func (s *Service) CreateJobTemplate(tpl JobTemplate, fromJob string) (*JobTempla
 // DescribeJobTemplate returns a template by ID or ARN.
 func (s *Service) DescribeJobTemplate(id string) (*JobTemplate, error) {
 	var out *JobTemplate
-	err := s.st.View(func(t Tx) (err error) {
+	err := s.st.View(func(t store.Tx) (err error) {
 		out, err = getRecord[JobTemplate](t, recordJobTemplate, arn.Name(id))
 		return err
 	})
@@ -99,8 +100,8 @@ func (s *Service) DescribeJobTemplate(id string) (*JobTemplate, error) {
 // ListJobTemplates lists templates by ID.
 func (s *Service) ListJobTemplates() ([]*JobTemplate, error) {
 	var out []*JobTemplate
-	err := s.st.View(func(t Tx) error {
-		all, err := t.records(recordJobTemplate)
+	err := s.st.View(func(t store.Tx) error {
+		all, err := t.Records(recordJobTemplate)
 		for _, raw := range all {
 			var tpl JobTemplate
 			if err := json.Unmarshal(raw, &tpl); err != nil {
@@ -115,15 +116,15 @@ func (s *Service) ListJobTemplates() ([]*JobTemplate, error) {
 
 // DeleteJobTemplate deletes a template (jobs made from it stay).
 func (s *Service) DeleteJobTemplate(id string) error {
-	return s.st.Update(func(t Tx) error {
-		existing, err := t.record(recordJobTemplate, id)
+	return s.st.Update(func(t store.Tx) error {
+		existing, err := t.Record(recordJobTemplate, id)
 		if err != nil {
 			return err
 		}
 		if existing == nil {
 			return errorf(CodeResourceNotFound, "job template %s does not exist", id)
 		}
-		return t.deleteRecord(recordJobTemplate, id)
+		return t.DeleteRecord(recordJobTemplate, id)
 	})
 }
 
@@ -162,21 +163,21 @@ func (s *Service) fromTemplate(in *CreateJobInput, templateArn string) error {
 
 func (s *Service) handleCreateJobTemplate(w http.ResponseWriter, r *http.Request) {
 	var in struct {
-		JobArn             string           `json:"jobArn"`
-		Document           string           `json:"document"`
-		DocumentSource     string           `json:"documentSource"`
-		Description        string           `json:"description"`
-		PresignedURLConfig *PresignConfig   `json:"presignedUrlConfig"`
-		AbortConfig        *abortConfigJSON `json:"abortConfig"`
+		JobArn             string               `json:"jobArn"`
+		Document           string               `json:"document"`
+		DocumentSource     string               `json:"documentSource"`
+		Description        string               `json:"description"`
+		PresignedURLConfig *store.PresignConfig `json:"presignedUrlConfig"`
+		AbortConfig        *abortConfigJSON     `json:"abortConfig"`
 		RolloutConfig      *struct {
-			MaximumPerMinute int              `json:"maximumPerMinute"`
-			ExponentialRate  *ExponentialRate `json:"exponentialRate"`
+			MaximumPerMinute int                    `json:"maximumPerMinute"`
+			ExponentialRate  *store.ExponentialRate `json:"exponentialRate"`
 		} `json:"jobExecutionsRolloutConfig"`
 		TimeoutConfig *struct {
 			InProgressTimeoutInMinutes int64 `json:"inProgressTimeoutInMinutes"`
 		} `json:"timeoutConfig"`
 		RetryConfig *struct {
-			CriteriaList []RetryCriteria `json:"criteriaList"`
+			CriteriaList []store.RetryCriteria `json:"criteriaList"`
 		} `json:"jobExecutionsRetryConfig"`
 	}
 	if err := readJSON(r, &in); err != nil {

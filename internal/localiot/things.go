@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // Things: registration, lookup, deletion and listing (AWS IoT CreateThing, DescribeThing,
@@ -16,20 +18,20 @@ var (
 
 // CreateThing registers a thing. Creating an existing thing with the same attributes is a
 // no-op, as in AWS; different attributes are a conflict.
-func (s *Service) CreateThing(name string, attrs map[string]string) (*Thing, error) {
+func (s *Service) CreateThing(name string, attrs map[string]string) (*store.Thing, error) {
 	return s.CreateTypedThing(name, "", attrs)
 }
 
 // CreateTypedThing is CreateThing with a thing type (which must exist and not be deprecated).
-func (s *Service) CreateTypedThing(name, typeName string, attrs map[string]string) (*Thing, error) {
+func (s *Service) CreateTypedThing(name, typeName string, attrs map[string]string) (*store.Thing, error) {
 	if !thingNameRE.MatchString(name) {
 		return nil, errorf(CodeInvalidRequest, "thing name %q is invalid: use 1-128 characters from a-z A-Z 0-9 : _ -", name)
 	}
-	var out *Thing
+	var out *store.Thing
 	// Batch: fleets are registered by scripts and provisioning services that create many
 	// things at once; they share commits (fn may run again, and sets out each time).
-	err := s.st.Batch(func(t Tx) error {
-		existing, err := t.thing(name)
+	err := s.st.Batch(func(t store.Tx) error {
+		existing, err := t.Thing(name)
 		if err != nil {
 			return err
 		}
@@ -45,26 +47,26 @@ func (s *Service) CreateTypedThing(name, typeName string, attrs map[string]strin
 				return err
 			}
 		}
-		seq, err := t.nextID("thing")
+		seq, err := t.NextID("thing")
 		if err != nil {
 			return err
 		}
-		out = &Thing{Name: name, Arn: s.ThingArn(name), ID: fmt.Sprintf("%016x", seq), Attributes: attrs, TypeName: typeName, Version: 1, CreatedAt: s.clock()}
-		return t.putThing(out)
+		out = &store.Thing{Name: name, Arn: s.ThingArn(name), ID: fmt.Sprintf("%016x", seq), Attributes: attrs, TypeName: typeName, Version: 1, CreatedAt: s.clock()}
+		return t.PutThing(out)
 	})
 	return out, err
 }
 
 // DescribeThing returns a registered thing.
-func (s *Service) DescribeThing(name string) (*Thing, error) {
-	return viewOne(s, func(t Tx) (*Thing, error) { return t.thing(name) },
+func (s *Service) DescribeThing(name string) (*store.Thing, error) {
+	return viewOne(s, func(t store.Tx) (*store.Thing, error) { return t.Thing(name) },
 		errorf(CodeResourceNotFound, "thing %s does not exist; register it first (CreateThing)", name))
 }
 
 // DeleteThing deletes a thing; its pending executions become REMOVED.
 func (s *Service) DeleteThing(name string, expectedVersion int64) error {
-	err := s.st.Update(func(t Tx) error {
-		th, err := t.thing(name)
+	err := s.st.Update(func(t store.Tx) error {
+		th, err := t.Thing(name)
 		if err != nil {
 			return err
 		}
@@ -74,7 +76,7 @@ func (s *Service) DeleteThing(name string, expectedVersion int64) error {
 		if expectedVersion != 0 && expectedVersion != th.Version {
 			return errorf(CodeVersionMismatch, "thing %s is at version %d, not %d", name, th.Version, expectedVersion)
 		}
-		execs, err := t.thingExecutions(name)
+		execs, err := t.ThingExecutions(name)
 		if err != nil {
 			return err
 		}
@@ -83,31 +85,31 @@ func (s *Service) DeleteThing(name string, expectedVersion int64) error {
 			if e.Status.Terminal() {
 				continue
 			}
-			j, err := t.job(e.JobID)
+			j, err := t.Job(e.JobID)
 			if err != nil {
 				return err
 			}
-			if err := s.setStatus(t, j, e, ExecRemoved, nil, now); err != nil {
+			if err := s.setStatus(t, j, e, store.ExecRemoved, nil, now); err != nil {
 				return err
 			}
 		}
 		if err := deleteShadows(t, th); err != nil {
 			return err
 		}
-		if err := t.deleteRecord(presenceKind, name); err != nil {
+		if err := t.DeleteRecord(presenceKind, name); err != nil {
 			return err
 		}
-		return t.deleteThing(name)
+		return t.DeleteThing(name)
 	})
 	return err
 }
 
 // ListThings pages through things in name order, optionally those with an attribute value.
-func (s *Service) ListThings(attrName, attrValue string, prefix bool, typeName string, max int, token string) ([]*Thing, string, error) {
+func (s *Service) ListThings(attrName, attrValue string, prefix bool, typeName string, max int, token string) ([]*store.Thing, string, error) {
 	var names []string
-	byName := map[string]*Thing{}
-	err := s.st.View(func(t Tx) error {
-		return t.forEachThing(func(th *Thing) error {
+	byName := map[string]*store.Thing{}
+	err := s.st.View(func(t store.Tx) error {
+		return t.ForEachThing(func(th *store.Thing) error {
 			if typeName != "" && th.TypeName != typeName {
 				return nil
 			}
@@ -126,7 +128,7 @@ func (s *Service) ListThings(attrName, attrValue string, prefix bool, typeName s
 		return nil, "", err
 	}
 	page, next := pageStrings(names, max, token)
-	out := make([]*Thing, 0, len(page))
+	out := make([]*store.Thing, 0, len(page))
 	for _, n := range page {
 		out = append(out, byName[n])
 	}

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // Thing types (CreateThingType, DescribeThingType, ListThingTypes, DeprecateThingType,
@@ -27,8 +29,8 @@ type ThingType struct {
 	DeprecatedAt         time.Time `json:"deprecationDate,omitzero"`
 }
 
-func getRecord[T any](t Tx, kind, name string) (*T, error) {
-	raw, err := t.record(kind, name)
+func getRecord[T any](t store.Tx, kind, name string) (*T, error) {
+	raw, err := t.Record(kind, name)
 	if err != nil || raw == nil {
 		return nil, err
 	}
@@ -39,12 +41,12 @@ func getRecord[T any](t Tx, kind, name string) (*T, error) {
 	return &v, nil
 }
 
-func putRecord(t Tx, kind, name string, v any) error {
+func putRecord(t store.Tx, kind, name string, v any) error {
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return t.putRecord(kind, name, raw)
+	return t.PutRecord(kind, name, raw)
 }
 
 // CreateThingType creates a thing type; creating an existing one with the same properties is
@@ -60,7 +62,7 @@ func (s *Service) CreateThingType(name, description string, searchable []string)
 		return nil, errorf(CodeInvalidRequest, "a thing type has at most 3 searchable attributes")
 	}
 	var out *ThingType
-	err := s.st.Update(func(t Tx) error {
+	err := s.st.Update(func(t store.Tx) error {
 		existing, err := getRecord[ThingType](t, recordThingType, name)
 		if err != nil {
 			return err
@@ -72,7 +74,7 @@ func (s *Service) CreateThingType(name, description string, searchable []string)
 			out = existing
 			return nil
 		}
-		seq, err := t.nextID("record")
+		seq, err := t.NextID("record")
 		if err != nil {
 			return err
 		}
@@ -86,7 +88,7 @@ func (s *Service) CreateThingType(name, description string, searchable []string)
 // DescribeThingType returns a thing type.
 func (s *Service) DescribeThingType(name string) (*ThingType, error) {
 	var out *ThingType
-	err := s.st.View(func(t Tx) (err error) {
+	err := s.st.View(func(t store.Tx) (err error) {
 		out, err = getRecord[ThingType](t, recordThingType, name)
 		return err
 	})
@@ -99,8 +101,8 @@ func (s *Service) DescribeThingType(name string) (*ThingType, error) {
 // ListThingTypes lists thing types by name (only name, when given).
 func (s *Service) ListThingTypes(name string) ([]*ThingType, error) {
 	var out []*ThingType
-	err := s.st.View(func(t Tx) error {
-		all, err := t.records(recordThingType)
+	err := s.st.View(func(t store.Tx) error {
+		all, err := t.Records(recordThingType)
 		if err != nil {
 			return err
 		}
@@ -120,7 +122,7 @@ func (s *Service) ListThingTypes(name string) ([]*ThingType, error) {
 
 // DeprecateThingType deprecates a thing type (no new thing may take it) or undoes that.
 func (s *Service) DeprecateThingType(name string, undo bool) error {
-	return s.st.Update(func(t Tx) error {
+	return s.st.Update(func(t store.Tx) error {
 		tt, err := mustThingType(t, name)
 		if err != nil {
 			return err
@@ -137,7 +139,7 @@ func (s *Service) DeprecateThingType(name string, undo bool) error {
 // DeleteThingType deletes a deprecated thing type that no thing has any more (AWS also waits
 // five minutes after the deprecation; this service does not).
 func (s *Service) DeleteThingType(name string) error {
-	return s.st.Update(func(t Tx) error {
+	return s.st.Update(func(t store.Tx) error {
 		tt, err := mustThingType(t, name)
 		if err != nil {
 			return err
@@ -151,7 +153,7 @@ func (s *Service) DeleteThingType(name string) error {
 				name, tt.DeprecatedAt.Format(time.RFC3339), ready.Format(time.RFC3339))
 		}
 		var users []string
-		if err := t.forEachThing(func(th *Thing) error {
+		if err := t.ForEachThing(func(th *store.Thing) error {
 			if th.TypeName == name && len(users) < 5 {
 				users = append(users, th.Name)
 			}
@@ -162,12 +164,12 @@ func (s *Service) DeleteThingType(name string) error {
 		if len(users) > 0 {
 			return errorf(CodeInvalidRequest, "thing type %s is still the type of %s: change or remove their type first", name, strings.Join(users, ", "))
 		}
-		return t.deleteRecord(recordThingType, name)
+		return t.DeleteRecord(recordThingType, name)
 	})
 }
 
 // mustThingType is a thing type, with a missing one an error.
-func mustThingType(t Tx, name string) (*ThingType, error) {
+func mustThingType(t store.Tx, name string) (*ThingType, error) {
 	tt, err := getRecord[ThingType](t, recordThingType, name)
 	if err == nil && tt == nil {
 		err = errorf(CodeResourceNotFound, "thing type %s does not exist; create it first (CreateThingType)", name)
@@ -176,7 +178,7 @@ func mustThingType(t Tx, name string) (*ThingType, error) {
 }
 
 // usableThingType checks that a thing may take the type: it exists and is not deprecated.
-func usableThingType(t Tx, name string) error {
+func usableThingType(t store.Tx, name string) error {
 	tt, err := mustThingType(t, name)
 	if err != nil {
 		return err

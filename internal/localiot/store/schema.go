@@ -1,4 +1,4 @@
-package localiot
+package store
 
 import (
 	"encoding/binary"

@@ -1,4 +1,4 @@
-package localiot
+package store
 
 import (
 	"bytes"
@@ -24,8 +24,8 @@ var (
 	_ Tx    = boltTx{}
 )
 
-// openBoltStore opens (or creates) the database and brings its layout to schemaVersion.
-func openBoltStore(path string) (*boltStore, error) {
+// OpenBolt opens (or creates) the database and brings its layout to schemaVersion.
+func OpenBolt(path string) (*boltStore, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create jobs data dir: %w", err)
 	}
@@ -111,21 +111,21 @@ func (t boltTx) suffixes(bucket, prefix []byte) []string {
 	return out
 }
 
-func (t boltTx) thing(name string) (*Thing, error) {
+func (t boltTx) Thing(name string) (*Thing, error) {
 	return get[Thing](t.b(bucketThings), nameKey(name))
 }
-func (t boltTx) putThing(th *Thing) error { return putJSON(t.b(bucketThings), nameKey(th.Name), th) }
-func (t boltTx) deleteThing(name string) error {
+func (t boltTx) PutThing(th *Thing) error { return putJSON(t.b(bucketThings), nameKey(th.Name), th) }
+func (t boltTx) DeleteThing(name string) error {
 	for _, g := range t.suffixes(bucketMemberships, pairPrefix(name)) {
-		if err := t.setMember(g, name, false); err != nil {
+		if err := t.SetMember(g, name, false); err != nil {
 			return err
 		}
 	}
 	return t.b(bucketThings).Delete(nameKey(name))
 }
-func (t boltTx) forEachThing(fn func(*Thing) error) error { return forEach(t.b(bucketThings), fn) }
+func (t boltTx) ForEachThing(fn func(*Thing) error) error { return forEach(t.b(bucketThings), fn) }
 
-func (t boltTx) nextID(kind string) (uint64, error) {
+func (t boltTx) NextID(kind string) (uint64, error) {
 	switch kind {
 	case "thing":
 		return t.b(bucketThings).NextSequence()
@@ -137,44 +137,44 @@ func (t boltTx) nextID(kind string) (uint64, error) {
 	return 0, fmt.Errorf("no ID sequence for %q", kind)
 }
 
-func (t boltTx) job(id string) (*Job, error) { return get[Job](t.b(bucketJobs), nameKey(id)) }
-func (t boltTx) putJob(j *Job) error         { return putJSON(t.b(bucketJobs), nameKey(j.ID), j) }
-func (t boltTx) putJobTargets(id string, targets []string) error {
+func (t boltTx) Job(id string) (*Job, error) { return get[Job](t.b(bucketJobs), nameKey(id)) }
+func (t boltTx) PutJob(j *Job) error         { return putJSON(t.b(bucketJobs), nameKey(j.ID), j) }
+func (t boltTx) PutJobTargets(id string, targets []string) error {
 	return putJSON(t.b(bucketJobTargets), nameKey(id), targets)
 }
-func (t boltTx) jobWithTargets(id string) (*Job, error) {
-	j, err := t.job(id)
+func (t boltTx) JobWithTargets(id string) (*Job, error) {
+	j, err := t.Job(id)
 	if err != nil || j == nil {
 		return j, err
 	}
 	_, err = getJSON(t.b(bucketJobTargets), nameKey(id), &j.Targets)
 	return j, err
 }
-func (t boltTx) deleteJob(id string) error {
+func (t boltTx) DeleteJob(id string) error {
 	if err := t.b(bucketJobTargets).Delete(nameKey(id)); err != nil {
 		return err
 	}
 	return t.b(bucketJobs).Delete(nameKey(id))
 }
-func (t boltTx) forEachJob(fn func(*Job) error) error { return forEach(t.b(bucketJobs), fn) }
+func (t boltTx) ForEachJob(fn func(*Job) error) error { return forEach(t.b(bucketJobs), fn) }
 
-func (t boltTx) execution(jobID, thing string) (*Execution, error) {
+func (t boltTx) Execution(jobID, thing string) (*Execution, error) {
 	return get[Execution](t.b(bucketExecs), execKey(jobID, thing))
 }
 
-func (t boltTx) putExecution(e *Execution) error {
-	old, err := t.execution(e.JobID, e.ThingName)
+func (t boltTx) PutExecution(e *Execution) error {
+	old, err := t.Execution(e.JobID, e.ThingName)
 	if err != nil {
 		return err
 	}
 	tb := t.b(bucketTimeouts)
-	if old != nil && !old.deadline().IsZero() {
-		if err := tb.Delete(timeoutKey(old.deadline(), e.JobID, e.ThingName)); err != nil {
+	if old != nil && !old.Deadline().IsZero() {
+		if err := tb.Delete(timeoutKey(old.Deadline(), e.JobID, e.ThingName)); err != nil {
 			return err
 		}
 	}
-	if e.Status == ExecInProgress && !e.deadline().IsZero() {
-		if err := tb.Put(timeoutKey(e.deadline(), e.JobID, e.ThingName), nil); err != nil {
+	if e.Status == ExecInProgress && !e.Deadline().IsZero() {
+		if err := tb.Put(timeoutKey(e.Deadline(), e.JobID, e.ThingName), nil); err != nil {
 			return err
 		}
 	}
@@ -184,9 +184,9 @@ func (t boltTx) putExecution(e *Execution) error {
 	return t.b(bucketQueue).Put(queueKey(e.ThingName, e.JobID), seqBytes(e.Seq))
 }
 
-func (t boltTx) deleteExecution(e *Execution) error {
-	if !e.deadline().IsZero() {
-		if err := t.b(bucketTimeouts).Delete(timeoutKey(e.deadline(), e.JobID, e.ThingName)); err != nil {
+func (t boltTx) DeleteExecution(e *Execution) error {
+	if !e.Deadline().IsZero() {
+		if err := t.b(bucketTimeouts).Delete(timeoutKey(e.Deadline(), e.JobID, e.ThingName)); err != nil {
 			return err
 		}
 	}
@@ -196,10 +196,10 @@ func (t boltTx) deleteExecution(e *Execution) error {
 	return t.b(bucketQueue).Delete(queueKey(e.ThingName, e.JobID))
 }
 
-func (t boltTx) thingExecutions(thing string) ([]*Execution, error) {
+func (t boltTx) ThingExecutions(thing string) ([]*Execution, error) {
 	var out []*Execution
 	for _, jobID := range t.suffixes(bucketQueue, pairPrefix(thing)) {
-		e, err := t.execution(jobID, thing)
+		e, err := t.Execution(jobID, thing)
 		if err != nil {
 			return nil, err
 		}
@@ -207,11 +207,11 @@ func (t boltTx) thingExecutions(thing string) ([]*Execution, error) {
 			out = append(out, e)
 		}
 	}
-	sortBySeq(out)
+	SortBySeq(out)
 	return out, nil
 }
 
-func (t boltTx) jobExecutions(jobID string, fn func(*Execution) error) error {
+func (t boltTx) JobExecutions(jobID string, fn func(*Execution) error) error {
 	prefix := pairPrefix(jobID)
 	c := t.b(bucketExecs).Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
@@ -226,10 +226,10 @@ func (t boltTx) jobExecutions(jobID string, fn func(*Execution) error) error {
 	return nil
 }
 
-func (t boltTx) nextQueueSeq() (uint64, error) { return t.b(bucketQueue).NextSequence() }
+func (t boltTx) NextQueueSeq() (uint64, error) { return t.b(bucketQueue).NextSequence() }
 
-func (t boltTx) dueTimeouts(now time.Time) ([]timeoutEntry, error) {
-	var due []timeoutEntry
+func (t boltTx) DueTimeouts(now time.Time) ([]TimeoutEntry, error) {
+	var due []TimeoutEntry
 	limit := string(seqBytes(uint64(now.UnixNano())))
 	c := t.b(bucketTimeouts).Cursor()
 	for k, _ := c.First(); k != nil && len(k) >= 8 && string(k[:8]) <= limit; k, _ = c.Next() {
@@ -240,13 +240,13 @@ func (t boltTx) dueTimeouts(now time.Time) ([]timeoutEntry, error) {
 	return due, nil
 }
 
-func (t boltTx) deleteTimeout(e timeoutEntry) error { return t.b(bucketTimeouts).Delete(e.key) }
+func (t boltTx) DeleteTimeout(e TimeoutEntry) error { return t.b(bucketTimeouts).Delete(e.key) }
 
-func (t boltTx) hold(jobID string, seq uint64, thing string) error {
+func (t boltTx) Hold(jobID string, seq uint64, thing string) error {
 	return t.b(bucketHeld).Put(heldKey(jobID, seq, thing), nil)
 }
 
-func (t boltTx) heldJobs() ([]string, error) {
+func (t boltTx) HeldJobs() ([]string, error) {
 	var ids []string
 	c := t.b(bucketHeld).Cursor()
 	for k, _ := c.First(); k != nil; {
@@ -257,45 +257,45 @@ func (t boltTx) heldJobs() ([]string, error) {
 	return ids, nil
 }
 
-func (t boltTx) held(jobID string) ([]heldEntry, error) {
-	var out []heldEntry
+func (t boltTx) Held(jobID string) ([]HeldEntry, error) {
+	var out []HeldEntry
 	for _, rest := range t.suffixes(bucketHeld, pairPrefix(jobID)) {
 		if h, ok := parseHeldSuffix([]byte(rest)); ok {
 			out = append(out, h)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].seq < out[j].seq })
+	sort.Slice(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
 	return out, nil
 }
 
-func (t boltTx) release(jobID string, h heldEntry) error {
-	return t.b(bucketHeld).Delete(heldKey(jobID, h.seq, h.thing))
+func (t boltTx) Release(jobID string, h HeldEntry) error {
+	return t.b(bucketHeld).Delete(heldKey(jobID, h.Seq, h.Thing))
 }
 
-func (t boltTx) group(name string) (*ThingGroup, error) {
+func (t boltTx) Group(name string) (*ThingGroup, error) {
 	return get[ThingGroup](t.b(bucketGroups), nameKey(name))
 }
-func (t boltTx) putGroup(g *ThingGroup) error { return putJSON(t.b(bucketGroups), nameKey(g.Name), g) }
-func (t boltTx) deleteGroup(name string) error {
+func (t boltTx) PutGroup(g *ThingGroup) error { return putJSON(t.b(bucketGroups), nameKey(g.Name), g) }
+func (t boltTx) DeleteGroup(name string) error {
 	for _, thing := range t.suffixes(bucketMembers, pairPrefix(name)) {
-		if err := t.setMember(name, thing, false); err != nil {
+		if err := t.SetMember(name, thing, false); err != nil {
 			return err
 		}
 	}
 	for _, jobID := range t.suffixes(bucketGroupJobs, pairPrefix(name)) {
-		if err := t.setContinuousJob(name, jobID, false); err != nil {
+		if err := t.SetContinuousJob(name, jobID, false); err != nil {
 			return err
 		}
 	}
 	return t.b(bucketGroups).Delete(nameKey(name))
 }
-func (t boltTx) forEachGroup(fn func(*ThingGroup) error) error {
+func (t boltTx) ForEachGroup(fn func(*ThingGroup) error) error {
 	return forEach(t.b(bucketGroups), fn)
 }
-func (t boltTx) groupThings(group string) ([]string, error) {
+func (t boltTx) GroupThings(group string) ([]string, error) {
 	return t.suffixes(bucketMembers, pairPrefix(group)), nil
 }
-func (t boltTx) groupThingsAfter(group, after string, limit int) ([]string, error) {
+func (t boltTx) GroupThingsAfter(group, after string, limit int) ([]string, error) {
 	prefix := pairPrefix(group)
 	var out []string
 	c := t.b(bucketMembers).Cursor()
@@ -307,10 +307,10 @@ func (t boltTx) groupThingsAfter(group, after string, limit int) ([]string, erro
 	}
 	return out, nil
 }
-func (t boltTx) thingGroups(thing string) ([]string, error) {
+func (t boltTx) ThingGroups(thing string) ([]string, error) {
 	return t.suffixes(bucketMemberships, pairPrefix(thing)), nil
 }
-func (t boltTx) setMember(group, thing string, member bool) error {
+func (t boltTx) SetMember(group, thing string, member bool) error {
 	if !member {
 		if err := t.b(bucketMembers).Delete(memberKey(group, thing)); err != nil {
 			return err
@@ -322,30 +322,30 @@ func (t boltTx) setMember(group, thing string, member bool) error {
 	}
 	return t.b(bucketMemberships).Put(membershipKey(thing, group), nil)
 }
-func (t boltTx) continuousJobs(group string) ([]string, error) {
+func (t boltTx) ContinuousJobs(group string) ([]string, error) {
 	return t.suffixes(bucketGroupJobs, pairPrefix(group)), nil
 }
-func (t boltTx) setContinuousJob(group, jobID string, on bool) error {
+func (t boltTx) SetContinuousJob(group, jobID string, on bool) error {
 	if on {
 		return t.b(bucketGroupJobs).Put(groupJobKey(group, jobID), nil)
 	}
 	return t.b(bucketGroupJobs).Delete(groupJobKey(group, jobID))
 }
 
-func (t boltTx) record(kind, name string) ([]byte, error) {
+func (t boltTx) Record(kind, name string) ([]byte, error) {
 	v := t.b(bucketRecords).Get(pairKey(kind, name))
 	if v == nil {
 		return nil, nil
 	}
 	return bytes.Clone(v), nil
 }
-func (t boltTx) putRecord(kind, name string, body []byte) error {
+func (t boltTx) PutRecord(kind, name string, body []byte) error {
 	return t.b(bucketRecords).Put(pairKey(kind, name), body)
 }
-func (t boltTx) deleteRecord(kind, name string) error {
+func (t boltTx) DeleteRecord(kind, name string) error {
 	return t.b(bucketRecords).Delete(pairKey(kind, name))
 }
-func (t boltTx) records(kind string) ([][]byte, error) {
+func (t boltTx) Records(kind string) ([][]byte, error) {
 	var out [][]byte
 	c := t.b(bucketRecords).Cursor()
 	prefix := pairPrefix(kind)
@@ -355,14 +355,14 @@ func (t boltTx) records(kind string) ([][]byte, error) {
 	return out, nil
 }
 
-func (t boltTx) token(token string) (*TokenRecord, error) {
+func (t boltTx) Token(token string) (*TokenRecord, error) {
 	return get[TokenRecord](t.b(bucketTokens), nameKey(token))
 }
-func (t boltTx) putToken(token string, r TokenRecord) error {
+func (t boltTx) PutToken(token string, r TokenRecord) error {
 	return putJSON(t.b(bucketTokens), nameKey(token), r)
 }
 
-func (t boltTx) secret(name string, size int) ([]byte, error) {
+func (t boltTx) Secret(name string, size int) ([]byte, error) {
 	b := t.b(bucketMeta)
 	if v := b.Get([]byte(name)); v != nil {
 		return append([]byte(nil), v...), nil

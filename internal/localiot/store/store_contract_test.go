@@ -1,4 +1,4 @@
-package localiot
+package store
 
 import (
 	"context"
@@ -10,11 +10,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/pgtest"
 )
+
+// errRefused is what a transaction that gives up returns.
+var errRefused = errors.New("refused")
 
 // storeBackend opens (and, called again, reopens) one store of a kind.
 type storeBackend struct {
@@ -29,7 +31,7 @@ func storeBackends() []storeBackend {
 			open: func(t *testing.T) func() Store {
 				path := filepath.Join(t.TempDir(), "jobs.db")
 				return func() Store {
-					s, err := openBoltStore(path)
+					s, err := OpenBolt(path)
 					require.NoError(t, err)
 					return s
 				}
@@ -38,7 +40,7 @@ func storeBackends() []storeBackend {
 			open: func(t *testing.T) func() Store {
 				url := pgtest.DB(t)
 				return func() Store {
-					s, err := openPgStore(url)
+					s, err := OpenPostgres(url)
 					require.NoError(t, err)
 					return s
 				}
@@ -77,7 +79,7 @@ func TestStoreThingsAndIDs(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st Store, reopen func() Store) {
 		update(t, st, func(tx Tx) error {
 			for _, n := range []string{"b", "a", "c"} {
-				if err := tx.putThing(&Thing{Name: n, Attributes: map[string]string{"model": n}}); err != nil {
+				if err := tx.PutThing(&Thing{Name: n, Attributes: map[string]string{"model": n}}); err != nil {
 					return err
 				}
 			}
@@ -86,32 +88,32 @@ func TestStoreThingsAndIDs(t *testing.T) {
 		var ids []uint64
 		update(t, st, func(tx Tx) error {
 			for _, kind := range []string{"thing", "thing", "group"} {
-				id, err := tx.nextID(kind)
+				id, err := tx.NextID(kind)
 				if err != nil {
 					return err
 				}
 				ids = append(ids, id)
 			}
-			_, err := tx.nextID("bogus")
+			_, err := tx.NextID("bogus")
 			require.Error(t, err)
 			return nil
 		})
 		require.Less(t, ids[0], ids[1])
 		st = reopen()
 		require.NoError(t, st.View(func(tx Tx) error {
-			th, err := tx.thing("a")
+			th, err := tx.Thing("a")
 			require.NoError(t, err)
 			require.Equal(t, "a", th.Attributes["model"])
-			missing, err := tx.thing("zz")
+			missing, err := tx.Thing("zz")
 			require.NoError(t, err)
 			require.Nil(t, missing)
 			var names []string
-			require.NoError(t, tx.forEachThing(func(th *Thing) error { names = append(names, th.Name); return nil }))
+			require.NoError(t, tx.ForEachThing(func(th *Thing) error { names = append(names, th.Name); return nil }))
 			require.Equal(t, []string{"a", "b", "c"}, names)
 			return nil
 		}))
 		update(t, st, func(tx Tx) error {
-			id, err := tx.nextID("thing")
+			id, err := tx.NextID("thing")
 			require.Greater(t, id, ids[1], "IDs are never handed out twice, across restarts too")
 			return err
 		})
@@ -122,10 +124,10 @@ func TestStoreJobsKeepTargetsApart(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st Store, reopen func() Store) {
 		update(t, st, func(tx Tx) error {
 			for _, id := range []string{"j2", "j1"} {
-				if err := tx.putJob(&Job{ID: id, Status: JobInProgress, Counts: ProcessDetails{Queued: 2}}); err != nil {
+				if err := tx.PutJob(&Job{ID: id, Status: JobInProgress, Counts: ProcessDetails{Queued: 2}}); err != nil {
 					return err
 				}
-				if err := tx.putJobTargets(id, []string{"arn:a", "arn:b"}); err != nil {
+				if err := tx.PutJobTargets(id, []string{"arn:a", "arn:b"}); err != nil {
 					return err
 				}
 			}
@@ -133,21 +135,21 @@ func TestStoreJobsKeepTargetsApart(t *testing.T) {
 		})
 		st = reopen()
 		require.NoError(t, st.View(func(tx Tx) error {
-			j, err := tx.job("j1")
+			j, err := tx.Job("j1")
 			require.NoError(t, err)
 			require.Empty(t, j.Targets, "job() does not decode targets")
 			require.Equal(t, 2, j.Counts.Queued)
-			j, err = tx.jobWithTargets("j1")
+			j, err = tx.JobWithTargets("j1")
 			require.NoError(t, err)
 			require.Equal(t, []string{"arn:a", "arn:b"}, j.Targets)
 			var ids []string
-			require.NoError(t, tx.forEachJob(func(j *Job) error { ids = append(ids, j.ID); return nil }))
+			require.NoError(t, tx.ForEachJob(func(j *Job) error { ids = append(ids, j.ID); return nil }))
 			require.Equal(t, []string{"j1", "j2"}, ids)
 			return nil
 		}))
-		update(t, st, func(tx Tx) error { return tx.deleteJob("j1") })
+		update(t, st, func(tx Tx) error { return tx.DeleteJob("j1") })
 		require.NoError(t, st.View(func(tx Tx) error {
-			j, err := tx.jobWithTargets("j1")
+			j, err := tx.JobWithTargets("j1")
 			require.Nil(t, j)
 			return err
 		}))
@@ -159,7 +161,7 @@ func TestStoreExecutionsQueuesAndTimeouts(t *testing.T) {
 		now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 		update(t, st, func(tx Tx) error {
 			for i, job := range []string{"jz", "ja", "jm"} {
-				seq, err := tx.nextQueueSeq()
+				seq, err := tx.NextQueueSeq()
 				if err != nil {
 					return err
 				}
@@ -167,58 +169,58 @@ func TestStoreExecutionsQueuesAndTimeouts(t *testing.T) {
 				if i == 1 {
 					e.Status, e.InProgressDeadline = ExecInProgress, now.Add(time.Minute)
 				}
-				if err := tx.putExecution(e); err != nil {
+				if err := tx.PutExecution(e); err != nil {
 					return err
 				}
 			}
-			return tx.putExecution(&Execution{JobID: "ja", ThingName: "other", Status: ExecInProgress, Seq: 99, StepDeadline: now.Add(time.Hour)})
+			return tx.PutExecution(&Execution{JobID: "ja", ThingName: "other", Status: ExecInProgress, Seq: 99, StepDeadline: now.Add(time.Hour)})
 		})
 		st = reopen()
 		require.NoError(t, st.View(func(tx Tx) error {
-			es, err := tx.thingExecutions("dev")
+			es, err := tx.ThingExecutions("dev")
 			require.NoError(t, err)
 			require.Len(t, es, 3)
 			require.Equal(t, []string{"jz", "ja", "jm"}, []string{es[0].JobID, es[1].JobID, es[2].JobID}, "queue order")
 			var things []string
-			require.NoError(t, tx.jobExecutions("ja", func(e *Execution) error { things = append(things, e.ThingName); return nil }))
+			require.NoError(t, tx.JobExecutions("ja", func(e *Execution) error { things = append(things, e.ThingName); return nil }))
 			require.Equal(t, []string{"dev", "other"}, things)
-			due, err := tx.dueTimeouts(now.Add(30 * time.Second))
+			due, err := tx.DueTimeouts(now.Add(30 * time.Second))
 			require.NoError(t, err)
 			require.Empty(t, due)
-			due, err = tx.dueTimeouts(now.Add(2 * time.Hour))
+			due, err = tx.DueTimeouts(now.Add(2 * time.Hour))
 			require.NoError(t, err)
 			require.Len(t, due, 2)
-			require.Equal(t, "dev", due[0].thing, "earliest deadline first")
-			require.True(t, due[0].deadline.Equal(now.Add(time.Minute)))
+			require.Equal(t, "dev", due[0].Thing, "earliest deadline first")
+			require.True(t, due[0].Deadline.Equal(now.Add(time.Minute)))
 			return nil
 		}))
 		// A finished execution leaves the timeout index; a deleted entry stays deleted.
 		update(t, st, func(tx Tx) error {
-			e, err := tx.execution("ja", "dev")
+			e, err := tx.Execution("ja", "dev")
 			require.NoError(t, err)
 			e.Status = ExecSucceeded
-			if err := tx.putExecution(e); err != nil {
+			if err := tx.PutExecution(e); err != nil {
 				return err
 			}
-			due, err := tx.dueTimeouts(now.Add(2 * time.Hour))
+			due, err := tx.DueTimeouts(now.Add(2 * time.Hour))
 			require.NoError(t, err)
 			require.Len(t, due, 1)
-			if err := tx.deleteTimeout(due[0]); err != nil {
+			if err := tx.DeleteTimeout(due[0]); err != nil {
 				return err
 			}
-			due, err = tx.dueTimeouts(now.Add(2 * time.Hour))
+			due, err = tx.DueTimeouts(now.Add(2 * time.Hour))
 			require.Empty(t, due)
 			return err
 		})
 		update(t, st, func(tx Tx) error {
-			e, err := tx.execution("jz", "dev")
+			e, err := tx.Execution("jz", "dev")
 			require.NoError(t, err)
-			return tx.deleteExecution(e)
+			return tx.DeleteExecution(e)
 		})
 		require.NoError(t, st.View(func(tx Tx) error {
-			es, err := tx.thingExecutions("dev")
+			es, err := tx.ThingExecutions("dev")
 			require.Len(t, es, 2)
-			e, _ := tx.execution("jz", "dev")
+			e, _ := tx.Execution("jz", "dev")
 			require.Nil(t, e)
 			return err
 		}))
@@ -229,85 +231,85 @@ func TestStoreHeldGroupsTokensSecrets(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st Store, reopen func() Store) {
 		var secret []byte
 		update(t, st, func(tx Tx) error {
-			for _, h := range []heldEntry{{3, "c"}, {1, "a"}, {2, "b"}} {
-				if err := tx.hold("job-b", h.seq, h.thing); err != nil {
+			for _, h := range []HeldEntry{{3, "c"}, {1, "a"}, {2, "b"}} {
+				if err := tx.Hold("job-b", h.Seq, h.Thing); err != nil {
 					return err
 				}
 			}
-			if err := tx.hold("job-a", 7, "x"); err != nil {
+			if err := tx.Hold("job-a", 7, "x"); err != nil {
 				return err
 			}
-			if err := tx.putGroup(&ThingGroup{Name: "fleet"}); err != nil {
+			if err := tx.PutGroup(&ThingGroup{Name: "fleet"}); err != nil {
 				return err
 			}
 			for _, th := range []string{"t2", "t1"} {
-				if err := tx.putThing(&Thing{Name: th}); err != nil {
+				if err := tx.PutThing(&Thing{Name: th}); err != nil {
 					return err
 				}
-				if err := tx.setMember("fleet", th, true); err != nil {
+				if err := tx.SetMember("fleet", th, true); err != nil {
 					return err
 				}
 			}
-			if err := tx.setContinuousJob("fleet", "cj", true); err != nil {
+			if err := tx.SetContinuousJob("fleet", "cj", true); err != nil {
 				return err
 			}
-			if err := tx.putToken("tok", TokenRecord{Fingerprint: "f", Value: "v"}); err != nil {
+			if err := tx.PutToken("tok", TokenRecord{Fingerprint: "f", Value: "v"}); err != nil {
 				return err
 			}
 			var err error
-			secret, err = tx.secret("presign", 32)
+			secret, err = tx.Secret("presign", 32)
 			return err
 		})
 		st = reopen()
 		update(t, st, func(tx Tx) error {
-			jobs, err := tx.heldJobs()
+			jobs, err := tx.HeldJobs()
 			require.NoError(t, err)
 			require.Equal(t, []string{"job-a", "job-b"}, jobs)
-			held, err := tx.held("job-b")
+			held, err := tx.Held("job-b")
 			require.NoError(t, err)
-			require.Equal(t, []heldEntry{{1, "a"}, {2, "b"}, {3, "c"}}, held)
-			require.NoError(t, tx.release("job-b", held[0]))
-			held, _ = tx.held("job-b")
+			require.Equal(t, []HeldEntry{{1, "a"}, {2, "b"}, {3, "c"}}, held)
+			require.NoError(t, tx.Release("job-b", held[0]))
+			held, _ = tx.Held("job-b")
 			require.Len(t, held, 2)
 
-			members, err := tx.groupThings("fleet")
+			members, err := tx.GroupThings("fleet")
 			require.NoError(t, err)
 			require.Equal(t, []string{"t1", "t2"}, members)
-			page, err := tx.groupThingsAfter("fleet", "", 1)
+			page, err := tx.GroupThingsAfter("fleet", "", 1)
 			require.NoError(t, err)
 			require.Equal(t, []string{"t1"}, page)
-			page, err = tx.groupThingsAfter("fleet", "t1", 5)
+			page, err = tx.GroupThingsAfter("fleet", "t1", 5)
 			require.NoError(t, err)
 			require.Equal(t, []string{"t2"}, page, "the page after t1")
-			page, err = tx.groupThingsAfter("fleet", "t2", 5)
+			page, err = tx.GroupThingsAfter("fleet", "t2", 5)
 			require.NoError(t, err)
 			require.Empty(t, page)
-			groups, err := tx.thingGroups("t1")
+			groups, err := tx.ThingGroups("t1")
 			require.NoError(t, err)
 			require.Equal(t, []string{"fleet"}, groups)
-			cj, err := tx.continuousJobs("fleet")
+			cj, err := tx.ContinuousJobs("fleet")
 			require.NoError(t, err)
 			require.Equal(t, []string{"cj"}, cj)
 
-			tok, err := tx.token("tok")
+			tok, err := tx.Token("tok")
 			require.NoError(t, err)
 			require.Equal(t, "v", tok.Value)
-			again, err := tx.secret("presign", 32)
+			again, err := tx.Secret("presign", 32)
 			require.NoError(t, err)
 			require.Equal(t, secret, again, "a secret is made once")
 			require.Len(t, again, 32)
 
-			require.NoError(t, tx.deleteThing("t2"))
-			members, _ = tx.groupThings("fleet")
+			require.NoError(t, tx.DeleteThing("t2"))
+			members, _ = tx.GroupThings("fleet")
 			require.Equal(t, []string{"t1"}, members, "a deleted thing leaves its groups")
-			return tx.deleteGroup("fleet")
+			return tx.DeleteGroup("fleet")
 		})
 		require.NoError(t, st.View(func(tx Tx) error {
-			groups, err := tx.thingGroups("t1")
+			groups, err := tx.ThingGroups("t1")
 			require.Empty(t, groups)
-			cj, _ := tx.continuousJobs("fleet")
+			cj, _ := tx.ContinuousJobs("fleet")
 			require.Empty(t, cj)
-			g, _ := tx.group("fleet")
+			g, _ := tx.Group("fleet")
 			require.Nil(t, g)
 			return err
 		}))
@@ -318,7 +320,7 @@ func TestStoreHeldGroupsTokensSecrets(t *testing.T) {
 // concurrent writers never lose an update.
 func TestStoreBatchIsolatesCallsAndSerializesWriters(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st Store, reopen func() Store) {
-		update(t, st, func(tx Tx) error { return tx.putJob(&Job{ID: "counter"}) })
+		update(t, st, func(tx Tx) error { return tx.PutJob(&Job{ID: "counter"}) })
 		const writers = 200
 		var wg sync.WaitGroup
 		errs := make([]error, writers)
@@ -327,55 +329,52 @@ func TestStoreBatchIsolatesCallsAndSerializesWriters(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				errs[i] = st.Batch(func(tx Tx) error {
-					j, err := tx.job("counter")
+					j, err := tx.Job("counter")
 					if err != nil {
 						return err
 					}
 					j.Counts.Succeeded++
-					if err := tx.putJob(j); err != nil {
+					if err := tx.PutJob(j); err != nil {
 						return err
 					}
 					if i%10 == 0 {
-						return errorf(CodeVersionMismatch, "call %d refuses", i)
+						return fmt.Errorf("call %d: %w", i, errRefused)
 					}
-					return tx.putThing(&Thing{Name: fmt.Sprintf("t%03d", i)})
+					return tx.PutThing(&Thing{Name: fmt.Sprintf("t%03d", i)})
 				})
 			}()
 		}
 		wg.Wait()
 		for i, err := range errs {
 			if i%10 == 0 {
-				var e *Error
-				require.True(t, errors.As(err, &e), "call %d: %v", i, err)
-				require.Equal(t, CodeVersionMismatch, e.Code)
+				require.ErrorIs(t, err, errRefused, "call %d", i)
 			} else {
 				require.NoError(t, err, "call %d", i)
 			}
 		}
 		st = reopen()
 		require.NoError(t, st.View(func(tx Tx) error {
-			j, err := tx.job("counter")
+			j, err := tx.Job("counter")
 			require.NoError(t, err)
 			require.Equal(t, writers-writers/10, j.Counts.Succeeded, "refused calls are undone, the rest all counted")
 			n := 0
-			require.NoError(t, tx.forEachThing(func(*Thing) error { n++; return nil }))
+			require.NoError(t, tx.ForEachThing(func(*Thing) error { n++; return nil }))
 			require.Equal(t, writers-writers/10, n)
 			return nil
 		}))
 	})
 }
 
-// Two PostgreSQL stores (two replicas) on one database: writers serialize across them, and a
-// sweep that both run takes each overdue execution once.
+// Two PostgreSQL stores (two replicas) on one database: writers serialize across them.
 func TestPostgresReplicasShareOneDatabase(t *testing.T) {
 	url := pgtest.DB(t)
-	a, err := openPgStore(url)
+	a, err := OpenPostgres(url)
 	require.NoError(t, err)
 	defer a.Close()
-	b, err := openPgStore(url) // the second replica finds the schema in place
+	b, err := OpenPostgres(url) // the second replica finds the schema in place
 	require.NoError(t, err)
 	defer b.Close()
-	require.NoError(t, a.Update(func(tx Tx) error { return tx.putJob(&Job{ID: "counter"}) }))
+	require.NoError(t, a.Update(func(tx Tx) error { return tx.PutJob(&Job{ID: "counter"}) }))
 	var wg sync.WaitGroup
 	for i := range 100 {
 		st := Store(a)
@@ -386,64 +385,26 @@ func TestPostgresReplicasShareOneDatabase(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			require.NoError(t, st.Batch(func(tx Tx) error {
-				j, err := tx.job("counter")
+				j, err := tx.Job("counter")
 				if err != nil {
 					return err
 				}
 				j.Counts.Succeeded++
-				return tx.putJob(j)
+				return tx.PutJob(j)
 			}))
 		}()
 	}
 	wg.Wait()
 	require.NoError(t, b.View(func(tx Tx) error {
-		j, err := tx.job("counter")
+		j, err := tx.Job("counter")
 		require.Equal(t, 100, j.Counts.Succeeded)
-		return err
-	}))
-
-	// Both replicas' services sweep the same overdue executions: each is timed out once.
-	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	now := func() time.Time { return clock }
-	s1, err := Open(Options{PostgresURL: url, ArtifactDir: t.TempDir(), Logger: zerolog.Nop(), Now: now, SweepInterval: time.Hour})
-	require.NoError(t, err)
-	defer s1.Close()
-	s2, err := Open(Options{PostgresURL: url, ArtifactDir: t.TempDir(), Logger: zerolog.Nop(), Now: now, SweepInterval: time.Hour})
-	require.NoError(t, err)
-	defer s2.Close()
-	require.Equal(t, s1.presignKey, s2.presignKey, "replicas presign with one key")
-	require.NoError(t, a.Update(func(tx Tx) error {
-		if err := tx.putJob(&Job{ID: "slow", Status: JobInProgress, Counts: ProcessDetails{InProgress: 50}}); err != nil {
-			return err
-		}
-		for i := range 50 {
-			if err := tx.putExecution(&Execution{JobID: "slow", ThingName: fmt.Sprintf("d%02d", i), Status: ExecInProgress,
-				Seq: uint64(i), InProgressDeadline: clock.Add(-time.Second)}); err != nil {
-				return err
-			}
-		}
-		return nil
-	}))
-	var n1, n2 int
-	var e1, e2 error
-	wg.Add(2)
-	go func() { defer wg.Done(); n1, e1 = s1.sweepTimeouts(clock) }()
-	go func() { defer wg.Done(); n2, e2 = s2.sweepTimeouts(clock) }()
-	wg.Wait()
-	require.NoError(t, e1)
-	require.NoError(t, e2)
-	require.Equal(t, 50, n1+n2, "every overdue execution timed out once, by one replica or the other")
-	require.NoError(t, a.View(func(tx Tx) error {
-		j, err := tx.job("slow")
-		require.Equal(t, 50, j.Counts.TimedOut)
-		require.Equal(t, 0, j.Counts.InProgress)
 		return err
 	}))
 }
 
 func TestPostgresSchemaFromANewerOtaflowIsRefused(t *testing.T) {
 	url := pgtest.DB(t)
-	st, err := openPgStore(url)
+	st, err := OpenPostgres(url)
 	require.NoError(t, err)
 	st.Close()
 	ctx := context.Background()
@@ -452,7 +413,7 @@ func TestPostgresSchemaFromANewerOtaflowIsRefused(t *testing.T) {
 	_, err = c.Exec(ctx, "INSERT INTO schema_migrations (version) VALUES (999)")
 	c.Close(ctx)
 	require.NoError(t, err)
-	_, err = openPgStore(url)
+	_, err = OpenPostgres(url)
 	require.ErrorContains(t, err, "schema version 999, written by a newer otaflow")
 }
 
@@ -461,23 +422,23 @@ func TestStoreRecords(t *testing.T) {
 	forEachStore(t, func(t *testing.T, st Store, reopen func() Store) {
 		update(t, st, func(tx Tx) error {
 			for _, r := range []struct{ kind, name string }{{"type", "b"}, {"type", "a"}, {"template", "a"}, {"type", "c"}} {
-				if err := tx.putRecord(r.kind, r.name, []byte(`{"n":"`+r.kind+"/"+r.name+`"}`)); err != nil {
+				if err := tx.PutRecord(r.kind, r.name, []byte(`{"n":"`+r.kind+"/"+r.name+`"}`)); err != nil {
 					return err
 				}
 			}
-			return tx.deleteRecord("type", "c")
+			return tx.DeleteRecord("type", "c")
 		})
 		st = reopen()
 		require.NoError(t, st.View(func(tx Tx) error {
-			all, err := tx.records("type")
+			all, err := tx.Records("type")
 			require.NoError(t, err)
 			require.Len(t, all, 2)
 			require.JSONEq(t, `{"n":"type/a"}`, string(all[0]), "name order")
 			require.JSONEq(t, `{"n":"type/b"}`, string(all[1]))
-			one, err := tx.record("template", "a")
+			one, err := tx.Record("template", "a")
 			require.NoError(t, err)
 			require.JSONEq(t, `{"n":"template/a"}`, string(one))
-			none, err := tx.record("type", "c")
+			none, err := tx.Record("type", "c")
 			require.NoError(t, err)
 			require.Nil(t, none, "deleted")
 			return nil

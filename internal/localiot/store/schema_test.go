@@ -1,11 +1,11 @@
-package localiot
+package store
 
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
 )
@@ -24,23 +24,29 @@ func copyFixture(t *testing.T, name string) string {
 // there, in the current layout.
 func TestUpgradeFromSchema0(t *testing.T) {
 	path := copyFixture(t, "jobs-v0.db")
-	svc, err := Open(Options{Path: path, Logger: zerolog.Nop()})
+	check := func(st Store) {
+		require.NoError(t, st.View(func(tx Tx) error {
+			j, err := tx.JobWithTargets("old-job")
+			require.NoError(t, err)
+			require.Equal(t, []string{"dev-1", "dev-2"}, j.Targets)
+			require.Equal(t, 2, j.Counts.Queued)
+			e, err := tx.Execution("old-job", "dev-2")
+			require.NoError(t, err)
+			require.Equal(t, ExecQueued, e.Status)
+			g, err := tx.JobWithTargets("old-group-job")
+			require.NoError(t, err)
+			require.Len(t, g.Targets, 1)
+			// The CONTINUOUS job stays linked to its group, so a thing that joins later gets it.
+			jobs, err := tx.ContinuousJobs(g.Targets[0][strings.LastIndex(g.Targets[0], "/")+1:])
+			require.NoError(t, err)
+			require.Contains(t, jobs, "old-group-job")
+			return nil
+		}))
+		require.NoError(t, st.Close())
+	}
+	st, err := OpenBolt(path)
 	require.NoError(t, err)
-	j, err := svc.DescribeJob("old-job")
-	require.NoError(t, err)
-	require.Equal(t, []string{"dev-1", "dev-2"}, j.Targets)
-	require.Equal(t, 2, j.Counts.Queued)
-	e, err := svc.DescribeJobExecution("old-job", "dev-2")
-	require.NoError(t, err)
-	require.Equal(t, ExecQueued, e.Status)
-	g, err := svc.DescribeJob("old-group-job")
-	require.NoError(t, err)
-	require.Len(t, g.Targets, 1)
-	// The CONTINUOUS job still reaches a thing that joins its group after the upgrade.
-	require.NoError(t, svc.AddThingToThingGroup("fleet", "dev-1"))
-	_, err = svc.DescribeJobExecution("old-group-job", "dev-1")
-	require.NoError(t, err)
-	require.NoError(t, svc.Close())
+	check(st)
 
 	db, err := bolt.Open(path, 0o600, nil)
 	require.NoError(t, err)
@@ -52,24 +58,21 @@ func TestUpgradeFromSchema0(t *testing.T) {
 	require.NoError(t, db.Close())
 
 	// Opening it again is a no-op.
-	svc, err = Open(Options{Path: path, Logger: zerolog.Nop()})
+	st, err = OpenBolt(path)
 	require.NoError(t, err)
-	j, err = svc.DescribeJob("old-job")
-	require.NoError(t, err)
-	require.Equal(t, []string{"dev-1", "dev-2"}, j.Targets)
-	require.NoError(t, svc.Close())
+	check(st)
 }
 
 // TestNewerSchemaIsRefused: a database from a newer otaflow is not read (nor changed).
 func TestNewerSchemaIsRefused(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "jobs.db")
-	svc, err := Open(Options{Path: path, Logger: zerolog.Nop()})
+	st, err := OpenBolt(path)
 	require.NoError(t, err)
-	require.NoError(t, svc.Close())
+	require.NoError(t, st.Close())
 	db, err := bolt.Open(path, 0o600, nil)
 	require.NoError(t, err)
 	require.NoError(t, db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchemaVersion, seqBytes(schemaVersion+1)) }))
 	require.NoError(t, db.Close())
-	_, err = Open(Options{Path: path, Logger: zerolog.Nop()})
+	_, err = OpenBolt(path)
 	require.ErrorContains(t, err, "written by a newer otaflow")
 }

@@ -1,4 +1,4 @@
-package localiot
+package store
 
 import (
 	"context"
@@ -56,8 +56,8 @@ const (
 //go:embed pgschema/*.sql
 var pgSchema embed.FS
 
-// openPgStore connects to url and brings the schema to the newest version this code knows.
-func openPgStore(url string) (*pgStore, error) {
+// OpenPostgres connects to url and brings the schema to the newest version this code knows.
+func OpenPostgres(url string) (*pgStore, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("PostgreSQL URL: %w (expected postgres://user:password@host:5432/db)", err)
@@ -311,17 +311,17 @@ func (t *pgTx) upsertBody(table, key string, keyValue string, v any) error {
 	return t.exec("INSERT INTO "+table+" ("+key+", body) VALUES ($1, $2) ON CONFLICT ("+key+") DO UPDATE SET body = EXCLUDED.body", keyValue, raw)
 }
 
-func (t *pgTx) thing(name string) (*Thing, error) {
+func (t *pgTx) Thing(name string) (*Thing, error) {
 	return pgGet[Thing](t, "SELECT body FROM things WHERE name = $1", name)
 }
-func (t *pgTx) putThing(th *Thing) error { return t.upsertBody("things", "name", th.Name, th) }
-func (t *pgTx) deleteThing(name string) error {
+func (t *pgTx) PutThing(th *Thing) error { return t.upsertBody("things", "name", th.Name, th) }
+func (t *pgTx) DeleteThing(name string) error {
 	if err := t.exec("DELETE FROM group_members WHERE thing = $1", name); err != nil {
 		return err
 	}
 	return t.exec("DELETE FROM things WHERE name = $1", name)
 }
-func (t *pgTx) forEachThing(fn func(*Thing) error) error {
+func (t *pgTx) ForEachThing(fn func(*Thing) error) error {
 	return pgAll(t, fn, "SELECT body FROM things ORDER BY name")
 }
 
@@ -331,7 +331,7 @@ func (t *pgTx) nextval(seq string) (uint64, error) {
 	return uint64(n), err
 }
 
-func (t *pgTx) nextID(kind string) (uint64, error) {
+func (t *pgTx) NextID(kind string) (uint64, error) {
 	switch kind {
 	case "thing":
 		return t.nextval("thing_ids")
@@ -343,12 +343,12 @@ func (t *pgTx) nextID(kind string) (uint64, error) {
 	return 0, fmt.Errorf("no ID sequence for %q", kind)
 }
 
-func (t *pgTx) job(id string) (*Job, error) {
+func (t *pgTx) Job(id string) (*Job, error) {
 	return pgGet[Job](t, "SELECT body FROM jobs WHERE id = $1", id)
 }
-func (t *pgTx) putJob(j *Job) error { return t.upsertBody("jobs", "id", j.ID, j) }
-func (t *pgTx) jobWithTargets(id string) (*Job, error) {
-	j, err := t.job(id)
+func (t *pgTx) PutJob(j *Job) error { return t.upsertBody("jobs", "id", j.ID, j) }
+func (t *pgTx) JobWithTargets(id string) (*Job, error) {
+	j, err := t.Job(id)
 	if err != nil || j == nil {
 		return j, err
 	}
@@ -362,34 +362,34 @@ func (t *pgTx) jobWithTargets(id string) (*Job, error) {
 	}
 	return j, json.Unmarshal(raw, &j.Targets)
 }
-func (t *pgTx) putJobTargets(id string, targets []string) error {
+func (t *pgTx) PutJobTargets(id string, targets []string) error {
 	raw, err := json.Marshal(targets)
 	if err != nil {
 		return err
 	}
 	return t.exec("INSERT INTO job_targets (job_id, targets) VALUES ($1, $2) ON CONFLICT (job_id) DO UPDATE SET targets = EXCLUDED.targets", id, raw)
 }
-func (t *pgTx) deleteJob(id string) error {
+func (t *pgTx) DeleteJob(id string) error {
 	if err := t.exec("DELETE FROM job_targets WHERE job_id = $1", id); err != nil {
 		return err
 	}
 	return t.exec("DELETE FROM jobs WHERE id = $1", id)
 }
-func (t *pgTx) forEachJob(fn func(*Job) error) error {
+func (t *pgTx) ForEachJob(fn func(*Job) error) error {
 	return pgAll(t, fn, "SELECT body FROM jobs ORDER BY id")
 }
 
-func (t *pgTx) execution(jobID, thing string) (*Execution, error) {
+func (t *pgTx) Execution(jobID, thing string) (*Execution, error) {
 	return pgGet[Execution](t, "SELECT body FROM executions WHERE job_id = $1 AND thing = $2", jobID, thing)
 }
 
-func (t *pgTx) putExecution(e *Execution) error {
+func (t *pgTx) PutExecution(e *Execution) error {
 	raw, err := json.Marshal(e)
 	if err != nil {
 		return err
 	}
 	var deadline *int64
-	if d := e.deadline(); e.Status == ExecInProgress && !d.IsZero() {
+	if d := e.Deadline(); e.Status == ExecInProgress && !d.IsZero() {
 		ns := d.UnixNano()
 		deadline = &ns
 	}
@@ -398,77 +398,77 @@ func (t *pgTx) putExecution(e *Execution) error {
 		e.JobID, e.ThingName, int64(e.Seq), deadline, raw)
 }
 
-func (t *pgTx) deleteExecution(e *Execution) error {
+func (t *pgTx) DeleteExecution(e *Execution) error {
 	return t.exec("DELETE FROM executions WHERE job_id = $1 AND thing = $2", e.JobID, e.ThingName)
 }
 
-func (t *pgTx) thingExecutions(thing string) ([]*Execution, error) {
+func (t *pgTx) ThingExecutions(thing string) ([]*Execution, error) {
 	var out []*Execution
 	err := pgAll(t, func(e *Execution) error { out = append(out, e); return nil },
 		"SELECT body FROM executions WHERE thing = $1 ORDER BY seq", thing)
-	sortBySeq(out)
+	SortBySeq(out)
 	return out, err
 }
 
-func (t *pgTx) jobExecutions(jobID string, fn func(*Execution) error) error {
+func (t *pgTx) JobExecutions(jobID string, fn func(*Execution) error) error {
 	return pgAll(t, fn, "SELECT body FROM executions WHERE job_id = $1 ORDER BY thing", jobID)
 }
 
-func (t *pgTx) nextQueueSeq() (uint64, error) { return t.nextval("queue_seq") }
+func (t *pgTx) NextQueueSeq() (uint64, error) { return t.nextval("queue_seq") }
 
-func (t *pgTx) dueTimeouts(now time.Time) ([]timeoutEntry, error) {
+func (t *pgTx) DueTimeouts(now time.Time) ([]TimeoutEntry, error) {
 	rows, err := t.tx.Query(t.ctx, `SELECT deadline_ns, job_id, thing FROM executions
 		WHERE deadline_ns IS NOT NULL AND deadline_ns <= $1 ORDER BY deadline_ns`, now.UnixNano())
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (timeoutEntry, error) {
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (TimeoutEntry, error) {
 		var ns int64
-		var e timeoutEntry
-		err := r.Scan(&ns, &e.jobID, &e.thing)
-		e.deadline = time.Unix(0, ns)
+		var e TimeoutEntry
+		err := r.Scan(&ns, &e.JobID, &e.Thing)
+		e.Deadline = time.Unix(0, ns)
 		return e, err
 	})
 }
 
-func (t *pgTx) deleteTimeout(e timeoutEntry) error {
+func (t *pgTx) DeleteTimeout(e TimeoutEntry) error {
 	return t.exec("UPDATE executions SET deadline_ns = NULL WHERE job_id = $1 AND thing = $2 AND deadline_ns = $3",
-		e.jobID, e.thing, e.deadline.UnixNano())
+		e.JobID, e.Thing, e.Deadline.UnixNano())
 }
 
-func (t *pgTx) hold(jobID string, seq uint64, thing string) error {
+func (t *pgTx) Hold(jobID string, seq uint64, thing string) error {
 	return t.exec("INSERT INTO held (job_id, seq, thing) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", jobID, int64(seq), thing)
 }
 
-func (t *pgTx) heldJobs() ([]string, error) {
+func (t *pgTx) HeldJobs() ([]string, error) {
 	return t.strings("SELECT DISTINCT job_id FROM held ORDER BY job_id")
 }
 
-func (t *pgTx) held(jobID string) ([]heldEntry, error) {
+func (t *pgTx) Held(jobID string) ([]HeldEntry, error) {
 	rows, err := t.tx.Query(t.ctx, "SELECT seq, thing FROM held WHERE job_id = $1 ORDER BY seq, thing", jobID)
 	if err != nil {
 		return nil, err
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (heldEntry, error) {
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (HeldEntry, error) {
 		var seq int64
-		var h heldEntry
-		err := r.Scan(&seq, &h.thing)
-		h.seq = uint64(seq)
+		var h HeldEntry
+		err := r.Scan(&seq, &h.Thing)
+		h.Seq = uint64(seq)
 		return h, err
 	})
-	sort.SliceStable(out, func(i, j int) bool { return out[i].seq < out[j].seq })
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
 	return out, err
 }
 
-func (t *pgTx) release(jobID string, h heldEntry) error {
-	return t.exec("DELETE FROM held WHERE job_id = $1 AND seq = $2 AND thing = $3", jobID, int64(h.seq), h.thing)
+func (t *pgTx) Release(jobID string, h HeldEntry) error {
+	return t.exec("DELETE FROM held WHERE job_id = $1 AND seq = $2 AND thing = $3", jobID, int64(h.Seq), h.Thing)
 }
 
-func (t *pgTx) group(name string) (*ThingGroup, error) {
+func (t *pgTx) Group(name string) (*ThingGroup, error) {
 	return pgGet[ThingGroup](t, "SELECT body FROM thing_groups WHERE name = $1", name)
 }
-func (t *pgTx) putGroup(g *ThingGroup) error { return t.upsertBody("thing_groups", "name", g.Name, g) }
-func (t *pgTx) deleteGroup(name string) error {
+func (t *pgTx) PutGroup(g *ThingGroup) error { return t.upsertBody("thing_groups", "name", g.Name, g) }
+func (t *pgTx) DeleteGroup(name string) error {
 	for _, sql := range []string{"DELETE FROM group_members WHERE group_name = $1", "DELETE FROM group_jobs WHERE group_name = $1",
 		"DELETE FROM thing_groups WHERE name = $1"} {
 		if err := t.exec(sql, name); err != nil {
@@ -477,35 +477,35 @@ func (t *pgTx) deleteGroup(name string) error {
 	}
 	return nil
 }
-func (t *pgTx) forEachGroup(fn func(*ThingGroup) error) error {
+func (t *pgTx) ForEachGroup(fn func(*ThingGroup) error) error {
 	return pgAll(t, fn, "SELECT body FROM thing_groups ORDER BY name")
 }
-func (t *pgTx) groupThings(group string) ([]string, error) {
+func (t *pgTx) GroupThings(group string) ([]string, error) {
 	return t.strings("SELECT thing FROM group_members WHERE group_name = $1 ORDER BY thing", group)
 }
-func (t *pgTx) groupThingsAfter(group, after string, limit int) ([]string, error) {
+func (t *pgTx) GroupThingsAfter(group, after string, limit int) ([]string, error) {
 	return t.strings("SELECT thing FROM group_members WHERE group_name = $1 AND thing > $2 ORDER BY thing LIMIT $3", group, after, limit)
 }
-func (t *pgTx) thingGroups(thing string) ([]string, error) {
+func (t *pgTx) ThingGroups(thing string) ([]string, error) {
 	return t.strings("SELECT group_name FROM group_members WHERE thing = $1 ORDER BY group_name", thing)
 }
-func (t *pgTx) setMember(group, thing string, member bool) error {
+func (t *pgTx) SetMember(group, thing string, member bool) error {
 	if member {
 		return t.exec("INSERT INTO group_members (group_name, thing) VALUES ($1, $2) ON CONFLICT DO NOTHING", group, thing)
 	}
 	return t.exec("DELETE FROM group_members WHERE group_name = $1 AND thing = $2", group, thing)
 }
-func (t *pgTx) continuousJobs(group string) ([]string, error) {
+func (t *pgTx) ContinuousJobs(group string) ([]string, error) {
 	return t.strings("SELECT job_id FROM group_jobs WHERE group_name = $1 ORDER BY job_id", group)
 }
-func (t *pgTx) setContinuousJob(group, jobID string, on bool) error {
+func (t *pgTx) SetContinuousJob(group, jobID string, on bool) error {
 	if on {
 		return t.exec("INSERT INTO group_jobs (group_name, job_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", group, jobID)
 	}
 	return t.exec("DELETE FROM group_jobs WHERE group_name = $1 AND job_id = $2", group, jobID)
 }
 
-func (t *pgTx) record(kind, name string) ([]byte, error) {
+func (t *pgTx) Record(kind, name string) ([]byte, error) {
 	var raw []byte
 	err := t.tx.QueryRow(t.ctx, "SELECT body FROM records WHERE kind = $1 AND name = $2", kind, name).Scan(&raw)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -513,13 +513,13 @@ func (t *pgTx) record(kind, name string) ([]byte, error) {
 	}
 	return raw, err
 }
-func (t *pgTx) putRecord(kind, name string, body []byte) error {
+func (t *pgTx) PutRecord(kind, name string, body []byte) error {
 	return t.exec("INSERT INTO records (kind, name, body) VALUES ($1, $2, $3) ON CONFLICT (kind, name) DO UPDATE SET body = EXCLUDED.body", kind, name, body)
 }
-func (t *pgTx) deleteRecord(kind, name string) error {
+func (t *pgTx) DeleteRecord(kind, name string) error {
 	return t.exec("DELETE FROM records WHERE kind = $1 AND name = $2", kind, name)
 }
-func (t *pgTx) records(kind string) ([][]byte, error) {
+func (t *pgTx) Records(kind string) ([][]byte, error) {
 	rows, err := t.tx.Query(t.ctx, "SELECT body FROM records WHERE kind = $1 ORDER BY name", kind)
 	if err != nil {
 		return nil, err
@@ -536,14 +536,14 @@ func (t *pgTx) records(kind string) ([][]byte, error) {
 	return out, rows.Err()
 }
 
-func (t *pgTx) token(token string) (*TokenRecord, error) {
+func (t *pgTx) Token(token string) (*TokenRecord, error) {
 	return pgGet[TokenRecord](t, "SELECT body FROM client_tokens WHERE token = $1", token)
 }
-func (t *pgTx) putToken(token string, r TokenRecord) error {
+func (t *pgTx) PutToken(token string, r TokenRecord) error {
 	return t.upsertBody("client_tokens", "token", token, r)
 }
 
-func (t *pgTx) secret(name string, size int) ([]byte, error) {
+func (t *pgTx) Secret(name string, size int) ([]byte, error) {
 	var v []byte
 	err := t.tx.QueryRow(t.ctx, "SELECT value FROM secrets WHERE name = $1", name).Scan(&v)
 	if err == nil {
@@ -566,7 +566,7 @@ const pgLeaderLock = 0x6f74616c
 // is PostgreSQL's, so it ends with that connection: when the process dies, the database
 // releases it at once and another replica takes over. lost is closed when the connection
 // fails; release gives the lock up.
-func (s *pgStore) lead(ctx context.Context) (lost <-chan struct{}, release func(), err error) {
+func (s *pgStore) Lead(ctx context.Context) (lost <-chan struct{}, release func(), err error) {
 	for {
 		conn, err := s.acquireLeader(ctx)
 		if err != nil {
@@ -637,7 +637,7 @@ const pgThingsChannel = "otaflow_things"
 
 // notifyThings tells the other replicas which things changed; from names the payload they
 // skip their own notices by.
-func (s *pgStore) notifyThings(from string, names []string) error {
+func (s *pgStore) NotifyThings(from string, names []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	payload := from
@@ -662,7 +662,7 @@ func (s *pgStore) notifyThings(from string, names []string) error {
 
 // listenThings calls changed with the things other replicas changed, until ctx ends. After a
 // lost connection it calls changed with nil (everything may have changed meanwhile).
-func (s *pgStore) listenThings(ctx context.Context, self string, changed func(names []string)) {
+func (s *pgStore) ListenThings(ctx context.Context, self string, changed func(names []string)) {
 	for first := true; ctx.Err() == nil; first = false {
 		if !first {
 			changed(nil)

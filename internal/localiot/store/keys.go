@@ -1,4 +1,4 @@
-package localiot
+package store
 
 import (
 	"encoding/binary"
@@ -54,12 +54,12 @@ func timeoutKey(deadline time.Time, jobID, thing string) []byte {
 	return append(seqBytes(uint64(deadline.UnixNano())), execKey(jobID, thing)...)
 }
 
-func parseTimeoutKey(k []byte) (timeoutEntry, bool) {
+func parseTimeoutKey(k []byte) (TimeoutEntry, bool) {
 	if len(k) < 9 {
-		return timeoutEntry{}, false
+		return TimeoutEntry{}, false
 	}
 	jobID, thing, ok := strings.Cut(string(k[8:]), "\x00")
-	return timeoutEntry{deadline: time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))), jobID: jobID, thing: thing,
+	return TimeoutEntry{Deadline: time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))), JobID: jobID, Thing: thing,
 		key: append([]byte(nil), k...)}, ok
 }
 
@@ -68,9 +68,9 @@ func heldKey(jobID string, seq uint64, thing string) []byte {
 }
 
 // parseHeldSuffix reads seq(8) \x00 thing, what follows a hold key's job prefix.
-func parseHeldSuffix(rest []byte) (heldEntry, bool) {
+func parseHeldSuffix(rest []byte) (HeldEntry, bool) {
 	if len(rest) < 10 || rest[8] != 0 {
-		return heldEntry{}, false
+		return HeldEntry{}, false
 	}
-	return heldEntry{seq: binary.BigEndian.Uint64(rest[:8]), thing: string(rest[9:])}, true
+	return HeldEntry{Seq: binary.BigEndian.Uint64(rest[:8]), Thing: string(rest[9:])}, true
 }

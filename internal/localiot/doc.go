@@ -1,0 +1,19 @@
+// Package localiot is otaflow's local AWS IoT: the part of the AWS IoT control plane (things,
+// thing groups and types, jobs and their executions, job templates, named shadows, fleet
+// indexing, artifacts and TUF files) and of the device plane (the MQTT Jobs and shadow
+// topics) that otaflow uses, speaking AWS's wire protocols so aws-sdk-go-v2's iot client, the
+// AWS CLI and devices work against it unchanged. The jobs-service binary serves it.
+//
+// Where things are:
+//   - store/: what is persisted (the records in model.go), the Store and Tx interfaces, and
+//     their bbolt and PostgreSQL implementations, with one contract test for both.
+//   - service.go: the Service (Open, Close) that every operation hangs off.
+//   - one file per resource for the operations, create to delete: things.go, groups.go,
+//     thingtypes.go, jobs.go (and abort.go, rate.go, schedule.go for a job's configs),
+//     executions.go, templates.go, shadow.go, artifacts.go, fleetindex.go, tokens.go.
+//   - sweep.go: timeouts, rate limits and schedules, applied as time passes.
+//   - the REST control plane: http.go (routes and handlers), sigv4.go, server.go (the
+//     listener's limits and TLS), quotas.go (AWS's documented quotas).
+//   - the MQTT device plane: mqtt.go (the plane, its leader election on shared stores) and
+//     jobsdata.go (the device-side Jobs operations).
+package localiot
