@@ -7,13 +7,16 @@
 // Where things are:
 //   - store/: what is persisted (the records in model.go), the Store and Tx interfaces, and
 //     their bbolt and PostgreSQL implementations, with one contract test for both.
+//   - errors.go: the errors both planes send, by AWS's names.
 //   - service.go: the Service (Open, Close) that every operation hangs off.
 //   - one file per resource for the operations, create to delete: things.go, groups.go,
 //     thingtypes.go, jobs.go (and abort.go, rate.go, schedule.go for a job's configs),
 //     executions.go, templates.go, shadow.go, artifacts.go, fleetindex.go, tokens.go.
 //   - sweep.go: timeouts, rate limits and schedules, applied as time passes.
-//   - the REST control plane: http.go (routes and handlers), sigv4.go, server.go (the
-//     listener's limits and TLS), quotas.go (AWS's documented quotas).
-//   - the MQTT device plane: mqtt.go (the plane, its leader election on shared stores) and
-//     jobsdata.go (the device-side Jobs operations).
+//   - the REST control plane, in rest*.go: rest.go (the route table, the one adapter that
+//     answers an operation's result or error the way AWS does, paging), one rest_RESOURCE.go
+//     per resource, rest_sigv4.go (authentication), rest_server.go (the listener's limits and
+//     TLS); quotas.go holds AWS's documented quotas.
+//   - the device plane: device_mqtt.go (the MQTT Jobs and shadow topics, with leader election
+//     on shared stores) and device_https.go (iot-jobs-data over HTTPS).
 package localiot

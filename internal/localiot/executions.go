@@ -366,3 +366,36 @@ func (s *Service) ListJobExecutionsForThing(thing string, status store.Execution
 	}
 	return out, next, nil
 }
+
+// DeleteJobExecution deletes one execution of a job on a thing. As on AWS, an execution that
+// is QUEUED or IN_PROGRESS needs force (and a device may then be left mid-update: the agent
+// treats the vanished execution as canceled).
+func (s *Service) DeleteJobExecution(jobID, thing string, executionNumber int64, force bool) error {
+	var touched bool
+	err := s.st.Update(func(t store.Tx) error {
+		e, err := mustExecution(t, jobID, thing)
+		if err != nil {
+			return err
+		}
+		if e.ExecutionNumber != executionNumber {
+			return errorf(CodeResourceNotFound, "thing %s has no execution number %d of job %s (it is at %d)", thing, executionNumber, jobID, e.ExecutionNumber)
+		}
+		if !e.Status.Terminal() && !force {
+			return errorf(CodeInvalidStateTransition, "the execution of job %s on %s is %s: delete it with force, or cancel it first", jobID, thing, e.Status)
+		}
+		j, err := mustJob(t, jobID)
+		if err != nil {
+			return err
+		}
+		j.Counts.Add(e.Status, -1)
+		if err := t.PutJob(j); err != nil {
+			return err
+		}
+		touched = true
+		return t.DeleteExecution(e)
+	})
+	if err == nil && touched {
+		s.queueChanged([]string{thing})
+	}
+	return err
+}

@@ -1,13 +1,11 @@
 package localiot
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -500,22 +498,6 @@ type bucketsAggType struct {
 	} `json:"termsAggregation"`
 }
 
-func (s *Service) readIndexQuery(r *http.Request) (indexQuery, IndexingConfiguration, *fleetindex.Index, fleetindex.Node, error) {
-	var q indexQuery
-	if err := readJSON(r, &q); err != nil {
-		return q, IndexingConfiguration{}, nil, nil, err
-	}
-	if q.QueryString == "" {
-		return q, IndexingConfiguration{}, nil, nil, errorf(CodeInvalidRequest, "queryString is required (* matches every thing)")
-	}
-	cfg, ix, err := s.indexFor(q.IndexName)
-	if err != nil {
-		return q, cfg, nil, nil, err
-	}
-	n, err := parseQuery(q.QueryString)
-	return q, cfg, ix, n, err
-}
-
 // aggregation is an aggregation request, read and checked: its query, its field (the
 // default when none is given) and the field's type.
 type aggregation struct {
@@ -523,19 +505,6 @@ type aggregation struct {
 	ix         *fleetindex.Index
 	n          fleetindex.Node
 	field, typ string
-}
-
-func (s *Service) readAggregation(r *http.Request, defaultField string, numeric bool) (*aggregation, error) {
-	q, cfg, ix, n, err := s.readIndexQuery(r)
-	if err != nil {
-		return nil, err
-	}
-	field := cmp.Or(q.AggregationField, defaultField)
-	typ, err := aggregationField(cfg, field, numeric)
-	if err != nil {
-		return nil, err
-	}
-	return &aggregation{q: q, ix: ix, n: n, field: field, typ: typ}, nil
 }
 
 // aggregationField checks an aggregation's field: indexed (managed or custom) and, for
@@ -552,32 +521,6 @@ func aggregationField(cfg IndexingConfiguration, field string, numeric bool) (st
 		return "", errorf(CodeInvalidAggregation, "%s is a %s field; this aggregation needs a Number field", field, typ)
 	}
 	return typ, nil
-}
-
-func (s *Service) handleSearchIndex(w http.ResponseWriter, r *http.Request) {
-	q, cfg, ix, n, err := s.readIndexQuery(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	max := q.MaxResults
-	if max == 0 {
-		max = 500
-	}
-	if max < 1 || max > 500 {
-		writeError(w, errorf(CodeInvalidRequest, "maxResults must be from 1 to 500"))
-		return
-	}
-	docs, more := ix.Search(n, q.NextToken, max)
-	things := make([]map[string]any, 0, len(docs))
-	for _, d := range docs {
-		things = append(things, thingDocument(cfg, d))
-	}
-	out := map[string]any{"things": things, "thingGroups": []any{}}
-	if more && len(docs) > 0 {
-		out["nextToken"] = docs[len(docs)-1].ThingName
-	}
-	writeJSON(w, out)
 }
 
 // thingDocument is AWS's ThingDocument for d.
@@ -604,136 +547,4 @@ func thingDocument(cfg IndexingConfiguration, d fleetindex.Doc) map[string]any {
 		doc["connectivity"] = map[string]any{"connected": *d.Connected, "timestamp": d.ConnectedAt}
 	}
 	return doc
-}
-
-func (s *Service) handleGetStatistics(w http.ResponseWriter, r *http.Request) {
-	a, err := s.readAggregation(r, "thingName", false) // no field: AWS counts the things
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	st := a.ix.Stats(a.n, a.field, a.typ == "Number")
-	out := map[string]any{"count": st.Count}
-	if st.Numeric {
-		for k, v := range map[string]float64{"average": st.Average, "sum": st.Sum, "minimum": st.Minimum, "maximum": st.Maximum,
-			"sumOfSquares": st.SumOfSquares, "variance": st.Variance, "stdDeviation": st.StdDeviation} {
-			out[k] = v
-		}
-	}
-	writeJSON(w, map[string]any{"statistics": out})
-}
-
-func (s *Service) handleGetPercentiles(w http.ResponseWriter, r *http.Request) {
-	a, err := s.readAggregation(r, "", true)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	percents := a.q.Percents
-	if len(percents) == 0 {
-		percents = []float64{1, 5, 25, 50, 75, 95, 99} // AWS's default
-	}
-	for _, p := range percents {
-		if p < 0 || p > 100 {
-			writeError(w, errorf(CodeInvalidRequest, "percents must be from 0 to 100, not %v", p))
-			return
-		}
-	}
-	vals := a.ix.Percentiles(a.n, a.field, percents)
-	out := []map[string]any{}
-	for _, p := range percents {
-		if v, ok := vals[p]; ok {
-			out = append(out, map[string]any{"percent": p, "value": v})
-		}
-	}
-	writeJSON(w, map[string]any{"percentiles": out})
-}
-
-func (s *Service) handleGetCardinality(w http.ResponseWriter, r *http.Request) {
-	a, err := s.readAggregation(r, "thingName", false)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, map[string]any{"cardinality": a.ix.Cardinality(a.n, a.field)})
-}
-
-func (s *Service) handleGetBucketsAggregation(w http.ResponseWriter, r *http.Request) {
-	a, err := s.readAggregation(r, "", false)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	q := a.q
-	if q.BucketsAggregationType == nil || q.BucketsAggregationType.TermsAggregation == nil {
-		writeError(w, errorf(CodeInvalidRequest, "bucketsAggregationType.termsAggregation is required"))
-		return
-	}
-	max := q.BucketsAggregationType.TermsAggregation.MaxBuckets
-	if max == 0 {
-		max = 10
-	}
-	if max < 1 || max > 10000 {
-		writeError(w, errorf(CodeInvalidRequest, "maxBuckets must be from 1 to 10000"))
-		return
-	}
-	buckets := a.ix.Buckets(a.n, a.field, max)
-	out := make([]map[string]any, len(buckets))
-	for i, b := range buckets {
-		out[i] = map[string]any{"keyValue": b.Key, "count": b.Count}
-	}
-	writeJSON(w, map[string]any{"totalCount": a.ix.Count(a.n), "buckets": out})
-}
-
-func (s *Service) handleUpdateIndexingConfiguration(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		Thing *IndexingConfiguration `json:"thingIndexingConfiguration"`
-		Group *struct {
-			Mode string `json:"thingGroupIndexingMode"`
-		} `json:"thingGroupIndexingConfiguration"`
-	}
-	if err := readJSON(r, &body); err != nil {
-		writeError(w, err)
-		return
-	}
-	if body.Group != nil && body.Group.Mode != "OFF" {
-		writeError(w, errorf(CodeInvalidRequest, "otaflow indexes things only: thingGroupIndexingMode must be OFF"))
-		return
-	}
-	if body.Thing != nil {
-		if err := s.UpdateIndexingConfiguration(*body.Thing); err != nil {
-			writeError(w, err)
-			return
-		}
-	}
-	writeJSON(w, map[string]any{})
-}
-
-func (s *Service) handleGetIndexingConfiguration(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, map[string]any{"thingIndexingConfiguration": s.GetIndexingConfiguration(),
-		"thingGroupIndexingConfiguration": map[string]any{"thingGroupIndexingMode": "OFF"}})
-}
-
-func (s *Service) handleDescribeIndex(w http.ResponseWriter, r *http.Request) {
-	cfg, _, err := s.indexFor(r.PathValue("indexName"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	schema := "REGISTRY"
-	if cfg.ThingIndexingMode == "REGISTRY_AND_SHADOW" {
-		schema = "REGISTRY_AND_SHADOW"
-	}
-	if cfg.ThingConnectivityIndexingMode == "STATUS" {
-		schema += "_AND_CONNECTIVITY_STATUS"
-	}
-	writeJSON(w, map[string]any{"indexName": ThingsIndex, "indexStatus": "ACTIVE", "schema": schema})
-}
-
-func (s *Service) handleListIndices(w http.ResponseWriter, r *http.Request) {
-	names := []string{}
-	if _, ix := s.index.current(); ix != nil {
-		names = append(names, ThingsIndex)
-	}
-	writeJSON(w, map[string]any{"indexNames": names})
 }

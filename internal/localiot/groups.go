@@ -290,20 +290,109 @@ func pageSize(max int) int {
 	return max
 }
 
-// pageStrings cuts a sorted list into a page after token.
-func pageStrings(all []string, max int, token string) ([]string, string) {
-	max = pageSize(max)
-	start := 0
-	if token != "" {
-		start, _ = slices.BinarySearch(all, token)
-		if start < len(all) && all[start] == token {
-			start++
+// ThingGroupsForThing lists the groups a thing belongs to directly, by name.
+func (s *Service) ThingGroupsForThing(thing string) ([]string, error) {
+	var out []string
+	err := s.st.View(func(t store.Tx) error {
+		if _, err := mustThing(t, thing); err != nil {
+			return err
 		}
+		var err error
+		out, err = t.ThingGroups(thing)
+		return err
+	})
+	slices.Sort(out)
+	return out, err
+}
+
+// ListThingGroups lists groups by name: all, or the children of parent (recursive: all its
+// descendants), optionally only names starting with prefix.
+func (s *Service) ListThingGroups(parent, prefix string, recursive bool) ([]*store.ThingGroup, error) {
+	var out []*store.ThingGroup
+	err := s.st.View(func(t store.Tx) error {
+		if parent != "" {
+			g, err := t.Group(parent)
+			if err != nil {
+				return err
+			}
+			if g == nil {
+				return errorf(CodeResourceNotFound, "thing group %s does not exist", parent)
+			}
+		}
+		return t.ForEachGroup(func(g *store.ThingGroup) error {
+			if prefix != "" && !strings.HasPrefix(g.Name, prefix) {
+				return nil
+			}
+			if parent != "" {
+				anc, err := ancestors(t, g.Name)
+				if err != nil {
+					return err
+				}
+				if g.Name == parent || (g.Parent != parent && !(recursive && slices.Contains(anc, parent))) {
+					return nil
+				}
+			}
+			out = append(out, g)
+			return nil
+		})
+	})
+	slices.SortFunc(out, func(a, b *store.ThingGroup) int { return strings.Compare(a.Name, b.Name) })
+	return out, err
+}
+
+// groupNameByID finds a thing group by its ID (ListJobs' thingGroupId filter).
+func (s *Service) groupNameByID(id string) (string, error) {
+	name := ""
+	err := s.st.View(func(t store.Tx) error {
+		return t.ForEachGroup(func(g *store.ThingGroup) error {
+			if g.ID == id {
+				name = g.Name
+			}
+			return nil
+		})
+	})
+	if err == nil && name == "" {
+		err = errorf(CodeResourceNotFound, "no thing group has ID %s", id)
 	}
-	end := min(start+max, len(all))
-	page := all[start:end]
-	if end < len(all) {
-		return page, page[len(page)-1]
+	return name, err
+}
+
+// UpdateThingGroup changes a group's description and attributes (merge as UpdateThing's) and
+// returns its new version.
+func (s *Service) UpdateThingGroup(name, description string, attrs map[string]string, merge bool, expectedVersion int64) (int64, error) {
+	if len(description) > 2028 {
+		return 0, errorf(CodeInvalidRequest, "thingGroupDescription: at most 2028 characters")
 	}
-	return page, ""
+	var version int64
+	err := s.st.Update(func(t store.Tx) error {
+		g, err := t.Group(name)
+		if err != nil {
+			return err
+		}
+		if g == nil {
+			return errorf(CodeResourceNotFound, "thing group %s does not exist", name)
+		}
+		if expectedVersion != 0 && expectedVersion != g.Version {
+			return errorf(CodeConflict, "thing group %s is at version %d, not the expected %d", name, g.Version, expectedVersion)
+		}
+		next := mergeAttributes(g.Attributes, attrs, merge)
+		if err := checkAttributes(next); err != nil {
+			return err
+		}
+		g.Description, g.Attributes = description, next
+		g.Version++
+		version = g.Version
+		return t.PutGroup(g)
+	})
+	return version, err
+}
+
+// GroupAncestors is a group and its ancestors, nearest first.
+func (s *Service) GroupAncestors(name string) ([]string, error) {
+	var out []string
+	err := s.st.View(func(t store.Tx) (err error) {
+		out, err = ancestors(t, name)
+		return err
+	})
+	return out, err
 }

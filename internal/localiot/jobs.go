@@ -431,3 +431,189 @@ func (s *Service) ListJobs(status store.JobStatus, selection, group string, max 
 	}
 	return jobs, next, nil
 }
+
+// GetJobDocument returns a job's document, as the devices get it before substitution.
+func (s *Service) GetJobDocument(id string) (string, error) {
+	j, err := s.jobWithoutTargets(id)
+	if err != nil {
+		return "", err
+	}
+	return j.Document, nil
+}
+
+// UpdateJob changes what AWS lets an update change: the description, the presigned URL
+// configuration, the rollout rate, the in-progress timeout and the retry configuration.
+func (s *Service) UpdateJob(id string, in UpdateJobInput) error {
+	if in.Description != nil && len(*in.Description) > 2028 {
+		return errorf(CodeInvalidRequest, "description: at most 2028 characters")
+	}
+	return s.st.Update(func(t store.Tx) error {
+		j, err := mustJob(t, id)
+		if err != nil {
+			return err
+		}
+		if j.Status == store.JobCompleted || j.Status == store.JobCanceled {
+			return errorf(CodeInvalidStateTransition, "job %s is %s: only a job in progress can be updated", id, j.Status)
+		}
+		if in.Description != nil {
+			j.Description = *in.Description
+		}
+		if in.MaxPerMinute != nil {
+			if *in.MaxPerMinute < 1 || *in.MaxPerMinute > 1000 {
+				return errorf(CodeInvalidRequest, "jobExecutionsRolloutConfig.maximumPerMinute must be from 1 to 1000")
+			}
+			j.MaxPerMinute = *in.MaxPerMinute
+		}
+		if in.InProgressMinutes != nil {
+			if *in.InProgressMinutes < 1 || *in.InProgressMinutes > 10080 {
+				return errorf(CodeInvalidRequest, "timeoutConfig.inProgressTimeoutInMinutes must be from 1 to 10080")
+			}
+			j.InProgressTimeout = time.Duration(*in.InProgressMinutes) * time.Minute
+		}
+		if in.Presign != nil {
+			j.Presign = in.Presign
+		}
+		if in.Retry != nil {
+			j.Retry = in.Retry
+		}
+		if in.Exponential != nil {
+			if err := checkExponentialRate(in.Exponential); err != nil {
+				return err
+			}
+			j.Exponential = in.Exponential
+		}
+		if in.Abort != nil {
+			if err := checkAbort(in.Abort); err != nil {
+				return err
+			}
+			j.Abort = in.Abort
+		}
+		now := s.clock()
+		j.LastUpdatedAt = now
+		// A tighter abortConfig may already be met.
+		if err := s.abortIfDue(t, j, now); err != nil {
+			return err
+		}
+		return t.PutJob(j)
+	})
+}
+
+// UpdateJobInput is UpdateJob's request; nil members stay as they are.
+type UpdateJobInput struct {
+	Description       *string
+	MaxPerMinute      *int
+	InProgressMinutes *int64
+	Presign           *store.PresignConfig
+	Retry             []store.RetryCriteria
+	Abort             []store.AbortCriteria
+	Exponential       *store.ExponentialRate
+}
+
+// AssociateTargetsWithJob adds targets to a CONTINUOUS job in progress (AWS's rule): a thing
+// gets an execution now, a group's members now and whoever joins it later.
+func (s *Service) AssociateTargetsWithJob(jobID string, targets []string, comment string) (*store.Job, error) {
+	if len(targets) == 0 {
+		return nil, errorf(CodeInvalidRequest, "targets: give at least one thing or thing-group ARN")
+	}
+	if len(comment) > 2028 {
+		return nil, errorf(CodeInvalidRequest, "comment: at most 2028 characters")
+	}
+	type target struct{ kind, name string }
+	var parsed []target
+	for _, tg := range targets {
+		kind, name, err := s.parseTarget(tg)
+		if err != nil {
+			return nil, err
+		}
+		parsed = append(parsed, target{kind, name})
+	}
+	var job *store.Job
+	var queued []string
+	err := s.st.Update(func(t store.Tx) error {
+		j, err := t.JobWithTargets(jobID)
+		if err != nil {
+			return err
+		}
+		if j == nil {
+			return errorf(CodeResourceNotFound, "job %s does not exist", jobID)
+		}
+		if j.TargetSelection != "CONTINUOUS" {
+			return errorf(CodeInvalidRequest, "job %s is a SNAPSHOT job: targets can be associated only with a CONTINUOUS job", jobID)
+		}
+		if j.Status != store.JobInProgress {
+			return errorf(CodeInvalidStateTransition, "job %s is %s: targets can be associated only with a job in progress", jobID, j.Status)
+		}
+		all := slices.Clone(j.Targets)
+		for _, tg := range targets {
+			if !slices.Contains(all, tg) {
+				all = append(all, tg)
+			}
+		}
+		if err := s.checkTargets(all); err != nil {
+			return err
+		}
+		now := s.clock()
+		queue := func(thing string) error {
+			if e, err := t.Execution(jobID, thing); err != nil || e != nil {
+				return err
+			}
+			held, err := s.queueExecution(t, j, thing, now)
+			if !held {
+				queued = append(queued, thing)
+			}
+			return err
+		}
+		for _, tg := range parsed {
+			if tg.kind != "thinggroup" {
+				th, err := t.Thing(tg.name)
+				if err != nil {
+					return err
+				}
+				if th == nil {
+					return errorf(CodeInvalidRequest, "target thing %s does not exist; register it first (CreateThing)", tg.name)
+				}
+				if err := queue(tg.name); err != nil {
+					return err
+				}
+				continue
+			}
+			g, err := t.Group(tg.name)
+			if err != nil {
+				return err
+			}
+			if g == nil {
+				return errorf(CodeInvalidRequest, "target thing group %s does not exist", tg.name)
+			}
+			ms, err := members(t, tg.name, true)
+			if err != nil {
+				return err
+			}
+			for _, m := range ms {
+				if err := queue(m); err != nil {
+					return err
+				}
+			}
+			if !slices.Contains(j.TargetGroups, tg.name) {
+				j.TargetGroups = append(j.TargetGroups, tg.name)
+				if err := t.SetContinuousJob(tg.name, jobID, true); err != nil {
+					return err
+				}
+			}
+		}
+		j.Targets = all
+		if comment != "" {
+			j.Comment = comment
+		}
+		j.LastUpdatedAt = now
+		job = j
+		if err := t.PutJobTargets(jobID, all); err != nil {
+			return err
+		}
+		return t.PutJob(j)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.queueChanged(queued)
+	return job, nil
+}

@@ -1,8 +1,10 @@
 package localiot
 
-import "github.com/otaflow/otaflow/internal/localiot/store"
+import (
+	"math"
 
-import "math"
+	"github.com/otaflow/otaflow/internal/localiot/store"
+)
 
 // Rollout rates (jobExecutionsRolloutConfig): maximumPerMinute caps how many executions are
 // offered to devices per minute; exponentialRate starts at baseRatePerMinute and multiplies the

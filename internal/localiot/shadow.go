@@ -3,7 +3,6 @@ package localiot
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"regexp"
 	"slices"
 	"strings"
@@ -304,29 +303,3 @@ func delta(desired, reported map[string]any) map[string]any {
 	}
 	return d
 }
-
-func (s *Service) handleGetThingShadow(w http.ResponseWriter, r *http.Request) {
-	doc, err := s.GetShadow(r.PathValue("thingName"), shadowNameParam(r))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, doc)
-}
-
-func (s *Service) handleUpdateThingShadow(w http.ResponseWriter, r *http.Request) {
-	var raw json.RawMessage
-	if err := readJSON(r, &raw); err != nil {
-		writeError(w, err)
-		return
-	}
-	doc, err := s.UpdateShadow(r.PathValue("thingName"), shadowNameParam(r), raw)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, doc)
-}
-
-// shadowNameParam is the ?name= of a shadow request; otaflow keeps no classic (unnamed) shadow.
-func shadowNameParam(r *http.Request) string { return r.URL.Query().Get("name") }

@@ -1,8 +1,10 @@
 package localiot
 
-import "github.com/otaflow/otaflow/internal/localiot/store"
+import (
+	"time"
 
-import "time"
+	"github.com/otaflow/otaflow/internal/localiot/store"
+)
 
 // The background sweeps: rate-limited executions released each minute, and executions past their
 // step or in-progress deadline timed out.

@@ -2,6 +2,7 @@ package localiot
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"strings"
 
@@ -133,4 +134,79 @@ func (s *Service) ListThings(attrName, attrValue string, prefix bool, typeName s
 		out = append(out, byName[n])
 	}
 	return out, next, nil
+}
+
+// UpdateThing changes a thing's attributes (AWS's attributePayload: with merge, the given
+// attributes are added or replaced and an empty value removes one; without, they replace all).
+func (s *Service) UpdateThing(name string, attrs map[string]string, merge bool, expectedVersion int64, typeChange ...string) error {
+	return s.st.Update(func(t store.Tx) error {
+		th, err := t.Thing(name)
+		if err != nil {
+			return err
+		}
+		if th == nil {
+			return errorf(CodeResourceNotFound, "thing %s does not exist; register it first (CreateThing)", name)
+		}
+		if expectedVersion != 0 && expectedVersion != th.Version {
+			return errorf(CodeConflict, "thing %s is at version %d, not the expected %d", name, th.Version, expectedVersion)
+		}
+		next := mergeAttributes(th.Attributes, attrs, merge)
+		if err := checkAttributes(next); err != nil {
+			return err
+		}
+		if len(typeChange) > 0 { // a new type, or "" to remove it
+			if typeChange[0] != "" {
+				if err := usableThingType(t, typeChange[0]); err != nil {
+					return err
+				}
+			}
+			th.TypeName = typeChange[0]
+		}
+		th.Attributes = next
+		th.Version++
+		return t.PutThing(th)
+	})
+}
+
+// mergeAttributes applies an attributePayload: with merge, attrs are added to or replace the
+// current ones; without, they replace them all. An empty value removes an attribute.
+func mergeAttributes(current, attrs map[string]string, merge bool) map[string]string {
+	next := map[string]string{}
+	if merge {
+		maps.Copy(next, current)
+	}
+	for k, v := range attrs {
+		if v == "" {
+			delete(next, k)
+			continue
+		}
+		next[k] = v
+	}
+	return next
+}
+
+// AWS's limits on thing attributes: at most 50 (for a thing without a type: 3 searchable, but
+// every attribute is searchable here), names to 128 and values to 800 of [a-zA-Z0-9_.,@/:#=\[\]-].
+func checkAttributes(attrs map[string]string) error {
+	if len(attrs) > 50 {
+		return errorf(CodeInvalidRequest, "a thing has at most 50 attributes, not %d", len(attrs))
+	}
+	for k, v := range attrs {
+		if len(k) == 0 || len(k) > 128 || !attrCharsOK(k) {
+			return errorf(CodeInvalidRequest, "attribute name %q: use 1 to 128 of a-z A-Z 0-9 _ . , @ / : # - [ ] =", k)
+		}
+		if len(v) > 800 || !attrCharsOK(v) {
+			return errorf(CodeInvalidRequest, "attribute %s's value: at most 800 of a-z A-Z 0-9 _ . , @ / : # - [ ] =", k)
+		}
+	}
+	return nil
+}
+
+func attrCharsOK(s string) bool {
+	for _, c := range s {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune("_.,@/:#-[]=", c)) {
+			return false
+		}
+	}
+	return true
 }

@@ -3,7 +3,6 @@ package localiot
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -189,105 +188,9 @@ func usableThingType(t store.Tx, name string) error {
 	return nil
 }
 
-func thingTypeJSON(tt *ThingType) map[string]any {
-	props := map[string]any{}
-	if tt.Description != "" {
-		props["thingTypeDescription"] = tt.Description
-	}
-	if len(tt.SearchableAttributes) > 0 {
-		props["searchableAttributes"] = tt.SearchableAttributes
-	}
-	meta := map[string]any{"deprecated": tt.Deprecated, "creationDate": ptime(tt.CreatedAt)}
-	if tt.Deprecated {
-		meta["deprecationDate"] = ptime(tt.DeprecatedAt)
-	}
-	return map[string]any{"thingTypeName": tt.Name, "thingTypeArn": tt.Arn, "thingTypeProperties": props, "thingTypeMetadata": meta}
-}
-
 type thingTypeProps struct {
 	ThingTypeProperties *struct {
 		Description          string   `json:"thingTypeDescription"`
 		SearchableAttributes []string `json:"searchableAttributes"`
 	} `json:"thingTypeProperties"`
-}
-
-func (s *Service) handleCreateThingType(w http.ResponseWriter, r *http.Request) {
-	var in thingTypeProps
-	if err := readJSON(r, &in); err != nil {
-		writeError(w, err)
-		return
-	}
-	var desc string
-	var searchable []string
-	if p := in.ThingTypeProperties; p != nil {
-		desc, searchable = p.Description, p.SearchableAttributes
-	}
-	tt, err := s.CreateThingType(r.PathValue("thingTypeName"), desc, searchable)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, map[string]string{"thingTypeName": tt.Name, "thingTypeArn": tt.Arn, "thingTypeId": tt.ID})
-}
-
-func (s *Service) handleDescribeThingType(w http.ResponseWriter, r *http.Request) {
-	tt, err := s.DescribeThingType(r.PathValue("thingTypeName"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	out := thingTypeJSON(tt)
-	out["thingTypeId"] = tt.ID
-	writeJSON(w, out)
-}
-
-func (s *Service) handleListThingTypes(w http.ResponseWriter, r *http.Request) {
-	max, err := maxResults(r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if err := onlyQuery(r, "nextToken", "maxResults", "thingTypeName"); err != nil {
-		writeError(w, err)
-		return
-	}
-	all, err := s.ListThingTypes(r.URL.Query().Get("thingTypeName"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	names := make([]string, len(all))
-	byName := map[string]*ThingType{}
-	for i, tt := range all {
-		names[i], byName[tt.Name] = tt.Name, tt
-	}
-	names, next := pageStrings(names, max, r.URL.Query().Get("nextToken"))
-	list := make([]map[string]any, 0, len(names))
-	for _, n := range names {
-		list = append(list, thingTypeJSON(byName[n]))
-	}
-	writeJSON(w, page(map[string]any{"thingTypes": list}, next))
-}
-
-func (s *Service) handleDeprecateThingType(w http.ResponseWriter, r *http.Request) {
-	var in struct {
-		UndoDeprecate bool `json:"undoDeprecate"`
-	}
-	if err := readJSON(r, &in); err != nil {
-		writeError(w, err)
-		return
-	}
-	if err := s.DeprecateThingType(r.PathValue("thingTypeName"), in.UndoDeprecate); err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, map[string]any{})
-}
-
-func (s *Service) handleDeleteThingType(w http.ResponseWriter, r *http.Request) {
-	if err := s.DeleteThingType(r.PathValue("thingTypeName")); err != nil {
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, map[string]any{})
 }

@@ -36,10 +36,10 @@ func signedFor(r *http.Request) string {
 
 func (s *Service) jobsDataHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /things/{thingName}/jobs", s.handleGetPendingJobExecutions)
-	mux.HandleFunc("PUT /things/{thingName}/jobs/$next", s.handleStartNextPendingJobExecution)
-	mux.HandleFunc("GET /things/{thingName}/jobs/{jobId}", s.handleDataDescribeJobExecution)
-	mux.HandleFunc("POST /things/{thingName}/jobs/{jobId}", s.handleDataUpdateJobExecution)
+	mux.Handle("GET /things/{thingName}/jobs", operation(s.handleGetPendingJobExecutions))
+	mux.Handle("PUT /things/{thingName}/jobs/$next", operation(s.handleStartNextPendingJobExecution))
+	mux.Handle("GET /things/{thingName}/jobs/{jobId}", operation(s.handleDataDescribeJobExecution))
+	mux.Handle("POST /things/{thingName}/jobs/{jobId}", operation(s.handleDataUpdateJobExecution))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeUnknownOperation(w, r.Method+" "+r.URL.Path+" is not an iot-jobs-data operation")
 	})
@@ -73,41 +73,37 @@ func httpExecution(e *iotjobs.JobExecution) map[string]any {
 	return m
 }
 
-func (s *Service) handleGetPendingJobExecutions(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleGetPendingJobExecutions(r *http.Request) (any, error) {
 	inProgress, queued, err := s.PendingExecutions(r.PathValue("thingName"), maxPendingListed)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
-	writeJSON(w, map[string]any{"inProgressJobs": toSummaries(inProgress), "queuedJobs": toSummaries(queued)})
+	return map[string]any{"inProgressJobs": toSummaries(inProgress), "queuedJobs": toSummaries(queued)}, nil
 }
 
-func (s *Service) handleStartNextPendingJobExecution(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleStartNextPendingJobExecution(r *http.Request) (any, error) {
 	var in iotjobs.StartNextRequest
 	if err := readJSON(r, &in); err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	e, j, err := s.StartNext(r.PathValue("thingName"), in.StatusDetails, time.Duration(in.StepTimeoutInMinutes)*time.Minute)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	out := map[string]any{}
 	if e != nil {
 		out["execution"] = httpExecution(s.execution(e, j, true))
 	}
-	writeJSON(w, out)
+	return out, nil
 }
 
-func (s *Service) handleDataDescribeJobExecution(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleDataDescribeJobExecution(r *http.Request) (any, error) {
 	thing, jobID := r.PathValue("thingName"), r.PathValue("jobId")
 	var number []int64
 	if v := r.URL.Query().Get("executionNumber"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
-			writeError(w, errorf(CodeInvalidRequest, "executionNumber %q is not a number", v))
-			return
+			return nil, errorf(CodeInvalidRequest, "executionNumber %q is not a number", v)
 		}
 		number = append(number, n)
 	}
@@ -120,21 +116,19 @@ func (s *Service) handleDataDescribeJobExecution(w http.ResponseWriter, r *http.
 		j, err = s.jobWithoutTargets(jobID)
 	}
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	out := map[string]any{}
 	if e != nil {
 		out["execution"] = httpExecution(s.execution(e, j, r.URL.Query().Get("includeJobDocument") != "false"))
 	}
-	writeJSON(w, out)
+	return out, nil
 }
 
-func (s *Service) handleDataUpdateJobExecution(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleDataUpdateJobExecution(r *http.Request) (any, error) {
 	var in iotjobs.UpdateRequest
 	if err := readJSON(r, &in); err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	e, j, err := s.UpdateExecution(UpdateInput{
 		Thing: r.PathValue("thingName"), JobID: r.PathValue("jobId"), Status: in.Status, StatusDetails: in.StatusDetails,
@@ -142,8 +136,7 @@ func (s *Service) handleDataUpdateJobExecution(w http.ResponseWriter, r *http.Re
 		StepTimeout: time.Duration(in.StepTimeoutInMinutes) * time.Minute,
 	})
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	out := map[string]any{}
 	if in.IncludeJobExecutionState {
@@ -152,5 +145,5 @@ func (s *Service) handleDataUpdateJobExecution(w http.ResponseWriter, r *http.Re
 	if in.IncludeJobDocument {
 		out["jobDocument"] = s.documentFor(j)
 	}
-	writeJSON(w, out)
+	return out, nil
 }

@@ -1,0 +1,351 @@
+package localiot
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// operation is one REST operation: it answers a request with the response to send as JSON
+// (nil: an empty 200, as AWS answers a delete) or an error, which writeError sends the way AWS
+// does (the exception name in X-Amzn-Errortype, its HTTP status, and the message).
+type operation func(r *http.Request) (any, error)
+
+func (op operation) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	out, err := op(r)
+	switch {
+	case err != nil:
+		writeError(w, err)
+	case out == nil:
+		w.WriteHeader(http.StatusOK)
+	default:
+		writeJSON(w, out)
+	}
+}
+
+// op routes pattern to an operation.
+func (m countingMux) op(pattern string, op operation) { m.HandleFunc(pattern, op.ServeHTTP) }
+
+// countingMux counts the calls of each operation (APICalls).
+type countingMux struct {
+	*http.ServeMux
+	s *Service
+}
+
+func (m countingMux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	n := m.s.counter(pattern)
+	m.ServeMux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		h(w, r)
+	})
+}
+
+func (s *Service) counter(op string) *atomic.Int64 {
+	v, ok := s.calls.Load(op)
+	if !ok {
+		v, _ = s.calls.LoadOrStore(op, new(atomic.Int64))
+	}
+	return v.(*atomic.Int64)
+}
+
+// APICalls counts the control-plane requests served so far, by operation ("PUT /jobs/{jobId}"),
+// and the device requests over MQTT ("mqtt get", "mqtt update", ...): what a benchmark divides
+// by the fleet size.
+func (s *Service) APICalls() map[string]int64 {
+	out := map[string]int64{}
+	s.calls.Range(func(k, v any) bool {
+		if n := v.(*atomic.Int64).Load(); n > 0 {
+			out[k.(string)] = n
+		}
+		return true
+	})
+	return out
+}
+
+// Route is an extra handler served beside the IoT paths, behind the same authentication.
+type Route struct {
+	Pattern string
+	Handler http.Handler
+}
+
+// HTTPHandler serves the AWS IoT REST control plane (and any extra routes). Every request
+// must carry a SigV4 signature made with the configured credentials.
+func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler {
+	mux := countingMux{ServeMux: http.NewServeMux(), s: s}
+	for _, r := range extra {
+		mux.Handle(r.Pattern, r.Handler)
+	}
+	mux.op("POST /things/{thingName}", s.handleCreateThing)
+	mux.op("GET /things/{thingName}", s.handleDescribeThing)
+	mux.op("PUT /jobs/{jobId}", s.handleCreateJob)
+	mux.op("GET /jobs/{jobId}", s.handleDescribeJob)
+	mux.op("GET /jobs/{jobId}/things", s.handleListJobExecutionsForJob)
+	mux.op("PUT /jobs/{jobId}/cancel", s.handleCancelJob)
+	mux.op("GET /things/{thingName}/jobs/{jobId}", s.handleDescribeJobExecution)
+	mux.op("GET /jobs", s.handleListJobs)
+	mux.op("DELETE /jobs/{jobId}", s.handleDeleteJob)
+	mux.op("GET /things/{thingName}/jobs", s.handleListJobExecutionsForThing)
+	mux.op("PUT /things/{thingName}/jobs/{jobId}/cancel", s.handleCancelJobExecution)
+	mux.op("GET /things", s.handleListThings)
+	mux.op("PATCH /things/{thingName}", s.handleUpdateThing)
+	mux.op("POST /thing-types/{thingTypeName}", s.handleCreateThingType)
+	mux.op("GET /thing-types/{thingTypeName}", s.handleDescribeThingType)
+	mux.op("GET /thing-types", s.handleListThingTypes)
+	mux.op("POST /thing-types/{thingTypeName}/deprecate", s.handleDeprecateThingType)
+	mux.op("DELETE /thing-types/{thingTypeName}", s.handleDeleteThingType)
+	mux.op("GET /endpoint", s.handleDescribeEndpoint)
+	mux.op("GET /things/{thingName}/thing-groups", s.handleListThingGroupsForThing)
+	mux.op("GET /thing-groups", s.handleListThingGroups)
+	mux.op("PATCH /thing-groups/{thingGroupName}", s.handleUpdateThingGroup)
+	mux.op("PUT /thing-groups/updateThingGroupsForThing", s.handleUpdateThingGroupsForThing)
+	mux.op("GET /jobs/{jobId}/job-document", s.handleGetJobDocument)
+	mux.op("DELETE /things/{thingName}/jobs/{jobId}/executionNumber/{executionNumber}", s.handleDeleteJobExecution)
+	mux.op("PATCH /jobs/{jobId}", s.handleUpdateJob)
+	mux.op("POST /jobs/{jobId}/targets", s.handleAssociateTargetsWithJob)
+	mux.op("PUT /job-templates/{jobTemplateId}", s.handleCreateJobTemplate)
+	mux.op("GET /job-templates/{jobTemplateId}", s.handleDescribeJobTemplate)
+	mux.op("GET /job-templates", s.handleListJobTemplates)
+	mux.op("DELETE /job-templates/{jobTemplateId}", s.handleDeleteJobTemplate)
+	mux.op("GET /things/{thingName}/shadow", s.handleGetThingShadow)
+	mux.op("POST /things/{thingName}/shadow", s.handleUpdateThingShadow)
+	mux.op("DELETE /things/{thingName}", s.handleDeleteThing)
+	mux.op("POST /thing-groups/{thingGroupName}", s.handleCreateThingGroup)
+	mux.op("GET /thing-groups/{thingGroupName}", s.handleDescribeThingGroup)
+	mux.op("DELETE /thing-groups/{thingGroupName}", s.handleDeleteThingGroup)
+	mux.op("PUT /thing-groups/addThingToThingGroup", s.handleThingGroupMembership(true))
+	mux.op("PUT /thing-groups/removeThingFromThingGroup", s.handleThingGroupMembership(false))
+	mux.op("GET /thing-groups/{thingGroupName}/things", s.handleListThingsInThingGroup)
+	mux.op("PUT /artifacts/{bucket}/{key...}", s.handleArtifactUpload)
+	mux.op("PUT /tuf/{bucket}/{file}", s.handleTUFUpload)
+	mux.op("POST /indexing/config", s.handleUpdateIndexingConfiguration)
+	mux.op("GET /indexing/config", s.handleGetIndexingConfiguration)
+	mux.op("GET /indices", s.handleListIndices)
+	mux.op("GET /indices/{indexName}", s.handleDescribeIndex)
+	mux.op("POST /indices/search", s.handleSearchIndex)
+	mux.op("POST /indices/statistics", s.handleGetStatistics)
+	mux.op("POST /indices/percentiles", s.handleGetPercentiles)
+	mux.op("POST /indices/cardinality", s.handleGetCardinality)
+	mux.op("POST /indices/buckets", s.handleGetBucketsAggregation)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeUnknownOperation(w, fmt.Sprintf("%s %s is not an operation this jobs service serves (README lists them)", r.Method, r.URL.Path))
+	})
+	// Artifact downloads carry their own signature (a presigned URL), not SigV4.
+	outer := http.NewServeMux()
+	outer.HandleFunc("GET /artifacts/{bucket}/{key...}", s.handleArtifactDownload)
+	// TUF metadata is signed, not secret: devices fetch it from here without credentials.
+	outer.HandleFunc("GET /tuf/{bucket}/{file}", s.handleTUFMetadata)
+	// Health, for container health checks and load balancers: it reveals nothing but "the
+	// store answers".
+	outer.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.Healthy(); err != nil {
+			http.Error(w, "jobs store unavailable", http.StatusServiceUnavailable)
+			s.log.Warn().Err(err).Msg("health check: the jobs store does not answer")
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	data := s.jobsDataHandler()
+	outer.Handle("/", auth.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if signedFor(r) == "iot-jobs-data" {
+			data.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})))
+	return logRequests(s.log, outer)
+}
+
+func logRequests(log zerolog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, status: 200}
+		start := time.Now()
+		next.ServeHTTP(rec, r)
+		log.Debug().Str("method", r.Method).Str("path", r.URL.Path).Int("status", rec.status).Dur("took", time.Since(start)).Msg("api")
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+// awsTime renders a time as AWS REST JSON does: epoch seconds with a fraction.
+type awsTime time.Time
+
+func (t awsTime) MarshalJSON() ([]byte, error) {
+	return []byte(strconv.FormatFloat(float64(time.Time(t).UnixMilli())/1000, 'f', 3, 64)), nil
+}
+
+func ptime(t time.Time) *awsTime {
+	if t.IsZero() {
+		return nil
+	}
+	a := awsTime(t)
+	return &a
+}
+
+// exceptionFor maps an error code to the AWS IoT exception name and HTTP status.
+func exceptionFor(code ErrorCode) (string, int) {
+	switch code {
+	case CodeInvalidRequest:
+		return "InvalidRequestException", http.StatusBadRequest
+	case CodeResourceNotFound:
+		return "ResourceNotFoundException", http.StatusNotFound
+	case CodeAlreadyExists:
+		return "ResourceAlreadyExistsException", http.StatusConflict
+	case CodeInvalidStateTransition, CodeTerminalStateReached:
+		return "InvalidStateTransitionException", http.StatusConflict
+	case CodeVersionMismatch, CodeConflict:
+		return "VersionConflictException", http.StatusConflict
+	case CodeResourceConflict:
+		return "ConflictException", http.StatusConflict
+	case CodeUnauthorized:
+		return "UnauthorizedException", http.StatusForbidden
+	case CodeInvalidQuery:
+		return "InvalidQueryException", http.StatusBadRequest
+	case CodeInvalidAggregation:
+		return "InvalidAggregationException", http.StatusBadRequest
+	case CodeLimitExceeded:
+		return "LimitExceededException", http.StatusGone
+	}
+	return "InternalFailureException", http.StatusInternalServerError
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		e = &Error{Code: CodeInternal, Message: err.Error()}
+	}
+	name, status := exceptionFor(e.Code)
+	w.Header().Set("X-Amzn-Errortype", name)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]string{"message": e.Message})
+}
+
+// writeUnknownOperation answers as AWS answers a request for an operation it does not have.
+func writeUnknownOperation(w http.ResponseWriter, msg string) {
+	w.Header().Set("X-Amzn-Errortype", "UnknownOperationException")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusNotFound)
+	json.NewEncoder(w).Encode(map[string]string{"message": "Unknown operation: " + msg})
+}
+
+// executionStatuses are the JobExecutionStatus values a filter may name.
+var executionStatuses = []string{"QUEUED", "IN_PROGRESS", "SUCCEEDED", "FAILED", "TIMED_OUT", "REJECTED", "REMOVED", "CANCELED"}
+
+// oneOf refuses a filter value outside AWS's enum (AWS answers InvalidRequestException, not an
+// empty list a script would take for "none").
+func oneOf(name, v string, allowed ...string) error {
+	if v == "" || slices.Contains(allowed, v) {
+		return nil
+	}
+	return errorf(CodeInvalidRequest, "%s %q: use one of %s", name, v, strings.Join(allowed, ", "))
+}
+
+// onlyQuery refuses query parameters a handler does not act on: a filter silently ignored
+// returns everything, and a script that picks targets by it would update the whole fleet.
+func onlyQuery(r *http.Request, known ...string) error {
+	for k := range r.URL.Query() {
+		if !slices.Contains(known, k) {
+			return errorf(CodeInvalidRequest, "query parameter %q is not supported by this jobs service", k)
+		}
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+// maxRequestBytes bounds the body of an authenticated request (a job for a whole wave lists
+// every device's ARN); before authentication, SigV4Verifier's much smaller bounds apply.
+const maxRequestBytes = 16 << 20
+
+func readJSON(r *http.Request, v any) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBytes+1))
+	if err != nil {
+		return errorf(CodeInvalidRequest, "read request body: %v", err)
+	}
+	if len(body) > maxRequestBytes {
+		return errorf(CodeInvalidRequest, "request body exceeds %d bytes", maxRequestBytes)
+	}
+	if len(body) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return errorf(CodeInvalidRequest, "request body is not valid JSON: %v", err)
+	}
+	return nil
+}
+
+// maxResults reads the maxResults query parameter (0: the default page size).
+func maxResults(r *http.Request) (int, error) {
+	v := r.URL.Query().Get("maxResults")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 250 {
+		return 0, errorf(CodeInvalidRequest, "maxResults must be a number from 1 to 250")
+	}
+	return n, nil
+}
+
+// page adds nextToken to a list response when there is a next page.
+func page(out map[string]any, next string) map[string]any {
+	if next != "" {
+		out["nextToken"] = next
+	}
+	return out
+}
+
+// endpointTypes are DescribeEndpoint's endpoint types.
+var endpointTypes = []string{"iot:Data", "iot:Data-ATS", "iot:CredentialProvider", "iot:Jobs"}
+
+func (s *Service) handleDescribeEndpoint(r *http.Request) (any, error) {
+	typ := r.URL.Query().Get("endpointType")
+	if typ != "" && !slices.Contains(endpointTypes, typ) {
+		return nil, errorf(CodeInvalidRequest, "endpointType %q: use one of %s", typ, strings.Join(endpointTypes, ", "))
+	}
+	// One address serves every plane here (REST, shadows, jobs); AWS answers a host name.
+	host := r.Host
+	if u, err := url.Parse(s.baseURL); err == nil && u.Host != "" {
+		host = u.Host
+	}
+	return map[string]string{"endpointAddress": host}, nil
+}
+
+// pageStrings cuts a sorted list into a page after token.
+func pageStrings(all []string, max int, token string) ([]string, string) {
+	max = pageSize(max)
+	start := 0
+	if token != "" {
+		start, _ = slices.BinarySearch(all, token)
+		if start < len(all) && all[start] == token {
+			start++
+		}
+	}
+	end := min(start+max, len(all))
+	page := all[start:end]
+	if end < len(all) {
+		return page, page[len(page)-1]
+	}
+	return page, ""
+}

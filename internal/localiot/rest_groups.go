@@ -1,0 +1,228 @@
+package localiot
+
+import (
+	"net/http"
+	"slices"
+
+	"github.com/otaflow/otaflow/internal/arn"
+)
+
+func (s *Service) handleCreateThingGroup(r *http.Request) (any, error) {
+	var in struct {
+		ParentGroupName      string               `json:"parentGroupName"`
+		ThingGroupProperties *thingGroupPropsJSON `json:"thingGroupProperties"`
+	}
+	if err := readJSON(r, &in); err != nil {
+		return nil, err
+	}
+	g, err := s.CreateThingGroup(r.PathValue("thingGroupName"), in.ParentGroupName)
+	if err != nil {
+		return nil, err
+	}
+	if p := in.ThingGroupProperties; p != nil {
+		if _, err := s.UpdateThingGroup(g.Name, p.Description, p.attributes(), p.merge(), 0); err != nil {
+			return nil, err
+		}
+	}
+	return map[string]string{"thingGroupName": g.Name, "thingGroupArn": g.Arn, "thingGroupId": g.ID}, nil
+}
+
+func (s *Service) handleDescribeThingGroup(r *http.Request) (any, error) {
+	g, err := s.DescribeThingGroup(r.PathValue("thingGroupName"))
+	if err != nil {
+		return nil, err
+	}
+	meta := map[string]any{"creationDate": ptime(g.CreatedAt)}
+	if g.Parent != "" {
+		meta["parentGroupName"] = g.Parent
+		anc, err := s.GroupAncestors(g.Name)
+		if err != nil {
+			return nil, err
+		}
+		// From the root down to the parent, as AWS lists them.
+		var chain []map[string]string
+		for i := len(anc) - 1; i >= 1; i-- {
+			chain = append(chain, map[string]string{"groupName": anc[i], "groupArn": s.ThingGroupArn(anc[i])})
+		}
+		meta["rootToParentThingGroups"] = chain
+	}
+	props := map[string]any{}
+	if g.Description != "" {
+		props["thingGroupDescription"] = g.Description
+	}
+	if len(g.Attributes) > 0 {
+		props["attributePayload"] = map[string]any{"attributes": g.Attributes}
+	}
+	return map[string]any{"thingGroupName": g.Name, "thingGroupArn": g.Arn, "thingGroupId": g.ID,
+		"version": g.Version, "thingGroupMetadata": meta, "thingGroupProperties": props}, nil
+}
+
+func (s *Service) handleDeleteThingGroup(r *http.Request) (any, error) {
+	if err := s.DeleteThingGroup(r.PathValue("thingGroupName")); err != nil {
+		return nil, err
+	}
+	return map[string]any{}, nil
+}
+
+func (s *Service) handleThingGroupMembership(add bool) operation {
+	return func(r *http.Request) (any, error) {
+		var in struct {
+			ThingGroupName string `json:"thingGroupName"`
+			ThingGroupArn  string `json:"thingGroupArn"`
+			ThingName      string `json:"thingName"`
+			ThingArn       string `json:"thingArn"`
+		}
+		if err := readJSON(r, &in); err != nil {
+			return nil, err
+		}
+		group, thing := in.ThingGroupName, in.ThingName
+		if group == "" {
+			group = arn.Name(in.ThingGroupArn)
+		}
+		if thing == "" {
+			thing = arn.Name(in.ThingArn)
+		}
+		if group == "" || thing == "" {
+			return nil, errorf(CodeInvalidRequest, "name the thing group (thingGroupName or thingGroupArn) and the thing (thingName or thingArn)")
+		}
+		var err error
+		if add {
+			err = s.AddThingToThingGroup(group, thing)
+		} else {
+			err = s.RemoveThingFromThingGroup(group, thing)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{}, nil
+	}
+}
+
+func (s *Service) handleListThingsInThingGroup(r *http.Request) (any, error) {
+	max, err := maxResults(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	things, next, err := s.ListThingsInThingGroup(r.PathValue("thingGroupName"), q.Get("recursive") == "true", max, q.Get("nextToken"))
+	if err != nil {
+		return nil, err
+	}
+	return page(map[string]any{"things": things}, next), nil
+}
+
+func (s *Service) handleListThingGroupsForThing(r *http.Request) (any, error) {
+	max, err := maxResults(r)
+	if err != nil {
+		return nil, err
+	}
+	names, err := s.ThingGroupsForThing(r.PathValue("thingName"))
+	if err != nil {
+		return nil, err
+	}
+	names, next := pageStrings(names, max, r.URL.Query().Get("nextToken"))
+	list := make([]map[string]string, 0, len(names))
+	for _, n := range names {
+		list = append(list, map[string]string{"groupName": n, "groupArn": s.ThingGroupArn(n)})
+	}
+	return page(map[string]any{"thingGroups": list}, next), nil
+}
+
+func (s *Service) handleListThingGroups(r *http.Request) (any, error) {
+	max, err := maxResults(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	groups, err := s.ListThingGroups(q.Get("parentGroup"), q.Get("namePrefixFilter"), q.Get("recursive") == "true")
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(groups))
+	for i, g := range groups {
+		names[i] = g.Name
+	}
+	names, next := pageStrings(names, max, q.Get("nextToken"))
+	list := make([]map[string]string, 0, len(names))
+	for _, n := range names {
+		list = append(list, map[string]string{"groupName": n, "groupArn": s.ThingGroupArn(n)})
+	}
+	return page(map[string]any{"thingGroups": list}, next), nil
+}
+
+func (s *Service) handleUpdateThingGroupsForThing(r *http.Request) (any, error) {
+	var in struct {
+		ThingName             string   `json:"thingName"`
+		ThingGroupsToAdd      []string `json:"thingGroupsToAdd"`
+		ThingGroupsToRemove   []string `json:"thingGroupsToRemove"`
+		OverrideDynamicGroups bool     `json:"overrideDynamicGroups"`
+	}
+	if err := readJSON(r, &in); err != nil {
+		return nil, err
+	}
+	if in.ThingName == "" {
+		return nil, errorf(CodeInvalidRequest, "thingName is required")
+	}
+	if len(in.ThingGroupsToAdd) > 10 || len(in.ThingGroupsToRemove) > 10 {
+		return nil, errorf(CodeInvalidRequest, "at most 10 groups to add and 10 to remove in one call")
+	}
+	// Check everything first, so that a bad name changes nothing.
+	for _, g := range append(slices.Clone(in.ThingGroupsToAdd), in.ThingGroupsToRemove...) {
+		if _, err := s.DescribeThingGroup(g); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := s.DescribeThing(in.ThingName); err != nil {
+		return nil, err
+	}
+	for _, g := range in.ThingGroupsToRemove {
+		if err := s.RemoveThingFromThingGroup(g, in.ThingName); err != nil {
+			return nil, err
+		}
+	}
+	for _, g := range in.ThingGroupsToAdd {
+		if err := s.AddThingToThingGroup(g, in.ThingName); err != nil {
+			return nil, err
+		}
+	}
+	return map[string]any{}, nil
+}
+
+// thingGroupPropsJSON is thingGroupProperties as CreateThingGroup and UpdateThingGroup take it.
+type thingGroupPropsJSON struct {
+	Description      string `json:"thingGroupDescription"`
+	AttributePayload *struct {
+		Attributes map[string]string `json:"attributes"`
+		Merge      bool              `json:"merge"`
+	} `json:"attributePayload"`
+}
+
+func (p *thingGroupPropsJSON) attributes() map[string]string {
+	if p.AttributePayload == nil {
+		return nil
+	}
+	return p.AttributePayload.Attributes
+}
+
+func (p *thingGroupPropsJSON) merge() bool {
+	return p.AttributePayload != nil && p.AttributePayload.Merge
+}
+
+func (s *Service) handleUpdateThingGroup(r *http.Request) (any, error) {
+	var in struct {
+		ThingGroupProperties *thingGroupPropsJSON `json:"thingGroupProperties"`
+		ExpectedVersion      int64                `json:"expectedVersion"`
+	}
+	if err := readJSON(r, &in); err != nil {
+		return nil, err
+	}
+	if in.ThingGroupProperties == nil {
+		return nil, errorf(CodeInvalidRequest, "thingGroupProperties is required")
+	}
+	p := in.ThingGroupProperties
+	v, err := s.UpdateThingGroup(r.PathValue("thingGroupName"), p.Description, p.attributes(), p.merge(), in.ExpectedVersion)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]int64{"version": v}, nil
+}

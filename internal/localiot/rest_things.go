@@ -1,0 +1,114 @@
+package localiot
+
+import (
+	"net/http"
+	"strconv"
+)
+
+func (s *Service) handleCreateThing(r *http.Request) (any, error) {
+	var in struct {
+		AttributePayload struct {
+			Attributes map[string]string `json:"attributes"`
+		} `json:"attributePayload"`
+		ThingTypeName    string `json:"thingTypeName"`
+		BillingGroupName string `json:"billingGroupName"`
+	}
+	if err := readJSON(r, &in); err != nil {
+		return nil, err
+	}
+	if in.BillingGroupName != "" {
+		return nil, errorf(CodeResourceNotFound, "billing group %s does not exist (this jobs service keeps no billing groups)", in.BillingGroupName)
+	}
+	if err := checkAttributes(in.AttributePayload.Attributes); err != nil {
+		return nil, err
+	}
+	th, err := s.CreateTypedThing(r.PathValue("thingName"), in.ThingTypeName, in.AttributePayload.Attributes)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"thingName": th.Name, "thingArn": th.Arn, "thingId": th.ID}, nil
+}
+
+func (s *Service) handleDescribeThing(r *http.Request) (any, error) {
+	th, err := s.DescribeThing(r.PathValue("thingName"))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]any{
+		"thingName": th.Name, "thingArn": th.Arn, "thingId": th.ID,
+		"attributes": th.Attributes, "version": th.Version, "defaultClientId": th.Name,
+	}
+	if th.TypeName != "" {
+		out["thingTypeName"] = th.TypeName
+	}
+	return out, nil
+}
+
+func (s *Service) handleListThings(r *http.Request) (any, error) {
+	max, err := maxResults(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	if err := onlyQuery(r, "nextToken", "maxResults", "attributeName", "attributeValue", "thingTypeName", "usePrefixAttributeValue"); err != nil {
+		return nil, err
+	}
+	things, next, err := s.ListThings(q.Get("attributeName"), q.Get("attributeValue"), q.Get("usePrefixAttributeValue") == "true", q.Get("thingTypeName"), max, q.Get("nextToken"))
+	if err != nil {
+		return nil, err
+	}
+	list := make([]map[string]any, 0, len(things))
+	for _, th := range things {
+		item := map[string]any{"thingName": th.Name, "thingArn": th.Arn, "attributes": th.Attributes, "version": th.Version}
+		if th.TypeName != "" {
+			item["thingTypeName"] = th.TypeName
+		}
+		list = append(list, item)
+	}
+	return page(map[string]any{"things": list}, next), nil
+}
+
+func (s *Service) handleDeleteThing(r *http.Request) (any, error) {
+	var expected int64
+	if v := r.URL.Query().Get("expectedVersion"); v != "" {
+		expected, _ = strconv.ParseInt(v, 10, 64)
+	}
+	if err := s.DeleteThing(r.PathValue("thingName"), expected); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+func (s *Service) handleUpdateThing(r *http.Request) (any, error) {
+	var in struct {
+		AttributePayload *struct {
+			Attributes map[string]string `json:"attributes"`
+			Merge      bool              `json:"merge"`
+		} `json:"attributePayload"`
+		ExpectedVersion int64  `json:"expectedVersion"`
+		ThingTypeName   string `json:"thingTypeName"`
+		RemoveThingType bool   `json:"removeThingType"`
+	}
+	if err := readJSON(r, &in); err != nil {
+		return nil, err
+	}
+	if in.ThingTypeName != "" && in.RemoveThingType {
+		return nil, errorf(CodeInvalidRequest, "give thingTypeName or removeThingType, not both")
+	}
+	var typeChange []string
+	switch {
+	case in.ThingTypeName != "":
+		typeChange = []string{in.ThingTypeName}
+	case in.RemoveThingType:
+		typeChange = []string{""}
+	}
+	var attrs map[string]string
+	merge := in.AttributePayload == nil // no payload: the attributes stay
+	if p := in.AttributePayload; p != nil {
+		attrs, merge = p.Attributes, p.Merge
+	}
+	if err := s.UpdateThing(r.PathValue("thingName"), attrs, merge, in.ExpectedVersion, typeChange...); err != nil {
+		return nil, err
+	}
+	return map[string]any{}, nil
+}
