@@ -15,6 +15,7 @@ import (
 	"github.com/otaflow/otaflow/internal/agent/slots"
 	"github.com/otaflow/otaflow/internal/jobdoc"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/rest"
 	"github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 	"github.com/otaflow/otaflow/internal/platform"
@@ -48,7 +49,7 @@ func newInstallRig(t *testing.T) *installRig {
 	svc, err := localiot.Open(localiot.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop(), SweepInterval: 50 * time.Millisecond})
 	require.NoError(t, err)
 	t.Cleanup(func() { svc.Close() })
-	srv := httptest.NewServer(svc.HTTPHandler(&localiot.SigV4Verifier{Creds: localiot.Credentials{AccessKeyID: "k", SecretAccessKey: "s"}, Region: "us-east-1"}))
+	srv := httptest.NewServer(rest.Handler(svc, &rest.SigV4Verifier{Creds: rest.Credentials{AccessKeyID: "k", SecretAccessKey: "s"}, Region: "us-east-1"}))
 	t.Cleanup(srv.Close)
 	svc.SetBaseURL(srv.URL)
 	plane, err := svc.ServeMQTT(localiot.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})

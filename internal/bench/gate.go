@@ -13,6 +13,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/rest"
 	"github.com/otaflow/otaflow/internal/pgserver"
 	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/workflows/contract"
@@ -105,7 +106,7 @@ func gateFigure(ctx context.Context, o *Options, n int, postgres bool) (*Gate, e
 	}
 	g.IndexBuildSeconds = time.Since(start).Seconds()
 
-	srv := httptest.NewServer(svc.HTTPHandler(&localiot.SigV4Verifier{Creds: localiot.Credentials{AccessKeyID: "bench", SecretAccessKey: "bench-secret"}, Region: "us-east-1"}))
+	srv := httptest.NewServer(rest.Handler(svc, &rest.SigV4Verifier{Creds: rest.Credentials{AccessKeyID: "bench", SecretAccessKey: "bench-secret"}, Region: "us-east-1"}))
 	defer srv.Close()
 	iotc, err := iotclient.NewIoT(ctx, iotclient.Config{Endpoint: srv.URL, Region: "us-east-1", AccessKeyID: "bench", SecretAccessKey: "bench-secret"})
 	if err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/otaflow/otaflow/internal/greengrass"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/rest"
 	"github.com/otaflow/otaflow/internal/pki"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/temporalconf"
@@ -144,7 +145,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 				return fmt.Errorf("jobs API cannot listen on %s: %w (choose another address with --jobs-addr)", addr, err)
 			}
 			top := http.NewServeMux()
-			srv, err := localiot.NewServer(ln, top, localiot.ServerOptions{MaxConnections: maxConns, CertFile: restCert, KeyFile: restKey})
+			srv, err := rest.NewServer(ln, top, rest.ServerOptions{MaxConnections: maxConns, CertFile: restCert, KeyFile: restKey})
 			if err != nil {
 				ln.Close()
 				return err
@@ -156,8 +157,8 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 				log.Warn().Msg("the REST API, artifacts, release metadata and console are served over plain HTTP: signed requests can be replayed for 5 minutes and the console password crosses in clear text; serve TLS with --tls-cert/--tls-key (or terminate TLS in front), and devices refuse plain HTTP outside development")
 			}
 			svc.SetBaseURL(publicURL)
-			api := svc.HTTPHandler(&localiot.SigV4Verifier{Creds: localiot.Credentials{AccessKeyID: accessKey, SecretAccessKey: secretKey}, Region: region},
-				localiot.Route{Pattern: "POST /greengrass/updates", Handler: gg})
+			api := rest.Handler(svc, &rest.SigV4Verifier{Creds: rest.Credentials{AccessKeyID: accessKey, SecretAccessKey: secretKey}, Region: region},
+				rest.Route{Pattern: "POST /greengrass/updates", Handler: gg})
 			top.Handle("/", api)
 			if consolePassword == "" {
 				log.Info().Msg("fleet console off: set --console-password (OTAFLOW_CONSOLE_PASSWORD) to serve it at /console/")
@@ -165,7 +166,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 				// The console reads this very service (in process, signed like any client) and
 				// steers rollouts through Temporal.
 				const self = "http://jobs-service.in-process"
-				hc := localiot.InProcessClient(api)
+				hc := rest.InProcessClient(api)
 				iotc, err := iotclient.NewIoT(cmd.Context(), iotclient.Config{Endpoint: self, Region: region, AccessKeyID: accessKey, SecretAccessKey: secretKey, HTTP: hc})
 				if err != nil {
 					return err
@@ -208,7 +209,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 	f.StringVar(&temporalUI, "temporal-ui-url", "", "the Temporal web UI's URL, for the console's links to rollout histories")
 	f.StringVar(&restCert, "tls-cert", "", "serve the REST API, artifacts, release metadata and console over HTTPS with this certificate (PEM, with its chain)")
 	f.StringVar(&restKey, "tls-key", "", "the private key of --tls-cert (PEM)")
-	f.IntVar(&maxConns, "max-connections", localiot.DefaultMaxConnections, "most concurrent REST connections; more wait to be accepted")
+	f.IntVar(&maxConns, "max-connections", rest.DefaultMaxConnections, "most concurrent REST connections; more wait to be accepted")
 	f.StringVar(&publicURL, "public-url", "", "the address devices reach this service at, for presigned artifact URLs (default: the listen address)")
 	for flag, env := range map[string]string{"data-dir": "OTAFLOW_DATA_DIR", "jobs-addr": "OTAFLOW_JOBS_ADDR", "broker": "OTAFLOW_BROKER",
 		"mqtt-addr": "OTAFLOW_MQTT_ADDR", "mqtt-user": "OTAFLOW_MQTT_USER", "mqtt-password": "OTAFLOW_MQTT_PASSWORD", "region": "AWS_REGION",

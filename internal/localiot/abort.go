@@ -19,19 +19,19 @@ func checkAbort(list []store.AbortCriteria) error {
 		switch c.FailureType {
 		case "FAILED", "REJECTED", "TIMED_OUT", "ALL":
 		default:
-			return errorf(CodeInvalidRequest, "abortConfig failureType %q is invalid: use FAILED, REJECTED, TIMED_OUT or ALL", c.FailureType)
+			return Errorf(CodeInvalidRequest, "abortConfig failureType %q is invalid: use FAILED, REJECTED, TIMED_OUT or ALL", c.FailureType)
 		}
 		if c.Action != "CANCEL" {
-			return errorf(CodeInvalidRequest, "abortConfig action %q is invalid: the only action is CANCEL", c.Action)
+			return Errorf(CodeInvalidRequest, "abortConfig action %q is invalid: the only action is CANCEL", c.Action)
 		}
 		if c.ThresholdPercentage <= 0 || c.ThresholdPercentage > 100 {
-			return errorf(CodeInvalidRequest, "abortConfig thresholdPercentage %v must be above 0 and at most 100", c.ThresholdPercentage)
+			return Errorf(CodeInvalidRequest, "abortConfig thresholdPercentage %v must be above 0 and at most 100", c.ThresholdPercentage)
 		}
 		if !atMostDecimals(c.ThresholdPercentage, 2) {
-			return errorf(CodeInvalidRequest, "abortConfig thresholdPercentage %v has more than two digits after the decimal point", c.ThresholdPercentage)
+			return Errorf(CodeInvalidRequest, "abortConfig thresholdPercentage %v has more than two digits after the decimal point", c.ThresholdPercentage)
 		}
 		if c.MinNumberOfExecutedThings < 1 {
-			return errorf(CodeInvalidRequest, "abortConfig minNumberOfExecutedThings must be at least 1")
+			return Errorf(CodeInvalidRequest, "abortConfig minNumberOfExecutedThings must be at least 1")
 		}
 	}
 	return nil

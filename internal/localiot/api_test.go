@@ -16,11 +16,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/rest"
 	"github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/pgtest"
 )
 
-var testCreds = localiot.Credentials{AccessKeyID: "otaflow", SecretAccessKey: "otaflow-secret"}
+var testCreds = rest.Credentials{AccessKeyID: "otaflow", SecretAccessKey: "otaflow-secret"}
 
 func openService(t testing.TB, dir string) *localiot.Service {
 	t.Helper()
@@ -80,7 +81,7 @@ func serve(t *testing.T, svc *localiot.Service) string {
 	return url
 }
 
-func iotClient(url string, creds localiot.Credentials) *iot.Client {
+func iotClient(url string, creds rest.Credentials) *iot.Client {
 	return iot.New(iot.Options{
 		Region:           "us-east-1",
 		BaseEndpoint:     aws.String(url),
@@ -177,12 +178,12 @@ func TestRequestsMustBeSigned(t *testing.T) {
 	defer svc.Close()
 	url := serve(t, svc)
 
-	_, err := iotClient(url, localiot.Credentials{AccessKeyID: "otaflow", SecretAccessKey: "wrong"}).
+	_, err := iotClient(url, rest.Credentials{AccessKeyID: "otaflow", SecretAccessKey: "wrong"}).
 		CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String("dev-1")})
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "signature does not match")
 
-	_, err = iotClient(url, localiot.Credentials{AccessKeyID: "someone", SecretAccessKey: "otaflow-secret"}).
+	_, err = iotClient(url, rest.Credentials{AccessKeyID: "someone", SecretAccessKey: "otaflow-secret"}).
 		CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String("dev-1")})
 	require.Error(t, err)
 

@@ -1,6 +1,7 @@
 package localiot
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/otaflow/otaflow/internal/localiot/store"
+	"github.com/otaflow/otaflow/internal/tuf"
 )
 
 // The local artifact store stands in for S3: artifacts are uploaded with a signed PUT to
@@ -30,8 +32,8 @@ var (
 )
 
 const (
-	queryExpires   = "X-Otaflow-Expires"
-	querySignature = "X-Otaflow-Signature"
+	QueryExpires   = "X-Otaflow-Expires"
+	QuerySignature = "X-Otaflow-Signature"
 )
 
 // loadPresignSecret returns the key that signs artifact URLs, created on first use and kept
@@ -48,18 +50,18 @@ func (s *Service) loadPresignSecret() ([]byte, error) {
 
 func (s *Service) artifactDir() string { return s.artifacts }
 
-// artifactPath maps bucket/key to a file under the store, refusing anything that would
+// ArtifactPath maps bucket/key to a file under the store, refusing anything that would
 // escape it.
-func (s *Service) artifactPath(bucket, key string) (string, error) {
+func (s *Service) ArtifactPath(bucket, key string) (string, error) {
 	if !thingNameRE.MatchString(bucket) || key == "" || strings.Contains(key, "..") || strings.HasPrefix(key, "/") || strings.Contains(key, "\\") {
-		return "", errorf(CodeInvalidRequest, "artifact %s/%s is not a valid bucket/key", bucket, key)
+		return "", Errorf(CodeInvalidRequest, "artifact %s/%s is not a valid bucket/key", bucket, key)
 	}
 	return filepath.Join(s.artifactDir(), bucket, filepath.FromSlash(path.Clean(key))), nil
 }
 
 // PutArtifact stores an artifact atomically.
 func (s *Service) PutArtifact(bucket, key string, r io.Reader) (int64, error) {
-	p, err := s.artifactPath(bucket, key)
+	p, err := s.ArtifactPath(bucket, key)
 	if err != nil {
 		return 0, err
 	}
@@ -104,7 +106,7 @@ func s3Location(raw string) (bucket, key string, ok bool) {
 	return "", "", false
 }
 
-func (s *Service) sign(bucket, key string, expires int64) string {
+func (s *Service) Sign(bucket, key string, expires int64) string {
 	m := hmac.New(sha256.New, s.presignKey)
 	fmt.Fprintf(m, "%s/%s\n%d", bucket, key, expires)
 	return hex.EncodeToString(m.Sum(nil))
@@ -112,14 +114,14 @@ func (s *Service) sign(bucket, key string, expires int64) string {
 
 // PresignURL returns a URL to bucket/key on this service that expires after ttl.
 func (s *Service) PresignURL(bucket, key string, ttl time.Duration) string {
-	expires := s.clock().Add(ttl).Unix()
-	q := url.Values{queryExpires: {strconv.FormatInt(expires, 10)}, querySignature: {s.sign(bucket, key, expires)}}
+	expires := s.Clock().Add(ttl).Unix()
+	q := url.Values{QueryExpires: {strconv.FormatInt(expires, 10)}, QuerySignature: {s.Sign(bucket, key, expires)}}
 	return strings.TrimSuffix(s.baseURL, "/") + artifactPrefix + bucket + "/" + key + "?" + q.Encode()
 }
 
-// documentFor returns the job's document as a device gets it: placeholders replaced by
+// DocumentFor returns the job's document as a device gets it: placeholders replaced by
 // presigned URLs when the job has a presignedUrlConfig.
-func (s *Service) documentFor(j *store.Job) string {
+func (s *Service) DocumentFor(j *store.Job) string {
 	if j.Presign == nil || !strings.Contains(j.Document, "${aws:iot:s3-presigned-url:") {
 		return j.Document
 	}
@@ -133,24 +135,24 @@ func (s *Service) documentFor(j *store.Job) string {
 	})
 }
 
-// documentFromSource reads a job document from the artifact store, as AWS reads a
+// DocumentFromSource reads a job document from the artifact store, as AWS reads a
 // documentSource from S3: https://s3.amazonaws.com/BUCKET/KEY, https://BUCKET.s3.amazonaws.com/KEY
 // (any region's S3 host) or s3://BUCKET/KEY.
-func (s *Service) documentFromSource(src string) (string, error) {
+func (s *Service) DocumentFromSource(src string) (string, error) {
 	if len(src) > 1350 {
-		return "", errorf(CodeInvalidRequest, "documentSource is longer than 1350 characters")
+		return "", Errorf(CodeInvalidRequest, "documentSource is longer than 1350 characters")
 	}
 	bucket, key, ok := s3Location(src)
 	if !ok {
-		return "", errorf(CodeInvalidRequest, "documentSource %q is not an S3 URL (https://s3.amazonaws.com/BUCKET/KEY or s3://BUCKET/KEY)", src)
+		return "", Errorf(CodeInvalidRequest, "documentSource %q is not an S3 URL (https://s3.amazonaws.com/BUCKET/KEY or s3://BUCKET/KEY)", src)
 	}
-	p, err := s.artifactPath(bucket, key)
+	p, err := s.ArtifactPath(bucket, key)
 	if err != nil {
 		return "", err
 	}
 	f, err := os.Open(p)
 	if err != nil {
-		return "", errorf(CodeInvalidRequest, "documentSource %s: no such object in the artifact store (upload it first)", src)
+		return "", Errorf(CodeInvalidRequest, "documentSource %s: no such object in the artifact store (upload it first)", src)
 	}
 	defer f.Close()
 	raw, err := io.ReadAll(io.LimitReader(f, MaxDocumentBytes+1))
@@ -158,7 +160,32 @@ func (s *Service) documentFromSource(src string) (string, error) {
 		return "", err
 	}
 	if len(raw) > MaxDocumentBytes {
-		return "", errorf(CodeInvalidRequest, "the job document at %s is larger than %d bytes", src, MaxDocumentBytes)
+		return "", Errorf(CodeInvalidRequest, "the job document at %s is larger than %d bytes", src, MaxDocumentBytes)
 	}
 	return string(raw), nil
+}
+
+// PutTUFMetadata stores one file of a bucket's release repository metadata, but only what
+// `starter release` produces: tuf.CheckUpload verifies it against the metadata already
+// published, so the REST key alone can neither re-sign nor replace it. One upload at a time
+// (check, then write).
+func (s *Service) PutTUFMetadata(bucket, file string, raw []byte) (int64, error) {
+	s.tufMu.Lock()
+	defer s.tufMu.Unlock()
+	stored := func(name string) []byte {
+		p, err := s.ArtifactPath(bucket, "tuf/"+name)
+		if err != nil {
+			return nil
+		}
+		b, _ := os.ReadFile(p)
+		return b
+	}
+	if _, err := s.ArtifactPath(bucket, "tuf/"+file); err != nil {
+		return 0, err
+	}
+	if err := tuf.CheckUpload(file, raw, stored); err != nil {
+		s.log.Warn().Str("bucket", bucket).Str("file", file).Err(err).Msg("release metadata upload refused")
+		return 0, Errorf(CodeInvalidRequest, "%v", err)
+	}
+	return s.PutArtifact(bucket, "tuf/"+file, bytes.NewReader(raw))
 }

@@ -17,11 +17,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/rest"
 	"github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 )
 
-func signedPut(t *testing.T, url string, body []byte, creds localiot.Credentials) *http.Response {
+func signedPut(t *testing.T, url string, body []byte, creds rest.Credentials) *http.Response {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPut, url, bytes.NewReader(body))
 	require.NoError(t, err)
@@ -37,12 +38,12 @@ func signedPut(t *testing.T, url string, body []byte, creds localiot.Credentials
 
 func TestPresignedArtifactURLs(t *testing.T) {
 	svc, clock := openWithClock(t)
-	srv := httptest.NewServer(svc.HTTPHandler(&localiot.SigV4Verifier{Creds: testCreds, Region: "us-east-1"}))
+	srv := httptest.NewServer(rest.Handler(svc, &rest.SigV4Verifier{Creds: testCreds, Region: "us-east-1"}))
 	defer srv.Close()
 	svc.SetBaseURL(srv.URL)
 	artifact := bytes.Repeat([]byte("otaflow"), 10000)
 
-	resp := signedPut(t, srv.URL+"/artifacts/releases/core/1.11.6.tar.gz", artifact, localiot.Credentials{AccessKeyID: "otaflow", SecretAccessKey: "wrong"})
+	resp := signedPut(t, srv.URL+"/artifacts/releases/core/1.11.6.tar.gz", artifact, rest.Credentials{AccessKeyID: "otaflow", SecretAccessKey: "wrong"})
 	resp.Body.Close()
 	require.Equal(t, http.StatusForbidden, resp.StatusCode, "uploads need a valid signature")
 	resp = signedPut(t, srv.URL+"/artifacts/releases/core/../../escape", artifact, testCreds)

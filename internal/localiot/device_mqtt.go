@@ -47,7 +47,7 @@ type MQTTOptions struct {
 // get-pending reply (the Jobs developer guide, "Job executions limits"); the rest keep one
 // flooding client from starving the fleet or the service's broker session.
 const (
-	maxPendingListed = 10
+	MaxPendingListed = 10
 	// planeWorkers serve device requests (many: the store commits concurrent writes
 	// together, so more workers mean fewer fsyncs per request); planeQueue requests wait for
 	// them, at most
@@ -247,14 +247,14 @@ func epoch(t time.Time) int64 {
 }
 
 func (p *MQTTPlane) toExecution(e *store.Execution, j *store.Job, withDoc bool) *iotjobs.JobExecution {
-	return p.svc.execution(e, j, withDoc)
+	return p.svc.DeviceExecution(e, j, withDoc)
 }
 
-func executionState(e *store.Execution) *iotjobs.ExecutionState {
+func ExecutionState(e *store.Execution) *iotjobs.ExecutionState {
 	return &iotjobs.ExecutionState{Status: e.Status, StatusDetails: e.StatusDetails, VersionNumber: e.VersionNumber}
 }
 
-func toSummaries(es []*store.Execution) []iotjobs.JobExecutionSummary {
+func ToSummaries(es []*store.Execution) []iotjobs.JobExecutionSummary {
 	out := make([]iotjobs.JobExecutionSummary, 0, len(es))
 	for _, e := range es {
 		out = append(out, iotjobs.JobExecutionSummary{JobID: e.JobID, QueuedAt: epoch(e.QueuedAt), StartedAt: epoch(e.StartedAt),
@@ -273,9 +273,9 @@ func decode(payload []byte, v any) error {
 		if errors.As(err, &typeErr) {
 			// Well-formed JSON with a member of the wrong type (say a number in statusDetails):
 			// AWS calls that an invalid request, not invalid JSON.
-			return errorf(iotjobs.CodeInvalidRequest, "%s must be of type %s: %v", cmp.Or(typeErr.Field, "the payload"), typeErr.Type, err)
+			return Errorf(iotjobs.CodeInvalidRequest, "%s must be of type %s: %v", cmp.Or(typeErr.Field, "the payload"), typeErr.Type, err)
 		}
-		return errorf(iotjobs.CodeInvalidJSON, "payload is not valid JSON for this request: %v", err)
+		return Errorf(iotjobs.CodeInvalidJSON, "payload is not valid JSON for this request: %v", err)
 	}
 	return nil
 }
@@ -312,7 +312,7 @@ func (p *MQTTPlane) handle(_ paho.Client, m paho.Message) {
 		var tok iotjobs.Token
 		json.Unmarshal(m.Payload(), &tok)
 		p.tryPublish(iotjobs.Rejected(topic), &iotjobs.ErrorReply{Code: iotjobs.CodeRequestThrottled,
-			Message: "too many requests from this thing at once; retry shortly", Timestamp: p.svc.clock().Unix(), Token: tok})
+			Message: "too many requests from this thing at once; retry shortly", Timestamp: p.svc.Clock().Unix(), Token: tok})
 	}
 }
 
@@ -338,12 +338,12 @@ func (p *MQTTPlane) serve() {
 }
 
 func (p *MQTTPlane) serveOne(topic string, r iotjobs.Request, payload []byte) {
-	p.svc.counter("mqtt " + r.Op.String()).Add(1)
+	p.svc.Counter("mqtt " + r.Op.String()).Add(1)
 	// The client token is read on its own first, so that a request whose other members do not
 	// decode is still rejected with its token.
 	var tok iotjobs.Token
 	json.Unmarshal(payload, &tok)
-	now := p.svc.clock().Unix()
+	now := p.svc.Clock().Unix()
 	if err := p.svc.checkClientToken(tok.ClientToken); err != nil {
 		p.reject(topic, tok.ClientToken, err)
 		return
@@ -360,7 +360,7 @@ func (p *MQTTPlane) serveOne(topic string, r iotjobs.Request, payload []byte) {
 // serveShadow answers a named shadow's update or get with its accepted or rejected reply (the
 // Device Shadow service's error document: code, message, timestamp, clientToken).
 func (p *MQTTPlane) serveShadow(req planeRequest) {
-	p.svc.counter("mqtt shadow " + req.shadowOp).Add(1)
+	p.svc.Counter("mqtt shadow " + req.shadowOp).Add(1)
 	var tok iotjobs.Token
 	json.Unmarshal(req.payload, &tok)
 	var doc map[string]any
@@ -387,7 +387,7 @@ func (p *MQTTPlane) serveShadow(req planeRequest) {
 		case CodeInternal:
 			status = 500
 		}
-		out := map[string]any{"code": status, "message": e.Message, "timestamp": p.svc.clock().Unix()}
+		out := map[string]any{"code": status, "message": e.Message, "timestamp": p.svc.Clock().Unix()}
 		if tok.ClientToken != "" {
 			out["clientToken"] = tok.ClientToken
 		}
@@ -419,11 +419,11 @@ func (p *MQTTPlane) answer(topic string, r iotjobs.Request, payload []byte, now 
 		if err := decode(payload, &req); err != nil {
 			return nil, err
 		}
-		inProgress, queued, err := p.svc.PendingExecutions(r.Thing, maxPendingListed)
+		inProgress, queued, err := p.svc.PendingExecutions(r.Thing, MaxPendingListed)
 		if err != nil {
 			return nil, err
 		}
-		return &iotjobs.GetPendingReply{InProgressJobs: toSummaries(inProgress), QueuedJobs: toSummaries(queued), Timestamp: now}, nil
+		return &iotjobs.GetPendingReply{InProgressJobs: ToSummaries(inProgress), QueuedJobs: ToSummaries(queued), Timestamp: now}, nil
 	case iotjobs.OpDescribe:
 		var req iotjobs.DescribeRequest
 		if err := decode(payload, &req); err != nil {
@@ -437,7 +437,7 @@ func (p *MQTTPlane) answer(topic string, r iotjobs.Request, payload []byte, now 
 		} else {
 			e, err = p.svc.DescribeJobExecution(r.JobID, r.Thing, req.ExecutionNumber)
 			if err == nil {
-				j, err = p.svc.jobWithoutTargets(r.JobID)
+				j, err = p.svc.JobWithoutTargets(r.JobID)
 			}
 		}
 		if err != nil {
@@ -463,14 +463,14 @@ func (p *MQTTPlane) answer(topic string, r iotjobs.Request, payload []byte, now 
 		}
 		out := &iotjobs.UpdateReply{Timestamp: now}
 		if req.IncludeJobExecutionState {
-			out.ExecutionState = executionState(e)
+			out.ExecutionState = ExecutionState(e)
 		}
 		if req.IncludeJobDocument {
-			out.JobDocument = json.RawMessage(p.svc.documentFor(j))
+			out.JobDocument = json.RawMessage(p.svc.DocumentFor(j))
 		}
 		return out, nil
 	}
-	return nil, errorf(iotjobs.CodeInvalidTopic, "%s", iotjobs.InvalidTopicMessage(topic))
+	return nil, Errorf(iotjobs.CodeInvalidTopic, "%s", iotjobs.InvalidTopicMessage(topic))
 }
 
 func (p *MQTTPlane) reject(topic, clientToken string, err error) {
@@ -483,10 +483,10 @@ func (p *MQTTPlane) reject(topic, clientToken string, err error) {
 	if code == CodeAlreadyExists || code == CodeConflict || code == CodeUnauthorized {
 		code = CodeInvalidRequest
 	}
-	out := &iotjobs.ErrorReply{Code: code, Message: e.Message, Timestamp: p.svc.clock().Unix()}
+	out := &iotjobs.ErrorReply{Code: code, Message: e.Message, Timestamp: p.svc.Clock().Unix()}
 	out.ClientToken = clientToken
 	if e.State != nil {
-		out.ExecutionState = executionState(e.State)
+		out.ExecutionState = ExecutionState(e.State)
 	}
 	p.publish(iotjobs.Rejected(topic), out)
 }
@@ -588,7 +588,7 @@ func (p *MQTTPlane) notifyThing(thing string) {
 		p.log.Error().Err(err).Str("thing", thing).Msg("read next execution for notify-next")
 		return
 	}
-	now := p.svc.clock().Unix()
+	now := p.svc.Clock().Unix()
 	next := ""
 	if e != nil {
 		// A retry's new execution of the same job is news too.
@@ -601,16 +601,16 @@ func (p *MQTTPlane) notifyThing(thing string) {
 		}
 		p.publish(iotjobs.Topic(thing, iotjobs.SuffixNotifyNext), out)
 	}
-	inProgress, queued, err := p.svc.PendingExecutions(thing, maxPendingListed)
+	inProgress, queued, err := p.svc.PendingExecutions(thing, MaxPendingListed)
 	if err != nil {
 		return
 	}
 	jobs := map[iotjobs.Status][]iotjobs.JobExecutionSummary{}
 	if len(inProgress) > 0 {
-		jobs[store.ExecInProgress] = toSummaries(inProgress)
+		jobs[store.ExecInProgress] = ToSummaries(inProgress)
 	}
 	if len(queued) > 0 {
-		jobs[store.ExecQueued] = toSummaries(queued)
+		jobs[store.ExecQueued] = ToSummaries(queued)
 	}
 	p.publish(iotjobs.Topic(thing, iotjobs.SuffixNotify), iotjobs.Notify{Timestamp: now, Jobs: jobs})
 }

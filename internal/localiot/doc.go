@@ -13,10 +13,11 @@
 //     thingtypes.go, jobs.go (and abort.go, rate.go, schedule.go for a job's configs),
 //     executions.go, templates.go, shadow.go, artifacts.go, fleetindex.go, tokens.go.
 //   - sweep.go: timeouts, rate limits and schedules, applied as time passes.
-//   - the REST control plane, in rest*.go: rest.go (the route table, the one adapter that
-//     answers an operation's result or error the way AWS does, paging), one rest_RESOURCE.go
-//     per resource, rest_sigv4.go (authentication), rest_server.go (the listener's limits and
-//     TLS); quotas.go holds AWS's documented quotas.
-//   - the device plane: device_mqtt.go (the MQTT Jobs and shadow topics, with leader election
-//     on shared stores) and device_https.go (iot-jobs-data over HTTPS).
+//   - rest/: the REST control plane (rest.Handler): rest.go has the route table and the one
+//     adapter that answers an operation's result or error the way AWS does; one file per
+//     resource; sigv4.go (authentication), server.go (the listener's limits and TLS),
+//     jobsdata.go (iot-jobs-data, the device's Jobs API over HTTPS).
+//   - quotas.go: AWS's documented quotas, enforced by default.
+//   - device_mqtt.go: the MQTT device plane (the Jobs and shadow topics, with leader election
+//     on shared stores).
 package localiot

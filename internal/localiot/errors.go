@@ -41,7 +41,7 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
 
-func errorf(code ErrorCode, format string, args ...any) *Error {
+func Errorf(code ErrorCode, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
@@ -49,7 +49,7 @@ func errorf(code ErrorCode, format string, args ...any) *Error {
 func mustJob(t store.Tx, id string) (*store.Job, error) {
 	j, err := t.Job(id)
 	if err == nil && j == nil {
-		err = errorf(CodeResourceNotFound, "job %s does not exist", id)
+		err = Errorf(CodeResourceNotFound, "job %s does not exist", id)
 	}
 	return j, err
 }
@@ -58,7 +58,7 @@ func mustJob(t store.Tx, id string) (*store.Job, error) {
 func mustThing(t store.Tx, name string) (*store.Thing, error) {
 	th, err := t.Thing(name)
 	if err == nil && th == nil {
-		err = errorf(CodeResourceNotFound, "thing %s does not exist", name)
+		err = Errorf(CodeResourceNotFound, "thing %s does not exist", name)
 	}
 	return th, err
 }
@@ -67,7 +67,7 @@ func mustThing(t store.Tx, name string) (*store.Thing, error) {
 func mustExecution(t store.Tx, jobID, thing string) (*store.Execution, error) {
 	e, err := t.Execution(jobID, thing)
 	if err == nil && e == nil {
-		err = errorf(CodeResourceNotFound, "no execution of job %s on thing %s", jobID, thing)
+		err = Errorf(CodeResourceNotFound, "no execution of job %s on thing %s", jobID, thing)
 	}
 	return e, err
 }

@@ -1,10 +1,12 @@
 package localiot
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
 
+	"github.com/otaflow/otaflow/internal/iotjobs"
 	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
@@ -80,7 +82,7 @@ func (s *Service) DescribeJobExecution(jobID, thing string, executionNumber ...i
 			return err
 		}
 		if e == nil {
-			return errorf(CodeResourceNotFound, "no execution of job %s on thing %s", jobID, thing)
+			return Errorf(CodeResourceNotFound, "no execution of job %s on thing %s", jobID, thing)
 		}
 		if len(executionNumber) > 0 && executionNumber[0] != 0 && executionNumber[0] != e.ExecutionNumber {
 			for _, p := range e.Previous {
@@ -91,7 +93,7 @@ func (s *Service) DescribeJobExecution(jobID, thing string, executionNumber ...i
 					return nil
 				}
 			}
-			return errorf(CodeResourceNotFound, "no execution number %d of job %s on thing %s", executionNumber[0], jobID, thing)
+			return Errorf(CodeResourceNotFound, "no execution number %d of job %s on thing %s", executionNumber[0], jobID, thing)
 		}
 		out = e
 		return nil
@@ -222,7 +224,7 @@ func (s *Service) StartNext(thing string, details map[string]string, stepTimeout
 		if e.Status == store.ExecInProgress {
 			return nil
 		}
-		now := s.clock()
+		now := s.Clock()
 		if stepTimeout > 0 {
 			e.StepDeadline = now.Add(stepTimeout)
 		}
@@ -254,7 +256,7 @@ var deviceStatuses = []store.ExecutionStatus{store.ExecInProgress, store.ExecSuc
 // SUCCEEDED, FAILED or REJECTED.
 func (s *Service) UpdateExecution(in UpdateInput) (*store.Execution, *store.Job, error) {
 	if !slices.Contains(deviceStatuses, in.Status) {
-		return nil, nil, errorf(CodeInvalidRequest, "status %q is not one a device may set; use IN_PROGRESS, SUCCEEDED, FAILED or REJECTED", in.Status)
+		return nil, nil, Errorf(CodeInvalidRequest, "status %q is not one a device may set; use IN_PROGRESS, SUCCEEDED, FAILED or REJECTED", in.Status)
 	}
 	if err := s.checkStatusDetails(in.StatusDetails); err != nil {
 		return nil, nil, err
@@ -268,7 +270,7 @@ func (s *Service) UpdateExecution(in UpdateInput) (*store.Execution, *store.Job,
 			return err
 		}
 		if e == nil || (in.ExecutionNumber != 0 && in.ExecutionNumber != e.ExecutionNumber) {
-			return errorf(CodeResourceNotFound, "no execution of job %s on thing %s", in.JobID, in.Thing)
+			return Errorf(CodeResourceNotFound, "no execution of job %s on thing %s", in.JobID, in.Thing)
 		}
 		if e.Status.Terminal() {
 			// AWS answers an update of an ended execution InvalidStateTransition, with its state.
@@ -284,7 +286,7 @@ func (s *Service) UpdateExecution(in UpdateInput) (*store.Execution, *store.Job,
 		if err != nil {
 			return err
 		}
-		now := s.clock()
+		now := s.Clock()
 		switch {
 		case in.StepTimeout > 0:
 			e.StepDeadline = now.Add(in.StepTimeout)
@@ -315,20 +317,20 @@ func (s *Service) CancelJobExecution(jobID, thing string, force bool, expectedVe
 			return err
 		}
 		if e.Status.Terminal() {
-			return errorf(CodeInvalidStateTransition, "execution of job %s on %s is already %s", jobID, thing, e.Status)
+			return Errorf(CodeInvalidStateTransition, "execution of job %s on %s is already %s", jobID, thing, e.Status)
 		}
 		if e.Status == store.ExecInProgress && !force {
-			return errorf(CodeInvalidStateTransition, "execution of job %s on %s is IN_PROGRESS; cancel it with force", jobID, thing)
+			return Errorf(CodeInvalidStateTransition, "execution of job %s on %s is IN_PROGRESS; cancel it with force", jobID, thing)
 		}
 		if expectedVersion != 0 && expectedVersion != e.VersionNumber {
-			return errorf(CodeVersionMismatch, "expected version %d, current version is %d", expectedVersion, e.VersionNumber)
+			return Errorf(CodeVersionMismatch, "expected version %d, current version is %d", expectedVersion, e.VersionNumber)
 		}
 		j, err := t.Job(jobID)
 		if err != nil {
 			return err
 		}
 		e.ForceCanceled = e.Status == store.ExecInProgress
-		return s.setStatus(t, j, e, store.ExecCanceled, details, s.clock())
+		return s.setStatus(t, j, e, store.ExecCanceled, details, s.Clock())
 	})
 	if err == nil {
 		s.queueChanged([]string{thing})
@@ -359,7 +361,7 @@ func (s *Service) ListJobExecutionsForThing(thing string, status store.Execution
 		}
 	}
 	slices.Sort(ids)
-	page, next := pageStrings(ids, max, token)
+	page, next := PageStrings(ids, max, token)
 	out := make([]*store.Execution, 0, len(page))
 	for _, id := range page {
 		out = append(out, byID[id])
@@ -378,10 +380,10 @@ func (s *Service) DeleteJobExecution(jobID, thing string, executionNumber int64,
 			return err
 		}
 		if e.ExecutionNumber != executionNumber {
-			return errorf(CodeResourceNotFound, "thing %s has no execution number %d of job %s (it is at %d)", thing, executionNumber, jobID, e.ExecutionNumber)
+			return Errorf(CodeResourceNotFound, "thing %s has no execution number %d of job %s (it is at %d)", thing, executionNumber, jobID, e.ExecutionNumber)
 		}
 		if !e.Status.Terminal() && !force {
-			return errorf(CodeInvalidStateTransition, "the execution of job %s on %s is %s: delete it with force, or cancel it first", jobID, thing, e.Status)
+			return Errorf(CodeInvalidStateTransition, "the execution of job %s on %s is %s: delete it with force, or cancel it first", jobID, thing, e.Status)
 		}
 		j, err := mustJob(t, jobID)
 		if err != nil {
@@ -398,4 +400,20 @@ func (s *Service) DeleteJobExecution(jobID, thing string, executionNumber int64,
 		s.queueChanged([]string{thing})
 	}
 	return err
+}
+
+// DeviceExecution is an execution as the Jobs device APIs show it (MQTT and HTTPS).
+func (s *Service) DeviceExecution(e *store.Execution, j *store.Job, withDoc bool) *iotjobs.JobExecution {
+	out := &iotjobs.JobExecution{
+		JobID: e.JobID, ThingName: e.ThingName, Status: e.Status, StatusDetails: e.StatusDetails,
+		QueuedAt: epoch(e.QueuedAt), StartedAt: epoch(e.StartedAt), LastUpdatedAt: epoch(e.LastUpdatedAt),
+		VersionNumber: e.VersionNumber, ExecutionNumber: e.ExecutionNumber,
+	}
+	if d := e.Deadline(); e.Status == store.ExecInProgress && !d.IsZero() {
+		out.ApproximateSecondsBeforeTimedOut = max(int64(d.Sub(s.Clock()).Seconds()), 0)
+	}
+	if withDoc && j != nil {
+		out.JobDocument = json.RawMessage(s.DocumentFor(j))
+	}
+	return out
 }

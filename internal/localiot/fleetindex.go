@@ -372,38 +372,38 @@ func (s *Service) UpdateIndexingConfiguration(cfg IndexingConfiguration) error {
 	switch cfg.ThingIndexingMode {
 	case "OFF", "REGISTRY", "REGISTRY_AND_SHADOW":
 	default:
-		return errorf(CodeInvalidRequest, "thingIndexingMode %q: use OFF, REGISTRY or REGISTRY_AND_SHADOW", cfg.ThingIndexingMode)
+		return Errorf(CodeInvalidRequest, "thingIndexingMode %q: use OFF, REGISTRY or REGISTRY_AND_SHADOW", cfg.ThingIndexingMode)
 	}
 	switch cfg.ThingConnectivityIndexingMode {
 	case "", "OFF", "STATUS":
 	default:
-		return errorf(CodeInvalidRequest, "thingConnectivityIndexingMode %q: use OFF or STATUS", cfg.ThingConnectivityIndexingMode)
+		return Errorf(CodeInvalidRequest, "thingConnectivityIndexingMode %q: use OFF or STATUS", cfg.ThingConnectivityIndexingMode)
 	}
 	switch cfg.NamedShadowIndexingMode {
 	case "", "OFF":
 	case "ON":
 		if cfg.ThingIndexingMode != "REGISTRY_AND_SHADOW" {
-			return errorf(CodeInvalidRequest, "namedShadowIndexingMode ON needs thingIndexingMode REGISTRY_AND_SHADOW")
+			return Errorf(CodeInvalidRequest, "namedShadowIndexingMode ON needs thingIndexingMode REGISTRY_AND_SHADOW")
 		}
 		if cfg.Filter == nil || len(cfg.Filter.NamedShadowNames) == 0 {
-			return errorf(CodeInvalidRequest, "namedShadowIndexingMode ON needs filter.namedShadowNames: the named shadows to index")
+			return Errorf(CodeInvalidRequest, "namedShadowIndexingMode ON needs filter.namedShadowNames: the named shadows to index")
 		}
 	default:
-		return errorf(CodeInvalidRequest, "namedShadowIndexingMode %q: use OFF or ON", cfg.NamedShadowIndexingMode)
+		return Errorf(CodeInvalidRequest, "namedShadowIndexingMode %q: use OFF or ON", cfg.NamedShadowIndexingMode)
 	}
 	if cfg.Filter != nil {
 		if len(cfg.Filter.NamedShadowNames) > maxIndexedShadows {
-			return errorf(CodeInvalidRequest, "filter.namedShadowNames names %d shadows; at most %d may be indexed", len(cfg.Filter.NamedShadowNames), maxIndexedShadows)
+			return Errorf(CodeInvalidRequest, "filter.namedShadowNames names %d shadows; at most %d may be indexed", len(cfg.Filter.NamedShadowNames), maxIndexedShadows)
 		}
 		for _, n := range cfg.Filter.NamedShadowNames {
 			if !shadowNameRE.MatchString(n) {
-				return errorf(CodeInvalidRequest, "filter.namedShadowNames: %q is not a shadow name", n)
+				return Errorf(CodeInvalidRequest, "filter.namedShadowNames: %q is not a shadow name", n)
 			}
 		}
 	}
 	for _, f := range cfg.CustomFields {
 		if f.Name == "" || (f.Type != "Number" && f.Type != "String" && f.Type != "Boolean") {
-			return errorf(CodeInvalidRequest, "customFields: %q of type %q: name a field, of type Number, String or Boolean", f.Name, f.Type)
+			return Errorf(CodeInvalidRequest, "customFields: %q of type %q: name a field, of type Number, String or Boolean", f.Name, f.Type)
 		}
 	}
 	if cfg.ThingIndexingMode == "OFF" {
@@ -432,37 +432,37 @@ func (s *Service) GetIndexingConfiguration() IndexingConfiguration {
 	return cfg
 }
 
-// indexFor returns the index a query names, or AWS's errors.
-func (s *Service) indexFor(name string) (IndexingConfiguration, *fleetindex.Index, error) {
+// IndexFor returns the index a query names, or AWS's errors.
+func (s *Service) IndexFor(name string) (IndexingConfiguration, *fleetindex.Index, error) {
 	if name != "" && name != ThingsIndex {
 		if name == "AWS_ThingGroups" {
-			return IndexingConfiguration{}, nil, errorf(CodeInvalidRequest, "otaflow serves the thing index (%s) only, not %s", ThingsIndex, name)
+			return IndexingConfiguration{}, nil, Errorf(CodeInvalidRequest, "otaflow serves the thing index (%s) only, not %s", ThingsIndex, name)
 		}
-		return IndexingConfiguration{}, nil, errorf(CodeResourceNotFound, "index %s does not exist; the thing index is %s", name, ThingsIndex)
+		return IndexingConfiguration{}, nil, Errorf(CodeResourceNotFound, "index %s does not exist; the thing index is %s", name, ThingsIndex)
 	}
 	cfg, ix := s.index.current()
 	if ix == nil {
-		return cfg, nil, errorf(CodeResourceNotFound, "index %s does not exist: turn thing indexing on with UpdateIndexingConfiguration (aws iot update-indexing-configuration --thing-indexing-configuration thingIndexingMode=REGISTRY)", ThingsIndex)
+		return cfg, nil, Errorf(CodeResourceNotFound, "index %s does not exist: turn thing indexing on with UpdateIndexingConfiguration (aws iot update-indexing-configuration --thing-indexing-configuration thingIndexingMode=REGISTRY)", ThingsIndex)
 	}
 	return cfg, ix, nil
 }
 
 // CountIndex is how many things a query matches (for tests and tools).
 func (s *Service) CountIndex(query string) (int, error) {
-	_, ix, err := s.indexFor(ThingsIndex)
+	_, ix, err := s.IndexFor(ThingsIndex)
 	if err != nil {
 		return 0, err
 	}
-	n, err := parseQuery(query)
+	n, err := ParseQuery(query)
 	if err != nil {
 		return 0, err
 	}
 	return ix.Count(n), nil
 }
 
-// fieldType is the declared type of an aggregation field (managed or custom); "" when the
+// FieldType is the declared type of an aggregation field (managed or custom); "" when the
 // field is not indexed for aggregation.
-func fieldType(cfg IndexingConfiguration, field string) string {
+func FieldType(cfg IndexingConfiguration, field string) string {
 	for _, f := range slices.Concat(managedFields, cfg.CustomFields) {
 		if f.Name == field {
 			return f.Type
@@ -471,80 +471,16 @@ func fieldType(cfg IndexingConfiguration, field string) string {
 	return ""
 }
 
-func parseQuery(q string) (fleetindex.Node, error) {
+func ParseQuery(q string) (fleetindex.Node, error) {
 	n, err := fleetindex.Parse(q)
 	if err != nil {
-		return nil, errorf(CodeInvalidQuery, "%v", err)
+		return nil, Errorf(CodeInvalidQuery, "%v", err)
 	}
 	return n, nil
 }
 
-// --- REST ---
-
-type indexQuery struct {
-	IndexName              string          `json:"indexName"`
-	QueryString            string          `json:"queryString"`
-	NextToken              string          `json:"nextToken"`
-	MaxResults             int             `json:"maxResults"`
-	QueryVersion           string          `json:"queryVersion"`
-	AggregationField       string          `json:"aggregationField"`
-	Percents               []float64       `json:"percents"`
-	BucketsAggregationType *bucketsAggType `json:"bucketsAggregationType"`
-}
-
-type bucketsAggType struct {
-	TermsAggregation *struct {
-		MaxBuckets int `json:"maxBuckets"`
-	} `json:"termsAggregation"`
-}
-
-// aggregation is an aggregation request, read and checked: its query, its field (the
-// default when none is given) and the field's type.
-type aggregation struct {
-	q          indexQuery
-	ix         *fleetindex.Index
-	n          fleetindex.Node
-	field, typ string
-}
-
-// aggregationField checks an aggregation's field: indexed (managed or custom) and, for
-// numeric aggregations, a Number.
-func aggregationField(cfg IndexingConfiguration, field string, numeric bool) (string, error) {
-	if field == "" {
-		return "", errorf(CodeInvalidAggregation, "aggregationField is required")
-	}
-	typ := fieldType(cfg, field)
-	if typ == "" {
-		return "", errorf(CodeInvalidAggregation, "%s is not an indexed field: add it to customFields (update-indexing-configuration) with its type", field)
-	}
-	if numeric && typ != "Number" {
-		return "", errorf(CodeInvalidAggregation, "%s is a %s field; this aggregation needs a Number field", field, typ)
-	}
-	return typ, nil
-}
-
-// thingDocument is AWS's ThingDocument for d.
-func thingDocument(cfg IndexingConfiguration, d fleetindex.Doc) map[string]any {
-	doc := map[string]any{"thingName": d.ThingName, "thingId": d.ThingID, "attributes": d.Attributes, "thingGroupNames": d.Groups}
-	if d.Attributes == nil {
-		doc["attributes"] = map[string]string{}
-	}
-	if d.Groups == nil {
-		doc["thingGroupNames"] = []string{}
-	}
-	if d.ThingTypeName != "" {
-		doc["thingTypeName"] = d.ThingTypeName
-	}
-	if len(d.Shadows) > 0 {
-		named := map[string]any{}
-		for name, sh := range d.Shadows {
-			named[name] = map[string]any{"reported": sh.Reported, "desired": sh.Desired, "version": sh.Version}
-		}
-		raw, _ := json.Marshal(map[string]any{"name": named})
-		doc["shadow"] = string(raw)
-	}
-	if cfg.ThingConnectivityIndexingMode == "STATUS" && d.Connected != nil {
-		doc["connectivity"] = map[string]any{"connected": *d.Connected, "timestamp": d.ConnectedAt}
-	}
-	return doc
+// IndexOn reports whether thing indexing is on.
+func (s *Service) IndexOn() bool {
+	_, ix := s.index.current()
+	return ix != nil
 }

@@ -18,7 +18,7 @@ func (s *Service) ThingGroupArn(name string) string {
 // CreateThingGroup creates a static thing group, optionally inside a parent group.
 func (s *Service) CreateThingGroup(name, parent string) (*store.ThingGroup, error) {
 	if !thingNameRE.MatchString(name) {
-		return nil, errorf(CodeInvalidRequest, "thing group name %q is invalid: use 1-128 characters from a-z A-Z 0-9 : _ -", name)
+		return nil, Errorf(CodeInvalidRequest, "thing group name %q is invalid: use 1-128 characters from a-z A-Z 0-9 : _ -", name)
 	}
 	var out *store.ThingGroup
 	err := s.st.Update(func(t store.Tx) error {
@@ -28,7 +28,7 @@ func (s *Service) CreateThingGroup(name, parent string) (*store.ThingGroup, erro
 		}
 		if existing != nil {
 			if existing.Parent != parent {
-				return errorf(CodeAlreadyExists, "thing group %s already exists with parent %q", name, existing.Parent)
+				return Errorf(CodeAlreadyExists, "thing group %s already exists with parent %q", name, existing.Parent)
 			}
 			out = existing
 			return nil
@@ -39,14 +39,14 @@ func (s *Service) CreateThingGroup(name, parent string) (*store.ThingGroup, erro
 				return err
 			}
 			if p == nil {
-				return errorf(CodeInvalidRequest, "parent thing group %s does not exist; create it first", parent)
+				return Errorf(CodeInvalidRequest, "parent thing group %s does not exist; create it first", parent)
 			}
 		}
 		seq, err := t.NextID("group")
 		if err != nil {
 			return err
 		}
-		out = &store.ThingGroup{Name: name, Arn: s.ThingGroupArn(name), ID: fmt.Sprintf("g%015x", seq), Parent: parent, CreatedAt: s.clock(), Version: 1}
+		out = &store.ThingGroup{Name: name, Arn: s.ThingGroupArn(name), ID: fmt.Sprintf("g%015x", seq), Parent: parent, CreatedAt: s.Clock(), Version: 1}
 		return t.PutGroup(out)
 	})
 	return out, err
@@ -54,7 +54,7 @@ func (s *Service) CreateThingGroup(name, parent string) (*store.ThingGroup, erro
 
 // DescribeThingGroup returns a thing group.
 func (s *Service) DescribeThingGroup(name string) (*store.ThingGroup, error) {
-	return viewOne(s, func(t store.Tx) (*store.ThingGroup, error) { return t.Group(name) }, errorf(CodeResourceNotFound, "thing group %s does not exist", name))
+	return viewOne(s, func(t store.Tx) (*store.ThingGroup, error) { return t.Group(name) }, Errorf(CodeResourceNotFound, "thing group %s does not exist", name))
 }
 
 // ancestors returns the group and every group above it.
@@ -133,7 +133,7 @@ func (s *Service) DeleteThingGroup(name string) error {
 			return err
 		}
 		if len(children) > 0 {
-			return errorf(CodeInvalidRequest, "thing group %s has child groups (%s): delete them first", name, strings.Join(children, ", "))
+			return Errorf(CodeInvalidRequest, "thing group %s has child groups (%s): delete them first", name, strings.Join(children, ", "))
 		}
 		return t.DeleteGroup(name)
 	})
@@ -199,7 +199,7 @@ func (s *Service) changeMembership(group, thing string, join bool, apply func(t 
 		if err != nil {
 			return err
 		}
-		now := s.clock()
+		now := s.Clock()
 		for _, g := range groups {
 			jobIDs, err := t.ContinuousJobs(g)
 			if err != nil {
@@ -227,14 +227,14 @@ func (s *Service) requireGroupAndThing(t store.Tx, group, thing string) error {
 		return err
 	}
 	if g == nil {
-		return errorf(CodeResourceNotFound, "thing group %s does not exist", group)
+		return Errorf(CodeResourceNotFound, "thing group %s does not exist", group)
 	}
 	th, err := t.Thing(thing)
 	if err != nil {
 		return err
 	}
 	if th == nil {
-		return errorf(CodeResourceNotFound, "thing %s does not exist", thing)
+		return Errorf(CodeResourceNotFound, "thing %s does not exist", thing)
 	}
 	return nil
 }
@@ -248,7 +248,7 @@ func (s *Service) ListThingsInThingGroup(group string, recursive bool, max int, 
 			return err
 		}
 		if g == nil {
-			return errorf(CodeResourceNotFound, "thing group %s does not exist", group)
+			return Errorf(CodeResourceNotFound, "thing group %s does not exist", group)
 		}
 		if recursive { // a group without child groups lists the same either way
 			hasChildren := false
@@ -278,7 +278,7 @@ func (s *Service) ListThingsInThingGroup(group string, recursive bool, max int, 
 		}
 		return all, "", nil
 	}
-	page, next := pageStrings(all, max, token)
+	page, next := PageStrings(all, max, token)
 	return page, next, nil
 }
 
@@ -316,7 +316,7 @@ func (s *Service) ListThingGroups(parent, prefix string, recursive bool) ([]*sto
 				return err
 			}
 			if g == nil {
-				return errorf(CodeResourceNotFound, "thing group %s does not exist", parent)
+				return Errorf(CodeResourceNotFound, "thing group %s does not exist", parent)
 			}
 		}
 		return t.ForEachGroup(func(g *store.ThingGroup) error {
@@ -340,8 +340,8 @@ func (s *Service) ListThingGroups(parent, prefix string, recursive bool) ([]*sto
 	return out, err
 }
 
-// groupNameByID finds a thing group by its ID (ListJobs' thingGroupId filter).
-func (s *Service) groupNameByID(id string) (string, error) {
+// GroupNameByID finds a thing group by its ID (ListJobs' thingGroupId filter).
+func (s *Service) GroupNameByID(id string) (string, error) {
 	name := ""
 	err := s.st.View(func(t store.Tx) error {
 		return t.ForEachGroup(func(g *store.ThingGroup) error {
@@ -352,7 +352,7 @@ func (s *Service) groupNameByID(id string) (string, error) {
 		})
 	})
 	if err == nil && name == "" {
-		err = errorf(CodeResourceNotFound, "no thing group has ID %s", id)
+		err = Errorf(CodeResourceNotFound, "no thing group has ID %s", id)
 	}
 	return name, err
 }
@@ -361,7 +361,7 @@ func (s *Service) groupNameByID(id string) (string, error) {
 // returns its new version.
 func (s *Service) UpdateThingGroup(name, description string, attrs map[string]string, merge bool, expectedVersion int64) (int64, error) {
 	if len(description) > 2028 {
-		return 0, errorf(CodeInvalidRequest, "thingGroupDescription: at most 2028 characters")
+		return 0, Errorf(CodeInvalidRequest, "thingGroupDescription: at most 2028 characters")
 	}
 	var version int64
 	err := s.st.Update(func(t store.Tx) error {
@@ -370,13 +370,13 @@ func (s *Service) UpdateThingGroup(name, description string, attrs map[string]st
 			return err
 		}
 		if g == nil {
-			return errorf(CodeResourceNotFound, "thing group %s does not exist", name)
+			return Errorf(CodeResourceNotFound, "thing group %s does not exist", name)
 		}
 		if expectedVersion != 0 && expectedVersion != g.Version {
-			return errorf(CodeConflict, "thing group %s is at version %d, not the expected %d", name, g.Version, expectedVersion)
+			return Errorf(CodeConflict, "thing group %s is at version %d, not the expected %d", name, g.Version, expectedVersion)
 		}
 		next := mergeAttributes(g.Attributes, attrs, merge)
-		if err := checkAttributes(next); err != nil {
+		if err := CheckAttributes(next); err != nil {
 			return err
 		}
 		g.Description, g.Attributes = description, next
@@ -395,4 +395,23 @@ func (s *Service) GroupAncestors(name string) ([]string, error) {
 		return err
 	})
 	return out, err
+}
+
+// PageStrings cuts a sorted list into a page of at most max (0: the default) after token,
+// and returns the token of the next page.
+func PageStrings(all []string, max int, token string) ([]string, string) {
+	max = pageSize(max)
+	start := 0
+	if token != "" {
+		start, _ = slices.BinarySearch(all, token)
+		if start < len(all) && all[start] == token {
+			start++
+		}
+	}
+	end := min(start+max, len(all))
+	page := all[start:end]
+	if end < len(all) {
+		return page, page[len(page)-1]
+	}
+	return page, ""
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/rest"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 	"github.com/otaflow/otaflow/internal/pki"
 	"github.com/otaflow/otaflow/internal/release"
@@ -101,7 +102,7 @@ func TestUnsignedBodiesAreNotReadIntoMemory(t *testing.T) {
 func serveAPI(t *testing.T, svc *localiot.Service) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv, err := localiot.NewServer(ln, svc.HTTPHandler(&localiot.SigV4Verifier{Creds: testCreds, Region: "us-east-1"}), localiot.ServerOptions{})
+	srv, err := rest.NewServer(ln, rest.Handler(svc, &rest.SigV4Verifier{Creds: testCreds, Region: "us-east-1"}), rest.ServerOptions{})
 	require.NoError(t, err)
 	go srv.Serve()
 	t.Cleanup(func() { srv.Close() })
@@ -124,7 +125,7 @@ func TestSignedRequestsOverTLS(t *testing.T) {
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv, err := localiot.NewServer(ln, svc.HTTPHandler(&localiot.SigV4Verifier{Creds: testCreds, Region: "us-east-1"}), localiot.ServerOptions{CertFile: certFile, KeyFile: keyFile})
+	srv, err := rest.NewServer(ln, rest.Handler(svc, &rest.SigV4Verifier{Creds: testCreds, Region: "us-east-1"}), rest.ServerOptions{CertFile: certFile, KeyFile: keyFile})
 	require.NoError(t, err)
 	go srv.Serve()
 	defer srv.Close()
@@ -153,7 +154,7 @@ func TestSignedRequestsOverTLS(t *testing.T) {
 		require.NotEqual(t, http.StatusOK, resp.StatusCode, "plain HTTP is not served beside TLS")
 	}
 
-	old := &localiot.SigV4Verifier{Creds: testCreds, Region: "us-east-1", Now: func() time.Time { return time.Now().Add(6 * time.Minute) }}
+	old := &rest.SigV4Verifier{Creds: testCreds, Region: "us-east-1", Now: func() time.Time { return time.Now().Add(6 * time.Minute) }}
 	req, _ := http.NewRequest(http.MethodGet, "http://x/things", nil)
 	req.Header.Set("X-Amz-Date", time.Now().UTC().Format("20060102T150405Z"))
 	req.Header.Set("Authorization", strings.Replace(forgedAuth, "20260101", time.Now().UTC().Format("20060102"), 1))
@@ -292,14 +293,14 @@ func TestInProcessClient(t *testing.T) {
 	ctx := context.Background()
 	svc := openService(t, t.TempDir())
 	defer svc.Close()
-	h := svc.HTTPHandler(&localiot.SigV4Verifier{Creds: testCreds, Region: "us-east-1"})
+	h := rest.Handler(svc, &rest.SigV4Verifier{Creds: testCreds, Region: "us-east-1"})
 	c, err := iotclient.NewIoT(ctx, iotclient.Config{Endpoint: "http://jobs-service.in-process", Region: "us-east-1",
-		AccessKeyID: testCreds.AccessKeyID, SecretAccessKey: testCreds.SecretAccessKey, HTTP: localiot.InProcessClient(h)})
+		AccessKeyID: testCreds.AccessKeyID, SecretAccessKey: testCreds.SecretAccessKey, HTTP: rest.InProcessClient(h)})
 	require.NoError(t, err)
 	_, err = c.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String("dev-1")})
 	require.NoError(t, err)
 	bad, err := iotclient.NewIoT(ctx, iotclient.Config{Endpoint: "http://jobs-service.in-process", Region: "us-east-1",
-		AccessKeyID: testCreds.AccessKeyID, SecretAccessKey: "wrong", HTTP: localiot.InProcessClient(h)})
+		AccessKeyID: testCreds.AccessKeyID, SecretAccessKey: "wrong", HTTP: rest.InProcessClient(h)})
 	require.NoError(t, err)
 	_, err = bad.DescribeThing(ctx, &iot.DescribeThingInput{ThingName: aws.String("dev-1")})
 	require.ErrorContains(t, err, "signature does not match")

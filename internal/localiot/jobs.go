@@ -38,39 +38,39 @@ type CreateJobInput struct {
 // groups included). Nothing is written if any part of the request is invalid.
 func (s *Service) CreateJob(in CreateJobInput) (*store.Job, error) {
 	if !jobIDRE.MatchString(in.JobID) {
-		return nil, errorf(CodeInvalidRequest, "job ID %q is invalid: use 1-64 characters from a-z A-Z 0-9 _ -", in.JobID)
+		return nil, Errorf(CodeInvalidRequest, "job ID %q is invalid: use 1-64 characters from a-z A-Z 0-9 _ -", in.JobID)
 	}
 	if err := s.checkTargets(in.Targets); err != nil {
 		return nil, err
 	}
 	if in.Document == "" {
-		return nil, errorf(CodeInvalidRequest, "job %s has no document", in.JobID)
+		return nil, Errorf(CodeInvalidRequest, "job %s has no document", in.JobID)
 	}
 	if len(in.Document) > MaxDocumentBytes {
-		return nil, errorf(CodeInvalidRequest, "job document is %d bytes; the limit is %d", len(in.Document), MaxDocumentBytes)
+		return nil, Errorf(CodeInvalidRequest, "job document is %d bytes; the limit is %d", len(in.Document), MaxDocumentBytes)
 	}
 	if !json.Valid([]byte(in.Document)) {
-		return nil, errorf(CodeInvalidRequest, "job document is not valid JSON")
+		return nil, Errorf(CodeInvalidRequest, "job document is not valid JSON")
 	}
 	if len(in.Targets) == 0 {
-		return nil, errorf(CodeInvalidRequest, "job %s has no targets", in.JobID)
+		return nil, Errorf(CodeInvalidRequest, "job %s has no targets", in.JobID)
 	}
 	switch in.TargetSelection {
 	case "":
 		in.TargetSelection = "SNAPSHOT"
 	case "SNAPSHOT", "CONTINUOUS":
 	default:
-		return nil, errorf(CodeInvalidRequest, "targetSelection %q is invalid: use SNAPSHOT or CONTINUOUS", in.TargetSelection)
+		return nil, Errorf(CodeInvalidRequest, "targetSelection %q is invalid: use SNAPSHOT or CONTINUOUS", in.TargetSelection)
 	}
 	if in.InProgressTimeoutMinutes < 0 || in.InProgressTimeoutMinutes > 10080 {
-		return nil, errorf(CodeInvalidRequest, "timeoutConfig.inProgressTimeoutInMinutes must be from 1 to 10080")
+		return nil, Errorf(CodeInvalidRequest, "timeoutConfig.inProgressTimeoutInMinutes must be from 1 to 10080")
 	}
 	for _, c := range in.Retry {
 		if c.FailureType != "FAILED" && c.FailureType != "TIMED_OUT" && c.FailureType != "ALL" {
-			return nil, errorf(CodeInvalidRequest, "retry failureType %q is invalid: use FAILED, TIMED_OUT or ALL", c.FailureType)
+			return nil, Errorf(CodeInvalidRequest, "retry failureType %q is invalid: use FAILED, TIMED_OUT or ALL", c.FailureType)
 		}
 		if c.NumberOfRetries < 0 || c.NumberOfRetries > 10 {
-			return nil, errorf(CodeInvalidRequest, "retry numberOfRetries must be from 0 to 10")
+			return nil, Errorf(CodeInvalidRequest, "retry numberOfRetries must be from 0 to 10")
 		}
 	}
 	if err := checkAbort(in.Abort); err != nil {
@@ -80,17 +80,17 @@ func (s *Service) CreateJob(in CreateJobInput) (*store.Job, error) {
 		return nil, err
 	}
 	if in.MaxPerMinute < 0 || in.MaxPerMinute > 1000 {
-		return nil, errorf(CodeInvalidRequest, "jobExecutionsRolloutConfig.maximumPerMinute must be from 1 to 1000")
+		return nil, Errorf(CodeInvalidRequest, "jobExecutionsRolloutConfig.maximumPerMinute must be from 1 to 1000")
 	}
 	if in.Presign != nil {
 		if in.Presign.ExpiresInSec == 0 {
 			in.Presign.ExpiresInSec = 3600
 		}
 		if in.Presign.ExpiresInSec < 60 || in.Presign.ExpiresInSec > 3600 {
-			return nil, errorf(CodeInvalidRequest, "presignedUrlConfig.expiresInSec must be from 60 to 3600")
+			return nil, Errorf(CodeInvalidRequest, "presignedUrlConfig.expiresInSec must be from 60 to 3600")
 		}
 	}
-	now := s.clock()
+	now := s.Clock()
 	if in.Scheduling != nil {
 		if err := s.checkScheduling(in.Scheduling, now); err != nil {
 			return nil, err
@@ -101,7 +101,7 @@ func (s *Service) CreateJob(in CreateJobInput) (*store.Job, error) {
 		return nil, err
 	}
 	if in.TargetSelection == "CONTINUOUS" && len(groups) == 0 {
-		return nil, errorf(CodeInvalidRequest, "a CONTINUOUS job must target at least one thing group")
+		return nil, Errorf(CodeInvalidRequest, "a CONTINUOUS job must target at least one thing group")
 	}
 	var job *store.Job
 	var queued []string
@@ -111,7 +111,7 @@ func (s *Service) CreateJob(in CreateJobInput) (*store.Job, error) {
 			return err
 		}
 		if existing != nil {
-			return errorf(CodeAlreadyExists, "job %s already exists", in.JobID)
+			return Errorf(CodeAlreadyExists, "job %s already exists", in.JobID)
 		}
 		var missing []string
 		for _, name := range things {
@@ -124,7 +124,7 @@ func (s *Service) CreateJob(in CreateJobInput) (*store.Job, error) {
 			}
 		}
 		if len(missing) > 0 {
-			return errorf(CodeInvalidRequest, "target thing(s) %s do not exist; register them first (CreateThing)", strings.Join(missing, ", "))
+			return Errorf(CodeInvalidRequest, "target thing(s) %s do not exist; register them first (CreateThing)", strings.Join(missing, ", "))
 		}
 		for _, g := range groups {
 			grp, err := t.Group(g)
@@ -132,7 +132,7 @@ func (s *Service) CreateJob(in CreateJobInput) (*store.Job, error) {
 				return err
 			}
 			if grp == nil {
-				return errorf(CodeInvalidRequest, "target thing group %s does not exist", g)
+				return Errorf(CodeInvalidRequest, "target thing group %s does not exist", g)
 			}
 		}
 		job = &store.Job{
@@ -280,29 +280,29 @@ func retriesFor(j *store.Job, status store.ExecutionStatus) int {
 func (s *Service) parseTarget(target string) (kind, name string, err error) {
 	t, err := arn.ParseTarget(target)
 	if err != nil {
-		return "", "", errorf(CodeInvalidRequest, "%v", err)
+		return "", "", Errorf(CodeInvalidRequest, "%v", err)
 	}
 	if t.ARN.Region != "" && t.ARN.Region != s.region {
-		return "", "", errorf(CodeInvalidRequest, "target %q is in region %s; this service serves %s", target, t.ARN.Region, s.region)
+		return "", "", Errorf(CodeInvalidRequest, "target %q is in region %s; this service serves %s", target, t.ARN.Region, s.region)
 	}
 	if t.ARN.Account != "" && t.ARN.Account != s.account {
-		return "", "", errorf(CodeInvalidRequest, "target %q belongs to account %s; this service is account %s (a job reaches only its own account's things)", target, t.ARN.Account, s.account)
+		return "", "", Errorf(CodeInvalidRequest, "target %q belongs to account %s; this service is account %s (a job reaches only its own account's things)", target, t.ARN.Account, s.account)
 	}
 	if !thingNameRE.MatchString(t.Name) {
-		return "", "", errorf(CodeInvalidRequest, "target %q names no valid thing or thing group (letters, digits, _ - :, at most 128)", target)
+		return "", "", Errorf(CodeInvalidRequest, "target %q names no valid thing or thing group (letters, digits, _ - :, at most 128)", target)
 	}
 	return t.Type, t.Name, nil
 }
 
 // DescribeJob returns a job with its counters.
 func (s *Service) DescribeJob(id string) (*store.Job, error) {
-	return viewOne(s, func(t store.Tx) (*store.Job, error) { return t.JobWithTargets(id) }, errorf(CodeResourceNotFound, "job %s does not exist", id))
+	return viewOne(s, func(t store.Tx) (*store.Job, error) { return t.JobWithTargets(id) }, Errorf(CodeResourceNotFound, "job %s does not exist", id))
 }
 
-// jobWithoutTargets is DescribeJob without the target list, for a device's view of a job: the
+// JobWithoutTargets is DescribeJob without the target list, for a device's view of a job: the
 // list can be 10,000 ARNs long, and decoding it for every device made a wave quadratic.
-func (s *Service) jobWithoutTargets(id string) (*store.Job, error) {
-	return viewOne(s, func(t store.Tx) (*store.Job, error) { return t.Job(id) }, errorf(CodeResourceNotFound, "job %s does not exist", id))
+func (s *Service) JobWithoutTargets(id string) (*store.Job, error) {
+	return viewOne(s, func(t store.Tx) (*store.Job, error) { return t.Job(id) }, Errorf(CodeResourceNotFound, "job %s does not exist", id))
 }
 
 // CancelJob cancels a job: QUEUED executions become CANCELED, and IN_PROGRESS ones too when
@@ -316,13 +316,13 @@ func (s *Service) CancelJob(jobID string, force bool, comment, reasonCode string
 			return err
 		}
 		if j.Status == store.JobCompleted {
-			return errorf(CodeInvalidRequest, "job %s is already COMPLETED and cannot be canceled", jobID)
+			return Errorf(CodeInvalidRequest, "job %s is already COMPLETED and cannot be canceled", jobID)
 		}
 		if j.Status == store.JobCanceled && (!force || j.ForceCanceled) {
 			job = j
 			return nil
 		}
-		changed, err = s.cancelInTx(t, j, force, comment, reasonCode, s.clock())
+		changed, err = s.cancelInTx(t, j, force, comment, reasonCode, s.Clock())
 		job = j
 		return err
 	})
@@ -373,7 +373,7 @@ func (s *Service) DeleteJob(jobID string, force bool) error {
 			return err
 		}
 		if j.Status == store.JobInProgress && !force {
-			return errorf(CodeInvalidStateTransition, "job %s is IN_PROGRESS; cancel it first or delete with force", jobID)
+			return Errorf(CodeInvalidStateTransition, "job %s is IN_PROGRESS; cancel it first or delete with force", jobID)
 		}
 		var execs []*store.Execution
 		if err := t.JobExecutions(jobID, func(e *store.Execution) error { execs = append(execs, e); return nil }); err != nil {
@@ -420,7 +420,7 @@ func (s *Service) ListJobs(status store.JobStatus, selection, group string, max 
 	if err != nil {
 		return nil, "", err
 	}
-	page, next := pageStrings(ids, max, token)
+	page, next := PageStrings(ids, max, token)
 	byID := map[string]*store.Job{}
 	for _, j := range out {
 		byID[j.ID] = j
@@ -434,7 +434,7 @@ func (s *Service) ListJobs(status store.JobStatus, selection, group string, max 
 
 // GetJobDocument returns a job's document, as the devices get it before substitution.
 func (s *Service) GetJobDocument(id string) (string, error) {
-	j, err := s.jobWithoutTargets(id)
+	j, err := s.JobWithoutTargets(id)
 	if err != nil {
 		return "", err
 	}
@@ -445,7 +445,7 @@ func (s *Service) GetJobDocument(id string) (string, error) {
 // configuration, the rollout rate, the in-progress timeout and the retry configuration.
 func (s *Service) UpdateJob(id string, in UpdateJobInput) error {
 	if in.Description != nil && len(*in.Description) > 2028 {
-		return errorf(CodeInvalidRequest, "description: at most 2028 characters")
+		return Errorf(CodeInvalidRequest, "description: at most 2028 characters")
 	}
 	return s.st.Update(func(t store.Tx) error {
 		j, err := mustJob(t, id)
@@ -453,20 +453,20 @@ func (s *Service) UpdateJob(id string, in UpdateJobInput) error {
 			return err
 		}
 		if j.Status == store.JobCompleted || j.Status == store.JobCanceled {
-			return errorf(CodeInvalidStateTransition, "job %s is %s: only a job in progress can be updated", id, j.Status)
+			return Errorf(CodeInvalidStateTransition, "job %s is %s: only a job in progress can be updated", id, j.Status)
 		}
 		if in.Description != nil {
 			j.Description = *in.Description
 		}
 		if in.MaxPerMinute != nil {
 			if *in.MaxPerMinute < 1 || *in.MaxPerMinute > 1000 {
-				return errorf(CodeInvalidRequest, "jobExecutionsRolloutConfig.maximumPerMinute must be from 1 to 1000")
+				return Errorf(CodeInvalidRequest, "jobExecutionsRolloutConfig.maximumPerMinute must be from 1 to 1000")
 			}
 			j.MaxPerMinute = *in.MaxPerMinute
 		}
 		if in.InProgressMinutes != nil {
 			if *in.InProgressMinutes < 1 || *in.InProgressMinutes > 10080 {
-				return errorf(CodeInvalidRequest, "timeoutConfig.inProgressTimeoutInMinutes must be from 1 to 10080")
+				return Errorf(CodeInvalidRequest, "timeoutConfig.inProgressTimeoutInMinutes must be from 1 to 10080")
 			}
 			j.InProgressTimeout = time.Duration(*in.InProgressMinutes) * time.Minute
 		}
@@ -488,7 +488,7 @@ func (s *Service) UpdateJob(id string, in UpdateJobInput) error {
 			}
 			j.Abort = in.Abort
 		}
-		now := s.clock()
+		now := s.Clock()
 		j.LastUpdatedAt = now
 		// A tighter abortConfig may already be met.
 		if err := s.abortIfDue(t, j, now); err != nil {
@@ -513,10 +513,10 @@ type UpdateJobInput struct {
 // gets an execution now, a group's members now and whoever joins it later.
 func (s *Service) AssociateTargetsWithJob(jobID string, targets []string, comment string) (*store.Job, error) {
 	if len(targets) == 0 {
-		return nil, errorf(CodeInvalidRequest, "targets: give at least one thing or thing-group ARN")
+		return nil, Errorf(CodeInvalidRequest, "targets: give at least one thing or thing-group ARN")
 	}
 	if len(comment) > 2028 {
-		return nil, errorf(CodeInvalidRequest, "comment: at most 2028 characters")
+		return nil, Errorf(CodeInvalidRequest, "comment: at most 2028 characters")
 	}
 	type target struct{ kind, name string }
 	var parsed []target
@@ -535,13 +535,13 @@ func (s *Service) AssociateTargetsWithJob(jobID string, targets []string, commen
 			return err
 		}
 		if j == nil {
-			return errorf(CodeResourceNotFound, "job %s does not exist", jobID)
+			return Errorf(CodeResourceNotFound, "job %s does not exist", jobID)
 		}
 		if j.TargetSelection != "CONTINUOUS" {
-			return errorf(CodeInvalidRequest, "job %s is a SNAPSHOT job: targets can be associated only with a CONTINUOUS job", jobID)
+			return Errorf(CodeInvalidRequest, "job %s is a SNAPSHOT job: targets can be associated only with a CONTINUOUS job", jobID)
 		}
 		if j.Status != store.JobInProgress {
-			return errorf(CodeInvalidStateTransition, "job %s is %s: targets can be associated only with a job in progress", jobID, j.Status)
+			return Errorf(CodeInvalidStateTransition, "job %s is %s: targets can be associated only with a job in progress", jobID, j.Status)
 		}
 		all := slices.Clone(j.Targets)
 		for _, tg := range targets {
@@ -552,7 +552,7 @@ func (s *Service) AssociateTargetsWithJob(jobID string, targets []string, commen
 		if err := s.checkTargets(all); err != nil {
 			return err
 		}
-		now := s.clock()
+		now := s.Clock()
 		queue := func(thing string) error {
 			if e, err := t.Execution(jobID, thing); err != nil || e != nil {
 				return err
@@ -570,7 +570,7 @@ func (s *Service) AssociateTargetsWithJob(jobID string, targets []string, commen
 					return err
 				}
 				if th == nil {
-					return errorf(CodeInvalidRequest, "target thing %s does not exist; register it first (CreateThing)", tg.name)
+					return Errorf(CodeInvalidRequest, "target thing %s does not exist; register it first (CreateThing)", tg.name)
 				}
 				if err := queue(tg.name); err != nil {
 					return err
@@ -582,7 +582,7 @@ func (s *Service) AssociateTargetsWithJob(jobID string, targets []string, commen
 				return err
 			}
 			if g == nil {
-				return errorf(CodeInvalidRequest, "target thing group %s does not exist", tg.name)
+				return Errorf(CodeInvalidRequest, "target thing group %s does not exist", tg.name)
 			}
 			ms, err := members(t, tg.name, true)
 			if err != nil {

@@ -23,7 +23,7 @@ const (
 // checkTargets applies CreateJob's target limit.
 func (s *Service) checkTargets(targets []string) error {
 	if s.quotas && len(targets) > MaxJobTargets {
-		return errorf(CodeLimitExceeded, "a job takes at most %d targets, not %d: put the things in a thing group and target the group", MaxJobTargets, len(targets))
+		return Errorf(CodeLimitExceeded, "a job takes at most %d targets, not %d: put the things in a thing group and target the group", MaxJobTargets, len(targets))
 	}
 	return nil
 }
@@ -39,7 +39,7 @@ func (s *Service) checkJoin(t store.Tx, group, thing string) error {
 		return err
 	}
 	if len(have) >= MaxGroupsPerThing {
-		return errorf(CodeInvalidRequest, "thing %s already belongs to %d thing groups, AWS IoT's limit: remove it from one first", thing, len(have))
+		return Errorf(CodeInvalidRequest, "thing %s already belongs to %d thing groups, AWS IoT's limit: remove it from one first", thing, len(have))
 	}
 	mine, err := ancestors(t, group)
 	if err != nil {
@@ -51,7 +51,7 @@ func (s *Service) checkJoin(t store.Tx, group, thing string) error {
 			return err
 		}
 		if slices.ContainsFunc(theirs, func(g string) bool { return slices.Contains(mine, g) }) {
-			return errorf(CodeInvalidRequest, "thing %s is in group %s of the same hierarchy as %s: a thing may belong to only one group of a hierarchy", thing, h, group)
+			return Errorf(CodeInvalidRequest, "thing %s is in group %s of the same hierarchy as %s: a thing may belong to only one group of a hierarchy", thing, h, group)
 		}
 	}
 	return nil
@@ -64,14 +64,14 @@ func (s *Service) checkStatusDetails(details map[string]string) error {
 	}
 	for k, v := range details {
 		if len(k) == 0 || len(k) > iotjobs.MaxDetailsKey || !thingNameRE.MatchString(k) /* the same character set and length */ {
-			return errorf(CodeInvalidRequest, "statusDetails key %q is invalid: use 1-%d of a-z A-Z 0-9 : _ -", trim(k, 40), iotjobs.MaxDetailsKey)
+			return Errorf(CodeInvalidRequest, "statusDetails key %q is invalid: use 1-%d of a-z A-Z 0-9 : _ -", trim(k, 40), iotjobs.MaxDetailsKey)
 		}
 		if len([]rune(v)) == 0 || len([]rune(v)) > iotjobs.MaxDetailsValue {
-			return errorf(CodeInvalidRequest, "statusDetails value of %s is %d characters: the limit is 1-%d", k, len([]rune(v)), iotjobs.MaxDetailsValue)
+			return Errorf(CodeInvalidRequest, "statusDetails value of %s is %d characters: the limit is 1-%d", k, len([]rune(v)), iotjobs.MaxDetailsValue)
 		}
 		for _, r := range v {
 			if unicode.IsControl(r) {
-				return errorf(CodeInvalidRequest, "statusDetails value of %s holds a control character (%U)", k, r)
+				return Errorf(CodeInvalidRequest, "statusDetails value of %s holds a control character (%U)", k, r)
 			}
 		}
 	}
@@ -81,7 +81,7 @@ func (s *Service) checkStatusDetails(details map[string]string) error {
 // checkClientToken applies the Jobs MQTT API's clientToken limit.
 func (s *Service) checkClientToken(token string) error {
 	if s.quotas && len(token) > iotjobs.MaxClientToken {
-		return errorf(CodeInvalidRequest, "clientToken is %d bytes: the limit is %d", len(token), iotjobs.MaxClientToken)
+		return Errorf(CodeInvalidRequest, "clientToken is %d bytes: the limit is %d", len(token), iotjobs.MaxClientToken)
 	}
 	return nil
 }

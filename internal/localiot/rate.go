@@ -17,17 +17,17 @@ func checkExponentialRate(e *store.ExponentialRate) error {
 		return nil
 	}
 	if e.BaseRatePerMinute < 1 || e.BaseRatePerMinute > 1000 {
-		return errorf(CodeInvalidRequest, "exponentialRate.baseRatePerMinute must be from 1 to 1000")
+		return Errorf(CodeInvalidRequest, "exponentialRate.baseRatePerMinute must be from 1 to 1000")
 	}
 	if e.IncrementFactor < 1.1 || e.IncrementFactor > 5 {
-		return errorf(CodeInvalidRequest, "exponentialRate.incrementFactor must be from 1.1 to 5")
+		return Errorf(CodeInvalidRequest, "exponentialRate.incrementFactor must be from 1.1 to 5")
 	}
 	if !atMostDecimals(e.IncrementFactor, 1) {
-		return errorf(CodeInvalidRequest, "exponentialRate.incrementFactor %v has more than one digit after the decimal point", e.IncrementFactor)
+		return Errorf(CodeInvalidRequest, "exponentialRate.incrementFactor %v has more than one digit after the decimal point", e.IncrementFactor)
 	}
 	c := e.RateIncreaseCriteria
 	if (c.NumberOfNotifiedThings == 0) == (c.NumberOfSucceededThings == 0) || c.NumberOfNotifiedThings < 0 || c.NumberOfSucceededThings < 0 {
-		return errorf(CodeInvalidRequest, "exponentialRate.rateIncreaseCriteria needs one of numberOfNotifiedThings or numberOfSucceededThings, at least 1")
+		return Errorf(CodeInvalidRequest, "exponentialRate.rateIncreaseCriteria needs one of numberOfNotifiedThings or numberOfSucceededThings, at least 1")
 	}
 	return nil
 }

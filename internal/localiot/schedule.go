@@ -37,7 +37,7 @@ func parseScheduleTime(member, v string) (time.Time, error) {
 			return t.UTC(), nil
 		}
 	}
-	return time.Time{}, errorf(CodeInvalidRequest, "schedulingConfig.%s %q: use YYYY-MM-DDTHH:MM (UTC), e.g. 2030-01-31T02:00", member, v)
+	return time.Time{}, Errorf(CodeInvalidRequest, "schedulingConfig.%s %q: use YYYY-MM-DDTHH:MM (UTC), e.g. 2030-01-31T02:00", member, v)
 }
 
 // checkScheduling validates sc and fills Start and End. Under AWS's quotas the start is 30
@@ -50,7 +50,7 @@ func (s *Service) checkScheduling(sc *store.Scheduling, now time.Time) error {
 			return err
 		}
 		if s.quotas && (sc.Start.Before(now.Add(30*time.Minute)) || sc.Start.After(now.AddDate(1, 0, 0))) {
-			return errorf(CodeInvalidRequest, "schedulingConfig.startTime %s must be from 30 minutes to one year from now (%s)", sc.StartTime, now.Format("2006-01-02T15:04"))
+			return Errorf(CodeInvalidRequest, "schedulingConfig.startTime %s must be from 30 minutes to one year from now (%s)", sc.StartTime, now.Format("2006-01-02T15:04"))
 		}
 	}
 	if sc.EndTime != "" {
@@ -62,24 +62,24 @@ func (s *Service) checkScheduling(sc *store.Scheduling, now time.Time) error {
 			from = sc.Start
 		}
 		if !sc.End.After(from) {
-			return errorf(CodeInvalidRequest, "schedulingConfig.endTime %s must be after the start", sc.EndTime)
+			return Errorf(CodeInvalidRequest, "schedulingConfig.endTime %s must be after the start", sc.EndTime)
 		}
 		if s.quotas && (sc.End.Before(now.Add(30*time.Minute)) || sc.End.After(now.AddDate(2, 0, 0)) ||
 			sc.End.Sub(from) < 30*time.Minute || sc.End.After(from.AddDate(2, 0, 0))) {
-			return errorf(CodeInvalidRequest, "schedulingConfig.endTime %s must be 30 minutes to two years from now and from the start", sc.EndTime)
+			return Errorf(CodeInvalidRequest, "schedulingConfig.endTime %s must be 30 minutes to two years from now and from the start", sc.EndTime)
 		}
 	}
 	switch sc.EndBehavior {
 	case "", "STOP_ROLLOUT", "CANCEL", "FORCE_CANCEL":
 	default:
-		return errorf(CodeInvalidRequest, "schedulingConfig.endBehavior %q is invalid: use STOP_ROLLOUT, CANCEL or FORCE_CANCEL", sc.EndBehavior)
+		return Errorf(CodeInvalidRequest, "schedulingConfig.endBehavior %q is invalid: use STOP_ROLLOUT, CANCEL or FORCE_CANCEL", sc.EndBehavior)
 	}
 	for i, w := range sc.MaintenanceWindows {
 		if w.DurationInMinutes < 1 || w.DurationInMinutes > 1430 {
-			return errorf(CodeInvalidRequest, "maintenanceWindows[%d].durationInMinutes must be from 1 to 1430", i)
+			return Errorf(CodeInvalidRequest, "maintenanceWindows[%d].durationInMinutes must be from 1 to 1430", i)
 		}
 		if _, err := parseWindowCron(w.StartTime); err != nil {
-			return errorf(CodeInvalidRequest, "maintenanceWindows[%d].startTime: %v", i, err)
+			return Errorf(CodeInvalidRequest, "maintenanceWindows[%d].startTime: %v", i, err)
 		}
 	}
 	return nil
@@ -195,9 +195,9 @@ func inWindow(sc *store.Scheduling, now time.Time) bool {
 	return false
 }
 
-// nextRollouts are the next n window starts after now over all windows (DescribeJob's
+// NextRollouts are the next n window starts after now over all windows (DescribeJob's
 // scheduledJobRollouts).
-func nextRollouts(sc *store.Scheduling, now time.Time, n int) []string {
+func NextRollouts(sc *store.Scheduling, now time.Time, n int) []string {
 	var out []time.Time
 	for _, w := range sc.MaintenanceWindows {
 		c, err := parseWindowCron(w.StartTime)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -163,7 +164,7 @@ func (s *Service) queueChanged(things []string) {
 	}
 }
 
-func (s *Service) clock() time.Time { return s.now().UTC().Truncate(time.Millisecond) }
+func (s *Service) Clock() time.Time { return s.now().UTC().Truncate(time.Millisecond) }
 
 // ThingArn is the ARN of a thing in this service's region and account.
 func (s *Service) ThingArn(name string) string {
@@ -203,3 +204,32 @@ func mapsEqual(a, b map[string]string) bool {
 	}
 	return true
 }
+
+// Counter is the count of calls of operation op (a REST route, or "mqtt get" and the like).
+func (s *Service) Counter(op string) *atomic.Int64 {
+	v, ok := s.calls.Load(op)
+	if !ok {
+		v, _ = s.calls.LoadOrStore(op, new(atomic.Int64))
+	}
+	return v.(*atomic.Int64)
+}
+
+// APICalls counts the control-plane requests served so far, by operation ("PUT /jobs/{jobId}"),
+// and the device requests over MQTT ("mqtt get", "mqtt update", ...): what a benchmark divides
+// by the fleet size.
+func (s *Service) APICalls() map[string]int64 {
+	out := map[string]int64{}
+	s.calls.Range(func(k, v any) bool {
+		if n := v.(*atomic.Int64).Load(); n > 0 {
+			out[k.(string)] = n
+		}
+		return true
+	})
+	return out
+}
+
+// Logger is the service's logger.
+func (s *Service) Logger() *zerolog.Logger { return &s.log }
+
+// BaseURL is the address devices reach this service at ("" until SetBaseURL).
+func (s *Service) BaseURL() string { return s.baseURL }

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/rest"
 )
 
 // The AWS IoT service model that Debian's awscli installs (`make deps`): the contract every
@@ -270,7 +271,7 @@ func (rec *modelRecorder) checkAgainstModel(t *testing.T, m *serviceModel) []str
 func serveRecorded(t *testing.T, svc *localiot.Service) (string, *modelRecorder) {
 	t.Helper()
 	rec := &modelRecorder{}
-	srv := httptest.NewServer(rec.wrap(svc.HTTPHandler(&localiot.SigV4Verifier{Creds: testCreds, Region: "us-east-1"})))
+	srv := httptest.NewServer(rec.wrap(rest.Handler(svc, &rest.SigV4Verifier{Creds: testCreds, Region: "us-east-1"})))
 	t.Cleanup(srv.Close)
 	return srv.URL, rec
 }

@@ -114,17 +114,17 @@ func parseShadowTopic(topic string) (thing, name, op string, ok bool) {
 // Device Shadow service does, and returns the accepted reply's document.
 func (s *Service) UpdateShadow(thing, name string, payload []byte) (map[string]any, error) {
 	if !shadowNameRE.MatchString(name) {
-		return nil, errorf(CodeInvalidRequest, "shadow name %q: use 1 to 64 of a-z A-Z 0-9 : _ -", name)
+		return nil, Errorf(CodeInvalidRequest, "shadow name %q: use 1 to 64 of a-z A-Z 0-9 : _ -", name)
 	}
 	var u ShadowUpdate
 	if err := json.Unmarshal(payload, &u); err != nil {
-		return nil, errorf(CodeInvalidRequest, "Payload contains invalid json")
+		return nil, Errorf(CodeInvalidRequest, "Payload contains invalid json")
 	}
 	if u.State == nil {
-		return nil, errorf(CodeInvalidRequest, "Missing required node: state")
+		return nil, Errorf(CodeInvalidRequest, "Missing required node: state")
 	}
 	if len(u.State.Reported)+len(u.State.Desired) > maxShadowState {
-		return nil, errorf(CodeLimitExceeded, "The state of shadow %s is larger than %d bytes", name, maxShadowState)
+		return nil, Errorf(CodeLimitExceeded, "The state of shadow %s is larger than %d bytes", name, maxShadowState)
 	}
 	var reported, desired map[string]any
 	if err := decodeState(u.State.Reported, &reported); err != nil {
@@ -133,7 +133,7 @@ func (s *Service) UpdateShadow(thing, name string, payload []byte) (map[string]a
 	if err := decodeState(u.State.Desired, &desired); err != nil {
 		return nil, err
 	}
-	now := s.clock().Unix()
+	now := s.Clock().Unix()
 	var out map[string]any
 	err := s.st.Batch(func(t store.Tx) error {
 		th, err := t.Thing(thing)
@@ -141,7 +141,7 @@ func (s *Service) UpdateShadow(thing, name string, payload []byte) (map[string]a
 			return err
 		}
 		if th == nil {
-			return errorf(CodeResourceNotFound, "thing %s does not exist; register it first (CreateThing)", thing)
+			return Errorf(CodeResourceNotFound, "thing %s does not exist; register it first (CreateThing)", thing)
 		}
 		sh, err := shadowOf(t, th, name)
 		if err != nil {
@@ -153,13 +153,13 @@ func (s *Service) UpdateShadow(thing, name string, payload []byte) (map[string]a
 				return err
 			}
 			if len(names) >= MaxNamedShadows {
-				return errorf(CodeLimitExceeded, "thing %s already has %d named shadows (%s), the most otaflow keeps for one thing; delete one or use an existing name", thing, len(names), strings.Join(names, ", "))
+				return Errorf(CodeLimitExceeded, "thing %s already has %d named shadows (%s), the most otaflow keeps for one thing; delete one or use an existing name", thing, len(names), strings.Join(names, ", "))
 			}
 			sh = &store.Shadow{}
 		}
 		sh.Name = name
 		if u.Version != nil && *u.Version != sh.Version {
-			return errorf(CodeConflict, "Version conflict: shadow %s is at version %d, not %d", name, sh.Version, *u.Version)
+			return Errorf(CodeConflict, "Version conflict: shadow %s is at version %d, not %d", name, sh.Version, *u.Version)
 		}
 		state, meta := map[string]any{}, map[string]any{}
 		if reported != nil {
@@ -172,7 +172,7 @@ func (s *Service) UpdateShadow(thing, name string, payload []byte) (map[string]a
 		}
 		// AWS's limit is on the document as stored: desired and reported together.
 		if raw, _ := json.Marshal(map[string]any{"desired": sh.Desired, "reported": sh.Reported}); len(raw) > maxShadowState {
-			return errorf(CodeLimitExceeded, "The state of shadow %s would be %d bytes, larger than %d (desired and reported together); remove keys with null or use another shadow", name, len(raw), maxShadowState)
+			return Errorf(CodeLimitExceeded, "The state of shadow %s would be %d bytes, larger than %d (desired and reported together); remove keys with null or use another shadow", name, len(raw), maxShadowState)
 		}
 		sh.Version++
 		sh.Timestamp = now
@@ -207,7 +207,7 @@ func decodeState(raw json.RawMessage, v *map[string]any) error {
 		return nil
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
-		return errorf(CodeInvalidRequest, "State contains an invalid node: %v", err)
+		return Errorf(CodeInvalidRequest, "State contains an invalid node: %v", err)
 	}
 	return nil
 }
@@ -253,7 +253,7 @@ func stamp(update map[string]any, now int64) map[string]any {
 // GetShadow returns a thing's named shadow as the Device Shadow service's GetThingShadow does.
 func (s *Service) GetShadow(thing, name string) (map[string]any, error) {
 	if !shadowNameRE.MatchString(name) {
-		return nil, errorf(CodeInvalidRequest, "shadow name %q: use 1 to 64 of a-z A-Z 0-9 : _ -", name)
+		return nil, Errorf(CodeInvalidRequest, "shadow name %q: use 1 to 64 of a-z A-Z 0-9 : _ -", name)
 	}
 	var sh *store.Shadow
 	err := s.st.View(func(t store.Tx) error {
@@ -262,7 +262,7 @@ func (s *Service) GetShadow(thing, name string) (map[string]any, error) {
 			return err
 		}
 		if th == nil {
-			return errorf(CodeResourceNotFound, "thing %s does not exist; register it first (CreateThing)", thing)
+			return Errorf(CodeResourceNotFound, "thing %s does not exist; register it first (CreateThing)", thing)
 		}
 		sh, err = shadowOf(t, th, name)
 		return err
@@ -271,7 +271,7 @@ func (s *Service) GetShadow(thing, name string) (map[string]any, error) {
 		return nil, err
 	}
 	if sh == nil {
-		return nil, errorf(CodeResourceNotFound, "No shadow exists with name: '%s~%s'", thing, name)
+		return nil, Errorf(CodeResourceNotFound, "No shadow exists with name: '%s~%s'", thing, name)
 	}
 	state, meta := map[string]any{}, map[string]any{}
 	if len(sh.Reported) > 0 {

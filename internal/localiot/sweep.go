@@ -24,7 +24,7 @@ func (s *Service) sweepLoop(every time.Duration) {
 		case <-tick.C:
 			// One time for the whole tick: a job's end is applied before the same minute's
 			// release, never after a later one.
-			now := s.clock()
+			now := s.Clock()
 			if _, err := s.sweepTimeouts(now); err != nil {
 				s.log.Error().Err(err).Msg("timing out executions failed; will retry")
 			}
@@ -134,7 +134,7 @@ func (s *Service) sweepTimeouts(now time.Time) (int, error) {
 			if err != nil {
 				return err
 			}
-			if err := s.setStatus(t, j, e, store.ExecTimedOut, nil, s.clock()); err != nil {
+			if err := s.setStatus(t, j, e, store.ExecTimedOut, nil, s.Clock()); err != nil {
 				return err
 			}
 			things = append(things, thing)

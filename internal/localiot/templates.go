@@ -40,13 +40,13 @@ func (s *Service) JobTemplateArn(id string) string {
 // configuration (AWS's jobArn member).
 func (s *Service) CreateJobTemplate(tpl JobTemplate, fromJob string) (*JobTemplate, error) {
 	if !jobIDRE.MatchString(tpl.ID) {
-		return nil, errorf(CodeInvalidRequest, "job template ID %q: use 1-64 of a-z A-Z 0-9 _ -", tpl.ID)
+		return nil, Errorf(CodeInvalidRequest, "job template ID %q: use 1-64 of a-z A-Z 0-9 _ -", tpl.ID)
 	}
 	if tpl.Description == "" || len(tpl.Description) > 2028 {
-		return nil, errorf(CodeInvalidRequest, "description is required (at most 2028 characters)")
+		return nil, Errorf(CodeInvalidRequest, "description is required (at most 2028 characters)")
 	}
 	if fromJob != "" {
-		j, err := s.jobWithoutTargets(arn.Name(fromJob))
+		j, err := s.JobWithoutTargets(arn.Name(fromJob))
 		if err != nil {
 			return nil, err
 		}
@@ -61,19 +61,19 @@ func (s *Service) CreateJobTemplate(tpl JobTemplate, fromJob string) (*JobTempla
 		return nil, err
 	}
 	if tpl.Document == "" {
-		return nil, errorf(CodeInvalidRequest, "a job template needs a document, a documentSource or a jobArn")
+		return nil, Errorf(CodeInvalidRequest, "a job template needs a document, a documentSource or a jobArn")
 	}
 	if len(tpl.Document) > MaxDocumentBytes {
-		return nil, errorf(CodeInvalidRequest, "job document is %d bytes; the limit is %d", len(tpl.Document), MaxDocumentBytes)
+		return nil, Errorf(CodeInvalidRequest, "job document is %d bytes; the limit is %d", len(tpl.Document), MaxDocumentBytes)
 	}
-	tpl.Arn, tpl.CreatedAt = s.JobTemplateArn(tpl.ID), s.clock()
+	tpl.Arn, tpl.CreatedAt = s.JobTemplateArn(tpl.ID), s.Clock()
 	err := s.st.Update(func(t store.Tx) error {
 		existing, err := t.Record(recordJobTemplate, tpl.ID)
 		if err != nil {
 			return err
 		}
 		if existing != nil {
-			return errorf(CodeResourceConflict, "job template %s already exists", tpl.ID)
+			return Errorf(CodeResourceConflict, "job template %s already exists", tpl.ID)
 		}
 		return putRecord(t, recordJobTemplate, tpl.ID, &tpl)
 	})
@@ -91,7 +91,7 @@ func (s *Service) DescribeJobTemplate(id string) (*JobTemplate, error) {
 		return err
 	})
 	if err == nil && out == nil {
-		err = errorf(CodeResourceNotFound, "job template %s does not exist", arn.Name(id))
+		err = Errorf(CodeResourceNotFound, "job template %s does not exist", arn.Name(id))
 	}
 	return out, err
 }
@@ -121,14 +121,14 @@ func (s *Service) DeleteJobTemplate(id string) error {
 			return err
 		}
 		if existing == nil {
-			return errorf(CodeResourceNotFound, "job template %s does not exist", id)
+			return Errorf(CodeResourceNotFound, "job template %s does not exist", id)
 		}
 		return t.DeleteRecord(recordJobTemplate, id)
 	})
 }
 
-// fromTemplate fills what a CreateJob request left out from its template.
-func (s *Service) fromTemplate(in *CreateJobInput, templateArn string) error {
+// FromTemplate fills what a CreateJob request left out from its template.
+func (s *Service) FromTemplate(in *CreateJobInput, templateArn string) error {
 	tpl, err := s.DescribeJobTemplate(templateArn)
 	if err != nil {
 		return err

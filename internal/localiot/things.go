@@ -26,7 +26,7 @@ func (s *Service) CreateThing(name string, attrs map[string]string) (*store.Thin
 // CreateTypedThing is CreateThing with a thing type (which must exist and not be deprecated).
 func (s *Service) CreateTypedThing(name, typeName string, attrs map[string]string) (*store.Thing, error) {
 	if !thingNameRE.MatchString(name) {
-		return nil, errorf(CodeInvalidRequest, "thing name %q is invalid: use 1-128 characters from a-z A-Z 0-9 : _ -", name)
+		return nil, Errorf(CodeInvalidRequest, "thing name %q is invalid: use 1-128 characters from a-z A-Z 0-9 : _ -", name)
 	}
 	var out *store.Thing
 	// Batch: fleets are registered by scripts and provisioning services that create many
@@ -38,7 +38,7 @@ func (s *Service) CreateTypedThing(name, typeName string, attrs map[string]strin
 		}
 		if existing != nil {
 			if !mapsEqual(existing.Attributes, attrs) || existing.TypeName != typeName {
-				return errorf(CodeAlreadyExists, "thing %s already exists with different attributes or type", name)
+				return Errorf(CodeAlreadyExists, "thing %s already exists with different attributes or type", name)
 			}
 			out = existing
 			return nil
@@ -52,7 +52,7 @@ func (s *Service) CreateTypedThing(name, typeName string, attrs map[string]strin
 		if err != nil {
 			return err
 		}
-		out = &store.Thing{Name: name, Arn: s.ThingArn(name), ID: fmt.Sprintf("%016x", seq), Attributes: attrs, TypeName: typeName, Version: 1, CreatedAt: s.clock()}
+		out = &store.Thing{Name: name, Arn: s.ThingArn(name), ID: fmt.Sprintf("%016x", seq), Attributes: attrs, TypeName: typeName, Version: 1, CreatedAt: s.Clock()}
 		return t.PutThing(out)
 	})
 	return out, err
@@ -61,7 +61,7 @@ func (s *Service) CreateTypedThing(name, typeName string, attrs map[string]strin
 // DescribeThing returns a registered thing.
 func (s *Service) DescribeThing(name string) (*store.Thing, error) {
 	return viewOne(s, func(t store.Tx) (*store.Thing, error) { return t.Thing(name) },
-		errorf(CodeResourceNotFound, "thing %s does not exist; register it first (CreateThing)", name))
+		Errorf(CodeResourceNotFound, "thing %s does not exist; register it first (CreateThing)", name))
 }
 
 // DeleteThing deletes a thing; its pending executions become REMOVED.
@@ -75,13 +75,13 @@ func (s *Service) DeleteThing(name string, expectedVersion int64) error {
 			return nil // deleting a thing that does not exist succeeds, as in AWS
 		}
 		if expectedVersion != 0 && expectedVersion != th.Version {
-			return errorf(CodeVersionMismatch, "thing %s is at version %d, not %d", name, th.Version, expectedVersion)
+			return Errorf(CodeVersionMismatch, "thing %s is at version %d, not %d", name, th.Version, expectedVersion)
 		}
 		execs, err := t.ThingExecutions(name)
 		if err != nil {
 			return err
 		}
-		now := s.clock()
+		now := s.Clock()
 		for _, e := range execs {
 			if e.Status.Terminal() {
 				continue
@@ -128,7 +128,7 @@ func (s *Service) ListThings(attrName, attrValue string, prefix bool, typeName s
 	if err != nil {
 		return nil, "", err
 	}
-	page, next := pageStrings(names, max, token)
+	page, next := PageStrings(names, max, token)
 	out := make([]*store.Thing, 0, len(page))
 	for _, n := range page {
 		out = append(out, byName[n])
@@ -145,13 +145,13 @@ func (s *Service) UpdateThing(name string, attrs map[string]string, merge bool, 
 			return err
 		}
 		if th == nil {
-			return errorf(CodeResourceNotFound, "thing %s does not exist; register it first (CreateThing)", name)
+			return Errorf(CodeResourceNotFound, "thing %s does not exist; register it first (CreateThing)", name)
 		}
 		if expectedVersion != 0 && expectedVersion != th.Version {
-			return errorf(CodeConflict, "thing %s is at version %d, not the expected %d", name, th.Version, expectedVersion)
+			return Errorf(CodeConflict, "thing %s is at version %d, not the expected %d", name, th.Version, expectedVersion)
 		}
 		next := mergeAttributes(th.Attributes, attrs, merge)
-		if err := checkAttributes(next); err != nil {
+		if err := CheckAttributes(next); err != nil {
 			return err
 		}
 		if len(typeChange) > 0 { // a new type, or "" to remove it
@@ -187,16 +187,16 @@ func mergeAttributes(current, attrs map[string]string, merge bool) map[string]st
 
 // AWS's limits on thing attributes: at most 50 (for a thing without a type: 3 searchable, but
 // every attribute is searchable here), names to 128 and values to 800 of [a-zA-Z0-9_.,@/:#=\[\]-].
-func checkAttributes(attrs map[string]string) error {
+func CheckAttributes(attrs map[string]string) error {
 	if len(attrs) > 50 {
-		return errorf(CodeInvalidRequest, "a thing has at most 50 attributes, not %d", len(attrs))
+		return Errorf(CodeInvalidRequest, "a thing has at most 50 attributes, not %d", len(attrs))
 	}
 	for k, v := range attrs {
 		if len(k) == 0 || len(k) > 128 || !attrCharsOK(k) {
-			return errorf(CodeInvalidRequest, "attribute name %q: use 1 to 128 of a-z A-Z 0-9 _ . , @ / : # - [ ] =", k)
+			return Errorf(CodeInvalidRequest, "attribute name %q: use 1 to 128 of a-z A-Z 0-9 _ . , @ / : # - [ ] =", k)
 		}
 		if len(v) > 800 || !attrCharsOK(v) {
-			return errorf(CodeInvalidRequest, "attribute %s's value: at most 800 of a-z A-Z 0-9 _ . , @ / : # - [ ] =", k)
+			return Errorf(CodeInvalidRequest, "attribute %s's value: at most 800 of a-z A-Z 0-9 _ . , @ / : # - [ ] =", k)
 		}
 	}
 	return nil

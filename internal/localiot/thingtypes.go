@@ -52,13 +52,13 @@ func putRecord(t store.Tx, kind, name string, v any) error {
 // a no-op, as on AWS.
 func (s *Service) CreateThingType(name, description string, searchable []string) (*ThingType, error) {
 	if !thingNameRE.MatchString(name) {
-		return nil, errorf(CodeInvalidRequest, "thing type name %q is invalid: use 1-128 characters from a-z A-Z 0-9 : _ -", name)
+		return nil, Errorf(CodeInvalidRequest, "thing type name %q is invalid: use 1-128 characters from a-z A-Z 0-9 : _ -", name)
 	}
 	if len(description) > 2028 {
-		return nil, errorf(CodeInvalidRequest, "thingTypeDescription: at most 2028 characters")
+		return nil, Errorf(CodeInvalidRequest, "thingTypeDescription: at most 2028 characters")
 	}
 	if len(searchable) > 3 {
-		return nil, errorf(CodeInvalidRequest, "a thing type has at most 3 searchable attributes")
+		return nil, Errorf(CodeInvalidRequest, "a thing type has at most 3 searchable attributes")
 	}
 	var out *ThingType
 	err := s.st.Update(func(t store.Tx) error {
@@ -68,7 +68,7 @@ func (s *Service) CreateThingType(name, description string, searchable []string)
 		}
 		if existing != nil {
 			if existing.Description != description || !slices.Equal(existing.SearchableAttributes, searchable) {
-				return errorf(CodeAlreadyExists, "thing type %s already exists with other properties", name)
+				return Errorf(CodeAlreadyExists, "thing type %s already exists with other properties", name)
 			}
 			out = existing
 			return nil
@@ -78,7 +78,7 @@ func (s *Service) CreateThingType(name, description string, searchable []string)
 			return err
 		}
 		out = &ThingType{Name: name, Arn: fmt.Sprintf("arn:aws:iot:%s:%s:thingtype/%s", s.region, s.account, name), ID: fmt.Sprintf("tt%014x", seq),
-			Description: description, SearchableAttributes: searchable, CreatedAt: s.clock()}
+			Description: description, SearchableAttributes: searchable, CreatedAt: s.Clock()}
 		return putRecord(t, recordThingType, name, out)
 	})
 	return out, err
@@ -92,7 +92,7 @@ func (s *Service) DescribeThingType(name string) (*ThingType, error) {
 		return err
 	})
 	if err == nil && out == nil {
-		err = errorf(CodeResourceNotFound, "thing type %s does not exist", name)
+		err = Errorf(CodeResourceNotFound, "thing type %s does not exist", name)
 	}
 	return out, err
 }
@@ -129,7 +129,7 @@ func (s *Service) DeprecateThingType(name string, undo bool) error {
 		tt.Deprecated = !undo
 		tt.DeprecatedAt = time.Time{}
 		if !undo {
-			tt.DeprecatedAt = s.clock()
+			tt.DeprecatedAt = s.Clock()
 		}
 		return putRecord(t, recordThingType, name, tt)
 	})
@@ -144,11 +144,11 @@ func (s *Service) DeleteThingType(name string) error {
 			return err
 		}
 		if !tt.Deprecated {
-			return errorf(CodeInvalidRequest, "thing type %s is not deprecated: deprecate it first (DeprecateThingType)", name)
+			return Errorf(CodeInvalidRequest, "thing type %s is not deprecated: deprecate it first (DeprecateThingType)", name)
 		}
 		// AWS IoT deletes a thing type only five minutes after it was deprecated.
-		if ready := tt.DeprecatedAt.Add(5 * time.Minute); s.quotas && s.clock().Before(ready) {
-			return errorf(CodeInvalidRequest, "thing type %s was deprecated at %s; AWS IoT deletes a type five minutes after its deprecation: try again after %s",
+		if ready := tt.DeprecatedAt.Add(5 * time.Minute); s.quotas && s.Clock().Before(ready) {
+			return Errorf(CodeInvalidRequest, "thing type %s was deprecated at %s; AWS IoT deletes a type five minutes after its deprecation: try again after %s",
 				name, tt.DeprecatedAt.Format(time.RFC3339), ready.Format(time.RFC3339))
 		}
 		var users []string
@@ -161,7 +161,7 @@ func (s *Service) DeleteThingType(name string) error {
 			return err
 		}
 		if len(users) > 0 {
-			return errorf(CodeInvalidRequest, "thing type %s is still the type of %s: change or remove their type first", name, strings.Join(users, ", "))
+			return Errorf(CodeInvalidRequest, "thing type %s is still the type of %s: change or remove their type first", name, strings.Join(users, ", "))
 		}
 		return t.DeleteRecord(recordThingType, name)
 	})
@@ -171,7 +171,7 @@ func (s *Service) DeleteThingType(name string) error {
 func mustThingType(t store.Tx, name string) (*ThingType, error) {
 	tt, err := getRecord[ThingType](t, recordThingType, name)
 	if err == nil && tt == nil {
-		err = errorf(CodeResourceNotFound, "thing type %s does not exist; create it first (CreateThingType)", name)
+		err = Errorf(CodeResourceNotFound, "thing type %s does not exist; create it first (CreateThingType)", name)
 	}
 	return tt, err
 }
@@ -183,12 +183,12 @@ func usableThingType(t store.Tx, name string) error {
 		return err
 	}
 	if tt.Deprecated {
-		return errorf(CodeInvalidRequest, "thing type %s is deprecated: no thing may take it", name)
+		return Errorf(CodeInvalidRequest, "thing type %s is deprecated: no thing may take it", name)
 	}
 	return nil
 }
 
-type thingTypeProps struct {
+type ThingTypeProps struct {
 	ThingTypeProperties *struct {
 		Description          string   `json:"thingTypeDescription"`
 		SearchableAttributes []string `json:"searchableAttributes"`

@@ -15,6 +15,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/agent/artifact"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/rest"
 	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
@@ -44,7 +45,7 @@ func TestPublishAndDownload(t *testing.T) {
 	svc, err := localiot.Open(localiot.Options{Path: filepath.Join(dir, "jobs.db"), Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	defer svc.Close()
-	srv := httptest.NewServer(svc.HTTPHandler(&localiot.SigV4Verifier{Creds: localiot.Credentials{AccessKeyID: "k", SecretAccessKey: "s"}, Region: "us-east-1"}))
+	srv := httptest.NewServer(rest.Handler(svc, &rest.SigV4Verifier{Creds: rest.Credentials{AccessKeyID: "k", SecretAccessKey: "s"}, Region: "us-east-1"}))
 	defer srv.Close()
 	svc.SetBaseURL(srv.URL)
 	ctx := context.Background()

@@ -34,6 +34,7 @@ import (
 	"github.com/otaflow/otaflow/internal/greengrass"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/rest"
 	"github.com/otaflow/otaflow/internal/pki"
 	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
@@ -233,11 +234,11 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	})
 	top := http.NewServeMux()
 	top.Handle("/console/", con.Handler("/console/"))
-	top.Handle("/", s.Jobs.HTTPHandler(&localiot.SigV4Verifier{Creds: localiot.Credentials{AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey}, Region: o.Region},
-		localiot.Route{Pattern: "POST /greengrass/updates", Handler: &greengrass.Handler{
+	top.Handle("/", rest.Handler(s.Jobs, &rest.SigV4Verifier{Creds: rest.Credentials{AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey}, Region: o.Region},
+		rest.Route{Pattern: "POST /greengrass/updates", Handler: &greengrass.Handler{
 			Jobs: s.Jobs, Starter: rolloutclient.Starter{Client: s.Client, TaskQueue: contract.TaskQueue}, Log: jlog,
 		}}))
-	srv, err := localiot.NewServer(ln, hostCheck(top), localiot.ServerOptions{})
+	srv, err := rest.NewServer(ln, hostCheck(top), rest.ServerOptions{})
 	if err != nil {
 		return nil, err
 	}

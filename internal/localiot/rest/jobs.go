@@ -1,13 +1,14 @@
-package localiot
+package rest
 
 import (
 	"net/http"
 	"time"
 
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
-func (s *Service) handleCreateJob(r *http.Request) (any, error) {
+func (s api) handleCreateJob(r *http.Request) (any, error) {
 	var in struct {
 		Document        string   `json:"document"`
 		DocumentSource  string   `json:"documentSource"`
@@ -41,15 +42,15 @@ func (s *Service) handleCreateJob(r *http.Request) (any, error) {
 	}
 	if in.DocumentSource != "" {
 		if in.Document != "" {
-			return nil, errorf(CodeInvalidRequest, "give document or documentSource, not both")
+			return nil, localiot.Errorf(localiot.CodeInvalidRequest, "give document or documentSource, not both")
 		}
-		doc, err := s.documentFromSource(in.DocumentSource)
+		doc, err := s.DocumentFromSource(in.DocumentSource)
 		if err != nil {
 			return nil, err
 		}
 		in.Document = doc
 	}
-	cj := CreateJobInput{
+	cj := localiot.CreateJobInput{
 		JobID: r.PathValue("jobId"), Document: in.Document, Description: in.Description,
 		Targets: in.Targets, TargetSelection: in.TargetSelection,
 		InProgressTimeoutMinutes: in.TimeoutConfig.InProgressTimeoutInMinutes,
@@ -61,7 +62,7 @@ func (s *Service) handleCreateJob(r *http.Request) (any, error) {
 		Exponential:              in.RolloutConfig.ExponentialRate,
 	}
 	if in.JobTemplateArn != "" {
-		if err := s.fromTemplate(&cj, in.JobTemplateArn); err != nil {
+		if err := s.FromTemplate(&cj, in.JobTemplateArn); err != nil {
 			return nil, err
 		}
 	}
@@ -107,7 +108,7 @@ func (a *abortConfigJSON) criteria() ([]store.AbortCriteria, error) {
 		return nil, nil
 	}
 	if len(a.CriteriaList) == 0 {
-		return nil, errorf(CodeInvalidRequest, "abortConfig.criteriaList needs at least one criterion")
+		return nil, localiot.Errorf(localiot.CodeInvalidRequest, "abortConfig.criteriaList needs at least one criterion")
 	}
 	return a.CriteriaList, nil
 }
@@ -162,8 +163,8 @@ func toJobJSON(j *store.Job, now time.Time) jobJSON {
 		}
 		if len(sc.MaintenanceWindows) > 0 {
 			out.SchedulingConfig["maintenanceWindows"] = sc.MaintenanceWindows
-			if j.Status == store.JobInProgress || j.Status == JobScheduled {
-				for _, at := range nextRollouts(sc, now, 7) {
+			if j.Status == store.JobInProgress || j.Status == localiot.JobScheduled {
+				for _, at := range localiot.NextRollouts(sc, now, 7) {
 					out.ScheduledRollouts = append(out.ScheduledRollouts, map[string]string{"startTime": at})
 				}
 			}
@@ -172,19 +173,19 @@ func toJobJSON(j *store.Job, now time.Time) jobJSON {
 	return out
 }
 
-func (s *Service) handleDescribeJob(r *http.Request) (any, error) {
+func (s api) handleDescribeJob(r *http.Request) (any, error) {
 	j, err := s.DescribeJob(r.PathValue("jobId"))
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"job": toJobJSON(j, s.clock())}, nil
+	return map[string]any{"job": toJobJSON(j, s.Clock())}, nil
 }
 
 type statusDetailsJSON struct {
 	DetailsMap map[string]string `json:"detailsMap,omitempty"`
 }
 
-func (s *Service) handleListJobs(r *http.Request) (any, error) {
+func (s api) handleListJobs(r *http.Request) (any, error) {
 	max, err := maxResults(r)
 	if err != nil {
 		return nil, err
@@ -201,7 +202,7 @@ func (s *Service) handleListJobs(r *http.Request) (any, error) {
 	}
 	group := q.Get("thingGroupName")
 	if id := q.Get("thingGroupId"); id != "" {
-		name, err := s.groupNameByID(id)
+		name, err := s.GroupNameByID(id)
 		if err != nil {
 			return nil, err
 		}
@@ -224,14 +225,14 @@ func (s *Service) handleListJobs(r *http.Request) (any, error) {
 	return page(map[string]any{"jobs": list}, next), nil
 }
 
-func (s *Service) handleDeleteJob(r *http.Request) (any, error) {
+func (s api) handleDeleteJob(r *http.Request) (any, error) {
 	if err := s.DeleteJob(r.PathValue("jobId"), r.URL.Query().Get("force") == "true"); err != nil {
 		return nil, err
 	}
 	return nil, nil
 }
 
-func (s *Service) handleCancelJob(r *http.Request) (any, error) {
+func (s api) handleCancelJob(r *http.Request) (any, error) {
 	var in struct {
 		Comment    string `json:"comment"`
 		ReasonCode string `json:"reasonCode"`
@@ -247,7 +248,7 @@ func (s *Service) handleCancelJob(r *http.Request) (any, error) {
 	return map[string]string{"jobArn": j.Arn, "jobId": j.ID, "description": j.Description}, nil
 }
 
-func (s *Service) handleGetJobDocument(r *http.Request) (any, error) {
+func (s api) handleGetJobDocument(r *http.Request) (any, error) {
 	doc, err := s.GetJobDocument(r.PathValue("jobId"))
 	if err != nil {
 		return nil, err
@@ -255,7 +256,7 @@ func (s *Service) handleGetJobDocument(r *http.Request) (any, error) {
 	return map[string]string{"document": doc}, nil
 }
 
-func (s *Service) handleUpdateJob(r *http.Request) (any, error) {
+func (s api) handleUpdateJob(r *http.Request) (any, error) {
 	var in struct {
 		Description                *string `json:"description"`
 		JobExecutionsRolloutConfig *struct {
@@ -278,7 +279,7 @@ func (s *Service) handleUpdateJob(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := UpdateJobInput{Description: in.Description, Presign: in.PresignedURLConfig, Abort: abort}
+	u := localiot.UpdateJobInput{Description: in.Description, Presign: in.PresignedURLConfig, Abort: abort}
 	if rc := in.JobExecutionsRolloutConfig; rc != nil {
 		u.MaxPerMinute, u.Exponential = rc.MaximumPerMinute, rc.ExponentialRate
 	}
@@ -294,7 +295,7 @@ func (s *Service) handleUpdateJob(r *http.Request) (any, error) {
 	return nil, nil
 }
 
-func (s *Service) handleAssociateTargetsWithJob(r *http.Request) (any, error) {
+func (s api) handleAssociateTargetsWithJob(r *http.Request) (any, error) {
 	var in struct {
 		Targets []string `json:"targets"`
 		Comment string   `json:"comment"`
@@ -303,7 +304,7 @@ func (s *Service) handleAssociateTargetsWithJob(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if err := onlyQuery(r, "namespaceId"); err != nil || r.URL.Query().Get("namespaceId") != "" {
-		return nil, errorf(CodeInvalidRequest, "namespaceId is not supported by this jobs service")
+		return nil, localiot.Errorf(localiot.CodeInvalidRequest, "namespaceId is not supported by this jobs service")
 	}
 	j, err := s.AssociateTargetsWithJob(r.PathValue("jobId"), in.Targets, in.Comment)
 	if err != nil {

@@ -1,4 +1,8 @@
-package localiot
+// Package rest is the local AWS IoT's REST control plane: the paths and bodies that
+// aws-sdk-go-v2's iot client and the AWS CLI send, authenticated with SigV4, each answered by
+// one of the service's operations (Handler). It also serves iot-jobs-data over HTTPS, artifact
+// downloads by presigned URL, and the release metadata devices fetch.
+package rest
 
 import (
 	"encoding/json"
@@ -10,10 +14,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/otaflow/otaflow/internal/localiot"
 )
 
 // operation is one REST operation: it answers a request with the response to send as JSON
@@ -36,40 +41,22 @@ func (op operation) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // op routes pattern to an operation.
 func (m countingMux) op(pattern string, op operation) { m.HandleFunc(pattern, op.ServeHTTP) }
 
+// api is the REST control plane of one service: every handler turns a request into a call of
+// the service's operations and its answer into AWS's response.
+type api struct{ *localiot.Service }
+
 // countingMux counts the calls of each operation (APICalls).
 type countingMux struct {
 	*http.ServeMux
-	s *Service
+	s *localiot.Service
 }
 
 func (m countingMux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
-	n := m.s.counter(pattern)
+	n := m.s.Counter(pattern)
 	m.ServeMux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		n.Add(1)
 		h(w, r)
 	})
-}
-
-func (s *Service) counter(op string) *atomic.Int64 {
-	v, ok := s.calls.Load(op)
-	if !ok {
-		v, _ = s.calls.LoadOrStore(op, new(atomic.Int64))
-	}
-	return v.(*atomic.Int64)
-}
-
-// APICalls counts the control-plane requests served so far, by operation ("PUT /jobs/{jobId}"),
-// and the device requests over MQTT ("mqtt get", "mqtt update", ...): what a benchmark divides
-// by the fleet size.
-func (s *Service) APICalls() map[string]int64 {
-	out := map[string]int64{}
-	s.calls.Range(func(k, v any) bool {
-		if n := v.(*atomic.Int64).Load(); n > 0 {
-			out[k.(string)] = n
-		}
-		return true
-	})
-	return out
 }
 
 // Route is an extra handler served beside the IoT paths, behind the same authentication.
@@ -78,10 +65,11 @@ type Route struct {
 	Handler http.Handler
 }
 
-// HTTPHandler serves the AWS IoT REST control plane (and any extra routes). Every request
+// Handler serves svc's AWS IoT REST control plane (and any extra routes). Every request
 // must carry a SigV4 signature made with the configured credentials.
-func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler {
-	mux := countingMux{ServeMux: http.NewServeMux(), s: s}
+func Handler(svc *localiot.Service, auth *SigV4Verifier, extra ...Route) http.Handler {
+	s := api{svc}
+	mux := countingMux{ServeMux: http.NewServeMux(), s: svc}
 	for _, r := range extra {
 		mux.Handle(r.Pattern, r.Handler)
 	}
@@ -149,7 +137,7 @@ func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler 
 	outer.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.Healthy(); err != nil {
 			http.Error(w, "jobs store unavailable", http.StatusServiceUnavailable)
-			s.log.Warn().Err(err).Msg("health check: the jobs store does not answer")
+			s.Logger().Warn().Err(err).Msg("health check: the jobs store does not answer")
 			return
 		}
 		w.Write([]byte("ok\n"))
@@ -162,7 +150,7 @@ func (s *Service) HTTPHandler(auth *SigV4Verifier, extra ...Route) http.Handler 
 		}
 		mux.ServeHTTP(w, r)
 	})))
-	return logRequests(s.log, outer)
+	return logRequests(*s.Logger(), outer)
 }
 
 func logRequests(log zerolog.Logger, next http.Handler) http.Handler {
@@ -200,36 +188,36 @@ func ptime(t time.Time) *awsTime {
 }
 
 // exceptionFor maps an error code to the AWS IoT exception name and HTTP status.
-func exceptionFor(code ErrorCode) (string, int) {
+func exceptionFor(code localiot.ErrorCode) (string, int) {
 	switch code {
-	case CodeInvalidRequest:
+	case localiot.CodeInvalidRequest:
 		return "InvalidRequestException", http.StatusBadRequest
-	case CodeResourceNotFound:
+	case localiot.CodeResourceNotFound:
 		return "ResourceNotFoundException", http.StatusNotFound
-	case CodeAlreadyExists:
+	case localiot.CodeAlreadyExists:
 		return "ResourceAlreadyExistsException", http.StatusConflict
-	case CodeInvalidStateTransition, CodeTerminalStateReached:
+	case localiot.CodeInvalidStateTransition, localiot.CodeTerminalStateReached:
 		return "InvalidStateTransitionException", http.StatusConflict
-	case CodeVersionMismatch, CodeConflict:
+	case localiot.CodeVersionMismatch, localiot.CodeConflict:
 		return "VersionConflictException", http.StatusConflict
-	case CodeResourceConflict:
+	case localiot.CodeResourceConflict:
 		return "ConflictException", http.StatusConflict
-	case CodeUnauthorized:
+	case localiot.CodeUnauthorized:
 		return "UnauthorizedException", http.StatusForbidden
-	case CodeInvalidQuery:
+	case localiot.CodeInvalidQuery:
 		return "InvalidQueryException", http.StatusBadRequest
-	case CodeInvalidAggregation:
+	case localiot.CodeInvalidAggregation:
 		return "InvalidAggregationException", http.StatusBadRequest
-	case CodeLimitExceeded:
+	case localiot.CodeLimitExceeded:
 		return "LimitExceededException", http.StatusGone
 	}
 	return "InternalFailureException", http.StatusInternalServerError
 }
 
 func writeError(w http.ResponseWriter, err error) {
-	var e *Error
+	var e *localiot.Error
 	if !errors.As(err, &e) {
-		e = &Error{Code: CodeInternal, Message: err.Error()}
+		e = &localiot.Error{Code: localiot.CodeInternal, Message: err.Error()}
 	}
 	name, status := exceptionFor(e.Code)
 	w.Header().Set("X-Amzn-Errortype", name)
@@ -255,7 +243,7 @@ func oneOf(name, v string, allowed ...string) error {
 	if v == "" || slices.Contains(allowed, v) {
 		return nil
 	}
-	return errorf(CodeInvalidRequest, "%s %q: use one of %s", name, v, strings.Join(allowed, ", "))
+	return localiot.Errorf(localiot.CodeInvalidRequest, "%s %q: use one of %s", name, v, strings.Join(allowed, ", "))
 }
 
 // onlyQuery refuses query parameters a handler does not act on: a filter silently ignored
@@ -263,7 +251,7 @@ func oneOf(name, v string, allowed ...string) error {
 func onlyQuery(r *http.Request, known ...string) error {
 	for k := range r.URL.Query() {
 		if !slices.Contains(known, k) {
-			return errorf(CodeInvalidRequest, "query parameter %q is not supported by this jobs service", k)
+			return localiot.Errorf(localiot.CodeInvalidRequest, "query parameter %q is not supported by this jobs service", k)
 		}
 	}
 	return nil
@@ -281,16 +269,16 @@ const maxRequestBytes = 16 << 20
 func readJSON(r *http.Request, v any) error {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBytes+1))
 	if err != nil {
-		return errorf(CodeInvalidRequest, "read request body: %v", err)
+		return localiot.Errorf(localiot.CodeInvalidRequest, "read request body: %v", err)
 	}
 	if len(body) > maxRequestBytes {
-		return errorf(CodeInvalidRequest, "request body exceeds %d bytes", maxRequestBytes)
+		return localiot.Errorf(localiot.CodeInvalidRequest, "request body exceeds %d bytes", maxRequestBytes)
 	}
 	if len(body) == 0 {
 		return nil
 	}
 	if err := json.Unmarshal(body, v); err != nil {
-		return errorf(CodeInvalidRequest, "request body is not valid JSON: %v", err)
+		return localiot.Errorf(localiot.CodeInvalidRequest, "request body is not valid JSON: %v", err)
 	}
 	return nil
 }
@@ -303,7 +291,7 @@ func maxResults(r *http.Request) (int, error) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 || n > 250 {
-		return 0, errorf(CodeInvalidRequest, "maxResults must be a number from 1 to 250")
+		return 0, localiot.Errorf(localiot.CodeInvalidRequest, "maxResults must be a number from 1 to 250")
 	}
 	return n, nil
 }
@@ -319,33 +307,15 @@ func page(out map[string]any, next string) map[string]any {
 // endpointTypes are DescribeEndpoint's endpoint types.
 var endpointTypes = []string{"iot:Data", "iot:Data-ATS", "iot:CredentialProvider", "iot:Jobs"}
 
-func (s *Service) handleDescribeEndpoint(r *http.Request) (any, error) {
+func (s api) handleDescribeEndpoint(r *http.Request) (any, error) {
 	typ := r.URL.Query().Get("endpointType")
 	if typ != "" && !slices.Contains(endpointTypes, typ) {
-		return nil, errorf(CodeInvalidRequest, "endpointType %q: use one of %s", typ, strings.Join(endpointTypes, ", "))
+		return nil, localiot.Errorf(localiot.CodeInvalidRequest, "endpointType %q: use one of %s", typ, strings.Join(endpointTypes, ", "))
 	}
 	// One address serves every plane here (REST, shadows, jobs); AWS answers a host name.
 	host := r.Host
-	if u, err := url.Parse(s.baseURL); err == nil && u.Host != "" {
+	if u, err := url.Parse(s.BaseURL()); err == nil && u.Host != "" {
 		host = u.Host
 	}
 	return map[string]string{"endpointAddress": host}, nil
-}
-
-// pageStrings cuts a sorted list into a page after token.
-func pageStrings(all []string, max int, token string) ([]string, string) {
-	max = pageSize(max)
-	start := 0
-	if token != "" {
-		start, _ = slices.BinarySearch(all, token)
-		if start < len(all) && all[start] == token {
-			start++
-		}
-	}
-	end := min(start+max, len(all))
-	page := all[start:end]
-	if end < len(all) {
-		return page, page[len(page)-1]
-	}
-	return page, ""
 }

@@ -1,12 +1,13 @@
-package localiot
+package rest
 
 import (
 	"net/http"
 
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
-func (s *Service) handleCreateJobTemplate(r *http.Request) (any, error) {
+func (s api) handleCreateJobTemplate(r *http.Request) (any, error) {
 	var in struct {
 		JobArn             string               `json:"jobArn"`
 		Document           string               `json:"document"`
@@ -32,10 +33,10 @@ func (s *Service) handleCreateJobTemplate(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	tpl := JobTemplate{ID: r.PathValue("jobTemplateId"), Description: in.Description, Document: in.Document,
+	tpl := localiot.JobTemplate{ID: r.PathValue("jobTemplateId"), Description: in.Description, Document: in.Document,
 		DocumentSource: in.DocumentSource, Presign: in.PresignedURLConfig, Retry: retryList(in.RetryConfig), Abort: abort}
 	if in.DocumentSource != "" {
-		doc, err := s.documentFromSource(in.DocumentSource)
+		doc, err := s.DocumentFromSource(in.DocumentSource)
 		if err != nil {
 			return nil, err
 		}
@@ -54,7 +55,7 @@ func (s *Service) handleCreateJobTemplate(r *http.Request) (any, error) {
 	return map[string]string{"jobTemplateArn": out.Arn, "jobTemplateId": out.ID}, nil
 }
 
-func (s *Service) handleDescribeJobTemplate(r *http.Request) (any, error) {
+func (s api) handleDescribeJobTemplate(r *http.Request) (any, error) {
 	tpl, err := s.DescribeJobTemplate(r.PathValue("jobTemplateId"))
 	if err != nil {
 		return nil, err
@@ -84,7 +85,7 @@ func (s *Service) handleDescribeJobTemplate(r *http.Request) (any, error) {
 	return out, nil
 }
 
-func (s *Service) handleListJobTemplates(r *http.Request) (any, error) {
+func (s api) handleListJobTemplates(r *http.Request) (any, error) {
 	max, err := maxResults(r)
 	if err != nil {
 		return nil, err
@@ -94,11 +95,11 @@ func (s *Service) handleListJobTemplates(r *http.Request) (any, error) {
 		return nil, err
 	}
 	ids := make([]string, len(all))
-	byID := map[string]*JobTemplate{}
+	byID := map[string]*localiot.JobTemplate{}
 	for i, tpl := range all {
 		ids[i], byID[tpl.ID] = tpl.ID, tpl
 	}
-	ids, next := pageStrings(ids, max, r.URL.Query().Get("nextToken"))
+	ids, next := localiot.PageStrings(ids, max, r.URL.Query().Get("nextToken"))
 	list := make([]map[string]any, 0, len(ids))
 	for _, id := range ids {
 		tpl := byID[id]
@@ -111,7 +112,7 @@ func (s *Service) handleListJobTemplates(r *http.Request) (any, error) {
 	return page(map[string]any{"jobTemplates": list}, next), nil
 }
 
-func (s *Service) handleDeleteJobTemplate(r *http.Request) (any, error) {
+func (s api) handleDeleteJobTemplate(r *http.Request) (any, error) {
 	if err := s.DeleteJobTemplate(r.PathValue("jobTemplateId")); err != nil {
 		return nil, err
 	}

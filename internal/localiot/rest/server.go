@@ -1,4 +1,4 @@
-package localiot
+package rest
 
 import (
 	"crypto/tls"

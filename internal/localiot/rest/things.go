@@ -1,11 +1,13 @@
-package localiot
+package rest
 
 import (
 	"net/http"
 	"strconv"
+
+	"github.com/otaflow/otaflow/internal/localiot"
 )
 
-func (s *Service) handleCreateThing(r *http.Request) (any, error) {
+func (s api) handleCreateThing(r *http.Request) (any, error) {
 	var in struct {
 		AttributePayload struct {
 			Attributes map[string]string `json:"attributes"`
@@ -17,9 +19,9 @@ func (s *Service) handleCreateThing(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if in.BillingGroupName != "" {
-		return nil, errorf(CodeResourceNotFound, "billing group %s does not exist (this jobs service keeps no billing groups)", in.BillingGroupName)
+		return nil, localiot.Errorf(localiot.CodeResourceNotFound, "billing group %s does not exist (this jobs service keeps no billing groups)", in.BillingGroupName)
 	}
-	if err := checkAttributes(in.AttributePayload.Attributes); err != nil {
+	if err := localiot.CheckAttributes(in.AttributePayload.Attributes); err != nil {
 		return nil, err
 	}
 	th, err := s.CreateTypedThing(r.PathValue("thingName"), in.ThingTypeName, in.AttributePayload.Attributes)
@@ -29,7 +31,7 @@ func (s *Service) handleCreateThing(r *http.Request) (any, error) {
 	return map[string]string{"thingName": th.Name, "thingArn": th.Arn, "thingId": th.ID}, nil
 }
 
-func (s *Service) handleDescribeThing(r *http.Request) (any, error) {
+func (s api) handleDescribeThing(r *http.Request) (any, error) {
 	th, err := s.DescribeThing(r.PathValue("thingName"))
 	if err != nil {
 		return nil, err
@@ -44,7 +46,7 @@ func (s *Service) handleDescribeThing(r *http.Request) (any, error) {
 	return out, nil
 }
 
-func (s *Service) handleListThings(r *http.Request) (any, error) {
+func (s api) handleListThings(r *http.Request) (any, error) {
 	max, err := maxResults(r)
 	if err != nil {
 		return nil, err
@@ -68,7 +70,7 @@ func (s *Service) handleListThings(r *http.Request) (any, error) {
 	return page(map[string]any{"things": list}, next), nil
 }
 
-func (s *Service) handleDeleteThing(r *http.Request) (any, error) {
+func (s api) handleDeleteThing(r *http.Request) (any, error) {
 	var expected int64
 	if v := r.URL.Query().Get("expectedVersion"); v != "" {
 		expected, _ = strconv.ParseInt(v, 10, 64)
@@ -79,7 +81,7 @@ func (s *Service) handleDeleteThing(r *http.Request) (any, error) {
 	return nil, nil
 }
 
-func (s *Service) handleUpdateThing(r *http.Request) (any, error) {
+func (s api) handleUpdateThing(r *http.Request) (any, error) {
 	var in struct {
 		AttributePayload *struct {
 			Attributes map[string]string `json:"attributes"`
@@ -93,7 +95,7 @@ func (s *Service) handleUpdateThing(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if in.ThingTypeName != "" && in.RemoveThingType {
-		return nil, errorf(CodeInvalidRequest, "give thingTypeName or removeThingType, not both")
+		return nil, localiot.Errorf(localiot.CodeInvalidRequest, "give thingTypeName or removeThingType, not both")
 	}
 	var typeChange []string
 	switch {

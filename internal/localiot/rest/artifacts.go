@@ -1,7 +1,6 @@
-package localiot
+package rest
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"io"
 	"net/http"
@@ -10,14 +9,15 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
 
 // handleArtifactUpload stores an artifact (behind SigV4). The release metadata under tuf/ is
 // not an artifact: only handleTUFUpload writes it, after verifying it.
-func (s *Service) handleArtifactUpload(r *http.Request) (any, error) {
+func (s api) handleArtifactUpload(r *http.Request) (any, error) {
 	if key := path.Clean(r.PathValue("key")); key == "tuf" || strings.HasPrefix(key, "tuf/") {
-		return nil, errorf(CodeUnauthorized, "%s/%s is release metadata: it is written only by `starter release` (PUT /tuf/BUCKET/FILE), which the store verifies against the published root", r.PathValue("bucket"), key)
+		return nil, localiot.Errorf(localiot.CodeUnauthorized, "%s/%s is release metadata: it is written only by `starter release` (PUT /tuf/BUCKET/FILE), which the store verifies against the published root", r.PathValue("bucket"), key)
 	}
 	n, err := s.PutArtifact(r.PathValue("bucket"), r.PathValue("key"), r.Body)
 	if err != nil {
@@ -28,19 +28,19 @@ func (s *Service) handleArtifactUpload(r *http.Request) (any, error) {
 
 // handleArtifactDownload serves an artifact to whoever holds a valid, unexpired presigned URL.
 // Range requests are honoured, so downloads resume.
-func (s *Service) handleArtifactDownload(w http.ResponseWriter, r *http.Request) {
+func (s api) handleArtifactDownload(w http.ResponseWriter, r *http.Request) {
 	bucket, key := r.PathValue("bucket"), r.PathValue("key")
 	q := r.URL.Query()
-	expires, err := strconv.ParseInt(q.Get(queryExpires), 10, 64)
-	if err != nil || !hmac.Equal([]byte(q.Get(querySignature)), []byte(s.sign(bucket, key, expires))) {
+	expires, err := strconv.ParseInt(q.Get(localiot.QueryExpires), 10, 64)
+	if err != nil || !hmac.Equal([]byte(q.Get(localiot.QuerySignature)), []byte(s.Sign(bucket, key, expires))) {
 		http.Error(w, "AccessDenied: the URL's signature is missing or does not match; ask for a new job document", http.StatusForbidden)
 		return
 	}
-	if s.clock().Unix() > expires {
+	if s.Clock().Unix() > expires {
 		http.Error(w, "AccessDenied: the URL expired; ask for the job document again to get a fresh one", http.StatusForbidden)
 		return
 	}
-	p, err := s.artifactPath(bucket, key)
+	p, err := s.ArtifactPath(bucket, key)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -62,30 +62,13 @@ func (s *Service) handleArtifactDownload(w http.ResponseWriter, r *http.Request)
 // handleTUFUpload stores one file of the release repository's metadata (behind SigV4), but
 // only what `starter release` produces: tuf.CheckUpload verifies it against the metadata
 // already published, so the REST key alone can neither re-sign nor replace it.
-func (s *Service) handleTUFUpload(r *http.Request) (any, error) {
+func (s api) handleTUFUpload(r *http.Request) (any, error) {
 	bucket, file := r.PathValue("bucket"), r.PathValue("file")
 	raw, err := io.ReadAll(io.LimitReader(r.Body, tuf.MaxMetadataBytes+1))
 	if err != nil {
-		return nil, errorf(CodeInvalidRequest, "read %s: %v", file, err)
+		return nil, localiot.Errorf(localiot.CodeInvalidRequest, "read %s: %v", file, err)
 	}
-	s.tufMu.Lock()
-	defer s.tufMu.Unlock()
-	stored := func(name string) []byte {
-		p, err := s.artifactPath(bucket, "tuf/"+name)
-		if err != nil {
-			return nil
-		}
-		b, _ := os.ReadFile(p)
-		return b
-	}
-	if _, err := s.artifactPath(bucket, "tuf/"+file); err != nil {
-		return nil, err
-	}
-	if err := tuf.CheckUpload(file, raw, stored); err != nil {
-		s.log.Warn().Str("bucket", bucket).Str("file", file).Err(err).Msg("release metadata upload refused")
-		return nil, errorf(CodeInvalidRequest, "%v", err)
-	}
-	n, err := s.PutArtifact(bucket, "tuf/"+file, bytes.NewReader(raw))
+	n, err := s.PutTUFMetadata(bucket, file, raw)
 	if err != nil {
 		return nil, err
 	}
@@ -94,13 +77,13 @@ func (s *Service) handleTUFUpload(r *http.Request) (any, error) {
 
 // handleTUFMetadata serves the release repository's metadata that `starter release publish`
 // uploaded to bucket/tuf/, to anyone: devices check its signatures themselves.
-func (s *Service) handleTUFMetadata(w http.ResponseWriter, r *http.Request) {
+func (s api) handleTUFMetadata(w http.ResponseWriter, r *http.Request) {
 	bucket, file := r.PathValue("bucket"), r.PathValue("file")
 	if !tuf.IsMetadataFile(file) {
 		http.Error(w, "NoSuchKey: only TUF metadata (N.root.json, timestamp.json, snapshot.json, targets.json) is served here", http.StatusNotFound)
 		return
 	}
-	p, err := s.artifactPath(bucket, "tuf/"+file)
+	p, err := s.ArtifactPath(bucket, "tuf/"+file)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return

@@ -1,4 +1,4 @@
-package localiot
+package rest
 
 import (
 	"encoding/json"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/otaflow/otaflow/internal/iotjobs"
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
@@ -34,7 +35,7 @@ func signedFor(r *http.Request) string {
 	return parts[3]
 }
 
-func (s *Service) jobsDataHandler() http.Handler {
+func (s api) jobsDataHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /things/{thingName}/jobs", operation(s.handleGetPendingJobExecutions))
 	mux.Handle("PUT /things/{thingName}/jobs/$next", operation(s.handleStartNextPendingJobExecution))
@@ -44,22 +45,6 @@ func (s *Service) jobsDataHandler() http.Handler {
 		writeUnknownOperation(w, r.Method+" "+r.URL.Path+" is not an iot-jobs-data operation")
 	})
 	return mux
-}
-
-// execution is an execution as the Jobs device APIs show it (MQTT and HTTPS).
-func (s *Service) execution(e *store.Execution, j *store.Job, withDoc bool) *iotjobs.JobExecution {
-	out := &iotjobs.JobExecution{
-		JobID: e.JobID, ThingName: e.ThingName, Status: e.Status, StatusDetails: e.StatusDetails,
-		QueuedAt: epoch(e.QueuedAt), StartedAt: epoch(e.StartedAt), LastUpdatedAt: epoch(e.LastUpdatedAt),
-		VersionNumber: e.VersionNumber, ExecutionNumber: e.ExecutionNumber,
-	}
-	if d := e.Deadline(); e.Status == store.ExecInProgress && !d.IsZero() {
-		out.ApproximateSecondsBeforeTimedOut = max(int64(d.Sub(s.clock()).Seconds()), 0)
-	}
-	if withDoc && j != nil {
-		out.JobDocument = json.RawMessage(s.documentFor(j))
-	}
-	return out
 }
 
 // httpExecution is the HTTPS plane's form: the same members, the job document as a string.
@@ -73,15 +58,15 @@ func httpExecution(e *iotjobs.JobExecution) map[string]any {
 	return m
 }
 
-func (s *Service) handleGetPendingJobExecutions(r *http.Request) (any, error) {
-	inProgress, queued, err := s.PendingExecutions(r.PathValue("thingName"), maxPendingListed)
+func (s api) handleGetPendingJobExecutions(r *http.Request) (any, error) {
+	inProgress, queued, err := s.PendingExecutions(r.PathValue("thingName"), localiot.MaxPendingListed)
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"inProgressJobs": toSummaries(inProgress), "queuedJobs": toSummaries(queued)}, nil
+	return map[string]any{"inProgressJobs": localiot.ToSummaries(inProgress), "queuedJobs": localiot.ToSummaries(queued)}, nil
 }
 
-func (s *Service) handleStartNextPendingJobExecution(r *http.Request) (any, error) {
+func (s api) handleStartNextPendingJobExecution(r *http.Request) (any, error) {
 	var in iotjobs.StartNextRequest
 	if err := readJSON(r, &in); err != nil {
 		return nil, err
@@ -92,18 +77,18 @@ func (s *Service) handleStartNextPendingJobExecution(r *http.Request) (any, erro
 	}
 	out := map[string]any{}
 	if e != nil {
-		out["execution"] = httpExecution(s.execution(e, j, true))
+		out["execution"] = httpExecution(s.DeviceExecution(e, j, true))
 	}
 	return out, nil
 }
 
-func (s *Service) handleDataDescribeJobExecution(r *http.Request) (any, error) {
+func (s api) handleDataDescribeJobExecution(r *http.Request) (any, error) {
 	thing, jobID := r.PathValue("thingName"), r.PathValue("jobId")
 	var number []int64
 	if v := r.URL.Query().Get("executionNumber"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
-			return nil, errorf(CodeInvalidRequest, "executionNumber %q is not a number", v)
+			return nil, localiot.Errorf(localiot.CodeInvalidRequest, "executionNumber %q is not a number", v)
 		}
 		number = append(number, n)
 	}
@@ -113,24 +98,24 @@ func (s *Service) handleDataDescribeJobExecution(r *http.Request) (any, error) {
 	if jobID == iotjobs.NextJobID {
 		e, j, err = s.NextExecution(thing)
 	} else if e, err = s.DescribeJobExecution(jobID, thing, number...); err == nil {
-		j, err = s.jobWithoutTargets(jobID)
+		j, err = s.JobWithoutTargets(jobID)
 	}
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]any{}
 	if e != nil {
-		out["execution"] = httpExecution(s.execution(e, j, r.URL.Query().Get("includeJobDocument") != "false"))
+		out["execution"] = httpExecution(s.DeviceExecution(e, j, r.URL.Query().Get("includeJobDocument") != "false"))
 	}
 	return out, nil
 }
 
-func (s *Service) handleDataUpdateJobExecution(r *http.Request) (any, error) {
+func (s api) handleDataUpdateJobExecution(r *http.Request) (any, error) {
 	var in iotjobs.UpdateRequest
 	if err := readJSON(r, &in); err != nil {
 		return nil, err
 	}
-	e, j, err := s.UpdateExecution(UpdateInput{
+	e, j, err := s.UpdateExecution(localiot.UpdateInput{
 		Thing: r.PathValue("thingName"), JobID: r.PathValue("jobId"), Status: in.Status, StatusDetails: in.StatusDetails,
 		ExpectedVersion: in.ExpectedVersion, ExecutionNumber: in.ExecutionNumber,
 		StepTimeout: time.Duration(in.StepTimeoutInMinutes) * time.Minute,
@@ -140,10 +125,10 @@ func (s *Service) handleDataUpdateJobExecution(r *http.Request) (any, error) {
 	}
 	out := map[string]any{}
 	if in.IncludeJobExecutionState {
-		out["executionState"] = executionState(e)
+		out["executionState"] = localiot.ExecutionState(e)
 	}
 	if in.IncludeJobDocument {
-		out["jobDocument"] = s.documentFor(j)
+		out["jobDocument"] = s.DocumentFor(j)
 	}
 	return out, nil
 }

@@ -1,18 +1,19 @@
-package localiot
+package rest
 
 import (
 	"net/http"
 	"strconv"
 
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
-func (s *Service) handleDescribeJobExecution(r *http.Request) (any, error) {
+func (s api) handleDescribeJobExecution(r *http.Request) (any, error) {
 	var number int64
 	if n := r.URL.Query().Get("executionNumber"); n != "" {
 		v, err := strconv.ParseInt(n, 10, 64)
 		if err != nil {
-			return nil, errorf(CodeInvalidRequest, "executionNumber must be a number")
+			return nil, localiot.Errorf(localiot.CodeInvalidRequest, "executionNumber must be a number")
 		}
 		number = v
 	}
@@ -28,7 +29,7 @@ func (s *Service) handleDescribeJobExecution(r *http.Request) (any, error) {
 	}}, nil
 }
 
-func (s *Service) handleListJobExecutionsForJob(r *http.Request) (any, error) {
+func (s api) handleListJobExecutionsForJob(r *http.Request) (any, error) {
 	q := r.URL.Query()
 	max, err := maxResults(r)
 	if err != nil {
@@ -62,7 +63,7 @@ func execSummary(e *store.Execution) map[string]any {
 	}
 }
 
-func (s *Service) handleListJobExecutionsForThing(r *http.Request) (any, error) {
+func (s api) handleListJobExecutionsForThing(r *http.Request) (any, error) {
 	max, err := maxResults(r)
 	if err != nil {
 		return nil, err
@@ -88,7 +89,7 @@ func (s *Service) handleListJobExecutionsForThing(r *http.Request) (any, error) 
 	return page(map[string]any{"executionSummaries": summaries}, next), nil
 }
 
-func (s *Service) handleCancelJobExecution(r *http.Request) (any, error) {
+func (s api) handleCancelJobExecution(r *http.Request) (any, error) {
 	var in struct {
 		ExpectedVersion int64             `json:"expectedVersion"`
 		StatusDetails   map[string]string `json:"statusDetails"`
@@ -103,10 +104,10 @@ func (s *Service) handleCancelJobExecution(r *http.Request) (any, error) {
 	return nil, nil
 }
 
-func (s *Service) handleDeleteJobExecution(r *http.Request) (any, error) {
+func (s api) handleDeleteJobExecution(r *http.Request) (any, error) {
 	n, err := strconv.ParseInt(r.PathValue("executionNumber"), 10, 64)
 	if err != nil || n < 1 {
-		return nil, errorf(CodeInvalidRequest, "executionNumber %q: a positive number", r.PathValue("executionNumber"))
+		return nil, localiot.Errorf(localiot.CodeInvalidRequest, "executionNumber %q: a positive number", r.PathValue("executionNumber"))
 	}
 	if err := s.DeleteJobExecution(r.PathValue("jobId"), r.PathValue("thingName"), n, r.URL.Query().Get("force") == "true"); err != nil {
 		return nil, err

@@ -1,8 +1,12 @@
-package localiot
+package rest
 
-import "net/http"
+import (
+	"net/http"
 
-func thingTypeJSON(tt *ThingType) map[string]any {
+	"github.com/otaflow/otaflow/internal/localiot"
+)
+
+func thingTypeJSON(tt *localiot.ThingType) map[string]any {
 	props := map[string]any{}
 	if tt.Description != "" {
 		props["thingTypeDescription"] = tt.Description
@@ -17,8 +21,8 @@ func thingTypeJSON(tt *ThingType) map[string]any {
 	return map[string]any{"thingTypeName": tt.Name, "thingTypeArn": tt.Arn, "thingTypeProperties": props, "thingTypeMetadata": meta}
 }
 
-func (s *Service) handleCreateThingType(r *http.Request) (any, error) {
-	var in thingTypeProps
+func (s api) handleCreateThingType(r *http.Request) (any, error) {
+	var in localiot.ThingTypeProps
 	if err := readJSON(r, &in); err != nil {
 		return nil, err
 	}
@@ -34,7 +38,7 @@ func (s *Service) handleCreateThingType(r *http.Request) (any, error) {
 	return map[string]string{"thingTypeName": tt.Name, "thingTypeArn": tt.Arn, "thingTypeId": tt.ID}, nil
 }
 
-func (s *Service) handleDescribeThingType(r *http.Request) (any, error) {
+func (s api) handleDescribeThingType(r *http.Request) (any, error) {
 	tt, err := s.DescribeThingType(r.PathValue("thingTypeName"))
 	if err != nil {
 		return nil, err
@@ -44,7 +48,7 @@ func (s *Service) handleDescribeThingType(r *http.Request) (any, error) {
 	return out, nil
 }
 
-func (s *Service) handleListThingTypes(r *http.Request) (any, error) {
+func (s api) handleListThingTypes(r *http.Request) (any, error) {
 	max, err := maxResults(r)
 	if err != nil {
 		return nil, err
@@ -57,11 +61,11 @@ func (s *Service) handleListThingTypes(r *http.Request) (any, error) {
 		return nil, err
 	}
 	names := make([]string, len(all))
-	byName := map[string]*ThingType{}
+	byName := map[string]*localiot.ThingType{}
 	for i, tt := range all {
 		names[i], byName[tt.Name] = tt.Name, tt
 	}
-	names, next := pageStrings(names, max, r.URL.Query().Get("nextToken"))
+	names, next := localiot.PageStrings(names, max, r.URL.Query().Get("nextToken"))
 	list := make([]map[string]any, 0, len(names))
 	for _, n := range names {
 		list = append(list, thingTypeJSON(byName[n]))
@@ -69,7 +73,7 @@ func (s *Service) handleListThingTypes(r *http.Request) (any, error) {
 	return page(map[string]any{"thingTypes": list}, next), nil
 }
 
-func (s *Service) handleDeprecateThingType(r *http.Request) (any, error) {
+func (s api) handleDeprecateThingType(r *http.Request) (any, error) {
 	var in struct {
 		UndoDeprecate bool `json:"undoDeprecate"`
 	}
@@ -82,7 +86,7 @@ func (s *Service) handleDeprecateThingType(r *http.Request) (any, error) {
 	return map[string]any{}, nil
 }
 
-func (s *Service) handleDeleteThingType(r *http.Request) (any, error) {
+func (s api) handleDeleteThingType(r *http.Request) (any, error) {
 	if err := s.DeleteThingType(r.PathValue("thingTypeName")); err != nil {
 		return nil, err
 	}

@@ -1,13 +1,14 @@
-package localiot
+package rest
 
 import (
 	"net/http"
 	"slices"
 
 	"github.com/otaflow/otaflow/internal/arn"
+	"github.com/otaflow/otaflow/internal/localiot"
 )
 
-func (s *Service) handleCreateThingGroup(r *http.Request) (any, error) {
+func (s api) handleCreateThingGroup(r *http.Request) (any, error) {
 	var in struct {
 		ParentGroupName      string               `json:"parentGroupName"`
 		ThingGroupProperties *thingGroupPropsJSON `json:"thingGroupProperties"`
@@ -27,7 +28,7 @@ func (s *Service) handleCreateThingGroup(r *http.Request) (any, error) {
 	return map[string]string{"thingGroupName": g.Name, "thingGroupArn": g.Arn, "thingGroupId": g.ID}, nil
 }
 
-func (s *Service) handleDescribeThingGroup(r *http.Request) (any, error) {
+func (s api) handleDescribeThingGroup(r *http.Request) (any, error) {
 	g, err := s.DescribeThingGroup(r.PathValue("thingGroupName"))
 	if err != nil {
 		return nil, err
@@ -57,14 +58,14 @@ func (s *Service) handleDescribeThingGroup(r *http.Request) (any, error) {
 		"version": g.Version, "thingGroupMetadata": meta, "thingGroupProperties": props}, nil
 }
 
-func (s *Service) handleDeleteThingGroup(r *http.Request) (any, error) {
+func (s api) handleDeleteThingGroup(r *http.Request) (any, error) {
 	if err := s.DeleteThingGroup(r.PathValue("thingGroupName")); err != nil {
 		return nil, err
 	}
 	return map[string]any{}, nil
 }
 
-func (s *Service) handleThingGroupMembership(add bool) operation {
+func (s api) handleThingGroupMembership(add bool) operation {
 	return func(r *http.Request) (any, error) {
 		var in struct {
 			ThingGroupName string `json:"thingGroupName"`
@@ -83,7 +84,7 @@ func (s *Service) handleThingGroupMembership(add bool) operation {
 			thing = arn.Name(in.ThingArn)
 		}
 		if group == "" || thing == "" {
-			return nil, errorf(CodeInvalidRequest, "name the thing group (thingGroupName or thingGroupArn) and the thing (thingName or thingArn)")
+			return nil, localiot.Errorf(localiot.CodeInvalidRequest, "name the thing group (thingGroupName or thingGroupArn) and the thing (thingName or thingArn)")
 		}
 		var err error
 		if add {
@@ -98,7 +99,7 @@ func (s *Service) handleThingGroupMembership(add bool) operation {
 	}
 }
 
-func (s *Service) handleListThingsInThingGroup(r *http.Request) (any, error) {
+func (s api) handleListThingsInThingGroup(r *http.Request) (any, error) {
 	max, err := maxResults(r)
 	if err != nil {
 		return nil, err
@@ -111,7 +112,7 @@ func (s *Service) handleListThingsInThingGroup(r *http.Request) (any, error) {
 	return page(map[string]any{"things": things}, next), nil
 }
 
-func (s *Service) handleListThingGroupsForThing(r *http.Request) (any, error) {
+func (s api) handleListThingGroupsForThing(r *http.Request) (any, error) {
 	max, err := maxResults(r)
 	if err != nil {
 		return nil, err
@@ -120,7 +121,7 @@ func (s *Service) handleListThingGroupsForThing(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	names, next := pageStrings(names, max, r.URL.Query().Get("nextToken"))
+	names, next := localiot.PageStrings(names, max, r.URL.Query().Get("nextToken"))
 	list := make([]map[string]string, 0, len(names))
 	for _, n := range names {
 		list = append(list, map[string]string{"groupName": n, "groupArn": s.ThingGroupArn(n)})
@@ -128,7 +129,7 @@ func (s *Service) handleListThingGroupsForThing(r *http.Request) (any, error) {
 	return page(map[string]any{"thingGroups": list}, next), nil
 }
 
-func (s *Service) handleListThingGroups(r *http.Request) (any, error) {
+func (s api) handleListThingGroups(r *http.Request) (any, error) {
 	max, err := maxResults(r)
 	if err != nil {
 		return nil, err
@@ -142,7 +143,7 @@ func (s *Service) handleListThingGroups(r *http.Request) (any, error) {
 	for i, g := range groups {
 		names[i] = g.Name
 	}
-	names, next := pageStrings(names, max, q.Get("nextToken"))
+	names, next := localiot.PageStrings(names, max, q.Get("nextToken"))
 	list := make([]map[string]string, 0, len(names))
 	for _, n := range names {
 		list = append(list, map[string]string{"groupName": n, "groupArn": s.ThingGroupArn(n)})
@@ -150,7 +151,7 @@ func (s *Service) handleListThingGroups(r *http.Request) (any, error) {
 	return page(map[string]any{"thingGroups": list}, next), nil
 }
 
-func (s *Service) handleUpdateThingGroupsForThing(r *http.Request) (any, error) {
+func (s api) handleUpdateThingGroupsForThing(r *http.Request) (any, error) {
 	var in struct {
 		ThingName             string   `json:"thingName"`
 		ThingGroupsToAdd      []string `json:"thingGroupsToAdd"`
@@ -161,10 +162,10 @@ func (s *Service) handleUpdateThingGroupsForThing(r *http.Request) (any, error) 
 		return nil, err
 	}
 	if in.ThingName == "" {
-		return nil, errorf(CodeInvalidRequest, "thingName is required")
+		return nil, localiot.Errorf(localiot.CodeInvalidRequest, "thingName is required")
 	}
 	if len(in.ThingGroupsToAdd) > 10 || len(in.ThingGroupsToRemove) > 10 {
-		return nil, errorf(CodeInvalidRequest, "at most 10 groups to add and 10 to remove in one call")
+		return nil, localiot.Errorf(localiot.CodeInvalidRequest, "at most 10 groups to add and 10 to remove in one call")
 	}
 	// Check everything first, so that a bad name changes nothing.
 	for _, g := range append(slices.Clone(in.ThingGroupsToAdd), in.ThingGroupsToRemove...) {
@@ -208,7 +209,7 @@ func (p *thingGroupPropsJSON) merge() bool {
 	return p.AttributePayload != nil && p.AttributePayload.Merge
 }
 
-func (s *Service) handleUpdateThingGroup(r *http.Request) (any, error) {
+func (s api) handleUpdateThingGroup(r *http.Request) (any, error) {
 	var in struct {
 		ThingGroupProperties *thingGroupPropsJSON `json:"thingGroupProperties"`
 		ExpectedVersion      int64                `json:"expectedVersion"`
@@ -217,7 +218,7 @@ func (s *Service) handleUpdateThingGroup(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if in.ThingGroupProperties == nil {
-		return nil, errorf(CodeInvalidRequest, "thingGroupProperties is required")
+		return nil, localiot.Errorf(localiot.CodeInvalidRequest, "thingGroupProperties is required")
 	}
 	p := in.ThingGroupProperties
 	v, err := s.UpdateThingGroup(r.PathValue("thingGroupName"), p.Description, p.attributes(), p.merge(), in.ExpectedVersion)

@@ -1,11 +1,11 @@
-package localiot
+package rest
 
 import (
 	"encoding/json"
 	"net/http"
 )
 
-func (s *Service) handleGetThingShadow(r *http.Request) (any, error) {
+func (s api) handleGetThingShadow(r *http.Request) (any, error) {
 	doc, err := s.GetShadow(r.PathValue("thingName"), shadowNameParam(r))
 	if err != nil {
 		return nil, err
@@ -13,7 +13,7 @@ func (s *Service) handleGetThingShadow(r *http.Request) (any, error) {
 	return doc, nil
 }
 
-func (s *Service) handleUpdateThingShadow(r *http.Request) (any, error) {
+func (s api) handleUpdateThingShadow(r *http.Request) (any, error) {
 	var raw json.RawMessage
 	if err := readJSON(r, &raw); err != nil {
 		return nil, err
