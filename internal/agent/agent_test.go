@@ -16,6 +16,7 @@ import (
 	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/jobdoc"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/mqttplane"
 	"github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 )
@@ -60,8 +61,8 @@ func jobsBeside(t *testing.T) (*localiot.Service, mqtttest.Broker) {
 }
 
 // servePlane connects the jobs service's MQTT plane to the broker.
-func servePlane(t *testing.T, svc *localiot.Service, b mqtttest.Broker) *localiot.MQTTPlane {
-	plane, err := svc.ServeMQTT(localiot.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+func servePlane(t *testing.T, svc *localiot.Service, b mqtttest.Broker) *mqttplane.Plane {
+	plane, err := mqttplane.Serve(svc, mqttplane.Options{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	return plane
 }
@@ -107,7 +108,7 @@ func TestAgentThroughBrokers(t *testing.T) {
 			svc, err := localiot.Open(localiot.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
 			require.NoError(t, err)
 			defer svc.Close()
-			plane, err := svc.ServeMQTT(localiot.MQTTOptions{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+			plane, err := mqttplane.Serve(svc, mqttplane.Options{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
 			require.NoError(t, err)
 			defer plane.Close()
 			_, err = svc.CreateThing("dev-1", nil)

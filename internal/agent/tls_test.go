@@ -16,6 +16,7 @@ import (
 	"github.com/otaflow/otaflow/internal/broker"
 	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/mqttplane"
 	"github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 	"github.com/otaflow/otaflow/internal/pki"
@@ -46,7 +47,7 @@ func TestAgentMutualTLSWithALPN(t *testing.T) {
 	svc, err := localiot.Open(localiot.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	t.Cleanup(func() { svc.Close() })
-	plane, err := svc.ServeMQTT(localiot.MQTTOptions{BrokerURL: b.URL(), Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+	plane, err := mqttplane.Serve(svc, mqttplane.Options{BrokerURL: b.URL(), Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	t.Cleanup(plane.Close)
 	_, err = svc.CreateThing("dev-1", nil)

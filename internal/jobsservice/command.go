@@ -26,6 +26,7 @@ import (
 	"github.com/otaflow/otaflow/internal/greengrass"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/mqttplane"
 	"github.com/otaflow/otaflow/internal/localiot/rest"
 	"github.com/otaflow/otaflow/internal/pki"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
@@ -123,7 +124,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 				return err
 			}
 			defer svc.Close()
-			plane, err := svc.ServeMQTT(localiot.MQTTOptions{BrokerURL: brokerURL, ClientID: clientID, SharedGroup: shareGroup,
+			plane, err := mqttplane.Serve(svc, mqttplane.Options{BrokerURL: brokerURL, ClientID: clientID, SharedGroup: shareGroup,
 				Exclusive: postgresURL != "" && shareGroup == "",
 				Username:  mqttUser, Password: mqttPassword, Logger: log})
 			if err != nil {

@@ -18,6 +18,7 @@
 //     resource; sigv4.go (authentication), server.go (the listener's limits and TLS),
 //     jobsdata.go (iot-jobs-data, the device's Jobs API over HTTPS).
 //   - quotas.go: AWS's documented quotas, enforced by default.
-//   - device_mqtt.go: the MQTT device plane (the Jobs and shadow topics, with leader election
-//     on shared stores).
+//   - mqttplane/: the MQTT device plane (mqttplane.Serve: the Jobs and shadow topics, with
+//     leader election on shared stores). The device views of an execution that both device
+//     planes send are in executions.go (DeviceExecution).
 package localiot

@@ -417,3 +417,27 @@ func (s *Service) DeviceExecution(e *store.Execution, j *store.Job, withDoc bool
 	}
 	return out
 }
+
+func epoch(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}
+
+func ExecutionState(e *store.Execution) *iotjobs.ExecutionState {
+	return &iotjobs.ExecutionState{Status: e.Status, StatusDetails: e.StatusDetails, VersionNumber: e.VersionNumber}
+}
+
+func ToSummaries(es []*store.Execution) []iotjobs.JobExecutionSummary {
+	out := make([]iotjobs.JobExecutionSummary, 0, len(es))
+	for _, e := range es {
+		out = append(out, iotjobs.JobExecutionSummary{JobID: e.JobID, QueuedAt: epoch(e.QueuedAt), StartedAt: epoch(e.StartedAt),
+			LastUpdatedAt: epoch(e.LastUpdatedAt), VersionNumber: e.VersionNumber, ExecutionNumber: e.ExecutionNumber})
+	}
+	return out
+}
+
+// MaxPendingListed: AWS lists at most ten pending executions in a notify message and a
+// get-pending reply (the Jobs developer guide, "Job executions limits").
+const MaxPendingListed = 10

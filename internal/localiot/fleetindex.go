@@ -185,8 +185,8 @@ func HealthIndexing() IndexingConfiguration {
 
 // Connectivity comes from the broker's lifecycle events, as on AWS IoT Core.
 const (
-	presencePrefix = "$aws/events/presence/"
-	presenceFilter = presencePrefix + "+/+"
+	PresencePrefix = "$aws/events/presence/"
+	PresenceFilter = PresencePrefix + "+/+"
 	presenceKind   = "presence"
 )
 
@@ -197,10 +197,10 @@ type presenceEvent struct {
 	DisconnectReason string `json:"disconnectReason,omitempty"`
 }
 
-// presence records a device's connection or disconnection, when the index keeps
+// Presence records a device's connection or disconnection, when the index keeps
 // connectivity (thingConnectivityIndexingMode STATUS); otherwise it costs nothing. The
 // record is written in the background: the MQTT router must not wait for the store.
-func (s *Service) presence(payload []byte) {
+func (s *Service) Presence(payload []byte) {
 	if cfg, ix := s.index.current(); ix == nil || cfg.ThingConnectivityIndexingMode != "STATUS" {
 		return
 	}

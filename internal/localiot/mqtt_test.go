@@ -17,6 +17,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/broker"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/mqttplane"
 	"github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 )
@@ -104,7 +105,7 @@ func (d *device) received(prefix string) int {
 // servePlane connects svc to the broker at url and registers things.
 func servePlane(t testing.TB, svc *localiot.Service, url string, things ...string) {
 	t.Helper()
-	plane, err := svc.ServeMQTT(localiot.MQTTOptions{BrokerURL: url, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+	plane, err := mqttplane.Serve(svc, mqttplane.Options{BrokerURL: url, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	t.Cleanup(plane.Close)
 	for _, n := range things {
@@ -464,19 +465,19 @@ func deviceWithJob(t *testing.T, b mqtttest.Broker) *device {
 }
 
 // startReplicas opens two services on one PostgreSQL database, each with its MQTT plane.
-func startReplicas(t *testing.T, b mqtttest.Broker, o localiot.MQTTOptions) ([]*localiot.Service, []*localiot.MQTTPlane) {
+func startReplicas(t *testing.T, b mqtttest.Broker, o mqttplane.Options) ([]*localiot.Service, []*mqttplane.Plane) {
 	onPostgres = true
 	defer func() { onPostgres = false }()
 	dir := t.TempDir()
 	var svcs []*localiot.Service
-	var planes []*localiot.MQTTPlane
+	var planes []*mqttplane.Plane
 	for i := range 2 {
 		svc := openService(t, dir) // the same database
 		t.Cleanup(func() { svc.Close() })
 		o := o
 		o.BrokerURL, o.ClientID, o.Username, o.Password = b.URL, fmt.Sprintf("otaflow-jobs-replica-%d", i), mqtttest.ServiceUser, mqtttest.ServicePassword
 		o.Logger = zerolog.New(zerolog.NewTestWriter(t)).With().Int("replica", i).Logger()
-		plane, err := svc.ServeMQTT(o)
+		plane, err := mqttplane.Serve(svc, o)
 		require.NoError(t, err)
 		t.Cleanup(plane.Close)
 		svcs, planes = append(svcs, svc), append(planes, plane)
@@ -516,7 +517,7 @@ func getsAnsweredOnce(t *testing.T, dev *device, svcs []*localiot.Service, n int
 // to a shared subscription, so there the replicas elect a leader instead: next test.)
 func TestReplicasShareDeviceRequests(t *testing.T) {
 	b := mqtttest.Embedded(t)
-	svcs, _ := startReplicas(t, b, localiot.MQTTOptions{SharedGroup: "otaflow-jobs"})
+	svcs, _ := startReplicas(t, b, mqttplane.Options{SharedGroup: "otaflow-jobs"})
 	dev := connectDevice(t, b, "dev-1")
 	require.EqualValues(t, 1, dev.subscribe("$aws/things/dev-1/jobs/#"))
 	getsAnsweredOnce(t, dev, svcs, 40)
@@ -528,7 +529,7 @@ func TestOneLeaderServesDevices(t *testing.T) {
 	for _, start := range mqtttest.All() {
 		b := start(t)
 		t.Run(b.Name, func(t *testing.T) {
-			svcs, planes := startReplicas(t, b, localiot.MQTTOptions{Exclusive: true})
+			svcs, planes := startReplicas(t, b, mqttplane.Options{Exclusive: true})
 			dev := connectDevice(t, b, "dev-1")
 			require.EqualValues(t, 1, dev.subscribe("$aws/things/dev-1/jobs/#"))
 			var served []int64

@@ -78,8 +78,8 @@ func (s *Service) checkStatusDetails(details map[string]string) error {
 	return nil
 }
 
-// checkClientToken applies the Jobs MQTT API's clientToken limit.
-func (s *Service) checkClientToken(token string) error {
+// CheckClientToken applies the Jobs MQTT API's clientToken limit.
+func (s *Service) CheckClientToken(token string) error {
 	if s.quotas && len(token) > iotjobs.MaxClientToken {
 		return Errorf(CodeInvalidRequest, "clientToken is %d bytes: the limit is %d", len(token), iotjobs.MaxClientToken)
 	}

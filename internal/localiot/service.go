@@ -233,3 +233,9 @@ func (s *Service) Logger() *zerolog.Logger { return &s.log }
 
 // BaseURL is the address devices reach this service at ("" until SetBaseURL).
 func (s *Service) BaseURL() string { return s.baseURL }
+
+// Shared is the service's store when replicas share it (PostgreSQL).
+func (s *Service) Shared() (store.Shared, bool) {
+	sh, ok := s.raw.(store.Shared)
+	return sh, ok
+}

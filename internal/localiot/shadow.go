@@ -97,8 +97,8 @@ func deleteShadows(t store.Tx, th *store.Thing) error {
 // ShadowTopic is the topic of a named shadow's operation (iotjobs.ShadowTopic).
 var ShadowTopic = iotjobs.ShadowTopic
 
-// parseShadowTopic reads $aws/things/THING/shadow/name/NAME/(update|get).
-func parseShadowTopic(topic string) (thing, name, op string, ok bool) {
+// ParseShadowTopic reads $aws/things/THING/shadow/name/NAME/(update|get).
+func ParseShadowTopic(topic string) (thing, name, op string, ok bool) {
 	rest, ok := strings.CutPrefix(topic, "$aws/things/")
 	if !ok {
 		return "", "", "", false

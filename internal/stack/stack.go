@@ -34,6 +34,7 @@ import (
 	"github.com/otaflow/otaflow/internal/greengrass"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/mqttplane"
 	"github.com/otaflow/otaflow/internal/localiot/rest"
 	"github.com/otaflow/otaflow/internal/pki"
 	"github.com/otaflow/otaflow/internal/release"
@@ -107,7 +108,7 @@ type Stack struct {
 	DeviceInstaller func(thing string) (agent.Installer, error)
 
 	httpSrv *http.Server
-	mqtt    *localiot.MQTTPlane
+	mqtt    *mqttplane.Plane
 	worker  worker.Worker
 	// stopReconciler stops the worker's check for rollouts ended outside otaflow.
 	stopReconciler context.CancelFunc
@@ -207,7 +208,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.mqtt, err = s.Jobs.ServeMQTT(localiot.MQTTOptions{
+	s.mqtt, err = mqttplane.Serve(s.Jobs, mqttplane.Options{
 		BrokerURL: s.Broker.URL(), Username: cliconfig.DefaultMQTTServiceUser, Password: servicePassword, Logger: jlog,
 	})
 	if err != nil {

@@ -1,4 +1,4 @@
-package localiot
+package mqttplane
 
 import (
 	"errors"
@@ -8,13 +8,14 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/otaflow/otaflow/internal/iotjobs"
+	"github.com/otaflow/otaflow/internal/localiot"
 )
 
 // FuzzDeviceRequest sends arbitrary Jobs API requests, as a device may, to the jobs service's
 // MQTT plane: none may panic it, and every refusal is one of the protocol's errors (an
 // InternalError would mean a request reached a state the code does not expect).
 func FuzzDeviceRequest(f *testing.F) {
-	svc, err := Open(Options{Path: filepath.Join(f.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
+	svc, err := localiot.Open(localiot.Options{Path: filepath.Join(f.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -22,10 +23,10 @@ func FuzzDeviceRequest(f *testing.F) {
 	if _, err := svc.CreateThing("dev-1", nil); err != nil {
 		f.Fatal(err)
 	}
-	if _, err := svc.CreateJob(CreateJobInput{JobID: "j1", Targets: []string{"dev-1"}, Document: `{"a":1}`}); err != nil {
+	if _, err := svc.CreateJob(localiot.CreateJobInput{JobID: "j1", Targets: []string{"dev-1"}, Document: `{"a":1}`}); err != nil {
 		f.Fatal(err)
 	}
-	p := &MQTTPlane{svc: svc, log: zerolog.Nop()}
+	p := &Plane{svc: svc, log: zerolog.Nop()}
 	for _, seed := range []struct{ topic, payload string }{
 		{"$aws/things/dev-1/jobs/get", `{"clientToken":"c"}`},
 		{"$aws/things/dev-1/jobs/start-next", `{"statusDetails":{"step":"a"},"stepTimeoutInMinutes":5}`},
@@ -51,8 +52,8 @@ func FuzzDeviceRequest(f *testing.F) {
 			}
 			return
 		}
-		var e *Error
-		if !errors.As(err, &e) || e.Code == CodeInternal {
+		var e *localiot.Error
+		if !errors.As(err, &e) || e.Code == localiot.CodeInternal {
 			t.Fatalf("%s %q: not a protocol error: %v", topic, payload, err)
 		}
 	})

@@ -1,4 +1,4 @@
-package localiot
+package mqttplane
 
 import (
 	"encoding/json"
@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 )
 
@@ -34,7 +35,7 @@ func (r request) Ack()              {}
 // tokens; another thing's requests still queue.
 func TestThrottledBeyondThingsShare(t *testing.T) {
 	b := mqtttest.All()[0](t)
-	svc, err := Open(Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
+	svc, err := localiot.Open(localiot.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	defer svc.Close()
 	p := newPlane(svc, zerolog.Nop()) // no workers: nothing leaves the queue

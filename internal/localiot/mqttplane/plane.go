@@ -1,4 +1,9 @@
-package localiot
+// Package mqttplane is the local AWS IoT's MQTT device plane: it serves the Jobs topics
+// ($aws/things/THING/jobs/...: get, start-next, describe, update, with accepted and rejected
+// replies and notify-next) and the named shadow topics over a broker, answering each request
+// with the service's operations, and notifies devices when their queue changes. On a shared
+// store (PostgreSQL) one replica at a time may serve (Options.Exclusive, leader election).
+package mqttplane
 
 import (
 	"cmp"
@@ -18,11 +23,12 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/otaflow/otaflow/internal/iotjobs"
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
-// MQTTOptions configure the device-facing plane.
-type MQTTOptions struct {
+// Options configure the device-facing plane.
+type Options struct {
 	// BrokerURL is the broker to connect to, e.g. tcp://127.0.0.1:1883.
 	BrokerURL string
 	// ClientID, Username and Password identify the service to the broker, which lets it (and
@@ -43,11 +49,7 @@ type MQTTOptions struct {
 	Logger    zerolog.Logger
 }
 
-// The plane's limits. AWS lists at most ten pending executions in a notify message and a
-// get-pending reply (the Jobs developer guide, "Job executions limits"); the rest keep one
-// flooding client from starving the fleet or the service's broker session.
 const (
-	MaxPendingListed = 10
 	// planeWorkers serve device requests (many: the store commits concurrent writes
 	// together, so more workers mean fewer fsyncs per request); planeQueue requests wait for
 	// them, at most
@@ -63,9 +65,9 @@ const (
 	publishWait = 5 * time.Second
 )
 
-// MQTTPlane serves the AWS IoT Jobs MQTT API for devices over any MQTT broker.
-type MQTTPlane struct {
-	svc    *Service
+// Plane serves the AWS IoT Jobs MQTT API for devices over any MQTT broker.
+type Plane struct {
+	svc    *localiot.Service
 	client paho.Client
 	log    zerolog.Logger
 	// lastNext is the job each thing was last told is next, so notify-next goes out only when
@@ -92,13 +94,13 @@ type planeRequest struct {
 	shadow, shadowOp string
 }
 
-func newPlane(s *Service, log zerolog.Logger) *MQTTPlane {
-	return &MQTTPlane{svc: s, log: log, requests: make(chan planeRequest, planeQueue), inflight: make(chan struct{}, maxInflight),
+func newPlane(s *localiot.Service, log zerolog.Logger) *Plane {
+	return &Plane{svc: s, log: log, requests: make(chan planeRequest, planeQueue), inflight: make(chan struct{}, maxInflight),
 		wake: make(chan struct{}, 1), done: make(chan struct{}), queued: map[string]int{}, dirty: map[string]struct{}{}}
 }
 
 // ServeMQTT connects the service to the broker and answers the Jobs topics until Close.
-func (s *Service) ServeMQTT(o MQTTOptions) (*MQTTPlane, error) {
+func Serve(s *localiot.Service, o Options) (*Plane, error) {
 	p := newPlane(s, o.Logger)
 	if o.ClientID == "" {
 		o.ClientID = "otaflow-jobs-service"
@@ -106,7 +108,7 @@ func (s *Service) ServeMQTT(o MQTTOptions) (*MQTTPlane, error) {
 	subs := map[string]byte{}
 	for _, topic := range []string{iotjobs.Topic("+", iotjobs.SuffixStartNext), iotjobs.Topic("+", iotjobs.SuffixGetPending),
 		iotjobs.Topic("+", iotjobs.DescribeSuffix("+")), iotjobs.Topic("+", iotjobs.UpdateSuffix("+")),
-		ShadowTopic("+", "+", "update"), ShadowTopic("+", "+", "get")} {
+		localiot.ShadowTopic("+", "+", "update"), localiot.ShadowTopic("+", "+", "get")} {
 		if o.SharedGroup != "" {
 			topic = "$share/" + o.SharedGroup + "/" + topic
 		}
@@ -114,7 +116,7 @@ func (s *Service) ServeMQTT(o MQTTOptions) (*MQTTPlane, error) {
 	}
 	// Devices' lifecycle events (AWS's $aws/events/presence/…; the embedded broker publishes
 	// them), for the fleet index's connectivity.
-	subs[presenceFilter] = 1
+	subs[localiot.PresenceFilter] = 1
 	opts := paho.NewClientOptions().
 		AddBroker(o.BrokerURL).
 		SetClientID(o.ClientID).
@@ -146,7 +148,7 @@ func (s *Service) ServeMQTT(o MQTTOptions) (*MQTTPlane, error) {
 		return nil, fmt.Errorf("connect to MQTT broker %s: %w", o.BrokerURL, err)
 	}
 	if o.Exclusive {
-		ls, ok := s.raw.(store.Shared)
+		ls, ok := s.Shared()
 		if !ok {
 			p.client.Disconnect(0)
 			return nil, errors.New("an exclusive jobs MQTT plane needs a store with a leader lock (PostgreSQL)")
@@ -165,7 +167,7 @@ func (s *Service) ServeMQTT(o MQTTOptions) (*MQTTPlane, error) {
 
 // subscribe (re)subscribes after every connect. A plane connected but not subscribed is deaf,
 // so a failed subscription is retried for as long as the connection lasts.
-func (p *MQTTPlane) subscribe(c paho.Client, subs map[string]byte, broker string) {
+func (p *Plane) subscribe(c paho.Client, subs map[string]byte, broker string) {
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		tok := c.SubscribeMultiple(subs, p.handle)
 		if !tok.WaitTimeout(10 * time.Second) {
@@ -191,7 +193,7 @@ func (p *MQTTPlane) subscribe(c paho.Client, subs map[string]byte, broker string
 
 // lead serves device requests while this replica holds the leader lock, and waits for it
 // otherwise.
-func (p *MQTTPlane) lead(ls store.Shared, subs map[string]byte, broker string) {
+func (p *Plane) lead(ls store.Shared, subs map[string]byte, broker string) {
 	defer p.workers.Done()
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-p.done; cancel() }()
@@ -231,7 +233,7 @@ func refusedFilters(granted map[string]byte) []string {
 }
 
 // Close disconnects from the broker and stops serving.
-func (p *MQTTPlane) Close() {
+func (p *Plane) Close() {
 	p.closing.Do(func() {
 		close(p.done)
 		p.client.Disconnect(250)
@@ -239,28 +241,8 @@ func (p *MQTTPlane) Close() {
 	})
 }
 
-func epoch(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.Unix()
-}
-
-func (p *MQTTPlane) toExecution(e *store.Execution, j *store.Job, withDoc bool) *iotjobs.JobExecution {
+func (p *Plane) toExecution(e *store.Execution, j *store.Job, withDoc bool) *iotjobs.JobExecution {
 	return p.svc.DeviceExecution(e, j, withDoc)
-}
-
-func ExecutionState(e *store.Execution) *iotjobs.ExecutionState {
-	return &iotjobs.ExecutionState{Status: e.Status, StatusDetails: e.StatusDetails, VersionNumber: e.VersionNumber}
-}
-
-func ToSummaries(es []*store.Execution) []iotjobs.JobExecutionSummary {
-	out := make([]iotjobs.JobExecutionSummary, 0, len(es))
-	for _, e := range es {
-		out = append(out, iotjobs.JobExecutionSummary{JobID: e.JobID, QueuedAt: epoch(e.QueuedAt), StartedAt: epoch(e.StartedAt),
-			LastUpdatedAt: epoch(e.LastUpdatedAt), VersionNumber: e.VersionNumber, ExecutionNumber: e.ExecutionNumber})
-	}
-	return out
 }
 
 // decode reads a request's payload; an empty payload is an empty request.
@@ -273,23 +255,23 @@ func decode(payload []byte, v any) error {
 		if errors.As(err, &typeErr) {
 			// Well-formed JSON with a member of the wrong type (say a number in statusDetails):
 			// AWS calls that an invalid request, not invalid JSON.
-			return Errorf(iotjobs.CodeInvalidRequest, "%s must be of type %s: %v", cmp.Or(typeErr.Field, "the payload"), typeErr.Type, err)
+			return localiot.Errorf(iotjobs.CodeInvalidRequest, "%s must be of type %s: %v", cmp.Or(typeErr.Field, "the payload"), typeErr.Type, err)
 		}
-		return Errorf(iotjobs.CodeInvalidJSON, "payload is not valid JSON for this request: %v", err)
+		return localiot.Errorf(iotjobs.CodeInvalidJSON, "payload is not valid JSON for this request: %v", err)
 	}
 	return nil
 }
 
 // handle queues a device request for the workers. It never blocks paho's router: a thing with
 // perThingQueued requests already waiting, or a full queue, is told RequestThrottled.
-func (p *MQTTPlane) handle(_ paho.Client, m paho.Message) {
+func (p *Plane) handle(_ paho.Client, m paho.Message) {
 	topic := m.Topic()
-	if strings.HasPrefix(topic, presencePrefix) {
-		p.svc.presence(m.Payload())
+	if strings.HasPrefix(topic, localiot.PresencePrefix) {
+		p.svc.Presence(m.Payload())
 		return
 	}
 	req := planeRequest{topic: topic, payload: m.Payload()}
-	if thing, name, op, ok := parseShadowTopic(topic); ok {
+	if thing, name, op, ok := localiot.ParseShadowTopic(topic); ok {
 		req.r.Thing, req.shadow, req.shadowOp = thing, name, op
 	} else if r, ok := iotjobs.ParseRequestTopic(topic); ok {
 		req.r = r
@@ -316,7 +298,7 @@ func (p *MQTTPlane) handle(_ paho.Client, m paho.Message) {
 	}
 }
 
-func (p *MQTTPlane) serve() {
+func (p *Plane) serve() {
 	defer p.workers.Done()
 	for {
 		select {
@@ -337,14 +319,14 @@ func (p *MQTTPlane) serve() {
 	}
 }
 
-func (p *MQTTPlane) serveOne(topic string, r iotjobs.Request, payload []byte) {
+func (p *Plane) serveOne(topic string, r iotjobs.Request, payload []byte) {
 	p.svc.Counter("mqtt " + r.Op.String()).Add(1)
 	// The client token is read on its own first, so that a request whose other members do not
 	// decode is still rejected with its token.
 	var tok iotjobs.Token
 	json.Unmarshal(payload, &tok)
 	now := p.svc.Clock().Unix()
-	if err := p.svc.checkClientToken(tok.ClientToken); err != nil {
+	if err := p.svc.CheckClientToken(tok.ClientToken); err != nil {
 		p.reject(topic, tok.ClientToken, err)
 		return
 	}
@@ -359,7 +341,7 @@ func (p *MQTTPlane) serveOne(topic string, r iotjobs.Request, payload []byte) {
 
 // serveShadow answers a named shadow's update or get with its accepted or rejected reply (the
 // Device Shadow service's error document: code, message, timestamp, clientToken).
-func (p *MQTTPlane) serveShadow(req planeRequest) {
+func (p *Plane) serveShadow(req planeRequest) {
 	p.svc.Counter("mqtt shadow " + req.shadowOp).Add(1)
 	var tok iotjobs.Token
 	json.Unmarshal(req.payload, &tok)
@@ -371,20 +353,20 @@ func (p *MQTTPlane) serveShadow(req planeRequest) {
 		doc["clientToken"] = tok.ClientToken
 	}
 	if err != nil {
-		var e *Error
+		var e *localiot.Error
 		if !errors.As(err, &e) {
 			p.log.Error().Err(err).Str("topic", req.topic).Msg("shadow request failed")
-			e = &Error{Code: CodeInternal, Message: "internal error; see the jobs service log"}
+			e = &localiot.Error{Code: localiot.CodeInternal, Message: "internal error; see the jobs service log"}
 		}
 		status := 400
 		switch e.Code {
-		case CodeResourceNotFound:
+		case localiot.CodeResourceNotFound:
 			status = 404
-		case CodeConflict:
+		case localiot.CodeConflict:
 			status = 409
-		case CodeLimitExceeded:
+		case localiot.CodeLimitExceeded:
 			status = 413
-		case CodeInternal:
+		case localiot.CodeInternal:
 			status = 500
 		}
 		out := map[string]any{"code": status, "message": e.Message, "timestamp": p.svc.Clock().Unix()}
@@ -398,7 +380,7 @@ func (p *MQTTPlane) serveShadow(req planeRequest) {
 }
 
 // answer serves one request.
-func (p *MQTTPlane) answer(topic string, r iotjobs.Request, payload []byte, now int64) (iotjobs.Message, error) {
+func (p *Plane) answer(topic string, r iotjobs.Request, payload []byte, now int64) (iotjobs.Message, error) {
 	switch r.Op {
 	case iotjobs.OpStartNext:
 		var req iotjobs.StartNextRequest
@@ -419,11 +401,11 @@ func (p *MQTTPlane) answer(topic string, r iotjobs.Request, payload []byte, now 
 		if err := decode(payload, &req); err != nil {
 			return nil, err
 		}
-		inProgress, queued, err := p.svc.PendingExecutions(r.Thing, MaxPendingListed)
+		inProgress, queued, err := p.svc.PendingExecutions(r.Thing, localiot.MaxPendingListed)
 		if err != nil {
 			return nil, err
 		}
-		return &iotjobs.GetPendingReply{InProgressJobs: ToSummaries(inProgress), QueuedJobs: ToSummaries(queued), Timestamp: now}, nil
+		return &iotjobs.GetPendingReply{InProgressJobs: localiot.ToSummaries(inProgress), QueuedJobs: localiot.ToSummaries(queued), Timestamp: now}, nil
 	case iotjobs.OpDescribe:
 		var req iotjobs.DescribeRequest
 		if err := decode(payload, &req); err != nil {
@@ -453,7 +435,7 @@ func (p *MQTTPlane) answer(topic string, r iotjobs.Request, payload []byte, now 
 		if err := decode(payload, &req); err != nil {
 			return nil, err
 		}
-		e, j, err := p.svc.UpdateExecution(UpdateInput{
+		e, j, err := p.svc.UpdateExecution(localiot.UpdateInput{
 			Thing: r.Thing, JobID: r.JobID, Status: req.Status, StatusDetails: req.StatusDetails,
 			ExpectedVersion: req.ExpectedVersion, ExecutionNumber: req.ExecutionNumber,
 			StepTimeout: time.Duration(req.StepTimeoutInMinutes) * time.Minute,
@@ -463,37 +445,37 @@ func (p *MQTTPlane) answer(topic string, r iotjobs.Request, payload []byte, now 
 		}
 		out := &iotjobs.UpdateReply{Timestamp: now}
 		if req.IncludeJobExecutionState {
-			out.ExecutionState = ExecutionState(e)
+			out.ExecutionState = localiot.ExecutionState(e)
 		}
 		if req.IncludeJobDocument {
 			out.JobDocument = json.RawMessage(p.svc.DocumentFor(j))
 		}
 		return out, nil
 	}
-	return nil, Errorf(iotjobs.CodeInvalidTopic, "%s", iotjobs.InvalidTopicMessage(topic))
+	return nil, localiot.Errorf(iotjobs.CodeInvalidTopic, "%s", iotjobs.InvalidTopicMessage(topic))
 }
 
-func (p *MQTTPlane) reject(topic, clientToken string, err error) {
-	var e *Error
+func (p *Plane) reject(topic, clientToken string, err error) {
+	var e *localiot.Error
 	if !errors.As(err, &e) {
 		p.log.Error().Err(err).Str("topic", topic).Msg("jobs request failed")
-		e = &Error{Code: CodeInternal, Message: "internal error; see the jobs service log"}
+		e = &localiot.Error{Code: localiot.CodeInternal, Message: "internal error; see the jobs service log"}
 	}
 	code := e.Code
-	if code == CodeAlreadyExists || code == CodeConflict || code == CodeUnauthorized {
-		code = CodeInvalidRequest
+	if code == localiot.CodeAlreadyExists || code == localiot.CodeConflict || code == localiot.CodeUnauthorized {
+		code = localiot.CodeInvalidRequest
 	}
 	out := &iotjobs.ErrorReply{Code: code, Message: e.Message, Timestamp: p.svc.Clock().Unix()}
 	out.ClientToken = clientToken
 	if e.State != nil {
-		out.ExecutionState = ExecutionState(e.State)
+		out.ExecutionState = localiot.ExecutionState(e.State)
 	}
 	p.publish(iotjobs.Rejected(topic), out)
 }
 
 // publish sends a reply or notification at QoS 1 once fewer than maxInflight publishes await
 // their PUBACK; it drops the message after publishWait without room (the device asks again).
-func (p *MQTTPlane) publish(topic string, v any) {
+func (p *Plane) publish(topic string, v any) {
 	raw, err := json.Marshal(v)
 	if err != nil {
 		p.log.Error().Err(err).Str("topic", topic).Msg("encode reply")
@@ -514,7 +496,7 @@ func (p *MQTTPlane) publish(topic string, v any) {
 
 // tryPublish publishes only if there is room now: for replies to requests that were refused
 // for load, which must not add to it.
-func (p *MQTTPlane) tryPublish(topic string, v any) {
+func (p *Plane) tryPublish(topic string, v any) {
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return
@@ -526,7 +508,7 @@ func (p *MQTTPlane) tryPublish(topic string, v any) {
 	}
 }
 
-func (p *MQTTPlane) send(topic string, raw []byte) {
+func (p *Plane) send(topic string, raw []byte) {
 	tok := p.client.Publish(topic, 1, false, raw)
 	go func() {
 		tok.Wait()
@@ -536,7 +518,7 @@ func (p *MQTTPlane) send(topic string, raw []byte) {
 
 // changed records that things' pending jobs changed; the notifier tells them. Changes that
 // arrive while it works are coalesced, so a burst of jobs for one thing costs one notice.
-func (p *MQTTPlane) changed(things []string) {
+func (p *Plane) changed(things []string) {
 	p.mu.Lock()
 	for _, t := range things {
 		p.dirty[t] = struct{}{}
@@ -551,7 +533,7 @@ func (p *MQTTPlane) changed(things []string) {
 // notifyWorkers tell things in parallel: a wave of CreateJob touches many things at once.
 const notifyWorkers = 4
 
-func (p *MQTTPlane) notifier() {
+func (p *Plane) notifier() {
 	defer p.workers.Done()
 	for {
 		select {
@@ -582,7 +564,7 @@ func (p *MQTTPlane) notifier() {
 
 // notifyThing tells a thing what is now pending for it: notify-next with its next execution
 // (or none) when that changed, and notify with the summary lists (at most ten, as AWS).
-func (p *MQTTPlane) notifyThing(thing string) {
+func (p *Plane) notifyThing(thing string) {
 	e, j, err := p.svc.NextExecution(thing)
 	if err != nil {
 		p.log.Error().Err(err).Str("thing", thing).Msg("read next execution for notify-next")
@@ -601,16 +583,16 @@ func (p *MQTTPlane) notifyThing(thing string) {
 		}
 		p.publish(iotjobs.Topic(thing, iotjobs.SuffixNotifyNext), out)
 	}
-	inProgress, queued, err := p.svc.PendingExecutions(thing, MaxPendingListed)
+	inProgress, queued, err := p.svc.PendingExecutions(thing, localiot.MaxPendingListed)
 	if err != nil {
 		return
 	}
 	jobs := map[iotjobs.Status][]iotjobs.JobExecutionSummary{}
 	if len(inProgress) > 0 {
-		jobs[store.ExecInProgress] = ToSummaries(inProgress)
+		jobs[store.ExecInProgress] = localiot.ToSummaries(inProgress)
 	}
 	if len(queued) > 0 {
-		jobs[store.ExecQueued] = ToSummaries(queued)
+		jobs[store.ExecQueued] = localiot.ToSummaries(queued)
 	}
 	p.publish(iotjobs.Topic(thing, iotjobs.SuffixNotify), iotjobs.Notify{Timestamp: now, Jobs: jobs})
 }
