@@ -28,7 +28,7 @@ type Config struct {
 	SecretAccessKey string
 	// Timeout bounds each HTTP request (default DefaultTimeout).
 	Timeout time.Duration
-	// HTTP, when set, carries the requests instead of a new client (jobs.InProcessClient).
+	// HTTP, when set, carries the requests instead of a new client (rest.InProcessClient).
 	HTTP *http.Client
 }
 

@@ -1,3 +1,6 @@
+// Package store is where the local AWS IoT keeps its state: the records (model.go), the Store,
+// Tx and Shared interfaces (store.go), and their two implementations, bbolt for one process
+// (OpenBolt) and PostgreSQL for replicas (OpenPostgres), which pass one contract suite.
 package store
 
 import (
