@@ -23,7 +23,7 @@ func (s api) handleArtifactUpload(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"bucket": r.PathValue("bucket"), "key": r.PathValue("key"), "size": n}, nil
+	return &putObjectResponse{Bucket: r.PathValue("bucket"), Key: r.PathValue("key"), Size: n}, nil
 }
 
 // handleArtifactDownload serves an artifact to whoever holds a valid, unexpired presigned URL.
@@ -72,7 +72,7 @@ func (s api) handleTUFUpload(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"bucket": bucket, "key": "tuf/" + file, "size": n}, nil
+	return &putObjectResponse{Bucket: bucket, Key: "tuf/" + file, Size: n}, nil
 }
 
 // handleTUFMetadata serves the release repository's metadata that `starter release publish`
@@ -97,4 +97,11 @@ func (s api) handleTUFMetadata(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-cache")
 	io.Copy(w, f)
+}
+
+// putObjectResponse is what an artifact or metadata upload stored.
+type putObjectResponse struct {
+	Bucket string `json:"bucket"`
+	Key    string `json:"key"`
+	Size   int64  `json:"size"`
 }

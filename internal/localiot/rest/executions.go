@@ -21,12 +21,32 @@ func (s api) handleDescribeJobExecution(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"execution": map[string]any{
-		"jobId": e.JobID, "thingArn": s.ThingArn(e.ThingName), "status": e.Status,
-		"forceCanceled": e.ForceCanceled, "statusDetails": statusDetailsJSON{e.StatusDetails},
-		"queuedAt": ptime(e.QueuedAt), "startedAt": ptime(e.StartedAt), "lastUpdatedAt": ptime(e.LastUpdatedAt),
-		"executionNumber": e.ExecutionNumber, "versionNumber": e.VersionNumber,
-	}}, nil
+	return &describeJobExecutionResponse{Execution: jobExecution{JobID: e.JobID, ThingArn: s.ThingArn(e.ThingName),
+		Status: e.Status, ForceCanceled: e.ForceCanceled, StatusDetails: statusDetailsJSON{e.StatusDetails},
+		QueuedAt: ptime(e.QueuedAt), StartedAt: ptime(e.StartedAt), LastUpdatedAt: ptime(e.LastUpdatedAt),
+		ExecutionNumber: e.ExecutionNumber, VersionNumber: e.VersionNumber}}, nil
+}
+
+type describeJobExecutionResponse struct {
+	Execution jobExecution `json:"execution"`
+}
+
+// jobExecution is AWS's JobExecution (the control plane's view).
+type jobExecution struct {
+	JobID           string                `json:"jobId"`
+	ThingArn        string                `json:"thingArn"`
+	Status          store.ExecutionStatus `json:"status"`
+	ForceCanceled   bool                  `json:"forceCanceled"`
+	StatusDetails   statusDetailsJSON     `json:"statusDetails"`
+	QueuedAt        *awsTime              `json:"queuedAt"`
+	StartedAt       *awsTime              `json:"startedAt"`
+	LastUpdatedAt   *awsTime              `json:"lastUpdatedAt"`
+	ExecutionNumber int64                 `json:"executionNumber"`
+	VersionNumber   int64                 `json:"versionNumber"`
+}
+
+type statusDetailsJSON struct {
+	DetailsMap map[string]string `json:"detailsMap,omitempty"`
 }
 
 func (s api) handleListJobExecutionsForJob(r *http.Request) (any, error) {
@@ -46,21 +66,39 @@ func (s api) handleListJobExecutionsForJob(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	summaries := make([]map[string]any, 0, len(execs))
+	out := &executionSummaries{Summaries: make([]executionSummaryFor, 0, len(execs)), paged: paged{next}}
 	for _, e := range execs {
-		summaries = append(summaries, map[string]any{
-			"thingArn":            s.ThingArn(e.ThingName),
-			"jobExecutionSummary": execSummary(e),
-		})
+		out.Summaries = append(out.Summaries, executionSummaryFor{ThingArn: s.ThingArn(e.ThingName), Summary: execSummary(e)})
 	}
-	return page(map[string]any{"executionSummaries": summaries}, next), nil
+	return out, nil
 }
 
-func execSummary(e *store.Execution) map[string]any {
-	return map[string]any{
-		"status": e.Status, "queuedAt": ptime(e.QueuedAt), "startedAt": ptime(e.StartedAt),
-		"lastUpdatedAt": ptime(e.LastUpdatedAt), "executionNumber": e.ExecutionNumber, "retryAttempt": e.RetryAttempt,
-	}
+// executionSummaries is ListJobExecutionsForJob's and ListJobExecutionsForThing's answer.
+type executionSummaries struct {
+	Summaries []executionSummaryFor `json:"executionSummaries"`
+	paged
+}
+
+// executionSummaryFor is AWS's JobExecutionSummaryForJob (with ThingArn) or ForThing (with
+// JobID).
+type executionSummaryFor struct {
+	ThingArn string              `json:"thingArn,omitempty"`
+	JobID    string              `json:"jobId,omitempty"`
+	Summary  jobExecutionSummary `json:"jobExecutionSummary"`
+}
+
+type jobExecutionSummary struct {
+	Status          store.ExecutionStatus `json:"status"`
+	QueuedAt        *awsTime              `json:"queuedAt"`
+	StartedAt       *awsTime              `json:"startedAt"`
+	LastUpdatedAt   *awsTime              `json:"lastUpdatedAt"`
+	ExecutionNumber int64                 `json:"executionNumber"`
+	RetryAttempt    int                   `json:"retryAttempt"`
+}
+
+func execSummary(e *store.Execution) jobExecutionSummary {
+	return jobExecutionSummary{Status: e.Status, QueuedAt: ptime(e.QueuedAt), StartedAt: ptime(e.StartedAt),
+		LastUpdatedAt: ptime(e.LastUpdatedAt), ExecutionNumber: e.ExecutionNumber, RetryAttempt: e.RetryAttempt}
 }
 
 func (s api) handleListJobExecutionsForThing(r *http.Request) (any, error) {
@@ -79,14 +117,14 @@ func (s api) handleListJobExecutionsForThing(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	summaries := make([]map[string]any, 0, len(execs))
+	out := &executionSummaries{Summaries: make([]executionSummaryFor, 0, len(execs)), paged: paged{next}}
 	for _, e := range execs {
 		if id := q.Get("jobId"); id != "" && e.JobID != id {
 			continue
 		}
-		summaries = append(summaries, map[string]any{"jobId": e.JobID, "jobExecutionSummary": execSummary(e)})
+		out.Summaries = append(out.Summaries, executionSummaryFor{JobID: e.JobID, Summary: execSummary(e)})
 	}
-	return page(map[string]any{"executionSummaries": summaries}, next), nil
+	return out, nil
 }
 
 func (s api) handleCancelJobExecution(r *http.Request) (any, error) {

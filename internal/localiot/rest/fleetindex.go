@@ -51,15 +51,21 @@ func (s api) handleSearchIndex(r *http.Request) (any, error) {
 		return nil, localiot.Errorf(localiot.CodeInvalidRequest, "maxResults must be from 1 to 500")
 	}
 	docs, more := ix.Search(n, q.NextToken, max)
-	things := make([]map[string]any, 0, len(docs))
+	out := &searchIndexResponse{Things: make([]thingDoc, 0, len(docs)), ThingGroups: []struct{}{}}
 	for _, d := range docs {
-		things = append(things, thingDocument(cfg, d))
+		out.Things = append(out.Things, thingDocument(cfg, d))
 	}
-	out := map[string]any{"things": things, "thingGroups": []any{}}
 	if more && len(docs) > 0 {
-		out["nextToken"] = docs[len(docs)-1].ThingName
+		out.NextToken = docs[len(docs)-1].ThingName
 	}
 	return out, nil
+}
+
+type searchIndexResponse struct {
+	Things []thingDoc `json:"things"`
+	// ThingGroups is always empty: otaflow indexes things only.
+	ThingGroups []struct{} `json:"thingGroups"`
+	paged
 }
 
 func (s api) handleGetStatistics(r *http.Request) (any, error) {
@@ -68,14 +74,32 @@ func (s api) handleGetStatistics(r *http.Request) (any, error) {
 		return nil, err
 	}
 	st := a.ix.Stats(a.n, a.field, a.typ == "Number")
-	out := map[string]any{"count": st.Count}
+	out := &getStatisticsResponse{}
+	out.Statistics.Count = st.Count
 	if st.Numeric {
-		for k, v := range map[string]float64{"average": st.Average, "sum": st.Sum, "minimum": st.Minimum, "maximum": st.Maximum,
-			"sumOfSquares": st.SumOfSquares, "variance": st.Variance, "stdDeviation": st.StdDeviation} {
-			out[k] = v
-		}
+		out.Statistics.NumericStatistics = &NumericStatistics{Average: st.Average, Sum: st.Sum, Minimum: st.Minimum,
+			Maximum: st.Maximum, SumOfSquares: st.SumOfSquares, Variance: st.Variance, StdDeviation: st.StdDeviation}
 	}
-	return map[string]any{"statistics": out}, nil
+	return out, nil
+}
+
+type getStatisticsResponse struct {
+	Statistics struct {
+		Count int `json:"count"`
+		// NumericStatistics are there for a Number field only (an exported type: json promotes
+		// the fields of an embedded pointer to it).
+		*NumericStatistics
+	} `json:"statistics"`
+}
+
+type NumericStatistics struct {
+	Average      float64 `json:"average"`
+	Sum          float64 `json:"sum"`
+	Minimum      float64 `json:"minimum"`
+	Maximum      float64 `json:"maximum"`
+	SumOfSquares float64 `json:"sumOfSquares"`
+	Variance     float64 `json:"variance"`
+	StdDeviation float64 `json:"stdDeviation"`
 }
 
 func (s api) handleGetPercentiles(r *http.Request) (any, error) {
@@ -93,13 +117,22 @@ func (s api) handleGetPercentiles(r *http.Request) (any, error) {
 		}
 	}
 	vals := a.ix.Percentiles(a.n, a.field, percents)
-	out := []map[string]any{}
+	out := &getPercentilesResponse{Percentiles: []percentPair{}}
 	for _, p := range percents {
 		if v, ok := vals[p]; ok {
-			out = append(out, map[string]any{"percent": p, "value": v})
+			out.Percentiles = append(out.Percentiles, percentPair{Percent: p, Value: v})
 		}
 	}
-	return map[string]any{"percentiles": out}, nil
+	return out, nil
+}
+
+type getPercentilesResponse struct {
+	Percentiles []percentPair `json:"percentiles"`
+}
+
+type percentPair struct {
+	Percent float64 `json:"percent"`
+	Value   float64 `json:"value"`
 }
 
 func (s api) handleGetCardinality(r *http.Request) (any, error) {
@@ -107,7 +140,11 @@ func (s api) handleGetCardinality(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"cardinality": a.ix.Cardinality(a.n, a.field)}, nil
+	return &getCardinalityResponse{Cardinality: a.ix.Cardinality(a.n, a.field)}, nil
+}
+
+type getCardinalityResponse struct {
+	Cardinality int `json:"cardinality"`
 }
 
 func (s api) handleGetBucketsAggregation(r *http.Request) (any, error) {
@@ -127,11 +164,21 @@ func (s api) handleGetBucketsAggregation(r *http.Request) (any, error) {
 		return nil, localiot.Errorf(localiot.CodeInvalidRequest, "maxBuckets must be from 1 to 10000")
 	}
 	buckets := a.ix.Buckets(a.n, a.field, max)
-	out := make([]map[string]any, len(buckets))
+	out := &getBucketsAggregationResponse{TotalCount: a.ix.Count(a.n), Buckets: make([]bucket, len(buckets))}
 	for i, b := range buckets {
-		out[i] = map[string]any{"keyValue": b.Key, "count": b.Count}
+		out.Buckets[i] = bucket{KeyValue: b.Key, Count: b.Count}
 	}
-	return map[string]any{"totalCount": a.ix.Count(a.n), "buckets": out}, nil
+	return out, nil
+}
+
+type getBucketsAggregationResponse struct {
+	TotalCount int      `json:"totalCount"`
+	Buckets    []bucket `json:"buckets"`
+}
+
+type bucket struct {
+	KeyValue string `json:"keyValue"`
+	Count    int    `json:"count"`
 }
 
 func (s api) handleUpdateIndexingConfiguration(r *http.Request) (any, error) {
@@ -152,12 +199,20 @@ func (s api) handleUpdateIndexingConfiguration(r *http.Request) (any, error) {
 			return nil, err
 		}
 	}
-	return map[string]any{}, nil
+	return empty{}, nil
 }
 
 func (s api) handleGetIndexingConfiguration(r *http.Request) (any, error) {
-	return map[string]any{"thingIndexingConfiguration": s.GetIndexingConfiguration(),
-		"thingGroupIndexingConfiguration": map[string]any{"thingGroupIndexingMode": "OFF"}}, nil
+	out := &getIndexingConfigurationResponse{Thing: s.GetIndexingConfiguration()}
+	out.Group.Mode = "OFF"
+	return out, nil
+}
+
+type getIndexingConfigurationResponse struct {
+	Thing localiot.IndexingConfiguration `json:"thingIndexingConfiguration"`
+	Group struct {
+		Mode string `json:"thingGroupIndexingMode"`
+	} `json:"thingGroupIndexingConfiguration"`
 }
 
 func (s api) handleDescribeIndex(r *http.Request) (any, error) {
@@ -172,15 +227,25 @@ func (s api) handleDescribeIndex(r *http.Request) (any, error) {
 	if cfg.ThingConnectivityIndexingMode == "STATUS" {
 		schema += "_AND_CONNECTIVITY_STATUS"
 	}
-	return map[string]any{"indexName": localiot.ThingsIndex, "indexStatus": "ACTIVE", "schema": schema}, nil
+	return &describeIndexResponse{IndexName: localiot.ThingsIndex, IndexStatus: "ACTIVE", Schema: schema}, nil
+}
+
+type describeIndexResponse struct {
+	IndexName   string `json:"indexName"`
+	IndexStatus string `json:"indexStatus"`
+	Schema      string `json:"schema"`
 }
 
 func (s api) handleListIndices(r *http.Request) (any, error) {
-	names := []string{}
+	out := &listIndicesResponse{IndexNames: []string{}}
 	if s.IndexOn() {
-		names = append(names, localiot.ThingsIndex)
+		out.IndexNames = append(out.IndexNames, localiot.ThingsIndex)
 	}
-	return map[string]any{"indexNames": names}, nil
+	return out, nil
+}
+
+type listIndicesResponse struct {
+	IndexNames []string `json:"indexNames"`
 }
 
 type indexQuery struct {
@@ -225,28 +290,45 @@ func aggregationField(cfg localiot.IndexingConfiguration, field string, numeric 
 	return typ, nil
 }
 
+// thingDoc is AWS's ThingDocument.
+type thingDoc struct {
+	ThingName       string            `json:"thingName"`
+	ThingID         string            `json:"thingId"`
+	ThingTypeName   string            `json:"thingTypeName,omitempty"`
+	Attributes      map[string]string `json:"attributes"`
+	ThingGroupNames []string          `json:"thingGroupNames"`
+	// Shadow is the indexed shadows as a JSON string, as AWS sends it.
+	Shadow       string `json:"shadow,omitempty"`
+	Connectivity *struct {
+		Connected bool  `json:"connected"`
+		Timestamp int64 `json:"timestamp"`
+	} `json:"connectivity,omitempty"`
+}
+
 // thingDocument is AWS's ThingDocument for d.
-func thingDocument(cfg localiot.IndexingConfiguration, d fleetindex.Doc) map[string]any {
-	doc := map[string]any{"thingName": d.ThingName, "thingId": d.ThingID, "attributes": d.Attributes, "thingGroupNames": d.Groups}
-	if d.Attributes == nil {
-		doc["attributes"] = map[string]string{}
+func thingDocument(cfg localiot.IndexingConfiguration, d fleetindex.Doc) thingDoc {
+	doc := thingDoc{ThingName: d.ThingName, ThingID: d.ThingID, ThingTypeName: d.ThingTypeName,
+		Attributes: d.Attributes, ThingGroupNames: d.Groups}
+	if doc.Attributes == nil {
+		doc.Attributes = map[string]string{}
 	}
-	if d.Groups == nil {
-		doc["thingGroupNames"] = []string{}
-	}
-	if d.ThingTypeName != "" {
-		doc["thingTypeName"] = d.ThingTypeName
+	if doc.ThingGroupNames == nil {
+		doc.ThingGroupNames = []string{}
 	}
 	if len(d.Shadows) > 0 {
+		// The shadow's own document is free-form JSON, kept as the device reported it.
 		named := map[string]any{}
 		for name, sh := range d.Shadows {
 			named[name] = map[string]any{"reported": sh.Reported, "desired": sh.Desired, "version": sh.Version}
 		}
 		raw, _ := json.Marshal(map[string]any{"name": named})
-		doc["shadow"] = string(raw)
+		doc.Shadow = string(raw)
 	}
 	if cfg.ThingConnectivityIndexingMode == "STATUS" && d.Connected != nil {
-		doc["connectivity"] = map[string]any{"connected": *d.Connected, "timestamp": d.ConnectedAt}
+		doc.Connectivity = &struct {
+			Connected bool  `json:"connected"`
+			Timestamp int64 `json:"timestamp"`
+		}{*d.Connected, d.ConnectedAt}
 	}
 	return doc
 }

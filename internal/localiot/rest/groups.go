@@ -25,7 +25,13 @@ func (s api) handleCreateThingGroup(r *http.Request) (any, error) {
 			return nil, err
 		}
 	}
-	return map[string]string{"thingGroupName": g.Name, "thingGroupArn": g.Arn, "thingGroupId": g.ID}, nil
+	return &createThingGroupResponse{ThingGroupName: g.Name, ThingGroupArn: g.Arn, ThingGroupID: g.ID}, nil
+}
+
+type createThingGroupResponse struct {
+	ThingGroupName string `json:"thingGroupName"`
+	ThingGroupArn  string `json:"thingGroupArn"`
+	ThingGroupID   string `json:"thingGroupId"`
 }
 
 func (s api) handleDescribeThingGroup(r *http.Request) (any, error) {
@@ -33,36 +39,62 @@ func (s api) handleDescribeThingGroup(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	meta := map[string]any{"creationDate": ptime(g.CreatedAt)}
+	out := &describeThingGroupResponse{ThingGroupName: g.Name, ThingGroupArn: g.Arn, ThingGroupID: g.ID, Version: g.Version}
+	out.Metadata.CreationDate = ptime(g.CreatedAt)
 	if g.Parent != "" {
-		meta["parentGroupName"] = g.Parent
+		out.Metadata.ParentGroupName = g.Parent
 		anc, err := s.GroupAncestors(g.Name)
 		if err != nil {
 			return nil, err
 		}
 		// From the root down to the parent, as AWS lists them.
-		var chain []map[string]string
 		for i := len(anc) - 1; i >= 1; i-- {
-			chain = append(chain, map[string]string{"groupName": anc[i], "groupArn": s.ThingGroupArn(anc[i])})
+			out.Metadata.RootToParent = append(out.Metadata.RootToParent, s.groupNameAndArn(anc[i]))
 		}
-		meta["rootToParentThingGroups"] = chain
 	}
-	props := map[string]any{}
-	if g.Description != "" {
-		props["thingGroupDescription"] = g.Description
-	}
+	out.Properties.Description = g.Description
 	if len(g.Attributes) > 0 {
-		props["attributePayload"] = map[string]any{"attributes": g.Attributes}
+		out.Properties.AttributePayload = &attributePayload{Attributes: g.Attributes}
 	}
-	return map[string]any{"thingGroupName": g.Name, "thingGroupArn": g.Arn, "thingGroupId": g.ID,
-		"version": g.Version, "thingGroupMetadata": meta, "thingGroupProperties": props}, nil
+	return out, nil
+}
+
+type describeThingGroupResponse struct {
+	ThingGroupName string `json:"thingGroupName"`
+	ThingGroupArn  string `json:"thingGroupArn"`
+	ThingGroupID   string `json:"thingGroupId"`
+	Version        int64  `json:"version"`
+	Metadata       struct {
+		CreationDate    *awsTime `json:"creationDate"`
+		ParentGroupName string   `json:"parentGroupName,omitempty"`
+		// RootToParent is set (possibly empty) for a group with a parent.
+		RootToParent []groupNameAndArn `json:"rootToParentThingGroups,omitempty"`
+	} `json:"thingGroupMetadata"`
+	Properties struct {
+		Description      string            `json:"thingGroupDescription,omitempty"`
+		AttributePayload *attributePayload `json:"attributePayload,omitempty"`
+	} `json:"thingGroupProperties"`
+}
+
+type attributePayload struct {
+	Attributes map[string]string `json:"attributes"`
+}
+
+// groupNameAndArn is AWS's GroupNameAndArn.
+type groupNameAndArn struct {
+	GroupName string `json:"groupName"`
+	GroupArn  string `json:"groupArn"`
+}
+
+func (s api) groupNameAndArn(name string) groupNameAndArn {
+	return groupNameAndArn{GroupName: name, GroupArn: s.ThingGroupArn(name)}
 }
 
 func (s api) handleDeleteThingGroup(r *http.Request) (any, error) {
 	if err := s.DeleteThingGroup(r.PathValue("thingGroupName")); err != nil {
 		return nil, err
 	}
-	return map[string]any{}, nil
+	return empty{}, nil
 }
 
 func (s api) handleThingGroupMembership(add bool) operation {
@@ -95,7 +127,7 @@ func (s api) handleThingGroupMembership(add bool) operation {
 		if err != nil {
 			return nil, err
 		}
-		return map[string]any{}, nil
+		return empty{}, nil
 	}
 }
 
@@ -109,7 +141,12 @@ func (s api) handleListThingsInThingGroup(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return page(map[string]any{"things": things}, next), nil
+	return &listThingsInThingGroupResponse{Things: things, paged: paged{next}}, nil
+}
+
+type listThingsInThingGroupResponse struct {
+	Things []string `json:"things"`
+	paged
 }
 
 func (s api) handleListThingGroupsForThing(r *http.Request) (any, error) {
@@ -122,11 +159,21 @@ func (s api) handleListThingGroupsForThing(r *http.Request) (any, error) {
 		return nil, err
 	}
 	names, next := localiot.PageStrings(names, max, r.URL.Query().Get("nextToken"))
-	list := make([]map[string]string, 0, len(names))
+	return s.thingGroupList(names, next), nil
+}
+
+// thingGroupList is ListThingGroups's and ListThingGroupsForThing's answer.
+type thingGroupList struct {
+	ThingGroups []groupNameAndArn `json:"thingGroups"`
+	paged
+}
+
+func (s api) thingGroupList(names []string, next string) *thingGroupList {
+	out := &thingGroupList{ThingGroups: make([]groupNameAndArn, 0, len(names)), paged: paged{next}}
 	for _, n := range names {
-		list = append(list, map[string]string{"groupName": n, "groupArn": s.ThingGroupArn(n)})
+		out.ThingGroups = append(out.ThingGroups, s.groupNameAndArn(n))
 	}
-	return page(map[string]any{"thingGroups": list}, next), nil
+	return out
 }
 
 func (s api) handleListThingGroups(r *http.Request) (any, error) {
@@ -144,11 +191,7 @@ func (s api) handleListThingGroups(r *http.Request) (any, error) {
 		names[i] = g.Name
 	}
 	names, next := localiot.PageStrings(names, max, q.Get("nextToken"))
-	list := make([]map[string]string, 0, len(names))
-	for _, n := range names {
-		list = append(list, map[string]string{"groupName": n, "groupArn": s.ThingGroupArn(n)})
-	}
-	return page(map[string]any{"thingGroups": list}, next), nil
+	return s.thingGroupList(names, next), nil
 }
 
 func (s api) handleUpdateThingGroupsForThing(r *http.Request) (any, error) {
@@ -186,7 +229,7 @@ func (s api) handleUpdateThingGroupsForThing(r *http.Request) (any, error) {
 			return nil, err
 		}
 	}
-	return map[string]any{}, nil
+	return empty{}, nil
 }
 
 // thingGroupPropsJSON is thingGroupProperties as CreateThingGroup and UpdateThingGroup take it.
@@ -225,5 +268,10 @@ func (s api) handleUpdateThingGroup(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]int64{"version": v}, nil
+	return &versionResponse{Version: v}, nil
+}
+
+// versionResponse is the answer of an update that returns the new version.
+type versionResponse struct {
+	Version int64 `json:"version"`
 }

@@ -18,9 +18,7 @@ func (s api) handleCreateJob(r *http.Request) (any, error) {
 		TimeoutConfig   struct {
 			InProgressTimeoutInMinutes int64 `json:"inProgressTimeoutInMinutes"`
 		} `json:"timeoutConfig"`
-		RetryConfig *struct {
-			CriteriaList []store.RetryCriteria `json:"criteriaList"`
-		} `json:"jobExecutionsRetryConfig"`
+		RetryConfig        *retryConfig         `json:"jobExecutionsRetryConfig"`
 		PresignedURLConfig *store.PresignConfig `json:"presignedUrlConfig"`
 		RolloutConfig      struct {
 			MaximumPerMinute int                    `json:"maximumPerMinute"`
@@ -70,7 +68,18 @@ func (s api) handleCreateJob(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]string{"jobArn": job.Arn, "jobId": job.ID, "description": job.Description}, nil
+	return identify(job), nil
+}
+
+// jobIdentity is what CreateJob, CancelJob and AssociateTargetsWithJob answer.
+type jobIdentity struct {
+	JobArn      string `json:"jobArn"`
+	JobID       string `json:"jobId"`
+	Description string `json:"description"`
+}
+
+func identify(j *store.Job) *jobIdentity {
+	return &jobIdentity{JobArn: j.Arn, JobID: j.ID, Description: j.Description}
 }
 
 type jobJSON struct {
@@ -87,14 +96,32 @@ type jobJSON struct {
 	LastUpdatedAt     *awsTime             `json:"lastUpdatedAt,omitempty"`
 	CompletedAt       *awsTime             `json:"completedAt,omitempty"`
 	JobProcessDetails store.ProcessDetails `json:"jobProcessDetails"`
-	TimeoutConfig     map[string]any       `json:"timeoutConfig"`
-	PresignedURL      *store.PresignConfig `json:"presignedUrlConfig,omitempty"`
-	RetryConfig       map[string]any       `json:"jobExecutionsRetryConfig,omitempty"`
-	RolloutConfig     map[string]any       `json:"jobExecutionsRolloutConfig"`
-	AbortConfig       map[string]any       `json:"abortConfig,omitempty"`
-	SchedulingConfig  map[string]any       `json:"schedulingConfig,omitempty"`
+	TimeoutConfig     struct {
+		InProgressTimeoutInMinutes int64 `json:"inProgressTimeoutInMinutes,omitempty"`
+	} `json:"timeoutConfig"`
+	PresignedURL     *store.PresignConfig `json:"presignedUrlConfig,omitempty"`
+	RetryConfig      *retryConfig         `json:"jobExecutionsRetryConfig,omitempty"`
+	RolloutConfig    rolloutConfig        `json:"jobExecutionsRolloutConfig"`
+	AbortConfig      *abortConfigJSON     `json:"abortConfig,omitempty"`
+	SchedulingConfig *schedulingConfig    `json:"schedulingConfig,omitempty"`
 	// ScheduledRollouts are the next starts of the maintenance windows.
-	ScheduledRollouts []map[string]string `json:"scheduledJobRollouts,omitempty"`
+	ScheduledRollouts []scheduledRollout `json:"scheduledJobRollouts,omitempty"`
+}
+
+type retryConfig struct {
+	CriteriaList []store.RetryCriteria `json:"criteriaList"`
+}
+
+// schedulingConfig is a job's schedulingConfig as DescribeJob answers it.
+type schedulingConfig struct {
+	StartTime          string                    `json:"startTime,omitempty"`
+	EndTime            string                    `json:"endTime,omitempty"`
+	EndBehavior        string                    `json:"endBehavior,omitempty"`
+	MaintenanceWindows []store.MaintenanceWindow `json:"maintenanceWindows,omitempty"`
+}
+
+type scheduledRollout struct {
+	StartTime string `json:"startTime"`
 }
 
 // abortConfigJSON is abortConfig as requests carry it.
@@ -113,26 +140,20 @@ func (a *abortConfigJSON) criteria() ([]store.AbortCriteria, error) {
 	return a.CriteriaList, nil
 }
 
-func retryList(c *struct {
-	CriteriaList []store.RetryCriteria `json:"criteriaList"`
-}) []store.RetryCriteria {
+func retryList(c *retryConfig) []store.RetryCriteria {
 	if c == nil {
 		return nil
 	}
 	return c.CriteriaList
 }
 
-// rolloutConfigJSON is jobExecutionsRolloutConfig as a job or a job template describes it.
-func rolloutConfigJSON(maxPerMinute int, exp *store.ExponentialRate) map[string]any {
-	rc := map[string]any{}
-	if maxPerMinute > 0 {
-		rc["maximumPerMinute"] = maxPerMinute
-	}
-	if exp != nil {
-		rc["exponentialRate"] = exp
-	}
-	return rc
+// rolloutConfig is jobExecutionsRolloutConfig as a job or a job template describes it.
+type rolloutConfig struct {
+	MaximumPerMinute int                    `json:"maximumPerMinute,omitempty"`
+	ExponentialRate  *store.ExponentialRate `json:"exponentialRate,omitempty"`
 }
+
+func (rc rolloutConfig) empty() bool { return rc == rolloutConfig{} }
 
 func toJobJSON(j *store.Job, now time.Time) jobJSON {
 	out := jobJSON{
@@ -141,32 +162,24 @@ func toJobJSON(j *store.Job, now time.Time) jobJSON {
 		Description: j.Description, Targets: j.Targets,
 		CreatedAt: ptime(j.CreatedAt), LastUpdatedAt: ptime(j.LastUpdatedAt), CompletedAt: ptime(j.CompletedAt),
 		JobProcessDetails: j.Counts,
-		TimeoutConfig:     map[string]any{},
 		PresignedURL:      j.Presign,
+		RolloutConfig:     rolloutConfig{MaximumPerMinute: j.MaxPerMinute, ExponentialRate: j.Exponential},
 	}
 	if j.InProgressTimeout > 0 {
-		out.TimeoutConfig["inProgressTimeoutInMinutes"] = int64(j.InProgressTimeout / time.Minute)
+		out.TimeoutConfig.InProgressTimeoutInMinutes = int64(j.InProgressTimeout / time.Minute)
 	}
 	if len(j.Retry) > 0 {
-		out.RetryConfig = map[string]any{"criteriaList": j.Retry}
+		out.RetryConfig = &retryConfig{CriteriaList: j.Retry}
 	}
-	out.RolloutConfig = rolloutConfigJSON(j.MaxPerMinute, j.Exponential)
 	if len(j.Abort) > 0 {
-		out.AbortConfig = map[string]any{"criteriaList": j.Abort}
+		out.AbortConfig = &abortConfigJSON{CriteriaList: j.Abort}
 	}
 	if sc := j.Scheduling; sc != nil {
-		out.SchedulingConfig = map[string]any{}
-		for k, v := range map[string]string{"startTime": sc.StartTime, "endTime": sc.EndTime, "endBehavior": sc.EndBehavior} {
-			if v != "" {
-				out.SchedulingConfig[k] = v
-			}
-		}
-		if len(sc.MaintenanceWindows) > 0 {
-			out.SchedulingConfig["maintenanceWindows"] = sc.MaintenanceWindows
-			if j.Status == store.JobInProgress || j.Status == localiot.JobScheduled {
-				for _, at := range localiot.NextRollouts(sc, now, 7) {
-					out.ScheduledRollouts = append(out.ScheduledRollouts, map[string]string{"startTime": at})
-				}
+		out.SchedulingConfig = &schedulingConfig{StartTime: sc.StartTime, EndTime: sc.EndTime, EndBehavior: sc.EndBehavior,
+			MaintenanceWindows: sc.MaintenanceWindows}
+		if len(sc.MaintenanceWindows) > 0 && (j.Status == store.JobInProgress || j.Status == localiot.JobScheduled) {
+			for _, at := range localiot.NextRollouts(sc, now, 7) {
+				out.ScheduledRollouts = append(out.ScheduledRollouts, scheduledRollout{StartTime: at})
 			}
 		}
 	}
@@ -178,11 +191,11 @@ func (s api) handleDescribeJob(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"job": toJobJSON(j, s.Clock())}, nil
+	return &describeJobResponse{Job: toJobJSON(j, s.Clock())}, nil
 }
 
-type statusDetailsJSON struct {
-	DetailsMap map[string]string `json:"detailsMap,omitempty"`
+type describeJobResponse struct {
+	Job jobJSON `json:"job"`
 }
 
 func (s api) handleListJobs(r *http.Request) (any, error) {
@@ -207,7 +220,7 @@ func (s api) handleListJobs(r *http.Request) (any, error) {
 			return nil, err
 		}
 		if group != "" && group != name {
-			return map[string]any{"jobs": []any{}}, nil
+			return &listJobsResponse{Jobs: []jobSummary{}}, nil
 		}
 		group = name
 	}
@@ -215,14 +228,28 @@ func (s api) handleListJobs(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	list := make([]map[string]any, 0, len(jobs))
+	out := &listJobsResponse{Jobs: make([]jobSummary, 0, len(jobs)), paged: paged{next}}
 	for _, j := range jobs {
-		list = append(list, map[string]any{
-			"jobArn": j.Arn, "jobId": j.ID, "status": j.Status, "targetSelection": j.TargetSelection,
-			"createdAt": ptime(j.CreatedAt), "lastUpdatedAt": ptime(j.LastUpdatedAt), "completedAt": ptime(j.CompletedAt),
-		})
+		out.Jobs = append(out.Jobs, jobSummary{JobArn: j.Arn, JobID: j.ID, Status: j.Status, TargetSelection: j.TargetSelection,
+			CreatedAt: ptime(j.CreatedAt), LastUpdatedAt: ptime(j.LastUpdatedAt), CompletedAt: ptime(j.CompletedAt)})
 	}
-	return page(map[string]any{"jobs": list}, next), nil
+	return out, nil
+}
+
+type listJobsResponse struct {
+	Jobs []jobSummary `json:"jobs"`
+	paged
+}
+
+// jobSummary is AWS's JobSummary.
+type jobSummary struct {
+	JobArn          string          `json:"jobArn"`
+	JobID           string          `json:"jobId"`
+	Status          store.JobStatus `json:"status"`
+	TargetSelection string          `json:"targetSelection"`
+	CreatedAt       *awsTime        `json:"createdAt"`
+	LastUpdatedAt   *awsTime        `json:"lastUpdatedAt"`
+	CompletedAt     *awsTime        `json:"completedAt"`
 }
 
 func (s api) handleDeleteJob(r *http.Request) (any, error) {
@@ -245,7 +272,7 @@ func (s api) handleCancelJob(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]string{"jobArn": j.Arn, "jobId": j.ID, "description": j.Description}, nil
+	return identify(j), nil
 }
 
 func (s api) handleGetJobDocument(r *http.Request) (any, error) {
@@ -253,7 +280,11 @@ func (s api) handleGetJobDocument(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]string{"document": doc}, nil
+	return &getJobDocumentResponse{Document: doc}, nil
+}
+
+type getJobDocumentResponse struct {
+	Document string `json:"document"`
 }
 
 func (s api) handleUpdateJob(r *http.Request) (any, error) {
@@ -310,5 +341,5 @@ func (s api) handleAssociateTargetsWithJob(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]string{"jobArn": j.Arn, "jobId": j.ID, "description": j.Description}, nil
+	return identify(j), nil
 }

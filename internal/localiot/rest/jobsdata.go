@@ -1,7 +1,6 @@
 package rest
 
 import (
-	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -47,15 +46,20 @@ func (s api) jobsDataHandler() http.Handler {
 	return mux
 }
 
-// httpExecution is the HTTPS plane's form: the same members, the job document as a string.
-func httpExecution(e *iotjobs.JobExecution) map[string]any {
-	raw, _ := json.Marshal(e)
-	var m map[string]any
-	json.Unmarshal(raw, &m)
-	if len(e.JobDocument) > 0 {
-		m["jobDocument"] = string(e.JobDocument)
-	}
-	return m
+// httpJobExecution is the HTTPS plane's form of an execution: the MQTT plane's members, with
+// the job document as a string.
+type httpJobExecution struct {
+	iotjobs.JobExecution
+	JobDocument string `json:"jobDocument,omitempty"`
+}
+
+// executionResponse is StartNextPendingJobExecution's and DescribeJobExecution's answer.
+type executionResponse struct {
+	Execution *httpJobExecution `json:"execution,omitempty"`
+}
+
+func httpExecution(e *iotjobs.JobExecution) *httpJobExecution {
+	return &httpJobExecution{JobExecution: *e, JobDocument: string(e.JobDocument)}
 }
 
 func (s api) handleGetPendingJobExecutions(r *http.Request) (any, error) {
@@ -63,7 +67,12 @@ func (s api) handleGetPendingJobExecutions(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"inProgressJobs": localiot.ToSummaries(inProgress), "queuedJobs": localiot.ToSummaries(queued)}, nil
+	return &getPendingResponse{InProgressJobs: localiot.ToSummaries(inProgress), QueuedJobs: localiot.ToSummaries(queued)}, nil
+}
+
+type getPendingResponse struct {
+	InProgressJobs []iotjobs.JobExecutionSummary `json:"inProgressJobs"`
+	QueuedJobs     []iotjobs.JobExecutionSummary `json:"queuedJobs"`
 }
 
 func (s api) handleStartNextPendingJobExecution(r *http.Request) (any, error) {
@@ -75,9 +84,9 @@ func (s api) handleStartNextPendingJobExecution(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]any{}
+	out := &executionResponse{}
 	if e != nil {
-		out["execution"] = httpExecution(s.DeviceExecution(e, j, true))
+		out.Execution = httpExecution(s.DeviceExecution(e, j, true))
 	}
 	return out, nil
 }
@@ -103,9 +112,9 @@ func (s api) handleDataDescribeJobExecution(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]any{}
+	out := &executionResponse{}
 	if e != nil {
-		out["execution"] = httpExecution(s.DeviceExecution(e, j, r.URL.Query().Get("includeJobDocument") != "false"))
+		out.Execution = httpExecution(s.DeviceExecution(e, j, r.URL.Query().Get("includeJobDocument") != "false"))
 	}
 	return out, nil
 }
@@ -123,12 +132,18 @@ func (s api) handleDataUpdateJobExecution(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]any{}
+	out := &updateExecutionResponse{}
 	if in.IncludeJobExecutionState {
-		out["executionState"] = localiot.ExecutionState(e)
+		out.ExecutionState = localiot.ExecutionState(e)
 	}
 	if in.IncludeJobDocument {
-		out["jobDocument"] = s.DocumentFor(j)
+		doc := s.DocumentFor(j)
+		out.JobDocument = &doc
 	}
 	return out, nil
+}
+
+type updateExecutionResponse struct {
+	ExecutionState *iotjobs.ExecutionState `json:"executionState,omitempty"`
+	JobDocument    *string                 `json:"jobDocument,omitempty"`
 }

@@ -296,12 +296,16 @@ func maxResults(r *http.Request) (int, error) {
 	return n, nil
 }
 
-// page adds nextToken to a list response when there is a next page.
-func page(out map[string]any, next string) map[string]any {
-	if next != "" {
-		out["nextToken"] = next
-	}
-	return out
+// paged is the nextToken of a list response, when there is a next page.
+type paged struct {
+	NextToken string `json:"nextToken,omitempty"`
+}
+
+// empty is the answer of an operation that returns no members: {}.
+type empty struct{}
+
+type describeEndpointResponse struct {
+	EndpointAddress string `json:"endpointAddress"`
 }
 
 // endpointTypes are DescribeEndpoint's endpoint types.
@@ -317,5 +321,5 @@ func (s api) handleDescribeEndpoint(r *http.Request) (any, error) {
 	if u, err := url.Parse(s.BaseURL()); err == nil && u.Host != "" {
 		host = u.Host
 	}
-	return map[string]string{"endpointAddress": host}, nil
+	return &describeEndpointResponse{EndpointAddress: host}, nil
 }

@@ -22,9 +22,7 @@ func (s api) handleCreateJobTemplate(r *http.Request) (any, error) {
 		TimeoutConfig *struct {
 			InProgressTimeoutInMinutes int64 `json:"inProgressTimeoutInMinutes"`
 		} `json:"timeoutConfig"`
-		RetryConfig *struct {
-			CriteriaList []store.RetryCriteria `json:"criteriaList"`
-		} `json:"jobExecutionsRetryConfig"`
+		RetryConfig *retryConfig `json:"jobExecutionsRetryConfig"`
 	}
 	if err := readJSON(r, &in); err != nil {
 		return nil, err
@@ -52,7 +50,12 @@ func (s api) handleCreateJobTemplate(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]string{"jobTemplateArn": out.Arn, "jobTemplateId": out.ID}, nil
+	return &createJobTemplateResponse{JobTemplateArn: out.Arn, JobTemplateID: out.ID}, nil
+}
+
+type createJobTemplateResponse struct {
+	JobTemplateArn string `json:"jobTemplateArn"`
+	JobTemplateID  string `json:"jobTemplateId"`
 }
 
 func (s api) handleDescribeJobTemplate(r *http.Request) (any, error) {
@@ -60,29 +63,39 @@ func (s api) handleDescribeJobTemplate(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]any{"jobTemplateArn": tpl.Arn, "jobTemplateId": tpl.ID, "document": tpl.Document, "createdAt": ptime(tpl.CreatedAt)}
-	if tpl.Description != "" {
-		out["description"] = tpl.Description
-	}
-	if tpl.DocumentSource != "" {
-		out["documentSource"] = tpl.DocumentSource
-	}
-	if tpl.Presign != nil {
-		out["presignedUrlConfig"] = tpl.Presign
-	}
-	if rc := rolloutConfigJSON(tpl.MaxPerMinute, tpl.Exponential); len(rc) > 0 {
-		out["jobExecutionsRolloutConfig"] = rc
+	out := &describeJobTemplateResponse{JobTemplateArn: tpl.Arn, JobTemplateID: tpl.ID, Document: tpl.Document,
+		CreatedAt: ptime(tpl.CreatedAt), Description: tpl.Description, DocumentSource: tpl.DocumentSource, Presign: tpl.Presign}
+	if rc := (rolloutConfig{MaximumPerMinute: tpl.MaxPerMinute, ExponentialRate: tpl.Exponential}); !rc.empty() {
+		out.RolloutConfig = &rc
 	}
 	if tpl.InProgressMinutes > 0 {
-		out["timeoutConfig"] = map[string]int64{"inProgressTimeoutInMinutes": tpl.InProgressMinutes}
+		out.TimeoutConfig = &timeoutConfig{InProgressTimeoutInMinutes: tpl.InProgressMinutes}
 	}
 	if len(tpl.Retry) > 0 {
-		out["jobExecutionsRetryConfig"] = map[string]any{"criteriaList": tpl.Retry}
+		out.RetryConfig = &retryConfig{CriteriaList: tpl.Retry}
 	}
 	if len(tpl.Abort) > 0 {
-		out["abortConfig"] = map[string]any{"criteriaList": tpl.Abort}
+		out.AbortConfig = &abortConfigJSON{CriteriaList: tpl.Abort}
 	}
 	return out, nil
+}
+
+type describeJobTemplateResponse struct {
+	JobTemplateArn string               `json:"jobTemplateArn"`
+	JobTemplateID  string               `json:"jobTemplateId"`
+	Document       string               `json:"document"`
+	CreatedAt      *awsTime             `json:"createdAt"`
+	Description    string               `json:"description,omitempty"`
+	DocumentSource string               `json:"documentSource,omitempty"`
+	Presign        *store.PresignConfig `json:"presignedUrlConfig,omitempty"`
+	RolloutConfig  *rolloutConfig       `json:"jobExecutionsRolloutConfig,omitempty"`
+	TimeoutConfig  *timeoutConfig       `json:"timeoutConfig,omitempty"`
+	RetryConfig    *retryConfig         `json:"jobExecutionsRetryConfig,omitempty"`
+	AbortConfig    *abortConfigJSON     `json:"abortConfig,omitempty"`
+}
+
+type timeoutConfig struct {
+	InProgressTimeoutInMinutes int64 `json:"inProgressTimeoutInMinutes"`
 }
 
 func (s api) handleListJobTemplates(r *http.Request) (any, error) {
@@ -100,16 +113,25 @@ func (s api) handleListJobTemplates(r *http.Request) (any, error) {
 		ids[i], byID[tpl.ID] = tpl.ID, tpl
 	}
 	ids, next := localiot.PageStrings(ids, max, r.URL.Query().Get("nextToken"))
-	list := make([]map[string]any, 0, len(ids))
+	out := &listJobTemplatesResponse{JobTemplates: make([]jobTemplateSummary, 0, len(ids)), paged: paged{next}}
 	for _, id := range ids {
 		tpl := byID[id]
-		item := map[string]any{"jobTemplateArn": tpl.Arn, "jobTemplateId": tpl.ID, "createdAt": ptime(tpl.CreatedAt)}
-		if tpl.Description != "" {
-			item["description"] = tpl.Description
-		}
-		list = append(list, item)
+		out.JobTemplates = append(out.JobTemplates, jobTemplateSummary{JobTemplateArn: tpl.Arn, JobTemplateID: tpl.ID,
+			CreatedAt: ptime(tpl.CreatedAt), Description: tpl.Description})
 	}
-	return page(map[string]any{"jobTemplates": list}, next), nil
+	return out, nil
+}
+
+type listJobTemplatesResponse struct {
+	JobTemplates []jobTemplateSummary `json:"jobTemplates"`
+	paged
+}
+
+type jobTemplateSummary struct {
+	JobTemplateArn string   `json:"jobTemplateArn"`
+	JobTemplateID  string   `json:"jobTemplateId"`
+	CreatedAt      *awsTime `json:"createdAt"`
+	Description    string   `json:"description,omitempty"`
 }
 
 func (s api) handleDeleteJobTemplate(r *http.Request) (any, error) {

@@ -28,7 +28,13 @@ func (s api) handleCreateThing(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]string{"thingName": th.Name, "thingArn": th.Arn, "thingId": th.ID}, nil
+	return &createThingResponse{ThingName: th.Name, ThingArn: th.Arn, ThingID: th.ID}, nil
+}
+
+type createThingResponse struct {
+	ThingName string `json:"thingName"`
+	ThingArn  string `json:"thingArn"`
+	ThingID   string `json:"thingId"`
 }
 
 func (s api) handleDescribeThing(r *http.Request) (any, error) {
@@ -36,14 +42,18 @@ func (s api) handleDescribeThing(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]any{
-		"thingName": th.Name, "thingArn": th.Arn, "thingId": th.ID,
-		"attributes": th.Attributes, "version": th.Version, "defaultClientId": th.Name,
-	}
-	if th.TypeName != "" {
-		out["thingTypeName"] = th.TypeName
-	}
-	return out, nil
+	return &describeThingResponse{ThingName: th.Name, ThingArn: th.Arn, ThingID: th.ID, Attributes: th.Attributes,
+		Version: th.Version, DefaultClientID: th.Name, ThingTypeName: th.TypeName}, nil
+}
+
+type describeThingResponse struct {
+	ThingName       string            `json:"thingName"`
+	ThingArn        string            `json:"thingArn"`
+	ThingID         string            `json:"thingId"`
+	Attributes      map[string]string `json:"attributes"`
+	Version         int64             `json:"version"`
+	DefaultClientID string            `json:"defaultClientId"`
+	ThingTypeName   string            `json:"thingTypeName,omitempty"`
 }
 
 func (s api) handleListThings(r *http.Request) (any, error) {
@@ -59,15 +69,26 @@ func (s api) handleListThings(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	list := make([]map[string]any, 0, len(things))
+	out := &listThingsResponse{Things: make([]thingAttribute, 0, len(things)), paged: paged{next}}
 	for _, th := range things {
-		item := map[string]any{"thingName": th.Name, "thingArn": th.Arn, "attributes": th.Attributes, "version": th.Version}
-		if th.TypeName != "" {
-			item["thingTypeName"] = th.TypeName
-		}
-		list = append(list, item)
+		out.Things = append(out.Things, thingAttribute{ThingName: th.Name, ThingArn: th.Arn, Attributes: th.Attributes,
+			Version: th.Version, ThingTypeName: th.TypeName})
 	}
-	return page(map[string]any{"things": list}, next), nil
+	return out, nil
+}
+
+type listThingsResponse struct {
+	Things []thingAttribute `json:"things"`
+	paged
+}
+
+// thingAttribute is AWS's ThingAttribute: a thing as ListThings lists it.
+type thingAttribute struct {
+	ThingName     string            `json:"thingName"`
+	ThingArn      string            `json:"thingArn"`
+	Attributes    map[string]string `json:"attributes"`
+	Version       int64             `json:"version"`
+	ThingTypeName string            `json:"thingTypeName,omitempty"`
 }
 
 func (s api) handleDeleteThing(r *http.Request) (any, error) {
@@ -112,5 +133,5 @@ func (s api) handleUpdateThing(r *http.Request) (any, error) {
 	if err := s.UpdateThing(r.PathValue("thingName"), attrs, merge, in.ExpectedVersion, typeChange...); err != nil {
 		return nil, err
 	}
-	return map[string]any{}, nil
+	return empty{}, nil
 }

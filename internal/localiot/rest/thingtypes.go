@@ -6,19 +6,30 @@ import (
 	"github.com/otaflow/otaflow/internal/localiot"
 )
 
-func thingTypeJSON(tt *localiot.ThingType) map[string]any {
-	props := map[string]any{}
-	if tt.Description != "" {
-		props["thingTypeDescription"] = tt.Description
-	}
-	if len(tt.SearchableAttributes) > 0 {
-		props["searchableAttributes"] = tt.SearchableAttributes
-	}
-	meta := map[string]any{"deprecated": tt.Deprecated, "creationDate": ptime(tt.CreatedAt)}
+// thingTypeJSON is AWS's ThingTypeDefinition, and DescribeThingType's answer with its ID.
+type thingTypeJSON struct {
+	ThingTypeName string `json:"thingTypeName"`
+	ThingTypeArn  string `json:"thingTypeArn"`
+	ThingTypeID   string `json:"thingTypeId,omitempty"`
+	Properties    struct {
+		Description          string   `json:"thingTypeDescription,omitempty"`
+		SearchableAttributes []string `json:"searchableAttributes,omitempty"`
+	} `json:"thingTypeProperties"`
+	Metadata struct {
+		Deprecated      bool     `json:"deprecated"`
+		CreationDate    *awsTime `json:"creationDate"`
+		DeprecationDate *awsTime `json:"deprecationDate,omitempty"`
+	} `json:"thingTypeMetadata"`
+}
+
+func thingType(tt *localiot.ThingType) thingTypeJSON {
+	out := thingTypeJSON{ThingTypeName: tt.Name, ThingTypeArn: tt.Arn}
+	out.Properties.Description, out.Properties.SearchableAttributes = tt.Description, tt.SearchableAttributes
+	out.Metadata.Deprecated, out.Metadata.CreationDate = tt.Deprecated, ptime(tt.CreatedAt)
 	if tt.Deprecated {
-		meta["deprecationDate"] = ptime(tt.DeprecatedAt)
+		out.Metadata.DeprecationDate = ptime(tt.DeprecatedAt)
 	}
-	return map[string]any{"thingTypeName": tt.Name, "thingTypeArn": tt.Arn, "thingTypeProperties": props, "thingTypeMetadata": meta}
+	return out
 }
 
 func (s api) handleCreateThingType(r *http.Request) (any, error) {
@@ -35,7 +46,7 @@ func (s api) handleCreateThingType(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]string{"thingTypeName": tt.Name, "thingTypeArn": tt.Arn, "thingTypeId": tt.ID}, nil
+	return &createThingTypeResponse{ThingTypeName: tt.Name, ThingTypeArn: tt.Arn, ThingTypeID: tt.ID}, nil
 }
 
 func (s api) handleDescribeThingType(r *http.Request) (any, error) {
@@ -43,9 +54,15 @@ func (s api) handleDescribeThingType(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := thingTypeJSON(tt)
-	out["thingTypeId"] = tt.ID
-	return out, nil
+	out := thingType(tt)
+	out.ThingTypeID = tt.ID
+	return &out, nil
+}
+
+type createThingTypeResponse struct {
+	ThingTypeName string `json:"thingTypeName"`
+	ThingTypeArn  string `json:"thingTypeArn"`
+	ThingTypeID   string `json:"thingTypeId"`
 }
 
 func (s api) handleListThingTypes(r *http.Request) (any, error) {
@@ -66,11 +83,16 @@ func (s api) handleListThingTypes(r *http.Request) (any, error) {
 		names[i], byName[tt.Name] = tt.Name, tt
 	}
 	names, next := localiot.PageStrings(names, max, r.URL.Query().Get("nextToken"))
-	list := make([]map[string]any, 0, len(names))
+	out := &listThingTypesResponse{ThingTypes: make([]thingTypeJSON, 0, len(names)), paged: paged{next}}
 	for _, n := range names {
-		list = append(list, thingTypeJSON(byName[n]))
+		out.ThingTypes = append(out.ThingTypes, thingType(byName[n]))
 	}
-	return page(map[string]any{"thingTypes": list}, next), nil
+	return out, nil
+}
+
+type listThingTypesResponse struct {
+	ThingTypes []thingTypeJSON `json:"thingTypes"`
+	paged
 }
 
 func (s api) handleDeprecateThingType(r *http.Request) (any, error) {
@@ -83,12 +105,12 @@ func (s api) handleDeprecateThingType(r *http.Request) (any, error) {
 	if err := s.DeprecateThingType(r.PathValue("thingTypeName"), in.UndoDeprecate); err != nil {
 		return nil, err
 	}
-	return map[string]any{}, nil
+	return empty{}, nil
 }
 
 func (s api) handleDeleteThingType(r *http.Request) (any, error) {
 	if err := s.DeleteThingType(r.PathValue("thingTypeName")); err != nil {
 		return nil, err
 	}
-	return map[string]any{}, nil
+	return empty{}, nil
 }
