@@ -48,7 +48,7 @@ func Deployment(ctx workflow.Context, req contract.DeploymentRequest) (*contract
 	})
 	for {
 		var res contract.SyncResult
-		err := workflow.ExecuteActivity(actx, contract.ActivitySyncDeployment, contract.SyncInput{
+		err := execute(actx, contract.Activities.SyncDeployment, contract.SyncInput{
 			DeploymentID: req.DeploymentID, ThingGroup: req.ThingGroup, Components: req.Components, Revision: req.Revision,
 		}).Get(ctx, &res)
 		if ctx.Err() != nil {

@@ -57,7 +57,7 @@ func (r *rollout) release(ctx workflow.Context) {
 		StartToCloseTimeout: 5 * time.Minute,
 		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 30 * time.Second, MaximumAttempts: 10},
 	})
-	if err := workflow.ExecuteActivity(dctx, contract.ActivityReleaseTargets, contract.ReleaseTargetsInput{Groups: groups}).Get(dctx, nil); err != nil {
+	if err := execute(dctx, contract.Activities.ReleaseTargets, contract.ReleaseTargetsInput{Groups: groups}).Get(dctx, nil); err != nil {
 		workflow.GetLogger(ctx).Warn("could not delete the rollout's thing groups", "groups", groups, "error", err)
 	}
 }
@@ -210,7 +210,7 @@ func (r *rollout) run(ctx workflow.Context) (*contract.RolloutResult, error) {
 	if r.req.Version == "" && r.req.LatestReleaseBucket != "" {
 		// "The newest published release": which one is decided now, once, and kept.
 		var latest contract.LatestReleaseResult
-		if err := workflow.ExecuteActivity(short, contract.ActivityLatestRelease, contract.LatestReleaseInput{Software: r.req.SoftwareToUpdate, Bucket: r.req.LatestReleaseBucket}).Get(ctx, &latest); err != nil {
+		if err := execute(short, contract.Activities.LatestRelease, contract.LatestReleaseInput{Software: r.req.SoftwareToUpdate, Bucket: r.req.LatestReleaseBucket}).Get(ctx, &latest); err != nil {
 			r.setState(ctx, contract.StateInvalid, "the newest published release could not be found: "+rootMessage(err))
 			return nil, temporal.NewNonRetryableApplicationError(r.res.Message, contract.ErrInvalidRequest, err, r.res)
 		}
@@ -235,7 +235,7 @@ func (r *rollout) run(ctx workflow.Context) (*contract.RolloutResult, error) {
 	switch {
 	case frozen && !resumed:
 		var f contract.FreezeTargetsResult
-		if err := workflow.ExecuteActivity(short, contract.ActivityFreezeTargets, contract.FreezeTargetsInput{Request: r.req}).Get(ctx, &f); err != nil {
+		if err := execute(short, contract.Activities.FreezeTargets, contract.FreezeTargetsInput{Request: r.req}).Get(ctx, &f); err != nil {
 			r.setState(ctx, contract.StateInvalid, "targets could not be resolved: "+rootMessage(err))
 			return nil, temporal.NewNonRetryableApplicationError(r.res.Message, contract.ErrInvalidRequest, err, r.res)
 		}
@@ -245,7 +245,7 @@ func (r *rollout) run(ctx workflow.Context) (*contract.RolloutResult, error) {
 		}
 	case !frozen:
 		var targets contract.ResolveTargetsResult
-		if err := workflow.ExecuteActivity(short, contract.ActivityResolveTargets, r.req).Get(ctx, &targets); err != nil {
+		if err := execute(short, contract.Activities.ResolveTargets, r.req).Get(ctx, &targets); err != nil {
 			r.setState(ctx, contract.StateInvalid, "targets could not be resolved: "+rootMessage(err))
 			return nil, temporal.NewNonRetryableApplicationError(r.res.Message, contract.ErrInvalidRequest, err, r.res)
 		}
@@ -397,7 +397,7 @@ func (r *rollout) observeHealth(ctx, short workflow.Context, i int) (*contract.R
 		}
 		now := workflow.Now(ctx)
 		var res contract.EvaluateHealthResult
-		err := workflow.ExecuteActivity(short, contract.ActivityEvaluateHealth, contract.EvaluateHealthInput{
+		err := execute(short, contract.Activities.EvaluateHealth, contract.EvaluateHealthInput{
 			Criteria: criteria, Version: r.req.Version, Waves: waves, UpdatedGroups: updated, ControlGroups: control,
 			StaleBefore: now.Add(-3 * g.Interval).Unix(),
 		}).Get(ctx, &res)
@@ -475,7 +475,7 @@ func (r *rollout) sleepOrCancel(ctx workflow.Context, d time.Duration) {
 func (r *rollout) awaitWindow(ctx, actx workflow.Context, wave int) error {
 	for r.cancelReq == nil {
 		var w contract.WindowState
-		if err := workflow.ExecuteActivity(actx, contract.ActivityWindow, contract.WindowInput{Window: *r.req.Window, At: workflow.Now(ctx)}).Get(ctx, &w); err != nil {
+		if err := execute(actx, contract.Activities.MaintenanceWindow, contract.WindowInput{Window: *r.req.Window, At: workflow.Now(ctx)}).Get(ctx, &w); err != nil {
 			r.setState(ctx, contract.StateInvalid, "maintenance window: "+rootMessage(err))
 			return temporal.NewNonRetryableApplicationError(r.res.Message, contract.ErrInvalidRequest, err, r.res)
 		}
@@ -523,7 +523,7 @@ func (r *rollout) startWave(ctx, short workflow.Context, i int, wave *contract.W
 	wave.JobID = contract.WaveJobID(r.req.RolloutID, wave.Wave)
 	wave.State = contract.WaveRunning
 	var created contract.CreateJobResult
-	err := workflow.ExecuteActivity(short, contract.ActivityCreateJob, contract.CreateJobInput{
+	err := execute(short, contract.Activities.CreateJob, contract.CreateJobInput{
 		JobID: wave.JobID, ThingArns: things, GroupArn: wave.GroupArn, Devices: wave.Devices, Request: r.req, Wave: wave.Wave,
 	}).Get(ctx, &created)
 	if err != nil {
@@ -573,14 +573,14 @@ func (r *rollout) awaitWave(ctx workflow.Context, wave *contract.WaveResult) (wa
 			WaitForCancellation: !r.live,
 			RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 30 * time.Second},
 		})
-		fut := workflow.ExecuteActivity(actx, contract.ActivityAwaitJob, contract.AwaitJobInputMax{
+		fut := execute(actx, contract.Activities.AwaitJob, contract.AwaitJobInputMax{
 			AwaitJobInput: contract.AwaitJobInput{JobID: wave.JobID, PollInterval: r.req.PollInterval, Abort: r.req.Abort}, MaxWait: wait,
 		})
 		var progress contract.AwaitJobResult
 		var err error
 		interrupted := false
 		sel := workflow.NewSelector(ctx)
-		sel.AddFuture(fut, func(f workflow.Future) { err = f.Get(ctx, &progress) })
+		sel.AddFuture(fut.Future, func(workflow.Future) { err = fut.Get(ctx, &progress) })
 		sel.AddReceive(r.canceled, func(c workflow.ReceiveChannel, _ bool) { interrupted = true })
 		sel.Select(ctx)
 		cancelPoll()
@@ -661,7 +661,7 @@ func (r *rollout) abort(ctx workflow.Context, state, why string) (*contract.Roll
 			continue
 		}
 		var counts contract.Counts
-		if err := workflow.ExecuteActivity(dctx, contract.ActivityCancelJob, contract.CancelJobInput{JobID: w.JobID, Reason: why}).Get(dctx, &counts); err != nil {
+		if err := execute(dctx, contract.Activities.CancelJob, contract.CancelJobInput{JobID: w.JobID, Reason: why}).Get(dctx, &counts); err != nil {
 			why += "; canceling job " + w.JobID + " failed: " + rootMessage(err)
 		} else {
 			r.updateCounts(w, counts)
@@ -701,7 +701,7 @@ func (r *rollout) abort(ctx workflow.Context, state, why string) (*contract.Roll
 // the jobs service) and waits for them.
 func (r *rollout) rollback(ctx workflow.Context, jobs []string) contract.RollbackResult {
 	var rb contract.RollbackResult
-	if err := workflow.ExecuteActivity(ctx, contract.ActivityRollback, contract.RollbackInput{RolloutID: r.req.RolloutID, JobIDs: jobs, Request: r.req}).Get(ctx, &rb); err != nil {
+	if err := execute(ctx, contract.Activities.CreateRollbackJobs, contract.RollbackInput{RolloutID: r.req.RolloutID, JobIDs: jobs, Request: r.req}).Get(ctx, &rb); err != nil {
 		rb.Message = "creating rollback jobs failed: " + rootMessage(err)
 		return rb
 	}
@@ -719,7 +719,7 @@ func (r *rollout) rollback(ctx workflow.Context, jobs []string) contract.Rollbac
 				RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumInterval: 30 * time.Second},
 			})
 			var p contract.AwaitJobResult
-			if err := workflow.ExecuteActivity(actx, contract.ActivityAwaitJob, contract.AwaitJobInputMax{
+			if err := execute(actx, contract.Activities.AwaitJob, contract.AwaitJobInputMax{
 				AwaitJobInput: contract.AwaitJobInput{JobID: id, PollInterval: r.req.PollInterval}, MaxWait: wait,
 			}).Get(ctx, &p); err != nil {
 				rb.Message = "waiting for rollback job " + id + " failed: " + rootMessage(err)
@@ -734,7 +734,7 @@ func (r *rollout) rollback(ctx workflow.Context, jobs []string) contract.Rollbac
 	}
 	if rb.Failed > 0 && len(rb.JobIDs) > 0 {
 		var names []string
-		if err := workflow.ExecuteActivity(ctx, contract.ActivityFailedDevices, contract.FailedDevicesInput{JobIDs: rb.JobIDs, Limit: 100}).Get(ctx, &names); err == nil {
+		if err := execute(ctx, contract.Activities.FailedDevices, contract.FailedDevicesInput{JobIDs: rb.JobIDs, Limit: 100}).Get(ctx, &names); err == nil {
 			rb.FailedDevices = append(rb.FailedDevices, names...)
 		}
 	}

@@ -9,6 +9,7 @@ package contract
 
 import (
 	"fmt"
+	"reflect"
 
 	"go.temporal.io/sdk/temporal"
 )
@@ -36,6 +37,49 @@ const (
 	ActivityLatestRelease  = "LatestRelease"
 	ActivityEvaluateHealth = "EvaluateHealth"
 )
+
+// Activity is an activity's name with its input and result types. The workflows call an
+// activity through it and the worker registers the implementation under it, both checked by
+// the compiler against these types, without the workflows importing the activities (and
+// with them the AWS SDK).
+//
+// Out is what the workflow reads the result into; the implementation returns it or a pointer
+// to it (TestActivitiesMatchTheContract in package activities checks every one).
+type Activity[In, Out any] struct{ Name string }
+
+// Types are the activity's input and result types.
+func (Activity[In, Out]) Types() (in, out reflect.Type) {
+	return reflect.TypeFor[In](), reflect.TypeFor[Out]()
+}
+
+// Activities are the activities, typed: contract.Activities.CreateJob.
+var Activities = struct {
+	ResolveTargets     Activity[RolloutRequest, ResolveTargetsResult]
+	FreezeTargets      Activity[FreezeTargetsInput, FreezeTargetsResult]
+	ReleaseTargets     Activity[ReleaseTargetsInput, struct{}]
+	CreateJob          Activity[CreateJobInput, CreateJobResult]
+	AwaitJob           Activity[AwaitJobInputMax, AwaitJobResult]
+	CancelJob          Activity[CancelJobInput, Counts]
+	CreateRollbackJobs Activity[RollbackInput, RollbackResult]
+	MaintenanceWindow  Activity[WindowInput, WindowState]
+	FailedDevices      Activity[FailedDevicesInput, []string]
+	LatestRelease      Activity[LatestReleaseInput, LatestReleaseResult]
+	EvaluateHealth     Activity[EvaluateHealthInput, EvaluateHealthResult]
+	SyncDeployment     Activity[SyncInput, SyncResult]
+}{
+	ResolveTargets:     Activity[RolloutRequest, ResolveTargetsResult]{ActivityResolveTargets},
+	FreezeTargets:      Activity[FreezeTargetsInput, FreezeTargetsResult]{ActivityFreezeTargets},
+	ReleaseTargets:     Activity[ReleaseTargetsInput, struct{}]{ActivityReleaseTargets},
+	CreateJob:          Activity[CreateJobInput, CreateJobResult]{ActivityCreateJob},
+	AwaitJob:           Activity[AwaitJobInputMax, AwaitJobResult]{ActivityAwaitJob},
+	CancelJob:          Activity[CancelJobInput, Counts]{ActivityCancelJob},
+	CreateRollbackJobs: Activity[RollbackInput, RollbackResult]{ActivityRollback},
+	MaintenanceWindow:  Activity[WindowInput, WindowState]{ActivityWindow},
+	FailedDevices:      Activity[FailedDevicesInput, []string]{ActivityFailedDevices},
+	LatestRelease:      Activity[LatestReleaseInput, LatestReleaseResult]{ActivityLatestRelease},
+	EvaluateHealth:     Activity[EvaluateHealthInput, EvaluateHealthResult]{ActivityEvaluateHealth},
+	SyncDeployment:     Activity[SyncInput, SyncResult]{ActivitySyncDeployment},
+}
 
 // Query and update names.
 const (
