@@ -48,7 +48,9 @@ func TestActivitiesMatchTheContract(t *testing.T) {
 	for i := range all.NumField() {
 		act := all.Field(i)
 		name := act.FieldByName("Name").String()
-		in, out := act.Interface().(interface{ Types() (reflect.Type, reflect.Type) }).Types()
+		in, out := act.Interface().(interface {
+			Types() (reflect.Type, reflect.Type)
+		}).Types()
 		m := acts.MethodByName(name)
 		require.True(t, m.IsValid(), "no method %s for contract.Activities.%s", name, all.Type().Field(i).Name)
 		mt := m.Type()
