@@ -32,7 +32,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 func openWithClock(t *testing.T) (*localiot.Service, *fakeClock) {
 	t.Helper()
 	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	svc, err := localiot.Open(storeOptions(t, t.TempDir(), localiot.Options{Logger: zerolog.Nop(), Now: clock.Now, SweepInterval: 5 * time.Millisecond}))
+	svc, err := localiot.Open(storeOptions(t, t.TempDir(), localiot.Options{Logger: zerolog.Nop(), Now: clock.Now, TrustLocalClock: true, SweepInterval: 5 * time.Millisecond}))
 	require.NoError(t, err)
 	t.Cleanup(func() { svc.Close() })
 	return svc, clock

@@ -29,8 +29,12 @@ type Options struct {
 	Region  string
 	Account string
 	Logger  zerolog.Logger
-	// Now is the clock; tests may replace it.
+	// Now is this machine's clock; tests may replace it. On PostgreSQL the service corrects
+	// it to the database's clock (clock.go), unless TrustLocalClock.
 	Now func() time.Time
+	// TrustLocalClock decides time on Now alone, even on a shared store: for tests whose
+	// clock is fake.
+	TrustLocalClock bool
 	// SweepInterval is how often overdue executions are timed out (default 1 s).
 	SweepInterval time.Duration
 	// BaseURL is this service's address as devices reach it, for presigned artifact URLs.
@@ -52,6 +56,8 @@ type Service struct {
 	account string
 	log     zerolog.Logger
 	now     func() time.Time
+	// clockOffset is the database's clock minus this machine's, in nanoseconds (clock.go).
+	clockOffset atomic.Int64
 
 	mu        sync.RWMutex
 	listeners []func(things []string)
@@ -116,6 +122,13 @@ func Open(o Options) (*Service, error) {
 		return nil, err
 	}
 	s.listenForChanges()
+	if _, shared := s.Shared(); shared && !o.TrustLocalClock {
+		if err := s.measureClock(); err != nil {
+			s.log.Warn().Err(err).Msg("could not read the database's clock; using this machine's until it can")
+		}
+		s.swept.Add(1)
+		go s.trackClock()
+	}
 	s.swept.Add(1)
 	go s.sweepLoop(o.SweepInterval)
 	return s, nil
@@ -163,8 +176,6 @@ func (s *Service) queueChanged(things []string) {
 		fn(things)
 	}
 }
-
-func (s *Service) Clock() time.Time { return s.now().UTC().Truncate(time.Millisecond) }
 
 // ThingArn is the ARN of a thing in this service's region and account.
 func (s *Service) ThingArn(name string) string {

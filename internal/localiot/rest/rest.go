@@ -140,6 +140,11 @@ func Handler(svc *localiot.Service, auth *SigV4Verifier, extra ...Route) http.Ha
 			s.Logger().Warn().Err(err).Msg("health check: the jobs store does not answer")
 			return
 		}
+		if p := s.ClockProblem(); p != "" {
+			// Still healthy (time is decided on the database's clock), but worth fixing.
+			w.Write([]byte("ok; " + p + "\n"))
+			return
+		}
 		w.Write([]byte("ok\n"))
 	})
 	data := s.jobsDataHandler()

@@ -697,3 +697,10 @@ func (s *pgStore) listenOnce(ctx context.Context, self string, changed func([]st
 		changed(parts[1:])
 	}
 }
+
+// Now is the database's clock.
+func (s *pgStore) Now(ctx context.Context) (time.Time, error) {
+	var t time.Time
+	err := s.pool.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&t)
+	return t, err
+}

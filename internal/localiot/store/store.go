@@ -33,6 +33,8 @@ type Shared interface {
 	// ListenThings calls changed with the things other replicas changed (nil: reload
 	// everything, after a lost connection) until ctx ends.
 	ListenThings(ctx context.Context, self string, changed func(names []string))
+	// Now is the database's clock, the one all replicas decide time on.
+	Now(ctx context.Context) (time.Time, error)
 }
 
 var _ Shared = (*pgStore)(nil)
