@@ -18,7 +18,8 @@ type JobsAPI interface {
 	GetPending(ctx context.Context) (*iotjobs.GetPendingReply, error)
 	// Describe is one execution with its job document; nil when the service has none.
 	Describe(ctx context.Context, jobID string) (*iotjobs.JobExecution, error)
-	// Update changes an execution's status. A rejection is an *iotjobs.ErrorReply.
+	// Update changes an execution's status. A rejection is an *iotjobs.ErrorReply. The reply
+	// carries the execution's state when the request asked for it (IncludeJobExecutionState).
 	Update(ctx context.Context, jobID string, u *iotjobs.UpdateRequest) (*iotjobs.UpdateReply, error)
 }
 
@@ -56,6 +57,8 @@ func (m mqttJobs) Update(ctx context.Context, jobID string, u *iotjobs.UpdateReq
 		return nil, err
 	}
 	var out iotjobs.UpdateReply
-	json.Unmarshal(raw, &out) // the reply's state is optional: an empty one is fine
+	if u.IncludeJobExecutionState {
+		json.Unmarshal(raw, &out) // the reply's state is optional: an empty one is fine
+	}
 	return &out, nil
 }
