@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/otaflow/otaflow/internal/fleetindex"
 	"github.com/otaflow/otaflow/internal/iotjobs"
@@ -75,7 +76,8 @@ const configChanged = "!config"
 
 // listenForChanges keeps the index current with what other replicas change: on PostgreSQL,
 // each replica tells the others which things a committed transaction touched (NOTIFY), and
-// each rereads them; after a lost connection, the index is rebuilt.
+// each rereads them; after a lost connection, the index is rebuilt. It returns once it
+// listens, so the index the service loads next misses no change made after it.
 func (s *Service) listenForChanges() {
 	pg, ok := s.raw.(store.Shared)
 	if !ok {
@@ -86,9 +88,10 @@ func (s *Service) listenForChanges() {
 	s.index.replica = hex.EncodeToString(b)
 	ctx, stop := context.WithCancel(context.Background())
 	s.index.stop, s.index.done = stop, make(chan struct{})
+	listening := make(chan struct{})
 	go func() {
 		defer close(s.index.done)
-		pg.ListenThings(ctx, s.index.replica, func(names []string) {
+		pg.ListenThings(ctx, s.index.replica, func() { close(listening) }, func(names []string) {
 			if names == nil || slices.Contains(names, configChanged) {
 				if err := s.loadIndex(false); err != nil {
 					s.log.Warn().Err(err).Msg("fleet index: could not reload after another replica's change")
@@ -98,6 +101,11 @@ func (s *Service) listenForChanges() {
 			s.reindex(names)
 		})
 	}()
+	select { // changes from here on reach the index
+	case <-listening:
+	case <-time.After(5 * time.Second):
+		s.log.Warn().Msg("fleet index: not yet listening for other replicas' changes; it will catch up when it does")
+	}
 }
 
 // stopListening ends the change listener.

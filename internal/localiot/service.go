@@ -117,11 +117,12 @@ func Open(o Options) (*Service, error) {
 		st.Close()
 		return nil, fmt.Errorf("artifact signing key: %w", err)
 	}
+	s.listenForChanges()
 	if err := s.loadIndex(o.FleetIndexing); err != nil {
+		s.stopListening()
 		st.Close()
 		return nil, err
 	}
-	s.listenForChanges()
 	if _, shared := s.Shared(); shared && !o.TrustLocalClock {
 		if err := s.measureClock(); err != nil {
 			s.log.Warn().Err(err).Msg("could not read the database's clock; using this machine's until it can")

@@ -79,11 +79,13 @@ type Plane struct {
 	wake     chan struct{}
 	done     chan struct{}
 	closing  sync.Once
-	leading  atomic.Bool // holds the leader lock (Exclusive)
-	workers  sync.WaitGroup
-	mu       sync.Mutex
-	queued   map[string]int      // requests waiting per thing
-	dirty    map[string]struct{} // things whose pending jobs changed since the last notify
+	leading  atomic.Bool // holds the leader's lease (Exclusive)
+	// exclusive: only the leader serves device requests (Options.Exclusive).
+	exclusive bool
+	workers   sync.WaitGroup
+	mu        sync.Mutex
+	queued    map[string]int      // requests waiting per thing
+	dirty     map[string]struct{} // things whose pending jobs changed since the last notify
 }
 
 type planeRequest struct {
@@ -102,6 +104,7 @@ func newPlane(s *localiot.Service, log zerolog.Logger) *Plane {
 // ServeMQTT connects the service to the broker and answers the Jobs topics until Close.
 func Serve(s *localiot.Service, o Options) (*Plane, error) {
 	p := newPlane(s, o.Logger)
+	p.exclusive = o.Exclusive
 	if o.ClientID == "" {
 		o.ClientID = "otaflow-jobs-service"
 	}
@@ -202,8 +205,8 @@ func (p *Plane) lead(ls store.Shared, subs map[string]byte, broker string) {
 		if err != nil {
 			return // closing
 		}
-		p.log.Info().Msg("this replica now serves device requests (leader)")
 		p.leading.Store(true)
+		p.log.Info().Msg("this replica now serves device requests (leader)")
 		if p.client.IsConnectionOpen() {
 			p.subscribe(p.client, subs, broker)
 		}
@@ -216,7 +219,7 @@ func (p *Plane) lead(ls store.Shared, subs map[string]byte, broker string) {
 		p.leading.Store(false)
 		p.client.Unsubscribe(slices.Collect(maps.Keys(subs))...).WaitTimeout(5 * time.Second)
 		release()
-		p.log.Warn().Msg("lost the leader lock (database connection failed): another replica serves device requests; waiting to lead again")
+		p.log.Warn().Msg("stepped down: the leader's lease could not be renewed in time (the database is unreachable, or this replica stalled); another replica serves device requests; waiting to lead again")
 	}
 }
 
@@ -231,6 +234,10 @@ func refusedFilters(granted map[string]byte) []string {
 	slices.Sort(out)
 	return out
 }
+
+// Leading reports whether this replica serves device requests: always without Exclusive, and
+// while it holds the leader's lease with it.
+func (p *Plane) Leading() bool { return !p.exclusive || p.leading.Load() }
 
 // Close disconnects from the broker and stops serving.
 func (p *Plane) Close() {
@@ -269,6 +276,9 @@ func (p *Plane) handle(_ paho.Client, m paho.Message) {
 	if strings.HasPrefix(topic, localiot.PresencePrefix) {
 		p.svc.Presence(m.Payload())
 		return
+	}
+	if p.exclusive && !p.leading.Load() {
+		return // delivered after this replica stepped down: the leader answers it
 	}
 	req := planeRequest{topic: topic, payload: m.Payload()}
 	if thing, name, op, ok := localiot.ParseShadowTopic(topic); ok {
@@ -310,6 +320,9 @@ func (p *Plane) serve() {
 				delete(p.queued, req.r.Thing)
 			}
 			p.mu.Unlock()
+			if p.exclusive && !p.leading.Load() {
+				continue // queued before this replica stepped down; the device asks the leader again
+			}
 			if req.shadow != "" {
 				p.serveShadow(req)
 				continue

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"embed"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -559,76 +560,105 @@ func (t *pgTx) Secret(name string, size int) ([]byte, error) {
 	return key, t.exec("INSERT INTO secrets (name, value) VALUES ($1, $2)", name, key)
 }
 
-// pgLeaderLock is the session advisory lock the replica serving device requests holds.
-const pgLeaderLock = 0x6f74616c
+// The leader's lease (table leader_lease). A replica leads while its lease is unexpired on
+// the database's clock, and renews it every leaseRenewEvery. It stops serving leaseMargin
+// before the lease could run out, measured on its own monotonic clock from the start of its
+// last successful renewal, so a replica that cannot reach the database (dead, partitioned,
+// frozen) steps down on its own, and another takes the lease once it has expired: within
+// leaseTTL plus leaseTryEvery of the last renewal, with no human step.
+const (
+	leaseTTL        = 10 * time.Second
+	leaseRenewEvery = 2 * time.Second
+	leaseMargin     = 2 * time.Second
+	leaseTryEvery   = time.Second
+)
 
-// lead waits until this process holds the leader lock, on a connection of its own; the lock
-// is PostgreSQL's, so it ends with that connection: when the process dies, the database
-// releases it at once and another replica takes over. lost is closed when the connection
-// fails; release gives the lock up.
+// Lead waits until this replica holds the leader's lease. lost is closed when it may no
+// longer count on holding it (a renewal failed for too long); release gives it up at once.
 func (s *pgStore) Lead(ctx context.Context) (lost <-chan struct{}, release func(), err error) {
+	b := make([]byte, 8)
+	rand.Read(b)
+	holder := hex.EncodeToString(b)
 	for {
-		conn, err := s.acquireLeader(ctx)
-		if err != nil {
-			return nil, nil, err
+		start := time.Now()
+		term, err := s.takeLease(ctx, holder)
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
 		}
-		if conn != nil {
-			gone, stop := make(chan struct{}), make(chan struct{})
-			var once sync.Once
-			go func() { // a lock on a dead connection is no lock
-				defer close(gone)
-				tick := time.NewTicker(time.Second)
-				defer tick.Stop()
-				for {
-					select {
-					case <-stop:
-						return
-					case <-tick.C:
-						pctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-						err := conn.Ping(pctx)
-						cancel()
-						if err != nil {
-							return
-						}
-					}
-				}
-			}()
-			return gone, func() {
-				once.Do(func() {
-					close(stop)
-					<-gone
-					cctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-					defer cancel()
-					conn.Close(cctx) // closing the session releases the lock
-				})
-			}, nil
+		if err == nil && term > 0 {
+			return s.holdLease(holder, term, start.Add(leaseTTL-leaseMargin))
 		}
 		select {
 		case <-ctx.Done():
 			return nil, nil, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(leaseTryEvery):
 		}
 	}
 }
 
-// acquireLeader tries the lock once: a connection holding it, or nil when another has it.
-func (s *pgStore) acquireLeader(ctx context.Context) (*pgx.Conn, error) {
-	pc, err := s.pool.Acquire(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, nil // the database is away: try again
-	}
-	conn := pc.Hijack() // the lock lives and dies with this session, never back in the pool
-	var got bool
-	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+// takeLease takes the lease if it is free (or expired), returning the new term; 0 when
+// another replica holds it.
+func (s *pgStore) takeLease(ctx context.Context, holder string) (int64, error) {
+	qctx, cancel := context.WithTimeout(ctx, leaseRenewEvery)
 	defer cancel()
-	if err := conn.QueryRow(qctx, "SELECT pg_try_advisory_lock($1)", pgLeaderLock).Scan(&got); err != nil || !got {
-		conn.Close(context.Background())
-		return nil, nil
+	var term int64
+	err := s.pool.QueryRow(qctx, `INSERT INTO leader_lease AS l (id, holder, term, expires_at)
+		VALUES (1, $1, 1, clock_timestamp() + $2 * interval '1 millisecond')
+		ON CONFLICT (id) DO UPDATE SET holder = $1, term = l.term + 1, expires_at = EXCLUDED.expires_at
+		WHERE l.expires_at < clock_timestamp()
+		RETURNING term`, holder, leaseTTL.Milliseconds()).Scan(&term)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
 	}
-	return conn, nil
+	return term, err
+}
+
+// holdLease renews the lease until released, and closes lost once it can no longer count on
+// it (validUntil passed without a renewal).
+func (s *pgStore) holdLease(holder string, term int64, validUntil time.Time) (<-chan struct{}, func(), error) {
+	gone, stop := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(gone)
+		renew := time.NewTicker(leaseRenewEvery)
+		defer renew.Stop()
+		expiry := time.NewTimer(time.Until(validUntil))
+		defer expiry.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-expiry.C:
+				return // no renewal in time: another replica may hold it by now
+			case <-renew.C:
+				start := time.Now()
+				ctx, cancel := context.WithDeadline(context.Background(), validUntil)
+				tag, err := s.pool.Exec(ctx, `UPDATE leader_lease
+					SET expires_at = clock_timestamp() + $3 * interval '1 millisecond'
+					WHERE id = 1 AND holder = $1 AND term = $2 AND expires_at > clock_timestamp()`,
+					holder, term, leaseTTL.Milliseconds())
+				cancel()
+				if err == nil && tag.RowsAffected() == 0 {
+					return // taken over (the lease had expired)
+				}
+				if err == nil {
+					validUntil = start.Add(leaseTTL - leaseMargin)
+					expiry.Reset(time.Until(validUntil))
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return gone, func() {
+		once.Do(func() {
+			close(stop)
+			<-gone
+			// Give the lease up at once, so a standby need not wait for it to expire.
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			s.pool.Exec(ctx, `UPDATE leader_lease SET expires_at = clock_timestamp()
+				WHERE id = 1 AND holder = $1 AND term = $2`, holder, term)
+		})
+	}, nil
 }
 
 // pgThingsChannel carries the names of things a replica changed, so that every replica's
@@ -662,12 +692,16 @@ func (s *pgStore) NotifyThings(from string, names []string) error {
 
 // listenThings calls changed with the things other replicas changed, until ctx ends. After a
 // lost connection it calls changed with nil (everything may have changed meanwhile).
-func (s *pgStore) ListenThings(ctx context.Context, self string, changed func(names []string)) {
+func (s *pgStore) ListenThings(ctx context.Context, self string, ready func(), changed func(names []string)) {
+	var once sync.Once
+	listening := func() { once.Do(ready) }
+	defer listening() // even when it never could
 	for first := true; ctx.Err() == nil; first = false {
 		if !first {
 			changed(nil)
 		}
-		s.listenOnce(ctx, self, changed)
+		s.listenOnce(ctx, self, listening, changed)
+		listening() // the first attempt failed: do not hold up the caller
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
@@ -675,7 +709,7 @@ func (s *pgStore) ListenThings(ctx context.Context, self string, changed func(na
 	}
 }
 
-func (s *pgStore) listenOnce(ctx context.Context, self string, changed func([]string)) {
+func (s *pgStore) listenOnce(ctx context.Context, self string, listening func(), changed func([]string)) {
 	pc, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return
@@ -685,6 +719,7 @@ func (s *pgStore) listenOnce(ctx context.Context, self string, changed func([]st
 	if _, err := conn.Exec(ctx, "LISTEN "+pgThingsChannel); err != nil {
 		return
 	}
+	listening()
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {

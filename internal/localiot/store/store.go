@@ -31,8 +31,10 @@ type Shared interface {
 	// NotifyThings tells the other replicas that from changed these things.
 	NotifyThings(from string, names []string) error
 	// ListenThings calls changed with the things other replicas changed (nil: reload
-	// everything, after a lost connection) until ctx ends.
-	ListenThings(ctx context.Context, self string, changed func(names []string))
+	// everything, after a lost connection) until ctx ends. It calls ready once it listens
+	// (or its first attempt failed), so that a caller can read the state knowing no later
+	// change will be missed.
+	ListenThings(ctx context.Context, self string, ready func(), changed func(names []string))
 	// Now is the database's clock, the one all replicas decide time on.
 	Now(ctx context.Context) (time.Time, error)
 }
