@@ -54,19 +54,11 @@ func (s *Service) measureClock() error {
 // trackClock measures the offset every clockEvery until the service closes; a failed
 // measurement keeps the last offset.
 func (s *Service) trackClock() {
-	defer s.swept.Done()
-	tick := time.NewTicker(clockEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-s.stopSweep:
-			return
-		case <-tick.C:
-			if err := s.measureClock(); err != nil {
-				s.log.Debug().Err(err).Msg("could not read the database's clock; keeping the last offset")
-			}
+	s.every(clockEvery, func() {
+		if err := s.measureClock(); err != nil {
+			s.log.Debug().Err(err).Msg("could not read the database's clock; keeping the last offset")
 		}
-	}
+	})
 }
 
 // ClockProblem says what is wrong with this replica's clock, or "" when nothing is.

@@ -9,36 +9,44 @@ import (
 // The background sweeps: rate-limited executions released each minute, and executions past their
 // step or in-progress deadline timed out.
 
-// sweepLoop times out overdue executions until Close.
+// sweepLoop times out overdue executions, starts and ends scheduled jobs and releases
+// rate-limited executions, every interval until Close.
 func (s *Service) sweepLoop(every time.Duration) {
-	defer s.swept.Done()
 	if every <= 0 {
 		every = time.Second
 	}
-	tick := time.NewTicker(every)
+	s.every(every, func() {
+		// One time for the whole tick: a job's end is applied before the same minute's
+		// release, never after a later one.
+		now := s.Clock()
+		if _, err := s.sweepTimeouts(now); err != nil {
+			s.log.Error().Err(err).Msg("timing out executions failed; will retry")
+		}
+		started, err := s.sweepSchedules(now)
+		if err != nil {
+			s.log.Error().Err(err).Msg("starting or ending scheduled jobs failed; will retry")
+		}
+		s.queueChanged(started)
+		released, err := s.releaseHeld(now)
+		if err != nil {
+			s.log.Error().Err(err).Msg("releasing rate-limited executions failed; will retry")
+		}
+		s.queueChanged(released)
+		s.flushLater()
+	})
+}
+
+// every runs fn every d until the service closes (the caller has added to s.swept).
+func (s *Service) every(d time.Duration, fn func()) {
+	defer s.swept.Done()
+	tick := time.NewTicker(d)
 	defer tick.Stop()
 	for {
 		select {
 		case <-s.stopSweep:
 			return
 		case <-tick.C:
-			// One time for the whole tick: a job's end is applied before the same minute's
-			// release, never after a later one.
-			now := s.Clock()
-			if _, err := s.sweepTimeouts(now); err != nil {
-				s.log.Error().Err(err).Msg("timing out executions failed; will retry")
-			}
-			started, err := s.sweepSchedules(now)
-			if err != nil {
-				s.log.Error().Err(err).Msg("starting or ending scheduled jobs failed; will retry")
-			}
-			s.queueChanged(started)
-			released, err := s.releaseHeld(now)
-			if err != nil {
-				s.log.Error().Err(err).Msg("releasing rate-limited executions failed; will retry")
-			}
-			s.queueChanged(released)
-			s.flushLater()
+			fn()
 		}
 	}
 }
