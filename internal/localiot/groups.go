@@ -2,6 +2,7 @@ package localiot
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -15,10 +16,27 @@ func (s *Service) ThingGroupArn(name string) string {
 	return arn.IoT(s.region, s.account, arn.TypeThingGroup, name)
 }
 
-// CreateThingGroup creates a static thing group, optionally inside a parent group.
-func (s *Service) CreateThingGroup(name, parent string) (*store.ThingGroup, error) {
+// GroupProperties are a thing group's thingGroupProperties: its description and attributes.
+type GroupProperties struct {
+	Description string
+	Attributes  map[string]string
+}
+
+// CreateThingGroup creates a static thing group, optionally inside a parent group and with
+// properties, at version 1.
+func (s *Service) CreateThingGroup(name, parent string, props ...GroupProperties) (*store.ThingGroup, error) {
 	if !thingNameRE.MatchString(name) {
 		return nil, Errorf(CodeInvalidRequest, "thing group name %q is invalid: use 1-128 characters from a-z A-Z 0-9 : _ -", name)
+	}
+	var p GroupProperties
+	if len(props) > 0 {
+		p = props[0]
+	}
+	if len(p.Description) > 2028 {
+		return nil, Errorf(CodeInvalidRequest, "thingGroupDescription: at most 2028 characters")
+	}
+	if err := CheckAttributes(p.Attributes); err != nil {
+		return nil, err
 	}
 	var out *store.ThingGroup
 	err := s.st.Update(func(t store.Tx) error {
@@ -27,8 +45,13 @@ func (s *Service) CreateThingGroup(name, parent string) (*store.ThingGroup, erro
 			return err
 		}
 		if existing != nil {
+			// As AWS: creating a group again with exactly its properties answers it; with
+			// other ones is ResourceAlreadyExists.
 			if existing.Parent != parent {
 				return Errorf(CodeAlreadyExists, "thing group %s already exists with parent %q", name, existing.Parent)
+			}
+			if existing.Description != p.Description || !maps.Equal(existing.Attributes, p.Attributes) {
+				return Errorf(CodeAlreadyExists, "thing group %s already exists with other properties: change them with UpdateThingGroup", name)
 			}
 			out = existing
 			return nil
@@ -46,7 +69,8 @@ func (s *Service) CreateThingGroup(name, parent string) (*store.ThingGroup, erro
 		if err != nil {
 			return err
 		}
-		out = &store.ThingGroup{Name: name, Arn: s.ThingGroupArn(name), ID: fmt.Sprintf("g%015x", seq), Parent: parent, CreatedAt: s.Clock(), Version: 1}
+		out = &store.ThingGroup{Name: name, Arn: s.ThingGroupArn(name), ID: fmt.Sprintf("g%015x", seq), Parent: parent, CreatedAt: s.Clock(), Version: 1,
+			Description: p.Description, Attributes: p.Attributes}
 		return t.PutGroup(out)
 	})
 	return out, err

@@ -15,8 +15,10 @@ import (
 
 // CreateJobInput is what CreateJob needs.
 type CreateJobInput struct {
-	JobID           string
-	Document        string
+	JobID    string
+	Document string
+	// DocumentSource is where Document was read from (DescribeJob answers it).
+	DocumentSource  string
 	Description     string
 	Targets         []string
 	TargetSelection string
@@ -136,8 +138,8 @@ func (s *Service) CreateJob(in CreateJobInput) (*store.Job, error) {
 			}
 		}
 		job = &store.Job{
-			ID: in.JobID, Arn: s.JobArn(in.JobID), Document: in.Document, Description: in.Description,
-			Targets: in.Targets, TargetSelection: in.TargetSelection, Status: store.JobInProgress,
+			ID: in.JobID, Arn: s.JobArn(in.JobID), Document: in.Document, DocumentSource: in.DocumentSource,
+			Description: in.Description, Targets: in.Targets, TargetSelection: in.TargetSelection, Status: store.JobInProgress,
 			CreatedAt: now, LastUpdatedAt: now, TargetGroups: groups,
 			InProgressTimeout: time.Duration(in.InProgressTimeoutMinutes) * time.Minute,
 			Retry:             in.Retry, Presign: in.Presign, MaxPerMinute: in.MaxPerMinute, RateWindow: now,

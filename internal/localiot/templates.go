@@ -134,7 +134,7 @@ func (s *Service) FromTemplate(in *CreateJobInput, templateArn string) error {
 		return err
 	}
 	if in.Document == "" {
-		in.Document = tpl.Document
+		in.Document, in.DocumentSource = tpl.Document, tpl.DocumentSource
 	}
 	if in.Description == "" {
 		in.Description = tpl.Description

@@ -21,10 +21,13 @@ func (s api) handleDescribeJobExecution(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &describeJobExecutionResponse{Execution: jobExecution{JobID: e.JobID, ThingArn: s.ThingArn(e.ThingName),
+	out := &describeJobExecutionResponse{Execution: jobExecution{JobID: e.JobID, ThingArn: s.ThingArn(e.ThingName),
 		Status: e.Status, ForceCanceled: e.ForceCanceled, StatusDetails: statusDetailsJSON{e.StatusDetails},
 		QueuedAt: ptime(e.QueuedAt), StartedAt: ptime(e.StartedAt), LastUpdatedAt: ptime(e.LastUpdatedAt),
-		ExecutionNumber: e.ExecutionNumber, VersionNumber: e.VersionNumber}}, nil
+		ExecutionNumber: e.ExecutionNumber, VersionNumber: e.VersionNumber}}
+	// While a timer runs (in-progress or step timeout), as the device APIs show it.
+	out.Execution.ApproximateSecondsBeforeTimedOut = s.DeviceExecution(e, nil, false).ApproximateSecondsBeforeTimedOut
+	return out, nil
 }
 
 type describeJobExecutionResponse struct {
@@ -43,6 +46,8 @@ type jobExecution struct {
 	LastUpdatedAt   *awsTime              `json:"lastUpdatedAt"`
 	ExecutionNumber int64                 `json:"executionNumber"`
 	VersionNumber   int64                 `json:"versionNumber"`
+	// ApproximateSecondsBeforeTimedOut is there while a timeout runs.
+	ApproximateSecondsBeforeTimedOut int64 `json:"approximateSecondsBeforeTimedOut,omitempty"`
 }
 
 type statusDetailsJSON struct {

@@ -16,14 +16,13 @@ func (s api) handleCreateThingGroup(r *http.Request) (any, error) {
 	if err := readJSON(r, &in); err != nil {
 		return nil, err
 	}
-	g, err := s.CreateThingGroup(r.PathValue("thingGroupName"), in.ParentGroupName)
+	var props localiot.GroupProperties
+	if p := in.ThingGroupProperties; p != nil {
+		props = localiot.GroupProperties{Description: p.Description, Attributes: p.attributes()}
+	}
+	g, err := s.CreateThingGroup(r.PathValue("thingGroupName"), in.ParentGroupName, props)
 	if err != nil {
 		return nil, err
-	}
-	if p := in.ThingGroupProperties; p != nil {
-		if _, err := s.UpdateThingGroup(g.Name, p.Description, p.attributes(), p.merge(), 0); err != nil {
-			return nil, err
-		}
 	}
 	return &createThingGroupResponse{ThingGroupName: g.Name, ThingGroupArn: g.Arn, ThingGroupID: g.ID}, nil
 }
@@ -140,6 +139,9 @@ func (s api) handleListThingsInThingGroup(r *http.Request) (any, error) {
 	things, next, err := s.ListThingsInThingGroup(r.PathValue("thingGroupName"), q.Get("recursive") == "true", max, q.Get("nextToken"))
 	if err != nil {
 		return nil, err
+	}
+	if things == nil {
+		things = []string{} // AWS lists an empty group as [], not null
 	}
 	return &listThingsInThingGroupResponse{Things: things, paged: paged{next}}, nil
 }

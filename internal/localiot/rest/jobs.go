@@ -49,7 +49,7 @@ func (s api) handleCreateJob(r *http.Request) (any, error) {
 		in.Document = doc
 	}
 	cj := localiot.CreateJobInput{
-		JobID: r.PathValue("jobId"), Document: in.Document, Description: in.Description,
+		JobID: r.PathValue("jobId"), Document: in.Document, DocumentSource: in.DocumentSource, Description: in.Description,
 		Targets: in.Targets, TargetSelection: in.TargetSelection,
 		InProgressTimeoutMinutes: in.TimeoutConfig.InProgressTimeoutInMinutes,
 		Retry:                    retryList(in.RetryConfig),
@@ -191,11 +191,13 @@ func (s api) handleDescribeJob(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &describeJobResponse{Job: toJobJSON(j, s.Clock())}, nil
+	return &describeJobResponse{Job: toJobJSON(j, s.Clock()), DocumentSource: j.DocumentSource}, nil
 }
 
 type describeJobResponse struct {
 	Job jobJSON `json:"job"`
+	// DocumentSource is the S3 URL the job's document was read from, if it was.
+	DocumentSource string `json:"documentSource,omitempty"`
 }
 
 func (s api) handleListJobs(r *http.Request) (any, error) {

@@ -42,7 +42,7 @@ func (s api) handleDescribeThing(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &describeThingResponse{ThingName: th.Name, ThingArn: th.Arn, ThingID: th.ID, Attributes: th.Attributes,
+	return &describeThingResponse{ThingName: th.Name, ThingArn: th.Arn, ThingID: th.ID, Attributes: orEmpty(th.Attributes),
 		Version: th.Version, DefaultClientID: th.Name, ThingTypeName: th.TypeName}, nil
 }
 
@@ -71,7 +71,7 @@ func (s api) handleListThings(r *http.Request) (any, error) {
 	}
 	out := &listThingsResponse{Things: make([]thingAttribute, 0, len(things)), paged: paged{next}}
 	for _, th := range things {
-		out.Things = append(out.Things, thingAttribute{ThingName: th.Name, ThingArn: th.Arn, Attributes: th.Attributes,
+		out.Things = append(out.Things, thingAttribute{ThingName: th.Name, ThingArn: th.Arn, Attributes: orEmpty(th.Attributes),
 			Version: th.Version, ThingTypeName: th.TypeName})
 	}
 	return out, nil
@@ -134,4 +134,12 @@ func (s api) handleUpdateThing(r *http.Request) (any, error) {
 		return nil, err
 	}
 	return empty{}, nil
+}
+
+// orEmpty is attrs, or {} for none: AWS answers a thing without attributes with {}.
+func orEmpty(attrs map[string]string) map[string]string {
+	if attrs == nil {
+		return map[string]string{}
+	}
+	return attrs
 }

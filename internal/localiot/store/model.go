@@ -84,10 +84,12 @@ func (p ProcessDetails) Pending() int { return p.Queued + p.InProgress }
 
 // Job is one IoT job and its targets.
 type Job struct {
-	ID          string `json:"jobId"`
-	Arn         string `json:"jobArn"`
-	Document    string `json:"document"`
-	Description string `json:"description,omitempty"`
+	ID       string `json:"jobId"`
+	Arn      string `json:"jobArn"`
+	Document string `json:"document"`
+	// DocumentSource is the S3 URL the document was read from, if it was.
+	DocumentSource string `json:"documentSource,omitempty"`
+	Description    string `json:"description,omitempty"`
 	// Targets are stored apart from the job (see Tx.putJobTargets): every device operation
 	// reads the job, and decoding thousands of targets each time made a wave quadratic.
 	Targets         []string       `json:"-"`
