@@ -189,7 +189,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 	f.StringVar(&postgresURL, "postgres-url", "", "keep the jobs state in PostgreSQL (postgres://user:pass@host:5432/db) so that several replicas serve one fleet; empty uses bbolt in --data-dir")
 	f.StringVar(&artifactDir, "artifact-dir", "", "artifacts and TUF metadata (default: --data-dir/artifacts; with --postgres-url, a volume every replica shares)")
 	f.StringVar(&clientID, "mqtt-client-id", "otaflow-jobs-service", "the service's MQTT client ID (with --postgres-url: unique per replica by default)")
-	f.StringVar(&shareGroup, "shared-subscription-group", "", "with --postgres-url: spread device requests over the replicas through the MQTT shared subscription $share/GROUP/… (EMQX, HiveMQ, the embedded broker; not Debian's mosquitto 2.0.11, which delivers no $aws topic to shared subscriptions); empty: the replica holding a PostgreSQL leader lock serves them, on any broker")
+	f.StringVar(&shareGroup, "shared-subscription-group", "", "with --postgres-url: spread device requests over the replicas through the MQTT shared subscription $share/GROUP/… (EMQX, HiveMQ, the embedded broker; not Debian's mosquitto 2.0.11, which delivers no $aws topic to shared subscriptions); empty: the replica holding the leader's lease in PostgreSQL serves them, on any broker")
 	f.StringVar(&addr, "jobs-addr", "127.0.0.1:4566", "REST listen address")
 	f.StringVar(&brokerURL, "broker", "", "external MQTT broker URL; empty runs the embedded broker")
 	f.StringVar(&mqttAddr, "mqtt-addr", cliconfig.DefaultMQTTAddr, "embedded broker's plain listen address (the service itself; devices only with --insecure-plain-devices)")

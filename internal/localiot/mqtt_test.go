@@ -523,7 +523,7 @@ func TestReplicasShareDeviceRequests(t *testing.T) {
 	getsAnsweredOnce(t, dev, svcs, 40)
 }
 
-// With Exclusive planes one replica, the holder of PostgreSQL's leader lock, serves devices;
+// With Exclusive planes one replica, the holder of the leader's lease, serves devices;
 // when it ends another takes over, and every request is still answered once.
 func TestOneLeaderServesDevices(t *testing.T) {
 	for _, start := range mqtttest.All() {

@@ -38,9 +38,10 @@ type Options struct {
 	// $share/SharedGroup/…: with several replicas on one broker, each request goes to one of
 	// them. Replies and notifications are plain publishes either way.
 	SharedGroup string
-	// Exclusive lets one replica at a time serve device requests: the one holding the store's
-	// leader lock (PostgreSQL). The others stand by, still publishing the notifications their
-	// own changes cause, and one of them takes over within about a second of the leader's end.
+	// Exclusive lets one replica at a time serve device requests: the one holding the leader's
+	// lease in the store (PostgreSQL). The others stand by, still publishing the notifications
+	// their own changes cause; one takes over at once when the leader shuts down, and within
+	// about 11 s when it dies, freezes or loses the database.
 	// It works on any broker; SharedGroup spreads the requests instead, on brokers that
 	// deliver $aws topics to shared subscriptions.
 	Exclusive bool
@@ -154,7 +155,7 @@ func Serve(s *localiot.Service, o Options) (*Plane, error) {
 		ls, ok := s.Shared()
 		if !ok {
 			p.client.Disconnect(0)
-			return nil, errors.New("an exclusive jobs MQTT plane needs a store with a leader lock (PostgreSQL)")
+			return nil, errors.New("an exclusive jobs MQTT plane needs a store with a leader's lease (PostgreSQL: --postgres-url)")
 		}
 		p.workers.Add(1)
 		go p.lead(ls, subs, o.BrokerURL)
@@ -194,7 +195,7 @@ func (p *Plane) subscribe(c paho.Client, subs map[string]byte, broker string) {
 	}
 }
 
-// lead serves device requests while this replica holds the leader lock, and waits for it
+// lead serves device requests while this replica holds the leader's lease, and waits for it
 // otherwise.
 func (p *Plane) lead(ls store.Shared, subs map[string]byte, broker string) {
 	defer p.workers.Done()

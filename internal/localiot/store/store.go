@@ -25,7 +25,7 @@ type Store interface {
 // their fleet indexes).
 type Shared interface {
 	Store
-	// Lead blocks until this replica holds the leader lock; lost closes when it no longer
+	// Lead blocks until this replica holds the leader's lease; lost closes when it no longer
 	// does, and release gives it up.
 	Lead(ctx context.Context) (lost <-chan struct{}, release func(), err error)
 	// NotifyThings tells the other replicas that from changed these things.
