@@ -225,7 +225,7 @@ func New(cfg Config) (*Agent, error) {
 		waiters: map[string]chan reply{}, wake: make(chan struct{}, 1), ready: make(chan struct{}, 1), subscribed: make(chan struct{}),
 		firstConnect: make(chan struct{}), healthReset: make(chan struct{}, 1),
 	}
-	a.jobs = mqttJobs{a}
+	a.jobs = mqttJobs{a.request}
 	return a, nil
 }
 
