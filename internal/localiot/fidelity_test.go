@@ -61,6 +61,15 @@ func TestAnswersAsAWSDoes(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, src, aws.ToString(j.DocumentSource))
 
+	// A CONTINUOUS job may target things only (AWS documents no rule against it); it stays in
+	// progress, as continuous jobs do.
+	_, err = c.CreateJob(ctx, &iot.CreateJobInput{JobId: aws.String("c1"), Targets: []string{"dev-1"}, Document: aws.String(`{"v":1}`),
+		TargetSelection: types.TargetSelectionContinuous})
+	require.NoError(t, err)
+	cj, err := c.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String("c1")})
+	require.NoError(t, err)
+	require.Equal(t, types.JobStatusInProgress, cj.Job.Status)
+
 	// The control plane's DescribeJobExecution shows the time left while a timeout runs.
 	_, _, err = svc.StartNext("dev-1", nil, 0)
 	require.NoError(t, err)

@@ -102,9 +102,6 @@ func (s *Service) CreateJob(in CreateJobInput) (*store.Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	if in.TargetSelection == "CONTINUOUS" && len(groups) == 0 {
-		return nil, Errorf(CodeInvalidRequest, "a CONTINUOUS job must target at least one thing group")
-	}
 	var job *store.Job
 	var queued []string
 	err = s.st.Update(func(t store.Tx) error {
