@@ -47,12 +47,22 @@ func (a *Activities) Register(w worker.ActivityRegistry) {
 
 // run calls one operation as an activity: with heartbeats, and its InvalidError non-retryable.
 func run[I, O any](ctx context.Context, op func(context.Context, I) (O, error), in I) (O, error) {
-	out, err := op(rolloutops.WithProgress(ctx, func(details any) { activity.RecordHeartbeat(ctx, details) }), in)
+	out, err := op(heartbeating(ctx), in)
+	return out, temporalError(err)
+}
+
+// heartbeating makes the operations' progress Temporal heartbeats.
+func heartbeating(ctx context.Context) context.Context {
+	return rolloutops.WithProgress(ctx, func(details any) { activity.RecordHeartbeat(ctx, details) })
+}
+
+// temporalError makes a request that can never succeed a non-retryable ErrInvalidRequest.
+func temporalError(err error) error {
 	var invalid *rolloutops.InvalidError
 	if errors.As(err, &invalid) {
-		err = temporal.NewNonRetryableApplicationError(invalid.Msg, contract.ErrInvalidRequest, invalid.Cause)
+		return temporal.NewNonRetryableApplicationError(invalid.Msg, contract.ErrInvalidRequest, invalid.Cause)
 	}
-	return out, err
+	return err
 }
 
 func (a *Activities) ResolveTargets(ctx context.Context, req contract.RolloutRequest) (*contract.ResolveTargetsResult, error) {
@@ -64,10 +74,7 @@ func (a *Activities) FreezeTargets(ctx context.Context, in contract.FreezeTarget
 }
 
 func (a *Activities) ReleaseTargets(ctx context.Context, in contract.ReleaseTargetsInput) error {
-	_, err := run(ctx, func(ctx context.Context, in contract.ReleaseTargetsInput) (struct{}, error) {
-		return struct{}{}, a.ops.ReleaseTargets(ctx, in)
-	}, in)
-	return err
+	return temporalError(a.ops.ReleaseTargets(heartbeating(ctx), in))
 }
 
 func (a *Activities) CreateJob(ctx context.Context, in contract.CreateJobInput) (*contract.CreateJobResult, error) {

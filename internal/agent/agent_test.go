@@ -234,7 +234,7 @@ func TestIdleRecheckFindsJobWithoutNotification(t *testing.T) {
 	a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: b.URL, StateDir: t.TempDir(), InitialVersion: "1.0.0",
 		Installer: fleet.SimulatedInstaller(0, nil), IdleRecheck: 500 * time.Millisecond, Logger: zerolog.New(&logs).Level(zerolog.DebugLevel),
 		// A recheck sent while no plane serves is sent again after a quarter of this (1 s),
-		// not after the default's 7.5 s, which under a loaded CI outlasted waitTerminal.
+		// not after the default's 7.5 s, which under a loaded CI can outlast waitTerminal.
 		RequestTimeout: 4 * time.Second})
 	require.NoError(t, err)
 	runAgent(t, a)

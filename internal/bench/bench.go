@@ -313,7 +313,7 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 	defer os.RemoveAll(dir)
 	defer s.Close()
 	// The fleet is a thing group, as an operator's is: rollout and baseline target it.
-	fleetGroup, err := s.Jobs.CreateThingGroup(fmt.Sprintf("bench-fleet-%d", n), "")
+	fleetGroup, err := s.Jobs.CreateThingGroup(fmt.Sprintf("bench-fleet-%d", n), "", localiot.GroupProperties{})
 	if err != nil {
 		return nil, err
 	}

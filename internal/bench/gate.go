@@ -61,7 +61,7 @@ func gateFigure(ctx context.Context, o *Options, n int, postgres bool) (*Gate, e
 	start := time.Now()
 	groups := []string{"gate-w1", "gate-w2", "gate-w3", "gate-w4"}
 	for _, grp := range groups {
-		if _, err := svc.CreateThingGroup(grp, ""); err != nil {
+		if _, err := svc.CreateThingGroup(grp, "", localiot.GroupProperties{}); err != nil {
 			return nil, err
 		}
 	}

@@ -45,7 +45,7 @@ func (s *Service) measureClock() error {
 	rtt := s.now().Sub(before)
 	offset := db.Sub(before.Add(rtt / 2))
 	old := time.Duration(s.clockOffset.Swap(int64(offset)))
-	if abs(offset) > clockWarnAbove && (abs(old) <= clockWarnAbove || abs(offset-old) > clockWarnAbove) {
+	if offset.Abs() > clockWarnAbove && (old.Abs() <= clockWarnAbove || (offset-old).Abs() > clockWarnAbove) {
 		s.log.Warn().Dur("offset", offset).Msgf("this machine's clock is %s the database's: deadlines, timeouts and schedules use the database's clock; fix this machine's time sync (NTP)", describeOffset(-offset))
 	}
 	return nil
@@ -63,7 +63,7 @@ func (s *Service) trackClock() {
 
 // ClockProblem says what is wrong with this replica's clock, or "" when nothing is.
 func (s *Service) ClockProblem() string {
-	if off := s.ClockOffset(); abs(off) > clockWarnAbove {
+	if off := s.ClockOffset(); off.Abs() > clockWarnAbove {
 		return "this replica's clock is " + describeOffset(-off) + " the database's (deadlines use the database's)"
 	}
 	return ""
@@ -74,11 +74,4 @@ func describeOffset(ahead time.Duration) string {
 		return ahead.Round(100*time.Millisecond).String() + " ahead of"
 	}
 	return (-ahead).Round(100*time.Millisecond).String() + " behind"
-}
-
-func abs(d time.Duration) time.Duration {
-	if d < 0 {
-		return -d
-	}
-	return d
 }

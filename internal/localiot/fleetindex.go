@@ -79,7 +79,7 @@ const configChanged = "!config"
 // each rereads them; after a lost connection, the index is rebuilt. It returns once it
 // listens, so the index the service loads next misses no change made after it.
 func (s *Service) listenForChanges() {
-	pg, ok := s.raw.(store.Shared)
+	pg, ok := s.Shared()
 	if !ok {
 		return
 	}
@@ -118,7 +118,7 @@ func (s *Service) stopListening() {
 
 // announce tells the other replicas which things this one changed.
 func (s *Service) announce(names []string) {
-	pg, ok := s.raw.(store.Shared)
+	pg, ok := s.Shared()
 	if !ok || len(names) == 0 {
 		return
 	}

@@ -24,13 +24,9 @@ type GroupProperties struct {
 
 // CreateThingGroup creates a static thing group, optionally inside a parent group and with
 // properties, at version 1.
-func (s *Service) CreateThingGroup(name, parent string, props ...GroupProperties) (*store.ThingGroup, error) {
+func (s *Service) CreateThingGroup(name, parent string, p GroupProperties) (*store.ThingGroup, error) {
 	if !thingNameRE.MatchString(name) {
 		return nil, Errorf(CodeInvalidRequest, "thing group name %q is invalid: use 1-128 characters from a-z A-Z 0-9 : _ -", name)
-	}
-	var p GroupProperties
-	if len(props) > 0 {
-		p = props[0]
 	}
 	if len(p.Description) > 2028 {
 		return nil, Errorf(CodeInvalidRequest, "thingGroupDescription: at most 2028 characters")

@@ -20,7 +20,7 @@ import (
 func fleetWithClock(t *testing.T, n int) (*localiot.Service, *fakeClock, *iot.Client) {
 	t.Helper()
 	svc, clock := openWithClock(t)
-	_, err := svc.CreateThingGroup("fleet", "")
+	_, err := svc.CreateThingGroup("fleet", "", localiot.GroupProperties{})
 	require.NoError(t, err)
 	for i := range n {
 		name := fmt.Sprintf("d%d", i)

@@ -308,10 +308,7 @@ type thingDoc struct {
 // thingDocument is AWS's ThingDocument for d.
 func thingDocument(cfg localiot.IndexingConfiguration, d fleetindex.Doc) thingDoc {
 	doc := thingDoc{ThingName: d.ThingName, ThingID: d.ThingID, ThingTypeName: d.ThingTypeName,
-		Attributes: d.Attributes, ThingGroupNames: d.Groups}
-	if doc.Attributes == nil {
-		doc.Attributes = map[string]string{}
-	}
+		Attributes: orEmpty(d.Attributes), ThingGroupNames: d.Groups}
 	if doc.ThingGroupNames == nil {
 		doc.ThingGroupNames = []string{}
 	}
