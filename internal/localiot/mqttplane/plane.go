@@ -367,6 +367,9 @@ func (p *Plane) serveShadow(req planeRequest) {
 		doc["clientToken"] = tok.ClientToken
 	}
 	if err != nil {
+		if p.notLeading(req.topic, err) {
+			return
+		}
 		var e *localiot.Error
 		if !errors.As(err, &e) {
 			p.log.Error().Err(err).Str("topic", req.topic).Msg("shadow request failed")
@@ -470,6 +473,9 @@ func (p *Plane) answer(topic string, r iotjobs.Request, payload []byte, now int6
 }
 
 func (p *Plane) reject(topic, clientToken string, err error) {
+	if p.notLeading(topic, err) {
+		return
+	}
 	var e *localiot.Error
 	if !errors.As(err, &e) {
 		p.log.Error().Err(err).Str("topic", topic).Msg("jobs request failed")
@@ -485,6 +491,17 @@ func (p *Plane) reject(topic, clientToken string, err error) {
 		out.ExecutionState = localiot.ExecutionState(e.State)
 	}
 	p.publish(iotjobs.Rejected(topic), out)
+}
+
+// notLeading reports whether err says this replica lost the leader's lease while serving a
+// request (the store's fence refused its write). Such a request gets no answer: the device
+// asks again, and the replica that leads now answers.
+func (p *Plane) notLeading(topic string, err error) bool {
+	if !errors.Is(err, store.ErrNotLeader) {
+		return false
+	}
+	p.log.Info().Str("topic", topic).Msg("request left unanswered: this replica lost the leader's lease before its write committed")
+	return true
 }
 
 // publish sends a reply or notification at QoS 1 once fewer than maxInflight publishes await

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -33,6 +34,17 @@ type pgStore struct {
 	batches chan *pgBatchCall
 	stop    chan struct{}
 	stopped chan struct{}
+	// fence is the leader's lease this store's batches (device requests) run under, once it
+	// has led: each batch checks in its own transaction that the lease is still this
+	// replica's, so a replica that lost it (partitioned, frozen) can never act on a stale
+	// term. nil until the store first leads; a zero term after it lost the lease.
+	fence atomic.Pointer[leaseTerm]
+}
+
+// leaseTerm is one holding of the leader's lease.
+type leaseTerm struct {
+	holder string
+	term   int64
 }
 
 var (
@@ -214,6 +226,9 @@ func (s *pgStore) batcher() {
 func (s *pgStore) runBatch(calls []*pgBatchCall) {
 	errs := make([]error, len(calls))
 	err := s.write(func(t *pgTx) error {
+		if err := t.checkFence(s.fence.Load()); err != nil {
+			return err
+		}
 		for i, c := range calls {
 			if _, err := t.tx.Exec(t.ctx, "SAVEPOINT call"); err != nil {
 				return err
@@ -243,6 +258,22 @@ func (s *pgStore) Close() error {
 	<-s.stopped
 	s.pool.Close()
 	return nil
+}
+
+// checkFence makes sure the transaction runs under the leader's lease f (nil: no fence). It
+// holds the lease's row FOR SHARE until the transaction ends, so no other replica can take
+// the lease over before this transaction's writes have committed.
+func (t *pgTx) checkFence(f *leaseTerm) error {
+	if f == nil {
+		return nil
+	}
+	var one int
+	err := t.tx.QueryRow(t.ctx, `SELECT 1 FROM leader_lease
+		WHERE id = 1 AND holder = $1 AND term = $2 AND expires_at > clock_timestamp() FOR SHARE`, f.holder, f.term).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotLeader
+	}
+	return err
 }
 
 // pgTx is one PostgreSQL transaction.
@@ -586,6 +617,7 @@ func (s *pgStore) Lead(ctx context.Context) (lost <-chan struct{}, release func(
 			return nil, nil, ctx.Err()
 		}
 		if err == nil && term > 0 {
+			s.fence.Store(&leaseTerm{holder: holder, term: term})
 			return s.holdLease(holder, term, start.Add(leaseTTL-leaseMargin))
 		}
 		select {
@@ -619,6 +651,7 @@ func (s *pgStore) holdLease(holder string, term int64, validUntil time.Time) (<-
 	gone, stop := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(gone)
+		defer s.fence.Store(&leaseTerm{}) // from now on no batch of this replica commits
 		renew := time.NewTicker(leaseRenewEvery)
 		defer renew.Stop()
 		expiry := time.NewTimer(time.Until(validUntil))

@@ -5,8 +5,13 @@ package store
 
 import (
 	"context"
+	"errors"
 	"time"
 )
+
+// ErrNotLeader is a Batch's error on a shared store that led once and no longer holds the
+// leader's lease: nothing was written, and the replica that leads now answers the device.
+var ErrNotLeader = errors.New("this replica no longer holds the leader's lease; the replica that does serves device requests")
 
 // Store is where the jobs service keeps its state. Each call runs fn as one transaction:
 // atomic, and durable (fsynced) when it returns without error, so an acknowledged write
@@ -26,7 +31,8 @@ type Store interface {
 type Shared interface {
 	Store
 	// Lead blocks until this replica holds the leader's lease; lost closes when it no longer
-	// does, and release gives it up.
+	// does, and release gives it up. Once a store has led, each Batch (the device requests)
+	// commits only while it holds the lease, and fails with ErrNotLeader otherwise (fencing).
 	Lead(ctx context.Context) (lost <-chan struct{}, release func(), err error)
 	// NotifyThings tells the other replicas that from changed these things.
 	NotifyThings(from string, names []string) error

@@ -445,3 +445,66 @@ func TestStoreRecords(t *testing.T) {
 		}))
 	})
 }
+
+// Fencing: once a replica has led, its batches commit only while the lease is still its own.
+// When another replica has taken the lease over (here by hand, as after a partition the old
+// leader has not noticed yet), the old leader's batch fails with ErrNotLeader and writes
+// nothing; a takeover also waits for a batch in flight to commit.
+func TestPostgresBatchesAreFencedByTheLease(t *testing.T) {
+	url := pgtest.DB(t)
+	a, err := OpenPostgres(url)
+	require.NoError(t, err)
+	defer a.Close()
+	require.NoError(t, a.Batch(func(tx Tx) error { return tx.PutThing(&Thing{Name: "before-leading"}) }), "a store that never led is not fenced")
+
+	ctx := context.Background()
+	lost, release, err := a.Lead(ctx)
+	require.NoError(t, err)
+	defer release()
+	require.NoError(t, a.Batch(func(tx Tx) error { return tx.PutThing(&Thing{Name: "while-leading"}) }))
+
+	// A batch in flight holds the lease's row: a takeover waits for it to commit.
+	c, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	defer c.Close(ctx)
+	inBatch, finish := make(chan struct{}), make(chan struct{})
+	batchDone := make(chan error, 1)
+	go func() {
+		batchDone <- a.Batch(func(tx Tx) error {
+			close(inBatch)
+			<-finish
+			return tx.PutThing(&Thing{Name: "in-flight"})
+		})
+	}()
+	<-inBatch
+	takeover := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(ctx, "UPDATE leader_lease SET holder = 'other-replica', term = term + 1, expires_at = clock_timestamp() + interval '1 minute'")
+		takeover <- err
+	}()
+	select {
+	case err := <-takeover:
+		t.Fatalf("the takeover did not wait for the batch in flight: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(finish)
+	require.NoError(t, <-batchDone, "the batch in flight commits under its term")
+	require.NoError(t, <-takeover)
+
+	// The old leader has not noticed yet (its renewal has not run); its next batch is refused.
+	err = a.Batch(func(tx Tx) error { return tx.PutThing(&Thing{Name: "stale-term"}) })
+	require.ErrorIs(t, err, ErrNotLeader)
+	require.NoError(t, a.View(func(tx Tx) error {
+		th, err := tx.Thing("stale-term")
+		require.Nil(t, th, "nothing written under a stale term")
+		th, _ = tx.Thing("in-flight")
+		require.NotNil(t, th)
+		return err
+	}))
+	select {
+	case <-lost:
+	case <-time.After(leaseRenewEvery + 3*time.Second):
+		t.Fatal("the old leader did not notice it lost the lease at its next renewal")
+	}
+	require.ErrorIs(t, a.Batch(func(tx Tx) error { return nil }), ErrNotLeader, "a stepped-down leader stays fenced")
+}
