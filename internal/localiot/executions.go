@@ -57,10 +57,8 @@ func (s *Service) setStatus(t store.Tx, j *store.Job, e *store.Execution, status
 		e.Seq = seq
 	}
 	j.LastUpdatedAt = now
-	if j.Status == store.JobInProgress && j.TargetSelection == "SNAPSHOT" && j.Counts.Pending() == 0 {
-		j.Status = store.JobCompleted
-		j.CompletedAt = now
-	}
+	completeIfDone(j, now)
+	s.unsettled(j.ID)
 	if old != status && e.Status.Terminal() {
 		if err := s.abortIfDue(t, j, now); err != nil {
 			return err
@@ -70,6 +68,14 @@ func (s *Service) setStatus(t store.Tx, j *store.Job, e *store.Execution, status
 		return err
 	}
 	return t.PutJob(j)
+}
+
+// completeIfDone completes a SNAPSHOT job in progress whose executions have all ended.
+func completeIfDone(j *store.Job, now time.Time) {
+	if j.Status == store.JobInProgress && j.TargetSelection == "SNAPSHOT" && j.Counts.Pending() == 0 {
+		j.Status = store.JobCompleted
+		j.CompletedAt = now
+	}
 }
 
 // DescribeJobExecution returns one thing's execution of a job: the latest, or the one with

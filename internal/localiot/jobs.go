@@ -105,6 +105,7 @@ func (s *Service) CreateJob(in CreateJobInput) (*store.Job, error) {
 	var job *store.Job
 	var queued []string
 	err = s.st.Update(func(t store.Tx) error {
+		queued = nil // a run again (after a lost race) starts afresh
 		existing, err := t.Job(in.JobID)
 		if err != nil {
 			return err
@@ -367,6 +368,7 @@ func (s *Service) cancelInTx(t store.Tx, j *store.Job, force bool, comment, reas
 func (s *Service) DeleteJob(jobID string, force bool) error {
 	var things []string
 	err := s.st.Update(func(t store.Tx) error {
+		things = nil // a run again (after a lost race) starts afresh
 		j, err := mustJob(t, jobID)
 		if err != nil {
 			return err
@@ -529,6 +531,7 @@ func (s *Service) AssociateTargetsWithJob(jobID string, targets []string, commen
 	var job *store.Job
 	var queued []string
 	err := s.st.Update(func(t store.Tx) error {
+		queued = nil // a run again (after a lost race) starts afresh
 		j, err := t.JobWithTargets(jobID)
 		if err != nil {
 			return err

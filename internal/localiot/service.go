@@ -63,6 +63,10 @@ type Service struct {
 	listeners []func(things []string)
 	// later are things to notify at the next sweep (notifyLater).
 	later []string
+	// shared: the store is shared by replicas; unsettledJobs are the jobs whose executions
+	// this replica moved since the last sweep (settleJobs).
+	shared        bool
+	unsettledJobs map[string]struct{}
 
 	stopSweep chan struct{}
 	closeOnce sync.Once
@@ -113,6 +117,7 @@ func Open(o Options) (*Service, error) {
 	s := &Service{region: o.Region, account: o.Account, log: o.Logger, now: o.Now, stopSweep: make(chan struct{}),
 		artifacts: o.ArtifactDir, baseURL: o.BaseURL, quotas: !o.NoAWSQuotas}
 	s.st, s.raw = indexingStore{Store: st, s: s}, st
+	_, s.shared = s.Shared()
 	if s.presignKey, err = s.loadPresignSecret(); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("artifact signing key: %w", err)

@@ -32,6 +32,9 @@ func (s *Service) sweepLoop(every time.Duration) {
 			s.log.Error().Err(err).Msg("releasing rate-limited executions failed; will retry")
 		}
 		s.queueChanged(released)
+		if err := s.settleJobs(now); err != nil {
+			s.log.Error().Err(err).Msg("completing or aborting jobs on their committed counts failed; will retry")
+		}
 		s.flushLater()
 	})
 }
@@ -56,6 +59,7 @@ func (s *Service) every(d time.Duration, fn func()) {
 func (s *Service) releaseHeld(now time.Time) ([]string, error) {
 	var things []string
 	err := s.st.Update(func(t store.Tx) error {
+		things = nil // a run again (after a lost race) starts afresh
 		jobIDs, err := t.HeldJobs()
 		if err != nil {
 			return err
@@ -122,6 +126,7 @@ func (s *Service) releaseHeld(now time.Time) ([]string, error) {
 func (s *Service) sweepTimeouts(now time.Time) (int, error) {
 	var things []string
 	err := s.st.Update(func(t store.Tx) error {
+		things = nil // a run again (after a lost race) starts afresh
 		due, err := t.DueTimeouts(now)
 		if err != nil {
 			return err
@@ -157,4 +162,50 @@ func (s *Service) sweepTimeouts(now time.Time) (int, error) {
 	}
 	s.queueChanged(things)
 	return len(things), nil
+}
+
+// unsettled notes, on a shared store, that this replica moved an execution of job id.
+func (s *Service) unsettled(id string) {
+	if !s.shared {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.unsettledJobs == nil {
+		s.unsettledJobs = map[string]struct{}{}
+	}
+	s.unsettledJobs[id] = struct{}{}
+}
+
+// settleJobs completes, or aborts, on their committed counters, the jobs whose executions this
+// replica moved since the last sweep. On a shared store each transaction decides on the
+// counters its own snapshot shows, so when two replicas end a job's last two executions at
+// once, neither sees the job done; the sweep after both have committed does. (One replica's
+// transactions race each other the same way.)
+func (s *Service) settleJobs(now time.Time) error {
+	s.mu.Lock()
+	ids := s.unsettledJobs
+	s.unsettledJobs = nil
+	s.mu.Unlock()
+	for id := range ids {
+		err := s.st.Update(func(t store.Tx) error {
+			j, err := t.Job(id)
+			if err != nil || j == nil || j.Status != store.JobInProgress {
+				return err
+			}
+			completeIfDone(j, now)
+			if err := s.abortIfDue(t, j, now); err != nil {
+				return err
+			}
+			if j.Status == store.JobInProgress {
+				return nil
+			}
+			return t.PutJob(j)
+		})
+		if err != nil {
+			s.unsettled(id)
+			return err
+		}
+	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	mrand "math/rand/v2"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,23 +18,25 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // pgStore keeps the jobs service's state in PostgreSQL, so that several replicas serve one
-// fleet. Every writing transaction first takes one transaction-level advisory lock, so writers
-// run one at a time across all replicas, exactly as bbolt's single writer does: a transaction
-// sees everything committed before it and nothing commits beside it. That is what makes the
-// sweeps safe to run in every replica (the second to take an overdue execution finds it
-// already timed out) without SKIP LOCKED bookkeeping, and it keeps one implementation of the
-// service's logic for both stores. Batch commits many device requests in one transaction, each
-// in its own savepoint, which is where the throughput comes from. Reads run on REPEATABLE READ
-// snapshots and take no lock.
+// fleet at once. Writing transactions run at REPEATABLE READ: each sees one snapshot, and
+// PostgreSQL refuses (serialization failure) a write to a row that another transaction
+// changed since that snapshot. Such a transaction is run again from the start on a new
+// snapshot, so no update is ever lost and a device's request is applied exactly once however
+// many replicas serve at the same time (the first to change an execution wins; the other,
+// run again, finds it changed). What every device request would otherwise write in common,
+// a job's counters, is kept in per-connection rows (job_counts) that a job's reader adds up.
+// Batch commits many device requests in one transaction, each in its own savepoint, and
+// several batches run at once (pgBatchers); reads run on REPEATABLE READ snapshots too.
 type pgStore struct {
-	pool    *pgxpool.Pool
-	batches chan *pgBatchCall
-	stop    chan struct{}
-	stopped chan struct{}
+	pool     *pgxpool.Pool
+	batches  chan *pgBatchCall
+	stop     chan struct{}
+	batchers sync.WaitGroup
 	// fence is the leader's lease this store's batches (device requests) run under, once it
 	// has led: each batch checks in its own transaction that the lease is still this
 	// replica's, so a replica that lost it (partitioned, frozen) can never act on a stale
@@ -53,17 +56,19 @@ var (
 )
 
 const (
-	// pgWriteLock is the advisory lock every writing transaction holds; pgMigrateLock guards
-	// schema upgrades.
-	pgWriteLock   = 0x6f746166 // "otaf"
+	// pgMigrateLock guards schema upgrades.
 	pgMigrateLock = 0x6f74616d
 	// A transaction that takes longer than pgTxTimeout is rolled back (a stuck connection
-	// must not hold the write lock).
+	// must not hold its rows' locks).
 	pgTxTimeout = 30 * time.Second
-	// pgMaxBatch device writes commit together at most; the batcher waits pgBatchWait for
-	// more after the first.
+	// pgMaxBatch device writes commit together at most; a batcher waits pgBatchWait for
+	// more after the first. pgBatchers batches run at once in each replica.
 	pgMaxBatch  = 256
 	pgBatchWait = time.Millisecond
+	pgBatchers  = 4
+	// A transaction (or a batch's call) that lost a race to a concurrent one runs again, up
+	// to pgMaxAttempts times in all.
+	pgMaxAttempts = 50
 )
 
 //go:embed pgschema/*.sql
@@ -92,8 +97,11 @@ func OpenPostgres(url string) (*pgStore, error) {
 		pool.Close()
 		return nil, fmt.Errorf("jobs database schema: %w", err)
 	}
-	s := &pgStore{pool: pool, batches: make(chan *pgBatchCall, pgMaxBatch), stop: make(chan struct{}), stopped: make(chan struct{})}
-	go s.batcher()
+	s := &pgStore{pool: pool, batches: make(chan *pgBatchCall, pgMaxBatch), stop: make(chan struct{})}
+	s.batchers.Add(pgBatchers)
+	for range pgBatchers {
+		go s.batcher()
+	}
 	return s, nil
 }
 
@@ -165,29 +173,54 @@ func (s *pgStore) View(fn func(Tx) error) error {
 	})
 }
 
+// Update runs fn in a writing transaction, again from the start (on a new snapshot) when it
+// lost a race to a concurrent transaction, so fn must not keep what an earlier run changed.
 func (s *pgStore) Update(fn func(Tx) error) error {
 	return s.write(func(t *pgTx) error { return fn(t) })
 }
 
-// write runs fn in a transaction holding the write lock.
+// write runs fn in a REPEATABLE READ transaction, again while it fails for a concurrent
+// write (up to pgMaxAttempts runs).
 func (s *pgStore) write(fn func(*pgTx) error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), pgTxTimeout)
-	defer cancel()
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", pgWriteLock); err != nil {
+	for attempt := 1; ; attempt++ {
+		err := s.writeOnce(fn)
+		if !isConflict(err) || attempt >= pgMaxAttempts {
 			return err
 		}
-		return fn(&pgTx{ctx: ctx, tx: tx})
+		conflictPause(attempt)
+	}
+}
+
+func (s *pgStore) writeOnce(fn func(*pgTx) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), pgTxTimeout)
+	defer cancel()
+	return pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
+		return fn(&pgTx{ctx: ctx, tx: tx, loaded: map[*Job]jobBase{}})
 	})
 }
 
+// isConflict reports whether err is PostgreSQL's refusal of a transaction that raced a
+// concurrent one (a serialization failure or a deadlock): running it again succeeds.
+func isConflict(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01")
+}
+
+// conflictPause waits a little, more after each lost race, and at random, so that the racers
+// do not meet again.
+func conflictPause(attempt int) {
+	time.Sleep(time.Duration(mrand.Int64N(int64(min(attempt, 10)) * int64(time.Millisecond))))
+}
+
 type pgBatchCall struct {
-	fn   func(Tx) error
-	done chan error
+	fn       func(Tx) error
+	done     chan error
+	attempts int
 }
 
 // Batch joins fn to the next batch: one transaction, one commit for up to pgMaxBatch calls.
-// Each call runs in its own savepoint, so one call's error undoes only its own changes.
+// Each call runs in its own savepoint, so one call's error undoes only its own changes; a call
+// that lost a race to a concurrent transaction runs again in the next batch.
 func (s *pgStore) Batch(fn func(Tx) error) error {
 	c := &pgBatchCall{fn: fn, done: make(chan error, 1)}
 	select {
@@ -199,7 +232,7 @@ func (s *pgStore) Batch(fn func(Tx) error) error {
 }
 
 func (s *pgStore) batcher() {
-	defer close(s.stopped)
+	defer s.batchers.Done()
 	for {
 		var calls []*pgBatchCall
 		select {
@@ -219,13 +252,18 @@ func (s *pgStore) batcher() {
 			}
 		}
 		timer.Stop()
-		s.runBatch(calls)
+		for len(calls) > 0 {
+			calls = s.runBatch(calls)
+		}
 	}
 }
 
-func (s *pgStore) runBatch(calls []*pgBatchCall) {
+// runBatch commits calls in one transaction and tells each its outcome, except those that
+// lost a race to a concurrent transaction: it returns them, to run again.
+func (s *pgStore) runBatch(calls []*pgBatchCall) (again []*pgBatchCall) {
 	errs := make([]error, len(calls))
 	err := s.write(func(t *pgTx) error {
+		again = again[:0]
 		if err := t.checkFence(s.fence.Load()); err != nil {
 			return err
 		}
@@ -237,6 +275,9 @@ func (s *pgStore) runBatch(calls []*pgBatchCall) {
 				if _, err := t.tx.Exec(t.ctx, "ROLLBACK TO SAVEPOINT call"); err != nil {
 					return err
 				}
+				if isConflict(errs[i]) && c.attempts+1 < pgMaxAttempts {
+					again = append(again, c)
+				}
 			}
 			if _, err := t.tx.Exec(t.ctx, "RELEASE SAVEPOINT call"); err != nil {
 				return err
@@ -244,18 +285,33 @@ func (s *pgStore) runBatch(calls []*pgBatchCall) {
 		}
 		return nil
 	})
+	retry := map[*pgBatchCall]bool{}
+	if err == nil {
+		for _, c := range again {
+			c.attempts++
+			retry[c] = true
+		}
+	} else {
+		again = nil
+	}
 	for i, c := range calls {
-		if err != nil {
+		switch {
+		case retry[c]:
+		case err != nil:
 			c.done <- err // nothing committed: every call failed
-		} else {
+		default:
 			c.done <- errs[i]
 		}
 	}
+	if len(again) > 0 {
+		conflictPause(again[0].attempts)
+	}
+	return again
 }
 
 func (s *pgStore) Close() error {
 	close(s.stop)
-	<-s.stopped
+	s.batchers.Wait()
 	s.pool.Close()
 	return nil
 }
@@ -280,6 +336,9 @@ func (t *pgTx) checkFence(f *leaseTerm) error {
 type pgTx struct {
 	ctx context.Context
 	tx  pgx.Tx
+	// loaded are the jobs this (writing) transaction read, as read: PutJob writes what
+	// changed since (job_counts.go).
+	loaded map[*Job]jobBase
 }
 
 func (t *pgTx) exec(sql string, args ...any) error {
@@ -375,10 +434,6 @@ func (t *pgTx) NextID(kind string) (uint64, error) {
 	return 0, fmt.Errorf("no ID sequence for %q", kind)
 }
 
-func (t *pgTx) Job(id string) (*Job, error) {
-	return pgGet[Job](t, "SELECT body FROM jobs WHERE id = $1", id)
-}
-func (t *pgTx) PutJob(j *Job) error { return t.upsertBody("jobs", "id", j.ID, j) }
 func (t *pgTx) JobWithTargets(id string) (*Job, error) {
 	j, err := t.Job(id)
 	if err != nil || j == nil {
@@ -401,16 +456,6 @@ func (t *pgTx) PutJobTargets(id string, targets []string) error {
 	}
 	return t.exec("INSERT INTO job_targets (job_id, targets) VALUES ($1, $2) ON CONFLICT (job_id) DO UPDATE SET targets = EXCLUDED.targets", id, raw)
 }
-func (t *pgTx) DeleteJob(id string) error {
-	if err := t.exec("DELETE FROM job_targets WHERE job_id = $1", id); err != nil {
-		return err
-	}
-	return t.exec("DELETE FROM jobs WHERE id = $1", id)
-}
-func (t *pgTx) ForEachJob(fn func(*Job) error) error {
-	return pgAll(t, fn, "SELECT body FROM jobs ORDER BY id")
-}
-
 func (t *pgTx) Execution(jobID, thing string) (*Execution, error) {
 	return pgGet[Execution](t, "SELECT body FROM executions WHERE job_id = $1 AND thing = $2", jobID, thing)
 }

@@ -365,7 +365,8 @@ func TestStoreBatchIsolatesCallsAndSerializesWriters(t *testing.T) {
 	})
 }
 
-// Two PostgreSQL stores (two replicas) on one database: writers serialize across them.
+// Two PostgreSQL stores (two replicas) on one database: concurrent writers of one job lose no
+// count.
 func TestPostgresReplicasShareOneDatabase(t *testing.T) {
 	url := pgtest.DB(t)
 	a, err := OpenPostgres(url)
@@ -507,4 +508,47 @@ func TestPostgresBatchesAreFencedByTheLease(t *testing.T) {
 		t.Fatal("the old leader did not notice it lost the lease at its next renewal")
 	}
 	require.ErrorIs(t, a.Batch(func(tx Tx) error { return nil }), ErrNotLeader, "a stepped-down leader stays fenced")
+}
+
+// A database from before job_counts (schema 3, a job's counters inside its record) keeps its
+// counters when upgraded, and counts on from there.
+func TestPostgresUpgradeKeepsJobCounters(t *testing.T) {
+	url := pgtest.DB(t)
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	defer c.Close(ctx)
+	migrations, _, err := pgMigrations()
+	require.NoError(t, err)
+	_, err = c.Exec(ctx, "CREATE TABLE schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+	require.NoError(t, err)
+	for v := 1; v <= 3; v++ {
+		_, err = c.Exec(ctx, migrations[v])
+		require.NoError(t, err)
+		_, err = c.Exec(ctx, "INSERT INTO schema_migrations (version) VALUES ($1)", v)
+		require.NoError(t, err)
+	}
+	_, err = c.Exec(ctx, `INSERT INTO jobs (id, body) VALUES ('old', '{"jobId":"old","status":"IN_PROGRESS","lastUpdatedAt":"2026-01-02T03:04:05Z",
+		"jobProcessDetails":{"numberOfSucceededThings":7,"numberOfQueuedThings":3}}')`)
+	require.NoError(t, err)
+
+	st, err := OpenPostgres(url)
+	require.NoError(t, err)
+	defer st.Close()
+	require.NoError(t, st.Update(func(tx Tx) error {
+		j, err := tx.Job("old")
+		require.NoError(t, err)
+		require.Equal(t, ProcessDetails{Succeeded: 7, Queued: 3}, j.Counts)
+		require.Equal(t, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), j.LastUpdatedAt)
+		j.Counts.Queued--
+		j.Counts.Succeeded++
+		j.LastUpdatedAt = j.LastUpdatedAt.Add(time.Hour)
+		return tx.PutJob(j)
+	}))
+	require.NoError(t, st.View(func(tx Tx) error {
+		j, err := tx.Job("old")
+		require.Equal(t, ProcessDetails{Succeeded: 8, Queued: 2}, j.Counts)
+		require.Equal(t, time.Date(2026, 1, 2, 4, 4, 5, 0, time.UTC), j.LastUpdatedAt)
+		return err
+	}))
 }
