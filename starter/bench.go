@@ -79,6 +79,9 @@ Throughput figures are medians of --repeat runs. Run it from the repository (it 
 				}
 				defer pprof.StopCPUProfile()
 			}
+			if o.Replicas > 1 && !postgres {
+				return fmt.Errorf("--replicas %d: replicas share a PostgreSQL database; add --postgres", o.Replicas)
+			}
 			if postgres {
 				dir, err := os.MkdirTemp("", "otaflow-bench-pg-")
 				if err != nil {
@@ -131,6 +134,7 @@ Throughput figures are medians of --repeat runs. Run it from the repository (it 
 	f.IntVar(&o.ArtifactMB, "artifact-mb", 500, "artifact size for the install and download figures (0 skips)")
 	f.StringVar(&o.AgentPackage, "agent-package", "./agent", "agent package to build for its footprint (\"\" skips)")
 	f.IntVar(&o.DevicesPerProcess, "devices-per-process", 5000, "simulated devices per fleet process")
+	f.IntVar(&o.Replicas, "replicas", 1, "with --postgres: jobs service replicas serving the devices at once (through an MQTT shared subscription)")
 	f.BoolVar(&postgres, "postgres", false, "keep the jobs service's state in PostgreSQL (Debian's, started for the run, fsync on) instead of bbolt")
 	f.BoolVar(&quick, "quick", false, "a short run: 100 and 1,000 devices once, 50 samples, 50 MiB")
 	f.StringVarP(&output, "output", "o", "text", "text or json")

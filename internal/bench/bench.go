@@ -57,6 +57,8 @@ type Options struct {
 	// reported beside the stack's.
 	PostgresURL  string
 	PostgresPIDs func() []int
+	// Replicas, with PostgresURL, is how many jobs services serve the devices at once.
+	Replicas int
 	// AfterRollout, when set, runs after each rollout while the devices are still connected
 	// (a heap profile, say).
 	AfterRollout func()
@@ -249,7 +251,7 @@ func newStack(ctx context.Context, o *Options) (*stack.Stack, string, error) {
 			os.RemoveAll(dir)
 			return nil, "", err
 		}
-		so.JobsPostgresURL = dbURL
+		so.JobsPostgresURL, so.JobsReplicas = dbURL, o.Replicas
 	}
 	s, err := stack.Start(ctx, so)
 	if err != nil {
@@ -357,6 +359,9 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 	t := &Throughput{Devices: n, FleetProcesses: procs, RepeatsEachSide: o.Repeat, ConnectedSeconds: time.Since(start).Seconds(), Store: "bbolt", Simulated: simulated}
 	if o.PostgresURL != "" {
 		t.Store = "postgres"
+		if o.Replicas > 1 {
+			t.Store = fmt.Sprintf("postgres, %d jobs service replicas", o.Replicas)
+		}
 	}
 	var rollout, baseline []float64
 	for r := 0; r < o.Repeat; r++ {

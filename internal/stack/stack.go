@@ -79,6 +79,10 @@ type Options struct {
 	// JobsPostgresURL keeps the jobs service's state in this PostgreSQL database instead of
 	// bbolt in DataDir (artifacts stay in DataDir).
 	JobsPostgresURL string
+	// JobsReplicas, with JobsPostgresURL, runs this many jobs services on that database (in
+	// this process), all serving device requests through one MQTT shared subscription on the
+	// embedded broker; the first also serves REST. 0 or 1: one.
+	JobsReplicas int
 	// ReconcileEvery is how often the worker looks for rollouts ended outside otaflow (default
 	// 30 s).
 	ReconcileEvery time.Duration
@@ -109,6 +113,9 @@ type Stack struct {
 
 	httpSrv *http.Server
 	mqtt    *mqttplane.Plane
+	// replicas are the jobs services beyond the first (Options.JobsReplicas), with their planes.
+	replicas []*localiot.Service
+	planes   []*mqttplane.Plane
 	worker  worker.Worker
 	// stopReconciler stops the worker's check for rollouts ended outside otaflow.
 	stopReconciler context.CancelFunc
@@ -208,11 +215,31 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.mqtt, err = mqttplane.Serve(s.Jobs, mqttplane.Options{
-		BrokerURL: s.Broker.URL(), Username: cliconfig.DefaultMQTTServiceUser, Password: servicePassword, Logger: jlog,
-	})
-	if err != nil {
+	planeOpts := mqttplane.Options{BrokerURL: s.Broker.URL(), Username: cliconfig.DefaultMQTTServiceUser, Password: servicePassword, Logger: jlog}
+	if o.JobsReplicas > 1 {
+		if o.JobsPostgresURL == "" {
+			return nil, fmt.Errorf("jobs service replicas share a PostgreSQL database: give one (JobsPostgresURL)")
+		}
+		planeOpts.SharedGroup = "otaflow-jobs"
+	}
+	if s.mqtt, err = mqttplane.Serve(s.Jobs, planeOpts); err != nil {
 		return nil, err
+	}
+	for i := 1; i < o.JobsReplicas; i++ {
+		rlog := jlog.With().Int("replica", i).Logger()
+		svc, err := localiot.Open(localiot.Options{PostgresURL: o.JobsPostgresURL, ArtifactDir: filepath.Join(o.DataDir, "artifacts"),
+			Region: o.Region, Logger: rlog, NoAWSQuotas: o.NoAWSQuotas})
+		if err != nil {
+			return nil, fmt.Errorf("jobs service replica %d: %w", i, err)
+		}
+		s.replicas = append(s.replicas, svc)
+		po := planeOpts
+		po.ClientID, po.Logger = fmt.Sprintf("otaflow-jobs-service-%d", i), rlog
+		plane, err := mqttplane.Serve(svc, po)
+		if err != nil {
+			return nil, fmt.Errorf("jobs service replica %d: %w", i, err)
+		}
+		s.planes = append(s.planes, plane)
 	}
 	ln, err := net.Listen("tcp", o.JobsAddr)
 	if err != nil {
@@ -423,6 +450,12 @@ func (s *Stack) Close() {
 	}
 	if s.mqtt != nil {
 		s.mqtt.Close()
+	}
+	for _, p := range s.planes {
+		p.Close()
+	}
+	for _, r := range s.replicas {
+		r.Close()
 	}
 	if s.Jobs != nil {
 		s.Jobs.Close()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -50,6 +51,12 @@ func (t *pgTx) jobs(where string, args ...any) ([]*Job, error) {
 		if lastNs > 0 {
 			if last := time.Unix(0, lastNs).UTC(); last.After(j.LastUpdatedAt) {
 				j.LastUpdatedAt = last
+			}
+		}
+		if p, ok := t.pending[j.ID]; ok { // this transaction's changes, not written yet
+			j.Counts = addCounts(j.Counts, p.counts)
+			if p.updated.After(j.LastUpdatedAt) {
+				j.LastUpdatedAt = p.updated
 			}
 		}
 		out = append(out, j)
@@ -117,19 +124,12 @@ func (t *pgTx) PutJob(j *Job) error {
 		Queued: j.Counts.Queued - base.counts.Queued, InProgress: j.Counts.InProgress - base.counts.InProgress,
 		Removed: j.Counts.Removed - base.counts.Removed, TimedOut: j.Counts.TimedOut - base.counts.TimedOut}
 	if d != (ProcessDetails{}) || j.LastUpdatedAt.After(base.updated) {
-		var lastNs int64
-		if !j.LastUpdatedAt.IsZero() {
-			lastNs = j.LastUpdatedAt.UnixNano()
+		p := t.pending[j.ID]
+		p.counts = addCounts(p.counts, d)
+		if j.LastUpdatedAt.After(p.updated) {
+			p.updated = j.LastUpdatedAt
 		}
-		if err := t.exec(`INSERT INTO job_counts AS c (job_id, shard, canceled, succeeded, failed, rejected, queued, in_progress, removed, timed_out, last_updated_ns)
-			VALUES ($1, pg_backend_pid(), $2, $3, $4, $5, $6, $7, $8, $9, $10)
-			ON CONFLICT (job_id, shard) DO UPDATE SET canceled = c.canceled + EXCLUDED.canceled, succeeded = c.succeeded + EXCLUDED.succeeded,
-				failed = c.failed + EXCLUDED.failed, rejected = c.rejected + EXCLUDED.rejected, queued = c.queued + EXCLUDED.queued,
-				in_progress = c.in_progress + EXCLUDED.in_progress, removed = c.removed + EXCLUDED.removed, timed_out = c.timed_out + EXCLUDED.timed_out,
-				last_updated_ns = greatest(c.last_updated_ns, EXCLUDED.last_updated_ns)`,
-			j.ID, d.Canceled, d.Succeeded, d.Failed, d.Rejected, d.Queued, d.InProgress, d.Removed, d.TimedOut, lastNs); err != nil {
-			return err
-		}
+		t.pending[j.ID] = p
 	}
 	rec, err := jobRecord(j)
 	if err != nil {
@@ -147,6 +147,7 @@ func (t *pgTx) PutJob(j *Job) error {
 }
 
 func (t *pgTx) DeleteJob(id string) error {
+	delete(t.pending, id)
 	for j := range t.loaded {
 		if j.ID == id {
 			delete(t.loaded, j) // a job created again under this ID starts from nothing
@@ -157,5 +158,48 @@ func (t *pgTx) DeleteJob(id string) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// countChange is what a transaction changed of one job's counters, written when it commits.
+type countChange struct {
+	counts  ProcessDetails
+	updated time.Time
+}
+
+func addCounts(a, b ProcessDetails) ProcessDetails {
+	return ProcessDetails{Canceled: a.Canceled + b.Canceled, Succeeded: a.Succeeded + b.Succeeded, Failed: a.Failed + b.Failed,
+		Rejected: a.Rejected + b.Rejected, Queued: a.Queued + b.Queued, InProgress: a.InProgress + b.InProgress,
+		Removed: a.Removed + b.Removed, TimedOut: a.TimedOut + b.TimedOut}
+}
+
+// flushCounts adds what the transaction changed of each job's counters to this connection's
+// rows: once per job and transaction, however many of a batch's calls moved its executions
+// (a row updated once per call would grow a chain of row versions that every later read in
+// the transaction walks).
+func (t *pgTx) flushCounts() error {
+	ids := make([]string, 0, len(t.pending))
+	for id := range t.pending {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids) // one order in every transaction
+	for _, id := range ids {
+		p := t.pending[id]
+		var lastNs int64
+		if !p.updated.IsZero() {
+			lastNs = p.updated.UnixNano()
+		}
+		d := p.counts
+		if err := t.exec(`INSERT INTO job_counts AS c (job_id, shard, canceled, succeeded, failed, rejected, queued, in_progress, removed, timed_out, last_updated_ns)
+			VALUES ($1, pg_backend_pid(), $2, $3, $4, $5, $6, $7, $8, $9, $10)
+			ON CONFLICT (job_id, shard) DO UPDATE SET canceled = c.canceled + EXCLUDED.canceled, succeeded = c.succeeded + EXCLUDED.succeeded,
+				failed = c.failed + EXCLUDED.failed, rejected = c.rejected + EXCLUDED.rejected, queued = c.queued + EXCLUDED.queued,
+				in_progress = c.in_progress + EXCLUDED.in_progress, removed = c.removed + EXCLUDED.removed, timed_out = c.timed_out + EXCLUDED.timed_out,
+				last_updated_ns = greatest(c.last_updated_ns, EXCLUDED.last_updated_ns)`,
+			id, d.Canceled, d.Succeeded, d.Failed, d.Rejected, d.Queued, d.InProgress, d.Removed, d.TimedOut, lastNs); err != nil {
+			return err
+		}
+	}
+	clear(t.pending)
 	return nil
 }

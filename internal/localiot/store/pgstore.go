@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	mrand "math/rand/v2"
 	"sort"
 	"strconv"
@@ -195,7 +196,11 @@ func (s *pgStore) writeOnce(fn func(*pgTx) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), pgTxTimeout)
 	defer cancel()
 	return pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
-		return fn(&pgTx{ctx: ctx, tx: tx, loaded: map[*Job]jobBase{}})
+		t := &pgTx{ctx: ctx, tx: tx, loaded: map[*Job]jobBase{}, pending: map[string]countChange{}}
+		if err := fn(t); err != nil {
+			return err
+		}
+		return t.flushCounts()
 	})
 }
 
@@ -271,10 +276,12 @@ func (s *pgStore) runBatch(calls []*pgBatchCall) (again []*pgBatchCall) {
 			if _, err := t.tx.Exec(t.ctx, "SAVEPOINT call"); err != nil {
 				return err
 			}
+			pending := maps.Clone(t.pending)
 			if errs[i] = c.fn(t); errs[i] != nil {
 				if _, err := t.tx.Exec(t.ctx, "ROLLBACK TO SAVEPOINT call"); err != nil {
 					return err
 				}
+				t.pending = pending
 				if isConflict(errs[i]) && c.attempts+1 < pgMaxAttempts {
 					again = append(again, c)
 				}
@@ -337,8 +344,9 @@ type pgTx struct {
 	ctx context.Context
 	tx  pgx.Tx
 	// loaded are the jobs this (writing) transaction read, as read: PutJob writes what
-	// changed since (job_counts.go).
-	loaded map[*Job]jobBase
+	// changed since (pgjobs.go), their counters' changes kept in pending until the commit.
+	loaded  map[*Job]jobBase
+	pending map[string]countChange
 }
 
 func (t *pgTx) exec(sql string, args ...any) error {
