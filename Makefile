@@ -7,7 +7,7 @@ export PATH := /usr/sbin:$(PATH)
 # end-to-end package builds once, without it (it is the slow build).
 RACE_PKGS = $(shell $(GO) list ./... | grep -vE '/internal/(stack|devserver)$$|/starter$$')
 
-.PHONY: bench-quick demo test deps vet unit e2e compose-check build bench
+.PHONY: bench-quick demo test deps vet unit e2e compose-check build bench chaos
 
 demo:
 	$(GO) run ./starter demo --devices 50
@@ -15,7 +15,8 @@ demo:
 # deps installs what the tests need beyond Go: Debian's mosquitto (a real broker to test
 # against), PostgreSQL (the production store, for the jobs service and Temporal), the AWS CLI,
 # docker-compose (to validate docker-compose.yml without an engine) and systemd's
-# systemd-analyze (to rate the agent unit's sandbox).
+# systemd-analyze (to rate the agent unit's sandbox) and iproute2 (network namespaces for the
+# fault tests).
 deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
@@ -24,6 +25,7 @@ deps:
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
@@ -55,6 +57,13 @@ compose-check:
 # package shares (withpg starts it and passes its address in OTAFLOW_TEST_POSTGRES).
 test: deps vet compose-check
 	$(GO) run ./internal/pgtest/withpg -- $(MAKE) --no-print-directory unit e2e
+
+# chaos runs the long fault suite against the production shape: during one rollout the
+# leading replica is frozen for 60 s, then partitioned from PostgreSQL for 2 min through its
+# network namespace, then SIGKILLed; then PostgreSQL goes down for 20 s and mosquitto is
+# SIGKILLed. The short version (15 s, 20 s) is part of `make test`. Needs root (namespaces).
+chaos: deps
+	$(GO) run ./internal/pgtest/withpg -- env OTAFLOW_CHAOS=1 $(GO) test -count=1 -timeout 30m -run '^TestReplicaFaults$$' -v ./internal/stack/
 
 build:
 	mkdir -p bin

@@ -39,6 +39,9 @@ type Broker struct {
 	// device's identity is its certificate (issued by CA); on the embedded broker, URL.
 	DeviceURL string
 	CA        *pki.CA
+	// Restart, on mosquitto, SIGKILLs the broker and starts it again on the same ports after
+	// down (fault tests).
+	Restart func(down time.Duration) error
 }
 
 // DeviceTLS is the TLS configuration of a device whose certificate names cn; nil on a broker
@@ -199,15 +202,42 @@ func Mosquitto(t testing.TB) Broker {
 	devicePort, port := ports[0], ports[1]
 	conf := filepath.Join(dir, "mosquitto.conf")
 	os.WriteFile(conf, []byte(shippedConfig(t, devicePort, port, map[string]string{"cafile": ca.CertFile(), "certfile": certFile, "keyfile": keyFile}, passwd)), 0o600)
-	cmd := exec.Command(bin, "-c", conf)
 	var logs syncBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start mosquitto: %v", err)
+	var mu sync.Mutex
+	var cmd *exec.Cmd
+	addr, deviceAddr := fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", devicePort)
+	start := func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		cmd = exec.Command(bin, "-c", conf)
+		cmd.Stdout, cmd.Stderr = &logs, &logs
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("start mosquitto: %v", err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for _, a := range []string{addr, deviceAddr} {
+			for {
+				c, err := net.Dial("tcp", a)
+				if err == nil {
+					c.Close()
+					break
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("mosquitto did not listen on %s: %s", a, logs.String())
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		return nil
 	}
-	t.Cleanup(func() {
+	kill := func() {
+		mu.Lock()
+		defer mu.Unlock()
 		cmd.Process.Kill()
 		cmd.Wait()
+	}
+	t.Cleanup(func() {
+		kill()
 		if t.Failed() {
 			s := bufio.NewScanner(strings.NewReader(logs.String()))
 			for s.Scan() {
@@ -215,20 +245,13 @@ func Mosquitto(t testing.TB) Broker {
 			}
 		}
 	})
-	addr, deviceAddr := fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", devicePort)
-	deadline := time.Now().Add(10 * time.Second)
-	for _, a := range []string{addr, deviceAddr} {
-		for {
-			c, err := net.Dial("tcp", a)
-			if err == nil {
-				c.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("mosquitto did not listen on %s: %s", a, logs.String())
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+	if err := start(); err != nil {
+		t.Fatal(err)
 	}
-	return Broker{Name: "mosquitto", URL: "tcp://" + addr, DeviceURL: "ssl://" + deviceAddr, CA: ca}
+	restart := func(down time.Duration) error {
+		kill()
+		time.Sleep(down)
+		return start()
+	}
+	return Broker{Name: "mosquitto", URL: "tcp://" + addr, DeviceURL: "ssl://" + deviceAddr, CA: ca, Restart: restart}
 }

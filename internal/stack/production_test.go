@@ -24,6 +24,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/devserver"
+	"github.com/otaflow/otaflow/internal/faultnet"
 	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/mqtttest"
@@ -69,11 +70,16 @@ type replica struct {
 	done chan struct{}
 	logs *lockedBuffer
 	URL  string
+	// ns, when set, is the network namespace the replica runs in (chaos_test.go).
+	ns *faultnet.Namespace
 }
 
 func (r *replica) start() {
 	r.t.Helper()
 	r.cmd = exec.Command(leanJobsService(r.t), r.args...)
+	if r.ns != nil {
+		r.cmd = r.ns.Command(leanJobsService(r.t), r.args...)
+	}
 	r.cmd.Env = append(os.Environ(), r.env...)
 	r.logs = &lockedBuffer{}
 	r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs

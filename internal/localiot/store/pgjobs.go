@@ -203,3 +203,39 @@ func (t *pgTx) flushCounts() error {
 	clear(t.pending)
 	return nil
 }
+
+// pgCompactEvery is how often a replica folds the counter rows of closed connections into
+// shard 0: connections come and go (the pool recycles them), and each leaves a row per job it
+// counted for.
+const pgCompactEvery = 10 * time.Minute
+
+// compactCounts folds the counter rows of connections that no longer exist into shard 0.
+func (s *pgStore) compactCounts() error {
+	return s.write(func(t *pgTx) error {
+		return t.exec(`WITH gone AS (
+				DELETE FROM job_counts WHERE shard <> 0 AND shard NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)
+				RETURNING *)
+			INSERT INTO job_counts AS c (job_id, shard, canceled, succeeded, failed, rejected, queued, in_progress, removed, timed_out, last_updated_ns)
+			SELECT job_id, 0, sum(canceled), sum(succeeded), sum(failed), sum(rejected), sum(queued), sum(in_progress), sum(removed), sum(timed_out), max(last_updated_ns)
+			FROM gone GROUP BY job_id
+			ON CONFLICT (job_id, shard) DO UPDATE SET canceled = c.canceled + EXCLUDED.canceled, succeeded = c.succeeded + EXCLUDED.succeeded,
+				failed = c.failed + EXCLUDED.failed, rejected = c.rejected + EXCLUDED.rejected, queued = c.queued + EXCLUDED.queued,
+				in_progress = c.in_progress + EXCLUDED.in_progress, removed = c.removed + EXCLUDED.removed, timed_out = c.timed_out + EXCLUDED.timed_out,
+				last_updated_ns = greatest(c.last_updated_ns, EXCLUDED.last_updated_ns)`)
+	})
+}
+
+// compactor runs compactCounts every pgCompactEvery until the store closes.
+func (s *pgStore) compactor() {
+	defer s.batchers.Done()
+	tick := time.NewTicker(pgCompactEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-tick.C:
+			s.compactCounts() // on failure the rows wait for the next round; nothing is lost
+		}
+	}
+}

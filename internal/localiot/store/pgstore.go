@@ -99,10 +99,11 @@ func OpenPostgres(url string) (*pgStore, error) {
 		return nil, fmt.Errorf("jobs database schema: %w", err)
 	}
 	s := &pgStore{pool: pool, batches: make(chan *pgBatchCall, pgMaxBatch), stop: make(chan struct{})}
-	s.batchers.Add(pgBatchers)
+	s.batchers.Add(pgBatchers + 1)
 	for range pgBatchers {
 		go s.batcher()
 	}
+	go s.compactor()
 	return s, nil
 }
 

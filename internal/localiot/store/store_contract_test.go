@@ -552,3 +552,31 @@ func TestPostgresUpgradeKeepsJobCounters(t *testing.T) {
 		return err
 	}))
 }
+
+// The counter rows of connections that closed are folded into one, with nothing lost.
+func TestPostgresCompactsCountersOfClosedConnections(t *testing.T) {
+	url := pgtest.DB(t)
+	st, err := OpenPostgres(url)
+	require.NoError(t, err)
+	defer st.Close()
+	require.NoError(t, st.Update(func(tx Tx) error {
+		return tx.PutJob(&Job{ID: "j", Status: JobInProgress, Counts: ProcessDetails{Queued: 10}})
+	}))
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	defer c.Close(ctx)
+	// Two rows of connections long gone (no server process has these pids).
+	_, err = c.Exec(ctx, `INSERT INTO job_counts (job_id, shard, queued, succeeded, last_updated_ns) VALUES
+		('j', 2000000001, -3, 3, 5), ('j', 2000000002, -2, 2, 7)`)
+	require.NoError(t, err)
+	require.NoError(t, st.compactCounts())
+	var rows, gone int
+	require.NoError(t, c.QueryRow(ctx, "SELECT count(*), count(*) FILTER (WHERE shard > 2000000000) FROM job_counts WHERE job_id = 'j'").Scan(&rows, &gone))
+	require.Zero(t, gone, "the closed connections' rows are folded")
+	require.NoError(t, st.View(func(tx Tx) error {
+		j, err := tx.Job("j")
+		require.Equal(t, ProcessDetails{Queued: 5, Succeeded: 5}, j.Counts, "nothing lost")
+		return err
+	}))
+}
