@@ -116,7 +116,7 @@ type Stack struct {
 	// replicas are the jobs services beyond the first (Options.JobsReplicas), with their planes.
 	replicas []*localiot.Service
 	planes   []*mqttplane.Plane
-	worker  worker.Worker
+	worker   worker.Worker
 	// stopReconciler stops the worker's check for rollouts ended outside otaflow.
 	stopReconciler context.CancelFunc
 
