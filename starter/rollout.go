@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/iot"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"go.temporal.io/sdk/client"
@@ -188,7 +189,7 @@ func printPlan(ctx context.Context, ic cliconfig.IoT, req contract.RolloutReques
 	return nil
 }
 
-func printStatus(res contract.RolloutResult, output string, failed []rolloutclient.DeviceResult, stale []string) {
+func printStatus(res contract.RolloutResult, output string, failed []rolloutclient.DeviceResult, stale []string, late lateDevices) {
 	if output == "json" {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
@@ -196,7 +197,8 @@ func printStatus(res contract.RolloutResult, output string, failed []rolloutclie
 			contract.RolloutResult
 			FailedDevices []rolloutclient.DeviceResult `json:"failedDevices,omitempty"`
 			StaleJobs     []string                     `json:"staleJobs,omitempty"`
-		}{res, failed, stale})
+			UpdatedLate   int                          `json:"updatedLate,omitempty"`
+		}{res, failed, stale, len(late.devices)})
 		return
 	}
 	state := res.State
@@ -208,6 +210,11 @@ func printStatus(res contract.RolloutResult, output string, failed []rolloutclie
 		fmt.Printf("  %s\n", res.Message)
 	}
 	fmt.Printf("  total %d devices: %s\n", res.Devices, countsLine(res.Counts))
+	if n := len(late.devices); n > 0 {
+		fmt.Printf("  updated late: %d of the timed-out devices installed %s all the same (their report came after the timeout); they run it, and a rollback includes them\n", n, res.Version)
+	} else if late.note != "" {
+		fmt.Printf("  (%s)\n", late.note)
+	}
 	for _, w := range res.Waves {
 		fmt.Printf("  wave %d  %-9s %4d devices  %s\n", w.Wave, w.State, w.Devices, countsLine(w.Counts))
 		printHealth(w.Health)
@@ -297,10 +304,14 @@ func rolloutCmd() *cobra.Command {
 					if res.Counts.Failed+res.Counts.Rejected+res.Counts.TimedOut > 0 {
 						failed, _ = rolloutclient.DeviceResults(cmd.Context(), iotc, res, true, failedShown)
 					}
+					var late lateDevices
+					if res.Counts.TimedOut > 0 {
+						late = findLate(cmd.Context(), iotc, res, failed)
+					}
 					if watch && output == "text" {
 						fmt.Print("\033[H\033[2J")
 					}
-					printStatus(res, output, failed, stale)
+					printStatus(res, output, failed, stale, late)
 					if !watch || terminal(res.State) {
 						return nil
 					}
@@ -436,4 +447,36 @@ func withTemporal(ctx context.Context, tc *temporalconf.Temporal, fn func(c clie
 	}
 	defer c.Close()
 	return fn(c)
+}
+
+// lateDevices are a rollout's devices that the service timed out although they installed the
+// update (device truth: rolloutops/late.go), or why they cannot be known.
+type lateDevices struct {
+	devices []rolloutops.LateDevice
+	note    string
+}
+
+// findLate looks the rollout's late devices up in the fleet index and marks them among failed.
+func findLate(ctx context.Context, iotc *iot.Client, res contract.RolloutResult, failed []rolloutclient.DeviceResult) lateDevices {
+	var jobs []string
+	for _, w := range res.Waves {
+		if w.JobID != "" {
+			jobs = append(jobs, w.JobID)
+		}
+	}
+	devices, note, err := (&rolloutops.Ops{IoT: iotc}).LateDevices(ctx, jobs)
+	if err != nil {
+		return lateDevices{note: "late devices could not be looked up: " + err.Error()}
+	}
+	by := map[string]rolloutops.LateDevice{}
+	for _, d := range devices {
+		by[d.Thing] = d
+	}
+	for i, f := range failed {
+		if d, ok := by[f.Thing]; ok && f.Status == "TIMED_OUT" {
+			failed[i].Late, failed[i].Version, failed[i].Previous = true, d.Version, d.Previous
+			failed[i].Reason = "updated late: timed out by the service, then reported success; runs " + d.Version
+		}
+	}
+	return lateDevices{devices: devices, note: note}
 }

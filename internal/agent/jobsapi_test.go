@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"testing"
 
@@ -18,6 +19,9 @@ type fakeJobs struct {
 	mu      sync.Mutex
 	exec    iotjobs.JobExecution
 	updates []iotjobs.UpdateRequest
+	// endedAs, when set, is the terminal status the service recorded before the device's
+	// own terminal report arrived (a timeout, a cancellation).
+	endedAs iotjobs.Status
 }
 
 func (f *fakeJobs) GetPending(context.Context) (*iotjobs.GetPendingReply, error) {
@@ -41,6 +45,11 @@ func (f *fakeJobs) Update(_ context.Context, jobID string, u *iotjobs.UpdateRequ
 	defer f.mu.Unlock()
 	if u.ExpectedVersion != 0 && u.ExpectedVersion != f.exec.VersionNumber {
 		return nil, &iotjobs.ErrorReply{Code: iotjobs.CodeVersionMismatch, Message: "version mismatch"}
+	}
+	if f.endedAs != "" && u.Status.Terminal() {
+		f.exec.Status = f.endedAs
+		return nil, &iotjobs.ErrorReply{Code: iotjobs.CodeInvalidStateTransition, Message: "already " + string(f.endedAs),
+			ExecutionState: &iotjobs.ExecutionState{Status: f.endedAs, VersionNumber: f.exec.VersionNumber}}
 	}
 	f.updates = append(f.updates, *u)
 	f.exec.Status, f.exec.VersionNumber = u.Status, f.exec.VersionNumber+1
@@ -93,4 +102,45 @@ func TestStateMachineTalksThroughJobsAPI(t *testing.T) {
 	did, err = a.processNext(context.Background())
 	require.NoError(t, err)
 	require.False(t, did, "nothing is pending after the job ended")
+}
+
+// Device truth: a device whose report of success arrives after the service timed its
+// execution out keeps the update and says so in its inventory (late, what the service
+// recorded, the version it came from), so that the rollout counts it and a rollback includes
+// it; one whose job was canceled meanwhile switches back, as the rollout decided.
+func TestALateSuccessStandsACanceledOneIsReverted(t *testing.T) {
+	for _, tc := range []struct {
+		endedAs iotjobs.Status
+		version string
+		late    bool
+	}{{iotjobs.StatusTimedOut, "2.0.0", true}, {iotjobs.StatusCanceled, "1.0.0", false}} {
+		t.Run(string(tc.endedAs), func(t *testing.T) {
+			in := &stepInstaller{}
+			a, err := New(Config{ThingName: "dev-1", StateDir: t.TempDir(), Installer: in, InitialVersion: "1.0.0"})
+			require.NoError(t, err)
+			doc, err := (&jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate,
+				RolloutID: "r1", SoftwareToUpdate: jobdoc.SoftwareCore, Version: "2.0.0"}).Marshal()
+			require.NoError(t, err)
+			a.jobs = &fakeJobs{exec: iotjobs.JobExecution{JobID: "j1", ThingName: "dev-1", Status: iotjobs.StatusQueued, VersionNumber: 1, JobDocument: json.RawMessage(doc)},
+				endedAs: tc.endedAs}
+			did, err := a.processNext(context.Background())
+			require.NoError(t, err)
+			require.True(t, did)
+			require.Equal(t, tc.version, a.InstalledVersion(jobdoc.SoftwareCore))
+			require.Equal(t, !tc.late, slices.Contains(in.steps, "rollback"), "steps %v", in.steps)
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			if tc.late {
+				require.Equal(t, "SUCCEEDED", a.lastJob["status"])
+				require.Equal(t, true, a.lastJob["late"])
+				require.Equal(t, "TIMED_OUT", a.lastJob["recordedAs"])
+				require.Equal(t, "1.0.0", a.lastJob["previousVersion"])
+			} else {
+				require.NotContains(t, a.lastJob, "late")
+				require.Equal(t, "CANCELED", a.lastJob["status"])
+				require.Equal(t, "1.0.0", a.lastJob["version"])
+				require.Equal(t, true, a.lastJob["reverted"])
+			}
+		})
+	}
 }

@@ -326,14 +326,26 @@ func (a *Agent) finish(ctx context.Context, e *execution, status iotjobs.Status,
 	_, err := a.jobs.Update(ctx, e.JobID, &iotjobs.UpdateRequest{
 		Status: status, StatusDetails: details, ExpectedVersion: e.VersionNumber,
 	})
+	var late, reverted iotjobs.Status
 	if rej := ended(err); rej != nil {
 		// Either this very report was applied and only its reply was lost (a resend then
-		// finds the execution in the status it asked for), or the job ended meanwhile (the
-		// rollout canceled it): then the fleet counts this device as not updated, so an
-		// install it just finished must not stand.
-		applied := rej.ExecutionState.Status == status
-		if status == iotjobs.StatusSucceeded && !applied {
+		// finds the execution in the status it asked for), or the job ended meanwhile.
+		recorded := rej.ExecutionState.Status
+		switch {
+		case recorded == status:
+		case status == iotjobs.StatusSucceeded && recorded == iotjobs.StatusTimedOut:
+			// The service timed the execution out before this report reached it (it was
+			// unreachable, or the install outlasted the timeout). The update is in place and
+			// working: the device's truth stands, and its inventory says so (lastJob.late), so
+			// the rollout counts it updated-but-late and a rollback includes it.
+			late = recorded
+			a.log.Warn().Str("job", e.JobID).Str("version", details["installedVersion"]).
+				Msg("the job was timed out before this device's report of success arrived; keeping the update and reporting it late in the inventory")
+		case status == iotjobs.StatusSucceeded:
+			// The rollout canceled the job (or removed this device from it): the fleet counts
+			// this device as not updated, so an install it just finished must not stand.
 			a.revert(ctx, e, details["previousVersion"], details["installedVersion"])
+			reverted = recorded
 		}
 		err = nil
 	}
@@ -344,6 +356,12 @@ func (a *Agent) finish(ctx context.Context, e *execution, status iotjobs.Status,
 	a.mu.Lock()
 	a.lastJob = map[string]any{"jobId": e.JobID, "status": string(status), "reason": details["reason"],
 		"version": details["installedVersion"], "at": time.Now().UTC().Format(time.RFC3339)}
+	if late != "" {
+		a.lastJob["late"], a.lastJob["recordedAs"], a.lastJob["previousVersion"] = true, string(late), details["previousVersion"]
+	}
+	if reverted != "" { // the inventory says what the device runs: the version it went back to
+		a.lastJob["status"], a.lastJob["version"], a.lastJob["reverted"] = string(reverted), details["previousVersion"], true
+	}
 	a.mu.Unlock()
 	err = a.setState(func(s *State) { s.CurrentJob, s.Step, s.Starts, s.DeferredSince = "", StepIdle, 0, time.Time{} })
 	a.reportInventory(true)

@@ -150,6 +150,9 @@ type DeviceResult struct {
 	// Previous is the version the device had before (what a rollback returns it to).
 	Previous  string    `json:"previousVersion,omitempty"`
 	UpdatedAt time.Time `json:"updatedAt,omitempty"`
+	// Late: the service timed the execution out, but the device installed the update and
+	// runs Version (its inventory says so).
+	Late bool `json:"updatedLate,omitempty"`
 }
 
 // DeviceResults lists the devices of the rollout's started waves (and rollback jobs) with

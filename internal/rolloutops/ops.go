@@ -45,6 +45,7 @@ type IoT interface {
 	RemoveThingFromThingGroup(context.Context, *iot.RemoveThingFromThingGroupInput, ...func(*iot.Options)) (*iot.RemoveThingFromThingGroupOutput, error)
 	GetStatistics(context.Context, *iot.GetStatisticsInput, ...func(*iot.Options)) (*iot.GetStatisticsOutput, error)
 	GetPercentiles(context.Context, *iot.GetPercentilesInput, ...func(*iot.Options)) (*iot.GetPercentilesOutput, error)
+	SearchIndex(context.Context, *iot.SearchIndexInput, ...func(*iot.Options)) (*iot.SearchIndexOutput, error)
 }
 
 var _ IoT = (*iot.Client)(nil)
@@ -441,12 +442,30 @@ func (a *Ops) CreateRollbackJobs(ctx context.Context, in contract.RollbackInput)
 			}
 		}
 	}
+	// Devices the service timed out that installed the update all the same run it: they are
+	// rolled back too (device truth, late.go).
+	late, note, err := a.LateDevices(ctx, in.JobIDs)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range late {
+		devices++
+		if d.Previous == "" {
+			unknown = append(unknown, d.Thing)
+			continue
+		}
+		thing, err := a.IoT.DescribeThing(ctx, &iot.DescribeThingInput{ThingName: aws.String(d.Thing)})
+		if err != nil {
+			return nil, fmt.Errorf("describe %s: %w", d.Thing, err)
+		}
+		byVersion[d.Previous] = append(byVersion[d.Previous], aws.ToString(thing.ThingArn))
+	}
 	versions := make([]string, 0, len(byVersion))
 	for v := range byVersion {
 		versions = append(versions, v)
 	}
 	slices.Sort(versions)
-	out := &contract.RollbackResult{Devices: devices}
+	out := &contract.RollbackResult{Devices: devices, UpdatedLate: len(late)}
 	for k, v := range versions {
 		req := in.Request
 		doc := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpRollback,
@@ -478,6 +497,9 @@ func (a *Ops) CreateRollbackJobs(ctx context.Context, in contract.RollbackInput)
 	if len(unknown) > 0 {
 		out.Failed = len(unknown)
 		out.Message = fmt.Sprintf("%d device(s) did not report their previous version and were not rolled back: %s", len(unknown), strings.Join(unknown, ", "))
+	}
+	if note != "" {
+		out.Message = strings.TrimSpace(out.Message + " " + note)
 	}
 	return out, nil
 }

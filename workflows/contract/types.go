@@ -473,6 +473,9 @@ type RollbackResult struct {
 	Message       string   `json:"message,omitempty"`
 	// Groups hold the devices of rollback jobs too large to list them (deleted at the end).
 	Groups []string `json:"groups,omitempty"`
+	// UpdatedLate are the devices among Devices whose execution was timed out although they
+	// installed the update (their inventory says so): rolled back with the rest.
+	UpdatedLate int `json:"updatedLate,omitempty"`
 }
 
 // FailedDevicesInput asks which devices did not succeed in the given jobs.

@@ -75,8 +75,9 @@ function renderOverview(o) {
       el("td", {}, d.thing), el("td", { class: "v-core" }, sw.core || "—"), el("td", {}, sw.ota_agent || "—"),
       el("td", {}, d.reported ? (d.connected ? "yes" : "no") : "never reported"),
       el("td", {}, d.reported ? ago(d.lastSeen) : ""),
-      el("td", { class: "state " + (lj.status || "") }, lj.status ? `${lj.status} (${lj.jobId})` : ""),
-      el("td", {}, lj.reason || ""));
+      el("td", { class: "state " + (lj.status || "") + (lj.late ? " late" : "") },
+        lj.status ? `${lj.status}${lj.late ? ", late" : ""} (${lj.jobId})` : ""),
+      el("td", {}, lj.late ? `updated late: the service timed the job out (${lj.recordedAs}) before this device's report; it runs ${lj.version}` : (lj.reason || "")));
   }));
 }
 
