@@ -203,7 +203,8 @@ func TestReplicaFaults(t *testing.T) {
 		func(r *nsReplica) { r.kill() },
 		func(r *nsReplica) { r.start() })
 	if long {
-		stopAt := time.Now()
+		leads := func() int { return replicas[0].leaderChanges() + replicas[1].leaderChanges() }
+		before := leads()
 		for _, r := range replicas {
 			r.db.Down(true)
 		}
@@ -211,9 +212,11 @@ func TestReplicaFaults(t *testing.T) {
 		for _, r := range replicas {
 			r.db.Down(false)
 		}
-		leader()
-		figures = append(figures, fmt.Sprintf("PostgreSQL down for 20 s (every connection reset, new ones refused): a replica led again %s after it went down",
-			time.Since(stopAt).Round(100*time.Millisecond)))
+		upAt := time.Now()
+		require.Eventually(t, func() bool { return leads() > before }, 30*time.Second, 20*time.Millisecond,
+			"a replica leads again once PostgreSQL is back")
+		figures = append(figures, fmt.Sprintf("PostgreSQL down for 20 s (every connection reset, new ones refused): the leader stepped down; a replica led again %s after it came back",
+			time.Since(upAt).Round(100*time.Millisecond)))
 		require.NoError(t, broker.Restart(2*time.Second))
 		figures = append(figures, "mosquitto SIGKILLed and started again 2 s later")
 	}

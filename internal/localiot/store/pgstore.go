@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"net"
 	mrand "math/rand/v2"
 	"sort"
 	"strconv"
@@ -84,6 +85,18 @@ func OpenPostgres(url string) (*pgStore, error) {
 	if cfg.MaxConns < 16 {
 		cfg.MaxConns = 16
 	}
+	// A replica that dies, freezes or is cut off mid-transaction must not hold its rows (the
+	// leader's lease among them) for long: PostgreSQL ends a session idle in a transaction
+	// after 10 s, and probes a silent connection every 2 s after 5 s idle, dropping it after
+	// 3 lost probes (or 10 s of unacknowledged data). This side probes the same way.
+	for k, v := range map[string]string{"idle_in_transaction_session_timeout": "10s", "tcp_keepalives_idle": "5",
+		"tcp_keepalives_interval": "2", "tcp_keepalives_count": "3", "tcp_user_timeout": "10000"} {
+		if _, set := cfg.ConnConfig.RuntimeParams[k]; !set {
+			cfg.ConnConfig.RuntimeParams[k] = v
+		}
+	}
+	cfg.ConnConfig.DialFunc = (&net.Dialer{Timeout: 10 * time.Second,
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: 2 * time.Second, Count: 3}}).DialContext
 	ctx, cancel := context.WithTimeout(context.Background(), pgTxTimeout)
 	defer cancel()
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)

@@ -580,3 +580,17 @@ func TestPostgresCompactsCountersOfClosedConnections(t *testing.T) {
 		return err
 	}))
 }
+
+// Every session of the store ends an idle transaction and a silent connection within seconds,
+// so a dead or frozen replica's locks (the lease's row among them) are not held for long.
+func TestPostgresSessionsTimeOutIdleTransactions(t *testing.T) {
+	st, err := OpenPostgres(pgtest.DB(t))
+	require.NoError(t, err)
+	defer st.Close()
+	for setting, want := range map[string]string{"idle_in_transaction_session_timeout": "10s", "tcp_keepalives_idle": "5",
+		"tcp_keepalives_count": "3", "tcp_user_timeout": "10000"} {
+		var got string
+		require.NoError(t, st.pool.QueryRow(context.Background(), "SHOW "+setting).Scan(&got))
+		require.Equal(t, want, got, setting)
+	}
+}
