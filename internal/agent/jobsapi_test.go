@@ -70,17 +70,25 @@ func (s *stepInstaller) Commit(_ context.Context, u *Update) error   { return s.
 func (s *stepInstaller) Rollback(_ context.Context, u *Update) error { return s.step("rollback") }
 func (s *stepInstaller) Active(string) string                        { return "" }
 
-// The state machine reaches the jobs service only through JobsAPI: with a fake in its place,
-// a queued update is started, reported step by step with expectedVersion, and SUCCEEDED.
-func TestStateMachineTalksThroughJobsAPI(t *testing.T) {
+// withFakeJobs is an agent on 1.0.0 whose jobs service is a fake holding one queued update to
+// 2.0.0 (ended as endedAs before the device's terminal report, when set).
+func withFakeJobs(t *testing.T, endedAs iotjobs.Status) (*Agent, *stepInstaller, *fakeJobs) {
 	in := &stepInstaller{}
 	a, err := New(Config{ThingName: "dev-1", StateDir: t.TempDir(), Installer: in, InitialVersion: "1.0.0"})
 	require.NoError(t, err)
 	doc, err := (&jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate,
 		RolloutID: "r1", SoftwareToUpdate: jobdoc.SoftwareCore, Version: "2.0.0"}).Marshal()
 	require.NoError(t, err)
-	jobs := &fakeJobs{exec: iotjobs.JobExecution{JobID: "j1", ThingName: "dev-1", Status: iotjobs.StatusQueued, VersionNumber: 1, JobDocument: json.RawMessage(doc)}}
+	jobs := &fakeJobs{exec: iotjobs.JobExecution{JobID: "j1", ThingName: "dev-1", Status: iotjobs.StatusQueued, VersionNumber: 1, JobDocument: json.RawMessage(doc)},
+		endedAs: endedAs}
 	a.jobs = jobs
+	return a, in, jobs
+}
+
+// The state machine reaches the jobs service only through JobsAPI: with a fake in its place,
+// a queued update is started, reported step by step with expectedVersion, and SUCCEEDED.
+func TestStateMachineTalksThroughJobsAPI(t *testing.T) {
+	a, in, jobs := withFakeJobs(t, "")
 
 	did, err := a.processNext(context.Background())
 	require.NoError(t, err)
@@ -115,14 +123,7 @@ func TestALateSuccessStandsACanceledOneIsReverted(t *testing.T) {
 		late    bool
 	}{{iotjobs.StatusTimedOut, "2.0.0", true}, {iotjobs.StatusCanceled, "1.0.0", false}} {
 		t.Run(string(tc.endedAs), func(t *testing.T) {
-			in := &stepInstaller{}
-			a, err := New(Config{ThingName: "dev-1", StateDir: t.TempDir(), Installer: in, InitialVersion: "1.0.0"})
-			require.NoError(t, err)
-			doc, err := (&jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate,
-				RolloutID: "r1", SoftwareToUpdate: jobdoc.SoftwareCore, Version: "2.0.0"}).Marshal()
-			require.NoError(t, err)
-			a.jobs = &fakeJobs{exec: iotjobs.JobExecution{JobID: "j1", ThingName: "dev-1", Status: iotjobs.StatusQueued, VersionNumber: 1, JobDocument: json.RawMessage(doc)},
-				endedAs: tc.endedAs}
+			a, in, _ := withFakeJobs(t, tc.endedAs)
 			did, err := a.processNext(context.Background())
 			require.NoError(t, err)
 			require.True(t, did)

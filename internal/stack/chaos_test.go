@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,7 +19,6 @@ import (
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/devserver"
 	"github.com/otaflow/otaflow/internal/faultnet"
-	"github.com/otaflow/otaflow/internal/fleet"
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 	"github.com/otaflow/otaflow/internal/pgtest"
@@ -98,10 +96,7 @@ func TestReplicaFaults(t *testing.T) {
 		require.NoError(t, err)
 		defer rest.Close()
 		r.replica = &replica{t: t, name: fmt.Sprintf("replica-%d", i+1), URL: "http://" + addr, ns: ns,
-			args: []string{"--postgres-url", jobsDB, "--artifact-dir", artifacts, "--broker", broker.URL, "--jobs-addr", addr,
-				"--public-url", "http://" + addr, "--temporal-address", temporal.FrontendAddr(), "--log-level", "info"},
-			env: []string{"OTAFLOW_MQTT_USER=" + mqtttest.ServiceUser, "OTAFLOW_MQTT_PASSWORD=" + mqtttest.ServicePassword,
-				"OTAFLOW_ACCESS_KEY_ID=" + cliconfig.DefaultAccessKeyID, "OTAFLOW_SECRET_ACCESS_KEY=" + secret}}
+			args: replicaArgs(jobsDB, artifacts, broker.URL, addr, temporal.FrontendAddr()), env: replicaEnv(secret)}
 		r.start()
 		defer func() {
 			r.cmd.Process.Signal(syscall.SIGCONT)
@@ -125,22 +120,11 @@ func TestReplicaFaults(t *testing.T) {
 		require.NoError(t, err)
 		arns, things = append(arns, aws.ToString(out.ThingArn)), append(things, aws.ToString(out.ThingName))
 	}
-	counter := newInstallCounter()
-	f, err := fleet.Start(fleet.Options{BrokerURL: broker.DeviceURL, TLS: broker.CA.ClientTLS, Things: things, StateDir: t.TempDir(),
-		InitialVersion: "1.0.0", InstallTime: 100 * time.Millisecond, OnStateChange: counter.observe,
-		RequestTimeout: 5 * time.Second, IdleRecheck: 10 * time.Second, Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	defer f.Close()
-	require.NoError(t, f.WaitConnected(ctx))
+	f, counter := faultFleet(t, broker, things)
 
-	workers := make([]*exec.Cmd, 2)
-	for i := range workers {
-		cmd := exec.Command(os.Args[0], "-test.run", "^TestWorkerChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), workerChildEnv+"=1", "WORKER_TEMPORAL="+temporal.FrontendAddr(), "WORKER_JOBS="+replicas[i].URL,
-			"WORKER_SECRET_KEY="+secret)
-		require.NoError(t, cmd.Start())
-		workers[i] = cmd
-		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	for _, r := range replicas {
+		w := workerProcess(t, temporal.FrontendAddr(), r.URL, secret)
+		defer func() { w.Process.Kill(); w.Wait() }()
 	}
 
 	leader := func() *nsReplica {

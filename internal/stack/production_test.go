@@ -103,6 +103,39 @@ func (r *replica) kill() {
 	<-r.done
 }
 
+// replicaArgs and replicaEnv are a jobs-service replica's command line and environment in the
+// production-shape tests.
+func replicaArgs(jobsDB, artifacts, brokerURL, addr, temporalAddr string) []string {
+	return []string{"--postgres-url", jobsDB, "--artifact-dir", artifacts, "--broker", brokerURL, "--jobs-addr", addr,
+		"--public-url", "http://" + addr, "--temporal-address", temporalAddr, "--log-level", "info"}
+}
+
+func replicaEnv(secret string) []string {
+	return []string{"OTAFLOW_MQTT_USER=" + mqtttest.ServiceUser, "OTAFLOW_MQTT_PASSWORD=" + mqtttest.ServicePassword,
+		"OTAFLOW_ACCESS_KEY_ID=" + cliconfig.DefaultAccessKeyID, "OTAFLOW_SECRET_ACCESS_KEY=" + secret}
+}
+
+// faultFleet starts simulated devices for things on broker's mutual-TLS listener, each install
+// counted; a request that reached a replica that died is asked again after 5 s.
+func faultFleet(t *testing.T, broker mqtttest.Broker, things []string) (*fleet.Fleet, *installCounter) {
+	counter := newInstallCounter()
+	f, err := fleet.Start(fleet.Options{BrokerURL: broker.DeviceURL, TLS: broker.CA.ClientTLS, Things: things, StateDir: t.TempDir(),
+		InitialVersion: "1.0.0", InstallTime: 100 * time.Millisecond, OnStateChange: counter.observe,
+		RequestTimeout: 5 * time.Second, IdleRecheck: 10 * time.Second, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	require.NoError(t, f.WaitConnected(context.Background()))
+	return f, counter
+}
+
+// workerProcess starts a worker process (TestWorkerChild) on a replica's REST API.
+func workerProcess(t *testing.T, temporalAddr, jobsURL, secret string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestWorkerChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), workerChildEnv+"=1", "WORKER_TEMPORAL="+temporalAddr, "WORKER_JOBS="+jobsURL, "WORKER_SECRET_KEY="+secret)
+	require.NoError(t, cmd.Start())
+	return cmd
+}
+
 // lazyString is formatted when a failure message is printed, so it shows the last state seen.
 type lazyString func() string
 
@@ -148,11 +181,8 @@ func TestProductionShape(t *testing.T) {
 	for i := range replicas {
 		addr := freeAddr(t)
 		replicas[i] = &replica{t: t, name: fmt.Sprintf("replica-%d", i+1), URL: "http://" + addr,
-			args: []string{"--postgres-url", jobsDB, "--artifact-dir", artifacts, "--broker", broker.URL, "--jobs-addr", addr,
-				"--public-url", "http://" + addr, "--temporal-address", temporal.FrontendAddr(), "--log-level", "info"},
-			env: []string{"OTAFLOW_MQTT_USER=" + mqtttest.ServiceUser, "OTAFLOW_MQTT_PASSWORD=" + mqtttest.ServicePassword,
-				"OTAFLOW_ACCESS_KEY_ID=" + cliconfig.DefaultAccessKeyID, "OTAFLOW_SECRET_ACCESS_KEY=" + secret,
-				"OTAFLOW_CONSOLE_PASSWORD=" + consolePassword}}
+			args: replicaArgs(jobsDB, artifacts, broker.URL, addr, temporal.FrontendAddr()),
+			env:  append(replicaEnv(secret), "OTAFLOW_CONSOLE_PASSWORD="+consolePassword)}
 		replicas[i].start()
 		defer replicas[i].kill()
 		r := replicas[i]
@@ -184,23 +214,10 @@ func TestProductionShape(t *testing.T) {
 		require.NoError(t, err)
 		arns, things = append(arns, aws.ToString(out.ThingArn)), append(things, aws.ToString(out.ThingName))
 	}
-	counter := newInstallCounter()
-	f, err := fleet.Start(fleet.Options{BrokerURL: broker.DeviceURL, TLS: broker.CA.ClientTLS, Things: things, StateDir: t.TempDir(),
-		InitialVersion: "1.0.0", InstallTime: 100 * time.Millisecond, OnStateChange: counter.observe,
-		// A request that reached the replica that was killed is asked again after this long.
-		RequestTimeout: 5 * time.Second, IdleRecheck: 10 * time.Second, Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	defer f.Close()
-	require.NoError(t, f.WaitConnected(ctx))
+	f, counter := faultFleet(t, broker, things)
 
 	workers := make([]*exec.Cmd, 2)
-	startWorker := func(i int) {
-		cmd := exec.Command(os.Args[0], "-test.run", "^TestWorkerChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), workerChildEnv+"=1", "WORKER_TEMPORAL="+temporal.FrontendAddr(), "WORKER_JOBS="+replicas[i].URL,
-			"WORKER_SECRET_KEY="+secret)
-		require.NoError(t, cmd.Start())
-		workers[i] = cmd
-	}
+	startWorker := func(i int) { workers[i] = workerProcess(t, temporal.FrontendAddr(), replicas[i].URL, secret) }
 	for i := range workers {
 		startWorker(i)
 	}
