@@ -13,6 +13,7 @@ const (
 	TypeThingGroup = "thinggroup"
 	TypeJob        = "job"
 	TypeRole       = "role"
+	TypeCert       = "cert"
 )
 
 // ARN is arn:PARTITION:SERVICE:REGION:ACCOUNT:TYPE/NAME.

@@ -5,8 +5,11 @@ package broker
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -62,6 +66,7 @@ type Options struct {
 
 // Broker is a running embedded broker.
 type Broker struct {
+	hook      *policyHook
 	srv       *mqtt.Server
 	addr      string
 	tlsAddr   string
@@ -206,7 +211,7 @@ func Start(o Options) (*Broker, error) {
 		ln.Close(nil)
 		return nil, err
 	}
-	b := &Broker{srv: srv, addr: ln.addr, listeners: []*listener{ln}}
+	b := &Broker{srv: srv, addr: ln.addr, listeners: []*listener{ln}, hook: hook}
 	if o.TLS != nil {
 		tln, err := listen("tls", o.TLSAddr, "--mqtt-tls-addr", o.TLS)
 		if err != nil {
@@ -227,6 +232,31 @@ func Start(o Options) (*Broker, error) {
 	}
 	o.Logger.Info().Str("addr", b.addr).Str("tlsAddr", b.tlsAddr).Msg("MQTT broker listening")
 	return b, nil
+}
+
+// SetCertificateCheck lets check decide on the certificates of devices that connect from now
+// on (the jobs service's certificate registry).
+func (b *Broker) SetCertificateCheck(check CertificateCheck) { b.hook.certs.Store(&check) }
+
+// DisconnectCertificate disconnects every device connected with the certificate whose SHA-256
+// (of its DER, in hex) is id; each may connect again only if the certificate check admits it.
+func (b *Broker) DisconnectCertificate(id string) int {
+	n := 0
+	for _, cl := range b.srv.Clients.GetAll() {
+		tc, ok := cl.Net.Conn.(*tls.Conn)
+		if !ok {
+			continue
+		}
+		certs := tc.ConnectionState().PeerCertificates
+		if len(certs) == 0 {
+			continue
+		}
+		if sum := sha256.Sum256(certs[0].Raw); hex.EncodeToString(sum[:]) == id {
+			b.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+			n++
+		}
+	}
+	return n
 }
 
 // TLSURL is the mutual-TLS listener's client URL ("" without one).
@@ -281,7 +311,14 @@ type policyHook struct {
 	limiters   sync.Map // *mqtt.Client → *limits
 	tlsOnly    bool
 	shadows    []string
+	// certs decides on registered device certificates (SetCertificateCheck).
+	certs atomic.Pointer[CertificateCheck]
 }
+
+// CertificateCheck decides whether a device presenting cert may connect as clientID: known is
+// false for a certificate without a record (then its common name must name the thing), and
+// reason says why a known one is refused.
+type CertificateCheck func(cert *x509.Certificate, clientID string) (known, allowed bool, reason string)
 
 // limits are one connection's publish budgets.
 type limits struct{ publishes, bytes *rate.Limiter }
@@ -414,6 +451,16 @@ func (h *policyHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
 		// As an AWS IoT policy with iot:Connection.Thing.ThingName: the certificate names the thing.
 		certs := tc.ConnectionState().PeerCertificates
+		if check := h.certs.Load(); check != nil && len(certs) > 0 {
+			// The certificate registry decides, as AWS IoT does: a registered certificate must
+			// be ACTIVE and attached to the thing.
+			if known, allowed, reason := (*check)(certs[0], cl.ID); known {
+				if !allowed {
+					h.log.Warn().Str("client", cl.ID).Str("reason", reason).Msg("MQTT connect refused")
+				}
+				return allowed
+			}
+		}
 		if len(certs) == 0 || certs[0].Subject.CommonName != cl.ID {
 			h.log.Warn().Str("client", cl.ID).Msg("MQTT connect refused: the device certificate's common name is not the client ID")
 			return false

@@ -47,6 +47,7 @@ func Command() *cobra.Command {
 		shareGroup                           string
 		consolePassword, temporalUI          string
 		restCert, restKey                    string
+		caDir                                string
 		maxConns                             int
 		tc                                   temporalconf.Temporal
 	)
@@ -98,6 +99,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 					return errors.New("--artifact-dir is required with --postgres-url: every replica serves the same artifacts and TUF metadata, so point them all at one shared volume")
 				}
 			}
+			var embedded *broker.Broker
 			if brokerURL == "" {
 				bo := broker.Options{Addr: mqttAddr, ServiceUser: mqttUser, ServicePassword: mqttPassword, Logger: log}
 				switch {
@@ -116,14 +118,28 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 					return err
 				}
 				defer b.Close()
-				brokerURL = b.URL()
+				brokerURL, embedded = b.URL(), b
 			}
-			svc, err := localiot.Open(localiot.Options{Path: filepath.Join(dataDir, "jobs.db"), PostgresURL: postgresURL, ArtifactDir: artifactDir,
-				Region: region, Account: acct, Logger: log, NoAWSQuotas: noQuotas})
+			so := localiot.Options{Path: filepath.Join(dataDir, "jobs.db"), PostgresURL: postgresURL, ArtifactDir: artifactDir,
+				Region: region, Account: acct, Logger: log, NoAWSQuotas: noQuotas}
+			if caDir != "" {
+				ca, err := pki.Load(caDir)
+				if err != nil {
+					return fmt.Errorf("--ca-dir: %w (it must hold the devices' CA, ca.pem and ca.key, the one the broker trusts)", err)
+				}
+				so.CA = ca
+			}
+			svc, err := localiot.Open(so)
 			if err != nil {
 				return err
 			}
 			defer svc.Close()
+			if embedded != nil {
+				// The embedded broker admits registered certificates as the registry says, and
+				// drops the devices of one that stops being usable.
+				embedded.SetCertificateCheck(svc.CertificateDecision)
+				svc.OnCertificateChange(func(id string) { embedded.DisconnectCertificate(id) })
+			}
 			plane, err := mqttplane.Serve(svc, mqttplane.Options{BrokerURL: brokerURL, ClientID: clientID, SharedGroup: shareGroup,
 				Exclusive: postgresURL != "" && shareGroup == "",
 				Username:  mqttUser, Password: mqttPassword, Logger: log})
@@ -197,6 +213,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 	f.StringVar(&tlsCert, "mqtt-tls-cert", "", "embedded broker's server certificate (PEM)")
 	f.StringVar(&tlsKey, "mqtt-tls-key", "", "its private key (PEM)")
 	f.StringVar(&tlsCA, "mqtt-tls-ca", "", "CA that signs device certificates (PEM); a certificate's common name is the thing name")
+	f.StringVar(&caDir, "ca-dir", "", "the devices' certificate authority (ca.pem and ca.key, the CA the broker trusts): the service then issues device certificates (CreateKeysAndCertificate, CreateCertificateFromCsr) and registers ones it signed; empty: it issues none")
 	f.BoolVar(&noQuotas, "no-aws-quotas", false, "lift the AWS IoT quotas the service enforces (thing groups per thing, status details, client tokens): what works then may fail on AWS")
 	f.BoolVar(&plainDevices, "insecure-plain-devices", false, "let devices connect to the plain listener with their client ID as identity (trusted networks only)")
 	f.StringVar(&mqttUser, "mqtt-user", cliconfig.DefaultMQTTServiceUser, "the service's MQTT user name")
@@ -216,7 +233,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 		"mqtt-addr": "OTAFLOW_MQTT_ADDR", "mqtt-user": "OTAFLOW_MQTT_USER", "mqtt-password": "OTAFLOW_MQTT_PASSWORD", "region": "AWS_REGION",
 		"account": "OTAFLOW_ACCOUNT", "access-key-id": "OTAFLOW_ACCESS_KEY_ID", "secret-access-key": "OTAFLOW_SECRET_ACCESS_KEY",
 		"log-level": "OTAFLOW_LOG_LEVEL", "public-url": "OTAFLOW_PUBLIC_URL", "mqtt-tls-addr": "OTAFLOW_MQTT_TLS_ADDR",
-		"mqtt-tls-cert": "OTAFLOW_MQTT_TLS_CERT", "mqtt-tls-key": "OTAFLOW_MQTT_TLS_KEY", "mqtt-tls-ca": "OTAFLOW_MQTT_TLS_CA",
+		"mqtt-tls-cert": "OTAFLOW_MQTT_TLS_CERT", "mqtt-tls-key": "OTAFLOW_MQTT_TLS_KEY", "mqtt-tls-ca": "OTAFLOW_MQTT_TLS_CA", "ca-dir": "OTAFLOW_CA_DIR",
 		"postgres-url": "OTAFLOW_POSTGRES_URL", "artifact-dir": "OTAFLOW_ARTIFACT_DIR", "mqtt-client-id": "OTAFLOW_MQTT_CLIENT_ID",
 		"shared-subscription-group": "OTAFLOW_SHARED_SUBSCRIPTION_GROUP", "console-password": "OTAFLOW_CONSOLE_PASSWORD",
 		"temporal-ui-url": "OTAFLOW_TEMPORAL_UI_URL", "tls-cert": "OTAFLOW_TLS_CERT", "tls-key": "OTAFLOW_TLS_KEY",

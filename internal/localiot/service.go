@@ -42,6 +42,9 @@ type Options struct {
 	// NoAWSQuotas lifts the AWS IoT quotas the service enforces by default (quotas.go), for
 	// users who only ever run locally. With them, what works here works on AWS.
 	NoAWSQuotas bool
+	// CA, when set, is the devices' certificate authority: it issues certificates
+	// (CreateKeysAndCertificate, CreateCertificateFromCsr) and vouches for registered ones.
+	CA Issuer
 	// FleetIndexing turns thing indexing on (registry, and the otaflow and health named
 	// shadows) when the store holds no indexing configuration yet; AWS starts with it off.
 	FleetIndexing bool
@@ -61,6 +64,10 @@ type Service struct {
 
 	mu        sync.RWMutex
 	listeners []func(things []string)
+	// certListeners are told of certificates that stopped being usable (certificates.go).
+	certListeners []func(id string)
+	// ca issues device certificates (Options.CA); nil: none are issued.
+	ca Issuer
 	// later are things to notify at the next sweep (notifyLater).
 	later []string
 	// shared: the store is shared by replicas; unsettledJobs are the jobs whose executions
@@ -115,7 +122,7 @@ func Open(o Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{region: o.Region, account: o.Account, log: o.Logger, now: o.Now, stopSweep: make(chan struct{}),
-		artifacts: o.ArtifactDir, baseURL: o.BaseURL, quotas: !o.NoAWSQuotas}
+		artifacts: o.ArtifactDir, baseURL: o.BaseURL, quotas: !o.NoAWSQuotas, ca: o.CA}
 	s.st, s.raw = indexingStore{Store: st, s: s}, st
 	_, s.shared = s.Shared()
 	if s.presignKey, err = s.loadPresignSecret(); err != nil {
@@ -256,3 +263,6 @@ func (s *Service) Shared() (store.Shared, bool) {
 	sh, ok := s.raw.(store.Shared)
 	return sh, ok
 }
+
+// Account is the AWS account ID in this service's ARNs.
+func (s *Service) Account() string { return s.account }

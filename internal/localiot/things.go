@@ -77,6 +77,9 @@ func (s *Service) DeleteThing(name string, expectedVersion int64) error {
 		if expectedVersion != 0 && expectedVersion != th.Version {
 			return Errorf(CodeVersionMismatch, "thing %s is at version %d, not %d", name, th.Version, expectedVersion)
 		}
+		if len(th.Principals) > 0 {
+			return Errorf(CodeInvalidRequest, "cannot delete thing %s: it has %d principal(s) attached; detach them first (DetachThingPrincipal)", name, len(th.Principals))
+		}
 		execs, err := t.ThingExecutions(name)
 		if err != nil {
 			return err

@@ -36,10 +36,16 @@ const (
 
 // Open loads the CA in dir, creating it on first use.
 func Open(dir string) (*CA, error) {
-	certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key")
-	if _, err := os.Stat(keyFile); errors.Is(err, os.ErrNotExist) {
-		return create(dir, certFile, keyFile)
+	if _, err := os.Stat(filepath.Join(dir, "ca.key")); errors.Is(err, os.ErrNotExist) {
+		return create(dir, filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key"))
 	}
+	return Load(dir)
+}
+
+// Load loads the CA in dir (ca.pem and ca.key), never creating one: a service that signs
+// device certificates must use the CA the broker trusts, not a new one.
+func Load(dir string) (*CA, error) {
+	certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca.key")
 	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("load the local CA from %s: %w", dir, err)
@@ -198,4 +204,43 @@ func ServerTLSFiles(certFile, keyFile, caFile string) (*tls.Config, error) {
 		return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}, nil
+}
+
+// IssueClient signs a new key pair's client certificate for cn (as AWS IoT's
+// CreateKeysAndCertificate does): the certificate, its public key and its private key, in PEM.
+func (ca *CA) IssueClient(cn string) (certPEM, publicPEM, privatePEM []byte, err error) {
+	pair, certPEM, keyPEM, err := ca.issue(cn, x509.ExtKeyUsageClientAuth, nil)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	pub, err := x509.MarshalPKIXPublicKey(pair.PrivateKey.(*ecdsa.PrivateKey).Public())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return certPEM, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), keyPEM, nil
+}
+
+// SignCSR signs the public key of a certificate signing request (PEM) as a client
+// certificate, keeping its subject, after checking the request's own signature (as AWS IoT's
+// CreateCertificateFromCsr does). The private key never leaves the device.
+func (ca *CA) SignCSR(csrPEM []byte) ([]byte, error) {
+	block, _ := pem.Decode(csrPEM)
+	if block == nil || block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST" {
+		return nil, errors.New("the certificate signing request is not PEM (-----BEGIN CERTIFICATE REQUEST-----)")
+	}
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("the certificate signing request does not parse: %w", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("the certificate signing request's signature does not verify: %w", err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: csr.Subject,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(certValidity),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, csr.PublicKey, ca.key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }

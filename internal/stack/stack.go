@@ -211,10 +211,18 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 
 	jlog := log.With().Str("component", "jobs").Logger()
 	s.Jobs, err = localiot.Open(localiot.Options{FleetIndexing: !o.NoFleetIndex, Path: filepath.Join(o.DataDir, "jobs.db"), PostgresURL: o.JobsPostgresURL, ArtifactDir: filepath.Join(o.DataDir, "artifacts"),
-		Region: o.Region, Logger: jlog, NoAWSQuotas: o.NoAWSQuotas})
+		Region: o.Region, Logger: jlog, NoAWSQuotas: o.NoAWSQuotas, CA: s.CA})
 	if err != nil {
 		return nil, err
 	}
+	// The broker admits registered certificates as the registry says, and drops the devices of
+	// one that is deactivated, revoked or detached.
+	s.Broker.SetCertificateCheck(s.Jobs.CertificateDecision)
+	s.Jobs.OnCertificateChange(func(id string) {
+		if n := s.Broker.DisconnectCertificate(id); n > 0 {
+			jlog.Info().Str("certificate", id).Int("devices", n).Msg("disconnected the devices using a certificate that is no longer usable")
+		}
+	})
 	planeOpts := mqttplane.Options{BrokerURL: s.Broker.URL(), Username: cliconfig.DefaultMQTTServiceUser, Password: servicePassword, Logger: jlog}
 	if o.JobsReplicas > 1 {
 		if o.JobsPostgresURL == "" {
@@ -416,6 +424,9 @@ func (s *Stack) StartBroker() error {
 	b, err := broker.Start(s.brokerOpts)
 	if err != nil {
 		return err
+	}
+	if s.Jobs != nil {
+		b.SetCertificateCheck(s.Jobs.CertificateDecision)
 	}
 	s.Broker = b
 	return nil

@@ -124,6 +124,17 @@ func Handler(svc *localiot.Service, auth *SigV4Verifier, extra ...Route) http.Ha
 	mux.op("POST /indices/percentiles", s.handleGetPercentiles)
 	mux.op("POST /indices/cardinality", s.handleGetCardinality)
 	mux.op("POST /indices/buckets", s.handleGetBucketsAggregation)
+	mux.op("POST /keys-and-certificate", s.handleCreateKeysAndCertificate)
+	mux.op("POST /certificates", s.handleCreateCertificateFromCsr)
+	mux.op("POST /certificate/register", s.handleRegisterCertificate)
+	mux.op("GET /certificates/{certificateId}", s.handleDescribeCertificate)
+	mux.op("GET /certificates", s.handleListCertificates)
+	mux.op("PUT /certificates/{certificateId}", s.handleUpdateCertificate)
+	mux.op("DELETE /certificates/{certificateId}", s.handleDeleteCertificate)
+	mux.op("PUT /things/{thingName}/principals", s.handleAttachThingPrincipal)
+	mux.op("DELETE /things/{thingName}/principals", s.handleDetachThingPrincipal)
+	mux.op("GET /things/{thingName}/principals", s.handleListThingPrincipals)
+	mux.op("GET /principals/things", s.handleListPrincipalThings)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeUnknownOperation(w, fmt.Sprintf("%s %s is not an operation this jobs service serves (README lists them)", r.Method, r.URL.Path))
 	})
@@ -215,6 +226,12 @@ func exceptionFor(code localiot.ErrorCode) (string, int) {
 		return "InvalidAggregationException", http.StatusBadRequest
 	case localiot.CodeLimitExceeded:
 		return "LimitExceededException", http.StatusGone
+	case localiot.CodeCertificateState:
+		return "CertificateStateException", http.StatusNotAcceptable
+	case localiot.CodeDeleteConflict:
+		return "DeleteConflictException", http.StatusConflict
+	case localiot.CodeCertificateValidation:
+		return "CertificateValidationException", http.StatusBadRequest
 	}
 	return "InternalFailureException", http.StatusInternalServerError
 }

@@ -44,6 +44,28 @@ type Thing struct {
 	CreatedAt time.Time `json:"createdAt"`
 	// Shadows are the thing's named device shadows (shadow.go).
 	Shadows map[string]*Shadow `json:"shadows,omitempty"`
+	// Principals are the ARNs of the certificates attached to the thing (certificates.go).
+	Principals []string `json:"principals,omitempty"`
+}
+
+// Certificate is a device certificate the service knows (AWS IoT's certificates API): kept as
+// a record of kind "certificate" under its ID.
+type Certificate struct {
+	ID     string `json:"certificateId"` // the SHA-256 of its DER, in hex
+	Arn    string `json:"certificateArn"`
+	PEM    string `json:"certificatePem"`
+	Status string `json:"status"`
+	// CAID is the ID of the CA certificate that signed it.
+	CAID         string    `json:"caCertificateId,omitempty"`
+	CreatedAt    time.Time `json:"creationDate"`
+	LastModified time.Time `json:"lastModifiedDate"`
+	// Version counts its changes (customerVersion); GenerationID changes with each.
+	Version      int       `json:"customerVersion"`
+	GenerationID string    `json:"generationId"`
+	NotBefore    time.Time `json:"notBefore"`
+	NotAfter     time.Time `json:"notAfter"`
+	// Things are the things it is attached to.
+	Things []string `json:"things,omitempty"`
 }
 
 // ProcessDetails are a job's per-state execution counters (AWS's jobProcessDetails).

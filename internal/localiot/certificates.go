@@ -1,0 +1,415 @@
+package localiot
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/otaflow/otaflow/internal/arn"
+	"github.com/otaflow/otaflow/internal/localiot/store"
+)
+
+// Device identity as AWS IoT manages it: certificates (issued here from a key pair or a
+// device's CSR, or registered when another CA of this service's signed them), their status
+// (ACTIVE, INACTIVE, REVOKED), and thing principals (which certificates a thing may connect
+// with). The broker asks CertificateDecision at each device connect, so a certificate that is
+// deactivated or revoked stops working at once, and OnCertificateChange disconnects the
+// devices using it.
+
+const certificateKind = "certificate"
+
+// Certificate statuses a caller may set (AWS's CertificateStatus; the transfer states are not
+// served).
+const (
+	CertActive   = "ACTIVE"
+	CertInactive = "INACTIVE"
+	CertRevoked  = "REVOKED"
+)
+
+// Issuer signs device certificates (pki.CA).
+type Issuer interface {
+	IssueClient(cn string) (certPEM, publicPEM, privatePEM []byte, err error)
+	SignCSR(csrPEM []byte) ([]byte, error)
+	// Pool holds the CA certificate that signs them.
+	Pool() *x509.CertPool
+}
+
+// CodeCertificateState is AWS's CertificateStateException; CodeDeleteConflict its
+// DeleteConflictException.
+const (
+	CodeCertificateState      ErrorCode = "CertificateState"
+	CodeDeleteConflict        ErrorCode = "DeleteConflict"
+	CodeCertificateValidation ErrorCode = "CertificateValidation"
+)
+
+// CertificateID is AWS IoT's ID of a certificate: the SHA-256 of its DER, in hex.
+func CertificateID(der []byte) string {
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
+}
+
+// CertificateArn is the ARN of a certificate in this service's region and account.
+func (s *Service) CertificateArn(id string) string {
+	return arn.IoT(s.region, s.account, arn.TypeCert, id)
+}
+
+func (s *Service) issuer() (Issuer, error) {
+	if s.ca == nil {
+		return nil, Errorf(CodeInvalidRequest, "this jobs service issues no certificates: it was started without the devices' certificate authority (--ca-dir)")
+	}
+	return s.ca, nil
+}
+
+// CreateKeysAndCertificate makes a key pair and a certificate for it. The private key is in
+// the answer only: the service keeps none.
+func (s *Service) CreateKeysAndCertificate(setActive bool) (c *store.Certificate, publicPEM, privatePEM string, err error) {
+	ca, err := s.issuer()
+	if err != nil {
+		return nil, "", "", err
+	}
+	certPEM, pub, priv, err := ca.IssueClient("otaflow device certificate")
+	if err != nil {
+		return nil, "", "", err
+	}
+	c, err = s.addCertificate(string(certPEM), statusFor(setActive))
+	return c, string(pub), string(priv), err
+}
+
+// CreateCertificateFromCsr signs a device's certificate signing request.
+func (s *Service) CreateCertificateFromCsr(csrPEM string, setActive bool) (*store.Certificate, error) {
+	ca, err := s.issuer()
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := ca.SignCSR([]byte(csrPEM))
+	if err != nil {
+		return nil, Errorf(CodeInvalidRequest, "certificateSigningRequest: %v", err)
+	}
+	return s.addCertificate(string(certPEM), statusFor(setActive))
+}
+
+// RegisterCertificate records a certificate that this service's CA signed (made elsewhere, by
+// `starter device-cert` or a factory's tooling). status wins over setAsActive, as in AWS.
+func (s *Service) RegisterCertificate(certPEM, caPEM, status string, setActive bool) (*store.Certificate, error) {
+	if status == "" {
+		status = statusFor(setActive)
+	}
+	if status != CertActive && status != CertInactive {
+		return nil, Errorf(CodeInvalidRequest, "status %q: register a certificate as ACTIVE or INACTIVE", status)
+	}
+	cert, err := parseCertificate(certPEM)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := s.issuer()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return nil, Errorf(CodeCertificateValidation, "the certificate is not one this service's CA signed for a device (%v); register it with the CA that signed it", err)
+	}
+	return s.addCertificate(certPEM, status)
+}
+
+func statusFor(active bool) string {
+	if active {
+		return CertActive
+	}
+	return CertInactive
+}
+
+func parseCertificate(certPEM string) (*x509.Certificate, error) {
+	block, _ := pem.Decode([]byte(certPEM))
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, Errorf(CodeCertificateValidation, "certificatePem is not a PEM certificate (-----BEGIN CERTIFICATE-----)")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, Errorf(CodeCertificateValidation, "certificatePem does not parse: %v", err)
+	}
+	return cert, nil
+}
+
+func (s *Service) addCertificate(certPEM, status string) (*store.Certificate, error) {
+	cert, err := parseCertificate(certPEM)
+	if err != nil {
+		return nil, err
+	}
+	now := s.Clock()
+	c := &store.Certificate{ID: CertificateID(cert.Raw), PEM: certPEM, Status: status, CreatedAt: now, LastModified: now,
+		Version: 1, GenerationID: newGenerationID(), NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC()}
+	c.Arn = s.CertificateArn(c.ID)
+	err = s.st.Update(func(t store.Tx) error {
+		if existing, err := t.Record(certificateKind, c.ID); err != nil || existing != nil {
+			if existing != nil {
+				return Errorf(CodeAlreadyExists, "certificate %s is already registered", c.ID)
+			}
+			return err
+		}
+		return putCertificate(t, c)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func newGenerationID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func putCertificate(t store.Tx, c *store.Certificate) error {
+	raw, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	return t.PutRecord(certificateKind, c.ID, raw)
+}
+
+func certificateIn(t store.Tx, id string) (*store.Certificate, error) {
+	raw, err := t.Record(certificateKind, strings.ToLower(strings.TrimPrefix(id, "0x")))
+	if err != nil || raw == nil {
+		return nil, err
+	}
+	var c store.Certificate
+	return &c, json.Unmarshal(raw, &c)
+}
+
+func mustCertificate(t store.Tx, id string) (*store.Certificate, error) {
+	c, err := certificateIn(t, id)
+	if err == nil && c == nil {
+		err = Errorf(CodeResourceNotFound, "certificate %s does not exist", id)
+	}
+	return c, err
+}
+
+// DescribeCertificate is one certificate.
+func (s *Service) DescribeCertificate(id string) (*store.Certificate, error) {
+	var out *store.Certificate
+	err := s.st.View(func(t store.Tx) (err error) {
+		out, err = mustCertificate(t, id)
+		return err
+	})
+	return out, err
+}
+
+// ListCertificates pages through certificates by creation date (newest first unless
+// ascending); marker is where the last page ended.
+func (s *Service) ListCertificates(pageSize int, marker string, ascending bool) ([]*store.Certificate, string, error) {
+	if pageSize <= 0 || pageSize > 250 {
+		pageSize = 25
+	}
+	var all []*store.Certificate
+	err := s.st.View(func(t store.Tx) error {
+		raws, err := t.Records(certificateKind)
+		if err != nil {
+			return err
+		}
+		for _, raw := range raws {
+			var c store.Certificate
+			if err := json.Unmarshal(raw, &c); err != nil {
+				return err
+			}
+			all = append(all, &c)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	sort.SliceStable(all, func(i, j int) bool {
+		if !all[i].CreatedAt.Equal(all[j].CreatedAt) {
+			return all[i].CreatedAt.Before(all[j].CreatedAt) == ascending
+		}
+		return all[i].ID < all[j].ID
+	})
+	start := 0
+	if marker != "" {
+		n, err := strconv.Atoi(marker)
+		if err != nil || n < 0 || n > len(all) {
+			return nil, "", Errorf(CodeInvalidRequest, "marker %q is not one this service handed out", marker)
+		}
+		start = n
+	}
+	end := min(start+pageSize, len(all))
+	next := ""
+	if end < len(all) {
+		next = strconv.Itoa(end)
+	}
+	return all[start:end], next, nil
+}
+
+// UpdateCertificate sets a certificate's status. A revoked certificate stays revoked. Devices
+// connected with a certificate that stops being ACTIVE are disconnected.
+func (s *Service) UpdateCertificate(id, status string) error {
+	switch status {
+	case CertActive, CertInactive, CertRevoked:
+	default:
+		return Errorf(CodeInvalidRequest, "newStatus %q: use ACTIVE, INACTIVE or REVOKED", status)
+	}
+	var changed *store.Certificate
+	err := s.st.Update(func(t store.Tx) error {
+		changed = nil
+		c, err := mustCertificate(t, id)
+		if err != nil {
+			return err
+		}
+		if c.Status == CertRevoked && status != CertRevoked {
+			return Errorf(CodeCertificateState, "certificate %s is REVOKED: a revoked certificate cannot be used again; issue the device a new one", c.ID)
+		}
+		if c.Status == status {
+			return nil
+		}
+		c.Status, c.LastModified, c.Version, c.GenerationID = status, s.Clock(), c.Version+1, newGenerationID()
+		changed = c
+		return putCertificate(t, c)
+	})
+	if err == nil && changed != nil {
+		s.log.Info().Str("certificate", changed.ID).Str("status", status).Strs("things", changed.Things).Msg("certificate status changed")
+		s.certificateChanged(changed)
+	}
+	return err
+}
+
+// DeleteCertificate deletes an INACTIVE or REVOKED certificate attached to no thing.
+func (s *Service) DeleteCertificate(id string) error {
+	return s.st.Update(func(t store.Tx) error {
+		c, err := mustCertificate(t, id)
+		if err != nil {
+			return err
+		}
+		if c.Status == CertActive {
+			return Errorf(CodeCertificateState, "certificate %s is ACTIVE; deactivate it (UpdateCertificate INACTIVE) before deleting it", c.ID)
+		}
+		if len(c.Things) > 0 {
+			return Errorf(CodeDeleteConflict, "certificate %s is attached to %s; detach it (DetachThingPrincipal) first", c.ID, strings.Join(c.Things, ", "))
+		}
+		return t.DeleteRecord(certificateKind, c.ID)
+	})
+}
+
+// certificateOfPrincipal is the certificate a principal ARN names.
+func certificateOfPrincipal(t store.Tx, principal string) (*store.Certificate, error) {
+	a, err := arn.Parse(principal)
+	if err != nil || a.Type != arn.TypeCert {
+		return nil, Errorf(CodeInvalidRequest, "principal %q: give a certificate's ARN (arn:aws:iot:REGION:ACCOUNT:cert/ID)", principal)
+	}
+	return mustCertificate(t, a.Name)
+}
+
+// AttachThingPrincipal lets a thing connect with a certificate.
+func (s *Service) AttachThingPrincipal(thing, principal string) error {
+	return s.setPrincipal(thing, principal, true)
+}
+
+// DetachThingPrincipal stops it.
+func (s *Service) DetachThingPrincipal(thing, principal string) error {
+	return s.setPrincipal(thing, principal, false)
+}
+
+func (s *Service) setPrincipal(thing, principal string, attach bool) error {
+	var detached *store.Certificate
+	err := s.st.Update(func(t store.Tx) error {
+		detached = nil
+		th, err := mustThing(t, thing)
+		if err != nil {
+			return err
+		}
+		c, err := certificateOfPrincipal(t, principal)
+		if err != nil {
+			return err
+		}
+		has := slices.Contains(th.Principals, c.Arn)
+		switch {
+		case attach && !has:
+			th.Principals = append(th.Principals, c.Arn)
+			c.Things = append(c.Things, thing)
+		case !attach && has:
+			th.Principals = slices.DeleteFunc(th.Principals, func(p string) bool { return p == c.Arn })
+			c.Things = slices.DeleteFunc(c.Things, func(n string) bool { return n == thing })
+			detached = c
+		default:
+			return nil
+		}
+		if err := putCertificate(t, c); err != nil {
+			return err
+		}
+		return t.PutThing(th)
+	})
+	if err == nil && detached != nil {
+		s.certificateChanged(detached) // a device connected as thing with it no longer may be
+	}
+	return err
+}
+
+// ListThingPrincipals are the certificates attached to a thing.
+func (s *Service) ListThingPrincipals(thing string) ([]string, error) {
+	th, err := s.DescribeThing(thing)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Clone(th.Principals), nil
+}
+
+// ListPrincipalThings are the things a certificate is attached to.
+func (s *Service) ListPrincipalThings(principal string) ([]string, error) {
+	var out []string
+	err := s.st.View(func(t store.Tx) error {
+		c, err := certificateOfPrincipal(t, principal)
+		if err == nil {
+			out = slices.Clone(c.Things)
+		}
+		return err
+	})
+	return out, err
+}
+
+// CertificateDecision says whether a device presenting cert may connect as clientID. known is
+// false for a certificate the service has no record of (issued by `starter device-cert`
+// without registering it): the broker then falls back on the certificate naming the thing.
+// A known certificate must be ACTIVE and attached to the thing, as AWS IoT requires.
+func (s *Service) CertificateDecision(cert *x509.Certificate, clientID string) (known, allowed bool, reason string) {
+	var c *store.Certificate
+	if err := s.st.View(func(t store.Tx) (err error) {
+		c, err = certificateIn(t, CertificateID(cert.Raw))
+		return err
+	}); err != nil {
+		return true, false, "the certificate registry could not be read: " + err.Error()
+	}
+	switch {
+	case c == nil:
+		return false, false, ""
+	case c.Status != CertActive:
+		return true, false, "certificate " + c.ID + " is " + c.Status
+	case !slices.Contains(c.Things, clientID):
+		return true, false, "certificate " + c.ID + " is not attached to thing " + clientID + " (AttachThingPrincipal)"
+	}
+	return true, true, ""
+}
+
+// OnCertificateChange registers fn to be told when a certificate stops being usable by some
+// thing (deactivated, revoked, or detached from a thing): the broker disconnects the devices
+// using it.
+func (s *Service) OnCertificateChange(fn func(id string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.certListeners = append(s.certListeners, fn)
+}
+
+func (s *Service) certificateChanged(c *store.Certificate) {
+	s.mu.RLock()
+	ls := slices.Clone(s.certListeners)
+	s.mu.RUnlock()
+	for _, fn := range ls {
+		fn(c.ID)
+	}
+}
