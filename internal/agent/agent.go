@@ -537,6 +537,10 @@ func (a *Agent) processNext(ctx context.Context) (bool, error) {
 	}
 	for _, j := range append(pending.InProgressJobs, pending.QueuedJobs...) {
 		ex, err := a.jobs.Describe(ctx, j.JobID)
+		var rej *iotjobs.ErrorReply
+		if errors.As(err, &rej) && (rej.Code == iotjobs.CodeTerminalStateReached || rej.Code == iotjobs.CodeResourceNotFound) {
+			continue // it ended (or was deleted) since the list was read
+		}
 		if err != nil {
 			return false, err
 		}

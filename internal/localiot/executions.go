@@ -70,6 +70,24 @@ func (s *Service) setStatus(t store.Tx, j *store.Job, e *store.Execution, status
 	return t.PutJob(j)
 }
 
+// DeviceDescribe is a device's DescribeJobExecution (over MQTT or HTTPS): the thing's next
+// pending execution for jobID $next (nil when none), else the execution of jobID, which a
+// device may describe only while it has not ended (TerminalStateReached, as AWS answers).
+func (s *Service) DeviceDescribe(thing, jobID string, executionNumber ...int64) (*store.Execution, *store.Job, error) {
+	if jobID == iotjobs.NextJobID {
+		return s.NextExecution(thing)
+	}
+	e, err := s.DescribeJobExecution(jobID, thing, executionNumber...)
+	if err != nil {
+		return nil, nil, err
+	}
+	if e.Status.Terminal() {
+		return nil, nil, Errorf(CodeTerminalStateReached, "the execution of job %s on %s is %s: it has ended", jobID, thing, e.Status)
+	}
+	j, err := s.JobWithoutTargets(jobID)
+	return e, j, err
+}
+
 // completeIfDone completes a SNAPSHOT job in progress whose executions have all ended.
 func completeIfDone(j *store.Job, now time.Time) {
 	if j.Status == store.JobInProgress && j.TargetSelection == "SNAPSHOT" && j.Counts.Pending() == 0 {

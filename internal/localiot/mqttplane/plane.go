@@ -428,17 +428,11 @@ func (p *Plane) answer(topic string, r iotjobs.Request, payload []byte, now int6
 		if err := decode(payload, &req); err != nil {
 			return nil, err
 		}
-		var e *store.Execution
-		var j *store.Job
-		var err error
-		if r.JobID == iotjobs.NextJobID {
-			e, j, err = p.svc.NextExecution(r.Thing)
-		} else {
-			e, err = p.svc.DescribeJobExecution(r.JobID, r.Thing, req.ExecutionNumber)
-			if err == nil {
-				j, err = p.svc.JobWithoutTargets(r.JobID)
-			}
+		var number []int64
+		if req.ExecutionNumber != 0 {
+			number = append(number, req.ExecutionNumber)
 		}
+		e, j, err := p.svc.DeviceDescribe(r.Thing, r.JobID, number...)
 		if err != nil {
 			return nil, err
 		}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/otaflow/otaflow/internal/iotjobs"
 	"github.com/otaflow/otaflow/internal/localiot"
-	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
 // The Jobs device API over HTTPS (the iot-jobs-data plane: GetPendingJobExecutions,
@@ -101,14 +100,7 @@ func (s api) handleDataDescribeJobExecution(r *http.Request) (any, error) {
 		}
 		number = append(number, n)
 	}
-	var e *store.Execution
-	var j *store.Job
-	var err error
-	if jobID == iotjobs.NextJobID {
-		e, j, err = s.NextExecution(thing)
-	} else if e, err = s.DescribeJobExecution(jobID, thing, number...); err == nil {
-		j, err = s.JobWithoutTargets(jobID)
-	}
+	e, j, err := s.DeviceDescribe(thing, jobID, number...)
 	if err != nil {
 		return nil, err
 	}

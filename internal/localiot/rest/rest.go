@@ -212,8 +212,10 @@ func exceptionFor(code localiot.ErrorCode) (string, int) {
 		return "ResourceNotFoundException", http.StatusNotFound
 	case localiot.CodeAlreadyExists:
 		return "ResourceAlreadyExistsException", http.StatusConflict
-	case localiot.CodeInvalidStateTransition, localiot.CodeTerminalStateReached:
+	case localiot.CodeInvalidStateTransition:
 		return "InvalidStateTransitionException", http.StatusConflict
+	case localiot.CodeTerminalStateReached:
+		return "TerminalStateException", http.StatusGone
 	case localiot.CodeVersionMismatch, localiot.CodeConflict:
 		return "VersionConflictException", http.StatusConflict
 	case localiot.CodeResourceConflict:
