@@ -493,9 +493,10 @@ func (h *policyHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 		return false
 	}
 	if shadow, isShadow := strings.CutPrefix(rest, "shadow/"); isShadow || rest == "shadow" {
+		// A device may use its classic shadow, and the named shadows the policy allows.
 		name, _, _ := strings.Cut(strings.TrimPrefix(shadow, "name/"), "/")
-		if !strings.HasPrefix(shadow, "name/") || !slices.Contains(h.shadows, name) {
-			h.log.Warn().Str("client", cl.ID).Str("topic", topic).Bool("write", write).Strs("allowed", h.shadows).Msg("MQTT access refused: a device may only use its named shadows the policy allows")
+		if strings.HasPrefix(shadow, "name/") && !slices.Contains(h.shadows, name) {
+			h.log.Warn().Str("client", cl.ID).Str("topic", topic).Bool("write", write).Strs("allowed", h.shadows).Msg("MQTT access refused: a device may only use its classic shadow and the named shadows the policy allows")
 			return false
 		}
 	}

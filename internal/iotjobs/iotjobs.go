@@ -27,9 +27,13 @@ const (
 // Topic is $aws/things/{thing}/jobs/{suffix}.
 func Topic(thing, suffix string) string { return TopicPrefix + thing + "/jobs/" + suffix }
 
-// ShadowTopic is the topic of an operation ("update", "get", "update/accepted"…) on a thing's
-// named shadow (the Device Shadow service's MQTT API).
+// ShadowTopic is the topic of an operation ("update", "get", "delete", "update/accepted"…) on
+// a thing's named shadow, or its classic (unnamed) shadow when name is "" (the Device Shadow
+// service's MQTT API).
 func ShadowTopic(thing, name, op string) string {
+	if name == "" {
+		return TopicPrefix + thing + "/shadow/" + op
+	}
 	return TopicPrefix + thing + "/shadow/name/" + name + "/" + op
 }
 

@@ -268,8 +268,8 @@ func TestShadowsFollowAWSLimits(t *testing.T) {
 	require.ErrorContains(t, err, "No shadow exists", "a thing's shadows go with it")
 }
 
-// TestDeviceShadowNamesFollowThePolicy: on the embedded broker a device may use only the
-// named shadows the policy allows (the inventory), not create others.
+// TestDeviceShadowNamesFollowThePolicy: on the embedded broker a device may use its classic
+// shadow and only the named shadows the policy allows (the inventory), not create others.
 func TestDeviceShadowNamesFollowThePolicy(t *testing.T) {
 	b := mqtttest.Embedded(t)
 	svc := openService(t, t.TempDir())
@@ -277,7 +277,7 @@ func TestDeviceShadowNamesFollowThePolicy(t *testing.T) {
 	servePlane(t, svc, b.URL, "dev-1")
 	dev := connectDevice(t, b, "dev-1")
 	require.EqualValues(t, 0x80, dev.subscribe("$aws/things/dev-1/shadow/name/junk/update/accepted"))
-	require.EqualValues(t, 0x80, dev.subscribe("$aws/things/dev-1/shadow/update/accepted"), "the classic shadow is not offered")
+	require.EqualValues(t, 1, dev.subscribe("$aws/things/dev-1/shadow/update/accepted"), "its classic shadow")
 	require.EqualValues(t, 1, dev.subscribe("$aws/things/dev-1/shadow/name/otaflow/update/accepted"))
 	dev.client.Publish("$aws/things/dev-1/shadow/name/otaflow/update", 1, false, []byte(`{"state":{"reported":{"a":1}}}`)).WaitTimeout(5 * time.Second)
 	dev.awaitTopic("$aws/things/dev-1/shadow/name/otaflow/update/accepted")

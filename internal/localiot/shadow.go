@@ -11,7 +11,7 @@ import (
 	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
-// Named device shadows: the part of the AWS IoT Device Shadow service otaflow's agents use to
+// Device shadows, classic (unnamed) and named: the AWS IoT Device Shadow service otaflow's agents use to
 // keep their inventory (installed versions, last job) where the console reads it, on AWS as
 // here. Devices update their shadow over MQTT ($aws/things/THING/shadow/name/NAME/update and
 // /get, with /accepted and /rejected replies); services read it over REST (GET
@@ -44,10 +44,40 @@ const (
 // shadowKind is the store's record kind for a thing's shadows.
 func shadowKind(thing string) string { return "shadow/" + thing }
 
+// classicShadowKey is the classic (unnamed) shadow's record name: no shadow name has a "$".
+const classicShadowKey = "$classic"
+
+// shadowKey is a shadow's record name ("" is the classic shadow).
+func shadowKey(name string) string {
+	if name == "" {
+		return classicShadowKey
+	}
+	return name
+}
+
+// checkShadowName accepts a shadow name, or "" for the classic shadow.
+func checkShadowName(name string) error {
+	if name != "" && !shadowNameRE.MatchString(name) {
+		return Errorf(CodeInvalidRequest, "shadow name %q: use 1 to 64 of a-z A-Z 0-9 : _ -", name)
+	}
+	return nil
+}
+
+// noShadow is AWS's answer for a shadow that does not exist.
+func noShadow(thing, name string) error {
+	if name == "" {
+		return Errorf(CodeResourceNotFound, "No shadow exists with name: '%s'", thing)
+	}
+	return Errorf(CodeResourceNotFound, "No shadow exists with name: '%s~%s'", thing, name)
+}
+
+// shadowRetention is how long a deleted shadow's version is remembered (AWS: 48 hours).
+const shadowRetention = 48 * 60 * 60
+
 // shadowOf reads a thing's named shadow: its own record, or (written by earlier versions)
 // the copy kept in the thing record.
 func shadowOf(t store.Tx, th *store.Thing, name string) (*store.Shadow, error) {
-	raw, err := t.Record(shadowKind(th.Name), name)
+	raw, err := t.Record(shadowKind(th.Name), shadowKey(name))
 	if err != nil || raw == nil {
 		return th.Shadows[name], err
 	}
@@ -67,7 +97,7 @@ func shadowNames(t store.Tx, th *store.Thing) ([]string, error) {
 	var names []string
 	for _, raw := range bodies {
 		var sh store.Shadow
-		if json.Unmarshal(raw, &sh) == nil && sh.Name != "" {
+		if json.Unmarshal(raw, &sh) == nil && sh.Name != "" && sh.Deleted == 0 {
 			names = append(names, sh.Name)
 		}
 	}
@@ -86,8 +116,18 @@ func deleteShadows(t store.Tx, th *store.Thing) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range names {
-		if err := t.DeleteRecord(shadowKind(th.Name), name); err != nil {
+	bodies, err := t.Records(shadowKind(th.Name))
+	if err != nil {
+		return err
+	}
+	for _, raw := range bodies { // deleted ones (kept for their version) too
+		var sh store.Shadow
+		if json.Unmarshal(raw, &sh) == nil && sh.Name != "" && !slices.Contains(names, sh.Name) {
+			names = append(names, sh.Name)
+		}
+	}
+	for _, name := range append(names, "") {
+		if err := t.DeleteRecord(shadowKind(th.Name), shadowKey(name)); err != nil {
 			return err
 		}
 	}
@@ -97,31 +137,49 @@ func deleteShadows(t store.Tx, th *store.Thing) error {
 // ShadowTopic is the topic of a named shadow's operation (iotjobs.ShadowTopic).
 var ShadowTopic = iotjobs.ShadowTopic
 
-// ParseShadowTopic reads $aws/things/THING/shadow/name/NAME/(update|get).
+// ParseShadowTopic reads $aws/things/THING/shadow/name/NAME/OP, or the classic shadow's
+// $aws/things/THING/shadow/OP (name ""), for OP update, get or delete.
 func ParseShadowTopic(topic string) (thing, name, op string, ok bool) {
 	rest, ok := strings.CutPrefix(topic, "$aws/things/")
 	if !ok {
 		return "", "", "", false
 	}
 	parts := strings.Split(rest, "/")
-	if len(parts) != 5 || parts[1] != "shadow" || parts[2] != "name" || (parts[4] != "update" && parts[4] != "get") {
+	switch {
+	case len(parts) == 5 && parts[1] == "shadow" && parts[2] == "name":
+		thing, name, op = parts[0], parts[3], parts[4]
+	case len(parts) == 3 && parts[1] == "shadow":
+		thing, op = parts[0], parts[2]
+	default:
 		return "", "", "", false
 	}
-	return parts[0], parts[3], parts[4], true
+	if op != "update" && op != "get" && op != "delete" {
+		return "", "", "", false
+	}
+	return thing, name, op, true
 }
 
 // UpdateShadow merges an update into a thing's named shadow (a null removes a key), as the
 // Device Shadow service does, and returns the accepted reply's document.
 func (s *Service) UpdateShadow(thing, name string, payload []byte) (map[string]any, error) {
-	if !shadowNameRE.MatchString(name) {
-		return nil, Errorf(CodeInvalidRequest, "shadow name %q: use 1 to 64 of a-z A-Z 0-9 : _ -", name)
+	if err := checkShadowName(name); err != nil {
+		return nil, err
 	}
 	var u ShadowUpdate
-	if err := json.Unmarshal(payload, &u); err != nil {
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &u); err != nil || json.Unmarshal(payload, &members) != nil {
 		return nil, Errorf(CodeInvalidRequest, "Payload contains invalid json")
 	}
-	if u.State == nil {
+	// {"state": null} empties the shadow (desired and reported), as AWS documents.
+	clearAll := u.State == nil && string(members["state"]) == "null"
+	if u.State == nil && !clearAll {
 		return nil, Errorf(CodeInvalidRequest, "Missing required node: state")
+	}
+	if clearAll {
+		u.State = &struct {
+			Reported json.RawMessage `json:"reported,omitempty"`
+			Desired  json.RawMessage `json:"desired,omitempty"`
+		}{}
 	}
 	if len(u.State.Reported)+len(u.State.Desired) > maxShadowState {
 		return nil, Errorf(CodeLimitExceeded, "The state of shadow %s is larger than %d bytes", name, maxShadowState)
@@ -147,19 +205,28 @@ func (s *Service) UpdateShadow(thing, name string, payload []byte) (map[string]a
 		if err != nil {
 			return err
 		}
-		if sh == nil {
-			names, err := shadowNames(t, th)
-			if err != nil {
-				return err
+		if sh == nil || sh.Deleted != 0 {
+			if name != "" {
+				names, err := shadowNames(t, th)
+				if err != nil {
+					return err
+				}
+				if len(names) >= MaxNamedShadows {
+					return Errorf(CodeLimitExceeded, "thing %s already has %d named shadows (%s), the most otaflow keeps for one thing; delete one or use an existing name", thing, len(names), strings.Join(names, ", "))
+				}
 			}
-			if len(names) >= MaxNamedShadows {
-				return Errorf(CodeLimitExceeded, "thing %s already has %d named shadows (%s), the most otaflow keeps for one thing; delete one or use an existing name", thing, len(names), strings.Join(names, ", "))
+			version := int64(0)
+			if sh != nil && now-sh.Deleted <= shadowRetention {
+				version = sh.Version // created again within 48 hours: its version carries on
 			}
-			sh = &store.Shadow{}
+			sh = &store.Shadow{Version: version}
 		}
 		sh.Name = name
 		if u.Version != nil && *u.Version != sh.Version {
-			return Errorf(CodeConflict, "Version conflict: shadow %s is at version %d, not %d", name, sh.Version, *u.Version)
+			return Errorf(CodeConflict, "Version conflict")
+		}
+		if clearAll {
+			sh.Reported, sh.ReportedMeta, sh.Desired, sh.DesiredMeta = nil, nil, nil, nil
 		}
 		state, meta := map[string]any{}, map[string]any{}
 		if reported != nil {
@@ -180,7 +247,7 @@ func (s *Service) UpdateShadow(thing, name string, payload []byte) (map[string]a
 		if err != nil {
 			return err
 		}
-		if err := t.PutRecord(shadowKind(thing), name, raw); err != nil {
+		if err := t.PutRecord(shadowKind(thing), shadowKey(name), raw); err != nil {
 			return err
 		}
 		if _, old := th.Shadows[name]; old {
@@ -189,6 +256,9 @@ func (s *Service) UpdateShadow(thing, name string, payload []byte) (map[string]a
 			if err := t.PutThing(th); err != nil {
 				return err
 			}
+		}
+		if clearAll {
+			state = nil // the accepted document says the state is now null
 		}
 		out = map[string]any{"state": state, "metadata": meta, "version": sh.Version, "timestamp": now}
 		return nil
@@ -252,8 +322,8 @@ func stamp(update map[string]any, now int64) map[string]any {
 
 // GetShadow returns a thing's named shadow as the Device Shadow service's GetThingShadow does.
 func (s *Service) GetShadow(thing, name string) (map[string]any, error) {
-	if !shadowNameRE.MatchString(name) {
-		return nil, Errorf(CodeInvalidRequest, "shadow name %q: use 1 to 64 of a-z A-Z 0-9 : _ -", name)
+	if err := checkShadowName(name); err != nil {
+		return nil, err
 	}
 	var sh *store.Shadow
 	err := s.st.View(func(t store.Tx) error {
@@ -270,8 +340,8 @@ func (s *Service) GetShadow(thing, name string) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if sh == nil {
-		return nil, Errorf(CodeResourceNotFound, "No shadow exists with name: '%s~%s'", thing, name)
+	if sh == nil || sh.Deleted != 0 {
+		return nil, noShadow(thing, name)
 	}
 	state, meta := map[string]any{}, map[string]any{}
 	if len(sh.Reported) > 0 {
@@ -302,4 +372,58 @@ func delta(desired, reported map[string]any) map[string]any {
 		}
 	}
 	return d
+}
+
+// DeleteShadow deletes a thing's shadow (name "" is the classic one) and answers its last
+// version, as DeleteThingShadow does. Its version is kept for 48 hours, in case it is created
+// again.
+func (s *Service) DeleteShadow(thing, name string) (map[string]any, error) {
+	if err := checkShadowName(name); err != nil {
+		return nil, err
+	}
+	now := s.Clock().Unix()
+	var version int64
+	err := s.st.Update(func(t store.Tx) error {
+		th, err := mustThing(t, thing)
+		if err != nil {
+			return err
+		}
+		sh, err := shadowOf(t, th, name)
+		if err != nil {
+			return err
+		}
+		if sh == nil || sh.Deleted != 0 {
+			return noShadow(thing, name)
+		}
+		version = sh.Version
+		raw, err := json.Marshal(&store.Shadow{Name: name, Version: sh.Version, Timestamp: now, Deleted: now})
+		if err != nil {
+			return err
+		}
+		if _, old := th.Shadows[name]; old {
+			delete(th.Shadows, name)
+			if err := t.PutThing(th); err != nil {
+				return err
+			}
+		}
+		return t.PutRecord(shadowKind(thing), shadowKey(name), raw)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"version": version, "timestamp": now}, nil
+}
+
+// ListNamedShadows lists a thing's named shadows (not the classic one), by name.
+func (s *Service) ListNamedShadows(thing string) ([]string, error) {
+	var names []string
+	err := s.st.View(func(t store.Tx) error {
+		th, err := mustThing(t, thing)
+		if err != nil {
+			return err
+		}
+		names, err = shadowNames(t, th)
+		return err
+	})
+	return names, err
 }

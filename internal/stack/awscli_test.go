@@ -163,6 +163,28 @@ func TestInventoryShadowThroughAWSCLI(t *testing.T) {
 	_, stderr, err = awsCLI(t, s.JobsURL, "iot-data", "get-thing-shadow", "--thing-name", "device-0001", "--shadow-name", "missing", out)
 	require.Error(t, err)
 	require.Contains(t, string(stderr), "ResourceNotFoundException")
+
+	// The classic shadow, the list of named ones, and delete.
+	_, stderr, err = awsCLI(t, s.JobsURL, "iot-data", "update-thing-shadow", "--thing-name", "device-0001",
+		"--cli-binary-format", "raw-in-base64-out", "--payload", `{"state":{"desired":{"mode":"eco"}}}`, out)
+	require.NoError(t, err, string(stderr))
+	_, stderr, err = awsCLI(t, s.JobsURL, "iot-data", "get-thing-shadow", "--thing-name", "device-0001", out)
+	require.NoError(t, err, string(stderr))
+	raw, _ = os.ReadFile(out)
+	require.Contains(t, string(raw), `"mode":"eco"`)
+	listed, stderr, err := awsCLI(t, s.JobsURL, "iot-data", "list-named-shadows-for-thing", "--thing-name", "device-0001")
+	require.NoError(t, err, string(stderr))
+	var names struct{ Results []string }
+	require.NoError(t, json.Unmarshal(listed, &names))
+	require.Subset(t, names.Results, []string{"ops", "otaflow"})
+	require.NotContains(t, names.Results, "", "the classic shadow is not a named one")
+	_, stderr, err = awsCLI(t, s.JobsURL, "iot-data", "delete-thing-shadow", "--thing-name", "device-0001", "--shadow-name", "ops", out)
+	require.NoError(t, err, string(stderr))
+	raw, _ = os.ReadFile(out)
+	require.Contains(t, string(raw), `"version":1`)
+	_, stderr, err = awsCLI(t, s.JobsURL, "iot-data", "get-thing-shadow", "--thing-name", "device-0001", "--shadow-name", "ops", out)
+	require.Error(t, err)
+	require.Contains(t, string(stderr), "ResourceNotFoundException")
 }
 
 // TestControlPlaneThroughAWSCLI: the operations OTA scripts call, through the real AWS CLI.

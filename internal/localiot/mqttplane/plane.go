@@ -93,7 +93,8 @@ type planeRequest struct {
 	topic   string
 	payload []byte
 	r       iotjobs.Request
-	// shadow and shadowOp are set for a named shadow's update or get instead of a Jobs request.
+	// shadowOp is set (with shadow, "" for the classic one) for a shadow request instead of a
+	// Jobs request.
 	shadow, shadowOp string
 }
 
@@ -112,7 +113,8 @@ func Serve(s *localiot.Service, o Options) (*Plane, error) {
 	subs := map[string]byte{}
 	for _, topic := range []string{iotjobs.Topic("+", iotjobs.SuffixStartNext), iotjobs.Topic("+", iotjobs.SuffixGetPending),
 		iotjobs.Topic("+", iotjobs.DescribeSuffix("+")), iotjobs.Topic("+", iotjobs.UpdateSuffix("+")),
-		localiot.ShadowTopic("+", "+", "update"), localiot.ShadowTopic("+", "+", "get")} {
+		localiot.ShadowTopic("+", "+", "update"), localiot.ShadowTopic("+", "+", "get"), localiot.ShadowTopic("+", "+", "delete"),
+		localiot.ShadowTopic("+", "", "update"), localiot.ShadowTopic("+", "", "get"), localiot.ShadowTopic("+", "", "delete")} {
 		if o.SharedGroup != "" {
 			topic = "$share/" + o.SharedGroup + "/" + topic
 		}
@@ -324,7 +326,7 @@ func (p *Plane) serve() {
 			if p.exclusive && !p.leading.Load() {
 				continue // queued before this replica stepped down; the device asks the leader again
 			}
-			if req.shadow != "" {
+			if req.shadowOp != "" {
 				p.serveShadow(req)
 				continue
 			}
@@ -361,9 +363,15 @@ func (p *Plane) serveShadow(req planeRequest) {
 	json.Unmarshal(req.payload, &tok)
 	var doc map[string]any
 	var err error
-	if req.shadowOp == "update" {
+	switch req.shadowOp {
+	case "update":
 		doc, err = p.svc.UpdateShadow(req.r.Thing, req.shadow, req.payload)
-	} else if doc, err = p.svc.GetShadow(req.r.Thing, req.shadow); err == nil && tok.ClientToken != "" {
+	case "delete":
+		doc, err = p.svc.DeleteShadow(req.r.Thing, req.shadow)
+	default:
+		doc, err = p.svc.GetShadow(req.r.Thing, req.shadow)
+	}
+	if err == nil && req.shadowOp != "update" && tok.ClientToken != "" {
 		doc["clientToken"] = tok.ClientToken
 	}
 	if err != nil {

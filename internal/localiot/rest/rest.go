@@ -106,6 +106,8 @@ func Handler(svc *localiot.Service, auth *SigV4Verifier, extra ...Route) http.Ha
 	mux.op("DELETE /job-templates/{jobTemplateId}", s.handleDeleteJobTemplate)
 	mux.op("GET /things/{thingName}/shadow", s.handleGetThingShadow)
 	mux.op("POST /things/{thingName}/shadow", s.handleUpdateThingShadow)
+	mux.op("DELETE /things/{thingName}/shadow", s.handleDeleteThingShadow)
+	mux.op("GET /api/things/shadow/ListNamedShadowsForThing/{thingName}", s.handleListNamedShadowsForThing)
 	mux.op("DELETE /things/{thingName}", s.handleDeleteThing)
 	mux.op("POST /thing-groups/{thingGroupName}", s.handleCreateThingGroup)
 	mux.op("GET /thing-groups/{thingGroupName}", s.handleDescribeThingGroup)

@@ -3,6 +3,9 @@ package rest
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
+
+	"github.com/otaflow/otaflow/internal/localiot"
 )
 
 func (s api) handleGetThingShadow(r *http.Request) (any, error) {
@@ -25,5 +28,39 @@ func (s api) handleUpdateThingShadow(r *http.Request) (any, error) {
 	return doc, nil
 }
 
-// shadowNameParam is the ?name= of a shadow request; otaflow keeps no classic (unnamed) shadow.
+// shadowNameParam is the ?name= of a shadow request; without it, the classic (unnamed) shadow.
 func shadowNameParam(r *http.Request) string { return r.URL.Query().Get("name") }
+
+func (s api) handleDeleteThingShadow(r *http.Request) (any, error) {
+	return s.DeleteShadow(r.PathValue("thingName"), shadowNameParam(r))
+}
+
+func (s api) handleListNamedShadowsForThing(r *http.Request) (any, error) {
+	names, err := s.ListNamedShadows(r.PathValue("thingName"))
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	size := 25
+	if v := q.Get("pageSize"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			return nil, localiot.Errorf(localiot.CodeInvalidRequest, "pageSize must be a number from 1 to 100")
+		}
+		size = n
+	}
+	start := 0
+	if tok := q.Get("nextToken"); tok != "" {
+		n, err := strconv.Atoi(tok)
+		if err != nil || n < 0 || n > len(names) {
+			return nil, localiot.Errorf(localiot.CodeInvalidRequest, "nextToken %q is not one this service handed out", tok)
+		}
+		start = n
+	}
+	end := min(start+size, len(names))
+	out := map[string]any{"results": append([]string{}, names[start:end]...), "timestamp": s.Clock().Unix()}
+	if end < len(names) {
+		out["nextToken"] = strconv.Itoa(end)
+	}
+	return out, nil
+}

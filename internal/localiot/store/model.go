@@ -226,6 +226,9 @@ type Shadow struct {
 	DesiredMeta  map[string]any `json:"desiredMeta,omitempty"`
 	Version      int64          `json:"version"`
 	Timestamp    int64          `json:"timestamp"`
+	// Deleted is when the shadow was deleted (Unix seconds; 0: it exists): a shadow created
+	// again within 48 hours carries on from its version, as AWS's does.
+	Deleted int64 `json:"deleted,omitempty"`
 }
 
 // TokenRecord is what an idempotency token was first used for.
