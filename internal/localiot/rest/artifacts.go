@@ -2,6 +2,8 @@ package rest
 
 import (
 	"crypto/hmac"
+	"crypto/md5"
+	"encoding/hex"
 	"io"
 	"net/http"
 	"os"
@@ -19,11 +21,13 @@ func (s api) handleArtifactUpload(r *http.Request) (any, error) {
 	if key := path.Clean(r.PathValue("key")); key == "tuf" || strings.HasPrefix(key, "tuf/") {
 		return nil, localiot.Errorf(localiot.CodeUnauthorized, "%s/%s is release metadata: it is written only by `starter release` (PUT /tuf/BUCKET/FILE), which the store verifies against the published root", r.PathValue("bucket"), key)
 	}
-	n, err := s.PutArtifact(r.PathValue("bucket"), r.PathValue("key"), r.Body)
-	if err != nil {
+	// S3's answer to PutObject: no body, the object's MD5 as its ETag (what `aws s3api
+	// put-object` and S3 SDKs read).
+	sum := md5.New()
+	if _, err := s.PutArtifact(r.PathValue("bucket"), r.PathValue("key"), io.TeeReader(r.Body, sum)); err != nil {
 		return nil, err
 	}
-	return &putObjectResponse{Bucket: r.PathValue("bucket"), Key: r.PathValue("key"), Size: n}, nil
+	return headersOnly{"ETag": `"` + hex.EncodeToString(sum.Sum(nil)) + `"`}, nil
 }
 
 // handleArtifactDownload serves an artifact to whoever holds a valid, unexpired presigned URL.

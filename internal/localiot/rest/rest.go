@@ -28,15 +28,24 @@ type operation func(r *http.Request) (any, error)
 
 func (op operation) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	out, err := op(r)
+	headers, bare := out.(headersOnly)
 	switch {
 	case err != nil:
 		writeError(w, err)
 	case out == nil:
 		w.WriteHeader(http.StatusOK)
+	case bare:
+		for k, v := range headers {
+			w.Header().Set(k, v)
+		}
+		w.WriteHeader(http.StatusOK)
 	default:
 		writeJSON(w, out)
 	}
 }
+
+// headersOnly is an answer of headers and no body, as S3 answers PutObject.
+type headersOnly map[string]string
 
 // op routes pattern to an operation.
 func (m countingMux) op(pattern string, op operation) { m.HandleFunc(pattern, op.ServeHTTP) }
