@@ -58,8 +58,10 @@ func (s *Service) setStatus(t store.Tx, j *store.Job, e *store.Execution, status
 	}
 	j.LastUpdatedAt = now
 	completeIfDone(j, now)
-	s.unsettled(j.ID)
 	if old != status && e.Status.Terminal() {
+		// Completion and abort are decided when an execution ends; on a shared store the next
+		// sweep decides again on the committed counters (settleJobs).
+		s.unsettled(j.ID)
 		if err := s.abortIfDue(t, j, now); err != nil {
 			return err
 		}

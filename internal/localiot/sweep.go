@@ -164,7 +164,7 @@ func (s *Service) sweepTimeouts(now time.Time) (int, error) {
 	return len(things), nil
 }
 
-// unsettled notes, on a shared store, that this replica moved an execution of job id.
+// unsettled notes, on a shared store, that this replica ended an execution of job id.
 func (s *Service) unsettled(id string) {
 	if !s.shared {
 		return
@@ -177,8 +177,8 @@ func (s *Service) unsettled(id string) {
 	s.unsettledJobs[id] = struct{}{}
 }
 
-// settleJobs completes, or aborts, on their committed counters, the jobs whose executions this
-// replica moved since the last sweep. On a shared store each transaction decides on the
+// settleJobs completes, or aborts, on their committed counters, the jobs an execution of which
+// this replica ended since the last sweep. On a shared store each transaction decides on the
 // counters its own snapshot shows, so when two replicas end a job's last two executions at
 // once, neither sees the job done; the sweep after both have committed does. (One replica's
 // transactions race each other the same way.)
