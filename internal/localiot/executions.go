@@ -60,7 +60,7 @@ func (s *Service) setStatus(t store.Tx, j *store.Job, e *store.Execution, status
 	completeIfDone(j, now)
 	if old != status && e.Status.Terminal() {
 		// Completion and abort are decided when an execution ends; on a shared store the next
-		// sweep decides again on the committed counters (settleJobs).
+		// sweep completes a job again on its committed counters (settleJobs).
 		s.unsettled(j.ID)
 		if err := s.abortIfDue(t, j, now); err != nil {
 			return err
