@@ -15,8 +15,8 @@ demo:
 # deps installs what the tests need beyond Go: Debian's mosquitto (a real broker to test
 # against), PostgreSQL (the production store, for the jobs service and Temporal), the AWS CLI,
 # docker-compose (to validate docker-compose.yml without an engine) and systemd's
-# systemd-analyze (to rate the agent unit's sandbox) and iproute2 (network namespaces for the
-# fault tests).
+# systemd-analyze (to rate the agent unit's sandbox), iproute2 (network namespaces for the
+# fault tests) and Prometheus (it scrapes the jobs service's metrics in a test).
 deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
@@ -26,6 +26,7 @@ deps:
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing="$$missing iproute2"; \
+	[ -x /usr/bin/prometheus ] || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \

@@ -520,3 +520,6 @@ func ValidThingName(s string) bool {
 	}
 	return true
 }
+
+// Sessions is how many MQTT clients are connected (the jobs service and every device).
+func (b *Broker) Sessions() int64 { return atomic.LoadInt64(&b.srv.Info.ClientsConnected) }

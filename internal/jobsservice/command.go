@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
 
@@ -47,7 +48,7 @@ func Command() *cobra.Command {
 		shareGroup                           string
 		consolePassword, temporalUI          string
 		restCert, restKey                    string
-		caDir                                string
+		caDir, metricsAddr                   string
 		maxConns                             int
 		tc                                   temporalconf.Temporal
 	)
@@ -140,6 +141,20 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 				embedded.SetCertificateCheck(svc.CertificateDecision)
 				svc.OnCertificateChange(func(id string) { embedded.DisconnectCertificate(id) })
 			}
+			if metricsAddr != "" {
+				var extra []prometheus.Collector
+				if embedded != nil {
+					extra = append(extra, localiot.SessionsCollector(embedded.Sessions))
+				}
+				mln, err := net.Listen("tcp", metricsAddr)
+				if err != nil {
+					return fmt.Errorf("--metrics-addr %s: %w", metricsAddr, err)
+				}
+				msrv := &http.Server{Handler: localiot.MetricsHandler(svc, extra...), ReadHeaderTimeout: 10 * time.Second}
+				go msrv.Serve(mln)
+				defer msrv.Close()
+				log.Info().Str("url", "http://"+mln.Addr().String()+"/metrics").Msg("Prometheus metrics served")
+			}
 			plane, err := mqttplane.Serve(svc, mqttplane.Options{BrokerURL: brokerURL, ClientID: clientID, SharedGroup: shareGroup,
 				Exclusive: postgresURL != "" && shareGroup == "",
 				Username:  mqttUser, Password: mqttPassword, Logger: log})
@@ -213,6 +228,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 	f.StringVar(&tlsCert, "mqtt-tls-cert", "", "embedded broker's server certificate (PEM)")
 	f.StringVar(&tlsKey, "mqtt-tls-key", "", "its private key (PEM)")
 	f.StringVar(&tlsCA, "mqtt-tls-ca", "", "CA that signs device certificates (PEM); a certificate's common name is the thing name")
+	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; unauthenticated, so keep it on an internal address); empty: off")
 	f.StringVar(&caDir, "ca-dir", "", "the devices' certificate authority (ca.pem and ca.key, the CA the broker trusts): the service then issues device certificates (CreateKeysAndCertificate, CreateCertificateFromCsr) and registers ones it signed; empty: it issues none")
 	f.BoolVar(&noQuotas, "no-aws-quotas", false, "lift the AWS IoT quotas the service enforces (thing groups per thing, status details, client tokens): what works then may fail on AWS")
 	f.BoolVar(&plainDevices, "insecure-plain-devices", false, "let devices connect to the plain listener with their client ID as identity (trusted networks only)")
@@ -233,7 +249,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 		"mqtt-addr": "OTAFLOW_MQTT_ADDR", "mqtt-user": "OTAFLOW_MQTT_USER", "mqtt-password": "OTAFLOW_MQTT_PASSWORD", "region": "AWS_REGION",
 		"account": "OTAFLOW_ACCOUNT", "access-key-id": "OTAFLOW_ACCESS_KEY_ID", "secret-access-key": "OTAFLOW_SECRET_ACCESS_KEY",
 		"log-level": "OTAFLOW_LOG_LEVEL", "public-url": "OTAFLOW_PUBLIC_URL", "mqtt-tls-addr": "OTAFLOW_MQTT_TLS_ADDR",
-		"mqtt-tls-cert": "OTAFLOW_MQTT_TLS_CERT", "mqtt-tls-key": "OTAFLOW_MQTT_TLS_KEY", "mqtt-tls-ca": "OTAFLOW_MQTT_TLS_CA", "ca-dir": "OTAFLOW_CA_DIR",
+		"mqtt-tls-cert": "OTAFLOW_MQTT_TLS_CERT", "mqtt-tls-key": "OTAFLOW_MQTT_TLS_KEY", "mqtt-tls-ca": "OTAFLOW_MQTT_TLS_CA", "ca-dir": "OTAFLOW_CA_DIR", "metrics-addr": "OTAFLOW_METRICS_ADDR",
 		"postgres-url": "OTAFLOW_POSTGRES_URL", "artifact-dir": "OTAFLOW_ARTIFACT_DIR", "mqtt-client-id": "OTAFLOW_MQTT_CLIENT_ID",
 		"shared-subscription-group": "OTAFLOW_SHARED_SUBSCRIPTION_GROUP", "console-password": "OTAFLOW_CONSOLE_PASSWORD",
 		"temporal-ui-url": "OTAFLOW_TEMPORAL_UI_URL", "tls-cert": "OTAFLOW_TLS_CERT", "tls-key": "OTAFLOW_TLS_KEY",

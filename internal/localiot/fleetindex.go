@@ -354,7 +354,8 @@ func (t touchingTx) touchRecord(kind, name string) {
 	}
 }
 
-func (st indexingStore) run(do func(func(store.Tx) error) error, fn func(store.Tx) error) error {
+func (st indexingStore) run(kind string, do func(func(store.Tx) error) error, fn func(store.Tx) error) error {
+	defer observeStore(kind, time.Now())
 	var touched []string
 	err := do(func(t store.Tx) error {
 		touched = touched[:0]
@@ -369,11 +370,20 @@ func (st indexingStore) run(do func(func(store.Tx) error) error, fn func(store.T
 	return err
 }
 
-func (st indexingStore) Update(fn func(store.Tx) error) error { return st.run(st.Store.Update, fn) }
+func (st indexingStore) Update(fn func(store.Tx) error) error {
+	return st.run("update", st.Store.Update, fn)
+}
+
+func (st indexingStore) View(fn func(store.Tx) error) error {
+	defer observeStore("view", time.Now())
+	return st.Store.View(fn)
+}
 
 // Batch may run fn more than once, and fns of several callers in one transaction: each
 // caller's touched things are its own.
-func (st indexingStore) Batch(fn func(store.Tx) error) error { return st.run(st.Store.Batch, fn) }
+func (st indexingStore) Batch(fn func(store.Tx) error) error {
+	return st.run("batch", st.Store.Batch, fn)
+}
 
 // UpdateIndexingConfiguration validates and applies a thing indexing configuration.
 func (s *Service) UpdateIndexingConfiguration(cfg IndexingConfiguration) error {

@@ -270,6 +270,8 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	})
 	top := http.NewServeMux()
 	top.Handle("/console/", con.Handler("/console/"))
+	// Prometheus metrics (loopback only, as the whole local stack is).
+	top.Handle("GET /metrics", localiot.MetricsHandler(s.Jobs, localiot.SessionsCollector(func() int64 { return s.Broker.Sessions() })))
 	top.Handle("/", rest.Handler(s.Jobs, &rest.SigV4Verifier{Creds: rest.Credentials{AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey}, Region: o.Region},
 		rest.Route{Pattern: "POST /greengrass/updates", Handler: &greengrass.Handler{
 			Jobs: s.Jobs, Starter: rolloutclient.Starter{Client: s.Client, TaskQueue: contract.TaskQueue}, Log: jlog,

@@ -1,0 +1,124 @@
+package localiot
+
+import (
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/otaflow/otaflow/internal/localiot/store"
+)
+
+// Metrics for Prometheus: what an operator watches a fleet's update system by. The service's
+// own figures are read when Prometheus scrapes (API calls by operation, jobs by status, the
+// executions of jobs in progress by status), and the store's transactions are timed as they
+// run (storeSeconds).
+
+var storeSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	Name:    "otaflow_jobs_store_transaction_seconds",
+	Help:    "Time of the jobs store's transactions, by kind (view: a read; update: a control-plane write; batch: a device request's write, committed with others).",
+	Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14), // 0.5 ms to 4 s
+}, []string{"kind"})
+
+func observeStore(kind string, start time.Time) {
+	storeSeconds.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+}
+
+// serviceCollector reads the service's figures at each scrape (at most every 5 s from the
+// store, so that many scrapers cost one read).
+type serviceCollector struct {
+	s *Service
+
+	calls, jobs, executions *prometheus.Desc
+
+	mu     sync.Mutex
+	at     time.Time
+	byJob  map[string]float64
+	byExec map[string]float64
+}
+
+func newServiceCollector(s *Service) *serviceCollector {
+	return &serviceCollector{s: s,
+		calls:      prometheus.NewDesc("otaflow_jobs_api_calls_total", "Requests served, by operation (REST routes, and device requests over MQTT: \"mqtt get\", \"mqtt update\", ...).", []string{"operation"}, nil),
+		jobs:       prometheus.NewDesc("otaflow_jobs", "IoT jobs, by status.", []string{"status"}, nil),
+		executions: prometheus.NewDesc("otaflow_job_executions", "Executions of the jobs in progress, by status.", []string{"status"}, nil),
+	}
+}
+
+func (c *serviceCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.calls
+	ch <- c.jobs
+	ch <- c.executions
+}
+
+func (c *serviceCollector) Collect(ch chan<- prometheus.Metric) {
+	for op, n := range c.s.APICalls() {
+		ch <- prometheus.MustNewConstMetric(c.calls, prometheus.CounterValue, float64(n), op)
+	}
+	byJob, byExec := c.counts()
+	for st, n := range byJob {
+		ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, n, st)
+	}
+	for st, n := range byExec {
+		ch <- prometheus.MustNewConstMetric(c.executions, prometheus.GaugeValue, n, st)
+	}
+}
+
+func (c *serviceCollector) counts() (map[string]float64, map[string]float64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.at) < 5*time.Second {
+		return c.byJob, c.byExec
+	}
+	byJob := map[string]float64{}
+	byExec := map[string]float64{}
+	for _, st := range []store.JobStatus{store.JobInProgress, store.JobCompleted, store.JobCanceled, JobScheduled} {
+		byJob[string(st)] = 0
+	}
+	for _, st := range []store.ExecutionStatus{store.ExecQueued, store.ExecInProgress, store.ExecSucceeded, store.ExecFailed,
+		store.ExecRejected, store.ExecTimedOut, store.ExecCanceled, store.ExecRemoved} {
+		byExec[string(st)] = 0
+	}
+	err := c.s.st.View(func(t store.Tx) error {
+		return t.ForEachJob(func(j *store.Job) error {
+			byJob[string(j.Status)]++
+			if j.Status == store.JobInProgress {
+				p := j.Counts
+				for st, n := range map[store.ExecutionStatus]int{store.ExecQueued: p.Queued, store.ExecInProgress: p.InProgress,
+					store.ExecSucceeded: p.Succeeded, store.ExecFailed: p.Failed, store.ExecRejected: p.Rejected,
+					store.ExecTimedOut: p.TimedOut, store.ExecCanceled: p.Canceled, store.ExecRemoved: p.Removed} {
+					byExec[string(st)] += float64(n)
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		c.s.log.Warn().Err(err).Msg("metrics: the jobs store did not answer; serving the last figures")
+		return c.byJob, c.byExec
+	}
+	c.at, c.byJob, c.byExec = time.Now(), byJob, byExec
+	return byJob, byExec
+}
+
+// MetricsHandler serves the service's metrics, the store's timings, the Go runtime's and the
+// process's, and extra collectors (the embedded broker's sessions), in Prometheus's format.
+func MetricsHandler(s *Service, extra ...prometheus.Collector) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newServiceCollector(s), storeSeconds, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, c := range extra {
+		reg.MustRegister(c)
+	}
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// SessionsCollector reports the MQTT clients connected to a broker (sessions() is asked at each
+// scrape, so a broker started again is still counted).
+func SessionsCollector(sessions func() int64) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "otaflow_mqtt_sessions", Help: "MQTT clients connected to the embedded broker (the jobs service and every device)."},
+		func() float64 { return float64(sessions()) })
+}
