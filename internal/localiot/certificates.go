@@ -113,7 +113,7 @@ func (s *Service) RegisterCertificate(certPEM, caPEM, status string, setActive b
 		return nil, err
 	}
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		return nil, Errorf(CodeCertificateValidation, "the certificate is not one this service's CA signed for a device (%v); register it with the CA that signed it", err)
+		return nil, Errorf(CodeCertificateValidation, "the certificate is not one this service's device CA signed for a device (%v); only those can be registered here (registering other CAs, or certificates without one, is not served yet): issue it from this CA (`starter device-cert`, CreateKeysAndCertificate or CreateCertificateFromCsr)", err)
 	}
 	return s.addCertificate(certPEM, status)
 }

@@ -78,19 +78,15 @@ func (c *serviceCollector) counts() (map[string]float64, map[string]float64) {
 	for _, st := range []store.JobStatus{store.JobInProgress, store.JobCompleted, store.JobCanceled, JobScheduled} {
 		byJob[string(st)] = 0
 	}
-	for _, st := range []store.ExecutionStatus{store.ExecQueued, store.ExecInProgress, store.ExecSucceeded, store.ExecFailed,
-		store.ExecRejected, store.ExecTimedOut, store.ExecCanceled, store.ExecRemoved} {
+	for _, st := range store.ExecStatuses {
 		byExec[string(st)] = 0
 	}
 	err := c.s.st.View(func(t store.Tx) error {
 		return t.ForEachJob(func(j *store.Job) error {
 			byJob[string(j.Status)]++
 			if j.Status == store.JobInProgress {
-				p := j.Counts
-				for st, n := range map[store.ExecutionStatus]int{store.ExecQueued: p.Queued, store.ExecInProgress: p.InProgress,
-					store.ExecSucceeded: p.Succeeded, store.ExecFailed: p.Failed, store.ExecRejected: p.Rejected,
-					store.ExecTimedOut: p.TimedOut, store.ExecCanceled: p.Canceled, store.ExecRemoved: p.Removed} {
-					byExec[string(st)] += float64(n)
+				for _, st := range store.ExecStatuses {
+					byExec[string(st)] += float64(j.Counts.Of(st))
 				}
 			}
 			return nil

@@ -24,7 +24,6 @@ import (
 	"github.com/otaflow/otaflow/internal/pgtest"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/rolloutworker"
-	"github.com/otaflow/otaflow/internal/stack"
 	"github.com/otaflow/otaflow/internal/tlog"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
@@ -102,11 +101,7 @@ func TestReplicaFaults(t *testing.T) {
 			r.cmd.Process.Signal(syscall.SIGCONT)
 			r.kill()
 		}()
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("%s logs:\n%s", r.name, r.logs)
-			}
-		})
+		r.logOnFailure()
 		replicas[i] = r
 	}
 
@@ -114,12 +109,7 @@ func TestReplicaFaults(t *testing.T) {
 	iotc, err := iotclient.NewIoT(ctx, iotclient.Config{Endpoint: replicas[0].URL, Region: cliconfig.DefaultRegion,
 		AccessKeyID: cliconfig.DefaultAccessKeyID, SecretAccessKey: secret})
 	require.NoError(t, err)
-	var arns, things []string
-	for i := 1; i <= n; i++ {
-		out, err := iotc.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String(stack.Device(i))})
-		require.NoError(t, err)
-		arns, things = append(arns, aws.ToString(out.ThingArn)), append(things, aws.ToString(out.ThingName))
-	}
+	arns, things := registerThings(t, iotc, n)
 	f, counter := faultFleet(t, broker, things)
 
 	for _, r := range replicas {
@@ -187,8 +177,8 @@ func TestReplicaFaults(t *testing.T) {
 		func(r *nsReplica) { r.kill() },
 		func(r *nsReplica) { r.start() })
 	if long {
-		leads := func() int { return replicas[0].leaderChanges() + replicas[1].leaderChanges() }
-		before := leads()
+		takeovers := func() int { return replicas[0].leaderChanges() + replicas[1].leaderChanges() }
+		before := takeovers()
 		for _, r := range replicas {
 			r.db.Down(true)
 		}
@@ -197,7 +187,7 @@ func TestReplicaFaults(t *testing.T) {
 			r.db.Down(false)
 		}
 		upAt := time.Now()
-		require.Eventually(t, func() bool { return leads() > before }, 30*time.Second, 20*time.Millisecond,
+		require.Eventually(t, func() bool { return takeovers() > before }, 30*time.Second, 20*time.Millisecond,
 			"a replica leads again once PostgreSQL is back")
 		figures = append(figures, fmt.Sprintf("PostgreSQL down for 20 s (every connection reset, new ones refused): the leader stepped down; a replica led again %s after it came back",
 			time.Since(upAt).Round(100*time.Millisecond)))

@@ -136,6 +136,25 @@ func workerProcess(t *testing.T, temporalAddr, jobsURL, secret string) *exec.Cmd
 	return cmd
 }
 
+// logOnFailure prints the replica's logs when the test fails.
+func (r *replica) logOnFailure() {
+	r.t.Cleanup(func() {
+		if r.t.Failed() {
+			r.t.Logf("%s logs:\n%s", r.name, r.logs)
+		}
+	})
+}
+
+// registerThings creates things device-0001 … device-n, returning their ARNs and names.
+func registerThings(t *testing.T, iotc *iot.Client, n int) (arns, things []string) {
+	for i := 1; i <= n; i++ {
+		out, err := iotc.CreateThing(context.Background(), &iot.CreateThingInput{ThingName: aws.String(stack.Device(i))})
+		require.NoError(t, err)
+		arns, things = append(arns, aws.ToString(out.ThingArn)), append(things, aws.ToString(out.ThingName))
+	}
+	return arns, things
+}
+
 // lazyString is formatted when a failure message is printed, so it shows the last state seen.
 type lazyString func() string
 
@@ -185,12 +204,7 @@ func TestProductionShape(t *testing.T) {
 			env:  append(replicaEnv(secret), "OTAFLOW_CONSOLE_PASSWORD="+consolePassword)}
 		replicas[i].start()
 		defer replicas[i].kill()
-		r := replicas[i]
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("%s logs:\n%s", r.name, r.logs)
-			}
-		})
+		replicas[i].logOnFailure()
 	}
 	out, err := exec.Command(leanJobsService(t), "healthcheck", "--url", replicas[0].URL+"/healthz").CombinedOutput()
 	require.NoError(t, err, "the image's HEALTHCHECK: %s", out)
@@ -208,12 +222,7 @@ func TestProductionShape(t *testing.T) {
 	iotc, err := iotclient.NewIoT(ctx, iotclient.Config{Endpoint: replicas[1].URL, Region: cliconfig.DefaultRegion,
 		AccessKeyID: cliconfig.DefaultAccessKeyID, SecretAccessKey: secret})
 	require.NoError(t, err)
-	var arns, things []string
-	for i := 1; i <= n; i++ {
-		out, err := iotc.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String(stack.Device(i))})
-		require.NoError(t, err)
-		arns, things = append(arns, aws.ToString(out.ThingArn)), append(things, aws.ToString(out.ThingName))
-	}
+	arns, things := registerThings(t, iotc, n)
 	f, counter := faultFleet(t, broker, things)
 
 	workers := make([]*exec.Cmd, 2)
@@ -237,7 +246,6 @@ func TestProductionShape(t *testing.T) {
 		return err == nil && len(st.Waves) >= 2 && st.Counts.Succeeded > 20
 	}, 2*time.Minute, 50*time.Millisecond, "wave 2 under way: %s", lazyString(func() string { return last }))
 	// Kill the replica that serves the devices (the leader) and the worker that uses it.
-	const leads = "now serves device requests (leader)"
 	victim := 0
 	if strings.Contains(replicas[1].logs.String(), leads) {
 		victim = 1

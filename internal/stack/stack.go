@@ -210,8 +210,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.brokerOpts.TLSAddr = strings.TrimPrefix(s.Broker.TLSURL(), "ssl://")
 
 	jlog := log.With().Str("component", "jobs").Logger()
-	s.Jobs, err = localiot.Open(localiot.Options{FleetIndexing: !o.NoFleetIndex, Path: filepath.Join(o.DataDir, "jobs.db"), PostgresURL: o.JobsPostgresURL, ArtifactDir: filepath.Join(o.DataDir, "artifacts"),
-		Region: o.Region, Logger: jlog, NoAWSQuotas: o.NoAWSQuotas, CA: s.CA})
+	jobsOpts := localiot.Options{FleetIndexing: !o.NoFleetIndex, Path: filepath.Join(o.DataDir, "jobs.db"), PostgresURL: o.JobsPostgresURL, ArtifactDir: filepath.Join(o.DataDir, "artifacts"),
+		Region: o.Region, Logger: jlog, NoAWSQuotas: o.NoAWSQuotas, CA: s.CA}
+	s.Jobs, err = localiot.Open(jobsOpts)
 	if err != nil {
 		return nil, err
 	}
@@ -235,8 +236,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}
 	for i := 1; i < o.JobsReplicas; i++ {
 		rlog := jlog.With().Int("replica", i).Logger()
-		svc, err := localiot.Open(localiot.Options{PostgresURL: o.JobsPostgresURL, ArtifactDir: filepath.Join(o.DataDir, "artifacts"),
-			Region: o.Region, Logger: rlog, NoAWSQuotas: o.NoAWSQuotas})
+		ro := jobsOpts // the same database and artifacts (Path is not used on PostgreSQL)
+		ro.Logger = rlog
+		svc, err := localiot.Open(ro)
 		if err != nil {
 			return nil, fmt.Errorf("jobs service replica %d: %w", i, err)
 		}

@@ -1,7 +1,9 @@
 package rest
 
 import (
+	"cmp"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/otaflow/otaflow/internal/localiot"
@@ -190,7 +192,7 @@ func (s api) handleAttachThingPrincipal(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &struct{}{}, s.AttachThingPrincipal(r.PathValue("thingName"), p)
+	return &empty{}, s.AttachThingPrincipal(r.PathValue("thingName"), p)
 }
 
 func (s api) handleDetachThingPrincipal(r *http.Request) (any, error) {
@@ -198,37 +200,18 @@ func (s api) handleDetachThingPrincipal(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &struct{}{}, s.DetachThingPrincipal(r.PathValue("thingName"), p)
+	return &empty{}, s.DetachThingPrincipal(r.PathValue("thingName"), p)
 }
 
-// pageOf is one page of names: up to max (0: 25) after the token (an offset this service
-// handed out).
-func pageOf(names []string, r *http.Request) ([]string, string, error) {
+// namesPage is one page of names, as the other list operations page them: sorted, up to
+// maxResults (default 25) after the nextToken handed out.
+func namesPage(names []string, r *http.Request) ([]string, string, error) {
 	max, err := maxResults(r)
 	if err != nil {
 		return nil, "", err
 	}
-	if max == 0 {
-		max = 25
-	}
-	start := 0
-	if tok := r.URL.Query().Get("nextToken"); tok != "" {
-		n, err := strconv.Atoi(tok)
-		if err != nil || n < 0 || n > len(names) {
-			return nil, "", localiot.Errorf(localiot.CodeInvalidRequest, "nextToken %q is not one this service handed out", tok)
-		}
-		start = n
-	}
-	end := min(start+max, len(names))
-	next := ""
-	if end < len(names) {
-		next = strconv.Itoa(end)
-	}
-	page := names[start:end]
-	if page == nil {
-		page = []string{}
-	}
-	return page, next, nil
+	page, next := localiot.PageStrings(slices.Sorted(slices.Values(names)), cmp.Or(max, 25), r.URL.Query().Get("nextToken"))
+	return append([]string{}, page...), next, nil
 }
 
 func (s api) handleListThingPrincipals(r *http.Request) (any, error) {
@@ -236,7 +219,7 @@ func (s api) handleListThingPrincipals(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	page, next, err := pageOf(ps, r)
+	page, next, err := namesPage(ps, r)
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +238,7 @@ func (s api) handleListPrincipalThings(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	page, next, err := pageOf(things, r)
+	page, next, err := namesPage(things, r)
 	if err != nil {
 		return nil, err
 	}

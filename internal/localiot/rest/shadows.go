@@ -49,18 +49,10 @@ func (s api) handleListNamedShadowsForThing(r *http.Request) (any, error) {
 		}
 		size = n
 	}
-	start := 0
-	if tok := q.Get("nextToken"); tok != "" {
-		n, err := strconv.Atoi(tok)
-		if err != nil || n < 0 || n > len(names) {
-			return nil, localiot.Errorf(localiot.CodeInvalidRequest, "nextToken %q is not one this service handed out", tok)
-		}
-		start = n
-	}
-	end := min(start+size, len(names))
-	out := map[string]any{"results": append([]string{}, names[start:end]...), "timestamp": s.Clock().Unix()}
-	if end < len(names) {
-		out["nextToken"] = strconv.Itoa(end)
+	page, next := localiot.PageStrings(names, size, q.Get("nextToken"))
+	out := map[string]any{"results": append([]string{}, page...), "timestamp": s.Clock().Unix()}
+	if next != "" {
+		out["nextToken"] = next
 	}
 	return out, nil
 }

@@ -101,6 +101,40 @@ func (p *ProcessDetails) Add(s ExecutionStatus, n int) {
 	}
 }
 
+// ExecStatuses are every execution status.
+var ExecStatuses = []ExecutionStatus{ExecQueued, ExecInProgress, ExecSucceeded, ExecFailed, ExecRejected, ExecTimedOut, ExecCanceled, ExecRemoved}
+
+// Of is the count of executions in status s.
+func (p ProcessDetails) Of(s ExecutionStatus) int {
+	switch s {
+	case ExecQueued:
+		return p.Queued
+	case ExecInProgress:
+		return p.InProgress
+	case ExecSucceeded:
+		return p.Succeeded
+	case ExecFailed:
+		return p.Failed
+	case ExecTimedOut:
+		return p.TimedOut
+	case ExecRejected:
+		return p.Rejected
+	case ExecRemoved:
+		return p.Removed
+	case ExecCanceled:
+		return p.Canceled
+	}
+	return 0
+}
+
+// plus is p with k times q added to each counter (k = -1: the difference).
+func (p ProcessDetails) plus(q ProcessDetails, k int) ProcessDetails {
+	for _, s := range ExecStatuses {
+		p.Add(s, k*q.Of(s))
+	}
+	return p
+}
+
 // Pending is how many executions have not reached a terminal state.
 func (p ProcessDetails) Pending() int { return p.Queued + p.InProgress }
 

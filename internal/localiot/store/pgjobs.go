@@ -54,7 +54,7 @@ func (t *pgTx) jobs(where string, args ...any) ([]*Job, error) {
 			}
 		}
 		if p, ok := t.pending[j.ID]; ok { // this transaction's changes, not written yet
-			j.Counts = addCounts(j.Counts, p.counts)
+			j.Counts = j.Counts.plus(p.counts, 1)
 			if p.updated.After(j.LastUpdatedAt) {
 				j.LastUpdatedAt = p.updated
 			}
@@ -119,13 +119,10 @@ func (t *pgTx) PutJob(j *Job) error {
 			base = t.loaded[current]
 		}
 	}
-	d := ProcessDetails{Canceled: j.Counts.Canceled - base.counts.Canceled, Succeeded: j.Counts.Succeeded - base.counts.Succeeded,
-		Failed: j.Counts.Failed - base.counts.Failed, Rejected: j.Counts.Rejected - base.counts.Rejected,
-		Queued: j.Counts.Queued - base.counts.Queued, InProgress: j.Counts.InProgress - base.counts.InProgress,
-		Removed: j.Counts.Removed - base.counts.Removed, TimedOut: j.Counts.TimedOut - base.counts.TimedOut}
+	d := j.Counts.plus(base.counts, -1)
 	if d != (ProcessDetails{}) || j.LastUpdatedAt.After(base.updated) {
 		p := t.pending[j.ID]
-		p.counts = addCounts(p.counts, d)
+		p.counts = p.counts.plus(d, 1)
 		if j.LastUpdatedAt.After(p.updated) {
 			p.updated = j.LastUpdatedAt
 		}
@@ -161,16 +158,20 @@ func (t *pgTx) DeleteJob(id string) error {
 	return nil
 }
 
+// pgCountsInsert and pgCountsAdd write counter rows: an insert, or an addition to the row
+// already there.
+const (
+	pgCountsInsert = `INSERT INTO job_counts AS c (job_id, shard, canceled, succeeded, failed, rejected, queued, in_progress, removed, timed_out, last_updated_ns)`
+	pgCountsAdd    = `ON CONFLICT (job_id, shard) DO UPDATE SET canceled = c.canceled + EXCLUDED.canceled, succeeded = c.succeeded + EXCLUDED.succeeded,
+		failed = c.failed + EXCLUDED.failed, rejected = c.rejected + EXCLUDED.rejected, queued = c.queued + EXCLUDED.queued,
+		in_progress = c.in_progress + EXCLUDED.in_progress, removed = c.removed + EXCLUDED.removed, timed_out = c.timed_out + EXCLUDED.timed_out,
+		last_updated_ns = greatest(c.last_updated_ns, EXCLUDED.last_updated_ns)`
+)
+
 // countChange is what a transaction changed of one job's counters, written when it commits.
 type countChange struct {
 	counts  ProcessDetails
 	updated time.Time
-}
-
-func addCounts(a, b ProcessDetails) ProcessDetails {
-	return ProcessDetails{Canceled: a.Canceled + b.Canceled, Succeeded: a.Succeeded + b.Succeeded, Failed: a.Failed + b.Failed,
-		Rejected: a.Rejected + b.Rejected, Queued: a.Queued + b.Queued, InProgress: a.InProgress + b.InProgress,
-		Removed: a.Removed + b.Removed, TimedOut: a.TimedOut + b.TimedOut}
 }
 
 // flushCounts adds what the transaction changed of each job's counters to this connection's
@@ -190,12 +191,7 @@ func (t *pgTx) flushCounts() error {
 			lastNs = p.updated.UnixNano()
 		}
 		d := p.counts
-		if err := t.exec(`INSERT INTO job_counts AS c (job_id, shard, canceled, succeeded, failed, rejected, queued, in_progress, removed, timed_out, last_updated_ns)
-			VALUES ($1, pg_backend_pid(), $2, $3, $4, $5, $6, $7, $8, $9, $10)
-			ON CONFLICT (job_id, shard) DO UPDATE SET canceled = c.canceled + EXCLUDED.canceled, succeeded = c.succeeded + EXCLUDED.succeeded,
-				failed = c.failed + EXCLUDED.failed, rejected = c.rejected + EXCLUDED.rejected, queued = c.queued + EXCLUDED.queued,
-				in_progress = c.in_progress + EXCLUDED.in_progress, removed = c.removed + EXCLUDED.removed, timed_out = c.timed_out + EXCLUDED.timed_out,
-				last_updated_ns = greatest(c.last_updated_ns, EXCLUDED.last_updated_ns)`,
+		if err := t.exec(pgCountsInsert+` VALUES ($1, pg_backend_pid(), $2, $3, $4, $5, $6, $7, $8, $9, $10) `+pgCountsAdd,
 			id, d.Canceled, d.Succeeded, d.Failed, d.Rejected, d.Queued, d.InProgress, d.Removed, d.TimedOut, lastNs); err != nil {
 			return err
 		}
@@ -215,19 +211,14 @@ func (s *pgStore) compactCounts() error {
 		return t.exec(`WITH gone AS (
 				DELETE FROM job_counts WHERE shard <> 0 AND shard NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)
 				RETURNING *)
-			INSERT INTO job_counts AS c (job_id, shard, canceled, succeeded, failed, rejected, queued, in_progress, removed, timed_out, last_updated_ns)
-			SELECT job_id, 0, sum(canceled), sum(succeeded), sum(failed), sum(rejected), sum(queued), sum(in_progress), sum(removed), sum(timed_out), max(last_updated_ns)
-			FROM gone GROUP BY job_id
-			ON CONFLICT (job_id, shard) DO UPDATE SET canceled = c.canceled + EXCLUDED.canceled, succeeded = c.succeeded + EXCLUDED.succeeded,
-				failed = c.failed + EXCLUDED.failed, rejected = c.rejected + EXCLUDED.rejected, queued = c.queued + EXCLUDED.queued,
-				in_progress = c.in_progress + EXCLUDED.in_progress, removed = c.removed + EXCLUDED.removed, timed_out = c.timed_out + EXCLUDED.timed_out,
-				last_updated_ns = greatest(c.last_updated_ns, EXCLUDED.last_updated_ns)`)
+			` + pgCountsInsert + ` SELECT job_id, 0, sum(canceled), sum(succeeded), sum(failed), sum(rejected), sum(queued), sum(in_progress),
+				sum(removed), sum(timed_out), max(last_updated_ns) FROM gone GROUP BY job_id ` + pgCountsAdd)
 	})
 }
 
 // compactor runs compactCounts every pgCompactEvery until the store closes.
 func (s *pgStore) compactor() {
-	defer s.batchers.Done()
+	defer s.workers.Done()
 	tick := time.NewTicker(pgCompactEvery)
 	defer tick.Stop()
 	for {

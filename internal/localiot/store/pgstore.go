@@ -35,10 +35,10 @@ import (
 // Batch commits many device requests in one transaction, each in its own savepoint, and
 // several batches run at once (pgBatchers); reads run on REPEATABLE READ snapshots too.
 type pgStore struct {
-	pool     *pgxpool.Pool
-	batches  chan *pgBatchCall
-	stop     chan struct{}
-	batchers sync.WaitGroup
+	pool    *pgxpool.Pool
+	batches chan *pgBatchCall
+	stop    chan struct{}
+	workers sync.WaitGroup // the batchers and the compactor
 	// fence is the leader's lease this store's batches (device requests) run under, once it
 	// has led: each batch checks in its own transaction that the lease is still this
 	// replica's, so a replica that lost it (partitioned, frozen) can never act on a stale
@@ -112,7 +112,7 @@ func OpenPostgres(url string) (*pgStore, error) {
 		return nil, fmt.Errorf("jobs database schema: %w", err)
 	}
 	s := &pgStore{pool: pool, batches: make(chan *pgBatchCall, pgMaxBatch), stop: make(chan struct{})}
-	s.batchers.Add(pgBatchers + 1)
+	s.workers.Add(pgBatchers + 1)
 	for range pgBatchers {
 		go s.batcher()
 	}
@@ -199,11 +199,19 @@ func (s *pgStore) Update(fn func(Tx) error) error {
 func (s *pgStore) write(fn func(*pgTx) error) error {
 	for attempt := 1; ; attempt++ {
 		err := s.writeOnce(fn)
-		if !isConflict(err) || attempt >= pgMaxAttempts {
+		if !isConflict(err) {
 			return err
+		}
+		if attempt >= pgMaxAttempts {
+			return gaveUp(err)
 		}
 		conflictPause(attempt)
 	}
+}
+
+// gaveUp is the error of a transaction that lost pgMaxAttempts races in a row.
+func gaveUp(err error) error {
+	return fmt.Errorf("the jobs store gave up after %d attempts, each refused for a concurrent write to the same rows (the caller may try again; many such errors mean too many writers contend for the same jobs or devices): %w", pgMaxAttempts, err)
 }
 
 func (s *pgStore) writeOnce(fn func(*pgTx) error) error {
@@ -251,7 +259,7 @@ func (s *pgStore) Batch(fn func(Tx) error) error {
 }
 
 func (s *pgStore) batcher() {
-	defer s.batchers.Done()
+	defer s.workers.Done()
 	for {
 		var calls []*pgBatchCall
 		select {
@@ -296,8 +304,12 @@ func (s *pgStore) runBatch(calls []*pgBatchCall) (again []*pgBatchCall) {
 					return err
 				}
 				t.pending = pending
-				if isConflict(errs[i]) && c.attempts+1 < pgMaxAttempts {
-					again = append(again, c)
+				if isConflict(errs[i]) {
+					if c.attempts+1 < pgMaxAttempts {
+						again = append(again, c)
+					} else {
+						errs[i] = gaveUp(errs[i])
+					}
 				}
 			}
 			if _, err := t.tx.Exec(t.ctx, "RELEASE SAVEPOINT call"); err != nil {
@@ -332,7 +344,7 @@ func (s *pgStore) runBatch(calls []*pgBatchCall) (again []*pgBatchCall) {
 
 func (s *pgStore) Close() error {
 	close(s.stop)
-	s.batchers.Wait()
+	s.workers.Wait()
 	s.pool.Close()
 	return nil
 }
