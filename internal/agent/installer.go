@@ -59,6 +59,17 @@ type Update struct {
 	// Report persists step and reports it as the job's progress (statusDetails.step) with
 	// details; an installer calls it for the steps within its own work.
 	Report func(ctx context.Context, step Step, details map[string]string) error
+	// Details are what the installer says of the update for the job's final statusDetails
+	// (how the release was downloaded, for one).
+	Details map[string]string
+}
+
+// Note adds a detail for the job's final statusDetails.
+func (u *Update) Note(key, value string) {
+	if u.Details == nil {
+		u.Details = map[string]string{}
+	}
+	u.Details[key] = value
 }
 
 // Software and Version are what the update installs.

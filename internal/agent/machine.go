@@ -200,6 +200,9 @@ func (a *Agent) confirm(ctx context.Context, e *execution, u *Update, done map[s
 		return err
 	}
 	log.Info().Msg("installed, healthy, committed")
+	for k, v := range u.Details {
+		done[k] = v
+	}
 	if u.Software() == jobdoc.SoftwareCore && u.Doc.Operation == jobdoc.OpUpdate {
 		if err := a.resetHealth(u.Version()); err != nil {
 			return err
@@ -241,7 +244,11 @@ func (a *Agent) failed(ctx context.Context, e *execution, u *Update, err error, 
 	if err := a.setState(func(s *State) { s.Installed[u.Software()] = u.From }); err != nil {
 		return err
 	}
-	return a.finish(ctx, e, status, map[string]string{"reason": ue.Reason, "installedVersion": u.From.Version})
+	details := map[string]string{"reason": ue.Reason, "installedVersion": u.From.Version}
+	for k, v := range u.Details {
+		details[k] = v
+	}
+	return a.finish(ctx, e, status, details)
 }
 
 // onDisk reports whether the document's version is what the installer says is active ("" is

@@ -16,7 +16,6 @@ import (
 
 	"github.com/Masterminds/semver/v3"
 
-	"github.com/otaflow/otaflow/internal/agent/artifact"
 	"github.com/otaflow/otaflow/internal/agent/preflight"
 	"github.com/otaflow/otaflow/internal/agent/slots"
 	"github.com/otaflow/otaflow/internal/jobdoc"
@@ -203,27 +202,16 @@ func (in *SlotInstaller) Prepare(ctx context.Context, u *Update) error {
 		if err := u.Report(ctx, StepDownloading, nil); err != nil {
 			return err
 		}
-		file := in.download(u)
-		os.MkdirAll(filepath.Dir(file), 0o755)
-		spec := artifact.Spec{URL: doc.Artifact.URL, Size: target.Length, SHA256: target.SHA256}
-		if err := artifact.Download(ctx, spec, file, artifact.Options{BytesPerSecond: in.DownloadBytesPerSecond,
-			Progress: downloadProgress(ctx, u)}); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err() // resumed on the next start, from the bytes already here
-			}
-			// A download that failed or did not verify is not kept: the next attempt must not
-			// find the disk filled by it.
-			os.Remove(file)
-			if errors.Is(err, artifact.ErrVerify) {
-				return Fail("%s", redactURLs(err.Error()))
-			}
-			return Fail("download failed: %s", redactURLs(err.Error()))
+		os.MkdirAll(filepath.Join(in.Root, "downloads"), 0o755)
+		if err := in.fetchRelease(ctx, u, target); err != nil {
+			return err
 		}
 	}
 	if in.ManagedRespawn {
 		pre, _ := scripts(u.Software())
 		if err := preflight.RunScript(in.ScriptsDir, pre); err != nil {
 			os.Remove(in.download(u))
+			os.Remove(in.tarPath(u))
 			return Fail("%v", err)
 		}
 	}
@@ -237,6 +225,9 @@ func (in *SlotInstaller) Install(_ context.Context, u *Update) error {
 		return nil
 	}
 	file := in.download(u)
+	if _, err := os.Stat(in.tarPath(u)); err == nil {
+		file = in.tarPath(u) // rebuilt from chunks
+	}
 	err := in.slots(u.Software()).Install(u.Version(), file)
 	os.Remove(file) // installed, or refused: either way it is not needed again
 	if err != nil {
@@ -302,9 +293,10 @@ func (in *SlotInstaller) Commit(_ context.Context, u *Update) error {
 	// next update tries again).
 	sl := in.slots(u.Software())
 	sl.Prune()
-	kept, _ := filepath.Glob(filepath.Join(in.Root, u.Software(), "signed", "*.json"))
+	kept, _ := filepath.Glob(filepath.Join(in.Root, u.Software(), "signed", "*"))
 	for _, f := range kept {
-		if v := strings.TrimSuffix(filepath.Base(f), ".json"); v != sl.Current() && v != sl.Previous() {
+		v := strings.TrimSuffix(strings.TrimSuffix(filepath.Base(f), ".json"), ".index")
+		if v != sl.Current() && v != sl.Previous() {
 			os.Remove(f)
 		}
 	}

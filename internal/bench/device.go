@@ -228,7 +228,7 @@ func agentFigures(ctx context.Context, o *Options) (*AgentFigures, *Download, er
 		o.say("agent: installing the %d MiB artifact", o.ArtifactMB)
 		d := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "bench",
 			SoftwareToUpdate: jobdoc.SoftwareCore, Version: "9.0.0",
-			Artifact: &jobdoc.Artifact{URL: "${aws:iot:s3-presigned-url:" + rel.Artifact.URL + "}"}}
+			Artifact: jobdoc.PresignedArtifact(rel.Artifact.URL)}
 		body, err := d.Marshal()
 		if err != nil {
 			return nil, nil, err

@@ -12,6 +12,8 @@ import (
 	"slices"
 
 	"github.com/Masterminds/semver/v3"
+
+	"github.com/otaflow/otaflow/internal/delta"
 )
 
 // Type marks a job document as an otaflow update; the agent leaves other jobs alone.
@@ -65,12 +67,30 @@ type Document struct {
 	// <software>/<version>.tar.gz) and nothing else the device acts on: the artifact's length
 	// and digest, its health check and restart policy are read from the signed TUF metadata.
 	Artifact *Artifact `json:"artifact,omitempty"`
+	// DownloadBytesPerSecond caps the device's download rate for this update, so it does not
+	// starve the device's own traffic (the agent's own cap, when lower, stands).
+	DownloadBytesPerSecond int64 `json:"downloadBytesPerSecond,omitempty"`
+}
+
+// PresignedArtifact is the artifact of a release stored at s3URL as a job document names it:
+// presigned-URL placeholders for the package and for its bucket's chunk store (package delta).
+func PresignedArtifact(s3URL string) *Artifact {
+	a := &Artifact{URL: "${aws:iot:s3-presigned-url:" + s3URL + "}"}
+	if store, ok := delta.StoreURL(s3URL); ok {
+		a.Chunks = "${aws:iot:s3-presigned-url:" + store + "}"
+	}
+	return a
 }
 
 // Artifact says where a release's package is.
 type Artifact struct {
 	// URL is usually ${aws:iot:s3-presigned-url:...}, replaced by the jobs service.
 	URL string `json:"url"`
+	// Chunks is the release bucket's chunk store (usually
+	// ${aws:iot:s3-presigned-url:s3://BUCKET/delta/}, a grant for every key under it): where a
+	// device that can build the release from the version it runs fetches the chunk index and
+	// the chunks it lacks. Absent, devices download the full artifact.
+	Chunks string `json:"chunks,omitempty"`
 }
 
 // IsOtaflow reports whether raw looks like an otaflow document at all (of any version), so
@@ -145,6 +165,9 @@ func (d *Document) Validate() error {
 	}
 	if a := d.Artifact; a != nil && a.URL == "" {
 		return fmt.Errorf("artifact has no url")
+	}
+	if d.DownloadBytesPerSecond < 0 {
+		return fmt.Errorf("downloadBytesPerSecond must not be negative (0 is no cap)")
 	}
 	if d.BakeSeconds < 0 || d.BakeSeconds > 7*24*3600 {
 		return fmt.Errorf("bakeSeconds must be from 0 to a week")

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	chunks "github.com/otaflow/otaflow/internal/delta"
 	"github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
@@ -34,6 +35,8 @@ var (
 const (
 	QueryExpires   = "X-Otaflow-Expires"
 	QuerySignature = "X-Otaflow-Signature"
+	// QueryPrefix marks a grant for every key under a prefix (a key ending in "/").
+	QueryPrefix = "X-Otaflow-Prefix"
 )
 
 // loadPresignSecret returns the key that signs artifact URLs, created on first use and kept
@@ -112,10 +115,16 @@ func (s *Service) Sign(bucket, key string, expires int64) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-// PresignURL returns a URL to bucket/key on this service that expires after ttl.
+// PresignURL returns a URL to bucket/key on this service that expires after ttl. The key
+// delta.Prefix ("delta/") is the bucket's chunk store: the URL grants every key under it,
+// appended to its path (what a CloudFront signed URL with a wildcard policy grants on AWS);
+// no other prefix can be granted.
 func (s *Service) PresignURL(bucket, key string, ttl time.Duration) string {
 	expires := s.Clock().Add(ttl).Unix()
 	q := url.Values{QueryExpires: {strconv.FormatInt(expires, 10)}, QuerySignature: {s.Sign(bucket, key, expires)}}
+	if key == chunks.Prefix {
+		q.Set(QueryPrefix, key)
+	}
 	return strings.TrimSuffix(s.baseURL, "/") + artifactPrefix + bucket + "/" + key + "?" + q.Encode()
 }
 

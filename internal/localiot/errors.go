@@ -25,6 +25,8 @@ const (
 	// CodeResourceConflict is AWS's ConflictException (a job template that exists).
 	CodeResourceConflict ErrorCode = "ResourceConflict"
 	CodeLimitExceeded    ErrorCode = "LimitExceeded"
+	// CodePreconditionFailed is S3's answer to a conditional write over an existing object.
+	CodePreconditionFailed ErrorCode = "PreconditionFailed"
 	// Fleet indexing's: a query the syntax refuses, an aggregation on a field it cannot use.
 	CodeInvalidQuery       ErrorCode = "InvalidQuery"
 	CodeInvalidAggregation ErrorCode = "InvalidAggregation"

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,6 +24,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
+	"github.com/otaflow/otaflow/internal/delta"
 	"github.com/otaflow/otaflow/internal/tuf"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
@@ -39,7 +41,18 @@ type Release struct {
 
 // Publish signs file as the target of c.Software at c.Version in repo and, unless store is
 // nil, uploads the package and then the repository's metadata to bucket.
+//
+// With a store, the release is also cut into chunks (package delta): chunks it shares with
+// earlier releases are stored once, and its signed target names the chunk index, so devices
+// running an earlier release fetch only what changed.
 func Publish(ctx context.Context, repo *tuf.Repo, store *Store, bucket, file string, c tuf.Custom) (*Release, error) {
+	if store != nil {
+		d, err := store.PutChunks(ctx, bucket, file, c.Software, c.Version)
+		if err != nil {
+			return nil, err
+		}
+		c.Delta = d
+	}
 	tf, err := repo.AddTarget(tuf.TargetName(c.Software, c.Version), file, c)
 	if err != nil {
 		return nil, err
@@ -109,6 +122,40 @@ type Store struct {
 	HTTP            *http.Client
 }
 
+// PutChunks cuts the release in file into chunks, uploads the ones the store does not hold
+// yet and then the chunk index, and returns what the signed target says of them.
+func (s Store) PutChunks(ctx context.Context, bucket, file, software, version string) (*tuf.Delta, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	magic := make([]byte, 2)
+	if _, err := io.ReadFull(f, magic); err != nil || magic[0] != 0x1f || magic[1] != 0x8b {
+		return nil, nil // not a .tar.gz: devices download it whole
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	x, _, err := delta.Build(f, func(key string, stored []byte) error {
+		return s.PutBytesOnce(ctx, bucket, key, stored)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cut %s into chunks: %w", file, err)
+	}
+	raw, err := x.Encode()
+	if err != nil {
+		return nil, err
+	}
+	key := delta.IndexKey(software, version)
+	if err := s.PutBytes(ctx, bucket, key, raw); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(raw)
+	return &tuf.Delta{Format: delta.Format, Index: key, IndexLength: int64(len(raw)), IndexSHA256: hex.EncodeToString(sum[:]),
+		Length: x.Length, SHA256: x.SHA256}, nil
+}
+
 // PutMetadata uploads every metadata file of repo in the order the store verifies them: the
 // numbered roots oldest first, root.json, targets, snapshot, and timestamp last (a device that
 // sees the new timestamp finds everything it points at already there).
@@ -146,7 +193,7 @@ func (s Store) PutMetadata(ctx context.Context, repo *tuf.Repo, bucket string) e
 // putMetadataFile uploads one metadata file to the store's verifying endpoint.
 func (s Store) putMetadataFile(ctx context.Context, bucket, name string, raw []byte) error {
 	sum := sha256.Sum256(raw)
-	return s.put(ctx, strings.TrimSuffix(s.Endpoint, "/")+"/tuf/"+bucket+"/"+name, bytes.NewReader(raw), int64(len(raw)), hex.EncodeToString(sum[:]))
+	return s.put(ctx, strings.TrimSuffix(s.Endpoint, "/")+"/tuf/"+bucket+"/"+name, bytes.NewReader(raw), int64(len(raw)), hex.EncodeToString(sum[:]), "")
 }
 
 // PutBytes uploads raw to bucket/key.
@@ -155,13 +202,27 @@ func (s Store) PutBytes(ctx context.Context, bucket, key string, raw []byte) err
 	return s.Put(ctx, bucket, key, bytes.NewReader(raw), int64(len(raw)), hex.EncodeToString(sum[:]))
 }
 
+// PutBytesOnce uploads raw to bucket/key unless an object is there already (S3's conditional
+// write, If-None-Match: *): for content-addressed keys, whose object cannot differ.
+func (s Store) PutBytesOnce(ctx context.Context, bucket, key string, raw []byte) error {
+	sum := sha256.Sum256(raw)
+	err := s.put(ctx, strings.TrimSuffix(s.Endpoint, "/")+"/artifacts/"+bucket+"/"+(&url.URL{Path: key}).EscapedPath(), bytes.NewReader(raw), int64(len(raw)), hex.EncodeToString(sum[:]), "*")
+	if errors.Is(err, errExists) {
+		return nil
+	}
+	return err
+}
+
+// errExists is S3's PreconditionFailed for a conditional write over an object.
+var errExists = errors.New("the object exists")
+
 // Put uploads size bytes from body, whose SHA-256 is sha256Hex, to bucket/key with a SigV4
 // signed PUT.
 func (s Store) Put(ctx context.Context, bucket, key string, body io.Reader, size int64, sha256Hex string) error {
-	return s.put(ctx, strings.TrimSuffix(s.Endpoint, "/")+"/artifacts/"+bucket+"/"+(&url.URL{Path: key}).EscapedPath(), body, size, sha256Hex)
+	return s.put(ctx, strings.TrimSuffix(s.Endpoint, "/")+"/artifacts/"+bucket+"/"+(&url.URL{Path: key}).EscapedPath(), body, size, sha256Hex, "")
 }
 
-func (s Store) put(ctx context.Context, u string, body io.Reader, size int64, sha256Hex string) error {
+func (s Store) put(ctx context.Context, u string, body io.Reader, size int64, sha256Hex, ifNoneMatch string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, body)
 	if err != nil {
 		return err
@@ -169,6 +230,9 @@ func (s Store) put(ctx context.Context, u string, body io.Reader, size int64, sh
 	req.ContentLength = size
 	// Stated up front, the hash lets the store check the body as it streams (any size).
 	req.Header.Set("X-Amz-Content-Sha256", sha256Hex)
+	if ifNoneMatch != "" {
+		req.Header.Set("If-None-Match", ifNoneMatch)
+	}
 	creds := aws.Credentials{AccessKeyID: s.AccessKeyID, SecretAccessKey: s.SecretAccessKey}
 	if err := v4.NewSigner().SignHTTP(ctx, creds, req, sha256Hex, "iot", s.Region, time.Now()); err != nil {
 		return err
@@ -182,6 +246,9 @@ func (s Store) put(ctx context.Context, u string, body io.Reader, size int64, sh
 		return fmt.Errorf("upload to %s: %w (is the jobs service running? `starter dev` starts it)", s.Endpoint, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusPreconditionFailed && ifNoneMatch != "" {
+		return errExists
+	}
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return fmt.Errorf("upload %s: %s: %s", u, resp.Status, strings.TrimSpace(string(body)))

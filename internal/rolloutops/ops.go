@@ -317,7 +317,7 @@ func (a *Ops) CreateJob(ctx context.Context, in contract.CreateJobInput) (*contr
 	}
 	doc.BakeSeconds = int(req.BakeTime / time.Second)
 	if a := req.Artifact; a != nil {
-		doc.Artifact = &jobdoc.Artifact{URL: "${aws:iot:s3-presigned-url:" + a.URL + "}"}
+		doc.Artifact = jobdoc.PresignedArtifact(a.URL)
 	}
 	body, err := doc.Marshal()
 	if err != nil {

@@ -78,6 +78,25 @@ type Custom struct {
 	RestartPolicy string `json:"restartPolicy,omitempty"`
 	// MinimumVersion is the oldest installed version this release may be installed over.
 	MinimumVersion string `json:"minimumVersion,omitempty"`
+	// Delta, when set, lets a device build this release from the version it runs plus the
+	// chunks it lacks (package delta): signed here, the chunk index's digest binds every chunk.
+	Delta *Delta `json:"delta,omitempty"`
+}
+
+// Delta is a release's chunk index as its signed target names it.
+type Delta struct {
+	// Format is the index's format (delta.Format); a device that does not know it downloads
+	// the full artifact.
+	Format string `json:"format"`
+	// Index is the index's key under the bucket's chunk store, and IndexLength and
+	// IndexSHA256 what it must be.
+	Index       string `json:"index"`
+	IndexLength int64  `json:"indexLength"`
+	IndexSHA256 string `json:"indexSha256"`
+	// Length and SHA256 are the uncompressed tar the index rebuilds, which is what the device
+	// installs from.
+	Length int64  `json:"length"`
+	SHA256 string `json:"sha256"`
 }
 
 // TargetName is the target path of software at version.

@@ -161,9 +161,7 @@ func fetch(ctx context.Context, o Options, spec Spec, offset int64, f *os.File, 
 		return 0, err
 	}
 	var r io.Reader = io.LimitReader(resp.Body, spec.Size-offset+1)
-	if o.BytesPerSecond > 0 {
-		r = &throttled{r: r, rate: o.BytesPerSecond, start: time.Now()}
-	}
+	r = NewPacer(o.BytesPerSecond).Reader(r)
 	var w io.Writer = io.MultiWriter(f, h)
 	if o.Progress != nil {
 		w = io.MultiWriter(f, h, &progressWriter{done: offset, total: spec.Size, fn: o.Progress})
@@ -176,22 +174,38 @@ func fetch(ctx context.Context, o Options, spec Spec, offset int64, f *os.File, 
 	return n, err
 }
 
-// throttled paces reads to a byte rate.
-type throttled struct {
-	r     io.Reader
-	rate  int64
+// Pacer keeps downloads under a byte rate: every reader it wraps shares the one budget, so a
+// download made of many requests (a delta's chunks) is paced as one.
+type Pacer struct {
+	Rate  int64 // bytes per second; 0 is no cap
 	start time.Time
 	n     int64
 }
 
-func (t *throttled) Read(p []byte) (int, error) {
-	if len(p) > int(t.rate) {
-		p = p[:t.rate]
+// NewPacer paces at rate bytes per second from now (0: no cap).
+func NewPacer(rate int64) *Pacer { return &Pacer{Rate: rate, start: time.Now()} }
+
+// Reader wraps r so its reads keep to the pacer's rate.
+func (p *Pacer) Reader(r io.Reader) io.Reader {
+	if p == nil || p.Rate <= 0 {
+		return r
 	}
-	n, err := t.r.Read(p)
-	t.n += int64(n)
-	if due := time.Duration(float64(t.n) / float64(t.rate) * float64(time.Second)); due > time.Since(t.start) {
-		time.Sleep(due - time.Since(t.start))
+	return &paced{r: r, p: p}
+}
+
+type paced struct {
+	r io.Reader
+	p *Pacer
+}
+
+func (t *paced) Read(b []byte) (int, error) {
+	if len(b) > int(t.p.Rate) {
+		b = b[:t.p.Rate]
+	}
+	n, err := t.r.Read(b)
+	t.p.n += int64(n)
+	if due := time.Duration(float64(t.p.n) / float64(t.p.Rate) * float64(time.Second)); due > time.Since(t.p.start) {
+		time.Sleep(due - time.Since(t.p.start))
 	}
 	return n, err
 }

@@ -10,6 +10,8 @@ package slots
 
 import (
 	"archive/tar"
+	"bufio"
+	"bytes"
 	"compress/gzip"
 	"errors"
 	"fmt"
@@ -50,7 +52,7 @@ func validVersion(v string) error {
 	return nil
 }
 
-// Install unpacks a .tar.gz artifact into the version's slot. Nothing outside the slot can be
+// Install unpacks a .tar.gz artifact (or the plain tar a delta rebuilt) into the version's slot. Nothing outside the slot can be
 // written: absolute paths, "..", links and special files in the archive are refused. A slot
 // that already holds the version is replaced only once the new one is complete.
 func (s Slots) Install(version, tarGz string) error {
@@ -62,9 +64,12 @@ func (s Slots) Install(version, tarGz string) error {
 		return err
 	}
 	defer f.Close()
-	gz, err := gzip.NewReader(f)
-	if err != nil {
-		return fmt.Errorf("artifact is not gzip: %w", err)
+	br := bufio.NewReaderSize(f, 1<<20)
+	var r io.Reader = br
+	if magic, _ := br.Peek(2); bytes.Equal(magic, []byte{0x1f, 0x8b}) {
+		if r, err = gzip.NewReader(br); err != nil {
+			return fmt.Errorf("artifact is not gzip: %w", err)
+		}
 	}
 	staging := s.versionDir(version) + ".staging"
 	os.RemoveAll(staging)
@@ -72,7 +77,7 @@ func (s Slots) Install(version, tarGz string) error {
 		return err
 	}
 	defer os.RemoveAll(staging)
-	tr := tar.NewReader(gz)
+	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/otaflow/otaflow/internal/delta"
 	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
@@ -23,6 +24,14 @@ func (s api) handleArtifactUpload(r *http.Request) (any, error) {
 	}
 	// S3's answer to PutObject: no body, the object's MD5 as its ETag (what `aws s3api
 	// put-object` and S3 SDKs read).
+	if r.Header.Get("If-None-Match") == "*" {
+		// S3's conditional write: a content-addressed chunk already stored is not sent twice.
+		if p, err := s.ArtifactPath(r.PathValue("bucket"), r.PathValue("key")); err == nil {
+			if _, err := os.Stat(p); err == nil {
+				return nil, localiot.Errorf(localiot.CodePreconditionFailed, "At least one of the pre-conditions you specified did not hold: %s/%s exists", r.PathValue("bucket"), r.PathValue("key"))
+			}
+		}
+	}
 	sum := md5.New()
 	if _, err := s.PutArtifact(r.PathValue("bucket"), r.PathValue("key"), io.TeeReader(r.Body, sum)); err != nil {
 		return nil, err
@@ -36,7 +45,13 @@ func (s api) handleArtifactDownload(w http.ResponseWriter, r *http.Request) {
 	bucket, key := r.PathValue("bucket"), r.PathValue("key")
 	q := r.URL.Query()
 	expires, err := strconv.ParseInt(q.Get(localiot.QueryExpires), 10, 64)
-	if err != nil || !hmac.Equal([]byte(q.Get(localiot.QuerySignature)), []byte(s.Sign(bucket, key, expires))) {
+	// A grant is for one key, or for every key of the bucket's chunk store, which the
+	// signature covers.
+	granted := key
+	if p := q.Get(localiot.QueryPrefix); p == delta.Prefix && strings.HasPrefix(key, p) {
+		granted = p
+	}
+	if err != nil || !hmac.Equal([]byte(q.Get(localiot.QuerySignature)), []byte(s.Sign(bucket, granted, expires))) {
 		http.Error(w, "AccessDenied: the URL's signature is missing or does not match; ask for a new job document", http.StatusForbidden)
 		return
 	}

@@ -237,6 +237,8 @@ func exceptionFor(code localiot.ErrorCode) (string, int) {
 		return "InvalidQueryException", http.StatusBadRequest
 	case localiot.CodeInvalidAggregation:
 		return "InvalidAggregationException", http.StatusBadRequest
+	case localiot.CodePreconditionFailed:
+		return "PreconditionFailed", http.StatusPreconditionFailed
 	case localiot.CodeLimitExceeded:
 		return "LimitExceededException", http.StatusGone
 	case localiot.CodeCertificateState:
