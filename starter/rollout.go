@@ -37,6 +37,7 @@ type rolloutFlags struct {
 	retries          int
 	timeout          time.Duration
 	bake             time.Duration
+	downloadRate     int64
 	rate             int
 	healthWindow     time.Duration
 	healthInterval   time.Duration
@@ -60,6 +61,7 @@ func (f *rolloutFlags) bind(fs *pflag.FlagSet, defaultTimeout time.Duration) {
 	fs.IntVar(&f.retries, "retries", 0, "retries for a device that FAILED or TIMED_OUT")
 	fs.DurationVar(&f.timeout, "rollout-timeout", defaultTimeout, "cancel the job and end the rollout if devices have not finished by then")
 	fs.IntVar(&f.rate, "rate-limit", 0, "at most this many devices per minute per wave (0: no limit)")
+	fs.Int64Var(&f.downloadRate, "download-bytes-per-second", 0, "cap each device's download rate for this update (0: no cap; a device's own lower cap stands)")
 	fs.DurationVar(&f.bake, "bake-time", 0, "a device counts as updated only after staying healthy this long after installing")
 	fs.DurationVar(&f.healthWindow, "health-window", 0, "after each wave, watch the updated devices' health this long before the next (0: no health gate); docs/health.md")
 	fs.DurationVar(&f.healthInterval, "health-interval", time.Minute, "evaluate the health criteria this often during --health-window")
@@ -128,7 +130,7 @@ func (f *rolloutFlags) apply(r *contract.RolloutRequest) error {
 	r.Health = g
 	r.Waves, r.SuccessThresholdPercent, r.ApproveWaves = f.waves, f.threshold, f.approveWaves
 	r.OnFailure, r.DeviceTimeout, r.Retries, r.Timeout = strings.ToUpper(f.onFailure), f.deviceTimeout, f.retries, f.timeout
-	r.BakeTime, r.RateLimitPerMinute = f.bake, f.rate
+	r.BakeTime, r.RateLimitPerMinute, r.DownloadBytesPerSecond = f.bake, f.rate, f.downloadRate
 	if f.abortType != "" {
 		r.Abort = &contract.AbortCriteria{FailureType: strings.ToUpper(f.abortType), ThresholdPercent: f.abortThreshold, MinExecuted: f.abortMinExecuted}
 	}
@@ -228,6 +230,50 @@ func printStatus(res contract.RolloutResult, output string, failed []rolloutclie
 	printFailed(os.Stdout, failed)
 }
 
+// printDownloads shows how each device downloaded the release and the rollout's totals.
+func printDownloads(devices []rolloutclient.DeviceResult, output string) {
+	t := rolloutclient.Downloads(devices)
+	if output == "json" {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(struct {
+			Totals  rolloutclient.DownloadTotals `json:"downloads"`
+			Devices []rolloutclient.DeviceResult `json:"devices"`
+		}{t, devices})
+		return
+	}
+	if t.Delta+t.Full == 0 {
+		fmt.Println("  downloads: no device has reported one yet")
+		return
+	}
+	fmt.Printf("  downloads: %d delta, %d full; %s fetched of %s in full (%.0f %%)\n", t.Delta, t.Full,
+		humanBytes(t.BytesFetched), humanBytes(t.ArtifactBytes), 100*float64(t.BytesFetched)/float64(max(t.ArtifactBytes, 1)))
+	for _, d := range devices {
+		if d.Download == "" {
+			continue
+		}
+		note := ""
+		if d.DownloadNote != "" {
+			note = "  (" + d.DownloadNote + ")"
+		}
+		fmt.Printf("    %-28s %-5s %10s of %10s%s\n", d.Thing, d.Download, humanBytes(d.BytesFetched), humanBytes(d.ArtifactBytes), note)
+	}
+}
+
+// humanBytes is n in B, KiB, MiB or GiB.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n)/unit, 0
+	for v >= unit && i < 2 {
+		v /= unit
+		i++
+	}
+	return fmt.Sprintf("%.1f %s", v, []string{"KiB", "MiB", "GiB"}[i])
+}
+
 // printHealth shows a wave's health gate: its state, and each criterion's updated and
 // control values.
 func printHealth(h *contract.HealthGateResult) {
@@ -286,7 +332,7 @@ func rolloutCmd() *cobra.Command {
 	ic.Bind(cmd.PersistentFlags())
 	cmd.PersistentFlags().StringVarP(&output, "output", "o", "text", "text or json")
 
-	var watch bool
+	var watch, downloads bool
 	status := &cobra.Command{
 		Use: "status ROLLOUT_ID", Short: "Show a rollout's state, waves, live device counts and failed devices with their reasons", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -312,6 +358,13 @@ func rolloutCmd() *cobra.Command {
 						fmt.Print("\033[H\033[2J")
 					}
 					printStatus(res, output, failed, stale, late)
+					if downloads {
+						devices, err := rolloutclient.DeviceResults(cmd.Context(), iotc, res, false, 0)
+						if err != nil {
+							return err
+						}
+						printDownloads(devices, output)
+					}
 					if !watch || terminal(res.State) {
 						return nil
 					}
@@ -320,6 +373,7 @@ func rolloutCmd() *cobra.Command {
 			})
 		},
 	}
+	status.Flags().BoolVar(&downloads, "downloads", false, "also list how each device downloaded the release (delta or full, bytes fetched against the full size) and the rollout's totals; reads every device's execution")
 	status.Flags().BoolVarP(&watch, "watch", "w", false, "refresh every second (counts read live from the jobs service) until the rollout ends")
 
 	list := &cobra.Command{

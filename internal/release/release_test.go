@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/agent/artifact"
+	"github.com/otaflow/otaflow/internal/delta"
 	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/localiot/rest"
 	"github.com/otaflow/otaflow/internal/release"
@@ -74,8 +76,37 @@ func TestPublishAndDownload(t *testing.T) {
 	client := &tuf.Client{MetadataURL: release.MetadataURL(srv.URL, "releases"), TrustedRoot: root, Dir: filepath.Join(dir, "device-tuf")}
 	target, err := client.Target("core/2.0.0.tar.gz")
 	require.NoError(t, err)
+	require.NotNil(t, target.Delta, "the signed target names the release's chunk index")
+	d := target.Delta
+	custom.Delta = d
 	require.Equal(t, custom, target.Custom)
 	require.Equal(t, rel.SHA256, target.SHA256)
+
+	// The chunk store is granted as a whole (every key under delta/), and nothing else is.
+	src := delta.Source{Store: svc.PresignURL("releases", delta.Prefix, time.Minute)}
+	idxURL, err := src.URL(d.Index)
+	require.NoError(t, err)
+	idxFile := filepath.Join(dir, "index")
+	require.NoError(t, artifact.Download(ctx, artifact.Spec{URL: idxURL, Size: d.IndexLength, SHA256: d.IndexSHA256}, idxFile, artifact.Options{}))
+	raw, err := os.ReadFile(idxFile)
+	require.NoError(t, err)
+	x, err := delta.Decode(raw)
+	require.NoError(t, err)
+	require.Equal(t, d.Length, x.Length)
+	require.Equal(t, d.SHA256, x.SHA256)
+	escape := strings.Replace(idxURL, "/"+d.Index, "/core/2.0.0.tar.gz", 1)
+	resp, err := http.Get(escape)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusForbidden, resp.StatusCode, "a chunk store grant opens nothing outside it")
+	// Chunks are written once: a conditional write over one is answered 412 and is no error.
+	key := delta.ChunkKey(x.Segments[0].Chunks[0].SHA256)
+	st, err := os.Stat(filepath.Join(dir, "artifacts", "releases", key))
+	require.NoError(t, err)
+	require.NoError(t, store.PutBytesOnce(ctx, "releases", key, []byte("other bytes")))
+	st2, err := os.Stat(filepath.Join(dir, "artifacts", "releases", key))
+	require.NoError(t, err)
+	require.Equal(t, st.Size(), st2.Size(), "the stored chunk is not replaced")
 
 	url := svc.PresignURL("releases", "core/2.0.0.tar.gz", time.Minute)
 	got := filepath.Join(dir, "got.tar.gz")
@@ -84,7 +115,7 @@ func TestPublishAndDownload(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, data, back)
 
-	resp, err := http.Get(srv.URL + "/tuf/releases/keys.json")
+	resp, err = http.Get(srv.URL + "/tuf/releases/keys.json")
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusNotFound, resp.StatusCode, "only metadata is public under /tuf/")

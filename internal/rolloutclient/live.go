@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -153,6 +154,37 @@ type DeviceResult struct {
 	// Late: the service timed the execution out, but the device installed the update and
 	// runs Version (its inventory says so).
 	Late bool `json:"updatedLate,omitempty"`
+	// How the device downloaded the release, as its agent reported (package delta): "delta"
+	// or "full", why full when a delta was offered, the bytes it fetched and the full size.
+	Download      string `json:"download,omitempty"`
+	DownloadNote  string `json:"downloadNote,omitempty"`
+	BytesFetched  int64  `json:"bytesFetched,omitempty"`
+	ArtifactBytes int64  `json:"artifactBytes,omitempty"`
+}
+
+// DownloadTotals sums what devices downloaded.
+type DownloadTotals struct {
+	Delta, Full   int   // devices by how they downloaded
+	BytesFetched  int64 `json:"bytesFetched"`
+	ArtifactBytes int64 `json:"artifactBytes"` // what full downloads would have fetched
+}
+
+// Downloads sums the downloads devices reported.
+func Downloads(devices []DeviceResult) DownloadTotals {
+	var t DownloadTotals
+	for _, d := range devices {
+		switch d.Download {
+		case "delta":
+			t.Delta++
+		case "full":
+			t.Full++
+		default:
+			continue
+		}
+		t.BytesFetched += d.BytesFetched
+		t.ArtifactBytes += d.ArtifactBytes
+	}
+	return t
 }
 
 // DeviceResults lists the devices of the rollout's started waves (and rollback jobs) with
@@ -199,7 +231,11 @@ func DeviceResults(ctx context.Context, iotc IoTReader, res contract.RolloutResu
 				e, err := iotc.DescribeJobExecution(ctx, &iot.DescribeJobExecutionInput{JobId: aws.String(j.id), ThingName: aws.String(thing)})
 				if err == nil && e.Execution != nil {
 					if sd := e.Execution.StatusDetails; sd != nil {
-						d.Reason, d.Version, d.Previous = sd.DetailsMap["reason"], sd.DetailsMap["installedVersion"], sd.DetailsMap["previousVersion"]
+						m := sd.DetailsMap
+						d.Reason, d.Version, d.Previous = m["reason"], m["installedVersion"], m["previousVersion"]
+						d.Download, d.DownloadNote = m["download"], m["downloadNote"]
+						d.BytesFetched, _ = strconv.ParseInt(m["bytesFetched"], 10, 64)
+						d.ArtifactBytes, _ = strconv.ParseInt(m["artifactBytes"], 10, 64)
 					}
 				}
 				out = append(out, d)

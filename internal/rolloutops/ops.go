@@ -316,6 +316,7 @@ func (a *Ops) CreateJob(ctx context.Context, in contract.CreateJobInput) (*contr
 		UpdateAgentLogLevel: req.UpdateAgentLogLevel,
 	}
 	doc.BakeSeconds = int(req.BakeTime / time.Second)
+	doc.DownloadBytesPerSecond = req.DownloadBytesPerSecond
 	if a := req.Artifact; a != nil {
 		doc.Artifact = jobdoc.PresignedArtifact(a.URL)
 	}

@@ -3,6 +3,7 @@ package stack
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,15 +27,17 @@ const ReleaseBucket = "otaflow-releases"
 // root of the stack's TUF release repository; releases are packed, signed as TUF targets and
 // uploaded with the repository's metadata to the artifact store.
 type RealFleet struct {
-	s    *Stack
-	repo *tuf.Repo
-	dir  string
+	s       *Stack
+	repo    *tuf.Repo
+	dir     string
+	from    string
+	payload int
 }
 
 // UseRealInstalls prepares devices (started afterwards) on fromVersion. Devices named in
 // failPreUpdate get a ggc_pre_update.sh that fails, as a device whose service will not stop.
 func (s *Stack) UseRealInstalls(ctx context.Context, fromVersion string, failPreUpdate []string) (*RealFleet, error) {
-	f := &RealFleet{s: s, dir: filepath.Join(s.opts.DataDir, "releases")}
+	f := &RealFleet{s: s, dir: filepath.Join(s.opts.DataDir, "releases"), from: fromVersion}
 	if err := os.MkdirAll(f.dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -92,11 +95,43 @@ func (s *Stack) UseRealInstalls(ctx context.Context, fromVersion string, failPre
 // it): they run on this machine whatever its OS, as ubuntu/x86_64 devices would.
 var DevicePlatform = platform.Platform{OS: "ubuntu", Arch: "x86_64"}
 
+// WithPayload gives every version (the starting one too: call it before devices start) a
+// library of n bytes that versions share but for 32 KiB in its middle, as a release that
+// changes a little of a large tree: what delta updates are for.
+func (f *RealFleet) WithPayload(n int) error {
+	f.payload = n
+	_, err := f.pack(f.from)
+	return err
+}
+
+// payloadFile is the library of version (see WithPayload).
+func (f *RealFleet) payloadFile(version string) release.File {
+	body := make([]byte, f.payload)
+	r := rand.New(rand.NewPCG(7, 7))
+	for i := range body {
+		body[i] = byte(r.Uint32())
+	}
+	var seed uint64
+	for _, c := range version {
+		seed = seed*31 + uint64(c)
+	}
+	r = rand.New(rand.NewPCG(seed, 1))
+	mid := len(body) / 2
+	for i := mid; i < min(mid+32<<10, len(body)); i++ {
+		body[i] = byte(r.Uint32())
+	}
+	return release.File{Name: "lib/libcore.so", Mode: 0o644, Body: body}
+}
+
 // pack builds the demo's core software at version: bin/core prints its version.
 func (f *RealFleet) pack(version string) (string, error) {
-	data, err := release.Pack(
-		release.File{Name: "bin/core", Mode: 0o755, Body: []byte("#!/bin/sh\necho \"otaflow demo core " + version + "\"\n")},
-		release.File{Name: "VERSION", Mode: 0o644, Body: []byte(version + "\n")})
+	files := []release.File{
+		{Name: "bin/core", Mode: 0o755, Body: []byte("#!/bin/sh\necho \"otaflow demo core " + version + "\"\n")},
+		{Name: "VERSION", Mode: 0o644, Body: []byte(version + "\n")}}
+	if f.payload > 0 {
+		files = append(files, f.payloadFile(version))
+	}
+	data, err := release.Pack(files...)
 	if err != nil {
 		return "", err
 	}

@@ -47,6 +47,9 @@ type RolloutRequest struct {
 	// BakeTime: a device counts as updated only after it stayed healthy this long after
 	// installing; one that fails its health check rolls itself back and reports FAILED.
 	BakeTime time.Duration `json:"bakeTime,omitempty"`
+	// DownloadBytesPerSecond caps each device's download rate (0: no cap), so an update does
+	// not starve the device's own traffic; a device's own lower cap stands.
+	DownloadBytesPerSecond int64 `json:"downloadBytesPerSecond,omitempty"`
 
 	// Waves splits the targets: a comma-separated list of cumulative counts or percentages,
 	// e.g. "1,10%,50%,100%" (a canary, then 10 %, half, everything). Default: one wave.
@@ -330,6 +333,9 @@ func (r *RolloutRequest) Validate() error {
 	}
 	if r.RateLimitPerMinute < 0 || r.RateLimitPerMinute > 1000 {
 		add("rate limit must be from 1 to 1000 devices per minute (AWS IoT's range)")
+	}
+	if r.DownloadBytesPerSecond < 0 {
+		add("download bytes per second must not be negative (0 is no cap)")
 	}
 	if r.BakeTime < 0 || r.BakeTime > 7*24*time.Hour {
 		add("bake time must be from 0 to a week")

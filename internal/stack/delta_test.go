@@ -1,0 +1,112 @@
+package stack_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/otaflow/otaflow/internal/agent"
+	"github.com/otaflow/otaflow/internal/agent/slots"
+	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/stack"
+	"github.com/otaflow/otaflow/workflows/contract"
+)
+
+// TestDeltaUpdatesThroughRealAgents publishes releases of a 1 MiB tree that differ by a few
+// files and 32 KiB of a library. The first update installs from full downloads (the starting
+// version was not published with a chunk index); the second is built on each device from the
+// version it runs plus the chunks it lacks, a fraction of the artifact, and installs the same
+// tree a full download installs: the device whose library was modified in place downloads the
+// full artifact and says why.
+func TestDeltaUpdatesThroughRealAgents(t *testing.T) {
+	ctx := context.Background()
+	dataDir := t.TempDir()
+	s, err := stack.Start(ctx, stack.Options{DataDir: dataDir, InMemoryTemporal: true, UIPort: -1, Logger: testLogger()})
+	require.NoError(t, err)
+	defer s.Close()
+	fleet, err := s.UseRealInstalls(ctx, "1.10.2", nil)
+	require.NoError(t, err)
+	require.NoError(t, fleet.WithPayload(1<<20))
+	arns, err := s.StartDevices(ctx, 4, "1.10.2", 0)
+	require.NoError(t, err)
+	core := func(i int) slots.Slots {
+		return slots.Slots{Root: filepath.Join(dataDir, "devices", stack.Device(i), "root", "core")}
+	}
+	roll := func(id, version string) {
+		t.Helper()
+		rel, err := fleet.Publish(ctx, version, stack.HealthCheck(version, nil))
+		require.NoError(t, err)
+		req := request(id, arns)
+		req.Version, req.Artifact = version, rel.Artifact
+		run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
+		require.NoError(t, err)
+		res, err := rolloutclient.Result(ctx, run)
+		require.NoError(t, err, res.Message)
+		require.Equal(t, contract.StateSucceeded, res.State)
+	}
+	details := func(id string, i int) map[string]string {
+		t.Helper()
+		e, err := s.Jobs.DescribeJobExecution(contract.WaveJobID(id, 1), stack.Device(i))
+		require.NoError(t, err)
+		return e.StatusDetails
+	}
+
+	roll("delta-1", "1.11.0")
+	for i := 1; i <= 4; i++ {
+		d := details("delta-1", i)
+		require.Equal(t, "full", d[agent.DetailDownload], d)
+		require.Contains(t, d[agent.DetailDownloadNote], "no base: the installed 1.10.2 has no chunk index")
+		require.Equal(t, d[agent.DetailArtifactBytes], d[agent.DetailBytesFetched])
+	}
+
+	// Device 4's library is changed in place (a hot fix, a corrupted disk).
+	lib := filepath.Join(core(4).Dir("1.11.0"), "lib", "libcore.so")
+	b, err := os.ReadFile(lib)
+	require.NoError(t, err)
+	b[10] ^= 0xff
+	require.NoError(t, os.WriteFile(lib, b, 0o644))
+
+	roll("delta-2", "1.12.0")
+	for i := 1; i <= 3; i++ {
+		d := details("delta-2", i)
+		require.Equal(t, "delta", d[agent.DetailDownload], d)
+		fetched, err := strconv.ParseInt(d[agent.DetailBytesFetched], 10, 64)
+		require.NoError(t, err)
+		full, err := strconv.ParseInt(d[agent.DetailArtifactBytes], 10, 64)
+		require.NoError(t, err)
+		t.Logf("%s fetched %d of %d bytes", stack.Device(i), fetched, full)
+		require.Less(t, fetched, full/3, "a fraction of the artifact")
+		require.Positive(t, fetched)
+	}
+	d := details("delta-2", 4)
+	require.Equal(t, "full", d[agent.DetailDownload], d)
+	require.Contains(t, d[agent.DetailDownloadNote], "base modified: the installed lib/libcore.so differs")
+
+	// The same tree, whichever way it came.
+	want := tree(t, core(4).Dir("1.12.0"))
+	for i := 1; i <= 3; i++ {
+		require.Equal(t, "1.12.0", core(i).Current())
+		require.Equal(t, want, tree(t, core(i).Dir("1.12.0")), "%s installed what a full download installs", stack.Device(i))
+	}
+	downloads, _ := os.ReadDir(filepath.Join(dataDir, "devices", stack.Device(1), "root", "downloads"))
+	require.Empty(t, downloads, "the rebuilt release and its chunks are removed once installed")
+}
+
+// tree reads every file under dir.
+func tree(t *testing.T, dir string) map[string]string {
+	out := map[string]string{}
+	require.NoError(t, filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		rel, _ := filepath.Rel(dir, p)
+		out[rel] = string(b) + "|" + info.Mode().String()
+		return err
+	}))
+	return out
+}
