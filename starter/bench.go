@@ -132,6 +132,7 @@ Throughput figures are medians of --repeat runs. Run it from the repository (it 
 	f.IntVar(&o.Repeat, "repeat", 3, "runs per throughput figure (the median is reported)")
 	f.IntVar(&o.Samples, "samples", 200, "notify latency samples (0 skips)")
 	f.IntVar(&o.ArtifactMB, "artifact-mb", 500, "artifact size for the install and download figures (0 skips)")
+	f.IntVar(&o.DeltaMB, "delta-mb", 0, "tree size for the delta update figures: releases changing 1, 10 and 50 percent installed as deltas and in full by two real agents, and 10 successive publishes (0 skips; e.g. 100)")
 	f.StringVar(&o.AgentPackage, "agent-package", "./agent", "agent package to build for its footprint (\"\" skips)")
 	f.IntVar(&o.DevicesPerProcess, "devices-per-process", 5000, "simulated devices per fleet process")
 	f.IntVar(&o.Replicas, "replicas", 1, "with --postgres: jobs service replicas serving the devices at once (through an MQTT shared subscription)")
@@ -197,6 +198,19 @@ func printBench(w io.Writer, r *bench.Results) {
 	}
 	if d := r.Download; d != nil {
 		fmt.Fprintf(w, "download of %d MiB   agent %.0f MB/s   curl %.0f MB/s   ratio %.2f (medians of 3)\n", d.MB, d.AgentMBps, d.CurlMBps, d.Ratio)
+	}
+	if d := r.Delta; d != nil {
+		fmt.Fprintf(w, "\ndelta updates of a %d MiB tree (two real agents: one builds each release from the last, one downloads it whole)\n", d.MB)
+		fmt.Fprintf(w, "%-8s %10s %9s %11s %7s %11s %7s %6s %9s %9s %9s %9s\n", "changed", "changed", "index", "full bytes", "full s", "delta bytes", "delta s", "ratio", "delta CPU", "delta RSS", "full CPU", "full RSS")
+		for _, x := range d.Rows {
+			fmt.Fprintf(w, "%6d %% %10s %9s %11s %7.2f %11s %7.2f %6.2f %8.2fs %6.1f MiB %8.2fs %5.1f MiB\n", x.ChangedPercent, humanBytes(x.ChangedBytes), humanBytes(x.IndexBytes),
+				humanBytes(x.FullBytes), x.FullSeconds, humanBytes(x.DeltaBytes), x.DeltaSeconds, x.Ratio, x.AgentCPUSeconds, float64(x.AgentPeakRSSKiB)/1024, x.FullCPUSeconds, float64(x.FullPeakRSSKiB)/1024)
+		}
+		fmt.Fprintf(w, "(ratio: delta bytes / (changed + index); goal at most 1.3)\n")
+		for _, p := range d.Publish {
+			fmt.Fprintf(w, "publish %2d: %.2fs, %d chunks added; chunk store %s, full artifacts %s\n", p.Release, p.Seconds, p.ChunksAdded, humanBytes(p.ChunkBytes), humanBytes(p.FullBytes))
+		}
+		fmt.Fprintln(w)
 	}
 	for _, g := range r.Gates {
 		fmt.Fprintf(w, "health gate at %d things on %s: one evaluation %.0f ms (median of 5; 8 aggregations through the REST API); index built in %.1f s; registration %.0f s\n",

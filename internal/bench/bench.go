@@ -44,6 +44,8 @@ type Options struct {
 	Samples int
 	// ArtifactMB is the size of the artifact for the install and download figures (0 skips).
 	ArtifactMB int
+	// DeltaMB is the size of the tree for the delta update figures (0 skips; delta.go).
+	DeltaMB int
 	// Starter is the starter binary, run as `starter fleet` child processes.
 	Starter string
 	// AgentPackage is built for the footprint figures ("" skips them).
@@ -75,6 +77,7 @@ type Results struct {
 	Agent      *AgentFigures `json:"agent,omitempty"`
 	Download   *Download     `json:"download,omitempty"`
 	Gates      []Gate        `json:"healthGates,omitempty"`
+	Delta      *DeltaFigures `json:"delta,omitempty"`
 }
 
 // Machine describes where the figures were measured.
@@ -200,6 +203,16 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 			return res, fmt.Errorf("agent figures: %w", err)
 		}
 		res.Agent, res.Download = a, d
+	}
+	if o.DeltaMB > 0 {
+		if o.AgentPackage == "" {
+			return res, fmt.Errorf("the delta figures need the agent (--agent-package)")
+		}
+		d, err := deltaFigures(ctx, &o)
+		if err != nil {
+			return res, fmt.Errorf("delta figures: %w", err)
+		}
+		res.Delta = d
 	}
 	return res, nil
 }

@@ -22,9 +22,8 @@ import (
 
 	"github.com/otaflow/otaflow/internal/agent/artifact"
 	"github.com/otaflow/otaflow/internal/jobdoc"
-	"github.com/otaflow/otaflow/internal/localiot"
-	iotstore "github.com/otaflow/otaflow/internal/localiot/store"
 	"github.com/otaflow/otaflow/internal/release"
+	"github.com/otaflow/otaflow/internal/stack"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
 
@@ -159,6 +158,46 @@ func writeArtifact(path string, mb int) error {
 	return f.Close()
 }
 
+// buildAgent builds the agent binary (static, stripped, as shipped) into dir.
+func buildAgent(ctx context.Context, o *Options, dir string) (string, int64, error) {
+	bin := filepath.Join(dir, "otaflow-agent")
+	o.say("agent: building %s (static, stripped)", o.AgentPackage)
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, o.AgentPackage)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", 0, fmt.Errorf("build the agent (run the benchmark from the repository): %v: %s", err, out)
+	}
+	st, err := os.Stat(bin)
+	if err != nil {
+		return "", 0, err
+	}
+	return bin, st.Size(), nil
+}
+
+// startAgent registers thing and runs the agent binary as it, on version 1.0.0, with its state
+// and install root under dir/thing, trusting the release repository whose root is rootFile
+// and whose metadata is in bucket.
+func startAgent(s *stack.Stack, bin, thing, dir, rootFile, bucket string) (*exec.Cmd, error) {
+	if _, err := s.Jobs.CreateThing(thing, nil); err != nil {
+		return nil, err
+	}
+	home := filepath.Join(dir, thing)
+	cmd := exec.Command(bin, "--thing-name", thing, "--broker", s.Broker.URL(), "--state-dir", filepath.Join(home, "state"),
+		"--install-root", filepath.Join(home, "root"), "--trusted-root", rootFile, "--tuf-url", release.MetadataURL(s.ArtifactStore().Endpoint, bucket), "--initial-version", "1.0.0",
+		"--ipc-socket", "off", "--log-level", "warn", "--dev", "--os", "ubuntu", "--architecture", "x86_64")
+	cmd.Env = append(os.Environ(), "INVOCATION_ID=bench") // as under systemd
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return cmd, nil
+}
+
+func stopAgent(cmd *exec.Cmd) {
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+}
+
 // agentFigures builds the agent, measures it idle on the local stack and while it installs
 // an ArtifactMB artifact for real, then times its downloader against curl on the same URL.
 func agentFigures(ctx context.Context, o *Options) (*AgentFigures, *Download, error) {
@@ -177,30 +216,15 @@ func agentFigures(ctx context.Context, o *Options) (*AgentFigures, *Download, er
 	store := s.ArtifactStore()
 	var agentCmd *exec.Cmd
 	if o.AgentPackage != "" {
-		bin := filepath.Join(dir, "otaflow-agent")
-		o.say("agent: building %s (static, stripped)", o.AgentPackage)
-		build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, o.AgentPackage)
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			return nil, nil, fmt.Errorf("build the agent (run the benchmark from the repository): %v: %s", err, out)
-		}
-		st, err := os.Stat(bin)
+		bin, size, err := buildAgent(ctx, o, dir)
 		if err != nil {
 			return nil, nil, err
 		}
-		fig = &AgentFigures{BinaryBytes: st.Size()}
-		if _, err := s.Jobs.CreateThing("footprint-1", nil); err != nil {
+		fig = &AgentFigures{BinaryBytes: size}
+		if agentCmd, err = startAgent(s, bin, "footprint-1", dir, rootFile, "bench"); err != nil {
 			return nil, nil, err
 		}
-		agentCmd = exec.Command(bin, "--thing-name", "footprint-1", "--broker", s.Broker.URL(), "--state-dir", filepath.Join(dir, "agent-state"),
-			"--install-root", filepath.Join(dir, "agent-root"), "--trusted-root", rootFile, "--tuf-url", release.MetadataURL(store.Endpoint, "bench"), "--initial-version", "1.0.0",
-			"--ipc-socket", "off", "--log-level", "warn", "--dev", "--os", "ubuntu", "--architecture", "x86_64")
-		agentCmd.Env = append(os.Environ(), "INVOCATION_ID=bench") // as under systemd
-		agentCmd.Stderr = os.Stderr
-		if err := agentCmd.Start(); err != nil {
-			return nil, nil, err
-		}
-		defer func() { agentCmd.Process.Signal(syscall.SIGTERM); agentCmd.Wait() }()
+		defer stopAgent(agentCmd)
 		pid := agentCmd.Process.Pid
 		time.Sleep(3 * time.Second) // connected and subscribed
 		o.say("agent: measuring idle for 10s")
@@ -229,32 +253,14 @@ func agentFigures(ctx context.Context, o *Options) (*AgentFigures, *Download, er
 		d := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "bench",
 			SoftwareToUpdate: jobdoc.SoftwareCore, Version: "9.0.0",
 			Artifact: jobdoc.PresignedArtifact(rel.Artifact.URL)}
-		body, err := d.Marshal()
+		_, secs, err := runJob(s, "big-install", "footprint-1", d)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("the %d MiB install: %w", o.ArtifactMB, err)
 		}
-		began := time.Now()
-		if _, err := s.Jobs.CreateJob(localiot.CreateJobInput{JobID: "big-install", Targets: []string{"footprint-1"}, Document: body,
-			Presign: &iotstore.PresignConfig{RoleArn: "arn:aws:iam::0:role/bench", ExpiresInSec: 3600}}); err != nil {
-			return nil, nil, err
-		}
-		for {
-			e, err := s.Jobs.DescribeJobExecution("big-install", "footprint-1")
-			if err != nil {
-				return nil, nil, err
-			}
-			if e.Status.Terminal() {
-				if e.Status != iotstore.ExecSucceeded {
-					return nil, nil, fmt.Errorf("the %d MiB install ended %s: %s", o.ArtifactMB, e.Status, e.StatusDetails["reason"])
-				}
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		fig.InstallSeconds = time.Since(began).Seconds()
+		fig.InstallSeconds = secs
 		fig.InstallPeakRSSKiB = procStatus(agentCmd.Process.Pid, "VmHWM")
 		fig.InstallMB = o.ArtifactMB
-		os.RemoveAll(filepath.Join(dir, "agent-root"))
+		os.RemoveAll(filepath.Join(dir, "footprint-1"))
 	}
 
 	// The agent's downloader (the same code path) against curl, alternating, 3 runs each.
