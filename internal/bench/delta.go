@@ -242,7 +242,7 @@ func deltaFigures(ctx context.Context, o *Options) (*DeltaFigures, error) {
 		}
 		chunkBytes := dirBytes(filepath.Join(dir, "artifacts", "bench", "delta"))
 		fig.Publish = append(fig.Publish, PublishRow{Release: i, Seconds: took.Seconds(), ChunkBytes: chunkBytes,
-			FullBytes: dirBytes(filepath.Join(dir, "artifacts", "bench", "core")),
+			FullBytes:   dirBytes(filepath.Join(dir, "artifacts", "bench", "core")),
 			ChunksAdded: countFiles(filepath.Join(dir, "artifacts", "bench", "delta", "chunks")) - before})
 	}
 	return fig, nil
