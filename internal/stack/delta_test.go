@@ -36,10 +36,13 @@ func TestDeltaUpdatesThroughRealAgents(t *testing.T) {
 	core := func(i int) slots.Slots {
 		return slots.Slots{Root: filepath.Join(dataDir, "devices", stack.Device(i), "root", "core")}
 	}
-	roll := func(id, version string) {
+	roll := func(id, version string, between ...func()) {
 		t.Helper()
 		rel, err := fleet.Publish(ctx, version, stack.HealthCheck(version, nil))
 		require.NoError(t, err)
+		for _, fn := range between {
+			fn()
+		}
 		req := request(id, arns)
 		req.Version, req.Artifact = version, rel.Artifact
 		run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
@@ -94,6 +97,43 @@ func TestDeltaUpdatesThroughRealAgents(t *testing.T) {
 	}
 	downloads, _ := os.ReadDir(filepath.Join(dataDir, "devices", stack.Device(1), "root", "downloads"))
 	require.Empty(t, downloads, "the rebuilt release and its chunks are removed once installed")
+
+	// 1.13.0's new chunks are tampered with in the store: each device fetches them twice,
+	// refuses them, and downloads the full artifact, which is intact.
+	chunkDir := filepath.Join(dataDir, "artifacts", stack.ReleaseBucket, "delta", "chunks")
+	before := chunkFiles(t, chunkDir)
+	roll("delta-3", "1.13.0", func() {
+		var n int
+		for f := range chunkFiles(t, chunkDir) {
+			if !before[f] {
+				b, err := os.ReadFile(f)
+				require.NoError(t, err)
+				b[len(b)/2] ^= 0xff
+				require.NoError(t, os.WriteFile(f, b, 0o644))
+				n++
+			}
+		}
+		require.Positive(t, n, "1.13.0 added chunks")
+	})
+	for i := 1; i <= 3; i++ {
+		d := details("delta-3", i)
+		require.Equal(t, "full", d[agent.DetailDownload], d)
+		require.Contains(t, d[agent.DetailDownloadNote], "the delta failed")
+		require.Contains(t, d[agent.DetailDownloadNote], "not what the signed index says")
+		require.Equal(t, "1.13.0", core(i).Current())
+	}
+}
+
+// chunkFiles lists the chunk store's files.
+func chunkFiles(t *testing.T, dir string) map[string]bool {
+	out := map[string]bool{}
+	require.NoError(t, filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			out[p] = true
+		}
+		return err
+	}))
+	return out
 }
 
 // tree reads every file under dir.
