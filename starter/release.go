@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -230,7 +231,112 @@ says what to do for a lost or stolen key of each role.`,
 		c.Flags().StringVar(&bucket, "bucket", "otaflow-releases", "artifact store (S3) bucket")
 		c.Flags().BoolVar(&upload, "upload", true, "upload the metadata to the jobs service")
 	}
-	cmd.AddCommand(initCmd, rootCmd, publish, timestamp, rotate)
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the signed releases: software, version, platform, size, and whether devices can take them as deltas",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := open()
+			if err != nil {
+				return err
+			}
+			signed, err := r.Signed()
+			if err != nil {
+				return err
+			}
+			if cmd.Flag("output").Value.String() == "json" {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(signed)
+			}
+			if len(signed) == 0 {
+				fmt.Println("no release is signed yet: `starter release publish` signs one")
+				return nil
+			}
+			fmt.Printf("%-10s %-12s %-22s %10s  %s\n", "SOFTWARE", "VERSION", "PLATFORM", "SIZE", "DELTA")
+			for _, t := range signed {
+				d := "no (devices download it whole)"
+				if t.Delta != nil {
+					d = fmt.Sprintf("yes (index %s)", humanBytes(t.Delta.IndexLength))
+				}
+				fmt.Printf("%-10s %-12s %-22s %10s  %s\n", t.Software, t.Version, t.OS+"/"+t.Architecture, humanBytes(t.Length), d)
+			}
+			return nil
+		},
+	}
+	addRepo(list)
+
+	var grace time.Duration
+	var keepChunks bool
+	gcReport := func(res release.GCResult) {
+		fmt.Fprintf(os.Stderr, "chunk store: %d live releases need %d chunks; deleted %d objects (%s); kept %d younger than %s (a publish may be using them)\n",
+			res.LiveReleases, res.LiveChunks, res.Deleted, humanBytes(res.FreedBytes), res.KeptYoung, grace)
+	}
+	remove := &cobra.Command{
+		Use:   "remove",
+		Short: "Withdraw a release: devices refuse to install it from then on; its package, chunk index and the chunks no other release needs are deleted",
+		Long: `Withdraw a signed release. Its TUF target is removed and the new metadata uploaded: devices
+refuse to install it from then on. Devices that run it keep it, and a rollback to it still
+works from their slots. Its package and chunk index are deleted from the store, then the chunk
+store is collected (see gc).`,
+		Example: `  starter release remove --software core --version 1.11.0`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if version == "" {
+				return fmt.Errorf("--version is required: the release to withdraw (`starter release list` lists them)")
+			}
+			r, err := open()
+			if err != nil {
+				return err
+			}
+			store := artifactStore(&ic, true)
+			if err := release.Remove(cmd.Context(), r, store, bucket, software, version); err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "withdrew %s %s: devices refuse to install it from now on; its package and chunk index are deleted\n", software, version)
+			if keepChunks {
+				return nil
+			}
+			res, err := store.CollectChunks(cmd.Context(), r, bucket, grace)
+			if err != nil {
+				return err
+			}
+			gcReport(res)
+			return nil
+		},
+	}
+	addRepo(remove)
+	remove.Flags().StringVar(&software, "software", "core", "core or ota_agent")
+	remove.Flags().StringVar(&version, "version", "", "the version to withdraw")
+	remove.Flags().BoolVar(&keepChunks, "keep-chunks", false, "do not collect the chunk store afterwards")
+	gc := &cobra.Command{
+		Use:   "gc",
+		Short: "Delete the chunks and chunk indexes no signed release needs",
+		Long: `Collect the chunk store: every signed release's chunk index is read and checked against its
+signed digest, and the chunks and indexes none of them names are deleted. Objects younger than
+--grace are kept, so a publish in progress (which uploads chunks before it signs) loses nothing.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := open()
+			if err != nil {
+				return err
+			}
+			res, err := artifactStore(&ic, true).CollectChunks(cmd.Context(), r, bucket, grace)
+			if err != nil {
+				return err
+			}
+			gcReport(res)
+			return nil
+		},
+	}
+	addRepo(gc)
+	for _, c := range []*cobra.Command{remove, gc} {
+		ic.Bind(c.Flags())
+		c.Flags().StringVar(&bucket, "bucket", "otaflow-releases", "artifact store (S3) bucket")
+		c.Flags().DurationVar(&grace, "grace", time.Hour, "keep unreferenced objects younger than this")
+	}
+	cmd.AddCommand(initCmd, rootCmd, publish, timestamp, rotate, list, remove, gc)
 	return cmd
 }
 

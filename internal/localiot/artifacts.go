@@ -3,6 +3,7 @@ package localiot
 import (
 	"bytes"
 	"crypto/hmac"
+	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -12,8 +13,10 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	chunks "github.com/otaflow/otaflow/internal/delta"
@@ -197,4 +200,104 @@ func (s *Service) PutTUFMetadata(bucket, file string, raw []byte) (int64, error)
 		return 0, Errorf(CodeInvalidRequest, "%v", err)
 	}
 	return s.PutArtifact(bucket, "tuf/"+file, bytes.NewReader(raw))
+}
+
+// Object is one stored artifact as S3's ListObjectsV2 describes it.
+type Object struct {
+	Key          string
+	Size         int64
+	LastModified time.Time
+	ETag         string // S3's: the hex MD5 of the content, quoted
+}
+
+// etagCache keeps each listed object's MD5 by path, size and modification time: computed
+// once per object, not once per listing.
+var etagCache sync.Map // string → string
+
+func etagOf(p string, st os.FileInfo) string {
+	id := fmt.Sprintf("%s\x00%d\x00%d", p, st.Size(), st.ModTime().UnixNano())
+	if v, ok := etagCache.Load(id); ok {
+		return v.(string)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return `""`
+	}
+	defer f.Close()
+	h := md5.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return `""`
+	}
+	e := `"` + hex.EncodeToString(h.Sum(nil)) + `"`
+	etagCache.Store(id, e)
+	return e
+}
+
+// ListArtifacts lists bucket's objects whose keys begin with prefix, in key order, after the
+// key after (S3's StartAfter or continuation token), at most limit of them; truncated says
+// whether more follow.
+func (s *Service) ListArtifacts(bucket, prefix, after string, limit int) ([]Object, bool, error) {
+	if !thingNameRE.MatchString(bucket) {
+		return nil, false, Errorf(CodeInvalidRequest, "bucket %q is not a valid bucket name", bucket)
+	}
+	root := filepath.Join(s.artifactDir(), bucket)
+	// Walk only the deepest directory the prefix names.
+	dir := root
+	if i := strings.LastIndex(prefix, "/"); i > 0 && !strings.Contains(prefix, "..") {
+		dir = filepath.Join(root, filepath.FromSlash(prefix[:i]))
+	}
+	var keys []string
+	infos := map[string]os.FileInfo{}
+	err := filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			if os.IsNotExist(err) {
+				return nil
+			}
+			return err
+		}
+		if info.IsDir() || strings.HasPrefix(info.Name(), ".") {
+			return nil
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil {
+			return err
+		}
+		key := filepath.ToSlash(rel)
+		if key == "tuf" || strings.HasPrefix(key, "tuf/") || !strings.HasPrefix(key, prefix) || key <= after {
+			return nil
+		}
+		keys = append(keys, key)
+		infos[key] = info
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	sort.Strings(keys)
+	truncated := len(keys) > limit
+	if truncated {
+		keys = keys[:limit]
+	}
+	out := make([]Object, 0, len(keys))
+	for _, k := range keys {
+		st := infos[k]
+		out = append(out, Object{Key: k, Size: st.Size(), LastModified: st.ModTime().UTC(), ETag: etagOf(filepath.Join(root, filepath.FromSlash(k)), st)})
+	}
+	return out, truncated, nil
+}
+
+// DeleteArtifact removes bucket/key; a key that is not there is no error (S3's DeleteObject).
+// The release metadata under tuf/ is not an artifact and cannot be deleted.
+func (s *Service) DeleteArtifact(bucket, key string) error {
+	if k := path.Clean(key); k == "tuf" || strings.HasPrefix(k, "tuf/") {
+		return Errorf(CodeUnauthorized, "%s/%s is release metadata: it is never deleted", bucket, key)
+	}
+	p, err := s.ArtifactPath(bucket, key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return nil
 }

@@ -223,27 +223,13 @@ func (s Store) Put(ctx context.Context, bucket, key string, body io.Reader, size
 }
 
 func (s Store) put(ctx context.Context, u string, body io.Reader, size int64, sha256Hex, ifNoneMatch string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, body)
-	if err != nil {
-		return err
-	}
-	req.ContentLength = size
-	// Stated up front, the hash lets the store check the body as it streams (any size).
-	req.Header.Set("X-Amz-Content-Sha256", sha256Hex)
+	h := http.Header{}
 	if ifNoneMatch != "" {
-		req.Header.Set("If-None-Match", ifNoneMatch)
+		h.Set("If-None-Match", ifNoneMatch)
 	}
-	creds := aws.Credentials{AccessKeyID: s.AccessKeyID, SecretAccessKey: s.SecretAccessKey}
-	if err := v4.NewSigner().SignHTTP(ctx, creds, req, sha256Hex, "iot", s.Region, time.Now()); err != nil {
-		return err
-	}
-	hc := s.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
+	resp, err := s.send(ctx, http.MethodPut, u, body, size, sha256Hex, h)
 	if err != nil {
-		return fmt.Errorf("upload to %s: %w (is the jobs service running? `starter dev` starts it)", s.Endpoint, err)
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusPreconditionFailed && ifNoneMatch != "" {
@@ -254,6 +240,36 @@ func (s Store) put(ctx context.Context, u string, body io.Reader, size int64, sh
 		return fmt.Errorf("upload %s: %s: %s", u, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return nil
+}
+
+// emptySHA256 is the SHA-256 of no body.
+const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+// send makes a SigV4 signed request to the store; the caller closes the answer's body.
+func (s Store) send(ctx context.Context, method, u string, body io.Reader, size int64, sha256Hex string, h http.Header) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, err
+	}
+	req.ContentLength = size
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	// Stated up front, the hash lets the store check the body as it streams (any size).
+	req.Header.Set("X-Amz-Content-Sha256", sha256Hex)
+	creds := aws.Credentials{AccessKeyID: s.AccessKeyID, SecretAccessKey: s.SecretAccessKey}
+	if err := v4.NewSigner().SignHTTP(ctx, creds, req, sha256Hex, "iot", s.Region, time.Now()); err != nil {
+		return nil, err
+	}
+	hc := s.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w (is the jobs service running? `starter dev` starts it)", method, s.Endpoint, err)
+	}
+	return resp, nil
 }
 
 // File is one entry of a package built with Pack.

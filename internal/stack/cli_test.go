@@ -45,6 +45,27 @@ func starterCLI(t *testing.T) string {
 	return starterBuild.path
 }
 
+// runStarter runs the starter CLI against s, as a user with the stack's addresses in the
+// environment, within two minutes.
+func runStarter(t *testing.T, bin string, s *stack.Stack, args ...string) (string, string, error) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "TEMPORAL_ADDRESS="+s.Temporal.FrontendAddr(), "OTAFLOW_JOBS_ENDPOINT="+s.JobsURL)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	done := make(chan error, 1)
+	require.NoError(t, cmd.Start())
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return stdout.String(), stderr.String(), err
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		t.Fatalf("starter %s did not finish in 2 minutes: %s %s", strings.Join(args, " "), stdout.String(), stderr.String())
+		return "", "", nil
+	}
+}
+
 // TestStarterCLI drives a rollout, a schedule and a deployment through the starter CLI as a
 // user would, against a local stack, and checks that bad input is refused with a clear error
 // before anything is created.
@@ -61,21 +82,7 @@ func TestStarterCLI(t *testing.T) {
 
 	run := func(args ...string) (string, string, error) {
 		t.Helper()
-		cmd := exec.Command(bin, args...)
-		cmd.Env = append(os.Environ(), "TEMPORAL_ADDRESS="+s.Temporal.FrontendAddr(), "OTAFLOW_JOBS_ENDPOINT="+s.JobsURL)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		done := make(chan error, 1)
-		require.NoError(t, cmd.Start())
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			return stdout.String(), stderr.String(), err
-		case <-time.After(2 * time.Minute):
-			cmd.Process.Kill()
-			t.Fatalf("starter %s did not finish in 2 minutes: %s %s", strings.Join(args, " "), stdout.String(), stderr.String())
-			return "", "", nil
-		}
+		return runStarter(t, bin, s, args...)
 	}
 	update := []string{"--update-targets", string(targets), "--update-targets-architecture", "x86_64",
 		"--update-targets-operating-system", "ubuntu", "--software-to-update", "core",

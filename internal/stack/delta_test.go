@@ -122,6 +122,34 @@ func TestDeltaUpdatesThroughRealAgents(t *testing.T) {
 		require.Contains(t, d[agent.DetailDownloadNote], "not what the signed index says")
 		require.Equal(t, "1.13.0", core(i).Current())
 	}
+
+	// What operators see: each device's path and bytes, the rollout's totals.
+	bin := starterCLI(t)
+	out, stderr, err := runStarter(t, bin, s, "rollout", "status", "delta-2", "--downloads")
+	require.NoError(t, err, stderr)
+	require.Contains(t, out, "downloads: 3 delta, 1 full;", out)
+	require.Contains(t, out, "base modified", out)
+
+	// Withdrawing 1.11.0 and 1.12.0 through the CLI deletes their packages and what only
+	// they used; 1.13.0 keeps every chunk it needs.
+	repo := filepath.Join(dataDir, "release-repo")
+	out, stderr, err = runStarter(t, bin, s, "release", "list", "--repo", repo)
+	require.NoError(t, err, stderr)
+	for _, v := range []string{"1.11.0", "1.12.0", "1.13.0"} {
+		require.Contains(t, out, v)
+	}
+	require.Contains(t, out, "yes (index")
+	for _, v := range []string{"1.11.0", "1.12.0"} {
+		_, stderr, err = runStarter(t, bin, s, "release", "remove", "--repo", repo, "--version", v, "--grace", "0s")
+		require.NoError(t, err, stderr)
+		require.Contains(t, stderr, "withdrew core "+v)
+	}
+	require.Contains(t, stderr, "1 live releases need")
+	out, _, err = runStarter(t, bin, s, "release", "list", "--repo", repo, "-o", "json")
+	require.NoError(t, err)
+	require.NotContains(t, out, "1.12.0")
+	require.Contains(t, out, "1.13.0")
+	require.Less(t, len(chunkFiles(t, chunkDir)), len(before), "the withdrawn releases' own chunks are gone")
 }
 
 // chunkFiles lists the chunk store's files.

@@ -447,6 +447,37 @@ func (r *Repo) AddTarget(name, path string, c Custom) (*metadata.TargetFiles, er
 	return tf, r.commit(RoleTargets)
 }
 
+// RemoveTarget withdraws a signed target and publishes new targets, snapshot and timestamp:
+// devices refuse to install it from then on (those that run it keep it, and may still roll
+// back to it from its slot).
+func (r *Repo) RemoveTarget(name string) error {
+	if _, ok := r.targets.Signed.Targets[name]; !ok {
+		return fmt.Errorf("%s is not a signed target of this repository (`starter release list` lists them)", name)
+	}
+	delete(r.targets.Signed.Targets, name)
+	return r.commit(RoleTargets)
+}
+
+// Signed is every signed software target with its length, digest and instructions (component
+// recipes left out).
+func (r *Repo) Signed() ([]Target, error) {
+	var out []Target
+	for _, name := range r.Targets() {
+		tf := r.targets.Signed.Targets[name]
+		if tf.Custom == nil {
+			continue
+		}
+		t, err := parseTarget(name, tf)
+		if err != nil {
+			return nil, err
+		}
+		if t.Software != SoftwareComponents {
+			out = append(out, *t)
+		}
+	}
+	return out, nil
+}
+
 // Targets lists the signed target names.
 func (r *Repo) Targets() []string {
 	out := make([]string, 0, len(r.targets.Signed.Targets))

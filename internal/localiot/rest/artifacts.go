@@ -3,7 +3,10 @@ package rest
 import (
 	"crypto/hmac"
 	"crypto/md5"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/xml"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -39,9 +42,20 @@ func (s api) handleArtifactUpload(r *http.Request) (any, error) {
 	return headersOnly{"ETag": `"` + hex.EncodeToString(sum.Sum(nil)) + `"`}, nil
 }
 
-// handleArtifactDownload serves an artifact to whoever holds a valid, unexpired presigned URL.
-// Range requests are honoured, so downloads resume.
-func (s api) handleArtifactDownload(w http.ResponseWriter, r *http.Request) {
+// handleArtifactDownload serves an artifact to whoever holds a valid, unexpired presigned URL,
+// or signs the request with the REST key (S3's GetObject; authed wraps serveArtifact in the
+// SigV4 check). Range requests are honoured, so downloads resume.
+func (s api) handleArtifactDownload(authed http.Handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			authed.ServeHTTP(w, r)
+			return
+		}
+		s.presignedDownload(w, r)
+	}
+}
+
+func (s api) presignedDownload(w http.ResponseWriter, r *http.Request) {
 	bucket, key := r.PathValue("bucket"), r.PathValue("key")
 	q := r.URL.Query()
 	expires, err := strconv.ParseInt(q.Get(localiot.QueryExpires), 10, 64)
@@ -59,6 +73,12 @@ func (s api) handleArtifactDownload(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "AccessDenied: the URL expired; ask for the job document again to get a fresh one", http.StatusForbidden)
 		return
 	}
+	s.serveArtifact(w, r)
+}
+
+// serveArtifact answers GetObject for a request already authorized.
+func (s api) serveArtifact(w http.ResponseWriter, r *http.Request) {
+	bucket, key := r.PathValue("bucket"), r.PathValue("key")
 	p, err := s.ArtifactPath(bucket, key)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -123,4 +143,100 @@ type putObjectResponse struct {
 	Bucket string `json:"bucket"`
 	Key    string `json:"key"`
 	Size   int64  `json:"size"`
+}
+
+// handleDeleteObject is S3's DeleteObject: 204, whether or not the key was there.
+func (s api) handleDeleteObject(w http.ResponseWriter, r *http.Request) {
+	if err := s.DeleteArtifact(r.PathValue("bucket"), r.PathValue("key")); err != nil {
+		writeS3Error(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// listBucketResult is S3's ListObjectsV2 answer.
+type listBucketResult struct {
+	XMLName               xml.Name     `xml:"http://s3.amazonaws.com/doc/2006-03-01/ ListBucketResult"`
+	Name                  string       `xml:"Name"`
+	Prefix                string       `xml:"Prefix"`
+	KeyCount              int          `xml:"KeyCount"`
+	MaxKeys               int          `xml:"MaxKeys"`
+	IsTruncated           bool         `xml:"IsTruncated"`
+	ContinuationToken     string       `xml:"ContinuationToken,omitempty"`
+	NextContinuationToken string       `xml:"NextContinuationToken,omitempty"`
+	StartAfter            string       `xml:"StartAfter,omitempty"`
+	Contents              []listObject `xml:"Contents"`
+}
+
+type listObject struct {
+	Key          string `xml:"Key"`
+	LastModified string `xml:"LastModified"`
+	ETag         string `xml:"ETag"`
+	Size         int64  `xml:"Size"`
+	StorageClass string `xml:"StorageClass"`
+}
+
+// handleListObjects is S3's ListObjectsV2 (list-type=2) over a bucket's artifacts.
+func (s api) handleListObjects(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if q.Get("list-type") != "2" {
+		writeS3Error(w, localiot.Errorf(localiot.CodeInvalidRequest, "only ListObjectsV2 (list-type=2) is served"))
+		return
+	}
+	limit := 1000
+	if v := q.Get("max-keys"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			writeS3Error(w, localiot.Errorf(localiot.CodeInvalidRequest, "max-keys %q is not a number from 0 to 1000", v))
+			return
+		}
+		limit = min(n, 1000)
+	}
+	after := q.Get("start-after")
+	if t := q.Get("continuation-token"); t != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(t)
+		if err != nil {
+			writeS3Error(w, localiot.Errorf(localiot.CodeInvalidRequest, "the continuation token is not one this store gave"))
+			return
+		}
+		after = string(raw)
+	}
+	objs, truncated, err := s.ListArtifacts(r.PathValue("bucket"), q.Get("prefix"), after, limit)
+	if err != nil {
+		writeS3Error(w, err)
+		return
+	}
+	res := listBucketResult{Name: r.PathValue("bucket"), Prefix: q.Get("prefix"), KeyCount: len(objs), MaxKeys: limit, IsTruncated: truncated,
+		ContinuationToken: q.Get("continuation-token"), StartAfter: q.Get("start-after")}
+	for _, o := range objs {
+		res.Contents = append(res.Contents, listObject{Key: o.Key, LastModified: o.LastModified.Format("2006-01-02T15:04:05.000Z"), ETag: o.ETag, Size: o.Size, StorageClass: "STANDARD"})
+	}
+	if truncated && len(objs) > 0 {
+		res.NextContinuationToken = base64.RawURLEncoding.EncodeToString([]byte(objs[len(objs)-1].Key))
+	}
+	w.Header().Set("Content-Type", "application/xml")
+	w.Write([]byte(xml.Header))
+	xml.NewEncoder(w).Encode(res)
+}
+
+// writeS3Error answers as S3 does: an XML Error with S3's code, which S3 clients show.
+func writeS3Error(w http.ResponseWriter, err error) {
+	code, status := "InternalError", http.StatusInternalServerError
+	var e *localiot.Error
+	if errors.As(err, &e) {
+		switch e.Code {
+		case localiot.CodeUnauthorized:
+			code, status = "AccessDenied", http.StatusForbidden
+		case localiot.CodeInvalidRequest:
+			code, status = "InvalidArgument", http.StatusBadRequest
+		}
+	}
+	w.Header().Set("Content-Type", "application/xml")
+	w.WriteHeader(status)
+	w.Write([]byte(xml.Header))
+	xml.NewEncoder(w).Encode(struct {
+		XMLName xml.Name `xml:"Error"`
+		Code    string   `xml:"Code"`
+		Message string   `xml:"Message"`
+	}{Code: code, Message: err.Error()})
 }

@@ -125,6 +125,9 @@ func Handler(svc *localiot.Service, auth *SigV4Verifier, extra ...Route) http.Ha
 	mux.op("PUT /thing-groups/removeThingFromThingGroup", s.handleThingGroupMembership(false))
 	mux.op("GET /thing-groups/{thingGroupName}/things", s.handleListThingsInThingGroup)
 	mux.op("PUT /artifacts/{bucket}/{key...}", s.handleArtifactUpload)
+	mux.HandleFunc("DELETE /artifacts/{bucket}/{key...}", s.handleDeleteObject)
+	mux.HandleFunc("GET /artifacts/{bucket}/{key...}", s.serveArtifact)
+	mux.HandleFunc("GET /artifacts/{bucket}", s.handleListObjects)
 	mux.op("PUT /tuf/{bucket}/{file}", s.handleTUFUpload)
 	mux.op("POST /indexing/config", s.handleUpdateIndexingConfiguration)
 	mux.op("GET /indexing/config", s.handleGetIndexingConfiguration)
@@ -151,7 +154,10 @@ func Handler(svc *localiot.Service, auth *SigV4Verifier, extra ...Route) http.Ha
 	})
 	// Artifact downloads carry their own signature (a presigned URL), not SigV4.
 	outer := http.NewServeMux()
-	outer.HandleFunc("GET /artifacts/{bucket}/{key...}", s.handleArtifactDownload)
+	authed := auth.Middleware(mux)
+	outer.HandleFunc("GET /artifacts/{bucket}/{key...}", s.handleArtifactDownload(authed))
+	// Named here too, or the pattern above would redirect a bucket listing to ".../".
+	outer.Handle("GET /artifacts/{bucket}", authed)
 	// TUF metadata is signed, not secret: devices fetch it from here without credentials.
 	outer.HandleFunc("GET /tuf/{bucket}/{file}", s.handleTUFMetadata)
 	// Health, for container health checks and load balancers: it reveals nothing but "the
