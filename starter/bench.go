@@ -133,6 +133,7 @@ Throughput figures are medians of --repeat runs. Run it from the repository (it 
 	f.IntVar(&o.Samples, "samples", 200, "notify latency samples (0 skips)")
 	f.IntVar(&o.ArtifactMB, "artifact-mb", 500, "artifact size for the install and download figures (0 skips)")
 	f.IntVar(&o.DeltaMB, "delta-mb", 0, "tree size for the delta update figures: releases changing 1, 10 and 50 percent installed as deltas and in full by two real agents, and 10 successive publishes (0 skips; e.g. 100)")
+	f.IntVar(&o.DeltaPublishes, "delta-publishes", 10, "successive releases published for the chunk store's growth (with --delta-mb)")
 	f.StringVar(&o.AgentPackage, "agent-package", "./agent", "agent package to build for its footprint (\"\" skips)")
 	f.IntVar(&o.DevicesPerProcess, "devices-per-process", 5000, "simulated devices per fleet process")
 	f.IntVar(&o.Replicas, "replicas", 1, "with --postgres: jobs service replicas serving the devices at once (through an MQTT shared subscription)")

@@ -46,6 +46,9 @@ type Options struct {
 	ArtifactMB int
 	// DeltaMB is the size of the tree for the delta update figures (0 skips; delta.go).
 	DeltaMB int
+	// DeltaPublishes is how many successive releases are published for the store's growth
+	// (default 10).
+	DeltaPublishes int
 	// Starter is the starter binary, run as `starter fleet` child processes.
 	Starter string
 	// AgentPackage is built for the footprint figures ("" skips them).

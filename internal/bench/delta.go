@@ -2,6 +2,7 @@ package bench
 
 import (
 	"archive/tar"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"fmt"
@@ -25,7 +26,7 @@ import (
 type DeltaFigures struct {
 	MB   int        `json:"artifactMB"`
 	Rows []DeltaRow `json:"rows"`
-	// Publishing 10 successive releases (each changing 1 % of the tree).
+	// Publishing successive releases (each changing 1 % of the tree).
 	Publish []PublishRow `json:"publish"`
 }
 
@@ -232,8 +233,9 @@ func deltaFigures(ctx context.Context, o *Options) (*DeltaFigures, error) {
 		fig.Rows = append(fig.Rows, row)
 	}
 
-	o.say("delta: publishing 10 successive releases, each changing 1 %%")
-	for i := 1; i <= 10; i++ {
+	publishes := cmp.Or(o.DeltaPublishes, 10)
+	o.say("delta: publishing %d successive releases, each changing 1 %%", publishes)
+	for i := 1; i <= publishes; i++ {
 		before := countFiles(filepath.Join(dir, "artifacts", "bench", "delta", "chunks"))
 		tree.change(1, r)
 		_, took, err := publish()

@@ -276,7 +276,7 @@ func (c *Console) handleRollout(w http.ResponseWriter, r *http.Request) {
 	}
 	devices, derr := rolloutclient.DeviceResults(ctx, c.o.IoT, res, false, 1000)
 	slices.SortStableFunc(devices, func(a, b rolloutclient.DeviceResult) int { return rank(a.Status) - rank(b.Status) })
-	out := map[string]any{"status": res, "devices": devices, "staleJobs": stale}
+	out := map[string]any{"status": res, "devices": devices, "staleJobs": stale, "downloads": rolloutclient.Downloads(devices)}
 	if wid, err := rolloutclient.WorkflowID(ctx, c.o.Temporal, id); err == nil {
 		out["history"] = c.history(wid)
 	}

@@ -164,7 +164,8 @@ type DeviceResult struct {
 
 // DownloadTotals sums what devices downloaded.
 type DownloadTotals struct {
-	Delta, Full   int   // devices by how they downloaded
+	Delta         int   `json:"delta"` // devices by how they downloaded
+	Full          int   `json:"full"`
 	BytesFetched  int64 `json:"bytesFetched"`
 	ArtifactBytes int64 `json:"artifactBytes"` // what full downloads would have fetched
 }

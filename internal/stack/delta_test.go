@@ -2,10 +2,14 @@ package stack_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/stretchr/testify/require"
 
@@ -25,7 +29,7 @@ import (
 func TestDeltaUpdatesThroughRealAgents(t *testing.T) {
 	ctx := context.Background()
 	dataDir := t.TempDir()
-	s, err := stack.Start(ctx, stack.Options{DataDir: dataDir, InMemoryTemporal: true, UIPort: -1, Logger: testLogger()})
+	s, err := stack.Start(ctx, stack.Options{DataDir: dataDir, InMemoryTemporal: true, UIPort: 0, Logger: testLogger()})
 	require.NoError(t, err)
 	defer s.Close()
 	fleet, err := s.UseRealInstalls(ctx, "1.10.2", nil)
@@ -129,6 +133,37 @@ func TestDeltaUpdatesThroughRealAgents(t *testing.T) {
 	require.NoError(t, err, stderr)
 	require.Contains(t, out, "downloads: 3 delta, 1 full;", out)
 	require.Contains(t, out, "base modified", out)
+
+	// The console shows the same, in a real browser.
+	tab := chromium(t)
+	tab, cancel := context.WithTimeout(tab, 2*time.Minute)
+	defer cancel()
+	require.NoError(t, chromedp.Do(tab, chromedp.Navigate(s.ConsoleURL)))
+	js := func(expr string) string {
+		out, err := chromedp.Run(tab, chromedp.Evaluate[string](expr))
+		if err != nil {
+			return ""
+		}
+		return out
+	}
+	cell := func(i int) string {
+		return fmt.Sprintf(`(document.querySelector('#results tr[data-thing="%s"] td.download') || {})`, stack.Device(i))
+	}
+	deadline := time.Now().Add(time.Minute)
+	for js(`document.querySelector('#rollouts tr[data-rollout="delta-2"] td') ? "yes" : ""`) == "" {
+		require.True(t, time.Now().Before(deadline), "the console lists delta-2")
+		time.Sleep(200 * time.Millisecond)
+	}
+	require.NoError(t, chromedp.Do(tab, chromedp.Click(`#rollouts tr[data-rollout="delta-2"] td`)))
+	for js(cell(4)+`.textContent || ""`) == "" {
+		require.True(t, time.Now().Before(deadline), "the console shows delta-2's devices: %s", js(`document.body.textContent`))
+		time.Sleep(200 * time.Millisecond)
+	}
+	totals, row1, row4, note := js(`document.querySelector("#downloads").textContent`), js(cell(1)+`.textContent`), js(cell(4)+`.textContent`), js(cell(4)+`.title`)
+	require.Contains(t, totals, "Downloads: 3 delta, 1 full;")
+	require.Contains(t, row1, "delta: ")
+	require.Contains(t, row4, "full: 1.0 MiB of 1.0 MiB")
+	require.Contains(t, note, "base modified")
 
 	// Withdrawing 1.11.0 and 1.12.0 through the CLI deletes their packages and what only
 	// they used; 1.13.0 keeps every chunk it needs.

@@ -136,9 +136,25 @@ function renderDetail(d) {
     el("td", {}, String(w.counts.succeeded)), el("td", {}, String(w.counts.failed + w.counts.rejected + w.counts.timedOut)),
     el("td", {}, String(w.counts.inProgress)), el("td", {}, String(w.counts.queued)), el("td", {}, String(w.counts.canceled)),
     healthCell(w.health))));
+  const t = d.downloads || {};
+  document.getElementById("downloads").textContent = (t.delta || t.full) ?
+    `Downloads: ${t.delta} delta, ${t.full} full; ${bytes(t.bytesFetched)} fetched of ${bytes(t.artifactBytes)} in full ` +
+    `(${Math.round((100 * t.bytesFetched) / Math.max(t.artifactBytes, 1))} %)` : "";
   fill(document.querySelector("#results tbody"), (d.devices || []).map((r) => el("tr", { "data-thing": r.thing },
     el("td", {}, r.thing), el("td", {}, r.wave ? String(r.wave) : "rollback"), el("td", { class: "state " + r.status }, r.status),
-    el("td", {}, r.installedVersion || ""), el("td", {}, r.previousVersion || ""), el("td", {}, r.reason || ""))));
+    el("td", {}, r.installedVersion || ""), el("td", {}, r.previousVersion || ""),
+    el("td", { class: "download", title: r.downloadNote || "" }, r.download ? `${r.download}: ${bytes(r.bytesFetched)} of ${bytes(r.artifactBytes)}` : ""),
+    el("td", {}, r.reason || ""))));
+}
+
+// bytes is n in B, KiB, MiB or GiB.
+function bytes(n) {
+  n = n || 0;
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB"];
+  let v = n / 1024, i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return `${v.toFixed(1)} ${units[i]}`;
 }
 
 function flash(msg, error) {
