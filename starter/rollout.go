@@ -38,6 +38,7 @@ type rolloutFlags struct {
 	timeout          time.Duration
 	bake             time.Duration
 	downloadRate     int64
+	noDelta          bool
 	rate             int
 	healthWindow     time.Duration
 	healthInterval   time.Duration
@@ -61,6 +62,7 @@ func (f *rolloutFlags) bind(fs *pflag.FlagSet, defaultTimeout time.Duration) {
 	fs.IntVar(&f.retries, "retries", 0, "retries for a device that FAILED or TIMED_OUT")
 	fs.DurationVar(&f.timeout, "rollout-timeout", defaultTimeout, "cancel the job and end the rollout if devices have not finished by then")
 	fs.IntVar(&f.rate, "rate-limit", 0, "at most this many devices per minute per wave (0: no limit)")
+	fs.BoolVar(&f.noDelta, "no-delta", false, "devices download the full artifact instead of building the release from the version they run (for agents older than delta updates, which refuse a job naming the chunk store)")
 	fs.Int64Var(&f.downloadRate, "download-bytes-per-second", 0, "cap each device's download rate for this update (0: no cap; a device's own lower cap stands)")
 	fs.DurationVar(&f.bake, "bake-time", 0, "a device counts as updated only after staying healthy this long after installing")
 	fs.DurationVar(&f.healthWindow, "health-window", 0, "after each wave, watch the updated devices' health this long before the next (0: no health gate); docs/health.md")
@@ -130,7 +132,7 @@ func (f *rolloutFlags) apply(r *contract.RolloutRequest) error {
 	r.Health = g
 	r.Waves, r.SuccessThresholdPercent, r.ApproveWaves = f.waves, f.threshold, f.approveWaves
 	r.OnFailure, r.DeviceTimeout, r.Retries, r.Timeout = strings.ToUpper(f.onFailure), f.deviceTimeout, f.retries, f.timeout
-	r.BakeTime, r.RateLimitPerMinute, r.DownloadBytesPerSecond = f.bake, f.rate, f.downloadRate
+	r.BakeTime, r.RateLimitPerMinute, r.DownloadBytesPerSecond, r.NoDelta = f.bake, f.rate, f.downloadRate, f.noDelta
 	if f.abortType != "" {
 		r.Abort = &contract.AbortCriteria{FailureType: strings.ToUpper(f.abortType), ThresholdPercent: f.abortThreshold, MinExecuted: f.abortMinExecuted}
 	}

@@ -306,20 +306,30 @@ const membershipConcurrency = 32
 // maxJobTargets is AWS IoT's limit on a job's targets; more devices go in a thing group.
 const maxJobTargets = 100
 
+// UpdateDocument is the job document of a rollout's update: the release it names, where to
+// fetch it (its package and, unless NoDelta, its bucket's chunk store, as presigned-URL
+// placeholders), the bake time and the download rate cap.
+func UpdateDocument(req contract.RolloutRequest) jobdoc.Document {
+	doc := jobdoc.Document{
+		Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate,
+		RolloutID: req.RolloutID, SoftwareToUpdate: req.SoftwareToUpdate, Version: req.Version,
+		UpdateAgentLogLevel: req.UpdateAgentLogLevel, BakeSeconds: int(req.BakeTime / time.Second),
+		DownloadBytesPerSecond: req.DownloadBytesPerSecond,
+	}
+	if a := req.Artifact; a != nil {
+		doc.Artifact = jobdoc.PresignedArtifact(a.URL)
+		if req.NoDelta {
+			doc.Artifact.Chunks = ""
+		}
+	}
+	return doc
+}
+
 // CreateJob creates the rollout's IoT job. The job ID is deterministic, so a retry (or a
 // replayed workflow) that finds the job already there takes it as created.
 func (a *Ops) CreateJob(ctx context.Context, in contract.CreateJobInput) (*contract.CreateJobResult, error) {
 	req := in.Request
-	doc := jobdoc.Document{
-		Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate,
-		RolloutID: req.RolloutID, SoftwareToUpdate: req.SoftwareToUpdate, Version: req.Version,
-		UpdateAgentLogLevel: req.UpdateAgentLogLevel,
-	}
-	doc.BakeSeconds = int(req.BakeTime / time.Second)
-	doc.DownloadBytesPerSecond = req.DownloadBytesPerSecond
-	if a := req.Artifact; a != nil {
-		doc.Artifact = jobdoc.PresignedArtifact(a.URL)
-	}
+	doc := UpdateDocument(req)
 	body, err := doc.Marshal()
 	if err != nil {
 		return nil, invalidErr(err.Error(), nil)

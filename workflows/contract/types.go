@@ -50,6 +50,9 @@ type RolloutRequest struct {
 	// DownloadBytesPerSecond caps each device's download rate (0: no cap), so an update does
 	// not starve the device's own traffic; a device's own lower cap stands.
 	DownloadBytesPerSecond int64 `json:"downloadBytesPerSecond,omitempty"`
+	// NoDelta leaves the chunk store out of the job document: every device downloads the full
+	// artifact (agents from before delta updates refuse a document that names it).
+	NoDelta bool `json:"noDelta,omitempty"`
 
 	// Waves splits the targets: a comma-separated list of cumulative counts or percentages,
 	// e.g. "1,10%,50%,100%" (a canary, then 10 %, half, everything). Default: one wave.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -106,4 +107,25 @@ func TestDownloadRefusesWhatDoesNotVerify(t *testing.T) {
 	require.ErrorContains(t, err, "sha256 is")
 	_, statErr := os.Stat(p)
 	require.True(t, os.IsNotExist(statErr))
+}
+
+// A capped download keeps to its rate: 128 KiB at 256 KiB/s cannot arrive in less than half a
+// second, and one pacer shared by several downloads caps them together.
+func TestDownloadRateCap(t *testing.T) {
+	data := bytes.Repeat([]byte("x"), 128<<10)
+	url, _ := serve(t, data, 0)
+	spec := specOf(data)
+	spec.URL = url
+	began := time.Now()
+	require.NoError(t, artifact.Download(context.Background(), spec, filepath.Join(t.TempDir(), "a"), artifact.Options{BytesPerSecond: 256 << 10}))
+	require.GreaterOrEqual(t, time.Since(began), 450*time.Millisecond, "the cap was not kept")
+
+	p := artifact.NewPacer(256 << 10)
+	began = time.Now()
+	for range 2 {
+		n, err := io.Copy(io.Discard, p.Reader(bytes.NewReader(data)))
+		require.NoError(t, err)
+		require.Equal(t, int64(len(data)), n)
+	}
+	require.GreaterOrEqual(t, time.Since(began), 950*time.Millisecond, "two readers of one pacer share its rate")
 }
