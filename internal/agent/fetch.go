@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 
 	"github.com/otaflow/otaflow/internal/agent/artifact"
@@ -160,6 +161,9 @@ func (in *SlotInstaller) fetchDelta(ctx context.Context, u *Update, target *tuf.
 		os.Remove(newIndex)
 		return 0, "the release's chunk index: " + redactURLs(err.Error()), nil
 	}
+	// The indexes' JSON is garbage now: give its memory back before the long part (a 1 GiB
+	// release's indexes are megabytes, on devices that count them).
+	debug.FreeOSMemory()
 	if err := u.Report(ctx, StepDownloading, map[string]string{DetailDownload: "delta"}); err != nil {
 		return 0, "", err
 	}

@@ -28,7 +28,7 @@ func (e *BaseError) Error() string { return e.Reason }
 // can be read.
 type Base struct {
 	dir   string
-	where map[string]place
+	where map[Digest]place
 }
 
 type place struct {
@@ -40,7 +40,7 @@ type place struct {
 // chunk against its digest. A missing or changed file is a *BaseError: a device whose software
 // was modified in place builds nothing from it.
 func OpenBase(dir string, x *Index) (*Base, error) {
-	b := &Base{dir: dir, where: map[string]place{}}
+	b := &Base{dir: dir, where: map[Digest]place{}}
 	buf := make([]byte, MaxChunk)
 	for _, s := range x.Segments {
 		if len(s.Chunks) == 0 {
@@ -69,7 +69,7 @@ func (b *Base) check(path string, s Segment, buf []byte) error {
 		if _, err := io.ReadFull(f, p); err != nil {
 			return &BaseError{fmt.Sprintf("the installed %s is shorter than its release made it", s.File)}
 		}
-		if hashOf(p) != c.SHA256 {
+		if sha256.Sum256(p) != c.SHA256 {
 			return &BaseError{fmt.Sprintf("the installed %s differs from what its release installed (changed at byte %d)", s.File, off)}
 		}
 		if _, ok := b.where[c.SHA256]; !ok {
@@ -84,11 +84,11 @@ func (b *Base) check(path string, s Segment, buf []byte) error {
 }
 
 // place is where the base holds a chunk.
-func (b *Base) place(sha256Hex string) (place, bool) {
+func (b *Base) place(d Digest) (place, bool) {
 	if b == nil {
 		return place{}, false
 	}
-	p, ok := b.where[sha256Hex]
+	p, ok := b.where[d]
 	return p, ok
 }
 
@@ -163,12 +163,8 @@ func Apply(ctx context.Context, x *Index, base *Base, cache string, src Source, 
 	w := io.MultiWriter(f, sum)
 	buf := make([]byte, MaxChunk)
 	zbuf := bytes.NewBuffer(make([]byte, 0, MaxChunk+MaxChunk/8))
-	var files map[string]*os.File
-	defer func() {
-		for _, bf := range files {
-			bf.Close()
-		}
-	}()
+	var open baseFile
+	defer open.close()
 	var n int64
 	for _, s := range x.Segments {
 		if _, err := w.Write(s.Literal); err != nil {
@@ -180,7 +176,7 @@ func Apply(ctx context.Context, x *Index, base *Base, cache string, src Source, 
 				return r, err
 			}
 			r.Chunks++
-			data, from, err := chunk(ctx, c, base, &files, cache, src, dec, buf, zbuf)
+			data, from, err := chunk(ctx, c, base, &open, cache, src, dec, buf, zbuf)
 			if err != nil {
 				return r, err
 			}
@@ -208,6 +204,33 @@ func Apply(ctx context.Context, x *Index, base *Base, cache string, src Source, 
 	return r, nil
 }
 
+// baseFile keeps one file of the base open: chunks come mostly in file order, and a tree of
+// thousands of files must not hold thousands of descriptors.
+type baseFile struct {
+	name string
+	f    *os.File
+}
+
+func (b *baseFile) get(name string) (*os.File, error) {
+	if b.f != nil && b.name == name {
+		return b.f, nil
+	}
+	b.close()
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	b.name, b.f = name, f
+	return f, nil
+}
+
+func (b *baseFile) close() {
+	if b.f != nil {
+		b.f.Close()
+		b.f = nil
+	}
+}
+
 type origin int
 
 const (
@@ -217,26 +240,19 @@ const (
 )
 
 // chunk returns c's content from the first place that has it intact.
-func chunk(ctx context.Context, c Chunk, base *Base, files *map[string]*os.File, cache string, src Source, dec *zstd.Decoder, buf []byte, zbuf *bytes.Buffer) ([]byte, origin, error) {
+func chunk(ctx context.Context, c Chunk, base *Base, open *baseFile, cache string, src Source, dec *zstd.Decoder, buf []byte, zbuf *bytes.Buffer) ([]byte, origin, error) {
 	p := buf[:c.Size]
 	if pl, ok := base.place(c.SHA256); ok {
-		if *files == nil {
-			*files = map[string]*os.File{}
-		}
-		bf := (*files)[pl.file]
-		if bf == nil {
-			var err error
-			if bf, err = os.Open(pl.file); err != nil {
-				return nil, 0, err
-			}
-			(*files)[pl.file] = bf
+		bf, err := open.get(pl.file)
+		if err != nil {
+			return nil, 0, err
 		}
 		// Checked again: the base was verified, but it is the running software's directory.
-		if _, err := bf.ReadAt(p, pl.off); err == nil && hashOf(p) == c.SHA256 {
+		if _, err := bf.ReadAt(p, pl.off); err == nil && sha256.Sum256(p) == c.SHA256 {
 			return p, fromBase, nil
 		}
 	}
-	cached := filepath.Join(cache, c.SHA256)
+	cached := filepath.Join(cache, c.SHA256.String())
 	if z, err := os.ReadFile(cached); err == nil {
 		if data, err := unpack(dec, z, c, buf); err == nil {
 			return data, fromCache, nil
@@ -282,7 +298,7 @@ func chunk(ctx context.Context, c Chunk, base *Base, files *map[string]*os.File,
 // unpack decompresses a stored chunk and checks it against its digest.
 func unpack(dec *zstd.Decoder, z []byte, c Chunk, buf []byte) ([]byte, error) {
 	data, err := dec.DecodeAll(z, buf[:0])
-	if err != nil || int64(len(data)) != c.Size || hashOf(data) != c.SHA256 {
+	if err != nil || int64(len(data)) != c.Size || sha256.Sum256(data) != c.SHA256 {
 		return nil, fmt.Errorf("%w: chunk %s is not what the signed index says", ErrVerify, c.SHA256)
 	}
 	return data, nil
@@ -329,11 +345,6 @@ func writeAtomic(path string, b []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
-}
-
-func hashOf(b []byte) string {
-	d := sha256.Sum256(b)
-	return hex.EncodeToString(d[:])
 }
 
 // safeName is a tar entry's name as a relative path inside the install directory.

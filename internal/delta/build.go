@@ -43,7 +43,7 @@ func Build(tarGz io.Reader, put func(key string, stored []byte) error) (*Index, 
 	}
 	defer enc.Close()
 	x := &Index{Format: Format}
-	seen := map[string]bool{}
+	seen := map[Digest]bool{}
 	buf := make([]byte, MaxChunk)
 	var ch *chunker.Chunker
 	for {
@@ -73,8 +73,7 @@ func Build(tarGz io.Reader, put func(key string, stored []byte) error) (*Index, 
 				if err != nil {
 					return nil, st, fmt.Errorf("read %s: %w", h.Name, err)
 				}
-				d := sha256.Sum256(c.Data)
-				id := hex.EncodeToString(d[:])
+				id := Digest(sha256.Sum256(c.Data))
 				z := enc.EncodeAll(c.Data, nil)
 				seg.Chunks = append(seg.Chunks, Chunk{SHA256: id, Size: int64(c.Length), Stored: int64(len(z))})
 				st.Chunks++
