@@ -3,7 +3,6 @@ package bench
 import (
 	"archive/tar"
 	"cmp"
-	"compress/gzip"
 	"context"
 	"fmt"
 	mrand "math/rand/v2"
@@ -86,40 +85,28 @@ func (t *deltaTree) change(percent int, r *mrand.Rand) int64 {
 	return int64(len(es)) * deltaFile / 2
 }
 
-// write packs the tree's latest version (gzip level "stored": the figures are about bytes
-// moved, not gzip).
+// write packs the tree's latest version.
 func (t *deltaTree) write(path string) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	gz, _ := gzip.NewWriterLevel(f, gzip.NoCompression)
-	tw := tar.NewWriter(gz)
-	body := make([]byte, deltaFile)
-	for i := range t.files {
-		mrand.NewChaCha8(seed32(uint64(i))).Read(body)
-		for _, es := range t.edits {
-			for _, e := range es {
-				if e.file == i {
-					mrand.NewChaCha8(seed32(e.seed)).Read(body[e.off : e.off+e.n])
+	return writeTarGz(path, func(tw *tar.Writer) error {
+		body := make([]byte, deltaFile)
+		for i := range t.files {
+			mrand.NewChaCha8(seed32(uint64(i))).Read(body)
+			for _, es := range t.edits {
+				for _, e := range es {
+					if e.file == i {
+						mrand.NewChaCha8(seed32(e.seed)).Read(body[e.off : e.off+e.n])
+					}
 				}
 			}
+			if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("lib/part%03d.so", i), Mode: 0o644, Size: deltaFile, Typeflag: tar.TypeReg}); err != nil {
+				return err
+			}
+			if _, err := tw.Write(body); err != nil {
+				return err
+			}
 		}
-		if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("lib/part%03d.so", i), Mode: 0o644, Size: deltaFile, Typeflag: tar.TypeReg}); err != nil {
-			return err
-		}
-		if _, err := tw.Write(body); err != nil {
-			return err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	if err := gz.Close(); err != nil {
-		return err
-	}
-	return f.Close()
+		return nil
+	})
 }
 
 func seed32(n uint64) [32]byte {

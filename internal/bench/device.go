@@ -131,8 +131,23 @@ func cpuTicks(pid int) int64 {
 }
 
 // writeArtifact writes a .tar.gz holding one incompressible file of mb MiB, in constant
-// memory (stored, not compressed: the figure is about bytes moved, not gzip).
+// memory.
 func writeArtifact(path string, mb int) error {
+	return writeTarGz(path, func(tw *tar.Writer) error {
+		size := int64(mb) << 20
+		if err := tw.WriteHeader(&tar.Header{Name: "bin/payload", Mode: 0o644, Size: size, Typeflag: tar.TypeReg}); err != nil {
+			return err
+		}
+		var seed [32]byte
+		rand.Read(seed[:])
+		_, err := io.CopyN(tw, mrand.NewChaCha8(seed), size)
+		return err
+	})
+}
+
+// writeTarGz writes a .tar.gz whose entries write adds, gzip at level "stored": the figures
+// are about bytes moved, not gzip.
+func writeTarGz(path string, write func(tw *tar.Writer) error) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -140,13 +155,7 @@ func writeArtifact(path string, mb int) error {
 	defer f.Close()
 	gz, _ := gzip.NewWriterLevel(f, gzip.NoCompression)
 	tw := tar.NewWriter(gz)
-	size := int64(mb) << 20
-	if err := tw.WriteHeader(&tar.Header{Name: "bin/payload", Mode: 0o644, Size: size, Typeflag: tar.TypeReg}); err != nil {
-		return err
-	}
-	var seed [32]byte
-	rand.Read(seed[:])
-	if _, err := io.CopyN(tw, mrand.NewChaCha8(seed), size); err != nil {
+	if err := write(tw); err != nil {
 		return err
 	}
 	if err := tw.Close(); err != nil {

@@ -19,6 +19,18 @@ import (
 	"github.com/otaflow/otaflow/internal/tuf"
 )
 
+// artifactService is a jobs service keeping its artifacts under dir, served over HTTP with the
+// REST key k/s.
+func artifactService(t *testing.T, dir string) (*localiot.Service, string) {
+	svc, err := localiot.Open(localiot.Options{Path: filepath.Join(dir, "jobs.db"), ArtifactDir: filepath.Join(dir, "artifacts"), Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	t.Cleanup(func() { svc.Close() })
+	srv := httptest.NewServer(rest.Handler(svc, &rest.SigV4Verifier{Creds: rest.Credentials{AccessKeyID: "k", SecretAccessKey: "s"}, Region: "us-east-1"}))
+	t.Cleanup(srv.Close)
+	svc.SetBaseURL(srv.URL)
+	return svc, srv.URL
+}
+
 // TestRemoveAndCollectChunks publishes three releases that share most of their chunks, removes
 // the middle one and collects the chunk store: what only the removed release used is deleted,
 // and every chunk the live releases need is kept (each rebuilds from the store alone).
@@ -26,14 +38,9 @@ func TestRemoveAndCollectChunks(t *testing.T) {
 	dir := t.TempDir()
 	repo, err := tuf.Init(filepath.Join(dir, "repo"), tuf.Options{})
 	require.NoError(t, err)
-	svc, err := localiot.Open(localiot.Options{Path: filepath.Join(dir, "jobs.db"), ArtifactDir: filepath.Join(dir, "artifacts"), Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	defer svc.Close()
-	srv := httptest.NewServer(rest.Handler(svc, &rest.SigV4Verifier{Creds: rest.Credentials{AccessKeyID: "k", SecretAccessKey: "s"}, Region: "us-east-1"}))
-	defer srv.Close()
-	svc.SetBaseURL(srv.URL)
+	svc, srvURL := artifactService(t, dir)
 	ctx := context.Background()
-	store := &release.Store{Endpoint: srv.URL, Region: "us-east-1", AccessKeyID: "k", SecretAccessKey: "s"}
+	store := &release.Store{Endpoint: srvURL, Region: "us-east-1", AccessKeyID: "k", SecretAccessKey: "s"}
 
 	r := rand.New(rand.NewPCG(3, 4))
 	lib := make([]byte, 1<<20)

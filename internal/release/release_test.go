@@ -4,20 +4,16 @@ import (
 	"bytes"
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/agent/artifact"
 	"github.com/otaflow/otaflow/internal/delta"
-	"github.com/otaflow/otaflow/internal/localiot"
-	"github.com/otaflow/otaflow/internal/localiot/rest"
 	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
@@ -44,15 +40,10 @@ func TestPublishAndDownload(t *testing.T) {
 	file := filepath.Join(dir, "core.tar.gz")
 	require.NoError(t, os.WriteFile(file, data, 0o644))
 
-	svc, err := localiot.Open(localiot.Options{Path: filepath.Join(dir, "jobs.db"), Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	defer svc.Close()
-	srv := httptest.NewServer(rest.Handler(svc, &rest.SigV4Verifier{Creds: rest.Credentials{AccessKeyID: "k", SecretAccessKey: "s"}, Region: "us-east-1"}))
-	defer srv.Close()
-	svc.SetBaseURL(srv.URL)
+	svc, srvURL := artifactService(t, dir)
 	ctx := context.Background()
 	custom := tuf.Custom{Software: "core", Version: "2.0.0", OS: "ubuntu", Architecture: "x86_64", HealthCheck: &tuf.HealthCheck{Command: []string{"bin/core", "--version"}}}
-	store := &release.Store{Endpoint: srv.URL, Region: "us-east-1", AccessKeyID: "k", SecretAccessKey: "wrong"}
+	store := &release.Store{Endpoint: srvURL, Region: "us-east-1", AccessKeyID: "k", SecretAccessKey: "wrong"}
 	_, err = release.Publish(ctx, repo, store, "releases", file, custom)
 	require.ErrorContains(t, err, "403")
 	store.SecretAccessKey = "s"
@@ -73,7 +64,7 @@ func TestPublishAndDownload(t *testing.T) {
 
 	root, err := repo.Root()
 	require.NoError(t, err)
-	client := &tuf.Client{MetadataURL: release.MetadataURL(srv.URL, "releases"), TrustedRoot: root, Dir: filepath.Join(dir, "device-tuf")}
+	client := &tuf.Client{MetadataURL: release.MetadataURL(srvURL, "releases"), TrustedRoot: root, Dir: filepath.Join(dir, "device-tuf")}
 	target, err := client.Target("core/2.0.0.tar.gz")
 	require.NoError(t, err)
 	require.NotNil(t, target.Delta, "the signed target names the release's chunk index")
@@ -115,7 +106,7 @@ func TestPublishAndDownload(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, data, back)
 
-	resp, err = http.Get(srv.URL + "/tuf/releases/keys.json")
+	resp, err = http.Get(srvURL + "/tuf/releases/keys.json")
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusNotFound, resp.StatusCode, "only metadata is public under /tuf/")
