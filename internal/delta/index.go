@@ -21,11 +21,9 @@ package delta
 
 import (
 	"encoding/hex"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"strings"
 
@@ -146,17 +144,15 @@ var ErrFormat = errors.New("unknown chunk index format")
 // Decode reads a stored index and checks that it is whole: segments that add up to its
 // length, digests that are digests, sizes within the chunk bounds.
 func Decode(stored []byte) (*Index, error) {
-	dec, err := zstd.NewReader(bytes.NewReader(stored), zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxMemory(MaxIndex))
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxMemory(MaxIndex))
 	if err != nil {
 		return nil, err
 	}
 	defer dec.Close()
-	raw, err := io.ReadAll(io.LimitReader(dec, MaxIndex+1))
+	// One allocation of the size the frame states (bounded by MaxIndex), not a growing buffer.
+	raw, err := dec.DecodeAll(stored, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrFormat, err)
-	}
-	if len(raw) > MaxIndex {
-		return nil, fmt.Errorf("%w: larger than %d bytes", ErrFormat, MaxIndex)
 	}
 	var x Index
 	if err := json.Unmarshal(raw, &x); err != nil {
