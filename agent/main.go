@@ -86,7 +86,7 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 	fs.DurationVar(&cfg.HealthWindow, "health-window", time.Hour, "how long after an update health is reported every --health-interval (then every 15m)")
 	fs.StringVar(&cfg.ServiceUnit, "service-unit", "", "the managed software's systemd unit, whose restarts the health record counts (e.g. greengrass.service)")
 	fs.BoolVar(&s.slots.AllowHTTP, "dev", false, "development only: accept release metadata and artifacts over plain HTTP (starter dev, the demo)")
-	fs.Int64Var(&s.slots.DownloadBytesPerSecond, "download-bytes-per-second", 0, "cap the artifact download bandwidth (0: no cap)")
+	fs.Int64Var(&s.slots.DownloadBytesPerSecond, "download-bytes-per-second", 0, "cap the download bandwidth of updates, full or delta (0: no cap; a rollout's lower --download-bytes-per-second stands)")
 	fs.VisitAll(func(f *pflag.Flag) {
 		if f.Name != "version" {
 			cliconfig.Env(fs, f.Name, "OTAFLOW_AGENT_"+strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_")))
