@@ -204,7 +204,7 @@ func printBench(w io.Writer, r *bench.Results) {
 		fmt.Fprintf(w, "\ndelta updates of a %d MiB tree (two real agents: one builds each release from the last, one downloads it whole)\n", d.MB)
 		fmt.Fprintf(w, "%-8s %10s %9s %11s %7s %11s %7s %6s %9s %9s %9s %9s\n", "changed", "changed", "index", "full bytes", "full s", "delta bytes", "delta s", "ratio", "delta CPU", "delta RSS", "full CPU", "full RSS")
 		for _, x := range d.Rows {
-			fmt.Fprintf(w, "%6d %% %10s %9s %11s %7.2f %11s %7.2f %6.2f %8.2fs %6.1f MiB %8.2fs %5.1f MiB\n", x.ChangedPercent, humanBytes(x.ChangedBytes), humanBytes(x.IndexBytes),
+			fmt.Fprintf(w, "%6d %% %10s %9s %11s %7.2f %11s %7.2f %6.3f %8.2fs %6.1f MiB %8.2fs %5.1f MiB\n", x.ChangedPercent, humanBytes(x.ChangedBytes), humanBytes(x.IndexBytes),
 				humanBytes(x.FullBytes), x.FullSeconds, humanBytes(x.DeltaBytes), x.DeltaSeconds, x.Ratio, x.AgentCPUSeconds, float64(x.AgentPeakRSSKiB)/1024, x.FullCPUSeconds, float64(x.FullPeakRSSKiB)/1024)
 		}
 		fmt.Fprintf(w, "(ratio: delta bytes / (changed + index); goal at most 1.3)\n")
