@@ -73,6 +73,7 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 	fs.StringVar(&tufURL, "tuf-url", "", "where the release repository's metadata is served, e.g. http://jobs:4566/tuf/otaflow-releases/ (required)")
 	fs.BoolVar(&managed, "managed-respawn", false, "run {ggc,ota}_{pre,post}_update.sh from --scripts-dir around updates")
 	fs.StringVar(&s.slots.ScriptsDir, "scripts-dir", "/greengrass/usr/scripts", "managedRespawn scripts directory")
+	fs.StringVar(&s.slots.ModulesDir, "modules-dir", agent.DefaultModulesDir, "update modules releases may name (each owned by root and executable by root only; docs/modules.md)")
 	fs.StringVar(&restart, "restart-command", "", "command that restarts the managed software after a switch, e.g. 'systemctl restart greengrass'")
 	fs.Float64Var(&s.slots.FreeDiskFactor, "free-disk-factor", 0, "free disk needed, as a multiple of the artifact size (default 3)")
 	fs.StringVar(&ipc, "ipc-socket", "", "unix socket where local components may defer updates (default <state-dir>/agent.sock; \"off\" disables)")

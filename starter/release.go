@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -102,7 +103,8 @@ freeze attack).`,
 		ic                                      cliconfig.IoT
 		file, software, version, bucket, outArg string
 		healthCheck, restartPolicy, minVersion  string
-		osName, arch                            string
+		osName, arch, module                    string
+		moduleSettings                          []string
 		noUpload                                bool
 	)
 	publish := &cobra.Command{
@@ -134,7 +136,20 @@ freeze attack).`,
 			if err := platform.Validate(osName, arch); err != nil {
 				return fmt.Errorf("--os/--architecture: %w", err)
 			}
-			c := tuf.Custom{Software: software, Version: version, RestartPolicy: restartPolicy, MinimumVersion: minVersion, OS: osName, Architecture: arch}
+			c := tuf.Custom{Software: software, Version: version, RestartPolicy: restartPolicy, MinimumVersion: minVersion, OS: osName, Architecture: arch, Module: module}
+			for _, kv := range moduleSettings {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok {
+					return fmt.Errorf("--module-setting %q: use NAME=VALUE", kv)
+				}
+				if c.ModuleSettings == nil {
+					c.ModuleSettings = map[string]string{}
+				}
+				c.ModuleSettings[k] = v
+			}
+			if err := tuf.ValidModule(c.Module, c.ModuleSettings); err != nil {
+				return fmt.Errorf("--module: %w", err)
+			}
 			if strings.TrimSpace(healthCheck) != "" {
 				c.HealthCheck = &tuf.HealthCheck{Command: []string{"sh", "-c", healthCheck}}
 			}
@@ -176,6 +191,8 @@ freeze attack).`,
 	pf.StringVar(&software, "software", "core", "core or ota_agent")
 	pf.StringVar(&version, "version", "", "the version it installs")
 	pf.StringVar(&healthCheck, "health-check", "", "shell command devices run in the new version's directory after switching (and through the bake time); failing it rolls back. Signed with the release")
+	pf.StringVar(&module, "module", "", "the update module devices install it with (file, or one of yours in the agent's --modules-dir; default: versioned directories). Signed with the release")
+	pf.StringArrayVar(&moduleSettings, "module-setting", nil, "NAME=VALUE given to the module (repeatable), e.g. dest=/etc/app. Signed with the release")
 	pf.StringVar(&restartPolicy, "restart-policy", "", "after the switch: service (the agent's restart command; default) or none. Signed with the release")
 	pf.StringVar(&minVersion, "minimum-version", "", "oldest installed version this release may be installed over. Signed with the release")
 	pf.StringVar(&osName, "os", "", "operating system the package is built for: ubuntu, amazon_linux, raspbian or openwrt. Signed with the release")
@@ -254,13 +271,13 @@ says what to do for a lost or stolen key of each role.`,
 				fmt.Println("no release is signed yet: `starter release publish` signs one")
 				return nil
 			}
-			fmt.Printf("%-10s %-12s %-22s %10s  %s\n", "SOFTWARE", "VERSION", "PLATFORM", "SIZE", "DELTA")
+			fmt.Printf("%-10s %-12s %-22s %10s  %-12s %s\n", "SOFTWARE", "VERSION", "PLATFORM", "SIZE", "MODULE", "DELTA")
 			for _, t := range signed {
 				d := "no (devices download it whole)"
 				if t.Delta != nil {
 					d = fmt.Sprintf("yes (index %s)", humanBytes(t.Delta.IndexLength))
 				}
-				fmt.Printf("%-10s %-12s %-22s %10s  %s\n", t.Software, t.Version, t.OS+"/"+t.Architecture, humanBytes(t.Length), d)
+				fmt.Printf("%-10s %-12s %-22s %10s  %-12s %s\n", t.Software, t.Version, t.OS+"/"+t.Architecture, humanBytes(t.Length), cmp.Or(t.Module, "directory"), d)
 			}
 			return nil
 		},

@@ -50,7 +50,9 @@ func (in *SlotInstaller) indexPath(software, version string) string {
 func (in *SlotInstaller) fetchRelease(ctx context.Context, u *Update, target *tuf.Target) error {
 	u.Note(DetailArtifactBytes, strconv.FormatInt(target.Length, 10))
 	os.Remove(in.tarPath(u))
-	if target.Delta != nil {
+	if m, ok := usesModule(target); ok && target.Delta != nil {
+		u.Note(DetailDownloadNote, fmt.Sprintf("the release installs through update module %s, which takes its artifact whole; downloaded the full artifact", m))
+	} else if target.Delta != nil {
 		n, why, err := in.fetchDelta(ctx, u, target)
 		if err != nil {
 			return err // the agent is stopping: the chunks fetched so far are kept
@@ -103,6 +105,9 @@ func (in *SlotInstaller) fetchDelta(ctx context.Context, u *Update, target *tuf.
 	active := in.Active(u.Software())
 	if active == "" {
 		return 0, "no base: nothing is installed to build on", nil
+	}
+	if r := in.record(u.Software()); r != nil {
+		return 0, fmt.Sprintf("no base: the installed %s came through update module %s", active, r.Module), nil
 	}
 	bt := in.signed(u.Software(), active)
 	if bt == nil || bt.Delta == nil || bt.Delta.Format != delta.Format {

@@ -51,6 +51,10 @@ type SlotInstaller struct {
 	// AllowHTTP lets artifacts come over plain HTTP (development only); otherwise an artifact
 	// URL must be HTTPS.
 	AllowHTTP bool
+	// ModulesDir holds the update modules releases may name (default DefaultModulesDir);
+	// each must be owned by ModulesOwner (root: 0) and executable by it only.
+	ModulesDir   string
+	ModulesOwner int
 }
 
 var _ Installer = (*SlotInstaller)(nil)
@@ -71,8 +75,14 @@ func scripts(software string) (pre, post string) {
 	return "ggc_pre_update.sh", "ggc_post_update.sh"
 }
 
-// Active is the version in the software's current slot.
-func (in *SlotInstaller) Active(software string) string { return in.slots(software).Current() }
+// Active is the version an update module last made active for software, or else the
+// version in its current slot.
+func (in *SlotInstaller) Active(software string) string {
+	if r := in.record(software); r != nil {
+		return r.Version
+	}
+	return in.slots(software).Current()
+}
 
 // signedPath is where the verified target of an installed version is kept: what Start and
 // Verify act on, after a restart too, and what a rollback to that version uses.
@@ -184,8 +194,19 @@ func (in *SlotInstaller) Prepare(ctx context.Context, u *Update) error {
 		if err := tuf.CheckLocation("the artifact URL", doc.Artifact.URL, in.AllowHTTP); err != nil {
 			return Reject("%s", redactURLs(err.Error()))
 		}
+	} else if r := in.record(u.Software()); r != nil {
+		return Reject("a rollback job cannot return %s to %s: it was installed through update module %s, and rollback jobs for module installs are not supported yet (publish %s again as a newer version)", u.Software(), doc.Version, r.Module, doc.Version)
 	} else if !sl.Installed(doc.Version) {
 		return Reject("the job has no artifact and %s %s is not installed on this device to switch to", u.Software(), doc.Version)
+	}
+	if _, ok := usesModule(target); ok {
+		caps, err := in.moduleCapabilities(ctx, u, target)
+		if err != nil {
+			return err
+		}
+		if caps.NeedsReboot {
+			return Reject("update module %s needs a reboot, and this agent does not reboot for update modules yet", target.Module)
+		}
 	}
 	var size int64
 	if target != nil {
@@ -219,10 +240,15 @@ func (in *SlotInstaller) Prepare(ctx context.Context, u *Update) error {
 }
 
 // Install unpacks the downloaded artifact into a new slot (a rollback to a version still in
-// its slot has nothing to unpack).
-func (in *SlotInstaller) Install(_ context.Context, u *Update) error {
+// its slot has nothing to unpack), or hands it to the release's update module.
+func (in *SlotInstaller) Install(ctx context.Context, u *Update) error {
 	if u.Doc.Artifact == nil {
 		return nil
+	}
+	if t := in.signed(u.Software(), u.Version()); t != nil {
+		if _, ok := usesModule(t); ok {
+			return in.moduleInstall(ctx, u, t)
+		}
 	}
 	file := in.download(u)
 	if _, err := os.Stat(in.tarPath(u)); err == nil {
@@ -236,8 +262,14 @@ func (in *SlotInstaller) Install(_ context.Context, u *Update) error {
 	return nil
 }
 
-// Switch points the current link at the new slot.
-func (in *SlotInstaller) Switch(_ context.Context, u *Update) error {
+// Switch points the current link at the new slot, or has the release's update module make
+// it active.
+func (in *SlotInstaller) Switch(ctx context.Context, u *Update) error {
+	if t := in.signed(u.Software(), u.Version()); t != nil && u.Doc.Artifact != nil {
+		if _, ok := usesModule(t); ok {
+			return in.moduleSwitch(ctx, u, t)
+		}
+	}
 	if err := in.slots(u.Software()).Switch(u.Version()); err != nil {
 		return Fail("switch to %s failed: %v", u.Version(), err)
 	}
@@ -257,8 +289,16 @@ func (in *SlotInstaller) Start(_ context.Context, u *Update) error {
 
 // Verify runs the job's health check in the new version's directory through the bake time.
 func (in *SlotInstaller) Verify(ctx context.Context, u *Update) error {
+	t := in.signed(u.Software(), u.Version())
+	dir := in.slots(u.Software()).Dir(u.Version())
+	if _, ok := usesModule(t); ok && u.Doc.Artifact != nil {
+		if _, err := in.runModule(ctx, u, t, stepVerify); err != nil {
+			return err
+		}
+		dir = in.workDir(u.Software(), u.Version())
+	}
 	env := append(os.Environ(), "OTAFLOW_THING_NAME="+u.Thing, "OTAFLOW_SOFTWARE="+u.Software(), "OTAFLOW_VERSION="+u.Version())
-	if err := healthy(ctx, in.signed(u.Software(), u.Version()), u.Doc.BakeSeconds, in.slots(u.Software()).Dir(u.Version()), env); err != nil {
+	if err := healthy(ctx, t, u.Doc.BakeSeconds, dir, env); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -282,13 +322,20 @@ var _ HealthChecker = (*SlotInstaller)(nil)
 
 // Commit runs the post-update script, then removes the slots of versions older than the one
 // the device can roll back to.
-func (in *SlotInstaller) Commit(_ context.Context, u *Update) error {
+func (in *SlotInstaller) Commit(ctx context.Context, u *Update) error {
+	if t := in.signed(u.Software(), u.Version()); t != nil && u.Doc.Artifact != nil {
+		if _, ok := usesModule(t); ok {
+			return in.moduleCommit(ctx, u, t)
+		}
+	}
 	if in.ManagedRespawn {
 		_, post := scripts(u.Software())
 		if err := preflight.RunScript(in.ScriptsDir, post); err != nil {
 			return Fail("%v", err)
 		}
 	}
+	// The versioned directories hold the software again, whatever a module installed before.
+	os.Remove(in.recordPath(u.Software()))
 	// Pruning is housekeeping: the update stands even if an old slot cannot be removed (the
 	// next update tries again).
 	sl := in.slots(u.Software())
@@ -303,8 +350,18 @@ func (in *SlotInstaller) Commit(_ context.Context, u *Update) error {
 	return nil
 }
 
-// Rollback switches back to the previous slot and restarts it.
-func (in *SlotInstaller) Rollback(_ context.Context, u *Update) error {
+// Rollback switches back to the previous slot (or has the release's update module restore
+// what it replaced) and restarts it.
+func (in *SlotInstaller) Rollback(ctx context.Context, u *Update) error {
+	if t := in.signed(u.Software(), u.Version()); t != nil && u.Doc.Artifact != nil {
+		if _, ok := usesModule(t); ok {
+			if err := in.moduleRollback(ctx, u, t); err != nil {
+				return err
+			}
+			in.restart()
+			return nil
+		}
+	}
 	if _, err := in.slots(u.Software()).Rollback(); err != nil {
 		return err
 	}

@@ -78,6 +78,11 @@ type Custom struct {
 	RestartPolicy string `json:"restartPolicy,omitempty"`
 	// MinimumVersion is the oldest installed version this release may be installed over.
 	MinimumVersion string `json:"minimumVersion,omitempty"`
+	// Module names the update module that installs this release on a device (an executable
+	// in the agent's modules directory; "" is the agent's own versioned directories), and
+	// ModuleSettings are what it is given. Signed, so no job document can choose either.
+	Module         string            `json:"module,omitempty"`
+	ModuleSettings map[string]string `json:"moduleSettings,omitempty"`
 	// Delta, when set, lets a device build this release from the version it runs plus the
 	// chunks it lacks (package delta): signed here, the chunk index's digest binds every chunk.
 	Delta *Delta `json:"delta,omitempty"`
@@ -118,6 +123,40 @@ func (c Custom) Name() string {
 		return ComponentTargetName(c.Component, c.Version)
 	}
 	return TargetName(c.Software, c.Version)
+}
+
+var (
+	moduleRE     = regexp.MustCompile(`^[a-z][a-z0-9-]{0,63}$`)
+	moduleSetRE  = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,63}$`)
+	maxModuleSet = 32
+)
+
+// ValidModule checks a release's update module and settings: a module name is lowercase
+// letters, digits and dashes (it names a file in the agent's modules directory, so never a
+// path), and setting names are letters, digits and underscores (modules get them as
+// OTAFLOW_SETTING_<NAME> in their environment).
+func ValidModule(module string, settings map[string]string) error {
+	if module == "" {
+		if len(settings) > 0 {
+			return fmt.Errorf("module settings need a module (--module)")
+		}
+		return nil
+	}
+	if !moduleRE.MatchString(module) {
+		return fmt.Errorf("module %q is not a module name: lowercase letters, digits and dashes, starting with a letter", module)
+	}
+	if len(settings) > maxModuleSet {
+		return fmt.Errorf("%d module settings; at most %d", len(settings), maxModuleSet)
+	}
+	for k, v := range settings {
+		if !moduleSetRE.MatchString(k) {
+			return fmt.Errorf("module setting %q: names are letters, digits and underscores, starting with a letter", k)
+		}
+		if len(v) > 4096 || strings.ContainsRune(v, 0) {
+			return fmt.Errorf("module setting %s: at most 4096 bytes and no NUL", k)
+		}
+	}
+	return nil
 }
 
 // Options shape a new repository.
@@ -413,6 +452,9 @@ func (r *Repo) AddTarget(name, path string, c Custom) (*metadata.TargetFiles, er
 			return nil, fmt.Errorf("target %s names no operating system and architecture: say which platform it is built for (--os, --architecture)", name)
 		}
 		if err := platform.Validate(c.OS, c.Architecture); err != nil {
+			return nil, fmt.Errorf("target %s: %w", name, err)
+		}
+		if err := ValidModule(c.Module, c.ModuleSettings); err != nil {
 			return nil, fmt.Errorf("target %s: %w", name, err)
 		}
 	}

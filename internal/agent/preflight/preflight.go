@@ -95,21 +95,35 @@ func checkScripts(dir string, uid int) []string {
 	var problems []string
 	for _, name := range Scripts {
 		p := filepath.Join(dir, name)
-		st, err := os.Stat(p)
-		if err != nil {
+		if _, err := os.Stat(p); err != nil {
 			problems = append(problems, fmt.Sprintf("managedRespawn is on but %s is missing", p))
 			continue
 		}
-		sys, ok := st.Sys().(*syscall.Stat_t)
-		if ok && int(sys.Uid) != uid {
-			problems = append(problems, fmt.Sprintf("%s must be owned by uid %d, not %d", p, uid, sys.Uid))
-		}
-		mode := st.Mode().Perm()
-		if mode&0o100 == 0 || mode&0o033 != 0 {
-			problems = append(problems, fmt.Sprintf("%s must be executable by its owner only and writable by nobody else (mode %04o)", p, mode))
+		if err := CheckExecutable(p, uid); err != nil {
+			problems = append(problems, err.Error())
 		}
 	}
 	return problems
+}
+
+// CheckExecutable is the seed's rule for what the agent runs as root on an update's behalf
+// (managedRespawn scripts, update modules): a regular file (not a link) owned by uid,
+// executable by its owner, and neither writable nor executable by anyone else.
+func CheckExecutable(p string, uid int) error {
+	st, err := os.Lstat(p)
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s must be a regular file, not %s", p, st.Mode().Type())
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != uid {
+		return fmt.Errorf("%s must be owned by uid %d, not %d", p, uid, sys.Uid)
+	}
+	if mode := st.Mode().Perm(); mode&0o100 == 0 || mode&0o033 != 0 {
+		return fmt.Errorf("%s must be executable by its owner only and writable by nobody else (mode %04o)", p, mode)
+	}
+	return nil
 }
 
 // RunScript runs one managedRespawn script; a non-zero exit fails the update with its output.

@@ -1,0 +1,198 @@
+package agent_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/otaflow/otaflow/internal/agent"
+	"github.com/otaflow/otaflow/internal/iotjobs"
+	"github.com/otaflow/otaflow/internal/jobdoc"
+	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/localiot/store"
+	"github.com/otaflow/otaflow/internal/release"
+	"github.com/otaflow/otaflow/internal/tuf"
+)
+
+// installModule copies a module into dir as its owner would install it: mode 0700.
+func installModule(t *testing.T, dir, src, name string) {
+	raw, err := os.ReadFile(src)
+	require.NoError(t, err)
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, name), raw, 0o700))
+	require.NoError(t, os.Chmod(filepath.Join(dir, name), 0o700))
+}
+
+// moduleRig is a real agent whose installer runs update modules from its own directory.
+type moduleRig struct {
+	*installRig
+	modules string
+	in      *agent.SlotInstaller
+	a       *agent.Agent
+}
+
+func newModuleRig(t *testing.T) *moduleRig {
+	r := &moduleRig{installRig: newInstallRig(t), modules: filepath.Join(t.TempDir(), "modules")}
+	r.in = r.installer(t.TempDir())
+	r.in.ModulesDir, r.in.ModulesOwner = r.modules, os.Getuid()
+	var err error
+	r.a, err = agent.New(agent.Config{ThingName: "dev-1", BrokerURL: r.brokerURL, StateDir: t.TempDir(), InitialVersion: "1.0.0", Logger: zerolog.Nop(), Installer: r.in})
+	require.NoError(t, err)
+	runAgent(t, r.a)
+	return r
+}
+
+// release signs a core release of files installed through module with settings, and runs
+// its update job to the end.
+func (r *moduleRig) release(jobID, version, module string, settings map[string]string, health []string, files ...release.File) *store.Execution {
+	data, err := release.Pack(files...)
+	require.NoError(r.t, err)
+	c := tuf.Custom{Software: jobdoc.SoftwareCore, Version: version, OS: "ubuntu", Architecture: "x86_64", Module: module, ModuleSettings: settings}
+	if len(health) > 0 {
+		c.HealthCheck = &tuf.HealthCheck{Command: health}
+	}
+	r.create(jobID, version, r.sign(data, c), 0)
+	return waitTerminal(r.t, r.svc, jobID, "dev-1")
+}
+
+// TestFileModuleUpdateAndRollback installs releases through the shipped file module: files
+// placed atomically, then a release that fails its health check is rolled back, restoring
+// the files it replaced and removing those it added.
+func TestFileModuleUpdateAndRollback(t *testing.T) {
+	r := newModuleRig(t)
+	installModule(t, r.modules, "../../deploy/modules/file", "file")
+	dest := filepath.Join(t.TempDir(), "etc", "app")
+	require.NoError(t, os.MkdirAll(dest, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dest, "app.conf"), []byte("v1"), 0o644))
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(dest, name))
+		if err != nil {
+			return "<" + err.Error() + ">"
+		}
+		return string(b)
+	}
+	settings := map[string]string{"dest": dest}
+
+	e := r.release("file-2", "2.0.0", "file", settings, nil,
+		release.File{Name: "app.conf", Mode: 0o644, Body: []byte("v2")}, release.File{Name: "conf.d/extra.conf", Mode: 0o644, Body: []byte("extra")})
+	require.Equal(t, store.ExecSucceeded, e.Status, e.StatusDetails["reason"])
+	require.Equal(t, "v2", read("app.conf"))
+	require.Equal(t, "extra", read("conf.d/extra.conf"))
+	require.Equal(t, "2.0.0", r.in.Active("core"))
+	require.Equal(t, "2.0.0", r.a.InstalledVersion("core"))
+
+	e = r.release("file-3", "3.0.0", "file", settings, []string{"false"},
+		release.File{Name: "app.conf", Mode: 0o644, Body: []byte("v3")}, release.File{Name: "conf.d/new.conf", Mode: 0o644, Body: []byte("new")})
+	require.Equal(t, store.ExecFailed, e.Status)
+	require.Contains(t, e.StatusDetails["reason"], "health check of 3.0.0 failed")
+	require.Contains(t, e.StatusDetails["reason"], "rolled back to 2.0.0")
+	require.Equal(t, "v2", read("app.conf"), "the replaced file is restored")
+	require.Contains(t, read("conf.d/new.conf"), "no such file", "the added file is removed")
+	require.Equal(t, "2.0.0", r.in.Active("core"))
+	require.Equal(t, "2.0.0", r.a.InstalledVersion("core"))
+
+	// A release that names no dest is refused by the module before anything changes.
+	e = r.release("file-4", "4.0.0", "file", nil, nil, release.File{Name: "app.conf", Mode: 0o644, Body: []byte("v4")})
+	require.Equal(t, store.ExecRejected, e.Status)
+	require.Contains(t, e.StatusDetails["reason"], "no dest setting")
+	require.Equal(t, "v2", read("app.conf"))
+}
+
+// TestModuleFailures: a module that fails at any step leaves the device on its old version;
+// a refusal at install ends REJECTED, any failure after it FAILED, and from switch on the
+// module's rollback runs. The module's own words are the reason.
+func TestModuleFailures(t *testing.T) {
+	r := newModuleRig(t)
+	installModule(t, r.modules, "testdata/modules/failing", "failing")
+	log := filepath.Join(t.TempDir(), "steps.log")
+	file := release.File{Name: "payload", Mode: 0o644, Body: []byte("x")}
+	for i, c := range []struct {
+		failAt, exit string
+		status       iotjobs.Status
+		steps        string // the steps the module ran, in order
+	}{
+		{"capabilities", "3", store.ExecRejected, "capabilities"},
+		{"install", "3", store.ExecRejected, "capabilities install"},
+		{"install", "1", store.ExecFailed, "capabilities install"},
+		{"switch", "1", store.ExecFailed, "capabilities install switch capabilities rollback"},
+		{"verify", "1", store.ExecFailed, "capabilities install switch verify capabilities rollback"},
+		{"commit", "1", store.ExecFailed, "capabilities install switch verify commit capabilities rollback"},
+	} {
+		os.Remove(log)
+		version := "2.0." + string(rune('0'+i))
+		e := r.release("fail-"+c.failAt+"-"+c.exit, version, "failing", map[string]string{"log": log, "fail_at": c.failAt, "exit": c.exit}, nil, file)
+		require.Equal(t, c.status, e.Status, "failing at %s with %s: %s", c.failAt, c.exit, e.StatusDetails["reason"])
+		require.Contains(t, e.StatusDetails["reason"], "update module failing: "+c.failAt+" failed (exit "+c.exit+"): failing at "+c.failAt+" on purpose")
+		raw, err := os.ReadFile(log)
+		require.NoError(t, err)
+		var steps []string
+		for _, l := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+			steps = append(steps, strings.Fields(l)[0])
+		}
+		require.Equal(t, c.steps, strings.Join(steps, " "), "failing at %s", c.failAt)
+		require.Equal(t, "1.0.0", r.a.InstalledVersion("core"), "the device stays on its version")
+		require.Empty(t, r.in.Active("core"), "no module record is left behind")
+	}
+
+	// The same module, succeeding: every step once, in order.
+	os.Remove(log)
+	e := r.release("ok", "3.0.0", "failing", map[string]string{"log": log}, nil, file)
+	require.Equal(t, store.ExecSucceeded, e.Status, e.StatusDetails["reason"])
+	raw, err := os.ReadFile(log)
+	require.NoError(t, err)
+	require.Equal(t, "capabilities 3.0.0\ninstall 3.0.0\nswitch 3.0.0\nverify 3.0.0\ncommit 3.0.0\n", string(raw))
+	require.Equal(t, "3.0.0", r.in.Active("core"))
+}
+
+// TestModulesMustBeInstalledAndSafe: a release naming a module the device does not have, or one
+// anybody but root could change, is refused before anything is downloaded; a job document
+// cannot name a module at all.
+func TestModulesMustBeInstalledAndSafe(t *testing.T) {
+	r := newModuleRig(t)
+	file := release.File{Name: "payload", Mode: 0o644, Body: []byte("x")}
+	e := r.release("missing", "2.0.0", "nonesuch", nil, nil, file)
+	require.Equal(t, store.ExecRejected, e.Status)
+	require.Contains(t, e.StatusDetails["reason"], `update module "nonesuch", which is not installed on this device`)
+
+	installModule(t, r.modules, "testdata/modules/failing", "loose")
+	require.NoError(t, os.Chmod(filepath.Join(r.modules, "loose"), 0o777))
+	e = r.release("loose", "2.0.1", "loose", map[string]string{"log": filepath.Join(t.TempDir(), "log")}, nil, file)
+	require.Equal(t, store.ExecRejected, e.Status)
+	require.Contains(t, e.StatusDetails["reason"], "executable by its owner only and writable by nobody else")
+
+	require.NoError(t, os.Symlink("/bin/true", filepath.Join(r.modules, "linked")))
+	e = r.release("linked", "2.0.2", "linked", nil, nil, file)
+	require.Equal(t, store.ExecRejected, e.Status)
+	require.Contains(t, e.StatusDetails["reason"], "must be a regular file")
+
+	// The module comes from the signed target only: a document that names one is refused.
+	art := r.sign(mustPack(t, file), tuf.Custom{Software: jobdoc.SoftwareCore, Version: "2.0.3", OS: "ubuntu", Architecture: "x86_64"})
+	body := `{"type":"otaflow.update","schemaVersion":"1","operation":"update","rolloutId":"r","softwareToUpdate":"core","version":"2.0.3","module":"failing","artifact":{"url":"` + art.URL + `"}}`
+	_, err := r.svc.CreateJob(localiot.CreateJobInput{JobID: "doc-module", Targets: []string{"dev-1"}, Document: body,
+		Presign: &store.PresignConfig{RoleArn: "arn:aws:iam::0:role/s", ExpiresInSec: 600}})
+	require.NoError(t, err)
+	e = waitTerminal(t, r.svc, "doc-module", "dev-1")
+	require.Equal(t, store.ExecRejected, e.Status)
+	require.Contains(t, e.StatusDetails["reason"], `unknown field "module"`)
+	require.Equal(t, "1.0.0", r.a.InstalledVersion("core"))
+
+	// Unsigned settings cannot be slipped in either: the signer refuses a bad module name.
+	_, err = r.repo.AddTarget("core/2.0.4.tar.gz", writeTemp(t, mustPack(t, file)), tuf.Custom{Software: "core", Version: "2.0.4", OS: "ubuntu", Architecture: "x86_64", Module: "../../bin/sh"})
+	require.ErrorContains(t, err, "is not a module name")
+}
+
+func mustPack(t *testing.T, files ...release.File) []byte {
+	data, err := release.Pack(files...)
+	require.NoError(t, err)
+	return data
+}
+
+func writeTemp(t *testing.T, data []byte) string {
+	p := filepath.Join(t.TempDir(), "f")
+	require.NoError(t, os.WriteFile(p, data, 0o644))
+	return p
+}
