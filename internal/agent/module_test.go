@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -195,4 +196,73 @@ func writeTemp(t *testing.T, data []byte) string {
 	p := filepath.Join(t.TempDir(), "f")
 	require.NoError(t, os.WriteFile(p, data, 0o644))
 	return p
+}
+
+// buildDeb makes a Debian package of otaflow-test at version whose one file says version.
+func buildDeb(t *testing.T, name, version string) []byte {
+	dir := t.TempDir()
+	pkg := filepath.Join(dir, "pkg")
+	require.NoError(t, os.MkdirAll(filepath.Join(pkg, "DEBIAN"), 0o755))
+	require.NoError(t, os.MkdirAll(filepath.Join(pkg, "opt", "otaflow-test"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(pkg, "DEBIAN", "control"),
+		[]byte("Package: "+name+"\nVersion: "+version+"\nArchitecture: all\nMaintainer: otaflow <dev@otaflow.invalid>\nDescription: otaflow's test package\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(pkg, "opt", "otaflow-test", "hello"), []byte(version), 0o644))
+	out := filepath.Join(dir, name+"_"+version+"_all.deb")
+	b, err := exec.Command("dpkg-deb", "--root-owner-group", "--build", pkg, out).CombinedOutput()
+	require.NoError(t, err, "dpkg-deb (Debian's dpkg; `make deps`): %s", b)
+	raw, err := os.ReadFile(out)
+	require.NoError(t, err)
+	return raw
+}
+
+// TestDebModuleUpdateAndRollback installs Debian packages through the shipped deb module with
+// Debian's dpkg (into a dpkg root of the test's own): a first install that fails its health
+// check is purged, an update is installed, and an update that fails is rolled back to the
+// version before it.
+func TestDebModuleUpdateAndRollback(t *testing.T) {
+	r := newModuleRig(t)
+	installModule(t, r.modules, "../../deploy/modules/deb", "deb")
+	root := t.TempDir()
+	for _, d := range []string{"var/lib/dpkg/updates", "var/lib/dpkg/info"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(root, d), 0o755))
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(root, "var/lib/dpkg/status"), nil, 0o644))
+	settings := map[string]string{"package": "otaflow-test", "root": root}
+	hello := func() string {
+		b, err := os.ReadFile(filepath.Join(root, "opt", "otaflow-test", "hello"))
+		if err != nil {
+			return "absent"
+		}
+		return string(b)
+	}
+	status := func() string {
+		out, _ := exec.Command("dpkg-query", "--root="+root, "-W", "-f=${db:Status-Status} ${Version}", "otaflow-test").Output()
+		return string(out)
+	}
+	deb := func(version string) release.File {
+		return release.File{Name: "otaflow-test_" + version + "_all.deb", Mode: 0o644, Body: buildDeb(t, "otaflow-test", version)}
+	}
+
+	e := r.release("deb-first-bad", "1.5.0", "deb", settings, []string{"false"}, deb("0.9"))
+	require.Equal(t, store.ExecFailed, e.Status)
+	require.Contains(t, e.StatusDetails["reason"], "rolled back to 1.0.0")
+	require.Equal(t, "absent", hello(), "a package the device did not have is purged")
+	require.NotContains(t, status(), "installed 0.9")
+
+	e = r.release("deb-2", "2.0.0", "deb", settings, nil, deb("1.0"))
+	require.Equal(t, store.ExecSucceeded, e.Status, e.StatusDetails["reason"])
+	require.Equal(t, "1.0", hello())
+	require.Equal(t, "installed 1.0", status())
+
+	e = r.release("deb-3", "3.0.0", "deb", settings, []string{"false"}, deb("2.0"))
+	require.Equal(t, store.ExecFailed, e.Status)
+	require.Contains(t, e.StatusDetails["reason"], "rolled back to 2.0.0")
+	require.Equal(t, "1.0", hello(), "the package the device had is back")
+	require.Equal(t, "installed 1.0", status())
+	require.Equal(t, "2.0.0", r.a.InstalledVersion("core"))
+
+	e = r.release("deb-other", "3.1.0", "deb", settings, nil, release.File{Name: "other_1.0_all.deb", Mode: 0o644, Body: buildDeb(t, "other", "1.0")})
+	require.Equal(t, store.ExecRejected, e.Status)
+	require.Contains(t, e.StatusDetails["reason"], "the .deb is package other, the release says otaflow-test")
+	require.Equal(t, "installed 1.0", status())
 }
