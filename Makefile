@@ -16,7 +16,9 @@ demo:
 # against), PostgreSQL (the production store, for the jobs service and Temporal), the AWS CLI,
 # docker-compose (to validate docker-compose.yml without an engine) and systemd's
 # systemd-analyze (to rate the agent unit's sandbox), iproute2 (network namespaces for the
-# fault tests) and Prometheus (it scrapes the jobs service's metrics in a test).
+# fault tests), Prometheus (it scrapes the jobs service's metrics in a test), dpkg-deb (the deb
+# update module's test builds packages), GRUB's grub-editenv and U-Boot's fw_setenv (the A/B
+# root filesystem module's bootloader environments).
 deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
@@ -27,6 +29,9 @@ deps:
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing="$$missing iproute2"; \
 	[ -x /usr/bin/prometheus ] || missing="$$missing prometheus"; \
+	command -v dpkg-deb >/dev/null || missing="$$missing dpkg"; \
+	command -v grub-editenv >/dev/null || missing="$$missing grub-common"; \
+	command -v fw_setenv >/dev/null || missing="$$missing libubootenv-tool"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \

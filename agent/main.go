@@ -44,7 +44,7 @@ type settings struct {
 func parse(args []string, stderr io.Writer) (*settings, error) {
 	s := &settings{}
 	cfg := &s.cfg
-	var trustedRoot, tufURL, restart, maxDeferral, handover, ipc, stepTimeout, configFile string
+	var trustedRoot, tufURL, restart, rebootCmd, maxDeferral, handover, ipc, stepTimeout, configFile string
 	var managed bool
 	var tlsFiles agent.TLSFiles
 	detected := platform.Detect()
@@ -74,6 +74,7 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 	fs.BoolVar(&managed, "managed-respawn", false, "run {ggc,ota}_{pre,post}_update.sh from --scripts-dir around updates")
 	fs.StringVar(&s.slots.ScriptsDir, "scripts-dir", "/greengrass/usr/scripts", "managedRespawn scripts directory")
 	fs.StringVar(&s.slots.ModulesDir, "modules-dir", agent.DefaultModulesDir, "update modules releases may name (each owned by root and executable by root only; docs/modules.md)")
+	fs.StringVar(&rebootCmd, "reboot-command", "systemctl reboot", "command that restarts the device, for update modules that need a reboot (rootfs-ab)")
 	fs.StringVar(&restart, "restart-command", "", "command that restarts the managed software after a switch, e.g. 'systemctl restart greengrass'")
 	fs.Float64Var(&s.slots.FreeDiskFactor, "free-disk-factor", 0, "free disk needed, as a multiple of the artifact size (default 3)")
 	fs.StringVar(&ipc, "ipc-socket", "", "unix socket where local components may defer updates (default <state-dir>/agent.sock; \"off\" disables)")
@@ -150,6 +151,7 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 		return nil, fmt.Errorf("this device's platform (--os %q, --architecture %q): %w", s.slots.Platform.OS, s.slots.Platform.Arch, err)
 	}
 	s.slots.Restart = strings.Fields(restart)
+	s.slots.Reboot = strings.Fields(rebootCmd)
 	cfg.HealthDiskPath = s.slots.Root
 	cfg.Installer = &s.slots
 	cfg.AgentVersion = version

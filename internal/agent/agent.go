@@ -327,6 +327,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			if err != nil && ctx.Err() != nil {
 				return nil // stopping
 			}
+			if errors.Is(err, ErrRebooting) {
+				// Asked again every half minute: a reboot may have been refused or lost.
+				a.log.Info().Msg("waiting for the device to restart into the new version")
+				time.AfterFunc(30*time.Second, a.signal)
+				break
+			}
 			if err != nil {
 				retry = min(max(2*retry, 2*time.Second), time.Minute)
 				a.log.Warn().Err(err).Dur("retryIn", retry).Msg("job processing interrupted; retrying")

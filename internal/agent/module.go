@@ -272,7 +272,7 @@ func (in *SlotInstaller) moduleSwitch(ctx context.Context, u *Update, t *tuf.Tar
 		}
 		// A switch that failed may have changed part of what it replaces: the module puts it
 		// back (the agent rolls back only after a switch that succeeded).
-		if rerr := in.moduleRollback(ctx, u, t); rerr != nil {
+		if _, rerr := in.moduleRollback(ctx, u, t); rerr != nil {
 			return Fail("%s; rolling back also failed: %v", ue.Reason, rerr)
 		}
 		return Fail("%s; rolled back to %s", ue.Reason, cmp.Or(u.From.Version, "nothing (first install)"))
@@ -285,24 +285,86 @@ func (in *SlotInstaller) moduleSwitch(ctx context.Context, u *Update, t *tuf.Tar
 }
 
 // moduleRollback has the module restore what the release replaced, then restores the record
-// of what was active before.
-func (in *SlotInstaller) moduleRollback(ctx context.Context, u *Update, t *tuf.Target) error {
+// of what was active before. reboot says the module printed "reboot": the device must restart
+// to finish it (an A/B module whose new slot is the one running).
+func (in *SlotInstaller) moduleRollback(ctx context.Context, u *Update, t *tuf.Target) (reboot bool, err error) {
 	caps, err := in.moduleCapabilities(ctx, u, t)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if !caps.SupportsRollback {
-		return fmt.Errorf("update module %s does not support rollback", t.Module)
+		return false, fmt.Errorf("update module %s does not support rollback", t.Module)
 	}
-	if _, err := in.runModule(ctx, u, t, stepRollback); err != nil {
+	out, err := in.runModule(ctx, u, t, stepRollback)
+	if err != nil {
+		return false, err
+	}
+	reboot = caps.NeedsReboot && lastLine(string(out)) == "reboot"
+	work := in.workDir(u.Software(), u.Version())
+	if before, err := os.ReadFile(filepath.Join(work, "record-before.json")); err == nil {
+		return reboot, writeFileAtomic(in.recordPath(u.Software()), before, true)
+	}
+	if err := os.Remove(in.recordPath(u.Software())); err != nil && !os.IsNotExist(err) {
+		return reboot, err
+	}
+	return reboot, nil
+}
+
+// bootIDFile is where Linux says which boot this is.
+const bootIDFile = "/proc/sys/kernel/random/boot_id"
+
+func (in *SlotInstaller) bootID() string {
+	if in.BootID != nil {
+		return in.BootID()
+	}
+	raw, err := os.ReadFile(bootIDFile)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(raw))
+}
+
+// ErrRebooting is an update waiting for the device to restart into its new version: the
+// agent keeps the step and carries on after the reboot.
+var ErrRebooting = errors.New("the device is restarting into the new version")
+
+// rebootInto records this boot and has the device restart into the release the module
+// switched to.
+func (in *SlotInstaller) rebootInto(ctx context.Context, u *Update) error {
+	if err := u.Report(ctx, StepRebooting, nil); err != nil {
 		return err
 	}
 	work := in.workDir(u.Software(), u.Version())
-	if before, err := os.ReadFile(filepath.Join(work, "record-before.json")); err == nil {
-		return writeFileAtomic(in.recordPath(u.Software()), before, true)
-	}
-	if err := os.Remove(in.recordPath(u.Software())); err != nil && !os.IsNotExist(err) {
+	if err := writeFileAtomic(filepath.Join(work, "reboot-from"), []byte(in.bootID()), true); err != nil {
 		return err
+	}
+	if err := in.runReboot(); err != nil {
+		return Fail("%v", err)
+	}
+	return ErrRebooting
+}
+
+// rebooted holds an update whose module needs a reboot until the device has restarted since
+// the agent asked for it (asking again: a reboot may have been refused or lost).
+func (in *SlotInstaller) rebooted(ctx context.Context, u *Update) error {
+	from, err := os.ReadFile(filepath.Join(in.workDir(u.Software(), u.Version()), "reboot-from"))
+	if err != nil || string(from) != in.bootID() {
+		return nil // no reboot was asked for, or it happened
+	}
+	if err := in.runReboot(); err != nil {
+		return Fail("%v", err)
+	}
+	return ErrRebooting
+}
+
+// runReboot runs the reboot command.
+func (in *SlotInstaller) runReboot() error {
+	cmd := in.Reboot
+	if len(cmd) == 0 {
+		cmd = []string{"systemctl", "reboot"}
+	}
+	if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
+		return fmt.Errorf("the reboot command %s failed: %v: %s", strings.Join(cmd, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

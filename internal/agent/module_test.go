@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -265,4 +266,191 @@ func TestDebModuleUpdateAndRollback(t *testing.T) {
 	require.Equal(t, store.ExecRejected, e.Status)
 	require.Contains(t, e.StatusDetails["reason"], "the .deb is package other, the release says otaflow-test")
 	require.Equal(t, "installed 1.0", status())
+}
+
+// abDevice is a device with two root filesystem slots (image files), a bootloader environment
+// and a simulated boot: which slot runs and the boot ID are files the test sets, as the
+// bootloader and the kernel would.
+type abDevice struct {
+	t                        *testing.T
+	bootloader               string
+	dir, booted, bootID, env string
+	settings                 map[string]string
+}
+
+func newABDevice(t *testing.T, bootloader string) *abDevice {
+	d := &abDevice{t: t, bootloader: bootloader, dir: t.TempDir()}
+	d.booted, d.bootID = filepath.Join(d.dir, "booted"), filepath.Join(d.dir, "boot_id")
+	for _, s := range []string{"slot-a.img", "slot-b.img"} {
+		require.NoError(t, os.WriteFile(filepath.Join(d.dir, s), make([]byte, 256<<10), 0o600))
+	}
+	d.settings = map[string]string{"bootloader": bootloader, "slot_a": filepath.Join(d.dir, "slot-a.img"), "slot_b": filepath.Join(d.dir, "slot-b.img"), "booted_file": d.booted}
+	switch bootloader {
+	case "grub":
+		d.env = filepath.Join(d.dir, "grubenv")
+		d.run("grub-editenv", d.env, "create")
+		d.run("grub-editenv", d.env, "set", "saved_entry=A")
+		d.settings["grubenv"] = d.env
+	case "uboot":
+		d.env = filepath.Join(d.dir, "fw_env.config")
+		require.NoError(t, os.WriteFile(filepath.Join(d.dir, "uboot.env"), make([]byte, 16<<10), 0o600))
+		require.NoError(t, os.WriteFile(d.env, []byte(filepath.Join(d.dir, "uboot.env")+" 0x0000 0x4000\n"), 0o644))
+		require.NoError(t, os.WriteFile(filepath.Join(d.dir, "default.env"), []byte("otaflow_slot=A\nbootlimit=3\n"), 0o644))
+		d.run("fw_setenv", "-c", d.env, "-f", filepath.Join(d.dir, "default.env"), "otaflow_slot", "A")
+		d.settings["fw_config"] = d.env
+	}
+	d.boot("A", "boot-1")
+	return d
+}
+
+func (d *abDevice) run(name string, args ...string) string {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	require.NoError(d.t, err, "%s %v (`make deps` installs grub-common and libubootenv-tool): %s", name, args, out)
+	return string(out)
+}
+
+// envVar reads a variable of the bootloader's environment ("" when unset).
+func (d *abDevice) envVar(name string) string {
+	var out string
+	if d.bootloader == "grub" {
+		out = d.run("grub-editenv", d.env, "list")
+	} else {
+		out = d.run("fw_printenv", "-c", d.env)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(l, name+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func (d *abDevice) boot(slot, id string) {
+	require.NoError(d.t, os.WriteFile(d.booted, []byte(slot), 0o644))
+	require.NoError(d.t, os.WriteFile(d.bootID, []byte(id), 0o644))
+}
+
+// reboot does what the bootloader does: boot the slot marked to try once (clearing the mark),
+// unless that slot fails to come up, when the default slot boots instead.
+func (d *abDevice) reboot(id string, newSlotComesUp bool) string {
+	var try, def string
+	if d.bootloader == "grub" {
+		try, def = d.envVar("next_entry"), d.envVar("saved_entry")
+		d.run("grub-editenv", d.env, "unset", "next_entry")
+	} else {
+		if d.envVar("upgrade_available") == "1" {
+			try = d.envVar("otaflow_try")
+		}
+		def = d.envVar("otaflow_slot")
+	}
+	slot := def
+	if try != "" && newSlotComesUp {
+		slot = try
+	}
+	d.boot(slot, id)
+	return slot
+}
+
+// TestRootfsABModule updates an A/B device through the shipped rootfs-ab module, for GRUB's and
+// U-Boot's environments: the image goes to the inactive slot, the bootloader boots it once,
+// the agent reboots through its reboot command and, started again in the new boot, commits the
+// new slot. A second release's slot does not come up: the bootloader falls back, and the
+// agent, on its next start, reports FAILED with why, the device on the old slot.
+func TestRootfsABModule(t *testing.T) {
+	for _, bl := range []string{"grub", "uboot"} {
+		t.Run(bl, func(t *testing.T) {
+			r := newInstallRig(t)
+			modules := filepath.Join(t.TempDir(), "modules")
+			installModule(t, modules, "../../deploy/modules/rootfs-ab", "rootfs-ab")
+			d := newABDevice(t, bl)
+			marker := filepath.Join(t.TempDir(), "reboots")
+			in := r.installer(t.TempDir())
+			in.ModulesDir, in.ModulesOwner = modules, os.Getuid()
+			in.Env = append(in.Env, "PATH="+os.Getenv("PATH"))
+			in.Reboot = []string{"sh", "-c", "echo reboot >> " + marker}
+			in.BootID = func() string { b, _ := os.ReadFile(d.bootID); return string(b) }
+			state := t.TempDir()
+			start := func() (*agent.Agent, func()) {
+				a, err := agent.New(agent.Config{ThingName: "dev-1", BrokerURL: r.brokerURL, StateDir: state, InitialVersion: "1.0.0", Logger: zerolog.Nop(), Installer: in})
+				require.NoError(t, err)
+				return a, runAgentStoppable(t, a)
+			}
+			reboots := func() int {
+				b, _ := os.ReadFile(marker)
+				return strings.Count(string(b), "reboot")
+			}
+			image := func(seed byte) []byte {
+				b := make([]byte, 100<<10)
+				for i := range b {
+					b[i] = byte(i*7) ^ seed
+				}
+				return b
+			}
+			publish := func(jobID, version string, img []byte, health ...string) {
+				data, err := release.Pack(release.File{Name: "rootfs.img", Mode: 0o644, Body: img})
+				require.NoError(t, err)
+				c := tuf.Custom{Software: jobdoc.SoftwareCore, Version: version, OS: "ubuntu", Architecture: "x86_64", Module: "rootfs-ab", ModuleSettings: d.settings}
+				if len(health) > 0 {
+					c.HealthCheck = &tuf.HealthCheck{Command: health}
+				}
+				r.create(jobID, version, r.sign(data, c), 0)
+			}
+
+			_, stop := start()
+			publish("ab-2", "2.0.0", image(2))
+			require.Eventually(t, func() bool { return reboots() >= 1 }, 30*time.Second, 50*time.Millisecond, "the agent asks for a reboot")
+			e, err := r.svc.DescribeJobExecution("ab-2", "dev-1")
+			require.NoError(t, err)
+			require.Equal(t, store.ExecInProgress, e.Status, "not done before the reboot")
+			require.Equal(t, "rebooting", e.StatusDetails["step"])
+			slotB, err := os.ReadFile(d.settings["slot_b"])
+			require.NoError(t, err)
+			require.Equal(t, image(2), slotB[:100<<10], "the image is in the inactive slot")
+			stop()
+			require.Equal(t, "B", d.reboot("boot-2", true))
+			a, stop := start()
+			e = waitTerminal(t, r.svc, "ab-2", "dev-1")
+			require.Equal(t, store.ExecSucceeded, e.Status, e.StatusDetails["reason"])
+			require.Equal(t, "2.0.0", a.InstalledVersion("core"))
+			if bl == "grub" {
+				require.Equal(t, "B", d.envVar("saved_entry"), "the new slot is the default")
+				require.Empty(t, d.envVar("next_entry"))
+			} else {
+				require.Equal(t, "B", d.envVar("otaflow_slot"), "the new slot is the default")
+				require.Equal(t, "0", d.envVar("upgrade_available"))
+			}
+
+			// 3.0.0 goes to slot A, which does not come up: the bootloader boots B again.
+			before := reboots()
+			publish("ab-3", "3.0.0", image(3))
+			require.Eventually(t, func() bool { return reboots() > before }, 30*time.Second, 50*time.Millisecond)
+			stop()
+			before = reboots()
+			require.Equal(t, "B", d.reboot("boot-3", false))
+			a, stop = start()
+			e = waitTerminal(t, r.svc, "ab-3", "dev-1")
+			require.Equal(t, store.ExecFailed, e.Status)
+			require.Contains(t, e.StatusDetails["reason"], "the device runs slot B, not A: the new slot did not come up, and the bootloader fell back")
+			require.Contains(t, e.StatusDetails["reason"], "rolled back to 2.0.0")
+			require.Equal(t, "2.0.0", a.InstalledVersion("core"))
+			require.Equal(t, "2.0.0", in.Active("core"))
+			require.Equal(t, before, reboots(), "falling back needed no further reboot")
+
+			// 3.1.0's slot comes up but fails its health check: the module points the
+			// bootloader back and the agent reboots into the old slot.
+			publish("ab-31", "3.1.0", image(31), "false")
+			require.Eventually(t, func() bool { return reboots() > before }, 30*time.Second, 50*time.Millisecond)
+			stop()
+			require.Equal(t, "A", d.reboot("boot-4", true))
+			before = reboots()
+			a, stop = start()
+			e = waitTerminal(t, r.svc, "ab-31", "dev-1")
+			require.Equal(t, store.ExecFailed, e.Status)
+			require.Contains(t, e.StatusDetails["reason"], "health check of 3.1.0 failed")
+			require.Equal(t, before+1, reboots(), "a reboot back into the old slot")
+			stop()
+			require.Equal(t, "B", d.reboot("boot-5", true), "the default is still the old slot")
+			require.Equal(t, "2.0.0", a.InstalledVersion("core"))
+		})
+	}
 }

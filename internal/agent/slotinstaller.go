@@ -55,6 +55,10 @@ type SlotInstaller struct {
 	// each must be owned by ModulesOwner (root: 0) and executable by it only.
 	ModulesDir   string
 	ModulesOwner int
+	// Reboot restarts the device, for update modules that need it (default systemctl reboot);
+	// BootID tells one boot from the next (default /proc/sys/kernel/random/boot_id).
+	Reboot []string
+	BootID func() string
 }
 
 var _ Installer = (*SlotInstaller)(nil)
@@ -204,8 +208,8 @@ func (in *SlotInstaller) Prepare(ctx context.Context, u *Update) error {
 		if err != nil {
 			return err
 		}
-		if caps.NeedsReboot {
-			return Reject("update module %s needs a reboot, and this agent does not reboot for update modules yet", target.Module)
+		if caps.NeedsReboot && in.bootID() == "" {
+			return Reject("update module %s needs a reboot, and this device cannot tell one boot from the next (no %s)", target.Module, bootIDFile)
 		}
 	}
 	var size int64
@@ -276,8 +280,18 @@ func (in *SlotInstaller) Switch(ctx context.Context, u *Update) error {
 	return nil
 }
 
-// Start runs the restart command, unless the release's signed restart policy is none.
-func (in *SlotInstaller) Start(_ context.Context, u *Update) error {
+// Start runs the restart command, unless the release's signed restart policy is none; for an
+// update module that needs a reboot, it reboots the device.
+func (in *SlotInstaller) Start(ctx context.Context, u *Update) error {
+	if t := in.signed(u.Software(), u.Version()); t != nil && u.Doc.Artifact != nil {
+		if _, ok := usesModule(t); ok {
+			if caps, err := in.moduleCapabilities(ctx, u, t); err != nil {
+				return err
+			} else if caps.NeedsReboot {
+				return in.rebootInto(ctx, u)
+			}
+		}
+	}
 	if t := in.signed(u.Software(), u.Version()); t != nil && t.RestartPolicy == jobdoc.RestartNone {
 		return nil
 	}
@@ -292,6 +306,9 @@ func (in *SlotInstaller) Verify(ctx context.Context, u *Update) error {
 	t := in.signed(u.Software(), u.Version())
 	dir := in.slots(u.Software()).Dir(u.Version())
 	if _, ok := usesModule(t); ok && u.Doc.Artifact != nil {
+		if err := in.rebooted(ctx, u); err != nil {
+			return err
+		}
 		if _, err := in.runModule(ctx, u, t, stepVerify); err != nil {
 			return err
 		}
@@ -355,8 +372,14 @@ func (in *SlotInstaller) Commit(ctx context.Context, u *Update) error {
 func (in *SlotInstaller) Rollback(ctx context.Context, u *Update) error {
 	if t := in.signed(u.Software(), u.Version()); t != nil && u.Doc.Artifact != nil {
 		if _, ok := usesModule(t); ok {
-			if err := in.moduleRollback(ctx, u, t); err != nil {
+			reboot, err := in.moduleRollback(ctx, u, t)
+			if err != nil {
 				return err
+			}
+			if reboot {
+				// The device runs the release being rolled back: the module has pointed
+				// the bootloader back, and a reboot completes it.
+				return in.runReboot()
 			}
 			in.restart()
 			return nil

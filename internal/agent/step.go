@@ -14,6 +14,7 @@ const (
 	StepDownloading Step = "downloading"  // fetching and verifying the artifact
 	StepSwitching   Step = "switching"    // making the new version the active one
 	StepSwitched    Step = "switched"     // the new version is active, not yet started
+	StepRebooting   Step = "rebooting"    // the device restarts into the new version (an update module's)
 	StepHealthCheck Step = "health-check" // started; checking its health through the bake time
 	StepHandover    Step = "handover"     // a new agent is being probed (self-update)
 	StepInstalled   Step = "installed"    // committed; SUCCEEDED is still to be reported
@@ -48,6 +49,7 @@ var resumption = map[Step]struct {
 	StepHandover:    {how: resumeFromStart}, // the slot is switched only after the probe
 	StepSwitching:   {how: resumeFromDisk},
 	StepSwitched:    {how: resumeFromDisk, countsStart: true},
+	StepRebooting:   {how: resumeFromDisk, countsStart: true},
 	StepHealthCheck: {how: resumeFromDisk, countsStart: true},
 	StepInstalled:   {how: resumeReport},
 }
