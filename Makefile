@@ -18,7 +18,8 @@ demo:
 # systemd-analyze (to rate the agent unit's sandbox), iproute2 (network namespaces for the
 # fault tests), Prometheus (it scrapes the jobs service's metrics in a test), dpkg-deb (the deb
 # update module's test builds packages), GRUB's grub-editenv and U-Boot's fw_setenv (the A/B
-# root filesystem module's bootloader environments).
+# root filesystem module's bootloader environments) and podman (the container module runs real
+# containers).
 deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
@@ -32,6 +33,7 @@ deps:
 	command -v dpkg-deb >/dev/null || missing="$$missing dpkg"; \
 	command -v grub-editenv >/dev/null || missing="$$missing grub-common"; \
 	command -v fw_setenv >/dev/null || missing="$$missing libubootenv-tool"; \
+	command -v podman >/dev/null || missing="$$missing podman"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \

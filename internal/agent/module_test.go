@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -121,8 +122,8 @@ func TestModuleFailures(t *testing.T) {
 		{"install", "3", store.ExecRejected, "capabilities install"},
 		{"install", "1", store.ExecFailed, "capabilities install"},
 		{"switch", "1", store.ExecFailed, "capabilities install switch capabilities rollback"},
-		{"verify", "1", store.ExecFailed, "capabilities install switch verify capabilities rollback"},
-		{"commit", "1", store.ExecFailed, "capabilities install switch verify commit capabilities rollback"},
+		{"verify", "1", store.ExecFailed, "capabilities install switch capabilities verify capabilities rollback"},
+		{"commit", "1", store.ExecFailed, "capabilities install switch capabilities verify commit capabilities rollback"},
 	} {
 		os.Remove(log)
 		version := "2.0." + string(rune('0'+i))
@@ -146,7 +147,7 @@ func TestModuleFailures(t *testing.T) {
 	require.Equal(t, store.ExecSucceeded, e.Status, e.StatusDetails["reason"])
 	raw, err := os.ReadFile(log)
 	require.NoError(t, err)
-	require.Equal(t, "capabilities 3.0.0\ninstall 3.0.0\nswitch 3.0.0\nverify 3.0.0\ncommit 3.0.0\n", string(raw))
+	require.Equal(t, "capabilities 3.0.0\ninstall 3.0.0\nswitch 3.0.0\ncapabilities 3.0.0\nverify 3.0.0\ncommit 3.0.0\n", string(raw))
 	require.Equal(t, "3.0.0", r.in.Active("core"))
 }
 
@@ -453,4 +454,62 @@ func TestRootfsABModule(t *testing.T) {
 			require.Equal(t, "2.0.0", a.InstalledVersion("core"))
 		})
 	}
+}
+
+// podmanImage builds the test application at version into a container image archive
+// (podman save), in a podman store of its own.
+func podmanImage(t *testing.T, pm []string, ref, version string) []byte {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "rootfs", "app")
+	build := exec.Command("go", "build", "-ldflags", "-X main.version="+version, "-o", bin, "./testdata/containerapp")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	rootfs := filepath.Join(dir, "rootfs.tar")
+	out, err = exec.Command("tar", "-C", filepath.Join(dir, "rootfs"), "-cf", rootfs, "app").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	podman := func(args ...string) {
+		out, err := exec.Command("podman", append(slices.Clone(pm), args...)...).CombinedOutput()
+		require.NoError(t, err, "podman %v (`make deps` installs podman): %s", args, out)
+	}
+	podman("import", "--change", `CMD ["/app"]`, rootfs, ref)
+	archive := filepath.Join(dir, "image.tar")
+	podman("save", "-o", archive, ref)
+	podman("rmi", ref)
+	raw, err := os.ReadFile(archive)
+	require.NoError(t, err)
+	return raw
+}
+
+// TestContainerModule runs releases as containers with Debian's podman through the shipped
+// container module: a new image replaces the running container, and one whose container does
+// not stay up is rolled back to the image that ran before.
+func TestContainerModule(t *testing.T) {
+	images := t.TempDir()
+	// A store of the test's own (vfs: nothing mounted), and limits this machine allows (its
+	// hard limit on open files is below podman's default).
+	pm := []string{"--root", filepath.Join(images, "root"), "--runroot", filepath.Join(images, "run"), "--storage-driver", "vfs"}
+	inspect := func() string {
+		out, _ := exec.Command("podman", append(slices.Clone(pm), "container", "inspect", "--format", "{{.State.Status}} {{.ImageName}}", "otaflow-test")...).CombinedOutput()
+		return strings.TrimSpace(string(out))
+	}
+	t.Cleanup(func() { exec.Command("podman", append(slices.Clone(pm), "rm", "-f", "-a")...).Run() })
+	good, bad := podmanImage(t, pm, "localhost/otaflow-test:2.0", "2.0"), podmanImage(t, pm, "localhost/otaflow-test:3.0", "bad")
+
+	r := newModuleRig(t)
+	installModule(t, r.modules, "../../deploy/modules/container", "container")
+	settings := func(image string) map[string]string {
+		return map[string]string{"name": "otaflow-test", "image": image, "podman": strings.Join(pm, " "),
+			"args": "--ulimit nofile=1024:1024 --ulimit nproc=1024:1024"}
+	}
+	e := r.release("ctr-2", "2.0.0", "container", settings("localhost/otaflow-test:2.0"), nil, release.File{Name: "image.tar", Mode: 0o644, Body: good})
+	require.Equal(t, store.ExecSucceeded, e.Status, e.StatusDetails["reason"])
+	require.Equal(t, "running localhost/otaflow-test:2.0", inspect())
+
+	e = r.release("ctr-3", "3.0.0", "container", settings("localhost/otaflow-test:3.0"), nil, release.File{Name: "image.tar", Mode: 0o644, Body: bad})
+	require.Equal(t, store.ExecFailed, e.Status)
+	require.Contains(t, e.StatusDetails["reason"], "not running localhost/otaflow-test:3.0")
+	require.Contains(t, e.StatusDetails["reason"], "rolled back to 2.0.0")
+	require.Equal(t, "running localhost/otaflow-test:2.0", inspect(), "the image that ran before runs again")
+	require.Equal(t, "2.0.0", r.a.InstalledVersion("core"))
 }
