@@ -397,3 +397,100 @@ func (in *SlotInstaller) moduleCommit(ctx context.Context, u *Update, t *tuf.Tar
 	}
 	return nil
 }
+
+// A rollout's rollback job returns a device to the version before the one it runs. When an
+// update module installed the one it runs, that module undoes it: its rollback step, in the
+// work directory it kept, restores what the release replaced. rollbackJob records it between
+// the steps of the job (<root>/<software>/rollback.json).
+type rollbackJob struct {
+	From     string `json:"from"` // the module release undone
+	To       string `json:"to"`   // the version returned to
+	Reboot   bool   `json:"reboot,omitempty"`
+	BootFrom string `json:"bootFrom,omitempty"` // the boot the reboot was asked in
+}
+
+func (in *SlotInstaller) rollbackPath(software string) string {
+	return filepath.Join(in.Root, software, "rollback.json")
+}
+
+// pendingRollback is the rollback job u is in the middle of, if any.
+func (in *SlotInstaller) pendingRollback(u *Update) *rollbackJob {
+	if u.Doc.Artifact != nil {
+		return nil
+	}
+	raw, err := os.ReadFile(in.rollbackPath(u.Software()))
+	if err != nil {
+		return nil
+	}
+	var j rollbackJob
+	if json.Unmarshal(raw, &j) != nil || j.To != u.Version() {
+		return nil
+	}
+	return &j
+}
+
+func (in *SlotInstaller) savePendingRollback(u *Update, j *rollbackJob) error {
+	raw, err := json.Marshal(j)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(in.rollbackPath(u.Software()), raw, true)
+}
+
+// undoing is, for a rollback job, the module release it undoes (the one the module record
+// says is active) as an update of its own, with its signed target.
+func (in *SlotInstaller) undoing(u *Update) (*Update, *tuf.Target, error) {
+	r := in.record(u.Software())
+	if u.Doc.Artifact != nil || r == nil {
+		return nil, nil, nil
+	}
+	if r.Previous != u.Version() {
+		return nil, nil, Reject("%s %s came through update module %s over %s; a rollback job may only return to %s", u.Software(), r.Version, r.Module, r.Previous, r.Previous)
+	}
+	t := in.signed(u.Software(), r.Version)
+	if _, ok := usesModule(t); !ok {
+		return nil, nil, Reject("the signed release of %s %s, which update module %s installed, is no longer on this device", u.Software(), r.Version, r.Module)
+	}
+	if _, err := os.Stat(in.workDir(u.Software(), r.Version)); err != nil {
+		return nil, nil, Reject("update module %s kept nothing to undo %s %s with (%v)", r.Module, u.Software(), r.Version, err)
+	}
+	doc := *u.Doc
+	doc.Version = r.Version
+	undo := &Update{JobID: u.JobID, Thing: u.Thing, Doc: &doc, From: Installed{Version: r.Previous}, Report: u.Report}
+	caps, err := in.moduleCapabilities(context.Background(), undo, t)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !caps.SupportsRollback {
+		return nil, nil, Reject("update module %s cannot roll %s %s back", r.Module, u.Software(), r.Version)
+	}
+	return undo, t, nil
+}
+
+// undo runs a rollback job's switch: the module's rollback of the release it undoes.
+func (in *SlotInstaller) undo(ctx context.Context, u *Update) error {
+	undo, t, err := in.undoing(u)
+	if err != nil || undo == nil {
+		return err
+	}
+	reboot, err := in.moduleRollback(ctx, undo, t)
+	if err != nil {
+		return Fail("update module %s could not undo %s: %v", t.Module, undo.Version(), err)
+	}
+	return in.savePendingRollback(u, &rollbackJob{From: undo.Version(), To: u.Version(), Reboot: reboot})
+}
+
+// startRollback reboots the device when the undone release's module said it must.
+func (in *SlotInstaller) startRollback(ctx context.Context, u *Update, j *rollbackJob) error {
+	if err := u.Report(ctx, StepRebooting, nil); err != nil {
+		return err
+	}
+	j.BootFrom = in.bootID()
+	if err := in.savePendingRollback(u, j); err != nil {
+		return err
+	}
+	if err := in.runReboot(); err != nil {
+		return Fail("%v", err)
+	}
+	return ErrRebooting
+}

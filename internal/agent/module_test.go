@@ -103,6 +103,21 @@ func TestFileModuleUpdateAndRollback(t *testing.T) {
 	require.Equal(t, store.ExecRejected, e.Status)
 	require.Contains(t, e.StatusDetails["reason"], "no dest setting")
 	require.Equal(t, "v2", read("app.conf"))
+
+	// A rollout's rollback job returns the device to what it had before 2.0.0: the module
+	// undoes 2.0.0 from what it kept.
+	r.rollbackJob("file-back", "1.0.0")
+	e = waitTerminal(t, r.svc, "file-back", "dev-1")
+	require.Equal(t, store.ExecSucceeded, e.Status, e.StatusDetails["reason"])
+	require.Equal(t, "v1", read("app.conf"))
+	require.Contains(t, read("conf.d/extra.conf"), "no such file")
+	require.Equal(t, "1.0.0", r.a.InstalledVersion("core"))
+}
+
+// rollbackJob queues a rollout's rollback job to version for dev-1.
+func (r *installRig) rollbackJob(jobID, version string) {
+	r.createDoc(jobID, jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpRollback, RolloutID: "r",
+		SoftwareToUpdate: jobdoc.SoftwareCore, Version: version})
 }
 
 // TestModuleFailures: a module that fails at any step leaves the device on its old version;
@@ -452,6 +467,24 @@ func TestRootfsABModule(t *testing.T) {
 			stop()
 			require.Equal(t, "B", d.reboot("boot-5", true), "the default is still the old slot")
 			require.Equal(t, "2.0.0", a.InstalledVersion("core"))
+
+			// A rollout's rollback job returns the device to 1.0.0 on slot A: the committed
+			// default goes back to A, and the device reboots into it.
+			a, stop = start()
+			before = reboots()
+			r.rollbackJob("ab-back", "1.0.0")
+			require.Eventually(t, func() bool { return reboots() > before }, 30*time.Second, 50*time.Millisecond)
+			stop()
+			require.Equal(t, "A", d.reboot("boot-6", true))
+			a, _ = start()
+			e = waitTerminal(t, r.svc, "ab-back", "dev-1")
+			require.Equal(t, store.ExecSucceeded, e.Status, e.StatusDetails["reason"])
+			require.Equal(t, "1.0.0", a.InstalledVersion("core"))
+			if bl == "grub" {
+				require.Equal(t, "A", d.envVar("saved_entry"))
+			} else {
+				require.Equal(t, "A", d.envVar("otaflow_slot"))
+			}
 		})
 	}
 }

@@ -79,9 +79,15 @@ func scripts(software string) (pre, post string) {
 	return "ggc_pre_update.sh", "ggc_post_update.sh"
 }
 
-// Active is the version an update module last made active for software, or else the
-// version in its current slot.
+// Active is the version a rollback job's module returned software to, or else the version an
+// update module last made active, or else the version in its current slot.
 func (in *SlotInstaller) Active(software string) string {
+	if raw, err := os.ReadFile(in.rollbackPath(software)); err == nil {
+		var j rollbackJob
+		if json.Unmarshal(raw, &j) == nil && j.To != "" {
+			return j.To // a module undid its release; the rollback job is not committed yet
+		}
+	}
 	if r := in.record(software); r != nil {
 		return r.Version
 	}
@@ -198,9 +204,9 @@ func (in *SlotInstaller) Prepare(ctx context.Context, u *Update) error {
 		if err := tuf.CheckLocation("the artifact URL", doc.Artifact.URL, in.AllowHTTP); err != nil {
 			return Reject("%s", redactURLs(err.Error()))
 		}
-	} else if r := in.record(u.Software()); r != nil {
-		return Reject("a rollback job cannot return %s to %s: it was installed through update module %s, and rollback jobs for module installs are not supported yet (publish %s again as a newer version)", u.Software(), doc.Version, r.Module, doc.Version)
-	} else if !sl.Installed(doc.Version) {
+	} else if undo, _, err := in.undoing(u); err != nil {
+		return err
+	} else if undo == nil && !sl.Installed(doc.Version) {
 		return Reject("the job has no artifact and %s %s is not installed on this device to switch to", u.Software(), doc.Version)
 	}
 	if _, ok := usesModule(target); ok {
@@ -274,6 +280,9 @@ func (in *SlotInstaller) Switch(ctx context.Context, u *Update) error {
 			return in.moduleSwitch(ctx, u, t)
 		}
 	}
+	if u.Doc.Artifact == nil && in.record(u.Software()) != nil {
+		return in.undo(ctx, u) // a rollback job over a module's release
+	}
 	if err := in.slots(u.Software()).Switch(u.Version()); err != nil {
 		return Fail("switch to %s failed: %v", u.Version(), err)
 	}
@@ -283,6 +292,9 @@ func (in *SlotInstaller) Switch(ctx context.Context, u *Update) error {
 // Start runs the restart command, unless the release's signed restart policy is none; for an
 // update module that needs a reboot, it reboots the device.
 func (in *SlotInstaller) Start(ctx context.Context, u *Update) error {
+	if j := in.pendingRollback(u); j != nil && j.Reboot {
+		return in.startRollback(ctx, u, j)
+	}
 	if t := in.signed(u.Software(), u.Version()); t != nil && u.Doc.Artifact != nil {
 		if _, ok := usesModule(t); ok {
 			if caps, err := in.moduleCapabilities(ctx, u, t); err != nil {
@@ -305,7 +317,20 @@ func (in *SlotInstaller) Start(ctx context.Context, u *Update) error {
 func (in *SlotInstaller) Verify(ctx context.Context, u *Update) error {
 	t := in.signed(u.Software(), u.Version())
 	dir := in.slots(u.Software()).Dir(u.Version())
-	if _, ok := usesModule(t); ok && u.Doc.Artifact != nil {
+	j := in.pendingRollback(u)
+	if j != nil && j.Reboot && j.BootFrom == in.bootID() {
+		if err := in.runReboot(); err != nil { // asked again: it was refused or lost
+			return Fail("%v", err)
+		}
+		return ErrRebooting
+	}
+	_, isModule := usesModule(t)
+	if isModule && j != nil {
+		if _, err := os.Stat(in.workDir(u.Software(), u.Version())); err != nil {
+			isModule = false // the module's work for this version is gone: the health check stands
+		}
+	}
+	if isModule && (u.Doc.Artifact != nil || j != nil) {
 		if err := in.rebooted(ctx, u); err != nil {
 			return err
 		}
@@ -340,6 +365,16 @@ var _ HealthChecker = (*SlotInstaller)(nil)
 // Commit runs the post-update script, then removes the slots of versions older than the one
 // the device can roll back to.
 func (in *SlotInstaller) Commit(ctx context.Context, u *Update) error {
+	if j := in.pendingRollback(u); j != nil {
+		os.Remove(in.rollbackPath(u.Software()))
+		if in.ManagedRespawn {
+			_, post := scripts(u.Software())
+			if err := preflight.RunScript(in.ScriptsDir, post); err != nil {
+				return Fail("%v", err)
+			}
+		}
+		return nil
+	}
 	if t := in.signed(u.Software(), u.Version()); t != nil && u.Doc.Artifact != nil {
 		if _, ok := usesModule(t); ok {
 			return in.moduleCommit(ctx, u, t)
@@ -370,6 +405,10 @@ func (in *SlotInstaller) Commit(ctx context.Context, u *Update) error {
 // Rollback switches back to the previous slot (or has the release's update module restore
 // what it replaced) and restarts it.
 func (in *SlotInstaller) Rollback(ctx context.Context, u *Update) error {
+	if j := in.pendingRollback(u); j != nil {
+		os.Remove(in.rollbackPath(u.Software()))
+		return fmt.Errorf("%s %s was undone by its update module, which cannot be undone in turn: publish %s again to return to it", u.Software(), j.From, j.From)
+	}
 	if t := in.signed(u.Software(), u.Version()); t != nil && u.Doc.Artifact != nil {
 		if _, ok := usesModule(t); ok {
 			reboot, err := in.moduleRollback(ctx, u, t)
