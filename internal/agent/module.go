@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/otaflow/otaflow/internal/agent/preflight"
@@ -93,14 +94,38 @@ func (in *SlotInstaller) modulePath(name string) (string, error) {
 	if err := tuf.ValidModule(name, nil); err != nil {
 		return "", Reject("%v", err)
 	}
-	p := filepath.Join(in.modulesDir(), name)
+	dir := in.modulesDir()
+	p := filepath.Join(dir, name)
 	if _, err := os.Lstat(p); err != nil {
 		return "", Reject("the release installs through update module %q, which is not installed on this device (%s)", name, p)
+	}
+	if err := checkModulesDir(dir, in.ModulesOwner); err != nil {
+		return "", Reject("update module %q refused: %v", name, err)
 	}
 	if err := preflight.CheckExecutable(p, in.ModulesOwner); err != nil {
 		return "", Reject("update module %q refused: %v", name, err)
 	}
 	return p, nil
+}
+
+// checkModulesDir: a module is only as safe as its directory, which must be a directory owned
+// by the modules' owner that nobody else may write to (or a module could be swapped between
+// the check and the run).
+func checkModulesDir(dir string, uid int) error {
+	st, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != uid {
+		return fmt.Errorf("the modules directory %s must be owned by uid %d, not %d", dir, uid, sys.Uid)
+	}
+	if st.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("the modules directory %s must be writable by its owner only (mode %04o)", dir, st.Mode().Perm())
+	}
+	return nil
 }
 
 // workDir is where a release's module keeps its artifact, settings and state.

@@ -182,6 +182,14 @@ func TestModulesMustBeInstalledAndSafe(t *testing.T) {
 	require.Equal(t, store.ExecRejected, e.Status)
 	require.Contains(t, e.StatusDetails["reason"], "executable by its owner only and writable by nobody else")
 
+	// A modules directory others may write to: anything in it could be swapped.
+	require.NoError(t, os.Chmod(r.modules, 0o777))
+	installModule(t, r.modules, "testdata/modules/failing", "fine")
+	e = r.release("open-dir", "2.0.5", "fine", map[string]string{"log": filepath.Join(t.TempDir(), "log")}, nil, file)
+	require.Equal(t, store.ExecRejected, e.Status)
+	require.Contains(t, e.StatusDetails["reason"], "must be writable by its owner only")
+	require.NoError(t, os.Chmod(r.modules, 0o755))
+
 	require.NoError(t, os.Symlink("/bin/true", filepath.Join(r.modules, "linked")))
 	e = r.release("linked", "2.0.2", "linked", nil, nil, file)
 	require.Equal(t, store.ExecRejected, e.Status)

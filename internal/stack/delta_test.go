@@ -15,6 +15,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/agent"
 	"github.com/otaflow/otaflow/internal/agent/slots"
+	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/stack"
 	"github.com/otaflow/otaflow/workflows/contract"
@@ -185,6 +186,21 @@ func TestDeltaUpdatesThroughRealAgents(t *testing.T) {
 	require.NotContains(t, out, "1.12.0")
 	require.Contains(t, out, "1.13.0")
 	require.Less(t, len(chunkFiles(t, chunkDir)), len(before), "the withdrawn releases' own chunks are gone")
+
+	// A release installed through an update module: named, with its settings, at publish.
+	pkg := filepath.Join(t.TempDir(), "conf.tar.gz")
+	data, err := release.Pack(release.File{Name: "app.conf", Mode: 0o644, Body: []byte("v5")})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(pkg, data, 0o644))
+	publish := []string{"release", "publish", "--repo", repo, "--bucket", stack.ReleaseBucket, "--file", pkg, "--version", "5.0.0", "--os", "ubuntu", "--architecture", "x86_64", "-f", filepath.Join(t.TempDir(), "rel.json")}
+	_, stderr, err = runStarter(t, bin, s, append(publish, "--module", "file", "--module-setting", "dest")...)
+	require.Error(t, err)
+	require.Contains(t, stderr, `--module-setting "dest": use NAME=VALUE`)
+	_, stderr, err = runStarter(t, bin, s, append(publish, "--module", "file", "--module-setting", "dest=/etc/app")...)
+	require.NoError(t, err, stderr)
+	out, _, err = runStarter(t, bin, s, "release", "list", "--repo", repo)
+	require.NoError(t, err)
+	require.Regexp(t, `core\s+5\.0\.0\s+ubuntu/x86_64\s+\S+ \S+\s+file\s`, out)
 }
 
 // chunkFiles lists the chunk store's files.
