@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/iotclient"
+	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/internal/temporalconf"
@@ -61,8 +64,8 @@ func (u *updateFlags) bind(f *pflag.FlagSet) {
 	f.StringVar(&u.sw, "software-to-update", "", "core or ota_agent")
 	f.StringVar(&u.signer, "s3-url-signer-role", "", "ARN of the IAM role that presigns artifact URLs")
 	f.StringVar(&u.logLevel, "update-agent-log-level", "ERROR", "agent log level during the update: NONE, TRACE, DEBUG, VERBOSE, INFO, WARN, ERROR or FATAL")
-	f.StringVar(&u.version, "software-version", "", `version to install (default: the --release file's, else 1.11.6); "latest": the newest release published to --release-bucket when the rollout starts (a schedule's every run)`)
-	f.StringVar(&u.releaseBucket, "release-bucket", "otaflow-releases", "the bucket releases are published to (starter release publish --bucket), for --software-version latest")
+	f.StringVar(&u.version, "software-version", "", `version to install, as published to --release-bucket (default: the --release file's, else the newest published, else 1.11.6 for simulated devices); "latest": the newest published when the rollout starts (a schedule's every run)`)
+	f.StringVar(&u.releaseBucket, "release-bucket", "otaflow-releases", "the bucket releases are published to (starter release publish --bucket): where --software-version is looked up")
 	f.StringVar(&u.releaseFile, "release", "", "release file from `starter release publish`: devices verify it through TUF and install it (its health check and restart policy are signed with it)")
 	u.rf.bind(f, 30*time.Minute)
 	f.StringVar(&u.windowCron, "window-cron", "", `maintenance windows: waves start only inside them (five-field cron, e.g. "0 2 * * *")`)
@@ -116,6 +119,57 @@ func (u *updateFlags) request(rolloutID string) (contract.RolloutRequest, error)
 	return req, req.Validate()
 }
 
+// attachPublished makes a rollout install a release as published to --release-bucket when no
+// --release file names it: a version given is looked up there (one never published is refused,
+// with what was), and with no version the newest published release is taken (for a schedule,
+// at each run). A bucket nothing was ever published to, a lab of simulated devices, keeps the
+// seed's default version and jobs without an artifact, which real agents refuse; it says so.
+func (u *updateFlags) attachPublished(ctx context.Context, ic *cliconfig.IoT, req *contract.RolloutRequest, schedule bool) error {
+	if u.releaseFile != "" || req.LatestReleaseBucket != "" {
+		return nil
+	}
+	ic.Resolve()
+	base := rolloutops.MetadataURLs("", localEndpoint(ic.Endpoint))
+	if base == nil {
+		return nil // AWS: releases are wherever the operator keeps them; --release names one
+	}
+	versions, err := rolloutops.PublishedVersions(ctx, base(u.releaseBucket), req.SoftwareToUpdate)
+	if errors.Is(err, rolloutops.ErrNothingPublished) {
+		fmt.Fprintf(os.Stderr, "note: no release is published to bucket %s, so the jobs carry no artifact: simulated devices accept them, real agents refuse them (publish with `starter release publish`)\n", u.releaseBucket)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w; or name the release yourself with --release FILE", err)
+	}
+	if u.version == "" {
+		if len(versions) == 0 {
+			return fmt.Errorf("bucket %s has no published release of %s: publish one (`starter release publish --software %s`) or give --release", u.releaseBucket, req.SoftwareToUpdate, req.SoftwareToUpdate)
+		}
+		if schedule {
+			req.Version, req.LatestReleaseBucket = "", u.releaseBucket
+			return nil
+		}
+		req.Version = versions[len(versions)-1]
+		fmt.Fprintf(os.Stderr, "installing %s %s, the newest release published to bucket %s\n", req.SoftwareToUpdate, req.Version, u.releaseBucket)
+	} else if !slices.Contains(versions, req.Version) {
+		published := "none"
+		if len(versions) > 0 {
+			published = strings.Join(versions, ", ")
+		}
+		return fmt.Errorf("%s %s was never published to bucket %s (published: %s; `starter release list`): publish it with `starter release publish --version %s`, or pick a published one", req.SoftwareToUpdate, req.Version, u.releaseBucket, published, req.Version)
+	}
+	req.Artifact = &contract.Artifact{URL: release.S3URL(u.releaseBucket, req.SoftwareToUpdate, req.Version)}
+	return req.Validate()
+}
+
+// localEndpoint is endpoint unless it is AWS's.
+func localEndpoint(endpoint string) string {
+	if strings.Contains(endpoint, ".amazonaws.com") {
+		return ""
+	}
+	return endpoint
+}
+
 func createSoftwareUpdateJobCmd() *cobra.Command {
 	var (
 		tc           temporalconf.Temporal
@@ -145,6 +199,9 @@ func createSoftwareUpdateJobCmd() *cobra.Command {
 			}
 			req, err := u.request(rolloutID)
 			if err != nil {
+				return err
+			}
+			if err := u.attachPublished(ctx, &ic, &req, false); err != nil {
 				return err
 			}
 			if dryRun {

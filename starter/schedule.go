@@ -47,6 +47,9 @@ func scheduleCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := u.attachPublished(cmd.Context(), &ic, &req, true); err != nil {
+				return err
+			}
 			// Targets that do not resolve now would fail every night: refuse them now. An
 			// existing group that is empty today is fine (devices may join it by then).
 			iotc, err := iotclient.ForCLI(cmd.Context(), &ic)

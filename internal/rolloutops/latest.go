@@ -3,9 +3,11 @@ package rolloutops
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,6 +26,28 @@ func (a *Ops) LatestRelease(ctx context.Context, in contract.LatestReleaseInput)
 		return nil, invalidErr("this worker cannot read published releases: start it with --release-metadata-url (the jobs service's does by default)", nil)
 	}
 	base := a.ReleaseMetadataURL(in.Bucket)
+	versions, err := PublishedVersions(ctx, base, in.Software)
+	if errors.Is(err, ErrNothingPublished) {
+		return nil, invalidErr(fmt.Sprintf("no release was ever published to bucket %s (%s): publish one with `starter release publish --bucket %s`", in.Bucket, base, in.Bucket), nil)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(versions) == 0 {
+		return nil, invalidErr(fmt.Sprintf("bucket %s has no published release of %s: publish one with `starter release publish --software %s --bucket %s`", in.Bucket, in.Software, in.Software, in.Bucket), nil)
+	}
+	v := versions[len(versions)-1]
+	return &contract.LatestReleaseResult{Version: v, ArtifactURL: release.S3URL(in.Bucket, in.Software, v)}, nil
+}
+
+// ErrNothingPublished is a bucket no release was ever published to (no TUF metadata).
+var ErrNothingPublished = errors.New("no release was ever published there")
+
+// PublishedVersions lists the versions of software signed in the release repository whose
+// metadata is served at base (the TUF targets "SOFTWARE/VERSION.tar.gz"), oldest first. Only
+// the version is read here: every device still verifies the release it is sent against its own
+// trusted root, so a forged targets.json cannot get anything installed.
+func PublishedVersions(ctx context.Context, base, software string) ([]string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/targets.json", nil)
 	if err != nil {
 		return nil, err
@@ -34,7 +58,7 @@ func (a *Ops) LatestRelease(ctx context.Context, in contract.LatestReleaseInput)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound {
-		return nil, invalidErr(fmt.Sprintf("no release was ever published to bucket %s (%s): publish one with `starter release publish --bucket %s`", in.Bucket, base, in.Bucket), nil)
+		return nil, ErrNothingPublished
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("read the releases published to %s: %s", base, resp.Status)
@@ -47,9 +71,9 @@ func (a *Ops) LatestRelease(ctx context.Context, in contract.LatestReleaseInput)
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 32<<20)).Decode(&meta); err != nil {
 		return nil, fmt.Errorf("read %s/targets.json: %w", base, err)
 	}
-	var best *semver.Version
+	var found []*semver.Version
 	for name := range meta.Signed.Targets {
-		v, ok := strings.CutPrefix(name, in.Software+"/")
+		v, ok := strings.CutPrefix(name, software+"/")
 		if !ok {
 			continue
 		}
@@ -57,19 +81,16 @@ func (a *Ops) LatestRelease(ctx context.Context, in contract.LatestReleaseInput)
 		if !ok {
 			continue
 		}
-		sv, err := semver.StrictNewVersion(v)
-		if err != nil {
-			continue
-		}
-		if best == nil || sv.GreaterThan(best) {
-			best = sv
+		if sv, err := semver.StrictNewVersion(v); err == nil {
+			found = append(found, sv)
 		}
 	}
-	if best == nil {
-		return nil, invalidErr(fmt.Sprintf("bucket %s has no published release of %s: publish one with `starter release publish --software %s --bucket %s`", in.Bucket, in.Software, in.Software, in.Bucket), nil)
+	slices.SortFunc(found, func(a, b *semver.Version) int { return a.Compare(b) })
+	out := make([]string, len(found))
+	for i, v := range found {
+		out[i] = v.Original()
 	}
-	v := best.Original()
-	return &contract.LatestReleaseResult{Version: v, ArtifactURL: release.S3URL(in.Bucket, in.Software, v)}, nil
+	return out, nil
 }
 
 // MetadataURLs turns a --release-metadata-url template ("{bucket}" replaced) into

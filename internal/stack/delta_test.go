@@ -2,6 +2,7 @@ package stack_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/aws/aws-sdk-go-v2/service/iot"
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/agent"
@@ -186,6 +188,26 @@ func TestDeltaUpdatesThroughRealAgents(t *testing.T) {
 	require.NotContains(t, out, "1.12.0")
 	require.Contains(t, out, "1.13.0")
 	require.Less(t, len(chunkFiles(t, chunkDir)), len(before), "the withdrawn releases' own chunks are gone")
+
+	// Versions come from what is published: a version never published (or withdrawn) is
+	// refused, saying what is; one published gets its artifact without --release; no version
+	// is the newest published.
+	targets, err := json.Marshal(arns)
+	require.NoError(t, err)
+	update := []string{"create-software-update-job", "--update-targets", string(targets), "--update-targets-architecture", "x86_64",
+		"--update-targets-operating-system", "ubuntu", "--software-to-update", "core", "--s3-url-signer-role", "arn:aws:iam::000000000000:role/signer"}
+	_, stderr, err = runStarter(t, bin, s, append(update, "--amzn-client-token", "v-old", "--software-version", "1.12.0")...)
+	require.Error(t, err)
+	require.Contains(t, stderr, "core 1.12.0 was never published to bucket otaflow-releases (published: 1.13.0;")
+	out, stderr, err = runStarter(t, bin, s, append(update, "--amzn-client-token", "v-new", "--wait")...)
+	require.NoError(t, err, stderr)
+	require.Contains(t, stderr, "installing core 1.13.0, the newest release published to bucket otaflow-releases")
+	require.Contains(t, out, `"PlatformSoftwareVersion": "1.13.0"`)
+	var created struct{ IotJobId string }
+	require.NoError(t, json.Unmarshal([]byte(out), &created), out)
+	doc, err := s.IoT.GetJobDocument(ctx, &iot.GetJobDocumentInput{JobId: &created.IotJobId})
+	require.NoError(t, err)
+	require.Contains(t, *doc.Document, "s3://otaflow-releases/core/1.13.0.tar.gz", "the job names the published artifact")
 
 	// A release installed through an update module: named, with its settings, at publish.
 	pkg := filepath.Join(t.TempDir(), "conf.tar.gz")

@@ -181,11 +181,30 @@ func pgMigrate(ctx context.Context, pool *pgxpool.Pool) error {
 }
 
 func (s *pgStore) View(fn func(Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := s.viewOnce(fn)
+		if !deadConn(err) || attempt >= pgDeadConnAttempts {
+			return err
+		}
+	}
+}
+
+func (s *pgStore) viewOnce(fn func(Tx) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), pgTxTimeout)
 	defer cancel()
 	return pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		return fn(&pgTx{ctx: ctx, tx: tx})
 	})
+}
+
+// pgDeadConnAttempts bounds the runs of a transaction that found its pooled connection closed.
+const pgDeadConnAttempts = 3
+
+// deadConn reports whether err is a pooled connection that failed before the transaction sent
+// anything on it (its socket went away, or a cancelled query closed it after it was released;
+// pgx says "safe to retry"): the transaction runs again on another connection.
+func deadConn(err error) bool {
+	return err != nil && pgconn.SafeToRetry(err)
 }
 
 // Update runs fn in a writing transaction, again from the start (on a new snapshot) when it
@@ -197,8 +216,13 @@ func (s *pgStore) Update(fn func(Tx) error) error {
 // write runs fn in a REPEATABLE READ transaction, again while it fails for a concurrent
 // write (up to pgMaxAttempts runs).
 func (s *pgStore) write(fn func(*pgTx) error) error {
+	dead := 0
 	for attempt := 1; ; attempt++ {
 		err := s.writeOnce(fn)
+		if deadConn(err) && dead < pgDeadConnAttempts {
+			dead++
+			continue
+		}
 		if !isConflict(err) {
 			return err
 		}

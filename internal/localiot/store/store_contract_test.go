@@ -594,3 +594,30 @@ func TestPostgresSessionsTimeOutIdleTransactions(t *testing.T) {
 		require.Equal(t, want, got, setting)
 	}
 }
+
+// A pooled connection whose socket was closed while it sat idle (a query cancelled after it
+// was released, a proxy that dropped it) costs a transaction nothing: it runs again on another
+// connection, reading and writing.
+func TestPostgresSurvivesADeadPooledConnection(t *testing.T) {
+	s, err := OpenPostgres(pgtest.DB(t))
+	require.NoError(t, err)
+	defer s.Close()
+	require.NoError(t, s.Update(func(tx Tx) error { return tx.PutJob(&Job{ID: "before"}) }))
+	kill := func() {
+		// Every idle connection in the pool loses its socket behind pgx's back.
+		conns := s.pool.AcquireAllIdle(context.Background())
+		require.NotEmpty(t, conns)
+		for _, c := range conns {
+			c.Conn().PgConn().Conn().Close()
+			c.Release()
+		}
+	}
+	kill()
+	require.NoError(t, s.Update(func(tx Tx) error { return tx.PutJob(&Job{ID: "after"}) }))
+	kill()
+	require.NoError(t, s.View(func(tx Tx) error {
+		j, err := tx.Job("after")
+		require.NotNil(t, j)
+		return err
+	}))
+}
