@@ -43,6 +43,9 @@ deps:
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	# the agent must build for the ARM devices `make build` ships it to
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -o /dev/null ./agent
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -o /dev/null ./agent
 	# workflows/ must stay deterministic (no time.Now, goroutines, map ranging, I/O)
 	$(GO) run go.temporal.io/sdk/contrib/tools/workflowcheck@v0.6.0 ./workflows/...
 
@@ -76,6 +79,11 @@ chaos: deps
 build:
 	mkdir -p bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o bin/otaflow-agent ./agent
+	# the agent for devices: 64-bit ARM (Raspberry Pi OS 64-bit, aarch64), 32-bit ARMv7 (armv7l)
+	# and ARMv6 (Pi Zero, Pi 1: armv6l); docs/device.md
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags="-s -w" -o bin/otaflow-agent-linux-aarch64 ./agent
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags="-s -w" -o bin/otaflow-agent-linux-armv7l ./agent
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -trimpath -ldflags="-s -w" -o bin/otaflow-agent-linux-armv6l ./agent
 	$(GO) build -o bin/starter ./starter
 	$(GO) build -o bin/worker ./worker
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o bin/jobs-service ./jobs-service

@@ -81,7 +81,9 @@ A real agent (register the thing first; releases come from starter release publi
       --cert /tmp/my-device/my-device.crt --key /tmp/my-device/my-device.key \
       --trusted-root %[1]s/release/metadata/root.json --tuf-url %[11]s \
       --state-dir /tmp/my-device/state --install-root /tmp/my-device/root \
-      --dev --os ubuntu --architecture x86_64   (--dev: this stack serves plain HTTP)
+      --restart-command true --dev --os ubuntu --architecture x86_64
+  (--dev: this stack serves plain HTTP; --restart-command: what restarts your software after
+  an update, "true" when there is nothing to restart; under systemd it is not needed)
 
 Press Ctrl-C to stop.
 `, sf.dataDir, s.Temporal.FrontendAddr(), s.Temporal.Namespace(), cliconfig.DefaultTaskQueue, s.Temporal.UIURL(),

@@ -251,7 +251,7 @@ func describeJobCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:     "describe-job",
-		Short:   "Show an IoT job's status and per-state device counts (aws iot describe-job)",
+		Short:   "Show an IoT job's status and per-state device counts (-o json: aws iot describe-job's document)",
 		Example: "  starter describe-job --job-id otaflow-myClientToken1",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if jobID == "" {
@@ -289,7 +289,6 @@ func describeJobCmd() *cobra.Command {
 		},
 	}
 	ic.Bind(cmd.Flags())
-	cmd.Flags().StringP("output", "o", "json", "json (aws iot describe-job's document) or text")
 	cmd.Flags().StringVar(&jobID, "job-id", "", "the IoT job ID (IotJobId from create-software-update-job)")
 	return cmd
 }

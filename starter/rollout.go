@@ -205,8 +205,13 @@ func printStatus(res contract.RolloutResult, output string, failed []rolloutclie
 		}{res, failed, stale, len(late.devices)})
 		return
 	}
+	// Paused reads the same here as in `rollout list` and the console: PAUSED while it would
+	// otherwise run, "(paused)" beside any other state (a pause holds the next wave).
 	state := res.State
-	if res.Paused {
+	switch {
+	case res.Paused && state == contract.StateRunning:
+		state = contract.StatePaused
+	case res.Paused:
 		state += " (paused)"
 	}
 	fmt.Printf("rollout %s: %s  version %s  wave %d of %d\n", res.RolloutID, state, res.Version, res.CurrentWave, len(res.Waves))

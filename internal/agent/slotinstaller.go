@@ -225,7 +225,7 @@ func (in *SlotInstaller) Prepare(ctx context.Context, u *Update) error {
 	os.MkdirAll(sl.Root, 0o755)
 	if err := preflight.Check(preflight.Config{
 		InstallDir: sl.Root, ArtifactSize: size, FreeFactor: in.FreeDiskFactor, ManagedRespawn: in.ManagedRespawn,
-		ScriptsDir: in.ScriptsDir, OwnerUID: in.ScriptsOwner, Env: in.Env,
+		ScriptsDir: in.ScriptsDir, OwnerUID: in.ScriptsOwner, Env: in.Env, RestartCommand: len(in.Restart) > 0,
 	}); err != nil {
 		return Reject("requirements not met: %v", err)
 	}

@@ -31,6 +31,9 @@ type Config struct {
 	OwnerUID       int
 	// Env is the process environment (default os.Environ()).
 	Env []string
+	// RestartCommand says the agent was given a command that restarts the managed software
+	// (--restart-command): something restarts it even outside an init system.
+	RestartCommand bool
 }
 
 // Check returns every unmet requirement, or nil.
@@ -70,8 +73,8 @@ func Check(c Config) error {
 	}
 	if c.ManagedRespawn {
 		problems = append(problems, checkScripts(c.ScriptsDir, c.OwnerUID)...)
-	} else if !underSystemd {
-		problems = append(problems, "the agent is not running under an init system (systemd) and managedRespawn is off: nothing would restart the software after the update")
+	} else if !underSystemd && !c.RestartCommand {
+		problems = append(problems, "the agent is not running under an init system (systemd), managedRespawn is off and no --restart-command is set: nothing would restart the software after the update (run the agent as a systemd service, deploy/systemd/otaflow-agent.service; or pass --managed-respawn with the seed's scripts in --scripts-dir; or --restart-command with the command that restarts your software)")
 	}
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))

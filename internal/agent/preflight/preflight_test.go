@@ -34,6 +34,10 @@ func TestCheck(t *testing.T) {
 	c = good
 	c.Env = []string{}
 	require.ErrorContains(t, preflight.Check(c), "not running under an init system")
+	require.ErrorContains(t, preflight.Check(c), "--managed-respawn", "the error names the ways out")
+	require.ErrorContains(t, preflight.Check(c), "--restart-command")
+	c.RestartCommand = true
+	require.NoError(t, preflight.Check(c), "a restart command restarts the software without systemd")
 
 	c = good
 	c.Env, c.ManagedRespawn, c.OwnerUID = []string{}, true, os.Getuid()
