@@ -449,13 +449,17 @@ One rollback per rollout: asking again shows the first. A running rollout is ref
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
-				run, err := rolloutclient.StartRollback(cmd.Context(), c, tc.TaskQueue, args[0], rbReason)
+				run, already, err := rolloutclient.StartRollback(cmd.Context(), c, tc.TaskQueue, args[0], rbReason)
 				if err != nil {
 					return err
 				}
 				if !rbWait {
 					if output == "json" {
-						return json.NewEncoder(os.Stdout).Encode(map[string]string{"workflowId": run.GetID(), "runId": run.GetRunID()})
+						return json.NewEncoder(os.Stdout).Encode(map[string]any{"workflowId": run.GetID(), "runId": run.GetRunID(), "alreadyStarted": already})
+					}
+					if already {
+						fmt.Printf("rollback of %s was already started (workflow %s): one rollback per rollout; `starter rollout rollback --wait %s` shows its result\n", args[0], run.GetID(), args[0])
+						return nil
 					}
 					fmt.Printf("rollback of %s started (workflow %s); `starter rollout rollback --wait %s` waits for it\n", args[0], run.GetID(), args[0])
 					return nil

@@ -333,7 +333,12 @@ func (c *Console) handleAction(w http.ResponseWriter, r *http.Request) {
 			contract.OverrideRequest{By: cmp.Or(user, "console"), Reason: body.Reason})
 	case "rollback":
 		var run client.WorkflowRun
-		run, err = rolloutclient.StartRollback(ctx, c.o.Temporal, c.o.TaskQueue, id, reason)
+		var already bool
+		run, already, err = rolloutclient.StartRollback(ctx, c.o.Temporal, c.o.TaskQueue, id, reason)
+		if err == nil && already {
+			writeJSON(w, http.StatusOK, map[string]string{"message": "rollback was already started (one per rollout): workflow " + run.GetID()})
+			return
+		}
 		if err == nil {
 			c.o.Logger.Info().Str("rollout", id).Str("workflow", run.GetID()).Msg("console: rollback started")
 			writeJSON(w, http.StatusOK, map[string]string{"message": "rollback started: workflow " + run.GetID()})

@@ -110,6 +110,15 @@ func Control(ctx context.Context, c client.Client, rolloutID, update string, arg
 		WorkflowID: wid, UpdateName: update, Args: args, WaitForStage: client.WorkflowUpdateStageCompleted,
 	})
 	if err != nil {
+		var nf *serviceerror.NotFound
+		if errors.As(err, &nf) && strings.Contains(nf.Error(), "already completed") {
+			// Temporal's words ("workflow execution already completed") say less than the
+			// rollout's own state.
+			if st, serr := Status(ctx, c, rolloutID); serr == nil {
+				return st, fmt.Errorf("rollout %s has ended (%s): there is nothing left to %s", rolloutID, st.State, update)
+			}
+			return res, fmt.Errorf("rollout %s has ended: there is nothing left to %s", rolloutID, update)
+		}
 		return res, fmt.Errorf("%s rollout %s: %s", update, rolloutID, serverMessage(err))
 	}
 	if err := h.Get(ctx, &res); err != nil {
@@ -271,15 +280,28 @@ func Request(ctx context.Context, c client.Client, workflowID string) (contract.
 // StartRollback starts rolling a finished rollout back to each device's previous version (or
 // finds the rollback already started). A rollout still running is refused: cancel it with
 // rollback instead.
-func StartRollback(ctx context.Context, c client.Client, taskQueue, rolloutID, reason string) (client.WorkflowRun, error) {
+//
+// already reports a rollback that was started before (running or ended): one rollback per
+// rollout, and asking again returns it.
+func StartRollback(ctx context.Context, c client.Client, taskQueue, rolloutID, reason string) (run client.WorkflowRun, already bool, err error) {
 	wid, err := WorkflowID(ctx, c, rolloutID)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	res, err := Status(ctx, c, rolloutID)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
+	rbID := contract.RollbackWorkflowID(res.RolloutID)
+	if d, err := c.DescribeWorkflowExecution(ctx, rbID, ""); err == nil && d.GetWorkflowExecutionInfo() != nil {
+		return c.GetWorkflow(ctx, rbID, ""), true, nil
+	}
+	run, err = startRollback(ctx, c, taskQueue, wid, res, reason)
+	return run, false, err
+}
+
+func startRollback(ctx context.Context, c client.Client, taskQueue, wid string, res contract.RolloutResult, reason string) (client.WorkflowRun, error) {
+	rolloutID := res.RolloutID
 	switch res.State {
 	case contract.StateSucceeded, contract.StateFailed, contract.StateAborted, contract.StateCanceled, contract.StateTimedOut:
 	case contract.StateInvalid:

@@ -168,6 +168,15 @@ func TestStarterCLI(t *testing.T) {
 	for _, a := range s.Agents() {
 		require.Equal(t, "1.10.2", a.InstalledVersion("core"))
 	}
+	// Steering an ended rollout says it ended, in the rollout's words, not Temporal's.
+	_, stderr, err = run("rollout", "pause", "cli-1")
+	require.Error(t, err)
+	require.Contains(t, stderr, "rollout cli-1 has ended (SUCCEEDED): there is nothing left to pause")
+	require.NotContains(t, stderr, "workflow execution")
+	// Asking again says so, instead of "started".
+	out, stderr, err = run("rollout", "rollback", "cli-1")
+	require.NoError(t, err, stderr)
+	require.Contains(t, out, "rollback of cli-1 was already started")
 	_, stderr, err = run("rollout", "rollback", "no-such-rollout")
 	require.Error(t, err)
 	require.Contains(t, stderr, "no such rollout")
