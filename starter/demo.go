@@ -134,7 +134,7 @@ back on failure). --simulate skips all of that and only pretends to install.`,
 					return err
 				}
 			}
-			fmt.Fprintf(errOut, "registering %d devices and starting their agents (on %s)\n", devices, fromVersion)
+			fmt.Fprintf(errOut, "registering %s and starting their agents (on %s)\n", devicesN(devices), fromVersion)
 			arns, err := s.StartDevices(ctx, devices, fromVersion, installTime)
 			if err != nil {
 				return err
@@ -165,7 +165,7 @@ back on failure). --simulate skips all of that and only pretends to install.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(errOut, "rollout %s started: updating core %s -> %s on %d devices\n", rolloutID, fromVersion, version, devices)
+			fmt.Fprintf(errOut, "rollout %s started: updating core %s -> %s on %s\n", rolloutID, fromVersion, version, devicesN(devices))
 			stop := make(chan struct{})
 			watched := make(chan struct{})
 			go func() {
@@ -235,7 +235,7 @@ func printDemoSummary(s demoSummary, output string) {
 	if s.Message != "" {
 		fmt.Printf("  %s\n", s.Message)
 	}
-	fmt.Printf("  core %s -> %s on %d devices (ubuntu/x86_64)\n", s.FromVersion, s.Version, s.Devices)
+	fmt.Printf("  core %s -> %s on %s (ubuntu/x86_64)\n", s.FromVersion, s.Version, devicesN(s.Devices))
 	fmt.Printf("  devices:  %s\n", countsLine(s.Counts))
 	for _, w := range s.Waves {
 		fmt.Printf("  wave %d:   %-8s %3d devices  job %s  (%s)\n", w.Wave, w.State, w.Devices, w.JobID, countsLine(w.Counts))

@@ -64,6 +64,9 @@ func watchRollout(ctx context.Context, tc client.Client, iotc *iot.Client, rollo
 			}
 			done := c.Total() - c.Pending()
 			wave := fmt.Sprintf("wave %d/%d", status.CurrentWave, len(status.Waves))
+			if len(status.Waves) == 0 || status.CurrentWave == 0 {
+				wave = "preparing waves" // validating, resolving targets, waiting for a window
+			}
 			if bar != nil {
 				bar.Set(done)
 				bar.Describe(fmt.Sprintf("%s  ok %d  failed %d  running %d", wave, c.Succeeded, c.Failed+c.Rejected+c.TimedOut, c.InProgress))
@@ -84,4 +87,12 @@ func watchRollout(ctx context.Context, tc client.Client, iotc *iot.Client, rollo
 		case <-tick.C:
 		}
 	}
+}
+
+// devicesN is n devices, in words: "1 device", "2 devices".
+func devicesN(n int) string {
+	if n == 1 {
+		return "1 device"
+	}
+	return fmt.Sprintf("%d devices", n)
 }

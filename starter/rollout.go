@@ -218,7 +218,7 @@ func printStatus(res contract.RolloutResult, output string, failed []rolloutclie
 	if res.Message != "" {
 		fmt.Printf("  %s\n", res.Message)
 	}
-	fmt.Printf("  total %d devices: %s\n", res.Devices, countsLine(res.Counts))
+	fmt.Printf("  total %s: %s\n", devicesN(res.Devices), countsLine(res.Counts))
 	if n := len(late.devices); n > 0 {
 		fmt.Printf("  updated late: %d of the timed-out devices installed %s all the same (their report came after the timeout); they run it, and a rollback includes them\n", n, res.Version)
 	} else if late.note != "" {
