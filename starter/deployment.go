@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -45,7 +47,9 @@ func deploymentCmd() *cobra.Command {
 	var catalogPath string
 	cmd := &cobra.Command{Use: "deployment", Short: "Continuous deployments of components to thing groups (Greengrass v2 style)"}
 	tc.Bind(cmd.PersistentFlags())
-	cmd.PersistentFlags().StringVar(&catalogPath, "catalog", ".otaflow/components.json", "component catalog, to check versions before starting")
+	var dataDir string
+	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", ".otaflow", "the stack's data directory, whose components.json is the catalog (starter dev --data-dir)")
+	cmd.PersistentFlags().StringVar(&catalogPath, "catalog", "", "component catalog, to check versions before starting (default <data-dir>/components.json)")
 	cliconfig.Env(cmd.PersistentFlags(), "catalog", "OTAFLOW_CATALOG")
 
 	// checkedComponents parses --component values and resolves them against the catalog, so
@@ -55,7 +59,7 @@ func deploymentCmd() *cobra.Command {
 		if err != nil {
 			return nil, err
 		}
-		cat, err := components.Open(catalogPath)
+		cat, err := components.Open(cmp.Or(catalogPath, filepath.Join(dataDir, "components.json")))
 		if err != nil {
 			return nil, err
 		}
@@ -159,12 +163,14 @@ func describeComponents(m map[string]string) string {
 func componentCmd() *cobra.Command {
 	var catalogPath string
 	cmd := &cobra.Command{Use: "component", Short: "The component catalog deployments resolve against"}
-	cmd.PersistentFlags().StringVar(&catalogPath, "catalog", ".otaflow/components.json", "catalog file (the worker reads the same one)")
+	var dataDir string
+	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", ".otaflow", "the stack's data directory, whose components.json is the catalog the worker reads (starter dev --data-dir)")
+	cmd.PersistentFlags().StringVar(&catalogPath, "catalog", "", "catalog file (default <data-dir>/components.json, the one the stack reads)")
 	cliconfig.Env(cmd.PersistentFlags(), "catalog", "OTAFLOW_CATALOG")
 	list := &cobra.Command{
 		Use: "list", Short: "List component versions and their dependency ranges",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cat, err := components.Open(catalogPath)
+			cat, err := components.Open(cmp.Or(catalogPath, filepath.Join(dataDir, "components.json")))
 			if err != nil {
 				return err
 			}
@@ -202,7 +208,7 @@ metadata: real devices record a component version only when its recipe is signed
 			if err := json.Unmarshal(raw, &r); err != nil {
 				return fmt.Errorf("%s is not a JSON recipe: %w", args[0], err)
 			}
-			cat, err := components.Open(catalogPath)
+			cat, err := components.Open(cmp.Or(catalogPath, filepath.Join(dataDir, "components.json")))
 			if err != nil {
 				return err
 			}

@@ -25,9 +25,19 @@ the thing name, and the device may use only that thing's topics. This writes <th
 <thing>.key (mode 0600) for the agent's --cert and --key; its --ca is <data-dir>/pki/ca.pem.`,
 		Example: "  starter device-cert --thing my-device --out /tmp/my-device\n  starter device-cert --broker-host mqtt.example.com --out deploy/certs   # mosquitto's server certificate",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ca, err := pki.Open(filepath.Join(dataDir, "pki"))
+			dir := filepath.Join(dataDir, "pki")
+			_, statErr := os.Stat(filepath.Join(dir, "ca.key"))
+			if statErr != nil && brokerHost == "" {
+				// A device certificate from a CA the broker does not trust connects nowhere:
+				// never make one silently.
+				return fmt.Errorf("no CA in %s: a device certificate must come from the CA the broker trusts; give the stack's --data-dir (`starter dev` keeps its CA in <data-dir>/pki, default .otaflow), or make the broker's CA first with --broker-host", dir)
+			}
+			ca, err := pki.Open(dir)
 			if err != nil {
 				return err
+			}
+			if statErr != nil {
+				fmt.Fprintf(os.Stderr, "created a new CA in %s (keep ca.key secret)\n", dir)
 			}
 			if brokerHost != "" {
 				cert, key, err := ca.IssueFiles(out, "server", true, brokerHost)

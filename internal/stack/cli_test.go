@@ -168,6 +168,15 @@ func TestStarterCLI(t *testing.T) {
 	for _, a := range s.Agents() {
 		require.Equal(t, "1.10.2", a.InstalledVersion("core"))
 	}
+	// A device certificate comes from the stack's CA, never from one made on the spot.
+	certs := t.TempDir()
+	_, stderr, err = run("device-cert", "--data-dir", t.TempDir(), "--thing", "dev-x", "--out", certs)
+	require.Error(t, err)
+	require.Contains(t, stderr, "no CA in")
+	_, stderr, err = run("device-cert", "--data-dir", dataDir, "--thing", "dev-x", "--out", certs)
+	require.NoError(t, err, stderr)
+	require.FileExists(t, filepath.Join(certs, "dev-x.crt"))
+
 	// Steering an ended rollout says it ended, in the rollout's words, not Temporal's.
 	_, stderr, err = run("rollout", "pause", "cli-1")
 	require.Error(t, err)
@@ -241,7 +250,8 @@ func TestStarterCLI(t *testing.T) {
 	_, stderr, err = run("deployment", "create", "nowhere-sm", "--catalog", catalog, "--thing-group", "no-such-group", "--component", streamManager)
 	require.Error(t, err, "a deployment to a missing group is refused")
 	require.Contains(t, stderr, "thing group no-such-group does not exist")
-	_, stderr, err = run("deployment", "create", "fleet-sm", "--catalog", catalog, "--thing-group", "fleet", "--component", streamManager)
+	// The stack's --data-dir names the catalog it reads: one home for it.
+	_, stderr, err = run("deployment", "create", "fleet-sm", "--data-dir", dataDir, "--thing-group", "fleet", "--component", streamManager)
 	require.NoError(t, err, stderr)
 	out, stderr, err = run("deployment", "revise", "fleet-sm", "--catalog", catalog, "--component", streamManager, "--component", "aws.greengrass.Nucleus=2.1.0")
 	require.NoError(t, err, stderr)
