@@ -1,6 +1,7 @@
 package stack_test
 
 import (
+	"fmt"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -168,6 +169,33 @@ func TestStarterCLI(t *testing.T) {
 	for _, a := range s.Agents() {
 		require.Equal(t, "1.10.2", a.InstalledVersion("core"))
 	}
+	// Registering a fleet and grouping it, without the AWS CLI: 30 things, one group in a
+	// parent, an existing thing joining too.
+	var names []string
+	for i := range 30 {
+		names = append(names, fmt.Sprintf("site-%02d", i))
+	}
+	_, stderr, err = run(append([]string{"thing", "add", "--group", "berlin", "--attribute", "site=berlin"}, names...)...)
+	require.NoError(t, err, stderr)
+	require.Contains(t, stderr, "registered 30 new of 30 things; all are in berlin")
+	_, stderr, err = run("thing", "group", "berlin-canary", "--parent", "europe")
+	require.NoError(t, err, stderr)
+	_, stderr, err = run("thing", "add", "site-00", stack.Device(1), "--group", "berlin-canary")
+	require.NoError(t, err, stderr)
+	require.Contains(t, stderr, "registered 0 new of 2 things")
+	members, err := s.IoT.ListThingsInThingGroup(ctx, &iot.ListThingsInThingGroupInput{ThingGroupName: aws.String("berlin"), MaxResults: aws.Int32(100)})
+	require.NoError(t, err)
+	require.Len(t, members.Things, 30)
+	canary, err := s.IoT.DescribeThingGroup(ctx, &iot.DescribeThingGroupInput{ThingGroupName: aws.String("berlin-canary")})
+	require.NoError(t, err)
+	require.Equal(t, "europe", aws.ToString(canary.ThingGroupMetadata.ParentGroupName))
+	members, err = s.IoT.ListThingsInThingGroup(ctx, &iot.ListThingsInThingGroupInput{ThingGroupName: aws.String("berlin-canary")})
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"site-00", stack.Device(1)}, members.Things)
+	thing, err := s.IoT.DescribeThing(ctx, &iot.DescribeThingInput{ThingName: aws.String("site-07")})
+	require.NoError(t, err)
+	require.Equal(t, "berlin", thing.Attributes["site"])
+
 	// A device certificate comes from the stack's CA, never from one made on the spot.
 	certs := t.TempDir()
 	_, stderr, err = run("device-cert", "--data-dir", t.TempDir(), "--thing", "dev-x", "--out", certs)

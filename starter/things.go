@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
+	"github.com/aws/aws-sdk-go-v2/service/iot/types"
+	"github.com/spf13/cobra"
+
+	"github.com/otaflow/otaflow/internal/cliconfig"
+	"github.com/otaflow/otaflow/internal/iotclient"
+)
+
+// thingCmd registers devices and groups them, through the AWS IoT API (local or AWS), so that a
+// fleet can be set up without the AWS CLI, many at a time.
+func thingCmd() *cobra.Command {
+	var ic cliconfig.IoT
+	cmd := &cobra.Command{Use: "thing", Short: "Register devices (things) and put them in thing groups"}
+	ic.Bind(cmd.PersistentFlags())
+
+	var groups, attrs []string
+	add := &cobra.Command{
+		Use:   "add THING...",
+		Short: "Register things (an existing one is left as it is, attributes included) and add them to thing groups",
+		Example: `  starter thing add pi-1 pi-2 pi-3 --group site-berlin
+  starter thing add $(seq -f 'device-%04g' 1 500) --group canary --attribute site=berlin`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, things []string) error {
+			attributes := map[string]string{}
+			for _, kv := range attrs {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok || k == "" {
+					return fmt.Errorf("--attribute %q: use NAME=VALUE", kv)
+				}
+				attributes[k] = v
+			}
+			c, err := iotclient.ForCLI(cmd.Context(), &ic)
+			if err != nil {
+				return err
+			}
+			for _, g := range groups {
+				if err := ensureGroup(cmd.Context(), c, g, ""); err != nil {
+					return err
+				}
+			}
+			created, err := parallel(cmd.Context(), things, func(ctx context.Context, name string) (bool, error) {
+				// CreateThing succeeds again for a thing of the same configuration, so whether it
+				// is new is asked first.
+				_, err := c.DescribeThing(ctx, &iot.DescribeThingInput{ThingName: aws.String(name)})
+				var missing *types.ResourceNotFoundException
+				isNew := errors.As(err, &missing)
+				if err != nil && !isNew {
+					return false, fmt.Errorf("look up %s: %w", name, err)
+				}
+				if isNew {
+					in := &iot.CreateThingInput{ThingName: aws.String(name)}
+					if len(attributes) > 0 {
+						in.AttributePayload = &types.AttributePayload{Attributes: attributes}
+					}
+					var exists *types.ResourceAlreadyExistsException
+					if _, err := c.CreateThing(ctx, in); errors.As(err, &exists) {
+						isNew = false // registered meanwhile
+					} else if err != nil {
+						return false, fmt.Errorf("register %s: %w", name, err)
+					}
+				}
+				// Things that existed already join the groups too.
+				for _, g := range groups {
+					if _, err := c.AddThingToThingGroup(ctx, &iot.AddThingToThingGroupInput{ThingGroupName: aws.String(g), ThingName: aws.String(name)}); err != nil {
+						return isNew, fmt.Errorf("add %s to group %s: %w", name, g, err)
+					}
+				}
+				return isNew, nil
+			})
+			if err != nil {
+				return err
+			}
+			msg := fmt.Sprintf("registered %d new of %d things", created, len(things))
+			if len(groups) > 0 {
+				msg += "; all are in " + strings.Join(groups, ", ")
+			}
+			fmt.Fprintln(os.Stderr, msg)
+			return nil
+		},
+	}
+	add.Flags().StringArrayVar(&groups, "group", nil, "thing group to add them to, created if missing (repeatable)")
+	add.Flags().StringArrayVar(&attrs, "attribute", nil, "NAME=VALUE attribute of new things (repeatable)")
+
+	var parent string
+	group := &cobra.Command{
+		Use:     "group GROUP",
+		Short:   "Create a thing group (an existing one is left as it is)",
+		Example: "  starter thing group site-berlin --parent europe",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := iotclient.ForCLI(cmd.Context(), &ic)
+			if err != nil {
+				return err
+			}
+			if parent != "" {
+				if err := ensureGroup(cmd.Context(), c, parent, ""); err != nil {
+					return err
+				}
+			}
+			if err := ensureGroup(cmd.Context(), c, args[0], parent); err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "thing group %s is there\n", args[0])
+			return nil
+		},
+	}
+	group.Flags().StringVar(&parent, "parent", "", "parent group, created if missing")
+	cmd.AddCommand(add, group)
+	return cmd
+}
+
+// ensureGroup creates a thing group unless it exists.
+func ensureGroup(ctx context.Context, c *iot.Client, name, parent string) error {
+	in := &iot.CreateThingGroupInput{ThingGroupName: aws.String(name)}
+	if parent != "" {
+		in.ParentGroupName = aws.String(parent)
+	}
+	_, err := c.CreateThingGroup(ctx, in)
+	var exists *types.ResourceAlreadyExistsException
+	if err != nil && !errors.As(err, &exists) {
+		return fmt.Errorf("create thing group %s: %w", name, err)
+	}
+	return nil
+}
+
+// parallel runs fn for every name, 16 at a time, and counts the trues; the first error stops
+// the rest from starting.
+func parallel(ctx context.Context, names []string, fn func(context.Context, string) (bool, error)) (int, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu    sync.Mutex
+		n     int
+		first error
+		wg    sync.WaitGroup
+	)
+	sem := make(chan struct{}, 16)
+	for _, name := range names {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ok, err := fn(ctx, name)
+			mu.Lock()
+			defer mu.Unlock()
+			if ok {
+				n++
+			}
+			if err != nil && first == nil {
+				first = err
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	return n, first
+}
