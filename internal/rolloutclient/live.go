@@ -95,7 +95,29 @@ func LiveStatus(ctx context.Context, c client.Client, iotc JobDescriber, rollout
 		total = total.Add(w.Counts)
 	}
 	res.Counts = total
+	if res.Rollback == nil {
+		res.Rollback = separateRollback(ctx, c, res.RolloutID)
+	}
 	return res, stale, nil
+}
+
+// separateRollback is the outcome of `rollout rollback` (a workflow of its own, started after
+// the rollout ended), so that the rollout's status shows it: its result once it has ended, a
+// note while it runs; nil when there is none.
+func separateRollback(ctx context.Context, c client.Client, rolloutID string) *contract.RollbackResult {
+	id := contract.RollbackWorkflowID(rolloutID)
+	d, err := c.DescribeWorkflowExecution(ctx, id, "")
+	if err != nil || d.GetWorkflowExecutionInfo() == nil {
+		return nil
+	}
+	if d.GetWorkflowExecutionInfo().GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		return &contract.RollbackResult{Message: "rolling back (workflow " + id + "; `starter rollout rollback --wait " + rolloutID + "` waits for it)"}
+	}
+	rb, err := RollbackResult(ctx, c.GetWorkflow(ctx, id, ""))
+	if err != nil && rb.Message == "" {
+		rb.Message = err.Error()
+	}
+	return &rb
 }
 
 // Control sends one of the rollout's updates (pause, resume, approve, cancel) and returns the

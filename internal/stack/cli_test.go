@@ -214,6 +214,10 @@ func TestStarterCLI(t *testing.T) {
 	out, stderr, err = run("rollout", "rollback", "cli-1")
 	require.NoError(t, err, stderr)
 	require.Contains(t, out, "rollback of cli-1 was already started")
+	// The rollout's status shows its rollback, run as a workflow of its own after it ended.
+	out, stderr, err = run("rollout", "status", "cli-1")
+	require.NoError(t, err, stderr)
+	require.Contains(t, out, "rollback: 3 of 3 devices rolled back, 0 failed")
 	_, stderr, err = run("rollout", "rollback", "no-such-rollout")
 	require.Error(t, err)
 	require.Contains(t, stderr, "no such rollout")
