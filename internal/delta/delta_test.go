@@ -136,6 +136,17 @@ func build(t *testing.T, s *chunkStore, tgz []byte) *delta.Index {
 	return back
 }
 
+// published is the two releases in a store, the second's index, and a device running the
+// first.
+func published(t *testing.T) (*chunkStore, string, *delta.Index, *delta.Base) {
+	s, url := newStore(t)
+	v1, v2 := releases(t)
+	x1, x2 := build(t, s, v1.pack(t)), build(t, s, v2.pack(t))
+	base, err := delta.OpenBase(install(t, v1), x1)
+	require.NoError(t, err)
+	return s, url, x2, base
+}
+
 func TestDeltaRebuildsTheReleaseFromWhatChanged(t *testing.T) {
 	s, url := newStore(t)
 	v1, v2 := releases(t)
@@ -160,11 +171,7 @@ func TestDeltaRebuildsTheReleaseFromWhatChanged(t *testing.T) {
 }
 
 func TestTamperedChunkIsFetchedAgainThenRefused(t *testing.T) {
-	s, url := newStore(t)
-	v1, v2 := releases(t)
-	x1, x2 := build(t, s, v1.pack(t)), build(t, s, v2.pack(t))
-	base, err := delta.OpenBase(install(t, v1), x1)
-	require.NoError(t, err)
+	s, url, x2, base := published(t)
 	var tampered atomic.Int64
 	s.serve = func(w http.ResponseWriter, key string, body []byte) bool {
 		bad := append([]byte(nil), body...)
@@ -174,7 +181,7 @@ func TestTamperedChunkIsFetchedAgainThenRefused(t *testing.T) {
 		return false
 	}
 	out := filepath.Join(t.TempDir(), "v2.tar")
-	_, err = delta.Apply(context.Background(), x2, base, filepath.Join(t.TempDir(), "cache"), delta.Source{Store: url}, out)
+	_, err := delta.Apply(context.Background(), x2, base, filepath.Join(t.TempDir(), "cache"), delta.Source{Store: url}, out)
 	require.ErrorIs(t, err, delta.ErrVerify)
 	require.Equal(t, int64(2), tampered.Load(), "a chunk that fails its digest is fetched once more, then refused")
 
@@ -191,11 +198,7 @@ func TestTamperedChunkIsFetchedAgainThenRefused(t *testing.T) {
 }
 
 func TestInterruptedDeltaResumes(t *testing.T) {
-	s, url := newStore(t)
-	v1, v2 := releases(t)
-	x1, x2 := build(t, s, v1.pack(t)), build(t, s, v2.pack(t))
-	base, err := delta.OpenBase(install(t, v1), x1)
-	require.NoError(t, err)
+	s, url, x2, base := published(t)
 	cache, out := filepath.Join(t.TempDir(), "cache"), filepath.Join(t.TempDir(), "v2.tar")
 
 	// The link dies after the first chunk.
