@@ -112,6 +112,20 @@ func (s *Service) RegisterCertificate(certPEM, caPEM, status string, setActive b
 	if err != nil {
 		return nil, err
 	}
+	if caPEM != "" {
+		// The CA named must be one registered here: this service's device CA (RegisterCACertificate
+		// for others is not served).
+		given, err := parseCertificate(caPEM)
+		if err != nil {
+			return nil, Errorf(CodeCertificateValidation, "caCertificatePem: %s", strings.TrimPrefix(err.Error(), "certificatePem "))
+		}
+		if _, err := given.Verify(x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			return nil, Errorf(CodeCertificateValidation, "caCertificatePem names a CA that is not registered here (only this service's device CA is; RegisterCACertificate is not served): register the certificate without it, or issue one from this CA")
+		}
+		if err := cert.CheckSignatureFrom(given); err != nil {
+			return nil, Errorf(CodeCertificateValidation, "the certificate was not signed by the CA in caCertificatePem (%v)", err)
+		}
+	}
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return nil, Errorf(CodeCertificateValidation, "the certificate is not one this service's device CA signed for a device (%v); only those can be registered here (registering other CAs, or certificates without one, is not served yet): issue it from this CA (`starter device-cert`, CreateKeysAndCertificate or CreateCertificateFromCsr)", err)
 	}

@@ -146,4 +146,16 @@ func TestDeviceIdentityThroughAWSCLI(t *testing.T) {
 	_, stderr, err = awsCLI(t, s.JobsURL, "iot", "register-certificate", "--certificate-pem", "file://"+foreign)
 	require.Error(t, err)
 	require.Contains(t, string(stderr), "CertificateValidationException")
+
+	// A CA named with the certificate must be the one registered here, and must have signed it.
+	_, stderr, err = awsCLI(t, s.JobsURL, "iot", "register-certificate", "--certificate-pem", "file://"+foreign, "--ca-certificate-pem", "file://"+otherCA.CertFile())
+	require.Error(t, err)
+	require.Contains(t, string(stderr), "names a CA that is not registered here")
+	_, stderr, err = awsCLI(t, s.JobsURL, "iot", "register-certificate", "--certificate-pem", "file://"+foreign, "--ca-certificate-pem", "file://"+s.CA.CertFile())
+	require.Error(t, err)
+	require.Contains(t, string(stderr), "not signed by the CA in caCertificatePem")
+	other, _, err := s.CA.IssueFiles(t.TempDir(), "legacy-dev-2", false)
+	require.NoError(t, err)
+	_, stderr, err = awsCLI(t, s.JobsURL, "iot", "register-certificate", "--certificate-pem", "file://"+other, "--ca-certificate-pem", "file://"+s.CA.CertFile())
+	require.NoError(t, err, "its own CA named: %s", stderr)
 }
