@@ -77,11 +77,14 @@ func LiveStatus(ctx context.Context, c client.Client, iotc JobDescriber, rollout
 	for i := range res.Waves {
 		w := &res.Waves[i]
 		if w.JobID == "" {
+			// A wave without a job: its devices wait (or, the rollout over, never will); the
+			// wave's row says so as the totals do.
 			if w.State == contract.WavePending {
-				total.Queued += w.Devices
+				w.Counts = contract.Counts{Queued: w.Devices}
 			} else {
-				total.Canceled += w.Devices
+				w.Counts = contract.Counts{Canceled: w.Devices}
 			}
+			total = total.Add(w.Counts)
 			continue
 		}
 		if w.State == contract.WaveRunning || w.State == contract.WaveCanceled || w.State == contract.WaveFailed {

@@ -105,6 +105,12 @@ func TestConsoleDrivesARollout(t *testing.T) {
 	eventually("the rollout waiting for approval", func() bool { return text("#detail-state") == contract.StateAwaiting })
 	eventually("the first wave's device on 1.11.6", func() bool { return count("core", "1.11.6") == "1" && count("core", "1.10.2") == "2" })
 	require.Contains(t, text(`#results`), "SUCCEEDED", "the wave's device result is listed")
+	// The second wave has no job yet: its row counts its devices as queued, as the totals do.
+	live, _, err := rolloutclient.LiveStatus(ctx, s.Client, s.IoT, "console-1")
+	require.NoError(t, err)
+	require.Equal(t, 2, live.Waves[1].Counts.Queued)
+	require.Equal(t, live.Waves[0].Counts.Queued+live.Waves[1].Counts.Queued, live.Counts.Queued)
+	require.Equal(t, "2", text(`#waves tr[data-wave="2"] td:nth-child(7)`), "the console's wave row says so too")
 
 	eventually("approve offered", func() bool {
 		disabled, err := chromedp.Run(tab, chromedp.Evaluate[bool](`document.querySelector('button[data-action="approve"]').disabled`))
