@@ -449,9 +449,13 @@ One rollback per rollout: asking again shows the first. A running rollout is ref
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
-				run, already, err := rolloutclient.StartRollback(cmd.Context(), c, tc.TaskQueue, args[0], rbReason)
+				st, err := rolloutclient.StartRollback(cmd.Context(), c, tc.TaskQueue, args[0], rbReason)
 				if err != nil {
 					return err
+				}
+				run, already := st.Run, st.Already
+				if len(st.Later) > 0 {
+					fmt.Fprintf(os.Stderr, "note: rollouts started since %s ended (%s) may have moved its devices on; those refuse the rollback (a device returns only to the version it ran just before)\n", args[0], strings.Join(st.Later, ", "))
 				}
 				if !rbWait {
 					if output == "json" {

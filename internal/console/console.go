@@ -332,16 +332,19 @@ func (c *Console) handleAction(w http.ResponseWriter, r *http.Request) {
 		res, err = rolloutclient.Control(ctx, c.o.Temporal, id, contract.UpdateOverrideHealth,
 			contract.OverrideRequest{By: cmp.Or(user, "console"), Reason: body.Reason})
 	case "rollback":
-		var run client.WorkflowRun
-		var already bool
-		run, already, err = rolloutclient.StartRollback(ctx, c.o.Temporal, c.o.TaskQueue, id, reason)
-		if err == nil && already {
-			writeJSON(w, http.StatusOK, map[string]string{"message": "rollback was already started (one per rollout): workflow " + run.GetID()})
+		var st rolloutclient.RollbackStart
+		st, err = rolloutclient.StartRollback(ctx, c.o.Temporal, c.o.TaskQueue, id, reason)
+		if err == nil && st.Already {
+			writeJSON(w, http.StatusOK, map[string]string{"message": "rollback was already started (one per rollout): workflow " + st.Run.GetID()})
 			return
 		}
 		if err == nil {
-			c.o.Logger.Info().Str("rollout", id).Str("workflow", run.GetID()).Msg("console: rollback started")
-			writeJSON(w, http.StatusOK, map[string]string{"message": "rollback started: workflow " + run.GetID()})
+			c.o.Logger.Info().Str("rollout", id).Str("workflow", st.Run.GetID()).Msg("console: rollback started")
+			msg := "rollback started: workflow " + st.Run.GetID()
+			if len(st.Later) > 0 {
+				msg += "; note: rollouts started since this one ended (" + strings.Join(st.Later, ", ") + ") may have moved its devices on, and those refuse the rollback"
+			}
+			writeJSON(w, http.StatusOK, map[string]string{"message": msg})
 			return
 		}
 	default:

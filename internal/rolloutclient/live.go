@@ -305,24 +305,56 @@ func Request(ctx context.Context, c client.Client, workflowID string) (contract.
 // StartRollback starts rolling a finished rollout back to each device's previous version (or
 // finds the rollback already started). A rollout still running is refused: cancel it with
 // rollback instead.
-//
-// already reports a rollback that was started before (running or ended): one rollback per
-// rollout, and asking again returns it.
-func StartRollback(ctx context.Context, c client.Client, taskQueue, rolloutID, reason string) (run client.WorkflowRun, already bool, err error) {
+func StartRollback(ctx context.Context, c client.Client, taskQueue, rolloutID, reason string) (RollbackStart, error) {
+	var st RollbackStart
 	wid, err := WorkflowID(ctx, c, rolloutID)
 	if err != nil {
-		return nil, false, err
+		return st, err
 	}
 	res, err := Status(ctx, c, rolloutID)
 	if err != nil {
-		return nil, false, err
+		return st, err
 	}
 	rbID := contract.RollbackWorkflowID(res.RolloutID)
 	if d, err := c.DescribeWorkflowExecution(ctx, rbID, ""); err == nil && d.GetWorkflowExecutionInfo() != nil {
-		return c.GetWorkflow(ctx, rbID, ""), true, nil
+		st.Run, st.Already = c.GetWorkflow(ctx, rbID, ""), true
+		return st, nil
 	}
-	run, err = startRollback(ctx, c, taskQueue, wid, res, reason)
-	return run, false, err
+	if st.Run, err = startRollback(ctx, c, taskQueue, wid, res, reason); err != nil {
+		return st, err
+	}
+	st.Later = laterRollouts(ctx, c, wid)
+	return st, nil
+}
+
+// RollbackStart is a rollback asked for: its workflow; Already, when it had been started
+// before (one rollback per rollout: asking again returns it); Later, the rollouts started
+// since this one ended, which may have moved its devices on (those refuse the rollback: a
+// device returns only to the version it ran just before).
+type RollbackStart struct {
+	Run     client.WorkflowRun
+	Already bool
+	Later   []string
+}
+
+// laterRollouts are the rollouts started after the rollout of workflow wid ended.
+func laterRollouts(ctx context.Context, c client.Client, wid string) []string {
+	d, err := c.DescribeWorkflowExecution(ctx, wid, "")
+	if err != nil || d.GetWorkflowExecutionInfo().GetCloseTime() == nil {
+		return nil
+	}
+	ended := d.GetWorkflowExecutionInfo().GetCloseTime().AsTime()
+	rows, err := List(ctx, c, 100)
+	if err != nil {
+		return nil
+	}
+	var later []string
+	for _, r := range rows {
+		if r.Started.After(ended) {
+			later = append(later, r.RolloutID)
+		}
+	}
+	return later
 }
 
 func startRollback(ctx context.Context, c client.Client, taskQueue, wid string, res contract.RolloutResult, reason string) (client.WorkflowRun, error) {

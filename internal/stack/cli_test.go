@@ -295,4 +295,10 @@ func TestStarterCLI(t *testing.T) {
 		}
 		return err == nil && json.Unmarshal([]byte(out), &st) == nil && st.Revision == 2 && st.Members == 1
 	}, 30*time.Second, 500*time.Millisecond)
+
+	// Rolling cli-2 back after later rollouts (the schedule's run) warns that they may have
+	// moved its devices on.
+	_, stderr, err = run("rollout", "rollback", "cli-2")
+	require.NoError(t, err, stderr)
+	require.Contains(t, stderr, "note: rollouts started since cli-2 ended (")
 }
