@@ -98,10 +98,35 @@ func LiveStatus(ctx context.Context, c client.Client, iotc JobDescriber, rollout
 		total = total.Add(w.Counts)
 	}
 	res.Counts = total
+	if res.Rollback == nil && res.State == contract.StateRollingBack {
+		res.Rollback = rollbackProgress(ctx, iotc, res.RolloutID)
+	}
 	if res.Rollback == nil {
 		res.Rollback = separateRollback(ctx, c, res.RolloutID)
 	}
 	return res, stale, nil
+}
+
+// rollbackProgress reads the rollback jobs of a rollout rolling back (otaflow-<id>-rb1, …)
+// live, so that the wait shows progress; nil before the first exists.
+func rollbackProgress(ctx context.Context, iotc JobDescriber, rolloutID string) *contract.RollbackResult {
+	var rb contract.RollbackResult
+	var c contract.Counts
+	for k := 1; ; k++ {
+		id := contract.RollbackJobID(rolloutID, k)
+		d, err := iotc.DescribeJob(ctx, &iot.DescribeJobInput{JobId: aws.String(id)})
+		if err != nil || d.Job == nil {
+			break
+		}
+		rb.JobIDs = append(rb.JobIDs, id)
+		c = c.Add(rolloutops.CountsOf(d.Job.JobProcessDetails))
+	}
+	if len(rb.JobIDs) == 0 {
+		return nil
+	}
+	rb.Devices, rb.RolledBack, rb.Failed = c.Total(), c.Succeeded, c.Failed+c.Rejected+c.TimedOut+c.Canceled+c.Removed
+	rb.Message = fmt.Sprintf("rolling back: %d of %d devices done", c.Total()-c.Pending(), c.Total())
+	return &rb
 }
 
 // separateRollback is the outcome of `rollout rollback` (a workflow of its own, started after
