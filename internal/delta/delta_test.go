@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/delta"
+	"github.com/otaflow/otaflow/internal/delta/cut"
 	"github.com/otaflow/otaflow/internal/release"
 )
 
@@ -127,9 +128,9 @@ func releases(t *testing.T) (v1, v2 tree) {
 }
 
 func build(t *testing.T, s *chunkStore, tgz []byte) *delta.Index {
-	x, _, err := delta.Build(bytes.NewReader(tgz), s.put)
+	x, _, err := cut.Build(bytes.NewReader(tgz), s.put)
 	require.NoError(t, err)
-	enc, err := x.Encode()
+	enc, err := cut.Encode(x)
 	require.NoError(t, err)
 	back, err := delta.Decode(enc)
 	require.NoError(t, err)
@@ -248,14 +249,14 @@ func TestIndexIsChecked(t *testing.T) {
 	v1, _ := releases(t)
 	x := build(t, s, v1.pack(t))
 	x.Format = "other-v9"
-	raw, err := x.Encode()
+	raw, err := cut.Encode(x)
 	require.NoError(t, err)
 	_, err = delta.Decode(raw)
 	require.ErrorIs(t, err, delta.ErrFormat)
 
 	x.Format = delta.Format
 	x.Length++
-	raw, err = x.Encode()
+	raw, err = cut.Encode(x)
 	require.NoError(t, err)
 	_, err = delta.Decode(raw)
 	require.ErrorIs(t, err, delta.ErrFormat)

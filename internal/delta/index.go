@@ -1,7 +1,7 @@
 // Package delta lets a device build a new release from the version it already runs plus the
 // parts it lacks, instead of downloading the whole artifact.
 //
-// Publishing (Build) reads a release's .tar.gz as the uncompressed tar stream it is and cuts
+// Publishing (package cut) reads a release's .tar.gz as the uncompressed tar stream it is and cuts
 // every regular file's content into content-defined chunks (Rabin fingerprints, 16 KiB to
 // 256 KiB, 64 KiB on average; github.com/restic/chunker): an edit moves only the chunk
 // boundaries near it, so a new version that changes a few files shares every other chunk with
@@ -121,21 +121,6 @@ func StoreURL(artifactURL string) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-// Encode is the index as stored: JSON, zstd-compressed.
-func (x *Index) Encode() ([]byte, error) {
-	raw, err := json.Marshal(x)
-	if err != nil {
-		return nil, err
-	}
-	// A small window: the decoder on the device allocates the window the encoder used.
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithWindowSize(1<<20))
-	if err != nil {
-		return nil, err
-	}
-	defer enc.Close()
-	return enc.EncodeAll(raw, nil), nil
 }
 
 // ErrFormat is an index this device cannot read: it downloads the full artifact instead.

@@ -25,6 +25,7 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
 	"github.com/otaflow/otaflow/internal/delta"
+	"github.com/otaflow/otaflow/internal/delta/cut"
 	"github.com/otaflow/otaflow/internal/tuf"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
@@ -137,13 +138,13 @@ func (s Store) PutChunks(ctx context.Context, bucket, file, software, version st
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
-	x, _, err := delta.Build(f, func(key string, stored []byte) error {
+	x, _, err := cut.Build(f, func(key string, stored []byte) error {
 		return s.PutBytesOnce(ctx, bucket, key, stored)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cut %s into chunks: %w", file, err)
 	}
-	raw, err := x.Encode()
+	raw, err := cut.Encode(x)
 	if err != nil {
 		return nil, err
 	}

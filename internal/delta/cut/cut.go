@@ -1,16 +1,22 @@
-package delta
+// Package cut is the publishing side of delta updates: it cuts a release into the chunks and
+// the index that package delta rebuilds it from on a device. Apart from delta, so that the agent
+// links neither the chunker nor the zstd encoder.
+package cut
 
 import (
 	"archive/tar"
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/restic/chunker"
+
+	"github.com/otaflow/otaflow/internal/delta"
 )
 
 // pol is the Rabin polynomial every release is cut with: fixed, or no two releases would
@@ -28,7 +34,7 @@ type Stats struct {
 // Build cuts the release in tarGz (a .tar.gz) into chunks, hands each distinct chunk to put
 // under its key (ChunkKey; put may find it stored already: chunks are named by content), and
 // returns the index.
-func Build(tarGz io.Reader, put func(key string, stored []byte) error) (*Index, Stats, error) {
+func Build(tarGz io.Reader, put func(key string, stored []byte) error) (*delta.Index, Stats, error) {
 	var st Stats
 	gz, err := gzip.NewReader(tarGz)
 	if err != nil {
@@ -42,9 +48,9 @@ func Build(tarGz io.Reader, put func(key string, stored []byte) error) (*Index, 
 		return nil, st, err
 	}
 	defer enc.Close()
-	x := &Index{Format: Format}
-	seen := map[Digest]bool{}
-	buf := make([]byte, MaxChunk)
+	x := &delta.Index{Format: delta.Format}
+	seen := map[delta.Digest]bool{}
+	buf := make([]byte, delta.MaxChunk)
 	var ch *chunker.Chunker
 	for {
 		cr.on = true
@@ -56,15 +62,15 @@ func Build(tarGz io.Reader, put func(key string, stored []byte) error) (*Index, 
 			return nil, st, fmt.Errorf("the release is not a valid tar: %w", err)
 		}
 		cr.on = false
-		seg := Segment{Literal: cr.take()}
+		seg := delta.Segment{Literal: cr.take()}
 		if h.Typeflag == tar.TypeReg && h.Size > 0 {
 			seg.File = h.Name
 			if ch == nil {
-				ch = chunker.NewWithBoundaries(tr, pol, MinChunk, MaxChunk)
+				ch = chunker.NewWithBoundaries(tr, pol, delta.MinChunk, delta.MaxChunk)
 			} else {
-				ch.ResetWithBoundaries(tr, pol, MinChunk, MaxChunk)
+				ch.ResetWithBoundaries(tr, pol, delta.MinChunk, delta.MaxChunk)
 			}
-			ch.SetAverageBits(AvgBits)
+			ch.SetAverageBits(delta.AvgBits)
 			for {
 				c, err := ch.Next(buf)
 				if errors.Is(err, io.EOF) {
@@ -73,16 +79,16 @@ func Build(tarGz io.Reader, put func(key string, stored []byte) error) (*Index, 
 				if err != nil {
 					return nil, st, fmt.Errorf("read %s: %w", h.Name, err)
 				}
-				id := Digest(sha256.Sum256(c.Data))
+				id := delta.Digest(sha256.Sum256(c.Data))
 				z := enc.EncodeAll(c.Data, nil)
-				seg.Chunks = append(seg.Chunks, Chunk{SHA256: id, Size: int64(c.Length), Stored: int64(len(z))})
+				seg.Chunks = append(seg.Chunks, delta.Chunk{SHA256: id, Size: int64(c.Length), Stored: int64(len(z))})
 				st.Chunks++
 				if !seen[id] {
 					seen[id] = true
 					st.UniqueChunks++
 					st.Put++
 					st.StoredBytes += int64(len(z))
-					if err := put(ChunkKey(id), z); err != nil {
+					if err := put(delta.ChunkKey(id), z); err != nil {
 						return nil, st, fmt.Errorf("store chunk %s: %w", id, err)
 					}
 				}
@@ -94,7 +100,7 @@ func Build(tarGz io.Reader, put func(key string, stored []byte) error) (*Index, 
 	if _, err := io.Copy(io.Discard, cr); err != nil {
 		return nil, st, fmt.Errorf("the release is not a valid .tar.gz: %w", err)
 	}
-	x.Segments = append(x.Segments, Segment{Literal: cr.take()})
+	x.Segments = append(x.Segments, delta.Segment{Literal: cr.take()})
 	x.Length, x.SHA256 = cr.n, hex.EncodeToString(sum.Sum(nil))
 	return x, st, nil
 }
@@ -121,4 +127,19 @@ func (c *capture) take() []byte {
 	b := c.buf
 	c.buf = nil
 	return b
+}
+
+// Encode is the index as stored: JSON, zstd-compressed with a small window (the decoder on the
+// device allocates the window the encoder used).
+func Encode(x *delta.Index) ([]byte, error) {
+	raw, err := json.Marshal(x)
+	if err != nil {
+		return nil, err
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithWindowSize(1<<20))
+	if err != nil {
+		return nil, err
+	}
+	defer enc.Close()
+	return enc.EncodeAll(raw, nil), nil
 }
