@@ -16,8 +16,9 @@ demo:
 # against), PostgreSQL (the production store, for the jobs service and Temporal), the AWS CLI,
 # docker-compose (to validate docker-compose.yml without an engine) and systemd's
 # systemd-analyze (to rate the agent unit's sandbox), iproute2 (network namespaces for the
-# fault tests), Prometheus (it scrapes the jobs service's metrics in a test), dpkg-deb (the deb
-# update module's test builds packages), GRUB's grub-editenv and U-Boot's fw_setenv (the A/B
+# fault tests), Prometheus (it scrapes the jobs service's metrics in a test), dpkg-deb and
+# dpkg-repack (the deb update module's test builds packages; the module keeps one installed by
+# hand), GRUB's grub-editenv and U-Boot's fw_setenv (the A/B
 # root filesystem module's bootloader environments) and podman (the container module runs real
 # containers).
 deps:
@@ -31,6 +32,7 @@ deps:
 	command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing="$$missing iproute2"; \
 	[ -x /usr/bin/prometheus ] || missing="$$missing prometheus"; \
 	command -v dpkg-deb >/dev/null || missing="$$missing dpkg"; \
+	command -v dpkg-repack >/dev/null || missing="$$missing dpkg-repack"; \
 	command -v grub-editenv >/dev/null || missing="$$missing grub-common"; \
 	command -v fw_setenv >/dev/null || missing="$$missing libubootenv-tool"; \
 	command -v podman >/dev/null || missing="$$missing podman"; \

@@ -274,6 +274,18 @@ func TestDebModuleUpdateAndRollback(t *testing.T) {
 	require.Equal(t, "absent", hello(), "a package the device did not have is purged")
 	require.NotContains(t, status(), "installed 0.9")
 
+	// A version installed by hand (not by this module) is kept with dpkg-repack, and a failed
+	// update returns to it.
+	byHand := filepath.Join(t.TempDir(), "by-hand.deb")
+	require.NoError(t, os.WriteFile(byHand, buildDeb(t, "otaflow-test", "0.5"), 0o644))
+	out, err := exec.Command("dpkg", "--root="+root, "-i", byHand).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	e = r.release("deb-over-hand", "1.6.0", "deb", settings, []string{"false"}, deb("0.8"))
+	require.Equal(t, store.ExecFailed, e.Status)
+	require.Contains(t, e.StatusDetails["reason"], "rolled back to 1.0.0")
+	require.Equal(t, "0.5", hello(), "the version installed by hand is back")
+	require.Equal(t, "installed 0.5", status())
+
 	e = r.release("deb-2", "2.0.0", "deb", settings, nil, deb("1.0"))
 	require.Equal(t, store.ExecSucceeded, e.Status, e.StatusDetails["reason"])
 	require.Equal(t, "1.0", hello())
