@@ -16,6 +16,7 @@ import (
 	"errors"
 	"io/fs"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
+	"github.com/aws/aws-sdk-go-v2/service/iot/types"
 	"github.com/rs/zerolog"
 	"go.temporal.io/sdk/client"
 
@@ -82,6 +84,7 @@ func (c *Console) Handler(prefix string) http.Handler {
 	mux.Handle("GET /", http.FileServerFS(sub))
 	mux.HandleFunc("GET /api/overview", c.handleOverview)
 	mux.HandleFunc("GET /api/rollouts/{id}", c.handleRollout)
+	mux.HandleFunc("GET /api/devices", c.handleDevices)
 	mux.HandleFunc("POST /api/rollouts/{id}/{action}", c.handleAction)
 	h := http.StripPrefix(strings.TrimSuffix(prefix, "/"), mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -367,4 +370,88 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
+}
+
+// searchPage is how many devices one search answers; more come page by page.
+const searchPage = 50
+
+var namePrefixRE = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`)
+
+// handleDevices answers one page of devices from the fleet index (AWS_Things): a name prefix,
+// or any fleet index query (e.g. shadow.name.otaflow.reported.software.core:1.11.6),
+// 50 at a time with a token for the next page. It reads what the index holds, never every
+// thing's shadow, so it costs the same at 100 devices as at 100,000.
+func (c *Console) handleDevices(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
+	defer cancel()
+	q := strings.TrimSpace(r.URL.Query().Get("q"))
+	query := "thingName:*"
+	switch {
+	case q == "":
+	case strings.ContainsAny(q, ": ()*"):
+		query = q
+	case namePrefixRE.MatchString(q):
+		query = "thingName:" + q + "*"
+	default:
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "search for a thing name's beginning, or a fleet index query (field:value, AND, OR)"})
+		return
+	}
+	in := &iot.SearchIndexInput{QueryString: aws.String(query), MaxResults: aws.Int32(searchPage)}
+	if n := r.URL.Query().Get("next"); n != "" {
+		in.NextToken = aws.String(n)
+	}
+	out, err := c.o.IoT.SearchIndex(ctx, in)
+	var notReady *types.IndexNotReadyException
+	var notFound *types.ResourceNotFoundException
+	var invalid *types.InvalidQueryException
+	switch {
+	case errors.As(err, &invalid):
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "the fleet index refused the query: " + aws.ToString(invalid.Message)})
+		return
+	case errors.As(err, &notReady), errors.As(err, &notFound):
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "searching needs fleet indexing (thing indexing with the " + iotjobs.InventoryShadow + " named shadow); the device list above still works"})
+		return
+	case err != nil:
+		writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})
+		return
+	}
+	devices := make([]Device, 0, len(out.Things))
+	for _, th := range out.Things {
+		devices = append(devices, deviceFromIndex(th))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"query": query, "devices": devices, "next": aws.ToString(out.NextToken)})
+}
+
+// deviceFromIndex reads a device from its fleet index document: the inventory shadow's
+// reported state, and the broker's connectivity when the index has it.
+func deviceFromIndex(th types.ThingDocument) Device {
+	d := Device{Thing: aws.ToString(th.ThingName)}
+	var sh struct {
+		Name map[string]struct {
+			Reported map[string]any `json:"reported"`
+		} `json:"name"`
+	}
+	if json.Unmarshal([]byte(aws.ToString(th.Shadow)), &sh) == nil {
+		if inv, ok := sh.Name[iotjobs.InventoryShadow]; ok && inv.Reported != nil {
+			d.Reported, d.Software = true, map[string]string{}
+			if sw, ok := inv.Reported["software"].(map[string]any); ok {
+				for k, v := range sw {
+					if s, ok := v.(string); ok {
+						d.Software[k] = s
+					}
+				}
+			}
+			if lj, ok := inv.Reported["lastJob"].(map[string]any); ok {
+				d.LastJob = lj
+			}
+			d.Connected, _ = inv.Reported["connected"].(bool)
+		}
+	}
+	if cn := th.Connectivity; cn != nil {
+		d.Connected = aws.ToBool(cn.Connected)
+		if cn.Timestamp != nil {
+			d.LastSeen = time.UnixMilli(*cn.Timestamp).UTC()
+		}
+	}
+	return d
 }

@@ -121,6 +121,22 @@ func TestConsoleDrivesARollout(t *testing.T) {
 	eventually("the rollout succeeded", func() bool { return text("#detail-state") == contract.StateSucceeded })
 	eventually("every device on 1.11.6", func() bool { return count("core", "1.11.6") == "3" })
 	require.Contains(t, text(`#devices tr[data-thing="`+stack.Device(2)+`"]`), "SUCCEEDED", "the device's last job result")
+	// Device search, from the fleet index a page at a time: by a name's beginning, and by a
+	// query on the inventory the agents report.
+	search := func(q string) string {
+		_, err := chromedp.Run(tab, chromedp.Evaluate[bool](fmt.Sprintf(`(() => { document.querySelector("#device-search-note").textContent = "";
+			document.querySelector("#device-query").value = %q; document.querySelector("#device-search-go").click(); return true })()`, q)))
+		require.NoError(t, err)
+		var note string
+		eventually("the search's answer for "+q, func() bool { note = text("#device-search-note"); return note != "" })
+		return note
+	}
+	require.Contains(t, search(stack.Device(1)), "1 devices for thingName:"+stack.Device(1)+"*")
+	require.Contains(t, text(`#device-search tr[data-thing="`+stack.Device(1)+`"]`), "1.11.6")
+	eventually("every device found on 1.11.6 by the index", func() bool {
+		return strings.Contains(search("shadow.name.otaflow.reported.software.core:1.11.6"), "3 devices for shadow.name.otaflow.reported.software.core:1.11.6")
+	})
+	require.Contains(t, search("no such field ("), "refused the query")
 	href, err := chromedp.Run(tab, chromedp.Evaluate[string](`document.querySelector("#detail-history").href`))
 	require.NoError(t, err)
 	require.Contains(t, href, s.Temporal.UIURL()+"/namespaces/default/workflows/"+contract.RolloutWorkflowID("console-1"), "a link to the rollout's history")

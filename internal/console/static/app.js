@@ -69,16 +69,38 @@ function renderOverview(o) {
 
   const devices = o.devices || [];
   document.getElementById("device-count").textContent = `${devices.length}${o.truncated ? "+" : ""} things`;
-  fill(document.querySelector("#devices tbody"), devices.map((d) => {
-    const sw = d.software || {}, lj = d.lastJob || {};
-    return el("tr", { "data-thing": d.thing },
-      el("td", {}, d.thing), el("td", { class: "v-core" }, sw.core || "—"), el("td", {}, sw.ota_agent || "—"),
-      el("td", {}, d.reported ? (d.connected ? "yes" : "no") : "never reported"),
-      el("td", {}, d.reported ? ago(d.lastSeen) : ""),
-      el("td", { class: "state " + (lj.status || "") + (lj.late ? " late" : "") },
-        lj.status ? `${lj.status}${lj.late ? ", late" : ""} (${lj.jobId})` : ""),
-      el("td", {}, lj.late ? `updated late: the service timed the job out (${lj.recordedAs}) before this device's report; it runs ${lj.version}` : (lj.reason || "")));
-  }));
+  fill(document.querySelector("#devices tbody"), devices.map(deviceRow));
+}
+
+// deviceRow is one device's row, in the inventory and in search results alike.
+function deviceRow(d) {
+  const sw = d.software || {}, lj = d.lastJob || {};
+  return el("tr", { "data-thing": d.thing },
+    el("td", {}, d.thing), el("td", { class: "v-core" }, sw.core || "—"), el("td", {}, sw.ota_agent || "—"),
+    el("td", {}, d.reported ? (d.connected ? "yes" : "no") : "never reported"),
+    el("td", {}, d.reported && d.lastSeen ? ago(d.lastSeen) : ""),
+    el("td", { class: "state " + (lj.status || "") + (lj.late ? " late" : "") },
+      lj.status ? `${lj.status}${lj.late ? ", late" : ""} (${lj.jobId})` : ""),
+    el("td", {}, lj.late ? `updated late: the service timed the job out (${lj.recordedAs}) before this device's report; it runs ${lj.version}` : (lj.reason || "")));
+}
+
+// Device search reads one page at a time from the fleet index, on demand: it costs the same
+// whatever the fleet's size.
+let searchNext = "";
+async function searchDevices(more) {
+  const q = document.getElementById("device-query").value.trim();
+  const body = document.querySelector("#device-search tbody");
+  const note = document.getElementById("device-search-note");
+  try {
+    const r = await api(`devices?q=${encodeURIComponent(q)}` + (more && searchNext ? `&next=${encodeURIComponent(searchNext)}` : ""));
+    if (!more) body.replaceChildren();
+    body.append(...(r.devices || []).map(deviceRow));
+    searchNext = r.next || "";
+    document.getElementById("device-more").hidden = !searchNext;
+    note.textContent = `${body.children.length}${searchNext ? "+" : ""} devices for ${r.query}`;
+  } catch (e) {
+    note.textContent = e.message;
+  }
 }
 
 const allowed = {
@@ -196,5 +218,7 @@ async function tick() {
 
 document.addEventListener("DOMContentLoaded", () => {
   for (const b of document.querySelectorAll(".actions button")) b.addEventListener("click", () => act(b.dataset.action));
+  document.getElementById("device-search-form").addEventListener("submit", (e) => { e.preventDefault(); searchDevices(false); });
+  document.getElementById("device-more").addEventListener("click", () => searchDevices(true));
   tick();
 });
