@@ -238,7 +238,7 @@ func printDemoSummary(s demoSummary, output string) {
 	fmt.Printf("  core %s -> %s on %s (ubuntu/x86_64)\n", s.FromVersion, s.Version, devicesN(s.Devices))
 	fmt.Printf("  devices:  %s\n", countsLine(s.Counts))
 	for _, w := range s.Waves {
-		fmt.Printf("  wave %d:   %-8s %3d devices  job %s  (%s)\n", w.Wave, w.State, w.Devices, w.JobID, countsLine(w.Counts))
+		fmt.Printf("  wave %d:   %-8s %11s  job %s  (%s)\n", w.Wave, w.State, devicesN(w.Devices), w.JobID, countsLine(w.Counts))
 		printHealth(w.Health)
 	}
 	fmt.Printf("  on %s: %d of %d (read from each device's own state)\n", s.Version, s.DevicesOnVersion, s.Devices)
