@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
+	"sync/atomic"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 	"github.com/aws/aws-sdk-go-v2/service/iot/types"
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/iotclient"
@@ -49,7 +50,11 @@ func thingCmd() *cobra.Command {
 					return err
 				}
 			}
-			created, err := parallel(cmd.Context(), things, func(ctx context.Context, name string) (bool, error) {
+			// 16 in flight; the first error stops the rest from starting.
+			eg, ctx := errgroup.WithContext(cmd.Context())
+			eg.SetLimit(16)
+			var created atomic.Int64
+			register := func(name string) (bool, error) {
 				// CreateThing succeeds again for a thing of the same configuration, so whether it
 				// is new is asked first.
 				_, err := c.DescribeThing(ctx, &iot.DescribeThingInput{ThingName: aws.String(name)})
@@ -77,11 +82,20 @@ func thingCmd() *cobra.Command {
 					}
 				}
 				return isNew, nil
-			})
-			if err != nil {
+			}
+			for _, name := range things {
+				eg.Go(func() error {
+					isNew, err := register(name)
+					if isNew {
+						created.Add(1)
+					}
+					return err
+				})
+			}
+			if err := eg.Wait(); err != nil {
 				return err
 			}
-			msg := fmt.Sprintf("registered %d new of %d things", created, len(things))
+			msg := fmt.Sprintf("registered %d new of %d things", created.Load(), len(things))
 			if len(groups) > 0 {
 				msg += "; all are in " + strings.Join(groups, ", ")
 			}
@@ -132,44 +146,4 @@ func ensureGroup(ctx context.Context, c *iot.Client, name, parent string) error 
 		return fmt.Errorf("create thing group %s: %w", name, err)
 	}
 	return nil
-}
-
-// parallel runs fn for every name, 16 at a time, and counts the trues; the first error stops
-// the rest from starting.
-func parallel(ctx context.Context, names []string, fn func(context.Context, string) (bool, error)) (int, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		mu    sync.Mutex
-		n     int
-		first error
-		wg    sync.WaitGroup
-	)
-	sem := make(chan struct{}, 16)
-	for _, name := range names {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			ok, err := fn(ctx, name)
-			mu.Lock()
-			defer mu.Unlock()
-			if ok {
-				n++
-			}
-			if err != nil && first == nil {
-				first = err
-				cancel()
-			}
-		}()
-	}
-	wg.Wait()
-	return n, first
 }

@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -163,10 +165,8 @@ func (in *SlotInstaller) runModule(ctx context.Context, u *Update, t *tuf.Target
 		return nil, err
 	}
 	timeout := defaultModuleTimeout
-	if s := t.ModuleSettings["timeoutSeconds"]; s != "" {
-		if d, err := time.ParseDuration(s + "s"); err == nil && d > 0 {
-			timeout = d
-		}
+	if n, err := strconv.Atoi(t.ModuleSettings["timeoutSeconds"]); err == nil && n > 0 {
+		timeout = time.Duration(n) * time.Second
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -241,7 +241,7 @@ func lastLine(s string) string {
 
 // limited keeps the first n bytes written to it and drops the rest.
 type limited struct {
-	w interface{ Write([]byte) (int, error) }
+	w io.Writer
 	n int
 }
 

@@ -223,16 +223,18 @@ func deltaFigures(ctx context.Context, o *Options) (*DeltaFigures, error) {
 	publishes := cmp.Or(o.DeltaPublishes, 10)
 	o.say("delta: publishing %d successive releases, each changing 1 %%", publishes)
 	for i := 1; i <= publishes; i++ {
-		before := countFiles(filepath.Join(dir, "artifacts", "bench", "delta", "chunks"))
+		chunks := filepath.Join(dir, "artifacts", "bench", "delta", "chunks")
+		before, _ := dirStats(chunks)
 		tree.change(1, r)
 		_, took, err := publish()
 		if err != nil {
 			return nil, err
 		}
-		chunkBytes := dirBytes(filepath.Join(dir, "artifacts", "bench", "delta"))
-		fig.Publish = append(fig.Publish, PublishRow{Release: i, Seconds: took.Seconds(), ChunkBytes: chunkBytes,
-			FullBytes:   dirBytes(filepath.Join(dir, "artifacts", "bench", "core")),
-			ChunksAdded: countFiles(filepath.Join(dir, "artifacts", "bench", "delta", "chunks")) - before})
+		after, _ := dirStats(chunks)
+		_, storeBytes := dirStats(filepath.Join(dir, "artifacts", "bench", "delta"))
+		_, fullBytes := dirStats(filepath.Join(dir, "artifacts", "bench", "core"))
+		fig.Publish = append(fig.Publish, PublishRow{Release: i, Seconds: took.Seconds(), ChunkBytes: storeBytes,
+			FullBytes: fullBytes, ChunksAdded: after - before})
 	}
 	return fig, nil
 }
@@ -272,24 +274,14 @@ func runJob(s *stack.Stack, jobID, thing string, doc jobdoc.Document) (map[strin
 	}
 }
 
-func dirBytes(dir string) int64 {
-	var n int64
+// dirStats counts the files under dir and their bytes.
+func dirStats(dir string) (files int, bytes int64) {
 	filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
 		if err == nil && !info.IsDir() {
-			n += info.Size()
+			files++
+			bytes += info.Size()
 		}
 		return nil
 	})
-	return n
-}
-
-func countFiles(dir string) int {
-	n := 0
-	filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
-		if err == nil && !info.IsDir() {
-			n++
-		}
-		return nil
-	})
-	return n
+	return files, bytes
 }

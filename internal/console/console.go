@@ -187,12 +187,10 @@ func (c *Console) readInventory(ctx context.Context) (*inventory, error) {
 	return inv, nil
 }
 
-// deviceFrom reads an inventory shadow. A device counts as connected when it said so and its
-// last check-in is within twice the interval it promised plus a minute: an agent that lost
-// power cannot say goodbye, so silence past its check-in interval means gone.
-func deviceFrom(thing string, sh *Shadow, now time.Time) Device {
-	rep := sh.State.Reported
-	d := Device{Thing: thing, Reported: true, Software: map[string]string{}, LastSeen: time.Unix(sh.Timestamp, 0).UTC()}
+// fromReported is a device as its inventory shadow's reported state describes it: its
+// software, last job and whether it says it is connected.
+func fromReported(thing string, rep map[string]any) Device {
+	d := Device{Thing: thing, Reported: true, Software: map[string]string{}}
 	if sw, ok := rep["software"].(map[string]any); ok {
 		for k, v := range sw {
 			if s, ok := v.(string); ok {
@@ -203,7 +201,18 @@ func deviceFrom(thing string, sh *Shadow, now time.Time) Device {
 	if lj, ok := rep["lastJob"].(map[string]any); ok {
 		d.LastJob = lj
 	}
-	connected, _ := rep["connected"].(bool)
+	d.Connected, _ = rep["connected"].(bool)
+	return d
+}
+
+// deviceFrom reads an inventory shadow. A device counts as connected when it said so and its
+// last check-in is within twice the interval it promised plus a minute: an agent that lost
+// power cannot say goodbye, so silence past its check-in interval means gone.
+func deviceFrom(thing string, sh *Shadow, now time.Time) Device {
+	rep := sh.State.Reported
+	d := fromReported(thing, rep)
+	d.LastSeen = time.Unix(sh.Timestamp, 0).UTC()
+	connected := d.Connected
 	every, _ := rep["checkInSeconds"].(float64)
 	if every <= 0 {
 		every = 720
@@ -433,18 +442,7 @@ func deviceFromIndex(th types.ThingDocument) Device {
 	}
 	if json.Unmarshal([]byte(aws.ToString(th.Shadow)), &sh) == nil {
 		if inv, ok := sh.Name[iotjobs.InventoryShadow]; ok && inv.Reported != nil {
-			d.Reported, d.Software = true, map[string]string{}
-			if sw, ok := inv.Reported["software"].(map[string]any); ok {
-				for k, v := range sw {
-					if s, ok := v.(string); ok {
-						d.Software[k] = s
-					}
-				}
-			}
-			if lj, ok := inv.Reported["lastJob"].(map[string]any); ok {
-				d.LastJob = lj
-			}
-			d.Connected, _ = inv.Reported["connected"].(bool)
+			d = fromReported(d.Thing, inv.Reported)
 		}
 	}
 	if cn := th.Connectivity; cn != nil {

@@ -12,11 +12,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/otaflow/otaflow/internal/agent/artifact"
+	"github.com/otaflow/otaflow/internal/agent/slots"
 )
 
 // BaseError is a base that does not match its index: the device downloads the full artifact.
@@ -46,9 +48,9 @@ func OpenBase(dir string, x *Index) (*Base, error) {
 		if len(s.Chunks) == 0 {
 			continue
 		}
-		name, err := safeName(s.File)
-		if err != nil {
-			return nil, &BaseError{err.Error()}
+		name, ok := slots.RelPath(s.File)
+		if !ok {
+			return nil, &BaseError{fmt.Sprintf("index entry %q points outside the install directory", s.File)}
 		}
 		if err := b.check(filepath.Join(dir, name), s, buf); err != nil {
 			return nil, err
@@ -120,20 +122,13 @@ func (s Source) URL(key string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("chunk store URL: %w", err)
 	}
-	rel, ok := cutPrefix(key)
-	if !ok {
+	rel, ok := strings.CutPrefix(key, Prefix)
+	if !ok || rel == "" {
 		return "", fmt.Errorf("%s is not in the chunk store", key)
 	}
 	u.Path += rel
 	u.RawPath = ""
 	return u.String(), nil
-}
-
-func cutPrefix(key string) (string, bool) {
-	if len(key) <= len(Prefix) || key[:len(Prefix)] != Prefix {
-		return "", false
-	}
-	return key[len(Prefix):], true
 }
 
 // ErrVerify is a chunk, or the rebuilt tar, that is not what the signed index says: the
@@ -345,13 +340,4 @@ func writeAtomic(path string, b []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
-}
-
-// safeName is a tar entry's name as a relative path inside the install directory.
-func safeName(name string) (string, error) {
-	p := filepath.Clean(filepath.FromSlash(name))
-	if filepath.IsAbs(p) || p == ".." || len(p) >= 3 && p[:3] == ".."+string(filepath.Separator) {
-		return "", fmt.Errorf("index entry %q points outside the install directory", name)
-	}
-	return p, nil
 }

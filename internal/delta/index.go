@@ -24,8 +24,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
+
+	"github.com/otaflow/otaflow/internal/s3url"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -104,23 +105,14 @@ func IndexKey(software, version string) string {
 	return Prefix + "index/" + software + "/" + version + ".json.zst"
 }
 
-// StoreURL is the chunk store of the bucket an artifact's S3 URL names (s3://BUCKET/KEY or
-// https://s3.amazonaws.com/BUCKET/KEY), as an s3:// URL for a presigned-URL placeholder.
+// StoreURL is the chunk store of the bucket an artifact's S3 URL names (any form s3url reads), as
+// an s3:// URL for a presigned-URL placeholder.
 func StoreURL(artifactURL string) (string, bool) {
-	u, err := url.Parse(artifactURL)
-	if err != nil {
+	bucket, _, ok := s3url.Parse(artifactURL)
+	if !ok {
 		return "", false
 	}
-	switch {
-	case u.Scheme == "s3" && u.Host != "":
-		return "s3://" + u.Host + "/" + Prefix, true
-	case strings.HasPrefix(u.Host, "s3.") || strings.HasPrefix(u.Host, "s3-"):
-		bucket, _, ok := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/")
-		if ok && bucket != "" {
-			return "s3://" + bucket + "/" + Prefix, true
-		}
-	}
-	return "", false
+	return "s3://" + bucket + "/" + Prefix, true
 }
 
 // ErrFormat is an index this device cannot read: it downloads the full artifact instead.

@@ -21,6 +21,7 @@ import (
 
 	chunks "github.com/otaflow/otaflow/internal/delta"
 	"github.com/otaflow/otaflow/internal/localiot/store"
+	"github.com/otaflow/otaflow/internal/s3url"
 	"github.com/otaflow/otaflow/internal/tuf"
 )
 
@@ -92,26 +93,6 @@ func (s *Service) PutArtifact(bucket, key string, r io.Reader) (int64, error) {
 	return n, os.Rename(tmp.Name(), p)
 }
 
-// s3Location takes an S3 URL (https://s3.amazonaws.com/b/k, https://b.s3.REGION.amazonaws.com/k
-// or s3://b/k) and returns its bucket and key.
-func s3Location(raw string) (bucket, key string, ok bool) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "", "", false
-	}
-	p := strings.TrimPrefix(u.Path, "/")
-	switch {
-	case u.Scheme == "s3":
-		return u.Host, p, u.Host != "" && p != ""
-	case strings.HasPrefix(u.Host, "s3.") || strings.HasPrefix(u.Host, "s3-"):
-		bucket, key, ok = strings.Cut(p, "/")
-		return bucket, key, ok && key != ""
-	case strings.Contains(u.Host, ".s3."):
-		return u.Host[:strings.Index(u.Host, ".s3.")], p, p != ""
-	}
-	return "", "", false
-}
-
 func (s *Service) Sign(bucket, key string, expires int64) string {
 	m := hmac.New(sha256.New, s.presignKey)
 	fmt.Fprintf(m, "%s/%s\n%d", bucket, key, expires)
@@ -139,7 +120,7 @@ func (s *Service) DocumentFor(j *store.Job) string {
 	}
 	ttl := time.Duration(j.Presign.ExpiresInSec) * time.Second
 	return placeholderRE.ReplaceAllStringFunc(j.Document, func(m string) string {
-		bucket, key, ok := s3Location(placeholderRE.FindStringSubmatch(m)[1])
+		bucket, key, ok := s3url.Parse(placeholderRE.FindStringSubmatch(m)[1])
 		if !ok {
 			return m
 		}
@@ -154,7 +135,7 @@ func (s *Service) DocumentFromSource(src string) (string, error) {
 	if len(src) > 1350 {
 		return "", Errorf(CodeInvalidRequest, "documentSource is longer than 1350 characters")
 	}
-	bucket, key, ok := s3Location(src)
+	bucket, key, ok := s3url.Parse(src)
 	if !ok {
 		return "", Errorf(CodeInvalidRequest, "documentSource %q is not an S3 URL (https://s3.amazonaws.com/BUCKET/KEY or s3://BUCKET/KEY)", src)
 	}

@@ -16,9 +16,13 @@ import (
 	"github.com/otaflow/otaflow/internal/tuf"
 )
 
-// objectURL is bucket/key's URL in the store (path-style S3).
+// bucketURL is bucket's URL in the store (path-style S3), and objectURL bucket/key's.
+func (s Store) bucketURL(bucket string) string {
+	return strings.TrimSuffix(s.Endpoint, "/") + "/artifacts/" + bucket
+}
+
 func (s Store) objectURL(bucket, key string) string {
-	return strings.TrimSuffix(s.Endpoint, "/") + "/artifacts/" + bucket + "/" + (&url.URL{Path: key}).EscapedPath()
+	return s.bucketURL(bucket) + "/" + (&url.URL{Path: key}).EscapedPath()
 }
 
 // Get reads bucket/key (S3's GetObject), refusing objects larger than limit bytes.
@@ -72,7 +76,7 @@ func (s Store) List(ctx context.Context, bucket, prefix string, fn func(StoredOb
 		if token != "" {
 			q.Set("continuation-token", token)
 		}
-		resp, err := s.send(ctx, http.MethodGet, strings.TrimSuffix(s.Endpoint, "/")+"/artifacts/"+bucket+"?"+q.Encode(), nil, 0, emptySHA256, nil)
+		resp, err := s.send(ctx, http.MethodGet, s.bucketURL(bucket)+"?"+q.Encode(), nil, 0, emptySHA256, nil)
 		if err != nil {
 			return err
 		}

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -207,7 +206,7 @@ func (s Store) PutBytes(ctx context.Context, bucket, key string, raw []byte) err
 // write, If-None-Match: *): for content-addressed keys, whose object cannot differ.
 func (s Store) PutBytesOnce(ctx context.Context, bucket, key string, raw []byte) error {
 	sum := sha256.Sum256(raw)
-	err := s.put(ctx, strings.TrimSuffix(s.Endpoint, "/")+"/artifacts/"+bucket+"/"+(&url.URL{Path: key}).EscapedPath(), bytes.NewReader(raw), int64(len(raw)), hex.EncodeToString(sum[:]), "*")
+	err := s.put(ctx, s.objectURL(bucket, key), bytes.NewReader(raw), int64(len(raw)), hex.EncodeToString(sum[:]), "*")
 	if errors.Is(err, errExists) {
 		return nil
 	}
@@ -220,7 +219,7 @@ var errExists = errors.New("the object exists")
 // Put uploads size bytes from body, whose SHA-256 is sha256Hex, to bucket/key with a SigV4
 // signed PUT.
 func (s Store) Put(ctx context.Context, bucket, key string, body io.Reader, size int64, sha256Hex string) error {
-	return s.put(ctx, strings.TrimSuffix(s.Endpoint, "/")+"/artifacts/"+bucket+"/"+(&url.URL{Path: key}).EscapedPath(), body, size, sha256Hex, "")
+	return s.put(ctx, s.objectURL(bucket, key), body, size, sha256Hex, "")
 }
 
 func (s Store) put(ctx context.Context, u string, body io.Reader, size int64, sha256Hex, ifNoneMatch string) error {

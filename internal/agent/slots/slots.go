@@ -86,8 +86,8 @@ func (s Slots) Install(version, tarGz string) error {
 		if err != nil {
 			return fmt.Errorf("artifact is not a valid tar: %w", err)
 		}
-		name := filepath.Clean(filepath.FromSlash(h.Name))
-		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, ".."+string(filepath.Separator)) {
+		name, ok := RelPath(h.Name)
+		if !ok {
 			return fmt.Errorf("artifact entry %q points outside the install directory; refusing the artifact", h.Name)
 		}
 		dest := filepath.Join(staging, name)
@@ -121,6 +121,13 @@ func (s Slots) Install(version, tarGz string) error {
 	}
 	os.RemoveAll(final)
 	return os.Rename(staging, final)
+}
+
+// RelPath is an archive entry's name as a path inside the directory it is unpacked in; ok is
+// false for one that would land outside it (absolute, or climbing out with "..").
+func RelPath(name string) (string, bool) {
+	p := filepath.Clean(filepath.FromSlash(name))
+	return p, !filepath.IsAbs(p) && p != ".." && !strings.HasPrefix(p, ".."+string(filepath.Separator))
 }
 
 // Installed reports whether a version's slot exists.
