@@ -34,7 +34,9 @@ func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
 
 // settings is everything the command line, environment and config file say.
 type settings struct {
-	cfg     agent.Config
+	cfg agent.Config
+	// claim, when set, provisions the device's identity on its first start.
+	claim   *agent.Claim
 	slots   agent.SlotInstaller
 	log     agent.LogOutput
 	probe   bool
@@ -46,7 +48,9 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 	cfg := &s.cfg
 	var trustedRoot, tufURL, restart, rebootCmd, maxDeferral, handover, ipc, stepTimeout, configFile string
 	var managed bool
-	var tlsFiles agent.TLSFiles
+	var tlsFiles, claimFiles agent.TLSFiles
+	var claimTemplate string
+	var claimParams []string
 	detected := platform.Detect()
 	// Defaults are constants: the environment and the config file are applied after parsing,
 	// so --help never shows a password or key from them.
@@ -62,6 +66,10 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 	fs.StringVar(&tlsFiles.CertFile, "cert", "", "device certificate for mutual TLS")
 	fs.StringVar(&tlsFiles.KeyFile, "key", "", "device private key for mutual TLS")
 	fs.BoolVar(&tlsFiles.ALPN, "alpn", false, "offer ALPN x-amzn-mqtt-ca, for AWS IoT Core on port 443")
+	fs.StringVar(&claimFiles.CertFile, "claim-cert", "", "fleet provisioning: a claim certificate, with which the device provisions its own identity on first start (instead of --cert, --key and --thing-name)")
+	fs.StringVar(&claimFiles.KeyFile, "claim-key", "", "fleet provisioning: the claim certificate's private key")
+	fs.StringVar(&claimTemplate, "provisioning-template", "", "fleet provisioning: the provisioning template the device provisions itself from")
+	fs.StringArrayVar(&claimParams, "provisioning-parameter", nil, "fleet provisioning: NAME=VALUE for the template's parameters (repeat), e.g. SerialNumber=$(cat /etc/serial)")
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/otaflow-agent", "where the agent keeps its state")
 	fs.StringVar(&cfg.InitialVersion, "initial-version", "", "core version to report before the first update")
 	fs.StringVar(&s.log.Level, "log-level", "info", "log level: trace, debug, info, warn, error; a job's updateAgentLogLevel applies while it runs")
@@ -132,7 +140,29 @@ func parse(args []string, stderr io.Writer) (*settings, error) {
 	default:
 		cfg.IPCSocket = ipc
 	}
-	if tlsFiles.Enabled() {
+	if claimFiles.CertFile != "" || claimFiles.KeyFile != "" {
+		if tlsFiles.CertFile != "" || tlsFiles.KeyFile != "" {
+			return nil, fmt.Errorf("--claim-cert provisions the device's own certificate: leave out --cert and --key (after provisioning, the identity is kept in %s)", filepath.Join(cfg.StateDir, "identity"))
+		}
+		if strings.HasPrefix(cfg.BrokerURL, "tcp://") {
+			return nil, fmt.Errorf("--claim-cert needs the broker's mutual-TLS listener: use --broker ssl://<endpoint>:8883")
+		}
+		params := map[string]string{}
+		for _, kv := range claimParams {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				return nil, fmt.Errorf("--provisioning-parameter %q: use NAME=VALUE", kv)
+			}
+			params[k] = v
+		}
+		claimFiles.CAFile, claimFiles.ALPN = tlsFiles.CAFile, tlsFiles.ALPN
+		claimTLS, err := claimFiles.Config()
+		if err != nil {
+			return nil, fmt.Errorf("claim certificate: %w", err)
+		}
+		s.claim = &agent.Claim{BrokerURL: cfg.BrokerURL, TLS: claimTLS, Template: claimTemplate, Parameters: params, Dir: filepath.Join(cfg.StateDir, "identity")}
+		tlsFiles.CertFile, tlsFiles.KeyFile = "", "" // set from the identity when the agent starts
+	} else if tlsFiles.Enabled() {
 		if cfg.TLS, err = tlsFiles.Config(); err != nil {
 			return nil, err
 		}
@@ -196,6 +226,25 @@ func run(args []string, stderr io.Writer) int {
 			return 2
 		}
 		defer release()
+	}
+	if s.claim != nil {
+		// The identity the device provisioned (now, on its first start) is the one it runs as.
+		s.claim.Logger = log
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		id, err := s.claim.LoadOrProvision(ctx)
+		stop()
+		if err != nil {
+			fmt.Fprintln(stderr, "agent: fleet provisioning:", err)
+			return 1
+		}
+		files := agent.TLSFiles{CertFile: id.CertFile, KeyFile: id.KeyFile}
+		tc, err := files.Config()
+		if err != nil {
+			fmt.Fprintln(stderr, "agent:", err)
+			return 2
+		}
+		tc.RootCAs, tc.NextProtos = s.claim.TLS.RootCAs, s.claim.TLS.NextProtos
+		cfg.TLS, cfg.ThingName = tc, id.Thing
 	}
 	cliconfig.Describe(log, "agent", map[string]string{
 		"version": version, "thingName": cfg.ThingName, "broker": cfg.BrokerURL, "username": cfg.Username, "password": cfg.Password,

@@ -87,6 +87,12 @@ func TestBadConfigIsRefusedWithTheReason(t *testing.T) {
 			"--tuf-url http://jobs:4566/tuf/b/ is plain HTTP: serve it over HTTPS"},
 		"a platform releases do not name": {append(slices.Clone(trust), "--os", "debian"), `operating system "debian" is invalid`},
 		"an unsupported combination":      {append(slices.Clone(trust), "--os", "raspbian"), "raspbian/x86_64 is not a supported combination"},
+		"claim with a certificate": {[]string{"--claim-cert", write("x"), "--claim-key", write("x"), "--cert", write("x"), "--key", write("x"), "--broker", "ssl://b:8883"},
+			"--claim-cert provisions the device's own certificate: leave out --cert and --key"},
+		"claim over tcp":      {[]string{"--claim-cert", write("x"), "--claim-key", write("x")}, "--claim-cert needs the broker's mutual-TLS listener"},
+		"claim without a key": {[]string{"--claim-cert", write("x"), "--broker", "ssl://b:8883"}, "claim certificate: mutual TLS needs both"},
+		"bad provisioning parameter": {[]string{"--claim-cert", write("x"), "--claim-key", write("x"), "--broker", "ssl://b:8883", "--provisioning-parameter", "serial"},
+			`--provisioning-parameter "serial": use NAME=VALUE`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if name == "bad env value" {

@@ -213,7 +213,13 @@ func Start(o Options) (*Broker, error) {
 	}
 	b := &Broker{srv: srv, addr: ln.addr, listeners: []*listener{ln}, hook: hook}
 	if o.TLS != nil {
-		tln, err := listen("tls", o.TLSAddr, "--mqtt-tls-addr", o.TLS)
+		tc := o.TLS.Clone()
+		if tc.ClientAuth == tls.RequireAndVerifyClientCert && tc.ClientCAs != nil {
+			// The CA list is not advertised: a TLS client sends only a certificate from a CA on
+			// it, and one registered without a CA is from none.
+			tc.ClientAuth, tc.VerifyPeerCertificate, tc.ClientCAs = tls.RequireAnyClientCert, hook.verifyClient(tc.ClientCAs), nil
+		}
+		tln, err := listen("tls", o.TLSAddr, "--mqtt-tls-addr", tc)
 		if err != nil {
 			ln.Close(nil)
 			return nil, err
@@ -235,8 +241,51 @@ func Start(o Options) (*Broker, error) {
 }
 
 // SetCertificateCheck lets check decide on the certificates of devices that connect from now
-// on (the jobs service's certificate registry).
+// on (the jobs service's certificate registry): from then on a certificate it does not admit
+// connects nothing, whoever signed it.
 func (b *Broker) SetCertificateCheck(check CertificateCheck) { b.hook.certs.Store(&check) }
+
+// SetProvisioner lets p answer the device provisioning MQTT API for devices connected with a
+// claim certificate (AWS IoT's fleet provisioning by claim). The answer goes back on the
+// connection that asked, as AWS IoT Core delivers it: two devices sharing a claim certificate
+// never see each other's keys.
+func (b *Broker) SetProvisioner(p Provisioner) { b.hook.provision.Store(&p) }
+
+// Provisioner answers one provisioning request: the reply's topic and payload.
+type Provisioner func(topic string, payload []byte) (replyTopic string, reply []byte)
+
+// verifyClient is the TLS listener's check of a device certificate: it must chain to the
+// device CA, unless the registry knows it as registered without a CA (AWS's
+// RegisterCertificateWithoutCA), whose connect the registry then decides as any other's.
+func (h *policyHook) verifyClient(pool *x509.CertPool) func([][]byte, [][]*x509.Certificate) error {
+	return func(raw [][]byte, _ [][]*x509.Certificate) error {
+		if len(raw) == 0 {
+			return errors.New("the device presented no certificate")
+		}
+		certs := make([]*x509.Certificate, len(raw))
+		for i, r := range raw {
+			c, err := x509.ParseCertificate(r)
+			if err != nil {
+				return fmt.Errorf("the device certificate does not parse: %w", err)
+			}
+			certs[i] = c
+		}
+		inter := x509.NewCertPool()
+		for _, c := range certs[1:] {
+			inter.AddCert(c)
+		}
+		_, err := certs[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		if err == nil {
+			return nil
+		}
+		if check := h.certs.Load(); check != nil {
+			if a := (*check)(certs[0], ""); a.WithoutCA {
+				return nil
+			}
+		}
+		return err
+	}
+}
 
 // DisconnectCertificate disconnects every device connected with the certificate whose SHA-256
 // (of its DER, in hex) is id; each may connect again only if the certificate check admits it.
@@ -313,12 +362,26 @@ type policyHook struct {
 	shadows    []string
 	// certs decides on registered device certificates (SetCertificateCheck).
 	certs atomic.Pointer[CertificateCheck]
+	// provision answers claim devices' provisioning requests (SetProvisioner).
+	provision atomic.Pointer[Provisioner]
+	// claims are the connections made with a claim certificate (*mqtt.Client → struct{}).
+	claims sync.Map
 }
 
-// CertificateCheck decides whether a device presenting cert may connect as clientID: known is
-// false for a certificate without a record (then its common name must name the thing), and
-// reason says why a known one is refused.
-type CertificateCheck func(cert *x509.Certificate, clientID string) (known, allowed bool, reason string)
+// CertificateCheck decides whether a device presenting cert may connect as clientID (""
+// when only asked whether the certificate is registered without a CA).
+type CertificateCheck func(cert *x509.Certificate, clientID string) Admission
+
+// Admission is the registry's answer about a certificate.
+type Admission struct {
+	// Allowed admits the connection; Reason says why not.
+	Allowed bool
+	Reason  string
+	// Claim admits it as a claim certificate's: only the provisioning topics.
+	Claim bool
+	// WithoutCA is a certificate registered without a CA: no CA chain is asked of it.
+	WithoutCA bool
+}
 
 // limits are one connection's publish budgets.
 type limits struct{ publishes, bytes *rate.Limiter }
@@ -359,12 +422,99 @@ func (h *policyHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if !l.publishes.Allow() || !l.bytes.AllowN(time.Now(), len(pk.Payload)) {
 		return pk, packets.ErrRejectPacket
 	}
+	if _, claim := h.claims.Load(cl); claim {
+		h.provisionFor(cl, pk)
+		return pk, packets.CodeSuccessIgnore
+	}
 	if inJobs && req.Op == iotjobs.OpUnknown {
 		// In the Jobs namespace but no Jobs API: AWS answers InvalidTopic.
 		h.reject(pk, iotjobs.CodeInvalidTopic, iotjobs.InvalidTopicMessage(pk.TopicName))
 		return pk, packets.CodeSuccessIgnore
 	}
 	return pk, nil
+}
+
+// provisionFor answers a claim device's provisioning request on its own connection, if it
+// subscribed to the answer's topic.
+func (h *policyHook) provisionFor(cl *mqtt.Client, pk packets.Packet) {
+	p := h.provision.Load()
+	if p == nil {
+		h.log.Warn().Str("client", cl.ID).Msg("a claim device asked to be provisioned, but this broker has no provisioning service")
+		return
+	}
+	topic, payload := pk.TopicName, slices.Clone(pk.Payload)
+	go func() { // not within the hook: issuing a certificate takes a while
+		replyTopic, reply := (*p)(topic, payload)
+		subscribed := false
+		for filter := range cl.State.Subscriptions.GetAll() {
+			subscribed = subscribed || topicMatches(filter, replyTopic)
+		}
+		if !subscribed {
+			h.log.Warn().Str("client", cl.ID).Str("topic", replyTopic).Msg("provisioning answer not delivered: the device did not subscribe to it before asking")
+			return
+		}
+		out := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: replyTopic, Payload: reply}
+		if err := cl.WritePacket(out); err != nil {
+			h.log.Warn().Err(err).Str("client", cl.ID).Msg("provisioning answer not delivered")
+		}
+	}()
+}
+
+// The device provisioning MQTT API's request topics (JSON; CBOR is not served).
+const (
+	TopicCreateCertificate        = "$aws/certificates/create/json"
+	TopicCreateCertificateFromCsr = "$aws/certificates/create-from-csr/json"
+	provisionPrefix               = "$aws/provisioning-templates/"
+	provisionSuffix               = "/provision/json"
+)
+
+// ProvisionTopic is the topic a device provisions itself from a template on.
+func ProvisionTopic(template string) string { return provisionPrefix + template + provisionSuffix }
+
+// ProvisionTemplate is the template a provisioning request's topic names ("" for the
+// certificate requests, ok false for no provisioning request).
+func ProvisionTemplate(topic string) (name string, ok bool) {
+	if topic == TopicCreateCertificate || topic == TopicCreateCertificateFromCsr {
+		return "", true
+	}
+	name, ok = strings.CutPrefix(topic, provisionPrefix)
+	if !ok {
+		return "", false
+	}
+	name, ok = strings.CutSuffix(name, provisionSuffix)
+	return name, ok && name != "" && !strings.ContainsAny(name, "/+#")
+}
+
+// IsProvisioningRequest reports whether topic is a request of the device provisioning MQTT
+// API (not an answer).
+func IsProvisioningRequest(topic string) bool {
+	_, ok := ProvisionTemplate(topic)
+	return ok
+}
+
+// isProvisioningTopic: a request, or its accepted or rejected answer.
+func isProvisioningTopic(topic string) bool {
+	base, ok := strings.CutSuffix(topic, "/accepted")
+	if !ok {
+		base, _ = strings.CutSuffix(topic, "/rejected")
+	}
+	return IsProvisioningRequest(base)
+}
+
+// topicMatches reports whether an MQTT topic filter matches topic.
+func topicMatches(filter, topic string) bool {
+	f, t := strings.Split(filter, "/"), strings.Split(topic, "/")
+	for i, part := range f {
+		switch {
+		case part == "#":
+			return true
+		case i >= len(t):
+			return false
+		case part != "+" && part != t[i]:
+			return false
+		}
+	}
+	return len(f) == len(t)
 }
 
 // reject answers a device's publish on its rejected topic, as the jobs service answers a
@@ -390,6 +540,9 @@ func (h *policyHook) reject(pk packets.Packet, code iotjobs.ErrorCode, message s
 
 func (h *policyHook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	h.limiters.Delete(cl)
+	if _, claim := h.claims.LoadAndDelete(cl); claim {
+		return // not a thing: no lifecycle event
+	}
 	if !h.isService(cl) {
 		reason := "CLIENT_INITIATED_DISCONNECT"
 		if err != nil && !errors.Is(err, io.EOF) {
@@ -401,7 +554,7 @@ func (h *policyHook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 
 // OnSessionEstablished announces a device's connection.
 func (h *policyHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
-	if !h.isService(cl) {
+	if _, claim := h.claims.Load(cl); !claim && !h.isService(cl) {
 		h.presence(cl, "connected", "")
 	}
 }
@@ -449,19 +602,28 @@ func (h *policyHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 		return false
 	}
 	if tc, ok := cl.Net.Conn.(*tls.Conn); ok {
-		// As an AWS IoT policy with iot:Connection.Thing.ThingName: the certificate names the thing.
 		certs := tc.ConnectionState().PeerCertificates
-		if check := h.certs.Load(); check != nil && len(certs) > 0 {
-			// The certificate registry decides, as AWS IoT does: a registered certificate must
-			// be ACTIVE and attached to the thing.
-			if known, allowed, reason := (*check)(certs[0], cl.ID); known {
-				if !allowed {
-					h.log.Warn().Str("client", cl.ID).Str("reason", reason).Msg("MQTT connect refused")
-				}
-				return allowed
-			}
+		if len(certs) == 0 {
+			h.log.Warn().Str("client", cl.ID).Msg("MQTT connect refused: no device certificate")
+			return false
 		}
-		if len(certs) == 0 || certs[0].Subject.CommonName != cl.ID {
+		if check := h.certs.Load(); check != nil {
+			// The certificate registry decides, as AWS IoT does: a certificate must be
+			// registered, ACTIVE and attached to the thing; one attached to no thing is a
+			// claim certificate, which may only provision a device.
+			a := (*check)(certs[0], cl.ID)
+			if !a.Allowed {
+				h.log.Warn().Str("client", cl.ID).Str("reason", a.Reason).Msg("MQTT connect refused")
+				return false
+			}
+			if a.Claim {
+				h.claims.Store(cl, struct{}{})
+			}
+			return true
+		}
+		// Without a registry (a broker of its own, in tests): as an AWS IoT policy with
+		// iot:Connection.Thing.ThingName, the certificate names the thing.
+		if certs[0].Subject.CommonName != cl.ID {
 			h.log.Warn().Str("client", cl.ID).Msg("MQTT connect refused: the device certificate's common name is not the client ID")
 			return false
 		}
@@ -486,6 +648,14 @@ func (h *policyHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 	}
 	if h.isService(cl) {
 		return strings.HasPrefix(topic, "$aws/things/") || (!write && strings.HasPrefix(topic, "$aws/events/presence/"))
+	}
+	if _, claim := h.claims.Load(cl); claim {
+		// A claim certificate's connection may provision a device, and do nothing else.
+		ok := IsProvisioningRequest(topic) == write && isProvisioningTopic(topic)
+		if !ok {
+			h.log.Warn().Str("client", cl.ID).Str("topic", topic).Bool("write", write).Msg("MQTT access refused: a claim certificate may only use the device provisioning topics ($aws/certificates/create/json, $aws/certificates/create-from-csr/json, $aws/provisioning-templates/{name}/provision/json and their answers)")
+		}
+		return ok
 	}
 	rest, ok := strings.CutPrefix(topic, "$aws/things/"+cl.ID+"/")
 	if !ok {

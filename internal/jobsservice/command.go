@@ -138,7 +138,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 			if embedded != nil {
 				// The embedded broker admits registered certificates as the registry says, and
 				// drops the devices of one that stops being usable.
-				embedded.SetCertificateCheck(svc.CertificateDecision)
+				svc.ServeBroker(embedded)
 				svc.OnCertificateChange(func(id string) { embedded.DisconnectCertificate(id) })
 			}
 			if metricsAddr != "" {

@@ -11,8 +11,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/otaflow/otaflow/internal/arn"
+	"github.com/otaflow/otaflow/internal/broker"
 	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
@@ -70,29 +72,33 @@ func (s *Service) issuer() (Issuer, error) {
 // CreateKeysAndCertificate makes a key pair and a certificate for it. The private key is in
 // the answer only: the service keeps none.
 func (s *Service) CreateKeysAndCertificate(setActive bool) (c *store.Certificate, publicPEM, privatePEM string, err error) {
-	ca, err := s.issuer()
-	if err != nil {
-		return nil, "", "", err
-	}
-	certPEM, pub, priv, err := ca.IssueClient("otaflow device certificate")
-	if err != nil {
-		return nil, "", "", err
-	}
-	c, err = s.addCertificate(string(certPEM), statusFor(setActive))
-	return c, string(pub), string(priv), err
+	return s.createCertificate(nil, statusFor(setActive))
 }
 
 // CreateCertificateFromCsr signs a device's certificate signing request.
 func (s *Service) CreateCertificateFromCsr(csrPEM string, setActive bool) (*store.Certificate, error) {
+	c, _, _, err := s.createCertificate([]byte(csrPEM), statusFor(setActive))
+	return c, err
+}
+
+// createCertificate issues a certificate from the devices' CA: for a CSR, or (csr nil) for a
+// key pair made here, whose keys it returns.
+func (s *Service) createCertificate(csr []byte, status string) (c *store.Certificate, publicPEM, privatePEM string, err error) {
 	ca, err := s.issuer()
 	if err != nil {
-		return nil, err
+		return nil, "", "", err
 	}
-	certPEM, err := ca.SignCSR([]byte(csrPEM))
+	var certPEM, pub, priv []byte
+	if csr == nil {
+		certPEM, pub, priv, err = ca.IssueClient("otaflow device certificate")
+	} else if certPEM, err = ca.SignCSR(csr); err != nil {
+		err = Errorf(CodeInvalidRequest, "certificateSigningRequest: %v", err)
+	}
 	if err != nil {
-		return nil, Errorf(CodeInvalidRequest, "certificateSigningRequest: %v", err)
+		return nil, "", "", err
 	}
-	return s.addCertificate(string(certPEM), statusFor(setActive))
+	c, err = s.addCertificate(string(certPEM), status)
+	return c, string(pub), string(priv), err
 }
 
 // RegisterCertificate records a certificate that this service's CA signed (made elsewhere, by
@@ -132,6 +138,36 @@ func (s *Service) RegisterCertificate(certPEM, caPEM, status string, setActive b
 	return s.addCertificate(certPEM, status)
 }
 
+// Certificate modes (AWS's CertificateMode).
+const (
+	ModeDefault = "DEFAULT"
+	ModeSNIOnly = "SNI_ONLY"
+)
+
+// RegisterCertificateWithoutCA records a device certificate whatever signed it (a
+// self-signed one, or one from a CA not registered here): the broker then admits exactly this
+// certificate, without asking for a chain, once it is ACTIVE and attached to the thing.
+func (s *Service) RegisterCertificateWithoutCA(certPEM, status string) (*store.Certificate, error) {
+	if status == "" {
+		status = CertActive
+	}
+	if status != CertActive && status != CertInactive {
+		return nil, Errorf(CodeInvalidRequest, "status %q: register a certificate as ACTIVE or INACTIVE", status)
+	}
+	cert, err := parseCertificate(certPEM)
+	if err != nil {
+		return nil, err
+	}
+	now := s.Clock()
+	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
+		return nil, Errorf(CodeCertificateValidation, "the certificate is valid from %s to %s, not now", cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageClientAuth) && len(cert.ExtKeyUsage) > 0 {
+		return nil, Errorf(CodeCertificateValidation, "the certificate's extended key usage does not allow client authentication")
+	}
+	return s.addCertificate(certPEM, status, ModeSNIOnly)
+}
+
 func statusFor(active bool) string {
 	if active {
 		return CertActive
@@ -151,7 +187,7 @@ func parseCertificate(certPEM string) (*x509.Certificate, error) {
 	return cert, nil
 }
 
-func (s *Service) addCertificate(certPEM, status string) (*store.Certificate, error) {
+func (s *Service) addCertificate(certPEM, status string, mode ...string) (*store.Certificate, error) {
 	cert, err := parseCertificate(certPEM)
 	if err != nil {
 		return nil, err
@@ -160,6 +196,9 @@ func (s *Service) addCertificate(certPEM, status string) (*store.Certificate, er
 	c := &store.Certificate{ID: CertificateID(cert.Raw), PEM: certPEM, Status: status, CreatedAt: now, LastModified: now,
 		Version: 1, GenerationID: newGenerationID(), NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC()}
 	c.Arn = s.CertificateArn(c.ID)
+	if len(mode) > 0 {
+		c.Mode = mode[0]
+	}
 	err = s.st.Update(func(t store.Tx) error {
 		if existing, err := t.Record(certificateKind, c.ID); err != nil || existing != nil {
 			if existing != nil {
@@ -387,27 +426,38 @@ func (s *Service) ListPrincipalThings(principal string) ([]string, error) {
 	return out, err
 }
 
-// CertificateDecision says whether a device presenting cert may connect as clientID. known is
-// false for a certificate the service has no record of (issued by `starter device-cert`
-// without registering it): the broker then falls back on the certificate naming the thing.
-// A known certificate must be ACTIVE and attached to the thing, as AWS IoT requires.
-func (s *Service) CertificateDecision(cert *x509.Certificate, clientID string) (known, allowed bool, reason string) {
+// CertificateDecision says whether a device presenting cert may connect as clientID, as AWS
+// IoT decides: the certificate must be registered here and ACTIVE, and attached to the thing;
+// one attached to no thing is a claim certificate, which may connect under a client ID that
+// names no thing (so it can take no device's session over) to provision a device, and nothing
+// else. With clientID "", it only says whether cert is registered without a CA.
+func (s *Service) CertificateDecision(cert *x509.Certificate, clientID string) broker.Admission {
 	var c *store.Certificate
+	var named *store.Thing
 	if err := s.st.View(func(t store.Tx) (err error) {
-		c, err = certificateIn(t, CertificateID(cert.Raw))
+		if c, err = certificateIn(t, CertificateID(cert.Raw)); err != nil || c == nil || clientID == "" {
+			return err
+		}
+		named, err = t.Thing(clientID)
 		return err
 	}); err != nil {
-		return true, false, "the certificate registry could not be read: " + err.Error()
+		return broker.Admission{Reason: "the certificate registry could not be read: " + err.Error()}
 	}
 	switch {
 	case c == nil:
-		return false, false, ""
+		return broker.Admission{Reason: "the certificate is not registered with the jobs service: register it and attach it to the thing (starter device-cert does both; or RegisterCertificate and AttachThingPrincipal)"}
+	case clientID == "":
+		return broker.Admission{WithoutCA: c.Mode == ModeSNIOnly && c.Status == CertActive}
 	case c.Status != CertActive:
-		return true, false, "certificate " + c.ID + " is " + c.Status
+		return broker.Admission{Reason: "certificate " + c.ID + " is " + c.Status}
+	case len(c.Things) == 0 && named == nil:
+		return broker.Admission{Allowed: true, Claim: true}
+	case len(c.Things) == 0:
+		return broker.Admission{Reason: "certificate " + c.ID + " is attached to no thing, so it is a claim certificate, and a claim certificate may not connect as thing " + clientID + " (AttachThingPrincipal attaches it)"}
 	case !slices.Contains(c.Things, clientID):
-		return true, false, "certificate " + c.ID + " is not attached to thing " + clientID + " (AttachThingPrincipal)"
+		return broker.Admission{Reason: "certificate " + c.ID + " is not attached to thing " + clientID + " (AttachThingPrincipal)"}
 	}
-	return true, true, ""
+	return broker.Admission{Allowed: true}
 }
 
 // OnCertificateChange registers fn to be told when a certificate stops being usable by some
@@ -426,4 +476,11 @@ func (s *Service) certificateChanged(c *store.Certificate) {
 	for _, fn := range ls {
 		fn(c.ID)
 	}
+}
+
+// ServeBroker makes an embedded broker admit devices as the certificate registry says and
+// answer claim devices' provisioning requests.
+func (s *Service) ServeBroker(b *broker.Broker) {
+	b.SetCertificateCheck(s.CertificateDecision)
+	b.SetProvisioner(s.HandleProvisioningRequest)
 }

@@ -196,14 +196,16 @@ func TestStarterCLI(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "berlin", thing.Attributes["site"])
 
-	// A device certificate comes from the stack's CA, never from one made on the spot.
+	// A device certificate: a key made here, its certificate from the jobs service (ACTIVE),
+	// the thing registered and the certificate attached to it.
 	certs := t.TempDir()
-	_, stderr, err = run("device-cert", "--data-dir", t.TempDir(), "--thing", "dev-x", "--out", certs)
-	require.Error(t, err)
-	require.Contains(t, stderr, "no CA in")
 	_, stderr, err = run("device-cert", "--data-dir", dataDir, "--thing", "dev-x", "--out", certs)
 	require.NoError(t, err, stderr)
 	require.FileExists(t, filepath.Join(certs, "dev-x.crt"))
+	require.Contains(t, stderr, "ACTIVE, attached to thing dev-x")
+	principals, err := s.Jobs.ListThingPrincipals("dev-x")
+	require.NoError(t, err)
+	require.Len(t, principals, 1)
 
 	// Steering an ended rollout says it ended, in the rollout's words, not Temporal's.
 	_, stderr, err = run("rollout", "pause", "cli-1")

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"testing"
@@ -121,17 +122,16 @@ func TestDeviceIdentityThroughAWSCLI(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, string(stderr), "InvalidRequestException")
 
-	// A certificate `starter device-cert` made: unknown to the registry, it connects the thing
-	// its common name names (as before); registered, the registry decides.
+	// A certificate the devices' CA signed elsewhere: unknown to the registry, it connects
+	// nothing, even as the thing its common name names; registered, the registry decides.
 	iot("create-thing", "--thing-name", "legacy-dev")
 	dir := t.TempDir()
 	certFile, keyFile, err := s.CA.IssueFiles(dir, "legacy-dev", false)
 	require.NoError(t, err)
 	certPEM, _ := os.ReadFile(certFile)
 	legacyKey, _ := os.ReadFile(keyFile)
-	c, _, err := connectWith(t, s, "legacy-dev", string(certPEM), string(legacyKey))
-	require.NoError(t, err, "an unregistered certificate naming the thing")
-	c.Disconnect(0)
+	_, _, err = connectWith(t, s, "legacy-dev", string(certPEM), string(legacyKey))
+	require.Error(t, err, "an unregistered certificate connects nothing")
 	var registered struct{ CertificateArn, CertificateID string }
 	require.NoError(t, json.Unmarshal([]byte(iot("register-certificate", "--certificate-pem", "file://"+certFile, "--set-as-active")), &registered))
 	_, _, err = connectWith(t, s, "legacy-dev", string(certPEM), string(legacyKey))
@@ -158,4 +158,38 @@ func TestDeviceIdentityThroughAWSCLI(t *testing.T) {
 	require.NoError(t, err)
 	_, stderr, err = awsCLI(t, s.JobsURL, "iot", "register-certificate", "--certificate-pem", "file://"+other, "--ca-certificate-pem", "file://"+s.CA.CertFile())
 	require.NoError(t, err, "its own CA named: %s", stderr)
+
+	// A certificate no CA here signed (self-signed, a factory's own CA): refused at the TLS
+	// handshake until registered without a CA; then, attached and ACTIVE, it connects its thing.
+	selfKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "self-signed"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	selfDER, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &selfKey.PublicKey, selfKey)
+	require.NoError(t, err)
+	selfPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: selfDER}))
+	selfKeyDER, err := x509.MarshalECPrivateKey(selfKey)
+	require.NoError(t, err)
+	selfKeyPEM := string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: selfKeyDER}))
+	iot("create-thing", "--thing-name", "byo-dev")
+	_, _, err = connectWith(t, s, "byo-dev", selfPEM, selfKeyPEM)
+	require.Error(t, err, "no CA here signed it and it is not registered")
+	selfFile := filepath.Join(t.TempDir(), "self.pem")
+	require.NoError(t, os.WriteFile(selfFile, []byte(selfPEM), 0o644))
+	var noCA struct{ CertificateArn, CertificateId string }
+	require.NoError(t, json.Unmarshal([]byte(iot("register-certificate-without-ca", "--certificate-pem", "file://"+selfFile, "--status", "ACTIVE")), &noCA))
+	require.Contains(t, iot("describe-certificate", "--certificate-id", noCA.CertificateId), `"certificateMode": "SNI_ONLY"`)
+	_, _, err = connectWith(t, s, "byo-dev", selfPEM, selfKeyPEM)
+	require.Error(t, err, "registered, but attached to no thing, and byo-dev is a thing: not a claim either")
+	iot("attach-thing-principal", "--thing-name", "byo-dev", "--principal", noCA.CertificateArn)
+	_, lost, err = connectWith(t, s, "byo-dev", selfPEM, selfKeyPEM)
+	require.NoError(t, err)
+	iot("update-certificate", "--certificate-id", noCA.CertificateId, "--new-status", "INACTIVE")
+	select {
+	case <-lost:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the device using the deactivated certificate is still connected")
+	}
+	_, _, err = connectWith(t, s, "byo-dev", selfPEM, selfKeyPEM)
+	require.Error(t, err, "inactive: refused, at the handshake already")
 }

@@ -218,7 +218,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}
 	// The broker admits registered certificates as the registry says, and drops the devices of
 	// one that is deactivated, revoked or detached.
-	s.Broker.SetCertificateCheck(s.Jobs.CertificateDecision)
+	s.Jobs.ServeBroker(s.Broker)
 	s.Jobs.OnCertificateChange(func(id string) {
 		if n := s.Broker.DisconnectCertificate(id); n > 0 {
 			jlog.Info().Str("certificate", id).Int("devices", n).Msg("disconnected the devices using a certificate that is no longer usable")
@@ -430,7 +430,7 @@ func (s *Stack) StartBroker() error {
 		return err
 	}
 	if s.Jobs != nil {
-		b.SetCertificateCheck(s.Jobs.CertificateDecision)
+		s.Jobs.ServeBroker(b)
 	}
 	s.Broker = b
 	return nil

@@ -121,7 +121,7 @@ func (s api) handleDescribeCertificate(r *http.Request) (any, error) {
 		Description certificateDescription `json:"certificateDescription"`
 	}{certificateDescription{CertificateArn: c.Arn, CertificateID: c.ID, Status: c.Status, CertificatePem: c.PEM, OwnedBy: s.Account(),
 		CreationDate: ptime(c.CreatedAt), LastModifiedDate: ptime(c.LastModified), CustomerVersion: c.Version, GenerationID: c.GenerationID,
-		Validity: certificateValidity{NotBefore: ptime(c.NotBefore), NotAfter: ptime(c.NotAfter)}, CertificateMode: "DEFAULT"}}, nil
+		Validity: certificateValidity{NotBefore: ptime(c.NotBefore), NotAfter: ptime(c.NotAfter)}, CertificateMode: cmp.Or(c.Mode, localiot.ModeDefault)}}, nil
 }
 
 type certificateSummary struct {
@@ -160,7 +160,7 @@ func (s api) handleListCertificates(r *http.Request) (any, error) {
 }
 
 func summaryOf(c *store.Certificate) certificateSummary {
-	return certificateSummary{CertificateArn: c.Arn, CertificateID: c.ID, Status: c.Status, CertificateMode: "DEFAULT", CreationDate: ptime(c.CreatedAt)}
+	return certificateSummary{CertificateArn: c.Arn, CertificateID: c.ID, Status: c.Status, CertificateMode: cmp.Or(c.Mode, localiot.ModeDefault), CreationDate: ptime(c.CreatedAt)}
 }
 
 func (s api) handleUpdateCertificate(r *http.Request) (any, error) {

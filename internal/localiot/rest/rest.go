@@ -149,6 +149,16 @@ func Handler(svc *localiot.Service, auth *SigV4Verifier, extra ...Route) http.Ha
 	mux.op("DELETE /things/{thingName}/principals", s.handleDetachThingPrincipal)
 	mux.op("GET /things/{thingName}/principals", s.handleListThingPrincipals)
 	mux.op("GET /principals/things", s.handleListPrincipalThings)
+	mux.op("POST /certificate/register-no-ca", s.handleRegisterCertificateWithoutCA)
+	mux.op("POST /provisioning-templates", s.handleCreateProvisioningTemplate)
+	mux.op("GET /provisioning-templates", s.handleListProvisioningTemplates)
+	mux.op("GET /provisioning-templates/{templateName}", s.handleDescribeProvisioningTemplate)
+	mux.op("PATCH /provisioning-templates/{templateName}", s.handleUpdateProvisioningTemplate)
+	mux.op("DELETE /provisioning-templates/{templateName}", s.handleDeleteProvisioningTemplate)
+	mux.op("POST /provisioning-templates/{templateName}/versions", s.handleCreateProvisioningTemplateVersion)
+	mux.op("GET /provisioning-templates/{templateName}/versions", s.handleListProvisioningTemplateVersions)
+	mux.op("GET /provisioning-templates/{templateName}/versions/{versionId}", s.handleDescribeProvisioningTemplateVersion)
+	mux.op("DELETE /provisioning-templates/{templateName}/versions/{versionId}", s.handleDeleteProvisioningTemplateVersion)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeUnknownOperation(w, fmt.Sprintf("%s %s is not an operation this jobs service serves (README lists them)", r.Method, r.URL.Path))
 	})
@@ -253,6 +263,8 @@ func exceptionFor(code localiot.ErrorCode) (string, int) {
 		return "DeleteConflictException", http.StatusConflict
 	case localiot.CodeCertificateValidation:
 		return "CertificateValidationException", http.StatusBadRequest
+	case localiot.CodeVersionsLimitExceeded:
+		return "VersionsLimitExceededException", http.StatusConflict
 	}
 	return "InternalFailureException", http.StatusInternalServerError
 }

@@ -66,6 +66,8 @@ type Certificate struct {
 	NotAfter     time.Time `json:"notAfter"`
 	// Things are the things it is attached to.
 	Things []string `json:"things,omitempty"`
+	// Mode is SNI_ONLY for a certificate registered without a CA ("" is DEFAULT).
+	Mode string `json:"certificateMode,omitempty"`
 }
 
 // ProcessDetails are a job's per-state execution counters (AWS's jobProcessDetails).
