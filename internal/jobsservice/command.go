@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -38,19 +39,19 @@ import (
 // Command is the jobs-service command.
 func Command() *cobra.Command {
 	var (
-		dataDir, addr, brokerURL, mqttAddr   string
-		mqttUser, mqttPassword, region       string
-		accessKey, secretKey, logLevel, acct string
-		publicURL                            string
-		tlsAddr, tlsCert, tlsKey, tlsCA      string
-		plainDevices, noQuotas               bool
-		postgresURL, artifactDir, clientID   string
-		shareGroup                           string
-		consolePassword, temporalUI          string
-		restCert, restKey                    string
-		caDir, metricsAddr                   string
-		maxConns                             int
-		tc                                   temporalconf.Temporal
+		dataDir, addr, brokerURL, mqttAddr     string
+		mqttUser, mqttPassword, region         string
+		accessKey, secretKey, logLevel, acct   string
+		publicURL                              string
+		tlsAddr, tlsCert, tlsKey, tlsCA        string
+		plainDevices, noQuotas                 bool
+		postgresURL, artifactDir, clientID     string
+		shareGroup                             string
+		consolePassword, temporalUI            string
+		restCert, restKey                      string
+		caDir, metricsAddr, crlFile, crlReload string
+		maxConns                               int
+		tc                                     temporalconf.Temporal
 	)
 	cmd := &cobra.Command{
 		Use:   "jobs-service",
@@ -129,6 +130,12 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 					return fmt.Errorf("--ca-dir: %w (it must hold the devices' CA, ca.pem and ca.key, the one the broker trusts)", err)
 				}
 				so.CA = ca
+			}
+			if crlFile != "" {
+				if caDir == "" {
+					return errors.New("--crl-file needs --ca-dir: the revocation list is signed by the devices' CA")
+				}
+				so.CRLFile, so.CRLReload = crlFile, strings.Fields(crlReload)
 			}
 			svc, err := localiot.Open(so)
 			if err != nil {
@@ -230,6 +237,8 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 	f.StringVar(&tlsCA, "mqtt-tls-ca", "", "CA that signs device certificates (PEM); a certificate's common name is the thing name")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; unauthenticated, so keep it on an internal address); empty: off")
 	f.StringVar(&caDir, "ca-dir", "", "the devices' certificate authority (ca.pem and ca.key, the CA the broker trusts): the service then issues device certificates (CreateKeysAndCertificate, CreateCertificateFromCsr) and registers ones it signed; empty: it issues none")
+	f.StringVar(&crlFile, "crl-file", "", "keep a certificate revocation list of the device certificates that may not connect (deactivated, revoked, deleted) at this path, for mosquitto's crlfile; rewritten at every change")
+	f.StringVar(&crlReload, "crl-reload-command", "", "run this after each rewrite of --crl-file, e.g. 'pkill -HUP -x mosquitto' (mosquitto reads its crlfile again on SIGHUP)")
 	f.BoolVar(&noQuotas, "no-aws-quotas", false, "lift the AWS IoT quotas the service enforces (thing groups per thing, status details, client tokens): what works then may fail on AWS")
 	f.BoolVar(&plainDevices, "insecure-plain-devices", false, "let devices connect to the plain listener with their client ID as identity (trusted networks only)")
 	f.StringVar(&mqttUser, "mqtt-user", cliconfig.DefaultMQTTServiceUser, "the service's MQTT user name")
@@ -249,7 +258,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 		"mqtt-addr": "OTAFLOW_MQTT_ADDR", "mqtt-user": "OTAFLOW_MQTT_USER", "mqtt-password": "OTAFLOW_MQTT_PASSWORD", "region": "AWS_REGION",
 		"account": "OTAFLOW_ACCOUNT", "access-key-id": "OTAFLOW_ACCESS_KEY_ID", "secret-access-key": "OTAFLOW_SECRET_ACCESS_KEY",
 		"log-level": "OTAFLOW_LOG_LEVEL", "public-url": "OTAFLOW_PUBLIC_URL", "mqtt-tls-addr": "OTAFLOW_MQTT_TLS_ADDR",
-		"mqtt-tls-cert": "OTAFLOW_MQTT_TLS_CERT", "mqtt-tls-key": "OTAFLOW_MQTT_TLS_KEY", "mqtt-tls-ca": "OTAFLOW_MQTT_TLS_CA", "ca-dir": "OTAFLOW_CA_DIR", "metrics-addr": "OTAFLOW_METRICS_ADDR",
+		"mqtt-tls-cert": "OTAFLOW_MQTT_TLS_CERT", "mqtt-tls-key": "OTAFLOW_MQTT_TLS_KEY", "mqtt-tls-ca": "OTAFLOW_MQTT_TLS_CA", "ca-dir": "OTAFLOW_CA_DIR", "crl-file": "OTAFLOW_CRL_FILE", "crl-reload-command": "OTAFLOW_CRL_RELOAD_COMMAND", "metrics-addr": "OTAFLOW_METRICS_ADDR",
 		"postgres-url": "OTAFLOW_POSTGRES_URL", "artifact-dir": "OTAFLOW_ARTIFACT_DIR", "mqtt-client-id": "OTAFLOW_MQTT_CLIENT_ID",
 		"shared-subscription-group": "OTAFLOW_SHARED_SUBSCRIPTION_GROUP", "console-password": "OTAFLOW_CONSOLE_PASSWORD",
 		"temporal-ui-url": "OTAFLOW_TEMPORAL_UI_URL", "tls-cert": "OTAFLOW_TLS_CERT", "tls-key": "OTAFLOW_TLS_KEY",

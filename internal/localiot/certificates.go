@@ -1,12 +1,16 @@
 package localiot
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"math/big"
 	"slices"
 	"sort"
 	"strconv"
@@ -41,6 +45,8 @@ type Issuer interface {
 	SignCSR(csrPEM []byte) ([]byte, error)
 	// Pool holds the CA certificate that signs them.
 	Pool() *x509.CertPool
+	// RevocationList signs a CRL naming these serial numbers.
+	RevocationList(number int64, serials []*big.Int, nextUpdate time.Duration) ([]byte, error)
 }
 
 // CodeCertificateState is AWS's CertificateStateException; CodeDeleteConflict its
@@ -211,6 +217,9 @@ func (s *Service) addCertificate(certPEM, status string, mode ...string) (*store
 	if err != nil {
 		return nil, err
 	}
+	if c.Status != CertActive {
+		s.crlChanged(c.ID)
+	}
 	return c, nil
 }
 
@@ -328,14 +337,19 @@ func (s *Service) UpdateCertificate(id, status string) error {
 	})
 	if err == nil && changed != nil {
 		s.log.Info().Str("certificate", changed.ID).Str("status", status).Strs("things", changed.Things).Msg("certificate status changed")
-		s.certificateChanged(changed)
+		s.crlChanged(changed.ID)
+		if status != CertActive {
+			s.certificateChanged(changed)
+		}
 	}
 	return err
 }
 
-// DeleteCertificate deletes an INACTIVE or REVOKED certificate attached to no thing.
+// DeleteCertificate deletes an INACTIVE or REVOKED certificate attached to no thing. Its
+// serial number stays on the revocation list: the devices' CA signed it, and a broker that
+// goes by the list must go on refusing it.
 func (s *Service) DeleteCertificate(id string) error {
-	return s.st.Update(func(t store.Tx) error {
+	err := s.st.Update(func(t store.Tx) error {
 		c, err := mustCertificate(t, id)
 		if err != nil {
 			return err
@@ -346,9 +360,26 @@ func (s *Service) DeleteCertificate(id string) error {
 		if len(c.Things) > 0 {
 			return Errorf(CodeDeleteConflict, "certificate %s is attached to %s; detach it (DetachThingPrincipal) first", c.ID, strings.Join(c.Things, ", "))
 		}
+		if c.Mode != ModeSNIOnly {
+			cert, err := parseCertificate(c.PEM)
+			if err != nil {
+				return err
+			}
+			serial := cert.SerialNumber.Text(16)
+			if err := t.PutRecord(deletedSerialKind, serial, []byte(serial)); err != nil {
+				return err
+			}
+		}
 		return t.DeleteRecord(certificateKind, c.ID)
 	})
+	if err == nil {
+		s.crlChanged(id)
+	}
+	return err
 }
+
+// deletedSerialKind records the serial numbers of deleted certificates the devices' CA signed.
+const deletedSerialKind = "deleted-certificate-serial"
 
 // certificateOfPrincipal is the certificate a principal ARN names.
 func certificateOfPrincipal(t store.Tx, principal string) (*store.Certificate, error) {
@@ -469,6 +500,13 @@ func (s *Service) OnCertificateChange(fn func(id string)) {
 	s.certListeners = append(s.certListeners, fn)
 }
 
+// crlChanged rewrites the revocation list after a certificate's status changed.
+func (s *Service) crlChanged(id string) {
+	if err := s.WriteCRL(); err != nil {
+		s.log.Error().Err(err).Str("file", s.crlFile).Str("certificate", id).Msg("the certificate revocation list could not be written: a broker that reads it still goes by the last one")
+	}
+}
+
 func (s *Service) certificateChanged(c *store.Certificate) {
 	s.mu.RLock()
 	ls := slices.Clone(s.certListeners)
@@ -483,4 +521,69 @@ func (s *Service) certificateChanged(c *store.Certificate) {
 func (s *Service) ServeBroker(b *broker.Broker) {
 	b.SetCertificateCheck(s.CertificateDecision)
 	b.SetProvisioner(s.HandleProvisioningRequest)
+}
+
+// crlValidity is how long a written CRL is valid: the service writes one at every start and
+// every change, so a stale one (the service down for a week) is refused by the broker rather
+// than trusted.
+const crlValidity = 7 * 24 * time.Hour
+
+// WriteCRL writes the certificate revocation list (Options.CRLFile), if one is kept: every
+// certificate the devices' CA signed that is not ACTIVE. It replaces the file atomically and
+// runs Options.CRLReload.
+func (s *Service) WriteCRL() error {
+	if s.crlFile == "" || s.ca == nil {
+		return nil
+	}
+	s.crlMu.Lock()
+	defer s.crlMu.Unlock()
+	var serials []*big.Int
+	err := s.st.View(func(t store.Tx) error {
+		raws, err := t.Records(certificateKind)
+		if err != nil {
+			return err
+		}
+		for _, raw := range raws {
+			var c store.Certificate
+			if err := json.Unmarshal(raw, &c); err != nil {
+				return err
+			}
+			if c.Status == CertActive || c.Mode == ModeSNIOnly {
+				continue
+			}
+			cert, err := parseCertificate(c.PEM)
+			if err != nil {
+				return err
+			}
+			serials = append(serials, cert.SerialNumber)
+		}
+		deleted, err := t.Records(deletedSerialKind)
+		for _, k := range deleted {
+			if n, ok := new(big.Int).SetString(string(k), 16); ok {
+				serials = append(serials, n)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	crl, err := s.ca.RevocationList(time.Now().UnixMilli(), serials, crlValidity)
+	if err != nil {
+		return err
+	}
+	tmp := s.crlFile + ".tmp"
+	if err := os.WriteFile(tmp, crl, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, s.crlFile); err != nil {
+		return err
+	}
+	if len(s.crlReload) > 0 {
+		if out, err := exec.Command(s.crlReload[0], s.crlReload[1:]...).CombinedOutput(); err != nil {
+			return fmt.Errorf("the CRL reload command %q failed: %v: %s", strings.Join(s.crlReload, " "), err, out)
+		}
+	}
+	s.log.Info().Str("file", s.crlFile).Int("revoked", len(serials)).Msg("certificate revocation list written")
+	return nil
 }

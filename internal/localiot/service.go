@@ -45,6 +45,12 @@ type Options struct {
 	// CA, when set, is the devices' certificate authority: it issues certificates
 	// (CreateKeysAndCertificate, CreateCertificateFromCsr) and vouches for registered ones.
 	CA Issuer
+	// CRLFile, with CA, is where the service keeps a certificate revocation list of the
+	// certificates that may not connect (INACTIVE, REVOKED, not yet provisioned), written at
+	// start and at every change, for a broker that does not ask the registry (mosquitto's
+	// crlfile); CRLReload then runs (e.g. to signal mosquitto to reload it).
+	CRLFile   string
+	CRLReload []string
 	// FleetIndexing turns thing indexing on (registry, and the otaflow and health named
 	// shadows) when the store holds no indexing configuration yet; AWS starts with it off.
 	FleetIndexing bool
@@ -68,6 +74,10 @@ type Service struct {
 	certListeners []func(id string)
 	// ca issues device certificates (Options.CA); nil: none are issued.
 	ca Issuer
+	// crlFile and crlReload keep a revocation list for mosquitto (Options.CRLFile).
+	crlFile   string
+	crlReload []string
+	crlMu     sync.Mutex
 	// later are things to notify at the next sweep (notifyLater).
 	later []string
 	// shared: the store is shared by replicas; unsettledJobs are the jobs whose executions
@@ -122,7 +132,8 @@ func Open(o Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{region: o.Region, account: o.Account, log: o.Logger, now: o.Now, stopSweep: make(chan struct{}),
-		artifacts: o.ArtifactDir, baseURL: o.BaseURL, quotas: !o.NoAWSQuotas, ca: o.CA}
+		artifacts: o.ArtifactDir, baseURL: o.BaseURL, quotas: !o.NoAWSQuotas, ca: o.CA,
+		crlFile: o.CRLFile, crlReload: o.CRLReload}
 	s.st, s.raw = indexingStore{Store: st, s: s}, st
 	_, s.shared = s.Shared()
 	if s.presignKey, err = s.loadPresignSecret(); err != nil {
@@ -141,6 +152,11 @@ func Open(o Options) (*Service, error) {
 		}
 		s.swept.Add(1)
 		go s.trackClock()
+	}
+	if err := s.WriteCRL(); err != nil {
+		s.stopListening()
+		st.Close()
+		return nil, fmt.Errorf("--crl-file: %w", err)
 	}
 	s.swept.Add(1)
 	go s.sweepLoop(o.SweepInterval)

@@ -39,6 +39,10 @@ type Broker struct {
 	// device's identity is its certificate (issued by CA); on the embedded broker, URL.
 	DeviceURL string
 	CA        *pki.CA
+	// CRLFile (mosquitto) is the device listener's crlfile, at first an empty list signed by
+	// CA; Reload (mosquitto) has the broker read its configuration and crlfile again (SIGHUP).
+	CRLFile string
+	Reload  []string
 	// Restart, on mosquitto, SIGKILLs the broker and starts it again on the same ports after
 	// down (fault tests).
 	Restart func(down time.Duration) error
@@ -116,7 +120,7 @@ func shippedConfig(t testing.TB, devicePort, servicePort int, certs map[string]s
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
 		switch {
-		case len(f) == 0 || strings.HasPrefix(f[0], "#"):
+		case len(f) == 0 || strings.HasPrefix(f[0], "#") && f[0] != "#crlfile":
 			continue
 		case f[0] == "listener" && f[1] == "8883":
 			line = fmt.Sprintf("listener %d 127.0.0.1", devicePort)
@@ -124,6 +128,8 @@ func shippedConfig(t testing.TB, devicePort, servicePort int, certs map[string]s
 			line = fmt.Sprintf("listener %d 127.0.0.1", servicePort)
 		case f[0] == "cafile" || f[0] == "certfile" || f[0] == "keyfile":
 			line = f[0] + " " + certs[f[0]]
+		case f[0] == "#crlfile" && certs["crlfile"] != "":
+			line = "crlfile " + certs["crlfile"]
 		case f[0] == "acl_file":
 			line = "acl_file " + repoFile("deploy/mosquitto/"+filepath.Base(f[1]))
 		case f[0] == "password_file":
@@ -198,10 +204,20 @@ func Mosquitto(t testing.TB) Broker {
 	if err != nil {
 		t.Fatal(err)
 	}
+	crl := filepath.Join(dir, "crl.pem")
+	empty, err := ca.RevocationList(1, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(crl, empty, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(dir, "mosquitto.pid")
 	ports := freePorts(t, 2)
 	devicePort, port := ports[0], ports[1]
 	conf := filepath.Join(dir, "mosquitto.conf")
-	os.WriteFile(conf, []byte(shippedConfig(t, devicePort, port, map[string]string{"cafile": ca.CertFile(), "certfile": certFile, "keyfile": keyFile}, passwd)), 0o600)
+	config := "pid_file " + pidFile + "\n" + shippedConfig(t, devicePort, port, map[string]string{"cafile": ca.CertFile(), "certfile": certFile, "keyfile": keyFile, "crlfile": crl}, passwd)
+	os.WriteFile(conf, []byte(config), 0o600)
 	var logs syncBuffer
 	var mu sync.Mutex
 	var cmd *exec.Cmd
@@ -253,5 +269,6 @@ func Mosquitto(t testing.TB) Broker {
 		time.Sleep(down)
 		return start()
 	}
-	return Broker{Name: "mosquitto", URL: "tcp://" + addr, DeviceURL: "ssl://" + deviceAddr, CA: ca, Restart: restart}
+	return Broker{Name: "mosquitto", URL: "tcp://" + addr, DeviceURL: "ssl://" + deviceAddr, CA: ca, Restart: restart,
+		CRLFile: crl, Reload: []string{"sh", "-c", "kill -HUP $(cat " + pidFile + ")"}}
 }

@@ -244,3 +244,20 @@ func (ca *CA) SignCSR(csrPEM []byte) ([]byte, error) {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }
+
+// RevocationList is a certificate revocation list (PEM) signed by this CA: the certificates
+// with these serial numbers must not be accepted. number orders the lists (a later one has a
+// higher number); it is valid until nextUpdate from now.
+func (ca *CA) RevocationList(number int64, serials []*big.Int, nextUpdate time.Duration) ([]byte, error) {
+	now := time.Now()
+	entries := make([]x509.RevocationListEntry, len(serials))
+	for i, s := range serials {
+		entries[i] = x509.RevocationListEntry{SerialNumber: s, RevocationTime: now}
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(number), ThisUpdate: now.Add(-time.Minute),
+		NextUpdate: now.Add(nextUpdate), RevokedCertificateEntries: entries}, ca.Cert, ca.key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), nil
+}
