@@ -1,16 +1,16 @@
 package localiot
 
 import (
-	"fmt"
-	"os"
-	"os/exec"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"math/big"
+	"os"
+	"os/exec"
 	"slices"
 	"sort"
 	"strconv"
