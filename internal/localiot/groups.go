@@ -325,9 +325,13 @@ func (s *Service) ThingGroupsForThing(thing string) ([]string, error) {
 	return out, err
 }
 
-// ListThingGroups lists groups by name: all, or the children of parent (recursive: all its
-// descendants), optionally only names starting with prefix.
-func (s *Service) ListThingGroups(parent, prefix string, recursive bool) ([]*store.ThingGroup, error) {
+// ListThingGroups lists groups by name, optionally only names starting with prefix. AWS
+// documents recursive as "if true, return child groups as well": with a parent, its children
+// (recursive: all its descendants); without one, every group (recursive false: only the root
+// groups, those with no parent). recursive is nil when the caller did not say.
+func (s *Service) ListThingGroups(parent, prefix string, recursive *bool) ([]*store.ThingGroup, error) {
+	deep := recursive != nil && *recursive
+	rootsOnly := parent == "" && recursive != nil && !*recursive
 	var out []*store.ThingGroup
 	err := s.st.View(func(t store.Tx) error {
 		if parent != "" {
@@ -343,12 +347,15 @@ func (s *Service) ListThingGroups(parent, prefix string, recursive bool) ([]*sto
 			if prefix != "" && !strings.HasPrefix(g.Name, prefix) {
 				return nil
 			}
+			if rootsOnly && g.Parent != "" {
+				return nil
+			}
 			if parent != "" {
 				anc, err := ancestors(t, g.Name)
 				if err != nil {
 					return err
 				}
-				if g.Name == parent || (g.Parent != parent && !(recursive && slices.Contains(anc, parent))) {
+				if g.Name == parent || (g.Parent != parent && !(deep && slices.Contains(anc, parent))) {
 					return nil
 				}
 			}

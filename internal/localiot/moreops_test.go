@@ -124,6 +124,9 @@ func TestControlPlaneMatchesTheServiceModel(t *testing.T) {
 	require.Equal(t, []string{"eu"}, groups(&iot.ListThingGroupsInput{ParentGroup: aws.String("fleet")}))
 	require.Equal(t, []string{"berlin", "eu"}, groups(&iot.ListThingGroupsInput{ParentGroup: aws.String("fleet"), Recursive: aws.Bool(true)}))
 	require.Equal(t, []string{"berlin"}, groups(&iot.ListThingGroupsInput{NamePrefixFilter: aws.String("be")}))
+	// recursive false without a parent: "return child groups as well" only if true, so the roots.
+	require.Equal(t, []string{"fleet", "lab"}, groups(&iot.ListThingGroupsInput{Recursive: aws.Bool(false)}))
+	require.Equal(t, []string{"berlin", "eu", "fleet", "lab"}, groups(&iot.ListThingGroupsInput{Recursive: aws.Bool(true)}))
 	ug, err := c.UpdateThingGroup(ctx, &iot.UpdateThingGroupInput{ThingGroupName: aws.String("berlin"), ExpectedVersion: aws.Int64(1),
 		ThingGroupProperties: &types.ThingGroupProperties{ThingGroupDescription: aws.String("the Berlin lab"),
 			AttributePayload: &types.AttributePayload{Attributes: map[string]string{"site": "ber"}}}})

@@ -184,7 +184,15 @@ func (s api) handleListThingGroups(r *http.Request) (any, error) {
 		return nil, err
 	}
 	q := r.URL.Query()
-	groups, err := s.ListThingGroups(q.Get("parentGroup"), q.Get("namePrefixFilter"), q.Get("recursive") == "true")
+	var recursive *bool
+	if q.Has("recursive") {
+		b, err := queryBool(r, "recursive")
+		if err != nil {
+			return nil, err
+		}
+		recursive = &b
+	}
+	groups, err := s.ListThingGroups(q.Get("parentGroup"), q.Get("namePrefixFilter"), recursive)
 	if err != nil {
 		return nil, err
 	}
