@@ -631,3 +631,24 @@ func (ix *Index) Buckets(q Node, field string, max int) []Bucket {
 	}
 	return out
 }
+
+// Matches reports whether the thing named name is indexed and q matches it (a dynamic thing
+// group's membership test).
+func (ix *Index) Matches(q Node, name string) bool {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	if _, ok := ix.docs[name]; !ok {
+		return false
+	}
+	return ix.member(q)(name)
+}
+
+// Names are the things q matches, in name order.
+func (ix *Index) Names(q Node) []string {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	var out []string
+	ix.each(q, func(k string) { out = append(out, k) })
+	sort.Strings(out)
+	return out
+}

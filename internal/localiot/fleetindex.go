@@ -302,6 +302,7 @@ func (s *Service) reindex(things []string) {
 	if err != nil {
 		s.log.Warn().Err(err).Msg("fleet index: could not read changed things; they are indexed at the next change")
 	}
+	s.dynamicChanged(things)
 }
 
 // indexingStore records which things each transaction touches, and reindexes them once it

@@ -25,6 +25,11 @@ type GroupProperties struct {
 // CreateThingGroup creates a static thing group, optionally inside a parent group and with
 // properties, at version 1.
 func (s *Service) CreateThingGroup(name, parent string, p GroupProperties) (*store.ThingGroup, error) {
+	return s.createGroup(name, parent, p, nil)
+}
+
+// createGroup creates a static group, or (dq set) a dynamic one.
+func (s *Service) createGroup(name, parent string, p GroupProperties, dq *store.DynamicQuery) (*store.ThingGroup, error) {
 	if !thingNameRE.MatchString(name) {
 		return nil, Errorf(CodeInvalidRequest, "thing group name %q is invalid: use 1-128 characters from a-z A-Z 0-9 : _ -", name)
 	}
@@ -46,6 +51,9 @@ func (s *Service) CreateThingGroup(name, parent string, p GroupProperties) (*sto
 			if existing.Parent != parent {
 				return Errorf(CodeAlreadyExists, "thing group %s already exists with parent %q", name, existing.Parent)
 			}
+			if (existing.Dynamic == nil) != (dq == nil) || (dq != nil && *existing.Dynamic != *dq) {
+				return Errorf(CodeAlreadyExists, "thing group %s already exists, as another kind of group or with another query", name)
+			}
 			if existing.Description != p.Description || !maps.Equal(existing.Attributes, p.Attributes) {
 				return Errorf(CodeAlreadyExists, "thing group %s already exists with other properties: change them with UpdateThingGroup", name)
 			}
@@ -60,13 +68,16 @@ func (s *Service) CreateThingGroup(name, parent string, p GroupProperties) (*sto
 			if p == nil {
 				return Errorf(CodeInvalidRequest, "parent thing group %s does not exist; create it first", parent)
 			}
+			if p.Dynamic != nil {
+				return Errorf(CodeInvalidRequest, "thing group %s is dynamic: a dynamic group has no child groups", parent)
+			}
 		}
 		seq, err := t.NextID("group")
 		if err != nil {
 			return err
 		}
 		out = &store.ThingGroup{Name: name, Arn: s.ThingGroupArn(name), ID: fmt.Sprintf("g%015x", seq), Parent: parent, CreatedAt: s.Clock(), Version: 1,
-			Description: p.Description, Attributes: p.Attributes}
+			Description: p.Description, Attributes: p.Attributes, Dynamic: dq}
 		return t.PutGroup(out)
 	})
 	return out, err
@@ -138,10 +149,18 @@ func members(t store.Tx, group string, recursive bool) ([]string, error) {
 // DeleteThingGroup deletes a group; its things leave it. A group with child groups is refused
 // (delete those first), as on AWS. Deleting a group that does not exist succeeds.
 func (s *Service) DeleteThingGroup(name string) error {
+	return s.deleteGroup(name, false)
+}
+
+// deleteGroup deletes a static group, or (dynamic) a dynamic one.
+func (s *Service) deleteGroup(name string, dynamic bool) error {
 	return s.st.Update(func(t store.Tx) error {
 		g, err := t.Group(name)
 		if err != nil || g == nil {
 			return err
+		}
+		if g.Dynamic != nil && !dynamic {
+			return Errorf(CodeInvalidRequest, "thing group %s is dynamic: delete it with DeleteDynamicThingGroup", name)
 		}
 		var children []string
 		if err := t.ForEachGroup(func(c *store.ThingGroup) error {
@@ -162,6 +181,25 @@ func (s *Service) DeleteThingGroup(name string) error {
 // AddThingToThingGroup adds a thing to a group. Every IN_PROGRESS CONTINUOUS job that targets
 // the group (or a group above it) queues an execution for the thing.
 func (s *Service) AddThingToThingGroup(group, thing string) error {
+	if err := s.refuseDynamic(group); err != nil {
+		return err
+	}
+	return s.joinGroup(group, thing)
+}
+
+// refuseDynamic refuses to change a dynamic group's members by hand.
+func (s *Service) refuseDynamic(group string) error {
+	return s.st.View(func(t store.Tx) error {
+		dyn, err := isDynamic(t, group)
+		if err == nil && dyn {
+			err = Errorf(CodeInvalidRequest, "thing group %s is dynamic: its query decides its members (change the query with UpdateDynamicThingGroup)", group)
+		}
+		return err
+	})
+}
+
+// joinGroup adds a thing to a group.
+func (s *Service) joinGroup(group, thing string) error {
 	return s.changeMembership(group, thing, true, func(t store.Tx, jobID string, now time.Time) (bool, error) {
 		j, err := t.Job(jobID)
 		if err != nil || j == nil || j.Status != store.JobInProgress {
@@ -182,6 +220,14 @@ func (s *Service) AddThingToThingGroup(group, thing string) error {
 // RemoveThingFromThingGroup removes a thing from a group. Its QUEUED executions of CONTINUOUS
 // jobs that reached it through that group become REMOVED.
 func (s *Service) RemoveThingFromThingGroup(group, thing string) error {
+	if err := s.refuseDynamic(group); err != nil {
+		return err
+	}
+	return s.leaveGroup(group, thing)
+}
+
+// leaveGroup removes a thing from a group.
+func (s *Service) leaveGroup(group, thing string) error {
 	return s.changeMembership(group, thing, false, func(t store.Tx, jobID string, now time.Time) (bool, error) {
 		e, err := t.Execution(jobID, thing)
 		if err != nil || e == nil || e.Status != store.ExecQueued {
@@ -387,6 +433,11 @@ func (s *Service) GroupNameByID(id string) (string, error) {
 // UpdateThingGroup changes a group's description and attributes (merge as UpdateThing's) and
 // returns its new version.
 func (s *Service) UpdateThingGroup(name, description string, attrs map[string]string, merge bool, expectedVersion int64) (int64, error) {
+	return s.updateGroup(name, description, attrs, merge, expectedVersion, nil)
+}
+
+// updateGroup changes a group's properties and, for a dynamic group, its query (dq set).
+func (s *Service) updateGroup(name, description string, attrs map[string]string, merge bool, expectedVersion int64, dq *store.DynamicQuery) (int64, error) {
 	if len(description) > 2028 {
 		return 0, Errorf(CodeInvalidRequest, "thingGroupDescription: at most 2028 characters")
 	}
@@ -407,6 +458,9 @@ func (s *Service) UpdateThingGroup(name, description string, attrs map[string]st
 			return err
 		}
 		g.Description, g.Attributes = description, next
+		if dq != nil {
+			g.Dynamic = dq
+		}
 		g.Version++
 		version = g.Version
 		return t.PutGroup(g)

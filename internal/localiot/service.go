@@ -78,6 +78,8 @@ type Service struct {
 	crlFile   string
 	crlReload []string
 	crlMu     sync.Mutex
+	// dynamic are the dynamic thing groups (dynamicgroups.go).
+	dynamic dynamicGroups
 	// later are things to notify at the next sweep (notifyLater).
 	later []string
 	// shared: the store is shared by replicas; unsettledJobs are the jobs whose executions
@@ -153,7 +155,14 @@ func Open(o Options) (*Service, error) {
 		s.swept.Add(1)
 		go s.trackClock()
 	}
+	if err := s.loadDynamic(); err != nil {
+		s.stopListening()
+		st.Close()
+		return nil, err
+	}
 	if err := s.WriteCRL(); err != nil {
+		close(s.stopSweep)
+		s.swept.Wait()
 		s.stopListening()
 		st.Close()
 		return nil, fmt.Errorf("--crl-file: %w", err)

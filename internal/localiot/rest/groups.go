@@ -51,6 +51,9 @@ func (s api) handleDescribeThingGroup(r *http.Request) (any, error) {
 			out.Metadata.RootToParent = append(out.Metadata.RootToParent, s.groupNameAndArn(anc[i]))
 		}
 	}
+	if d := g.Dynamic; d != nil {
+		out.IndexName, out.QueryString, out.QueryVersion, out.Status = d.IndexName, d.QueryString, d.QueryVersion, "ACTIVE"
+	}
 	out.Properties.Description = g.Description
 	if len(g.Attributes) > 0 {
 		out.Properties.AttributePayload = &attributePayload{Attributes: g.Attributes}
@@ -73,6 +76,11 @@ type describeThingGroupResponse struct {
 		Description      string            `json:"thingGroupDescription,omitempty"`
 		AttributePayload *attributePayload `json:"attributePayload,omitempty"`
 	} `json:"thingGroupProperties"`
+	// A dynamic group's query, and its status (ACTIVE: its membership is kept as things change).
+	IndexName    string `json:"indexName,omitempty"`
+	QueryString  string `json:"queryString,omitempty"`
+	QueryVersion string `json:"queryVersion,omitempty"`
+	Status       string `json:"status,omitempty"`
 }
 
 type attributePayload struct {

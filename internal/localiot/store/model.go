@@ -207,6 +207,16 @@ type ThingGroup struct {
 	// Description and Attributes are the group's thingGroupProperties.
 	Description string            `json:"thingGroupDescription,omitempty"`
 	Attributes  map[string]string `json:"attributes,omitempty"`
+	// Dynamic, for a dynamic thing group, is its query: its members are the things the fleet
+	// index matches.
+	Dynamic *DynamicQuery `json:"dynamic,omitempty"`
+}
+
+// DynamicQuery is a dynamic thing group's fleet index query.
+type DynamicQuery struct {
+	IndexName    string `json:"indexName"`
+	QueryString  string `json:"queryString"`
+	QueryVersion string `json:"queryVersion"`
 }
 
 // Execution is one thing's execution of one job.
