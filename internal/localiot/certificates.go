@@ -202,6 +202,7 @@ func (s *Service) addCertificate(certPEM, status string, mode ...string) (*store
 	c := &store.Certificate{ID: CertificateID(cert.Raw), PEM: certPEM, Status: status, CreatedAt: now, LastModified: now,
 		Version: 1, GenerationID: newGenerationID(), NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC()}
 	c.Arn = s.CertificateArn(c.ID)
+	listed := false // on the revocation list before: a deleted certificate registered again
 	if len(mode) > 0 {
 		c.Mode = mode[0]
 	}
@@ -212,12 +213,26 @@ func (s *Service) addCertificate(certPEM, status string, mode ...string) (*store
 			}
 			return err
 		}
+		// A certificate deleted before: a revoked one stays revoked; an inactive one may come
+		// back, and leaves the revocation list.
+		serial := cert.SerialNumber.Text(16)
+		if was, err := t.Record(deletedSerialKind, serial); err != nil {
+			return err
+		} else if was != nil {
+			if strings.HasSuffix(string(was), ":"+CertRevoked) {
+				return Errorf(CodeCertificateState, "certificate %s was revoked (and deleted): a revoked certificate cannot be used again; issue the device a new one", c.ID)
+			}
+			if err := t.DeleteRecord(deletedSerialKind, serial); err != nil {
+				return err
+			}
+			listed = true
+		}
 		return putCertificate(t, c)
 	})
 	if err != nil {
 		return nil, err
 	}
-	if c.Status != CertActive {
+	if c.Status != CertActive || listed {
 		s.crlChanged(c.ID)
 	}
 	return c, nil
@@ -366,7 +381,7 @@ func (s *Service) DeleteCertificate(id string) error {
 				return err
 			}
 			serial := cert.SerialNumber.Text(16)
-			if err := t.PutRecord(deletedSerialKind, serial, []byte(serial)); err != nil {
+			if err := t.PutRecord(deletedSerialKind, serial, []byte(serial+":"+c.Status)); err != nil {
 				return err
 			}
 		}
@@ -559,7 +574,8 @@ func (s *Service) WriteCRL() error {
 		}
 		deleted, err := t.Records(deletedSerialKind)
 		for _, k := range deleted {
-			if n, ok := new(big.Int).SetString(string(k), 16); ok {
+			serial, _, _ := strings.Cut(string(k), ":")
+			if n, ok := new(big.Int).SetString(serial, 16); ok {
 				serials = append(serials, n)
 			}
 		}

@@ -178,7 +178,7 @@ func (s *Service) RegisterThingFromClaim(template, token string, params map[stri
 	if err != nil {
 		return "", nil, err
 	}
-	if err := s.provision(p, tok.CertificateID); err != nil {
+	if err := s.provision(p, tok.CertificateID, true); err != nil {
 		return "", nil, err
 	}
 	s.st.Update(func(t store.Tx) error { return t.DeleteRecord(recordOwnershipToken, tokenKey(token)) })
@@ -186,12 +186,13 @@ func (s *Service) RegisterThingFromClaim(template, token string, params map[stri
 	return p.ThingName, p.DeviceConfig, nil
 }
 
-// provision makes what a plan says, undoing it on failure.
-func (s *Service) provision(p *provisionPlan, certID string) (err error) {
+// provision makes what a plan says for certificate certID, undoing it on failure. fromClaim:
+// the certificate must be the one made for the device over MQTT, not yet provisioned.
+func (s *Service) provision(p *provisionPlan, certID string, fromClaim bool) (err error) {
 	if !p.HasThing {
 		return Errorf(CodeInvalidRequest, "the template provisions no thing (%s): a device needs one to take updates", resourceThing)
 	}
-	if !p.HasCert || p.CertificateID != certID {
+	if fromClaim && (!p.HasCert || p.CertificateID != certID) {
 		return Errorf(CodeInvalidRequest, "the template's %s must be the device's new certificate: give CertificateId as {\"Ref\": %q}", resourceCertificate, ParamCertificateID)
 	}
 	for _, g := range p.Groups {
@@ -203,7 +204,7 @@ func (s *Service) provision(p *provisionPlan, certID string) (err error) {
 	if err != nil {
 		return err
 	}
-	if c.Status != CertPendingActivation {
+	if fromClaim && c.Status != CertPendingActivation {
 		return Errorf(CodeCertificateState, "certificate %s is %s: only a certificate made for this device over MQTT, not yet provisioned, can be", c.ID, c.Status)
 	}
 	existing, err := s.DescribeThing(p.ThingName)
@@ -235,7 +236,11 @@ func (s *Service) provision(p *provisionPlan, certID string) (err error) {
 	if err = s.UpdateCertificate(certID, p.CertStatus); err != nil {
 		return err
 	}
-	undo = append(undo, func() { s.UpdateCertificate(certID, CertInactive) })
+	prev := c.Status
+	if prev == CertPendingActivation {
+		prev = CertInactive
+	}
+	undo = append(undo, func() { s.UpdateCertificate(certID, prev) })
 	return s.AttachThingPrincipal(p.ThingName, c.Arn)
 }
 
@@ -297,4 +302,60 @@ func (s *Service) overrideThing(th *store.Thing, p *provisionPlan) error {
 		}
 	}
 	return nil
+}
+
+// RegisterThing provisions a thing from a template body and parameters, as the control
+// plane's RegisterThing: the template's certificate is one registered here (CertificateId) or
+// is registered now (CertificatePem, signed by this service's device CA). It answers the
+// certificate and the ARNs of what it provisioned.
+func (s *Service) RegisterThing(body string, params map[string]string) (string, map[string]string, error) {
+	if len(body) > maxTemplateBody {
+		return "", nil, Errorf(CodeInvalidRequest, "templateBody is %d characters; the limit is %d", len(body), maxTemplateBody)
+	}
+	b, err := parseTemplate(body)
+	if err != nil {
+		return "", nil, err
+	}
+	ev, err := newTemplateEval(b, params)
+	if err != nil {
+		return "", nil, err
+	}
+	p, err := ev.plan()
+	if err != nil {
+		return "", nil, err
+	}
+	if !p.HasCert {
+		return "", nil, Errorf(CodeInvalidRequest, "the template provisions no certificate (%s): a device needs one to connect", resourceCertificate)
+	}
+	var c *store.Certificate
+	registered := false
+	switch {
+	case p.CertificatePem != "":
+		cert, perr := parseCertificate(p.CertificatePem)
+		if perr != nil {
+			return "", nil, perr
+		}
+		if c, err = s.DescribeCertificate(CertificateID(cert.Raw)); err != nil {
+			// Registered as INACTIVE: the template's status is applied with the rest.
+			if c, err = s.RegisterCertificate(p.CertificatePem, p.CACertificatePem, CertInactive, false); err != nil {
+				return "", nil, err
+			}
+			registered = true
+		}
+	case p.CertificateID != "":
+		if c, err = s.DescribeCertificate(p.CertificateID); err != nil {
+			return "", nil, err
+		}
+	}
+	if c.Status == CertRevoked {
+		return "", nil, Errorf(CodeCertificateState, "certificate %s is REVOKED", c.ID)
+	}
+	if err := s.provision(p, c.ID, false); err != nil {
+		if registered {
+			s.DeleteCertificate(c.ID) // as if never asked
+		}
+		return "", nil, err
+	}
+	arns := map[string]string{"thing": s.ThingArn(p.ThingName), "certificate": c.Arn}
+	return c.PEM, arns, nil
 }

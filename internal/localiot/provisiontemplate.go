@@ -71,8 +71,10 @@ func parseTemplate(body string) (*provisioningBody, error) {
 				}
 			}
 		case resourceCertificate:
-			if _, ok := r.Properties["CertificateId"]; !ok {
-				return nil, Errorf(CodeInvalidRequest, "templateBody: resource %s (%s) has no CertificateId; fleet provisioning gives it as {\"Ref\": %q}", name, r.Type, ParamCertificateID)
+			_, id := r.Properties["CertificateId"]
+			_, pem := r.Properties["CertificatePem"]
+			if !id && !pem {
+				return nil, Errorf(CodeInvalidRequest, "templateBody: resource %s (%s) has neither CertificateId nor CertificatePem; fleet provisioning gives it as {\"CertificateId\": {\"Ref\": %q}}", name, r.Type, ParamCertificateID)
 			}
 		case resourcePolicy:
 		default:
@@ -349,7 +351,9 @@ type provisionPlan struct {
 	Override      map[string]string
 	HasThing      bool
 	CertificateID string
-	CertStatus    string
+	// CertificatePem (and CACertificatePem) name a certificate to register (RegisterThing).
+	CertificatePem, CACertificatePem string
+	CertStatus                       string
 	HasCert       bool
 	Policies      []string
 	DeviceConfig  map[string]any
@@ -416,11 +420,16 @@ func (e *templateEval) plan() (*provisionPlan, error) {
 			}
 		case resourceCertificate:
 			p.HasCert = true
-			var err error
-			if p.CertificateID, err = e.str(r.Properties["CertificateId"]); err != nil {
-				return nil, err
+			for prop, dst := range map[string]*string{"CertificateId": &p.CertificateID, "CertificatePem": &p.CertificatePem, "CACertificatePem": &p.CACertificatePem} {
+				if v, ok := r.Properties[prop]; ok {
+					var err error
+					if *dst, err = e.str(v); err != nil {
+						return nil, err
+					}
+				}
 			}
 			if v, ok := r.Properties["Status"]; ok {
+				var err error
 				if p.CertStatus, err = e.str(v); err != nil {
 					return nil, err
 				}

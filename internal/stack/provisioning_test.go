@@ -245,3 +245,61 @@ func TestFleetProvisioningByClaim(t *testing.T) {
 	require.Equal(t, contract.StateSucceeded, res.State)
 	require.Equal(t, "1.11.6", dev.InstalledVersion("core"))
 }
+
+// RegisterThing, the control plane's provisioning from a template: with a certificate
+// registered here (CertificateId), or one the devices' CA signed elsewhere (CertificatePem),
+// the thing is made, the certificate set ACTIVE and attached; a template naming a group that
+// does not exist changes nothing.
+func TestRegisterThingThroughAWSCLI(t *testing.T) {
+	s := startStack(t)
+	iot := iotCLI(t, s.JobsURL)
+	dir := t.TempDir()
+	body := filepath.Join(dir, "register.json")
+	require.NoError(t, os.WriteFile(body, []byte(`{
+  "Parameters": {"ThingName": {"Type": "String"}, "CertificateId": {"Type": "String"}},
+  "Resources": {
+    "thing": {"Type": "AWS::IoT::Thing", "Properties": {"ThingName": {"Ref": "ThingName"}, "AttributePayload": {"line": "3"}}},
+    "certificate": {"Type": "AWS::IoT::Certificate", "Properties": {"CertificateId": {"Ref": "CertificateId"}, "Status": "ACTIVE"}}
+  }
+}`), 0o644))
+	var keys struct{ CertificateArn, CertificateId string }
+	require.NoError(t, json.Unmarshal([]byte(iot("create-keys-and-certificate")), &keys))
+	var out struct {
+		CertificatePem string
+		ResourceArns   map[string]string
+	}
+	require.NoError(t, json.Unmarshal([]byte(iot("register-thing", "--template-body", "file://"+body, "--parameters", "ThingName=line-3-robot,CertificateId="+keys.CertificateId)), &out))
+	require.Equal(t, keys.CertificateArn, out.ResourceArns["certificate"])
+	require.Contains(t, out.ResourceArns["thing"], ":thing/line-3-robot")
+	require.Contains(t, out.CertificatePem, "BEGIN CERTIFICATE")
+	require.Contains(t, iot("describe-certificate", "--certificate-id", keys.CertificateId), `"status": "ACTIVE"`)
+	require.Contains(t, iot("list-thing-principals", "--thing-name", "line-3-robot"), keys.CertificateArn)
+
+	// A certificate made elsewhere by the devices' CA, registered by the template.
+	certFile, _, err := s.CA.IssueFiles(dir, "line-3-arm", false)
+	require.NoError(t, err)
+	pemBody := filepath.Join(dir, "register-pem.json")
+	require.NoError(t, os.WriteFile(pemBody, []byte(`{
+  "Parameters": {"ThingName": {"Type": "String"}, "Pem": {"Type": "String"}},
+  "Resources": {
+    "thing": {"Type": "AWS::IoT::Thing", "Properties": {"ThingName": {"Ref": "ThingName"}, "ThingGroups": ["no-such-group"]}},
+    "certificate": {"Type": "AWS::IoT::Certificate", "Properties": {"CertificatePem": {"Ref": "Pem"}}}
+  }
+}`), 0o644))
+	pem, err := os.ReadFile(certFile)
+	require.NoError(t, err)
+	params, _ := json.Marshal(map[string]string{"ThingName": "line-3-arm", "Pem": string(pem)})
+	paramsFile := filepath.Join(dir, "params.json")
+	require.NoError(t, os.WriteFile(paramsFile, params, 0o644))
+	_, stderr, err := awsCLI(t, s.JobsURL, "iot", "register-thing", "--template-body", "file://"+pemBody, "--parameters", "file://"+paramsFile)
+	require.Error(t, err)
+	require.Contains(t, string(stderr), "thing group no-such-group, which does not exist")
+	_, stderr, err = awsCLI(t, s.JobsURL, "iot", "describe-thing", "--thing-name", "line-3-arm")
+	require.Error(t, err, "nothing was made")
+	require.Contains(t, string(stderr), "ResourceNotFoundException")
+	require.NotContains(t, iot("list-certificates"), "INACTIVE", "nor was the certificate registered")
+	iot("create-thing-group", "--thing-group-name", "no-such-group")
+	require.NoError(t, json.Unmarshal([]byte(iot("register-thing", "--template-body", "file://"+pemBody, "--parameters", "file://"+paramsFile)), &out))
+	require.Contains(t, iot("list-things-in-thing-group", "--thing-group-name", "no-such-group"), "line-3-arm")
+	require.Contains(t, iot("list-thing-principals", "--thing-name", "line-3-arm"), out.ResourceArns["certificate"])
+}

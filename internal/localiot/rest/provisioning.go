@@ -210,3 +210,21 @@ func (s api) handleRegisterCertificateWithoutCA(r *http.Request) (any, error) {
 	}
 	return &createCertificateResponse{CertificateArn: c.Arn, CertificateID: c.ID}, nil
 }
+
+func (s api) handleRegisterThing(r *http.Request) (any, error) {
+	var in struct {
+		TemplateBody string            `json:"templateBody"`
+		Parameters   map[string]string `json:"parameters"`
+	}
+	if err := readJSON(r, &in); err != nil {
+		return nil, err
+	}
+	if in.TemplateBody == "" {
+		return nil, localiot.Errorf(localiot.CodeInvalidRequest, "templateBody is required")
+	}
+	pem, arns, err := s.RegisterThing(in.TemplateBody, in.Parameters)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"certificatePem": pem, "resourceArns": arns}, nil
+}

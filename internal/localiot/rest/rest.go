@@ -153,6 +153,7 @@ func Handler(svc *localiot.Service, auth *SigV4Verifier, extra ...Route) http.Ha
 	mux.op("PATCH /dynamic-thing-groups/{thingGroupName}", s.handleUpdateDynamicThingGroup)
 	mux.op("DELETE /dynamic-thing-groups/{thingGroupName}", s.handleDeleteDynamicThingGroup)
 	mux.op("POST /certificate/register-no-ca", s.handleRegisterCertificateWithoutCA)
+	mux.op("POST /things", s.handleRegisterThing)
 	mux.op("POST /provisioning-templates", s.handleCreateProvisioningTemplate)
 	mux.op("GET /provisioning-templates", s.handleListProvisioningTemplates)
 	mux.op("GET /provisioning-templates/{templateName}", s.handleDescribeProvisioningTemplate)
