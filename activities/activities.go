@@ -40,6 +40,7 @@ func (a *Activities) Register(w worker.ActivityRegistry) {
 		contract.ActivityFailedDevices:  a.FailedDevices,
 		contract.ActivityLatestRelease:  a.LatestRelease,
 		contract.ActivityEvaluateHealth: a.EvaluateHealth,
+		contract.ActivityDeliverWebhook: a.DeliverWebhook,
 	} {
 		w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 	}
@@ -71,6 +72,10 @@ func (a *Activities) ResolveTargets(ctx context.Context, req contract.RolloutReq
 
 func (a *Activities) FreezeTargets(ctx context.Context, in contract.FreezeTargetsInput) (*contract.FreezeTargetsResult, error) {
 	return run(ctx, a.ops.FreezeTargets, in)
+}
+
+func (a *Activities) DeliverWebhook(ctx context.Context, in contract.WebhookDelivery) error {
+	return temporalError(a.ops.DeliverWebhook(ctx, in))
 }
 
 func (a *Activities) ReleaseTargets(ctx context.Context, in contract.ReleaseTargetsInput) error {

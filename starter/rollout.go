@@ -48,6 +48,7 @@ type rolloutFlags struct {
 	restartsRatio    float64
 	metricBounds     []string
 	healthMinSample  int
+	webhooks         []string
 }
 
 func (f *rolloutFlags) bind(fs *pflag.FlagSet, defaultTimeout time.Duration) {
@@ -73,6 +74,8 @@ func (f *rolloutFlags) bind(fs *pflag.FlagSet, defaultTimeout time.Duration) {
 	fs.StringArrayVar(&f.metricBounds, "health-max", nil, "breach when a health metric's statistic exceeds a bound: METRIC[:STATISTIC]=MAX, e.g. metrics.errors:p95=10 or restarts=2 (statistic default average; repeatable)")
 	fs.IntVar(&f.healthMinSample, "health-min-sample", 10, "devices that must report a metric before --health-restarts-ratio and --health-max judge it")
 	fs.BoolVar(&f.noHealthDefaults, "no-health-defaults", false, "judge only --health-criteria, not the defaults (offline since the update, reboot loops, failing health checks)")
+	fs.StringSliceVar(&f.webhooks, "webhook", nil, "POST the rollout's events (started, wave passed, awaiting approval, health gate breached, rolled back, succeeded, aborted...) to this URL, signed with the worker's --webhook-secret (repeatable; docs/production.md)")
+	cliconfig.Env(fs, "webhook", "OTAFLOW_WEBHOOKS")
 }
 
 // parseMetricBound reads METRIC[:STATISTIC]=MAX.
@@ -133,6 +136,7 @@ func (f *rolloutFlags) apply(r *contract.RolloutRequest) error {
 	r.Waves, r.SuccessThresholdPercent, r.ApproveWaves = f.waves, f.threshold, f.approveWaves
 	r.OnFailure, r.DeviceTimeout, r.Retries, r.Timeout = strings.ToUpper(f.onFailure), f.deviceTimeout, f.retries, f.timeout
 	r.BakeTime, r.RateLimitPerMinute, r.DownloadBytesPerSecond, r.NoDelta = f.bake, f.rate, f.downloadRate, f.noDelta
+	r.Webhooks = f.webhooks
 	if f.abortType != "" {
 		r.Abort = &contract.AbortCriteria{FailureType: strings.ToUpper(f.abortType), ThresholdPercent: f.abortThreshold, MinExecuted: f.abortMinExecuted}
 	}

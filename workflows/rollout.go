@@ -80,6 +80,8 @@ type rollout struct {
 	live bool
 	// jobsCanceled is set once an abort has canceled the running wave's job.
 	jobsCanceled bool
+	// events counts the webhook events this run sent.
+	events int
 }
 
 // versionOperatorView: from this version on, the timeout counts device work only (waits for
@@ -265,6 +267,7 @@ func (r *rollout) run(ctx workflow.Context) (*contract.RolloutResult, error) {
 		r.res.Counts = contract.Counts{Queued: r.res.Devices}
 		r.approved = 1
 		r.setState(ctx, contract.StateRunning, fmt.Sprintf("%d devices in %d wave(s)", r.res.Devices, len(r.res.Waves)))
+		r.event(ctx, contract.EventStarted, 0)
 	}
 
 	start := 0
@@ -322,6 +325,7 @@ func (r *rollout) run(ctx workflow.Context) (*contract.RolloutResult, error) {
 				return res, err
 			}
 		}
+		r.event(ctx, contract.EventWavePassed, wave.Wave)
 		// Between waves is the cheapest place to start a fresh run when the history is long:
 		// no job is in flight, and the next run starts the next wave from the frozen groups.
 		if i < len(r.res.Waves)-1 && r.cancelReq == nil && workflow.GetInfo(ctx).GetContinueAsNewSuggested() &&
@@ -426,6 +430,7 @@ func (r *rollout) observeHealth(ctx, short workflow.Context, i int) (*contract.R
 		}
 		h.State, h.Reason = contract.HealthBreached, res.Breach
 		workflow.GetLogger(ctx).Warn("health gate breached", "wave", wave.Wave, "reason", res.Breach)
+		r.event(ctx, contract.EventHealthBreached, wave.Wave)
 		if g.Action == contract.HealthAbort {
 			wave.State = contract.WaveFailed
 			r.failedWave = wave.Wave
@@ -682,6 +687,7 @@ func (r *rollout) abort(ctx workflow.Context, state, why string) (*contract.Roll
 		r.setState(dctx, contract.StateRollingBack, why+"; rolling back")
 		rb := r.rollback(dctx, jobs)
 		r.res.Rollback = &rb
+		r.event(dctx, contract.EventRolledBack, 0)
 		msg = fmt.Sprintf("%s; rolled back %d of %d updated devices", why, rb.RolledBack, rb.Devices)
 		if rb.Failed > 0 {
 			msg += fmt.Sprintf(" (%d failed to roll back)", rb.Failed)
@@ -757,6 +763,13 @@ func (r *rollout) setState(ctx workflow.Context, state, msg string) {
 	workflow.SetCurrentDetails(ctx, fmt.Sprintf("**%s** — %s to %s, wave %d of %d, %d of %d devices updated. %s",
 		shown, r.req.SoftwareToUpdate, r.req.Version, r.res.CurrentWave, len(r.res.Waves), r.res.Counts.Succeeded, r.res.Devices, msg))
 	workflow.GetLogger(ctx).Info("rollout state", "state", shown, "message", msg)
+	if ev := eventOfState(state); ev != "" {
+		wave := r.res.CurrentWave
+		if state == contract.StateAwaiting {
+			wave++ // the wave that waits
+		}
+		r.event(ctx, ev, wave)
+	}
 }
 
 // rootMessage is the innermost error's message: what actually went wrong.

@@ -103,13 +103,19 @@ func (c *serviceCollector) counts() (map[string]float64, map[string]float64) {
 // MetricsHandler serves the service's metrics, the store's timings, the Go runtime's and the
 // process's, and extra collectors (the embedded broker's sessions), in Prometheus's format.
 func MetricsHandler(s *Service, extra ...prometheus.Collector) http.Handler {
+	reg := MetricsRegistry(s, extra...)
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// MetricsRegistry is MetricsHandler's registry, for a process that serves it with others'.
+func MetricsRegistry(s *Service, extra ...prometheus.Collector) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newServiceCollector(s), storeSeconds, collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, c := range extra {
 		reg.MustRegister(c)
 	}
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	return reg
 }
 
 // SessionsCollector reports the MQTT clients connected to a broker (sessions() is asked at each

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -58,6 +59,10 @@ type Ops struct {
 	// ReleaseMetadataURL is where a bucket's TUF metadata is read from (for rollouts of "the
 	// newest published release"); nil: such rollouts are refused.
 	ReleaseMetadataURL func(bucket string) string
+	// WebhookSecret signs rollout webhooks (webhook.go); WebhookClient posts them (default:
+	// a client with a 10 s timeout).
+	WebhookSecret []byte
+	WebhookClient *http.Client
 }
 
 // ResolveTargets checks that every target exists and returns the things' ARNs, thing groups

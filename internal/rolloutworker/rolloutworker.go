@@ -50,6 +50,7 @@ func New(c client.Client, taskQueue string, ops *rolloutops.Ops) worker.Worker {
 	w.RegisterWorkflowWithOptions(workflows.Rollout, workflow.RegisterOptions{Name: contract.WorkflowRollout})
 	w.RegisterWorkflowWithOptions(workflows.Deployment, workflow.RegisterOptions{Name: contract.WorkflowDeployment})
 	w.RegisterWorkflowWithOptions(workflows.RollbackRollout, workflow.RegisterOptions{Name: contract.WorkflowRollback})
+	w.RegisterWorkflowWithOptions(workflows.DeliverWebhook, workflow.RegisterOptions{Name: contract.WorkflowWebhook})
 	activities.New(ops).Register(w)
 	return w
 }

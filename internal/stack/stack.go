@@ -4,6 +4,7 @@
 package stack
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,6 +22,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
@@ -42,6 +46,7 @@ import (
 	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/internal/rolloutworker"
 	"github.com/otaflow/otaflow/internal/tlog"
+	"github.com/otaflow/otaflow/internal/workermetrics"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
 
@@ -106,6 +111,11 @@ type Stack struct {
 	CA *pki.CA
 	// Catalog is the component catalog deployments resolve against.
 	Catalog *components.Catalog
+	// WebhookSecret signs the rollouts' webhooks (kept in DataDir/webhook-secret, mode 0600).
+	WebhookSecret []byte
+	// workerMetrics are the worker's metrics (the Temporal SDK's, the rollouts' events),
+	// served with the jobs service's at /metrics.
+	workerMetrics *workermetrics.Metrics
 	// DeviceInstaller, when set before StartDevices, gives each simulated device a real
 	// installer (slots on disk, signed artifacts, scripts, health checks) instead of
 	// simulated installs.
@@ -178,8 +188,14 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.workerMetrics, err = workermetrics.New(false); err != nil {
+		return nil, err
+	}
+	if s.WebhookSecret, err = loadOrCreateSecret(filepath.Join(o.DataDir, "webhook-secret")); err != nil {
+		return nil, err
+	}
 	s.Client, err = client.DialContext(ctx, client.Options{
-		HostPort: s.Temporal.FrontendAddr(), Namespace: s.Temporal.Namespace(),
+		HostPort: s.Temporal.FrontendAddr(), Namespace: s.Temporal.Namespace(), MetricsHandler: s.workerMetrics.Temporal,
 		Logger: tlog.New(log.With().Str("component", "temporal-client").Logger().Level(max(log.GetLevel(), zerolog.WarnLevel))),
 	})
 	if err != nil {
@@ -273,7 +289,8 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	top := http.NewServeMux()
 	top.Handle("/console/", con.Handler("/console/"))
 	// Prometheus metrics (loopback only, as the whole local stack is).
-	top.Handle("GET /metrics", localiot.MetricsHandler(s.Jobs, localiot.SessionsCollector(func() int64 { return s.Broker.Sessions() })))
+	metrics := prometheus.Gatherers{localiot.MetricsRegistry(s.Jobs, localiot.SessionsCollector(func() int64 { return s.Broker.Sessions() })), s.workerMetrics.Registry}
+	top.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	top.Handle("/", rest.Handler(s.Jobs, &rest.SigV4Verifier{Creds: rest.Credentials{AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey}, Region: o.Region},
 		rest.Route{Pattern: "POST /greengrass/updates", Handler: &greengrass.Handler{
 			Jobs: s.Jobs, Starter: rolloutclient.Starter{Client: s.Client, TaskQueue: contract.TaskQueue}, Log: jlog,
@@ -322,7 +339,7 @@ func (s *Stack) StartWorker() error {
 	if err := rolloutworker.EnsureSearchAttributes(context.Background(), s.Client, s.Temporal.Namespace()); err != nil {
 		return err
 	}
-	ops := &rolloutops.Ops{IoT: s.IoT, Catalog: s.Catalog, ReleaseMetadataURL: rolloutops.MetadataURLs("", s.JobsURL)}
+	ops := &rolloutops.Ops{IoT: s.IoT, Catalog: s.Catalog, ReleaseMetadataURL: rolloutops.MetadataURLs("", s.JobsURL), WebhookSecret: s.WebhookSecret}
 	w := rolloutworker.New(s.Client, contract.TaskQueue, ops)
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start rollout worker: %w", err)
@@ -495,4 +512,19 @@ func uniq(hosts ...string) []string {
 		}
 	}
 	return out
+}
+
+// loadOrCreateSecret reads a secret kept in path, making one (32 random bytes, hex) the first
+// time.
+func loadOrCreateSecret(path string) ([]byte, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return bytes.TrimSpace(b), nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	secret := []byte(randomSecret())
+	if err := os.WriteFile(path, append(secret, '\n'), 0o600); err != nil {
+		return nil, err
+	}
+	return secret, nil
 }

@@ -29,6 +29,8 @@ type Temporal struct {
 	Namespace string
 	Profile   string
 	TaskQueue string
+	// Metrics, when set, receives the Temporal SDK's metrics (the worker's /metrics).
+	Metrics client.MetricsHandler
 }
 
 // Bind registers the Temporal flags.
@@ -63,6 +65,9 @@ func (t *Temporal) Dial(ctx context.Context, log zerolog.Logger) (client.Client,
 		return nil, err
 	}
 	o.Logger = tlog.New(log)
+	if t.Metrics != nil {
+		o.MetricsHandler = t.Metrics
+	}
 	// A frontend that accepts the connection and never answers ends the dial, not the CLI's
 	// patience (the SDK bounds each later call itself).
 	dctx, cancel := context.WithTimeout(ctx, DialTimeout)

@@ -66,6 +66,7 @@ var Activities = struct {
 	LatestRelease      Activity[LatestReleaseInput, LatestReleaseResult]
 	EvaluateHealth     Activity[EvaluateHealthInput, EvaluateHealthResult]
 	SyncDeployment     Activity[SyncInput, SyncResult]
+	DeliverWebhook     Activity[WebhookDelivery, struct{}]
 }{
 	ResolveTargets:     Activity[RolloutRequest, ResolveTargetsResult]{ActivityResolveTargets},
 	FreezeTargets:      Activity[FreezeTargetsInput, FreezeTargetsResult]{ActivityFreezeTargets},
@@ -79,6 +80,7 @@ var Activities = struct {
 	LatestRelease:      Activity[LatestReleaseInput, LatestReleaseResult]{ActivityLatestRelease},
 	EvaluateHealth:     Activity[EvaluateHealthInput, EvaluateHealthResult]{ActivityEvaluateHealth},
 	SyncDeployment:     Activity[SyncInput, SyncResult]{ActivitySyncDeployment},
+	DeliverWebhook:     Activity[WebhookDelivery, struct{}]{ActivityDeliverWebhook},
 }
 
 // Query and update names.

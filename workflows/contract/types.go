@@ -78,6 +78,8 @@ type RolloutRequest struct {
 	// Health, when set, watches each wave's devices after they updated and stops the rollout
 	// when their health breaches its criteria (health.go).
 	Health *HealthGate `json:"health,omitempty"`
+	// Webhooks are told what happens to the rollout (webhook.go).
+	Webhooks []string `json:"webhooks,omitempty"`
 	// RolloutIDFromWorkflowID derives the rollout ID from the workflow ID, so that every run of
 	// a Temporal Schedule (whose workflow IDs get the run's time appended) is its own rollout.
 	RolloutIDFromWorkflowID bool `json:"rolloutIdFromWorkflowId,omitempty"`
@@ -306,6 +308,9 @@ func (r *RolloutRequest) Validate() error {
 	}
 	if _, err := ParseWaves(r.Waves); err != nil {
 		add("%v", err)
+	}
+	for _, p := range checkWebhooks(r.Webhooks) {
+		add("%s", p)
 	}
 	if r.SuccessThresholdPercent < 0 || r.SuccessThresholdPercent > 100 {
 		add("success threshold must be from 0 to 100 percent")
