@@ -354,9 +354,9 @@ type provisionPlan struct {
 	// CertificatePem (and CACertificatePem) name a certificate to register (RegisterThing).
 	CertificatePem, CACertificatePem string
 	CertStatus                       string
-	HasCert       bool
-	Policies      []string
-	DeviceConfig  map[string]any
+	HasCert                          bool
+	Policies                         []string
+	DeviceConfig                     map[string]any
 }
 
 // plan evaluates the template for a device's parameters.
