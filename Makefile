@@ -61,7 +61,7 @@ e2e:
 # against its pin (internal/deploycheck).
 compose-check:
 	POSTGRES_PASSWORD=check MQTT_SERVICE_PASSWORD=check OTAFLOW_ACCESS_KEY_ID=check OTAFLOW_SECRET_ACCESS_KEY=check \
-	  OTAFLOW_PUBLIC_URL=https://ota.example.com OTAFLOW_CONSOLE_PASSWORD=check docker-compose -f docker-compose.yml config -q
+	  OTAFLOW_PUBLIC_URL=https://ota.example.com OTAFLOW_CONSOLE_PASSWORD=check OTAFLOW_WEBHOOK_SECRET=check docker-compose -f docker-compose.yml config -q
 	$(GO) test -count=1 ./internal/deploycheck/
 	@echo "docker-compose.yml is valid and its images are the pinned ones"
 

@@ -50,12 +50,13 @@ func main() {
 			cliconfig.Describe(log, "worker", tc.Settings(), ic.Settings(), map[string]string{"catalog": catalog, "metricsAddr": metrics, "webhookSecret": secret})
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			var wm *workermetrics.Metrics
 			if metrics != "" {
 				m, err := workermetrics.New(true)
 				if err != nil {
 					return err
 				}
-				tc.Metrics = m.Temporal
+				tc.Metrics, wm = m.Temporal, m
 				ln, err := net.Listen("tcp", metrics)
 				if err != nil {
 					return fmt.Errorf("--metrics-addr: %w", err)
@@ -72,6 +73,9 @@ func main() {
 				return err
 			}
 			defer c.Close()
+			if wm != nil {
+				wm.Registry.MustRegister(workermetrics.RolloutsCollector(c))
+			}
 			iotc, err := iotclient.NewIoT(ctx, iotclient.Config{Endpoint: ic.Endpoint, Region: ic.Region, AccessKeyID: ic.AccessKeyID, SecretAccessKey: ic.SecretAccessKey})
 			if err != nil {
 				return err

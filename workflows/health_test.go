@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
+	"github.com/otaflow/otaflow/internal/workermetrics"
 	"github.com/otaflow/otaflow/workflows"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
@@ -123,6 +124,9 @@ func TestHealthGateWatchesEachWave(t *testing.T) {
 // stops there: no third wave, the updated devices rolled back, the reason kept.
 func TestHealthBreachAbortsAndRollsBack(t *testing.T) {
 	var s testsuite.WorkflowTestSuite
+	metrics, err := workermetrics.New(false)
+	require.NoError(t, err)
+	s.SetMetricsHandler(metrics.Temporal)
 	env := s.NewTestWorkflowEnvironment()
 	f, _ := healthFleet(t, env, func(groups, n int) string {
 		if groups == 2 && n == 3 {
@@ -146,6 +150,30 @@ func TestHealthBreachAbortsAndRollsBack(t *testing.T) {
 	require.Equal(t, contract.HealthBreached, res.Waves[1].Health.State)
 	require.Equal(t, 3, res.Waves[1].Health.Evaluations)
 	require.Equal(t, contract.WaveCanceled, res.Waves[2].State)
+
+	// The worker's metrics count the gate's evaluations and the rollout's events.
+	count := func(name, label, value string) float64 {
+		families, err := metrics.Registry.Gather()
+		require.NoError(t, err)
+		for _, f := range families {
+			if f.GetName() != name {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == label && l.GetValue() == value {
+						return m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		return 0
+	}
+	require.Equal(t, 1.0, count("otaflow_health_gate_evaluations_total", "result", "breached"))
+	require.Equal(t, float64(res.Waves[0].Health.Evaluations+2), count("otaflow_health_gate_evaluations_total", "result", "passed"))
+	require.Equal(t, 1.0, count("otaflow_rollout_events_total", "event", contract.EventHealthBreached))
+	require.Equal(t, 1.0, count("otaflow_rollout_events_total", "event", contract.EventAborted))
+	require.Equal(t, 1.0, count("otaflow_rollout_events_total", "event", contract.EventWavePassed), "wave 1 only: a wave passes once its job and its gate did")
 }
 
 // TestHealthBreachHoldsForTheOperator: under the pause action a breach holds the rollout

@@ -409,6 +409,14 @@ func (r *rollout) observeHealth(ctx, short workflow.Context, i int) (*contract.R
 			// The gate cannot see: that is no reason to go on.
 			res.Breach = "the health gate could not be evaluated: " + rootMessage(err)
 		}
+		result := "passed"
+		switch {
+		case err != nil:
+			result = "error"
+		case res.Breach != "":
+			result = "breached"
+		}
+		workflow.GetMetricsHandler(ctx).WithTags(map[string]string{"result": result}).Counter("otaflow_health_gate_evaluations").Inc(1)
 		h := wave.Health
 		h.Evaluations++
 		h.Last = res.Values

@@ -52,7 +52,14 @@ func TestComposeImagesArePinned(t *testing.T) {
 	mm := regexp.MustCompile(`mosquitto version (\d+\.\d+)\.`).FindSubmatch(mosq)
 	require.NotNil(t, mm, "Debian's mosquitto is installed (make deps): %s", mosq)
 
+	prom, _ := exec.Command("prometheus", "--version").CombinedOutput()
+	pm := regexp.MustCompile(`prometheus, version (\d+\.\d+)\.`).FindSubmatch(prom)
+	require.NotNil(t, pm, "Debian's prometheus is installed (make deps): %s", prom)
 	want := map[string]func(tag string) bool{
+		// The series whose server runs the shipped alert rules in the tests.
+		"prom/prometheus": func(tag string) bool {
+			return regexp.MustCompile(`^v` + regexp.QuoteMeta(string(pm[1])) + `\.\d+$`).MatchString(tag)
+		},
 		"temporalio/server":      func(tag string) bool { return tag == moduleVersion(t, gomod, "go.temporal.io/server") },
 		"temporalio/admin-tools": func(tag string) bool { return tag == moduleVersion(t, gomod, "go.temporal.io/server") },
 		"temporalio/ui":          func(tag string) bool { return tag == moduleVersion(t, gomod, "github.com/temporalio/ui-server/v2") },

@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/otaflow/otaflow/internal/fleetindex"
+	"github.com/otaflow/otaflow/internal/iotjobs"
 	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
@@ -32,7 +34,7 @@ func observeStore(kind string, start time.Time) {
 type serviceCollector struct {
 	s *Service
 
-	calls, jobs, executions *prometheus.Desc
+	calls, jobs, executions, devices *prometheus.Desc
 
 	mu     sync.Mutex
 	at     time.Time
@@ -45,6 +47,8 @@ func newServiceCollector(s *Service) *serviceCollector {
 		calls:      prometheus.NewDesc("otaflow_jobs_api_calls_total", "Requests served, by operation (REST routes, and device requests over MQTT: \"mqtt get\", \"mqtt update\", ...).", []string{"operation"}, nil),
 		jobs:       prometheus.NewDesc("otaflow_jobs", "IoT jobs, by status.", []string{"status"}, nil),
 		executions: prometheus.NewDesc("otaflow_job_executions", "Executions of the jobs in progress, by status.", []string{"status"}, nil),
+		devices: prometheus.NewDesc("otaflow_devices", "Devices by the version of each software their agent reports (from the fleet index, when it indexes the agents' inventory shadow; the 50 most common versions).",
+			[]string{"software", "version"}, nil),
 	}
 }
 
@@ -52,6 +56,7 @@ func (c *serviceCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.calls
 	ch <- c.jobs
 	ch <- c.executions
+	ch <- c.devices
 }
 
 func (c *serviceCollector) Collect(ch chan<- prometheus.Metric) {
@@ -64,6 +69,14 @@ func (c *serviceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for st, n := range byExec {
 		ch <- prometheus.MustNewConstMetric(c.executions, prometheus.GaugeValue, n, st)
+	}
+	if _, ix := c.s.index.current(); ix != nil {
+		all, _ := fleetindex.Parse("*")
+		for _, sw := range []string{"core", "ota_agent"} {
+			for _, b := range ix.Buckets(all, "shadow.name."+iotjobs.InventoryShadow+".reported.software."+sw, 50) {
+				ch <- prometheus.MustNewConstMetric(c.devices, prometheus.GaugeValue, float64(b.Count), sw, b.Key)
+			}
+		}
 	}
 }
 

@@ -201,6 +201,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to the embedded Temporal server: %w", err)
 	}
+	s.workerMetrics.Registry.MustRegister(workermetrics.RolloutsCollector(s.Client))
 
 	servicePassword := randomSecret()
 	s.servicePassword = servicePassword

@@ -6,15 +6,20 @@
 package workermetrics
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"sync"
+	"time"
 
+	"github.com/otaflow/otaflow/workflows/contract"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/contrib/opentelemetry"
 )
@@ -53,4 +58,50 @@ func New(runtime bool) (*Metrics, error) {
 // Handler serves the metrics in Prometheus's format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}
+
+// inProgress are the states of a rollout that has not ended.
+var inProgress = []string{contract.StateValidating, contract.StateRunning, contract.StatePaused, contract.StateAwaiting, contract.StateWaitingWindow,
+	contract.StateObserving, contract.StateRollingBack, contract.StateCanceling}
+
+// rollouts reports the rollouts in progress by state, asked of Temporal's visibility (its
+// OtaflowState search attribute) at most every 10 s, however often Prometheus scrapes.
+type rollouts struct {
+	c    client.Client
+	desc *prometheus.Desc
+	mu   sync.Mutex
+	at   time.Time
+	last map[string]int64
+}
+
+// RolloutsCollector is otaflow_rollouts{state}: the rollouts in progress, by state.
+func RolloutsCollector(c client.Client) prometheus.Collector {
+	return &rollouts{c: c, desc: prometheus.NewDesc("otaflow_rollouts", "Rollouts in progress, by state (RUNNING, PAUSED, AWAITING_APPROVAL, OBSERVING_HEALTH, ROLLING_BACK...).", []string{"state"}, nil)}
+}
+
+func (r *rollouts) Describe(ch chan<- *prometheus.Desc) { ch <- r.desc }
+
+func (r *rollouts) Collect(ch chan<- prometheus.Metric) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.at) > 10*time.Second {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		counts := map[string]int64{}
+		for _, st := range inProgress {
+			resp, err := r.c.CountWorkflow(ctx, &workflowservice.CountWorkflowExecutionsRequest{
+				Query: fmt.Sprintf("WorkflowType = '%s' AND ExecutionStatus = 'Running' AND %s = '%s'", contract.WorkflowRollout, contract.SearchState.GetName(), st)})
+			if err != nil {
+				counts = nil // Temporal does not answer: the last figures stand
+				break
+			}
+			counts[st] = resp.GetCount()
+		}
+		if counts != nil {
+			r.at, r.last = time.Now(), counts
+		}
+	}
+	for st, n := range r.last {
+		ch <- prometheus.MustNewConstMetric(r.desc, prometheus.GaugeValue, float64(n), st)
+	}
 }
