@@ -60,6 +60,10 @@ type Console struct {
 	// inv is the last inventory read, reused for at most a second.
 	inv    *inventory
 	invErr error
+	// sum is the last fleet summary read from the index, reused for at most 2 s.
+	sum *fleetSummary
+	// movedOn caches rolloutclient.MovedOn per ended rollout for 10 s.
+	movedOn map[string]movedOn
 	guard  *guard
 }
 
@@ -85,6 +89,7 @@ func (c *Console) Handler(prefix string) http.Handler {
 	mux.HandleFunc("GET /api/overview", c.handleOverview)
 	mux.HandleFunc("GET /api/rollouts/{id}", c.handleRollout)
 	mux.HandleFunc("GET /api/devices", c.handleDevices)
+	mux.HandleFunc("GET /api/devices/{thing}", c.handleDevice)
 	mux.HandleFunc("POST /api/rollouts/{id}/{action}", c.handleAction)
 	h := http.StripPrefix(strings.TrimSuffix(prefix, "/"), mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -243,12 +248,20 @@ func (c *Console) handleOverview(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	out := map[string]any{"at": time.Now().UTC(), "temporalUI": c.o.TemporalUI}
 	var problems []string
-	inv, err := c.readInventory(ctx)
-	if err != nil {
-		problems = append(problems, "inventory: "+err.Error())
-	}
-	if inv != nil {
-		out["devices"], out["versions"], out["truncated"] = inv.devices, inv.versions, inv.truncated
+	if sum, err := c.summary(ctx); err == nil {
+		// The fleet index counts the fleet at any size; the device list pages through it.
+		out["fleet"], out["versions"], out["indexed"] = sum, sum.Versions, true
+	} else {
+		// No index (AWS IoT without fleet indexing): read the inventory shadows of a bounded
+		// number of things, and say that it is not the whole fleet's figure.
+		c.o.Logger.Debug().Err(err).Msg("console: no fleet index; reading inventory shadows")
+		inv, err := c.readInventory(ctx)
+		if err != nil {
+			problems = append(problems, "inventory: "+err.Error())
+		}
+		if inv != nil {
+			out["devices"], out["versions"], out["truncated"] = inv.devices, inv.versions, inv.truncated
+		}
 	}
 	rows, err := rolloutclient.List(ctx, c.o.Temporal, 50)
 	if err != nil {
@@ -292,10 +305,38 @@ func (c *Console) handleRollout(w http.ResponseWriter, r *http.Request) {
 	if wid, err := rolloutclient.WorkflowID(ctx, c.o.Temporal, id); err == nil {
 		out["history"] = c.history(wid)
 	}
+	if !slices.Contains([]string{"RUNNING", "PAUSED", "AWAITING_APPROVAL", "WAITING_FOR_WINDOW", "OBSERVING_HEALTH", "ROLLING_BACK", "CANCELING", "VALIDATING"}, res.State) {
+		// Rolling back a rollout whose devices a later one moved on would be refused by them.
+		out["movedOnBy"] = c.movedOnBy(ctx, id)
+	}
 	if derr != nil {
 		out["problem"] = derr.Error()
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+type movedOn struct {
+	at  time.Time
+	ids []string
+}
+
+// movedOnBy are the later rollouts that moved an ended rollout's devices on (cached 10 s: the
+// page asks every second, and the answer changes only when a rollout starts).
+func (c *Console) movedOnBy(ctx context.Context, id string) []string {
+	c.mu.Lock()
+	m, ok := c.movedOn[id]
+	c.mu.Unlock()
+	if ok && time.Since(m.at) < 10*time.Second {
+		return m.ids
+	}
+	ids := rolloutclient.MovedOn(ctx, c.o.Temporal, id)
+	c.mu.Lock()
+	if c.movedOn == nil || len(c.movedOn) > 1000 {
+		c.movedOn = map[string]movedOn{}
+	}
+	c.movedOn[id] = movedOn{at: time.Now(), ids: ids}
+	c.mu.Unlock()
+	return ids
 }
 
 // rank puts the devices an operator must look at first: failures, then running, then done.
@@ -386,23 +427,17 @@ const searchPage = 50
 
 var namePrefixRE = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`)
 
-// handleDevices answers one page of devices from the fleet index (AWS_Things): a name prefix,
-// or any fleet index query (e.g. shadow.name.otaflow.reported.software.core:1.11.6),
-// 50 at a time with a token for the next page. It reads what the index holds, never every
+// handleDevices answers one page of devices from the fleet index (AWS_Things): filtered by
+// version, last job status, group and connected, and a name prefix or any fleet index query
+// (e.g. shadow.name.otaflow.reported.software.core:1.11.6), 50 at a time with a token for the
+// next page. It reads what the index holds, never every
 // thing's shadow, so it costs the same at 100 devices as at 100,000.
 func (c *Console) handleDevices(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
 	defer cancel()
-	q := strings.TrimSpace(r.URL.Query().Get("q"))
-	query := "thingName:*"
-	switch {
-	case q == "":
-	case strings.ContainsAny(q, ": ()*"):
-		query = q
-	case namePrefixRE.MatchString(q):
-		query = "thingName:" + q + "*"
-	default:
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "search for a thing name's beginning, or a fleet index query (field:value, AND, OR)"})
+	query, err := deviceQuery(r)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
 	in := &iot.SearchIndexInput{QueryString: aws.String(query), MaxResults: aws.Int32(searchPage)}

@@ -180,13 +180,25 @@ func (s *Service) applyIndexing(cfg IndexingConfiguration) error {
 	return nil
 }
 
-// HealthIndexing is the configuration the health gates need: registry and the agents'
-// inventory and health shadows, with the health record's numbers as Number fields.
+// InventoryFields are the agents' inventory fields the console aggregates (String fields).
+var InventoryFields = []string{
+	"shadow.name." + iotjobs.InventoryShadow + ".reported.software.core",
+	"shadow.name." + iotjobs.InventoryShadow + ".reported.software.ota_agent",
+	"shadow.name." + iotjobs.InventoryShadow + ".reported.lastJob.status",
+}
+
+// HealthIndexing is the configuration the health gates and the console need: registry and the
+// agents' inventory and health shadows, with the health record's numbers as Number fields and
+// the inventory's versions and last job status as String fields.
 func HealthIndexing() IndexingConfiguration {
 	cfg := IndexingConfiguration{ThingIndexingMode: "REGISTRY_AND_SHADOW", NamedShadowIndexingMode: "ON",
 		Filter: &IndexFilter{NamedShadowNames: []string{iotjobs.InventoryShadow, iotjobs.HealthShadow}}}
 	for _, f := range []string{"reportedAt", "updatedAt", "bootsSinceUpdate", "restarts", "healthChecks", "healthCheckFailures", "reconnects", "freeBytes"} {
 		cfg.CustomFields = append(cfg.CustomFields, IndexField{Name: "shadow.name.health.reported." + f, Type: "Number"})
+	}
+	// What the fleet console counts devices by: the versions and the last job the agents report.
+	for _, f := range InventoryFields {
+		cfg.CustomFields = append(cfg.CustomFields, IndexField{Name: f, Type: "String"})
 	}
 	return cfg
 }

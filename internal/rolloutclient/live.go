@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -479,4 +480,34 @@ func keyword(p *commonpb.Payload) string {
 		return ""
 	}
 	return s
+}
+
+// MovedOn are the rollouts started after rolloutID ended that target some of its targets (a
+// thing or group named by both): their devices may no longer run what a rollback of rolloutID
+// would undo, and those refuse it. Nil for a rollout still running, or when it cannot be told.
+func MovedOn(ctx context.Context, c client.Client, rolloutID string) []string {
+	wid, err := WorkflowID(ctx, c, rolloutID)
+	if err != nil {
+		return nil
+	}
+	later := laterRollouts(ctx, c, wid)
+	if len(later) == 0 {
+		return nil
+	}
+	req, err := Request(ctx, c, wid)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, id := range later {
+		lw, err := WorkflowID(ctx, c, id)
+		if err != nil {
+			continue
+		}
+		lreq, err := Request(ctx, c, lw)
+		if err == nil && slices.ContainsFunc(lreq.Targets, func(t string) bool { return slices.Contains(req.Targets, t) }) {
+			out = append(out, id)
+		}
+	}
+	return out
 }

@@ -120,7 +120,11 @@ func TestConsoleDrivesARollout(t *testing.T) {
 	eventually("the approval's answer", func() bool { return strings.Contains(text("#flash"), "approve: done") })
 	eventually("the rollout succeeded", func() bool { return text("#detail-state") == contract.StateSucceeded })
 	eventually("every device on 1.11.6", func() bool { return count("core", "1.11.6") == "3" })
-	require.Contains(t, text(`#devices tr[data-thing="`+stack.Device(2)+`"]`), "SUCCEEDED", "the device's last job result")
+	eventually("the device's last job result", func() bool {
+		return strings.Contains(text(`#devices tr[data-thing="`+stack.Device(2)+`"]`), "SUCCEEDED")
+	})
+	eventually("the fleet's counts from the index", func() bool { return text("#fleet-count") == "3 devices, 3 connected" })
+	require.Contains(t, text("#last-jobs"), "3 SUCCEEDED")
 	// Device search, from the fleet index a page at a time: by a name's beginning, and by a
 	// query on the inventory the agents report.
 	search := func(q string) string {
@@ -132,11 +136,54 @@ func TestConsoleDrivesARollout(t *testing.T) {
 		return note
 	}
 	require.Contains(t, search(stack.Device(1)), "1 devices for thingName:"+stack.Device(1)+"*")
-	require.Contains(t, text(`#device-search tr[data-thing="`+stack.Device(1)+`"]`), "1.11.6")
+	require.Contains(t, text(`#devices tr[data-thing="`+stack.Device(1)+`"]`), "1.11.6")
 	eventually("every device found on 1.11.6 by the index", func() bool {
 		return strings.Contains(search("shadow.name.otaflow.reported.software.core:1.11.6"), "3 devices for shadow.name.otaflow.reported.software.core:1.11.6")
 	})
 	require.Contains(t, search("no such field ("), "refused the query")
+	// Filters, combined on the server: a version nobody runs any more, then the one they do
+	// and a last job status, then a group.
+	filter := func(version, status, group string) string {
+		_, err := chromedp.Run(tab, chromedp.Evaluate[bool](fmt.Sprintf(`(() => { document.querySelector("#device-search-note").textContent = "";
+			document.querySelector("#device-query").value = ""; document.querySelector("#f-version").value = %q;
+			document.querySelector("#f-status").value = %q; document.querySelector("#f-group").value = %q;
+			document.querySelector("#device-search-go").click(); return true })()`, version, status, group)))
+		require.NoError(t, err)
+		var note string
+		eventually("the filtered list", func() bool { note = text("#device-search-note"); return note != "" })
+		return note
+	}
+	require.Contains(t, filter("1.10.2", "", ""), "0 devices for shadow.name.otaflow.reported.software.core:1.10.2")
+	require.Contains(t, filter("1.11.6", "SUCCEEDED", ""), "3 devices for shadow.name.otaflow.reported.software.core:1.11.6 AND shadow.name.otaflow.reported.lastJob.status:SUCCEEDED")
+	require.Contains(t, filter("", "", "no-such-group"), "0 devices for thingGroupNames:no-such-group")
+	filter("", "", "")
+
+	// A device's own page, at its own URL: its versions and its job history with the job.
+	require.NoError(t, chromedp.Do(tab, chromedp.Click(`#devices tr[data-thing="`+stack.Device(2)+`"] td`)))
+	eventually("the device's page", func() bool { return text("#device-name") == stack.Device(2) })
+	eventually("its job history", func() bool {
+		return strings.Contains(text(`#device-jobs tr[data-job="`+contract.WaveJobID("console-1", 2)+`"]`), "SUCCEEDED")
+	})
+	require.Contains(t, text("#device-summary"), "core 1.11.6")
+	require.Contains(t, text("#device-inventory"), `"software"`)
+	url, err := chromedp.Run(tab, chromedp.Evaluate[string](`location.hash`))
+	require.NoError(t, err)
+	require.Equal(t, "#device="+stack.Device(2), url)
+
+	// Another rollout moves the same devices on: Roll back is no longer offered for the first.
+	req2 := request("console-2", arns)
+	req2.Version = "1.12.0"
+	run2, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req2)
+	require.NoError(t, err)
+	_, err = rolloutclient.Result(ctx, run2)
+	require.NoError(t, err)
+	require.NoError(t, chromedp.Do(tab, chromedp.Navigate(s.ConsoleURL+"#rollout=console-1")))
+	eventually("the first rollout's page, its Roll back off", func() bool {
+		return text("#detail-id") == "console-1" && strings.Contains(text("#moved-on"), "console-2")
+	})
+	disabled, err := chromedp.Run(tab, chromedp.Evaluate[bool](`document.querySelector('button[data-action="rollback"]').disabled`))
+	require.NoError(t, err)
+	require.True(t, disabled)
 	href, err := chromedp.Run(tab, chromedp.Evaluate[string](`document.querySelector("#detail-history").href`))
 	require.NoError(t, err)
 	require.Contains(t, href, s.Temporal.UIURL()+"/namespaces/default/workflows/"+contract.RolloutWorkflowID("console-1"), "a link to the rollout's history")

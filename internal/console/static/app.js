@@ -1,5 +1,8 @@
-// otaflow fleet console: polls the console API every second and renders it. No framework:
-// the page is small, and plain DOM keeps it readable and dependency-free.
+// otaflow fleet console: polls the console API and renders it. No framework: the page is
+// small, and plain DOM keeps it readable and dependency-free. What it polls is small at any
+// fleet size: the overview (rollouts and the fleet's counts, every 2 s), the first page of the
+// device list (every 10 s, unless the operator paged on), a device's or a rollout's page while
+// it is open. Pages have their own URLs: #rollout=ID, #device=NAME.
 "use strict";
 
 const api = (path, opts) => fetch("api/" + path, opts).then(async (r) => {
@@ -56,7 +59,7 @@ function renderOverview(o) {
       el("td", { class: "state " + r.state }, r.state),
       el("td", {}, r.live ? `${r.live.currentWave} of ${(r.live.waves || []).length}` : ""),
       el("td", {}, progress(r.live)), el("td", {}, ago(r.started)));
-    tr.addEventListener("click", () => { selected = r.rolloutId; refreshDetail(); });
+    tr.addEventListener("click", () => { location.hash = "rollout=" + encodeURIComponent(r.rolloutId); });
     return tr;
   }));
 
@@ -67,32 +70,53 @@ function renderOverview(o) {
       el("tbody", {}, ...Object.entries(vs).sort().map(([v, n]) =>
         el("tr", { "data-version": v }, el("td", {}, v), el("td", { class: "count" }, String(n))))))));
 
-  const devices = o.devices || [];
-  document.getElementById("device-count").textContent = `${devices.length}${o.truncated ? "+" : ""} things`;
-  fill(document.querySelector("#devices tbody"), devices.map(deviceRow));
+  indexed = !!o.indexed;
+  if (indexed) {
+    const f = o.fleet;
+    document.getElementById("fleet-count").textContent = `${f.devices} devices, ${f.connected} connected`;
+    document.getElementById("last-jobs").textContent = Object.keys(f.lastJobs || {}).length ?
+      "Last job: " + Object.entries(f.lastJobs).sort().map(([st, n]) => `${n} ${st.toUpperCase()}`).join(", ") : "";
+    if (!devicesLoaded || (!paged && Date.now() - devicesAt > 10000)) searchDevices(false);
+  } else {
+    // No fleet index: the inventory of at most a few thousand things, read from their shadows.
+    const devices = o.devices || [];
+    document.getElementById("fleet-count").textContent = `${devices.length}${o.truncated ? "+" : ""} things (no fleet index: search and filters need it)`;
+    fill(document.querySelector("#devices tbody"), devices.map(deviceRow));
+  }
 }
 
 // deviceRow is one device's row, in the inventory and in search results alike.
 function deviceRow(d) {
   const sw = d.software || {}, lj = d.lastJob || {};
-  return el("tr", { "data-thing": d.thing },
+  const tr = el("tr", { class: "clickable", "data-thing": d.thing },
     el("td", {}, d.thing), el("td", { class: "v-core" }, sw.core || "—"), el("td", {}, sw.ota_agent || "—"),
     el("td", {}, d.reported ? (d.connected ? "yes" : "no") : "never reported"),
     el("td", {}, d.reported && d.lastSeen ? ago(d.lastSeen) : ""),
     el("td", { class: "state " + (lj.status || "") + (lj.late ? " late" : "") },
       lj.status ? `${lj.status}${lj.late ? ", late" : ""} (${lj.jobId})` : ""),
     el("td", {}, lj.late ? `updated late: the service timed the job out (${lj.recordedAs}) before this device's report; it runs ${lj.version}` : (lj.reason || "")));
+  tr.addEventListener("click", () => { location.hash = "device=" + encodeURIComponent(d.thing); });
+  return tr;
 }
 
-// Device search reads one page at a time from the fleet index, on demand: it costs the same
-// whatever the fleet's size.
-let searchNext = "";
+// The device list reads one page at a time from the fleet index, filtered on the server: it
+// costs the same whatever the fleet's size.
+let indexed = false, devicesLoaded = false, devicesAt = 0, paged = false, searchNext = "";
+function deviceParams() {
+  const p = new URLSearchParams();
+  const add = (k, id) => { const v = document.getElementById(id).value.trim(); if (v) p.set(k, v); };
+  add("q", "device-query"); add("software", "f-software"); add("version", "f-version");
+  add("status", "f-status"); add("group", "f-group"); add("connected", "f-connected");
+  return p;
+}
 async function searchDevices(more) {
-  const q = document.getElementById("device-query").value.trim();
-  const body = document.querySelector("#device-search tbody");
+  const body = document.querySelector("#devices tbody");
   const note = document.getElementById("device-search-note");
+  const p = deviceParams();
+  if (more && searchNext) p.set("next", searchNext);
+  devicesLoaded = true; devicesAt = Date.now(); paged = !!more;
   try {
-    const r = await api(`devices?q=${encodeURIComponent(q)}` + (more && searchNext ? `&next=${encodeURIComponent(searchNext)}` : ""));
+    const r = await api("devices?" + p.toString());
     if (!more) body.replaceChildren();
     body.append(...(r.devices || []).map(deviceRow));
     searchNext = r.next || "";
@@ -101,6 +125,39 @@ async function searchDevices(more) {
   } catch (e) {
     note.textContent = e.message;
   }
+}
+
+// A device's page: its versions, groups, job history with reasons, health and inventory.
+let device = null;
+async function refreshDevice() {
+  if (!device) return;
+  try {
+    const d = await api("devices/" + encodeURIComponent(device));
+    document.getElementById("device-page").hidden = false;
+    document.getElementById("device-name").textContent = device;
+    const sw = d.device.software || {};
+    document.getElementById("device-summary").textContent =
+      Object.entries(sw).sort().map(([k, v]) => `${k} ${v}`).join(", ") +
+      ` · ${d.device.reported ? (d.device.connected ? "connected" : "not connected") : "never reported"}` +
+      (d.device.reported ? `, last seen ${ago(d.device.lastSeen)}` : "") +
+      ` · groups: ${(d.groups || []).join(", ") || "none"}`;
+    fill(document.querySelector("#device-jobs tbody"), (d.jobs || []).map((j) => el("tr", { "data-job": j.jobId },
+      el("td", {}, j.jobId), el("td", { class: "state " + j.status }, j.status), el("td", {}, ago(j.updated)),
+      el("td", {}, (j.details || {}).reason || ""))));
+    document.getElementById("device-health").textContent = d.health ? JSON.stringify(d.health, null, 2) : "no health report";
+    document.getElementById("device-inventory").textContent = d.inventory ? JSON.stringify(d.inventory, null, 2) : "no inventory report";
+  } catch (e) {
+    flash(e.message, true);
+  }
+}
+
+// route shows the page the URL names (#rollout=ID, #device=NAME).
+function route() {
+  const h = new URLSearchParams(location.hash.slice(1));
+  selected = h.get("rollout") || selected;
+  device = h.get("device");
+  document.getElementById("device-page").hidden = !device;
+  refreshDetail(); refreshDevice();
 }
 
 const allowed = {
@@ -153,6 +210,12 @@ function renderDetail(d) {
   const h = document.getElementById("detail-history");
   h.hidden = !d.history; if (d.history) h.href = d.history;
   for (const b of document.querySelectorAll(".actions button")) b.disabled = !allowed[b.dataset.action](s);
+  // A later rollout moved this one's devices on: they would refuse its rollback.
+  const moved = d.movedOnBy || [];
+  const rb = document.querySelector('button[data-action="rollback"]');
+  if (moved.length) rb.disabled = true;
+  document.getElementById("moved-on").textContent = moved.length ?
+    `Roll back is off: later rollouts (${moved.join(", ")}) target these devices, which no longer run what it would undo` : "";
   fill(document.querySelector("#waves tbody"), (s.waves || []).map((w) => el("tr", { "data-wave": w.wave },
     el("td", {}, String(w.wave)), el("td", { class: "state " + w.state }, w.state), el("td", {}, String(w.devices)),
     el("td", {}, String(w.counts.succeeded)), el("td", {}, String(w.counts.failed + w.counts.rejected + w.counts.timedOut)),
@@ -210,9 +273,15 @@ async function refreshDetail() {
   try { renderDetail(await api("rollouts/" + encodeURIComponent(selected))); } catch (e) { flash(e.message, true); }
 }
 
+let ticks = 0;
 async function tick() {
-  try { renderOverview(await api("overview")); } catch (e) { flash("console API: " + e.message, true); }
+  // The overview every 2 s; the open rollout every second, the open device every 5 s.
+  if (ticks % 2 === 0) {
+    try { renderOverview(await api("overview")); } catch (e) { flash("console API: " + e.message, true); }
+  }
   await refreshDetail();
+  if (ticks % 5 === 0) await refreshDevice();
+  ticks++;
   setTimeout(tick, 1000);
 }
 
@@ -220,5 +289,7 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const b of document.querySelectorAll(".actions button")) b.addEventListener("click", () => act(b.dataset.action));
   document.getElementById("device-search-form").addEventListener("submit", (e) => { e.preventDefault(); searchDevices(false); });
   document.getElementById("device-more").addEventListener("click", () => searchDevices(true));
+  window.addEventListener("hashchange", route);
+  route();
   tick();
 });
