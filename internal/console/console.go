@@ -64,7 +64,7 @@ type Console struct {
 	sum *fleetSummary
 	// movedOn caches rolloutclient.MovedOn per ended rollout for 10 s.
 	movedOn map[string]movedOn
-	guard  *guard
+	guard   *guard
 }
 
 // New makes a console.

@@ -26,7 +26,9 @@ import (
 // softwares are the software names the console counts versions of.
 var softwares = []string{"core", "ota_agent"}
 
-func inventoryField(rest string) string { return "shadow.name." + iotjobs.InventoryShadow + ".reported." + rest }
+func inventoryField(rest string) string {
+	return "shadow.name." + iotjobs.InventoryShadow + ".reported." + rest
+}
 
 // fleetSummary is the fleet as the index counts it.
 type fleetSummary struct {
