@@ -22,6 +22,7 @@ func benchCmd() *cobra.Command {
 		sizes, output string
 		simSizes      string
 		gateSizes     string
+		consoleSizes  string
 		save          string
 		cpuProfile    string
 		o             bench.Options
@@ -55,6 +56,9 @@ Throughput figures are medians of --repeat runs. Run it from the repository (it 
 				return err
 			}
 			if o.GateSizes, err = deviceCounts("--gate-sizes", gateSizes); err != nil {
+				return err
+			}
+			if o.ConsoleSizes, err = deviceCounts("--console-things", consoleSizes); err != nil {
 				return err
 			}
 			if output != "text" && output != "json" {
@@ -127,6 +131,7 @@ Throughput figures are medians of --repeat runs. Run it from the repository (it 
 	}
 	f := cmd.Flags()
 	f.StringVar(&sizes, "sizes", "100,1000,10000", "fleet sizes for throughput and history length")
+	f.StringVar(&consoleSizes, "console-things", "", "fleet sizes at which one open console tab is measured: bytes and stack CPU a minute, e.g. 100000")
 	f.StringVar(&gateSizes, "gate-sizes", "", "fleet sizes at which one health gate evaluation is timed, on bbolt (on PostgreSQL with --postgres), e.g. 10000,100000")
 	f.StringVar(&simSizes, "simulated-sizes", "", "fleet sizes driven by the light protocol-level simulator (8 MQTT sessions for all devices, no agents), e.g. 100000,1000000")
 	f.IntVar(&o.Repeat, "repeat", 3, "runs per throughput figure (the median is reported)")
@@ -212,6 +217,10 @@ func printBench(w io.Writer, r *bench.Results) {
 			fmt.Fprintf(w, "publish %2d: %.2fs, %d chunks added; chunk store %s, full artifacts %s\n", p.Release, p.Seconds, p.ChunksAdded, humanBytes(p.ChunkBytes), humanBytes(p.FullBytes))
 		}
 		fmt.Fprintln(w)
+	}
+	for _, c := range r.Console {
+		fmt.Fprintf(w, "console at %d things: one open tab %s and %.2f s of stack CPU a minute (the idle stack %.2f s); overview %.0f ms, device list page %.0f ms (median); registration %.0f s\n",
+			c.Things, humanBytes(c.BytesPerMinute), c.CPUSecondsPerMinute, c.IdleCPUSecondsPerMinute, c.OverviewMs, c.DevicesMs, c.PopulateSeconds)
 	}
 	for _, g := range r.Gates {
 		fmt.Fprintf(w, "health gate at %d things on %s: one evaluation %.0f ms (median of 5; 8 aggregations through the REST API); index built in %.1f s; registration %.0f s\n",

@@ -55,6 +55,8 @@ type Options struct {
 	AgentPackage string
 	// GateSizes are the fleet sizes one health gate evaluation is timed at (gate.go).
 	GateSizes []int
+	// ConsoleSizes are the fleet sizes one open console tab is measured at (console.go).
+	ConsoleSizes []int
 	// DevicesPerProcess bounds each fleet process (one process holds at most ~20,000 files).
 	DevicesPerProcess int
 	// PostgresURL, an admin URL, puts the jobs service on PostgreSQL: each throughput run gets
@@ -74,13 +76,14 @@ type Options struct {
 
 // Results are every figure, for the table and -o json.
 type Results struct {
-	Machine    Machine       `json:"machine"`
-	Throughput []Throughput  `json:"throughput"`
-	Notify     *Latency      `json:"notifyLatency,omitempty"`
-	Agent      *AgentFigures `json:"agent,omitempty"`
-	Download   *Download     `json:"download,omitempty"`
-	Gates      []Gate        `json:"healthGates,omitempty"`
-	Delta      *DeltaFigures `json:"delta,omitempty"`
+	Machine    Machine         `json:"machine"`
+	Throughput []Throughput    `json:"throughput"`
+	Notify     *Latency        `json:"notifyLatency,omitempty"`
+	Agent      *AgentFigures   `json:"agent,omitempty"`
+	Download   *Download       `json:"download,omitempty"`
+	Gates      []Gate          `json:"healthGates,omitempty"`
+	Delta      *DeltaFigures   `json:"delta,omitempty"`
+	Console    []ConsoleFigure `json:"console,omitempty"`
 }
 
 // Machine describes where the figures were measured.
@@ -199,6 +202,13 @@ func Run(ctx context.Context, o Options) (*Results, error) {
 			}
 			res.Gates = append(res.Gates, *g)
 		}
+	}
+	for _, n := range o.ConsoleSizes {
+		c, err := consoleFigure(ctx, &o, n)
+		if err != nil {
+			return res, fmt.Errorf("console at %d things: %w", n, err)
+		}
+		res.Console = append(res.Console, *c)
 	}
 	if o.AgentPackage != "" || o.ArtifactMB > 0 {
 		a, d, err := agentFigures(ctx, &o)
