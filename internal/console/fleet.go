@@ -70,7 +70,9 @@ func (c *Console) summary(ctx context.Context) (*fleetSummary, error) {
 	}
 	var g errgroup.Group
 	g.Go(count("thingName:*", &s.Devices))
-	g.Go(count(inventoryField("connected")+":true", &s.Connected))
+	// Connected as the broker saw it (its lifecycle events): a device that lost power cannot
+	// say it left, so what its inventory says is no proof.
+	g.Go(count("connectivity.connected:true", &s.Connected))
 	for _, sw := range softwares {
 		s.Versions[sw] = map[string]int{}
 		g.Go(buckets(inventoryField("software."+sw), s.Versions[sw]))
@@ -127,9 +129,9 @@ func deviceQuery(r *http.Request) (string, error) {
 	switch v.Get("connected") {
 	case "":
 	case "yes":
-		parts = append(parts, inventoryField("connected")+":true")
+		parts = append(parts, "connectivity.connected:true")
 	case "no":
-		parts = append(parts, "NOT "+inventoryField("connected")+":true")
+		parts = append(parts, "NOT connectivity.connected:true")
 	default:
 		return "", errors.New("connected: yes or no")
 	}

@@ -191,7 +191,7 @@ var InventoryFields = []string{
 // agents' inventory and health shadows, with the health record's numbers as Number fields and
 // the inventory's versions and last job status as String fields.
 func HealthIndexing() IndexingConfiguration {
-	cfg := IndexingConfiguration{ThingIndexingMode: "REGISTRY_AND_SHADOW", NamedShadowIndexingMode: "ON",
+	cfg := IndexingConfiguration{ThingIndexingMode: "REGISTRY_AND_SHADOW", NamedShadowIndexingMode: "ON", ThingConnectivityIndexingMode: "STATUS",
 		Filter: &IndexFilter{NamedShadowNames: []string{iotjobs.InventoryShadow, iotjobs.HealthShadow}}}
 	for _, f := range []string{"reportedAt", "updatedAt", "bootsSinceUpdate", "restarts", "healthChecks", "healthCheckFailures", "reconnects", "freeBytes"} {
 		cfg.CustomFields = append(cfg.CustomFields, IndexField{Name: "shadow.name.health.reported." + f, Type: "Number"})
