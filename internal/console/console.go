@@ -48,6 +48,10 @@ type Options struct {
 	// Password, when set, is required (HTTP basic auth, any user name) for every page and call.
 	// Outside a local development stack it must be set: the console steers rollouts.
 	Password string
+	// ReleaseMetadataURL is where a bucket's release metadata (TUF) is served, and
+	// ReleaseBuckets the buckets releases are published to: the releases view (nil: none).
+	ReleaseMetadataURL func(bucket string) string
+	ReleaseBuckets     []string
 	// MaxInventory bounds how many things the inventory reads (default 5000).
 	MaxInventory int
 	Logger       zerolog.Logger
@@ -90,6 +94,8 @@ func (c *Console) Handler(prefix string) http.Handler {
 	mux.HandleFunc("GET /api/rollouts/{id}", c.handleRollout)
 	mux.HandleFunc("GET /api/devices", c.handleDevices)
 	mux.HandleFunc("GET /api/devices/{thing}", c.handleDevice)
+	mux.HandleFunc("GET /api/releases", c.handleReleases)
+	mux.HandleFunc("GET /api/deployments", c.handleDeployments)
 	mux.HandleFunc("POST /api/rollouts/{id}/{action}", c.handleAction)
 	h := http.StripPrefix(strings.TrimSuffix(prefix, "/"), mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -32,6 +32,7 @@ import (
 	"github.com/otaflow/otaflow/internal/localiot/rest"
 	"github.com/otaflow/otaflow/internal/pki"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/internal/temporalconf"
 	"github.com/otaflow/otaflow/internal/tlog"
 )
@@ -50,6 +51,7 @@ func Command() *cobra.Command {
 		consolePassword, temporalUI            string
 		restCert, restKey                      string
 		caDir, metricsAddr, crlFile, crlReload string
+		releaseBuckets                         []string
 		maxConns                               int
 		tc                                     temporalconf.Temporal
 	)
@@ -211,7 +213,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 					return err
 				}
 				con := console.New(console.Options{Temporal: c, TaskQueue: tc.TaskQueue, IoT: iotc, TemporalUI: temporalUI, Namespace: tc.Namespace,
-					Password: consolePassword, Logger: log,
+					Password: consolePassword, Logger: log, ReleaseMetadataURL: rolloutops.MetadataURLs("", self), ReleaseBuckets: releaseBuckets,
 					Shadows: &console.ShadowReader{Endpoint: self, Region: region, Credentials: credentials.NewStaticCredentialsProvider(accessKey, secretKey, ""), HTTP: hc}})
 				top.Handle("/console/", con.Handler("/console/"))
 				log.Info().Str("url", publicURL+"/console/").Msg("fleet console served (password required)")
@@ -249,6 +251,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 	f.StringVar(&secretKey, "secret-access-key", "", "its secret (required)")
 	f.StringVar(&logLevel, "log-level", "info", "log level")
 	f.StringVar(&consolePassword, "console-password", "", "serve the fleet console at /console/, behind this password (HTTP basic auth; empty: no console)")
+	f.StringSliceVar(&releaseBuckets, "release-buckets", []string{"otaflow-releases"}, "the buckets releases are published to, for the console's releases view")
 	f.StringVar(&temporalUI, "temporal-ui-url", "", "the Temporal web UI's URL, for the console's links to rollout histories")
 	f.StringVar(&restCert, "tls-cert", "", "serve the REST API, artifacts, release metadata and console over HTTPS with this certificate (PEM, with its chain)")
 	f.StringVar(&restKey, "tls-key", "", "the private key of --tls-cert (PEM)")

@@ -7,6 +7,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
+	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/agent"
@@ -87,4 +88,15 @@ func TestContinuousDeploymentNucleusTable(t *testing.T) {
 	st, _ = rolloutclient.DeploymentStatus(ctx, s.Client, "fleet-sm")
 	require.Contains(t, st.LastError, "update aws.greengrass.StreamManager to 2.0.8 or later")
 	require.Equal(t, "2.1.0", nucleus(agents[0]))
+
+	// The console's deployments view shows it, its members and the reported conflict.
+	tab := chromium(t)
+	tab, cancel := context.WithTimeout(tab, time.Minute)
+	defer cancel()
+	require.NoError(t, chromedp.Do(tab, chromedp.Navigate(s.ConsoleURL)))
+	require.NoError(t, chromedp.Do(tab, chromedp.WaitVisible(`#deployments tr[data-deployment="fleet-sm"] td`)))
+	row, err := chromedp.Run(tab, chromedp.Evaluate[string](`document.querySelector('#deployments tr[data-deployment="fleet-sm"]').textContent`))
+	require.NoError(t, err)
+	require.Contains(t, row, "aws.greengrass.Nucleus 2.1.0")
+	require.Contains(t, row, "2.0.8 or later")
 }

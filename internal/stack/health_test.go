@@ -103,4 +103,13 @@ func TestReleaseHealthGates(t *testing.T) {
 	for i, a := range s.Agents() {
 		require.Equal(t, "1.12.0", a.InstalledVersion("core"), "device %d", i+1)
 	}
+
+	// The console's releases view: what was published, newest first, with how many devices run it.
+	release := func(v string) string {
+		out, err := chromedp.Run(tab, chromedp.Evaluate[string](fmt.Sprintf(`(document.querySelector('#releases tr[data-release="core/%s"] td.count') || {textContent: ""}).textContent`, v)))
+		require.NoError(t, err)
+		return out
+	}
+	require.Eventually(t, func() bool { return release("1.12.0") == "8" && release("1.11.6") == "0" }, 30*time.Second, 200*time.Millisecond,
+		"releases 1.12.0 (8 devices) and 1.11.6 (none)")
 }

@@ -151,6 +151,24 @@ async function refreshDevice() {
   }
 }
 
+// Releases (newest first, with how many devices run each) and the v2 deployments, every 10 s.
+async function refreshCatalog() {
+  try {
+    const r = await api("releases");
+    fill(document.querySelector("#releases tbody"), (r.releases || []).map((x) => el("tr", { "data-release": `${x.software}/${x.version}` },
+      el("td", {}, x.software), el("td", {}, x.version), el("td", { class: "count" }, x.devices < 0 ? "?" : String(x.devices)), el("td", {}, x.bucket))));
+    document.getElementById("releases-note").textContent = [r.note, ...(r.problems || [])].filter(Boolean).join("; ") ||
+      ((r.releases || []).length ? "" : "nothing published yet: starter release publish");
+  } catch (e) { document.getElementById("releases-note").textContent = e.message; }
+  try {
+    const d = await api("deployments");
+    fill(document.querySelector("#deployments tbody"), (d.deployments || []).map((x) => el("tr", { "data-deployment": x.deploymentId },
+      el("td", {}, x.deploymentId), el("td", {}, x.thingGroup || ""), el("td", {}, String(x.revision || "")),
+      el("td", {}, Object.entries(x.components || {}).sort().map(([k, v]) => `${k} ${v}`).join(", ")),
+      el("td", {}, String(x.members || 0)), el("td", {}, String(x.jobs || 0)), el("td", {}, x.lastError || ""))));
+  } catch (e) { /* shown on the next try */ }
+}
+
 // route shows the page the URL names (#rollout=ID, #device=NAME).
 function route() {
   const h = new URLSearchParams(location.hash.slice(1));
@@ -281,6 +299,7 @@ async function tick() {
   }
   await refreshDetail();
   if (ticks % 5 === 0) await refreshDevice();
+  if (ticks % 10 === 0) refreshCatalog();
   ticks++;
   setTimeout(tick, 1000);
 }
