@@ -133,7 +133,7 @@ func (u *updateFlags) attachPublished(ctx context.Context, ic *cliconfig.IoT, re
 	if base == nil {
 		return nil // AWS: releases are wherever the operator keeps them; --release names one
 	}
-	versions, err := rolloutops.PublishedVersions(ctx, base(u.releaseBucket), req.SoftwareToUpdate)
+	rels, err := rolloutops.PublishedReleases(ctx, base(u.releaseBucket), req.SoftwareToUpdate)
 	if errors.Is(err, rolloutops.ErrNothingPublished) {
 		fmt.Fprintf(os.Stderr, "note: no release is published to bucket %s, so the jobs carry no artifact: simulated devices accept them, real agents refuse them (publish with `starter release publish`)\n", u.releaseBucket)
 		return nil
@@ -142,21 +142,31 @@ func (u *updateFlags) attachPublished(ctx context.Context, ic *cliconfig.IoT, re
 		return fmt.Errorf("%w; or name the release yourself with --release FILE", err)
 	}
 	if u.version == "" {
-		if len(versions) == 0 {
-			return fmt.Errorf("bucket %s has no published release of %s: publish one (`starter release publish --software %s`) or give --release", u.releaseBucket, req.SoftwareToUpdate, req.SoftwareToUpdate)
+		rel, why := rolloutops.NewestFor(rels, req.OperatingSystem, req.Architecture)
+		if rel == nil {
+			return fmt.Errorf("bucket %s has no published release of %s %s: publish one (`starter release publish --software %s --os %s --architecture %s`) or give --release",
+				u.releaseBucket, req.SoftwareToUpdate, why, req.SoftwareToUpdate, req.OperatingSystem, req.Architecture)
 		}
 		if schedule {
 			req.Version, req.LatestReleaseBucket = "", u.releaseBucket
 			return nil
 		}
-		req.Version = versions[len(versions)-1]
-		fmt.Fprintf(os.Stderr, "installing %s %s, the newest release published to bucket %s\n", req.SoftwareToUpdate, req.Version, u.releaseBucket)
-	} else if !slices.Contains(versions, req.Version) {
-		published := "none"
-		if len(versions) > 0 {
-			published = strings.Join(versions, ", ")
+		req.Version = rel.Version
+		fmt.Fprintf(os.Stderr, "installing %s %s, the newest release for %s/%s published to bucket %s\n", req.SoftwareToUpdate, req.Version, req.OperatingSystem, req.Architecture, u.releaseBucket)
+	} else {
+		i := slices.IndexFunc(rels, func(r rolloutops.PublishedRelease) bool { return r.Version == req.Version })
+		if i < 0 {
+			var published []string
+			for _, r := range rels {
+				published = append(published, r.Version)
+			}
+			return fmt.Errorf("%s %s was never published to bucket %s (published: %s; `starter release list`): publish it with `starter release publish --version %s`, or pick a published one",
+				req.SoftwareToUpdate, req.Version, u.releaseBucket, cmp.Or(strings.Join(published, ", "), "none"), req.Version)
 		}
-		return fmt.Errorf("%s %s was never published to bucket %s (published: %s; `starter release list`): publish it with `starter release publish --version %s`, or pick a published one", req.SoftwareToUpdate, req.Version, u.releaseBucket, published, req.Version)
+		if ok, why := rels[i].For(req.OperatingSystem, req.Architecture); !ok {
+			return fmt.Errorf("%s %s cannot go to these devices: %s, and every device would refuse it; publish a build for %s/%s, or target the devices it is for",
+				req.SoftwareToUpdate, req.Version, why, req.OperatingSystem, req.Architecture)
+		}
 	}
 	req.Artifact = &contract.Artifact{URL: release.S3URL(u.releaseBucket, req.SoftwareToUpdate, req.Version)}
 	return req.Validate()

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -14,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/otaflow/otaflow/internal/broker"
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/iotclient"
 )
@@ -26,13 +29,24 @@ func thingCmd() *cobra.Command {
 	ic.Bind(cmd.PersistentFlags())
 
 	var groups, attrs []string
+	var fromFile string
 	add := &cobra.Command{
-		Use:   "add THING...",
+		Use:   "add [THING...]",
 		Short: "Register things (an existing one is left as it is, attributes included) and add them to thing groups",
 		Example: `  starter thing add pi-1 pi-2 pi-3 --group site-berlin
-  starter thing add $(seq -f 'device-%04g' 1 500) --group canary --attribute site=berlin`,
-		Args: cobra.MinimumNArgs(1),
+  starter thing add $(seq -f 'device-%04g' 1 500) --group canary --attribute site=berlin
+  starter thing add --file factory-batch.txt --group line-3     # one thing name per line`,
 		RunE: func(cmd *cobra.Command, things []string) error {
+			if fromFile != "" {
+				listed, err := thingsFromFile(fromFile)
+				if err != nil {
+					return err
+				}
+				things = append(things, listed...)
+			}
+			if len(things) == 0 {
+				return errors.New("name the things to register, or give --file with one thing name per line")
+			}
 			attributes := map[string]string{}
 			for _, kv := range attrs {
 				k, v, ok := strings.Cut(kv, "=")
@@ -105,6 +119,7 @@ func thingCmd() *cobra.Command {
 	}
 	add.Flags().StringArrayVar(&groups, "group", nil, "thing group to add them to, created if missing (repeatable)")
 	add.Flags().StringArrayVar(&attrs, "attribute", nil, "NAME=VALUE attribute of new things (repeatable)")
+	add.Flags().StringVar(&fromFile, "file", "", "read thing names from this file, one per line (blank lines and # comments skipped; - for stdin)")
 
 	var parent string
 	group := &cobra.Command{
@@ -146,4 +161,31 @@ func ensureGroup(ctx context.Context, c *iot.Client, name, parent string) error 
 		return fmt.Errorf("create thing group %s: %w", name, err)
 	}
 	return nil
+}
+
+// thingsFromFile reads thing names, one per line; blank lines and # comments are skipped, and a
+// line that is no thing name is refused with its number.
+func thingsFromFile(path string) ([]string, error) {
+	var r io.Reader = os.Stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	var out []string
+	sc := bufio.NewScanner(r)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if !broker.ValidThingName(line) {
+			return nil, fmt.Errorf("%s line %d: %q is not a thing name (1-128 of a-z A-Z 0-9 : _ -)", path, n, line)
+		}
+		out = append(out, line)
+	}
+	return out, sc.Err()
 }

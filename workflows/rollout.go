@@ -212,7 +212,8 @@ func (r *rollout) run(ctx workflow.Context) (*contract.RolloutResult, error) {
 	if r.req.Version == "" && r.req.LatestReleaseBucket != "" {
 		// "The newest published release": which one is decided now, once, and kept.
 		var latest contract.LatestReleaseResult
-		if err := execute(short, contract.Activities.LatestRelease, contract.LatestReleaseInput{Software: r.req.SoftwareToUpdate, Bucket: r.req.LatestReleaseBucket}).Get(ctx, &latest); err != nil {
+		if err := execute(short, contract.Activities.LatestRelease, contract.LatestReleaseInput{Software: r.req.SoftwareToUpdate, Bucket: r.req.LatestReleaseBucket,
+			OS: r.req.OperatingSystem, Architecture: r.req.Architecture}).Get(ctx, &latest); err != nil {
 			r.setState(ctx, contract.StateInvalid, "the newest published release could not be found: "+rootMessage(err))
 			return nil, temporal.NewNonRetryableApplicationError(r.res.Message, contract.ErrInvalidRequest, err, r.res)
 		}

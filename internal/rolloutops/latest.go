@@ -26,18 +26,33 @@ func (a *Ops) LatestRelease(ctx context.Context, in contract.LatestReleaseInput)
 		return nil, invalidErr("this worker cannot read published releases: start it with --release-metadata-url (the jobs service's does by default)", nil)
 	}
 	base := a.ReleaseMetadataURL(in.Bucket)
-	versions, err := PublishedVersions(ctx, base, in.Software)
+	rels, err := PublishedReleases(ctx, base, in.Software)
 	if errors.Is(err, ErrNothingPublished) {
 		return nil, invalidErr(fmt.Sprintf("no release was ever published to bucket %s (%s): publish one with `starter release publish --bucket %s`", in.Bucket, base, in.Bucket), nil)
 	}
 	if err != nil {
 		return nil, err
 	}
-	if len(versions) == 0 {
-		return nil, invalidErr(fmt.Sprintf("bucket %s has no published release of %s: publish one with `starter release publish --software %s --bucket %s`", in.Bucket, in.Software, in.Software, in.Bucket), nil)
+	rel, why := NewestFor(rels, in.OS, in.Architecture)
+	if rel == nil {
+		return nil, invalidErr(fmt.Sprintf("bucket %s has no published release of %s %s: publish one with `starter release publish --software %s --bucket %s`", in.Bucket, in.Software, why, in.Software, in.Bucket), nil)
 	}
-	v := versions[len(versions)-1]
-	return &contract.LatestReleaseResult{Version: v, ArtifactURL: release.S3URL(in.Bucket, in.Software, v)}, nil
+	return &contract.LatestReleaseResult{Version: rel.Version, ArtifactURL: release.S3URL(in.Bucket, in.Software, rel.Version)}, nil
+}
+
+// NewestFor is the newest of releases (oldest first) built for os/arch, or nil and why none.
+func NewestFor(rels []PublishedRelease, os, arch string) (*PublishedRelease, string) {
+	if len(rels) == 0 {
+		return nil, "(none at all)"
+	}
+	for i := len(rels) - 1; i >= 0; i-- {
+		if ok, _ := rels[i].For(os, arch); ok {
+			return &rels[i], ""
+		}
+	}
+	newest := rels[len(rels)-1]
+	_, why := newest.For(os, arch)
+	return nil, fmt.Sprintf("for %s/%s devices (the newest, %s: %s)", os, arch, newest.Version, why)
 }
 
 // ErrNothingPublished is a bucket no release was ever published to (no TUF metadata).
@@ -48,6 +63,31 @@ var ErrNothingPublished = errors.New("no release was ever published there")
 // the version is read here: every device still verifies the release it is sent against its own
 // trusted root, so a forged targets.json cannot get anything installed.
 func PublishedVersions(ctx context.Context, base, software string) ([]string, error) {
+	rels, err := PublishedReleases(ctx, base, software)
+	out := make([]string, len(rels))
+	for i, r := range rels {
+		out[i] = r.Version
+	}
+	return out, err
+}
+
+// PublishedRelease is a release as its signed target names it.
+type PublishedRelease struct {
+	Version string
+	// OS and Architecture are the platform it is built for ("" for any).
+	OS, Architecture string
+}
+
+// For reports whether the release may be installed on devices of os and arch; if not, why.
+func (r PublishedRelease) For(os, arch string) (bool, string) {
+	if (r.OS == "" || os == "" || r.OS == os) && (r.Architecture == "" || arch == "" || r.Architecture == arch) {
+		return true, ""
+	}
+	return false, fmt.Sprintf("it is built for %s/%s, and the targets are %s/%s devices", r.OS, r.Architecture, os, arch)
+}
+
+// PublishedReleases is PublishedVersions with each release's platform.
+func PublishedReleases(ctx context.Context, base, software string) ([]PublishedRelease, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/targets.json", nil)
 	if err != nil {
 		return nil, err
@@ -65,14 +105,23 @@ func PublishedVersions(ctx context.Context, base, software string) ([]string, er
 	}
 	var meta struct {
 		Signed struct {
-			Targets map[string]json.RawMessage `json:"targets"`
+			Targets map[string]struct {
+				Custom struct {
+					OS           string `json:"os"`
+					Architecture string `json:"architecture"`
+				} `json:"custom"`
+			} `json:"targets"`
 		} `json:"signed"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 32<<20)).Decode(&meta); err != nil {
 		return nil, fmt.Errorf("read %s/targets.json: %w", base, err)
 	}
-	var found []*semver.Version
-	for name := range meta.Signed.Targets {
+	type found struct {
+		v *semver.Version
+		r PublishedRelease
+	}
+	var all []found
+	for name, t := range meta.Signed.Targets {
 		v, ok := strings.CutPrefix(name, software+"/")
 		if !ok {
 			continue
@@ -82,13 +131,13 @@ func PublishedVersions(ctx context.Context, base, software string) ([]string, er
 			continue
 		}
 		if sv, err := semver.StrictNewVersion(v); err == nil {
-			found = append(found, sv)
+			all = append(all, found{sv, PublishedRelease{Version: sv.Original(), OS: t.Custom.OS, Architecture: t.Custom.Architecture}})
 		}
 	}
-	slices.SortFunc(found, func(a, b *semver.Version) int { return a.Compare(b) })
-	out := make([]string, len(found))
-	for i, v := range found {
-		out[i] = v.Original()
+	slices.SortFunc(all, func(a, b found) int { return a.v.Compare(b.v) })
+	out := make([]PublishedRelease, len(all))
+	for i, f := range all {
+		out[i] = f.r
 	}
 	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -201,8 +202,16 @@ func TestDeltaUpdatesThroughRealAgents(t *testing.T) {
 	require.Contains(t, stderr, "core 1.12.0 was never published to bucket otaflow-releases (published: 1.13.0;")
 	out, stderr, err = runStarter(t, bin, s, append(update, "--amzn-client-token", "v-new", "--wait")...)
 	require.NoError(t, err, stderr)
-	require.Contains(t, stderr, "installing core 1.13.0, the newest release published to bucket otaflow-releases")
+	require.Contains(t, stderr, "installing core 1.13.0, the newest release for ubuntu/x86_64 published to bucket otaflow-releases")
 	require.Contains(t, out, `"PlatformSoftwareVersion": "1.13.0"`)
+	// A release built for other devices than the targets' is refused before anything starts.
+	arm := append(slices.Clone(update), "--update-targets-architecture", "aarch64")
+	_, stderr, err = runStarter(t, bin, s, append(arm, "--amzn-client-token", "v-arm", "--software-version", "1.13.0")...)
+	require.Error(t, err)
+	require.Contains(t, stderr, "core 1.13.0 cannot go to these devices: it is built for ubuntu/x86_64, and the targets are ubuntu/aarch64 devices")
+	_, stderr, err = runStarter(t, bin, s, append(arm, "--amzn-client-token", "v-arm2")...)
+	require.Error(t, err)
+	require.Contains(t, stderr, "has no published release of core for ubuntu/aarch64 devices")
 	var created struct{ IotJobId string }
 	require.NoError(t, json.Unmarshal([]byte(out), &created), out)
 	doc, err := s.IoT.GetJobDocument(ctx, &iot.GetJobDocumentInput{JobId: &created.IotJobId})

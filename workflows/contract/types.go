@@ -566,6 +566,9 @@ type (
 	LatestReleaseInput struct {
 		Software string `json:"software"`
 		Bucket   string `json:"bucket"`
+		// OS and Architecture are the targets' platform: the newest release built for it.
+		OS           string `json:"os,omitempty"`
+		Architecture string `json:"architecture,omitempty"`
 	}
 	// LatestReleaseResult is that release: its version and where devices download it.
 	LatestReleaseResult struct {
