@@ -3,6 +3,7 @@ package fleetindex
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -42,6 +43,10 @@ type Index struct {
 	// aggregations read, one lookup per matched thing.
 	cols map[string]map[string][]string
 	nums map[string]map[string]float64
+	// names are the things in name order, for paging through every thing without sorting
+	// them at each page; nil when a thing came or went since (sortedMu guards rebuilding it).
+	names    []string
+	sortedMu sync.Mutex
 }
 
 type entry struct {
@@ -69,6 +74,8 @@ func (ix *Index) Put(d Doc) {
 	defer ix.mu.Unlock()
 	if old, ok := ix.docs[d.ThingName]; ok {
 		ix.unpost(d.ThingName, old)
+	} else {
+		ix.names = nil
 	}
 	ix.docs[d.ThingName] = e
 	for f, vals := range e.fields {
@@ -112,6 +119,7 @@ func (ix *Index) Delete(name string) {
 	if old, ok := ix.docs[name]; ok {
 		ix.unpost(name, old)
 		delete(ix.docs, name)
+		ix.names = nil
 	}
 }
 
@@ -477,6 +485,20 @@ func (ix *Index) rangeOf(r Range) set {
 func (ix *Index) Search(q Node, after string, max int) ([]Doc, bool) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
+	if matchesAll(q) {
+		// Every thing, a page at a time: from the sorted names, not a sort per page.
+		sorted := ix.sortedNames()
+		i, _ := slices.BinarySearch(sorted, after)
+		if i < len(sorted) && sorted[i] == after {
+			i++
+		}
+		end := min(i+max, len(sorted))
+		out := make([]Doc, 0, end-i)
+		for _, n := range sorted[i:end] {
+			out = append(out, ix.docs[n].doc)
+		}
+		return out, end < len(sorted)
+	}
 	hits := ix.match(q)
 	names := make([]string, 0, len(hits))
 	for k := range hits {
@@ -496,10 +518,41 @@ func (ix *Index) Search(q Node, after string, max int) ([]Doc, bool) {
 	return out, more
 }
 
+// matchesAll reports whether q matches every thing (* or thingName:*).
+func matchesAll(q Node) bool {
+	t, ok := q.(Term)
+	return ok && t.Pattern && t.Value == "*" && (t.Field == "" || t.Field == "thingName")
+}
+
+// sortedNames are the things in name order (callers hold the read lock).
+func (ix *Index) sortedNames() []string {
+	ix.sortedMu.Lock()
+	defer ix.sortedMu.Unlock()
+	if ix.names == nil {
+		ix.names = slices.Sorted(maps.Keys(ix.docs))
+	}
+	return ix.names
+}
+
+// count is how many things q matches when that needs no scan (every thing, or one value of
+// one field), and whether it could tell.
+func (ix *Index) count(q Node) (int, bool) {
+	if matchesAll(q) {
+		return len(ix.docs), true
+	}
+	if t, ok := q.(Term); ok && t.Field != "" && !t.Pattern {
+		return len(ix.post[t.Field][norm(t.Value)]), true
+	}
+	return 0, false
+}
+
 // Count is how many things a query matches.
 func (ix *Index) Count(q Node) int {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
+	if n, ok := ix.count(q); ok {
+		return n
+	}
 	n := 0
 	ix.each(q, func(string) { n++ })
 	return n
@@ -551,7 +604,20 @@ type Statistics struct {
 func (ix *Index) Stats(q Node, field string, numeric bool) Statistics {
 	var st Statistics
 	if !numeric {
-		st.Count = len(ix.values(q, field))
+		ix.mu.RLock()
+		n, ok := ix.count(q)
+		switch {
+		case ok && field == "thingName":
+			st.Count = n // every thing has a name
+		case matchesAll(q):
+			st.Count = len(ix.cols[field]) // the things that hold the field
+		default:
+			ok = false
+		}
+		ix.mu.RUnlock()
+		if !ok {
+			st.Count = len(ix.values(q, field))
+		}
 		return st
 	}
 	nums, n := ix.numbers(q, field)
@@ -611,9 +677,20 @@ type Bucket struct {
 // Buckets are the most common values of field over the things q matches, most common first.
 func (ix *Index) Buckets(q Node, field string, max int) []Bucket {
 	counts := map[string]int{}
-	for _, vs := range ix.values(q, field) {
-		for _, v := range slices.Compact(slices.Sorted(slices.Values(vs))) {
-			counts[v]++
+	if matchesAll(q) {
+		// Over every thing: the postings hold each value's things already.
+		ix.mu.RLock()
+		for v, things := range ix.post[field] {
+			if len(things) > 0 {
+				counts[v] = len(things)
+			}
+		}
+		ix.mu.RUnlock()
+	} else {
+		for _, vs := range ix.values(q, field) {
+			for _, v := range slices.Compact(slices.Sorted(slices.Values(vs))) {
+				counts[v]++
+			}
 		}
 	}
 	out := make([]Bucket, 0, len(counts))
