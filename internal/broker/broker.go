@@ -364,7 +364,8 @@ type policyHook struct {
 	certs atomic.Pointer[CertificateCheck]
 	// provision answers claim devices' provisioning requests (SetProvisioner).
 	provision atomic.Pointer[Provisioner]
-	// claims are the connections made with a claim certificate (*mqtt.Client → struct{}).
+	// claims are the connections made with a claim certificate (*mqtt.Client → *atomic.Bool,
+	// set while one of its requests is being answered).
 	claims sync.Map
 }
 
@@ -422,8 +423,8 @@ func (h *policyHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	if !l.publishes.Allow() || !l.bytes.AllowN(time.Now(), len(pk.Payload)) {
 		return pk, packets.ErrRejectPacket
 	}
-	if _, claim := h.claims.Load(cl); claim {
-		h.provisionFor(cl, pk)
+	if busy, claim := h.claims.Load(cl); claim {
+		h.provisionFor(cl, pk, busy.(*atomic.Bool))
 		return pk, packets.CodeSuccessIgnore
 	}
 	if inJobs && req.Op == iotjobs.OpUnknown {
@@ -435,15 +436,21 @@ func (h *policyHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 }
 
 // provisionFor answers a claim device's provisioning request on its own connection, if it
-// subscribed to the answer's topic.
-func (h *policyHook) provisionFor(cl *mqtt.Client, pk packets.Packet) {
+// subscribed to the answer's topic. One request per connection is answered at a time: a claim
+// holder flooding requests gets no more certificates made than it waits for.
+func (h *policyHook) provisionFor(cl *mqtt.Client, pk packets.Packet, busy *atomic.Bool) {
 	p := h.provision.Load()
 	if p == nil {
 		h.log.Warn().Str("client", cl.ID).Msg("a claim device asked to be provisioned, but this broker has no provisioning service")
 		return
 	}
+	if busy.Swap(true) {
+		h.log.Warn().Str("client", cl.ID).Str("topic", pk.TopicName).Msg("provisioning request dropped: this connection's previous one is still being answered")
+		return
+	}
 	topic, payload := pk.TopicName, slices.Clone(pk.Payload)
 	go func() { // not within the hook: issuing a certificate takes a while
+		defer busy.Store(false)
 		replyTopic, reply := (*p)(topic, payload)
 		subscribed := false
 		for filter := range cl.State.Subscriptions.GetAll() {
@@ -617,7 +624,7 @@ func (h *policyHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 				return false
 			}
 			if a.Claim {
-				h.claims.Store(cl, struct{}{})
+				h.claims.Store(cl, new(atomic.Bool))
 			}
 			return true
 		}

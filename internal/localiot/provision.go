@@ -33,6 +33,8 @@ const (
 type ownershipToken struct {
 	CertificateID string    `json:"certificateId"`
 	Expires       time.Time `json:"expires"`
+	// Key is the record's key (the token's hash), for the sweep.
+	Key string `json:"key"`
 }
 
 func tokenKey(token string) string {
@@ -48,7 +50,7 @@ func (s *Service) newOwnershipToken(id string) (string, error) {
 	}
 	token := hex.EncodeToString(b)
 	err := s.st.Update(func(t store.Tx) error {
-		return putRecord(t, recordOwnershipToken, tokenKey(token), &ownershipToken{CertificateID: id, Expires: s.Clock().Add(OwnershipTokenTTL)})
+		return putRecord(t, recordOwnershipToken, tokenKey(token), &ownershipToken{CertificateID: id, Expires: s.Clock().Add(OwnershipTokenTTL), Key: tokenKey(token)})
 	})
 	return token, err
 }
@@ -147,7 +149,6 @@ func (s *Service) RegisterThingFromClaim(template, token string, params map[stri
 			return Errorf(CodeInvalidRequest, "certificateOwnershipToken is not valid (unknown, or already used)")
 		}
 		if s.Clock().After(tok.Expires) {
-			t.DeleteRecord(recordOwnershipToken, tokenKey(token))
 			return Errorf(CodeInvalidRequest, "certificateOwnershipToken expired at %s: ask for a new certificate", tok.Expires.UTC().Format(time.RFC3339))
 		}
 		if tpl, err = mustProvisioningTemplate(t, template); err != nil {
@@ -358,4 +359,45 @@ func (s *Service) RegisterThing(body string, params map[string]string) (string, 
 	}
 	arns := map[string]string{"thing": s.ThingArn(p.ThingName), "certificate": c.Arn}
 	return c.PEM, arns, nil
+}
+
+// SweepClaims forgets what unfinished provisioning left behind: ownership tokens past their
+// hour, and the certificates made over MQTT that no template activated within it (deleted, so
+// they stay on the revocation list). The service runs it every minute.
+func (s *Service) SweepClaims() {
+	now := s.Clock()
+	var stale []string
+	err := s.st.Update(func(t store.Tx) error {
+		stale = stale[:0]
+		raws, err := t.Records(recordOwnershipToken)
+		if err != nil {
+			return err
+		}
+		for _, raw := range raws {
+			var tok ownershipToken
+			if json.Unmarshal(raw, &tok) != nil || tok.Key == "" || !now.After(tok.Expires) {
+				continue
+			}
+			if err := t.DeleteRecord(recordOwnershipToken, tok.Key); err != nil {
+				return err
+			}
+			// Its certificate, if no template activated it (a used token is deleted at once).
+			if c, err := certificateIn(t, tok.CertificateID); err == nil && c != nil && c.Status == CertPendingActivation && len(c.Things) == 0 {
+				stale = append(stale, c.ID)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Warn().Err(err).Msg("sweeping expired provisioning claims failed; will retry")
+		return
+	}
+	for _, id := range stale {
+		if err := s.DeleteCertificate(id); err != nil {
+			s.log.Warn().Err(err).Str("certificate", id).Msg("could not delete a certificate no device provisioned")
+		}
+	}
+	if len(stale) > 0 {
+		s.log.Info().Int("certificates", len(stale)).Msg("deleted certificates made for devices that never provisioned within the hour")
+	}
 }

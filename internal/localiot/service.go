@@ -169,6 +169,10 @@ func Open(o Options) (*Service, error) {
 	}
 	s.swept.Add(1)
 	go s.sweepLoop(o.SweepInterval)
+	if s.ca != nil {
+		s.swept.Add(1)
+		go s.every(time.Minute, s.SweepClaims)
+	}
 	return s, nil
 }
 
