@@ -213,6 +213,12 @@ func (s *Service) provision(p *provisionPlan, certID string, fromClaim bool) (er
 	if err != nil && !(errors.As(err, &nf) && nf.Code == CodeResourceNotFound) {
 		return err
 	}
+	if fromClaim && existing != nil && len(existing.Principals) > 0 {
+		// Whoever holds a claim certificate can choose the template's parameters, and with them
+		// the thing's name: attaching its certificate to a device's thing would let it pose as
+		// that device. (AWS leaves this to a pre-provisioning hook, which is not served here.)
+		return Errorf(CodeAlreadyExists, "thing %s exists and has a certificate: a device provisioning from a claim cannot take an existing device's identity; to provision this device again, detach the old certificate first (DetachThingPrincipal)", existing.Name)
+	}
 	var undo []func()
 	defer func() {
 		if err != nil {

@@ -197,6 +197,11 @@ func TestFleetProvisioningByClaim(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(iot("list-thing-principals", "--thing-name", "sensor-0042")), &principals))
 	require.Len(t, principals.Principals, 1)
 	require.NotEqual(t, claim.CertificateArn, principals.Principals[0], "its own certificate, not the claim")
+	// Another claim device choosing the same serial cannot take sensor-0042's identity.
+	thief := c
+	thief.Dir = t.TempDir()
+	_, err = thief.LoadOrProvision(ctx)
+	require.ErrorContains(t, err, "a device provisioning from a claim cannot take an existing device's identity")
 	again, err := c.LoadOrProvision(ctx)
 	require.NoError(t, err)
 	require.Equal(t, id, again, "provisioned once: the kept identity is used")
