@@ -69,6 +69,25 @@ func TestDownloadResumesAndVerifies(t *testing.T) {
 	require.Greater(t, reports, int64(1))
 }
 
+// A file an earlier attempt left torn (a power cut before the page cache reached the disk: the
+// download is not fsynced) is found by its digest and fetched again from nothing, not
+// installed and not failed.
+func TestATornDownloadIsFetchedAgain(t *testing.T) {
+	data := bytes.Repeat([]byte("otaflow!"), 32*1024)
+	spec := specOf(data)
+	url, calls := serve(t, data, 0)
+	spec.URL = url
+	path := filepath.Join(t.TempDir(), "a.bin")
+	torn := bytes.Clone(data)
+	copy(torn[1000:], make([]byte, 4096)) // a page of zeros where data should be
+	require.NoError(t, os.WriteFile(path, torn, 0o600))
+	require.NoError(t, artifact.Download(context.Background(), spec, path, artifact.Options{}))
+	got, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, data, got)
+	require.EqualValues(t, 1, calls.Load(), "fetched once, whole")
+}
+
 func TestDownloadRefusesWhatDoesNotVerify(t *testing.T) {
 	data := []byte("the real artifact")
 	spec := specOf(data)

@@ -1,0 +1,27 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/otaflow/otaflow/internal/agent/artifact"
+)
+
+// downloadCmd runs the agent's downloader in a process of its own: the benchmark times it
+// against curl, each a process beside the stack, as on a device.
+func downloadCmd() *cobra.Command {
+	var spec artifact.Spec
+	var out string
+	cmd := &cobra.Command{
+		Use:    "download",
+		Short:  "Download an artifact as the agent does (resumable, SHA-256 checked as it streams); for the benchmark",
+		Hidden: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return artifact.Download(cmd.Context(), spec, out, artifact.Options{})
+		},
+	}
+	cmd.Flags().StringVar(&spec.URL, "url", "", "artifact URL")
+	cmd.Flags().Int64Var(&spec.Size, "size", 0, "its size in bytes")
+	cmd.Flags().StringVar(&spec.SHA256, "sha256", "", "its SHA-256, hex")
+	cmd.Flags().StringVar(&out, "out", "", "file to write")
+	return cmd
+}
