@@ -281,6 +281,9 @@ func agentFigures(ctx context.Context, o *Options) (*AgentFigures, *Download, er
 		o.say("download: run %d/3 (agent downloader, then curl)", r+1)
 		spec.URL = s.Jobs.PresignURL(bucket, key, time.Hour)
 		out := filepath.Join(dir, "dl-agent")
+		// Each run starts with nothing dirty in the page cache (the artifact just written, the
+		// other run's file): else whichever runs first waits for that writeback.
+		syscall.Sync()
 		began := time.Now()
 		// A process of its own, as curl is (and as the agent is on a device): in the
 		// benchmark's process it would share a runtime with the jobs service that serves it.
@@ -291,6 +294,7 @@ func agentFigures(ctx context.Context, o *Options) (*AgentFigures, *Download, er
 		agentS = append(agentS, time.Since(began).Seconds())
 		os.Remove(out)
 		out = filepath.Join(dir, "dl-curl")
+		syscall.Sync()
 		began = time.Now()
 		if b, err := exec.CommandContext(ctx, "curl", "-sSf", "-o", out, spec.URL).CombinedOutput(); err != nil {
 			return nil, nil, fmt.Errorf("curl: %v: %s", err, b)
