@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"sync"
 	"syscall"
 	"time"
 
@@ -52,37 +51,24 @@ func consoleFigure(ctx context.Context, o *Options, n int) (*ConsoleFigure, erro
 	f := &ConsoleFigure{Things: n}
 	o.say("console: registering %d things with inventory shadows", n)
 	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for w := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < n; i += 8 {
-				name := fmt.Sprintf("console-%07d", i)
-				if _, err := s.Jobs.CreateThing(name, nil); err != nil {
-					errs <- err
-					return
-				}
-				version, status := "1.10.2", "SUCCEEDED"
-				if i%10 == 0 {
-					version = "1.11.6"
-				}
-				if i%50 == 0 {
-					status = "FAILED"
-				}
-				doc := fmt.Sprintf(`{"state":{"reported":{"software":{"core":%q,"ota_agent":"0.1.0"},"connected":%t,"checkInSeconds":720,"agentVersion":"0.1.0",`+
-					`"lastJob":{"jobId":"job-%d","status":%q,"reason":"bench"}}}}`, version, i%7 != 0, i%3, status)
-				if _, err := s.Jobs.UpdateShadow(name, iotjobs.InventoryShadow, []byte(doc)); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	err = populate(n, func(i int) error {
+		name := fmt.Sprintf("console-%07d", i)
+		if _, err := s.Jobs.CreateThing(name, nil); err != nil {
+			return err
+		}
+		version, status := "1.10.2", "SUCCEEDED"
+		if i%10 == 0 {
+			version = "1.11.6"
+		}
+		if i%50 == 0 {
+			status = "FAILED"
+		}
+		doc := fmt.Sprintf(`{"state":{"reported":{"software":{"core":%q,"ota_agent":"0.1.0"},"connected":%t,"checkInSeconds":720,"agentVersion":"0.1.0",`+
+			`"lastJob":{"jobId":"job-%d","status":%q,"reason":"bench"}}}}`, version, i%7 != 0, i%3, status)
+		_, err := s.Jobs.UpdateShadow(name, iotjobs.InventoryShadow, []byte(doc))
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	f.PopulateSeconds = time.Since(start).Seconds()

@@ -6,10 +6,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/otaflow/otaflow/internal/iotclient"
 	"github.com/otaflow/otaflow/internal/localiot"
@@ -65,38 +65,24 @@ func gateFigure(ctx context.Context, o *Options, n int, postgres bool) (*Gate, e
 			return nil, err
 		}
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for w := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < n; i += 8 {
-				name := fmt.Sprintf("gate-%07d", i)
-				if _, err := svc.CreateThing(name, nil); err != nil {
-					errs <- err
-					return
-				}
-				if err := svc.AddThingToThingGroup(groups[i%4], name); err != nil {
-					errs <- err
-					return
-				}
-				version := "1.0.0"
-				if i%4 < 2 && i%2 == 0 {
-					version = "2.0.0"
-				}
-				doc := fmt.Sprintf(`{"state":{"reported":{"version":%q,"reportedAt":%d,"restarts":%d,"bootsSinceUpdate":0,"healthCheckFailures":0}}}`,
-					version, time.Now().Unix(), i%3)
-				if _, err := svc.UpdateShadow(name, "health", []byte(doc)); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	err = populate(n, func(i int) error {
+		name := fmt.Sprintf("gate-%07d", i)
+		if _, err := svc.CreateThing(name, nil); err != nil {
+			return err
+		}
+		if err := svc.AddThingToThingGroup(groups[i%4], name); err != nil {
+			return err
+		}
+		version := "1.0.0"
+		if i%4 < 2 && i%2 == 0 {
+			version = "2.0.0"
+		}
+		doc := fmt.Sprintf(`{"state":{"reported":{"version":%q,"reportedAt":%d,"restarts":%d,"bootsSinceUpdate":0,"healthCheckFailures":0}}}`,
+			version, time.Now().Unix(), i%3)
+		_, err := svc.UpdateShadow(name, "health", []byte(doc))
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	g.PopulateSeconds = time.Since(start).Seconds()
@@ -132,6 +118,23 @@ func gateFigure(ctx context.Context, o *Options, n int, postgres bool) (*Gate, e
 	g.EvaluateMs = median(times)
 	o.say("gate: %d things on %s: one evaluation %.0f ms (index built in %.1f s)", n, g.Store, g.EvaluateMs, g.IndexBuildSeconds)
 	return g, nil
+}
+
+// populate runs fn for 0..n-1 on 8 goroutines (registering a fleet: the store batches their
+// writes) and returns the first error.
+func populate(n int, fn func(i int) error) error {
+	var eg errgroup.Group
+	for w := range 8 {
+		eg.Go(func() error {
+			for i := w; i < n; i += 8 {
+				if err := fn(i); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return eg.Wait()
 }
 
 // gateStores is the store a gate figure is measured on: the run's (PostgreSQL with --postgres).

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -286,19 +285,9 @@ func (s *Service) ListCertificates(pageSize int, marker string, ascending bool) 
 		pageSize = 25
 	}
 	var all []*store.Certificate
-	err := s.st.View(func(t store.Tx) error {
-		raws, err := t.Records(certificateKind)
-		if err != nil {
-			return err
-		}
-		for _, raw := range raws {
-			var c store.Certificate
-			if err := json.Unmarshal(raw, &c); err != nil {
-				return err
-			}
-			all = append(all, &c)
-		}
-		return nil
+	err := s.st.View(func(t store.Tx) (err error) {
+		all, err = allRecords[store.Certificate](t, certificateKind)
+		return err
 	})
 	if err != nil {
 		return nil, "", err
@@ -309,20 +298,7 @@ func (s *Service) ListCertificates(pageSize int, marker string, ascending bool) 
 		}
 		return all[i].ID < all[j].ID
 	})
-	start := 0
-	if marker != "" {
-		n, err := strconv.Atoi(marker)
-		if err != nil || n < 0 || n > len(all) {
-			return nil, "", Errorf(CodeInvalidRequest, "marker %q is not one this service handed out", marker)
-		}
-		start = n
-	}
-	end := min(start+pageSize, len(all))
-	next := ""
-	if end < len(all) {
-		next = strconv.Itoa(end)
-	}
-	return all[start:end], next, nil
+	return PageOf(all, pageSize, marker, "marker")
 }
 
 // UpdateCertificate sets a certificate's status. A revoked certificate stays revoked. Devices
@@ -554,15 +530,11 @@ func (s *Service) WriteCRL() error {
 	defer s.crlMu.Unlock()
 	var serials []*big.Int
 	err := s.st.View(func(t store.Tx) error {
-		raws, err := t.Records(certificateKind)
+		certs, err := allRecords[store.Certificate](t, certificateKind)
 		if err != nil {
 			return err
 		}
-		for _, raw := range raws {
-			var c store.Certificate
-			if err := json.Unmarshal(raw, &c); err != nil {
-				return err
-			}
+		for _, c := range certs {
 			if c.Status == CertActive || c.Mode == ModeSNIOnly {
 				continue
 			}

@@ -1,7 +1,6 @@
 package localiot
 
 import (
-	"encoding/json"
 	"regexp"
 	"slices"
 	"sort"
@@ -187,26 +186,20 @@ func (s *Service) DescribeProvisioningTemplate(name string) (*ProvisioningTempla
 // ListProvisioningTemplates lists templates by name, a page at a time.
 func (s *Service) ListProvisioningTemplates(max int, token string) ([]*ProvisioningTemplate, string, error) {
 	var all []*ProvisioningTemplate
-	err := s.st.View(func(t store.Tx) error {
-		raws, err := t.Records(recordProvisioningTemplate)
-		for _, raw := range raws {
-			var tpl ProvisioningTemplate
-			if err := json.Unmarshal(raw, &tpl); err != nil {
-				return err
-			}
-			all = append(all, &tpl)
-		}
+	err := s.st.View(func(t store.Tx) (err error) {
+		all, err = allRecords[ProvisioningTemplate](t, recordProvisioningTemplate)
 		return err
 	})
 	if err != nil {
 		return nil, "", err
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].Name < all[j].Name })
-	return PageOf(all, max, token)
+	return PageOf(all, max, token, "nextToken")
 }
 
-// PageOf is one page of a list sorted by the caller: token is the offset the last page ended at.
-func PageOf[T any](all []T, max int, token string) ([]T, string, error) {
+// PageOf is one page of a list sorted by the caller: token (the request's tokenName) is the
+// offset the last page ended at.
+func PageOf[T any](all []T, max int, token, tokenName string) ([]T, string, error) {
 	if max <= 0 || max > 250 {
 		max = 250
 	}
@@ -214,7 +207,7 @@ func PageOf[T any](all []T, max int, token string) ([]T, string, error) {
 	if token != "" {
 		n, err := strconv.Atoi(token)
 		if err != nil || n < 0 || n > len(all) {
-			return nil, "", Errorf(CodeInvalidRequest, "nextToken %q is not one this service handed out", token)
+			return nil, "", Errorf(CodeInvalidRequest, "%s %q is not one this service handed out", tokenName, token)
 		}
 		start = n
 	}

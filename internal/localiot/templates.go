@@ -1,7 +1,6 @@
 package localiot
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -99,15 +98,8 @@ func (s *Service) DescribeJobTemplate(id string) (*JobTemplate, error) {
 // ListJobTemplates lists templates by ID.
 func (s *Service) ListJobTemplates() ([]*JobTemplate, error) {
 	var out []*JobTemplate
-	err := s.st.View(func(t store.Tx) error {
-		all, err := t.Records(recordJobTemplate)
-		for _, raw := range all {
-			var tpl JobTemplate
-			if err := json.Unmarshal(raw, &tpl); err != nil {
-				return err
-			}
-			out = append(out, &tpl)
-		}
+	err := s.st.View(func(t store.Tx) (err error) {
+		out, err = allRecords[JobTemplate](t, recordJobTemplate)
 		return err
 	})
 	return out, err

@@ -40,6 +40,23 @@ func getRecord[T any](t store.Tx, kind, name string) (*T, error) {
 	return &v, nil
 }
 
+// allRecords decodes every record of a kind.
+func allRecords[T any](t store.Tx, kind string) ([]*T, error) {
+	raws, err := t.Records(kind)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*T, 0, len(raws))
+	for _, raw := range raws {
+		var v T
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, fmt.Errorf("corrupt %s record: %w", kind, err)
+		}
+		out = append(out, &v)
+	}
+	return out, nil
+}
+
 func putRecord(t store.Tx, kind, name string, v any) error {
 	raw, err := json.Marshal(v)
 	if err != nil {

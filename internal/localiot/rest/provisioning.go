@@ -175,7 +175,7 @@ func (s api) handleListProvisioningTemplateVersions(r *http.Request) (any, error
 	for _, v := range tpl.Versions {
 		all = append(all, templateVersionSummary{v.ID, ptime(v.CreatedAt), v.ID == tpl.DefaultVersion})
 	}
-	page, next, err := localiot.PageOf(all, max, r.URL.Query().Get("nextToken"))
+	page, next, err := localiot.PageOf(all, max, r.URL.Query().Get("nextToken"), "nextToken")
 	if err != nil {
 		return nil, err
 	}
