@@ -461,7 +461,7 @@ func TestLatestReleaseIsDecidedAtStart(t *testing.T) {
 	asked := 0
 	env.RegisterActivityWithOptions(func(ctx context.Context, in contract.LatestReleaseInput) (*contract.LatestReleaseResult, error) {
 		asked++
-		require.Equal(t, contract.LatestReleaseInput{Software: "core", Bucket: "fleet-releases"}, in)
+		require.Equal(t, contract.LatestReleaseInput{Software: "core", Bucket: "fleet-releases", OS: "ubuntu", Architecture: "x86_64"}, in, "the newest for the targets' platform")
 		return &contract.LatestReleaseResult{Version: "2.3.0", ArtifactURL: "s3://fleet-releases/core/2.3.0.tar.gz"}, nil
 	}, activity.RegisterOptions{Name: contract.ActivityLatestRelease})
 	req := waveRequest()
