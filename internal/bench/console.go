@@ -116,17 +116,7 @@ func consoleFigure(ctx context.Context, o *Options, n int) (*ConsoleFigure, erro
 	}
 	f.CPUSecondsPerMinute = cpuSeconds() - c0 - f.IdleCPUSecondsPerMinute
 	f.OverviewMs, f.DevicesMs = median(overview), median(devices)
-	o.say("console at %d things: one tab %s and %.2f s of CPU a minute (idle stack %.2f s); overview %.0f ms, device page %.0f ms",
-		n, humanSize(f.BytesPerMinute), f.CPUSecondsPerMinute, f.IdleCPUSecondsPerMinute, f.OverviewMs, f.DevicesMs)
+	o.say("console at %d things: one tab %.1f KiB and %.2f s of CPU a minute (idle stack %.2f s); overview %.0f ms, device page %.0f ms",
+		n, float64(f.BytesPerMinute)/1024, f.CPUSecondsPerMinute, f.IdleCPUSecondsPerMinute, f.OverviewMs, f.DevicesMs)
 	return f, nil
-}
-
-func humanSize(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -450,8 +450,9 @@ func (h *policyHook) provisionFor(cl *mqtt.Client, pk packets.Packet, busy *atom
 	}
 	topic, payload := pk.TopicName, slices.Clone(pk.Payload)
 	go func() { // not within the hook: issuing a certificate takes a while
-		defer busy.Store(false)
 		replyTopic, reply := (*p)(topic, payload)
+		// Free before the answer goes out: a device may ask again the moment it has it.
+		busy.Store(false)
 		subscribed := false
 		for filter := range cl.State.Subscriptions.GetAll() {
 			subscribed = subscribed || topicMatches(filter, replyTopic)

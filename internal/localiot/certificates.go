@@ -102,7 +102,7 @@ func (s *Service) createCertificate(csr []byte, status string) (c *store.Certifi
 	if err != nil {
 		return nil, "", "", err
 	}
-	c, err = s.addCertificate(string(certPEM), status)
+	c, err = s.addCertificate(string(certPEM), status, "")
 	return c, string(pub), string(priv), err
 }
 
@@ -140,7 +140,7 @@ func (s *Service) RegisterCertificate(certPEM, caPEM, status string, setActive b
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return nil, Errorf(CodeCertificateValidation, "the certificate is not one this service's device CA signed for a device (%v); only those can be registered here (registering other CAs, or certificates without one, is not served yet): issue it from this CA (`starter device-cert`, CreateKeysAndCertificate or CreateCertificateFromCsr)", err)
 	}
-	return s.addCertificate(certPEM, status)
+	return s.addCertificate(certPEM, status, "")
 }
 
 // Certificate modes (AWS's CertificateMode).
@@ -192,7 +192,9 @@ func parseCertificate(certPEM string) (*x509.Certificate, error) {
 	return cert, nil
 }
 
-func (s *Service) addCertificate(certPEM, status string, mode ...string) (*store.Certificate, error) {
+// addCertificate records a certificate; mode is ModeSNIOnly for one registered without a CA
+// ("" otherwise).
+func (s *Service) addCertificate(certPEM, status, mode string) (*store.Certificate, error) {
 	cert, err := parseCertificate(certPEM)
 	if err != nil {
 		return nil, err
@@ -202,9 +204,7 @@ func (s *Service) addCertificate(certPEM, status string, mode ...string) (*store
 		Version: 1, GenerationID: newGenerationID(), NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC()}
 	c.Arn = s.CertificateArn(c.ID)
 	listed := false // on the revocation list before: a deleted certificate registered again
-	if len(mode) > 0 {
-		c.Mode = mode[0]
-	}
+	c.Mode = mode
 	err = s.st.Update(func(t store.Tx) error {
 		if existing, err := t.Record(certificateKind, c.ID); err != nil || existing != nil {
 			if existing != nil {

@@ -1,6 +1,7 @@
 package localiot
 
 import (
+	"cmp"
 	"errors"
 	"slices"
 	"strings"
@@ -209,32 +210,22 @@ func (s *Service) groupMembers(name string) ([]string, error) {
 
 // UpdateDynamicThingGroup changes a dynamic group's properties and, if given, its query.
 func (s *Service) UpdateDynamicThingGroup(name string, p GroupProperties, merge bool, expectedVersion int64, indexName, query, version string) (int64, error) {
+	g, err := s.mustDynamic(name)
+	if err != nil {
+		return 0, err
+	}
 	var n fleetindex.Node
 	var dq *store.DynamicQuery
 	if query != "" || indexName != "" || version != "" {
-		g, err := s.mustDynamic(name)
-		if err != nil {
+		if dq, n, err = s.dynamicQuery(name, indexName, cmp.Or(query, g.Dynamic.QueryString), version); err != nil {
 			return 0, err
 		}
-		var err2 error
-		if dq, n, err2 = s.dynamicQuery(name, indexName, cmpOr(query, g.Dynamic.QueryString), version); err2 != nil {
-			return 0, err2
-		}
-	} else if _, err := s.mustDynamic(name); err != nil {
-		return 0, err
 	}
 	v, err := s.updateGroup(name, p.Description, p.Attributes, merge, expectedVersion, dq)
 	if err == nil && n != nil {
 		s.setDynamic(name, n)
 	}
 	return v, err
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func (s *Service) mustDynamic(name string) (*store.ThingGroup, error) {

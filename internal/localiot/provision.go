@@ -146,7 +146,7 @@ func (s *Service) RegisterThingFromClaim(template, token string, params map[stri
 			return err
 		}
 		if tok == nil {
-			return Errorf(CodeInvalidRequest, "certificateOwnershipToken is not valid (unknown, or already used)")
+			return Errorf(CodeInvalidRequest, "certificateOwnershipToken is not valid (unknown, or already used): ask for a new certificate (%s) and provision with the token it answers", broker.TopicCreateCertificateFromCsr)
 		}
 		if s.Clock().After(tok.Expires) {
 			return Errorf(CodeInvalidRequest, "certificateOwnershipToken expired at %s: ask for a new certificate", tok.Expires.UTC().Format(time.RFC3339))

@@ -43,16 +43,9 @@ func (s api) handleCreateDynamicThingGroup(r *http.Request) (any, error) {
 }
 
 func (s api) handleUpdateDynamicThingGroup(r *http.Request) (any, error) {
-	var in struct {
-		dynamicGroupQuery
-		ThingGroupProperties *thingGroupPropsJSON `json:"thingGroupProperties"`
-		ExpectedVersion      int64                `json:"expectedVersion"`
-	}
-	if err := readJSON(r, &in); err != nil {
+	in, err := readGroupUpdate(r)
+	if err != nil {
 		return nil, err
-	}
-	if in.ThingGroupProperties == nil {
-		return nil, localiot.Errorf(localiot.CodeInvalidRequest, "thingGroupProperties is required")
 	}
 	p := in.ThingGroupProperties
 	v, err := s.UpdateDynamicThingGroup(r.PathValue("thingGroupName"), localiot.GroupProperties{Description: p.Description, Attributes: p.attributes()},

@@ -270,16 +270,28 @@ func (p *thingGroupPropsJSON) merge() bool {
 	return p.AttributePayload != nil && p.AttributePayload.Merge
 }
 
-func (s api) handleUpdateThingGroup(r *http.Request) (any, error) {
-	var in struct {
-		ThingGroupProperties *thingGroupPropsJSON `json:"thingGroupProperties"`
-		ExpectedVersion      int64                `json:"expectedVersion"`
-	}
+// groupUpdate is UpdateThingGroup's request, and UpdateDynamicThingGroup's with its query.
+type groupUpdate struct {
+	dynamicGroupQuery
+	ThingGroupProperties *thingGroupPropsJSON `json:"thingGroupProperties"`
+	ExpectedVersion      int64                `json:"expectedVersion"`
+}
+
+func readGroupUpdate(r *http.Request) (*groupUpdate, error) {
+	var in groupUpdate
 	if err := readJSON(r, &in); err != nil {
 		return nil, err
 	}
 	if in.ThingGroupProperties == nil {
 		return nil, localiot.Errorf(localiot.CodeInvalidRequest, "thingGroupProperties is required")
+	}
+	return &in, nil
+}
+
+func (s api) handleUpdateThingGroup(r *http.Request) (any, error) {
+	in, err := readGroupUpdate(r)
+	if err != nil {
+		return nil, err
 	}
 	p := in.ThingGroupProperties
 	v, err := s.UpdateThingGroup(r.PathValue("thingGroupName"), p.Description, p.attributes(), p.merge(), in.ExpectedVersion)
