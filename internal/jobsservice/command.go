@@ -199,7 +199,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 			}
 			svc.SetBaseURL(publicURL)
 			api := rest.Handler(svc, &rest.SigV4Verifier{Creds: rest.Credentials{AccessKeyID: accessKey, SecretAccessKey: secretKey}, Region: region},
-				rest.Route{Pattern: "POST /greengrass/updates", Handler: gg})
+				rest.Route{Pattern: "POST /greengrass/updates", Action: "CreateSoftwareUpdateJob", Handler: gg})
 			top.Handle("/", api)
 			if consolePassword == "" {
 				log.Info().Msg("fleet console off: set --console-password (OTAFLOW_CONSOLE_PASSWORD) to serve it at /console/")

@@ -66,6 +66,8 @@ func TestServiceOnPostgres(t *testing.T) {
 		"AbortConfig": TestAbortConfigCancelsTheJobAtItsThreshold, "SchedulingConfig": TestSchedulingConfigStartsAndEndsJobs,
 		"MaintenanceWindows": TestMaintenanceWindowsHoldExecutionsOutsideThem, "ExponentialRolloutRate": TestExponentialRolloutRate,
 		"FleetIndex": TestFleetIndexThroughAWSSDK, "FleetIndexSurvivesReopen": TestFleetIndexSurvivesReopen,
+		"RolesAllowAndRefuse": TestRolesAllowAndRefuse, "AccessKeyLifecycle": TestAccessKeyLifecycle,
+		"KeysLimitedToThingGroups": TestKeysLimitedToThingGroups, "AuditLogPagesAndFilters": TestAuditLogPagesAndFilters,
 	} {
 		t.Run(name, test)
 	}

@@ -67,6 +67,10 @@ type Service struct {
 	now     func() time.Time
 	// clockOffset is the database's clock minus this machine's, in nanoseconds (clock.go).
 	clockOffset atomic.Int64
+	// keys are recent access-key lookups (access.go).
+	keys keyCache
+	// auditRefused bounds the refused, unauthenticated attempts recorded (audit.go).
+	auditRefused auditLimiter
 
 	mu        sync.RWMutex
 	listeners []func(things []string)

@@ -294,7 +294,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	metrics := prometheus.Gatherers{localiot.MetricsRegistry(s.Jobs, localiot.SessionsCollector(func() int64 { return s.Broker.Sessions() })), s.workerMetrics.Registry}
 	top.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	top.Handle("/", rest.Handler(s.Jobs, &rest.SigV4Verifier{Creds: rest.Credentials{AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey}, Region: o.Region},
-		rest.Route{Pattern: "POST /greengrass/updates", Handler: &greengrass.Handler{
+		rest.Route{Pattern: "POST /greengrass/updates", Action: "CreateSoftwareUpdateJob", Handler: &greengrass.Handler{
 			Jobs: s.Jobs, Starter: rolloutclient.Starter{Client: s.Client, TaskQueue: contract.TaskQueue}, Log: jlog,
 		}}))
 	srv, err := rest.NewServer(ln, hostCheck(top), rest.ServerOptions{})

@@ -35,10 +35,17 @@ func signedFor(r *http.Request) string {
 
 func (s api) jobsDataHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /things/{thingName}/jobs", operation(s.handleGetPendingJobExecutions))
-	mux.Handle("PUT /things/{thingName}/jobs/$next", operation(s.handleStartNextPendingJobExecution))
-	mux.Handle("GET /things/{thingName}/jobs/{jobId}", operation(s.handleDataDescribeJobExecution))
-	mux.Handle("POST /things/{thingName}/jobs/{jobId}", operation(s.handleDataUpdateJobExecution))
+	for _, op := range []struct {
+		pattern, action string
+		op              operation
+	}{
+		{"GET /things/{thingName}/jobs", "GetPendingJobExecutions", s.handleGetPendingJobExecutions},
+		{"PUT /things/{thingName}/jobs/$next", "StartNextPendingJobExecution", s.handleStartNextPendingJobExecution},
+		{"GET /things/{thingName}/jobs/{jobId}", "DescribeJobExecution", s.handleDataDescribeJobExecution},
+		{"POST /things/{thingName}/jobs/{jobId}", "UpdateJobExecution", s.handleDataUpdateJobExecution},
+	} {
+		mux.Handle(op.pattern, guard(s, op.action, permissionFor(op.pattern), op.op))
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeUnknownOperation(w, r.Method+" "+r.URL.Path+" is not an iot-jobs-data operation")
 	})

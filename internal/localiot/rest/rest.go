@@ -47,8 +47,8 @@ func (op operation) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // headersOnly is an answer of headers and no body, as S3 answers PutObject.
 type headersOnly map[string]string
 
-// op routes pattern to an operation.
-func (m countingMux) op(pattern string, op operation) { m.HandleFunc(pattern, op.ServeHTTP) }
+// op routes pattern to an operation named action (AWS's name for it).
+func (m countingMux) op(pattern, action string, op operation) { m.route(pattern, action, op) }
 
 // api is the REST control plane of one service: every handler turns a request into a call of
 // the service's operations and its answer into AWS's response.
@@ -60,17 +60,22 @@ type countingMux struct {
 	s *localiot.Service
 }
 
-func (m countingMux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+// route serves an operation: counted, allowed only to the roles its permission takes, and
+// recorded in the audit log when it changes something (guard).
+func (m countingMux) route(pattern, action string, h http.Handler) {
 	n := m.s.Counter(pattern)
+	g := guard(api{m.s}, action, permissionFor(pattern), h)
 	m.ServeMux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		n.Add(1)
-		h(w, r)
+		g.ServeHTTP(w, r)
 	})
 }
 
 // Route is an extra handler served beside the IoT paths, behind the same authentication.
 type Route struct {
 	Pattern string
+	// Action names the operation in refusals and the audit log (CreateSoftwareUpdateJob).
+	Action  string
 	Handler http.Handler
 }
 
@@ -78,91 +83,107 @@ type Route struct {
 // must carry a SigV4 signature made with the configured credentials.
 func Handler(svc *localiot.Service, auth *SigV4Verifier, extra ...Route) http.Handler {
 	s := api{svc}
+	if auth.Keys == nil {
+		auth.Keys = svc
+	}
+	if auth.Refused == nil {
+		auth.Refused = func(r *http.Request, why string) {
+			svc.AuditRefused(localiot.AuditEntry{Via: "rest", From: clientOf(r), Action: r.Method, Resource: r.URL.Path, Detail: why})
+		}
+	}
 	mux := countingMux{ServeMux: http.NewServeMux(), s: svc}
 	for _, r := range extra {
-		mux.Handle(r.Pattern, r.Handler)
+		mux.route(r.Pattern, r.Action, r.Handler)
 	}
-	mux.op("POST /things/{thingName}", s.handleCreateThing)
-	mux.op("GET /things/{thingName}", s.handleDescribeThing)
-	mux.op("PUT /jobs/{jobId}", s.handleCreateJob)
-	mux.op("GET /jobs/{jobId}", s.handleDescribeJob)
-	mux.op("GET /jobs/{jobId}/things", s.handleListJobExecutionsForJob)
-	mux.op("PUT /jobs/{jobId}/cancel", s.handleCancelJob)
-	mux.op("GET /things/{thingName}/jobs/{jobId}", s.handleDescribeJobExecution)
-	mux.op("GET /jobs", s.handleListJobs)
-	mux.op("DELETE /jobs/{jobId}", s.handleDeleteJob)
-	mux.op("GET /things/{thingName}/jobs", s.handleListJobExecutionsForThing)
-	mux.op("PUT /things/{thingName}/jobs/{jobId}/cancel", s.handleCancelJobExecution)
-	mux.op("GET /things", s.handleListThings)
-	mux.op("PATCH /things/{thingName}", s.handleUpdateThing)
-	mux.op("POST /thing-types/{thingTypeName}", s.handleCreateThingType)
-	mux.op("GET /thing-types/{thingTypeName}", s.handleDescribeThingType)
-	mux.op("GET /thing-types", s.handleListThingTypes)
-	mux.op("POST /thing-types/{thingTypeName}/deprecate", s.handleDeprecateThingType)
-	mux.op("DELETE /thing-types/{thingTypeName}", s.handleDeleteThingType)
-	mux.op("GET /endpoint", s.handleDescribeEndpoint)
-	mux.op("GET /things/{thingName}/thing-groups", s.handleListThingGroupsForThing)
-	mux.op("GET /thing-groups", s.handleListThingGroups)
-	mux.op("PATCH /thing-groups/{thingGroupName}", s.handleUpdateThingGroup)
-	mux.op("PUT /thing-groups/updateThingGroupsForThing", s.handleUpdateThingGroupsForThing)
-	mux.op("GET /jobs/{jobId}/job-document", s.handleGetJobDocument)
-	mux.op("DELETE /things/{thingName}/jobs/{jobId}/executionNumber/{executionNumber}", s.handleDeleteJobExecution)
-	mux.op("PATCH /jobs/{jobId}", s.handleUpdateJob)
-	mux.op("POST /jobs/{jobId}/targets", s.handleAssociateTargetsWithJob)
-	mux.op("PUT /job-templates/{jobTemplateId}", s.handleCreateJobTemplate)
-	mux.op("GET /job-templates/{jobTemplateId}", s.handleDescribeJobTemplate)
-	mux.op("GET /job-templates", s.handleListJobTemplates)
-	mux.op("DELETE /job-templates/{jobTemplateId}", s.handleDeleteJobTemplate)
-	mux.op("GET /things/{thingName}/shadow", s.handleGetThingShadow)
-	mux.op("POST /things/{thingName}/shadow", s.handleUpdateThingShadow)
-	mux.op("DELETE /things/{thingName}/shadow", s.handleDeleteThingShadow)
-	mux.op("GET /api/things/shadow/ListNamedShadowsForThing/{thingName}", s.handleListNamedShadowsForThing)
-	mux.op("DELETE /things/{thingName}", s.handleDeleteThing)
-	mux.op("POST /thing-groups/{thingGroupName}", s.handleCreateThingGroup)
-	mux.op("GET /thing-groups/{thingGroupName}", s.handleDescribeThingGroup)
-	mux.op("DELETE /thing-groups/{thingGroupName}", s.handleDeleteThingGroup)
-	mux.op("PUT /thing-groups/addThingToThingGroup", s.handleThingGroupMembership(true))
-	mux.op("PUT /thing-groups/removeThingFromThingGroup", s.handleThingGroupMembership(false))
-	mux.op("GET /thing-groups/{thingGroupName}/things", s.handleListThingsInThingGroup)
-	mux.op("PUT /artifacts/{bucket}/{key...}", s.handleArtifactUpload)
-	mux.HandleFunc("DELETE /artifacts/{bucket}/{key...}", s.handleDeleteObject)
-	mux.HandleFunc("GET /artifacts/{bucket}/{key...}", s.serveArtifact)
-	mux.HandleFunc("GET /artifacts/{bucket}", s.handleListObjects)
-	mux.op("PUT /tuf/{bucket}/{file}", s.handleTUFUpload)
-	mux.op("POST /indexing/config", s.handleUpdateIndexingConfiguration)
-	mux.op("GET /indexing/config", s.handleGetIndexingConfiguration)
-	mux.op("GET /indices", s.handleListIndices)
-	mux.op("GET /indices/{indexName}", s.handleDescribeIndex)
-	mux.op("POST /indices/search", s.handleSearchIndex)
-	mux.op("POST /indices/statistics", s.handleGetStatistics)
-	mux.op("POST /indices/percentiles", s.handleGetPercentiles)
-	mux.op("POST /indices/cardinality", s.handleGetCardinality)
-	mux.op("POST /indices/buckets", s.handleGetBucketsAggregation)
-	mux.op("POST /keys-and-certificate", s.handleCreateKeysAndCertificate)
-	mux.op("POST /certificates", s.handleCreateCertificateFromCsr)
-	mux.op("POST /certificate/register", s.handleRegisterCertificate)
-	mux.op("GET /certificates/{certificateId}", s.handleDescribeCertificate)
-	mux.op("GET /certificates", s.handleListCertificates)
-	mux.op("PUT /certificates/{certificateId}", s.handleUpdateCertificate)
-	mux.op("DELETE /certificates/{certificateId}", s.handleDeleteCertificate)
-	mux.op("PUT /things/{thingName}/principals", s.handleAttachThingPrincipal)
-	mux.op("DELETE /things/{thingName}/principals", s.handleDetachThingPrincipal)
-	mux.op("GET /things/{thingName}/principals", s.handleListThingPrincipals)
-	mux.op("GET /principals/things", s.handleListPrincipalThings)
-	mux.op("POST /dynamic-thing-groups/{thingGroupName}", s.handleCreateDynamicThingGroup)
-	mux.op("PATCH /dynamic-thing-groups/{thingGroupName}", s.handleUpdateDynamicThingGroup)
-	mux.op("DELETE /dynamic-thing-groups/{thingGroupName}", s.handleDeleteDynamicThingGroup)
-	mux.op("POST /certificate/register-no-ca", s.handleRegisterCertificateWithoutCA)
-	mux.op("POST /things", s.handleRegisterThing)
-	mux.op("POST /provisioning-templates", s.handleCreateProvisioningTemplate)
-	mux.op("GET /provisioning-templates", s.handleListProvisioningTemplates)
-	mux.op("GET /provisioning-templates/{templateName}", s.handleDescribeProvisioningTemplate)
-	mux.op("PATCH /provisioning-templates/{templateName}", s.handleUpdateProvisioningTemplate)
-	mux.op("DELETE /provisioning-templates/{templateName}", s.handleDeleteProvisioningTemplate)
-	mux.op("POST /provisioning-templates/{templateName}/versions", s.handleCreateProvisioningTemplateVersion)
-	mux.op("GET /provisioning-templates/{templateName}/versions", s.handleListProvisioningTemplateVersions)
-	mux.op("GET /provisioning-templates/{templateName}/versions/{versionId}", s.handleDescribeProvisioningTemplateVersion)
-	mux.op("DELETE /provisioning-templates/{templateName}/versions/{versionId}", s.handleDeleteProvisioningTemplateVersion)
+	mux.op("POST /things/{thingName}", "CreateThing", s.handleCreateThing)
+	mux.op("GET /things/{thingName}", "DescribeThing", s.handleDescribeThing)
+	mux.op("PUT /jobs/{jobId}", "CreateJob", s.handleCreateJob)
+	mux.op("GET /jobs/{jobId}", "DescribeJob", s.handleDescribeJob)
+	mux.op("GET /jobs/{jobId}/things", "ListJobExecutionsForJob", s.handleListJobExecutionsForJob)
+	mux.op("PUT /jobs/{jobId}/cancel", "CancelJob", s.handleCancelJob)
+	mux.op("GET /things/{thingName}/jobs/{jobId}", "DescribeJobExecution", s.handleDescribeJobExecution)
+	mux.op("GET /jobs", "ListJobs", s.handleListJobs)
+	mux.op("DELETE /jobs/{jobId}", "DeleteJob", s.handleDeleteJob)
+	mux.op("GET /things/{thingName}/jobs", "ListJobExecutionsForThing", s.handleListJobExecutionsForThing)
+	mux.op("PUT /things/{thingName}/jobs/{jobId}/cancel", "CancelJobExecution", s.handleCancelJobExecution)
+	mux.op("GET /things", "ListThings", s.handleListThings)
+	mux.op("PATCH /things/{thingName}", "UpdateThing", s.handleUpdateThing)
+	mux.op("POST /thing-types/{thingTypeName}", "CreateThingType", s.handleCreateThingType)
+	mux.op("GET /thing-types/{thingTypeName}", "DescribeThingType", s.handleDescribeThingType)
+	mux.op("GET /thing-types", "ListThingTypes", s.handleListThingTypes)
+	mux.op("POST /thing-types/{thingTypeName}/deprecate", "DeprecateThingType", s.handleDeprecateThingType)
+	mux.op("DELETE /thing-types/{thingTypeName}", "DeleteThingType", s.handleDeleteThingType)
+	mux.op("GET /endpoint", "DescribeEndpoint", s.handleDescribeEndpoint)
+	mux.op("GET /things/{thingName}/thing-groups", "ListThingGroupsForThing", s.handleListThingGroupsForThing)
+	mux.op("GET /thing-groups", "ListThingGroups", s.handleListThingGroups)
+	mux.op("PATCH /thing-groups/{thingGroupName}", "UpdateThingGroup", s.handleUpdateThingGroup)
+	mux.op("PUT /thing-groups/updateThingGroupsForThing", "UpdateThingGroupsForThing", s.handleUpdateThingGroupsForThing)
+	mux.op("GET /jobs/{jobId}/job-document", "GetJobDocument", s.handleGetJobDocument)
+	mux.op("DELETE /things/{thingName}/jobs/{jobId}/executionNumber/{executionNumber}", "DeleteJobExecution", s.handleDeleteJobExecution)
+	mux.op("PATCH /jobs/{jobId}", "UpdateJob", s.handleUpdateJob)
+	mux.op("POST /jobs/{jobId}/targets", "AssociateTargetsWithJob", s.handleAssociateTargetsWithJob)
+	mux.op("PUT /job-templates/{jobTemplateId}", "CreateJobTemplate", s.handleCreateJobTemplate)
+	mux.op("GET /job-templates/{jobTemplateId}", "DescribeJobTemplate", s.handleDescribeJobTemplate)
+	mux.op("GET /job-templates", "ListJobTemplates", s.handleListJobTemplates)
+	mux.op("DELETE /job-templates/{jobTemplateId}", "DeleteJobTemplate", s.handleDeleteJobTemplate)
+	mux.op("GET /things/{thingName}/shadow", "GetThingShadow", s.handleGetThingShadow)
+	mux.op("POST /things/{thingName}/shadow", "UpdateThingShadow", s.handleUpdateThingShadow)
+	mux.op("DELETE /things/{thingName}/shadow", "DeleteThingShadow", s.handleDeleteThingShadow)
+	mux.op("GET /api/things/shadow/ListNamedShadowsForThing/{thingName}", "ListNamedShadowsForThing", s.handleListNamedShadowsForThing)
+	mux.op("DELETE /things/{thingName}", "DeleteThing", s.handleDeleteThing)
+	mux.op("POST /thing-groups/{thingGroupName}", "CreateThingGroup", s.handleCreateThingGroup)
+	mux.op("GET /thing-groups/{thingGroupName}", "DescribeThingGroup", s.handleDescribeThingGroup)
+	mux.op("DELETE /thing-groups/{thingGroupName}", "DeleteThingGroup", s.handleDeleteThingGroup)
+	mux.op("PUT /thing-groups/addThingToThingGroup", "AddThingToThingGroup", s.handleThingGroupMembership(true))
+	mux.op("PUT /thing-groups/removeThingFromThingGroup", "RemoveThingFromThingGroup", s.handleThingGroupMembership(false))
+	mux.op("GET /thing-groups/{thingGroupName}/things", "ListThingsInThingGroup", s.handleListThingsInThingGroup)
+	mux.op("PUT /artifacts/{bucket}/{key...}", "ArtifactUpload", s.handleArtifactUpload)
+	mux.route("DELETE /artifacts/{bucket}/{key...}", "DeleteObject", http.HandlerFunc(s.handleDeleteObject))
+	mux.route("GET /artifacts/{bucket}/{key...}", "GetObject", http.HandlerFunc(s.serveArtifact))
+	mux.route("GET /artifacts/{bucket}", "ListObjects", http.HandlerFunc(s.handleListObjects))
+	mux.op("PUT /tuf/{bucket}/{file}", "TUFUpload", s.handleTUFUpload)
+	mux.op("POST /indexing/config", "UpdateIndexingConfiguration", s.handleUpdateIndexingConfiguration)
+	mux.op("GET /indexing/config", "GetIndexingConfiguration", s.handleGetIndexingConfiguration)
+	mux.op("GET /indices", "ListIndices", s.handleListIndices)
+	mux.op("GET /indices/{indexName}", "DescribeIndex", s.handleDescribeIndex)
+	mux.op("POST /indices/search", "SearchIndex", s.handleSearchIndex)
+	mux.op("POST /indices/statistics", "GetStatistics", s.handleGetStatistics)
+	mux.op("POST /indices/percentiles", "GetPercentiles", s.handleGetPercentiles)
+	mux.op("POST /indices/cardinality", "GetCardinality", s.handleGetCardinality)
+	mux.op("POST /indices/buckets", "GetBucketsAggregation", s.handleGetBucketsAggregation)
+	mux.op("POST /keys-and-certificate", "CreateKeysAndCertificate", s.handleCreateKeysAndCertificate)
+	mux.op("POST /certificates", "CreateCertificateFromCsr", s.handleCreateCertificateFromCsr)
+	mux.op("POST /certificate/register", "RegisterCertificate", s.handleRegisterCertificate)
+	mux.op("GET /certificates/{certificateId}", "DescribeCertificate", s.handleDescribeCertificate)
+	mux.op("GET /certificates", "ListCertificates", s.handleListCertificates)
+	mux.op("PUT /certificates/{certificateId}", "UpdateCertificate", s.handleUpdateCertificate)
+	mux.op("DELETE /certificates/{certificateId}", "DeleteCertificate", s.handleDeleteCertificate)
+	mux.op("PUT /things/{thingName}/principals", "AttachThingPrincipal", s.handleAttachThingPrincipal)
+	mux.op("DELETE /things/{thingName}/principals", "DetachThingPrincipal", s.handleDetachThingPrincipal)
+	mux.op("GET /things/{thingName}/principals", "ListThingPrincipals", s.handleListThingPrincipals)
+	mux.op("GET /principals/things", "ListPrincipalThings", s.handleListPrincipalThings)
+	mux.op("POST /dynamic-thing-groups/{thingGroupName}", "CreateDynamicThingGroup", s.handleCreateDynamicThingGroup)
+	mux.op("PATCH /dynamic-thing-groups/{thingGroupName}", "UpdateDynamicThingGroup", s.handleUpdateDynamicThingGroup)
+	mux.op("DELETE /dynamic-thing-groups/{thingGroupName}", "DeleteDynamicThingGroup", s.handleDeleteDynamicThingGroup)
+	mux.op("POST /certificate/register-no-ca", "RegisterCertificateWithoutCA", s.handleRegisterCertificateWithoutCA)
+	mux.op("POST /things", "RegisterThing", s.handleRegisterThing)
+	mux.op("POST /provisioning-templates", "CreateProvisioningTemplate", s.handleCreateProvisioningTemplate)
+	mux.op("GET /provisioning-templates", "ListProvisioningTemplates", s.handleListProvisioningTemplates)
+	mux.op("GET /provisioning-templates/{templateName}", "DescribeProvisioningTemplate", s.handleDescribeProvisioningTemplate)
+	mux.op("PATCH /provisioning-templates/{templateName}", "UpdateProvisioningTemplate", s.handleUpdateProvisioningTemplate)
+	mux.op("DELETE /provisioning-templates/{templateName}", "DeleteProvisioningTemplate", s.handleDeleteProvisioningTemplate)
+	mux.op("POST /provisioning-templates/{templateName}/versions", "CreateProvisioningTemplateVersion", s.handleCreateProvisioningTemplateVersion)
+	mux.op("GET /provisioning-templates/{templateName}/versions", "ListProvisioningTemplateVersions", s.handleListProvisioningTemplateVersions)
+	mux.op("GET /provisioning-templates/{templateName}/versions/{versionId}", "DescribeProvisioningTemplateVersion", s.handleDescribeProvisioningTemplateVersion)
+	mux.op("DELETE /provisioning-templates/{templateName}/versions/{versionId}", "DeleteProvisioningTemplateVersion", s.handleDeleteProvisioningTemplateVersion)
+	// otaflow's own: who may do what, and the record of who did.
+	mux.op("POST /access-keys", "CreateAccessKey", s.handleCreateAccessKey)
+	mux.op("GET /access-keys", "ListAccessKeys", s.handleListAccessKeys)
+	mux.op("PATCH /access-keys/{accessKeyId}", "UpdateAccessKey", s.handleUpdateAccessKey)
+	mux.op("POST /access-keys/{accessKeyId}/rotate", "RotateAccessKey", s.handleRotateAccessKey)
+	mux.op("DELETE /access-keys/{accessKeyId}", "DeleteAccessKey", s.handleDeleteAccessKey)
+	mux.op("GET /whoami", "WhoAmI", s.handleWhoAmI)
+	mux.op("GET /audit", "ListAuditEntries", s.handleListAuditEntries)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeUnknownOperation(w, fmt.Sprintf("%s %s is not an operation this jobs service serves (README lists them)", r.Method, r.URL.Path))
 	})
@@ -214,6 +235,8 @@ type statusRecorder struct {
 	status int
 }
 
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
 func (r *statusRecorder) WriteHeader(code int) {
 	r.status = code
 	r.ResponseWriter.WriteHeader(code)
@@ -253,6 +276,8 @@ func exceptionFor(code localiot.ErrorCode) (string, int) {
 		return "ConflictException", http.StatusConflict
 	case localiot.CodeUnauthorized:
 		return "UnauthorizedException", http.StatusForbidden
+	case localiot.CodeAccessDenied:
+		return "AccessDeniedException", http.StatusForbidden
 	case localiot.CodeInvalidQuery:
 		return "InvalidQueryException", http.StatusBadRequest
 	case localiot.CodeInvalidAggregation:

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/semaphore"
+
+	"github.com/otaflow/otaflow/internal/localiot"
 )
 
 // Credentials are the one access key the local jobs service accepts.
@@ -25,10 +27,20 @@ type Credentials struct {
 	SecretAccessKey string
 }
 
+// KeyStore knows the access keys besides the configured one (localiot.Service keeps them).
+type KeyStore interface {
+	// AccessKeySecret is a key's secret and principal; ok is false for an unknown key.
+	AccessKeySecret(id string) (secret string, p localiot.Principal, ok bool, err error)
+}
+
 // SigV4Verifier checks AWS Signature Version 4 on every request, the way AWS IoT does, so
-// the same clients that talk to AWS talk to us, and nothing unsigned gets through.
+// the same clients that talk to AWS talk to us, and nothing unsigned gets through. Creds is
+// the configured key, an admin's; Keys are the keys admins create (Handler sets the service's).
 type SigV4Verifier struct {
 	Creds   Credentials
+	Keys    KeyStore
+	// Refused hears of every request refused as unauthenticated (the audit log's).
+	Refused func(r *http.Request, why string)
 	Region  string
 	Service string // "iot"; greengrass requests are signed for "greengrass"
 	Now     func() time.Time
@@ -63,7 +75,8 @@ func (v *SigV4Verifier) Middleware(next http.Handler) http.Handler {
 		// authenticated one (an artifact upload) may take as long as it needs.
 		rc := http.NewResponseController(w)
 		rc.SetReadDeadline(time.Now().Add(bodyReadTimeout))
-		if err := v.Verify(r); err != nil {
+		p, err := v.verify(r)
+		if err != nil {
 			name, status := "UnrecognizedClientException", http.StatusForbidden
 			switch {
 			case errors.Is(err, errThrottled):
@@ -80,10 +93,13 @@ func (v *SigV4Verifier) Middleware(next http.Handler) http.Handler {
 			}
 			w.WriteHeader(status)
 			fmt.Fprintf(w, "{\"message\":%q}\n", err.Error())
+			if status == http.StatusForbidden && v.Refused != nil {
+				v.Refused(r, err.Error())
+			}
 			return
 		}
 		rc.SetReadDeadline(time.Time{})
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(localiot.WithPrincipal(r.Context(), p)))
 	})
 }
 
@@ -95,12 +111,38 @@ var errTooLarge = fmt.Errorf("request body is larger than %d bytes without x-amz
 // Verify checks r's Authorization header: everything but the body first, then the body
 // (see maxUnhashedBody). It restores the body for the handler. Its errors name no key.
 func (v *SigV4Verifier) Verify(r *http.Request) error {
+	_, err := v.verify(r)
+	return err
+}
+
+// secretFor is a key's secret and who signing with it makes a request come from.
+func (v *SigV4Verifier) secretFor(id string) (localiot.Principal, string, error) {
+	if hmac.Equal([]byte(id), []byte(v.Creds.AccessKeyID)) {
+		return localiot.Principal{Name: id, Role: localiot.RoleAdmin}, v.Creds.SecretAccessKey, nil
+	}
+	if v.Keys != nil && id != "" {
+		secret, p, ok, err := v.Keys.AccessKeySecret(id)
+		var refused localiot.ErrKeyRefused
+		switch {
+		case errors.As(err, &refused):
+			return p, "", err
+		case err != nil:
+			return p, "", fmt.Errorf("could not look the access key up: %w", err)
+		case ok:
+			return p, secret, nil
+		}
+	}
+	return localiot.Principal{}, "", fmt.Errorf("the security token included in the request is invalid")
+}
+
+func (v *SigV4Verifier) verify(r *http.Request) (localiot.Principal, error) {
+	var p localiot.Principal
 	authz := r.Header.Get("Authorization")
 	if authz == "" {
-		return fmt.Errorf("request is not signed: sign it with AWS Signature Version 4 using the jobs service's access key")
+		return p, fmt.Errorf("request is not signed: sign it with AWS Signature Version 4 using the jobs service's access key")
 	}
 	if !strings.HasPrefix(authz, algo+" ") {
-		return fmt.Errorf("authorization uses an unsupported algorithm; use %s", algo)
+		return p, fmt.Errorf("authorization uses an unsupported algorithm; use %s", algo)
 	}
 	fields := map[string]string{}
 	for _, part := range strings.Split(strings.TrimPrefix(authz, algo+" "), ",") {
@@ -111,18 +153,19 @@ func (v *SigV4Verifier) Verify(r *http.Request) error {
 	}
 	scope := strings.Split(fields["Credential"], "/")
 	if len(scope) != 5 || scope[4] != "aws4_request" {
-		return fmt.Errorf("authorization header has a malformed Credential")
+		return p, fmt.Errorf("authorization header has a malformed Credential")
 	}
-	if !hmac.Equal([]byte(scope[0]), []byte(v.Creds.AccessKeyID)) {
-		return fmt.Errorf("the security token included in the request is invalid")
+	p, secret, err := v.secretFor(scope[0])
+	if err != nil {
+		return p, err
 	}
 	if scope[2] != v.Region {
-		return fmt.Errorf("credential should be scoped to a valid region %q, not %q", v.Region, scope[2])
+		return p, fmt.Errorf("credential should be scoped to a valid region %q, not %q", v.Region, scope[2])
 	}
 	amzDate := r.Header.Get("X-Amz-Date")
 	t, err := time.Parse("20060102T150405Z", amzDate)
 	if err != nil {
-		return fmt.Errorf("request has no valid X-Amz-Date header")
+		return p, fmt.Errorf("request has no valid X-Amz-Date header")
 	}
 	now := time.Now
 	if v.Now != nil {
@@ -133,37 +176,37 @@ func (v *SigV4Verifier) Verify(r *http.Request) error {
 		skew = 5 * time.Minute
 	}
 	if d := now().Sub(t); d > skew || d < -skew {
-		return fmt.Errorf("signature expired: request time %s is more than %s from server time; check the client's clock", amzDate, skew)
+		return p, fmt.Errorf("signature expired: request time %s is more than %s from server time; check the client's clock", amzDate, skew)
 	}
 	if scope[1] != t.Format("20060102") {
-		return fmt.Errorf("credential date %s does not match X-Amz-Date %s", scope[1], amzDate)
+		return p, fmt.Errorf("credential date %s does not match X-Amz-Date %s", scope[1], amzDate)
 	}
 
 	signed := strings.Split(fields["SignedHeaders"], ";")
 	if !contains(signed, "host") {
-		return fmt.Errorf("the host header must be signed")
+		return p, fmt.Errorf("the host header must be signed")
 	}
 	if h := strings.ToLower(r.Header.Get("X-Amz-Content-Sha256")); len(h) == 64 && isHex(h) {
 		// The client states the body's hash (as S3 uploads do): the signature covers the
 		// claim and is checked before a byte of the body is read; the body is checked against
 		// it as it streams, so artifacts of any size are never held in memory, and a body that
 		// does not match fails the read.
-		if err := v.checkSignature(r, fields, scope, amzDate, signed, h); err != nil {
-			return err
+		if err := v.checkSignature(r, secret, fields, scope, amzDate, signed, h); err != nil {
+			return p, err
 		}
 		r.Body = &hashCheckingBody{r: r.Body, h: sha256.New(), want: h}
-		return nil
+		return p, nil
 	}
 	body, err := v.readUnhashed(r)
 	if err != nil {
-		return err
+		return p, err
 	}
 	sum := sha256.Sum256(body)
 	payloadHash := hex.EncodeToString(sum[:])
 	if h := strings.ToLower(r.Header.Get("X-Amz-Content-Sha256")); h != "" && h != "unsigned-payload" && h != payloadHash {
-		return fmt.Errorf("x-amz-content-sha256 does not match the request body")
+		return p, fmt.Errorf("x-amz-content-sha256 does not match the request body")
 	}
-	return v.checkSignature(r, fields, scope, amzDate, signed, payloadHash)
+	return p, v.checkSignature(r, secret, fields, scope, amzDate, signed, payloadHash)
 }
 
 // readUnhashed reads a body whose hash the client did not state, within the pre-auth pool
@@ -197,7 +240,7 @@ func (v *SigV4Verifier) readUnhashed(r *http.Request) ([]byte, error) {
 }
 
 // checkSignature compares the request's signature with the one the secret makes.
-func (v *SigV4Verifier) checkSignature(r *http.Request, fields map[string]string, scope []string, amzDate string, signed []string, payloadHash string) error {
+func (v *SigV4Verifier) checkSignature(r *http.Request, secret string, fields map[string]string, scope []string, amzDate string, signed []string, payloadHash string) error {
 	var canon strings.Builder
 	for _, h := range signed {
 		var val string
@@ -226,7 +269,7 @@ func (v *SigV4Verifier) checkSignature(r *http.Request, fields map[string]string
 	credScope := strings.Join(scope[1:], "/")
 	creqSum := sha256.Sum256([]byte(creq))
 	toSign := strings.Join([]string{algo, amzDate, credScope, hex.EncodeToString(creqSum[:])}, "\n")
-	key := hmacSHA256([]byte("AWS4"+v.Creds.SecretAccessKey), scope[1])
+	key := hmacSHA256([]byte("AWS4"+secret), scope[1])
 	key = hmacSHA256(key, scope[2])
 	key = hmacSHA256(key, scope[3])
 	key = hmacSHA256(key, "aws4_request")

@@ -355,6 +355,46 @@ func (t boltTx) Records(kind string) ([][]byte, error) {
 	return out, nil
 }
 
+func (t boltTx) RecordsPage(kind, after string, limit int, descending bool) ([]string, [][]byte, error) {
+	var names []string
+	var bodies [][]byte
+	c := t.b(bucketRecords).Cursor()
+	prefix := pairPrefix(kind)
+	var k, v []byte
+	switch {
+	case !descending && after == "":
+		k, v = c.Seek(prefix)
+	case !descending:
+		k, v = c.Seek(pairKey(kind, after))
+		if k != nil && bytes.Equal(k, pairKey(kind, after)) {
+			k, v = c.Next()
+		}
+	default:
+		// The first key past the kind (or the name), then one back.
+		end := append(bytes.Clone(prefix[:len(prefix)-1]), prefix[len(prefix)-1]+1)
+		if after != "" {
+			end = pairKey(kind, after)
+		}
+		if k, _ = c.Seek(end); k == nil {
+			k, v = c.Last()
+		} else {
+			k, v = c.Prev()
+		}
+	}
+	for ; k != nil && bytes.HasPrefix(k, prefix) && len(names) < limit; k, v = step(c, descending) {
+		names = append(names, string(k[len(prefix):]))
+		bodies = append(bodies, bytes.Clone(v))
+	}
+	return names, bodies, nil
+}
+
+func step(c *bolt.Cursor, descending bool) ([]byte, []byte) {
+	if descending {
+		return c.Prev()
+	}
+	return c.Next()
+}
+
 func (t boltTx) Token(token string) (*TokenRecord, error) {
 	return get[TokenRecord](t.b(bucketTokens), nameKey(token))
 }

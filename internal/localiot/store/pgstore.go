@@ -654,6 +654,28 @@ func (t *pgTx) PutRecord(kind, name string, body []byte) error {
 func (t *pgTx) DeleteRecord(kind, name string) error {
 	return t.exec("DELETE FROM records WHERE kind = $1 AND name = $2", kind, name)
 }
+func (t *pgTx) RecordsPage(kind, after string, limit int, descending bool) ([]string, [][]byte, error) {
+	q := "SELECT name, body FROM records WHERE kind = $1 AND ($2 = '' OR name > $2) ORDER BY name LIMIT $3"
+	if descending {
+		q = "SELECT name, body FROM records WHERE kind = $1 AND ($2 = '' OR name < $2) ORDER BY name DESC LIMIT $3"
+	}
+	rows, err := t.tx.Query(t.ctx, q, kind, after, limit)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var names []string
+	var bodies [][]byte
+	for rows.Next() {
+		var name string
+		var raw []byte
+		if err := rows.Scan(&name, &raw); err != nil {
+			return nil, nil, err
+		}
+		names, bodies = append(names, name), append(bodies, raw)
+	}
+	return names, bodies, rows.Err()
+}
 func (t *pgTx) Records(kind string) ([][]byte, error) {
 	rows, err := t.tx.Query(t.ctx, "SELECT body FROM records WHERE kind = $1 ORDER BY name", kind)
 	if err != nil {

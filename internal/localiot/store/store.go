@@ -110,6 +110,10 @@ type Tx interface {
 	PutRecord(kind, name string, body []byte) error
 	DeleteRecord(kind, name string) error
 	Records(kind string) ([][]byte, error)
+	// RecordsPage is at most limit of a kind's records after the name after (from the start
+	// when empty), in name order, or before it in reverse order when descending (from the
+	// end when empty): one page of a long kind (the audit log) without reading the rest.
+	RecordsPage(kind, after string, limit int, descending bool) (names []string, bodies [][]byte, err error)
 
 	Token(token string) (*TokenRecord, error)
 	PutToken(token string, r TokenRecord) error

@@ -447,6 +447,38 @@ func TestStoreRecords(t *testing.T) {
 	})
 }
 
+// RecordsPage: a kind's records a page at a time, either way, starting anywhere, never
+// another kind's.
+func TestStoreRecordsPage(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st Store, _ func() Store) {
+		update(t, st, func(tx Tx) error {
+			for _, r := range []struct{ kind, name string }{{"a", "x"}, {"log", "01"}, {"log", "02"}, {"log", "03"}, {"log", "04"}, {"logz", "00"}, {"m", "y"}} {
+				if err := tx.PutRecord(r.kind, r.name, []byte(`{"n":"`+r.name+`"}`)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		page := func(after string, limit int, desc bool) []string {
+			var names []string
+			require.NoError(t, st.View(func(tx Tx) error {
+				n, b, err := tx.RecordsPage("log", after, limit, desc)
+				require.Len(t, b, len(n))
+				names = n
+				return err
+			}))
+			return names
+		}
+		require.Equal(t, []string{"01", "02", "03"}, page("", 3, false))
+		require.Equal(t, []string{"04"}, page("03", 3, false))
+		require.Empty(t, page("04", 3, false))
+		require.Equal(t, []string{"04", "03"}, page("", 2, true), "newest first")
+		require.Equal(t, []string{"02", "01"}, page("03", 5, true))
+		require.Equal(t, []string{"02"}, page("025", 1, true), "from between two names")
+		require.Empty(t, page("01", 5, true))
+	})
+}
+
 // Fencing: once a replica has led, its batches commit only while the lease is still its own.
 // When another replica has taken the lease over (here by hand, as after a partition the old
 // leader has not noticed yet), the old leader's batch fails with ErrNotLeader and writes

@@ -1,0 +1,236 @@
+// Package accessclient is the client of otaflow's own REST operations beside AWS IoT's: access
+// keys with roles (/access-keys), who a key is (/whoami) and the audit log (/audit). Requests
+// are signed with SigV4 like every other call to the jobs service.
+package accessclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+
+	"github.com/otaflow/otaflow/internal/iotclient"
+)
+
+// Client talks to one jobs service.
+type Client struct {
+	endpoint string
+	region   string
+	creds    aws.CredentialsProvider
+	http     aws.HTTPClient
+	// Reason is sent with every change, for the audit log.
+	Reason string
+}
+
+// New is a client for cfg (an endpoint is required: AWS has no such operations).
+func New(ctx context.Context, cfg iotclient.Config) (*Client, error) {
+	if cfg.Endpoint == "" {
+		return nil, fmt.Errorf("access keys and the audit log are otaflow's jobs service's: give its --endpoint (AWS keeps these in IAM and CloudTrail)")
+	}
+	ac, err := iotclient.AWSConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{endpoint: strings.TrimRight(cfg.Endpoint, "/"), region: ac.Region, creds: ac.Credentials, http: ac.HTTPClient}, nil
+}
+
+// APIError is the service's refusal: the exception AWS would name and why.
+type APIError struct {
+	Code    string
+	Message string
+}
+
+func (e *APIError) Error() string { return e.Code + ": " + e.Message }
+
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any) error {
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return err
+		}
+	}
+	u := c.endpoint + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Reason != "" && method != http.MethodGet {
+		req.Header.Set("X-Otaflow-Reason", c.Reason)
+	}
+	sum := sha256.Sum256(body)
+	hash := hex.EncodeToString(sum[:])
+	req.Header.Set("X-Amz-Content-Sha256", hash)
+	creds, err := c.creds.Retrieve(ctx)
+	if err != nil {
+		return fmt.Errorf("credentials: %w", err)
+	}
+	if err := v4.NewSigner().SignHTTP(ctx, creds, req, hash, "iot", c.region, time.Now()); err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		var msg struct {
+			Message string `json:"message"`
+		}
+		json.Unmarshal(raw, &msg)
+		return &APIError{Code: resp.Header.Get("X-Amzn-Errortype"), Message: msg.Message}
+	}
+	if out == nil || len(raw) == 0 {
+		return nil
+	}
+	return json.Unmarshal(raw, out)
+}
+
+// Key is an access key as the service shows it; Secret only when it is new.
+type Key struct {
+	ID          string   `json:"accessKeyId"`
+	Secret      string   `json:"secretAccessKey,omitempty"`
+	Role        string   `json:"role"`
+	ThingGroups []string `json:"thingGroups,omitempty"`
+	Description string   `json:"description,omitempty"`
+	Status      string   `json:"status"`
+	CreatedAt   float64  `json:"createDate"`
+	CreatedBy   string   `json:"createdBy,omitempty"`
+	ExpiresAt   float64  `json:"expiresAt,omitempty"`
+	ReplacedBy  string   `json:"replacedBy,omitempty"`
+}
+
+// Created is when the key was made.
+func (k Key) Created() time.Time { return epoch(k.CreatedAt) }
+
+// Expires is when a rotated key stops signing (zero: never).
+func (k Key) Expires() time.Time { return epoch(k.ExpiresAt) }
+
+func epoch(s float64) time.Time {
+	if s == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(int64(s * 1000)).UTC()
+}
+
+// CreateKey issues a key for a role, optionally limited to thing groups.
+func (c *Client) CreateKey(ctx context.Context, role string, groups []string, description string) (*Key, error) {
+	var k Key
+	err := c.do(ctx, http.MethodPost, "/access-keys", nil, map[string]any{"role": role, "thingGroups": groups, "description": description}, &k)
+	return &k, err
+}
+
+// ListKeys lists every key (without secrets).
+func (c *Client) ListKeys(ctx context.Context) ([]Key, error) {
+	var out struct {
+		Keys []Key `json:"accessKeys"`
+	}
+	err := c.do(ctx, http.MethodGet, "/access-keys", nil, nil, &out)
+	return out.Keys, err
+}
+
+// SetStatus makes a key Active or Inactive.
+func (c *Client) SetStatus(ctx context.Context, id, status string) (*Key, error) {
+	var k Key
+	err := c.do(ctx, http.MethodPatch, "/access-keys/"+url.PathEscape(id), nil, map[string]string{"status": status}, &k)
+	return &k, err
+}
+
+// RotateKey issues a key like id; id signs for grace more.
+func (c *Client) RotateKey(ctx context.Context, id string, grace time.Duration) (*Key, error) {
+	var k Key
+	err := c.do(ctx, http.MethodPost, "/access-keys/"+url.PathEscape(id)+"/rotate", nil, map[string]int64{"graceSeconds": int64(grace / time.Second)}, &k)
+	return &k, err
+}
+
+// DeleteKey deletes a key.
+func (c *Client) DeleteKey(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/access-keys/"+url.PathEscape(id), nil, nil, nil)
+}
+
+// Identity is who a key is.
+type Identity struct {
+	Name        string   `json:"name"`
+	Role        string   `json:"role"`
+	ThingGroups []string `json:"thingGroups"`
+	Permissions []string `json:"permissions"`
+}
+
+// WhoAmI is who the client's key is and what it may do.
+func (c *Client) WhoAmI(ctx context.Context) (*Identity, error) {
+	var id Identity
+	err := c.do(ctx, http.MethodGet, "/whoami", nil, nil, &id)
+	return &id, err
+}
+
+// Entry is one audit log entry.
+type Entry struct {
+	Seq      uint64 `json:"seq"`
+	Time     string `json:"time"`
+	Who      string `json:"who"`
+	Role     string `json:"role,omitempty"`
+	Via      string `json:"via"`
+	From     string `json:"from,omitempty"`
+	Action   string `json:"action"`
+	Resource string `json:"resource,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	Outcome  string `json:"outcome"`
+	Detail   string `json:"detail,omitempty"`
+}
+
+// AuditQuery selects entries (every set field must match; Action and Resource by prefix).
+type AuditQuery struct {
+	Who, Action, Resource, Outcome, Via string
+	Since, Until                        time.Time
+	Oldest                              bool
+	Limit                               int
+	NextToken                           string
+}
+
+// Audit is one page of the audit log and the token of the next ("" at the end).
+func (c *Client) Audit(ctx context.Context, q AuditQuery) ([]Entry, string, error) {
+	v := url.Values{}
+	for k, s := range map[string]string{"who": q.Who, "action": q.Action, "resource": q.Resource, "outcome": q.Outcome, "via": q.Via, "nextToken": q.NextToken} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	if !q.Since.IsZero() {
+		v.Set("since", q.Since.UTC().Format(time.RFC3339))
+	}
+	if !q.Until.IsZero() {
+		v.Set("until", q.Until.UTC().Format(time.RFC3339))
+	}
+	if q.Oldest {
+		v.Set("order", "oldest")
+	}
+	if q.Limit > 0 {
+		v.Set("maxResults", fmt.Sprint(q.Limit))
+	}
+	var out struct {
+		Entries   []Entry `json:"entries"`
+		NextToken string  `json:"nextToken"`
+	}
+	err := c.do(ctx, http.MethodGet, "/audit", v, nil, &out)
+	return out.Entries, out.NextToken, err
+}

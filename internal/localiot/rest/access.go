@@ -1,0 +1,314 @@
+package rest
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/otaflow/otaflow/internal/arn"
+	"github.com/otaflow/otaflow/internal/localiot"
+)
+
+// permissionFor is what a route takes: reads are for every role, publishing releases for
+// release managers, access and settings for admins, every other change for operators.
+func permissionFor(pattern string) localiot.Permission {
+	method, path, _ := strings.Cut(pattern, " ")
+	switch {
+	case strings.HasPrefix(path, "/access-keys"), path == "/indexing/config" && method != "GET",
+		strings.HasPrefix(path, "/provisioning-templates") && method != "GET":
+		return localiot.PermAdminister
+	case method == "GET" || method == "HEAD",
+		method == "POST" && strings.HasPrefix(path, "/indices/"):
+		return localiot.PermRead
+	case strings.HasPrefix(path, "/artifacts/"), strings.HasPrefix(path, "/tuf/"):
+		return localiot.PermPublish
+	}
+	return localiot.PermOperate
+}
+
+// guard serves h to principals whose role allows perm (and, for a key limited to thing
+// groups, only changes inside them), and records every change, allowed or not, in the audit
+// log.
+func guard(s api, action string, perm localiot.Permission, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, ok := localiot.PrincipalFrom(r.Context())
+		if !ok {
+			// Only requests that passed SigV4 get here; one without a principal is a bug.
+			writeError(w, localiot.Errorf(localiot.CodeInternal, "request has no authenticated identity"))
+			return
+		}
+		entry := localiot.AuditEntry{Who: p.Name, Role: p.Role, Via: "rest", From: clientOf(r), Action: action, Resource: r.URL.Path}
+		if !p.Role.Allows(perm) {
+			err := localiot.Denied(p, action, perm)
+			entry.Outcome, entry.Detail = localiot.OutcomeDenied, err.Error()
+			s.Audit(entry)
+			writeError(w, err)
+			return
+		}
+		if perm == localiot.PermRead {
+			h.ServeHTTP(w, r)
+			return
+		}
+		if err := s.checkScope(p, r); err != nil {
+			entry.Outcome, entry.Detail = localiot.OutcomeDenied, err.Error()
+			s.Audit(entry)
+			writeError(w, err)
+			return
+		}
+		entry.Reason = r.Header.Get(ReasonHeader)
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(rec, r)
+		entry.Outcome = localiot.OutcomeOK
+		if rec.status >= 400 {
+			entry.Outcome = cmp.Or(w.Header().Get("X-Amzn-Errortype"), http.StatusText(rec.status))
+		}
+		s.Audit(entry)
+	})
+}
+
+// ReasonHeader carries the reason a client gives for a change (`--reason`), for the audit log.
+const ReasonHeader = "X-Otaflow-Reason"
+
+func clientOf(r *http.Request) string {
+	if i := strings.LastIndexByte(r.RemoteAddr, ':'); i > 0 {
+		return strings.Trim(r.RemoteAddr[:i], "[]")
+	}
+	return r.RemoteAddr
+}
+
+// checkScope refuses a change by a key limited to thing groups unless every thing, group and
+// job it names is inside them. A change that names none (a certificate, a thing type, a
+// release) is not a group's to make.
+func (s api) checkScope(p localiot.Principal, r *http.Request) error {
+	if len(p.ThingGroups) == 0 {
+		return nil
+	}
+	var things, groups, jobs []string
+	if v := r.PathValue("thingName"); v != "" {
+		things = append(things, v)
+	}
+	if v := r.PathValue("thingGroupName"); v != "" && !strings.HasPrefix(v, "updateThingGroupsForThing") {
+		groups = append(groups, v)
+	}
+	if v := r.PathValue("jobId"); v != "" {
+		jobs = append(jobs, v)
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBytes+1))
+		if err != nil {
+			return localiot.Errorf(localiot.CodeInvalidRequest, "read request body: %v", err)
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		var named struct {
+			ThingName      string   `json:"thingName"`
+			ThingGroupName string   `json:"thingGroupName"`
+			Targets        []string `json:"targets"`
+			GroupsToAdd    []string `json:"thingGroupsToAdd"`
+			GroupsToRemove []string `json:"thingGroupsToRemove"`
+		}
+		json.Unmarshal(body, &named) // a body that is not JSON names nothing; the handler says why
+		if named.ThingName != "" {
+			things = append(things, arn.Name(named.ThingName))
+		}
+		if named.ThingGroupName != "" {
+			groups = append(groups, arn.Name(named.ThingGroupName))
+		}
+		for _, g := range append(named.GroupsToAdd, named.GroupsToRemove...) {
+			groups = append(groups, arn.Name(g))
+		}
+		for _, t := range named.Targets {
+			if tg, err := arn.ParseTarget(t); err == nil && tg.Type == arn.TypeThingGroup {
+				groups = append(groups, tg.Name)
+			} else if err == nil {
+				things = append(things, tg.Name)
+			}
+		}
+	}
+	for _, id := range jobs {
+		j, err := s.DescribeJob(id)
+		if err != nil {
+			var e *localiot.Error
+			if errors.As(err, &e) && e.Code == localiot.CodeResourceNotFound {
+				continue // a new job (CreateJob): its targets are in the body
+			}
+			return err
+		}
+		for _, t := range j.Targets {
+			if tg, err := arn.ParseTarget(t); err == nil && tg.Type == arn.TypeThingGroup {
+				groups = append(groups, tg.Name)
+			} else if err == nil {
+				things = append(things, tg.Name)
+			}
+		}
+	}
+	if len(things)+len(groups) == 0 {
+		return localiot.Errorf(localiot.CodeAccessDenied, "%s %s names no thing or thing group, and %s may change only the things of %s: use a key that is not limited to groups",
+			r.Method, r.URL.Path, p.Name, strings.Join(p.ThingGroups, ", "))
+	}
+	for _, t := range things {
+		if ok, err := s.InScope(p, t, ""); err != nil || !ok {
+			return cmp.Or(err, localiot.ScopeError(p, "thing "+t))
+		}
+	}
+	for _, g := range groups {
+		if ok, err := s.InScope(p, "", g); err != nil || !ok {
+			return cmp.Or(err, localiot.ScopeError(p, "thing group "+g))
+		}
+	}
+	return nil
+}
+
+// accessKeyJSON is a key as the API shows it (the secret only when it is new).
+type accessKeyJSON struct {
+	ID          string   `json:"accessKeyId"`
+	Secret      string   `json:"secretAccessKey,omitempty"`
+	Role        string   `json:"role"`
+	ThingGroups []string `json:"thingGroups,omitempty"`
+	Description string   `json:"description,omitempty"`
+	Status      string   `json:"status"`
+	CreatedAt   *awsTime `json:"createDate"`
+	CreatedBy   string   `json:"createdBy,omitempty"`
+	ExpiresAt   *awsTime `json:"expiresAt,omitempty"`
+	ReplacedBy  string   `json:"replacedBy,omitempty"`
+}
+
+func keyJSON(k *localiot.AccessKey) accessKeyJSON {
+	return accessKeyJSON{ID: k.ID, Secret: k.Secret, Role: string(k.Role), ThingGroups: k.ThingGroups, Description: k.Description,
+		Status: k.Status, CreatedAt: ptime(k.CreatedAt), CreatedBy: k.CreatedBy, ExpiresAt: ptime(k.ExpiresAt), ReplacedBy: k.ReplacedBy}
+}
+
+func principalOf(r *http.Request) string {
+	p, _ := localiot.PrincipalFrom(r.Context())
+	return p.Name
+}
+
+func (s api) handleCreateAccessKey(r *http.Request) (any, error) {
+	var in struct {
+		Role        string   `json:"role"`
+		ThingGroups []string `json:"thingGroups"`
+		Description string   `json:"description"`
+	}
+	if err := readJSON(r, &in); err != nil {
+		return nil, err
+	}
+	role, err := localiot.ParseRole(in.Role)
+	if err != nil {
+		return nil, err
+	}
+	k, err := s.CreateAccessKey(localiot.AccessKeyInput{Role: role, ThingGroups: in.ThingGroups, Description: in.Description, CreatedBy: principalOf(r)})
+	if err != nil {
+		return nil, err
+	}
+	return keyJSON(k), nil
+}
+
+func (s api) handleListAccessKeys(r *http.Request) (any, error) {
+	keys, err := s.ListAccessKeys()
+	if err != nil {
+		return nil, err
+	}
+	out := []accessKeyJSON{}
+	for _, k := range keys {
+		out = append(out, keyJSON(k))
+	}
+	return map[string]any{"accessKeys": out}, nil
+}
+
+func (s api) handleUpdateAccessKey(r *http.Request) (any, error) {
+	var in struct {
+		Status string `json:"status"`
+	}
+	if err := readJSON(r, &in); err != nil {
+		return nil, err
+	}
+	k, err := s.SetAccessKeyStatus(r.PathValue("accessKeyId"), in.Status)
+	if err != nil {
+		return nil, err
+	}
+	return keyJSON(k), nil
+}
+
+func (s api) handleRotateAccessKey(r *http.Request) (any, error) {
+	var in struct {
+		GraceSeconds int64 `json:"graceSeconds"`
+	}
+	if err := readJSON(r, &in); err != nil {
+		return nil, err
+	}
+	k, err := s.RotateAccessKey(r.PathValue("accessKeyId"), time.Duration(in.GraceSeconds)*time.Second, principalOf(r))
+	if err != nil {
+		return nil, err
+	}
+	return keyJSON(k), nil
+}
+
+func (s api) handleDeleteAccessKey(r *http.Request) (any, error) {
+	return nil, s.DeleteAccessKey(r.PathValue("accessKeyId"))
+}
+
+// handleWhoAmI answers who signed the request and what it may do.
+func (s api) handleWhoAmI(r *http.Request) (any, error) {
+	p, _ := localiot.PrincipalFrom(r.Context())
+	may := []string{}
+	for _, perm := range []localiot.Permission{localiot.PermRead, localiot.PermOperate, localiot.PermPublish, localiot.PermAdminister} {
+		if p.Role.Allows(perm) {
+			may = append(may, string(perm))
+		}
+	}
+	return map[string]any{"name": p.Name, "role": p.Role, "thingGroups": p.ThingGroups, "permissions": may}, nil
+}
+
+// auditEntryJSON is an entry as the API shows it.
+type auditEntryJSON struct {
+	Seq      uint64 `json:"seq"`
+	Time     string `json:"time"`
+	Who      string `json:"who"`
+	Role     string `json:"role,omitempty"`
+	Via      string `json:"via"`
+	From     string `json:"from,omitempty"`
+	Action   string `json:"action"`
+	Resource string `json:"resource,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	Outcome  string `json:"outcome"`
+	Detail   string `json:"detail,omitempty"`
+}
+
+func (s api) handleListAuditEntries(r *http.Request) (any, error) {
+	q := r.URL.Query()
+	in := localiot.AuditQuery{Who: q.Get("who"), Action: q.Get("action"), Resource: q.Get("resource"), Outcome: q.Get("outcome"),
+		Via: q.Get("via"), Oldest: q.Get("order") == "oldest", NextToken: q.Get("nextToken")}
+	for name, t := range map[string]*time.Time{"since": &in.Since, "until": &in.Until} {
+		if v := q.Get(name); v != "" {
+			var err error
+			if *t, err = time.Parse(time.RFC3339, v); err != nil {
+				return nil, localiot.Errorf(localiot.CodeInvalidRequest, "%s %q: give a time as RFC 3339 (2026-12-05T10:00:00Z)", name, v)
+			}
+		}
+	}
+	if v := q.Get("maxResults"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return nil, localiot.Errorf(localiot.CodeInvalidRequest, "maxResults must be a number from 1 to 1000")
+		}
+		in.Limit = n
+	}
+	if o := q.Get("order"); o != "" && o != "oldest" && o != "newest" {
+		return nil, localiot.Errorf(localiot.CodeInvalidRequest, "order %q: use newest (the default) or oldest", o)
+	}
+	entries, next, err := s.AuditLog(in)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]auditEntryJSON, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, auditEntryJSON{Seq: e.Seq, Time: e.Time.UTC().Format(time.RFC3339Nano), Who: e.Who, Role: string(e.Role), Via: e.Via,
+			From: e.From, Action: e.Action, Resource: e.Resource, Reason: e.Reason, Outcome: e.Outcome, Detail: e.Detail})
+	}
+	return map[string]any{"entries": out, "nextToken": next}, nil
+}
