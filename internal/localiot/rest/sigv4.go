@@ -37,8 +37,8 @@ type KeyStore interface {
 // the same clients that talk to AWS talk to us, and nothing unsigned gets through. Creds is
 // the configured key, an admin's; Keys are the keys admins create (Handler sets the service's).
 type SigV4Verifier struct {
-	Creds   Credentials
-	Keys    KeyStore
+	Creds Credentials
+	Keys  KeyStore
 	// Refused hears of every request refused as unauthenticated (the audit log's).
 	Refused func(r *http.Request, why string)
 	Region  string
