@@ -19,6 +19,12 @@ import (
 // awsCLI runs Debian's AWS CLI (never a pyenv shim) against the local jobs service.
 func awsCLI(t *testing.T, endpoint string, args ...string) ([]byte, []byte, error) {
 	t.Helper()
+	return awsCLIAs(t, endpoint, cliconfig.DefaultAccessKeyID, cliconfig.DefaultSecretKey, args...)
+}
+
+// awsCLIAs is awsCLI signing with another access key.
+func awsCLIAs(t *testing.T, endpoint, keyID, secret string, args ...string) ([]byte, []byte, error) {
+	t.Helper()
 	if _, err := os.Stat("/usr/bin/aws"); err != nil {
 		t.Fatalf("the AWS CLI is not installed at /usr/bin/aws: run `make deps` (apt-get install awscli)")
 	}
@@ -26,7 +32,7 @@ func awsCLI(t *testing.T, endpoint string, args ...string) ([]byte, []byte, erro
 	home := t.TempDir()
 	cmd.Env = []string{
 		"HOME=" + home, "PATH=/usr/bin:/bin",
-		"AWS_ACCESS_KEY_ID=" + cliconfig.DefaultAccessKeyID, "AWS_SECRET_ACCESS_KEY=" + cliconfig.DefaultSecretKey,
+		"AWS_ACCESS_KEY_ID=" + keyID, "AWS_SECRET_ACCESS_KEY=" + secret,
 		"AWS_DEFAULT_REGION=us-east-1", "AWS_PAGER=", "AWS_EC2_METADATA_DISABLED=true",
 		"AWS_CONFIG_FILE=" + home + "/config", "AWS_SHARED_CREDENTIALS_FILE=" + home + "/credentials",
 	}

@@ -50,8 +50,14 @@ func starterCLI(t *testing.T) string {
 // environment, within two minutes.
 func runStarter(t *testing.T, bin string, s *stack.Stack, args ...string) (string, string, error) {
 	t.Helper()
+	return runStarterEnv(t, bin, s, nil, args...)
+}
+
+// runStarterEnv is runStarter with more environment (later values win: another access key).
+func runStarterEnv(t *testing.T, bin string, s *stack.Stack, env []string, args ...string) (string, string, error) {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "TEMPORAL_ADDRESS="+s.Temporal.FrontendAddr(), "OTAFLOW_JOBS_ENDPOINT="+s.JobsURL)
+	cmd.Env = append(append(os.Environ(), "TEMPORAL_ADDRESS="+s.Temporal.FrontendAddr(), "OTAFLOW_JOBS_ENDPOINT="+s.JobsURL), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	done := make(chan error, 1)
