@@ -177,7 +177,129 @@ and of the groups below them. The key the jobs service is configured with is an 
 		},
 	}
 	cmd.AddCommand(create, list, setStatus("activate", "Active", "Let a deactivated key sign again"),
-		setStatus("deactivate", "Inactive", "Stop a key signing (reversible: activate)"), rotate, del, whoami)
+		setStatus("deactivate", "Inactive", "Stop a key signing (reversible: activate)"), rotate, del, whoami, userCmd(client))
+	return cmd
+}
+
+// userCmd manages console users. Passwords come on standard input, never in flags (which
+// other users of the machine can read in the process list).
+func userCmd(client func(*cobra.Command) (*accessclient.Client, error)) *cobra.Command {
+	cmd := &cobra.Command{Use: "user", Short: "Console users: a name, a password (kept as a bcrypt hash) and a role"}
+	var change accessclient.UserChange
+	var enable, disable bool
+	readPassword := func() (string, error) {
+		fmt.Fprintln(os.Stderr, "password (one line on standard input; at least 20 characters, or 12 of three kinds):")
+		line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+		if err != nil && line == "" {
+			return "", fmt.Errorf("read the password from standard input: %w", err)
+		}
+		return strings.TrimRight(line, "\r\n"), nil
+	}
+	add := &cobra.Command{
+		Use:     "add NAME --role ROLE",
+		Short:   "Add a console user; the password is read from standard input",
+		Example: `  openssl rand -base64 24 | tee /dev/stderr | starter access user add alice --role operator`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if change.Role == "" {
+				return errors.New("--role is required: viewer, operator, release-manager or admin")
+			}
+			pw, err := readPassword()
+			if err != nil {
+				return err
+			}
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			change.Password = pw
+			u, err := c.CreateUser(cmd.Context(), args[0], change)
+			if err != nil {
+				return err
+			}
+			return emit(cmd, u, "user %s added (%s%s)\n", u.Name, u.Role, scopeText(u.ThingGroups))
+		},
+	}
+	add.Flags().StringVar(&change.Role, "role", "", "viewer, operator, release-manager or admin")
+	add.Flags().StringSliceVar(&change.ThingGroups, "group", nil, "limit the user's changes to these thing groups")
+	var newPassword bool
+	set := &cobra.Command{
+		Use:   "set NAME",
+		Short: "Change a user's role, groups or password, or disable or enable it (sessions of a changed password end)",
+		Example: `  starter access user set alice --role viewer
+  starter access user set alice --password < new-password.txt
+  starter access user set alice --disable`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if enable && disable {
+				return errors.New("--enable or --disable, not both")
+			}
+			if enable || disable {
+				change.Disabled = &disable
+			}
+			if newPassword {
+				pw, err := readPassword()
+				if err != nil {
+					return err
+				}
+				change.Password = pw
+			}
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			u, err := c.UpdateUser(cmd.Context(), args[0], change)
+			if err != nil {
+				return err
+			}
+			state := "enabled"
+			if u.Disabled {
+				state = "disabled"
+			}
+			return emit(cmd, u, "user %s: %s%s, %s\n", u.Name, u.Role, scopeText(u.ThingGroups), state)
+		},
+	}
+	set.Flags().StringVar(&change.Role, "role", "", "the new role")
+	set.Flags().StringSliceVar(&change.ThingGroups, "group", nil, "the new thing groups")
+	set.Flags().BoolVar(&newPassword, "password", false, "read a new password from standard input")
+	set.Flags().BoolVar(&disable, "disable", false, "stop the user signing in (its sessions end)")
+	set.Flags().BoolVar(&enable, "enable", false, "let a disabled user sign in again")
+	list := &cobra.Command{
+		Use: "list", Short: "List console users", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			users, err := c.ListUsers(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if outputJSON(cmd) {
+				return json.NewEncoder(os.Stdout).Encode(users)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "USER\tROLE\tGROUPS\tDISABLED\tBY")
+			for _, u := range users {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\n", u.Name, u.Role, strings.Join(u.ThingGroups, ","), u.Disabled, u.CreatedBy)
+			}
+			return tw.Flush()
+		},
+	}
+	del := &cobra.Command{
+		Use: "delete NAME", Short: "Remove a console user (its sessions end)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			if err := c.DeleteUser(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			return emit(cmd, map[string]string{"deleted": args[0]}, "user %s deleted\n", args[0])
+		},
+	}
+	cmd.AddCommand(add, set, list, del)
 	return cmd
 }
 

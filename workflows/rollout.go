@@ -398,7 +398,7 @@ func (r *rollout) observeHealth(ctx, short workflow.Context, i int) (*contract.R
 		}
 		r.sleepOrCancel(ctx, min(g.Interval, left))
 		if r.cancelReq != nil {
-			return r.abort(ctx, contract.StateCanceled, "canceled by operator: "+r.cancelReq.Reason)
+			return r.abort(ctx, contract.StateCanceled, r.canceledBy()+": "+r.cancelReq.Reason)
 		}
 		now := workflow.Now(ctx)
 		var res contract.EvaluateHealthResult
@@ -451,7 +451,7 @@ func (r *rollout) observeHealth(ctx, short workflow.Context, i int) (*contract.R
 			return nil, err
 		}
 		if r.cancelReq != nil {
-			return r.abort(ctx, contract.StateCanceled, "canceled by operator after the health gate breached: "+r.cancelReq.Reason)
+			return r.abort(ctx, contract.StateCanceled, r.canceledBy()+" after the health gate breached: "+r.cancelReq.Reason)
 		}
 	}
 	if wave.Health.State == contract.HealthPassed {
@@ -526,7 +526,7 @@ func (r *rollout) startWave(ctx, short workflow.Context, i int, wave *contract.W
 		}
 	}
 	if r.cancelReq != nil {
-		return r.abort(ctx, contract.StateCanceled, "canceled by operator: "+r.cancelReq.Reason)
+		return r.abort(ctx, contract.StateCanceled, r.canceledBy()+": "+r.cancelReq.Reason)
 	}
 	if r.live {
 		r.deadline = r.deadline.Add(workflow.Now(ctx).Sub(gateStart))
@@ -567,7 +567,7 @@ const (
 func (r *rollout) awaitWave(ctx workflow.Context, wave *contract.WaveResult) (waveOutcome, string) {
 	for {
 		if r.cancelReq != nil {
-			return waveCanceled, "canceled by operator: " + r.cancelReq.Reason
+			return waveCanceled, r.canceledBy() + ": " + r.cancelReq.Reason
 		}
 		remaining := r.deadline.Sub(workflow.Now(ctx))
 		if remaining <= 0 {
@@ -602,7 +602,7 @@ func (r *rollout) awaitWave(ctx workflow.Context, wave *contract.WaveResult) (wa
 			if !r.live {
 				_ = fut.Get(ctx, nil)
 			}
-			return waveCanceled, "canceled by operator: " + r.cancelReq.Reason
+			return waveCanceled, r.canceledBy() + ": " + r.cancelReq.Reason
 		}
 		if ctx.Err() != nil {
 			return waveCanceled, "rollout canceled"
@@ -650,6 +650,15 @@ func (r *rollout) recount() {
 // abort ends the rollout in state: it cancels the running wave's job and, under the ROLLBACK
 // policy, puts every device that took the update back on its previous version. It runs on a
 // disconnected context, so canceling the workflow cannot skip it.
+// canceledBy is "canceled by WHO", WHO the one the cancel request names ("operator" when it
+// names no one, as requests before identities did).
+func (r *rollout) canceledBy() string {
+	if r.cancelReq.By == "" {
+		return "canceled by operator"
+	}
+	return "canceled by " + r.cancelReq.By
+}
+
 func (r *rollout) abort(ctx workflow.Context, state, why string) (*contract.RolloutResult, error) {
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
 	dctx = workflow.WithActivityOptions(dctx, workflow.ActivityOptions{

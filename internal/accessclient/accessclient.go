@@ -234,3 +234,50 @@ func (c *Client) Audit(ctx context.Context, q AuditQuery) ([]Entry, string, erro
 	err := c.do(ctx, http.MethodGet, "/audit", v, nil, &out)
 	return out.Entries, out.NextToken, err
 }
+
+// User is a console user as the service shows it.
+type User struct {
+	Name            string   `json:"userName"`
+	Role            string   `json:"role"`
+	ThingGroups     []string `json:"thingGroups,omitempty"`
+	Disabled        bool     `json:"disabled,omitempty"`
+	CreatedAt       float64  `json:"createDate"`
+	CreatedBy       string   `json:"createdBy,omitempty"`
+	PasswordChanged float64  `json:"passwordChanged"`
+}
+
+// UserChange is a new user or a change to one (empty fields: unchanged).
+type UserChange struct {
+	Password    string   `json:"password,omitempty"`
+	Role        string   `json:"role,omitempty"`
+	ThingGroups []string `json:"thingGroups,omitempty"`
+	Disabled    *bool    `json:"disabled,omitempty"`
+}
+
+// CreateUser adds a console user.
+func (c *Client) CreateUser(ctx context.Context, name string, u UserChange) (*User, error) {
+	var out User
+	err := c.do(ctx, http.MethodPost, "/users/"+url.PathEscape(name), nil, u, &out)
+	return &out, err
+}
+
+// UpdateUser changes a console user.
+func (c *Client) UpdateUser(ctx context.Context, name string, u UserChange) (*User, error) {
+	var out User
+	err := c.do(ctx, http.MethodPatch, "/users/"+url.PathEscape(name), nil, u, &out)
+	return &out, err
+}
+
+// ListUsers lists the console users.
+func (c *Client) ListUsers(ctx context.Context) ([]User, error) {
+	var out struct {
+		Users []User `json:"users"`
+	}
+	err := c.do(ctx, http.MethodGet, "/users", nil, nil, &out)
+	return out.Users, err
+}
+
+// DeleteUser removes a console user.
+func (c *Client) DeleteUser(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/users/"+url.PathEscape(name), nil, nil, nil)
+}

@@ -8,12 +8,12 @@
 package console
 
 import (
-	"cmp"
 	"context"
 	"crypto/subtle"
 	"embed"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"regexp"
@@ -29,6 +29,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/otaflow/otaflow/internal/iotjobs"
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
@@ -45,13 +46,22 @@ type Options struct {
 	// TemporalUI is the Temporal web UI's URL, for links to a rollout's history (empty: none).
 	TemporalUI string
 	Namespace  string
-	// Password, when set, is required (HTTP basic auth, any user name) for every page and call.
-	// Outside a local development stack it must be set: the console steers rollouts.
+	// Password, when set, signs in the user "admin" (on the sign-in page, or by HTTP basic auth
+	// for scripts). Outside a local development stack it must be set: the console steers
+	// rollouts.
 	Password string
 	// ReleaseMetadataURL is where a bucket's release metadata (TUF) is served, and
 	// ReleaseBuckets the buckets releases are published to: the releases view (nil: none).
 	ReleaseMetadataURL func(bucket string) string
 	ReleaseBuckets     []string
+	// Users, when set, signs console users in (each with a role); the console password signs
+	// in the user "admin". With neither, the console is open (a local development stack).
+	Users Users
+	// RequireSignIn keeps the console closed without a password and users (a production
+	// service's); otherwise such a console is open, as a local development stack's is.
+	RequireSignIn bool
+	// Audit records sign-ins and steering (nil: not recorded).
+	Audit func(localiot.AuditEntry)
 	// MaxInventory bounds how many things the inventory reads (default 5000).
 	MaxInventory int
 	Logger       zerolog.Logger
@@ -67,9 +77,13 @@ type Console struct {
 	// sum is the last fleet summary read from the index, reused for at most 2 s.
 	sum *fleetSummary
 	// movedOn caches rolloutclient.MovedOn per ended rollout for 10 s.
-	movedOn map[string]movedOn
-	guard   *guard
+	movedOn  map[string]movedOn
+	guard    *guard
+	sessions sessions
+	prefix   string
 }
+
+type principalKey struct{}
 
 // New makes a console.
 func New(o Options) *Console {
@@ -87,7 +101,11 @@ func equalSecret(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a)
 
 // Handler serves the console at prefix (e.g. "/console/").
 func (c *Console) Handler(prefix string) http.Handler {
+	c.prefix = prefix
 	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/sign-in", c.handleSignIn)
+	mux.HandleFunc("POST /api/sign-out", c.handleSignOut)
+	mux.HandleFunc("GET /api/session", c.handleSession)
 	sub, _ := fs.Sub(static, "static")
 	mux.Handle("GET /", http.FileServerFS(sub))
 	mux.HandleFunc("GET /api/overview", c.handleOverview)
@@ -102,9 +120,6 @@ func (c *Console) Handler(prefix string) http.Handler {
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("Cache-Control", "no-store")
-		if c.o.Password != "" && !c.authorize(w, r) {
-			return
-		}
 		if r.Method == http.MethodPost {
 			// A steering call must come from the console's own page: a custom header no
 			// cross-site form can set, and an Origin (when sent) naming this host.
@@ -116,6 +131,16 @@ func (c *Console) Handler(prefix string) http.Handler {
 				http.Error(w, "cross-origin steering call refused", http.StatusForbidden)
 				return
 			}
+		}
+		// The page itself (HTML, script, style) holds no data: it is served to everyone, and
+		// shows the sign-in form when the API asks for it. Every API call needs a principal.
+		rest := strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(prefix, "/"))
+		if strings.HasPrefix(rest, "/api/") && rest != "/api/sign-in" && rest != "/api/sign-out" && rest != "/api/session" {
+			p, ok := c.principal(w, r)
+			if !ok {
+				return
+			}
+			r = r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
 		}
 		h.ServeHTTP(w, r)
 	})
@@ -366,6 +391,24 @@ func (c *Console) handleAction(w http.ResponseWriter, r *http.Request) {
 		Reason string `json:"reason"`
 	}
 	json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&body)
+	p, _ := r.Context().Value(principalKey{}).(localiot.Principal)
+	entry := localiot.AuditEntry{Who: p.Name, Role: p.Role, Via: "console", From: clientOf(r), Action: "rollout." + action, Resource: "rollout/" + id, Reason: body.Reason}
+	if !p.Role.Allows(localiot.PermOperate) {
+		msg := fmt.Sprintf("%s (role %s) may not %s a rollout: it needs the %s role", p.Name, p.Role, action, localiot.PermOperate.Needs())
+		entry.Outcome, entry.Detail = localiot.OutcomeDenied, msg
+		c.audit(entry)
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": msg})
+		return
+	}
+	aw := &auditWriter{ResponseWriter: w, status: http.StatusOK}
+	w = aw
+	defer func() {
+		entry.Outcome = localiot.OutcomeOK
+		if aw.status >= 400 {
+			entry.Outcome, entry.Detail = http.StatusText(aw.status), aw.detail
+		}
+		c.audit(entry)
+	}()
 	reason := body.Reason
 	if reason == "" {
 		reason = "from the console"
@@ -377,7 +420,7 @@ func (c *Console) handleAction(w http.ResponseWriter, r *http.Request) {
 		res, err = rolloutclient.Control(ctx, c.o.Temporal, id, action)
 	case "cancel", "cancel-rollback":
 		rollback := action == "cancel-rollback"
-		req := contract.CancelRequest{Reason: reason}
+		req := contract.CancelRequest{Reason: reason, By: p.Name}
 		if rollback {
 			req.Rollback = &rollback
 		}
@@ -387,12 +430,11 @@ func (c *Console) handleAction(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "say why the breach may be ignored: it is recorded with the rollout"})
 			return
 		}
-		user, _, _ := r.BasicAuth()
 		res, err = rolloutclient.Control(ctx, c.o.Temporal, id, contract.UpdateOverrideHealth,
-			contract.OverrideRequest{By: cmp.Or(user, "console"), Reason: body.Reason})
+			contract.OverrideRequest{By: p.Name, Reason: body.Reason})
 	case "rollback":
 		var st rolloutclient.RollbackStart
-		st, err = rolloutclient.StartRollback(ctx, c.o.Temporal, c.o.TaskQueue, id, reason)
+		st, err = rolloutclient.StartRollback(ctx, c.o.Temporal, c.o.TaskQueue, id, reason+" (by "+p.Name+")")
 		if err == nil && st.Already {
 			writeJSON(w, http.StatusOK, map[string]string{"message": "rollback was already started (one per rollout): workflow " + st.Run.GetID()})
 			return
@@ -418,11 +460,25 @@ func (c *Console) handleAction(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, status, map[string]string{"error": err.Error()})
 		return
 	}
-	c.o.Logger.Info().Str("rollout", id).Str("action", action).Str("state", res.State).Msg("console: rollout steered")
+	c.o.Logger.Info().Str("rollout", id).Str("action", action).Str("user", p.Name).Str("state", res.State).Msg("console: rollout steered")
 	writeJSON(w, http.StatusOK, map[string]any{"message": action + ": done; rollout is " + res.State, "status": res})
 }
 
+// auditWriter notes a steering answer's status and error for the audit log.
+type auditWriter struct {
+	http.ResponseWriter
+	status int
+	detail string
+}
+
+func (a *auditWriter) WriteHeader(code int) { a.status = code; a.ResponseWriter.WriteHeader(code) }
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	if a, ok := w.(*auditWriter); ok {
+		if m, ok := v.(map[string]string); ok {
+			a.detail = m["error"]
+		}
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)

@@ -1,16 +1,14 @@
 package console
 
 import (
-	"fmt"
-	"math"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
-	"unicode"
 
 	"golang.org/x/time/rate"
+
+	"github.com/otaflow/otaflow/internal/localiot"
 )
 
 // Password guessing is slowed per client and overall: each wrong password spends a token;
@@ -76,55 +74,5 @@ func (g *guard) failed(client string) {
 	g.total.AllowN(now, 1)
 }
 
-// authorize answers a request whose password is missing or wrong, or that comes too soon
-// after wrong ones; it reports whether the request may go on.
-func (c *Console) authorize(w http.ResponseWriter, r *http.Request) bool {
-	client := clientOf(r)
-	if d := c.guard.wait(client); d > 0 {
-		secs := int(math.Ceil(d.Seconds()))
-		w.Header().Set("Retry-After", fmt.Sprint(secs))
-		http.Error(w, fmt.Sprintf("too many wrong passwords: try again in %d s", secs), http.StatusTooManyRequests)
-		return false
-	}
-	_, pw, ok := r.BasicAuth()
-	if ok && len(pw) <= maxPasswordBytes && equalSecret(pw, c.o.Password) {
-		return true
-	}
-	if ok {
-		c.guard.failed(client)
-		c.o.Logger.Warn().Str("client", client).Msg("console: wrong password")
-	}
-	w.Header().Set("WWW-Authenticate", `Basic realm="otaflow console"`)
-	http.Error(w, "the otaflow console needs its password", http.StatusUnauthorized)
-	return false
-}
-
-// CheckPassword refuses a console password that is easy to guess: outside a development
-// stack it must be at least 20 characters, or 12 with three kinds of character (lower case,
-// upper case, digits, others).
-func CheckPassword(pw string) error {
-	kinds := map[string]bool{}
-	for _, r := range pw {
-		switch {
-		case unicode.IsLower(r):
-			kinds["lower"] = true
-		case unicode.IsUpper(r):
-			kinds["upper"] = true
-		case unicode.IsDigit(r):
-			kinds["digit"] = true
-		default:
-			kinds["other"] = true
-		}
-	}
-	n := len([]rune(pw))
-	if n > maxPasswordBytes {
-		return fmt.Errorf("the console password is longer than %d bytes", maxPasswordBytes)
-	}
-	if n >= 20 || (n >= 12 && len(kinds) >= 3) {
-		if strings.Count(pw, string([]rune(pw)[0])) == n {
-			return fmt.Errorf("the console password repeats one character")
-		}
-		return nil
-	}
-	return fmt.Errorf("the console password is too easy to guess: use at least 20 characters, or 12 with three kinds (lower case, upper case, digits, others); `openssl rand -hex 16` makes one")
-}
+// CheckPassword refuses a console password that is easy to guess (localiot.CheckPassword).
+func CheckPassword(pw string) error { return localiot.CheckPassword("the console password", pw) }

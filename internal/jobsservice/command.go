@@ -201,9 +201,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 			api := rest.Handler(svc, &rest.SigV4Verifier{Creds: rest.Credentials{AccessKeyID: accessKey, SecretAccessKey: secretKey}, Region: region},
 				rest.Route{Pattern: "POST /greengrass/updates", Action: "CreateSoftwareUpdateJob", Handler: gg})
 			top.Handle("/", api)
-			if consolePassword == "" {
-				log.Info().Msg("fleet console off: set --console-password (OTAFLOW_CONSOLE_PASSWORD) to serve it at /console/")
-			} else {
+			{
 				// The console reads this very service (in process, signed like any client) and
 				// steers rollouts through Temporal.
 				const self = "http://jobs-service.in-process"
@@ -213,10 +211,14 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 					return err
 				}
 				con := console.New(console.Options{Temporal: c, TaskQueue: tc.TaskQueue, IoT: iotc, TemporalUI: temporalUI, Namespace: tc.Namespace,
-					Password: consolePassword, Logger: log, ReleaseMetadataURL: rolloutops.MetadataURLs("", self), ReleaseBuckets: releaseBuckets,
+					Password: consolePassword, Users: svc, RequireSignIn: true, Audit: func(e localiot.AuditEntry) { svc.Audit(e) }, Logger: log, ReleaseMetadataURL: rolloutops.MetadataURLs("", self), ReleaseBuckets: releaseBuckets,
 					Shadows: &console.ShadowReader{Endpoint: self, Region: region, Credentials: credentials.NewStaticCredentialsProvider(accessKey, secretKey, ""), HTTP: hc}})
 				top.Handle("/console/", con.Handler("/console/"))
-				log.Info().Str("url", publicURL+"/console/").Msg("fleet console served (password required)")
+				if consolePassword == "" {
+					log.Info().Str("url", publicURL+"/console/").Msg("fleet console served: console users sign in (`starter access user add`); --console-password would also let the user admin")
+				} else {
+					log.Info().Str("url", publicURL+"/console/").Msg("fleet console served: sign in as admin with the console password, or as a console user")
+				}
 			}
 			go srv.Serve()
 			log.Info().Str("url", srv.Scheme()+"://"+ln.Addr().String()).Str("broker", brokerURL).Msg("jobs service ready")
@@ -250,7 +252,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 	f.StringVar(&accessKey, "access-key-id", "", "the access key clients sign with (required)")
 	f.StringVar(&secretKey, "secret-access-key", "", "its secret (required)")
 	f.StringVar(&logLevel, "log-level", "info", "log level")
-	f.StringVar(&consolePassword, "console-password", "", "serve the fleet console at /console/, behind this password (HTTP basic auth; empty: no console)")
+	f.StringVar(&consolePassword, "console-password", "", "the fleet console's password for the user admin (console users: `starter access user add`; empty: only they sign in)")
 	f.StringSliceVar(&releaseBuckets, "release-buckets", []string{"otaflow-releases"}, "the buckets releases are published to, for the console's releases view")
 	f.StringVar(&temporalUI, "temporal-ui-url", "", "the Temporal web UI's URL, for the console's links to rollout histories")
 	f.StringVar(&restCert, "tls-cert", "", "serve the REST API, artifacts, release metadata and console over HTTPS with this certificate (PEM, with its chain)")

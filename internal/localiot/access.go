@@ -89,6 +89,9 @@ type Principal struct {
 	// ThingGroups limits the changes it may make to the things of these groups (and of the
 	// groups below them); empty: the whole fleet.
 	ThingGroups []string `json:"thingGroups,omitempty"`
+	// PasswordSet is, for a console user, when the password it signed in with was set: a
+	// session outlives no password change.
+	PasswordSet time.Time `json:"-"`
 }
 
 type principalKey struct{}

@@ -279,7 +279,7 @@ func TestProductionShape(t *testing.T) {
 	}
 	require.Eventually(t, func() bool {
 		req, _ := http.NewRequest(http.MethodGet, replicas[1].URL+"/console/api/overview", nil)
-		req.SetBasicAuth("operator", consolePassword)
+		req.SetBasicAuth("admin", consolePassword) // the console password is the admin user's
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return false

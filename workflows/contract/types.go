@@ -501,6 +501,9 @@ type FailedDevicesInput struct {
 // CancelRequest is the cancel update's argument.
 type CancelRequest struct {
 	Reason string `json:"reason"`
+	// By is who canceled (a console user, an access key), for the rollout's message and
+	// history; empty: "operator".
+	By string `json:"by,omitempty"`
 	// Rollback overrides the request's OnFailure policy when set.
 	Rollback *bool `json:"rollback,omitempty"`
 }

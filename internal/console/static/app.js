@@ -5,11 +5,54 @@
 // it is open. Pages have their own URLs: #rollout=ID, #device=NAME.
 "use strict";
 
-const api = (path, opts) => fetch("api/" + path, opts).then(async (r) => {
-  const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(body.error || r.statusText);
-  return body;
-});
+// Who is signed in: the console asks for a sign-in unless it is open (a development stack).
+// Every change carries the session's CSRF token and the console's own header.
+let me = null;
+
+const api = (path, opts = {}) => {
+  if (opts.method === "POST") {
+    opts.headers = { "Content-Type": "application/json", "X-Otaflow-Console": "1", "X-CSRF-Token": (me && me.csrf) || "", ...(opts.headers || {}) };
+  }
+  return fetch("api/" + path, opts).then(async (r) => {
+    const body = await r.json().catch(() => ({}));
+    if (r.status === 401 && body.signIn) showSignIn(body.error);
+    if (!r.ok) throw new Error(body.error || r.statusText);
+    return body;
+  });
+};
+
+function showSignIn(why) {
+  me = null;
+  document.getElementById("signin").hidden = false;
+  document.getElementById("signin-error").textContent = why && why !== "sign in to the console" ? why : "";
+  document.getElementById("whoami").textContent = "";
+}
+
+function signedIn(s) {
+  me = s;
+  document.getElementById("signin").hidden = true;
+  document.body.classList.toggle("read-only", !s.mayOperate && !s.open);
+  document.getElementById("whoami").textContent = s.open ? "" : `${s.user} (${s.role})`;
+  document.getElementById("sign-out").hidden = !!s.open;
+}
+
+async function signIn(e) {
+  e.preventDefault();
+  const user = document.getElementById("signin-user").value, password = document.getElementById("signin-password").value;
+  try {
+    const s = await api("sign-in", { method: "POST", body: JSON.stringify({ user, password }) });
+    document.getElementById("signin-password").value = "";
+    signedIn(s);
+    ticks = 0;
+  } catch (err) {
+    document.getElementById("signin-error").textContent = err.message;
+  }
+}
+
+async function signOut() {
+  await api("sign-out", { method: "POST" }).catch(() => {});
+  showSignIn("");
+}
 
 let selected = null;      // rollout ID shown in the detail panel
 let selectedStatus = null; // its last status
@@ -227,7 +270,11 @@ function renderDetail(d) {
   document.getElementById("detail-message").textContent = s.message || "";
   const h = document.getElementById("detail-history");
   h.hidden = !d.history; if (d.history) h.href = d.history;
-  for (const b of document.querySelectorAll(".actions button")) b.disabled = !allowed[b.dataset.action](s);
+  const mayOperate = !me || me.open || me.mayOperate;
+  for (const b of document.querySelectorAll(".actions button")) {
+    b.disabled = !mayOperate || !allowed[b.dataset.action](s);
+    b.title = mayOperate ? "" : `${me.user} (${me.role}) may not steer rollouts: it needs the operator or admin role`;
+  }
   // A later rollout moved this one's devices on: they would refuse its rollback.
   const moved = d.movedOnBy || [];
   const rb = document.querySelector('button[data-action="rollback"]');
@@ -276,8 +323,7 @@ async function act(action) {
   for (const b of document.querySelectorAll(".actions button")) b.disabled = true;
   try {
     const r = await api(`rollouts/${encodeURIComponent(selected)}/${action}`, {
-      method: "POST", headers: { "Content-Type": "application/json", "X-Otaflow-Console": "1" },
-      body: JSON.stringify({ reason }),
+      method: "POST", body: JSON.stringify({ reason }),
     });
     flash(r.message);
   } catch (e) {
@@ -293,7 +339,12 @@ async function refreshDetail() {
 
 let ticks = 0;
 async function tick() {
-  // The overview every 2 s; the open rollout every second, the open device every 5 s.
+  // The overview every 2 s; the open rollout every second, the open device every 5 s. Nothing
+  // while the sign-in form is up.
+  if (!me) {
+    setTimeout(tick, 1000);
+    return;
+  }
   if (ticks % 2 === 0) {
     try { renderOverview(await api("overview")); } catch (e) { flash("console API: " + e.message, true); }
   }
@@ -309,6 +360,11 @@ document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("device-search-form").addEventListener("submit", (e) => { e.preventDefault(); searchDevices(false); });
   document.getElementById("device-more").addEventListener("click", () => searchDevices(true));
   window.addEventListener("hashchange", route);
-  route();
-  tick();
+  document.getElementById("signin-form").addEventListener("submit", signIn);
+  document.getElementById("sign-out").addEventListener("click", signOut);
+  api("session").then((s) => {
+    if (s.signedIn) signedIn(s); else showSignIn("");
+    route();
+    tick();
+  }).catch((e) => flash("console API: " + e.message, true));
 });

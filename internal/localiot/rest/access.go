@@ -20,7 +20,7 @@ import (
 func permissionFor(pattern string) localiot.Permission {
 	method, path, _ := strings.Cut(pattern, " ")
 	switch {
-	case strings.HasPrefix(path, "/access-keys"), path == "/indexing/config" && method != "GET",
+	case strings.HasPrefix(path, "/access-keys"), strings.HasPrefix(path, "/users"), path == "/indexing/config" && method != "GET",
 		strings.HasPrefix(path, "/provisioning-templates") && method != "GET":
 		return localiot.PermAdminister
 	case method == "GET" || method == "HEAD",
@@ -311,4 +311,67 @@ func (s api) handleListAuditEntries(r *http.Request) (any, error) {
 			From: e.From, Action: e.Action, Resource: e.Resource, Reason: e.Reason, Outcome: e.Outcome, Detail: e.Detail})
 	}
 	return map[string]any{"entries": out, "nextToken": next}, nil
+}
+
+// userJSON is a console user as the API shows it (never a password hash).
+type userJSON struct {
+	Name            string   `json:"userName"`
+	Role            string   `json:"role"`
+	ThingGroups     []string `json:"thingGroups,omitempty"`
+	Disabled        bool     `json:"disabled,omitempty"`
+	CreatedAt       *awsTime `json:"createDate"`
+	CreatedBy       string   `json:"createdBy,omitempty"`
+	PasswordChanged *awsTime `json:"passwordChanged"`
+}
+
+func toUserJSON(u *localiot.User) userJSON {
+	return userJSON{Name: u.Name, Role: string(u.Role), ThingGroups: u.ThingGroups, Disabled: u.Disabled, CreatedAt: ptime(u.CreatedAt),
+		CreatedBy: u.CreatedBy, PasswordChanged: ptime(u.PasswordChanged)}
+}
+
+type userBody struct {
+	Password    string   `json:"password"`
+	Role        string   `json:"role"`
+	ThingGroups []string `json:"thingGroups"`
+	Disabled    *bool    `json:"disabled"`
+}
+
+func (s api) handleCreateUser(r *http.Request) (any, error) {
+	var in userBody
+	if err := readJSON(r, &in); err != nil {
+		return nil, err
+	}
+	u, err := s.CreateUser(localiot.UserInput{Name: r.PathValue("userName"), Password: in.Password, Role: localiot.Role(in.Role), ThingGroups: in.ThingGroups, By: principalOf(r)})
+	if err != nil {
+		return nil, err
+	}
+	return toUserJSON(u), nil
+}
+
+func (s api) handleUpdateUser(r *http.Request) (any, error) {
+	var in userBody
+	if err := readJSON(r, &in); err != nil {
+		return nil, err
+	}
+	u, err := s.UpdateUser(localiot.UserInput{Name: r.PathValue("userName"), Password: in.Password, Role: localiot.Role(in.Role), ThingGroups: in.ThingGroups, Disabled: in.Disabled, By: principalOf(r)})
+	if err != nil {
+		return nil, err
+	}
+	return toUserJSON(u), nil
+}
+
+func (s api) handleListUsers(r *http.Request) (any, error) {
+	users, err := s.ListUsers()
+	if err != nil {
+		return nil, err
+	}
+	out := []userJSON{}
+	for _, u := range users {
+		out = append(out, toUserJSON(u))
+	}
+	return map[string]any{"users": out}, nil
+}
+
+func (s api) handleDeleteUser(r *http.Request) (any, error) {
+	return nil, s.DeleteUser(r.PathValue("userName"))
 }

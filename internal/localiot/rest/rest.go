@@ -182,6 +182,10 @@ func Handler(svc *localiot.Service, auth *SigV4Verifier, extra ...Route) http.Ha
 	mux.op("PATCH /access-keys/{accessKeyId}", "UpdateAccessKey", s.handleUpdateAccessKey)
 	mux.op("POST /access-keys/{accessKeyId}/rotate", "RotateAccessKey", s.handleRotateAccessKey)
 	mux.op("DELETE /access-keys/{accessKeyId}", "DeleteAccessKey", s.handleDeleteAccessKey)
+	mux.op("POST /users/{userName}", "CreateUser", s.handleCreateUser)
+	mux.op("PATCH /users/{userName}", "UpdateUser", s.handleUpdateUser)
+	mux.op("GET /users", "ListUsers", s.handleListUsers)
+	mux.op("DELETE /users/{userName}", "DeleteUser", s.handleDeleteUser)
 	mux.op("GET /whoami", "WhoAmI", s.handleWhoAmI)
 	mux.op("GET /audit", "ListAuditEntries", s.handleListAuditEntries)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
