@@ -218,7 +218,7 @@ func createSoftwareUpdateJobCmd() *cobra.Command {
 				return printPlan(ctx, ic, req, output)
 			}
 			return withTemporal(ctx, &tc, func(c client.Client) error {
-				run, err := rolloutclient.Start(ctx, c, tc.TaskQueue, req)
+				run, err := startRollout(ctx, c, &tc, ic, req)
 				if err != nil {
 					return err
 				}

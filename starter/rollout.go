@@ -32,6 +32,7 @@ type rolloutFlags struct {
 	abortThreshold   float64
 	abortMinExecuted int
 	approveWaves     bool
+	twoPerson        bool
 	onFailure        string
 	deviceTimeout    time.Duration
 	retries          int
@@ -58,6 +59,7 @@ func (f *rolloutFlags) bind(fs *pflag.FlagSet, defaultTimeout time.Duration) {
 	fs.Float64Var(&f.abortThreshold, "abort-threshold", 20, "abort when this percent of a wave's finished devices ended in --abort-failure-type")
 	fs.IntVar(&f.abortMinExecuted, "abort-min-executed", 1, "...once at least this many devices of the wave have finished")
 	fs.BoolVar(&f.approveWaves, "approve-waves", false, "wait for `starter rollout approve` before every wave after the first")
+	fs.BoolVar(&f.twoPerson, "two-person", false, "with --approve-waves: each wave must be approved by someone other than who started the rollout (needs the jobs service, which names them)")
 	fs.StringVar(&f.onFailure, "on-failure", contract.OnFailureDoNothing, "on abort or cancel: ROLLBACK updated devices to their previous version, or DO_NOTHING")
 	fs.DurationVar(&f.deviceTimeout, "device-timeout", 0, "a device IN_PROGRESS longer than this is TIMED_OUT (minutes; 0: no limit)")
 	fs.IntVar(&f.retries, "retries", 0, "retries for a device that FAILED or TIMED_OUT")
@@ -133,7 +135,7 @@ func (f *rolloutFlags) apply(r *contract.RolloutRequest) error {
 		return err
 	}
 	r.Health = g
-	r.Waves, r.SuccessThresholdPercent, r.ApproveWaves = f.waves, f.threshold, f.approveWaves
+	r.Waves, r.SuccessThresholdPercent, r.ApproveWaves, r.RequireSecondApprover = f.waves, f.threshold, f.approveWaves, f.twoPerson
 	r.OnFailure, r.DeviceTimeout, r.Retries, r.Timeout = strings.ToUpper(f.onFailure), f.deviceTimeout, f.retries, f.timeout
 	r.BakeTime, r.RateLimitPerMinute, r.DownloadBytesPerSecond, r.NoDelta = f.bake, f.rate, f.downloadRate, f.noDelta
 	r.Webhooks = f.webhooks
@@ -407,36 +409,39 @@ func rolloutCmd() *cobra.Command {
 		},
 	}
 
-	control := func(name, short string, arg func(cmd *cobra.Command) []any) *cobra.Command {
-		return &cobra.Command{
+	// control is a steering command; every one takes --reason (recorded in the rollout's
+	// history and, through the jobs service, the audit log).
+	control := func(name, short string, action func() string, defaultReason string) *cobra.Command {
+		var reason string
+		c := &cobra.Command{
 			Use: name + " ROLLOUT_ID", Short: short, Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
-					res, err := rolloutclient.Control(cmd.Context(), c, args[0], name, arg(cmd)...)
-					if err != nil {
-						return err
-					}
-					if output == "json" {
-						return json.NewEncoder(os.Stdout).Encode(res)
-					}
-					fmt.Printf("%s: done; rollout %s is %s: %s\n", name, res.RolloutID, res.State, res.Message)
-					return nil
-				})
+				out, err := steerRollout(cmd.Context(), &tc, ic, args[0], action(), reason)
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					return json.NewEncoder(os.Stdout).Encode(out.Status)
+				}
+				res := out.Status
+				fmt.Printf("%s: done; rollout %s is %s: %s\n", name, res.RolloutID, res.State, res.Message)
+				return nil
 			},
 		}
+		c.Flags().StringVar(&reason, "reason", defaultReason, "why (recorded with the rollout and in the audit log)")
+		return c
 	}
-	none := func(*cobra.Command) []any { return nil }
-	var reason string
+	fixed := func(a string) func() string { return func() string { return a } }
 	var rollback, noRollback bool
-	cancel := control(contract.UpdateCancel, "Cancel a rollout: no device starts the update once this returns (with --rollback, updated devices go back)", func(*cobra.Command) []any {
-		req := contract.CancelRequest{Reason: reason}
-		if rollback || noRollback {
-			v := rollback
-			req.Rollback = &v
+	cancel := control(contract.UpdateCancel, "Cancel a rollout: no device starts the update once this returns (with --rollback, updated devices go back)", func() string {
+		switch {
+		case rollback:
+			return rolloutclient.ActionCancelRollback
+		case noRollback:
+			return rolloutclient.ActionCancelNoRollback
 		}
-		return []any{req}
-	})
-	cancel.Flags().StringVar(&reason, "reason", "canceled from the CLI", "why, recorded in the rollout and the jobs")
+		return contract.UpdateCancel
+	}, "canceled from the CLI")
 	cancel.Flags().BoolVar(&rollback, "rollback", false, "roll updated devices back, whatever the rollout's policy")
 	cancel.Flags().BoolVar(&noRollback, "no-rollback", false, "leave updated devices as they are, whatever the rollout's policy")
 	cancel.MarkFlagsMutuallyExclusive("rollback", "no-rollback")
@@ -452,27 +457,22 @@ One rollback per rollout: asking again shows the first. A running rollout is ref
 'rollout cancel --rollback' for it.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			out, err := steerRollout(cmd.Context(), &tc, ic, args[0], rolloutclient.ActionRollback, rbReason)
+			if err != nil {
+				return err
+			}
+			if note := out.LaterNote(args[0]); note != "" {
+				fmt.Fprintln(os.Stderr, note)
+			}
+			if !rbWait {
+				if output == "json" {
+					return json.NewEncoder(os.Stdout).Encode(map[string]any{"workflowId": out.RollbackWorkflow, "message": out.Message})
+				}
+				fmt.Printf("%s; `starter rollout rollback --wait %s` waits for it\n", out.Message, args[0])
+				return nil
+			}
 			return withTemporal(cmd.Context(), &tc, func(c client.Client) error {
-				st, err := rolloutclient.StartRollback(cmd.Context(), c, tc.TaskQueue, args[0], rbReason)
-				if err != nil {
-					return err
-				}
-				run, already := st.Run, st.Already
-				if len(st.Later) > 0 {
-					fmt.Fprintf(os.Stderr, "note: rollouts started since %s ended (%s) may have moved its devices on; those refuse the rollback (a device returns only to the version it ran just before)\n", args[0], strings.Join(st.Later, ", "))
-				}
-				if !rbWait {
-					if output == "json" {
-						return json.NewEncoder(os.Stdout).Encode(map[string]any{"workflowId": run.GetID(), "runId": run.GetRunID(), "alreadyStarted": already})
-					}
-					if already {
-						fmt.Printf("rollback of %s was already started (workflow %s): one rollback per rollout; `starter rollout rollback --wait %s` shows its result\n", args[0], run.GetID(), args[0])
-						return nil
-					}
-					fmt.Printf("rollback of %s started (workflow %s); `starter rollout rollback --wait %s` waits for it\n", args[0], run.GetID(), args[0])
-					return nil
-				}
-				rb, err := rolloutclient.RollbackResult(cmd.Context(), run)
+				rb, err := rolloutclient.RollbackResult(cmd.Context(), c.GetWorkflow(cmd.Context(), out.RollbackWorkflow, ""))
 				if output == "json" {
 					json.NewEncoder(os.Stdout).Encode(rb)
 				} else {
@@ -489,18 +489,54 @@ One rollback per rollout: asking again shows the first. A running rollout is ref
 	rollbackCmd.Flags().BoolVar(&rbWait, "wait", false, "wait for the rollback to finish; exit 1 unless every device rolled back")
 	rollbackCmd.Flags().StringVar(&rbReason, "reason", "rolled back from the CLI", "why, recorded in the rollback")
 
-	var ovReason, ovBy string
-	override := control(contract.UpdateOverrideHealth, "Go on past a breached health gate (recorded with who and why)", func(*cobra.Command) []any {
-		return []any{contract.OverrideRequest{By: ovBy, Reason: ovReason}}
-	})
-	override.Flags().StringVar(&ovReason, "reason", "", "why the breach may be ignored (required; recorded with the rollout)")
-	override.Flags().StringVar(&ovBy, "by", os.Getenv("USER"), "who decides (recorded with the rollout)")
-	cmd.AddCommand(status, list, override,
-		control(contract.UpdatePause, "Pause: no new wave starts until resumed", none),
-		control(contract.UpdateResume, "Resume a paused rollout", none),
-		control(contract.UpdateApprove, "Approve the next wave of a rollout that waits for approval", none),
-		cancel, rollbackCmd)
+	override := control(contract.UpdateOverrideHealth, "Go on past a breached health gate (recorded with who and why)", fixed(rolloutclient.ActionOverrideHealth), "")
+	override.Flags().Lookup("reason").Usage = "why the breach may be ignored (required; recorded with the rollout)"
+	pause := control(contract.UpdatePause, "Pause: no new wave starts until resumed", fixed(contract.UpdatePause), "")
+	resume := control(contract.UpdateResume, "Resume a paused rollout", fixed(contract.UpdateResume), "")
+	approve := control(contract.UpdateApprove, "Approve the next wave of a rollout that waits for approval (under --two-person, not by who started it)", fixed(contract.UpdateApprove), "")
+	cmd.AddCommand(status, list, override, pause, resume, approve, cancel, rollbackCmd)
 	return cmd
+}
+
+// startRollout starts a rollout through the jobs service when the CLI has one (which checks
+// the key's role, records it in the audit log and names the key as the rollout's starter, as
+// the two-person rule needs), on Temporal directly against AWS.
+func startRollout(ctx context.Context, c client.Client, tc *temporalconf.Temporal, ic cliconfig.IoT, req contract.RolloutRequest) (client.WorkflowRun, error) {
+	ic.Resolve()
+	if ic.Endpoint == "" {
+		return rolloutclient.Start(ctx, c, tc.TaskQueue, req)
+	}
+	ac, err := accessClient(ctx, &ic)
+	if err != nil {
+		return nil, err
+	}
+	st, err := ac.StartRollout(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return c.GetWorkflow(ctx, st.WorkflowID, st.RunID), nil
+}
+
+// steerRollout steers a rollout through the jobs service when the CLI has one: the service
+// checks the key's role, records the change in the audit log and names the key in the
+// rollout's history. Against AWS (--jobs-endpoint aws) it steers on Temporal directly, naming
+// the local user, which Temporal does not check.
+func steerRollout(ctx context.Context, tc *temporalconf.Temporal, ic cliconfig.IoT, rolloutID, action, reason string) (rolloutclient.Steered, error) {
+	ic.Resolve()
+	if ic.Endpoint != "" {
+		ac, err := accessClient(ctx, &ic)
+		if err != nil {
+			return rolloutclient.Steered{}, err
+		}
+		return ac.Steer(ctx, rolloutID, action, reason)
+	}
+	var out rolloutclient.Steered
+	err := withTemporal(ctx, tc, func(c client.Client) error {
+		var err error
+		out, err = rolloutclient.Steer(ctx, c, tc.TaskQueue, rolloutID, action, os.Getenv("USER"), reason)
+		return err
+	})
+	return out, err
 }
 
 // decodeKeyword reads a keyword search attribute's JSON payload.

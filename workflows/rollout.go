@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"github.com/otaflow/otaflow/workflows/contract"
@@ -114,11 +115,11 @@ func (r *rollout) setup(ctx workflow.Context) error {
 		fn       any
 		validate any
 	}{
-		{contract.UpdatePause, func(ctx workflow.Context) (contract.RolloutResult, error) {
+		{contract.UpdatePause, func(ctx workflow.Context, s contract.SteerRequest) (contract.RolloutResult, error) {
 			r.res.Paused = true
-			r.setState(ctx, r.res.State, "paused by operator: no new wave starts until resumed")
+			r.setState(ctx, r.res.State, "paused by "+cmp.Or(s.By, "operator")+withReason(s.Reason)+": no new wave starts until resumed")
 			return r.res, nil
-		}, func() error {
+		}, func(contract.SteerRequest) error {
 			if err := active(); err != nil {
 				return err
 			}
@@ -127,22 +128,34 @@ func (r *rollout) setup(ctx workflow.Context) error {
 			}
 			return nil
 		}},
-		{contract.UpdateResume, func(ctx workflow.Context) (contract.RolloutResult, error) {
+		{contract.UpdateResume, func(ctx workflow.Context, s contract.SteerRequest) (contract.RolloutResult, error) {
 			r.res.Paused = false
-			r.setState(ctx, r.res.State, "resumed by operator")
+			r.setState(ctx, r.res.State, "resumed by "+cmp.Or(s.By, "operator")+withReason(s.Reason))
 			return r.res, nil
-		}, func() error {
+		}, func(contract.SteerRequest) error {
 			if !r.res.Paused {
 				return errors.New("rollout is not paused")
 			}
 			return nil
 		}},
-		{contract.UpdateApprove, func(ctx workflow.Context) (contract.RolloutResult, error) {
+		{contract.UpdateApprove, func(ctx workflow.Context, s contract.SteerRequest) (contract.RolloutResult, error) {
 			r.approved = r.res.CurrentWave + 1
+			if s.By != "" {
+				r.res.Approvals = append(r.res.Approvals, contract.Approval{Wave: r.approved, By: s.By, At: workflow.Now(ctx)})
+			}
 			return r.res, nil
-		}, func() error {
+		}, func(s contract.SteerRequest) error {
 			if !r.waiting {
 				return fmt.Errorf("nothing waits for approval: the rollout is %s", r.res.State)
+			}
+			if !r.req.RequireSecondApprover {
+				return nil
+			}
+			if s.By == "" {
+				return fmt.Errorf("rollout %s follows the two-person rule: an approval must name its approver; approve in the console or with `starter rollout approve` through the jobs service", r.req.RolloutID)
+			}
+			if s.By == r.req.StartedBy {
+				return fmt.Errorf("two-person rule: %s started rollout %s and may not approve its waves; another operator must", s.By, r.req.RolloutID)
 			}
 			return nil
 		}},
@@ -650,6 +663,14 @@ func (r *rollout) recount() {
 // abort ends the rollout in state: it cancels the running wave's job and, under the ROLLBACK
 // policy, puts every device that took the update back on its previous version. It runs on a
 // disconnected context, so canceling the workflow cannot skip it.
+// withReason is ", because REASON" for a message (nothing without one).
+func withReason(reason string) string {
+	if reason == "" {
+		return ""
+	}
+	return " (" + reason + ")"
+}
+
 // canceledBy is "canceled by WHO", WHO the one the cancel request names ("operator" when it
 // names no one, as requests before identities did).
 func (r *rollout) canceledBy() string {

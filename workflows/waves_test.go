@@ -285,6 +285,52 @@ func TestApprovalPauseAndResume(t *testing.T) {
 	require.Contains(t, rejections[1], "pause: rollout is already paused")
 }
 
+// The two-person rule: an approval that names no one, or the one who started the rollout, is
+// refused; another operator's approval lets the next wave start and is recorded with its wave.
+// An approval without a name still works for rollouts without the rule (older callers).
+func TestTwoPersonRule(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	f := &fleet{devices: 10, outcome: allSucceed}
+	f.register(env)
+	req := waveRequest()
+	req.ApproveWaves, req.RequireSecondApprover, req.StartedBy = true, true, "alice"
+	var rejections []string
+	n := 0
+	update := func(name string, args ...any) {
+		n++
+		env.UpdateWorkflow(name, fmt.Sprintf("%s-%d", name, n), &testsuite.TestUpdateCallback{
+			OnReject:   func(err error) { rejections = append(rejections, err.Error()) },
+			OnAccept:   func() {},
+			OnComplete: func(any, error) {},
+		}, args...)
+	}
+	env.RegisterDelayedCallback(func() {
+		update(contract.UpdateApprove)
+		update(contract.UpdateApprove, contract.SteerRequest{By: "alice"})
+		update(contract.UpdateApprove, contract.SteerRequest{By: "bob", Reason: "canary looks fine"})
+	}, time.Minute)
+	env.RegisterDelayedCallback(func() { update(contract.UpdateApprove, contract.SteerRequest{By: "carol"}) }, 3*time.Minute)
+	env.ExecuteWorkflow(workflows.Rollout, req)
+	require.NoError(t, env.GetWorkflowError())
+	var res contract.RolloutResult
+	require.NoError(t, env.GetWorkflowResult(&res))
+	require.Equal(t, contract.StateSucceeded, res.State)
+	require.Len(t, rejections, 2)
+	require.Contains(t, rejections[0], "an approval must name its approver")
+	require.Contains(t, rejections[1], "two-person rule: alice started rollout r1 and may not approve its waves")
+	require.Len(t, res.Approvals, 2)
+	require.Equal(t, "bob", res.Approvals[0].By)
+	require.Equal(t, 2, res.Approvals[0].Wave)
+	require.Equal(t, "carol", res.Approvals[1].By)
+	require.Equal(t, 3, res.Approvals[1].Wave)
+
+	bad := waveRequest()
+	bad.RequireSecondApprover = true
+	require.ErrorContains(t, bad.Validate(), "add --approve-waves")
+	require.ErrorContains(t, bad.Validate(), "needs to know who started the rollout")
+}
+
 func TestCancelUpdateCancelsTheJobAndRollsBack(t *testing.T) {
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()

@@ -20,6 +20,8 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
 	"github.com/otaflow/otaflow/internal/iotclient"
+	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/workflows/contract"
 )
 
 // Client talks to one jobs service.
@@ -280,4 +282,27 @@ func (c *Client) ListUsers(ctx context.Context) ([]User, error) {
 // DeleteUser removes a console user.
 func (c *Client) DeleteUser(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, "/users/"+url.PathEscape(name), nil, nil, nil)
+}
+
+// Started is a rollout the jobs service started, and who it says started it.
+type Started struct {
+	RolloutID  string `json:"rolloutId"`
+	WorkflowID string `json:"workflowId"`
+	RunID      string `json:"runId"`
+	StartedBy  string `json:"startedBy"`
+}
+
+// StartRollout starts a rollout through the jobs service (which names the key as its starter).
+func (c *Client) StartRollout(ctx context.Context, req contract.RolloutRequest) (*Started, error) {
+	var out Started
+	err := c.do(ctx, http.MethodPost, "/rollouts", nil, req, &out)
+	return &out, err
+}
+
+// Steer pauses, resumes, approves, cancels (cancel-rollback, cancel-no-rollback), rolls back
+// or overrides a rollout's health gate through the jobs service, as the client's key.
+func (c *Client) Steer(ctx context.Context, rolloutID, action, reason string) (rolloutclient.Steered, error) {
+	var out rolloutclient.Steered
+	err := c.do(ctx, http.MethodPost, "/rollouts/"+url.PathEscape(rolloutID)+"/"+url.PathEscape(action), nil, map[string]string{"reason": reason}, &out)
+	return out, err
 }

@@ -392,7 +392,7 @@ func (c *Console) handleAction(w http.ResponseWriter, r *http.Request) {
 	}
 	json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&body)
 	p, _ := r.Context().Value(principalKey{}).(localiot.Principal)
-	entry := localiot.AuditEntry{Who: p.Name, Role: p.Role, Via: "console", From: clientOf(r), Action: "rollout." + action, Resource: "rollout/" + id, Reason: body.Reason}
+	entry := localiot.AuditEntry{Who: p.Name, Role: p.Role, Via: "console", From: clientOf(r), Action: "rollout." + action, Resource: "/rollouts/" + id + "/" + action, Reason: body.Reason}
 	if !p.Role.Allows(localiot.PermOperate) {
 		msg := fmt.Sprintf("%s (role %s) may not %s a rollout: it needs the %s role", p.Name, p.Role, action, localiot.PermOperate.Needs())
 		entry.Outcome, entry.Detail = localiot.OutcomeDenied, msg
@@ -409,59 +409,23 @@ func (c *Console) handleAction(w http.ResponseWriter, r *http.Request) {
 		}
 		c.audit(entry)
 	}()
-	reason := body.Reason
-	if reason == "" {
-		reason = "from the console"
-	}
-	var res contract.RolloutResult
-	var err error
-	switch action {
-	case contract.UpdatePause, contract.UpdateResume, contract.UpdateApprove:
-		res, err = rolloutclient.Control(ctx, c.o.Temporal, id, action)
-	case "cancel", "cancel-rollback":
-		rollback := action == "cancel-rollback"
-		req := contract.CancelRequest{Reason: reason, By: p.Name}
-		if rollback {
-			req.Rollback = &rollback
-		}
-		res, err = rolloutclient.Control(ctx, c.o.Temporal, id, contract.UpdateCancel, req)
-	case "override-health":
-		if body.Reason == "" {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "say why the breach may be ignored: it is recorded with the rollout"})
-			return
-		}
-		res, err = rolloutclient.Control(ctx, c.o.Temporal, id, contract.UpdateOverrideHealth,
-			contract.OverrideRequest{By: p.Name, Reason: body.Reason})
-	case "rollback":
-		var st rolloutclient.RollbackStart
-		st, err = rolloutclient.StartRollback(ctx, c.o.Temporal, c.o.TaskQueue, id, reason+" (by "+p.Name+")")
-		if err == nil && st.Already {
-			writeJSON(w, http.StatusOK, map[string]string{"message": "rollback was already started (one per rollout): workflow " + st.Run.GetID()})
-			return
-		}
-		if err == nil {
-			c.o.Logger.Info().Str("rollout", id).Str("workflow", st.Run.GetID()).Msg("console: rollback started")
-			msg := "rollback started: workflow " + st.Run.GetID()
-			if len(st.Later) > 0 {
-				msg += "; note: rollouts started since this one ended (" + strings.Join(st.Later, ", ") + ") may have moved its devices on, and those refuse the rollback"
-			}
-			writeJSON(w, http.StatusOK, map[string]string{"message": msg})
-			return
-		}
-	default:
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "unknown action " + action + ": use pause, resume, approve, cancel, cancel-rollback, rollback or override-health"})
-		return
-	}
+	out, err := rolloutclient.Steer(ctx, c.o.Temporal, c.o.TaskQueue, id, action, p.Name, body.Reason)
 	if err != nil {
 		status := http.StatusConflict
-		if errors.Is(err, rolloutclient.ErrNoRollout) {
+		switch {
+		case errors.Is(err, rolloutclient.ErrNoRollout), errors.Is(err, rolloutclient.ErrUnknownAction):
 			status = http.StatusNotFound
+		case errors.Is(err, rolloutclient.ErrNeedsReason):
+			status = http.StatusBadRequest
 		}
 		writeJSON(w, status, map[string]string{"error": err.Error()})
 		return
 	}
-	c.o.Logger.Info().Str("rollout", id).Str("action", action).Str("user", p.Name).Str("state", res.State).Msg("console: rollout steered")
-	writeJSON(w, http.StatusOK, map[string]any{"message": action + ": done; rollout is " + res.State, "status": res})
+	if note := out.LaterNote(id); note != "" {
+		out.Message += "; " + note
+	}
+	c.o.Logger.Info().Str("rollout", id).Str("action", action).Str("user", p.Name).Str("result", out.Message).Msg("console: rollout steered")
+	writeJSON(w, http.StatusOK, out)
 }
 
 // auditWriter notes a steering answer's status and error for the audit log.

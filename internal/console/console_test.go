@@ -152,9 +152,9 @@ func TestSessionsRolesAndCSRF(t *testing.T) {
 		"alice console sign-in   refused",
 		"admin console sign-in   refused",
 		"alice console sign-in   ok",
-		"alice console rollout.explode rollout/r1  Not Found",
+		"alice console rollout.explode /rollouts/r1/explode  Not Found",
 		"victor console sign-in   ok",
-		"victor console rollout.pause rollout/r1 looks odd denied",
+		"victor console rollout.pause /rollouts/r1/pause looks odd denied",
 	}, lines)
 }
 

@@ -84,6 +84,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rand.Read(b)
 		req.RolloutID = "gg-" + hex.EncodeToString(b)
 	}
+	if p, ok := localiot.PrincipalFrom(r.Context()); ok {
+		req.StartedBy = p.Name // who signed, for the rollout's history
+	}
 	if err := req.Validate(); err != nil {
 		writeError(w, http.StatusBadRequest, "BadRequestException", strings.TrimPrefix(err.Error(), "invalid rollout request: "))
 		return

@@ -31,6 +31,7 @@ import (
 	"github.com/otaflow/otaflow/internal/localiot/mqttplane"
 	"github.com/otaflow/otaflow/internal/localiot/rest"
 	"github.com/otaflow/otaflow/internal/pki"
+	"github.com/otaflow/otaflow/internal/rolloutapi"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/internal/temporalconf"
@@ -199,7 +200,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 			}
 			svc.SetBaseURL(publicURL)
 			api := rest.Handler(svc, &rest.SigV4Verifier{Creds: rest.Credentials{AccessKeyID: accessKey, SecretAccessKey: secretKey}, Region: region},
-				rest.Route{Pattern: "POST /greengrass/updates", Action: "CreateSoftwareUpdateJob", Handler: gg})
+				append(rolloutapi.Routes(c, tc.TaskQueue), rest.Route{Pattern: "POST /greengrass/updates", Action: "CreateSoftwareUpdateJob", Handler: gg})...)
 			top.Handle("/", api)
 			{
 				// The console reads this very service (in process, signed like any client) and

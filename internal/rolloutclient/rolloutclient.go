@@ -68,6 +68,7 @@ var ErrTokenReused = errors.New("client token reused")
 // sameRequest compares two validated requests, ignoring what a run adds on its own.
 func sameRequest(a, b contract.RolloutRequest) bool {
 	a.Resume, b.Resume = nil, nil
+	a.StartedBy, b.StartedBy = "", "" // who asks again does not make it another update
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	return string(ja) == string(jb)

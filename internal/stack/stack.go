@@ -42,6 +42,7 @@ import (
 	"github.com/otaflow/otaflow/internal/localiot/rest"
 	"github.com/otaflow/otaflow/internal/pki"
 	"github.com/otaflow/otaflow/internal/release"
+	"github.com/otaflow/otaflow/internal/rolloutapi"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/internal/rolloutworker"
@@ -295,9 +296,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	metrics := prometheus.Gatherers{localiot.MetricsRegistry(s.Jobs, localiot.SessionsCollector(func() int64 { return s.Broker.Sessions() })), s.workerMetrics.Registry}
 	top.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	top.Handle("/", rest.Handler(s.Jobs, &rest.SigV4Verifier{Creds: rest.Credentials{AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey}, Region: o.Region},
-		rest.Route{Pattern: "POST /greengrass/updates", Action: "CreateSoftwareUpdateJob", Handler: &greengrass.Handler{
+		append(rolloutapi.Routes(s.Client, contract.TaskQueue), rest.Route{Pattern: "POST /greengrass/updates", Action: "CreateSoftwareUpdateJob", Handler: &greengrass.Handler{
 			Jobs: s.Jobs, Starter: rolloutclient.Starter{Client: s.Client, TaskQueue: contract.TaskQueue}, Log: jlog,
-		}}))
+		}})...))
 	srv, err := rest.NewServer(ln, hostCheck(top), rest.ServerOptions{})
 	if err != nil {
 		return nil, err

@@ -64,6 +64,12 @@ type RolloutRequest struct {
 	Abort *AbortCriteria `json:"abort,omitempty"`
 	// ApproveWaves makes the rollout wait for an approval before every wave after the first.
 	ApproveWaves bool `json:"approveWaves,omitempty"`
+	// RequireSecondApprover is the two-person rule: each approval must name an approver other
+	// than StartedBy.
+	RequireSecondApprover bool `json:"requireSecondApprover,omitempty"`
+	// StartedBy is who started the rollout (an access key, a console user), as the jobs
+	// service authenticated it; empty for rollouts started on Temporal directly.
+	StartedBy string `json:"startedBy,omitempty"`
 	// OnFailure is what happens to devices already updated when the rollout aborts or is
 	// canceled: ROLLBACK to the version each had, or DO_NOTHING (default).
 	OnFailure string `json:"onFailure,omitempty"`
@@ -265,6 +271,12 @@ func (r *RolloutRequest) Validate() error {
 	if len(r.Targets) == 0 {
 		add("no update targets: give at least one thing ARN (arn:aws:iot:REGION:ACCOUNT:thing/NAME) or thing name")
 	}
+	if r.RequireSecondApprover && !r.ApproveWaves {
+		add("the two-person rule (--two-person) is about approving waves: add --approve-waves")
+	}
+	if r.RequireSecondApprover && r.StartedBy == "" {
+		add("the two-person rule needs to know who started the rollout: start it through the jobs service (`starter create-software-update-job` with --jobs-endpoint), which names its starter")
+	}
 	for _, t := range r.Targets {
 		if _, err := arn.ParseTarget(t); err != nil {
 			add("%v", err)
@@ -445,6 +457,8 @@ type RolloutResult struct {
 	Waves       []WaveResult `json:"waves,omitempty"`
 	CurrentWave int          `json:"currentWave"`
 	Paused      bool         `json:"paused,omitempty"`
+	// Approvals are the waves approved, by whom and when.
+	Approvals []Approval `json:"approvals,omitempty"`
 	// Rollback reports the compensation after an abort or cancel.
 	Rollback *RollbackResult `json:"rollback,omitempty"`
 }
@@ -499,6 +513,20 @@ type FailedDevicesInput struct {
 }
 
 // CancelRequest is the cancel update's argument.
+// SteerRequest is a pause, resume or approval: who asks, and why (both optional; a rollout
+// under the two-person rule needs its approvals to name their approver).
+type SteerRequest struct {
+	By     string `json:"by,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Approval is one wave's approval.
+type Approval struct {
+	Wave int       `json:"wave"`
+	By   string    `json:"by,omitempty"`
+	At   time.Time `json:"at"`
+}
+
 type CancelRequest struct {
 	Reason string `json:"reason"`
 	// By is who canceled (a console user, an access key), for the rollout's message and

@@ -34,9 +34,15 @@ func permissionFor(pattern string) localiot.Permission {
 
 // guard serves h to principals whose role allows perm (and, for a key limited to thing
 // groups, only changes inside them), and records every change, allowed or not, in the audit
-// log.
-func guard(s api, action string, perm localiot.Permission, h http.Handler) http.Handler {
+// log. An action may name a path value in braces (rollout.{action}).
+func guard(s api, actionPattern string, perm localiot.Permission, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		action := actionPattern
+		if i := strings.IndexByte(action, '{'); i >= 0 {
+			if j := strings.IndexByte(action[i:], '}'); j > 0 {
+				action = action[:i] + r.PathValue(action[i+1:i+j]) + action[i+j+1:]
+			}
+		}
 		p, ok := localiot.PrincipalFrom(r.Context())
 		if !ok {
 			// Only requests that passed SigV4 get here; one without a principal is a bug.

@@ -44,6 +44,10 @@ func (op operation) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// Op serves an operation written outside this package (an extra Route): its answer as JSON,
+// its error (a *localiot.Error) as AWS sends one.
+func Op(fn func(r *http.Request) (any, error)) http.Handler { return operation(fn) }
+
 // headersOnly is an answer of headers and no body, as S3 answers PutObject.
 type headersOnly map[string]string
 
@@ -353,6 +357,9 @@ func writeJSON(w http.ResponseWriter, v any) {
 // maxRequestBytes bounds the body of an authenticated request (a job for a whole wave lists
 // every device's ARN); before authentication, SigV4Verifier's much smaller bounds apply.
 const maxRequestBytes = 16 << 20
+
+// ReadJSON reads a request's JSON body (at most maxRequestBytes) into v.
+func ReadJSON(r *http.Request, v any) error { return readJSON(r, v) }
 
 func readJSON(r *http.Request, v any) error {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBytes+1))
