@@ -303,6 +303,8 @@ func (c *Client) StartRollout(ctx context.Context, req contract.RolloutRequest) 
 // or overrides a rollout's health gate through the jobs service, as the client's key.
 func (c *Client) Steer(ctx context.Context, rolloutID, action, reason string) (rolloutclient.Steered, error) {
 	var out rolloutclient.Steered
-	err := c.do(ctx, http.MethodPost, "/rollouts/"+url.PathEscape(rolloutID)+"/"+url.PathEscape(action), nil, map[string]string{"reason": reason}, &out)
+	cc := *c
+	cc.Reason = reason // for the audit log, as the body's is for the rollout
+	err := cc.do(ctx, http.MethodPost, "/rollouts/"+url.PathEscape(rolloutID)+"/"+url.PathEscape(action), nil, map[string]string{"reason": reason}, &out)
 	return out, err
 }

@@ -60,8 +60,10 @@ type Options struct {
 	// RequireSignIn keeps the console closed without a password and users (a production
 	// service's); otherwise such a console is open, as a local development stack's is.
 	RequireSignIn bool
-	// Audit records sign-ins and steering (nil: not recorded).
-	Audit func(localiot.AuditEntry)
+	// Audit records sign-ins and steering (nil: not recorded); AuditLog reads the log for the
+	// console's audit page (nil: no page).
+	Audit    func(localiot.AuditEntry)
+	AuditLog func(localiot.AuditQuery) ([]localiot.AuditEntry, string, error)
 	// MaxInventory bounds how many things the inventory reads (default 5000).
 	MaxInventory int
 	Logger       zerolog.Logger
@@ -115,6 +117,7 @@ func (c *Console) Handler(prefix string) http.Handler {
 	mux.HandleFunc("GET /api/releases", c.handleReleases)
 	mux.HandleFunc("GET /api/deployments", c.handleDeployments)
 	mux.HandleFunc("POST /api/rollouts/{id}/{action}", c.handleAction)
+	mux.HandleFunc("GET /api/audit", c.handleAudit)
 	h := http.StripPrefix(strings.TrimSuffix(prefix, "/"), mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
@@ -426,6 +429,24 @@ func (c *Console) handleAction(w http.ResponseWriter, r *http.Request) {
 	}
 	c.o.Logger.Info().Str("rollout", id).Str("action", action).Str("user", p.Name).Str("result", out.Message).Msg("console: rollout steered")
 	writeJSON(w, http.StatusOK, out)
+}
+
+// handleAudit answers the newest 100 audit entries that match the page's filters.
+func (c *Console) handleAudit(w http.ResponseWriter, r *http.Request) {
+	if c.o.AuditLog == nil {
+		writeJSON(w, http.StatusOK, map[string]any{"entries": []any{}, "note": "this console has no audit log to show"})
+		return
+	}
+	q := r.URL.Query()
+	entries, _, err := c.o.AuditLog(localiot.AuditQuery{Who: q.Get("who"), Action: q.Get("action"), Resource: q.Get("resource"), Outcome: q.Get("outcome"), Limit: 100})
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "audit log: " + err.Error()})
+		return
+	}
+	if entries == nil {
+		entries = []localiot.AuditEntry{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"entries": entries})
 }
 
 // auditWriter notes a steering answer's status and error for the audit log.

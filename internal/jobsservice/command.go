@@ -212,7 +212,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 					return err
 				}
 				con := console.New(console.Options{Temporal: c, TaskQueue: tc.TaskQueue, IoT: iotc, TemporalUI: temporalUI, Namespace: tc.Namespace,
-					Password: consolePassword, Users: svc, RequireSignIn: true, Audit: func(e localiot.AuditEntry) { svc.Audit(e) }, Logger: log, ReleaseMetadataURL: rolloutops.MetadataURLs("", self), ReleaseBuckets: releaseBuckets,
+					Password: consolePassword, Users: svc, RequireSignIn: true, Audit: func(e localiot.AuditEntry) { svc.Audit(e) }, AuditLog: svc.AuditLog, Logger: log, ReleaseMetadataURL: rolloutops.MetadataURLs("", self), ReleaseBuckets: releaseBuckets,
 					Shadows: &console.ShadowReader{Endpoint: self, Region: region, Credentials: credentials.NewStaticCredentialsProvider(accessKey, secretKey, ""), HTTP: hc}})
 				top.Handle("/console/", con.Handler("/console/"))
 				if consolePassword == "" {

@@ -28,6 +28,9 @@ func Start(ctx context.Context, c client.Client, taskQueue string, req contract.
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
+	if req.RequireSecondApprover && req.StartedBy == "" {
+		return nil, errors.New("the two-person rule needs to know who started the rollout: start it through the jobs service (`starter create-software-update-job` with a --jobs-endpoint), which names its starter")
+	}
 	id := contract.RolloutWorkflowID(req.RolloutID)
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                       id,

@@ -285,7 +285,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.ConsoleURL = s.JobsURL + "/console/"
 	con := console.New(console.Options{
 		Temporal: s.Client, IoT: s.IoT, TemporalUI: s.Temporal.UIURL(), Password: o.ConsolePassword, Logger: jlog,
-		Users: s.Jobs, Audit: func(e localiot.AuditEntry) { s.Jobs.Audit(e) },
+		Users: s.Jobs, Audit: func(e localiot.AuditEntry) { s.Jobs.Audit(e) }, AuditLog: s.Jobs.AuditLog,
 		ReleaseMetadataURL: rolloutops.MetadataURLs("", s.JobsURL), ReleaseBuckets: []string{ReleaseBucket},
 		Shadows: &console.ShadowReader{Endpoint: s.JobsURL, Region: o.Region,
 			Credentials: credentials.NewStaticCredentialsProvider(o.AccessKeyID, o.SecretAccessKey, "")},

@@ -274,9 +274,6 @@ func (r *RolloutRequest) Validate() error {
 	if r.RequireSecondApprover && !r.ApproveWaves {
 		add("the two-person rule (--two-person) is about approving waves: add --approve-waves")
 	}
-	if r.RequireSecondApprover && r.StartedBy == "" {
-		add("the two-person rule needs to know who started the rollout: start it through the jobs service (`starter create-software-update-job` with --jobs-endpoint), which names its starter")
-	}
 	for _, t := range r.Targets {
 		if _, err := arn.ParseTarget(t); err != nil {
 			add("%v", err)

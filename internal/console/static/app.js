@@ -212,6 +212,23 @@ async function refreshCatalog() {
   } catch (e) { /* shown on the next try */ }
 }
 
+// refreshAudit shows the newest entries of the audit log that match the filters.
+async function refreshAudit() {
+  const q = new URLSearchParams();
+  for (const f of ["who", "action", "resource", "outcome"]) {
+    const v = document.getElementById("audit-" + f).value.trim();
+    if (v) q.set(f, v);
+  }
+  try {
+    const r = await api("audit?" + q);
+    fill(document.querySelector("#audit-log tbody"), (r.entries || []).map((e) => el("tr", { "data-seq": String(e.seq), class: "outcome-" + e.outcome },
+      el("td", {}, new Date(e.time).toLocaleString()), el("td", {}, e.who + (e.role ? ` (${e.role})` : "")), el("td", {}, e.via),
+      el("td", {}, e.from || ""), el("td", {}, e.action), el("td", {}, e.resource || ""), el("td", {}, e.reason || ""),
+      el("td", { title: e.detail || "" }, e.outcome))));
+    document.getElementById("audit-note").textContent = r.note || ((r.entries || []).length ? "" : "nothing recorded that matches");
+  } catch (e) { document.getElementById("audit-note").textContent = e.message; }
+}
+
 // route shows the page the URL names (#rollout=ID, #device=NAME).
 function route() {
   const h = new URLSearchParams(location.hash.slice(1));
@@ -265,7 +282,8 @@ function renderDetail(d) {
   document.getElementById("detail").hidden = false;
   document.getElementById("detail-id").textContent = s.rolloutId;
   const st = document.getElementById("detail-state");
-  st.textContent = s.paused ? s.state + " (paused)" : s.state;
+  const ended = ["SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELED", "ABORTED", "INVALID"].includes(s.state);
+  st.textContent = s.paused && !ended ? s.state + " (paused)" : s.state;
   st.className = "state " + s.state;
   document.getElementById("detail-message").textContent = s.message || "";
   const h = document.getElementById("detail-history");
@@ -351,6 +369,7 @@ async function tick() {
   await refreshDetail();
   if (ticks % 5 === 0) await refreshDevice();
   if (ticks % 10 === 0) refreshCatalog();
+  if (ticks % 5 === 0) refreshAudit();
   ticks++;
   setTimeout(tick, 1000);
 }
@@ -361,6 +380,7 @@ document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("device-more").addEventListener("click", () => searchDevices(true));
   window.addEventListener("hashchange", route);
   document.getElementById("signin-form").addEventListener("submit", signIn);
+  document.getElementById("audit-form").addEventListener("submit", (e) => { e.preventDefault(); refreshAudit(); });
   document.getElementById("sign-out").addEventListener("click", signOut);
   api("session").then((s) => {
     if (s.signedIn) signedIn(s); else showSignIn("");

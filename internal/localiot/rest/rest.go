@@ -201,6 +201,8 @@ func Handler(svc *localiot.Service, auth *SigV4Verifier, extra ...Route) http.Ha
 	outer.HandleFunc("GET /artifacts/{bucket}/{key...}", s.handleArtifactDownload(authed))
 	// Named here too, or the pattern above would redirect a bucket listing to ".../".
 	outer.Handle("GET /artifacts/{bucket}", authed)
+	// A browser on the console asks for an icon at the root: not an attempt to get in.
+	outer.HandleFunc("GET /favicon.ico", http.NotFound)
 	// TUF metadata is signed, not secret: devices fetch it from here without credentials.
 	outer.HandleFunc("GET /tuf/{bucket}/{file}", s.handleTUFMetadata)
 	// Health, for container health checks and load balancers: it reveals nothing but "the
