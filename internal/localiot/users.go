@@ -254,4 +254,3 @@ func (s *Service) HasUsers() (bool, error) {
 	})
 	return n > 0, err
 }
-

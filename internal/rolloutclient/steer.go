@@ -16,8 +16,8 @@ import (
 const (
 	ActionCancelRollback   = "cancel-rollback"
 	ActionCancelNoRollback = "cancel-no-rollback"
-	ActionRollback       = "rollback"
-	ActionOverrideHealth = "override-health"
+	ActionRollback         = "rollback"
+	ActionOverrideHealth   = "override-health"
 )
 
 // ErrUnknownAction is an action Steer does not know; ErrNeedsReason one it takes only with a
