@@ -57,6 +57,8 @@ type Options struct {
 	// Users, when set, signs console users in (each with a role); the console password signs
 	// in the user "admin". With neither, the console is open (a local development stack).
 	Users Users
+	// OIDC, when set, offers single sign-on through an OpenID Connect provider.
+	OIDC *OIDC
 	// RequireSignIn keeps the console closed without a password and users (a production
 	// service's); otherwise such a console is open, as a local development stack's is.
 	RequireSignIn bool
@@ -83,6 +85,7 @@ type Console struct {
 	guard    *guard
 	sessions sessions
 	prefix   string
+	oidc     *oidcClient
 }
 
 type principalKey struct{}
@@ -95,7 +98,11 @@ func New(o Options) *Console {
 	if o.TaskQueue == "" {
 		o.TaskQueue = contract.TaskQueue
 	}
-	return &Console{o: o, guard: newGuard()}
+	c := &Console{o: o, guard: newGuard()}
+	if o.OIDC != nil {
+		c.oidc = &oidcClient{o: *o.OIDC}
+	}
+	return c
 }
 
 // equalSecret compares in constant time (for equal lengths).
@@ -108,6 +115,8 @@ func (c *Console) Handler(prefix string) http.Handler {
 	mux.HandleFunc("POST /api/sign-in", c.handleSignIn)
 	mux.HandleFunc("POST /api/sign-out", c.handleSignOut)
 	mux.HandleFunc("GET /api/session", c.handleSession)
+	mux.HandleFunc("GET /api/oidc/login", c.handleOIDCLogin)
+	mux.HandleFunc("GET /api/oidc/callback", c.handleOIDCCallback)
 	sub, _ := fs.Sub(static, "static")
 	mux.Handle("GET /", http.FileServerFS(sub))
 	mux.HandleFunc("GET /api/overview", c.handleOverview)
@@ -138,7 +147,7 @@ func (c *Console) Handler(prefix string) http.Handler {
 		// The page itself (HTML, script, style) holds no data: it is served to everyone, and
 		// shows the sign-in form when the API asks for it. Every API call needs a principal.
 		rest := strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(prefix, "/"))
-		if strings.HasPrefix(rest, "/api/") && rest != "/api/sign-in" && rest != "/api/sign-out" && rest != "/api/session" {
+		if strings.HasPrefix(rest, "/api/") && !slices.Contains(signInPaths, rest) {
 			p, ok := c.principal(w, r)
 			if !ok {
 				return
@@ -148,6 +157,9 @@ func (c *Console) Handler(prefix string) http.Handler {
 		h.ServeHTTP(w, r)
 	})
 }
+
+// signInPaths are the API paths that answer before a sign-in.
+var signInPaths = []string{"/api/sign-in", "/api/sign-out", "/api/session", "/api/oidc/login", "/api/oidc/callback"}
 
 // Device is one thing in the inventory.
 type Device struct {

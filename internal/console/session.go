@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -39,7 +38,9 @@ const (
 const adminUser = "admin"
 
 type session struct {
-	p        localiot.Principal
+	p localiot.Principal
+	// external is a single sign-on's session: its user is the provider's, not the store's.
+	external bool
 	csrf     string
 	started  time.Time
 	lastSeen time.Time
@@ -56,9 +57,9 @@ func randomToken() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-func (s *sessions) start(p localiot.Principal, now time.Time) (token string, sess *session) {
+func (s *sessions) start(p localiot.Principal, now time.Time, external bool) (token string, sess *session) {
 	token = randomToken()
-	sess = &session{p: p, csrf: randomToken(), started: now, lastSeen: now}
+	sess = &session{p: p, external: external, csrf: randomToken(), started: now, lastSeen: now}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
@@ -107,7 +108,7 @@ func (s *sessions) end(token string) {
 // openConsole is whether the console needs no sign-in: no password and no users (a local
 // development stack's).
 func (c *Console) openConsole() bool {
-	if c.o.Password != "" || c.o.RequireSignIn {
+	if c.o.Password != "" || c.o.RequireSignIn || c.oidc != nil {
 		return false
 	}
 	if c.o.Users == nil {
@@ -129,7 +130,7 @@ func (c *Console) principal(w http.ResponseWriter, r *http.Request) (localiot.Pr
 	if ck, err := r.Cookie(sessionCookie); err == nil {
 		if sess := c.sessions.get(ck.Value, time.Now()); sess != nil {
 			p, ok := sess.p, true
-			if p.Name != adminUser || c.o.Password == "" {
+			if !sess.external && (p.Name != adminUser || c.o.Password == "") {
 				var err error
 				if p, ok, err = c.o.Users.UserPrincipal(sess.p); err != nil {
 					writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the jobs service does not answer: " + err.Error()})
@@ -216,9 +217,9 @@ func (c *Console) handleSignIn(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	token, sess := c.sessions.start(p, time.Now())
+	token, sess := c.sessions.start(p, time.Now(), false)
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: token, Path: c.prefix, HttpOnly: true, SameSite: http.SameSiteStrictMode,
-		Secure: r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https"), MaxAge: int(sessionMax / time.Second)})
+		Secure: secureRequest(r), MaxAge: int(sessionMax / time.Second)})
 	writeJSON(w, http.StatusOK, sessionInfo(p, sess.csrf, true))
 }
 
@@ -242,7 +243,7 @@ func (c *Console) handleSession(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"signedIn": false})
+	writeJSON(w, http.StatusOK, map[string]any{"signedIn": false, "sso": c.oidc != nil})
 }
 
 func sessionInfo(p localiot.Principal, csrf string, signedIn bool) map[string]any {

@@ -41,20 +41,22 @@ import (
 // Command is the jobs-service command.
 func Command() *cobra.Command {
 	var (
-		dataDir, addr, brokerURL, mqttAddr     string
-		mqttUser, mqttPassword, region         string
-		accessKey, secretKey, logLevel, acct   string
-		publicURL                              string
-		tlsAddr, tlsCert, tlsKey, tlsCA        string
-		plainDevices, noQuotas                 bool
-		postgresURL, artifactDir, clientID     string
-		shareGroup                             string
-		consolePassword, temporalUI            string
-		restCert, restKey                      string
-		caDir, metricsAddr, crlFile, crlReload string
-		releaseBuckets                         []string
-		maxConns                               int
-		tc                                     temporalconf.Temporal
+		dataDir, addr, brokerURL, mqttAddr                          string
+		mqttUser, mqttPassword, region                              string
+		accessKey, secretKey, logLevel, acct                        string
+		publicURL                                                   string
+		tlsAddr, tlsCert, tlsKey, tlsCA                             string
+		plainDevices, noQuotas                                      bool
+		postgresURL, artifactDir, clientID                          string
+		shareGroup                                                  string
+		consolePassword, temporalUI                                 string
+		oidcIssuer, oidcClientID, oidcClientSecret, oidcGroupsClaim string
+		oidcRoles                                                   []string
+		restCert, restKey                                           string
+		caDir, metricsAddr, crlFile, crlReload                      string
+		releaseBuckets                                              []string
+		maxConns                                                    int
+		tc                                                          temporalconf.Temporal
 	)
 	cmd := &cobra.Command{
 		Use:   "jobs-service",
@@ -89,7 +91,19 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 				"dataDir": dataDir, "addr": addr, "broker": brokerURL, "mqttAddr": mqttAddr, "mqttUser": mqttUser,
 				"mqttPassword": mqttPassword, "region": region, "accessKeyId": accessKey, "secretAccessKey": secretKey, "publicURL": publicURL,
 				"postgres": redactURL(postgresURL), "artifactDir": artifactDir, "consolePassword": consolePassword,
+				"oidcIssuer": oidcIssuer, "oidcClientId": oidcClientID, "oidcClientSecret": oidcClientSecret,
 			})
+			var sso *console.OIDC
+			if oidcIssuer != "" {
+				roles, err := console.ParseRoleMap(oidcRoles)
+				if err != nil {
+					return err
+				}
+				if oidcClientID == "" || len(roles) == 0 {
+					return errors.New("--oidc-issuer needs --oidc-client-id (and usually --oidc-client-secret, OTAFLOW_OIDC_CLIENT_SECRET) and at least one --oidc-role GROUP=ROLE, or no one could sign in")
+				}
+				sso = &console.OIDC{Issuer: oidcIssuer, ClientID: oidcClientID, ClientSecret: oidcClientSecret, GroupsClaim: oidcGroupsClaim, Roles: roles}
+			}
 			if publicURL == "" {
 				log.Warn().Msg("--public-url is not set: presigned artifact URLs name the listen address, which devices on other machines cannot reach; set it to the address devices use (OTAFLOW_PUBLIC_URL)")
 			}
@@ -212,8 +226,12 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 					return err
 				}
 				con := console.New(console.Options{Temporal: c, TaskQueue: tc.TaskQueue, IoT: iotc, TemporalUI: temporalUI, Namespace: tc.Namespace,
-					Password: consolePassword, Users: svc, RequireSignIn: true, Audit: func(e localiot.AuditEntry) { svc.Audit(e) }, AuditLog: svc.AuditLog, Logger: log, ReleaseMetadataURL: rolloutops.MetadataURLs("", self), ReleaseBuckets: releaseBuckets,
+					Password: consolePassword, Users: svc, RequireSignIn: true, OIDC: sso, Audit: func(e localiot.AuditEntry) { svc.Audit(e) }, AuditLog: svc.AuditLog, Logger: log, ReleaseMetadataURL: rolloutops.MetadataURLs("", self), ReleaseBuckets: releaseBuckets,
 					Shadows: &console.ShadowReader{Endpoint: self, Region: region, Credentials: credentials.NewStaticCredentialsProvider(accessKey, secretKey, ""), HTTP: hc}})
+				if sso != nil {
+					sso.RedirectURL = publicURL + "/console/api/oidc/callback"
+					log.Info().Str("issuer", oidcIssuer).Str("redirect", sso.RedirectURL).Msg("console single sign-on: register this redirect URL with the provider")
+				}
 				top.Handle("/console/", con.Handler("/console/"))
 				if consolePassword == "" {
 					log.Info().Str("url", publicURL+"/console/").Msg("fleet console served: console users sign in (`starter access user add`); --console-password would also let the user admin")
@@ -253,6 +271,11 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 	f.StringVar(&accessKey, "access-key-id", "", "the access key clients sign with (required)")
 	f.StringVar(&secretKey, "secret-access-key", "", "its secret (required)")
 	f.StringVar(&logLevel, "log-level", "info", "log level")
+	f.StringVar(&oidcIssuer, "oidc-issuer", "", "console single sign-on: the OpenID Connect provider's issuer URL (https://keycloak.example/realms/ops)")
+	f.StringVar(&oidcClientID, "oidc-client-id", "", "the console's client ID at the provider")
+	f.StringVar(&oidcClientSecret, "oidc-client-secret", "", "its client secret (OTAFLOW_OIDC_CLIENT_SECRET)")
+	f.StringVar(&oidcGroupsClaim, "oidc-groups-claim", "groups", "the ID token claim that lists the user's groups")
+	f.StringArrayVar(&oidcRoles, "oidc-role", nil, "map a provider group to a role: GROUP=ROLE (viewer, operator, release-manager, admin; repeatable)")
 	f.StringVar(&consolePassword, "console-password", "", "the fleet console's password for the user admin (console users: `starter access user add`; empty: only they sign in)")
 	f.StringSliceVar(&releaseBuckets, "release-buckets", []string{"otaflow-releases"}, "the buckets releases are published to, for the console's releases view")
 	f.StringVar(&temporalUI, "temporal-ui-url", "", "the Temporal web UI's URL, for the console's links to rollout histories")
@@ -267,6 +290,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 		"mqtt-tls-cert": "OTAFLOW_MQTT_TLS_CERT", "mqtt-tls-key": "OTAFLOW_MQTT_TLS_KEY", "mqtt-tls-ca": "OTAFLOW_MQTT_TLS_CA", "ca-dir": "OTAFLOW_CA_DIR", "crl-file": "OTAFLOW_CRL_FILE", "crl-reload-command": "OTAFLOW_CRL_RELOAD_COMMAND", "metrics-addr": "OTAFLOW_METRICS_ADDR",
 		"postgres-url": "OTAFLOW_POSTGRES_URL", "artifact-dir": "OTAFLOW_ARTIFACT_DIR", "mqtt-client-id": "OTAFLOW_MQTT_CLIENT_ID",
 		"shared-subscription-group": "OTAFLOW_SHARED_SUBSCRIPTION_GROUP", "console-password": "OTAFLOW_CONSOLE_PASSWORD",
+		"oidc-issuer": "OTAFLOW_OIDC_ISSUER", "oidc-client-id": "OTAFLOW_OIDC_CLIENT_ID", "oidc-client-secret": "OTAFLOW_OIDC_CLIENT_SECRET",
 		"temporal-ui-url": "OTAFLOW_TEMPORAL_UI_URL", "tls-cert": "OTAFLOW_TLS_CERT", "tls-key": "OTAFLOW_TLS_KEY",
 		"max-connections": "OTAFLOW_MAX_CONNECTIONS"} {
 		cliconfig.Env(f, flag, env)

@@ -8,6 +8,7 @@
 // Who is signed in: the console asks for a sign-in unless it is open (a development stack).
 // Every change carries the session's CSRF token and the console's own header.
 let me = null;
+let sso = false; // single sign-on offered
 
 const api = (path, opts = {}) => {
   if (opts.method === "POST") {
@@ -24,6 +25,7 @@ const api = (path, opts = {}) => {
 function showSignIn(why) {
   me = null;
   document.getElementById("signin").hidden = false;
+  document.getElementById("signin-sso").hidden = !sso;
   document.getElementById("signin-error").textContent = why && why !== "sign in to the console" ? why : "";
   document.getElementById("whoami").textContent = "";
 }
@@ -383,6 +385,7 @@ document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("audit-form").addEventListener("submit", (e) => { e.preventDefault(); refreshAudit(); });
   document.getElementById("sign-out").addEventListener("click", signOut);
   api("session").then((s) => {
+    sso = !!s.sso;
     if (s.signedIn) signedIn(s); else showSignIn("");
     route();
     tick();
