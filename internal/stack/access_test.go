@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/stack"
 	"github.com/otaflow/otaflow/workflows/contract"
@@ -59,6 +60,29 @@ func TestRolesThroughTheCLIs(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, errText, "needs the operator or admin role")
 
+	// A release manager publishes a release, with the TUF root key offline (not on this
+	// machine at all); an operator may not publish.
+	_, _, releaser := issue("release-manager")
+	repo := filepath.Join(t.TempDir(), "repo")
+	run(nil, "release", "init", "--repo", repo)
+	roots, err := filepath.Glob(filepath.Join(repo, "keys", "root-*"))
+	require.NoError(t, err)
+	require.NotEmpty(t, roots)
+	offline := t.TempDir()
+	for _, k := range roots {
+		require.NoError(t, os.Rename(k, filepath.Join(offline, filepath.Base(k))))
+	}
+	pkg := filepath.Join(t.TempDir(), "core.tar.gz")
+	data, err := release.Pack(release.File{Name: "bin/core", Mode: 0o755, Body: []byte("core 2.0.0")})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(pkg, data, 0o644))
+	publish := []string{"release", "publish", "--repo", repo, "--bucket", stack.ReleaseBucket, "--file", pkg, "--software", "core",
+		"--version", "2.0.0", "--os", "ubuntu", "--architecture", "x86_64", "-f", filepath.Join(t.TempDir(), "rel.json")}
+	_, errText, err = runStarterEnv(t, bin, s, operator, publish...)
+	require.Error(t, err, "an operator may not publish")
+	require.Contains(t, errText, "may not PutObject: it needs the release-manager or admin role")
+	run(releaser, publish...)
+
 	keys := run(nil, "access", "list")
 	require.Contains(t, keys, operatorID)
 	require.Contains(t, keys, "site team")
@@ -72,7 +96,7 @@ func TestRolesThroughTheCLIs(t *testing.T) {
 	for _, e := range listed.Entries {
 		denied = append(denied, e.Who+" "+e.Action)
 	}
-	require.ElementsMatch(t, []string{viewerID + " CreateThing", operatorID + " CreateAccessKey", viewerID + " CreateThing"}, denied)
+	require.ElementsMatch(t, []string{viewerID + " CreateThing", operatorID + " CreateAccessKey", viewerID + " CreateThing", operatorID + " PutObject"}, denied)
 	text := run(nil, "audit", "list", "--who", operatorID, "--action", "CreateThing")
 	require.Contains(t, text, "/things/pi-2")
 	require.Contains(t, text, "ok")
