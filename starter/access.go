@@ -17,6 +17,7 @@ import (
 	"github.com/otaflow/otaflow/internal/accessclient"
 	"github.com/otaflow/otaflow/internal/cliconfig"
 	"github.com/otaflow/otaflow/internal/iotclient"
+	"github.com/otaflow/otaflow/internal/localiot"
 )
 
 // accessClient is the access/audit client for a command's IoT settings.
@@ -90,22 +91,17 @@ and of the groups below them. The key the jobs service is configured with is an 
 			if err != nil {
 				return err
 			}
-			if outputJSON(cmd) {
-				return json.NewEncoder(os.Stdout).Encode(keys)
+			if len(keys) == 0 && !outputJSON(cmd) {
+				fmt.Println("(no keys but the configured one: `starter access create --role ...` issues them)")
+				return nil
 			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "KEY\tROLE\tGROUPS\tSTATUS\tCREATED\tBY\tDESCRIPTION")
-			for _, k := range keys {
+			return table(cmd, keys, "KEY\tROLE\tGROUPS\tSTATUS\tCREATED\tBY\tDESCRIPTION", func(k accessclient.Key) []any {
 				status := k.Status
 				if !k.Expires().IsZero() {
 					status += ", rotated to " + k.ReplacedBy + ", signs until " + k.Expires().Format(time.RFC3339)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Role, strings.Join(k.ThingGroups, ","), status, k.Created().Format(time.RFC3339), k.CreatedBy, k.Description)
-			}
-			if len(keys) == 0 {
-				fmt.Fprintln(tw, "(no keys but the configured one: `starter access create --role ...` issues them)")
-			}
-			return tw.Flush()
+				return []any{k.ID, k.Role, strings.Join(k.ThingGroups, ","), status, k.Created().Format(time.RFC3339), k.CreatedBy, k.Description}
+			})
 		},
 	}
 
@@ -275,15 +271,9 @@ func userCmd(client func(*cobra.Command) (*accessclient.Client, error)) *cobra.C
 			if err != nil {
 				return err
 			}
-			if outputJSON(cmd) {
-				return json.NewEncoder(os.Stdout).Encode(users)
-			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "USER\tROLE\tGROUPS\tDISABLED\tBY")
-			for _, u := range users {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\n", u.Name, u.Role, strings.Join(u.ThingGroups, ","), u.Disabled, u.CreatedBy)
-			}
-			return tw.Flush()
+			return table(cmd, users, "USER\tROLE\tGROUPS\tDISABLED\tBY", func(u accessclient.User) []any {
+				return []any{u.Name, u.Role, strings.Join(u.ThingGroups, ","), u.Disabled, u.CreatedBy}
+			})
 		},
 	}
 	del := &cobra.Command{
@@ -303,6 +293,29 @@ func userCmd(client func(*cobra.Command) (*accessclient.Client, error)) *cobra.C
 	return cmd
 }
 
+// table prints items as JSON with -o json, else as a table: the header, then one row each.
+func table[T any](cmd *cobra.Command, items []T, header string, row func(T) []any) error {
+	if outputJSON(cmd) {
+		if items == nil {
+			items = []T{}
+		}
+		return json.NewEncoder(os.Stdout).Encode(items)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, it := range items {
+		cells := row(it)
+		for i, c := range cells {
+			if i > 0 {
+				fmt.Fprint(tw, "\t")
+			}
+			fmt.Fprint(tw, c)
+		}
+		fmt.Fprintln(tw)
+	}
+	return tw.Flush()
+}
+
 func scopeText(groups []string) string {
 	if len(groups) == 0 {
 		return ""
@@ -315,7 +328,7 @@ func auditCmd() *cobra.Command {
 	var ic cliconfig.IoT
 	cmd := &cobra.Command{Use: "audit", Short: "The audit log: who changed what, when, from where, why, and what came of it"}
 	ic.Bind(cmd.PersistentFlags())
-	var q accessclient.AuditQuery
+	var q localiot.AuditQuery
 	var since, until string
 	filters := func(c *cobra.Command) {
 		f := c.Flags()
@@ -361,7 +374,7 @@ func auditCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "TIME\tWHO\tVIA\tFROM\tACTION\tRESOURCE\tOUTCOME\tREASON")
 			for _, e := range entries {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time, e.Who, e.Via, e.From, e.Action, e.Resource, e.Outcome, e.Reason)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.UTC().Format(time.RFC3339), e.Who, e.Via, e.From, e.Action, e.Resource, e.Outcome, e.Reason)
 			}
 			tw.Flush()
 			if next != "" {

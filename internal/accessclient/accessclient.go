@@ -20,6 +20,7 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
 	"github.com/otaflow/otaflow/internal/iotclient"
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
@@ -185,32 +186,8 @@ func (c *Client) WhoAmI(ctx context.Context) (*Identity, error) {
 	return &id, err
 }
 
-// Entry is one audit log entry.
-type Entry struct {
-	Seq      uint64 `json:"seq"`
-	Time     string `json:"time"`
-	Who      string `json:"who"`
-	Role     string `json:"role,omitempty"`
-	Via      string `json:"via"`
-	From     string `json:"from,omitempty"`
-	Action   string `json:"action"`
-	Resource string `json:"resource,omitempty"`
-	Reason   string `json:"reason,omitempty"`
-	Outcome  string `json:"outcome"`
-	Detail   string `json:"detail,omitempty"`
-}
-
-// AuditQuery selects entries (every set field must match; Action and Resource by prefix).
-type AuditQuery struct {
-	Who, Action, Resource, Outcome, Via string
-	Since, Until                        time.Time
-	Oldest                              bool
-	Limit                               int
-	NextToken                           string
-}
-
 // Audit is one page of the audit log and the token of the next ("" at the end).
-func (c *Client) Audit(ctx context.Context, q AuditQuery) ([]Entry, string, error) {
+func (c *Client) Audit(ctx context.Context, q localiot.AuditQuery) ([]localiot.AuditEntry, string, error) {
 	v := url.Values{}
 	for k, s := range map[string]string{"who": q.Who, "action": q.Action, "resource": q.Resource, "outcome": q.Outcome, "via": q.Via, "nextToken": q.NextToken} {
 		if s != "" {
@@ -230,8 +207,8 @@ func (c *Client) Audit(ctx context.Context, q AuditQuery) ([]Entry, string, erro
 		v.Set("maxResults", fmt.Sprint(q.Limit))
 	}
 	var out struct {
-		Entries   []Entry `json:"entries"`
-		NextToken string  `json:"nextToken"`
+		Entries   []localiot.AuditEntry `json:"entries"`
+		NextToken string                `json:"nextToken"`
 	}
 	err := c.do(ctx, http.MethodGet, "/audit", v, nil, &out)
 	return out.Entries, out.NextToken, err

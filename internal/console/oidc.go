@@ -248,4 +248,3 @@ func strs(v any) []string {
 	}
 	return nil
 }
-

@@ -122,7 +122,7 @@ func TestRolesAllowAndRefuse(t *testing.T) {
 	_, err = f.iot(&accessclient.Key{ID: "OTFAUNKNOWN", Secret: "x"}).ListThings(ctx, &iot.ListThingsInput{})
 	require.Equal(t, "UnrecognizedClientException", errorCode(err))
 
-	entries, _, err := f.admin.Audit(ctx, accessclient.AuditQuery{Oldest: true})
+	entries, _, err := f.admin.Audit(ctx, localiot.AuditQuery{Oldest: true})
 	require.NoError(t, err)
 	var lines []string
 	for _, e := range entries {
@@ -136,11 +136,11 @@ func TestRolesAllowAndRefuse(t *testing.T) {
 	for _, l := range lines {
 		require.NotContains(t, l, "ListThings", "reads are not recorded")
 	}
-	denied, _, err := f.admin.Audit(ctx, accessclient.AuditQuery{Outcome: "denied", Who: viewer.ID})
+	denied, _, err := f.admin.Audit(ctx, localiot.AuditQuery{Outcome: "denied", Who: viewer.ID})
 	require.NoError(t, err)
 	require.Len(t, denied, 2, "CreateThing and ListAccessKeys")
 	require.Equal(t, "ListAccessKeys", denied[0].Action, "newest first")
-	require.Equal(t, "viewer", denied[0].Role)
+	require.Equal(t, localiot.RoleViewer, denied[0].Role)
 	require.Equal(t, "127.0.0.1", denied[0].From)
 }
 
@@ -238,10 +238,10 @@ func TestAuditLogPagesAndFilters(t *testing.T) {
 	f.clock.Advance(time.Hour)
 	require.NoError(t, f.svc.Audit(localiot.AuditEntry{Who: "bob", Via: "cli", Action: "rollout.cancel", Resource: "rollout/r", Reason: "bad canary", Outcome: "ok"}))
 
-	var all []accessclient.Entry
+	var all []localiot.AuditEntry
 	token := ""
 	for {
-		page, next, err := f.admin.Audit(ctx, accessclient.AuditQuery{Limit: 7, NextToken: token, Action: "rollout."})
+		page, next, err := f.admin.Audit(ctx, localiot.AuditQuery{Limit: 7, NextToken: token, Action: "rollout."})
 		require.NoError(t, err)
 		all = append(all, page...)
 		if token = next; next == "" || len(page) == 0 {
@@ -254,11 +254,11 @@ func TestAuditLogPagesAndFilters(t *testing.T) {
 	for i := 1; i < len(all); i++ {
 		require.Less(t, all[i].Seq, all[i-1].Seq)
 	}
-	late, _, err := f.admin.Audit(ctx, accessclient.AuditQuery{Since: f.clock.Now().Add(-time.Minute)})
+	late, _, err := f.admin.Audit(ctx, localiot.AuditQuery{Since: f.clock.Now().Add(-time.Minute)})
 	require.NoError(t, err)
 	require.Len(t, late, 1)
 	require.Equal(t, "rollout.cancel", late[0].Action)
-	xs, _, err := f.admin.Audit(ctx, accessclient.AuditQuery{Resource: "rollout/rxx", Who: "alice"})
+	xs, _, err := f.admin.Audit(ctx, localiot.AuditQuery{Resource: "rollout/rxx", Who: "alice"})
 	require.NoError(t, err)
 	require.Len(t, xs, 10)
 }

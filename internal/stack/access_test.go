@@ -159,23 +159,7 @@ func TestTeamAuditTrail(t *testing.T) {
 	tab := chromium(t)
 	tab, cancel := context.WithTimeout(tab, 3*time.Minute)
 	defer cancel()
-	text := func(sel string) string {
-		out, err := chromedp.Run(tab, chromedp.Evaluate[string](fmt.Sprintf(`(document.querySelector(%q) || {textContent: ""}).textContent.trim()`, sel)))
-		if err != nil {
-			return ""
-		}
-		return out
-	}
-	eventually := func(what string, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(90 * time.Second)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatalf("the console never showed %s; the page reads:\n%s", what, text("body"))
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
+	text, eventually := consolePage(t, tab)
 	visible := func(sel string) bool {
 		v, err := chromedp.Run(tab, chromedp.Evaluate[bool](fmt.Sprintf(`!document.querySelector(%q).hidden`, sel)))
 		return err == nil && v

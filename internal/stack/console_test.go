@@ -48,6 +48,29 @@ func chromium(t *testing.T) context.Context {
 	return tab
 }
 
+// consolePage reads a console tab: text is what an element shows ("" while it is not there),
+// eventually waits up to 90 s for ok and fails the test with the page's text if it never is.
+func consolePage(t *testing.T, tab context.Context) (text func(sel string) string, eventually func(what string, ok func() bool)) {
+	text = func(sel string) string {
+		out, err := chromedp.Run(tab, chromedp.Evaluate[string](fmt.Sprintf(`(document.querySelector(%q) || {textContent: ""}).textContent.trim()`, sel)))
+		if err != nil {
+			return ""
+		}
+		return out
+	}
+	eventually = func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(90 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("the console never showed %s; the page reads:\n%s", what, text("body"))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	return text, eventually
+}
+
 // TestConsoleDrivesARollout loads the fleet console in a real Chromium while a staged rollout
 // runs: the inventory shows every device's version (from the agents' shadows), the first
 // wave's device changes version, the rollout waits for approval, the Approve button releases
@@ -70,25 +93,7 @@ func TestConsoleDrivesARollout(t *testing.T) {
 	tab, cancel := context.WithTimeout(tab, 3*time.Minute)
 	defer cancel()
 	require.NoError(t, chromedp.Do(tab, chromedp.Navigate(s.ConsoleURL)))
-	// text is what an element shows ("" while it is not there).
-	text := func(sel string) string {
-		out, err := chromedp.Run(tab, chromedp.Evaluate[string](fmt.Sprintf(`(document.querySelector(%q) || {textContent: ""}).textContent.trim()`, sel)))
-		if err != nil {
-			return ""
-		}
-		return out
-	}
-	eventually := func(what string, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(90 * time.Second)
-		for !ok() {
-			if time.Now().After(deadline) {
-				page := text("body")
-				t.Fatalf("the console never showed %s; the page reads:\n%s", what, page)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
+	text, eventually := consolePage(t, tab)
 	count := func(software, version string) string {
 		return text(fmt.Sprintf(`table[data-software=%q] tr[data-version=%q] td.count`, software, version))
 	}

@@ -270,21 +270,6 @@ func (s api) handleWhoAmI(r *http.Request) (any, error) {
 	return map[string]any{"name": p.Name, "role": p.Role, "thingGroups": p.ThingGroups, "permissions": may}, nil
 }
 
-// auditEntryJSON is an entry as the API shows it.
-type auditEntryJSON struct {
-	Seq      uint64 `json:"seq"`
-	Time     string `json:"time"`
-	Who      string `json:"who"`
-	Role     string `json:"role,omitempty"`
-	Via      string `json:"via"`
-	From     string `json:"from,omitempty"`
-	Action   string `json:"action"`
-	Resource string `json:"resource,omitempty"`
-	Reason   string `json:"reason,omitempty"`
-	Outcome  string `json:"outcome"`
-	Detail   string `json:"detail,omitempty"`
-}
-
 func (s api) handleListAuditEntries(r *http.Request) (any, error) {
 	q := r.URL.Query()
 	in := localiot.AuditQuery{Who: q.Get("who"), Action: q.Get("action"), Resource: q.Get("resource"), Outcome: q.Get("outcome"),
@@ -311,12 +296,10 @@ func (s api) handleListAuditEntries(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]auditEntryJSON, 0, len(entries))
-	for _, e := range entries {
-		out = append(out, auditEntryJSON{Seq: e.Seq, Time: e.Time.UTC().Format(time.RFC3339Nano), Who: e.Who, Role: string(e.Role), Via: e.Via,
-			From: e.From, Action: e.Action, Resource: e.Resource, Reason: e.Reason, Outcome: e.Outcome, Detail: e.Detail})
+	if entries == nil {
+		entries = []localiot.AuditEntry{}
 	}
-	return map[string]any{"entries": out, "nextToken": next}, nil
+	return map[string]any{"entries": entries, "nextToken": next}, nil
 }
 
 // userJSON is a console user as the API shows it (never a password hash).
