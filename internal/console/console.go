@@ -415,6 +415,24 @@ func (c *Console) handleAction(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusForbidden, map[string]string{"error": msg})
 		return
 	}
+	if len(p.ThingGroups) > 0 && c.o.Users != nil {
+		// A user limited to thing groups steers only rollouts of its groups' devices.
+		targets, err := rolloutclient.Targets(ctx, c.o.Temporal, id)
+		if err == nil {
+			err = c.o.Users.TargetsInScope(p, targets)
+		}
+		if err != nil {
+			var e *localiot.Error
+			msg := err.Error()
+			if errors.As(err, &e) {
+				msg = e.Message
+			}
+			entry.Outcome, entry.Detail = localiot.OutcomeDenied, msg
+			c.audit(entry)
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": msg})
+			return
+		}
+	}
 	aw := &auditWriter{ResponseWriter: w, status: http.StatusOK}
 	w = aw
 	defer func() {

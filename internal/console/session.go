@@ -21,6 +21,8 @@ type Users interface {
 	// UserPrincipal is who a signed-in user is now (false: it may no longer sign in).
 	UserPrincipal(p localiot.Principal) (localiot.Principal, bool, error)
 	HasUsers() (bool, error)
+	// TargetsInScope refuses a principal limited to thing groups a change of targets outside them.
+	TargetsInScope(p localiot.Principal, targets []string) error
 }
 
 // Sessions: a sign-in gets a random token in an HttpOnly, SameSite=Strict cookie and a CSRF

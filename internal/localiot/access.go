@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/otaflow/otaflow/internal/arn"
 	"github.com/otaflow/otaflow/internal/localiot/store"
 )
 
@@ -391,6 +392,35 @@ func (s *Service) InScope(p Principal, thing, group string) (bool, error) {
 		return nil
 	})
 	return in, err
+}
+
+// TargetsInScope refuses, with ScopeError, a change by a principal limited to thing groups
+// unless every target (a thing or thing-group ARN, or a thing name) is in its groups.
+func (s *Service) TargetsInScope(p Principal, targets []string) error {
+	if len(p.ThingGroups) == 0 {
+		return nil
+	}
+	if len(targets) == 0 {
+		return Errorf(CodeAccessDenied, "this change names no thing or thing group, and %s may change only the things of %s: use a key or user that is not limited to groups", p.Name, strings.Join(p.ThingGroups, ", "))
+	}
+	for _, t := range targets {
+		tg, err := arn.ParseTarget(t)
+		if err != nil {
+			return Errorf(CodeInvalidRequest, "%s", err)
+		}
+		thing, group, what := tg.Name, "", "thing "+tg.Name
+		if tg.Type == arn.TypeThingGroup {
+			thing, group, what = "", tg.Name, "thing group "+tg.Name
+		}
+		ok, err := s.InScope(p, thing, group)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return ScopeError(p, what)
+		}
+	}
+	return nil
 }
 
 // ScopeError is a refusal of a change outside a principal's groups.

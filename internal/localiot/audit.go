@@ -48,15 +48,21 @@ const (
 
 func auditName(seq uint64) string { return fmt.Sprintf("%020d", seq) }
 
-// Audit records an entry durably (it returns once the entry is on disk). Concurrent entries
-// share a commit.
+// Audit records an entry durably (it returns once the entry is on disk).
 func (s *Service) Audit(e AuditEntry) error {
 	if e.Time.IsZero() {
 		e.Time = s.Clock()
 	}
 	e.Detail = truncate(e.Detail, 1024)
 	e.Reason = truncate(e.Reason, 1024)
-	err := s.st.Batch(func(t store.Tx) error {
+	// Every replica records its own REST calls: on a shared store an entry is its own
+	// transaction (a Batch there commits only on the replica that holds the leader's lease);
+	// on bbolt concurrent entries share a commit.
+	write := s.st.Batch
+	if _, shared := s.raw.(store.Shared); shared {
+		write = s.st.Update
+	}
+	err := write(func(t store.Tx) error {
 		seq, err := t.NextID("record")
 		if err != nil {
 			return err

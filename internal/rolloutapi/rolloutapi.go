@@ -21,7 +21,15 @@ import (
 func Routes(c client.Client, taskQueue string) []rest.Route {
 	return []rest.Route{
 		{Pattern: "POST /rollouts", Action: "StartRollout", Handler: rest.Op(func(r *http.Request) (any, error) { return start(r, c, taskQueue) })},
-		{Pattern: "POST /rollouts/{rolloutId}/{action}", Action: "rollout.{action}", Handler: rest.Op(func(r *http.Request) (any, error) { return steer(r, c, taskQueue) })},
+		{Pattern: "POST /rollouts/{rolloutId}/{action}", Action: "rollout.{action}", Handler: rest.Op(func(r *http.Request) (any, error) { return steer(r, c, taskQueue) }),
+			// A key limited to thing groups steers only rollouts of its groups' devices.
+			Targets: func(r *http.Request) ([]string, error) {
+				t, err := rolloutclient.Targets(r.Context(), c, r.PathValue("rolloutId"))
+				if errors.Is(err, rolloutclient.ErrNoRollout) {
+					return nil, localiot.Errorf(localiot.CodeResourceNotFound, "%s", err)
+				}
+				return t, err
+			}},
 	}
 }
 

@@ -91,3 +91,14 @@ func Steer(ctx context.Context, c client.Client, taskQueue, rolloutID, action, b
 	}
 	return Steered{Message: action + ": done; rollout is " + res.State, Status: &res}, nil
 }
+
+// Targets are what a rollout targets (thing and thing-group ARNs, or thing names), as its
+// request named them: what a principal limited to thing groups must cover to steer it.
+func Targets(ctx context.Context, c client.Client, rolloutID string) ([]string, error) {
+	wid, err := WorkflowID(ctx, c, rolloutID)
+	if err != nil {
+		return nil, err
+	}
+	req, err := Request(ctx, c, wid)
+	return req.Targets, err
+}

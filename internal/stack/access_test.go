@@ -155,6 +155,16 @@ func TestTeamAuditTrail(t *testing.T) {
 	_, stderr, err = run(ciEnv, "rollout", "approve", "team-1", "--reason", "LGTM")
 	require.Error(t, err, "the starter may not approve")
 	require.Contains(t, stderr, "two-person rule: "+ci.AccessKeyID+" started rollout team-1 and may not approve its waves")
+	// A key limited to another site's thing group may not steer this rollout of other devices.
+	_, err = s.Jobs.CreateThingGroup("paris", "", localiot.GroupProperties{})
+	require.NoError(t, err)
+	out, stderr, err = run(nil, "access", "create", "--role", "operator", "--group", "paris", "-o", "json")
+	require.NoError(t, err, stderr)
+	var paris struct{ AccessKeyID, SecretAccessKey string }
+	require.NoError(t, json.Unmarshal([]byte(out), &paris))
+	_, stderr, err = run([]string{"OTAFLOW_ACCESS_KEY_ID=" + paris.AccessKeyID, "OTAFLOW_SECRET_ACCESS_KEY=" + paris.SecretAccessKey}, "rollout", "pause", "team-1")
+	require.Error(t, err)
+	require.Contains(t, stderr, "is outside the thing groups "+paris.AccessKeyID+" may change (paris)")
 
 	tab := chromium(t)
 	tab, cancel := context.WithTimeout(tab, 3*time.Minute)
@@ -237,6 +247,7 @@ func TestTeamAuditTrail(t *testing.T) {
 	require.Equal(t, []string{
 		ci.AccessKeyID + " rest StartRollout ok",
 		ci.AccessKeyID + " rest rollout.approve ConflictException",
+		paris.AccessKeyID + " rest rollout.pause denied",
 		"bob console rollout.approve ok",
 		"bob console rollout.pause ok",
 		"bob console rollout.cancel-rollback ok",

@@ -35,7 +35,7 @@ func permissionFor(pattern string) localiot.Permission {
 // guard serves h to principals whose role allows perm (and, for a key limited to thing
 // groups, only changes inside them), and records every change, allowed or not, in the audit
 // log. An action may name a path value in braces (rollout.{action}).
-func guard(s api, actionPattern string, perm localiot.Permission, h http.Handler) http.Handler {
+func guard(s api, actionPattern string, perm localiot.Permission, targets func(*http.Request) ([]string, error), h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		action := actionPattern
 		if i := strings.IndexByte(action, '{'); i >= 0 {
@@ -61,7 +61,7 @@ func guard(s api, actionPattern string, perm localiot.Permission, h http.Handler
 			h.ServeHTTP(w, r)
 			return
 		}
-		if err := s.checkScope(p, r); err != nil {
+		if err := s.checkScope(p, r, targets); err != nil {
 			entry.Outcome, entry.Detail = localiot.OutcomeDenied, err.Error()
 			s.Audit(entry)
 			writeError(w, err)
@@ -89,21 +89,21 @@ func clientOf(r *http.Request) string {
 }
 
 // checkScope refuses a change by a key limited to thing groups unless every thing, group and
-// job it names is inside them. A change that names none (a certificate, a thing type, a
-// release) is not a group's to make.
-func (s api) checkScope(p localiot.Principal, r *http.Request) error {
+// job it names (in its path, its body, or what targets says a route's change touches) is
+// inside them. A change that names none (a certificate, a thing type, a release) is not a
+// group's to make.
+func (s api) checkScope(p localiot.Principal, r *http.Request, targets func(*http.Request) ([]string, error)) error {
 	if len(p.ThingGroups) == 0 {
 		return nil
 	}
-	var things, groups, jobs []string
+	var named []string
+	thing := func(n string) { named = append(named, arn.Name(n)) }
+	group := func(n string) { named = append(named, s.ThingGroupArn(arn.Name(n))) }
 	if v := r.PathValue("thingName"); v != "" {
-		things = append(things, v)
+		thing(v)
 	}
-	if v := r.PathValue("thingGroupName"); v != "" && !strings.HasPrefix(v, "updateThingGroupsForThing") {
-		groups = append(groups, v)
-	}
-	if v := r.PathValue("jobId"); v != "" {
-		jobs = append(jobs, v)
+	if v := r.PathValue("thingGroupName"); v != "" {
+		group(v)
 	}
 	if r.Body != nil && r.Body != http.NoBody {
 		body, err := io.ReadAll(io.LimitReader(r.Body, maxRequestBytes+1))
@@ -111,63 +111,43 @@ func (s api) checkScope(p localiot.Principal, r *http.Request) error {
 			return localiot.Errorf(localiot.CodeInvalidRequest, "read request body: %v", err)
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		var named struct {
+		var in struct {
 			ThingName      string   `json:"thingName"`
 			ThingGroupName string   `json:"thingGroupName"`
 			Targets        []string `json:"targets"`
 			GroupsToAdd    []string `json:"thingGroupsToAdd"`
 			GroupsToRemove []string `json:"thingGroupsToRemove"`
 		}
-		json.Unmarshal(body, &named) // a body that is not JSON names nothing; the handler says why
-		if named.ThingName != "" {
-			things = append(things, arn.Name(named.ThingName))
+		json.Unmarshal(body, &in) // a body that is not JSON names nothing; the handler says why
+		if in.ThingName != "" {
+			thing(in.ThingName)
 		}
-		if named.ThingGroupName != "" {
-			groups = append(groups, arn.Name(named.ThingGroupName))
+		if in.ThingGroupName != "" {
+			group(in.ThingGroupName)
 		}
-		for _, g := range append(named.GroupsToAdd, named.GroupsToRemove...) {
-			groups = append(groups, arn.Name(g))
+		for _, g := range append(in.GroupsToAdd, in.GroupsToRemove...) {
+			group(g)
 		}
-		for _, t := range named.Targets {
-			if tg, err := arn.ParseTarget(t); err == nil && tg.Type == arn.TypeThingGroup {
-				groups = append(groups, tg.Name)
-			} else if err == nil {
-				things = append(things, tg.Name)
-			}
-		}
+		named = append(named, in.Targets...)
 	}
-	for _, id := range jobs {
+	if id := r.PathValue("jobId"); id != "" {
 		j, err := s.DescribeJob(id)
+		var e *localiot.Error
+		switch {
+		case err == nil:
+			named = append(named, j.Targets...)
+		case !errors.As(err, &e) || e.Code != localiot.CodeResourceNotFound:
+			return err
+		} // a new job (CreateJob): its targets are in the body
+	}
+	if targets != nil {
+		more, err := targets(r)
 		if err != nil {
-			var e *localiot.Error
-			if errors.As(err, &e) && e.Code == localiot.CodeResourceNotFound {
-				continue // a new job (CreateJob): its targets are in the body
-			}
 			return err
 		}
-		for _, t := range j.Targets {
-			if tg, err := arn.ParseTarget(t); err == nil && tg.Type == arn.TypeThingGroup {
-				groups = append(groups, tg.Name)
-			} else if err == nil {
-				things = append(things, tg.Name)
-			}
-		}
+		named = append(named, more...)
 	}
-	if len(things)+len(groups) == 0 {
-		return localiot.Errorf(localiot.CodeAccessDenied, "%s %s names no thing or thing group, and %s may change only the things of %s: use a key that is not limited to groups",
-			r.Method, r.URL.Path, p.Name, strings.Join(p.ThingGroups, ", "))
-	}
-	for _, t := range things {
-		if ok, err := s.InScope(p, t, ""); err != nil || !ok {
-			return cmp.Or(err, localiot.ScopeError(p, "thing "+t))
-		}
-	}
-	for _, g := range groups {
-		if ok, err := s.InScope(p, "", g); err != nil || !ok {
-			return cmp.Or(err, localiot.ScopeError(p, "thing group "+g))
-		}
-	}
-	return nil
+	return s.TargetsInScope(p, named)
 }
 
 // accessKeyJSON is a key as the API shows it (the secret only when it is new).

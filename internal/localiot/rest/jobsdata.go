@@ -44,7 +44,7 @@ func (s api) jobsDataHandler() http.Handler {
 		{"GET /things/{thingName}/jobs/{jobId}", "DescribeJobExecution", s.handleDataDescribeJobExecution},
 		{"POST /things/{thingName}/jobs/{jobId}", "UpdateJobExecution", s.handleDataUpdateJobExecution},
 	} {
-		mux.Handle(op.pattern, guard(s, op.action, permissionFor(op.pattern), op.op))
+		mux.Handle(op.pattern, guard(s, op.action, permissionFor(op.pattern), nil, op.op))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeUnknownOperation(w, r.Method+" "+r.URL.Path+" is not an iot-jobs-data operation")

@@ -52,7 +52,7 @@ func Op(fn func(r *http.Request) (any, error)) http.Handler { return operation(f
 type headersOnly map[string]string
 
 // op routes pattern to an operation named action (AWS's name for it).
-func (m countingMux) op(pattern, action string, op operation) { m.route(pattern, action, op) }
+func (m countingMux) op(pattern, action string, op operation) { m.route(pattern, action, op, nil) }
 
 // api is the REST control plane of one service: every handler turns a request into a call of
 // the service's operations and its answer into AWS's response.
@@ -66,9 +66,9 @@ type countingMux struct {
 
 // route serves an operation: counted, allowed only to the roles its permission takes, and
 // recorded in the audit log when it changes something (guard).
-func (m countingMux) route(pattern, action string, h http.Handler) {
+func (m countingMux) route(pattern, action string, h http.Handler, targets func(*http.Request) ([]string, error)) {
 	n := m.s.Counter(pattern)
-	g := guard(api{m.s}, action, permissionFor(pattern), h)
+	g := guard(api{m.s}, action, permissionFor(pattern), targets, h)
 	m.ServeMux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		n.Add(1)
 		g.ServeHTTP(w, r)
@@ -81,6 +81,10 @@ type Route struct {
 	// Action names the operation in refusals and the audit log (CreateSoftwareUpdateJob).
 	Action  string
 	Handler http.Handler
+	// Targets, when set, are the things and groups (ARNs or thing names) a change through this
+	// route touches beyond those its path and body name: what a key limited to thing groups
+	// must cover.
+	Targets func(r *http.Request) ([]string, error)
 }
 
 // Handler serves svc's AWS IoT REST control plane (and any extra routes). Every request
@@ -97,7 +101,7 @@ func Handler(svc *localiot.Service, auth *SigV4Verifier, extra ...Route) http.Ha
 	}
 	mux := countingMux{ServeMux: http.NewServeMux(), s: svc}
 	for _, r := range extra {
-		mux.route(r.Pattern, r.Action, r.Handler)
+		mux.route(r.Pattern, r.Action, r.Handler, r.Targets)
 	}
 	mux.op("POST /things/{thingName}", "CreateThing", s.handleCreateThing)
 	mux.op("GET /things/{thingName}", "DescribeThing", s.handleDescribeThing)
@@ -142,9 +146,9 @@ func Handler(svc *localiot.Service, auth *SigV4Verifier, extra ...Route) http.Ha
 	mux.op("PUT /thing-groups/removeThingFromThingGroup", "RemoveThingFromThingGroup", s.handleThingGroupMembership(false))
 	mux.op("GET /thing-groups/{thingGroupName}/things", "ListThingsInThingGroup", s.handleListThingsInThingGroup)
 	mux.op("PUT /artifacts/{bucket}/{key...}", "PutObject", s.handleArtifactUpload)
-	mux.route("DELETE /artifacts/{bucket}/{key...}", "DeleteObject", http.HandlerFunc(s.handleDeleteObject))
-	mux.route("GET /artifacts/{bucket}/{key...}", "GetObject", http.HandlerFunc(s.serveArtifact))
-	mux.route("GET /artifacts/{bucket}", "ListObjects", http.HandlerFunc(s.handleListObjects))
+	mux.route("DELETE /artifacts/{bucket}/{key...}", "DeleteObject", http.HandlerFunc(s.handleDeleteObject), nil)
+	mux.route("GET /artifacts/{bucket}/{key...}", "GetObject", http.HandlerFunc(s.serveArtifact), nil)
+	mux.route("GET /artifacts/{bucket}", "ListObjects", http.HandlerFunc(s.handleListObjects), nil)
 	mux.op("PUT /tuf/{bucket}/{file}", "PutReleaseMetadata", s.handleTUFUpload)
 	mux.op("POST /indexing/config", "UpdateIndexingConfiguration", s.handleUpdateIndexingConfiguration)
 	mux.op("GET /indexing/config", "GetIndexingConfiguration", s.handleGetIndexingConfiguration)
