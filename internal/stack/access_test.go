@@ -51,6 +51,9 @@ func TestRolesThroughTheCLIs(t *testing.T) {
 	require.Contains(t, string(stderr), "AccessDeniedException")
 	require.Contains(t, string(stderr), "needs the operator or admin role")
 
+	operatorSecret := strings.TrimPrefix(operator[1], "OTAFLOW_SECRET_ACCESS_KEY=")
+	_, stderr, err = awsCLIAs(t, s.JobsURL, operatorID, operatorSecret, "iot", "create-thing", "--thing-name", "pi-0")
+	require.NoError(t, err, "an operator registers things with the AWS CLI: %s", stderr)
 	run(operator, "thing", "add", "pi-1", "pi-2")
 	require.Contains(t, run(operator, "access", "whoami"), operatorID+": operator (may read, operate)")
 	_, errText, err := runStarterEnv(t, bin, s, operator, "access", "create", "--role", "admin")
