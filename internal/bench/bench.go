@@ -6,6 +6,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -20,7 +21,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/otaflow/otaflow/internal/jobdoc"
@@ -122,6 +122,9 @@ type Throughput struct {
 	PostgresCPUSecondsPerDevice float64 `json:"postgresCpuSecondsPerDevice,omitempty"`
 	// StackPeakRSSMiB is the stack process's peak resident memory so far (VmHWM).
 	StackPeakRSSMiB float64 `json:"stackPeakRssMiB"`
+	// RegistrationSeconds is how long registering the fleet's things (in its group) took,
+	// through bulk registration (StartThingRegistrationTask).
+	RegistrationSeconds float64 `json:"registrationSeconds"`
 	// HistoryBytes is the rollout workflow's history size (the events' encoded size).
 	HistoryBytes int `json:"historyBytes"`
 	// AWSRolloutMinutes is how long the same rollout takes at AWS IoT Jobs' highest rollout
@@ -333,6 +336,43 @@ func fleetProcs(ctx context.Context, o *Options, brokerURL, dir string, n int) (
 	return stop, len(cmds), nil
 }
 
+// registerFleet registers devices 1..n in group as an operator registers a fleet: one input
+// file of their names and one bulk registration task, followed to its end.
+func registerFleet(svc *localiot.Service, group string, n int, progress func(done int)) error {
+	var in bytes.Buffer
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&in, "{\"ThingName\":%q}\n", stack.Device(i))
+	}
+	key := fmt.Sprintf("bench/%s.jsonl", group)
+	if _, err := svc.PutArtifact("bench-registration", key, &in); err != nil {
+		return err
+	}
+	template := fmt.Sprintf(`{"Parameters": {"ThingName": {"Type": "String"}}, "Resources": {"thing": {"Type": "AWS::IoT::Thing",
+		"Properties": {"ThingName": {"Ref": "ThingName"}, "ThingGroups": [%q]}}}}`, group)
+	id, err := svc.StartThingRegistrationTask(template, "bench-registration", key, "arn:aws:iam::000000000000:role/bench")
+	if err != nil {
+		return err
+	}
+	last := time.Now()
+	for {
+		task, err := svc.DescribeThingRegistrationTask(id)
+		if err != nil {
+			return err
+		}
+		switch {
+		case task.Status == localiot.TaskCompleted && task.FailureCount == 0:
+			return nil
+		case task.Status != localiot.TaskInProgress:
+			return fmt.Errorf("registering %d things: task %s is %s with %d failures: %s", n, id, task.Status, task.FailureCount, task.Message)
+		}
+		if time.Since(last) > 10*time.Second {
+			progress(task.SuccessCount)
+			last = time.Now()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throughput, error) {
 	s, dir, err := newStack(ctx, o)
 	if err != nil {
@@ -345,24 +385,14 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 	if err != nil {
 		return nil, err
 	}
-	var eg errgroup.Group
-	eg.SetLimit(64)
 	registered := time.Now()
-	for i := 1; i <= n; i++ {
-		eg.Go(func() error {
-			th, err := s.Jobs.CreateThing(stack.Device(i), nil)
-			if err != nil {
-				return err
-			}
-			return s.Jobs.AddThingToThingGroup(fleetGroup.Name, th.Name)
-		})
-		if i%100000 == 0 {
-			o.say("%d devices: %d registered (%.0fs)", n, i, time.Since(registered).Seconds())
-		}
-	}
-	if err := eg.Wait(); err != nil {
+	if err := registerFleet(s.Jobs, fleetGroup.Name, n, func(done int) {
+		o.say("%d devices: %d registered (%.0fs)", n, done, time.Since(registered).Seconds())
+	}); err != nil {
 		return nil, err
 	}
+	registration := time.Since(registered)
+	o.say("%d devices: registered in %.1fs (StartThingRegistrationTask)", n, registration.Seconds())
 	arns := []string{fleetGroup.Arn}
 	start := time.Now()
 	var stop func()
@@ -382,7 +412,8 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 		}
 	}
 	defer stop()
-	t := &Throughput{Devices: n, FleetProcesses: procs, RepeatsEachSide: o.Repeat, ConnectedSeconds: time.Since(start).Seconds(), Store: "bbolt", Simulated: simulated}
+	t := &Throughput{Devices: n, FleetProcesses: procs, RepeatsEachSide: o.Repeat, ConnectedSeconds: time.Since(start).Seconds(), Store: "bbolt", Simulated: simulated,
+		RegistrationSeconds: registration.Seconds()}
 	if o.PostgresURL != "" {
 		t.Store = "postgres"
 		if o.Replicas > 1 {

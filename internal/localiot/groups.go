@@ -200,7 +200,12 @@ func (s *Service) refuseDynamic(group string) error {
 
 // joinGroup adds a thing to a group.
 func (s *Service) joinGroup(group, thing string) error {
-	return s.changeMembership(group, thing, true, func(t store.Tx, jobID string, now time.Time) (bool, error) {
+	return s.changeMembership(group, thing, true, s.joinJobs(thing))
+}
+
+// joinJobs queues a joining thing's execution of each IN_PROGRESS CONTINUOUS job.
+func (s *Service) joinJobs(thing string) func(t store.Tx, jobID string, now time.Time) (bool, error) {
+	return func(t store.Tx, jobID string, now time.Time) (bool, error) {
 		j, err := t.Job(jobID)
 		if err != nil || j == nil || j.Status != store.JobInProgress {
 			return false, err
@@ -214,7 +219,7 @@ func (s *Service) joinGroup(group, thing string) error {
 			return false, err
 		}
 		return !held, t.PutJob(j)
-	})
+	}
 }
 
 // RemoveThingFromThingGroup removes a thing from a group. Its QUEUED executions of CONTINUOUS
@@ -248,43 +253,49 @@ func (s *Service) changeMembership(group, thing string, join bool, apply func(t 
 	changed := false
 	// Batched: a rollout adds a wave's devices to its group many at a time, and one fsync
 	// then serves many memberships.
-	err := s.st.Batch(func(t store.Tx) error {
-		changed = false // a batch may run this again
-		if err := s.requireGroupAndThing(t, group, thing); err != nil {
-			return err
-		}
-		if join {
-			if err := s.checkJoin(t, group, thing); err != nil {
-				return err
-			}
-		}
-		if err := t.SetMember(group, thing, join); err != nil {
-			return err
-		}
-		groups, err := ancestors(t, group)
-		if err != nil {
-			return err
-		}
-		now := s.Clock()
-		for _, g := range groups {
-			jobIDs, err := t.ContinuousJobs(g)
-			if err != nil {
-				return err
-			}
-			for _, jobID := range jobIDs {
-				c, err := apply(t, jobID, now)
-				if err != nil {
-					return err
-				}
-				changed = changed || c
-			}
-		}
-		return nil
+	err := s.st.Batch(func(t store.Tx) (err error) {
+		changed, err = s.membershipTx(t, group, thing, join, apply) // a batch may run this again
+		return err
 	})
 	if err == nil && changed {
 		s.queueChanged([]string{thing})
 	}
 	return err
+}
+
+// membershipTx changes a membership within t and applies the change to every CONTINUOUS job
+// of the group and the groups above it; changed: the thing's queue changed.
+func (s *Service) membershipTx(t store.Tx, group, thing string, join bool, apply func(t store.Tx, jobID string, now time.Time) (bool, error)) (changed bool, err error) {
+	if err := s.requireGroupAndThing(t, group, thing); err != nil {
+		return false, err
+	}
+	if join {
+		if err := s.checkJoin(t, group, thing); err != nil {
+			return false, err
+		}
+	}
+	if err := t.SetMember(group, thing, join); err != nil {
+		return false, err
+	}
+	groups, err := ancestors(t, group)
+	if err != nil {
+		return false, err
+	}
+	now := s.Clock()
+	for _, g := range groups {
+		jobIDs, err := t.ContinuousJobs(g)
+		if err != nil {
+			return false, err
+		}
+		for _, jobID := range jobIDs {
+			c, err := apply(t, jobID, now)
+			if err != nil {
+				return false, err
+			}
+			changed = changed || c
+		}
+	}
+	return changed, nil
 }
 
 func (s *Service) requireGroupAndThing(t store.Tx, group, thing string) error {

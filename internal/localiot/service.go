@@ -173,6 +173,8 @@ func Open(o Options) (*Service, error) {
 	}
 	s.swept.Add(1)
 	go s.sweepLoop(o.SweepInterval)
+	s.swept.Add(1)
+	go s.every(time.Minute, s.failUnfinishedTasks) // bulk registrations a stopped replica left
 	if s.ca != nil {
 		s.swept.Add(1)
 		go s.every(time.Minute, s.SweepClaims)

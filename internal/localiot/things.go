@@ -25,37 +25,42 @@ func (s *Service) CreateThing(name string, attrs map[string]string) (*store.Thin
 
 // CreateTypedThing is CreateThing with a thing type (which must exist and not be deprecated).
 func (s *Service) CreateTypedThing(name, typeName string, attrs map[string]string) (*store.Thing, error) {
-	if !thingNameRE.MatchString(name) {
-		return nil, Errorf(CodeInvalidRequest, "thing name %q is invalid: use 1-128 characters from a-z A-Z 0-9 : _ -", name)
-	}
 	var out *store.Thing
 	// Batch: fleets are registered by scripts and provisioning services that create many
 	// things at once; they share commits (fn may run again, and sets out each time).
-	err := s.st.Batch(func(t store.Tx) error {
-		existing, err := t.Thing(name)
-		if err != nil {
-			return err
-		}
-		if existing != nil {
-			if !mapsEqual(existing.Attributes, attrs) || existing.TypeName != typeName {
-				return Errorf(CodeAlreadyExists, "thing %s already exists with different attributes or type", name)
-			}
-			out = existing
-			return nil
-		}
-		if typeName != "" {
-			if err := usableThingType(t, typeName); err != nil {
-				return err
-			}
-		}
-		seq, err := t.NextID("thing")
-		if err != nil {
-			return err
-		}
-		out = &store.Thing{Name: name, Arn: s.ThingArn(name), ID: fmt.Sprintf("%016x", seq), Attributes: attrs, TypeName: typeName, Version: 1, CreatedAt: s.Clock()}
-		return t.PutThing(out)
+	err := s.st.Batch(func(t store.Tx) (err error) {
+		out, err = s.createThingTx(t, name, typeName, attrs)
+		return err
 	})
 	return out, err
+}
+
+// createThingTx creates a thing within t, or finds the same one there.
+func (s *Service) createThingTx(t store.Tx, name, typeName string, attrs map[string]string) (*store.Thing, error) {
+	if !thingNameRE.MatchString(name) {
+		return nil, Errorf(CodeInvalidRequest, "thing name %q is invalid: use 1-128 characters from a-z A-Z 0-9 : _ -", name)
+	}
+	existing, err := t.Thing(name)
+	if err != nil {
+		return nil, err
+	}
+	if existing != nil {
+		if !mapsEqual(existing.Attributes, attrs) || existing.TypeName != typeName {
+			return nil, Errorf(CodeAlreadyExists, "thing %s already exists with different attributes or type", name)
+		}
+		return existing, nil
+	}
+	if typeName != "" {
+		if err := usableThingType(t, typeName); err != nil {
+			return nil, err
+		}
+	}
+	seq, err := t.NextID("thing")
+	if err != nil {
+		return nil, err
+	}
+	th := &store.Thing{Name: name, Arn: s.ThingArn(name), ID: fmt.Sprintf("%016x", seq), Attributes: attrs, TypeName: typeName, Version: 1, CreatedAt: s.Clock()}
+	return th, t.PutThing(th)
 }
 
 // DescribeThing returns a registered thing.

@@ -184,6 +184,11 @@ func Handler(svc *localiot.Service, auth *SigV4Verifier, extra ...Route) http.Ha
 	mux.op("GET /provisioning-templates/{templateName}/versions", "ListProvisioningTemplateVersions", s.handleListProvisioningTemplateVersions)
 	mux.op("GET /provisioning-templates/{templateName}/versions/{versionId}", "DescribeProvisioningTemplateVersion", s.handleDescribeProvisioningTemplateVersion)
 	mux.op("DELETE /provisioning-templates/{templateName}/versions/{versionId}", "DeleteProvisioningTemplateVersion", s.handleDeleteProvisioningTemplateVersion)
+	mux.op("POST /thing-registration-tasks", "StartThingRegistrationTask", s.handleStartThingRegistrationTask)
+	mux.op("GET /thing-registration-tasks", "ListThingRegistrationTasks", s.handleListThingRegistrationTasks)
+	mux.op("GET /thing-registration-tasks/{taskId}", "DescribeThingRegistrationTask", s.handleDescribeThingRegistrationTask)
+	mux.op("GET /thing-registration-tasks/{taskId}/reports", "ListThingRegistrationTaskReports", s.handleListThingRegistrationTaskReports)
+	mux.op("PUT /thing-registration-tasks/{taskId}/cancel", "StopThingRegistrationTask", s.handleStopThingRegistrationTask)
 	// otaflow's own: who may do what, and the record of who did.
 	mux.op("POST /access-keys", "CreateAccessKey", s.handleCreateAccessKey)
 	mux.op("GET /access-keys", "ListAccessKeys", s.handleListAccessKeys)
