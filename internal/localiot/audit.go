@@ -48,32 +48,96 @@ const (
 
 func auditName(seq uint64) string { return fmt.Sprintf("%020d", seq) }
 
-// Audit records an entry durably (it returns once the entry is on disk).
+// Audit records an entry. It returns at once: a writer commits the entries queued meanwhile
+// together, a moment later (a write request does not wait for a commit of its own, which cost
+// the rollout path a tenth of its speed); AuditLog, and Close, wait for what was queued before.
 func (s *Service) Audit(e AuditEntry) error {
 	if e.Time.IsZero() {
 		e.Time = s.Clock()
 	}
 	e.Detail = truncate(e.Detail, 1024)
 	e.Reason = truncate(e.Reason, 1024)
-	// Every replica records its own REST calls: on a shared store an entry is its own
-	// transaction (a Batch there commits only on the replica that holds the leader's lease);
-	// on bbolt concurrent entries share a commit.
-	write := s.st.Batch
-	if _, shared := s.raw.(store.Shared); shared {
-		write = s.st.Update
+	a := &s.auditQ
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return fmt.Errorf("the jobs service is closing: audit entry of %s %s not recorded", e.Who, e.Action)
 	}
-	err := write(func(t store.Tx) error {
-		seq, err := t.NextID("record")
-		if err != nil {
-			return err
+	a.pending = append(a.pending, e)
+	a.queued++
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// auditQueue holds the entries not yet committed.
+type auditQueue struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	pending []AuditEntry
+	// queued and written count entries; a flush waits until written reaches queued.
+	queued, written uint64
+	wake            chan struct{}
+	closed          bool
+}
+
+// runAuditWriter commits queued entries until the service closes, then the rest.
+func (s *Service) runAuditWriter() {
+	defer s.swept.Done()
+	a := &s.auditQ
+	for {
+		stopping := false
+		select {
+		case <-a.wake:
+		case <-s.stopSweep:
+			stopping = true
 		}
-		e.Seq = seq
-		return putRecord(t, recordAudit, auditName(seq), e)
-	})
-	if err != nil {
-		s.log.Error().Err(err).Str("who", e.Who).Str("action", e.Action).Msg("audit: could not record an action")
+		a.mu.Lock()
+		batch := a.pending
+		a.pending = nil
+		if stopping {
+			a.closed = true
+		}
+		a.mu.Unlock()
+		if len(batch) > 0 {
+			err := s.st.Update(func(t store.Tx) error {
+				for i := range batch {
+					seq, err := t.NextID("record")
+					if err != nil {
+						return err
+					}
+					batch[i].Seq = seq
+					if err := putRecord(t, recordAudit, auditName(seq), batch[i]); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				s.log.Error().Err(err).Int("entries", len(batch)).Str("first", batch[0].Who+" "+batch[0].Action).Msg("audit: could not record entries")
+			}
+		}
+		a.mu.Lock()
+		a.written += uint64(len(batch))
+		a.cond.Broadcast()
+		a.mu.Unlock()
+		if stopping {
+			return
+		}
 	}
-	return err
+}
+
+// flushAudit waits until every entry queued before it is committed.
+func (s *Service) flushAudit() {
+	a := &s.auditQ
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	want := a.queued
+	for a.written < want { // the writer counts every entry it takes, written or not
+		a.cond.Wait()
+	}
 }
 
 func truncate(s string, n int) string {
@@ -146,6 +210,7 @@ func (s *Service) AuditLog(q AuditQuery) ([]AuditEntry, string, error) {
 	if limit > 1000 {
 		return nil, "", Errorf(CodeInvalidRequest, "maxResults %d: at most 1000", limit)
 	}
+	s.flushAudit() // what this replica was told before, it shows
 	var out []AuditEntry
 	next := ""
 	err := s.st.View(func(t store.Tx) error {

@@ -69,8 +69,10 @@ type Service struct {
 	clockOffset atomic.Int64
 	// keys are recent access-key lookups (access.go).
 	keys keyCache
-	// auditRefused bounds the refused, unauthenticated attempts recorded (audit.go).
+	// auditRefused bounds the refused, unauthenticated attempts recorded; auditQ holds the
+	// entries not yet committed (audit.go).
 	auditRefused auditLimiter
+	auditQ       auditQueue
 
 	mu        sync.RWMutex
 	listeners []func(things []string)
@@ -175,6 +177,9 @@ func Open(o Options) (*Service, error) {
 	go s.sweepLoop(o.SweepInterval)
 	s.swept.Add(1)
 	go s.every(time.Minute, s.failUnfinishedTasks) // bulk registrations a stopped replica left
+	s.auditQ.cond, s.auditQ.wake = sync.NewCond(&s.auditQ.mu), make(chan struct{}, 1)
+	s.swept.Add(1)
+	go s.runAuditWriter()
 	if s.ca != nil {
 		s.swept.Add(1)
 		go s.every(time.Minute, s.SweepClaims)
