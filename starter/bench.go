@@ -203,7 +203,7 @@ func printBench(w io.Writer, r *bench.Results) {
 		fmt.Fprintln(w)
 	}
 	if d := r.Download; d != nil {
-		fmt.Fprintf(w, "download of %d MiB   agent %.0f MB/s   curl %.0f MB/s   ratio %.2f (medians of 3)\n", d.MB, d.AgentMBps, d.CurlMBps, d.Ratio)
+		fmt.Fprintf(w, "download of %d MiB   agent %.0f MB/s   curl %.0f MB/s   ratio %.2f (medians of 5)\n", d.MB, d.AgentMBps, d.CurlMBps, d.Ratio)
 	}
 	if d := r.Delta; d != nil {
 		fmt.Fprintf(w, "\ndelta updates of a %d MiB tree (two real agents: one builds each release from the last, one downloads it whole)\n", d.MB)

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
@@ -272,39 +273,65 @@ func agentFigures(ctx context.Context, o *Options) (*AgentFigures, *Download, er
 		os.RemoveAll(filepath.Join(dir, "footprint-1"))
 	}
 
-	// The agent's downloader (the same code, in `starter download`) against curl, alternating,
-	// 3 runs each.
-	bucket, key := "bench", "core/9.0.0.tar.gz"
+	// The agent's downloader (the same code, in `starter download`) against curl on the same
+	// presigned URL. Each tool times its own transfer (the downloader from its request to the
+	// verified file, curl its %{time_total}), so neither's process start counts: the starter
+	// binary takes a quarter of a second to start, and a device's agent is running when a job
+	// comes. One unmeasured round first (the stack just started: its first seconds slowed
+	// whichever ran first), then five, the order swapped each round.
 	spec := artifact.Spec{Size: rel.Length, SHA256: rel.SHA256}
-	var agentS, curlS []float64
-	for r := 0; r < 3; r++ {
-		o.say("download: run %d/3 (agent downloader, then curl)", r+1)
-		spec.URL = s.Jobs.PresignURL(bucket, key, time.Hour)
-		out := filepath.Join(dir, "dl-agent")
-		// Each run starts with nothing dirty in the page cache (the artifact just written, the
-		// other run's file): else whichever runs first waits for that writeback.
-		syscall.Sync()
-		began := time.Now()
-		// A process of its own, as curl is (and as the agent is on a device): in the
-		// benchmark's process it would share a runtime with the jobs service that serves it.
-		if b, err := exec.CommandContext(ctx, o.Starter, "download", "--url", spec.URL, "--size", strconv.FormatInt(spec.Size, 10),
-			"--sha256", spec.SHA256, "--out", out).CombinedOutput(); err != nil {
-			return nil, nil, fmt.Errorf("the agent's downloader: %v: %s", err, b)
-		}
-		agentS = append(agentS, time.Since(began).Seconds())
-		os.Remove(out)
-		out = filepath.Join(dir, "dl-curl")
-		syscall.Sync()
-		began = time.Now()
-		if b, err := exec.CommandContext(ctx, "curl", "-sSf", "-o", out, spec.URL).CombinedOutput(); err != nil {
-			return nil, nil, fmt.Errorf("curl: %v: %s", err, b)
-		}
-		curlS = append(curlS, time.Since(began).Seconds())
-		os.Remove(out)
-		o.say("download: run %d: agent %.2fs, curl %.2fs", r+1, agentS[r], curlS[r])
+	fetchers := []func(url, out string) (float64, error){
+		func(url, out string) (float64, error) {
+			return timedRun(ctx, o.Starter, "download", "--url", url, "--size", strconv.FormatInt(spec.Size, 10),
+				"--sha256", spec.SHA256, "--out", out)
+		},
+		func(url, out string) (float64, error) {
+			return timedRun(ctx, "curl", "-sSf", "-o", out, "-w", "%{time_total}", url)
+		},
 	}
+	secs := [2][]float64{}
+	const rounds = 5
+	for r := -1; r < rounds; r++ {
+		for i := range fetchers {
+			tool := (i + r + 1) % 2 // 0 the agent's downloader, 1 curl
+			url := s.Jobs.PresignURL("bench", "core/9.0.0.tar.gz", time.Hour)
+			out := filepath.Join(dir, "dl-"+strconv.Itoa(tool))
+			// Nothing dirty in the page cache (the artifact just written, the other tool's
+			// file): else whichever runs first waits for that writeback.
+			syscall.Sync()
+			t, err := fetchers[tool](url, out)
+			os.Remove(out)
+			if err != nil {
+				return nil, nil, err
+			}
+			if r >= 0 {
+				secs[tool] = append(secs[tool], t)
+			}
+		}
+		if r >= 0 {
+			o.say("download: round %d/%d: agent %.2fs, curl %.2fs", r+1, rounds, secs[0][r], secs[1][r])
+		}
+	}
+	agentS, curlS := secs[0], secs[1]
 	mb := float64(rel.Length) / (1 << 20)
 	dl := &Download{MB: o.ArtifactMB, AgentMBps: mb / median(agentS), CurlMBps: mb / median(curlS)}
 	dl.Ratio = dl.AgentMBps / dl.CurlMBps
 	return fig, dl, nil
+}
+
+// timedRun runs a command that prints the seconds it took, and returns them.
+func timedRun(ctx context.Context, name string, args ...string) (float64, error) {
+	b, err := exec.CommandContext(ctx, name, args...).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return 0, fmt.Errorf("%s: %v: %s", name, err, ee.Stderr)
+		}
+		return 0, fmt.Errorf("%s: %w", name, err)
+	}
+	secs, err := strconv.ParseFloat(strings.TrimSpace(string(b)), 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s printed %q, not the seconds it took", name, b)
+	}
+	return secs, nil
 }
