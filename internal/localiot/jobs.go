@@ -199,15 +199,25 @@ func (s *Service) splitTargets(targets []string) (things, groups []string, err e
 }
 
 // resolveGroups is things and the members of groups (and of their descendants), each once.
+// (A set, not a search of the list: a job on a group of a million things searched a growing
+// list of up to a million names for each member, and CreateJob never returned.)
 func resolveGroups(t store.Tx, things, groups []string) ([]string, error) {
+	if len(things) == 0 && len(groups) == 1 {
+		return members(t, groups[0], true) // each member once already
+	}
 	all := slices.Clone(things)
+	have := make(map[string]bool, len(things))
+	for _, th := range things {
+		have[th] = true
+	}
 	for _, g := range groups {
 		ms, err := members(t, g, true)
 		if err != nil {
 			return nil, err
 		}
 		for _, th := range ms {
-			if !slices.Contains(all, th) {
+			if !have[th] {
+				have[th] = true
 				all = append(all, th)
 			}
 		}
