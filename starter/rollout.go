@@ -446,7 +446,7 @@ func rolloutCmd() *cobra.Command {
 	cancel.Flags().BoolVar(&noRollback, "no-rollback", false, "leave updated devices as they are, whatever the rollout's policy")
 	cancel.MarkFlagsMutuallyExclusive("rollback", "no-rollback")
 
-	var rbWait bool
+	var rbWait, rbAnyway bool
 	var rbReason string
 	rollbackCmd := &cobra.Command{
 		Use:   "rollback ROLLOUT_ID",
@@ -454,10 +454,16 @@ func rolloutCmd() *cobra.Command {
 		Long: `Rolls a finished rollout back: for every device that succeeded in its waves, a rollback job
 returns it to the version its agent reported having before (the one still in its other slot).
 One rollback per rollout: asking again shows the first. A running rollout is refused: use
-'rollout cancel --rollback' for it.`,
+'rollout cancel --rollback' for it. So is one that later rollouts of the same devices moved on
+(a device returns only to the version it ran just before): roll the latest back first, or
+give --anyway to roll back the devices they did not reach.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			out, err := steerRollout(cmd.Context(), &tc, ic, args[0], rolloutclient.ActionRollback, rbReason)
+			action := rolloutclient.ActionRollback
+			if rbAnyway {
+				action = rolloutclient.ActionRollbackAnyway
+			}
+			out, err := steerRollout(cmd.Context(), &tc, ic, args[0], action, rbReason)
 			if err != nil {
 				return err
 			}
@@ -488,6 +494,7 @@ One rollback per rollout: asking again shows the first. A running rollout is ref
 	}
 	rollbackCmd.Flags().BoolVar(&rbWait, "wait", false, "wait for the rollback to finish; exit 1 unless every device rolled back")
 	rollbackCmd.Flags().StringVar(&rbReason, "reason", "rolled back from the CLI", "why, recorded in the rollback")
+	rollbackCmd.Flags().BoolVar(&rbAnyway, "anyway", false, "roll back although later rollouts target the same devices (those they moved on refuse it)")
 
 	override := control(contract.UpdateOverrideHealth, "Go on past a breached health gate (recorded with who and why)", fixed(rolloutclient.ActionOverrideHealth), "")
 	override.Flags().Lookup("reason").Usage = "why the breach may be ignored (required; recorded with the rollout)"

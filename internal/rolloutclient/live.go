@@ -66,7 +66,7 @@ type JobDescriber interface {
 }
 
 // LiveStatus is the rollout's status with every started wave's counts read from the jobs
-// service now, not from the rollout's last poll (which may be up to 30 s old). A job that
+// service now, not from the rollout's last report (up to an hour old while a wave runs). A job that
 // cannot be read keeps the rollout's counts for it; Stale says which.
 func LiveStatus(ctx context.Context, c client.Client, iotc JobDescriber, rolloutID string) (contract.RolloutResult, []string, error) {
 	res, err := Status(ctx, c, rolloutID)
@@ -328,10 +328,15 @@ func Request(ctx context.Context, c client.Client, workflowID string) (contract.
 	return req, nil
 }
 
+// ErrMovedOn refuses a rollback of a rollout whose devices later rollouts moved on.
+var ErrMovedOn = errors.New("its devices were moved on")
+
 // StartRollback starts rolling a finished rollout back to each device's previous version (or
 // finds the rollback already started). A rollout still running is refused: cancel it with
-// rollback instead.
-func StartRollback(ctx context.Context, c client.Client, taskQueue, rolloutID, reason string) (RollbackStart, error) {
+// rollback instead. So is one that later rollouts of the same targets moved on (ErrMovedOn),
+// unless anyway: its devices would refuse a rollback, since a device returns only to the
+// version it ran just before.
+func StartRollback(ctx context.Context, c client.Client, taskQueue, rolloutID, reason string, anyway bool) (RollbackStart, error) {
 	var st RollbackStart
 	wid, err := WorkflowID(ctx, c, rolloutID)
 	if err != nil {
@@ -346,16 +351,20 @@ func StartRollback(ctx context.Context, c client.Client, taskQueue, rolloutID, r
 		st.Run, st.Already = c.GetWorkflow(ctx, rbID, ""), true
 		return st, nil
 	}
+	moved := MovedOn(ctx, c, res.RolloutID)
+	if len(moved) > 0 && !anyway {
+		return st, fmt.Errorf("%w: rollout %s is not rolled back, because %s, started after it ended, target the same devices: those run what the later rollout left, and a device returns only to the version it ran just before, so it would refuse. Roll the latest of them back first, or roll the version you want out as a new rollout; `rollout rollback --anyway` rolls back the devices no later rollout moved on", ErrMovedOn, res.RolloutID, strings.Join(moved, ", "))
+	}
 	if st.Run, err = startRollback(ctx, c, taskQueue, wid, res, reason); err != nil {
 		return st, err
 	}
-	st.Later = laterRollouts(ctx, c, wid)
+	st.Later = moved
 	return st, nil
 }
 
 // RollbackStart is a rollback asked for: its workflow; Already, when it had been started
 // before (one rollback per rollout: asking again returns it); Later, the rollouts started
-// since this one ended, which may have moved its devices on (those refuse the rollback: a
+// since this one ended that target its devices, for a rollback asked for anyway (those moved on refuse it: a
 // device returns only to the version it ran just before).
 type RollbackStart struct {
 	Run     client.WorkflowRun

@@ -17,13 +17,15 @@ const (
 	ActionCancelRollback   = "cancel-rollback"
 	ActionCancelNoRollback = "cancel-no-rollback"
 	ActionRollback         = "rollback"
-	ActionOverrideHealth   = "override-health"
+	// ActionRollbackAnyway rolls back even a rollout that later rollouts moved on.
+	ActionRollbackAnyway = "rollback-anyway"
+	ActionOverrideHealth = "override-health"
 )
 
 // ErrUnknownAction is an action Steer does not know; ErrNeedsReason one it takes only with a
 // reason.
 var (
-	ErrUnknownAction = errors.New("unknown action: use pause, resume, approve, cancel, cancel-rollback, cancel-no-rollback, rollback or override-health")
+	ErrUnknownAction = errors.New("unknown action: use pause, resume, approve, cancel, cancel-rollback, cancel-no-rollback, rollback, rollback-anyway or override-health")
 	ErrNeedsReason   = errors.New("say why the breach may be ignored: it is recorded with the rollout")
 )
 
@@ -42,7 +44,7 @@ func (s Steered) LaterNote(rolloutID string) string {
 	if len(s.Later) == 0 {
 		return ""
 	}
-	return "note: rollouts started since " + rolloutID + " ended (" + strings.Join(s.Later, ", ") + ") may have moved its devices on; those refuse the rollback (a device returns only to the version it ran just before)"
+	return "note: rollouts started since " + rolloutID + " ended (" + strings.Join(s.Later, ", ") + ") target the same devices; those they moved on refuse the rollback (a device returns only to the version it ran just before)"
 }
 
 // Steer pauses, resumes, approves, cancels (with or without rollback), rolls back or overrides
@@ -70,12 +72,12 @@ func Steer(ctx context.Context, c client.Client, taskQueue, rolloutID, action, b
 			return Steered{}, ErrNeedsReason
 		}
 		res, err = Control(ctx, c, rolloutID, contract.UpdateOverrideHealth, contract.OverrideRequest{By: by, Reason: reason})
-	case ActionRollback:
+	case ActionRollback, ActionRollbackAnyway:
 		why := reason
 		if by != "" {
 			why = strings.TrimSpace(reason + " (by " + by + ")")
 		}
-		st, err := StartRollback(ctx, c, taskQueue, rolloutID, why)
+		st, err := StartRollback(ctx, c, taskQueue, rolloutID, why, action == ActionRollbackAnyway)
 		if err != nil {
 			return Steered{}, err
 		}

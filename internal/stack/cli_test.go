@@ -314,9 +314,13 @@ func TestStarterCLI(t *testing.T) {
 		return err == nil && json.Unmarshal([]byte(out), &st) == nil && st.Revision == 2 && st.Members == 1
 	}, 30*time.Second, 500*time.Millisecond)
 
-	// Rolling cli-2 back after later rollouts (the schedule's run) warns that they may have
-	// moved its devices on.
+	// Rolling cli-2 back after later rollouts of its devices (the schedule's run) is refused
+	// before anything starts, naming them; --anyway starts it with a note.
 	_, stderr, err = run("rollout", "rollback", "cli-2")
+	require.Error(t, err)
+	require.Contains(t, stderr, "rollout cli-2 is not rolled back, because ")
+	require.Contains(t, stderr, "Roll the latest of them back first")
+	_, stderr, err = run("rollout", "rollback", "cli-2", "--anyway")
 	require.NoError(t, err, stderr)
 	require.Contains(t, stderr, "note: rollouts started since cli-2 ended (")
 }
