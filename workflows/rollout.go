@@ -12,8 +12,12 @@ import (
 	"go.temporal.io/sdk/workflow"
 )
 
-// reportEvery bounds one AwaitJob call, so the status query sees progress at least this often.
-const reportEvery = 30 * time.Second
+// reportEvery bounds one AwaitJob call: the status query's wave counts are refreshed this
+// often (and when a wave ends or aborts). Every report is six history events, so a 30 s bound
+// made the history grow with the rollout's length (162 events for a million devices, 36 for
+// 100,000); what people watch (rollout status, --watch, the console) reads the counts live
+// from the jobs service (rolloutclient.LiveStatus), and the activity heartbeats them.
+const reportEvery = time.Hour
 
 // Rollout runs one over-the-air update in waves: validate, resolve the targets, then for each
 // wave create its IoT job, wait for the devices and check the gate. It can be paused, resumed,
