@@ -158,6 +158,13 @@ back on failure). --simulate skips all of that and only pretends to install.`,
 				req.Artifact = rel.Artifact
 				fmt.Fprintf(errOut, "published core %s: %s (%d bytes, sha256 %s…, signed as a TUF target with its health check)\n", version, rel.Artifact.URL, rel.Length, rel.SHA256[:12])
 			} else {
+				// Simulated devices take the artifact as downloaded, but as agents they refuse a
+				// job without one: the demo publishes the release all the same.
+				rel, err := s.PublishRelease(ctx, "core", version)
+				if err != nil {
+					return err
+				}
+				req.Artifact = rel.Artifact
 				s.SetDeviceFaults(failing, sick)
 			}
 			start := time.Now()
@@ -212,7 +219,7 @@ back on failure). --simulate skips all of that and only pretends to install.`,
 	cmd.Flags().IntVar(&unhealthy, "unhealthy", 0, "make this many devices fail their health check on the new version (they roll themselves back)")
 	cmd.Flags().IntVar(&degrade, "degrade", 0, "make this many devices' new version install cleanly, then fail its health check after --degrade-after: the health gate stops the rollout (adds --health-window if not given)")
 	cmd.Flags().DurationVar(&degradeIn, "degrade-after", 3*time.Second, "how long the degrading devices' new version stays healthy")
-	cmd.Flags().BoolVar(&simulate, "simulate", false, "simulate installs (no artifacts, slots or scripts)")
+	cmd.Flags().BoolVar(&simulate, "simulate", false, "simulate installs (the release is published, but devices download nothing and have no slots or scripts)")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the stack and web UI running after the rollout, until Ctrl-C")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "summary format: text or json")
 	cmd.Flags().StringVar(&fromVersion, "from-version", "1.10.2", "core version the devices start on")

@@ -234,7 +234,7 @@ metadata: real devices record a component version only when its recipe is signed
 	af := add.Flags()
 	af.StringVar(&repoDir, "repo", "", "also sign the recipe in this TUF repository (starter release init) and upload the metadata")
 	af.StringSliceVar(&keyDirs, "keys", nil, "more directories holding private keys")
-	af.StringVar(&bucket, "bucket", "otaflow-releases", "artifact store (S3) bucket for the metadata")
+	af.StringVar(&bucket, "bucket", release.DefaultBucket, "artifact store (S3) bucket for the metadata")
 	af.BoolVar(&noUpload, "no-upload", false, "only sign; upload the metadata yourself")
 	ic.Bind(af)
 	cmd.AddCommand(list, add)

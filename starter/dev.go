@@ -68,14 +68,19 @@ and every rollout, job and device is still there.`,
   Worker             %[14]s
   Simulated devices  %[15]d (%[16]s .. %[17]s)
 
-Try (the exports point the CLI at the ports this stack uses):
+Try (the exports point the CLI at the ports this stack uses). Every update installs a
+published release: devices, simulated ones too, refuse a job with nothing to download.
   export TEMPORAL_ADDRESS=%[2]s OTAFLOW_JOBS_ENDPOINT=%[9]s
+  go run ./starter release init --repo %[1]s/release
+  mkdir -p /tmp/core/bin && printf '#!/bin/sh\necho core 1.11.6\n' > /tmp/core/bin/core && chmod +x /tmp/core/bin/core
+  tar -C /tmp/core -czf /tmp/core-1.11.6.tar.gz bin
+  go run ./starter release publish --repo %[1]s/release --file /tmp/core-1.11.6.tar.gz \
+      --software core --version 1.11.6 --os ubuntu --architecture x86_64
   go run ./starter create-software-update-job --update-targets-architecture x86_64 \
       --update-targets '["arn:aws:iot:%[10]s:000000000000:thing/%[16]s"]' --update-targets-operating-system ubuntu \
       --software-to-update core --s3-url-signer-role arn:aws:iam::000000000000:role/signer
 
-A real agent (register the thing first; releases come from starter release publish):
-  go run ./starter release init --repo %[1]s/release
+A real agent (register the thing first; it trusts the repository made above):
   go run ./starter device-cert --data-dir %[1]s --thing my-device --out /tmp/my-device
   go run ./agent --thing-name my-device --broker %[6]s --ca %[7]s \
       --cert /tmp/my-device/my-device.crt --key /tmp/my-device/my-device.key \

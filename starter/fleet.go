@@ -98,6 +98,7 @@ benchmark does. It prints "connected N" when every device is connected.`,
 	fs.BoolVar(&register, "register", false, "register the things with the jobs API first")
 	fs.StringVar(&stateDir, "state-dir", "", "where devices keep state (default: a temporary directory)")
 	fs.StringVar(&o.InitialVersion, "initial-version", "1.10.2", "core version the devices start on")
+	fs.StringSliceVar(&o.Staged, "staged", nil, "versions already on every device's disk (its spare slot): a job without an artifact may switch to them; any other version needs a published release, as on a real device")
 	fs.DurationVar(&o.InstallTime, "install-time", 200*time.Millisecond, "how long each simulated install takes")
 	fs.Float64Var(&o.FailureRate, "failure-rate", 0, "chance that an install fails")
 	fs.Float64Var(&o.UnhealthyRate, "unhealthy-rate", 0, "chance that a device is unhealthy after installing (it rolls itself back)")

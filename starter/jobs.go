@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -64,8 +63,8 @@ func (u *updateFlags) bind(f *pflag.FlagSet) {
 	f.StringVar(&u.sw, "software-to-update", "", "core or ota_agent")
 	f.StringVar(&u.signer, "s3-url-signer-role", "", "ARN of the IAM role that presigns artifact URLs")
 	f.StringVar(&u.logLevel, "update-agent-log-level", "ERROR", "agent log level during the update: NONE, TRACE, DEBUG, VERBOSE, INFO, WARN, ERROR or FATAL")
-	f.StringVar(&u.version, "software-version", "", `version to install, as published to --release-bucket (default: the --release file's, else the newest published, else 1.11.6 for simulated devices); "latest": the newest published when the rollout starts (a schedule's every run)`)
-	f.StringVar(&u.releaseBucket, "release-bucket", "otaflow-releases", "the bucket releases are published to (starter release publish --bucket): where --software-version is looked up")
+	f.StringVar(&u.version, "software-version", "", `version to install, as published to --release-bucket (default: the --release file's, else the newest published); "latest": the newest published when the rollout starts (a schedule's every run)`)
+	f.StringVar(&u.releaseBucket, "release-bucket", release.DefaultBucket, "the bucket releases are published to (starter release publish --bucket): where --software-version is looked up")
 	f.StringVar(&u.releaseFile, "release", "", "release file from `starter release publish`: devices verify it through TUF and install it (its health check and restart policy are signed with it)")
 	u.rf.bind(f, 30*time.Minute)
 	f.StringVar(&u.windowCron, "window-cron", "", `maintenance windows: waves start only inside them (five-field cron, e.g. "0 2 * * *")`)
@@ -107,23 +106,24 @@ func (u *updateFlags) request(rolloutID string) (contract.RolloutRequest, error)
 		}
 		req.Artifact = rel.Artifact
 	}
-	if req.Version == "" && req.LatestReleaseBucket == "" {
-		req.Version = "1.11.6"
-	}
 	if u.windowCron != "" {
 		req.Window = &contract.MaintenanceWindow{Cron: u.windowCron, Duration: u.windowDuration, TimeZone: u.windowTZ}
 		if _, err := rolloutops.WindowAt(*req.Window, time.Now()); err != nil {
 			return req, err
 		}
 	}
-	return req, req.Validate()
+	check := req
+	if check.Version == "" && check.LatestReleaseBucket == "" {
+		check.Version = "0.0.0" // the version is picked from the published releases next (attachPublished)
+	}
+	return req, check.Validate()
 }
 
 // attachPublished makes a rollout install a release as published to --release-bucket when no
 // --release file names it: a version given is looked up there (one never published is refused,
 // with what was), and with no version the newest published release is taken (for a schedule,
-// at each run). A bucket nothing was ever published to, a lab of simulated devices, keeps the
-// seed's default version and jobs without an artifact, which real agents refuse; it says so.
+// at each run). A bucket nothing was ever published to is refused: devices, simulated ones
+// too, refuse a job with nothing to download.
 func (u *updateFlags) attachPublished(ctx context.Context, ic *cliconfig.IoT, req *contract.RolloutRequest, schedule bool) error {
 	if u.releaseFile != "" || req.LatestReleaseBucket != "" {
 		return nil
@@ -131,42 +131,26 @@ func (u *updateFlags) attachPublished(ctx context.Context, ic *cliconfig.IoT, re
 	ic.Resolve()
 	base := rolloutops.MetadataURLs("", localEndpoint(ic.Endpoint))
 	if base == nil {
+		if req.Version == "" {
+			return fmt.Errorf("on AWS there is no local release bucket to pick the newest release from: name it with --release FILE (written by `starter release publish`)")
+		}
 		return nil // AWS: releases are wherever the operator keeps them; --release names one
 	}
 	rels, err := rolloutops.PublishedReleases(ctx, base(u.releaseBucket), req.SoftwareToUpdate)
-	if errors.Is(err, rolloutops.ErrNothingPublished) {
-		fmt.Fprintf(os.Stderr, "note: no release is published to bucket %s, so the jobs carry no artifact: simulated devices accept them, real agents refuse them (publish with `starter release publish`)\n", u.releaseBucket)
-		return nil
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, rolloutops.ErrNothingPublished) {
 		return fmt.Errorf("%w; or name the release yourself with --release FILE", err)
 	}
+	rel, err := rolloutops.PickRelease(rels, u.releaseBucket, req.SoftwareToUpdate, u.version, req.OperatingSystem, req.Architecture)
+	if err != nil {
+		return fmt.Errorf("%w; or name the release file with --release FILE", err)
+	}
 	if u.version == "" {
-		rel, why := rolloutops.NewestFor(rels, req.OperatingSystem, req.Architecture)
-		if rel == nil {
-			return fmt.Errorf("bucket %s has no published release of %s %s: publish one (`starter release publish --software %s --os %s --architecture %s`) or give --release",
-				u.releaseBucket, req.SoftwareToUpdate, why, req.SoftwareToUpdate, req.OperatingSystem, req.Architecture)
-		}
 		if schedule {
 			req.Version, req.LatestReleaseBucket = "", u.releaseBucket
-			return nil
+			return req.Validate()
 		}
 		req.Version = rel.Version
 		fmt.Fprintf(os.Stderr, "installing %s %s, the newest release for %s/%s published to bucket %s\n", req.SoftwareToUpdate, req.Version, req.OperatingSystem, req.Architecture, u.releaseBucket)
-	} else {
-		i := slices.IndexFunc(rels, func(r rolloutops.PublishedRelease) bool { return r.Version == req.Version })
-		if i < 0 {
-			var published []string
-			for _, r := range rels {
-				published = append(published, r.Version)
-			}
-			return fmt.Errorf("%s %s was never published to bucket %s (published: %s; `starter release list`): publish it with `starter release publish --version %s`, or pick a published one",
-				req.SoftwareToUpdate, req.Version, u.releaseBucket, cmp.Or(strings.Join(published, ", "), "none"), req.Version)
-		}
-		if ok, why := rels[i].For(req.OperatingSystem, req.Architecture); !ok {
-			return fmt.Errorf("%s %s cannot go to these devices: %s, and every device would refuse it; publish a build for %s/%s, or target the devices it is for",
-				req.SoftwareToUpdate, req.Version, why, req.OperatingSystem, req.Architecture)
-		}
 	}
 	req.Artifact = &contract.Artifact{URL: release.S3URL(u.releaseBucket, req.SoftwareToUpdate, req.Version)}
 	return req.Validate()

@@ -197,7 +197,7 @@ freeze attack).`,
 	pf.StringVar(&minVersion, "minimum-version", "", "oldest installed version this release may be installed over. Signed with the release")
 	pf.StringVar(&osName, "os", "", "operating system the package is built for: ubuntu, amazon_linux, raspbian or openwrt. Signed with the release")
 	pf.StringVar(&arch, "architecture", "", "architecture the package is built for: x86_64, aarch64, armv7l or armv6l. Signed with the release")
-	pf.StringVar(&bucket, "bucket", "otaflow-releases", "artifact store (S3) bucket")
+	pf.StringVar(&bucket, "bucket", release.DefaultBucket, "artifact store (S3) bucket")
 	pf.BoolVar(&noUpload, "no-upload", false, "only sign; upload the package and metadata yourself")
 	pf.StringVarP(&outArg, "release-file", "f", "-", "where to write the release file (- for stdout)")
 
@@ -245,7 +245,7 @@ says what to do for a lost or stolen key of each role.`,
 	rotate.Flags().StringSliceVar(&roles, "role", nil, "root, targets, snapshot or timestamp; several separated by commas")
 	for _, c := range []*cobra.Command{timestamp, rotate} {
 		ic.Bind(c.Flags())
-		c.Flags().StringVar(&bucket, "bucket", "otaflow-releases", "artifact store (S3) bucket")
+		c.Flags().StringVar(&bucket, "bucket", release.DefaultBucket, "artifact store (S3) bucket")
 		c.Flags().BoolVar(&upload, "upload", true, "upload the metadata to the jobs service")
 	}
 
@@ -350,7 +350,7 @@ signed digest, and the chunks and indexes none of them names are deleted. Object
 	addRepo(gc)
 	for _, c := range []*cobra.Command{remove, gc} {
 		ic.Bind(c.Flags())
-		c.Flags().StringVar(&bucket, "bucket", "otaflow-releases", "artifact store (S3) bucket")
+		c.Flags().StringVar(&bucket, "bucket", release.DefaultBucket, "artifact store (S3) bucket")
 		c.Flags().DurationVar(&grace, "grace", time.Hour, "keep unreferenced objects younger than this")
 	}
 	cmd.AddCommand(initCmd, rootCmd, publish, timestamp, rotate, list, remove, gc)

@@ -21,9 +21,12 @@ import (
 	"github.com/otaflow/otaflow/internal/mqtttest"
 )
 
+// doc is an update job's document for core version, with its artifact (the simulated
+// installer takes it as downloaded; without one it would refuse the job, as an agent does).
 func doc(t *testing.T, version string) string {
 	d := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate,
-		RolloutID: "r", SoftwareToUpdate: jobdoc.SoftwareCore, Version: version}
+		RolloutID: "r", SoftwareToUpdate: jobdoc.SoftwareCore, Version: version,
+		Artifact: jobdoc.PresignedArtifact("s3://releases/core/" + version + ".tar.gz")}
 	s, err := d.Marshal()
 	require.NoError(t, err)
 	return s

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/Masterminds/semver/v3"
+
 	"github.com/otaflow/otaflow/internal/jobdoc"
 )
 
@@ -93,4 +95,30 @@ func Reject(format string, args ...any) error {
 // Fail is an UpdateError for an update that failed.
 func Fail(format string, args ...any) error {
 	return &UpdateError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// CheckDowngrade refuses an update job that would take u's software below the version the
+// device runs: only a rollback job may go down, and only to where the device came from (the
+// agent checks that before any installer runs). Every installer, simulated ones too, applies it.
+func CheckDowngrade(u *Update) error {
+	if u.Doc.Operation != jobdoc.OpUpdate || u.From.Version == "" {
+		return nil
+	}
+	newV, err1 := semver.NewVersion(u.Doc.Version)
+	oldV, err2 := semver.NewVersion(u.From.Version)
+	if err1 == nil && err2 == nil && newV.LessThan(oldV) {
+		return Reject("%s %s is older than the installed %s: a downgrade needs a rollback job", u.Software(), u.Doc.Version, u.From.Version)
+	}
+	return nil
+}
+
+// CheckSwitch refuses a job that carries no artifact for a version the device does not hold
+// (onDisk: the version is in one of its slots, or an update module kept what undoes it): with
+// nothing to download there is nothing to install. Every installer, simulated ones too,
+// applies it.
+func CheckSwitch(u *Update, onDisk bool) error {
+	if u.Doc.Artifact != nil || onDisk {
+		return nil
+	}
+	return Reject("the job has no artifact and %s %s is not installed on this device to switch to (publish the release with `starter release publish` and roll it out from there)", u.Software(), u.Doc.Version)
 }

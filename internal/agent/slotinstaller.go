@@ -188,12 +188,8 @@ func (in *SlotInstaller) Checks(u *Update) bool {
 // runs the pre-update script.
 func (in *SlotInstaller) Prepare(ctx context.Context, u *Update) error {
 	doc, sl := u.Doc, in.slots(u.Software())
-	if doc.Operation == jobdoc.OpUpdate && u.From.Version != "" {
-		newV, err1 := semver.NewVersion(doc.Version)
-		oldV, err2 := semver.NewVersion(u.From.Version)
-		if err1 == nil && err2 == nil && newV.LessThan(oldV) {
-			return Reject("%s %s is older than the installed %s: a downgrade needs a rollback job", u.Software(), doc.Version, u.From.Version)
-		}
+	if err := CheckDowngrade(u); err != nil {
+		return err
 	}
 	var target *tuf.Target
 	if doc.Artifact != nil {
@@ -206,8 +202,8 @@ func (in *SlotInstaller) Prepare(ctx context.Context, u *Update) error {
 		}
 	} else if undo, _, err := in.undoing(u); err != nil {
 		return err
-	} else if undo == nil && !sl.Installed(doc.Version) {
-		return Reject("the job has no artifact and %s %s is not installed on this device to switch to", u.Software(), doc.Version)
+	} else if err := CheckSwitch(u, undo != nil || sl.Installed(doc.Version)); err != nil {
+		return err
 	}
 	if _, ok := usesModule(target); ok {
 		caps, err := in.moduleCapabilities(ctx, u, target)

@@ -306,7 +306,7 @@ func fleetProcs(ctx context.Context, o *Options, brokerURL, dir string, n int) (
 	for first := 1; first <= n; first += o.DevicesPerProcess {
 		k := min(o.DevicesPerProcess, n-first+1)
 		cmd := exec.CommandContext(ctx, o.Starter, "fleet", "--broker", brokerURL, "--devices", fmt.Sprint(k), "--first", fmt.Sprint(first),
-			"--install-time", "0s", "--initial-version", "1.0.0", "--state-dir", filepath.Join(dir, fmt.Sprintf("fleet-%d", first)), "--connect-timeout", "5m")
+			"--install-time", "0s", "--initial-version", "1.0.0", "--staged", strings.Join(stagedVersions(o.Repeat), ","), "--state-dir", filepath.Join(dir, fmt.Sprintf("fleet-%d", first)), "--connect-timeout", "5m")
 		cmd.Stderr = os.Stderr
 		out, err := cmd.StdoutPipe()
 		if err != nil {
@@ -371,6 +371,18 @@ func registerFleet(svc *localiot.Service, group string, n int, progress func(don
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// stagedVersions are the versions the throughput runs roll out (2.R.0 by the workflow, 3.R.0
+// by the baseline job), which the bench's devices hold on disk already: the jobs carry no
+// artifact, so the figures are the control plane's and the devices', not the artifact
+// store's (the install and download figures measure that).
+func stagedVersions(repeat int) []string {
+	var out []string
+	for r := 0; r < repeat; r++ {
+		out = append(out, fmt.Sprintf("2.%d.0", r), fmt.Sprintf("3.%d.0", r))
+	}
+	return out
 }
 
 func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throughput, error) {

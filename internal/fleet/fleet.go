@@ -31,7 +31,11 @@ type Options struct {
 	// StateDir holds one directory per device.
 	StateDir       string
 	InitialVersion string
-	InstallTime    time.Duration
+	// Staged are versions already on every device's disk (in its spare slot), so that a job
+	// without an artifact may switch to them, as a real device with them staged would. Any
+	// other version needs a job with an artifact: simulated devices refuse what real ones do.
+	Staged      []string
+	InstallTime time.Duration
 	// FailureRate, UnhealthyRate and CrashRate are the chances (0 to 1) that one install
 	// fails, leaves the device unhealthy, or crashes the device before it reports.
 	FailureRate, UnhealthyRate, CrashRate float64
@@ -143,7 +147,7 @@ func (f *Fleet) add(thing string) error {
 	f.wg.Add(1)
 	// The simulated installer outlives the device's reboots: it is its disk.
 	sim := &simInstaller{installTime: f.o.InstallTime, fault: func(jobID string) Fault { return f.fault(thing, jobID) },
-		active: map[string]string{}}
+		active: map[string]string{}, staged: f.o.Staged}
 	go func() {
 		defer f.wg.Done()
 		for boot := 0; ; boot++ {

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,6 +28,8 @@ const (
 // as its fault says.
 type simInstaller struct {
 	installTime time.Duration
+	// staged are the versions on the device's disk besides the ones it ran.
+	staged []string
 	// fault decides the install of a job; crash cuts the power (cancels the agent) the first
 	// time a job's install crashes.
 	fault func(jobID string) Fault
@@ -50,7 +53,17 @@ func (s *simInstaller) setActive(software, version string) {
 	s.active[software] = version
 }
 
-func (s *simInstaller) Prepare(context.Context, *agent.Update) error { return nil }
+// Prepare runs the agent's own checks, so a simulated device refuses what a real one would: a
+// downgrade outside a rollback job, and a job with no artifact for a version it does not hold.
+// Like an A/B device it holds the version it runs and the one before (its other slot), and the
+// versions staged on every device of the fleet (Options.Staged).
+func (s *simInstaller) Prepare(_ context.Context, u *agent.Update) error {
+	if err := agent.CheckDowngrade(u); err != nil {
+		return err
+	}
+	v := u.Version()
+	return agent.CheckSwitch(u, v == u.From.Version || v == u.From.Previous || slices.Contains(s.staged, v))
+}
 
 func (s *simInstaller) Install(ctx context.Context, u *agent.Update) error {
 	fault := s.fault(u.JobID)
@@ -107,10 +120,11 @@ func (s *simInstaller) Rollback(_ context.Context, u *agent.Update) error {
 }
 
 // SimulatedInstaller is one simulated device's installer, for tests of a single agent: each
-// install takes installTime and goes as fault says for its job (nil: always well).
-func SimulatedInstaller(installTime time.Duration, fault func(jobID string) Fault) agent.Installer {
+// install takes installTime and goes as fault says for its job (nil: always well); staged are
+// versions already on its disk, which a job without an artifact may switch to.
+func SimulatedInstaller(installTime time.Duration, fault func(jobID string) Fault, staged ...string) agent.Installer {
 	if fault == nil {
 		fault = func(string) Fault { return FaultNone }
 	}
-	return &simInstaller{installTime: installTime, fault: fault, crash: func(string) {}, active: map[string]string{}}
+	return &simInstaller{installTime: installTime, fault: fault, crash: func(string) {}, active: map[string]string{}, staged: staged}
 }

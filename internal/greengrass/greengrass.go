@@ -3,6 +3,7 @@
 package greengrass
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -11,14 +12,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/otaflow/otaflow/internal/localiot"
+	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
+	"github.com/otaflow/otaflow/internal/rolloutops"
 	"github.com/otaflow/otaflow/workflows/contract"
 )
 
@@ -35,8 +40,40 @@ type Starter interface {
 type Handler struct {
 	Jobs    *localiot.Service
 	Starter Starter // nil: the endpoint answers that Temporal is not configured
+	// Version is the version an update installs; empty: the newest published (with
+	// Releases), else the seed's LatestCoreVersion.
 	Version string
-	Log     zerolog.Logger
+	// Releases, when set, lists the releases of a software published to ReleaseBucket (the
+	// local service's own artifact store): an update installs one of them with its artifact,
+	// and is refused before anything starts when none fits, since devices refuse an update
+	// with nothing to download.
+	Releases      func(ctx context.Context, software string) ([]rolloutops.PublishedRelease, error)
+	ReleaseBucket string
+	Log           zerolog.Logger
+}
+
+// LocalReleases lists the releases of a software published to bucket of svc's own artifact
+// store (its TUF targets metadata), for Handler.Releases.
+func LocalReleases(svc *localiot.Service, bucket string) func(ctx context.Context, software string) ([]rolloutops.PublishedRelease, error) {
+	return func(_ context.Context, software string) ([]rolloutops.PublishedRelease, error) {
+		p, err := svc.ArtifactPath(bucket, "tuf/targets.json")
+		if err != nil {
+			return nil, err
+		}
+		f, err := os.Open(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, rolloutops.ErrNothingPublished
+		}
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		rels, err := rolloutops.ReadPublished(f, software)
+		if err != nil {
+			return nil, fmt.Errorf("read the releases published to bucket %s: %w", bucket, err)
+		}
+		return rels, nil
+	}
 }
 
 // request is CreateSoftwareUpdateJob's body.
@@ -68,7 +105,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	version := h.Version
-	if version == "" {
+	if version == "" && h.Releases == nil {
 		version = LatestCoreVersion
 	}
 	req := contract.RolloutRequest{
@@ -86,6 +123,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if p, ok := localiot.PrincipalFrom(r.Context()); ok {
 		req.StartedBy = p.Name // who signed, for the rollout's history
+	}
+	if h.Releases != nil {
+		check := req
+		check.Version = cmp.Or(check.Version, LatestCoreVersion) // picked from the published releases below
+		if err := check.Validate(); err != nil {
+			writeError(w, http.StatusBadRequest, "BadRequestException", strings.TrimPrefix(err.Error(), "invalid rollout request: "))
+			return
+		}
+		rels, err := h.Releases(r.Context(), req.SoftwareToUpdate)
+		if err != nil && !errors.Is(err, rolloutops.ErrNothingPublished) {
+			writeError(w, http.StatusInternalServerError, "InternalServerErrorException", err.Error())
+			return
+		}
+		rel, err := rolloutops.PickRelease(rels, h.ReleaseBucket, req.SoftwareToUpdate, version, req.OperatingSystem, req.Architecture)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "BadRequestException", err.Error())
+			return
+		}
+		version, req.Version = rel.Version, rel.Version
+		req.Artifact = &contract.Artifact{URL: release.S3URL(h.ReleaseBucket, req.SoftwareToUpdate, rel.Version)}
 	}
 	if err := req.Validate(); err != nil {
 		writeError(w, http.StatusBadRequest, "BadRequestException", strings.TrimPrefix(err.Error(), "invalid rollout request: "))

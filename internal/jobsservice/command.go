@@ -31,6 +31,7 @@ import (
 	"github.com/otaflow/otaflow/internal/localiot/mqttplane"
 	"github.com/otaflow/otaflow/internal/localiot/rest"
 	"github.com/otaflow/otaflow/internal/pki"
+	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/rolloutapi"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/rolloutops"
@@ -189,6 +190,9 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 			// Greengrass CreateSoftwareUpdateJob starts rollouts, so it needs Temporal; the client
 			// connects lazily, so the IoT API works while Temporal is still coming up.
 			gg := &greengrass.Handler{Jobs: svc, Log: log}
+			if len(releaseBuckets) > 0 {
+				gg.Releases, gg.ReleaseBucket = greengrass.LocalReleases(svc, releaseBuckets[0]), releaseBuckets[0]
+			}
 			topts.Logger = tlog.New(log)
 			c, err := client.NewLazyClient(topts)
 			if err != nil {
@@ -277,7 +281,7 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 	f.StringVar(&oidcGroupsClaim, "oidc-groups-claim", "groups", "the ID token claim that lists the user's groups")
 	f.StringArrayVar(&oidcRoles, "oidc-role", nil, "map a provider group to a role: GROUP=ROLE (viewer, operator, release-manager, admin; repeatable)")
 	f.StringVar(&consolePassword, "console-password", "", "the fleet console's password for the user admin (console users: `starter access user add`; empty: only they sign in)")
-	f.StringSliceVar(&releaseBuckets, "release-buckets", []string{"otaflow-releases"}, "the buckets releases are published to, for the console's releases view")
+	f.StringSliceVar(&releaseBuckets, "release-buckets", []string{release.DefaultBucket}, "the buckets releases are published to, for the console's releases view; Greengrass CreateSoftwareUpdateJob installs the newest release published to the first")
 	f.StringVar(&temporalUI, "temporal-ui-url", "", "the Temporal web UI's URL, for the console's links to rollout histories")
 	f.StringVar(&restCert, "tls-cert", "", "serve the REST API, artifacts, release metadata and console over HTTPS with this certificate (PEM, with its chain)")
 	f.StringVar(&restKey, "tls-key", "", "the private key of --tls-cert (PEM)")

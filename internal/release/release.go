@@ -108,6 +108,9 @@ func MetadataURL(endpoint, bucket string) string {
 	return strings.TrimSuffix(endpoint, "/") + "/tuf/" + bucket + "/"
 }
 
+// DefaultBucket is where releases are published unless an operator says otherwise.
+const DefaultBucket = "otaflow-releases"
+
 // S3URL is where an artifact of software at version lives in bucket.
 func S3URL(bucket, software, version string) string {
 	return "s3://" + bucket + "/" + software + "/" + version + ".tar.gz"

@@ -78,7 +78,7 @@ func TestALateDeviceIsCountedAndRolledBack(t *testing.T) {
 	defer func() { stop(); <-done }()
 
 	doc, err := (&jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate,
-		RolloutID: "late", SoftwareToUpdate: jobdoc.SoftwareCore, Version: "2.0.0"}).Marshal()
+		RolloutID: "late", SoftwareToUpdate: jobdoc.SoftwareCore, Version: "2.0.0", Artifact: jobdoc.PresignedArtifact("s3://releases/core/2.0.0.tar.gz")}).Marshal()
 	require.NoError(t, err)
 	_, err = svc.CreateJob(localiot.CreateJobInput{JobID: "late-wave-1", Document: doc, Targets: []string{aws.ToString(th.ThingArn)}, InProgressTimeoutMinutes: 1})
 	require.NoError(t, err)

@@ -1,6 +1,7 @@
 package rolloutops
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -55,6 +56,35 @@ func NewestFor(rels []PublishedRelease, os, arch string) (*PublishedRelease, str
 	return nil, fmt.Sprintf("for %s/%s devices (the newest, %s: %s)", os, arch, newest.Version, why)
 }
 
+// PickRelease is the release of software a rollout to os/arch devices installs, from rels
+// (PublishedReleases of bucket; none when nothing was ever published there): version, which
+// must be published and built for them, or with no version the newest that is. Every refusal
+// says what to publish or pick: devices refuse a job with nothing to download.
+func PickRelease(rels []PublishedRelease, bucket, software, version, os, arch string) (*PublishedRelease, error) {
+	if version == "" {
+		rel, why := NewestFor(rels, os, arch)
+		if rel == nil {
+			return nil, fmt.Errorf("bucket %s has no published release of %s %s: publish one (`starter release publish --software %s --os %s --architecture %s --bucket %s`)",
+				bucket, software, why, software, os, arch, bucket)
+		}
+		return rel, nil
+	}
+	i := slices.IndexFunc(rels, func(r PublishedRelease) bool { return r.Version == version })
+	if i < 0 {
+		var published []string
+		for _, r := range rels {
+			published = append(published, r.Version)
+		}
+		return nil, fmt.Errorf("%s %s was never published to bucket %s (published: %s; `starter release list`), and devices refuse an update with nothing to download: publish it with `starter release publish --software %s --version %s --bucket %s`, or pick a published one",
+			software, version, bucket, cmp.Or(strings.Join(published, ", "), "none"), software, version, bucket)
+	}
+	if ok, why := rels[i].For(os, arch); !ok {
+		return nil, fmt.Errorf("%s %s cannot go to these devices: %s, and every device would refuse it; publish a build for %s/%s, or target the devices it is for",
+			software, version, why, os, arch)
+	}
+	return &rels[i], nil
+}
+
 // ErrNothingPublished is a bucket no release was ever published to (no TUF metadata).
 var ErrNothingPublished = errors.New("no release was ever published there")
 
@@ -103,6 +133,15 @@ func PublishedReleases(ctx context.Context, base, software string) ([]PublishedR
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("read the releases published to %s: %s", base, resp.Status)
 	}
+	rels, err := ReadPublished(io.LimitReader(resp.Body, 32<<20), software)
+	if err != nil {
+		return nil, fmt.Errorf("read %s/targets.json: %w", base, err)
+	}
+	return rels, nil
+}
+
+// ReadPublished is PublishedReleases of a targets.json read from r.
+func ReadPublished(r io.Reader, software string) ([]PublishedRelease, error) {
 	var meta struct {
 		Signed struct {
 			Targets map[string]struct {
@@ -113,8 +152,8 @@ func PublishedReleases(ctx context.Context, base, software string) ([]PublishedR
 			} `json:"targets"`
 		} `json:"signed"`
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 32<<20)).Decode(&meta); err != nil {
-		return nil, fmt.Errorf("read %s/targets.json: %w", base, err)
+	if err := json.NewDecoder(r).Decode(&meta); err != nil {
+		return nil, err
 	}
 	type found struct {
 		v *semver.Version

@@ -146,6 +146,8 @@ func TestTeamAuditTrail(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &ci))
 	ciEnv := []string{"OTAFLOW_ACCESS_KEY_ID=" + ci.AccessKeyID, "OTAFLOW_SECRET_ACCESS_KEY=" + ci.SecretAccessKey}
 
+	_, err = s.PublishRelease(ctx, "core", "1.11.6")
+	require.NoError(t, err)
 	targets, _ := json.Marshal(arns)
 	_, stderr, err = run(ciEnv, "create-software-update-job", "--amzn-client-token", "team-1", "--update-targets", string(targets),
 		"--update-targets-architecture", "x86_64", "--update-targets-operating-system", "ubuntu", "--software-to-update", "core",

@@ -72,6 +72,15 @@ func TestSeedCommandsThroughAWSCLI(t *testing.T) {
 		"--s3-url-signer-role", "arn:aws:iam::123456789012:role/myS3UrlSignerRole",
 		"--update-agent-log-level", "WARN",
 		"--amzn-client-token", "myClientToken1"}
+	// Nothing published: refused before anything starts, saying what to publish (devices
+	// refuse an update with nothing to download), and the token stays unused.
+	_, stderr, err := awsCLI(t, s.JobsURL, seed...)
+	require.Error(t, err)
+	require.Contains(t, string(stderr), "BadRequestException")
+	require.Contains(t, string(stderr), "has no published release of core (none at all): publish one (`starter release publish --software core --os ubuntu --architecture x86_64")
+	_, err = s.PublishRelease(ctx, "core", "1.11.6")
+	require.NoError(t, err)
+
 	out, stderr, err := awsCLI(t, s.JobsURL, seed...)
 	require.NoError(t, err, string(stderr))
 	var created struct{ IotJobId, IotJobArn, PlatformSoftwareVersion string }
@@ -124,8 +133,8 @@ func TestSeedCommandsThroughAWSCLI(t *testing.T) {
 
 	// An unregistered core is refused and creates no job.
 	_, stderr, err = awsCLI(t, s.JobsURL, "greengrass", "create-software-update-job",
-		"--update-targets-architecture", "aarch64", "--update-targets", `["arn:aws:iot:us-east-1:123456789012:thing/ghost"]`,
-		"--update-targets-operating-system", "ubuntu", "--software-to-update", "ota_agent",
+		"--update-targets-architecture", "x86_64", "--update-targets", `["arn:aws:iot:us-east-1:123456789012:thing/ghost"]`,
+		"--update-targets-operating-system", "ubuntu", "--software-to-update", "core",
 		"--s3-url-signer-role", "arn:aws:iam::123456789012:role/myS3UrlSignerRole", "--amzn-client-token", "ghost-token")
 	require.Error(t, err)
 	require.Contains(t, string(stderr), "ghost")

@@ -117,6 +117,20 @@ func TestStarterCLI(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, jobs.Jobs, "an invalid request created a job")
 
+	// Nothing published: refused before anything starts, saying what to publish (devices,
+	// simulated ones too, refuse a job with nothing to download); no job.
+	_, stderr, err = run(append([]string{"create-software-update-job", "--amzn-client-token", "nothing-published"}, update...)...)
+	require.Error(t, err)
+	require.Contains(t, stderr, "bucket otaflow-releases has no published release of core (none at all): publish one")
+	_, stderr, err = run(append([]string{"create-software-update-job", "--amzn-client-token", "never-published", "--software-version", "1.11.7"}, update...)...)
+	require.Error(t, err)
+	require.Contains(t, stderr, "core 1.11.7 was never published to bucket otaflow-releases (published: none")
+	jobs, err = s.IoT.ListJobs(ctx, &iot.ListJobsInput{})
+	require.NoError(t, err)
+	require.Empty(t, jobs.Jobs, "a refused request created a job")
+	_, err = s.PublishRelease(ctx, "core", "1.11.6")
+	require.NoError(t, err)
+
 	// A rollout, waited for: the seed's output, then the outcome on stderr.
 	out, stderr, err := run(append([]string{"create-software-update-job", "--amzn-client-token", "cli-1", "--wait"}, update...)...)
 	require.NoError(t, err, stderr)

@@ -98,7 +98,10 @@ func TestConsoleDrivesARollout(t *testing.T) {
 		return text(fmt.Sprintf(`table[data-software=%q] tr[data-version=%q] td.count`, software, version))
 	}
 	eventually("3 devices on 1.10.2", func() bool { return count("core", "1.10.2") == "3" })
-	require.Contains(t, text(`#devices tr[data-thing="`+stack.Device(1)+`"]`), "yes", "the device is shown connected")
+	// The device list is a page of its own request: it may render after the counts.
+	eventually("the device is shown connected", func() bool {
+		return strings.Contains(text(`#devices tr[data-thing="`+stack.Device(1)+`"]`), "yes")
+	})
 
 	req := request("console-1", arns)
 	req.Waves, req.ApproveWaves = "1,100%", true
@@ -177,7 +180,7 @@ func TestConsoleDrivesARollout(t *testing.T) {
 
 	// Another rollout moves the same devices on: Roll back is no longer offered for the first.
 	req2 := request("console-2", arns)
-	req2.Version = "1.12.0"
+	setVersion(&req2, "1.12.0")
 	run2, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req2)
 	require.NoError(t, err)
 	_, err = rolloutclient.Result(ctx, run2)

@@ -73,7 +73,7 @@ func (c *installCounter) requireExactlyOnce(t *testing.T, n int, res *contract.R
 // faultRequest is a 3-wave rollout paced by a rate limit, so faults land mid-rollout.
 func faultRequest(id string, arns []string, perMinute int) contract.RolloutRequest {
 	req := request(id, arns)
-	req.Version = "2.0.0"
+	setVersion(&req, "2.0.0")
 	req.Waves = "10%,50%,100%"
 	req.RateLimitPerMinute = perMinute
 	req.PollInterval = 200 * time.Millisecond

@@ -33,7 +33,7 @@ func TestRecordHistories(t *testing.T) {
 	ok := request("history-waves", arns)
 	ok.Waves = "1,50%,100%"
 	aborted := request("history-abort-rollback", arns)
-	aborted.Version = "1.11.7"
+	setVersion(&aborted, "1.11.7")
 	aborted.Waves = "2,100%"
 	aborted.OnFailure = contract.OnFailureRollback
 	for _, r := range []struct {

@@ -107,7 +107,7 @@ scrape_configs:
 	require.NoError(t, err, res.Message)
 	s.SetDeviceFaults([]string{stack.Device(5)}, nil)
 	bad := request("metrics-bad", arns)
-	bad.Version = "1.12.0"
+	setVersion(&bad, "1.12.0")
 	run, err = rolloutclient.Start(ctx, s.Client, contract.TaskQueue, bad)
 	require.NoError(t, err)
 	res, _ = rolloutclient.Result(ctx, run)

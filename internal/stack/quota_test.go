@@ -57,7 +57,7 @@ func TestWavesLargerThanAJobsTargets(t *testing.T) {
 		require.NoError(t, err)
 	}
 	one := request("one-wave-group", []string{aws.ToString(g.ThingGroupArn)})
-	one.Version = "1.12.0"
+	setVersion(&one, "1.12.0")
 	run, err = rolloutclient.Start(ctx, s.Client, contract.TaskQueue, one)
 	require.NoError(t, err)
 	res, err = rolloutclient.Result(ctx, run)

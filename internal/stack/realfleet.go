@@ -20,7 +20,7 @@ import (
 )
 
 // ReleaseBucket is where the local stack keeps published releases.
-const ReleaseBucket = "otaflow-releases"
+const ReleaseBucket = release.DefaultBucket
 
 // RealFleet makes the stack's simulated devices install for real: each device gets its own
 // install root with the starting version unpacked in a slot, the managedRespawn scripts and the
@@ -41,13 +41,9 @@ func (s *Stack) UseRealInstalls(ctx context.Context, fromVersion string, failPre
 	if err := os.MkdirAll(f.dir, 0o755); err != nil {
 		return nil, err
 	}
-	// The stack's own repository: new keys per data directory (never a shared default).
-	repoDir := filepath.Join(s.opts.DataDir, "release-repo")
-	repo, err := tuf.Open(repoDir, nil, tuf.Options{})
+	repo, err := s.releaseRepo()
 	if err != nil {
-		if repo, err = tuf.Init(repoDir, tuf.Options{}); err != nil {
-			return nil, err
-		}
+		return nil, err
 	}
 	f.repo = repo
 	root, err := repo.Root()
@@ -89,6 +85,45 @@ func (s *Stack) UseRealInstalls(ctx context.Context, fromVersion string, failPre
 			ScriptsDir: scripts, ScriptsOwner: os.Getuid(), Env: []string{"PATH=" + os.Getenv("PATH")}}, nil
 	}
 	return f, nil
+}
+
+// releaseRepo is the stack's own TUF release repository: new keys per data directory (never
+// a shared default).
+func (s *Stack) releaseRepo() (*tuf.Repo, error) {
+	repoDir := filepath.Join(s.opts.DataDir, "release-repo")
+	repo, err := tuf.Open(repoDir, nil, tuf.Options{})
+	if err != nil {
+		if repo, err = tuf.Init(repoDir, tuf.Options{}); err != nil {
+			return nil, err
+		}
+	}
+	return repo, nil
+}
+
+// PublishRelease packs a small release of software at version (bin/core prints the version),
+// signs it with the stack's own repository for DevicePlatform and uploads it with the
+// metadata to ReleaseBucket, as `starter release publish` would: what a rollout to simulated
+// devices installs (they refuse a job without an artifact, as agents do).
+func (s *Stack) PublishRelease(ctx context.Context, software, version string) (*release.Release, error) {
+	repo, err := s.releaseRepo()
+	if err != nil {
+		return nil, err
+	}
+	data, err := release.Pack(release.File{Name: "bin/core", Mode: 0o755, Body: []byte("#!/bin/sh\necho \"otaflow " + software + " " + version + "\"\n")})
+	if err != nil {
+		return nil, err
+	}
+	file := filepath.Join(s.opts.DataDir, "release-repo", software+"-"+version+".tar.gz")
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		return nil, err
+	}
+	store := s.ArtifactStore()
+	rel, err := release.Publish(ctx, repo, &store, ReleaseBucket, file,
+		tuf.Custom{Software: software, Version: version, OS: DevicePlatform.OS, Architecture: DevicePlatform.Arch})
+	if err != nil {
+		return nil, fmt.Errorf("publish %s %s: %w", software, version, err)
+	}
+	return rel, nil
 }
 
 // DevicePlatform is what the stack's real devices say they are (the demo's rollouts target

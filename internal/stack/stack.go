@@ -298,6 +298,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	top.Handle("/", rest.Handler(s.Jobs, &rest.SigV4Verifier{Creds: rest.Credentials{AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey}, Region: o.Region},
 		append(rolloutapi.Routes(s.Client, contract.TaskQueue), rest.Route{Pattern: "POST /greengrass/updates", Action: "CreateSoftwareUpdateJob", Handler: &greengrass.Handler{
 			Jobs: s.Jobs, Starter: rolloutclient.Starter{Client: s.Client, TaskQueue: contract.TaskQueue}, Log: jlog,
+			Releases: greengrass.LocalReleases(s.Jobs, ReleaseBucket), ReleaseBucket: ReleaseBucket,
 		}})...))
 	srv, err := rest.NewServer(ln, hostCheck(top), rest.ServerOptions{})
 	if err != nil {

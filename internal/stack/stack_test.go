@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
 
+	"github.com/otaflow/otaflow/internal/release"
 	"github.com/otaflow/otaflow/internal/rolloutclient"
 	"github.com/otaflow/otaflow/internal/stack"
 	"github.com/otaflow/otaflow/workflows/contract"
@@ -33,12 +34,22 @@ func startStack(t *testing.T) *stack.Stack {
 	return s
 }
 
+// request is a rollout of core 1.11.6 with its artifact (simulated devices take it as
+// downloaded; without one they refuse the job, as agents do).
 func request(id string, targets []string) contract.RolloutRequest {
-	return contract.RolloutRequest{
+	req := contract.RolloutRequest{
 		RolloutID: id, Targets: targets, Architecture: "x86_64", OperatingSystem: "ubuntu",
-		SoftwareToUpdate: "core", Version: "1.11.6", S3URLSignerRole: "arn:aws:iam::000000000000:role/otaflow-local-signer",
+		SoftwareToUpdate: "core", S3URLSignerRole: "arn:aws:iam::000000000000:role/otaflow-local-signer",
 		PollInterval: 200 * time.Millisecond, Timeout: 2 * time.Minute,
 	}
+	setVersion(&req, "1.11.6")
+	return req
+}
+
+// setVersion makes req install version, with that release's artifact.
+func setVersion(req *contract.RolloutRequest, version string) {
+	req.Version = version
+	req.Artifact = &contract.Artifact{URL: release.S3URL(stack.ReleaseBucket, req.SoftwareToUpdate, version)}
 }
 
 // TestEndToEnd runs real rollouts through every real part: Temporal server, broker, jobs
@@ -78,7 +89,7 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("two devices fail", func(t *testing.T) {
 		req := request("e2e-fail", arns)
-		req.Version = "1.11.7"
+		setVersion(&req, "1.11.7")
 		s.SetDeviceFaults([]string{stack.Device(3), stack.Device(17)}, nil)
 		t.Cleanup(func() { s.SetDeviceFaults(nil, nil) })
 		run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)

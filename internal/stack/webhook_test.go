@@ -116,7 +116,7 @@ func TestRolloutWebhooks(t *testing.T) {
 	s.SetDeviceFaults([]string{stack.Device(2)}, nil)
 	req = request("hooks-abort", arns)
 	req.Waves, req.OnFailure, req.Webhooks = "1,100%", contract.OnFailureRollback, []string{srv.URL + "/otaflow"}
-	req.Version = "1.12.0"
+	setVersion(&req, "1.12.0")
 	run, err = rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
 	require.NoError(t, err)
 	res, _ = rolloutclient.Result(ctx, run)
