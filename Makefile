@@ -41,6 +41,16 @@ deps:
 	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@# the walk on a fresh Debian device (internal/stack/devicewalk_test.go): QEMU without its
+	@# desktop recommends, and debootstrap
+	@vm=""; \
+	command -v qemu-system-x86_64 >/dev/null || vm="$$vm qemu-system-x86"; \
+	command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || vm="$$vm debootstrap"; \
+	if [ -n "$$vm" ]; then \
+	  echo "installing:$$vm"; \
+	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$vm >/dev/null; \
+	fi
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
@@ -55,7 +65,7 @@ unit:
 	$(GO) test -race -count=1 $(RACE_PKGS)
 
 e2e:
-	$(GO) test -count=1 -timeout 20m ./internal/stack/... ./internal/devserver/ ./starter/
+	$(GO) test -count=1 -timeout 30m ./internal/stack/... ./internal/devserver/ ./starter/
 
 # compose-check validates docker-compose.yml without an engine and checks each image tag
 # against its pin (internal/deploycheck).
@@ -86,6 +96,7 @@ build:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags="-s -w" -o bin/otaflow-agent-linux-aarch64 ./agent
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags="-s -w" -o bin/otaflow-agent-linux-armv7l ./agent
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -trimpath -ldflags="-s -w" -o bin/otaflow-agent-linux-armv6l ./agent
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags="-s -w" -o bin/otaflow-agent-linux-x86_64 ./agent
 	$(GO) build -o bin/starter ./starter
 	$(GO) build -o bin/worker ./worker
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o bin/jobs-service ./jobs-service

@@ -19,6 +19,7 @@ type stackFlags struct {
 	mqttAddr     string
 	mqttTLSAddr  string
 	jobsAddr     string
+	deviceHost   string
 	logLevel     string
 	noQuotas     bool
 }
@@ -30,6 +31,7 @@ func (f *stackFlags) bind(fs *pflag.FlagSet, defaultDataDir, defaultLogLevel str
 	fs.StringVar(&f.mqttAddr, "mqtt-addr", cliconfig.DefaultMQTTAddr, "MQTT broker listen address (plain: the client ID is the identity; for local use only)")
 	fs.StringVar(&f.mqttTLSAddr, "mqtt-tls-addr", "127.0.0.1:8883", "MQTT mutual-TLS listen address: devices present a certificate from the local CA (starter device-cert)")
 	fs.StringVar(&f.jobsAddr, "jobs-addr", "127.0.0.1:4566", "jobs API (AWS IoT REST) listen address")
+	fs.StringVar(&f.deviceHost, "device-host", "", "the name or address devices reach this machine by, when it is not the listen address (behind NAT, a VM's gateway such as 10.0.2.2, a DNS name): the broker's certificate names it and artifact URLs use it")
 	fs.StringVar(&f.logLevel, "log-level", defaultLogLevel, "log level: trace, debug, info, warn, error")
 	fs.BoolVar(&f.noQuotas, "no-aws-quotas", false, "lift the AWS IoT quotas the jobs service enforces: what works then may fail on AWS")
 }
@@ -37,7 +39,7 @@ func (f *stackFlags) bind(fs *pflag.FlagSet, defaultDataDir, defaultLogLevel str
 func (f *stackFlags) options(log zerolog.Logger) stack.Options {
 	return stack.Options{
 		DataDir: f.dataDir, TemporalPort: f.temporalPort, UIPort: f.uiPort,
-		MQTTAddr: f.mqttAddr, MQTTTLSAddr: f.mqttTLSAddr, JobsAddr: f.jobsAddr, Logger: log, NoAWSQuotas: f.noQuotas,
+		MQTTAddr: f.mqttAddr, MQTTTLSAddr: f.mqttTLSAddr, JobsAddr: f.jobsAddr, DeviceHost: f.deviceHost, Logger: log, NoAWSQuotas: f.noQuotas,
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -64,8 +65,13 @@ type Options struct {
 	// MQTTTLSAddr is the broker's mutual-TLS listener: devices present a certificate from the
 	// stack's local CA (DataDir/pki) whose common name is their thing name. The plain
 	// MQTTAddr listener takes the thing name from the client ID: for local use only.
-	MQTTTLSAddr     string
-	JobsAddr        string
+	MQTTTLSAddr string
+	JobsAddr    string
+	// DeviceHost is the name or address devices reach this machine by when it is not the
+	// listen address (behind NAT, a virtual machine's gateway such as 10.0.2.2, a DNS name):
+	// the broker's certificate names it, presigned artifact URLs use it, and the jobs API
+	// answers requests for it.
+	DeviceHost      string
 	Region          string
 	AccessKeyID     string
 	SecretAccessKey string
@@ -210,7 +216,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	tlsHost, _, _ := net.SplitHostPort(o.MQTTTLSAddr)
-	serverTLS, err := s.CA.ServerTLS(uniq("127.0.0.1", "localhost", tlsHost)...)
+	serverTLS, err := s.CA.ServerTLS(uniq("127.0.0.1", "localhost", tlsHost, o.DeviceHost)...)
 	if err != nil {
 		return nil, err
 	}
@@ -275,6 +281,10 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}
 	s.JobsURL = "http://" + ln.Addr().String()
 	s.Jobs.SetBaseURL(s.JobsURL)
+	if o.DeviceHost != "" {
+		// Presigned artifact URLs are for devices: they name the host devices reach.
+		s.Jobs.SetBaseURL("http://" + net.JoinHostPort(o.DeviceHost, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)))
+	}
 	s.IoT, err = iotclient.NewIoT(ctx, iotclient.Config{Endpoint: s.JobsURL, Region: o.Region, AccessKeyID: o.AccessKeyID, SecretAccessKey: o.SecretAccessKey})
 	if err != nil {
 		ln.Close()
@@ -300,7 +310,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			Jobs: s.Jobs, Starter: rolloutclient.Starter{Client: s.Client, TaskQueue: contract.TaskQueue}, Log: jlog,
 			Releases: greengrass.LocalReleases(s.Jobs, ReleaseBucket), ReleaseBucket: ReleaseBucket,
 		}})...))
-	srv, err := rest.NewServer(ln, hostCheck(top), rest.ServerOptions{})
+	srv, err := rest.NewServer(ln, hostCheck(top, o.DeviceHost), rest.ServerOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -319,14 +329,15 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 // stack answers without the production credentials' protection (a known key, a console
 // without password), and a web page could otherwise reach it from the operator's browser by
 // DNS rebinding (its own name resolved to 127.0.0.1). An IP literal cannot be rebound.
-func hostCheck(next http.Handler) http.Handler {
+func hostCheck(next http.Handler, deviceHost string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host := r.Host
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
 		host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
-		if net.ParseIP(host) == nil && !strings.EqualFold(host, "localhost") && !strings.HasSuffix(strings.ToLower(host), ".localhost") {
+		if net.ParseIP(host) == nil && !strings.EqualFold(host, "localhost") && !strings.HasSuffix(strings.ToLower(host), ".localhost") &&
+			(deviceHost == "" || !strings.EqualFold(host, deviceHost)) {
 			http.Error(w, fmt.Sprintf("host %q is not this development stack's address: use http://127.0.0.1 or http://localhost (requests under other names are refused, so that no web page can reach the stack by DNS rebinding)", r.Host), http.StatusMisdirectedRequest)
 			return
 		}
