@@ -17,17 +17,23 @@ import (
 	"github.com/otaflow/otaflow/internal/mqtttest"
 )
 
+// jobsService is a jobs service answering devices through an embedded broker.
+func jobsService(t *testing.T) (mqtttest.Broker, *localiot.Service) {
+	b := mqtttest.Embedded(t)
+	svc, err := localiot.Open(localiot.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	t.Cleanup(func() { svc.Close() })
+	plane, err := mqttplane.Serve(svc, mqttplane.Options{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	t.Cleanup(func() { plane.Close() })
+	return b, svc
+}
+
 // TestFleetFaults runs 60 devices (with 2.0.0 staged on their disks, so a job without an
 // artifact may install it) over real MQTT with failures, unhealthy devices and crashes
 // mid-install; every device ends as its (seeded) fault says, and crashed devices resume.
 func TestFleetFaults(t *testing.T) {
-	b := mqtttest.Embedded(t)
-	svc, err := localiot.Open(localiot.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	defer svc.Close()
-	plane, err := mqttplane.Serve(svc, mqttplane.Options{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	defer plane.Close()
+	b, svc := jobsService(t)
 	var things []string
 	for i := 0; i < 60; i++ {
 		things = append(things, fmt.Sprintf("sim-%02d", i))
@@ -79,14 +85,8 @@ func TestFleetFaults(t *testing.T) {
 // are REJECTED with the reason an agent gives; a job with an artifact installs, and a rollback
 // job returns it to the version it ran before.
 func TestSimulatedDevicesRefuseWhatAgentsRefuse(t *testing.T) {
-	b := mqtttest.Embedded(t)
-	svc, err := localiot.Open(localiot.Options{Path: filepath.Join(t.TempDir(), "jobs.db"), Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	defer svc.Close()
-	plane, err := mqttplane.Serve(svc, mqttplane.Options{BrokerURL: b.URL, Username: mqtttest.ServiceUser, Password: mqtttest.ServicePassword, Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	defer plane.Close()
-	_, err = svc.CreateThing("sim", nil)
+	b, svc := jobsService(t)
+	_, err := svc.CreateThing("sim", nil)
 	require.NoError(t, err)
 	f, err := Start(Options{BrokerURL: b.URL, Things: []string{"sim"}, StateDir: t.TempDir(), InitialVersion: "1.0.0", Logger: zerolog.Nop()})
 	require.NoError(t, err)
