@@ -699,5 +699,30 @@ func ValidThingName(s string) bool {
 	return true
 }
 
-// Sessions is how many MQTT clients are connected (the jobs service and every device).
+// inlineSubscriptionID identifies InlineSubscribe's subscriptions.
+const inlineSubscriptionID = 1
+
+// InlineSubscribe delivers the publishes matching filter to handle in this process, with no
+// network connection, packet encoding or acknowledgements between them (the jobs service
+// beside its embedded broker). handle runs in the publisher's goroutine, so it must not block;
+// payload is its own copy.
+func (b *Broker) InlineSubscribe(filter string, handle func(topic string, payload []byte)) error {
+	return b.srv.Subscribe(filter, inlineSubscriptionID, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		handle(pk.TopicName, bytes.Clone(pk.Payload))
+	})
+}
+
+// InlineUnsubscribe ends InlineSubscribe's subscription to filter.
+func (b *Broker) InlineUnsubscribe(filter string) error {
+	return b.srv.Unsubscribe(filter, inlineSubscriptionID)
+}
+
+// InlinePublish publishes payload on topic at QoS 1 as the broker's own client, which may use
+// every thing's topics (the jobs service's replies and notifications).
+func (b *Broker) InlinePublish(topic string, payload []byte) error {
+	return b.srv.Publish(topic, payload, false, 1)
+}
+
+// Sessions is how many MQTT clients are connected (every device, and the jobs service unless
+// it is inline).
 func (b *Broker) Sessions() int64 { return atomic.LoadInt64(&b.srv.Info.ClientsConnected) }

@@ -180,9 +180,13 @@ the embedded broker on --mqtt-addr. State persists in --data-dir.`,
 				defer msrv.Close()
 				log.Info().Str("url", "http://"+mln.Addr().String()+"/metrics").Msg("Prometheus metrics served")
 			}
-			plane, err := mqttplane.Serve(svc, mqttplane.Options{BrokerURL: brokerURL, ClientID: clientID, SharedGroup: shareGroup,
+			po := mqttplane.Options{BrokerURL: brokerURL, ClientID: clientID, SharedGroup: shareGroup,
 				Exclusive: postgresURL != "" && shareGroup == "",
-				Username:  mqttUser, Password: mqttPassword, Logger: log})
+				Username:  mqttUser, Password: mqttPassword, Logger: log}
+			if embedded != nil && !po.Exclusive && po.SharedGroup == "" {
+				po.Inline = embedded // the broker is in this process: no connection to it
+			}
+			plane, err := mqttplane.Serve(svc, po)
 			if err != nil {
 				return err
 			}

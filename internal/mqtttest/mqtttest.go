@@ -46,6 +46,8 @@ type Broker struct {
 	// Restart, on mosquitto, SIGKILLs the broker and starts it again on the same ports after
 	// down (fault tests).
 	Restart func(down time.Duration) error
+	// Embedded is the embedded broker itself (nil on mosquitto), for a jobs plane in process.
+	Embedded *broker.Broker
 }
 
 // DeviceTLS is the TLS configuration of a device whose certificate names cn; nil on a broker
@@ -100,7 +102,7 @@ func Embedded(t testing.TB) Broker {
 		t.Fatalf("start embedded broker: %v", err)
 	}
 	t.Cleanup(func() { b.Close() })
-	return Broker{Name: "embedded", URL: b.URL(), DeviceURL: b.URL()}
+	return Broker{Name: "embedded", URL: b.URL(), DeviceURL: b.URL(), Embedded: b}
 }
 
 func repoFile(rel string) string {

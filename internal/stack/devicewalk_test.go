@@ -32,6 +32,8 @@ import (
 // The device verifies the release through TUF over mutual TLS, installs it, runs the signed
 // health check on the VM and reports SUCCEEDED.
 func TestFreshDebianDeviceWalk(t *testing.T) {
+	// debootstrap, mkfs.ext4 and what debootstrap runs (chroot, mount) live in sbin.
+	t.Setenv("PATH", os.Getenv("PATH")+string(os.PathListSeparator)+"/usr/sbin"+string(os.PathListSeparator)+"/sbin")
 	for _, tool := range []string{"qemu-system-x86_64", "debootstrap", "mkfs.ext4"} {
 		_, err := exec.LookPath(tool)
 		require.NoError(t, err, "%s is needed for the walk on a fresh Debian device: `make deps` installs it", tool)

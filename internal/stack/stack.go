@@ -254,6 +254,8 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			return nil, fmt.Errorf("jobs service replicas share a PostgreSQL database: give one (JobsPostgresURL)")
 		}
 		planeOpts.SharedGroup = "otaflow-jobs"
+	} else {
+		planeOpts.Inline = s.Broker // one plane beside its broker: in process, no connection
 	}
 	if s.mqtt, err = mqttplane.Serve(s.Jobs, planeOpts); err != nil {
 		return nil, err
@@ -464,6 +466,12 @@ func (s *Stack) StartBroker() error {
 	}
 	if s.Jobs != nil {
 		s.Jobs.ServeBroker(b)
+	}
+	if s.mqtt != nil && s.mqtt.Inline() {
+		if err := s.mqtt.UseInline(b); err != nil {
+			b.Close()
+			return err
+		}
 	}
 	s.Broker = b
 	return nil

@@ -45,9 +45,23 @@ type Options struct {
 	// It works on any broker; SharedGroup spreads the requests instead, on brokers that
 	// deliver $aws topics to shared subscriptions.
 	Exclusive bool
-	Username  string
-	Password  string
-	Logger    zerolog.Logger
+	// Inline, when set, is the embedded broker in this process: the plane subscribes and
+	// publishes through it directly, with no connection, packet encoding or acknowledgements
+	// between them (BrokerURL, ClientID, Username and Password are then unused). Not with
+	// SharedGroup or Exclusive, which need a session of their own.
+	Inline   Inline
+	Username string
+	Password string
+	Logger   zerolog.Logger
+}
+
+// Inline is an MQTT broker in this process (internal/broker's embedded one).
+type Inline interface {
+	// InlineSubscribe calls handle, in the publisher's goroutine, for every publish matching
+	// filter.
+	InlineSubscribe(filter string, handle func(topic string, payload []byte)) error
+	// InlinePublish publishes at QoS 1 as the broker's own client.
+	InlinePublish(topic string, payload []byte) error
 }
 
 const (
@@ -70,6 +84,9 @@ const (
 type Plane struct {
 	svc    *localiot.Service
 	client paho.Client
+	// inline is the in-process broker the plane uses instead of client (Options.Inline).
+	inline atomic.Pointer[Inline]
+	subs   map[string]byte
 	log    zerolog.Logger
 	// lastNext is the job each thing was last told is next, so notify-next goes out only when
 	// that changes, as AWS does. Lost on restart, which costs at most one repeated notice.
@@ -123,6 +140,17 @@ func Serve(s *localiot.Service, o Options) (*Plane, error) {
 	// Devices' lifecycle events (AWS's $aws/events/presence/…; the embedded broker publishes
 	// them), for the fleet index's connectivity.
 	subs[localiot.PresenceFilter] = 1
+	p.subs = subs
+	if o.Inline != nil {
+		if o.SharedGroup != "" || o.Exclusive {
+			return nil, errors.New("a jobs MQTT plane on its embedded broker serves alone: no shared group, no leader election")
+		}
+		if err := p.UseInline(o.Inline); err != nil {
+			return nil, err
+		}
+		p.start()
+		return p, nil
+	}
 	opts := paho.NewClientOptions().
 		AddBroker(o.BrokerURL).
 		SetClientID(o.ClientID).
@@ -136,6 +164,7 @@ func Serve(s *localiot.Service, o Options) (*Plane, error) {
 		// handle only queues, so paho's router never waits on the store.
 		SetOrderMatters(true).
 		SetOnConnectHandler(func(c paho.Client) {
+			// (after a reconnect too)
 			if !o.Exclusive || p.leading.Load() {
 				p.subscribe(c, subs, o.BrokerURL)
 			}
@@ -162,20 +191,41 @@ func Serve(s *localiot.Service, o Options) (*Plane, error) {
 		p.workers.Add(1)
 		go p.lead(ls, subs, o.BrokerURL)
 	}
+	p.start()
+	return p, nil
+}
+
+// start starts the workers and the notifier.
+func (p *Plane) start() {
 	p.workers.Add(planeWorkers + 1)
 	for range planeWorkers {
 		go p.serve()
 	}
 	go p.notifier()
-	s.OnQueueChange(p.changed)
-	return p, nil
+	p.svc.OnQueueChange(p.changed)
 }
+
+// UseInline subscribes the plane on an in-process broker and publishes through it from then
+// on: at Serve, and again when the embedded broker was restarted (a new broker holds none of
+// the old one's subscriptions).
+func (p *Plane) UseInline(b Inline) error {
+	for filter := range p.subs {
+		if err := b.InlineSubscribe(filter, p.handle); err != nil {
+			return fmt.Errorf("subscribe to %s on the embedded broker: %w", filter, err)
+		}
+	}
+	p.inline.Store(&b)
+	return nil
+}
+
+// Inline reports whether the plane uses its broker in process (Options.Inline).
+func (p *Plane) Inline() bool { return p.inline.Load() != nil }
 
 // subscribe (re)subscribes after every connect. A plane connected but not subscribed is deaf,
 // so a failed subscription is retried for as long as the connection lasts.
 func (p *Plane) subscribe(c paho.Client, subs map[string]byte, broker string) {
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		tok := c.SubscribeMultiple(subs, p.handle)
+		tok := c.SubscribeMultiple(subs, func(_ paho.Client, m paho.Message) { p.handle(m.Topic(), m.Payload()) })
 		if !tok.WaitTimeout(10 * time.Second) {
 			p.log.Error().Msg("subscribe to jobs topics: no SUBACK within 10s; retrying")
 		} else if err := tok.Error(); err != nil {
@@ -246,7 +296,9 @@ func (p *Plane) Leading() bool { return !p.exclusive || p.leading.Load() }
 func (p *Plane) Close() {
 	p.closing.Do(func() {
 		close(p.done)
-		p.client.Disconnect(250)
+		if p.client != nil {
+			p.client.Disconnect(250)
+		}
 		p.workers.Wait()
 	})
 }
@@ -272,18 +324,19 @@ func decode(payload []byte, v any) error {
 	return nil
 }
 
-// handle queues a device request for the workers. It never blocks paho's router: a thing with
-// perThingQueued requests already waiting, or a full queue, is told RequestThrottled.
-func (p *Plane) handle(_ paho.Client, m paho.Message) {
-	topic := m.Topic()
+// handle queues a device request for the workers: a thing with perThingQueued requests
+// already waiting, or one that finds the queue full, is told RequestThrottled. It never blocks
+// paho's router; on the embedded broker it runs in the device's own connection, which waits
+// for room a while (as its TCP connection would) before the device is told.
+func (p *Plane) handle(topic string, payload []byte) {
 	if strings.HasPrefix(topic, localiot.PresencePrefix) {
-		p.svc.Presence(m.Payload())
+		p.svc.Presence(payload)
 		return
 	}
 	if p.exclusive && !p.leading.Load() {
 		return // delivered after this replica stepped down: the leader answers it
 	}
-	req := planeRequest{topic: topic, payload: m.Payload()}
+	req := planeRequest{topic: topic, payload: payload}
 	if thing, name, op, ok := localiot.ParseShadowTopic(topic); ok {
 		req.r.Thing, req.shadow, req.shadowOp = thing, name, op
 	} else if r, ok := iotjobs.ParseRequestTopic(topic); ok {
@@ -295,19 +348,49 @@ func (p *Plane) handle(_ paho.Client, m paho.Message) {
 	p.mu.Lock()
 	full := p.queued[r.Thing] >= perThingQueued
 	if !full {
-		select {
-		case p.requests <- req:
-			p.queued[r.Thing]++
-		default:
-			full = true
-		}
+		p.queued[r.Thing]++
 	}
 	p.mu.Unlock()
+	if !full && !p.enqueue(req) {
+		full = true
+		p.mu.Lock()
+		p.unqueued(r.Thing)
+		p.mu.Unlock()
+	}
 	if full {
 		var tok iotjobs.Token
-		json.Unmarshal(m.Payload(), &tok)
+		json.Unmarshal(payload, &tok)
 		p.tryPublish(iotjobs.Rejected(topic), &iotjobs.ErrorReply{Code: iotjobs.CodeRequestThrottled,
 			Message: "too many requests from this thing at once; retry shortly", Timestamp: p.svc.Clock().Unix(), Token: tok})
+	}
+}
+
+// enqueue hands req to the workers if there is room, or (inline, on the device's own
+// connection) once there is within publishWait.
+func (p *Plane) enqueue(req planeRequest) bool {
+	select {
+	case p.requests <- req:
+		return true
+	default:
+	}
+	if !p.Inline() {
+		return false
+	}
+	t := time.NewTimer(publishWait)
+	defer t.Stop()
+	select {
+	case p.requests <- req:
+		return true
+	case <-t.C:
+	case <-p.done:
+	}
+	return false
+}
+
+// unqueued counts one request of thing off the queue (p.mu held).
+func (p *Plane) unqueued(thing string) {
+	if p.queued[thing]--; p.queued[thing] <= 0 {
+		delete(p.queued, thing)
 	}
 }
 
@@ -319,9 +402,7 @@ func (p *Plane) serve() {
 			return
 		case req := <-p.requests:
 			p.mu.Lock()
-			if p.queued[req.r.Thing]--; p.queued[req.r.Thing] <= 0 {
-				delete(p.queued, req.r.Thing)
-			}
+			p.unqueued(req.r.Thing)
 			p.mu.Unlock()
 			if p.exclusive && !p.leading.Load() {
 				continue // queued before this replica stepped down; the device asks the leader again
@@ -542,6 +623,13 @@ func (p *Plane) tryPublish(topic string, v any) {
 }
 
 func (p *Plane) send(topic string, raw []byte) {
+	if in := p.inline.Load(); in != nil {
+		if err := (*in).InlinePublish(topic, raw); err != nil {
+			p.log.Debug().Err(err).Str("topic", topic).Msg("publish on the embedded broker")
+		}
+		<-p.inflight
+		return
+	}
 	tok := p.client.Publish(topic, 1, false, raw)
 	go func() {
 		tok.Wait()
