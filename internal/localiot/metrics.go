@@ -134,6 +134,6 @@ func MetricsRegistry(s *Service, extra ...prometheus.Collector) *prometheus.Regi
 // SessionsCollector reports the MQTT clients connected to a broker (sessions() is asked at each
 // scrape, so a broker started again is still counted).
 func SessionsCollector(sessions func() int64) prometheus.Collector {
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "otaflow_mqtt_sessions", Help: "MQTT clients connected to the embedded broker (the jobs service and every device)."},
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "otaflow_mqtt_sessions", Help: "MQTT clients connected to the embedded broker: every device (and the jobs service when it connects as a client rather than in process)."},
 		func() float64 { return float64(sessions()) })
 }
