@@ -112,11 +112,7 @@ func (u *updateFlags) request(rolloutID string) (contract.RolloutRequest, error)
 			return req, err
 		}
 	}
-	check := req
-	if check.Version == "" && check.LatestReleaseBucket == "" {
-		check.Version = "0.0.0" // the version is picked from the published releases next (attachPublished)
-	}
-	return req, check.Validate()
+	return req, req.ValidateBeforeRelease() // attachPublished picks the version next
 }
 
 // attachPublished makes a rollout install a release as published to --release-bucket when no

@@ -712,11 +712,6 @@ func (b *Broker) InlineSubscribe(filter string, handle func(topic string, payloa
 	})
 }
 
-// InlineUnsubscribe ends InlineSubscribe's subscription to filter.
-func (b *Broker) InlineUnsubscribe(filter string) error {
-	return b.srv.Unsubscribe(filter, inlineSubscriptionID)
-}
-
 // InlinePublish publishes payload on topic at QoS 1 as the broker's own client, which may use
 // every thing's topics (the jobs service's replies and notifications).
 func (b *Broker) InlinePublish(topic string, payload []byte) error {

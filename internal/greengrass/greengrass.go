@@ -3,7 +3,6 @@
 package greengrass
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -93,6 +92,11 @@ func writeError(w http.ResponseWriter, status int, kind, msg string) {
 	json.NewEncoder(w).Encode(map[string]string{"message": msg})
 }
 
+// writeInvalid answers a request that failed validation with the seed's BadRequestException.
+func writeInvalid(w http.ResponseWriter, err error) {
+	writeError(w, http.StatusBadRequest, "BadRequestException", strings.TrimPrefix(err.Error(), "invalid rollout request: "))
+}
+
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
@@ -125,10 +129,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req.StartedBy = p.Name // who signed, for the rollout's history
 	}
 	if h.Releases != nil {
-		check := req
-		check.Version = cmp.Or(check.Version, LatestCoreVersion) // picked from the published releases below
-		if err := check.Validate(); err != nil {
-			writeError(w, http.StatusBadRequest, "BadRequestException", strings.TrimPrefix(err.Error(), "invalid rollout request: "))
+		if err := req.ValidateBeforeRelease(); err != nil {
+			writeInvalid(w, err)
 			return
 		}
 		rels, err := h.Releases(r.Context(), req.SoftwareToUpdate)
@@ -145,7 +147,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req.Artifact = &contract.Artifact{URL: release.S3URL(h.ReleaseBucket, req.SoftwareToUpdate, rel.Version)}
 	}
 	if err := req.Validate(); err != nil {
-		writeError(w, http.StatusBadRequest, "BadRequestException", strings.TrimPrefix(err.Error(), "invalid rollout request: "))
+		writeInvalid(w, err)
 		return
 	}
 	if h.Starter == nil {

@@ -260,6 +260,15 @@ func isHex(s string, n int) bool {
 
 // Validate checks a request without any I/O; it fills in defaults. Every problem is reported
 // at once, each saying what to change.
+// ValidateBeforeRelease is Validate for a request whose version is still to be picked from
+// the published releases (so an empty version is no error yet).
+func (r RolloutRequest) ValidateBeforeRelease() error {
+	if r.Version == "" && r.LatestReleaseBucket == "" {
+		r.Version = "0.0.0"
+	}
+	return r.Validate()
+}
+
 func (r *RolloutRequest) Validate() error {
 	var problems []string
 	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }

@@ -164,7 +164,6 @@ func Serve(s *localiot.Service, o Options) (*Plane, error) {
 		// handle only queues, so paho's router never waits on the store.
 		SetOrderMatters(true).
 		SetOnConnectHandler(func(c paho.Client) {
-			// (after a reconnect too)
 			if !o.Exclusive || p.leading.Load() {
 				p.subscribe(c, subs, o.BrokerURL)
 			}
