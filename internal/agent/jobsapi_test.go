@@ -22,11 +22,14 @@ type fakeJobs struct {
 	// endedAs, when set, is the terminal status the service recorded before the device's
 	// own terminal report arrived (a timeout, a cancellation).
 	endedAs iotjobs.Status
+	// asked counts GetPending and Describe calls.
+	asked int
 }
 
 func (f *fakeJobs) GetPending(context.Context) (*iotjobs.GetPendingReply, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.asked++
 	if f.exec.Status.Terminal() {
 		return &iotjobs.GetPendingReply{}, nil
 	}
@@ -36,6 +39,7 @@ func (f *fakeJobs) GetPending(context.Context) (*iotjobs.GetPendingReply, error)
 func (f *fakeJobs) Describe(_ context.Context, jobID string) (*iotjobs.JobExecution, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.asked++
 	e := f.exec
 	return &e, nil
 }
