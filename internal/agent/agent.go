@@ -564,31 +564,18 @@ func (a *Agent) processNext(ctx context.Context) (bool, error) {
 		}
 		if jobdoc.IsOtaflow(next.JobDocument) {
 			e := &execution{JobExecution: *next}
-			st, err := a.claim(ctx, e)
+			err := a.processOrFail(ctx, e)
 			var rej *iotjobs.ErrorReply
-			if errors.As(err, &rej) {
-				// The notice is stale (the job was canceled or changed meanwhile): ask.
+			if errors.As(err, &rej) && e.VersionNumber == next.VersionNumber {
+				// Refused before any report was applied: the notice is stale (the job was
+				// canceled or changed meanwhile). Ask.
 				a.log.Debug().Str("job", e.JobID).Str("code", string(rej.Code)).Msg("notify-next was stale; looking at the pending jobs")
 				return a.scan(ctx)
 			}
-			if err != nil {
-				return false, fmt.Errorf("start job %s: %w", e.JobID, err)
-			}
-			if st.ExecutionState != nil {
-				e.VersionNumber = st.ExecutionState.VersionNumber
-			}
-			return true, a.processOrFail(ctx, e)
+			return true, err
 		}
 	}
 	return a.scan(ctx)
-}
-
-// claim moves a QUEUED execution to IN_PROGRESS: the device has taken it.
-func (a *Agent) claim(ctx context.Context, e *execution) (*iotjobs.UpdateReply, error) {
-	return a.jobs.Update(ctx, e.JobID, &iotjobs.UpdateRequest{
-		Status: iotjobs.StatusInProgress, StatusDetails: map[string]string{"step": "accepted"},
-		ExpectedVersion: e.VersionNumber, IncludeJobExecutionState: true,
-	})
 }
 
 // scan asks the service for the pending executions and starts the first otaflow one.
@@ -620,15 +607,9 @@ func (a *Agent) scan(ctx context.Context) (bool, error) {
 			a.log.Debug().Str("job", j.JobID).Msg("not an otaflow update; left for other software")
 			continue
 		}
-		if e.Status == iotjobs.StatusQueued {
-			st, err := a.claim(ctx, e)
-			if err != nil {
-				return false, fmt.Errorf("start job %s: %w", e.JobID, err)
-			}
-			if st.ExecutionState != nil {
-				e.VersionNumber = st.ExecutionState.VersionNumber
-			}
-		}
+		// A QUEUED execution becomes IN_PROGRESS (or ends) with the device's first report:
+		// a separate "accepted" update before it would cost every device and job one more
+		// request, with nothing in it an operator could use.
 		return true, a.processOrFail(ctx, e)
 	}
 	return false, nil

@@ -103,7 +103,8 @@ func TestStateMachineTalksThroughJobsAPI(t *testing.T) {
 	jobs.mu.Lock()
 	require.Equal(t, iotjobs.StatusSucceeded, jobs.exec.Status)
 	first, last := jobs.updates[0], jobs.updates[len(jobs.updates)-1]
-	require.Equal(t, "accepted", first.StatusDetails["step"])
+	require.Equal(t, "installing", first.StatusDetails["step"], "the first report takes the job: no separate claim")
+	require.Equal(t, iotjobs.StatusInProgress, first.Status)
 	require.Equal(t, "2.0.0", last.StatusDetails["installedVersion"])
 	require.Equal(t, "1.0.0", last.StatusDetails["previousVersion"])
 	for i, u := range jobs.updates {

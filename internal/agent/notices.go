@@ -2,6 +2,7 @@ package agent
 
 import (
 	"encoding/json"
+	"strconv"
 	"sync"
 
 	"github.com/otaflow/otaflow/internal/iotjobs"
@@ -21,9 +22,10 @@ import (
 // the agent asks. The agent's subscription keeps messages in order (paho's OrderMatters),
 // so the last notify-next received is the service's latest word.
 //
-// Per device and job this is two Jobs API calls fewer (three with the look after the job,
-// which waits for the notify-next that ends it instead), which is what a fleet's broker and
-// jobs service spend most of their CPU on, and what AWS bills per message.
+// With the first report doubling as the device's claim (no separate "accepted" update),
+// a switch-only job costs a device two Jobs API calls where it cost six (GetPending,
+// Describe, accepted, installing, SUCCEEDED and GetPending again): the calls a fleet's broker
+// and jobs service spend most of their CPU on, and what AWS bills per message.
 type notices struct {
 	mu sync.Mutex
 	// heard: a notify-next came since the last pass took the news; next is what it named
@@ -35,6 +37,8 @@ type notices struct {
 	// known are the jobs a notify-next named or a pass saw, so that notify's lists, which
 	// repeat them, wake nobody. Bounded: forgetting only costs a pass that asks.
 	known map[string]bool
+	// ended is the execution this agent last reported terminal: a notice naming it is stale.
+	ended string
 }
 
 const maxKnownJobs = 256
@@ -94,6 +98,13 @@ func (n *notices) askNext() {
 	n.mu.Unlock()
 }
 
+// ending records that the agent reports an execution terminal.
+func (n *notices) ending(jobID string, executionNumber int64) {
+	n.mu.Lock()
+	n.ended = jobID + "#" + strconv.FormatInt(executionNumber, 10)
+	n.mu.Unlock()
+}
+
 // saw records jobs a pass found pending.
 func (n *notices) saw(jobIDs ...string) {
 	n.mu.Lock()
@@ -115,6 +126,9 @@ func (n *notices) take() (next *iotjobs.JobExecution, ask bool) {
 	}
 	if next != nil && next.Status != iotjobs.StatusQueued {
 		return nil, true // in progress (a resumed job): the pass looks at it in full
+	}
+	if next != nil && next.JobID+"#"+strconv.FormatInt(next.ExecutionNumber, 10) == n.ended {
+		return nil, true // news of an execution this agent has ended: stale
 	}
 	return next, false
 }

@@ -50,6 +50,17 @@ func TestNotifyNextSavesTheAsking(t *testing.T) {
 	}
 	jobs.mu.Unlock()
 
+	// A late copy of the notice that started it (one that crossed a pass which asked) is
+	// stale: the agent asks instead of running the job again.
+	require.True(t, a.notices.nextNotice(notifyNext(t, &queued)))
+	did, err = a.processNext(context.Background())
+	require.NoError(t, err)
+	require.False(t, did)
+	jobs.mu.Lock()
+	require.Equal(t, 1, jobs.asked, "one GetPending, which lists nothing")
+	jobs.asked = 0
+	jobs.mu.Unlock()
+
 	// The job's end: notify-next without an execution.
 	require.True(t, a.notices.nextNotice(notifyNext(t, nil)))
 	require.False(t, a.notices.listNotice(notifyList(t)), "an empty notify wakes nobody")
