@@ -258,8 +258,6 @@ func isHex(s string, n int) bool {
 	return true
 }
 
-// Validate checks a request without any I/O; it fills in defaults. Every problem is reported
-// at once, each saying what to change.
 // ValidateBeforeRelease is Validate for a request whose version is still to be picked from
 // the published releases (so an empty version is no error yet).
 func (r RolloutRequest) ValidateBeforeRelease() error {
@@ -269,6 +267,8 @@ func (r RolloutRequest) ValidateBeforeRelease() error {
 	return r.Validate()
 }
 
+// Validate checks a request without any I/O; it fills in defaults. Every problem is reported
+// at once, each saying what to change.
 func (r *RolloutRequest) Validate() error {
 	var problems []string
 	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
