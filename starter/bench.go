@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -177,7 +179,11 @@ func printBench(w io.Writer, r *bench.Results) {
 		}
 		fmt.Fprintf(w, "(medians of %d runs; baseline = the same devices given one job by the jobs service alone)\n", r.Throughput[0].RepeatsEachSide)
 		for _, t := range r.Throughput {
-			fmt.Fprintf(w, "%-9d control-plane calls per device %.2f, device (MQTT) calls per device %.2f\n", t.Devices, t.ControlCallsPerDevice, t.DeviceCallsPerDevice)
+			ops := slices.Sorted(maps.Keys(t.DeviceCalls))
+			for i, op := range ops {
+				ops[i] = fmt.Sprintf("%s %.2f", op, float64(t.DeviceCalls[op])/float64(t.Devices))
+			}
+			fmt.Fprintf(w, "%-9d control-plane calls per device %.2f, device (MQTT) calls per device %.2f (%s)\n", t.Devices, t.ControlCallsPerDevice, t.DeviceCallsPerDevice, strings.Join(ops, ", "))
 			pg := ""
 			if t.PostgresCPUSecondsPerDevice > 0 {
 				pg = fmt.Sprintf(", PostgreSQL %.2f ms", t.PostgresCPUSecondsPerDevice*1000)
@@ -185,6 +191,9 @@ func printBench(w io.Writer, r *bench.Results) {
 			kind := "agents"
 			if t.Simulated {
 				kind = "simulated"
+			}
+			if t.DevicesCPUSecondsPerDevice > 0 {
+				pg += fmt.Sprintf(" (the devices' own %.2f ms)", t.DevicesCPUSecondsPerDevice*1000)
 			}
 			fmt.Fprintf(w, "%-9d %s; jobs store %s; stack CPU per device %.2f ms%s; stack peak RSS %.0f MiB; history %d events, %d bytes; at AWS's 1,000/min: %.1f min; registered in %.1f s\n",
 				t.Devices, kind, t.Store, t.StackCPUSecondsPerDevice*1000, pg, t.StackPeakRSSMiB, t.HistoryEvents, t.HistoryBytes, t.AWSRolloutMinutes, t.RegistrationSeconds)

@@ -81,7 +81,7 @@ func main() {
 	}
 	cliconfig.Command(root, "OTAFLOW_CONFIG")
 	root.PersistentFlags().StringP("output", "o", "text", "output format: text or json")
-	root.AddCommand(demoCmd(), devCmd(), jobsServiceCmd(), createSoftwareUpdateJobCmd(), describeJobCmd(), rolloutCmd(), scheduleCmd(), deploymentCmd(), componentCmd(), releaseCmd(), deviceCertCmd(), thingCmd(), fleetCmd(), accessCmd(), auditCmd(), benchCmd(), downloadCmd())
+	root.AddCommand(demoCmd(), devCmd(), jobsServiceCmd(), createSoftwareUpdateJobCmd(), describeJobCmd(), rolloutCmd(), scheduleCmd(), deploymentCmd(), componentCmd(), releaseCmd(), deviceCertCmd(), thingCmd(), fleetCmd(), accessCmd(), auditCmd(), benchCmd(), downloadCmd(), simfleetCmd())
 	refuseUnknownSubcommands(root)
 	checkOutput(root)
 	if err := root.ExecuteContext(context.Background()); err != nil {

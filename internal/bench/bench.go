@@ -109,10 +109,11 @@ type Throughput struct {
 	RepeatsEachSide  int     `json:"repeats"`
 	ConnectedSeconds float64 `json:"devicesConnectedSeconds"`
 	// ControlCallsPerDevice and DeviceCallsPerDevice are the jobs service's REST and MQTT
-	// requests during one rollout, per device; ControlCalls breaks the REST ones down.
+	// requests during one rollout, per device; ControlCalls and DeviceCalls break them down.
 	ControlCallsPerDevice float64          `json:"controlPlaneCallsPerDevice"`
 	DeviceCallsPerDevice  float64          `json:"deviceCallsPerDevice"`
 	ControlCalls          map[string]int64 `json:"controlPlaneCalls"`
+	DeviceCalls           map[string]int64 `json:"deviceCalls"`
 	// Simulated: the devices were the protocol-level simulator, not agents.
 	Simulated bool `json:"simulated,omitempty"`
 	// StackCPUSecondsPerDevice is the CPU time (user + system) of the stack's process
@@ -120,6 +121,9 @@ type Throughput struct {
 	// PostgresCPUSecondsPerDevice is the PostgreSQL server's, when the jobs service is on it.
 	StackCPUSecondsPerDevice    float64 `json:"stackCpuSecondsPerDevice"`
 	PostgresCPUSecondsPerDevice float64 `json:"postgresCpuSecondsPerDevice,omitempty"`
+	// DevicesCPUSecondsPerDevice is what the device processes spent (the agents of `starter
+	// fleet`, or the simulator), not counted in the stack's.
+	DevicesCPUSecondsPerDevice float64 `json:"devicesCpuSecondsPerDevice,omitempty"`
 	// StackPeakRSSMiB is the stack process's peak resident memory so far (VmHWM).
 	StackPeakRSSMiB float64 `json:"stackPeakRssMiB"`
 	// RegistrationSeconds is how long registering the fleet's things (in its group) took,
@@ -292,36 +296,48 @@ func newStack(ctx context.Context, o *Options) (*stack.Stack, string, error) {
 
 // fleetProcs starts `starter fleet` processes for devices 1..n and waits until every device
 // is connected.
-func fleetProcs(ctx context.Context, o *Options, brokerURL, dir string, n int) (stop func(), procs int, err error) {
+func fleetProcs(ctx context.Context, o *Options, brokerURL, dir string, n int) (stop func(), pids func() []int, procs int, err error) {
 	var cmds []*exec.Cmd
+	for first := 1; first <= n; first += o.DevicesPerProcess {
+		k := min(o.DevicesPerProcess, n-first+1)
+		cmds = append(cmds, exec.CommandContext(ctx, o.Starter, "fleet", "--broker", brokerURL, "--devices", fmt.Sprint(k), "--first", fmt.Sprint(first),
+			"--install-time", "0s", "--initial-version", "1.0.0", "--staged", strings.Join(stagedVersions(o.Repeat), ","), "--state-dir", filepath.Join(dir, fmt.Sprintf("fleet-%d", first)), "--connect-timeout", "5m"))
+	}
+	if stop, pids, err = startProcs(cmds...); err != nil {
+		return nil, nil, 0, fmt.Errorf("fleet process: %w", err)
+	}
+	return stop, pids, len(cmds), nil
+}
+
+// startProcs starts device processes (`starter fleet`, `starter simfleet`) and waits until
+// each says "connected"; stop ends them, pids lists them.
+func startProcs(cmds ...*exec.Cmd) (stop func(), pids func() []int, err error) {
+	var started []*exec.Cmd
 	stop = func() {
-		for _, c := range cmds {
+		for _, c := range started {
 			c.Process.Signal(syscall.SIGTERM)
 		}
-		for _, c := range cmds {
+		for _, c := range started {
 			c.Wait()
 		}
 	}
-	ready := make(chan error, n/o.DevicesPerProcess+1)
-	for first := 1; first <= n; first += o.DevicesPerProcess {
-		k := min(o.DevicesPerProcess, n-first+1)
-		cmd := exec.CommandContext(ctx, o.Starter, "fleet", "--broker", brokerURL, "--devices", fmt.Sprint(k), "--first", fmt.Sprint(first),
-			"--install-time", "0s", "--initial-version", "1.0.0", "--staged", strings.Join(stagedVersions(o.Repeat), ","), "--state-dir", filepath.Join(dir, fmt.Sprintf("fleet-%d", first)), "--connect-timeout", "5m")
+	ready := make(chan error, len(cmds))
+	for _, cmd := range cmds {
 		cmd.Stderr = os.Stderr
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			stop()
-			return nil, 0, err
+			return nil, nil, err
 		}
 		if err := cmd.Start(); err != nil {
 			stop()
-			return nil, 0, fmt.Errorf("start %s fleet: %w", o.Starter, err)
+			return nil, nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 		}
-		cmds = append(cmds, cmd)
+		started = append(started, cmd)
 		go func() {
 			line, err := bufio.NewReader(out).ReadString('\n')
 			if err == nil && !strings.HasPrefix(line, "connected") {
-				err = fmt.Errorf("fleet said %q", line)
+				err = fmt.Errorf("%s said %q", cmd.Args[1], line)
 			}
 			ready <- err
 			io.Copy(io.Discard, out)
@@ -330,10 +346,17 @@ func fleetProcs(ctx context.Context, o *Options, brokerURL, dir string, n int) (
 	for range cmds {
 		if err := <-ready; err != nil {
 			stop()
-			return nil, 0, fmt.Errorf("fleet process: %w", err)
+			return nil, nil, err
 		}
 	}
-	return stop, len(cmds), nil
+	pids = func() []int {
+		var out []int
+		for _, c := range started {
+			out = append(out, c.Process.Pid)
+		}
+		return out
+	}
+	return stop, pids, nil
 }
 
 // registerFleet registers devices 1..n in group as an operator registers a fleet: one input
@@ -408,18 +431,20 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 	arns := []string{fleetGroup.Arn}
 	start := time.Now()
 	var stop func()
+	var devicePIDs func() []int
 	procs := 0
 	if simulated {
 		o.say("%d devices: starting the protocol-level simulator (%d MQTT sessions for all devices)", n, simSessions)
 		user, password := s.MQTTServiceCredentials()
-		sim, err := startSimFleet(s.Broker.URL(), user, password)
-		if err != nil {
-			return nil, err
+		cmd := exec.CommandContext(ctx, o.Starter, "simfleet", "--broker", s.Broker.URL(), "--username", user)
+		cmd.Env = append(os.Environ(), SimPasswordEnv+"="+password)
+		if stop, devicePIDs, err = startProcs(cmd); err != nil {
+			return nil, fmt.Errorf("simulator process: %w", err)
 		}
-		stop = sim.close
+		procs = 1
 	} else {
 		o.say("%d devices: starting the fleet (one MQTT connection per device)", n)
-		if stop, procs, err = fleetProcs(ctx, o, s.Broker.URL(), dir, n); err != nil {
+		if stop, devicePIDs, procs, err = fleetProcs(ctx, o, s.Broker.URL(), dir, n); err != nil {
 			return nil, err
 		}
 	}
@@ -441,7 +466,7 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 			PollInterval: 100 * time.Millisecond, Timeout: 30 * time.Minute,
 		}
 		before := s.Jobs.APICalls()
-		cpuBefore, pgBefore := selfCPU(), pidsCPU(o.PostgresPIDs)
+		cpuBefore, pgBefore, devBefore := selfCPU(), pidsCPU(o.PostgresPIDs), pidsCPU(devicePIDs)
 		began := time.Now()
 		run, err := rolloutclient.Start(ctx, s.Client, contract.TaskQueue, req)
 		if err != nil {
@@ -453,6 +478,7 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 		}
 		took := time.Since(began)
 		t.StackCPUSecondsPerDevice = (selfCPU() - cpuBefore) / float64(n)
+		t.DevicesCPUSecondsPerDevice = (pidsCPU(devicePIDs) - devBefore) / float64(n)
 		if o.PostgresPIDs != nil {
 			t.PostgresCPUSecondsPerDevice = (pidsCPU(o.PostgresPIDs) - pgBefore) / float64(n)
 		}
@@ -461,12 +487,15 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 			o.AfterRollout()
 		}
 		t.AWSRolloutMinutes = float64(n) / 1000
-		t.ControlCalls = map[string]int64{}
+		t.ControlCalls, t.DeviceCalls = map[string]int64{}, map[string]int64{}
 		var control, device int64
 		for op, c := range s.Jobs.APICalls() {
 			d := c - before[op]
 			if strings.HasPrefix(op, "mqtt ") {
 				device += d
+				if d > 0 {
+					t.DeviceCalls[strings.TrimPrefix(op, "mqtt ")] = d
+				}
 			} else if d > 0 {
 				control += d
 				t.ControlCalls[op] = d

@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,6 +55,24 @@ func startSimFleet(brokerURL, user, password string) (*simFleet, error) {
 		}
 	}
 	return f, nil
+}
+
+// SimPasswordEnv carries the broker password to `starter simfleet` (never in its arguments,
+// which any user of the machine can read).
+const SimPasswordEnv = "OTAFLOW_SIM_PASSWORD"
+
+// RunSimFleet runs the simulator until ctx ends, saying "connected" on out once its sessions
+// are subscribed. `starter simfleet` runs it in a process of its own, so that what the
+// simulated devices spend is not counted as the stack's CPU (a fleet of agents is not either).
+func RunSimFleet(ctx context.Context, brokerURL, user, password string, out io.Writer) error {
+	f, err := startSimFleet(brokerURL, user, password)
+	if err != nil {
+		return err
+	}
+	defer f.close()
+	fmt.Fprintln(out, "connected")
+	<-ctx.Done()
+	return nil
 }
 
 func (f *simFleet) close() {
