@@ -126,6 +126,8 @@ type Agent struct {
 	// subscribed is closed (and replaced) each time the agent has (re)subscribed: requests
 	// in flight across a reconnect are sent again, since a clean session loses them.
 	subscribed chan struct{}
+	// notices is what notify-next and notify said since the last pass (notices.go).
+	notices notices
 }
 
 // Connected reports whether the agent is connected and subscribed.
@@ -251,7 +253,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		SetCleanSession(true).
 		SetAutoReconnect(true).
 		SetMaxReconnectInterval(10 * time.Second).
-		SetOrderMatters(false).
+		// In order: the last notify-next handled is the service's latest word (notices.go).
+		// The handler never blocks.
+		SetOrderMatters(true).
 		SetTLSConfig(a.cfg.TLS).
 		SetOnConnectHandler(a.onConnect).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
@@ -343,6 +347,15 @@ func (a *Agent) Run(ctx context.Context) error {
 			if !more {
 				break
 			}
+			// A job ended. The service announces what is next (notify-next: AWS sends one when
+			// the next execution changes), so wait for that rather than ask; ask if it is slow.
+			after := time.NewTimer(resendInterval(a.cfg.RequestTimeout))
+			select {
+			case <-a.wake:
+			case <-after.C:
+			case <-ctx.Done():
+			}
+			after.Stop()
 		}
 	}
 }
@@ -420,6 +433,7 @@ func (a *Agent) onConnect(c paho.Client) {
 	a.subscribed = make(chan struct{})
 	a.mu.Unlock()
 	a.log.Debug().Msg("connected; checking for pending jobs")
+	a.notices.askNext() // what was published while away is lost: ask
 	a.reportInventory(true)
 	select {
 	case a.ready <- struct{}{}:
@@ -430,10 +444,18 @@ func (a *Agent) onConnect(c paho.Client) {
 
 func (a *Agent) onMessage(_ paho.Client, m paho.Message) {
 	t := m.Topic()
-	// notify-next says the next job changed; notify, that any pending job did (a new job
-	// behind another software's job changes only the latter).
-	if t == a.topic(iotjobs.SuffixNotifyNext) || t == a.topic(iotjobs.SuffixNotify) {
-		a.signal()
+	// notify-next says the next job changed, and what it is; notify, that any pending job did
+	// (a new job behind another software's job changes only the latter).
+	switch t {
+	case a.topic(iotjobs.SuffixNotifyNext):
+		if a.notices.nextNotice(m.Payload()) {
+			a.signal()
+		}
+		return
+	case a.topic(iotjobs.SuffixNotify):
+		if a.notices.listNotice(m.Payload()) {
+			a.signal()
+		}
 		return
 	}
 	_, accepted, ok := iotjobs.ReplyTopic(t)
@@ -535,13 +557,40 @@ func pubError(t paho.Token) error {
 // processNext starts the next pending execution and sees it through. It reports whether
 // there was one.
 func (a *Agent) processNext(ctx context.Context) (bool, error) {
+	next, ask := a.notices.take()
+	if !ask {
+		if next == nil {
+			return false, nil // the service's last word: nothing is pending
+		}
+		if jobdoc.IsOtaflow(next.JobDocument) {
+			e := &execution{JobExecution: *next}
+			err := a.processOrFail(ctx, e)
+			var rej *iotjobs.ErrorReply
+			if errors.As(err, &rej) && e.VersionNumber == next.VersionNumber {
+				// Refused before any report was applied: the notice is stale (the job was
+				// canceled or changed meanwhile). Ask.
+				a.log.Debug().Str("job", e.JobID).Str("code", string(rej.Code)).Msg("notify-next was stale; looking at the pending jobs")
+				return a.scan(ctx)
+			}
+			return true, err
+		}
+	}
+	return a.scan(ctx)
+}
+
+// scan asks the service for the pending executions and starts the first otaflow one.
+func (a *Agent) scan(ctx context.Context) (bool, error) {
 	// Look at the pending jobs instead of taking whatever start-next hands out: jobs that are
 	// not otaflow updates belong to other software on the device and are left alone (seed v1).
 	pending, err := a.jobs.GetPending(ctx)
 	if err != nil {
 		return false, err
 	}
-	for _, j := range append(pending.InProgressJobs, pending.QueuedJobs...) {
+	listed := append(pending.InProgressJobs, pending.QueuedJobs...)
+	for _, j := range listed {
+		a.notices.saw(j.JobID)
+	}
+	for _, j := range listed {
 		ex, err := a.jobs.Describe(ctx, j.JobID)
 		var rej *iotjobs.ErrorReply
 		if errors.As(err, &rej) && (rej.Code == iotjobs.CodeTerminalStateReached || rej.Code == iotjobs.CodeResourceNotFound) {
@@ -558,18 +607,9 @@ func (a *Agent) processNext(ctx context.Context) (bool, error) {
 			a.log.Debug().Str("job", j.JobID).Msg("not an otaflow update; left for other software")
 			continue
 		}
-		if e.Status == iotjobs.StatusQueued {
-			st, err := a.jobs.Update(ctx, e.JobID, &iotjobs.UpdateRequest{
-				Status: iotjobs.StatusInProgress, StatusDetails: map[string]string{"step": "accepted"},
-				ExpectedVersion: e.VersionNumber, IncludeJobExecutionState: true,
-			})
-			if err != nil {
-				return false, fmt.Errorf("start job %s: %w", e.JobID, err)
-			}
-			if st.ExecutionState != nil {
-				e.VersionNumber = st.ExecutionState.VersionNumber
-			}
-		}
+		// A QUEUED execution becomes IN_PROGRESS (or ends) with the device's first report:
+		// a separate "accepted" update before it would cost every device and job one more
+		// request, with nothing in it an operator could use.
 		return true, a.processOrFail(ctx, e)
 	}
 	return false, nil

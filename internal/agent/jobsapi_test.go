@@ -22,11 +22,14 @@ type fakeJobs struct {
 	// endedAs, when set, is the terminal status the service recorded before the device's
 	// own terminal report arrived (a timeout, a cancellation).
 	endedAs iotjobs.Status
+	// asked counts GetPending and Describe calls.
+	asked int
 }
 
 func (f *fakeJobs) GetPending(context.Context) (*iotjobs.GetPendingReply, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.asked++
 	if f.exec.Status.Terminal() {
 		return &iotjobs.GetPendingReply{}, nil
 	}
@@ -36,6 +39,7 @@ func (f *fakeJobs) GetPending(context.Context) (*iotjobs.GetPendingReply, error)
 func (f *fakeJobs) Describe(_ context.Context, jobID string) (*iotjobs.JobExecution, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.asked++
 	e := f.exec
 	return &e, nil
 }
@@ -99,7 +103,8 @@ func TestStateMachineTalksThroughJobsAPI(t *testing.T) {
 	jobs.mu.Lock()
 	require.Equal(t, iotjobs.StatusSucceeded, jobs.exec.Status)
 	first, last := jobs.updates[0], jobs.updates[len(jobs.updates)-1]
-	require.Equal(t, "accepted", first.StatusDetails["step"])
+	require.Equal(t, "installing", first.StatusDetails["step"], "the first report takes the job: no separate claim")
+	require.Equal(t, iotjobs.StatusInProgress, first.Status)
 	require.Equal(t, "2.0.0", last.StatusDetails["installedVersion"])
 	require.Equal(t, "1.0.0", last.StatusDetails["previousVersion"])
 	for i, u := range jobs.updates {

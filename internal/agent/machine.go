@@ -61,7 +61,11 @@ func (a *Agent) processOrFail(ctx context.Context, e *execution) error {
 	}
 	details["reason"] = reason
 	a.log.Error().Str("job", e.JobID).Msg(reason)
-	_, rerr := a.jobs.Update(ctx, e.JobID, &iotjobs.UpdateRequest{Status: iotjobs.StatusFailed, StatusDetails: details, ExpectedVersion: e.VersionNumber})
+	a.notices.ending(e.JobID, e.ExecutionNumber)
+	rerr := a.started(ctx, e, iotjobs.StatusFailed)
+	if rerr == nil {
+		_, rerr = a.jobs.Update(ctx, e.JobID, &iotjobs.UpdateRequest{Status: iotjobs.StatusFailed, StatusDetails: details, ExpectedVersion: e.VersionNumber})
+	}
 	if ended(rerr) != nil {
 		rerr = nil
 	}
@@ -266,7 +270,7 @@ func (a *Agent) report(ctx context.Context, e *execution, step Step, version str
 	if _, err := a.jobs.Update(ctx, e.JobID, a.stepUpdate(e, step, version, extra)); err != nil {
 		return fmt.Errorf("report %s: %w", step, err)
 	}
-	e.VersionNumber++
+	e.VersionNumber, e.Status = e.VersionNumber+1, iotjobs.StatusInProgress
 	return nil
 }
 
@@ -295,7 +299,7 @@ func (a *Agent) deploy(ctx context.Context, e *execution, doc *jobdoc.Document) 
 	}); err != nil {
 		return fmt.Errorf("report IN_PROGRESS: %w", err)
 	}
-	e.VersionNumber++
+	e.VersionNumber, e.Status = e.VersionNumber+1, iotjobs.StatusInProgress
 	if v, ok := a.cfg.Installer.(ComponentVerifier); ok {
 		if err := v.VerifyComponents(ctx, doc.Components); err != nil {
 			var ue *UpdateError
@@ -325,8 +329,32 @@ func (a *Agent) deploy(ctx context.Context, e *execution, doc *jobdoc.Document) 
 	return a.finish(ctx, e, iotjobs.StatusSucceeded, map[string]string{"components": strings.Join(parts, ",")})
 }
 
+// started makes sure an execution the device ends as status has left QUEUED: from there AWS
+// takes only IN_PROGRESS or REJECTED, so a job that ends SUCCEEDED or FAILED before its
+// first report (already installed, a full disk) is started first.
+func (a *Agent) started(ctx context.Context, e *execution, status iotjobs.Status) error {
+	if e.Status != iotjobs.StatusQueued || status == iotjobs.StatusRejected {
+		return nil
+	}
+	_, err := a.jobs.Update(ctx, e.JobID, &iotjobs.UpdateRequest{
+		Status: iotjobs.StatusInProgress, StatusDetails: map[string]string{"step": "accepted"}, ExpectedVersion: e.VersionNumber,
+	})
+	if ended(err) != nil {
+		return nil // it ended meanwhile: the terminal report finds out what it was
+	}
+	if err != nil {
+		return err
+	}
+	e.VersionNumber, e.Status = e.VersionNumber+1, iotjobs.StatusInProgress
+	return nil
+}
+
 // finish reports a terminal status and clears the current job.
 func (a *Agent) finish(ctx context.Context, e *execution, status iotjobs.Status, details map[string]string) error {
+	a.notices.ending(e.JobID, e.ExecutionNumber)
+	if err := a.started(ctx, e, status); err != nil {
+		return fmt.Errorf("report %s: %w", status, err)
+	}
 	for k, v := range e.notes {
 		details[k] = v
 	}
@@ -459,7 +487,7 @@ func (a *Agent) awaitDeferrals(ctx context.Context, e *execution, doc *jobdoc.Do
 		}); err != nil {
 			return fmt.Errorf("report deferral: %w", err)
 		}
-		e.VersionNumber++
+		e.VersionNumber, e.Status = e.VersionNumber+1, iotjobs.StatusInProgress
 		select {
 		case <-time.After(d.After):
 		case <-ctx.Done():
