@@ -165,44 +165,58 @@ func (s *Service) ListJobExecutionsForJob(jobID string, status store.ExecutionSt
 // PendingExecutions returns a thing's IN_PROGRESS and QUEUED executions, each in queue order:
 // the oldest limit of them together (AWS lists at most ten), or all when limit is 0.
 func (s *Service) PendingExecutions(thing string, limit int) (inProgress, queued []*store.Execution, err error) {
-	err = s.st.View(func(t store.Tx) error {
-		all, err := t.ThingExecutions(thing)
-		if err != nil {
-			return err
-		}
-		for _, e := range all {
-			if limit > 0 && len(inProgress)+len(queued) == limit {
-				break
-			}
-			switch e.Status {
-			case store.ExecInProgress:
-				inProgress = append(inProgress, e)
-			case store.ExecQueued:
-				if !e.Held {
-					queued = append(queued, e)
-				}
-			}
-		}
-		return nil
-	})
-	return inProgress, queued, err
+	p, err := s.Pending(thing, limit, nil)
+	return p.InProgress, p.Queued, err
 }
 
 // NextExecution is the execution AWS calls `$next`: the oldest IN_PROGRESS one, else the
 // oldest QUEUED one; nil when nothing is pending.
 func (s *Service) NextExecution(thing string) (*store.Execution, *store.Job, error) {
-	var exec *store.Execution
-	var job *store.Job
+	p, err := s.Pending(thing, 0, func(*store.Execution) bool { return true })
+	return p.Next, p.Job, err
+}
+
+// Pending is what a thing has pending, as notify-next and notify tell it.
+type Pending struct {
+	// Next is `$next` (nil: nothing pending); Job is its job, when it was asked for.
+	Next *store.Execution
+	Job  *store.Job
+	// InProgress and Queued are the pending lists, as PendingExecutions returns them.
+	InProgress, Queued []*store.Execution
+}
+
+// Pending reads a thing's pending executions once for both notices: the lists (at most limit,
+// 0 for all) and the next execution, with its job when withJob says so (a notifier reads the
+// job only for a next execution it has not announced). withJob must not change anything: a
+// store may run the read again.
+func (s *Service) Pending(thing string, limit int, withJob func(next *store.Execution) bool) (Pending, error) {
+	var p Pending
 	err := s.st.View(func(t store.Tx) error {
-		var err error
-		exec, err = nextOf(t, thing)
-		if err != nil || exec == nil {
+		p = Pending{}
+		all, err := t.ThingExecutions(thing)
+		if err != nil {
 			return err
 		}
-		job, err = t.Job(exec.JobID)
+		p.Next = nextIn(all)
+		for _, e := range all {
+			if limit > 0 && len(p.InProgress)+len(p.Queued) == limit {
+				break
+			}
+			switch e.Status {
+			case store.ExecInProgress:
+				p.InProgress = append(p.InProgress, e)
+			case store.ExecQueued:
+				if !e.Held {
+					p.Queued = append(p.Queued, e)
+				}
+			}
+		}
+		if p.Next != nil && withJob != nil && withJob(p.Next) {
+			p.Job, err = t.Job(p.Next.JobID)
+		}
 		return err
 	})
-	return exec, job, err
+	return p, err
 }
 
 func nextOf(t store.Tx, thing string) (*store.Execution, error) {
@@ -210,14 +224,19 @@ func nextOf(t store.Tx, thing string) (*store.Execution, error) {
 	if err != nil {
 		return nil, err
 	}
+	return nextIn(all), nil
+}
+
+// nextIn is `$next` among a thing's executions in queue order.
+func nextIn(all []*store.Execution) *store.Execution {
 	for _, want := range []store.ExecutionStatus{store.ExecInProgress, store.ExecQueued} {
 		for _, e := range all {
 			if e.Status == want && !e.Held {
-				return e, nil
+				return e
 			}
 		}
 	}
-	return nil, nil
+	return nil
 }
 
 // Device requests (StartNext, UpdateExecution) arrive from many devices at once; bbolt's

@@ -685,34 +685,39 @@ func (p *Plane) notifier() {
 // notifyThing tells a thing what is now pending for it: notify-next with its next execution
 // (or none) when that changed, and notify with the summary lists (at most ten, as AWS).
 func (p *Plane) notifyThing(thing string) {
-	e, j, err := p.svc.NextExecution(thing)
+	key := func(e *store.Execution) string {
+		if e == nil {
+			return ""
+		}
+		// A retry's new execution of the same job is news too.
+		return e.JobID + "#" + strconv.FormatInt(e.ExecutionNumber, 10)
+	}
+	announced := func(e *store.Execution) bool {
+		prev, ok := p.lastNext.Load(thing)
+		return ok && prev.(string) == key(e)
+	}
+	// One read for both notices; the job (its document) only for a next execution not yet
+	// announced.
+	pend, err := p.svc.Pending(thing, localiot.MaxPendingListed, func(e *store.Execution) bool { return !announced(e) })
 	if err != nil {
-		p.log.Error().Err(err).Str("thing", thing).Msg("read next execution for notify-next")
+		p.log.Error().Err(err).Str("thing", thing).Msg("read pending executions for notify-next and notify")
 		return
 	}
 	now := p.svc.Clock().Unix()
-	next := ""
-	if e != nil {
-		// A retry's new execution of the same job is news too.
-		next = e.JobID + "#" + strconv.FormatInt(e.ExecutionNumber, 10)
-	}
-	if prev, ok := p.lastNext.Swap(thing, next); !ok || prev.(string) != next {
+	if !announced(pend.Next) {
+		p.lastNext.Store(thing, key(pend.Next))
 		out := iotjobs.NotifyNext{Timestamp: now}
-		if e != nil {
-			out.Execution = p.toExecution(e, j, true)
+		if pend.Next != nil {
+			out.Execution = p.toExecution(pend.Next, pend.Job, true)
 		}
 		p.publish(iotjobs.Topic(thing, iotjobs.SuffixNotifyNext), out)
 	}
-	inProgress, queued, err := p.svc.PendingExecutions(thing, localiot.MaxPendingListed)
-	if err != nil {
-		return
-	}
 	jobs := map[iotjobs.Status][]iotjobs.JobExecutionSummary{}
-	if len(inProgress) > 0 {
-		jobs[store.ExecInProgress] = localiot.ToSummaries(inProgress)
+	if len(pend.InProgress) > 0 {
+		jobs[store.ExecInProgress] = localiot.ToSummaries(pend.InProgress)
 	}
-	if len(queued) > 0 {
-		jobs[store.ExecQueued] = localiot.ToSummaries(queued)
+	if len(pend.Queued) > 0 {
+		jobs[store.ExecQueued] = localiot.ToSummaries(pend.Queued)
 	}
 	p.publish(iotjobs.Topic(thing, iotjobs.SuffixNotify), iotjobs.Notify{Timestamp: now, Jobs: jobs})
 }
