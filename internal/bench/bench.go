@@ -396,14 +396,15 @@ func registerFleet(svc *localiot.Service, group string, n int, progress func(don
 	}
 }
 
-// stagedVersions are the versions the throughput runs roll out (2.R.0 by the workflow, 3.R.0
-// by the baseline job), which the bench's devices hold on disk already: the jobs carry no
-// artifact, so the figures are the control plane's and the devices', not the artifact
+// stagedVersions are the versions the throughput runs roll out (2.R.0 by the workflow, 2.R.1
+// by the baseline job), each above the one before: agents refuse a downgrade outside a
+// rollback job, and with 3.R.0 for the baseline every agent rejected the second rollout of
+// `--repeat 3`. The bench's devices hold them on disk already: the jobs carry no artifact, so the figures are the control plane's and the devices', not the artifact
 // store's (the install and download figures measure that).
 func stagedVersions(repeat int) []string {
 	var out []string
 	for r := 0; r < repeat; r++ {
-		out = append(out, fmt.Sprintf("2.%d.0", r), fmt.Sprintf("3.%d.0", r))
+		out = append(out, fmt.Sprintf("2.%d.0", r), fmt.Sprintf("2.%d.1", r))
 	}
 	return out
 }
@@ -519,7 +520,7 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 
 		// Baseline: the same devices, one job straight from the jobs service.
 		d := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "baseline",
-			SoftwareToUpdate: jobdoc.SoftwareCore, Version: fmt.Sprintf("3.%d.0", r)}
+			SoftwareToUpdate: jobdoc.SoftwareCore, Version: fmt.Sprintf("2.%d.1", r)}
 		body, _ := d.Marshal()
 		jobID := fmt.Sprintf("baseline-%d-%d", n, r)
 		began = time.Now()
