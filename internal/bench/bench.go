@@ -396,6 +396,35 @@ func registerFleet(svc *localiot.Service, group string, n int, progress func(don
 	}
 }
 
+// settle waits until the devices have gone quiet after connecting: an agent reports its
+// inventory and looks for pending jobs when it connects, and the first rollout should not pay
+// for the tail of that (the baseline, which runs after it, never did). Quiet is no device or
+// control-plane call for a second; it gives up waiting after a minute.
+func settle(ctx context.Context, o *Options, s *stack.Stack, n int) error {
+	began := time.Now()
+	total := func() (sum int64) {
+		for _, c := range s.Jobs.APICalls() {
+			sum += c
+		}
+		return sum
+	}
+	last, quiet := total(), 0
+	for quiet < 2 && time.Since(began) < time.Minute {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+		if now := total(); now == last {
+			quiet++
+		} else {
+			quiet, last = 0, now
+		}
+	}
+	o.say("%d devices: quiet after connecting (waited %.1fs)", n, time.Since(began).Seconds())
+	return nil
+}
+
 // stagedVersions are the versions the throughput runs roll out (2.R.0 by the workflow, 2.R.1
 // by the baseline job), each above the one before: agents refuse a downgrade outside a
 // rollback job, and with 3.R.0 for the baseline every agent rejected the second rollout of
@@ -452,6 +481,9 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 	defer stop()
 	t := &Throughput{Devices: n, FleetProcesses: procs, RepeatsEachSide: o.Repeat, ConnectedSeconds: time.Since(start).Seconds(), Store: "bbolt", Simulated: simulated,
 		RegistrationSeconds: registration.Seconds()}
+	if err := settle(ctx, o, s, n); err != nil {
+		return nil, err
+	}
 	if o.PostgresURL != "" {
 		t.Store = "postgres"
 		if o.Replicas > 1 {
