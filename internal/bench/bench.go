@@ -428,8 +428,9 @@ func settle(ctx context.Context, o *Options, s *stack.Stack, n int) error {
 // stagedVersions are the versions the throughput runs roll out (2.R.0 by the workflow, 2.R.1
 // by the baseline job), each above the one before: agents refuse a downgrade outside a
 // rollback job, and with 3.R.0 for the baseline every agent rejected the second rollout of
-// `--repeat 3`. The bench's devices hold them on disk already: the jobs carry no artifact, so the figures are the control plane's and the devices', not the artifact
-// store's (the install and download figures measure that).
+// `--repeat 3`. The bench's devices hold them on disk already: the jobs carry no artifact,
+// so the figures are the control plane's and the devices', not the artifact store's (the
+// install and download figures measure that).
 func stagedVersions(repeat int) []string {
 	var out []string
 	for r := 0; r < repeat; r++ {

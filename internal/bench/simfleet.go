@@ -55,7 +55,6 @@ type simUpdate struct {
 
 func startSimFleet(brokerURL, user, password string) (*simFleet, error) {
 	f := &simFleet{inflight: make(chan struct{}, 8192), started: map[string]bool{}, queued: make(chan struct{}, 1), stop: make(chan struct{})}
-	go f.pump()
 	subs := map[string]byte{}
 	for _, suffix := range []string{iotjobs.SuffixNotifyNext, "+/update/accepted", "+/update/rejected"} {
 		subs["$share/otaflow-sim/"+iotjobs.Topic("+", suffix)] = 1
@@ -74,6 +73,9 @@ func startSimFleet(brokerURL, user, password string) (*simFleet, error) {
 			return nil, fmt.Errorf("simulator session %d: subscribe: %v", i, tok.Error())
 		}
 	}
+	// Sends start once every session is in f.clients (which they share); what the first
+	// sessions' handlers queue meanwhile waits.
+	go f.pump()
 	return f, nil
 }
 
