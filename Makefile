@@ -61,11 +61,13 @@ vet:
 	# workflows/ must stay deterministic (no time.Now, goroutines, map ranging, I/O)
 	$(GO) run go.temporal.io/sdk/contrib/tools/workflowcheck@v0.6.0 ./workflows/...
 
+# The tests check every job the jobs store serves from its decode cache against a fresh decode
+# (internal/localiot/store/jobcache.go).
 unit:
-	$(GO) test -race -count=1 $(RACE_PKGS)
+	OTAFLOW_VERIFY_JOB_CACHE=1 $(GO) test -race -count=1 $(RACE_PKGS)
 
 e2e:
-	$(GO) test -count=1 -timeout 30m ./internal/stack/... ./internal/devserver/ ./starter/
+	OTAFLOW_VERIFY_JOB_CACHE=1 $(GO) test -count=1 -timeout 30m ./internal/stack/... ./internal/devserver/ ./starter/
 
 # compose-check validates docker-compose.yml without an engine and checks each image tag
 # against its pin (internal/deploycheck).

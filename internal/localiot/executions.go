@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/otaflow/otaflow/internal/iotjobs"
@@ -183,6 +184,9 @@ type Pending struct {
 	Job  *store.Job
 	// InProgress and Queued are the pending lists, as PendingExecutions returns them.
 	InProgress, Queued []*store.Execution
+	// Members names every pending execution, listed or past the limit, as job#executionNumber,
+	// in queue order: what a notifier compares to know that one joined or left the list.
+	Members []string
 }
 
 // Pending reads a thing's pending executions once for both notices: the lists (at most limit,
@@ -199,16 +203,16 @@ func (s *Service) Pending(thing string, limit int, withJob func(next *store.Exec
 		}
 		p.Next = nextIn(all)
 		for _, e := range all {
-			if limit > 0 && len(p.InProgress)+len(p.Queued) == limit {
-				break
+			if e.Status != store.ExecInProgress && (e.Status != store.ExecQueued || e.Held) {
+				continue
 			}
-			switch e.Status {
-			case store.ExecInProgress:
+			p.Members = append(p.Members, e.JobID+"#"+strconv.FormatInt(e.ExecutionNumber, 10))
+			switch {
+			case limit > 0 && len(p.InProgress)+len(p.Queued) == limit:
+			case e.Status == store.ExecInProgress:
 				p.InProgress = append(p.InProgress, e)
-			case store.ExecQueued:
-				if !e.Held {
-					p.Queued = append(p.Queued, e)
-				}
+			default:
+				p.Queued = append(p.Queued, e)
 			}
 		}
 		if p.Next != nil && withJob != nil && withJob(p.Next) {

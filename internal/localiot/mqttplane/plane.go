@@ -88,9 +88,10 @@ type Plane struct {
 	inline atomic.Pointer[Inline]
 	subs   map[string]byte
 	log    zerolog.Logger
-	// lastNext is the job each thing was last told is next, so notify-next goes out only when
-	// that changes, as AWS does. Lost on restart, which costs at most one repeated notice.
-	lastNext sync.Map
+	// told is what each thing was last told (a notified): notify-next goes out only when the
+	// next execution changes, and notify only when an execution joins or leaves the pending
+	// list, as AWS does. Lost on restart, which costs at most one repeated notice of each.
+	told sync.Map
 
 	requests chan planeRequest
 	inflight chan struct{}
@@ -683,7 +684,8 @@ func (p *Plane) notifier() {
 }
 
 // notifyThing tells a thing what is now pending for it: notify-next with its next execution
-// (or none) when that changed, and notify with the summary lists (at most ten, as AWS).
+// (or none) when that changed, and notify with the summary lists (at most ten, as AWS) when
+// an execution joined or left them.
 func (p *Plane) notifyThing(thing string) {
 	key := func(e *store.Execution) string {
 		if e == nil {
@@ -692,10 +694,9 @@ func (p *Plane) notifyThing(thing string) {
 		// A retry's new execution of the same job is news too.
 		return e.JobID + "#" + strconv.FormatInt(e.ExecutionNumber, 10)
 	}
-	announced := func(e *store.Execution) bool {
-		prev, ok := p.lastNext.Load(thing)
-		return ok && prev.(string) == key(e)
-	}
+	prev, known := p.told.Load(thing)
+	was, _ := prev.(notified)
+	announced := func(e *store.Execution) bool { return known && was.next == key(e) }
 	// One read for both notices; the job (its document) only for a next execution not yet
 	// announced.
 	pend, err := p.svc.Pending(thing, localiot.MaxPendingListed, func(e *store.Execution) bool { return !announced(e) })
@@ -703,14 +704,23 @@ func (p *Plane) notifyThing(thing string) {
 		p.log.Error().Err(err).Str("thing", thing).Msg("read pending executions for notify-next and notify")
 		return
 	}
+	// An execution that starts stays in the pending list: AWS sends notify when one is added
+	// to or removed from it, not when one starts.
 	now := p.svc.Clock().Unix()
+	is := notified{next: key(pend.Next), list: strings.Join(pend.Members, " ")}
+	if known && is == was {
+		return
+	}
+	p.told.Store(thing, is)
 	if !announced(pend.Next) {
-		p.lastNext.Store(thing, key(pend.Next))
 		out := iotjobs.NotifyNext{Timestamp: now}
 		if pend.Next != nil {
 			out.Execution = p.toExecution(pend.Next, pend.Job, true)
 		}
 		p.publish(iotjobs.Topic(thing, iotjobs.SuffixNotifyNext), out)
+	}
+	if known && is.list == was.list {
+		return
 	}
 	jobs := map[iotjobs.Status][]iotjobs.JobExecutionSummary{}
 	if len(pend.InProgress) > 0 {
@@ -721,3 +731,7 @@ func (p *Plane) notifyThing(thing string) {
 	}
 	p.publish(iotjobs.Topic(thing, iotjobs.SuffixNotify), iotjobs.Notify{Timestamp: now, Jobs: jobs})
 }
+
+// notified is what a thing was last told: its next execution and its pending list, each as
+// job#executionNumber keys.
+type notified struct{ next, list string }

@@ -16,7 +16,8 @@ import (
 
 // boltStore is the embedded Store: one bbolt file, every write fsynced before it returns.
 type boltStore struct {
-	db *bolt.DB
+	db   *bolt.DB
+	jobs jobCache
 }
 
 var (
@@ -44,13 +45,13 @@ func OpenBolt(path string) (*boltStore, error) {
 }
 
 func (s *boltStore) View(fn func(Tx) error) error {
-	return s.db.View(func(tx *bolt.Tx) error { return fn(boltTx{tx}) })
+	return s.db.View(func(tx *bolt.Tx) error { return fn(boltTx{tx, &s.jobs}) })
 }
 func (s *boltStore) Update(fn func(Tx) error) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return fn(boltTx{tx}) })
+	return s.db.Update(func(tx *bolt.Tx) error { return fn(boltTx{tx, &s.jobs}) })
 }
 func (s *boltStore) Batch(fn func(Tx) error) error {
-	return s.db.Batch(func(tx *bolt.Tx) error { return fn(boltTx{tx}) })
+	return s.db.Batch(func(tx *bolt.Tx) error { return fn(boltTx{tx, &s.jobs}) })
 }
 func (s *boltStore) Close() error { return s.db.Close() }
 
@@ -96,7 +97,8 @@ func forEach[T any](b *bolt.Bucket, fn func(*T) error) error {
 
 // boltTx is one bbolt transaction.
 type boltTx struct {
-	tx *bolt.Tx
+	tx   *bolt.Tx
+	jobs *jobCache
 }
 
 func (t boltTx) b(name []byte) *bolt.Bucket { return t.tx.Bucket(name) }
@@ -137,8 +139,37 @@ func (t boltTx) NextID(kind string) (uint64, error) {
 	return 0, fmt.Errorf("no ID sequence for %q", kind)
 }
 
-func (t boltTx) Job(id string) (*Job, error) { return get[Job](t.b(bucketJobs), nameKey(id)) }
-func (t boltTx) PutJob(j *Job) error         { return putJSON(t.b(bucketJobs), nameKey(j.ID), j) }
+func (t boltTx) Job(id string) (*Job, error) {
+	raw := t.b(bucketJobs).Get(nameKey(id))
+	if raw == nil {
+		return nil, nil
+	}
+	if j := t.jobs.get(id, raw); j != nil {
+		return j, nil
+	}
+	var j Job
+	if err := json.Unmarshal(raw, &j); err != nil {
+		return nil, fmt.Errorf("corrupt record %q: %w", nameKey(id), err)
+	}
+	// raw lives in the database's memory map, valid only in this transaction: the cache
+	// keeps a copy.
+	t.jobs.put(id, bytes.Clone(raw), &j)
+	return &j, nil
+}
+
+func (t boltTx) PutJob(j *Job) error {
+	raw, err := json.Marshal(j)
+	if err != nil {
+		return err
+	}
+	if err := t.b(bucketJobs).Put(nameKey(j.ID), raw); err != nil {
+		return err
+	}
+	if j.roundTrips() {
+		t.jobs.put(j.ID, raw, j)
+	}
+	return nil
+}
 func (t boltTx) PutJobTargets(id string, targets []string) error {
 	return putJSON(t.b(bucketJobTargets), nameKey(id), targets)
 }
