@@ -571,6 +571,44 @@ func TestOneLeaderServesDevices(t *testing.T) {
 // thing's pending list, not when one starts (AWS's "added to or removed from"); notify-next
 // when the next execution changes.
 func TestNotifyOnlyWhenTheListChanges(t *testing.T) {
+	onEachBroker(t, "$aws/things/dev-1/jobs/#", func(t *testing.T, svc *localiot.Service, dev *device) {
+		jobIDs := func(n map[string]any, status string) []string {
+			var ids []string
+			list, _ := n["jobs"].(map[string]any)[status].([]any)
+			for _, s := range list {
+				ids = append(ids, s.(map[string]any)["jobId"].(string))
+			}
+			return ids
+		}
+
+		_, err := svc.CreateJob(localiot.CreateJobInput{JobID: "j1", Targets: []string{"dev-1"}, Document: `{}`})
+		require.NoError(t, err)
+		require.Equal(t, []string{"j1"}, jobIDs(dev.await("notify"), "QUEUED"))
+		require.Equal(t, "j1", dev.await("notify-next")["execution"].(map[string]any)["jobId"])
+
+		dev.publish("j1/update", map[string]any{"status": "IN_PROGRESS", "expectedVersion": 1, "clientToken": "a"})
+		dev.await("j1/update/accepted")
+		// The next notice is the one for j2: j1 starting was not news to either topic.
+		_, err = svc.CreateJob(localiot.CreateJobInput{JobID: "j2", Targets: []string{"dev-1"}, Document: `{}`})
+		require.NoError(t, err)
+		n := dev.await("notify")
+		require.Equal(t, []string{"j1"}, jobIDs(n, "IN_PROGRESS"))
+		require.Equal(t, []string{"j2"}, jobIDs(n, "QUEUED"))
+
+		dev.publish("j1/update", map[string]any{"status": "SUCCEEDED", "expectedVersion": 2, "clientToken": "b"})
+		dev.await("j1/update/accepted")
+		n = dev.await("notify")
+		require.Empty(t, jobIDs(n, "IN_PROGRESS"))
+		require.Equal(t, []string{"j2"}, jobIDs(n, "QUEUED"))
+		require.Equal(t, "j2", dev.await("notify-next")["execution"].(map[string]any)["jobId"])
+		require.Zero(t, dev.received("$aws/things/dev-1/jobs/notify-next"), "one notify-next each time the next changed")
+		require.Zero(t, dev.received("$aws/things/dev-1/jobs/notify"), "one notify each time the list changed")
+	})
+}
+
+// onEachBroker runs test on both brokers, each with a fresh service, its plane, and dev-1
+// connected and subscribed to filter.
+func onEachBroker(t *testing.T, filter string, test func(t *testing.T, svc *localiot.Service, dev *device)) {
 	for _, start := range mqtttest.All() {
 		b := start(t)
 		t.Run(b.Name, func(t *testing.T) {
@@ -578,38 +616,8 @@ func TestNotifyOnlyWhenTheListChanges(t *testing.T) {
 			defer svc.Close()
 			servePlane(t, svc, b.URL, "dev-1")
 			dev := connectDevice(t, b, "dev-1")
-			require.EqualValues(t, 1, dev.subscribe("$aws/things/dev-1/jobs/#"))
-			jobIDs := func(n map[string]any, status string) []string {
-				var ids []string
-				list, _ := n["jobs"].(map[string]any)[status].([]any)
-				for _, s := range list {
-					ids = append(ids, s.(map[string]any)["jobId"].(string))
-				}
-				return ids
-			}
-
-			_, err := svc.CreateJob(localiot.CreateJobInput{JobID: "j1", Targets: []string{"dev-1"}, Document: `{}`})
-			require.NoError(t, err)
-			require.Equal(t, []string{"j1"}, jobIDs(dev.await("notify"), "QUEUED"))
-			require.Equal(t, "j1", dev.await("notify-next")["execution"].(map[string]any)["jobId"])
-
-			dev.publish("j1/update", map[string]any{"status": "IN_PROGRESS", "expectedVersion": 1, "clientToken": "a"})
-			dev.await("j1/update/accepted")
-			// The next notice is the one for j2: j1 starting was not news to either topic.
-			_, err = svc.CreateJob(localiot.CreateJobInput{JobID: "j2", Targets: []string{"dev-1"}, Document: `{}`})
-			require.NoError(t, err)
-			n := dev.await("notify")
-			require.Equal(t, []string{"j1"}, jobIDs(n, "IN_PROGRESS"))
-			require.Equal(t, []string{"j2"}, jobIDs(n, "QUEUED"))
-
-			dev.publish("j1/update", map[string]any{"status": "SUCCEEDED", "expectedVersion": 2, "clientToken": "b"})
-			dev.await("j1/update/accepted")
-			n = dev.await("notify")
-			require.Empty(t, jobIDs(n, "IN_PROGRESS"))
-			require.Equal(t, []string{"j2"}, jobIDs(n, "QUEUED"))
-			require.Equal(t, "j2", dev.await("notify-next")["execution"].(map[string]any)["jobId"])
-			require.Zero(t, dev.received("$aws/things/dev-1/jobs/notify-next"), "one notify-next each time the next changed")
-			require.Zero(t, dev.received("$aws/things/dev-1/jobs/notify"), "one notify each time the list changed")
+			require.EqualValues(t, 1, dev.subscribe(filter))
+			test(t, svc, dev)
 		})
 	}
 }

@@ -2,6 +2,7 @@ package localiot_test
 
 import (
 	"encoding/json"
+	"github.com/otaflow/otaflow/internal/localiot"
 	"testing"
 	"time"
 
@@ -76,60 +77,52 @@ func TestNamedShadowOverMQTT(t *testing.T) {
 // again it carries on from that version, as AWS's does within 48 hours; a version conflict
 // says what AWS says.
 func TestClassicShadowAndDeleteOverMQTT(t *testing.T) {
-	for _, start := range mqtttest.All() {
-		b := start(t)
-		t.Run(b.Name, func(t *testing.T) {
-			svc := openService(t, t.TempDir())
-			defer svc.Close()
-			servePlane(t, svc, b.URL, "dev-1")
-			dev := connectDevice(t, b, "dev-1")
-			require.EqualValues(t, 1, dev.subscribe("$aws/things/dev-1/shadow/#"))
-			send := func(topic, body string) {
-				require.True(t, dev.client.Publish(topic, 1, false, []byte(body)).WaitTimeout(10*time.Second))
-			}
-			classic := "$aws/things/dev-1/shadow/"
-			send(classic+"get", `{"clientToken":"g0"}`)
-			rej := dev.awaitTopic(classic + "get/rejected")
-			require.EqualValues(t, 404, rej["code"])
-			require.Equal(t, "No shadow exists with name: 'dev-1'", rej["message"])
-			send(classic+"update", `{"state":{"reported":{"led":"off"},"desired":{"led":"on"}}}`)
-			require.EqualValues(t, 1, dev.awaitTopic(classic + "update/accepted")["version"])
-			send(classic+"get", `{"clientToken":"g1"}`)
-			got := dev.awaitTopic(classic + "get/accepted")
-			raw, _ := json.Marshal(got["state"])
-			require.JSONEq(t, `{"reported":{"led":"off"},"desired":{"led":"on"},"delta":{"led":"on"}}`, string(raw))
+	onEachBroker(t, "$aws/things/dev-1/shadow/#", func(t *testing.T, svc *localiot.Service, dev *device) {
+		send := func(topic, body string) {
+			require.True(t, dev.client.Publish(topic, 1, false, []byte(body)).WaitTimeout(10*time.Second))
+		}
+		classic := "$aws/things/dev-1/shadow/"
+		send(classic+"get", `{"clientToken":"g0"}`)
+		rej := dev.awaitTopic(classic + "get/rejected")
+		require.EqualValues(t, 404, rej["code"])
+		require.Equal(t, "No shadow exists with name: 'dev-1'", rej["message"])
+		send(classic+"update", `{"state":{"reported":{"led":"off"},"desired":{"led":"on"}}}`)
+		require.EqualValues(t, 1, dev.awaitTopic(classic + "update/accepted")["version"])
+		send(classic+"get", `{"clientToken":"g1"}`)
+		got := dev.awaitTopic(classic + "get/accepted")
+		raw, _ := json.Marshal(got["state"])
+		require.JSONEq(t, `{"reported":{"led":"off"},"desired":{"led":"on"},"delta":{"led":"on"}}`, string(raw))
 
-			send(classic+"update", `{"state":{"reported":{"led":"on"}},"version":7}`)
-			rej = dev.awaitTopic(classic + "update/rejected")
-			require.EqualValues(t, 409, rej["code"])
-			require.Equal(t, "Version conflict", rej["message"])
+		send(classic+"update", `{"state":{"reported":{"led":"on"}},"version":7}`)
+		rej = dev.awaitTopic(classic + "update/rejected")
+		require.EqualValues(t, 409, rej["code"])
+		require.Equal(t, "Version conflict", rej["message"])
 
-			send(classic+"update", `{"state":null}`)
-			require.EqualValues(t, 2, dev.awaitTopic(classic + "update/accepted")["version"])
-			doc, err := svc.GetShadow("dev-1", "")
-			require.NoError(t, err)
-			raw, _ = json.Marshal(doc["state"])
-			require.JSONEq(t, `{}`, string(raw), "state null empties desired and reported")
+		send(classic+"update", `{"state":null}`)
+		require.EqualValues(t, 2, dev.awaitTopic(classic + "update/accepted")["version"])
+		doc, err := svc.GetShadow("dev-1", "")
+		require.NoError(t, err)
+		raw, _ = json.Marshal(doc["state"])
+		require.JSONEq(t, `{}`, string(raw), "state null empties desired and reported")
 
-			named := "$aws/things/dev-1/shadow/name/otaflow/"
-			send(named+"update", `{"state":{"reported":{"core":"1.0.0"}}}`)
-			dev.awaitTopic(named + "update/accepted")
-			names, err := svc.ListNamedShadows("dev-1")
-			require.NoError(t, err)
-			require.Equal(t, []string{"otaflow"}, names, "the classic shadow is not a named one")
-			send(named+"delete", `{"clientToken":"d1"}`)
-			del := dev.awaitTopic(named + "delete/accepted")
-			require.EqualValues(t, 1, del["version"])
-			require.Equal(t, "d1", del["clientToken"])
-			_, err = svc.GetShadow("dev-1", "otaflow")
-			require.ErrorContains(t, err, "No shadow exists with name: 'dev-1~otaflow'")
-			names, err = svc.ListNamedShadows("dev-1")
-			require.NoError(t, err)
-			require.Empty(t, names)
-			send(named+"delete", `{}`)
-			require.EqualValues(t, 404, dev.awaitTopic(named + "delete/rejected")["code"], "deleting it again")
-			send(named+"update", `{"state":{"reported":{"core":"1.1.0"}}}`)
-			require.EqualValues(t, 2, dev.awaitTopic(named + "update/accepted")["version"], "created again, its version carries on")
-		})
-	}
+		named := "$aws/things/dev-1/shadow/name/otaflow/"
+		send(named+"update", `{"state":{"reported":{"core":"1.0.0"}}}`)
+		dev.awaitTopic(named + "update/accepted")
+		names, err := svc.ListNamedShadows("dev-1")
+		require.NoError(t, err)
+		require.Equal(t, []string{"otaflow"}, names, "the classic shadow is not a named one")
+		send(named+"delete", `{"clientToken":"d1"}`)
+		del := dev.awaitTopic(named + "delete/accepted")
+		require.EqualValues(t, 1, del["version"])
+		require.Equal(t, "d1", del["clientToken"])
+		_, err = svc.GetShadow("dev-1", "otaflow")
+		require.ErrorContains(t, err, "No shadow exists with name: 'dev-1~otaflow'")
+		names, err = svc.ListNamedShadows("dev-1")
+		require.NoError(t, err)
+		require.Empty(t, names)
+		send(named+"delete", `{}`)
+		require.EqualValues(t, 404, dev.awaitTopic(named + "delete/rejected")["code"], "deleting it again")
+		send(named+"update", `{"state":{"reported":{"core":"1.1.0"}}}`)
+		require.EqualValues(t, 2, dev.awaitTopic(named + "update/accepted")["version"], "created again, its version carries on")
+	})
 }
