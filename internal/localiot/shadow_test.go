@@ -2,12 +2,12 @@ package localiot_test
 
 import (
 	"encoding/json"
-	"github.com/otaflow/otaflow/internal/localiot"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/otaflow/otaflow/internal/localiot"
 	"github.com/otaflow/otaflow/internal/mqtttest"
 )
 
