@@ -117,12 +117,13 @@ type Throughput struct {
 	// Simulated: the devices were the protocol-level simulator, not agents.
 	Simulated bool `json:"simulated,omitempty"`
 	// StackCPUSecondsPerDevice is the CPU time (user + system) of the stack's process
-	// (Temporal, worker, jobs service, broker; not the devices) during the rollout, per device;
-	// PostgresCPUSecondsPerDevice is the PostgreSQL server's, when the jobs service is on it.
+	// (Temporal, worker, jobs service, broker; not the devices) during the rollout, per device,
+	// the median over the repeats; PostgresCPUSecondsPerDevice is the PostgreSQL server's, when
+	// the jobs service is on it.
 	StackCPUSecondsPerDevice    float64 `json:"stackCpuSecondsPerDevice"`
 	PostgresCPUSecondsPerDevice float64 `json:"postgresCpuSecondsPerDevice,omitempty"`
 	// DevicesCPUSecondsPerDevice is what the device processes spent (the agents of `starter
-	// fleet`, or the simulator), not counted in the stack's.
+	// fleet`, or the simulator), not counted in the stack's; the median over the repeats too.
 	DevicesCPUSecondsPerDevice float64 `json:"devicesCpuSecondsPerDevice,omitempty"`
 	// StackPeakRSSMiB is the stack process's peak resident memory so far (VmHWM).
 	StackPeakRSSMiB float64 `json:"stackPeakRssMiB"`
@@ -491,7 +492,7 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 			t.Store = fmt.Sprintf("postgres, %d jobs service replicas", o.Replicas)
 		}
 	}
-	var rollout, baseline []float64
+	var rollout, baseline, stackCPU, devicesCPU, pgCPU []float64
 	for r := 0; r < o.Repeat; r++ {
 		// Rollout: Temporal workflow, worker, activities through the AWS SDK, jobs service.
 		req := contract.RolloutRequest{
@@ -511,10 +512,10 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 			return nil, fmt.Errorf("rollout: %w (%s)", err, res.Message)
 		}
 		took := time.Since(began)
-		t.StackCPUSecondsPerDevice = (selfCPU() - cpuBefore) / float64(n)
-		t.DevicesCPUSecondsPerDevice = (pidsCPU(devicePIDs) - devBefore) / float64(n)
+		stackCPU = append(stackCPU, (selfCPU()-cpuBefore)/float64(n))
+		devicesCPU = append(devicesCPU, (pidsCPU(devicePIDs)-devBefore)/float64(n))
 		if o.PostgresPIDs != nil {
-			t.PostgresCPUSecondsPerDevice = (pidsCPU(o.PostgresPIDs) - pgBefore) / float64(n)
+			pgCPU = append(pgCPU, (pidsCPU(o.PostgresPIDs)-pgBefore)/float64(n))
 		}
 		t.StackPeakRSSMiB = float64(peakRSSKiB()) / 1024
 		if o.AfterRollout != nil {
@@ -582,6 +583,7 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 		o.say("%d devices: baseline %d/%d took %.2fs", n, r+1, o.Repeat, took.Seconds())
 	}
 	t.RolloutSeconds, t.BaselineSeconds = median(rollout), median(baseline)
+	t.StackCPUSecondsPerDevice, t.DevicesCPUSecondsPerDevice, t.PostgresCPUSecondsPerDevice = median(stackCPU), median(devicesCPU), median(pgCPU)
 	t.RolloutPerMin = float64(n) / t.RolloutSeconds * 60
 	t.BaselinePerMin = float64(n) / t.BaselineSeconds * 60
 	t.Ratio = t.RolloutPerMin / t.BaselinePerMin
