@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"syscall"
 	"time"
 
 	"github.com/otaflow/otaflow/internal/iotjobs"
@@ -27,12 +26,6 @@ type ConsoleFigure struct {
 	// OverviewMs and DevicesMs are the median answer times of the two calls.
 	OverviewMs float64 `json:"overviewMs"`
 	DevicesMs  float64 `json:"devicesMs"`
-}
-
-func cpuSeconds() float64 {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // consoleFigure registers n things, each with the inventory shadow an agent writes, in a stack
@@ -90,12 +83,12 @@ func consoleFigure(ctx context.Context, o *Options, n int) (*ConsoleFigure, erro
 		return nil, err
 	}
 	o.say("console: %d things registered in %.0f s; the stack idle for 30 s", n, f.PopulateSeconds)
-	c0 := cpuSeconds()
+	c0 := selfCPU()
 	time.Sleep(30 * time.Second)
-	f.IdleCPUSecondsPerMinute = 2 * (cpuSeconds() - c0)
+	f.IdleCPUSecondsPerMinute = 2 * (selfCPU() - c0)
 	o.say("console: one tab polling for a minute")
 	var overview, devices []float64
-	c0 = cpuSeconds()
+	c0 = selfCPU()
 	for tick := range 30 {
 		t0 := time.Now()
 		nb, ms, err := get("api/overview")
@@ -114,7 +107,7 @@ func consoleFigure(ctx context.Context, o *Options, n int) (*ConsoleFigure, erro
 		}
 		time.Sleep(2*time.Second - time.Since(t0))
 	}
-	f.CPUSecondsPerMinute = cpuSeconds() - c0 - f.IdleCPUSecondsPerMinute
+	f.CPUSecondsPerMinute = selfCPU() - c0 - f.IdleCPUSecondsPerMinute
 	f.OverviewMs, f.DevicesMs = median(overview), median(devices)
 	o.say("console at %d things: one tab %.1f KiB and %.2f s of CPU a minute (idle stack %.2f s); overview %.0f ms, device page %.0f ms",
 		n, float64(f.BytesPerMinute)/1024, f.CPUSecondsPerMinute, f.IdleCPUSecondsPerMinute, f.OverviewMs, f.DevicesMs)

@@ -184,9 +184,18 @@ type Pending struct {
 	Job  *store.Job
 	// InProgress and Queued are the pending lists, as PendingExecutions returns them.
 	InProgress, Queued []*store.Execution
-	// Members names every pending execution, listed or past the limit, as job#executionNumber,
-	// in queue order: what a notifier compares to know that one joined or left the list.
+	// Members names every pending execution, listed or past the limit (ExecutionKey), in queue
+	// order: what a notifier compares to know that one joined or left the list.
 	Members []string
+}
+
+// ExecutionKey names one execution as job#executionNumber ("" for none): a retry's new
+// execution of the same job is another.
+func ExecutionKey(e *store.Execution) string {
+	if e == nil {
+		return ""
+	}
+	return e.JobID + "#" + strconv.FormatInt(e.ExecutionNumber, 10)
 }
 
 // Pending reads a thing's pending executions once for both notices: the lists (at most limit,
@@ -206,7 +215,7 @@ func (s *Service) Pending(thing string, limit int, withJob func(next *store.Exec
 			if e.Status != store.ExecInProgress && (e.Status != store.ExecQueued || e.Held) {
 				continue
 			}
-			p.Members = append(p.Members, e.JobID+"#"+strconv.FormatInt(e.ExecutionNumber, 10))
+			p.Members = append(p.Members, ExecutionKey(e))
 			switch {
 			case limit > 0 && len(p.InProgress)+len(p.Queued) == limit:
 			case e.Status == store.ExecInProgress:

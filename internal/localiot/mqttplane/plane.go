@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -687,16 +686,10 @@ func (p *Plane) notifier() {
 // (or none) when that changed, and notify with the summary lists (at most ten, as AWS) when
 // an execution joined or left them.
 func (p *Plane) notifyThing(thing string) {
-	key := func(e *store.Execution) string {
-		if e == nil {
-			return ""
-		}
-		// A retry's new execution of the same job is news too.
-		return e.JobID + "#" + strconv.FormatInt(e.ExecutionNumber, 10)
-	}
 	prev, known := p.told.Load(thing)
 	was, _ := prev.(notified)
-	announced := func(e *store.Execution) bool { return known && was.next == key(e) }
+	// A retry's new execution of the same job is news too (ExecutionKey tells them apart).
+	announced := func(e *store.Execution) bool { return known && was.next == localiot.ExecutionKey(e) }
 	// One read for both notices; the job (its document) only for a next execution not yet
 	// announced.
 	pend, err := p.svc.Pending(thing, localiot.MaxPendingListed, func(e *store.Execution) bool { return !announced(e) })
@@ -707,7 +700,7 @@ func (p *Plane) notifyThing(thing string) {
 	// An execution that starts stays in the pending list: AWS sends notify when one is added
 	// to or removed from it, not when one starts.
 	now := p.svc.Clock().Unix()
-	is := notified{next: key(pend.Next), list: strings.Join(pend.Members, " ")}
+	is := notified{next: localiot.ExecutionKey(pend.Next), list: strings.Join(pend.Members, " ")}
 	if known && is == was {
 		return
 	}
@@ -733,5 +726,5 @@ func (p *Plane) notifyThing(thing string) {
 }
 
 // notified is what a thing was last told: its next execution and its pending list, each as
-// job#executionNumber keys.
+// ExecutionKeys.
 type notified struct{ next, list string }

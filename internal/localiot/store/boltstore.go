@@ -60,10 +60,18 @@ func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
 	if raw == nil {
 		return false, nil
 	}
-	if err := json.Unmarshal(raw, v); err != nil {
-		return false, fmt.Errorf("corrupt record %q: %w", key, err)
+	if err := decodeJSON(key, raw, v); err != nil {
+		return false, err
 	}
 	return true, nil
+}
+
+// decodeJSON decodes the record stored under key.
+func decodeJSON(key, raw []byte, v any) error {
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("corrupt record %q: %w", key, err)
+	}
+	return nil
 }
 
 func putJSON(b *bolt.Bucket, key []byte, v any) error {
@@ -88,8 +96,8 @@ func get[T any](b *bolt.Bucket, key []byte) (*T, error) {
 func forEach[T any](b *bolt.Bucket, fn func(*T) error) error {
 	return b.ForEach(func(k, v []byte) error {
 		var rec T
-		if err := json.Unmarshal(v, &rec); err != nil {
-			return fmt.Errorf("corrupt record %q: %w", k, err)
+		if err := decodeJSON(k, v, &rec); err != nil {
+			return err
 		}
 		return fn(&rec)
 	})
@@ -140,7 +148,8 @@ func (t boltTx) NextID(kind string) (uint64, error) {
 }
 
 func (t boltTx) Job(id string) (*Job, error) {
-	raw := t.b(bucketJobs).Get(nameKey(id))
+	key := nameKey(id)
+	raw := t.b(bucketJobs).Get(key)
 	if raw == nil {
 		return nil, nil
 	}
@@ -148,8 +157,8 @@ func (t boltTx) Job(id string) (*Job, error) {
 		return j, nil
 	}
 	var j Job
-	if err := json.Unmarshal(raw, &j); err != nil {
-		return nil, fmt.Errorf("corrupt record %q: %w", nameKey(id), err)
+	if err := decodeJSON(key, raw, &j); err != nil {
+		return nil, err
 	}
 	// raw lives in the database's memory map, valid only in this transaction: the cache
 	// keeps a copy.

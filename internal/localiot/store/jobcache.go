@@ -34,7 +34,7 @@ type cachedJob struct {
 }
 
 // maxCachedJobs bounds the cache (a job with its document is a few KB); past it the cache
-// starts over. AWS allows 1,000 jobs in progress at once per account; a rollout has a few.
+// starts over. A rollout has a few jobs open at once.
 const maxCachedJobs = 256
 
 var verifyJobCache = os.Getenv("OTAFLOW_VERIFY_JOB_CACHE") != ""
