@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -18,6 +20,12 @@ import (
 type boltStore struct {
 	db   *bolt.DB
 	jobs jobCache
+	// calls feed the batcher (boltbatch.go); stop ends it, stopped says it ended.
+	calls         chan *boltCall
+	stop, stopped chan struct{}
+	closing       sync.Once
+	// commits counts the batcher's transactions.
+	commits atomic.Int64
 }
 
 var (
@@ -41,7 +49,9 @@ func OpenBolt(path string) (*boltStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("jobs database %s: %w", path, err)
 	}
-	return &boltStore{db: db}, nil
+	s := &boltStore{db: db, calls: make(chan *boltCall), stop: make(chan struct{}), stopped: make(chan struct{})}
+	go s.batcher()
+	return s, nil
 }
 
 func (s *boltStore) View(fn func(Tx) error) error {
@@ -51,9 +61,17 @@ func (s *boltStore) Update(fn func(Tx) error) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return fn(boltTx{tx, &s.jobs}) })
 }
 func (s *boltStore) Batch(fn func(Tx) error) error {
-	return s.db.Batch(func(tx *bolt.Tx) error { return fn(boltTx{tx, &s.jobs}) })
+	return s.batch(func(tx *bolt.Tx) error { return fn(boltTx{tx, &s.jobs}) })
 }
-func (s *boltStore) Close() error { return s.db.Close() }
+
+// Close ends the batcher (a batch being committed finishes first) and closes the file.
+func (s *boltStore) Close() error {
+	s.closing.Do(func() {
+		close(s.stop)
+		<-s.stopped
+	})
+	return s.db.Close()
+}
 
 func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
 	raw := b.Get(key)
