@@ -266,9 +266,11 @@ func (s *Service) StartNext(thing string, details map[string]string, stepTimeout
 	if e, j, err := s.NextExecution(thing); err != nil || e == nil || e.Status == store.ExecInProgress {
 		return e, j, err
 	}
+	// Starting the next execution leaves the thing's pending list and its next execution as
+	// they were, so there is nothing to tell the thing: AWS sends notify and notify-next when
+	// those change.
 	var exec *store.Execution
 	var job *store.Job
-	changed := false
 	err := s.st.Batch(func(t store.Tx) error {
 		e, err := nextOf(t, thing)
 		if err != nil || e == nil {
@@ -286,12 +288,8 @@ func (s *Service) StartNext(thing string, details map[string]string, stepTimeout
 		if stepTimeout > 0 {
 			e.StepDeadline = now.Add(stepTimeout)
 		}
-		changed = true
 		return s.setStatus(t, j, e, store.ExecInProgress, details, now)
 	})
-	if changed {
-		s.queueChanged([]string{thing})
-	}
 	return exec, job, err
 }
 
@@ -321,7 +319,7 @@ func (s *Service) UpdateExecution(in UpdateInput) (*store.Execution, *store.Job,
 	}
 	var exec *store.Execution
 	var job *store.Job
-	queueMoved := false
+	queueMoved, started := false, false
 	err := s.st.Batch(func(t store.Tx) error {
 		e, err := t.Execution(in.JobID, in.Thing)
 		if err != nil {
@@ -352,6 +350,7 @@ func (s *Service) UpdateExecution(in UpdateInput) (*store.Execution, *store.Job,
 			e.StepDeadline = time.Time{}
 		}
 		queueMoved = e.Status != in.Status
+		started = e.Status == store.ExecQueued && in.Status == store.ExecInProgress
 		if err := s.setStatus(t, j, e, in.Status, in.StatusDetails, now); err != nil {
 			return err
 		}
@@ -361,7 +360,10 @@ func (s *Service) UpdateExecution(in UpdateInput) (*store.Execution, *store.Job,
 	if err != nil {
 		return nil, nil, err
 	}
-	if queueMoved {
+	switch {
+	case started:
+		s.queueStarted(exec)
+	case queueMoved:
 		s.queueChanged([]string{in.Thing})
 	}
 	return exec, job, nil

@@ -606,6 +606,37 @@ func TestNotifyOnlyWhenTheListChanges(t *testing.T) {
 	})
 }
 
+// TestStartingALaterJobMovesNext: a device may start any QUEUED execution, not only its next
+// one. Starting a later one makes it the next (IN_PROGRESS comes first), and notify-next says
+// so, while starting the next one is no news; the list keeps its members either way.
+func TestStartingALaterJobMovesNext(t *testing.T) {
+	onEachBroker(t, "$aws/things/dev-1/jobs/notify-next", func(t *testing.T, svc *localiot.Service, dev *device) {
+		next := func() any {
+			e, _ := dev.await("notify-next")["execution"].(map[string]any)
+			return e["jobId"]
+		}
+		for _, id := range []string{"j1", "j2", "j3"} {
+			_, err := svc.CreateJob(localiot.CreateJobInput{JobID: id, Targets: []string{"dev-1"}, Document: `{}`})
+			require.NoError(t, err)
+		}
+		require.Equal(t, "j1", next())
+		start := func(id string) {
+			_, _, err := svc.UpdateExecution(localiot.UpdateInput{Thing: "dev-1", JobID: id, Status: store.ExecInProgress})
+			require.NoError(t, err)
+		}
+		start("j2")
+		require.Equal(t, "j2", next(), "j2 in progress comes before j1 queued")
+		start("j1")
+		require.Equal(t, "j1", next(), "two in progress: the older first")
+		// j3 is not the next one, but starting it changes nothing a notice says.
+		start("j3")
+		_, _, err := svc.UpdateExecution(localiot.UpdateInput{Thing: "dev-1", JobID: "j1", Status: store.ExecSucceeded})
+		require.NoError(t, err)
+		require.Equal(t, "j2", next())
+		require.Zero(t, dev.received("$aws/things/dev-1/jobs/notify-next"), "one notify-next each time the next changed")
+	})
+}
+
 // onEachBroker runs test on both brokers, each with a fresh service, its plane, and dev-1
 // connected and subscribed to filter.
 func onEachBroker(t *testing.T, filter string, test func(t *testing.T, svc *localiot.Service, dev *device)) {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,7 +74,7 @@ type Service struct {
 	auditQ       auditQueue
 
 	mu        sync.RWMutex
-	listeners []func(things []string)
+	listeners []QueueListener
 	// certListeners are told of certificates that stopped being usable (certificates.go).
 	certListeners []func(id string)
 	// ca issues device certificates (Options.CA); nil: none are issued.
@@ -210,12 +209,22 @@ func (s *Service) Close() error {
 	return err
 }
 
-// OnQueueChange registers fn to be told which things' pending jobs changed, after the change
-// is durable. The MQTT plane uses it to send notify and notify-next.
-func (s *Service) OnQueueChange(fn func(things []string)) {
+// QueueListener is told of changes to things' pending jobs, after they are durable. The MQTT
+// plane is one: it sends notify and notify-next.
+type QueueListener interface {
+	// Changed: these things' pending jobs changed.
+	Changed(things []string)
+	// Started: the thing's execution (ExecutionKey) went from QUEUED to IN_PROGRESS, and
+	// nothing else changed with it. Its pending list kept its members; its next execution
+	// changed only if that execution was not the next one before.
+	Started(thing, execution string)
+}
+
+// OnQueueChange registers l to be told which things' pending jobs changed.
+func (s *Service) OnQueueChange(l QueueListener) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.listeners = append(s.listeners, fn)
+	s.listeners = append(s.listeners, l)
 }
 
 func (s *Service) queueChanged(things []string) {
@@ -223,10 +232,26 @@ func (s *Service) queueChanged(things []string) {
 		return
 	}
 	s.mu.RLock()
-	ls := slices.Clone(s.listeners)
+	ls := s.listeners
 	s.mu.RUnlock()
-	for _, fn := range ls {
-		fn(things)
+	for _, l := range ls {
+		l.Changed(things)
+	}
+}
+
+// queueStarted tells listeners that a device started e, which was QUEUED. On a shared store
+// another replica may have told the thing of changes this one's listeners never saw, so they
+// are told of a change instead, to read what is pending afresh.
+func (s *Service) queueStarted(e *store.Execution) {
+	if s.shared {
+		s.queueChanged([]string{e.ThingName})
+		return
+	}
+	s.mu.RLock()
+	ls := s.listeners
+	s.mu.RUnlock()
+	for _, l := range ls {
+		l.Started(e.ThingName, ExecutionKey(e))
 	}
 }
 

@@ -104,6 +104,9 @@ type Plane struct {
 	mu        sync.Mutex
 	queued    map[string]int      // requests waiting per thing
 	dirty     map[string]struct{} // things whose pending jobs changed since the last notify
+	// telling is the batch the notifier is telling now: things whose notices may be computed
+	// from a read older than their latest change.
+	telling map[string]struct{}
 }
 
 type planeRequest struct {
@@ -201,8 +204,14 @@ func (p *Plane) start() {
 		go p.serve()
 	}
 	go p.notifier()
-	p.svc.OnQueueChange(p.changed)
+	p.svc.OnQueueChange(listener{p})
 }
+
+// listener is how the service tells the plane of changes to pending jobs.
+type listener struct{ p *Plane }
+
+func (l listener) Changed(things []string)         { l.p.changed(things) }
+func (l listener) Started(thing, execution string) { l.p.started(thing, execution) }
 
 // UseInline subscribes the plane on an in-process broker and publishes through it from then
 // on: at Serve, and again when the embedded broker was restarted (a new broker holds none of
@@ -650,6 +659,25 @@ func (p *Plane) changed(things []string) {
 	}
 }
 
+// started records that thing's QUEUED execution started. When the thing was last told that
+// this execution is its next one, and no other change to it is waiting or being told, it is
+// still the next one with the same pending list: nothing to tell, and nothing to read. (That
+// told state came from a read after every change before this one, so the execution was the
+// next one when it started.) Otherwise it is a change like any other.
+func (p *Plane) started(thing, execution string) {
+	p.mu.Lock()
+	_, waiting := p.dirty[thing]
+	_, telling := p.telling[thing]
+	if !waiting && !telling {
+		if prev, ok := p.told.Load(thing); ok && prev.(notified).next == execution {
+			p.mu.Unlock()
+			return
+		}
+	}
+	p.mu.Unlock()
+	p.changed([]string{thing})
+}
+
 // notifyWorkers tell things in parallel: a wave of CreateJob touches many things at once.
 const notifyWorkers = 4
 
@@ -666,7 +694,7 @@ func (p *Plane) notifier() {
 		for t := range p.dirty {
 			batch = append(batch, t)
 		}
-		clear(p.dirty)
+		p.telling, p.dirty = p.dirty, map[string]struct{}{}
 		p.mu.Unlock()
 		var wg sync.WaitGroup
 		for w := range min(notifyWorkers, len(batch)) {
@@ -679,6 +707,9 @@ func (p *Plane) notifier() {
 			}()
 		}
 		wg.Wait()
+		p.mu.Lock()
+		p.telling = nil
+		p.mu.Unlock()
 	}
 }
 
