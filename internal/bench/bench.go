@@ -130,6 +130,9 @@ type Throughput struct {
 	// RegistrationSeconds is how long registering the fleet's things (in its group) took,
 	// through bulk registration (StartThingRegistrationTask).
 	RegistrationSeconds float64 `json:"registrationSeconds"`
+	// WarmUpSeconds is how long each agent's first job took, before the measured runs (real
+	// agents only): a job the jobs service gives every device, as the baseline's.
+	WarmUpSeconds float64 `json:"warmUpSeconds,omitempty"`
 	// HistoryBytes is the rollout workflow's history size (the events' encoded size).
 	HistoryBytes int `json:"historyBytes"`
 	// AWSRolloutMinutes is how long the same rollout takes at AWS IoT Jobs' highest rollout
@@ -397,11 +400,13 @@ func registerFleet(svc *localiot.Service, group string, n int, progress func(don
 	}
 }
 
-// settle waits until the devices have gone quiet after connecting: an agent reports its
-// inventory and looks for pending jobs when it connects, and the first rollout should not pay
-// for the tail of that (the baseline, which runs after it, never did). Quiet is no device or
-// control-plane call for a second; it gives up waiting after a minute.
-func settle(ctx context.Context, o *Options, s *stack.Stack, n int) error {
+// settle waits until the devices have gone quiet after, as the log says, what: an agent
+// reports its inventory and looks for pending jobs when it connects, and reports its
+// inventory again after each job succeeds, so without a wait each run would pay for the tail
+// of the one before it (the first rollout for the fleet's connecting, the baseline for the
+// rollout's reports). Quiet is no device or control-plane call for a second; it gives up
+// waiting after a minute.
+func settle(ctx context.Context, o *Options, s *stack.Stack, n int, what string) error {
 	began := time.Now()
 	total := func() (sum int64) {
 		for _, c := range s.Jobs.APICalls() {
@@ -422,9 +427,12 @@ func settle(ctx context.Context, o *Options, s *stack.Stack, n int) error {
 			quiet, last = 0, now
 		}
 	}
-	o.say("%d devices: quiet after connecting (waited %.1fs)", n, time.Since(began).Seconds())
+	o.say("%d devices: quiet after %s (waited %.1fs)", n, what, time.Since(began).Seconds())
 	return nil
 }
+
+// warmUpVersion is what every agent's first job, unmeasured, switches to (below 2.0.0).
+const warmUpVersion = "1.1.0"
 
 // stagedVersions are the versions the throughput runs roll out (2.R.0 by the workflow, 2.R.1
 // by the baseline job), each above the one before: agents refuse a downgrade outside a
@@ -433,7 +441,7 @@ func settle(ctx context.Context, o *Options, s *stack.Stack, n int) error {
 // so the figures are the control plane's and the devices', not the artifact store's (the
 // install and download figures measure that).
 func stagedVersions(repeat int) []string {
-	var out []string
+	out := []string{warmUpVersion}
 	for r := 0; r < repeat; r++ {
 		out = append(out, fmt.Sprintf("2.%d.0", r), fmt.Sprintf("2.%d.1", r))
 	}
@@ -483,13 +491,28 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 	defer stop()
 	t := &Throughput{Devices: n, FleetProcesses: procs, RepeatsEachSide: o.Repeat, ConnectedSeconds: time.Since(start).Seconds(), Store: "bbolt", Simulated: simulated,
 		RegistrationSeconds: registration.Seconds()}
-	if err := settle(ctx, o, s, n); err != nil {
+	if err := settle(ctx, o, s, n, "connecting"); err != nil {
 		return nil, err
 	}
 	if o.PostgresURL != "" {
 		t.Store = "postgres"
 		if o.Replicas > 1 {
 			t.Store = fmt.Sprintf("postgres, %d jobs service replicas", o.Replicas)
+		}
+	}
+	if !simulated {
+		// An agent's first job costs it more than later ones (about 0.8 of the later pairs'
+		// speed, in the first pair of every run before this): whichever side ran first paid
+		// for it. Every agent takes one unmeasured job first, so both sides measure agents as
+		// they are for the rest of their lives.
+		took, err := serviceJob(ctx, s, arns, n, fmt.Sprintf("warm-up-%d", n), warmUpVersion)
+		if err != nil {
+			return nil, fmt.Errorf("warm-up job: %w", err)
+		}
+		t.WarmUpSeconds = took.Seconds()
+		o.say("%d devices: warm-up job (each agent's first) took %.2fs, not measured", n, took.Seconds())
+		if err := settle(ctx, o, s, n, "the warm-up"); err != nil {
+			return nil, err
 		}
 	}
 	var rollout, baseline, stackCPU, devicesCPU, pgCPU []float64
@@ -512,6 +535,11 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 			return nil, fmt.Errorf("rollout: %w (%s)", err, res.Message)
 		}
 		took := time.Since(began)
+		// The rollout's CPU includes its tail (the agents' inventory reports after they
+		// succeed), and the baseline starts after it.
+		if err := settle(ctx, o, s, n, fmt.Sprintf("rollout %d", r+1)); err != nil {
+			return nil, err
+		}
 		stackCPU = append(stackCPU, (selfCPU()-cpuBefore)/float64(n))
 		devicesCPU = append(devicesCPU, (pidsCPU(devicePIDs)-devBefore)/float64(n))
 		if o.PostgresPIDs != nil {
@@ -553,34 +581,16 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 			took.Seconds(), events, t.ControlCallsPerDevice, t.DeviceCallsPerDevice)
 
 		// Baseline: the same devices, one job straight from the jobs service.
-		d := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: "baseline",
-			SoftwareToUpdate: jobdoc.SoftwareCore, Version: fmt.Sprintf("2.%d.1", r)}
-		body, _ := d.Marshal()
-		jobID := fmt.Sprintf("baseline-%d-%d", n, r)
-		began = time.Now()
-		if _, err := s.Jobs.CreateJob(localiot.CreateJobInput{JobID: jobID, Targets: arns, Document: body}); err != nil {
-			return nil, err
+		if took, err = serviceJob(ctx, s, arns, n, fmt.Sprintf("baseline-%d-%d", n, r), fmt.Sprintf("2.%d.1", r)); err != nil {
+			return nil, fmt.Errorf("baseline job: %w", err)
 		}
-		for {
-			j, err := s.Jobs.DescribeJob(jobID)
-			if err != nil {
-				return nil, err
-			}
-			if j.Counts.Succeeded == n {
-				break
-			}
-			if done := j.Counts.Failed + j.Counts.Rejected + j.Counts.TimedOut + j.Counts.Canceled; done > 0 {
-				return nil, fmt.Errorf("baseline job: %d devices did not succeed", done)
-			}
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-		took = time.Since(began)
 		baseline = append(baseline, took.Seconds())
 		o.say("%d devices: baseline %d/%d took %.2fs", n, r+1, o.Repeat, took.Seconds())
+		if r+1 < o.Repeat {
+			if err := settle(ctx, o, s, n, fmt.Sprintf("baseline %d", r+1)); err != nil {
+				return nil, err
+			}
+		}
 	}
 	t.RolloutSeconds, t.BaselineSeconds = median(rollout), median(baseline)
 	t.StackCPUSecondsPerDevice, t.DevicesCPUSecondsPerDevice, t.PostgresCPUSecondsPerDevice = median(stackCPU), median(devicesCPU), median(pgCPU)
@@ -588,6 +598,35 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 	t.BaselinePerMin = float64(n) / t.BaselineSeconds * 60
 	t.Ratio = t.RolloutPerMin / t.BaselinePerMin
 	return t, nil
+}
+
+// serviceJob gives every device one job straight from the jobs service (no Temporal), a
+// switch to the staged version, and returns how long it took until every device succeeded.
+func serviceJob(ctx context.Context, s *stack.Stack, targets []string, n int, jobID, version string) (time.Duration, error) {
+	d := jobdoc.Document{Type: jobdoc.Type, SchemaVersion: jobdoc.SchemaVersion, Operation: jobdoc.OpUpdate, RolloutID: jobID,
+		SoftwareToUpdate: jobdoc.SoftwareCore, Version: version}
+	body, _ := d.Marshal()
+	began := time.Now()
+	if _, err := s.Jobs.CreateJob(localiot.CreateJobInput{JobID: jobID, Targets: targets, Document: body}); err != nil {
+		return 0, err
+	}
+	for {
+		j, err := s.Jobs.DescribeJob(jobID)
+		if err != nil {
+			return 0, err
+		}
+		if j.Counts.Succeeded == n {
+			return time.Since(began), nil
+		}
+		if done := j.Counts.Failed + j.Counts.Rejected + j.Counts.TimedOut + j.Counts.Canceled; done > 0 {
+			return 0, fmt.Errorf("%d devices did not succeed", done)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // selfCPU is this process's CPU time so far (user + system), in seconds.
