@@ -39,7 +39,7 @@ func benchCmd() *cobra.Command {
   - rollout throughput (devices/min) for each --sizes, zero-time installs, every device its own
     agent and MQTT connection (in "starter fleet" child processes), beside the same devices given
     one job by the jobs service alone (no Temporal): the ratio is the orchestration's cost
-    (each agent takes one unmeasured job first: its first job costs it more than later ones);
+    (each agent takes one unmeasured job first, and each run starts once the fleet is quiet);
   - the rollout's workflow history length at each size;
   - notify latency, CreateJob → the device's notify-next, beside a raw MQTT publish → receive;
   - the agent: stripped binary size, idle RSS and CPU, peak RSS while installing an

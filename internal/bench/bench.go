@@ -501,10 +501,10 @@ func throughput(ctx context.Context, o *Options, n int, simulated bool) (*Throug
 		}
 	}
 	if !simulated {
-		// An agent's first job costs it more than later ones (about 0.8 of the later pairs'
-		// speed, in the first pair of every run before this): whichever side ran first paid
-		// for it. Every agent takes one unmeasured job first, so both sides measure agents as
-		// they are for the rest of their lives.
+		// Every agent takes one unmeasured job first, so both sides measure agents past their
+		// first job. (The first pair of every run was once the slow one. The warm-up itself
+		// took no longer than later jobs; the cause was the reports of the run before, which
+		// settle now waits out.)
 		took, err := serviceJob(ctx, s, arns, n, fmt.Sprintf("warm-up-%d", n), warmUpVersion)
 		if err != nil {
 			return nil, fmt.Errorf("warm-up job: %w", err)
