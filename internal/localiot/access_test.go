@@ -262,3 +262,24 @@ func TestAuditLogPagesAndFilters(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, xs, 10)
 }
+
+// TestSignInRefusesAlike: an unknown user and a wrong password get the same refusal, which
+// says neither which was wrong; the unknown user is checked against a hash made at the first
+// sign-in (not at package init, which every starter command paid for).
+func TestSignInRefusesAlike(t *testing.T) {
+	svc, _ := openWithClock(t)
+	_, err := svc.CreateUser(localiot.UserInput{Name: "ana", Password: "the password of ana 2026", Role: localiot.RoleOperator, By: "test"})
+	require.NoError(t, err)
+
+	_, err = svc.Authenticate("nobody", "the password of ana 2026")
+	require.ErrorIs(t, err, localiot.ErrSignIn, "an unknown user")
+	_, err = svc.Authenticate("ana", "the password of bob 2026")
+	require.ErrorIs(t, err, localiot.ErrSignIn, "a wrong password")
+	_, err = svc.Authenticate("nobody", "")
+	require.ErrorIs(t, err, localiot.ErrSignIn, "an unknown user, again (the dummy hash is made once)")
+
+	p, err := svc.Authenticate("ana", "the password of ana 2026")
+	require.NoError(t, err)
+	require.Equal(t, "ana", p.Name)
+	require.Equal(t, localiot.RoleOperator, p.Role)
+}
