@@ -39,19 +39,6 @@ type Options struct {
 	Progress func(done, total int64)
 }
 
-// progressWriter reports every write's running total.
-type progressWriter struct {
-	done  int64
-	total int64
-	fn    func(done, total int64)
-}
-
-func (p *progressWriter) Write(b []byte) (int, error) {
-	p.done += int64(len(b))
-	p.fn(p.done, p.total)
-	return len(b), nil
-}
-
 // ErrVerify marks an artifact that arrived but is not what the document promised: fatal,
 // never retried.
 var ErrVerify = errors.New("artifact verification failed")
@@ -169,18 +156,57 @@ func fetch(ctx context.Context, o Options, spec Spec, offset int64, f *os.File, 
 	}
 	var r io.Reader = io.LimitReader(resp.Body, spec.Size-offset+1)
 	r = NewPacer(o.BytesPerSecond).Reader(r)
-	var w io.Writer = io.MultiWriter(f, h)
+	var progress func(int64)
 	if o.Progress != nil {
-		w = io.MultiWriter(f, h, &progressWriter{done: offset, total: spec.Size, fn: o.Progress})
+		progress = func(n int64) { o.Progress(offset+n, spec.Size) }
 	}
-	// Large reads: with 32 KiB ones the download ran at half the speed of curl. (Hashing on a
-	// goroutine of its own was tried: no gain beyond the run-to-run spread on 2 cores, where
-	// the hash competes with the server and the copy anyway.)
-	n, err := io.CopyBuffer(w, r, make([]byte, 1<<20))
+	n, err := copyHashed(f, h, r, progress)
 	if offset+n > spec.Size {
 		return n, fmt.Errorf("%w: the server sent more than the %d bytes the document promised", ErrVerify, spec.Size)
 	}
 	return n, err
+}
+
+// copyBufferSize is copyHashed's read size: with 32 KiB reads the download ran at half the
+// speed of curl.
+const copyBufferSize = 1 << 20
+
+// copyHashed copies r into w in reads of up to 1 MiB and hashes what was written. When it
+// returns, h holds exactly the n bytes written to w, error or not, so an attempt resumes right
+// behind them: a write that fails part way (a full disk) is reported as itself, where hashing
+// through io.MultiWriter left those bytes out of the hash and turned it into a verification
+// failure, which is never retried. progress, when set, gets the running total after each write.
+//
+// The hash runs in line. Hashing on a goroutine of its own overlaps it with the next read and
+// write, but costs context switches, and on 2 cores, where the server and the loopback take
+// the other core, it gained nothing beyond the run-to-run spread (docs/benchmarks.md).
+func copyHashed(w io.Writer, h hash.Hash, r io.Reader, progress func(int64)) (n int64, err error) {
+	buf := make([]byte, copyBufferSize)
+	for {
+		nr, rerr := r.Read(buf)
+		if nr > 0 {
+			nw, werr := w.Write(buf[:nr])
+			if nw > 0 {
+				h.Write(buf[:nw])
+				n += int64(nw)
+				if progress != nil {
+					progress(n)
+				}
+			}
+			if werr == nil && nw < nr {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return n, werr
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
 }
 
 // Pacer keeps downloads under a byte rate: every reader it wraps shares the one budget, so a
