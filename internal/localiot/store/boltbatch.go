@@ -51,30 +51,11 @@ func (s *boltStore) batch(fn func(*bolt.Tx) error) error {
 // batcher gathers calls into batches and commits them, one at a time, until Close.
 func (s *boltStore) batcher() {
 	defer close(s.stopped)
-	age, linger := time.NewTimer(0), time.NewTimer(0)
-	defer age.Stop()
-	defer linger.Stop()
+	g := newGatherer(s.calls, s.stop, boltMaxBatch, boltLinger, boltMaxBatchAge)
 	for {
-		var calls []*boltCall
-		select {
-		case c := <-s.calls:
-			calls = append(calls, c)
-		case <-s.stop:
+		calls, ok := g.next()
+		if !ok {
 			return
-		}
-		age.Reset(boltMaxBatchAge)
-		linger.Reset(boltLinger)
-	gather:
-		for len(calls) < boltMaxBatch {
-			select {
-			case c := <-s.calls:
-				calls = append(calls, c)
-				linger.Reset(boltLinger)
-			case <-linger.C:
-				break gather
-			case <-age.C:
-				break gather
-			}
 		}
 		s.commit(calls)
 	}

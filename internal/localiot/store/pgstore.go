@@ -284,25 +284,12 @@ func (s *pgStore) Batch(fn func(Tx) error) error {
 
 func (s *pgStore) batcher() {
 	defer s.workers.Done()
+	g := newGatherer(s.batches, s.stop, pgMaxBatch, 0, pgBatchWait)
 	for {
-		var calls []*pgBatchCall
-		select {
-		case c := <-s.batches:
-			calls = append(calls, c)
-		case <-s.stop:
+		calls, ok := g.next()
+		if !ok {
 			return
 		}
-		timer := time.NewTimer(pgBatchWait)
-	collect:
-		for len(calls) < pgMaxBatch {
-			select {
-			case c := <-s.batches:
-				calls = append(calls, c)
-			case <-timer.C:
-				break collect
-			}
-		}
-		timer.Stop()
 		for len(calls) > 0 {
 			calls = s.runBatch(calls)
 		}
