@@ -14,7 +14,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -102,6 +104,10 @@ func Download(ctx context.Context, spec Spec, path string, o Options) error {
 		}
 	}
 	if have < spec.Size {
+		if errors.Is(lastErr, syscall.ENOSPC) {
+			return fmt.Errorf("download %s: got %d of %d bytes: %w (the disk holding %s is full: the artifact needs %d bytes there; free space, then retry the job)",
+				spec.URL, have, spec.Size, lastErr, filepath.Dir(path), spec.Size)
+		}
 		return fmt.Errorf("download %s: got %d of %d bytes: %w", spec.URL, have, spec.Size, lastErr)
 	}
 	// No fsync: the file is checked against its digest every time it is used (a restarted
@@ -173,9 +179,10 @@ const copyBufferSize = 1 << 20
 
 // copyHashed copies r into w in reads of up to 1 MiB and hashes what was written. When it
 // returns, h holds exactly the n bytes written to w, error or not, so an attempt resumes right
-// behind them: a write that fails part way (a full disk) is reported as itself, where hashing
-// through io.MultiWriter left those bytes out of the hash and turned it into a verification
-// failure, which is never retried. progress, when set, gets the running total after each write.
+// behind them. (Hashing through io.MultiWriter left the bytes of a write that failed part way,
+// on a full disk, out of the hash: an attempt that finished after space came free then failed
+// verification, which is never retried.) progress, when set, gets the running total after each
+// write.
 //
 // The hash runs in line. Hashing on a goroutine of its own overlaps it with the next read and
 // write, but costs context switches, and on 2 cores, where the server and the loopback take
